@@ -1,0 +1,1 @@
+"""Misuse detectors, one per module; see base.Detector and registry.discover."""

@@ -1,0 +1,47 @@
+"""The Detector contract: a batch of inference logs in, findings per record out.
+
+A detector is one file in ``detectors/`` holding one concrete :class:`Detector`
+subclass with a unique ``name``; the registry finds it, nothing lists it by hand.
+Importing a detector module must not load models: that happens in :meth:`create`.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import ClassVar, Self
+
+from pipeline.schemas import Finding, InferenceLog
+
+
+@dataclass(frozen=True)
+class DetectorConfig:
+    """What a detector may need at construction; built from Settings at the process edge."""
+
+    model_dir: Path | None = None
+    device: str = "auto"  # "auto" | "cpu" | "cuda" | "cuda:N"
+    batch_size: int = 32
+    threads: int | None = None
+    options: dict[str, str] = field(default_factory=dict)
+
+
+class Detector(ABC):
+    """Screens prompts and completions. Subclasses set ``name`` and ``version``."""
+
+    name: ClassVar[str]
+    version: ClassVar[str]
+
+    @classmethod
+    def create(cls, config: DetectorConfig) -> Self:
+        """Runs once at start-up: load models/artifacts here, never at import."""
+        return cls()
+
+    @abstractmethod
+    def detect(self, records: Sequence[InferenceLog]) -> list[list[Finding]]:
+        """Runs once per micro-batch. Returns, for each record in order, the findings whose
+        calibrated score reached this detector's pinned threshold (empty list: clean)."""
+
+    def close(self) -> None:
+        """Runs once at shutdown; release devices and threads."""

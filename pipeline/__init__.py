@@ -1,0 +1,1 @@
+"""misuse-monitor streaming pipeline: source -> decode -> detect -> sinks."""

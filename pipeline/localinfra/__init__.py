@@ -1,0 +1,1 @@
+"""Local, real backing services (Kafka, later PostgreSQL/Prometheus/Alertmanager) on loopback for dev and tests."""

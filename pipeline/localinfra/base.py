@@ -1,0 +1,231 @@
+"""Shared plumbing for running real services as local child processes on loopback.
+
+Kafka, PostgreSQL, Prometheus and Alertmanager all need the same few things for dev and tests:
+a free port, a way to wait until it accepts connections, a process whose output goes to a log
+file, a clean stop (SIGTERM, then SIGKILL), and a small JSON state file so that a separate
+``down`` command can find and stop what an earlier ``up`` command started.
+Nothing here runs at import time.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+LOOPBACK = "127.0.0.1"
+
+
+def free_port(host: str = LOOPBACK) -> int:
+    """Return a TCP port that is free right now on ``host``.
+
+    The OS picks it (bind to port 0); another process could still grab it before we use it,
+    which is an accepted race for local dev and tests.
+    """
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+def port_is_open(host: str, port: int, timeout_s: float = 0.5) -> bool:
+    """True when something accepts TCP connections on ``host:port``."""
+    try:
+        with socket.create_connection((host, port), timeout=timeout_s):
+            return True
+    except OSError:
+        return False
+
+
+def wait_for_port(
+    host: str,
+    port: int,
+    timeout_s: float,
+    *,
+    process: subprocess.Popen[bytes] | None = None,
+    log_path: Path | None = None,
+) -> None:
+    """Block until ``host:port`` accepts TCP connections.
+
+    When ``process`` is given, fail at once if it exits instead of waiting out the timeout, so a
+    broken config is reported in seconds, with the tail of ``log_path`` in the message.
+    """
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if port_is_open(host, port):
+            return
+        if process is not None and process.poll() is not None:
+            raise RuntimeError(
+                f"process {process.pid} exited with code {process.returncode} before "
+                f"{host}:{port} opened{_log_tail_suffix(log_path)}"
+            )
+        time.sleep(0.1)
+    raise TimeoutError(f"{host}:{port} did not open within {timeout_s:.0f}s{_log_tail_suffix(log_path)}")
+
+
+def log_tail(path: Path | None, lines: int = 30) -> str:
+    """Last ``lines`` lines of a log file, or '' when there is none (used in error messages)."""
+    if path is None or not path.exists():
+        return ""
+    with path.open("rb") as fh:
+        fh.seek(0, os.SEEK_END)
+        fh.seek(max(0, fh.tell() - 16_384))
+        text = fh.read().decode("utf-8", errors="replace")
+    return "\n".join(text.splitlines()[-lines:])
+
+
+def _log_tail_suffix(path: Path | None) -> str:
+    tail = log_tail(path)
+    return f"; last lines of {path}:\n{tail}" if tail else ""
+
+
+def pid_alive(pid: int) -> bool:
+    """True when ``pid`` exists and is not a zombie (a zombie has already exited)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return True  # no procfs (macOS): trust kill(0)
+    return stat.rsplit(")", 1)[-1].split()[0] != "Z"
+
+
+def _cmdline(pid: int) -> str | None:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return None
+
+
+@dataclass
+class LocalService:
+    """A locally running service process, started here or re-attached from its state file.
+
+    ``process`` is set only in the Python process that started the service; a ``down`` command
+    in another process re-attaches by pid (see :meth:`load`) and signals it directly.
+    ``marker`` is a string that must appear in the process command line (e.g. its config path),
+    so a recycled pid is never mistaken for our service.
+    """
+
+    name: str
+    pid: int
+    log_path: Path
+    ports: dict[str, int] = field(default_factory=dict)
+    dirs: dict[str, str] = field(default_factory=dict)
+    info: dict[str, str] = field(default_factory=dict)
+    marker: str = ""
+    process: subprocess.Popen[bytes] | None = field(default=None, repr=False, compare=False)
+
+    @classmethod
+    def start(
+        cls,
+        name: str,
+        argv: Sequence[str],
+        log_path: Path,
+        *,
+        env: Mapping[str, str] | None = None,
+        cwd: Path | None = None,
+        ports: Mapping[str, int] | None = None,
+        dirs: Mapping[str, str] | None = None,
+        info: Mapping[str, str] | None = None,
+        marker: str = "",
+        detach: bool = False,
+    ) -> LocalService:
+        """Start ``argv`` with stdout and stderr appended to ``log_path``.
+
+        ``detach=True`` puts the child in its own session so it outlives the starting command
+        and ignores the terminal's Ctrl-C (for ``up``); tests keep it attached so an interrupted
+        run takes the service down with it.
+        """
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        with log_path.open("ab") as log:
+            process = subprocess.Popen(
+                list(argv),
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=None if env is None else dict(env),
+                cwd=cwd,
+                start_new_session=detach,
+            )
+        return cls(
+            name=name,
+            pid=process.pid,
+            log_path=log_path,
+            ports=dict(ports or {}),
+            dirs=dict(dirs or {}),
+            info=dict(info or {}),
+            marker=marker,
+            process=process,
+        )
+
+    def is_running(self) -> bool:
+        """True while the service process is alive (and is still ours, judged by ``marker``)."""
+        if self.process is not None:
+            return self.process.poll() is None
+        if not pid_alive(self.pid):
+            return False
+        cmdline = _cmdline(self.pid)
+        return cmdline is None or self.marker in cmdline
+
+    def stop(self, timeout_s: float = 20.0) -> None:
+        """SIGTERM and wait up to ``timeout_s`` for a clean shutdown, then SIGKILL."""
+        if not self.is_running():
+            return
+        self._signal(signal.SIGTERM)
+        if not self._wait_exit(timeout_s):
+            self.kill()
+
+    def kill(self) -> None:
+        """SIGKILL at once (tests use this to simulate a crash) and reap the process."""
+        if self.is_running():
+            self._signal(signal.SIGKILL)
+            self._wait_exit(10.0)
+
+    def _signal(self, sig: signal.Signals) -> None:
+        try:
+            os.kill(self.pid, sig)
+        except ProcessLookupError:
+            pass
+
+    def _wait_exit(self, timeout_s: float) -> bool:
+        if self.process is not None:
+            try:
+                self.process.wait(timeout=timeout_s)
+                return True
+            except subprocess.TimeoutExpired:
+                return False
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if not pid_alive(self.pid):
+                return True
+            time.sleep(0.1)
+        return False
+
+    def save(self, state_file: Path) -> None:
+        """Write pid, ports, dirs and log path as JSON so another process can :meth:`load` it."""
+        data = asdict(self)
+        data.pop("process")
+        data["log_path"] = str(self.log_path)
+        state_file.parent.mkdir(parents=True, exist_ok=True)
+        tmp = state_file.with_suffix(state_file.suffix + ".tmp")
+        tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+        tmp.replace(state_file)
+
+    @classmethod
+    def load(cls, state_file: Path) -> LocalService | None:
+        """Re-attach to a service from its state file; None when there is no state file."""
+        if not state_file.exists():
+            return None
+        data = json.loads(state_file.read_text())
+        data["log_path"] = Path(data["log_path"])
+        return cls(**data)

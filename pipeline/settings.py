@@ -1,0 +1,143 @@
+"""One settings object for every process, built once at the process edge.
+
+Sources, highest priority first: init kwargs (CLI flags), environment variables with
+prefix ``MM_`` (nested with ``__``, e.g. ``MM_KAFKA__BOOTSTRAP_SERVERS``), a YAML file
+(``--config`` or ``MM_CONFIG``), then defaults.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field, SecretStr
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    YamlConfigSettingsSource,
+)
+
+from detectors.base import DetectorConfig
+
+
+class KafkaSettings(BaseModel):
+    bootstrap_servers: str = "127.0.0.1:9092"
+    input_topic: str = "inference-logs"
+    verdict_topic: str = "misuse-verdicts"
+    dead_letter_topic: str = "inference-logs.dlq"
+    group_id: str = "misuse-monitor"
+    client_id: str = "misuse-monitor"
+    auto_offset_reset: Literal["earliest", "latest"] = "earliest"
+    # Passed through to kafka-python unchanged (SASL/TLS).
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    sasl_mechanism: str | None = None
+    sasl_plain_username: str | None = None
+    sasl_plain_password: SecretStr | None = None
+    ssl_cafile: str | None = None
+    ssl_certfile: str | None = None
+    ssl_keyfile: str | None = None
+    ssl_check_hostname: bool = True
+    # Fetch must admit the largest record the broker accepts, or a big record stalls the
+    # partition; it is then dead-lettered by the size check, not silently skipped.
+    max_partition_fetch_bytes: int = 16 * 1024 * 1024
+    max_request_size: int = 16 * 1024 * 1024
+    session_timeout_ms: int = 30_000
+    max_poll_interval_ms: int = 300_000
+
+    def client_options(self) -> dict[str, Any]:
+        """Connection and security options common to producers, consumers and admin."""
+        opts: dict[str, Any] = {
+            "bootstrap_servers": self.bootstrap_servers.split(","),
+            "client_id": self.client_id,
+            "security_protocol": self.security_protocol,
+        }
+        optional = {
+            "sasl_mechanism": self.sasl_mechanism,
+            "sasl_plain_username": self.sasl_plain_username,
+            "sasl_plain_password": (
+                self.sasl_plain_password.get_secret_value() if self.sasl_plain_password else None
+            ),
+            "ssl_cafile": self.ssl_cafile,
+            "ssl_certfile": self.ssl_certfile,
+            "ssl_keyfile": self.ssl_keyfile,
+        }
+        opts.update({k: v for k, v in optional.items() if v is not None})
+        if self.security_protocol in ("SSL", "SASL_SSL"):
+            opts["ssl_check_hostname"] = self.ssl_check_hostname
+        return opts
+
+
+class BatchSettings(BaseModel):
+    max_records: int = Field(default=256, ge=1)
+    max_wait_ms: int = Field(default=500, ge=1)
+    # Records larger than this are dead-lettered before parsing (reason too_large).
+    max_record_bytes: int = Field(default=1024 * 1024, ge=1024)
+
+
+class DetectorSettings(BaseModel):
+    enabled: list[str] = Field(default_factory=lambda: ["rules"])
+    model_dir: Path | None = None
+    device: str = "auto"
+    batch_size: int = 32
+    threads: int | None = None
+    options: dict[str, str] = Field(default_factory=dict)
+
+    def config(self) -> DetectorConfig:
+        return DetectorConfig(
+            model_dir=self.model_dir,
+            device=self.device,
+            batch_size=self.batch_size,
+            threads=self.threads,
+            options=dict(self.options),
+        )
+
+
+class LakeSettings(BaseModel):
+    path: Path = Path("data/lake")
+    # Keep the original inference log next to its verdict so history can be re-scored.
+    include_logs: bool = True
+
+
+class MetricsSettings(BaseModel):
+    host: str = "127.0.0.1"
+    port: int = Field(default=9464, ge=0, le=65535, description="0 disables the endpoint")
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="MM_", env_nested_delimiter="__", extra="forbid", yaml_file=None
+    )
+
+    kafka: KafkaSettings = Field(default_factory=KafkaSettings)
+    batch: BatchSettings = Field(default_factory=BatchSettings)
+    detectors: DetectorSettings = Field(default_factory=DetectorSettings)
+    lake: LakeSettings = Field(default_factory=LakeSettings)
+    metrics: MetricsSettings = Field(default_factory=MetricsSettings)
+    sinks: list[str] = Field(default_factory=lambda: ["verdict_topic", "lake", "metrics"])
+    pseudonym_key: SecretStr = SecretStr("change-me-in-production")
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        config_path = os.environ.get("MM_CONFIG")
+        if config_path:
+            sources.append(YamlConfigSettingsSource(settings_cls, yaml_file=config_path))
+        return tuple(sources)
+
+
+def load_settings(config: Path | None = None, **overrides: Any) -> Settings:
+    """Build Settings; ``config`` is a YAML file (else ``MM_CONFIG``), overrides win."""
+    if config is not None:
+        if not config.is_file():
+            raise FileNotFoundError(f"config file not found: {config}")
+        os.environ["MM_CONFIG"] = str(config)
+    return Settings(**overrides)

@@ -1,0 +1,1 @@
+"""Verdict sinks, one per module; see base.Sink and registry.discover_sinks."""
