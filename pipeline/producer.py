@@ -1,0 +1,130 @@
+"""Kafka producing with delivery errors surfaced, for gateways and for our own sinks.
+
+kafka-python batches sends in the background (``linger_ms``/``batch_size``) and reports
+failures only through futures. :class:`TrackedProducer` keeps the futures of unflushed
+sends and :meth:`TrackedProducer.flush` raises :class:`DeliveryError` naming every
+record that did not reach the broker, so callers never mistake a send for a delivery.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from kafka import KafkaProducer
+from kafka.errors import KafkaError
+
+from pipeline.schemas import InferenceLog
+from pipeline.settings import KafkaSettings
+
+
+class DeliveryError(RuntimeError):
+    def __init__(self, failures: list[tuple[str, BaseException]]) -> None:
+        shown = "; ".join(f"{key}: {exc!r}" for key, exc in failures[:5])
+        super().__init__(f"{len(failures)} record(s) not delivered: {shown}")
+        self.failures = failures
+
+
+@dataclass
+class _Pending:
+    label: str
+    future: Any
+
+
+class TrackedProducer:
+    """A KafkaProducer whose flush() raises on any failed delivery since the last flush."""
+
+    def __init__(self, kafka: KafkaSettings, *, linger_ms: int = 20, acks: str | int = "all", **overrides: Any) -> None:
+        options: dict[str, Any] = {
+            "acks": acks,
+            "linger_ms": linger_ms,
+            "max_request_size": kafka.max_request_size,
+            "retries": 5,
+            # Idempotence keeps broker-side retries from duplicating records.
+            "enable_idempotence": True,
+            **kafka.client_options(),
+        }
+        options.update(overrides)
+        self._producer = KafkaProducer(**options)
+        self._pending: list[_Pending] = []
+
+    def send(
+        self,
+        topic: str,
+        value: bytes,
+        *,
+        key: bytes | None = None,
+        headers: Mapping[str, bytes] | None = None,
+        label: str | None = None,
+    ) -> None:
+        """Queue one record; ``label`` names it in DeliveryError (defaults to the key)."""
+        name = label or (key.decode("utf-8", "replace") if key else f"{topic}#{len(self._pending)}")
+        try:
+            future = self._producer.send(topic, value=value, key=key, headers=list((headers or {}).items()))
+        except KafkaError as exc:  # e.g. MessageSizeTooLargeError raised synchronously
+            future = _Failed(exc)
+        self._pending.append(_Pending(name, future))
+
+    def flush(self, timeout_s: float = 30.0) -> int:
+        """Wait for every queued record; returns how many were delivered."""
+        self._producer.flush(timeout=timeout_s)
+        pending, self._pending = self._pending, []
+        failures: list[tuple[str, BaseException]] = []
+        for item in pending:
+            try:
+                item.future.get(timeout=timeout_s)
+            except Exception as exc:  # noqa: BLE001 - every failure kind is reported, none hidden
+                failures.append((item.label, exc))
+        if failures:
+            raise DeliveryError(failures)
+        return len(pending)
+
+    def close(self, timeout_s: float = 10.0) -> None:
+        self._producer.close(timeout=timeout_s)
+
+
+class _Failed:
+    def __init__(self, exc: BaseException) -> None:
+        self._exc = exc
+
+    def get(self, timeout: float | None = None) -> Any:
+        raise self._exc
+
+
+class GatewayProducer:
+    """What a serving gateway embeds: send inference logs, learn about failures on flush."""
+
+    def __init__(self, kafka: KafkaSettings, topic: str | None = None, **overrides: Any) -> None:
+        self.topic = topic or kafka.input_topic
+        self._producer = TrackedProducer(kafka, **overrides)
+
+    def send(self, log: InferenceLog | Mapping[str, Any]) -> None:
+        if isinstance(log, InferenceLog):
+            body = log.model_dump_json(by_alias=True, exclude_none=True).encode("utf-8")
+            request_id = log.request_id
+        else:
+            body = json.dumps(log, separators=(",", ":")).encode("utf-8")
+            request_id = str(log.get("request_id", ""))
+        # Keyed by request id: a retried request lands in the same partition, next to the first.
+        self._producer.send(self.topic, body, key=request_id.encode("utf-8") or None, label=request_id or None)
+
+    def send_raw(self, value: bytes, key: bytes | None = None) -> None:
+        self._producer.send(self.topic, value, key=key)
+
+    def flush(self, timeout_s: float = 30.0) -> int:
+        return self._producer.flush(timeout_s)
+
+    def close(self) -> None:
+        self._producer.close()
+
+    def __enter__(self) -> GatewayProducer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        try:
+            if exc[0] is None:
+                self.flush()
+        finally:
+            self.close()

@@ -1,0 +1,47 @@
+"""Detectors + verdict policy over a batch: shared by stream, classify and Spark backfill."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+
+from detectors.base import Detector
+from detectors.registry import build
+from pipeline.metrics import PipelineMetrics
+from pipeline.schemas import Finding, InferenceLog, MisuseVerdict
+from pipeline.settings import Settings
+from pipeline.verdicts import Pseudonymizer, build_verdict
+
+
+class Scorer:
+    def __init__(
+        self, detectors: Sequence[Detector], pseudonymize: Pseudonymizer, metrics: PipelineMetrics | None = None
+    ) -> None:
+        if not detectors:
+            raise ValueError("at least one detector must be enabled")
+        self.detectors = list(detectors)
+        self._pseudonymize = pseudonymize
+        self._metrics = metrics
+
+    @classmethod
+    def from_settings(cls, settings: Settings, metrics: PipelineMetrics | None = None) -> Scorer:
+        detectors = build(settings.detectors.enabled, settings.detectors.config())
+        key = settings.pseudonym_key.get_secret_value().encode("utf-8")
+        return cls(detectors, Pseudonymizer(key), metrics)
+
+    def score(self, logs: Sequence[InferenceLog]) -> list[MisuseVerdict]:
+        merged: list[list[Finding]] = [[] for _ in logs]
+        for detector in self.detectors:
+            started = time.perf_counter()
+            results = detector.detect(logs)
+            if len(results) != len(logs):
+                raise RuntimeError(f"detector {detector.name} returned {len(results)} results for {len(logs)} records")
+            if self._metrics is not None:
+                self._metrics.detector_duration.labels(detector.name).observe(time.perf_counter() - started)
+            for acc, found in zip(merged, results, strict=True):
+                acc.extend(found)
+        return [build_verdict(log, found, self._pseudonymize) for log, found in zip(logs, merged, strict=True)]
+
+    def close(self) -> None:
+        for detector in self.detectors:
+            detector.close()
