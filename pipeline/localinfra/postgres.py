@@ -1,0 +1,253 @@
+"""A real PostgreSQL (Debian's server binaries) on loopback for dev and tests.
+
+:func:`start_postgres` runs ``initdb`` into a data dir (trust auth, loopback TCP only, no Unix
+socket), starts ``postgres`` on a free port and creates the database. PostgreSQL refuses to run
+as root, so when this process is root the server runs as the ``postgres`` system user (override
+with ``MM_PG_RUN_AS``) from a data dir it owns under the system temp dir: pytest's and most
+home directories are mode 0700 and that user could not enter them.
+
+CLI::
+
+    python -m pipeline.localinfra.postgres up [--port 5432]   # prints the SQLAlchemy URL
+    python -m pipeline.localinfra.postgres status
+    python -m pipeline.localinfra.postgres down
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import pwd
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from pipeline.localinfra.base import LOOPBACK, LocalService, free_port, log_tail, port_is_open, wait_for_port
+
+SERVICE_NAME = "postgres"
+STARTUP_TIMEOUT_S = 60.0
+DEFAULT_USER = "misuse"
+DEFAULT_DATABASE = "misuse"
+STATE_FILE = Path(".run") / "postgres.json"
+
+
+class PostgresSetupError(RuntimeError):
+    """PostgreSQL could not be found, initialised or started locally."""
+
+
+@dataclass
+class LocalPostgres:
+    """A running local server; ``url`` is what SQLAlchemy connects to."""
+
+    service: LocalService
+    port: int
+    user: str
+    database: str
+    data_dir: Path
+
+    @property
+    def url(self) -> str:
+        return f"postgresql+psycopg://{self.user}@{LOOPBACK}:{self.port}/{self.database}"
+
+    def is_running(self) -> bool:
+        return self.service.is_running()
+
+    def stop(self, timeout_s: float = 30.0) -> None:
+        """Fast shutdown (SIGINT: disconnect clients, checkpoint); SIGKILL after ``timeout_s``.
+
+        SIGTERM would be the "smart" mode, which waits for pooled client connections to close.
+        """
+        if self.service.is_running():
+            try:
+                os.kill(self.service.pid, signal.SIGINT)
+            except ProcessLookupError:
+                return
+            deadline = time.monotonic() + timeout_s
+            while self.service.is_running() and time.monotonic() < deadline:
+                time.sleep(0.05)
+        self.service.stop(1.0)
+
+    def kill(self) -> None:
+        self.service.kill()
+
+    def __enter__(self) -> LocalPostgres:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def find_bin_dir() -> Path:
+    """``$MM_PG_BIN`` or the newest ``/usr/lib/postgresql/<major>/bin`` (Debian), else PATH."""
+    configured = os.environ.get("MM_PG_BIN")
+    candidates = [Path(configured)] if configured else []
+    candidates += sorted(Path("/usr/lib/postgresql").glob("*/bin"), key=lambda p: int(p.parent.name), reverse=True)
+    for cand in candidates:
+        if (cand / "postgres").exists() and (cand / "initdb").exists():
+            return cand
+    on_path = shutil.which("initdb")
+    if on_path:
+        return Path(on_path).parent
+    raise PostgresSetupError("PostgreSQL server binaries not found: apt-get install postgresql (or set MM_PG_BIN)")
+
+
+def _run_as() -> pwd.struct_passwd | None:
+    """The unprivileged account to run the server as when we are root; None when not root."""
+    if os.geteuid() != 0:
+        return None
+    name = os.environ.get("MM_PG_RUN_AS", "postgres")
+    try:
+        return pwd.getpwnam(name)
+    except KeyError as exc:
+        raise PostgresSetupError(f"running as root and there is no {name!r} user to run PostgreSQL as") from exc
+
+
+def _as_user(argv: list[str], account: pwd.struct_passwd | None) -> list[str]:
+    if account is None:
+        return argv
+    return ["setpriv", f"--reuid={account.pw_uid}", f"--regid={account.pw_gid}", "--clear-groups", *argv]
+
+
+def start_postgres(
+    data_dir: Path,
+    port: int | None = None,
+    *,
+    user: str = DEFAULT_USER,
+    database: str = DEFAULT_DATABASE,
+    detach: bool = False,
+    startup_timeout_s: float = STARTUP_TIMEOUT_S,
+) -> LocalPostgres:
+    """Initialise (first time) and start a cluster under ``data_dir``; create ``database``.
+
+    ``port=None`` picks a free port. Reuses an initialised cluster. Returns once the database
+    accepts queries; raises :class:`PostgresSetupError` with the log tail otherwise.
+    """
+    bin_dir = find_bin_dir()
+    account = _run_as()
+    data_dir = data_dir.resolve()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    cluster = _cluster_dir(data_dir, account)
+    log_path = data_dir / "postgres.log"
+    port = port or free_port()
+    if port_is_open(LOOPBACK, port):
+        raise PostgresSetupError(f"port {LOOPBACK}:{port} is already in use")
+
+    if not (cluster / "PG_VERSION").exists():
+        cmd = [str(bin_dir / "initdb"), "-D", str(cluster), "-U", user, "-A", "trust", "-E", "UTF8", "--no-locale", "--no-sync"]
+        result = subprocess.run(_as_user(cmd, account), capture_output=True, text=True, check=False)
+        (data_dir / "initdb.log").write_text(result.stdout + result.stderr)
+        if result.returncode != 0:
+            raise PostgresSetupError(f"initdb failed (exit {result.returncode}):\n{(result.stdout + result.stderr)[-3000:]}")
+
+    argv = [
+        str(bin_dir / "postgres"), "-D", str(cluster), "-p", str(port),
+        "-c", f"listen_addresses={LOOPBACK}",
+        "-c", "unix_socket_directories=",
+        # A throwaway dev/test cluster on a shared 2-core box: durability is not the point.
+        "-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off",
+        "-c", "shared_buffers=64MB", "-c", "max_connections=50",
+    ]  # fmt: skip
+    service = LocalService.start(
+        SERVICE_NAME,
+        _as_user(argv, account),
+        log_path,
+        ports={"postgres": port},
+        dirs={"data": str(data_dir), "cluster": str(cluster)},
+        info={"user": user, "database": database},
+        marker=str(cluster),
+        detach=detach,
+    )
+    server = LocalPostgres(service=service, port=port, user=user, database=database, data_dir=data_dir)
+    try:
+        wait_for_port(LOOPBACK, port, startup_timeout_s, process=service.process, log_path=log_path)
+        _create_database(server, startup_timeout_s)
+    except (RuntimeError, TimeoutError) as exc:
+        server.kill()
+        raise PostgresSetupError(f"postgres did not start: {exc}") from exc
+    except BaseException:
+        server.kill()
+        raise
+    return server
+
+
+def _cluster_dir(data_dir: Path, account: pwd.struct_passwd | None) -> Path:
+    """Where the cluster lives: ``data_dir/cluster``, or a temp dir owned by ``account`` as root.
+
+    The temp location is remembered in ``data_dir/cluster.path`` so a restart reuses it.
+    """
+    if account is None:
+        return data_dir / "cluster"
+    pointer = data_dir / "cluster.path"
+    if pointer.exists():
+        remembered = Path(pointer.read_text().strip())
+        if remembered.exists():
+            return remembered
+    cluster = Path(tempfile.mkdtemp(prefix="mm-postgres-"))
+    os.chown(cluster, account.pw_uid, account.pw_gid)
+    pointer.write_text(f"{cluster}\n")
+    return cluster
+
+
+def _create_database(server: LocalPostgres, timeout_s: float) -> None:
+    import psycopg
+
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            # The server accepts TCP a moment before it accepts logins ("starting up").
+            with psycopg.connect(host=LOOPBACK, port=server.port, user=server.user, dbname="postgres", autocommit=True) as conn:
+                exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (server.database,)).fetchone()
+                if not exists:
+                    conn.execute(f'CREATE DATABASE "{server.database}"')
+                return
+        except psycopg.OperationalError as exc:
+            if time.monotonic() > deadline or not server.is_running():
+                raise PostgresSetupError(f"postgres on port {server.port} refused logins: {exc}\n{log_tail(server.service.log_path)}") from exc
+            time.sleep(0.2)
+
+
+def remove_cluster(server: LocalPostgres) -> None:
+    """Delete the cluster files after stop (the root case leaves them outside ``data_dir``)."""
+    cluster = Path(server.service.dirs.get("cluster", server.data_dir / "cluster"))
+    shutil.rmtree(cluster, ignore_errors=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m pipeline.localinfra.postgres")
+    sub = parser.add_subparsers(dest="command", required=True)
+    up = sub.add_parser("up", help="start a detached local PostgreSQL and print its URL")
+    up.add_argument("--port", type=int, default=5432)
+    up.add_argument("--data-dir", type=Path, default=Path(".run") / "postgres")
+    sub.add_parser("status")
+    sub.add_parser("down")
+    args = parser.parse_args(argv)
+
+    existing = LocalService.load(STATE_FILE)
+    if args.command == "up":
+        if existing is not None and existing.is_running():
+            print(f"postgres already running (pid {existing.pid}, port {existing.ports['postgres']})")
+            return 0
+        server = start_postgres(args.data_dir, args.port, detach=True)
+        server.service.save(STATE_FILE)
+        print(server.url)
+        return 0
+    if existing is None or not existing.is_running():
+        print("postgres is not running")
+        return 0 if args.command == "down" else 1
+    if args.command == "status":
+        print(f"postgres running: pid {existing.pid}, port {existing.ports['postgres']}, log {existing.log_path}")
+        return 0
+    os.kill(existing.pid, signal.SIGINT)  # fast shutdown, see LocalPostgres.stop
+    existing.stop(30.0)
+    STATE_FILE.unlink(missing_ok=True)
+    print("postgres stopped")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

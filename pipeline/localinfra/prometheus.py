@@ -1,0 +1,219 @@
+"""A real Prometheus (Debian's ``prometheus`` binary) on loopback for dev and tests.
+
+:func:`start_prometheus` writes a config that scrapes the given ``host:port`` targets at a short
+interval and loads rule files, then starts Prometheus on a free port with its TSDB under a data
+dir. :func:`query` / :func:`query_range` call the HTTP API and raise :class:`PrometheusQueryError`
+on a failed query (a PromQL syntax error in a dashboard is a bug, not "no data").
+
+CLI::
+
+    python -m pipeline.localinfra.prometheus up --target 127.0.0.1:9464 [--port 9090]
+    python -m pipeline.localinfra.prometheus status
+    python -m pipeline.localinfra.prometheus down
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import yaml
+
+from pipeline.localinfra.base import LOOPBACK, LocalService, free_port, log_tail, port_is_open, wait_for_port
+
+SERVICE_NAME = "prometheus"
+STARTUP_TIMEOUT_S = 60.0
+STATE_FILE = Path(".run") / "prometheus.json"
+JOB_NAME = "misuse-monitor"
+
+
+class PrometheusSetupError(RuntimeError):
+    """Prometheus could not be found or started locally."""
+
+
+class PrometheusQueryError(RuntimeError):
+    """Prometheus rejected a query (bad PromQL, timeout)."""
+
+
+@dataclass
+class LocalPrometheus:
+    service: LocalService
+    port: int
+    data_dir: Path
+    config_path: Path
+
+    @property
+    def url(self) -> str:
+        return f"http://{LOOPBACK}:{self.port}"
+
+    def is_running(self) -> bool:
+        return self.service.is_running()
+
+    def stop(self, timeout_s: float = 20.0) -> None:
+        self.service.stop(timeout_s)
+
+    def kill(self) -> None:
+        self.service.kill()
+
+    def __enter__(self) -> LocalPrometheus:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def find_prometheus() -> str:
+    binary = shutil.which("prometheus")
+    if binary is None:
+        raise PrometheusSetupError("prometheus not found on PATH: apt-get install prometheus")
+    return binary
+
+
+def prometheus_config(targets: Sequence[str], rule_files: Sequence[Path], interval_s: float) -> dict[str, Any]:
+    """Scrape and evaluate every ``interval_s`` so tests see data within seconds."""
+    interval = f"{int(interval_s * 1000)}ms"
+    return {
+        "global": {"scrape_interval": interval, "evaluation_interval": interval, "scrape_timeout": interval},
+        "rule_files": [str(p.resolve()) for p in rule_files],
+        "scrape_configs": [{"job_name": JOB_NAME, "static_configs": [{"targets": list(targets)}]}],
+    }
+
+
+def start_prometheus(
+    data_dir: Path,
+    targets: Sequence[str],
+    *,
+    port: int | None = None,
+    rule_files: Sequence[Path] = (),
+    interval_s: float = 1.0,
+    detach: bool = False,
+    startup_timeout_s: float = STARTUP_TIMEOUT_S,
+) -> LocalPrometheus:
+    """Start Prometheus scraping ``targets`` (``host:port``); returns once it is ready."""
+    binary = find_prometheus()
+    data_dir = data_dir.resolve()
+    (data_dir / "tsdb").mkdir(parents=True, exist_ok=True)
+    port = port or free_port()
+    if port_is_open(LOOPBACK, port):
+        raise PrometheusSetupError(f"port {LOOPBACK}:{port} is already in use")
+    config_path = data_dir / "prometheus.yml"
+    config_path.write_text(yaml.safe_dump(prometheus_config(targets, rule_files, interval_s), sort_keys=True))
+    log_path = data_dir / "prometheus.log"
+    argv = [
+        binary,
+        f"--config.file={config_path}",
+        f"--storage.tsdb.path={data_dir / 'tsdb'}",
+        f"--web.listen-address={LOOPBACK}:{port}",
+        "--web.enable-lifecycle",
+        "--storage.tsdb.retention.time=1d",
+    ]
+    service = LocalService.start(
+        SERVICE_NAME,
+        argv,
+        log_path,
+        ports={"prometheus": port},
+        dirs={"data": str(data_dir)},
+        info={"config": str(config_path)},
+        marker=str(config_path),
+        detach=detach,
+    )
+    server = LocalPrometheus(service=service, port=port, data_dir=data_dir, config_path=config_path)
+    try:
+        wait_for_port(LOOPBACK, port, startup_timeout_s, process=service.process, log_path=log_path)
+        _wait_ready(server, startup_timeout_s)
+    except (RuntimeError, TimeoutError) as exc:
+        server.kill()
+        raise PrometheusSetupError(f"prometheus did not start: {exc}") from exc
+    except BaseException:
+        server.kill()
+        raise
+    return server
+
+
+def _wait_ready(server: LocalPrometheus, timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"{server.url}/-/ready", timeout=2.0).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        if not server.is_running():
+            break
+        time.sleep(0.2)
+    raise PrometheusSetupError(f"prometheus at {server.url} not ready; log tail:\n{log_tail(server.service.log_path)}")
+
+
+def _api(base_url: str, path: str, params: dict[str, Any]) -> Any:
+    response = httpx.get(f"{base_url}{path}", params=params, timeout=30.0)
+    body = response.json() if response.headers.get("content-type", "").startswith("application/json") else {}
+    if response.status_code != 200 or body.get("status") != "success":
+        raise PrometheusQueryError(f"{path} {params}: HTTP {response.status_code} {body.get('error') or response.text[:500]}")
+    return body["data"]
+
+
+def query(base_url: str, promql: str, at: float | None = None) -> list[dict[str, Any]]:
+    """Instant query; returns the result list (vector or matrix samples)."""
+    params: dict[str, Any] = {"query": promql}
+    if at is not None:
+        params["time"] = at
+    data = _api(base_url, "/api/v1/query", params)
+    result = data["result"]
+    return result if isinstance(result, list) else [result]
+
+
+def query_range(base_url: str, promql: str, start: float, end: float, step_s: float) -> list[dict[str, Any]]:
+    return _api(base_url, "/api/v1/query_range", {"query": promql, "start": start, "end": end, "step": step_s})["result"]
+
+
+def label_values(base_url: str, label: str, match: str | None = None) -> list[str]:
+    params = {"match[]": match} if match else {}
+    return _api(base_url, f"/api/v1/label/{label}/values", params)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m pipeline.localinfra.prometheus")
+    sub = parser.add_subparsers(dest="command", required=True)
+    up = sub.add_parser("up", help="start a detached local Prometheus and print its URL")
+    up.add_argument("--port", type=int, default=9090)
+    up.add_argument("--target", action="append", default=[], help="host:port to scrape (repeatable)")
+    up.add_argument("--rules", action="append", type=Path, default=[], help="rule file (repeatable)")
+    up.add_argument("--data-dir", type=Path, default=Path(".run") / "prometheus")
+    up.add_argument("--interval", type=float, default=5.0, help="scrape and rule interval in seconds")
+    sub.add_parser("status")
+    sub.add_parser("down")
+    args = parser.parse_args(argv)
+
+    existing = LocalService.load(STATE_FILE)
+    if args.command == "up":
+        if existing is not None and existing.is_running():
+            print(f"prometheus already running (pid {existing.pid}, port {existing.ports['prometheus']})")
+            return 0
+        targets = args.target or [f"{LOOPBACK}:9464"]
+        server = start_prometheus(
+            args.data_dir, targets, port=args.port, rule_files=args.rules, interval_s=args.interval, detach=True
+        )
+        server.service.save(STATE_FILE)
+        print(server.url)
+        return 0
+    if existing is None or not existing.is_running():
+        print("prometheus is not running")
+        return 0 if args.command == "down" else 1
+    if args.command == "status":
+        print(f"prometheus running: pid {existing.pid}, port {existing.ports['prometheus']}, log {existing.log_path}")
+        return 0
+    existing.stop(20.0)
+    STATE_FILE.unlink(missing_ok=True)
+    print("prometheus stopped")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

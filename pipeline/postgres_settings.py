@@ -1,0 +1,23 @@
+"""Settings of the PostgreSQL events store (kept free of SQLAlchemy so Settings stays light)."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, Field, SecretStr
+
+
+class PostgresSettings(BaseModel):
+    """Where the ``postgres`` sink writes verdicts, and how long they are kept."""
+
+    url: SecretStr = SecretStr("postgresql+psycopg://misuse:misuse@127.0.0.1:5432/misuse")
+    retention_days: int = Field(default=90, ge=1)
+    # Each flush is one transaction; a slow database must fail the batch, not hang the stream.
+    connect_timeout_s: int = Field(default=10, ge=1)
+    statement_timeout_ms: int = Field(default=30_000, ge=100)
+    flush_attempts: int = Field(default=5, ge=1)
+    create_schema: bool = Field(default=True, description="CREATE TABLE/INDEX IF NOT EXISTS at start-up")
+
+
+def postgres_settings(settings: object) -> PostgresSettings:
+    """``settings.postgres`` once the lead wires the field into Settings; defaults until then."""
+    value = getattr(settings, "postgres", None)
+    return value if isinstance(value, PostgresSettings) else PostgresSettings()

@@ -1,0 +1,58 @@
+"""PostgreSQL sink: one row per verdict in ``misuse_events`` (see :mod:`pipeline.events_db`)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Self
+
+from pipeline.sinks.base import ScoredRecord, Sink
+
+if TYPE_CHECKING:
+    import sqlalchemy as sa
+
+    from pipeline.metrics import PipelineMetrics
+    from pipeline.postgres_settings import PostgresSettings
+    from pipeline.schemas import MisuseVerdict
+    from pipeline.settings import Settings
+
+
+class PostgresSink(Sink):
+    """Buffers verdicts per batch; flush() upserts them by request_id in one transaction."""
+
+    name = "postgres"
+
+    def __init__(self, engine: sa.Engine, settings: PostgresSettings) -> None:
+        self._engine = engine
+        self._settings = settings
+        self._pending: list[MisuseVerdict] = []
+
+    @classmethod
+    def create(cls, settings: Settings, metrics: PipelineMetrics) -> Self:
+        # Imported here: SQLAlchemy is the optional "db" extra and sink discovery imports this module.
+        from pipeline import events_db
+        from pipeline.postgres_settings import postgres_settings
+
+        pg_settings = postgres_settings(settings)
+        engine = events_db.create_engine(pg_settings)
+        if pg_settings.create_schema:
+            events_db.create_schema(engine)
+        return cls(engine, pg_settings)
+
+    def write(self, records: Sequence[ScoredRecord]) -> None:
+        self._pending.extend(r.verdict for r in records)
+
+    def flush(self) -> None:
+        """Upsert the buffered verdicts (retrying transient errors) or raise EventStoreError.
+
+        The buffer is kept on failure, so the rows go out with the next flush if the stream
+        carries on; the runner does not commit offsets for a batch whose flush raised.
+        """
+        from pipeline.events_db import upsert_with_retry
+
+        if not self._pending:
+            return
+        upsert_with_retry(self._engine, self._pending, self._settings.flush_attempts)
+        self._pending.clear()
+
+    def close(self) -> None:
+        self._engine.dispose()
