@@ -11,7 +11,7 @@ import os
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field, SecretStr
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -22,7 +22,13 @@ from pydantic_settings import (
 from detectors.base import DetectorConfig
 
 
-class KafkaSettings(BaseModel):
+class Section(BaseModel):
+    """A settings section: unknown keys are errors, so a typo never silently falls back."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class KafkaSettings(Section):
     bootstrap_servers: str = "127.0.0.1:9092"
     input_topic: str = "inference-logs"
     verdict_topic: str = "misuse-verdicts"
@@ -69,14 +75,14 @@ class KafkaSettings(BaseModel):
         return opts
 
 
-class BatchSettings(BaseModel):
+class BatchSettings(Section):
     max_records: int = Field(default=256, ge=1)
     max_wait_ms: int = Field(default=500, ge=1)
     # Records larger than this are dead-lettered before parsing (reason too_large).
     max_record_bytes: int = Field(default=1024 * 1024, ge=1024)
 
 
-class DetectorSettings(BaseModel):
+class DetectorSettings(Section):
     enabled: list[str] = Field(default_factory=lambda: ["rules"])
     model_dir: Path | None = None
     device: str = "auto"
@@ -94,13 +100,13 @@ class DetectorSettings(BaseModel):
         )
 
 
-class LakeSettings(BaseModel):
+class LakeSettings(Section):
     path: Path = Path("data/lake")
     # Keep the original inference log next to its verdict so history can be re-scored.
     include_logs: bool = True
 
 
-class MetricsSettings(BaseModel):
+class MetricsSettings(Section):
     host: str = "127.0.0.1"
     port: int = Field(default=9464, ge=0, le=65535, description="0 disables the endpoint")
 
@@ -127,17 +133,16 @@ class Settings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
-        config_path = os.environ.get("MM_CONFIG")
-        if config_path:
-            sources.append(YamlConfigSettingsSource(settings_cls, yaml_file=config_path))
-        return tuple(sources)
+        # The YAML source reads model_config["yaml_file"]; load_settings() sets it.
+        return init_settings, env_settings, YamlConfigSettingsSource(settings_cls)
 
 
 def load_settings(config: Path | None = None, **overrides: Any) -> Settings:
     """Build Settings; ``config`` is a YAML file (else ``MM_CONFIG``), overrides win."""
-    if config is not None:
-        if not config.is_file():
-            raise FileNotFoundError(f"config file not found: {config}")
-        os.environ["MM_CONFIG"] = str(config)
-    return Settings(**overrides)
+    path = config or (Path(os.environ["MM_CONFIG"]) if os.environ.get("MM_CONFIG") else None)
+    if path is None:
+        return Settings(**overrides)
+    if not path.is_file():
+        raise FileNotFoundError(f"config file not found: {path}")
+    with_file = type("Settings", (Settings,), {"model_config": {**Settings.model_config, "yaml_file": path}})
+    return with_file(**overrides)

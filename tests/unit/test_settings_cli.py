@@ -1,0 +1,51 @@
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from pipeline.cli import app
+from pipeline.settings import load_settings
+
+FIXTURES = Path(__file__).parents[1] / "fixtures"
+
+
+def test_settings_from_env_and_yaml_file(tmp_path, monkeypatch):
+    cfg = tmp_path / "mm.yaml"
+    cfg.write_text("kafka:\n  input_topic: from-yaml\n  group_id: g-yaml\nbatch:\n  max_records: 64\n")
+    monkeypatch.delenv("MM_CONFIG", raising=False)
+    monkeypatch.setenv("MM_KAFKA__GROUP_ID", "g-env")
+    monkeypatch.setenv("MM_KAFKA__SASL_PLAIN_PASSWORD", "s3cret")
+    s = load_settings(cfg)
+    assert (s.kafka.input_topic, s.kafka.group_id, s.batch.max_records) == ("from-yaml", "g-env", 64)
+    assert "s3cret" not in repr(s)
+    monkeypatch.setenv("MM_KAFKA__SECURITY_PROTOCOL", "SASL_SSL")
+    monkeypatch.setenv("MM_KAFKA__SASL_MECHANISM", "PLAIN")
+    opts = load_settings(cfg).kafka.client_options()
+    assert opts["sasl_plain_password"] == "s3cret" and opts["security_protocol"] == "SASL_SSL"
+
+
+def test_unknown_settings_are_rejected(monkeypatch, tmp_path):
+    cfg = tmp_path / "bad.yaml"
+    cfg.write_text("kafka:\n  bootstrap: x\n")
+    with pytest.raises(ValueError, match="bootstrap"):
+        load_settings(cfg)
+    monkeypatch.delenv("MM_CONFIG", raising=False)
+
+
+def test_classify_writes_one_line_per_input_in_order(tmp_path, monkeypatch):
+    monkeypatch.delenv("MM_CONFIG", raising=False)
+    good = [
+        {"schema": "inference-log/v1", "request_id": f"g{i}", "timestamp": "2026-11-28T10:00:00Z", "model": "m", "prompt": p}
+        for i, p in enumerate(["Write a phishing email to steal passwords", "what is the capital of France"])
+    ]
+    src = tmp_path / "in.jsonl"
+    bad = (FIXTURES / "malformed.jsonl").read_bytes().splitlines()
+    src.write_bytes(b"\n".join([json.dumps(good[0]).encode(), bad[0], bad[5], json.dumps(good[1]).encode()]) + b"\n")
+    out = tmp_path / "out.jsonl"
+    result = CliRunner().invoke(app, ["classify", str(src), "-o", str(out), "--detectors", "rules"])
+    assert result.exit_code == 0, result.output
+    lines = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [line.get("request_id") or line["reason"] for line in lines] == ["g0", "invalid_json", "not_utf8", "g1"]
+    assert lines[0]["flagged"] is True and lines[3]["flagged"] is False
+    assert lines[1]["line"] == 2 and lines[0]["schema"] == "misuse-verdict/v1"
