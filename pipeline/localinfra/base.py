@@ -9,14 +9,17 @@ Nothing here runs at import time.
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import json
 import os
 import signal
 import socket
 import subprocess
+import sys
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 LOOPBACK = "127.0.0.1"
@@ -106,6 +109,12 @@ def _cmdline(pid: int) -> str | None:
         return None
 
 
+def _terminate_with_parent() -> None:
+    """Runs in the child before exec: ask the kernel for SIGTERM when our parent thread exits."""
+    pr_set_pdeathsig = 1
+    ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
+
+
 @dataclass
 class LocalService:
     """A locally running service process, started here or re-attached from its state file.
@@ -143,8 +152,9 @@ class LocalService:
         """Start ``argv`` with stdout and stderr appended to ``log_path``.
 
         ``detach=True`` puts the child in its own session so it outlives the starting command
-        and ignores the terminal's Ctrl-C (for ``up``); tests keep it attached so an interrupted
-        run takes the service down with it.
+        and ignores the terminal's Ctrl-C (for ``up``). Otherwise (tests) the child shares the
+        terminal's Ctrl-C and, on Linux, gets SIGTERM when the starting thread dies, even by
+        SIGKILL, so a killed test run leaves no orphaned server behind.
         """
         log_path.parent.mkdir(parents=True, exist_ok=True)
         with log_path.open("ab") as log:
@@ -156,6 +166,7 @@ class LocalService:
                 env=None if env is None else dict(env),
                 cwd=cwd,
                 start_new_session=detach,
+                preexec_fn=None if detach or sys.platform != "linux" else _terminate_with_parent,
             )
         return cls(
             name=name,
@@ -192,10 +203,8 @@ class LocalService:
             self._wait_exit(10.0)
 
     def _signal(self, sig: signal.Signals) -> None:
-        try:
+        with contextlib.suppress(ProcessLookupError):  # exited between the check and the signal
             os.kill(self.pid, sig)
-        except ProcessLookupError:
-            pass
 
     def _wait_exit(self, timeout_s: float) -> bool:
         if self.process is not None:
@@ -213,8 +222,7 @@ class LocalService:
 
     def save(self, state_file: Path) -> None:
         """Write pid, ports, dirs and log path as JSON so another process can :meth:`load` it."""
-        data = asdict(self)
-        data.pop("process")
+        data = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "process"}
         data["log_path"] = str(self.log_path)
         state_file.parent.mkdir(parents=True, exist_ok=True)
         tmp = state_file.with_suffix(state_file.suffix + ".tmp")
