@@ -1,0 +1,564 @@
+"""Backfill / re-score: run the streaming detectors over history and write verdicts to a lake.
+
+Sources (all normalised to ``value, source_topic, source_partition, source_offset``):
+
+- the Parquet lake (``log_json`` of each stored verdict; the original source position is kept,
+  so a re-scored lake has the same file names as the one it came from),
+- JSONL archives (topic ``file``, partition = index of the file in sorted order, offset =
+  1-based line number, like ``misuse-monitor classify`` numbers lines),
+- a Kafka topic range (``spark-sql-kafka``, resolved from Maven Central).
+
+Scoring runs inside ``mapInArrow`` with :class:`pipeline.scoring.Scorer`, the object the
+stream and ``classify`` use (same decode, detectors, merge order and verdict policy), so a
+backfilled verdict equals the streamed one for the same record. Invalid records become
+dead-letter rows with the decode reason; nothing is dropped.
+
+Lake output: verdict rows are hash-partitioned by (date, topic, partition) and sorted by
+offset, and each task writes its groups through :class:`pipeline.lake.LakeWriter` (the
+stream's writer): files named by offset range, overlapping files trimmed. Hash partitioning
+puts each (date, topic, partition) in exactly one task, so no two tasks trim the same files.
+Spark's own ``partitionBy(date)`` writer was not used: it names files ``part-*`` and cannot
+trim a replayed range, which would break "each source offset stored exactly once".
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import glob
+import sys
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pyarrow as pa
+from pyspark import StorageLevel
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+from pyspark.sql.pandas.types import from_arrow_schema
+from pyspark.sql.types import BinaryType, IntegerType, LongType, StringType, StructField, StructType
+
+from detectors.base import DetectorConfig
+from pipeline.decode import DecodeError, decode_log
+from pipeline.lake import LAKE_SCHEMA, LakeWriter, to_rows
+from pipeline.schemas import InferenceLog, MisuseVerdict
+from pipeline.scoring import Scorer
+from pipeline.settings import Settings, load_settings
+from pipeline.sinks.base import ScoredRecord, SourcePosition
+from pipeline.verdicts import Pseudonymizer, build_verdict
+
+FILE_TOPIC = "file"
+RAW_SCHEMA = StructType(
+    [
+        StructField("value", BinaryType()),
+        StructField("source_topic", StringType()),
+        StructField("source_partition", IntegerType()),
+        StructField("source_offset", LongType()),
+    ]
+)
+# Scored rows: the lake columns, plus the reason and original bytes of rejected records.
+SCORED_ARROW_SCHEMA = pa.schema(
+    [
+        *LAKE_SCHEMA,
+        pa.field("error_reason", pa.string()),
+        pa.field("error_detail", pa.string()),
+        pa.field("raw_value", pa.binary()),
+    ]
+)
+SCORED_SCHEMA = from_arrow_schema(SCORED_ARROW_SCHEMA)
+LAKE_COLUMNS = LAKE_SCHEMA.names
+DEAD_LETTER_COLUMNS = ["source_topic", "source_partition", "source_offset", "error_reason", "error_detail", "raw_value"]
+WRITTEN_ARROW_SCHEMA = pa.schema(
+    [
+        ("path", pa.string()),
+        ("date", pa.string()),
+        ("source_topic", pa.string()),
+        ("source_partition", pa.int32()),
+        ("first_offset", pa.int64()),
+        ("last_offset", pa.int64()),
+        ("rows", pa.int64()),
+    ]
+)
+
+
+class BackfillError(RuntimeError):
+    """The backfill could not read its source or write its output."""
+
+
+@dataclass(frozen=True)
+class ScoringSpec:
+    """Everything a worker needs to score records; pickled into each task.
+
+    ``min_scores`` (category -> minimum calibrated score) is an extra threshold set applied
+    to the detectors' findings before the verdict is built, for re-scoring and shadow runs;
+    empty means exactly the stream's thresholds.
+    """
+
+    detectors: tuple[str, ...]
+    config: DetectorConfig
+    pseudonym_key: bytes
+    max_record_bytes: int
+    batch_size: int = 256
+    min_scores: tuple[tuple[str, float], ...] = ()
+    include_logs: bool = True
+
+    @classmethod
+    def from_settings(
+        cls,
+        settings: Settings,
+        detectors: Sequence[str] | None = None,
+        min_scores: Mapping[str, float] | None = None,
+        options: Mapping[str, str] | None = None,
+    ) -> ScoringSpec:
+        config = settings.detectors.config()
+        if options:
+            config = DetectorConfig(
+                model_dir=config.model_dir,
+                device=config.device,
+                batch_size=config.batch_size,
+                threads=config.threads,
+                options={**config.options, **options},
+            )
+        return cls(
+            detectors=tuple(detectors or settings.detectors.enabled),
+            config=config,
+            pseudonym_key=settings.pseudonym_key.get_secret_value().encode("utf-8"),
+            max_record_bytes=settings.batch.max_record_bytes,
+            batch_size=settings.batch.max_records,
+            min_scores=tuple(sorted((min_scores or {}).items())),
+            include_logs=settings.lake.include_logs,
+        )
+
+    @property
+    def cache_key(self) -> tuple:
+        # DetectorConfig holds a dict (unhashable); its repr is stable for equal configs.
+        return (self.detectors, repr(self.config), self.pseudonym_key, self.min_scores)
+
+
+# One Scorer per Python worker process, built lazily in the first task that needs it.
+# Spark reuses Python workers across tasks (spark.python.worker.reuse, set by session.py),
+# so a model is loaded once per worker rather than once per task or batch; with one worker
+# per executor core this is "one model per executor slot". The detector picks the GPU when
+# DetectorConfig.device is "auto" and the executor has one. Building at import would load
+# models in the driver too and break the no-side-effects-at-import rule.
+_SCORERS: dict[tuple, Scorer] = {}
+
+
+def _scorer(spec: ScoringSpec) -> Scorer:
+    scorer = _SCORERS.get(spec.cache_key)
+    if scorer is None:
+        scorer = _build_scorer(spec)
+        _SCORERS[spec.cache_key] = scorer
+    return scorer
+
+
+def _build_scorer(spec: ScoringSpec) -> Scorer:
+    from detectors.registry import build
+
+    return Scorer(build(list(spec.detectors), spec.config), Pseudonymizer(spec.pseudonym_key))
+
+
+def apply_min_scores(
+    log: InferenceLog, verdict: MisuseVerdict, min_scores: Mapping[str, float], pseudonymize: Pseudonymizer
+) -> MisuseVerdict:
+    """Rebuild the verdict without findings below the category's minimum score."""
+    kept = [f for f in verdict.findings if f.score >= min_scores.get(f.category.value, 0.0)]
+    if len(kept) == len(verdict.findings):
+        return verdict
+    return build_verdict(log, kept, pseudonymize)
+
+
+def score_rows(rows: Sequence[Mapping], scorer: Scorer, spec: ScoringSpec) -> pa.Table:
+    """Raw rows (RAW_SCHEMA dicts) -> scored rows (SCORED_ARROW_SCHEMA), one per input."""
+    decoded: list[tuple[InferenceLog, SourcePosition]] = []
+    out: list[dict] = []
+    for row in rows:
+        position = SourcePosition(row["source_topic"], row["source_partition"], row["source_offset"])
+        try:
+            decoded.append((decode_log(row["value"], spec.max_record_bytes), position))
+        except DecodeError as exc:
+            out.append(
+                {
+                    "source_topic": position.topic,
+                    "source_partition": position.partition,
+                    "source_offset": position.offset,
+                    "error_reason": exc.reason.value,
+                    "error_detail": exc.detail,
+                    "raw_value": row["value"],
+                }
+            )
+    if decoded:
+        logs = [log for log, _ in decoded]
+        verdicts = scorer.score(logs)
+        if spec.min_scores:
+            thresholds = dict(spec.min_scores)
+            pseudonymize = Pseudonymizer(spec.pseudonym_key)
+            verdicts = [apply_min_scores(lg, v, thresholds, pseudonymize) for lg, v in zip(logs, verdicts, strict=True)]
+        records = [
+            ScoredRecord(log, verdict, position)
+            for (log, position), verdict in zip(decoded, verdicts, strict=True)
+        ]
+        out.extend(to_rows(records, spec.include_logs))
+    return pa.Table.from_pylist(out, schema=SCORED_ARROW_SCHEMA)
+
+
+def _score_batches(spec: ScoringSpec, batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+    scorer = _scorer(spec)
+    for batch in batches:
+        rows = batch.to_pylist()
+        for start in range(0, len(rows), spec.batch_size):
+            yield from score_rows(rows[start : start + spec.batch_size], scorer, spec).to_batches()
+
+
+def run(spark: SparkSession, raw: DataFrame, spec: ScoringSpec) -> DataFrame:
+    """Score raw records (RAW_SCHEMA) -> one row per input (SCORED_SCHEMA), lazily.
+
+    Rows with ``error_reason`` set are dead letters; the others are lake rows.
+    """
+    del spark  # part of every job's signature; scoring needs only the input frame
+    missing = set(RAW_SCHEMA.fieldNames()) - set(raw.columns)
+    if missing:
+        raise BackfillError(f"backfill input lacks columns {sorted(missing)}")
+    return raw.select(*RAW_SCHEMA.fieldNames()).mapInArrow(functools.partial(_score_batches, spec), SCORED_SCHEMA)
+
+
+# --- sources ---------------------------------------------------------------------------------
+
+
+def read_lake_verdicts(spark: SparkSession, lake: Path | str) -> DataFrame:
+    """Every verdict row of a lake, with the in-file ``date`` column (string).
+
+    recursiveFileLookup turns off partition discovery, so ``date=...`` directories do not
+    add a second, type-inferred ``date`` column next to the one stored in the files.
+    """
+    path = Path(lake) / "verdicts"
+    if not any(path.glob("date=*/*.parquet")):
+        raise BackfillError(f"no verdict files under {path}")
+    return (
+        spark.read.schema(from_arrow_schema(LAKE_SCHEMA))
+        .option("recursiveFileLookup", "true")
+        .option("pathGlobFilter", "*.parquet")
+        .parquet(str(path))
+    )
+
+
+def read_lake_logs(spark: SparkSession, lake: Path | str) -> DataFrame:
+    """History from a lake: the stored ``log_json`` at its original source position.
+
+    Rows stored without a log (lake.include_logs off) arrive with a null value and are
+    dead-lettered with reason ``empty``.
+    """
+    return read_lake_verdicts(spark, lake).select(
+        F.encode("log_json", "UTF-8").alias("value"), "source_topic", "source_partition", "source_offset"
+    )
+
+
+def read_jsonl(spark: SparkSession, paths: Sequence[str | Path]) -> DataFrame:
+    """Lines of JSONL archives as raw bytes (invalid UTF-8 is kept for the dead letters).
+
+    Files are expanded (globs allowed) and sorted; partition = index in that order, offset =
+    1-based line number. textFile partitions follow file order, so zipWithIndex numbers lines.
+    """
+    files = sorted({f for p in paths for f in (glob.glob(str(p)) or [str(p)])})
+    missing = [f for f in files if not Path(f).is_file()]
+    if not files or missing:
+        raise BackfillError(f"JSONL input not found: {missing or list(paths)}")
+    sc = spark.sparkContext
+    rdds = []
+    for index, file in enumerate(files):
+        lines = sc.textFile(file, use_unicode=False).zipWithIndex()
+        rdds.append(lines.map(functools.partial(_jsonl_row, index)))
+    return spark.createDataFrame(sc.union(rdds), RAW_SCHEMA)
+
+
+def _jsonl_row(partition: int, line_and_index: tuple[bytes, int]) -> tuple[bytes, str, int, int]:
+    line, index = line_and_index
+    return (bytes(line).rstrip(b"\r"), FILE_TOPIC, partition, index + 1)
+
+
+def read_kafka(
+    spark: SparkSession,
+    bootstrap: str,
+    topic: str,
+    starting_offsets: str = "earliest",
+    ending_offsets: str = "latest",
+    options: Mapping[str, str] | None = None,
+) -> DataFrame:
+    """A bounded range of a topic. Offsets: earliest/latest or Spark's JSON form,
+    e.g. ``{"logs":{"0":100,"1":-2}}`` (-2 earliest, -1 latest); the end is exclusive.
+
+    Needs a session built with ``SparkOptions(kafka=True)``. ``options`` are passed through
+    (``kafka.security.protocol``, ``kafka.sasl.mechanism``...).
+    """
+    reader = (
+        spark.read.format("kafka")
+        .option("kafka.bootstrap.servers", bootstrap)
+        .option("subscribe", topic)
+        .option("startingOffsets", starting_offsets)
+        .option("endingOffsets", ending_offsets)
+        # A missing offset (retention) must fail the backfill, not silently skip history.
+        .option("failOnDataLoss", "true")
+        .option("kafka.max.partition.fetch.bytes", str(16 * 1024 * 1024))
+    )
+    for key, value in (options or {}).items():
+        reader = reader.option(key, value)
+    return reader.load().select(
+        "value",
+        F.col("topic").alias("source_topic"),
+        F.col("partition").cast("int").alias("source_partition"),
+        F.col("offset").alias("source_offset"),
+    )
+
+
+def kafka_options_from_settings(settings: Settings) -> dict[str, str]:
+    """Security settings of the stream's consumer, as spark-sql-kafka ``kafka.*`` options."""
+    k = settings.kafka
+    opts = {"kafka.security.protocol": k.security_protocol}
+    if k.sasl_mechanism:
+        opts["kafka.sasl.mechanism"] = k.sasl_mechanism
+    if k.sasl_plain_username and k.sasl_plain_password:
+        user, password = k.sasl_plain_username, k.sasl_plain_password.get_secret_value()
+        opts["kafka.sasl.jaas.config"] = (
+            "org.apache.kafka.common.security.plain.PlainLoginModule required "
+            f'username="{user}" password="{password}";'
+        )
+    if k.ssl_cafile:
+        opts["kafka.ssl.truststore.type"] = "PEM"
+        opts["kafka.ssl.truststore.location"] = k.ssl_cafile
+    return opts
+
+
+# --- outputs ---------------------------------------------------------------------------------
+
+
+def verdict_rows(scored: DataFrame) -> DataFrame:
+    return scored.where(F.col("error_reason").isNull()).select(*LAKE_COLUMNS)
+
+
+def dead_letter_rows(scored: DataFrame) -> DataFrame:
+    return scored.where(F.col("error_reason").isNotNull()).select(*DEAD_LETTER_COLUMNS)
+
+
+def _write_groups(root: str, max_rows_per_file: int, batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+    """Runs in a task: rows sorted by (date, topic, partition, offset) -> lake files."""
+    writer = LakeWriter(Path(root))
+    written: list[dict] = []
+    pending: list[pa.Table] = []
+    pending_key: tuple | None = None
+    pending_rows = 0
+
+    def flush() -> None:
+        nonlocal pending, pending_rows
+        if not pending or pending_key is None:
+            return
+        table = pa.concat_tables(pending).cast(LAKE_SCHEMA)
+        date, topic, partition = pending_key
+        path = writer._write_range(date, topic, partition, table)  # noqa: SLF001 (see docs/spark.md)
+        offsets = table.column("source_offset").to_pylist()
+        written.append(
+            {
+                "path": str(path),
+                "date": date,
+                "source_topic": topic,
+                "source_partition": partition,
+                "first_offset": min(offsets),
+                "last_offset": max(offsets),
+                "rows": table.num_rows,
+            }
+        )
+        pending, pending_rows = [], 0
+
+    for batch in batches:
+        table = pa.Table.from_batches([batch])
+        keys = list(
+            zip(
+                table.column("date").to_pylist(),
+                table.column("source_topic").to_pylist(),
+                table.column("source_partition").to_pylist(),
+                strict=True,
+            )
+        )
+        start = 0
+        for i in range(len(keys) + 1):
+            boundary = i == len(keys) or (i > start and keys[i] != keys[start])
+            if not boundary:
+                continue
+            segment = table.slice(start, i - start)
+            if segment.num_rows:
+                if keys[start] != pending_key:
+                    flush()
+                    pending_key = keys[start]
+                # Split by size on offset order: consecutive chunks never overlap.
+                while segment.num_rows:
+                    room = max_rows_per_file - pending_rows
+                    pending.append(segment.slice(0, room))
+                    pending_rows += min(room, segment.num_rows)
+                    segment = segment.slice(room)
+                    if pending_rows >= max_rows_per_file:
+                        flush()
+            start = i
+    flush()
+    yield from pa.Table.from_pylist(written, schema=WRITTEN_ARROW_SCHEMA).to_batches()
+
+
+def write_lake(verdicts: DataFrame, root: Path | str, max_rows_per_file: int = 100_000) -> DataFrame:
+    """Write lake rows in the stream's layout; returns one row per file written (eager)."""
+    keys = ["date", "source_topic", "source_partition"]
+    bad = verdicts.where(F.col("source_offset").isNull() | F.col("source_topic").isNull()).limit(1).count()
+    if bad:
+        raise BackfillError("lake rows need a source position (topic, partition, offset)")
+    written = (
+        verdicts.repartition(*keys)
+        .sortWithinPartitions(*keys, "source_offset")
+        .mapInArrow(
+            functools.partial(_write_groups, str(Path(root).resolve()), max_rows_per_file),
+            from_arrow_schema(WRITTEN_ARROW_SCHEMA),
+        )
+    )
+    return written.localCheckpoint(eager=True).orderBy("date", "source_topic", "source_partition", "first_offset")
+
+
+@dataclass(frozen=True)
+class BackfillResult:
+    verdicts: int
+    flagged: int
+    dead_letters: int
+    files: list[str] = field(default_factory=list)
+
+
+def backfill_to_lake(
+    spark: SparkSession, raw: DataFrame, spec: ScoringSpec, out: Path | str, max_rows_per_file: int = 100_000
+) -> BackfillResult:
+    """Score ``raw`` once and write verdicts (lake layout) and dead letters under ``out``.
+
+    Dead letters go to ``<out>/dead_letters/`` (Parquet, replaced on each run) with the
+    reason, detail, source position and original bytes.
+    """
+    scored = run(spark, raw, spec).persist(StorageLevel.MEMORY_AND_DISK)
+    try:
+        files = write_lake(verdict_rows(scored), out, max_rows_per_file).collect()
+        dead = dead_letter_rows(scored)
+        dead.coalesce(1).write.mode("overwrite").parquet(str(Path(out) / "dead_letters"))
+        counts = scored.agg(
+            F.sum(F.when(F.col("error_reason").isNull(), 1).otherwise(0)).alias("verdicts"),
+            F.sum(F.when(F.col("flagged"), 1).otherwise(0)).alias("flagged"),
+            F.sum(F.when(F.col("error_reason").isNotNull(), 1).otherwise(0)).alias("dead"),
+        ).first()
+    finally:
+        scored.unpersist()
+    return BackfillResult(
+        verdicts=int(counts["verdicts"] or 0),
+        flagged=int(counts["flagged"] or 0),
+        dead_letters=int(counts["dead"] or 0),
+        files=[row["path"] for row in files],
+    )
+
+
+def parse_min_scores(text: str | None) -> dict[str, float]:
+    """``jailbreak=0.7,cyber_abuse=0.85`` -> {"jailbreak": 0.7, "cyber_abuse": 0.85}."""
+    from pipeline.schemas import Category
+
+    result: dict[str, float] = {}
+    for part in filter(None, (p.strip() for p in (text or "").split(","))):
+        name, _, value = part.partition("=")
+        if name not in {c.value for c in Category} or not value:
+            raise ValueError(f"bad threshold {part!r}: expected <category>=<score>, categories {[c.value for c in Category]}")
+        result[name] = float(value)
+    return result
+
+
+def parse_options(items: Sequence[str] | None) -> dict[str, str]:
+    """``["threshold=0.7", "window=256"]`` -> detector options."""
+    result = {}
+    for item in items or ():
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise ValueError(f"bad detector option {item!r}: expected key=value")
+        result[key] = value
+    return result
+
+
+def read_source(
+    spark: SparkSession,
+    settings: Settings,
+    *,
+    lake: Path | None = None,
+    jsonl: Sequence[str] = (),
+    kafka_topic: str | None = None,
+    bootstrap: str | None = None,
+    starting_offsets: str = "earliest",
+    ending_offsets: str = "latest",
+) -> DataFrame:
+    """Pick exactly one source: --jsonl, --kafka-topic or (default) the lake."""
+    chosen = sum([bool(jsonl), bool(kafka_topic)])
+    if chosen > 1:
+        raise BackfillError("choose one source: --jsonl or --kafka-topic (default: the lake)")
+    if jsonl:
+        return read_jsonl(spark, jsonl)
+    if kafka_topic:
+        return read_kafka(
+            spark,
+            bootstrap or settings.kafka.bootstrap_servers,
+            kafka_topic,
+            starting_offsets,
+            ending_offsets,
+            kafka_options_from_settings(settings),
+        )
+    return read_lake_logs(spark, lake or settings.lake.path)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="backfill", description=__doc__.split("\n\n")[0])
+    p.add_argument("--master", default="local[*]")
+    p.add_argument("--config", type=Path, default=None, help="YAML settings file")
+    p.add_argument("--lake", type=Path, default=None, help="source lake (default: settings lake.path)")
+    p.add_argument("--jsonl", nargs="*", default=[], help="JSONL archives instead of the lake")
+    p.add_argument("--kafka-topic", default=None, help="Kafka topic instead of the lake")
+    p.add_argument("--bootstrap", default=None)
+    p.add_argument("--starting-offsets", default="earliest")
+    p.add_argument("--ending-offsets", default="latest")
+    p.add_argument("--out", type=Path, required=True, help="output lake root")
+    p.add_argument("--detectors", default=None, help="comma-separated detector names")
+    p.add_argument("--option", action="append", default=[], help="detector option key=value")
+    p.add_argument("--min-scores", default=None, help="category=score,... extra thresholds")
+    p.add_argument("--max-rows-per-file", type=int, default=100_000)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from pipeline.spark.session import SparkOptions, build_session
+
+    args = build_parser().parse_args(argv)
+    settings = load_settings(args.config)
+    spec = ScoringSpec.from_settings(
+        settings,
+        detectors=args.detectors.split(",") if args.detectors else None,
+        min_scores=parse_min_scores(args.min_scores),
+        options=parse_options(args.option),
+    )
+    spark = build_session(SparkOptions(master=args.master, app_name="misuse-monitor-backfill", kafka=bool(args.kafka_topic)))
+    raw = read_source(
+        spark,
+        settings,
+        lake=args.lake,
+        jsonl=args.jsonl,
+        kafka_topic=args.kafka_topic,
+        bootstrap=args.bootstrap,
+        starting_offsets=args.starting_offsets,
+        ending_offsets=args.ending_offsets,
+    )
+    result = backfill_to_lake(spark, raw, spec, args.out, args.max_rows_per_file)
+    print(
+        f"{result.verdicts} verdicts ({result.flagged} flagged), {result.dead_letters} dead letters, "
+        f"{len(result.files)} files -> {args.out}"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    # Re-import through the package so functions shipped to workers pickle by reference
+    # (and share the worker's detector cache) instead of by value from __main__.
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+    from pipeline.spark import backfill as _job
+
+    sys.exit(_job.main(sys.argv[1:]))
