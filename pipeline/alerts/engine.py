@@ -1,0 +1,502 @@
+"""Evaluates verdicts against the alert rules and keeps the rule state.
+
+State (window buckets, risk scores, model-hopping sightings, alerts) is held in memory for
+speed and written to the alert database by :meth:`AlertEngine.save` in the caller's transaction,
+so the sink can commit it together before Kafka offsets are committed. The engine only ever sees
+:class:`~pipeline.schemas.MisuseVerdict` (pseudonymised user, redacted evidence), never the raw
+inference log, so no prompt text can reach an alert.
+
+Windows use the verdict's event time clamped to now: a replay after a crash lands in the same
+buckets, and a verdict older than the rule's history is ignored by rate rules instead of
+inflating the current window (a lagging stream does not look like a spike).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import time
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from pipeline.alerts import state as db
+from pipeline.alerts.metrics import AlertMetrics
+from pipeline.alerts.model import Alert, fingerprint
+from pipeline.alerts.rules import (
+    AlertRules,
+    ModelHoppingRule,
+    RateRule,
+    RepeatOffenderRule,
+    VerdictFilter,
+    VerdictRule,
+    _RuleBase,
+)
+from pipeline.schemas import EVIDENCE_MAX_CHARS, Category, MisuseVerdict
+
+MAX_EVIDENCE_PER_ALERT = 5
+_ALL_CATEGORIES = "*"
+# A second line of defence on top of the detectors' own redaction: alerts leave the system.
+_REDACTIONS = (
+    (re.compile(r"[\w.+-]+@[\w-]+\.[\w.-]+"), "[email]"),
+    (re.compile(r"\b(?:\d{1,3}\.){3}\d{1,3}\b"), "[ip]"),
+    (re.compile(r"\b(?:sk|pk|ghp|xox[abp])[-_][A-Za-z0-9_-]{8,}\b"), "[secret]"),
+    (re.compile(r"\d[\d -]{8,}\d"), "[number]"),
+)
+
+
+def redact(text: str) -> str:
+    for pattern, repl in _REDACTIONS:
+        text = pattern.sub(repl, text)
+    return text[:EVIDENCE_MAX_CHARS]
+
+
+def matches(f: VerdictFilter, v: MisuseVerdict) -> list[Category]:
+    """Categories of ``v`` that satisfy the filter ([] when the verdict does not match)."""
+    if not v.flagged or v.severity.rank < f.min_severity.rank:
+        return []
+    if f.complied is not None and bool(v.complied) != f.complied:
+        return []
+    if not _scope_ok(f, v):
+        return []
+    wanted = set(f.categories)
+    return [c for c in v.categories if not wanted or c in wanted]
+
+
+def _scope_ok(f: VerdictFilter, v: MisuseVerdict) -> bool:
+    return (
+        (not f.tenants or v.tenant_id in f.tenants)
+        and (not f.deployments or v.deployment in f.deployments)
+        and (not f.models or v.model in f.models)
+    )
+
+
+def _evidence(v: MisuseVerdict, categories: Iterable[Category]) -> list[dict[str, str | float]]:
+    wanted = set(categories)
+    return [
+        {
+            "request_id": v.request_id,
+            "category": f.category.value,
+            "subcategory": f.subcategory or "",
+            "side": f.side.value,
+            "score": round(f.score, 4),
+            "detector": f.detector,
+            "snippet": redact(f.evidence),
+        }
+        for f in v.findings
+        if f.category in wanted
+    ]
+
+
+def _base_labels(rule: _RuleBase, **values: str | None) -> dict[str, str]:
+    labels = {"alertname": rule.name, "severity": rule.severity}
+    labels.update({k: v for k, v in values.items() if v})
+    labels.update(rule.labels)
+    return labels
+
+
+@dataclass
+class _Dirty:
+    alerts: set[str] = field(default_factory=set)
+    buckets: set[tuple[str, str, float]] = field(default_factory=set)
+    risk: set[tuple[str, str]] = field(default_factory=set)
+    hops: set[tuple[str, str, str]] = field(default_factory=set)
+    gone_buckets: set[tuple[str, str, float]] = field(default_factory=set)
+    gone_risk: set[tuple[str, str]] = field(default_factory=set)
+    gone_hops: set[tuple[str, str, str]] = field(default_factory=set)
+
+
+class AlertEngine:
+    """Not thread-safe: the owner (the alerts sink) serialises observe/tick/save."""
+
+    def __init__(
+        self,
+        rules: AlertRules,
+        *,
+        clock: Callable[[], float] = time.time,
+        metrics: AlertMetrics | None = None,
+    ) -> None:
+        self.rules = rules
+        self._clock = clock
+        self._metrics = metrics
+        self.alerts: dict[str, Alert] = {}
+        # rule -> key -> bucket start -> [flagged, total]
+        self._buckets: dict[str, dict[str, dict[float, list[int]]]] = defaultdict(lambda: defaultdict(dict))
+        self._risk: dict[tuple[str, str], tuple[float, float, dict[str, str]]] = {}
+        self._hops: dict[tuple[str, str], dict[str, tuple[float, str | None]]] = defaultdict(dict)
+        self._dirty = _Dirty()
+
+    # ------------------------------------------------------------------ persistence
+    def load(self, conn: Connection) -> None:
+        """Runs once at start-up: restore windows, scores, sightings and open alerts."""
+        names = {r.name for r in self.rules.rules}
+        for row in conn.execute(sa.select(db.alerts)).mappings():
+            if row["rule"] in names:
+                self.alerts[row["fingerprint"]] = Alert(
+                    rule=row["rule"], labels=dict(row["labels"]), annotations=dict(row["annotations"]),
+                    starts_at=row["starts_at"], ends_at=row["ends_at"], updated_at=row["updated_at"],
+                    evidence=list(row["evidence"]), receivers=list(row["receivers"]),
+                )
+        for row in conn.execute(sa.select(db.rate_buckets)).mappings():
+            if row["rule"] in names:
+                self._buckets[row["rule"]][row["key"]][row["bucket"]] = [row["flagged"], row["total"]]
+        for row in conn.execute(sa.select(db.risk_scores)).mappings():
+            if row["rule"] in names:
+                self._risk[(row["rule"], row["user_id"])] = (row["score"], row["updated_at"], dict(row["context"]))
+        for row in conn.execute(sa.select(db.hop_sightings)).mappings():
+            if row["rule"] in names:
+                self._hops[(row["rule"], row["user_id"])][row["target"]] = (row["last_seen"], row["tenant"])
+
+    def save(self, conn: Connection) -> int:
+        """Write changed state in the caller's transaction; returns how many alerts changed."""
+        d = self._dirty
+        alert_rows = [
+            {
+                "fingerprint": fp, "rule": a.rule, "labels": a.labels, "annotations": a.annotations,
+                "evidence": a.evidence, "receivers": a.receivers, "starts_at": a.starts_at,
+                "ends_at": a.ends_at, "updated_at": a.updated_at,
+            }
+            for fp in sorted(d.alerts)
+            if (a := self.alerts.get(fp)) is not None
+        ]
+        db.upsert(conn, db.alerts, alert_rows, ["fingerprint"])
+        bucket_rows = []
+        for rule, key, bucket in sorted(d.buckets):
+            counts = self._buckets.get(rule, {}).get(key, {}).get(bucket)
+            if counts is not None:
+                bucket_rows.append({"rule": rule, "key": key, "bucket": bucket, "flagged": counts[0], "total": counts[1]})
+        db.upsert(conn, db.rate_buckets, bucket_rows, ["rule", "key", "bucket"])
+        risk_rows = [
+            {"rule": r, "user_id": u, "score": s[0], "updated_at": s[1], "context": s[2]}
+            for r, u in sorted(d.risk)
+            if (s := self._risk.get((r, u))) is not None
+        ]
+        db.upsert(conn, db.risk_scores, risk_rows, ["rule", "user_id"])
+        hop_rows = [
+            {"rule": r, "user_id": u, "target": t, "last_seen": seen[0], "tenant": seen[1]}
+            for r, u, t in sorted(d.hops)
+            if (seen := self._hops.get((r, u), {}).get(t)) is not None
+        ]
+        db.upsert(conn, db.hop_sightings, hop_rows, ["rule", "user_id", "target"])
+        t = db.rate_buckets
+        for rule, key, bucket in d.gone_buckets:
+            conn.execute(sa.delete(t).where(t.c.rule == rule, t.c.key == key, t.c.bucket == bucket))
+        t = db.risk_scores
+        for rule, user in d.gone_risk:
+            conn.execute(sa.delete(t).where(t.c.rule == rule, t.c.user_id == user))
+        t = db.hop_sightings
+        for rule, user, target in d.gone_hops:
+            conn.execute(sa.delete(t).where(t.c.rule == rule, t.c.user_id == user, t.c.target == target))
+        self._dirty = _Dirty()
+        return len(alert_rows)
+
+    @property
+    def has_changes(self) -> bool:
+        d = self._dirty
+        return bool(d.alerts or d.buckets or d.risk or d.hops or d.gone_buckets or d.gone_risk or d.gone_hops)
+
+    # ------------------------------------------------------------------ evaluation
+    def observe(self, verdicts: Sequence[MisuseVerdict]) -> None:
+        """Runs once per micro-batch with every verdict (flagged or not: shares need totals)."""
+        now = self._clock()
+        touched: dict[str, set[str]] = defaultdict(set)
+        for v in verdicts:
+            for rule in self.rules.rules:
+                if isinstance(rule, VerdictRule):
+                    self._observe_verdict_rule(rule, v, now)
+                elif isinstance(rule, RateRule):
+                    touched[rule.name].update(self._observe_rate(rule, v, now))
+                elif isinstance(rule, RepeatOffenderRule):
+                    self._observe_offender(rule, v, now)
+                elif isinstance(rule, ModelHoppingRule):
+                    self._observe_hopping(rule, v, now)
+        for rule_name, keys in touched.items():
+            rule = self.rules.rule(rule_name)
+            assert isinstance(rule, RateRule)
+            for key in keys:
+                self._evaluate_rate(rule, key, now)
+
+    def tick(self) -> None:
+        """Runs periodically: re-evaluates firing rate alerts whose end is not known ahead
+        (share and baseline) and drops state that fell out of every window."""
+        now = self._clock()
+        for a in list(self.alerts.values()):
+            if not a.firing(now):
+                continue
+            rule = self._rule_or_none(a.rule)
+            if isinstance(rule, RateRule) and (rule.measure == "share" or rule.baseline is not None):
+                key = a.annotations.get("_key")
+                if key is not None:
+                    self._evaluate_rate(rule, key, now)
+        self._prune(now)
+
+    def _rule_or_none(self, name: str) -> _RuleBase | None:
+        try:
+            return self.rules.rule(name)
+        except KeyError:
+            return None
+
+    def _assert(
+        self,
+        rule: _RuleBase,
+        labels: dict[str, str],
+        now: float,
+        ends_at: float,
+        annotations: dict[str, str],
+        evidence: list[dict[str, str | float]] | None = None,
+    ) -> Alert:
+        fp = fingerprint(labels)
+        alert = self.alerts.get(fp)
+        if alert is None or not alert.firing(now):
+            alert = Alert(
+                rule=rule.name, labels=labels, annotations=annotations, starts_at=now, ends_at=ends_at,
+                updated_at=now, evidence=[], receivers=list(rule.receivers),
+            )
+            self.alerts[fp] = alert
+            if self._metrics:
+                self._metrics.fired.labels(rule.name, rule.severity).inc()
+        else:
+            alert.annotations = annotations
+            alert.ends_at = ends_at
+            alert.updated_at = now
+        if evidence:
+            alert.evidence = (alert.evidence + evidence)[-MAX_EVIDENCE_PER_ALERT:]
+        self._dirty.alerts.add(fp)
+        return alert
+
+    def _resolve(self, labels: dict[str, str], now: float) -> None:
+        fp = fingerprint(labels)
+        alert = self.alerts.get(fp)
+        if alert is not None and alert.firing(now):
+            alert.ends_at = now
+            alert.updated_at = now
+            self._dirty.alerts.add(fp)
+
+    # verdict rules --------------------------------------------------------------
+    def _observe_verdict_rule(self, rule: VerdictRule, v: MisuseVerdict, now: float) -> None:
+        for category in matches(rule.match, v):
+            labels = _base_labels(
+                rule, category=category.value, tenant=v.tenant_id, deployment=v.deployment, model=v.model, user=v.user_id
+            )
+            previous = self.alerts.get(fingerprint(labels))
+            count = 1
+            if previous is not None and previous.firing(now):
+                count = int(previous.annotations.get("count", "0")) + 1
+            summary = rule.description or f"{category.value} verdict at severity {v.severity.value}"
+            self._assert(
+                rule,
+                labels,
+                now,
+                now + rule.resolve_after,
+                {
+                    "summary": summary,
+                    "verdict_severity": v.severity.value,
+                    "complied": "unknown" if v.complied is None else str(v.complied).lower(),
+                    "last_request_id": v.request_id,
+                    "count": str(count),
+                },
+                _evidence(v, [category]),
+            )
+
+    # rate rules -----------------------------------------------------------------
+    def _observe_rate(self, rule: RateRule, v: MisuseVerdict, now: float) -> set[str]:
+        if not _scope_ok(rule.match, v):
+            return set()
+        t = min(v.timestamp.timestamp(), now)
+        if t < now - rule.history_s:
+            return set()
+        bucket = math.floor(t / rule.bucket_s) * rule.bucket_s
+        dims = {"tenant": v.tenant_id, "deployment": v.deployment, "model": v.model}
+        flagged_categories = matches(rule.match, v)
+        touched: set[str] = set()
+        if "category" in rule.per:
+            self._bump(rule, self._key(rule, dims, _ALL_CATEGORIES), bucket, 0, 1)
+            for c in flagged_categories:
+                key = self._key(rule, dims, c.value)
+                self._bump(rule, key, bucket, 1, 0)
+                touched.add(key)
+        else:
+            key = self._key(rule, dims, None)
+            self._bump(rule, key, bucket, 1 if flagged_categories else 0, 1)
+            touched.add(key)
+        return touched
+
+    @staticmethod
+    def _key(rule: RateRule, dims: dict[str, str | None], category: str | None) -> str:
+        values = [category if d == "category" else (dims[d] or "unknown") for d in rule.per]
+        return json.dumps(values, separators=(",", ":"))
+
+    def _bump(self, rule: RateRule, key: str, bucket: float, flagged: int, total: int) -> None:
+        counts = self._buckets[rule.name][key].setdefault(bucket, [0, 0])
+        counts[0] += flagged
+        counts[1] += total
+        self._dirty.buckets.add((rule.name, key, bucket))
+
+    def _sum(self, rule: RateRule, key: str, start: float, end: float) -> tuple[int, int]:
+        """Flagged and total over buckets that overlap (start, end]."""
+        flagged = total = 0
+        for bucket, (f, t) in self._buckets[rule.name].get(key, {}).items():
+            if bucket + rule.bucket_s > start and bucket <= end:
+                flagged += f
+                total += t
+        return flagged, total
+
+    def _evaluate_rate(self, rule: RateRule, key: str, now: float) -> None:
+        values = json.loads(key)
+        labels = _base_labels(rule, **dict(zip(rule.per, values, strict=True)))
+        flagged, total = self._sum(rule, key, now - rule.window, now)
+        if "category" in rule.per:
+            total_key = json.dumps([_ALL_CATEGORIES if d == "category" else x for d, x in zip(rule.per, values, strict=True)], separators=(",", ":"))
+            total = self._sum(rule, total_key, now - rule.window, now)[1]
+        share = flagged / total if total else 0.0
+        value = share if rule.measure == "share" else float(flagged)
+        ends_at = now + rule.bucket_s
+        if rule.threshold is not None:
+            firing = value >= rule.threshold and (rule.measure == "count" or total >= rule.min_total)
+            reference = f"threshold {rule.threshold:g}"
+            if firing and rule.measure == "count":
+                ends_at = self._count_drops_below(rule, key, rule.threshold)
+        else:
+            assert rule.baseline is not None
+            b = rule.baseline
+            past = []
+            for i in range(1, b.windows + 1):
+                pf, pt = self._sum(rule, key, now - (i + 1) * rule.window, now - i * rule.window)
+                if "category" in rule.per:
+                    pt = self._sum(rule, total_key, now - (i + 1) * rule.window, now - i * rule.window)[1]
+                past.append((pf / pt if pt else 0.0) if rule.measure == "share" else float(pf))
+            mean = sum(past) / len(past)
+            firing = flagged >= b.min_count and value >= b.factor * mean and (rule.measure == "count" or total >= rule.min_total)
+            reference = f"baseline mean {mean:.4g} x{b.factor:g}"
+        if not firing:
+            self._resolve(labels, now)
+            return
+        existing = self.alerts.get(fingerprint(labels))
+        if existing is not None and existing.firing(now) and existing.ends_at - now > rule.bucket_s / 2 and existing.annotations.get("value") == f"{value:.4g}":
+            return  # unchanged; avoid rewriting the row every tick
+        self._assert(
+            rule, labels, now, ends_at,
+            {
+                "summary": rule.description or f"{rule.measure} of flagged verdicts over {rule.window:g}s is {value:.4g} ({reference})",
+                "value": f"{value:.4g}",
+                "flagged": str(flagged),
+                "total": str(total),
+                "window_s": f"{rule.window:g}",
+                "_key": key,
+            },
+        )
+
+    def _count_drops_below(self, rule: RateRule, key: str, threshold: float) -> float:
+        """When the window count falls under ``threshold`` if nothing new arrives."""
+        buckets = sorted(self._buckets[rule.name].get(key, {}).items())
+        remaining = sum(c[0] for _, c in buckets)
+        for bucket, (f, _t) in buckets:
+            remaining -= f
+            if remaining < threshold:
+                return bucket + rule.bucket_s + rule.window
+        return self._clock() + rule.bucket_s
+
+    # repeat offenders ---------------------------------------------------------------
+    def _observe_offender(self, rule: RepeatOffenderRule, v: MisuseVerdict, now: float) -> None:
+        if v.user_id is None or not matches(rule.match, v):
+            return
+        key = (rule.name, v.user_id)
+        score, updated, context = self._risk.get(key, (0.0, now, {}))
+        score = score * 0.5 ** (max(0.0, now - updated) / rule.half_life) + rule.weights.get(v.severity, 0.0)
+        context = {"tenant": v.tenant_id or "", "last_request_id": v.request_id}
+        self._risk[key] = (score, now, context)
+        self._dirty.risk.add(key)
+        self._dirty.gone_risk.discard(key)
+        if score >= rule.threshold:
+            ends_at = now + rule.half_life * math.log2(score / rule.threshold)
+            self._assert(
+                rule,
+                _base_labels(rule, user=v.user_id),
+                now,
+                max(ends_at, now + 1.0),
+                {
+                    "summary": rule.description or f"user risk score {score:.3g} >= {rule.threshold:g}",
+                    "risk_score": f"{score:.4g}",
+                    "tenant": v.tenant_id or "",
+                    "last_request_id": v.request_id,
+                },
+                _evidence(v, matches(rule.match, v)),
+            )
+
+    # model hopping ---------------------------------------------------------------------
+    def _observe_hopping(self, rule: ModelHoppingRule, v: MisuseVerdict, now: float) -> None:
+        target = v.model if rule.across == "model" else v.deployment
+        if v.user_id is None or target is None or not matches(rule.match, v):
+            return
+        seen_at = min(v.timestamp.timestamp(), now)
+        sightings = self._hops[(rule.name, v.user_id)]
+        if seen_at < now - rule.window:
+            return
+        previous = sightings.get(target)
+        if previous is None or previous[0] < seen_at:
+            sightings[target] = (seen_at, v.tenant_id)
+            self._dirty.hops.add((rule.name, v.user_id, target))
+            self._dirty.gone_hops.discard((rule.name, v.user_id, target))
+        recent = sorted(((s[0], t) for t, s in sightings.items() if s[0] > now - rule.window), reverse=True)
+        if len(recent) >= rule.min_distinct:
+            ends_at = recent[rule.min_distinct - 1][0] + rule.window
+            self._assert(
+                rule,
+                _base_labels(rule, user=v.user_id),
+                now,
+                ends_at,
+                {
+                    "summary": rule.description
+                    or f"user flagged on {len(recent)} distinct {rule.across}s within {rule.window:g}s",
+                    rule.across + "s": ",".join(sorted(t for _, t in recent)),
+                    "distinct": str(len(recent)),
+                    "tenant": v.tenant_id or "",
+                    "last_request_id": v.request_id,
+                },
+                _evidence(v, matches(rule.match, v)),
+            )
+
+    # housekeeping ------------------------------------------------------------------------
+    def _prune(self, now: float) -> None:
+        for rule in self.rules.rules:
+            if isinstance(rule, RateRule):
+                horizon = now - rule.history_s - rule.bucket_s
+                for key, buckets in list(self._buckets[rule.name].items()):
+                    for bucket in [b for b in buckets if b < horizon]:
+                        del buckets[bucket]
+                        self._dirty.buckets.discard((rule.name, key, bucket))
+                        self._dirty.gone_buckets.add((rule.name, key, bucket))
+                    if not buckets:
+                        del self._buckets[rule.name][key]
+            elif isinstance(rule, RepeatOffenderRule):
+                for (name, user), (score, updated, _c) in list(self._risk.items()):
+                    if name == rule.name and score * 0.5 ** ((now - updated) / rule.half_life) < 0.01 * rule.threshold:
+                        del self._risk[(name, user)]
+                        self._dirty.risk.discard((name, user))
+                        self._dirty.gone_risk.add((name, user))
+            elif isinstance(rule, ModelHoppingRule):
+                for (name, user), sightings in list(self._hops.items()):
+                    if name != rule.name:
+                        continue
+                    for target in [t for t, s in sightings.items() if s[0] <= now - rule.window]:
+                        del sightings[target]
+                        self._dirty.hops.discard((name, user, target))
+                        self._dirty.gone_hops.add((name, user, target))
+                    if not sightings:
+                        del self._hops[(name, user)]
+        # Resolved alerts are kept briefly so a refire within the hour counts as the same episode
+        # history; the notifier deletes their rows once the resolution was notified.
+        for fp, a in list(self.alerts.items()):
+            if a.ends_at < now - 3600:
+                del self.alerts[fp]
+
+    def risk_score(self, rule: str, user_id: str) -> float:
+        """Current decayed score (for the CLI and tests)."""
+        r = self.rules.rule(rule)
+        assert isinstance(r, RepeatOffenderRule)
+        score, updated, _ = self._risk.get((rule, user_id), (0.0, self._clock(), {}))
+        return score * 0.5 ** (max(0.0, self._clock() - updated) / r.half_life)

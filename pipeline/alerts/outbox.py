@@ -1,0 +1,166 @@
+"""The durable outbox: one row per (receiver, notification), keyed by its idempotency key.
+
+Rows move ``pending`` -> ``delivered`` (only after the receiver answered 2xx) or ``dead``
+(too old, or rejected with a non-retryable 4xx). A dispatcher *claims* a due row for
+``claim_ttl_s`` before sending, so two dispatchers do not send it at the same time; a
+dispatcher killed mid-send leaves the claim to expire and the row is sent again, with the same
+idempotency key, so the receiver can drop the duplicate. Same code on SQLite and PostgreSQL.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, Engine
+
+from pipeline.alerts import state as db
+from pipeline.alerts.model import NotificationPayload
+
+PENDING, DELIVERED, DEAD = "pending", "delivered", "dead"
+
+
+@dataclass(frozen=True)
+class OutboxItem:
+    id: int
+    idempotency_key: str
+    receiver: str
+    payload: NotificationPayload
+    created_at: float
+    attempts: int
+
+
+@dataclass(frozen=True)
+class OutboxRow:
+    """A row as listed by the CLI."""
+
+    id: int
+    idempotency_key: str
+    receiver: str
+    state: str
+    attempts: int
+    created_at: float
+    next_attempt_at: float
+    delivered_at: float | None
+    last_error: str | None
+
+
+class Outbox:
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+
+    def enqueue(self, conn: Connection, payload: NotificationPayload, now: float) -> bool:
+        """Add a notification in the caller's transaction; False when its key is already there."""
+        row = {
+            "idempotency_key": payload.idempotency_key,
+            "receiver": payload.receiver,
+            "group_key": payload.group_key,
+            "payload": payload.to_json(),
+            "created_at": now,
+            "state": PENDING,
+            "attempts": 0,
+            "next_attempt_at": now,
+            "claimed_until": None,
+            "delivered_at": None,
+            "last_error": None,
+        }
+        return db.insert_ignore(conn, db.outbox, [row], ["idempotency_key"]) == 1
+
+    def claim_due(self, now: float, limit: int, claim_ttl_s: float) -> list[OutboxItem]:
+        """Claim up to ``limit`` due pending rows, oldest first."""
+        t = db.outbox
+        due = (t.c.state == PENDING) & (t.c.next_attempt_at <= now) & (
+            t.c.claimed_until.is_(None) | (t.c.claimed_until <= now)
+        )
+        with self._engine.connect() as conn:
+            candidates = list(
+                conn.execute(
+                    sa.select(t.c.id, t.c.idempotency_key, t.c.receiver, t.c.payload, t.c.created_at, t.c.attempts)
+                    .where(due)
+                    .order_by(t.c.next_attempt_at, t.c.id)
+                    .limit(limit)
+                ).mappings()
+            )
+        if not candidates:
+            return []
+        claimed: list[OutboxItem] = []
+        with self._engine.begin() as conn:
+            for row in candidates:
+                # Re-check the condition in the UPDATE: another dispatcher may have claimed it.
+                result = conn.execute(sa.update(t).where(t.c.id == row["id"], due).values(claimed_until=now + claim_ttl_s))
+                if result.rowcount == 1:
+                    claimed.append(
+                        OutboxItem(
+                            id=row["id"],
+                            idempotency_key=row["idempotency_key"],
+                            receiver=row["receiver"],
+                            payload=NotificationPayload.model_validate_json(row["payload"]),
+                            created_at=row["created_at"],
+                            attempts=row["attempts"],
+                        )
+                    )
+        return claimed
+
+    def mark_delivered(self, item_id: int, now: float) -> None:
+        """Runs only after the receiver answered 2xx."""
+        t = db.outbox
+        with self._engine.begin() as conn:
+            conn.execute(
+                sa.update(t)
+                .where(t.c.id == item_id, t.c.state == PENDING)
+                .values(state=DELIVERED, delivered_at=now, claimed_until=None, attempts=t.c.attempts + 1, last_error=None)
+            )
+
+    def mark_retry(self, item_id: int, next_attempt_at: float, error: str) -> None:
+        t = db.outbox
+        with self._engine.begin() as conn:
+            conn.execute(
+                sa.update(t)
+                .where(t.c.id == item_id, t.c.state == PENDING)
+                .values(next_attempt_at=next_attempt_at, claimed_until=None, attempts=t.c.attempts + 1, last_error=error[:1000])
+            )
+
+    def mark_dead(self, item_id: int, error: str) -> None:
+        t = db.outbox
+        with self._engine.begin() as conn:
+            conn.execute(
+                sa.update(t)
+                .where(t.c.id == item_id, t.c.state == PENDING)
+                .values(state=DEAD, claimed_until=None, attempts=t.c.attempts + 1, last_error=error[:1000])
+            )
+
+    def counts(self) -> dict[tuple[str, str], int]:
+        """(receiver, state) -> rows."""
+        t = db.outbox
+        with self._engine.connect() as conn:
+            rows = conn.execute(sa.select(t.c.receiver, t.c.state, sa.func.count()).group_by(t.c.receiver, t.c.state))
+            return {(r[0], r[1]): int(r[2]) for r in rows}
+
+    def pending_count(self) -> int:
+        t = db.outbox
+        with self._engine.connect() as conn:
+            return int(conn.execute(sa.select(sa.func.count()).where(t.c.state == PENDING)).scalar_one())
+
+    def rows(self, state: str | None = None, limit: int = 100) -> list[OutboxRow]:
+        t = db.outbox
+        query = sa.select(t).order_by(t.c.id.desc()).limit(limit)
+        if state is not None:
+            query = query.where(t.c.state == state)
+        with self._engine.connect() as conn:
+            return [
+                OutboxRow(
+                    id=r["id"], idempotency_key=r["idempotency_key"], receiver=r["receiver"], state=r["state"],
+                    attempts=r["attempts"], created_at=r["created_at"], next_attempt_at=r["next_attempt_at"],
+                    delivered_at=r["delivered_at"], last_error=r["last_error"],
+                )
+                for r in conn.execute(query).mappings()
+            ]
+
+    def requeue_dead(self, now: float, receiver: str | None = None) -> int:
+        """Give dead letters another chance (after fixing a receiver): back to pending."""
+        t = db.outbox
+        query = sa.update(t).where(t.c.state == DEAD).values(state=PENDING, next_attempt_at=now, created_at=now, attempts=0)
+        if receiver is not None:
+            query = query.where(t.c.receiver == receiver)
+        with self._engine.begin() as conn:
+            return int(conn.execute(query).rowcount or 0)

@@ -1,0 +1,1 @@
+"""Alert receivers: one file per receiver type, discovered by ``type`` (see base.py)."""

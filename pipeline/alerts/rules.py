@@ -1,0 +1,309 @@
+"""The alert rules file (YAML), validated at start-up.
+
+Four rule kinds (``kind``): ``verdict`` (one matching verdict fires), ``rate`` (flagged count
+or share over a sliding window, against a threshold or the key's own baseline), ``repeat_offender``
+(per-user decaying risk score) and ``model_hopping`` (one user flagged on N distinct models or
+deployments within a window). ``route`` holds the Alertmanager-style grouping timers and
+``inhibit_rules`` the muting of warnings by criticals. See docs/alerting.md for the reference.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
+
+from pipeline.schemas import Category, Severity
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)?\s*$")
+_UNIT_S = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0, None: 1.0}
+_LABEL_NAME = r"^[a-zA-Z_][a-zA-Z0-9_]*$"
+
+
+class AlertRulesError(ValueError):
+    """The rules file is missing, not YAML, or does not validate; the message says where."""
+
+
+def parse_duration(value: Any) -> float:
+    """'30s', '5m', '4h', '1d', '250ms' or a number of seconds -> seconds."""
+    if isinstance(value, bool):
+        raise ValueError("a duration must be a number of seconds or a string like '5m'")
+    if isinstance(value, int | float):
+        return float(value)
+    if isinstance(value, str):
+        match = _DURATION.match(value)
+        if match:
+            return float(match.group(1)) * _UNIT_S[match.group(2)]
+    raise ValueError(f"invalid duration {value!r}: use a number of seconds or e.g. '30s', '5m', '4h', '1d'")
+
+
+Duration = Annotated[float, BeforeValidator(parse_duration), Field(ge=0)]
+PositiveDuration = Annotated[float, BeforeValidator(parse_duration), Field(gt=0)]
+AlertSeverity = Literal["critical", "warning", "info"]
+Dimension = Literal["tenant", "deployment", "model", "category"]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class VerdictFilter(_Strict):
+    """Which verdicts a rule looks at. Empty lists mean 'any'."""
+
+    categories: list[Category] = Field(default_factory=list)
+    min_severity: Severity = Severity.LOW
+    # True: only verdicts where the model produced the harmful content; False: only refusals
+    # or prompts without completion; None: either.
+    complied: bool | None = None
+    tenants: list[str] = Field(default_factory=list)
+    deployments: list[str] = Field(default_factory=list)
+    models: list[str] = Field(default_factory=list)
+
+
+class _RuleBase(_Strict):
+    name: str = Field(pattern=r"^[A-Za-z0-9_.:-]{1,64}$", description="Becomes the alertname label")
+    severity: AlertSeverity = "warning"
+    description: str = ""
+    match: VerdictFilter = Field(default_factory=VerdictFilter)
+    labels: dict[str, str] = Field(default_factory=dict, description="Extra static labels")
+    # Receiver names; empty = every configured receiver.
+    receivers: list[str] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _label_names(self) -> _RuleBase:
+        for key in self.labels:
+            if not re.match(_LABEL_NAME, key):
+                raise ValueError(f"label name {key!r} must match {_LABEL_NAME}")
+        return self
+
+
+class VerdictRule(_RuleBase):
+    """Fires on each matching verdict; one alert per (category, tenant, deployment, model, user)."""
+
+    kind: Literal["verdict"]
+    # Without a new matching verdict the alert resolves after this long (like Alertmanager's
+    # resolve_timeout): a one-off event should not stay 'firing' forever.
+    resolve_after: PositiveDuration = 600.0
+
+
+class Baseline(_Strict):
+    """Spike detection: compare the window with the mean of the previous ``windows`` windows."""
+
+    windows: int = Field(default=12, ge=1, le=1000)
+    factor: float = Field(default=3.0, gt=1.0)
+    # Below this many flagged verdicts in the window nothing is a spike (1 vs 0 is not news).
+    min_count: int = Field(default=5, ge=1)
+
+
+class RateRule(_RuleBase):
+    kind: Literal["rate"]
+    per: list[Dimension] = Field(default_factory=lambda: ["tenant"])
+    window: PositiveDuration = 600.0
+    measure: Literal["count", "share"] = "count"
+    # count: flagged verdicts in the window; share: flagged / all verdicts of the key (0..1).
+    threshold: float | None = Field(default=None, gt=0)
+    baseline: Baseline | None = None
+    # share only: too few verdicts make any share meaningless.
+    min_total: int = Field(default=20, ge=1)
+    # Windows are kept as this many buckets; finer = more exact, more state.
+    buckets: int = Field(default=10, ge=1, le=120)
+
+    @model_validator(mode="after")
+    def _threshold_xor_baseline(self) -> RateRule:
+        if (self.threshold is None) == (self.baseline is None):
+            raise ValueError(f"rate rule {self.name!r}: set exactly one of 'threshold' or 'baseline'")
+        if self.measure == "share" and self.threshold is not None and self.threshold > 1:
+            raise ValueError(f"rate rule {self.name!r}: a share threshold is a fraction in (0, 1]")
+        if len(set(self.per)) != len(self.per):
+            raise ValueError(f"rate rule {self.name!r}: 'per' lists a dimension twice")
+        return self
+
+    @property
+    def bucket_s(self) -> float:
+        return self.window / self.buckets
+
+    @property
+    def history_s(self) -> float:
+        """How far back bucket counts must be kept for this rule."""
+        return self.window * (1 + (self.baseline.windows if self.baseline else 0))
+
+
+class RepeatOffenderRule(_RuleBase):
+    """Per-user risk score: each flagged verdict adds its severity weight; halves every half_life."""
+
+    kind: Literal["repeat_offender"]
+    half_life: PositiveDuration = 3600.0
+    threshold: float = Field(default=10.0, gt=0)
+    weights: dict[Severity, float] = Field(
+        default_factory=lambda: {
+            Severity.LOW: 1.0,
+            Severity.MEDIUM: 2.0,
+            Severity.HIGH: 4.0,
+            Severity.CRITICAL: 8.0,
+        }
+    )
+
+
+class ModelHoppingRule(_RuleBase):
+    """One user flagged on ``min_distinct`` or more models (or deployments) within ``window``."""
+
+    kind: Literal["model_hopping"]
+    across: Literal["model", "deployment"] = "model"
+    min_distinct: int = Field(default=3, ge=2)
+    window: PositiveDuration = 3600.0
+
+
+Rule = Annotated[VerdictRule | RateRule | RepeatOffenderRule | ModelHoppingRule, Field(discriminator="kind")]
+
+
+class RouteTimers(_Strict):
+    """Alertmanager's grouping knobs; ``None`` inherits from the default route."""
+
+    group_by: list[str] | None = None
+    group_wait: Duration | None = None
+    group_interval: PositiveDuration | None = None
+    repeat_interval: PositiveDuration | None = None
+
+
+class Route(_Strict):
+    group_by: list[str] = Field(default_factory=lambda: ["alertname", "tenant"])
+    group_wait: Duration = 30.0
+    group_interval: PositiveDuration = 300.0
+    repeat_interval: PositiveDuration = 4 * 3600.0
+    # Per-receiver overrides, e.g. group_by ['...'] for an Alertmanager receiver that groups itself.
+    receivers: dict[str, RouteTimers] = Field(default_factory=dict)
+
+    def for_receiver(self, name: str) -> ResolvedRoute:
+        o = self.receivers.get(name, RouteTimers())
+        return ResolvedRoute(
+            receiver=name,
+            group_by=list(self.group_by if o.group_by is None else o.group_by),
+            group_wait=self.group_wait if o.group_wait is None else o.group_wait,
+            group_interval=self.group_interval if o.group_interval is None else o.group_interval,
+            repeat_interval=self.repeat_interval if o.repeat_interval is None else o.repeat_interval,
+        )
+
+
+class ResolvedRoute(_Strict):
+    receiver: str
+    group_by: list[str]
+    group_wait: float
+    group_interval: float
+    repeat_interval: float
+
+    @property
+    def group_all(self) -> bool:
+        """``group_by: ['...']`` means every distinct label set is its own group (Alertmanager)."""
+        return self.group_by == ["..."]
+
+
+class InhibitRule(_Strict):
+    """A firing source alert mutes target alerts that agree on every ``equal`` label."""
+
+    source_match: dict[str, str]
+    target_match: dict[str, str]
+    equal: list[str] = Field(default_factory=list)
+
+
+def _default_inhibit() -> list[InhibitRule]:
+    return [
+        InhibitRule(
+            source_match={"severity": "critical"},
+            target_match={"severity": "warning"},
+            equal=["tenant", "user"],
+        )
+    ]
+
+
+class AlertRules(_Strict):
+    version: Literal[1] = 1
+    route: Route = Field(default_factory=Route)
+    rules: list[Rule] = Field(default_factory=list)
+    inhibit_rules: list[InhibitRule] = Field(default_factory=_default_inhibit)
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> AlertRules:
+        names = [r.name for r in self.rules]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"duplicate rule names: {dupes}")
+        return self
+
+    def check_receivers(self, known: list[str]) -> None:
+        """Every receiver named by a rule or route override must be configured."""
+        known_set = set(known)
+        problems = [
+            f"rule {r.name!r} names unknown receiver {name!r}"
+            for r in self.rules
+            for name in r.receivers
+            if name not in known_set
+        ]
+        problems += [
+            f"route override for unknown receiver {name!r}" for name in self.route.receivers if name not in known_set
+        ]
+        if problems:
+            raise AlertRulesError(f"{'; '.join(problems)} (configured receivers: {sorted(known_set)})")
+
+    def rule(self, name: str) -> Rule:
+        for r in self.rules:
+            if r.name == name:
+                return r
+        raise KeyError(name)
+
+
+def parse_rules(text: str, source: str = "<string>", receivers: list[str] | None = None) -> AlertRules:
+    """Parse and validate rules YAML; errors name the file and the failing field path."""
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise AlertRulesError(f"{source}: not valid YAML: {exc}") from exc
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise AlertRulesError(f"{source}: the top level must be a mapping with 'rules:'")
+    try:
+        rules = AlertRules.model_validate(data)
+    except ValidationError as exc:
+        lines = []
+        for err in exc.errors():
+            where = _describe_location(data, err["loc"])
+            lines.append(f"  {where}: {err['msg']}")
+        raise AlertRulesError(f"{source}: {len(lines)} error(s) in alert rules:\n" + "\n".join(lines)) from exc
+    if receivers is not None:
+        try:
+            rules.check_receivers(receivers)
+        except AlertRulesError as exc:
+            raise AlertRulesError(f"{source}: {exc}") from exc
+    return rules
+
+
+def load_rules(path: Path, receivers: list[str] | None = None) -> AlertRules:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise AlertRulesError(f"cannot read alert rules file {path}: {exc}") from exc
+    return parse_rules(text, str(path), receivers)
+
+
+def _describe_location(data: Any, loc: tuple[Any, ...]) -> str:
+    """'rules[2] (name=spike).threshold' instead of pydantic's bare tuple; skips union tags."""
+    parts: list[str] = []
+    node = data
+    for item in loc:
+        if isinstance(item, int):
+            name = node[item].get("name") if isinstance(node, list) and item < len(node) and isinstance(node[item], dict) else None
+            parts.append(f"[{item}]" + (f" (name={name})" if name else ""))
+            node = node[item] if isinstance(node, list) and item < len(node) else None
+        else:
+            if isinstance(node, dict) and item in node:
+                node = node[item]
+                parts.append(("." if parts else "") + str(item))
+            elif item in ("verdict", "rate", "repeat_offender", "model_hopping"):
+                continue  # the discriminated-union tag pydantic inserts
+            else:
+                node = None
+                parts.append(("." if parts else "") + str(item))
+    return "".join(parts) or "<top level>"

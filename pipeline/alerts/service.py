@@ -1,0 +1,95 @@
+"""Builds the alerting parts from AlertSettings (used by the sink, the CLI and the bench)."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from prometheus_client import CollectorRegistry
+from sqlalchemy.engine import Engine
+
+from pipeline.alerts.delivery import Dispatcher
+from pipeline.alerts.engine import AlertEngine
+from pipeline.alerts.grouping import Notifier
+from pipeline.alerts.metrics import AlertMetrics
+from pipeline.alerts.receivers.base import build_receivers
+from pipeline.alerts.rules import AlertRules, load_rules
+from pipeline.alerts.settings import AlertSettings
+from pipeline.alerts.state import create_db_engine
+from pipeline.schemas import MisuseVerdict
+
+
+@dataclass
+class Alerting:
+    """Engine + notifier + dispatcher over one alert database; thread-safe entry points."""
+
+    settings: AlertSettings
+    rules: AlertRules
+    db: Engine
+    metrics: AlertMetrics
+    engine: AlertEngine
+    notifier: Notifier
+    dispatcher: Dispatcher
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    @classmethod
+    def build(
+        cls,
+        settings: AlertSettings,
+        registry: CollectorRegistry | None = None,
+        *,
+        rules: AlertRules | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> Alerting:
+        """Validate rules against the configured receivers, open the database, restore state."""
+        names = [r.name for r in settings.receivers]
+        if rules is None:
+            rules = load_rules(settings.rules_file, names)
+        else:
+            rules.check_receivers(names)
+        db = create_db_engine(settings.db_url.get_secret_value())
+        metrics = AlertMetrics(registry)
+        engine = AlertEngine(rules, clock=clock, metrics=metrics)
+        with db.connect() as conn:
+            engine.load(conn)
+        notifier = Notifier(db, rules, {r.name: r.send_resolved for r in settings.receivers}, clock=clock, metrics=metrics)
+        self_ref: list[Alerting] = []
+        dispatcher = Dispatcher(
+            db,
+            notifier,
+            build_receivers(settings.receivers),
+            settings.delivery,
+            metrics=metrics,
+            clock=clock,
+            on_tick=lambda: self_ref[0].tick(),
+        )
+        alerting = cls(settings, rules, db, metrics, engine, notifier, dispatcher)
+        self_ref.append(alerting)
+        return alerting
+
+    def observe(self, verdicts: Sequence[MisuseVerdict]) -> None:
+        with self._lock:
+            self.engine.observe(verdicts)
+
+    def commit(self) -> None:
+        """Make every alert decided so far durable (one transaction), then wake the dispatcher."""
+        with self._lock:
+            if not self.engine.has_changes:
+                return
+            with self.db.begin() as conn:
+                self.engine.save(conn)
+        self.dispatcher.wake()
+
+    def tick(self) -> None:
+        """Time-based re-evaluation (runs in the dispatcher thread)."""
+        with self._lock:
+            self.engine.tick()
+            if self.engine.has_changes:
+                with self.db.begin() as conn:
+                    self.engine.save(conn)
+
+    def close(self) -> None:
+        self.dispatcher.stop()
+        self.db.dispose()

@@ -1,0 +1,84 @@
+"""Settings of the alerting subsystem (nested in the process-wide Settings as ``alerts``).
+
+Receiver secrets live here (environment or config file), never in the rules YAML, so the
+rules file can be reviewed and checked in.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Literal
+
+from pydantic import BaseModel, Field, SecretStr, model_validator
+
+if TYPE_CHECKING:
+    from pipeline.settings import Settings
+
+ReceiverType = Literal["webhook", "slack", "alertmanager"]
+
+
+class ReceiverSettings(BaseModel):
+    """One delivery target. ``name`` is what rules and metrics refer to."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")
+    type: ReceiverType
+    # A Slack incoming-webhook URL embeds its credential, hence SecretStr for every URL.
+    url: SecretStr
+    # HMAC key of the generic webhook (required there, unused elsewhere).
+    secret: SecretStr | None = None
+    timeout_s: float = Field(default=5.0, gt=0)
+    send_resolved: bool = True
+
+    @model_validator(mode="after")
+    def _webhook_needs_secret(self) -> ReceiverSettings:
+        if self.type == "webhook" and not (self.secret and self.secret.get_secret_value()):
+            raise ValueError(f"receiver {self.name!r}: a webhook receiver needs a non-empty 'secret'")
+        return self
+
+
+class DeliverySettings(BaseModel):
+    """Outbox dispatcher tuning (see pipeline/alerts/delivery.py)."""
+
+    poll_interval_s: float = Field(default=0.2, gt=0, description="Idle wait between dispatcher ticks")
+    retry_initial_s: float = Field(default=1.0, gt=0)
+    retry_max_s: float = Field(default=300.0, gt=0)
+    dead_letter_after_s: float = Field(default=24 * 3600.0, gt=0, description="Give up on a delivery this old")
+    claim_ttl_s: float = Field(default=60.0, gt=0, description="How long a dispatcher owns a row it is sending")
+    concurrency: int = Field(default=4, ge=1, le=64)
+    batch_size: int = Field(default=50, ge=1)
+
+
+class AlertSettings(BaseModel):
+    enabled: bool = True
+    rules_file: Path = Path("examples/alert-rules.yaml")
+    # sqlite:///relative/path.db by default; a postgresql+psycopg://... URL selects PostgreSQL.
+    db_url: SecretStr = SecretStr("sqlite:///data/alerts.db")
+    receivers: list[ReceiverSettings] = Field(default_factory=list)
+    delivery: DeliverySettings = Field(default_factory=DeliverySettings)
+    # Run the dispatcher as a thread of the stream process; set false when a standalone
+    # `misuse-monitor alerts dispatch` runs instead.
+    run_dispatcher: bool = True
+
+    @model_validator(mode="after")
+    def _unique_receivers(self) -> AlertSettings:
+        names = [r.name for r in self.receivers]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"duplicate receiver names: {dupes}")
+        return self
+
+    def receiver(self, name: str) -> ReceiverSettings:
+        for r in self.receivers:
+            if r.name == name:
+                return r
+        raise KeyError(name)
+
+
+def alert_settings_of(settings: Settings | None) -> AlertSettings:
+    """The ``alerts`` section of the process settings, or defaults until it is wired in."""
+    value = getattr(settings, "alerts", None) if settings is not None else None
+    if value is None:
+        return AlertSettings()
+    if isinstance(value, AlertSettings):
+        return value
+    return AlertSettings.model_validate(value)

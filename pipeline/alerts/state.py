@@ -1,0 +1,182 @@
+"""The alert database: one schema for SQLite (default) and PostgreSQL (SQLAlchemy 2 Core).
+
+Holds everything that must survive a restart: alerts, rule state (window buckets, risk scores,
+model-hopping sightings), notification groups, silences and the delivery outbox. Times are Unix
+seconds (double precision) so both back ends compare them the same way.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.engine.url import make_url
+
+metadata = sa.MetaData()
+
+alerts = sa.Table(
+    "mm_alerts",
+    metadata,
+    sa.Column("fingerprint", sa.String(32), primary_key=True),
+    sa.Column("rule", sa.String(64), nullable=False),
+    sa.Column("labels", sa.JSON, nullable=False),
+    sa.Column("annotations", sa.JSON, nullable=False),
+    sa.Column("evidence", sa.JSON, nullable=False),
+    sa.Column("receivers", sa.JSON, nullable=False),
+    sa.Column("starts_at", sa.Double, nullable=False),
+    sa.Column("ends_at", sa.Double, nullable=False),
+    sa.Column("updated_at", sa.Double, nullable=False, index=True),
+)
+
+# (rule, key, bucket start) -> flagged and total verdict counts
+rate_buckets = sa.Table(
+    "mm_alert_rate_buckets",
+    metadata,
+    sa.Column("rule", sa.String(64), primary_key=True),
+    sa.Column("key", sa.String(1024), primary_key=True),
+    sa.Column("bucket", sa.Double, primary_key=True),
+    sa.Column("flagged", sa.Integer, nullable=False),
+    sa.Column("total", sa.Integer, nullable=False),
+)
+
+risk_scores = sa.Table(
+    "mm_alert_risk_scores",
+    metadata,
+    sa.Column("rule", sa.String(64), primary_key=True),
+    sa.Column("user_id", sa.String(256), primary_key=True),
+    sa.Column("score", sa.Double, nullable=False),
+    sa.Column("updated_at", sa.Double, nullable=False),
+    sa.Column("context", sa.JSON, nullable=False),
+)
+
+hop_sightings = sa.Table(
+    "mm_alert_hop_sightings",
+    metadata,
+    sa.Column("rule", sa.String(64), primary_key=True),
+    sa.Column("user_id", sa.String(256), primary_key=True),
+    sa.Column("target", sa.String(256), primary_key=True),
+    sa.Column("last_seen", sa.Double, nullable=False),
+    sa.Column("tenant", sa.String(256), nullable=True),
+)
+
+groups = sa.Table(
+    "mm_alert_groups",
+    metadata,
+    sa.Column("receiver", sa.String(64), primary_key=True),
+    sa.Column("group_key", sa.String(64), primary_key=True),
+    sa.Column("group_labels", sa.JSON, nullable=False),
+    sa.Column("created_at", sa.Double, nullable=False),
+    sa.Column("next_flush_at", sa.Double, nullable=False, index=True),
+    sa.Column("last_notified_at", sa.Double, nullable=True),
+    # Fingerprints that were firing in the last notification: the dedup state.
+    sa.Column("notified_firing", sa.JSON, nullable=False),
+    sa.Column("seq", sa.Integer, nullable=False),
+)
+
+silences = sa.Table(
+    "mm_alert_silences",
+    metadata,
+    sa.Column("id", sa.String(36), primary_key=True),
+    sa.Column("matchers", sa.JSON, nullable=False),
+    sa.Column("starts_at", sa.Double, nullable=False),
+    sa.Column("ends_at", sa.Double, nullable=False, index=True),
+    sa.Column("created_by", sa.String(128), nullable=False),
+    sa.Column("comment", sa.Text, nullable=False),
+    sa.Column("created_at", sa.Double, nullable=False),
+)
+
+outbox = sa.Table(
+    "mm_alert_outbox",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    # One key per (receiver, notification); unique so two deciders can never enqueue it twice.
+    sa.Column("idempotency_key", sa.String(64), nullable=False, unique=True),
+    sa.Column("receiver", sa.String(64), nullable=False),
+    sa.Column("group_key", sa.String(64), nullable=False),
+    sa.Column("payload", sa.Text, nullable=False),
+    sa.Column("created_at", sa.Double, nullable=False),
+    sa.Column("state", sa.String(16), nullable=False),  # pending | delivered | dead
+    sa.Column("attempts", sa.Integer, nullable=False),
+    sa.Column("next_attempt_at", sa.Double, nullable=False),
+    sa.Column("claimed_until", sa.Double, nullable=True),
+    sa.Column("delivered_at", sa.Double, nullable=True),
+    sa.Column("last_error", sa.Text, nullable=True),
+    sa.Index("ix_mm_alert_outbox_due", "state", "next_attempt_at"),
+)
+
+
+class AlertStoreError(RuntimeError):
+    """The alert database could not be opened or written."""
+
+
+def create_db_engine(url: str) -> Engine:
+    """Open (and create) the alert database; SQLite gets WAL and a busy timeout.
+
+    WAL lets the stream's sink and a standalone dispatcher write the same file; synchronous=FULL
+    makes a committed outbox row survive a kill -9 or a power cut.
+    """
+    parsed = make_url(url)
+    kwargs: dict[str, Any] = {"future": True}
+    if parsed.get_backend_name() == "sqlite":
+        if parsed.database and parsed.database != ":memory:":
+            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+        kwargs["connect_args"] = {"timeout": 30}
+    else:
+        kwargs["pool_pre_ping"] = True
+    try:
+        engine = sa.create_engine(url, **kwargs)
+    except Exception as exc:  # noqa: BLE001 - bad URL or missing driver, re-raised typed
+        raise AlertStoreError(f"cannot open alert database {parsed.render_as_string(hide_password=True)}: {exc}") from exc
+    if parsed.get_backend_name() == "sqlite":
+        @sa.event.listens_for(engine, "connect")
+        def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+            cur = dbapi_conn.cursor()
+            cur.execute("PRAGMA journal_mode=WAL")
+            cur.execute("PRAGMA synchronous=FULL")
+            cur.execute("PRAGMA busy_timeout=30000")
+            cur.close()
+
+        # pysqlite's own transaction handling defers BEGIN; emit it ourselves so a read-then-write
+        # transaction takes the write lock up front (BEGIN IMMEDIATE) and never deadlocks.
+        @sa.event.listens_for(engine, "connect")
+        def _no_pysqlite_begin(dbapi_conn: Any, _record: Any) -> None:
+            dbapi_conn.isolation_level = None
+
+        @sa.event.listens_for(engine, "begin")
+        def _begin_immediate(conn: Connection) -> None:
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
+    try:
+        metadata.create_all(engine)
+    except sa.exc.SQLAlchemyError as exc:
+        raise AlertStoreError(f"cannot create alert tables: {exc}") from exc
+    return engine
+
+
+def upsert(conn: Connection, table: sa.Table, rows: list[dict[str, Any]], keys: list[str]) -> None:
+    """Insert or update ``rows`` on primary key ``keys`` (ON CONFLICT, SQLite and PostgreSQL)."""
+    if not rows:
+        return
+    if conn.dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert
+    else:
+        from sqlalchemy.dialects.sqlite import insert
+    stmt = insert(table)
+    update_cols = {c.name: stmt.excluded[c.name] for c in table.columns if c.name not in keys}
+    conn.execute(stmt.on_conflict_do_update(index_elements=keys, set_=update_cols), rows)
+
+
+def insert_ignore(conn: Connection, table: sa.Table, rows: list[dict[str, Any]], keys: list[str]) -> int:
+    """Insert rows whose unique ``keys`` are new; returns how many were inserted."""
+    if not rows:
+        return 0
+    if conn.dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert
+    else:
+        from sqlalchemy.dialects.sqlite import insert
+    inserted = 0
+    for row in rows:  # per row: rowcount of executemany with ON CONFLICT is not portable
+        result = conn.execute(insert(table).on_conflict_do_nothing(index_elements=keys), row)
+        inserted += max(result.rowcount or 0, 0)
+    return inserted

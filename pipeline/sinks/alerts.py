@@ -1,0 +1,48 @@
+"""Alerts sink: feeds every verdict to the alert engine; flush() commits the decisions.
+
+write() evaluates the rules in memory; flush() writes alerts and rule state to the alert
+database in one transaction, so Kafka offsets are committed only after the alerts are durable
+(a crash before that replays the batch; alerts are deduplicated by fingerprint). Delivery is
+asynchronous: a dispatcher thread of this process (or a standalone ``misuse-monitor alerts
+dispatch``) groups them into the outbox and sends them. Only the verdict reaches the engine,
+never the inference log, so no prompt text can end up in an alert.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Self
+
+from pipeline.alerts.service import Alerting
+from pipeline.alerts.settings import alert_settings_of
+from pipeline.sinks.base import ScoredRecord, Sink
+
+if TYPE_CHECKING:
+    from pipeline.metrics import PipelineMetrics
+    from pipeline.settings import Settings
+
+
+class AlertsSink(Sink):
+    name = "alerts"
+
+    def __init__(self, alerting: Alerting, *, run_dispatcher: bool) -> None:
+        self.alerting = alerting
+        self._run_dispatcher = run_dispatcher
+        if run_dispatcher:
+            alerting.dispatcher.start()
+
+    @classmethod
+    def create(cls, settings: Settings, metrics: PipelineMetrics) -> Self:
+        alert_settings = alert_settings_of(settings)
+        alerting = Alerting.build(alert_settings, metrics.registry)
+        return cls(alerting, run_dispatcher=alert_settings.run_dispatcher)
+
+    def write(self, records: Sequence[ScoredRecord]) -> None:
+        self.alerting.observe([r.verdict for r in records])
+
+    def flush(self) -> None:
+        self.alerting.commit()
+
+    def close(self) -> None:
+        self.alerting.commit()
+        self.alerting.close()
