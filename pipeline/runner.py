@@ -84,13 +84,18 @@ class Pipeline:
             signal.signal(sig, lambda *_: self.stop())
 
     def run(self, max_idle_s: float | None = None, max_records: int | None = None) -> RunStats:
-        """Loop until stop(); ``max_idle_s``/``max_records`` end a bounded run (demo, tests)."""
+        """Loop until stop(); ``max_idle_s`` (no records while owning partitions) or
+        ``max_records`` end a bounded run (demo, backfill, tests)."""
         idle_since = time.monotonic()
         try:
             while not self._stop.is_set():
                 batch = self.source.next_batch()
                 if not batch:
-                    if max_idle_s is not None and time.monotonic() - idle_since > max_idle_s:
+                    if not self.source.assignment:
+                        # Still joining the group (e.g. waiting out a crashed member's
+                        # session): that is not idleness.
+                        idle_since = time.monotonic()
+                    elif max_idle_s is not None and time.monotonic() - idle_since > max_idle_s:
                         break
                     continue
                 idle_since = time.monotonic()
