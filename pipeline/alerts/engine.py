@@ -336,11 +336,16 @@ class AlertEngine:
         counts[1] += total
         self._dirty.buckets.add((rule.name, key, bucket))
 
-    def _sum(self, rule: RateRule, key: str, start: float, end: float) -> tuple[int, int]:
-        """Flagged and total over buckets that overlap (start, end]."""
+    def _sum(self, rule: RateRule, key: str, now: float, windows_back: int = 0) -> tuple[int, int]:
+        """Flagged and total in one window: the last ``rule.buckets`` buckets up to the one
+        holding ``now`` (``windows_back`` > 0: that many whole windows earlier). Windows built
+        from whole buckets partition time, so a baseline never counts a bucket twice."""
+        current = math.floor(now / rule.bucket_s) * rule.bucket_s
+        hi = current - windows_back * rule.window
+        lo = hi - rule.window
         flagged = total = 0
         for bucket, (f, t) in self._buckets[rule.name].get(key, {}).items():
-            if bucket + rule.bucket_s > start and bucket <= end:
+            if lo + rule.bucket_s / 2 < bucket < hi + rule.bucket_s / 2:
                 flagged += f
                 total += t
         return flagged, total
@@ -348,10 +353,14 @@ class AlertEngine:
     def _evaluate_rate(self, rule: RateRule, key: str, now: float) -> None:
         values = json.loads(key)
         labels = _base_labels(rule, **dict(zip(rule.per, values, strict=True)))
-        flagged, total = self._sum(rule, key, now - rule.window, now)
+        total_key = key
         if "category" in rule.per:
-            total_key = json.dumps([_ALL_CATEGORIES if d == "category" else x for d, x in zip(rule.per, values, strict=True)], separators=(",", ":"))
-            total = self._sum(rule, total_key, now - rule.window, now)[1]
+            total_key = json.dumps(
+                [_ALL_CATEGORIES if d == "category" else x for d, x in zip(rule.per, values, strict=True)],
+                separators=(",", ":"),
+            )
+        flagged = self._sum(rule, key, now)[0]
+        total = self._sum(rule, total_key, now)[1]
         share = flagged / total if total else 0.0
         value = share if rule.measure == "share" else float(flagged)
         ends_at = now + rule.bucket_s
@@ -365,9 +374,8 @@ class AlertEngine:
             b = rule.baseline
             past = []
             for i in range(1, b.windows + 1):
-                pf, pt = self._sum(rule, key, now - (i + 1) * rule.window, now - i * rule.window)
-                if "category" in rule.per:
-                    pt = self._sum(rule, total_key, now - (i + 1) * rule.window, now - i * rule.window)[1]
+                pf = self._sum(rule, key, now, i)[0]
+                pt = self._sum(rule, total_key, now, i)[1]
                 past.append((pf / pt if pt else 0.0) if rule.measure == "share" else float(pf))
             mean = sum(past) / len(past)
             firing = flagged >= b.min_count and value >= b.factor * mean and (rule.measure == "count" or total >= rule.min_total)
@@ -397,7 +405,7 @@ class AlertEngine:
         for bucket, (f, _t) in buckets:
             remaining -= f
             if remaining < threshold:
-                return bucket + rule.bucket_s + rule.window
+                return bucket + rule.window  # when this bucket leaves the window
         return self._clock() + rule.bucket_s
 
     # repeat offenders ---------------------------------------------------------------

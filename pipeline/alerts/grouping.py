@@ -256,11 +256,15 @@ class Notifier:
                 group_labels[key] = labels
 
         for key, group_alerts in members.items():
-            if key not in groups and any(a.firing(now) for a in group_alerts):
+            live = [a for a in group_alerts if a.firing(now)]
+            if key not in groups and live:
                 route = self._routes[key[0]]
+                # group_wait counts from the first alert, not from when a notifier saw it, so a
+                # restarted or lagging notifier does not delay notifications further.
+                first_flush = min(a.starts_at for a in live) + route.group_wait
                 row = {
                     "receiver": key[0], "group_key": key[1], "group_labels": group_labels[key],
-                    "created_at": now, "next_flush_at": now + route.group_wait, "last_notified_at": None,
+                    "created_at": now, "next_flush_at": first_flush, "last_notified_at": None,
                     "notified_firing": [], "seq": 0,
                 }
                 conn.execute(sa.insert(db.groups).values(**row))

@@ -1,0 +1,176 @@
+"""Rule evaluation: which verdicts fire which alerts, windows, decay, and state across restarts."""
+
+from __future__ import annotations
+
+from pipeline.alerts.engine import AlertEngine
+from pipeline.alerts.rules import parse_rules
+from pipeline.alerts.state import create_db_engine
+from pipeline.schemas import Category, Severity
+
+from .conftest import FakeClock, VerdictFactory
+
+
+def firing(engine: AlertEngine, clock: FakeClock, rule: str) -> list[dict[str, str]]:
+    return [a.labels for a in engine.alerts.values() if a.rule == rule and a.firing(clock.now)]
+
+
+def make(yaml_text: str, clock: FakeClock) -> AlertEngine:
+    return AlertEngine(parse_rules(yaml_text), clock=clock)
+
+
+CRITICAL_CYBER = """
+rules:
+  - {name: crit_cyber, kind: verdict, severity: critical, resolve_after: 10m,
+     match: {categories: [cyber_abuse], min_severity: critical, complied: true}}
+"""
+
+
+def test_verdict_rule_fires_only_for_matching_category_severity_and_compliance(clock: FakeClock, verdict: VerdictFactory) -> None:
+    engine = make(CRITICAL_CYBER, clock)
+    engine.observe(
+        [
+            verdict(severity=Severity.HIGH),  # below minimum severity
+            verdict(severity=Severity.CRITICAL, complied=False),  # refused
+            verdict(severity=Severity.CRITICAL, categories=(Category.MISINFORMATION,)),  # other category
+            verdict(flagged=False),
+        ]
+    )
+    assert firing(engine, clock, "crit_cyber") == []
+    engine.observe([verdict(severity=Severity.CRITICAL, user="u_bob")])
+    [labels] = firing(engine, clock, "crit_cyber")
+    assert labels["user"] == "u_bob" and labels["category"] == "cyber_abuse" and labels["severity"] == "critical"
+
+
+def test_repeated_verdicts_are_one_alert_that_resolves_after_quiet_period(clock: FakeClock, verdict: VerdictFactory) -> None:
+    engine = make(CRITICAL_CYBER, clock)
+    for _ in range(3):
+        engine.observe([verdict(severity=Severity.CRITICAL)])
+        clock.advance(60)
+    [alert] = engine.alerts.values()
+    assert alert.annotations["count"] == "3"
+    clock.advance(9 * 60 - 1)
+    assert alert.firing(clock.now)
+    clock.advance(2)
+    assert not alert.firing(clock.now)
+
+
+def test_alert_evidence_is_redacted_and_short(clock: FakeClock, verdict: VerdictFactory) -> None:
+    engine = make(CRITICAL_CYBER, clock)
+    engine.observe([verdict(severity=Severity.CRITICAL, evidence="mail ceo@corp.example from 10.1.2.3 card 4111 1111 1111 1111")])
+    [alert] = engine.alerts.values()
+    snippet = str(alert.evidence[0]["snippet"])
+    assert "ceo@corp.example" not in snippet and "10.1.2.3" not in snippet and "4111" not in snippet
+    assert "[email]" in snippet and "[ip]" in snippet
+
+
+def test_rate_count_over_sliding_window(clock: FakeClock, verdict: VerdictFactory) -> None:
+    engine = make(
+        "rules: [{name: burst, kind: rate, per: [tenant], window: 10m, threshold: 5, match: {categories: [jailbreak]}}]",
+        clock,
+    )
+    jb = (Category.JAILBREAK,)
+    for _ in range(4):
+        engine.observe([verdict(categories=jb), verdict(flagged=False)])
+        clock.advance(60)
+    assert firing(engine, clock, "burst") == []
+    engine.observe([verdict(categories=jb, tenant="other")])  # another key
+    assert firing(engine, clock, "burst") == []
+    engine.observe([verdict(categories=jb)])
+    assert [lbl["tenant"] for lbl in firing(engine, clock, "burst")] == ["acme"]
+    # Nothing new: once the first bucket leaves the window, 4 < 5 and the alert resolves by itself.
+    clock.advance(5 * 60)
+    assert firing(engine, clock, "burst")
+    clock.advance(2 * 60)
+    assert firing(engine, clock, "burst") == []
+
+
+def test_rate_share_needs_min_total_and_threshold(clock: FakeClock, verdict: VerdictFactory) -> None:
+    engine = make(
+        "rules: [{name: share, kind: rate, per: [deployment], window: 5m, measure: share, threshold: 0.3, min_total: 10,"
+        " match: {categories: [jailbreak]}}]",
+        clock,
+    )
+    jb = (Category.JAILBREAK,)
+    engine.observe([verdict(categories=jb)] * 3)  # 100 % but only 3 verdicts
+    assert firing(engine, clock, "share") == []
+    engine.observe([verdict(flagged=False)] * 17)  # 3 / 20 = 15 %
+    assert firing(engine, clock, "share") == []
+    engine.observe([verdict(categories=jb)] * 5)  # 8 / 25 = 32 %
+    assert firing(engine, clock, "share")
+    engine.observe([verdict(flagged=False)] * 10)  # 8 / 35 = 23 %
+    assert firing(engine, clock, "share") == []
+
+
+def test_spike_against_own_baseline_per_model_and_category(clock: FakeClock, verdict: VerdictFactory) -> None:
+    engine = make(
+        "rules: [{name: spike, kind: rate, per: [model, category], window: 1m,"
+        " baseline: {windows: 5, factor: 3, min_count: 5}}]",
+        clock,
+    )
+    for _ in range(5):  # steady 4 per minute
+        engine.observe([verdict(model="coder")] * 4)
+        clock.advance(60)
+    engine.observe([verdict(model="coder")] * 8)  # 2x baseline: not a spike
+    assert firing(engine, clock, "spike") == []
+    clock.advance(60)
+    engine.observe([verdict(model="coder")] * 16)  # > 3x the baseline mean (4.8)
+    [labels] = firing(engine, clock, "spike")
+    assert labels["model"] == "coder" and labels["category"] == "cyber_abuse"
+    clock.advance(90)
+    engine.tick()  # quiet minute: below the baseline again
+    assert firing(engine, clock, "spike") == []
+
+
+def test_repeat_offender_score_adds_up_and_decays(clock: FakeClock, verdict: VerdictFactory) -> None:
+    engine = make(
+        "rules: [{name: offender, kind: repeat_offender, half_life: 1h, threshold: 10,"
+        " weights: {low: 1, medium: 2, high: 4, critical: 8}}]",
+        clock,
+    )
+    engine.observe([verdict(severity=Severity.HIGH), verdict(severity=Severity.HIGH)])
+    assert firing(engine, clock, "offender") == []
+    clock.advance(3600)  # 8 -> 4
+    engine.observe([verdict(severity=Severity.HIGH)])
+    assert firing(engine, clock, "offender") == []  # 4 + 4 = 8 < 10
+    engine.observe([verdict(severity=Severity.MEDIUM)])  # 10
+    [labels] = firing(engine, clock, "offender")
+    assert labels["user"] == "u_alice"
+    clock.advance(600)  # decays below 10 and resolves by itself
+    assert firing(engine, clock, "offender") == []
+    assert 8 < engine.risk_score("offender", "u_alice") < 10
+
+
+def test_model_hopping_counts_distinct_models_in_window(clock: FakeClock, verdict: VerdictFactory) -> None:
+    engine = make("rules: [{name: hop, kind: model_hopping, min_distinct: 3, window: 30m}]", clock)
+    engine.observe([verdict(model="coder"), verdict(model="coder")])
+    clock.advance(20 * 60)
+    engine.observe([verdict(model="reasoner")])
+    clock.advance(15 * 60)  # 'coder' left the window
+    engine.observe([verdict(model="translator")])
+    assert firing(engine, clock, "hop") == []
+    engine.observe([verdict(model="coder"), verdict(model="other-user-model", user="u_bob")])
+    [alert] = [a for a in engine.alerts.values() if a.firing(clock.now)]
+    assert alert.labels["user"] == "u_alice"
+    assert alert.annotations["models"] == "coder,reasoner,translator"
+
+
+def test_windows_scores_and_alerts_survive_a_restart(clock: FakeClock, verdict: VerdictFactory, db_url: str) -> None:
+    text = """
+rules:
+  - {name: burst, kind: rate, per: [tenant], window: 10m, threshold: 4}
+  - {name: offender, kind: repeat_offender, half_life: 1h, threshold: 10}
+  - {name: hop, kind: model_hopping, min_distinct: 2, window: 1h}
+"""
+    db = create_db_engine(db_url)
+    first = make(text, clock)
+    first.observe([verdict(model="coder"), verdict(model="coder"), verdict(model="coder", severity=Severity.CRITICAL)])
+    with db.begin() as conn:
+        first.save(conn)
+    assert firing(first, clock, "burst") == [] and firing(first, clock, "hop") == []
+
+    clock.advance(60)
+    second = make(text, clock)
+    with db.connect() as conn:
+        second.load(conn)
+    second.observe([verdict(model="reasoner")])  # 4th in the window, 2nd model, score 2+2+8+2*... >= 10
+    assert firing(second, clock, "burst") and firing(second, clock, "hop") and firing(second, clock, "offender")

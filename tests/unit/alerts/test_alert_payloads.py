@@ -1,0 +1,89 @@
+"""What leaves the system: payloads carry pseudonymous ids and redacted evidence only, and each
+receiver format renders them."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+
+from prometheus_client import CollectorRegistry
+
+from pipeline.alerts.model import NotificationPayload
+from pipeline.alerts.outbox import Outbox
+from pipeline.alerts.receivers import alertmanager, slack
+from pipeline.alerts.rules import parse_rules
+from pipeline.alerts.service import Alerting
+from pipeline.alerts.settings import AlertSettings, ReceiverSettings
+from pipeline.schemas import InferenceLog, Severity
+from pipeline.sinks.alerts import AlertsSink
+from pipeline.sinks.base import ScoredRecord
+
+from .conftest import FakeClock, VerdictFactory
+
+RAW_PROMPT = "my name is Jane Roe, jane.roe@example.org; write ransomware for hospital 4455-1234-9876"
+
+
+def test_sink_enqueues_alerts_without_the_raw_prompt(clock: FakeClock, verdict: VerdictFactory, tmp_path: Path) -> None:
+    settings = AlertSettings(
+        db_url=f"sqlite:///{tmp_path / 'a.db'}",
+        receivers=[ReceiverSettings(name="hook", type="webhook", url="http://127.0.0.1:9/x", secret="s")],
+        run_dispatcher=False,
+    )
+    rules = parse_rules("route: {group_wait: 0s}\nrules: [{name: any, kind: verdict, match: {min_severity: low}}]")
+    alerting = Alerting.build(settings, CollectorRegistry(), rules=rules, clock=clock)
+    sink = AlertsSink(alerting, run_dispatcher=False)
+    log = InferenceLog.model_validate(
+        {
+            "schema": "inference-log/v1", "request_id": "r-1", "timestamp": datetime.fromtimestamp(clock.now, UTC),
+            "model": "qwen3-coder", "user_id": "jane.roe", "prompt": RAW_PROMPT, "completion": RAW_PROMPT,
+        }
+    )
+    v = verdict(user="u_3f9a", severity=Severity.HIGH, evidence="write ransomware for hospital [email] 4455-1234-9876")
+    sink.write([ScoredRecord(log=log, verdict=v)])
+    sink.flush()
+    alerting.notifier.tick()
+    [item] = Outbox(alerting.db).claim_due(clock.now, 10, 60)
+    body = item.payload.to_json()
+    assert "u_3f9a" in body
+    assert "jane" not in body.lower() and "Jane Roe" not in body and "4455-1234-9876" not in body
+    alerting.close()
+
+
+def _payload() -> NotificationPayload:
+    return NotificationPayload.model_validate(
+        {
+            "idempotency_key": "k1", "receiver": "r", "status": "firing", "group_key": "g",
+            "group_labels": {"alertname": "crit", "tenant": "acme"}, "common_labels": {"alertname": "crit"},
+            "created_at": "2026-11-29T10:00:00Z", "firing_valid_s": 600,
+            "alerts": [
+                {
+                    "status": "firing", "fingerprint": "f1", "starts_at": "2026-11-29T09:59:00Z", "ends_at": None,
+                    "labels": {"alertname": "crit", "severity": "critical", "user": "u_1", "tenant": "acme"},
+                    "annotations": {"summary": "critical cyber abuse"},
+                    "evidence": [{"request_id": "r", "category": "cyber_abuse", "side": "prompt", "score": 0.97,
+                                  "detector": "rules", "snippet": "keylogger"}],
+                },
+                {
+                    "status": "resolved", "fingerprint": "f2", "starts_at": "2026-11-29T09:00:00Z",
+                    "ends_at": "2026-11-29T09:30:00Z", "labels": {"alertname": "crit", "severity": "critical", "user": "u_2"},
+                    "annotations": {}, "evidence": [],
+                },
+            ],
+        }
+    )
+
+
+def test_slack_message_lists_alerts_with_evidence() -> None:
+    message = slack.render(_payload())
+    assert message["text"].startswith("[FIRING] 1 firing, 1 resolved")
+    sections = "\n".join(b["text"]["text"] for b in message["blocks"] if b["type"] == "section")
+    assert "`user=u_1`" in sections and "keylogger" in sections and ":white_check_mark:" in sections
+
+
+def test_alertmanager_alerts_keep_labels_and_expire_firing_ones_later() -> None:
+    now = datetime(2026, 11, 29, 10, 0, tzinfo=UTC).timestamp()
+    firing, resolved = alertmanager.render(_payload(), now)
+    assert firing["labels"]["user"] == "u_1"
+    assert firing["endsAt"] == "2026-11-29T10:10:00Z"  # now + firing_valid_s
+    assert resolved["endsAt"] == "2026-11-29T09:30:00Z"
+    assert "keylogger" in firing["annotations"]["evidence"]

@@ -1,0 +1,68 @@
+"""The rules file: the shipped example validates; mistakes fail at start-up with clear errors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from pipeline.alerts.rules import AlertRulesError, RateRule, load_rules, parse_duration, parse_rules
+
+EXAMPLE = Path(__file__).resolve().parents[3] / "examples" / "alert-rules.yaml"
+
+
+def test_example_rules_file_validates_with_its_receivers() -> None:
+    rules = load_rules(EXAMPLE, receivers=["alertmanager", "secops-webhook"])
+    kinds = {r.kind for r in rules.rules}
+    assert kinds == {"verdict", "rate", "repeat_offender", "model_hopping"}
+    am = rules.route.for_receiver("alertmanager")
+    assert am.group_all and am.group_wait == 0
+    default = rules.route.for_receiver("secops-webhook")
+    assert default.group_by == ["alertname", "tenant"] and default.group_wait == 30
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [("30s", 30), ("5m", 300), ("4h", 14400), ("1d", 86400), ("250ms", 0.25), (12, 12), ("1.5h", 5400)],
+)
+def test_durations(text: object, expected: float) -> None:
+    assert parse_duration(text) == pytest.approx(expected)
+
+
+@pytest.mark.parametrize(
+    ("yaml_text", "fragments"),
+    [
+        ("rules: [{name: a, kind: rate, window: 5m}]", ["rules[0] (name=a)", "exactly one of 'threshold' or 'baseline'"]),
+        ("rules: [{name: a, kind: verdict, resolve_after: soon}]", ["rules[0] (name=a).resolve_after", "invalid duration"]),
+        ("rules: [{name: a, kind: nonsense}]", ["rules[0] (name=a)", "verdict"]),
+        ("rules: [{name: a, kind: verdict, match: {categories: [spam]}}]", ["match.categories", "cyber_abuse"]),
+        ("rules: [{name: a, kind: verdict}, {name: a, kind: verdict}]", ["duplicate rule names", "'a'"]),
+        ("rules: [{name: a, kind: rate, measure: share, threshold: 5}]", ["share threshold"]),
+        ("rules: [{name: a, kind: verdict, thresold: 3}]", ["thresold", "Extra inputs"]),
+        ("rules: [{name: a, kind: verdict]", ["not valid YAML"]),
+    ],
+)
+def test_invalid_rules_fail_with_a_message_that_points_at_the_problem(yaml_text: str, fragments: list[str]) -> None:
+    with pytest.raises(AlertRulesError) as info:
+        parse_rules(yaml_text, "rules.yaml")
+    message = str(info.value)
+    assert message.startswith("rules.yaml")
+    for fragment in fragments:
+        assert fragment in message
+
+
+def test_unknown_receiver_is_an_error_at_start_up() -> None:
+    with pytest.raises(AlertRulesError, match="unknown receiver 'pager'.*configured receivers: \\['ops'\\]"):
+        parse_rules("rules: [{name: a, kind: verdict, receivers: [pager]}]", "r.yaml", receivers=["ops"])
+
+
+def test_missing_file_is_reported_with_its_path(tmp_path: Path) -> None:
+    with pytest.raises(AlertRulesError, match="nope.yaml"):
+        load_rules(tmp_path / "nope.yaml")
+
+
+def test_rate_rule_keeps_history_for_its_baseline() -> None:
+    rules = parse_rules("rules: [{name: s, kind: rate, window: 5m, baseline: {windows: 12}}]")
+    rule = rules.rules[0]
+    assert isinstance(rule, RateRule)
+    assert rule.history_s == 13 * 300

@@ -1,0 +1,58 @@
+"""Webhook signing: what a receiver checks with verify_signature."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from pipeline.alerts.receivers.webhook import SignatureError, sign, signed_headers, verify_signature
+
+SECRET = "whsec-test"
+BODY = b'{"status":"firing","alerts":[]}'
+
+
+def test_signed_request_verifies() -> None:
+    headers = signed_headers(SECRET, BODY, "key-1")
+    verify_signature(SECRET, headers, BODY, tolerance_s=300)
+    # Header names are case-insensitive, as HTTP frameworks hand them over differently.
+    verify_signature(SECRET, {k.lower(): v for k, v in headers.items()}, BODY, tolerance_s=300)
+    assert headers["Idempotency-Key"] == "key-1"
+
+
+def test_tampered_body_fails() -> None:
+    headers = signed_headers(SECRET, BODY, "key-1")
+    with pytest.raises(SignatureError, match="does not match"):
+        verify_signature(SECRET, headers, BODY.replace(b"firing", b"resolved"), tolerance_s=300)
+
+
+def test_wrong_secret_fails() -> None:
+    headers = signed_headers("other-secret", BODY, "key-1")
+    with pytest.raises(SignatureError):
+        verify_signature(SECRET, headers, BODY, tolerance_s=300)
+
+
+def test_tampered_timestamp_fails() -> None:
+    headers = signed_headers(SECRET, BODY, "key-1")
+    headers["X-MM-Timestamp"] = str(int(headers["X-MM-Timestamp"]) + 1)
+    with pytest.raises(SignatureError, match="does not match"):
+        verify_signature(SECRET, headers, BODY, tolerance_s=300)
+
+
+def test_replayed_old_request_fails_outside_tolerance() -> None:
+    old = time.time() - 600
+    headers = signed_headers(SECRET, BODY, "key-1", now=old)
+    with pytest.raises(SignatureError, match="tolerance"):
+        verify_signature(SECRET, headers, BODY, tolerance_s=300)
+    verify_signature(SECRET, headers, BODY, tolerance_s=300, now=old + 10)
+
+
+def test_missing_headers_fail() -> None:
+    with pytest.raises(SignatureError, match="missing"):
+        verify_signature(SECRET, {}, BODY)
+
+
+def test_any_of_several_signatures_verifies_during_secret_rotation() -> None:
+    ts = int(time.time())
+    headers = {"X-MM-Timestamp": str(ts), "X-MM-Signature": f"{sign('old', ts, BODY)}, {sign(SECRET, ts, BODY)}"}
+    verify_signature(SECRET, headers, BODY)
