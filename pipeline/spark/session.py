@@ -71,6 +71,7 @@ def build_session(options: SparkOptions | None = None) -> SparkSession:
         # Reused workers keep the per-process detector cache (backfill._SCORERS) warm.
         .config("spark.python.worker.reuse", "true")
         .config("spark.ui.enabled", str(opts.ui).lower())
+        .config("spark.ui.showConsoleProgress", "false")
         .config("spark.jars.ivy", str(IVY_HOME))
     )
     if opts.executor_memory:

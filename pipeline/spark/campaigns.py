@@ -1,0 +1,176 @@
+"""Campaigns: near-duplicate prompts sent by different users, grouped.
+
+1. Prompt text of each verdict (flagged ones by default) from its stored ``log_json``,
+   through :attr:`InferenceLog.prompt_text` (the text the detectors screened), normalised
+   (lower case, whitespace collapsed).
+2. Distinct texts -> word unigrams + bigrams -> binary HashingTF -> MinHashLSH (Spark MLlib);
+   ``approxSimilarityJoin`` finds pairs within ``max_distance`` Jaccard distance.
+3. Connected components of those pairs (union-find on the driver: edges are between
+   *distinct* texts, far fewer than records) -> one campaign per component.
+4. Per campaign: records, distinct users, users, models, tenants, categories, first/last
+   seen and a representative prompt (its most frequent text). Components with fewer than
+   ``min_users`` distinct users are not campaigns (one user repeating himself is a repeat
+   offender, see offenders.py).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+from pyspark.ml.feature import HashingTF, MinHashLSH, NGram, RegexTokenizer
+from pyspark.sql import DataFrame, SparkSession, Window
+from pyspark.sql import functions as F
+from pyspark.sql.types import StringType, StructField, StructType
+
+DEFAULT_MAX_DISTANCE = 0.6
+DEFAULT_MIN_USERS = 3
+REPRESENTATIVE_MAX_CHARS = 500
+_MAX_SHINGLE_CHARS = 4000
+_SEED = 20261129  # fixed: the same history always yields the same campaigns
+
+
+def prompt_text(log_json: str | None) -> str | None:
+    """The screened prompt side of a stored inference log (None when not stored/invalid)."""
+    if not log_json:
+        return None
+    from pipeline.schemas import InferenceLog
+
+    try:
+        return InferenceLog.model_validate(json.loads(log_json)).prompt_text
+    except ValueError:  # json.JSONDecodeError and pydantic.ValidationError are ValueErrors
+        return None
+
+
+def _components(edges: Iterable[tuple[str, str]]) -> dict[str, str]:
+    """Union-find: text id -> smallest text id of its component."""
+    parent: dict[str, str] = {}
+
+    def find(x: str) -> str:
+        parent.setdefault(x, x)
+        while parent[x] != x:
+            parent[x] = parent[parent[x]]
+            x = parent[x]
+        return x
+
+    for a, b in edges:
+        ra, rb = find(a), find(b)
+        if ra != rb:
+            lo, hi = sorted((ra, rb))
+            parent[hi] = lo
+    return {x: find(x) for x in parent}
+
+
+def run(
+    spark: SparkSession,
+    verdicts: DataFrame,
+    max_distance: float = DEFAULT_MAX_DISTANCE,
+    min_users: int = DEFAULT_MIN_USERS,
+    flagged_only: bool = True,
+    num_hash_tables: int = 5,
+) -> DataFrame:
+    """Lake verdict rows -> one row per campaign, largest (by users) first."""
+    rows = verdicts.where(F.col("user_id").isNotNull() & F.col("log_json").isNotNull())
+    if flagged_only:
+        rows = rows.where(F.col("flagged"))
+    extract = F.udf(prompt_text, StringType())
+    texts = (
+        rows.select("request_id", "timestamp", "user_id", "model", "tenant_id", "categories", extract("log_json").alias("prompt"))
+        .where(F.col("prompt").isNotNull())
+        .withColumn("norm", F.trim(F.regexp_replace(F.lower("prompt"), r"\s+", " ")))
+        .withColumn("text_id", F.sha2("norm", 256))
+        .cache()
+    )
+    distinct = texts.groupBy("text_id").agg(F.first("norm").alias("norm"))
+    tokens = RegexTokenizer(inputCol="_norm", outputCol="_words", pattern=r"\W+", minTokenLength=1).transform(
+        distinct.withColumn("_norm", F.substring("norm", 1, _MAX_SHINGLE_CHARS))
+    )
+    shingles = (
+        NGram(n=2, inputCol="_words", outputCol="_bigrams")
+        .transform(tokens)
+        .withColumn("_shingles", F.concat("_words", "_bigrams"))
+        .where(F.size("_shingles") > 0)  # MinHash needs at least one non-zero feature
+    )
+    features = HashingTF(inputCol="_shingles", outputCol="features", numFeatures=1 << 18, binary=True).transform(shingles)
+    features = features.select("text_id", "features").cache()
+    lsh = MinHashLSH(inputCol="features", outputCol="hashes", numHashTables=num_hash_tables, seed=_SEED).fit(features)
+    pairs = (
+        lsh.approxSimilarityJoin(features, features, max_distance, distCol="distance")
+        .select(F.col("datasetA.text_id").alias("a"), F.col("datasetB.text_id").alias("b"))
+        .where(F.col("a") < F.col("b"))
+    )
+    component_of = _components((r["a"], r["b"]) for r in pairs.toLocalIterator())
+    features.unpersist()
+    mapping = spark.createDataFrame(
+        sorted(component_of.items()), StructType([StructField("text_id", StringType()), StructField("component", StringType())])
+    )
+    members = texts.join(F.broadcast(mapping), "text_id", "left").withColumn(
+        "component", F.coalesce("component", "text_id")
+    )
+    # Representative: the component's most frequent prompt (ties: the smallest text id).
+    by_text = members.groupBy("component", "text_id").agg(F.count(F.lit(1)).alias("_n"), F.first("prompt").alias("_prompt"))
+    best = (
+        by_text.withColumn("_pick", F.row_number().over(Window.partitionBy("component").orderBy(F.desc("_n"), "text_id")))
+        .where(F.col("_pick") == 1)
+        .select("component", F.substring("_prompt", 1, REPRESENTATIVE_MAX_CHARS).alias("representative_prompt"))
+    )
+    campaigns = (
+        members.groupBy("component")
+        .agg(
+            F.count(F.lit(1)).alias("records"),
+            F.countDistinct("user_id").alias("users"),
+            F.countDistinct("text_id").alias("distinct_prompts"),
+            F.array_sort(F.collect_set("user_id")).alias("user_ids"),
+            F.array_sort(F.collect_set("model")).alias("models"),
+            F.array_sort(F.collect_set("tenant_id")).alias("tenants"),
+            F.array_sort(F.array_distinct(F.flatten(F.collect_list("categories")))).alias("categories"),
+            F.min("timestamp").alias("first_seen"),
+            F.max("timestamp").alias("last_seen"),
+            F.array_sort(F.collect_list("request_id")).alias("request_ids"),
+        )
+        .where(F.col("users") >= min_users)
+        .join(best, "component")
+        .withColumn("campaign_id", F.concat(F.lit("c_"), F.substring("component", 1, 12)))
+    )
+    return campaigns.select(
+        "campaign_id", "records", "users", "distinct_prompts", "representative_prompt", "user_ids", "models",
+        "tenants", "categories", "first_seen", "last_seen", "request_ids",
+    ).orderBy(F.desc("users"), F.desc("records"), "campaign_id")
+
+
+def write(result: DataFrame, out: Path | str) -> Path:
+    target = Path(out) / "campaigns"
+    result.coalesce(1).write.mode("overwrite").parquet(str(target))
+    return target
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="campaigns", description=__doc__.split("\n\n")[0])
+    p.add_argument("--master", default="local[*]")
+    p.add_argument("--lake", type=Path, required=True)
+    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--max-distance", type=float, default=DEFAULT_MAX_DISTANCE, help="Jaccard distance")
+    p.add_argument("--min-users", type=int, default=DEFAULT_MIN_USERS)
+    p.add_argument("--all-records", action="store_true", help="include unflagged records")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from pipeline.spark.backfill import read_lake_verdicts
+    from pipeline.spark.session import SparkOptions, build_session
+
+    args = build_parser().parse_args(argv)
+    spark = build_session(SparkOptions(master=args.master, app_name="misuse-monitor-campaigns"))
+    result = run(spark, read_lake_verdicts(spark, args.lake), args.max_distance, args.min_users, not args.all_records)
+    print(f"campaigns -> {write(result, args.out)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+    from pipeline.spark import campaigns as _job
+
+    sys.exit(_job.main(sys.argv[1:]))

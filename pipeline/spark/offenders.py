@@ -1,0 +1,120 @@
+"""Users ranked by decayed risk, with the categories and models they touched.
+
+risk(user) = sum over the user's verdicts of weight(severity) * 0.5 ** (age_days / half_life),
+with age measured back from ``as_of`` (default: the newest verdict in the input, so the
+ranking of a fixed history does not change with the day the job runs). Weights grow
+faster than linearly so one critical case outranks a handful of low ones. Verdicts
+without a user id are left out (nobody to rank).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from pathlib import Path
+
+from pyspark.sql import DataFrame, SparkSession, Window
+from pyspark.sql import functions as F
+
+SEVERITY_WEIGHTS: Mapping[str, float] = {"none": 0.0, "low": 1.0, "medium": 3.0, "high": 7.0, "critical": 15.0}
+DEFAULT_HALF_LIFE_DAYS = 7.0
+
+
+def run(
+    spark: SparkSession,
+    verdicts: DataFrame,
+    half_life_days: float = DEFAULT_HALF_LIFE_DAYS,
+    as_of: datetime | None = None,
+    top: int | None = 100,
+    weights: Mapping[str, float] = SEVERITY_WEIGHTS,
+) -> DataFrame:
+    """Lake verdict rows -> one row per user with risk > 0, highest risk first (rank 1)."""
+    del spark
+    if half_life_days <= 0:
+        raise ValueError("half_life_days must be > 0")
+    rows = verdicts.where(F.col("user_id").isNotNull())
+    reference = F.lit(as_of).cast("timestamp") if as_of else F.max("timestamp").over(Window.partitionBy())
+    weight = F.create_map(*[x for k, v in sorted(weights.items()) for x in (F.lit(k), F.lit(float(v)))])
+    age_days = (F.col("timestamp").cast("double") - F.col("_ref").cast("double")) / -86400.0
+    scored = (
+        rows.withColumn("_ref", reference)
+        .withColumn("_age_days", F.greatest(age_days, F.lit(0.0)))
+        .withColumn(
+            "_risk",
+            F.coalesce(weight[F.col("severity")], F.lit(0.0)) * F.pow(F.lit(0.5), F.col("_age_days") / half_life_days),
+        )
+    )
+    flagged = F.col("flagged")
+    per_user = scored.groupBy("user_id").agg(
+        F.sum("_risk").alias("risk"),
+        F.count(F.lit(1)).alias("records"),
+        F.sum(flagged.cast("long")).alias("flagged"),
+        F.sum(F.when(flagged & F.col("complied"), 1).otherwise(0)).cast("long").alias("complied"),
+        F.max(F.when(flagged, F.col("timestamp"))).alias("last_flagged_at"),
+        F.min("timestamp").alias("first_seen"),
+        F.max("timestamp").alias("last_seen"),
+        F.array_sort(F.array_distinct(F.flatten(F.collect_list("categories")))).alias("categories"),
+        F.array_sort(F.collect_set(F.when(flagged, F.col("model")))).alias("models"),
+        F.countDistinct("model").alias("models_used"),
+        F.array_sort(F.collect_set("tenant_id")).alias("tenants"),
+        F.max(
+            F.when(F.col("severity") == "critical", 4)
+            .when(F.col("severity") == "high", 3)
+            .when(F.col("severity") == "medium", 2)
+            .when(F.col("severity") == "low", 1)
+            .otherwise(0)
+        ).alias("_max_rank"),
+    )
+    ranked = (
+        per_user.where(F.col("risk") > 0)
+        .withColumn("flagged_share", F.col("flagged") / F.col("records"))
+        .withColumn(
+            "max_severity",
+            F.element_at(F.array(*[F.lit(s) for s in ("none", "low", "medium", "high", "critical")]), F.col("_max_rank") + 1),
+        )
+        .withColumn("rank", F.row_number().over(Window.orderBy(F.desc("risk"), F.asc("user_id"))))
+        .drop("_max_rank")
+    )
+    if top is not None:
+        ranked = ranked.where(F.col("rank") <= top)
+    return ranked.select(
+        "rank", "user_id", "risk", "records", "flagged", "flagged_share", "complied", "max_severity",
+        "categories", "models", "models_used", "tenants", "first_seen", "last_seen", "last_flagged_at",
+    ).orderBy("rank")
+
+
+def write(result: DataFrame, out: Path | str) -> Path:
+    target = Path(out) / "offenders"
+    result.coalesce(1).write.mode("overwrite").parquet(str(target))
+    return target
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="offenders", description=__doc__.split("\n\n")[0])
+    p.add_argument("--master", default="local[*]")
+    p.add_argument("--lake", type=Path, required=True)
+    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--half-life-days", type=float, default=DEFAULT_HALF_LIFE_DAYS)
+    p.add_argument("--as-of", type=datetime.fromisoformat, default=None, help="ISO time (default: newest verdict)")
+    p.add_argument("--top", type=int, default=100)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from pipeline.spark.backfill import read_lake_verdicts
+    from pipeline.spark.session import SparkOptions, build_session
+
+    args = build_parser().parse_args(argv)
+    spark = build_session(SparkOptions(master=args.master, app_name="misuse-monitor-offenders"))
+    result = run(spark, read_lake_verdicts(spark, args.lake), args.half_life_days, args.as_of, args.top)
+    print(f"offenders -> {write(result, args.out)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+    from pipeline.spark import offenders as _job
+
+    sys.exit(_job.main(sys.argv[1:]))

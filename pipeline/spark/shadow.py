@@ -1,0 +1,196 @@
+"""Shadow comparison: two detector versions or threshold sets over the same history.
+
+Variant A and B are either two verdict lakes (e.g. production vs a backfill with a new
+model), or scored here from one source with two :class:`~pipeline.spark.backfill.ScoringSpec`
+(different ``--detectors``, detector ``--option``s or ``--min-scores`` threshold sets).
+Outputs:
+
+- ``diff``: one row per record whose verdict differs (flagged, severity or categories),
+  with both sides and ``change`` in {``added`` (flagged by B only), ``removed``,
+  ``severity``, ``categories``}, plus the reviewed label when there is one;
+- ``metrics``: where reviewed labels exist, per variant and scope (``any`` = flagged vs
+  labelled misuse; then each category when labels carry categories): tp, fp, fn, tn,
+  precision, recall.
+
+Records are matched on ``request_id`` (the idempotency key); a replayed id keeps its
+first occurrence. Labels: JSONL or Parquet with ``request_id``, ``misuse`` (bool) and
+optionally ``categories`` (list of category names).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from pyspark.sql import DataFrame, SparkSession, Window
+from pyspark.sql import functions as F
+
+from pipeline.schemas import Category
+
+VARIANTS = ("a", "b")
+_SIDE_COLUMNS = ["flagged", "severity", "categories"]
+
+
+def _first_per_request(verdicts: DataFrame) -> DataFrame:
+    order = Window.partitionBy("request_id").orderBy("source_topic", "source_partition", "source_offset")
+    return verdicts.withColumn("_n", F.row_number().over(order)).where(F.col("_n") == 1).drop("_n")
+
+
+def paired(a: DataFrame, b: DataFrame) -> DataFrame:
+    """One row per request id present in either variant, with ``<col>_a``/``<col>_b``."""
+    def side(df: DataFrame, suffix: str) -> DataFrame:
+        return _first_per_request(df).select(
+            "request_id",
+            F.col("timestamp").alias(f"timestamp_{suffix}"),
+            F.col("user_id").alias(f"user_id_{suffix}"),
+            F.col("model").alias(f"model_{suffix}"),
+            *[F.col(c).alias(f"{c}_{suffix}") for c in _SIDE_COLUMNS],
+        )
+
+    joined = side(a, "a").join(side(b, "b"), "request_id", "full_outer")
+    return joined.select(
+        "request_id",
+        F.coalesce("timestamp_a", "timestamp_b").alias("timestamp"),
+        F.coalesce("user_id_a", "user_id_b").alias("user_id"),
+        F.coalesce("model_a", "model_b").alias("model"),
+        *[f"{c}_{s}" for c in _SIDE_COLUMNS for s in VARIANTS],
+    )
+
+
+def run(spark: SparkSession, a: DataFrame, b: DataFrame, labels: DataFrame | None = None) -> DataFrame:
+    """Verdict rows of A and B (lake columns) -> the verdict diff, lazily."""
+    del spark
+    pairs = paired(a, b)
+    flagged_a = F.coalesce("flagged_a", F.lit(False))
+    flagged_b = F.coalesce("flagged_b", F.lit(False))
+    change = (
+        F.when(~flagged_a & flagged_b, "added")
+        .when(flagged_a & ~flagged_b, "removed")
+        .when(~F.col("severity_a").eqNullSafe(F.col("severity_b")), "severity")
+        .when(~F.array_sort("categories_a").eqNullSafe(F.array_sort("categories_b")), "categories")
+    )
+    diff = pairs.withColumn("change", change).where(F.col("change").isNotNull())
+    if labels is not None:
+        diff = diff.join(_labels(labels), "request_id", "left")
+    return diff.orderBy("timestamp", "request_id")
+
+
+def _labels(labels: DataFrame) -> DataFrame:
+    cols = ["request_id", F.col("misuse").cast("boolean").alias("label_misuse")]
+    if "categories" in labels.columns:
+        cols.append(F.col("categories").alias("label_categories"))
+    else:
+        cols.append(F.lit(None).cast("array<string>").alias("label_categories"))
+    return labels.select(*cols).dropDuplicates(["request_id"])
+
+
+def metrics(a: DataFrame, b: DataFrame, labels: DataFrame) -> DataFrame:
+    """Precision and recall of each variant on the reviewed records (labels inner-joined)."""
+    pairs = paired(a, b).join(_labels(labels), "request_id", "inner")
+    scopes = [("any", F.col("label_misuse"), lambda s: F.coalesce(F.col(f"flagged_{s}"), F.lit(False)))]
+    for cat in Category:
+        truth = F.coalesce(F.array_contains("label_categories", cat.value), F.lit(False))
+        scopes.append(
+            (cat.value, truth, lambda s, c=cat.value: F.coalesce(F.array_contains(f"categories_{s}", c), F.lit(False)))
+        )
+    has_categories = pairs.where(F.col("label_categories").isNotNull()).limit(1).count() > 0
+    rows = []
+    for scope, truth, predicted in scopes:
+        if scope != "any" and not has_categories:
+            continue
+        for variant in VARIANTS:
+            pred = predicted(variant)
+            rows.append(
+                pairs.agg(
+                    F.lit(variant).alias("variant"),
+                    F.lit(scope).alias("scope"),
+                    F.sum((pred & truth).cast("long")).alias("tp"),
+                    F.sum((pred & ~truth).cast("long")).alias("fp"),
+                    F.sum((~pred & truth).cast("long")).alias("fn"),
+                    F.sum((~pred & ~truth).cast("long")).alias("tn"),
+                )
+            )
+    out = rows[0]
+    for more in rows[1:]:
+        out = out.unionByName(more)
+    return out.select(
+        "variant", "scope", "tp", "fp", "fn", "tn",
+        F.when(F.col("tp") + F.col("fp") > 0, F.col("tp") / (F.col("tp") + F.col("fp"))).alias("precision"),
+        F.when(F.col("tp") + F.col("fn") > 0, F.col("tp") / (F.col("tp") + F.col("fn"))).alias("recall"),
+    ).orderBy("scope", "variant")
+
+
+def read_labels(spark: SparkSession, path: Path | str) -> DataFrame:
+    p = str(path)
+    if p.endswith(".parquet") or Path(p).is_dir():
+        return spark.read.parquet(p)
+    return spark.read.json(p)
+
+
+def write(diff: DataFrame, metric_rows: DataFrame | None, out: Path | str) -> Path:
+    target = Path(out) / "shadow"
+    diff.coalesce(1).write.mode("overwrite").parquet(str(target / "diff"))
+    if metric_rows is not None:
+        metric_rows.coalesce(1).write.mode("overwrite").parquet(str(target / "metrics"))
+    return target
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="shadow", description=__doc__.split("\n\n")[0])
+    p.add_argument("--master", default="local[*]")
+    p.add_argument("--config", type=Path, default=None)
+    p.add_argument("--a-lake", type=Path, default=None, help="verdicts of A (else scored from the source)")
+    p.add_argument("--b-lake", type=Path, default=None, help="verdicts of B (else scored from the source)")
+    p.add_argument("--lake", type=Path, default=None, help="source history (lake) when scoring here")
+    p.add_argument("--jsonl", nargs="*", default=[], help="source history (JSONL) when scoring here")
+    for v in VARIANTS:
+        p.add_argument(f"--{v}-detectors", default=None)
+        p.add_argument(f"--{v}-option", action="append", default=[])
+        p.add_argument(f"--{v}-min-scores", default=None)
+    p.add_argument("--labels", type=Path, default=None)
+    p.add_argument("--out", type=Path, required=True)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from pipeline.settings import load_settings
+    from pipeline.spark import backfill
+    from pipeline.spark.session import SparkOptions, build_session
+
+    args = build_parser().parse_args(argv)
+    spark = build_session(SparkOptions(master=args.master, app_name="misuse-monitor-shadow"))
+    settings = load_settings(args.config)
+    sides: dict[str, DataFrame] = {}
+    raw = None
+    for v in VARIANTS:
+        lake = getattr(args, f"{v}_lake")
+        if lake is not None:
+            sides[v] = backfill.read_lake_verdicts(spark, lake)
+            continue
+        if raw is None:
+            raw = backfill.read_source(spark, settings, lake=args.lake, jsonl=args.jsonl).cache()
+        detectors = getattr(args, f"{v}_detectors")
+        spec = backfill.ScoringSpec.from_settings(
+            settings,
+            detectors=detectors.split(",") if detectors else None,
+            min_scores=backfill.parse_min_scores(getattr(args, f"{v}_min_scores")),
+            options=backfill.parse_options(getattr(args, f"{v}_option")),
+        )
+        sides[v] = backfill.verdict_rows(backfill.run(spark, raw, spec)).cache()
+    labels = read_labels(spark, args.labels) if args.labels else None
+    diff = run(spark, sides["a"], sides["b"], labels)
+    metric_rows = metrics(sides["a"], sides["b"], labels) if labels is not None else None
+    target = write(diff, metric_rows, args.out)
+    print(f"shadow -> {target}")
+    if metric_rows is not None:
+        metric_rows.show(truncate=False)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+    from pipeline.spark import shadow as _job
+
+    sys.exit(_job.main(sys.argv[1:]))
