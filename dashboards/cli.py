@@ -1,0 +1,113 @@
+"""``misuse-monitor dashboards``: generate, check, push and verify the Grafana dashboards."""
+
+from __future__ import annotations
+
+import sys
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+app = typer.Typer(help="Grafana dashboards as code: generate, check, push, verify.", no_args_is_help=True)
+
+OutOpt = Annotated[Path | None, typer.Option("--out", help="Directory of the generated JSON (default: dashboards/generated)")]
+
+
+@app.command()
+def generate(out: OutOpt = None) -> None:
+    """Rewrite dashboards/generated/*.json from the dashboard modules."""
+    from dashboards.generate import GENERATED_DIR, write
+
+    touched = write(out or GENERATED_DIR)
+    typer.echo(f"wrote {', '.join(touched)}" if touched else "dashboards already up to date")
+
+
+@app.command()
+def check(out: OutOpt = None) -> None:
+    """Exit 1 when the generated JSON is stale (CI)."""
+    from dashboards.generate import GENERATED_DIR, stale_files
+
+    stale = stale_files(out or GENERATED_DIR)
+    if stale:
+        typer.echo(f"stale: {', '.join(stale)}; run `misuse-monitor dashboards generate`", err=True)
+        raise typer.Exit(1)
+    typer.echo("dashboards up to date")
+
+
+def _parse_overrides(pairs: list[str]) -> dict[str, str]:
+    out = {}
+    for pair in pairs:
+        ours, sep, theirs = pair.partition("=")
+        if not sep or not ours or not theirs:
+            raise typer.BadParameter(f"expected OURS=THEIRS, got {pair!r}", param_hint="--datasource")
+        out[ours] = theirs
+    return out
+
+
+@app.command()
+def push(
+    url: Annotated[str, typer.Option(envvar="GRAFANA_URL", help="Grafana base URL, e.g. http://admin:admin@localhost:3000")],
+    token: Annotated[str | None, typer.Option(envvar="GRAFANA_TOKEN", help="Service account token (else basic auth in the URL)")] = None,
+    folder_uid: Annotated[str, typer.Option(help="Folder uid (created when missing)")] = "misuse-monitor",
+    folder_title: Annotated[str, typer.Option(help="Folder title when it is created")] = "Misuse monitor",
+    datasource: Annotated[
+        list[str], typer.Option("--datasource", help="Map a datasource uid: mm-prometheus=<uid> (repeatable)")
+    ] = [],  # noqa: B006 - typer needs a literal default
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print what would change, change nothing")] = False,
+    show_diff: Annotated[bool, typer.Option("--diff/--no-diff", help="With --dry-run, print unified diffs")] = True,
+) -> None:
+    """Upsert every dashboard by uid into a Grafana folder, mapping datasource uids."""
+    from dashboards.generate import all_dashboards
+    from dashboards.publish import PublishError, connect
+    from dashboards.publish import push as do_push
+
+    try:
+        report = do_push(
+            connect(url, token),
+            all_dashboards(),
+            folder_uid=folder_uid,
+            folder_title=folder_title,
+            datasource_overrides=_parse_overrides(datasource),
+            dry_run=dry_run,
+        )
+    except PublishError as exc:
+        typer.echo(f"push failed: {exc}", err=True)
+        raise typer.Exit(1) from exc
+    typer.echo(report.summary())
+    if dry_run and show_diff:
+        for change in report.changes:
+            if change.diff:
+                sys.stdout.write(change.diff)
+
+
+@app.command()
+def verify(
+    prometheus_url: Annotated[str, typer.Option(help="Prometheus base URL")] = "http://127.0.0.1:9090",
+    postgres_url: Annotated[str | None, typer.Option(envvar="MM_POSTGRES__URL", help="SQLAlchemy URL of the events store")] = None,
+    hours: Annotated[float, typer.Option(help="Time range to query, ending now")] = 1.0,
+) -> None:
+    """Run every panel query against live datasources; exit 1 if any fails or returns no data."""
+    import sqlalchemy as sa
+
+    from dashboards.generate import all_dashboards
+    from dashboards.queries import iter_queries, run_query
+    from pipeline.postgres_settings import PostgresSettings
+
+    engine = sa.create_engine(postgres_url or PostgresSettings().url.get_secret_value())
+    end = datetime.now(UTC)
+    start = end - timedelta(hours=hours)
+    bad = 0
+    for board in all_dashboards():
+        for pq in iter_queries(board):
+            try:
+                rows = run_query(pq, prometheus_url=prometheus_url, engine=engine, start=start, end=end).rows
+            except Exception as exc:  # noqa: BLE001 - report every failing query, then fail once
+                typer.echo(f"ERROR   {pq.label}: {exc}")
+                bad += 1
+                continue
+            typer.echo(f"{'ok' if rows else 'EMPTY':7} {pq.label}: {rows}")
+            bad += 0 if rows else 1
+    engine.dispose()
+    if bad:
+        raise typer.Exit(1)

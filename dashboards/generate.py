@@ -1,0 +1,86 @@
+"""Write every dashboard as deterministic JSON under ``dashboards/generated/``; ``--check`` for CI.
+
+Output is ``json.dumps(..., sort_keys=True, indent=2)`` plus a newline, so the same code always
+produces the same bytes and a diff shows exactly what a code change did to a dashboard.
+
+    python -m dashboards.generate            # rewrite the files
+    python -m dashboards.generate --check    # exit 1 and list stale files, write nothing
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from dashboards.detector_behaviour import detector_behaviour
+from dashboards.overview import overview
+from dashboards.pipeline_health import pipeline_health
+
+GENERATED_DIR = Path(__file__).resolve().parent / "generated"
+
+# File stem -> pure builder. The stem is also the dashboard's uid without the "mm-" prefix.
+DASHBOARDS: dict[str, Callable[[], dict[str, Any]]] = {
+    "misuse-overview": overview,
+    "pipeline-health": pipeline_health,
+    "detector-behaviour": detector_behaviour,
+}
+
+
+def render(dashboard: dict[str, Any]) -> str:
+    return json.dumps(dashboard, sort_keys=True, indent=2, ensure_ascii=False) + "\n"
+
+
+def rendered_files() -> dict[str, str]:
+    """File name -> exact file content for every dashboard."""
+    return {f"{stem}.json": render(build()) for stem, build in DASHBOARDS.items()}
+
+
+def all_dashboards() -> list[dict[str, Any]]:
+    return [build() for build in DASHBOARDS.values()]
+
+
+def stale_files(directory: Path = GENERATED_DIR) -> list[str]:
+    """Names of files that are missing, different, or no longer generated."""
+    expected = rendered_files()
+    stale = [name for name, text in expected.items() if not (directory / name).is_file() or (directory / name).read_text() != text]
+    stale += sorted(p.name for p in directory.glob("*.json") if p.name not in expected)
+    return sorted(stale)
+
+
+def write(directory: Path = GENERATED_DIR) -> list[str]:
+    """Write changed files, delete files no longer generated; returns the names touched."""
+    directory.mkdir(parents=True, exist_ok=True)
+    touched = stale_files(directory)
+    expected = rendered_files()
+    for name in touched:
+        path = directory / name
+        if name in expected:
+            path.write_text(expected[name])
+        else:
+            path.unlink()
+    return touched
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m dashboards.generate")
+    parser.add_argument("--check", action="store_true", help="fail when generated files are stale")
+    parser.add_argument("--out", type=Path, default=GENERATED_DIR)
+    args = parser.parse_args(argv)
+    if args.check:
+        stale = stale_files(args.out)
+        if stale:
+            print(f"stale dashboards in {args.out}: {', '.join(stale)}; run `misuse-monitor dashboards generate`", file=sys.stderr)
+            return 1
+        print(f"{len(DASHBOARDS)} dashboards up to date")
+        return 0
+    touched = write(args.out)
+    print(f"wrote {', '.join(touched)}" if touched else "dashboards already up to date")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
