@@ -42,8 +42,12 @@ class Alerting:
         *,
         rules: AlertRules | None = None,
         clock: Callable[[], float] = time.time,
+        evaluate: bool = True,
     ) -> Alerting:
-        """Validate rules against the configured receivers, open the database, restore state."""
+        """Validate rules against the configured receivers, open the database, restore state.
+
+        ``evaluate=False`` is for a standalone dispatcher: it must not run the rules' time-based
+        re-evaluation, which belongs to the stream process that owns the windows."""
         names = [r.name for r in settings.receivers]
         if rules is None:
             rules = load_rules(settings.rules_file, names)
@@ -52,8 +56,9 @@ class Alerting:
         db = create_db_engine(settings.db_url.get_secret_value())
         metrics = AlertMetrics(registry)
         engine = AlertEngine(rules, clock=clock, metrics=metrics)
-        with db.connect() as conn:
-            engine.load(conn)
+        if evaluate:
+            with db.connect() as conn:
+                engine.load(conn)
         notifier = Notifier(db, rules, {r.name: r.send_resolved for r in settings.receivers}, clock=clock, metrics=metrics)
         self_ref: list[Alerting] = []
         dispatcher = Dispatcher(
@@ -63,7 +68,7 @@ class Alerting:
             settings.delivery,
             metrics=metrics,
             clock=clock,
-            on_tick=lambda: self_ref[0].tick(),
+            on_tick=(lambda: self_ref[0].tick()) if evaluate else None,
         )
         alerting = cls(settings, rules, db, metrics, engine, notifier, dispatcher)
         self_ref.append(alerting)

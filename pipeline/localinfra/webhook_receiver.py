@@ -45,6 +45,8 @@ class WebhookReceiverServer:
     accepted: dict[str, ReceivedRequest] = field(default_factory=dict)
     down: bool = False
     hold_s: float = 0.0
+    # Requests received but not yet answered (tests check the sender's state meanwhile).
+    in_flight: int = 0
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _server: ThreadingHTTPServer | None = None
     _thread: threading.Thread | None = None
@@ -86,6 +88,9 @@ class WebhookReceiverServer:
 
     def _handle(self, handler: BaseHTTPRequestHandler, body: bytes) -> None:
         headers = {k: v for k, v in handler.headers.items()}
+        with self._changed:
+            self.in_flight += 1
+            self._changed.notify_all()
         if self.hold_s:
             time.sleep(self.hold_s)
         signature_ok: bool | None = None
@@ -110,6 +115,7 @@ class WebhookReceiverServer:
             self.requests.append(req)
             if status == 200 and key and not duplicate:
                 self.accepted[key] = req
+            self.in_flight -= 1
             self._changed.notify_all()
         handler.send_response(status)
         handler.send_header("Content-Type", "application/json")

@@ -1,0 +1,215 @@
+"""A real Alertmanager (Debian's ``prometheus-alertmanager``) on loopback for dev and tests.
+
+:func:`start_alertmanager` writes a config whose only receiver is a webhook (``webhook_url``,
+e.g. a :class:`~pipeline.localinfra.webhook_receiver.WebhookReceiverServer`), so tests can assert
+what Alertmanager forwards after its own grouping; :func:`get_alerts` reads ``/api/v2/alerts``.
+Clustering is switched off (``--cluster.listen-address=``): a single node must not wait for
+gossip peers or bind the fixed port 9094 that parallel test runs would fight over.
+
+CLI::
+
+    python -m pipeline.localinfra.alertmanager up --webhook http://127.0.0.1:8080/ [--port 9093]
+    python -m pipeline.localinfra.alertmanager status
+    python -m pipeline.localinfra.alertmanager down
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import yaml
+
+from pipeline.localinfra.base import LOOPBACK, LocalService, free_port, log_tail, port_is_open, wait_for_port
+
+SERVICE_NAME = "alertmanager"
+STARTUP_TIMEOUT_S = 60.0
+STATE_FILE = Path(".run") / "alertmanager.json"
+BINARY_NAMES = ("prometheus-alertmanager", "alertmanager")
+
+
+class AlertmanagerSetupError(RuntimeError):
+    """Alertmanager could not be found or started locally."""
+
+
+@dataclass
+class LocalAlertmanager:
+    service: LocalService
+    port: int
+    data_dir: Path
+    config_path: Path
+
+    @property
+    def url(self) -> str:
+        return f"http://{LOOPBACK}:{self.port}"
+
+    def is_running(self) -> bool:
+        return self.service.is_running()
+
+    def stop(self, timeout_s: float = 20.0) -> None:
+        self.service.stop(timeout_s)
+
+    def kill(self) -> None:
+        self.service.kill()
+
+    def __enter__(self) -> LocalAlertmanager:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def find_alertmanager() -> str:
+    for name in BINARY_NAMES:
+        binary = shutil.which(name)
+        if binary:
+            return binary
+    raise AlertmanagerSetupError("alertmanager not found on PATH: apt-get install prometheus-alertmanager")
+
+
+def alertmanager_config(
+    webhook_url: str,
+    *,
+    group_by: Sequence[str] = ("alertname", "tenant"),
+    group_wait_s: float = 0.5,
+    group_interval_s: float = 2.0,
+    repeat_interval_s: float = 3600.0,
+) -> dict[str, Any]:
+    """One route, one webhook receiver that also gets resolved notifications; short timers for tests."""
+
+    def dur(seconds: float) -> str:
+        return f"{int(seconds * 1000)}ms"
+
+    return {
+        "route": {
+            "receiver": "webhook",
+            "group_by": list(group_by),
+            "group_wait": dur(group_wait_s),
+            "group_interval": dur(group_interval_s),
+            "repeat_interval": dur(repeat_interval_s),
+        },
+        "receivers": [{"name": "webhook", "webhook_configs": [{"url": webhook_url, "send_resolved": True}]}],
+    }
+
+
+def start_alertmanager(
+    data_dir: Path,
+    webhook_url: str,
+    *,
+    port: int | None = None,
+    group_by: Sequence[str] = ("alertname", "tenant"),
+    group_wait_s: float = 0.5,
+    group_interval_s: float = 2.0,
+    repeat_interval_s: float = 3600.0,
+    detach: bool = False,
+    startup_timeout_s: float = STARTUP_TIMEOUT_S,
+) -> LocalAlertmanager:
+    """Start Alertmanager forwarding to ``webhook_url``; returns once it reports ready."""
+    binary = find_alertmanager()
+    data_dir = data_dir.resolve()
+    (data_dir / "storage").mkdir(parents=True, exist_ok=True)
+    port = port or free_port()
+    if port_is_open(LOOPBACK, port):
+        raise AlertmanagerSetupError(f"port {LOOPBACK}:{port} is already in use")
+    config_path = data_dir / "alertmanager.yml"
+    config = alertmanager_config(
+        webhook_url, group_by=group_by, group_wait_s=group_wait_s,
+        group_interval_s=group_interval_s, repeat_interval_s=repeat_interval_s,
+    )
+    config_path.write_text(yaml.safe_dump(config, sort_keys=True))
+    log_path = data_dir / "alertmanager.log"
+    argv = [
+        binary,
+        f"--config.file={config_path}",
+        f"--storage.path={data_dir / 'storage'}",
+        f"--web.listen-address={LOOPBACK}:{port}",
+        "--cluster.listen-address=",
+        "--log.level=info",
+    ]
+    service = LocalService.start(
+        SERVICE_NAME,
+        argv,
+        log_path,
+        ports={"alertmanager": port},
+        dirs={"data": str(data_dir)},
+        info={"config": str(config_path), "webhook": webhook_url},
+        marker=str(config_path),
+        detach=detach,
+    )
+    server = LocalAlertmanager(service=service, port=port, data_dir=data_dir, config_path=config_path)
+    try:
+        wait_for_port(LOOPBACK, port, startup_timeout_s, process=service.process, log_path=log_path)
+        _wait_ready(server, startup_timeout_s)
+    except (RuntimeError, TimeoutError) as exc:
+        server.kill()
+        raise AlertmanagerSetupError(f"alertmanager did not start: {exc}") from exc
+    except BaseException:
+        server.kill()
+        raise
+    return server
+
+
+def _wait_ready(server: LocalAlertmanager, timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"{server.url}/-/ready", timeout=2.0).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        if not server.is_running():
+            break
+        time.sleep(0.2)
+    raise TimeoutError(f"{server.url}/-/ready did not answer 200 within {timeout_s:.0f}s\n{log_tail(server.service.log_path)}")
+
+
+def get_alerts(url: str, *, active: bool = True, silenced: bool = True, inhibited: bool = True) -> list[dict[str, Any]]:
+    """Alerts Alertmanager currently holds (``GET /api/v2/alerts``)."""
+    params = {"active": str(active).lower(), "silenced": str(silenced).lower(), "inhibited": str(inhibited).lower()}
+    response = httpx.get(f"{url.rstrip('/')}/api/v2/alerts", params=params, timeout=5.0)
+    response.raise_for_status()
+    return list(response.json())
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m pipeline.localinfra.alertmanager")
+    sub = parser.add_subparsers(dest="command", required=True)
+    up = sub.add_parser("up", help="start Alertmanager in the background")
+    up.add_argument("--webhook", required=True, help="URL Alertmanager forwards notifications to")
+    up.add_argument("--port", type=int, default=None)
+    up.add_argument("--data-dir", type=Path, default=Path(".run") / "alertmanager")
+    sub.add_parser("status")
+    sub.add_parser("down")
+    args = parser.parse_args(argv)
+
+    existing = LocalService.load(STATE_FILE)
+    if args.command == "up":
+        if existing is not None and existing.is_running():
+            print(f"http://{LOOPBACK}:{existing.ports['alertmanager']}")
+            return 0
+        server = start_alertmanager(args.data_dir, args.webhook, port=args.port, detach=True)
+        server.service.save(STATE_FILE)
+        print(server.url)
+        return 0
+    if args.command == "status":
+        if existing is None or not existing.is_running():
+            print("alertmanager: not running")
+            return 1
+        print(f"alertmanager: running, pid {existing.pid}, http://{LOOPBACK}:{existing.ports['alertmanager']}")
+        return 0
+    if existing is not None:
+        existing.stop()
+    STATE_FILE.unlink(missing_ok=True)
+    print("alertmanager: stopped")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
