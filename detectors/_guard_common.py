@@ -1,0 +1,170 @@
+"""Helpers shared by the bring-your-own guard detectors (hf_classifier, llm_guard).
+
+Not a detector module (the leading underscore keeps discovery away). Nothing here loads a
+model at import; torch is imported inside the functions that need it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from detectors.base import DetectorConfig
+from detectors.taxonomy import Target
+from pipeline.redact import snippet
+from pipeline.schemas import EVIDENCE_MAX_CHARS, Category, Side
+
+if TYPE_CHECKING:
+    import torch
+
+
+class GuardConfigError(ValueError):
+    """A guard detector was configured wrongly; raised at start-up, never per record."""
+
+
+class DetectorOptions:
+    """``config.options`` as seen by one detector.
+
+    DetectorSettings holds one options dict for every enabled detector, so a key may be
+    namespaced: ``"llm_guard.threshold"`` wins over ``"threshold"`` for the detector named
+    ``llm_guard``. ``model_dir`` may be namespaced the same way, so two guard detectors can
+    run side by side with different checkpoints.
+    """
+
+    def __init__(self, detector: str, config: DetectorConfig) -> None:
+        self.detector = detector
+        self._config = config
+        self._options = config.options
+
+    def get(self, key: str, default: str | None = None) -> str | None:
+        return self._options.get(f"{self.detector}.{key}", self._options.get(key, default))
+
+    def choice(self, key: str, default: str, allowed: tuple[str, ...]) -> str:
+        value = (self.get(key, default) or default).strip().lower()
+        if value not in allowed:
+            raise GuardConfigError(f"{self.detector}: option {key}={value!r}; expected one of {allowed}")
+        return value
+
+    def integer(self, key: str, default: int, minimum: int = 1) -> int:
+        raw = self.get(key)
+        try:
+            value = default if raw is None else int(raw)
+        except ValueError as exc:
+            raise GuardConfigError(f"{self.detector}: option {key}={raw!r} is not an integer") from exc
+        if value < minimum:
+            raise GuardConfigError(f"{self.detector}: option {key}={value} must be >= {minimum}")
+        return value
+
+    def probability(self, key: str, default: float) -> float:
+        raw = self.get(key)
+        try:
+            value = default if raw is None else float(raw)
+        except ValueError as exc:
+            raise GuardConfigError(f"{self.detector}: option {key}={raw!r} is not a number") from exc
+        if not 0.0 <= value <= 1.0:
+            raise GuardConfigError(f"{self.detector}: option {key}={value} must lie in [0, 1]")
+        return value
+
+    def sides(self, default: str) -> tuple[Side, ...]:
+        raw = self.get("sides", default) or default
+        try:
+            sides = tuple(dict.fromkeys(Side(part.strip()) for part in raw.split(",") if part.strip()))
+        except ValueError as exc:
+            raise GuardConfigError(f"{self.detector}: option sides={raw!r}; use prompt, completion or both") from exc
+        if not sides:
+            raise GuardConfigError(f"{self.detector}: option sides is empty")
+        return sides
+
+    def label_map(self) -> dict[str, Target | None]:
+        """``options["label_map"]``: JSON object label -> "category[/subcategory]" or null (benign)."""
+        raw = self.get("label_map")
+        if not raw:
+            return {}
+        try:
+            table = json.loads(raw)
+        except json.JSONDecodeError as exc:
+            raise GuardConfigError(f"{self.detector}: option label_map is not valid JSON") from exc
+        if not isinstance(table, Mapping):
+            raise GuardConfigError(f"{self.detector}: option label_map must be a JSON object")
+        return {str(label): parse_target(value, self.detector) for label, value in table.items()}
+
+    def model_dir(self) -> Path:
+        raw = self.get("model_dir")
+        path = Path(raw) if raw else self._config.model_dir
+        if path is None:
+            raise GuardConfigError(
+                f"{self.detector}: set detectors.model_dir (or option {self.detector}.model_dir) "
+                "to a local Hugging Face checkpoint folder"
+            )
+        if not (path / "config.json").is_file():
+            raise GuardConfigError(f"{self.detector}: {path} is not a Hugging Face checkpoint (no config.json)")
+        return path
+
+
+def parse_target(value: object, detector: str) -> Target | None:
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise GuardConfigError(f"{detector}: label_map values are 'category[/subcategory]' strings or null")
+    category, _, subcategory = value.partition("/")
+    try:
+        return Target(Category(category.strip()), subcategory.strip() or None)
+    except ValueError as exc:
+        raise GuardConfigError(f"{detector}: label_map value {value!r}: {exc}") from exc
+
+
+def resolve_device(requested: str) -> torch.device:
+    import torch
+
+    if requested == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(requested)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise GuardConfigError(f"device {requested!r} requested but CUDA is not available")
+    return device
+
+
+def apply_threads(threads: int | None) -> None:
+    """Runs at create(): torch's intra-op pool is per process, so this is set once."""
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
+
+
+def checkpoint_fingerprint(model_dir: Path) -> str:
+    """8 hex chars identifying a checkpoint: its config, tokenizer files and weight sizes.
+
+    Hashing multi-gigabyte weights at start-up is too slow; the sizes plus configs tell
+    checkpoints apart in practice. ``options["revision"]`` overrides it with a pinned name.
+    """
+    digest = hashlib.sha256()
+    for path in sorted(model_dir.iterdir()):
+        if not path.is_file():
+            continue
+        digest.update(path.name.encode())
+        if path.suffix in (".json", ".jinja", ".txt", ".model"):
+            digest.update(path.read_bytes())
+        else:
+            digest.update(str(path.stat().st_size).encode())
+    return digest.hexdigest()[:8]
+
+
+def head_tail(text: str, max_chars: int) -> str:
+    """``text`` cut to ``max_chars``, keeping its start and its end (injections hide at the end)."""
+    if len(text) <= max_chars:
+        return text
+    half = (max_chars - 5) // 2
+    return f"{text[:half]} [...] {text[-half:]}"
+
+
+def evidence(text: str, labels: tuple[str, ...] = (), start: int = 0, end: int | None = None) -> str:
+    """A redacted snippet of ``text`` prefixed with the guard's own labels, e.g. ``[S1,S9] ...``."""
+    joined = ",".join(labels)
+    if len(joined) > 56:
+        joined = joined[:55] + "…"
+    prefix = f"[{joined}] " if labels else ""
+    return prefix + snippet(text, start, end, max_chars=EVIDENCE_MAX_CHARS - len(prefix))
