@@ -17,7 +17,8 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from kafka import KafkaConsumer
+from kafka import KafkaAdminClient, KafkaConsumer
+from kafka.errors import KafkaError
 
 from pipeline.lake import LakeWriter
 from pipeline.producer import GatewayProducer
@@ -103,6 +104,23 @@ def _read_topic(bootstrap: str, topic: str, expect: int, timeout_s: float = 30) 
     return out
 
 
+def _wait_for_members(bootstrap: str, group: str, n: int, timeout_s: float = 90) -> None:
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap)
+    try:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            try:
+                description = admin.describe_groups([group])[group]
+            except KafkaError:  # the group coordinator is still being elected
+                description = {"group_state": "", "members": []}
+            if description["group_state"] == "Stable" and len(description["members"]) >= n:
+                return
+            time.sleep(0.2)
+    finally:
+        admin.close()
+    raise AssertionError(f"group {group} never had {n} stable members")
+
+
 def _lake_ids(tmp_path: Path) -> list[str]:
     return LakeWriter(tmp_path / "lake").read().column("request_id").to_pylist()
 
@@ -176,8 +194,10 @@ def test_second_consumer_joins_and_takes_over_partitions(kafka_bootstrap, kafka_
     _produce(kafka_bootstrap, topic, records[:1500])
     env = _stream_env(kafka_bootstrap, topic, tmp_path, "g-rebalance", MM_BATCH__MAX_RECORDS="20")
     first = _start_stream(env, max_idle=12)
-    time.sleep(3)
+    _wait_for_members(kafka_bootstrap, "g-rebalance", 1)
     second = _start_stream(env, max_idle=12)
+    # The rest arrives only once both members share the partitions.
+    _wait_for_members(kafka_bootstrap, "g-rebalance", 2)
     _produce(kafka_bootstrap, topic, records[1500:])
     out_first, out_second = _finish(first), _finish(second)
 
