@@ -24,6 +24,9 @@ import subprocess
 import sys
 import tempfile
 import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -209,6 +212,24 @@ def _create_database(server: LocalPostgres, timeout_s: float) -> None:
             if time.monotonic() > deadline or not server.is_running():
                 raise PostgresSetupError(f"postgres on port {server.port} refused logins: {exc}\n{log_tail(server.service.log_path)}") from exc
             time.sleep(0.2)
+
+
+@contextmanager
+def temporary_database(admin_url: str) -> Iterator[str]:
+    """Create an empty database next to ``admin_url``'s, yield its URL, drop it on exit (tests)."""
+    import sqlalchemy as sa
+
+    name = f"t_{uuid.uuid4().hex[:12]}"
+    base = sa.make_url(admin_url)
+    admin = sa.create_engine(base, isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as conn:
+            conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+        yield base.set(database=name).render_as_string(hide_password=False)
+    finally:
+        with admin.connect() as conn:
+            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
 
 
 def remove_cluster(server: LocalPostgres) -> None:

@@ -8,14 +8,12 @@ Prometheus: started per test by ``prometheus_factory`` because its scrape target
 from __future__ import annotations
 
 import os
-import uuid
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import pytest
-import sqlalchemy as sa
 
-from pipeline.localinfra.postgres import remove_cluster, start_postgres
+from pipeline.localinfra.postgres import remove_cluster, start_postgres, temporary_database
 from pipeline.localinfra.prometheus import LocalPrometheus, start_prometheus
 from pipeline.postgres_settings import PostgresSettings
 
@@ -23,33 +21,25 @@ PrometheusFactory = Callable[..., LocalPrometheus]
 
 
 @pytest.fixture(scope="session")
-def postgres_admin_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[sa.URL]:
+def postgres_admin_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """SQLAlchemy URL of a role that may create databases."""
     external = os.environ.get("MM_TEST_POSTGRES_URL")
     if external:
-        yield sa.make_url(external)
+        yield external
         return
     server = start_postgres(tmp_path_factory.mktemp("postgres"))
     try:
-        yield sa.make_url(server.url)
+        yield server.url
     finally:
         server.stop()
         remove_cluster(server)
 
 
 @pytest.fixture
-def postgres_settings(postgres_admin_url: sa.URL) -> Iterator[PostgresSettings]:
+def postgres_settings(postgres_admin_url: str) -> Iterator[PostgresSettings]:
     """Settings pointing at a fresh, empty database that is dropped after the test."""
-    name = f"t_{uuid.uuid4().hex[:12]}"
-    admin = sa.create_engine(postgres_admin_url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
-    url = postgres_admin_url.set(database=name).render_as_string(hide_password=False)
-    try:
+    with temporary_database(postgres_admin_url) as url:
         yield PostgresSettings(url=url, flush_attempts=2)
-    finally:
-        with admin.connect() as conn:
-            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
 
 
 @pytest.fixture
