@@ -267,7 +267,8 @@ class Notifier:
                     "created_at": now, "next_flush_at": first_flush, "last_notified_at": None,
                     "notified_firing": [], "seq": 0,
                 }
-                conn.execute(sa.insert(db.groups).values(**row))
+                # Another notifier (a second dispatcher) may create it at the same moment.
+                db.insert_ignore(conn, db.groups, [row], ["receiver", "group_key"])
                 groups[key] = row
 
         enqueued = 0
