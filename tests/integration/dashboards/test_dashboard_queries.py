@@ -1,7 +1,8 @@
 """Proof that the dashboards and rules work on real data.
 
 The streaming job runs in-process on simulated traffic from a real Kafka broker, with the
-``metrics`` and ``postgres`` sinks; a real Prometheus (started by the fixtures on a free port,
+``metrics``, ``postgres`` and ``alerts`` sinks (alerts go to a real local webhook, one receiver
+healthy and one failing); a real Prometheus (started by the fixtures on a free port,
 loading our rules file) scrapes the job's /metrics every second; a real PostgreSQL holds the
 events. Then every PromQL and SQL query of every panel (and every template variable) is run
 the way Grafana would run it, and each must return data.
@@ -16,6 +17,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -26,6 +28,7 @@ import sqlalchemy as sa
 from dashboards.generate import all_dashboards
 from dashboards.queries import PanelQuery, iter_queries, run_query
 from pipeline import events_db
+from pipeline.alerts.settings import AlertSettings, DeliverySettings, ReceiverSettings
 from pipeline.detector_metrics import DetectorMetrics
 from pipeline.localinfra.base import LOOPBACK, free_port
 from pipeline.localinfra.kafka import create_topic, delete_topics
@@ -48,17 +51,12 @@ PSEUDONYM_KEY = "integration-test-key"
 NOT_FED_HERE = {
     ("mm-detector-behaviour", "Share of records skipped by a first stage"):
         "no enabled detector has a first stage yet (DetectorMetrics.first_stage is not called)",
-    ("mm-pipeline-health", "Alerts fired"): "the alert engine is not part of this run",
-    ("mm-pipeline-health", "Deliveries by receiver and result"): "the alert engine is not part of this run",
-    ("mm-pipeline-health", "Delivery retries"): "the alert engine is not part of this run",
-    ("mm-pipeline-health", "Alert dead letters"): "the alert engine is not part of this run",
-    ("mm-pipeline-health", "Delivery latency p99 (enqueue to 2xx)"): "the alert engine is not part of this run",
-    ("mm-pipeline-health", "Outbox pending"): "the alert engine is not part of this run",
 }
 # Metric labels the pipeline may emit: all bounded (see pipeline/metrics.py).
 ALLOWED_LABELS = {
     "__name__", "instance", "job", "le", "topic", "partition", "reason", "model", "deployment", "tenant",
     "flagged", "severity", "category", "complied", "side", "detector", "version", "sink", "result", "event", "outcome",
+    "rule", "receiver", "status",
 }  # fmt: skip
 
 
@@ -133,14 +131,56 @@ def simulate(n: int, seed: int = 7) -> Traffic:
 
 
 class _TestSettings(Settings):
-    # Until Settings has this field (see pipeline/postgres_settings.py).
+    # Until Settings has these fields (pipeline/postgres_settings.py, pipeline/alerts/settings.py).
     postgres: PostgresSettings
+    alerts: AlertSettings
+
+
+ALERT_RULES = """
+version: 1
+route: {group_by: [alertname, tenant], group_wait: 0s, group_interval: 1s, repeat_interval: 1h}
+rules:
+  - name: high_or_critical
+    kind: verdict
+    severity: critical
+    match: {min_severity: high}
+"""
+
+
+class _Webhook(BaseHTTPRequestHandler):
+    """A real HTTP receiver: /ok accepts every alert, /down answers 503 (retryable) forever."""
+
+    def do_POST(self) -> None:  # noqa: N802 - http.server naming
+        self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        self.send_response(200 if self.path == "/ok" else 503)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def alert_settings(tmp: Path, webhook_url: str) -> AlertSettings:
+    rules = tmp / "alert-rules.yaml"
+    rules.write_text(ALERT_RULES)
+    receiver = {"type": "webhook", "secret": "s3cret", "timeout_s": 2.0}
+    return AlertSettings(
+        rules_file=rules,
+        db_url=f"sqlite:///{tmp / 'alerts.db'}",
+        receivers=[
+            ReceiverSettings(name="oncall", url=f"{webhook_url}/ok", **receiver),
+            ReceiverSettings(name="broken", url=f"{webhook_url}/down", **receiver),
+        ],
+        # Give up on the broken receiver within seconds so dead letters show up in this run.
+        delivery=DeliverySettings(poll_interval_s=0.1, retry_initial_s=0.2, retry_max_s=0.5, dead_letter_after_s=3.0),
+    )
 
 
 @dataclass
 class Stack:
     prometheus: LocalPrometheus
     engine: sa.Engine
+    postgres_url: str
     traffic: Traffic
     started: datetime
 
@@ -152,6 +192,9 @@ def stack(kafka_bootstrap: str, postgres_admin_url: str, tmp_path_factory: pytes
     create_topic(kafka_bootstrap, topic, 2)
     metrics_port = free_port()
     started = datetime.now(UTC) - timedelta(minutes=10)  # simulated timestamps reach 5 min back
+    webhook = ThreadingHTTPServer((LOOPBACK, 0), _Webhook)
+    threading.Thread(target=webhook.serve_forever, daemon=True).start()
+    alerts_dir = tmp_path_factory.mktemp("alerts")
     with temporary_database(postgres_admin_url) as pg_url:
         pg_settings = PostgresSettings(url=pg_url)
         settings = _TestSettings(
@@ -164,9 +207,10 @@ def stack(kafka_bootstrap: str, postgres_admin_url: str, tmp_path_factory: pytes
             ),
             batch=BatchSettings(max_records=40, max_wait_ms=200),
             metrics=MetricsSettings(host=LOOPBACK, port=metrics_port),
-            sinks=["metrics", "postgres"],
+            sinks=["metrics", "postgres", "alerts"],
             pseudonym_key=PSEUDONYM_KEY,
             postgres=pg_settings,
+            alerts=alert_settings(alerts_dir, f"http://{LOOPBACK}:{webhook.server_address[1]}"),
         )
         metrics = PipelineMetrics()
         metrics.serve(LOOPBACK, metrics_port)
@@ -191,13 +235,16 @@ def stack(kafka_bootstrap: str, postgres_admin_url: str, tmp_path_factory: pytes
                     time.sleep(1.0)
             _wait_for(lambda: _count_events(engine) == len(traffic.records), 90, "every record stored in PostgreSQL")
             _wait_for(lambda: bool(query(prometheus.url, "category:mm_flagged:rate5m")), 30, "recording rules evaluated")
+            _wait_for(lambda: bool(query(prometheus.url, "mm_alert_dead_letters_total > 0")), 60, "the broken receiver dead-lettered")
             time.sleep(3.0)  # a few more scrapes after the last batch
-            yield Stack(prometheus, engine, traffic, started)
+            yield Stack(prometheus, engine, pg_url, traffic, started)
         finally:
             pipeline.stop()
             runner.join(timeout=30)
             engine.dispose()
             prometheus.stop()
+            webhook.shutdown()
+            webhook.server_close()
             delete_topics(kafka_bootstrap, [topic, f"{topic}.dlq"])
 
 
@@ -278,3 +325,19 @@ def test_metric_labels_are_bounded_and_rules_are_healthy(stack: Stack) -> None:
     rules = [r for g in groups for r in g["rules"]]
     assert len(rules) >= 10
     assert all(r["health"] == "ok" for r in rules), json.dumps([r for r in rules if r["health"] != "ok"], indent=1)
+
+
+def test_verify_command_reports_each_query(stack: Stack) -> None:
+    from typer.testing import CliRunner
+
+    from dashboards.cli import app
+
+    result = CliRunner().invoke(
+        app, ["verify", "--prometheus-url", stack.prometheus.url, "--postgres-url", stack.postgres_url, "--hours", "0.2"]
+    )
+    lines = result.output.splitlines()
+    empty = [line for line in lines if line.startswith("EMPTY")]
+    assert not [line for line in lines if line.startswith("ERROR")], result.output
+    assert [line.split(": ")[0].split(" / ")[1] for line in empty] == ["Share of records skipped by a first stage [A]"]
+    assert result.exit_code == 1  # the unfed panel is reported, not hidden
+    assert sum(line.startswith("ok") for line in lines) >= 40
