@@ -109,3 +109,22 @@ def test_sink_is_discovered_by_name() -> None:
     from pipeline.sinks.registry import discover_sinks
 
     assert discover_sinks()["postgres"] is PostgresSink
+
+
+def test_events_cli_creates_schema_and_prunes_by_retention(postgres_settings: PostgresSettings) -> None:
+    from typer.testing import CliRunner
+
+    from pipeline.events_cli import app
+
+    url = postgres_settings.url.get_secret_value()
+    runner = CliRunner()
+    assert runner.invoke(app, ["init", "--url", url]).exit_code == 0
+    engine = events_db.create_engine(postgres_settings)
+    now = datetime.now(UTC)
+    events_db.upsert_verdicts(engine, [make_record("old", ts=now - timedelta(days=100)).verdict,
+                                       make_record("new", ts=now - timedelta(days=1)).verdict])
+    result = runner.invoke(app, ["prune", "--url", url, "--days", "90"])
+    assert result.exit_code == 0, result.output
+    assert "deleted 1 events" in result.output
+    assert [r.request_id for r in rows(postgres_settings)] == ["new"]
+    engine.dispose()
