@@ -377,18 +377,24 @@ _ASSISTANT_ROLES = frozenset({"gpt", "chatgpt", "assistant", "bing", "bard"})
 _PREFIX_CHARS = 60
 
 
-def looks_like_jailbreak(text: str, known_prefixes: frozenset[str] = frozenset()) -> bool:
-    """Jailbreak phrases or persona names, or the opening of a known jailbreak prompt."""
+def _has_jailbreak_markers(text: str) -> bool:
     low = text.lower()
     if any(phrase in low for phrase in _JAILBREAK_PHRASES):
         return True
     if any(anchor in low for anchor in _JAILBREAK_RULE_ANCHORS) and _JAILBREAK_RULES.search(low):
         return True
     # Case-sensitive: "dan" is Indonesian for "and" and a first name.
-    if any(name in text for name in ("DAN", "STAN", "DUDE", "AIM")) and _JAILBREAK_PERSONAS.search(text):
-        return True
+    return any(name in text for name in ("DAN", "STAN", "DUDE", "AIM")) and bool(_JAILBREAK_PERSONAS.search(text))
+
+
+def _opens_like_known_jailbreak(text: str, known_prefixes: frozenset[str]) -> bool:
     opening = normalize_text(text[: 4 * _PREFIX_CHARS])[:_PREFIX_CHARS]
     return bool(known_prefixes) and opening.casefold() in known_prefixes
+
+
+def looks_like_jailbreak(text: str, known_prefixes: frozenset[str] = frozenset()) -> bool:
+    """Jailbreak phrases or persona names, or the opening of a known jailbreak prompt."""
+    return _has_jailbreak_markers(text) or _opens_like_known_jailbreak(text, known_prefixes)
 
 
 def known_jailbreak_prefixes() -> frozenset[str]:
@@ -446,7 +452,8 @@ def iter_json_array(stream: IO[str], chunk_chars: int = 1 << 20) -> Iterator[obj
             if eof or not refill():
                 return  # truncated final element
             continue
-        # A number cut at the buffer's end decodes "successfully"; objects and strings cannot.
+        if end >= len(buffer) and not eof and refill():
+            continue  # a bare number cut at the buffer's end would decode "successfully": re-read it
         yield value
         pos = end
 
@@ -473,7 +480,10 @@ def _sharegpt_conversations(path: Path | None = None) -> Iterator[tuple[str, lis
             turns = [(str(t.get("from", "")).lower(), str(t.get("value") or ""))
                      for t in conv.get("conversations") or [] if isinstance(t, dict)]
             # One jailbreak turn taints the whole conversation: later answers may be in persona.
-            if any(looks_like_jailbreak(text, prefixes) for _, text in turns):
+            # Markers are checked once on the joined turns: per-turn checks cost 3x more in Python.
+            if _has_jailbreak_markers("\n".join(text for _, text in turns)) or any(
+                _opens_like_known_jailbreak(text, prefixes) for _, text in turns
+            ):
                 continue
             yield str(conv.get("id", index)), turns
 
