@@ -155,10 +155,11 @@ class HFClassifierDetector(Detector):
         """Per text: target -> max-over-windows probability, and the strongest window's span."""
         import torch
 
-        windows = [w for i, text in enumerate(texts) for w in self._windows(i, text)]
-        best: list[dict[Target, float]] = [dict.fromkeys(self._columns, 0.0) for _ in texts]
-        spans: list[tuple[int, int]] = [(0, len(t)) for t in texts]
-        top: list[float] = [-1.0] * len(texts)
+        unique = list(dict.fromkeys(texts))  # repeated texts in a batch are scored once
+        windows = self._windows(unique)
+        best: list[dict[Target, float]] = [dict.fromkeys(self._columns, 0.0) for _ in unique]
+        spans: list[tuple[int, int]] = [(0, len(t)) for t in unique]
+        top: list[float] = [-1.0] * len(unique)
         order = sorted(range(len(windows)), key=lambda i: len(windows[i].input_ids))
         for start in range(0, len(order), self.batch_size):
             chunk = [windows[i] for i in order[start : start + self.batch_size]]
@@ -175,24 +176,30 @@ class HFClassifierDetector(Detector):
                     if p > top[window.task]:
                         top[window.task] = p
                         spans[window.task] = (window.start, window.end)
-        return list(zip(best, spans, strict=True))
+        scored = dict(zip(unique, zip(best, spans, strict=True), strict=True))
+        return [scored[text] for text in texts]
 
-    def _windows(self, task: int, text: str) -> list[_Window]:
+    def _windows(self, texts: Sequence[str]) -> list[_Window]:
+        """Overlapping token windows of every text; at most max_windows per text."""
         enc = self.tokenizer(
-            text,
+            list(texts),
             truncation=True,
             max_length=self.max_length,
             stride=self.stride,
             return_overflowing_tokens=True,
             return_offsets_mapping=True,
         )
-        windows = []
-        for ids, offsets in zip(enc["input_ids"], enc["offset_mapping"], strict=True):
+        per_text: list[list[_Window]] = [[] for _ in texts]
+        for ids, offsets, task in zip(
+            enc["input_ids"], enc["offset_mapping"], enc["overflow_to_sample_mapping"], strict=True
+        ):
             spans = [(s, e) for s, e in offsets if e > s]
-            start, end = (spans[0][0], spans[-1][1]) if spans else (0, len(text))
-            windows.append(_Window(task, ids, start, end))
-        if len(windows) > self.max_windows:
-            windows = windows[: self.max_windows - 1] + windows[-1:]
+            start, end = (spans[0][0], spans[-1][1]) if spans else (0, len(texts[task]))
+            per_text[task].append(_Window(task, ids, start, end))
+        windows: list[_Window] = []
+        for found in per_text:
+            # Keep the head and the very end: injected instructions often close a long text.
+            windows.extend(found if len(found) <= self.max_windows else found[: self.max_windows - 1] + found[-1:])
         return windows
 
     def detect(self, records: Sequence[InferenceLog]) -> list[list[Finding]]:

@@ -27,8 +27,8 @@ Options (``config.options``; each may be namespaced ``llm_guard.<key>``):
 ``flavor`` (llama_guard | qwen3guard, required), ``sides`` (default ``prompt,completion``),
 ``threshold`` (0.5), ``max_new_tokens`` (llama_guard 10, qwen3guard 24), ``max_chars`` per
 message (8000, head and tail kept), ``controversial`` (safe | unsafe; Qwen3Guard loose or
-strict mode, default safe), ``content_format`` (text | parts; Llama Guard 4 templates want
-parts), ``label_map`` (JSON label -> "category[/subcategory]" or null, for custom categories),
+strict mode, default safe), ``content_format`` (auto | text | parts; auto picks parts for
+Llama Guard 4, whose template wants OpenAI-style content parts), ``label_map`` (JSON label -> "category[/subcategory]" or null, for custom categories),
 ``on_unparseable`` (raise | skip), ``self_check`` (true | false), ``dtype`` (auto | float32 |
 bfloat16 | float16), ``revision`` (pinned name recorded in findings), ``model_dir``.
 """
@@ -253,7 +253,7 @@ class GenerativeGuardDetector(Detector):
             max_new_tokens=opts.integer("max_new_tokens", FLAVORS[flavor].max_new_tokens),
             max_chars=opts.integer("max_chars", DEFAULT_MAX_CHARS, minimum=100),
             controversial_is_unsafe=opts.choice("controversial", "safe", ("safe", "unsafe")) == "unsafe",
-            content_format=opts.choice("content_format", "text", ("text", "parts")),
+            content_format=_content_format(opts.choice("content_format", "auto", ("auto", "text", "parts")), model),
             label_map=opts.label_map(),
             raise_on_unparseable=opts.choice("on_unparseable", "raise", ("raise", "skip")) == "raise",
             detector_version=f"{cls.version}+{opts.get('revision') or checkpoint_fingerprint(model_dir)}",
@@ -278,14 +278,16 @@ class GenerativeGuardDetector(Detector):
         """Greedy answers for chat conversations, in input order, batched by prompt length."""
         import torch
 
-        prompts = [
+        rendered = [
             self.tokenizer.apply_chat_template(conv, tokenize=False, add_generation_prompt=True)
             for conv in conversations
         ]
+        # Identical moderation prompts (replayed traffic, shared system prompts) run once.
+        prompts = list(dict.fromkeys(rendered))
         # The template already wrote BOS where the model wants it.
         encoded = self.tokenizer(prompts, add_special_tokens=False)["input_ids"]
         order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]))
-        results: list[Generation | None] = [None] * len(encoded)
+        by_prompt: dict[str, Generation] = {}
         for start in range(0, len(order), self.batch_size):
             chunk = order[start : start + self.batch_size]
             batch = self.tokenizer.pad({"input_ids": [encoded[i] for i in chunk]}, return_tensors="pt")
@@ -296,15 +298,17 @@ class GenerativeGuardDetector(Detector):
                     generation_config=self._generation_config(),
                 )
             new_tokens = out.sequences[:, batch["input_ids"].shape[1] :].tolist()
-            step_logits = torch.stack(out.logits, dim=1).float()  # (batch, steps, vocab)
             for row, index in enumerate(chunk):
                 ids = self._until_eos(new_tokens[row])
-                results[index] = Generation(
+                # Views, not a stacked copy: batch x steps x vocab floats would not fit for
+                # 150k-token vocabularies; only the verdict step is ever read.
+                row_logits = [step[row] for step in out.logits]
+                by_prompt[prompts[index]] = Generation(
                     raw=self.tokenizer.decode(ids, skip_special_tokens=True),
-                    unsafe_probability=self._unsafe_probability(ids, step_logits[row]),
+                    unsafe_probability=self._unsafe_probability(ids, row_logits),
                 )
         self.stats.answers += len(encoded)
-        return [r for r in results if r is not None]
+        return [by_prompt[p] for p in rendered]
 
     def _generation_config(self) -> Any:
         from transformers import GenerationConfig
@@ -350,14 +354,24 @@ class GenerativeGuardDetector(Detector):
             first[level] = ids - others
         return first
 
-    def _unsafe_probability(self, ids: list[int], logits: Any) -> float | None:
+    def _unsafe_probability(self, ids: list[int], logits: Sequence[Any]) -> float | None:
         """P(unsafe verdict) at the step that writes the verdict word; None if not found."""
         step = self._verdict_step(ids)
         if step is None or not self._verdict_token_ids.get(GuardLevel.UNSAFE):
             return None
-        probs = logits[step].softmax(dim=-1)
+        candidates = self._verdict_token_ids
+        chosen = ids[step]
+        if not any(chosen in tokens for tokens in candidates.values()):
+            # The model spelled the verdict with a token our spellings missed; without it the
+            # score would ignore the model's own choice, so attribute it or give up.
+            piece = self.tokenizer.decode([chosen], skip_special_tokens=True).strip().casefold()
+            owners = [lvl for lvl, word in self.spec.words.items() if piece and word.casefold().startswith(piece)]
+            if len(owners) != 1:
+                return None
+            candidates = {lvl: tokens | {chosen} if lvl is owners[0] else tokens for lvl, tokens in candidates.items()}
+        probs = logits[step].float().softmax(dim=-1)
         mass = {level: float(probs[sorted(tokens)].sum()) if tokens else 0.0
-                for level, tokens in self._verdict_token_ids.items()}
+                for level, tokens in candidates.items()}
         total = sum(mass.values())
         if total <= 0.0:
             return None
@@ -472,6 +486,13 @@ class GenerativeGuardDetector(Detector):
                 torch.cuda.empty_cache()
         except ImportError:  # pragma: no cover - torch is a hard dependency of this detector
             pass
+
+
+def _content_format(requested: str, model: Any) -> str:
+    """Llama Guard 4's template reads OpenAI-style content parts; the others read strings."""
+    if requested != "auto":
+        return requested
+    return "parts" if str(getattr(model.config, "model_type", "")).startswith("llama4") else "text"
 
 
 def load_causal_guard(model_dir: Path, device: str, dtype: str = "auto") -> tuple[Any, Any]:
