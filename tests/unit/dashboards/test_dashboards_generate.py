@@ -117,3 +117,13 @@ def test_sql_rendering_expands_grafana_macros_and_regex_variables() -> None:
 def test_provisioning_points_grafana_at_the_generated_folder() -> None:
     providers = yaml.safe_load((PROVISIONING / "dashboards.yaml").read_text())["providers"]
     assert [p["folderUid"] for p in providers] == ["misuse-monitor"]
+
+
+def test_generated_json_round_trips_through_the_sdk_dashboard_model() -> None:
+    """The SDK's models mirror Grafana's dashboard schema: parsing and re-encoding must be lossless."""
+    from grafana_foundation_sdk.cog.encoder import JSONEncoder
+    from grafana_foundation_sdk.models.dashboard import Dashboard
+
+    for name, text in generate.rendered_files().items():
+        board = json.loads(text)
+        assert json.loads(json.dumps(Dashboard.from_json(board), cls=JSONEncoder)) == board, name
