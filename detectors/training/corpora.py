@@ -38,7 +38,6 @@ import re
 import sys
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
-from email.message import EmailMessage
 from pathlib import Path
 from typing import IO, Literal
 

