@@ -116,8 +116,14 @@ def verdict_row(verdict: MisuseVerdict) -> dict[str, Any]:
     }
 
 
-def upsert_statement(rows: Sequence[dict[str, Any]]) -> sa.Insert:
-    stmt = pg.insert(events).values(list(rows))
+def upsert_statement() -> sa.Insert:
+    """INSERT ... ON CONFLICT (request_id) DO UPDATE of every column but the key and ingested_at.
+
+    Executed with a list of rows: SQLAlchemy caches the compiled statement and batches the rows
+    into multi-VALUES inserts ("insertmanyvalues"), far cheaper than compiling one big literal
+    VALUES statement per batch.
+    """
+    stmt = pg.insert(events)
     return stmt.on_conflict_do_update(
         index_elements=[events.c.request_id],
         set_={name: stmt.excluded[name] for name in _UPDATABLE},
@@ -136,14 +142,13 @@ def dedupe_by_request_id(verdicts: Iterable[MisuseVerdict]) -> list[MisuseVerdic
     return list(latest.values())
 
 
-def upsert_verdicts(engine: sa.Engine, verdicts: Sequence[MisuseVerdict], chunk: int = 500) -> int:
+def upsert_verdicts(engine: sa.Engine, verdicts: Sequence[MisuseVerdict]) -> int:
     """Insert or overwrite rows by request_id in one transaction; returns rows written."""
     unique = dedupe_by_request_id(verdicts)
     if not unique:
         return 0
     with engine.begin() as conn:
-        for start in range(0, len(unique), chunk):
-            conn.execute(upsert_statement([verdict_row(v) for v in unique[start : start + chunk]]))
+        conn.execute(upsert_statement(), [verdict_row(v) for v in unique])
     return len(unique)
 
 
