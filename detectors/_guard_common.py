@@ -168,3 +168,16 @@ def evidence(text: str, labels: tuple[str, ...] = (), start: int = 0, end: int |
         joined = joined[:55] + "…"
     prefix = f"[{joined}] " if labels else ""
     return prefix + snippet(text, start, end, max_chars=EVIDENCE_MAX_CHARS - len(prefix))
+
+
+def require_complete_load(model_dir: Path, loading_info: Mapping[str, object]) -> None:
+    """Refuse a model whose weights were partly missing from the checkpoint.
+
+    transformers initialises missing weights at random and carries on; a guard with a random
+    head (a base encoder, a checkpoint of another architecture) would score noise. Unexpected
+    weights are fine: Llama Guard 4's vision tower is unused for text moderation.
+    """
+    missing = sorted(str(k) for k in loading_info.get("missing_keys") or ())  # type: ignore[union-attr]
+    if missing:
+        shown = ", ".join(missing[:5]) + (" ..." if len(missing) > 5 else "")
+        raise GuardConfigError(f"{model_dir}: weights missing from the checkpoint ({shown}); wrong model class?")

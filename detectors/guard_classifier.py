@@ -34,6 +34,7 @@ from detectors._guard_common import (
     apply_threads,
     checkpoint_fingerprint,
     evidence,
+    require_complete_load,
     resolve_device,
 )
 from detectors.base import Detector, DetectorConfig
@@ -134,7 +135,13 @@ class HFClassifierDetector(Detector):
         apply_threads(config.threads)
         device = resolve_device(config.device)
         tokenizer = AutoTokenizer.from_pretrained(model_dir, local_files_only=True)
-        model = AutoModelForSequenceClassification.from_pretrained(model_dir, local_files_only=True)
+        try:
+            model, info = AutoModelForSequenceClassification.from_pretrained(
+                model_dir, local_files_only=True, output_loading_info=True
+            )
+        except ValueError as exc:
+            raise GuardConfigError(f"{model_dir}: not a sequence-classification checkpoint") from exc
+        require_complete_load(model_dir, info)
         model = model.to(device).eval()
         id2label = {int(k): str(v) for k, v in model.config.id2label.items()}
         max_length = opts.integer("max_length", _model_window(model, tokenizer), minimum=8)

@@ -50,6 +50,7 @@ from detectors._guard_common import (
     checkpoint_fingerprint,
     evidence,
     head_tail,
+    require_complete_load,
     resolve_device,
 )
 from detectors.base import Detector, DetectorConfig
@@ -511,14 +512,13 @@ def load_causal_guard(model_dir: Path, device: str, dtype: str = "auto") -> tupl
         torch_dtype = torch.bfloat16 if target.type == "cuda" and torch.cuda.is_bf16_supported() else torch.float32
     else:
         torch_dtype = getattr(torch, dtype)
+    # Llama Guard 4 is saved as Llama4ForConditionalGeneration; the causal-LM class loads
+    # just its text stack (the vision weights are reported unexpected and skipped).
     try:
-        model = AutoModelForCausalLM.from_pretrained(model_dir, local_files_only=True, dtype=torch_dtype)
+        model, info = AutoModelForCausalLM.from_pretrained(
+            model_dir, local_files_only=True, dtype=torch_dtype, output_loading_info=True
+        )
     except ValueError as exc:
-        # Llama Guard 4 is a Llama4ForConditionalGeneration (image-text-to-text) checkpoint.
-        from transformers import AutoModelForImageTextToText
-
-        try:
-            model = AutoModelForImageTextToText.from_pretrained(model_dir, local_files_only=True, dtype=torch_dtype)
-        except ValueError:
-            raise GuardConfigError(f"{model_dir}: not a causal-LM or image-text-to-text checkpoint") from exc
+        raise GuardConfigError(f"{model_dir}: not a causal language model checkpoint") from exc
+    require_complete_load(model_dir, info)
     return model.to(target).eval(), tokenizer

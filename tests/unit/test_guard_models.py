@@ -30,6 +30,7 @@ from tests.fixtures.logs import make_log  # noqa: E402
 from tests.fixtures.tiny_checkpoints import (  # noqa: E402
     PROMPT_GUARD_1_LABELS,
     build_tiny_llama_guard,
+    build_tiny_llama_guard_4,
     build_tiny_prompt_guard,
     build_tiny_qwen3guard,
 )
@@ -160,6 +161,13 @@ def test_verdict_probability_decides_against_the_threshold(ckpt):
     assert [(f.category, f.subcategory) for f in found] == [(OH, "hate")]
     assert 0.6 <= found[0].score < 0.8
     assert strict.detect(record) == [[]]
+
+
+def test_llama_guard_4_checkpoint_loads_its_text_stack_and_gets_content_parts(ckpt):
+    guard = _guard(ckpt("lg4_s11", build_tiny_llama_guard_4, script="unsafe\nS11"), "llama_guard")
+    assert guard.content_format == "parts"  # its template reads OpenAI-style content parts
+    [found] = guard.detect([make_log(prompt="I want to hurt myself", completion="Here is how ...")])
+    assert _findings(found, Side.PROMPT) == _findings(found, Side.COMPLETION) == {(OH, "self_harm")}
 
 
 def test_qwen3guard_unsafe_answer_maps_every_category(ckpt):
@@ -301,6 +309,18 @@ def test_unmapped_classifier_labels_stop_start_up_until_mapped(tmp_path):
     detector = _classifier(model_dir, label_map=label_map, threshold=0.99, **{"hf_classifier.threshold": "0.5"})
     [found] = detector.detect([make_log(prompt="Dear customer, verify your account.")])
     assert _findings(found, Side.PROMPT) == {(CY, "phishing_social_engineering")}
+
+
+def test_a_checkpoint_without_classification_head_is_refused(tmp_path):
+    from transformers import DebertaV2Model
+
+    head = build_tiny_prompt_guard(tmp_path / "pg")
+    encoder_only = tmp_path / "encoder"
+    DebertaV2Model.from_pretrained(head).save_pretrained(encoder_only)  # drops the classifier
+    for name in ("tokenizer.json", "tokenizer_config.json"):
+        (encoder_only / name).write_bytes((head / name).read_bytes())
+    with pytest.raises(GuardConfigError, match="weights missing"):
+        _classifier(encoder_only)
 
 
 def test_long_texts_are_windowed_and_batches_keep_order(tmp_path):
