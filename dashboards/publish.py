@@ -132,7 +132,8 @@ def _dump(dashboard: Mapping[str, Any]) -> list[str]:
     return json.dumps(_comparable(dashboard), sort_keys=True, indent=2).splitlines(keepends=True)
 
 
-def _get_existing(api: GrafanaApi, uid: str) -> dict[str, Any] | None:
+def _get_existing(api: GrafanaApi, uid: str) -> tuple[dict[str, Any], str] | None:
+    """(dashboard JSON, folder uid) as Grafana has it, or None when there is no such uid."""
     try:
         found = api.dashboard.get_dashboard(uid)
     except GrafanaClientError as exc:
@@ -141,11 +142,13 @@ def _get_existing(api: GrafanaApi, uid: str) -> dict[str, Any] | None:
         raise PublishError(f"reading dashboard {uid} failed: {exc}") from exc
     except GrafanaException as exc:
         raise PublishError(f"reading dashboard {uid} failed: {exc}") from exc
-    return found.get("dashboard") if isinstance(found, dict) else None
+    if not isinstance(found, dict) or not isinstance(found.get("dashboard"), dict):
+        raise PublishError(f"unexpected answer for dashboard {uid}: {str(found)[:200]}")
+    return found["dashboard"], str((found.get("meta") or {}).get("folderUid") or "")
 
 
-def plan(api: GrafanaApi, dashboards: Iterable[Mapping[str, Any]]) -> list[PlannedChange]:
-    """What pushing ``dashboards`` (already remapped) would do; reads only."""
+def plan(api: GrafanaApi, dashboards: Iterable[Mapping[str, Any]], folder_uid: str) -> list[PlannedChange]:
+    """What pushing ``dashboards`` (already remapped) into ``folder_uid`` would do; reads only."""
     changes = []
     for board in dashboards:
         uid, title = str(board["uid"]), str(board.get("title", ""))
@@ -153,7 +156,10 @@ def plan(api: GrafanaApi, dashboards: Iterable[Mapping[str, Any]]) -> list[Plann
         if existing is None:
             changes.append(PlannedChange(uid, title, "create", "".join(difflib.unified_diff([], _dump(board), "grafana", "generated"))))
             continue
-        diff = "".join(difflib.unified_diff(_dump(existing), _dump(board), f"grafana/{uid}", f"generated/{uid}"))
+        current, current_folder = existing
+        diff = "".join(difflib.unified_diff(_dump(current), _dump(board), f"grafana/{uid}", f"generated/{uid}"))
+        if current_folder != folder_uid:
+            diff = f"folder: {current_folder or '(General)'} -> {folder_uid}\n{diff}"
         changes.append(PlannedChange(uid, title, "update" if diff else "unchanged", diff))
     return changes
 
@@ -183,7 +189,7 @@ def push(
     mapping = resolve_datasources(api, datasource_overrides)
     remapped = [map_datasource_uids(board, mapping) for board in dashboards]
     folder_missing = not _folder_exists(api, folder_uid)
-    report = PushReport(folder_uid, folder_missing, mapping, plan(api, remapped), dry_run)
+    report = PushReport(folder_uid, folder_missing, mapping, plan(api, remapped, folder_uid), dry_run)
     if dry_run:
         return report
     try:

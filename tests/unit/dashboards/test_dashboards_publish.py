@@ -79,6 +79,20 @@ def test_second_push_changes_nothing_and_an_edit_in_grafana_is_overwritten(grafa
     assert state.violations == []
 
 
+def test_a_dashboard_in_another_folder_is_moved_into_ours(grafana: tuple[GrafanaState, str]) -> None:
+    state, url = grafana
+    api = connect(url)
+    push(api, all_dashboards())
+    state.dashboards["mm-misuse-overview"]["folderUid"] = ""  # someone moved it to General
+    plan = push(api, all_dashboards(), dry_run=True)
+    moved = [c for c in plan.changes if c.action == "update"]
+    assert [c.uid for c in moved] == ["mm-misuse-overview"]
+    assert moved[0].diff.startswith("folder: (General) -> misuse-monitor")
+    push(api, all_dashboards())
+    assert state.dashboards["mm-misuse-overview"]["folderUid"] == "misuse-monitor"
+    assert state.violations == []
+
+
 def test_dry_run_only_reads(grafana: tuple[GrafanaState, str]) -> None:
     state, url = grafana
     report = push(connect(url), all_dashboards(), dry_run=True)
