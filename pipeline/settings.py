@@ -20,6 +20,8 @@ from pydantic_settings import (
 )
 
 from detectors.base import DetectorConfig
+from pipeline.alerts.settings import AlertSettings
+from pipeline.postgres_settings import PostgresSettings
 
 
 class Section(BaseModel):
@@ -121,6 +123,8 @@ class Settings(BaseSettings):
     detectors: DetectorSettings = Field(default_factory=DetectorSettings)
     lake: LakeSettings = Field(default_factory=LakeSettings)
     metrics: MetricsSettings = Field(default_factory=MetricsSettings)
+    postgres: PostgresSettings = Field(default_factory=PostgresSettings)
+    alerts: AlertSettings = Field(default_factory=AlertSettings)
     sinks: list[str] = Field(default_factory=lambda: ["verdict_topic", "lake", "metrics"])
     pseudonym_key: SecretStr = SecretStr("change-me-in-production")
 
