@@ -1,8 +1,7 @@
 """Campaigns: near-duplicate prompts sent by different users, grouped.
 
-1. Prompt text of each verdict (flagged ones by default) from its stored ``log_json``,
-   through :attr:`InferenceLog.prompt_text` (the text the detectors screened), normalised
-   (lower case, whitespace collapsed).
+1. The last user turn of each verdict's stored ``log_json`` (flagged verdicts by default),
+   normalised (lower case, whitespace collapsed).
 2. Distinct texts -> word unigrams + bigrams -> binary HashingTF -> MinHashLSH (Spark MLlib);
    ``approxSimilarityJoin`` finds pairs within ``max_distance`` Jaccard distance.
 3. Connected components of those pairs (union-find on the driver: edges are between
@@ -33,16 +32,25 @@ _MAX_SHINGLE_CHARS = 4000
 _SEED = 20261129  # fixed: the same history always yields the same campaigns
 
 
-def prompt_text(log_json: str | None) -> str | None:
-    """The screened prompt side of a stored inference log (None when not stored/invalid)."""
+def campaign_text(log_json: str | None) -> str | None:
+    """What a campaign varies: the last user turn (or ``prompt``) of a stored inference log.
+
+    Not :attr:`InferenceLog.prompt_text`: that includes the deployment's system prompt, which
+    every user of a deployment shares, so unrelated short prompts would look near-duplicate.
+    None when the log is not stored or does not parse.
+    """
     if not log_json:
         return None
     from pipeline.schemas import InferenceLog
 
     try:
-        return InferenceLog.model_validate(json.loads(log_json)).prompt_text
+        log = InferenceLog.model_validate(json.loads(log_json))
     except ValueError:  # json.JSONDecodeError and pydantic.ValidationError are ValueErrors
         return None
+    if log.prompt:
+        return log.prompt
+    user_turns = [m.text for m in log.messages or () if m.role == "user" and m.text]
+    return user_turns[-1] if user_turns else None
 
 
 def _components(edges: Iterable[tuple[str, str]]) -> dict[str, str]:
@@ -76,7 +84,7 @@ def run(
     rows = verdicts.where(F.col("user_id").isNotNull() & F.col("log_json").isNotNull())
     if flagged_only:
         rows = rows.where(F.col("flagged"))
-    extract = F.udf(prompt_text, StringType())
+    extract = F.udf(campaign_text, StringType())
     texts = (
         rows.select("request_id", "timestamp", "user_id", "model", "tenant_id", "categories", extract("log_json").alias("prompt"))
         .where(F.col("prompt").isNotNull())

@@ -1,0 +1,199 @@
+"""``misuse-monitor spark <job>``: the batch jobs from the command line.
+
+Each command builds one SparkSession (``--master``, local[*] by default), reads the lake at
+``--lake`` (or another source for backfill/shadow), and writes under ``--out``. The same
+jobs run under ``spark-submit pipeline/spark/<job>.py`` with the same flags.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+app = typer.Typer(help="Spark batch jobs: backfill, aggregates, offenders, campaigns, shadow.", no_args_is_help=True)
+console = Console()
+
+MasterOpt = Annotated[str, typer.Option(help="Spark master URL: local[*], local[2], spark://host:7077, yarn...")]
+LakeOpt = Annotated[Path | None, typer.Option(help="Lake root holding verdicts/ (default: settings lake.path)")]
+OutOpt = Annotated[Path, typer.Option(help="Output root (job results go to <out>/<job>/)")]
+ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", help="YAML settings file")]
+DriverMemOpt = Annotated[str, typer.Option(help="spark.driver.memory")]
+
+
+def _session(master: str, job: str, driver_memory: str = "1g", kafka: bool = False):  # noqa: ANN202
+    from pipeline.spark.session import SparkOptions, build_session
+
+    return build_session(
+        SparkOptions(master=master, app_name=f"misuse-monitor-{job}", driver_memory=driver_memory, kafka=kafka)
+    )
+
+
+def _settings(config: Path | None):  # noqa: ANN202
+    from pipeline.settings import load_settings
+
+    return load_settings(config)
+
+
+def _verdicts(spark, settings, lake: Path | None):  # noqa: ANN001, ANN202
+    from pipeline.spark.backfill import read_lake_verdicts
+
+    return read_lake_verdicts(spark, lake or settings.lake.path)
+
+
+@app.command()
+def backfill(
+    out: OutOpt,
+    master: MasterOpt = "local[*]",
+    lake: LakeOpt = None,
+    jsonl: Annotated[list[Path] | None, typer.Option(help="JSONL archive(s) instead of the lake (repeatable, globs ok)")] = None,
+    kafka_topic: Annotated[str | None, typer.Option(help="Kafka topic instead of the lake")] = None,
+    bootstrap: Annotated[str | None, typer.Option(help="Kafka bootstrap (default: settings)")] = None,
+    starting_offsets: Annotated[str, typer.Option(help='earliest or JSON {"topic":{"0":123}}')] = "earliest",
+    ending_offsets: Annotated[str, typer.Option(help='latest or JSON {"topic":{"0":456}} (exclusive)')] = "latest",
+    detectors: Annotated[str | None, typer.Option(help="Comma-separated detector names (default: settings)")] = None,
+    option: Annotated[list[str] | None, typer.Option(help="Detector option key=value (repeatable)")] = None,
+    min_scores: Annotated[str | None, typer.Option(help="Extra thresholds: category=score,...")] = None,
+    max_rows_per_file: Annotated[int, typer.Option(help="Split lake files above this many rows")] = 100_000,
+    config: ConfigOpt = None,
+    driver_memory: DriverMemOpt = "1g",
+) -> None:
+    """Score history (lake, JSONL or a Kafka range) with the stream's detectors into a lake at --out."""
+    from pipeline.spark import backfill as job
+
+    settings = _settings(config)
+    spec = job.ScoringSpec.from_settings(
+        settings,
+        detectors=detectors.split(",") if detectors else None,
+        min_scores=job.parse_min_scores(min_scores),
+        options=job.parse_options(option),
+    )
+    spark = _session(master, "backfill", driver_memory, kafka=bool(kafka_topic))
+    raw = job.read_source(
+        spark,
+        settings,
+        lake=lake,
+        jsonl=[str(p) for p in jsonl or []],
+        kafka_topic=kafka_topic,
+        bootstrap=bootstrap,
+        starting_offsets=starting_offsets,
+        ending_offsets=ending_offsets,
+    )
+    result = job.backfill_to_lake(spark, raw, spec, out, max_rows_per_file)
+    console.print(
+        f"[green]{result.verdicts} verdicts ({result.flagged} flagged), {result.dead_letters} dead letters, "
+        f"{len(result.files)} files[/green] -> {out}"
+    )
+
+
+@app.command()
+def aggregates(
+    out: OutOpt, master: MasterOpt = "local[*]", lake: LakeOpt = None, config: ConfigOpt = None,
+    driver_memory: DriverMemOpt = "1g",
+) -> None:
+    """Daily volume, flagged share, severity mix and complied share per tenant/deployment/model/category."""
+    from pipeline.spark import aggregates as job
+
+    spark = _session(master, "aggregates", driver_memory)
+    target = job.write(job.run(spark, _verdicts(spark, _settings(config), lake)), out)
+    console.print(f"[green]aggregates[/green] -> {target}")
+
+
+@app.command()
+def offenders(
+    out: OutOpt,
+    master: MasterOpt = "local[*]",
+    lake: LakeOpt = None,
+    half_life_days: Annotated[float, typer.Option(help="Risk halves every this many days")] = 7.0,
+    as_of: Annotated[datetime | None, typer.Option(help="Decay reference time (default: newest verdict)")] = None,
+    top: Annotated[int, typer.Option(help="Keep this many users")] = 100,
+    config: ConfigOpt = None,
+    driver_memory: DriverMemOpt = "1g",
+) -> None:
+    """Users ranked by decayed risk, with the categories and models they touched."""
+    from pipeline.spark import offenders as job
+
+    spark = _session(master, "offenders", driver_memory)
+    result = job.run(spark, _verdicts(spark, _settings(config), lake), half_life_days, as_of, top)
+    console.print(f"[green]offenders[/green] -> {job.write(result, out)}")
+
+
+@app.command()
+def campaigns(
+    out: OutOpt,
+    master: MasterOpt = "local[*]",
+    lake: LakeOpt = None,
+    max_distance: Annotated[float, typer.Option(help="Max Jaccard distance of near-duplicate prompts")] = 0.6,
+    min_users: Annotated[int, typer.Option(help="Distinct users needed to call it a campaign")] = 3,
+    all_records: Annotated[bool, typer.Option(help="Include unflagged records")] = False,
+    config: ConfigOpt = None,
+    driver_memory: DriverMemOpt = "1g",
+) -> None:
+    """Near-duplicate prompts across users (MinHash LSH) grouped into campaigns."""
+    from pipeline.spark import campaigns as job
+
+    spark = _session(master, "campaigns", driver_memory)
+    result = job.run(spark, _verdicts(spark, _settings(config), lake), max_distance, min_users, not all_records)
+    console.print(f"[green]campaigns[/green] -> {job.write(result, out)}")
+
+
+@app.command()
+def shadow(
+    out: OutOpt,
+    master: MasterOpt = "local[*]",
+    lake: LakeOpt = None,
+    jsonl: Annotated[list[Path] | None, typer.Option(help="Source history as JSONL instead of the lake")] = None,
+    a_lake: Annotated[Path | None, typer.Option(help="Verdict lake of A (else A is scored here)")] = None,
+    b_lake: Annotated[Path | None, typer.Option(help="Verdict lake of B (else B is scored here)")] = None,
+    a_detectors: Annotated[str | None, typer.Option()] = None,
+    b_detectors: Annotated[str | None, typer.Option()] = None,
+    a_option: Annotated[list[str] | None, typer.Option()] = None,
+    b_option: Annotated[list[str] | None, typer.Option()] = None,
+    a_min_scores: Annotated[str | None, typer.Option(help="category=score,...")] = None,
+    b_min_scores: Annotated[str | None, typer.Option(help="category=score,...")] = None,
+    labels: Annotated[Path | None, typer.Option(help="Reviewed labels: JSONL/Parquet with request_id, misuse[, categories]")] = None,
+    config: ConfigOpt = None,
+    driver_memory: DriverMemOpt = "1g",
+) -> None:
+    """Compare two detector versions or threshold sets: verdict diff, precision/recall on labels."""
+    from pipeline.spark import shadow as job
+
+    argv = ["--master", master, "--out", str(out)]
+    pairs = {
+        "--config": config, "--lake": lake, "--a-lake": a_lake, "--b-lake": b_lake,
+        "--a-detectors": a_detectors, "--b-detectors": b_detectors,
+        "--a-min-scores": a_min_scores, "--b-min-scores": b_min_scores, "--labels": labels,
+    }
+    for flag, value in pairs.items():
+        if value is not None:
+            argv += [flag, str(value)]
+    for flag, values in (("--a-option", a_option), ("--b-option", b_option)):
+        for value in values or []:
+            argv += [flag, value]
+    if jsonl:
+        argv += ["--jsonl", *map(str, jsonl)]
+    _session(master, "shadow", driver_memory)  # driver memory applies only before the JVM starts
+    job.main(argv)
+
+
+@app.command(name="all")
+def all_jobs(
+    out: OutOpt, master: MasterOpt = "local[*]", lake: LakeOpt = None, config: ConfigOpt = None,
+    driver_memory: DriverMemOpt = "1g",
+) -> None:
+    """aggregates + offenders + campaigns over one lake, in one session (input for `report`)."""
+    from pipeline.spark import aggregates as agg_job
+    from pipeline.spark import campaigns as camp_job
+    from pipeline.spark import offenders as off_job
+
+    spark = _session(master, "all", driver_memory)
+    verdicts = _verdicts(spark, _settings(config), lake).cache()
+    for name, job, result in (
+        ("aggregates", agg_job, agg_job.run(spark, verdicts)),
+        ("offenders", off_job, off_job.run(spark, verdicts)),
+        ("campaigns", camp_job, camp_job.run(spark, verdicts)),
+    ):
+        console.print(f"[green]{name}[/green] -> {job.write(result, out)}")

@@ -1,0 +1,100 @@
+"""One local[2] SparkSession and one simulated history for every Spark test.
+
+The session is built with the spark-sql-kafka package (resolved from Maven Central into
+~/.ivy2 on first use) because packages can only be added when the JVM starts. The history
+is simulated traffic (pipeline.simulate) with its ground truth, plus two invalid lines,
+backfilled once into a lake that the job tests share.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("pyspark")
+
+from pyspark.sql import SparkSession  # noqa: E402
+
+from pipeline.settings import Settings  # noqa: E402
+from pipeline.simulate import GroundTruth, simulate, write_jsonl  # noqa: E402
+from pipeline.spark import backfill  # noqa: E402
+from pipeline.spark.session import SparkOptions, build_session  # noqa: E402
+from pipeline.verdicts import Pseudonymizer  # noqa: E402
+
+SIM_RECORDS = 1500
+SIM_SEED = 11
+SIM_END = datetime(2026, 11, 20, tzinfo=UTC)
+SIM_SPAN = timedelta(days=4)
+INVALID_LINES = [b'{"schema": "inference-log/v1", "request_id": "broken"', b'{"schema": "other/v9"}']
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    here = Path(__file__).parent
+    for item in items:
+        if here in Path(str(item.fspath)).parents:
+            item.add_marker(pytest.mark.spark)
+            # pyspark 4.3 warns about pandas 3 on every Arrow UDF; the jobs use Arrow, not pandas UDFs.
+            item.add_marker(pytest.mark.filterwarnings("ignore:PySpark does not yet fully support pandas"))
+
+
+@dataclass(frozen=True)
+class SimulatedHistory:
+    jsonl: Path
+    truths: dict[str, GroundTruth]  # request_id -> truth
+    lines: list[bytes]  # the file's lines, line n at index n-1
+    settings: Settings
+
+    def pseudonym(self, user_id: str | None) -> str | None:
+        return Pseudonymizer(self.settings.pseudonym_key.get_secret_value().encode())(user_id)
+
+
+@pytest.fixture(scope="session")
+def spark() -> Iterator[SparkSession]:
+    session = build_session(
+        SparkOptions(master="local[2]", app_name="misuse-monitor-tests", kafka=True, shuffle_partitions=2)
+    )
+    session.sparkContext.setLogLevel("ERROR")
+    try:
+        yield session
+    finally:
+        session.stop()
+
+
+@pytest.fixture(scope="session")
+def history(tmp_path_factory: pytest.TempPathFactory) -> SimulatedHistory:
+    directory = tmp_path_factory.mktemp("history")
+    path = directory / "logs.jsonl"
+    records = list(simulate(SIM_RECORDS, seed=SIM_SEED, end=SIM_END, span=SIM_SPAN))
+    write_jsonl(records, path)
+    with path.open("ab") as fh:  # invalid inputs must come out as dead letters, not vanish
+        for line in INVALID_LINES:
+            fh.write(line + b"\n")
+    truths = {r.log.request_id: r.truth for r in records}
+    settings = Settings(detectors={"enabled": ["rules"]})
+    return SimulatedHistory(path, truths, path.read_bytes().splitlines(), settings)
+
+
+@pytest.fixture(scope="session")
+def history_lake(spark: SparkSession, history: SimulatedHistory, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    lake = tmp_path_factory.mktemp("lake")
+    spec = backfill.ScoringSpec.from_settings(history.settings)
+    backfill.backfill_to_lake(spark, backfill.read_jsonl(spark, [history.jsonl]), spec, lake)
+    return lake
+
+
+def truth_labels(history: SimulatedHistory) -> list[dict]:
+    """Reviewed labels from the simulator's truth: misuse = an abusive role's request."""
+    return [
+        {"request_id": rid, "misuse": t.role != "benign", "categories": [t.intended_category] if t.intended_category else []}
+        for rid, t in sorted(history.truths.items())
+    ]
+
+
+def write_labels(history: SimulatedHistory, path: Path) -> Path:
+    path.write_text("".join(json.dumps(row) + "\n" for row in truth_labels(history)))
+    return path
