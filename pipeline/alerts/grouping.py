@@ -35,6 +35,7 @@ from pipeline.alerts.model import Alert, AlertPayload, EvidenceItem, Notificatio
 from pipeline.alerts.outbox import Outbox
 from pipeline.alerts.rules import AlertRules, InhibitRule, ResolvedRoute
 
+_CHUNK = 500  # keys per IN (...) list: far below SQLite's and PostgreSQL's parameter limits
 _MATCHER = re.compile(r"^\s*([a-zA-Z_][a-zA-Z0-9_]*)\s*(=~|!~|!=|=)\s*(.*?)\s*$")
 
 
@@ -150,17 +151,32 @@ def expire_silence(engine: Engine, silence_id: str, *, now: float | None = None)
         raise SilenceError(f"no active silence with id {silence_id!r}")
 
 
-def inhibited(alert: Alert, sources: Iterable[Alert], rules: Iterable[InhibitRule]) -> bool:
-    """True when a firing source alert mutes ``alert`` (an alert never inhibits itself)."""
-    for rule in rules:
-        if not all(alert.labels.get(k) == v for k, v in rule.target_match.items()):
-            continue
-        for src in sources:
-            if src is alert or not all(src.labels.get(k) == v for k, v in rule.source_match.items()):
+class Inhibitor:
+    """Indexes firing source alerts per inhibit rule by their ``equal`` label values, so muting
+    a target is a set lookup instead of a scan of every firing alert."""
+
+    def __init__(self, rules: Iterable[InhibitRule], firing: Iterable[Alert]) -> None:
+        self._rules = list(rules)
+        self._sources: list[dict[tuple[str, ...], set[str]]] = [defaultdict(set) for _ in self._rules]
+        for alert in firing:
+            for rule, index in zip(self._rules, self._sources, strict=True):
+                if all(alert.labels.get(k) == v for k, v in rule.source_match.items()):
+                    index[tuple(alert.labels.get(k, "") for k in rule.equal)].add(alert.fingerprint)
+
+    def mutes(self, alert: Alert) -> bool:
+        """True when a firing source alert mutes ``alert`` (an alert never inhibits itself)."""
+        for rule, index in zip(self._rules, self._sources, strict=True):
+            if not all(alert.labels.get(k) == v for k, v in rule.target_match.items()):
                 continue
-            if all(src.labels.get(k, "") == alert.labels.get(k, "") for k in rule.equal):
+            sources = index.get(tuple(alert.labels.get(k, "") for k in rule.equal), set())
+            if sources - {alert.fingerprint}:
                 return True
-    return False
+        return False
+
+
+def inhibited(alert: Alert, sources: Iterable[Alert], rules: Iterable[InhibitRule]) -> bool:
+    """True when a firing source alert among ``sources`` mutes ``alert``."""
+    return Inhibitor(rules, sources).mutes(alert)
 
 
 def group_labels_of(labels: Mapping[str, str], route: ResolvedRoute) -> dict[str, str]:
@@ -200,7 +216,18 @@ def _payload_alert(a: Alert, now: float) -> AlertPayload:
 
 
 class Notifier:
-    """Turns the alert table into notifications in the outbox (one transaction per tick)."""
+    """Turns the alert table into notifications in the outbox (one transaction per tick).
+
+    Alerts are read incrementally (rows updated since the last tick, with a slack for commits
+    that land late) into an in-memory index of group memberships; only groups that are due are
+    re-read from the database and flushed, so a tick costs what changed, not what exists. The
+    database stays the authority: a restarted notifier rebuilds the index from it, and a group is
+    re-read inside the flush transaction, so two notifiers cannot flush one group inconsistently.
+    """
+
+    # Rows committed this late after their updated_at are still picked up.
+    READ_SLACK_S = 5.0
+    RETENTION_EVERY_S = 10.0
 
     def __init__(
         self,
@@ -222,119 +249,210 @@ class Notifier:
         longest = max((r.group_interval for r in self._routes.values()), default=rules.route.group_interval)
         # A resolved alert must outlive the next flush of its groups, or its resolution is lost.
         self._retention_s = 2 * longest + 60
+        self._alerts: dict[str, Alert] = {}
+        self._members: dict[tuple[str, str], set[str]] = defaultdict(set)
+        self._alert_groups: dict[str, list[tuple[str, str]]] = {}
+        self._group_labels: dict[tuple[str, str], dict[str, str]] = {}
+        self._next_flush: dict[tuple[str, str], float] = {}
+        self._watermark: float | None = None
         self._signature: tuple[object, ...] | None = None
-        self._next_due = 0.0
+        self._last_retention = 0.0
 
     def tick(self) -> int:
         """Runs every dispatcher tick; returns how many notifications were enqueued."""
         now = self._clock()
         with self._engine.connect() as conn:
             sig = tuple(conn.execute(sa.select(sa.func.count(), sa.func.max(db.alerts.c.updated_at))).one())
-        if sig == self._signature and now < self._next_due:
+        due_soon = min(self._next_flush.values(), default=float("inf"))
+        if sig == self._signature and now < due_soon and now - self._last_retention < self.RETENTION_EVERY_S:
             return 0  # nothing changed and no group is due: skip the write transaction
         with self._engine.begin() as conn:
-            enqueued, next_due = self._tick(conn, now)
+            enqueued = self._tick(conn, now)
         self._signature = sig
-        self._next_due = next_due
         return enqueued
 
-    def _tick(self, conn: Connection, now: float) -> tuple[int, float]:
-        alerts = [_alert_from_row(r) for r in conn.execute(sa.select(db.alerts)).mappings()]
-        groups = {(r["receiver"], r["group_key"]): dict(r) for r in conn.execute(sa.select(db.groups)).mappings()}
-        silences = [s for s in list_silences(conn, now=now) if s.active(now)]
-        firing_all = [a for a in alerts if a.firing(now)]
+    # ------------------------------------------------------------------ index
+    def _index(self, alert: Alert) -> list[tuple[str, str]]:
+        fp = alert.fingerprint
+        for key in self._alert_groups.get(fp, []):
+            self._members[key].discard(fp)
+        keys = []
+        for receiver, route in self._routes.items():
+            if alert.receivers and receiver not in alert.receivers:
+                continue
+            labels = group_labels_of(alert.labels, route)
+            key = (receiver, group_key_of(receiver, labels))
+            self._members[key].add(fp)
+            self._group_labels[key] = labels
+            keys.append(key)
+        self._alerts[fp] = alert
+        self._alert_groups[fp] = keys
+        return keys
 
-        members: dict[tuple[str, str], list[Alert]] = defaultdict(list)
-        group_labels: dict[tuple[str, str], dict[str, str]] = {}
-        for a in alerts:
-            for receiver, route in self._routes.items():
-                if a.receivers and receiver not in a.receivers:
+    def _forget(self, fp: str) -> None:
+        for key in self._alert_groups.pop(fp, []):
+            self._members[key].discard(fp)
+            if not self._members[key]:
+                del self._members[key]
+        self._alerts.pop(fp, None)
+
+    def _load_changes(self, conn: Connection) -> list[Alert]:
+        t = db.alerts
+        if self._watermark is None:
+            rows = list(conn.execute(sa.select(t)).mappings())
+            self._watermark = self._clock()
+            for row in conn.execute(sa.select(db.groups.c.receiver, db.groups.c.group_key, db.groups.c.next_flush_at)):
+                self._next_flush[(row[0], row[1])] = row[2]
+        else:
+            # Cheap probe first: only rows whose (updated_at, ends_at) differ from the index are
+            # fetched and parsed in full.
+            recent = conn.execute(
+                sa.select(t.c.fingerprint, t.c.updated_at, t.c.ends_at).where(t.c.updated_at >= self._watermark - self.READ_SLACK_S)
+            )
+            stale = []
+            for fp, updated_at, ends_at in recent:
+                known = self._alerts.get(fp)
+                if known is None or (known.updated_at, known.ends_at) != (updated_at, ends_at):
+                    stale.append(fp)
+            rows = []
+            for i in range(0, len(stale), _CHUNK):
+                rows += list(conn.execute(sa.select(t).where(t.c.fingerprint.in_(stale[i : i + _CHUNK]))).mappings())
+        changed = []
+        for row in rows:
+            alert = _alert_from_row(row)
+            self._index(alert)
+            changed.append(alert)
+            self._watermark = max(self._watermark, alert.updated_at)
+        return changed
+
+    # ------------------------------------------------------------------ tick
+    def _tick(self, conn: Connection, now: float) -> int:
+        changed = self._load_changes(conn)
+
+        new_groups: dict[tuple[str, str], float] = {}
+        for alert in changed:
+            if not alert.firing(now):
+                continue
+            for key in self._alert_groups.get(alert.fingerprint, []):
+                if key in self._next_flush or key[0] not in self._routes:
                     continue
-                labels = group_labels_of(a.labels, route)
-                key = (receiver, group_key_of(receiver, labels))
-                members[key].append(a)
-                group_labels[key] = labels
-
-        for key, group_alerts in members.items():
-            live = [a for a in group_alerts if a.firing(now)]
-            if key not in groups and live:
-                route = self._routes[key[0]]
                 # group_wait counts from the first alert, not from when a notifier saw it, so a
                 # restarted or lagging notifier does not delay notifications further.
-                first_flush = min(a.starts_at for a in live) + route.group_wait
-                row = {
-                    "receiver": key[0], "group_key": key[1], "group_labels": group_labels[key],
+                start = alert.starts_at + self._routes[key[0]].group_wait
+                new_groups[key] = min(new_groups.get(key, start), start)
+        if new_groups:
+            rows = [
+                {
+                    "receiver": key[0], "group_key": key[1], "group_labels": self._group_labels[key],
                     "created_at": now, "next_flush_at": first_flush, "last_notified_at": None,
                     "notified_firing": [], "seq": 0,
                 }
-                # Another notifier (a second dispatcher) may create it at the same moment.
-                db.insert_ignore(conn, db.groups, [row], ["receiver", "group_key"])
-                groups[key] = row
+                for key, first_flush in new_groups.items()
+            ]
+            # Another notifier (a second dispatcher) may create some at the same moment.
+            db.insert_many_ignore(conn, db.groups, rows, ["receiver", "group_key"])
+            self._next_flush.update(new_groups)
 
         enqueued = 0
-        next_due = float("inf")
-        muted_cache: dict[str, bool] = {}
+        due = [key for key, at in self._next_flush.items() if at <= now]
+        if due:
+            enqueued = self._flush_groups(conn, due, now)
+
+        if now - self._last_retention >= self.RETENTION_EVERY_S:
+            self._last_retention = now
+            horizon = now - self._retention_s
+            conn.execute(sa.delete(db.alerts).where(db.alerts.c.ends_at < horizon))
+            for fp in [fp for fp, a in self._alerts.items() if a.ends_at < horizon]:
+                self._forget(fp)
+        return enqueued
+
+    def _flush_groups(self, conn: Connection, due: list[tuple[str, str]], now: float) -> int:
+        """Flush due groups with a fixed number of statements, however many groups are due."""
+        silences = [s for s in list_silences(conn, now=now) if s.active(now)]
+        inhibitor = Inhibitor(self._rules.inhibit_rules, (a for a in self._alerts.values() if a.firing(now)))
+        g_t = db.groups
+        # Re-read inside the transaction: the database, not this index, says what was notified.
+        current: dict[tuple[str, str], dict[str, object]] = {}
+        for i in range(0, len(due), _CHUNK):
+            chunk = [gk for _, gk in due[i : i + _CHUNK]]
+            for row in conn.execute(sa.select(g_t).where(g_t.c.group_key.in_(chunk))).mappings():
+                current[(row["receiver"], row["group_key"])] = dict(row)
 
         def muted(a: Alert) -> bool:
-            fp = a.fingerprint
-            if fp not in muted_cache:
-                muted_cache[fp] = any(s.mutes(a.labels) for s in silences) or inhibited(
-                    a, firing_all, self._rules.inhibit_rules
-                )
-            return muted_cache[fp]
+            return any(s.mutes(a.labels) for s in silences) or inhibitor.mutes(a)
 
-        for key, g in groups.items():
+        updates: list[dict[str, object]] = []
+        deletes: list[str] = []
+        payloads: list[NotificationPayload] = []
+        for key in due:
             receiver, gk = key
+            g = current.get(key)
             route = self._routes.get(receiver)
-            group_alerts = members.get(key, [])
-            if route is None or (not g["notified_firing"] and not any(a.firing(now) for a in group_alerts)):
-                conn.execute(sa.delete(db.groups).where(db.groups.c.receiver == receiver, db.groups.c.group_key == gk))
+            group_alerts = [self._alerts[fp] for fp in self._members.get(key, ())]
+            if g is None:
+                self._next_flush.pop(key, None)
                 continue
-            if g["next_flush_at"] > now:
-                next_due = min(next_due, g["next_flush_at"])
+            if route is None or (not g["notified_firing"] and not any(a.firing(now) for a in group_alerts)):
+                deletes.append(gk)
+                self._next_flush.pop(key, None)
+                continue
+            if float(g["next_flush_at"]) > now:  # type: ignore[arg-type]  # flushed by another notifier
+                self._next_flush[key] = float(g["next_flush_at"])  # type: ignore[arg-type]
                 continue
             send_resolved = self._receivers[receiver]
-            notified = set(g["notified_firing"])
+            notified = set(g["notified_firing"])  # type: ignore[call-overload]
             firing = [a for a in group_alerts if a.firing(now) and not muted(a)]
             firing_fps = {a.fingerprint for a in firing}
             resolved = [a for a in group_alerts if not a.firing(now) and a.fingerprint in notified]
-            repeat_due = g["last_notified_at"] is None or now - g["last_notified_at"] >= route.repeat_interval
+            last = g["last_notified_at"]
+            repeat_due = last is None or now - float(last) >= route.repeat_interval  # type: ignore[arg-type]
             need = bool(firing_fps - notified) or (send_resolved and bool(resolved)) or (bool(firing) and repeat_due)
-            values: dict[str, object] = {"next_flush_at": now + route.group_interval}
+            update = {
+                "k_gk": gk, "next_flush_at": now + route.group_interval, "seq": g["seq"],
+                "last_notified_at": last, "notified_firing": g["notified_firing"],
+            }
             if need:
-                seq = int(g["seq"]) + 1
+                seq = int(g["seq"]) + 1  # type: ignore[call-overload]
                 shown = firing + (resolved if send_resolved else [])
-                payload = NotificationPayload(
-                    idempotency_key=idempotency_key(receiver, gk, seq),
-                    receiver=receiver,
-                    status="firing" if firing else "resolved",
-                    group_key=gk,
-                    group_labels=g["group_labels"],
-                    common_labels=_common_labels([a.labels for a in shown]),
-                    alerts=[_payload_alert(a, now) for a in sorted(shown, key=lambda a: (a.starts_at, a.fingerprint))],
-                    created_at=to_datetime(now),
-                    firing_valid_s=route.repeat_interval + route.group_interval,
+                payloads.append(
+                    NotificationPayload(
+                        idempotency_key=idempotency_key(receiver, gk, seq),
+                        receiver=receiver,
+                        status="firing" if firing else "resolved",
+                        group_key=gk,
+                        group_labels=g["group_labels"],  # type: ignore[arg-type]
+                        common_labels=_common_labels([a.labels for a in shown]),
+                        alerts=[_payload_alert(a, now) for a in sorted(shown, key=lambda a: (a.starts_at, a.fingerprint))],
+                        created_at=to_datetime(now),
+                        firing_valid_s=route.repeat_interval + route.group_interval,
+                    )
                 )
-                if self._outbox.enqueue(conn, payload, now):
-                    enqueued += 1
-                    if self._metrics:
-                        self._metrics.notifications.labels(receiver, payload.status).inc()
-                values.update(seq=seq, last_notified_at=now, notified_firing=sorted(firing_fps))
+                update.update(seq=seq, last_notified_at=now, notified_firing=sorted(firing_fps))
             elif not firing:
-                values["notified_firing"] = []  # everything resolved or muted, nothing to tell
+                update["notified_firing"] = []  # everything resolved or muted, nothing to tell
             else:
                 # Not sending resolutions: forget them so they cannot count later.
-                values["notified_firing"] = sorted(notified - {a.fingerprint for a in resolved})
-            conn.execute(
-                sa.update(db.groups).where(db.groups.c.receiver == receiver, db.groups.c.group_key == gk).values(**values)
-            )
-            next_due = min(next_due, now + route.group_interval)
+                update["notified_firing"] = sorted(notified - {a.fingerprint for a in resolved})
+            updates.append(update)
+            self._next_flush[key] = now + route.group_interval
 
-        # Resolved alerts whose resolution every group has had a chance to send.
-        conn.execute(sa.delete(db.alerts).where(db.alerts.c.ends_at < now - self._retention_s))
-        for a in firing_all:
-            next_due = min(next_due, a.ends_at)
-        return enqueued, next_due
+        for i in range(0, len(deletes), _CHUNK):
+            conn.execute(sa.delete(g_t).where(g_t.c.group_key.in_(deletes[i : i + _CHUNK])))
+        if updates:
+            conn.execute(
+                sa.update(g_t)
+                .where(g_t.c.group_key == sa.bindparam("k_gk"))
+                .values(
+                    next_flush_at=sa.bindparam("next_flush_at"), seq=sa.bindparam("seq"),
+                    last_notified_at=sa.bindparam("last_notified_at"), notified_firing=sa.bindparam("notified_firing"),
+                ),
+                updates,
+            )
+        added = self._outbox.enqueue_many(conn, payloads, now)
+        if self._metrics:
+            for payload in added:
+                self._metrics.notifications.labels(payload.receiver, payload.status).inc()
+        return len(added)
 
 
 def _common_labels(label_sets: list[dict[str, str]]) -> dict[str, str]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass, field
+from functools import cached_property
 from datetime import UTC, datetime
 from typing import Literal
 
@@ -42,8 +43,9 @@ class Alert:
     evidence: list[dict[str, str | float]] = field(default_factory=list)
     receivers: list[str] = field(default_factory=list)
 
-    @property
+    @cached_property
     def fingerprint(self) -> str:
+        # Labels are fixed when an alert is created (they are its identity), so cache it.
         return fingerprint(self.labels)
 
     def firing(self, now: float) -> bool:

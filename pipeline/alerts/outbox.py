@@ -51,20 +51,29 @@ class Outbox:
 
     def enqueue(self, conn: Connection, payload: NotificationPayload, now: float) -> bool:
         """Add a notification in the caller's transaction; False when its key is already there."""
-        row = {
-            "idempotency_key": payload.idempotency_key,
-            "receiver": payload.receiver,
-            "group_key": payload.group_key,
-            "payload": payload.to_json(),
-            "created_at": now,
-            "state": PENDING,
-            "attempts": 0,
-            "next_attempt_at": now,
-            "claimed_until": None,
-            "delivered_at": None,
-            "last_error": None,
-        }
-        return db.insert_ignore(conn, db.outbox, [row], ["idempotency_key"]) == 1
+        return bool(self.enqueue_many(conn, [payload], now))
+
+    def enqueue_many(self, conn: Connection, payloads: list[NotificationPayload], now: float) -> list[NotificationPayload]:
+        """Add notifications in the caller's transaction; returns those whose key was new."""
+        if not payloads:
+            return []
+        t = db.outbox
+        keys = [p.idempotency_key for p in payloads]
+        existing: set[str] = set()
+        for i in range(0, len(keys), 500):
+            existing |= {r[0] for r in conn.execute(sa.select(t.c.idempotency_key).where(t.c.idempotency_key.in_(keys[i : i + 500])))}
+        fresh = [p for p in payloads if p.idempotency_key not in existing]
+        rows = [
+            {
+                "idempotency_key": p.idempotency_key, "receiver": p.receiver, "group_key": p.group_key,
+                "payload": p.to_json(), "created_at": now, "state": PENDING, "attempts": 0,
+                "next_attempt_at": now, "claimed_until": None, "delivered_at": None, "last_error": None,
+            }
+            for p in fresh
+        ]
+        # ON CONFLICT DO NOTHING still guards against a concurrent notifier between the two statements.
+        db.insert_many_ignore(conn, t, rows, ["idempotency_key"])
+        return fresh
 
     def claim_due(self, now: float, limit: int, claim_ttl_s: float) -> list[OutboxItem]:
         """Claim up to ``limit`` due pending rows, oldest first."""

@@ -180,3 +180,14 @@ def insert_ignore(conn: Connection, table: sa.Table, rows: list[dict[str, Any]],
         result = conn.execute(insert(table).on_conflict_do_nothing(index_elements=keys), row)
         inserted += max(result.rowcount or 0, 0)
     return inserted
+
+
+def insert_many_ignore(conn: Connection, table: sa.Table, rows: list[dict[str, Any]], keys: list[str]) -> None:
+    """Insert rows in one executemany, skipping those whose unique ``keys`` already exist."""
+    if not rows:
+        return
+    if conn.dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert
+    else:
+        from sqlalchemy.dialects.sqlite import insert
+    conn.execute(insert(table).on_conflict_do_nothing(index_elements=keys), rows)
