@@ -123,7 +123,7 @@ def test(
                 )
             )
             states = {r[0]: (r[1], r[2]) for r in rows}
-        if all(s == "delivered" for s, _ in states.values()):
+        if len(states) == len(keys) and all(s in ("delivered", DEAD) for s, _ in states.values()):
             break
         time.sleep(0.2)
     alerting.close()

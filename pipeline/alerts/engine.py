@@ -39,6 +39,7 @@ from pipeline.alerts.rules import (
 from pipeline.schemas import EVIDENCE_MAX_CHARS, Category, MisuseVerdict
 
 MAX_EVIDENCE_PER_ALERT = 5
+PRUNE_EVERY_S = 10.0
 _ALL_CATEGORIES = "*"
 # A second line of defence on top of the detectors' own redaction: alerts leave the system.
 _REDACTIONS = (
@@ -129,6 +130,7 @@ class AlertEngine:
         self._risk: dict[tuple[str, str], tuple[float, float, dict[str, str]]] = {}
         self._hops: dict[tuple[str, str], dict[str, tuple[float, str | None]]] = defaultdict(dict)
         self._dirty = _Dirty()
+        self._last_prune = 0.0
 
     # ------------------------------------------------------------------ persistence
     def load(self, conn: Connection) -> None:
@@ -232,7 +234,9 @@ class AlertEngine:
                 key = a.annotations.get("_key")
                 if key is not None:
                     self._evaluate_rate(rule, key, now)
-        self._prune(now)
+        if now - self._last_prune >= PRUNE_EVERY_S:  # a full pass over the state: not every tick
+            self._last_prune = now
+            self._prune(now)
 
     def _rule_or_none(self, name: str) -> _RuleBase | None:
         try:

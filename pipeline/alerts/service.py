@@ -33,6 +33,9 @@ class Alerting:
     notifier: Notifier
     dispatcher: Dispatcher
     _lock: threading.Lock = field(default_factory=threading.Lock)
+    _last_tick: float = 0.0
+    # Time-based re-evaluation needs no finer grain than this; the dispatcher ticks faster.
+    TICK_EVERY_S = 1.0
 
     @classmethod
     def build(
@@ -88,7 +91,10 @@ class Alerting:
         self.dispatcher.wake()
 
     def tick(self) -> None:
-        """Time-based re-evaluation (runs in the dispatcher thread)."""
+        """Time-based re-evaluation (runs in the dispatcher thread, at most every TICK_EVERY_S)."""
+        if time.monotonic() - self._last_tick < self.TICK_EVERY_S:
+            return
+        self._last_tick = time.monotonic()
         with self._lock:
             self.engine.tick()
             if self.engine.has_changes:

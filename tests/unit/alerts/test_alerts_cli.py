@@ -1,0 +1,72 @@
+"""`misuse-monitor alerts ...` as an operator uses it: validate rules, manage silences, list alerts."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import yaml
+from typer.testing import CliRunner
+
+from pipeline.alerts.cli import app
+from pipeline.alerts.engine import AlertEngine
+from pipeline.alerts.rules import parse_rules
+from pipeline.alerts.state import create_db_engine
+from pipeline.schemas import Severity
+
+from .conftest import VerdictFactory
+
+runner = CliRunner()
+EXAMPLE = Path(__file__).resolve().parents[3] / "examples" / "alert-rules.yaml"
+
+
+def test_test_command_validates_the_example_and_rejects_a_broken_file(tmp_path: Path) -> None:
+    ok = runner.invoke(app, ["--db-url", f"sqlite:///{tmp_path / 'a.db'}", "--rules", str(EXAMPLE), "test"])
+    assert ok.exit_code == 0, ok.output
+    assert "6 rule(s)" in ok.output
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("rules: [{name: x, kind: rate, window: 5m}]")
+    bad = runner.invoke(app, ["--rules", str(broken), "test"])
+    assert bad.exit_code == 2
+    assert "threshold" in bad.output and "name=x" in bad.output
+
+
+def test_silence_add_list_expire(tmp_path: Path) -> None:
+    db = ["--db-url", f"sqlite:///{tmp_path / 'a.db'}"]
+    added = runner.invoke(app, [*db, "silence", "add", "user=u_1", "tenant=~ac.*", "--duration", "2h", "--comment", "pentest"])
+    assert added.exit_code == 0, added.output
+    silence_id = added.output.strip().splitlines()[-1]
+    listed = runner.invoke(app, [*db, "silence", "list"])
+    assert silence_id[:8] in listed.output and "pentest" in listed.output
+    assert runner.invoke(app, [*db, "silence", "expire", silence_id]).exit_code == 0
+    assert silence_id[:8] not in runner.invoke(app, [*db, "silence", "list"]).output
+    assert runner.invoke(app, [*db, "silence", "expire", silence_id]).exit_code == 1
+    assert runner.invoke(app, [*db, "silence", "add", "not a matcher", "--comment", "x"]).exit_code == 2
+
+
+def test_list_shows_firing_alerts(tmp_path: Path, verdict: VerdictFactory) -> None:
+    url = f"sqlite:///{tmp_path / 'a.db'}"
+    engine = AlertEngine(parse_rules("rules: [{name: crit, kind: verdict, match: {min_severity: critical}}]"))
+    engine.observe([verdict(user="u_7", severity=Severity.CRITICAL)])
+    db = create_db_engine(url)
+    with db.begin() as conn:
+        engine.save(conn)
+    result = runner.invoke(app, ["--db-url", url, "list", "--json"])
+    assert result.exit_code == 0, result.output
+    [alert] = json.loads(result.output)["alerts"]
+    assert alert["status"] == "firing" and alert["labels"]["user"] == "u_7"
+
+
+def test_alerts_config_file_is_read(tmp_path: Path) -> None:
+    config = tmp_path / "alerts.yaml"
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "rules_file": str(EXAMPLE),
+                "db_url": f"sqlite:///{tmp_path / 'a.db'}",
+                "receivers": [{"name": "ops", "type": "slack", "url": "http://127.0.0.1:9/hook"}],
+            }
+        )
+    )
+    result = runner.invoke(app, ["--alerts-config", str(config), "test"])
+    assert result.exit_code == 0, result.output
