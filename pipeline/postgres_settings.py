@@ -16,8 +16,3 @@ class PostgresSettings(BaseModel):
     flush_attempts: int = Field(default=5, ge=1)
     create_schema: bool = Field(default=True, description="CREATE TABLE/INDEX IF NOT EXISTS at start-up")
 
-
-def postgres_settings(settings: object) -> PostgresSettings:
-    """``settings.postgres`` once the lead wires the field into Settings; defaults until then."""
-    value = getattr(settings, "postgres", None)
-    return value if isinstance(value, PostgresSettings) else PostgresSettings()

@@ -30,9 +30,8 @@ class PostgresSink(Sink):
     def create(cls, settings: Settings, metrics: PipelineMetrics) -> Self:
         # Imported here: SQLAlchemy is the optional "db" extra and sink discovery imports this module.
         from pipeline import events_db
-        from pipeline.postgres_settings import postgres_settings
 
-        pg_settings = postgres_settings(settings)
+        pg_settings = settings.postgres
         engine = events_db.create_engine(pg_settings)
         if pg_settings.create_schema:
             events_db.create_schema(engine)

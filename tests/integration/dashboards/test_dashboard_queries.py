@@ -149,12 +149,6 @@ def scripted_misuse(n: int, seed: int = 7) -> Traffic:
 # --------------------------------------------------------------------------- the running stack
 
 
-class _TestSettings(Settings):
-    # Until Settings has these fields (pipeline/postgres_settings.py, pipeline/alerts/settings.py).
-    postgres: PostgresSettings
-    alerts: AlertSettings
-
-
 ALERT_RULES = """
 version: 1
 route: {group_by: [alertname, tenant], group_wait: 0s, group_interval: 1s, repeat_interval: 1h}
@@ -216,7 +210,7 @@ def stack(kafka_bootstrap: str, postgres_admin_url: str, tmp_path_factory: pytes
     alerts_dir = tmp_path_factory.mktemp("alerts")
     with temporary_database(postgres_admin_url) as pg_url:
         pg_settings = PostgresSettings(url=pg_url)
-        settings = _TestSettings(
+        settings = Settings(
             kafka=KafkaSettings(
                 bootstrap_servers=kafka_bootstrap,
                 input_topic=topic,

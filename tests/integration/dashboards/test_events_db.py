@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
-from types import SimpleNamespace
 
 import pytest
 import sqlalchemy as sa
@@ -13,6 +12,7 @@ from pipeline.localinfra.base import free_port
 from pipeline.postgres_settings import PostgresSettings
 from pipeline.schemas import Category, Finding, InferenceLog, Side
 from pipeline.metrics import PipelineMetrics
+from pipeline.settings import Settings
 from pipeline.sinks.base import ScoredRecord
 from pipeline.sinks.postgres import PostgresSink
 from pipeline.verdicts import Pseudonymizer, build_verdict
@@ -43,8 +43,7 @@ def jailbreak(score: float) -> Finding:
 
 @pytest.fixture
 def sink(postgres_settings: PostgresSettings):
-    # Settings gains a ``postgres`` field when the lead wires it; create() reads it by attribute.
-    pg_sink = PostgresSink.create(SimpleNamespace(postgres=postgres_settings), PipelineMetrics())
+    pg_sink = PostgresSink.create(Settings(sinks=["postgres"], postgres=postgres_settings), PipelineMetrics())
     yield pg_sink
     pg_sink.close()
 
