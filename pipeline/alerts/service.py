@@ -7,6 +7,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
+import sqlalchemy as sa
 from prometheus_client import CollectorRegistry
 from sqlalchemy.engine import Engine
 
@@ -18,7 +19,9 @@ from pipeline.alerts.receivers.base import build_receivers
 from pipeline.alerts.rules import AlertRules, load_rules
 from pipeline.alerts.settings import AlertSettings
 from pipeline.alerts.state import create_db_engine
+from pipeline.alerts import state as state_db
 from pipeline.schemas import MisuseVerdict
+from pipeline.sinks.base import ScoredRecord
 
 
 @dataclass
@@ -34,6 +37,8 @@ class Alerting:
     dispatcher: Dispatcher
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _last_tick: float = 0.0
+    _offsets: dict[tuple[str, int], int] = field(default_factory=dict)
+    _dirty_offsets: set[tuple[str, int]] = field(default_factory=set)
     # Time-based re-evaluation needs no finer grain than this; the dispatcher ticks faster.
     TICK_EVERY_S = 1.0
 
@@ -75,7 +80,28 @@ class Alerting:
         )
         alerting = cls(settings, rules, db, metrics, engine, notifier, dispatcher)
         self_ref.append(alerting)
+        if evaluate:
+            with db.connect() as conn:
+                t = state_db.source_offsets
+                for topic, partition, offset in conn.execute(sa.select(t.c.topic, t.c.partition, t.c.offset)):
+                    alerting._offsets[(topic, partition)] = offset
         return alerting
+
+    def observe_records(self, records: Sequence[ScoredRecord]) -> None:
+        """Feed the verdicts of a stream batch, skipping records already reflected in the
+        committed state (a batch re-read after a crash between our commit and Kafka's)."""
+        fresh = []
+        with self._lock:
+            for rec in records:
+                pos = rec.position
+                if pos is not None:
+                    key = (pos.topic, pos.partition)
+                    if pos.offset <= self._offsets.get(key, -1):
+                        continue
+                    self._offsets[key] = pos.offset
+                    self._dirty_offsets.add(key)
+                fresh.append(rec.verdict)
+            self.engine.observe(fresh)
 
     def observe(self, verdicts: Sequence[MisuseVerdict]) -> None:
         with self._lock:
@@ -84,10 +110,13 @@ class Alerting:
     def commit(self) -> None:
         """Make every alert decided so far durable (one transaction), then wake the dispatcher."""
         with self._lock:
-            if not self.engine.has_changes:
+            if not self.engine.has_changes and not self._dirty_offsets:
                 return
             with self.db.begin() as conn:
                 self.engine.save(conn)
+                rows = [{"topic": k[0], "partition": k[1], "offset": self._offsets[k]} for k in sorted(self._dirty_offsets)]
+                state_db.upsert(conn, state_db.source_offsets, rows, ["topic", "partition"])
+            self._dirty_offsets.clear()
         self.dispatcher.wake()
 
     def tick(self) -> None:

@@ -107,6 +107,17 @@ outbox = sa.Table(
 )
 
 
+# Highest input offset whose verdict is reflected in the rule state, per partition: written in
+# the same transaction as that state, so a batch replayed after a crash is not counted twice.
+source_offsets = sa.Table(
+    "mm_alert_source_offsets",
+    metadata,
+    sa.Column("topic", sa.String(256), primary_key=True),
+    sa.Column("partition", sa.Integer, primary_key=True),
+    sa.Column("offset", sa.BigInteger, nullable=False),
+)
+
+
 class AlertStoreError(RuntimeError):
     """The alert database could not be opened or written."""
 

@@ -1,8 +1,9 @@
 """Alerts sink: feeds every verdict to the alert engine; flush() commits the decisions.
 
-write() evaluates the rules in memory; flush() writes alerts and rule state to the alert
-database in one transaction, so Kafka offsets are committed only after the alerts are durable
-(a crash before that replays the batch; alerts are deduplicated by fingerprint). Delivery is
+write() evaluates the rules in memory; flush() writes alerts, rule state and the last input
+offset per partition to the alert database in one transaction, so Kafka offsets are committed
+only after the alerts are durable, and a batch replayed after a crash in between is recognised by
+its offsets and not counted twice in windows and risk scores. Delivery is
 asynchronous: a dispatcher thread of this process (or a standalone ``misuse-monitor alerts
 dispatch``) groups them into the outbox and sends them. Only the verdict reaches the engine,
 never the inference log, so no prompt text can end up in an alert.
@@ -38,7 +39,7 @@ class AlertsSink(Sink):
         return cls(alerting, run_dispatcher=alert_settings.run_dispatcher)
 
     def write(self, records: Sequence[ScoredRecord]) -> None:
-        self.alerting.observe([r.verdict for r in records])
+        self.alerting.observe_records(records)
 
     def flush(self) -> None:
         self.alerting.commit()

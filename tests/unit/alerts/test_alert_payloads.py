@@ -87,3 +87,28 @@ def test_alertmanager_alerts_keep_labels_and_expire_firing_ones_later() -> None:
     assert firing["endsAt"] == "2026-11-29T10:10:00Z"  # now + firing_valid_s
     assert resolved["endsAt"] == "2026-11-29T09:30:00Z"
     assert "keylogger" in firing["annotations"]["evidence"]
+
+
+def test_a_replayed_batch_is_not_counted_twice(clock: FakeClock, verdict: VerdictFactory, tmp_path: Path) -> None:
+    """Crash after the alert commit but before Kafka's offset commit: the batch comes again."""
+    from pipeline.sinks.base import SourcePosition
+
+    settings = AlertSettings(db_url=f"sqlite:///{tmp_path / 'a.db'}", run_dispatcher=False)
+    rules = parse_rules("rules: [{name: offender, kind: repeat_offender, half_life: 1h, threshold: 100}]")
+    log = InferenceLog.model_validate(
+        {"schema": "inference-log/v1", "request_id": "r", "timestamp": datetime.fromtimestamp(clock.now, UTC),
+         "model": "m", "prompt": "p"}
+    )
+    batch = [
+        ScoredRecord(log=log, verdict=verdict(severity=Severity.HIGH), position=SourcePosition("logs", 0, offset))
+        for offset in range(10, 13)
+    ]
+    first = AlertsSink(Alerting.build(settings, CollectorRegistry(), rules=rules, clock=clock), run_dispatcher=False)
+    first.write(batch)
+    first.flush()
+    first.alerting.close()  # "crash": Kafka offsets were never committed
+    second = AlertsSink(Alerting.build(settings, CollectorRegistry(), rules=rules, clock=clock), run_dispatcher=False)
+    second.write(batch)
+    second.write([ScoredRecord(log=log, verdict=verdict(severity=Severity.HIGH), position=SourcePosition("logs", 0, 13))])
+    assert second.alerting.engine.risk_score("offender", "u_alice") == 16  # 4 records x 4, not 7 x 4
+    second.alerting.close()
