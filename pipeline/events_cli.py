@@ -2,27 +2,34 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-app = typer.Typer(help="The PostgreSQL events store behind the dashboards.", no_args_is_help=True)
-
-UrlOpt = Annotated[str | None, typer.Option(envvar="MM_POSTGRES__URL", help="SQLAlchemy URL (default: settings)")]
-
-
-def _settings(url: str | None):  # noqa: ANN202 - PostgresSettings, imported lazily
+if TYPE_CHECKING:
     from pipeline.postgres_settings import PostgresSettings
 
-    return PostgresSettings(url=url) if url else PostgresSettings()
+app = typer.Typer(help="The PostgreSQL events store behind the dashboards.", no_args_is_help=True)
+
+UrlOpt = Annotated[str | None, typer.Option(help="SQLAlchemy URL (default: postgres.url of the settings)")]
+ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", help="YAML settings file (else MM_CONFIG)")]
+
+
+def _settings(url: str | None, config: Path | None) -> PostgresSettings:
+    """The ``postgres`` section of the process settings (file, MM_POSTGRES__*), ``--url`` wins."""
+    from pipeline.settings import load_settings
+
+    pg = load_settings(config).postgres
+    return pg.model_copy(update={"url": type(pg.url)(url)}) if url else pg
 
 
 @app.command("init")
-def init_schema(url: UrlOpt = None) -> None:
+def init_schema(url: UrlOpt = None, config: ConfigOpt = None) -> None:
     """Create the events table and its indexes (idempotent)."""
     from pipeline import events_db
 
-    engine = events_db.create_engine(_settings(url))
+    engine = events_db.create_engine(_settings(url, config))
     events_db.create_schema(engine)
     engine.dispose()
     typer.echo(f"{events_db.TABLE_NAME} ready")
@@ -31,12 +38,13 @@ def init_schema(url: UrlOpt = None) -> None:
 @app.command()
 def prune(
     url: UrlOpt = None,
-    days: Annotated[int | None, typer.Option(min=0, help="Keep this many days (default: retention_days)")] = None,
+    config: ConfigOpt = None,
+    days: Annotated[int | None, typer.Option(min=0, help="Keep this many days (default: postgres.retention_days)")] = None,
 ) -> None:
     """Delete events older than the retention period (run daily, e.g. from cron)."""
     from pipeline import events_db
 
-    settings = _settings(url)
+    settings = _settings(url, config)
     engine = events_db.create_engine(settings)
     deleted = events_db.delete_older_than(engine, settings.retention_days if days is None else days)
     engine.dispose()

@@ -122,8 +122,9 @@ def test_events_cli_creates_schema_and_prunes_by_retention(postgres_settings: Po
     now = datetime.now(UTC)
     events_db.upsert_verdicts(engine, [make_record("old", ts=now - timedelta(days=100)).verdict,
                                        make_record("new", ts=now - timedelta(days=1)).verdict])
-    result = runner.invoke(app, ["prune", "--url", url, "--days", "90"])
+    # Retention comes from the settings (here the environment, as a deployment would set it).
+    result = runner.invoke(app, ["prune", "--url", url], env={"MM_POSTGRES__RETENTION_DAYS": "50"})
     assert result.exit_code == 0, result.output
-    assert "deleted 1 events" in result.output
+    assert "deleted 1 events older than 50 days" in result.output
     assert [r.request_id for r in rows(postgres_settings)] == ["new"]
     engine.dispose()
