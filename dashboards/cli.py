@@ -84,7 +84,7 @@ def push(
 @app.command()
 def verify(
     prometheus_url: Annotated[str, typer.Option(help="Prometheus base URL")] = "http://127.0.0.1:9090",
-    postgres_url: Annotated[str | None, typer.Option(envvar="MM_POSTGRES__URL", help="SQLAlchemy URL of the events store")] = None,
+    postgres_url: Annotated[str | None, typer.Option(help="SQLAlchemy URL of the events store (default: settings)")] = None,
     hours: Annotated[float, typer.Option(help="Time range to query, ending now")] = 1.0,
 ) -> None:
     """Run every panel query against live datasources; exit 1 if any fails or returns no data."""
@@ -92,9 +92,9 @@ def verify(
 
     from dashboards.generate import all_dashboards
     from dashboards.queries import iter_queries, run_query
-    from pipeline.postgres_settings import PostgresSettings
+    from pipeline.settings import load_settings
 
-    engine = sa.create_engine(postgres_url or PostgresSettings().url.get_secret_value())
+    engine = sa.create_engine(postgres_url or load_settings().postgres.url.get_secret_value())
     end = datetime.now(UTC)
     start = end - timedelta(hours=hours)
     bad = 0
