@@ -56,3 +56,17 @@ def test_any_of_several_signatures_verifies_during_secret_rotation() -> None:
     ts = int(time.time())
     headers = {"X-MM-Timestamp": str(ts), "X-MM-Signature": f"{sign('old', ts, BODY)}, {sign(SECRET, ts, BODY)}"}
     verify_signature(SECRET, headers, BODY)
+
+
+def test_the_stdlib_snippet_in_the_docs_verifies_our_signatures() -> None:
+    """Receivers copy this snippet from docs/alerting.md; it must keep agreeing with the signer."""
+    from pathlib import Path
+
+    doc = (Path(__file__).resolve().parents[3] / "docs" / "alerting.md").read_text()
+    snippet = doc.split("Without it (standard library only):", 1)[1].split("```python", 1)[1].split("```", 1)[0]
+    namespace: dict[str, object] = {}
+    exec(snippet, namespace)  # noqa: S102 - our own documentation
+    verify = namespace["verify"]
+    headers = signed_headers(SECRET, BODY, "key-1")
+    assert verify(SECRET.encode(), headers, BODY) is True  # type: ignore[operator]
+    assert verify(SECRET.encode(), headers, BODY + b" ") is False  # type: ignore[operator]
