@@ -194,11 +194,8 @@ def dispatch(ctx: typer.Context) -> None:
     from pipeline.alerts.service import Alerting
 
     alerting = Alerting.build(settings, evaluate=False)
-    stop = {"now": False}
-
     def _stop(*_: object) -> None:
-        stop["now"] = True
-        alerting.dispatcher.stop(timeout_s=0)
+        alerting.dispatcher.request_stop()
 
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)

@@ -79,9 +79,14 @@ class Dispatcher:
         """Skip the rest of the idle wait: new alerts were just committed."""
         self._wake.set()
 
-    def stop(self, timeout_s: float = 10.0) -> None:
+    def request_stop(self) -> None:
+        """Make :meth:`run_forever` return after the current tick (safe in a signal handler)."""
         self._stop.set()
         self._wake.set()
+
+    def stop(self, timeout_s: float = 10.0) -> None:
+        """Stop the thread (if any) and release the HTTP client and sender pool."""
+        self.request_stop()
         if self._thread is not None:
             self._thread.join(timeout_s)
         self._pool.shutdown(wait=True)

@@ -49,7 +49,8 @@ class DeliverySettings(BaseModel):
 
 
 class AlertSettings(BaseModel):
-    enabled: bool = True
+    """Enable alerting by listing the ``alerts`` sink in ``Settings.sinks``."""
+
     rules_file: Path = Path("examples/alert-rules.yaml")
     # sqlite:///relative/path.db by default; a postgresql+psycopg://... URL selects PostgreSQL.
     db_url: SecretStr = SecretStr("sqlite:///data/alerts.db")
