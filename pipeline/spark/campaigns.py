@@ -84,7 +84,7 @@ def run(
     rows = verdicts.where(F.col("user_id").isNotNull() & F.col("log_json").isNotNull())
     if flagged_only:
         rows = rows.where(F.col("flagged"))
-    extract = F.udf(campaign_text, StringType())
+    extract = F.udf(campaign_text, StringType(), useArrow=True)
     texts = (
         rows.select("request_id", "timestamp", "user_id", "model", "tenant_id", "categories", extract("log_json").alias("prompt"))
         .where(F.col("prompt").isNotNull())

@@ -1,0 +1,156 @@
+"""Aggregates, offenders, campaigns, shadow and the report over simulated history."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from collections import Counter, defaultdict
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+from pyspark.sql import SparkSession
+from typer import Typer
+from typer.testing import CliRunner
+
+from pipeline.lake import LakeWriter
+from pipeline.report import report_command
+from pipeline.spark import aggregates, backfill, campaigns, offenders, shadow
+from pipeline.spark.session import PROJECT_ROOT
+
+from .conftest import SimulatedHistory, truth_labels, write_labels
+
+
+@pytest.fixture(scope="module")
+def lake_rows(history_lake: Path) -> list[dict]:
+    return LakeWriter(history_lake).read().drop_columns(["log_json", "findings"]).to_pylist()
+
+
+@pytest.fixture(scope="module")
+def job_out(spark: SparkSession, history_lake: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """aggregates + offenders + campaigns written like `misuse-monitor spark all` does."""
+    out = tmp_path_factory.mktemp("jobs")
+    verdicts = backfill.read_lake_verdicts(spark, history_lake).cache()
+    aggregates.write(aggregates.run(spark, verdicts), out)
+    offenders.write(offenders.run(spark, verdicts, top=50), out)
+    # The rules baseline does not flag the simulated campaign's phishing/misinformation
+    # template, so campaigns are searched over every record here.
+    campaigns.write(campaigns.run(spark, verdicts, flagged_only=False), out)
+    return out
+
+
+def test_aggregates_add_up_to_raw_counts(job_out: Path, lake_rows: list[dict], history: SimulatedHistory) -> None:
+    agg = pq.read_table(job_out / "aggregates").to_pylist()
+    totals = [r for r in agg if r["category"] == "all"]
+    assert sum(r["records"] for r in totals) == len(lake_rows) == len(history.truths)
+    assert sum(r["flagged"] for r in totals) == sum(r["flagged"] for r in lake_rows)
+
+    raw: Counter = Counter()
+    for row in lake_rows:
+        group = (row["date"], row["tenant_id"], row["deployment"], row["model"])
+        raw[(*group, "all")] += 1
+        for category in row["categories"]:
+            raw[(*group, category)] += 1
+    assert {(r["date"], r["tenant_id"], r["deployment"], r["model"], r["category"]): r["records"] for r in agg} == dict(raw)
+
+    for r in agg:
+        assert sum(r[f"severity_{s}"] for s in ("none", "low", "medium", "high", "critical")) == r["records"]
+        assert r["complied"] <= r["with_completion"] <= r["flagged"] <= r["records"]
+        if r["category"] != "all":
+            assert r["flagged"] == r["records"]  # a category row only holds flagged records
+    severity = Counter(row["severity"] for row in lake_rows)
+    assert {s: sum(r[f"severity_{s}"] for r in totals) for s in severity} == dict(severity)
+
+
+def test_repeat_offenders_rank_above_one_off_and_benign_users(job_out: Path, lake_rows: list[dict], history: SimulatedHistory) -> None:
+    ranked = {r["user_id"]: r for r in pq.read_table(job_out / "offenders").to_pylist()}
+    flagged = Counter(row["user_id"] for row in lake_rows if row["flagged"])
+    role_of = {history.pseudonym(t.user_id): t.role for t in history.truths.values()}
+    repeaters = {u for u, n in flagged.items() if role_of.get(u) == "repeat_offender" and n >= 3}
+    assert repeaters, "the simulation must hold repeat offenders that the detectors flag repeatedly"
+    others = [r["rank"] for u, r in ranked.items() if role_of.get(u) in ("benign", "abuser") and flagged[u] <= 1]
+    for user in repeaters:
+        assert user in ranked and ranked[user]["rank"] < min(others)
+        mine = [row for row in lake_rows if row["user_id"] == user and row["flagged"]]
+        assert ranked[user]["flagged"] == len(mine)
+        assert ranked[user]["categories"] == sorted({c for row in mine for c in row["categories"]})
+        assert ranked[user]["models"] == sorted({row["model"] for row in mine})
+    assert [r["rank"] for r in sorted(ranked.values(), key=lambda r: -r["risk"])] == list(range(1, len(ranked) + 1))
+
+
+def test_simulated_campaign_is_found(job_out: Path, history: SimulatedHistory) -> None:
+    found = pq.read_table(job_out / "campaigns").to_pylist()
+    truth = defaultdict(set)
+    for rid, t in history.truths.items():
+        if t.campaign_id:
+            truth[t.campaign_id].add(rid)
+    assert len(truth) == 1
+    (members,) = truth.values()
+    top = found[0]  # campaigns come ordered by distinct users
+    overlap = members & set(top["request_ids"])
+    assert len(overlap) >= 0.9 * len(members) and len(overlap) >= 0.9 * len(top["request_ids"])
+    sim_users = {history.pseudonym(history.truths[r].user_id) for r in members}
+    assert top["users"] >= 8 and set(top["user_ids"]) <= sim_users
+    assert top["representative_prompt"] and top["records"] == len(top["request_ids"])
+    assert len(top["models"]) >= 2
+
+
+def test_shadow_threshold_set_diff_and_precision_recall(
+    spark: SparkSession, history: SimulatedHistory, history_lake: Path, tmp_path: Path
+) -> None:
+    raw = backfill.read_lake_logs(spark, history_lake).cache()
+    spec_a = backfill.ScoringSpec.from_settings(history.settings)
+    spec_b = backfill.ScoringSpec.from_settings(history.settings, min_scores={"cyber_abuse": 0.75, "other_harm": 0.75})
+    a = backfill.verdict_rows(backfill.run(spark, raw, spec_a))
+    b = backfill.verdict_rows(backfill.run(spark, raw, spec_b))
+    labels = spark.read.json(str(write_labels(history, tmp_path / "labels.jsonl")))
+    diff = shadow.run(spark, a, b, labels).collect()
+    assert diff and {r["change"] for r in diff} <= {"removed", "severity", "categories"}
+    assert all(r["label_misuse"] is not None for r in diff)
+
+    m = {(r["scope"], r["variant"]): r for r in shadow.metrics(a, b, labels).collect()}
+    labelled = len(truth_labels(history))
+    misuse = sum(row["misuse"] for row in truth_labels(history))
+    for variant in ("a", "b"):
+        row = m[("any", variant)]
+        assert row["tp"] + row["fp"] + row["fn"] + row["tn"] == labelled
+        assert row["tp"] + row["fn"] == misuse
+    assert m[("any", "b")]["recall"] <= m[("any", "a")]["recall"]
+    assert m[("any", "a")]["precision"] > 0.5  # rules flag few benign records
+    assert ("cyber_abuse", "a") in m
+
+
+def test_report_is_self_contained_html(job_out: Path, tmp_path: Path) -> None:
+    app = Typer()
+    app.command()(report_command)
+    target = tmp_path / "report.html"
+    result = CliRunner().invoke(app, [str(job_out), "-o", str(target)])
+    assert result.exit_code == 0, result.output
+    html = target.read_text()
+    assert len(re.findall(r'<img alt="[^"]+" src="data:image/png;base64,[A-Za-z0-9+/=]{200,}">', html)) == 4
+    assert not re.search(r'(src|href)="(https?:)?//', html)  # no external assets
+    top_campaign = pq.read_table(job_out / "campaigns").to_pylist()[0]
+    assert top_campaign["campaign_id"] in html
+    top_user = pq.read_table(job_out / "offenders").to_pylist()[0]["user_id"]
+    assert top_user in html
+    assert "<script" not in html
+
+    empty = CliRunner().invoke(app, [str(tmp_path), "-o", str(tmp_path / "none.html")])
+    assert empty.exit_code == 1 and "no job output" in empty.output
+
+
+@pytest.mark.slow
+def test_spark_submit_runs_a_job(history_lake: Path, tmp_path: Path) -> None:
+    spark_submit = Path(sys.executable).parent / "spark-submit"
+    env = {**os.environ, "PYSPARK_PYTHON": sys.executable}
+    proc = subprocess.run(
+        [str(spark_submit), "--master", "local[1]", "--driver-memory", "512m",
+         str(PROJECT_ROOT / "pipeline/spark/aggregates.py"), "--master", "local[1]",
+         "--lake", str(history_lake), "--out", str(tmp_path)],
+        env=env, capture_output=True, text=True, timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = pq.read_table(tmp_path / "aggregates").to_pylist()
+    assert sum(r["records"] for r in rows if r["category"] == "all") == len(LakeWriter(history_lake).read())
