@@ -94,6 +94,15 @@ class PipelineMetrics:
             "mm_last_commit_timestamp_seconds", "Unix time of the last successful offset commit", registry=r
         )
         self.rebalances = Counter("mm_rebalances_total", "Partition assignments and revocations", ["event"], registry=r)
+        self.detector_info = Gauge(
+            "mm_detector_info", "Detectors loaded by this process (value 1), with their pinned version",
+            ["detector", "version"], registry=r,
+        )
+        self.first_stage_records = Counter(
+            "mm_first_stage_records_total",
+            "Records screened by a detector's cheap first stage: skipped (not sent to the model) or escalated",
+            ["detector", "outcome"], registry=r,
+        )
 
     def serve(self, host: str, port: int) -> None:
         """Expose /metrics over HTTP (a daemon thread of prometheus_client)."""

@@ -22,6 +22,9 @@ class Scorer:
         self.detectors = list(detectors)
         self._pseudonymize = pseudonymize
         self._metrics = metrics
+        if metrics is not None:
+            for detector in self.detectors:
+                metrics.detector_info.labels(detector.name, detector.version).set(1)
 
     @classmethod
     def from_settings(cls, settings: Settings, metrics: PipelineMetrics | None = None) -> Scorer:
