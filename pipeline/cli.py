@@ -109,7 +109,8 @@ def stream(
     from pipeline.metrics import PipelineMetrics
     from pipeline.runner import Pipeline
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("pipeline").setLevel(logging.INFO)  # kafka-python's INFO is connection chatter
     settings = _settings(
         config,
         kafka__bootstrap_servers=bootstrap,
@@ -242,6 +243,29 @@ def schemas_export(
         console.print(f"[red]stale contract files: {stale}; run `misuse-monitor schemas export`[/red]")
         raise typer.Exit(1)
 
+
+def _wire_subcommands() -> None:
+    """Commands that live next to the code they drive (each module imports its heavy
+    dependencies inside its commands, so `misuse-monitor --help` stays fast)."""
+    from dashboards.cli import app as dashboards_app
+    from detectors.training import cli as training_cli
+    from pipeline.alerts.cli import app as alerts_app
+    from pipeline.events_cli import app as events_app
+    from pipeline.report import report_command
+    from pipeline.simulate import simulate_command
+    from pipeline.spark.cli import app as spark_app
+
+    app.command("simulate")(simulate_command)
+    app.command("train")(training_cli.train)
+    app.command("evaluate")(training_cli.evaluate)
+    app.command("report")(report_command)
+    app.add_typer(alerts_app, name="alerts")
+    app.add_typer(dashboards_app, name="dashboards")
+    app.add_typer(events_app, name="events")
+    app.add_typer(spark_app, name="spark")
+
+
+_wire_subcommands()
 
 if __name__ == "__main__":
     app()
