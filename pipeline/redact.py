@@ -14,6 +14,7 @@ _MASKS: tuple[tuple[re.Pattern[str], str], ...] = (
     (re.compile(r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+"), "[EMAIL]"),
     (re.compile(r"\b(?:https?://|www\.)\S+", re.IGNORECASE), "[URL]"),
     (re.compile(r"\b\d{1,3}(?:\.\d{1,3}){3}\b"), "[IP]"),
+    (re.compile(r"\b(?:sk|pk|ghp|gho|xox[abp])[-_][A-Za-z0-9_-]{8,}\b"), "[SECRET]"),
     (re.compile(r"\b(?:\d[ -]?){9,}\d\b"), "[NUMBER]"),
     (re.compile(r"\b(?=[A-Za-z0-9_\-]*\d)(?=[A-Za-z0-9_\-]*[A-Za-z])[A-Za-z0-9_\-]{32,}\b"), "[TOKEN]"),
 )

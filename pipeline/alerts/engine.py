@@ -36,24 +36,15 @@ from pipeline.alerts.rules import (
     VerdictRule,
     _RuleBase,
 )
+from pipeline.redact import redact as redact_identifiers
 from pipeline.schemas import EVIDENCE_MAX_CHARS, Category, MisuseVerdict
 
 MAX_EVIDENCE_PER_ALERT = 5
 PRUNE_EVERY_S = 10.0
 _ALL_CATEGORIES = "*"
-# A second line of defence on top of the detectors' own redaction: alerts leave the system.
-_REDACTIONS = (
-    (re.compile(r"[\w.+-]+@[\w-]+\.[\w.-]+"), "[email]"),
-    (re.compile(r"\b(?:\d{1,3}\.){3}\d{1,3}\b"), "[ip]"),
-    (re.compile(r"\b(?:sk|pk|ghp|xox[abp])[-_][A-Za-z0-9_-]{8,}\b"), "[secret]"),
-    (re.compile(r"\d[\d -]{8,}\d"), "[number]"),
-)
-
-
 def redact(text: str) -> str:
-    for pattern, repl in _REDACTIONS:
-        text = pattern.sub(repl, text)
-    return text[:EVIDENCE_MAX_CHARS]
+    """A second pass over evidence that detectors already redacted: alerts leave the system."""
+    return redact_identifiers(text)[:EVIDENCE_MAX_CHARS]
 
 
 def matches(f: VerdictFilter, v: MisuseVerdict) -> list[Category]:
