@@ -40,7 +40,7 @@ from pipeline.settings import KafkaSettings, Settings  # noqa: E402
 from pipeline.simulate import simulate  # noqa: E402
 
 SECRET = "bench-secret"
-SINKS = ["verdict_topic", "lake", "metrics", "alerts"]
+SINKS = ["alerts", "verdict_topic", "lake", "metrics"]
 RULES = """
 route: {group_by: [alertname, tenant, user], group_wait: 0s, group_interval: 5m, repeat_interval: 4h}
 rules:
@@ -66,7 +66,9 @@ class BenchSettings(Settings):
     alerts: AlertSettings
 
 
-def make_settings(tmp: Path, bootstrap: str, topic: str, receiver_url: str) -> BenchSettings:
+def make_settings(
+    tmp: Path, bootstrap: str, topic: str, receiver_url: str, max_wait_ms: int = 0, sinks: list[str] | None = None
+) -> BenchSettings:
     rules = tmp / "rules.yaml"
     rules.write_text(RULES)
     return BenchSettings(
@@ -74,7 +76,8 @@ def make_settings(tmp: Path, bootstrap: str, topic: str, receiver_url: str) -> B
                "dead_letter_topic": f"{topic}.dlq", "group_id": f"bench-{topic}"},
         lake={"path": str(tmp / f"lake-{topic}")},
         metrics={"port": 0},
-        sinks=SINKS,
+        sinks=sinks or SINKS,
+        **({"batch": {"max_wait_ms": max_wait_ms}} if max_wait_ms else {}),
         alerts=AlertSettings(
             rules_file=rules, db_url=f"sqlite:///{tmp / f'alerts-{topic}.db'}",
             receivers=[{"name": "bench", "type": "webhook", "url": receiver_url, "secret": SECRET}],
@@ -99,7 +102,7 @@ def child(args: argparse.Namespace) -> None:
     """Runs in a child process: the stream, bounded (capacity) or until SIGTERM (latency)."""
     from pipeline.runner import Pipeline
 
-    settings = make_settings(Path(args.tmp), args.bootstrap, args.topic, args.receiver)
+    settings = make_settings(Path(args.tmp), args.bootstrap, args.topic, args.receiver, args.max_wait_ms, args.sinks.split(","))
     pipeline = Pipeline.from_settings(settings, PipelineMetrics())
     if args.expect:
         first = last = None
@@ -116,12 +119,20 @@ def child(args: argparse.Namespace) -> None:
         return
     pipeline.install_signal_handlers()
     pipeline.run()
+    # Where the stream's time went, for the report (stderr: stdout is the parent's channel).
+    summary = {}
+    for metric in pipeline.metrics.registry.collect():
+        if metric.name in ("mm_sink_flush_duration_seconds", "mm_batch_duration_seconds"):
+            for sample in metric.samples:
+                if sample.name.endswith(("_sum", "_count")) or (sample.name.endswith("_bucket") and sample.labels.get("le") in ("0.5", "1.0", "2.5")):
+                    summary[f"{sample.name}{sample.labels}"] = round(sample.value, 3)
+    print(json.dumps(summary), file=sys.stderr)
 
 
 def spawn(args: argparse.Namespace, tmp: Path, bootstrap: str, topic: str, receiver: str, expect: int = 0) -> subprocess.Popen[str]:
     return subprocess.Popen(
         [sys.executable, __file__, "--phase", "child", "--tmp", str(tmp), "--bootstrap", bootstrap, "--topic", topic,
-         "--receiver", receiver, "--expect", str(expect)],
+         "--receiver", receiver, "--expect", str(expect), "--max-wait-ms", str(args.max_wait_ms), "--sinks", args.sinks],
         stdout=subprocess.PIPE, text=True,
     )
 
@@ -159,6 +170,8 @@ def main() -> None:
     parser.add_argument("--capacity-records", type=int, default=3000)
     parser.add_argument("--seconds", type=float, default=30.0)
     parser.add_argument("--probe-rate", type=float, default=4.0, help="probe records per second")
+    parser.add_argument("--max-wait-ms", type=int, default=0, help="stream micro-batch max wait (0: the default)")
+    parser.add_argument("--sinks", default=",".join(SINKS), help="sinks of the stream (alerts must be one)")
     parser.add_argument("--phase", default="all")
     parser.add_argument("--tmp", default="")
     parser.add_argument("--bootstrap", default="")
@@ -238,10 +251,11 @@ def main() -> None:
 
     measured = [arrived[k] - sent_at[k] for k in sent_at if k in arrived and k != "probe-0"]
     achieved = (n + probes) / elapsed
-    table = Table(title="record produced -> alert received (webhook), group_wait excluded (0s)")
+    wait = f"batch.max_wait_ms={args.max_wait_ms}" if args.max_wait_ms else "default batch settings"
+    table = Table(title=f"record produced -> alert received (webhook), group_wait excluded (0s), {wait}")
     table.add_column("measure")
     table.add_column("value")
-    table.add_row("stream capacity, records/s (sinks: " + ", ".join(SINKS) + ")", f"{capacity:,.1f}")
+    table.add_row(f"stream capacity, records/s (sinks: {args.sinks})", f"{capacity:,.1f}")
     table.add_row("offered load, records/s (target: half capacity)", f"{achieved:,.1f}")
     table.add_row("probe alerts sent / received", f"{len(sent_at) - 1} / {len(measured)}")
     if measured:
