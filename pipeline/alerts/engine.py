@@ -395,13 +395,15 @@ class AlertEngine:
 
     def _count_drops_below(self, rule: RateRule, key: str, threshold: float) -> float:
         """When the window count falls under ``threshold`` if nothing new arrives."""
-        buckets = sorted(self._buckets[rule.name].get(key, {}).items())
+        now = self._clock()
+        oldest = math.floor(now / rule.bucket_s) * rule.bucket_s - rule.window + rule.bucket_s / 2
+        buckets = sorted((b, c) for b, c in self._buckets[rule.name].get(key, {}).items() if b > oldest)
         remaining = sum(c[0] for _, c in buckets)
         for bucket, (f, _t) in buckets:
             remaining -= f
             if remaining < threshold:
                 return bucket + rule.window  # when this bucket leaves the window
-        return self._clock() + rule.bucket_s
+        return now + rule.bucket_s
 
     # repeat offenders ---------------------------------------------------------------
     def _observe_offender(self, rule: RepeatOffenderRule, v: MisuseVerdict, now: float) -> None:

@@ -82,6 +82,11 @@ def test_rate_count_over_sliding_window(clock: FakeClock, verdict: VerdictFactor
     assert firing(engine, clock, "burst")
     clock.advance(2 * 60)
     assert firing(engine, clock, "burst") == []
+    # A new burst later: its end is computed from the current window only, not stale buckets.
+    clock.advance(60)
+    engine.observe([verdict(categories=jb) for _ in range(5)])
+    [alert] = [a for a in engine.alerts.values() if a.firing(clock.now)]
+    assert alert.ends_at == clock.now - clock.now % 60 + 600
 
 
 def test_rate_share_needs_min_total_and_threshold(clock: FakeClock, verdict: VerdictFactory) -> None:
