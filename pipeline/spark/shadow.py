@@ -96,30 +96,25 @@ def metrics(a: DataFrame, b: DataFrame, labels: DataFrame) -> DataFrame:
             (cat.value, truth, lambda s, c=cat.value: F.coalesce(F.array_contains(f"categories_{s}", c), F.lit(False)))
         )
     has_categories = pairs.where(F.col("label_categories").isNotNull()).limit(1).count() > 0
-    rows = []
+    if not has_categories:
+        scopes = scopes[:1]
+    # One aggregation pass for every (scope, variant) cell; reshaped into rows below.
+    cells = []
     for scope, truth, predicted in scopes:
-        if scope != "any" and not has_categories:
-            continue
         for variant in VARIANTS:
             pred = predicted(variant)
+            for name, cond in (("tp", pred & truth), ("fp", pred & ~truth), ("fn", ~pred & truth), ("tn", ~pred & ~truth)):
+                cells.append(F.sum(cond.cast("long")).alias(f"{scope}|{variant}|{name}"))
+    totals = pairs.agg(*cells).first().asDict()
+    rows = []
+    for scope, _, _ in scopes:
+        for variant in VARIANTS:
+            tp, fp, fn, tn = (int(totals[f"{scope}|{variant}|{n}"] or 0) for n in ("tp", "fp", "fn", "tn"))
             rows.append(
-                pairs.agg(
-                    F.lit(variant).alias("variant"),
-                    F.lit(scope).alias("scope"),
-                    F.sum((pred & truth).cast("long")).alias("tp"),
-                    F.sum((pred & ~truth).cast("long")).alias("fp"),
-                    F.sum((~pred & truth).cast("long")).alias("fn"),
-                    F.sum((~pred & ~truth).cast("long")).alias("tn"),
-                )
+                (variant, scope, tp, fp, fn, tn, tp / (tp + fp) if tp + fp else None, tp / (tp + fn) if tp + fn else None)
             )
-    out = rows[0]
-    for more in rows[1:]:
-        out = out.unionByName(more)
-    return out.select(
-        "variant", "scope", "tp", "fp", "fn", "tn",
-        F.when(F.col("tp") + F.col("fp") > 0, F.col("tp") / (F.col("tp") + F.col("fp"))).alias("precision"),
-        F.when(F.col("tp") + F.col("fn") > 0, F.col("tp") / (F.col("tp") + F.col("fn"))).alias("recall"),
-    ).orderBy("scope", "variant")
+    schema = "variant string, scope string, tp long, fp long, fn long, tn long, precision double, recall double"
+    return pairs.sparkSession.createDataFrame(sorted(rows, key=lambda r: (r[1], r[0])), schema)
 
 
 def read_labels(spark: SparkSession, path: Path | str) -> DataFrame:

@@ -103,8 +103,8 @@ def test_shadow_threshold_set_diff_and_precision_recall(
     raw = backfill.read_lake_logs(spark, history_lake).cache()
     spec_a = backfill.ScoringSpec.from_settings(history.settings)
     spec_b = backfill.ScoringSpec.from_settings(history.settings, min_scores={"cyber_abuse": 0.75, "other_harm": 0.75})
-    a = backfill.verdict_rows(backfill.run(spark, raw, spec_a))
-    b = backfill.verdict_rows(backfill.run(spark, raw, spec_b))
+    a = backfill.verdict_rows(backfill.run(spark, raw, spec_a)).cache()
+    b = backfill.verdict_rows(backfill.run(spark, raw, spec_b)).cache()
     labels = spark.read.json(str(write_labels(history, tmp_path / "labels.jsonl")))
     diff = shadow.run(spark, a, b, labels).collect()
     assert diff and {r["change"] for r in diff} <= {"removed", "severity", "categories"}

@@ -1,0 +1,97 @@
+"""Backfill throughput (records/s per core) against in-process classify on the same records.
+
+    .venv/bin/python bench/bench_backfill.py --records 5000 --cores 2 [--detectors rules] [--input FILE]
+
+classify: ``pipeline.cli.classify_lines`` with the stream's Scorer, batch by batch, in this
+process on one core (what ``misuse-monitor classify`` does, minus the file write and progress bar).
+backfill: ``backfill_to_lake`` from the same JSONL on local[cores], end to end (read, score,
+write the lake and dead letters); the first run is cold (Python workers start, detectors load),
+the second warm. Session start-up (JVM) is excluded and printed separately.
+Prints one line per measurement and the ratio backfill-per-core / classify.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shlex
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from pipeline.cli import classify_lines  # noqa: E402
+from pipeline.scoring import Scorer  # noqa: E402
+from pipeline.settings import Settings  # noqa: E402
+
+
+def _simulated(path: Path, records: int) -> None:
+    from pipeline.simulate import simulate, write_jsonl
+
+    write_jsonl(simulate(records, seed=3, end=datetime(2026, 11, 20, tzinfo=UTC), span=timedelta(days=7)), path)
+
+
+def bench_classify(lines: list[bytes], settings: Settings) -> float:
+    scorer = Scorer.from_settings(settings)
+    try:
+        started = time.perf_counter()
+        numbered = list(enumerate(lines, start=1))
+        size = settings.batch.max_records
+        for start in range(0, len(numbered), size):
+            classify_lines(numbered[start : start + size], scorer, settings.batch.max_record_bytes)
+        return time.perf_counter() - started
+    finally:
+        scorer.close()
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--records", type=int, default=5000)
+    parser.add_argument("--cores", type=int, default=os.cpu_count() or 2)
+    parser.add_argument("--detectors", default="rules")
+    parser.add_argument("--input", type=Path, default=None, help="JSONL to use instead of simulated traffic")
+    args = parser.parse_args()
+
+    settings = Settings(detectors={"enabled": args.detectors.split(",")})
+    work = Path(tempfile.mkdtemp(prefix="mm-bench-backfill-"))
+    source = args.input or work / "logs.jsonl"
+    if args.input is None:
+        _simulated(source, args.records)
+    lines = source.read_bytes().splitlines()
+    n = len(lines)
+    print(f"command: {' '.join(shlex.quote(a) for a in [sys.executable, *sys.argv])}")
+    print(f"records: {n} ({source}), detectors: {args.detectors}, cpu_count: {os.cpu_count()}")
+
+    classify_s = bench_classify(lines, settings)
+    classify_rate = n / classify_s
+    print(f"classify (in-process, 1 core): {classify_s:.2f}s  {classify_rate:.0f} records/s")
+
+    from pipeline.spark import backfill
+    from pipeline.spark.session import SparkOptions, build_session
+
+    started = time.perf_counter()
+    spark = build_session(SparkOptions(master=f"local[{args.cores}]", shuffle_partitions=args.cores))
+    spark.sparkContext.setLogLevel("ERROR")
+    print(f"spark session start: {time.perf_counter() - started:.1f}s (excluded)")
+    spec = backfill.ScoringSpec.from_settings(settings)
+    rates = {}
+    for label in ("cold", "warm"):
+        started = time.perf_counter()
+        raw = backfill.read_jsonl(spark, [source]).repartition(args.cores * 2)
+        result = backfill.backfill_to_lake(spark, raw, spec, work / f"lake-{label}")
+        elapsed = time.perf_counter() - started
+        rates[label] = n / elapsed / args.cores
+        print(
+            f"backfill {label} (local[{args.cores}]): {elapsed:.2f}s  {n / elapsed:.0f} records/s  "
+            f"{rates[label]:.0f} records/s/core  ({result.verdicts} verdicts, {result.dead_letters} dead letters)"
+        )
+    spark.stop()
+    print(f"ratio backfill warm per core / classify: {rates['warm'] / classify_rate:.2f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
