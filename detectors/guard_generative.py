@@ -237,10 +237,9 @@ class GenerativeGuardDetector(Detector):
     def create(cls, config: DetectorConfig) -> Self:
         opts = DetectorOptions(cls.name, config)
         model_dir = opts.model_dir()
-        flavor_raw = opts.get("flavor")
-        if flavor_raw is None:
+        if not opts.get("flavor"):
             raise GuardConfigError(f"{cls.name}: option flavor is required (llama_guard | qwen3guard)")
-        flavor = GuardFlavor(opts.choice("flavor", flavor_raw, tuple(GuardFlavor)))
+        flavor = GuardFlavor(opts.choice("flavor", "", tuple(GuardFlavor)))
         apply_threads(config.threads)
         model, tokenizer = load_causal_guard(model_dir, config.device, opts.choice(
             "dtype", "auto", ("auto", "float32", "bfloat16", "float16")))
