@@ -271,6 +271,9 @@ def test_configuration_errors_are_clear(ckpt, tmp_path):
         GenerativeGuardDetector.create(DetectorConfig(model_dir=ckpt("lg_safe", build_tiny_llama_guard, script="safe")))
     with pytest.raises(GuardConfigError, match="threshold"):
         _guard(ckpt("lg_safe", build_tiny_llama_guard, script="safe"), "llama_guard", threshold=1.5)
+    # A namespaced folder lets two guard detectors run side by side with the shared settings.
+    own_dir = {"flavor": "llama_guard", "llm_guard.model_dir": str(ckpt("lg_safe", build_tiny_llama_guard))}
+    assert GenerativeGuardDetector.create(DetectorConfig(model_dir=tmp_path, options=own_dir)).detect(_logs()[:1]) == [[]]
 
 
 # -- sequence classifiers (Prompt Guard style) -------------------------------------------
