@@ -7,7 +7,8 @@ by the Prompt Guard defaults of docs/taxonomy.md (BENIGN/LABEL_0 benign; INJECTI
 jailbreak/prompt_injection; JAILBREAK, MALICIOUS, LABEL_1 -> jailbreak). A label that maps
 nowhere stops ``create``: a silent "benign" for an unknown class would hide misuse.
 
-Scores: softmax over the labels (sigmoid for ``problem_type=multi_label_classification``);
+Scores: softmax over the labels (sigmoid for ``problem_type=multi_label_classification`` and
+for single-logit heads);
 labels that map to the same target add up. Texts longer than the model's window are split
 into overlapping windows and a text scores the maximum over its windows, the way Meta's
 Prompt Guard inference code does; evidence points at the strongest window. Windows from the
@@ -119,7 +120,11 @@ class HFClassifierDetector(Detector):
         self.max_windows = max_windows
         self.detector_version = detector_version or self.version
         self.id2label = {int(k): str(v) for k, v in model.config.id2label.items()}
-        self.multi_label = getattr(model.config, "problem_type", None) == "multi_label_classification"
+        # Independent sigmoids for multi-label heads and single-logit heads (softmax over one
+        # logit would always say 1.0).
+        self.multi_label = (
+            getattr(model.config, "problem_type", None) == "multi_label_classification" or len(self.id2label) == 1
+        )
         # Columns of the probability matrix that add up into each flagged target.
         self._columns: dict[Target, list[int]] = {}
         for index, target in sorted(label_targets.items()):

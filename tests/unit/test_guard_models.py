@@ -303,6 +303,13 @@ def test_prompt_guard_1_labels_separate_injection_from_jailbreak(tmp_path):
     assert _findings(found, Side.PROMPT) == {(JB, "prompt_injection")}
 
 
+def test_single_logit_heads_use_a_sigmoid(tmp_path):
+    model_dir = build_tiny_prompt_guard(tmp_path, id2label={0: "INJECTION"}, logits={0: -2.0})  # P ~ 0.12
+    assert _classifier(model_dir).detect([make_log(prompt="hello")]) == [[]]
+    [found] = _classifier(model_dir, threshold=0.1).detect([make_log(prompt="hello")])
+    assert _findings(found, Side.PROMPT) == {(JB, "prompt_injection")}
+
+
 def test_unmapped_classifier_labels_stop_start_up_until_mapped(tmp_path):
     model_dir = build_tiny_prompt_guard(tmp_path, id2label={0: "LABEL_0", 1: "LABEL_1", 2: "LABEL_2"}, logits={2: 4.0})
     with pytest.raises(GuardConfigError, match="label_map"):
