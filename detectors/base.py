@@ -27,6 +27,20 @@ class DetectorConfig:
     options: dict[str, str] = field(default_factory=dict)
 
 
+class PartialDetectionError(RuntimeError):
+    """A detector screened the batch but could not judge some records or sides (e.g. a
+    generative guard answered outside its format). ``partial`` holds the findings of every
+    record (those it could judge); ``failures`` says which records failed and why.
+
+    The scorer keeps ``partial``, counts and logs the failures and goes on: one bad model
+    answer must not stop the stream, and replaying the batch would repeat it."""
+
+    def __init__(self, message: str, partial: list[list[Finding]], failures: Sequence[object]) -> None:
+        super().__init__(message)
+        self.partial = partial
+        self.failures = list(failures)
+
+
 class Detector(ABC):
     """Screens prompts and completions. Subclasses set ``name`` and ``version``."""
 

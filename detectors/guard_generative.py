@@ -53,7 +53,7 @@ from detectors._guard_common import (
     require_complete_load,
     resolve_device,
 )
-from detectors.base import Detector, DetectorConfig
+from detectors.base import Detector, DetectorConfig, PartialDetectionError
 from detectors.taxonomy import Target, UnknownLabelError, lookup
 from pipeline.schemas import Category, Finding, InferenceLog, Side
 
@@ -94,16 +94,17 @@ class GuardFailure:
     error: GuardOutputError
 
 
-class GuardBatchError(RuntimeError):
+class GuardBatchError(PartialDetectionError):
     """Some answers in a batch were unreadable; ``partial`` holds the findings of all records
     (records with failures have only the findings of their readable sides)."""
 
     def __init__(self, failures: list[GuardFailure], partial: list[list[Finding]]) -> None:
         super().__init__(
-            f"{len(failures)} unreadable guard answer(s) in a batch of {len(partial)}; first: {failures[0].error}"
+            f"{len(failures)} unreadable guard answer(s) in a batch of {len(partial)}; first: {failures[0].error}",
+            partial,
+            failures,
         )
-        self.failures = failures
-        self.partial = partial
+        self.failures: list[GuardFailure] = failures
 
 
 def parse_llama_guard(raw: str) -> GuardAnswer:

@@ -85,6 +85,10 @@ class PipelineMetrics:
         self.sink_flush_duration = Histogram(
             "mm_sink_flush_duration_seconds", "write+flush time per sink and batch", ["sink"], buckets=LATENCY_BUCKETS, registry=r
         )
+        self.detector_errors = Counter(
+            "mm_detector_errors_total", "Records (or sides) a detector could not judge, e.g. unreadable guard answers",
+            ["detector"], registry=r,
+        )
         self.sink_errors = Counter("mm_sink_errors_total", "Sink write/flush failures", ["sink"], registry=r)
         self.commits = Counter("mm_offset_commits_total", "Offset commits", ["result"], registry=r)
         self.consumer_lag = Gauge(

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Sequence
 
-from detectors.base import Detector
+from detectors.base import Detector, PartialDetectionError
 from detectors.registry import build
 from pipeline.metrics import PipelineMetrics
 from pipeline.schemas import Finding, InferenceLog, MisuseVerdict
 from pipeline.settings import Settings
 from pipeline.verdicts import Pseudonymizer, build_verdict
+
+log = logging.getLogger(__name__)
 
 
 class Scorer:
@@ -36,7 +39,13 @@ class Scorer:
         merged: list[list[Finding]] = [[] for _ in logs]
         for detector in self.detectors:
             started = time.perf_counter()
-            results = detector.detect(logs)
+            try:
+                results = detector.detect(logs)
+            except PartialDetectionError as exc:
+                results = exc.partial
+                log.warning("detector %s could not judge %d record(s) of the batch: %s", detector.name, len(exc.failures), exc)
+                if self._metrics is not None:
+                    self._metrics.detector_errors.labels(detector.name).inc(len(exc.failures))
             if len(results) != len(logs):
                 raise RuntimeError(f"detector {detector.name} returned {len(results)} results for {len(logs)} records")
             if self._metrics is not None:
