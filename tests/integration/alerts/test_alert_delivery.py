@@ -133,3 +133,17 @@ rules:
     gaps = [b.received_at - a.received_at for a, b in zip(sent[1:], sent[2:], strict=False)]
     assert gaps and all(1.9 <= g <= 3.6 for g in gaps), gaps
     assert len({r.json()["idempotency_key"] for r in sent}) == len(sent)
+
+
+def test_slack_receiver_posts_block_kit_messages(build_alerting: AlertingFactory) -> None:
+    from pipeline.alerts.settings import ReceiverSettings
+
+    with WebhookReceiverServer() as slack:  # stands in for hooks.slack.com: a real HTTP endpoint
+        alerting = build_alerting(PER_USER, [ReceiverSettings(name="slack", type="slack", url=slack.url + "/services/T/B/X")])
+        enqueue(alerting, ["u_1"])
+        assert alerting.dispatcher.drain(timeout_s=10)
+        [request] = slack.requests
+        assert request.path == "/services/T/B/X"
+        body = request.json()
+        assert body["text"].startswith("[FIRING] 1 firing")
+        assert any("user=u_1" in b.get("text", {}).get("text", "") for b in body["blocks"])
