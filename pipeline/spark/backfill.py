@@ -257,23 +257,44 @@ def read_jsonl(spark: SparkSession, paths: Sequence[str | Path]) -> DataFrame:
     """Lines of JSONL archives as raw bytes (invalid UTF-8 is kept for the dead letters).
 
     Files are expanded (globs allowed) and sorted; partition = index in that order, offset =
-    1-based line number. textFile partitions follow file order, so zipWithIndex numbers lines.
+    1-based line number. Numbering stays in the JVM (no Python round trip): Spark's text
+    source yields each split's lines in order, so a line's number is the number of lines in
+    the splits before its split (by byte offset, ``input_file_block_start``) plus its
+    position in its own split (``monotonically_increasing_id`` is consecutive within one).
     """
     files = sorted({f for p in paths for f in (glob.glob(str(p)) or [str(p)])})
     missing = [f for f in files if not Path(f).is_file()]
     if not files or missing:
         raise BackfillError(f"JSONL input not found: {missing or list(paths)}")
-    sc = spark.sparkContext
-    rdds = []
+    frames = []
     for index, file in enumerate(files):
-        lines = sc.textFile(file, use_unicode=False).zipWithIndex()
-        rdds.append(lines.map(functools.partial(_jsonl_row, index)))
-    return spark.createDataFrame(sc.union(rdds), RAW_SCHEMA)
-
-
-def _jsonl_row(partition: int, line_and_index: tuple[bytes, int]) -> tuple[bytes, str, int, int]:
-    line, index = line_and_index
-    return (bytes(line).rstrip(b"\r"), FILE_TOPIC, partition, index + 1)
+        # The text source hands lines over as undecoded bytes; casting to binary keeps them.
+        lines = spark.read.text(file).select(
+            F.col("value").cast("binary").alias("value"),
+            F.input_file_block_start().alias("_block"),
+            F.monotonically_increasing_id().alias("_id"),
+        )
+        blocks = sorted(
+            (r["_block"], r["n"], r["first_id"])
+            for r in lines.groupBy("_block").agg(F.count(F.lit(1)).alias("n"), F.min("_id").alias("first_id")).collect()
+        )
+        base, lines_before = [], 0
+        for block, count, first_id in blocks:
+            base.append((block, lines_before - first_id))
+            lines_before += count
+        shift = F.create_map(*[F.lit(x) for pair in base for x in pair]) if base else F.create_map()
+        frames.append(
+            lines.select(
+                "value",
+                F.lit(FILE_TOPIC).alias("source_topic"),
+                F.lit(index).cast("int").alias("source_partition"),
+                (F.col("_id") + shift[F.col("_block")] + 1).alias("source_offset"),
+            )
+        )
+    result = frames[0]
+    for frame in frames[1:]:
+        result = result.unionByName(frame)
+    return result
 
 
 def read_kafka(

@@ -154,3 +154,18 @@ def test_spark_submit_runs_a_job(history_lake: Path, tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr[-3000:]
     rows = pq.read_table(tmp_path / "aggregates").to_pylist()
     assert sum(r["records"] for r in rows if r["category"] == "all") == len(LakeWriter(history_lake).read())
+
+
+def test_cli_backfill_and_all(history: SimulatedHistory, tmp_path: Path) -> None:
+    """`misuse-monitor spark backfill` then `spark all`: the commands a user types."""
+    from pipeline.spark.cli import app
+
+    lake = tmp_path / "lake"
+    result = CliRunner().invoke(
+        app, ["backfill", "--jsonl", str(history.jsonl), "--out", str(lake), "--detectors", "rules", "--master", "local[2]"]
+    )
+    assert result.exit_code == 0, result.output
+    assert f"{len(history.truths)} verdicts" in result.output and "2 dead letters" in result.output
+    result = CliRunner().invoke(app, ["all", "--lake", str(lake), "--out", str(tmp_path / "out")])
+    assert result.exit_code == 0, result.output
+    assert {p.name for p in (tmp_path / "out").iterdir()} == {"aggregates", "offenders", "campaigns"}
