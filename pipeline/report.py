@@ -20,6 +20,7 @@ import pyarrow.parquet as pq
 import typer
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from matplotlib.figure import Figure
+from matplotlib.ticker import PercentFormatter
 
 TEMPLATES = Path(__file__).parent / "templates"
 CATEGORY_COLORS = {
@@ -94,7 +95,7 @@ def trend_plot(agg: pd.DataFrame) -> str | None:
     for cat in sorted(per_cat.columns):
         right.plot(x, per_cat[cat] / totals["records"], marker="o", label=cat, color=CATEGORY_COLORS.get(cat))
     right.set_title("Flagged share by category")
-    right.yaxis.set_major_formatter(lambda v, _: f"{v:.0%}")
+    right.yaxis.set_major_formatter(PercentFormatter(xmax=1.0, decimals=1))
     if len(per_cat.columns):
         right.legend()
     for ax in (left, right):
@@ -113,14 +114,14 @@ def mix_plot(agg: pd.DataFrame) -> str | None:
     by_model = cats.pivot_table(index="model", columns="category", values="records", aggfunc="sum").fillna(0)
     totals = agg[agg["category"] == "all"]
     severity = {s: int(totals[f"severity_{s}"].sum()) for s in SEVERITY_COLORS}
-    fig = Figure(figsize=(11, 3.8))
-    left, right = fig.subplots(1, 2)
+    fig = Figure(figsize=(12, 3.8))
+    left, right = fig.subplots(1, 2, gridspec_kw={"wspace": 0.55})
     bottom = pd.Series(0.0, index=by_model.index)
     for cat in sorted(by_model.columns):
         left.barh(by_model.index, by_model[cat], left=bottom, label=cat, color=CATEGORY_COLORS.get(cat))
         bottom += by_model[cat]
     left.set_title("Flagged records by model and category")
-    left.legend(fontsize="small")
+    left.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.0, 1.0))
     right.bar(list(severity), list(severity.values()), color=list(SEVERITY_COLORS.values()))
     right.set_title("Severity mix (flagged records)")
     for ax in (left, right):

@@ -181,7 +181,11 @@ def shadow(
 
 @app.command(name="all")
 def all_jobs(
-    out: OutOpt, master: MasterOpt = "local[*]", lake: LakeOpt = None, config: ConfigOpt = None,
+    out: OutOpt,
+    master: MasterOpt = "local[*]",
+    lake: LakeOpt = None,
+    campaigns_all_records: Annotated[bool, typer.Option(help="Campaigns: include unflagged records")] = False,
+    config: ConfigOpt = None,
     driver_memory: DriverMemOpt = "1g",
 ) -> None:
     """aggregates + offenders + campaigns over one lake, in one session (input for `report`)."""
@@ -194,6 +198,6 @@ def all_jobs(
     for name, job, result in (
         ("aggregates", agg_job, agg_job.run(spark, verdicts)),
         ("offenders", off_job, off_job.run(spark, verdicts)),
-        ("campaigns", camp_job, camp_job.run(spark, verdicts)),
+        ("campaigns", camp_job, camp_job.run(spark, verdicts, flagged_only=not campaigns_all_records)),
     ):
         console.print(f"[green]{name}[/green] -> {job.write(result, out)}")
