@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import shutil
 import sys
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,7 +26,7 @@ from typing import Any
 import httpx
 import yaml
 
-from pipeline.localinfra.base import LOOPBACK, LocalService, free_port, log_tail, port_is_open, wait_for_port
+from pipeline.localinfra.base import LOOPBACK, LocalService, ServiceHandle, free_port, port_is_open
 
 SERVICE_NAME = "alertmanager"
 STARTUP_TIMEOUT_S = 60.0
@@ -40,30 +39,13 @@ class AlertmanagerSetupError(RuntimeError):
 
 
 @dataclass
-class LocalAlertmanager:
-    service: LocalService
-    port: int
+class LocalAlertmanager(ServiceHandle):
     data_dir: Path
     config_path: Path
 
     @property
     def url(self) -> str:
         return f"http://{LOOPBACK}:{self.port}"
-
-    def is_running(self) -> bool:
-        return self.service.is_running()
-
-    def stop(self, timeout_s: float = 20.0) -> None:
-        self.service.stop(timeout_s)
-
-    def kill(self) -> None:
-        self.service.kill()
-
-    def __enter__(self) -> LocalAlertmanager:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
 
 def find_alertmanager() -> str:
@@ -144,30 +126,8 @@ def start_alertmanager(
         detach=detach,
     )
     server = LocalAlertmanager(service=service, port=port, data_dir=data_dir, config_path=config_path)
-    try:
-        wait_for_port(LOOPBACK, port, startup_timeout_s, process=service.process, log_path=log_path)
-        _wait_ready(server, startup_timeout_s)
-    except (RuntimeError, TimeoutError) as exc:
-        server.kill()
-        raise AlertmanagerSetupError(f"alertmanager did not start: {exc}") from exc
-    except BaseException:
-        server.kill()
-        raise
+    server.await_ready(startup_timeout_s, AlertmanagerSetupError, ready_url=f"{server.url}/-/ready")
     return server
-
-
-def _wait_ready(server: LocalAlertmanager, timeout_s: float) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"{server.url}/-/ready", timeout=2.0).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        if not server.is_running():
-            break
-        time.sleep(0.2)
-    raise TimeoutError(f"{server.url}/-/ready did not answer 200 within {timeout_s:.0f}s\n{log_tail(server.service.log_path)}")
 
 
 def get_alerts(url: str, *, active: bool = True, silenced: bool = True, inhibited: bool = True) -> list[dict[str, Any]]:

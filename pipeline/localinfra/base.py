@@ -18,9 +18,10 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from pathlib import Path
+from typing import Self
 
 LOOPBACK = "127.0.0.1"
 
@@ -237,3 +238,65 @@ class LocalService:
         data = json.loads(state_file.read_text())
         data["log_path"] = Path(data["log_path"])
         return cls(**data)
+
+
+@dataclass
+class ServiceHandle:
+    """A started local service as callers hold it; subclasses add their addresses."""
+
+    service: LocalService
+    port: int
+
+    def is_running(self) -> bool:
+        return self.service.is_running()
+
+    def stop(self, timeout_s: float = 20.0) -> None:
+        """SIGTERM, then SIGKILL after ``timeout_s``."""
+        self.service.stop(timeout_s)
+
+    def kill(self) -> None:
+        """SIGKILL: simulates a crash."""
+        self.service.kill()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def await_ready(
+        self,
+        timeout_s: float,
+        error: type[Exception],
+        ready_url: str | None = None,
+        ready: Callable[[], None] | None = None,
+    ) -> None:
+        """Wait for the port, then for ``ready_url`` to answer 200 and ``ready()`` to return;
+        on failure kill the process and raise ``error`` with the cause, so no half-started
+        service is left behind."""
+        try:
+            wait_for_port(LOOPBACK, self.port, timeout_s, process=self.service.process, log_path=self.service.log_path)
+            if ready_url is not None:
+                _wait_http_ok(ready_url, timeout_s, self.service)
+            if ready is not None:
+                ready()
+        except (RuntimeError, TimeoutError) as exc:
+            self.kill()
+            raise error(f"{self.service.name} did not start: {exc}") from exc
+        except BaseException:
+            self.kill()
+            raise
+
+
+def _wait_http_ok(url: str, timeout_s: float, service: LocalService) -> None:
+    import httpx  # only the HTTP services need it
+
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        with contextlib.suppress(httpx.HTTPError):
+            if httpx.get(url, timeout=2.0).status_code == 200:
+                return
+        if not service.is_running():
+            break
+        time.sleep(0.2)
+    raise TimeoutError(f"{url} did not answer 200 within {timeout_s:.0f}s{_log_tail_suffix(service.log_path)}")

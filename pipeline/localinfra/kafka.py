@@ -42,7 +42,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pipeline.localinfra.base import LOOPBACK, LocalService, free_port, log_tail, port_is_open, wait_for_port
+from pipeline.localinfra.base import LOOPBACK, LocalService, ServiceHandle, free_port, log_tail, port_is_open, wait_for_port
 
 KAFKA_VERSION = "4.1.1"
 SCALA_BINARY_VERSION = "2.13"
@@ -163,11 +163,9 @@ def _file_lock(path: Path) -> Iterator[None]:
 
 
 @dataclass
-class KafkaBroker:
+class KafkaBroker(ServiceHandle):
     """A running local broker: ``bootstrap`` is what clients connect to."""
 
-    service: LocalService
-    port: int
     controller_port: int
     data_dir: Path
 
@@ -180,22 +178,9 @@ class KafkaBroker:
         """The broker's own log (log4j2); JVM-level output goes to ``stdout.log`` beside it."""
         return self.data_dir / "server.log"
 
-    def is_running(self) -> bool:
-        return self.service.is_running()
-
     def stop(self, timeout_s: float = 30.0) -> None:
         """Controlled shutdown (SIGTERM), SIGKILL if it takes longer than ``timeout_s``."""
         self.service.stop(timeout_s)
-
-    def kill(self) -> None:
-        """SIGKILL: simulates a crashed broker."""
-        self.service.kill()
-
-    def __enter__(self) -> KafkaBroker:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
 
 def find_java() -> str:

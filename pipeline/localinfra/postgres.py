@@ -30,7 +30,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from pipeline.localinfra.base import LOOPBACK, LocalService, free_port, log_tail, port_is_open, wait_for_port
+from pipeline.localinfra.base import LOOPBACK, LocalService, ServiceHandle, free_port, log_tail, port_is_open
 
 SERVICE_NAME = "postgres"
 STARTUP_TIMEOUT_S = 60.0
@@ -44,11 +44,9 @@ class PostgresSetupError(RuntimeError):
 
 
 @dataclass
-class LocalPostgres:
+class LocalPostgres(ServiceHandle):
     """A running local server; ``url`` is what SQLAlchemy connects to."""
 
-    service: LocalService
-    port: int
     user: str
     database: str
     data_dir: Path
@@ -56,9 +54,6 @@ class LocalPostgres:
     @property
     def url(self) -> str:
         return f"postgresql+psycopg://{self.user}@{LOOPBACK}:{self.port}/{self.database}"
-
-    def is_running(self) -> bool:
-        return self.service.is_running()
 
     def stop(self, timeout_s: float = 30.0) -> None:
         """Fast shutdown (SIGINT: disconnect clients, checkpoint); SIGKILL after ``timeout_s``.
@@ -74,15 +69,6 @@ class LocalPostgres:
             while self.service.is_running() and time.monotonic() < deadline:
                 time.sleep(0.05)
         self.service.stop(1.0)
-
-    def kill(self) -> None:
-        self.service.kill()
-
-    def __enter__(self) -> LocalPostgres:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
 
 def find_bin_dir() -> Path:
@@ -166,15 +152,7 @@ def start_postgres(
         detach=detach,
     )
     server = LocalPostgres(service=service, port=port, user=user, database=database, data_dir=data_dir)
-    try:
-        wait_for_port(LOOPBACK, port, startup_timeout_s, process=service.process, log_path=log_path)
-        _create_database(server, startup_timeout_s)
-    except (RuntimeError, TimeoutError) as exc:
-        server.kill()
-        raise PostgresSetupError(f"postgres did not start: {exc}") from exc
-    except BaseException:
-        server.kill()
-        raise
+    server.await_ready(startup_timeout_s, PostgresSetupError, ready=lambda: _create_database(server, startup_timeout_s))
     return server
 
 
