@@ -1,6 +1,6 @@
 """Backfill throughput (records/s per core) against in-process classify on the same records.
 
-    .venv/bin/python bench/bench_backfill.py --records 5000 --cores 2 [--detectors rules] [--input FILE]
+    .venv/bin/python bench/bench_backfill.py --records 5000 --cores 2 [--detectors rules] [--threads 1] [--input FILE]
 
 classify: ``pipeline.cli.classify_lines`` with the stream's Scorer, batch by batch, in this
 process on one core (what ``misuse-monitor classify`` does, minus the file write and progress bar).
@@ -52,10 +52,14 @@ def main() -> int:
     parser.add_argument("--records", type=int, default=5000)
     parser.add_argument("--cores", type=int, default=os.cpu_count() or 2)
     parser.add_argument("--detectors", default="rules")
+    parser.add_argument(
+        "--threads", type=int, default=1,
+        help="detector threads in classify and in each Spark worker (1: a per-core comparison)",
+    )
     parser.add_argument("--input", type=Path, default=None, help="JSONL to use instead of simulated traffic")
     args = parser.parse_args()
 
-    settings = Settings(detectors={"enabled": args.detectors.split(",")})
+    settings = Settings(detectors={"enabled": args.detectors.split(","), "threads": args.threads})
     work = Path(tempfile.mkdtemp(prefix="mm-bench-backfill-"))
     source = args.input or work / "logs.jsonl"
     if args.input is None:
@@ -80,7 +84,7 @@ def main() -> int:
     rates = {}
     for label in ("cold", "warm"):
         started = time.perf_counter()
-        raw = backfill.read_jsonl(spark, [source]).repartition(args.cores * 2)
+        raw = backfill.read_jsonl(spark, [source])
         result = backfill.backfill_to_lake(spark, raw, spec, work / f"lake-{label}")
         elapsed = time.perf_counter() - started
         rates[label] = n / elapsed / args.cores

@@ -24,15 +24,18 @@ trim a replayed range, which would break "each source offset stored exactly once
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import functools
 import glob
+import os
 import sys
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pyarrow as pa
-from pyspark import StorageLevel
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.pandas.types import from_arrow_schema
@@ -40,7 +43,7 @@ from pyspark.sql.types import BinaryType, IntegerType, LongType, StringType, Str
 
 from detectors.base import DetectorConfig
 from pipeline.decode import DecodeError, decode_log
-from pipeline.lake import LAKE_SCHEMA, LakeWriter, to_rows
+from pipeline.lake import LAKE_SCHEMA, LakeWriter, file_name, to_rows
 from pipeline.schemas import InferenceLog, MisuseVerdict
 from pipeline.scoring import Scorer
 from pipeline.settings import Settings, load_settings
@@ -71,14 +74,17 @@ DEAD_LETTER_COLUMNS = ["source_topic", "source_partition", "source_offset", "err
 WRITTEN_ARROW_SCHEMA = pa.schema(
     [
         ("path", pa.string()),
+        ("kind", pa.string()),  # "verdicts" | "dead_letters"
         ("date", pa.string()),
         ("source_topic", pa.string()),
         ("source_partition", pa.int32()),
         ("first_offset", pa.int64()),
         ("last_offset", pa.int64()),
         ("rows", pa.int64()),
+        ("flagged", pa.int64()),
     ]
 )
+DEAD_LETTER_ARROW_SCHEMA = pa.schema([SCORED_ARROW_SCHEMA.field(c) for c in DEAD_LETTER_COLUMNS])
 
 
 class BackfillError(RuntimeError):
@@ -153,9 +159,17 @@ def _scorer(spec: ScoringSpec) -> Scorer:
 
 
 def _build_scorer(spec: ScoringSpec) -> Scorer:
+    from pyspark import TaskContext
+
     from detectors.registry import build
 
-    return Scorer(build(list(spec.detectors), spec.config), Pseudonymizer(spec.pseudonym_key))
+    config = spec.config
+    task = TaskContext.get()
+    if config.threads is None and task is not None:
+        # A detector left to its default uses every core of the machine; in a task it gets
+        # spark.task.cpus, or N concurrent workers would each start os.cpu_count() threads.
+        config = dataclasses.replace(config, threads=task.cpus())
+    return Scorer(build(list(spec.detectors), config), Pseudonymizer(spec.pseudonym_key))
 
 
 def apply_min_scores(
@@ -360,8 +374,44 @@ def dead_letter_rows(scored: DataFrame) -> DataFrame:
     return scored.where(F.col("error_reason").isNotNull()).select(*DEAD_LETTER_COLUMNS)
 
 
+def _write_dead_letters(directory: Path, topic: str, partition: int, table: pa.Table) -> Path:
+    """Dead letters of one offset range, replacing the overlapping part of earlier runs."""
+    directory.mkdir(parents=True, exist_ok=True)
+    offsets = table.column("source_offset").to_pylist()
+    first, last = min(offsets), max(offsets)
+    target = directory / file_name(topic, partition, first, last)
+    _atomic_write(table, target)
+    for existing in LakeWriter.files(directory, topic, partition):
+        if existing.path == target or not existing.overlaps(first, last):
+            continue
+        old = pq.read_table(existing.path, schema=DEAD_LETTER_ARROW_SCHEMA)
+        kept = old.filter(pc.or_(pc.less(old["source_offset"], first), pc.greater(old["source_offset"], last)))
+        kept_name = file_name(topic, partition, *_range(kept)) if kept.num_rows else None
+        if kept_name is not None:
+            _atomic_write(kept, directory / kept_name)
+        if existing.path.name != kept_name:
+            existing.path.unlink(missing_ok=True)
+    return target
+
+
+def _range(table: pa.Table) -> tuple[int, int]:
+    return (pc.min(table["source_offset"]).as_py(), pc.max(table["source_offset"]).as_py())
+
+
+def _atomic_write(table: pa.Table, target: Path) -> None:
+    # Same recipe as the lake writer: readers never see a half-written file.
+    tmp = target.with_name(f".{target.name}.tmp")
+    pq.write_table(table, tmp, compression="zstd")
+    os.replace(tmp, target)
+
+
 def _write_groups(root: str, max_rows_per_file: int, batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
-    """Runs in a task: rows sorted by (date, topic, partition, offset) -> lake files."""
+    """Runs in a task: scored rows sorted by (date, topic, partition, offset) -> files.
+
+    Verdict groups go through the stream's LakeWriter; dead letters (date null) to
+    ``<root>/dead_letters/<topic>-<partition>-<first>-<last>.parquet`` with the same
+    replace-the-overlap rule, so re-runs neither duplicate nor lose them.
+    """
     writer = LakeWriter(Path(root))
     written: list[dict] = []
     pending: list[pa.Table] = []
@@ -372,19 +422,21 @@ def _write_groups(root: str, max_rows_per_file: int, batches: Iterator[pa.Record
         nonlocal pending, pending_rows
         if not pending or pending_key is None:
             return
-        table = pa.concat_tables(pending).cast(LAKE_SCHEMA)
+        table = pa.concat_tables(pending)
         date, topic, partition = pending_key
-        path = writer._write_range(date, topic, partition, table)  # noqa: SLF001 (see docs/spark.md)
-        offsets = table.column("source_offset").to_pylist()
+        if topic is None or partition is None or table.column("source_offset").null_count:
+            raise BackfillError("every scored row needs a source position (topic, partition, offset)")
+        if date is None:
+            kind, flagged = "dead_letters", 0
+            path = _write_dead_letters(Path(root) / "dead_letters", topic, partition, table.select(DEAD_LETTER_COLUMNS).cast(DEAD_LETTER_ARROW_SCHEMA))
+        else:
+            kind, flagged = "verdicts", pc.sum(table["flagged"]).as_py() or 0
+            path = writer._write_range(date, topic, partition, table.select(LAKE_COLUMNS).cast(LAKE_SCHEMA))  # noqa: SLF001
+        first, last = _range(table)
         written.append(
             {
-                "path": str(path),
-                "date": date,
-                "source_topic": topic,
-                "source_partition": partition,
-                "first_offset": min(offsets),
-                "last_offset": max(offsets),
-                "rows": table.num_rows,
+                "path": str(path), "kind": kind, "date": date, "source_topic": topic, "source_partition": partition,
+                "first_offset": first, "last_offset": last, "rows": table.num_rows, "flagged": int(flagged),
             }
         )
         pending, pending_rows = [], 0
@@ -401,15 +453,14 @@ def _write_groups(root: str, max_rows_per_file: int, batches: Iterator[pa.Record
         )
         start = 0
         for i in range(len(keys) + 1):
-            boundary = i == len(keys) or (i > start and keys[i] != keys[start])
-            if not boundary:
+            if i < len(keys) and keys[i] == keys[start]:
                 continue
             segment = table.slice(start, i - start)
             if segment.num_rows:
                 if keys[start] != pending_key:
                     flush()
                     pending_key = keys[start]
-                # Split by size on offset order: consecutive chunks never overlap.
+                # Split by size in offset order: consecutive chunks never overlap.
                 while segment.num_rows:
                     room = max_rows_per_file - pending_rows
                     pending.append(segment.slice(0, room))
@@ -422,21 +473,23 @@ def _write_groups(root: str, max_rows_per_file: int, batches: Iterator[pa.Record
     yield from pa.Table.from_pylist(written, schema=WRITTEN_ARROW_SCHEMA).to_batches()
 
 
-def write_lake(verdicts: DataFrame, root: Path | str, max_rows_per_file: int = 100_000) -> DataFrame:
-    """Write lake rows in the stream's layout; returns one row per file written (eager)."""
+def write_outputs(scored: DataFrame, root: Path | str, max_rows_per_file: int = 100_000) -> DataFrame:
+    """Write scored rows (verdicts in the lake layout, dead letters beside them) in one pass.
+
+    Returns one row per file written (computed eagerly). Rows are hash-partitioned by
+    (date, topic, partition), so each such group (and the trimming of its older files)
+    belongs to exactly one task; dead letters have a null date and group per topic-partition.
+    """
     keys = ["date", "source_topic", "source_partition"]
-    bad = verdicts.where(F.col("source_offset").isNull() | F.col("source_topic").isNull()).limit(1).count()
-    if bad:
-        raise BackfillError("lake rows need a source position (topic, partition, offset)")
     written = (
-        verdicts.repartition(*keys)
+        scored.repartition(*keys)
         .sortWithinPartitions(*keys, "source_offset")
         .mapInArrow(
             functools.partial(_write_groups, str(Path(root).resolve()), max_rows_per_file),
             from_arrow_schema(WRITTEN_ARROW_SCHEMA),
         )
     )
-    return written.localCheckpoint(eager=True).orderBy("date", "source_topic", "source_partition", "first_offset")
+    return written.localCheckpoint(eager=True).orderBy("kind", "date", "source_topic", "source_partition", "first_offset")
 
 
 @dataclass(frozen=True)
@@ -450,28 +503,15 @@ class BackfillResult:
 def backfill_to_lake(
     spark: SparkSession, raw: DataFrame, spec: ScoringSpec, out: Path | str, max_rows_per_file: int = 100_000
 ) -> BackfillResult:
-    """Score ``raw`` once and write verdicts (lake layout) and dead letters under ``out``.
-
-    Dead letters go to ``<out>/dead_letters/`` (Parquet, replaced on each run) with the
-    reason, detail, source position and original bytes.
-    """
-    scored = run(spark, raw, spec).persist(StorageLevel.MEMORY_AND_DISK)
-    try:
-        files = write_lake(verdict_rows(scored), out, max_rows_per_file).collect()
-        dead = dead_letter_rows(scored)
-        dead.coalesce(1).write.mode("overwrite").parquet(str(Path(out) / "dead_letters"))
-        counts = scored.agg(
-            F.sum(F.when(F.col("error_reason").isNull(), 1).otherwise(0)).alias("verdicts"),
-            F.sum(F.when(F.col("flagged"), 1).otherwise(0)).alias("flagged"),
-            F.sum(F.when(F.col("error_reason").isNotNull(), 1).otherwise(0)).alias("dead"),
-        ).first()
-    finally:
-        scored.unpersist()
+    """Score ``raw`` once and write verdicts (lake layout, ``<out>/verdicts/``) and dead
+    letters (``<out>/dead_letters/``: position, reason, detail, original bytes) under ``out``."""
+    files = write_outputs(run(spark, raw, spec), out, max_rows_per_file).collect()
+    verdict_files = [f for f in files if f["kind"] == "verdicts"]
     return BackfillResult(
-        verdicts=int(counts["verdicts"] or 0),
-        flagged=int(counts["flagged"] or 0),
-        dead_letters=int(counts["dead"] or 0),
-        files=[row["path"] for row in files],
+        verdicts=sum(f["rows"] for f in verdict_files),
+        flagged=sum(f["flagged"] for f in verdict_files),
+        dead_letters=sum(f["rows"] for f in files if f["kind"] == "dead_letters"),
+        files=[f["path"] for f in verdict_files],
     )
 
 
