@@ -6,7 +6,9 @@ classify: ``pipeline.cli.classify_lines`` with the stream's Scorer, batch by bat
 process on one core (what ``misuse-monitor classify`` does, minus the file write and progress bar).
 backfill: ``backfill_to_lake`` from the same JSONL on local[cores], end to end (read, score,
 write the lake and dead letters); the first run is cold (Python workers start, detectors load),
-the second warm. Session start-up (JVM) is excluded and printed separately.
+the second warm (workers up, models loaded) over the measured records, which the warm-up run
+(other simulated records) has not seen. Session start-up (JVM) is excluded and printed separately.
+The machine's other load is printed too: on a shared 2-core box it moves these numbers a lot.
 Prints one line per measurement and the ratio backfill-per-core / classify.
 """
 
@@ -28,10 +30,10 @@ from pipeline.scoring import Scorer  # noqa: E402
 from pipeline.settings import Settings  # noqa: E402
 
 
-def _simulated(path: Path, records: int) -> None:
+def _simulated(path: Path, records: int, seed: int) -> None:
     from pipeline.simulate import simulate, write_jsonl
 
-    write_jsonl(simulate(records, seed=3, end=datetime(2026, 11, 20, tzinfo=UTC), span=timedelta(days=7)), path)
+    write_jsonl(simulate(records, seed=seed, end=datetime(2026, 11, 20, tzinfo=UTC), span=timedelta(days=7)), path)
 
 
 def bench_classify(lines: list[bytes], settings: Settings) -> float:
@@ -56,18 +58,26 @@ def main() -> int:
         "--threads", type=int, default=1,
         help="detector threads in classify and in each Spark worker (1: a per-core comparison)",
     )
-    parser.add_argument("--input", type=Path, default=None, help="JSONL to use instead of simulated traffic")
+    parser.add_argument(
+        "--input", type=Path, default=None,
+        help="JSONL to use instead of simulated traffic (also the warm-up: score caches then help the warm run)",
+    )
     args = parser.parse_args()
 
     settings = Settings(detectors={"enabled": args.detectors.split(","), "threads": args.threads})
     work = Path(tempfile.mkdtemp(prefix="mm-bench-backfill-"))
     source = args.input or work / "logs.jsonl"
+    # Warm-up traffic: other records (another seed), so detectors that cache scores per text
+    # (transformer) do not see the measured records before the measured run.
+    warmup = args.input or work / "warmup.jsonl"
     if args.input is None:
-        _simulated(source, args.records)
+        _simulated(source, args.records, seed=3)
+        _simulated(warmup, args.records, seed=4)
     lines = source.read_bytes().splitlines()
     n = len(lines)
     print(f"command: {' '.join(shlex.quote(a) for a in [sys.executable, *sys.argv])}")
     print(f"records: {n} ({source}), detectors: {args.detectors}, cpu_count: {os.cpu_count()}")
+    print(f"load average before: {' '.join(f'{x:.1f}' for x in os.getloadavg())}")
 
     classify_s = bench_classify(lines, settings)
     classify_rate = n / classify_s
@@ -82,17 +92,18 @@ def main() -> int:
     print(f"spark session start: {time.perf_counter() - started:.1f}s (excluded)")
     spec = backfill.ScoringSpec.from_settings(settings)
     rates = {}
-    for label in ("cold", "warm"):
+    for label, path in (("cold (warm-up records)", warmup), ("warm", source)):
         started = time.perf_counter()
-        raw = backfill.read_jsonl(spark, [source])
-        result = backfill.backfill_to_lake(spark, raw, spec, work / f"lake-{label}")
+        result = backfill.backfill_to_lake(spark, backfill.read_jsonl(spark, [path]), spec, work / f"lake-{path.stem}")
         elapsed = time.perf_counter() - started
-        rates[label] = n / elapsed / args.cores
+        records = result.verdicts + result.dead_letters
+        rates[label] = records / elapsed / args.cores
         print(
-            f"backfill {label} (local[{args.cores}]): {elapsed:.2f}s  {n / elapsed:.0f} records/s  "
+            f"backfill {label} (local[{args.cores}]): {elapsed:.2f}s  {records / elapsed:.0f} records/s  "
             f"{rates[label]:.0f} records/s/core  ({result.verdicts} verdicts, {result.dead_letters} dead letters)"
         )
     spark.stop()
+    print(f"load average after: {' '.join(f'{x:.1f}' for x in os.getloadavg())}")
     print(f"ratio backfill warm per core / classify: {rates['warm'] / classify_rate:.2f}")
     return 0
 

@@ -118,13 +118,7 @@ class ScoringSpec:
     ) -> ScoringSpec:
         config = settings.detectors.config()
         if options:
-            config = DetectorConfig(
-                model_dir=config.model_dir,
-                device=config.device,
-                batch_size=config.batch_size,
-                threads=config.threads,
-                options={**config.options, **options},
-            )
+            config = dataclasses.replace(config, options={**config.options, **options})
         return cls(
             detectors=tuple(detectors or settings.detectors.enabled),
             config=config,
