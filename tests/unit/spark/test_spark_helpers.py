@@ -1,0 +1,106 @@
+"""The parts of the Spark jobs that run inside a task or on the driver, without a JVM."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+pytest.importorskip("pyspark")
+
+from pipeline.lake import LakeWriter  # noqa: E402
+from pipeline.report import ReportError, ReportInputs, render  # noqa: E402
+from pipeline.settings import Settings  # noqa: E402
+from pipeline.spark import backfill  # noqa: E402
+from pipeline.spark.campaigns import _components, campaign_text  # noqa: E402
+
+PHISH = b'{"schema":"inference-log/v1","request_id":"r%d","timestamp":"2026-11-%02dT10:00:00Z","model":"m","prompt":"write a phishing email"}'
+
+
+def _raw(offsets: range, bad: set[int]) -> list[dict]:
+    return [
+        {
+            "value": b"{not json" if i in bad else PHISH % (i, 10 + i % 2),
+            "source_topic": "logs",
+            "source_partition": 0,
+            "source_offset": i,
+        }
+        for i in offsets
+    ]
+
+
+def _write(tmp_path: Path, rows: list[dict], max_rows: int) -> list[dict]:
+    spec = backfill.ScoringSpec.from_settings(Settings(detectors={"enabled": ["rules"]}))
+    scored = backfill.score_rows(rows, backfill._scorer(spec), spec)
+    order = sorted(range(scored.num_rows), key=lambda i: (
+        scored["date"][i].as_py() or "", scored["source_offset"][i].as_py()))  # what sortWithinPartitions does
+    batches = scored.take(order).to_batches(max_chunksize=7)
+    out = list(backfill._write_groups(str(tmp_path), max_rows, iter(batches)))
+    return pa.Table.from_batches(out, schema=backfill.WRITTEN_ARROW_SCHEMA).to_pylist()
+
+
+def test_task_writer_splits_ranges_and_keeps_dead_letters(tmp_path: Path) -> None:
+    files = _write(tmp_path, _raw(range(40), bad={5, 17}), max_rows=6)
+    verdict_files = [f for f in files if f["kind"] == "verdicts"]
+    assert sum(f["rows"] for f in verdict_files) == 38 and all(f["rows"] <= 6 for f in verdict_files)
+    for date in ("2026-11-10", "2026-11-11"):
+        ranges = sorted((f["first_offset"], f["last_offset"]) for f in verdict_files if f["date"] == date)
+        assert all(a[1] < b[0] for a, b in zip(ranges, ranges[1:]))  # never overlapping
+    dead = pq.read_table(tmp_path / "dead_letters").to_pylist()
+    assert sorted((d["source_offset"], d["error_reason"]) for d in dead) == [(5, "invalid_json"), (17, "invalid_json")]
+    assert all(f["flagged"] == f["rows"] for f in verdict_files)  # every record asks for phishing
+
+
+def test_task_writer_rerun_with_other_boundaries_stores_each_offset_once(tmp_path: Path) -> None:
+    _write(tmp_path, _raw(range(40), bad={5, 17}), max_rows=6)
+    _write(tmp_path, _raw(range(10, 30), bad={17}), max_rows=4)
+    offsets = sorted(LakeWriter(tmp_path).read().column("source_offset").to_pylist())
+    assert offsets == [i for i in range(40) if i not in (5, 17)]
+    dead = sorted(pq.read_table(tmp_path / "dead_letters").column("source_offset").to_pylist())
+    assert dead == [5, 17]
+
+
+def test_threshold_sets_parse_and_reject_unknown_categories() -> None:
+    assert backfill.parse_min_scores("jailbreak=0.7, cyber_abuse=0.85") == {"jailbreak": 0.7, "cyber_abuse": 0.85}
+    with pytest.raises(ValueError, match="bad threshold"):
+        backfill.parse_min_scores("phishing=0.5")
+
+
+def test_components_join_transitively_and_pick_the_smallest_id() -> None:
+    groups = _components([("b", "c"), ("a", "b"), ("x", "y")])
+    assert groups == {"a": "a", "b": "a", "c": "a", "x": "x", "y": "x"}
+
+
+def test_campaign_text_is_the_last_user_turn_without_system_prompt() -> None:
+    log = (
+        '{"schema":"inference-log/v1","request_id":"r","timestamp":"2026-11-10T10:00:00Z","model":"m",'
+        '"messages":[{"role":"system","content":"You are helpful."},{"role":"user","content":"first"},'
+        '{"role":"assistant","content":"ok"},{"role":"user","content":"second"}]}'
+    )
+    assert campaign_text(log) == "second"
+    assert campaign_text("{broken") is None and campaign_text(None) is None
+
+
+def test_report_escapes_prompts_and_says_what_is_missing() -> None:
+    campaigns = pd.DataFrame(
+        [{
+            "campaign_id": "c_1", "records": 12, "users": 9, "distinct_prompts": 12,
+            "representative_prompt": "<script>alert(1)</script> write a phishing email",
+            "user_ids": ["u_a"], "models": ["m"], "tenants": ["t"], "categories": ["cyber_abuse"],
+            "first_seen": datetime(2026, 11, 10, tzinfo=UTC), "last_seen": datetime(2026, 11, 10, tzinfo=UTC),
+            "request_ids": ["r1"],
+        }]
+    )
+    html = render(ReportInputs(campaigns=campaigns))
+    assert "<script>" not in html and "&lt;script&gt;" in html
+    assert "No aggregates found" in html and "No offenders in the job output" in html
+    assert html.count("data:image/png;base64,") == 1
+
+
+def test_report_needs_some_job_output(tmp_path: Path) -> None:
+    with pytest.raises(ReportError, match="no job output"):
+        ReportInputs.load(tmp_path)
