@@ -26,6 +26,9 @@ class LabelCalibration:
 
 
 DEFAULT_TARGET_PRECISION = 0.90
+# Below this many validation positives a label is not calibrated: the Platt fit would mostly
+# encode the validation set's base rate. Such labels keep the head's own sigmoid and 0.5.
+MIN_POSITIVES = 20
 # Never pick a threshold below this: a nearly-zero threshold on a label with few
 # validation positives would flag most traffic.
 MIN_THRESHOLD = 0.30
@@ -105,8 +108,16 @@ def choose_threshold(
 def calibrate_label(
     logits: np.ndarray, labels: np.ndarray, target_precision: float = DEFAULT_TARGET_PRECISION
 ) -> LabelCalibration:
-    scaler = fit_platt(logits, labels)
-    choice = choose_threshold(scaler(logits), labels, target_precision)
+    positives = int(np.asarray(labels).sum())
+    if positives < MIN_POSITIVES:
+        scaler = PlattScaler(1.0, 0.0)
+        scores = scaler(logits)
+        predicted = scores >= 0.5
+        m = PRF.of(predicted, np.asarray(labels) > 0)
+        choice = ThresholdChoice(0.5, m.precision, m.recall, False)
+    else:
+        scaler = fit_platt(logits, labels)
+        choice = choose_threshold(scaler(logits), labels, target_precision)
     return LabelCalibration(
         a=scaler.a,
         b=scaler.b,

@@ -62,3 +62,7 @@ def evaluate(
     report = run_evaluation(model_dir, threads=threads, limit=limit, progress=typer.echo)
     write_model_card(model_dir, model_card)
     typer.echo(report["summary_table"])
+
+
+if __name__ == "__main__":
+    app()

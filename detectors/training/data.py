@@ -6,8 +6,9 @@ Labelling is transparent and rule-based (no hidden model):
   first: Do-Not-Answer intent codes, pyrit AI-Red-Team set names; then keyword rules);
 * the subcategory comes from the keyword rules in ``SUBCATEGORY_RULES`` below (first match
   within the category, else none);
-* jailbreak templates with a ``{{ prompt }}`` slot are filled with a harmful request of the
-  same split (label: jailbreak + that request's category) or a benign one (jailbreak only);
+* jailbreak templates with a ``{{ prompt }}`` slot are filled with a harmful (2/3) or benign
+  request of the same split; label: jailbreak only (training sees the first window, where
+  the template is; the request's category is scored in its own window at serving time);
 * ShareGPT assistant answers that open with a safety refusal (``REFUSAL_PATTERN``) get the
   ``refusal`` label; every other ShareGPT text is a negative;
 * false claims (short odd statements) and SpamAssassin spam are not used: neither is a request
@@ -34,6 +35,7 @@ import re
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from detectors.training import corpora
 from detectors.training.modeling import REFUSAL
@@ -191,9 +193,10 @@ def _fill_templates(
             out.append(t)
             continue
         if harmful and (not benign or rng.random() < 0.67):
-            h = rng.choice(harmful)
-            labels = tuple(sorted({Category.JAILBREAK.value, *h.labels}))
-            text = corpora.fill_slot(t.text, h.text)
+            # Labelled jailbreak only: the request usually sits past the first window, which is
+            # what training sees; at serving time the request's own window carries its category.
+            text = corpora.fill_slot(t.text, rng.choice(harmful).text)
+            labels = (Category.JAILBREAK.value,)
         else:
             labels = (Category.JAILBREAK.value,)
             text = corpora.fill_slot(t.text, rng.choice(benign).text)
@@ -201,9 +204,35 @@ def _fill_templates(
     return out
 
 
+SYSPROMPT_EXTRACTION_SOURCE = "pyrit/garak_sysprompt_extraction"
+
+
+def sysprompt_extraction_examples() -> list[Example]:
+    """garak's system-prompt extraction requests as shipped in pyrit's local seeds (allowed
+    data; not one of the corpora loaders): short prompt injections, label jailbreak."""
+    import importlib.util
+
+    import yaml
+
+    spec = importlib.util.find_spec("pyrit")
+    if spec is None or not spec.submodule_search_locations:
+        return []
+    root = Path(next(iter(spec.submodule_search_locations)))
+    path = corpora.check_allowed(root / "datasets" / "seed_datasets" / "local" / "garak" / "system_prompt_extraction.prompt")
+    data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    jb = Category.JAILBREAK.value
+    return [
+        Example(corpora.normalize_text(str(seed["value"])), Side.PROMPT, (jb,), f"{jb}/prompt_injection", SYSPROMPT_EXTRACTION_SOURCE)
+        for seed in data.get("seeds", [])
+        if str(seed.get("value", "")).strip()
+    ]
+
+
 def load_examples(sources: Iterable[str] | None = None) -> dict[str, list[Example]]:
     """Labelled examples per source (capped, deterministic order)."""
     out: dict[str, list[Example]] = {}
+    if sources is None:
+        out[SYSPROMPT_EXTRACTION_SOURCE] = sysprompt_extraction_examples()
     for source in sources or corpora.available_sources():
         if source in UNUSED_SOURCES:
             continue

