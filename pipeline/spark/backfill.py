@@ -223,11 +223,17 @@ def run(spark: SparkSession, raw: DataFrame, spec: ScoringSpec) -> DataFrame:
 
     Rows with ``error_reason`` set are dead letters; the others are lake rows.
     """
-    del spark  # part of every job's signature; scoring needs only the input frame
     missing = set(RAW_SCHEMA.fieldNames()) - set(raw.columns)
     if missing:
         raise BackfillError(f"backfill input lacks columns {sorted(missing)}")
-    return raw.select(*RAW_SCHEMA.fieldNames()).mapInArrow(functools.partial(_score_batches, spec), SCORED_SCHEMA)
+    raw = raw.select(*RAW_SCHEMA.fieldNames())
+    slots = spark.sparkContext.defaultParallelism
+    if raw.rdd.getNumPartitions() < slots:
+        # A JSONL file under spark.sql.files.openCostInBytes (4 MB) is one split, a topic may
+        # have one partition: spread the records or a single core scores them all. Twice the
+        # slots evens out records of very different cost (long completions).
+        raw = raw.repartition(2 * slots)
+    return raw.mapInArrow(functools.partial(_score_batches, spec), SCORED_SCHEMA)
 
 
 # --- sources ---------------------------------------------------------------------------------
