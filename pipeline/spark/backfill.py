@@ -528,13 +528,13 @@ def parse_min_scores(text: str | None) -> dict[str, float]:
     return result
 
 
-def parse_options(items: Sequence[str] | None) -> dict[str, str]:
-    """``["threshold=0.7", "window=256"]`` -> detector options."""
+def parse_options(items: Sequence[str] | None, what: str = "detector option") -> dict[str, str]:
+    """``["threshold=0.7", "window=256"]`` -> {"threshold": "0.7", "window": "256"}."""
     result = {}
     for item in items or ():
         key, sep, value = item.partition("=")
-        if not sep:
-            raise ValueError(f"bad detector option {item!r}: expected key=value")
+        if not sep or not key:
+            raise ValueError(f"bad {what} {item!r}: expected key=value")
         result[key] = value
     return result
 

@@ -22,13 +22,21 @@ LakeOpt = Annotated[Path | None, typer.Option(help="Lake root holding verdicts/ 
 OutOpt = Annotated[Path, typer.Option(help="Output root (job results go to <out>/<job>/)")]
 ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", help="YAML settings file")]
 DriverMemOpt = Annotated[str, typer.Option(help="spark.driver.memory")]
+ConfOpt = Annotated[
+    list[str] | None,
+    typer.Option("--conf", help="Extra Spark setting key=value (repeatable), e.g. spark.executor.resource.gpu.amount=1"),
+]
 
 
-def _session(master: str, job: str, driver_memory: str = "1g", kafka: bool = False):  # noqa: ANN202
+def _session(master: str, job: str, driver_memory: str = "1g", kafka: bool = False, conf: list[str] | None = None):  # noqa: ANN202
+    from pipeline.spark.backfill import parse_options
     from pipeline.spark.session import SparkOptions, build_session
 
     return build_session(
-        SparkOptions(master=master, app_name=f"misuse-monitor-{job}", driver_memory=driver_memory, kafka=kafka)
+        SparkOptions(
+            master=master, app_name=f"misuse-monitor-{job}", driver_memory=driver_memory, kafka=kafka,
+            conf=parse_options(conf, what="--conf"),
+        )
     )
 
 
@@ -60,6 +68,7 @@ def backfill(
     max_rows_per_file: Annotated[int, typer.Option(help="Split lake files above this many rows")] = 100_000,
     config: ConfigOpt = None,
     driver_memory: DriverMemOpt = "1g",
+    conf: ConfOpt = None,
 ) -> None:
     """Score history (lake, JSONL or a Kafka range) with the stream's detectors into a lake at --out."""
     from pipeline.spark import backfill as job
@@ -71,7 +80,7 @@ def backfill(
         min_scores=job.parse_min_scores(min_scores),
         options=job.parse_options(option),
     )
-    spark = _session(master, "backfill", driver_memory, kafka=bool(kafka_topic))
+    spark = _session(master, "backfill", driver_memory, kafka=bool(kafka_topic), conf=conf)
     raw = job.read_source(
         spark,
         settings,
@@ -93,11 +102,12 @@ def backfill(
 def aggregates(
     out: OutOpt, master: MasterOpt = "local[*]", lake: LakeOpt = None, config: ConfigOpt = None,
     driver_memory: DriverMemOpt = "1g",
+    conf: ConfOpt = None,
 ) -> None:
     """Daily volume, flagged share, severity mix and complied share per tenant/deployment/model/category."""
     from pipeline.spark import aggregates as job
 
-    spark = _session(master, "aggregates", driver_memory)
+    spark = _session(master, "aggregates", driver_memory, conf=conf)
     target = job.write(job.run(spark, _verdicts(spark, _settings(config), lake)), out)
     console.print(f"[green]aggregates[/green] -> {target}")
 
@@ -112,11 +122,12 @@ def offenders(
     top: Annotated[int, typer.Option(help="Keep this many users")] = 100,
     config: ConfigOpt = None,
     driver_memory: DriverMemOpt = "1g",
+    conf: ConfOpt = None,
 ) -> None:
     """Users ranked by decayed risk, with the categories and models they touched."""
     from pipeline.spark import offenders as job
 
-    spark = _session(master, "offenders", driver_memory)
+    spark = _session(master, "offenders", driver_memory, conf=conf)
     result = job.run(spark, _verdicts(spark, _settings(config), lake), half_life_days, as_of, top)
     console.print(f"[green]offenders[/green] -> {job.write(result, out)}")
 
@@ -131,11 +142,12 @@ def campaigns(
     all_records: Annotated[bool, typer.Option(help="Include unflagged records")] = False,
     config: ConfigOpt = None,
     driver_memory: DriverMemOpt = "1g",
+    conf: ConfOpt = None,
 ) -> None:
     """Near-duplicate prompts across users (MinHash LSH) grouped into campaigns."""
     from pipeline.spark import campaigns as job
 
-    spark = _session(master, "campaigns", driver_memory)
+    spark = _session(master, "campaigns", driver_memory, conf=conf)
     result = job.run(spark, _verdicts(spark, _settings(config), lake), max_distance, min_users, not all_records)
     console.print(f"[green]campaigns[/green] -> {job.write(result, out)}")
 
@@ -157,6 +169,7 @@ def shadow(
     labels: Annotated[Path | None, typer.Option(help="Reviewed labels: JSONL/Parquet with request_id, misuse[, categories]")] = None,
     config: ConfigOpt = None,
     driver_memory: DriverMemOpt = "1g",
+    conf: ConfOpt = None,
 ) -> None:
     """Compare two detector versions or threshold sets: verdict diff, precision/recall on labels."""
     from pipeline.spark import shadow as job
@@ -175,7 +188,7 @@ def shadow(
             argv += [flag, value]
     if jsonl:
         argv += ["--jsonl", *map(str, jsonl)]
-    _session(master, "shadow", driver_memory)  # driver memory applies only before the JVM starts
+    _session(master, "shadow", driver_memory, conf=conf)  # driver memory applies only before the JVM starts
     job.main(argv)
 
 
@@ -187,13 +200,14 @@ def all_jobs(
     campaigns_all_records: Annotated[bool, typer.Option(help="Campaigns: include unflagged records")] = False,
     config: ConfigOpt = None,
     driver_memory: DriverMemOpt = "1g",
+    conf: ConfOpt = None,
 ) -> None:
     """aggregates + offenders + campaigns over one lake, in one session (input for `report`)."""
     from pipeline.spark import aggregates as agg_job
     from pipeline.spark import campaigns as camp_job
     from pipeline.spark import offenders as off_job
 
-    spark = _session(master, "all", driver_memory)
+    spark = _session(master, "all", driver_memory, conf=conf)
     verdicts = _verdicts(spark, _settings(config), lake).cache()
     for name, job, result in (
         ("aggregates", agg_job, agg_job.run(spark, verdicts)),

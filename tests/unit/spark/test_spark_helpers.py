@@ -49,7 +49,7 @@ def test_task_writer_splits_ranges_and_keeps_dead_letters(tmp_path: Path) -> Non
     assert sum(f["rows"] for f in verdict_files) == 38 and all(f["rows"] <= 6 for f in verdict_files)
     for date in ("2026-11-10", "2026-11-11"):
         ranges = sorted((f["first_offset"], f["last_offset"]) for f in verdict_files if f["date"] == date)
-        assert all(a[1] < b[0] for a, b in zip(ranges, ranges[1:]))  # never overlapping
+        assert all(a[1] < b[0] for a, b in zip(ranges, ranges[1:], strict=False))  # never overlapping
     dead = pq.read_table(tmp_path / "dead_letters").to_pylist()
     assert sorted((d["source_offset"], d["error_reason"]) for d in dead) == [(5, "invalid_json"), (17, "invalid_json")]
     assert all(f["flagged"] == f["rows"] for f in verdict_files)  # every record asks for phishing
