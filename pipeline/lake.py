@@ -129,10 +129,11 @@ class LakeWriter:
         written = []
         for (date, topic, partition), group in sorted(groups.items()):
             group.sort(key=lambda r: r.position.offset)  # type: ignore[union-attr]
-            written.append(self._write_range(date, topic, partition, to_table(group, include_logs)))
+            written.append(self.write_range(date, topic, partition, to_table(group, include_logs)))
         return written
 
-    def _write_range(self, date: str, topic: str, partition: int, table: pa.Table) -> Path:
+    def write_range(self, date: str, topic: str, partition: int, table: pa.Table) -> Path:
+        """Write one date's rows of one topic-partition (a table in LAKE_SCHEMA), trimming overlaps."""
         offsets = table.column("source_offset")
         first, last = pc.min(offsets).as_py(), pc.max(offsets).as_py()
         directory = self.verdicts_dir / f"date={date}"

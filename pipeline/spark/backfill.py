@@ -431,7 +431,7 @@ def _write_groups(root: str, max_rows_per_file: int, batches: Iterator[pa.Record
             path = _write_dead_letters(Path(root) / "dead_letters", topic, partition, table.select(DEAD_LETTER_COLUMNS).cast(DEAD_LETTER_ARROW_SCHEMA))
         else:
             kind, flagged = "verdicts", pc.sum(table["flagged"]).as_py() or 0
-            path = writer._write_range(date, topic, partition, table.select(LAKE_COLUMNS).cast(LAKE_SCHEMA))  # noqa: SLF001
+            path = writer.write_range(date, topic, partition, table.select(LAKE_COLUMNS).cast(LAKE_SCHEMA))
         first, last = _range(table)
         written.append(
             {
