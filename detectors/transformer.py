@@ -124,7 +124,9 @@ class TransformerDetector(Detector):
         else:
             # The CPU is compute-bound: one intra-op thread per core, no oversubscription.
             torch.set_num_threads(config.threads or os.cpu_count() or 1)
-        encoder = Encoder(device=device, dtype=dtype)
+        encoder = Encoder(
+            device=device, dtype=dtype, mean_layers=manifest.feature_layers, max_layers=manifest.max_pool_layers
+        )
         if device == "cpu" and config.options.get("quantize", "none") == "int8":
             encoder.quantize_int8()
         return cls(

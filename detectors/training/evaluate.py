@@ -303,15 +303,17 @@ def write_model_card(model_dir: Path, card: Path) -> None:
         f"- Detector `transformer`, artifact `detectors/models/{model_dir.name}/` ({size_kb:.0f} KiB: heads, Platt",
         "  calibration, thresholds, manifest). Backbone "
         f"`{manifest.backbone}` from the `{manifest.backbone_package}` package (not shipped here), frozen.",
-        f"- Features: mean-pooled hidden states of layers {list(manifest.feature_layers)} per token window "
+        f"- Features: mean-pooled hidden states of layers {list(manifest.feature_layers)}"
+        + (f" and max-pooled states of layers {list(manifest.max_pool_layers)}" if manifest.max_pool_layers else "")
+        + " per token window "
         f"({manifest.window.max_tokens} tokens, stride {manifest.window.stride}, at most {manifest.window.max_windows} windows per text, "
         "spread over the text). A record's score per label is its worst window's; that window is the evidence.",
         f"- Heads (MLP, hidden {manifest.heads_hidden}): prompt side {list(manifest.prompt_labels)}; completion side "
         f"{list(manifest.completion_labels)}; one subcategory softmax over the taxonomy.",
         "- Completion findings are suppressed when the `refusal` score passes its threshold and exceeds the harmful score.",
-        "- The backbone is not fine-tuned (see Limitations): on this machine's 2 shared cores a LoRA pass over",
-        "  the backbone measured ~4 sequences/s forward+backward at 128 tokens, too slow for the time budget;",
-        "  the heads are trained on cached backbone features instead.",
+        "- The backbone is not fine-tuned (see Limitations): on this machine's 2 shared cores a forward+backward",
+        "  pass through the backbone (what LoRA needs) measured ~4 sequences/s at 128 tokens, against ~15/s for a",
+        "  forward pass; the heads are trained on cached backbone features instead (one forward pass per text).",
         "",
         "## Data (training: allowed packaged corpora only)",
         f"- Validation (whole sources held out): {', '.join(data['validation_sources'])}.",
@@ -334,7 +336,8 @@ def write_model_card(model_dir: Path, card: Path) -> None:
         "",
         "## Training run",
         f"- Command: `misuse-monitor train` (seed {train['seed']}); measured: encoding {t['encode']} s, heads {t['train_heads']} s,",
-        f"  total {t['total']} s with {t['torch_threads']} torch threads on the shared 2-core machine (features cached under data/training-cache).",
+        f"  total {t['total']} s with {t['torch_threads']} torch threads on the shared 2-core machine; "
+        f"{t.get('texts_encoded_this_run', '?')} of {t.get('texts_total', '?')} texts encoded in this run, the rest from the feature cache (data/training-cache).",
         "",
         f"## Thresholds (stated precision {train['target_precision']:.2f} on held-out validation sources)",
         "| side | label | threshold | validation precision | validation recall | validation positives | target met |",
@@ -380,6 +383,11 @@ def write_model_card(model_dir: Path, card: Path) -> None:
         "- Validation has few cyber-abuse and misinformation prompts and no real refusals (ShareGPT's cleaned split",
         "  removed them), so the refusal threshold is not calibrated on real data.",
         "- English only; long texts are screened in at most the configured number of windows.",
+        "- A short harmful sentence inside a long benign window is diluted by pooling and can be missed; long",
+        "  benign prompts (documents pasted for summarising) score higher on `jailbreak`, because the training",
+        "  jailbreaks are long templates.",
+        "- No cheap first stage ships (detectors/firststage.py): a first stage may only skip records where it costs",
+        "  at most one point of recall, and with recall below target there is no slack to spend.",
         "- The backbone is frozen; a LoRA fine-tune on a GPU is the obvious next step.",
         "",
     ]

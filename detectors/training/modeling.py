@@ -50,7 +50,15 @@ SIDE_LABELS: dict[Side, tuple[str, ...]] = {
 # Layers whose mean-pooled states form the features (index into hidden_states: 0 is the
 # embedding output, 6 the last layer of MiniLM-L6).
 FEATURE_LAYERS: tuple[int, ...] = (6, 4)
+# Layers whose max-pooled states are appended (a short phrase inside a long window is diluted
+# by mean pooling but survives a max). Tried with (6,): not better on the validation split
+# (cross-fitted F1, docs/model-card.md), so the shipped artifact uses mean pooling only.
+MAX_POOL_LAYERS: tuple[int, ...] = ()
 HIDDEN_SIZE = 384
+
+
+def feature_dim(mean_layers: Sequence[int] = FEATURE_LAYERS, max_layers: Sequence[int] = MAX_POOL_LAYERS) -> int:
+    return HIDDEN_SIZE * (len(mean_layers) + len(max_layers))
 
 
 def backbone_path() -> Path:
@@ -121,6 +129,10 @@ def make_windows(tokenizer, text: str, config: WindowConfig) -> list[Window]:
     return windows
 
 
+def _max_pool(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    return hidden.masked_fill(mask.unsqueeze(-1) == 0, torch.finfo(hidden.dtype).min).amax(1)
+
+
 def _mean_pool(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     weights = mask.unsqueeze(-1).to(hidden.dtype)
     return (hidden * weights).sum(1) / weights.sum(1).clamp(min=1.0)
@@ -129,7 +141,14 @@ def _mean_pool(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
 class Encoder:
     """Backbone + tokenizer; turns windows into feature vectors (no gradient)."""
 
-    def __init__(self, path: Path | None = None, device: str = "cpu", dtype: torch.dtype | None = None):
+    def __init__(
+        self,
+        path: Path | None = None,
+        device: str = "cpu",
+        dtype: torch.dtype | None = None,
+        mean_layers: Sequence[int] = FEATURE_LAYERS,
+        max_layers: Sequence[int] = MAX_POOL_LAYERS,
+    ):
         from transformers import AutoModel, AutoTokenizer
 
         path = path or backbone_path()
@@ -141,6 +160,8 @@ class Encoder:
         self.model.eval().to(device)
         self.device = device
         self.autocast_dtype = dtype
+        self.mean_layers = tuple(mean_layers)
+        self.max_layers = tuple(max_layers)
 
     def quantize_int8(self) -> None:
         """Dynamic int8 quantisation of the Linear layers (CPU only)."""
@@ -153,7 +174,7 @@ class Encoder:
         Windows are sorted by length and batched so padding is minimal: on a CPU the
         cost is proportional to the padded token count.
         """
-        out = torch.empty((len(windows), HIDDEN_SIZE * len(FEATURE_LAYERS)), dtype=torch.float32)
+        out = torch.empty((len(windows), feature_dim(self.mean_layers, self.max_layers)), dtype=torch.float32)
         order = sorted(range(len(windows)), key=lambda i: len(windows[i].input_ids))
         for b in range(0, len(order), batch_size):
             idx = order[b : b + batch_size]
@@ -170,7 +191,11 @@ class Encoder:
                     hidden = self.model(input_ids=ids, attention_mask=mask, output_hidden_states=True).hidden_states
             else:
                 hidden = self.model(input_ids=ids, attention_mask=mask, output_hidden_states=True).hidden_states
-            feats = torch.cat([_mean_pool(hidden[layer].float(), mask) for layer in FEATURE_LAYERS], dim=-1)
+            feats = torch.cat(
+                [_mean_pool(hidden[layer].float(), mask) for layer in self.mean_layers]
+                + [_max_pool(hidden[layer].float(), mask) for layer in self.max_layers],
+                dim=-1,
+            )
             out[torch.tensor(idx)] = feats.cpu()
         return out
 
@@ -178,7 +203,8 @@ class Encoder:
 class Heads(nn.Module):
     """Prompt, completion and subcategory heads on the window features."""
 
-    def __init__(self, in_dim: int = HIDDEN_SIZE * len(FEATURE_LAYERS), hidden: int = 256, dropout: float = 0.1):
+    def __init__(self, in_dim: int | None = None, hidden: int = 256, dropout: float = 0.1):
+        in_dim = in_dim or feature_dim()
         super().__init__()
 
         def head(k: int) -> nn.Sequential:
@@ -215,6 +241,7 @@ class Manifest:
     subcategory_labels: tuple[str, ...]
     heads_hidden: int
     seed: int
+    max_pool_layers: tuple[int, ...] = ()
 
     def to_json(self) -> str:
         data = asdict(self)
@@ -224,7 +251,9 @@ class Manifest:
     def from_json(cls, text: str) -> Manifest:
         data = json.loads(text)
         data["window"] = WindowConfig(**data["window"])
-        for key in ("feature_layers", "prompt_labels", "completion_labels", "subcategory_labels"):
+        for key in ("feature_layers", "prompt_labels", "completion_labels", "subcategory_labels", "max_pool_layers"):
+            if key not in data:
+                continue
             data[key] = tuple(data[key])
         return cls(**data)
 
@@ -254,7 +283,7 @@ def load_artifact(directory: Path) -> tuple[Manifest, Heads, dict[str, dict[str,
         raise ModelLoadError(f"artifact {directory} lacks {missing}")
     try:
         manifest = Manifest.from_json((directory / "manifest.json").read_text())
-        heads = Heads(hidden=manifest.heads_hidden)
+        heads = Heads(in_dim=feature_dim(manifest.feature_layers, manifest.max_pool_layers), hidden=manifest.heads_hidden)
         heads.load_state_dict(load_file(str(directory / "heads.safetensors")))
         raw = json.loads((directory / "calibration.json").read_text())
         calibration = {side: {label: LabelCalibration(**c) for label, c in labels.items()} for side, labels in raw.items()}

