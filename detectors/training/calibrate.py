@@ -27,8 +27,11 @@ class LabelCalibration:
 
 DEFAULT_TARGET_PRECISION = 0.90
 # Below this many validation positives a label is not calibrated: the Platt fit would mostly
-# encode the validation set's base rate. Such labels keep the head's own sigmoid and 0.5.
+# encode the validation set's base rate. Such labels keep the head's own sigmoid, and their
+# threshold is the higher of 0.5 and the score that keeps the validation false-positive
+# rate at FALLBACK_MAX_FPR (precision cannot be estimated from a handful of positives).
 MIN_POSITIVES = 20
+FALLBACK_MAX_FPR = 0.01
 # Never pick a threshold below this: a nearly-zero threshold on a label with few
 # validation positives would flag most traffic.
 MIN_THRESHOLD = 0.30
@@ -112,9 +115,13 @@ def calibrate_label(
     if positives < MIN_POSITIVES:
         scaler = PlattScaler(1.0, 0.0)
         scores = scaler(logits)
-        predicted = scores >= 0.5
-        m = PRF.of(predicted, np.asarray(labels) > 0)
-        choice = ThresholdChoice(0.5, m.precision, m.recall, False)
+        negatives = scores[np.asarray(labels) == 0]
+        threshold = 0.5
+        if negatives.size:
+            threshold = max(0.5, float(np.quantile(negatives, 1.0 - FALLBACK_MAX_FPR, method="higher")) + 1e-6)
+            threshold = min(threshold, 0.999)
+        m = PRF.of(scores >= threshold, np.asarray(labels) > 0)
+        choice = ThresholdChoice(threshold, m.precision, m.recall, False)
     else:
         scaler = fit_platt(logits, labels)
         choice = choose_threshold(scaler(logits), labels, target_precision)

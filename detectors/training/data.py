@@ -19,7 +19,7 @@ Splits hold out whole sources (``VALIDATION_SOURCES``): the heads are calibrated
 thresholds chosen on sources they never saw. Two sources are the only ones of their kind and
 are split by a stable hash of the conversation/request instead (documented in the model card):
 ShareGPT (the only benign chat source) and pyrit's many-shot answers (the only real harmful
-completions). Templated augmentation (``synthetic.py`` style lists below) goes to the training
+completions). Templated augmentation (detectors/training/synthetic.py) goes to the training
 split only and is never part of any evaluation.
 
 Dedup: texts are keyed by a normalised form (case-folded, alphanumerics only) and, for long
