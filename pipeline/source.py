@@ -25,6 +25,8 @@ from pipeline.sinks.base import SourcePosition
 
 log = logging.getLogger(__name__)
 
+JOIN_POLL_MS = 3000
+
 
 @dataclass(frozen=True, slots=True)
 class RawRecord:
@@ -62,8 +64,15 @@ class KafkaSource:
             max_poll_records=batch.max_records,
             session_timeout_ms=kafka.session_timeout_ms,
             max_poll_interval_ms=kafka.max_poll_interval_ms,
+            metadata_max_age_ms=kafka.metadata_max_age_ms,
             **kafka.client_options(),
         )
+        # kafka-python 3.0.12 can lose an assignment when a poll times out in the middle of
+        # a metadata-triggered rejoin (the member then stays joined with no partitions).
+        # Two guards: the topic's partitions are fetched before the first join (so that join
+        # is complete and no second one follows), and polls are long while joining.
+        if not self._consumer.partitions_for_topic(kafka.input_topic):
+            log.warning("input topic %s has no partitions yet (it may be auto-created)", kafka.input_topic)
         self._consumer.subscribe([kafka.input_topic], listener=_Rebalance(self))
 
     @property
@@ -97,6 +106,10 @@ class KafkaSource:
             remaining_ms = int((deadline - time.monotonic()) * 1000)
             if remaining_ms <= 0:
                 break
+            if not self._assigned:
+                # Joining the group is not waiting for records: give the join round trips
+                # time to finish inside one poll (see the note in __init__).
+                remaining_ms = max(remaining_ms, JOIN_POLL_MS)
             polled = self._consumer.poll(
                 timeout_ms=remaining_ms, max_records=self._batch.max_records - len(self._pending)
             )
