@@ -52,6 +52,9 @@ class KafkaSettings(Section):
     max_partition_fetch_bytes: int = 16 * 1024 * 1024
     max_request_size: int = 16 * 1024 * 1024
     session_timeout_ms: int = 30_000
+    # A member that joined before a new topic's partitions were in its metadata gets an
+    # empty assignment until the next refresh (kafka-python's default: 5 minutes).
+    metadata_max_age_ms: int = 10_000
     max_poll_interval_ms: int = 300_000
 
     def client_options(self) -> dict[str, Any]:
@@ -85,7 +88,7 @@ class BatchSettings(Section):
 
 
 class DetectorSettings(Section):
-    enabled: list[str] = Field(default_factory=lambda: ["rules"])
+    enabled: list[str] = Field(default_factory=lambda: ["transformer"])
     model_dir: Path | None = None
     device: str = "auto"
     batch_size: int = 32

@@ -29,12 +29,6 @@ rules:
 """
 
 
-class SettingsWithAlerts(Settings):
-    """Until the lead wires ``alerts`` into Settings."""
-
-    alerts: AlertSettings
-
-
 def _record(i: int, user: str, model: str) -> dict:
     return {
         "schema": "inference-log/v1", "request_id": f"req-{i}", "timestamp": "2026-11-29T10:00:00Z",
@@ -57,7 +51,9 @@ def test_records_from_kafka_become_signed_alerts(
     topic = kafka_topic_factory(partitions=1)
     rules = tmp_path / "rules.yaml"
     rules.write_text(RULES)
-    settings = SettingsWithAlerts(
+    settings = Settings(
+        # The transparent rules detector: this test is about alert plumbing, not model quality.
+        detectors={"enabled": ["rules"]},
         kafka={"bootstrap_servers": kafka_bootstrap, "input_topic": topic, "group_id": f"g-{topic}",
                "dead_letter_topic": f"{topic}.dlq"},
         sinks=["alerts"],

@@ -218,6 +218,8 @@ def stack(kafka_bootstrap: str, postgres_admin_url: str, tmp_path_factory: pytes
                 group_id=f"{topic}-group",
             ),
             batch=BatchSettings(max_records=40, max_wait_ms=200),
+            # Scripted cases rely on the transparent rules; model quality is tested elsewhere.
+            detectors={"enabled": ["rules"]},
             metrics=MetricsSettings(host=LOOPBACK, port=metrics_port),
             sinks=["metrics", "postgres", "alerts"],
             pseudonym_key=PSEUDONYM_KEY,
