@@ -28,6 +28,9 @@ class Scorer:
         if metrics is not None:
             for detector in self.detectors:
                 metrics.detector_info.labels(detector.name, detector.version).set(1)
+                # No shipped detector has a cheap first stage yet: every record reaches the
+                # model. Exporting skipped=0 keeps the dashboard's skip share honest (0%).
+                metrics.first_stage_records.labels(detector.name, "skipped").inc(0)
 
     @classmethod
     def from_settings(cls, settings: Settings, metrics: PipelineMetrics | None = None) -> Scorer:
@@ -50,6 +53,7 @@ class Scorer:
                 raise RuntimeError(f"detector {detector.name} returned {len(results)} results for {len(logs)} records")
             if self._metrics is not None:
                 self._metrics.detector_duration.labels(detector.name).observe(time.perf_counter() - started)
+                self._metrics.first_stage_records.labels(detector.name, "escalated").inc(len(logs))
             for acc, found in zip(merged, results, strict=True):
                 acc.extend(found)
         return [build_verdict(log, found, self._pseudonymize) for log, found in zip(logs, merged, strict=True)]
