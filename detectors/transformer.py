@@ -97,8 +97,11 @@ class TransformerDetector(Detector):
         calibration: dict[str, dict[str, LabelCalibration]],
         batch_size: int = 32,
         cache_size: int = 4096,
+        lexical: dict[str, Any] | None = None,
     ) -> None:
         self.encoder = encoder
+        # side -> LexicalModel (detectors/training/lexical.py); empty for MLP-only artifacts.
+        self.lexical = lexical or {}
         self.heads = heads
         self.manifest = manifest
         self.calibration = calibration
@@ -111,10 +114,11 @@ class TransformerDetector(Detector):
         """Load the backbone from its package and the heads + calibration from the artifact."""
         import torch
 
-        from detectors.training.modeling import Encoder, load_artifact
+        from detectors.training.modeling import Encoder, load_artifact, load_lexical_view
 
         artifact_dir = config.model_dir or DEFAULT_ARTIFACT_DIR
         manifest, heads, calibration = load_artifact(Path(artifact_dir))
+        lexical = load_lexical_view(Path(artifact_dir), manifest)
         device = config.device
         if device == "auto":
             device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -136,6 +140,7 @@ class TransformerDetector(Detector):
             calibration,
             batch_size=config.batch_size,
             cache_size=int(config.options.get("cache_size", "4096")),
+            lexical=lexical,
         )
 
     # -- scoring -----------------------------------------------------------------------
@@ -168,6 +173,11 @@ class TransformerDetector(Detector):
             with torch.inference_mode():
                 logits = self.heads.side_logits(side, feats).numpy()
                 sub_logits = self.heads.subcategory(feats).numpy()
+            weight = (self.manifest.blend_weight or {}).get(side.value, 0.0)
+            if weight > 0 and side.value in self.lexical:
+                # Same blend as training: (1 - w) * MLP logit + w * lexical logit, per window.
+                window_texts = [unique_texts[o][w.char_start : w.char_end] for w, o in zip(windows, owner, strict=True)]
+                logits = (1.0 - weight) * logits + weight * self.lexical[side.value].logits(window_texts)
             labels = SIDE_LABELS[side]
             cal = self.calibration[side.value]
             probs = {label: apply_calibration(cal[label], logits[:, j]) for j, label in enumerate(labels)}

