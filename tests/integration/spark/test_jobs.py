@@ -170,7 +170,9 @@ def test_cli_backfill_and_all(history: SimulatedHistory, tmp_path: Path) -> None
     assert f"{len(history.truths)} verdicts" in result.output and "2 dead letters" in result.output
     first_run = LakeWriter(lake).read().sort_by("source_offset")
     # A second run over the same archive replaces its files: nothing duplicated, nothing lost.
-    result = CliRunner().invoke(app, ["backfill", "--jsonl", str(history.jsonl), "--out", str(lake), "--max-rows-per-file", "400"])
+    result = CliRunner().invoke(
+        app, ["backfill", "--jsonl", str(history.jsonl), "--out", str(lake), "--detectors", "rules", "--max-rows-per-file", "400"]
+    )
     assert result.exit_code == 0, result.output
     assert LakeWriter(lake).read().sort_by("source_offset").equals(first_run)
     assert pq.read_table(lake / "dead_letters").num_rows == 2
