@@ -359,7 +359,7 @@ def write_model_card(model_dir: Path, card: Path) -> None:
     out += [
         "",
         "## Training run",
-        f"- Command: `misuse-monitor train` (seed {train['seed']}); measured: encoding {t['encode']} s, heads {t['train_heads']} s,",
+        f"- Command: `misuse-monitor train` (seed {train['seed']}); measured: encoding {t['encode']} s, heads + lexical models (4 cross-fitting folds + final) {t['train_heads']} s,",
         f"  total {t['total']} s with {t['torch_threads']} torch threads on the shared 2-core machine; "
         f"{t.get('texts_encoded_this_run', '?')} of {t.get('texts_total', '?')} texts encoded in this run, the rest from the feature cache (data/training-cache).",
         "",
