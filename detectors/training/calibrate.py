@@ -32,6 +32,11 @@ DEFAULT_TARGET_PRECISION = 0.90
 # rate at FALLBACK_MAX_FPR (precision cannot be estimated from a handful of positives).
 MIN_POSITIVES = 20
 FALLBACK_MAX_FPR = 0.01
+# Every threshold also keeps the validation false-positive rate of its label at or below
+# this: the issue asks for at most 3% flagged benign prompts, a prompt can be flagged by any
+# of four labels, and a pooled precision target alone is dominated by easy positives
+# (AdvBench) and let thresholds fall far enough to flag 20% of benign prompts (v1.1).
+MAX_FPR = 0.01
 # Never pick a threshold below this: a nearly-zero threshold on a label with few
 # validation positives would flag most traffic.
 MIN_THRESHOLD = 0.30
@@ -75,13 +80,18 @@ class ThresholdChoice:
 
 
 def choose_threshold(
-    scores: np.ndarray, labels: np.ndarray, target_precision: float = DEFAULT_TARGET_PRECISION
+    scores: np.ndarray,
+    labels: np.ndarray,
+    target_precision: float = DEFAULT_TARGET_PRECISION,
+    max_fpr: float = MAX_FPR,
 ) -> ThresholdChoice:
-    """Lowest threshold whose validation precision reaches ``target_precision``.
+    """Lowest threshold whose validation precision reaches ``target_precision`` while the
+    validation false-positive rate stays at or below ``max_fpr``.
 
     The lowest such threshold gives the most recall at that precision. When no threshold
-    reaches the target, the F1-maximising one is returned with ``met_target=False``
-    (the model card reports it). Thresholds are clamped to at least MIN_THRESHOLD.
+    reaches the target, the F1-maximising one within the FPR cap is returned with
+    ``met_target=False`` (the model card reports it). Thresholds are clamped to at least
+    MIN_THRESHOLD.
     """
     scores = np.asarray(scores, dtype=np.float64)
     labels = np.asarray(labels, dtype=np.int64)
@@ -99,6 +109,10 @@ def choose_threshold(
     candidates = np.flatnonzero(last_of_run & (s >= MIN_THRESHOLD))
     if candidates.size == 0:
         return ThresholdChoice(max(MIN_THRESHOLD, 0.5), None, None, False)
+    negatives = max(1, int((1 - y).sum()))
+    candidates = candidates[fp[candidates] / negatives <= max_fpr]
+    if candidates.size == 0:
+        return ThresholdChoice(float(min(0.999, s[0] + 1e-6)), None, 0.0, False)
     good = candidates[precision[candidates] >= target_precision]
     if good.size:
         k = good[-1]

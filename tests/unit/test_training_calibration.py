@@ -18,12 +18,23 @@ def test_threshold_is_the_lowest_that_keeps_the_stated_precision() -> None:
     # Scores high -> low: 4 positives, then a negative, a positive, then negatives.
     scores = np.array([0.99, 0.95, 0.9, 0.85, 0.8, 0.7, 0.6, 0.5, 0.4])
     labels = np.array([1, 1, 1, 1, 0, 1, 0, 0, 0])
-    choice = choose_threshold(scores, labels, target_precision=0.8)
+    choice = choose_threshold(scores, labels, target_precision=0.8, max_fpr=1.0)
     # Cutting at 0.7 keeps 5/6 = 0.83 precision with 5/5 recall; 0.6 would drop to 0.71.
     assert choice.threshold == pytest.approx(0.7)
     assert choice.met_target and choice.recall == 1.0 and choice.precision >= 0.8
-    strict = choose_threshold(scores, labels, target_precision=1.0)
+    strict = choose_threshold(scores, labels, target_precision=1.0, max_fpr=1.0)
     assert strict.threshold == pytest.approx(0.85) and strict.recall == pytest.approx(0.8)
+
+
+def test_threshold_also_caps_the_false_positive_rate() -> None:
+    # 100 negatives, 3 of them scoring above most positives: precision 0.8 would allow a cut
+    # at 0.5 (3 FP of 100 = 3% FPR); a 1% cap forces the cut above the top negatives.
+    scores = np.r_[[0.95, 0.9], [0.85, 0.8, 0.75], np.linspace(0.7, 0.5, 12), np.linspace(0.4, 0.01, 97)]
+    labels = np.r_[[1, 1], [0, 0, 0], np.ones(12, dtype=int), np.zeros(97, dtype=int)]
+    loose = choose_threshold(scores, labels, target_precision=0.8, max_fpr=1.0)
+    capped = choose_threshold(scores, labels, target_precision=0.8, max_fpr=0.01)
+    assert loose.threshold == pytest.approx(0.5)
+    assert capped.threshold == pytest.approx(0.9)
 
 
 def test_unreachable_precision_is_reported_not_hidden() -> None:
