@@ -5,6 +5,7 @@ survive a restart of the stream."""
 from __future__ import annotations
 
 import threading
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -30,8 +31,9 @@ rules:
 
 
 def _record(i: int, user: str, model: str) -> dict:
+    # Event time is now: the hopping window is measured against the engine's clock.
     return {
-        "schema": "inference-log/v1", "request_id": f"req-{i}", "timestamp": "2026-11-29T10:00:00Z",
+        "schema": "inference-log/v1", "request_id": f"req-{i}", "timestamp": datetime.now(UTC).isoformat(),
         "model": model, "tenant_id": "acme", "user_id": user, "prompt": PROMPT,
         "completion": "Sure, here is a keylogger: import pynput ... send passwords via smtplib",
     }
