@@ -26,7 +26,7 @@ from typing import Any
 import httpx
 import yaml
 
-from pipeline.localinfra.base import LOOPBACK, LocalService, ServiceHandle, free_port, port_is_open
+from pipeline.localinfra.base import LOOPBACK, LocalService, ServiceHandle, service_cli, free_port, port_is_open
 
 SERVICE_NAME = "alertmanager"
 STARTUP_TIMEOUT_S = 60.0
@@ -139,36 +139,17 @@ def get_alerts(url: str, *, active: bool = True, silenced: bool = True, inhibite
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m pipeline.localinfra.alertmanager")
-    sub = parser.add_subparsers(dest="command", required=True)
-    up = sub.add_parser("up", help="start Alertmanager in the background")
-    up.add_argument("--webhook", required=True, help="URL Alertmanager forwards notifications to")
-    up.add_argument("--port", type=int, default=None)
-    up.add_argument("--data-dir", type=Path, default=Path(".run") / "alertmanager")
-    sub.add_parser("status")
-    sub.add_parser("down")
-    args = parser.parse_args(argv)
+    def add_up_arguments(up: argparse.ArgumentParser) -> None:
+        up.add_argument("--webhook", required=True, help="URL Alertmanager forwards notifications to")
+        up.add_argument("--port", type=int, default=None)
+        up.add_argument("--data-dir", type=Path, default=Path(".run") / "alertmanager")
 
-    existing = LocalService.load(STATE_FILE)
-    if args.command == "up":
-        if existing is not None and existing.is_running():
-            print(f"http://{LOOPBACK}:{existing.ports['alertmanager']}")
-            return 0
-        server = start_alertmanager(args.data_dir, args.webhook, port=args.port, detach=True)
-        server.service.save(STATE_FILE)
-        print(server.url)
-        return 0
-    if args.command == "status":
-        if existing is None or not existing.is_running():
-            print("alertmanager: not running")
-            return 1
-        print(f"alertmanager: running, pid {existing.pid}, http://{LOOPBACK}:{existing.ports['alertmanager']}")
-        return 0
-    if existing is not None:
-        existing.stop()
-    STATE_FILE.unlink(missing_ok=True)
-    print("alertmanager: stopped")
-    return 0
+    return service_cli(
+        "alertmanager", argv, STATE_FILE,
+        add_up_arguments=add_up_arguments,
+        start=lambda args: start_alertmanager(args.data_dir, args.webhook, port=args.port, detach=True),
+        address=lambda service: f"http://{LOOPBACK}:{service.ports['alertmanager']}",
+    )
 
 
 if __name__ == "__main__":

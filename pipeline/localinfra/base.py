@@ -9,6 +9,7 @@ Nothing here runs at import time.
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import ctypes
 import json
@@ -300,3 +301,45 @@ def _wait_http_ok(url: str, timeout_s: float, service: LocalService) -> None:
             break
         time.sleep(0.2)
     raise TimeoutError(f"{url} did not answer 200 within {timeout_s:.0f}s{_log_tail_suffix(service.log_path)}")
+
+
+def service_cli(
+    name: str,
+    argv: list[str] | None,
+    state_file: Path,
+    *,
+    add_up_arguments: Callable[[argparse.ArgumentParser], None],
+    start: Callable[[argparse.Namespace], ServiceHandle],
+    address: Callable[[LocalService], str],
+    stop: Callable[[LocalService], None] = lambda service: service.stop(),
+) -> int:
+    """``up`` (no-op when running; prints the address), ``status`` (exit 1 when not running)
+    and ``down`` for one local service, sharing its state file between the commands."""
+    parser = argparse.ArgumentParser(prog=f"python -m pipeline.localinfra.{name}")
+    sub = parser.add_subparsers(dest="command", required=True)
+    add_up_arguments(sub.add_parser("up", help=f"start {name} in the background and print its address"))
+    sub.add_parser("status", help="describe it and exit 0 when running, else exit 1")
+    sub.add_parser("down", help="stop what 'up' started (data is kept)")
+    args = parser.parse_args(argv)
+
+    existing = LocalService.load(state_file)
+    running = existing is not None and existing.is_running()
+    if args.command == "up":
+        if running:
+            print(address(existing))
+            return 0
+        server = start(args)
+        server.service.save(state_file)
+        print(address(server.service))
+        return 0
+    if args.command == "status":
+        if not running:
+            print(f"{name}: not running")
+            return 1
+        print(f"{name}: running, pid {existing.pid}, {address(existing)}, log {existing.log_path}")
+        return 0
+    if running:
+        stop(existing)
+    state_file.unlink(missing_ok=True)
+    print(f"{name}: stopped")
+    return 0

@@ -30,7 +30,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from pipeline.localinfra.base import LOOPBACK, LocalService, ServiceHandle, free_port, log_tail, port_is_open
+from pipeline.localinfra.base import LOOPBACK, LocalService, ServiceHandle, service_cli, free_port, log_tail, port_is_open
 
 SERVICE_NAME = "postgres"
 STARTUP_TIMEOUT_S = 60.0
@@ -217,35 +217,23 @@ def remove_cluster(server: LocalPostgres) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m pipeline.localinfra.postgres")
-    sub = parser.add_subparsers(dest="command", required=True)
-    up = sub.add_parser("up", help="start a detached local PostgreSQL and print its URL")
-    up.add_argument("--port", type=int, default=5432)
-    up.add_argument("--data-dir", type=Path, default=Path(".run") / "postgres")
-    sub.add_parser("status")
-    sub.add_parser("down")
-    args = parser.parse_args(argv)
+    def add_up_arguments(up: argparse.ArgumentParser) -> None:
+        up.add_argument("--port", type=int, default=5432)
+        up.add_argument("--data-dir", type=Path, default=Path(".run") / "postgres")
 
-    existing = LocalService.load(STATE_FILE)
-    if args.command == "up":
-        if existing is not None and existing.is_running():
-            print(f"postgres already running (pid {existing.pid}, port {existing.ports['postgres']})")
-            return 0
-        server = start_postgres(args.data_dir, args.port, detach=True)
-        server.service.save(STATE_FILE)
-        print(server.url)
-        return 0
-    if existing is None or not existing.is_running():
-        print("postgres is not running")
-        return 0 if args.command == "down" else 1
-    if args.command == "status":
-        print(f"postgres running: pid {existing.pid}, port {existing.ports['postgres']}, log {existing.log_path}")
-        return 0
-    os.kill(existing.pid, signal.SIGINT)  # fast shutdown, see LocalPostgres.stop
-    existing.stop(30.0)
-    STATE_FILE.unlink(missing_ok=True)
-    print("postgres stopped")
-    return 0
+    def fast_stop(service: LocalService) -> None:
+        os.kill(service.pid, signal.SIGINT)  # fast shutdown, see LocalPostgres.stop
+        service.stop(30.0)
+
+    return service_cli(
+        "postgres", argv, STATE_FILE,
+        add_up_arguments=add_up_arguments,
+        start=lambda args: start_postgres(args.data_dir, args.port, detach=True),
+        address=lambda service: (
+            f"postgresql+psycopg://{service.info['user']}@{LOOPBACK}:{service.ports['postgres']}/{service.info['database']}"
+        ),
+        stop=fast_stop,
+    )
 
 
 if __name__ == "__main__":

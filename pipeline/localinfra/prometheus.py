@@ -25,7 +25,7 @@ from typing import Any
 import httpx
 import yaml
 
-from pipeline.localinfra.base import LOOPBACK, LocalService, ServiceHandle, free_port, port_is_open
+from pipeline.localinfra.base import LOOPBACK, LocalService, ServiceHandle, service_cli, free_port, port_is_open
 
 SERVICE_NAME = "prometheus"
 STARTUP_TIMEOUT_S = 60.0
@@ -139,40 +139,22 @@ def label_values(base_url: str, label: str, match: str | None = None) -> list[st
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m pipeline.localinfra.prometheus")
-    sub = parser.add_subparsers(dest="command", required=True)
-    up = sub.add_parser("up", help="start a detached local Prometheus and print its URL")
-    up.add_argument("--port", type=int, default=9090)
-    up.add_argument("--target", action="append", default=[], help="host:port to scrape (repeatable)")
-    up.add_argument("--rules", action="append", type=Path, default=[], help="rule file (repeatable)")
-    up.add_argument("--data-dir", type=Path, default=Path(".run") / "prometheus")
-    up.add_argument("--interval", type=float, default=5.0, help="scrape and rule interval in seconds")
-    sub.add_parser("status")
-    sub.add_parser("down")
-    args = parser.parse_args(argv)
+    def add_up_arguments(up: argparse.ArgumentParser) -> None:
+        up.add_argument("--port", type=int, default=9090)
+        up.add_argument("--target", action="append", default=[], help="host:port to scrape (repeatable)")
+        up.add_argument("--rules", action="append", type=Path, default=[], help="rule file (repeatable)")
+        up.add_argument("--data-dir", type=Path, default=Path(".run") / "prometheus")
+        up.add_argument("--interval", type=float, default=5.0, help="scrape and rule interval in seconds")
 
-    existing = LocalService.load(STATE_FILE)
-    if args.command == "up":
-        if existing is not None and existing.is_running():
-            print(f"prometheus already running (pid {existing.pid}, port {existing.ports['prometheus']})")
-            return 0
-        targets = args.target or [f"{LOOPBACK}:9464"]
-        server = start_prometheus(
-            args.data_dir, targets, port=args.port, rule_files=args.rules, interval_s=args.interval, detach=True
-        )
-        server.service.save(STATE_FILE)
-        print(server.url)
-        return 0
-    if existing is None or not existing.is_running():
-        print("prometheus is not running")
-        return 0 if args.command == "down" else 1
-    if args.command == "status":
-        print(f"prometheus running: pid {existing.pid}, port {existing.ports['prometheus']}, log {existing.log_path}")
-        return 0
-    existing.stop(20.0)
-    STATE_FILE.unlink(missing_ok=True)
-    print("prometheus stopped")
-    return 0
+    return service_cli(
+        "prometheus", argv, STATE_FILE,
+        add_up_arguments=add_up_arguments,
+        start=lambda args: start_prometheus(
+            args.data_dir, args.target or [f"{LOOPBACK}:9464"], port=args.port, rule_files=args.rules,
+            interval_s=args.interval, detach=True,
+        ),
+        address=lambda service: f"http://{LOOPBACK}:{service.ports['prometheus']}",
+    )
 
 
 if __name__ == "__main__":
