@@ -107,17 +107,8 @@ def child(args: argparse.Namespace) -> None:
     settings = make_settings(Path(args.tmp), args.bootstrap, args.topic, args.receiver, args.max_wait_ms, args.sinks.split(","))
     pipeline = Pipeline.from_settings(settings, PipelineMetrics())
     if args.expect:
-        first = last = None
-        while pipeline.stats.records < args.expect:
-            batch = pipeline.source.next_batch()
-            if not batch:
-                continue
-            first = first or time.perf_counter()
-            pipeline.process(batch)
-            pipeline.source.commit(batch)
-            last = time.perf_counter()
-        pipeline.close()
-        print(json.dumps({"records": pipeline.stats.records, "seconds": last - first}))
+        stats = pipeline.run(max_records=args.expect)
+        print(json.dumps({"records": stats.records, "seconds": stats.active_s}))
         return
     pipeline.install_signal_handlers()
     pipeline.run()

@@ -65,21 +65,10 @@ def stream_phase(args: argparse.Namespace) -> None:
     from pipeline.runner import Pipeline
 
     settings = make_settings(args.detectors.split(","), args.bootstrap, args.topic, args.lake)
-    pipeline = Pipeline.from_settings(settings, PipelineMetrics())
-    first = last = None
-    while pipeline.stats.records < args.expect:
-        batch = pipeline.source.next_batch()
-        if not batch:
-            continue
-        first = first or time.perf_counter()
-        pipeline.process(batch)
-        pipeline.source.commit(batch)
-        last = time.perf_counter()
-    pipeline.close()
+    stats = Pipeline.from_settings(settings, PipelineMetrics()).run(max_records=args.expect)
     rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    valid = pipeline.stats.verdicts
-    print(json.dumps({"records": pipeline.stats.records, "verdicts": valid, "dead_letters": pipeline.stats.dead_letters,
-                      "seconds": last - first, "peak_rss_mb": rss_mb}))
+    print(json.dumps({"records": stats.records, "verdicts": stats.verdicts, "dead_letters": stats.dead_letters,
+                      "seconds": stats.active_s, "peak_rss_mb": rss_mb}))
 
 
 def main() -> None:

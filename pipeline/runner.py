@@ -41,10 +41,20 @@ class RunStats:
     by_severity: dict[str, int] = field(default_factory=dict)
     started: float = field(default_factory=time.monotonic)
     busy_s: float = 0.0
+    # perf_counter() when the first batch arrived and when the last one was committed.
+    first_batch_at: float | None = None
+    last_commit_at: float | None = None
 
     @property
     def elapsed_s(self) -> float:
         return time.monotonic() - self.started
+
+    @property
+    def active_s(self) -> float:
+        """From the first batch to the last commit: end-to-end time, start-up and idle tail excluded."""
+        if self.first_batch_at is None or self.last_commit_at is None:
+            return 0.0
+        return self.last_commit_at - self.first_batch_at
 
 
 class Pipeline:
@@ -102,6 +112,7 @@ class Pipeline:
                 self.process(batch)
                 if not self.source.commit(batch):
                     log.warning("batch of %d records not committed; it will be re-read", len(batch))
+                self.stats.last_commit_at = time.perf_counter()
                 if max_records is not None and self.stats.records >= max_records:
                     break
         finally:
@@ -111,6 +122,8 @@ class Pipeline:
     def process(self, batch: Sequence[RawRecord]) -> list[ScoredRecord]:
         """Decode, detect and hand one batch to every sink and flush them all."""
         started = time.perf_counter()
+        if self.stats.first_batch_at is None:
+            self.stats.first_batch_at = started
         self.metrics.batch_records.observe(len(batch))
         good: list[tuple[RawRecord, InferenceLog]] = []
         for raw in batch:
