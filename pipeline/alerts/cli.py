@@ -27,7 +27,7 @@ from pipeline.alerts.grouping import SilenceError, add_silence, expire_silence, 
 from pipeline.alerts.model import AlertPayload, NotificationPayload, to_datetime
 from pipeline.alerts.outbox import DEAD, Outbox
 from pipeline.alerts.rules import AlertRulesError, load_rules, parse_duration
-from pipeline.alerts.settings import AlertSettings, alert_settings_of
+from pipeline.alerts.settings import AlertSettings
 from pipeline.alerts.state import create_db_engine
 
 app = typer.Typer(help="Alert rules, silences and delivery.", no_args_is_help=True)
@@ -55,7 +55,7 @@ def _settings(ctx: typer.Context) -> AlertSettings:
     elif opts.get("config") is not None or os.environ.get("MM_CONFIG"):
         from pipeline.settings import load_settings
 
-        settings = alert_settings_of(load_settings(opts.get("config")))
+        settings = load_settings(opts.get("config")).alerts
     else:
         settings = AlertSettings()
     updates: dict[str, Any] = {}

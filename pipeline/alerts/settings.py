@@ -7,12 +7,9 @@ rules file can be reviewed and checked in.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import Literal
 
 from pydantic import BaseModel, Field, SecretStr, model_validator
-
-if TYPE_CHECKING:
-    from pipeline.settings import Settings
 
 ReceiverType = Literal["webhook", "slack", "alertmanager"]
 
@@ -74,12 +71,3 @@ class AlertSettings(BaseModel):
                 return r
         raise KeyError(name)
 
-
-def alert_settings_of(settings: Settings | None) -> AlertSettings:
-    """The ``alerts`` section of the process settings, or defaults until it is wired in."""
-    value = getattr(settings, "alerts", None) if settings is not None else None
-    if value is None:
-        return AlertSettings()
-    if isinstance(value, AlertSettings):
-        return value
-    return AlertSettings.model_validate(value)

@@ -15,7 +15,6 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Self
 
 from pipeline.alerts.service import Alerting
-from pipeline.alerts.settings import alert_settings_of
 from pipeline.sinks.base import ScoredRecord, Sink
 
 if TYPE_CHECKING:
@@ -34,7 +33,7 @@ class AlertsSink(Sink):
 
     @classmethod
     def create(cls, settings: Settings, metrics: PipelineMetrics) -> Self:
-        alert_settings = alert_settings_of(settings)
+        alert_settings = settings.alerts
         alerting = Alerting.build(alert_settings, metrics.registry)
         return cls(alerting, run_dispatcher=alert_settings.run_dispatcher)
 
