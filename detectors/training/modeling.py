@@ -148,6 +148,7 @@ class Encoder:
         dtype: torch.dtype | None = None,
         mean_layers: Sequence[int] = FEATURE_LAYERS,
         max_layers: Sequence[int] = MAX_POOL_LAYERS,
+        adapter_dir: Path | None = None,
     ):
         from transformers import AutoModel, AutoTokenizer
 
@@ -157,6 +158,8 @@ class Encoder:
             self.model = AutoModel.from_pretrained(str(path), local_files_only=True)
         except OSError as exc:
             raise ModelLoadError(f"cannot load the backbone from {path}") from exc
+        if adapter_dir is not None:
+            self.model = merged_adapter(self.model, adapter_dir)
         self.model.eval().to(device)
         self.device = device
         self.autocast_dtype = dtype
@@ -178,26 +181,59 @@ class Encoder:
         order = sorted(range(len(windows)), key=lambda i: len(windows[i].input_ids))
         for b in range(0, len(order), batch_size):
             idx = order[b : b + batch_size]
-            width = max(len(windows[i].input_ids) for i in idx)
-            ids = torch.zeros((len(idx), width), dtype=torch.long)
-            mask = torch.zeros((len(idx), width), dtype=torch.long)
-            for row, i in enumerate(idx):
-                seq = windows[i].input_ids
-                ids[row, : len(seq)] = torch.tensor(seq)
-                mask[row, : len(seq)] = 1
+            ids, mask = pad_batch([windows[i] for i in idx])
             ids, mask = ids.to(self.device), mask.to(self.device)
             if self.autocast_dtype is not None:
                 with torch.autocast(device_type=self.device.split(":")[0], dtype=self.autocast_dtype):
-                    hidden = self.model(input_ids=ids, attention_mask=mask, output_hidden_states=True).hidden_states
+                    feats = pooled_features(self.model, ids, mask, self.mean_layers, self.max_layers)
             else:
-                hidden = self.model(input_ids=ids, attention_mask=mask, output_hidden_states=True).hidden_states
-            feats = torch.cat(
-                [_mean_pool(hidden[layer].float(), mask) for layer in self.mean_layers]
-                + [_max_pool(hidden[layer].float(), mask) for layer in self.max_layers],
-                dim=-1,
-            )
+                feats = pooled_features(self.model, ids, mask, self.mean_layers, self.max_layers)
             out[torch.tensor(idx)] = feats.cpu()
         return out
+
+
+def pad_batch(windows: Sequence[Window]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Right-padded input ids and attention mask of a batch of windows."""
+    width = max(len(w.input_ids) for w in windows)
+    ids = torch.zeros((len(windows), width), dtype=torch.long)
+    mask = torch.zeros((len(windows), width), dtype=torch.long)
+    for row, w in enumerate(windows):
+        ids[row, : len(w.input_ids)] = torch.tensor(w.input_ids)
+        mask[row, : len(w.input_ids)] = 1
+    return ids, mask
+
+
+def pooled_features(
+    model: nn.Module,
+    ids: torch.Tensor,
+    mask: torch.Tensor,
+    mean_layers: Sequence[int] = FEATURE_LAYERS,
+    max_layers: Sequence[int] = MAX_POOL_LAYERS,
+) -> torch.Tensor:
+    """The window features: pooled hidden states of the chosen layers, concatenated (float32).
+    Shared by serving (no gradient) and LoRA fine-tuning (gradient through the backbone)."""
+    hidden = model(input_ids=ids, attention_mask=mask, output_hidden_states=True).hidden_states
+    return torch.cat(
+        [_mean_pool(hidden[layer].float(), mask) for layer in mean_layers]
+        + [_max_pool(hidden[layer].float(), mask) for layer in max_layers],
+        dim=-1,
+    )
+
+
+ADAPTER_DIR = "adapter"  # peft LoRA adapter (adapter_config.json + adapter_model.safetensors)
+
+
+def merged_adapter(model: nn.Module, adapter_dir: Path) -> nn.Module:
+    """The backbone with a peft LoRA adapter merged into its weights: serving pays nothing
+    for the adapter (same matrices, same speed as the bare backbone)."""
+    from peft import PeftModel
+
+    if not (adapter_dir / "adapter_config.json").is_file():
+        raise ModelLoadError(f"adapter {adapter_dir} lacks adapter_config.json")
+    try:
+        return PeftModel.from_pretrained(model, str(adapter_dir)).merge_and_unload()
+    except (OSError, ValueError, KeyError, RuntimeError) as exc:
+        raise ModelLoadError(f"adapter {adapter_dir} is unreadable") from exc
 
 
 class Heads(nn.Module):
@@ -246,11 +282,16 @@ class Manifest:
     # weight w of its logit in the blend (1 - w) * mlp + w * lexical. None: MLP only.
     lexical: dict | None = None
     blend_weight: dict[str, float] | None = None
+    # LoRA fine-tuning of the backbone (detectors/training/finetune.py): its settings; the
+    # adapter itself is in ADAPTER_DIR next to the manifest. None: frozen backbone.
+    adapter: dict | None = None
 
     def to_json(self) -> str:
         data = asdict(self)
         if data["lexical"] is None:
             del data["lexical"], data["blend_weight"]  # byte-identical manifests for MLP-only artifacts
+        if data["adapter"] is None:
+            del data["adapter"]
         return json.dumps(data, indent=2, sort_keys=True) + "\n"
 
     def lexical_config(self):

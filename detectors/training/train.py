@@ -144,6 +144,28 @@ def _subcategory_targets(examples: Sequence[Example]) -> np.ndarray:
     )
 
 
+def heads_loss(
+    heads: Heads, side: Side, x: torch.Tensor, y: torch.Tensor, sub: torch.Tensor, w: torch.Tensor
+) -> torch.Tensor:
+    """Source-weighted multi-label BCE of one side + 0.5 * subcategory cross-entropy (rows
+    without a subcategory are ignored). Shared by head training and LoRA fine-tuning."""
+    loss = (nn.functional.binary_cross_entropy_with_logits(heads.side_logits(side, x), y, reduction="none").mean(1) * w).mean()
+    if (sub >= 0).any():
+        loss = loss + 0.5 * nn.functional.cross_entropy(heads.subcategory(x), sub, ignore_index=-100)
+    return loss
+
+
+def side_tensors(examples: Sequence[Example], side: Side) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Targets, subcategory targets and sqrt source-balancing weights of one side's examples."""
+    counts: dict[str, int] = {}
+    for e in examples:
+        counts[e.source] = counts.get(e.source, 0) + 1
+    # sqrt-balancing by source: big sources still count more, but not linearly.
+    w = np.array([1.0 / np.sqrt(counts[e.source]) for e in examples], dtype=np.float32)
+    w *= len(w) / w.sum()
+    return torch.from_numpy(_targets(examples, side)), torch.from_numpy(_subcategory_targets(examples)), torch.from_numpy(w)
+
+
 def train_heads(
     feats: dict[Side, torch.Tensor],
     examples: dict[Side, Sequence[Example]],
@@ -154,23 +176,9 @@ def train_heads(
     set_seed(config.seed)
     heads = Heads(hidden=config.heads_hidden)
     opt = torch.optim.AdamW(heads.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
-    bce = nn.BCEWithLogitsLoss(reduction="none")
-    ce = nn.CrossEntropyLoss(ignore_index=-100)
     data = {}
     for side in (Side.PROMPT, Side.COMPLETION):
-        exs = examples[side]
-        counts: dict[str, int] = {}
-        for e in exs:
-            counts[e.source] = counts.get(e.source, 0) + 1
-        # sqrt-balancing by source: big sources still count more, but not linearly.
-        w = np.array([1.0 / np.sqrt(counts[e.source]) for e in exs], dtype=np.float32)
-        w *= len(w) / w.sum()
-        data[side] = (
-            feats[side],
-            torch.from_numpy(_targets(exs, side)),
-            torch.from_numpy(_subcategory_targets(exs)),
-            torch.from_numpy(w),
-        )
+        data[side] = (feats[side], *side_tensors(examples[side], side))
     gen = torch.Generator().manual_seed(config.seed)
     total = config.epochs * (
         sum((len(examples[s]) + config.batch_size - 1) // config.batch_size for s in data)
@@ -186,11 +194,7 @@ def train_heads(
         for b in order:
             side, idx = batches[b]
             x, y, ys, w = data[side]
-            logits = heads.side_logits(side, x[idx])
-            loss = (bce(logits, y[idx]).mean(1) * w[idx]).mean()
-            sub = ys[idx]
-            if (sub >= 0).any():
-                loss = loss + 0.5 * ce(heads.subcategory(x[idx]), sub)
+            loss = heads_loss(heads, side, x[idx], y[idx], ys[idx], w[idx])
             opt.zero_grad()
             loss.backward()
             opt.step()
