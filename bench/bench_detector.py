@@ -10,7 +10,10 @@ On the same simulated records (pipeline.simulate, fixed seed), measures:
    cost more than in 1);
 3. the same with dynamic int8 quantisation of the backbone's Linear layers, plus how many
    verdicts change against fp32 (quality cost of the speed-up);
-4. the detector again on the same records (warm cache: what campaign duplicates cost).
+4. the detector again on the same records (warm cache: what campaign duplicates cost);
+5. the bare backbone of 1 exported to ONNX (opset 17) and run by ONNX Runtime on the same
+   windows with the same threads, plus the largest feature difference against torch: the
+   ONNX Runtime option of the issue, measured rather than assumed.
 Prints a table; numbers depend on the machine's load (report them with the command).
 """
 
@@ -56,6 +59,7 @@ def main() -> None:
     encoder.features(first, batch_size=32)
     bare = time.perf_counter() - t0
     rows.append(("bare backbone forward (1 window/text)", len(records) / bare, f"{len(first)} windows"))
+    rows.append(onnx_row(encoder, first, threads, len(records), bare))
 
     def run(options: dict[str, str]) -> tuple[TransformerDetector, list, float]:
         det = TransformerDetector.create(
@@ -84,6 +88,58 @@ def main() -> None:
     for what, rate, note in rows:
         table.add_row(what, f"{rate:.1f}", note)
     Console().print(table)
+
+
+def onnx_row(encoder, windows, threads: int, n_records: int, torch_seconds: float) -> tuple[str, float, str]:
+    """The bare backbone through ONNX Runtime on the same windows, batches and pooling."""
+    import tempfile
+
+    import numpy as np
+    import onnxruntime as ort
+    import torch
+
+    from detectors.training.modeling import FEATURE_LAYERS, _mean_pool, pad_batch
+
+    class Hidden(torch.nn.Module):
+        def __init__(self, model):
+            super().__init__()
+            self.model = model
+
+        def forward(self, ids, mask):
+            hidden = self.model(input_ids=ids, attention_mask=mask, output_hidden_states=True).hidden_states
+            return tuple(hidden[layer] for layer in FEATURE_LAYERS)
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = f"{tmp}/backbone.onnx"
+        ids, mask = pad_batch(windows[:2])
+        axes = {"ids": {0: "batch", 1: "tokens"}, "mask": {0: "batch", 1: "tokens"}}
+        torch.onnx.export(
+            Hidden(encoder.model).eval(), (ids, mask), path, input_names=["ids", "mask"],
+            output_names=[f"h{layer}" for layer in FEATURE_LAYERS], dynamic_axes=axes, opset_version=17, dynamo=False,
+        )
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads
+        session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+
+    def features(batch) -> torch.Tensor:
+        ids, mask = pad_batch(batch)
+        hidden = session.run(None, {"ids": ids.numpy(), "mask": mask.numpy()})
+        return torch.cat([_mean_pool(torch.from_numpy(h), mask) for h in hidden], dim=-1)
+
+    order = sorted(range(len(windows)), key=lambda i: len(windows[i].input_ids))
+    features([windows[i] for i in order[:8]])  # warm-up
+    out = torch.empty((len(windows), 384 * len(FEATURE_LAYERS)))
+    t = time.perf_counter()
+    for b in range(0, len(order), 32):
+        idx = order[b : b + 32]
+        out[torch.tensor(idx)] = features([windows[i] for i in idx])
+    seconds = time.perf_counter() - t
+    diff = float(np.abs(out.numpy() - encoder.features(windows, batch_size=32).numpy()).max())
+    return (
+        "bare backbone via ONNX Runtime (same windows)",
+        n_records / seconds,
+        f"{torch_seconds / seconds:.2f}x torch; max feature diff {diff:.1e}",
+    )
 
 
 if __name__ == "__main__":
