@@ -28,8 +28,9 @@ class Scorer:
         if metrics is not None:
             for detector in self.detectors:
                 metrics.detector_info.labels(detector.name, detector.version).set(1)
-                # No shipped detector has a cheap first stage yet: every record reaches the
-                # model. Exporting skipped=0 keeps the dashboard's skip share honest (0%).
+                # No shipped detector has a cheap first stage (measured not to pay, see
+                # detectors/training/firststage.py): every record reaches the model.
+                # Exporting skipped=0 keeps the dashboard's skip share honest (0%).
                 metrics.first_stage_records.labels(detector.name, "skipped").inc(0)
 
     @classmethod

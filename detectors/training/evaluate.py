@@ -569,8 +569,9 @@ def _limitations(lora: bool) -> list[str]:
         "- A short harmful sentence inside a long benign window is diluted by pooling and can be missed; long",
         "  benign prompts (documents pasted for summarising) score higher on `jailbreak`, because the training",
         "  jailbreaks are long templates.",
-        "- No cheap first stage ships (detectors/firststage.py): a first stage may only skip records where it costs",
-        "  at most one point of recall, and with recall below target there is no slack to spend.",
+        "- No cheap first stage ships: a hashed n-gram linear model that keeps 99% of the held-out positives would",
+        "  clear only 3.4% of held-out benign prompts and 17.4% of benign completions (95%: 10.7% and 28.3%), too",
+        "  little to pay for itself (`python -m detectors.training.firststage`, allowed data only).",
         *(
             [
                 "- Fine-tuning ran for a few epochs on 2 CPU cores (the time budget); a GPU would allow more epochs,",
