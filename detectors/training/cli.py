@@ -36,7 +36,8 @@ def train(
         typer.Option(
             help="holdout: heads on the frozen backbone, calibrated on held-out sources (v1.0, shipped); "
             "lora: the same with LoRA fine-tuning of the backbone (v2.0); "
-            "crossfit: cross-fitted over all allowed sources with a lexical view (v1.1)"
+            "crossfit: cross-fitted over all allowed sources with a lexical view (v1.1); "
+            "ensemble: the cross-fitting fold models shipped as an ensemble (v1.2)"
         ),
     ] = "holdout",
     lora_epochs: Annotated[int, typer.Option(help="LoRA recipe: passes over the training examples")] = 2,
@@ -47,13 +48,13 @@ def train(
     from detectors.training.evaluate import write_model_card
     from detectors.training.train import TrainConfig, run_training
 
-    if recipe not in ("holdout", "lora", "crossfit"):
-        raise typer.BadParameter(f"unknown recipe {recipe!r}: holdout, lora or crossfit", param_hint="--recipe")
+    if recipe not in ("holdout", "lora", "crossfit", "ensemble"):
+        raise typer.BadParameter(f"unknown recipe {recipe!r}: holdout, lora, crossfit or ensemble", param_hint="--recipe")
     config = TrainConfig(
         output_dir=output_dir, cache_dir=cache_dir, seed=seed, epochs=epochs,
-        target_precision=target_precision, threads=threads,
+        target_precision=target_precision, threads=threads, fold_ensemble=recipe == "ensemble",
     )
-    if recipe == "crossfit":
+    if recipe in ("crossfit", "ensemble"):
         run_training(config, progress=typer.echo)
     else:
         from detectors.training.finetune import LoraSettings, run_holdout_training

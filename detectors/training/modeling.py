@@ -261,6 +261,32 @@ class Heads(nn.Module):
         return self.prompt(feats) if side is Side.PROMPT else self.completion(feats)
 
 
+class HeadsEnsemble(nn.Module):
+    """Several Heads on the same features; logits are the members' mean.
+
+    The fold-ensemble recipe ships the cross-fitting fold models themselves: the thresholds
+    were fitted on their out-of-fold logits, so on unseen text the shipped scores follow the
+    distribution the thresholds were chosen on (a model retrained on every fold scores
+    everything near its training data higher, which is what sank v1.1). The backbone runs
+    once; each member is a small MLP, so serving cost barely changes."""
+
+    def __init__(self, members: int, in_dim: int | None = None, hidden: int = 256) -> None:
+        super().__init__()
+        self.members = nn.ModuleList(Heads(in_dim=in_dim, hidden=hidden) for _ in range(members))
+
+    @classmethod
+    def of(cls, heads: Sequence[Heads]) -> HeadsEnsemble:
+        ensemble = cls(0)
+        ensemble.members.extend(heads)
+        return ensemble
+
+    def side_logits(self, side: Side, feats: torch.Tensor) -> torch.Tensor:
+        return torch.stack([m.side_logits(side, feats) for m in self.members]).mean(0)
+
+    def subcategory(self, feats: torch.Tensor) -> torch.Tensor:
+        return torch.stack([m.subcategory(feats) for m in self.members]).mean(0)
+
+
 ARTIFACT_FILES = ("manifest.json", "heads.safetensors", "calibration.json")
 
 
@@ -285,13 +311,16 @@ class Manifest:
     # LoRA fine-tuning of the backbone (detectors/training/finetune.py): its settings; the
     # adapter itself is in ADAPTER_DIR next to the manifest. None: frozen backbone.
     adapter: dict | None = None
+    # Fold-ensemble recipe: number of Heads members in heads.safetensors (None: one Heads).
+    ensemble_members: int | None = None
 
     def to_json(self) -> str:
         data = asdict(self)
         if data["lexical"] is None:
             del data["lexical"], data["blend_weight"]  # byte-identical manifests for MLP-only artifacts
-        if data["adapter"] is None:
-            del data["adapter"]
+        for optional in ("adapter", "ensemble_members"):
+            if data[optional] is None:
+                del data[optional]
         return json.dumps(data, indent=2, sort_keys=True) + "\n"
 
     def lexical_config(self):
@@ -321,7 +350,7 @@ class Manifest:
 def save_artifact(
     directory: Path,
     manifest: Manifest,
-    heads: Heads,
+    heads: Heads | HeadsEnsemble,
     calibration: dict[str, dict[str, LabelCalibration]],
 ) -> None:
     """Write the artifact deterministically (sorted JSON keys, fixed tensor order)."""
@@ -350,7 +379,7 @@ def load_lexical_view(directory: Path, manifest: Manifest) -> dict:
         raise ModelLoadError(f"artifact {directory}: lexical view unreadable") from exc
 
 
-def load_artifact(directory: Path) -> tuple[Manifest, Heads, dict[str, dict[str, LabelCalibration]]]:
+def load_artifact(directory: Path) -> tuple[Manifest, Heads | HeadsEnsemble, dict[str, dict[str, LabelCalibration]]]:
     from safetensors.torch import load_file
 
     missing = [f for f in ARTIFACT_FILES if not (directory / f).is_file()]
@@ -358,7 +387,11 @@ def load_artifact(directory: Path) -> tuple[Manifest, Heads, dict[str, dict[str,
         raise ModelLoadError(f"artifact {directory} lacks {missing}")
     try:
         manifest = Manifest.from_json((directory / "manifest.json").read_text())
-        heads = Heads(in_dim=feature_dim(manifest.feature_layers, manifest.max_pool_layers), hidden=manifest.heads_hidden)
+        in_dim = feature_dim(manifest.feature_layers, manifest.max_pool_layers)
+        if manifest.ensemble_members:
+            heads = HeadsEnsemble(manifest.ensemble_members, in_dim=in_dim, hidden=manifest.heads_hidden)
+        else:
+            heads = Heads(in_dim=in_dim, hidden=manifest.heads_hidden)
         heads.load_state_dict(load_file(str(directory / "heads.safetensors")))
         raw = json.loads((directory / "calibration.json").read_text())
         calibration = {side: {label: LabelCalibration(**c) for label, c in labels.items()} for side, labels in raw.items()}

