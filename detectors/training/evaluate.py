@@ -449,7 +449,9 @@ def _frozen_sections(model_dir: Path, manifest, train: dict, size_kb: float, dat
         "(detectors/training/evaluate.py::write_model_card); edit the generator, not this file.",
         "",
         "## What it is",
-        f"- Detector `transformer`, artifact `detectors/models/{model_dir.name}/` ({size_kb:.0f} KiB: heads, lexical view, Platt",
+        f"- Detector `transformer`, artifact `detectors/models/{model_dir.name}/` ({size_kb:.0f} KiB: heads, "
+        + ("lexical view, " if manifest.lexical else "")
+        + "Platt",
         "  calibration, thresholds, manifest). Backbone "
         f"`{manifest.backbone}` from the `{manifest.backbone_package}` package (not shipped here), frozen.",
         f"- Features: mean-pooled hidden states of layers {list(manifest.feature_layers)}"
@@ -458,7 +460,13 @@ def _frozen_sections(model_dir: Path, manifest, train: dict, size_kb: float, dat
         f"({manifest.window.max_tokens} tokens, stride {manifest.window.stride}, at most {manifest.window.max_windows} windows per text, "
         "spread over the text). A record's score per label is its worst window's; that window is the evidence.",
         f"- Heads (MLP, hidden {manifest.heads_hidden}): prompt side {list(manifest.prompt_labels)}; completion side "
-        f"{list(manifest.completion_labels)}; one subcategory softmax over the taxonomy.",
+        f"{list(manifest.completion_labels)}; one subcategory softmax over the taxonomy"
+        + (
+            f". Shipped as the {manifest.ensemble_members} cross-fitting fold models (mean logit), the models the"
+            " thresholds were fitted on."
+            if manifest.ensemble_members
+            else "."
+        ),
         *(
             [
                 f"- Lexical view: hashed word {manifest.lexical['word_ngrams']}-grams + char {manifest.lexical['char_ngrams']}-grams "
@@ -471,9 +479,8 @@ def _frozen_sections(model_dir: Path, manifest, train: dict, size_kb: float, dat
             else []
         ),
         "- Completion findings are suppressed when the `refusal` score passes its threshold and exceeds the harmful score.",
-        "- The backbone is not fine-tuned (see Limitations): on this machine's 2 shared cores a forward+backward",
-        "  pass through the backbone (what LoRA needs) measured ~4 sequences/s at 128 tokens, against ~15/s for a",
-        "  forward pass; the heads are trained on cached backbone features instead (one forward pass per text).",
+        "- The backbone is not fine-tuned in this recipe: the heads are trained on cached backbone features (one",
+        "  forward pass per text). The LoRA recipe (`--recipe lora`) fine-tunes it; see docs/model-releases.md.",
         "",
         "## Data (training: allowed packaged corpora only)",
         "- The shipped heads and lexical models are trained on every allowed source below (plus templated",

@@ -133,3 +133,27 @@ def test_detector_serves_an_artifact_with_an_adapter(encoder, tmp_path) -> None:
         assert [round(s.scores["cyber_abuse"], 4) for s in scores] == [round(float(p), 4) for p in expected]
     finally:
         det.close()
+
+
+def test_heads_ensemble_round_trips_and_averages_its_members(tmp_path) -> None:
+    from detectors.training.modeling import HeadsEnsemble, load_artifact
+
+    torch.manual_seed(0)
+    members = [Heads(), Heads(), Heads()]
+    ensemble = HeadsEnsemble.of(members).eval()
+    x = torch.randn(5, 768)
+    with torch.no_grad():
+        expected = torch.stack([m.eval().side_logits(Side.PROMPT, x) for m in members]).mean(0)
+        torch.testing.assert_close(ensemble.side_logits(Side.PROMPT, x), expected)
+    cal = LabelCalibration(a=1.0, b=0.0, threshold=0.5, target_precision=0.9, validation_precision=None, validation_recall=None, validation_positives=0)
+    manifest = Manifest(
+        name="t", version="t-ens", backbone="b", backbone_package="p", feature_layers=FEATURE_LAYERS, window=WindowConfig(),
+        prompt_labels=PROMPT_LABELS, completion_labels=COMPLETION_LABELS, subcategory_labels=SUBCATEGORY_LABELS,
+        heads_hidden=256, seed=0, ensemble_members=3,
+    )
+    save_artifact(tmp_path, manifest, ensemble, {"prompt": {k: cal for k in PROMPT_LABELS}, "completion": {k: cal for k in COMPLETION_LABELS}})
+    loaded_manifest, loaded, _ = load_artifact(tmp_path)
+    assert loaded_manifest.ensemble_members == 3 and isinstance(loaded, HeadsEnsemble)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded.side_logits(Side.PROMPT, x), expected)
+        torch.testing.assert_close(loaded.subcategory(x), torch.stack([m.subcategory(x) for m in members]).mean(0))
