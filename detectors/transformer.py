@@ -170,11 +170,11 @@ class TransformerDetector(Detector):
         if todo:
             keys = list(todo)
             unique_texts = [texts[todo[k][0]] for k in keys]
-            windows, owner = [], []
-            for t, text in enumerate(unique_texts):
-                for w in make_windows(self.encoder.tokenizer, text, self.manifest.window):
-                    windows.append(w)
-                    owner.append(t)
+            windows, spans = [], []  # text t's windows are rows spans[t] of ``windows``
+            for text in unique_texts:
+                text_windows = make_windows(self.encoder.tokenizer, text, self.manifest.window)
+                spans.append(range(len(windows), len(windows) + len(text_windows)))
+                windows.extend(text_windows)
             feats = self.encoder.features(windows, batch_size=self.batch_size)
             with torch.inference_mode():
                 logits = self.heads.side_logits(side, feats).numpy()
@@ -182,13 +182,15 @@ class TransformerDetector(Detector):
             weight = (self.manifest.blend_weight or {}).get(side.value, 0.0)
             if weight > 0 and side.value in self.lexical:
                 # Same blend as training: (1 - w) * MLP logit + w * lexical logit, per window.
-                window_texts = [unique_texts[o][w.char_start : w.char_end] for w, o in zip(windows, owner, strict=True)]
+                window_texts = [
+                    text[windows[r].char_start : windows[r].char_end] for text, rows in zip(unique_texts, spans, strict=True) for r in rows
+                ]
                 logits = (1.0 - weight) * logits + weight * self.lexical[side.value].logits(window_texts)
             labels = SIDE_LABELS[side]
             cal = self.calibration[side.value]
             probs = {label: apply_calibration(cal[label], logits[:, j]) for j, label in enumerate(labels)}
             for t, text in enumerate(unique_texts):
-                rows = [r for r, o in enumerate(owner) if o == t]
+                rows = spans[t]
                 scores, evidence, subcats = {}, {}, {}
                 for label in labels:
                     best = max(rows, key=lambda r: probs[label][r])
