@@ -19,14 +19,13 @@ import argparse
 import shutil
 import sys
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import httpx
 import yaml
 
-from pipeline.localinfra.base import LOOPBACK, LocalService, ServiceHandle, service_cli, free_port, port_is_open
+from pipeline.localinfra.base import LOOPBACK, ConfiguredHttpService, free_port, port_is_open, service_cli
 
 SERVICE_NAME = "alertmanager"
 STARTUP_TIMEOUT_S = 60.0
@@ -38,14 +37,8 @@ class AlertmanagerSetupError(RuntimeError):
     """Alertmanager could not be found or started locally."""
 
 
-@dataclass
-class LocalAlertmanager(ServiceHandle):
-    data_dir: Path
-    config_path: Path
-
-    @property
-    def url(self) -> str:
-        return f"http://{LOOPBACK}:{self.port}"
+class LocalAlertmanager(ConfiguredHttpService):
+    """A running local Alertmanager (``url``: its HTTP API)."""
 
 
 def find_alertmanager() -> str:
@@ -106,7 +99,6 @@ def start_alertmanager(
         group_interval_s=group_interval_s, repeat_interval_s=repeat_interval_s,
     )
     config_path.write_text(yaml.safe_dump(config, sort_keys=True))
-    log_path = data_dir / "alertmanager.log"
     argv = [
         binary,
         f"--config.file={config_path}",
@@ -115,19 +107,10 @@ def start_alertmanager(
         "--cluster.listen-address=",
         "--log.level=info",
     ]
-    service = LocalService.start(
-        SERVICE_NAME,
-        argv,
-        log_path,
-        ports={"alertmanager": port},
-        dirs={"data": str(data_dir)},
-        info={"config": str(config_path), "webhook": webhook_url},
-        marker=str(config_path),
-        detach=detach,
+    return LocalAlertmanager.launch(
+        SERVICE_NAME, argv, data_dir, config_path, port, info={"webhook": webhook_url}, detach=detach,
+        startup_timeout_s=startup_timeout_s, error=AlertmanagerSetupError,
     )
-    server = LocalAlertmanager(service=service, port=port, data_dir=data_dir, config_path=config_path)
-    server.await_ready(startup_timeout_s, AlertmanagerSetupError, ready_url=f"{server.url}/-/ready")
-    return server
 
 
 def get_alerts(url: str, *, active: bool = True, silenced: bool = True, inhibited: bool = True) -> list[dict[str, Any]]:

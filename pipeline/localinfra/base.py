@@ -289,6 +289,48 @@ class ServiceHandle:
             raise
 
 
+@dataclass
+class ConfiguredHttpService(ServiceHandle):
+    """A service run from a YAML config file in its data dir and ready when ``GET /-/ready``
+    answers 200 (Prometheus, Alertmanager)."""
+
+    data_dir: Path
+    config_path: Path
+
+    @property
+    def url(self) -> str:
+        return f"http://{LOOPBACK}:{self.port}"
+
+    @classmethod
+    def launch(
+        cls,
+        name: str,
+        argv: Sequence[str],
+        data_dir: Path,
+        config_path: Path,
+        port: int,
+        *,
+        info: Mapping[str, str] | None = None,
+        detach: bool,
+        startup_timeout_s: float,
+        error: type[Exception],
+    ) -> Self:
+        """Start ``argv`` (logging to ``<data_dir>/<name>.log``) and wait until it is ready."""
+        service = LocalService.start(
+            name,
+            argv,
+            data_dir / f"{name}.log",
+            ports={name: port},
+            dirs={"data": str(data_dir)},
+            info={"config": str(config_path), **(info or {})},
+            marker=str(config_path),
+            detach=detach,
+        )
+        server = cls(service=service, port=port, data_dir=data_dir, config_path=config_path)
+        server.await_ready(startup_timeout_s, error, ready_url=f"{server.url}/-/ready")
+        return server
+
+
 def _wait_http_ok(url: str, timeout_s: float, service: LocalService) -> None:
     import httpx  # only the HTTP services need it
 

@@ -18,14 +18,13 @@ import argparse
 import shutil
 import sys
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import httpx
 import yaml
 
-from pipeline.localinfra.base import LOOPBACK, LocalService, ServiceHandle, service_cli, free_port, port_is_open
+from pipeline.localinfra.base import LOOPBACK, ConfiguredHttpService, free_port, port_is_open, service_cli
 
 SERVICE_NAME = "prometheus"
 STARTUP_TIMEOUT_S = 60.0
@@ -41,14 +40,8 @@ class PrometheusQueryError(RuntimeError):
     """Prometheus rejected a query (bad PromQL, timeout)."""
 
 
-@dataclass
-class LocalPrometheus(ServiceHandle):
-    data_dir: Path
-    config_path: Path
-
-    @property
-    def url(self) -> str:
-        return f"http://{LOOPBACK}:{self.port}"
+class LocalPrometheus(ConfiguredHttpService):
+    """A running local Prometheus (``url``: its HTTP API)."""
 
 
 def find_prometheus() -> str:
@@ -87,7 +80,6 @@ def start_prometheus(
         raise PrometheusSetupError(f"port {LOOPBACK}:{port} is already in use")
     config_path = data_dir / "prometheus.yml"
     config_path.write_text(yaml.safe_dump(prometheus_config(targets, rule_files, interval_s), sort_keys=True))
-    log_path = data_dir / "prometheus.log"
     argv = [
         binary,
         f"--config.file={config_path}",
@@ -96,19 +88,10 @@ def start_prometheus(
         "--web.enable-lifecycle",
         "--storage.tsdb.retention.time=1d",
     ]
-    service = LocalService.start(
-        SERVICE_NAME,
-        argv,
-        log_path,
-        ports={"prometheus": port},
-        dirs={"data": str(data_dir)},
-        info={"config": str(config_path)},
-        marker=str(config_path),
-        detach=detach,
+    return LocalPrometheus.launch(
+        SERVICE_NAME, argv, data_dir, config_path, port, detach=detach,
+        startup_timeout_s=startup_timeout_s, error=PrometheusSetupError,
     )
-    server = LocalPrometheus(service=service, port=port, data_dir=data_dir, config_path=config_path)
-    server.await_ready(startup_timeout_s, PrometheusSetupError, ready_url=f"{server.url}/-/ready")
-    return server
 
 
 def _api(base_url: str, path: str, params: dict[str, Any]) -> Any:
