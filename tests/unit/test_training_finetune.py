@@ -61,10 +61,14 @@ def encoder() -> Encoder:
     return Encoder()
 
 
-def _examples() -> list[Example]:
-    return [Example(t, Side.PROMPT, ("cyber_abuse",), None, "a") for t in HARMFUL] + [
+def _examples_and_windows(tokenizer) -> tuple[dict[Side, list[Example]], dict[Side, list]]:
+    """The prompt examples above (no completions) and each one's first window."""
+    prompts = [Example(t, Side.PROMPT, ("cyber_abuse",), None, "a") for t in HARMFUL] + [
         Example(t, Side.PROMPT, (), None, "b") for t in BENIGN
     ]
+    examples = {Side.PROMPT: prompts, Side.COMPLETION: []}
+    windows = {side: [make_windows(tokenizer, e.text, WindowConfig())[0] for e in exs] for side, exs in examples.items()}
+    return examples, windows
 
 
 def test_length_batches_cover_every_index_once_and_group_similar_lengths() -> None:
@@ -76,9 +80,7 @@ def test_length_batches_cover_every_index_once_and_group_similar_lengths() -> No
 
 
 def test_finetune_learns_and_the_saved_adapter_reproduces_the_model(encoder, tmp_path) -> None:
-    examples = {Side.PROMPT: _examples(), Side.COMPLETION: []}
-    window = WindowConfig()
-    windows = {side: [make_windows(encoder.tokenizer, e.text, window)[0] for e in exs] for side, exs in examples.items()}
+    examples, windows = _examples_and_windows(encoder.tokenizer)
     torch.manual_seed(0)
     heads = Heads()
     heads.eval()
@@ -105,9 +107,7 @@ def test_finetune_learns_and_the_saved_adapter_reproduces_the_model(encoder, tmp
 
 
 def test_detector_serves_an_artifact_with_an_adapter(encoder, tmp_path) -> None:
-    examples = {Side.PROMPT: _examples(), Side.COMPLETION: []}
-    window = WindowConfig()
-    windows = {side: [make_windows(encoder.tokenizer, e.text, window)[0] for e in exs] for side, exs in examples.items()}
+    examples, windows = _examples_and_windows(encoder.tokenizer)
     torch.manual_seed(0)
     heads = Heads()
     model = finetune(Encoder(), heads, examples, windows, LoraSettings(epochs=1, batch_size=8), seed=3)
@@ -118,7 +118,7 @@ def test_detector_serves_an_artifact_with_an_adapter(encoder, tmp_path) -> None:
         "completion": {label: cal for label in COMPLETION_LABELS},
     }
     manifest = Manifest(
-        name="t", version="t-lora", backbone="b", backbone_package="p", feature_layers=FEATURE_LAYERS, window=window,
+        name="t", version="t-lora", backbone="b", backbone_package="p", feature_layers=FEATURE_LAYERS, window=WindowConfig(),
         prompt_labels=PROMPT_LABELS, completion_labels=COMPLETION_LABELS, subcategory_labels=SUBCATEGORY_LABELS,
         heads_hidden=TrainConfig(output_dir=tmp_path).heads_hidden, seed=3, adapter={"r": 8},
     )
