@@ -49,7 +49,7 @@ kafka-down:
 	$(PY) -m pipeline.localinfra.kafka down
 
 demo: setup
-	$(PY) -m pipeline.localinfra.kafka up
+	$(PY) -m pipeline.localinfra.kafka up --port 0
 	mkdir -p $(DEMO_DIR)
 	$(MM) simulate -o $(DEMO_DIR)/traffic.jsonl --records 800 --truth $(DEMO_DIR)/truth.jsonl
 	cat tests/fixtures/malformed.jsonl >> $(DEMO_DIR)/traffic.jsonl
