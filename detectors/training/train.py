@@ -338,7 +338,6 @@ def run_training(config: TrainConfig, progress: Callable[[str], None] = print) -
     # Validation first: the order of examples within a side is fixed (determinism).
     every = _by_side(list(dataset.validation) + list(dataset.train))
     feats = {s: encode_examples(encoder, every[s], cache, config.window, config.encode_batch_size, progress) for s in every}
-    texts = {s: first_window_texts(encoder.tokenizer, every[s], config.window) for s in every}
     encode_s = time.monotonic() - t_encode
     newly_encoded = len(cache.data) - cached_before
     t_train = time.monotonic()
@@ -346,7 +345,13 @@ def run_training(config: TrainConfig, progress: Callable[[str], None] = print) -
     encode_threads = torch.get_num_threads()
     torch.set_num_threads(1)
     lex_cfg = config.lexical
-    xs = {s: featurize(lex_cfg, texts[s]) for s in every}
+    # The lexical view hashes the text of each example's first window (what the heads see);
+    # the fold ensemble has no lexical view.
+    xs = (
+        {}
+        if config.fold_ensemble
+        else {s: featurize(lex_cfg, first_window_texts(encoder.tokenizer, every[s], config.window)) for s in every}
+    )
     ys = {s: _targets(every[s], s) for s in every}
     weights = {s: _source_weights(every[s]) for s in every}
     folds = {s: np.array([fold_of(e) for e in every[s]]) for s in every}
