@@ -58,10 +58,37 @@ class ContentPart(BaseModel):
     text: str | None = None
 
 
+class ToolCallFunction(BaseModel):
+    """The function a model asked to call; ``arguments`` is the JSON text the model wrote."""
+
+    model_config = ConfigDict(extra="allow")
+    name: str = Field(max_length=256)
+    arguments: str = ""
+
+
+class ToolCall(BaseModel):
+    """One OpenAI tool call ({id, type, function: {name, arguments}}).
+
+    Typed because the arguments are model output that can carry the harmful payload
+    (a phishing email as a ``send_email`` argument), so detectors must be able to find them.
+    """
+
+    model_config = ConfigDict(extra="allow")
+    id: str | None = Field(default=None, max_length=256)
+    type: str = Field(default="function", max_length=64)
+    function: ToolCallFunction
+
+
 class ChatMessage(BaseModel):
     model_config = ConfigDict(extra="allow")
     role: str = Field(min_length=1, max_length=32)
     content: str | list[ContentPart] | None = None
+    # assistant turns: what the model called and (reasoning parsers) what it thought
+    tool_calls: list[ToolCall] | None = None
+    reasoning_content: str | None = None
+    # role "tool": which call this message answers, and the tool's name
+    tool_call_id: str | None = Field(default=None, max_length=256)
+    name: str | None = Field(default=None, max_length=256)
 
     @property
     def text(self) -> str:
@@ -97,6 +124,11 @@ class InferenceLog(BaseModel):
     messages: list[ChatMessage] | None = None
     prompt: str | None = None
     completion: str | None = None
+    # Optional since inference-log/v1 was first published; older records simply lack them.
+    reasoning_content: str | None = Field(
+        default=None, description="The model's reasoning/thinking text (e.g. vLLM --reasoning-parser)"
+    )
+    tool_calls: list[ToolCall] | None = Field(default=None, description="Tool calls in the completion")
     finish_reason: str | None = None
     usage: Usage | None = None
     latency_ms: float | None = Field(default=None, ge=0)
