@@ -1,10 +1,20 @@
-"""Detectors + verdict policy over a batch: shared by stream, classify and Spark backfill."""
+"""Detectors + verdict policy over a batch: shared by stream, classify and Spark backfill.
+
+In: decoded inference logs. Out: one misuse-verdict/v1 per log, or a :class:`RecordError` for a
+log that no detector could judge. A detector exception is first assumed to be the fault of one
+record: the batch is split in halves until the failing records are isolated, so one poison
+record never stops the others. If the failure is not tied to records (a known-good canary fails
+too: a lost GPU, a corrupt artifact) :class:`DetectorFailure` is raised instead, so the runner
+stops without committing rather than dead-lettering healthy traffic.
+"""
 
 from __future__ import annotations
 
 import logging
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
 
 from detectors.base import Detector, PartialDetectionError
 from detectors.registry import build
@@ -14,6 +24,39 @@ from pipeline.settings import Settings
 from pipeline.verdicts import Pseudonymizer, build_verdict
 
 log = logging.getLogger(__name__)
+
+# A record every detector must be able to judge; used only to tell a poison record from a broken detector.
+CANARY = InferenceLog.model_validate(
+    {
+        "schema": "inference-log/v1",
+        "request_id": "mm-canary",
+        "timestamp": datetime(2026, 1, 1, tzinfo=UTC),
+        "model": "canary",
+        "prompt": "What is the capital of France?",
+        "completion": "Paris.",
+    }
+)
+
+
+@dataclass(frozen=True, slots=True)
+class RecordError:
+    """One record the scorer could not judge. ``reason`` is a bounded label (dead-letter header)."""
+
+    reason: str
+    detail: str
+
+
+class DetectorFailure(RuntimeError):
+    """A detector fails on records and on the known-good canary alike: not the records' fault."""
+
+
+class ScoringError(RuntimeError):
+    """Raised by :meth:`Scorer.score` when some records could not be judged."""
+
+    def __init__(self, errors: dict[int, RecordError]) -> None:
+        shown = "; ".join(f"#{i}: {e.reason}: {e.detail}" for i, e in list(errors.items())[:5])
+        super().__init__(f"{len(errors)} record(s) could not be scored: {shown}")
+        self.errors = errors
 
 
 class Scorer:
@@ -40,24 +83,76 @@ class Scorer:
         return cls(detectors, Pseudonymizer(key), metrics)
 
     def score(self, logs: Sequence[InferenceLog]) -> list[MisuseVerdict]:
+        """Every record's verdict; raises :class:`ScoringError` if any record could not be judged."""
+        results = self.score_each(logs)
+        errors = {i: r for i, r in enumerate(results) if isinstance(r, RecordError)}
+        if errors:
+            raise ScoringError(errors)
+        return results  # type: ignore[return-value]
+
+    def score_each(self, logs: Sequence[InferenceLog]) -> list[MisuseVerdict | RecordError]:
+        """A verdict or a :class:`RecordError` per record, in order (per-record isolation)."""
         merged: list[list[Finding]] = [[] for _ in logs]
+        errors: dict[int, RecordError] = {}
         for detector in self.detectors:
+            active = [i for i in range(len(logs)) if i not in errors]
+            if not active:
+                break
             started = time.perf_counter()
+            results, failures = self._detect_isolated(detector, [logs[i] for i in active])
+            if failures:
+                self._check_canary(detector, failures)
+                for j, exc in failures.items():
+                    log.warning("detector %s failed on record %s: %r", detector.name, logs[active[j]].request_id, exc)
+                    errors[active[j]] = RecordError("detector_error", f"{detector.name}: {exc!r}"[:500])
+                if self._metrics is not None:
+                    self._metrics.detector_errors.labels(detector.name).inc(len(failures))
+            if self._metrics is not None:
+                self._metrics.detector_duration.labels(detector.name).observe(time.perf_counter() - started)
+                self._metrics.first_stage_records.labels(detector.name, "escalated").inc(len(active))
+            for j, found in enumerate(results):
+                if found is not None:
+                    merged[active[j]].extend(found)
+        out: list[MisuseVerdict | RecordError] = []
+        for i, lg in enumerate(logs):
+            if i in errors:
+                out.append(errors[i])
+                continue
             try:
-                results = detector.detect(logs)
+                out.append(build_verdict(lg, merged[i], self._pseudonymize))
+            except ValueError as exc:  # pydantic ValidationError included: a finding this record made invalid
+                out.append(RecordError("verdict_error", repr(exc)[:500]))
+        return out
+
+    def _detect_isolated(
+        self, detector: Detector, batch: list[InferenceLog]
+    ) -> tuple[list[list[Finding] | None], dict[int, BaseException]]:
+        """Findings per record (None where the detector raised), splitting the batch on failure."""
+        try:
+            try:
+                results = detector.detect(batch)
             except PartialDetectionError as exc:
                 results = exc.partial
                 log.warning("detector %s could not judge %d record(s) of the batch: %s", detector.name, len(exc.failures), exc)
                 if self._metrics is not None:
                     self._metrics.detector_errors.labels(detector.name).inc(len(exc.failures))
-            if len(results) != len(logs):
-                raise RuntimeError(f"detector {detector.name} returned {len(results)} results for {len(logs)} records")
-            if self._metrics is not None:
-                self._metrics.detector_duration.labels(detector.name).observe(time.perf_counter() - started)
-                self._metrics.first_stage_records.labels(detector.name, "escalated").inc(len(logs))
-            for acc, found in zip(merged, results, strict=True):
-                acc.extend(found)
-        return [build_verdict(log, found, self._pseudonymize) for log, found in zip(logs, merged, strict=True)]
+        except Exception as exc:  # noqa: BLE001 - isolated below: one record's failure must not stop the batch
+            if len(batch) == 1:
+                return [None], {0: exc}
+            mid = len(batch) // 2
+            left, left_failed = self._detect_isolated(detector, batch[:mid])
+            right, right_failed = self._detect_isolated(detector, batch[mid:])
+            return left + right, {**left_failed, **{mid + j: e for j, e in right_failed.items()}}
+        if len(results) != len(batch):
+            raise DetectorFailure(f"detector {detector.name} returned {len(results)} results for {len(batch)} records")
+        return list(results), {}
+
+    def _check_canary(self, detector: Detector, failures: dict[int, BaseException]) -> None:
+        try:
+            detector.detect([CANARY])
+        except Exception as exc:  # noqa: BLE001 - re-raised as a systemic failure
+            first = next(iter(failures.values()))
+            raise DetectorFailure(f"detector {detector.name} fails on a known-good record too: {exc!r}") from first
 
     def close(self) -> None:
         for detector in self.detectors:

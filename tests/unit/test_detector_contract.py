@@ -21,6 +21,7 @@ pytestmark = pytest.mark.ml
 
 CONFIGS: dict[str, Callable[[Path], DetectorConfig]] = {
     "rules": lambda tmp: DetectorConfig(),
+    "noop": lambda tmp: DetectorConfig(),
     "transformer": lambda tmp: DetectorConfig(device="cpu"),
     "hf_classifier": lambda tmp: DetectorConfig(model_dir=build_tiny_prompt_guard(tmp / "pg"), device="cpu"),
     "llm_guard": lambda tmp: DetectorConfig(
