@@ -6,10 +6,23 @@ JSON Schema files under ``pipeline/contracts/`` are exported from these models
 
 from __future__ import annotations
 
+import re
+from contextvars import ContextVar
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError
 
 INFERENCE_LOG_V1 = "inference-log/v1"
 MISUSE_VERDICT_V1 = "misuse-verdict/v1"
@@ -17,6 +30,135 @@ MISUSE_VERDICT_V1 = "misuse-verdict/v1"
 # Evidence is a short, redacted snippet: enough for a reviewer to recognise the case,
 # never the whole prompt (alerts and dashboards carry it).
 EVIDENCE_MAX_CHARS = 160
+
+# --------------------------------------------------------------------------- storable text
+# NUL and lone surrogates (U+D800..U+DFFF not in a pair; JSON can carry both as \u escapes)
+# break the stores and detectors downstream: PostgreSQL text cannot hold NUL, Arrow/Parquet
+# and the Kafka serialiser need valid UTF-8, transformers tokenizers raise on a lone surrogate.
+# The policy differs by what the string is, and is the same on every path into the model
+# (decode, adapters, gateway):
+#
+# * identifiers (request_id, model, tenant_id, user_id, deployment, finish_reason, role, names,
+#   ids, types, metadata keys) are REJECTED (error type ``invalid_text``, naming the field):
+#   silently changing an idempotency key could merge two requests into one verdict (PostgreSQL
+#   upserts by request_id);
+# * content (prompt, completion, message content and text parts, reasoning, tool-call
+#   arguments, metadata values) is CLEANED: the characters are removed and the paths recorded
+#   in ``metadata["mm.cleaned_fields"]`` (``InferenceLog.cleaned_fields``). Rejecting would let
+#   anyone keep a harmful prompt away from every detector (a dead letter has no verdict) by
+#   adding one NUL; removing, not replacing, means an invisible character cannot split a word
+#   a rule looks for either.
+#
+# Cost: every check is a plain (no ValidationInfo) validator; ASCII strings cost isascii() (O(1))
+# and one `in` scan; non-ASCII ones a UTF-8 encode (which fails exactly on lone surrogates): a
+# regex character class was 12 us on a 3 KB string, the encode 1-3 us.
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+CLEANED_NOTE_KEY = "mm.cleaned_fields"
+_CONTENT_FIELDS = frozenset({"prompt", "completion", "reasoning_content", "content", "text", "arguments"})
+# Set by a Text validator that cleaned something; reset before and read after each InferenceLog.
+_CLEANED: ContextVar[bool] = ContextVar("mm_text_cleaned", default=False)
+
+
+def _has_unstorable(value: str) -> bool:
+    if value.isascii():
+        return "\x00" in value
+    if "\x00" in value:
+        return True
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
+
+
+def _reject_unstorable(value: str) -> str:
+    if _has_unstorable(value):
+        where = _UNSTORABLE.search(value).start()  # type: ignore[union-attr]
+        raise PydanticCustomError(
+            "invalid_text", "contains NUL or a lone surrogate ({char} at index {index})",
+            {"char": f"U+{ord(value[where]):04X}", "index": where},
+        )
+    return value
+
+
+def _clean_unstorable(value: str) -> str:
+    if not _has_unstorable(value):
+        return value
+    _CLEANED.set(True)
+    return _UNSTORABLE.sub("", value)
+
+
+def _metadata_dirty(value: Any) -> bool:
+    """Any NUL or lone surrogate in a key or string value (plain loops: this runs on every record)."""
+    if isinstance(value, str):
+        return _has_unstorable(value)
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if (isinstance(key, str) and _has_unstorable(key)) or (
+                not isinstance(item, (int, float, bool)) and item is not None and _metadata_dirty(item)
+            ):
+                return True
+    elif isinstance(value, list):
+        for item in value:
+            if _metadata_dirty(item):
+                return True
+    return False
+
+
+def _clean_metadata(value: Any, path: str) -> Any:
+    """Metadata values cleaned like content, keys rejected like identifiers (depth is bounded by decode)."""
+    if isinstance(value, str):
+        return _clean_unstorable(value)
+    if isinstance(value, dict):
+        out = {}
+        for key, item in value.items():
+            if isinstance(key, str) and _has_unstorable(key):
+                raise PydanticCustomError(
+                    "invalid_text", "key {key} under {path} contains NUL or a lone surrogate",
+                    {"key": ascii(key)[:80], "path": path},
+                )
+            out[key] = _clean_metadata(item, f"{path}.{key}")
+        return out
+    if isinstance(value, list):
+        return [_clean_metadata(item, f"{path}.{i}") for i, item in enumerate(value)]
+    return value
+
+
+def _dirty_paths(value: Any, path: str = "") -> list[str]:
+    """Paths of the strings holding NUL or a lone surrogate in raw input (slow path: dirty records only)."""
+    if isinstance(value, str):
+        return [path or "<record>"] if _has_unstorable(value) else []
+    if hasattr(value, "model_dump"):  # a model instance passed in instead of a dict
+        value = value.model_dump()
+    if isinstance(value, dict):
+        items: Any = value.items()
+    elif isinstance(value, list):
+        items = enumerate(value)
+    else:
+        return []
+    return [p for key, item in items for p in _dirty_paths(item, f"{path}.{key}" if path else str(key))]
+
+
+def _cleaned_paths(data: Any) -> list[str]:
+    """Where content was cleaned: the dirty content strings of the input (ignored extras left out)."""
+    paths = []
+    for path in _dirty_paths(data):
+        names = [part for part in path.split(".") if not part.isdigit()]
+        if path.startswith("metadata.") or (names and names[-1] in _CONTENT_FIELDS):
+            paths.append(path)
+    return paths or ["<record>"]
+
+
+Key = Annotated[str, AfterValidator(_reject_unstorable)]
+"""An identifier: rejected when it holds NUL or a lone surrogate."""
+Text = Annotated[str, AfterValidator(_clean_unstorable)]
+"""Content: NUL and lone surrogates removed, the path recorded in ``InferenceLog.cleaned_fields``."""
+
+# Timestamps are stored as UTC (Parquet, PostgreSQL timestamptz, Kafka ms); a year-0001 time
+# with a positive offset does not even convert (OverflowError in the lake sink). The range is
+# wide enough for any real clock, replayed history included.
+TIMESTAMP_MIN = datetime(1970, 1, 1, tzinfo=UTC)
+TIMESTAMP_MAX = datetime(2200, 1, 1, tzinfo=UTC)
 
 
 class Category(StrEnum):
@@ -29,6 +171,32 @@ class Category(StrEnum):
 class Side(StrEnum):
     PROMPT = "prompt"
     COMPLETION = "completion"
+
+
+class PartKind(StrEnum):
+    """Which part of a record a finding came from (bounded: usable as a metric label).
+
+    Everything in ``messages`` is what the client sent, so it is screened as the prompt side,
+    earlier ``assistant`` turns and their tool calls included (a client can forge them);
+    only this request's own output (completion, reasoning, tool calls) is the completion side.
+    """
+
+    SYSTEM = "system"
+    USER = "user"
+    ASSISTANT = "assistant"
+    TOOL_CALL = "tool_call"
+    TOOL_RESULT = "tool_result"
+    PROMPT = "prompt"
+    COMPLETION = "completion"
+    REASONING = "reasoning"
+
+
+class Signal(StrEnum):
+    """Extra facts about a finding that change how it is handled (severity, routing)."""
+
+    # The harmful text was only visible after Unicode normalisation or decoding
+    # (look-alike letters, zero-width characters, base64, leetspeak, ...): raises severity.
+    OBFUSCATION = "obfuscation"
 
 
 class Severity(StrEnum):
@@ -54,16 +222,16 @@ class ContentPart(BaseModel):
     """One part of an OpenAI multi-part message content; only text parts are screened."""
 
     model_config = ConfigDict(extra="allow")
-    type: str
-    text: str | None = None
+    type: Key
+    text: Text | None = None
 
 
 class ToolCallFunction(BaseModel):
     """The function a model asked to call; ``arguments`` is the JSON text the model wrote."""
 
     model_config = ConfigDict(extra="allow")
-    name: str = Field(max_length=256)
-    arguments: str = ""
+    name: Key = Field(max_length=256)
+    arguments: Text = ""
 
 
 class ToolCall(BaseModel):
@@ -74,21 +242,21 @@ class ToolCall(BaseModel):
     """
 
     model_config = ConfigDict(extra="allow")
-    id: str | None = Field(default=None, max_length=256)
-    type: str = Field(default="function", max_length=64)
+    id: Key | None = Field(default=None, max_length=256)
+    type: Key = Field(default="function", max_length=64)
     function: ToolCallFunction
 
 
 class ChatMessage(BaseModel):
     model_config = ConfigDict(extra="allow")
-    role: str = Field(min_length=1, max_length=32)
-    content: str | list[ContentPart] | None = None
+    role: Key = Field(min_length=1, max_length=32)
+    content: Text | list[ContentPart] | None = None
     # assistant turns: what the model called and (reasoning parsers) what it thought
     tool_calls: list[ToolCall] | None = None
-    reasoning_content: str | None = None
+    reasoning_content: Text | None = None
     # role "tool": which call this message answers, and the tool's name
-    tool_call_id: str | None = Field(default=None, max_length=256)
-    name: str | None = Field(default=None, max_length=256)
+    tool_call_id: Key | None = Field(default=None, max_length=256)
+    name: Key | None = Field(default=None, max_length=256)
 
     @property
     def text(self) -> str:
@@ -115,24 +283,70 @@ class InferenceLog(BaseModel):
     model_config = ConfigDict(extra="ignore", frozen=True)
 
     schema_: Literal["inference-log/v1"] = Field(alias="schema")
-    request_id: str = Field(min_length=1, max_length=256, description="Idempotency key")
-    timestamp: AwareDatetime = Field(description="RFC 3339 with a UTC offset")
-    model: str = Field(min_length=1, max_length=256)
-    deployment: str | None = Field(default=None, max_length=256)
-    tenant_id: str | None = Field(default=None, max_length=256)
-    user_id: str | None = Field(default=None, max_length=256, description="Pseudonymous id")
+    request_id: Key = Field(min_length=1, max_length=256, description="Idempotency key")
+    timestamp: AwareDatetime = Field(description="RFC 3339 with a UTC offset, 1970..2200 in UTC")
+    model: Key = Field(min_length=1, max_length=256)
+    deployment: Key | None = Field(default=None, max_length=256)
+    tenant_id: Key | None = Field(default=None, max_length=256)
+    user_id: Key | None = Field(default=None, max_length=256, description="Pseudonymous id")
     messages: list[ChatMessage] | None = None
-    prompt: str | None = None
-    completion: str | None = None
+    prompt: Text | None = None
+    completion: Text | None = None
     # Optional since inference-log/v1 was first published; older records simply lack them.
-    reasoning_content: str | None = Field(
+    reasoning_content: Text | None = Field(
         default=None, description="The model's reasoning/thinking text (e.g. vLLM --reasoning-parser)"
     )
     tool_calls: list[ToolCall] | None = Field(default=None, description="Tool calls in the completion")
-    finish_reason: str | None = None
+    finish_reason: Key | None = None
     usage: Usage | None = None
-    latency_ms: float | None = Field(default=None, ge=0)
+    latency_ms: float | None = Field(default=None, ge=0, allow_inf_nan=False)
     metadata: dict[str, Any] | None = None
+
+    @property
+    def cleaned_fields(self) -> tuple[str, ...]:
+        """Content fields that had NUL or lone surrogates removed (see "storable text" above).
+
+        The note lives in ``metadata[CLEANED_NOTE_KEY]`` so it travels wherever the record does
+        (a pydantic private attribute would cost 3 us on every record, cleaned or not).
+        """
+        return tuple((self.metadata or {}).get(CLEANED_NOTE_KEY, ()))
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _record_cleaning(cls, data: Any, handler: Any) -> InferenceLog:
+        """Record where the Text validators of this record (nested models included) cleaned text."""
+        token = _CLEANED.set(False)
+        try:
+            log = handler(data)
+            cleaned = _CLEANED.get()
+        finally:
+            _CLEANED.reset(token)
+        if cleaned:
+            # The validators do not know their path; the raw input (slow path, dirty records only) does.
+            metadata = dict(log.metadata or {})
+            metadata[CLEANED_NOTE_KEY] = list(dict.fromkeys((*metadata.get(CLEANED_NOTE_KEY, ()), *_cleaned_paths(data))))
+            object.__setattr__(log, "metadata", metadata)  # frozen: set once, during validation
+        return log
+
+    @field_validator("timestamp")
+    @classmethod
+    def _timestamp_in_range(cls, value: datetime) -> datetime:
+        try:
+            in_range = TIMESTAMP_MIN <= value < TIMESTAMP_MAX  # aware comparison converts to UTC
+        except OverflowError:  # e.g. 0001-01-01T00:30:00+01:00 is before year 1 in UTC
+            in_range = False
+        if not in_range:
+            raise PydanticCustomError(
+                "timestamp_out_of_range", "{value} is outside 1970-01-01..2200-01-01 UTC", {"value": value.isoformat()}
+            )
+        return value
+
+    @field_validator("metadata")
+    @classmethod
+    def _metadata_storable(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
+        if value is None or not _metadata_dirty(value):
+            return value
+        return _clean_metadata(value, "metadata")
 
     @model_validator(mode="after")
     def _needs_prompt_or_messages(self) -> InferenceLog:
@@ -158,6 +372,55 @@ class InferenceLog(BaseModel):
     def has_completion(self) -> bool:
         return bool(self.completion and self.completion.strip())
 
+    def screened_parts(self) -> list[ScreenedPart]:
+        """Every text of the record a detector must screen, each named and typed, in order.
+
+        One definition for every detector (rules, transformer, guards, future ones) so they
+        all screen the same things: system prompts, every user and assistant turn, tool-call
+        arguments, tool results, the prompt, the completion, reasoning traces and the
+        completion's tool calls. Empty texts are left out.
+        """
+        parts: list[ScreenedPart] = []
+
+        def add(kind: PartKind, side: Side, location: str, text: str | None) -> None:
+            if text and text.strip():
+                parts.append(ScreenedPart(kind, side, location, text))
+
+        for i, m in enumerate(self.messages or ()):
+            role = m.role.lower()
+            kind = _ROLE_KINDS.get(role, PartKind.USER)
+            add(kind, Side.PROMPT, f"messages[{i}].content", m.text)
+            add(PartKind.REASONING, Side.PROMPT, f"messages[{i}].reasoning_content", m.reasoning_content)
+            for j, call in enumerate(m.tool_calls or ()):
+                add(PartKind.TOOL_CALL, Side.PROMPT, f"messages[{i}].tool_calls[{j}].function.arguments", call.function.arguments)
+        add(PartKind.PROMPT, Side.PROMPT, "prompt", self.prompt)
+        add(PartKind.COMPLETION, Side.COMPLETION, "completion", self.completion)
+        add(PartKind.REASONING, Side.COMPLETION, "reasoning_content", self.reasoning_content)
+        for j, call in enumerate(self.tool_calls or ()):
+            add(PartKind.TOOL_CALL, Side.COMPLETION, f"tool_calls[{j}].function.arguments", call.function.arguments)
+        return parts
+
+
+_ROLE_KINDS = {
+    "system": PartKind.SYSTEM,
+    "developer": PartKind.SYSTEM,
+    "user": PartKind.USER,
+    "assistant": PartKind.ASSISTANT,
+    "tool": PartKind.TOOL_RESULT,
+    "function": PartKind.TOOL_RESULT,
+    "ipython": PartKind.TOOL_RESULT,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class ScreenedPart:
+    """One text of a record to screen: its kind, the side whose heads judge it, and where it is."""
+
+    kind: PartKind
+    side: Side
+    location: str  # path into inference-log/v1, e.g. "messages[2].content", "completion"
+    text: str
+
 
 class Finding(BaseModel):
     model_config = ConfigDict(frozen=True)
@@ -169,6 +432,12 @@ class Finding(BaseModel):
     detector: str
     detector_version: str
     evidence: str = Field(default="", max_length=EVIDENCE_MAX_CHARS)
+    # Added compatibly to misuse-verdict/v1: optional, null/empty for older producers.
+    part: PartKind | None = Field(default=None, description="Kind of record part the finding came from")
+    location: str | None = Field(
+        default=None, max_length=128, description="Where in the inference log, e.g. messages[2].content"
+    )
+    signals: list[Signal] = Field(default_factory=list, description="e.g. obfuscation; sorted, unique")
 
 
 class MisuseVerdict(BaseModel):
@@ -190,6 +459,7 @@ class MisuseVerdict(BaseModel):
         description="Did the model produce the harmful content? null when there is no completion"
     )
     findings: list[Finding] = Field(default_factory=list)
+    signals: list[Signal] = Field(default_factory=list, description="Union of the findings' signals; sorted, unique")
 
     def to_json(self) -> str:
         return self.model_dump_json(by_alias=True)
