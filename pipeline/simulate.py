@@ -21,6 +21,8 @@ Everything is deterministic for a seed (and ``end``). Corpora are loaded once pe
 from __future__ import annotations
 
 import itertools
+import sys
+from contextlib import nullcontext
 import json
 import math
 import random
@@ -67,6 +69,21 @@ class GroundTruth:
     user_id: str | None = None
     # Corpus sources the prompt and completion were drawn from ("synthetic/..." for templates).
     sources: tuple[str, ...] = ()
+    # Every category the record really belongs to: the intended one plus, for a jailbreak
+    # template wrapping a harmful request, that request's category (a detector naming it is right).
+    categories: tuple[str, ...] = ()
+
+    @property
+    def misuse(self) -> bool:
+        return bool(self.categories)
+
+    def label_row(self, request_id: str) -> dict[str, Any]:
+        """The truth line: a ``pipeline.labels.Label`` (request_id, misuse, categories) plus
+        what the simulator intended, so one file serves shadow, evaluate and report."""
+        row = {"request_id": request_id, "misuse": self.misuse, **asdict(self)}
+        row["categories"] = list(self.categories)
+        row["sources"] = list(self.sources)
+        return row
 
 
 @dataclass(frozen=True)
@@ -332,6 +349,7 @@ class _Plan:
     campaign_id: str | None = None
     history: tuple[tuple[str, str], ...] = ()
     extra_meta: dict[str, Any] = field(default_factory=dict)
+    wrapped: tuple[str, ...] = ()  # categories of a harmful request inside a jailbreak template
 
 
 def _user_id(rng: random.Random) -> str:
@@ -371,8 +389,9 @@ class _Planner:
     def when(self) -> datetime:
         return _diurnal_time(self.rng, self.start, self.span)
 
-    def harmful_request(self, category: str | None = None) -> tuple[str, str, tuple[str, ...]]:
-        """(prompt, intended category, sources) of one abusive request."""
+    def harmful_request(self, category: str | None = None) -> tuple[str, str, tuple[str, ...], tuple[str, ...]]:
+        """(prompt, intended category, sources, wrapped categories) of one abusive request; a jailbreak
+        template filled with a harmful request also belongs to that request's category."""
         rng = self.rng
         if category is None:
             category = rng.choices(
@@ -382,15 +401,16 @@ class _Planner:
             inner = rng.choice(self.pools.harmful[rng.choice(("cyber_abuse", "other_harm", "cyber_abuse"))])
             if rng.random() < 0.8:
                 template = rng.choice(self.pools.templates)
-                return corpora.fill_slot(template, inner.prompt.text), "jailbreak", (template.source, inner.prompt.source)
+                return (corpora.fill_slot(template, inner.prompt.text), "jailbreak",
+                        (template.source, inner.prompt.source), (inner.category,))
             raw = rng.choice(self.pools.raw_jailbreaks)
-            return raw.text, "jailbreak", (raw.source,)
+            return raw.text, "jailbreak", (raw.source,), ()
         if category == "misinformation" and rng.random() < 0.6:
             claim = rng.choice(self.pools.false_claims)
             text = rng.choice(_MISINFO_REQUESTS).format(claim=_lower_first(claim.text))
-            return text, "misinformation", (claim.source, "synthetic/request_frame")
+            return text, "misinformation", (claim.source, "synthetic/request_frame"), ()
         item = rng.choice(self.pools.harmful[category])
-        return item.prompt.text, category, (item.prompt.source,)
+        return item.prompt.text, category, (item.prompt.source,), ()
 
     def abusive_plan(self, role: Role, tenant: str, user: str, when: datetime,
                      deployment: Deployment | None = None, category: str | None = None,
@@ -406,7 +426,7 @@ class _Planner:
                 answer, pair_category = pair
                 return _Plan(when, tenant, deployment, user, role, answer.meta["prompt"], answer.text, kind,
                              pair_category, (answer.source,))
-        prompt, cat, sources = self.harmful_request(category)
+        prompt, cat, sources, wrapped = self.harmful_request(category)
         if kind == "harmful":
             kind = "refusal"  # no real harmful answer fits this request: the model refused
         if kind == "refusal":
@@ -417,7 +437,7 @@ class _Planner:
             sources = (*sources, "synthetic/safe_answer")
         else:
             completion = None
-        return _Plan(when, tenant, deployment, user, role, prompt, completion, kind, cat, sources)
+        return _Plan(when, tenant, deployment, user, role, prompt, completion, kind, cat, sources, wrapped=wrapped)
 
     def many_shot_pair(self, kind: CompletionKind, category: str | None) -> tuple[CorpusText, str] | None:
         wanted = "harmful_completion" if kind == "harmful" else "benign_completion"
@@ -605,8 +625,9 @@ def _build(plan: _Plan, rng: random.Random) -> SimulatedRecord:
         **plan.extra_meta,
     }
     log = InferenceLog.model_validate(body)
+    categories = tuple(sorted({plan.category, *plan.wrapped})) if plan.category else ()
     truth = GroundTruth(plan.role, plan.category, plan.completion_kind, plan.campaign_id, plan.user_id,
-                        plan.sources)
+                        plan.sources, categories)
     return SimulatedRecord(log, truth)
 
 
@@ -651,27 +672,36 @@ def write_jsonl(
 
     A rich progress bar is shown when ``progress_total`` is at least ``PROGRESS_THRESHOLD``.
     """
-    path.parent.mkdir(parents=True, exist_ok=True)
+    to_stdout = str(path) == "-"
+    if not to_stdout:
+        path.parent.mkdir(parents=True, exist_ok=True)
     truths: list[GroundTruth] = []
     show = progress_total is not None and progress_total >= PROGRESS_THRESHOLD
     progress = Progress(TextColumn("simulating"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                         disable=not show, transient=True)
-    with path.open("w", encoding="utf-8") as out, progress:
+    with (nullcontext(sys.stdout) if to_stdout else path.open("w", encoding="utf-8")) as out, progress:
         truth_out = truth_path.open("w", encoding="utf-8") if truth_path else None
         task = progress.add_task("records", total=progress_total)
         try:
             for record in records:
                 out.write(record.log.model_dump_json(by_alias=True, exclude_none=True) + "\n")
                 if truth_out is not None:
-                    row = {"request_id": record.log.request_id, **asdict(record.truth)}
-                    row["sources"] = list(record.truth.sources)
-                    truth_out.write(json.dumps(row, sort_keys=True) + "\n")
+                    truth_out.write(json.dumps(record.truth.label_row(record.log.request_id), sort_keys=True) + "\n")
                 truths.append(record.truth)
                 progress.advance(task)
         finally:
             if truth_out is not None:
                 truth_out.close()
     return truths
+
+
+def summary_counts(truths: Sequence[GroundTruth]) -> dict[str, Any]:
+    """The numbers of ``summary_table`` as plain data (``simulate --json``)."""
+    out: dict[str, Any] = {"records": len(truths), "misuse": sum(t.misuse for t in truths)}
+    for label, key in (("role", "role"), ("category", "intended_category"), ("completion", "completion_kind")):
+        out[label] = dict(Counter(str(getattr(t, key) or "-") for t in truths))
+    out["campaign_users"] = len({t.user_id for t in truths if t.campaign_id})
+    return out
 
 
 def summary_table(truths: Sequence[GroundTruth]) -> Table:
@@ -690,13 +720,24 @@ def summary_table(truths: Sequence[GroundTruth]) -> Table:
 
 
 def simulate_command(
-    output: Annotated[Path, typer.Option("--output", "-o", help="JSONL file of inference-log/v1 records")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="JSONL file of inference-log/v1 records ('-': stdout)")],
     records: Annotated[int, typer.Option(help="Number of records")] = 2000,
     seed: Annotated[int, typer.Option(help="Random seed (same seed, same traffic)")] = 7,
-    truth: Annotated[Path | None, typer.Option(help="Also write the ground truth JSONL here")] = None,
+    truth: Annotated[
+        Path | None,
+        typer.Option(help="Also write the ground truth here: label lines (request_id, misuse, categories) that "
+                     "`spark shadow --labels`, `evaluate --labels` and `report --labels` read"),
+    ] = None,
     days: Annotated[float, typer.Option(help="Time span in days, ending now (UTC)")] = 2.0,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON on stdout")] = False,
 ) -> None:
     """Write simulated sample traffic (benign users, abusers, a model hopper, a campaign)."""
     generated = simulate(records, seed=seed, span=timedelta(days=days))
-    truths = write_jsonl(generated, output, truth, progress_total=records)
-    Console().print(summary_table(truths))
+    to_stdout = str(output) == "-"
+    if to_stdout and as_json:
+        raise typer.BadParameter("--json prints to stdout, which -o - already uses", param_hint="--json")
+    truths = write_jsonl(generated, output, truth, progress_total=None if to_stdout else records)
+    if as_json:
+        typer.echo(json.dumps(summary_counts(truths), sort_keys=True))
+    else:
+        Console(stderr=to_stdout).print(summary_table(truths))

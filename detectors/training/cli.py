@@ -98,10 +98,24 @@ def evaluate(
     ] = None,
     threads: Annotated[int | None, typer.Option()] = None,
     limit: Annotated[int | None, typer.Option(help="Max items per reserved set (quick runs)")] = None,
+    labels: Annotated[
+        Path | None,
+        typer.Option(help="Score existing verdicts against these labels instead (e.g. `simulate --truth`)"),
+    ] = None,
+    verdicts: Annotated[
+        Path | None, typer.Option(help="With --labels: verdict JSONL (`classify`) or Parquet lake folder")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="With --labels: print the scores as JSON")] = False,
 ) -> None:
     """Score the RESERVED evaluation sources with the artifact's pinned thresholds (evaluation only:
     nothing here feeds back into training, calibration or thresholds). Writes nothing into the
-    shipped models folder."""
+    shipped models folder. With --labels and --verdicts, score verdicts already written
+    against reviewed labels instead (pipeline/labels.py)."""
+    if labels is not None or verdicts is not None:
+        from pipeline.labels import evaluate_command
+
+        evaluate_command(labels, verdicts, as_json)
+        return
     if output_dir is None:
         try:
             output_dir = refuse_shipped_tree(model_dir)

