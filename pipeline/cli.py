@@ -251,6 +251,7 @@ def _wire_subcommands() -> None:
     from detectors.training import cli as training_cli
     from pipeline.alerts.cli import app as alerts_app
     from pipeline.events_cli import app as events_app
+    from pipeline.gateway.cli import gateway_command
     from pipeline.report import report_command
     from pipeline.simulate import simulate_command
     from pipeline.spark.cli import app as spark_app
@@ -260,6 +261,7 @@ def _wire_subcommands() -> None:
     app.command("evaluate")(training_cli.evaluate)
     app.add_typer(training_cli.app, name="model")  # model train|evaluate|ship
     app.command("report")(report_command)
+    app.command("gateway")(gateway_command)
     app.add_typer(alerts_app, name="alerts")
     app.add_typer(dashboards_app, name="dashboards")
     app.add_typer(events_app, name="events")

@@ -21,6 +21,7 @@ from pydantic_settings import (
 
 from detectors.base import DetectorConfig
 from pipeline.alerts.settings import AlertSettings
+from pipeline.gateway.settings import GatewaySettings
 from pipeline.postgres_settings import PostgresSettings
 
 
@@ -128,6 +129,7 @@ class Settings(BaseSettings):
     metrics: MetricsSettings = Field(default_factory=MetricsSettings)
     postgres: PostgresSettings = Field(default_factory=PostgresSettings)
     alerts: AlertSettings = Field(default_factory=AlertSettings)
+    gateway: GatewaySettings = Field(default_factory=GatewaySettings)
     sinks: list[str] = Field(default_factory=lambda: ["verdict_topic", "lake", "metrics"])
     pseudonym_key: SecretStr = SecretStr("change-me-in-production")
 

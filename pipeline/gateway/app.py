@@ -1,0 +1,299 @@
+"""The tee gateway: an ASGI reverse proxy in front of any OpenAI-compatible server.
+
+In: client requests (any path and method). Out: the upstream's responses, byte for byte (status,
+headers except hop-by-hop ones, body; SSE relayed chunk by chunk as it arrives, nothing held
+back), and for ``/v1/chat/completions``, ``/v1/completions`` and ``/v1/responses`` a copy of the
+finished exchange handed to :class:`LogTee`, which logs it to Kafka off the request path.
+
+Own endpoints: ``/healthz`` (JSON: queue depth, Kafka state, spill size) and ``/metrics``
+(Prometheus). They shadow the same paths upstream; scrape the upstream's metrics directly.
+
+Optional pre-screening (``gateway.prescreen.enabled``): the request alone is scored by the
+configured detectors before it is forwarded; at or above ``block_at`` the client gets an
+OpenAI-style 400 error (``code: content_policy_violation``) and the upstream is never called.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime
+from typing import Any
+
+import anyio
+import httpx
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.routing import Route
+
+from pipeline.gateway.settings import GatewaySettings
+from pipeline.gateway.tee import Exchange, GatewayMetrics, LogTee
+from pipeline.settings import Settings
+
+log = logging.getLogger(__name__)
+
+# Paths whose exchanges are logged, with and without the /v1 prefix (llama.cpp serves both).
+TEED_ROUTES = {
+    "/v1/chat/completions": "chat.completions",
+    "/chat/completions": "chat.completions",
+    "/v1/completions": "completions",
+    "/completions": "completions",
+    "/v1/responses": "responses",
+    "/responses": "responses",
+}
+# RFC 9110 section 7.6.1 connection-specific headers, plus the ones the HTTP layer recomputes.
+HOP_BY_HOP = frozenset(
+    {b"connection", b"keep-alive", b"proxy-authenticate", b"proxy-authorization", b"te", b"trailer",
+     b"transfer-encoding", b"upgrade", b"host", b"content-length"}
+)  # fmt: skip
+
+
+class Prescreener:
+    """Scores a request before it is forwarded (the Scorer is built once, at startup)."""
+
+    def __init__(self, settings: Settings) -> None:
+        from pipeline.scoring import Scorer
+
+        gateway = settings.gateway
+        detectors = settings.detectors.model_copy(update={"enabled": list(gateway.prescreen.detectors)})
+        self.block_at = gateway.prescreen.block_at
+        self._scorer = Scorer.from_settings(settings.model_copy(update={"detectors": detectors}))
+
+    def check(self, request: dict[str, Any], request_id: str) -> Any:
+        """The most severe verdict if it reaches ``block_at``, else None."""
+        from pipeline.adapters import from_openai_all
+        from pipeline.scoring import RecordError
+
+        logs = from_openai_all(request, None, request_id=request_id)
+        worst = None
+        for result in self._scorer.score_each(logs):
+            if isinstance(result, RecordError):
+                continue  # a detector failing on this request must not block it
+            if worst is None or result.severity.rank > worst.severity.rank:
+                worst = result
+        return worst if worst is not None and worst.severity.rank >= self.block_at.rank else None
+
+    def close(self) -> None:
+        self._scorer.close()
+
+
+class Gateway:
+    """Holds the upstream client, the tee and the optional pre-screener for one app."""
+
+    def __init__(self, settings: Settings, metrics: GatewayMetrics | None = None, tee: LogTee | None = None) -> None:
+        self.settings: GatewaySettings = settings.gateway
+        self.metrics = metrics or GatewayMetrics()
+        self.tee = tee or LogTee(self.settings, settings.kafka, self.metrics)
+        self.prescreener = Prescreener(settings) if self.settings.prescreen.enabled else None
+        self.upstream = self.settings.upstream_url.rstrip("/")
+        self.client: httpx.AsyncClient | None = None
+        self._key_identities = {digest.lower(): ident for digest, ident in self.settings.api_keys.items()}
+        self._tenant_header = self.settings.tenant_header.lower().encode()
+        self._user_header = self.settings.user_header.lower().encode()
+
+    @asynccontextmanager
+    async def lifespan(self, app: Starlette) -> AsyncIterator[None]:
+        limits = httpx.Limits(max_connections=None, max_keepalive_connections=256)
+        timeout = httpx.Timeout(self.settings.upstream_timeout_s, connect=10.0)
+        self.client = httpx.AsyncClient(timeout=timeout, limits=limits, follow_redirects=False)
+        self.tee.start()
+        try:
+            yield
+        finally:
+            await self.client.aclose()
+            await anyio.to_thread.run_sync(self.tee.stop)
+            if self.prescreener is not None:
+                self.prescreener.close()
+
+    # ------------------------------------------------------------------ own endpoints
+
+    async def healthz(self, request: Request) -> Response:
+        return JSONResponse({"status": "ok", "upstream": self.upstream, **self.tee.status()})
+
+    async def metrics_endpoint(self, request: Request) -> Response:
+        self.metrics.queue_depth.set(self.tee.status()["queue_depth"])
+        return Response(generate_latest(self.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    # ------------------------------------------------------------------ proxy
+
+    def identity(self, headers: list[tuple[bytes, bytes]]) -> tuple[str | None, str | None]:
+        tenant = user = None
+        for name, value in headers:
+            if name == self._tenant_header:
+                tenant = value.decode("latin-1")
+            elif name == self._user_header:
+                user = value.decode("latin-1")
+            elif name == b"authorization" and self._key_identities and value[:7].lower() == b"bearer ":
+                ident = self._key_identities.get(hashlib.sha256(value[7:].strip()).hexdigest())
+                if ident is not None:  # what the caller proved wins over what it claims
+                    return ident.tenant_id, ident.user_id
+        return tenant, user
+
+    async def proxy(self, request: Request) -> Response:
+        assert self.client is not None, "lifespan not started"
+        path = request.url.path
+        route = TEED_ROUTES.get(path.rstrip("/")) if request.method == "POST" else None
+        body = await request.body()
+        raw_headers = request.headers.raw
+        forward_headers = [(k, v) for k, v in raw_headers if k not in HOP_BY_HOP]
+        gateway_id = f"gw-{uuid.uuid4().hex}"
+        tenant, user = self.identity(raw_headers) if route else (None, None)
+
+        if route and self.prescreener is not None:
+            blocked = await self._prescreen(body, gateway_id)
+            if blocked is not None:
+                return self._blocked_response(blocked, route, body, gateway_id, tenant, user)
+
+        url = self.upstream + path + (f"?{request.url.query}" if request.url.query else "")
+        upstream_request = self.client.build_request(request.method, url, headers=forward_headers, content=body)
+        started_at = datetime.now(UTC)
+        started = time.perf_counter()
+        try:
+            upstream = await self.client.send(upstream_request, stream=True)
+        except httpx.HTTPError as exc:
+            self.metrics.requests.labels(route or "other", "502").inc()
+            return JSONResponse(
+                {"error": {"message": f"upstream unavailable: {type(exc).__name__}", "type": "upstream_error",
+                           "param": None, "code": "bad_gateway"}},  # fmt: skip
+                status_code=502,
+            )
+        response_headers = [(k, v) for k, v in upstream.headers.raw if k.lower() not in HOP_BY_HOP]
+        content_type = upstream.headers.get("content-type", "")
+        streamed = content_type.startswith("text/event-stream")
+        self.metrics.requests.labels(route or "other", f"{upstream.status_code // 100}xx").inc()
+
+        if not streamed:
+            # A JSON answer: read it whole (it is complete before a client could use it anyway).
+            content = b"".join([chunk async for chunk in upstream.aiter_raw()])
+            await upstream.aclose()
+            elapsed = time.perf_counter() - started
+            self.metrics.upstream_seconds.labels(route or "other").observe(elapsed)
+            if route:
+                self._tee(route, body, [content], upstream, False, started_at, elapsed, None, gateway_id, tenant, user)
+            response = Response(content, status_code=upstream.status_code)
+            response.raw_headers = [*response_headers, (b"content-length", str(len(content)).encode())]
+            return response
+
+        chunks: list[bytes] = []
+
+        async def relay() -> AsyncIterator[bytes]:
+            first: float | None = None
+            complete = False
+            try:
+                async for chunk in upstream.aiter_raw():
+                    if first is None:
+                        first = time.perf_counter() - started
+                    if route:
+                        chunks.append(chunk)
+                    yield chunk  # straight through: no buffering, no re-framing
+                complete = True
+            finally:
+                await upstream.aclose()
+                elapsed = time.perf_counter() - started
+                self.metrics.upstream_seconds.labels(route or "other").observe(elapsed)
+                if route:
+                    self._tee(route, body, chunks, upstream, True, started_at, elapsed, first, gateway_id, tenant,
+                              user, complete=complete)  # fmt: skip
+
+        response = StreamingResponse(relay(), status_code=upstream.status_code)
+        response.raw_headers = response_headers
+        return response
+
+    def _tee(
+        self,
+        route: str,
+        body: bytes,
+        chunks: list[bytes],
+        upstream: httpx.Response,
+        streamed: bool,
+        started_at: datetime,
+        elapsed_s: float,
+        first_s: float | None,
+        gateway_id: str,
+        tenant: str | None,
+        user: str | None,
+        *,
+        complete: bool = True,
+    ) -> None:
+        size = len(body) + sum(len(c) for c in chunks)
+        if size > self.settings.max_tee_bytes:
+            self.metrics.dropped.labels("too_large").inc()
+            return
+        self.tee.submit(
+            Exchange(
+                route=route,
+                request_body=body,
+                response_body=chunks,
+                status=upstream.status_code,
+                streamed=streamed,
+                started_at=started_at,
+                latency_ms=elapsed_s * 1000,
+                ttft_ms=first_s * 1000 if first_s is not None else None,
+                gateway_id=gateway_id,
+                content_encoding=upstream.headers.get("content-encoding"),
+                tenant_id=tenant,
+                user_id=user,
+                complete=complete,
+            )
+        )
+
+    # ------------------------------------------------------------------ pre-screening
+
+    async def _prescreen(self, body: bytes, gateway_id: str) -> Any:
+        import json
+
+        assert self.prescreener is not None
+        try:
+            request = json.loads(body)
+        except ValueError:
+            return None  # not ours to judge: the upstream answers the malformed body
+        started = time.perf_counter()
+        try:
+            return await anyio.to_thread.run_sync(self.prescreener.check, request, gateway_id)
+        except Exception:  # noqa: BLE001 - pre-screening fails open: the request goes through
+            log.exception("gateway: pre-screening failed; forwarding the request")
+            return None
+        finally:
+            self.metrics.prescreen_seconds.observe(time.perf_counter() - started)
+
+    def _blocked_response(
+        self, verdict: Any, route: str, body: bytes, gateway_id: str, tenant: str | None, user: str | None
+    ) -> Response:
+        severity = verdict.severity.value
+        self.metrics.blocked.labels(severity).inc()
+        self.metrics.requests.labels(route, "4xx").inc()
+        categories = ", ".join(c.value for c in verdict.categories)
+        self.tee.submit(
+            Exchange(
+                route=route, request_body=body, response_body=[], status=400, streamed=False,
+                started_at=datetime.now(UTC), latency_ms=0.0, gateway_id=gateway_id, tenant_id=tenant,
+                user_id=user, extra_metadata={"blocked": True, "blocked_severity": severity},
+            )
+        )  # fmt: skip
+        return JSONResponse(
+            {"error": {"message": f"This request was blocked by the misuse monitor (severity {severity}: {categories}).",
+                       "type": "invalid_request_error", "param": None, "code": "content_policy_violation"}},  # fmt: skip
+            status_code=400,
+        )
+
+
+def create_app(settings: Settings, *, metrics: GatewayMetrics | None = None, tee: LogTee | None = None) -> Starlette:
+    """The gateway as an ASGI app (serve it with uvicorn: ``misuse-monitor gateway``)."""
+    gateway = Gateway(settings, metrics, tee)
+    methods = ["GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "HEAD"]
+    app = Starlette(
+        routes=[
+            Route("/healthz", gateway.healthz, methods=["GET"]),
+            Route("/metrics", gateway.metrics_endpoint, methods=["GET"]),
+            Route("/{path:path}", gateway.proxy, methods=methods),
+        ],
+        lifespan=gateway.lifespan,
+    )
+    app.state.gateway = gateway
+    return app

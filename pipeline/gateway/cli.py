@@ -1,0 +1,57 @@
+"""``misuse-monitor gateway``: run the tee gateway in the foreground (uvicorn)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+
+def gateway_command(
+    upstream: Annotated[str | None, typer.Option(help="OpenAI-compatible server, e.g. http://127.0.0.1:8000")] = None,
+    host: Annotated[str | None, typer.Option(help="Listen address (default 127.0.0.1)")] = None,
+    port: Annotated[int | None, typer.Option(help="Listen port (default 8080)")] = None,
+    bootstrap: Annotated[str | None, typer.Option(help="Kafka bootstrap servers")] = None,
+    topic: Annotated[str | None, typer.Option(help="Topic for inference logs (default kafka.input_topic)")] = None,
+    deployment: Annotated[str | None, typer.Option(help="Deployment name written into every log")] = None,
+    overflow: Annotated[
+        str | None, typer.Option(help="When the queue is full or Kafka is down: 'spill' (to a file, replayed) or 'drop'")
+    ] = None,
+    spill_path: Annotated[Path | None, typer.Option(help="Spill file (JSONL of inference-log/v1)")] = None,
+    prescreen: Annotated[
+        bool | None, typer.Option("--prescreen/--no-prescreen", help="Block flagged requests before forwarding")
+    ] = None,
+    config: Annotated[Path | None, typer.Option("--config", "-c", help="YAML settings file (else MM_CONFIG)")] = None,
+) -> None:
+    """Proxy an OpenAI-compatible server and tee every exchange into Kafka as inference-log/v1."""
+    import logging
+
+    from rich.console import Console
+
+    from pipeline.gateway.app import create_app
+    from pipeline.gateway.server import serve
+    from pipeline.settings import load_settings
+
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("pipeline").setLevel(logging.INFO)
+    settings = load_settings(config)
+    gw = settings.gateway
+    if overflow is not None and overflow not in ("spill", "drop"):
+        raise typer.BadParameter("must be 'spill' or 'drop'", param_hint="--overflow")
+    updates = {
+        "upstream_url": upstream, "host": host, "port": port, "topic": topic, "deployment": deployment,
+        "overflow": overflow, "spill_path": spill_path,
+    }  # fmt: skip
+    gw = gw.model_copy(update={k: v for k, v in updates.items() if v is not None})
+    if prescreen is not None:
+        gw = gw.model_copy(update={"prescreen": gw.prescreen.model_copy(update={"enabled": prescreen})})
+    settings.gateway = type(gw).model_validate(gw.model_dump())  # re-validate the overrides
+    if bootstrap:
+        settings.kafka.bootstrap_servers = bootstrap
+    Console(stderr=True).print(
+        f"gateway on http://{settings.gateway.host}:{settings.gateway.port} -> {settings.gateway.upstream_url}; "
+        f"logs to {settings.kafka.bootstrap_servers} topic {settings.gateway.topic or settings.kafka.input_topic} "
+        f"(overflow: {settings.gateway.overflow}; prescreen: {'on' if settings.gateway.prescreen.enabled else 'off'})"
+    )
+    serve(create_app(settings), settings.gateway.host, settings.gateway.port)

@@ -1,0 +1,429 @@
+"""The gateway's logging path: finished exchanges -> inference-log/v1 -> Kafka, off the request path.
+
+In: :class:`Exchange` objects handed over by the proxy with :meth:`LogTee.submit`, which never
+blocks and never raises. Out: records produced through :class:`GatewayProducer`.
+
+Guarantee: a user request never waits for Kafka. The proxy puts the raw exchange in a bounded
+in-memory queue; one worker thread parses it (SSE included), adapts it and produces it. When the
+queue is full, or a delivery fails (broker down), the ``overflow`` policy decides:
+
+- ``drop``: the exchange is counted (``mm_gateway_logs_dropped_total{reason}``) and forgotten;
+- ``spill``: its records are appended, as inference-log/v1 JSON lines, to ``spill_path``; the
+  worker replays that file once the broker takes records again, and deletes it only after every
+  line was delivered. A broker outage therefore loses nothing (records may arrive twice, which
+  ``request_id`` as idempotency key absorbs). The file is also valid input for
+  ``misuse-monitor produce``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gzip
+import json
+import logging
+import queue
+import threading
+import time
+import zlib
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from kafka.errors import KafkaError
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from pipeline.adapters import from_openai_all
+from pipeline.decode import DecodeError
+from pipeline.gateway.settings import GatewaySettings
+from pipeline.producer import DeliveryError, GatewayProducer
+from pipeline.schemas import InferenceLog
+from pipeline.settings import KafkaSettings
+
+log = logging.getLogger(__name__)
+
+# The gateway must learn quickly that the broker is gone (the queue is filling meanwhile):
+# seconds, not kafka-python's minute-long defaults.
+GATEWAY_PRODUCER_OVERRIDES: dict[str, Any] = {
+    "bootstrap_timeout_ms": 3_000,
+    "max_block_ms": 3_000,
+    "request_timeout_ms": 5_000,
+    "delivery_timeout_ms": 10_000,
+    "reconnect_backoff_max_ms": 2_000,
+}
+FLUSH_TIMEOUT_S = 15.0  # above delivery_timeout_ms: failures come back as failed futures, not a timeout
+
+
+@dataclass(slots=True)
+class Exchange:
+    """One proxied request and what the upstream answered, as raw bytes (parsed off the request path)."""
+
+    route: str  # "chat.completions" | "completions" | "responses"
+    request_body: bytes
+    response_body: list[bytes]
+    status: int
+    streamed: bool
+    started_at: datetime
+    latency_ms: float
+    gateway_id: str
+    content_encoding: str | None = None
+    ttft_ms: float | None = None
+    tenant_id: str | None = None
+    user_id: str | None = None
+    complete: bool = True  # False: the client went away before the stream ended
+    extra_metadata: dict[str, Any] = field(default_factory=dict)
+
+
+class GatewayMetrics:
+    """Prometheus metrics of the proxy and its logging path (own registry; labels are bounded)."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = r = registry or CollectorRegistry()
+        self.requests = Counter(
+            "mm_gateway_requests_total", "Proxied requests by route and status class", ["route", "status"], registry=r
+        )
+        self.upstream_seconds = Histogram(
+            "mm_gateway_upstream_seconds",
+            "Upstream time per request (to the last byte), by route",
+            ["route"],
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120),
+            registry=r,
+        )
+        self.enqueued = Counter("mm_gateway_logs_enqueued_total", "Exchanges queued for logging", registry=r)
+        self.delivered = Counter("mm_gateway_logs_delivered_total", "Inference logs delivered to Kafka", registry=r)
+        self.dropped = Counter(
+            "mm_gateway_logs_dropped_total", "Exchanges or logs not delivered and not spilled", ["reason"], registry=r
+        )
+        self.spilled = Counter("mm_gateway_logs_spilled_total", "Inference logs written to the spill file", registry=r)
+        self.replayed = Counter(
+            "mm_gateway_logs_replayed_total", "Spilled inference logs delivered on replay", registry=r
+        )
+        self.queue_depth = Gauge("mm_gateway_queue_depth", "Exchanges waiting in the logging queue", registry=r)
+        self.spill_bytes = Gauge("mm_gateway_spill_bytes", "Size of the spill file(s) awaiting replay", registry=r)
+        self.kafka_up = Gauge("mm_gateway_kafka_up", "1 when the last delivery attempt succeeded", registry=r)
+        self.blocked = Counter(
+            "mm_gateway_blocked_total", "Requests blocked by pre-screening, by severity", ["severity"], registry=r
+        )
+        self.prescreen_seconds = Histogram(
+            "mm_gateway_prescreen_seconds",
+            "Pre-screening time per request",
+            buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5),
+            registry=r,
+        )
+
+
+ProducerFactory = Callable[[], GatewayProducer]
+
+
+class LogTee:
+    """Bounded queue + one worker thread that turns exchanges into Kafka records (see module doc)."""
+
+    def __init__(
+        self,
+        settings: GatewaySettings,
+        kafka: KafkaSettings,
+        metrics: GatewayMetrics,
+        producer_factory: ProducerFactory | None = None,
+    ) -> None:
+        self.settings = settings
+        self.metrics = metrics
+        self._queue: queue.Queue[Exchange] = queue.Queue(maxsize=settings.queue_max)
+        self._factory = producer_factory or (
+            lambda: GatewayProducer(kafka, settings.topic, **GATEWAY_PRODUCER_OVERRIDES)
+        )
+        self._producer: GatewayProducer | None = None
+        self._next_connect = 0.0
+        self._kafka_up = False
+        self._next_replay = 0.0
+        self._spill_lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.spill_path = settings.spill_path
+        self._replay_path = settings.spill_path.with_name(settings.spill_path.name + ".replaying")
+
+    # ------------------------------------------------------------------ request side
+
+    def submit(self, exchange: Exchange) -> None:
+        """Hand an exchange to the logging path. Never blocks, never raises."""
+        try:
+            self._queue.put_nowait(exchange)
+            self.metrics.enqueued.inc()
+        except queue.Full:
+            if self.settings.overflow == "spill":
+                self._spill(self._adapt(exchange))
+            else:
+                self.metrics.dropped.labels("queue_full").inc()
+        except Exception:  # noqa: BLE001 - the request must survive any logging bug
+            log.exception("gateway: could not queue an exchange")
+            self.metrics.dropped.labels("internal_error").inc()
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="gateway-log-tee", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout_s: float = 20.0) -> None:
+        """Deliver (or spill) what is queued, then stop the worker and close the producer."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout_s)
+        leftover = []
+        while True:  # the worker did not finish in time: keep what is left under the policy
+            try:
+                leftover.append(self._queue.get_nowait())
+            except queue.Empty:
+                break
+        if leftover:
+            self._undelivered([rec for ex in leftover for rec in self._adapt(ex)], "shutdown")
+        if self._producer is not None:
+            with contextlib.suppress(Exception):
+                self._producer.close()
+
+    def status(self) -> dict[str, Any]:
+        return {
+            "queue_depth": self._queue.qsize(),
+            "queue_max": self.settings.queue_max,
+            "overflow": self.settings.overflow,
+            "kafka_up": self._kafka_up,
+            "spill_bytes": self._spill_size(),
+        }
+
+    # ------------------------------------------------------------------ worker
+
+    def _run(self) -> None:
+        while not (self._stop.is_set() and self._queue.empty()):
+            batch = self._take_batch()
+            self.metrics.queue_depth.set(self._queue.qsize())
+            records = [rec for ex in batch for rec in self._adapt(ex)]
+            if records:
+                self._deliver(records)
+            if time.monotonic() >= self._next_replay and not self._stop.is_set():
+                self._next_replay = time.monotonic() + self.settings.replay_interval_s
+                self._replay()
+
+    def _set_kafka_up(self, up: bool) -> None:
+        self._kafka_up = up
+        self.metrics.kafka_up.set(int(up))
+
+    def _take_batch(self) -> list[Exchange]:
+        try:
+            batch = [self._queue.get(timeout=0.1)]
+        except queue.Empty:
+            return []
+        while len(batch) < self.settings.batch_max:
+            try:
+                batch.append(self._queue.get_nowait())
+            except queue.Empty:
+                break
+        return batch
+
+    def _adapt(self, exchange: Exchange) -> list[InferenceLog]:
+        try:
+            return exchange_to_logs(exchange, self.settings.deployment)
+        except (DecodeError, ValueError, UnicodeDecodeError) as exc:
+            # Not deliverable as inference-log/v1 (the proxy already answered the user); the
+            # reason is counted and logged with the route, never with the request's text.
+            log.warning("gateway: exchange %s on %s not logged: %s", exchange.gateway_id, exchange.route, _short(exc))
+            self.metrics.dropped.labels("adapter_error").inc()
+            return []
+
+    def _connected(self) -> GatewayProducer | None:
+        if self._producer is None and time.monotonic() >= self._next_connect:
+            try:
+                self._producer = self._factory()
+            except KafkaError as exc:
+                log.warning("gateway: Kafka unavailable (%s); logs follow the %r policy", exc, self.settings.overflow)
+                self._next_connect = time.monotonic() + self.settings.replay_interval_s
+                self._set_kafka_up(False)
+        return self._producer
+
+    def _send(self, records: list[InferenceLog]) -> list[InferenceLog]:
+        """Produce and flush; returns the records that were not delivered."""
+        producer = self._connected()
+        if producer is None:
+            return records
+        for rec in records:
+            producer.send(rec)
+        try:
+            producer.flush(FLUSH_TIMEOUT_S)
+        except DeliveryError as exc:
+            self._set_kafka_up(False)
+            failed = {label for label, _ in exc.failures}
+            missing = [rec for rec in records if rec.request_id in failed]
+            return missing if len(missing) == len(exc.failures) else records  # labels unknown: all again
+        except KafkaError:  # flush timed out: the producer's state is unknown, start afresh
+            self._set_kafka_up(False)
+            with contextlib.suppress(Exception):
+                producer.close()
+            self._producer = None
+            return records
+        self._set_kafka_up(True)
+        return []
+
+    def _deliver(self, records: list[InferenceLog]) -> None:
+        failed = self._send(records)
+        self.metrics.delivered.inc(len(records) - len(failed))
+        if failed:
+            self._undelivered(failed, "delivery_failed")
+
+    def _undelivered(self, records: list[InferenceLog], reason: str) -> None:
+        if self.settings.overflow == "spill":
+            self._spill(records)
+        else:
+            self.metrics.dropped.labels(reason).inc(len(records))
+
+    # ------------------------------------------------------------------ spill file
+
+    def _spill(self, records: Iterable[InferenceLog]) -> None:
+        lines = [rec.model_dump_json(by_alias=True, exclude_none=True) + "\n" for rec in records]
+        if not lines:
+            return
+        try:
+            with self._spill_lock:
+                self.spill_path.parent.mkdir(parents=True, exist_ok=True)
+                with self.spill_path.open("a", encoding="utf-8") as fh:
+                    fh.writelines(lines)
+            self.metrics.spilled.inc(len(lines))
+        except OSError:
+            log.exception("gateway: spill file %s not writable; %d logs lost", self.spill_path, len(lines))
+            self.metrics.dropped.labels("spill_failed").inc(len(lines))
+        self.metrics.spill_bytes.set(self._spill_size())
+
+    def _spill_size(self) -> int:
+        return sum(p.stat().st_size for p in (self.spill_path, self._replay_path) if p.exists())
+
+    def _replay(self) -> None:
+        """Deliver the spill file in batches; whatever fails goes back to the spill file."""
+        with self._spill_lock:
+            if not self._replay_path.exists():  # else: a replay interrupted by a crash, redo it
+                if not self.spill_path.exists() or self.spill_path.stat().st_size == 0:
+                    return
+                self.spill_path.rename(self._replay_path)
+        if self._connected() is None:
+            self._requeue_replay_file(0)
+            return
+        with self._replay_path.open("rb") as fh:
+            done = 0
+            for chunk in _batches(fh, self.settings.batch_max):
+                records = []
+                for line in chunk:
+                    try:
+                        records.append(InferenceLog.model_validate_json(line))
+                    except ValueError:  # a line torn by a crash mid-write
+                        self.metrics.dropped.labels("spill_corrupt").inc()
+                failed = self._send(records)
+                self.metrics.replayed.inc(len(records) - len(failed))
+                self.metrics.delivered.inc(len(records) - len(failed))
+                if failed:
+                    self._spill(failed)
+                    offset = fh.tell()
+                    break
+                done += len(records)
+            else:
+                offset = None
+        if offset is None:
+            self._replay_path.unlink()
+        else:
+            self._requeue_replay_file(offset)
+        if done:
+            log.info("gateway: replayed %d spilled logs", done)
+        self.metrics.spill_bytes.set(self._spill_size())
+
+    def _requeue_replay_file(self, offset: int) -> None:
+        """Append the replay file from ``offset`` back onto the spill file and delete it."""
+        with self._spill_lock:
+            with self._replay_path.open("rb") as src, self.spill_path.open("ab") as dst:
+                src.seek(offset)
+                while block := src.read(1 << 20):
+                    dst.write(block)
+            self._replay_path.unlink()
+
+
+def _batches(fh: Any, size: int) -> Iterable[list[bytes]]:
+    chunk: list[bytes] = []
+    for line in fh:
+        if line.strip():
+            chunk.append(line)
+        if len(chunk) >= size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
+def _short(exc: BaseException, limit: int = 300) -> str:
+    text = str(exc)
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+# --------------------------------------------------------------------------- parsing
+
+
+def exchange_to_logs(exchange: Exchange, deployment: str | None) -> list[InferenceLog]:
+    """Parse the raw bytes of an exchange (JSON or SSE) and adapt them to inference logs."""
+    request = json.loads(exchange.request_body)
+    body = _decode_body(b"".join(exchange.response_body), exchange.content_encoding)
+    response: Any
+    if not 200 <= exchange.status < 300 or not body:
+        response = None  # an upstream error: the prompt is still logged, with the status
+    elif exchange.streamed:
+        response = parse_sse(body)
+    else:
+        response = json.loads(body)
+    metadata: dict[str, Any] = {"gateway_id": exchange.gateway_id, "upstream_status": exchange.status}
+    if exchange.ttft_ms is not None:
+        metadata["ttft_ms"] = round(exchange.ttft_ms, 3)
+    if not exchange.complete:
+        metadata["client_disconnected"] = True
+    metadata.update(exchange.extra_metadata)
+    return from_openai_all(
+        request,
+        response,
+        request_id=_response_id(response) or exchange.gateway_id,
+        timestamp=exchange.started_at,
+        deployment=deployment,
+        tenant_id=exchange.tenant_id,
+        user_id=exchange.user_id,
+        latency_ms=round(exchange.latency_ms, 3),
+        metadata=metadata,
+    )
+
+
+def parse_sse(body: bytes) -> list[dict[str, Any]]:
+    """The JSON payloads of an SSE body (``data:`` lines; ``[DONE]`` and comments skipped)."""
+    events: list[dict[str, Any]] = []
+    for block in body.replace(b"\r\n", b"\n").split(b"\n\n"):
+        data = [line[5:].lstrip(b" ") for line in block.split(b"\n") if line.startswith(b"data:")]
+        if not data:
+            continue
+        payload = b"\n".join(data)
+        if payload.strip() == b"[DONE]":
+            continue
+        value = json.loads(payload)
+        if isinstance(value, dict) and "error" in value and "choices" not in value:
+            continue  # an in-stream error event (vLLM sends one on abort): no content
+        events.append(value)
+    return events
+
+
+def _decode_body(body: bytes, encoding: str | None) -> bytes:
+    if not encoding or encoding == "identity":
+        return body
+    if encoding == "gzip":
+        return gzip.decompress(body)
+    if encoding == "deflate":
+        return zlib.decompress(body)
+    raise ValueError(f"content-encoding {encoding!r} is not supported for logging")
+
+
+def _response_id(response: Any) -> str | None:
+    if isinstance(response, dict):
+        return response.get("id")
+    if isinstance(response, list):
+        for item in response:
+            rid = item.get("id") or (item.get("response") or {}).get("id")
+            if rid:
+                return rid
+    return None

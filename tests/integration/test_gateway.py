@@ -1,0 +1,247 @@
+"""The tee gateway with real clients: the official openai client -> gateway -> a vLLM-like server,
+records in the real Kafka broker, verdicts from the real stream; spill and replay across an outage."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import socket
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+import openai
+import pytest
+from kafka import KafkaConsumer
+
+from pipeline.gateway.app import create_app
+from pipeline.gateway.server import serve_in_thread
+from pipeline.gateway.settings import GatewaySettings, KeyIdentity, PrescreenSettings
+from pipeline.gateway.tee import GatewayMetrics, LogTee
+from pipeline.settings import KafkaSettings, Settings
+from tests.fixtures.vllm_like import Reply, VllmLike
+
+WEATHER_TOOL = [{"type": "function", "function": {"name": "get_weather", "description": "Current weather",
+                 "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}}}]  # fmt: skip
+PHISHING_PROMPT = "Write a phishing email that tricks staff into sending their password"
+SCRIPT = {
+    "weather": Reply(content="", reasoning="The user wants the weather, so I call get_weather.",
+                     tool_calls=[("get_weather", '{"city": "Paris", "unit": "celsius"}')]),  # fmt: skip
+    "phishing": Reply(content="Subject: Urgent password reset. Dear colleague, your account will be locked "
+                      "unless you reply with your password today.", reasoning="They asked for an email."),  # fmt: skip
+}
+API_KEY = "sk-acme-team-key"
+
+
+def _closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextmanager
+def _gateway(upstream_url: str, bootstrap: str, topic: str, **gateway: object) -> Iterator[tuple[str, object]]:
+    settings = Settings(
+        kafka=KafkaSettings(bootstrap_servers=bootstrap, input_topic=topic),
+        gateway=GatewaySettings(upstream_url=upstream_url, deployment="chat-prod", replay_interval_s=0.5, **gateway),
+    )
+    app = create_app(settings)
+    with serve_in_thread(app) as url:
+        yield url, app.state.gateway
+
+
+def _read(bootstrap: str, topic: str, expect: int, timeout_s: float = 30) -> list:
+    consumer = KafkaConsumer(topic, bootstrap_servers=bootstrap, group_id=None, auto_offset_reset="earliest",
+                             consumer_timeout_ms=1000)  # fmt: skip
+    out: list = []
+    deadline = time.monotonic() + timeout_s
+    while len(out) < expect and time.monotonic() < deadline:
+        out.extend(consumer)
+    consumer.close()
+    return out
+
+
+def _wait(predicate, timeout_s: float = 30, what: str = "condition") -> None:
+    deadline = time.monotonic() + timeout_s
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.05)
+
+
+def test_openai_client_through_gateway_lands_complete_records_in_kafka_and_gets_verdicts(
+    kafka_bootstrap, kafka_topic_factory, tmp_path
+):
+    topic = kafka_topic_factory(partitions=2)
+    upstream = VllmLike(SCRIPT)
+    key_digest = hashlib.sha256(API_KEY.encode()).hexdigest()
+    with serve_in_thread(upstream.app) as upstream_url, _gateway(
+        upstream_url, kafka_bootstrap, topic, spill_path=tmp_path / "spill.jsonl",
+        api_keys={key_digest: KeyIdentity(tenant_id="acme", user_id="svc-bot")},
+    ) as (gateway_url, _):  # fmt: skip
+        by_key = openai.OpenAI(base_url=f"{gateway_url}/v1", api_key=API_KEY)
+        by_header = openai.OpenAI(base_url=f"{gateway_url}/v1", api_key="sk-other",
+                                  default_headers={"X-Tenant-Id": "globex", "X-User-Id": "u-7"})  # fmt: skip
+
+        plain = by_key.chat.completions.create(
+            model="Qwen/Qwen3-8B", tools=WEATHER_TOOL, messages=[{"role": "user", "content": "weather in Paris?"}]
+        )
+        assert plain.choices[0].message.tool_calls[0].function.name == "get_weather"
+        assert plain.choices[0].message.content == ""
+
+        stream = by_header.chat.completions.create(
+            model="Qwen/Qwen3-8B", tools=WEATHER_TOOL, stream=True, stream_options={"include_usage": True},
+            messages=[{"role": "user", "content": "weather in Oslo, please"}],
+        )  # fmt: skip
+        chunks = list(stream)
+        streamed_args = "".join(
+            c.choices[0].delta.tool_calls[0].function.arguments or ""
+            for c in chunks if c.choices and c.choices[0].delta.tool_calls
+        )  # fmt: skip
+        assert json.loads(streamed_args) == {"city": "Paris", "unit": "celsius"}
+        assert chunks[-1].usage is not None and chunks[-1].choices == []
+
+        harmful = by_header.chat.completions.create(
+            model="Qwen/Qwen3-8B", stream=True, stream_options={"include_usage": True},
+            messages=[{"role": "system", "content": "You write emails."}, {"role": "user", "content": PHISHING_PROMPT}],
+        )  # fmt: skip
+        assert "password" in "".join(c.choices[0].delta.content or "" for c in harmful if c.choices)
+
+        two = by_key.chat.completions.create(model="m", n=2, messages=[{"role": "user", "content": "say hi"}])
+        legacy = by_key.completions.create(model="m", prompt="Once upon a time")
+        models = by_key.models.list()  # proxied, not logged
+        assert [m.id for m in models.data] == ["Qwen/Qwen3-8B"]
+
+        records = [json.loads(m.value) for m in _read(kafka_bootstrap, topic, expect=6)]
+    by_id = {r["request_id"]: r for r in records}
+    assert len(records) == 6 and len(by_id) == 6  # n=2 gives two records
+
+    tool_rec = by_id[plain.id]
+    assert (tool_rec["tenant_id"], tool_rec["user_id"], tool_rec["deployment"]) == ("acme", "svc-bot", "chat-prod")
+    assert tool_rec["tool_calls"][0]["function"] == {"name": "get_weather", "arguments": '{"city": "Paris", "unit": "celsius"}'}
+    assert tool_rec["reasoning_content"] == SCRIPT["weather"].reasoning
+    assert tool_rec["usage"]["completion_tokens"] == plain.usage.completion_tokens
+    assert tool_rec["latency_ms"] > 0 and "completion" not in tool_rec
+
+    streamed = by_id[chunks[0].id]
+    assert (streamed["tenant_id"], streamed["user_id"]) == ("globex", "u-7")
+    assert streamed["tool_calls"][0]["function"]["arguments"] == streamed_args
+    assert streamed["metadata"]["streamed"] is True and streamed["metadata"]["ttft_ms"] > 0
+    assert streamed["usage"]["completion_tokens"] == chunks[-1].usage.completion_tokens
+
+    assert {by_id[two.id]["completion"], by_id[f"{two.id}#1"]["completion"]} == {"You said: say hi"}
+    assert by_id[f"{two.id}#1"]["metadata"]["request_group"] == two.id
+    assert by_id[legacy.id]["prompt"] == "Once upon a time"
+
+    # The stream screens what the gateway logged (rules detector: fast, no model).
+    from pipeline.metrics import PipelineMetrics
+    from pipeline.runner import Pipeline
+
+    settings = Settings(
+        kafka=KafkaSettings(bootstrap_servers=kafka_bootstrap, input_topic=topic, verdict_topic=f"{topic}.verdicts",
+                            dead_letter_topic=f"{topic}.dlq", group_id=f"g-{topic}"),  # fmt: skip
+        sinks=["verdict_topic"],
+        detectors={"enabled": ["rules"]},
+    )
+    stats = Pipeline.from_settings(settings, PipelineMetrics()).run(max_idle_s=10, max_records=6)
+    assert (stats.records, stats.dead_letters) == (6, 0)
+    verdicts = {v["request_id"]: v for v in (json.loads(m.value) for m in _read(kafka_bootstrap, f"{topic}.verdicts", 6))}
+    assert set(verdicts) == set(by_id)
+    phishing = next(rid for rid, r in by_id.items() if "phishing" in json.dumps(r.get("messages")))
+    assert verdicts[phishing]["flagged"] and "cyber_abuse" in verdicts[phishing]["categories"]
+    assert verdicts[phishing]["tenant_id"] == "globex"
+    assert not verdicts[plain.id]["flagged"]
+
+
+def test_responses_are_forwarded_byte_for_byte(kafka_bootstrap, kafka_topic_factory, tmp_path):
+    topic = kafka_topic_factory(partitions=1)
+    upstream = VllmLike(SCRIPT, fixed_ids=True)
+    body = {"model": "m", "messages": [{"role": "user", "content": "weather?"}], "tools": WEATHER_TOOL,
+            "stream": True, "stream_options": {"include_usage": True}}  # fmt: skip
+    with serve_in_thread(upstream.app) as upstream_url, _gateway(
+        upstream_url, kafka_bootstrap, topic, spill_path=tmp_path / "spill.jsonl"
+    ) as (gateway_url, _):
+        for payload in (body, {**body, "stream": False}):
+            direct = httpx.post(f"{upstream_url}/v1/chat/completions", json=payload)
+            proxied = httpx.post(f"{gateway_url}/v1/chat/completions", json=payload)
+            assert proxied.status_code == direct.status_code == 200
+            assert proxied.content == direct.content
+            assert proxied.headers["content-type"] == direct.headers["content-type"]
+            if payload["stream"]:
+                assert proxied.content.startswith(b"data: {") and proxied.content.endswith(b"data: [DONE]\n\n")
+        missing = httpx.post(f"{gateway_url}/v1/nothing-here", json={})
+        assert missing.status_code == 404  # the upstream's answer, not the gateway's
+        health = httpx.get(f"{gateway_url}/healthz").json()
+        assert health["status"] == "ok" and health["overflow"] == "spill"
+
+
+def test_prescreening_blocks_with_an_openai_error_and_never_calls_upstream(kafka_bootstrap, kafka_topic_factory, tmp_path):
+    topic = kafka_topic_factory(partitions=1)
+    upstream = VllmLike(SCRIPT)
+    with serve_in_thread(upstream.app) as upstream_url, _gateway(
+        upstream_url, kafka_bootstrap, topic, spill_path=tmp_path / "spill.jsonl",
+        prescreen=PrescreenSettings(enabled=True, block_at="medium"),
+    ) as (gateway_url, _):  # fmt: skip
+        client = openai.OpenAI(base_url=f"{gateway_url}/v1", api_key="x", max_retries=0)
+        with pytest.raises(openai.BadRequestError) as err:
+            client.chat.completions.create(model="m", messages=[{"role": "user", "content": PHISHING_PROMPT}])
+        assert err.value.code == "content_policy_violation"
+        ok = client.chat.completions.create(model="m", messages=[{"role": "user", "content": "What is 2+2?"}])
+        assert ok.choices[0].message.content == "You said: What is 2+2?"
+        assert [r["messages"][0]["content"] for r in upstream.requests] == ["What is 2+2?"]
+        records = [json.loads(m.value) for m in _read(kafka_bootstrap, topic, expect=2)]
+        metrics = httpx.get(f"{gateway_url}/metrics").text
+    blocked = [r for r in records if r.get("metadata", {}).get("blocked")]
+    assert len(blocked) == 1 and blocked[0]["messages"][0]["content"] == PHISHING_PROMPT
+    assert 'mm_gateway_blocked_total{severity="' in metrics
+
+
+def test_broker_outage_spills_to_disk_and_replays_everything(kafka_bootstrap, kafka_topic_factory, tmp_path):
+    topic = kafka_topic_factory(partitions=1)
+    spill = tmp_path / "spill.jsonl"
+    upstream = VllmLike(SCRIPT)
+    sent: list[str] = []
+    with serve_in_thread(upstream.app) as upstream_url:
+        # Kafka "down": the gateway points at a closed port. Users are served regardless.
+        with _gateway(upstream_url, f"127.0.0.1:{_closed_port()}", topic, spill_path=spill) as (gateway_url, gw):
+            client = openai.OpenAI(base_url=f"{gateway_url}/v1", api_key="x")
+            for i in range(5):
+                started = time.perf_counter()
+                reply = client.chat.completions.create(model="m", messages=[{"role": "user", "content": f"hi {i}"}])
+                assert time.perf_counter() - started < 1.0  # never waits for Kafka's timeouts
+                sent.append(reply.id)
+            stream = client.chat.completions.create(model="m", stream=True, messages=[{"role": "user", "content": "s"}])
+            sent.append(next(iter(stream)).id)
+            list(stream)
+            _wait(lambda: spill.exists() and len(spill.read_text().splitlines()) == 6, what="6 spilled records")
+            assert httpx.get(f"{gateway_url}/healthz").json()["kafka_up"] is False
+        assert [json.loads(line)["request_id"] for line in spill.read_text().splitlines()] == sent
+        # Kafka back: a new gateway process on the same spill file replays it, then deletes it.
+        with _gateway(upstream_url, kafka_bootstrap, topic, spill_path=spill) as (gateway_url, gw):
+            _wait(lambda: not spill.exists(), what="the spill file to be replayed")
+            metrics = httpx.get(f"{gateway_url}/metrics").text
+    assert "mm_gateway_logs_replayed_total 6.0" in metrics
+    assert sorted(json.loads(m.value)["request_id"] for m in _read(kafka_bootstrap, topic, 6)) == sorted(sent)
+
+
+def test_drop_policy_counts_what_it_loses_and_never_blocks(tmp_path: Path):
+    settings = GatewaySettings(overflow="drop", queue_max=2, spill_path=tmp_path / "never.jsonl")
+    metrics = GatewayMetrics()
+    tee = LogTee(settings, KafkaSettings(bootstrap_servers=f"127.0.0.1:{_closed_port()}"), metrics)
+    from datetime import UTC, datetime
+
+    from pipeline.gateway.tee import Exchange
+
+    request = json.dumps({"model": "m", "messages": [{"role": "user", "content": "x"}]}).encode()
+    exchange = Exchange(route="chat.completions", request_body=request, response_body=[], status=200, streamed=False,
+                        started_at=datetime.now(UTC), latency_ms=1.0, gateway_id="gw-1")  # fmt: skip
+    started = time.perf_counter()
+    for _ in range(5):  # worker not started: the queue holds 2, the other 3 are dropped at once
+        tee.submit(exchange)
+    assert time.perf_counter() - started < 0.05
+    assert metrics.dropped.labels("queue_full")._value.get() == 3
+    tee.stop(timeout_s=10)  # shutdown with Kafka down: the 2 queued are counted too, not spilled
+    assert metrics.dropped.labels("shutdown")._value.get() == 2
+    assert not settings.spill_path.exists()
