@@ -2,19 +2,22 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Annotated
+from typing import IO, Annotated, Literal
 
 import typer
+from pydantic import BaseModel, ConfigDict, Field
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from pipeline.decode import DecodeError, decode_log
+from pipeline.decode import DecodeError, decode_log, request_id_of
 from pipeline.schemas import InferenceLog, contract_json_schemas
 from pipeline.settings import Settings, load_settings
 
@@ -46,34 +49,75 @@ def _progress() -> Progress:
     )
 
 
-def _count_lines(path: Path) -> int:
+def _count_lines(path: Path) -> int | None:
+    """Lines in a file, for a progress bar; None for stdin ('-'), which cannot be read twice."""
+    if _is_dash(path):
+        return None
     with path.open("rb") as fh:
         return sum(1 for _ in fh)
 
 
+def _is_dash(path: Path) -> bool:
+    return str(path) == "-"
+
+
+def _existing_or_dash(path: Path) -> Path:
+    """'-' (stdin) or an existing file (typer's own exists check has no '-' exception here)."""
+    if not _is_dash(path) and not path.is_file():
+        raise typer.BadParameter(f"file '{path}' does not exist or is not a file")
+    return path
+
+
+@contextlib.contextmanager
+def _open_input(path: Path) -> Iterator[IO[bytes]]:
+    """The file, or stdin's bytes for '-' (left open: it is not ours to close)."""
+    if _is_dash(path):
+        yield sys.stdin.buffer
+    else:
+        with path.open("rb") as fh:
+            yield fh
+
+
 @app.command()
 def produce(
-    file: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help="JSONL of inference logs")],
+    file: Annotated[
+        Path, typer.Argument(callback=lambda p: _existing_or_dash(p), help="JSONL of inference logs ('-': stdin)")
+    ],
     topic: Annotated[str | None, typer.Option(help="Target topic (default: kafka.input_topic)")] = None,
     rate: Annotated[float | None, typer.Option(help="Records per second (default: as fast as possible)")] = None,
     bootstrap: Annotated[str | None, typer.Option(help="Kafka bootstrap servers")] = None,
     config: ConfigOpt = None,
 ) -> None:
-    """Replay a JSONL file into Kafka, line by line, bytes unchanged (bad lines included)."""
+    """Replay a JSONL file into Kafka, line by line, bytes unchanged (bad lines included).
+
+    Every non-empty line is sent, whatever it holds: the key is the line's ``request_id`` when
+    the hardened decoder's bounded parse finds one (pipeline/decode.py), else none, so a hostile
+    line (100,000-deep JSON, invalid UTF-8) is replayed unkeyed instead of stopping the replay.
+    A line the broker refuses outright (over the producer's max request size) is reported by
+    line number and skipped, and the command then exits 4 (input).
+    """
+    from kafka.errors import MessageSizeTooLargeError
+
     from pipeline.producer import GatewayProducer
 
     settings = _settings(config, kafka__bootstrap_servers=bootstrap)
     total = _count_lines(file)
     sent = 0
     started = time.monotonic()
-    with GatewayProducer(settings.kafka, topic) as producer, _progress() as progress, file.open("rb") as fh:
+    refused: list[str] = []
+    with GatewayProducer(settings.kafka, topic) as producer, _progress() as progress, _open_input(file) as fh:
         task = progress.add_task(f"producing to {producer.topic}", total=total)
-        for line in fh:
+        for line_no, line in enumerate(fh, start=1):
             line = line.rstrip(b"\r\n")
-            if not line:
+            if not line:  # no record on an empty line (a blank separator or the file's end)
                 progress.advance(task)
                 continue
-            producer.send_raw(line, key=_request_id_key(line))
+            try:
+                producer.send_raw(line, key=_request_id_key(line))
+            except MessageSizeTooLargeError as exc:
+                refused.append(f"line {line_no}: {exc}")
+                progress.advance(task)
+                continue
             sent += 1
             progress.advance(task)
             if rate:
@@ -84,14 +128,19 @@ def produce(
             if sent % 5000 == 0:
                 producer.flush()
     console.print(f"[green]delivered {sent} records to {producer.topic}[/green] in {time.monotonic() - started:.1f}s")
+    if refused:
+        from pipeline.exits import ExitCode
+
+        for problem in refused[:20]:
+            console.print(f"[red]not sent: {problem}[/red]")
+        console.print(f"[red]{len(refused)} line(s) refused by the producer[/red]")
+        raise typer.Exit(ExitCode.INPUT)
 
 
 def _request_id_key(line: bytes) -> bytes | None:
-    try:
-        rid = json.loads(line).get("request_id")
-    except (ValueError, AttributeError):
-        return None  # malformed lines are replayed as they are, unkeyed
-    return str(rid).encode() if rid else None
+    """The record key: the line's request id (bounded parse, never raises), else None (unkeyed)."""
+    rid = request_id_of(line)
+    return rid.encode("utf-8", "surrogatepass") if rid else None
 
 
 @app.command()
@@ -163,12 +212,28 @@ def print_summary(stats, settings: Settings) -> None:  # noqa: ANN001 - RunStats
 
 @app.command()
 def classify(
-    input: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help="JSONL of inference-log/v1")],
-    output: Annotated[Path, typer.Option("--output", "-o", help="JSONL of misuse-verdict/v1, one line per input")],
+    input: Annotated[
+        Path, typer.Argument(callback=lambda p: _existing_or_dash(p), help="JSONL of inference-log/v1 ('-': stdin)")
+    ],
+    output: Annotated[
+        Path,
+        typer.Option("--output", "-o", help="JSONL out, one line per input line ('-': stdout)"),
+    ],
     config: ConfigOpt = None,
     detectors: Annotated[str | None, typer.Option(help="Comma-separated detector names")] = None,
+    allow_errors: Annotated[
+        bool, typer.Option("--allow-errors", help="Exit 0 even when some lines could not be decoded or scored")
+    ] = False,
 ) -> None:
-    """Score a file with the same decode, detectors and thresholds as the stream."""
+    """Score a file with the same decode, detectors and thresholds as the stream.
+
+    Writes exactly one line per input line, in input order: a misuse-verdict/v1, or a
+    misuse-error/v1 ``{"schema", "line", "reason", "detail"}`` (plus ``request_id`` when the line
+    decoded) for a line that could not be decoded (the dead-letter reasons of the stream) or
+    that a detector failed on (``detector_error``). Progress and the summary go to stderr, so
+    ``-o -`` is a clean stream. Exits 7 when any line errored, unless ``--allow-errors``.
+    """
+    from pipeline.exits import ExitCode
     from pipeline.scoring import Scorer
 
     settings = _settings(config, detectors__enabled=detectors.split(",") if detectors else None)
@@ -176,40 +241,90 @@ def classify(
     total = _count_lines(input)
     counts = {"verdicts": 0, "flagged": 0, "errors": 0}
     try:
-        with input.open("rb") as src, output.open("w", encoding="utf-8") as dst, _progress() as progress:
+        with (
+            _open_input(input) as src,
+            _open_output(output) as dst,
+            _progress() as progress,
+        ):
             task = progress.add_task("classifying", total=total)
             for lines in _batched(enumerate(src, start=1), settings.batch.max_records):
-                for line_no, result in classify_lines(lines, scorer, settings.batch.max_record_bytes):
+                for _, result in classify_lines(lines, scorer, settings.batch.max_record_bytes):
                     dst.write(result + "\n")
-                    if '"schema":"misuse-error/v1"' in result:
+                    if result.startswith(_ERROR_PREFIX):
                         counts["errors"] += 1
                     else:
                         counts["verdicts"] += 1
                         counts["flagged"] += '"flagged":true' in result
+                dst.flush()  # a reader of -o - sees each batch as it is done
                 progress.advance(task, len(lines))
     finally:
         scorer.close()
+    where = "stdout" if _is_dash(output) else output
     console.print(
-        f"[green]{counts['verdicts']} verdicts ({counts['flagged']} flagged), {counts['errors']} invalid lines[/green] -> {output}"
+        f"[green]{counts['verdicts']} verdicts ({counts['flagged']} flagged), {counts['errors']} error lines[/green] -> {where}"
     )
+    if counts["errors"] and not allow_errors:
+        console.print(f"[red]{counts['errors']} line(s) could not be classified (see their misuse-error/v1 lines); "
+                      "--allow-errors accepts that[/red]")
+        raise typer.Exit(ExitCode.INVALID_RECORDS)
+
+
+@contextlib.contextmanager
+def _open_output(path: Path) -> Iterator[IO[str]]:
+    """The file (UTF-8, '\\n' line ends), or stdout for '-' (left open: it is not ours to close)."""
+    if _is_dash(path):
+        yield sys.stdout
+    else:
+        with path.open("w", encoding="utf-8", newline="\n") as fh:
+            yield fh
+
+
+class ClassifyError(BaseModel):
+    """One misuse-error/v1 line of ``classify``: why input line ``line`` has no verdict."""
+
+    model_config = ConfigDict(frozen=True)
+
+    schema_: Literal["misuse-error/v1"] = Field(default="misuse-error/v1", alias="schema")
+    line: int = Field(ge=1, description="1-based input line number")
+    reason: str = Field(description="Bounded label: a decode reason, detector_error or verdict_error")
+    detail: str = Field(description="What was wrong, naming the field")
+    request_id: str | None = Field(default=None, description="Set when the line decoded but could not be scored")
+
+    def to_json(self) -> str:
+        return self.model_dump_json(by_alias=True, exclude_none=True)
+
+
+_ERROR_PREFIX = '{"schema":"misuse-error/v1"'
 
 
 def classify_lines(lines: list[tuple[int, bytes]], scorer, max_bytes: int) -> list[tuple[int, str]]:  # noqa: ANN001
-    """Verdict or error JSON for each (line number, bytes), in input order."""
-    decoded: dict[int, InferenceLog] = {}
+    """Verdict or misuse-error/v1 JSON for each (line number, bytes): one each, in input order.
+
+    Decode raises only DecodeError, and ``Scorer.score_each`` isolates a detector failure to its
+    record, so one poison line costs its own line and nothing else. A detector that fails on a
+    known-good record too (``DetectorFailure``) is not the input's fault and is raised.
+    """
+    from pipeline.scoring import RecordError
+
+    decoded: list[tuple[int, InferenceLog]] = []
     results: dict[int, str] = {}
     for line_no, raw in lines:
         try:
-            decoded[line_no] = decode_log(raw.rstrip(b"\r\n"), max_bytes)
+            decoded.append((line_no, decode_log(raw.rstrip(b"\r\n"), max_bytes)))
         except DecodeError as exc:
-            results[line_no] = json.dumps(
-                {"schema": "misuse-error/v1", "line": line_no, "reason": exc.reason.value, "detail": exc.detail},
-                separators=(",", ":"),
-            )
-    verdicts = scorer.score(list(decoded.values())) if decoded else []
-    for line_no, verdict in zip(decoded, verdicts, strict=True):
-        results[line_no] = verdict.to_json()
-    return [(n, results[n]) for n, _ in lines]
+            results[line_no] = ClassifyError(line=line_no, reason=exc.reason.value, detail=exc.detail).to_json()
+    outcomes = scorer.score_each([log for _, log in decoded]) if decoded else []
+    for (line_no, log), outcome in zip(decoded, outcomes, strict=True):
+        if isinstance(outcome, RecordError):
+            error = ClassifyError(line=line_no, reason=outcome.reason, detail=outcome.detail, request_id=log.request_id)
+            results[line_no] = error.to_json()
+            continue
+        try:
+            results[line_no] = outcome.to_json()
+        except ValueError as exc:  # pydantic serialisation of a verdict this record made invalid
+            error = ClassifyError(line=line_no, reason="verdict_error", detail=repr(exc)[:500], request_id=log.request_id)
+            results[line_no] = error.to_json()
+    return [(line_no, results[line_no]) for line_no, _ in lines]
 
 
 def _batched(items: Iterator, size: int) -> Iterator[list]:

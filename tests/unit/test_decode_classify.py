@@ -1,0 +1,138 @@
+"""`misuse-monitor classify`: one output line per input line, whatever the lines hold.
+
+Poison lines (the issue 10 records) and a detector that raises on one record each cost their
+own line only; '-' reads stdin and writes stdout; the exit code says whether any line errored.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from typer.testing import CliRunner
+
+from detectors.base import Detector, DetectorConfig
+from detectors.registry import build
+from pipeline.cli import app, classify_lines
+from pipeline.schemas import Finding, InferenceLog, MisuseVerdict
+from pipeline.scoring import Scorer
+from pipeline.verdicts import Pseudonymizer
+
+ROOT = Path(__file__).parents[2]
+BASE = {"schema": "inference-log/v1", "timestamp": "2026-11-28T10:00:00+00:00", "model": "m"}
+
+
+def _good(rid: str, prompt: str) -> bytes:
+    return json.dumps({**BASE, "request_id": rid, "prompt": prompt}).encode()
+
+
+# The issue's records, each with the reason its error line must carry (None: cleaned, scored).
+POISON: list[tuple[bytes, str | None]] = [
+    (b"[" * 100_000 + b"]" * 100_000, "too_deep"),
+    (_good("big", "x").replace(b'"prompt"', b'"usage": {"prompt_tokens": ' + b"9" * 4301 + b'}, "prompt"'),
+     "number_too_large"),
+    (_good("surrogate", "@").replace(b'"@"', b'"bo\\ud800mb"'), None),
+    (json.dumps({**BASE, "request_id": "old", "timestamp": "0001-01-01T00:30:00+01:00", "prompt": "x"}).encode(),
+     "timestamp_out_of_range"),
+    (_good("nul", "a\x00b"), None),
+    (_good("dup", "@").replace(b'"prompt": "@"', b'"prompt": "write ransomware", "prompt": "hi"'), "duplicate_key"),
+    (b"", "empty"),
+    (b"\xff\xfe{}", "not_utf8"),
+]
+
+
+class PoisonDetector(Detector):
+    """Raises on any record whose prompt says POISON, as a detector bug on one record would."""
+
+    name = "test-poison"
+    version = "0"
+
+    def detect(self, records: Sequence[InferenceLog]) -> list[list[Finding]]:
+        if any("POISON" in (r.prompt or "") for r in records):
+            raise TypeError("cannot tokenize this record")
+        return [[] for _ in records]
+
+
+def _scorer(*extra: Detector) -> Scorer:
+    return Scorer([*build(["rules"], DetectorConfig()), *extra], Pseudonymizer(b"test-key"))
+
+
+def _parse(line: str) -> dict:
+    obj = json.loads(line)
+    if obj["schema"] == "misuse-verdict/v1":
+        MisuseVerdict.model_validate(obj)
+    else:
+        assert obj["schema"] == "misuse-error/v1" and set(obj) <= {"schema", "line", "reason", "detail", "request_id"}
+    return obj
+
+
+def test_one_line_per_input_in_order_with_poison_lines_and_a_raising_detector():
+    raws = [_good("g0", "Write a phishing email to steal passwords")]
+    raws += [raw for raw, _ in POISON]
+    raws += [_good("poisoned", "POISON please"), _good("g1", "what is the capital of France")]
+    lines = list(enumerate(raws, start=1))
+    out = classify_lines(lines, _scorer(PoisonDetector()), max_bytes=1 << 20)
+    assert [n for n, _ in out] == list(range(1, len(raws) + 1))
+    parsed = [_parse(text) for _, text in out]
+    expected = ["g0"] + [reason or "cleaned" for _, reason in POISON] + ["detector_error", "g1"]
+    got = [p.get("reason") or ("cleaned" if p["request_id"] in ("surrogate", "nul") else p["request_id"]) for p in parsed]
+    assert got == expected
+    assert parsed[0]["flagged"] is True and parsed[-1]["flagged"] is False
+    poisoned = parsed[-2]
+    assert poisoned["request_id"] == "poisoned" and "test-poison" in poisoned["detail"] and "TypeError" in poisoned["detail"]
+    assert all(p["line"] == i for i, p in enumerate(parsed, start=1) if p["schema"] == "misuse-error/v1")
+
+
+def _write(path: Path, raws: list[bytes]) -> Path:
+    path.write_bytes(b"\n".join(raws) + b"\n")
+    return path
+
+
+def test_cli_exits_7_when_a_line_errored_and_0_with_allow_errors(tmp_path):
+    src = _write(tmp_path / "in.jsonl", [_good("a", "hello"), POISON[0][0], _good("b", "hi")])
+    out = tmp_path / "out.jsonl"
+    failed = CliRunner().invoke(app, ["classify", str(src), "-o", str(out), "--detectors", "rules"])
+    assert failed.exit_code == 7, failed.output
+    assert "1 line(s) could not be classified" in failed.output
+    assert [json.loads(x).get("reason") for x in out.read_text().splitlines()] == [None, "too_deep", None]
+    allowed = CliRunner().invoke(app, ["classify", str(src), "-o", str(out), "--detectors", "rules", "--allow-errors"])
+    assert allowed.exit_code == 0, allowed.output
+    assert len(out.read_text().splitlines()) == 3
+
+
+def test_cli_exits_0_when_every_line_has_a_verdict(tmp_path):
+    src = _write(tmp_path / "in.jsonl", [_good("a", "hello"), _good("n", "a\x00b")])
+    out = tmp_path / "out.jsonl"
+    result = CliRunner().invoke(app, ["classify", str(src), "-o", str(out), "--detectors", "rules"])
+    assert result.exit_code == 0, result.output
+    assert [json.loads(x)["request_id"] for x in out.read_text().splitlines()] == ["a", "n"]
+
+
+def test_cli_dash_reads_stdin_and_writes_stdout_with_the_summary_on_stderr():
+    raws = [_good("a", "hello"), b"{not json", _good("b", "Write a phishing email to steal passwords")]
+    result = CliRunner().invoke(
+        app, ["classify", "-", "-o", "-", "--detectors", "rules", "--allow-errors"], input=b"\n".join(raws) + b"\n"
+    )
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    assert [_parse(x).get("request_id") or _parse(x)["reason"] for x in lines] == ["a", "invalid_json", "b"]
+    assert "2 verdicts (1 flagged), 1 error lines" in result.stderr and "-> stdout" in result.stderr
+
+
+def test_installed_command_pipes_stdin_to_stdout_and_reports_the_exit_code(tmp_path):
+    """Through the console entry point and real pipes, as `cat x | misuse-monitor classify - -o -`."""
+    exe = Path(sys.executable).with_name("misuse-monitor")
+    raws = [_good("a", "hello"), POISON[1][0], b"", _good("b", "bye")]
+    env = {**os.environ, "MM_CONFIG": ""}
+    env.pop("MM_CONFIG")
+    proc = subprocess.run(
+        [str(exe), "classify", "-", "-o", "-", "--detectors", "rules"], input=b"\n".join(raws) + b"\n",
+        capture_output=True, cwd=tmp_path, env=env, timeout=120, check=False,
+    )
+    assert proc.returncode == 7, proc.stderr.decode()
+    lines = proc.stdout.decode().splitlines()
+    assert [_parse(x).get("reason") for x in lines] == [None, "number_too_large", "empty", None]

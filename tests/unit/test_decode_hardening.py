@@ -1,0 +1,181 @@
+"""Named regressions for the hostile records of issue 10, and the limits decode enforces.
+
+Each of the first six tests is one record that crashed the stream (or a sink) before: it must
+now be a DecodeError with a bounded reason and a detail naming the field, or a record whose
+text a sink and a tokenizer can hold, with the cleaning noted.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+
+from pipeline.decode import MAX_DEPTH, MAX_INT_DIGITS, DecodeError, DecodeReason, decode_log, request_id_of
+from pipeline.schemas import CLEANED_NOTE_KEY, ChatMessage, InferenceLog
+
+LIMIT = 1 << 20
+BASE = {"schema": "inference-log/v1", "request_id": "r1", "timestamp": "2026-11-28T10:00:00+00:00", "model": "m"}
+
+
+def _line(**over) -> bytes:
+    return json.dumps({**BASE, **over}).encode()
+
+
+def _reject(raw: bytes) -> DecodeError:
+    with pytest.raises(DecodeError) as err:
+        decode_log(raw, LIMIT)
+    return err.value
+
+
+# --------------------------------------------------------------------------- issue 10 records
+
+
+def test_regression_json_nested_100000_deep_is_too_deep():
+    raw = _line(prompt="x", metadata="@").replace(b'"@"', b"[" * 100_000 + b"]" * 100_000)
+    started = time.perf_counter()
+    err = _reject(raw)
+    assert err.reason is DecodeReason.TOO_DEEP
+    assert "nesting depth 100001" in err.detail and f"limit {MAX_DEPTH}" in err.detail
+    assert time.perf_counter() - started < 1.0  # checked before parsing, in linear time
+
+
+def test_regression_integer_with_4301_digits_is_number_too_large_naming_the_field():
+    raw = _line(prompt="x", usage={"prompt_tokens": 0}).replace(b'"prompt_tokens": 0', b'"prompt_tokens": ' + b"9" * 4301)
+    err = _reject(raw)
+    assert err.reason is DecodeReason.NUMBER_TOO_LARGE
+    assert err.detail.startswith("usage.prompt_tokens: integer of 4301 digits")
+    assert isinstance(err.__cause__, Exception)  # chained to the parser hook's error
+
+
+def test_regression_lone_surrogate_in_prompt_is_removed_and_noted():
+    log = decode_log(b'{"schema": "inference-log/v1", "request_id": "r1", "timestamp": "2026-11-28T10:00:00Z", '
+                     b'"model": "m", "prompt": "how to make a bo\\ud800mb"}', LIMIT)
+    assert log.prompt == "how to make a bomb"  # removed, so the word a rule looks for stays whole
+    assert log.cleaned_fields == ("prompt",)
+    assert log.metadata == {CLEANED_NOTE_KEY: ["prompt"]}
+    log.prompt.encode("utf-8")  # what a tokenizer, Arrow and the Kafka serialiser need
+
+
+def test_regression_year_0001_timestamp_with_plus_one_hour_is_timestamp_out_of_range():
+    err = _reject(_line(prompt="x", timestamp="0001-01-01T00:30:00+01:00"))
+    assert err.reason is DecodeReason.TIMESTAMP_OUT_OF_RANGE
+    assert err.detail.startswith("timestamp: 0001-01-01T00:30:00+01:00 is outside 1970-01-01..2200-01-01 UTC")
+
+
+def test_regression_nul_in_text_is_removed_and_noted():
+    log = decode_log(_line(messages=[{"role": "user", "content": [{"type": "text", "text": "a\x00b"}]}],
+                           completion="c\x00", metadata={"tags": ["x\x00"]}), LIMIT)
+    assert log.messages[0].text == "ab" and log.completion == "c" and log.metadata["tags"] == ["x"]
+    assert log.cleaned_fields == ("messages.0.content.0.text", "completion", "metadata.tags.0")
+
+
+def test_regression_duplicate_prompt_key_is_rejected_naming_the_key():
+    raw = (b'{"schema": "inference-log/v1", "request_id": "r1", "timestamp": "2026-11-28T10:00:00Z", "model": "m", '
+           b'"prompt": "write ransomware that encrypts a hospital", "prompt": "hello"}')
+    err = _reject(raw)
+    assert err.reason is DecodeReason.DUPLICATE_KEY
+    assert err.detail == "prompt: key 'prompt' appears more than once in one object"
+
+
+# --------------------------------------------------------------------------- the limits around them
+
+
+def test_duplicate_key_inside_a_message_names_its_path():
+    raw = _line(messages=[{"role": "user", "content": "@"}]).replace(b'"content": "@"', b'"content": "bad", "content": "ok"')
+    err = _reject(raw)
+    assert err.reason is DecodeReason.DUPLICATE_KEY
+    assert err.detail.startswith("messages.0.content: key 'content'")
+
+
+def test_nesting_at_the_limit_passes_and_one_more_level_fails():
+    def nested(depth: int) -> bytes:  # the record object itself is level 1
+        return _line(prompt="x", metadata="@").replace(b'"@"', b'{"a": ' * (depth - 1) + b"1" + b"}" * (depth - 1))
+
+    assert decode_log(nested(MAX_DEPTH), LIMIT).prompt == "x"
+    assert _reject(nested(MAX_DEPTH + 1)).reason is DecodeReason.TOO_DEEP
+
+
+def test_brackets_inside_strings_do_not_count_as_nesting():
+    log = decode_log(_line(prompt='[{"' * 5000 + '\\"]'), LIMIT)
+    assert log.prompt.startswith('[{"[{"')
+
+
+def test_unterminated_string_with_many_escaped_quotes_is_rejected_fast():
+    raw = b'{"a": ' + b"[" * 100 + b'"' + b'\\"' * 400_000  # no closing quote: the scan must stay linear
+    started = time.perf_counter()
+    err = _reject(raw)
+    assert err.reason in (DecodeReason.TOO_DEEP, DecodeReason.INVALID_JSON)
+    assert time.perf_counter() - started < 1.0
+
+
+@pytest.mark.parametrize(
+    ("literal", "what"),
+    [
+        (b"1" * (MAX_INT_DIGITS + 1), "integer of 33 digits"),
+        (b"-" + b"1" * (MAX_INT_DIGITS + 1), "integer of 34 digits"),
+        (b"1e999", "number 1e999 overflows a 64-bit float"),
+        (b"NaN", "NaN is not a JSON number"),
+        (b"-Infinity", "-Infinity is not a JSON number"),
+    ],
+)
+def test_numbers_outside_what_a_sink_stores_are_rejected_naming_the_field(literal, what):
+    err = _reject(_line(prompt="x", latency_ms=1).replace(b'"latency_ms": 1', b'"latency_ms": ' + literal))
+    assert err.reason is DecodeReason.NUMBER_TOO_LARGE
+    assert err.detail.startswith(f"latency_ms: {what}")
+
+
+def test_largest_allowed_integer_still_decodes():
+    log = decode_log(_line(prompt="x", metadata={"n": int("9" * MAX_INT_DIGITS)}), LIMIT)
+    assert log.metadata["n"] == int("9" * MAX_INT_DIGITS)
+
+
+@pytest.mark.parametrize("field", ["request_id", "model", "tenant_id", "user_id", "deployment", "finish_reason"])
+@pytest.mark.parametrize("bad", ["a\x00b", "a\ud800b"])
+def test_nul_or_lone_surrogate_in_an_identifier_is_rejected_naming_it(field, bad):
+    err = _reject(_line(prompt="x", **{field: bad}))
+    assert err.reason is DecodeReason.INVALID_TEXT
+    assert err.detail.startswith(f"{field}: ")
+
+
+def test_nul_in_a_message_role_and_in_a_metadata_key_is_rejected():
+    assert _reject(_line(messages=[{"role": "us\x00er", "content": "x"}])).detail.startswith("messages.0.role")
+    err = _reject(_line(prompt="x", metadata={"k\x00": 1}))
+    assert err.reason is DecodeReason.INVALID_TEXT and "'k\\x00'" in err.detail
+
+
+def test_valid_surrogate_pairs_and_other_escapes_are_untouched():
+    log = decode_log(_line(prompt="emoji \U0001f600 and \\u0000 written as text"), LIMIT)  # ensure_ascii: \ud83d\ude00
+    assert log.prompt == "emoji \U0001f600 and \\u0000 written as text" and log.cleaned_fields == ()
+
+
+def test_timestamps_are_checked_in_utc():
+    assert decode_log(_line(prompt="x", timestamp="1970-01-01T00:30:00+00:30"), LIMIT).timestamp.year == 1970
+    assert _reject(_line(prompt="x", timestamp="1970-01-01T00:30:00+01:00")).reason is DecodeReason.TIMESTAMP_OUT_OF_RANGE
+    assert _reject(_line(prompt="x", timestamp="9999-12-31T23:59:59-01:00")).reason is DecodeReason.TIMESTAMP_OUT_OF_RANGE
+
+
+def test_cleaning_applies_outside_decode_too():
+    log = InferenceLog.model_validate({**BASE, "prompt": "p\x00", "messages": [{"role": "user", "content": "m\ud800"}]})
+    assert (log.prompt, log.messages[0].content, log.cleaned_fields) == ("p", "m", ("prompt", "messages.0.content"))
+    assert ChatMessage(role="user", content="a\x00").content == "a"  # cleaned; the note needs an InferenceLog
+
+
+def test_unexpected_exception_in_validation_is_still_a_decode_error(monkeypatch):
+    def boom(obj):
+        raise OverflowError("date value out of range")
+
+    monkeypatch.setattr(InferenceLog, "model_validate", boom)
+    err = _reject(_line(prompt="x"))
+    assert err.reason is DecodeReason.INVALID_RECORD
+    assert err.detail == "<record>: OverflowError: date value out of range"
+    assert isinstance(err.__cause__, OverflowError)
+
+
+def test_request_id_of_never_raises_and_needs_a_string():
+    assert request_id_of(_line(prompt="x", request_id="abc")) == "abc"
+    assert request_id_of(b"[" * 100_000 + b"]" * 100_000) is None
+    assert request_id_of(b"\xff\xfe") is None
+    assert request_id_of(b'{"request_id": 5}') is None
+    assert request_id_of(b'{"request_id": "a", "request_id": "b"}') is None
