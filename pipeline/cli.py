@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
-import logging
+import os
 import sys
 import time
 from collections.abc import Iterator
@@ -21,12 +21,96 @@ from pipeline.decode import DecodeError, decode_log, request_id_of
 from pipeline.schemas import InferenceLog, contract_json_schemas
 from pipeline.settings import Settings, load_settings
 
-app = typer.Typer(help="Streaming misuse detection for open-weight model serving logs.", no_args_is_help=True)
+app = typer.Typer(
+    help="Streaming misuse detection for open-weight model serving logs.", no_args_is_help=True,
+    pretty_exceptions_enable=False,  # main() prints one line (or the plain traceback with --debug)
+)
 schemas_app = typer.Typer(help="The versioned JSON contracts.")
 app.add_typer(schemas_app, name="schemas")
 console = Console(stderr=True)
 
 CONTRACTS_DIR = Path(__file__).parent / "contracts"
+LOG_LEVELS = ("debug", "info", "warning", "error")
+# Set by the app callback; read by main() when a command fails.
+_state = {"debug": bool(os.environ.get("MM_DEBUG"))}
+
+
+def _version(value: bool) -> None:
+    if value:
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            typer.echo(f"misuse-monitor {version('misuse-monitor')}")
+        except PackageNotFoundError:
+            typer.echo("misuse-monitor (not installed: running from a source tree)")
+        raise typer.Exit()
+
+
+@app.callback()
+def _global_options(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit")
+    ] = False,
+    log_level: Annotated[
+        str, typer.Option("--log-level", help=f"Log level: {', '.join(LOG_LEVELS)}", case_sensitive=False)
+    ] = "warning",
+    log_format: Annotated[str, typer.Option("--log-format", help="Log lines as text or json (one object per line)")] = "text",
+    debug: Annotated[bool, typer.Option("--debug", help="Show the full traceback when a command fails")] = False,
+) -> None:
+    """Streaming misuse detection for open-weight model serving logs.
+
+    Errors are one line on stderr with a distinct exit code (README.md, "Exit codes").
+    """
+    del version
+    from pipeline.exits import unknown_env_vars
+    from pipeline.logs import configure_logging
+
+    _state["debug"] = _state["debug"] or debug
+    if log_level.lower() not in LOG_LEVELS:
+        raise typer.BadParameter(f"{log_level!r} is not one of {', '.join(LOG_LEVELS)}", param_hint="--log-level")
+    if log_format not in ("text", "json"):
+        raise typer.BadParameter(f"{log_format!r} is not text or json", param_hint="--log-format")
+    configure_logging(log_level.lower(), log_format)
+    for problem in unknown_env_vars():
+        typer.echo(f"misuse-monitor: warning: {problem}", err=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Console entry point: run the app and turn a failure into one stderr line and an exit code.
+
+    Typer's own ``app()`` prints a rich traceback (100+ lines) for any exception; a user who
+    mistyped a broker address needs the cause and a status a script can test (pipeline/exits.py).
+    """
+    import sys
+    import traceback
+
+    # typer 0.29 vendors click; its exceptions are these (typer is pinned in pyproject.toml).
+    from typer._click.exceptions import ClickException, NoArgsIsHelpError
+    from typer.exceptions import Abort
+
+    from pipeline.exits import ExitCode, classify_exception
+
+    try:
+        result = app(args=argv, prog_name="misuse-monitor", standalone_mode=False)
+    except NoArgsIsHelpError as exc:
+        exc.show()
+        return ExitCode.USAGE
+    except ClickException as exc:
+        command = exc.ctx.command_path if getattr(exc, "ctx", None) else "misuse-monitor"
+        print(f"{command}: error: {exc.format_message()} (see '{command} --help')", file=sys.stderr)
+        return exc.exit_code
+    except Abort:
+        print("misuse-monitor: interrupted", file=sys.stderr)
+        return ExitCode.INTERRUPTED
+    except Exception as exc:  # noqa: BLE001 - every failure leaves as one line and a code
+        code, line = classify_exception(exc)
+        if _state["debug"]:
+            traceback.print_exc()
+        print(f"misuse-monitor: error: {line}", file=sys.stderr)
+        return code
+    return result if isinstance(result, int) else ExitCode.OK
+
+
 ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", help="YAML settings file (else MM_CONFIG)")]
 
 
@@ -98,9 +182,11 @@ def produce(
     """
     from kafka.errors import MessageSizeTooLargeError
 
+    from pipeline.preflight import require_kafka
     from pipeline.producer import GatewayProducer
 
     settings = _settings(config, kafka__bootstrap_servers=bootstrap)
+    require_kafka(settings.kafka)  # seconds, not kafka-python's retries, for a wrong address
     total = _count_lines(file)
     sent = 0
     started = time.monotonic()
@@ -153,13 +239,13 @@ def stream(
     lake: Annotated[Path | None, typer.Option(help="Parquet lake root")] = None,
     metrics_port: Annotated[int | None, typer.Option(help="Prometheus port (0 disables)")] = None,
     max_idle: Annotated[float | None, typer.Option(help="Exit after this many idle seconds (demo/backfill)")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the end-of-run summary as JSON on stdout")] = False,
 ) -> None:
     """Run the streaming job: consume, detect, write verdicts, commit. SIGTERM ends it cleanly."""
     from pipeline.metrics import PipelineMetrics
+    from pipeline.preflight import require_kafka, require_postgres
     from pipeline.runner import Pipeline
 
-    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    logging.getLogger("pipeline").setLevel(logging.INFO)  # kafka-python's INFO is connection chatter
     settings = _settings(
         config,
         kafka__bootstrap_servers=bootstrap,
@@ -169,14 +255,45 @@ def stream(
         lake__path=lake,
         metrics__port=metrics_port,
     )
+    # Fail in seconds on a wrong address, before the models load (pipeline/preflight.py).
+    require_kafka(settings.kafka)
+    if "postgres" in settings.sinks:
+        require_postgres(settings.postgres.url.get_secret_value(), settings.postgres.connect_timeout_s)
     metrics = PipelineMetrics()
     if settings.metrics.port:
         metrics.serve(settings.metrics.host, settings.metrics.port)
-    pipeline = Pipeline.from_settings(settings, metrics)
-    pipeline.install_signal_handlers()
     console.print(f"streaming {settings.kafka.input_topic} -> sinks {settings.sinks} with detectors {settings.detectors.enabled}")
-    stats = pipeline.run(max_idle_s=max_idle)
-    print_summary(stats, settings)
+    with console.status("loading detectors") as status:
+        pipeline = Pipeline.from_settings(settings, metrics)
+        pipeline.install_signal_handlers()
+        status.update(f"waiting for records on {settings.kafka.input_topic}")
+        stats = pipeline.run(max_idle_s=max_idle, on_batch=lambda st: status.update(progress_line(st)))
+    if as_json:
+        typer.echo(json.dumps(summary_dict(stats, settings), sort_keys=True))
+    else:
+        print_summary(stats, settings)
+
+
+def progress_line(stats) -> str:  # noqa: ANN001 - RunStats, imported lazily
+    """The live line under a running stream: records, flagged, dead letters, rate since the first batch."""
+    elapsed = time.perf_counter() - stats.first_batch_at if stats.first_batch_at else 0.0
+    rate = stats.records / elapsed if elapsed > 0 else 0.0
+    return (
+        f"{stats.records:,} records  {stats.flagged:,} flagged  {stats.dead_letters:,} dead letters  "
+        f"{rate:,.1f} records/s"
+    )
+
+
+def summary_dict(stats, settings: Settings) -> dict:  # noqa: ANN001 - RunStats, imported lazily
+    """The numbers of the summary tables (``stream --json``)."""
+    return {
+        "records": stats.records, "verdicts": stats.verdicts, "flagged": stats.flagged,
+        "dead_letters": stats.dead_letters, "batches": stats.batches,
+        "by_category": dict(sorted(stats.by_category.items())), "by_severity": dict(sorted(stats.by_severity.items())),
+        "records_per_s": round(stats.records / stats.busy_s, 1) if stats.busy_s else 0.0,
+        "verdict_topic": settings.kafka.verdict_topic, "dead_letter_topic": settings.kafka.dead_letter_topic,
+        "lake": str(settings.lake.path) if "lake" in settings.sinks else None,
+    }
 
 
 def print_summary(stats, settings: Settings) -> None:  # noqa: ANN001 - RunStats, imported lazily
@@ -386,4 +503,4 @@ def _wire_subcommands() -> None:
 _wire_subcommands()
 
 if __name__ == "__main__":
-    app()
+    raise SystemExit(main())

@@ -22,6 +22,7 @@ from pydantic_settings import (
 from detectors.base import DetectorConfig
 from pipeline.alerts.settings import AlertSettings
 from pipeline.gateway.settings import GatewaySettings
+from pipeline.exits import ConfigError
 from pipeline.postgres_settings import PostgresSettings
 
 
@@ -57,6 +58,9 @@ class KafkaSettings(Section):
     # empty assignment until the next refresh (kafka-python's default: 5 minutes).
     metadata_max_age_ms: int = 10_000
     max_poll_interval_ms: int = 300_000
+    # `stream` and `produce` check that a broker accepts a TCP connection within this many
+    # seconds before loading models, so a wrong address fails in seconds, not after minutes.
+    connect_timeout_s: float = Field(default=5.0, gt=0)
 
     def client_options(self) -> dict[str, Any]:
         """Connection and security options common to producers, consumers and admin."""
@@ -86,6 +90,18 @@ class BatchSettings(Section):
     max_wait_ms: int = Field(default=500, ge=1)
     # Records larger than this are dead-lettered before parsing (reason too_large).
     max_record_bytes: int = Field(default=1024 * 1024, ge=1024)
+
+
+class StreamSettings(Section):
+    """How the streaming job overlaps its stages and waits out outages (pipeline/runner.py)."""
+
+    # Batches handed out but not yet committed (scoring one while the sinks flush another).
+    max_in_flight_batches: int = Field(default=2, ge=1, le=16)
+    # A sink or the broker failing is retried with capped exponential backoff, keeping the
+    # uncommitted batch; the process exits (one-line reason) only after this long. 0: never.
+    outage_deadline_s: float = Field(default=900.0, ge=0)
+    retry_initial_s: float = Field(default=0.5, gt=0)
+    retry_max_s: float = Field(default=30.0, gt=0)
 
 
 class DetectorSettings(Section):
@@ -124,6 +140,7 @@ class Settings(BaseSettings):
 
     kafka: KafkaSettings = Field(default_factory=KafkaSettings)
     batch: BatchSettings = Field(default_factory=BatchSettings)
+    stream: StreamSettings = Field(default_factory=StreamSettings)
     detectors: DetectorSettings = Field(default_factory=DetectorSettings)
     lake: LakeSettings = Field(default_factory=LakeSettings)
     metrics: MetricsSettings = Field(default_factory=MetricsSettings)
@@ -146,12 +163,16 @@ class Settings(BaseSettings):
         return init_settings, env_settings, YamlConfigSettingsSource(settings_cls)
 
 
+class MissingConfigFile(ConfigError, FileNotFoundError):
+    """``--config`` / ``MM_CONFIG`` names no file (exit code CONFIG, not INPUT)."""
+
+
 def load_settings(config: Path | None = None, **overrides: Any) -> Settings:
     """Build Settings; ``config`` is a YAML file (else ``MM_CONFIG``), overrides win."""
     path = config or (Path(os.environ["MM_CONFIG"]) if os.environ.get("MM_CONFIG") else None)
     if path is None:
         return Settings(**overrides)
     if not path.is_file():
-        raise FileNotFoundError(f"config file not found: {path}")
+        raise MissingConfigFile(f"config file not found: {path}")
     with_file = type("Settings", (Settings,), {"model_config": {**Settings.model_config, "yaml_file": path}})
     return with_file(**overrides)

@@ -1,0 +1,182 @@
+"""Exit codes and one-line messages for the errors a user can cause.
+
+``misuse-monitor``'s entry point (``pipeline.cli.main``) turns an exception into one line on
+stderr and a distinct exit code, the way kcat, promtool and amtool behave, so scripts can
+branch on the code and people read the cause instead of a traceback (``--debug`` still
+shows it). The codes are documented in README.md ("Exit codes"); a test checks both agree.
+
+Why a table of exception types rather than ``except`` clauses in every command: commands
+raise the library's own exceptions (pydantic, PyYAML, kafka-python, psycopg) from deep
+inside, and one place that knows how to phrase each keeps the commands free of wrappers.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+from collections.abc import Iterable
+from enum import IntEnum
+from typing import Any
+
+
+class ExitCode(IntEnum):
+    """Process exit codes of ``misuse-monitor`` (README.md lists them)."""
+
+    OK = 0
+    INTERNAL = 1  # a bug: the message says so and --debug shows the traceback
+    USAGE = 2  # bad command line (click's own convention)
+    CONFIG = 3  # settings file, MM_* variable or value invalid
+    INPUT = 4  # an input file missing, unreadable or not in the expected format
+    KAFKA_UNREACHABLE = 5  # no broker answered within kafka.connect_timeout_s
+    DATABASE_UNREACHABLE = 6  # PostgreSQL (or another database) did not answer
+    INVALID_RECORDS = 7  # classify: some input lines were invalid (without --allow-errors)
+    SERVICE_UNREACHABLE = 8  # an HTTP service (Prometheus, Alertmanager, Grafana) did not answer
+    INTERRUPTED = 130  # Ctrl-C (128 + SIGINT, as shells report it)
+
+
+class UserError(Exception):
+    """An error the user can fix; ``code`` is the exit status, the message is the whole story."""
+
+    code: ExitCode = ExitCode.INTERNAL
+
+    def __init__(self, message: str, code: ExitCode | None = None) -> None:
+        super().__init__(message)
+        if code is not None:
+            self.code = code
+
+
+class ConfigError(UserError):
+    code = ExitCode.CONFIG
+
+
+class InputError(UserError):
+    code = ExitCode.INPUT
+
+
+class Unreachable(UserError):
+    """A service did not accept a connection within the timeout (checked before models load)."""
+
+    code = ExitCode.SERVICE_UNREACHABLE
+
+
+# --------------------------------------------------------------------------- config errors
+
+
+def _fields_at(loc: Iterable[Any]) -> list[str] | None:
+    """The valid keys of the settings section at ``loc`` (None when loc leaves the models)."""
+    from pydantic import BaseModel
+
+    from pipeline.settings import Settings
+
+    model: type[BaseModel] = Settings
+    for part in loc:
+        field = model.model_fields.get(str(part))
+        annotation = getattr(field, "annotation", None)
+        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
+            return None
+        model = annotation
+    return list(model.model_fields)
+
+
+def suggest(word: str, choices: Iterable[str]) -> str | None:
+    """The closest valid name (difflib), or None when nothing is close."""
+    found = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
+    return found[0] if found else None
+
+
+def describe_validation_error(exc: Any, source: str = "settings") -> str:
+    """A pydantic ValidationError of Settings as one line naming each key (with did-you-mean)."""
+    parts = []
+    for err in exc.errors():
+        loc = [str(p) for p in err["loc"]]
+        key = ".".join(loc) or "(root)"
+        if err["type"] == "extra_forbidden":
+            valid = _fields_at(loc[:-1]) or []
+            near = suggest(loc[-1], valid)
+            hint = f"; did you mean {'.'.join([*loc[:-1], near])}?" if near else (
+                f"; valid keys: {', '.join(valid)}" if valid else ""
+            )
+            parts.append(f"{key}: unknown key{hint}")
+        else:
+            value = err.get("input")
+            shown = "" if isinstance(value, dict | list) or value is None else f" (got {value!r})"
+            parts.append(f"{key}: {err['msg']}{shown}")
+    return f"{source}: " + "; ".join(parts)
+
+
+def describe_yaml_error(exc: Any) -> str:
+    mark = getattr(exc, "problem_mark", None)
+    where = f"{mark.name}:{mark.line + 1}:{mark.column + 1}" if mark is not None else "config file"
+    problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+    return f"invalid YAML at {where}: {problem}"
+
+
+# --------------------------------------------------------------------------- MM_* variables
+
+# MM_ variables that are not settings but are read by this project (tools, tests, provisioning).
+KNOWN_NON_SETTINGS = {"MM_CONFIG", "MM_RUN_DIR", "MM_PG_BIN", "MM_PG_RUN_AS", "MM_DEBUG"}
+KNOWN_PREFIXES = ("MM_TEST_", "MM_GRAFANA_")
+
+
+def unknown_env_vars(environ: dict[str, str] | None = None) -> list[str]:
+    """One line per ``MM_*`` variable that no setting reads, with the closest valid name.
+
+    pydantic-settings ignores them silently (a single underscore, a misspelt section), so a
+    typo like ``MM_KAFKA_BOOTSTRAP_SERVERS`` would otherwise leave the default broker in place.
+    Nested names under a known section are not checked here: Settings rejects those itself.
+    """
+    from pipeline.settings import Settings
+
+    environ = dict(os.environ) if environ is None else environ
+    sections = {name.upper(): name for name in Settings.model_fields}
+    valid = [f"MM_{s.upper()}" for s in Settings.model_fields]
+    for name in Settings.model_fields:
+        valid += [f"MM_{name.upper()}__{k.upper()}" for k in _fields_at([name]) or []]
+    problems = []
+    for var in sorted(environ):
+        if not var.startswith("MM_") or var in KNOWN_NON_SETTINGS or var.startswith(KNOWN_PREFIXES):
+            continue
+        head = var[3:].split("__", 1)[0]
+        if head in sections and ("__" in var[3:] or var[3:] == head):
+            continue  # a real section: Settings validates the key itself
+        rest = var[3:].split("__", 1)[1] if "__" in var[3:] else None
+        section = suggest(head, sections) if rest else None
+        near = f"MM_{section}__{rest}" if section else suggest(var, valid)
+        problems.append(f"{var} is not a setting{f' (did you mean {near}?)' if near else ''}; it is ignored")
+    return problems
+
+
+# --------------------------------------------------------------------------- exceptions -> lines
+
+
+def classify_exception(exc: BaseException) -> tuple[ExitCode, str]:
+    """(exit code, one-line message) for an exception that ended a command."""
+    if isinstance(exc, UserError):
+        return exc.code, str(exc)
+    if isinstance(exc, KeyboardInterrupt):
+        return ExitCode.INTERRUPTED, "interrupted"
+    name = type(exc).__name__
+    module = type(exc).__module__ or ""
+    if name == "ValidationError" and module.startswith("pydantic"):
+        title = getattr(exc, "title", "")
+        if title == "Settings":
+            return ExitCode.CONFIG, describe_validation_error(exc)
+        return ExitCode.INPUT, describe_validation_error(exc, source=f"invalid {title or 'input'}")
+    if module.startswith("yaml"):
+        return ExitCode.CONFIG, describe_yaml_error(exc)
+    if module.startswith("kafka"):
+        if name in ("NoBrokersAvailable", "KafkaConnectionError", "KafkaTimeoutError"):
+            return ExitCode.KAFKA_UNREACHABLE, f"kafka: {name}: {exc or 'no broker answered'}"
+        return ExitCode.INTERNAL, f"kafka: {name}: {exc}"
+    if module.startswith(("psycopg", "sqlalchemy")) and name in ("OperationalError", "ConnectionTimeout"):
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else name
+        return ExitCode.DATABASE_UNREACHABLE, f"database: {first}"
+    if module.startswith("httpx") and name in ("ConnectError", "ConnectTimeout"):
+        return ExitCode.SERVICE_UNREACHABLE, f"http: {exc}"
+    if isinstance(exc, FileNotFoundError | IsADirectoryError | NotADirectoryError | PermissionError):
+        target = exc.filename or str(exc)
+        return ExitCode.INPUT, f"{exc.strerror or name}: {target}" if exc.filename else str(exc)
+    if name in ("LabelsError", "ReportError", "CorpusUnavailableError"):
+        return ExitCode.INPUT, str(exc)
+    first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    return ExitCode.INTERNAL, f"internal error: {name}{': ' + first if first else ''} (rerun with --debug for the traceback)"

@@ -1,0 +1,59 @@
+"""Process-wide logging for ``misuse-monitor``: one level, text or JSON lines, quiet libraries.
+
+Configured once by the CLI's app callback (``--log-level``, ``--log-format``). JSON lines
+carry ``ts``, ``level``, ``logger``, ``message`` (and ``exc`` with the traceback when there
+is one) so a log shipper can parse them without a grok pattern.
+
+Below ``debug``, third-party chatter that describes normal events is silenced at its source:
+transformers' "sequence length > 512" warning (the detector windows long texts itself, so
+the warning is wrong for us), weight-loading progress bars, and tokenizers' fork warning.
+These are environment switches because the libraries read them when first imported.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+from datetime import UTC, datetime
+
+_LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR}
+TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per record (UTC timestamps, RFC 3339)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        out = {
+            "ts": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        if record.exc_info:
+            out["exc"] = self.formatException(record.exc_info)
+        return json.dumps(out, ensure_ascii=False)
+
+
+def configure_logging(level: str = "warning", fmt: str = "text") -> None:
+    """Root handler on stderr at ``level``; replaces handlers set before (idempotent)."""
+    numeric = _LEVELS[level]
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(JsonFormatter() if fmt == "json" else logging.Formatter(TEXT_FORMAT))
+    root = logging.getLogger()
+    for old in list(root.handlers):
+        root.removeHandler(old)
+    root.addHandler(handler)
+    root.setLevel(numeric)
+    # kafka-python logs every connection retry as WARNING; failures that matter reach the user
+    # as exceptions (and the start-up check), so below debug only its errors are shown.
+    logging.getLogger("kafka").setLevel(numeric if numeric == logging.DEBUG else max(numeric, logging.ERROR))
+    logging.captureWarnings(True)
+    if numeric > logging.DEBUG:
+        os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+        os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
+        os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+        logging.getLogger("py.warnings").setLevel(logging.ERROR)

@@ -1,0 +1,72 @@
+"""Start-up checks: is the broker / database there at all, before anything slow happens.
+
+kafka-python retries an unreachable bootstrap address for ``api_version_auto_timeout_ms``
+and more, and the stream loads its models before it first talks to Kafka, so a mistyped
+address used to cost 30-40 s and end in a long traceback. A TCP connect with a short timeout
+answers the question that matters ("does anything listen there?") in milliseconds when the
+port is closed and within ``connect_timeout_s`` when the host does not answer; whether the
+listener is really Kafka (or PostgreSQL) is left to the client that follows.
+"""
+
+from __future__ import annotations
+
+import socket
+import time
+from urllib.parse import urlsplit
+
+from pipeline.exits import ExitCode, Unreachable
+
+
+def _host_port(address: str, default_port: int) -> tuple[str, int]:
+    address = address.strip()
+    if address.startswith("["):  # [ipv6]:port
+        host, _, rest = address[1:].partition("]")
+        return host, int(rest.lstrip(":") or default_port)
+    host, sep, port = address.rpartition(":")
+    if not sep:
+        return address, default_port
+    return host, int(port)
+
+
+def first_reachable(addresses: list[str], timeout_s: float, default_port: int) -> str | None:
+    """The first ``host:port`` that accepts a TCP connection within ``timeout_s`` (None if none)."""
+    deadline = time.monotonic() + timeout_s
+    for address in addresses:
+        try:
+            host, port = _host_port(address, default_port)
+        except ValueError:
+            continue
+        remaining = max(0.05, deadline - time.monotonic())
+        try:
+            with socket.create_connection((host, port), timeout=remaining):
+                return address
+        except OSError:
+            continue
+    return None
+
+
+def require_kafka(kafka) -> None:  # noqa: ANN001 - KafkaSettings (kept import-light)
+    """Raise :class:`Unreachable` (exit 5) unless one bootstrap server accepts a connection."""
+    servers = [s for s in kafka.bootstrap_servers.split(",") if s.strip()]
+    if first_reachable(servers, kafka.connect_timeout_s, 9092) is None:
+        raise Unreachable(
+            f"kafka: no broker reachable at {kafka.bootstrap_servers} within {kafka.connect_timeout_s:g}s "
+            "(set kafka.bootstrap_servers / MM_KAFKA__BOOTSTRAP_SERVERS; `make kafka-up` starts a local one)",
+            ExitCode.KAFKA_UNREACHABLE,
+        )
+
+
+def require_postgres(url: str, timeout_s: float) -> None:
+    """Raise :class:`Unreachable` (exit 6) unless the URL's host:port accepts a connection.
+
+    Unix-socket URLs (no host) are not checked here: the driver reports those at once.
+    """
+    parts = urlsplit(url)
+    if not parts.hostname:
+        return
+    address = f"{parts.hostname}:{parts.port or 5432}"
+    if first_reachable([address], timeout_s, 5432) is None:
+        raise Unreachable(
+            f"database: PostgreSQL not reachable at {address} within {timeout_s:g}s (set postgres.url / MM_POSTGRES__URL)",
+            ExitCode.DATABASE_UNREACHABLE,
+        )
