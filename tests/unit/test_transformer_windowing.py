@@ -54,7 +54,7 @@ def test_evidence_is_short_and_redacted() -> None:
     assert len(snippet) <= EVIDENCE_MAX_CHARS
     assert snippet.startswith("…")
     assert "victim@example.com" not in snippet and "https://evil" not in snippet and "4111 1111" not in snippet
-    assert "[EMAIL]" in snippet
+    assert "<EMAIL>" in snippet
 
 
 def test_lru_cache_evicts_least_recently_used() -> None:

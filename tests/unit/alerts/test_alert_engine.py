@@ -60,7 +60,7 @@ def test_alert_evidence_is_redacted_and_short(clock: FakeClock, verdict: Verdict
     [alert] = engine.alerts.values()
     snippet = str(alert.evidence[0]["snippet"])
     assert "ceo@corp.example" not in snippet and "10.1.2.3" not in snippet and "4111" not in snippet
-    assert "[EMAIL]" in snippet and "[IP]" in snippet
+    assert "<EMAIL>" in snippet and "<IP>" in snippet
 
 
 def test_rate_count_over_sliding_window(clock: FakeClock, verdict: VerdictFactory) -> None:
