@@ -139,15 +139,16 @@ def test_openai_client_through_gateway_lands_complete_records_in_kafka_and_gets_
     from pipeline.metrics import PipelineMetrics
     from pipeline.runner import Pipeline
 
+    verdict_topic, dlq = kafka_topic_factory(partitions=1, prefix="verdicts"), kafka_topic_factory(1, prefix="dlq")
     settings = Settings(
-        kafka=KafkaSettings(bootstrap_servers=kafka_bootstrap, input_topic=topic, verdict_topic=f"{topic}.verdicts",
-                            dead_letter_topic=f"{topic}.dlq", group_id=f"g-{topic}"),  # fmt: skip
+        kafka=KafkaSettings(bootstrap_servers=kafka_bootstrap, input_topic=topic, verdict_topic=verdict_topic,
+                            dead_letter_topic=dlq, group_id=f"g-{topic}"),  # fmt: skip
         sinks=["verdict_topic"],
         detectors={"enabled": ["rules"]},
     )
     stats = Pipeline.from_settings(settings, PipelineMetrics()).run(max_idle_s=10, max_records=6)
     assert (stats.records, stats.dead_letters) == (6, 0)
-    verdicts = {v["request_id"]: v for v in (json.loads(m.value) for m in _read(kafka_bootstrap, f"{topic}.verdicts", 6))}
+    verdicts = {v["request_id"]: v for v in (json.loads(m.value) for m in _read(kafka_bootstrap, verdict_topic, 6))}
     assert set(verdicts) == set(by_id)
     phishing = next(rid for rid, r in by_id.items() if "phishing" in json.dumps(r.get("messages")))
     assert verdicts[phishing]["flagged"] and "cyber_abuse" in verdicts[phishing]["categories"]
@@ -198,6 +199,7 @@ def test_prescreening_blocks_with_an_openai_error_and_never_calls_upstream(kafka
     assert 'mm_gateway_blocked_total{severity="' in metrics
 
 
+@pytest.mark.slow
 def test_broker_outage_spills_to_disk_and_replays_everything(kafka_bootstrap, kafka_topic_factory, tmp_path):
     topic = kafka_topic_factory(partitions=1)
     spill = tmp_path / "spill.jsonl"
@@ -220,7 +222,8 @@ def test_broker_outage_spills_to_disk_and_replays_everything(kafka_bootstrap, ka
         assert [json.loads(line)["request_id"] for line in spill.read_text().splitlines()] == sent
         # Kafka back: a new gateway process on the same spill file replays it, then deletes it.
         with _gateway(upstream_url, kafka_bootstrap, topic, spill_path=spill) as (gateway_url, gw):
-            _wait(lambda: not spill.exists(), what="the spill file to be replayed")
+            _wait(lambda: httpx.get(f"{gateway_url}/healthz").json()["spill_bytes"] == 0, what="the replay to finish")
+            assert not spill.exists()
             metrics = httpx.get(f"{gateway_url}/metrics").text
     assert "mm_gateway_logs_replayed_total 6.0" in metrics
     assert sorted(json.loads(m.value)["request_id"] for m in _read(kafka_bootstrap, topic, 6)) == sorted(sent)
