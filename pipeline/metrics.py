@@ -8,10 +8,13 @@ them anyway (``max_label_values``) so one bad gateway cannot explode cardinality
 
 from __future__ import annotations
 
+import json
 import threading
+import time
 from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 OTHER = "__other__"
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
@@ -35,6 +38,36 @@ class LabelGuard:
                 self._seen.add(value)
                 return value
         return OTHER
+
+
+class Health:
+    """What /healthz reports: each dependency (a sink, the broker) is up or down since a time.
+
+    The process stays alive through an outage (it waits it out, see pipeline/runner.py), so an
+    orchestrator's liveness probe should not kill it; /healthz answers 503 while a dependency is
+    down so readiness probes and dashboards see the outage.
+    """
+
+    def __init__(self, gauge: Gauge) -> None:
+        self._gauge = gauge
+        self._down: dict[str, tuple[float, str]] = {}
+        self._lock = threading.Lock()
+
+    def up(self, component: str) -> None:
+        with self._lock:
+            self._down.pop(component, None)
+        self._gauge.labels(component).set(1)
+
+    def down(self, component: str, reason: str) -> None:
+        with self._lock:
+            since = self._down.get(component, (time.time(), ""))[0]
+            self._down[component] = (since, reason[:300])
+        self._gauge.labels(component).set(0)
+
+    def report(self) -> tuple[bool, dict]:
+        with self._lock:
+            down = {c: {"since": since, "reason": reason} for c, (since, reason) in sorted(self._down.items())}
+        return not down, {"status": "ok" if not down else "degraded", "down": down}
 
 
 class PipelineMetrics:
@@ -108,6 +141,43 @@ class PipelineMetrics:
             ["detector", "outcome"], registry=r,
         )
 
-    def serve(self, host: str, port: int) -> None:
-        """Expose /metrics over HTTP (a daemon thread of prometheus_client)."""
-        start_http_server(port, addr=host, registry=self.registry)
+        self.component_up = Gauge(
+            "mm_component_up", "1 while a dependency (sink, broker) works, 0 during an outage being waited out",
+            ["component"], registry=r,
+        )
+        self.health = Health(self.component_up)
+        self.in_flight_batches = Gauge(
+            "mm_in_flight_batches", "Batches handed to the scoring and sink stages and not yet finished", registry=r
+        )
+        self.stage_busy = Counter(
+            "mm_stage_busy_seconds_total", "Time each pipeline stage spent working (not waiting)", ["stage"], registry=r
+        )
+
+    def serve(self, host: str, port: int) -> int:
+        """Serve /metrics and /healthz from a daemon thread; returns the bound port (0 picks one)."""
+        registry, health = self.registry, self.health
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+                path = self.path.split("?", 1)[0]
+                if path == "/healthz":
+                    ok, body = health.report()
+                    payload, status, ctype = json.dumps(body).encode(), 200 if ok else 503, "application/json"
+                elif path in ("/metrics", "/"):
+                    payload, status, ctype = generate_latest(registry), 200, CONTENT_TYPE_LATEST
+                else:
+                    payload, status, ctype = b"not found\n", 404, "text/plain"
+                self.send_response(status)
+                self.send_header("Content-Type", ctype)
+                self.send_header("Content-Length", str(len(payload)))
+                self.end_headers()
+                self.wfile.write(payload)
+
+            def log_message(self, *args: object) -> None:  # scrapes are not worth a log line
+                pass
+
+        server = ThreadingHTTPServer((host, port), Handler)
+        server.daemon_threads = True
+        threading.Thread(target=server.serve_forever, name="mm-metrics-http", daemon=True).start()
+        self.http_port = server.server_address[1]
+        return self.http_port

@@ -31,6 +31,11 @@ class DeliveryError(RuntimeError):
 class _Pending:
     label: str
     future: Any
+    # What was sent, so a failed record can be sent again (resend_failed).
+    topic: str
+    value: bytes
+    key: bytes | None
+    headers: list[tuple[str, bytes]]
 
 
 class TrackedProducer:
@@ -49,6 +54,7 @@ class TrackedProducer:
         options.update(overrides)
         self._producer = KafkaProducer(**options)
         self._pending: list[_Pending] = []
+        self._failed: list[_Pending] = []
 
     def send(
         self,
@@ -61,11 +67,25 @@ class TrackedProducer:
     ) -> None:
         """Queue one record; ``label`` names it in DeliveryError (defaults to the key)."""
         name = label or (key.decode("utf-8", "replace") if key else f"{topic}#{len(self._pending)}")
+        header_list = list((headers or {}).items())
+        self._pending.append(_Pending(name, self._send(topic, value, key, header_list), topic, value, key, header_list))
+
+    def _send(self, topic: str, value: bytes, key: bytes | None, headers: list[tuple[str, bytes]]) -> Any:
         try:
-            future = self._producer.send(topic, value=value, key=key, headers=list((headers or {}).items()))
-        except KafkaError as exc:  # e.g. MessageSizeTooLargeError raised synchronously
-            future = _Failed(exc)
-        self._pending.append(_Pending(name, future))
+            return self._producer.send(topic, value=value, key=key, headers=headers)
+        except KafkaError as exc:  # e.g. MessageSizeTooLargeError, or no metadata while the broker is down
+            return _Failed(exc)
+
+    def resend_failed(self) -> int:
+        """Queue again every record the last flush() reported failed; returns how many.
+
+        Sinks call this before retrying a flush, so an outage delays records but loses none.
+        """
+        failed, self._failed = self._failed, []
+        for item in failed:
+            item.future = self._send(item.topic, item.value, item.key, item.headers)
+            self._pending.append(item)
+        return len(failed)
 
     def flush(self, timeout_s: float = 30.0) -> int:
         """Wait for every queued record; returns how many were delivered."""
@@ -77,6 +97,7 @@ class TrackedProducer:
                 item.future.get(timeout=timeout_s)
             except Exception as exc:  # noqa: BLE001 - every failure kind is reported, none hidden
                 failures.append((item.label, exc))
+                self._failed.append(item)
         if failures:
             raise DeliveryError(failures)
         return len(pending)

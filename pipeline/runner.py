@@ -1,33 +1,55 @@
-"""The streaming job: consume -> decode -> detect -> sinks -> commit, one micro-batch at a time.
+"""The streaming job: consume -> decode -> detect -> sinks -> commit, in overlapping stages.
 
-Delivery guarantee: at-least-once into every sink. Offsets are committed only after the
-dead letters and every sink flushed; if anything raises, the batch is not committed and
-the process stops, so a restart (or the group's next owner) re-reads it. The lake and
-PostgreSQL sinks are idempotent (by offset range / request id), so a replay leaves no
-duplicate there; topic consumers de-duplicate by ``request_id``.
+Guarantees:
+- Nothing accepted is lost. Offsets are committed only after the dead letters and every sink
+  flushed the batch, in input order.
+- One record never stops a partition. A record that fails on its own (undecodable, a detector
+  raises on it, a sink's ``check`` refuses it) is dead-lettered with its reason and reaches no
+  sink; the rest of its batch goes on.
+- Outages are waited out. A sink or broker that fails is retried with capped backoff, keeping the
+  uncommitted batch (``mm_component_up`` and /healthz show it); the process exits with a one-line
+  reason only when the outage outlasts ``stream.outage_deadline_s``, or when a detector is broken
+  for every record (:class:`DetectorFailure`). A restart re-reads what was not committed: the lake
+  and PostgreSQL are idempotent (offset range / request id); the verdicts topic may repeat the
+  verdicts of those batches, and its consumers de-duplicate by ``request_id``.
+- Rebalances re-deliver every uncommitted record to its next owner (pipeline/source.py); a
+  graceful rebalance drains and commits the batches in flight first, so it repeats nothing.
+
+Stages: this thread polls and commits (the consumer is not thread-safe); a scoring thread decodes
+and detects; a sink thread writes and flushes. Queues between them are bounded by
+``stream.max_in_flight_batches``, so batch N+1 is fetched and scored while batch N is flushed.
 """
 
 from __future__ import annotations
 
 import logging
+import queue
 import signal
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+
+from kafka import TopicPartition
 
 from pipeline.deadletter import DeadLetters
 from pipeline.decode import DecodeError, decode_log
 from pipeline.metrics import PipelineMetrics
 from pipeline.producer import TrackedProducer
 from pipeline.schemas import InferenceLog
-from pipeline.scoring import Scorer
+from pipeline.scoring import RecordError, Scorer
 from pipeline.settings import Settings
 from pipeline.sinks.base import ScoredRecord, Sink
 from pipeline.sinks.registry import build_sinks
-from pipeline.source import KafkaSource, RawRecord
+from pipeline.source import KafkaSource, RawRecord, RebalanceHooks
 
 log = logging.getLogger(__name__)
+
+DEAD_LETTERS = "dead_letters"
+
+
+class OutageError(RuntimeError):
+    """A dependency stayed down past ``stream.outage_deadline_s``; nothing after it was committed."""
 
 
 @dataclass
@@ -39,6 +61,7 @@ class RunStats:
     dead_letters: int = 0
     by_category: dict[str, int] = field(default_factory=dict)
     by_severity: dict[str, int] = field(default_factory=dict)
+    by_dead_letter_reason: dict[str, int] = field(default_factory=dict)
     started: float = field(default_factory=time.monotonic)
     busy_s: float = 0.0
     # perf_counter() when the first batch arrived and when the last one was committed.
@@ -57,7 +80,27 @@ class RunStats:
         return self.last_commit_at - self.first_batch_at
 
 
-class Pipeline:
+@dataclass
+class _Scored:
+    """One batch between the scoring and the sink stage."""
+
+    batch: list[RawRecord]
+    scored: list[ScoredRecord]
+    dead: list[tuple[RawRecord, str, str]]
+    started: float
+
+
+@dataclass
+class _Hook:
+    """A rebalance hook run by the sink stage, in order with the batches around it."""
+
+    run: Callable[[], None]
+
+
+_STOP = object()
+
+
+class Pipeline(RebalanceHooks):
     def __init__(
         self,
         settings: Settings,
@@ -69,12 +112,19 @@ class Pipeline:
     ) -> None:
         self.settings = settings
         self.source = source
+        source.hooks = self
         self.scorer = scorer
         self.sinks = list(sinks)
         self.dead_letters = dead_letters
         self.metrics = metrics
         self.stats = RunStats()
         self._stop = threading.Event()
+        limit = settings.stream.max_in_flight_batches
+        self._to_score: queue.Queue = queue.Queue(maxsize=limit)
+        self._to_sink: queue.Queue = queue.Queue(maxsize=limit)
+        self._in_flight = 0
+        self._changed = threading.Condition()
+        self._failure: BaseException | None = None
 
     @classmethod
     def from_settings(cls, settings: Settings, metrics: PipelineMetrics | None = None) -> Pipeline:
@@ -86,88 +136,250 @@ class Pipeline:
         return cls(settings, source, scorer, sinks, dead_letters, metrics)
 
     def stop(self) -> None:
-        """Ask the loop to finish the current batch, commit it and return."""
+        """Ask the loop to finish the batches in flight, commit them and return."""
         self._stop.set()
 
     def install_signal_handlers(self) -> None:
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, lambda *_: self.stop())
 
-    def run(self, max_idle_s: float | None = None, max_records: int | None = None) -> RunStats:
+    # -- the main loop: poll, hand out, commit ---------------------------------------------------
+
+    def run(
+        self,
+        max_idle_s: float | None = None,
+        max_records: int | None = None,
+        on_batch: Callable[[RunStats], None] | None = None,
+    ) -> RunStats:
         """Loop until stop(); ``max_idle_s`` (no records while owning partitions) or
-        ``max_records`` end a bounded run (demo, backfill, tests)."""
+        ``max_records`` end a bounded run (demo, backfill, tests). ``on_batch`` gets the
+        running stats after each commit (a progress display). Raises what stopped a stage."""
+        stages = [
+            threading.Thread(target=self._stage, args=("score", self._to_score, self._score, self._to_sink), daemon=True),
+            threading.Thread(target=self._stage, args=("sink", self._to_sink, self._sink, None), daemon=True),
+        ]
+        for t in stages:
+            t.start()
         idle_since = time.monotonic()
+        handed_out = 0
+        committed_batches = 0
         try:
-            while not self._stop.is_set():
+            while not self._stop.is_set() and self._failure is None:
+                self._commit()
+                if on_batch is not None and self.stats.batches != committed_batches:
+                    committed_batches = self.stats.batches
+                    on_batch(self.stats)
+                if self._in_flight >= self.settings.stream.max_in_flight_batches:
+                    with self._changed:
+                        self._changed.wait_for(self._can_hand_out, timeout=0.1)
+                    continue
                 batch = self.source.next_batch()
                 if not batch:
-                    if not self.source.assignment:
-                        # Still joining the group (e.g. waiting out a crashed member's
-                        # session): that is not idleness.
+                    if not self.source.assignment or self._in_flight:
+                        # Still joining the group (e.g. waiting out a crashed member's session),
+                        # or still finishing batches: that is not idleness.
                         idle_since = time.monotonic()
                     elif max_idle_s is not None and time.monotonic() - idle_since > max_idle_s:
                         break
                     continue
                 idle_since = time.monotonic()
-                self.process(batch)
-                if not self.source.commit(batch):
-                    log.warning("batch of %d records not committed; it will be re-read", len(batch))
-                self.stats.last_commit_at = time.perf_counter()
-                if max_records is not None and self.stats.records >= max_records:
+                self._hand_out(batch)
+                handed_out += len(batch)
+                if max_records is not None and handed_out >= max_records:
                     break
+            self._finish_in_flight()
+            self._commit()
+            if on_batch is not None and self.stats.batches != committed_batches:
+                on_batch(self.stats)
         finally:
+            for q in (self._to_score,):
+                q.put(_STOP)
+            for t in stages:
+                t.join(timeout=5)
             self.close()
+        if self._failure is not None:
+            raise self._failure
         return self.stats
 
-    def process(self, batch: Sequence[RawRecord]) -> list[ScoredRecord]:
-        """Decode, detect and hand one batch to every sink and flush them all."""
+    def _can_hand_out(self) -> bool:
+        return self._failure is not None or self._in_flight < self.settings.stream.max_in_flight_batches
+
+    def _hand_out(self, item: list[RawRecord] | _Hook) -> None:
+        with self._changed:
+            self._in_flight += 1
+        self.metrics.in_flight_batches.set(self._in_flight)
+        if isinstance(item, list) and self.stats.first_batch_at is None:
+            self.stats.first_batch_at = time.perf_counter()
+        self._to_score.put(item)
+
+    def _finish_in_flight(self) -> None:
+        """Wait until every batch handed out is flushed (or a stage failed)."""
+        with self._changed:
+            self._changed.wait_for(lambda: self._in_flight == 0 or self._failure is not None)
+
+    def _commit(self) -> None:
+        committed = self.source.commit_done()
+        if committed:
+            self.metrics.health.up("kafka_commit")
+            self.stats.last_commit_at = time.perf_counter()
+        elif committed is False:
+            self.metrics.health.down("kafka_commit", "offset commit failed; retried with the next commit")
+
+    # -- rebalance hooks (pipeline/source.py calls them) -----------------------------------------
+
+    def drained(self) -> bool:
+        return self._in_flight == 0 or self._failure is not None
+
+    def revoked(self, partitions: set[TopicPartition]) -> None:
+        # Nothing is in flight here (see KafkaSource._on_revoked), so the sinks are idle.
+        pairs = [(tp.topic, tp.partition) for tp in partitions]
+        for sink in self.sinks:
+            sink.on_revoked(pairs)
+
+    def assigned(self, partitions: set[TopicPartition]) -> None:
+        pairs = [(tp.topic, tp.partition) for tp in partitions]
+        count = self.source.partition_count()
+
+        def run() -> None:
+            for sink in self.sinks:
+                sink.on_assigned(pairs, count)
+
+        # Runs in the sink stage, before any batch handed out after it.
+        self._hand_out(_Hook(run))
+
+    # -- stages ------------------------------------------------------------------------------------
+
+    def _stage(self, name: str, inbox: queue.Queue, work: Callable, outbox: queue.Queue | None) -> None:
+        busy = self.metrics.stage_busy.labels(name)
+        while True:
+            item = inbox.get()
+            if item is _STOP:
+                if outbox is not None:
+                    outbox.put(_STOP)
+                return
+            if self._failure is None:
+                started = time.perf_counter()
+                try:
+                    result = work(item)
+                except BaseException as exc:  # noqa: BLE001 - handed to run(), which re-raises it
+                    log.error("%s stage failed: %r; nothing from this batch on is committed", name, exc)
+                    self._fail(exc)
+                    result = None
+                busy.inc(time.perf_counter() - started)
+                if outbox is not None and result is not None:
+                    outbox.put(result)
+                    continue
+            with self._changed:  # finished, or discarded after a failure
+                self._in_flight -= 1
+                self._changed.notify_all()
+            self.metrics.in_flight_batches.set(self._in_flight)
+
+    def _fail(self, exc: BaseException) -> None:
+        with self._changed:
+            if self._failure is None:
+                self._failure = exc
+            self._changed.notify_all()
+
+    def _score(self, item: list[RawRecord] | _Hook) -> _Scored | _Hook:
+        """Decode, detect and check one batch; every record ends as a scored record or a dead letter."""
+        if isinstance(item, _Hook):
+            return item
         started = time.perf_counter()
-        if self.stats.first_batch_at is None:
-            self.stats.first_batch_at = started
-        self.metrics.batch_records.observe(len(batch))
-        good: list[tuple[RawRecord, InferenceLog]] = []
-        for raw in batch:
+        self.metrics.batch_records.observe(len(item))
+        dead: list[tuple[RawRecord, str, str]] = []
+        raws: list[RawRecord] = []
+        logs: list[InferenceLog] = []
+        max_bytes = self.settings.batch.max_record_bytes
+        for raw in item:
             try:
-                good.append((raw, decode_log(raw.value, self.settings.batch.max_record_bytes)))
+                logs.append(decode_log(raw.value, max_bytes))
+                raws.append(raw)
             except DecodeError as exc:
-                log.info("dead-lettering %s-%d@%d: %s", raw.position.topic, raw.position.partition, raw.position.offset, exc)
-                self.dead_letters.send(raw, exc)
-                self.stats.dead_letters += 1
-        logs = [lg for _, lg in good]
-        verdicts = self.scorer.score(logs) if logs else []
-        scored = [
-            ScoredRecord(log=lg, verdict=v, position=raw.position)
-            for (raw, lg), v in zip(good, verdicts, strict=True)
-        ]
-        self.dead_letters.flush()
+                dead.append((raw, exc.reason.value, exc.detail))
+        scored: list[ScoredRecord] = []
+        scored_raws: list[RawRecord] = []
+        for raw, lg, result in zip(raws, logs, self.scorer.score_each(logs) if logs else [], strict=True):
+            if isinstance(result, RecordError):
+                dead.append((raw, result.reason, result.detail))
+                continue
+            try:
+                verdict_json = result.to_json()
+            except ValueError as exc:  # e.g. text that cannot be serialised as UTF-8
+                dead.append((raw, "verdict_error", repr(exc)[:500]))
+                continue
+            scored.append(ScoredRecord(lg, result, raw.position, verdict_json))
+            scored_raws.append(raw)
+        refused: dict[int, str] = {}
+        for sink in self.sinks:
+            for i, why in sink.check(scored).items():
+                refused.setdefault(i, why)
+        if refused:
+            dead.extend((scored_raws[i], "sink_refused", why) for i, why in sorted(refused.items()))
+            scored = [rec for i, rec in enumerate(scored) if i not in refused]
+        return _Scored(item, scored, dead, started)
+
+    def _sink(self, item: _Scored | _Hook) -> None:
+        """Write and flush one batch everywhere (waiting out outages), then mark it done."""
+        if isinstance(item, _Hook):
+            item.run()
+            return
+        for raw, reason, detail in item.dead:
+            log.info("dead-lettering %s-%d@%d: %s: %s", raw.position.topic, raw.position.partition, raw.position.offset, reason, detail)
+            self.dead_letters.send(raw, reason, detail)
+        self._retry(DEAD_LETTERS, self.dead_letters.flush)
         for sink in self.sinks:
             t0 = time.perf_counter()
-            try:
-                sink.write(scored)
-                sink.flush()
-            except Exception:
-                self.metrics.sink_errors.labels(sink.name).inc()
-                raise
-            finally:
-                self.metrics.sink_flush_duration.labels(sink.name).observe(time.perf_counter() - t0)
-        self._count(batch, scored)
-        elapsed = time.perf_counter() - started
-        self.stats.busy_s += elapsed
-        self.metrics.batch_duration.observe(elapsed)
-        return scored
+            sink.write(item.scored)
+            self._retry(sink.name, sink.flush)
+            self.metrics.sink_flush_duration.labels(sink.name).observe(time.perf_counter() - t0)
+        self.source.mark_done(item.batch)
+        self._count(item)
 
-    def _count(self, batch: Sequence[RawRecord], scored: Sequence[ScoredRecord]) -> None:
+    def _retry(self, component: str, flush: Callable[[], None]) -> None:
+        """Call ``flush`` until it succeeds, backing off; raise OutageError past the deadline."""
+        cfg = self.settings.stream
+        delay, down_since = cfg.retry_initial_s, None
+        while True:
+            try:
+                flush()
+            except Exception as exc:  # noqa: BLE001 - any failure of the sink itself is an outage to wait out
+                now = time.monotonic()
+                down_since = down_since or now
+                self.metrics.sink_errors.labels(component).inc()
+                self.metrics.health.down(component, repr(exc))
+                if cfg.outage_deadline_s and now - down_since + delay > cfg.outage_deadline_s:
+                    raise OutageError(
+                        f"{component} unavailable for {now - down_since:.0f} s (deadline {cfg.outage_deadline_s:.0f} s): {exc}"
+                    ) from exc
+                log.warning("%s failed (%s); retrying in %.1f s, batch kept uncommitted", component, exc, delay)
+                if self._stop.wait(delay):
+                    # A stop during an outage ends the wait; the uncommitted batches are re-read later.
+                    raise OutageError(f"stopped while {component} was unavailable: {exc}") from exc
+                delay = min(delay * 2, cfg.retry_max_s)
+                continue
+            if down_since is not None:
+                log.warning("%s recovered after %.1f s", component, time.monotonic() - down_since)
+                self.metrics.health.up(component)
+            return
+
+    def _count(self, item: _Scored) -> None:
         s = self.stats
         s.batches += 1
-        s.records += len(batch)
-        s.verdicts += len(scored)
-        for rec in scored:
+        s.records += len(item.batch)
+        s.verdicts += len(item.scored)
+        s.dead_letters += len(item.dead)
+        for _, reason, _ in item.dead:
+            s.by_dead_letter_reason[reason] = s.by_dead_letter_reason.get(reason, 0) + 1
+        for rec in item.scored:
             v = rec.verdict
             s.by_severity[v.severity.value] = s.by_severity.get(v.severity.value, 0) + 1
             if v.flagged:
                 s.flagged += 1
                 for c in v.categories:
                     s.by_category[c.value] = s.by_category.get(c.value, 0) + 1
+        elapsed = time.perf_counter() - item.started
+        s.busy_s += elapsed
+        self.metrics.batch_duration.observe(elapsed)
 
     def close(self) -> None:
         for closer in (*(s.close for s in self.sinks), self.dead_letters.close, self.scorer.close, self.source.close):

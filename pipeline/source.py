@@ -1,21 +1,34 @@
-"""Kafka source: a consumer-group member that hands out micro-batches.
+"""Kafka source: a consumer-group member that hands out micro-batches and commits finished ones.
 
-Offsets are committed explicitly (auto-commit off) and only by :meth:`KafkaSource.commit`,
-which the runner calls after every sink flushed. When a rebalance revokes partitions
-while a batch is being gathered, their buffered records are dropped: the new owner
-re-reads them from the last commit, so nothing is lost and this member does not commit
-offsets it no longer owns.
+In: the input topic (kafka-python consumer, auto-commit off). Out: lists of :class:`RawRecord`
+(``next_batch``), and offset commits for the batches the runner reports finished (``mark_done``
+then ``commit_done``).
+
+The consumer is not thread-safe: one thread (the runner's) calls every method here except
+``mark_done``, which the runner's sink stage calls. kafka-python 3 runs rebalance listeners on its
+own IO thread, so the listener below is async and never calls a blocking consumer method.
+
+Rebalance guarantee: every record not committed is delivered again, whoever owns its partition
+next, this member included.
+- On revoke, the listener waits (without blocking heartbeats) until the runner has finished every
+  batch already handed out, commits their offsets, and drops the records fetched but not yet
+  handed out. A graceful rebalance therefore re-delivers nothing that reached the sinks.
+- On assign, every assigned partition is moved to its committed offset (or to the first dropped
+  record when the group has no commit yet) before any of its records is handed out. kafka-python
+  keeps the fetch position of a partition that stays with the same member; without this seek the
+  dropped records would never be read again and the next commit would skip them.
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 from kafka import KafkaConsumer, TopicPartition
-from kafka.consumer.subscription_state import ConsumerRebalanceListener
+from kafka.consumer.subscription_state import AsyncConsumerRebalanceListener
 from kafka.errors import CommitFailedError, KafkaError
 from kafka.structs import OffsetAndMetadata
 
@@ -26,6 +39,7 @@ from pipeline.sinks.base import SourcePosition
 log = logging.getLogger(__name__)
 
 JOIN_POLL_MS = 3000
+DRAIN_POLL_S = 0.02
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,24 +51,57 @@ class RawRecord:
     timestamp_ms: int
 
 
-class _Rebalance(ConsumerRebalanceListener):
+class RebalanceHooks:
+    """What the runner does around a rebalance; every method is optional to override."""
+
+    def drained(self) -> bool:
+        """Polled from kafka-python's IO thread during a revoke: True once no batch is in flight."""
+        return True
+
+    def revoked(self, partitions: set[TopicPartition]) -> None:
+        """Runs after the drain and the commit, before the partitions go to their next owner."""
+
+    def assigned(self, partitions: set[TopicPartition]) -> None:
+        """Runs in the runner's thread, after the seek and before any record of ``partitions``."""
+
+
+class _Listener(AsyncConsumerRebalanceListener):
     def __init__(self, source: KafkaSource) -> None:
         self._source = source
 
-    def on_partitions_revoked(self, revoked: Iterable[TopicPartition]) -> None:
-        self._source._on_revoked(set(revoked))
+    async def on_partitions_revoked(self, revoked: Iterable[TopicPartition]) -> None:
+        await self._source._on_revoked(set(revoked), lost=False)
 
-    def on_partitions_assigned(self, assigned: Iterable[TopicPartition]) -> None:
+    async def on_partitions_lost(self, lost: Iterable[TopicPartition]) -> None:
+        await self._source._on_revoked(set(lost), lost=True)
+
+    async def on_partitions_assigned(self, assigned: Iterable[TopicPartition]) -> None:
         self._source._on_assigned(set(assigned))
 
 
 class KafkaSource:
-    def __init__(self, kafka: KafkaSettings, batch: BatchSettings, metrics: PipelineMetrics) -> None:
+    def __init__(
+        self,
+        kafka: KafkaSettings,
+        batch: BatchSettings,
+        metrics: PipelineMetrics,
+        hooks: RebalanceHooks | None = None,
+        drain_timeout_s: float | None = None,
+    ) -> None:
         self._kafka = kafka
         self._batch = batch
         self._metrics = metrics
+        self.hooks = hooks or RebalanceHooks()
+        # A drain longer than the rebalance timeout gets this member evicted anyway.
+        self._drain_timeout_s = drain_timeout_s or kafka.max_poll_interval_ms / 1000 * 0.8
         self._pending: list[RawRecord] = []
         self._assigned: set[TopicPartition] = set()
+        # Written by the listener (IO thread), applied by next_batch (runner thread).
+        self._to_reposition: set[TopicPartition] = set()
+        self._dropped_from: dict[TopicPartition, int] = {}
+        # Offsets of finished batches, written by the sink stage, committed by commit_done().
+        self._done: dict[TopicPartition, int] = {}
+        self._done_lock = threading.Lock()
         self._consumer = KafkaConsumer(
             group_id=kafka.group_id,
             enable_auto_commit=False,
@@ -73,31 +120,75 @@ class KafkaSource:
         # is complete and no second one follows), and polls are long while joining.
         if not self._consumer.partitions_for_topic(kafka.input_topic):
             log.warning("input topic %s has no partitions yet (it may be auto-created)", kafka.input_topic)
-        self._consumer.subscribe([kafka.input_topic], listener=_Rebalance(self))
+        self._consumer.subscribe([kafka.input_topic], listener=_Listener(self))
 
     @property
     def assignment(self) -> set[TopicPartition]:
         return set(self._assigned)
 
-    def _on_revoked(self, revoked: set[TopicPartition]) -> None:
-        self._metrics.rebalances.labels("revoked").inc()
+    # -- rebalance (listener methods run on kafka-python's IO thread) ------------------------
+
+    async def _on_revoked(self, revoked: set[TopicPartition], *, lost: bool) -> None:
+        self._metrics.rebalances.labels("lost" if lost else "revoked").inc()
+        if not lost:
+            # Sleep on kafka-python's own loop, so heartbeats go on while the batches finish.
+            net = self._consumer._net  # noqa: SLF001 - the loop the listener runs on (kafka-python 3.0.12)
+            deadline = time.monotonic() + self._drain_timeout_s
+            drained = True
+            while not self.hooks.drained():
+                if time.monotonic() > deadline:
+                    log.warning("rebalance: batches still in flight after %.0f s; they will be re-delivered", self._drain_timeout_s)
+                    drained = False
+                    break
+                await net.sleep(DRAIN_POLL_S)
+            offsets = self._take_done(self._assigned)
+            if offsets:
+                try:
+                    # The coordinator's own pre-rebalance commit path: the generation is still valid here.
+                    await self._consumer._coordinator._commit_offsets_sync_async(offsets)  # noqa: SLF001
+                    self._metrics.commits.labels("ok").inc()
+                except KafkaError as exc:
+                    self._metrics.commits.labels("failed").inc()
+                    log.warning("rebalance: commit before revoke failed (%s); those records will be re-delivered", exc)
         self._assigned -= revoked
-        before = len(self._pending)
-        self._pending = [
-            r for r in self._pending if TopicPartition(r.position.topic, r.position.partition) not in revoked
-        ]
-        if before != len(self._pending):
-            log.info("rebalance: dropped %d uncommitted buffered records of revoked partitions", before - len(self._pending))
+        kept = []
+        for rec in self._pending:
+            tp = TopicPartition(rec.position.topic, rec.position.partition)
+            if tp in revoked:
+                self._dropped_from[tp] = min(self._dropped_from.get(tp, rec.position.offset), rec.position.offset)
+            else:
+                kept.append(rec)
+        if len(kept) != len(self._pending):
+            log.info("rebalance: %d fetched records of revoked partitions will be re-read", len(self._pending) - len(kept))
+        self._pending = kept
         for tp in revoked:
             try:  # another member reports this partition's lag from now on
                 self._metrics.consumer_lag.remove(tp.topic, str(tp.partition))
             except KeyError:
                 pass
+        if not lost and drained:
+            # Nothing is in flight, so the hooks never race the runner's sink stage.
+            self.hooks.revoked(revoked)
 
     def _on_assigned(self, assigned: set[TopicPartition]) -> None:
         self._metrics.rebalances.labels("assigned").inc()
         self._assigned |= assigned
+        self._to_reposition |= assigned
         log.info("rebalance: assigned %s", sorted((tp.topic, tp.partition) for tp in assigned))
+
+    def _reposition(self) -> None:
+        """Move newly assigned partitions to their committed offsets (runner thread)."""
+        todo, self._to_reposition = self._to_reposition & self._assigned, set()
+        for tp in sorted(todo):
+            committed = self._consumer.committed(tp)
+            target = committed if committed is not None else self._dropped_from.get(tp)
+            self._dropped_from.pop(tp, None)
+            if target is not None:
+                self._consumer.seek(tp, target)
+        if todo:
+            self.hooks.assigned(todo)
+
+    # -- batches --------------------------------------------------------------------------------
 
     def next_batch(self) -> list[RawRecord]:
         """Up to ``max_records`` records, waiting at most ``max_wait_ms`` for them."""
@@ -113,38 +204,71 @@ class KafkaSource:
             polled = self._consumer.poll(
                 timeout_ms=remaining_ms, max_records=self._batch.max_records - len(self._pending)
             )
+            stale = self._to_reposition
+            if stale:
+                # Records fetched before the seek are re-read after it (from the committed offset,
+                # or from the first of them when the group has no commit for the partition yet).
+                for tp in stale & polled.keys():
+                    first = polled.pop(tp)[0].offset
+                    self._dropped_from[tp] = min(self._dropped_from.get(tp, first), first)
+                self._reposition()
             for tp, records in polled.items():
                 self._metrics.records_consumed.labels(tp.topic).inc(len(records))
+                topic, partition = tp.topic, tp.partition
                 self._pending.extend(
                     RawRecord(
-                        position=SourcePosition(tp.topic, tp.partition, rec.offset),
-                        key=rec.key,
-                        value=rec.value,
-                        headers=tuple((k, v) for k, v in (rec.headers or [])),
-                        timestamp_ms=rec.timestamp,
+                        SourcePosition(topic, partition, rec.offset),
+                        rec.key,
+                        rec.value,
+                        tuple(rec.headers) if rec.headers else (),
+                        rec.timestamp,
                     )
                     for rec in records
                 )
         batch, self._pending = self._pending, []
         return batch
 
-    def commit(self, records: Sequence[RawRecord]) -> bool:
-        """Commit the next offset after each partition's last record; False if the group
-        moved on (the records are then re-read by the new owner)."""
-        offsets: dict[TopicPartition, OffsetAndMetadata] = {}
+    def mark_done(self, records: Sequence[RawRecord]) -> None:
+        """Record that every sink flushed ``records`` (any thread); commit_done() commits them."""
+        latest: dict[TopicPartition, int] = {}
         for rec in records:
-            tp = TopicPartition(rec.position.topic, rec.position.partition)
-            if tp in self._assigned:
-                nxt = rec.position.offset + 1
-                if tp not in offsets or offsets[tp].offset < nxt:
-                    offsets[tp] = OffsetAndMetadata(nxt, "", -1)
+            pos = rec.position
+            tp = TopicPartition(pos.topic, pos.partition)
+            if latest.get(tp, -1) < pos.offset:
+                latest[tp] = pos.offset
+        with self._done_lock:
+            for tp, offset in latest.items():
+                if self._done.get(tp, -1) < offset + 1:
+                    self._done[tp] = offset + 1
+
+    def _take_done(self, owned: set[TopicPartition]) -> dict[TopicPartition, OffsetAndMetadata]:
+        with self._done_lock:
+            done, self._done = self._done, {}
+        return {tp: OffsetAndMetadata(nxt, "", -1) for tp, nxt in done.items() if tp in owned}
+
+    def commit_done(self) -> bool | None:
+        """Commit the offsets of every finished batch of a partition still owned.
+
+        None when there was nothing to commit. False when the commit failed; the offsets are kept and go out with the next call (a later
+        offset subsumes an earlier one), unless the group moved on, in which case the next owner
+        re-reads those records.
+        """
+        offsets = self._take_done(self._assigned)
         if not offsets:
-            return True
+            return None
         try:
             self._consumer.commit(offsets=offsets)
-        except (CommitFailedError, KafkaError) as exc:
+        except CommitFailedError as exc:
             self._metrics.commits.labels("failed").inc()
-            log.warning("offset commit failed (%s); records will be re-delivered", exc)
+            log.warning("offset commit rejected, the group moved on (%s); the next owner re-reads those records", exc)
+            return False
+        except KafkaError as exc:
+            self._metrics.commits.labels("failed").inc()
+            log.warning("offset commit failed (%s); retried with the next commit", exc)
+            with self._done_lock:
+                for tp, meta in offsets.items():
+                    if self._done.get(tp, -1) < meta.offset:
+                        self._done[tp] = meta.offset
             return False
         self._metrics.commits.labels("ok").inc()
         self._metrics.last_commit.set_to_current_time()
@@ -156,6 +280,9 @@ class KafkaSource:
             high = self._consumer.highwater(tp)
             if high is not None:
                 self._metrics.consumer_lag.labels(tp.topic, str(tp.partition)).set(max(0, high - meta.offset))
+
+    def partition_count(self) -> int:
+        return len(self._consumer.partitions_for_topic(self._kafka.input_topic) or ())
 
     def close(self) -> None:
         self._consumer.close(autocommit=False)

@@ -3,13 +3,16 @@
 A sink is one file in ``pipeline/sinks/`` holding one concrete :class:`Sink` subclass
 with a unique ``name``; ``Settings.sinks`` enables sinks by name. The runner commits
 Kafka offsets only after ``flush()`` of every enabled sink returned, so a sink that
-cannot persist must raise from ``flush()`` (after its own retries and timeout).
+cannot persist must raise from ``flush()`` (after its own retries and timeout), keeping what it
+could not persist: the runner calls ``flush()`` again until it succeeds or the outage deadline
+passes. A record the sink could never store is refused in ``check()`` instead, so it is
+dead-lettered and reaches no sink, and the failure of one record never stops the stream.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, ClassVar, Self
 
@@ -34,6 +37,11 @@ class ScoredRecord:
     log: InferenceLog
     verdict: MisuseVerdict
     position: SourcePosition | None = None
+    # misuse-verdict/v1 JSON, serialised once for every sink that needs it (see verdict_json()).
+    json: str | None = None
+
+    def verdict_json(self) -> str:
+        return self.json if self.json is not None else self.verdict.to_json()
 
 
 class Sink(ABC):
@@ -44,6 +52,11 @@ class Sink(ABC):
     def create(cls, settings: Settings, metrics: PipelineMetrics) -> Self:
         """Runs once at start-up: open connections here, never at import."""
 
+    def check(self, records: Sequence[ScoredRecord]) -> dict[int, str]:
+        """Runs once per micro-batch, before any sink's write(): index -> reason for each record
+        this sink could never store. Those records are dead-lettered; the default accepts all."""
+        return {}
+
     @abstractmethod
     def write(self, records: Sequence[ScoredRecord]) -> None:
         """Runs once per micro-batch with every verdict of the batch; may buffer."""
@@ -51,6 +64,12 @@ class Sink(ABC):
     @abstractmethod
     def flush(self) -> None:
         """Runs after write(), before offsets are committed: persist or raise."""
+
+    def on_assigned(self, partitions: Iterable[tuple[str, int]], partition_count: int) -> None:
+        """Runs after a rebalance gave this member input partitions, before any of their records."""
+
+    def on_revoked(self, partitions: Iterable[tuple[str, int]]) -> None:
+        """Runs when partitions leave this member, after their last batch was flushed and committed."""
 
     def close(self) -> None:
         """Runs once at shutdown, after the last flush."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Self
 
@@ -14,6 +15,9 @@ if TYPE_CHECKING:
     from pipeline.postgres_settings import PostgresSettings
     from pipeline.schemas import MisuseVerdict
     from pipeline.settings import Settings
+
+# An escaped NUL in JSON text (an escaped backslash followed by "u0000" is not one).
+_JSON_NUL = re.compile(r"(?<!\\)(?:\\\\)*\\u0000")
 
 
 class PostgresSink(Sink):
@@ -36,6 +40,10 @@ class PostgresSink(Sink):
         if pg_settings.create_schema:
             events_db.create_schema(engine)
         return cls(engine, pg_settings)
+
+    def check(self, records: Sequence[ScoredRecord]) -> dict[int, str]:
+        """PostgreSQL text cannot hold NUL: refuse such a record rather than fail the batch."""
+        return {i: "postgres cannot store NUL (U+0000) in text" for i, rec in enumerate(records) if _JSON_NUL.search(rec.verdict_json())}
 
     def write(self, records: Sequence[ScoredRecord]) -> None:
         self._pending.extend(r.verdict for r in records)

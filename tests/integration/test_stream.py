@@ -140,7 +140,7 @@ def test_round_trip_with_dead_letters_and_a_10mb_prompt(kafka_bootstrap, kafka_t
     assert produced.returncode == 0, produced.stderr[-2000:]
 
     out = _finish(_start_stream(env))
-    assert _records_consumed(out) == len(lines)
+    assert _records_consumed(out) == len(lines), out[-6000:]
 
     verdicts = [json.loads(m.value) for m in _read_topic(kafka_bootstrap, f"{topic}.verdicts", len(good))]
     assert sorted(v["request_id"] for v in verdicts) == [r["request_id"] for r in good]
