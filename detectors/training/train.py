@@ -39,6 +39,7 @@ from detectors.training.calibrate import (
     calibrate_label,
 )
 from detectors.training.data import CROSSFIT_FOLDS, Dataset, Example, assemble, fold_of
+from detectors.training.data import HARD_NEGATIVE_SOURCES, HARD_NEGATIVE_WEIGHT
 from detectors.training.lexical import LEXICAL_FILE, LexicalConfig, featurize, fit_lexical, save_lexical
 from detectors.training.modeling import (
     ADAPTER_DIR,
@@ -169,6 +170,9 @@ def side_tensors(examples: Sequence[Example], side: Side) -> tuple[torch.Tensor,
         counts[e.source] = counts.get(e.source, 0) + 1
     # sqrt-balancing by source: big sources still count more, but not linearly.
     w = np.array([1.0 / np.sqrt(counts[e.source]) for e in examples], dtype=np.float32)
+    # Benign look-alikes (topic-matched benign requests, benign-but-edgy cyber requests; only
+    # present with the v2 extra data) count HARD_NEGATIVE_WEIGHT times as much.
+    w *= np.array([HARD_NEGATIVE_WEIGHT if e.source in HARD_NEGATIVE_SOURCES else 1.0 for e in examples], dtype=np.float32)
     w *= len(w) / w.sum()
     return torch.from_numpy(_targets(examples, side)), torch.from_numpy(_subcategory_targets(examples)), torch.from_numpy(w)
 
@@ -181,7 +185,8 @@ def train_heads(
     """Multi-label BCE per side + subcategory cross-entropy; sources weighted so that no
     single large corpus dominates the loss."""
     set_seed(config.seed)
-    heads = Heads(hidden=config.heads_hidden)
+    # Input width from the features: MiniLM 2x384, mpnet 2x768, E5 384.
+    heads = Heads(in_dim=int(next(iter(feats.values())).shape[1]), hidden=config.heads_hidden)
     opt = torch.optim.AdamW(heads.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
     data = {}
     for side in (Side.PROMPT, Side.COMPLETION):
