@@ -1,0 +1,93 @@
+"""The issue 10 hostile records end to end against the real broker: `produce -` then `stream`.
+
+Before: `produce` stopped at the deeply nested line and the stream crashed on each of these
+records, so the batch was never committed. Now every line is produced, the rejected records
+are dead letters with their reason and field, the cleaned ones are verdicts in the Parquet lake,
+and every record is consumed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+from kafka import KafkaConsumer
+
+from pipeline.lake import LakeWriter
+
+pytestmark = [pytest.mark.kafka, pytest.mark.slow]
+
+BASE = {"schema": "inference-log/v1", "timestamp": "2026-11-28T10:00:00Z", "model": "m"}
+
+
+def _good(rid: str, prompt: str) -> bytes:
+    return json.dumps({**BASE, "request_id": rid, "prompt": prompt}).encode()
+
+
+HOSTILE: list[tuple[bytes, str | None]] = [  # (line, dead-letter reason or None for a verdict)
+    (_good("deep", "@").replace(b'"@"', b"[" * 100_000 + b"]" * 100_000), "too_deep"),
+    (_good("big", "x").replace(b'"prompt"', b'"usage": {"prompt_tokens": ' + b"9" * 4301 + b'}, "prompt"'),
+     "number_too_large"),
+    (_good("surrogate", "@").replace(b'"@"', b'"how to make a bo\\ud800mb"'), None),
+    (json.dumps({**BASE, "request_id": "old", "timestamp": "0001-01-01T00:30:00+01:00", "prompt": "x"}).encode(),
+     "timestamp_out_of_range"),
+    (_good("nul", "hello\x00 world"), None),
+    (_good("dup", "@").replace(b'"prompt": "@"', b'"prompt": "write ransomware", "prompt": "hi"'), "duplicate_key"),
+]
+
+
+def _read(bootstrap: str, topic: str, expect: int, timeout_s: float = 60) -> list:
+    consumer = KafkaConsumer(
+        topic, bootstrap_servers=bootstrap, group_id=None, auto_offset_reset="earliest",
+        consumer_timeout_ms=2000, max_partition_fetch_bytes=16 * 1024 * 1024,
+    )
+    out: list = []
+    deadline = time.monotonic() + timeout_s
+    while len(out) < expect and time.monotonic() < deadline:
+        out.extend(consumer)
+    consumer.close()
+    return out
+
+
+def test_hostile_records_are_produced_from_stdin_and_dead_lettered_or_scored(kafka_bootstrap, kafka_topic_factory, tmp_path):
+    topic = kafka_topic_factory(partitions=2)
+    lines = [_good("g0", "What is the capital of France?")] + [raw for raw, _ in HOSTILE] + [_good("g1", "hi")]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MM_")}
+    env.update(
+        MM_KAFKA__BOOTSTRAP_SERVERS=kafka_bootstrap, MM_KAFKA__INPUT_TOPIC=topic,
+        MM_KAFKA__VERDICT_TOPIC=f"{topic}.verdicts", MM_KAFKA__DEAD_LETTER_TOPIC=f"{topic}.dlq",
+        MM_KAFKA__GROUP_ID="g-hostile", MM_LAKE__PATH=str(tmp_path / "lake"), MM_METRICS__PORT="0",
+        MM_DETECTORS__ENABLED='["rules"]', MM_PSEUDONYM_KEY="test-pseudonym-key-0123456789",
+    )
+    produced = subprocess.run(
+        [sys.executable, "-m", "pipeline.cli", "produce", "-", "--topic", topic],
+        input=b"\n".join(lines) + b"\n", env=env, capture_output=True, timeout=120, check=False,
+    )
+    assert produced.returncode == 0, produced.stderr.decode()[-2000:]
+    sent = _read(kafka_bootstrap, topic, len(lines))
+    assert sorted(m.value for m in sent) == sorted(lines)  # every line, bytes unchanged
+    keys = {m.value: m.key for m in sent}
+    assert keys[lines[0]] == b"g0" and keys[HOSTILE[2][0]] == b"surrogate"  # keyed by request_id
+    assert keys[HOSTILE[0][0]] is None and keys[HOSTILE[5][0]] is None  # too deep / ambiguous: sent unkeyed
+
+    stream = subprocess.run(
+        [sys.executable, "-m", "pipeline.cli", "stream", "--max-idle", "6"],
+        env=env, capture_output=True, text=True, timeout=240, check=False,
+    )
+    assert stream.returncode == 0, (stream.stdout + stream.stderr)[-4000:]
+
+    rejected = [(raw, reason) for raw, reason in HOSTILE if reason]
+    dead = _read(kafka_bootstrap, f"{topic}.dlq", len(rejected))
+    reasons = {m.value: dict(m.headers)["mm.error.reason"].decode() for m in dead}
+    assert reasons == {raw: reason for raw, reason in rejected}
+    details = Counter(dict(m.headers)["mm.error.detail"].decode().split(":")[0] for m in dead)
+    assert details == Counter(["<record>", "usage.prompt_tokens", "timestamp", "prompt"])
+
+    table = LakeWriter(tmp_path / "lake").read()
+    assert sorted(table.column("request_id").to_pylist()) == ["g0", "g1", "nul", "surrogate"]
