@@ -81,7 +81,7 @@ def make_settings(
         sinks=sinks or SINKS,
         **({"batch": {"max_wait_ms": max_wait_ms}} if max_wait_ms else {}),
         alerts=AlertSettings(
-            rules_file=rules, db_url=f"sqlite:///{tmp / f'alerts-{topic}.db'}",
+            rules_file=rules, db_url=f"sqlite:///{tmp / f'alerts-{topic}.db'}", notify="direct",
             receivers=[{"name": "bench", "type": "webhook", "url": receiver_url, "secret": SECRET}],
         ),
     )

@@ -1,4 +1,7 @@
-"""``misuse-monitor alerts``: test, list, silence add|list|expire, dispatch, requeue.
+"""``misuse-monitor alerts``: test, list, dispatch, requeue.
+
+Silences are Alertmanager's (``amtool silence add user=u_3f9a --comment ...``): with the
+default ``notify: alertmanager`` they mute every receiver.
 
 Settings come from the process settings (``--config`` / ``MM_CONFIG``, section ``alerts``) or
 from ``--alerts-config``, a YAML file holding just that section; ``--rules`` and ``--db-url``
@@ -7,7 +10,6 @@ override single fields.
 
 from __future__ import annotations
 
-import getpass
 import json
 import os
 import signal
@@ -23,16 +25,13 @@ from rich.console import Console
 from rich.table import Table
 
 from pipeline.alerts import state as db
-from pipeline.alerts.grouping import SilenceError, add_silence, expire_silence, list_silences
-from pipeline.alerts.model import AlertPayload, NotificationPayload, to_datetime
-from pipeline.alerts.outbox import DEAD, Outbox
-from pipeline.alerts.rules import AlertRulesError, load_rules, parse_duration
+from pipeline.alerts.model import Alert, GeneratorLinks, WebhookAlert, WebhookMessage, to_datetime
+from pipeline.alerts.outbox import DEAD, Notification, Outbox
+from pipeline.alerts.rules import AlertRulesError, load_rules
 from pipeline.alerts.settings import AlertSettings
 from pipeline.alerts.state import create_db_engine
 
-app = typer.Typer(help="Alert rules, silences and delivery.", no_args_is_help=True)
-silence_app = typer.Typer(help="Mute alerts matching label matchers for a while.", no_args_is_help=True)
-app.add_typer(silence_app, name="silence")
+app = typer.Typer(help="Alert rules and delivery (silences: amtool, against Alertmanager).", no_args_is_help=True)
 console = Console()
 
 
@@ -88,8 +87,11 @@ def test(
     for r in rules.rules:
         table.add_row(r.name, r.kind, r.severity, ", ".join(r.receivers) or "(all)")
     console.print(table)
-    console.print(f"{settings.rules_file}: {len(rules.rules)} rule(s), {len(rules.inhibit_rules)} inhibit rule(s) OK")
+    console.print(f"{settings.rules_file}: {len(rules.rules)} rule(s) OK (notify: {settings.notify})")
     if not send:
+        return
+    if settings.notify == "alertmanager":
+        _send_test_to_alertmanager(settings)
         return
     if not names:
         console.print("[yellow]no receivers configured[/yellow]")
@@ -99,19 +101,18 @@ def test(
     alerting = Alerting.build(settings, rules=rules, evaluate=False)
     now = time.time()
     keys = {}
+    alert = _test_alert(now)
+    links = GeneratorLinks(base_url=settings.generator_url)
     with alerting.db.begin() as conn:
         for name in names:
             key = f"test-{uuid.uuid4().hex}"
             keys[key] = name
-            labels = {"alertname": "mm_test_alert", "severity": "info"}
-            payload = NotificationPayload(
-                idempotency_key=key, receiver=name, status="firing", group_key="mm-test", group_labels=labels,
-                common_labels=labels, created_at=to_datetime(now), firing_valid_s=300,
-                alerts=[AlertPayload(status="firing", fingerprint="test", labels=labels,
-                                     annotations={"summary": "misuse-monitor test notification"},
-                                     starts_at=to_datetime(now), ends_at=None)],
+            message = WebhookMessage(
+                groupKey=f"{{}}:{{test={key!r}}}", status="firing", receiver=name, groupLabels=alert.labels,
+                commonLabels=alert.labels, commonAnnotations=alert.annotations, externalURL=settings.external_url,
+                alerts=[WebhookAlert.of(alert, now, links)],
             )
-            Outbox(alerting.db).enqueue(conn, payload, now)
+            Outbox(alerting.db).enqueue(conn, Notification(key, name, "mm-test", message), now)
     deadline = time.monotonic() + timeout_s
     states: dict[str, tuple[str, str | None]] = {}
     while time.monotonic() < deadline:
@@ -134,6 +135,35 @@ def test(
         failed += not ok
         verdict = "[green]delivered[/green]" if ok else f"[red]{state}[/red] {error or ''}"
         console.print(f"{name}: {verdict}")
+    if failed:
+        raise typer.Exit(1)
+
+
+def _test_alert(now: float) -> Alert:
+    return Alert(
+        rule="mm_test_alert", labels={"alertname": "mm_test_alert", "severity": "info"},
+        annotations={"summary": "misuse-monitor test notification"}, starts_at=now, ends_at=now + 300, updated_at=now,
+    )
+
+
+def _send_test_to_alertmanager(settings: AlertSettings) -> None:
+    """Post one short-lived info alert to every Alertmanager peer; exit 1 if any refuses."""
+    import httpx
+
+    from pipeline.alerts.model import PostableAlert
+
+    alert = _test_alert(time.time())
+    body = [PostableAlert.of(alert, GeneratorLinks(base_url=settings.generator_url)).model_dump()]
+    failed = 0
+    for url in settings.alertmanager.urls:
+        base = url.get_secret_value().rstrip("/")
+        try:
+            response = httpx.post(f"{base}/api/v2/alerts", json=body, timeout=settings.alertmanager.timeout_s)
+            ok, detail = 200 <= response.status_code < 300, f"HTTP {response.status_code}"
+        except httpx.HTTPError as exc:
+            ok, detail = False, f"{type(exc).__name__}: {exc}"
+        failed += not ok
+        console.print(f"{base}: " + ("[green]accepted[/green]" if ok else f"[red]failed[/red] {detail}"), highlight=False)
     if failed:
         raise typer.Exit(1)
 
@@ -213,53 +243,6 @@ def requeue(
     settings = _settings(ctx)
     n = Outbox(create_db_engine(settings.db_url.get_secret_value())).requeue_dead(time.time(), receiver)
     console.print(f"requeued {n} deliveries")
-
-
-@silence_app.command("add")
-def silence_add(
-    ctx: typer.Context,
-    matchers: Annotated[list[str], typer.Argument(help="Label matchers: name=value, name!=value, name=~regex, name!~regex")],
-    comment: Annotated[str, typer.Option(help="Why (required)")],
-    duration: Annotated[str, typer.Option(help="How long, e.g. 2h, 30m, 1d")] = "2h",
-    author: Annotated[str | None, typer.Option(help="Who (default: current user)")] = None,
-) -> None:
-    """Silence alerts whose labels match every matcher, until the silence expires."""
-    settings = _settings(ctx)
-    try:
-        seconds = parse_duration(duration)
-        silence = add_silence(
-            create_db_engine(settings.db_url.get_secret_value()), matchers, seconds, author or getpass.getuser(), comment
-        )
-    except (SilenceError, ValueError) as exc:
-        console.print(f"[red]{exc}[/red]")
-        raise typer.Exit(2) from exc
-    typer.echo(silence.id)
-
-
-@silence_app.command("list")
-def silence_list(
-    ctx: typer.Context,
-    all_: Annotated[bool, typer.Option("--all", help="Include expired silences")] = False,
-) -> None:
-    settings = _settings(ctx)
-    engine = create_db_engine(settings.db_url.get_secret_value())
-    with engine.connect() as conn:
-        silences = list_silences(conn, include_expired=all_)
-    table = Table("id", "matchers", "ends", "by", "comment")
-    for s in silences:
-        table.add_row(s.id, " ".join(str(m) for m in s.matchers), _when(s.ends_at), s.created_by, s.comment)
-    console.print(table)
-
-
-@silence_app.command("expire")
-def silence_expire(ctx: typer.Context, silence_id: Annotated[str, typer.Argument(help="Silence id")]) -> None:
-    settings = _settings(ctx)
-    try:
-        expire_silence(create_db_engine(settings.db_url.get_secret_value()), silence_id)
-    except SilenceError as exc:
-        console.print(f"[red]{exc}[/red]")
-        raise typer.Exit(1) from exc
-    typer.echo(f"expired {silence_id}")
 
 
 if __name__ == "__main__":

@@ -1,4 +1,8 @@
-"""The dispatcher: runs the notifier and delivers the outbox, in a thread or standalone.
+"""The dispatcher: runs the notifying stage and delivers the outbox, in a thread or standalone.
+
+The stage is the :class:`~pipeline.alerts.alertmanager.AlertmanagerPusher` (default: it posts
+alerts straight to Alertmanager, the outbox stays empty) or the direct notifier
+(:class:`~pipeline.alerts.grouping.Notifier`, which fills the outbox delivered here).
 
 Retries use a small scheduler of our own rather than tenacity: a retry must survive a restart
 and must not hold a thread while it waits, so its state is the outbox row itself
@@ -19,11 +23,11 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
+from typing import Protocol
 
 import httpx
 from sqlalchemy.engine import Engine
 
-from pipeline.alerts.grouping import Notifier
 from pipeline.alerts.metrics import AlertMetrics
 from pipeline.alerts.outbox import Outbox, OutboxItem
 from pipeline.alerts.receivers.base import Receiver
@@ -32,6 +36,16 @@ from pipeline.alerts.settings import DeliverySettings
 log = logging.getLogger(__name__)
 
 RETRYABLE_4XX = frozenset({408, 425, 429})
+
+
+class Stage(Protocol):
+    """What the dispatcher runs first in every tick."""
+
+    def tick(self) -> int: ...
+
+    def pending(self) -> int:
+        """Alerts decided but not yet handed on (besides the outbox)."""
+        ...
 
 
 def backoff_delay(attempts: int, initial_s: float, max_s: float, rng: random.Random) -> float:
@@ -44,7 +58,7 @@ class Dispatcher:
     def __init__(
         self,
         engine: Engine,
-        notifier: Notifier | None,
+        notifier: Stage | None,
         receivers: Mapping[str, Receiver],
         settings: DeliverySettings,
         *,
@@ -115,7 +129,8 @@ class Dispatcher:
         if items:
             list(self._pool.map(self._deliver, items))
         if self._metrics:
-            self._metrics.outbox_pending.set(self._outbox.pending_count())
+            stage_pending = self._notifier.pending() if self._notifier is not None else 0
+            self._metrics.outbox_pending.set(self._outbox.pending_count() + stage_pending)
         return len(items)
 
     def drain(self, timeout_s: float) -> bool:
@@ -123,7 +138,7 @@ class Dispatcher:
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             self.run_once()
-            if self._outbox.pending_count() == 0:
+            if self._outbox.pending_count() == 0 and (self._notifier is None or self._notifier.pending() == 0):
                 return True
             time.sleep(self._settings.poll_interval_s)
         return False
@@ -135,7 +150,7 @@ class Dispatcher:
             self._fail(item, f"receiver {item.receiver!r} is not configured", retryable=True)
             return
         try:
-            response = receiver.send(self._client, item.payload, self._clock())
+            response = receiver.send(self._client, item.message, item.idempotency_key)
         except httpx.HTTPError as exc:
             self._fail(item, f"{type(exc).__name__}: {exc}", retryable=True)
             return

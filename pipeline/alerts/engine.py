@@ -9,14 +9,24 @@ inference log, so no prompt text can reach an alert.
 Windows use the verdict's event time clamped to now: a replay after a crash lands in the same
 buckets, and a verdict older than the rule's history is ignored by rate rules instead of
 inflating the current window (a lagging stream does not look like a spike).
+
+Scaling out: all state belongs to the input partition its verdict came from, so several stream
+replicas can share one alert database. :meth:`AlertEngine.assign` loads the state of newly
+assigned partitions and :meth:`AlertEngine.release` drops revoked ones (after the caller saved
+them). Per-user rules (verdict, repeat offender, model hopping) then need nothing more, because
+records are keyed by tenant and user (one user, one partition). Rate rules count per partition;
+a key's window is the sum over all partitions, and only the replica holding the key's *owner
+partition* (a hash of rule and key) asserts its alert, reading the other partitions' counts
+from the database every tick. Until :meth:`assign` is called the engine owns every partition
+(a single process, the behaviour of older runners).
 """
 
 from __future__ import annotations
 
 import json
 import math
-import re
 import time
+import zlib
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -94,12 +104,17 @@ def _base_labels(rule: _RuleBase, **values: str | None) -> dict[str, str]:
 @dataclass
 class _Dirty:
     alerts: set[str] = field(default_factory=set)
-    buckets: set[tuple[str, str, float]] = field(default_factory=set)
-    risk: set[tuple[str, str]] = field(default_factory=set)
-    hops: set[tuple[str, str, str]] = field(default_factory=set)
-    gone_buckets: set[tuple[str, str, float]] = field(default_factory=set)
-    gone_risk: set[tuple[str, str]] = field(default_factory=set)
-    gone_hops: set[tuple[str, str, str]] = field(default_factory=set)
+    buckets: set[tuple[int, str, str, float]] = field(default_factory=set)
+    risk: set[tuple[int, str, str]] = field(default_factory=set)
+    hops: set[tuple[int, str, str, str]] = field(default_factory=set)
+    gone_buckets: set[tuple[int, str, str, float]] = field(default_factory=set)
+    gone_risk: set[tuple[int, str, str]] = field(default_factory=set)
+    gone_hops: set[tuple[int, str, str, str]] = field(default_factory=set)
+
+
+def owner_partition(rule: str, key: str, partition_count: int) -> int:
+    """The partition whose holder evaluates rate key ``key`` of ``rule`` (stable across replicas)."""
+    return zlib.crc32(f"{rule}\x00{key}".encode()) % max(1, partition_count)
 
 
 class AlertEngine:
@@ -116,33 +131,115 @@ class AlertEngine:
         self._clock = clock
         self._metrics = metrics
         self.alerts: dict[str, Alert] = {}
-        # rule -> key -> bucket start -> [flagged, total]
-        self._buckets: dict[str, dict[str, dict[float, list[int]]]] = defaultdict(lambda: defaultdict(dict))
-        self._risk: dict[tuple[str, str], tuple[float, float, dict[str, str]]] = {}
-        self._hops: dict[tuple[str, str], dict[str, tuple[float, str | None]]] = defaultdict(dict)
+        # rule -> key -> bucket start -> partition -> [flagged, total]; partitions this engine
+        # does not own are read-only copies (refreshed from the database) for the window sums.
+        self._buckets: dict[str, dict[str, dict[float, dict[int, list[int]]]]] = defaultdict(lambda: defaultdict(dict))
+        self._risk: dict[tuple[int, str, str], tuple[float, float, dict[str, str]]] = {}
+        self._hops: dict[tuple[int, str, str], dict[str, tuple[float, str | None]]] = defaultdict(dict)
         self._dirty = _Dirty()
         self._last_prune = 0.0
+        self._owned: set[int] | None = None  # None: every partition (single process)
+        self._partition_count = 1
 
     # ------------------------------------------------------------------ persistence
-    def load(self, conn: Connection) -> None:
-        """Runs once at start-up: restore windows, scores, sightings and open alerts."""
+    def now(self) -> float:
+        return self._clock()
+
+    def owns(self, partition: int) -> bool:
+        return self._owned is None or partition in self._owned
+
+    def load(self, conn: Connection, partitions: set[int] | None = None) -> None:
+        """Restore alerts, windows, scores and sightings of ``partitions`` (None: all)."""
         names = {r.name for r in self.rules.rules}
-        for row in conn.execute(sa.select(db.alerts)).mappings():
-            if row["rule"] in names:
-                self.alerts[row["fingerprint"]] = Alert(
-                    rule=row["rule"], labels=dict(row["labels"]), annotations=dict(row["annotations"]),
-                    starts_at=row["starts_at"], ends_at=row["ends_at"], updated_at=row["updated_at"],
-                    evidence=list(row["evidence"]), receivers=list(row["receivers"]),
-                )
-        for row in conn.execute(sa.select(db.rate_buckets)).mappings():
-            if row["rule"] in names:
-                self._buckets[row["rule"]][row["key"]][row["bucket"]] = [row["flagged"], row["total"]]
-        for row in conn.execute(sa.select(db.risk_scores)).mappings():
-            if row["rule"] in names:
-                self._risk[(row["rule"], row["user_id"])] = (row["score"], row["updated_at"], dict(row["context"]))
-        for row in conn.execute(sa.select(db.hop_sightings)).mappings():
-            if row["rule"] in names:
-                self._hops[(row["rule"], row["user_id"])][row["target"]] = (row["last_seen"], row["tenant"])
+
+        def rows(table: sa.Table) -> Iterable[sa.RowMapping]:
+            query = sa.select(table)
+            if partitions is not None:
+                query = query.where(table.c.partition.in_(sorted(partitions)))
+            return (r for r in conn.execute(query).mappings() if r["rule"] in names)
+
+        for row in rows(db.alerts):
+            self.alerts[row["fingerprint"]] = Alert(
+                rule=row["rule"], labels=dict(row["labels"]), annotations=dict(row["annotations"]),
+                starts_at=row["starts_at"], ends_at=row["ends_at"], updated_at=row["updated_at"],
+                evidence=list(row["evidence"]), receivers=list(row["receivers"]), partition=row["partition"],
+            )
+        for row in rows(db.rate_buckets):
+            self._buckets[row["rule"]][row["key"]].setdefault(row["bucket"], {})[row["partition"]] = [row["flagged"], row["total"]]
+        for row in rows(db.risk_scores):
+            self._risk[(row["partition"], row["rule"], row["user_id"])] = (row["score"], row["updated_at"], dict(row["context"]))
+        for row in rows(db.hop_sightings):
+            self._hops[(row["partition"], row["rule"], row["user_id"])][row["target"]] = (row["last_seen"], row["tenant"])
+
+    def assign(self, conn: Connection, partitions: Iterable[int], partition_count: int) -> None:
+        """Partitions were assigned to this replica: own them and load their state (another
+        replica may have advanced it since we last held them)."""
+        new = set(partitions)
+        if self._owned is None:  # leaving single-process mode: keep only what we now own
+            self._owned = set()
+            self._drop(lambda p: True)
+        self._partition_count = max(1, partition_count)
+        self._drop(lambda p: p in new)
+        self._owned |= new
+        self.load(conn, new)
+
+    def release(self, partitions: Iterable[int]) -> None:
+        """Partitions were revoked (the caller saved their state first): forget them."""
+        gone = set(partitions)
+        if self._owned is None:
+            self._owned = set()
+            self._drop(lambda p: True)
+            return
+        self._owned -= gone
+        self._drop(lambda p: p in gone)
+
+    def _drop(self, which: Callable[[int], bool]) -> None:
+        self.alerts = {fp: a for fp, a in self.alerts.items() if not which(a.partition)}
+        for keys in self._buckets.values():
+            for buckets in keys.values():
+                for parts in buckets.values():
+                    for p in [p for p in parts if which(p)]:
+                        del parts[p]
+        self._risk = {k: v for k, v in self._risk.items() if not which(k[0])}
+        for k in [k for k in self._hops if which(k[0])]:
+            del self._hops[k]
+        d = self._dirty
+        d.alerts = {fp for fp in d.alerts if fp in self.alerts}
+        for name in ("buckets", "risk", "hops", "gone_buckets", "gone_risk", "gone_hops"):
+            setattr(d, name, {k for k in getattr(d, name) if not which(k[0])})
+
+    def refresh_foreign(self, conn: Connection, now: float) -> None:
+        """Re-read other partitions' rate counts (they are another replica's to write)."""
+        if self._owned is None:
+            return
+        rate_rules = [r for r in self.rules.rules if isinstance(r, RateRule)]
+        if not rate_rules:
+            return
+        horizon = now - max(r.history_s + r.bucket_s for r in rate_rules)
+        for keys in self._buckets.values():
+            for buckets in keys.values():
+                for parts in buckets.values():
+                    for p in [p for p in parts if p not in self._owned]:
+                        del parts[p]
+        t = db.rate_buckets
+        query = sa.select(t).where(t.c.bucket >= horizon, t.c.rule.in_([r.name for r in rate_rules]))
+        if self._owned:
+            query = query.where(t.c.partition.not_in(sorted(self._owned)))
+        for row in conn.execute(query).mappings():
+            self._buckets[row["rule"]][row["key"]].setdefault(row["bucket"], {})[row["partition"]] = [row["flagged"], row["total"]]
+
+    def evaluate_owned_rates(self, now: float) -> None:
+        """Re-evaluate every rate key this replica owns (after :meth:`refresh_foreign`)."""
+        if self._owned is None:
+            return
+        for rule in self.rules.rules:
+            if isinstance(rule, RateRule):
+                for key in list(self._buckets.get(rule.name, {})):
+                    if self._owns_key(rule, key):
+                        self._evaluate_rate(rule, key, now)
+
+    def _owns_key(self, rule: RateRule, key: str) -> bool:
+        return self.owns(owner_partition(rule.name, key, self._partition_count))
 
     def save(self, conn: Connection) -> int:
         """Write changed state in the caller's transaction; returns how many alerts changed."""
@@ -151,39 +248,41 @@ class AlertEngine:
             {
                 "fingerprint": fp, "rule": a.rule, "labels": a.labels, "annotations": a.annotations,
                 "evidence": a.evidence, "receivers": a.receivers, "starts_at": a.starts_at,
-                "ends_at": a.ends_at, "updated_at": a.updated_at,
+                "ends_at": a.ends_at, "updated_at": a.updated_at, "partition": a.partition,
             }
             for fp in sorted(d.alerts)
             if (a := self.alerts.get(fp)) is not None
         ]
         db.upsert(conn, db.alerts, alert_rows, ["fingerprint"])
         bucket_rows = []
-        for rule, key, bucket in sorted(d.buckets):
-            counts = self._buckets.get(rule, {}).get(key, {}).get(bucket)
+        for p, rule, key, bucket in sorted(d.buckets):
+            counts = self._buckets.get(rule, {}).get(key, {}).get(bucket, {}).get(p)
             if counts is not None:
-                bucket_rows.append({"rule": rule, "key": key, "bucket": bucket, "flagged": counts[0], "total": counts[1]})
-        db.upsert(conn, db.rate_buckets, bucket_rows, ["rule", "key", "bucket"])
+                bucket_rows.append(
+                    {"partition": p, "rule": rule, "key": key, "bucket": bucket, "flagged": counts[0], "total": counts[1]}
+                )
+        db.upsert(conn, db.rate_buckets, bucket_rows, ["partition", "rule", "key", "bucket"])
         risk_rows = [
-            {"rule": r, "user_id": u, "score": s[0], "updated_at": s[1], "context": s[2]}
-            for r, u in sorted(d.risk)
-            if (s := self._risk.get((r, u))) is not None
+            {"partition": p, "rule": r, "user_id": u, "score": s[0], "updated_at": s[1], "context": s[2]}
+            for p, r, u in sorted(d.risk)
+            if (s := self._risk.get((p, r, u))) is not None
         ]
-        db.upsert(conn, db.risk_scores, risk_rows, ["rule", "user_id"])
+        db.upsert(conn, db.risk_scores, risk_rows, ["partition", "rule", "user_id"])
         hop_rows = [
-            {"rule": r, "user_id": u, "target": t, "last_seen": seen[0], "tenant": seen[1]}
-            for r, u, t in sorted(d.hops)
-            if (seen := self._hops.get((r, u), {}).get(t)) is not None
+            {"partition": p, "rule": r, "user_id": u, "target": t, "last_seen": seen[0], "tenant": seen[1]}
+            for p, r, u, t in sorted(d.hops)
+            if (seen := self._hops.get((p, r, u), {}).get(t)) is not None
         ]
-        db.upsert(conn, db.hop_sightings, hop_rows, ["rule", "user_id", "target"])
+        db.upsert(conn, db.hop_sightings, hop_rows, ["partition", "rule", "user_id", "target"])
         t = db.rate_buckets
-        for rule, key, bucket in d.gone_buckets:
-            conn.execute(sa.delete(t).where(t.c.rule == rule, t.c.key == key, t.c.bucket == bucket))
+        for p, rule, key, bucket in d.gone_buckets:
+            conn.execute(sa.delete(t).where(t.c.partition == p, t.c.rule == rule, t.c.key == key, t.c.bucket == bucket))
         t = db.risk_scores
-        for rule, user in d.gone_risk:
-            conn.execute(sa.delete(t).where(t.c.rule == rule, t.c.user_id == user))
+        for p, rule, user in d.gone_risk:
+            conn.execute(sa.delete(t).where(t.c.partition == p, t.c.rule == rule, t.c.user_id == user))
         t = db.hop_sightings
-        for rule, user, target in d.gone_hops:
-            conn.execute(sa.delete(t).where(t.c.rule == rule, t.c.user_id == user, t.c.target == target))
+        for p, rule, user, target in d.gone_hops:
+            conn.execute(sa.delete(t).where(t.c.partition == p, t.c.rule == rule, t.c.user_id == user, t.c.target == target))
         self._dirty = _Dirty()
         return len(alert_rows)
 
@@ -193,25 +292,28 @@ class AlertEngine:
         return bool(d.alerts or d.buckets or d.risk or d.hops or d.gone_buckets or d.gone_risk or d.gone_hops)
 
     # ------------------------------------------------------------------ evaluation
-    def observe(self, verdicts: Sequence[MisuseVerdict]) -> None:
-        """Runs once per micro-batch with every verdict (flagged or not: shares need totals)."""
+    def observe(self, verdicts: Sequence[MisuseVerdict], partitions: Sequence[int] | None = None) -> None:
+        """Runs once per micro-batch with every verdict (flagged or not: shares need totals);
+        ``partitions[i]`` is the input partition of ``verdicts[i]`` (default 0)."""
         now = self._clock()
         touched: dict[str, set[str]] = defaultdict(set)
-        for v in verdicts:
+        for i, v in enumerate(verdicts):
+            p = partitions[i] if partitions is not None else 0
             for rule in self.rules.rules:
                 if isinstance(rule, VerdictRule):
-                    self._observe_verdict_rule(rule, v, now)
+                    self._observe_verdict_rule(rule, v, now, p)
                 elif isinstance(rule, RateRule):
-                    touched[rule.name].update(self._observe_rate(rule, v, now))
+                    touched[rule.name].update(self._observe_rate(rule, v, now, p))
                 elif isinstance(rule, RepeatOffenderRule):
-                    self._observe_offender(rule, v, now)
+                    self._observe_offender(rule, v, now, p)
                 elif isinstance(rule, ModelHoppingRule):
-                    self._observe_hopping(rule, v, now)
+                    self._observe_hopping(rule, v, now, p)
         for rule_name, keys in touched.items():
             rule = self.rules.rule(rule_name)
             assert isinstance(rule, RateRule)
             for key in keys:
-                self._evaluate_rate(rule, key, now)
+                if self._owns_key(rule, key):  # other keys: their owner evaluates them on its tick
+                    self._evaluate_rate(rule, key, now)
 
     def tick(self) -> None:
         """Runs periodically: re-evaluates firing rate alerts whose end is not known ahead
@@ -243,13 +345,15 @@ class AlertEngine:
         ends_at: float,
         annotations: dict[str, str],
         evidence: list[dict[str, str | float]] | None = None,
+        *,
+        partition: int,
     ) -> Alert:
         fp = fingerprint(labels)
         alert = self.alerts.get(fp)
         if alert is None or not alert.firing(now):
             alert = Alert(
                 rule=rule.name, labels=labels, annotations=annotations, starts_at=now, ends_at=ends_at,
-                updated_at=now, evidence=[], receivers=list(rule.receivers),
+                updated_at=now, evidence=[], receivers=list(rule.receivers), partition=partition,
             )
             self.alerts[fp] = alert
             if self._metrics:
@@ -272,7 +376,7 @@ class AlertEngine:
             self._dirty.alerts.add(fp)
 
     # verdict rules --------------------------------------------------------------
-    def _observe_verdict_rule(self, rule: VerdictRule, v: MisuseVerdict, now: float) -> None:
+    def _observe_verdict_rule(self, rule: VerdictRule, v: MisuseVerdict, now: float, partition: int) -> None:
         for category in matches(rule.match, v):
             labels = _base_labels(
                 rule, category=category.value, tenant=v.tenant_id, deployment=v.deployment, model=v.model, user=v.user_id
@@ -295,10 +399,11 @@ class AlertEngine:
                     "count": str(count),
                 },
                 _evidence(v, [category]),
+                partition=partition,
             )
 
     # rate rules -----------------------------------------------------------------
-    def _observe_rate(self, rule: RateRule, v: MisuseVerdict, now: float) -> set[str]:
+    def _observe_rate(self, rule: RateRule, v: MisuseVerdict, now: float, partition: int) -> set[str]:
         if not _scope_ok(rule.match, v):
             return set()
         t = min(v.timestamp.timestamp(), now)
@@ -309,14 +414,14 @@ class AlertEngine:
         flagged_categories = matches(rule.match, v)
         touched: set[str] = set()
         if "category" in rule.per:
-            self._bump(rule, self._key(rule, dims, _ALL_CATEGORIES), bucket, 0, 1)
+            self._bump(rule, self._key(rule, dims, _ALL_CATEGORIES), bucket, 0, 1, partition)
             for c in flagged_categories:
                 key = self._key(rule, dims, c.value)
-                self._bump(rule, key, bucket, 1, 0)
+                self._bump(rule, key, bucket, 1, 0, partition)
                 touched.add(key)
         else:
             key = self._key(rule, dims, None)
-            self._bump(rule, key, bucket, 1 if flagged_categories else 0, 1)
+            self._bump(rule, key, bucket, 1 if flagged_categories else 0, 1, partition)
             touched.add(key)
         return touched
 
@@ -325,11 +430,11 @@ class AlertEngine:
         values = [category if d == "category" else (dims[d] or "unknown") for d in rule.per]
         return json.dumps(values, separators=(",", ":"))
 
-    def _bump(self, rule: RateRule, key: str, bucket: float, flagged: int, total: int) -> None:
-        counts = self._buckets[rule.name][key].setdefault(bucket, [0, 0])
+    def _bump(self, rule: RateRule, key: str, bucket: float, flagged: int, total: int, partition: int) -> None:
+        counts = self._buckets[rule.name][key].setdefault(bucket, {}).setdefault(partition, [0, 0])
         counts[0] += flagged
         counts[1] += total
-        self._dirty.buckets.add((rule.name, key, bucket))
+        self._dirty.buckets.add((partition, rule.name, key, bucket))
 
     def _sum(self, rule: RateRule, key: str, now: float, windows_back: int = 0) -> tuple[int, int]:
         """Flagged and total in one window: the last ``rule.buckets`` buckets up to the one
@@ -339,10 +444,11 @@ class AlertEngine:
         hi = current - windows_back * rule.window
         lo = hi - rule.window
         flagged = total = 0
-        for bucket, (f, t) in self._buckets[rule.name].get(key, {}).items():
+        for bucket, parts in self._buckets[rule.name].get(key, {}).items():
             if lo + rule.bucket_s / 2 < bucket < hi + rule.bucket_s / 2:
-                flagged += f
-                total += t
+                for f, t in parts.values():
+                    flagged += f
+                    total += t
         return flagged, total
 
     def _evaluate_rate(self, rule: RateRule, key: str, now: float) -> None:
@@ -383,7 +489,8 @@ class AlertEngine:
             return  # unchanged; avoid rewriting the row every tick
         self._assert(
             rule, labels, now, ends_at,
-            {
+            partition=owner_partition(rule.name, key, self._partition_count),
+            annotations={
                 "summary": rule.description or f"{rule.measure} of flagged verdicts over {rule.window:g}s is {value:.4g} ({reference})",
                 "value": f"{value:.4g}",
                 "flagged": str(flagged),
@@ -397,19 +504,21 @@ class AlertEngine:
         """When the window count falls under ``threshold`` if nothing new arrives."""
         now = self._clock()
         oldest = math.floor(now / rule.bucket_s) * rule.bucket_s - rule.window + rule.bucket_s / 2
-        buckets = sorted((b, c) for b, c in self._buckets[rule.name].get(key, {}).items() if b > oldest)
-        remaining = sum(c[0] for _, c in buckets)
-        for bucket, (f, _t) in buckets:
+        buckets = sorted(
+            (b, sum(c[0] for c in parts.values())) for b, parts in self._buckets[rule.name].get(key, {}).items() if b > oldest
+        )
+        remaining = sum(f for _, f in buckets)
+        for bucket, f in buckets:
             remaining -= f
             if remaining < threshold:
                 return bucket + rule.window  # when this bucket leaves the window
         return now + rule.bucket_s
 
     # repeat offenders ---------------------------------------------------------------
-    def _observe_offender(self, rule: RepeatOffenderRule, v: MisuseVerdict, now: float) -> None:
+    def _observe_offender(self, rule: RepeatOffenderRule, v: MisuseVerdict, now: float, partition: int) -> None:
         if v.user_id is None or not matches(rule.match, v):
             return
-        key = (rule.name, v.user_id)
+        key = (partition, rule.name, v.user_id)
         score, updated, context = self._risk.get(key, (0.0, now, {}))
         score = score * 0.5 ** (max(0.0, now - updated) / rule.half_life) + rule.weights.get(v.severity, 0.0)
         context = {"tenant": v.tenant_id or "", "last_request_id": v.request_id}
@@ -430,22 +539,23 @@ class AlertEngine:
                     "last_request_id": v.request_id,
                 },
                 _evidence(v, matches(rule.match, v)),
+                partition=partition,
             )
 
     # model hopping ---------------------------------------------------------------------
-    def _observe_hopping(self, rule: ModelHoppingRule, v: MisuseVerdict, now: float) -> None:
+    def _observe_hopping(self, rule: ModelHoppingRule, v: MisuseVerdict, now: float, partition: int) -> None:
         target = v.model if rule.across == "model" else v.deployment
         if v.user_id is None or target is None or not matches(rule.match, v):
             return
         seen_at = min(v.timestamp.timestamp(), now)
-        sightings = self._hops[(rule.name, v.user_id)]
+        sightings = self._hops[(partition, rule.name, v.user_id)]
         if seen_at < now - rule.window:
             return
         previous = sightings.get(target)
         if previous is None or previous[0] < seen_at:
             sightings[target] = (seen_at, v.tenant_id)
-            self._dirty.hops.add((rule.name, v.user_id, target))
-            self._dirty.gone_hops.discard((rule.name, v.user_id, target))
+            self._dirty.hops.add((partition, rule.name, v.user_id, target))
+            self._dirty.gone_hops.discard((partition, rule.name, v.user_id, target))
         recent = sorted(((s[0], t) for t, s in sightings.items() if s[0] > now - rule.window), reverse=True)
         if len(recent) >= rule.min_distinct:
             ends_at = recent[rule.min_distinct - 1][0] + rule.window
@@ -463,6 +573,7 @@ class AlertEngine:
                     "last_request_id": v.request_id,
                 },
                 _evidence(v, matches(rule.match, v)),
+                partition=partition,
             )
 
     # housekeeping ------------------------------------------------------------------------
@@ -472,27 +583,28 @@ class AlertEngine:
                 horizon = now - rule.history_s - rule.bucket_s
                 for key, buckets in list(self._buckets[rule.name].items()):
                     for bucket in [b for b in buckets if b < horizon]:
-                        del buckets[bucket]
-                        self._dirty.buckets.discard((rule.name, key, bucket))
-                        self._dirty.gone_buckets.add((rule.name, key, bucket))
+                        for p in buckets.pop(bucket):
+                            self._dirty.buckets.discard((p, rule.name, key, bucket))
+                            if self.owns(p):  # other partitions' rows are their owner's to delete
+                                self._dirty.gone_buckets.add((p, rule.name, key, bucket))
                     if not buckets:
                         del self._buckets[rule.name][key]
             elif isinstance(rule, RepeatOffenderRule):
-                for (name, user), (score, updated, _c) in list(self._risk.items()):
+                for (p, name, user), (score, updated, _c) in list(self._risk.items()):
                     if name == rule.name and score * 0.5 ** ((now - updated) / rule.half_life) < 0.01 * rule.threshold:
-                        del self._risk[(name, user)]
-                        self._dirty.risk.discard((name, user))
-                        self._dirty.gone_risk.add((name, user))
+                        del self._risk[(p, name, user)]
+                        self._dirty.risk.discard((p, name, user))
+                        self._dirty.gone_risk.add((p, name, user))
             elif isinstance(rule, ModelHoppingRule):
-                for (name, user), sightings in list(self._hops.items()):
+                for (p, name, user), sightings in list(self._hops.items()):
                     if name != rule.name:
                         continue
                     for target in [t for t, s in sightings.items() if s[0] <= now - rule.window]:
                         del sightings[target]
-                        self._dirty.hops.discard((name, user, target))
-                        self._dirty.gone_hops.add((name, user, target))
+                        self._dirty.hops.discard((p, name, user, target))
+                        self._dirty.gone_hops.add((p, name, user, target))
                     if not sightings:
-                        del self._hops[(name, user)]
+                        del self._hops[(p, name, user)]
         # Resolved alerts are kept briefly so a refire within the hour counts as the same episode
         # history; the notifier deletes their rows once the resolution was notified.
         for fp, a in list(self.alerts.items()):
@@ -500,8 +612,12 @@ class AlertEngine:
                 del self.alerts[fp]
 
     def risk_score(self, rule: str, user_id: str) -> float:
-        """Current decayed score (for the CLI and tests)."""
+        """Current decayed score over the partitions held here (for the CLI and tests)."""
         r = self.rules.rule(rule)
         assert isinstance(r, RepeatOffenderRule)
-        score, updated, _ = self._risk.get((rule, user_id), (0.0, self._clock(), {}))
-        return score * 0.5 ** (max(0.0, self._clock() - updated) / r.half_life)
+        now = self._clock()
+        return sum(
+            score * 0.5 ** (max(0.0, now - updated) / r.half_life)
+            for (_p, name, user), (score, updated, _) in self._risk.items()
+            if name == rule and user == user_id
+        )

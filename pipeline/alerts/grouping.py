@@ -1,5 +1,6 @@
-"""Alertmanager semantics between alerts and the outbox: routing to receivers, grouping,
-deduplication, silences, inhibition and resolved notifications.
+"""The built-in (direct) notifier: routing to receivers, grouping, deduplication and resolved
+notifications, for setups without Alertmanager. With Alertmanager (the default, see
+:mod:`pipeline.alerts.alertmanager`) none of this runs: Alertmanager groups, silences and inhibits.
 
 How a group behaves (same as Alertmanager's dispatcher + notification log):
 - an alert goes to every receiver its rule names (all receivers when it names none) and, per
@@ -7,176 +8,32 @@ How a group behaves (same as Alertmanager's dispatcher + notification log):
 - a new group is flushed ``group_wait`` after its first alert, then every ``group_interval``;
 - a flush notifies only when the group has a firing alert that was not in the last notification,
   or (``send_resolved``) an alert of the last notification resolved, or ``repeat_interval`` has
-  passed since the last notification while alerts still fire; otherwise it is deduplicated;
-- silenced alerts and alerts inhibited by a firing source alert are left out of notifications.
-Each notification becomes one outbox row per receiver whose idempotency key is derived from
-(receiver, group, sequence number): a deterministic key plus a unique index means that two
-notifiers racing on the same group can never enqueue the same notification twice.
+  passed since the last notification while alerts still fire; otherwise it is deduplicated.
+There are no silences or inhibition here: an on-call team that needs them runs Alertmanager.
+Each notification is Alertmanager's webhook message (version 4) and becomes one outbox row per
+receiver whose idempotency key is derived from (receiver, group, sequence number): a
+deterministic key plus a unique index means that two notifiers racing on the same group can
+never enqueue the same notification twice.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import re
 import time
-import uuid
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
-from typing import Literal
+from collections.abc import Callable, Mapping
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
 from pipeline.alerts import state as db
 from pipeline.alerts.metrics import AlertMetrics
-from pipeline.alerts.model import Alert, AlertPayload, EvidenceItem, NotificationPayload, to_datetime
-from pipeline.alerts.outbox import Outbox
-from pipeline.alerts.rules import AlertRules, InhibitRule, ResolvedRoute
+from pipeline.alerts.model import Alert, GeneratorLinks, WebhookAlert, WebhookMessage, label_set_string
+from pipeline.alerts.outbox import Notification, Outbox
+from pipeline.alerts.rules import AlertRules, ResolvedRoute
 
 _CHUNK = 500  # keys per IN (...) list: far below SQLite's and PostgreSQL's parameter limits
-_MATCHER = re.compile(r"^\s*([a-zA-Z_][a-zA-Z0-9_]*)\s*(=~|!~|!=|=)\s*(.*?)\s*$")
-
-
-class SilenceError(ValueError):
-    """A silence could not be parsed or found."""
-
-
-@dataclass(frozen=True)
-class Matcher:
-    """``name=value``, ``name!=value``, ``name=~regex`` or ``name!~regex`` (anchored, as in Alertmanager)."""
-
-    name: str
-    op: Literal["=", "!=", "=~", "!~"]
-    value: str
-
-    @classmethod
-    def parse(cls, text: str) -> Matcher:
-        m = _MATCHER.match(text)
-        if not m:
-            raise SilenceError(f"invalid matcher {text!r}: use name=value, name!=value, name=~regex or name!~regex")
-        name, op, value = m.groups()
-        value = value.strip('"')
-        if op in ("=~", "!~"):
-            try:
-                re.compile(value)
-            except re.error as exc:
-                raise SilenceError(f"invalid regex in matcher {text!r}: {exc}") from exc
-        return cls(name, op, value)  # type: ignore[arg-type]
-
-    def matches(self, labels: Mapping[str, str]) -> bool:
-        actual = labels.get(self.name, "")
-        if self.op == "=":
-            return actual == self.value
-        if self.op == "!=":
-            return actual != self.value
-        hit = re.fullmatch(self.value, actual) is not None
-        return hit if self.op == "=~" else not hit
-
-    def __str__(self) -> str:
-        return f"{self.name}{self.op}{self.value}"
-
-
-@dataclass(frozen=True)
-class Silence:
-    id: str
-    matchers: tuple[Matcher, ...]
-    starts_at: float
-    ends_at: float
-    created_by: str
-    comment: str
-
-    def active(self, now: float) -> bool:
-        return self.starts_at <= now < self.ends_at
-
-    def mutes(self, labels: Mapping[str, str]) -> bool:
-        return all(m.matches(labels) for m in self.matchers)
-
-
-def add_silence(
-    engine: Engine,
-    matchers: Iterable[str],
-    duration_s: float,
-    created_by: str,
-    comment: str,
-    *,
-    now: float | None = None,
-) -> Silence:
-    parsed = tuple(Matcher.parse(m) for m in matchers)
-    if not parsed:
-        raise SilenceError("a silence needs at least one matcher")
-    if duration_s <= 0:
-        raise SilenceError("a silence needs a positive duration")
-    now = time.time() if now is None else now
-    silence = Silence(str(uuid.uuid4()), parsed, now, now + duration_s, created_by, comment)
-    with engine.begin() as conn:
-        conn.execute(
-            sa.insert(db.silences).values(
-                id=silence.id,
-                matchers=[str(m) for m in parsed],
-                starts_at=silence.starts_at,
-                ends_at=silence.ends_at,
-                created_by=created_by,
-                comment=comment,
-                created_at=now,
-            )
-        )
-    return silence
-
-
-def list_silences(conn: Connection, *, now: float | None = None, include_expired: bool = False) -> list[Silence]:
-    now = time.time() if now is None else now
-    query = sa.select(db.silences).order_by(db.silences.c.ends_at)
-    if not include_expired:
-        query = query.where(db.silences.c.ends_at > now)
-    return [
-        Silence(
-            row["id"], tuple(Matcher.parse(m) for m in row["matchers"]), row["starts_at"], row["ends_at"],
-            row["created_by"], row["comment"],
-        )
-        for row in conn.execute(query).mappings()
-    ]
-
-
-def expire_silence(engine: Engine, silence_id: str, *, now: float | None = None) -> None:
-    now = time.time() if now is None else now
-    with engine.begin() as conn:
-        result = conn.execute(
-            sa.update(db.silences)
-            .where(db.silences.c.id == silence_id, db.silences.c.ends_at > now)
-            .values(ends_at=now)
-        )
-    if not result.rowcount:
-        raise SilenceError(f"no active silence with id {silence_id!r}")
-
-
-class Inhibitor:
-    """Indexes firing source alerts per inhibit rule by their ``equal`` label values, so muting
-    a target is a set lookup instead of a scan of every firing alert."""
-
-    def __init__(self, rules: Iterable[InhibitRule], firing: Iterable[Alert]) -> None:
-        self._rules = list(rules)
-        self._sources: list[dict[tuple[str, ...], set[str]]] = [defaultdict(set) for _ in self._rules]
-        for alert in firing:
-            for rule, index in zip(self._rules, self._sources, strict=True):
-                if all(alert.labels.get(k) == v for k, v in rule.source_match.items()):
-                    index[tuple(alert.labels.get(k, "") for k in rule.equal)].add(alert.fingerprint)
-
-    def mutes(self, alert: Alert) -> bool:
-        """True when a firing source alert mutes ``alert`` (an alert never inhibits itself)."""
-        for rule, index in zip(self._rules, self._sources, strict=True):
-            if not all(alert.labels.get(k) == v for k, v in rule.target_match.items()):
-                continue
-            sources = index.get(tuple(alert.labels.get(k, "") for k in rule.equal), set())
-            if sources - {alert.fingerprint}:
-                return True
-        return False
-
-
-def inhibited(alert: Alert, sources: Iterable[Alert], rules: Iterable[InhibitRule]) -> bool:
-    """True when a firing source alert among ``sources`` mutes ``alert``."""
-    return Inhibitor(rules, sources).mutes(alert)
 
 
 def group_labels_of(labels: Mapping[str, str], route: ResolvedRoute) -> dict[str, str]:
@@ -190,6 +47,11 @@ def group_key_of(receiver: str, group_labels: Mapping[str, str]) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:24]
 
 
+def am_group_key(receiver: str, group_labels: Mapping[str, str]) -> str:
+    """The ``groupKey`` string as Alertmanager writes it for a route under the root route."""
+    return f'{{}}/{{receiver="{receiver}"}}:{label_set_string(dict(group_labels))}'
+
+
 def idempotency_key(receiver: str, group_key: str, seq: int) -> str:
     return hashlib.sha256(f"{receiver}\x00{group_key}\x00{seq}".encode()).hexdigest()[:32]
 
@@ -198,20 +60,7 @@ def _alert_from_row(row: Mapping[str, object]) -> Alert:
     return Alert(
         rule=str(row["rule"]), labels=dict(row["labels"]), annotations=dict(row["annotations"]),  # type: ignore[arg-type]
         starts_at=float(row["starts_at"]), ends_at=float(row["ends_at"]), updated_at=float(row["updated_at"]),  # type: ignore[arg-type]
-        evidence=list(row["evidence"]), receivers=list(row["receivers"]),  # type: ignore[arg-type]
-    )
-
-
-def _payload_alert(a: Alert, now: float) -> AlertPayload:
-    firing = a.firing(now)
-    return AlertPayload(
-        status="firing" if firing else "resolved",
-        fingerprint=a.fingerprint,
-        labels=a.labels,
-        annotations={k: v for k, v in a.annotations.items() if not k.startswith("_")},
-        starts_at=to_datetime(a.starts_at),
-        ends_at=None if firing else to_datetime(a.ends_at),
-        evidence=[EvidenceItem.model_validate(e) for e in a.evidence],
+        evidence=list(row["evidence"]), receivers=list(row["receivers"]), partition=int(row["partition"]),  # type: ignore[arg-type, call-overload]
     )
 
 
@@ -237,8 +86,15 @@ class Notifier:
         *,
         clock: Callable[[], float] = time.time,
         metrics: AlertMetrics | None = None,
+        links: GeneratorLinks | None = None,
+        external_url: str = "",
+        max_alerts: Mapping[str, int] | None = None,
     ) -> None:
-        """``receivers`` maps each configured receiver name to its ``send_resolved`` flag."""
+        """``receivers`` maps each configured receiver name to its ``send_resolved`` flag;
+        ``max_alerts`` (per receiver, 0 = all) caps the alerts of one message."""
+        self._links = links or GeneratorLinks(base_url="")
+        self._external_url = external_url
+        self._max_alerts = dict(max_alerts or {})
         self._engine = engine
         self._rules = rules
         self._receivers = dict(receivers)
@@ -270,6 +126,10 @@ class Notifier:
             enqueued = self._tick(conn, now)
         self._signature = sig
         return enqueued
+
+    def pending(self) -> int:
+        """Nothing waits here between ticks: the outbox holds what was decided."""
+        return 0
 
     # ------------------------------------------------------------------ index
     def _index(self, alert: Alert) -> list[tuple[str, str]]:
@@ -368,8 +228,6 @@ class Notifier:
 
     def _flush_groups(self, conn: Connection, due: list[tuple[str, str]], now: float) -> int:
         """Flush due groups with a fixed number of statements, however many groups are due."""
-        silences = [s for s in list_silences(conn, now=now) if s.active(now)]
-        inhibitor = Inhibitor(self._rules.inhibit_rules, (a for a in self._alerts.values() if a.firing(now)))
         g_t = db.groups
         # Re-read inside the transaction: the database, not this index, says what was notified.
         current: dict[tuple[str, str], dict[str, object]] = {}
@@ -378,12 +236,9 @@ class Notifier:
             for row in conn.execute(sa.select(g_t).where(g_t.c.group_key.in_(chunk))).mappings():
                 current[(row["receiver"], row["group_key"])] = dict(row)
 
-        def muted(a: Alert) -> bool:
-            return any(s.mutes(a.labels) for s in silences) or inhibitor.mutes(a)
-
         updates: list[dict[str, object]] = []
         deletes: list[str] = []
-        payloads: list[NotificationPayload] = []
+        payloads: list[Notification] = []
         for key in due:
             receiver, gk = key
             g = current.get(key)
@@ -401,7 +256,7 @@ class Notifier:
                 continue
             send_resolved = self._receivers[receiver]
             notified = set(g["notified_firing"])  # type: ignore[call-overload]
-            firing = [a for a in group_alerts if a.firing(now) and not muted(a)]
+            firing = [a for a in group_alerts if a.firing(now)]
             firing_fps = {a.fingerprint for a in firing}
             resolved = [a for a in group_alerts if not a.firing(now) and a.fingerprint in notified]
             last = g["last_notified_at"]
@@ -413,23 +268,10 @@ class Notifier:
             }
             if need:
                 seq = int(g["seq"]) + 1  # type: ignore[call-overload]
-                shown = firing + (resolved if send_resolved else [])
-                payloads.append(
-                    NotificationPayload(
-                        idempotency_key=idempotency_key(receiver, gk, seq),
-                        receiver=receiver,
-                        status="firing" if firing else "resolved",
-                        group_key=gk,
-                        group_labels=g["group_labels"],  # type: ignore[arg-type]
-                        common_labels=_common_labels([a.labels for a in shown]),
-                        alerts=[_payload_alert(a, now) for a in sorted(shown, key=lambda a: (a.starts_at, a.fingerprint))],
-                        created_at=to_datetime(now),
-                        firing_valid_s=route.repeat_interval + route.group_interval,
-                    )
-                )
+                payloads.append(self._message(receiver, gk, seq, g["group_labels"], firing, resolved if send_resolved else [], now))  # type: ignore[arg-type]
                 update.update(seq=seq, last_notified_at=now, notified_firing=sorted(firing_fps))
             elif not firing:
-                update["notified_firing"] = []  # everything resolved or muted, nothing to tell
+                update["notified_firing"] = []  # everything resolved, nothing to tell
             else:
                 # Not sending resolutions: forget them so they cannot count later.
                 update["notified_firing"] = sorted(notified - {a.fingerprint for a in resolved})
@@ -450,12 +292,33 @@ class Notifier:
             )
         added = self._outbox.enqueue_many(conn, payloads, now)
         if self._metrics:
-            for payload in added:
-                self._metrics.notifications.labels(payload.receiver, payload.status).inc()
+            for n in added:
+                self._metrics.notifications.labels(n.receiver, n.message.status).inc()
         return len(added)
 
+    def _message(
+        self, receiver: str, gk: str, seq: int, group_labels: dict[str, str], firing: list[Alert], resolved: list[Alert], now: float
+    ) -> Notification:
+        shown = sorted(firing, key=lambda a: (a.starts_at, a.fingerprint)) + sorted(resolved, key=lambda a: (a.starts_at, a.fingerprint))
+        limit = self._max_alerts.get(receiver, 0)
+        kept = shown[:limit] if limit else shown
+        alerts = [WebhookAlert.of(a, now, self._links) for a in kept]
+        message = WebhookMessage(
+            groupKey=am_group_key(receiver, group_labels),
+            truncatedAlerts=len(shown) - len(kept),
+            status="firing" if firing else "resolved",
+            receiver=receiver,
+            groupLabels=group_labels,
+            commonLabels=_common([a.labels for a in alerts]),
+            commonAnnotations=_common([a.annotations for a in alerts]),
+            externalURL=self._external_url,
+            alerts=alerts,
+        )
+        return Notification(idempotency_key(receiver, gk, seq), receiver, gk, message)
 
-def _common_labels(label_sets: list[dict[str, str]]) -> dict[str, str]:
+
+def _common(label_sets: list[dict[str, str]]) -> dict[str, str]:
+    """Pairs shared by every set (Alertmanager's commonLabels / commonAnnotations)."""
     if not label_sets:
         return {}
     first = label_sets[0]

@@ -15,9 +15,19 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
 from pipeline.alerts import state as db
-from pipeline.alerts.model import NotificationPayload
+from pipeline.alerts.model import WebhookMessage
 
 PENDING, DELIVERED, DEAD = "pending", "delivered", "dead"
+
+
+@dataclass(frozen=True)
+class Notification:
+    """One message for one receiver, with the key that makes re-sends recognisable."""
+
+    idempotency_key: str
+    receiver: str
+    group_key: str
+    message: WebhookMessage
 
 
 @dataclass(frozen=True)
@@ -25,7 +35,7 @@ class OutboxItem:
     id: int
     idempotency_key: str
     receiver: str
-    payload: NotificationPayload
+    message: WebhookMessage
     created_at: float
     attempts: int
 
@@ -49,11 +59,11 @@ class Outbox:
     def __init__(self, engine: Engine) -> None:
         self._engine = engine
 
-    def enqueue(self, conn: Connection, payload: NotificationPayload, now: float) -> bool:
+    def enqueue(self, conn: Connection, notification: Notification, now: float) -> bool:
         """Add a notification in the caller's transaction; False when its key is already there."""
-        return bool(self.enqueue_many(conn, [payload], now))
+        return bool(self.enqueue_many(conn, [notification], now))
 
-    def enqueue_many(self, conn: Connection, payloads: list[NotificationPayload], now: float) -> list[NotificationPayload]:
+    def enqueue_many(self, conn: Connection, payloads: list[Notification], now: float) -> list[Notification]:
         """Add notifications in the caller's transaction; returns those whose key was new."""
         if not payloads:
             return []
@@ -66,7 +76,7 @@ class Outbox:
         rows = [
             {
                 "idempotency_key": p.idempotency_key, "receiver": p.receiver, "group_key": p.group_key,
-                "payload": p.to_json(), "created_at": now, "state": PENDING, "attempts": 0,
+                "payload": p.message.to_json(), "created_at": now, "state": PENDING, "attempts": 0,
                 "next_attempt_at": now, "claimed_until": None, "delivered_at": None, "last_error": None,
             }
             for p in fresh
@@ -103,7 +113,7 @@ class Outbox:
                             id=row["id"],
                             idempotency_key=row["idempotency_key"],
                             receiver=row["receiver"],
-                            payload=NotificationPayload.model_validate_json(row["payload"]),
+                            message=WebhookMessage.model_validate_json(row["payload"]),
                             created_at=row["created_at"],
                             attempts=row["attempts"],
                         )

@@ -3,8 +3,8 @@
 Four rule kinds (``kind``): ``verdict`` (one matching verdict fires), ``rate`` (flagged count
 or share over a sliding window, against a threshold or the key's own baseline), ``repeat_offender``
 (per-user decaying risk score) and ``model_hopping`` (one user flagged on N distinct models or
-deployments within a window). ``route`` holds the Alertmanager-style grouping timers and
-``inhibit_rules`` the muting of warnings by criticals. See docs/alerting.md for the reference.
+deployments within a window). ``route`` holds the grouping timers of the built-in (direct)
+notifier; silences and inhibition are Alertmanager's job. See docs/alerting.md for the reference.
 """
 
 from __future__ import annotations
@@ -69,7 +69,8 @@ class _RuleBase(_Strict):
     description: str = ""
     match: VerdictFilter = Field(default_factory=VerdictFilter)
     labels: dict[str, str] = Field(default_factory=dict, description="Extra static labels")
-    # Receiver names; empty = every configured receiver.
+    # Receiver names of the direct notifier; empty = every configured receiver. With
+    # Alertmanager, route on labels (alertname, severity, rule labels) in its config instead.
     receivers: list[str] = Field(default_factory=list)
 
     @model_validator(mode="after")
@@ -200,29 +201,10 @@ class ResolvedRoute(_Strict):
         return self.group_by == ["..."]
 
 
-class InhibitRule(_Strict):
-    """A firing source alert mutes target alerts that agree on every ``equal`` label."""
-
-    source_match: dict[str, str]
-    target_match: dict[str, str]
-    equal: list[str] = Field(default_factory=list)
-
-
-def _default_inhibit() -> list[InhibitRule]:
-    return [
-        InhibitRule(
-            source_match={"severity": "critical"},
-            target_match={"severity": "warning"},
-            equal=["tenant", "user"],
-        )
-    ]
-
-
 class AlertRules(_Strict):
     version: Literal[1] = 1
     route: Route = Field(default_factory=Route)
     rules: list[Rule] = Field(default_factory=list)
-    inhibit_rules: list[InhibitRule] = Field(default_factory=_default_inhibit)
 
     @model_validator(mode="after")
     def _unique_names(self) -> AlertRules:

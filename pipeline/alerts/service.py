@@ -2,19 +2,23 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
+import httpx
 import sqlalchemy as sa
 from prometheus_client import CollectorRegistry
 from sqlalchemy.engine import Engine
 
-from pipeline.alerts.delivery import Dispatcher
+from pipeline.alerts.alertmanager import AlertmanagerPusher
+from pipeline.alerts.delivery import Dispatcher, Stage
 from pipeline.alerts.engine import AlertEngine
 from pipeline.alerts.grouping import Notifier
 from pipeline.alerts.metrics import AlertMetrics
+from pipeline.alerts.model import GeneratorLinks
 from pipeline.alerts.receivers.base import build_receivers
 from pipeline.alerts.rules import AlertRules, load_rules
 from pipeline.alerts.settings import AlertSettings
@@ -23,17 +27,24 @@ from pipeline.alerts import state as state_db
 from pipeline.schemas import MisuseVerdict
 from pipeline.sinks.base import ScoredRecord
 
+log = logging.getLogger(__name__)
+Partition = tuple[str, int]  # (topic, partition)
+
 
 @dataclass
 class Alerting:
-    """Engine + notifier + dispatcher over one alert database; thread-safe entry points."""
+    """Engine + notifying stage + dispatcher over one alert database; thread-safe entry points.
+
+    The stage is the Alertmanager pusher (``notify: alertmanager``) or the direct notifier.
+    Rebalances: the runner calls :meth:`on_revoked` before giving partitions up and
+    :meth:`on_assigned` after getting them (see docs/alerting.md, "Scaling out")."""
 
     settings: AlertSettings
     rules: AlertRules
     db: Engine
     metrics: AlertMetrics
     engine: AlertEngine
-    notifier: Notifier
+    notifier: Stage
     dispatcher: Dispatcher
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _last_tick: float = 0.0
@@ -67,7 +78,16 @@ class Alerting:
         if evaluate:
             with db.connect() as conn:
                 engine.load(conn)
-        notifier = Notifier(db, rules, {r.name: r.send_resolved for r in settings.receivers}, clock=clock, metrics=metrics)
+        links = GeneratorLinks(base_url=settings.generator_url)
+        client = httpx.Client(follow_redirects=False)
+        notifier: Stage
+        if settings.notify == "alertmanager":
+            notifier = AlertmanagerPusher(db, settings.alertmanager, links, metrics=metrics, clock=clock, client=client)
+        else:
+            notifier = Notifier(
+                db, rules, {r.name: r.send_resolved for r in settings.receivers}, clock=clock, metrics=metrics,
+                links=links, external_url=settings.external_url, max_alerts={r.name: r.max_alerts for r in settings.receivers},
+            )
         self_ref: list[Alerting] = []
         dispatcher = Dispatcher(
             db,
@@ -77,6 +97,7 @@ class Alerting:
             metrics=metrics,
             clock=clock,
             on_tick=(lambda: self_ref[0].tick()) if evaluate else None,
+            client=client,
         )
         alerting = cls(settings, rules, db, metrics, engine, notifier, dispatcher)
         self_ref.append(alerting)
@@ -91,21 +112,55 @@ class Alerting:
         """Feed the verdicts of a stream batch, skipping records already reflected in the
         committed state (a batch re-read after a crash between our commit and Kafka's)."""
         fresh = []
+        partitions = []
         with self._lock:
             for rec in records:
                 pos = rec.position
                 if pos is not None:
                     key = (pos.topic, pos.partition)
+                    if not self.engine.owns(pos.partition):
+                        # Polled before a rebalance took the partition away: its new owner reads it.
+                        log.warning("alerts: record of %s-%d not owned here, skipped", pos.topic, pos.partition)
+                        continue
                     if pos.offset <= self._offsets.get(key, -1):
                         continue
                     self._offsets[key] = pos.offset
                     self._dirty_offsets.add(key)
                 fresh.append(rec.verdict)
-            self.engine.observe(fresh)
+                partitions.append(pos.partition if pos is not None else 0)
+            self.engine.observe(fresh, partitions)
 
     def observe(self, verdicts: Sequence[MisuseVerdict]) -> None:
         with self._lock:
             self.engine.observe(verdicts)
+
+    def on_assigned(self, partitions: Iterable[Partition], partition_count: int) -> None:
+        """Kafka assigned ``partitions`` (of a topic with ``partition_count`` partitions): load
+        their rule state, alerts and last input offsets, which another replica may have advanced
+        since this one last held them."""
+        assigned = sorted(set(partitions))
+        with self._lock, self.db.connect() as conn:
+            self.engine.assign(conn, {p for _, p in assigned}, partition_count)
+            t = state_db.source_offsets
+            for topic, p in assigned:
+                self._offsets.pop((topic, p), None)
+                self._dirty_offsets.discard((topic, p))
+                row = conn.execute(sa.select(t.c.offset).where(t.c.topic == topic, t.c.partition == p)).first()
+                if row is not None:
+                    self._offsets[(topic, p)] = row[0]
+        log.info("alerts: own partitions %s", [p for _, p in assigned])
+
+    def on_revoked(self, partitions: Iterable[Partition]) -> None:
+        """Kafka is taking ``partitions`` away: commit their state with their offsets (one
+        transaction, as every flush), then forget them so the next owner's writes are never
+        overwritten by ours."""
+        revoked = sorted(set(partitions))
+        self.commit()
+        with self._lock:
+            self.engine.release({p for _, p in revoked})
+            for key in revoked:
+                self._offsets.pop(key, None)
+                self._dirty_offsets.discard(key)
 
     def commit(self) -> None:
         """Make every alert decided so far durable (one transaction), then wake the dispatcher."""
@@ -125,6 +180,9 @@ class Alerting:
             return
         self._last_tick = time.monotonic()
         with self._lock:
+            with self.db.connect() as conn:
+                self.engine.refresh_foreign(conn, self.engine.now())
+            self.engine.evaluate_owned_rates(self.engine.now())
             self.engine.tick()
             if self.engine.has_changes:
                 with self.db.begin() as conn:

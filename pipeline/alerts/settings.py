@@ -11,7 +11,7 @@ from typing import Literal
 
 from pydantic import BaseModel, Field, SecretStr, model_validator
 
-ReceiverType = Literal["webhook", "slack", "alertmanager"]
+ReceiverType = Literal["webhook", "slack"]
 
 
 class ReceiverSettings(BaseModel):
@@ -25,6 +25,8 @@ class ReceiverSettings(BaseModel):
     secret: SecretStr | None = None
     timeout_s: float = Field(default=5.0, gt=0)
     send_resolved: bool = True
+    # As Alertmanager's webhook_config max_alerts: 0 = all; the rest is counted in truncatedAlerts.
+    max_alerts: int = Field(default=0, ge=0)
 
     @model_validator(mode="after")
     def _webhook_needs_secret(self) -> ReceiverSettings:
@@ -45,12 +47,36 @@ class DeliverySettings(BaseModel):
     batch_size: int = Field(default=50, ge=1)
 
 
+class AlertmanagerSettings(BaseModel):
+    """Where alerts are posted in ``notify: alertmanager`` mode (the default)."""
+
+    # Every peer of an Alertmanager cluster: peers share silences and notification logs but not
+    # alerts, so (as Prometheus does) each alert goes to every peer.
+    urls: list[SecretStr] = Field(default_factory=lambda: [SecretStr("http://127.0.0.1:9093")], min_length=1)
+    timeout_s: float = Field(default=5.0, gt=0)
+    # Alertmanager keeps alerts in memory only: firing alerts are re-sent this often so a
+    # restarted Alertmanager learns them again (Prometheus' resend delay is 1m too).
+    resend_interval_s: float = Field(default=60.0, gt=0)
+
+
 class AlertSettings(BaseModel):
-    """Enable alerting by listing the ``alerts`` sink in ``Settings.sinks``."""
+    """Enable alerting by listing the ``alerts`` sink in ``Settings.sinks``.
+
+    ``notify`` picks who routes the alerts: ``alertmanager`` (default) posts them to
+    Alertmanager, which groups, silences, inhibits and notifies; ``direct`` runs the built-in
+    notifier (grouping and signed Alertmanager-format webhooks, Slack) for setups without one.
+    """
 
     rules_file: Path = Path("examples/alert-rules.yaml")
     # sqlite:///relative/path.db by default; a postgresql+psycopg://... URL selects PostgreSQL.
     db_url: SecretStr = SecretStr("sqlite:///data/alerts.db")
+    notify: Literal["alertmanager", "direct"] = "alertmanager"
+    alertmanager: AlertmanagerSettings = Field(default_factory=AlertmanagerSettings)
+    # Base of every alert's generatorURL: the misuse overview dashboard (filters are appended).
+    generator_url: str = "http://127.0.0.1:3000/d/mm-misuse-overview"
+    # externalURL of direct webhooks (Alertmanager puts its own URL there): where to look next.
+    external_url: str = "http://127.0.0.1:3000/d/mm-pipeline-health"
+    # Receivers of the direct notifier (notify: direct); with Alertmanager they live in its config.
     receivers: list[ReceiverSettings] = Field(default_factory=list)
     delivery: DeliverySettings = Field(default_factory=DeliverySettings)
     # Run the dispatcher as a thread of the stream process; set false when a standalone
@@ -63,6 +89,11 @@ class AlertSettings(BaseModel):
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:
             raise ValueError(f"duplicate receiver names: {dupes}")
+        if self.notify == "alertmanager" and self.receivers:
+            raise ValueError(
+                "alerts.receivers are used by the built-in notifier only: set alerts.notify: direct, "
+                "or configure these receivers in Alertmanager"
+            )
         return self
 
     def receiver(self, name: str) -> ReceiverSettings:

@@ -1,8 +1,12 @@
 """The alert database: one schema for SQLite (default) and PostgreSQL (SQLAlchemy 2 Core).
 
 Holds everything that must survive a restart: alerts, rule state (window buckets, risk scores,
-model-hopping sightings), notification groups, silences and the delivery outbox. Times are Unix
+model-hopping sightings), the direct notifier's groups and delivery outbox. Times are Unix
 seconds (double precision) so both back ends compare them the same way.
+
+Every alert and every row of rule state carries the input ``partition`` that owns it: stream
+replicas sharing one database each load, write and release only the partitions Kafka assigned
+to them, so they never overwrite each other (docs/alerting.md, "Scaling out").
 """
 
 from __future__ import annotations
@@ -28,12 +32,15 @@ alerts = sa.Table(
     sa.Column("starts_at", sa.Double, nullable=False),
     sa.Column("ends_at", sa.Double, nullable=False),
     sa.Column("updated_at", sa.Double, nullable=False, index=True),
+    sa.Column("partition", sa.Integer, nullable=False, index=True),
 )
 
-# (rule, key, bucket start) -> flagged and total verdict counts
+# (partition, rule, key, bucket start) -> flagged and total verdict counts of that partition;
+# a rate rule's window is the sum over partitions.
 rate_buckets = sa.Table(
     "mm_alert_rate_buckets",
     metadata,
+    sa.Column("partition", sa.Integer, primary_key=True),
     sa.Column("rule", sa.String(64), primary_key=True),
     sa.Column("key", sa.String(1024), primary_key=True),
     sa.Column("bucket", sa.Double, primary_key=True),
@@ -44,6 +51,7 @@ rate_buckets = sa.Table(
 risk_scores = sa.Table(
     "mm_alert_risk_scores",
     metadata,
+    sa.Column("partition", sa.Integer, primary_key=True),
     sa.Column("rule", sa.String(64), primary_key=True),
     sa.Column("user_id", sa.String(256), primary_key=True),
     sa.Column("score", sa.Double, nullable=False),
@@ -54,6 +62,7 @@ risk_scores = sa.Table(
 hop_sightings = sa.Table(
     "mm_alert_hop_sightings",
     metadata,
+    sa.Column("partition", sa.Integer, primary_key=True),
     sa.Column("rule", sa.String(64), primary_key=True),
     sa.Column("user_id", sa.String(256), primary_key=True),
     sa.Column("target", sa.String(256), primary_key=True),
@@ -73,18 +82,6 @@ groups = sa.Table(
     # Fingerprints that were firing in the last notification: the dedup state.
     sa.Column("notified_firing", sa.JSON, nullable=False),
     sa.Column("seq", sa.Integer, nullable=False),
-)
-
-silences = sa.Table(
-    "mm_alert_silences",
-    metadata,
-    sa.Column("id", sa.String(36), primary_key=True),
-    sa.Column("matchers", sa.JSON, nullable=False),
-    sa.Column("starts_at", sa.Double, nullable=False),
-    sa.Column("ends_at", sa.Double, nullable=False, index=True),
-    sa.Column("created_by", sa.String(128), nullable=False),
-    sa.Column("comment", sa.Text, nullable=False),
-    sa.Column("created_at", sa.Double, nullable=False),
 )
 
 outbox = sa.Table(
@@ -129,7 +126,9 @@ def create_db_engine(url: str) -> Engine:
     makes a committed outbox row survive a kill -9 or a power cut.
     """
     parsed = make_url(url)
-    kwargs: dict[str, Any] = {"future": True}
+    # hide_parameters: an outbox row holds alert payloads (evidence); a database error must not
+    # copy them into the log (docs/privacy.md).
+    kwargs: dict[str, Any] = {"future": True, "hide_parameters": True}
     if parsed.get_backend_name() == "sqlite":
         if parsed.database and parsed.database != ":memory:":
             Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
@@ -160,8 +159,14 @@ def create_db_engine(url: str) -> Engine:
             conn.exec_driver_sql("BEGIN IMMEDIATE")
     try:
         metadata.create_all(engine)
+        columns = {c["name"] for c in sa.inspect(engine).get_columns(alerts.name)}
     except sa.exc.SQLAlchemyError as exc:
         raise AlertStoreError(f"cannot create alert tables: {exc}") from exc
+    if "partition" not in columns:
+        raise AlertStoreError(
+            f"alert database {parsed.render_as_string(hide_password=True)} predates per-partition rule state "
+            "(no mm_alerts.partition column): start from a new database"
+        )
     return engine
 
 

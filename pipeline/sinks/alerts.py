@@ -11,7 +11,7 @@ never the inference log, so no prompt text can end up in an alert.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Self
 
 from pipeline.alerts.service import Alerting
@@ -42,6 +42,14 @@ class AlertsSink(Sink):
 
     def flush(self) -> None:
         self.alerting.commit()
+
+    def on_assigned(self, partitions: Iterable[tuple[str, int]], partition_count: int) -> None:
+        """Rebalance hook (runner): load the rule state of newly assigned input partitions."""
+        self.alerting.on_assigned(partitions, partition_count)
+
+    def on_revoked(self, partitions: Iterable[tuple[str, int]]) -> None:
+        """Rebalance hook (runner): commit and release the state of revoked input partitions."""
+        self.alerting.on_revoked(partitions)
 
     def close(self) -> None:
         self.alerting.commit()

@@ -12,7 +12,7 @@ from typing import ClassVar, Self
 
 import httpx
 
-from pipeline.alerts.model import NotificationPayload
+from pipeline.alerts.model import WebhookMessage
 from pipeline.alerts.settings import ReceiverSettings
 from pipeline.plugins import discover_plugins
 
@@ -29,9 +29,9 @@ class Receiver(ABC):
         return cls(settings)
 
     @abstractmethod
-    def send(self, client: httpx.Client, payload: NotificationPayload, now: float) -> httpx.Response:
-        """Runs per delivery attempt (possibly again for the same payload after a failure);
-        transport errors propagate as httpx exceptions."""
+    def send(self, client: httpx.Client, message: WebhookMessage, idempotency_key: str) -> httpx.Response:
+        """Runs per delivery attempt (possibly again for the same message, with the same key,
+        after a failure); transport errors propagate as httpx exceptions."""
 
 
 def discover_receivers() -> dict[str, type[Receiver]]:

@@ -7,25 +7,29 @@ from typing import Any
 
 import httpx
 
-from pipeline.alerts.model import NotificationPayload
+from pipeline.alerts.model import WebhookMessage
 from pipeline.alerts.receivers.base import Receiver
 
 MAX_ALERTS_SHOWN = 10
 _ICON = {"critical": ":rotating_light:", "warning": ":warning:", "info": ":information_source:"}
 
 
-def render(payload: NotificationPayload) -> dict[str, Any]:
+def render(payload: WebhookMessage) -> dict[str, Any]:
     firing = sum(1 for a in payload.alerts if a.status == "firing")
     resolved = len(payload.alerts) - firing
-    title_labels = ", ".join(f"{k}={v}" for k, v in sorted(payload.group_labels.items()))
+    title_labels = ", ".join(f"{k}={v}" for k, v in sorted(payload.groupLabels.items()))
     title = f"[{payload.status.upper()}] {firing} firing, {resolved} resolved: {title_labels or 'misuse-monitor'}"
+    if payload.truncatedAlerts:
+        title += f" (+{payload.truncatedAlerts} not shown)"
     blocks: list[dict[str, Any]] = [{"type": "header", "text": {"type": "plain_text", "text": title[:150]}}]
     for alert in payload.alerts[:MAX_ALERTS_SHOWN]:
         icon = ":white_check_mark:" if alert.status == "resolved" else _ICON.get(alert.labels.get("severity", ""), "")
         labels = " ".join(f"`{k}={v}`" for k, v in sorted(alert.labels.items()) if k != "alertname")
         lines = [f"{icon} *{alert.labels.get('alertname', '')}* {alert.status} — {alert.annotations.get('summary', '')}", labels]
-        for ev in alert.evidence[:2]:
-            lines.append(f"> {ev.category}/{ev.side} {ev.score:.2f}: {ev.snippet}")
+        if alert.annotations.get("evidence"):
+            lines.append(f"> {alert.annotations['evidence']}")
+        if alert.generatorURL:
+            lines.append(f"<{alert.generatorURL}|drill down>")
         blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": "\n".join(lines)[:3000]}})
     if len(payload.alerts) > MAX_ALERTS_SHOWN:
         blocks.append(
@@ -37,8 +41,8 @@ def render(payload: NotificationPayload) -> dict[str, Any]:
 class SlackReceiver(Receiver):
     name = "slack"
 
-    def send(self, client: httpx.Client, payload: NotificationPayload, now: float) -> httpx.Response:
-        body = json.dumps(render(payload), sort_keys=True).encode()
+    def send(self, client: httpx.Client, message: WebhookMessage, idempotency_key: str) -> httpx.Response:
+        body = json.dumps(render(message), sort_keys=True).encode()
         return client.post(
             self.settings.url.get_secret_value(),
             content=body,

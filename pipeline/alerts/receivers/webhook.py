@@ -1,4 +1,7 @@
-"""Generic JSON webhook, signed with HMAC-SHA256 over the timestamp and the body.
+"""Webhook in Alertmanager's format (version 4), signed with HMAC-SHA256 over timestamp and body.
+
+The body is exactly what Alertmanager's webhook receiver sends, so receivers written for
+Alertmanager read it unchanged; what Alertmanager does not have travels in headers.
 
 Headers of every request:
 - ``X-MM-Timestamp``: Unix seconds when this attempt was signed;
@@ -17,7 +20,7 @@ from collections.abc import Mapping
 
 import httpx
 
-from pipeline.alerts.model import NotificationPayload
+from pipeline.alerts.model import WebhookMessage
 from pipeline.alerts.receivers.base import Receiver
 
 TIMESTAMP_HEADER = "X-MM-Timestamp"
@@ -78,12 +81,12 @@ def verify_signature(
 class WebhookReceiver(Receiver):
     name = "webhook"
 
-    def send(self, client: httpx.Client, payload: NotificationPayload, now: float) -> httpx.Response:
+    def send(self, client: httpx.Client, message: WebhookMessage, idempotency_key: str) -> httpx.Response:
         assert self.settings.secret is not None  # enforced by ReceiverSettings
-        body = payload.to_json().encode()
-        # Signed with the wall clock, not the dispatcher's clock: the timestamp is about this
-        # transmission's freshness (replay window), whatever time the alerts are about.
-        headers = signed_headers(self.settings.secret.get_secret_value(), body, payload.idempotency_key)
+        body = message.to_json().encode()
+        # Signed with the wall clock: the timestamp is about this transmission's freshness
+        # (replay window), whatever time the alerts are about.
+        headers = signed_headers(self.settings.secret.get_secret_value(), body, idempotency_key)
         return client.post(
             self.settings.url.get_secret_value(), content=body, headers=headers, timeout=self.settings.timeout_s
         )

@@ -29,6 +29,15 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
                 item.add_marker(getattr(pytest.mark, mark))
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _redactor_loaded() -> None:
+    """Load the evidence redactor (Presidio + spaCy, seconds) before any test's clock starts:
+    tests with short alert lifetimes must not spend them loading a model."""
+    from pipeline.alerts.engine import redact
+
+    redact("warm up jane@example.org")
+
+
 @pytest.fixture
 def receiver() -> Iterator[WebhookReceiverServer]:
     with WebhookReceiverServer(secret=SECRET) as server:
@@ -91,9 +100,14 @@ def build_alerting(tmp_path: Path) -> Iterator[AlertingFactory]:
         *,
         db_url: str | None = None,
         delivery: DeliverySettings | None = None,
+        alertmanager_url: str | None = None,
     ) -> Alerting:
+        """Direct notifier with ``receivers``; Alertmanager mode when ``alertmanager_url`` is given."""
         settings = AlertSettings(
             db_url=db_url or f"sqlite:///{tmp_path / 'alerts.db'}",
+            notify="alertmanager" if alertmanager_url else "direct",
+            alertmanager={"urls": [alertmanager_url or "http://127.0.0.1:9"], "resend_interval_s": 2.0},
+            generator_url="http://grafana.test/d/mm-misuse-overview",
             receivers=receivers,
             delivery=delivery or fast_delivery(),
             run_dispatcher=False,

@@ -54,6 +54,7 @@ def test_kill_9_with_alerts_in_the_outbox_loses_none(
     settings = {
         "rules_file": str(rules_file),
         "db_url": db_url,
+        "notify": "direct",
         "receivers": [{"name": "hook", "type": "webhook", "url": receiver.url, "secret": SECRET}],
         "delivery": fast_delivery(claim_ttl_s=1.0, concurrency=2).model_dump(),
     }

@@ -132,7 +132,7 @@ rules:
     # After that only repeats, no more often than repeat_interval (+ one group_interval of slack).
     gaps = [b.received_at - a.received_at for a, b in zip(sent[1:], sent[2:], strict=False)]
     assert gaps and all(1.9 <= g <= 3.6 for g in gaps), gaps
-    assert len({r.json()["idempotency_key"] for r in sent}) == len(sent)
+    assert len({r.headers["Idempotency-Key"] for r in sent}) == len(sent)
 
 
 def test_slack_receiver_posts_block_kit_messages(build_alerting: AlertingFactory) -> None:

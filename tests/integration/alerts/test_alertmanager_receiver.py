@@ -1,44 +1,58 @@
-"""The Alertmanager v2 receiver against a real Alertmanager: alerts arrive with our labels,
-Alertmanager's own routing groups them, and resolutions reach it."""
+"""Alertmanager as the routing layer, against a real Alertmanager (``prometheus-alertmanager``):
+
+- the engine's alerts reach it with our labels, fingerprints, drill-down links and real ends;
+  its own routing groups them, and resolutions reach it;
+- a silence set with the real ``amtool`` mutes an alert for every receiver behind it;
+- the direct notifier's webhook body is Alertmanager's own, field for field: the same alerts sent
+  through Alertmanager and through our direct notifier give messages with the same fields, and
+  a receiver written against Alertmanager's real output reads ours unchanged.
+"""
 
 from __future__ import annotations
 
+import shutil
+import subprocess
 import time
 import uuid
+from typing import Any
 
 import pytest
 
-from pipeline.alerts.settings import ReceiverSettings
 from pipeline.localinfra.alertmanager import LocalAlertmanager, get_alerts
 from pipeline.localinfra.webhook_receiver import WebhookReceiverServer
 
-from .conftest import AlertingFactory, critical_verdict
+from .conftest import SECRET, AlertingFactory, critical_verdict, webhook
+
+pytestmark = pytest.mark.slow
 
 
 def forwarded_for(server: WebhookReceiverServer, alertname: str) -> list[dict]:
+    return [b for b in (req.json() for req in list(server.requests)) if b.get("groupLabels", {}).get("alertname") == alertname]
+
+
+def rules_yaml(rule: str, resolve_after: str = "8s") -> str:
+    return f"""
+route: {{group_by: [alertname, tenant], group_wait: 0s, group_interval: 1s, repeat_interval: 1h}}
+rules:
+  - {{name: {rule}, kind: verdict, severity: critical, resolve_after: {resolve_after}, match: {{min_severity: critical}}}}
+"""
+
+
+def oncall_summary(message: dict[str, Any]) -> list[tuple[str, str, str, str]]:
+    """A receiver written for Alertmanager's webhook (version 4): one line per alert."""
+    assert message["version"] == "4"
     out = []
-    for req in list(server.requests):
-        body = req.json()
-        if body.get("groupLabels", {}).get("alertname") == alertname:
-            out.append(body)
-    return out
+    for alert in message["alerts"]:
+        link = (alert["generatorURL"] or message["externalURL"]).split("?")[0]
+        out.append((message["status"], alert["fingerprint"], alert["labels"]["user"], f"{alert['annotations']['summary']} <{link}>"))
+    return sorted(out)
 
 
-@pytest.mark.slow
 def test_alerts_reach_alertmanager_and_its_routing_groups_them(
     alertmanager: LocalAlertmanager, am_forwarded: WebhookReceiverServer, build_alerting: AlertingFactory
 ) -> None:
     rule = f"crit_{uuid.uuid4().hex[:8]}"
-    alerting = build_alerting(
-        f"""
-route:
-  group_by: [alertname, tenant]
-  receivers: {{am: {{group_by: ["..."], group_wait: 0s, group_interval: 1s, repeat_interval: 1h}}}}
-rules:
-  - {{name: {rule}, kind: verdict, severity: critical, resolve_after: 3s, match: {{min_severity: critical}}}}
-""",
-        [ReceiverSettings(name="am", type="alertmanager", url=alertmanager.url)],
-    )
+    alerting = build_alerting(rules_yaml(rule), [], alertmanager_url=alertmanager.url)
     alerting.dispatcher.start()
     alerting.observe([critical_verdict("u_1"), critical_verdict("u_2"), critical_verdict("u_3"), critical_verdict("u_9", tenant="zeta")])
     alerting.commit()
@@ -53,15 +67,79 @@ rules:
     assert sorted(a["labels"]["user"] for a in alerts) == ["u_1", "u_2", "u_3", "u_9"]
     assert all(a["status"]["state"] == "active" for a in alerts)
     assert all("keylogger" in a["annotations"]["evidence"] for a in alerts)
+    # Alertmanager's fingerprint of each alert is the one our engine stores.
+    ours = {a.labels["user"]: a.fingerprint for a in alerting.engine.alerts.values()}
+    assert {a["labels"]["user"]: a["fingerprint"] for a in alerts} == ours
+    assert all(a["generatorURL"].startswith("http://grafana.test/d/mm-misuse-overview?from=") for a in alerts)
 
     # Alertmanager's route groups by (alertname, tenant): two notifications, 3 + 1 alerts.
     assert am_forwarded.wait_for(lambda s: len(forwarded_for(s, rule)) >= 2, timeout_s=20)
     firing = {n["groupLabels"]["tenant"]: len(n["alerts"]) for n in forwarded_for(am_forwarded, rule) if n["status"] == "firing"}
     assert firing == {"acme": 3, "zeta": 1}
 
-    # No new verdicts: our alerts resolve after 3 s, the resolution is sent, Alertmanager forwards it.
+    # No new verdicts: our alerts end after 8 s (their endsAt), Alertmanager forwards the resolution.
     assert am_forwarded.wait_for(
         lambda s: {n["groupLabels"]["tenant"] for n in forwarded_for(s, rule) if n["status"] == "resolved"} == {"acme", "zeta"},
         timeout_s=30,
     )
     assert held() == [] or all(a["status"]["state"] != "active" for a in held())
+
+
+@pytest.mark.skipif(shutil.which("amtool") is None, reason="amtool (prometheus-alertmanager) not installed")
+def test_an_amtool_silence_mutes_the_alert_for_every_receiver(
+    alertmanager: LocalAlertmanager, am_forwarded: WebhookReceiverServer, build_alerting: AlertingFactory
+) -> None:
+    rule = f"crit_{uuid.uuid4().hex[:8]}"
+    subprocess.run(
+        ["amtool", f"--alertmanager.url={alertmanager.url}", "silence", "add", f"alertname={rule}", "user=u_2",
+         "--comment=pentest", "--duration=1h", "--author=oncall"],
+        check=True, capture_output=True, timeout=30,
+    )
+    alerting = build_alerting(rules_yaml(rule, "1h"), [], alertmanager_url=alertmanager.url)
+    alerting.observe([critical_verdict("u_1"), critical_verdict("u_2")])
+    alerting.commit()
+    alerting.dispatcher.run_once()
+    assert am_forwarded.wait_for(lambda s: len(forwarded_for(s, rule)) >= 1, timeout_s=20)
+    time.sleep(2.5)  # two more group intervals: nothing else may arrive
+    [n] = forwarded_for(am_forwarded, rule)
+    assert [a["labels"]["user"] for a in n["alerts"]] == ["u_1"]
+    states = {a["labels"]["user"]: a["status"]["state"] for a in get_alerts(alertmanager.url) if a["labels"]["alertname"] == rule}
+    assert states == {"u_1": "active", "u_2": "suppressed"}
+
+
+def test_direct_webhook_is_alertmanagers_format_field_for_field(
+    alertmanager: LocalAlertmanager, am_forwarded: WebhookReceiverServer, receiver: WebhookReceiverServer,
+    build_alerting: AlertingFactory, tmp_path: Any,
+) -> None:
+    rule = f"crit_{uuid.uuid4().hex[:8]}"
+    verdicts = [critical_verdict("u_1"), critical_verdict("u_2")]
+    via_am = build_alerting(rules_yaml(rule, "1h"), [], alertmanager_url=alertmanager.url, db_url=f"sqlite:///{tmp_path / 'am.db'}")
+    via_am.observe(verdicts)
+    via_am.commit()
+    via_am.dispatcher.run_once()
+    direct = build_alerting(rules_yaml(rule, "1h"), [webhook(receiver.url)], db_url=f"sqlite:///{tmp_path / 'direct.db'}")
+    direct.observe(verdicts)
+    direct.commit()
+    assert direct.dispatcher.drain(timeout_s=20)
+    assert am_forwarded.wait_for(lambda s: len(forwarded_for(s, rule)) >= 1, timeout_s=20)
+    [am_message] = forwarded_for(am_forwarded, rule)
+    [request] = receiver.accepted.values()
+    ours = request.json()
+    assert request.signature_ok and request.headers["Idempotency-Key"]
+
+    # Same fields at every level, same types, same values where both sides know them.
+    assert set(ours) == set(am_message)
+    assert {k: type(v) for k, v in ours.items()} == {k: type(v) for k, v in am_message.items()}
+    for ours_alert, am_alert in zip(*(sorted(m["alerts"], key=lambda a: a["labels"]["user"]) for m in (ours, am_message)), strict=True):
+        assert set(ours_alert) == set(am_alert)
+        for field in ("status", "labels", "annotations", "fingerprint", "endsAt"):
+            assert ours_alert[field] == am_alert[field], field
+        # Same drill-down; only its time range differs (two engines, two start times).
+        assert ours_alert["generatorURL"].split("&to=")[1].split("&", 1)[1] == am_alert["generatorURL"].split("&to=")[1].split("&", 1)[1]
+    for field in ("version", "status", "groupLabels", "commonLabels", "commonAnnotations", "truncatedAlerts"):
+        assert ours[field] == am_message[field], field
+    assert ours["groupKey"].endswith(':{alertname="%s", tenant="acme"}' % rule)
+    assert am_message["groupKey"].endswith(':{alertname="%s", tenant="acme"}' % rule)
+    # The receiver written against Alertmanager's output reads ours to the same summary.
+    assert oncall_summary(ours) == oncall_summary(am_message)
+    assert SECRET not in request.body.decode()

@@ -22,6 +22,7 @@ def test_send_reports_delivered_and_failed_receivers(receiver: WebhookReceiverSe
             {
                 "rules_file": str(EXAMPLE),
                 "db_url": f"sqlite:///{tmp_path / 'a.db'}",
+                "notify": "direct",
                 "receivers": [
                     {"name": "good", "type": "webhook", "url": receiver.url, "secret": SECRET},
                     {"name": "wrong-secret", "type": "webhook", "url": receiver.url, "secret": "nope"},

@@ -62,7 +62,7 @@ def test_records_from_kafka_become_signed_alerts(
         metrics={"port": 0},
         alerts=AlertSettings(
             rules_file=rules, db_url=f"sqlite:///{tmp_path / 'alerts.db'}", delivery=fast_delivery(),
-            receivers=[{"name": "hook", "type": "webhook", "url": receiver.url, "secret": SECRET}],
+            notify="direct", receivers=[{"name": "hook", "type": "webhook", "url": receiver.url, "secret": SECRET}],
         ),
     )
     with GatewayProducer(KafkaSettings(bootstrap_servers=kafka_bootstrap), topic) as producer:

@@ -176,6 +176,7 @@ def alert_settings(tmp: Path, webhook_url: str) -> AlertSettings:
     return AlertSettings(
         rules_file=rules,
         db_url=f"sqlite:///{tmp / 'alerts.db'}",
+        notify="direct",
         receivers=[
             ReceiverSettings(name="oncall", url=f"{webhook_url}/ok", **receiver),
             ReceiverSettings(name="broken", url=f"{webhook_url}/down", **receiver),

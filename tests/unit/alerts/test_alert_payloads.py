@@ -8,9 +8,9 @@ from pathlib import Path
 
 from prometheus_client import CollectorRegistry
 
-from pipeline.alerts.model import NotificationPayload
+from pipeline.alerts.model import Alert, GeneratorLinks, PostableAlert, WebhookMessage
 from pipeline.alerts.outbox import Outbox
-from pipeline.alerts.receivers import alertmanager, slack
+from pipeline.alerts.receivers import slack
 from pipeline.alerts.rules import parse_rules
 from pipeline.alerts.service import Alerting
 from pipeline.alerts.settings import AlertSettings, ReceiverSettings
@@ -25,7 +25,7 @@ RAW_PROMPT = "my name is Jane Roe, jane.roe@example.org; write ransomware for ho
 
 def test_sink_enqueues_alerts_without_the_raw_prompt(clock: FakeClock, verdict: VerdictFactory, tmp_path: Path) -> None:
     settings = AlertSettings(
-        db_url=f"sqlite:///{tmp_path / 'a.db'}",
+        db_url=f"sqlite:///{tmp_path / 'a.db'}", notify="direct",
         receivers=[ReceiverSettings(name="hook", type="webhook", url="http://127.0.0.1:9/x", secret="s")],
         run_dispatcher=False,
     )
@@ -43,30 +43,29 @@ def test_sink_enqueues_alerts_without_the_raw_prompt(clock: FakeClock, verdict: 
     sink.flush()
     alerting.notifier.tick()
     [item] = Outbox(alerting.db).claim_due(clock.now, 10, 60)
-    body = item.payload.to_json()
+    body = item.message.to_json()
     assert "u_3f9a" in body
     assert "jane" not in body.lower() and "Jane Roe" not in body and "4455-1234-9876" not in body
     alerting.close()
 
 
-def _payload() -> NotificationPayload:
-    return NotificationPayload.model_validate(
+def _message() -> WebhookMessage:
+    return WebhookMessage.model_validate(
         {
-            "idempotency_key": "k1", "receiver": "r", "status": "firing", "group_key": "g",
-            "group_labels": {"alertname": "crit", "tenant": "acme"}, "common_labels": {"alertname": "crit"},
-            "created_at": "2026-11-29T10:00:00Z", "firing_valid_s": 600,
+            "version": "4", "groupKey": '{}:{alertname="crit", tenant="acme"}', "truncatedAlerts": 0, "status": "firing",
+            "receiver": "r", "groupLabels": {"alertname": "crit", "tenant": "acme"}, "commonLabels": {"alertname": "crit"},
+            "commonAnnotations": {}, "externalURL": "http://grafana.test",
             "alerts": [
                 {
-                    "status": "firing", "fingerprint": "f1", "starts_at": "2026-11-29T09:59:00Z", "ends_at": None,
+                    "status": "firing", "fingerprint": "f1", "startsAt": "2026-11-29T09:59:00Z", "endsAt": "0001-01-01T00:00:00Z",
                     "labels": {"alertname": "crit", "severity": "critical", "user": "u_1", "tenant": "acme"},
-                    "annotations": {"summary": "critical cyber abuse"},
-                    "evidence": [{"request_id": "r", "category": "cyber_abuse", "side": "prompt", "score": 0.97,
-                                  "detector": "rules", "snippet": "keylogger"}],
+                    "annotations": {"summary": "critical cyber abuse", "evidence": "cyber_abuse/prompt: keylogger"},
+                    "generatorURL": "http://grafana.test/d/x?var-tenant=acme",
                 },
                 {
-                    "status": "resolved", "fingerprint": "f2", "starts_at": "2026-11-29T09:00:00Z",
-                    "ends_at": "2026-11-29T09:30:00Z", "labels": {"alertname": "crit", "severity": "critical", "user": "u_2"},
-                    "annotations": {}, "evidence": [],
+                    "status": "resolved", "fingerprint": "f2", "startsAt": "2026-11-29T09:00:00Z",
+                    "endsAt": "2026-11-29T09:30:00Z", "labels": {"alertname": "crit", "severity": "critical", "user": "u_2"},
+                    "annotations": {}, "generatorURL": "",
                 },
             ],
         }
@@ -74,19 +73,27 @@ def _payload() -> NotificationPayload:
 
 
 def test_slack_message_lists_alerts_with_evidence() -> None:
-    message = slack.render(_payload())
+    message = slack.render(_message())
     assert message["text"].startswith("[FIRING] 1 firing, 1 resolved")
     sections = "\n".join(b["text"]["text"] for b in message["blocks"] if b["type"] == "section")
     assert "`user=u_1`" in sections and "keylogger" in sections and ":white_check_mark:" in sections
+    assert "<http://grafana.test/d/x?var-tenant=acme|drill down>" in sections
 
 
-def test_alertmanager_alerts_keep_labels_and_expire_firing_ones_later() -> None:
+def test_alertmanager_alert_carries_real_end_evidence_and_drill_down() -> None:
     now = datetime(2026, 11, 29, 10, 0, tzinfo=UTC).timestamp()
-    firing, resolved = alertmanager.render(_payload(), now)
-    assert firing["labels"]["user"] == "u_1"
-    assert firing["endsAt"] == "2026-11-29T10:10:00Z"  # now + firing_valid_s
-    assert resolved["endsAt"] == "2026-11-29T09:30:00Z"
-    assert "keylogger" in firing["annotations"]["evidence"]
+    alert = Alert(
+        rule="crit", labels={"alertname": "crit", "user": "u_1", "tenant": "acme", "model": "m"},
+        annotations={"summary": "s", "_key": "internal"}, starts_at=now - 60, ends_at=now + 600, updated_at=now,
+        evidence=[{"category": "cyber_abuse", "side": "prompt", "snippet": "keylogger", "request_id": "r", "score": 0.9,
+                   "detector": "rules", "subcategory": ""}],
+    )
+    posted = PostableAlert.of(alert, GeneratorLinks(base_url="http://grafana.test/d/mm-misuse-overview")).model_dump()
+    assert posted["startsAt"] == "2026-11-29T09:59:00Z" and posted["endsAt"] == "2026-11-29T10:10:00Z"
+    assert posted["annotations"] == {"summary": "s", "evidence": "cyber_abuse/prompt: keylogger"}
+    assert posted["generatorURL"].startswith("http://grafana.test/d/mm-misuse-overview?from=")
+    assert "var-tenant=acme" in posted["generatorURL"] and "var-user=u_1" in posted["generatorURL"]
+    assert set(posted) == {"labels", "annotations", "startsAt", "endsAt", "generatorURL"}
 
 
 def test_a_replayed_batch_is_not_counted_twice(clock: FakeClock, verdict: VerdictFactory, tmp_path: Path) -> None:

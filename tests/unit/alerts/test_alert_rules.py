@@ -11,12 +11,11 @@ from pipeline.alerts.rules import AlertRulesError, RateRule, load_rules, parse_d
 EXAMPLE = Path(__file__).resolve().parents[3] / "examples" / "alert-rules.yaml"
 
 
-def test_example_rules_file_validates_with_its_receivers() -> None:
-    rules = load_rules(EXAMPLE, receivers=["alertmanager", "secops-webhook"])
+def test_example_rules_file_validates_with_and_without_receivers() -> None:
+    rules = load_rules(EXAMPLE, receivers=[])  # notify: alertmanager: no receivers of ours
     kinds = {r.kind for r in rules.rules}
     assert kinds == {"verdict", "rate", "repeat_offender", "model_hopping"}
-    am = rules.route.for_receiver("alertmanager")
-    assert am.group_all and am.group_wait == 0
+    rules = load_rules(EXAMPLE, receivers=["secops-webhook"])
     default = rules.route.for_receiver("secops-webhook")
     assert default.group_by == ["alertname", "tenant"] and default.group_wait == 30
 
@@ -66,3 +65,8 @@ def test_rate_rule_keeps_history_for_its_baseline() -> None:
     rule = rules.rules[0]
     assert isinstance(rule, RateRule)
     assert rule.history_s == 13 * 300
+
+
+def test_inhibit_rules_are_alertmanagers_job_now() -> None:
+    with pytest.raises(AlertRulesError, match="inhibit_rules"):
+        parse_rules("rules: []\ninhibit_rules: [{source_match: {severity: critical}, target_match: {}}]")

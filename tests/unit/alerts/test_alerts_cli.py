@@ -31,17 +31,9 @@ def test_test_command_validates_the_example_and_rejects_a_broken_file(tmp_path: 
     assert "threshold" in bad.output and "name=x" in bad.output
 
 
-def test_silence_add_list_expire(tmp_path: Path) -> None:
-    db = ["--db-url", f"sqlite:///{tmp_path / 'a.db'}"]
-    added = runner.invoke(app, [*db, "silence", "add", "user=u_1", "tenant=~ac.*", "--duration", "2h", "--comment", "pentest"])
-    assert added.exit_code == 0, added.output
-    silence_id = added.output.strip().splitlines()[-1]
-    listed = runner.invoke(app, [*db, "silence", "list"])
-    assert silence_id[:8] in listed.output and "pentest" in listed.output
-    assert runner.invoke(app, [*db, "silence", "expire", silence_id]).exit_code == 0
-    assert silence_id[:8] not in runner.invoke(app, [*db, "silence", "list"]).output
-    assert runner.invoke(app, [*db, "silence", "expire", silence_id]).exit_code == 1
-    assert runner.invoke(app, [*db, "silence", "add", "not a matcher", "--comment", "x"]).exit_code == 2
+def test_silence_commands_are_gone_in_favour_of_amtool(tmp_path: Path) -> None:
+    result = runner.invoke(app, ["--db-url", f"sqlite:///{tmp_path / 'a.db'}", "silence", "list"])
+    assert result.exit_code != 0
 
 
 def test_list_shows_firing_alerts(tmp_path: Path, verdict: VerdictFactory) -> None:
@@ -64,9 +56,21 @@ def test_alerts_config_file_is_read(tmp_path: Path) -> None:
             {
                 "rules_file": str(EXAMPLE),
                 "db_url": f"sqlite:///{tmp_path / 'a.db'}",
+                "notify": "direct",
                 "receivers": [{"name": "ops", "type": "slack", "url": "http://127.0.0.1:9/hook"}],
             }
         )
     )
     result = runner.invoke(app, ["--alerts-config", str(config), "test"])
     assert result.exit_code == 0, result.output
+    assert "notify: direct" in result.output
+
+
+def test_receivers_without_direct_mode_are_a_configuration_error() -> None:
+    import pytest
+    from pydantic import ValidationError
+
+    from pipeline.alerts.settings import AlertSettings
+
+    with pytest.raises(ValidationError, match="notify: direct"):
+        AlertSettings(receivers=[{"name": "ops", "type": "slack", "url": "http://127.0.0.1:9/hook"}])
