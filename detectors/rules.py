@@ -13,8 +13,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from detectors.base import Detector
+from detectors.normalize import iter_all, reading_evidence
 from pipeline.redact import snippet
-from pipeline.schemas import Category, Finding, InferenceLog, Side
+from pipeline.schemas import Category, Finding, InferenceLog, ScreenedPart, Side, Signal
 
 
 @dataclass(frozen=True)
@@ -121,34 +122,61 @@ _REFUSAL = _rx(
 
 
 class RulesDetector(Detector):
+    """Every rule runs on every screened part of a record (``InferenceLog.screened_parts``)
+    and on each part's normalised/decoded readings (detectors/normalize.py). A category
+    that only matched a transformed reading carries the ``obfuscation`` signal."""
+
     name = "rules"
-    version = "rules-2026.11.1"
+    version = "rules-2026.12.1"
 
     def detect(self, records: Sequence[InferenceLog]) -> list[list[Finding]]:
         return [self._detect_one(r) for r in records]
 
     def _detect_one(self, record: InferenceLog) -> list[Finding]:
-        texts = {Side.PROMPT: record.prompt_text}
-        if record.has_completion and not _REFUSAL.search(record.completion or ""):
-            texts[Side.COMPLETION] = record.completion or ""
         best: dict[tuple[Category, Side], Finding] = {}
-        for rule in RULES:
-            text = texts.get(rule.side)
-            if not text:
+        for part in record.screened_parts():
+            if part.side is Side.COMPLETION and _REFUSAL.search(part.text):
                 continue
-            match = rule.pattern.search(text)
-            if match is None:
-                continue
-            key = (rule.category, rule.side)
-            if key in best and best[key].score >= rule.score:
-                continue
-            best[key] = Finding(
-                category=rule.category,
-                subcategory=rule.subcategory,
-                side=rule.side,
-                score=rule.score,
-                detector=self.name,
-                detector_version=self.version,
-                evidence=snippet(text, match.start(), match.end()),
-            )
+            for finding in self._detect_part(part):
+                key = (finding.category, finding.side)
+                held = best.get(key)
+                # Strongest wins (the earlier part at equal scores); obfuscation anywhere in
+                # the record for this category and side is kept on the finding.
+                if held is None or finding.score > held.score:
+                    if held is not None and held.signals and not finding.signals:
+                        finding = finding.model_copy(update={"signals": held.signals})
+                    best[key] = finding
+                elif finding.signals and not held.signals:
+                    best[key] = held.model_copy(update={"signals": finding.signals})
         return list(best.values())
+
+    def _detect_part(self, part: ScreenedPart) -> list[Finding]:
+        rules = [r for r in RULES if r.side is part.side]
+        found: dict[Category, Finding] = {}
+        hidden: set[Category] = set()  # matched once normalised or decoded: obfuscation
+        for reading in iter_all(part.text):
+            for rule in rules:
+                match = rule.pattern.search(reading.text)
+                if match is None:
+                    continue
+                if reading.transforms:
+                    hidden.add(rule.category)
+                held = found.get(rule.category)
+                if held is not None and held.score >= rule.score:
+                    continue
+                found[rule.category] = Finding(
+                    category=rule.category,
+                    subcategory=rule.subcategory,
+                    side=rule.side,
+                    score=rule.score,
+                    detector=self.name,
+                    detector_version=self.version,
+                    evidence=reading_evidence(part.text, reading, match.start(), match.end()),
+                    part=part.kind,
+                    location=part.location,
+                )
+        return [
+            f.model_copy(update={"signals": [Signal.OBFUSCATION]}) if f.category in hidden else f
+            for f in found.values()
+        ]
+

@@ -4,13 +4,17 @@ Severity policy (pinned here, documented in README):
 - base severity per category (jailbreak low; cyber abuse, misinformation and other harm
   medium; weapons/CBRN and self-harm high),
 - +1 when the strongest finding's calibrated score is >= 0.9,
-- +1 when the model complied (harmful content found on the completion side).
+- +1 when the model complied (harmful content found on the completion side),
+- +1 when the finding carries the ``obfuscation`` signal: the harmful text was hidden
+  (look-alike letters, zero-width characters, base64, leetspeak, ...) and only seen after
+  normalisation/decoding; hiding a request is evidence of intent, and it keeps its category.
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
+import re
 from collections.abc import Sequence
 
 from pipeline.schemas import (
@@ -20,6 +24,7 @@ from pipeline.schemas import (
     MisuseVerdict,
     Severity,
     Side,
+    Signal,
 )
 
 _BASE_SEVERITY: dict[Category, Severity] = {
@@ -30,6 +35,9 @@ _BASE_SEVERITY: dict[Category, Severity] = {
 }
 _HIGH_SUBCATEGORIES = {"weapons_cbrn", "self_harm"}
 CONFIDENT_SCORE = 0.9
+
+
+PSEUDONYM = re.compile(r"u_[0-9a-f]{20}")
 
 
 class Pseudonymizer:
@@ -43,6 +51,10 @@ class Pseudonymizer:
     def __call__(self, user_id: str | None) -> str | None:
         if user_id is None:
             return None
+        if PSEUDONYM.fullmatch(user_id):
+            # Already a pseudonym: logs stored in the lake carry one, and re-scoring them
+            # (spark backfill) must give the verdict the same user, not a hash of the hash.
+            return user_id
         digest = hmac.new(self._key, user_id.encode("utf-8"), hashlib.sha256).hexdigest()
         return f"u_{digest[:20]}"
 
@@ -55,6 +67,8 @@ def finding_severity(finding: Finding, complied: bool | None) -> Severity:
     if finding.score >= CONFIDENT_SCORE:
         rank += 1
     if complied and finding.category is not Category.JAILBREAK:
+        rank += 1
+    if Signal.OBFUSCATION in finding.signals:
         rank += 1
     return Severity.from_rank(rank)
 
@@ -83,4 +97,5 @@ def build_verdict(
         categories=sorted({f.category for f in ordered}),
         complied=complied,
         findings=ordered,
+        signals=sorted({s for f in ordered for s in f.signals}),
     )

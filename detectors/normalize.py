@@ -1,0 +1,500 @@
+"""Normalise, then decode: the readings of a text a detector scores besides the text itself.
+
+Cheap tricks hide a request from a classifier that reads the raw characters: Cyrillic
+look-alike letters, zero-width or bidi characters between letters, fullwidth or
+mathematical letters, combining marks, leetspeak, spaced-out letters, base64, hex,
+URL-encoding, rot13. :func:`readings` undoes them and returns each alternative reading with
+a map back to the original characters, so a detector can score the reading and still point
+its evidence at the span of the original text that carried it.
+
+Steps (each bounded in input size, output size and depth, see :class:`Limits`):
+
+1. **Normalise** (:func:`normalize`): drop invisible format characters (zero-width, bidi
+   controls, soft hyphen, variation selectors: Unicode category Cf), NFKC each character
+   (fullwidth and mathematical letters become ASCII), drop decorative combining marks on
+   ASCII letters, and replace look-alike letters by their TR39 confusable skeleton, taken from
+   ICU's SpoofChecker (PyICU ships the Unicode confusables table; no hand-kept map). Skeletons
+   are applied only where they undo a disguise: inside a word that mixes Latin with another
+   script, or anywhere in a text whose letters are mostly Latin. A Russian sentence stays
+   Russian.
+2. **Decode** (:func:`decode`): base64 and hex runs that decode to readable UTF-8 text,
+   URL-encoded runs, spaced-out letters (``r a n s o m``), leetspeak words (``r4ns0mw4re``),
+   each rewritten in place so the surrounding request stays around it; then again on the
+   result, up to ``Limits.max_depth``. Rot13 is a separate reading of the whole text, kept
+   only when it reads as English much more than the original does.
+
+Nothing here imports a model: the rules detector uses it as well as the transformer.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import codecs
+import re
+import unicodedata
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from functools import lru_cache
+from urllib.parse import unquote_plus
+
+from pipeline.redact import snippet
+from pipeline.schemas import EVIDENCE_MAX_CHARS
+
+# Transform names (they end up in evidence prefixes and in tests).
+INVISIBLE = "invisible"
+NFKC = "nfkc"
+MARKS = "marks"
+CONFUSABLES = "confusables"
+BASE64 = "base64"
+HEX = "hex"
+URL = "url"
+ROT13 = "rot13"
+LEET = "leetspeak"
+SPACED = "spaced"
+# Decoders whose output does not resemble their input: evidence shows the decoded text
+# (with the original character range), since the original span reads as noise.
+CONTENT_DECODERS = frozenset({BASE64, HEX, URL, ROT13})
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Bounds that keep decoding cheap and safe on hostile input."""
+
+    max_chars: int = 100_000  # longer texts: only the first max_chars are normalised/decoded
+    max_depth: int = 2  # decode the decoded text again at most this many times in total
+    max_decoded_chars: int = 64_000  # total decoded output per text and depth
+    min_base64_chars: int = 16
+    min_hex_bytes: int = 8
+    min_spaced_letters: int = 4
+
+
+@dataclass(frozen=True)
+class Reading:
+    """An alternative text of an original, with each character's span in the original.
+
+    ``starts[i]``/``ends[i]`` is the original character range character ``i`` came from (a
+    decoded character maps to its whole encoded run).
+    """
+
+    text: str
+    transforms: tuple[str, ...]
+    starts: list[int] | None = field(default=None, repr=False)  # None: character i is original i
+    ends: list[int] | None = field(default=None, repr=False)
+
+    def original_span(self, start: int, end: int) -> tuple[int, int]:
+        """Original character range covering this reading's [start, end)."""
+        if not self.text:
+            return 0, 0
+        start = max(0, min(start, len(self.text) - 1))
+        end = max(start + 1, min(end, len(self.text)))
+        if self.starts is None or self.ends is None:
+            return start, end
+        return min(self.starts[start:end]), max(self.ends[start:end])
+
+    def maps(self) -> tuple[list[int], list[int]]:
+        """``starts`` and ``ends`` as lists, built for the identity reading."""
+        if self.starts is None or self.ends is None:
+            return list(range(len(self.text))), list(range(1, len(self.text) + 1))
+        return self.starts, self.ends
+
+    def slice(self, start: int, end: int) -> Reading:
+        """The [start, end) part of this reading, still mapped to the original text."""
+        starts, ends = self.maps()
+        return Reading(self.text[start:end], self.transforms, starts[start:end], ends[start:end])
+
+    @property
+    def decoded(self) -> bool:
+        """True when the content was decoded (base64, hex, URL, rot13), not only normalised."""
+        return bool(CONTENT_DECODERS.intersection(self.transforms))
+
+
+def identity(text: str) -> Reading:
+    """The text itself as a reading (no transforms, every character maps to itself)."""
+    return Reading(text, ())
+
+
+def _rewrite(base: Reading, edits: list[tuple[int, int, str]], transform: str) -> Reading:
+    """Apply non-overlapping, sorted edits (start, end, replacement) to ``base``."""
+    out: list[str] = []
+    starts: list[int] = []
+    ends: list[int] = []
+    base_starts, base_ends = base.maps()
+    pos = 0
+    for s, e, repl in edits:
+        out.append(base.text[pos:s])
+        starts.extend(base_starts[pos:s])
+        ends.extend(base_ends[pos:s])
+        if repl:
+            lo, hi = base.original_span(s, e)
+            out.append(repl)
+            starts.extend([lo] * len(repl))
+            ends.extend([hi] * len(repl))
+        pos = e
+    out.append(base.text[pos:])
+    starts.extend(base_starts[pos:])
+    ends.extend(base_ends[pos:])
+    transforms = base.transforms if transform in base.transforms else (*base.transforms, transform)
+    return Reading("".join(out), transforms, starts, ends)
+
+
+# -- 1. normalisation ------------------------------------------------------------------------
+
+
+@lru_cache(maxsize=1)
+def _spoof_checker():  # -> icu.SpoofChecker
+    try:
+        import icu
+    except ImportError as exc:  # pragma: no cover - depends on the install
+        raise RuntimeError(
+            "PyICU is required for confusable skeletons (pip install pyicu==2.17; Debian: libicu-dev pkg-config)"
+        ) from exc
+    return icu.SpoofChecker()
+
+
+@lru_cache(maxsize=8192)
+def confusable_skeleton(ch: str) -> str | None:
+    """The ASCII prototype of a non-ASCII look-alike letter per TR39 (ICU), else None."""
+    if ch.isascii() or not ch.isalpha():
+        return None
+    import icu
+
+    skeleton = _spoof_checker().getSkeleton(icu.USpoofChecks.ALL_CHECKS, ch)
+    skeleton = unicodedata.normalize("NFC", skeleton)
+    if skeleton.isascii() and skeleton.isalnum() and 0 < len(skeleton) <= 2:
+        return skeleton
+    return None
+
+
+_WORD = re.compile(r"[^\W_]+", re.UNICODE)
+_NON_ASCII = re.compile(r"[^\x00-\x7F]")
+
+
+def _is_latin_letter(ch: str) -> bool:
+    return ch.isascii() and ch.isalpha()
+
+
+def normalize(text: str, limits: Limits = Limits()) -> Reading:
+    """:func:`normalize_reading` of the text itself."""
+    return normalize_reading(identity(text[: limits.max_chars]))
+
+
+def normalize_reading(base: Reading) -> Reading:
+    """Invisible characters removed, NFKC, decorative marks dropped, look-alikes mapped.
+
+    ``transforms`` names only the steps that changed a letter or digit (or removed an
+    invisible character): NFKC turning a no-break space into a space does not count, so
+    ordinary text does not get a second reading to score.
+    """
+    text = base.text
+    edits: list[tuple[int, int, str]] = []
+    changed: set[str] = set()
+    n = len(text)
+    done = 0  # characters before this index are handled
+    for m in _NON_ASCII.finditer(text):
+        i = m.start()
+        if i < done:
+            continue
+        ch = text[i]
+        if unicodedata.category(ch) == "Cf":
+            edits.append((i, i + 1, ""))
+            changed.add(INVISIBLE)
+            done = i + 1
+            continue
+        if unicodedata.combining(ch) and i > done and text[i - 1].isascii():
+            i -= 1  # a mark on an ASCII letter: the cluster starts at the letter
+        j = i + 1
+        while j < n and unicodedata.combining(text[j]):
+            j += 1
+        done = j
+        cluster = text[i:j]
+        nf = unicodedata.normalize("NFKC", cluster)
+        step = NFKC
+        if len(nf) > 1 and nf[0].isascii() and nf[0].isalpha() and all(unicodedata.combining(c) for c in nf[1:]):
+            nf, step = nf[0], MARKS
+        if nf != cluster:
+            edits.append((i, j, nf))
+            if any(c.isalnum() for c in nf) or step == MARKS:
+                changed.add(step)
+    reading = _rewrite(base, edits, NFKC) if edits else base
+    reading = _map_confusables(reading, changed)
+    if not changed:
+        return base
+    # Name the steps that mattered, in a fixed order.
+    order = (INVISIBLE, NFKC, MARKS, CONFUSABLES)
+    return Reading(reading.text, tuple(t for t in order if t in changed), reading.starts, reading.ends)
+
+
+def _map_confusables(reading: Reading, changed: set[str]) -> Reading:
+    text = reading.text
+    letters = [c for c in text if c.isalpha()]
+    if not letters or all(c.isascii() for c in letters):
+        return reading
+    mostly_latin = sum(_is_latin_letter(c) for c in letters) >= 0.5 * len(letters)
+    edits: list[tuple[int, int, str]] = []
+    for m in _WORD.finditer(text):
+        word = m.group()
+        if word.isascii():
+            continue
+        mixed = any(_is_latin_letter(c) for c in word)
+        if not (mixed or mostly_latin):
+            continue
+        for k, c in enumerate(word):
+            proto = confusable_skeleton(c)
+            if proto is not None:
+                edits.append((m.start() + k, m.start() + k + 1, proto))
+    if not edits:
+        return reading
+    changed.add(CONFUSABLES)
+    return _rewrite(reading, edits, CONFUSABLES)
+
+
+# -- 2. decoders ------------------------------------------------------------------------------
+
+_BASE64_RUN = re.compile(r"(?<![A-Za-z0-9+/_=-])[A-Za-z0-9+/_-]{16,}={0,2}(?![A-Za-z0-9+/_=-])")
+_HEX_RUN = re.compile(
+    r"(?:\\x[0-9A-Fa-f]{2}){4,}"
+    r"|(?:0x[0-9A-Fa-f]{2}[\s,]*){4,}"
+    r"|(?<![0-9A-Za-z])(?:[0-9A-Fa-f]{2}[ :]?){8,}(?![0-9A-Za-z])"
+)
+_URL_RUN = re.compile(r"(?:%[0-9A-Fa-f]{2}|[A-Za-z0-9._~+!*'();:@&=$,/?#\[\]-])*%[0-9A-Fa-f]{2}(?:%[0-9A-Fa-f]{2}|[A-Za-z0-9._~+!*'();:@&=$,/?#\[\]-])*")
+# Single letters separated by 1-3 separator characters, at least four letters in a row.
+_SPACED_RUN = re.compile(r"(?<![^\W\d_])(?:[^\W\d_][ \t._*|/\\-]{1,3}){3,}[^\W\d_](?![^\W\d_])")
+_LEET_MAP = str.maketrans({"0": "o", "1": "i", "3": "e", "4": "a", "5": "s", "7": "t", "8": "b", "9": "g",
+                           "@": "a", "$": "s", "!": "i", "|": "l", "+": "t"})
+_LEET_WORD = re.compile(r"(?<![\w@$!|+])[A-Za-z0-9@$!|+]*[A-Za-z][0-9@$!|+]+[A-Za-z][A-Za-z0-9@$!|+]*")
+
+
+def _readable(decoded: str) -> bool:
+    """Decoded bytes that are text a person would write, not binary (an image, a hash)."""
+    if len(decoded) < 4:
+        return False
+    printable = sum(c.isprintable() or c in "\n\r\t" for c in decoded)
+    wordy = sum(c.isalpha() or c.isspace() for c in decoded)
+    return printable >= 0.95 * len(decoded) and wordy >= 0.6 * len(decoded) and any(c.isspace() for c in decoded)
+
+
+def _utf8(data: bytes) -> str | None:
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+
+
+def _decode_base64(run: str) -> str | None:
+    body = run.rstrip("=")
+    if len(body) % 4 == 1:
+        return None
+    padded = body + "=" * (-len(body) % 4)
+    # Words such as "internationalization" are valid base64 too: require a mix of cases or digits.
+    if body.isalpha() and (body.islower() or body.isupper()):
+        return None
+    try:
+        data = base64.b64decode(padded.replace("-", "+").replace("_", "/"), validate=True)
+    except (binascii.Error, ValueError):
+        return None
+    text = _utf8(data)
+    return text if text is not None and _readable(text) else None
+
+
+def _decode_hex(run: str) -> str | None:
+    digits = re.sub(r"\\x|0x|[\s:,]", "", run)
+    if len(digits) % 2:
+        return None
+    try:
+        text = _utf8(bytes.fromhex(digits))
+    except ValueError:
+        return None
+    return text if text is not None and _readable(text) else None
+
+
+def _decode_url(run: str) -> str | None:
+    if run.count("%") < 3:
+        return None
+    text = unquote_plus(run)
+    return text if text != run and _readable(text) else None
+
+
+def _despace(run: str) -> str:
+    """``w r i t e   m a l w a r e`` -> ``write malware``: the narrowest gap joins letters,
+    wider gaps are word breaks."""
+    gaps = re.findall(r"[^\W\d_]([ \t._*|/\\-]+)(?=[^\W\d_])", run)
+    narrow = min(len(g) for g in gaps)
+    words, current = [], []
+    for k, piece in enumerate(re.split(r"([ \t._*|/\\-]+)", run)):
+        if k % 2 == 0:
+            current.append(piece)
+        elif len(piece) > narrow or piece.strip(" \t") in {"/", "|"} and narrow == 1:
+            words.append("".join(current))
+            current = []
+    words.append("".join(current))
+    return " ".join(w for w in words if w)
+
+
+def _deleet(word: str, min_letters: int = 2) -> str | None:
+    """``r4ns0mw4r3`` -> ``ransomware``; identifiers (hashes, long tokens) are left alone."""
+    if len(word) > 24 or _HEXISH.fullmatch(word) or sum(c.isalpha() for c in word) < min_letters:
+        return None
+    return word.translate(_LEET_MAP).lower()
+
+
+_HEXISH = re.compile(r"[0-9A-Fa-f]{8,}")
+# Any word mixing letters with leet characters (``3ncryp75``, ``f1l3s``); used only once the
+# text has shown leetspeak inside words (two or more _LEET_WORD matches), so ``mp3`` or
+# ``user123`` in ordinary text are left alone.
+_LEET_LOOSE = re.compile(r"(?<![\w@$!|+])(?=[A-Za-z0-9@$!|+']*[A-Za-z])(?=[A-Za-z0-9@$!|+']*[0-9@$!|+])[A-Za-z0-9@$!|+']{3,}")
+
+
+def _find_edits(text: str, limits: Limits) -> tuple[list[tuple[int, int, str]], set[str]]:
+    """Non-overlapping in-place decodings of ``text`` (first match wins, left to right)."""
+    candidates: list[tuple[int, int, str, str]] = []
+    budget = limits.max_decoded_chars
+
+    def scan(pattern: re.Pattern[str], name: str, decode: Callable[[str], str | None]) -> None:
+        nonlocal budget
+        for m in pattern.finditer(text):
+            if budget <= 0:
+                return
+            decoded = decode(m.group())
+            if decoded is not None and decoded != m.group():
+                decoded = decoded[:budget]
+                budget -= len(decoded)
+                candidates.append((m.start(), m.end(), decoded, name))
+
+    scan(_HEX_RUN, HEX, _decode_hex)
+    scan(_BASE64_RUN, BASE64, _decode_base64)
+    if "%" in text:
+        scan(_URL_RUN, URL, _decode_url)
+    scan(_SPACED_RUN, SPACED, lambda run: _despace(run) if len(re.findall(r"[^\W\d_]", run)) >= limits.min_spaced_letters else None)
+    leet_words = sum(1 for m in _LEET_WORD.finditer(text) if _deleet(m.group()))
+    if leet_words >= 2:
+        scan(_LEET_LOOSE, LEET, lambda w: _deleet(w, min_letters=1))
+    else:
+        scan(_LEET_WORD, LEET, _deleet)
+    candidates.sort(key=lambda c: (c[0], -(c[1] - c[0])))
+    edits: list[tuple[int, int, str]] = []
+    used: set[str] = set()
+    end = -1
+    for s, e, repl, name in candidates:
+        if s >= end:
+            edits.append((s, e, repl))
+            used.add(name)
+            end = e
+    return edits, used
+
+
+def decode(reading: Reading, limits: Limits = Limits()) -> Reading | None:
+    """``reading`` with every encoded run decoded in place (repeated up to ``max_depth``),
+    or None when nothing decodes."""
+    current, changed = reading, False
+    for _ in range(limits.max_depth):
+        edits, used = _find_edits(current.text, limits)
+        if not edits:
+            break
+        for name in sorted(used):
+            current = _rewrite(current, edits if name == sorted(used)[0] else [], name)
+        changed = True
+    return current if changed else None
+
+
+# A few of the most frequent English words: enough to tell English from rot13 noise.
+_COMMON = frozenset(
+    "the be to of and a in that have i it for not on with he as you do at this but his by from they we "
+    "say her she or an will my one all would there their what so up out if about who get which go me "
+    "when make can like time no just him know take people into year your good some could them see other "
+    "than then now look only come its over think also back after use two how our work first well way "
+    "even new want because any these give day most us is are was were write how code tell explain".split()
+)
+
+
+def _english_ratio(text: str) -> float:
+    words = re.findall(r"[A-Za-z]+", text.lower())
+    return sum(w in _COMMON for w in words) / len(words) if words else 0.0
+
+
+def _rot13(reading: Reading) -> Reading | None:
+    words = re.findall(r"[A-Za-z]+", reading.text)
+    if len(words) < 3:
+        return None
+    decoded = codecs.decode(reading.text, "rot13")
+    if _english_ratio(decoded) >= 0.25 and _english_ratio(decoded) >= 2 * _english_ratio(reading.text) + 0.1:
+        transforms = (*reading.transforms, ROT13)
+        return Reading(decoded, transforms, reading.starts, reading.ends)
+    return None
+
+
+_DATA_URI = re.compile(r"data:[\w.+-]+/[\w.+-]+;base64,[A-Za-z0-9+/=\s]{16,}")
+BINARY_PLACEHOLDER = "[binary data]"
+
+
+def elide_binary(text: str, limits: Limits = Limits()) -> Reading:
+    """``text`` with binary payloads (data: URIs, base64 runs of 64+ characters that do not
+    decode to text, e.g. an image) replaced by ``[binary data]``.
+
+    A text classifier reads such a run as noise and calls it a jailbreak; it carries no
+    words to judge. This is the plain reading of a part: not an obfuscation."""
+    text = text[: limits.max_chars]
+    edits: list[tuple[int, int, str]] = []
+    for m in _DATA_URI.finditer(text):
+        edits.append((m.start(), m.end(), BINARY_PLACEHOLDER))
+    for m in _BASE64_RUN.finditer(text):
+        if len(m.group()) >= 64 and not any(s < m.end() and m.start() < e for s, e, _ in edits):
+            if _decode_base64(m.group()) is None:
+                edits.append((m.start(), m.end(), BINARY_PLACEHOLDER))
+    if not edits:
+        return identity(text)
+    edits.sort()
+    elided = _rewrite(identity(text), edits, "binary")
+    return Reading(elided.text, (), elided.starts, elided.ends)
+
+
+def readings(text: str, limits: Limits = Limits()) -> list[Reading]:
+    """The readings of ``text`` to score: first the plain one (:func:`elide_binary`, no
+    transforms), then the alternatives worth scoring.
+
+    At most four more: the normalised text, the normalised text with everything decoded,
+    the rot13 of the normalised text and its decoding; each only when it differs from what
+    came before.
+    """
+    plain = elide_binary(text, limits)
+    out: list[Reading] = [plain]
+    base = normalize_reading(plain)
+    if base.transforms:
+        out.append(base)
+    decoded = decode(base, limits)
+    if decoded is not None:
+        out.append(decoded)
+    rot = _rot13(base)
+    if rot is not None:
+        out.append(rot)
+        again = decode(rot, limits)
+        if again is not None:
+            out.append(again)
+    return out
+
+
+@lru_cache(maxsize=256)
+def cached_readings(text: str) -> tuple[Reading, ...]:
+    """:func:`readings` with default limits, cached: the rules and the transformer detector
+    read the same parts of the same batch."""
+    return tuple(readings(text))
+
+
+def iter_all(text: str, limits: Limits = Limits()) -> Iterator[Reading]:
+    """Every reading of ``text``, the plain one first (:func:`readings`)."""
+    yield from (readings(text, limits) if limits != Limits() else cached_readings(text))
+
+
+def reading_evidence(original: str, reading: Reading, start: int, end: int) -> str:
+    """Evidence for a match at [start, end) of ``reading``, pointing at the original text.
+
+    Normalised readings (look-alikes, zero-width, leetspeak, spaced letters) show the
+    original span, which a reviewer can read. Decoded readings (base64, hex, URL, rot13)
+    show the decoded text, prefixed with the transformation and the original character range
+    it came from, because the original span is noise to a reader.
+    """
+    lo, hi = reading.original_span(start, end)
+    if not reading.decoded:
+        return snippet(original, lo, hi)
+    prefix = f"[{'+'.join(reading.transforms)} @{lo}-{hi}] "
+    return prefix + snippet(reading.text, start, end, EVIDENCE_MAX_CHARS - len(prefix))
