@@ -8,40 +8,77 @@ in the manifest; detectors/training/lexical.py), Platt scaling turns them into p
 a text supplies the evidence snippet. Model loading happens in :meth:`create`, never at
 import (torch is imported lazily too).
 
+What is screened: every part of a record (``InferenceLog.screened_parts``: system prompt,
+each user/assistant turn, tool-call arguments, tool results, prompt, completion, reasoning),
+each with its own windows, plus each part's normalised/decoded readings
+(detectors/normalize.py: look-alike letters, zero-width characters, base64, leetspeak, ...).
+A category seen only in a transformed reading is reported with the ``obfuscation`` signal.
+Windows cover every token of a text up to ``max_windows``; a longer text is screened by
+that many windows spread across it and counted as truncated (``truncated_texts``, exported
+as ``mm_detector_truncated_texts_total``). When a prompt part reads as a jailbreak but no
+harm category, its sentences are scored one by one, so a role-play wrapper around a harmful
+request yields the harm category as well as ``jailbreak``.
+
 Options (``DetectorConfig.options``): ``quantize`` = ``int8`` | ``none`` (CPU only; default
 ``none``: see bench/bench_detector.py for the trade-off), ``cache_size`` (texts kept in the
-LRU score cache, default 4096).
+LRU score cache, default 4096), ``max_windows`` (windows per text, default 64: every token
+of a text up to about 6,100 tokens is in some window; 0 keeps the artifact's own cap),
+``decode`` = ``true`` | ``false`` (score normalised/decoded readings, default true),
+``sentence_pass_max`` (sentences re-scored per jailbreak-flagged part, default 32; 0: off).
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
+import re
 from collections import OrderedDict
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Self
 
 from detectors.base import Detector, DetectorConfig
+from detectors.normalize import Reading, elide_binary, iter_all, reading_evidence
 from pipeline.redact import snippet
-from pipeline.schemas import EVIDENCE_MAX_CHARS, Category, Finding, InferenceLog, Side
+from pipeline.schemas import EVIDENCE_MAX_CHARS, Category, Finding, InferenceLog, ScreenedPart, Side, Signal
 
 if TYPE_CHECKING:
     from detectors.training.calibrate import LabelCalibration
     from detectors.training.modeling import Encoder, Heads, Manifest
 
 ARTIFACT_NAME = "transformer-minilm-v1"
+# Windows of a text whose sentences the sentence pass re-reads (the riskiest ones).
+RISKY_WINDOWS = 3
 DEFAULT_ARTIFACT_DIR = Path(__file__).resolve().parent / "models" / ARTIFACT_NAME
 
 
 @dataclass(frozen=True)
 class TextScores:
-    """Calibrated scores of one text on one side, with the evidence for each label."""
+    """Calibrated scores of one text on one side, with the evidence for each label.
+
+    ``spans`` is the character range of the window that gave each label its score;
+    ``truncated`` says the windows did not cover the whole text (the cap was hit)."""
 
     scores: dict[str, float]
     evidence: dict[str, str]
     subcategory: dict[str, str | None]
+    spans: dict[str, tuple[int, int]] = field(default_factory=dict)
+    truncated: bool = False
+    # Character ranges of the windows with the highest harm probability relative to its
+    # threshold (any category but jailbreak and refusal), most risky first: where the
+    # sentence pass looks.
+    risky: tuple[tuple[int, int], ...] = ()
+
+
+@dataclass(frozen=True)
+class _Item:
+    """One text to score: a reading of one part of one record."""
+
+    record: int
+    part: ScreenedPart
+    reading: Reading
+    sentence: bool = False  # a single sentence of a jailbreak-flagged part
 
 
 class LRUCache:
@@ -98,6 +135,9 @@ class TransformerDetector(Detector):
         batch_size: int = 32,
         cache_size: int = 4096,
         lexical: dict[str, Any] | None = None,
+        max_windows: int = 64,
+        decode: bool = True,
+        sentence_pass_max: int = 32,
     ) -> None:
         self.encoder = encoder
         # side -> LexicalModel (detectors/training/lexical.py); empty for MLP-only artifacts.
@@ -108,6 +148,11 @@ class TransformerDetector(Detector):
         self.batch_size = batch_size
         self.cache = LRUCache(cache_size)
         self.detector_version = manifest.version
+        self.window = replace(manifest.window, max_windows=max_windows) if max_windows > 0 else manifest.window
+        self.decode = decode
+        self.sentence_pass_max = sentence_pass_max
+        # Texts whose windows did not cover every token, by part kind, since the last take.
+        self.truncated_texts: dict[str, int] = {}
 
     @classmethod
     def create(cls, config: DetectorConfig) -> Self:
@@ -147,6 +192,9 @@ class TransformerDetector(Detector):
             batch_size=config.batch_size,
             cache_size=int(config.options.get("cache_size", "4096")),
             lexical=lexical,
+            max_windows=int(config.options.get("max_windows", "64")),
+            decode=config.options.get("decode", "true").lower() not in {"false", "0", "no"},
+            sentence_pass_max=int(config.options.get("sentence_pass_max", "32")),
         )
 
     # -- scoring -----------------------------------------------------------------------
@@ -155,7 +203,7 @@ class TransformerDetector(Detector):
         """Calibrated scores per label for each text (cached by content hash)."""
         import torch
 
-        from detectors.training.modeling import SIDE_LABELS, SUBCATEGORY_LABELS
+        from detectors.training.modeling import REFUSAL, SIDE_LABELS, SUBCATEGORY_LABELS
         from detectors.training.calibrate import apply_calibration
 
         results: list[TextScores | None] = [None] * len(texts)
@@ -172,7 +220,7 @@ class TransformerDetector(Detector):
             unique_texts = [texts[todo[k][0]] for k in keys]
             windows, spans = [], []  # text t's windows are rows spans[t] of ``windows``
             for text in unique_texts:
-                text_windows = self.encoder.windows(text, self.manifest.window)
+                text_windows = self.encoder.windows(text, self.window)
                 spans.append(range(len(windows), len(windows) + len(text_windows)))
                 windows.extend(text_windows)
             feats = self.encoder.features(windows, batch_size=self.batch_size)
@@ -191,55 +239,157 @@ class TransformerDetector(Detector):
             probs = {label: apply_calibration(cal[label], logits[:, j]) for j, label in enumerate(labels)}
             for t, text in enumerate(unique_texts):
                 rows = spans[t]
-                scores, evidence, subcats = {}, {}, {}
+                scores, evidence, subcats, label_spans = {}, {}, {}, {}
                 for label in labels:
                     best = max(rows, key=lambda r: probs[label][r])
                     scores[label] = float(probs[label][best])
                     w = windows[best]
-                    evidence[label] = evidence_snippet(text, w.char_start, w.char_end)
+                    label_spans[label] = (w.char_start, w.char_end)
                     subcats[label] = _pick_subcategory(label, sub_logits[best], SUBCATEGORY_LABELS)
-                ts = TextScores(scores, evidence, subcats)
+                # Consecutive windows overlap unless the cap spread them over a longer text.
+                truncated = any(windows[a].char_end < windows[a + 1].char_start for a in list(rows)[:-1])
+                harm = [label for label in labels if label not in (REFUSAL, Category.JAILBREAK.value)]
+                # Relative to each label's threshold: base rates differ a lot between labels.
+                ranked = sorted(rows, key=lambda r: -max(probs[label][r] / cal[label].threshold for label in harm))[:RISKY_WINDOWS]
+                risky = tuple((windows[r].char_start, windows[r].char_end) for r in ranked)
+                ts = TextScores(scores, evidence, subcats, label_spans, truncated, risky)
                 self.cache.put(keys[t], ts)
                 for i in todo[keys[t]]:
                     results[i] = ts
         return [r for r in results if r is not None]
 
-    def _findings(self, side: Side, ts: TextScores) -> list[Finding]:
+    def _findings(self, side: Side, ts: TextScores, text: str) -> list[Finding]:
+        """Findings of one plain text (no part, no reading): kept for callers of score_texts."""
+        return [
+            Finding(
+                category=Category(label),
+                subcategory=ts.subcategory.get(label),
+                side=side,
+                score=round(min(max(score, 0.0), 1.0), 4),
+                detector=self.name,
+                detector_version=self.detector_version,
+                evidence=evidence_snippet(text, *ts.spans.get(label, (0, len(text)))),
+            )
+            for label, score in self._reported(side, ts).items()
+        ]
+
+    def _reported(self, side: Side, ts: TextScores, refusal: float | None = None) -> dict[str, float]:
+        """Labels of ``ts`` at or above their pinned threshold, refusals applied.
+
+        ``refusal`` overrides the refusal score (a decoded reading is judged against the
+        refusal seen in the original text)."""
         from detectors.training.modeling import REFUSAL
 
         cal = self.calibration[side.value]
-        refused = False
-        if side is Side.COMPLETION and REFUSAL in ts.scores:
-            refused = ts.scores[REFUSAL] >= cal[REFUSAL].threshold
-        findings = []
+        refused_score = ts.scores.get(REFUSAL) if refusal is None else refusal
+        refused = side is Side.COMPLETION and refused_score is not None and refused_score >= cal[REFUSAL].threshold
+        out = {}
         for label, score in ts.scores.items():
             if label == REFUSAL or score < cal[label].threshold:
                 continue
             # A refusal that merely names the topic is not harmful output; only a harmful
             # score stronger than the refusal score overrides it (partial compliance).
-            if refused and score <= ts.scores[REFUSAL]:
+            if refused and score <= (refused_score or 0.0):
                 continue
-            findings.append(
-                Finding(
+            out[label] = score
+        return out
+
+    def detect(self, records: Sequence[InferenceLog]) -> list[list[Finding]]:
+        items: list[_Item] = []
+        for r, record in enumerate(records):
+            for part in record.screened_parts():
+                readings = iter_all(part.text) if self.decode else iter((elide_binary(part.text),))
+                items.extend(_Item(r, part, reading) for reading in readings)
+        scored = self._score_items(items)
+        scored.extend(self._sentence_pass(scored))
+        return self._merge(len(records), scored)
+
+    def _score_items(self, items: Sequence[_Item]) -> list[tuple[_Item, TextScores]]:
+        out: list[tuple[_Item, TextScores]] = []
+        for side in Side:
+            group = [it for it in items if it.part.side is side]
+            if not group:
+                continue
+            scores = self.score_texts(side, [it.reading.text for it in group])
+            for it, ts in zip(group, scores, strict=True):
+                if ts.truncated and not it.reading.transforms and not it.sentence:
+                    self.truncated_texts[it.part.kind.value] = self.truncated_texts.get(it.part.kind.value, 0) + 1
+                out.append((it, ts))
+        return out
+
+    def _sentence_pass(self, scored: Sequence[tuple[_Item, TextScores]]) -> list[tuple[_Item, TextScores]]:
+        """Score sentences one by one where a window can hide a request: a role-play wrapper
+        dominates its window, and a harmful sentence among benign ones is diluted by the
+        window's mean pooling.
+
+        Only prompt-side readings without any harm category are re-read: those that read as
+        a jailbreak (all their sentences, up to ``sentence_pass_max``) and those with three
+        sentences or more (the sentences inside the riskiest windows: the windows
+        themselves are the cheap first pass that says where to look: the sentences of its
+        ``RISKY_WINDOWS`` windows with the highest harm probability).
+        """
+        if self.sentence_pass_max <= 0:
+            return []
+        harm = [c.value for c in Category if c is not Category.JAILBREAK]
+        todo: list[_Item] = []
+        for it, ts in scored:
+            if it.part.side is not Side.PROMPT or it.sentence:
+                continue
+            labels = self._reported(Side.PROMPT, ts)
+            if any(label in labels for label in harm):
+                continue
+            sentences = _sentences(it.reading.text)
+            if Category.JAILBREAK.value not in labels:
+                if len(sentences) < 3:
+                    continue
+                sentences = [(a, b) for a, b in sentences if any(a < hi and lo < b for lo, hi in ts.risky)]
+            todo.extend(_Item(it.record, it.part, it.reading.slice(a, b), sentence=True) for a, b in sentences[: self.sentence_pass_max])
+        return self._score_items(todo) if todo else []
+
+    def _merge(self, n: int, scored: Sequence[tuple[_Item, TextScores]]) -> list[list[Finding]]:
+        from detectors.training.modeling import REFUSAL
+
+        # The refusal score of each completion part's original text.
+        refusals = {
+            (it.record, it.part.location): ts.scores[REFUSAL]
+            for it, ts in scored
+            if it.part.side is Side.COMPLETION and not it.reading.transforms and not it.sentence and REFUSAL in ts.scores
+        }
+        # Categories a record shows only once normalised or decoded: its findings of that
+        # category and side carry the obfuscation signal (hiding a request shows intent).
+        hidden: set[tuple[int, str, Side]] = set()
+        reported: list[tuple[_Item, TextScores, dict[str, float]]] = []
+        for it, ts in scored:
+            labels = self._reported(it.part.side, ts, refusals.get((it.record, it.part.location)))
+            if it.reading.transforms:
+                hidden.update((it.record, label, it.part.side) for label in labels)
+            reported.append((it, ts, labels))
+        best: list[dict[tuple[str, Side], Finding]] = [{} for _ in range(n)]
+        for it, ts, labels in reported:
+            for label, score in labels.items():
+                obfuscated = (it.record, label, it.part.side) in hidden
+                start, end = ts.spans.get(label, (0, len(it.reading.text)))
+                finding = Finding(
                     category=Category(label),
                     subcategory=ts.subcategory.get(label),
-                    side=side,
+                    side=it.part.side,
                     score=round(min(max(score, 0.0), 1.0), 4),
                     detector=self.name,
                     detector_version=self.detector_version,
-                    evidence=ts.evidence[label],
+                    evidence=_evidence(it, start, end),
+                    part=it.part.kind,
+                    location=it.part.location,
+                    signals=[Signal.OBFUSCATION] if obfuscated else [],
                 )
-            )
-        return findings
+                key = (label, it.part.side)
+                held = best[it.record].get(key)
+                if held is None or finding.score > held.score:  # the strongest part and reading
+                    best[it.record][key] = finding
+        return [list(b.values()) for b in best]
 
-    def detect(self, records: Sequence[InferenceLog]) -> list[list[Finding]]:
-        prompts = [r.prompt_text for r in records]
-        prompt_scores = self.score_texts(Side.PROMPT, prompts)
-        with_completion = [i for i, r in enumerate(records) if r.has_completion]
-        completion_scores = self.score_texts(Side.COMPLETION, [records[i].completion or "" for i in with_completion])
-        out = [self._findings(Side.PROMPT, ts) for ts in prompt_scores]
-        for i, ts in zip(with_completion, completion_scores, strict=True):
-            out[i].extend(self._findings(Side.COMPLETION, ts))
+    def take_truncated(self) -> dict[str, int]:
+        """Texts truncated by the window cap since the last call, by part kind (for metrics)."""
+        out, self.truncated_texts = self.truncated_texts, {}
         return out
 
     def close(self) -> None:
@@ -259,3 +409,19 @@ def _pick_subcategory(label: str, sub_logits: Any, names: Sequence[str]) -> str 
     p /= p.sum()
     k = int(np.argmax(p))
     return names[idx[k]].split("/", 1)[1] if p[k] >= 0.5 else None
+
+
+_SENTENCE = re.compile(r"[^.!?\n]+[.!?]*")
+
+
+def _sentences(text: str) -> list[tuple[int, int]]:
+    """Character ranges of the sentences of ``text`` with at least three words."""
+    return [(m.start(), m.end()) for m in _SENTENCE.finditer(text) if len(m.group().split()) >= 3]
+
+
+def _evidence(item: _Item, start: int, end: int) -> str:
+    """Evidence for the window [start, end) of an item's reading, pointing at the part's text."""
+    if item.reading.decoded:
+        return reading_evidence(item.part.text, item.reading, start, end)
+    lo, hi = item.reading.original_span(start, end)
+    return evidence_snippet(item.part.text, lo, hi)
