@@ -240,8 +240,14 @@ def stream(
     metrics_port: Annotated[int | None, typer.Option(help="Prometheus port (0 disables)")] = None,
     max_idle: Annotated[float | None, typer.Option(help="Exit after this many idle seconds (demo/backfill)")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the end-of-run summary as JSON on stdout")] = False,
+    dev: Annotated[
+        bool, typer.Option("--dev", help="Local demo: accept the shipped placeholder pseudonym_key (with a warning)")
+    ] = False,
 ) -> None:
-    """Run the streaming job: consume, detect, write verdicts, commit. SIGTERM ends it cleanly."""
+    """Run the streaming job: consume, detect, write verdicts, commit. SIGTERM ends it cleanly.
+
+    Refuses to start with the shipped placeholder ``pseudonym_key`` unless ``--dev`` is given
+    (docs/privacy.md: why refuse rather than generate a key)."""
     from pipeline.metrics import PipelineMetrics
     from pipeline.preflight import require_kafka, require_postgres
     from pipeline.runner import Pipeline
@@ -259,6 +265,7 @@ def stream(
     require_kafka(settings.kafka)
     if "postgres" in settings.sinks:
         require_postgres(settings.postgres.url.get_secret_value(), settings.postgres.connect_timeout_s)
+    _require_pseudonym_key(settings, dev)
     metrics = PipelineMetrics()
     if settings.metrics.port:
         metrics.serve(settings.metrics.host, settings.metrics.port)
@@ -272,6 +279,19 @@ def stream(
         typer.echo(json.dumps(summary_dict(stats, settings), sort_keys=True))
     else:
         print_summary(stats, settings)
+
+
+def _require_pseudonym_key(settings: Settings, dev: bool) -> None:
+    from pipeline.exits import ConfigError
+    from pipeline.privacy import DEFAULT_PSEUDONYM_KEY, PrivacyKeyError, check_pseudonym_key
+
+    key = settings.pseudonym_key.get_secret_value()
+    try:
+        check_pseudonym_key(key, dev=dev)
+    except PrivacyKeyError as exc:
+        raise ConfigError(str(exc)) from exc
+    if dev and key == DEFAULT_PSEUDONYM_KEY:
+        typer.echo("misuse-monitor: warning: --dev: pseudonyms use the shipped placeholder key; anyone can reverse them", err=True)
 
 
 def progress_line(stats) -> str:  # noqa: ANN001 - RunStats, imported lazily
@@ -484,6 +504,7 @@ def _wire_subcommands() -> None:
     from pipeline.alerts.cli import app as alerts_app
     from pipeline.events_cli import app as events_app
     from pipeline.gateway.cli import gateway_command
+    from pipeline.privacy_cli import lake_app, pseudonym_app
     from pipeline.report import report_command
     from pipeline.simulate import simulate_command
     from pipeline.spark.cli import app as spark_app
@@ -498,6 +519,8 @@ def _wire_subcommands() -> None:
     app.add_typer(dashboards_app, name="dashboards")
     app.add_typer(events_app, name="events")
     app.add_typer(spark_app, name="spark")
+    app.add_typer(lake_app, name="lake")
+    app.add_typer(pseudonym_app, name="pseudonym")
 
 
 _wire_subcommands()

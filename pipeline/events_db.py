@@ -12,6 +12,7 @@ duplicating. Indexes follow the dashboard queries (``dashboards/overview.py``):
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -61,15 +62,39 @@ class EventStoreError(RuntimeError):
     """The events store could not be written or maintained (after retries)."""
 
 
+_QUOTED = re.compile(r'"[^"\n]*"|\'[^\'\n]*\'')
+_KEY_VALUE = re.compile(r"=\((?:[^()\n]|\([^()\n]*\))*\)")
+
+
+def describe_db_error(exc: BaseException) -> str:
+    """The first line of a database error with the values it quotes masked.
+
+    ``hide_parameters`` keeps SQLAlchemy from echoing bound values, but PostgreSQL quotes the
+    offending value itself (``invalid input syntax for type integer: "..."``, ``Key
+    (request_id)=(...) already exists``); this text ends up in logs, so those go too.
+    """
+    orig = getattr(exc, "orig", None)
+    source = orig if orig is not None else exc
+    lines = str(source).strip().splitlines()
+    text = _KEY_VALUE.sub("=(…)", _QUOTED.sub('"…"', lines[0] if lines else ""))
+    return f"{type(source).__name__}: {text} [SQL parameters hidden]"
+
+
 # Connection drops, restarts and timeouts are worth retrying; constraint or SQL errors are not.
 TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (sa.exc.OperationalError, sa.exc.InterfaceError)
 
 
 def create_engine(settings: PostgresSettings) -> sa.Engine:
-    """A pooled engine with connect and statement timeouts (no connection is opened here)."""
+    """A pooled engine with connect and statement timeouts (no connection is opened here).
+
+    ``hide_parameters``: SQLAlchemy puts the bound values of a failed statement (request ids,
+    pseudonyms, evidence) into the exception text, which EventStoreError and the runner log;
+    with it the message keeps the statement and says the parameters were hidden.
+    """
     return sa.create_engine(
         settings.url.get_secret_value(),
         pool_pre_ping=True,
+        hide_parameters=True,
         connect_args={
             "connect_timeout": settings.connect_timeout_s,
             "options": f"-c statement_timeout={settings.statement_timeout_ms}",
@@ -163,7 +188,7 @@ def upsert_with_retry(engine: sa.Engine, verdicts: Sequence[MisuseVerdict], atte
     try:
         return retrying(upsert_verdicts)(engine, verdicts)
     except sa.exc.SQLAlchemyError as exc:
-        raise EventStoreError(f"writing {len(verdicts)} verdicts to {TABLE_NAME} failed: {exc}") from exc
+        raise EventStoreError(f"writing {len(verdicts)} verdicts to {TABLE_NAME} failed: {describe_db_error(exc)}") from exc
 
 
 def delete_older_than(engine: sa.Engine, days: int, *, now: datetime | None = None, batch: int = 10_000) -> int:

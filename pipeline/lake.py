@@ -4,6 +4,12 @@ Layout: ``<root>/verdicts/date=YYYY-MM-DD/<topic>-<partition>-<first>-<last>.par
 where first/last are the source offsets held by the file. Writing a range that overlaps
 files already there (a replay after a crash, or a deliberate re-run) replaces or trims
 them, so every source offset is stored exactly once whatever the batch boundaries were.
+
+What a row holds is the writer's :class:`~pipeline.privacy.LakePolicy`: every row has the
+verdict, keyed hashes and lengths of prompt and completion and the language; only rows the
+policy keeps (by default: flagged ones) have the inference log, with pseudonymised
+identifiers, in ``log_json`` or, when an encryption key is set, ``log_json_encrypted``.
+Retention by age (:func:`prune`) deletes whole ``date=`` partitions.
 """
 
 from __future__ import annotations
@@ -14,12 +20,15 @@ from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC as _UTC
+from datetime import date as _date
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from pipeline.privacy import LakePolicy, pseudonymise_log, text_hash
 from pipeline.sinks.base import ScoredRecord
 
 FINDING_TYPE = pa.struct(
@@ -52,6 +61,14 @@ LAKE_SCHEMA = pa.schema(
         ("source_offset", pa.int64()),
         ("log_json", pa.string()),
         ("verdict_json", pa.string()),
+        # Always present (privacy.LakePolicy): keyed hashes, lengths and language of the texts.
+        ("prompt_hash", pa.string()),
+        ("completion_hash", pa.string()),
+        ("prompt_chars", pa.int32()),
+        ("completion_chars", pa.int32()),
+        ("language", pa.string()),
+        # The kept log, AES-256-GCM (nonce || ciphertext || tag), when an encryption key is set.
+        ("log_json_encrypted", pa.binary()),
     ]
 )
 _NAME = re.compile(r"^(?P<topic>.+)-(?P<partition>\d+)-(?P<first>\d+)-(?P<last>\d+)\.parquet$")
@@ -80,11 +97,20 @@ def file_name(topic: str, partition: int, first: int, last: int) -> str:
     return f"{topic}-{partition}-{first}-{last}.parquet"
 
 
-def to_rows(records: Sequence[ScoredRecord], include_logs: bool = True) -> list[dict]:
+def to_rows(records: Sequence[ScoredRecord], policy: LakePolicy | None = None) -> list[dict]:
+    """Lake rows of ``records`` under ``policy`` (default: the default LakePolicy)."""
+    policy = policy or LakePolicy()
+    pseudonymize, cipher, key = policy.pseudonymizer, policy.cipher, policy.pseudonym_key
     rows = []
     for rec in records:
         v = rec.verdict
         pos = rec.position
+        log_json = encrypted = None
+        if policy.keeps_text(v.flagged):
+            log_json = pseudonymise_log(rec.log, pseudonymize).model_dump_json(by_alias=True, exclude_none=True)
+            if cipher is not None:
+                encrypted, log_json = cipher.encrypt(log_json, v.request_id), None
+        prompt, completion = rec.log.prompt_text, rec.log.completion
         rows.append(
             {
                 "request_id": v.request_id,
@@ -102,23 +128,35 @@ def to_rows(records: Sequence[ScoredRecord], include_logs: bool = True) -> list[
                 "source_topic": pos.topic if pos else None,
                 "source_partition": pos.partition if pos else None,
                 "source_offset": pos.offset if pos else None,
-                "log_json": rec.log.model_dump_json(by_alias=True, exclude_none=True) if include_logs else None,
+                "log_json": log_json,
                 "verdict_json": v.to_json(),
+                "prompt_hash": text_hash(key, prompt) if key else None,
+                "completion_hash": text_hash(key, completion) if key and completion is not None else None,
+                "prompt_chars": len(prompt),
+                "completion_chars": len(completion) if completion is not None else None,
+                "language": _language(rec),
+                "log_json_encrypted": encrypted,
             }
         )
     return rows
 
 
-def to_table(records: Sequence[ScoredRecord], include_logs: bool = True) -> pa.Table:
-    return pa.Table.from_pylist(to_rows(records, include_logs), schema=LAKE_SCHEMA)
+def _language(rec: ScoredRecord) -> str | None:
+    # Filled once the language of screened texts is known upstream (detector v2, issue 12).
+    return getattr(rec.log, "language", None)
+
+
+def to_table(records: Sequence[ScoredRecord], policy: LakePolicy | None = None) -> pa.Table:
+    return pa.Table.from_pylist(to_rows(records, policy), schema=LAKE_SCHEMA)
 
 
 class LakeWriter:
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, policy: LakePolicy | None = None) -> None:
         self.root = Path(root)
         self.verdicts_dir = self.root / "verdicts"
+        self.policy = policy or LakePolicy()
 
-    def write(self, records: Sequence[ScoredRecord], include_logs: bool = True) -> list[Path]:
+    def write(self, records: Sequence[ScoredRecord]) -> list[Path]:
         """Write one file per (date, topic, partition) of ``records``; returns the paths."""
         groups: dict[tuple[str, str, int], list[ScoredRecord]] = defaultdict(list)
         for rec in records:
@@ -129,7 +167,7 @@ class LakeWriter:
         written = []
         for (date, topic, partition), group in sorted(groups.items()):
             group.sort(key=lambda r: r.position.offset)  # type: ignore[union-attr]
-            written.append(self.write_range(date, topic, partition, to_table(group, include_logs)))
+            written.append(self.write_range(date, topic, partition, to_table(group, self.policy)))
         return written
 
     def write_range(self, date: str, topic: str, partition: int, table: pa.Table) -> Path:
@@ -170,6 +208,35 @@ class LakeWriter:
         if not paths:
             return LAKE_SCHEMA.empty_table()
         return pa.concat_tables(pq.read_table(p, schema=LAKE_SCHEMA) for p in paths)
+
+
+def prune(root: Path, older_than: timedelta, *, now: datetime | None = None, dry_run: bool = False) -> list[Path]:
+    """Delete what is older than ``older_than``; returns the paths removed (or that would be).
+
+    Verdicts: whole ``date=`` partitions whose day is entirely past the limit. Dead letters
+    (the backfill's, named by offset range, not by date): files last written before the limit.
+    """
+    now = now or datetime.now(_UTC)
+    cutoff = (now - older_than).date()
+    victims: list[Path] = []
+    for directory in sorted((Path(root) / "verdicts").glob("date=*")):
+        try:
+            day = _date.fromisoformat(directory.name.removeprefix("date="))
+        except ValueError:
+            continue  # not a partition we wrote
+        if directory.is_dir() and day < cutoff:
+            victims.append(directory)
+    limit = (now - older_than).timestamp()
+    victims.extend(p for p in sorted((Path(root) / "dead_letters").glob("*.parquet")) if p.stat().st_mtime < limit)
+    if not dry_run:
+        for path in victims:
+            if path.is_dir():
+                for child in path.iterdir():
+                    child.unlink()
+                path.rmdir()
+            else:
+                path.unlink()
+    return victims
 
 
 def _atomic_write(table: pa.Table, target: Path) -> None:

@@ -124,8 +124,15 @@ class DetectorSettings(Section):
 
 class LakeSettings(Section):
     path: Path = Path("data/lake")
-    # Keep the original inference log next to its verdict so history can be re-scored.
-    include_logs: bool = True
+    # Which rows keep their inference log (prompt, completion; identifiers pseudonymised) next
+    # to the verdict: none | flagged | all. Only kept logs can be re-scored by `spark backfill`.
+    # Every row keeps keyed hashes, lengths and the verdict (pipeline/privacy.py, docs/privacy.md).
+    raw_text: Literal["none", "flagged", "all"] = "flagged"
+    # AES-256-GCM key for the kept logs, base64 of 32 bytes (`misuse-monitor lake keygen`);
+    # set it from the environment (MM_LAKE__ENCRYPTION_KEY), never in a config file.
+    encryption_key: SecretStr | None = None
+    # `misuse-monitor lake prune` default: date partitions older than this many days go.
+    retention_days: int = Field(default=30, ge=1)
 
 
 class MetricsSettings(Section):

@@ -44,6 +44,7 @@ from pyspark.sql.types import BinaryType, IntegerType, LongType, StringType, Str
 from detectors.base import DetectorConfig
 from pipeline.decode import DecodeError, decode_log
 from pipeline.lake import LAKE_SCHEMA, LakeWriter, file_name, to_rows
+from pipeline.privacy import LakePolicy
 from pipeline.schemas import InferenceLog, MisuseVerdict
 from pipeline.scoring import Scorer
 from pipeline.settings import Settings, load_settings
@@ -51,6 +52,8 @@ from pipeline.sinks.base import ScoredRecord, SourcePosition
 from pipeline.verdicts import Pseudonymizer, build_verdict
 
 FILE_TOPIC = "file"
+# Marks an encrypted lake log in the raw ``value`` column (see read_lake_logs).
+ENCRYPTED_MAGIC = b"mm-aesgcm-v1:"
 RAW_SCHEMA = StructType(
     [
         StructField("value", BinaryType()),
@@ -106,7 +109,8 @@ class ScoringSpec:
     max_record_bytes: int
     batch_size: int = 256
     min_scores: tuple[tuple[str, float], ...] = ()
-    include_logs: bool = True
+    # What the output lake keeps of each record (the same policy as the stream's lake sink).
+    lake_policy: LakePolicy = LakePolicy()
 
     @classmethod
     def from_settings(
@@ -126,7 +130,7 @@ class ScoringSpec:
             max_record_bytes=settings.batch.max_record_bytes,
             batch_size=settings.batch.max_records,
             min_scores=tuple(sorted((min_scores or {}).items())),
-            include_logs=settings.lake.include_logs,
+            lake_policy=LakePolicy.from_settings(settings),
         )
 
     @property
@@ -183,7 +187,12 @@ def score_rows(rows: Sequence[Mapping], scorer: Scorer, spec: ScoringSpec) -> pa
     for row in rows:
         position = SourcePosition(row["source_topic"], row["source_partition"], row["source_offset"])
         try:
-            decoded.append((decode_log(row["value"], spec.max_record_bytes), position))
+            value = decrypt_value(row["value"], spec.lake_policy) if row["value"] else row["value"]
+        except ValueError as exc:  # no key, another key, or a tampered row: a dead letter, not a crash
+            out.append(_undecryptable(position, row["value"], exc))
+            continue
+        try:
+            decoded.append((decode_log(value, spec.max_record_bytes), position))
         except DecodeError as exc:
             out.append(
                 {
@@ -206,8 +215,19 @@ def score_rows(rows: Sequence[Mapping], scorer: Scorer, spec: ScoringSpec) -> pa
             ScoredRecord(log, verdict, position)
             for (log, position), verdict in zip(decoded, verdicts, strict=True)
         ]
-        out.extend(to_rows(records, spec.include_logs))
+        out.extend(to_rows(records, spec.lake_policy))
     return pa.Table.from_pylist(out, schema=SCORED_ARROW_SCHEMA)
+
+
+def _undecryptable(position: SourcePosition, value: bytes, exc: BaseException) -> dict:
+    return {
+        "source_topic": position.topic,
+        "source_partition": position.partition,
+        "source_offset": position.offset,
+        "error_reason": "undecryptable",
+        "error_detail": f"{type(exc).__name__}: {exc}"[:300],
+        "raw_value": value,
+    }
 
 
 def _score_batches(spec: ScoringSpec, batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
@@ -257,14 +277,31 @@ def read_lake_verdicts(spark: SparkSession, lake: Path | str) -> DataFrame:
 
 
 def read_lake_logs(spark: SparkSession, lake: Path | str) -> DataFrame:
-    """History from a lake: the stored ``log_json`` at its original source position.
+    """History from a lake: the stored log at its original source position.
 
-    Rows stored without a log (lake.include_logs off) arrive with a null value and are
-    dead-lettered with reason ``empty``.
+    Only rows whose text the lake kept (``lake.raw_text``: all rows, flagged ones, or none)
+    can be re-scored; the others are left out here (docs/privacy.md). An encrypted log
+    travels as ENCRYPTED_MAGIC + request id + NUL + ciphertext and is decrypted in the
+    worker with the lake key of the settings (the key never enters a Spark plan).
     """
-    return read_lake_verdicts(spark, lake).select(
-        F.encode("log_json", "UTF-8").alias("value"), "source_topic", "source_partition", "source_offset"
+    verdicts = read_lake_verdicts(spark, lake)
+    value = F.when(F.col("log_json").isNotNull(), F.encode("log_json", "UTF-8")).otherwise(
+        F.concat(F.lit(ENCRYPTED_MAGIC), F.encode("request_id", "UTF-8"), F.lit(b"\0"), F.col("log_json_encrypted"))
     )
+    return verdicts.where(F.col("log_json").isNotNull() | F.col("log_json_encrypted").isNotNull()).select(
+        value.alias("value"), "source_topic", "source_partition", "source_offset"
+    )
+
+
+def decrypt_value(value: bytes, policy: LakePolicy) -> bytes:
+    """The plain log of a value from :func:`read_lake_logs` (unchanged unless encrypted)."""
+    if not value.startswith(ENCRYPTED_MAGIC):
+        return value
+    cipher = policy.cipher
+    if cipher is None:
+        raise ValueError("the lake row is encrypted and no lake.encryption_key is set")
+    request_id, _, blob = value[len(ENCRYPTED_MAGIC) :].partition(b"\0")
+    return cipher.decrypt(blob, request_id.decode("utf-8")).encode("utf-8")
 
 
 def read_jsonl(spark: SparkSession, paths: Sequence[str | Path]) -> DataFrame:

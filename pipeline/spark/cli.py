@@ -1,7 +1,9 @@
 """``misuse-monitor spark <job>``: the batch jobs from the command line.
 
 Each command builds one SparkSession (``--master``, local[*] by default), reads the lake at
-``--lake`` (or another source for backfill/shadow), and writes under ``--out``. The same
+``--lake`` (or another source for backfill/shadow), and writes under ``--out``; it refuses
+to replace a non-empty output (``<out>`` for backfill, ``<out>/<job>/`` for the others)
+unless ``--overwrite`` is given. The same
 jobs run under ``spark-submit pipeline/spark/<job>.py`` with the same flags.
 """
 
@@ -22,10 +24,27 @@ LakeOpt = Annotated[Path | None, typer.Option(help="Lake root holding verdicts/ 
 OutOpt = Annotated[Path, typer.Option(help="Output root (job results go to <out>/<job>/)")]
 ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", help="YAML settings file")]
 DriverMemOpt = Annotated[str, typer.Option(help="spark.driver.memory")]
+OverwriteOpt = Annotated[
+    bool, typer.Option("--overwrite", help="Replace what an earlier run wrote there (refused by default when not empty)")
+]
 ConfOpt = Annotated[
     list[str] | None,
     typer.Option("--conf", help="Extra Spark setting key=value (repeatable), e.g. spark.executor.resource.gpu.amount=1"),
 ]
+
+
+def _refuse_overwrite(targets: list[Path], overwrite: bool) -> None:
+    """Refuse to replace a non-empty output directory unless ``--overwrite`` was given.
+
+    Spark writes with mode "overwrite" (a job's directory is replaced whole) and the backfill
+    trims overlapping offset ranges of a lake: a mistyped ``--out`` must not cost a dataset.
+    Checked before the SparkSession starts, so a refusal takes milliseconds.
+    """
+    from pipeline.exits import InputError
+
+    busy = [t for t in targets if t.exists() and (not t.is_dir() or any(t.iterdir()))]
+    if busy and not overwrite:
+        raise InputError(f"{', '.join(map(str, busy))} is not empty; pass --overwrite to replace it")
 
 
 def _session(master: str, job: str, driver_memory: str = "1g", kafka: bool = False, conf: list[str] | None = None):  # noqa: ANN202
@@ -69,8 +88,10 @@ def backfill(
     config: ConfigOpt = None,
     driver_memory: DriverMemOpt = "1g",
     conf: ConfOpt = None,
+    overwrite: OverwriteOpt = False,
 ) -> None:
     """Score history (lake, JSONL or a Kafka range) with the stream's detectors into a lake at --out."""
+    _refuse_overwrite([out], overwrite)
     from pipeline.spark import backfill as job
 
     settings = _settings(config)
@@ -103,8 +124,10 @@ def aggregates(
     out: OutOpt, master: MasterOpt = "local[*]", lake: LakeOpt = None, config: ConfigOpt = None,
     driver_memory: DriverMemOpt = "1g",
     conf: ConfOpt = None,
+    overwrite: OverwriteOpt = False,
 ) -> None:
     """Daily volume, flagged share, severity mix and complied share per tenant/deployment/model/category."""
+    _refuse_overwrite([out / "aggregates"], overwrite)
     from pipeline.spark import aggregates as job
 
     spark = _session(master, "aggregates", driver_memory, conf=conf)
@@ -123,8 +146,10 @@ def offenders(
     config: ConfigOpt = None,
     driver_memory: DriverMemOpt = "1g",
     conf: ConfOpt = None,
+    overwrite: OverwriteOpt = False,
 ) -> None:
     """Users ranked by decayed risk, with the categories and models they touched."""
+    _refuse_overwrite([out / "offenders"], overwrite)
     from pipeline.spark import offenders as job
 
     spark = _session(master, "offenders", driver_memory, conf=conf)
@@ -143,8 +168,10 @@ def campaigns(
     config: ConfigOpt = None,
     driver_memory: DriverMemOpt = "1g",
     conf: ConfOpt = None,
+    overwrite: OverwriteOpt = False,
 ) -> None:
     """Near-duplicate prompts across users (MinHash LSH) grouped into campaigns."""
+    _refuse_overwrite([out / "campaigns"], overwrite)
     from pipeline.spark import campaigns as job
 
     spark = _session(master, "campaigns", driver_memory, conf=conf)
@@ -170,8 +197,10 @@ def shadow(
     config: ConfigOpt = None,
     driver_memory: DriverMemOpt = "1g",
     conf: ConfOpt = None,
+    overwrite: OverwriteOpt = False,
 ) -> None:
     """Compare two detector versions or threshold sets: verdict diff, precision/recall on labels."""
+    _refuse_overwrite([out / "shadow"], overwrite)
     from pipeline.spark import shadow as job
 
     argv = ["--master", master, "--out", str(out)]
@@ -201,8 +230,10 @@ def all_jobs(
     config: ConfigOpt = None,
     driver_memory: DriverMemOpt = "1g",
     conf: ConfOpt = None,
+    overwrite: OverwriteOpt = False,
 ) -> None:
     """aggregates + offenders + campaigns over one lake, in one session (input for `report`)."""
+    _refuse_overwrite([out / "aggregates", out / "offenders", out / "campaigns"], overwrite)
     from pipeline.spark import aggregates as agg_job
     from pipeline.spark import campaigns as camp_job
     from pipeline.spark import offenders as off_job

@@ -66,6 +66,7 @@ def _stream_env(bootstrap: str, topic: str, tmp_path: Path, group: str, **extra:
         MM_LAKE__PATH=str(tmp_path / "lake"),
         MM_METRICS__PORT="0",
         MM_DETECTORS__ENABLED='["rules"]',
+        MM_PSEUDONYM_KEY="integration-test-pseudonym-key",  # stream refuses the shipped placeholder
         **extra,
     )
     return env

@@ -3,6 +3,7 @@ from datetime import UTC, datetime, timedelta
 import pyarrow.compute as pc
 
 from pipeline.lake import LakeFile, LakeWriter
+from pipeline.privacy import LakePolicy
 from pipeline.sinks.base import ScoredRecord, SourcePosition
 from pipeline.verdicts import Pseudonymizer, build_verdict
 from tests.fixtures.logs import make_log
@@ -54,7 +55,7 @@ def test_identical_replay_rewrites_the_same_file(tmp_path):
 
 
 def test_lake_rows_carry_verdict_and_original_log(tmp_path):
-    writer = LakeWriter(tmp_path)
+    writer = LakeWriter(tmp_path, LakePolicy(raw_text="all"))
     writer.write(_records([7]))
     table = writer.read()
     assert table.num_rows == 1

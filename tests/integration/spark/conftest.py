@@ -79,7 +79,9 @@ def history(tmp_path_factory: pytest.TempPathFactory) -> SimulatedHistory:
         for line in INVALID_LINES:
             fh.write(line + b"\n")
     truths = {r.log.request_id: r.truth for r in records}
-    settings = Settings(detectors={"enabled": ["rules"]})
+    # raw_text "all": the job tests re-score the whole history from the lake; only kept logs can
+    # be re-scored (the default "flagged" keeps flagged ones: test_backfill covers that case).
+    settings = Settings(detectors={"enabled": ["rules"]}, lake={"raw_text": "all"})
     return SimulatedHistory(path, truths, path.read_bytes().splitlines(), settings)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -71,6 +72,36 @@ def test_rescore_from_lake_keeps_verdicts_and_positions(
     assert _lake_by_offset(out) == _lake_by_offset(history_lake)
 
 
+def test_a_flagged_only_encrypted_lake_rescores_its_flagged_rows(
+    spark: SparkSession, history: SimulatedHistory, tmp_path: Path
+) -> None:
+    """Under raw_text "flagged" only flagged rows keep their (encrypted) log: those, and only
+    those, can be re-scored, and only with the lake key."""
+    from pydantic import SecretStr
+
+    from pipeline.privacy import TextCipher
+
+    lake_settings = history.settings.lake.model_copy(update={"raw_text": "flagged", "encryption_key": SecretStr(TextCipher.generate())})
+    spec = backfill.ScoringSpec.from_settings(history.settings.model_copy(update={"lake": lake_settings}))
+    source = tmp_path / "source"
+    backfill.backfill_to_lake(spark, backfill.read_jsonl(spark, [history.jsonl]), spec, source)
+    rows = LakeWriter(source).read().to_pylist()
+    flagged = {(r["source_topic"], r["source_partition"], r["source_offset"]) for r in rows if r["flagged"]}
+    assert 0 < len(flagged) < len(rows)
+    assert all(r["log_json"] is None for r in rows)
+    assert all((r["log_json_encrypted"] is not None) == r["flagged"] for r in rows)
+
+    result = backfill.backfill_to_lake(spark, backfill.read_lake_logs(spark, source), spec, tmp_path / "rescored")
+    assert result.dead_letters == 0 and result.verdicts == len(flagged)
+    assert _lake_by_offset(tmp_path / "rescored") == {k: v for k, v in _lake_by_offset(source).items() if k in flagged}
+
+    without_key = dataclasses.replace(spec, lake_policy=dataclasses.replace(spec.lake_policy, encryption_key_b64=None))
+    result = backfill.backfill_to_lake(spark, backfill.read_lake_logs(spark, source), without_key, tmp_path / "no-key")
+    assert result.verdicts == 0 and result.dead_letters == len(flagged)
+    dead = pq.read_table(tmp_path / "no-key" / "dead_letters").to_pylist()
+    assert {d["error_reason"] for d in dead} == {"undecryptable"}
+
+
 def test_threshold_set_only_removes_weak_findings(spark: SparkSession, history: SimulatedHistory, history_lake: Path) -> None:
     strict = backfill.ScoringSpec.from_settings(history.settings, min_scores={c: 0.75 for c in ("cyber_abuse", "jailbreak")})
     rows = backfill.verdict_rows(backfill.run(spark, backfill.read_lake_logs(spark, history_lake), strict)).collect()
@@ -109,7 +140,8 @@ def test_kafka_backfill_equals_stream(
     )
     started = time.monotonic()
     stream = subprocess.run(
-        [sys.executable, "-m", "pipeline.cli", "stream", "--max-idle", "5"],
+        # --dev: the same (placeholder) key as history.settings, so pseudonyms compare equal.
+        [sys.executable, "-m", "pipeline.cli", "stream", "--max-idle", "5", "--dev"],
         env=env, capture_output=True, text=True, timeout=180,
     )
     assert stream.returncode == 0, stream.stdout + stream.stderr

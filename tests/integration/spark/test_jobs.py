@@ -169,13 +169,18 @@ def test_cli_backfill_and_all(history: SimulatedHistory, tmp_path: Path) -> None
     assert result.exit_code == 0, result.output
     assert f"{len(history.truths)} verdicts" in result.output and "2 dead letters" in result.output
     first_run = LakeWriter(lake).read().sort_by("source_offset")
-    # A second run over the same archive replaces its files: nothing duplicated, nothing lost.
-    result = CliRunner().invoke(
-        app, ["backfill", "--jsonl", str(history.jsonl), "--out", str(lake), "--detectors", "rules", "--max-rows-per-file", "400"]
-    )
+    # A second run into the same, now non-empty, --out is refused without --overwrite ...
+    again = ["backfill", "--jsonl", str(history.jsonl), "--out", str(lake), "--detectors", "rules", "--max-rows-per-file", "400"]
+    refused = CliRunner().invoke(app, again)
+    assert refused.exit_code != 0 and "--overwrite" in str(refused.exception)
+    assert LakeWriter(lake).read().sort_by("source_offset").equals(first_run)
+    # ... and with it replaces its files: nothing duplicated, nothing lost.
+    result = CliRunner().invoke(app, [*again, "--overwrite"])
     assert result.exit_code == 0, result.output
     assert LakeWriter(lake).read().sort_by("source_offset").equals(first_run)
     assert pq.read_table(lake / "dead_letters").num_rows == 2
     result = CliRunner().invoke(app, ["all", "--lake", str(lake), "--out", str(tmp_path / "out")])
     assert result.exit_code == 0, result.output
     assert {p.name for p in (tmp_path / "out").iterdir()} == {"aggregates", "offenders", "campaigns"}
+    refused = CliRunner().invoke(app, ["aggregates", "--lake", str(lake), "--out", str(tmp_path / "out")])
+    assert refused.exit_code != 0 and "aggregates is not empty" in str(refused.exception)

@@ -1,0 +1,139 @@
+"""``misuse-monitor lake prune|keygen`` and ``misuse-monitor pseudonym resolve``.
+
+Pseudonyms are HMAC-SHA256 of the raw id under ``pseudonym_key``: one-way by design, so no
+table maps them back and none is kept. Linking a pseudonym to a person therefore takes two
+things held by different people: the key (the operators of misuse-monitor) and a list of
+candidate raw ids (the identity system of the tenant, e.g. the accounts active that day).
+``pseudonym resolve`` hashes the candidates and prints the ones that match, and appends one
+audit line per run (who, when, why, which pseudonyms, how many candidates and matches; never
+the raw ids) to an append-only file, before it prints anything.
+"""
+
+from __future__ import annotations
+
+import getpass
+import json
+import logging
+import os
+import re
+import sys
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+log = logging.getLogger(__name__)
+
+lake_app = typer.Typer(help="Retention and keys of the Parquet lake.", no_args_is_help=True)
+pseudonym_app = typer.Typer(help="Link pseudonymous user ids back, with the key and an audit trail.", no_args_is_help=True)
+
+ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", help="YAML settings file (else MM_CONFIG)")]
+DEFAULT_AUDIT_LOG = Path("data/audit/pseudonym-resolve.jsonl")
+_AGE = re.compile(r"^(\d+)([dh])$")
+
+
+def parse_age(text: str) -> timedelta:
+    """``30d`` or ``12h``."""
+    m = _AGE.match(text.strip())
+    if not m:
+        raise typer.BadParameter(f"{text!r} is not an age like 30d or 12h", param_hint="--older-than")
+    n = int(m[1])
+    return timedelta(days=n) if m[2] == "d" else timedelta(hours=n)
+
+
+@lake_app.command("prune")
+def prune_command(
+    older_than: Annotated[str | None, typer.Option(help="Age limit, e.g. 30d or 12h (default: lake.retention_days)")] = None,
+    lake: Annotated[Path | None, typer.Option(help="Lake root (default: lake.path)")] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="List what would be deleted, delete nothing")] = False,
+    config: ConfigOpt = None,
+) -> None:
+    """Delete lake date partitions (and dead-letter files) older than the limit."""
+    from pipeline.lake import prune
+    from pipeline.settings import load_settings
+
+    settings = load_settings(config)
+    root = lake or settings.lake.path
+    age = parse_age(older_than) if older_than else timedelta(days=settings.lake.retention_days)
+    removed = prune(root, age, dry_run=dry_run)
+    verb = "would delete" if dry_run else "deleted"
+    for path in removed:
+        typer.echo(f"{verb} {path}")
+    typer.echo(f"{verb} {len(removed)} partitions/files older than {age.days}d {age.seconds // 3600}h under {root}", err=True)
+
+
+@lake_app.command("keygen")
+def keygen_command() -> None:
+    """Print a new random lake encryption key (set it as MM_LAKE__ENCRYPTION_KEY)."""
+    from pipeline.privacy import TextCipher
+
+    typer.echo(TextCipher.generate())
+
+
+@pseudonym_app.command("resolve")
+def resolve_command(
+    pseudonyms: Annotated[list[str], typer.Argument(help="Pseudonyms to resolve (u_...)")],
+    candidates: Annotated[
+        Path, typer.Option(help="File of candidate raw user ids, one per line ('-': stdin)", show_default=False)
+    ],
+    reason: Annotated[str, typer.Option(help="Why (ticket or case id); written to the audit log", show_default=False)],
+    audit_log: Annotated[Path, typer.Option(help="Append-only audit file (JSON lines)")] = DEFAULT_AUDIT_LOG,
+    config: ConfigOpt = None,
+) -> None:
+    """Print ``pseudonym<TAB>raw id`` for each candidate whose keyed hash is one of PSEUDONYMS."""
+    from pipeline.exits import ConfigError, InputError
+    from pipeline.privacy import DEFAULT_PSEUDONYM_KEY
+    from pipeline.settings import load_settings
+    from pipeline.verdicts import PSEUDONYM, Pseudonymizer
+
+    if not reason.strip():
+        raise InputError("--reason must say why (a ticket or case id)")
+    bad = [p for p in pseudonyms if not PSEUDONYM.fullmatch(p)]
+    if bad:
+        raise InputError(f"not a pseudonym: {', '.join(bad)} (expected u_ and 20 hex digits)")
+    key = load_settings(config).pseudonym_key.get_secret_value()
+    if key == DEFAULT_PSEUDONYM_KEY:
+        raise ConfigError("pseudonym_key is the shipped placeholder; resolve needs the key the stream ran with")
+    lines = sys.stdin if str(candidates) == "-" else candidates.open(encoding="utf-8")
+    pseudonymize = Pseudonymizer(key.encode("utf-8"))
+    wanted = set(pseudonyms)
+    matches: list[tuple[str, str]] = []
+    count = 0
+    with lines:
+        for line in lines:
+            raw = line.rstrip("\n")
+            if not raw:
+                continue
+            count += 1
+            p = pseudonymize(raw)
+            if p in wanted:
+                matches.append((p, raw))
+    entry = {
+        "ts": datetime.now(UTC).isoformat(),
+        "action": "pseudonym.resolve",
+        "operator": _operator(),
+        "reason": reason,
+        "pseudonyms": sorted(wanted),
+        "candidates": count,
+        "matched": sorted({p for p, _ in matches}),
+    }
+    # Audit first: a run that cannot be audited prints nothing.
+    audit_log.parent.mkdir(parents=True, exist_ok=True)
+    with audit_log.open("a", encoding="utf-8") as fh:
+        fh.write(json.dumps(entry, sort_keys=True) + "\n")
+        fh.flush()
+        os.fsync(fh.fileno())
+    log.warning("pseudonym resolve by %s (%s): %d pseudonyms, %d matched", entry["operator"], reason, len(wanted), len(entry["matched"]))
+    for p, raw in sorted(matches):
+        typer.echo(f"{p}\t{raw}")
+    unresolved = wanted - {p for p, _ in matches}
+    if unresolved:
+        typer.echo(f"no candidate matched: {', '.join(sorted(unresolved))}", err=True)
+
+
+def _operator() -> str:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):  # no passwd entry (containers)
+        return f"uid:{os.getuid()}"
