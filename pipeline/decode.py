@@ -43,6 +43,7 @@ MAX_DEPTH = 64
 # 2**63 has 19 digits; 32 leaves room for signs and ids written as numbers, and is far below
 # CPython's 4,300-digit int conversion limit.
 MAX_INT_DIGITS = 32
+DETAIL_MAX_CHARS = 1000
 
 
 class DecodeReason(StrEnum):
@@ -64,6 +65,11 @@ class DecodeError(ValueError):
     """A record that cannot become an InferenceLog. ``reason`` is a bounded label."""
 
     def __init__(self, reason: DecodeReason, detail: str) -> None:
+        # The detail travels in Kafka headers, JSON lines and database rows, and may quote a
+        # hostile key: escape NUL and lone surrogates, and bound its length.
+        detail = detail.encode("utf-8", "backslashreplace").decode("utf-8").replace("\x00", "\\x00")
+        if len(detail) > DETAIL_MAX_CHARS:
+            detail = detail[: DETAIL_MAX_CHARS - 3] + "..."
         super().__init__(f"{reason}: {detail}")
         self.reason = reason
         self.detail = detail

@@ -43,7 +43,7 @@ EVIDENCE_MAX_CHARS = 160
 #   silently changing an idempotency key could merge two requests into one verdict (PostgreSQL
 #   upserts by request_id);
 # * content (prompt, completion, message content and text parts, reasoning, tool-call
-#   arguments, metadata values) is CLEANED: the characters are removed and the paths recorded
+#   arguments, metadata values, unknown fields kept in messages/parts/tool calls) is CLEANED: the characters are removed and the paths recorded
 #   in ``metadata["mm.cleaned_fields"]`` (``InferenceLog.cleaned_fields``). Rejecting would let
 #   anyone keep a harmful prompt away from every detector (a dead letter has no verdict) by
 #   adding one NUL; removing, not replacing, means an invisible character cannot split a word
@@ -54,7 +54,6 @@ EVIDENCE_MAX_CHARS = 160
 # regex character class was 12 us on a 3 KB string, the encode 1-3 us.
 _UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
 CLEANED_NOTE_KEY = "mm.cleaned_fields"
-_CONTENT_FIELDS = frozenset({"prompt", "completion", "reasoning_content", "content", "text", "arguments"})
 # Set by a Text validator that cleaned something; reset before and read after each InferenceLog.
 _CLEANED: ContextVar[bool] = ContextVar("mm_text_cleaned", default=False)
 
@@ -140,13 +139,10 @@ def _dirty_paths(value: Any, path: str = "") -> list[str]:
 
 
 def _cleaned_paths(data: Any) -> list[str]:
-    """Where content was cleaned: the dirty content strings of the input (ignored extras left out)."""
-    paths = []
-    for path in _dirty_paths(data):
-        names = [part for part in path.split(".") if not part.isdigit()]
-        if path.startswith("metadata.") or (names and names[-1] in _CONTENT_FIELDS):
-            paths.append(path)
-    return paths or ["<record>"]
+    """Where content was cleaned: the dirty strings of the input under a field the record keeps
+    (unknown top-level fields are ignored, not cleaned; a dirty identifier would have failed)."""
+    kept = {field.alias or name for name, field in InferenceLog.model_fields.items()}
+    return [path for path in _dirty_paths(data) if path.split(".")[0] in kept] or ["<record>"]
 
 
 Key = Annotated[str, AfterValidator(_reject_unstorable)]
@@ -218,7 +214,24 @@ class Severity(StrEnum):
 _SEVERITY_ORDER = [Severity.NONE, Severity.LOW, Severity.MEDIUM, Severity.HIGH, Severity.CRITICAL]
 
 
-class ContentPart(BaseModel):
+class _OpenModel(BaseModel):
+    """A nested part of inference-log/v1 that keeps unknown fields (forward compatibility).
+
+    Kept fields are stored with the record (the lake keeps the whole log as JSON), so they get
+    the metadata policy: string values cleaned, keys with NUL or lone surrogates rejected.
+    """
+
+    model_config = ConfigDict(extra="allow")
+
+    @model_validator(mode="after")
+    def _storable_extras(self) -> _OpenModel:
+        extra = self.__pydantic_extra__
+        if extra and _metadata_dirty(extra):
+            extra.update(_clean_metadata(extra, "<extra field>"))
+        return self
+
+
+class ContentPart(_OpenModel):
     """One part of an OpenAI multi-part message content; only text parts are screened."""
 
     model_config = ConfigDict(extra="allow")
@@ -226,7 +239,7 @@ class ContentPart(BaseModel):
     text: Text | None = None
 
 
-class ToolCallFunction(BaseModel):
+class ToolCallFunction(_OpenModel):
     """The function a model asked to call; ``arguments`` is the JSON text the model wrote."""
 
     model_config = ConfigDict(extra="allow")
@@ -234,7 +247,7 @@ class ToolCallFunction(BaseModel):
     arguments: Text = ""
 
 
-class ToolCall(BaseModel):
+class ToolCall(_OpenModel):
     """One OpenAI tool call ({id, type, function: {name, arguments}}).
 
     Typed because the arguments are model output that can carry the harmful payload
@@ -247,7 +260,7 @@ class ToolCall(BaseModel):
     function: ToolCallFunction
 
 
-class ChatMessage(BaseModel):
+class ChatMessage(_OpenModel):
     model_config = ConfigDict(extra="allow")
     role: Key = Field(min_length=1, max_length=32)
     content: Text | list[ContentPart] | None = None
@@ -267,7 +280,7 @@ class ChatMessage(BaseModel):
         return "\n".join(part.text for part in self.content if part.text)
 
 
-class Usage(BaseModel):
+class Usage(_OpenModel):
     model_config = ConfigDict(extra="allow")
     prompt_tokens: int | None = Field(default=None, ge=0)
     completion_tokens: int | None = Field(default=None, ge=0)

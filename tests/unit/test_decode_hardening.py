@@ -179,3 +179,11 @@ def test_request_id_of_never_raises_and_needs_a_string():
     assert request_id_of(b"\xff\xfe") is None
     assert request_id_of(b'{"request_id": 5}') is None
     assert request_id_of(b'{"request_id": "a", "request_id": "b"}') is None
+
+
+def test_error_detail_quoting_a_hostile_key_is_storable():
+    raw = _line(prompt="x", metadata="@").replace(b'"@"', b'{"\\ud800\\u0000": 1, "\\ud800\\u0000": 2}')
+    err = _reject(raw)
+    assert err.reason is DecodeReason.DUPLICATE_KEY
+    assert "\x00" not in err.detail and "\\ud800" in err.detail
+    err.detail.encode("utf-8")

@@ -145,6 +145,8 @@ def _decode_or_error(raw: bytes) -> InferenceLog | DecodeError:
         return decode_log(raw, LIMIT)
     except DecodeError as exc:
         assert isinstance(exc.reason, DecodeReason) and exc.detail
+        assert "\x00" not in exc.detail and len(exc.detail) <= 1000
+        exc.detail.encode("utf-8")  # storable in a Kafka header and a JSON line
         return exc
 
 
