@@ -28,6 +28,13 @@ log = logging.getLogger(__name__)
 lake_app = typer.Typer(help="Retention and keys of the Parquet lake.", no_args_is_help=True)
 pseudonym_app = typer.Typer(help="Link pseudonymous user ids back, with the key and an audit trail.", no_args_is_help=True)
 
+
+
+@pseudonym_app.callback()
+def _pseudonym() -> None:
+    """Link pseudonymous user ids back, with the key and an audit trail (one command: resolve)."""
+
+
 ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", help="YAML settings file (else MM_CONFIG)")]
 DEFAULT_AUDIT_LOG = Path("data/audit/pseudonym-resolve.jsonl")
 _AGE = re.compile(r"^(\d+)([dh])$")

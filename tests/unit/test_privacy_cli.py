@@ -1,0 +1,83 @@
+"""`pseudonym resolve` (key + candidates, audit first) and `lake prune|keygen` from the command line."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from pipeline.exits import ConfigError, InputError
+from pipeline.lake import LakeWriter
+from pipeline.privacy import LakePolicy, TextCipher
+from pipeline.privacy_cli import lake_app, pseudonym_app
+from pipeline.sinks.base import ScoredRecord, SourcePosition
+from pipeline.verdicts import Pseudonymizer, build_verdict
+from tests.fixtures.logs import make_log
+
+KEY = "unit-test-pseudonym-key-0123456789"
+
+
+@pytest.fixture
+def candidates(tmp_path: Path) -> Path:
+    path = tmp_path / "accounts.txt"
+    path.write_text("alice@example.com\nbob@example.com\n\ncarol@example.com\n")
+    return path
+
+
+def test_resolve_prints_matches_and_audits_without_raw_ids(
+    tmp_path: Path, candidates: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("MM_PSEUDONYM_KEY", KEY)
+    pseudonymize = Pseudonymizer(KEY.encode())
+    bob, stranger = pseudonymize("bob@example.com"), pseudonymize("mallory@example.com")
+    audit = tmp_path / "audit" / "resolve.jsonl"
+    args = ["resolve", bob, stranger, "--candidates", str(candidates), "--reason", "T&S-1234", "--audit-log", str(audit)]
+    result = CliRunner().invoke(pseudonym_app, args)
+    assert result.exit_code == 0, result.output
+    assert f"{bob}\tbob@example.com" in result.stdout
+    assert "alice" not in result.stdout and "carol" not in result.stdout
+    assert f"no candidate matched: {stranger}" in result.stderr
+    [line] = audit.read_text().splitlines()
+    entry = json.loads(line)
+    assert entry["action"] == "pseudonym.resolve" and entry["reason"] == "T&S-1234"
+    assert entry["pseudonyms"] == sorted([bob, stranger]) and entry["matched"] == [bob] and entry["candidates"] == 3
+    assert entry["operator"] and "example.com" not in line
+    CliRunner().invoke(pseudonym_app, args)
+    assert len(audit.read_text().splitlines()) == 2  # appended, never rewritten
+
+
+def test_resolve_needs_the_real_key_and_a_pseudonym(tmp_path: Path, candidates: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("MM_PSEUDONYM_KEY", raising=False)
+    audit = tmp_path / "a.jsonl"
+    p = Pseudonymizer(b"whatever")("bob@example.com")
+    result = CliRunner().invoke(pseudonym_app, ["resolve", p, "--candidates", str(candidates), "--reason", "x", "--audit-log", str(audit)])
+    assert isinstance(result.exception, ConfigError) and not audit.exists()
+    monkeypatch.setenv("MM_PSEUDONYM_KEY", KEY)
+    result = CliRunner().invoke(pseudonym_app, ["resolve", "bob@example.com", "--candidates", str(candidates), "--reason", "x", "--audit-log", str(audit)])
+    assert isinstance(result.exception, InputError) and not audit.exists()
+
+
+def test_lake_prune_by_age_and_dry_run(tmp_path: Path) -> None:
+    today = datetime.now(UTC).date()
+    writer = LakeWriter(tmp_path, LakePolicy(pseudonym_key=b"k" * 16))
+    for off, age_days in enumerate((40, 31, 2)):
+        day = today - timedelta(days=age_days)
+        log = make_log(request_id=f"r{off}", timestamp=f"{day.isoformat()}T12:00:00Z")
+        writer.write([ScoredRecord(log, build_verdict(log, [], Pseudonymizer(b"k")), SourcePosition("t", 0, off))])
+    dry = CliRunner().invoke(lake_app, ["prune", "--older-than", "30d", "--lake", str(tmp_path), "--dry-run"])
+    assert dry.exit_code == 0, dry.output
+    assert dry.stdout.count("would delete") == 2 and len(list((tmp_path / "verdicts").iterdir())) == 3
+    done = CliRunner().invoke(lake_app, ["prune", "--older-than", "30d", "--lake", str(tmp_path)])
+    assert done.exit_code == 0 and done.stdout.count("deleted") == 2
+    assert LakeWriter(tmp_path).read().column("request_id").to_pylist() == ["r2"]
+    assert CliRunner().invoke(lake_app, ["prune", "--older-than", "30 days", "--lake", str(tmp_path)]).exit_code != 0
+
+
+def test_keygen_prints_a_usable_key() -> None:
+    result = CliRunner().invoke(lake_app, ["keygen"])
+    key = result.stdout.strip()
+    cipher = TextCipher.from_b64(key)
+    assert cipher.decrypt(cipher.encrypt("text", "r1"), "r1") == "text"
