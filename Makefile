@@ -75,7 +75,7 @@ demo: $(DEMO_STAMP)
 	$(MM) simulate -o $(DEMO_DIR)/traffic.jsonl --records 800 --truth $(DEMO_DIR)/truth.jsonl
 	cat tests/fixtures/malformed.jsonl >> $(DEMO_DIR)/traffic.jsonl
 	$(PY) -m pipeline.demo topics $(BOOT) demo.logs.$(DEMO_RUN) misuse-verdicts inference-logs.dlq
-	MM_KAFKA__BOOTSTRAP_SERVERS=$(BOOT) $(MM) produce $(DEMO_DIR)/traffic.jsonl --topic demo.logs.$(DEMO_RUN)
+	MM_KAFKA__BOOTSTRAP_SERVERS=$(BOOT) $(MM) produce $(DEMO_DIR)/traffic.jsonl --topic demo.logs.$(DEMO_RUN) --create-topic
 	MM_KAFKA__BOOTSTRAP_SERVERS=$(BOOT) \
 	  $(MM) stream --topic demo.logs.$(DEMO_RUN) --group demo-$(DEMO_RUN) --lake $(DEMO_DIR)/lake --metrics-port 0 --max-idle 5 --dev
 	$(MM) evaluate --labels $(DEMO_DIR)/truth.jsonl --verdicts $(DEMO_DIR)/lake

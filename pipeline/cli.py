@@ -170,6 +170,7 @@ def produce(
     topic: Annotated[str | None, typer.Option(help="Target topic (default: kafka.input_topic)")] = None,
     rate: Annotated[float | None, typer.Option(help="Records per second (default: as fast as possible)")] = None,
     bootstrap: Annotated[str | None, typer.Option(help="Kafka bootstrap servers")] = None,
+    create_topic: Annotated[bool, typer.Option("--create-topic", help="Create the topic if it does not exist")] = False,
     config: ConfigOpt = None,
 ) -> None:
     """Replay a JSONL file into Kafka, line by line, bytes unchanged (bad lines included).
@@ -187,6 +188,7 @@ def produce(
 
     settings = _settings(config, kafka__bootstrap_servers=bootstrap)
     require_kafka(settings.kafka)  # seconds, not kafka-python's retries, for a wrong address
+    _require_topic(settings, topic or settings.kafka.input_topic, create_topic)
     total = _count_lines(file)
     sent = 0
     started = time.monotonic()
@@ -223,6 +225,17 @@ def produce(
         raise typer.Exit(ExitCode.INPUT)
 
 
+def _require_topic(settings: Settings, topic: str, create: bool) -> None:
+    """Refuse a topic that does not exist (a typo would otherwise auto-create it), or create it."""
+    from pipeline.topics import TopicMissing, require_topic
+
+    try:
+        if require_topic(settings.kafka, topic, create=create):
+            console.print(f"created topic {topic}")
+    except TopicMissing as exc:
+        raise typer.BadParameter(str(exc), param_hint="--topic") from exc
+
+
 def _request_id_key(line: bytes) -> bytes | None:
     """The record key: the line's request id (bounded parse, never raises), else None (unkeyed)."""
     rid = request_id_of(line)
@@ -239,6 +252,9 @@ def stream(
     lake: Annotated[Path | None, typer.Option(help="Parquet lake root")] = None,
     metrics_port: Annotated[int | None, typer.Option(help="Prometheus port (0 disables)")] = None,
     max_idle: Annotated[float | None, typer.Option(help="Exit after this many idle seconds (demo/backfill)")] = None,
+    create_topic: Annotated[
+        bool, typer.Option("--create-topic", help="Create the input topic if it does not exist")
+    ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the end-of-run summary as JSON on stdout")] = False,
     dev: Annotated[
         bool, typer.Option("--dev", help="Local demo: accept the shipped placeholder pseudonym_key (with a warning)")
@@ -263,6 +279,7 @@ def stream(
     )
     # Fail in seconds on a wrong address, before the models load (pipeline/preflight.py).
     require_kafka(settings.kafka)
+    _require_topic(settings, settings.kafka.input_topic, create_topic)
     if "postgres" in settings.sinks:
         require_postgres(settings.postgres.url.get_secret_value(), settings.postgres.connect_timeout_s)
     _require_pseudonym_key(settings, dev)

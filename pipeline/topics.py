@@ -1,0 +1,54 @@
+"""Topic existence checks for the commands that name a topic (``produce``, ``stream``).
+
+A broker with ``auto.create.topics.enable`` (the default, and our local one) creates any topic a
+client names, so a mistyped ``--topic`` used to succeed: records went to a new, unread topic and
+the command exited 0. :func:`require_topic` refuses a missing topic, suggests the closest existing
+names, and creates it only when asked (``--create-topic``: broker-default partitions and
+replication). Listing topics is a metadata request for all topics, which never auto-creates one.
+"""
+
+from __future__ import annotations
+
+import difflib
+
+from pipeline.settings import KafkaSettings
+
+
+class TopicMissing(ValueError):
+    """The named topic does not exist and creating it was not asked for."""
+
+
+def existing_topics(kafka: KafkaSettings, timeout_s: float = 10.0) -> set[str]:
+    from kafka import KafkaAdminClient
+
+    admin = KafkaAdminClient(request_timeout_ms=int(timeout_s * 1000), **kafka.client_options())
+    try:
+        return set(admin.list_topics())
+    finally:
+        admin.close()
+
+
+def require_topic(kafka: KafkaSettings, topic: str, *, create: bool, timeout_s: float = 30.0) -> bool:
+    """Return True if ``topic`` was created now, False if it existed; raise TopicMissing otherwise."""
+    topics = existing_topics(kafka)
+    if topic in topics:
+        return False
+    if not create:
+        visible = sorted(t for t in topics if not t.startswith("__"))
+        close = difflib.get_close_matches(topic, visible, n=3, cutoff=0.6)
+        hint = f"; did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+        raise TopicMissing(
+            f"topic {topic!r} does not exist on {kafka.bootstrap_servers}{hint} "
+            "(pass --create-topic to create it with the broker's default partitions)"
+        )
+    from kafka import KafkaAdminClient
+    from kafka.errors import TopicAlreadyExistsError
+
+    admin = KafkaAdminClient(request_timeout_ms=int(timeout_s * 1000), **kafka.client_options())
+    try:
+        admin.create_topics({topic: {}}, timeout_ms=int(timeout_s * 1000), wait_for_metadata=True)
+    except TopicAlreadyExistsError:
+        return False  # created meanwhile by someone else: fine
+    finally:
+        admin.close()
+    return True

@@ -1,0 +1,46 @@
+"""`produce` and `stream` refuse a topic that does not exist (a typo used to auto-create it) unless --create-topic."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import uuid
+
+from pipeline.topics import existing_topics
+from pipeline.settings import KafkaSettings
+
+
+def _cli(*args: str, bootstrap: str) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MM_")}
+    env["MM_KAFKA__BOOTSTRAP_SERVERS"] = bootstrap
+    return subprocess.run([sys.executable, "-m", "pipeline.cli", *args], env=env, capture_output=True, text=True, timeout=180)
+
+
+def test_mistyped_topic_is_refused_with_a_suggestion_and_created_only_when_asked(kafka_bootstrap, kafka_topic_factory, tmp_path):
+    real = kafka_topic_factory(partitions=1, prefix="orders")
+    typo = real[:-1] + ("x" if real[-1] != "x" else "y")
+    data = tmp_path / "logs.jsonl"
+    data.write_text(json.dumps({"schema": "inference-log/v1", "request_id": "r1", "timestamp": "2026-11-28T10:00:00Z",
+                                "model": "m", "prompt": "hi"}) + "\n")  # fmt: skip
+
+    refused = _cli("produce", str(data), "--topic", typo, bootstrap=kafka_bootstrap)
+    assert refused.returncode == 2, refused.stderr
+    assert "does not exist" in refused.stderr and real in refused.stderr  # did you mean the real one?
+    stream = _cli("stream", "--topic", typo, "--dev", "--detectors", "rules", "--max-idle", "1", bootstrap=kafka_bootstrap)
+    assert stream.returncode == 2 and "does not exist" in stream.stderr, stream.stderr
+    kafka = KafkaSettings(bootstrap_servers=kafka_bootstrap)
+    assert typo not in existing_topics(kafka)  # neither command created it
+
+    fresh = f"created-{uuid.uuid4().hex[:8]}"
+    try:
+        made = _cli("produce", str(data), "--topic", fresh, "--create-topic", bootstrap=kafka_bootstrap)
+        assert made.returncode == 0, made.stderr
+        assert fresh in existing_topics(kafka)
+        again = _cli("produce", str(data), "--topic", fresh, bootstrap=kafka_bootstrap)
+        assert again.returncode == 0, again.stderr
+    finally:
+        from pipeline.localinfra.kafka import delete_topics
+
+        delete_topics(kafka_bootstrap, [fresh])
