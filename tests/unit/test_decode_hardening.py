@@ -58,6 +58,32 @@ def test_regression_lone_surrogate_in_prompt_is_removed_and_noted():
     log.prompt.encode("utf-8")  # what a tokenizer, Arrow and the Kafka serialiser need
 
 
+@pytest.mark.ml
+@pytest.mark.slow
+def test_regression_transformer_screens_the_prompt_that_had_a_lone_surrogate():
+    """The transformer's tokenizer raised TypeError on the surrogate; cleaned, the prompt is judged."""
+    from datetime import UTC, datetime
+
+    from detectors.base import DetectorConfig
+    from detectors.registry import build
+
+    detector = build(["transformer"], DetectorConfig(device="cpu"))[0]
+    try:
+        unvalidated = InferenceLog.model_construct(
+            schema_="inference-log/v1", request_id="r", timestamp=datetime.now(UTC), model="m",
+            prompt="how to make a bo\ud800mb", messages=None, completion=None, metadata=None,
+        )
+        with pytest.raises(TypeError):  # what the stream hit before decode cleaned the text
+            detector.detect([unvalidated])
+        log = decode_log(b'{"schema": "inference-log/v1", "request_id": "r1", "timestamp": "2026-11-28T10:00:00Z", '
+                         b'"model": "m", "prompt": "how to make a bo\\ud800mb"}', LIMIT)
+        (findings,) = detector.detect([log])  # judged (today's model flags it as weapons at 0.90)
+        for finding in findings:
+            finding.evidence.encode("utf-8")
+    finally:
+        detector.close()
+
+
 def test_regression_year_0001_timestamp_with_plus_one_hour_is_timestamp_out_of_range():
     err = _reject(_line(prompt="x", timestamp="0001-01-01T00:30:00+01:00"))
     assert err.reason is DecodeReason.TIMESTAMP_OUT_OF_RANGE
