@@ -135,6 +135,18 @@ class PipelineMetrics:
             "mm_detector_info", "Detectors loaded by this process (value 1), with their pinned version",
             ["detector", "version"], registry=r,
         )
+        # Language of each screened text (detectors/language.py): volumes, and texts in a language
+        # no enabled detector reads (English-only backbones score them with English thresholds).
+        # Bounded labels: side x py3langid's language codes.
+        self.screened_texts = Counter(
+            "mm_screened_texts_total", "Screened texts by side and detected language (ISO 639-1, und: undetermined)",
+            ["side", "language"], registry=r,
+        )
+        self.unscreened_language_texts = Counter(
+            "mm_unscreened_language_texts_total",
+            "Screened texts in a language that no enabled detector reads, by side and language",
+            ["side", "language"], registry=r,
+        )
         self.first_stage_records = Counter(
             "mm_first_stage_records_total",
             "Records screened by a detector's cheap first stage: skipped (not sent to the model) or escalated",
