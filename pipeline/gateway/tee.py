@@ -128,7 +128,7 @@ class LogTee:
     ) -> None:
         self.settings = settings
         self.metrics = metrics
-        self._queue: queue.Queue[Exchange] = queue.Queue(maxsize=settings.queue_max)
+        self._queue: queue.Queue[Exchange | Callable[[], list[InferenceLog]]] = queue.Queue(maxsize=settings.queue_max)
         self._factory = producer_factory or (
             lambda: GatewayProducer(kafka, settings.topic, **GATEWAY_PRODUCER_OVERRIDES)
         )
@@ -157,6 +157,11 @@ class LogTee:
         except Exception:  # noqa: BLE001 - the request must survive any logging bug
             log.exception("gateway: could not queue an exchange")
             self.metrics.dropped.labels("internal_error").inc()
+
+    def submit_deferred(self, build: Callable[[], list[InferenceLog]]) -> None:
+        """Queue logs built later, on the worker (for callers that hold objects, not bytes:
+        the LiteLLM callback). Never blocks, never raises; the same overflow policy applies."""
+        self.submit(build)  # type: ignore[arg-type]
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -219,13 +224,16 @@ class LogTee:
                 break
         return batch
 
-    def _adapt(self, exchange: Exchange) -> list[InferenceLog]:
+    def _adapt(self, exchange: Exchange | Callable[[], list[InferenceLog]]) -> list[InferenceLog]:
         try:
+            if callable(exchange):
+                return exchange()
             return exchange_to_logs(exchange, self.settings.deployment)
         except (DecodeError, ValueError, UnicodeDecodeError) as exc:
-            # Not deliverable as inference-log/v1 (the proxy already answered the user); the
+            # Not deliverable as inference-log/v1 (the user already has the answer); the
             # reason is counted and logged with the route, never with the request's text.
-            log.warning("gateway: exchange %s on %s not logged: %s", exchange.gateway_id, exchange.route, _short(exc))
+            where = "deferred" if callable(exchange) else f"{exchange.gateway_id} on {exchange.route}"
+            log.warning("gateway: exchange %s not logged: %s", where, _short(exc))
             self.metrics.dropped.labels("adapter_error").inc()
             return []
 

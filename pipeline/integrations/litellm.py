@@ -1,0 +1,127 @@
+"""A LiteLLM callback that logs every call to Kafka as inference-log/v1.
+
+In: LiteLLM's success/failure callbacks (SDK ``litellm.callbacks`` or the proxy's
+``litellm_settings.callbacks``). Out: records produced through :class:`GatewayProducer` by the
+gateway's :class:`LogTee`, so LiteLLM gets the gateway's guarantees: the callback only queues
+(never blocks or fails a call), a full queue or a broker outage follows ``gateway.overflow``
+(spill to a file, replayed later, or drop and count).
+
+Identity: ``tenant_id`` from the call's ``metadata.tenant_id``, else the proxy key's team;
+``user_id`` from the call's ``user``, else the proxy's end user or key owner.
+
+SDK::
+
+    import litellm
+    from pipeline.integrations.litellm import MisuseMonitorLogger
+    litellm.callbacks = [MisuseMonitorLogger()]   # settings from MM_* / MM_CONFIG, as everywhere
+
+LiteLLM proxy (``config.yaml``)::
+
+    litellm_settings:
+      callbacks: pipeline.integrations.litellm.proxy_handler_instance
+"""
+
+from __future__ import annotations
+
+import atexit
+from datetime import datetime
+from typing import Any
+
+from litellm.integrations.custom_logger import CustomLogger
+
+from pipeline.adapters import from_openai_all
+from pipeline.gateway.tee import GatewayMetrics, LogTee
+from pipeline.schemas import InferenceLog
+from pipeline.settings import Settings, load_settings
+
+# LiteLLM-specific message fields: provider echoes (kept nowhere else) and Anthropic thinking
+# blocks, whose text LiteLLM already copies into ``reasoning_content``.
+_LITELLM_MESSAGE_EXTRAS = ("provider_specific_fields", "thinking_blocks")
+_CHAT_CALLS = frozenset({"completion", "acompletion"})
+
+
+class MisuseMonitorLogger(CustomLogger):
+    """LiteLLM CustomLogger -> inference-log/v1 -> Kafka (off the call path)."""
+
+    def __init__(self, settings: Settings | None = None, *, metrics: GatewayMetrics | None = None) -> None:
+        super().__init__()
+        self.settings = settings or load_settings()
+        self.metrics = metrics or GatewayMetrics()
+        self.tee = LogTee(self.settings.gateway, self.settings.kafka, self.metrics)
+        self.tee.start()
+        self.skipped_calls = 0  # embeddings, images, ...: not chat, not logged
+
+    def close(self) -> None:
+        """Deliver (or spill) what is queued; LiteLLM has no shutdown hook, so this is atexit too."""
+        self.tee.stop()
+
+    # LiteLLM calls the sync pair for completion() and the async pair for acompletion().
+    def log_success_event(self, kwargs: dict, response_obj: Any, start_time: datetime, end_time: datetime) -> None:
+        self._submit(kwargs, response_obj, start_time, end_time)
+
+    def log_failure_event(self, kwargs: dict, response_obj: Any, start_time: datetime, end_time: datetime) -> None:
+        self._submit(kwargs, None, start_time, end_time)
+
+    async def async_log_success_event(self, kwargs: dict, response_obj: Any, start_time: datetime, end_time: datetime) -> None:
+        self._submit(kwargs, response_obj, start_time, end_time)
+
+    async def async_log_failure_event(self, kwargs: dict, response_obj: Any, start_time: datetime, end_time: datetime) -> None:
+        self._submit(kwargs, None, start_time, end_time)
+
+    def _submit(self, kwargs: dict, response_obj: Any, start_time: datetime, end_time: datetime) -> None:
+        if kwargs.get("call_type") not in _CHAT_CALLS:
+            self.skipped_calls += 1
+            return
+        # Only references are captured here; the conversion runs on the tee's worker thread.
+        self.tee.submit_deferred(lambda: call_to_logs(kwargs, response_obj, start_time, end_time, self.settings))
+
+
+def call_to_logs(
+    kwargs: dict, response_obj: Any, start_time: datetime, end_time: datetime, settings: Settings
+) -> list[InferenceLog]:
+    """One LiteLLM chat call (response or failure) as inference logs, one per choice."""
+    params = kwargs.get("litellm_params") or {}
+    metadata = params.get("metadata") or {}
+    standard = kwargs.get("standard_logging_object") or {}
+    proxy = standard.get("metadata") or {}
+    request = {"model": kwargs.get("model"), "messages": kwargs.get("messages") or []}
+    response = None
+    if response_obj is not None and hasattr(response_obj, "model_dump"):
+        response = response_obj.model_dump()
+        for choice in response.get("choices") or []:
+            for key in _LITELLM_MESSAGE_EXTRAS:
+                (choice.get("message") or {}).pop(key, None)
+    extra: dict[str, Any] = {"source": "litellm", "litellm_call_id": kwargs.get("litellm_call_id")}
+    if kwargs.get("custom_llm_provider"):
+        extra["provider"] = kwargs["custom_llm_provider"]
+    if response is None:
+        extra["error"] = str(kwargs.get("exception") or standard.get("error_str") or "failed")[:500]
+    first_token = kwargs.get("completion_start_time")
+    if kwargs.get("stream") and isinstance(first_token, datetime):
+        extra["ttft_ms"] = round((first_token - start_time).total_seconds() * 1000, 3)
+    return from_openai_all(
+        request,
+        response,
+        request_id=(response or {}).get("id") or kwargs.get("litellm_call_id"),
+        timestamp=start_time.astimezone() if start_time.tzinfo is None else start_time,
+        deployment=settings.gateway.deployment,
+        tenant_id=metadata.get("tenant_id") or proxy.get("user_api_key_team_id"),
+        user_id=kwargs.get("user") or standard.get("end_user") or proxy.get("user_api_key_user_id"),
+        latency_ms=max((end_time - start_time).total_seconds() * 1000, 0.0),
+        metadata={k: v for k, v in extra.items() if v is not None},
+    )
+
+
+def __getattr__(name: str) -> Any:
+    """``proxy_handler_instance``: what a LiteLLM proxy config names, built on first use (no side
+    effects at import), from the process's MM_* settings."""
+    if name == "proxy_handler_instance":
+        global _INSTANCE
+        if _INSTANCE is None:
+            _INSTANCE = MisuseMonitorLogger()
+            atexit.register(_INSTANCE.close)
+        return _INSTANCE
+    raise AttributeError(name)
+
+
+_INSTANCE: MisuseMonitorLogger | None = None
