@@ -339,6 +339,7 @@ class InferenceLog(BaseModel):
             metadata = dict(log.metadata or {})
             metadata[CLEANED_NOTE_KEY] = list(dict.fromkeys((*metadata.get(CLEANED_NOTE_KEY, ()), *_cleaned_paths(data))))
             object.__setattr__(log, "metadata", metadata)  # frozen: set once, during validation
+            log.__pydantic_fields_set__.add("metadata")  # kept by exclude_unset dumps too
         return log
 
     @field_validator("timestamp")

@@ -32,6 +32,14 @@ _MAX_SHINGLE_CHARS = 4000
 _SEED = 20261129  # fixed: the same history always yields the same campaigns
 
 
+def representative_excerpt(text: str | None) -> str | None:
+    """The start of a campaign's prompt, PII redacted before the cut (pipeline/redact.py): job
+    output and the report are copies outside the lake's raw_text policy."""
+    from pipeline.redact import snippet
+
+    return snippet(text, 0, 0, REPRESENTATIVE_MAX_CHARS, align="start") if text else text
+
+
 def campaign_text(log_json: str | None) -> str | None:
     """What a campaign varies: the last user turn (or ``prompt``) of a stored inference log.
 
@@ -123,7 +131,7 @@ def run(
     best = (
         by_text.withColumn("_pick", F.row_number().over(Window.partitionBy("component").orderBy(F.desc("_n"), "text_id")))
         .where(F.col("_pick") == 1)
-        .select("component", F.substring("_prompt", 1, REPRESENTATIVE_MAX_CHARS).alias("representative_prompt"))
+        .select("component", F.udf(representative_excerpt, StringType())("_prompt").alias("representative_prompt"))
     )
     campaigns = (
         members.groupBy("component")
