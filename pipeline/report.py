@@ -190,6 +190,18 @@ def _records(df: pd.DataFrame, limit: int) -> list[dict[str, Any]]:
     return rows
 
 
+def _redacted_prompts(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Representative prompts with PII replaced: a report is mailed and attached to tickets.
+
+    The campaigns job already stores them redacted; this also covers outputs written before it did."""
+    from pipeline.redact import redact
+
+    for row in rows:
+        if row.get("representative_prompt"):
+            row["representative_prompt"] = redact(row["representative_prompt"])
+    return rows
+
+
 def render(inputs: ReportInputs, title: str = "misuse-monitor report", source: str = "") -> str:
     """The HTML page (a string) for the given job outputs."""
     import pandas as pd
@@ -225,7 +237,7 @@ def render(inputs: ReportInputs, title: str = "misuse-monitor report", source: s
             "campaigns": campaigns_plot(inputs.campaigns),
         },
         offenders=_records(inputs.offenders.sort_values("rank") if not inputs.offenders.empty else inputs.offenders, 25),
-        campaigns=_records(inputs.campaigns, 25),
+        campaigns=_redacted_prompts(_records(inputs.campaigns, 25)),
         shadow_metrics=_records(inputs.shadow_metrics, 100),
         shadow_changes=changes,
     )
