@@ -107,15 +107,19 @@ def overview() -> dict[str, Any]:
                     f"/ sum(rate({verdicts}{{{PROM_FILTER}}}[$__rate_interval]))"
                 ),
                 unit="percentunit",
+                steps=[(None, "green"), (0.05, "yellow"), (0.2, "red")],
                 description="Flagged verdicts / all verdicts.",
             )
         )
-        .with_panel(stat_panel("Flagged per second", prom(f'sum(rate({verdicts}{{flagged="true", {PROM_FILTER}}}[$__rate_interval]))'), unit="reqps"))
+        .with_panel(stat_panel("Flagged per second", prom(f'sum(rate({verdicts}{{flagged="true", {PROM_FILTER}}}[$__rate_interval]))'), unit="reqps",
+                                   steps=[(None, "green"), (0.5, "yellow"), (5, "red")]))
         .with_panel(
             stat_panel(
                 "Critical per second",
                 prom(f'sum(rate({verdicts}{{severity="critical", {PROM_FILTER}}}[$__rate_interval]))'),
                 unit="reqps",
+                steps=[(None, "green"), (0.001, "red")],
+                description="Any critical verdict is red.",
             )
         )
         .with_panel(
@@ -126,6 +130,7 @@ def overview() -> dict[str, Any]:
                     f'/ sum(rate({flagged}{{complied!="none", {PROM_FILTER}}}[$__rate_interval]))'
                 ),
                 unit="percentunit",
+                steps=[(None, "green"), (0.05, "yellow"), (0.2, "red")],
                 description="Among flagged records with a completion: how often the model produced the harmful content.",
             )
         )

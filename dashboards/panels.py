@@ -9,6 +9,7 @@ to an existing Grafana's own uids).
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from typing import Any, Literal
 
 from grafana_foundation_sdk.builders import dashboard as dash
@@ -19,6 +20,7 @@ from grafana_foundation_sdk.cog.encoder import JSONEncoder
 from grafana_foundation_sdk.models import dashboard as dm
 from grafana_foundation_sdk.builders.common import ReduceDataOptions, StackingConfig, VizLegendOptions, VizTooltipOptions
 from grafana_foundation_sdk.models.common import (
+    BigValueColorMode,
     BigValueGraphMode,
     GraphDrawStyle,
     LegendDisplayMode,
@@ -126,6 +128,20 @@ def filter_variables() -> list[dash.QueryVariable]:
     return [label_variable(name, name.capitalize()) for name in FILTER_VARIABLES]
 
 
+# Pipeline health: which Prometheus job(s) and instance(s) (stream replicas) to show. Chained:
+# the instance list follows the chosen jobs. "All" is ".*" as for the filter variables.
+PROCESS_FILTER = 'job=~"$job", instance=~"$instance"'
+
+
+def process_variables() -> list[dash.QueryVariable]:
+    job = label_variable("job", "Job", "mm_records_consumed_total")
+    instance = (
+        label_variable("instance", "Instance", "mm_records_consumed_total")
+        .query({"query": 'label_values(mm_records_consumed_total{job=~"$job"}, instance)', "refId": "instance-values"})
+    )
+    return [job, instance]
+
+
 # --------------------------------------------------------------------------- panels
 
 
@@ -161,7 +177,25 @@ def timeseries_panel(
     return panel
 
 
-def stat_panel(title: str, target: cogbuilder.Builder[Any], *, unit: str = "short", description: str = "", width: int = 6) -> stat.Panel:
+# Threshold steps: (lower bound, colour); the first step's bound is None (from -inf).
+Steps = Sequence[tuple[float | None, str]]
+
+
+def thresholds(steps: Steps) -> dash.ThresholdsConfig:
+    return dash.ThresholdsConfig().mode(dm.ThresholdsMode.ABSOLUTE).steps([dm.Threshold(value=v, color=c) for v, c in steps])
+
+
+def stat_panel(
+    title: str,
+    target: cogbuilder.Builder[Any],
+    *,
+    steps: Steps,
+    unit: str = "short",
+    description: str = "",
+    width: int = 6,
+) -> stat.Panel:
+    """A single number, coloured by ``steps`` (required: a stat without thresholds tells on-call
+    nothing about whether the number is bad)."""
     return (
         stat.Panel()
         .title(title)
@@ -172,6 +206,8 @@ def stat_panel(title: str, target: cogbuilder.Builder[Any], *, unit: str = "shor
         .span(width)
         .height(4)
         .graph_mode(BigValueGraphMode.AREA)
+        .color_mode(BigValueColorMode.BACKGROUND)
+        .thresholds(thresholds(steps))
         .reduce_options(ReduceDataOptions().calcs(["lastNotNull"]))
     )
 

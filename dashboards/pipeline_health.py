@@ -1,10 +1,28 @@
-"""Pipeline health: is the stream keeping up, how fast is it, what is it dropping, do alerts get out."""
+"""Pipeline health: is the stream keeping up, how fast is it, what is it dropping, do alerts get out.
+
+``job`` and ``instance`` select the stream replicas (every stream metric is filtered by them).
+Consumer lag comes from the broker (``misuse-monitor lag-exporter``: committed against end
+offsets), so it keeps growing on this dashboard when every replica is down.
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
-from dashboards.panels import base_dashboard, prom, quantile, row, stat_panel, timeseries_panel, to_json
+from dashboards.panels import (
+    PROCESS_FILTER,
+    base_dashboard,
+    process_variables,
+    prom,
+    quantile,
+    row,
+    stat_panel,
+    timeseries_panel,
+    to_json,
+)
+
+P = PROCESS_FILTER
+GREEN, YELLOW, RED = "green", "yellow", "red"
 
 UID = "mm-pipeline-health"
 TITLE = "Misuse pipeline health"
@@ -16,32 +34,83 @@ def pipeline_health() -> dict[str, Any]:
         TITLE,
         "Consumer lag, throughput, batch and detector latency, sinks, dead letters, offset commits and alert delivery.",
     )
+    for variable in process_variables():
+        board = board.with_variable(variable)
     board = (
         board.with_row(row("Keeping up"))
-        .with_panel(stat_panel("Consumer lag", prom("sum(mm_consumer_lag_records)"), unit="short", description="Records behind the high watermark, all partitions."))
-        .with_panel(stat_panel("Records per second", prom("sum(rate(mm_records_consumed_total[$__rate_interval]))"), unit="reqps"))
+        .with_panel(
+            stat_panel(
+                "Stream replicas up",
+                prom(f"sum(up{{{P}}})"),
+                steps=[(None, RED), (1, GREEN)],
+                width=4,
+                description="Scrape targets of the selected job(s) that answer; 0 = the stream is down (alert MisuseStreamDown).",
+            )
+        )
+        .with_panel(
+            stat_panel(
+                "Consumer lag (broker)",
+                prom("sum(mm_kafka_consumergroup_lag)"),
+                steps=[(None, GREEN), (1000, YELLOW), (10000, RED)],
+                width=4,
+                description="Records after the group's committed offsets, read from the broker by the lag exporter.",
+            )
+        )
+        .with_panel(
+            stat_panel(
+                "Records per second",
+                prom(f"sum(rate(mm_records_consumed_total{{{P}}}[$__rate_interval]))"),
+                steps=[(None, YELLOW), (0.001, GREEN)],
+                unit="reqps",
+                width=4,
+                description="Yellow at zero: fine when traffic is quiet, worrying when the lag grows.",
+            )
+        )
         .with_panel(
             stat_panel(
                 "Since last offset commit",
-                prom("time() - max(mm_last_commit_timestamp_seconds)"),
+                prom(f"time() - max(mm_last_commit_timestamp_seconds{{{P}}})"),
+                steps=[(None, GREEN), (120, YELLOW), (300, RED)],
                 unit="s",
+                width=4,
                 description="Grows without bound when the stream is stuck (a sink failing, a poison batch).",
             )
         )
         .with_panel(
             stat_panel(
                 "Dead-letter share",
-                prom("sum(rate(mm_dead_letters_total[$__rate_interval])) / sum(rate(mm_records_consumed_total[$__rate_interval]))"),
+                prom(
+                    f"sum(rate(mm_dead_letters_total{{{P}}}[$__rate_interval])) "
+                    f"/ sum(rate(mm_records_consumed_total{{{P}}}[$__rate_interval]))"
+                ),
+                steps=[(None, GREEN), (0.01, YELLOW), (0.05, RED)],
                 unit="percentunit",
+                width=4,
+                description="Red at the MisuseDeadLetterSurge threshold (5%).",
             )
         )
-        .with_panel(timeseries_panel("Consumer lag by partition", [prom("sum by (topic, partition) (mm_consumer_lag_records)", "{{topic}}/{{partition}}")], unit="short"))
+        .with_panel(
+            stat_panel(
+                "Alert backlog",
+                prom(f"sum(mm_alert_outbox_pending{{{P}}})"),
+                steps=[(None, GREEN), (10, YELLOW), (100, RED)],
+                width=4,
+                description="Alerts decided but not yet accepted by Alertmanager or a direct receiver (alert MisuseAlertBacklog).",
+            )
+        )
+        .with_panel(
+            timeseries_panel(
+                "Consumer lag by partition (broker)",
+                [prom("sum by (group, topic, partition) (mm_kafka_consumergroup_lag)", "{{group}} {{topic}}/{{partition}}")],
+                unit="short",
+            )
+        )
         .with_panel(
             timeseries_panel(
                 "Throughput",
                 [
-                    prom("sum by (topic) (rate(mm_records_consumed_total[$__rate_interval]))", "consumed {{topic}}", "A"),
-                    prom("sum(rate(mm_verdicts_total[$__rate_interval]))", "verdicts", "B"),
+                    prom(f"sum by (topic) (rate(mm_records_consumed_total{{{P}}}[$__rate_interval]))", "consumed {{topic}}", "A"),
+                    prom(f"sum(rate(mm_verdicts_total{{{P}}}[$__rate_interval]))", "verdicts", "B"),
                 ],
                 unit="reqps",
             )
@@ -51,8 +120,8 @@ def pipeline_health() -> dict[str, Any]:
             timeseries_panel(
                 "Batch latency",
                 [
-                    prom(quantile(0.5, "mm_batch_duration_seconds_bucket"), "p50", "A"),
-                    prom(quantile(0.99, "mm_batch_duration_seconds_bucket"), "p99", "B"),
+                    prom(quantile(0.5, "mm_batch_duration_seconds_bucket", selector=P), "p50", "A"),
+                    prom(quantile(0.99, "mm_batch_duration_seconds_bucket", selector=P), "p99", "B"),
                 ],
                 unit="s",
                 width=8,
@@ -62,7 +131,7 @@ def pipeline_health() -> dict[str, Any]:
         .with_panel(
             timeseries_panel(
                 "Records per batch",
-                [prom("sum(rate(mm_batch_records_sum[$__rate_interval])) / sum(rate(mm_batch_records_count[$__rate_interval]))", "mean")],
+                [prom(f"sum(rate(mm_batch_records_sum{{{P}}}[$__rate_interval])) / sum(rate(mm_batch_records_count{{{P}}}[$__rate_interval]))", "mean")],
                 unit="short",
                 width=8,
             )
@@ -71,8 +140,8 @@ def pipeline_health() -> dict[str, Any]:
             timeseries_panel(
                 "Detector latency per batch",
                 [
-                    prom(quantile(0.5, "mm_detector_duration_seconds_bucket", "detector"), "p50 {{detector}}", "A"),
-                    prom(quantile(0.99, "mm_detector_duration_seconds_bucket", "detector"), "p99 {{detector}}", "B"),
+                    prom(quantile(0.5, "mm_detector_duration_seconds_bucket", "detector", P), "p50 {{detector}}", "A"),
+                    prom(quantile(0.99, "mm_detector_duration_seconds_bucket", "detector", P), "p99 {{detector}}", "B"),
                 ],
                 unit="s",
                 width=8,
@@ -81,14 +150,14 @@ def pipeline_health() -> dict[str, Any]:
         .with_panel(
             timeseries_panel(
                 "Sink write+flush p99",
-                [prom(quantile(0.99, "mm_sink_flush_duration_seconds_bucket", "sink"), "{{sink}}")],
+                [prom(quantile(0.99, "mm_sink_flush_duration_seconds_bucket", "sink", P), "{{sink}}")],
                 unit="s",
             )
         )
         .with_panel(
             timeseries_panel(
                 "Offset commits",
-                [prom("sum by (result) (rate(mm_offset_commits_total[$__rate_interval]))", "{{result}}")],
+                [prom(f"sum by (result) (rate(mm_offset_commits_total{{{P}}}[$__rate_interval]))", "{{result}}")],
                 unit="ops",
                 description="A failed commit means the batch is re-read (at-least-once); sinks are idempotent.",
             )
@@ -97,7 +166,7 @@ def pipeline_health() -> dict[str, Any]:
         .with_panel(
             timeseries_panel(
                 "Dead letters by reason",
-                [prom("sum by (reason) (rate(mm_dead_letters_total[$__rate_interval]))", "{{reason}}")],
+                [prom(f"sum by (reason) (rate(mm_dead_letters_total{{{P}}}[$__rate_interval]))", "{{reason}}")],
                 unit="reqps",
                 stacked=True,
                 width=8,
@@ -109,8 +178,8 @@ def pipeline_health() -> dict[str, Any]:
                 [
                     prom(
                         # "or 0 x flushes": a healthy sink shows a zero line instead of "No data".
-                        "sum by (sink) (increase(mm_sink_errors_total[$__rate_interval])) "
-                        "or sum by (sink) (0 * rate(mm_sink_flush_duration_seconds_count[$__rate_interval]))",
+                        f"sum by (sink) (increase(mm_sink_errors_total{{{P}}}[$__rate_interval])) "
+                        f"or sum by (sink) (0 * rate(mm_sink_flush_duration_seconds_count{{{P}}}[$__rate_interval]))",
                         "{{sink}}",
                     )
                 ],
@@ -122,7 +191,7 @@ def pipeline_health() -> dict[str, Any]:
         .with_panel(
             timeseries_panel(
                 "Rebalances",
-                [prom("sum by (event) (increase(mm_rebalances_total[$__rate_interval]))", "{{event}}")],
+                [prom(f"sum by (event) (increase(mm_rebalances_total{{{P}}}[$__rate_interval]))", "{{event}}")],
                 unit="short",
                 width=8,
                 bars=True,
@@ -132,7 +201,7 @@ def pipeline_health() -> dict[str, Any]:
         .with_panel(
             timeseries_panel(
                 "Alerts fired",
-                [prom("sum by (rule, severity) (increase(mm_alerts_fired_total[$__rate_interval]))", "{{rule}} ({{severity}})")],
+                [prom(f"sum by (rule, severity) (increase(mm_alerts_fired_total{{{P}}}[$__rate_interval]))", "{{rule}} ({{severity}})")],
                 unit="short",
                 width=6,
                 bars=True,
@@ -141,7 +210,7 @@ def pipeline_health() -> dict[str, Any]:
         .with_panel(
             timeseries_panel(
                 "Deliveries by receiver and result",
-                [prom("sum by (receiver, result) (rate(mm_alert_deliveries_total[$__rate_interval]))", "{{receiver}} {{result}}")],
+                [prom(f"sum by (receiver, result) (rate(mm_alert_deliveries_total{{{P}}}[$__rate_interval]))", "{{receiver}} {{result}}")],
                 unit="ops",
                 width=6,
             )
@@ -151,8 +220,8 @@ def pipeline_health() -> dict[str, Any]:
                 "Delivery retries",
                 [
                     prom(
-                        "sum by (receiver) (rate(mm_alert_retries_total[$__rate_interval])) "
-                        "or sum by (receiver) (0 * rate(mm_alert_deliveries_total[$__rate_interval]))",
+                        f"sum by (receiver) (rate(mm_alert_retries_total{{{P}}}[$__rate_interval])) "
+                        f"or sum by (receiver) (0 * rate(mm_alert_deliveries_total{{{P}}}[$__rate_interval]))",
                         "{{receiver}}",
                     )
                 ],
@@ -165,8 +234,8 @@ def pipeline_health() -> dict[str, Any]:
                 "Alert dead letters",
                 [
                     prom(
-                        "sum by (receiver) (increase(mm_alert_dead_letters_total[$__rate_interval])) "
-                        "or sum by (receiver) (0 * rate(mm_alert_deliveries_total[$__rate_interval]))",
+                        f"sum by (receiver) (increase(mm_alert_dead_letters_total{{{P}}}[$__rate_interval])) "
+                        f"or sum by (receiver) (0 * rate(mm_alert_deliveries_total{{{P}}}[$__rate_interval]))",
                         "{{receiver}}",
                     )
                 ],
@@ -179,16 +248,16 @@ def pipeline_health() -> dict[str, Any]:
         .with_panel(
             timeseries_panel(
                 "Delivery latency p99 (enqueue to 2xx)",
-                [prom(quantile(0.99, "mm_alert_delivery_latency_seconds_bucket", "receiver"), "{{receiver}}")],
+                [prom(quantile(0.99, "mm_alert_delivery_latency_seconds_bucket", "receiver", P), "{{receiver}}")],
                 unit="s",
             )
         )
         .with_panel(
             timeseries_panel(
-                "Outbox pending",
-                [prom("sum(mm_alert_outbox_pending)", "pending")],
+                "Alert backlog by replica",
+                [prom(f"sum by (instance) (mm_alert_outbox_pending{{{P}}})", "{{instance}}")],
                 unit="short",
-                description="Notifications waiting for delivery or retry; should drain to zero.",
+                description="Alerts not yet accepted by Alertmanager, or direct notifications waiting for delivery or retry; should drain to zero.",
             )
         )
     )

@@ -90,6 +90,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from pipeline.exits import ExitCode, classify_exception
 
+    _state["debug"] = bool(os.environ.get("MM_DEBUG"))  # the callback sets it from --debug
     try:
         result = app(args=argv, prog_name="misuse-monitor", standalone_mode=False)
     except NoArgsIsHelpError as exc:
@@ -286,7 +287,10 @@ def stream(
     metrics = PipelineMetrics()
     if settings.metrics.port:
         metrics.serve(settings.metrics.host, settings.metrics.port)
-    console.print(f"streaming {settings.kafka.input_topic} -> sinks {settings.sinks} with detectors {settings.detectors.enabled}")
+    console.print(
+        f"streaming {settings.kafka.input_topic} -> sinks {settings.sinks} with detectors {settings.detectors.enabled}",
+        soft_wrap=True,
+    )
     with console.status("loading detectors") as status:
         pipeline = Pipeline.from_settings(settings, metrics)
         pipeline.install_signal_handlers()
@@ -521,6 +525,7 @@ def _wire_subcommands() -> None:
     from pipeline.alerts.cli import app as alerts_app
     from pipeline.events_cli import app as events_app
     from pipeline.gateway.cli import gateway_command
+    from pipeline.lag_exporter import lag_exporter
     from pipeline.privacy_cli import lake_app, pseudonym_app
     from pipeline.report import report_command
     from pipeline.simulate import simulate_command
@@ -532,6 +537,7 @@ def _wire_subcommands() -> None:
     app.add_typer(training_cli.app, name="model")  # model train|evaluate|ship
     app.command("report")(report_command)
     app.command("gateway")(gateway_command)
+    app.command("lag-exporter")(lag_exporter)
     app.add_typer(alerts_app, name="alerts")
     app.add_typer(dashboards_app, name="dashboards")
     app.add_typer(events_app, name="events")

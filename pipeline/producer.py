@@ -8,6 +8,7 @@ record that did not reach the broker, so callers never mistake a send for a deli
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -114,8 +115,27 @@ class _Failed:
         raise self._exc
 
 
+def record_key(tenant_id: str | None, user_id: str | None, request_id: str = "") -> bytes | None:
+    """The Kafka key of an inference log: one (tenant, user) always maps to one partition.
+
+    The stream's stateful alert rules (rates, repeat offenders, model hopping) keep their state
+    per input partition, so all of a user's traffic must land on one partition, hence on one
+    stream replica. The key is a hash of tenant and user, not the user id itself: keys show up in
+    broker tools, logs and metrics where a raw user id has no business being. Logs without a user
+    fall back to the request id (spread over partitions, a retried request next to the first).
+    """
+    if user_id:
+        digest = hashlib.blake2b(f"{tenant_id or ''}\x00{user_id}".encode(), digest_size=16).hexdigest()
+        return f"tu:{digest}".encode()
+    return request_id.encode("utf-8") or None
+
+
 class GatewayProducer:
-    """What a serving gateway embeds: send inference logs, learn about failures on flush."""
+    """What a serving gateway embeds: send inference logs, learn about failures on flush.
+
+    Records are keyed by :func:`record_key` (tenant and pseudonymous user), so one user's traffic
+    stays on one partition and the stateful alert rules scale out with the stream's replicas.
+    """
 
     def __init__(self, kafka: KafkaSettings, topic: str | None = None, **overrides: Any) -> None:
         self.topic = topic or kafka.input_topic
@@ -124,12 +144,13 @@ class GatewayProducer:
     def send(self, log: InferenceLog | Mapping[str, Any]) -> None:
         if isinstance(log, InferenceLog):
             body = log.model_dump_json(by_alias=True, exclude_none=True).encode("utf-8")
-            request_id = log.request_id
+            request_id, tenant, user = log.request_id, log.tenant_id, log.user_id
         else:
             body = json.dumps(log, separators=(",", ":")).encode("utf-8")
             request_id = str(log.get("request_id", ""))
-        # Keyed by request id: a retried request lands in the same partition, next to the first.
-        self._producer.send(self.topic, body, key=request_id.encode("utf-8") or None, label=request_id or None)
+            tenant, user = log.get("tenant_id"), log.get("user_id")
+        key = record_key(tenant and str(tenant), user and str(user), request_id)
+        self._producer.send(self.topic, body, key=key, label=request_id or None)
 
     def send_raw(self, value: bytes, key: bytes | None = None) -> None:
         self._producer.send(self.topic, value, key=key)

@@ -100,7 +100,7 @@ class GeneratorLinks(BaseModel):
             "from": str(int((alert.starts_at - 3600) * 1000)),
             "to": str(int((alert.ends_at + 600) * 1000)),
         }
-        for label in ("tenant", "deployment", "model", "user"):
+        for label in ("tenant", "deployment", "model"):  # the overview's template variables
             if alert.labels.get(label):
                 params[f"var-{label}"] = alert.labels[label]
         sep = "&" if "?" in self.base_url else "?"

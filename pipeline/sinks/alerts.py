@@ -42,6 +42,10 @@ class AlertsSink(Sink):
 
     def flush(self) -> None:
         self.alerting.commit()
+        if not self._run_dispatcher:
+            # No dispatcher thread here: run the time-based evaluation (and, across replicas,
+            # the rate keys this replica owns) from the stream itself, at most once a second.
+            self.alerting.tick()
 
     def on_assigned(self, partitions: Iterable[tuple[str, int]], partition_count: int) -> None:
         """Rebalance hook (runner): load the rule state of newly assigned input partitions."""

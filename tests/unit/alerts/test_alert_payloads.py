@@ -92,7 +92,7 @@ def test_alertmanager_alert_carries_real_end_evidence_and_drill_down() -> None:
     assert posted["startsAt"] == "2026-11-29T09:59:00Z" and posted["endsAt"] == "2026-11-29T10:10:00Z"
     assert posted["annotations"] == {"summary": "s", "evidence": "cyber_abuse/prompt: keylogger"}
     assert posted["generatorURL"].startswith("http://grafana.test/d/mm-misuse-overview?from=")
-    assert "var-tenant=acme" in posted["generatorURL"] and "var-user=u_1" in posted["generatorURL"]
+    assert "var-tenant=acme" in posted["generatorURL"] and "var-model=m" in posted["generatorURL"]
     assert set(posted) == {"labels", "annotations", "startsAt", "endsAt", "generatorURL"}
 
 

@@ -127,3 +127,32 @@ def test_generated_json_round_trips_through_the_sdk_dashboard_model() -> None:
     for name, text in generate.rendered_files().items():
         board = json.loads(text)
         assert json.loads(json.dumps(Dashboard.from_json(board), cls=JSONEncoder)) == board, name
+
+
+def _boards() -> dict[str, dict]:
+    return {p.name: json.loads(p.read_text()) for p in sorted((Path(generate.__file__).parent / "generated").glob("*.json"))}
+
+
+def test_every_stat_panel_has_thresholds_and_the_schema_is_grafana_11() -> None:
+    stats = 0
+    for name, board in _boards().items():
+        assert board["schemaVersion"] >= 39, f"{name}: schemaVersion {board['schemaVersion']} predates Grafana 11"
+        for panel in board["panels"]:
+            if panel.get("type") != "stat":
+                continue
+            stats += 1
+            steps = panel["fieldConfig"]["defaults"]["thresholds"]["steps"]
+            assert len(steps) >= 2, f"{name}: stat '{panel['title']}' has no thresholds"
+            assert steps[0]["value"] is None and all(a["value"] < b["value"] for a, b in zip(steps[1:], steps[2:]))
+    assert stats >= 8
+
+
+def test_pipeline_health_selects_job_and_instance() -> None:
+    board = _boards()["pipeline-health.json"]
+    variables = {v["name"]: v for v in board["templating"]["list"]}
+    assert set(variables) >= {"job", "instance"}
+    assert "$job" in variables["instance"]["query"]["query"]
+    stream_queries = [q.query for q in iter_queries(board) if q.kind == "panel" and "mm_kafka_" not in q.query]
+    assert len(stream_queries) > 20
+    unfiltered = [q for q in stream_queries if 'job=~"$job", instance=~"$instance"' not in q]
+    assert unfiltered == []

@@ -74,7 +74,7 @@ def test_second_push_changes_nothing_and_an_edit_in_grafana_is_overwritten(grafa
     assert list(changed) == ["mm-pipeline-health"]
     assert '-      "title": "hand-edited"' in changed["mm-pipeline-health"].diff
     push(api, all_dashboards())
-    assert state.dashboards["mm-pipeline-health"]["dashboard"]["panels"][1]["title"] == "Consumer lag"
+    assert state.dashboards["mm-pipeline-health"]["dashboard"]["panels"][1]["title"] == "Stream replicas up"
     assert state.dashboards["mm-pipeline-health"]["version"] == 2
     assert state.violations == []
 

@@ -36,7 +36,8 @@ def test_promtool_rule_unit_tests_pass() -> None:
 
 def test_every_alert_has_a_firing_unit_test() -> None:
     alerts = {r["alert"] for g in yaml.safe_load(RULES.read_text())["groups"] for r in g["rules"] if "alert" in r}
-    assert {"MisuseSpike", "MisuseConsumerLagHigh", "MisuseDeadLetterSurge", "MisuseAlertDeliveryFailing"} <= alerts
+    assert {"MisuseSpike", "MisuseConsumerLagHigh", "MisuseDeadLetterSurge", "MisuseAlertDeliveryFailing", "MisuseStreamDown",
+            "MisuseStreamAbsent", "MisuseStreamStalled", "MisuseAlertBacklog"} <= alerts
     fired = {
         case["alertname"]
         for test in yaml.safe_load(RULE_TESTS.read_text())["tests"]
