@@ -433,7 +433,9 @@ def _jvm_command(java: str, heap: str, log4j_path: Path, classpath: str) -> list
 
 def _format_storage(jvm: list[str], config_path: Path, log_path: Path) -> None:
     """``kafka-storage format`` with a fresh cluster id (static quorum, so no ``--standalone``)."""
-    cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+    cluster_id = "-"
+    while cluster_id.startswith("-"):  # as Kafka's Uuid.randomUuid(): a leading '-' reads as an option
+        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
     cmd = [*jvm, "kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(config_path)]
     result = subprocess.run(cmd, capture_output=True, text=True, check=False)
     log_path.write_text(result.stdout + result.stderr)
