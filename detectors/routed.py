@@ -1,0 +1,77 @@
+"""Language-routed transformer detector (detector ``transformer_routed``).
+
+Records whose prompt is in English (or too short to tell) go to the English transformer
+artifact; records whose prompt is in another language go to a multilingual one (an artifact
+whose manifest names multilingual-e5-small, trained by ``python -m detectors.training.v2 train
+--backbone e5``). Both are ordinary ``transformer`` artifacts, loaded and screened by
+TransformerDetector, so everything it screens (every part, decoded readings) applies to both.
+
+Why route by record and by prompt: a completion is almost always in the prompt's language,
+and one backbone per record keeps a record's findings on one calibration.
+
+Options (``DetectorConfig.options``): ``english_model_dir`` (default: the shipped transformer
+artifact), ``multilingual_model_dir`` (default ``detectors/models/transformer-e5-v2``); every
+other option is passed to both members. Model loading happens in :meth:`create`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import replace
+from pathlib import Path
+from typing import ClassVar, Self
+
+from detectors.base import Detector, DetectorConfig
+from detectors.language import E5_LANGUAGES, ENGLISH_ONLY, UNDETERMINED, detect_language
+from pipeline.schemas import Finding, InferenceLog
+
+DEFAULT_MULTILINGUAL_DIR = Path(__file__).resolve().parent / "models" / "transformer-e5-v2"
+
+
+class RoutedTransformerDetector(Detector):
+    name: ClassVar[str] = "transformer_routed"
+    version: ClassVar[str] = "routed-1"  # replaced by both members' versions in create()
+    languages = ENGLISH_ONLY | E5_LANGUAGES
+
+    def __init__(self, english: Detector, multilingual: Detector) -> None:
+        self.english = english
+        self.multilingual = multilingual
+        self.detector_version = f"{english.version}+{multilingual.version}"
+        self.routed: dict[str, int] = {"english": 0, "multilingual": 0}
+
+    @classmethod
+    def create(cls, config: DetectorConfig) -> Self:
+        from detectors.transformer import TransformerDetector
+
+        options = dict(config.options)
+        english_dir = options.pop("english_model_dir", None)
+        multilingual_dir = options.pop("multilingual_model_dir", None)
+        english = TransformerDetector.create(
+            replace(config, model_dir=Path(english_dir) if english_dir else config.model_dir, options=options)
+        )
+        multilingual = TransformerDetector.create(
+            replace(config, model_dir=Path(multilingual_dir) if multilingual_dir else DEFAULT_MULTILINGUAL_DIR, options=options)
+        )
+        return cls(english, multilingual)
+
+    @staticmethod
+    def is_english(record: InferenceLog) -> bool:
+        return detect_language(record.prompt_text) in ("en", UNDETERMINED)
+
+    def detect(self, records: Sequence[InferenceLog]) -> list[list[Finding]]:
+        is_english = [self.is_english(r) for r in records]
+        english = [i for i, yes in enumerate(is_english) if yes]
+        other = [i for i, yes in enumerate(is_english) if not yes]
+        self.routed["english"] += len(english)
+        self.routed["multilingual"] += len(other)
+        out: list[list[Finding]] = [[] for _ in records]
+        for member, rows in ((self.english, english), (self.multilingual, other)):
+            if rows:
+                for i, found in zip(rows, member.detect([records[i] for i in rows]), strict=True):
+                    # Attributed to this detector; detector_version says which artifact scored it.
+                    out[i] = [f.model_copy(update={"detector": self.name}) for f in found]
+        return out
+
+    def close(self) -> None:
+        self.english.close()
+        self.multilingual.close()
