@@ -118,6 +118,20 @@ class Gateway:
             await anyio.to_thread.run_sync(self.tee.stop)
             if self.prescreener is not None:
                 self.prescreener.close()
+            log.info(
+                "gateway stopped: %d logs delivered, %d spilled (%d bytes waiting), %d dropped",
+                self._total("mm_gateway_logs_delivered_total"), self._total("mm_gateway_logs_spilled_total"),
+                self.tee.status()["spill_bytes"], self._total("mm_gateway_logs_dropped_total"),
+            )  # fmt: skip
+
+    def _total(self, sample_name: str) -> float:
+        """Sum of a counter's samples over all label values."""
+        return sum(
+            sample.value
+            for metric in self.metrics.registry.collect()
+            for sample in metric.samples
+            if sample.name == sample_name
+        )
 
     # ------------------------------------------------------------------ own endpoints
 
@@ -205,7 +219,10 @@ class Gateway:
                     yield chunk  # straight through: no buffering, no re-framing
                 complete = True
             finally:
-                upstream.release()
+                if complete:
+                    upstream.release()
+                else:
+                    upstream.close()  # the client went away: drop the connection so the server stops generating
                 elapsed = time.perf_counter() - started
                 self.metrics.upstream_seconds.labels(route or "other").observe(elapsed)
                 if route:

@@ -35,6 +35,9 @@ def gateway_command(
 
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("pipeline").setLevel(logging.INFO)
+    # kafka-python logs every refused connection at ERROR; the tee reports the broker's state
+    # once per outage (and in /healthz, mm_gateway_kafka_up).
+    logging.getLogger("kafka").setLevel(logging.CRITICAL)
     settings = load_settings(config)
     gw = settings.gateway
     if overflow is not None and overflow not in ("spill", "drop"):

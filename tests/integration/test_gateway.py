@@ -45,7 +45,7 @@ def _closed_port() -> int:
 def _gateway(upstream_url: str, bootstrap: str, topic: str, **gateway: object) -> Iterator[tuple[str, object]]:
     settings = Settings(
         kafka=KafkaSettings(bootstrap_servers=bootstrap, input_topic=topic),
-        gateway=GatewaySettings(upstream_url=upstream_url, deployment="chat-prod", replay_interval_s=0.5, **gateway),
+        gateway=GatewaySettings(**{"upstream_url": upstream_url, "deployment": "chat-prod", "replay_interval_s": 0.5, **gateway}),
     )
     app = create_app(settings)
     with serve_in_thread(app) as url:
@@ -113,10 +113,22 @@ def test_openai_client_through_gateway_lands_complete_records_in_kafka_and_gets_
         legacy = by_key.completions.create(model="m", prompt="Once upon a time")
         models = by_key.models.list()  # proxied, not logged
         assert [m.id for m in models.data] == ["Qwen/Qwen3-8B"]
+        resp = by_key.responses.create(model="m", instructions="Be brief.", input="weather tomorrow?")
+        assert resp.output_text == ""  # the weather script answers with a tool call only in chat
+        with by_key.responses.stream(model="m", input="phishing, please") as events:
+            for _ in events:
+                pass
+            streamed_resp = events.get_final_response()
+        assert "password" in streamed_resp.output_text
 
-        records = [json.loads(m.value) for m in _read(kafka_bootstrap, topic, expect=6)]
+        records = [json.loads(m.value) for m in _read(kafka_bootstrap, topic, expect=8)]
     by_id = {r["request_id"]: r for r in records}
-    assert len(records) == 6 and len(by_id) == 6  # n=2 gives two records
+    assert len(records) == 8 and len(by_id) == 8  # n=2 gives two records
+    assert by_id[resp.id]["messages"] == [{"role": "system", "content": "Be brief."},
+                                          {"role": "user", "content": "weather tomorrow?"}]  # fmt: skip
+    assert by_id[resp.id]["reasoning_content"] == SCRIPT["weather"].reasoning
+    assert by_id[streamed_resp.id]["completion"] == streamed_resp.output_text
+    assert by_id[streamed_resp.id]["metadata"]["endpoint"] == "responses"
 
     tool_rec = by_id[plain.id]
     assert (tool_rec["tenant_id"], tool_rec["user_id"], tool_rec["deployment"]) == ("acme", "svc-bot", "chat-prod")
@@ -146,11 +158,11 @@ def test_openai_client_through_gateway_lands_complete_records_in_kafka_and_gets_
         sinks=["verdict_topic"],
         detectors={"enabled": ["rules"]},
     )
-    stats = Pipeline.from_settings(settings, PipelineMetrics()).run(max_idle_s=10, max_records=6)
-    assert (stats.records, stats.dead_letters) == (6, 0)
-    verdicts = {v["request_id"]: v for v in (json.loads(m.value) for m in _read(kafka_bootstrap, verdict_topic, 6))}
+    stats = Pipeline.from_settings(settings, PipelineMetrics()).run(max_idle_s=10, max_records=8)
+    assert (stats.records, stats.dead_letters) == (8, 0)
+    verdicts = {v["request_id"]: v for v in (json.loads(m.value) for m in _read(kafka_bootstrap, verdict_topic, 8))}
     assert set(verdicts) == set(by_id)
-    phishing = next(rid for rid, r in by_id.items() if "phishing" in json.dumps(r.get("messages")))
+    phishing = next(rid for rid, r in by_id.items() if PHISHING_PROMPT in json.dumps(r.get("messages")))
     assert verdicts[phishing]["flagged"] and "cyber_abuse" in verdicts[phishing]["categories"]
     assert verdicts[phishing]["tenant_id"] == "globex"
     assert not verdicts[plain.id]["flagged"]
@@ -248,3 +260,56 @@ def test_drop_policy_counts_what_it_loses_and_never_blocks(tmp_path: Path):
     tee.stop(timeout_s=10)  # shutdown with Kafka down: the 2 queued are counted too, not spilled
     assert metrics.dropped.labels("shutdown")._value.get() == 2
     assert not settings.spill_path.exists()
+
+
+def test_client_leaving_mid_stream_still_logs_what_was_streamed(tmp_path):
+    spill = tmp_path / "spill.jsonl"
+    upstream = VllmLike({"long": Reply(content="word " * 400)}, token_delay_s=0.005)
+    body = {"model": "m", "stream": True, "messages": [{"role": "user", "content": "a long story"}]}
+    with serve_in_thread(upstream.app) as upstream_url:
+        # Kafka down on purpose: the record lands in the spill file, where this test reads it.
+        with _gateway(upstream_url, f"127.0.0.1:{_closed_port()}", "t", spill_path=spill, replay_interval_s=60) as (url, _):
+            with httpx.stream("POST", f"{url}/v1/chat/completions", json=body) as response:
+                received = b"".join(chunk for _, chunk in zip(range(5), response.iter_raw()))
+            _wait(lambda: spill.exists() and spill.read_text().strip(), what="the partial record")
+    (record,) = [json.loads(line) for line in spill.read_text().splitlines()]
+    assert record["metadata"]["client_disconnected"] is True
+    assert record["completion"].startswith("word") and len(record["completion"]) < len("word " * 400)
+    assert b"data: " in received
+
+
+def test_the_gateway_command_serves_and_reports_health(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    upstream = VllmLike()
+    port = _closed_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MM_")}
+    env.update(MM_GATEWAY__SPILL_PATH=str(tmp_path / "spill.jsonl"), MM_KAFKA__BOOTSTRAP_SERVERS=f"127.0.0.1:{_closed_port()}")
+    with serve_in_thread(upstream.app) as upstream_url:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "pipeline.cli", "gateway", "--upstream", upstream_url, "--port", str(port),
+             "--overflow", "drop"],  # fmt: skip
+            env=env, stderr=subprocess.PIPE, text=True,
+        )
+        try:
+            def healthy() -> bool:
+                assert proc.poll() is None, proc.stderr.read()
+                try:
+                    return httpx.get(f"http://127.0.0.1:{port}/healthz").status_code == 200
+                except httpx.HTTPError:
+                    return False
+
+            _wait(healthy, timeout_s=60, what="the gateway to start")
+            reply = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="x").chat.completions.create(
+                model="m", messages=[{"role": "user", "content": "ping"}])  # fmt: skip
+            assert reply.choices[0].message.content == "You said: ping"
+            assert httpx.get(f"http://127.0.0.1:{port}/healthz").json()["overflow"] == "drop"
+        finally:
+            proc.terminate()
+            proc.wait(30)
+    stderr = proc.stderr.read()
+    # uvicorn shuts down gracefully (the lifespan drains the tee), then re-raises SIGTERM.
+    assert proc.returncode in (0, -15) and "gateway stopped: 0 logs delivered" in stderr, stderr[-2000:]
+    assert "Traceback" not in stderr
