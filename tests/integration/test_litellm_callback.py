@@ -11,8 +11,7 @@ import pytest
 
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")  # no network fetch of the price list
 
-litellm = pytest.importorskip("litellm")
-
+import litellm  # noqa: E402 - after the variable above; pinned in the litellm extra, part of `all`
 from kafka import KafkaConsumer  # noqa: E402
 
 from pipeline.gateway.settings import GatewaySettings  # noqa: E402
