@@ -57,5 +57,11 @@ class Detector(ABC):
         """Runs once per micro-batch. Returns, for each record in order, the findings whose
         calibrated score reached this detector's pinned threshold (empty list: clean)."""
 
+    def take_truncated(self) -> dict[str, int]:
+        """Texts this detector could not read in full (a length cap) since the last call, by
+        part kind (``PartKind`` values); the scorer exports them as
+        ``mm_detector_truncated_texts_total``. Detectors without a cap return nothing."""
+        return {}
+
     def close(self) -> None:
         """Runs once at shutdown; release devices and threads."""

@@ -214,7 +214,9 @@ def normalize_reading(base: Reading) -> Reading:
             nf, step = nf[0], MARKS
         if nf != cluster:
             edits.append((i, j, nf))
-            if any(c.isalnum() for c in nf) or step == MARKS:
+            # Fullwidth or mathematical letters disguise words; superscript digits (m², ¹) and
+            # no-break spaces do not, and alone they do not earn a reading to score.
+            if ch.isalpha() or step == MARKS:
                 changed.add(step)
     reading = _rewrite(base, edits, NFKC) if edits else base
     reading = _map_confusables(reading, changed)
@@ -261,8 +263,9 @@ _URL_RUN = re.compile(r"(?:%[0-9A-Fa-f]{2}|[A-Za-z0-9._~+!*'();:@&=$,/?#\[\]-])*
 # Single letters separated by 1-3 separator characters, at least four letters in a row.
 _SPACED_RUN = re.compile(r"(?<![^\W\d_])(?:[^\W\d_][ \t._*|/\\-]{1,3}){3,}[^\W\d_](?![^\W\d_])")
 _LEET_MAP = str.maketrans({"0": "o", "1": "i", "3": "e", "4": "a", "5": "s", "7": "t", "8": "b", "9": "g",
-                           "@": "a", "$": "s", "!": "i", "|": "l", "+": "t"})
-_LEET_WORD = re.compile(r"(?<![\w@$!|+])[A-Za-z0-9@$!|+]*[A-Za-z][0-9@$!|+]+[A-Za-z][A-Za-z0-9@$!|+]*")
+                           "@": "a", "$": "s"})
+# A word with a leet character between two letters (r4ns0mw4re, f1l3s, h@ck).
+_LEET_WORD = re.compile(r"(?<![\w@$])[A-Za-z0-9@$']*[A-Za-z][0-9@$]+[A-Za-z][A-Za-z0-9@$']*")
 
 
 def _readable(decoded: str) -> bool:
@@ -272,6 +275,16 @@ def _readable(decoded: str) -> bool:
     printable = sum(c.isprintable() or c in "\n\r\t" for c in decoded)
     wordy = sum(c.isalpha() or c.isspace() for c in decoded)
     return printable >= 0.95 * len(decoded) and wordy >= 0.6 * len(decoded) and any(c.isspace() for c in decoded)
+
+
+def _text_or_encoded(decoded: str | None) -> str | None:
+    """Keep a decoding that reads as text, or that is itself an encoded run (the next depth
+    decodes it: base64 of base64)."""
+    if decoded is None:
+        return None
+    if _readable(decoded) or _BASE64_RUN.fullmatch(decoded.strip()) or _HEX_RUN.fullmatch(decoded.strip()):
+        return decoded
+    return None
 
 
 def _utf8(data: bytes) -> str | None:
@@ -293,8 +306,7 @@ def _decode_base64(run: str) -> str | None:
         data = base64.b64decode(padded.replace("-", "+").replace("_", "/"), validate=True)
     except (binascii.Error, ValueError):
         return None
-    text = _utf8(data)
-    return text if text is not None and _readable(text) else None
+    return _text_or_encoded(_utf8(data))
 
 
 def _decode_hex(run: str) -> str | None:
@@ -302,10 +314,9 @@ def _decode_hex(run: str) -> str | None:
     if len(digits) % 2:
         return None
     try:
-        text = _utf8(bytes.fromhex(digits))
+        return _text_or_encoded(_utf8(bytes.fromhex(digits)))
     except ValueError:
         return None
-    return text if text is not None and _readable(text) else None
 
 
 def _decode_url(run: str) -> str | None:
@@ -332,17 +343,27 @@ def _despace(run: str) -> str:
 
 
 def _deleet(word: str, min_letters: int = 2) -> str | None:
-    """``r4ns0mw4r3`` -> ``ransomware``; identifiers (hashes, long tokens) are left alone."""
-    if len(word) > 24 or _HEXISH.fullmatch(word) or sum(c.isalpha() for c in word) < min_letters:
+    """``r4ns0mw4r3`` -> ``ransomware``. Identifiers are left alone: hashes and colours (hex),
+    chemical formulas and part numbers (upper case), long tokens."""
+    letters = [c for c in word if c.isalpha()]
+    if len(word) > 24 or _HEXISH.fullmatch(word) or len(letters) < min_letters or "".join(letters).isupper():
         return None
-    return word.translate(_LEET_MAP).lower()
+    mapped = word.translate(_LEET_MAP).lower()
+    return mapped if mapped.replace("'", "").isalpha() else None
 
 
-_HEXISH = re.compile(r"[0-9A-Fa-f]{8,}")
-# Any word mixing letters with leet characters (``3ncryp75``, ``f1l3s``); used only once the
-# text has shown leetspeak inside words (two or more _LEET_WORD matches), so ``mp3`` or
-# ``user123`` in ordinary text are left alone.
-_LEET_LOOSE = re.compile(r"(?<![\w@$!|+])(?=[A-Za-z0-9@$!|+']*[A-Za-z])(?=[A-Za-z0-9@$!|+']*[0-9@$!|+])[A-Za-z0-9@$!|+']{3,}")
+_HEXISH = re.compile(r"[0-9A-Fa-f]{6,}")
+# Any word mixing letters with leet characters (``3ncryp75``, ``7h47``); used only once the
+# text has shown leetspeak inside words, so ``mp3`` or ``user123`` in ordinary text stay.
+_LEET_LOOSE = re.compile(r"(?<![\w@$])(?=[A-Za-z0-9@$']*[A-Za-z])(?=[A-Za-z0-9@$']*[0-9@$])[A-Za-z0-9@$']{3,}")
+_WORDS3 = re.compile(r"[A-Za-z0-9@$']{3,}")
+
+
+def _leet_text(text: str) -> bool:
+    """Does the text use leetspeak? At least one word with a leet character between letters,
+    and such words are at least 15% of its words (code and formulas have a few, spread thin)."""
+    hits = sum(1 for m in _LEET_WORD.finditer(text) if _deleet(m.group()))
+    return hits > 0 and hits >= 0.15 * len(_WORDS3.findall(text))
 
 
 def _find_edits(text: str, limits: Limits) -> tuple[list[tuple[int, int, str]], set[str]]:
@@ -366,11 +387,8 @@ def _find_edits(text: str, limits: Limits) -> tuple[list[tuple[int, int, str]], 
     if "%" in text:
         scan(_URL_RUN, URL, _decode_url)
     scan(_SPACED_RUN, SPACED, lambda run: _despace(run) if len(re.findall(r"[^\W\d_]", run)) >= limits.min_spaced_letters else None)
-    leet_words = sum(1 for m in _LEET_WORD.finditer(text) if _deleet(m.group()))
-    if leet_words >= 2:
+    if _leet_text(text):
         scan(_LEET_LOOSE, LEET, lambda w: _deleet(w, min_letters=1))
-    else:
-        scan(_LEET_WORD, LEET, _deleet)
     candidates.sort(key=lambda c: (c[0], -(c[1] - c[0])))
     edits: list[tuple[int, int, str]] = []
     used: set[str] = set()
@@ -439,7 +457,7 @@ def elide_binary(text: str, limits: Limits = Limits()) -> Reading:
         edits.append((m.start(), m.end(), BINARY_PLACEHOLDER))
     for m in _BASE64_RUN.finditer(text):
         if len(m.group()) >= 64 and not any(s < m.end() and m.start() < e for s, e, _ in edits):
-            if _decode_base64(m.group()) is None:
+            if _decode_base64(m.group()) is None and _decode_hex(m.group()) is None:
                 edits.append((m.start(), m.end(), BINARY_PLACEHOLDER))
     if not edits:
         return identity(text)

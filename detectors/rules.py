@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from detectors.base import Detector
-from detectors.normalize import iter_all, reading_evidence
+from detectors.normalize import Reading, iter_all, reading_evidence
 from pipeline.redact import snippet
 from pipeline.schemas import Category, Finding, InferenceLog, ScreenedPart, Side, Signal
 
@@ -53,7 +53,8 @@ RULES: tuple[Rule, ...] = (
         r"\bgain (unauthori[sz]ed|root|admin) access\b",
     )),
     Rule(CY, "credential_theft", P, 0.8, _rx(
-        r"\b(steal|harvest|grab|dump|crack)\b[^.?!\n]{0,40}\b(passwords?|credentials|cookies|session tokens?|credit card (numbers|details))",
+        r"\b(steal|harvest|grab|dump|crack)(s|ing)?\b[^.?!\n]{0,40}\b(passwords?|credentials|cookies|session tokens?|credit card (numbers|details))",
+        r"\bcredential[- ]stuffing\b",
     )),
     Rule(CY, "denial_of_service", P, 0.8, _rx(
         r"\b(ddos|denial[- ]of[- ]service)\b[^.?!\n]{0,40}\b(attack|script|tool|take down|knock)",
@@ -133,50 +134,47 @@ class RulesDetector(Detector):
         return [self._detect_one(r) for r in records]
 
     def _detect_one(self, record: InferenceLog) -> list[Finding]:
-        best: dict[tuple[Category, Side], Finding] = {}
+        # (category, side) -> the strongest match; evidence is cut for it only (redaction
+        # runs a NER model per snippet).
+        best: dict[tuple[Category, Side], _Match] = {}
+        hidden: set[tuple[Category, Side]] = set()  # matched once normalised or decoded
         for part in record.screened_parts():
             if part.side is Side.COMPLETION and _REFUSAL.search(part.text):
                 continue
-            for finding in self._detect_part(part):
-                key = (finding.category, finding.side)
-                held = best.get(key)
-                # Strongest wins (the earlier part at equal scores); obfuscation anywhere in
-                # the record for this category and side is kept on the finding.
-                if held is None or finding.score > held.score:
-                    if held is not None and held.signals and not finding.signals:
-                        finding = finding.model_copy(update={"signals": held.signals})
-                    best[key] = finding
-                elif finding.signals and not held.signals:
-                    best[key] = held.model_copy(update={"signals": finding.signals})
-        return list(best.values())
-
-    def _detect_part(self, part: ScreenedPart) -> list[Finding]:
-        rules = [r for r in RULES if r.side is part.side]
-        found: dict[Category, Finding] = {}
-        hidden: set[Category] = set()  # matched once normalised or decoded: obfuscation
-        for reading in iter_all(part.text):
-            for rule in rules:
-                match = rule.pattern.search(reading.text)
-                if match is None:
-                    continue
-                if reading.transforms:
-                    hidden.add(rule.category)
-                held = found.get(rule.category)
-                if held is not None and held.score >= rule.score:
-                    continue
-                found[rule.category] = Finding(
-                    category=rule.category,
-                    subcategory=rule.subcategory,
-                    side=rule.side,
-                    score=rule.score,
-                    detector=self.name,
-                    detector_version=self.version,
-                    evidence=reading_evidence(part.text, reading, match.start(), match.end()),
-                    part=part.kind,
-                    location=part.location,
-                )
+            for reading in iter_all(part.text):
+                for rule in RULES:
+                    if rule.side is not part.side:
+                        continue
+                    match = rule.pattern.search(reading.text)
+                    if match is None:
+                        continue
+                    key = (rule.category, rule.side)
+                    if reading.transforms:
+                        hidden.add(key)
+                    held = best.get(key)
+                    if held is None or rule.score > held.rule.score:  # the earlier part at equal scores
+                        best[key] = _Match(rule, part, reading, match.start(), match.end())
         return [
-            f.model_copy(update={"signals": [Signal.OBFUSCATION]}) if f.category in hidden else f
-            for f in found.values()
+            Finding(
+                category=m.rule.category,
+                subcategory=m.rule.subcategory,
+                side=m.rule.side,
+                score=m.rule.score,
+                detector=self.name,
+                detector_version=self.version,
+                evidence=reading_evidence(m.part.text, m.reading, m.start, m.end),
+                part=m.part.kind,
+                location=m.part.location,
+                signals=[Signal.OBFUSCATION] if key in hidden else [],
+            )
+            for key, m in best.items()
         ]
 
+
+@dataclass(frozen=True)
+class _Match:
+    rule: Rule
+    part: ScreenedPart
+    reading: Reading
+    start: int
+    end: int

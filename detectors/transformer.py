@@ -16,15 +16,19 @@ A category seen only in a transformed reading is reported with the ``obfuscation
 Windows cover every token of a text up to ``max_windows``; a longer text is screened by
 that many windows spread across it and counted as truncated (``truncated_texts``, exported
 as ``mm_detector_truncated_texts_total``). When a prompt part reads as a jailbreak but no
-harm category, its sentences are scored one by one, so a role-play wrapper around a harmful
-request yields the harm category as well as ``jailbreak``.
+harm category, or holds several sentences and no harm category, its sentences are scored one
+by one: a role-play wrapper around a harmful request yields the harm category as well as
+``jailbreak``, and a request hidden among benign sentences is not averaged away.
 
 Options (``DetectorConfig.options``): ``quantize`` = ``int8`` | ``none`` (CPU only; default
 ``none``: see bench/bench_detector.py for the trade-off), ``cache_size`` (texts kept in the
 LRU score cache, default 4096), ``max_windows`` (windows per text, default 64: every token
 of a text up to about 6,100 tokens is in some window; 0 keeps the artifact's own cap),
 ``decode`` = ``true`` | ``false`` (score normalised/decoded readings, default true),
-``sentence_pass_max`` (sentences re-scored per jailbreak-flagged part, default 32; 0: off).
+``sentence_pass`` = ``all`` | ``risky`` | ``jailbreak`` | ``off`` (which prompt parts are
+re-read sentence by sentence, see SENTENCE_PASS_MODES; default ``all``) and
+``sentence_pass_max`` (sentences re-read per part, default 128). The throughput and recall of
+these settings: bench/bench_screening.py, docs/benchmarks.md, docs/model-card.md.
 """
 
 from __future__ import annotations
@@ -48,8 +52,12 @@ if TYPE_CHECKING:
     from detectors.training.modeling import Encoder, Heads, Manifest
 
 ARTIFACT_NAME = "transformer-minilm-v1"
-# Windows of a text whose sentences the sentence pass re-reads (the riskiest ones).
+# Windows of a text whose sentences the sentence pass re-reads in mode "risky".
 RISKY_WINDOWS = 3
+# What the sentence pass re-reads, sentence by sentence, in prompt parts with no harm category:
+# off: nothing; jailbreak: parts that read as a jailbreak; risky: those, and the sentences of the
+# RISKY_WINDOWS riskiest windows of parts with 3+ sentences; all: every sentence of such parts.
+SENTENCE_PASS_MODES = ("off", "jailbreak", "risky", "all")
 DEFAULT_ARTIFACT_DIR = Path(__file__).resolve().parent / "models" / ARTIFACT_NAME
 
 
@@ -137,7 +145,8 @@ class TransformerDetector(Detector):
         lexical: dict[str, Any] | None = None,
         max_windows: int = 64,
         decode: bool = True,
-        sentence_pass_max: int = 32,
+        sentence_pass: str = "all",
+        sentence_pass_max: int = 128,
     ) -> None:
         self.encoder = encoder
         # side -> LexicalModel (detectors/training/lexical.py); empty for MLP-only artifacts.
@@ -150,6 +159,9 @@ class TransformerDetector(Detector):
         self.detector_version = manifest.version
         self.window = replace(manifest.window, max_windows=max_windows) if max_windows > 0 else manifest.window
         self.decode = decode
+        if sentence_pass not in SENTENCE_PASS_MODES:
+            raise ValueError(f"sentence_pass must be one of {', '.join(SENTENCE_PASS_MODES)}, not {sentence_pass!r}")
+        self.sentence_pass = sentence_pass
         self.sentence_pass_max = sentence_pass_max
         # Texts whose windows did not cover every token, by part kind, since the last take.
         self.truncated_texts: dict[str, int] = {}
@@ -194,7 +206,8 @@ class TransformerDetector(Detector):
             lexical=lexical,
             max_windows=int(config.options.get("max_windows", "64")),
             decode=config.options.get("decode", "true").lower() not in {"false", "0", "no"},
-            sentence_pass_max=int(config.options.get("sentence_pass_max", "32")),
+            sentence_pass=config.options.get("sentence_pass", "all"),
+            sentence_pass_max=int(config.options.get("sentence_pass_max", "128")),
         )
 
     # -- scoring -----------------------------------------------------------------------
@@ -320,15 +333,13 @@ class TransformerDetector(Detector):
     def _sentence_pass(self, scored: Sequence[tuple[_Item, TextScores]]) -> list[tuple[_Item, TextScores]]:
         """Score sentences one by one where a window can hide a request: a role-play wrapper
         dominates its window, and a harmful sentence among benign ones is diluted by the
-        window's mean pooling.
+        window's mean pooling (measured: a request among 120 benign sentences scores 0.003
+        for cyber_abuse in its window, 0.92 alone).
 
-        Only prompt-side readings without any harm category are re-read: those that read as
-        a jailbreak (all their sentences, up to ``sentence_pass_max``) and those with three
-        sentences or more (the sentences inside the riskiest windows: the windows
-        themselves are the cheap first pass that says where to look: the sentences of its
-        ``RISKY_WINDOWS`` windows with the highest harm probability).
+        Only prompt-side readings without any harm category are re-read (``sentence_pass``
+        mode, see SENTENCE_PASS_MODES), at most ``sentence_pass_max`` sentences each.
         """
-        if self.sentence_pass_max <= 0:
+        if self.sentence_pass == "off" or self.sentence_pass_max <= 0:
             return []
         harm = [c.value for c in Category if c is not Category.JAILBREAK]
         todo: list[_Item] = []
@@ -338,11 +349,16 @@ class TransformerDetector(Detector):
             labels = self._reported(Side.PROMPT, ts)
             if any(label in labels for label in harm):
                 continue
-            sentences = _sentences(it.reading.text)
-            if Category.JAILBREAK.value not in labels:
+            if Category.JAILBREAK.value in labels:
+                sentences = _sentences(it.reading.text)
+            elif self.sentence_pass in ("risky", "all"):
+                sentences = _sentences(it.reading.text)
                 if len(sentences) < 3:
                     continue
-                sentences = [(a, b) for a, b in sentences if any(a < hi and lo < b for lo, hi in ts.risky)]
+                if self.sentence_pass == "risky":
+                    sentences = [(a, b) for a, b in sentences if any(a < hi and lo < b for lo, hi in ts.risky)]
+            else:
+                continue
             todo.extend(_Item(it.record, it.part, it.reading.slice(a, b), sentence=True) for a, b in sentences[: self.sentence_pass_max])
         return self._score_items(todo) if todo else []
 
@@ -364,28 +380,36 @@ class TransformerDetector(Detector):
             if it.reading.transforms:
                 hidden.update((it.record, label, it.part.side) for label in labels)
             reported.append((it, ts, labels))
-        best: list[dict[tuple[str, Side], Finding]] = [{} for _ in range(n)]
+        # The strongest (part, reading) per category and side; evidence is cut for it only
+        # (redaction runs a NER model per snippet).
+        best: list[dict[tuple[str, Side], tuple[float, _Item, TextScores]]] = [{} for _ in range(n)]
         for it, ts, labels in reported:
             for label, score in labels.items():
-                obfuscated = (it.record, label, it.part.side) in hidden
-                start, end = ts.spans.get(label, (0, len(it.reading.text)))
-                finding = Finding(
-                    category=Category(label),
-                    subcategory=ts.subcategory.get(label),
-                    side=it.part.side,
-                    score=round(min(max(score, 0.0), 1.0), 4),
-                    detector=self.name,
-                    detector_version=self.detector_version,
-                    evidence=_evidence(it, start, end),
-                    part=it.part.kind,
-                    location=it.part.location,
-                    signals=[Signal.OBFUSCATION] if obfuscated else [],
-                )
                 key = (label, it.part.side)
                 held = best[it.record].get(key)
-                if held is None or finding.score > held.score:  # the strongest part and reading
-                    best[it.record][key] = finding
-        return [list(b.values()) for b in best]
+                if held is None or score > held[0]:
+                    best[it.record][key] = (score, it, ts)
+        out: list[list[Finding]] = []
+        for r, chosen in enumerate(best):
+            findings = []
+            for (label, side), (score, it, ts) in chosen.items():
+                start, end = ts.spans.get(label, (0, len(it.reading.text)))
+                findings.append(
+                    Finding(
+                        category=Category(label),
+                        subcategory=ts.subcategory.get(label),
+                        side=side,
+                        score=round(min(max(score, 0.0), 1.0), 4),
+                        detector=self.name,
+                        detector_version=self.detector_version,
+                        evidence=_evidence(it, start, end),
+                        part=it.part.kind,
+                        location=it.part.location,
+                        signals=[Signal.OBFUSCATION] if (r, label, side) in hidden else [],
+                    )
+                )
+            out.append(findings)
+        return out
 
     def take_truncated(self) -> dict[str, int]:
         """Texts truncated by the window cap since the last call, by part kind (for metrics)."""

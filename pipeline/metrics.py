@@ -152,6 +152,11 @@ class PipelineMetrics:
             "Records screened by a detector's cheap first stage: skipped (not sent to the model) or escalated",
             ["detector", "outcome"], registry=r,
         )
+        self.truncated_texts = Counter(
+            "mm_detector_truncated_texts_total",
+            "Screened texts longer than a detector's window cap: not every token was read (part: system, user, assistant, ...)",
+            ["detector", "part"], registry=r,
+        )
 
         self.component_up = Gauge(
             "mm_component_up", "1 while a dependency (sink, broker) works, 0 during an outage being waited out",

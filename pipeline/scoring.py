@@ -113,6 +113,8 @@ class Scorer:
             if self._metrics is not None:
                 self._metrics.detector_duration.labels(detector.name).observe(time.perf_counter() - started)
                 self._metrics.first_stage_records.labels(detector.name, "escalated").inc(len(active))
+                for part, count in detector.take_truncated().items():
+                    self._metrics.truncated_texts.labels(detector.name, part).inc(count)
             for j, found in enumerate(results):
                 if found is not None:
                     merged[active[j]].extend(found)

@@ -1,0 +1,123 @@
+"""Throughput cost of screening every part of a record (issue 11), side by side, one run.
+
+    HF_HUB_OFFLINE=1 .venv/bin/python bench/bench_screening.py [--records 300] [--batch 32]
+
+On the same simulated records (pipeline.simulate, fixed seed) and the same loaded model, each
+variant with its own score cache of the default size (``--cache-size 0``: every text cold),
+measures records/s of the ``transformer`` detector:
+
+* ``before``: what it screened until issue 11, reproduced by :func:`legacy_detect`: the
+  joined non-assistant messages (``prompt_text``) and the completion, at most 8 windows per
+  text, no normalisation or decoding, no sentence pass;
+* ``after (sentence_pass=M)``: ``detect`` as shipped (every part of ``screened_parts()``,
+  windows over every token up to 64 per text, normalised/decoded readings), for each
+  sentence-pass mode.
+
+Variants run interleaved batch by batch, so load changes on a shared machine hit all of them
+alike. Prints a table with each variant's ratio to ``before``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+from detectors.transformer import SENTENCE_PASS_MODES, LRUCache, TransformerDetector  # noqa: E402
+from pipeline.schemas import Finding, InferenceLog, Side  # noqa: E402
+
+
+def legacy_detect(det: TransformerDetector, records: Sequence[InferenceLog]) -> list[list[Finding]]:
+    """The transformer detector's ``detect`` before issue 11 (prompt_text and completion only,
+    the artifact's 8-window cap), on the same loaded model."""
+    saved = det.window
+    det.window = det.manifest.window
+    try:
+        prompt_texts = [r.prompt_text for r in records]
+        prompts = det.score_texts(Side.PROMPT, prompt_texts)
+        with_completion = [i for i, r in enumerate(records) if r.has_completion]
+        completions = det.score_texts(Side.COMPLETION, [records[i].completion or "" for i in with_completion])
+        out = [det._findings(Side.PROMPT, ts, text) for ts, text in zip(prompts, prompt_texts, strict=True)]
+        for i, ts in zip(with_completion, completions, strict=True):
+            out[i].extend(det._findings(Side.COMPLETION, ts, records[i].completion or ""))
+        return out
+    finally:
+        det.window = saved
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--records", type=int, default=300)
+    parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--modes", default=",".join(SENTENCE_PASS_MODES))
+    parser.add_argument("--cache-size", type=int, default=4096, help="score cache per variant (the default); 0: cold")
+    args = parser.parse_args()
+
+    from rich.console import Console
+    from rich.table import Table
+
+    from detectors.base import DetectorConfig
+    from pipeline.simulate import simulate
+
+    records = [r.log for r in simulate(args.records, seed=11, end=datetime(2026, 1, 2, tzinfo=UTC))]
+    det = TransformerDetector.create(DetectorConfig())
+    legacy_detect(det, records[-8:])  # warm-up (records not in the measured set's cache)
+    det.detect(records[-8:])
+    records = records[:-8]
+
+    modes = args.modes.split(",")
+    # Each variant keeps its own score cache (the default 4096 texts), as a separate process would.
+    caches = {}
+
+    def with_cache(name: str, fn):
+        caches[name] = LRUCache(args.cache_size)
+
+        def run(batch: Sequence[InferenceLog]) -> list[list[Finding]]:
+            det.cache = caches[name]
+            return fn(batch)
+
+        return run
+
+    variants = {"before": with_cache("before", lambda batch: legacy_detect(det, batch))}
+
+    def after(mode: str):
+        def run(batch: Sequence[InferenceLog]) -> list[list[Finding]]:
+            det.sentence_pass = mode
+            return det.detect(batch)
+
+        return run
+
+    for mode in modes:
+        name = f"after (sentence_pass={mode})"
+        variants[name] = with_cache(name, after(mode))
+    seconds = dict.fromkeys(variants, 0.0)
+    flagged = dict.fromkeys(variants, 0)
+    for b in range(0, len(records), args.batch):
+        batch = records[b : b + args.batch]
+        for name, run in variants.items():
+            t0 = time.perf_counter()
+            results = run(batch)
+            seconds[name] += time.perf_counter() - t0
+            flagged[name] += sum(bool(r) for r in results)
+    det.take_truncated()
+
+    table = Table(title=f"transformer detector on {len(records)} simulated records (seed 11), cache {args.cache_size}, batch {args.batch}")
+    for col in ("variant", "records/s", "vs before", "flagged records"):
+        table.add_column(col)
+    base = len(records) / seconds["before"]
+    for name in variants:
+        rate = len(records) / seconds[name]
+        table.add_row(name, f"{rate:.1f}", f"{rate / base:.2f}x", str(flagged[name]))
+    Console().print(table)
+    print(f"threads={os.environ.get('OMP_NUM_THREADS', os.cpu_count())} load={os.getloadavg()[0]:.1f}")
+
+
+if __name__ == "__main__":
+    main()
