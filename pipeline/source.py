@@ -130,7 +130,11 @@ class KafkaSource:
 
     async def _on_revoked(self, revoked: set[TopicPartition], *, lost: bool) -> None:
         self._metrics.rebalances.labels("lost" if lost else "revoked").inc()
-        if not lost:
+        if lost:
+            # The group evicted this member (session or poll interval expired): its finished but
+            # uncommitted batches are re-read by the next owner, as after a crash.
+            log.warning("rebalance: membership lost; uncommitted batches of %d partition(s) will be re-delivered", len(revoked))
+        else:
             # Sleep on kafka-python's own loop, so heartbeats go on while the batches finish.
             net = self._consumer._net  # noqa: SLF001 - the loop the listener runs on (kafka-python 3.0.12)
             deadline = time.monotonic() + self._drain_timeout_s
