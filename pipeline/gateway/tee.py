@@ -136,6 +136,7 @@ class LogTee:
         self._next_connect = 0.0
         self._kafka_up = False
         self._next_replay = 0.0
+        self._replay_offset = 0  # bytes of the replay file already delivered
         self._spill_lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -300,20 +301,33 @@ class LogTee:
         self.metrics.spill_bytes.set(self._spill_size())
 
     def _spill_size(self) -> int:
-        return sum(p.stat().st_size for p in (self.spill_path, self._replay_path) if p.exists())
+        """Bytes of spilled records not yet delivered."""
+        size = self.spill_path.stat().st_size if self.spill_path.exists() else 0
+        if self._replay_path.exists():
+            size += max(self._replay_path.stat().st_size - self._replay_offset, 0)
+        return size
 
     def _replay(self) -> None:
-        """Deliver the spill file in batches; whatever fails goes back to the spill file."""
+        """Deliver the spill file in batches, resuming where the last attempt stopped.
+
+        The spill file is renamed to ``<name>.replaying`` first, so new spills go to a fresh
+        file meanwhile; the replay file is read from ``_replay_offset`` on, never copied (an
+        outage can leave gigabytes). A batch that fails goes back to the spill file and the
+        replay stops until the next interval. After a crash the replay file is read again from
+        its start: records may arrive twice, never zero times.
+        """
         with self._spill_lock:
-            if not self._replay_path.exists():  # else: a replay interrupted by a crash, redo it
-                if not self.spill_path.exists() or self.spill_path.stat().st_size == 0:
-                    return
-                self.spill_path.rename(self._replay_path)
-        if self._connected() is None:
-            self._requeue_replay_file(0)
+            pending = self._replay_path.exists() or (self.spill_path.exists() and self.spill_path.stat().st_size > 0)
+        if not pending or self._connected() is None:
             return
+        with self._spill_lock:
+            if not self._replay_path.exists():
+                self.spill_path.rename(self._replay_path)
+                self._replay_offset = 0
+        done = 0
+        finished = True
         with self._replay_path.open("rb") as fh:
-            done = 0
+            fh.seek(self._replay_offset)
             for chunk in _batches(fh, self.settings.batch_max):
                 records = []
                 for line in chunk:
@@ -324,29 +338,18 @@ class LogTee:
                 failed = self._send(records)
                 self.metrics.replayed.inc(len(records) - len(failed))
                 self.metrics.delivered.inc(len(records) - len(failed))
+                done += len(records) - len(failed)
+                self._replay_offset = fh.tell()
                 if failed:
                     self._spill(failed)
-                    offset = fh.tell()
+                    finished = False
                     break
-                done += len(records)
-            else:
-                offset = None
-        if offset is None:
+        if finished:
             self._replay_path.unlink()
-        else:
-            self._requeue_replay_file(offset)
+            self._replay_offset = 0
         if done:
             log.info("gateway: replayed %d spilled logs", done)
         self.metrics.spill_bytes.set(self._spill_size())
-
-    def _requeue_replay_file(self, offset: int) -> None:
-        """Append the replay file from ``offset`` back onto the spill file and delete it."""
-        with self._spill_lock:
-            with self._replay_path.open("rb") as src, self.spill_path.open("ab") as dst:
-                src.seek(offset)
-                while block := src.read(1 << 20):
-                    dst.write(block)
-            self._replay_path.unlink()
 
 
 def _batches(fh: Any, size: int) -> Iterable[list[bytes]]:

@@ -64,3 +64,49 @@ def test_upstream_error_still_logs_the_prompt_with_the_status():
 def test_partial_stream_of_a_client_that_left_is_marked():
     (log,) = exchange_to_logs(_exchange([_chunk("Hal") + b"\n\n"], streamed=True, complete=False, ttft_ms=4.2), None)
     assert log.completion == "Hal" and log.metadata["client_disconnected"] is True and log.metadata["ttft_ms"] == 4.2
+
+
+class _FlakyProducer:
+    """Stands in for GatewayProducer in-process: delivery fails while ``down`` is set."""
+
+    def __init__(self) -> None:
+        self.down = True
+        self.delivered: list[str] = []
+        self._pending: list = []
+
+    def send(self, log) -> None:
+        self._pending.append(log)
+
+    def flush(self, timeout_s: float = 30.0) -> int:
+        from pipeline.producer import DeliveryError
+
+        pending, self._pending = self._pending, []
+        if self.down:
+            raise DeliveryError([(log.request_id, ConnectionError("broker down")) for log in pending])
+        self.delivered.extend(log.request_id for log in pending)
+        return len(pending)
+
+    def close(self) -> None:
+        pass
+
+
+def test_spill_replay_resumes_after_a_failed_batch_without_loss_or_copying(tmp_path):
+    from pipeline.gateway.settings import GatewaySettings
+    from pipeline.gateway.tee import GatewayMetrics, LogTee
+    from pipeline.settings import KafkaSettings
+    from tests.fixtures.logs import make_log
+
+    producer = _FlakyProducer()
+    settings = GatewaySettings(spill_path=tmp_path / "spill.jsonl", batch_max=4)
+    tee = LogTee(settings, KafkaSettings(), GatewayMetrics(), producer_factory=lambda: producer)
+    ids = [f"r{i}" for i in range(10)]
+    tee._spill(make_log(request_id=rid) for rid in ids)
+    tee._replay()  # broker down: the first batch fails and goes back to the spill file
+    assert producer.delivered == [] and tee._replay_offset > 0
+    spilled_again = [json.loads(line)["request_id"] for line in settings.spill_path.read_text().splitlines()]
+    assert spilled_again == ids[:4]
+    producer.down = False
+    tee._replay()  # resumes in the replay file after the failed batch
+    tee._replay()  # then the spill file (the batch that failed)
+    assert sorted(producer.delivered) == sorted(ids) and len(producer.delivered) == len(ids)
+    assert not settings.spill_path.exists() and tee.status()["spill_bytes"] == 0
