@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
@@ -50,6 +51,9 @@ class Alerting:
     _last_tick: float = 0.0
     _offsets: dict[tuple[str, int], int] = field(default_factory=dict)
     _dirty_offsets: set[tuple[str, int]] = field(default_factory=set)
+    # (topic, partition) -> the ownership epoch this replica took on assignment (see state.py).
+    _epochs: dict[tuple[str, int], int] = field(default_factory=dict)
+    _owner_id: str = field(default_factory=lambda: uuid.uuid4().hex)
     # Time-based re-evaluation needs no finer grain than this; the dispatcher ticks faster.
     TICK_EVERY_S = 1.0
 
@@ -139,7 +143,21 @@ class Alerting:
         their rule state, alerts and last input offsets, which another replica may have advanced
         since this one last held them."""
         assigned = sorted(set(partitions))
-        with self._lock, self.db.connect() as conn:
+        with self._lock, self.db.begin() as conn:
+            # Take ownership first (a new epoch fences the previous owner out), then read the
+            # state it committed; one transaction, so nothing it writes afterwards counts.
+            owners = state_db.partition_owners
+            for topic, p in assigned:
+                row = conn.execute(
+                    sa.select(owners.c.epoch).where(owners.c.topic == topic, owners.c.partition == p).with_for_update()
+                ).first()
+                epoch = (row[0] if row is not None else 0) + 1
+                state_db.upsert(
+                    conn, owners,
+                    [{"topic": topic, "partition": p, "epoch": epoch, "owner": self._owner_id, "updated_at": time.time()}],
+                    ["topic", "partition"],
+                )
+                self._epochs[(topic, p)] = epoch
             self.engine.assign(conn, {p for _, p in assigned}, partition_count)
             t = state_db.source_offsets
             for topic, p in assigned:
@@ -157,10 +175,40 @@ class Alerting:
         revoked = sorted(set(partitions))
         self.commit()
         with self._lock:
-            self.engine.release({p for _, p in revoked})
-            for key in revoked:
-                self._offsets.pop(key, None)
-                self._dirty_offsets.discard(key)
+            self._forget(revoked)
+
+    def _forget(self, partitions: Sequence[Partition]) -> None:
+        self.engine.release({p for _, p in partitions})
+        for key in partitions:
+            self._offsets.pop(key, None)
+            self._dirty_offsets.discard(key)
+            self._epochs.pop(key, None)
+
+    def _save(self, conn: sa.Connection) -> None:
+        """Write rule state and input offsets of the partitions this replica still owns.
+
+        Runs with the lock held, in the caller's transaction. A partition whose epoch moved on
+        was given to another replica behind our back (we missed heartbeats): its state here is
+        stale, so it is dropped instead of written, and its records are the new owner's."""
+        if self._epochs:
+            owners = state_db.partition_owners
+            keys = sorted(self._epochs)
+            current = {
+                (r[0], r[1]): r[2]
+                for r in conn.execute(
+                    sa.select(owners.c.topic, owners.c.partition, owners.c.epoch)
+                    .where(owners.c.partition.in_([p for _, p in keys]))
+                    .with_for_update()
+                )
+            }
+            fenced = [k for k in keys if current.get(k) != self._epochs[k]]
+            if fenced:
+                log.warning("alerts: partitions %s now belong to another replica; dropping their unsaved state", fenced)
+                self._forget(fenced)
+        self.engine.save(conn)
+        rows = [{"topic": k[0], "partition": k[1], "offset": self._offsets[k]} for k in sorted(self._dirty_offsets)]
+        state_db.upsert(conn, state_db.source_offsets, rows, ["topic", "partition"])
+        self._dirty_offsets.clear()
 
     def commit(self) -> None:
         """Make every alert decided so far durable (one transaction), then wake the dispatcher."""
@@ -168,10 +216,7 @@ class Alerting:
             if not self.engine.has_changes and not self._dirty_offsets:
                 return
             with self.db.begin() as conn:
-                self.engine.save(conn)
-                rows = [{"topic": k[0], "partition": k[1], "offset": self._offsets[k]} for k in sorted(self._dirty_offsets)]
-                state_db.upsert(conn, state_db.source_offsets, rows, ["topic", "partition"])
-            self._dirty_offsets.clear()
+                self._save(conn)
         self.dispatcher.wake()
 
     def tick(self) -> None:
@@ -186,7 +231,7 @@ class Alerting:
             self.engine.tick()
             if self.engine.has_changes:
                 with self.db.begin() as conn:
-                    self.engine.save(conn)
+                    self._save(conn)
 
     def close(self) -> None:
         self.dispatcher.stop()

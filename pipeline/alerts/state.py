@@ -115,6 +115,20 @@ source_offsets = sa.Table(
 )
 
 
+# Who may write a partition's state: every assignment bumps the epoch; a replica writes only
+# while the epoch it took is still the current one (fencing a replica the group has already
+# replaced, e.g. one that missed its heartbeats under load and still flushes a batch).
+partition_owners = sa.Table(
+    "mm_alert_partition_owners",
+    metadata,
+    sa.Column("topic", sa.String(256), primary_key=True),
+    sa.Column("partition", sa.Integer, primary_key=True),
+    sa.Column("epoch", sa.BigInteger, nullable=False),
+    sa.Column("owner", sa.String(64), nullable=False),
+    sa.Column("updated_at", sa.Double, nullable=False),
+)
+
+
 class AlertStoreError(RuntimeError):
     """The alert database could not be opened or written."""
 

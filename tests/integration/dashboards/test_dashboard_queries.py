@@ -32,6 +32,7 @@ from pipeline.alerts.settings import AlertSettings, DeliverySettings, ReceiverSe
 from pipeline.localinfra.base import LOOPBACK, free_port
 from pipeline.localinfra.kafka import create_topic, delete_topics
 from pipeline.localinfra.postgres import temporary_database
+from pipeline.lag_exporter import LagCollector, LagReader
 from pipeline.localinfra.prometheus import LocalPrometheus, query, start_prometheus
 from pipeline.metrics import PipelineMetrics
 from pipeline.postgres_settings import PostgresSettings
@@ -52,7 +53,7 @@ NOT_FED_HERE: dict[tuple[str, str], str] = {}
 ALLOWED_LABELS = {
     "__name__", "instance", "job", "le", "topic", "partition", "reason", "model", "deployment", "tenant",
     "flagged", "severity", "category", "complied", "side", "detector", "version", "sink", "result", "event", "outcome",
-    "rule", "receiver", "status",
+    "rule", "receiver", "status", "group",
 }  # fmt: skip
 
 
@@ -226,8 +227,18 @@ def stack(kafka_bootstrap: str, postgres_admin_url: str, tmp_path_factory: pytes
         )
         metrics = PipelineMetrics()
         metrics.serve(LOOPBACK, metrics_port)
+        # The lag exporter as `misuse-monitor lag-exporter` runs it: broker offsets per scrape.
+        from prometheus_client import CollectorRegistry, start_http_server
+
+        lag_reader = LagReader(KafkaSettings(bootstrap_servers=kafka_bootstrap), f"{topic}-group", [topic])
+        lag_registry = CollectorRegistry()
+        lag_registry.register(LagCollector(lag_reader))
+        lag_server, _ = start_http_server(0, addr=LOOPBACK, registry=lag_registry)
         prometheus = start_prometheus(
-            tmp_path_factory.mktemp("prometheus"), [f"{LOOPBACK}:{metrics_port}"], rule_files=[RULES_FILE], interval_s=1.0
+            tmp_path_factory.mktemp("prometheus"),
+            [f"{LOOPBACK}:{metrics_port}", f"{LOOPBACK}:{lag_server.server_port}"],
+            rule_files=[RULES_FILE],
+            interval_s=1.0,
         )
         pipeline = Pipeline.from_settings(settings, metrics)
         runner = threading.Thread(target=pipeline.run, name="pipeline", daemon=True)
@@ -254,6 +265,8 @@ def stack(kafka_bootstrap: str, postgres_admin_url: str, tmp_path_factory: pytes
             runner.join(timeout=30)
             engine.dispose()
             prometheus.stop()
+            lag_server.shutdown()
+            lag_reader.close()
             webhook.shutdown()
             webhook.server_close()
             delete_topics(kafka_bootstrap, [topic, f"{topic}.dlq"])

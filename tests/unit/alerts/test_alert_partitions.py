@@ -1,0 +1,119 @@
+"""Rule state owned per input partition: replicas sharing one alert database load what they are
+assigned, release what is revoked, sum rate windows across partitions, and a replica that lost a
+partition behind its back (fenced by the ownership epoch) never overwrites the new owner."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+
+import sqlalchemy as sa
+from prometheus_client import CollectorRegistry
+
+from pipeline.alerts import state as db
+from pipeline.alerts.engine import owner_partition
+from pipeline.alerts.rules import parse_rules
+from pipeline.alerts.service import Alerting
+from pipeline.alerts.settings import AlertSettings
+from pipeline.schemas import InferenceLog, Severity
+from pipeline.sinks.base import ScoredRecord, SourcePosition
+
+from .conftest import FakeClock, VerdictFactory
+
+TOPIC = "logs"
+RULES = """
+rules:
+  - {name: offender, kind: repeat_offender, half_life: 1w, threshold: 1000}
+  - {name: tenant_count, kind: rate, per: [tenant], threshold: 6, window: 10m}
+"""
+
+
+def replica(db_url: str, clock: FakeClock) -> Alerting:
+    settings = AlertSettings(db_url=db_url, notify="direct", run_dispatcher=False)
+    return Alerting.build(settings, CollectorRegistry(), rules=parse_rules(RULES), clock=clock)
+
+
+def batch(verdict: VerdictFactory, clock: FakeClock, partition: int, offsets: range, user: str) -> list[ScoredRecord]:
+    log = InferenceLog.model_validate(
+        {"schema": "inference-log/v1", "request_id": "r", "timestamp": datetime.fromtimestamp(clock.now, UTC), "model": "m", "prompt": "p"}
+    )
+    return [
+        ScoredRecord(log=log, verdict=verdict(user=user, severity=Severity.HIGH), position=SourcePosition(TOPIC, partition, o))
+        for o in offsets
+    ]
+
+
+def test_state_moves_with_the_partition(clock: FakeClock, verdict: VerdictFactory, db_url: str) -> None:
+    a, b = replica(db_url, clock), replica(db_url, clock)
+    a.on_assigned([(TOPIC, 0), (TOPIC, 1)], 2)
+    a.observe_records(batch(verdict, clock, 0, range(0, 3), "u_p0") + batch(verdict, clock, 1, range(0, 2), "u_p1"))
+    a.commit()
+    # Rebalance: partition 1 moves to b, which continues where a stopped.
+    a.on_revoked([(TOPIC, 1)])
+    b.on_assigned([(TOPIC, 1)], 2)
+    assert a.engine.risk_score("offender", "u_p1") == 0 and a.engine.risk_score("offender", "u_p0") == 12
+    assert b.engine.risk_score("offender", "u_p1") == 8
+    b.observe_records(batch(verdict, clock, 1, range(0, 4), "u_p1"))  # offsets 0-1 again: skipped
+    b.commit()
+    assert b.engine.risk_score("offender", "u_p1") == 16  # 4 records x 4, not 6 x 4
+    # a writes partition 0 again; b's partition 1 rows are untouched.
+    a.observe_records(batch(verdict, clock, 0, range(3, 4), "u_p0"))
+    a.commit()
+    with a.db.connect() as conn:
+        rows = {(r[0], r[1]): r[2] for r in conn.execute(sa.select(db.risk_scores.c.partition, db.risk_scores.c.user_id, db.risk_scores.c.score))}
+    assert rows == {(0, "u_p0"): 16, (1, "u_p1"): 16}
+    a.close()
+    b.close()
+
+
+def test_a_fenced_replica_never_overwrites_the_new_owner(clock: FakeClock, verdict: VerdictFactory, db_url: str) -> None:
+    zombie, owner = replica(db_url, clock), replica(db_url, clock)
+    zombie.on_assigned([(TOPIC, 0)], 1)
+    zombie.observe_records(batch(verdict, clock, 0, range(0, 2), "u_1"))
+    zombie.commit()
+    # The group gave partition 0 to `owner` while `zombie` was stalled (no revoke callback ran).
+    owner.on_assigned([(TOPIC, 0)], 1)
+    owner.observe_records(batch(verdict, clock, 0, range(2, 5), "u_1"))
+    owner.commit()
+    zombie.observe_records(batch(verdict, clock, 0, range(2, 4), "u_1"))  # its in-flight batch
+    zombie.commit()
+    with owner.db.connect() as conn:
+        score = conn.execute(sa.select(db.risk_scores.c.score)).scalar_one()
+        offset = conn.execute(sa.select(db.source_offsets.c.offset)).scalar_one()
+    assert (score, offset) == (20, 4)  # owner's 5 records, the zombie's replay not written
+    assert not zombie.engine.owns(0)
+    zombie.close()
+    owner.close()
+
+
+def test_rate_windows_sum_over_partitions_and_only_the_owner_alerts(clock: FakeClock, verdict: VerdictFactory, db_url: str) -> None:
+    a, b = replica(db_url, clock), replica(db_url, clock)
+    a.on_assigned([(TOPIC, 0)], 2)
+    b.on_assigned([(TOPIC, 1)], 2)
+    key = '["acme"]'
+    owner, other = (a, b) if owner_partition("tenant_count", key, 2) == 0 else (b, a)
+    own_p = 0 if owner is a else 1
+    # 4 flagged on the other replica's partition, 2 on the owner's: 6 in the window.
+    other.observe_records(batch(verdict, clock, 1 - own_p, range(0, 4), "u_x"))
+    other.commit()
+    owner.observe_records(batch(verdict, clock, own_p, range(0, 2), "u_y"))
+    owner.commit()
+    assert not [al for al in other.engine.alerts.values() if al.rule == "tenant_count"]
+    clock.advance(1.0)
+    other.tick()
+    owner.tick()
+    [alert] = [al for al in owner.engine.alerts.values() if al.rule == "tenant_count"]
+    assert alert.labels["tenant"] == "acme" and alert.annotations["flagged"] == "6" and alert.partition == own_p
+    assert not [al for al in other.engine.alerts.values() if al.rule == "tenant_count"]
+    a.close()
+    b.close()
+
+
+def test_without_rebalance_hooks_one_process_owns_everything(clock: FakeClock, verdict: VerdictFactory, tmp_path: Path) -> None:
+    alone = replica(f"sqlite:///{tmp_path / 'one.db'}", clock)
+    alone.observe_records(batch(verdict, clock, 0, range(0, 3), "u_1") + batch(verdict, clock, 5, range(0, 3), "u_2"))
+    alone.commit()
+    assert alone.engine.owns(5) and alone.engine.risk_score("offender", "u_2") == 12
+    [alert] = [al for al in alone.engine.alerts.values() if al.rule == "tenant_count"]
+    assert alert.annotations["flagged"] == "6"
+    alone.close()
