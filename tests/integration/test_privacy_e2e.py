@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -53,8 +54,12 @@ def _records() -> list[dict]:
 PII = sorted({item["value"] for case in CASES for item in case["pii"]} | {_user(i) for i in range(len(CASES))})
 
 
+_PATTERNS = {v: re.compile(rf"(?<![0-9A-Za-z]){re.escape(v)}(?![0-9A-Za-z])") for v in PII}
+
+
 def leaks(text: str) -> list[str]:
-    return [value for value in PII if value in text]
+    """PII values found in ``text`` as whole tokens (a 4-digit PIN inside a hex hash is not one)."""
+    return [value for value, pattern in _PATTERNS.items() if pattern.search(text)]
 
 
 class FindsNothing:
