@@ -58,7 +58,7 @@ def main() -> None:
     print("|---|---|---|")
     for version, rate in rows:
         print(f"| {version} | {rate:.2f} | {rate / base:.2f}x |")
-    print(f"| language detection only (py3langid, prompt + completion) | {lang_rate:.0f} | {lang_rate / base:.0f}x |")
+    print(f"| language detection only (CLD2, prompt + completion) | {lang_rate:.0f} | {lang_rate / base:.0f}x |")
     print(f"records: {len(records)}, load average: {os.getloadavg()[0]:.1f}")
 
 

@@ -137,7 +137,7 @@ class PipelineMetrics:
         )
         # Language of each screened text (detectors/language.py): volumes, and texts in a language
         # no enabled detector reads (English-only backbones score them with English thresholds).
-        # Bounded labels: side x py3langid's language codes.
+        # Bounded labels: side x CLD2's language codes (ISO 639-1).
         self.screened_texts = Counter(
             "mm_screened_texts_total", "Screened texts by side and detected language (ISO 639-1, und: undetermined)",
             ["side", "language"], registry=r,

@@ -1,5 +1,5 @@
-"""The English fast path of language detection: common English text never pays for py3langid,
-and text in other Latin-script languages never takes the shortcut."""
+"""Language detection on the stream's hot path: right code for the languages our users' models
+serve, ``und`` for text too short or too code-like to tell."""
 
 from __future__ import annotations
 
@@ -7,26 +7,34 @@ import pytest
 
 from detectors import language as L
 
-ENGLISH = [
-    "Can you help me write a cover letter for a job as a nurse? I have five years of experience.",
-    "As MK made his way back to the palace, his heart was pounding in his chest and he could not stop.",
-    "Here are a few concrete examples of platforms that could be built using this approach, with costs.",
-]
-NOT_ENGLISH = [
-    "Je voudrais savoir comment faire un gâteau au chocolat pour ma famille ce week-end.",
-    "Quiero saber como hacer una torta de chocolate para mi familia este fin de semana por favor.",
-    "Ich möchte wissen, wie man einen Schokoladenkuchen für meine Familie backt, bitte schnell.",
-    "Vorrei sapere come fare una torta al cioccolato per la mia famiglia questo fine settimana.",
-    "Eu gostaria de saber como fazer um bolo de chocolate para minha familia neste fim de semana.",
+CASES = [
+    ("Can you help me write a cover letter for a job as a nurse? I have five years of experience.", "en"),
+    ("Je voudrais savoir comment faire un gâteau au chocolat pour ma famille ce week-end.", "fr"),
+    ("Quiero saber como hacer una torta de chocolate para mi familia este fin de semana por favor.", "es"),
+    ("Ich möchte wissen, wie man einen Schokoladenkuchen für meine Familie backt, bitte schnell.", "de"),
+    ("Vorrei sapere come fare una torta al cioccolato per la mia famiglia questo fine settimana.", "it"),
+    ("Напишите, пожалуйста, короткое письмо коллеге о переносе встречи на следующую неделю.", "ru"),
+    ("请帮我写一封简短的邮件，告诉同事会议改到下周举行，并感谢他的理解。", "zh"),
+    ("מה השעה עכשיו בתל אביב ומה מזג האוויר צפוי להיות מחר בבוקר", "he"),
 ]
 
 
-def test_plain_english_is_decided_without_the_model(monkeypatch):
-    monkeypatch.setattr(L.LanguageIdentifier, "_get", classmethod(lambda cls: pytest.fail("py3langid was called")))
-    assert [L.detect_language(t) for t in ENGLISH] == ["en"] * len(ENGLISH)
+@pytest.mark.parametrize(("text", "code"), CASES)
+def test_language_of_a_sentence(text, code):
+    assert L.detect_language(text) == code
 
 
-@pytest.mark.parametrize("text", NOT_ENGLISH)
-def test_other_languages_go_to_the_model(text):
-    assert not L._plainly_english(text)
-    assert L.detect_language(text) not in ("en", L.UNDETERMINED)
+@pytest.mark.parametrize("text", ["ok", "42", "x = f(y) + 3;", "", "👍👍👍"])
+def test_too_little_text_is_undetermined(text):
+    assert L.detect_language(text) == L.UNDETERMINED
+
+
+def test_non_english_text_is_unscreened_for_an_english_only_reader():
+    class EnglishOnly:
+        languages = ("en",)
+
+    coverage = L.LanguageCoverage.of([EnglishOnly()])
+    coverage.observe("prompt", CASES[1][0])
+    coverage.observe("prompt", CASES[0][0])
+    screened, unscreened = coverage.take()
+    assert unscreened == {("prompt", "fr"): 1} and screened == {("prompt", "en"): 1}
