@@ -43,16 +43,17 @@ $(STAMP): $(DEMO_STAMP) pyproject.toml Makefile
 	$(PY) -c "from pipeline.spark.session import SparkOptions, build_session; build_session(SparkOptions(master='local[1]', kafka=True)).stop()"
 	touch $(STAMP)
 
-# Debian packages for the services the tests start (PostgreSQL, Prometheus, Alertmanager).
+# Debian packages for the services the tests start (PostgreSQL, Prometheus, Alertmanager) and
+# headless Chromium (the report test screenshots the HTML report).
 system-deps:
 	@missing=""; \
-	for bin in /usr/bin/prometheus /usr/bin/promtool /usr/bin/prometheus-alertmanager; do \
+	for bin in /usr/bin/prometheus /usr/bin/promtool /usr/bin/prometheus-alertmanager /usr/bin/chromium; do \
 	  test -x $$bin || missing="$$missing $$bin"; done; \
 	ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing="$$missing postgresql"; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing system packages (missing:$$missing)"; \
 	  apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
-	    prometheus prometheus-alertmanager postgresql; \
+	    prometheus prometheus-alertmanager postgresql chromium; \
 	fi
 
 # PyICU (core dependency: confusable skeletons in detectors/normalize.py) builds against ICU's headers.

@@ -20,8 +20,12 @@ def _settings(url: str | None, config: Path | None) -> PostgresSettings:
     """The ``postgres`` section of the process settings (file, MM_POSTGRES__*), ``--url`` wins."""
     from pipeline.settings import load_settings
 
+    from pipeline.preflight import require_postgres
+
     pg = load_settings(config).postgres
-    return pg.model_copy(update={"url": type(pg.url)(url)}) if url else pg
+    pg = pg.model_copy(update={"url": type(pg.url)(url)}) if url else pg
+    require_postgres(pg.url.get_secret_value(), pg.connect_timeout_s)  # one line and exit 6, not a driver traceback
+    return pg
 
 
 @app.command("init")
@@ -40,6 +44,7 @@ def prune(
     url: UrlOpt = None,
     config: ConfigOpt = None,
     days: Annotated[int | None, typer.Option(min=0, help="Keep this many days (default: postgres.retention_days)")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON")] = False,
 ) -> None:
     """Delete events older than the retention period (run daily, e.g. from cron)."""
     from pipeline import events_db
@@ -48,4 +53,10 @@ def prune(
     engine = events_db.create_engine(settings)
     deleted = events_db.delete_older_than(engine, settings.retention_days if days is None else days)
     engine.dispose()
-    typer.echo(f"deleted {deleted} events older than {settings.retention_days if days is None else days} days")
+    kept = settings.retention_days if days is None else days
+    if as_json:
+        import json
+
+        typer.echo(json.dumps({"deleted": deleted, "retention_days": kept}))
+        return
+    typer.echo(f"deleted {deleted} events older than {kept} days")

@@ -69,7 +69,9 @@ def read_verdicts(path: Path) -> dict[str, Predicted]:
     if path.is_dir():
         import pyarrow.dataset as ds
 
-        files = sorted(str(p) for p in path.rglob("*.parquet"))
+        # A lake root holds verdicts/ (and dead_letters/ from backfills, which have no verdict).
+        root = path / "verdicts" if (path / "verdicts").is_dir() else path
+        files = sorted(str(p) for p in root.rglob("*.parquet"))
         if not files:
             raise LabelsError(f"no Parquet files under {path}")
         # Read the files by name, not as a Hive dataset: the lake's date= folders would

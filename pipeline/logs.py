@@ -57,3 +57,6 @@ def configure_logging(level: str = "warning", fmt: str = "text") -> None:
         os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
         os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
         logging.getLogger("py.warnings").setLevel(logging.ERROR)
+        # Presidio warns once per spaCy entity label it does not map (PRODUCT, WORK_OF_ART...),
+        # on every analyzer start: configuration chatter, not a problem with the data.
+        logging.getLogger("presidio-analyzer").setLevel(logging.ERROR)

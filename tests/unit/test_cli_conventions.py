@@ -167,3 +167,11 @@ def test_entry_points_use_main() -> None:
     )
     assert result.returncode == ExitCode.CONFIG
     assert result.stderr.strip().count("\n") == 0 and "config file not found" in result.stderr
+
+
+def test_unreachable_database_is_exit_6(capsys: pytest.CaptureFixture[str]) -> None:
+    url = f"postgresql+psycopg://misuse:misuse@127.0.0.1:{_closed_port()}/misuse"
+    started = time.monotonic()
+    code, _, err = _run(capsys, "events", "prune", "--url", url, "--json")
+    assert code == ExitCode.DATABASE_UNREACHABLE and "PostgreSQL not reachable" in _one_error_line(err)
+    assert time.monotonic() - started < 5
