@@ -82,7 +82,9 @@ class GuardOutputError(ValueError):
     """The guard's answer does not follow its output format."""
 
     def __init__(self, raw: str, reason: str) -> None:
-        super().__init__(f"{reason}: {raw[:200]!r}")
+        # The answer is not in the message: it is logged, and a guard may echo the user's text
+        # (personal data). ``raw`` keeps it for a debugger or a test.
+        super().__init__(f"{reason} ({len(raw)} characters)")
         self.raw = raw
         self.reason = reason
 
