@@ -63,6 +63,7 @@ def test_raw_text_policy_decides_which_rows_keep_their_log(tmp_path, raw_text: s
         # What every row keeps whatever the policy: the verdict, keyed hashes and lengths.
         assert row["verdict_json"] and row["prompt_hash"] and row["completion_hash"]
         assert row["prompt_chars"] == len(PROMPT) and row["completion_chars"] == len("Dear customer, click here")
+        assert row["language"] == "en"
         if row["log_json"] is None:
             assert "Jane Doe" not in json.dumps(row, default=str)
 
