@@ -41,7 +41,9 @@ NON_TEXT_OUTPUT_ITEMS = frozenset(
 )
 _MESSAGE_KEYS = frozenset(
     {"role", "content", "name", "tool_calls", "tool_call_id", "reasoning_content", "reasoning", "refusal",
-     "function_call", "annotations", "audio"}
+     "function_call", "annotations", "audio",
+     # LiteLLM (SDK and proxy): Anthropic-style thinking blocks, and provider extras
+     "thinking_blocks", "provider_specific_fields"}
 )  # fmt: skip
 _DELTA_KEYS = _MESSAGE_KEYS
 
@@ -64,6 +66,7 @@ class _Choice:
     tool_calls: dict[int, dict[str, Any]] = field(default_factory=dict)
     finish_reason: str | None = None
     omitted: dict[str, int] = field(default_factory=dict)
+    provider_fields: dict[str, Any] = field(default_factory=dict)  # kept in metadata, not screened
 
     def add_tool_call(self, position: int, call: Mapping[str, Any], where: str) -> None:
         """Merge a tool call or a streamed fragment of one (fragments share ``index``)."""
@@ -194,6 +197,8 @@ def from_openai_all(
             meta["omitted_parts"] = part_counts
         if choice.refusal:
             meta["refusal"] = "".join(choice.refusal)
+        if choice.provider_fields:
+            meta["provider_specific_fields"] = choice.provider_fields
         rid = base_id
         if len(choices) > 1:
             meta.update(request_group=base_id, choice_index=choice.index, choices=len(choices))
@@ -233,7 +238,7 @@ def _chat_messages(raw: Any, where: str) -> tuple[list[dict[str, Any]], dict[str
         _refuse_unknown(message, _MESSAGE_KEYS, at)
         clean: dict[str, Any] = {"role": message.get("role")}
         clean["content"] = _content(message.get("content"), f"{at}.content", omitted)
-        reasoning = message.get("reasoning_content") or message.get("reasoning")
+        reasoning = message.get("reasoning_content") or message.get("reasoning") or _thinking_text(message, at)
         if reasoning:
             clean["reasoning_content"] = _text(reasoning, f"{at}.reasoning_content")
         calls = _Choice()
@@ -243,7 +248,7 @@ def _chat_messages(raw: Any, where: str) -> tuple[list[dict[str, Any]], dict[str
             calls.add_tool_call(len(calls.tool_calls), {"function": message["function_call"]}, f"{at}.function_call")
         if calls.tool_calls:
             clean["tool_calls"] = calls.typed_tool_calls()
-        for key in ("tool_call_id", "name", "refusal"):
+        for key in ("tool_call_id", "name", "refusal", "provider_specific_fields"):
             if message.get(key) is not None:
                 clean[key] = message[key]
         if message.get("audio"):
@@ -341,6 +346,12 @@ def _add_message(choice: _Choice, message: Any, where: str) -> None:
     for key in ("reasoning_content", "reasoning"):
         if message.get(key):
             choice.reasoning.append(_text(message[key], f"{where}.{key}"))
+    if not (message.get("reasoning_content") or message.get("reasoning")) and message.get("thinking_blocks"):
+        choice.reasoning.append(_thinking_text(message, where))
+    if message.get("provider_specific_fields"):
+        if not isinstance(message["provider_specific_fields"], Mapping):
+            raise AdapterError(f"{where}.provider_specific_fields: expected an object")
+        choice.provider_fields.update(message["provider_specific_fields"])
     if message.get("refusal"):
         choice.refusal.append(_text(message["refusal"], f"{where}.refusal"))
     for j, call in enumerate(message.get("tool_calls") or []):
@@ -516,6 +527,23 @@ def _text(value: Any, where: str) -> str:
     if not isinstance(value, str):
         raise AdapterError(f"{where}: expected a string, got {type(value).__name__}")
     return value
+
+
+def _thinking_text(message: Mapping[str, Any], where: str) -> str | None:
+    """The text of LiteLLM's ``thinking_blocks`` (LiteLLM usually also sets ``reasoning_content``)."""
+    blocks = message.get("thinking_blocks")
+    if not blocks:
+        return None
+    if not isinstance(blocks, list):
+        raise AdapterError(f"{where}.thinking_blocks: expected a list")
+    texts = []
+    for k, block in enumerate(blocks):
+        if not isinstance(block, Mapping):
+            raise AdapterError(f"{where}.thinking_blocks.{k}: expected an object")
+        if block.get("type") == "redacted_thinking":
+            continue  # encrypted by the provider: no text to screen
+        texts.append(_text(block.get("thinking", block.get("text")), f"{where}.thinking_blocks.{k}.thinking"))
+    return "\n".join(t for t in texts if t) or None
 
 
 def _refuse_unknown(obj: Mapping[str, Any], known: Iterable[str], where: str) -> None:

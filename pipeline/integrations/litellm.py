@@ -34,9 +34,6 @@ from pipeline.gateway.tee import GatewayMetrics, LogTee
 from pipeline.schemas import InferenceLog
 from pipeline.settings import Settings, load_settings
 
-# LiteLLM-specific message fields: provider echoes (kept nowhere else) and Anthropic thinking
-# blocks, whose text LiteLLM already copies into ``reasoning_content``.
-_LITELLM_MESSAGE_EXTRAS = ("provider_specific_fields", "thinking_blocks")
 _CHAT_CALLS = frozenset({"completion", "acompletion"})
 
 
@@ -85,12 +82,8 @@ def call_to_logs(
     standard = kwargs.get("standard_logging_object") or {}
     proxy = standard.get("metadata") or {}
     request = {"model": kwargs.get("model"), "messages": kwargs.get("messages") or []}
-    response = None
-    if response_obj is not None and hasattr(response_obj, "model_dump"):
-        response = response_obj.model_dump()
-        for choice in response.get("choices") or []:
-            for key in _LITELLM_MESSAGE_EXTRAS:
-                (choice.get("message") or {}).pop(key, None)
+    # LiteLLM's extra message fields (thinking_blocks, provider_specific_fields) are read by the adapter.
+    response = response_obj.model_dump() if response_obj is not None and hasattr(response_obj, "model_dump") else None
     extra: dict[str, Any] = {"source": "litellm", "litellm_call_id": kwargs.get("litellm_call_id")}
     if kwargs.get("custom_llm_provider"):
         extra["provider"] = kwargs["custom_llm_provider"]

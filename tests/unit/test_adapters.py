@@ -223,3 +223,14 @@ def test_unknown_shapes_raise_naming_the_field(request_body, response, field):
     with pytest.raises(AdapterError) as err:
         from_openai_all(request_body, response, request_id="r")
     assert err.value.detail.startswith(field), err.value.detail
+
+
+def test_litellm_message_extras_thinking_blocks_and_provider_fields_are_kept():
+    response = {"id": "chatcmpl-l", "created": 1, "model": "claude-sonnet", "choices": [{"index": 0, "finish_reason": "stop",
+        "message": {"role": "assistant", "content": "Done.", "tool_calls": None, "function_call": None,
+                    "thinking_blocks": [{"type": "thinking", "thinking": "Plan the answer.", "signature": "sig"},
+                                        {"type": "redacted_thinking", "data": "opaque"}],
+                    "provider_specific_fields": {"citations": [{"cited_text": "source"}]}}}]}  # fmt: skip
+    log = from_openai({"model": "m", "messages": [{"role": "user", "content": "q"}]}, response)
+    assert (log.completion, log.reasoning_content) == ("Done.", "Plan the answer.")
+    assert log.metadata["provider_specific_fields"] == {"citations": [{"cited_text": "source"}]}
