@@ -31,6 +31,8 @@ class ExitCode(IntEnum):
     DATABASE_UNREACHABLE = 6  # PostgreSQL (or another database) did not answer
     INVALID_RECORDS = 7  # classify: some input lines were invalid (without --allow-errors)
     SERVICE_UNREACHABLE = 8  # an HTTP service (Prometheus, Alertmanager, Grafana) did not answer
+    OUTAGE = 9  # stream: a sink or the broker stayed down past stream.outage_deadline_s
+    DETECTOR_FAILED = 10  # stream: a detector failed on every record, a known-good one included
     INTERRUPTED = 130  # Ctrl-C (128 + SIGINT, as shells report it)
 
 
@@ -176,6 +178,10 @@ def classify_exception(exc: BaseException) -> tuple[ExitCode, str]:
     if isinstance(exc, FileNotFoundError | IsADirectoryError | NotADirectoryError | PermissionError):
         target = exc.filename or str(exc)
         return ExitCode.INPUT, f"{exc.strerror or name}: {target}" if exc.filename else str(exc)
+    if name == "OutageError":
+        return ExitCode.OUTAGE, f"outage: {exc}"
+    if name == "DetectorFailure":
+        return ExitCode.DETECTOR_FAILED, f"detector failure: {exc}"
     if name in ("LabelsError", "ReportError", "CorpusUnavailableError"):
         return ExitCode.INPUT, str(exc)
     first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""

@@ -46,7 +46,7 @@ from pipeline.decode import DecodeError, decode_log
 from pipeline.lake import LAKE_SCHEMA, LakeWriter, file_name, to_rows
 from pipeline.privacy import LakePolicy
 from pipeline.schemas import InferenceLog, MisuseVerdict
-from pipeline.scoring import Scorer
+from pipeline.scoring import RecordError, Scorer
 from pipeline.settings import Settings, load_settings
 from pipeline.sinks.base import ScoredRecord, SourcePosition
 from pipeline.verdicts import Pseudonymizer, build_verdict
@@ -183,6 +183,7 @@ def apply_min_scores(
 def score_rows(rows: Sequence[Mapping], scorer: Scorer, spec: ScoringSpec) -> pa.Table:
     """Raw rows (RAW_SCHEMA dicts) -> scored rows (SCORED_ARROW_SCHEMA), one per input."""
     decoded: list[tuple[InferenceLog, SourcePosition]] = []
+    raw_values: list[bytes] = []
     out: list[dict] = []
     for row in rows:
         position = SourcePosition(row["source_topic"], row["source_partition"], row["source_offset"])
@@ -193,6 +194,7 @@ def score_rows(rows: Sequence[Mapping], scorer: Scorer, spec: ScoringSpec) -> pa
             continue
         try:
             decoded.append((decode_log(value, spec.max_record_bytes), position))
+            raw_values.append(row["value"])
         except DecodeError as exc:
             out.append(
                 {
@@ -205,8 +207,22 @@ def score_rows(rows: Sequence[Mapping], scorer: Scorer, spec: ScoringSpec) -> pa
                 }
             )
     if decoded:
+        results = scorer.score_each([log for log, _ in decoded])
+        for (_, position), raw, result in zip(decoded, raw_values, results, strict=True):
+            if isinstance(result, RecordError):  # a detector failed on this record alone: a dead letter
+                out.append(
+                    {
+                        "source_topic": position.topic,
+                        "source_partition": position.partition,
+                        "source_offset": position.offset,
+                        "error_reason": result.reason,
+                        "error_detail": result.detail,
+                        "raw_value": raw,
+                    }
+                )
+        decoded = [pair for pair, result in zip(decoded, results, strict=True) if not isinstance(result, RecordError)]
         logs = [log for log, _ in decoded]
-        verdicts = scorer.score(logs)
+        verdicts = [result for result in results if not isinstance(result, RecordError)]
         if spec.min_scores:
             thresholds = dict(spec.min_scores)
             pseudonymize = Pseudonymizer(spec.pseudonym_key)
