@@ -19,9 +19,11 @@ class TopicMissing(ValueError):
 
 
 def existing_topics(kafka: KafkaSettings, timeout_s: float = 10.0) -> set[str]:
+    """Every topic name on the cluster; raises a KafkaError when no broker answers in time."""
     from kafka import KafkaAdminClient
 
-    admin = KafkaAdminClient(request_timeout_ms=int(timeout_s * 1000), **kafka.client_options())
+    timeout_ms = int(timeout_s * 1000)
+    admin = KafkaAdminClient(request_timeout_ms=timeout_ms, bootstrap_timeout_ms=timeout_ms, **kafka.client_options())
     try:
         return set(admin.list_topics())
     finally:

@@ -22,6 +22,7 @@ def gateway_command(
     prescreen: Annotated[
         bool | None, typer.Option("--prescreen/--no-prescreen", help="Block flagged requests before forwarding")
     ] = None,
+    create_topic: Annotated[bool, typer.Option("--create-topic", help="Create the topic if it does not exist")] = False,
     config: Annotated[Path | None, typer.Option("--config", "-c", help="YAML settings file (else MM_CONFIG)")] = None,
 ) -> None:
     """Proxy an OpenAI-compatible server and tee every exchange into Kafka as inference-log/v1."""
@@ -52,9 +53,32 @@ def gateway_command(
     settings.gateway = type(gw).model_validate(gw.model_dump())  # re-validate the overrides
     if bootstrap:
         settings.kafka.bootstrap_servers = bootstrap
+    _check_topic(settings, create_topic)
     Console(stderr=True).print(
         f"gateway on http://{settings.gateway.host}:{settings.gateway.port} -> {settings.gateway.upstream_url}; "
         f"logs to {settings.kafka.bootstrap_servers} topic {settings.gateway.topic or settings.kafka.input_topic} "
         f"(overflow: {settings.gateway.overflow}; prescreen: {'on' if settings.gateway.prescreen.enabled else 'off'})"
     )
     serve(create_app(settings), settings.gateway.host, settings.gateway.port)
+
+
+def _check_topic(settings, create: bool) -> None:  # noqa: ANN001 - Settings, imported lazily
+    """As ``produce``: refuse a topic that does not exist unless ``--create-topic``. A broker that
+    does not answer does not stop the gateway (users are served, logs spill until it is back)."""
+    import logging
+
+    from kafka.errors import KafkaError
+
+    from pipeline.topics import TopicMissing, require_topic
+
+    topic = settings.gateway.topic or settings.kafka.input_topic
+    try:
+        if require_topic(settings.kafka, topic, create=create):
+            logging.getLogger("pipeline.gateway").info("created topic %s", topic)
+    except TopicMissing as exc:
+        raise typer.BadParameter(str(exc), param_hint="--topic") from exc
+    except KafkaError as exc:
+        logging.getLogger("pipeline.gateway").warning(
+            "Kafka at %s not reachable (%s): serving anyway, logs follow the %r policy",
+            settings.kafka.bootstrap_servers, type(exc).__name__, settings.gateway.overflow,
+        )

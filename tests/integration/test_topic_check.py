@@ -1,4 +1,4 @@
-"""`produce` and `stream` refuse a topic that does not exist (a typo used to auto-create it) unless --create-topic."""
+"""`produce`, `stream` and `gateway` refuse a topic that does not exist (a typo used to auto-create it) unless --create-topic."""
 
 from __future__ import annotations
 
@@ -30,8 +30,10 @@ def test_mistyped_topic_is_refused_with_a_suggestion_and_created_only_when_asked
     assert "does not exist" in refused.stderr and real in refused.stderr  # did you mean the real one?
     stream = _cli("stream", "--topic", typo, "--dev", "--detectors", "rules", "--max-idle", "1", bootstrap=kafka_bootstrap)
     assert stream.returncode == 2 and "does not exist" in stream.stderr, stream.stderr
+    gateway = _cli("gateway", "--topic", typo, "--upstream", "http://127.0.0.1:9", bootstrap=kafka_bootstrap)
+    assert gateway.returncode == 2 and "does not exist" in gateway.stderr, gateway.stderr
     kafka = KafkaSettings(bootstrap_servers=kafka_bootstrap)
-    assert typo not in existing_topics(kafka)  # neither command created it
+    assert typo not in existing_topics(kafka)  # no command created it
 
     fresh = f"created-{uuid.uuid4().hex[:8]}"
     try:
