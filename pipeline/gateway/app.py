@@ -30,6 +30,7 @@ from typing import Any
 
 import aiohttp
 import anyio
+import yarl
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -172,7 +173,11 @@ class Gateway:
             if blocked is not None:
                 return self._blocked_response(blocked, route, body, gateway_id, tenant, user)
 
-        url = self.upstream + path + (f"?{request.url.query}" if request.url.query else "")
+        # The path as the client encoded it (request.url.path is decoded), forwarded as is.
+        raw_path = request.scope.get("raw_path") or path.encode()
+        query = request.scope.get("query_string") or b""
+        url = yarl.URL(self.upstream + raw_path.decode("latin-1") + ("?" + query.decode("latin-1") if query else ""),
+                       encoded=True)  # fmt: skip
         started_at = datetime.now(UTC)
         started = time.perf_counter()
         try:
@@ -191,8 +196,10 @@ class Gateway:
         streamed = content_type.startswith("text/event-stream")
         self.metrics.requests.labels(route or "other", f"{upstream.status // 100}xx").inc()
 
-        if not streamed:
-            # A JSON answer: read it whole (it is complete before a client could use it anyway).
+        if not streamed and upstream.content_length is not None:
+            # A body of known length (a JSON answer): read it whole; it is complete before a
+            # client could use it anyway. SSE and bodies of unknown length (NDJSON streams such
+            # as Ollama's native API) are relayed below as they arrive.
             try:
                 content = await upstream.read()
             finally:
@@ -207,7 +214,7 @@ class Gateway:
 
         chunks: list[bytes] = []
 
-        async def relay() -> AsyncIterator[bytes]:
+        async def relay() -> AsyncIterator[bytes]:  # SSE or unknown length: chunk by chunk
             first: float | None = None
             complete = False
             try:
@@ -226,7 +233,7 @@ class Gateway:
                 elapsed = time.perf_counter() - started
                 self.metrics.upstream_seconds.labels(route or "other").observe(elapsed)
                 if route:
-                    self._tee(route, body, chunks, upstream, True, started_at, elapsed, first, gateway_id, tenant,
+                    self._tee(route, body, chunks, upstream, streamed, started_at, elapsed, first, gateway_id, tenant,
                               user, complete=complete)  # fmt: skip
 
         response = StreamingResponse(relay(), status_code=upstream.status)

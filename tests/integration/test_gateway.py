@@ -314,3 +314,21 @@ def test_the_gateway_command_serves_and_reports_health(tmp_path):
     assert proc.returncode in (0, -15) and "gateway stopped: 0 logs delivered" in stderr, stderr[-2000:]
     assert "not reachable" in stderr and "serving anyway" in stderr  # Kafka down does not stop the gateway
     assert "Traceback" not in stderr
+
+
+def test_unknown_length_streams_and_encoded_paths_pass_through(tmp_path):
+    upstream = VllmLike(token_delay_s=0.25)
+    with serve_in_thread(upstream.app) as upstream_url, _gateway(
+        upstream_url, f"127.0.0.1:{_closed_port()}", "t", spill_path=tmp_path / "spill.jsonl", overflow="drop"
+    ) as (url, _):
+        echoed = httpx.get(f"{url}/echo/models/Qwen%2FQwen3-8B%20x?a=1&b=%2F").json()
+        assert echoed == {"raw_path": "/echo/models/Qwen%2FQwen3-8B%20x", "query": "a=1&b=%2F"}
+        started = time.perf_counter()
+        arrivals = []
+        with httpx.stream("POST", f"{url}/api/chat", json={"model": "llama3", "messages": []}) as response:
+            assert response.headers["content-type"] == "application/x-ndjson"
+            for line in response.iter_lines():
+                arrivals.append((time.perf_counter() - started, json.loads(line)))
+    assert [a[1].get("message", {}).get("content") for a in arrivals] == ["one", "two", "three", "four", None]
+    # Relayed as produced (4 x 250 ms upstream), not buffered until the end.
+    assert arrivals[0][0] < arrivals[-1][0] - 0.5
