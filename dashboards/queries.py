@@ -158,7 +158,8 @@ def run_query(
 
     if pq.datasource_type == PROMETHEUS_TYPE:
         if pq.kind == "variable":
-            metric, label = parse_label_values(pq.query)
+            # Chained variables (instance after job) carry a selector: render it as for "All".
+            metric, label = parse_label_values(render_promql(pq.query, rate_interval))
             return QueryResult(pq, pq.query, len(label_values(prometheus_url, label, metric)))
         promql = render_promql(pq.query, rate_interval)
         if pq.instant:

@@ -53,7 +53,7 @@ NOT_FED_HERE: dict[tuple[str, str], str] = {}
 ALLOWED_LABELS = {
     "__name__", "instance", "job", "le", "topic", "partition", "reason", "model", "deployment", "tenant",
     "flagged", "severity", "category", "complied", "side", "detector", "version", "sink", "result", "event", "outcome",
-    "rule", "receiver", "status", "group",
+    "rule", "receiver", "status", "group", "component", "language", "stage", "part",
 }  # fmt: skip
 
 
