@@ -58,17 +58,19 @@ def _produce(bootstrap: str, topic: str, records: list[dict]) -> None:
 def _stream_env(bootstrap: str, topic: str, tmp_path: Path, group: str, **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("MM_")}
     env.update(
-        MM_KAFKA__BOOTSTRAP_SERVERS=bootstrap,
-        MM_KAFKA__INPUT_TOPIC=topic,
-        MM_KAFKA__VERDICT_TOPIC=f"{topic}.verdicts",
-        MM_KAFKA__DEAD_LETTER_TOPIC=f"{topic}.dlq",
-        MM_KAFKA__GROUP_ID=group,
-        MM_LAKE__PATH=str(tmp_path / "lake"),
-        MM_METRICS__PORT="0",
-        MM_DETECTORS__ENABLED='["rules"]',
-        MM_PSEUDONYM_KEY="integration-test-pseudonym-key",  # stream refuses the shipped placeholder
-        **extra,
+        {
+            "MM_KAFKA__BOOTSTRAP_SERVERS": bootstrap,
+            "MM_KAFKA__INPUT_TOPIC": topic,
+            "MM_KAFKA__VERDICT_TOPIC": f"{topic}.verdicts",
+            "MM_KAFKA__DEAD_LETTER_TOPIC": f"{topic}.dlq",
+            "MM_KAFKA__GROUP_ID": group,
+            "MM_LAKE__PATH": str(tmp_path / "lake"),
+            "MM_METRICS__PORT": "0",
+            "MM_DETECTORS__ENABLED": '["rules"]',
+            "MM_PSEUDONYM_KEY": "integration-test-pseudonym-key",  # stream refuses the shipped placeholder
+        }
     )
+    env.update(extra)
     return env
 
 

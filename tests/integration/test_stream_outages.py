@@ -1,0 +1,161 @@
+"""Outages are waited out: the stream keeps its uncommitted batch, reports the outage on /healthz
+and in metrics, and resumes when the dependency is back; it exits (one line, code 9) only past
+``stream.outage_deadline_s``. Real broker, real files; the outage is a lake directory replaced by
+a file (writes fail as on a full or read-only disk, even for root) or a broker stopped and started.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from pipeline.localinfra.kafka import create_topic, start_broker
+from tests.integration.test_stream import _lake_ids, _produce, _read_topic, _record, _records_consumed, _stream_env
+
+pytestmark = [pytest.mark.kafka, pytest.mark.slow]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _start(env: dict[str, str], max_idle: float = 8.0) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "pipeline.cli", "stream", "--max-idle", str(max_idle)],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+
+
+def _wait_for(predicate, timeout_s: float, what: str) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def _healthz(port: int) -> tuple[int, dict]:
+    try:
+        r = httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=2)
+    except httpx.HTTPError:
+        return 0, {}
+    return r.status_code, r.json()
+
+
+def test_lake_outage_is_reported_waited_out_and_nothing_is_lost(kafka_bootstrap, kafka_topic_factory, tmp_path):
+    topic = kafka_topic_factory(partitions=2)
+    records = [_record(i) for i in range(600)]
+    _produce(kafka_bootstrap, topic, records[:300])
+    port = _free_port()
+    env = _stream_env(
+        kafka_bootstrap, topic, tmp_path, "g-lake-outage",
+        MM_METRICS__PORT=str(port), MM_BATCH__MAX_RECORDS="50", MM_STREAM__RETRY_MAX_S="1",
+    )
+    proc = _start(env)
+    verdicts_dir = tmp_path / "lake" / "verdicts"
+    _wait_for(lambda: len(_lake_ids(tmp_path)) >= 300, 120, "the first 300 records in the lake")
+    assert _healthz(port) == (200, {"status": "ok", "down": {}})
+
+    # The disk "fails": the verdicts directory becomes a file, so every new lake write fails.
+    verdicts_dir.rename(tmp_path / "lake" / "verdicts.saved")
+    verdicts_dir.write_text("not a directory")
+    _produce(kafka_bootstrap, topic, records[300:])
+    _wait_for(lambda: _healthz(port)[0] == 503, 60, "/healthz to report the outage")
+    status, body = _healthz(port)
+    assert "lake" in body["down"] and body["status"] == "degraded"
+    metrics = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=2).text
+    assert 'mm_component_up{component="lake"} 0.0' in metrics
+    time.sleep(3)
+    assert proc.poll() is None, "the stream must wait the outage out, not exit"
+
+    verdicts_dir.unlink()
+    (tmp_path / "lake" / "verdicts.saved").rename(verdicts_dir)
+    _wait_for(lambda: _healthz(port)[0] == 200, 60, "/healthz to recover")
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err[-3000:]
+    ids = _lake_ids(tmp_path)
+    assert len(ids) == len(set(ids)) and sorted(ids) == [r["request_id"] for r in records]
+    assert _records_consumed(out + err) == len(records)
+
+
+def test_an_outage_past_the_deadline_exits_with_one_line_and_commits_nothing(kafka_bootstrap, kafka_topic_factory, tmp_path):
+    topic = kafka_topic_factory(partitions=1)
+    records = [_record(i) for i in range(100)]
+    _produce(kafka_bootstrap, topic, records)
+    (tmp_path / "lake").write_text("the lake root is a file: every write fails")
+    env = _stream_env(
+        kafka_bootstrap, topic, tmp_path, "g-deadline",
+        MM_STREAM__OUTAGE_DEADLINE_S="3", MM_STREAM__RETRY_INITIAL_S="0.2", MM_STREAM__RETRY_MAX_S="0.5",
+    )
+    proc = _start(env, max_idle=30)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 9, err[-3000:]
+    error_lines = [line for line in err.splitlines() if line.startswith("misuse-monitor: error:")]
+    assert len(error_lines) == 1 and "outage: lake unavailable for" in error_lines[0]
+    assert "Traceback" not in err
+
+    # Nothing was committed: with the lake back, a restart re-reads every record.
+    (tmp_path / "lake").unlink()
+    restarted = _start(env)
+    out, err = restarted.communicate(timeout=120)
+    assert restarted.returncode == 0, err[-3000:]
+    assert _records_consumed(out + err) == len(records)
+    assert sorted(_lake_ids(tmp_path)) == [r["request_id"] for r in records]
+
+
+def test_broker_stopped_and_started_mid_stream_loses_nothing(tmp_path):
+    broker = start_broker(tmp_path / "kafka")
+    try:
+        topic = "outage.logs"
+        create_topic(broker.bootstrap, topic, 2)
+        records = [_record(i) for i in range(400)]
+        _produce(broker.bootstrap, topic, records[:200])
+        env = _stream_env(broker.bootstrap, topic, tmp_path, "g-broker-outage", MM_BATCH__MAX_RECORDS="50")
+        proc = _start(env, max_idle=15)
+        _wait_for(lambda: len(_lake_ids(tmp_path)) >= 200, 120, "the first 200 records in the lake")
+
+        port = int(broker.bootstrap.rsplit(":", 1)[1])
+        broker.stop()
+        time.sleep(8)
+        assert proc.poll() is None, "the stream must wait for the broker, not exit"
+        broker = start_broker(tmp_path / "kafka", port=port)
+        _produce(broker.bootstrap, topic, records[200:])
+
+        out, err = proc.communicate(timeout=240)
+        assert proc.returncode == 0, err[-3000:]
+        ids = _lake_ids(tmp_path)
+        assert len(ids) == len(set(ids)) and sorted(ids) == [r["request_id"] for r in records]
+        verdicts = {json.loads(m.value)["request_id"] for m in _read_topic(broker.bootstrap, f"{topic}.verdicts", len(records))}
+        assert verdicts == {r["request_id"] for r in records}
+    finally:
+        broker.stop()
+
+
+def test_sigterm_during_an_outage_exits_without_committing(kafka_bootstrap, kafka_topic_factory, tmp_path):
+    topic = kafka_topic_factory(partitions=1)
+    _produce(kafka_bootstrap, topic, [_record(i) for i in range(50)])
+    (tmp_path / "lake").write_text("every write fails")
+    port = _free_port()
+    env = _stream_env(kafka_bootstrap, topic, tmp_path, "g-term-outage", MM_STREAM__RETRY_MAX_S="0.5", MM_METRICS__PORT=str(port))
+    proc = _start(env, max_idle=60)
+    _wait_for(lambda: _healthz(port)[0] == 503, 120, "the outage")
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 9 and "stopped while lake was unavailable" in err
+    (tmp_path / "lake").unlink()
+    restarted = _start(env)
+    out, err = restarted.communicate(timeout=120)
+    assert _records_consumed(out + err) == 50
+    shutil.rmtree(tmp_path / "lake")
