@@ -13,6 +13,11 @@ stream's measured capacity.
    arrival - the moment just before the probe was handed to the producer. The first --warmup
    seconds at load are reported apart: right after the stream starts, a short backlog builds
    (observed up to ~3.7 s on a loaded 2-core box) and drains within seconds.
+3. With ``--notify both`` (the default) step 2 runs twice on the same capacity: once with the
+   built-in direct notifier (signed webhook straight to the receiver) and once through a real
+   local Alertmanager (``prometheus-alertmanager``; the stream posts to ``/api/v2/alerts``,
+   Alertmanager groups by alertname, tenant and user with group_wait 0 and forwards to the same
+   kind of receiver), so the two paths are side by side in one run.
 Target (issue 4): p99 < 2 s. Other traffic goes through every rule of the example rules file.
 """
 
@@ -34,6 +39,7 @@ from rich.table import Table
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from pipeline.alerts.settings import AlertSettings  # noqa: E402
+from pipeline.localinfra.alertmanager import start_alertmanager  # noqa: E402
 from pipeline.localinfra.kafka import create_topic, start_broker  # noqa: E402
 from pipeline.localinfra.webhook_receiver import WebhookReceiverServer  # noqa: E402
 from pipeline.metrics import PipelineMetrics  # noqa: E402
@@ -69,7 +75,8 @@ class BenchSettings(Settings):
 
 
 def make_settings(
-    tmp: Path, bootstrap: str, topic: str, receiver_url: str, max_wait_ms: int = 0, sinks: list[str] | None = None
+    tmp: Path, bootstrap: str, topic: str, receiver_url: str, max_wait_ms: int = 0, sinks: list[str] | None = None,
+    alertmanager_url: str = "", detectors: str = "rules",
 ) -> BenchSettings:
     rules = tmp / "rules.yaml"
     rules.write_text(RULES)
@@ -78,9 +85,15 @@ def make_settings(
                "dead_letter_topic": f"{topic}.dlq", "group_id": f"bench-{topic}"},
         lake={"path": str(tmp / f"lake-{topic}")},
         metrics={"port": 0},
+        detectors={"enabled": detectors.split(",")},
         sinks=sinks or SINKS,
         **({"batch": {"max_wait_ms": max_wait_ms}} if max_wait_ms else {}),
         alerts=AlertSettings(
+            rules_file=rules, db_url=f"sqlite:///{tmp / f'alerts-{topic}.db'}", notify="alertmanager",
+            alertmanager={"urls": [alertmanager_url]},
+        )
+        if alertmanager_url
+        else AlertSettings(
             rules_file=rules, db_url=f"sqlite:///{tmp / f'alerts-{topic}.db'}", notify="direct",
             receivers=[{"name": "bench", "type": "webhook", "url": receiver_url, "secret": SECRET}],
         ),
@@ -104,7 +117,10 @@ def child(args: argparse.Namespace) -> None:
     """Runs in a child process: the stream, bounded (capacity) or until SIGTERM (latency)."""
     from pipeline.runner import Pipeline
 
-    settings = make_settings(Path(args.tmp), args.bootstrap, args.topic, args.receiver, args.max_wait_ms, args.sinks.split(","))
+    settings = make_settings(
+        Path(args.tmp), args.bootstrap, args.topic, args.receiver, args.max_wait_ms, args.sinks.split(","), args.alertmanager,
+        args.detectors,
+    )
     pipeline = Pipeline.from_settings(settings, PipelineMetrics())
     if args.expect:
         stats = pipeline.run(max_records=args.expect)
@@ -122,10 +138,13 @@ def child(args: argparse.Namespace) -> None:
     print(json.dumps(summary), file=sys.stderr)
 
 
-def spawn(args: argparse.Namespace, tmp: Path, bootstrap: str, topic: str, receiver: str, expect: int = 0) -> subprocess.Popen[str]:
+def spawn(
+    args: argparse.Namespace, tmp: Path, bootstrap: str, topic: str, receiver: str, expect: int = 0, alertmanager: str = ""
+) -> subprocess.Popen[str]:
     return subprocess.Popen(
         [sys.executable, __file__, "--phase", "child", "--tmp", str(tmp), "--bootstrap", bootstrap, "--topic", topic,
-         "--receiver", receiver, "--expect", str(expect), "--max-wait-ms", str(args.max_wait_ms), "--sinks", args.sinks],
+         "--receiver", receiver, "--expect", str(expect), "--max-wait-ms", str(args.max_wait_ms), "--sinks", args.sinks,
+         "--alertmanager", alertmanager, "--detectors", args.detectors],
         stdout=subprocess.PIPE, text=True,
     )
 
@@ -166,7 +185,10 @@ def main() -> None:
     parser.add_argument("--probe-rate", type=float, default=4.0, help="probe records per second")
     parser.add_argument("--max-wait-ms", type=int, default=0, help="stream micro-batch max wait (0: the default)")
     parser.add_argument("--sinks", default=",".join(SINKS), help="sinks of the stream (alerts must be one)")
-    parser.add_argument("--dump", default="", help="write per-probe send/arrival times (JSON) here")
+    parser.add_argument("--dump", default="", help="write per-probe send/arrival times (JSON) to DUMP.<mode>.json")
+    parser.add_argument("--notify", choices=["direct", "alertmanager", "both"], default="both")
+    parser.add_argument("--detectors", default="rules", help="detectors of the stream (the alert path is what is measured)")
+    parser.add_argument("--alertmanager", default="", help=argparse.SUPPRESS)
     parser.add_argument("--phase", default="all")
     parser.add_argument("--tmp", default="")
     parser.add_argument("--bootstrap", default="")
@@ -194,73 +216,106 @@ def main() -> None:
             cap = json.loads(out.strip().splitlines()[-1])
             capacity = cap["records"] / cap["seconds"]
             rate = capacity / 2
+            modes = ["direct", "alertmanager"] if args.notify == "both" else [args.notify]
+            results: dict[str, tuple] = {}
 
-            # 2. latency at half capacity
-            create_topic(broker.bootstrap, "lat.logs", 3)
-            proc = spawn(args, tmp, broker.bootstrap, "lat.logs", receiver.url)
-            sent_at: dict[str, float] = {}
-            arrived: dict[str, float] = {}
-
-            def collect() -> None:
-                for req in list(receiver.requests):
-                    if not req.signature_ok or req.duplicate:
-                        continue
-                    for alert in req.json()["alerts"]:
-                        rid = alert["annotations"].get("last_request_id", "")
-                        if rid.startswith("probe-") and alert["status"] == "firing":
-                            arrived.setdefault(rid, req.received_at)
-
-            with GatewayProducer(kafka, "lat.logs") as producer:
-                # Warm-up: wait until the stream has joined and the first probe's alert arrives.
-                sent_at["probe-0"] = time.time()
-                producer.send(probe(0))
-                producer.flush()
-                receiver.wait_for(lambda r: len(r.accepted) >= 1, timeout_s=120)
-                started = time.perf_counter()
-                n = probes = warmup_probes = 0
-                next_probe = started
-                # The first seconds at load are a start-up transient (a backlog builds while the
-                # stream's caches, files and connections warm up): measured, but reported apart.
-                while (elapsed := time.perf_counter() - started) < args.warmup + args.seconds:
-                    if elapsed < args.warmup:
-                        warmup_probes = probes + 1
-                    if time.perf_counter() >= next_probe:
-                        probes += 1
-                        sent_at[f"probe-{probes}"] = time.time()
-                        producer.send(probe(probes))
-                        next_probe += 1 / args.probe_rate
-                    else:
-                        producer.send(background[n % len(background)] | {"request_id": f"bg-{n}", "timestamp": _now_rfc3339()})
-                        n += 1
-                    target = started + (n + probes) / rate
-                    if (delay := target - time.perf_counter()) > 0:
-                        time.sleep(delay)
-                producer.flush()
-            deadline = time.monotonic() + 30
-            while time.monotonic() < deadline:
-                collect()
-                if len(arrived) >= len(sent_at):
-                    break
-                time.sleep(0.2)
-            proc.send_signal(signal.SIGTERM)
-            proc.wait(60)
-            stages = stage_breakdown(tmp / "alerts-lat.logs.db", sent_at, warmup_probes)
+            # 2. latency at half capacity, per notification path
+            for mode in modes:
+                if mode == "alertmanager":
+                    with WebhookReceiverServer() as forwarded:
+                        am = start_alertmanager(
+                            tmp / "alertmanager", forwarded.url, group_by=("alertname", "tenant", "user"),
+                            group_wait_s=0.0, group_interval_s=1.0,
+                        )
+                        try:
+                            results[mode] = latency_phase(args, tmp, broker.bootstrap, kafka, background, rate, forwarded, am.url)
+                        finally:
+                            am.stop()
+                else:
+                    results[mode] = latency_phase(args, tmp, broker.bootstrap, kafka, background, rate, receiver, "")
         finally:
             broker.stop()
 
+    for mode, (sent_at, arrived, warmup_probes, achieved, stages) in results.items():
+        report(args, mode, capacity, sent_at, arrived, warmup_probes, achieved, stages)
+
+
+def latency_phase(
+    args: argparse.Namespace, tmp: Path, bootstrap: str, kafka: KafkaSettings, background: list[dict], rate: float,
+    receiver: WebhookReceiverServer, alertmanager: str,
+) -> tuple[dict[str, float], dict[str, float], int, float, dict[str, list[float]]]:
+    """Offer ``rate`` records/s with probes to a fresh stream; returns send and arrival times."""
+    topic = "lat-am.logs" if alertmanager else "lat.logs"
+    create_topic(bootstrap, topic, 3)
+    proc = spawn(args, tmp, bootstrap, topic, receiver.url, alertmanager=alertmanager)
+    sent_at: dict[str, float] = {}
+    arrived: dict[str, float] = {}
+
+    def collect() -> None:
+        for req in list(receiver.requests):
+            # Direct webhooks are signed (checked); Alertmanager's forwards are not.
+            if req.signature_ok is False or req.duplicate:
+                continue
+            for alert in req.json()["alerts"]:
+                rid = alert["annotations"].get("last_request_id", "")
+                if rid.startswith("probe-") and alert["status"] == "firing":
+                    arrived.setdefault(rid, req.received_at)
+
+    with GatewayProducer(kafka, topic) as producer:
+        # Warm-up: wait until the stream has joined and the first probe's alert arrives.
+        sent_at["probe-0"] = time.time()
+        producer.send(probe(0))
+        producer.flush()
+        receiver.wait_for(lambda r: len(r.requests) >= 1, timeout_s=120)
+        started = time.perf_counter()
+        n = probes = warmup_probes = 0
+        next_probe = started
+        # The first seconds at load are a start-up transient (a backlog builds while the
+        # stream's caches, files and connections warm up): measured, but reported apart.
+        while (elapsed := time.perf_counter() - started) < args.warmup + args.seconds:
+            if elapsed < args.warmup:
+                warmup_probes = probes + 1
+            if time.perf_counter() >= next_probe:
+                probes += 1
+                sent_at[f"probe-{probes}"] = time.time()
+                producer.send(probe(probes))
+                next_probe += 1 / args.probe_rate
+            else:
+                producer.send(background[n % len(background)] | {"request_id": f"bg-{n}", "timestamp": _now_rfc3339()})
+                n += 1
+            target = started + (n + probes) / rate
+            if (delay := target - time.perf_counter()) > 0:
+                time.sleep(delay)
+        producer.flush()
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        collect()
+        if len(arrived) >= len(sent_at):
+            break
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGTERM)
+    proc.wait(60)
+    stages = {} if alertmanager else stage_breakdown(tmp / f"alerts-{topic}.db", sent_at, warmup_probes)
+    return sent_at, arrived, warmup_probes, (n + probes) / elapsed, stages
+
+
+def report(
+    args: argparse.Namespace, mode: str, capacity: float, sent_at: dict[str, float], arrived: dict[str, float],
+    warmup_probes: int, achieved: float, stages: dict[str, list[float]],
+) -> None:
     def probe_no(key: str) -> int:
         return int(key.split("-")[1])
 
     warm = [arrived[k] - sent_at[k] for k in sent_at if k in arrived and 0 < probe_no(k) <= warmup_probes]
     measured = [arrived[k] - sent_at[k] for k in sent_at if k in arrived and probe_no(k) > warmup_probes]
     if args.dump:
-        Path(args.dump).write_text(json.dumps({k: [sent_at[k], arrived.get(k)] for k in sent_at}, sort_keys=True))
-    achieved = (n + probes) / elapsed  # over warm-up and measurement
+        Path(f"{args.dump}.{mode}.json").write_text(json.dumps({k: [sent_at[k], arrived.get(k)] for k in sent_at}, sort_keys=True))
     wait = f"batch.max_wait_ms={args.max_wait_ms}" if args.max_wait_ms else "default batch settings"
-    table = Table(title=f"record produced -> alert received (webhook), group_wait excluded (0s), {wait}")
+    path = "stream -> Alertmanager -> webhook" if mode == "alertmanager" else "stream -> direct signed webhook"
+    table = Table(title=f"record produced -> alert received ({path}), group_wait 0s, {wait}")
     table.add_column("measure")
     table.add_column("value")
-    table.add_row(f"stream capacity, records/s (sinks: {args.sinks})", f"{capacity:,.1f}")
+    table.add_row(f"stream capacity, records/s (detectors: {args.detectors}; sinks: {args.sinks})", f"{capacity:,.1f}")
     table.add_row("offered load, records/s (target: half capacity)", f"{achieved:,.1f}")
     table.add_row("probe alerts sent / received (all, incl. warm-up)", f"{len(sent_at) - 1} / {len(arrived) - 1}")
     if warm:

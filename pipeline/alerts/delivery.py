@@ -68,7 +68,8 @@ class Dispatcher:
         rng: random.Random | None = None,
         client: httpx.Client | None = None,
     ) -> None:
-        """``on_tick`` runs first in every tick (the alerts sink re-evaluates time-based rules there)."""
+        """``on_tick`` runs in every tick after the notifying stage (the alerts sink re-evaluates
+        time-based rules there)."""
         self._outbox = Outbox(engine)
         self._notifier = notifier
         self._receivers = dict(receivers)
@@ -120,10 +121,11 @@ class Dispatcher:
     # ------------------------------------------------------------------ work
     def run_once(self) -> int:
         """One tick: re-evaluate, group into the outbox, deliver what is due. Returns rows handled."""
-        if self._on_tick is not None:
-            self._on_tick()
+        # Hand on what is committed first; time-based re-evaluation can wait a loop.
         if self._notifier is not None:
             self._notifier.tick()
+        if self._on_tick is not None:
+            self._on_tick()
         now = self._clock()
         items = self._outbox.claim_due(now, self._settings.batch_size, self._settings.claim_ttl_s)
         if items:

@@ -140,6 +140,8 @@ class AlertEngine:
         self._last_prune = 0.0
         self._owned: set[int] | None = None  # None: every partition (single process)
         self._partition_count = 1
+        # (rule, key, bucket, partition) -> (flagged, total) last read for partitions not owned
+        self._foreign: dict[tuple[str, str, float, int], tuple[int, int]] = {}
 
     # ------------------------------------------------------------------ persistence
     def now(self) -> float:
@@ -208,35 +210,40 @@ class AlertEngine:
         for name in ("buckets", "risk", "hops", "gone_buckets", "gone_risk", "gone_hops"):
             setattr(d, name, {k for k in getattr(d, name) if not which(k[0])})
 
-    def refresh_foreign(self, conn: Connection, now: float) -> None:
-        """Re-read other partitions' rate counts (they are another replica's to write)."""
-        if self._owned is None:
-            return
+    def refresh_foreign(self, conn: Connection, now: float) -> set[tuple[str, str]]:
+        """Re-read other partitions' rate counts (they are another replica's to write); returns
+        the (rule, key) pairs whose counts changed since the last refresh."""
+        if self._owned is None or self._owned >= set(range(self._partition_count)):
+            return set()  # one process, or this replica holds every partition: nothing foreign
         rate_rules = [r for r in self.rules.rules if isinstance(r, RateRule)]
         if not rate_rules:
-            return
+            return set()
         horizon = now - max(r.history_s + r.bucket_s for r in rate_rules)
-        for keys in self._buckets.values():
-            for buckets in keys.values():
-                for parts in buckets.values():
-                    for p in [p for p in parts if p not in self._owned]:
-                        del parts[p]
         t = db.rate_buckets
-        query = sa.select(t).where(t.c.bucket >= horizon, t.c.rule.in_([r.name for r in rate_rules]))
+        query = sa.select(t.c.rule, t.c.key, t.c.bucket, t.c.partition, t.c.flagged, t.c.total).where(
+            t.c.bucket >= horizon, t.c.rule.in_([r.name for r in rate_rules])
+        )
         if self._owned:
             query = query.where(t.c.partition.not_in(sorted(self._owned)))
-        for row in conn.execute(query).mappings():
-            self._buckets[row["rule"]][row["key"]].setdefault(row["bucket"], {})[row["partition"]] = [row["flagged"], row["total"]]
+        fresh = {(r[0], r[1], r[2], r[3]): (r[4], r[5]) for r in conn.execute(query)}
+        old = self._foreign
+        changed = {(r, k) for (r, k, b, p), v in fresh.items() if old.get((r, k, b, p)) != v}
+        changed |= {(r, k) for (r, k, b, p) in old if (r, k, b, p) not in fresh}
+        for rule, key, bucket, p in old:
+            parts = self._buckets.get(rule, {}).get(key, {}).get(bucket)
+            if parts is not None and p not in self._owned:
+                parts.pop(p, None)
+        for (rule, key, bucket, p), (flagged, total) in fresh.items():
+            self._buckets[rule][key].setdefault(bucket, {})[p] = [flagged, total]
+        self._foreign = fresh
+        return changed
 
-    def evaluate_owned_rates(self, now: float) -> None:
-        """Re-evaluate every rate key this replica owns (after :meth:`refresh_foreign`)."""
-        if self._owned is None:
-            return
-        for rule in self.rules.rules:
-            if isinstance(rule, RateRule):
-                for key in list(self._buckets.get(rule.name, {})):
-                    if self._owns_key(rule, key):
-                        self._evaluate_rate(rule, key, now)
+    def evaluate_owned_rates(self, now: float, keys: Iterable[tuple[str, str]]) -> None:
+        """Re-evaluate the rate keys this replica owns among ``keys`` (from :meth:`refresh_foreign`)."""
+        for rule_name, key in sorted(keys):
+            rule = self._rule_or_none(rule_name)
+            if isinstance(rule, RateRule) and self._owns_key(rule, key):
+                self._evaluate_rate(rule, key, now)
 
     def _owns_key(self, rule: RateRule, key: str) -> bool:
         return self.owns(owner_partition(rule.name, key, self._partition_count))

@@ -223,15 +223,21 @@ class Alerting:
         """Time-based re-evaluation (runs in the dispatcher thread, at most every TICK_EVERY_S)."""
         if time.monotonic() - self._last_tick < self.TICK_EVERY_S:
             return
+        # The dispatcher thread must not queue behind a batch the sink is evaluating: notifying
+        # what is already committed matters more than re-evaluating now. Try again next loop.
+        if not self._lock.acquire(blocking=False):
+            return
         self._last_tick = time.monotonic()
-        with self._lock:
+        try:
             with self.db.connect() as conn:
-                self.engine.refresh_foreign(conn, self.engine.now())
-            self.engine.evaluate_owned_rates(self.engine.now())
+                changed = self.engine.refresh_foreign(conn, self.engine.now())
+            self.engine.evaluate_owned_rates(self.engine.now(), changed)
             self.engine.tick()
             if self.engine.has_changes:
                 with self.db.begin() as conn:
                     self._save(conn)
+        finally:
+            self._lock.release()
 
     def close(self) -> None:
         self.dispatcher.stop()
