@@ -11,6 +11,7 @@ from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
+from functools import cached_property
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -368,7 +369,12 @@ class InferenceLog(BaseModel):
             raise ValueError("one of 'messages' (non-empty) or 'prompt' is required")
         return self
 
-    @property
+    def model_copy(self, *, update: dict[str, Any] | None = None, deep: bool = False) -> InferenceLog:
+        copy = super().model_copy(update=update, deep=deep)
+        copy.__dict__.pop("prompt_text", None)  # the cached join may describe the old messages
+        return copy
+
+    @cached_property  # read by every detector, the scorer and the lake: joined once per record
     def prompt_text(self) -> str:
         """What the user side sent: the prompt, or every non-assistant message in order.
 

@@ -232,7 +232,8 @@ def score_rows(rows: Sequence[Mapping], scorer: Scorer, spec: ScoringSpec) -> pa
             for (log, position), verdict in zip(decoded, verdicts, strict=True)
         ]
         out.extend(to_rows(records, spec.lake_policy))
-    return pa.Table.from_pylist(out, schema=SCORED_ARROW_SCHEMA)
+    # Column by column (error rows lack the verdict columns): from_pylist is ~50x slower here.
+    return pa.Table.from_pydict({name: [row.get(name) for row in out] for name in SCORED_ARROW_SCHEMA.names}, schema=SCORED_ARROW_SCHEMA)
 
 
 def _undecryptable(position: SourcePosition, value: bytes, exc: BaseException) -> dict:
