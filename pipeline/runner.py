@@ -63,6 +63,7 @@ class RunStats:
     by_severity: dict[str, int] = field(default_factory=dict)
     by_dead_letter_reason: dict[str, int] = field(default_factory=dict)
     started: float = field(default_factory=time.monotonic)
+    # Wall time during which at least one batch was being scored or flushed.
     busy_s: float = 0.0
     # perf_counter() when the first batch arrived and when the last one was committed.
     first_batch_at: float | None = None
@@ -125,6 +126,7 @@ class Pipeline(RebalanceHooks):
         self._in_flight = 0
         self._changed = threading.Condition()
         self._failure: BaseException | None = None
+        self._busy_until = 0.0
 
     @classmethod
     def from_settings(cls, settings: Settings, metrics: PipelineMetrics | None = None) -> Pipeline:
@@ -377,9 +379,11 @@ class Pipeline(RebalanceHooks):
                 s.flagged += 1
                 for c in v.categories:
                     s.by_category[c.value] = s.by_category.get(c.value, 0) + 1
-        elapsed = time.perf_counter() - item.started
-        s.busy_s += elapsed
-        self.metrics.batch_duration.observe(elapsed)
+        ended = time.perf_counter()
+        self.metrics.batch_duration.observe(ended - item.started)
+        # Batches overlap: busy time is the union of their [scoring start, flushed] intervals.
+        s.busy_s += max(0.0, ended - max(item.started, self._busy_until))
+        self._busy_until = ended
 
     def close(self) -> None:
         for closer in (*(s.close for s in self.sinks), self.dead_letters.close, self.scorer.close, self.source.close):
