@@ -1,8 +1,11 @@
 """``misuse-monitor report``: the Spark job outputs as one self-contained HTML page.
 
 Reads ``<input>/aggregates``, ``offenders``, ``campaigns`` and ``shadow`` (any may be
-missing; its section then says how to produce it) and writes a single HTML file with the
-plots embedded as base64 PNG: no scripts, no external assets, so it can be mailed or
+missing; its section then says how to produce it) and, when given, the verdict lake
+(``--lake``: detector versions, exact time coverage so partial days are marked, dead letters
+of backfills), reviewed labels (``--labels``, scored with pipeline/labels.py) and the alert
+database (``--alerts-db``: alerts fired, deliveries by state). It writes a single HTML file
+with the plots embedded as base64 PNG: no scripts, no external assets, so it can be mailed or
 attached to a ticket. Plots use matplotlib's object API (no pyplot global state) and PNGs
 are written without a timestamp, so the same inputs give the same page.
 """
@@ -11,7 +14,7 @@ from __future__ import annotations
 
 import base64
 import io
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -36,8 +39,21 @@ TOP_OFFENDERS = 15
 TOP_CAMPAIGNS = 10
 
 
+# A day is drawn as partial when the data starts this long after midnight or ends this long before it.
+PARTIAL_DAY_SLACK_H = 1.0
+_FRAMES = ("aggregates", "offenders", "campaigns", "shadow_diff", "shadow_metrics", "lake", "dead_letters")
+
+
 class ReportError(RuntimeError):
     """The report could not be built (no job output found, unreadable files)."""
+
+
+@dataclass
+class AlertSummary:
+    """What the alert database says: alerts by name and status, deliveries by receiver and state."""
+
+    alerts: list[dict[str, Any]] = field(default_factory=list)  # alertname, status, count
+    deliveries: list[dict[str, Any]] = field(default_factory=list)  # receiver, state, count
 
 
 @dataclass
@@ -49,16 +65,23 @@ class ReportInputs:
     campaigns: pd.DataFrame | None = None
     shadow_diff: pd.DataFrame | None = None
     shadow_metrics: pd.DataFrame | None = None
+    # Verdict rows of the lake (LAKE_SCHEMA columns, without the JSON copies) and backfill dead letters.
+    lake: pd.DataFrame | None = None
+    dead_letters: pd.DataFrame | None = None
+    accuracy: Any = None  # pipeline.labels.Accuracy when labels were given
+    alerts: AlertSummary | None = None
 
     def __post_init__(self) -> None:
         import pandas as pd
 
-        for f in fields(self):
-            if getattr(self, f.name) is None:
-                setattr(self, f.name, pd.DataFrame())
+        for name in _FRAMES:
+            if getattr(self, name) is None:
+                setattr(self, name, pd.DataFrame())
 
     @classmethod
-    def load(cls, root: Path) -> ReportInputs:
+    def load(
+        cls, root: Path, lake: Path | None = None, labels: Path | None = None, alerts_db: str | None = None
+    ) -> ReportInputs:
         inputs = cls(
             aggregates=_read(root / "aggregates"),
             offenders=_read(root / "offenders"),
@@ -66,9 +89,65 @@ class ReportInputs:
             shadow_diff=_read(root / "shadow" / "diff"),
             shadow_metrics=_read(root / "shadow" / "metrics"),
         )
-        if all(getattr(inputs, f.name).empty for f in fields(inputs)):
+        if all(getattr(inputs, name).empty for name in _FRAMES):
             raise ReportError(f"no job output under {root} (expected aggregates/, offenders/, campaigns/ or shadow/)")
+        if lake is not None:
+            inputs.lake = _read_lake(lake)
+            inputs.dead_letters = _read(lake / "dead_letters")
+        if labels is not None:
+            if lake is None:
+                raise ReportError("--labels needs --lake (the verdicts to score)")
+            from pipeline.labels import read_labels, read_verdicts, score
+
+            inputs.accuracy = score(read_labels(labels), read_verdicts(lake))
+        if alerts_db is not None:
+            inputs.alerts = read_alerts(alerts_db)
         return inputs
+
+
+def _read_lake(root: Path) -> pd.DataFrame:
+    import pyarrow.dataset as ds
+
+    files = sorted(str(p) for p in (root / "verdicts").rglob("*.parquet")) if (root / "verdicts").is_dir() else []
+    files = files or sorted(str(p) for p in root.glob("date=*/*.parquet"))
+    if not files:
+        raise ReportError(f"no verdict Parquet files under {root}")
+    columns = ["request_id", "timestamp", "date", "tenant_id", "deployment", "model", "flagged", "categories", "findings"]
+    try:
+        # By file name, not as a Hive dataset: date= folders would add a clashing `date` column.
+        table = ds.dataset(files, format="parquet").to_table(columns=columns)
+    except (OSError, ValueError) as exc:
+        raise ReportError(f"cannot read the lake {root}: {exc}") from exc
+    return table.to_pandas()
+
+
+def read_alerts(url: str) -> AlertSummary:
+    """Alerts by (alertname, status) and the outbox by (receiver, state) from the alert database."""
+    import time
+
+    import sqlalchemy as sa
+
+    from pipeline.alerts import state as db
+    from pipeline.alerts.outbox import Outbox
+
+    engine = db.create_db_engine(url)
+    now = time.time()
+    try:
+        with engine.connect() as conn:
+            rows = list(conn.execute(sa.select(db.alerts.c.labels, db.alerts.c.ends_at)).mappings())
+        deliveries = Outbox(engine).counts()
+    except sa.exc.SQLAlchemyError as exc:
+        raise ReportError(f"cannot read the alert database: {str(exc).splitlines()[0]}") from exc
+    finally:
+        engine.dispose()
+    by_alert: dict[tuple[str, str], int] = {}
+    for row in rows:
+        key = (dict(row["labels"]).get("alertname", "?"), "firing" if row["ends_at"] > now else "resolved")
+        by_alert[key] = by_alert.get(key, 0) + 1
+    return AlertSummary(
+        alerts=[{"alertname": a, "status": st, "count": n} for (a, st), n in sorted(by_alert.items())],
+        deliveries=[{"receiver": r, "state": st, "count": n} for (r, st), n in sorted(deliveries.items())],
+    )
 
 
 def _read(path: Path) -> pd.DataFrame:
@@ -90,34 +169,85 @@ def _png(fig: Figure) -> str:
     return base64.b64encode(buf.getvalue()).decode("ascii")
 
 
-def trend_plot(agg: pd.DataFrame) -> str | None:
-    """Daily records and flagged records (left), flagged share per category (right)."""
+def partial_days(lake: pd.DataFrame) -> dict[str, str]:
+    """date -> why it is partial ("from 14:05" / "until 09:10"), from the lake's first and last timestamp.
+
+    Only the first and the last day of the data can be partial; a first day that starts in the
+    afternoon would otherwise read as growth on a daily chart."""
+    import pandas as pd
+
+    if lake.empty:
+        return {}
+    ts = pd.to_datetime(lake["timestamp"], utc=True)
+    first, last = ts.min(), ts.max()
+    out: dict[str, str] = {}
+    slack = pd.Timedelta(hours=PARTIAL_DAY_SLACK_H)
+    if first - first.normalize() > slack:
+        out[first.strftime("%Y-%m-%d")] = f"from {first:%H:%M} UTC"
+    if last.normalize() + pd.Timedelta(days=1) - last > slack:
+        key = last.strftime("%Y-%m-%d")
+        out[key] = f"{out[key]} until {last:%H:%M} UTC" if key in out else f"until {last:%H:%M} UTC"
+    return out
+
+
+def trend_plot(agg: pd.DataFrame, partial: dict[str, str] | None = None) -> str | None:
+    fig = trend_figure(agg, partial)
+    return None if fig is None else _png(fig)
+
+
+def trend_figure(agg: pd.DataFrame, partial: dict[str, str] | None = None) -> Figure | None:
+    """Daily records and flagged records (left), flagged share per category (right).
+
+    One tick per day; partial days (``partial_days``) get hollow markers and a note, so a
+    short first or last day is not mistaken for a drop or a rise."""
+    import matplotlib.dates as mdates
     import pandas as pd
     from matplotlib.figure import Figure
     from matplotlib.ticker import PercentFormatter
 
     if agg.empty:
         return None
+    partial = partial or {}
     totals = agg[agg["category"] == "all"].groupby("date")[["records", "flagged"]].sum().sort_index()
     per_cat = agg[agg["category"] != "all"].pivot_table(index="date", columns="category", values="records", aggfunc="sum")
     per_cat = per_cat.reindex(totals.index).fillna(0)
     fig = Figure(figsize=(11, 3.8))
     left, right = fig.subplots(1, 2)
     x = pd.to_datetime(totals.index)
-    left.plot(x, totals["records"], marker="o", label="records", color="#57606a")
-    left.plot(x, totals["flagged"], marker="o", label="flagged", color="#cf222e")
-    left.set_title("Daily volume")
+    is_partial = [d in partial for d in totals.index]
+
+    def draw(ax, y, label: str, color: str | None) -> None:  # noqa: ANN001 - matplotlib Axes
+        line = ax.plot(x, y, label=label, color=color)[0]
+        full = [not p for p in is_partial]
+        ax.scatter(x[full], y[full], color=line.get_color(), zorder=3, s=22)
+        if any(is_partial):
+            ax.scatter(x[is_partial], y[is_partial], facecolors="white", edgecolors=line.get_color(), zorder=3, s=36)
+
+    draw(left, totals["records"].to_numpy(), "records", "#57606a")
+    draw(left, totals["flagged"].to_numpy(), "flagged", "#cf222e")
+    left.set_title("Daily volume" + (" (hollow: partial day)" if any(is_partial) else ""))
     left.legend()
     for cat in sorted(per_cat.columns):
-        right.plot(x, per_cat[cat] / totals["records"], marker="o", label=cat, color=CATEGORY_COLORS.get(cat))
+        draw(right, (per_cat[cat] / totals["records"]).to_numpy(), cat, CATEGORY_COLORS.get(cat))
     right.set_title("Flagged share by category")
     right.yaxis.set_major_formatter(PercentFormatter(xmax=1.0, decimals=1))
     if len(per_cat.columns):
         right.legend()
     for ax in (left, right):
+        ax.xaxis.set_major_locator(mdates.DayLocator())
+        ax.xaxis.set_major_formatter(mdates.DateFormatter("%b %d"))
+        if len(x) == 1:  # one day: give the single tick some room
+            ax.set_xlim(x[0] - pd.Timedelta(hours=12), x[0] + pd.Timedelta(hours=12))
+        for day, why in partial.items():
+            when = pd.Timestamp(day)
+            if when in set(x):
+                ax.axvspan(when - pd.Timedelta(hours=12), when + pd.Timedelta(hours=12), color="#d0d7de", alpha=0.35, lw=0)
+                if ax is left:
+                    ax.annotate(f"partial: {why}", (when, 0), xytext=(0, 4), textcoords="offset points",
+                                xycoords=("data", "axes fraction"), ha="center", fontsize="x-small", color="#57606a")
         ax.tick_params(axis="x", labelrotation=30)
         ax.grid(alpha=0.3)
-    return _png(fig)
+    return fig
 
 
 def mix_plot(agg: pd.DataFrame) -> str | None:
@@ -149,18 +279,74 @@ def mix_plot(agg: pd.DataFrame) -> str | None:
 
 
 def offenders_plot(off: pd.DataFrame) -> str | None:
+    """Top offenders by risk, each bar coloured by the category of most of the user's flagged verdicts."""
     from matplotlib.figure import Figure
+    from matplotlib.patches import Patch
 
     if off.empty:
         return None
     top = off.sort_values("rank").head(TOP_OFFENDERS).iloc[::-1]
+    dominant = [dominant_category(row) for row in top.to_dict("records")]
     fig = Figure(figsize=(11, 0.35 * len(top) + 1.2))
     ax = fig.subplots()
-    colors = [CATEGORY_COLORS.get(c[0] if len(c) else "", "#57606a") for c in top["categories"]]
-    ax.barh(top["user_id"], top["risk"], color=colors)
-    ax.set_title("Top offenders by decayed risk (colour: first category)")
+    ax.barh(top["user_id"], top["risk"], color=[CATEGORY_COLORS.get(c or "", "#57606a") for c in dominant])
+    ax.set_title("Top offenders by decayed risk (colour: dominant category)")
+    shown = sorted({c for c in dominant if c})
+    if shown:
+        ax.legend(handles=[Patch(color=CATEGORY_COLORS.get(c, "#57606a"), label=c) for c in shown],
+                  fontsize="small", loc="lower right")
     ax.grid(alpha=0.3, axis="x")
     return _png(fig)
+
+
+def dominant_category(offender: dict[str, Any]) -> str | None:
+    """The offenders job's ``dominant_category``; outputs written before it existed fall back to
+    the only category when there is exactly one (never to the alphabetically first of several)."""
+    value = offender.get("dominant_category")
+    if isinstance(value, str) and value:
+        return value
+    cats = list(offender.get("categories") if offender.get("categories") is not None else [])
+    return cats[0] if len(cats) == 1 else None
+
+
+def volume_tables(agg: pd.DataFrame, lake: pd.DataFrame) -> dict[str, list[dict[str, Any]]]:
+    """Records, flagged and flag rate per tenant, deployment and model (aggregates, else the lake)."""
+    if not agg.empty:
+        base = agg[agg["category"] == "all"][["tenant_id", "deployment", "model", "records", "flagged"]]
+    elif not lake.empty:
+        base = lake.assign(records=1, flagged=lake["flagged"].astype(int))[
+            ["tenant_id", "deployment", "model", "records", "flagged"]
+        ]
+    else:
+        return {}
+    out = {}
+    for key in ("tenant_id", "deployment", "model"):
+        grouped = base.fillna({key: "(none)"}).groupby(key)[["records", "flagged"]].sum()
+        grouped = grouped.sort_values(["records", "flagged"], ascending=False)
+        out[key] = [
+            {"name": name, "records": int(r.records), "flagged": int(r.flagged),
+             "rate": r.flagged / r.records if r.records else None}
+            for name, r in grouped.iterrows()
+        ]
+    return out
+
+
+def detector_versions(lake: pd.DataFrame) -> list[dict[str, Any]]:
+    """(detector, version) pairs seen in the lake's findings, with how many findings each made."""
+    counts: dict[tuple[str, str], int] = {}
+    if lake.empty or "findings" not in lake:
+        return []
+    for findings in lake["findings"]:
+        for f in findings if findings is not None else ():
+            key = (f["detector"], f["detector_version"])
+            counts[key] = counts.get(key, 0) + 1
+    return [{"detector": d, "version": v, "findings": n} for (d, v), n in sorted(counts.items())]
+
+
+def dead_letter_counts(dead: pd.DataFrame) -> list[tuple[str, int]]:
+    if dead.empty or "error_reason" not in dead:
+        return []
+    return sorted(dead["error_reason"].value_counts().items(), key=lambda kv: (-kv[1], kv[0]))
 
 
 def campaigns_plot(camp: pd.DataFrame) -> str | None:
@@ -225,26 +411,49 @@ def render(inputs: ReportInputs, title: str = "misuse-monitor report", source: s
     changes: list[tuple[str, int]] = []
     if not inputs.shadow_diff.empty:
         changes = sorted(inputs.shadow_diff["change"].value_counts().items())
+    if inputs.accuracy is not None:
+        overall = next(sc for sc in inputs.accuracy.scopes if sc.scope == "any")
+        kpis += [("precision vs labels", "n/a" if overall.precision is None else f"{overall.precision:.2f}"),
+                 ("recall vs labels", "n/a" if overall.recall is None else f"{overall.recall:.2f}")]
+    partial = partial_days(inputs.lake)
+    offenders = _records(inputs.offenders.sort_values("rank") if not inputs.offenders.empty else inputs.offenders, 25)
+    for row in offenders:
+        row["dominant"] = dominant_category(row)
     return env.get_template("report.html.j2").render(
         title=title,
         source=source,
         period=period,
         kpis=kpis,
+        partial=partial,
+        volumes=volume_tables(agg, inputs.lake),
+        accuracy=inputs.accuracy,
+        dead_letters=dead_letter_counts(inputs.dead_letters),
+        lake_given=not inputs.lake.empty,
+        alerts=inputs.alerts,
+        versions=detector_versions(inputs.lake),
+        category_colors=CATEGORY_COLORS,
         plots={
-            "trend": trend_plot(agg),
+            "trend": trend_plot(agg, partial),
             "mix": mix_plot(agg),
             "offenders": offenders_plot(inputs.offenders),
             "campaigns": campaigns_plot(inputs.campaigns),
         },
-        offenders=_records(inputs.offenders.sort_values("rank") if not inputs.offenders.empty else inputs.offenders, 25),
+        offenders=offenders,
         campaigns=_redacted_prompts(_records(inputs.campaigns, 25)),
         shadow_metrics=_records(inputs.shadow_metrics, 100),
         shadow_changes=changes,
     )
 
 
-def build_report(input_dir: Path, output: Path, title: str = "misuse-monitor report") -> Path:
-    html = render(ReportInputs.load(input_dir), title=title, source=str(input_dir))
+def build_report(
+    input_dir: Path,
+    output: Path,
+    title: str = "misuse-monitor report",
+    lake: Path | None = None,
+    labels: Path | None = None,
+    alerts_db: str | None = None,
+) -> Path:
+    html = render(ReportInputs.load(input_dir, lake, labels, alerts_db), title=title, source=str(input_dir))
     output.parent.mkdir(parents=True, exist_ok=True)
     output.write_text(html, encoding="utf-8")
     return output
@@ -256,11 +465,43 @@ def report_command(
     ],
     output: Annotated[Path, typer.Option("--output", "-o", help="HTML file to write")] = Path("report.html"),
     title: Annotated[str, typer.Option(help="Page title")] = "misuse-monitor report",
+    lake: Annotated[
+        Path | None,
+        typer.Option(exists=True, file_okay=False, help="Verdict lake: detector versions, partial days, dead letters"),
+    ] = None,
+    labels: Annotated[
+        Path | None, typer.Option(exists=True, dir_okay=False, help="Reviewed labels (e.g. simulate --truth); needs --lake")
+    ] = None,
+    alerts_db: Annotated[
+        str | None, typer.Option(help="Alert database URL (alerts.db_url, e.g. sqlite:///data/alerts.db)")
+    ] = None,
 ) -> None:
     """Turn the Spark job outputs (aggregates, offenders, campaigns, shadow) into one HTML page."""
+    from pipeline.exits import InputError
+
     try:
-        path = build_report(input_dir, output, title)
+        path = build_report(input_dir, output, title, lake=lake, labels=labels, alerts_db=alerts_db)
     except ReportError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(1) from exc
+        raise InputError(str(exc)) from exc
     typer.echo(f"report -> {path}")
+
+
+def screenshot(html: Path, png: Path, width: int = 1200, height: int = 4200, timeout_s: float = 120.0) -> Path:
+    """A full-page PNG of the report rendered by headless Chromium (Debian package ``chromium``).
+
+    Used by the tests to check that the page really renders, and to refresh docs/report.png."""
+    import shutil
+    import subprocess
+    import tempfile
+
+    binary = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
+    if binary is None:
+        raise ReportError("headless Chromium not found (Debian: apt-get install chromium; `make system-deps`)")
+    png.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="mm-chromium-") as profile:
+        subprocess.run(
+            [binary, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars", f"--user-data-dir={profile}",
+             f"--window-size={width},{height}", f"--screenshot={png.resolve()}", html.resolve().as_uri()],
+            check=True, capture_output=True, timeout=timeout_s,
+        )
+    return png

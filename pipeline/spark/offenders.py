@@ -79,10 +79,29 @@ def run(
     )
     if top is not None:
         ranked = ranked.where(F.col("rank") <= top)
+    ranked = ranked.join(_dominant_category(rows), "user_id", "left")
     return ranked.select(
         "rank", "user_id", "risk", "records", "flagged", "flagged_share", "complied", "max_severity",
-        "categories", "models", "models_used", "tenants", "first_seen", "last_seen", "last_flagged_at",
+        "categories", "dominant_category", "models", "models_used", "tenants", "first_seen", "last_seen",
+        "last_flagged_at",
     ).orderBy("rank")
+
+
+def _dominant_category(rows: DataFrame) -> DataFrame:
+    """user_id -> the category on most of the user's flagged verdicts (ties: alphabetical), so a
+    report can colour a user by what they mostly do rather than by the first category listed."""
+    per_category = (
+        rows.where(F.col("flagged"))
+        .select("user_id", F.explode("categories").alias("category"))
+        .groupBy("user_id", "category")
+        .count()
+    )
+    first = Window.partitionBy("user_id").orderBy(F.desc("count"), F.asc("category"))
+    return (
+        per_category.withColumn("_n", F.row_number().over(first))
+        .where(F.col("_n") == 1)
+        .select("user_id", F.col("category").alias("dominant_category"))
+    )
 
 
 def write(result: DataFrame, out: Path | str) -> Path:

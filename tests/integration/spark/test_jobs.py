@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import subprocess
 import sys
 from collections import Counter, defaultdict
@@ -16,7 +17,9 @@ from typer import Typer
 from typer.testing import CliRunner
 
 from pipeline.lake import LakeWriter
-from pipeline.report import report_command
+from pipeline.cli import main
+from pipeline.exits import ExitCode
+from pipeline.report import report_command, screenshot
 from pipeline.spark import aggregates, backfill, campaigns, offenders, shadow
 from pipeline.spark.session import PROJECT_ROOT
 
@@ -122,7 +125,7 @@ def test_shadow_threshold_set_diff_and_precision_recall(
     assert ("cyber_abuse", "a") in m
 
 
-def test_report_is_self_contained_html(job_out: Path, tmp_path: Path) -> None:
+def test_report_is_self_contained_html(job_out: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     app = Typer()
     app.command()(report_command)
     target = tmp_path / "report.html"
@@ -137,8 +140,47 @@ def test_report_is_self_contained_html(job_out: Path, tmp_path: Path) -> None:
     assert top_user in html
     assert "<script" not in html
 
-    empty = CliRunner().invoke(app, [str(tmp_path), "-o", str(tmp_path / "none.html")])
-    assert empty.exit_code == 1 and "no job output" in empty.output
+    code = main(["report", str(tmp_path), "-o", str(tmp_path / "none.html")])
+    assert code == ExitCode.INPUT and "no job output" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(1500)  # first user of the shared Spark fixtures pays for them; the report loads Presidio
+def test_report_with_lake_labels_and_a_real_browser(
+    job_out: Path, history_lake: Path, history: SimulatedHistory, lake_rows: list[dict], tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Accuracy against the simulator's truth, volumes per tenant/deployment/model, detector
+    versions, partial days, dominant-category offenders; then Chromium renders the page."""
+    target = tmp_path / "report.html"
+    code = main(["report", str(job_out), "--lake", str(history_lake), "--labels", str(history.truth_file), "-o", str(target)])
+    assert code == 0, capsys.readouterr().err
+    html = target.read_text()
+    for heading in ("Volumes and flag rates", "Accuracy against labels", "Dead letters", "Alerts", "Detector and model versions"):
+        assert f"<h2>{heading}</h2>" in html
+    assert f"{len(history.truths)} labelled records have a verdict" in html
+    tenants = {r["tenant_id"] for r in lake_rows if r["tenant_id"]}
+    assert tenants and all(f"<td>{t}</td>" in html for t in tenants)
+    assert re.search(r"<td>rules</td><td>[^<]+</td>", html)  # the detector that scored the history, with its version
+    # SIM_END is midnight, so the first day (SIM_END - 4 days) starts at 00:00 and the last ends at 24:00:
+    # no partial day; the backfill's two invalid lines are dead letters of reason invalid_json/unsupported.
+    assert "Partial days" not in html
+    assert re.search(r"<td>invalid_json</td><td class=\"num\">1</td>", html)
+    top = pq.read_table(job_out / "offenders").to_pylist()[0]
+    assert top["dominant_category"] in top["categories"]
+    assert f"<b>{top['dominant_category']}</b>" in html
+
+    if shutil.which("chromium") is None:
+        pytest.skip("headless Chromium is not installed (Debian package chromium; `make system-deps` installs it)")
+    png = screenshot(target, tmp_path / "report.png", height=2400)
+    data = png.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n"
+    from PIL import Image
+
+    with Image.open(png) as img:
+        assert img.size == (1200, 2400)
+        colours = img.convert("RGB").resize((120, 240)).getcolors(maxcolors=120 * 240)
+    assert colours is not None and len(colours) > 50  # charts and tables, not a blank or error page
 
 
 @pytest.mark.slow
