@@ -72,7 +72,8 @@ kafka-down:
 BOOT = $$($(PY) -m pipeline.localinfra.kafka status --bootstrap)
 demo: $(DEMO_STAMP)
 	$(PY) -m pipeline.localinfra.kafka up --port 0 >/dev/null
-	rm -rf $(DEMO_DIR)/lake && mkdir -p $(DEMO_DIR)
+	# A new demo lake: the previous run's lake and the Spark outputs derived from it go.
+	rm -rf $(DEMO_DIR)/lake $(DEMO_DIR)/jobs && mkdir -p $(DEMO_DIR)
 	$(MM) simulate -o $(DEMO_DIR)/traffic.jsonl --records 800 --truth $(DEMO_DIR)/truth.jsonl
 	cat tests/fixtures/malformed.jsonl >> $(DEMO_DIR)/traffic.jsonl
 	$(PY) -m pipeline.demo topics $(BOOT) demo.logs.$(DEMO_RUN) misuse-verdicts inference-logs.dlq
