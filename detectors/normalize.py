@@ -342,11 +342,12 @@ def _despace(run: str) -> str:
     return " ".join(w for w in words if w)
 
 
-def _deleet(word: str, min_letters: int = 2) -> str | None:
+def _deleet(word: str, min_letters: int = 2, upper: bool = False) -> str | None:
     """``r4ns0mw4r3`` -> ``ransomware``. Identifiers are left alone: hashes and colours (hex),
-    chemical formulas and part numbers (upper case), long tokens."""
+    long tokens, and (unless ``upper``: the text is leetspeak already) chemical formulas and
+    part numbers, which are upper case."""
     letters = [c for c in word if c.isalpha()]
-    if len(word) > 24 or _HEXISH.fullmatch(word) or len(letters) < min_letters or "".join(letters).isupper():
+    if len(word) > 24 or _HEXISH.fullmatch(word) or len(letters) < min_letters or ("".join(letters).isupper() and not upper):
         return None
     mapped = word.translate(_LEET_MAP).lower()
     return mapped if mapped.replace("'", "").isalpha() else None
@@ -388,7 +389,7 @@ def _find_edits(text: str, limits: Limits) -> tuple[list[tuple[int, int, str]], 
         scan(_URL_RUN, URL, _decode_url)
     scan(_SPACED_RUN, SPACED, lambda run: _despace(run) if len(re.findall(r"[^\W\d_]", run)) >= limits.min_spaced_letters else None)
     if _leet_text(text):
-        scan(_LEET_LOOSE, LEET, lambda w: _deleet(w, min_letters=1))
+        scan(_LEET_LOOSE, LEET, lambda w: _deleet(w, min_letters=1, upper=True))
     candidates.sort(key=lambda c: (c[0], -(c[1] - c[0])))
     edits: list[tuple[int, int, str]] = []
     used: set[str] = set()

@@ -25,8 +25,8 @@ Options (``DetectorConfig.options``): ``quantize`` = ``int8`` | ``none`` (CPU on
 LRU score cache, default 4096), ``max_windows`` (windows per text, default 64: every token
 of a text up to about 6,100 tokens is in some window; 0 keeps the artifact's own cap),
 ``decode`` = ``true`` | ``false`` (score normalised/decoded readings, default true),
-``sentence_pass`` = ``all`` | ``risky`` | ``jailbreak`` | ``off`` (which prompt parts are
-re-read sentence by sentence, see SENTENCE_PASS_MODES; default ``all``) and
+``sentence_pass`` = ``all`` | ``risky`` | ``keywords`` | ``jailbreak`` | ``off`` (which prompt parts are
+re-read sentence by sentence, see SENTENCE_PASS_MODES; default ``keywords``) and
 ``sentence_pass_max`` (sentences re-read per part, default 128). The throughput and recall of
 these settings: bench/bench_screening.py, docs/benchmarks.md, docs/model-card.md.
 """
@@ -55,9 +55,11 @@ ARTIFACT_NAME = "transformer-minilm-v1"
 # Windows of a text whose sentences the sentence pass re-reads in mode "risky".
 RISKY_WINDOWS = 3
 # What the sentence pass re-reads, sentence by sentence, in prompt parts with no harm category:
-# off: nothing; jailbreak: parts that read as a jailbreak; risky: those, and the sentences of the
-# RISKY_WINDOWS riskiest windows of parts with 3+ sentences; all: every sentence of such parts.
-SENTENCE_PASS_MODES = ("off", "jailbreak", "risky", "all")
+# off: nothing; jailbreak: parts that read as a jailbreak; keywords: those, and in parts with 3+
+# sentences the sentences that name a harm (the keyword rules that give training data its
+# subcategory: a regex first pass, no model); risky: those of the RISKY_WINDOWS riskiest windows
+# instead; all: every sentence of such parts.
+SENTENCE_PASS_MODES = ("off", "jailbreak", "keywords", "risky", "all")
 DEFAULT_ARTIFACT_DIR = Path(__file__).resolve().parent / "models" / ARTIFACT_NAME
 
 
@@ -145,7 +147,7 @@ class TransformerDetector(Detector):
         lexical: dict[str, Any] | None = None,
         max_windows: int = 64,
         decode: bool = True,
-        sentence_pass: str = "all",
+        sentence_pass: str = "keywords",
         sentence_pass_max: int = 128,
     ) -> None:
         self.encoder = encoder
@@ -206,7 +208,7 @@ class TransformerDetector(Detector):
             lexical=lexical,
             max_windows=int(config.options.get("max_windows", "64")),
             decode=config.options.get("decode", "true").lower() not in {"false", "0", "no"},
-            sentence_pass=config.options.get("sentence_pass", "all"),
+            sentence_pass=config.options.get("sentence_pass", "keywords"),
             sentence_pass_max=int(config.options.get("sentence_pass_max", "128")),
         )
 
@@ -351,12 +353,14 @@ class TransformerDetector(Detector):
                 continue
             if Category.JAILBREAK.value in labels:
                 sentences = _sentences(it.reading.text)
-            elif self.sentence_pass in ("risky", "all"):
+            elif self.sentence_pass in ("keywords", "risky", "all"):
                 sentences = _sentences(it.reading.text)
                 if len(sentences) < 3:
                     continue
                 if self.sentence_pass == "risky":
                     sentences = [(a, b) for a, b in sentences if any(a < hi and lo < b for lo, hi in ts.risky)]
+                elif self.sentence_pass == "keywords":
+                    sentences = [(a, b) for a, b in sentences if _names_harm(it.reading.text[a:b])]
             else:
                 continue
             todo.extend(_Item(it.record, it.part, it.reading.slice(a, b), sentence=True) for a, b in sentences[: self.sentence_pass_max])
@@ -377,6 +381,10 @@ class TransformerDetector(Detector):
         reported: list[tuple[_Item, TextScores, dict[str, float]]] = []
         for it, ts in scored:
             labels = self._reported(it.part.side, ts, refusals.get((it.record, it.part.location)))
+            if it.sentence:
+                # A sentence out of its context says what is asked, not whether the framing is
+                # a jailbreak ("Please proofread this report." alone reads as one).
+                labels.pop(Category.JAILBREAK.value, None)
             if it.reading.transforms:
                 hidden.update((it.record, label, it.part.side) for label in labels)
             reported.append((it, ts, labels))
@@ -449,3 +457,15 @@ def _evidence(item: _Item, start: int, end: int) -> str:
         return reading_evidence(item.part.text, item.reading, start, end)
     lo, hi = item.reading.original_span(start, end)
     return evidence_snippet(item.part.text, lo, hi)
+
+
+def _names_harm(sentence: str) -> bool:
+    """Does the sentence name a cyber or other harm (training's subcategory keyword rules)?
+    Misinformation's rules are left out: they name ordinary words (article, story, health)."""
+    from detectors.training.data import SUBCATEGORY_RULES
+
+    return any(
+        pattern.search(sentence)
+        for category in (Category.CYBER_ABUSE, Category.OTHER_HARM)
+        for _, pattern in SUBCATEGORY_RULES[category]
+    )

@@ -1,0 +1,109 @@
+"""Per-transformation recall and false-positive rate of the default detectors (issue 11).
+
+    HF_HUB_OFFLINE=1 .venv/bin/python bench/bench_obfuscation.py [--sentence-pass MODE]
+
+Each of the harmful cyber requests and benign requests of tests/fixtures/obfuscation.py
+(written for this test, not from any training or reserved evaluation source) goes through
+each cheap trick of issue 11, and then through:
+
+* ``transformer (before)``: the transformer detector as it screened until issue 11
+  (bench/bench_screening.py ``legacy_detect``: joined non-assistant messages + completion,
+  8 windows per text, no normalisation or decoding),
+* ``transformer``: the detector as shipped (every part, readings, full windows, sentence pass),
+* ``rules``: the rules detector as shipped,
+* ``both``: the union of the two shipped detectors (the ``transformer,rules`` set).
+
+Recall: share of harmful requests with a ``cyber_abuse`` finding. FPR (harm): share of
+benign requests with any finding other than ``jailbreak``; FPR (any): with any finding at
+all (a role-play wrapper is a jailbreak attempt even around a benign request, so it is
+reported apart). Prints a Markdown table (pasted into docs/model-card.md) and the three
+special benign texts' verdicts (a base64 image, a Russian sentence, a long document).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+from bench.bench_screening import legacy_detect  # noqa: E402
+from pipeline.schemas import Category, Finding  # noqa: E402
+
+
+def _cyber(findings: list[Finding]) -> bool:
+    return any(f.category is Category.CYBER_ABUSE for f in findings)
+
+
+def _harm(findings: list[Finding]) -> bool:
+    return any(f.category is not Category.JAILBREAK for f in findings)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--sentence-pass", default=None, help="override the transformer's sentence_pass mode")
+    parser.add_argument("--write", type=Path, default=None, help="also write the section (docs/obfuscation-eval.md)")
+    args = parser.parse_args()
+    lines: list[str] = []
+
+    def emit(line: str = "") -> None:
+        print(line)
+        lines.append(line)
+
+
+    from detectors.base import DetectorConfig
+    from detectors.rules import RulesDetector
+    from detectors.transformer import TransformerDetector
+    from tests.fixtures.obfuscation import BENIGN_REQUESTS, HARMFUL_CYBER, SPECIAL_BENIGN, TRANSFORMATIONS, plain_log
+
+    options = {"cache_size": "0"}
+    if args.sentence_pass:
+        options["sentence_pass"] = args.sentence_pass
+    transformer = TransformerDetector.create(DetectorConfig(options=options))
+    rules = RulesDetector()
+    emit("## Hidden requests: obfuscation, history, long texts (issue 11)")
+    emit()
+    emit(f"Command: `HF_HUB_OFFLINE=1 .venv/bin/python bench/bench_obfuscation.py --write docs/obfuscation-eval.md` "
+         f"(transformer {transformer.detector_version}, sentence_pass={transformer.sentence_pass}; rules {rules.version}). "
+         f"{len(HARMFUL_CYBER)} harmful cyber requests and {len(BENIGN_REQUESTS)} benign requests written for this test "
+         "(tests/fixtures/obfuscation.py; not from any training or reserved source), each under every transformation. "
+         "Recall: harmful requests with a `cyber_abuse` finding. FPR harm: benign requests with a finding other than "
+         "`jailbreak`; FPR any: with any finding (wrapping even a benign request in base64, spaced letters or a "
+         "no-rules role-play reads as a jailbreak attempt). `before`: the transformer as it screened until issue 11. "
+         "A small, hand-written set: it shows which tricks work, not a population rate.")
+    emit()
+    emit("| transformation | transformer (before) recall | transformer recall | rules recall | both recall "
+         "| transformer FPR harm / any | rules FPR harm / any | both FPR harm / any |")
+    emit("|---|---|---|---|---|---|---|---|")
+    for name, build in TRANSFORMATIONS.items():
+        harmful = [build(t, f"{name}-h{i}") for i, t in enumerate(HARMFUL_CYBER)]
+        benign = [build(t, f"{name}-b{i}") for i, t in enumerate(BENIGN_REQUESTS)]
+        logs = harmful + benign
+        before = legacy_detect(transformer, logs)
+        tr = transformer.detect(logs)
+        ru = rules.detect(logs)
+        both = [a + b for a, b in zip(tr, ru, strict=True)]
+        h, n = len(harmful), len(benign)
+
+        def recall(res: list[list[Finding]]) -> str:
+            return f"{sum(_cyber(r) for r in res[:h])}/{h}"
+
+        def fpr(res: list[list[Finding]]) -> str:
+            return f"{sum(_harm(r) for r in res[h:])}/{n} / {sum(bool(r) for r in res[h:])}/{n}"
+
+        emit(f"| {name} | {recall(before)} | {recall(tr)} | {recall(ru)} | {recall(both)} | {fpr(tr)} | {fpr(ru)} | {fpr(both)} |")
+    emit()
+    for name, text in SPECIAL_BENIGN.items():
+        log = plain_log(text, name)
+        found = transformer.detect([log])[0] + rules.detect([log])[0]
+        verdict = "flagged " + ", ".join(sorted({f.category.value for f in found})) if found else "not flagged"
+        emit(f"- benign {name.replace('_', ' ')} (both detectors): {verdict}")
+    if args.write:
+        args.write.write_text("\n".join(lines) + "\n")
+
+
+if __name__ == "__main__":
+    main()
