@@ -52,13 +52,53 @@ def legacy_detect(det: TransformerDetector, records: Sequence[InferenceLog]) -> 
         det.window = saved
 
 
+def token_breakdown(records: Sequence[InferenceLog]) -> None:
+    """Backbone tokens of ``before`` and ``after`` by what they read (tokenizer only, unique
+    texts per side as with the score cache): where the extra cost comes from."""
+    from collections import Counter
+
+    from detectors.normalize import iter_all
+    from detectors.training.modeling import WindowConfig, backbone_path, make_windows
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(str(backbone_path()), local_files_only=True)
+
+    def tokens(text: str, cap: int) -> int:
+        return sum(len(w.input_ids) for w in make_windows(tok, text, WindowConfig(max_windows=cap)))
+
+    before, after, seen, seen_after = Counter(), Counter(), set(), set()
+    for r in records:
+        for side, text in [("prompt_text", r.prompt_text)] + ([("completion", r.completion or "")] if r.has_completion else []):
+            if (side, text) not in seen:
+                seen.add((side, text))
+                before[side] += tokens(text, 8)
+        for part in r.screened_parts():
+            for reading in iter_all(part.text):
+                key = (part.side, reading.text)
+                if key not in seen_after:
+                    seen_after.add(key)
+                    after[part.kind.value + ("" if not reading.transforms else " (readings)")] += tokens(reading.text, 64)
+    total = sum(before.values())
+    print(f"before: {dict(before)} = {total:,} tokens")
+    print("after (plain and readings; sentence pass not included):")
+    for kind, n in after.most_common():
+        print(f"  {kind}: {n:,} ({n / total:.1%} of before)")
+    print(f"  total: {sum(after.values()):,} ({sum(after.values()) / total:.2f}x)")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--records", type=int, default=300)
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--modes", default=",".join(SENTENCE_PASS_MODES))
     parser.add_argument("--cache-size", type=int, default=4096, help="score cache per variant (the default); 0: cold")
+    parser.add_argument("--breakdown", action="store_true", help="only print the token breakdown (no model)")
     args = parser.parse_args()
+    if args.breakdown:
+        from pipeline.simulate import simulate
+
+        token_breakdown([r.log for r in simulate(args.records, seed=11, end=datetime(2026, 1, 2, tzinfo=UTC))])
+        return
 
     from rich.console import Console
     from rich.table import Table
@@ -121,7 +161,7 @@ def main() -> None:
 
     table = Table(title=f"transformer detector on {len(records)} simulated records (seed 11), cache {args.cache_size}, batch {args.batch}")
     for col in ("variant", "records/s", "vs before", "backbone tokens", "flagged records"):
-        table.add_column(col)
+        table.add_column(col, no_wrap=True)
     base = len(records) / seconds["before"]
     for name in variants:
         rate = len(records) / seconds[name]
