@@ -260,7 +260,7 @@ def _write_report(output_dir, seed, ds, data, english_inj, trans, trans_benign, 
 
 @app.command("compare")
 def compare(
-    output_dir: Annotated[Path, typer.Option(help="Where the comparison report goes")] = Path("/work/cache/c-v2/compare"),
+    output_dir: Annotated[Path | None, typer.Option(help="Where the comparison report goes (default <runs>/v2-compare)")] = None,
     cache_dir: Annotated[Path | None, typer.Option(help="Feature cache (outside the repo)")] = None,
     extra_data: Annotated[Path | None, typer.Option(help="Extra labelled sets, read in place (default ../shared/data)")] = None,
     backbones: Annotated[str, typer.Option(help="Comma-separated: minilm, mpnet, e5")] = "minilm,e5,mpnet",
@@ -271,13 +271,16 @@ def compare(
     ] = None,
     per_language: Annotated[int | None, typer.Option(help="At most this many translated examples per language and set")] = None,
 ) -> None:
-    """Backbones on allowed validation (cross-fitted); writes compare.json and compare.md."""
+    """Backbones on allowed validation (cross-fitted); writes compare.json."""
     from detectors.training.extra import DEFAULT_EXTRA_DATA, assemble_v2
 
     logging.basicConfig(level=logging.INFO)
     if threads:
         torch.set_num_threads(threads)
+    from detectors.training.ship import refuse_shipped_tree, runs_root
+
     cache_dir = cache_dir or default_cache()
+    output_dir = refuse_shipped_tree(output_dir or runs_root() / "v2-compare")
     output_dir.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
     data = assemble_v2(extra_data or DEFAULT_EXTRA_DATA, seed=seed)

@@ -62,3 +62,15 @@ def test_shared_data_loaders_read_in_place() -> None:
     answers = extra.truthfulqa(root)
     assert all(e.side is Side.COMPLETION for e in answers)
     assert any(e.labels == ("misinformation",) for e in answers) and any(not e.labels for e in answers)
+
+
+def test_comparison_subsamples_are_nested_and_stable() -> None:
+    """A smaller per-source sample is a subset of a larger one (so cached features are reused
+    and the two comparisons share their examples), and the order of the input does not matter."""
+    from detectors.training.v2 import _subsample
+
+    examples = [_ex(f"request number {i} about something", source=f"s{i % 3}") for i in range(30)]
+    small, large = _subsample(examples, 2), _subsample(examples, 5)
+    assert len(small) == 6 and len(large) == 15
+    assert {e.text for e in small} <= {e.text for e in large}
+    assert _subsample(list(reversed(examples)), 5) == large
