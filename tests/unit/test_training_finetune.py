@@ -118,7 +118,7 @@ def test_detector_serves_an_artifact_with_an_adapter(encoder, tmp_path) -> None:
         "completion": {label: cal for label in COMPLETION_LABELS},
     }
     manifest = Manifest(
-        name="t", version="t-lora", backbone="b", backbone_package="p", feature_layers=FEATURE_LAYERS, window=WindowConfig(),
+        name="t", version="t-lora", backbone="sentence-transformers/all-MiniLM-L6-v2", backbone_package="p", feature_layers=FEATURE_LAYERS, window=WindowConfig(),
         prompt_labels=PROMPT_LABELS, completion_labels=COMPLETION_LABELS, subcategory_labels=SUBCATEGORY_LABELS,
         heads_hidden=TrainConfig(output_dir=tmp_path).heads_hidden, seed=3, adapter={"r": 8},
     )
@@ -147,7 +147,7 @@ def test_heads_ensemble_round_trips_and_averages_its_members(tmp_path) -> None:
         torch.testing.assert_close(ensemble.side_logits(Side.PROMPT, x), expected)
     cal = LabelCalibration(a=1.0, b=0.0, threshold=0.5, target_precision=0.9, validation_precision=None, validation_recall=None, validation_positives=0)
     manifest = Manifest(
-        name="t", version="t-ens", backbone="b", backbone_package="p", feature_layers=FEATURE_LAYERS, window=WindowConfig(),
+        name="t", version="t-ens", backbone="sentence-transformers/all-MiniLM-L6-v2", backbone_package="p", feature_layers=FEATURE_LAYERS, window=WindowConfig(),
         prompt_labels=PROMPT_LABELS, completion_labels=COMPLETION_LABELS, subcategory_labels=SUBCATEGORY_LABELS,
         heads_hidden=256, seed=0, ensemble_members=3,
     )
