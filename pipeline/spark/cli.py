@@ -51,12 +51,19 @@ def _session(master: str, job: str, driver_memory: str = "1g", kafka: bool = Fal
     from pipeline.spark.backfill import parse_options
     from pipeline.spark.session import SparkOptions, build_session
 
-    return build_session(
+    import logging
+
+    session = build_session(
         SparkOptions(
             master=master, app_name=f"misuse-monitor-{job}", driver_memory=driver_memory, kafka=kafka,
             conf=parse_options(conf, what="--conf"),
         )
     )
+    # Spark's WARN lines (e.g. WindowExec's one per global-window stage) describe normal plans;
+    # they follow the CLI's --log-level (warning by default shows Spark's errors only).
+    if logging.getLogger().getEffectiveLevel() > logging.DEBUG:
+        session.sparkContext.setLogLevel("ERROR")
+    return session
 
 
 def _settings(config: Path | None):  # noqa: ANN202

@@ -77,6 +77,8 @@ def test_readme_output_patterns_match_themselves() -> None:
         "kafka: stopped (pid 4242); data kept in /tmp/x/.run/kafka/data")
     assert _pattern("│ jailbreak      │       13 │ ...").match("│ jailbreak      │       13 │     139 │   0.09 │")
     assert not _pattern("│ jailbreak      │       13 │ ...").match("│ jailbreak      │       12 │     139 │")
+    assert _pattern("│ jailbreak      │ <n> │ ...").match("│ jailbreak      │       15 │     144 │")
+    assert not _pattern("│ jailbreak      │ <n> │ ...").match("│ misinformation │       15 │     144 │")
 
 
 @pytest.fixture()
