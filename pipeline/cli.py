@@ -17,7 +17,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from pipeline.decode import DecodeError, decode_log, request_id_of
+from pipeline.decode import DecodeError, decode_log, key_fields_of
 from pipeline.schemas import InferenceLog, contract_json_schemas
 from pipeline.settings import Settings, load_settings
 
@@ -238,9 +238,15 @@ def _require_topic(settings: Settings, topic: str, create: bool) -> None:
 
 
 def _request_id_key(line: bytes) -> bytes | None:
-    """The record key: the line's request id (bounded parse, never raises), else None (unkeyed)."""
-    rid = request_id_of(line)
-    return rid.encode("utf-8", "surrogatepass") if rid else None
+    """The record key the gateway would give the line (tenant and user, else the request id:
+    pipeline.producer.record_key); bounded parse, never raises; None leaves a bad line unkeyed."""
+    from pipeline.producer import record_key
+
+    tenant, user, rid = key_fields_of(line)
+    try:
+        return record_key(tenant, user, rid or "")
+    except UnicodeEncodeError:  # a lone surrogate in an id: the line is dead-lettered anyway
+        return None
 
 
 @app.command()

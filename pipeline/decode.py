@@ -273,8 +273,15 @@ def decode_log(value: bytes | None, max_bytes: int) -> InferenceLog:
 
 def request_id_of(value: bytes, max_bytes: int = 1 << 20) -> str | None:
     """The ``request_id`` of a raw line when it has a usable one, else None; never raises."""
+    return key_fields_of(value, max_bytes)[2]
+
+
+def key_fields_of(value: bytes, max_bytes: int = 1 << 20) -> tuple[str | None, str | None, str | None]:
+    """(tenant_id, user_id, request_id) of a raw line, each None when absent or not a string;
+    never raises (``produce`` keys replayed lines like the gateway keys live ones)."""
     try:
-        rid = parse_json_object(value, max_bytes).get("request_id")
+        obj = parse_json_object(value, max_bytes)
     except DecodeError:
-        return None
-    return rid if isinstance(rid, str) and rid else None
+        return None, None, None
+    fields = (obj.get("tenant_id"), obj.get("user_id"), obj.get("request_id"))
+    return tuple(f if isinstance(f, str) and f else None for f in fields)  # type: ignore[return-value]

@@ -213,3 +213,15 @@ def test_error_detail_quoting_a_hostile_key_is_storable():
     assert err.reason is DecodeReason.DUPLICATE_KEY
     assert "\x00" not in err.detail and "\\ud800" in err.detail
     err.detail.encode("utf-8")
+
+
+def test_produce_keys_replayed_lines_like_the_gateway():
+    """`produce` keys a line by tenant and user (record_key), so a replay keeps one user's traffic
+    on one partition like live gateway traffic; no user: the request id; poison: unkeyed."""
+    from pipeline.cli import _request_id_key
+    from pipeline.producer import record_key
+
+    assert _request_id_key(_line(prompt="x", request_id="r1", tenant_id="t", user_id="u")) == record_key("t", "u", "r1")
+    assert _request_id_key(_line(prompt="x", request_id="r2")) == b"r2"
+    assert _request_id_key(b"[" * 100_000 + b"]" * 100_000) is None
+    assert _request_id_key(b'{"request_id": "a", "user_id": "\\ud800"}') is None
