@@ -174,6 +174,7 @@ class Pipeline(RebalanceHooks):
                 if self._in_flight >= self.settings.stream.max_in_flight_batches:
                     with self._changed:
                         self._changed.wait_for(self._can_hand_out, timeout=0.1)
+                    self.source.keep_alive()  # stays in the group while a slow batch finishes
                     continue
                 batch = self.source.next_batch()
                 if not batch:
@@ -215,9 +216,13 @@ class Pipeline(RebalanceHooks):
         self._to_score.put(item)
 
     def _finish_in_flight(self) -> None:
-        """Wait until every batch handed out is flushed (or a stage failed)."""
-        with self._changed:
-            self._changed.wait_for(lambda: self._in_flight == 0 or self._failure is not None)
+        """Wait until every batch handed out is flushed (or a stage failed), staying in the group."""
+        done = lambda: self._in_flight == 0 or self._failure is not None  # noqa: E731
+        while True:
+            with self._changed:
+                if self._changed.wait_for(done, timeout=0.1):
+                    return
+            self.source.keep_alive()
 
     def _commit(self) -> None:
         committed = self.source.commit_done()

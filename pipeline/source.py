@@ -102,6 +102,7 @@ class KafkaSource:
         # Offsets of finished batches, written by the sink stage, committed by commit_done().
         self._done: dict[TopicPartition, int] = {}
         self._done_lock = threading.Lock()
+        self._last_poll = time.monotonic()
         self._consumer = KafkaConsumer(
             group_id=kafka.group_id,
             enable_auto_commit=False,
@@ -205,32 +206,54 @@ class KafkaSource:
                 # Joining the group is not waiting for records: give the join round trips
                 # time to finish inside one poll (see the note in __init__).
                 remaining_ms = max(remaining_ms, JOIN_POLL_MS)
-            polled = self._consumer.poll(
-                timeout_ms=remaining_ms, max_records=self._batch.max_records - len(self._pending)
-            )
-            stale = self._to_reposition
-            if stale:
-                # Records fetched before the seek are re-read after it (from the committed offset,
-                # or from the first of them when the group has no commit for the partition yet).
-                for tp in stale & polled.keys():
-                    first = polled.pop(tp)[0].offset
-                    self._dropped_from[tp] = min(self._dropped_from.get(tp, first), first)
-                self._reposition()
-            for tp, records in polled.items():
-                self._metrics.records_consumed.labels(tp.topic).inc(len(records))
-                topic, partition = tp.topic, tp.partition
-                self._pending.extend(
-                    RawRecord(
-                        SourcePosition(topic, partition, rec.offset),
-                        rec.key,
-                        rec.value,
-                        tuple(rec.headers) if rec.headers else (),
-                        rec.timestamp,
-                    )
-                    for rec in records
-                )
+            self._poll_into_pending(remaining_ms, self._batch.max_records - len(self._pending))
         batch, self._pending = self._pending, []
         return batch
+
+    def keep_alive(self, every_s: float = 1.0) -> None:
+        """Poll without taking records of the partitions owned, at most once per ``every_s``.
+
+        The runner calls this while its stages are full. kafka-python evicts a member that does not
+        poll within ``max_poll_interval_ms``, and a slow detector (a CPU, a long batch) could
+        otherwise keep this member from polling that long: it would be evicted, re-read the same
+        batches after rejoining, and be evicted again. Polling also lets it take part in
+        rebalances. Records of partitions assigned during the call are kept for next_batch."""
+        if time.monotonic() - self._last_poll < every_s:
+            return
+        owned = set(self._consumer.assignment())
+        if owned:
+            self._consumer.pause(*owned)
+        try:
+            self._poll_into_pending(0, max(1, self._batch.max_records - len(self._pending)))
+        finally:
+            still_owned = owned & set(self._consumer.assignment())
+            if still_owned:
+                self._consumer.resume(*still_owned)
+
+    def _poll_into_pending(self, timeout_ms: int, max_records: int) -> None:
+        polled = self._consumer.poll(timeout_ms=timeout_ms, max_records=max_records)
+        self._last_poll = time.monotonic()
+        stale = self._to_reposition
+        if stale:
+            # Records fetched before the seek are re-read after it (from the committed offset,
+            # or from the first of them when the group has no commit for the partition yet).
+            for tp in stale & polled.keys():
+                first = polled.pop(tp)[0].offset
+                self._dropped_from[tp] = min(self._dropped_from.get(tp, first), first)
+            self._reposition()
+        for tp, records in polled.items():
+            self._metrics.records_consumed.labels(tp.topic).inc(len(records))
+            topic, partition = tp.topic, tp.partition
+            self._pending.extend(
+                RawRecord(
+                    SourcePosition(topic, partition, rec.offset),
+                    rec.key,
+                    rec.value,
+                    tuple(rec.headers) if rec.headers else (),
+                    rec.timestamp,
+                )
+                for rec in records
+            )
 
     def mark_done(self, records: Sequence[RawRecord]) -> None:
         """Record that every sink flushed ``records`` (any thread); commit_done() commits them."""
