@@ -172,13 +172,15 @@ def produce(
     rate: Annotated[float | None, typer.Option(help="Records per second (default: as fast as possible)")] = None,
     bootstrap: Annotated[str | None, typer.Option(help="Kafka bootstrap servers")] = None,
     create_topic: Annotated[bool, typer.Option("--create-topic", help="Create the topic if it does not exist")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON on stdout")] = False,
     config: ConfigOpt = None,
 ) -> None:
     """Replay a JSONL file into Kafka, line by line, bytes unchanged (bad lines included).
 
-    Every non-empty line is sent, whatever it holds: the key is the line's ``request_id`` when
-    the hardened decoder's bounded parse finds one (pipeline/decode.py), else none, so a hostile
-    line (100,000-deep JSON, invalid UTF-8) is replayed unkeyed instead of stopping the replay.
+    Every non-empty line is sent, whatever it holds: the key is the one the gateway would give it
+    (a hash of tenant and user, else the request id: pipeline.producer.record_key) when the hardened
+    decoder's bounded parse can read it (pipeline/decode.py), else none, so a hostile line
+    (100,000-deep JSON, invalid UTF-8) is replayed unkeyed instead of stopping the replay.
     A line the broker refuses outright (over the producer's max request size) is reported by
     line number and skipped, and the command then exits 4 (input).
     """
@@ -216,7 +218,12 @@ def produce(
                     time.sleep(ahead)
             if sent % 5000 == 0:
                 producer.flush()
-    console.print(f"[green]delivered {sent} records to {producer.topic}[/green] in {time.monotonic() - started:.1f}s")
+    elapsed = time.monotonic() - started
+    if as_json:
+        print(json.dumps({"topic": producer.topic, "delivered": sent, "refused": refused, "seconds": round(elapsed, 3)},
+                         sort_keys=True))
+    else:
+        console.print(f"[green]delivered {sent} records to {producer.topic}[/green] in {elapsed:.1f}s")
     if refused:
         from pipeline.exits import ExitCode
 
@@ -388,6 +395,7 @@ def classify(
     allow_errors: Annotated[
         bool, typer.Option("--allow-errors", help="Exit 0 even when some lines could not be decoded or scored")
     ] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON on stdout")] = False,
 ) -> None:
     """Score a file with the same decode, detectors and thresholds as the stream.
 
@@ -400,6 +408,8 @@ def classify(
     from pipeline.exits import ExitCode
     from pipeline.scoring import Scorer
 
+    if as_json and _is_dash(output):
+        raise typer.BadParameter("--json prints to stdout, which -o - already uses", param_hint="--json")
     settings = _settings(config, detectors__enabled=detectors.split(",") if detectors else None)
     scorer = Scorer.from_settings(settings)
     total = _count_lines(input)
@@ -424,9 +434,12 @@ def classify(
     finally:
         scorer.close()
     where = "stdout" if _is_dash(output) else output
-    console.print(
-        f"[green]{counts['verdicts']} verdicts ({counts['flagged']} flagged), {counts['errors']} error lines[/green] -> {where}"
-    )
+    if as_json:
+        print(json.dumps({**counts, "output": str(where)}, sort_keys=True))
+    else:
+        console.print(
+            f"[green]{counts['verdicts']} verdicts ({counts['flagged']} flagged), {counts['errors']} error lines[/green] -> {where}"
+        )
     if counts["errors"] and not allow_errors:
         console.print(f"[red]{counts['errors']} line(s) could not be classified (see their misuse-error/v1 lines); "
                       "--allow-errors accepts that[/red]")
