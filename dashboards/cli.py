@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -24,15 +25,22 @@ def generate(out: OutOpt = None) -> None:
 
 
 @app.command()
-def check(out: OutOpt = None) -> None:
+def check(
+    out: OutOpt = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the stale files as JSON")] = False,
+) -> None:
     """Exit 1 when the generated JSON is stale (CI)."""
     from dashboards.generate import GENERATED_DIR, stale_files
 
     stale = stale_files(out or GENERATED_DIR)
-    if stale:
+    if as_json:
+        typer.echo(json.dumps({"up_to_date": not stale, "stale": sorted(stale)}))
+    elif stale:
         typer.echo(f"stale: {', '.join(stale)}; run `misuse-monitor dashboards generate`", err=True)
+    else:
+        typer.echo("dashboards up to date")
+    if stale:
         raise typer.Exit(1)
-    typer.echo("dashboards up to date")
 
 
 def _parse_overrides(pairs: list[str]) -> dict[str, str]:
@@ -86,6 +94,7 @@ def verify(
     prometheus_url: Annotated[str, typer.Option(help="Prometheus base URL")] = "http://127.0.0.1:9090",
     postgres_url: Annotated[str | None, typer.Option(help="SQLAlchemy URL of the events store (default: settings)")] = None,
     hours: Annotated[float, typer.Option(help="Time range to query, ending now")] = 1.0,
+    as_json: Annotated[bool, typer.Option("--json", help="Print every query's outcome as JSON")] = False,
 ) -> None:
     """Run every panel query against live datasources; exit 1 if any fails or returns no data."""
     import sqlalchemy as sa
@@ -98,16 +107,23 @@ def verify(
     end = datetime.now(UTC)
     start = end - timedelta(hours=hours)
     bad = 0
+    outcomes = []
     for board in all_dashboards():
         for pq in iter_queries(board):
             try:
                 rows = run_query(pq, prometheus_url=prometheus_url, engine=engine, start=start, end=end).rows
             except Exception as exc:  # noqa: BLE001 - report every failing query, then fail once
-                typer.echo(f"ERROR   {pq.label}: {exc}")
+                outcomes.append({"query": pq.label, "status": "error", "error": str(exc)})
+                if not as_json:
+                    typer.echo(f"ERROR   {pq.label}: {exc}")
                 bad += 1
                 continue
-            typer.echo(f"{'ok' if rows else 'EMPTY':7} {pq.label}: {rows}")
+            outcomes.append({"query": pq.label, "status": "ok" if rows else "empty", "rows": len(rows)})
+            if not as_json:
+                typer.echo(f"{'ok' if rows else 'EMPTY':7} {pq.label}: {rows}")
             bad += 0 if rows else 1
     engine.dispose()
+    if as_json:
+        typer.echo(json.dumps({"failed": bad, "queries": outcomes}))
     if bad:
         raise typer.Exit(1)

@@ -74,20 +74,32 @@ def test(
     ctx: typer.Context,
     send: Annotated[bool, typer.Option(help="Also send a test notification to every receiver")] = False,
     timeout_s: Annotated[float, typer.Option(help="How long --send waits for deliveries")] = 30.0,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the validated rules as JSON")] = False,
 ) -> None:
     """Validate the rules file against the configured receivers; --send checks delivery end to end."""
+    if as_json and send:
+        raise typer.BadParameter("--json lists the validated rules; run --send without it", param_hint="--json")
     settings = _settings(ctx)
     names = [r.name for r in settings.receivers]
     try:
         rules = load_rules(settings.rules_file, names)
     except AlertRulesError as exc:
-        console.print(f"[red]invalid:[/red] {exc}")
+        if as_json:
+            print(json.dumps({"rules_file": str(settings.rules_file), "valid": False, "error": str(exc)}))
+        else:
+            console.print(f"[red]invalid:[/red] {exc}")
         raise typer.Exit(2) from exc
-    table = Table("rule", "kind", "severity", "receivers")
-    for r in rules.rules:
-        table.add_row(r.name, r.kind, r.severity, ", ".join(r.receivers) or "(all)")
-    console.print(table)
-    console.print(f"{settings.rules_file}: {len(rules.rules)} rule(s) OK (notify: {settings.notify})")
+    if as_json:
+        print(json.dumps({
+            "rules_file": str(settings.rules_file), "valid": True, "notify": settings.notify,
+            "rules": [{"name": r.name, "kind": r.kind, "severity": r.severity, "receivers": list(r.receivers)} for r in rules.rules],
+        }, sort_keys=True))
+    else:
+        table = Table("rule", "kind", "severity", "receivers")
+        for r in rules.rules:
+            table.add_row(r.name, r.kind, r.severity, ", ".join(r.receivers) or "(all)")
+        console.print(table)
+        console.print(f"{settings.rules_file}: {len(rules.rules)} rule(s) OK (notify: {settings.notify})")
     if not send:
         return
     if settings.notify == "alertmanager":

@@ -74,3 +74,16 @@ def test_receivers_without_direct_mode_are_a_configuration_error() -> None:
 
     with pytest.raises(ValidationError, match="notify: direct"):
         AlertSettings(receivers=[{"name": "ops", "type": "slack", "url": "http://127.0.0.1:9/hook"}])
+
+
+def test_test_command_json_lists_the_rules_or_the_error(tmp_path: Path) -> None:
+    ok = runner.invoke(app, ["--db-url", f"sqlite:///{tmp_path / 'a.db'}", "--rules", str(EXAMPLE), "test", "--json"])
+    assert ok.exit_code == 0, ok.output
+    doc = json.loads(ok.stdout)
+    assert doc["valid"] is True and len(doc["rules"]) == 6 and {"name", "kind", "severity", "receivers"} <= set(doc["rules"][0])
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("rules: [{name: x, kind: rate, window: 5m}]")
+    bad = runner.invoke(app, ["--rules", str(broken), "test", "--json"])
+    assert bad.exit_code == 2 and json.loads(bad.stdout)["valid"] is False
+    clash = runner.invoke(app, ["--rules", str(EXAMPLE), "test", "--json", "--send"])
+    assert clash.exit_code == 2 and "--json" in clash.output

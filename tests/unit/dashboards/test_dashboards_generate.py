@@ -156,3 +156,12 @@ def test_pipeline_health_selects_job_and_instance() -> None:
     assert len(stream_queries) > 20
     unfiltered = [q for q in stream_queries if 'job=~"$job", instance=~"$instance"' not in q]
     assert unfiltered == []
+
+
+def test_check_json_names_the_stale_files(tmp_path: Path) -> None:
+    runner = CliRunner()
+    stale = runner.invoke(app, ["check", "--out", str(tmp_path), "--json"])
+    assert stale.exit_code == 1 and json.loads(stale.stdout)["up_to_date"] is False and json.loads(stale.stdout)["stale"]
+    assert runner.invoke(app, ["generate", "--out", str(tmp_path)]).exit_code == 0
+    fresh = runner.invoke(app, ["check", "--out", str(tmp_path), "--json"])
+    assert fresh.exit_code == 0 and json.loads(fresh.stdout) == {"up_to_date": True, "stale": []}
