@@ -372,3 +372,10 @@ def test_verify_command_reports_each_query(stack: Stack, postgres_admin_url: str
         )
     assert empty.exit_code == 1
     assert any(line.startswith("EMPTY") and "mm-misuse-overview" in line for line in empty.output.splitlines()), empty.output
+
+    as_json = CliRunner().invoke(
+        app, ["verify", "--prometheus-url", stack.prometheus.url, "--postgres-url", stack.postgres_url, "--hours", "0.2", "--json"]
+    )
+    doc = json.loads(as_json.stdout)
+    assert as_json.exit_code == 0 and doc["failed"] == 0 and len(doc["queries"]) >= 40
+    assert all(q["status"] == "ok" and q["rows"] > 0 for q in doc["queries"])
