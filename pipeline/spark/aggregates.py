@@ -25,6 +25,7 @@ from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
 from pipeline.schemas import Severity
+from pipeline.spark.output import add_overwrite_argument, refuse_overwrite
 
 ALL = "all"
 GROUP = ["date", "tenant_id", "deployment", "model"]
@@ -81,6 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--master", default="local[*]")
     p.add_argument("--lake", type=Path, required=True)
     p.add_argument("--out", type=Path, required=True)
+    add_overwrite_argument(p)
     return p
 
 
@@ -89,6 +91,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from pipeline.spark.session import SparkOptions, build_session
 
     args = build_parser().parse_args(argv)
+    refuse_overwrite([args.out / "aggregates"], args.overwrite)  # before Spark starts: a mistyped --out costs nothing
     spark = build_session(SparkOptions(master=args.master, app_name="misuse-monitor-aggregates"))
     print(f"aggregates -> {write(run(spark, read_lake_verdicts(spark, args.lake)), args.out)}")
     return 0

@@ -49,6 +49,7 @@ from pipeline.schemas import InferenceLog, MisuseVerdict
 from pipeline.scoring import RecordError, Scorer
 from pipeline.settings import Settings, load_settings
 from pipeline.sinks.base import ScoredRecord, SourcePosition
+from pipeline.spark.output import add_overwrite_argument, refuse_overwrite
 from pipeline.verdicts import Pseudonymizer, build_verdict
 
 FILE_TOPIC = "file"
@@ -633,6 +634,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--starting-offsets", default="earliest")
     p.add_argument("--ending-offsets", default="latest")
     p.add_argument("--out", type=Path, required=True, help="output lake root")
+    add_overwrite_argument(p)
     p.add_argument("--detectors", default=None, help="comma-separated detector names")
     p.add_argument("--option", action="append", default=[], help="detector option key=value")
     p.add_argument("--min-scores", default=None, help="category=score,... extra thresholds")
@@ -644,6 +646,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from pipeline.spark.session import SparkOptions, build_session
 
     args = build_parser().parse_args(argv)
+    refuse_overwrite([args.out], args.overwrite)  # before Spark starts: a mistyped --out costs nothing
     settings = load_settings(args.config)
     spec = ScoringSpec.from_settings(
         settings,

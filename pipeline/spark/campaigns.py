@@ -25,6 +25,8 @@ from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 from pyspark.sql.types import StringType, StructField, StructType
 
+from pipeline.spark.output import add_overwrite_argument, refuse_overwrite
+
 DEFAULT_MAX_DISTANCE = 0.6
 DEFAULT_MIN_USERS = 3
 REPRESENTATIVE_MAX_CHARS = 500
@@ -168,6 +170,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--master", default="local[*]")
     p.add_argument("--lake", type=Path, required=True)
     p.add_argument("--out", type=Path, required=True)
+    add_overwrite_argument(p)
     p.add_argument("--max-distance", type=float, default=DEFAULT_MAX_DISTANCE, help="Jaccard distance")
     p.add_argument("--min-users", type=int, default=DEFAULT_MIN_USERS)
     p.add_argument("--all-records", action="store_true", help="include unflagged records")
@@ -179,6 +182,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from pipeline.spark.session import SparkOptions, build_session
 
     args = build_parser().parse_args(argv)
+    refuse_overwrite([args.out / "campaigns"], args.overwrite)  # before Spark starts: a mistyped --out costs nothing
     spark = build_session(SparkOptions(master=args.master, app_name="misuse-monitor-campaigns"))
     result = run(spark, read_lake_verdicts(spark, args.lake), args.max_distance, args.min_users, not args.all_records)
     print(f"campaigns -> {write(result, args.out)}")

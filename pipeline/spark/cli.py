@@ -34,17 +34,10 @@ ConfOpt = Annotated[
 
 
 def _refuse_overwrite(targets: list[Path], overwrite: bool) -> None:
-    """Refuse to replace a non-empty output directory unless ``--overwrite`` was given.
+    """Checked before the SparkSession starts, so a refusal takes milliseconds (pipeline/spark/output.py)."""
+    from pipeline.spark.output import refuse_overwrite
 
-    Spark writes with mode "overwrite" (a job's directory is replaced whole) and the backfill
-    trims overlapping offset ranges of a lake: a mistyped ``--out`` must not cost a dataset.
-    Checked before the SparkSession starts, so a refusal takes milliseconds.
-    """
-    from pipeline.exits import InputError
-
-    busy = [t for t in targets if t.exists() and (not t.is_dir() or any(t.iterdir()))]
-    if busy and not overwrite:
-        raise InputError(f"{', '.join(map(str, busy))} is not empty; pass --overwrite to replace it")
+    refuse_overwrite(targets, overwrite)
 
 
 def _session(master: str, job: str, driver_memory: str = "1g", kafka: bool = False, conf: list[str] | None = None):  # noqa: ANN202

@@ -28,6 +28,7 @@ from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
 from pipeline.schemas import Category
+from pipeline.spark.output import add_overwrite_argument, refuse_overwrite
 
 VARIANTS = ("a", "b")
 _SIDE_COLUMNS = ["flagged", "severity", "categories"]
@@ -146,6 +147,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument(f"--{v}-min-scores", default=None)
     p.add_argument("--labels", type=Path, default=None)
     p.add_argument("--out", type=Path, required=True)
+    add_overwrite_argument(p)
     return p
 
 
@@ -155,6 +157,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from pipeline.spark.session import SparkOptions, build_session
 
     args = build_parser().parse_args(argv)
+    refuse_overwrite([args.out / "shadow"], args.overwrite)  # before Spark starts: a mistyped --out costs nothing
     spark = build_session(SparkOptions(master=args.master, app_name="misuse-monitor-shadow"))
     settings = load_settings(args.config)
     sides: dict[str, DataFrame] = {}

@@ -1,0 +1,29 @@
+"""Output directories of the Spark jobs: never replace a non-empty one by accident.
+
+In: the directories a job is about to write and the user's ``--overwrite``. Out: nothing, or an
+``InputError`` (exit 4, one line) before any SparkSession starts. Spark writes with mode
+"overwrite" (a job's directory is replaced whole) and the backfill trims overlapping offset ranges
+of a lake, so a mistyped ``--out`` must not cost a dataset. Both entry points use it: the
+``misuse-monitor spark`` commands and the job files run by spark-submit.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Iterable
+from pathlib import Path
+
+
+def refuse_overwrite(targets: Iterable[Path], overwrite: bool) -> None:
+    """Raise InputError naming every non-empty target, unless ``overwrite``."""
+    from pipeline.exits import InputError
+
+    busy = [t for t in map(Path, targets) if t.exists() and (not t.is_dir() or any(t.iterdir()))]
+    if busy and not overwrite:
+        raise InputError(f"{', '.join(map(str, busy))} is not empty; pass --overwrite to replace it")
+
+
+def add_overwrite_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--overwrite", action="store_true", help="replace what an earlier run wrote there (refused when not empty)"
+    )

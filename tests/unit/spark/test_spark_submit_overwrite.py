@@ -1,0 +1,28 @@
+"""The job files run by spark-submit refuse a non-empty output like `misuse-monitor spark` does,
+before any SparkSession starts (so this test never starts one)."""
+
+from __future__ import annotations
+
+import pytest
+
+from pipeline.exits import InputError
+from pipeline.spark import aggregates, backfill, campaigns, offenders, shadow
+
+JOBS = [
+    (aggregates, "aggregates", ["--lake", "LAKE"]),
+    (campaigns, "campaigns", ["--lake", "LAKE"]),
+    (offenders, "offenders", ["--lake", "LAKE"]),
+    (shadow, "shadow", ["--labels", "LAKE"]),
+    (backfill, "", ["--lake", "LAKE"]),
+]
+
+
+@pytest.mark.parametrize(("job", "subdir", "args"), JOBS, ids=[j[0].__name__.rsplit(".", 1)[1] for j in JOBS])
+def test_spark_submit_job_refuses_a_non_empty_out(tmp_path, job, subdir, args):
+    target = tmp_path / "out" / subdir if subdir else tmp_path / "out"
+    target.mkdir(parents=True)
+    (target / "part-0.parquet").write_bytes(b"an earlier run")
+    argv = [a.replace("LAKE", str(tmp_path / "lake")) for a in args] + ["--out", str(tmp_path / "out")]
+    with pytest.raises(InputError, match="is not empty; pass --overwrite"):
+        job.main(argv)
+    assert (target / "part-0.parquet").read_bytes() == b"an earlier run"
