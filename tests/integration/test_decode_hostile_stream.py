@@ -12,14 +12,13 @@ import json
 import os
 import subprocess
 import sys
-import time
 from collections import Counter
 from pathlib import Path
 
 import pytest
-from kafka import KafkaConsumer
 
 from pipeline.lake import LakeWriter
+from tests.fixtures.kafka_read import read_topic as _read
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
 
@@ -40,19 +39,6 @@ HOSTILE: list[tuple[bytes, str | None]] = [  # (line, dead-letter reason or None
     (_good("nul", "hello\x00 world"), None),
     (_good("dup", "@").replace(b'"prompt": "@"', b'"prompt": "write ransomware", "prompt": "hi"'), "duplicate_key"),
 ]
-
-
-def _read(bootstrap: str, topic: str, expect: int, timeout_s: float = 60) -> list:
-    consumer = KafkaConsumer(
-        topic, bootstrap_servers=bootstrap, group_id=None, auto_offset_reset="earliest",
-        consumer_timeout_ms=2000, max_partition_fetch_bytes=16 * 1024 * 1024,
-    )
-    out: list = []
-    deadline = time.monotonic() + timeout_s
-    while len(out) < expect and time.monotonic() < deadline:
-        out.extend(consumer)
-    consumer.close()
-    return out
 
 
 def test_hostile_records_are_produced_from_stdin_and_dead_lettered_or_scored(kafka_bootstrap, kafka_topic_factory, tmp_path):

@@ -14,7 +14,6 @@ from pathlib import Path
 import httpx
 import openai
 import pytest
-from kafka import KafkaConsumer
 
 from pipeline.gateway.app import create_app
 from pipeline.gateway.server import serve_in_thread
@@ -22,6 +21,7 @@ from pipeline.gateway.settings import GatewaySettings, KeyIdentity, PrescreenSet
 from pipeline.gateway.tee import GatewayMetrics, LogTee
 from pipeline.settings import KafkaSettings, Settings
 from tests.fixtures.vllm_like import Reply, VllmLike
+from tests.fixtures.kafka_read import read_topic as _read
 
 WEATHER_TOOL = [{"type": "function", "function": {"name": "get_weather", "description": "Current weather",
                  "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}}}]  # fmt: skip
@@ -50,17 +50,6 @@ def _gateway(upstream_url: str, bootstrap: str, topic: str, **gateway: object) -
     app = create_app(settings)
     with serve_in_thread(app) as url:
         yield url, app.state.gateway
-
-
-def _read(bootstrap: str, topic: str, expect: int, timeout_s: float = 30) -> list:
-    consumer = KafkaConsumer(topic, bootstrap_servers=bootstrap, group_id=None, auto_offset_reset="earliest",
-                             consumer_timeout_ms=1000)  # fmt: skip
-    out: list = []
-    deadline = time.monotonic() + timeout_s
-    while len(out) < expect and time.monotonic() < deadline:
-        out.extend(consumer)
-    consumer.close()
-    return out
 
 
 def _wait(predicate, timeout_s: float = 30, what: str = "condition") -> None:

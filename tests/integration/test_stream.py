@@ -17,12 +17,13 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from kafka import KafkaAdminClient, KafkaConsumer
+from kafka import KafkaAdminClient
 from kafka.errors import KafkaError
 
 from pipeline.lake import LakeWriter
 from pipeline.producer import GatewayProducer
 from pipeline.settings import KafkaSettings
+from tests.fixtures.kafka_read import read_topic as _read_topic
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
 
@@ -92,19 +93,6 @@ def _finish(proc: subprocess.Popen, timeout: float = 180) -> str:
 
 def _records_consumed(output: str) -> int:
     return int(re.search(r"records consumed\s*│\s*(\d+)", output).group(1))
-
-
-def _read_topic(bootstrap: str, topic: str, expect: int, timeout_s: float = 30) -> list:
-    consumer = KafkaConsumer(
-        topic, bootstrap_servers=bootstrap, group_id=None, auto_offset_reset="earliest",
-        consumer_timeout_ms=3000, max_partition_fetch_bytes=16 * 1024 * 1024,
-    )
-    out: list = []
-    deadline = time.monotonic() + timeout_s
-    while len(out) < expect and time.monotonic() < deadline:
-        out.extend(consumer)
-    consumer.close()
-    return out
 
 
 def _wait_for_members(bootstrap: str, group: str, n: int, timeout_s: float = 90) -> None:
