@@ -9,6 +9,7 @@ jobs run under ``spark-submit pipeline/spark/<job>.py`` with the same flags.
 
 from __future__ import annotations
 
+import json
 from datetime import datetime
 from pathlib import Path
 from typing import Annotated
@@ -24,6 +25,7 @@ LakeOpt = Annotated[Path | None, typer.Option(help="Lake root holding verdicts/ 
 OutOpt = Annotated[Path, typer.Option(help="Output root (job results go to <out>/<job>/)")]
 ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", help="YAML settings file")]
 DriverMemOpt = Annotated[str, typer.Option(help="spark.driver.memory")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print what was written as JSON on stdout")]
 OverwriteOpt = Annotated[
     bool, typer.Option("--overwrite", help="Replace what an earlier run wrote there (refused by default when not empty)")
 ]
@@ -31,6 +33,14 @@ ConfOpt = Annotated[
     list[str] | None,
     typer.Option("--conf", help="Extra Spark setting key=value (repeatable), e.g. spark.executor.resource.gpu.amount=1"),
 ]
+
+
+def _report(as_json: bool, job: str, outputs: dict[str, Path], line: str, **numbers: int) -> None:
+    """One JSON document on stdout (``--json``) or the human line."""
+    if as_json:
+        print(json.dumps({"job": job, "outputs": {k: str(v) for k, v in outputs.items()}, **numbers}, sort_keys=True))
+    else:
+        console.print(line)
 
 
 def _refuse_overwrite(targets: list[Path], overwrite: bool) -> None:
@@ -89,6 +99,7 @@ def backfill(
     driver_memory: DriverMemOpt = "1g",
     conf: ConfOpt = None,
     overwrite: OverwriteOpt = False,
+    as_json: JsonOpt = False,
 ) -> None:
     """Score history (lake, JSONL or a Kafka range) with the stream's detectors into a lake at --out."""
     _refuse_overwrite([out], overwrite)
@@ -113,9 +124,11 @@ def backfill(
         ending_offsets=ending_offsets,
     )
     result = job.backfill_to_lake(spark, raw, spec, out, max_rows_per_file)
-    console.print(
+    _report(
+        as_json, "backfill", {"lake": out},
         f"[green]{result.verdicts} verdicts ({result.flagged} flagged), {result.dead_letters} dead letters, "
-        f"{len(result.files)} files[/green] -> {out}"
+        f"{len(result.files)} files[/green] -> {out}",
+        verdicts=result.verdicts, flagged=result.flagged, dead_letters=result.dead_letters, files=len(result.files),
     )
 
 
@@ -125,6 +138,7 @@ def aggregates(
     driver_memory: DriverMemOpt = "1g",
     conf: ConfOpt = None,
     overwrite: OverwriteOpt = False,
+    as_json: JsonOpt = False,
 ) -> None:
     """Daily volume, flagged share, severity mix and complied share per tenant/deployment/model/category."""
     _refuse_overwrite([out / "aggregates"], overwrite)
@@ -132,7 +146,7 @@ def aggregates(
 
     spark = _session(master, "aggregates", driver_memory, conf=conf)
     target = job.write(job.run(spark, _verdicts(spark, _settings(config), lake)), out)
-    console.print(f"[green]aggregates[/green] -> {target}")
+    _report(as_json, "aggregates", {"aggregates": target}, f"[green]aggregates[/green] -> {target}")
 
 
 @app.command()
@@ -147,6 +161,7 @@ def offenders(
     driver_memory: DriverMemOpt = "1g",
     conf: ConfOpt = None,
     overwrite: OverwriteOpt = False,
+    as_json: JsonOpt = False,
 ) -> None:
     """Users ranked by decayed risk, with the categories and models they touched."""
     _refuse_overwrite([out / "offenders"], overwrite)
@@ -154,7 +169,8 @@ def offenders(
 
     spark = _session(master, "offenders", driver_memory, conf=conf)
     result = job.run(spark, _verdicts(spark, _settings(config), lake), half_life_days, as_of, top)
-    console.print(f"[green]offenders[/green] -> {job.write(result, out)}")
+    target = job.write(result, out)
+    _report(as_json, "offenders", {"offenders": target}, f"[green]offenders[/green] -> {target}")
 
 
 @app.command()
@@ -169,6 +185,7 @@ def campaigns(
     driver_memory: DriverMemOpt = "1g",
     conf: ConfOpt = None,
     overwrite: OverwriteOpt = False,
+    as_json: JsonOpt = False,
 ) -> None:
     """Near-duplicate prompts across users (MinHash LSH) grouped into campaigns."""
     _refuse_overwrite([out / "campaigns"], overwrite)
@@ -176,7 +193,8 @@ def campaigns(
 
     spark = _session(master, "campaigns", driver_memory, conf=conf)
     result = job.run(spark, _verdicts(spark, _settings(config), lake), max_distance, min_users, not all_records)
-    console.print(f"[green]campaigns[/green] -> {job.write(result, out)}")
+    target = job.write(result, out)
+    _report(as_json, "campaigns", {"campaigns": target}, f"[green]campaigns[/green] -> {target}")
 
 
 @app.command()
@@ -231,6 +249,7 @@ def all_jobs(
     driver_memory: DriverMemOpt = "1g",
     conf: ConfOpt = None,
     overwrite: OverwriteOpt = False,
+    as_json: JsonOpt = False,
 ) -> None:
     """aggregates + offenders + campaigns over one lake, in one session (input for `report`)."""
     _refuse_overwrite([out / "aggregates", out / "offenders", out / "campaigns"], overwrite)
@@ -240,9 +259,14 @@ def all_jobs(
 
     spark = _session(master, "all", driver_memory, conf=conf)
     verdicts = _verdicts(spark, _settings(config), lake).cache()
+    written = {}
     for name, job, result in (
         ("aggregates", agg_job, agg_job.run(spark, verdicts)),
         ("offenders", off_job, off_job.run(spark, verdicts)),
         ("campaigns", camp_job, camp_job.run(spark, verdicts, flagged_only=not campaigns_all_records)),
     ):
-        console.print(f"[green]{name}[/green] -> {job.write(result, out)}")
+        written[name] = job.write(result, out)
+        if not as_json:
+            console.print(f"[green]{name}[/green] -> {written[name]}")
+    if as_json:
+        _report(True, "all", written, "")

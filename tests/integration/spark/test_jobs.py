@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -217,12 +218,16 @@ def test_cli_backfill_and_all(history: SimulatedHistory, tmp_path: Path) -> None
     assert refused.exit_code != 0 and "--overwrite" in str(refused.exception)
     assert LakeWriter(lake).read().sort_by("source_offset").equals(first_run)
     # ... and with it replaces its files: nothing duplicated, nothing lost.
-    result = CliRunner().invoke(app, [*again, "--overwrite"])
+    result = CliRunner().invoke(app, [*again, "--overwrite", "--json"])
     assert result.exit_code == 0, result.output
     assert LakeWriter(lake).read().sort_by("source_offset").equals(first_run)
+    summary = json.loads(result.stdout.strip().splitlines()[-1])
+    assert summary["job"] == "backfill" and summary["verdicts"] == len(history.truths) and summary["dead_letters"] == 2
     assert pq.read_table(lake / "dead_letters").num_rows == 2
-    result = CliRunner().invoke(app, ["all", "--lake", str(lake), "--out", str(tmp_path / "out")])
+    result = CliRunner().invoke(app, ["all", "--lake", str(lake), "--out", str(tmp_path / "out"), "--json"])
     assert result.exit_code == 0, result.output
     assert {p.name for p in (tmp_path / "out").iterdir()} == {"aggregates", "offenders", "campaigns"}
+    written = json.loads(result.stdout.strip().splitlines()[-1])["outputs"]
+    assert written == {name: str(tmp_path / "out" / name) for name in ("aggregates", "offenders", "campaigns")}
     refused = CliRunner().invoke(app, ["aggregates", "--lake", str(lake), "--out", str(tmp_path / "out")])
     assert refused.exit_code != 0 and "aggregates is not empty" in str(refused.exception)
