@@ -118,7 +118,7 @@ def verify(
                     typer.echo(f"ERROR   {pq.label}: {exc}")
                 bad += 1
                 continue
-            outcomes.append({"query": pq.label, "status": "ok" if rows else "empty", "rows": len(rows)})
+            outcomes.append({"query": pq.label, "status": "ok" if rows else "empty", "rows": rows})
             if not as_json:
                 typer.echo(f"{'ok' if rows else 'EMPTY':7} {pq.label}: {rows}")
             bad += 0 if rows else 1
