@@ -216,12 +216,13 @@ def shadow(
     driver_memory: DriverMemOpt = "1g",
     conf: ConfOpt = None,
     overwrite: OverwriteOpt = False,
+    as_json: JsonOpt = False,
 ) -> None:
     """Compare two detector versions or threshold sets: verdict diff, precision/recall on labels."""
     _refuse_overwrite([out / "shadow"], overwrite)
     from pipeline.spark import shadow as job
 
-    argv = ["--master", master, "--out", str(out)]
+    argv = ["--master", master, "--out", str(out), *(["--json"] if as_json else [])]
     pairs = {
         "--config": config, "--lake": lake, "--a-lake": a_lake, "--b-lake": b_lake,
         "--a-detectors": a_detectors, "--b-detectors": b_detectors,

@@ -20,6 +20,7 @@ optionally ``categories`` (list of category names).
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -146,6 +147,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument(f"--{v}-option", action="append", default=[])
         p.add_argument(f"--{v}-min-scores", default=None)
     p.add_argument("--labels", type=Path, default=None)
+    p.add_argument("--json", action="store_true", help="print what was written (and the metrics) as JSON on stdout")
     p.add_argument("--out", type=Path, required=True)
     add_overwrite_argument(p)
     return p
@@ -181,6 +183,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     diff = run(spark, sides["a"], sides["b"], labels)
     metric_rows = metrics(sides["a"], sides["b"], labels) if labels is not None else None
     target = write(diff, metric_rows, args.out)
+    if args.json:
+        metrics_out = [row.asDict() for row in metric_rows.collect()] if metric_rows is not None else None
+        print(json.dumps({"job": "shadow", "outputs": {"shadow": str(target)}, "metrics": metrics_out}, sort_keys=True, default=str))
+        return 0
     print(f"shadow -> {target}")
     if metric_rows is not None:
         metric_rows.show(truncate=False)

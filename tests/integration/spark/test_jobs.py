@@ -126,6 +126,18 @@ def test_shadow_threshold_set_diff_and_precision_recall(
     assert ("cyber_abuse", "a") in m
 
 
+def test_shadow_job_json_summary(history_lake: Path, history: SimulatedHistory, tmp_path: Path, capsys) -> None:
+    """The job file's --json (what `misuse-monitor spark shadow --json` passes on): outputs and metrics."""
+    labels = write_labels(history, tmp_path / "labels.jsonl")
+    argv = ["--master", "local[1]", "--a-lake", str(history_lake), "--b-lake", str(history_lake),
+            "--labels", str(labels), "--out", str(tmp_path / "out"), "--json"]
+    assert shadow.main(argv) == 0
+    doc = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert doc["outputs"] == {"shadow": str(tmp_path / "out" / "shadow")}
+    any_a = next(r for r in doc["metrics"] if r["scope"] == "any" and r["variant"] == "a")
+    assert any_a["tp"] + any_a["fp"] + any_a["fn"] + any_a["tn"] == len(truth_labels(history))
+
+
 def test_report_is_self_contained_html(job_out: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     app = Typer()
     app.command()(report_command)
