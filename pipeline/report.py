@@ -4,7 +4,8 @@ Reads ``<input>/aggregates``, ``offenders``, ``campaigns`` and ``shadow`` (any m
 missing; its section then says how to produce it) and, when given, the verdict lake
 (``--lake``: detector versions, exact time coverage so partial days are marked, dead letters
 of backfills), reviewed labels (``--labels``, scored with pipeline/labels.py) and the alert
-database (``--alerts-db``: alerts fired, deliveries by state). It writes a single HTML file
+database (``--alerts-db``: alerts fired, deliveries by state), and the stream's dead-letter
+topic (``--dead-letter-topic``: its reasons join the backfill's). It writes a single HTML file
 with the plots embedded as base64 PNG: no scripts, no external assets, so it can be mailed or
 attached to a ticket. Plots use matplotlib's object API (no pyplot global state) and PNGs
 are written without a timestamp, so the same inputs give the same page.
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import base64
 import io
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -80,7 +82,12 @@ class ReportInputs:
 
     @classmethod
     def load(
-        cls, root: Path, lake: Path | None = None, labels: Path | None = None, alerts_db: str | None = None
+        cls,
+        root: Path,
+        lake: Path | None = None,
+        labels: Path | None = None,
+        alerts_db: str | None = None,
+        dead_letter_topic: tuple[str, str] | None = None,
     ) -> ReportInputs:
         inputs = cls(
             aggregates=_read(root / "aggregates"),
@@ -102,7 +109,42 @@ class ReportInputs:
             inputs.accuracy = score(read_labels(labels), read_verdicts(lake))
         if alerts_db is not None:
             inputs.alerts = read_alerts(alerts_db)
+        if dead_letter_topic is not None:
+            import pandas as pd
+
+            streamed = read_dead_letter_topic(*dead_letter_topic)
+            inputs.dead_letters = pd.concat([inputs.dead_letters, streamed], ignore_index=True)
         return inputs
+
+
+def read_dead_letter_topic(bootstrap: str, topic: str, timeout_s: float = 60.0) -> pd.DataFrame:
+    """The stream's dead letters (``error_reason`` from the ``mm.error.reason`` header), read from
+    the beginning of the topic to its end offsets as they were when the call started."""
+    import pandas as pd
+    from kafka import KafkaConsumer, TopicPartition
+
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap.split(","), group_id=None, enable_auto_commit=False)
+    try:
+        partitions = consumer.partitions_for_topic(topic)
+        if not partitions:
+            raise ReportError(f"dead-letter topic {topic} not found on {bootstrap}")
+        tps = [TopicPartition(topic, p) for p in sorted(partitions)]
+        consumer.assign(tps)
+        consumer.seek_to_beginning(*tps)
+        ends = consumer.end_offsets(tps)
+        reasons: list[str] = []
+        deadline = time.monotonic() + timeout_s
+        while any(consumer.position(tp) < ends[tp] for tp in tps):
+            if time.monotonic() > deadline:
+                raise ReportError(f"reading {topic} took longer than {timeout_s:.0f} s")
+            for records in consumer.poll(timeout_ms=500).values():
+                for rec in records:
+                    if rec.offset < ends[TopicPartition(rec.topic, rec.partition)]:
+                        reason = dict(rec.headers or []).get("mm.error.reason", b"unknown")
+                        reasons.append(reason.decode("utf-8", "replace"))
+    finally:
+        consumer.close()
+    return pd.DataFrame({"error_reason": reasons})
 
 
 def _read_lake(root: Path) -> pd.DataFrame:
@@ -452,8 +494,10 @@ def build_report(
     lake: Path | None = None,
     labels: Path | None = None,
     alerts_db: str | None = None,
+    dead_letter_topic: tuple[str, str] | None = None,
 ) -> Path:
-    html = render(ReportInputs.load(input_dir, lake, labels, alerts_db), title=title, source=str(input_dir))
+    inputs = ReportInputs.load(input_dir, lake, labels, alerts_db, dead_letter_topic)
+    html = render(inputs, title=title, source=str(input_dir))
     output.parent.mkdir(parents=True, exist_ok=True)
     output.write_text(html, encoding="utf-8")
     return output
@@ -475,12 +519,21 @@ def report_command(
     alerts_db: Annotated[
         str | None, typer.Option(help="Alert database URL (alerts.db_url, e.g. sqlite:///data/alerts.db)")
     ] = None,
+    dead_letter_topic: Annotated[
+        str | None, typer.Option(help="The stream's dead-letter topic: its reasons join the lake's (kafka.bootstrap_servers)")
+    ] = None,
+    bootstrap: Annotated[str | None, typer.Option(help="Kafka bootstrap servers (default: settings)")] = None,
 ) -> None:
     """Turn the Spark job outputs (aggregates, offenders, campaigns, shadow) into one HTML page."""
     from pipeline.exits import InputError
 
+    topic = None
+    if dead_letter_topic is not None:
+        from pipeline.settings import load_settings
+
+        topic = (bootstrap or load_settings().kafka.bootstrap_servers, dead_letter_topic)
     try:
-        path = build_report(input_dir, output, title, lake=lake, labels=labels, alerts_db=alerts_db)
+        path = build_report(input_dir, output, title, lake=lake, labels=labels, alerts_db=alerts_db, dead_letter_topic=topic)
     except ReportError as exc:
         raise InputError(str(exc)) from exc
     typer.echo(f"report -> {path}")
