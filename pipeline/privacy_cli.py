@@ -54,6 +54,7 @@ def prune_command(
     older_than: Annotated[str | None, typer.Option(help="Age limit, e.g. 30d or 12h (default: lake.retention_days)")] = None,
     lake: Annotated[Path | None, typer.Option(help="Lake root (default: lake.path)")] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="List what would be deleted, delete nothing")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print what was (or would be) deleted as JSON on stdout")] = False,
     config: ConfigOpt = None,
 ) -> None:
     """Delete lake date partitions (and dead-letter files) older than the limit."""
@@ -65,6 +66,9 @@ def prune_command(
     age = parse_age(older_than) if older_than else timedelta(days=settings.lake.retention_days)
     removed = prune(root, age, dry_run=dry_run)
     verb = "would delete" if dry_run else "deleted"
+    if as_json:
+        typer.echo(json.dumps({"dry_run": dry_run, "older_than_s": int(age.total_seconds()), "removed": [str(p) for p in removed]}))
+        return
     for path in removed:
         typer.echo(f"{verb} {path}")
     typer.echo(f"{verb} {len(removed)} partitions/files older than {age.days}d {age.seconds // 3600}h under {root}", err=True)
@@ -86,6 +90,7 @@ def resolve_command(
     ],
     reason: Annotated[str, typer.Option(help="Why (ticket or case id); written to the audit log", show_default=False)],
     audit_log: Annotated[Path, typer.Option(help="Append-only audit file (JSON lines)")] = DEFAULT_AUDIT_LOG,
+    as_json: Annotated[bool, typer.Option("--json", help="Print {pseudonym: raw id} and the unresolved as JSON")] = False,
     config: ConfigOpt = None,
 ) -> None:
     """Print ``pseudonym<TAB>raw id`` for each candidate whose keyed hash is one of PSEUDONYMS."""
@@ -132,9 +137,12 @@ def resolve_command(
         fh.flush()
         os.fsync(fh.fileno())
     log.warning("pseudonym resolve by %s (%s): %d pseudonyms, %d matched", entry["operator"], reason, len(wanted), len(entry["matched"]))
+    unresolved = wanted - {p for p, _ in matches}
+    if as_json:
+        typer.echo(json.dumps({"matches": dict(sorted(matches)), "unresolved": sorted(unresolved)}, sort_keys=True))
+        return
     for p, raw in sorted(matches):
         typer.echo(f"{p}\t{raw}")
-    unresolved = wanted - {p for p, _ in matches}
     if unresolved:
         typer.echo(f"no candidate matched: {', '.join(sorted(unresolved))}", err=True)
 

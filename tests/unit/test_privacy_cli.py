@@ -47,6 +47,9 @@ def test_resolve_prints_matches_and_audits_without_raw_ids(
     assert entry["operator"] and "example.com" not in line
     CliRunner().invoke(pseudonym_app, args)
     assert len(audit.read_text().splitlines()) == 2  # appended, never rewritten
+    as_json = CliRunner().invoke(pseudonym_app, [*args, "--json"])
+    assert json.loads(as_json.stdout) == {"matches": {bob: "bob@example.com"}, "unresolved": [stranger]}
+    assert len(audit.read_text().splitlines()) == 3  # audited like any other resolve
 
 
 def test_resolve_needs_the_real_key_and_a_pseudonym(tmp_path: Path, candidates: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -69,6 +72,9 @@ def test_lake_prune_by_age_and_dry_run(tmp_path: Path) -> None:
         writer.write([ScoredRecord(log, build_verdict(log, [], Pseudonymizer(b"k")), SourcePosition("t", 0, off))])
     dry = CliRunner().invoke(lake_app, ["prune", "--older-than", "30d", "--lake", str(tmp_path), "--dry-run"])
     assert dry.exit_code == 0, dry.output
+    dry_json = CliRunner().invoke(lake_app, ["prune", "--older-than", "30d", "--lake", str(tmp_path), "--dry-run", "--json"])
+    doc = json.loads(dry_json.stdout)
+    assert doc["dry_run"] is True and doc["older_than_s"] == 30 * 86400 and len(doc["removed"]) == 2
     assert dry.stdout.count("would delete") == 2 and len(list((tmp_path / "verdicts").iterdir())) == 3
     done = CliRunner().invoke(lake_app, ["prune", "--older-than", "30d", "--lake", str(tmp_path)])
     assert done.exit_code == 0 and done.stdout.count("deleted") == 2
