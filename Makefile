@@ -78,8 +78,9 @@ demo: $(DEMO_STAMP)
 	cat tests/fixtures/malformed.jsonl >> $(DEMO_DIR)/traffic.jsonl
 	$(PY) -m pipeline.demo topics $(BOOT) demo.logs.$(DEMO_RUN) misuse-verdicts inference-logs.dlq
 	MM_KAFKA__BOOTSTRAP_SERVERS=$(BOOT) $(MM) produce $(DEMO_DIR)/traffic.jsonl --topic demo.logs.$(DEMO_RUN) --create-topic
-	MM_KAFKA__BOOTSTRAP_SERVERS=$(BOOT) \
-	  $(MM) stream --topic demo.logs.$(DEMO_RUN) --group demo-$(DEMO_RUN) --lake $(DEMO_DIR)/lake --metrics-port 0 --max-idle 5 --dev
+	# A random pseudonym key per demo run: nobody (the demo included) can link its pseudonyms back.
+	MM_KAFKA__BOOTSTRAP_SERVERS=$(BOOT) MM_PSEUDONYM_KEY=$$($(PY) -c "import secrets; print(secrets.token_hex(16))") \
+	  $(MM) stream --topic demo.logs.$(DEMO_RUN) --group demo-$(DEMO_RUN) --lake $(DEMO_DIR)/lake --metrics-port 0 --max-idle 5
 	$(MM) evaluate --labels $(DEMO_DIR)/truth.jsonl --verdicts $(DEMO_DIR)/lake
 	@$(PY) -m pipeline.demo next $(BOOT)
 
