@@ -202,10 +202,6 @@ class KafkaSource:
             remaining_ms = int((deadline - time.monotonic()) * 1000)
             if remaining_ms <= 0:
                 break
-            if not self._assigned:
-                # Joining the group is not waiting for records: give the join round trips
-                # time to finish inside one poll (see the note in __init__).
-                remaining_ms = max(remaining_ms, JOIN_POLL_MS)
             self._poll_into_pending(remaining_ms, self._batch.max_records - len(self._pending))
         batch, self._pending = self._pending, []
         return batch
@@ -231,6 +227,10 @@ class KafkaSource:
                 self._consumer.resume(*still_owned)
 
     def _poll_into_pending(self, timeout_ms: int, max_records: int) -> None:
+        if self._joining():
+            # A short poll that times out in the middle of a rejoin can leave kafka-python 3.0.12
+            # joined with no partitions (see __init__): give the join its round trips.
+            timeout_ms = max(timeout_ms, JOIN_POLL_MS)
         polled = self._consumer.poll(timeout_ms=timeout_ms, max_records=max_records)
         self._last_poll = time.monotonic()
         stale = self._to_reposition
@@ -254,6 +254,11 @@ class KafkaSource:
                 )
                 for rec in records
             )
+
+    def _joining(self) -> bool:
+        """No partitions yet, or the coordinator is (about to be) rebalancing."""
+        coordinator = self._consumer._coordinator  # noqa: SLF001 - no public way to ask (kafka-python 3.0.12)
+        return not self._assigned or coordinator.need_rejoin() or coordinator.rebalance_in_progress()
 
     def mark_done(self, records: Sequence[RawRecord]) -> None:
         """Record that every sink flushed ``records`` (any thread); commit_done() commits them."""
