@@ -113,6 +113,20 @@ def stop(procs: list[subprocess.Popen[bytes]]) -> None:
             p.kill()
 
 
+def wait_settled(db_url: str, quiet_s: float = 6.0, timeout_s: float = 90.0) -> None:
+    """Until the alerts and scores in ``db_url`` stop changing for ``quiet_s``: rate rules are summed
+    by the key's owner replica on its next evaluation tick, later under load than on a quiet machine."""
+    deadline = time.monotonic() + timeout_s
+    last, since = outcome(db_url), time.monotonic()
+    while time.monotonic() < deadline:
+        time.sleep(1)
+        current = outcome(db_url)
+        if current != last:
+            last, since = current, time.monotonic()
+        elif time.monotonic() - since >= quiet_s:
+            return
+
+
 def outcome(db_url: str) -> tuple[dict[str, dict], dict[str, float]]:
     """fingerprint -> (labels, count) of every alert, and user -> risk score over partitions."""
     engine = db.create_db_engine(db_url)
@@ -164,7 +178,7 @@ def test_three_replicas_with_rebalances_and_a_kill_9_decide_like_one(
         produce(phases[3])
         procs.append(start_replica(multi, logs[3]))  # a replacement joins later
         wait_consumed(reader, n, 240, procs)
-        time.sleep(4)  # owners of rate keys evaluate the last counts on their next ticks
+        wait_settled(multi_db)  # owners of rate keys evaluate the last counts on their next ticks
     finally:
         stop(procs)
         reader.close()
@@ -179,7 +193,7 @@ def test_three_replicas_with_rebalances_and_a_kill_9_decide_like_one(
     procs = [start_replica(single, tmp_path / "single.log")]
     try:
         wait_consumed(reader, n, 240, procs)
-        time.sleep(4)
+        wait_settled(single_db)
     finally:
         stop(procs)
         reader.close()
