@@ -43,7 +43,7 @@ from detectors.training.modeling import (
     Encoder,
     WindowConfig,
 )
-from detectors.training.train import FeatureCache, TrainConfig, side_logits, train_heads
+from detectors.training.train import FeatureCache, TrainConfig, _targets, side_logits, train_heads
 from pipeline.schemas import Category, Side
 
 log = logging.getLogger(__name__)
@@ -99,15 +99,6 @@ def encode_first_windows(
                 cache.save()
         cache.save()
     return torch.stack([cache.data[k].float() for k in keys])
-
-
-def _targets(examples: Sequence[Example], side: Side) -> np.ndarray:
-    labels = SIDE_LABELS[side]
-    y = np.zeros((len(examples), len(labels)), dtype=np.float32)
-    for i, e in enumerate(examples):
-        for label in e.labels:
-            y[i, labels.index(label)] = 1.0
-    return y
 
 
 def _half(e: Example) -> int:
