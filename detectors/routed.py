@@ -72,6 +72,14 @@ class RoutedTransformerDetector(Detector):
                     out[i] = [f.model_copy(update={"detector": self.name}) for f in found]
         return out
 
+    def take_truncated(self) -> dict[str, int]:
+        """Both members' truncated texts since the last call, summed by part kind."""
+        out: dict[str, int] = {}
+        for member in (self.english, self.multilingual):
+            for kind, n in member.take_truncated().items():
+                out[kind] = out.get(kind, 0) + n
+        return out
+
     def close(self) -> None:
         self.english.close()
         self.multilingual.close()

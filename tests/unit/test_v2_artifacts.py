@@ -64,6 +64,24 @@ def test_routed_detector_sends_non_english_records_to_the_multilingual_member() 
     assert routed.routed == {"english": 2, "multilingual": 2}
 
 
+def test_routed_detector_passes_both_members_truncated_texts_through() -> None:
+    """The scorer exports mm_detector_truncated_texts_total from take_truncated(): a routed
+    detector that kept its members' counts to itself hid every truncated text."""
+
+    class Capped(_Recorder):
+        def __init__(self, counts: dict[str, int]) -> None:
+            super().__init__()
+            self.counts = counts
+
+        def take_truncated(self):
+            out, self.counts = self.counts, {}
+            return out
+
+    routed = RoutedTransformerDetector(Capped({"user": 2, "completion": 1}), Capped({"user": 3, "assistant": 1}))
+    assert routed.take_truncated() == {"user": 5, "completion": 1, "assistant": 1}
+    assert routed.take_truncated() == {}  # taken: counted once
+
+
 def test_v2_card_draws_pr_curves_with_operating_points(tmp_path) -> None:
     from detectors.training.card_v2 import write_v2_card
 
