@@ -40,6 +40,12 @@ FINDING_TYPE = pa.struct(
         ("detector", pa.string()),
         ("detector_version", pa.string()),
         ("evidence", pa.string()),
+        # Added with issue 11 (misuse-verdict/v1 findings gained them compatibly). Appended
+        # last: files written before them read with these fields null (pyarrow fills missing
+        # struct fields when reading with this schema; tests/unit/test_lake.py).
+        ("part", pa.string()),
+        ("location", pa.string()),
+        ("signals", pa.list_(pa.string())),
     ]
 )
 LAKE_SCHEMA = pa.schema(

@@ -61,3 +61,37 @@ def test_lake_rows_carry_verdict_and_original_log(tmp_path):
     assert table.num_rows == 1
     assert '"request_id":"r0-7"' in table.column("log_json")[0].as_py()
     assert pc.all(pc.equal(table.column("flagged"), False)).as_py()
+
+
+def test_findings_keep_part_location_and_signals_and_old_files_still_read(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from pipeline.lake import FINDING_TYPE, LAKE_SCHEMA
+    from pipeline.schemas import Category, Finding, PartKind, Side, Signal
+
+    log = make_log(request_id="new", timestamp=T0.isoformat())
+    finding = Finding(
+        category=Category.CYBER_ABUSE, side=Side.PROMPT, score=0.9, detector="rules", detector_version="1",
+        evidence="x", part=PartKind.ASSISTANT, location="messages[2].content", signals=[Signal.OBFUSCATION],
+    )
+    writer = LakeWriter(tmp_path)
+    writer.write([ScoredRecord(log, build_verdict(log, [finding], Pseudonymizer(b"k")), SourcePosition("logs.in", 0, 5))])
+    # A file written before the three fields existed: the same rows, findings without them.
+    old_finding = pa.struct([f for f in FINDING_TYPE if f.name not in ("part", "location", "signals")])
+    old_schema = pa.schema([pa.field("findings", pa.list_(old_finding)) if f.name == "findings" else f for f in LAKE_SCHEMA])
+    old_rows = writer.read().to_pylist()
+    for row in old_rows:
+        row["source_offset"] = 2
+        for f in row["findings"]:
+            del f["part"], f["location"], f["signals"]
+    old_path = tmp_path / "verdicts" / "date=2026-11-28" / "logs.in-0-2-2.parquet"
+    pq.write_table(pa.Table.from_pylist(old_rows, schema=old_schema), old_path)
+
+    rows = {row["source_offset"]: row["findings"][0] for row in writer.read().to_pylist()}
+    assert rows[5]["part"] == "assistant" and rows[5]["location"] == "messages[2].content"
+    assert rows[5]["signals"] == ["obfuscation"]
+    assert rows[2]["category"] == "cyber_abuse" and rows[2]["part"] is None and rows[2]["signals"] is None
+    # A replay over the old file's range trims (re-reads) it with the new schema.
+    writer.write(_records([2]))
+    assert _stored(writer) == [(0, 2), (0, 5)]
