@@ -2,7 +2,9 @@
 
     HF_HUB_OFFLINE=1 .venv/bin/python bench/bench_obfuscation.py [--sentence-pass MODE]
 
-Each of the harmful cyber requests and benign requests of tests/fixtures/obfuscation.py
+Each of the harmful cyber requests and benign requests (BENIGN_REQUESTS, and BENIGN_HELD_OUT:
+written before the jailbreak-on-decoded-words fix was measured, not used to design it) of
+tests/fixtures/obfuscation.py
 (written for this test, not from any training or reserved evaluation source) goes through
 each cheap trick of issue 11, and then through:
 
@@ -57,7 +59,7 @@ def main() -> None:
     from detectors.base import DetectorConfig
     from detectors.rules import RulesDetector
     from detectors.transformer import TransformerDetector
-    from tests.fixtures.obfuscation import BENIGN_REQUESTS, HARMFUL_CYBER, SPECIAL_BENIGN, TRANSFORMATIONS, plain_log
+    from tests.fixtures.obfuscation import BENIGN_HELD_OUT, BENIGN_REQUESTS, HARMFUL_CYBER, SPECIAL_BENIGN, TRANSFORMATIONS, plain_log
 
     options = {"cache_size": "0"}
     if args.sentence_pass:
@@ -68,11 +70,13 @@ def main() -> None:
     emit()
     emit(f"Command: `HF_HUB_OFFLINE=1 .venv/bin/python bench/bench_obfuscation.py --write docs/obfuscation-eval.md` "
          f"(transformer {transformer.detector_version}, sentence_pass={transformer.sentence_pass}; rules {rules.version}). "
-         f"{len(HARMFUL_CYBER)} harmful cyber requests and {len(BENIGN_REQUESTS)} benign requests written for this test "
-         "(tests/fixtures/obfuscation.py; not from any training or reserved source), each under every transformation. "
-         "Recall: harmful requests with a `cyber_abuse` finding. FPR harm: benign requests with a finding other than "
-         "`jailbreak`; FPR any: with any finding (wrapping even a benign request in base64, spaced letters or a "
-         "no-rules role-play reads as a jailbreak attempt). `before`: the transformer as it screened until issue 11. "
+         f"{len(HARMFUL_CYBER)} harmful cyber requests, {len(BENIGN_REQUESTS)} benign requests and {len(BENIGN_HELD_OUT)} "
+         "held-out benign requests written for this test (tests/fixtures/obfuscation.py; not from any training or reserved "
+         "source), each under every transformation. Recall: harmful requests with a `cyber_abuse` finding. FPR harm: benign "
+         "requests with a finding other than `jailbreak`; FPR any: with any finding. FPR cells read `benign set, held-out set`. "
+         "`base64` says \"decode this and do what it says\" (the encoding attack), `base64_question` asks what a logged "
+         "string says; `role_play` is a persona \"who has no rules and never refuses\" (a jailbreak attempt whatever it wraps), "
+         "`persona` a story character with nothing about rules. `before`: the transformer as it screened until issue 11. "
          "A small, hand-written set: it shows which tricks work, not a population rate.")
     emit()
     emit("| transformation | transformer (before) recall | transformer recall | rules recall | both recall "
@@ -81,20 +85,34 @@ def main() -> None:
     for name, build in TRANSFORMATIONS.items():
         harmful = [build(t, f"{name}-h{i}") for i, t in enumerate(HARMFUL_CYBER)]
         benign = [build(t, f"{name}-b{i}") for i, t in enumerate(BENIGN_REQUESTS)]
-        logs = harmful + benign
+        held = [build(t, f"{name}-o{i}") for i, t in enumerate(BENIGN_HELD_OUT)]
+        logs = harmful + benign + held
         before = legacy_detect(transformer, logs)
         tr = transformer.detect(logs)
         ru = rules.detect(logs)
         both = [a + b for a, b in zip(tr, ru, strict=True)]
-        h, n = len(harmful), len(benign)
+        h, n, o = len(harmful), len(benign), len(held)
 
         def recall(res: list[list[Finding]]) -> str:
             return f"{sum(_cyber(r) for r in res[:h])}/{h}"
 
         def fpr(res: list[list[Finding]]) -> str:
-            return f"{sum(_harm(r) for r in res[h:])}/{n} / {sum(bool(r) for r in res[h:])}/{n}"
+            b, ho = res[h : h + n], res[h + n :]
+            return (f"{sum(_harm(r) for r in b)}/{n}, {sum(_harm(r) for r in ho)}/{o} / "
+                    f"{sum(bool(r) for r in b)}/{n}, {sum(bool(r) for r in ho)}/{o}")
 
         emit(f"| {name} | {recall(before)} | {recall(tr)} | {recall(ru)} | {recall(both)} | {fpr(tr)} | {fpr(ru)} | {fpr(both)} |")
+    emit()
+    emit("Reading the benign columns: jailbreak is judged on the decoded words of a part that has a decoded reading "
+         "(detectors/transformer.py `_judged`); before that, the classifier read base64 runs and spaced-out letters as a "
+         "jailbreak whatever they said (FPR any 10/10 for `base64`, 9/10 for `spaced` on the benign set). What is still "
+         "flagged: `base64` says \"do what it says\", which the model reads as a jailbreak on the decoded words for some "
+         "requests (jailbreak only, never a harm category; with a neutral question, `base64_question`, nothing is flagged); "
+         "`role_play` is flagged jailbreak around every request by both detectors, which is the intended reading of a "
+         "\"no rules, never refuses\" persona. Known errors: `persona` gets `other_harm` on benign requests (the sentence "
+         "pass, run because the whole reads as a jailbreak, scores \"Let's write a story together.\" alone at 0.73 "
+         "against a threshold of 0.66), and the transformer misses 2 of 10 requests under `base64_question` (the rules "
+         "find them). tests/unit/test_obfuscation.py holds these cases as strict xfails.")
     emit()
     for name, text in SPECIAL_BENIGN.items():
         log = plain_log(text, name)

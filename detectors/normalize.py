@@ -55,6 +55,10 @@ SPACED = "spaced"
 # Decoders whose output does not resemble their input: evidence shows the decoded text
 # (with the original character range), since the original span reads as noise.
 CONTENT_DECODERS = frozenset({BASE64, HEX, URL, ROT13})
+# Every transform that rewrote encoded or disguised content into plain words (not only
+# normalised characters): the text it came from is noise to a classifier (base64 runs,
+# letter-by-letter text), so a detector judges the decoded reading for what the noise says.
+DECODERS = CONTENT_DECODERS | {LEET, SPACED}
 
 
 @dataclass(frozen=True)

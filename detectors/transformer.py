@@ -43,7 +43,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Self
 
 from detectors.base import Detector, DetectorConfig
-from detectors.normalize import Reading, elide_binary, iter_all, reading_evidence
+from detectors.normalize import DECODERS, Reading, elide_binary, iter_all, reading_evidence
 from pipeline.redact import snippet
 from pipeline.schemas import EVIDENCE_MAX_CHARS, Category, Finding, InferenceLog, ScreenedPart, Side, Signal
 
@@ -309,6 +309,30 @@ class TransformerDetector(Detector):
             out[label] = score
         return out
 
+    def _judged(
+        self, it: _Item, ts: TextScores, decoded: set[tuple[int, str]], refusal: float | None = None
+    ) -> dict[str, float]:
+        """Labels of one scored reading, with jailbreak left to the decoded reading where a
+        part has one.
+
+        Encoded text (a base64 run, letter-by-letter spacing, leetspeak) is out of the
+        classifier's distribution and its jailbreak head fires on the noise itself (measured:
+        a benign request in base64 or spaced out scored 0.42-0.72 for jailbreak against a
+        threshold of 0.36, its spaced-out or leetspeak reading 0.0-0.04). Decoding is in place,
+        so the decoded reading still holds every plain word around the encoded run (an "ignore
+        previous instructions" next to it included): jailbreak is judged there, on the words.
+        Harm categories are judged on every reading, as before.
+
+        What stays: "decode this base64 string and do what it says: <benign request>" reads as
+        a jailbreak on its words too (0.63-0.86 on 5 of 22 benign requests; the instruction
+        alone, "Decode this string and do what it says.", 0.91): an instruction to follow
+        hidden text is the encoding attack itself, so it is left to the model
+        (docs/obfuscation-eval.md gives the rate)."""
+        labels = self._reported(it.part.side, ts, refusal)
+        if (it.record, it.part.location) in decoded and not DECODERS.intersection(it.reading.transforms):
+            labels.pop(Category.JAILBREAK.value, None)
+        return labels
+
     def detect(self, records: Sequence[InferenceLog]) -> list[list[Finding]]:
         items: list[_Item] = []
         for r, record in enumerate(records):
@@ -344,11 +368,12 @@ class TransformerDetector(Detector):
         if self.sentence_pass == "off" or self.sentence_pass_max <= 0:
             return []
         harm = [c.value for c in Category if c is not Category.JAILBREAK]
+        decoded = _decoded_parts(scored)
         todo: list[_Item] = []
         for it, ts in scored:
             if it.part.side is not Side.PROMPT or it.sentence:
                 continue
-            labels = self._reported(Side.PROMPT, ts)
+            labels = self._judged(it, ts, decoded)
             if any(label in labels for label in harm):
                 continue
             if Category.JAILBREAK.value in labels:
@@ -378,9 +403,10 @@ class TransformerDetector(Detector):
         # Categories a record shows only once normalised or decoded: its findings of that
         # category and side carry the obfuscation signal (hiding a request shows intent).
         hidden: set[tuple[int, str, Side]] = set()
+        decoded = _decoded_parts(scored)
         reported: list[tuple[_Item, TextScores, dict[str, float]]] = []
         for it, ts in scored:
-            labels = self._reported(it.part.side, ts, refusals.get((it.record, it.part.location)))
+            labels = self._judged(it, ts, decoded, refusals.get((it.record, it.part.location)))
             if it.sentence:
                 # A sentence out of its context says what is asked, not whether the framing is
                 # a jailbreak ("Please proofread this report." alone reads as one).
@@ -441,6 +467,11 @@ def _pick_subcategory(label: str, sub_logits: Any, names: Sequence[str]) -> str 
     p /= p.sum()
     k = int(np.argmax(p))
     return names[idx[k]].split("/", 1)[1] if p[k] >= 0.5 else None
+
+
+def _decoded_parts(scored: Sequence[tuple[_Item, TextScores]]) -> set[tuple[int, str]]:
+    """(record, location) of every part that has a decoded reading (see ``_judged``)."""
+    return {(it.record, it.part.location) for it, _ in scored if DECODERS.intersection(it.reading.transforms)}
 
 
 _SENTENCE = re.compile(r"[^.!?\n]+[.!?]*")

@@ -18,10 +18,32 @@ from detectors.rules import RulesDetector
 from pipeline.schemas import Category, Finding, PartKind, Side, Signal
 from pipeline.verdicts import Pseudonymizer, build_verdict
 from tests.fixtures.logs import make_log
-from tests.fixtures.obfuscation import BENIGN_REQUESTS, HARMFUL_CYBER, SPECIAL_BENIGN, TRANSFORMATIONS, plain_log
+from tests.fixtures.obfuscation import (
+    BENIGN_HELD_OUT,
+    BENIGN_REQUESTS,
+    HARMFUL_CYBER,
+    SPECIAL_BENIGN,
+    TRANSFORMATIONS,
+    plain_log,
+)
 
 TRICKS = [name for name in TRANSFORMATIONS if name != "original"]
 CASES = [(trick, i) for trick in ["original", *TRICKS] for i in range(len(HARMFUL_CYBER))]
+# Wrappers that are a jailbreak attempt whatever they wrap: "decode this and do what it says"
+# (the encoding attack; the model reads it as one on its words for some requests) and a
+# persona "who has no rules and never refuses". Around a benign request they may be flagged
+# jailbreak, never a harm category.
+JAILBREAK_WRAPPERS = ("base64", "role_play")
+# Known misses of the shipped transformer, measured (bench/bench_obfuscation.py); strict, so
+# a fix shows up as XPASS and the mark must go.
+TRANSFORMER_KNOWN_MISSES = {
+    ("base64_question", 2): "keylogger request in base64 after a neutral question: cyber_abuse below threshold",
+    ("base64_question", 4): "wifi intrusion request in base64 after a neutral question: cyber_abuse below threshold",
+}
+# Benign requests of BENIGN_HELD_OUT that a benign persona wrapper gets flagged for: the sentence
+# pass (run because the whole reads as a jailbreak) reads "Let's write a story together."
+# alone, which the model scores other_harm 0.73 (threshold 0.66). A model error, kept visible.
+PERSONA_KNOWN_FALSE_POSITIVES = (0, 3, 7, 9, 10)
 
 
 def _ids(case: tuple[str, int]) -> str:
@@ -52,6 +74,16 @@ def test_rules_leave_benign_requests_under_the_same_tricks_without_harm(trick) -
     logs = [TRANSFORMATIONS[trick](t, f"b-{i}") for i, t in enumerate(BENIGN_REQUESTS)]
     for log, found in zip(logs, RulesDetector().detect(logs), strict=True):
         assert all(f.category is Category.JAILBREAK for f in found), (log.request_id, found)
+
+
+@pytest.mark.parametrize("trick", list(TRANSFORMATIONS))
+def test_rules_do_not_flag_held_out_benign_requests_under_the_same_tricks(trick) -> None:
+    logs = [TRANSFORMATIONS[trick](t, f"h-{i}") for i, t in enumerate(BENIGN_HELD_OUT)]
+    for log, found in zip(logs, RulesDetector().detect(logs), strict=True):
+        if trick == "role_play":  # "who has no rules": the rules' role_play pattern, by design
+            assert {f.category for f in found} == {Category.JAILBREAK}, (log.request_id, found)
+        else:
+            assert found == [], (log.request_id, found)
 
 
 @pytest.mark.parametrize("name", list(SPECIAL_BENIGN))
@@ -141,9 +173,16 @@ def _transformer_results(detector, trick: str, benign: bool) -> tuple[list[Findi
     return tuple(detector.detect(logs))
 
 
+def _case_params(cases, known: dict) -> list:
+    return [
+        pytest.param(c, id=_ids(c), marks=pytest.mark.xfail(strict=True, reason=known[c])) if c in known else pytest.param(c, id=_ids(c))
+        for c in cases
+    ]
+
+
 @pytest.mark.ml
 @pytest.mark.slow
-@pytest.mark.parametrize("case", CASES, ids=_ids)
+@pytest.mark.parametrize("case", _case_params(CASES, TRANSFORMER_KNOWN_MISSES))
 def test_transformer_flags_hidden_cyber_request_and_keeps_category(transformer, case) -> None:
     trick, i = case
     found = _transformer_results(transformer, trick, False)[i]
@@ -155,6 +194,33 @@ def test_transformer_flags_hidden_cyber_request_and_keeps_category(transformer, 
         assert Category.JAILBREAK in {f.category for f in found}
     if trick == "earlier_assistant":
         assert cyber[0].part is PartKind.ASSISTANT and cyber[0].side is Side.PROMPT
+
+
+@cache
+def _transformer_held_out(detector, trick: str) -> tuple[list[Finding], ...]:
+    logs = [TRANSFORMATIONS[trick](t, f"h-{trick}-{i}") for i, t in enumerate(BENIGN_HELD_OUT)]
+    return tuple(detector.detect(logs))
+
+
+BENIGN_CASES = [(trick, i) for trick in TRANSFORMATIONS for i in range(len(BENIGN_HELD_OUT))]
+BENIGN_KNOWN = {("persona", i): "benign persona wrapper: other_harm from \"Let's write a story together.\" (model)"
+                for i in PERSONA_KNOWN_FALSE_POSITIVES}
+
+
+@pytest.mark.ml
+@pytest.mark.slow
+@pytest.mark.parametrize("case", _case_params(BENIGN_CASES, BENIGN_KNOWN))
+def test_transformer_does_not_flag_benign_requests_under_the_same_tricks(transformer, case) -> None:
+    """Regression (issue 11): a benign request base64-encoded, spaced out, in leetspeak... was
+    flagged jailbreak because the model read the encoded noise; jailbreak is now judged on
+    the decoded words. Only a wrapper that is itself a jailbreak attempt may be flagged, and
+    only as jailbreak."""
+    trick, i = case
+    found = _transformer_held_out(transformer, trick)[i]
+    if trick in JAILBREAK_WRAPPERS:
+        assert {f.category for f in found} <= {Category.JAILBREAK}, found
+    else:
+        assert found == [], found
 
 
 @pytest.mark.ml
