@@ -8,14 +8,14 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from detectors.base import DetectorConfig
 from detectors.taxonomy import Target
 from pipeline.redact import snippet
-from pipeline.schemas import EVIDENCE_MAX_CHARS, Category, Side
+from pipeline.schemas import EVIDENCE_MAX_CHARS, Category, Finding, InferenceLog, ScreenedPart, Side
 
 if TYPE_CHECKING:
     import torch
@@ -181,3 +181,23 @@ def require_complete_load(model_dir: Path, loading_info: Mapping[str, object]) -
     if missing:
         shown = ", ".join(missing[:5]) + (" ..." if len(missing) > 5 else "")
         raise GuardConfigError(f"{model_dir}: weights missing from the checkpoint ({shown}); wrong model class?")
+
+
+def parts_to_screen(record: InferenceLog, sides: tuple[Side, ...]) -> list[ScreenedPart]:
+    """The parts of ``record`` a guard judges: every part of ``InferenceLog.screened_parts``
+    (system prompt, each turn of the history, tool calls and results, prompt, completion,
+    reasoning) on one of the guard's ``sides``, so guards screen what the other detectors do."""
+    return [part for part in record.screened_parts() if part.side in sides]
+
+
+def strongest_per_target(findings: Iterable[Finding]) -> list[Finding]:
+    """One finding per (category, subcategory, side): the highest score, the earlier part on
+    ties. A record whose history repeats a request in several turns gets one finding for it,
+    naming the part that scored it most (the same rule as the other detectors)."""
+    best: dict[tuple[Category, str | None, Side], Finding] = {}
+    for finding in findings:
+        key = (finding.category, finding.subcategory, finding.side)
+        held = best.get(key)
+        if held is None or finding.score > held.score:
+            best[key] = finding
+    return list(best.values())

@@ -7,6 +7,10 @@ by the Prompt Guard defaults of docs/taxonomy.md (BENIGN/LABEL_0 benign; INJECTI
 jailbreak/prompt_injection; JAILBREAK, MALICIOUS, LABEL_1 -> jailbreak). A label that maps
 nowhere stops ``create``: a silent "benign" for an unknown class would hide misuse.
 
+What is scored: every part of a record on the configured sides (``InferenceLog.screened_parts``:
+system prompt, each turn of the history, tool calls and results, prompt; completion, reasoning),
+each on its own; a finding names its part, one per target and side (the strongest part).
+
 Scores: softmax over the labels (sigmoid for ``problem_type=multi_label_classification`` and
 for single-logit heads);
 labels that map to the same target add up. Texts longer than the model's window are split
@@ -35,12 +39,14 @@ from detectors._guard_common import (
     apply_threads,
     checkpoint_fingerprint,
     evidence,
+    parts_to_screen,
     require_complete_load,
     resolve_device,
+    strongest_per_target,
 )
 from detectors.base import Detector, DetectorConfig
 from detectors.taxonomy import Target
-from pipeline.schemas import Category, Finding, InferenceLog, Side
+from pipeline.schemas import Category, Finding, InferenceLog, ScreenedPart, Side
 
 DEFAULT_THRESHOLD = 0.5
 DEFAULT_STRIDE = 64
@@ -215,34 +221,35 @@ class HFClassifierDetector(Detector):
         return windows
 
     def detect(self, records: Sequence[InferenceLog]) -> list[list[Finding]]:
-        tasks: list[tuple[int, Side, str]] = []
-        for index, record in enumerate(records):
-            if Side.PROMPT in self.sides and record.prompt_text.strip():
-                tasks.append((index, Side.PROMPT, record.prompt_text))
-            if Side.COMPLETION in self.sides and record.has_completion:
-                tasks.append((index, Side.COMPLETION, record.completion or ""))
-        results: list[list[Finding]] = [[] for _ in records]
+        """Every part of each record on the configured sides (``parts_to_screen``) is scored on
+        its own; each finding names its part, one per target and side (the strongest part)."""
+        tasks: list[tuple[int, ScreenedPart]] = [
+            (index, part) for index, record in enumerate(records) for part in parts_to_screen(record, self.sides)
+        ]
+        found: list[list[Finding]] = [[] for _ in records]
         if not tasks:
-            return results
-        for (index, side, text), (by_target, (start, end)) in zip(
-            tasks, self.scores([t[2] for t in tasks]), strict=True
+            return found
+        for (index, part), (by_target, (start, end)) in zip(
+            tasks, self.scores([part.text for _, part in tasks]), strict=True
         ):
             for target, score in by_target.items():
                 if score < self.threshold:
                     continue
                 labels = tuple(self.id2label[c] for c in self._columns[target])
-                results[index].append(
+                found[index].append(
                     Finding(
                         category=target.category,
                         subcategory=target.subcategory,
-                        side=side,
+                        side=part.side,
                         score=round(score, 6),
                         detector=self.name,
                         detector_version=self.detector_version,
-                        evidence=evidence(text, labels, start, end),
+                        evidence=evidence(part.text, labels, start, end),
+                        part=part.kind,
+                        location=part.location,
                     )
                 )
-        return results
+        return [strongest_per_target(f) for f in found]
 
     def close(self) -> None:
         self.model = None

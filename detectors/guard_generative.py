@@ -1,7 +1,8 @@
 """Bring-your-own generative guard: Llama Guard 3/4 or Qwen3Guard-Gen from a local folder.
 
-The checkpoint's own chat template builds the moderation prompt (prompt side: the user
-turn; completion side: user + assistant turns), the model answers greedily in left-padded
+The checkpoint's own chat template builds the moderation prompt, one per screened part of a
+record (``InferenceLog.screened_parts``; prompt side: the part as a user turn; completion side:
+the user side + the part as the assistant turn; see ``_tasks``), each finding naming its part, the model answers greedily in left-padded
 batches, and the answer is parsed into our taxonomy through detectors.taxonomy:
 
 - Llama Guard: ``safe`` | ``unsafe\\nS1,S10`` (MLCommons hazard codes),
@@ -50,12 +51,14 @@ from detectors._guard_common import (
     checkpoint_fingerprint,
     evidence,
     head_tail,
+    parts_to_screen,
     require_complete_load,
     resolve_device,
+    strongest_per_target,
 )
 from detectors.base import Detector, DetectorConfig, PartialDetectionError
 from detectors.taxonomy import Target, UnknownLabelError, lookup
-from pipeline.schemas import Category, Finding, InferenceLog, Side
+from pipeline.schemas import Category, Finding, InferenceLog, ScreenedPart, Side
 
 log = logging.getLogger(__name__)
 
@@ -94,6 +97,7 @@ class GuardFailure:
     index: int  # position of the record in the batch passed to detect()
     side: Side
     error: GuardOutputError
+    location: str | None = None  # the part judged, e.g. "messages[2].content"
 
 
 class GuardBatchError(PartialDetectionError):
@@ -195,6 +199,7 @@ class _Task:
     side: Side
     text: str  # the text judged on this side (evidence comes from it)
     messages: list[dict[str, Any]] = field(hash=False)
+    part: ScreenedPart | None = None  # the record part judged (named in findings)
 
 
 class GenerativeGuardDetector(Detector):
@@ -404,9 +409,10 @@ class GenerativeGuardDetector(Detector):
             try:
                 answer = self.spec.parse(gen.raw)
             except GuardOutputError as exc:
-                failures.append(GuardFailure(task.index, task.side, exc))
+                failures.append(GuardFailure(task.index, task.side, exc, task.part.location if task.part else None))
                 continue
             results[task.index].extend(self._findings(task, answer, gen.unsafe_probability))
+        results = [strongest_per_target(found) for found in results]
         if failures:
             self.stats.unparseable += len(failures)
             if self.raise_on_unparseable:
@@ -421,16 +427,21 @@ class GenerativeGuardDetector(Detector):
         return [{"type": "text", "text": text}] if self.content_format == "parts" else text
 
     def _tasks(self, records: Sequence[InferenceLog]) -> list[_Task]:
+        """One moderation call per part of ``parts_to_screen``. A prompt-side part (system
+        prompt, each user or assistant turn the client sent, tool calls and results) is judged
+        as a user turn of its own; a completion-side part (completion, reasoning, tool calls
+        of this response) as the assistant turn answering the user side (``prompt_text``).
+        Guard templates accept strictly alternating user/assistant turns, so that is the
+        conversation each call gets. Identical calls in a batch run once (``generate``)."""
         tasks: list[_Task] = []
         for index, record in enumerate(records):
-            # Guard templates accept strictly alternating user/assistant turns, so system and
-            # tool messages travel inside the one user turn (prompt_text keeps them).
             user = {"role": "user", "content": self._content(record.prompt_text)}
-            if Side.PROMPT in self.sides and record.prompt_text.strip():
-                tasks.append(_Task(index, Side.PROMPT, record.prompt_text, [user]))
-            if Side.COMPLETION in self.sides and record.has_completion:
-                assistant = {"role": "assistant", "content": self._content(record.completion or "")}
-                tasks.append(_Task(index, Side.COMPLETION, record.completion or "", [user, assistant]))
+            for part in parts_to_screen(record, self.sides):
+                if part.side is Side.PROMPT:
+                    messages = [{"role": "user", "content": self._content(part.text)}]
+                else:
+                    messages = [user, {"role": "assistant", "content": self._content(part.text)}]
+                tasks.append(_Task(index, part.side, part.text, messages, part))
         return tasks
 
     def _flags(self, answer: GuardAnswer) -> bool:
@@ -463,6 +474,8 @@ class GenerativeGuardDetector(Detector):
                 detector=self.name,
                 detector_version=self.detector_version,
                 evidence=evidence(task.text, answer.labels),
+                part=task.part.kind if task.part else None,
+                location=task.part.location if task.part else None,
             )
             for t in targets
         ]
