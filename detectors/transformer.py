@@ -22,9 +22,10 @@ by one: a role-play wrapper around a harmful request yields the harm category as
 
 Options (``DetectorConfig.options``): ``quantize`` = ``int8`` | ``none`` (CPU only; default
 ``none``: see bench/bench_detector.py for the trade-off), ``cache_size`` (texts kept in the
-LRU score cache, default 4096), ``max_windows`` (windows per text, default 64: every token
+LRU score cache, default 4096; keyed by detector version, side and text), ``max_windows`` (windows per text, default 64: every token
 of a text up to about 6,100 tokens is in some window; 0 keeps the artifact's own cap),
-``decode`` = ``true`` | ``false`` (score normalised/decoded readings, default true),
+``feature_cache_size`` (backbone features of token windows kept in an LRU cache,
+default 8192 windows, about 3 KB each: 25 MB; 0 turns it off), ``decode`` = ``true`` | ``false`` (score normalised/decoded readings, default true),
 ``sentence_pass`` = ``all`` | ``risky`` | ``keywords`` | ``jailbreak`` | ``off`` (which prompt parts are
 re-read sentence by sentence, see SENTENCE_PASS_MODES; default ``keywords``) and
 ``sentence_pass_max`` (sentences re-read per part, default 128). The throughput and recall of
@@ -35,8 +36,8 @@ from __future__ import annotations
 
 import hashlib
 import os
+from array import array
 import re
-from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -92,37 +93,39 @@ class _Item:
 
 
 class LRUCache:
-    """Bounded map text-hash -> TextScores: campaign duplicates are scored once."""
+    """Bounded LRU map hash -> value (cachetools), counting hits and misses.
+
+    Two live in a detector: text scores (``cache``, key: detector version, side, text) and
+    window features (``feature_cache``, key: detector version, window token ids). Both are per
+    detector instance and their keys carry the artifact version, so nothing is ever reused
+    across detector versions."""
 
     def __init__(self, capacity: int) -> None:
+        from cachetools import LRUCache as _Store
+
         self.capacity = capacity
-        self._data: OrderedDict[bytes, TextScores] = OrderedDict()
+        self._data: Any = _Store(maxsize=capacity) if capacity > 0 else None
         self.hits = 0
         self.misses = 0
 
     @staticmethod
-    def key(side: Side, text: str) -> bytes:
-        return hashlib.blake2b(f"{side.value}\0{text}".encode("utf-8", "surrogatepass"), digest_size=16).digest()
+    def key(side: Side, text: str, version: str = "") -> bytes:
+        return hashlib.blake2b(f"{version}\0{side.value}\0{text}".encode("utf-8", "surrogatepass"), digest_size=16).digest()
 
-    def get(self, key: bytes) -> TextScores | None:
-        value = self._data.get(key)
+    def get(self, key: bytes) -> Any:
+        value = self._data.get(key) if self._data is not None else None
         if value is None:
             self.misses += 1
             return None
-        self._data.move_to_end(key)
         self.hits += 1
         return value
 
-    def put(self, key: bytes, value: TextScores) -> None:
-        if self.capacity <= 0:
-            return
-        self._data[key] = value
-        self._data.move_to_end(key)
-        while len(self._data) > self.capacity:
-            self._data.popitem(last=False)
+    def put(self, key: bytes, value: Any) -> None:
+        if self._data is not None:
+            self._data[key] = value
 
     def __len__(self) -> int:
-        return len(self._data)
+        return len(self._data) if self._data is not None else 0
 
 
 def evidence_snippet(text: str, start: int, end: int) -> str:
@@ -145,6 +148,7 @@ class TransformerDetector(Detector):
         batch_size: int = 32,
         cache_size: int = 4096,
         lexical: dict[str, Any] | None = None,
+        feature_cache_size: int = 8192,
         max_windows: int = 64,
         decode: bool = True,
         sentence_pass: str = "keywords",
@@ -158,6 +162,7 @@ class TransformerDetector(Detector):
         self.calibration = calibration
         self.batch_size = batch_size
         self.cache = LRUCache(cache_size)
+        self.feature_cache = LRUCache(feature_cache_size)
         self.detector_version = manifest.version
         self.window = replace(manifest.window, max_windows=max_windows) if max_windows > 0 else manifest.window
         self.decode = decode
@@ -206,6 +211,7 @@ class TransformerDetector(Detector):
             batch_size=config.batch_size,
             cache_size=int(config.options.get("cache_size", "4096")),
             lexical=lexical,
+            feature_cache_size=int(config.options.get("feature_cache_size", "8192")),
             max_windows=int(config.options.get("max_windows", "64")),
             decode=config.options.get("decode", "true").lower() not in {"false", "0", "no"},
             sentence_pass=config.options.get("sentence_pass", "keywords"),
@@ -215,63 +221,111 @@ class TransformerDetector(Detector):
     # -- scoring -----------------------------------------------------------------------
 
     def score_texts(self, side: Side, texts: Sequence[str]) -> list[TextScores]:
-        """Calibrated scores per label for each text (cached by content hash)."""
+        """Calibrated scores per label for each text on one side (see :meth:`score_many`)."""
+        return self.score_many([(side, text) for text in texts])
+
+    def score_many(self, requests: Sequence[tuple[Side, str]]) -> list[TextScores]:
+        """Calibrated scores per label for each (side, text), in order.
+
+        Texts already scored on that side come from the score cache; the windows of every
+        other text, both sides together, go through the backbone in one pass (sorted by
+        length, so one batch pads little), minus windows whose features are cached (the
+        backbone does not depend on the side: an earlier assistant turn that was scored as a
+        completion reuses its features). Only the small heads run per side."""
         import torch
 
         from detectors.training.modeling import REFUSAL, SIDE_LABELS, SUBCATEGORY_LABELS
         from detectors.training.calibrate import apply_calibration
 
-        results: list[TextScores | None] = [None] * len(texts)
+        results: list[TextScores | None] = [None] * len(requests)
         todo: dict[bytes, list[int]] = {}
-        for i, text in enumerate(texts):
-            key = LRUCache.key(side, text)
+        for i, (side, text) in enumerate(requests):
+            key = LRUCache.key(side, text, self.detector_version)
             cached = self.cache.get(key)
             if cached is not None:
                 results[i] = cached
             else:
                 todo.setdefault(key, []).append(i)
-        if todo:
-            keys = list(todo)
-            unique_texts = [texts[todo[k][0]] for k in keys]
-            windows, spans = [], []  # text t's windows are rows spans[t] of ``windows``
-            for text in unique_texts:
-                text_windows = self.encoder.windows(text, self.window)
-                spans.append(range(len(windows), len(windows) + len(text_windows)))
-                windows.extend(text_windows)
-            feats = self.encoder.features(windows, batch_size=self.batch_size)
+        if not todo:
+            return [r for r in results if r is not None]
+        keys = list(todo)
+        unique = [requests[todo[k][0]] for k in keys]
+        windows, spans = [], []  # text t's windows are rows spans[t] of ``windows``
+        for _, text in unique:
+            text_windows = self.encoder.windows(text, self.window)
+            spans.append(range(len(windows), len(windows) + len(text_windows)))
+            windows.extend(text_windows)
+        all_feats = self._features(windows)
+        for side in Side:
+            members = [t for t, (s, _) in enumerate(unique) if s is side]
+            if not members:
+                continue
+            rows = [r for t in members for r in spans[t]]
+            feats = all_feats[rows]
             with torch.inference_mode():
                 logits = self.heads.side_logits(side, feats).numpy()
                 sub_logits = self.heads.subcategory(feats).numpy()
             weight = (self.manifest.blend_weight or {}).get(side.value, 0.0)
             if weight > 0 and side.value in self.lexical:
                 # Same blend as training: (1 - w) * MLP logit + w * lexical logit, per window.
-                window_texts = [
-                    text[windows[r].char_start : windows[r].char_end] for text, rows in zip(unique_texts, spans, strict=True) for r in rows
-                ]
+                window_texts = [unique[t][1][windows[r].char_start : windows[r].char_end] for t in members for r in spans[t]]
                 logits = (1.0 - weight) * logits + weight * self.lexical[side.value].logits(window_texts)
             labels = SIDE_LABELS[side]
             cal = self.calibration[side.value]
             probs = {label: apply_calibration(cal[label], logits[:, j]) for j, label in enumerate(labels)}
-            for t, text in enumerate(unique_texts):
-                rows = spans[t]
+            harm = [label for label in labels if label not in (REFUSAL, Category.JAILBREAK.value)]
+            local = 0  # first row of the current text in this side's arrays
+            for t in members:
+                n = len(spans[t])
+                local_rows = range(local, local + n)
+                text_windows = [windows[r] for r in spans[t]]
+                local += n
                 scores, evidence, subcats, label_spans = {}, {}, {}, {}
                 for label in labels:
-                    best = max(rows, key=lambda r: probs[label][r])
+                    best = max(local_rows, key=lambda r: probs[label][r])
                     scores[label] = float(probs[label][best])
-                    w = windows[best]
+                    w = text_windows[best - local_rows.start]
                     label_spans[label] = (w.char_start, w.char_end)
                     subcats[label] = _pick_subcategory(label, sub_logits[best], SUBCATEGORY_LABELS)
                 # Consecutive windows overlap unless the cap spread them over a longer text.
-                truncated = any(windows[a].char_end < windows[a + 1].char_start for a in list(rows)[:-1])
-                harm = [label for label in labels if label not in (REFUSAL, Category.JAILBREAK.value)]
+                truncated = any(text_windows[a].char_end < text_windows[a + 1].char_start for a in range(n - 1))
                 # Relative to each label's threshold: base rates differ a lot between labels.
-                ranked = sorted(rows, key=lambda r: -max(probs[label][r] / cal[label].threshold for label in harm))[:RISKY_WINDOWS]
-                risky = tuple((windows[r].char_start, windows[r].char_end) for r in ranked)
+                ranked = sorted(local_rows, key=lambda r: -max(probs[label][r] / cal[label].threshold for label in harm))[:RISKY_WINDOWS]
+                risky = tuple((text_windows[r - local_rows.start].char_start, text_windows[r - local_rows.start].char_end) for r in ranked)
                 ts = TextScores(scores, evidence, subcats, label_spans, truncated, risky)
                 self.cache.put(keys[t], ts)
                 for i in todo[keys[t]]:
                     results[i] = ts
         return [r for r in results if r is not None]
+
+    def _features(self, windows: Sequence[Any]) -> Any:
+        """Backbone features of ``windows`` (rows in order): cached ones from the feature
+        cache, every other distinct window through the backbone in one call."""
+        import torch
+
+        keys = [
+            hashlib.blake2b(
+                self.detector_version.encode() + b"\0" + array("q", w.input_ids).tobytes() + w.text.encode(),
+                digest_size=16,
+            ).digest()
+            for w in windows
+        ]
+        rows: list[Any] = [None] * len(windows)
+        missing: dict[bytes, list[int]] = {}
+        for i, key in enumerate(keys):
+            cached = self.feature_cache.get(key)
+            if cached is not None:
+                rows[i] = cached
+            else:
+                missing.setdefault(key, []).append(i)
+        if missing:
+            fresh = self.encoder.features([windows[idx[0]] for idx in missing.values()], batch_size=self.batch_size)
+            for j, (key, idx) in enumerate(missing.items()):
+                row = fresh[j].clone()  # not a view: the batch tensor must not stay alive in the cache
+                self.feature_cache.put(key, row)
+                for i in idx:
+                    rows[i] = row
+        return torch.stack(rows) if rows else torch.empty((0, 0))
 
     def _findings(self, side: Side, ts: TextScores, text: str) -> list[Finding]:
         """Findings of one plain text (no part, no reading): kept for callers of score_texts."""
@@ -345,15 +399,11 @@ class TransformerDetector(Detector):
 
     def _score_items(self, items: Sequence[_Item]) -> list[tuple[_Item, TextScores]]:
         out: list[tuple[_Item, TextScores]] = []
-        for side in Side:
-            group = [it for it in items if it.part.side is side]
-            if not group:
-                continue
-            scores = self.score_texts(side, [it.reading.text for it in group])
-            for it, ts in zip(group, scores, strict=True):
-                if ts.truncated and not it.reading.transforms and not it.sentence:
-                    self.truncated_texts[it.part.kind.value] = self.truncated_texts.get(it.part.kind.value, 0) + 1
-                out.append((it, ts))
+        scores = self.score_many([(it.part.side, it.reading.text) for it in items])
+        for it, ts in zip(items, scores, strict=True):
+            if ts.truncated and not it.reading.transforms and not it.sentence:
+                self.truncated_texts[it.part.kind.value] = self.truncated_texts.get(it.part.kind.value, 0) + 1
+            out.append((it, ts))
         return out
 
     def _sentence_pass(self, scored: Sequence[tuple[_Item, TextScores]]) -> list[tuple[_Item, TextScores]]:
@@ -452,6 +502,7 @@ class TransformerDetector(Detector):
 
     def close(self) -> None:
         self.cache = LRUCache(0)
+        self.feature_cache = LRUCache(0)
 
 
 def _pick_subcategory(label: str, sub_logits: Any, names: Sequence[str]) -> str | None:

@@ -114,3 +114,42 @@ def test_long_text_flags_the_payload_window(detector) -> None:
     cyber = [f for f in findings if f.category is Category.CYBER_ABUSE]
     assert cyber
     assert "keylogger" in cyber[0].evidence.lower() or "keystroke" in cyber[0].evidence.lower()
+
+
+def test_history_reuses_what_earlier_records_scored_and_never_across_versions(detector) -> None:
+    """Multi-turn traffic re-sends its history: the earlier user turn comes from the score
+    cache (same side, same text) and the earlier assistant turn, scored as the previous
+    record's completion, reuses its window features (the backbone does not depend on the
+    side), so only the new turn goes through the backbone. A detector of another version
+    shares nothing."""
+    from detectors.transformer import LRUCache
+
+    answer = "Rye dough is sticky: mix 500 g rye flour with sourdough starter, water and salt, proof for three hours, bake at 240 C."
+    first = _log("How do I bake a rye bread with a crisp crust at home?", answer)
+    follow = InferenceLog.model_validate(
+        {"schema": "inference-log/v1", "request_id": "r2", "timestamp": "2026-01-01T00:01:00Z", "model": "m",
+         "messages": [{"role": "user", "content": first.prompt}, {"role": "assistant", "content": answer},
+                      {"role": "user", "content": "And with spelt flour instead?"}]}
+    )
+    forwarded: list[int] = []
+    features = detector.encoder.features
+
+    def counting(windows, batch_size=32):
+        forwarded.append(len(windows))
+        return features(windows, batch_size=batch_size)
+
+    detector.encoder.features = counting
+    saved_version = detector.detector_version
+    try:
+        detector.detect([first])
+        forwarded.clear()
+        detector.detect([follow])
+        assert forwarded == [1]  # the new user turn's one window
+        forwarded.clear()
+        detector.detector_version = "another-version"
+        detector.detect([follow])
+        assert sum(forwarded) == 3  # every part again: nothing crosses detector versions
+    finally:
+        detector.encoder.features = features
+        detector.detector_version = saved_version
+    assert LRUCache.key(Side.PROMPT, "x", "v1") != LRUCache.key(Side.PROMPT, "x", "v2")
