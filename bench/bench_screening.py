@@ -1,6 +1,6 @@
 """Throughput cost of screening every part of a record (issue 11), side by side, one run.
 
-    HF_HUB_OFFLINE=1 .venv/bin/python bench/bench_screening.py [--records 300] [--batch 32]
+    COLUMNS=200 HF_HUB_OFFLINE=1 .venv/bin/python bench/bench_screening.py [--records 300] [--batch 32] [--conversations]
 
 On the same simulated records (pipeline.simulate, fixed seed) and the same loaded model, each
 variant with its own score cache of the default size (``--cache-size 0``: every text cold),
@@ -10,8 +10,15 @@ measures records/s of the ``transformer`` detector:
   joined non-assistant messages (``prompt_text``) and the completion, at most 8 windows per
   text, no normalisation or decoding, no sentence pass;
 * ``after (sentence_pass=M)``: ``detect`` as shipped (every part of ``screened_parts()``,
-  windows over every token up to 64 per text, normalised/decoded readings), for each
-  sentence-pass mode.
+  windows over every token up to 64 per text, normalised/decoded readings, one backbone pass
+  for both sides, the window-feature cache of ``--feature-cache-size``), for each
+  sentence-pass mode;
+* ``after (..., no window-feature cache)``: the first mode without the window-feature cache.
+
+``--conversations`` adds, 64 records before each record that re-sends an earlier exchange as
+history, that exchange's own record (:func:`with_earlier_turns`): simulate() never emits it,
+a gateway logs every request. ``--breakdown`` prints backbone tokens only (tokenizer, no
+model), with unbounded caches.
 
 Variants run interleaved batch by batch, so load changes on a shared machine hit all of them
 alike. Prints a table with each variant's ratio to ``before``.
@@ -52,6 +59,35 @@ def legacy_detect(det: TransformerDetector, records: Sequence[InferenceLog]) -> 
         det.window = saved
 
 
+def with_earlier_turns(records: Sequence[InferenceLog], gap: int = 64) -> list[InferenceLog]:
+    """``records`` with each earlier exchange that a record re-sends as history also present
+    as its own record (its messages up to the earlier assistant turn, which becomes its
+    completion), ``gap`` records before the record that re-sends it.
+
+    simulate() gives a record the previous turn of its ShareGPT conversation as history but
+    never emits the request that produced that turn; a serving gateway logs every request, so
+    real multi-turn traffic holds both, the follow-up some time later (``gap`` records: with
+    the default 64 and batches of 32, never in the same micro-batch)."""
+    keyed: list[tuple[float, InferenceLog]] = []
+    for i, record in enumerate(records):
+        messages = list(record.messages or ())
+        turn = next((k for k, m in enumerate(messages) if m.role == "assistant" and k < len(messages) - 1), None)
+        if turn is not None and messages[turn].text:
+            earlier = record.model_copy(
+                update={
+                    "request_id": record.request_id + "-earlier",
+                    "messages": messages[:turn],
+                    "completion": messages[turn].text,
+                    "reasoning_content": None,
+                    "tool_calls": None,
+                }
+            )
+            keyed.append((i - gap - 0.5, earlier))
+        keyed.append((float(i), record))
+    keyed.sort(key=lambda pair: pair[0])
+    return [record for _, record in keyed]
+
+
 def token_breakdown(records: Sequence[InferenceLog]) -> None:
     """Backbone tokens of ``before`` and ``after`` by what they read (tokenizer only, unique
     texts per side as with the score cache): where the extra cost comes from."""
@@ -67,6 +103,8 @@ def token_breakdown(records: Sequence[InferenceLog]) -> None:
         return sum(len(w.input_ids) for w in make_windows(tok, text, WindowConfig(max_windows=cap)))
 
     before, after, seen, seen_after = Counter(), Counter(), set(), set()
+    seen_windows: set[tuple[int, ...]] = set()
+    all_parts = window_new = 0  # after: every part with no cache; windows not seen before
     for r in records:
         for side, text in [("prompt_text", r.prompt_text)] + ([("completion", r.completion or "")] if r.has_completion else []):
             if (side, text) not in seen:
@@ -74,6 +112,11 @@ def token_breakdown(records: Sequence[InferenceLog]) -> None:
                 before[side] += tokens(text, 8)
         for part in r.screened_parts():
             for reading in iter_all(part.text):
+                for w in make_windows(tok, reading.text, WindowConfig(max_windows=64)):
+                    all_parts += len(w.input_ids)
+                    if tuple(w.input_ids) not in seen_windows:
+                        seen_windows.add(tuple(w.input_ids))
+                        window_new += len(w.input_ids)
                 key = (part.side, reading.text)
                 if key not in seen_after:
                     seen_after.add(key)
@@ -84,6 +127,9 @@ def token_breakdown(records: Sequence[InferenceLog]) -> None:
     for kind, n in after.most_common():
         print(f"  {kind}: {n:,} ({n / total:.1%} of before)")
     print(f"  total: {sum(after.values()):,} ({sum(after.values()) / total:.2f}x)")
+    print(f"after, every part of every record (no cache): {all_parts:,} ({all_parts / total:.2f}x); "
+          f"with an unbounded window-feature cache (windows not seen before, either side): {window_new:,} "
+          f"({window_new / total:.2f}x)")
 
 
 def main() -> None:
@@ -93,11 +139,17 @@ def main() -> None:
     parser.add_argument("--modes", default=",".join(SENTENCE_PASS_MODES))
     parser.add_argument("--cache-size", type=int, default=4096, help="score cache per variant (the default); 0: cold")
     parser.add_argument("--breakdown", action="store_true", help="only print the token breakdown (no model)")
+    parser.add_argument("--feature-cache-size", type=int, default=8192, help="window-feature cache of the after variants")
+    parser.add_argument(
+        "--conversations", action="store_true",
+        help="insert each history turn's own earlier record (with_earlier_turns): multi-turn traffic as a gateway logs it",
+    )
     args = parser.parse_args()
     if args.breakdown:
         from pipeline.simulate import simulate
 
-        token_breakdown([r.log for r in simulate(args.records, seed=11, end=datetime(2026, 1, 2, tzinfo=UTC))])
+        logs = [r.log for r in simulate(args.records, seed=11, end=datetime(2026, 1, 2, tzinfo=UTC))]
+        token_breakdown(with_earlier_turns(logs) if args.conversations else logs)
         return
 
     from rich.console import Console
@@ -111,16 +163,19 @@ def main() -> None:
     legacy_detect(det, records[-8:])  # warm-up (records not in the measured set's cache)
     det.detect(records[-8:])
     records = records[:-8]
+    if args.conversations:
+        records = with_earlier_turns(records)
 
     modes = args.modes.split(",")
     # Each variant keeps its own score cache (the default 4096 texts), as a separate process would.
     caches = {}
 
-    def with_cache(name: str, fn):
-        caches[name] = LRUCache(args.cache_size)
+    def with_cache(name: str, fn, feature_cache_size: int = 0):
+        # Before issue 11 there was no window-feature cache: "before" runs without one.
+        caches[name] = (LRUCache(args.cache_size), LRUCache(feature_cache_size))
 
         def run(batch: Sequence[InferenceLog]) -> list[list[Finding]]:
-            det.cache = caches[name]
+            det.cache, det.feature_cache = caches[name]
             return fn(batch)
 
         return run
@@ -136,7 +191,10 @@ def main() -> None:
 
     for mode in modes:
         name = f"after (sentence_pass={mode})"
-        variants[name] = with_cache(name, after(mode))
+        variants[name] = with_cache(name, after(mode), args.feature_cache_size)
+    if args.feature_cache_size:
+        name = f"after (sentence_pass={modes[0]}, no window-feature cache)"
+        variants[name] = with_cache(name, after(modes[0]), 0)
     # Tokens through the backbone per variant: what the time is spent on.
     tokens = dict.fromkeys(variants, 0)
     features = det.encoder.features
@@ -159,7 +217,9 @@ def main() -> None:
             flagged[name] += sum(bool(r) for r in results)
     det.take_truncated()
 
-    table = Table(title=f"transformer detector on {len(records)} simulated records (seed 11), cache {args.cache_size}, batch {args.batch}")
+    shape = ", with earlier turns' records" if args.conversations else ""
+    table = Table(title=f"transformer detector on {len(records)} simulated records (seed 11{shape}), cache {args.cache_size}, "
+                        f"feature cache {args.feature_cache_size}, batch {args.batch}")
     for col in ("variant", "records/s", "vs before", "backbone tokens", "flagged records"):
         table.add_column(col, no_wrap=True)
     base = len(records) / seconds["before"]
