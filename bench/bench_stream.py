@@ -7,10 +7,13 @@ For each detector set, in one invocation (so the ratios are measured side by sid
    with no Kafka and no sink: the ceiling for this hardware.
 2. Stream: the records (plus a few 10 MB records, which are dead-lettered) are produced to a
    real local broker and consumed by the real Pipeline with every default sink (verdicts topic,
-   Parquet lake, metrics) in a child process whose peak RSS the kernel reports (ru_maxrss);
+   Parquet lake, metrics) in a child process whose own peak RSS the kernel reports (VmHWM);
    the rate is from the first batch handed out to the last commit.
 Targets (issue 10): stream >= 0.90 x bare with `rules` and with the default detector;
 >= 5,000 records/s with `noop`; peak RSS < 1.5 GB.
+The CPU columns (process CPU per record: every thread, bare loop vs stream from joining the
+group to the last commit) move much less with the machine's load than the rates do; their
+ratio is what the stream would reach on a core of its own if it were CPU-bound.
 """
 
 from __future__ import annotations
@@ -40,7 +43,7 @@ from pipeline.simulate import simulate  # noqa: E402
 
 BIG_RECORDS = 3
 KEY = "bench-pseudonym-key"
-console = Console()
+console = Console(width=180)
 
 
 def make_settings(detectors: list[str], bootstrap: str = "", topic: str = "", lake: str = "") -> Settings:
@@ -52,18 +55,36 @@ def make_settings(detectors: list[str], bootstrap: str = "", topic: str = "", la
     return Settings(**overrides)
 
 
-def bare_rate(lines: list[bytes], settings: Settings) -> float:
-    """Records/s of decode + score alone, after a warm-up batch on other records."""
+def bare_rate(lines: list[bytes], settings: Settings) -> tuple[float, float]:
+    """Records/s of decode + score alone, after a warm-up batch on other records, and the
+    process CPU seconds per record."""
     scorer = Scorer.from_settings(settings, PipelineMetrics())
     size, max_bytes = settings.batch.max_records, settings.batch.max_record_bytes
     warm = [r.log.model_dump_json(by_alias=True, exclude_none=True).encode() for r in simulate(size, seed=99)]
     scorer.score_each([decode_log(line, max_bytes) for line in warm])
-    started = time.perf_counter()
+    started, cpu_started = time.perf_counter(), time.process_time()
     for i in range(0, len(lines), size):
         scorer.score_each([decode_log(line, max_bytes) for line in lines[i : i + size]])
-    elapsed = time.perf_counter() - started
+    elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu_started
     scorer.close()
-    return len(lines) / elapsed
+    return len(lines) / elapsed, cpu / len(lines)
+
+
+def peak_rss_mb() -> float:
+    """This process's own peak RSS: VmHWM, the high-water mark of its address space.
+
+    Not ``ru_maxrss``: Linux carries it over from the parent through fork/vfork and exec, so this
+    child reported the peak of the parent, which loads the detectors for its bare phase (a ``noop``
+    stream measured after a ``rules`` bare phase showed 1,052 MB).
+    """
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def stream_phase(args: argparse.Namespace) -> None:
@@ -71,10 +92,14 @@ def stream_phase(args: argparse.Namespace) -> None:
     from pipeline.runner import Pipeline
 
     settings = make_settings(args.detectors[0].split(","), args.bootstrap, args.topic, args.lake)
-    stats = Pipeline.from_settings(settings, PipelineMetrics()).run(max_records=args.expect)
-    rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    pipeline = Pipeline.from_settings(settings, PipelineMetrics())
+    pipeline.scorer.preload()  # run() does it too (a no-op then): start-up, not per-record CPU
+    # Process CPU (every thread) from joining the group to the last commit: models are loaded.
+    cpu = {"start": time.process_time()}
+    stats = pipeline.run(max_records=args.expect, on_batch=lambda _: cpu.__setitem__("end", time.process_time()))
+    rss_mb = peak_rss_mb()
     print(json.dumps({"records": stats.records, "verdicts": stats.verdicts, "dead_letters": stats.dead_letters,
-                      "seconds": stats.active_s, "peak_rss_mb": rss_mb}))
+                      "seconds": stats.active_s, "peak_rss_mb": rss_mb, "cpu_s": cpu.get("end", cpu["start"]) - cpu["start"]}))
 
 
 def stream_rate(lines: list[bytes], detectors: str, bootstrap: str, tmp: Path) -> dict:
@@ -120,7 +145,8 @@ def main() -> None:
         return
 
     table = Table(title=f"stream vs bare detectors (load average at start {os.getloadavg()[0]:.1f})")
-    for col in ("detectors", "records", "bare rec/s", "stream rec/s", "ratio", "dead letters", "peak RSS MB"):
+    for col in ("detectors", "records", "bare rec/s", "stream rec/s", "ratio", "bare CPU us/rec", "stream CPU us/rec",
+                "CPU ratio", "dead letters", "peak RSS MB", "load after"):
         table.add_column(col, justify="right")
     with tempfile.TemporaryDirectory() as tmp:
         broker = start_broker(Path(tmp) / "kafka")
@@ -129,10 +155,12 @@ def main() -> None:
                 ml = any(d not in ("noop", "rules") for d in detectors.split(","))
                 n = args.transformer_records if ml else args.records
                 lines = [r.log.model_dump_json(by_alias=True, exclude_none=True).encode() for r in simulate(n, seed=11)]
-                bare = bare_rate(lines, make_settings(detectors.split(",")))
+                bare, bare_cpu = bare_rate(lines, make_settings(detectors.split(",")))
                 result = stream_rate(lines, detectors, broker.bootstrap, Path(tmp))
+                stream_cpu = result["cpu_s"] / max(1, result["verdicts"])
                 table.add_row(detectors, str(n), f"{bare:,.0f}", f"{result['rate']:,.0f}", f"{result['rate'] / bare:.2f}",
-                              str(result["dead_letters"]), f"{result['peak_rss_mb']:,.0f}")
+                              f"{bare_cpu * 1e6:,.0f}", f"{stream_cpu * 1e6:,.0f}", f"{bare_cpu / stream_cpu:.2f}",
+                              str(result["dead_letters"]), f"{result['peak_rss_mb']:,.0f}", f"{os.getloadavg()[0]:.1f}")
         finally:
             broker.stop()
     console.print(table)
