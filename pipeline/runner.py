@@ -34,6 +34,7 @@ from kafka import TopicPartition
 
 from pipeline.deadletter import DeadLetters
 from pipeline.decode import DecodeError, decode_log
+from pipeline.memory import limit_malloc_arenas
 from pipeline.metrics import PipelineMetrics
 from pipeline.producer import TrackedProducer
 from pipeline.schemas import InferenceLog
@@ -130,6 +131,7 @@ class Pipeline(RebalanceHooks):
 
     @classmethod
     def from_settings(cls, settings: Settings, metrics: PipelineMetrics | None = None) -> Pipeline:
+        limit_malloc_arenas()  # before the threads that would add arenas
         metrics = metrics or PipelineMetrics()
         scorer = Scorer.from_settings(settings, metrics)  # loads models before joining the group
         sinks = build_sinks(settings, metrics)
@@ -156,6 +158,9 @@ class Pipeline(RebalanceHooks):
         """Loop until stop(); ``max_idle_s`` (no records while owning partitions) or
         ``max_records`` end a bounded run (demo, backfill, tests). ``on_batch`` gets the
         running stats after each commit (a progress display). Raises what stopped a stage."""
+        # What detectors would load on their first finding, before the first poll joins the group
+        # (here rather than in from_settings: a SIGTERM meanwhile finds the handlers installed).
+        self.scorer.preload()
         stages = [
             threading.Thread(target=self._stage, args=("score", self._to_score, self._score, self._to_sink), daemon=True),
             threading.Thread(target=self._stage, args=("sink", self._to_sink, self._sink, None), daemon=True),
