@@ -58,6 +58,11 @@ class KafkaSettings(Section):
     # empty assignment until the next refresh (kafka-python's default: 5 minutes).
     metadata_max_age_ms: int = 10_000
     max_poll_interval_ms: int = 300_000
+    # A member whose group membership makes no progress this long (no coordinator, or a
+    # rejoin that never completes, and no batch of its own still draining) closes its
+    # consumer and joins again with a new one: kafka-python 3.0.12 can lose a task of its
+    # IO loop mid-rejoin and would otherwise poll forever without partitions.
+    join_watchdog_s: float = Field(default=60.0, gt=0)
     # `stream` and `produce` check that a broker accepts a TCP connection within this many
     # seconds before loading models, so a wrong address fails in seconds, not after minutes.
     connect_timeout_s: float = Field(default=5.0, gt=0)

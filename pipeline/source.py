@@ -17,6 +17,15 @@ next, this member included.
   record when the group has no commit yet) before any of its records is handed out. kafka-python
   keeps the fetch position of a partition that stays with the same member; without this seek the
   dropped records would never be read again and the next commit would skip them.
+
+Membership that stops making progress is repaired, not waited on forever. kafka-python 3.0.12 was
+seen (2 of about 20 loaded runs of the stream tests) to stay in a rejoin for good: heartbeats went
+on, the broker saw an empty group, the stream polled without partitions. A watchdog thread
+replaces the consumer when the member has been unstable or owed a rejoin for
+``kafka.join_watchdog_s`` (not counting a drain of its own batches, nor a broker outage): the
+batches in flight finish, their offsets are committed, and a new consumer joins; what was not
+committed is re-read, as after any revoke. The first join waits for the topic's metadata, which
+removes the needless second rebalance kafka-python otherwise starts a moment after every start.
 """
 
 from __future__ import annotations
@@ -30,9 +39,10 @@ from dataclasses import dataclass
 from kafka import KafkaConsumer, TopicPartition
 from kafka.consumer.subscription_state import AsyncConsumerRebalanceListener
 from kafka.errors import CommitFailedError, KafkaError
-from kafka.structs import OffsetAndMetadata
+from kafka.structs import MemberState, OffsetAndMetadata
 
 from pipeline.metrics import PipelineMetrics
+from pipeline.preflight import first_reachable
 from pipeline.settings import BatchSettings, KafkaSettings
 from pipeline.sinks.base import SourcePosition
 
@@ -40,6 +50,13 @@ log = logging.getLogger(__name__)
 
 JOIN_POLL_MS = 3000
 DRAIN_POLL_S = 0.02
+METADATA_WAIT_S = 10.0
+WATCHDOG_CLOSE_MS = 5000
+WATCHDOG_TICK_S = 1.0
+
+
+class MembershipStuck(Exception):
+    """Raised into a consumer call the watchdog woke up (deliberately not a KafkaError)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,17 +83,20 @@ class RebalanceHooks:
 
 
 class _Listener(AsyncConsumerRebalanceListener):
-    def __init__(self, source: KafkaSource) -> None:
+    """Forwards the callbacks of one consumer; those of a consumer the source replaced are ignored."""
+
+    def __init__(self, source: KafkaSource, consumer_id: int) -> None:
         self._source = source
+        self._id = consumer_id
 
     async def on_partitions_revoked(self, revoked: Iterable[TopicPartition]) -> None:
-        await self._source._on_revoked(set(revoked), lost=False)
+        await self._source._on_revoked(set(revoked), lost=False, consumer_id=self._id)
 
     async def on_partitions_lost(self, lost: Iterable[TopicPartition]) -> None:
-        await self._source._on_revoked(set(lost), lost=True)
+        await self._source._on_revoked(set(lost), lost=True, consumer_id=self._id)
 
     async def on_partitions_assigned(self, assigned: Iterable[TopicPartition]) -> None:
-        self._source._on_assigned(set(assigned))
+        self._source._on_assigned(set(assigned), consumer_id=self._id)
 
 
 class KafkaSource:
@@ -103,25 +123,58 @@ class KafkaSource:
         self._done: dict[TopicPartition, int] = {}
         self._done_lock = threading.Lock()
         self._last_poll = time.monotonic()
-        self._consumer = KafkaConsumer(
+        # Membership watchdog: when the group state stopped making progress, and whether the
+        # revoke listener is waiting for this member's own batches (its drain has a deadline).
+        self._unsettled_since: float | None = None
+        self._draining = False
+        self._consumer_id = 0
+        self._consumer = self._new_consumer()
+        self._replace_requested = False
+        self._closing = threading.Event()
+        self._watchdog = threading.Thread(target=self._watch, name="mm-group-watchdog", daemon=True)
+        self._watchdog.start()
+
+    def _new_consumer(self) -> KafkaConsumer:
+        kafka = self._kafka
+        consumer = KafkaConsumer(
             group_id=kafka.group_id,
             enable_auto_commit=False,
             auto_offset_reset=kafka.auto_offset_reset,
             max_partition_fetch_bytes=kafka.max_partition_fetch_bytes,
             fetch_max_bytes=max(kafka.max_partition_fetch_bytes, 52428800),
-            max_poll_records=batch.max_records,
+            max_poll_records=self._batch.max_records,
             session_timeout_ms=kafka.session_timeout_ms,
             max_poll_interval_ms=kafka.max_poll_interval_ms,
             metadata_max_age_ms=kafka.metadata_max_age_ms,
             **kafka.client_options(),
         )
-        # kafka-python 3.0.12 can lose an assignment when a poll times out in the middle of
-        # a metadata-triggered rejoin (the member then stays joined with no partitions).
-        # Two guards: the topic's partitions are fetched before the first join (so that join
-        # is complete and no second one follows), and polls are long while joining.
-        if not self._consumer.partitions_for_topic(kafka.input_topic):
+        if not consumer.partitions_for_topic(kafka.input_topic):
             log.warning("input topic %s has no partitions yet (it may be auto-created)", kafka.input_topic)
-        self._consumer.subscribe([kafka.input_topic], listener=_Listener(self))
+        self._consumer_id += 1
+        consumer.subscribe([kafka.input_topic], listener=_Listener(self, self._consumer_id))
+        self._await_subscription_metadata(consumer)
+        return consumer
+
+    def _await_subscription_metadata(self, consumer: KafkaConsumer) -> None:
+        """Refresh metadata once after subscribing, so the first join already sees the partitions.
+
+        kafka-python 3.0.12 builds the group leader's metadata snapshot only from updates that
+        arrive after subscribe(). A join before one arrives assigns nothing, and the refresh that
+        follows forces a second rebalance a moment after start, while the first batches are in
+        flight: a needless rebalance, and the moment at which its IO loop was seen to lose a task.
+        """
+        coordinator = consumer._coordinator  # noqa: SLF001 - no public way (kafka-python 3.0.12)
+        deadline = time.monotonic() + METADATA_WAIT_S
+        while not coordinator._metadata_snapshot.get(self._kafka.input_topic):  # noqa: SLF001
+            remaining_ms = int((deadline - time.monotonic()) * 1000)
+            if remaining_ms <= 0:
+                log.info("no partitions of %s in the metadata yet; joining without them", self._kafka.input_topic)
+                return
+            update = consumer._cluster.request_update()  # noqa: SLF001
+            try:
+                consumer._net.run(consumer._manager.wait_for, update, remaining_ms)  # noqa: SLF001
+            except KafkaError:
+                time.sleep(min(0.1, remaining_ms / 1000))
 
     @property
     def assignment(self) -> set[TopicPartition]:
@@ -129,7 +182,9 @@ class KafkaSource:
 
     # -- rebalance (listener methods run on kafka-python's IO thread) ------------------------
 
-    async def _on_revoked(self, revoked: set[TopicPartition], *, lost: bool) -> None:
+    async def _on_revoked(self, revoked: set[TopicPartition], *, lost: bool, consumer_id: int) -> None:
+        if consumer_id != self._consumer_id:
+            return
         self._metrics.rebalances.labels("lost" if lost else "revoked").inc()
         if lost:
             # The group evicted this member (session or poll interval expired): its finished but
@@ -140,12 +195,16 @@ class KafkaSource:
             net = self._consumer._net  # noqa: SLF001 - the loop the listener runs on (kafka-python 3.0.12)
             deadline = time.monotonic() + self._drain_timeout_s
             drained = True
+            self._draining = True
             while not self.hooks.drained():
                 if time.monotonic() > deadline:
                     log.warning("rebalance: batches still in flight after %.0f s; they will be re-delivered", self._drain_timeout_s)
                     drained = False
                     break
                 await net.sleep(DRAIN_POLL_S)
+            self._draining = False
+            if consumer_id != self._consumer_id:  # replaced by the watchdog meanwhile
+                return
             offsets = self._take_done(self._assigned)
             if offsets:
                 try:
@@ -155,6 +214,13 @@ class KafkaSource:
                 except KafkaError as exc:
                     self._metrics.commits.labels("failed").inc()
                     log.warning("rebalance: commit before revoke failed (%s); those records will be re-delivered", exc)
+        self._forget(revoked)
+        if not lost and drained:
+            # Nothing is in flight, so the hooks never race the runner's sink stage.
+            self.hooks.revoked(revoked)
+
+    def _forget(self, revoked: set[TopicPartition]) -> None:
+        """Drop revoked partitions and their fetched records (re-read by whoever owns them next)."""
         self._assigned -= revoked
         kept = []
         for rec in self._pending:
@@ -171,11 +237,10 @@ class KafkaSource:
                 self._metrics.consumer_lag.remove(tp.topic, str(tp.partition))
             except KeyError:
                 pass
-        if not lost and drained:
-            # Nothing is in flight, so the hooks never race the runner's sink stage.
-            self.hooks.revoked(revoked)
 
-    def _on_assigned(self, assigned: set[TopicPartition]) -> None:
+    def _on_assigned(self, assigned: set[TopicPartition], *, consumer_id: int) -> None:
+        if consumer_id != self._consumer_id:
+            return
         self._metrics.rebalances.labels("assigned").inc()
         self._assigned |= assigned
         self._to_reposition |= assigned
@@ -227,11 +292,16 @@ class KafkaSource:
                 self._consumer.resume(*still_owned)
 
     def _poll_into_pending(self, timeout_ms: int, max_records: int) -> None:
+        if self._replace_requested:
+            self._replace_consumer()
         if self._joining():
             # A short poll that times out in the middle of a rejoin can leave kafka-python 3.0.12
-            # joined with no partitions (see __init__): give the join its round trips.
+            # joined with no partitions: give the join its round trips.
             timeout_ms = max(timeout_ms, JOIN_POLL_MS)
-        polled = self._consumer.poll(timeout_ms=timeout_ms, max_records=max_records)
+        try:
+            polled = self._consumer.poll(timeout_ms=timeout_ms, max_records=max_records)
+        except MembershipStuck:
+            return  # the watchdog woke this call; the consumer is replaced at the next poll
         self._last_poll = time.monotonic()
         stale = self._to_reposition
         if stale:
@@ -240,7 +310,13 @@ class KafkaSource:
             for tp in stale & polled.keys():
                 first = polled.pop(tp)[0].offset
                 self._dropped_from[tp] = min(self._dropped_from.get(tp, first), first)
-            self._reposition()
+            try:
+                self._reposition()
+            except MembershipStuck:  # woken by the watchdog: these records are re-read after the replacement
+                for tp, records in polled.items():
+                    first = records[0].offset
+                    self._dropped_from[tp] = min(self._dropped_from.get(tp, first), first)
+                return
         for tp, records in polled.items():
             self._metrics.records_consumed.labels(tp.topic).inc(len(records))
             topic, partition = tp.topic, tp.partition
@@ -254,6 +330,90 @@ class KafkaSource:
                 )
                 for rec in records
             )
+
+    # -- membership watchdog ------------------------------------------------------------------
+
+    def _watch(self) -> None:
+        """Watchdog thread: ask for a new consumer when group membership stopped making progress.
+
+        Progress means: the member is stable and no rejoin is pending. Time during which the
+        revoke listener waits for this member's own batches does not count (that drain has its
+        own deadline), nor does an outage (no broker accepts a connection). kafka-python 3.0.12
+        was seen to stay in a rejoin forever (heartbeats went on, the broker saw an empty group,
+        the stream polled without partitions). The runner thread may then be blocked inside the
+        consumer, so besides setting the flag this thread fails the consumer's blocked calls
+        (kafka-python's own way of waking them when its loop stops) and the runner thread
+        replaces the consumer at its next poll (``_replace_consumer``).
+        """
+        unsettled_since: float | None = None
+        while not self._closing.wait(WATCHDOG_TICK_S):
+            try:
+                unsettled_since = self._check_membership(unsettled_since)
+            except Exception:  # noqa: BLE001 - the watchdog must outlive a surprise; logged
+                log.exception("group watchdog check failed")
+                unsettled_since = None
+
+    def _check_membership(self, unsettled_since: float | None) -> float | None:
+        """One watchdog tick: returns since when membership has been unsettled (None: settled)."""
+        consumer = self._consumer
+        coordinator = consumer._coordinator  # noqa: SLF001 - no public way (kafka-python 3.0.12)
+        settled = coordinator.state == MemberState.STABLE and not coordinator.need_rejoin()
+        if settled or self._replace_requested or (self._draining and not self.hooks.drained()):
+            return None
+        now = time.monotonic()
+        if unsettled_since is None or now - unsettled_since <= self._kafka.join_watchdog_s:
+            return unsettled_since or now
+        servers = [s for s in self._kafka.bootstrap_servers.split(",") if s.strip()]
+        if first_reachable(servers, self._kafka.connect_timeout_s, 9092) is None:
+            return now  # the broker is down: an outage to wait out, not a stuck client
+        log.warning(
+            "group membership made no progress for %.0f s (state %s, rejoin pending: %s); "
+            "replacing the consumer; records not committed are re-read",
+            now - unsettled_since, coordinator.state, coordinator.need_rejoin(),
+        )
+        self._metrics.rebalances.labels("watchdog").inc()
+        self._replace_requested = True
+        consumer._net._fail_pending_waiters(MembershipStuck("group membership made no progress"))  # noqa: SLF001
+        return None
+
+    def _replace_consumer(self) -> None:
+        """Close the stuck consumer (after the batches in flight) and join with a new one (runner thread)."""
+        old = self._consumer
+        owned = set(self._assigned)
+        deadline = time.monotonic() + self._drain_timeout_s
+        while not self.hooks.drained() and time.monotonic() < deadline:
+            time.sleep(DRAIN_POLL_S)  # the runner's stages finish the batches in flight
+        drained = self.hooks.drained()
+        offsets = self._take_done(owned)
+        if offsets:
+            try:
+                old.commit(offsets=offsets, timeout_ms=WATCHDOG_CLOSE_MS)
+                self._metrics.commits.labels("ok").inc()
+            except (KafkaError, MembershipStuck) as exc:
+                self._metrics.commits.labels("failed").inc()
+                log.warning("commit before replacing the consumer failed (%s); those records will be re-delivered", exc)
+        self._consumer_id += 1  # from here on, callbacks of the old consumer are ignored
+        self._forget(owned)
+        self._to_reposition.clear()
+        if owned and drained:
+            self.hooks.revoked(owned)
+        # This member already handled the revocation: close must not call back into a listener
+        # (the stuck part may be there), and a close that hangs is abandoned, not waited for.
+        old._subscription.rebalance_listener = None  # noqa: SLF001
+        closer = threading.Thread(target=self._close_quietly, args=(old,), name="mm-close-stuck-consumer", daemon=True)
+        closer.start()
+        closer.join(WATCHDOG_CLOSE_MS / 1000 * 2)
+        if closer.is_alive():
+            log.warning("the stuck consumer did not close within %.0f s; abandoned", WATCHDOG_CLOSE_MS / 1000 * 2)
+        self._consumer = self._new_consumer()
+        self._replace_requested = False
+
+    @staticmethod
+    def _close_quietly(consumer: KafkaConsumer) -> None:
+        try:
+            consumer.close(autocommit=False, timeout_ms=WATCHDOG_CLOSE_MS)
+        except Exception as exc:  # noqa: BLE001 - the old consumer is abandoned either way
+            log.warning("closing the stuck consumer failed: %r", exc)
 
     def _joining(self) -> bool:
         """No partitions yet, or the coordinator is (about to be) rebalancing."""
@@ -294,7 +454,7 @@ class KafkaSource:
             self._metrics.commits.labels("failed").inc()
             log.warning("offset commit rejected, the group moved on (%s); the next owner re-reads those records", exc)
             return False
-        except KafkaError as exc:
+        except (KafkaError, MembershipStuck) as exc:
             self._metrics.commits.labels("failed").inc()
             log.warning("offset commit failed (%s); retried with the next commit", exc)
             with self._done_lock:
@@ -317,4 +477,6 @@ class KafkaSource:
         return len(self._consumer.partitions_for_topic(self._kafka.input_topic) or ())
 
     def close(self) -> None:
+        self._closing.set()
+        self._watchdog.join(timeout=WATCHDOG_TICK_S * 2)
         self._consumer.close(autocommit=False)
