@@ -5,7 +5,9 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import signal
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -278,6 +280,11 @@ def stream(
 
     Refuses to start with the shipped placeholder ``pseudonym_key`` unless ``--dev`` is given
     (docs/privacy.md: why refuse rather than generate a key)."""
+    # A SIGTERM while the stream starts (an orchestrator stopping a starting pod) is a graceful
+    # stop too: remembered here, honoured before the first poll, so the stream exits 0 and leaves
+    # the group cleanly instead of dying of the default handler. Ctrl-C still aborts at once.
+    term_during_start = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: term_during_start.set())
     from pipeline.metrics import PipelineMetrics
     from pipeline.preflight import require_kafka, require_postgres
     from pipeline.runner import Pipeline
@@ -307,6 +314,8 @@ def stream(
     with console.status("loading detectors") as status:
         pipeline = Pipeline.from_settings(settings, metrics)
         pipeline.install_signal_handlers()
+        if term_during_start.is_set():
+            pipeline.stop()
         status.update(f"waiting for records on {settings.kafka.input_topic}")
         stats = pipeline.run(max_idle_s=max_idle, on_batch=lambda st: status.update(progress_line(st)))
     if as_json:

@@ -86,7 +86,12 @@ def _start_stream(env: dict[str, str], max_idle: float = 6.0) -> subprocess.Pope
 
 
 def _finish(proc: subprocess.Popen, timeout: float = 180) -> str:
-    out, _ = proc.communicate(timeout=timeout)
+    try:
+        out, _ = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()  # never leave a stream running behind a failed test
+        out, _ = proc.communicate()
+        raise AssertionError(f"stream still running after {timeout:.0f} s; its output:\n{out[-3000:]}") from None
     assert proc.returncode == 0, out[-3000:]
     return out
 
@@ -179,6 +184,19 @@ def test_kill_9_mid_run_then_restart_loses_nothing_and_duplicates_nothing_in_the
     assert sorted(ids) == [r["request_id"] for r in records]
 
 
+def test_sigterm_while_the_models_load_is_a_clean_stop(kafka_bootstrap, kafka_topic_factory, tmp_path):
+    """Seen in the chaos test on a loaded machine: a SIGTERM during start-up killed the stream (-15)."""
+    topic = kafka_topic_factory(partitions=1)
+    env = _stream_env(kafka_bootstrap, topic, tmp_path, "g-term-start")
+    env.pop("MM_DETECTORS__ENABLED")  # the default detectors: seconds of model loading
+    proc = _start_stream(env)
+    first_line = proc.stdout.readline()  # printed once the handler is in place, before the models load
+    assert first_line.startswith("streaming"), first_line
+    proc.send_signal(signal.SIGTERM)
+    out = first_line + _finish(proc, timeout=120)
+    assert _records_consumed(out) == 0
+
+
 def test_second_consumer_joins_and_takes_over_partitions(kafka_bootstrap, kafka_topic_factory, tmp_path):
     topic = kafka_topic_factory(partitions=4)
     records = [_record(i) for i in range(3000)]
@@ -207,7 +225,11 @@ def test_sigterm_finishes_the_batch_commits_and_exits(kafka_bootstrap, kafka_top
     _produce(kafka_bootstrap, topic, records)
     env = _stream_env(kafka_bootstrap, topic, tmp_path, "g-term", MM_BATCH__MAX_RECORDS="10")
     proc = _start_stream(env, max_idle=60)
+    deadline = time.monotonic() + 180
     while not list((tmp_path / "lake").rglob("*.parquet")):
+        if proc.poll() is not None or time.monotonic() > deadline:
+            _finish(proc, timeout=1)
+            raise AssertionError("the stream wrote nothing to the lake")
         time.sleep(0.05)
     proc.send_signal(signal.SIGTERM)
     out = _finish(proc, timeout=60)
