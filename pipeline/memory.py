@@ -6,12 +6,12 @@ Nothing happens at import.
 
 Why: glibc gives threads that allocate at the same time their own arena (up to 8 per core), and
 memory freed in one arena is not reused by another. A stream process runs Kafka IO threads, the
-pipeline's stages and torch's intra-op threads. Its peak RSS with the default detector, in two
-interleaved runs on one topic (docs/benchmarks.md): 1,567 and 1,513 MB with glibc's default
-arenas, 1,492 and 1,444 MB with this call, 1,380 and 1,325 MB under ``MALLOC_ARENA_MAX=2`` set
-before start (the same CPU per record in all). The variable does better, so deployments should
-set it; this call is the fallback for a process started without it. An operator's own
-``MALLOC_ARENA_MAX`` wins (glibc read it at start-up; it is left alone).
+pipeline's stages and torch's intra-op threads. Its peak RSS with the default detector,
+interleaved runs on one topic (docs/benchmarks.md): 1,513-1,629 MB with glibc's default arenas,
+1,437-1,492 MB with this call, 1,325-1,480 MB under ``MALLOC_ARENA_MAX=2`` set before start
+(threads started by numpy and pyarrow at import exist before this call), the same CPU per
+record in all. Deployments should set the variable; this call is the fallback for a process
+started without it. An operator's own ``MALLOC_ARENA_MAX`` wins (it is left alone).
 """
 
 from __future__ import annotations

@@ -1,0 +1,93 @@
+"""Interleaved A/B of stream configurations on one topic, for effects smaller than the load's noise.
+
+    .venv/bin/python bench/bench_stream_ab.py RECORDS DETECTORS ROUNDS ARM [ARM ...]
+
+An ARM is a space-separated list of environment assignments for the stream process ("" for the
+defaults), e.g. ``"MM_BATCH__MAX_RECORDS=1024"`` or ``"MALLOC_ARENA_MAX=2"``. The records (plus
+three 10 MB ones) are produced once to a real local broker; each round runs every arm in turn as
+a fresh process and consumer group over the whole topic, and prints its rate (first batch to last
+commit), process CPU per record over the same span, and its own peak RSS (VmHWM).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import bench_stream as b  # noqa: E402
+from pipeline.localinfra.kafka import create_topic, start_broker  # noqa: E402
+from pipeline.producer import GatewayProducer  # noqa: E402
+from pipeline.simulate import simulate  # noqa: E402
+
+CHILD = r"""
+import json, sys, time
+sys.path[:0] = sys.argv[7:9]
+import bench_stream as b
+from pipeline.metrics import PipelineMetrics
+from pipeline.runner import Pipeline
+bootstrap, topic, lake, group, detectors, expect = sys.argv[1:7]
+settings = b.make_settings(detectors.split(","), bootstrap, topic, lake)
+settings.kafka.group_id = group
+pipeline = Pipeline.from_settings(settings, PipelineMetrics())
+pipeline.scorer.preload()
+cpu = {"start": time.process_time()}
+stats = pipeline.run(max_records=int(expect), on_batch=lambda _: cpu.__setitem__("end", time.process_time()))
+print(json.dumps({"verdicts": stats.verdicts, "seconds": stats.active_s, "cpu_s": cpu.get("end", cpu["start"]) - cpu["start"],
+                  "rss_mb": b.peak_rss_mb()}))
+"""
+
+
+def main() -> None:
+    n, detectors, rounds = int(sys.argv[1]), sys.argv[2], int(sys.argv[3])
+    arms = sys.argv[4:] or [""]
+    here, root = str(Path(__file__).resolve().parent), str(Path(__file__).resolve().parents[1])
+    with tempfile.TemporaryDirectory() as tmp:
+        broker = start_broker(Path(tmp) / "kafka")
+        try:
+            topic = f"ab.{int(time.time())}"
+            create_topic(broker.bootstrap, topic, 3)
+            lines = [r.log.model_dump_json(by_alias=True, exclude_none=True).encode() for r in simulate(n, seed=11)]
+            big = json.dumps({"schema": "inference-log/v1", "request_id": "big", "timestamp": "2026-11-28T00:00:00Z",
+                              "model": "m", "prompt": "x" * (10 << 20)}).encode()
+            sent = 0
+            with GatewayProducer(b.make_settings([], broker.bootstrap, topic).kafka, topic) as producer:
+                for i, line in enumerate(lines):
+                    producer.send_raw(line)
+                    sent += 1
+                    if i % max(1, n // b.BIG_RECORDS) == 0:
+                        producer.send_raw(big)
+                        sent += 1
+            results: dict[str, list[dict]] = {arm: [] for arm in arms}
+            for r in range(rounds):
+                for a, arm in enumerate(arms):
+                    env = dict(os.environ)
+                    env.update(kv.split("=", 1) for kv in arm.split())
+                    child = subprocess.run(
+                        [sys.executable, "-c", CHILD, broker.bootstrap, topic, f"{tmp}/lake-{r}-{a}", f"ab-{r}-{a}",
+                         detectors, str(sent), here, root],
+                        env=env, capture_output=True, text=True,
+                    )
+                    if child.returncode != 0:
+                        raise SystemExit(f"arm {arm!r} failed:\n{child.stderr[-3000:]}")
+                    d = json.loads(child.stdout.strip().splitlines()[-1])
+                    d["rate"] = d["verdicts"] / d["seconds"]
+                    results[arm].append(d)
+                    print(f"round {r} [{arm or 'defaults'}] {d['rate']:,.0f} rec/s, {d['cpu_s'] / d['verdicts'] * 1e6:,.0f} us CPU/rec, "
+                          f"peak RSS {d['rss_mb']:,.0f} MB, load {os.getloadavg()[0]:.1f}", flush=True)
+        finally:
+            broker.stop()
+    for arm, runs in results.items():
+        rates = sorted(d["rate"] for d in runs)
+        print(f"[{arm or 'defaults'}] median {rates[len(rates) // 2]:,.0f} rec/s; peak RSS {[round(d['rss_mb']) for d in runs]} MB")
+
+
+if __name__ == "__main__":
+    main()
