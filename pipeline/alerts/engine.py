@@ -148,6 +148,7 @@ class AlertEngine:
         self._partition_count = 1
         # (rule, key, bucket, partition) -> (flagged, total) last read for partitions not owned
         self._foreign: dict[tuple[str, str, float, int], tuple[int, int]] = {}
+        self._review_all_rates = False
 
     # ------------------------------------------------------------------ persistence
     def now(self) -> float:
@@ -190,6 +191,9 @@ class AlertEngine:
         self._drop(lambda p: p in new)
         self._owned |= new
         self.load(conn, new)
+        # Rate keys this replica now owns may have been evaluated last by a replica that died
+        # before the final counts arrived; no count need change again to bring them up to date.
+        self._review_all_rates = True
 
     def release(self, partitions: Iterable[int]) -> None:
         """Partitions were revoked (the caller saved their state first): forget them."""
@@ -245,7 +249,12 @@ class AlertEngine:
         return changed
 
     def evaluate_owned_rates(self, now: float, keys: Iterable[tuple[str, str]]) -> None:
-        """Re-evaluate the rate keys this replica owns among ``keys`` (from :meth:`refresh_foreign`)."""
+        """Re-evaluate the rate keys this replica owns among ``keys`` (from :meth:`refresh_foreign`),
+        and every rate key it owns after an assignment."""
+        keys = set(keys)
+        if self._review_all_rates:
+            self._review_all_rates = False
+            keys |= {(rule_name, key) for rule_name, by_key in self._buckets.items() for key in by_key}
         for rule_name, key in sorted(keys):
             rule = self._rule_or_none(rule_name)
             if isinstance(rule, RateRule) and self._owns_key(rule, key):
@@ -498,8 +507,12 @@ class AlertEngine:
             self._resolve(labels, now)
             return
         existing = self.alerts.get(fingerprint(labels))
-        if existing is not None and existing.firing(now) and existing.ends_at - now > rule.bucket_s / 2 and existing.annotations.get("value") == f"{value:.4g}":
-            return  # unchanged; avoid rewriting the row every tick
+        if (
+            existing is not None and existing.firing(now) and existing.ends_at - now > rule.bucket_s / 2
+            and existing.annotations.get("value") == f"{value:.4g}"
+            and existing.annotations.get("flagged") == str(flagged) and existing.annotations.get("total") == str(total)
+        ):
+            return  # unchanged; avoid rewriting the row every tick (a share can stay put while its counts grow)
         self._assert(
             rule, labels, now, ends_at,
             partition=owner_partition(rule.name, key, self._partition_count),

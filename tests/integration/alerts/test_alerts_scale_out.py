@@ -26,6 +26,7 @@ from pipeline.alerts import state as db
 from pipeline.lag_exporter import LagReader
 from pipeline.producer import GatewayProducer
 from pipeline.settings import KafkaSettings
+from tests.integration.test_stream import _wait_for_members
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
 
@@ -166,10 +167,13 @@ def test_three_replicas_with_rebalances_and_a_kill_9_decide_like_one(
     try:
         produce(phases[0])
         wait_consumed(reader, len(phases[0]), 180, procs)
+        # Each replica joins before more records arrive: replicas load their models before joining,
+        # which under load took longer than one replica needed to consume everything (none joined).
         procs.append(start_replica(multi, logs[1]))
+        _wait_for_members(kafka_bootstrap, "multi", 2, timeout_s=180)
         produce(phases[1])
         procs.append(start_replica(multi, logs[2]))
-        time.sleep(3)
+        _wait_for_members(kafka_bootstrap, "multi", 3, timeout_s=180)
         produce(phases[2])
         wait_consumed(reader, sum(len(p) for p in phases[:3]), 180, procs)
         victim = procs[1]
