@@ -496,8 +496,23 @@ def build_report(
     alerts_db: str | None = None,
     dead_letter_topic: tuple[str, str] | None = None,
 ) -> Path:
+    """Write the page to ``output``; ``-`` writes it to stdout (the page is one file: its plots
+    are embedded, so nothing else needs a place on disk)."""
     inputs = ReportInputs.load(input_dir, lake, labels, alerts_db, dead_letter_topic)
     html = render(inputs, title=title, source=str(input_dir))
+    if str(output) == "-":
+        import sys
+
+        # UTF-8 bytes whatever the locale says: the page declares <meta charset="utf-8">.
+        sys.stdout.flush()
+        buffer = getattr(sys.stdout, "buffer", None)
+        if buffer is not None:
+            buffer.write(html.encode("utf-8"))
+            buffer.flush()
+        else:
+            sys.stdout.write(html)
+            sys.stdout.flush()
+        return output
     output.parent.mkdir(parents=True, exist_ok=True)
     output.write_text(html, encoding="utf-8")
     return output
@@ -507,7 +522,7 @@ def report_command(
     input_dir: Annotated[
         Path, typer.Argument(exists=True, file_okay=False, help="The --out folder of the Spark jobs")
     ],
-    output: Annotated[Path, typer.Option("--output", "-o", help="HTML file to write")] = Path("report.html"),
+    output: Annotated[Path, typer.Option("--output", "-o", help="HTML file to write ('-': stdout)")] = Path("report.html"),
     title: Annotated[str, typer.Option(help="Page title")] = "misuse-monitor report",
     lake: Annotated[
         Path | None,
@@ -536,7 +551,8 @@ def report_command(
         path = build_report(input_dir, output, title, lake=lake, labels=labels, alerts_db=alerts_db, dead_letter_topic=topic)
     except ReportError as exc:
         raise InputError(str(exc)) from exc
-    typer.echo(f"report -> {path}")
+    if str(path) != "-":  # stdout holds the page itself
+        typer.echo(f"report -> {path}")
 
 
 def screenshot(html: Path, png: Path, width: int = 1200, height: int = 4200, timeout_s: float = 120.0) -> Path:

@@ -4,12 +4,15 @@ job output, and screenshotted, in tests/integration/spark/test_jobs.py)."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pandas as pd
 import pytest
 
 pytest.importorskip("matplotlib")
 
 from pipeline import report  # noqa: E402
+from pipeline.cli import main  # noqa: E402
 
 
 def _lake(timestamps: list[str]) -> pd.DataFrame:
@@ -62,3 +65,35 @@ def test_volumes_and_versions_from_the_lake() -> None:
     assert by_tenant["(none)"]["records"] == 2 and by_tenant["globex"]["rate"] == 0.0
     assert {v["name"] for v in volumes["model"]} == {"qwen3-32b", "llama"}
     assert report.detector_versions(lake) == [{"detector": "transformer", "version": "1.0.0", "findings": 2}]
+
+
+def _aggregates_output(out: Path) -> Path:
+    """``<out>/aggregates`` with the columns of pipeline/spark/aggregates.py (two days, one group)."""
+    rows = []
+    for date, records, jailbreak in (("2026-11-01", 40, 4), ("2026-11-02", 100, 6)):
+        group = {"date": date, "tenant_id": "acme", "deployment": "chat", "model": "qwen3-32b"}
+        for category, n, flagged in (("all", records, jailbreak), ("jailbreak", jailbreak, jailbreak)):
+            rows.append({**group, "category": category, "records": n, "flagged": flagged,
+                         "flagged_share": flagged / records, "severity_none": n - flagged, "severity_low": 0,
+                         "severity_medium": 0, "severity_high": flagged, "severity_critical": 0,
+                         "with_completion": 0, "complied": 0, "complied_share": None})
+    (out / "aggregates").mkdir(parents=True)
+    pd.DataFrame(rows).to_parquet(out / "aggregates" / "part-00000.parquet", index=False)
+    return out
+
+
+def test_report_dash_writes_the_page_to_stdout(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """`report -o -`: the same self-contained page as `-o file`, on stdout and nothing else there
+    (plots are embedded, so no side file needs a place); no file named '-' appears."""
+    jobs = _aggregates_output(tmp_path / "jobs")
+    monkeypatch.chdir(tmp_path)
+    assert main(["report", str(jobs), "-o", str(tmp_path / "report.html")]) == 0
+    out, _ = capsys.readouterr()
+    assert out.strip() == f"report -> {tmp_path / 'report.html'}"
+    assert main(["report", str(jobs), "-o", "-"]) == 0
+    out, err = capsys.readouterr()
+    assert out == (tmp_path / "report.html").read_text(encoding="utf-8")
+    assert out.startswith("<!DOCTYPE html>") and out.rstrip().endswith("</html>")
+    assert "data:image/png;base64," in out and "report ->" not in out + err
+    assert not (tmp_path / "-").exists()
