@@ -2,7 +2,8 @@
 
 :func:`start_alertmanager` writes a config whose only receiver is a webhook (``webhook_url``,
 e.g. a :class:`~pipeline.localinfra.webhook_receiver.WebhookReceiverServer`), so tests can assert
-what Alertmanager forwards after its own grouping; :func:`get_alerts` reads ``/api/v2/alerts``.
+what Alertmanager forwards after its own grouping (or it runs a given config file, such as
+``examples/alertmanager.yml``); :func:`get_alerts` reads ``/api/v2/alerts``.
 Clustering is switched off (``--cluster.listen-address=``): a single node must not wait for
 gossip peers or bind the fixed port 9094 that parallel test runs would fight over.
 
@@ -76,8 +77,9 @@ def alertmanager_config(
 
 def start_alertmanager(
     data_dir: Path,
-    webhook_url: str,
+    webhook_url: str | None = None,
     *,
+    config_file: Path | None = None,
     port: int | None = None,
     group_by: Sequence[str] = ("alertname", "tenant"),
     group_wait_s: float = 0.5,
@@ -86,7 +88,13 @@ def start_alertmanager(
     detach: bool = False,
     startup_timeout_s: float = STARTUP_TIMEOUT_S,
 ) -> LocalAlertmanager:
-    """Start Alertmanager forwarding to ``webhook_url``; returns once it reports ready."""
+    """Start Alertmanager forwarding to ``webhook_url``; returns once it reports ready.
+
+    ``config_file`` instead: run with that Alertmanager config as it is (copied into
+    ``data_dir``), e.g. to check that a shipped example loads; the timer arguments are then unused.
+    """
+    if (webhook_url is None) == (config_file is None):
+        raise ValueError("start_alertmanager needs webhook_url or config_file (not both)")
     binary = find_alertmanager()
     data_dir = data_dir.resolve()
     (data_dir / "storage").mkdir(parents=True, exist_ok=True)
@@ -94,11 +102,17 @@ def start_alertmanager(
     if port_is_open(LOOPBACK, port):
         raise AlertmanagerSetupError(f"port {LOOPBACK}:{port} is already in use")
     config_path = data_dir / "alertmanager.yml"
-    config = alertmanager_config(
-        webhook_url, group_by=group_by, group_wait_s=group_wait_s,
-        group_interval_s=group_interval_s, repeat_interval_s=repeat_interval_s,
-    )
-    config_path.write_text(yaml.safe_dump(config, sort_keys=True))
+    if config_file is not None:
+        shutil.copyfile(config_file, config_path)
+        info = {"config_source": str(config_file)}
+    else:
+        assert webhook_url is not None
+        config = alertmanager_config(
+            webhook_url, group_by=group_by, group_wait_s=group_wait_s,
+            group_interval_s=group_interval_s, repeat_interval_s=repeat_interval_s,
+        )
+        config_path.write_text(yaml.safe_dump(config, sort_keys=True))
+        info = {"webhook": webhook_url}
     argv = [
         binary,
         f"--config.file={config_path}",
@@ -108,7 +122,7 @@ def start_alertmanager(
         "--log.level=info",
     ]
     return LocalAlertmanager.launch(
-        SERVICE_NAME, argv, data_dir, config_path, port, info={"webhook": webhook_url}, detach=detach,
+        SERVICE_NAME, argv, data_dir, config_path, port, info=info, detach=detach,
         startup_timeout_s=startup_timeout_s, error=AlertmanagerSetupError,
     )
 
