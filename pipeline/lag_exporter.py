@@ -17,6 +17,8 @@ and ``mm_lag_exporter_scrape_seconds``.
 from __future__ import annotations
 
 import logging
+import signal
+import threading
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -114,22 +116,27 @@ def lag_exporter(
     host: Annotated[str, typer.Option(help="Address to serve /metrics on")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to serve /metrics on")] = 9309,
 ) -> None:
-    """Serve consumer lag measured from the broker (committed vs end offsets) for Prometheus."""
+    """Serve consumer lag measured from the broker (committed vs end offsets) for Prometheus.
+    SIGTERM or Ctrl-C ends it cleanly (exit 0)."""
     from prometheus_client import start_http_server
     from rich.console import Console
 
+    # An orchestrator stops it with SIGTERM: a clean stop (exit 0), like Ctrl-C, also while it starts.
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
     registry = CollectorRegistry()
     kafka = KafkaSettings(bootstrap_servers=bootstrap)
     readers = [LagReader(kafka, g, topic) for g in group]
     for reader in readers:
         registry.register(LagCollector(reader))
-    server, thread = start_http_server(port, addr=host, registry=registry)
-    Console(stderr=True).print(f"lag exporter on http://{host}:{server.server_port}/metrics for groups {group} on {topic}")
+    server, _thread = start_http_server(port, addr=host, registry=registry)
+    console = Console(stderr=True)
+    console.print(f"lag exporter on http://{host}:{server.server_port}/metrics for groups {group} on {topic}", soft_wrap=True)
     try:
-        thread.join()
-    except KeyboardInterrupt:
-        pass
+        stop.wait()
     finally:
         server.shutdown()
         for reader in readers:
             reader.close()
+    console.print("lag exporter stopped")

@@ -1,0 +1,105 @@
+"""`misuse-monitor lag-exporter` as a user runs it: a process serving /metrics, against the real
+broker, stopped with SIGTERM. (tests/integration/dashboards/ drives LagCollector in-process.)"""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+from kafka import KafkaConsumer
+from prometheus_client.parser import text_string_to_metric_families
+
+from pipeline.localinfra.base import LOOPBACK, free_port
+from pipeline.producer import TrackedProducer
+from pipeline.settings import KafkaSettings
+
+pytestmark = pytest.mark.slow
+
+MM = Path(sys.executable).with_name("misuse-monitor")
+
+
+def _scrape(url: str) -> dict[str, dict[tuple[tuple[str, str], ...], float]]:
+    """metric name -> label set -> value."""
+    text = urllib.request.urlopen(url, timeout=30).read().decode()
+    out: dict[str, dict[tuple[tuple[str, str], ...], float]] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            out.setdefault(sample.name, {})[tuple(sorted(sample.labels.items()))] = sample.value
+    return out
+
+
+def _per_group(samples: dict[tuple[tuple[str, str], ...], float], group: str) -> dict[int, float]:
+    return {int(dict(k)["partition"]): v for k, v in samples.items() if dict(k).get("group") == group}
+
+
+def _consume_and_commit(bootstrap: str, topic: str, group: str, count: int) -> None:
+    consumer = KafkaConsumer(topic, bootstrap_servers=bootstrap, group_id=group, auto_offset_reset="earliest",
+                             enable_auto_commit=False)  # fmt: skip
+    read = 0
+    deadline = time.monotonic() + 60
+    while read < count and time.monotonic() < deadline:
+        read += sum(len(batch) for batch in consumer.poll(timeout_ms=1000, max_records=count - read).values())
+    consumer.commit()
+    consumer.close()
+    assert read == count
+
+
+def test_lag_exporter_serves_broker_lag_and_stops_cleanly_on_sigterm(kafka_bootstrap: str, kafka_topic_factory) -> None:  # noqa: ANN001
+    topic = kafka_topic_factory(partitions=2)
+    produced, consumed = 7, 3
+    producer = TrackedProducer(KafkaSettings(bootstrap_servers=kafka_bootstrap))
+    for i in range(produced):
+        producer.send(topic, f'{{"n":{i}}}'.encode(), key=f"k{i}".encode())
+    producer.flush()
+    producer.close()
+    group, idle = f"g-{topic}", f"idle-{topic}"  # idle never commits
+    _consume_and_commit(kafka_bootstrap, topic, group, consumed)
+
+    port = free_port()
+    proc = subprocess.Popen(
+        [str(MM), "lag-exporter", "--bootstrap", kafka_bootstrap, "--group", group, "--group", idle,
+         "--topic", topic, "--host", LOOPBACK, "--port", str(port)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    url = f"http://{LOOPBACK}:{port}/metrics"
+    try:
+        metrics: dict = {}
+        deadline = time.monotonic() + 90
+        while not metrics and proc.poll() is None and time.monotonic() < deadline:
+            try:
+                metrics = _scrape(url)
+            except OSError:
+                time.sleep(0.5)
+        assert metrics, f"no /metrics on port {port} (exit {proc.poll()})"
+
+        end = {int(dict(k)["partition"]): v for k, v in metrics["mm_kafka_topic_end_offset"].items()}
+        assert set(end) == {0, 1} and sum(end.values()) == produced
+        lag = _per_group(metrics["mm_kafka_consumergroup_lag"], group)
+        committed = _per_group(metrics["mm_kafka_consumergroup_committed_offset"], group)
+        assert sum(committed.values()) == consumed
+        assert sum(lag.values()) == produced - consumed
+        assert all(lag[p] == end[p] - committed.get(p, 0) for p in end)
+        # A group that never committed: everything retained is waiting, and no committed offset.
+        assert sum(_per_group(metrics["mm_kafka_consumergroup_lag"], idle).values()) == produced
+        assert _per_group(metrics["mm_kafka_consumergroup_committed_offset"], idle) == {}
+        assert {dict(k)["group"]: v for k, v in metrics["mm_lag_exporter_up"].items()} == {group: 1.0, idle: 1.0}
+
+        # Measured on every scrape: the group catches up, the next scrape shows it.
+        _consume_and_commit(kafka_bootstrap, topic, group, produced - consumed)
+        again = _scrape(url)
+        assert sum(_per_group(again["mm_kafka_consumergroup_lag"], group).values()) == 0
+        assert sum(_per_group(again["mm_kafka_consumergroup_committed_offset"], group).values()) == produced
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            out, err = proc.communicate(timeout=60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            out, err = proc.communicate()
+    assert proc.returncode == 0, err[-3000:]
+    assert "lag exporter stopped" in err and "Traceback" not in err, err[-3000:]
