@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -70,3 +71,18 @@ def test_topics_list_console_tools_and_consumer_group_lag(tools, kafka_bootstrap
     lag = header.index("LAG")
     assert {row[header.index("TOPIC")] for row in rows} == {topic}
     assert sum(int(row[lag]) for row in rows if row[lag] != "-") == 4
+
+
+def test_tools_path_command_prints_the_folder_of_the_scripts(tools, kafka_bootstrap, kafka_topic_factory, tmp_path):
+    """`python -m pipeline.localinfra.kafka tools-path`, as docs/integrations.md has users run it."""
+    topic = kafka_topic_factory(partitions=1)
+    done = subprocess.run([sys.executable, "-m", "pipeline.localinfra.kafka", "tools-path"],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=600)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    printed = done.stdout.splitlines()
+    assert len(printed) == 1, done.stdout  # only the path: `PATH="$(... tools-path):$PATH"` works
+    folder = Path(printed[0])
+    assert folder.is_absolute() and folder == tools
+    for script in [*TOOL_SCRIPTS, "kafka-run-class.sh"]:
+        assert (folder / script).stat().st_mode & 0o111, script
+    assert topic in _run(folder, "kafka-topics.sh", "--bootstrap-server", kafka_bootstrap, "--list").split()
