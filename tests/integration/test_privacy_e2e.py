@@ -1,6 +1,7 @@
 """Records carrying every PII type of tests/fixtures/pii_cases.jsonl, through what leaves the
-process: classify output and logs, alert bodies (webhook, Slack), the report page, and the real
-stream (verdict topic, lake, /metrics, its log). None of the PII may appear in any of them.
+process: classify output and logs, alert bodies (webhook, Slack, and the alerts posted to a real
+Alertmanager), the report page, and the real stream (verdict topic, lake, /metrics, its log).
+None of the PII may appear in any of them.
 
 Each check is paired with a control: the same records with a redactor that finds nothing put
 most of the PII into the evidence, so a pass means redaction removed it, not that the
@@ -157,6 +158,90 @@ def test_alert_webhook_bodies_and_slack_messages_carry_no_pii(tmp_path: Path, pr
         assert leaks(everything) == []  # ... without the PII
     finally:
         alerting.close()
+
+
+def _alertmanager_run(tmp_path: Path, am_url: str, rule: str, redactor: redact.Redactor) -> tuple[int, int]:
+    """Classify the records with ``redactor`` installed and post the alerts to Alertmanager as the
+    stream does (alerts sink -> engine -> alert table -> AlertmanagerPusher); returns (alerts
+    the engine holds, alerts posted)."""
+    from prometheus_client import CollectorRegistry
+
+    from detectors.rules import RulesDetector
+    from pipeline.alerts import engine
+    from pipeline.alerts.rules import parse_rules
+    from pipeline.alerts.service import Alerting
+    from pipeline.alerts.settings import AlertSettings
+    from pipeline.schemas import InferenceLog
+    from pipeline.scoring import Scorer
+    from pipeline.sinks.alerts import AlertsSink
+    from pipeline.sinks.base import ScoredRecord
+    from pipeline.verdicts import Pseudonymizer
+
+    previous = redact.current()
+    redact.install(redactor)
+    engine.redact.cache_clear()  # the engine's second pass caches per snippet, whatever redactor ran
+    try:
+        logs = [InferenceLog.model_validate(r) for r in _records()]
+        verdicts = Scorer([RulesDetector()], Pseudonymizer(b"e2e-test-key-0123456789")).score(logs)
+        settings = AlertSettings(
+            db_url=f"sqlite:///{tmp_path / f'{rule}.db'}", notify="alertmanager",
+            alertmanager={"urls": [am_url]}, generator_url="http://grafana.test/d/mm-misuse-overview",
+            run_dispatcher=False,
+        )
+        rules = parse_rules(f"rules: [{{name: {rule}, kind: verdict, match: {{min_severity: low}}}}]")
+        alerting = Alerting.build(settings, CollectorRegistry(), rules=rules)
+        try:
+            sink = AlertsSink(alerting, run_dispatcher=False)
+            sink.write([ScoredRecord(log=log, verdict=v) for log, v in zip(logs, verdicts, strict=True)])
+            sink.flush()
+            return len(alerting.engine.alerts), alerting.notifier.tick()
+        finally:
+            alerting.close()
+    finally:
+        redact.install(previous)
+        engine.redact.cache_clear()
+
+
+@pytest.mark.slow
+@pytest.mark.alertmanager
+def test_alertmanager_alerts_carry_no_pii(tmp_path: Path, presidio: redact.Redactor) -> None:
+    """The default route (alerts.notify: alertmanager): the labels and annotations posted to a real
+    Alertmanager's /api/v2/alerts, as it holds them, and what it forwards to its receivers."""
+    from pipeline.localinfra.alertmanager import get_alerts, start_alertmanager
+    from pipeline.localinfra.webhook_receiver import WebhookReceiverServer
+
+    with WebhookReceiverServer() as forwarded, start_alertmanager(tmp_path / "am", forwarded.url + "/am") as am:
+
+        def held(rule: str) -> str:
+            alerts = [a for a in get_alerts(am.url) if a["labels"]["alertname"] == rule]
+            return json.dumps([{k: a[k] for k in ("labels", "annotations", "generatorURL")} for a in alerts])
+
+        def sent_on(rule: str) -> str:
+            bodies = [r.body.decode() for r in list(forwarded.requests)]
+            return "\n".join(b for b in bodies if json.loads(b)["groupLabels"].get("alertname") == rule)
+
+        # Control: with a redactor that finds nothing, the PII reaches Alertmanager.
+        engine_alerts, posted = _alertmanager_run(tmp_path, am.url, "control", FindsNothing())
+        assert posted == engine_alerts >= len(CASES)
+        control = held("control")
+        assert len(json.loads(control)) == posted
+        shown = leaks(control)
+        assert len(shown) >= 0.8 * len(PII) - len(CASES), f"the control shows only {len(shown)} of {len(PII)} values"
+
+        engine_alerts, posted = _alertmanager_run(tmp_path, am.url, "redacted", presidio)
+        assert posted == engine_alerts >= len(CASES)
+        payload = held("redacted")
+        alerts = json.loads(payload)
+        assert len(alerts) == posted
+        assert all(a["labels"]["user"].startswith("u_") for a in alerts)  # pseudonyms, not the e-mail ids
+        assert all("phishing" in a["annotations"]["evidence"].lower() or "dear customer" in a["annotations"]["evidence"].lower()
+                   for a in alerts)  # fmt: skip - the reason stays readable ...
+        assert sum("<" in a["annotations"]["evidence"] for a in alerts) >= len(CASES)  # ... placeholders took the PII's place
+        assert leaks(payload) == []
+
+        # What Alertmanager's own receivers get (its webhook, after its grouping) carries no PII either.
+        assert forwarded.wait_for(lambda s: "phishing" in sent_on("redacted").lower(), timeout_s=30)
+        assert leaks(sent_on("redacted")) == []
 
 
 def test_report_page_carries_no_pii(tmp_path: Path, presidio: redact.Redactor) -> None:
