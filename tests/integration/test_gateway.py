@@ -321,3 +321,26 @@ def test_unknown_length_streams_and_encoded_paths_pass_through(tmp_path):
     assert [a[1].get("message", {}).get("content") for a in arrivals] == ["one", "two", "three", "four", None]
     # Relayed as produced (4 x 250 ms upstream), not buffered until the end.
     assert arrivals[0][0] < arrivals[-1][0] - 0.5
+
+
+def test_sse_chunks_are_relayed_as_the_upstream_sends_them(tmp_path):
+    """SSE (the OpenAI streaming format) goes through chunk by chunk: each event reaches the
+    client when the upstream emits it (250 ms apart), not when the stream ends."""
+    upstream = VllmLike(script={"count": Reply(content="one two three four")}, token_delay_s=0.25)
+    with serve_in_thread(upstream.app) as upstream_url, _gateway(
+        upstream_url, f"127.0.0.1:{_closed_port()}", "t", spill_path=tmp_path / "spill.jsonl", overflow="drop"
+    ) as (url, _):
+        body = {"model": "m", "stream": True, "messages": [{"role": "user", "content": "count to four"}]}
+        started = time.perf_counter()
+        arrivals = []
+        with httpx.stream("POST", f"{url}/v1/chat/completions", json=body) as response:
+            assert response.headers["content-type"].startswith("text/event-stream")
+            for line in response.iter_lines():
+                if line.startswith("data: ") and line != "data: [DONE]":
+                    delta = json.loads(line[6:])["choices"][0]["delta"]
+                    if delta.get("content"):
+                        arrivals.append((time.perf_counter() - started, delta["content"]))
+    assert "".join(text for _, text in arrivals) == "one two three four"
+    assert len(arrivals) >= 4  # 4-character pieces, one per upstream tick
+    # The first piece arrives while the upstream still has at least three ticks (0.75 s) to go.
+    assert arrivals[0][0] < arrivals[-1][0] - 0.5, arrivals
