@@ -64,11 +64,16 @@ def push(
     ] = [],  # noqa: B006 - typer needs a literal default
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print what would change, change nothing")] = False,
     show_diff: Annotated[bool, typer.Option("--diff/--no-diff", help="With --dry-run, print unified diffs")] = True,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the folder, datasources and changes as JSON")] = False,
 ) -> None:
-    """Upsert every dashboard by uid into a Grafana folder, mapping datasource uids."""
+    """Upsert every dashboard by uid into a Grafana folder, mapping datasource uids.
+    Exit 8 when Grafana does not answer or refuses a request; 2 when the datasources cannot be mapped."""
+    from urllib.parse import urlsplit
+
     from dashboards.generate import all_dashboards
-    from dashboards.publish import PublishError, connect
+    from dashboards.publish import DatasourceError, PublishError, connect
     from dashboards.publish import push as do_push
+    from pipeline.exits import Unreachable
 
     try:
         report = do_push(
@@ -79,9 +84,22 @@ def push(
             datasource_overrides=_parse_overrides(datasource),
             dry_run=dry_run,
         )
-    except PublishError as exc:
-        typer.echo(f"push failed: {exc}", err=True)
-        raise typer.Exit(1) from exc
+    except DatasourceError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--datasource") from exc
+    except PublishError as exc:  # Grafana did not answer, refused a request or answered oddly
+        parts = urlsplit(url)
+        where = f"{parts.scheme}://{parts.hostname}" + (f":{parts.port}" if parts.port else "")  # no credentials
+        raise Unreachable(f"dashboards push: {exc} ({where})") from exc
+    if as_json:
+        typer.echo(json.dumps({
+            "dry_run": report.dry_run, "folder_uid": report.folder_uid, "folder_created": report.folder_created,
+            "datasources": report.datasources,
+            "changes": [
+                {"uid": c.uid, "title": c.title, "action": c.action, **({"diff": c.diff} if dry_run and show_diff else {})}
+                for c in report.changes
+            ],
+        }, sort_keys=True))
+        return
     typer.echo(report.summary())
     if dry_run and show_diff:
         for change in report.changes:

@@ -15,12 +15,14 @@ from __future__ import annotations
 import copy
 import difflib
 import json
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from grafana_client import GrafanaApi
 from grafana_client.client import GrafanaClientError, GrafanaException
+from niquests.exceptions import ConnectionError as HttpConnectionError
 
 from dashboards.panels import POSTGRES_TYPE, POSTGRES_UID, PROMETHEUS_TYPE, PROMETHEUS_UID
 
@@ -41,6 +43,14 @@ Action = Literal["create", "update", "unchanged"]
 
 class PublishError(RuntimeError):
     """The dashboards could not be pushed (datasources not found, Grafana refused a request)."""
+
+
+class DatasourceError(PublishError):
+    """Our datasource uids cannot be mapped to the target Grafana's (fixed with --datasource)."""
+
+
+class GrafanaUnreachable(PublishError):
+    """No connection to Grafana (grafana-client lets the HTTP library's ConnectionError through)."""
 
 
 @dataclass(frozen=True)
@@ -83,7 +93,7 @@ def resolve_datasources(api: GrafanaApi, overrides: Mapping[str, str] | None = N
     overrides = dict(overrides or {})
     unknown = set(overrides) - set(DATASOURCE_TYPES)
     if unknown:
-        raise PublishError(f"unknown datasource uid(s) {sorted(unknown)}; ours are {sorted(DATASOURCE_TYPES)}")
+        raise DatasourceError(f"unknown datasource uid(s) {sorted(unknown)}; ours are {sorted(DATASOURCE_TYPES)}")
     try:
         available: list[dict[str, Any]] = api.datasource.list_datasources()
     except GrafanaException as exc:
@@ -99,7 +109,7 @@ def resolve_datasources(api: GrafanaApi, overrides: Mapping[str, str] | None = N
         candidates = sorted(ds["uid"] for ds in available if ds.get("type") in types)
         if len(candidates) != 1:
             found = ", ".join(candidates) or "none"
-            raise PublishError(
+            raise DatasourceError(
                 f"cannot pick a {'/'.join(types)} datasource for {ours} (found: {found}); "
                 f"pass --datasource {ours}=<uid> or provision dashboards/provisioning/datasources.yaml"
             )
@@ -186,6 +196,21 @@ def push(
     dry_run: bool = False,
 ) -> PushReport:
     """Upsert ``dashboards`` by uid into the folder (created when missing); see module docstring."""
+    try:
+        return _push(api, dashboards, folder_uid, folder_title, datasource_overrides, dry_run)
+    except HttpConnectionError as exc:
+        found = re.search(r"\[Errno -?\d+\] [^'\")]+", str(exc))
+        raise GrafanaUnreachable(f"Grafana not reachable: {found.group(0) if found else type(exc).__name__}") from exc
+
+
+def _push(
+    api: GrafanaApi,
+    dashboards: Sequence[Mapping[str, Any]],
+    folder_uid: str,
+    folder_title: str,
+    datasource_overrides: Mapping[str, str] | None,
+    dry_run: bool,
+) -> PushReport:
     mapping = resolve_datasources(api, datasource_overrides)
     remapped = [map_datasource_uids(board, mapping) for board in dashboards]
     folder_missing = not _folder_exists(api, folder_uid)

@@ -14,8 +14,10 @@ one scope per category (a verdict "predicts" a category when it lists it).
 
 from __future__ import annotations
 
+import contextlib
 import json
-from collections.abc import Iterable, Mapping
+import sys
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -38,10 +40,24 @@ class LabelsError(ValueError):
     """A labels or verdicts file that cannot be read (names the file and line)."""
 
 
+def _is_stdin(path: Path) -> bool:
+    return str(path) == "-"
+
+
+@contextlib.contextmanager
+def _open_text(path: Path) -> Iterator[Iterable[str]]:
+    """The file's lines, or stdin's for '-' (left open: it is not ours to close)."""
+    if _is_stdin(path):
+        yield sys.stdin
+    else:
+        with path.open(encoding="utf-8") as fh:
+            yield fh
+
+
 def read_labels(path: Path) -> dict[str, Label]:
-    """request_id -> Label from a JSONL file; a replayed id keeps its first line (as shadow does)."""
+    """request_id -> Label from a JSONL file ('-': stdin); a replayed id keeps its first line (as shadow does)."""
     labels: dict[str, Label] = {}
-    with path.open(encoding="utf-8") as fh:
+    with _open_text(path) as fh:
         for n, line in enumerate(fh, start=1):
             if not line.strip():
                 continue
@@ -61,12 +77,12 @@ class Predicted:
 
 
 def read_verdicts(path: Path) -> dict[str, Predicted]:
-    """request_id -> what the verdict said, from a verdict JSONL file or a Parquet lake folder.
+    """request_id -> what the verdict said, from a verdict JSONL file ('-': stdin) or a Parquet lake folder.
 
     Error lines of ``classify`` (``misuse-error/v1``) have no verdict and are skipped.
     """
     verdicts: dict[str, Predicted] = {}
-    if path.is_dir():
+    if not _is_stdin(path) and path.is_dir():
         import pyarrow.dataset as ds
 
         # A lake root holds verdicts/ (and dead_letters/ from backfills, which have no verdict).
@@ -90,7 +106,7 @@ def read_verdicts(path: Path) -> dict[str, Predicted]:
 
 
 def _jsonl_rows(path: Path) -> Iterable[dict]:
-    with path.open(encoding="utf-8") as fh:
+    with _open_text(path) as fh:
         for n, line in enumerate(fh, start=1):
             if line.strip():
                 try:
@@ -171,8 +187,10 @@ def evaluate_command(labels: Path | None, verdicts: Path | None, as_json: bool =
 
     if labels is None or verdicts is None:
         raise typer.BadParameter("--labels and --verdicts go together", param_hint="--labels/--verdicts")
+    if _is_stdin(labels) and _is_stdin(verdicts):
+        raise typer.BadParameter("only one of them can be '-' (stdin)", param_hint="--labels/--verdicts")
     for path, hint in ((labels, "--labels"), (verdicts, "--verdicts")):
-        if not path.exists():
+        if not _is_stdin(path) and not path.exists():
             raise typer.BadParameter(f"{path} does not exist", param_hint=hint)
     acc = score(read_labels(labels), read_verdicts(verdicts))
     if as_json:

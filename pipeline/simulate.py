@@ -680,7 +680,8 @@ def write_jsonl(
     progress = Progress(TextColumn("simulating"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                         disable=not show, transient=True)
     with (nullcontext(sys.stdout) if to_stdout else path.open("w", encoding="utf-8")) as out, progress:
-        truth_out = truth_path.open("w", encoding="utf-8") if truth_path else None
+        truth_to_stdout = str(truth_path) == "-"
+        truth_out = sys.stdout if truth_to_stdout else truth_path.open("w", encoding="utf-8") if truth_path else None
         task = progress.add_task("records", total=progress_total)
         try:
             for record in records:
@@ -690,7 +691,7 @@ def write_jsonl(
                 truths.append(record.truth)
                 progress.advance(task)
         finally:
-            if truth_out is not None:
+            if truth_out is not None and not truth_to_stdout:
                 truth_out.close()
     return truths
 
@@ -726,16 +727,22 @@ def simulate_command(
     truth: Annotated[
         Path | None,
         typer.Option(help="Also write the ground truth here: label lines (request_id, misuse, categories) that "
-                     "`spark shadow --labels`, `evaluate --labels` and `report --labels` read"),
+                     "`spark shadow --labels`, `evaluate --labels` and `report --labels` read ('-': stdout)"),
     ] = None,
     days: Annotated[float, typer.Option(help="Time span in days, ending now (UTC)")] = 2.0,
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON on stdout")] = False,
 ) -> None:
     """Write simulated sample traffic (benign users, abusers, a model hopper, a campaign)."""
-    generated = simulate(records, seed=seed, span=timedelta(days=days))
     to_stdout = str(output) == "-"
+    truth_to_stdout = str(truth) == "-"
+    if to_stdout and truth_to_stdout:
+        raise typer.BadParameter("-o - already writes the records to stdout; give the truth a file", param_hint="--truth")
     if to_stdout and as_json:
         raise typer.BadParameter("--json prints to stdout, which -o - already uses", param_hint="--json")
+    if truth_to_stdout and as_json:
+        raise typer.BadParameter("--json prints to stdout, which --truth - already uses", param_hint="--json")
+    to_stdout = to_stdout or truth_to_stdout
+    generated = simulate(records, seed=seed, span=timedelta(days=days))
     truths = write_jsonl(generated, output, truth, progress_total=None if to_stdout else records)
     if as_json:
         typer.echo(json.dumps(summary_counts(truths), sort_keys=True))

@@ -9,6 +9,7 @@ Heavy imports (torch, transformers) happen inside the commands.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 from pathlib import Path
@@ -61,6 +62,9 @@ def train(
         ),
     ] = "holdout",
     lora_epochs: Annotated[int, typer.Option(help="LoRA recipe: passes over the training examples")] = 2,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print the training report as JSON on stdout (progress goes to stderr)")
+    ] = False,
 ) -> None:
     """Assemble data from the packaged corpora, train, calibrate, write artifact + model card
     into a run directory (never the shipped one: `misuse-monitor model ship DIR` does that)."""
@@ -77,15 +81,25 @@ def train(
         output_dir=output_dir, cache_dir=cache_dir, seed=seed, epochs=epochs,
         target_precision=target_precision, threads=threads, fold_ensemble=recipe == "ensemble",
     )
+    progress = _progress(as_json)
     if recipe in ("crossfit", "ensemble"):
-        run_training(config, progress=typer.echo)
+        report = run_training(config, progress=progress)
     else:
         from detectors.training.finetune import LoraSettings, run_holdout_training
 
         settings = LoraSettings(epochs=lora_epochs) if recipe == "lora" else None
-        run_holdout_training(config, settings, progress=typer.echo)
+        report = run_holdout_training(config, settings, progress=progress)
     write_model_card(output_dir, model_card)
-    typer.echo(f"model card written to {model_card}")
+    if as_json:
+        typer.echo(json.dumps({"output_dir": str(output_dir), "model_card": str(model_card), "report": report},
+                              sort_keys=True, default=str))
+    else:
+        typer.echo(f"model card written to {model_card}")
+
+
+def _progress(as_json: bool):  # noqa: ANN202 - a progress callback
+    """Progress lines go to stdout, or to stderr when stdout carries the --json document."""
+    return (lambda line: typer.echo(line, err=True)) if as_json else typer.echo
 
 
 @app.command("evaluate")
@@ -100,12 +114,14 @@ def evaluate(
     limit: Annotated[int | None, typer.Option(help="Max items per reserved set (quick runs)")] = None,
     labels: Annotated[
         Path | None,
-        typer.Option(help="Score existing verdicts against these labels instead (e.g. `simulate --truth`)"),
+        typer.Option(help="Score existing verdicts against these labels instead (e.g. `simulate --truth`; '-': stdin)"),
     ] = None,
     verdicts: Annotated[
-        Path | None, typer.Option(help="With --labels: verdict JSONL (`classify`) or Parquet lake folder")
+        Path | None, typer.Option(help="With --labels: verdict JSONL (`classify`; '-': stdin) or Parquet lake folder")
     ] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="With --labels: print the scores as JSON")] = False,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print the scores (with --labels) or the evaluation report as JSON on stdout")
+    ] = False,
 ) -> None:
     """Score the RESERVED evaluation sources with the artifact's pinned thresholds (evaluation only:
     nothing here feeds back into training, calibration or thresholds). Writes nothing into the
@@ -125,9 +141,12 @@ def evaluate(
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     from detectors.training.evaluate import run_evaluation, write_model_card
 
-    report = run_evaluation(model_dir, threads=threads, limit=limit, progress=typer.echo, output_dir=output_dir)
+    report = run_evaluation(model_dir, threads=threads, limit=limit, progress=_progress(as_json), output_dir=output_dir)
     if (model_dir / "training-report.json").is_file():
         write_model_card(model_dir, output_dir / RUN_CARD, evaluation_report=output_dir / "evaluation-report.json")
+    if as_json:
+        typer.echo(json.dumps({"output_dir": str(output_dir), "report": report}, sort_keys=True))
+        return
     typer.echo(report["summary_table"])
     typer.echo(f"report written to {output_dir}")
 
@@ -137,15 +156,23 @@ def ship(
     source: Annotated[Path, typer.Argument(help="Run directory holding the artifact to ship", exists=True, file_okay=False)],
     name: Annotated[str, typer.Option(help="Directory under detectors/models/ to replace")] = SHIPPED_NAME,
     model_card: Annotated[Path, typer.Option(help="Model card to rewrite from the shipped artifact")] = DEFAULT_CARD,
+    as_json: Annotated[bool, typer.Option("--json", help="Print what was shipped as JSON")] = False,
 ) -> None:
     """Make SOURCE the shipped artifact: checks that it loads and that an evaluation report
     it carries is its own, swaps it into detectors/models/NAME and rewrites the model card.
     The decision to ship follows docs/model-releases.md; this command only carries it out."""
+    from pipeline.exits import InputError
+
     try:
         shipped = ship_artifact(source, name=name, card=model_card)
     except ShipError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(1) from exc
+        raise InputError(str(exc)) from exc  # one line on stderr, exit 4 (pipeline/exits.py)
+    if as_json:
+        typer.echo(json.dumps({
+            "version": shipped.version, "destination": str(shipped.destination), "evaluated": shipped.evaluated,
+            "model_card": str(shipped.card) if shipped.card else None,
+        }, sort_keys=True))
+        return
     typer.echo(
         f"shipped {shipped.version} to {shipped.destination}"
         + ("" if shipped.evaluated else " (no reserved evaluation report with it)")

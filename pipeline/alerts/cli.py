@@ -11,6 +11,7 @@ override single fields.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import signal
 import time
@@ -30,6 +31,7 @@ from pipeline.alerts.outbox import DEAD, Notification, Outbox
 from pipeline.alerts.rules import AlertRulesError, load_rules
 from pipeline.alerts.settings import AlertSettings
 from pipeline.alerts.state import create_db_engine
+from pipeline.exits import ConfigError, Unreachable
 
 app = typer.Typer(help="Alert rules and delivery (silences: amtool, against Alertmanager).", no_args_is_help=True)
 console = Console()
@@ -74,11 +76,12 @@ def test(
     ctx: typer.Context,
     send: Annotated[bool, typer.Option(help="Also send a test notification to every receiver")] = False,
     timeout_s: Annotated[float, typer.Option(help="How long --send waits for deliveries")] = 30.0,
-    as_json: Annotated[bool, typer.Option("--json", help="Print the validated rules as JSON")] = False,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print the validated rules (and with --send, each delivery) as JSON")
+    ] = False,
 ) -> None:
-    """Validate the rules file against the configured receivers; --send checks delivery end to end."""
-    if as_json and send:
-        raise typer.BadParameter("--json lists the validated rules; run --send without it", param_hint="--json")
+    """Validate the rules file against the configured receivers; --send checks delivery end to end
+    (exit 8 when a receiver or Alertmanager did not accept the test alert)."""
     settings = _settings(ctx)
     names = [r.name for r in settings.receivers]
     try:
@@ -89,25 +92,41 @@ def test(
         else:
             console.print(f"[red]invalid:[/red] {exc}")
         raise typer.Exit(2) from exc
-    if as_json:
-        print(json.dumps({
-            "rules_file": str(settings.rules_file), "valid": True, "notify": settings.notify,
-            "rules": [{"name": r.name, "kind": r.kind, "severity": r.severity, "receivers": list(r.receivers)} for r in rules.rules],
-        }, sort_keys=True))
-    else:
+    doc: dict[str, Any] = {
+        "rules_file": str(settings.rules_file), "valid": True, "notify": settings.notify,
+        "rules": [{"name": r.name, "kind": r.kind, "severity": r.severity, "receivers": list(r.receivers)} for r in rules.rules],
+    }
+    if not as_json:
         table = Table("rule", "kind", "severity", "receivers")
         for r in rules.rules:
             table.add_row(r.name, r.kind, r.severity, ", ".join(r.receivers) or "(all)")
         console.print(table)
         console.print(f"{settings.rules_file}: {len(rules.rules)} rule(s) OK (notify: {settings.notify})")
     if not send:
+        if as_json:
+            print(json.dumps(doc, sort_keys=True))
         return
     if settings.notify == "alertmanager":
-        _send_test_to_alertmanager(settings)
-        return
-    if not names:
-        console.print("[yellow]no receivers configured[/yellow]")
-        raise typer.Exit(1)
+        results = _send_test_to_alertmanager(settings)
+    elif not names:
+        raise ConfigError("alerts: notify is direct but no receivers are configured")
+    else:
+        results = _send_test_to_receivers(settings, rules, names, timeout_s)
+    if as_json:
+        print(json.dumps({**doc, "sent": results}, sort_keys=True))
+    else:
+        for r in results:
+            state = f"[green]{r['state']}[/green]" if r["delivered"] else f"[red]{r['state']}[/red] {r['detail'] or ''}"
+            console.print(f"{r['target']}: {state}", highlight=False)
+    failed = [r for r in results if not r["delivered"]]
+    if failed:
+        what = "; ".join(f"{r['target']}: {r['state']} {' '.join(str(r['detail'] or '').split())}".rstrip() for r in failed)
+        raise Unreachable(f"test alert not delivered to {len(failed)} of {len(results)}: {what}")
+
+
+def _send_test_to_receivers(settings: AlertSettings, rules: Any, names: list[str], timeout_s: float) -> list[dict[str, Any]]:
+    """Enqueue one test notification per receiver and run the dispatcher until each is
+    delivered or dead, or ``timeout_s`` passes; one result per receiver."""
     from pipeline.alerts.service import Alerting
 
     alerting = Alerting.build(settings, rules=rules, evaluate=False)
@@ -127,28 +146,33 @@ def test(
             Outbox(alerting.db).enqueue(conn, Notification(key, name, "mm-test", message), now)
     deadline = time.monotonic() + timeout_s
     states: dict[str, tuple[str, str | None]] = {}
-    while time.monotonic() < deadline:
-        alerting.dispatcher.run_once()
-        with alerting.db.connect() as conn:
-            rows = conn.execute(
-                sa.select(db.outbox.c.idempotency_key, db.outbox.c.state, db.outbox.c.last_error).where(
-                    db.outbox.c.idempotency_key.in_(list(keys))
+    # Each receiver's outcome is reported below; the dispatcher's per-attempt warnings would say it
+    # again on stderr (they still show with --log-level info or debug).
+    delivery_log = logging.getLogger("pipeline.alerts.delivery")
+    level = delivery_log.level
+    if not delivery_log.isEnabledFor(logging.INFO):
+        delivery_log.setLevel(logging.CRITICAL)
+    try:
+        while time.monotonic() < deadline:
+            alerting.dispatcher.run_once()
+            with alerting.db.connect() as conn:
+                rows = conn.execute(
+                    sa.select(db.outbox.c.idempotency_key, db.outbox.c.state, db.outbox.c.last_error).where(
+                        db.outbox.c.idempotency_key.in_(list(keys))
+                    )
                 )
-            )
-            states = {r[0]: (r[1], r[2]) for r in rows}
-        if len(states) == len(keys) and all(s in ("delivered", DEAD) for s, _ in states.values()):
-            break
-        time.sleep(0.2)
-    alerting.close()
-    failed = 0
+                states = {r[0]: (r[1], r[2]) for r in rows}
+            if len(states) == len(keys) and all(s in ("delivered", DEAD) for s, _ in states.values()):
+                break
+            time.sleep(0.2)
+    finally:
+        delivery_log.setLevel(level)
+        alerting.close()
+    results = []
     for key, name in keys.items():
         state, error = states.get(key, ("missing", None))
-        ok = state == "delivered"
-        failed += not ok
-        verdict = "[green]delivered[/green]" if ok else f"[red]{state}[/red] {error or ''}"
-        console.print(f"{name}: {verdict}")
-    if failed:
-        raise typer.Exit(1)
+        results.append({"target": name, "delivered": state == "delivered", "state": state, "detail": error})
+    return results
 
 
 def _test_alert(now: float) -> Alert:
@@ -158,15 +182,15 @@ def _test_alert(now: float) -> Alert:
     )
 
 
-def _send_test_to_alertmanager(settings: AlertSettings) -> None:
-    """Post one short-lived info alert to every Alertmanager peer; exit 1 if any refuses."""
+def _send_test_to_alertmanager(settings: AlertSettings) -> list[dict[str, Any]]:
+    """Post one short-lived info alert to every Alertmanager peer; one result per peer."""
     import httpx
 
     from pipeline.alerts.model import PostableAlert
 
     alert = _test_alert(time.time())
     body = [PostableAlert.of(alert, GeneratorLinks(base_url=settings.generator_url)).model_dump()]
-    failed = 0
+    results = []
     for url in settings.alertmanager.urls:
         base = url.get_secret_value().rstrip("/")
         try:
@@ -174,10 +198,8 @@ def _send_test_to_alertmanager(settings: AlertSettings) -> None:
             ok, detail = 200 <= response.status_code < 300, f"HTTP {response.status_code}"
         except httpx.HTTPError as exc:
             ok, detail = False, f"{type(exc).__name__}: {exc}"
-        failed += not ok
-        console.print(f"{base}: " + ("[green]accepted[/green]" if ok else f"[red]failed[/red] {detail}"), highlight=False)
-    if failed:
-        raise typer.Exit(1)
+        results.append({"target": base, "delivered": ok, "state": "accepted" if ok else "failed", "detail": detail})
+    return results
 
 
 @app.command("list")
@@ -250,10 +272,14 @@ def dispatch(ctx: typer.Context) -> None:
 def requeue(
     ctx: typer.Context,
     receiver: Annotated[str | None, typer.Option(help="Only this receiver's dead letters")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the count as JSON")] = False,
 ) -> None:
     """Put dead-lettered deliveries back in the queue (after fixing a receiver)."""
     settings = _settings(ctx)
     n = Outbox(create_db_engine(settings.db_url.get_secret_value())).requeue_dead(time.time(), receiver)
+    if as_json:
+        typer.echo(json.dumps({"requeued": n, "receiver": receiver}, sort_keys=True))
+        return
     console.print(f"requeued {n} deliveries")
 
 

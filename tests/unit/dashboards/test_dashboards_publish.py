@@ -144,3 +144,29 @@ def test_cli_push_dry_run_prints_plan_and_diff(grafana: tuple[GrafanaState, str]
 
     result = CliRunner().invoke(app, ["push", "--url", url, "--datasource", "bogus"])
     assert result.exit_code != 0
+
+
+def test_cli_push_json_lists_the_changes(grafana: tuple[GrafanaState, str]) -> None:
+    state, url = grafana
+    result = CliRunner().invoke(app, ["push", "--url", url, "--json"])
+    assert result.exit_code == 0, result.output
+    doc = json.loads(result.stdout)
+    assert doc["dry_run"] is False and doc["folder_uid"] == "misuse-monitor" and doc["folder_created"] is True
+    assert doc["datasources"] == {"mm-prometheus": PROM_UID, "mm-postgres": PG_UID}
+    assert sorted((c["uid"], c["action"]) for c in doc["changes"]) == sorted((uid, "create") for uid in state.dashboards)
+    again = json.loads(CliRunner().invoke(app, ["push", "--url", url, "--json", "--dry-run"]).stdout)
+    assert again["dry_run"] is True and {c["action"] for c in again["changes"]} == {"unchanged"}
+    assert all(c["diff"] == "" for c in again["changes"])
+
+
+def test_cli_push_unknown_datasource_uid_is_a_usage_error(
+    grafana: tuple[GrafanaState, str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    from pipeline.cli import main
+    from pipeline.exits import ExitCode
+
+    state, url = grafana
+    code = main(["dashboards", "push", "--url", url, "--datasource", "mm-nope=P1"])
+    [line] = capsys.readouterr().err.strip().splitlines()
+    assert code == ExitCode.USAGE and "unknown datasource uid(s) ['mm-nope']" in line and "--datasource" in line
+    assert state.writes() == []
