@@ -678,7 +678,7 @@ def write_jsonl(
     truths: list[GroundTruth] = []
     show = progress_total is not None and progress_total >= PROGRESS_THRESHOLD
     progress = Progress(TextColumn("simulating"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                        disable=not show, transient=True)
+                        disable=not show, transient=True, console=Console(stderr=True))
     with (nullcontext(sys.stdout) if to_stdout else path.open("w", encoding="utf-8")) as out, progress:
         truth_to_stdout = str(truth_path) == "-"
         truth_out = sys.stdout if truth_to_stdout else truth_path.open("w", encoding="utf-8") if truth_path else None

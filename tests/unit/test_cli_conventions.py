@@ -307,10 +307,12 @@ def test_simulate_refuses_records_and_truth_both_on_stdout(capsys: pytest.Captur
 @needs_corpora
 def test_simulate_json_summary(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     logs, truth = tmp_path / "logs.jsonl", tmp_path / "truth.jsonl"
-    code, out, _ = _run(capsys, "simulate", "-o", str(logs), "--truth", str(truth), "--records", "60", "--json")
+    n = 5000  # enough for the progress bar (PROGRESS_THRESHOLD), which must stay off stdout
+    code, out, _ = _run(capsys, "simulate", "-o", str(logs), "--truth", str(truth), "--records", str(n), "--json")
     assert code == 0
+    assert out.startswith("{") and out.count("\n") == 1  # one JSON document, nothing else
     summary = json.loads(out)
     labels = [json.loads(line) for line in truth.read_text().splitlines()]
-    assert summary["records"] == len(logs.read_text().splitlines()) == 60
+    assert summary["records"] == len(logs.read_text().splitlines()) == n
     assert summary["misuse"] == sum(lab["misuse"] for lab in labels)
-    assert sum(summary["role"].values()) == 60
+    assert sum(summary["role"].values()) == n
