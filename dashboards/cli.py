@@ -10,6 +10,8 @@ from typing import Annotated
 
 import typer
 
+from pipeline.exits import ExitCode
+
 app = typer.Typer(help="Grafana dashboards as code: generate, check, push, verify.", no_args_is_help=True)
 
 OutOpt = Annotated[Path | None, typer.Option("--out", help="Directory of the generated JSON (default: dashboards/generated)")]
@@ -29,7 +31,7 @@ def check(
     out: OutOpt = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the stale files as JSON")] = False,
 ) -> None:
-    """Exit 1 when the generated JSON is stale (CI)."""
+    """Exit 11 when the generated JSON is stale (CI)."""
     from dashboards.generate import GENERATED_DIR, stale_files
 
     stale = stale_files(out or GENERATED_DIR)
@@ -40,7 +42,7 @@ def check(
     else:
         typer.echo("dashboards up to date")
     if stale:
-        raise typer.Exit(1)
+        raise typer.Exit(ExitCode.CHECK_FAILED)
 
 
 def _parse_overrides(pairs: list[str]) -> dict[str, str]:
@@ -144,4 +146,4 @@ def verify(
     if as_json:
         typer.echo(json.dumps({"failed": bad, "queries": outcomes}))
     if bad:
-        raise typer.Exit(1)
+        raise typer.Exit(ExitCode.CHECK_FAILED)

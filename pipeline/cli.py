@@ -530,6 +530,8 @@ def schemas_export(
     check: Annotated[bool, typer.Option(help="Fail when the checked-in files are stale")] = False,
 ) -> None:
     """Write (or --check) the JSON Schema files exported from the pydantic models."""
+    from pipeline.exits import ExitCode
+
     stale = []
     for name, schema in contract_json_schemas().items():
         text = json.dumps(schema, indent=2, sort_keys=True) + "\n"
@@ -542,7 +544,7 @@ def schemas_export(
             path.write_text(text)
     if stale:
         console.print(f"[red]stale contract files: {stale}; run `misuse-monitor schemas export`[/red]")
-        raise typer.Exit(1)
+        raise typer.Exit(ExitCode.CHECK_FAILED)
 
 
 def _wire_subcommands() -> None:

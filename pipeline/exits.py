@@ -33,6 +33,7 @@ class ExitCode(IntEnum):
     SERVICE_UNREACHABLE = 8  # an HTTP service (Prometheus, Alertmanager, Grafana) did not answer
     OUTAGE = 9  # stream: a sink or the broker stayed down past stream.outage_deadline_s
     DETECTOR_FAILED = 10  # stream: a detector failed on every record, a known-good one included
+    CHECK_FAILED = 11  # a check found a problem: stale generated files, a dashboard query without data
     INTERRUPTED = 130  # Ctrl-C (128 + SIGINT, as shells report it)
 
 

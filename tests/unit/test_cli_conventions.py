@@ -316,3 +316,13 @@ def test_simulate_json_summary(tmp_path: Path, capsys: pytest.CaptureFixture[str
     assert summary["records"] == len(logs.read_text().splitlines()) == n
     assert summary["misuse"] == sum(lab["misuse"] for lab in labels)
     assert sum(summary["role"].values()) == n
+
+
+def test_a_failed_check_has_its_own_exit_code(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Stale contract files are a check's finding, not a bug (1) or a usage error (2): exit 11."""
+    code, _, _ = _run(capsys, "schemas", "export", "--out", str(tmp_path))
+    assert code == 0
+    (tmp_path / sorted(p.name for p in tmp_path.iterdir())[0]).write_text("{}\n")
+    code, out, err = _run(capsys, "schemas", "export", "--check", "--out", str(tmp_path))
+    assert code == ExitCode.CHECK_FAILED == 11
+    assert "stale contract files" in out + err

@@ -26,7 +26,7 @@ def test_generated_json_is_current() -> None:
 
 def test_check_fails_on_stale_or_leftover_files_and_generate_repairs(tmp_path: Path) -> None:
     runner = CliRunner()
-    assert runner.invoke(app, ["check", "--out", str(tmp_path)]).exit_code == 1  # nothing generated yet
+    assert runner.invoke(app, ["check", "--out", str(tmp_path)]).exit_code == 11  # nothing generated yet
     assert runner.invoke(app, ["generate", "--out", str(tmp_path)]).exit_code == 0
     assert runner.invoke(app, ["check", "--out", str(tmp_path)]).exit_code == 0
 
@@ -34,7 +34,7 @@ def test_check_fails_on_stale_or_leftover_files_and_generate_repairs(tmp_path: P
     overview.write_text(overview.read_text().replace("Flagged share", "Flagged ratio"))
     (tmp_path / "old-dashboard.json").write_text("{}")
     assert generate.stale_files(tmp_path) == ["misuse-overview.json", "old-dashboard.json"]
-    assert runner.invoke(app, ["check", "--out", str(tmp_path)]).exit_code == 1
+    assert runner.invoke(app, ["check", "--out", str(tmp_path)]).exit_code == 11
 
     generate.write(tmp_path)
     assert generate.stale_files(tmp_path) == [] and not (tmp_path / "old-dashboard.json").exists()
@@ -161,7 +161,7 @@ def test_pipeline_health_selects_job_and_instance() -> None:
 def test_check_json_names_the_stale_files(tmp_path: Path) -> None:
     runner = CliRunner()
     stale = runner.invoke(app, ["check", "--out", str(tmp_path), "--json"])
-    assert stale.exit_code == 1 and json.loads(stale.stdout)["up_to_date"] is False and json.loads(stale.stdout)["stale"]
+    assert stale.exit_code == 11 and json.loads(stale.stdout)["up_to_date"] is False and json.loads(stale.stdout)["stale"]
     assert runner.invoke(app, ["generate", "--out", str(tmp_path)]).exit_code == 0
     fresh = runner.invoke(app, ["check", "--out", str(tmp_path), "--json"])
     assert fresh.exit_code == 0 and json.loads(fresh.stdout) == {"up_to_date": True, "stale": []}
