@@ -183,6 +183,8 @@ def classify_exception(exc: BaseException) -> tuple[ExitCode, str]:
         return ExitCode.OUTAGE, f"outage: {exc}"
     if name == "DetectorFailure":
         return ExitCode.DETECTOR_FAILED, f"detector failure: {exc}"
+    if name == "AlertRulesError":
+        return ExitCode.CONFIG, f"alert rules: {exc}"
     if name in ("LabelsError", "ReportError", "CorpusUnavailableError"):
         return ExitCode.INPUT, str(exc)
     first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""

@@ -31,7 +31,7 @@ from pipeline.alerts.outbox import DEAD, Notification, Outbox
 from pipeline.alerts.rules import AlertRulesError, load_rules
 from pipeline.alerts.settings import AlertSettings
 from pipeline.alerts.state import create_db_engine
-from pipeline.exits import ConfigError, Unreachable
+from pipeline.exits import ConfigError, ExitCode, Unreachable
 
 app = typer.Typer(help="Alert rules and delivery (silences: amtool, against Alertmanager).", no_args_is_help=True)
 console = Console()
@@ -90,8 +90,8 @@ def test(
         if as_json:
             print(json.dumps({"rules_file": str(settings.rules_file), "valid": False, "error": str(exc)}))
         else:
-            console.print(f"[red]invalid:[/red] {exc}")
-        raise typer.Exit(2) from exc
+            typer.echo(f"invalid alert rules: {exc}", err=True)
+        raise typer.Exit(ExitCode.CONFIG) from exc
     doc: dict[str, Any] = {
         "rules_file": str(settings.rules_file), "valid": True, "notify": settings.notify,
         "rules": [{"name": r.name, "kind": r.kind, "severity": r.severity, "receivers": list(r.receivers)} for r in rules.rules],

@@ -326,3 +326,12 @@ def test_a_failed_check_has_its_own_exit_code(tmp_path: Path, capsys: pytest.Cap
     code, out, err = _run(capsys, "schemas", "export", "--check", "--out", str(tmp_path))
     assert code == ExitCode.CHECK_FAILED == 11
     assert "stale contract files" in out + err
+
+
+def test_a_broken_alert_rules_file_is_a_config_error_wherever_it_is_read() -> None:
+    """`stream` with the alerts sink reads the rules file too: a mistake there is the user's (3), not a bug (1)."""
+    from pipeline.alerts.rules import AlertRulesError
+    from pipeline.exits import classify_exception
+
+    code, message = classify_exception(AlertRulesError("rule name=x: rate rules need a threshold"))
+    assert code == ExitCode.CONFIG and message == "alert rules: rule name=x: rate rules need a threshold"
