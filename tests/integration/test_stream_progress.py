@@ -25,9 +25,11 @@ pytestmark = [pytest.mark.kafka, pytest.mark.ml, pytest.mark.slow]
 # pipeline.cli.progress_line
 PROGRESS = re.compile(r"([\d,]+) records +([\d,]+) flagged +([\d,]+) dead letters +([\d,.]+) records/s")
 ANSI = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]")
-# Python warnings (FutureWarning...), logging's WARNING, log4j's WARN, `warning:` lines, and the
-# tokenizer's "(985 > 512)" message the issue saw.
-WARNING_LINE = re.compile(r"^.*(\bWARN(ING)?\b|\b\w*Warning\b|\bwarning\b|sequence length is longer than).*$", re.M)
+# Python warnings (FutureWarning...), logging's WARNING, log4j's WARN, `warning:` lines, the
+# tokenizer's "(985 > 512)" message and tqdm bars (weights loading) the issue saw.
+WARNING_LINE = re.compile(
+    r"^.*(\bWARN(ING)?\b|\b\w*Warning\b|\bwarning\b|sequence length is longer than|\d+%\|).*$", re.M
+)
 TERMINAL_ENV = {"TTY_COMPATIBLE": "1", "TTY_INTERACTIVE": "1", "TERM": "xterm", "NO_COLOR": "1", "COLUMNS": "120"}
 
 
