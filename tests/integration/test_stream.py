@@ -17,7 +17,7 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from kafka import KafkaAdminClient
+from kafka import KafkaAdminClient, KafkaProducer
 from kafka.errors import KafkaError
 
 from pipeline.lake import LakeWriter
@@ -238,3 +238,30 @@ def test_sigterm_finishes_the_batch_commits_and_exits(kafka_bootstrap, kafka_top
     # A restart continues exactly where the clean stop committed.
     restarted = _finish(_start_stream(env))
     assert _records_consumed(restarted) == len(records) - stored
+
+
+def test_json_summary_counts_what_reached_the_sinks(kafka_bootstrap, kafka_topic_factory, tmp_path):
+    """`stream --json`: one JSON document on stdout (nothing else there), counts that match the lake
+    and the dead letters."""
+    topic = kafka_topic_factory(partitions=2)
+    records = [_record(i) for i in range(40)]
+    _produce(kafka_bootstrap, topic, records)
+    malformed = (FIXTURES / "malformed.jsonl").read_bytes().splitlines()
+    producer = KafkaProducer(bootstrap_servers=kafka_bootstrap)
+    for line in malformed:
+        producer.send(topic, line)
+    producer.flush()
+    producer.close()
+    env = _stream_env(kafka_bootstrap, topic, tmp_path, "g-json")
+    done = subprocess.run(
+        [sys.executable, "-m", "pipeline.cli", "stream", "--max-idle", "4", "--json"],
+        env=env, capture_output=True, text=True, timeout=180,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    summary = json.loads(done.stdout)
+    stored = _lake_ids(tmp_path)
+    assert summary["records"] == len(records) + len(malformed)
+    assert summary["verdicts"] == len(stored) == len(records)
+    assert summary["dead_letters"] == len(malformed)
+    assert summary["flagged"] == sum(r["prompt"] in HARMFUL for r in records) > 0
+    assert summary["verdict_topic"] == f"{topic}.verdicts" and summary["lake"] == str(tmp_path / "lake")
