@@ -18,6 +18,8 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -126,22 +128,35 @@ def test_alert_webhook_bodies_and_slack_messages_carry_no_pii(tmp_path: Path, pr
 def _direct_notifications(tmp_path: Path, name: str, redactor: redact.Redactor) -> str:
     """Webhook bodies and Slack messages the direct notifier queues for the records, classified
     with ``redactor`` installed (alerts sink -> engine -> notifier -> outbox), joined."""
-    from detectors.rules import RulesDetector
+    with _redacting(redactor):
+        logs, verdicts = _rules_verdicts()
+        return _queued_notifications(tmp_path / f"{name}.db", logs, verdicts)
+
+
+@contextmanager
+def _redacting(redactor: redact.Redactor) -> Iterator[None]:
+    """``redactor`` installed for the detectors and the alert engine's second pass, then the previous one."""
     from pipeline.alerts import engine
-    from pipeline.schemas import InferenceLog
-    from pipeline.scoring import Scorer
-    from pipeline.verdicts import Pseudonymizer
 
     previous = redact.current()
     redact.install(redactor)
     engine.redact.cache_clear()  # the engine's second pass caches per snippet, whatever redactor ran
     try:
-        logs = [InferenceLog.model_validate(r) for r in _records()]
-        verdicts = Scorer([RulesDetector()], Pseudonymizer(b"e2e-test-key-0123456789")).score(logs)
-        return _queued_notifications(tmp_path / f"{name}.db", logs, verdicts)
+        yield
     finally:
         redact.install(previous)
         engine.redact.cache_clear()
+
+
+def _rules_verdicts() -> tuple[list, list]:
+    """The records and their verdicts from the rules detector (evidence cut by the installed redactor)."""
+    from detectors.rules import RulesDetector
+    from pipeline.schemas import InferenceLog
+    from pipeline.scoring import Scorer
+    from pipeline.verdicts import Pseudonymizer
+
+    logs = [InferenceLog.model_validate(r) for r in _records()]
+    return logs, Scorer([RulesDetector()], Pseudonymizer(b"e2e-test-key-0123456789")).score(logs)
 
 
 def _queued_notifications(db: Path, logs, verdicts) -> str:
@@ -188,23 +203,14 @@ def _alertmanager_run(tmp_path: Path, am_url: str, rule: str, redactor: redact.R
     the engine holds, alerts posted)."""
     from prometheus_client import CollectorRegistry
 
-    from detectors.rules import RulesDetector
-    from pipeline.alerts import engine
     from pipeline.alerts.rules import parse_rules
     from pipeline.alerts.service import Alerting
     from pipeline.alerts.settings import AlertSettings
-    from pipeline.schemas import InferenceLog
-    from pipeline.scoring import Scorer
     from pipeline.sinks.alerts import AlertsSink
     from pipeline.sinks.base import ScoredRecord
-    from pipeline.verdicts import Pseudonymizer
 
-    previous = redact.current()
-    redact.install(redactor)
-    engine.redact.cache_clear()  # the engine's second pass caches per snippet, whatever redactor ran
-    try:
-        logs = [InferenceLog.model_validate(r) for r in _records()]
-        verdicts = Scorer([RulesDetector()], Pseudonymizer(b"e2e-test-key-0123456789")).score(logs)
+    with _redacting(redactor):
+        logs, verdicts = _rules_verdicts()
         settings = AlertSettings(
             db_url=f"sqlite:///{tmp_path / f'{rule}.db'}", notify="alertmanager",
             alertmanager={"urls": [am_url]}, generator_url="http://grafana.test/d/mm-misuse-overview",
@@ -219,9 +225,6 @@ def _alertmanager_run(tmp_path: Path, am_url: str, rule: str, redactor: redact.R
             return len(alerting.engine.alerts), alerting.notifier.tick()
         finally:
             alerting.close()
-    finally:
-        redact.install(previous)
-        engine.redact.cache_clear()
 
 
 @pytest.mark.slow
