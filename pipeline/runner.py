@@ -130,10 +130,13 @@ class Pipeline(RebalanceHooks):
         self._busy_until = 0.0
 
     @classmethod
-    def from_settings(cls, settings: Settings, metrics: PipelineMetrics | None = None) -> Pipeline:
+    def from_settings(
+        cls, settings: Settings, metrics: PipelineMetrics | None = None, scorer: Scorer | None = None
+    ) -> Pipeline:
+        """The stream as configured; ``scorer`` replaces the configured detectors (tests)."""
         limit_malloc_arenas()  # before the threads that would add arenas
         metrics = metrics or PipelineMetrics()
-        scorer = Scorer.from_settings(settings, metrics)  # loads models before joining the group
+        scorer = scorer or Scorer.from_settings(settings, metrics)  # loads models before joining the group
         sinks = build_sinks(settings, metrics)
         dead_letters = DeadLetters(TrackedProducer(settings.kafka), settings.kafka.dead_letter_topic, metrics)
         source = KafkaSource(settings.kafka, settings.batch, metrics)

@@ -17,13 +17,10 @@ import pytest
 from kafka import KafkaConsumer
 
 from detectors.noop import NoopDetector
-from pipeline.deadletter import DeadLetters
 from pipeline.metrics import PipelineMetrics
-from pipeline.producer import TrackedProducer
 from pipeline.runner import Pipeline
 from pipeline.scoring import Scorer
 from pipeline.settings import Settings
-from pipeline.sinks.registry import build_sinks
 from pipeline.source import KafkaSource
 from pipeline.verdicts import Pseudonymizer
 from tests.integration.test_stream import _lake_ids, _produce, _record
@@ -45,15 +42,7 @@ def _pipeline(bootstrap: str, topic: str, tmp_path) -> tuple[Pipeline, PipelineM
         pseudonym_key="watchdog-test-key",
     )
     metrics = PipelineMetrics()
-    pipeline = Pipeline(
-        settings,
-        KafkaSource(settings.kafka, settings.batch, metrics),
-        Scorer([NoopDetector()], Pseudonymizer(b"k"), metrics),
-        build_sinks(settings, metrics),
-        DeadLetters(TrackedProducer(settings.kafka), settings.kafka.dead_letter_topic, metrics),
-        metrics,
-    )
-    return pipeline, metrics
+    return Pipeline.from_settings(settings, metrics, Scorer([NoopDetector()], Pseudonymizer(b"k"), metrics)), metrics
 
 
 def _make_revoke_hang(source: KafkaSource) -> None:

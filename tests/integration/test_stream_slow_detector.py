@@ -14,15 +14,11 @@ from typing import ClassVar
 import pytest
 
 from detectors.base import Detector
-from pipeline.deadletter import DeadLetters
 from pipeline.metrics import PipelineMetrics
-from pipeline.producer import TrackedProducer
 from pipeline.runner import Pipeline
 from pipeline.schemas import Finding, InferenceLog
 from pipeline.scoring import Scorer
 from pipeline.settings import Settings
-from pipeline.sinks.registry import build_sinks
-from pipeline.source import KafkaSource
 from pipeline.verdicts import Pseudonymizer
 from tests.integration.test_stream import _lake_ids, _produce, _record
 
@@ -57,14 +53,7 @@ def test_a_detector_slower_than_the_poll_interval_does_not_get_the_member_evicte
         pseudonym_key="slow-detector-test-key",
     )
     metrics = PipelineMetrics()
-    pipeline = Pipeline(
-        settings,
-        KafkaSource(settings.kafka, settings.batch, metrics),
-        Scorer([_Slow()], Pseudonymizer(b"k"), metrics),
-        build_sinks(settings, metrics),
-        DeadLetters(TrackedProducer(settings.kafka), settings.kafka.dead_letter_topic, metrics),
-        metrics,
-    )
+    pipeline = Pipeline.from_settings(settings, metrics, Scorer([_Slow()], Pseudonymizer(b"k"), metrics))
     stats = pipeline.run(max_records=len(records))
     assert metrics.registry.get_sample_value("mm_rebalances_total", {"event": "lost"}) in (None, 0.0)
     assert stats.records == len(records)
