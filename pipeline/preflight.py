@@ -45,10 +45,15 @@ def first_reachable(addresses: list[str], timeout_s: float, default_port: int) -
     return None
 
 
+def kafka_reachable(kafka) -> bool:  # noqa: ANN001 - KafkaSettings (kept import-light)
+    """Does one bootstrap server accept a connection within ``kafka.connect_timeout_s``?"""
+    servers = [s for s in kafka.bootstrap_servers.split(",") if s.strip()]
+    return first_reachable(servers, kafka.connect_timeout_s, 9092) is not None
+
+
 def require_kafka(kafka) -> None:  # noqa: ANN001 - KafkaSettings (kept import-light)
     """Raise :class:`Unreachable` (exit 5) unless one bootstrap server accepts a connection."""
-    servers = [s for s in kafka.bootstrap_servers.split(",") if s.strip()]
-    if first_reachable(servers, kafka.connect_timeout_s, 9092) is None:
+    if not kafka_reachable(kafka):
         raise Unreachable(
             f"kafka: no broker reachable at {kafka.bootstrap_servers} within {kafka.connect_timeout_s:g}s "
             "(set kafka.bootstrap_servers / MM_KAFKA__BOOTSTRAP_SERVERS; `make kafka-up` starts a local one)",

@@ -42,7 +42,7 @@ from kafka.errors import CommitFailedError, KafkaError
 from kafka.structs import MemberState, OffsetAndMetadata
 
 from pipeline.metrics import PipelineMetrics
-from pipeline.preflight import first_reachable
+from pipeline.preflight import kafka_reachable
 from pipeline.settings import BatchSettings, KafkaSettings
 from pipeline.sinks.base import SourcePosition
 
@@ -123,9 +123,8 @@ class KafkaSource:
         self._done: dict[TopicPartition, int] = {}
         self._done_lock = threading.Lock()
         self._last_poll = time.monotonic()
-        # Membership watchdog: when the group state stopped making progress, and whether the
-        # revoke listener is waiting for this member's own batches (its drain has a deadline).
-        self._unsettled_since: float | None = None
+        # Membership watchdog: whether the revoke listener is waiting for this member's own
+        # batches (its drain has a deadline).
         self._draining = False
         self._consumer_id = 0
         self._consumer = self._new_consumer()
@@ -196,13 +195,15 @@ class KafkaSource:
             deadline = time.monotonic() + self._drain_timeout_s
             drained = True
             self._draining = True
-            while not self.hooks.drained():
-                if time.monotonic() > deadline:
-                    log.warning("rebalance: batches still in flight after %.0f s; they will be re-delivered", self._drain_timeout_s)
-                    drained = False
-                    break
-                await net.sleep(DRAIN_POLL_S)
-            self._draining = False
+            try:
+                while not self.hooks.drained():
+                    if time.monotonic() > deadline:
+                        log.warning("rebalance: batches still in flight after %.0f s; they will be re-delivered", self._drain_timeout_s)
+                        drained = False
+                        break
+                    await net.sleep(DRAIN_POLL_S)
+            finally:  # also when the watchdog wakes this wait to replace the consumer
+                self._draining = False
             if consumer_id != self._consumer_id:  # replaced by the watchdog meanwhile
                 return
             offsets = self._take_done(self._assigned)
@@ -363,8 +364,7 @@ class KafkaSource:
         now = time.monotonic()
         if unsettled_since is None or now - unsettled_since <= self._kafka.join_watchdog_s:
             return unsettled_since or now
-        servers = [s for s in self._kafka.bootstrap_servers.split(",") if s.strip()]
-        if first_reachable(servers, self._kafka.connect_timeout_s, 9092) is None:
+        if not kafka_reachable(self._kafka):
             return now  # the broker is down: an outage to wait out, not a stuck client
         log.warning(
             "group membership made no progress for %.0f s (state %s, rejoin pending: %s); "
