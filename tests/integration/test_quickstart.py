@@ -28,18 +28,10 @@ from pathlib import Path
 
 import pytest
 
+from tests.fixtures.terminal import PROGRESS, TERMINAL_ENV, WARNING_LINE, terminal_text
+
 ROOT = Path(__file__).resolve().parents[2]
 README = ROOT / "README.md"
-
-# pipeline.cli.progress_line
-PROGRESS = re.compile(r"([\d,]+) records +([\d,]+) flagged +([\d,]+) dead letters +([\d,.]+) records/s")
-ANSI = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]")
-# Python warnings (FutureWarning...), logging's WARNING, log4j's WARN, `warning:` lines, the
-# tokenizer's "(985 > 512)" message and tqdm bars (weights loading) the issue saw in the demo.
-NOISE_LINE = re.compile(
-    r"^.*(\bWARN(ING)?\b|\b\w*Warning\b|\bwarning\b|sequence length is longer than|\d+%\|).*$", re.M
-)
-TERMINAL_ENV = {"TTY_COMPATIBLE": "1", "TTY_INTERACTIVE": "1", "TERM": "xterm", "NO_COLOR": "1", "COLUMNS": "120"}
 
 # The demo, a Spark job and the report: minutes on 2 cores, more than the suite's 600 s default.
 pytestmark = [pytest.mark.slow, pytest.mark.kafka, pytest.mark.spark, pytest.mark.ml, pytest.mark.timeout(2400)]
@@ -120,7 +112,7 @@ def test_quickstart_in_a_fresh_clone(clone: Path) -> None:
         ["bash", "-euo", "pipefail", "-c", script], cwd=clone, env=env,
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=2300,
     )
-    output = "\n".join(ANSI.sub("", result.stdout).splitlines())
+    output = terminal_text(result.stdout)
     assert result.returncode == 0, output[-6000:]
     assert_lines_in_order(output, expected)
     assert not re.search(r"^(.* )?(ERROR|Traceback)", output, re.M), "the quick start printed an error"
@@ -128,8 +120,8 @@ def test_quickstart_in_a_fresh_clone(clone: Path) -> None:
     # `make demo` is everything up to its last line, the "Kafka is still running" hint.
     demo = output.split("`make kafka-down` stops it.", 1)[0]
     assert demo != output, "the demo's last line is missing"
-    assert not NOISE_LINE.search(demo), "warning lines in the demo:\n" + "\n".join(
-        m.group(0) for m in NOISE_LINE.finditer(demo))
+    assert not WARNING_LINE.search(demo), "warning lines in the demo:\n" + "\n".join(
+        m.group(0) for m in WARNING_LINE.finditer(demo))
     frames = [int(m.group(1).replace(",", "")) for m in PROGRESS.finditer(demo)]
     consumed = int(re.search(r"records consumed\s*│\s*(\d+)", demo).group(1))
     assert frames and frames[-1] == consumed, f"progress line records {sorted(set(frames))}, stream consumed {consumed}"

