@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import signal
-import sys
 import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import IO, Annotated, Literal
+from typing import Annotated, Literal
 
 import typer
 from pydantic import BaseModel, ConfigDict, Field
@@ -22,6 +20,7 @@ from rich.table import Table
 from pipeline.decode import DecodeError, decode_log, key_fields_of
 from pipeline.schemas import InferenceLog, contract_json_schemas
 from pipeline.settings import Settings, load_settings
+from pipeline.stdio import is_dash, open_input, open_output
 
 app = typer.Typer(
     help="Streaming misuse detection for open-weight model serving logs.", no_args_is_help=True,
@@ -138,31 +137,17 @@ def _progress() -> Progress:
 
 def _count_lines(path: Path) -> int | None:
     """Lines in a file, for a progress bar; None for stdin ('-'), which cannot be read twice."""
-    if _is_dash(path):
+    if is_dash(path):
         return None
     with path.open("rb") as fh:
         return sum(1 for _ in fh)
 
 
-def _is_dash(path: Path) -> bool:
-    return str(path) == "-"
-
-
 def _existing_or_dash(path: Path) -> Path:
     """'-' (stdin) or an existing file (typer's own exists check has no '-' exception here)."""
-    if not _is_dash(path) and not path.is_file():
+    if not is_dash(path) and not path.is_file():
         raise typer.BadParameter(f"file '{path}' does not exist or is not a file")
     return path
-
-
-@contextlib.contextmanager
-def _open_input(path: Path) -> Iterator[IO[bytes]]:
-    """The file, or stdin's bytes for '-' (left open: it is not ours to close)."""
-    if _is_dash(path):
-        yield sys.stdin.buffer
-    else:
-        with path.open("rb") as fh:
-            yield fh
 
 
 @app.command()
@@ -198,7 +183,7 @@ def produce(
     sent = 0
     started = time.monotonic()
     refused: list[str] = []
-    with GatewayProducer(settings.kafka, topic) as producer, _progress() as progress, _open_input(file) as fh:
+    with GatewayProducer(settings.kafka, topic) as producer, _progress() as progress, open_input(file) as fh:
         task = progress.add_task(f"producing to {producer.topic}", total=total)
         for line_no, line in enumerate(fh, start=1):
             line = line.rstrip(b"\r\n")
@@ -417,7 +402,7 @@ def classify(
     from pipeline.exits import ExitCode
     from pipeline.scoring import Scorer
 
-    if as_json and _is_dash(output):
+    if as_json and is_dash(output):
         raise typer.BadParameter("--json prints to stdout, which -o - already uses", param_hint="--json")
     settings = _settings(config, detectors__enabled=detectors.split(",") if detectors else None)
     scorer = Scorer.from_settings(settings)
@@ -425,8 +410,8 @@ def classify(
     counts = {"verdicts": 0, "flagged": 0, "errors": 0}
     try:
         with (
-            _open_input(input) as src,
-            _open_output(output) as dst,
+            open_input(input) as src,
+            open_output(output) as dst,
             _progress() as progress,
         ):
             task = progress.add_task("classifying", total=total)
@@ -442,7 +427,7 @@ def classify(
                 progress.advance(task, len(lines))
     finally:
         scorer.close()
-    where = "stdout" if _is_dash(output) else output
+    where = "stdout" if is_dash(output) else output
     if as_json:
         print(json.dumps({**counts, "output": str(where)}, sort_keys=True))
     else:
@@ -453,16 +438,6 @@ def classify(
         console.print(f"[red]{counts['errors']} line(s) could not be classified (see their misuse-error/v1 lines); "
                       "--allow-errors accepts that[/red]")
         raise typer.Exit(ExitCode.INVALID_RECORDS)
-
-
-@contextlib.contextmanager
-def _open_output(path: Path) -> Iterator[IO[str]]:
-    """The file (UTF-8, '\\n' line ends), or stdout for '-' (left open: it is not ours to close)."""
-    if _is_dash(path):
-        yield sys.stdout
-    else:
-        with path.open("w", encoding="utf-8", newline="\n") as fh:
-            yield fh
 
 
 class ClassifyError(BaseModel):

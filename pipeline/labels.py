@@ -14,16 +14,15 @@ one scope per category (a verdict "predicts" a category when it lists it).
 
 from __future__ import annotations
 
-import contextlib
 import json
-import sys
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from pipeline.schemas import Category
+from pipeline.stdio import is_dash, open_input
 
 
 class Label(BaseModel):
@@ -40,24 +39,10 @@ class LabelsError(ValueError):
     """A labels or verdicts file that cannot be read (names the file and line)."""
 
 
-def _is_stdin(path: Path) -> bool:
-    return str(path) == "-"
-
-
-@contextlib.contextmanager
-def _open_text(path: Path) -> Iterator[Iterable[str]]:
-    """The file's lines, or stdin's for '-' (left open: it is not ours to close)."""
-    if _is_stdin(path):
-        yield sys.stdin
-    else:
-        with path.open(encoding="utf-8") as fh:
-            yield fh
-
-
 def read_labels(path: Path) -> dict[str, Label]:
     """request_id -> Label from a JSONL file ('-': stdin); a replayed id keeps its first line (as shadow does)."""
     labels: dict[str, Label] = {}
-    with _open_text(path) as fh:
+    with open_input(path, text=True) as fh:
         for n, line in enumerate(fh, start=1):
             if not line.strip():
                 continue
@@ -82,7 +67,7 @@ def read_verdicts(path: Path) -> dict[str, Predicted]:
     Error lines of ``classify`` (``misuse-error/v1``) have no verdict and are skipped.
     """
     verdicts: dict[str, Predicted] = {}
-    if not _is_stdin(path) and path.is_dir():
+    if not is_dash(path) and path.is_dir():
         import pyarrow.dataset as ds
 
         # A lake root holds verdicts/ (and dead_letters/ from backfills, which have no verdict).
@@ -106,7 +91,7 @@ def read_verdicts(path: Path) -> dict[str, Predicted]:
 
 
 def _jsonl_rows(path: Path) -> Iterable[dict]:
-    with _open_text(path) as fh:
+    with open_input(path, text=True) as fh:
         for n, line in enumerate(fh, start=1):
             if line.strip():
                 try:
@@ -187,10 +172,10 @@ def evaluate_command(labels: Path | None, verdicts: Path | None, as_json: bool =
 
     if labels is None or verdicts is None:
         raise typer.BadParameter("--labels and --verdicts go together", param_hint="--labels/--verdicts")
-    if _is_stdin(labels) and _is_stdin(verdicts):
+    if is_dash(labels) and is_dash(verdicts):
         raise typer.BadParameter("only one of them can be '-' (stdin)", param_hint="--labels/--verdicts")
     for path, hint in ((labels, "--labels"), (verdicts, "--verdicts")):
-        if not _is_stdin(path) and not path.exists():
+        if not is_dash(path) and not path.exists():
             raise typer.BadParameter(f"{path} does not exist", param_hint=hint)
     acc = score(read_labels(labels), read_verdicts(verdicts))
     if as_json:

@@ -23,6 +23,8 @@ from typing import Annotated
 
 import typer
 
+from pipeline.stdio import is_dash
+
 log = logging.getLogger(__name__)
 
 lake_app = typer.Typer(help="Retention and keys of the Parquet lake.", no_args_is_help=True)
@@ -107,7 +109,7 @@ def resolve_command(
     key = load_settings(config).pseudonym_key.get_secret_value()
     if key == DEFAULT_PSEUDONYM_KEY:
         raise ConfigError("pseudonym_key is the shipped placeholder; resolve needs the key the stream ran with")
-    lines = sys.stdin if str(candidates) == "-" else candidates.open(encoding="utf-8")
+    lines = sys.stdin if is_dash(candidates) else candidates.open(encoding="utf-8")
     pseudonymize = Pseudonymizer(key.encode("utf-8"))
     wanted = set(pseudonyms)
     matches: list[tuple[str, str]] = []

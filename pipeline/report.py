@@ -22,6 +22,8 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+from pipeline.stdio import is_dash
+
 if TYPE_CHECKING:
     import pandas as pd
     from matplotlib.figure import Figure
@@ -500,7 +502,7 @@ def build_report(
     are embedded, so nothing else needs a place on disk)."""
     inputs = ReportInputs.load(input_dir, lake, labels, alerts_db, dead_letter_topic)
     html = render(inputs, title=title, source=str(input_dir))
-    if str(output) == "-":
+    if is_dash(output):
         import sys
 
         # UTF-8 bytes whatever the locale says: the page declares <meta charset="utf-8">.

@@ -41,6 +41,7 @@ from rich.table import Table
 
 from detectors.training import corpora
 from detectors.training.corpora import CorpusText
+from pipeline.stdio import is_dash
 from pipeline.schemas import INFERENCE_LOG_V1, InferenceLog
 
 Role = Literal["benign", "abuser", "repeat_offender", "model_hopper", "campaign"]
@@ -672,7 +673,7 @@ def write_jsonl(
 
     A rich progress bar is shown when ``progress_total`` is at least ``PROGRESS_THRESHOLD``.
     """
-    to_stdout = str(path) == "-"
+    to_stdout = is_dash(path)
     if not to_stdout:
         path.parent.mkdir(parents=True, exist_ok=True)
     truths: list[GroundTruth] = []
@@ -680,7 +681,7 @@ def write_jsonl(
     progress = Progress(TextColumn("simulating"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                         disable=not show, transient=True, console=Console(stderr=True))
     with (nullcontext(sys.stdout) if to_stdout else path.open("w", encoding="utf-8")) as out, progress:
-        truth_to_stdout = str(truth_path) == "-"
+        truth_to_stdout = is_dash(truth_path)
         truth_out = sys.stdout if truth_to_stdout else truth_path.open("w", encoding="utf-8") if truth_path else None
         task = progress.add_task("records", total=progress_total)
         try:
