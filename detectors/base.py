@@ -63,5 +63,11 @@ class Detector(ABC):
         ``mm_detector_truncated_texts_total``. Detectors without a cap return nothing."""
         return {}
 
+    def take_first_pass(self) -> dict[str, int]:
+        """Windows a cheap first pass escalated to the model or cleared on its own since the
+        last call (``escalated`` / ``cleared``); the scorer exports them as
+        ``mm_detector_first_pass_windows_total``. Detectors without a first pass return nothing."""
+        return {}
+
     def close(self) -> None:
         """Runs once at shutdown; release devices and threads."""

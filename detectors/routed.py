@@ -74,12 +74,20 @@ class RoutedTransformerDetector(Detector):
 
     def take_truncated(self) -> dict[str, int]:
         """Both members' truncated texts since the last call, summed by part kind."""
-        out: dict[str, int] = {}
-        for member in (self.english, self.multilingual):
-            for kind, n in member.take_truncated().items():
-                out[kind] = out.get(kind, 0) + n
-        return out
+        return _summed(self.english.take_truncated(), self.multilingual.take_truncated())
+
+    def take_first_pass(self) -> dict[str, int]:
+        """Both members' first-pass window counts since the last call, summed by outcome."""
+        return _summed(self.english.take_first_pass(), self.multilingual.take_first_pass())
 
     def close(self) -> None:
         self.english.close()
         self.multilingual.close()
+
+
+def _summed(*counts: dict[str, int]) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for c in counts:
+        for key, n in c.items():
+            out[key] = out.get(key, 0) + n
+    return out

@@ -28,8 +28,18 @@ of a text up to about 6,100 tokens is in some window; 0 keeps the artifact's own
 default 8192 windows, about 3 KB each: 25 MB; 0 turns it off), ``decode`` = ``true`` | ``false`` (score normalised/decoded readings, default true),
 ``sentence_pass`` = ``all`` | ``risky`` | ``keywords`` | ``jailbreak`` | ``off`` (which prompt parts are
 re-read sentence by sentence, see SENTENCE_PASS_MODES; default ``keywords``) and
-``sentence_pass_max`` (sentences re-read per part, default 128). The throughput and recall of
-these settings: bench/bench_screening.py, docs/benchmarks.md, docs/model-card.md.
+``sentence_pass_max`` (sentences re-read per part, default 128), ``history_windows`` (windows
+of each earlier assistant turn the backbone reads, default DEFAULT_HISTORY_WINDOWS; 0: all) and
+``history_gate_dir`` (the first-pass ranker that picks them, default
+``detectors/models/history-gate-v1``). The throughput and recall of these settings:
+bench/bench_screening.py, bench/bench_history_gate.py, docs/benchmarks.md, docs/model-card.md.
+
+The history gate: earlier assistant turns are most of what issue 11 added to the backbone's
+work on simulate traffic (long ShareGPT replies). A hashed n-gram model (a first pass over every
+window, no backbone; ``python -m detectors.training.firststage gate``) ranks the windows of each
+such turn and the backbone reads the ``history_windows`` riskiest; the other windows are counted
+as cleared (``mm_detector_first_pass_windows_total``), not as truncated. Decoded readings of those
+turns, the sentence pass and every other part are read in full.
 """
 
 from __future__ import annotations
@@ -46,7 +56,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Self
 from detectors.base import Detector, DetectorConfig
 from detectors.normalize import DECODERS, Reading, elide_binary, iter_all, reading_evidence
 from pipeline.redact import snippet
-from pipeline.schemas import EVIDENCE_MAX_CHARS, Category, Finding, InferenceLog, ScreenedPart, Side, Signal
+from pipeline.schemas import EVIDENCE_MAX_CHARS, Category, Finding, InferenceLog, PartKind, ScreenedPart, Side, Signal
 
 if TYPE_CHECKING:
     from detectors.training.calibrate import LabelCalibration
@@ -61,7 +71,11 @@ RISKY_WINDOWS = 3
 # subcategory: a regex first pass, no model); risky: those of the RISKY_WINDOWS riskiest windows
 # instead; all: every sentence of such parts.
 SENTENCE_PASS_MODES = ("off", "jailbreak", "keywords", "risky", "all")
+# Windows of an earlier assistant turn the backbone reads, the riskiest by the lexical first pass
+# (0: every window). Chosen by the rule in docs/benchmarks.md (history gate).
+DEFAULT_HISTORY_WINDOWS = 0
 DEFAULT_ARTIFACT_DIR = Path(__file__).resolve().parent / "models" / ARTIFACT_NAME
+DEFAULT_GATE_DIR = Path(__file__).resolve().parent / "models" / "history-gate-v1"
 
 
 @dataclass(frozen=True)
@@ -153,6 +167,8 @@ class TransformerDetector(Detector):
         decode: bool = True,
         sentence_pass: str = "keywords",
         sentence_pass_max: int = 128,
+        history_windows: int = DEFAULT_HISTORY_WINDOWS,
+        gate: Any = None,
     ) -> None:
         self.encoder = encoder
         # side -> LexicalModel (detectors/training/lexical.py); empty for MLP-only artifacts.
@@ -170,6 +186,12 @@ class TransformerDetector(Detector):
             raise ValueError(f"sentence_pass must be one of {', '.join(SENTENCE_PASS_MODES)}, not {sentence_pass!r}")
         self.sentence_pass = sentence_pass
         self.sentence_pass_max = sentence_pass_max
+        # The first pass over earlier assistant turns: a lexical ranker (detectors/training/lexical.py
+        # load_gate); without one every window is read.
+        self.gate = gate
+        self.history_windows = history_windows if gate is not None else 0
+        # Windows of earlier assistant turns the lexical first pass escalated or cleared, since the last take.
+        self.first_pass: dict[str, int] = {}
         # Texts whose windows did not cover every token, by part kind, since the last take.
         self.truncated_texts: dict[str, int] = {}
 
@@ -183,6 +205,8 @@ class TransformerDetector(Detector):
         artifact_dir = config.model_dir or DEFAULT_ARTIFACT_DIR
         manifest, heads, calibration = load_artifact(Path(artifact_dir))
         lexical = load_lexical_view(Path(artifact_dir), manifest)
+        history_windows = int(config.options.get("history_windows", str(DEFAULT_HISTORY_WINDOWS)))
+        gate = _load_gate(Path(config.options.get("history_gate_dir", DEFAULT_GATE_DIR))) if history_windows > 0 else None
         device = config.device
         if device == "auto":
             device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -216,6 +240,8 @@ class TransformerDetector(Detector):
             decode=config.options.get("decode", "true").lower() not in {"false", "0", "no"},
             sentence_pass=config.options.get("sentence_pass", "keywords"),
             sentence_pass_max=int(config.options.get("sentence_pass_max", "128")),
+            history_windows=history_windows,
+            gate=gate,
         )
 
     # -- scoring -----------------------------------------------------------------------
@@ -224,8 +250,13 @@ class TransformerDetector(Detector):
         """Calibrated scores per label for each text on one side (see :meth:`score_many`)."""
         return self.score_many([(side, text) for text in texts])
 
-    def score_many(self, requests: Sequence[tuple[Side, str]]) -> list[TextScores]:
+    def score_many(self, requests: Sequence[tuple[Side, str]], caps: Sequence[int] | None = None) -> list[TextScores]:
         """Calibrated scores per label for each (side, text), in order.
+
+        ``caps`` (per request, 0: none) bounds how many windows of a text the backbone reads:
+        the text's windows are ranked by the gate (:meth:`_window_risk`, a first pass over
+        every window) and only the ``cap`` riskiest go through the backbone. A capped
+        text is cached under its own key, never in place of a full reading.
 
         Texts already scored on that side come from the score cache; the windows of every
         other text, both sides together, go through the backbone in one pass (sorted by
@@ -240,7 +271,8 @@ class TransformerDetector(Detector):
         results: list[TextScores | None] = [None] * len(requests)
         todo: dict[bytes, list[int]] = {}
         for i, (side, text) in enumerate(requests):
-            key = LRUCache.key(side, text, self.detector_version)
+            cap = caps[i] if caps else 0
+            key = LRUCache.key(side, text, f"{self.detector_version}|top{cap}" if cap > 0 else self.detector_version)
             cached = self.cache.get(key)
             if cached is not None:
                 results[i] = cached
@@ -251,8 +283,13 @@ class TransformerDetector(Detector):
         keys = list(todo)
         unique = [requests[todo[k][0]] for k in keys]
         windows, spans = [], []  # text t's windows are rows spans[t] of ``windows``
-        for _, text in unique:
+        truncated_texts = []  # a gap between windows the cap left unread (not the first pass's)
+        for k, (side, text) in zip(keys, unique, strict=True):
             text_windows = self.encoder.windows(text, self.window)
+            truncated_texts.append(any(a.char_end < b.char_start for a, b in zip(text_windows, text_windows[1:])))
+            cap = caps[todo[k][0]] if caps else 0
+            if 0 < cap < len(text_windows) and self.gate is not None:
+                text_windows = self._riskiest(side, text, text_windows, cap)
             spans.append(range(len(windows), len(windows) + len(text_windows)))
             windows.extend(text_windows)
         all_feats = self._features(windows)
@@ -288,7 +325,7 @@ class TransformerDetector(Detector):
                     label_spans[label] = (w.char_start, w.char_end)
                     subcats[label] = _pick_subcategory(label, sub_logits[best], SUBCATEGORY_LABELS)
                 # Consecutive windows overlap unless the cap spread them over a longer text.
-                truncated = any(text_windows[a].char_end < text_windows[a + 1].char_start for a in range(n - 1))
+                truncated = truncated_texts[t]
                 # Relative to each label's threshold: base rates differ a lot between labels.
                 ranked = sorted(local_rows, key=lambda r: -max(probs[label][r] / cal[label].threshold for label in harm))[:RISKY_WINDOWS]
                 risky = tuple((text_windows[r - local_rows.start].char_start, text_windows[r - local_rows.start].char_end) for r in ranked)
@@ -297,6 +334,22 @@ class TransformerDetector(Detector):
                 for i in todo[keys[t]]:
                     results[i] = ts
         return [r for r in results if r is not None]
+
+    def _window_risk(self, side: Side, texts: Sequence[str]) -> Any:
+        """First-pass risk of each window text: the gate's "any misuse" logit (a hashed n-gram
+        linear model, no backbone: sub-millisecond per window)."""
+        return self.gate.logits(list(texts))[:, 0]
+
+    def _riskiest(self, side: Side, text: str, text_windows: Sequence[Any], cap: int) -> list[Any]:
+        """The ``cap`` windows of ``text`` the first pass ranks riskiest, in text order; the
+        others are counted as cleared by the first pass."""
+        import numpy as np
+
+        risk = self._window_risk(side, [text[w.char_start : w.char_end] for w in text_windows])
+        keep = sorted(int(j) for j in np.argsort(-risk, kind="stable")[:cap])
+        self.first_pass["escalated"] = self.first_pass.get("escalated", 0) + len(keep)
+        self.first_pass["cleared"] = self.first_pass.get("cleared", 0) + len(text_windows) - len(keep)
+        return [text_windows[j] for j in keep]
 
     def _features(self, windows: Sequence[Any]) -> Any:
         """Backbone features of ``windows`` (rows in order): cached ones from the feature
@@ -399,7 +452,13 @@ class TransformerDetector(Detector):
 
     def _score_items(self, items: Sequence[_Item]) -> list[tuple[_Item, TextScores]]:
         out: list[tuple[_Item, TextScores]] = []
-        scores = self.score_many([(it.part.side, it.reading.text) for it in items])
+        # Earlier assistant turns as written (not their decoded readings, not sentences): the
+        # first pass picks which windows the backbone reads (``history_windows``).
+        caps = [
+            self.history_windows if it.part.kind is PartKind.ASSISTANT and not it.reading.transforms and not it.sentence else 0
+            for it in items
+        ]
+        scores = self.score_many([(it.part.side, it.reading.text) for it in items], caps)
         for it, ts in zip(items, scores, strict=True):
             if ts.truncated and not it.reading.transforms and not it.sentence:
                 self.truncated_texts[it.part.kind.value] = self.truncated_texts.get(it.part.kind.value, 0) + 1
@@ -495,6 +554,11 @@ class TransformerDetector(Detector):
             out.append(findings)
         return out
 
+    def take_first_pass(self) -> dict[str, int]:
+        """Windows of earlier assistant turns escalated / cleared by the first pass since the last call."""
+        out, self.first_pass = self.first_pass, {}
+        return out
+
     def take_truncated(self) -> dict[str, int]:
         """Texts truncated by the window cap since the last call, by part kind (for metrics)."""
         out, self.truncated_texts = self.truncated_texts, {}
@@ -551,3 +615,18 @@ def _names_harm(sentence: str) -> bool:
         for category in (Category.CYBER_ABUSE, Category.OTHER_HARM)
         for _, pattern in SUBCATEGORY_RULES[category]
     )
+
+
+def _load_gate(directory: Path) -> Any:
+    """The history gate's ranker (``python -m detectors.training.firststage gate``)."""
+    from safetensors import SafetensorError
+
+    from detectors.training.lexical import load_gate
+    from detectors.training.modeling import ModelLoadError
+
+    try:
+        return load_gate(directory)[0]
+    except (OSError, ValueError, KeyError, SafetensorError) as exc:
+        raise ModelLoadError(
+            f"history gate {directory} unreadable ({exc}); set detectors.options.history_windows=0 to read every window of earlier assistant turns"
+        ) from exc

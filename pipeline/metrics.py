@@ -157,6 +157,11 @@ class PipelineMetrics:
             "Screened texts longer than a detector's window cap: not every token was read (part: system, user, assistant, ...)",
             ["detector", "part"], registry=r,
         )
+        self.first_pass_windows = Counter(
+            "mm_detector_first_pass_windows_total",
+            "Windows of earlier assistant turns ranked by a detector's cheap first pass: escalated (read by the model) or cleared (first pass only)",
+            ["detector", "outcome"], registry=r,
+        )
 
         self.component_up = Gauge(
             "mm_component_up", "1 while a dependency (sink, broker) works, 0 during an outage being waited out",

@@ -128,6 +128,8 @@ class Scorer:
                 self._metrics.first_stage_records.labels(detector.name, "escalated").inc(len(active))
                 for part, count in detector.take_truncated().items():
                     self._metrics.truncated_texts.labels(detector.name, part).inc(count)
+                for outcome, count in detector.take_first_pass().items():
+                    self._metrics.first_pass_windows.labels(detector.name, outcome).inc(count)
             for j, found in enumerate(results):
                 if found is not None:
                     merged[active[j]].extend(found)

@@ -16,6 +16,17 @@ measures what such a stage would clear, on allowed data only:
 Result on 2026-11-29 (docs/benchmarks.md): at 99% recall it clears 3.4% of held-out benign
 prompts and 17.4% of held-out benign completions, too little to pay for itself, so no first
 stage ships. Nothing here reads the reserved sets.
+
+``gate`` fits the same kind of model on the prompt side for another job: not to skip records,
+but to rank the windows of an earlier assistant turn so the transformer reads only the riskiest
+(``history_windows``, detectors/transformer.py). It is fitted without the held-out sources
+(folds 1-3 plus the augmentation), so bench/bench_history_gate.py measures the shipped ranker's
+recall cost on held-out positives it never saw:
+
+    HF_HUB_OFFLINE=1 .venv/bin/python -m detectors.training.firststage gate [--out DIR]
+
+It writes to ``--out`` (default outside the source tree); shipping is copying that folder to
+detectors/models/history-gate-v1 and committing it.
 """
 
 from __future__ import annotations
@@ -24,6 +35,7 @@ import argparse
 import math
 import time
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 
@@ -96,10 +108,52 @@ def measure(window: WindowConfig | None = None, seed: int = 1234, target_recall:
     return report
 
 
+GATE_VERSION = "history-gate-1.0.0"
+
+
+def fit_gate(out: Path, window: WindowConfig | None = None, seed: int = 1234, sides: tuple[str, ...] = ("prompt", "completion")) -> dict:
+    """Fit the history gate's ranker ("any misuse", held-out sources left out). Both sides by
+    default: an earlier assistant turn is model output (or a forgery of it), so harmful
+    completions are what it may carry besides requests."""
+    from transformers import AutoTokenizer
+
+    from detectors.training.lexical import save_gate
+    from detectors.training.modeling import backbone_path
+    from detectors.training.train import _source_weights, first_window_texts
+    from pipeline.schemas import Side
+
+    sides = tuple(Side(s) for s in sides)
+    window = window or WindowConfig()
+    tokenizer = AutoTokenizer.from_pretrained(str(backbone_path()), local_files_only=True)
+    dataset = assemble(seed=seed)
+    fit_ex = [e for e in list(dataset.validation) + list(dataset.train) if e.side in sides and fold_of(e) != 0]
+    y = np.array([[is_positive(e)] for e in fit_ex], dtype=np.float32)
+    model = fit_lexical(LexicalConfig(), first_window_texts(tokenizer, fit_ex, window), y, _source_weights(fit_ex))
+    manifest = {
+        "name": "history-gate",
+        "version": GATE_VERSION,
+        "label": "any misuse (data.Example labels other than refusal)",
+        "trained_on": f"allowed sources (detectors/training/data.assemble), sides {', '.join(s.value for s in sides)}, folds 1-3 and templated augmentation; fold 0 (held-out sources) left out",
+        "examples": len(fit_ex),
+        "positives": int(y.sum()),
+        "seed": seed,
+        "command": "python -m detectors.training.firststage gate",
+    }
+    save_gate(out, model, manifest)
+    return manifest
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("command", nargs="?", choices=("measure", "gate"), default="measure")
     parser.add_argument("--target-recall", type=float, default=DEFAULT_TARGET_RECALL)
+    parser.add_argument("--sides", default="prompt,completion", help="gate: the sides whose examples it is fitted on")
+    parser.add_argument("--out", type=Path, default=Path.home() / ".cache" / "misuse-monitor" / "runs" / "history-gate")
     args = parser.parse_args()
+    if args.command == "gate":
+        manifest = fit_gate(args.out, sides=tuple(args.sides.split(",")))
+        print(f"wrote {manifest['version']} ({manifest['examples']} examples, {manifest['positives']} positive) to {args.out}")
+        return
     from rich.console import Console
     from rich.table import Table
 

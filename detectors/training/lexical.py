@@ -106,3 +106,29 @@ def load_lexical(path: Path, config: LexicalConfig) -> dict[str, LexicalModel]:
         side: LexicalModel(config, tensors[f"{side}.coef"].astype(np.float32), tensors[f"{side}.intercept"])
         for side in sides
     }
+
+
+GATE_MANIFEST = "manifest.json"
+
+
+def save_gate(directory: Path, model: LexicalModel, manifest: dict) -> None:
+    """A first-pass ranker (one "any misuse" label) as its own small artifact: the lexical file
+    plus a manifest that pins the vectoriser, so serving hashes like training."""
+    import json
+    from dataclasses import asdict
+
+    directory.mkdir(parents=True, exist_ok=True)
+    save_lexical(directory / LEXICAL_FILE, {"any": model})
+    body = {**manifest, "lexical": {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(model.config).items()}}
+    (directory / GATE_MANIFEST).write_text(json.dumps(body, indent=2, sort_keys=True) + "\n")
+
+
+def load_gate(directory: Path) -> tuple[LexicalModel, dict]:
+    """The ranker and its manifest written by :func:`save_gate`; raises OSError, ValueError or
+    KeyError when the folder is not such an artifact."""
+    import json
+
+    manifest = json.loads((directory / GATE_MANIFEST).read_text())
+    lex = manifest["lexical"]
+    config = LexicalConfig(int(lex["n_features"]), tuple(lex["word_ngrams"]), tuple(lex["char_ngrams"]), float(lex["C"]))
+    return load_lexical(directory / LEXICAL_FILE, config)["any"], manifest

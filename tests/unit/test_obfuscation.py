@@ -247,7 +247,7 @@ def test_transformer_counts_texts_beyond_the_window_cap(transformer) -> None:
     assert transformer.take_truncated() == {}
 
 
-def test_scorer_exports_truncated_texts_per_detector_and_part() -> None:
+def test_scorer_exports_truncated_texts_and_first_pass_windows_per_detector() -> None:
     from detectors.base import Detector
     from pipeline.metrics import PipelineMetrics
     from pipeline.scoring import Scorer
@@ -262,8 +262,13 @@ def test_scorer_exports_truncated_texts_per_detector_and_part() -> None:
         def take_truncated(self):
             return {"user": 2, "completion": 1}
 
+        def take_first_pass(self):
+            return {"escalated": 2, "cleared": 5}
+
     metrics = PipelineMetrics()
     Scorer([Capped()], Pseudonymizer(b"k"), metrics).score([plain_log("hello", "a")])
     value = metrics.registry.get_sample_value
     assert value("mm_detector_truncated_texts_total", {"detector": "capped", "part": "user"}) == 2
     assert value("mm_detector_truncated_texts_total", {"detector": "capped", "part": "completion"}) == 1
+    assert value("mm_detector_first_pass_windows_total", {"detector": "capped", "outcome": "escalated"}) == 2
+    assert value("mm_detector_first_pass_windows_total", {"detector": "capped", "outcome": "cleared"}) == 5
