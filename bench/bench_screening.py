@@ -14,6 +14,8 @@ measures records/s of the ``transformer`` detector:
   for both sides, the window-feature cache of ``--feature-cache-size``), for each
   sentence-pass mode;
 * ``after (..., no window-feature cache)``: the first mode without the window-feature cache.
+* ``after (..., history_windows=0)``: the first mode with every window of earlier assistant
+  turns read (the history gate off), when the shipped detector has the gate on.
 
 ``--conversations`` adds, 64 records before each record that re-sends an earlier exchange as
 history, that exchange's own record (:func:`with_earlier_turns`): simulate() never emits it,
@@ -182,9 +184,12 @@ def main() -> None:
 
     variants = {"before": with_cache("before", lambda batch: legacy_detect(det, batch))}
 
-    def after(mode: str):
+    shipped_history_windows = det.history_windows
+
+    def after(mode: str, history_windows: int = shipped_history_windows):
         def run(batch: Sequence[InferenceLog]) -> list[list[Finding]]:
             det.sentence_pass = mode
+            det.history_windows = history_windows
             return det.detect(batch)
 
         return run
@@ -195,6 +200,10 @@ def main() -> None:
     if args.feature_cache_size:
         name = f"after (sentence_pass={modes[0]}, no window-feature cache)"
         variants[name] = with_cache(name, after(modes[0]), 0)
+    if shipped_history_windows:
+        # The shipped history gate against reading every window of earlier assistant turns.
+        name = f"after (sentence_pass={modes[0]}, history_windows=0)"
+        variants[name] = with_cache(name, after(modes[0], 0), args.feature_cache_size)
     # Tokens through the backbone per variant: what the time is spent on.
     tokens = dict.fromkeys(variants, 0)
     features = det.encoder.features
