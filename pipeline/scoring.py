@@ -78,7 +78,8 @@ class Scorer:
         self._languages = LanguageCoverage.of(self.detectors) if metrics is not None else None
         if metrics is not None:
             for detector in self.detectors:
-                metrics.detector_info.labels(detector.name, detector.version).set(1)
+                # The pinned version where the detector has one (a transformer's artifact version).
+                metrics.detector_info.labels(detector.name, getattr(detector, "detector_version", detector.version)).set(1)
                 # No shipped detector has a cheap first stage (measured not to pay, see
                 # detectors/training/firststage.py): every record reaches the model.
                 # Exporting skipped=0 keeps the dashboard's skip share honest (0%).

@@ -110,7 +110,8 @@ class StreamSettings(Section):
 
 
 class DetectorSettings(Section):
-    enabled: list[str] = Field(default_factory=lambda: ["transformer"])
+    # English records to the MiniLM artifact, the rest to multilingual-e5-small (detectors/routed.py).
+    enabled: list[str] = Field(default_factory=lambda: ["transformer_routed"])
     model_dir: Path | None = None
     device: str = "auto"
     batch_size: int = 32
