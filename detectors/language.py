@@ -73,6 +73,48 @@ def detect_language(text: str) -> str:
     return LanguageIdentifier.detect(text)
 
 
+CHUNK_CHARS = 200  # about two sentences: enough letters for CLD2, small enough to see a switch
+
+
+def languages_in(texts: Iterable[str], chunk_chars: int = CHUNK_CHARS) -> set[str]:
+    """Every language CLD2 reads in some chunk of ``texts`` (undetermined chunks left out).
+
+    Why chunks and not the whole text: CLD2 reports a text's dominant language, and its head
+    only (:data:`MAX_CHARS`) in :func:`detect_language`, so three sentences of French before an
+    English request make the record "French" (measured: ``fr`` 99%). Routing on that would let
+    padding move a request away from the model that reads it. Chunks end at whitespace."""
+    found: set[str] = set()
+    for text in texts:
+        start = 0
+        while start < len(text):
+            end = min(len(text), start + chunk_chars)
+            if end < len(text):
+                space = text.rfind(" ", start + chunk_chars // 2, end)
+                end = space if space > start else end
+            language = _detect_chunk(text[start:end])
+            if language != UNDETERMINED:
+                found.add(language)
+            start = end
+    return found
+
+
+def _detect_chunk(chunk: str) -> str:
+    """Like :func:`_detect_head`, but only what CLD2 calls reliable: on short chunks of English
+    code or lists it otherwise names Latin, Irish or Esperanto (measured on simulate traffic)."""
+    import pycld2
+
+    if _ENOUGH_LETTERS.search(chunk) is None:
+        return UNDETERMINED
+    try:
+        reliable, _, details = pycld2.detect(chunk, bestEffort=True)
+    except pycld2.error:
+        return UNDETERMINED
+    code = details[0][1]
+    if not reliable or code in ("un", "xxx"):
+        return UNDETERMINED
+    return _CLD2_CODES.get(code, code)
+
+
 def languages_read(detector: object) -> frozenset[str] | None:
     """Languages a detector reads: from its artifact's backbone for the transformer detector
     (``languages`` attribute when a detector states it), None when unknown (counted as read)."""

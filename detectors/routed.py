@@ -1,9 +1,12 @@
 """Language-routed transformer detector (detector ``transformer_routed``).
 
-Records whose prompt is in English (or too short to tell) go to the English transformer
-artifact; records whose prompt is in another language go to a multilingual one (an artifact
-whose manifest names multilingual-e5-small, trained by ``python -m detectors.training.v2 train
---backbone e5``). Both are ordinary ``transformer`` artifacts, loaded and screened by
+Each record's screened texts are read in chunks of about two sentences (CLD2,
+``detectors.language.languages_in``). A record with English chunks (or none CLD2 can tell) goes
+to the English transformer artifact; a record with chunks in another language goes to a
+multilingual one (an artifact whose manifest names multilingual-e5-small, trained by ``python -m
+detectors.training.v2 train --backbone e5``); a record with both goes to both, and keeps the
+findings of both. So padding a request with another language does not take it away from the
+model that reads it (regression test: tests/unit/test_v2_artifacts.py). Both are ordinary ``transformer`` artifacts, loaded and screened by
 TransformerDetector, so everything it screens (every part, decoded readings) applies to both.
 
 The default detector since issue 12: the shipped MiniLM artifact does not read other languages
@@ -11,8 +14,8 @@ The default detector since issue 12: the shipped MiniLM artifact does not read o
 translated injections), multilingual-e5-small does (0.0% of the benign, 0.112 of the injections;
 docs/model-releases.md, the amended language rule).
 
-Why route by record and by prompt: a completion is almost always in the prompt's language,
-and one backbone per record keeps a record's findings on one calibration.
+Why route by record: the members score whole records (every part, decoded readings), and a
+record read by one backbone keeps its findings on one calibration unless it mixes languages.
 
 Options (``DetectorConfig.options``): ``english_model_dir`` (default: the shipped transformer
 artifact), ``multilingual_model_dir`` (default ``detectors/models/transformer-e5-v2``); every
@@ -27,7 +30,7 @@ from pathlib import Path
 from typing import ClassVar, Self
 
 from detectors.base import Detector, DetectorConfig
-from detectors.language import E5_LANGUAGES, ENGLISH_ONLY, UNDETERMINED, detect_language
+from detectors.language import E5_LANGUAGES, ENGLISH_ONLY, languages_in
 from pipeline.schemas import Finding, InferenceLog
 
 DEFAULT_MULTILINGUAL_DIR = Path(__file__).resolve().parent / "models" / "transformer-e5-v2"
@@ -60,13 +63,15 @@ class RoutedTransformerDetector(Detector):
         return cls(english, multilingual)
 
     @staticmethod
-    def is_english(record: InferenceLog) -> bool:
-        return detect_language(record.prompt_text) in ("en", UNDETERMINED)
+    def routes(record: InferenceLog) -> tuple[bool, bool]:
+        """(to the English member, to the multilingual member) for one record."""
+        languages = languages_in(part.text for part in record.screened_parts())
+        return (not languages or "en" in languages), any(language != "en" for language in languages)
 
     def detect(self, records: Sequence[InferenceLog]) -> list[list[Finding]]:
-        is_english = [self.is_english(r) for r in records]
-        english = [i for i, yes in enumerate(is_english) if yes]
-        other = [i for i, yes in enumerate(is_english) if not yes]
+        routes = [self.routes(r) for r in records]
+        english = [i for i, (to_english, _) in enumerate(routes) if to_english]
+        other = [i for i, (_, to_other) in enumerate(routes) if to_other]
         self.routed["english"] += len(english)
         self.routed["multilingual"] += len(other)
         out: list[list[Finding]] = [[] for _ in records]
@@ -74,7 +79,7 @@ class RoutedTransformerDetector(Detector):
             if rows:
                 for i, found in zip(rows, member.detect([records[i] for i in rows]), strict=True):
                     # Attributed to this detector; detector_version says which artifact scored it.
-                    out[i] = [f.model_copy(update={"detector": self.name}) for f in found]
+                    out[i].extend(f.model_copy(update={"detector": self.name}) for f in found)
         return out
 
     def take_truncated(self) -> dict[str, int]:
