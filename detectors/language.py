@@ -82,7 +82,8 @@ def languages_in(texts: Iterable[str], chunk_chars: int = CHUNK_CHARS) -> set[st
     Why chunks and not the whole text: CLD2 reports a text's dominant language, and its head
     only (:data:`MAX_CHARS`) in :func:`detect_language`, so three sentences of French before an
     English request make the record "French" (measured: ``fr`` 99%). Routing on that would let
-    padding move a request away from the model that reads it. Chunks end at whitespace."""
+    padding move a request away from the model that reads it. Chunks end at whitespace. Stops
+    early once English and another language are both found (about 0.5 s for 10 MB otherwise)."""
     found: set[str] = set()
     for text in texts:
         start = 0
@@ -94,6 +95,8 @@ def languages_in(texts: Iterable[str], chunk_chars: int = CHUNK_CHARS) -> set[st
             language = _detect_chunk(text[start:end])
             if language != UNDETERMINED:
                 found.add(language)
+                if "en" in found and len(found) > 1:
+                    return found  # both routes taken: nothing more to learn
             start = end
     return found
 
