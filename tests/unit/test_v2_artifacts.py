@@ -144,6 +144,23 @@ def test_a_record_mixing_languages_goes_to_both_members() -> None:
     assert english.seen == ["padded", "fr-en"] and multilingual.seen == ["padded", "fr", "fr-en"]
 
 
+def test_a_stray_foreign_sentence_in_a_long_english_record_stays_with_the_english_member() -> None:
+    """E5 costs about six English records per record on simulate traffic: a greeting in another
+    language among ten English chunks does not send the record to it (MULTILINGUAL_SHARE)."""
+    from detectors.language import language_chunks
+
+    spanish = (
+        "¡Hola! Espero que estés muy bien hoy. Muchas gracias por tu ayuda de ayer con el ordenador, fue muy "
+        "amable de tu parte. Mañana te llamo para contarte cómo terminó todo, un abrazo fuerte para ti y tu familia. "
+    )
+    english_text = " ".join(f"Step {i}: open the settings page, choose the network tab and restart the router." for i in range(20))
+    record = make_log(request_id="mixed", messages=[{"role": "user", "content": spanish + english_text}], prompt=None)
+    assert language_chunks([spanish + english_text]) == {"en": 9, "es": 1}
+    assert RoutedTransformerDetector.routes(record) == (True, False)
+    mostly_spanish = make_log(request_id="es", messages=[{"role": "user", "content": spanish * 3 + english_text[:300]}], prompt=None)
+    assert RoutedTransformerDetector.routes(mostly_spanish) == (True, True)
+
+
 def test_default_detectors_route_other_languages_to_the_shipped_e5_artifact() -> None:
     """Issue 12: the default detector set scores non-English prompts with the shipped
     multilingual artifact and English ones with v1.0.0, each finding naming its artifact."""
