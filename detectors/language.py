@@ -61,7 +61,7 @@ def _detect_head(head: str) -> str:
         return UNDETERMINED
     try:
         reliable, _, details = pycld2.detect(head, bestEffort=True)
-    except pycld2.error:  # invalid UTF-8 inside (cannot happen after decode, but never raise here)
+    except (pycld2.error, UnicodeEncodeError):  # invalid UTF-8 or a lone surrogate: decode rejects both, never raise here
         return UNDETERMINED
     code = details[0][1]
     if code in ("un", "xxx") or not reliable and details[0][2] < 50:
@@ -108,7 +108,7 @@ def _detect_chunk(chunk: str) -> str:
         return UNDETERMINED
     try:
         reliable, _, details = pycld2.detect(chunk, bestEffort=True)
-    except pycld2.error:
+    except (pycld2.error, UnicodeEncodeError):
         return UNDETERMINED
     code = details[0][1]
     if not reliable or code in ("un", "xxx"):

@@ -29,6 +29,15 @@ def test_too_little_text_is_undetermined(text):
     assert L.detect_language(text) == L.UNDETERMINED
 
 
+def test_a_lone_surrogate_is_undetermined_not_an_error():
+    """Regression (hostile review): CLD2 reads UTF-8, and a lone surrogate cannot be encoded, so
+    detection raised UnicodeEncodeError. Decode rejects such text before the stream's detectors,
+    but language detection must never raise for a library caller either."""
+    text = "Can you help me write a cover letter for a job as a nurse? \ud800 I have five years."
+    assert L.detect_language(text) == L.UNDETERMINED
+    assert L.language_chunks([text]) == {}
+
+
 def test_non_english_text_is_unscreened_for_an_english_only_reader():
     class EnglishOnly:
         languages = ("en",)
