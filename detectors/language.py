@@ -55,16 +55,22 @@ class LanguageIdentifier:
 # the bounded head, so the cache holds at most 4,096 x MAX_CHARS characters.
 @functools.lru_cache(maxsize=4096)
 def _detect_head(head: str) -> str:
+    return _cld2(head, reliable_only=False)
+
+
+def _cld2(text: str, reliable_only: bool) -> str:
+    """CLD2's language of ``text`` as ISO 639-1, or ``und``: too few letters, unknown, or not
+    sure enough (unreliable and under 50%; with ``reliable_only``, any unreliable answer)."""
     import pycld2
 
-    if _ENOUGH_LETTERS.search(head) is None:
+    if _ENOUGH_LETTERS.search(text) is None:
         return UNDETERMINED
     try:
-        reliable, _, details = pycld2.detect(head, bestEffort=True)
+        reliable, _, details = pycld2.detect(text, bestEffort=True)
     except (pycld2.error, UnicodeEncodeError):  # invalid UTF-8 or a lone surrogate: decode rejects both, never raise here
         return UNDETERMINED
     code = details[0][1]
-    if code in ("un", "xxx") or not reliable and details[0][2] < 50:
+    if code in ("un", "xxx") or not reliable and (reliable_only or details[0][2] < 50):
         return UNDETERMINED
     return _CLD2_CODES.get(code, code)
 
@@ -92,28 +98,13 @@ def language_chunks(texts: Iterable[str], chunk_chars: int = CHUNK_CHARS) -> Cou
             if end < len(text):
                 space = text.rfind(" ", start + chunk_chars // 2, end)
                 end = space if space > start else end
-            language = _detect_chunk(text[start:end])
+            # Only what CLD2 calls reliable: on short chunks of English code or lists it otherwise
+            # names Latin, Irish or Esperanto (measured on simulate traffic).
+            language = _cld2(text[start:end], reliable_only=True)
             if language != UNDETERMINED:
                 found[language] += 1
             start = end
     return found
-
-
-def _detect_chunk(chunk: str) -> str:
-    """Like :func:`_detect_head`, but only what CLD2 calls reliable: on short chunks of English
-    code or lists it otherwise names Latin, Irish or Esperanto (measured on simulate traffic)."""
-    import pycld2
-
-    if _ENOUGH_LETTERS.search(chunk) is None:
-        return UNDETERMINED
-    try:
-        reliable, _, details = pycld2.detect(chunk, bestEffort=True)
-    except (pycld2.error, UnicodeEncodeError):
-        return UNDETERMINED
-    code = details[0][1]
-    if not reliable or code in ("un", "xxx"):
-        return UNDETERMINED
-    return _CLD2_CODES.get(code, code)
 
 
 def languages_read(detector: object) -> frozenset[str] | None:
