@@ -30,6 +30,16 @@ class LexicalConfig:
     char_ngrams: tuple[int, int] = (3, 5)
     C: float = 4.0  # inverse L2 strength of the logistic regression
 
+    @classmethod
+    def from_dict(cls, pinned: dict) -> LexicalConfig:
+        """The config pinned in a manifest (JSON turns the tuples into lists)."""
+        return cls(
+            n_features=int(pinned["n_features"]),
+            word_ngrams=tuple(pinned["word_ngrams"]),
+            char_ngrams=tuple(pinned["char_ngrams"]),
+            C=float(pinned["C"]),
+        )
+
 
 def _vectorizers(config: LexicalConfig):
     from sklearn.feature_extraction.text import HashingVectorizer
@@ -119,7 +129,7 @@ def save_gate(directory: Path, model: LexicalModel, manifest: dict) -> None:
 
     directory.mkdir(parents=True, exist_ok=True)
     save_lexical(directory / LEXICAL_FILE, {"any": model})
-    body = {**manifest, "lexical": {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(model.config).items()}}
+    body = {**manifest, "lexical": asdict(model.config)}
     (directory / GATE_MANIFEST).write_text(json.dumps(body, indent=2, sort_keys=True) + "\n")
 
 
@@ -129,6 +139,4 @@ def load_gate(directory: Path) -> tuple[LexicalModel, dict]:
     import json
 
     manifest = json.loads((directory / GATE_MANIFEST).read_text())
-    lex = manifest["lexical"]
-    config = LexicalConfig(int(lex["n_features"]), tuple(lex["word_ngrams"]), tuple(lex["char_ngrams"]), float(lex["C"]))
-    return load_lexical(directory / LEXICAL_FILE, config)["any"], manifest
+    return load_lexical(directory / LEXICAL_FILE, LexicalConfig.from_dict(manifest["lexical"]))["any"], manifest

@@ -344,12 +344,7 @@ class Manifest:
             return None
         from detectors.training.lexical import LexicalConfig
 
-        return LexicalConfig(
-            n_features=int(self.lexical["n_features"]),
-            word_ngrams=tuple(self.lexical["word_ngrams"]),
-            char_ngrams=tuple(self.lexical["char_ngrams"]),
-            C=float(self.lexical["C"]),
-        )
+        return LexicalConfig.from_dict(self.lexical)
 
     @classmethod
     def from_json(cls, text: str) -> Manifest:
