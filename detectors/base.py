@@ -71,3 +71,9 @@ class Detector(ABC):
 
     def close(self) -> None:
         """Runs once at shutdown; release devices and threads."""
+
+
+def pinned_version(detector: Detector) -> str:
+    """The version a detector's findings carry: the artifact's pinned version for detectors that
+    load one (``detector_version``, set in :meth:`Detector.create`), else the class version."""
+    return getattr(detector, "detector_version", detector.version)

@@ -33,7 +33,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import ClassVar, Self
 
-from detectors.base import Detector, DetectorConfig
+from detectors.base import Detector, DetectorConfig, pinned_version
 from detectors.language import E5_LANGUAGES, ENGLISH_ONLY, language_chunks
 from pipeline.schemas import Finding, InferenceLog
 
@@ -51,7 +51,7 @@ class RoutedTransformerDetector(Detector):
     def __init__(self, english: Detector, multilingual: Detector) -> None:
         self.english = english
         self.multilingual = multilingual
-        self.detector_version = f"{_version(english)}+{_version(multilingual)}"
+        self.detector_version = f"{pinned_version(english)}+{pinned_version(multilingual)}"
         self.routed: dict[str, int] = {"english": 0, "multilingual": 0}
 
     @classmethod
@@ -109,8 +109,3 @@ def _summed(*counts: dict[str, int]) -> dict[str, int]:
         for key, n in c.items():
             out[key] = out.get(key, 0) + n
     return out
-
-
-def _version(member: Detector) -> str:
-    """A member's pinned version (the artifact's, for a transformer), else its class version."""
-    return getattr(member, "detector_version", member.version)

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from detectors.base import Detector, PartialDetectionError
+from detectors.base import Detector, PartialDetectionError, pinned_version
 from detectors.language import LanguageCoverage
 from detectors.registry import build
 from pipeline import redact
@@ -78,8 +78,7 @@ class Scorer:
         self._languages = LanguageCoverage.of(self.detectors) if metrics is not None else None
         if metrics is not None:
             for detector in self.detectors:
-                # The pinned version where the detector has one (a transformer's artifact version).
-                metrics.detector_info.labels(detector.name, getattr(detector, "detector_version", detector.version)).set(1)
+                metrics.detector_info.labels(detector.name, pinned_version(detector)).set(1)
                 # No shipped detector has a cheap first stage (measured not to pay, see
                 # detectors/training/firststage.py): every record reaches the model.
                 # Exporting skipped=0 keeps the dashboard's skip share honest (0%).
