@@ -254,7 +254,7 @@ class TransformerDetector(Detector):
         """Calibrated scores per label for each (side, text), in order.
 
         ``caps`` (per request, 0: none) bounds how many windows of a text the backbone reads:
-        the text's windows are ranked by the gate (:meth:`_window_risk`, a first pass over
+        the text's windows are ranked by the gate (:meth:`_riskiest`, a first pass over
         every window) and only the ``cap`` riskiest go through the backbone. A capped
         text is cached under its own key, never in place of a full reading.
 
@@ -284,12 +284,12 @@ class TransformerDetector(Detector):
         unique = [requests[todo[k][0]] for k in keys]
         windows, spans = [], []  # text t's windows are rows spans[t] of ``windows``
         truncated_texts = []  # a gap between windows the cap left unread (not the first pass's)
-        for k, (side, text) in zip(keys, unique, strict=True):
+        for k, (_, text) in zip(keys, unique, strict=True):
             text_windows = self.encoder.windows(text, self.window)
             truncated_texts.append(any(a.char_end < b.char_start for a, b in zip(text_windows, text_windows[1:])))
             cap = caps[todo[k][0]] if caps else 0
             if 0 < cap < len(text_windows) and self.gate is not None:
-                text_windows = self._riskiest(side, text, text_windows, cap)
+                text_windows = self._riskiest(text, text_windows, cap)
             spans.append(range(len(windows), len(windows) + len(text_windows)))
             windows.extend(text_windows)
         all_feats = self._features(windows)
@@ -335,17 +335,13 @@ class TransformerDetector(Detector):
                     results[i] = ts
         return [r for r in results if r is not None]
 
-    def _window_risk(self, side: Side, texts: Sequence[str]) -> Any:
-        """First-pass risk of each window text: the gate's "any misuse" logit (a hashed n-gram
-        linear model, no backbone: sub-millisecond per window)."""
-        return self.gate.logits(list(texts))[:, 0]
-
-    def _riskiest(self, side: Side, text: str, text_windows: Sequence[Any], cap: int) -> list[Any]:
-        """The ``cap`` windows of ``text`` the first pass ranks riskiest, in text order; the
-        others are counted as cleared by the first pass."""
+    def _riskiest(self, text: str, text_windows: Sequence[Any], cap: int) -> list[Any]:
+        """The ``cap`` windows of ``text`` the first pass ranks riskiest (the gate's "any misuse"
+        logit: a hashed n-gram linear model, no backbone, sub-millisecond per window), in text
+        order; the others are counted as cleared by the first pass."""
         import numpy as np
 
-        risk = self._window_risk(side, [text[w.char_start : w.char_end] for w in text_windows])
+        risk = self.gate.logits([text[w.char_start : w.char_end] for w in text_windows])[:, 0]
         keep = sorted(int(j) for j in np.argsort(-risk, kind="stable")[:cap])
         self.first_pass["escalated"] = self.first_pass.get("escalated", 0) + len(keep)
         self.first_pass["cleared"] = self.first_pass.get("cleared", 0) + len(text_windows) - len(keep)

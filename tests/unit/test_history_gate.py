@@ -75,7 +75,7 @@ def test_first_pass_keeps_the_window_that_holds_a_hidden_request(transformer, i)
     end = start + len(request)
     windows = transformer.encoder.windows(text, transformer.window)
     assert len(windows) > transformer.history_windows
-    kept = transformer._riskiest(Side.PROMPT, text, windows, transformer.history_windows)
+    kept = transformer._riskiest(text, windows, transformer.history_windows)
     assert any(w.char_start <= start + 10 and end - 10 <= w.char_end for w in kept), (request, [(w.char_start, w.char_end) for w in kept])
     transformer.take_first_pass()
 
