@@ -17,7 +17,7 @@ Result on 2026-11-29 (docs/benchmarks.md): at 99% recall it clears 3.4% of held-
 prompts and 17.4% of held-out benign completions, too little to pay for itself, so no first
 stage ships. Nothing here reads the reserved sets.
 
-``gate`` fits the same kind of model on the prompt side for another job: not to skip records,
+``gate`` fits the same kind of model ("any misuse", both sides by default) for another job: not to skip records,
 but to rank the windows of an earlier assistant turn so the transformer reads only the riskiest
 (``history_windows``, detectors/transformer.py). It is fitted without the held-out sources
 (folds 1-3 plus the augmentation), so bench/bench_history_gate.py measures the shipped ranker's
