@@ -10,8 +10,9 @@ trained by ``python -m detectors.training.v2 train --backbone e5``); a record th
 both and keeps the findings of both. The share keeps a stray chunk (a Spanish greeting in an
 English chat, a code listing CLD2 calls Latin) away from E5, which costs about six English
 records' time per record on simulate traffic; the price is that one foreign sentence hidden in
-English padding is read by the English model only (docs/model-releases.md). Both are ordinary ``transformer`` artifacts, loaded and screened by
-TransformerDetector, so everything it screens (every part, decoded readings) applies to both.
+English padding is read by the English model only (docs/model-releases.md). Both are ordinary
+``transformer`` artifacts, loaded and screened by TransformerDetector, so everything it screens
+(every part, decoded readings) applies to both.
 
 The default detector since issue 12: the shipped MiniLM artifact does not read other languages
 (on machine-translated CyberSecEval it flags translated benign requests about as often as
