@@ -9,6 +9,10 @@ For each detector set, in one invocation (so the ratios are measured side by sid
    real local broker and consumed by the real Pipeline with every default sink (verdicts topic,
    Parquet lake, metrics) in a child process whose own peak RSS the kernel reports (VmHWM);
    the rate is from the first batch handed out to the last commit.
+``--scoring inline process`` measures each set with ``stream.scoring`` inline and in a worker
+process (pipeline/score_worker.py) against the same bare run; a worker's peak RSS is added to
+the stream process's (an upper bound: shared library pages count twice) and the CPU it spent on
+batches to the stream's CPU.
 Targets (issue 10): stream >= 0.90 x bare with `rules` and with the default detector;
 >= 5,000 records/s with `noop`; peak RSS < 1.5 GB.
 The CPU columns (process CPU per record: every thread, bare loop vs stream from joining the
@@ -92,18 +96,22 @@ def stream_phase(args: argparse.Namespace) -> None:
     from pipeline.runner import Pipeline
 
     settings = make_settings(args.detectors[0].split(","), args.bootstrap, args.topic, args.lake)
+    settings = settings.model_copy(update={"stream": settings.stream.model_copy(update={"scoring": args.scoring[0]})})
     pipeline = Pipeline.from_settings(settings, PipelineMetrics())
     pipeline.scorer.preload()  # run() does it too (a no-op then): start-up, not per-record CPU
     # Process CPU (every thread) from joining the group to the last commit: models are loaded.
     cpu = {"start": time.process_time()}
     stats = pipeline.run(max_records=args.expect, on_batch=lambda _: cpu.__setitem__("end", time.process_time()))
-    rss_mb = peak_rss_mb()
+    rss_mb, cpu_s = peak_rss_mb(), cpu.get("end", cpu["start"]) - cpu["start"]
+    # A scoring process (closed by run()) reports its own peak and the CPU its batches took.
+    rss_mb += getattr(pipeline.scorer, "peak_rss_mb", None) or 0.0
+    cpu_s += getattr(pipeline.scorer, "busy_cpu_s", None) or 0.0
     print(json.dumps({"records": stats.records, "verdicts": stats.verdicts, "dead_letters": stats.dead_letters,
-                      "seconds": stats.active_s, "peak_rss_mb": rss_mb, "cpu_s": cpu.get("end", cpu["start"]) - cpu["start"]}))
+                      "seconds": stats.active_s, "peak_rss_mb": rss_mb, "cpu_s": cpu_s}))
 
 
-def stream_rate(lines: list[bytes], detectors: str, bootstrap: str, tmp: Path) -> dict:
-    topic = f"bench.{detectors.replace(',', '-')}.{int(time.time())}"
+def stream_rate(lines: list[bytes], detectors: str, bootstrap: str, tmp: Path, scoring: str = "inline") -> dict:
+    topic = f"bench.{detectors.replace(',', '-')}.{scoring}.{int(time.time())}"
     create_topic(bootstrap, topic, 3)
     big = json.dumps({"schema": "inference-log/v1", "request_id": "big", "timestamp": "2026-11-28T00:00:00Z",
                       "model": "m", "prompt": "x" * (10 * 1024 * 1024)}).encode()
@@ -118,7 +126,7 @@ def stream_rate(lines: list[bytes], detectors: str, bootstrap: str, tmp: Path) -
                 sent += 1
     child = subprocess.run(
         [sys.executable, __file__, "--phase", "stream", "--detectors", detectors, "--bootstrap", bootstrap,
-         "--topic", topic, "--lake", str(tmp / f"lake-{topic}"), "--expect", str(sent)],
+         "--topic", topic, "--lake", str(tmp / f"lake-{topic}"), "--expect", str(sent), "--scoring", scoring],
         capture_output=True, text=True,
     )
     if child.returncode != 0:
@@ -134,6 +142,8 @@ def main() -> None:
     parser.add_argument("--detectors", nargs="+", default=["noop", "rules", ",".join(Settings().detectors.enabled)],
                         help="detector sets to measure, each comma-separated")
     parser.add_argument("--transformer-records", type=int, default=600, help="records for sets with an ML detector")
+    parser.add_argument("--scoring", nargs="+", default=["inline"], choices=["inline", "process"],
+                        help="stream.scoring modes to measure, each against the same bare run")
     parser.add_argument("--phase", default="all")
     parser.add_argument("--bootstrap", default="")
     parser.add_argument("--topic", default="")
@@ -156,11 +166,13 @@ def main() -> None:
                 n = args.transformer_records if ml else args.records
                 lines = [r.log.model_dump_json(by_alias=True, exclude_none=True).encode() for r in simulate(n, seed=11)]
                 bare, bare_cpu = bare_rate(lines, make_settings(detectors.split(",")))
-                result = stream_rate(lines, detectors, broker.bootstrap, Path(tmp))
-                stream_cpu = result["cpu_s"] / max(1, result["verdicts"])
-                table.add_row(detectors, str(n), f"{bare:,.0f}", f"{result['rate']:,.0f}", f"{result['rate'] / bare:.2f}",
-                              f"{bare_cpu * 1e6:,.0f}", f"{stream_cpu * 1e6:,.0f}", f"{bare_cpu / stream_cpu:.2f}",
-                              str(result["dead_letters"]), f"{result['peak_rss_mb']:,.0f}", f"{os.getloadavg()[0]:.1f}")
+                for scoring in args.scoring:
+                    result = stream_rate(lines, detectors, broker.bootstrap, Path(tmp), scoring)
+                    stream_cpu = result["cpu_s"] / max(1, result["verdicts"])
+                    label = detectors if args.scoring == ["inline"] else f"{detectors} ({scoring})"
+                    table.add_row(label, str(n), f"{bare:,.0f}", f"{result['rate']:,.0f}", f"{result['rate'] / bare:.2f}",
+                                  f"{bare_cpu * 1e6:,.0f}", f"{stream_cpu * 1e6:,.0f}", f"{bare_cpu / stream_cpu:.2f}",
+                                  str(result["dead_letters"]), f"{result['peak_rss_mb']:,.0f}", f"{os.getloadavg()[0]:.1f}")
         finally:
             broker.stop()
     console.print(table)

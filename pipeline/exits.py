@@ -32,7 +32,7 @@ class ExitCode(IntEnum):
     INVALID_RECORDS = 7  # classify: some input lines were invalid (without --allow-errors)
     SERVICE_UNREACHABLE = 8  # an HTTP service (Prometheus, Alertmanager, Grafana) did not answer
     OUTAGE = 9  # stream: a sink or the broker stayed down past stream.outage_deadline_s
-    DETECTOR_FAILED = 10  # stream: a detector failed on every record, a known-good one included
+    DETECTOR_FAILED = 10  # stream: a detector failed on every record, a known-good one included, or the scoring process died
     CHECK_FAILED = 11  # a check found a problem: stale generated files, a dashboard query without data
     INTERRUPTED = 130  # Ctrl-C (128 + SIGINT, as shells report it)
 
@@ -183,6 +183,8 @@ def classify_exception(exc: BaseException) -> tuple[ExitCode, str]:
         return ExitCode.OUTAGE, f"outage: {exc}"
     if name == "DetectorFailure":
         return ExitCode.DETECTOR_FAILED, f"detector failure: {exc}"
+    if name == "WorkerDied":
+        return ExitCode.DETECTOR_FAILED, f"scoring process: {exc}"
     if name == "AlertRulesError":
         return ExitCode.CONFIG, f"alert rules: {exc}"
     if name in ("LabelsError", "ReportError", "CorpusUnavailableError"):

@@ -16,7 +16,8 @@ Guarantees:
   graceful rebalance drains and commits the batches in flight first, so it repeats nothing.
 
 Stages: this thread polls and commits (the consumer is not thread-safe); a scoring thread decodes
-and detects; a sink thread writes and flushes. Queues between them are bounded by
+and detects (with ``stream.scoring = "process"`` it hands the detection to a worker process,
+pipeline/score_worker.py, and waits without the GIL); a sink thread writes and flushes. Queues between them are bounded by
 ``stream.max_in_flight_batches``, so batch N+1 is fetched and scored while batch N is flushed.
 """
 
@@ -33,11 +34,10 @@ from dataclasses import dataclass, field
 from kafka import TopicPartition
 
 from pipeline.deadletter import DeadLetters
-from pipeline.decode import DecodeError, decode_log
 from pipeline.memory import limit_malloc_arenas
 from pipeline.metrics import PipelineMetrics
 from pipeline.producer import TrackedProducer
-from pipeline.schemas import InferenceLog
+from pipeline.score_worker import ProcessScorer, build_scorer
 from pipeline.scoring import RecordError, Scorer
 from pipeline.settings import Settings
 from pipeline.sinks.base import ScoredRecord, Sink
@@ -107,7 +107,7 @@ class Pipeline(RebalanceHooks):
         self,
         settings: Settings,
         source: KafkaSource,
-        scorer: Scorer,
+        scorer: Scorer | ProcessScorer,
         sinks: Sequence[Sink],
         dead_letters: DeadLetters,
         metrics: PipelineMetrics,
@@ -131,12 +131,12 @@ class Pipeline(RebalanceHooks):
 
     @classmethod
     def from_settings(
-        cls, settings: Settings, metrics: PipelineMetrics | None = None, scorer: Scorer | None = None
+        cls, settings: Settings, metrics: PipelineMetrics | None = None, scorer: Scorer | ProcessScorer | None = None
     ) -> Pipeline:
         """The stream as configured; ``scorer`` replaces the configured detectors (tests)."""
         limit_malloc_arenas()  # before the threads that would add arenas
         metrics = metrics or PipelineMetrics()
-        scorer = scorer or Scorer.from_settings(settings, metrics)  # loads models before joining the group
+        scorer = scorer or build_scorer(settings, metrics)  # loads models before joining the group
         sinks = build_sinks(settings, metrics)
         dead_letters = DeadLetters(TrackedProducer(settings.kafka), settings.kafka.dead_letter_topic, metrics)
         source = KafkaSource(settings.kafka, settings.batch, metrics)
@@ -302,27 +302,15 @@ class Pipeline(RebalanceHooks):
         started = time.perf_counter()
         self.metrics.batch_records.observe(len(item))
         dead: list[tuple[RawRecord, str, str]] = []
-        raws: list[RawRecord] = []
-        logs: list[InferenceLog] = []
-        max_bytes = self.settings.batch.max_record_bytes
-        for raw in item:
-            try:
-                logs.append(decode_log(raw.value, max_bytes))
-                raws.append(raw)
-            except DecodeError as exc:
-                dead.append((raw, exc.reason.value, exc.detail))
         scored: list[ScoredRecord] = []
         scored_raws: list[RawRecord] = []
-        for raw, lg, result in zip(raws, logs, self.scorer.score_each(logs) if logs else [], strict=True):
+        results = self.scorer.score_values([raw.value for raw in item], self.settings.batch.max_record_bytes)
+        for raw, result in zip(item, results, strict=True):
             if isinstance(result, RecordError):
                 dead.append((raw, result.reason, result.detail))
                 continue
-            try:
-                verdict_json = result.to_json()
-            except ValueError as exc:  # e.g. text that cannot be serialised as UTF-8
-                dead.append((raw, "verdict_error", repr(exc)[:500]))
-                continue
-            scored.append(ScoredRecord(lg, result, raw.position, verdict_json))
+            lg, verdict, verdict_json = result
+            scored.append(ScoredRecord(lg, verdict, raw.position, verdict_json))
             scored_raws.append(raw)
         refused: dict[int, str] = {}
         for sink in self.sinks:

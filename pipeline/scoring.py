@@ -20,6 +20,7 @@ from detectors.base import Detector, PartialDetectionError, pinned_version
 from detectors.language import LanguageCoverage
 from detectors.registry import build
 from pipeline import redact
+from pipeline.decode import DecodeError, decode_log
 from pipeline.metrics import PipelineMetrics
 from pipeline.schemas import Finding, InferenceLog, MisuseVerdict
 from pipeline.settings import Settings
@@ -50,6 +51,38 @@ class RecordError:
 
     reason: str
     detail: str
+
+
+# One record scored: its log, its verdict and the verdict's misuse-verdict/v1 JSON.
+Scored = tuple[InferenceLog, MisuseVerdict, str]
+
+
+def decode_each(values: Sequence[bytes | None], max_bytes: int) -> list[InferenceLog | RecordError]:
+    """decode_log per value; a value that does not decode is a RecordError with its reason."""
+    out: list[InferenceLog | RecordError] = []
+    for value in values:
+        try:
+            out.append(decode_log(value, max_bytes))
+        except DecodeError as exc:
+            out.append(RecordError(exc.reason.value, exc.detail))
+    return out
+
+
+def merge_decoded(
+    decoded: Sequence[InferenceLog | RecordError], results: Sequence[tuple[MisuseVerdict, str] | RecordError]
+) -> list[Scored | RecordError]:
+    """Put the results of the decoded records back in the places of ``decoded``."""
+    it = iter(results)
+    out: list[Scored | RecordError] = []
+    for d in decoded:
+        if isinstance(d, RecordError):
+            out.append(d)
+            continue
+        r = next(it)
+        out.append(r if isinstance(r, RecordError) else (d, r[0], r[1]))
+    if next(it, None) is not None:
+        raise ValueError("more results than decoded records")
+    return out
 
 
 class DetectorFailure(RuntimeError):
@@ -143,6 +176,25 @@ class Scorer:
             try:
                 out.append(build_verdict(lg, merged[i], self._pseudonymize))
             except ValueError as exc:  # pydantic ValidationError included: a finding this record made invalid
+                out.append(RecordError("verdict_error", repr(exc)[:500]))
+        return out
+
+    def score_values(self, values: Sequence[bytes | None], max_bytes: int) -> list[Scored | RecordError]:
+        """Decode and score raw records (the stream's unit of work): per value, its log, verdict
+        and verdict JSON, or a RecordError (decode errors included, with their reason)."""
+        decoded = decode_each(values, max_bytes)
+        return merge_decoded(decoded, self.score_batch([d for d in decoded if not isinstance(d, RecordError)]))
+
+    def score_batch(self, logs: Sequence[InferenceLog]) -> list[tuple[MisuseVerdict, str] | RecordError]:
+        """Per record, its verdict with the verdict's misuse-verdict/v1 JSON, or a RecordError."""
+        out: list[tuple[MisuseVerdict, str] | RecordError] = []
+        for result in self.score_each(logs) if logs else []:
+            if isinstance(result, RecordError):
+                out.append(result)
+                continue
+            try:
+                out.append((result, result.to_json()))
+            except ValueError as exc:  # e.g. text that cannot be serialised as UTF-8
                 out.append(RecordError("verdict_error", repr(exc)[:500]))
         return out
 

@@ -107,6 +107,9 @@ class StreamSettings(Section):
     outage_deadline_s: float = Field(default=900.0, ge=0)
     retry_initial_s: float = Field(default=0.5, gt=0)
     retry_max_s: float = Field(default=30.0, gt=0)
+    # Where decode + detect + verdict JSON run: "inline" (a thread of this process) or "process"
+    # (one worker process, pipeline/score_worker.py; the stream process keeps Kafka and the sinks).
+    scoring: Literal["inline", "process"] = "inline"
 
 
 class DetectorSettings(Section):

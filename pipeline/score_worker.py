@@ -1,0 +1,254 @@
+"""Scoring in a worker process (``stream.scoring = "process"``).
+
+In one process every stage of the stream holds the GIL for its Python work, so the detectors and
+the pipeline's own work (Kafka, sinks, commits) take turns on one core. :class:`ProcessScorer`
+runs decode + detect + verdict JSON in a child process instead; the stream process keeps Kafka,
+the sinks and the commits, and only parses the verdict JSON it gets back.
+
+What crosses the pipe, per batch: the raw record values in, and per record the verdict JSON or
+a :class:`RecordError` back, with the metric updates the child's scorer made
+(:class:`RecordedMetrics`), replayed on the stream's own metrics, so ``mm_detector_*`` and the
+language counters read the same in both modes. The child decodes the values while this process
+decodes them too (the sinks need the logs): parsing a verdict back costs about 6 us per record,
+pickling and unpickling a decoded log 64 us.
+
+Failures: a record the detectors cannot judge is a RecordError as inline. A
+:class:`DetectorFailure` in the child is raised again in the stream. If the child dies (killed,
+out of memory), the batch is not committed and the stream stops with a one-line reason; a
+restart re-reads it, as after any crash. The child ignores SIGINT and SIGTERM (the stream
+process decides when to stop: Ctrl-C reaches the whole process group) and exits when the stream
+closes the pipe or dies.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import signal
+import time
+import traceback
+from collections.abc import Callable, Sequence
+from multiprocessing.connection import Connection
+from typing import Any
+
+from pipeline.metrics import PipelineMetrics
+from pipeline.schemas import MisuseVerdict
+from pipeline.scoring import DetectorFailure, RecordError, Scored, decode_each
+from pipeline.settings import Settings
+
+log = logging.getLogger(__name__)
+
+ScorerFactory = Callable[[Settings, Any], Any]
+
+# How long the child may take to load its detectors before the stream gives up.
+START_TIMEOUT_S = 600.0
+
+
+class WorkerDied(RuntimeError):
+    """The scoring process exited or broke its pipe; the batch in flight is not committed."""
+
+
+class RecordedMetrics:
+    """Stands in for :class:`PipelineMetrics` in the child: every ``metric.labels(...).op(v)`` call
+    is kept as ``(metric, labels, op, v)`` and sent back with the batch."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, tuple[str, ...], str, float]] = []
+
+    def __getattr__(self, metric: str) -> _Metric:
+        if metric.startswith("_"):
+            raise AttributeError(metric)
+        return _Metric(self.calls, metric)
+
+    def take(self) -> list[tuple[str, tuple[str, ...], str, float]]:
+        calls, self.calls = self.calls, []
+        return calls
+
+
+class _Metric:
+    def __init__(self, calls: list, metric: str) -> None:
+        self._calls, self._metric = calls, metric
+
+    def labels(self, *labels: str) -> _Child:
+        return _Child(self._calls, self._metric, tuple(str(v) for v in labels))
+
+
+class _Child:
+    def __init__(self, calls: list, metric: str, labels: tuple[str, ...]) -> None:
+        self._calls, self._metric, self._labels = calls, metric, labels
+
+    def inc(self, amount: float = 1) -> None:
+        self._calls.append((self._metric, self._labels, "inc", amount))
+
+    def observe(self, value: float) -> None:
+        self._calls.append((self._metric, self._labels, "observe", value))
+
+    def set(self, value: float) -> None:
+        self._calls.append((self._metric, self._labels, "set", value))
+
+
+def replay(metrics: PipelineMetrics, calls: Sequence[tuple[str, tuple[str, ...], str, float]]) -> None:
+    for metric, labels, op, value in calls:
+        getattr(getattr(metrics, metric).labels(*labels), op)(value)
+
+
+def _peak_rss_mb() -> float:
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return 0.0
+
+
+def _child(settings: Settings, conn: Connection, factory: ScorerFactory | None) -> None:
+    """The worker's loop: ("score", values) -> ("ok", results, metric calls)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    from pipeline.memory import limit_malloc_arenas
+    from pipeline.scoring import Scorer
+
+    limit_malloc_arenas()
+    metrics = RecordedMetrics()
+    try:
+        scorer = (factory or Scorer.from_settings)(settings, metrics)  # type: ignore[arg-type]
+        scorer.preload()
+    except BaseException as exc:  # noqa: BLE001 - reported to the stream, which stops with it
+        conn.send(("error", f"{exc!r}", traceback.format_exc()))
+        return
+    conn.send(("ready", metrics.take()))
+    max_bytes = settings.batch.max_record_bytes
+    busy_cpu_s = 0.0  # CPU spent on batches (every thread of the child), for the benchmark
+    while True:
+        try:
+            message = conn.recv()
+        except (EOFError, OSError):  # the stream closed the pipe or died
+            break
+        if message[0] == "stop":
+            scorer.close()
+            conn.send(("stopped", _peak_rss_mb(), busy_cpu_s))
+            break
+        cpu_started = time.process_time()
+        try:
+            decoded = decode_each(message[1], max_bytes)
+            results = scorer.score_batch([d for d in decoded if not isinstance(d, RecordError)])
+            it = iter(results)
+            out = []
+            for d in decoded:
+                r = d if isinstance(d, RecordError) else next(it)
+                out.append(("e", r.reason, r.detail) if isinstance(r, RecordError) else ("v", r[1]))
+            busy_cpu_s += time.process_time() - cpu_started
+            conn.send(("ok", out, metrics.take()))
+        except DetectorFailure as exc:
+            conn.send(("failure", str(exc), metrics.take()))
+        except BaseException as exc:  # noqa: BLE001 - reported to the stream, which stops with it
+            conn.send(("error", f"{exc!r}", traceback.format_exc()))
+            break
+    conn.close()
+
+
+class ProcessScorer:
+    """The stream's scorer when ``stream.scoring = "process"``: same ``score_values`` as
+    :class:`pipeline.scoring.Scorer`, the detectors run by a child process (one batch at a time)."""
+
+    def __init__(self, settings: Settings, metrics: PipelineMetrics, factory: ScorerFactory | None = None) -> None:
+        """``factory`` (a module-level function, so the child can import it; tests) builds the
+        child's scorer instead of ``Scorer.from_settings``."""
+        self._metrics = metrics
+        # The child's peak RSS and the CPU it spent on batches, reported when it stops.
+        self.peak_rss_mb: float | None = None
+        self.busy_cpu_s: float | None = None
+        ctx = multiprocessing.get_context("spawn")  # no fork: the stream's threads and locks stay out
+        self._conn, child_end = ctx.Pipe()
+        self._process = ctx.Process(target=_child, args=(settings, child_end, factory), name="mm-scorer", daemon=True)
+        self._process.start()
+        child_end.close()
+        reply = self._receive(START_TIMEOUT_S)
+        if reply[0] != "ready":
+            log.error("the scoring process failed to start:\n%s", reply[2])
+            self.close()
+            raise WorkerDied(f"failed to start: {reply[1]}")
+        replay(metrics, reply[1])
+        log.info("scoring in worker process %d", self._process.pid)
+
+    @property
+    def pid(self) -> int | None:
+        return self._process.pid
+
+    def preload(self) -> None:
+        """The child preloaded before it said it was ready."""
+
+    def _ended(self) -> str:
+        code = self._process.exitcode
+        if code is not None and code < 0:
+            return f"pid {self._process.pid} killed by signal {-code}; the batch in flight was not committed"
+        return f"pid {self._process.pid} exited with code {code}; the batch in flight was not committed"
+
+    def _receive(self, timeout: float | None = None) -> tuple:
+        try:
+            while not self._conn.poll(1.0 if timeout is None else min(1.0, timeout)):
+                if not self._process.is_alive():
+                    raise WorkerDied(self._ended())
+                if timeout is not None:
+                    timeout -= 1.0
+                    if timeout <= 0:
+                        raise WorkerDied("did not answer in time")
+            return self._conn.recv()
+        except (EOFError, OSError) as exc:
+            self._process.join(timeout=5)
+            raise WorkerDied(self._ended()) from exc
+
+    def score_values(self, values: Sequence[bytes | None], max_bytes: int) -> list[Scored | RecordError]:
+        """As :meth:`pipeline.scoring.Scorer.score_values`. The values go to the child first; this
+        process decodes them meanwhile (the sinks need the logs), so the two overlap."""
+        if not values:
+            return []
+        try:
+            self._conn.send(("score", list(values)))
+        except (BrokenPipeError, OSError) as exc:
+            self._process.join(timeout=5)
+            raise WorkerDied(self._ended()) from exc
+        decoded = decode_each(values, max_bytes)
+        reply = self._receive()
+        if reply[0] == "failure":
+            replay(self._metrics, reply[2])
+            raise DetectorFailure(reply[1])
+        if reply[0] != "ok":
+            log.error("the scoring process failed:\n%s", reply[2])
+            raise WorkerDied(f"failed: {reply[1]}")
+        replay(self._metrics, reply[2])
+        out: list[Scored | RecordError] = []
+        for d, r in zip(decoded, reply[1], strict=True):
+            if isinstance(d, RecordError):  # the child agrees: it decodes the same bytes the same way
+                out.append(d)
+            elif r[0] == "v":
+                out.append((d, MisuseVerdict.model_validate_json(r[1]), r[1]))
+            else:
+                out.append(RecordError(r[1], r[2]))
+        return out
+
+    def close(self) -> None:
+        if self._process.is_alive():
+            try:
+                self._conn.send(("stop",))
+                reply = self._receive(30.0)
+                if reply[0] == "stopped":
+                    self.peak_rss_mb, self.busy_cpu_s = reply[1], reply[2]
+            except (WorkerDied, BrokenPipeError, OSError):
+                pass
+            self._process.join(timeout=10)
+            if self._process.is_alive():
+                self._process.kill()
+                self._process.join(timeout=5)
+        self._conn.close()
+
+
+def build_scorer(settings: Settings, metrics: PipelineMetrics) -> Any:
+    """The stream's scorer for ``stream.scoring``: inline (this process) or a worker process."""
+    if settings.stream.scoring == "process":
+        return ProcessScorer(settings, metrics)
+    from pipeline.scoring import Scorer
+
+    return Scorer.from_settings(settings, metrics)

@@ -1,0 +1,118 @@
+"""The stream with ``stream.scoring = "process"`` against the real broker: what the inline
+stream guarantees holds when the detectors run in a worker process, and that worker's death
+stops the stream without losing or duplicating anything."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.fixtures.kafka_read import read_topic
+from tests.integration.test_stream import (
+    FIXTURES,
+    _finish,
+    _lake_ids,
+    _produce,
+    _record,
+    _records_consumed,
+    _start_stream,
+    _stream_env,
+)
+
+pytestmark = [pytest.mark.kafka, pytest.mark.slow]
+
+
+def _children(pid: int) -> list[int]:
+    """Scoring processes whose parent is ``pid`` (from /proc; multiprocessing's resource
+    tracker is a child too, and is not one)."""
+    out = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+            cmdline = (entry / "cmdline").read_bytes()
+            if b"spawn_main" in cmdline and b"resource_tracker" not in cmdline:
+                out.append(int(entry.name))
+    return out
+
+
+def _wait_for_child(pid: int, timeout_s: float = 60) -> int:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        kids = _children(pid)
+        if kids:
+            return kids[0]
+        time.sleep(0.05)
+    raise AssertionError("the stream never started its scoring process")
+
+
+def test_killing_the_scoring_process_stops_the_stream_and_a_restart_loses_nothing(
+    kafka_bootstrap, kafka_topic_factory, tmp_path
+):
+    topic = kafka_topic_factory(partitions=3)
+    records = [_record(i) for i in range(3000)]
+    _produce(kafka_bootstrap, topic, records)
+    malformed = (FIXTURES / "malformed.jsonl").read_bytes().splitlines()
+    from kafka import KafkaProducer
+
+    producer = KafkaProducer(bootstrap_servers=kafka_bootstrap)
+    for line in malformed:
+        producer.send(topic, line)
+    producer.flush()
+    producer.close()
+    env = _stream_env(
+        kafka_bootstrap, topic, tmp_path, "g-worker-kill", MM_STREAM__SCORING="process", MM_BATCH__MAX_RECORDS="10",
+        MM_KAFKA__SESSION_TIMEOUT_MS="6000",
+    )
+    proc = _start_stream(env)
+    child = _wait_for_child(proc.pid)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and len(list((tmp_path / "lake").rglob("*.parquet"))) < 5:
+        time.sleep(0.05)
+    os.kill(child, signal.SIGKILL)
+    out, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 10, out[-3000:]
+    last = out.strip().splitlines()[-1]
+    assert last.startswith("misuse-monitor: error: scoring process: pid") and "killed by signal 9" in last, out[-3000:]
+    partial = len(_lake_ids(tmp_path))
+    assert 0 < partial < len(records), "the kill must land in the middle of the run"
+    assert not _children(proc.pid)
+
+    out = _finish(_start_stream(env))
+    ids = _lake_ids(tmp_path)
+    assert len(ids) == len(set(ids)), "duplicate verdicts in the lake"
+    assert sorted(ids) == [r["request_id"] for r in records]
+    dead = read_topic(kafka_bootstrap, f"{topic}.dlq", len(malformed))
+    assert sorted(m.value for m in dead) == sorted(malformed)
+    verdicts = [json.loads(m.value) for m in read_topic(kafka_bootstrap, f"{topic}.verdicts", len(records))]
+    # The restart re-sends only what the killed run had not committed (documented duplicates).
+    assert {v["request_id"] for v in verdicts} == {r["request_id"] for r in records}
+    assert _records_consumed(out) < len(records) + len(malformed)
+
+
+def test_sigterm_with_a_scoring_process_is_a_clean_stop_that_leaves_no_process_behind(
+    kafka_bootstrap, kafka_topic_factory, tmp_path
+):
+    topic = kafka_topic_factory(partitions=1)
+    records = [_record(i) for i in range(200)]
+    _produce(kafka_bootstrap, topic, records)
+    env = _stream_env(kafka_bootstrap, topic, tmp_path, "g-worker-term", MM_STREAM__SCORING="process")
+    proc = _start_stream(env, max_idle=60)
+    child = _wait_for_child(proc.pid)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and len(_lake_ids(tmp_path) if (tmp_path / "lake").exists() else []) < len(records):
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGTERM)
+    out = _finish(proc, timeout=60)
+    assert _records_consumed(out) == len(records)
+    assert sorted(_lake_ids(tmp_path)) == [r["request_id"] for r in records]
+    assert not Path(f"/proc/{child}").exists() or "zombie" in Path(f"/proc/{child}/status").read_text().lower()

@@ -1,0 +1,130 @@
+"""Scoring in a worker process (pipeline/score_worker.py): the same verdicts and metrics as
+inline, per-record isolation across the pipe, and a dead or broken child stops the stream
+instead of losing or dead-lettering traffic."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+import pytest
+
+from detectors.rules import RulesDetector
+from pipeline.metrics import PipelineMetrics
+from pipeline.score_worker import ProcessScorer, WorkerDied
+from pipeline.scoring import DetectorFailure, RecordError, Scorer
+from pipeline.settings import Settings
+from pipeline.simulate import simulate
+from pipeline.verdicts import Pseudonymizer
+from tests.fixtures.logs import make_log
+from tests.unit.test_scorer_isolation import _Broken, _ChokesOnPoison
+
+KEY = "worker-test-pseudonym-key"
+
+
+def _settings() -> Settings:
+    return Settings(detectors={"enabled": ["rules"]}, pseudonym_key=KEY, metrics={"port": 0})
+
+
+def _poison_scorer(settings: Settings, metrics) -> Scorer:
+    return Scorer([RulesDetector(), _ChokesOnPoison()], Pseudonymizer(KEY.encode()), metrics)
+
+
+def _broken_scorer(settings: Settings, metrics) -> Scorer:
+    return Scorer([_Broken()], Pseudonymizer(KEY.encode()), metrics)
+
+
+def _fails_to_load(settings: Settings, metrics) -> Scorer:
+    raise FileNotFoundError("detectors/models/missing/manifest.json")
+
+
+MAX_BYTES = 1_000_000
+MALFORMED = [b"\xff\xfe", b"{not json", b"x" * (MAX_BYTES + 1)]
+
+
+def _values(logs) -> list[bytes]:
+    return [lg.model_dump_json(by_alias=True, exclude_none=True).encode() for lg in logs]
+
+
+def _samples(metrics: PipelineMetrics, prefix: str) -> dict:
+    out = {}
+    for family in metrics.registry.collect():
+        for s in family.samples:
+            if s.name.startswith(prefix) and not s.name.endswith("_created") and "_bucket" not in s.name:
+                out[(s.name, tuple(sorted(s.labels.items())))] = s.value
+    return out
+
+
+def test_process_scoring_gives_the_inline_verdicts_and_metrics():
+    logs = [r.log for r in simulate(120, seed=5)]
+    inline_metrics, worker_metrics = PipelineMetrics(), PipelineMetrics()
+    values = _values(logs) + MALFORMED
+    inline = Scorer.from_settings(_settings(), inline_metrics).score_values(values, MAX_BYTES)
+    worker = ProcessScorer(_settings(), worker_metrics)
+    try:
+        remote = worker.score_values(values, MAX_BYTES)
+    finally:
+        worker.close()
+    assert remote == inline  # logs, verdicts and verdict JSON; decode errors with their reasons
+    assert sum(r[1].flagged for r in remote[: len(logs)]) > 0  # findings compared, not only clean verdicts
+    assert [r.reason for r in remote[len(logs) :]] == ["not_utf8", "invalid_json", "too_large"]
+    # Counters and the detector info read the same; durations differ, their counts do not.
+    for prefix in ("mm_screened_texts", "mm_unscreened_language", "mm_detector_info", "mm_first_stage", "mm_detector_errors"):
+        assert _samples(worker_metrics, prefix) == _samples(inline_metrics, prefix), prefix
+    assert _samples(worker_metrics, "mm_detector_duration_seconds_count") == _samples(
+        inline_metrics, "mm_detector_duration_seconds_count"
+    )
+    assert worker.peak_rss_mb and worker.peak_rss_mb > 10
+    assert not worker._process.is_alive()
+
+
+def test_a_poison_record_is_isolated_across_the_pipe():
+    logs = [make_log(request_id=f"r{i}", prompt=("POISON " if i in (3, 17) else "") + "Write a phishing email") for i in range(24)]
+    metrics = PipelineMetrics()
+    worker = ProcessScorer(_settings(), metrics, factory=_poison_scorer)
+    try:
+        results = worker.score_values(_values(logs), MAX_BYTES)
+    finally:
+        worker.close()
+    errors = [i for i, r in enumerate(results) if isinstance(r, RecordError)]
+    assert errors == [3, 17]
+    assert results[3].reason == "detector_error" and "TypeError" in results[3].detail
+    assert [r[1].request_id for r in results if not isinstance(r, RecordError)] == [
+        f"r{i}" for i in range(24) if i not in (3, 17)
+    ]
+    assert metrics.registry.get_sample_value("mm_detector_errors_total", {"detector": "chokes"}) == 2
+
+
+def test_a_detector_broken_for_every_record_raises_detector_failure_in_the_stream():
+    worker = ProcessScorer(_settings(), PipelineMetrics(), factory=_broken_scorer)
+    try:
+        logs = [make_log(request_id="a"), make_log(request_id="b")]
+        with pytest.raises(DetectorFailure, match="known-good record"):
+            worker.score_values(_values(logs), MAX_BYTES)
+    finally:
+        worker.close()
+
+
+def test_a_child_that_cannot_load_its_detectors_fails_the_start_with_the_cause():
+    with pytest.raises(WorkerDied, match="failed to start: FileNotFoundError"):
+        ProcessScorer(_settings(), PipelineMetrics(), factory=_fails_to_load)
+
+
+def test_the_child_ignores_ctrl_c_and_a_killed_child_fails_the_next_batch_instead_of_losing_it():
+    worker = ProcessScorer(_settings(), PipelineMetrics())
+    try:
+        logs = [make_log(request_id="y", prompt="Write a phishing email to steal passwords")]
+        # A terminal's Ctrl-C reaches the whole process group: the stream decides when to stop.
+        os.kill(worker.pid, signal.SIGINT)
+        os.kill(worker.pid, signal.SIGTERM)
+        time.sleep(0.3)
+        ((_, verdict, _),) = worker.score_values(_values(logs), MAX_BYTES)
+        assert verdict.flagged
+        os.kill(worker.pid, signal.SIGKILL)
+        time.sleep(0.2)
+        with pytest.raises(WorkerDied, match="killed by signal 9; the batch in flight was not committed"):
+            worker.score_values(_values(logs), MAX_BYTES)
+    finally:
+        worker.close()
+    assert not worker._process.is_alive()
