@@ -22,7 +22,7 @@ class DetectorConfig:
 
     model_dir: Path | None = None
     device: str = "auto"  # "auto" | "cpu" | "cuda" | "cuda:N"
-    batch_size: int = 32
+    batch_size: int = 16  # pipeline/settings.py says why
     threads: int | None = None
     options: dict[str, str] = field(default_factory=dict)
 

@@ -159,7 +159,7 @@ class TransformerDetector(Detector):
         heads: Heads,
         manifest: Manifest,
         calibration: dict[str, dict[str, LabelCalibration]],
-        batch_size: int = 32,
+        batch_size: int = 16,
         cache_size: int = 4096,
         lexical: dict[str, Any] | None = None,
         feature_cache_size: int = 8192,
