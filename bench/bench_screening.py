@@ -137,7 +137,9 @@ def token_breakdown(records: Sequence[InferenceLog]) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--records", type=int, default=300)
-    parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--batch", type=int, default=32, help="records per detect call")
+    parser.add_argument("--window-batch", type=int, default=0,
+                        help="windows per forward pass (detectors.batch_size); 0: the shipped default")
     parser.add_argument("--modes", default=",".join(SENTENCE_PASS_MODES))
     parser.add_argument("--cache-size", type=int, default=4096, help="score cache per variant (the default); 0: cold")
     parser.add_argument("--breakdown", action="store_true", help="only print the token breakdown (no model)")
@@ -161,7 +163,7 @@ def main() -> None:
     from pipeline.simulate import simulate
 
     records = [r.log for r in simulate(args.records, seed=11, end=datetime(2026, 1, 2, tzinfo=UTC))]
-    det = TransformerDetector.create(DetectorConfig())
+    det = TransformerDetector.create(DetectorConfig(**({"batch_size": args.window_batch} if args.window_batch else {})))
     legacy_detect(det, records[-8:])  # warm-up (records not in the measured set's cache)
     det.detect(records[-8:])
     records = records[:-8]
@@ -228,7 +230,7 @@ def main() -> None:
 
     shape = ", with earlier turns' records" if args.conversations else ""
     table = Table(title=f"transformer detector on {len(records)} simulated records (seed 11{shape}), cache {args.cache_size}, "
-                        f"feature cache {args.feature_cache_size}, batch {args.batch}")
+                        f"feature cache {args.feature_cache_size}, batch {args.batch}, window batch {det.batch_size}")
     for col in ("variant", "records/s", "vs before", "backbone tokens", "flagged records"):
         table.add_column(col, no_wrap=True)
     base = len(records) / seconds["before"]
