@@ -27,17 +27,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 
-def _hwm_mb() -> float:
-    with open("/proc/self/status") as fh:
-        for line in fh:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    raise RuntimeError("no VmHWM in /proc/self/status")
-
-
 def measure(batch_size: int, records: int) -> dict:
     """In the child: scoring peak RSS and records/s for one batch size."""
-    from pipeline.memory import limit_malloc_arenas
+    from pipeline.memory import limit_malloc_arenas, peak_rss_mb
 
     limit_malloc_arenas()
     from pipeline.metrics import PipelineMetrics
@@ -48,14 +40,14 @@ def measure(batch_size: int, records: int) -> dict:
     settings = Settings(pseudonym_key="bench-batch-memory", detectors={"batch_size": batch_size})
     scorer = Scorer.from_settings(settings, PipelineMetrics())
     scorer.preload()
-    loaded = _hwm_mb()
+    loaded = peak_rss_mb()
     logs = [r.log for r in simulate(records, seed=11)]
     size = settings.batch.max_records
     started, cpu = time.perf_counter(), time.process_time()
     for i in range(0, len(logs), size):
         scorer.score_each(logs[i : i + size])
     elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu
-    return {"batch_size": batch_size, "loaded_mb": loaded, "peak_mb": _hwm_mb(), "rate": records / elapsed,
+    return {"batch_size": batch_size, "loaded_mb": loaded, "peak_mb": peak_rss_mb(), "rate": records / elapsed,
             "cpu_ms": cpu / records * 1e3}
 
 

@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import subprocess
 import sys
 import tempfile
@@ -39,6 +38,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from pipeline.decode import decode_log  # noqa: E402
 from pipeline.localinfra.kafka import create_topic, start_broker  # noqa: E402
+from pipeline.memory import peak_rss_mb  # noqa: E402
 from pipeline.metrics import PipelineMetrics  # noqa: E402
 from pipeline.producer import GatewayProducer  # noqa: E402
 from pipeline.scoring import Scorer  # noqa: E402
@@ -72,23 +72,6 @@ def bare_rate(lines: list[bytes], settings: Settings) -> tuple[float, float]:
     elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu_started
     scorer.close()
     return len(lines) / elapsed, cpu / len(lines)
-
-
-def peak_rss_mb() -> float:
-    """This process's own peak RSS: VmHWM, the high-water mark of its address space.
-
-    Not ``ru_maxrss``: Linux carries it over from the parent through fork/vfork and exec, so this
-    child reported the peak of the parent, which loads the detectors for its bare phase (a ``noop``
-    stream measured after a ``rules`` bare phase showed 1,052 MB).
-    """
-    try:
-        with open("/proc/self/status") as fh:
-            for line in fh:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def stream_phase(args: argparse.Namespace) -> None:

@@ -92,22 +92,11 @@ def replay(metrics: PipelineMetrics, calls: Sequence[tuple[str, tuple[str, ...],
         getattr(getattr(metrics, metric).labels(*labels), op)(value)
 
 
-def _peak_rss_mb() -> float:
-    try:
-        with open("/proc/self/status") as fh:
-            for line in fh:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return 0.0
-
-
 def _child(settings: Settings, conn: Connection, factory: ScorerFactory | None) -> None:
     """The worker's loop: ("score", values) -> ("ok", results, metric calls)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    from pipeline.memory import limit_malloc_arenas
+    from pipeline.memory import limit_malloc_arenas, peak_rss_mb
     from pipeline.scoring import Scorer
 
     limit_malloc_arenas()
@@ -128,7 +117,7 @@ def _child(settings: Settings, conn: Connection, factory: ScorerFactory | None) 
             break
         if message[0] == "stop":
             scorer.close()
-            conn.send(("stopped", _peak_rss_mb(), busy_cpu_s))
+            conn.send(("stopped", peak_rss_mb(), busy_cpu_s))
             break
         cpu_started = time.process_time()
         try:

@@ -56,6 +56,17 @@ def _produce(bootstrap: str, topic: str, records: list[dict]) -> None:
             producer.send(rec)
 
 
+def _produce_malformed(bootstrap: str, topic: str) -> list[bytes]:
+    """The malformed fixture lines, produced as they are; returns them."""
+    malformed = (FIXTURES / "malformed.jsonl").read_bytes().splitlines()
+    producer = KafkaProducer(bootstrap_servers=bootstrap)
+    for line in malformed:
+        producer.send(topic, line)
+    producer.flush()
+    producer.close()
+    return malformed
+
+
 def _stream_env(bootstrap: str, topic: str, tmp_path: Path, group: str, **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("MM_")}
     env.update(
@@ -246,12 +257,7 @@ def test_json_summary_counts_what_reached_the_sinks(kafka_bootstrap, kafka_topic
     topic = kafka_topic_factory(partitions=2)
     records = [_record(i) for i in range(40)]
     _produce(kafka_bootstrap, topic, records)
-    malformed = (FIXTURES / "malformed.jsonl").read_bytes().splitlines()
-    producer = KafkaProducer(bootstrap_servers=kafka_bootstrap)
-    for line in malformed:
-        producer.send(topic, line)
-    producer.flush()
-    producer.close()
+    malformed = _produce_malformed(kafka_bootstrap, topic)
     env = _stream_env(kafka_bootstrap, topic, tmp_path, "g-json")
     done = subprocess.run(
         [sys.executable, "-m", "pipeline.cli", "stream", "--max-idle", "4", "--json"],

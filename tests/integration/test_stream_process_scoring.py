@@ -14,10 +14,10 @@ import pytest
 
 from tests.fixtures.kafka_read import read_topic
 from tests.integration.test_stream import (
-    FIXTURES,
     _finish,
     _lake_ids,
     _produce,
+    _produce_malformed,
     _record,
     _records_consumed,
     _start_stream,
@@ -61,14 +61,7 @@ def test_killing_the_scoring_process_stops_the_stream_and_a_restart_loses_nothin
     topic = kafka_topic_factory(partitions=3)
     records = [_record(i) for i in range(3000)]
     _produce(kafka_bootstrap, topic, records)
-    malformed = (FIXTURES / "malformed.jsonl").read_bytes().splitlines()
-    from kafka import KafkaProducer
-
-    producer = KafkaProducer(bootstrap_servers=kafka_bootstrap)
-    for line in malformed:
-        producer.send(topic, line)
-    producer.flush()
-    producer.close()
+    malformed = _produce_malformed(kafka_bootstrap, topic)
     env = _stream_env(
         kafka_bootstrap, topic, tmp_path, "g-worker-kill", MM_STREAM__SCORING="process", MM_BATCH__MAX_RECORDS="10",
         MM_KAFKA__SESSION_TIMEOUT_MS="6000",
