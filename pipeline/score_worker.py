@@ -121,13 +121,10 @@ def _child(settings: Settings, conn: Connection, factory: ScorerFactory | None) 
             break
         cpu_started = time.process_time()
         try:
-            decoded = decode_each(message[1], max_bytes)
-            results = scorer.score_batch([d for d in decoded if not isinstance(d, RecordError)])
-            it = iter(results)
-            out = []
-            for d in decoded:
-                r = d if isinstance(d, RecordError) else next(it)
-                out.append(("e", r.reason, r.detail) if isinstance(r, RecordError) else ("v", r[1]))
+            out = [
+                ("e", r.reason, r.detail) if isinstance(r, RecordError) else ("v", r[2])
+                for r in scorer.score_values(message[1], max_bytes)
+            ]
             busy_cpu_s += time.process_time() - cpu_started
             conn.send(("ok", out, metrics.take()))
         except DetectorFailure as exc:
