@@ -50,8 +50,11 @@ KEY = "bench-pseudonym-key"
 console = Console(width=180)
 
 
-def make_settings(detectors: list[str], bootstrap: str = "", topic: str = "", lake: str = "") -> Settings:
-    overrides: dict = {"detectors": {"enabled": detectors}, "metrics": {"port": 0}, "pseudonym_key": KEY}
+def make_settings(
+    detectors: list[str], bootstrap: str = "", topic: str = "", lake: str = "", scoring: str = "inline"
+) -> Settings:
+    overrides: dict = {"detectors": {"enabled": detectors}, "metrics": {"port": 0}, "pseudonym_key": KEY,
+                       "stream": {"scoring": scoring}}
     if bootstrap:
         overrides["kafka"] = {"bootstrap_servers": bootstrap, "input_topic": topic, "verdict_topic": f"{topic}.verdicts",
                               "dead_letter_topic": f"{topic}.dlq", "group_id": f"bench-{topic}"}
@@ -78,8 +81,7 @@ def stream_phase(args: argparse.Namespace) -> None:
     """Runs in a child process: consume everything, print timings and peak RSS as JSON."""
     from pipeline.runner import Pipeline
 
-    settings = make_settings(args.detectors[0].split(","), args.bootstrap, args.topic, args.lake)
-    settings = settings.model_copy(update={"stream": settings.stream.model_copy(update={"scoring": args.scoring[0]})})
+    settings = make_settings(args.detectors[0].split(","), args.bootstrap, args.topic, args.lake, args.scoring[0])
     pipeline = Pipeline.from_settings(settings, PipelineMetrics())
     pipeline.scorer.preload()  # run() does it too (a no-op then): start-up, not per-record CPU
     # Process CPU (every thread) from joining the group to the last commit: models are loaded.

@@ -33,12 +33,12 @@ from typing import Any
 
 from pipeline.metrics import PipelineMetrics
 from pipeline.schemas import MisuseVerdict
-from pipeline.scoring import DetectorFailure, RecordError, Scored, decode_each
+from pipeline.scoring import DetectorFailure, RecordError, Scored, Scorer, decode_each
 from pipeline.settings import Settings
 
 log = logging.getLogger(__name__)
 
-ScorerFactory = Callable[[Settings, Any], Any]
+ScorerFactory = Callable[[Settings, Any], Scorer]
 
 # How long the child may take to load its detectors before the stream gives up.
 START_TIMEOUT_S = 600.0
@@ -97,7 +97,6 @@ def _child(settings: Settings, conn: Connection, factory: ScorerFactory | None) 
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     from pipeline.memory import limit_malloc_arenas, peak_rss_mb
-    from pipeline.scoring import Scorer
 
     limit_malloc_arenas()
     metrics = RecordedMetrics()
@@ -231,10 +230,8 @@ class ProcessScorer:
         self._conn.close()
 
 
-def build_scorer(settings: Settings, metrics: PipelineMetrics) -> Any:
+def build_scorer(settings: Settings, metrics: PipelineMetrics) -> Scorer | ProcessScorer:
     """The stream's scorer for ``stream.scoring``: inline (this process) or a worker process."""
     if settings.stream.scoring == "process":
         return ProcessScorer(settings, metrics)
-    from pipeline.scoring import Scorer
-
     return Scorer.from_settings(settings, metrics)

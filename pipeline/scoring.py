@@ -68,23 +68,6 @@ def decode_each(values: Sequence[bytes | None], max_bytes: int) -> list[Inferenc
     return out
 
 
-def merge_decoded(
-    decoded: Sequence[InferenceLog | RecordError], results: Sequence[tuple[MisuseVerdict, str] | RecordError]
-) -> list[Scored | RecordError]:
-    """Put the results of the decoded records back in the places of ``decoded``."""
-    it = iter(results)
-    out: list[Scored | RecordError] = []
-    for d in decoded:
-        if isinstance(d, RecordError):
-            out.append(d)
-            continue
-        r = next(it)
-        out.append(r if isinstance(r, RecordError) else (d, r[0], r[1]))
-    if next(it, None) is not None:
-        raise ValueError("more results than decoded records")
-    return out
-
-
 class DetectorFailure(RuntimeError):
     """A detector fails on records and on the known-good canary alike: not the records' fault."""
 
@@ -183,7 +166,12 @@ class Scorer:
         """Decode and score raw records (the stream's unit of work): per value, its log, verdict
         and verdict JSON, or a RecordError (decode errors included, with their reason)."""
         decoded = decode_each(values, max_bytes)
-        return merge_decoded(decoded, self.score_batch([d for d in decoded if not isinstance(d, RecordError)]))
+        results = iter(self.score_batch([d for d in decoded if not isinstance(d, RecordError)]))
+        out: list[Scored | RecordError] = []
+        for d in decoded:
+            r = d if isinstance(d, RecordError) else next(results)
+            out.append(r if isinstance(r, RecordError) else (d, r[0], r[1]))
+        return out
 
     def score_batch(self, logs: Sequence[InferenceLog]) -> list[tuple[MisuseVerdict, str] | RecordError]:
         """Per record, its verdict with the verdict's misuse-verdict/v1 JSON, or a RecordError."""
