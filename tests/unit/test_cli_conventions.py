@@ -73,6 +73,13 @@ def test_invalid_value_from_environment(monkeypatch: pytest.MonkeyPatch, capsys:
     assert code == ExitCode.CONFIG and "batch.max_records" in _one_error_line(err)
 
 
+def test_a_mistyped_scoring_mode_names_the_allowed_ones(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setenv("MM_STREAM__SCORING", "threads")
+    code, _, err = _run(capsys, "stream")
+    line = _one_error_line(err)
+    assert code == ExitCode.CONFIG and "stream.scoring" in line and "'inline' or 'process'" in line
+
+
 @pytest.mark.parametrize("command", ["stream", "produce"])
 def test_unreachable_broker_fails_fast_before_models_load(
     command: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
