@@ -252,7 +252,9 @@ def stream(
     detectors: Annotated[str | None, typer.Option(help="Comma-separated detector names")] = None,
     lake: Annotated[Path | None, typer.Option(help="Parquet lake root")] = None,
     metrics_port: Annotated[int | None, typer.Option(help="Prometheus port (0 disables)")] = None,
-    max_idle: Annotated[float | None, typer.Option(help="Exit after this many idle seconds (demo/backfill)")] = None,
+    max_idle: Annotated[float | None, typer.Option(
+        help="Exit after this many seconds without records, once the broker confirms every partition was read to its end"
+        " (demo/backfill)")] = None,
     create_topic: Annotated[
         bool, typer.Option("--create-topic", help="Create the input topic if it does not exist")
     ] = False,

@@ -11,7 +11,9 @@ Guarantees:
   reason only when the outage outlasts ``stream.outage_deadline_s``, or when a detector is broken
   for every record (:class:`DetectorFailure`). A restart re-reads what was not committed: the lake
   and PostgreSQL are idempotent (offset range / request id); the verdicts topic may repeat the
-  verdicts of those batches, and its consumers de-duplicate by ``request_id``.
+  verdicts of those batches, and its consumers de-duplicate by ``request_id``. A quiet stream
+  asks the broker for its end offsets (``_read_everything``), so a broker outage with nothing in
+  flight is reported and bounded by the same deadline, and never counts as ``--max-idle`` time.
 - Rebalances re-deliver every uncommitted record to its next owner (pipeline/source.py); a
   graceful rebalance drains and commits the batches in flight first, so it repeats nothing.
 
@@ -47,6 +49,9 @@ from pipeline.source import KafkaSource, RawRecord, RebalanceHooks
 log = logging.getLogger(__name__)
 
 DEAD_LETTERS = "dead_letters"
+BROKER = "kafka"  # the health component of the broker as the source sees it
+# A quiet stream asks the broker this often whether it has read everything (its health while idle).
+BROKER_CHECK_S = 10.0
 
 
 class OutageError(RuntimeError):
@@ -128,6 +133,8 @@ class Pipeline(RebalanceHooks):
         self._changed = threading.Condition()
         self._failure: BaseException | None = None
         self._busy_until = 0.0
+        self._broker_down_since: float | None = None  # see _read_everything
+        self._last_unread: dict = {}
 
     @classmethod
     def from_settings(
@@ -158,8 +165,9 @@ class Pipeline(RebalanceHooks):
         max_records: int | None = None,
         on_batch: Callable[[RunStats], None] | None = None,
     ) -> RunStats:
-        """Loop until stop(); ``max_idle_s`` (no records while owning partitions) or
-        ``max_records`` end a bounded run (demo, backfill, tests). ``on_batch`` gets the
+        """Loop until stop(); ``max_idle_s`` (no records for that long, and the broker confirms
+        every owned partition was read to its end) or ``max_records`` end a bounded run (demo,
+        backfill, tests). ``on_batch`` gets the
         running stats after each commit (a progress display). Raises what stopped a stage."""
         # What detectors would load on their first finding, before the first poll joins the group
         # (here rather than in from_settings: a SIGTERM meanwhile finds the handlers installed).
@@ -170,7 +178,10 @@ class Pipeline(RebalanceHooks):
         ]
         for t in stages:
             t.start()
-        idle_since = time.monotonic()
+        # Quiet (no records, nothing in flight) since; the broker is asked every check_every_s
+        # whether that quiet means "read everything" (see _read_everything).
+        idle_since = checked_at = time.monotonic()
+        check_every_s = BROKER_CHECK_S if max_idle_s is None else min(BROKER_CHECK_S, max_idle_s)
         handed_out = 0
         committed_batches = 0
         try:
@@ -186,14 +197,17 @@ class Pipeline(RebalanceHooks):
                     continue
                 batch = self.source.next_batch()
                 if not batch:
-                    if not self.source.assignment or self._in_flight:
-                        # Still joining the group (e.g. waiting out a crashed member's session),
-                        # or still finishing batches: that is not idleness.
-                        idle_since = time.monotonic()
-                    elif max_idle_s is not None and time.monotonic() - idle_since > max_idle_s:
-                        break
+                    now = time.monotonic()
+                    if self._in_flight:
+                        idle_since = checked_at = now  # finishing batches is not idleness
+                    elif now - checked_at >= check_every_s:
+                        checked_at = now
+                        if not self._read_everything():
+                            idle_since = time.monotonic()
+                        elif max_idle_s is not None and now - idle_since >= max_idle_s:
+                            break
                     continue
-                idle_since = time.monotonic()
+                idle_since = checked_at = time.monotonic()
                 self._hand_out(batch)
                 handed_out += len(batch)
                 if max_records is not None and handed_out >= max_records:
@@ -211,6 +225,44 @@ class Pipeline(RebalanceHooks):
         if self._failure is not None:
             raise self._failure
         return self.stats
+
+    def _read_everything(self) -> bool:
+        """Has this member read every partition it owns to the end the broker reports now?
+
+        False while joining the group, while the broker holds records not read yet, and during a
+        broker outage. So a broker that is down (or restarting and not answering yet) does not end
+        a ``--max-idle`` run: the outage is logged once, shown on /healthz (component ``kafka``),
+        and ends the run with :class:`OutageError` only past ``stream.outage_deadline_s``. Asked
+        only while quiet (every ``BROKER_CHECK_S`` at most): one ListOffsets round trip.
+        """
+        try:
+            unread = self.source.unread(timeout_s=self.settings.kafka.connect_timeout_s)
+        except Exception as exc:  # noqa: BLE001 - no answer from the broker, whatever the cause, is an outage
+            now = time.monotonic()
+            if self._broker_down_since is None:
+                self._broker_down_since = now
+                log.warning("kafka: the broker does not answer (%s); waiting for it", exc)
+            self.metrics.health.down(BROKER, repr(exc))
+            deadline = self.settings.stream.outage_deadline_s
+            if deadline and now - self._broker_down_since > deadline:
+                raise OutageError(
+                    f"kafka unavailable for {now - self._broker_down_since:.0f} s (deadline {deadline:.0f} s): {exc}"
+                ) from exc
+            return False
+        if self._broker_down_since is not None:
+            log.warning("kafka recovered after %.1f s", time.monotonic() - self._broker_down_since)
+            self.metrics.health.up(BROKER)
+            self._broker_down_since = None
+        if unread is None:
+            return False  # joining (e.g. waiting out a crashed member's session)
+        if unread and unread == self._last_unread:
+            # The broker answers and reports the same unread range twice, a check interval apart,
+            # with nothing fetched meanwhile: not records this member can read. Not seen; a guard
+            # so that a bounded run cannot wait forever on it.
+            log.info("kafka: end offsets past the positions but nothing to fetch: %s", unread)
+            return True
+        self._last_unread = unread
+        return not unread
 
     def _can_hand_out(self) -> bool:
         return self._failure is not None or self._in_flight < self.settings.stream.max_in_flight_batches

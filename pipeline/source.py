@@ -38,7 +38,7 @@ from dataclasses import dataclass
 
 from kafka import KafkaConsumer, TopicPartition
 from kafka.consumer.subscription_state import AsyncConsumerRebalanceListener
-from kafka.errors import CommitFailedError, KafkaError
+from kafka.errors import CommitFailedError, KafkaConnectionError, KafkaError
 from kafka.structs import MemberState, OffsetAndMetadata
 
 from pipeline.metrics import PipelineMetrics
@@ -271,6 +271,24 @@ class KafkaSource:
             self._poll_into_pending(remaining_ms, self._batch.max_records - len(self._pending))
         batch, self._pending = self._pending, []
         return batch
+
+    def unread(self, timeout_s: float) -> dict[TopicPartition, tuple[int | None, int]] | None:
+        """Owned partitions the broker holds records of past this member's position, asked now:
+        ``{partition: (position, end offset)}``, empty when everything was read; None while this
+        member owns nothing (joining) or the watchdog woke the call. Raises what the client
+        raises (``KafkaTimeoutError`` within ``timeout_s``) when the broker does not answer."""
+        owned = sorted(self._assigned & set(self._consumer.assignment()))
+        if not owned:
+            if not kafka_reachable(self._kafka):
+                raise KafkaConnectionError(f"no broker accepts a connection at {self._kafka.bootstrap_servers}")
+            return None
+        timeout_ms = int(timeout_s * 1000)
+        try:
+            ends = self._consumer.end_offsets(owned, timeout_ms=timeout_ms)
+            positions = {tp: self._consumer.position(tp, timeout_ms=timeout_ms) for tp in owned}
+        except MembershipStuck:
+            return None  # the consumer is replaced at the next poll
+        return {tp: (pos, ends[tp]) for tp, pos in positions.items() if pos is None or pos < ends[tp]}
 
     def keep_alive(self, every_s: float = 1.0) -> None:
         """Poll without taking records of the partitions owned, at most once per ``every_s``.

@@ -13,7 +13,6 @@ import socket
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import httpx
 import pytest
@@ -116,34 +115,59 @@ def test_an_outage_past_the_deadline_exits_with_one_line_and_commits_nothing(kaf
 
 
 def test_broker_stopped_and_started_mid_stream_loses_nothing(tmp_path):
+    """A broker outage longer than --max-idle does not end the run: the idle clock counts only
+    while the broker confirms the stream has read everything. Regression: the outage used to count
+    as idle time, and a CI rehearsal's stream exited 0 during a slow broker restart with only the
+    first 200 records stored (2026-12-02)."""
     broker = start_broker(tmp_path / "kafka")
     try:
         topic = "outage.logs"
         create_topic(broker.bootstrap, topic, 2)
         records = [_record(i) for i in range(400)]
         _produce(broker.bootstrap, topic, records[:200])
-        env = _stream_env(broker.bootstrap, topic, tmp_path, "g-broker-outage", MM_BATCH__MAX_RECORDS="50")
-        # The outage counts toward --max-idle (the stream owns its partitions throughout): 8 s down
-        # plus a broker start that took over 7 s on a loaded machine ended a run with 15 s here
-        # before the last 200 records were produced (CI rehearsal, 2026-12-02).
-        proc = _start(env, max_idle=45)
+        port = _free_port()
+        env = _stream_env(broker.bootstrap, topic, tmp_path, "g-broker-outage", MM_BATCH__MAX_RECORDS="50",
+                          MM_METRICS__PORT=str(port))
+        proc = _start(env, max_idle=5)
         _wait_for(lambda: len(_lake_ids(tmp_path)) >= 200, 120, "the first 200 records in the lake")
 
-        port = int(broker.bootstrap.rsplit(":", 1)[1])
+        kafka_port = int(broker.bootstrap.rsplit(":", 1)[1])
         broker.stop()
-        time.sleep(8)
-        assert proc.poll() is None, "the stream must wait for the broker, not exit"
-        broker = start_broker(tmp_path / "kafka", port=port)
+        down_at = time.monotonic()
+        _wait_for(lambda: "kafka" in _healthz(port)[1].get("down", {}), 60, "/healthz to report the broker down")
+        time.sleep(max(0.0, 15 - (time.monotonic() - down_at)))  # three idle windows
+        assert proc.poll() is None, "the stream must wait for the broker, not count the outage as idle time"
+        broker = start_broker(tmp_path / "kafka", port=kafka_port)
         _produce(broker.bootstrap, topic, records[200:])
 
         out, err = proc.communicate(timeout=240)
         assert proc.returncode == 0, err[-3000:]
+        assert "kafka: the broker does not answer" in err and "kafka recovered after" in err
         ids = _lake_ids(tmp_path)
         assert len(ids) == len(set(ids)) and sorted(ids) == [r["request_id"] for r in records]
         verdicts = {json.loads(m.value)["request_id"] for m in _read_topic(broker.bootstrap, f"{topic}.verdicts", len(records))}
         assert verdicts == {r["request_id"] for r in records}
     finally:
         broker.stop()
+
+
+def test_a_broker_down_past_the_deadline_exits_with_one_line(tmp_path):
+    broker = start_broker(tmp_path / "kafka")
+    try:
+        topic = "outage.deadline"
+        create_topic(broker.bootstrap, topic, 1)
+        _produce(broker.bootstrap, topic, [_record(i) for i in range(20)])
+        env = _stream_env(broker.bootstrap, topic, tmp_path, "g-broker-deadline", MM_STREAM__OUTAGE_DEADLINE_S="6")
+        proc = _start(env, max_idle=60)
+        _wait_for(lambda: len(_lake_ids(tmp_path)) >= 20, 120, "the records in the lake")
+        broker.stop()
+        out, err = proc.communicate(timeout=120)
+    finally:
+        broker.stop()
+    assert proc.returncode == 9, err[-3000:]
+    error_lines = [line for line in err.splitlines() if line.startswith("misuse-monitor: error:")]
+    assert len(error_lines) == 1 and "outage: kafka unavailable for" in error_lines[0], err[-3000:]
+    assert "Traceback" not in err
 
 
 def test_sigterm_during_an_outage_exits_without_committing(kafka_bootstrap, kafka_topic_factory, tmp_path):

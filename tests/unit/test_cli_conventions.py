@@ -156,6 +156,23 @@ def test_json_log_lines(capsys: pytest.CaptureFixture[str]) -> None:
     assert lines[0]["ts"].endswith("+00:00")
 
 
+def test_kafka_clients_own_log_shows_only_at_debug(capsys: pytest.CaptureFixture[str]) -> None:
+    """kafka-python 3.0.12 logs connections the broker closed at ERROR ("socket disconnected");
+    one such line after the demo's finished stream failed a CI run's quick-start check. The
+    stream reports outages itself (warnings, /healthz), so the client's log waits for debug."""
+    client = logging.getLogger("kafka.net.transport")
+    try:
+        for level in ("error", "warning", "info"):
+            configure_logging(level, "text")
+            client.error("<BrokerConnection node_id=1>: socket disconnected")
+        configure_logging("debug", "text")
+        client.error("<BrokerConnection node_id=1>: shown at debug")
+    finally:
+        configure_logging("warning", "text")
+    lines = capsys.readouterr().err.splitlines()
+    assert len(lines) == 1 and lines[0].endswith("ERROR kafka.net.transport: <BrokerConnection node_id=1>: shown at debug")
+
+
 def test_every_exit_code_is_documented_in_the_readme() -> None:
     section = README.read_text().split("### Exit codes", 1)[1].split("\n## ", 1)[0]
     documented = {int(m) for m in re.findall(r"^\| (\d+) \|", section, flags=re.M)}
