@@ -14,7 +14,6 @@ from dataclasses import dataclass
 
 from detectors.base import Detector
 from detectors.normalize import Reading, iter_all, reading_evidence
-from pipeline.redact import snippet
 from pipeline.schemas import Category, Finding, InferenceLog, ScreenedPart, Side, Signal
 
 
