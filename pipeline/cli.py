@@ -156,7 +156,7 @@ def produce(
         Path, typer.Argument(callback=lambda p: _existing_or_dash(p), help="JSONL of inference logs ('-': stdin)")
     ],
     topic: Annotated[str | None, typer.Option(help="Target topic (default: kafka.input_topic)")] = None,
-    rate: Annotated[float | None, typer.Option(help="Records per second (default: as fast as possible)")] = None,
+    rate: Annotated[float | None, typer.Option(min=0, help="Records per second (default or 0: as fast as possible)")] = None,
     bootstrap: Annotated[str | None, typer.Option(help="Kafka bootstrap servers")] = None,
     create_topic: Annotated[bool, typer.Option("--create-topic", help="Create the topic if it does not exist")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON on stdout")] = False,
@@ -253,8 +253,8 @@ def stream(
     lake: Annotated[Path | None, typer.Option(help="Parquet lake root")] = None,
     metrics_port: Annotated[int | None, typer.Option(help="Prometheus port (0 disables)")] = None,
     max_idle: Annotated[float | None, typer.Option(
-        help="Exit after this many seconds without records, once the broker confirms every partition was read to its end"
-        " (demo/backfill)")] = None,
+        min=0, help="Exit after this many seconds without records, once the broker confirms every partition was read"
+        " to its end (demo/backfill)")] = None,
     create_topic: Annotated[
         bool, typer.Option("--create-topic", help="Create the input topic if it does not exist")
     ] = False,

@@ -723,14 +723,14 @@ def summary_table(truths: Sequence[GroundTruth]) -> Table:
 
 def simulate_command(
     output: Annotated[Path, typer.Option("--output", "-o", help="JSONL file of inference-log/v1 records ('-': stdout)")],
-    records: Annotated[int, typer.Option(help="Number of records")] = 2000,
+    records: Annotated[int, typer.Option(min=0, help="Number of records")] = 2000,
     seed: Annotated[int, typer.Option(help="Random seed (same seed, same traffic)")] = 7,
     truth: Annotated[
         Path | None,
         typer.Option(help="Also write the ground truth here: label lines (request_id, misuse, categories) that "
                      "`spark shadow --labels`, `evaluate --labels` and `report --labels` read ('-': stdout)"),
     ] = None,
-    days: Annotated[float, typer.Option(help="Time span in days, ending now (UTC)")] = 2.0,
+    days: Annotated[float, typer.Option(min=0, help="Time span in days, ending now (UTC)")] = 2.0,
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON on stdout")] = False,
 ) -> None:
     """Write simulated sample traffic (benign users, abusers, a model hopper, a campaign)."""

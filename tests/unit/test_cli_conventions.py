@@ -156,6 +156,25 @@ def test_json_log_lines(capsys: pytest.CaptureFixture[str]) -> None:
     assert lines[0]["ts"].endswith("+00:00")
 
 
+@pytest.mark.parametrize(
+    ("argv", "flag", "bound"),
+    [
+        (["stream", "--max-idle", "-1"], "--max-idle", "greater than or equal to 0"),
+        (["produce", "x.jsonl", "--topic", "t", "--rate", "-2"], "--rate", "greater than or equal to 0"),
+        (["simulate", "-o", "x.jsonl", "--records", "-3"], "--records", "greater than or equal to 0"),
+        (["simulate", "-o", "x.jsonl", "--days", "-1"], "--days", "greater than or equal to 0"),
+        (["spark", "offenders", "--out", "o", "--top", "0"], "--top", "greater than or equal to 1"),
+        (["spark", "offenders", "--out", "o", "--half-life-days", "0"], "--half-life-days", "greater than or equal to 0.001"),
+        (["spark", "campaigns", "--out", "o", "--max-distance", "1.5"], "--max-distance", "less than or equal to 1"),
+        (["spark", "campaigns", "--out", "o", "--min-users", "0"], "--min-users", "greater than or equal to 1"),
+    ],
+)
+def test_out_of_range_numbers_are_usage_errors(capsys: pytest.CaptureFixture[str], argv: list[str], flag: str, bound: str) -> None:
+    """Before: a negative --max-idle ended a stream at its first empty poll; a negative --rate sent as fast as possible."""
+    code, _, err = _run(capsys, *argv)
+    assert code == 2 and f"Invalid value for '{flag}'" in err and bound in err, err
+
+
 def test_kafka_clients_own_log_shows_only_at_debug(capsys: pytest.CaptureFixture[str]) -> None:
     """kafka-python 3.0.12 logs connections the broker closed at ERROR ("socket disconnected");
     one such line after the demo's finished stream failed a CI run's quick-start check. The
