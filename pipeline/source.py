@@ -38,7 +38,7 @@ from dataclasses import dataclass
 
 from kafka import KafkaConsumer, TopicPartition
 from kafka.consumer.subscription_state import AsyncConsumerRebalanceListener
-from kafka.errors import CommitFailedError, KafkaConnectionError, KafkaError
+from kafka.errors import CommitFailedError, IllegalStateError, KafkaConnectionError, KafkaError
 from kafka.structs import MemberState, OffsetAndMetadata
 
 from pipeline.metrics import PipelineMetrics
@@ -52,6 +52,11 @@ JOIN_POLL_MS = 3000
 DRAIN_POLL_S = 0.02
 METADATA_WAIT_S = 10.0
 WATCHDOG_CLOSE_MS = 5000
+# How long one offset commit (and the close) may wait for the broker. kafka-python's default is
+# request_timeout_ms (30 s), and with the broker down every commit attempt blocked the poll loop
+# that long: a stream past its outage deadline took over a minute to exit. A commit that times
+# out is retried with the next one (its offsets are kept), or re-read by the next owner.
+COMMIT_TIMEOUT_MS = 10_000
 WATCHDOG_TICK_S = 1.0
 
 
@@ -210,7 +215,7 @@ class KafkaSource:
             if offsets:
                 try:
                     # The coordinator's own pre-rebalance commit path: the generation is still valid here.
-                    await self._consumer._coordinator._commit_offsets_sync_async(offsets)  # noqa: SLF001
+                    await self._consumer._coordinator._commit_offsets_sync_async(offsets, COMMIT_TIMEOUT_MS)  # noqa: SLF001
                     self._metrics.commits.labels("ok").inc()
                 except KafkaError as exc:
                     self._metrics.commits.labels("failed").inc()
@@ -274,9 +279,10 @@ class KafkaSource:
 
     def unread(self, timeout_s: float) -> dict[TopicPartition, tuple[int | None, int]] | None:
         """Owned partitions the broker holds records of past this member's position, asked now:
-        ``{partition: (position, end offset)}``, empty when everything was read; None while this
-        member owns nothing (joining) or the watchdog woke the call. Raises what the client
-        raises (``KafkaTimeoutError`` within ``timeout_s``) when the broker does not answer."""
+        ``{partition: (position, end offset)}``, empty when everything was read. None while this
+        member owns nothing (joining), or when the watchdog woke the call or a rebalance took a
+        partition during it. Raises what the client raises (``KafkaTimeoutError`` within
+        ``timeout_s``) when the broker does not answer."""
         owned = sorted(self._assigned & set(self._consumer.assignment()))
         if not owned:
             if not kafka_reachable(self._kafka):
@@ -286,8 +292,8 @@ class KafkaSource:
         try:
             ends = self._consumer.end_offsets(owned, timeout_ms=timeout_ms)
             positions = {tp: self._consumer.position(tp, timeout_ms=timeout_ms) for tp in owned}
-        except MembershipStuck:
-            return None  # the consumer is replaced at the next poll
+        except (MembershipStuck, IllegalStateError):
+            return None  # the consumer is replaced at the next poll / a rebalance took a partition meanwhile
         return {tp: (pos, ends[tp]) for tp, pos in positions.items() if pos is None or pos < ends[tp]}
 
     def keep_alive(self, every_s: float = 1.0) -> None:
@@ -467,7 +473,7 @@ class KafkaSource:
         if not offsets:
             return None
         try:
-            self._consumer.commit(offsets=offsets)
+            self._consumer.commit(offsets=offsets, timeout_ms=COMMIT_TIMEOUT_MS)
         except CommitFailedError as exc:
             self._metrics.commits.labels("failed").inc()
             log.warning("offset commit rejected, the group moved on (%s); the next owner re-reads those records", exc)
@@ -497,4 +503,4 @@ class KafkaSource:
     def close(self) -> None:
         self._closing.set()
         self._watchdog.join(timeout=WATCHDOG_TICK_S * 2)
-        self._consumer.close(autocommit=False)
+        self._consumer.close(autocommit=False, timeout_ms=COMMIT_TIMEOUT_MS)
