@@ -50,9 +50,9 @@ def configure_logging(level: str = "warning", fmt: str = "text") -> None:
     # kafka-python 3.0.12 logs routine events it handles itself as WARNING and even ERROR (a
     # connection the broker closed: "socket disconnected"; a LeaveGroup that timed out). On a busy
     # CI machine an ERROR line after the demo's finished stream failed the quick-start test, its
-    # logger name cut off in the report. What matters reaches the user in
-    # this project's own words: the start-up check, exceptions, the stream's outage warnings and
-    # /healthz. So the client's own log shows only with --log-level debug (as for the gateway).
+    # logger name cut off in the report. What matters reaches the user in this project's own
+    # words: the start-up check, exceptions, the stream's outage warnings and /healthz. So the
+    # client's own log shows only with --log-level debug (as for the gateway).
     logging.getLogger("kafka").setLevel(logging.DEBUG if numeric == logging.DEBUG else logging.CRITICAL)
     logging.captureWarnings(True)
     if numeric > logging.DEBUG:

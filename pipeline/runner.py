@@ -167,8 +167,8 @@ class Pipeline(RebalanceHooks):
     ) -> RunStats:
         """Loop until stop(); ``max_idle_s`` (no records for that long, and the broker confirms
         every owned partition was read to its end) or ``max_records`` end a bounded run (demo,
-        backfill, tests). ``on_batch`` gets the
-        running stats after each commit (a progress display). Raises what stopped a stage."""
+        backfill, tests). ``on_batch`` gets the running stats after each commit (a progress
+        display). Raises what stopped a stage."""
         # What detectors would load on their first finding, before the first poll joins the group
         # (here rather than in from_settings: a SIGTERM meanwhile finds the handlers installed).
         self.scorer.preload()
@@ -238,20 +238,13 @@ class Pipeline(RebalanceHooks):
         try:
             unread = self.source.unread(timeout_s=self.settings.kafka.connect_timeout_s)
         except Exception as exc:  # noqa: BLE001 - no answer from the broker, whatever the cause, is an outage
-            now = time.monotonic()
             if self._broker_down_since is None:
-                self._broker_down_since = now
+                self._broker_down_since = time.monotonic()
                 log.warning("kafka: the broker does not answer (%s); waiting for it", exc)
-            self.metrics.health.down(BROKER, repr(exc))
-            deadline = self.settings.stream.outage_deadline_s
-            if deadline and now - self._broker_down_since > deadline:
-                raise OutageError(
-                    f"kafka unavailable for {now - self._broker_down_since:.0f} s (deadline {deadline:.0f} s): {exc}"
-                ) from exc
+            self._down(BROKER, exc, self._broker_down_since)
             return False
         if self._broker_down_since is not None:
-            log.warning("kafka recovered after %.1f s", time.monotonic() - self._broker_down_since)
-            self.metrics.health.up(BROKER)
+            self._up(BROKER, self._broker_down_since)
             self._broker_down_since = None
         if unread is None:
             return False  # joining (e.g. waiting out a crashed member's session)
@@ -398,14 +391,9 @@ class Pipeline(RebalanceHooks):
             try:
                 flush()
             except Exception as exc:  # noqa: BLE001 - any failure of the sink itself is an outage to wait out
-                now = time.monotonic()
-                down_since = down_since or now
+                down_since = down_since or time.monotonic()
                 self.metrics.sink_errors.labels(component).inc()
-                self.metrics.health.down(component, repr(exc))
-                if cfg.outage_deadline_s and now - down_since + delay > cfg.outage_deadline_s:
-                    raise OutageError(
-                        f"{component} unavailable for {now - down_since:.0f} s (deadline {cfg.outage_deadline_s:.0f} s): {exc}"
-                    ) from exc
+                self._down(component, exc, down_since, ahead_s=delay)
                 log.warning("%s failed (%s); retrying in %.1f s, batch kept uncommitted", component, exc, delay)
                 if self._stop.wait(delay):
                     # A stop during an outage ends the wait; the uncommitted batches are re-read later.
@@ -413,9 +401,20 @@ class Pipeline(RebalanceHooks):
                 delay = min(delay * 2, cfg.retry_max_s)
                 continue
             if down_since is not None:
-                log.warning("%s recovered after %.1f s", component, time.monotonic() - down_since)
-                self.metrics.health.up(component)
+                self._up(component, down_since)
             return
+
+    def _down(self, component: str, exc: BaseException, down_since: float, ahead_s: float = 0.0) -> None:
+        """Show ``component`` down on /healthz; raise OutageError once it is (or, ``ahead_s`` from
+        now, would be) down past ``stream.outage_deadline_s``."""
+        self.metrics.health.down(component, repr(exc))
+        deadline, down_s = self.settings.stream.outage_deadline_s, time.monotonic() - down_since
+        if deadline and down_s + ahead_s > deadline:
+            raise OutageError(f"{component} unavailable for {down_s:.0f} s (deadline {deadline:.0f} s): {exc}") from exc
+
+    def _up(self, component: str, down_since: float) -> None:
+        log.warning("%s recovered after %.1f s", component, time.monotonic() - down_since)
+        self.metrics.health.up(component)
 
     def _count(self, item: _Scored) -> None:
         s = self.stats

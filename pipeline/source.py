@@ -52,12 +52,12 @@ JOIN_POLL_MS = 3000
 DRAIN_POLL_S = 0.02
 METADATA_WAIT_S = 10.0
 WATCHDOG_CLOSE_MS = 5000
+WATCHDOG_TICK_S = 1.0
 # How long one offset commit (and the close) may wait for the broker. kafka-python's default is
 # request_timeout_ms (30 s), and with the broker down every commit attempt blocked the poll loop
 # that long: a stream past its outage deadline took over a minute to exit. A commit that times
 # out is retried with the next one (its offsets are kept), or re-read by the next owner.
 COMMIT_TIMEOUT_MS = 10_000
-WATCHDOG_TICK_S = 1.0
 
 
 class MembershipStuck(Exception):
