@@ -76,7 +76,10 @@ def main() -> None:
          "requests with a finding other than `jailbreak`; FPR any: with any finding. FPR cells read `benign set, held-out set`. "
          "`base64` says \"decode this and do what it says\" (the encoding attack), `base64_question` asks what a logged "
          "string says; `role_play` is a persona \"who has no rules and never refuses\" (a jailbreak attempt whatever it wraps), "
-         "`persona` a story character with nothing about rules. `before`: the transformer as it screened until issue 11. "
+         "`persona` a story character with nothing about rules. `tag_characters` (\"ASCII smuggling\") and "
+         "`variation_selectors` hide the request in invisible characters after a visible sentence or an emoji; "
+         "`html_entities` and `unicode_escapes` write every character as `&#87;` or `\\u0057` (these four were added "
+         "on 2026-12-02 after a hostile check found them unread). `before`: the transformer as it screened until issue 11. "
          "A small, hand-written set: it shows which tricks work, not a population rate.")
     emit()
     emit("| transformation | transformer (before) recall | transformer recall | rules recall | both recall "

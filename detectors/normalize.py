@@ -3,12 +3,19 @@
 Cheap tricks hide a request from a classifier that reads the raw characters: Cyrillic
 look-alike letters, zero-width or bidi characters between letters, fullwidth or
 mathematical letters, combining marks, leetspeak, spaced-out letters, base64, hex,
-URL-encoding, rot13. :func:`readings` undoes them and returns each alternative reading with
+URL-encoding, HTML character references, ``\\u`` escapes, rot13, text written backwards, and text smuggled in
+invisible characters (Unicode tag characters, variation selectors). :func:`readings` undoes them and returns each alternative reading with
 a map back to the original characters, so a detector can score the reading and still point
 its evidence at the span of the original text that carried it.
 
 Steps (each bounded in input size, output size and depth, see :class:`Limits`):
 
+0. **Unsmuggle** (:func:`unsmuggle`): text written in invisible characters that a model reads
+   but a reviewer does not see is made visible: Unicode tag characters (U+E0020-E007E, "ASCII
+   smuggling") and runs of variation selectors that encode bytes (U+FE00-FE0F and
+   U+E0100-E01EF, one byte each). Without this step, step 1 drops tag characters as invisible,
+   and with them the hidden request. Emoji flag tag sequences (🏴 + a few tag letters) stay
+   what they are.
 1. **Normalise** (:func:`normalize`): drop invisible format characters (zero-width, bidi
    controls, soft hyphen, variation selectors: Unicode category Cf), NFKC each character
    (fullwidth and mathematical letters become ASCII), drop decorative combining marks on
@@ -18,10 +25,11 @@ Steps (each bounded in input size, output size and depth, see :class:`Limits`):
    script, or anywhere in a text whose letters are mostly Latin. A Russian sentence stays
    Russian.
 2. **Decode** (:func:`decode`): base64 and hex runs that decode to readable UTF-8 text,
-   URL-encoded runs, spaced-out letters (``r a n s o m``), leetspeak words (``r4ns0mw4re``),
+   URL-encoded runs, words with HTML character references (``&#114;``) or ``\\u0072`` escapes, spaced-out letters (``r a n s o m``), leetspeak words (``r4ns0mw4re``),
    each rewritten in place so the surrounding request stays around it; then again on the
    result, up to ``Limits.max_depth``. Rot13 is a separate reading of the whole text, kept
-   only when it reads as English much more than the original does.
+   only when it reads as English much more than the original does; so is the text with its
+   backwards-written sentences turned around (the same test, per sentence).
 
 Nothing here imports a model: the rules detector uses it as well as the transformer.
 """
@@ -31,6 +39,7 @@ from __future__ import annotations
 import base64
 import binascii
 import codecs
+import html
 import re
 import unicodedata
 from collections.abc import Callable, Iterator
@@ -50,11 +59,16 @@ BASE64 = "base64"
 HEX = "hex"
 URL = "url"
 ROT13 = "rot13"
+REVERSED = "reversed"
 LEET = "leetspeak"
 SPACED = "spaced"
+HTML = "html_entities"
+ESCAPES = "unicode_escapes"
+TAGS = "tag_characters"
+VARIATION = "variation_selectors"
 # Decoders whose output does not resemble their input: evidence shows the decoded text
 # (with the original character range), since the original span reads as noise.
-CONTENT_DECODERS = frozenset({BASE64, HEX, URL, ROT13})
+CONTENT_DECODERS = frozenset({BASE64, HEX, URL, ROT13, REVERSED, HTML, ESCAPES, TAGS, VARIATION})
 # Every transform that rewrote encoded or disguised content into plain words (not only
 # normalised characters): the text it came from is noise to a classifier (base64 runs,
 # letter-by-letter text), so a detector judges the decoded reading for what the noise says.
@@ -71,6 +85,8 @@ class Limits:
     min_base64_chars: int = 16
     min_hex_bytes: int = 8
     min_spaced_letters: int = 4
+    min_smuggled_chars: int = 4  # tag characters or variation selectors in a row
+    min_references: int = 3  # numeric HTML references or \\u escapes in a text before they are decoded
 
 
 @dataclass(frozen=True)
@@ -142,6 +158,62 @@ def _rewrite(base: Reading, edits: list[tuple[int, int, str]], transform: str) -
     return Reading("".join(out), transforms, starts, ends)
 
 
+# -- 0. invisible text -----------------------------------------------------------------------
+
+_TAG_RUN = re.compile("[\U000E0020-\U000E007E]{4,}")
+_FLAG = "\U0001F3F4"  # waving black flag: tag letters after it name a subdivision flag (gbeng)
+_MAX_FLAG_TAGS = 7
+_VARIATION_RUN = re.compile("[\uFE00-\uFE0F\U000E0100-\U000E01EF]{4,}")
+
+
+def _variation_byte(ch: str) -> int:
+    cp = ord(ch)
+    return cp - 0xFE00 if cp < 0xE0100 else cp - 0xE0100 + 16
+
+
+def _visible(decoded: str | None) -> str | None:
+    """Smuggled text worth a reading: printable, with at least two letters."""
+    if decoded is None or sum(c.isalpha() for c in decoded) < 2:
+        return None
+    if sum(c.isprintable() or c in "\n\r\t" for c in decoded) < 0.95 * len(decoded):
+        return None
+    return decoded
+
+
+def unsmuggle(base: Reading, limits: Limits = Limits()) -> Reading:
+    """``base`` with text hidden in tag characters or variation selectors decoded in place
+    (spaced off from its neighbours), or ``base`` itself when there is none."""
+    text = base.text
+    if text.isascii():
+        return base
+    edits: list[tuple[int, int, str, str]] = []
+    budget = limits.max_decoded_chars
+    for m in _TAG_RUN.finditer(text):
+        if len(m.group()) < limits.min_smuggled_chars or budget <= 0:
+            continue
+        if m.start() > 0 and text[m.start() - 1] == _FLAG and len(m.group()) <= _MAX_FLAG_TAGS:
+            continue
+        decoded = _visible("".join(chr(ord(c) - 0xE0000) for c in m.group()[:budget]))
+        if decoded is not None:
+            budget -= len(decoded)
+            edits.append((m.start(), m.end(), f" {decoded} ", TAGS))
+    for m in _VARIATION_RUN.finditer(text):
+        if len(m.group()) < limits.min_smuggled_chars or budget <= 0:
+            continue
+        decoded = _visible(_utf8(bytes(_variation_byte(c) for c in m.group()[: budget * 4])))
+        if decoded is not None:
+            decoded = decoded[:budget]
+            budget -= len(decoded)
+            edits.append((m.start(), m.end(), f" {decoded} ", VARIATION))
+    if not edits:
+        return base
+    edits.sort()
+    names = sorted({name for *_, name in edits})
+    reading = _rewrite(base, [(s, e, r) for s, e, r, _ in edits], names[0])
+    extra = tuple(n for n in names[1:] if n not in reading.transforms)
+    return Reading(reading.text, reading.transforms + extra, reading.starts, reading.ends)
+
+
 # -- 1. normalisation ------------------------------------------------------------------------
 
 
@@ -188,8 +260,10 @@ def normalize_reading(base: Reading) -> Reading:
 
     ``transforms`` names only the steps that changed a letter or digit (or removed an
     invisible character): NFKC turning a no-break space into a space does not count, so
-    ordinary text does not get a second reading to score.
+    ordinary text does not get a second reading to score. Text smuggled in invisible
+    characters is decoded first (:func:`unsmuggle`).
     """
+    base = unsmuggle(base)
     text = base.text
     edits: list[tuple[int, int, str]] = []
     changed: set[str] = set()
@@ -228,7 +302,7 @@ def normalize_reading(base: Reading) -> Reading:
         return base
     # Name the steps that mattered, in a fixed order.
     order = (INVISIBLE, NFKC, MARKS, CONFUSABLES)
-    return Reading(reading.text, tuple(t for t in order if t in changed), reading.starts, reading.ends)
+    return Reading(reading.text, base.transforms + tuple(t for t in order if t in changed), reading.starts, reading.ends)
 
 
 def _map_confusables(reading: Reading, changed: set[str]) -> Reading:
@@ -264,12 +338,21 @@ _HEX_RUN = re.compile(
     r"|(?<![0-9A-Za-z])(?:[0-9A-Fa-f]{2}[ :]?){8,}(?![0-9A-Za-z])"
 )
 _URL_RUN = re.compile(r"(?:%[0-9A-Fa-f]{2}|[A-Za-z0-9._~+!*'();:@&=$,/?#\[\]-])*%[0-9A-Fa-f]{2}(?:%[0-9A-Fa-f]{2}|[A-Za-z0-9._~+!*'();:@&=$,/?#\[\]-])*")
+# A word with character references in it (``r&#97;ns&#111;mw&#97;re``, or a whole sentence of
+# ``&#119;&#114;...``). Possessive and anchored at a word start, so a long word without a
+# reference costs one pass, not one per start position.
+_REF = r"&(?:#[0-9]{1,7}|#[xX][0-9A-Fa-f]{1,6}|[A-Za-z][A-Za-z0-9]{1,31});"
+_HTML_RUN = re.compile(rf"(?<![A-Za-z0-9';])[A-Za-z0-9']*+(?:{_REF}[A-Za-z0-9']*+)++")
+_NUMERIC_REF = re.compile(r"&#[xX]?[0-9A-Fa-f]{1,7};")
+_ESCAPE = r"\\(?:u[0-9A-Fa-f]{4}|U[0-9A-Fa-f]{8})"
+_ESCAPE_ONE = re.compile(_ESCAPE)
+_ESCAPE_RUN = re.compile(rf"(?<![A-Za-z0-9'])[A-Za-z0-9']*+(?:{_ESCAPE}[A-Za-z0-9']*+)++")
 # Single letters separated by 1-3 separator characters, at least four letters in a row.
 _SPACED_RUN = re.compile(r"(?<![^\W\d_])(?:[^\W\d_][ \t._*|/\\-]{1,3}){3,}[^\W\d_](?![^\W\d_])")
 _LEET_MAP = str.maketrans({"0": "o", "1": "i", "3": "e", "4": "a", "5": "s", "7": "t", "8": "b", "9": "g",
                            "@": "a", "$": "s"})
 # A word with a leet character between two letters (r4ns0mw4re, f1l3s, h@ck).
-_LEET_WORD = re.compile(r"(?<![\w@$])[A-Za-z0-9@$']*[A-Za-z][0-9@$]+[A-Za-z][A-Za-z0-9@$']*")
+_LEET_WORD = re.compile(r"(?<![\w@$\\])[A-Za-z0-9@$']*[A-Za-z][0-9@$]+[A-Za-z][A-Za-z0-9@$']*")
 
 
 def _readable(decoded: str) -> bool:
@@ -330,6 +413,30 @@ def _decode_url(run: str) -> str | None:
     return text if text != run and _readable(text) else None
 
 
+def _printable(decoded: str) -> str | None:
+    return decoded if sum(c.isprintable() or c in "\n\r\t" for c in decoded) >= 0.95 * len(decoded) else None
+
+
+def _decode_references(run: str) -> str | None:
+    """``&#114;&#97;`` -> ``ra`` (HTML character references)."""
+    decoded = html.unescape(run)
+    return _printable(decoded) if decoded != run else None
+
+
+def _decode_escapes(run: str) -> str | None:
+    """``\\u0072\\u0061`` -> ``ra`` (JSON / Python escapes)."""
+
+    def char(m: re.Match[str]) -> str:
+        cp = int(m.group()[2:], 16)
+        return chr(cp) if cp <= 0x10FFFF and not 0xD800 <= cp <= 0xDFFF else m.group()
+    decoded = re.sub(_ESCAPE, char, run)
+    return _printable(decoded) if decoded != run else None
+
+
+def _count_at_least(pattern: re.Pattern[str], text: str, n: int) -> bool:
+    return any(k + 1 >= n for k, _ in enumerate(pattern.finditer(text)))
+
+
 def _despace(run: str) -> str:
     """``w r i t e   m a l w a r e`` -> ``write malware``: the narrowest gap joins letters,
     wider gaps are word breaks."""
@@ -360,7 +467,7 @@ def _deleet(word: str, min_letters: int = 2, upper: bool = False) -> str | None:
 _HEXISH = re.compile(r"[0-9A-Fa-f]{6,}")
 # Any word mixing letters with leet characters (``3ncryp75``, ``7h47``); used only once the
 # text has shown leetspeak inside words, so ``mp3`` or ``user123`` in ordinary text stay.
-_LEET_LOOSE = re.compile(r"(?<![\w@$])(?=[A-Za-z0-9@$']*[A-Za-z])(?=[A-Za-z0-9@$']*[0-9@$])[A-Za-z0-9@$']{3,}")
+_LEET_LOOSE = re.compile(r"(?<![\w@$\\])(?=[A-Za-z0-9@$']*[A-Za-z])(?=[A-Za-z0-9@$']*[0-9@$])[A-Za-z0-9@$']{3,}")
 _WORDS3 = re.compile(r"[A-Za-z0-9@$']{3,}")
 
 
@@ -391,6 +498,12 @@ def _find_edits(text: str, limits: Limits) -> tuple[list[tuple[int, int, str]], 
     scan(_BASE64_RUN, BASE64, _decode_base64)
     if "%" in text:
         scan(_URL_RUN, URL, _decode_url)
+    # A text with a few references or escapes is disguised; a lone ``&#39;`` in scraped HTML
+    # or ``caf\\u00e9`` in a JSON string is not, and does not earn a reading.
+    if "&#" in text and _count_at_least(_NUMERIC_REF, text, limits.min_references):
+        scan(_HTML_RUN, HTML, _decode_references)
+    if "\\" in text and _count_at_least(_ESCAPE_ONE, text, limits.min_references):
+        scan(_ESCAPE_RUN, ESCAPES, _decode_escapes)
     scan(_SPACED_RUN, SPACED, lambda run: _despace(run) if len(re.findall(r"[^\W\d_]", run)) >= limits.min_spaced_letters else None)
     if _leet_text(text):
         scan(_LEET_LOOSE, LEET, lambda w: _deleet(w, min_letters=1, upper=True))
@@ -446,6 +559,40 @@ def _rot13(reading: Reading) -> Reading | None:
     return None
 
 
+# Sentence-like segments: lines, and text between sentence punctuation in either direction
+# (``Do this: .tnemyap a sdnamed`` splits after the colon and before the reversed full stop).
+_SEGMENT_BREAK = re.compile(r"\n+|(?<=[.!?:])\s+|\s+(?=[.!?]\S)")
+
+
+def _one_way_ratio(text: str) -> float:
+    """:func:`_english_ratio` over the words that are not palindromes (``a``, ``I``, ``did`` read
+    as English both ways and say nothing about the direction); 0 unless at least three
+    different common words occur (``or``, ``so`` and ``as`` repeated in formulas and code are
+    common words backwards)."""
+    words = [w for w in re.findall(r"[A-Za-z]+", text.lower()) if w != w[::-1]]
+    common = [w for w in words if w in _COMMON]
+    return len(common) / len(words) if len(set(common)) >= 3 else 0.0
+
+
+def _reversed(reading: Reading) -> Reading | None:
+    """Segments written backwards (``.erawmosnar etirW``) turned around in place, kept only
+    where the backwards segment reads as English much more than the segment does (the rot13
+    test, per segment, so an instruction around it stays readable)."""
+    text = reading.text
+    edits: list[tuple[int, int, str]] = []
+    pos = 0
+    for m in [*_SEGMENT_BREAK.finditer(text), None]:
+        end = m.start() if m else len(text)
+        segment = text[pos:end]
+        if len(re.findall(r"[A-Za-z]+", segment)) >= 3:
+            backwards = segment[::-1]
+            ratio = _one_way_ratio(backwards)
+            if ratio >= 0.15 and ratio >= 2 * _one_way_ratio(segment) + 0.1:
+                edits.append((pos, end, backwards))
+        pos = m.end() if m else len(text)
+    return _rewrite(reading, edits, REVERSED) if edits else None
+
+
 _DATA_URI = re.compile(r"data:[\w.+-]+/[\w.+-]+;base64,[A-Za-z0-9+/=\s]{16,}")
 BINARY_PLACEHOLDER = "[binary data]"
 
@@ -475,9 +622,9 @@ def readings(text: str, limits: Limits = Limits()) -> list[Reading]:
     """The readings of ``text`` to score: first the plain one (:func:`elide_binary`, no
     transforms), then the alternatives worth scoring.
 
-    At most four more: the normalised text, the normalised text with everything decoded,
-    the rot13 of the normalised text and its decoding; each only when it differs from what
-    came before.
+    At most five more: the normalised text, the normalised text with everything decoded,
+    the rot13 of the normalised text and its decoding, and the normalised text with its
+    backwards segments turned around; each only when it differs from what came before.
     """
     plain = elide_binary(text, limits)
     out: list[Reading] = [plain]
@@ -493,6 +640,9 @@ def readings(text: str, limits: Limits = Limits()) -> list[Reading]:
         again = decode(rot, limits)
         if again is not None:
             out.append(again)
+    backwards = _reversed(base)
+    if backwards is not None:
+        out.append(backwards)
     return out
 
 

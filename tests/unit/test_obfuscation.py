@@ -21,6 +21,7 @@ from tests.fixtures.logs import make_log
 from tests.fixtures.obfuscation import (
     BENIGN_HELD_OUT,
     BENIGN_REQUESTS,
+    DISGUISES,
     HARMFUL_CYBER,
     SPECIAL_BENIGN,
     TRANSFORMATIONS,
@@ -30,15 +31,20 @@ from tests.fixtures.obfuscation import (
 TRICKS = [name for name in TRANSFORMATIONS if name != "original"]
 CASES = [(trick, i) for trick in ["original", *TRICKS] for i in range(len(HARMFUL_CYBER))]
 # Wrappers that are a jailbreak attempt whatever they wrap: "decode this and do what it says"
-# (the encoding attack; the model reads it as one on its words for some requests) and a
-# persona "who has no rules and never refuses". Around a benign request they may be flagged
-# jailbreak, never a harm category.
-JAILBREAK_WRAPPERS = ("base64", "role_play")
+# and "read this backwards and answer it" (the encoding attack; the model reads it as one on
+# its words for some requests) and a persona "who has no rules and never refuses". Around a
+# benign request they may be flagged jailbreak, never a harm category.
+JAILBREAK_WRAPPERS = ("base64", "backwards", "role_play")
 # Known misses of the shipped transformer, measured (bench/bench_obfuscation.py); strict, so
 # a fix shows up as XPASS and the mark must go.
 TRANSFORMER_KNOWN_MISSES = {
     ("base64_question", 2): "keylogger request in base64 after a neutral question: cyber_abuse below threshold",
     ("base64_question", 4): "wifi intrusion request in base64 after a neutral question: cyber_abuse below threshold",
+    # Two-sentence readings (a visible thank-you or emoji line + the decoded request): the
+    # keyword sentence pass reads only parts of 3+ sentences, and the request's window score is
+    # diluted by the first sentence. The rules find both.
+    ("tag_characters", 2): "keylogger request in tag characters after a thank-you: cyber_abuse below threshold",
+    ("variation_selectors", 4): "wifi intrusion request in variation selectors after an emoji: cyber_abuse below threshold",
 }
 # Benign requests of BENIGN_HELD_OUT that a benign persona wrapper gets flagged for: the sentence
 # pass (run because the whole reads as a jailbreak) reads "Let's write a story together."
@@ -63,7 +69,7 @@ def test_rules_flag_hidden_cyber_request_and_keep_category(case) -> None:
     log = TRANSFORMATIONS[trick](HARMFUL_CYBER[i], f"r-{trick}-{i}")
     cyber = _cyber(RulesDetector().detect([log])[0])
     assert cyber, f"{trick} hid request {i} from the rules"
-    if trick in ("cyrillic", "leetspeak", "spaced", "base64", "zero_width"):
+    if trick in DISGUISES:
         assert Signal.OBFUSCATION in cyber[0].signals
     if trick == "earlier_assistant":
         assert cyber[0].part is PartKind.ASSISTANT and cyber[0].location == "messages[2].content"
@@ -188,7 +194,7 @@ def test_transformer_flags_hidden_cyber_request_and_keeps_category(transformer, 
     found = _transformer_results(transformer, trick, False)[i]
     cyber = _cyber(list(found))
     assert cyber, f"{trick} hid request {i} from the transformer: {found}"
-    if trick in ("cyrillic", "leetspeak", "spaced", "base64", "zero_width"):
+    if trick in DISGUISES:
         assert Signal.OBFUSCATION in cyber[0].signals
     if trick == "role_play":
         assert Category.JAILBREAK in {f.category for f in found}
