@@ -67,7 +67,7 @@ ARTIFACT_NAME = "transformer-minilm-v1"
 RISKY_WINDOWS = 3
 # What the sentence pass re-reads, sentence by sentence, in prompt parts with no harm category:
 # off: nothing; jailbreak: parts that read as a jailbreak; keywords: those, and in parts with 3+
-# sentences the sentences that name a harm (the keyword rules that give training data its
+# sentences (2+ in a decoded reading) the sentences that name a harm (the keyword rules that give training data its
 # subcategory: a regex first pass, no model); risky: those of the RISKY_WINDOWS riskiest windows
 # instead; all: every sentence of such parts.
 SENTENCE_PASS_MODES = ("off", "jailbreak", "keywords", "risky", "all")
@@ -485,7 +485,9 @@ class TransformerDetector(Detector):
                 sentences = _sentences(it.reading.text)
             elif self.sentence_pass in ("keywords", "risky", "all"):
                 sentences = _sentences(it.reading.text)
-                if len(sentences) < 3:
+                # Decoded content (an encoding or invisible characters hid it) is re-read from
+                # two sentences on: a visible line before a smuggled request dilutes its window.
+                if len(sentences) < (2 if it.reading.decoded else 3):
                     continue
                 if self.sentence_pass == "risky":
                     sentences = [(a, b) for a, b in sentences if any(a < hi and lo < b for lo, hi in ts.risky)]
