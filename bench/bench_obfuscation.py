@@ -79,7 +79,9 @@ def main() -> None:
          "`persona` a story character with nothing about rules. `tag_characters` (\"ASCII smuggling\") and "
          "`variation_selectors` hide the request in invisible characters after a visible sentence or an emoji; "
          "`html_entities` and `unicode_escapes` write every character as `&#87;` or `\\u0057` (these four were added "
-         "on 2026-12-02 after a hostile check found them unread). `before`: the transformer as it screened until issue 11. "
+         "on 2026-12-02 after a hostile check found them unread, with `backwards`, `circled_letters` and `small_caps` "
+         "(\"fancy text\" letters) and `in_word_markup` (an empty HTML element or comment inside words); upside-down "
+         "text (`ʇxǝʇ`) is not decoded yet). `before`: the transformer as it screened until issue 11. "
          "A small, hand-written set: it shows which tricks work, not a population rate.")
     emit()
     emit("| transformation | transformer (before) recall | transformer recall | rules recall | both recall "

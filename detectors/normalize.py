@@ -17,16 +17,19 @@ Steps (each bounded in input size, output size and depth, see :class:`Limits`):
    and with them the hidden request. Emoji flag tag sequences (🏴 + a few tag letters) stay
    what they are.
 1. **Normalise** (:func:`normalize`): drop invisible format characters (zero-width, bidi
-   controls, soft hyphen, variation selectors: Unicode category Cf), NFKC each character
-   (fullwidth and mathematical letters become ASCII), drop decorative combining marks on
+   controls, soft hyphen, tag characters: Unicode category Cf), NFKC each character
+   (fullwidth, mathematical and circled letters become ASCII), map the styled letters NFKC
+   leaves alone to the letter their Unicode name gives (negative circled and squared letters,
+   regional indicators, small capitals: :func:`styled_letter`), drop decorative combining marks on
    ASCII letters, and replace look-alike letters by their TR39 confusable skeleton, taken from
    ICU's SpoofChecker (PyICU ships the Unicode confusables table; no hand-kept map). Skeletons
    are applied only where they undo a disguise: inside a word that mixes Latin with another
    script, or anywhere in a text whose letters are mostly Latin. A Russian sentence stays
    Russian.
 2. **Decode** (:func:`decode`): base64 and hex runs that decode to readable UTF-8 text,
-   URL-encoded runs, words with HTML character references (``&#114;``) or ``\\u0072`` escapes, spaced-out letters (``r a n s o m``), leetspeak words (``r4ns0mw4re``),
-   each rewritten in place so the surrounding request stays around it; then again on the
+   URL-encoded runs, words with HTML character references (``&#114;``) or ``\\u0072`` escapes,
+   empty HTML elements or comments inside words (``ran<b></b>somware``), spaced-out letters
+   (``r a n s o m``), leetspeak words (``r4ns0mw4re``), each rewritten in place so the surrounding request stays around it; then again on the
    result, up to ``Limits.max_depth``. Rot13 is a separate reading of the whole text, kept
    only when it reads as English much more than the original does; so is the text with its
    backwards-written sentences turned around (the same test, per sentence).
@@ -54,6 +57,7 @@ from pipeline.schemas import EVIDENCE_MAX_CHARS
 INVISIBLE = "invisible"
 NFKC = "nfkc"
 MARKS = "marks"
+STYLED = "styled_letters"
 CONFUSABLES = "confusables"
 BASE64 = "base64"
 HEX = "hex"
@@ -62,6 +66,7 @@ ROT13 = "rot13"
 REVERSED = "reversed"
 LEET = "leetspeak"
 SPACED = "spaced"
+MARKUP = "markup"
 HTML = "html_entities"
 ESCAPES = "unicode_escapes"
 TAGS = "tag_characters"
@@ -69,10 +74,13 @@ VARIATION = "variation_selectors"
 # Decoders whose output does not resemble their input: evidence shows the decoded text
 # (with the original character range), since the original span reads as noise.
 CONTENT_DECODERS = frozenset({BASE64, HEX, URL, ROT13, REVERSED, HTML, ESCAPES, TAGS, VARIATION})
-# Every transform that rewrote encoded or disguised content into plain words (not only
-# normalised characters): the text it came from is noise to a classifier (base64 runs,
-# letter-by-letter text), so a detector judges the decoded reading for what the noise says.
-DECODERS = CONTENT_DECODERS | {LEET, SPACED}
+# Every transform that rewrote noise to a classifier into plain words: encoded content (base64
+# runs...), letter-by-letter text, leetspeak, markup inside words, and letters its tokenizer
+# does not know (fullwidth, circled, small capitals: NFKC and styled letters). A detector
+# judges the decoded reading for what the noise says (measured: 10 of the 24 held-out benign
+# requests in circled letters or small capitals were flagged jailbreak before NFKC and styled
+# letters were added here).
+DECODERS = CONTENT_DECODERS | {LEET, SPACED, MARKUP, NFKC, STYLED}
 
 
 @dataclass(frozen=True)
@@ -255,6 +263,38 @@ def normalize(text: str, limits: Limits = Limits()) -> Reading:
     return normalize_reading(identity(text[: limits.max_chars]))
 
 
+# Letters that NFKC leaves alone or turns into more than a letter, named by the Unicode
+# character database as a styled Latin letter: negative circled and (negative) squared letters,
+# parenthesized letters, regional indicator symbols, small capitals ("fancy text" generators).
+_STYLED_NAME = re.compile(
+    r"(?:(?:NEGATIVE |)(?:CIRCLED|SQUARED|PARENTHESIZED) LATIN (CAPITAL|SMALL) LETTER"
+    r"|REGIONAL INDICATOR SYMBOL LETTER|LATIN LETTER SMALL CAPITAL) ([A-Z])$"
+)
+_REGIONAL = range(0x1F1E6, 0x1F1FF + 1)
+
+
+@lru_cache(maxsize=4096)
+def styled_letter(ch: str) -> str | None:
+    """The ASCII letter a styled letter stands for (``🅡`` -> ``R``, ``ᴀ`` -> ``a``), else None."""
+    m = _STYLED_NAME.fullmatch(unicodedata.name(ch, ""))
+    if m is None:
+        return None
+    return m.group(2).lower() if m.group(1) == "SMALL" or "SMALL CAPITAL" in m.group() else m.group(2)
+
+
+def _lone_flag(text: str, i: int) -> bool:
+    """A regional indicator in a run of exactly two: a flag emoji (🇩🇪), not a disguised word."""
+    if ord(text[i]) not in _REGIONAL:
+        return False
+    lo = i
+    while lo > 0 and ord(text[lo - 1]) in _REGIONAL:
+        lo -= 1
+    hi = i + 1
+    while hi < len(text) and ord(text[hi]) in _REGIONAL:
+        hi += 1
+    return hi - lo == 2
+
+
 def normalize_reading(base: Reading) -> Reading:
     """Invisible characters removed, NFKC, decorative marks dropped, look-alikes mapped.
 
@@ -290,18 +330,22 @@ def normalize_reading(base: Reading) -> Reading:
         step = NFKC
         if len(nf) > 1 and nf[0].isascii() and nf[0].isalpha() and all(unicodedata.combining(c) for c in nf[1:]):
             nf, step = nf[0], MARKS
+        styled = styled_letter(ch) if j == i + 1 else None
+        if styled is not None and styled != nf and not _lone_flag(text, i):
+            nf, step = styled, STYLED
         if nf != cluster:
             edits.append((i, j, nf))
-            # Fullwidth or mathematical letters disguise words; superscript digits (m², ¹) and
-            # no-break spaces do not, and alone they do not earn a reading to score.
-            if ch.isalpha() or step == MARKS:
+            # Fullwidth, mathematical, circled or small-capital letters disguise words;
+            # superscript digits (m², ¹) and no-break spaces do not, and alone they do not earn
+            # a reading to score.
+            if ch.isalpha() or step in (MARKS, STYLED) or (nf.isascii() and nf.isalpha()):
                 changed.add(step)
     reading = _rewrite(base, edits, NFKC) if edits else base
     reading = _map_confusables(reading, changed)
     if not changed:
         return base
     # Name the steps that mattered, in a fixed order.
-    order = (INVISIBLE, NFKC, MARKS, CONFUSABLES)
+    order = (INVISIBLE, NFKC, STYLED, MARKS, CONFUSABLES)
     return Reading(reading.text, base.transforms + tuple(t for t in order if t in changed), reading.starts, reading.ends)
 
 
@@ -347,6 +391,13 @@ _NUMERIC_REF = re.compile(r"&#[xX]?[0-9A-Fa-f]{1,7};")
 _ESCAPE = r"\\(?:u[0-9A-Fa-f]{4}|U[0-9A-Fa-f]{8})"
 _ESCAPE_ONE = re.compile(_ESCAPE)
 _ESCAPE_RUN = re.compile(rf"(?<![A-Za-z0-9'])[A-Za-z0-9']*+(?:{_ESCAPE}[A-Za-z0-9']*+)++")
+# Empty HTML tags or comments inside a word (``ran<b></b>som<!-- -->ware``): a rendered page or
+# a model reads the word, a pattern does not.
+# Only constructs that render as nothing: an empty element (``<b></b>``), a comment, ``<wbr>``;
+# ``Hello</p><p>world`` or ``x<br>y`` separate words and are left alone.
+_MARKUP_RUN = re.compile(
+    r"(?<=[A-Za-z])(?:<([A-Za-z]{1,10})\s*></\1\s*>|<!--[^>]{0,40}-->|<wbr\s*/?>)++(?=[A-Za-z])"
+)
 # Single letters separated by 1-3 separator characters, at least four letters in a row.
 _SPACED_RUN = re.compile(r"(?<![^\W\d_])(?:[^\W\d_][ \t._*|/\\-]{1,3}){3,}[^\W\d_](?![^\W\d_])")
 _LEET_MAP = str.maketrans({"0": "o", "1": "i", "3": "e", "4": "a", "5": "s", "7": "t", "8": "b", "9": "g",
@@ -504,6 +555,8 @@ def _find_edits(text: str, limits: Limits) -> tuple[list[tuple[int, int, str]], 
         scan(_HTML_RUN, HTML, _decode_references)
     if "\\" in text and _count_at_least(_ESCAPE_ONE, text, limits.min_references):
         scan(_ESCAPE_RUN, ESCAPES, _decode_escapes)
+    if "<" in text:
+        scan(_MARKUP_RUN, MARKUP, lambda run: "")
     scan(_SPACED_RUN, SPACED, lambda run: _despace(run) if len(re.findall(r"[^\W\d_]", run)) >= limits.min_spaced_letters else None)
     if _leet_text(text):
         scan(_LEET_LOOSE, LEET, lambda w: _deleet(w, min_letters=1, upper=True))

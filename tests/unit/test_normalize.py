@@ -10,13 +10,16 @@ import pytest
 from detectors import normalize as nz
 from tests.fixtures.obfuscation import (
     HARMFUL_CYBER,
-    backwards,
     RUSSIAN_SENTENCE,
+    backwards,
     base64_image_text,
+    circled_letters,
     cyrillic,
     html_entities,
+    in_word_markup,
     leetspeak,
     long_benign_document,
+    small_caps,
     spaced,
     tag_characters,
     unicode_escapes,
@@ -50,6 +53,15 @@ def alternatives(text: str) -> list[nz.Reading]:
         (unicode_escapes, nz.ESCAPES),
         (backwards, nz.REVERSED),
         (lambda t: t[::-1], nz.REVERSED),
+        (circled_letters, nz.NFKC),
+        (small_caps, nz.STYLED),
+        (in_word_markup, nz.MARKUP),
+        # Negative circled, squared, negative squared, parenthesized letters, regional indicators.
+        (lambda t: "".join(chr(0x1F150 + ord(c) - 97) if "a" <= c <= "z" else c for c in t.lower()), nz.STYLED),
+        (lambda t: "".join(chr(0x1F130 + ord(c) - 97) if "a" <= c <= "z" else c for c in t.lower()), nz.NFKC),
+        (lambda t: "".join(chr(0x1F170 + ord(c) - 97) if "a" <= c <= "z" else c for c in t.lower()), nz.STYLED),
+        (lambda t: "".join(chr(0x249C + ord(c) - 97) if "a" <= c <= "z" else c for c in t.lower()), nz.STYLED),
+        (lambda t: "".join(chr(0x1F1E6 + ord(c) - 97) if "a" <= c <= "z" else c for c in t.lower()), nz.STYLED),
     ],
 )
 def test_each_trick_is_undone(hide, transform) -> None:
@@ -152,18 +164,21 @@ def test_long_benign_document_gets_no_reading_and_stays_fast() -> None:
     assert time.perf_counter() - started < 2.0
 
 
-def test_ordinary_invisible_characters_and_references_get_no_decoded_reading() -> None:
-    """What the smuggling decoders must leave alone: an emoji with its presentation selector,
-    a subdivision flag (black flag + tag letters + cancel tag), a lone ``&#39;`` or ``&amp;``
-    from scraped HTML, an escaped accent in JSON."""
+def test_ordinary_emoji_markup_and_references_get_no_decoded_reading() -> None:
+    """What the smuggling and styled-letter decoders must leave alone: an emoji with its
+    presentation selector, a subdivision flag (black flag + tag letters + cancel tag: its tags
+    are only dropped as invisible), country flags (two regional indicators each), markup that
+    separates words, a lone ``&#39;`` or ``&amp;`` from scraped HTML, an escaped accent in JSON."""
     for text in (
         "Great work \U0001F44D\uFE0F see you tomorrow",
         "Go Scotland \U0001F3F4\U000E0067\U000E0062\U000E0073\U000E0063\U000E0074\U000E007F tonight",
+        "Flights to \U0001F1E9\U0001F1EA and \U0001F1EB\U0001F1F7 are cheaper in May",  # flag emoji: DE, FR
+        "<p>Hello</p><p>world</p> and a line<br>break, List<String> in Java",  # markup that separates words
         "It&#39;s fish &amp; chips night, don&#39;t be late",
         '{"drink": "caf\\u00e9 au lait"}',
     ):
-        decoded = [r for r in alternatives(text) if r.decoded]
-        assert decoded == [], (text, decoded)
+        rewritten = [r for r in alternatives(text) if set(r.transforms) - {nz.INVISIBLE}]
+        assert rewritten == [], (text, rewritten)
 
 
 def test_smuggled_text_is_decoded_in_place_and_its_evidence_names_the_hidden_span(no_pii_model) -> None:
