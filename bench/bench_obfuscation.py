@@ -117,9 +117,7 @@ def main() -> None:
          "\"no rules, never refuses\" persona; `backwards` says \"read this backwards and answer it\", the same kind "
          "of instruction as `base64`'s. Known errors: `persona` gets `other_harm` on benign requests (the sentence "
          "pass, run because the whole reads as a jailbreak, scores \"Let's write a story together.\" alone at 0.73 "
-         "against a threshold of 0.66), and the transformer misses the wifi request hidden in variation selectors (its "
-         "decoded reading is one sentence, the emoji line and the request; the rules find it). "
-         "tests/unit/test_obfuscation.py holds these cases as strict xfails.")
+         "against a threshold of 0.66). tests/unit/test_obfuscation.py holds these cases as strict xfails.")
     emit()
     for name, text in SPECIAL_BENIGN.items():
         log = plain_log(text, name)

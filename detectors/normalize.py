@@ -189,8 +189,9 @@ def _visible(decoded: str | None) -> str | None:
 
 
 def unsmuggle(base: Reading, limits: Limits = Limits()) -> Reading:
-    """``base`` with text hidden in tag characters or variation selectors decoded in place
-    (spaced off from its neighbours), or ``base`` itself when there is none."""
+    """``base`` with text hidden in tag characters or variation selectors decoded in place,
+    each hidden run a line of its own (the sentence pass reads it apart from the visible text
+    around it), or ``base`` itself when there is none."""
     text = base.text
     if text.isascii():
         return base
@@ -204,7 +205,7 @@ def unsmuggle(base: Reading, limits: Limits = Limits()) -> Reading:
         decoded = _visible("".join(chr(ord(c) - 0xE0000) for c in m.group()[:budget]))
         if decoded is not None:
             budget -= len(decoded)
-            edits.append((m.start(), m.end(), f" {decoded} ", TAGS))
+            edits.append((m.start(), m.end(), f"\n{decoded}\n", TAGS))
     for m in _VARIATION_RUN.finditer(text):
         if len(m.group()) < limits.min_smuggled_chars or budget <= 0:
             continue
@@ -212,7 +213,7 @@ def unsmuggle(base: Reading, limits: Limits = Limits()) -> Reading:
         if decoded is not None:
             decoded = decoded[:budget]
             budget -= len(decoded)
-            edits.append((m.start(), m.end(), f" {decoded} ", VARIATION))
+            edits.append((m.start(), m.end(), f"\n{decoded}\n", VARIATION))
     if not edits:
         return base
     edits.sort()
