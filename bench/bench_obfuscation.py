@@ -47,6 +47,7 @@ def _harm(findings: list[Finding]) -> bool:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--sentence-pass", default=None, help="override the transformer's sentence_pass mode")
+    parser.add_argument("--stride", default=None, help="override the transformer's serving window stride")
     parser.add_argument("--write", type=Path, default=None, help="also write the section (docs/obfuscation-eval.md)")
     args = parser.parse_args()
     lines: list[str] = []
@@ -64,6 +65,8 @@ def main() -> None:
     options = {"cache_size": "0"}
     if args.sentence_pass:
         options["sentence_pass"] = args.sentence_pass
+    if args.stride:
+        options["stride"] = args.stride
     transformer = TransformerDetector.create(DetectorConfig(options=options))
     rules = RulesDetector()
     emit("## Hidden requests: obfuscation, history, long texts (issue 11)")

@@ -23,7 +23,9 @@ by one: a role-play wrapper around a harmful request yields the harm category as
 Options (``DetectorConfig.options``): ``quantize`` = ``int8`` | ``none`` (CPU only; default
 ``none``: see bench/bench_detector.py for the trade-off), ``cache_size`` (texts kept in the
 LRU score cache, default 4096; keyed by detector version, side and text), ``max_windows`` (windows per text, default 64: every token
-of a text up to about 6,100 tokens is in some window; 0 keeps the artifact's own cap),
+of a text up to about 6,100 tokens is in some window; 0 keeps the artifact's own cap), ``stride``
+(tokens between window starts at serving; 0, the default, keeps the artifact's: 96 of a 126-token
+body for v1.0.0, i.e. 32 tokens of overlap; docs/benchmarks.md, window overlap),
 ``feature_cache_size`` (backbone features of token windows kept in an LRU cache,
 default 8192 windows, about 3 KB each: 25 MB; 0 turns it off), ``decode`` = ``true`` | ``false`` (score normalised/decoded readings, default true),
 ``sentence_pass`` = ``all`` | ``risky`` | ``keywords`` | ``jailbreak`` | ``off`` (which prompt parts are
@@ -164,6 +166,7 @@ class TransformerDetector(Detector):
         lexical: dict[str, Any] | None = None,
         feature_cache_size: int = 8192,
         max_windows: int = 64,
+        stride: int = 0,
         decode: bool = True,
         sentence_pass: str = "keywords",
         sentence_pass_max: int = 128,
@@ -181,6 +184,11 @@ class TransformerDetector(Detector):
         self.feature_cache = LRUCache(feature_cache_size)
         self.detector_version = manifest.version
         self.window = replace(manifest.window, max_windows=max_windows) if max_windows > 0 else manifest.window
+        if stride:
+            body = self.window.max_tokens - 2
+            if not 0 < stride <= body:
+                raise ValueError(f"stride must be between 1 and {body} (the window's tokens without [CLS]/[SEP]), not {stride}")
+            self.window = replace(self.window, stride=stride)
         self.decode = decode
         if sentence_pass not in SENTENCE_PASS_MODES:
             raise ValueError(f"sentence_pass must be one of {', '.join(SENTENCE_PASS_MODES)}, not {sentence_pass!r}")
@@ -237,6 +245,7 @@ class TransformerDetector(Detector):
             lexical=lexical,
             feature_cache_size=int(config.options.get("feature_cache_size", "8192")),
             max_windows=int(config.options.get("max_windows", "64")),
+            stride=int(config.options.get("stride", "0")),
             decode=config.options.get("decode", "true").lower() not in {"false", "0", "no"},
             sentence_pass=config.options.get("sentence_pass", "keywords"),
             sentence_pass_max=int(config.options.get("sentence_pass_max", "128")),

@@ -67,3 +67,23 @@ def test_lru_cache_evicts_least_recently_used() -> None:
     cache.put(keys[2], scores)
     assert cache.get(keys[1]) is None and cache.get(keys[0]) is scores and len(cache) == 2
     assert LRUCache.key(Side.PROMPT, "x") != LRUCache.key(Side.COMPLETION, "x")
+
+
+def test_serving_stride_option_sets_the_overlap_and_rejects_gaps(tokenizer) -> None:
+    """``detectors.options.stride``: 0 keeps the artifact's, a value up to the window body sets
+    the serving overlap, a larger one would leave tokens in no window and is refused."""
+    pytest.importorskip("torch")
+    from detectors.base import DetectorConfig
+    from detectors.transformer import TransformerDetector
+
+    default = TransformerDetector.create(DetectorConfig(device="cpu", threads=1))
+    body = default.window.max_tokens - 2
+    wider = TransformerDetector.create(DetectorConfig(device="cpu", threads=1, options={"stride": str(body)}))
+    assert wider.window.stride == body and default.window.stride == default.manifest.window.stride
+    text = " ".join(f"word{i}" for i in range(600))
+    windows = make_windows(tokenizer, text, wider.window)
+    assert windows[-1].char_end == len(text)
+    for a, b in zip(windows, windows[1:]):
+        assert b.char_start >= a.char_end  # no overlap, and (consecutive token ranges) no gap
+    with pytest.raises(ValueError, match="stride must be between 1 and"):
+        TransformerDetector.create(DetectorConfig(device="cpu", threads=1, options={"stride": str(body + 1)}))
