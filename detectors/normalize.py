@@ -392,13 +392,12 @@ _NUMERIC_REF = re.compile(r"&#[xX]?[0-9A-Fa-f]{1,7};")
 _ESCAPE = r"\\(?:u[0-9A-Fa-f]{4}|U[0-9A-Fa-f]{8})"
 _ESCAPE_ONE = re.compile(_ESCAPE)
 _ESCAPE_RUN = re.compile(rf"(?<![A-Za-z0-9'])[A-Za-z0-9']*+(?:{_ESCAPE}[A-Za-z0-9']*+)++")
-# Empty HTML tags or comments inside a word (``ran<b></b>som<!-- -->ware``): a rendered page or
-# a model reads the word, a pattern does not.
-# Only constructs that render as nothing: an empty element (``<b></b>``), a comment, ``<wbr>``;
+# Markup that renders as nothing inside a word (``ran<b></b>som<!-- -->ware``): a rendered page
+# or a model reads the word, a pattern does not. Only an empty element, a comment or ``<wbr>``;
 # ``Hello</p><p>world`` or ``x<br>y`` separate words and are left alone. Not possessive: a
 # possessive repeat around the back-referenced group raises SystemError in CPython 3.11's re on
-# ``eht<b></b><!-- -->dna`` (found by a fuzz run); every alternative starts with ``<`` and
-# starts are anchored after a letter, so backtracking stays linear.
+# ``eht<b></b><!-- -->dna`` (found by a seeded random loop); every alternative starts with ``<``
+# and starts are anchored after a letter, so backtracking stays linear.
 _MARKUP_RUN = re.compile(
     r"(?<=[A-Za-z])(?:<([A-Za-z]{1,10})\s*></\1\s*>|<!--[^>]{0,40}-->|<wbr\s*/?>)+(?=[A-Za-z])"
 )
@@ -484,6 +483,7 @@ def _decode_escapes(run: str) -> str | None:
     def char(m: re.Match[str]) -> str:
         cp = int(m.group()[2:], 16)
         return chr(cp) if cp <= 0x10FFFF and not 0xD800 <= cp <= 0xDFFF else m.group()
+
     decoded = re.sub(_ESCAPE, char, run)
     return _printable(decoded) if decoded != run else None
 
