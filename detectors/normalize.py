@@ -168,19 +168,42 @@ def _rewrite(base: Reading, edits: list[tuple[int, int, str]], transform: str) -
 
 # -- 0. invisible text -----------------------------------------------------------------------
 
-_TAG_RUN = re.compile("[\U000E0020-\U000E007E]{4,}")
+# A run of the Tags block (U+E0000-E007F; E0020-E007E stand for ASCII) or of variation
+# selectors, with zero-width characters allowed between them: an interleaved zero-width space
+# or language tag must not cut the hidden text into runs too short to decode.
+_FILLER = "\u200b-\u200f\u2060-\u2064\ufeff"
+_TAG = "\U000E0000-\U000E007F"
+_TAG_RUN = re.compile(f"[{_TAG}](?:[{_FILLER}]*[{_TAG}])+")
 _FLAG = "\U0001F3F4"  # waving black flag: tag letters after it name a subdivision flag (gbeng)
 _MAX_FLAG_TAGS = 7
-_VARIATION_RUN = re.compile("[\uFE00-\uFE0F\U000E0100-\U000E01EF]{4,}")
+_SELECTOR = "\uFE00-\uFE0F\U000E0100-\U000E01EF"
+_VARIATION_RUN = re.compile(f"[{_SELECTOR}](?:[{_FILLER}]*[{_SELECTOR}])+")
 
 
-def _variation_byte(ch: str) -> int:
-    cp = ord(ch)
-    return cp - 0xFE00 if cp < 0xE0100 else cp - 0xE0100 + 16
+def _tag_ascii(run: str) -> str:
+    """The ASCII that the tag characters of ``run`` stand for (other tags and fillers dropped)."""
+    return "".join(chr(ord(c) - 0xE0000) for c in run if 0xE0020 <= ord(c) <= 0xE007E)
+
+
+def _variation_bytes(run: str) -> bytes:
+    """One byte per variation selector of ``run``: U+FE00-FE0F are 0-15, U+E0100-E01EF 16-255."""
+    return bytes(ord(c) - 0xFE00 if ord(c) < 0xE0100 else ord(c) - 0xE0100 + 16
+                 for c in run if 0xFE00 <= ord(c) <= 0xFE0F or ord(c) >= 0xE0100)
+
+
+# Control characters (C0 and C1, but tab and line breaks) in decoded content: dropped, so that
+# sprinkling NULs into an encoded request does not push it under a decoder's "readable text"
+# test, and no decoded reading (or evidence taken from it) carries a character a sink refuses.
+_CONTROLS = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
+
+
+def _clean(decoded: str | None) -> str | None:
+    return None if decoded is None else _CONTROLS.sub("", decoded)
 
 
 def _visible(decoded: str | None) -> str | None:
     """Smuggled text worth a reading: printable, with at least two letters."""
+    decoded = _clean(decoded)
     if decoded is None or sum(c.isalpha() for c in decoded) < 2:
         return None
     if sum(c.isprintable() or c in "\n\r\t" for c in decoded) < 0.95 * len(decoded):
@@ -198,18 +221,20 @@ def unsmuggle(base: Reading, limits: Limits = Limits()) -> Reading:
     edits: list[tuple[int, int, str, str]] = []
     budget = limits.max_decoded_chars
     for m in _TAG_RUN.finditer(text):
-        if len(m.group()) < limits.min_smuggled_chars or budget <= 0:
+        ascii_text = _tag_ascii(m.group())
+        if len(ascii_text) < limits.min_smuggled_chars or budget <= 0:
             continue
         if m.start() > 0 and text[m.start() - 1] == _FLAG and len(m.group()) <= _MAX_FLAG_TAGS:
             continue
-        decoded = _visible("".join(chr(ord(c) - 0xE0000) for c in m.group()[:budget]))
+        decoded = _visible(ascii_text[:budget])
         if decoded is not None:
             budget -= len(decoded)
             edits.append((m.start(), m.end(), f"\n{decoded}\n", TAGS))
     for m in _VARIATION_RUN.finditer(text):
-        if len(m.group()) < limits.min_smuggled_chars or budget <= 0:
+        data = _variation_bytes(m.group())
+        if len(data) < limits.min_smuggled_chars or budget <= 0:
             continue
-        decoded = _visible(_utf8(bytes(_variation_byte(c) for c in m.group()[: budget * 4])))
+        decoded = _visible(_utf8(data[: budget * 4]))
         if decoded is not None:
             decoded = decoded[:budget]
             budget -= len(decoded)
@@ -447,7 +472,7 @@ def _decode_base64(run: str) -> str | None:
         data = base64.b64decode(padded.replace("-", "+").replace("_", "/"), validate=True)
     except (binascii.Error, ValueError):
         return None
-    return _text_or_encoded(_utf8(data))
+    return _text_or_encoded(_clean(_utf8(data)))
 
 
 def _decode_hex(run: str) -> str | None:
@@ -455,7 +480,7 @@ def _decode_hex(run: str) -> str | None:
     if len(digits) % 2:
         return None
     try:
-        return _text_or_encoded(_utf8(bytes.fromhex(digits)))
+        return _text_or_encoded(_clean(_utf8(bytes.fromhex(digits))))
     except ValueError:
         return None
 
@@ -463,7 +488,7 @@ def _decode_hex(run: str) -> str | None:
 def _decode_url(run: str) -> str | None:
     if run.count("%") < 3:
         return None
-    text = unquote_plus(run)
+    text = _clean(unquote_plus(run))
     return text if text != run and _readable(text) else None
 
 
@@ -473,7 +498,7 @@ def _printable(decoded: str) -> str | None:
 
 def _decode_references(run: str) -> str | None:
     """``&#114;&#97;`` -> ``ra`` (HTML character references)."""
-    decoded = html.unescape(run)
+    decoded = _clean(html.unescape(run))
     return _printable(decoded) if decoded != run else None
 
 
@@ -484,7 +509,7 @@ def _decode_escapes(run: str) -> str | None:
         cp = int(m.group()[2:], 16)
         return chr(cp) if cp <= 0x10FFFF and not 0xD800 <= cp <= 0xDFFF else m.group()
 
-    decoded = re.sub(_ESCAPE, char, run)
+    decoded = _clean(re.sub(_ESCAPE, char, run))
     return _printable(decoded) if decoded != run else None
 
 

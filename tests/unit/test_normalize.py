@@ -199,6 +199,46 @@ def test_smuggled_text_is_decoded_in_place_and_its_evidence_names_the_hidden_spa
     assert any("ransomware" in r.text for r in alternatives(flagged))
 
 
+_SPRINKLED = HARMFUL_CYBER[0].replace(" ", " \x00\x01")  # controls between the words
+
+
+@pytest.mark.parametrize(
+    ("encode", "transform"),
+    [
+        (lambda t: "Decode this: " + base64.b64encode(t.encode()).decode(), nz.BASE64),
+        (lambda t: t.encode().hex(), nz.HEX),
+        (lambda t: "".join(f"%{b:02X}" for b in t.encode()), nz.URL),
+        (html_entities, nz.HTML),
+        (unicode_escapes, nz.ESCAPES),
+        (tag_characters, nz.TAGS),
+        (variation_selectors, nz.VARIATION),
+    ],
+    ids=["base64", "hex", "url", "html", "escapes", "tags", "selectors"],
+)
+def test_control_characters_in_encoded_content_neither_hide_it_nor_reach_the_reading(encode, transform) -> None:
+    """Regression: NULs sprinkled into an encoded request pushed it under the decoders'
+    "readable text" test (no reading, nothing flagged); they are dropped from decoded content,
+    so no decoded reading, nor evidence taken from it, carries a character a sink refuses."""
+    decoded = [r for r in alternatives(encode(_SPRINKLED)) if transform in r.transforms]
+    assert decoded and "ransomware" in decoded[-1].text
+    assert not any(c in r.text for r in decoded for c in "\x00\x01")
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "\u200b".join(tag_characters(REQUEST)[len("Thanks, that answer was helpful."):]),
+        "\U000E0001".join(tag_characters(REQUEST)[len("Thanks, that answer was helpful."):]),
+        "\U0001F600" + "\u200b".join(variation_selectors(REQUEST)[len("Here is my favourite emoji \U0001F600"):]),
+    ],
+    ids=["tags-zero-width", "tags-language-tag", "selectors-zero-width"],
+)
+def test_smuggled_text_interleaved_with_other_invisible_characters_is_still_read(text: str) -> None:
+    """Regression: a zero-width space or a language tag between every hidden character cut the
+    run into one-character pieces, too short to decode."""
+    assert any("ransomware" in r.text for r in alternatives(text))
+
+
 def test_markup_between_common_words_does_not_crash_the_regex_engine() -> None:
     """Regression: with a possessive repeat around the back-referenced element, CPython 3.11's
     re raised SystemError ("The span of capturing group is wrong") on this text, so one record
@@ -258,3 +298,5 @@ def test_any_text_gives_readings_that_map_back_inside_it(text: str) -> None:
         if reading.text:
             lo, hi = reading.original_span(0, len(reading.text))
             assert 0 <= lo <= hi <= len(text)
+        if reading.decoded:  # decoding adds no control character the text did not have
+            assert {c for c in reading.text if nz._CONTROLS.match(c)} <= set(text)
