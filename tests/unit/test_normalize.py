@@ -259,9 +259,10 @@ def test_markup_between_common_words_does_not_crash_the_regex_engine() -> None:
         "\U0001F600" + "\uFE01" * 50_000,  # 50,000 variation selectors (byte 1: not text)
         ("eht dna " * 12_000) + ".",  # 96,000 characters that read as English backwards
         "\U0001F1E6" * 100_000,  # one run of 100,000 regional indicators (was quadratic: minutes)
+        "word " + " " * 99_000 + "x",  # one run of 99,000 spaces (the backwards segmenter was quadratic)
     ],
     ids=["long-word-amp", "long-word-backslash", "references", "escapes", "tags", "selectors", "backwards",
-         "regional-indicators"],
+         "regional-indicators", "spaces"],
 )
 def test_smuggling_decoders_stay_bounded_on_hostile_input(text: str) -> None:
     """Regression guard against catastrophic backtracking: the run patterns are possessive and
