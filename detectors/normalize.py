@@ -201,14 +201,16 @@ def _clean(decoded: str | None) -> str | None:
     return None if decoded is None else _CONTROLS.sub("", decoded)
 
 
+def _printable(decoded: str) -> str | None:
+    return decoded if sum(c.isprintable() or c in "\n\r\t" for c in decoded) >= 0.95 * len(decoded) else None
+
+
 def _visible(decoded: str | None) -> str | None:
     """Smuggled text worth a reading: printable, with at least two letters."""
     decoded = _clean(decoded)
     if decoded is None or sum(c.isalpha() for c in decoded) < 2:
         return None
-    if sum(c.isprintable() or c in "\n\r\t" for c in decoded) < 0.95 * len(decoded):
-        return None
-    return decoded
+    return _printable(decoded)
 
 
 def unsmuggle(base: Reading, limits: Limits = Limits()) -> Reading:
@@ -493,10 +495,6 @@ def _decode_url(run: str) -> str | None:
         return None
     text = _clean(unquote_plus(run))
     return text if text != run and _readable(text) else None
-
-
-def _printable(decoded: str) -> str | None:
-    return decoded if sum(c.isprintable() or c in "\n\r\t" for c in decoded) >= 0.95 * len(decoded) else None
 
 
 def _decode_references(run: str) -> str | None:
