@@ -63,6 +63,40 @@ def insert(carrier: str, payload: str, rng: random.Random) -> str:
     return f"{carrier[:at]}{payload} {carrier[at:]}"
 
 
+def insertion_set(tokenizer, window, *, offset: int, prompt_positives: int, completion_positives: int,
+                  host_seed: int, insert_seed: int):
+    """(payloads as (group, text), logs with each payload inside a benign host reply, the benign
+    host logs, the hosts): the insertion set described in this module's docstring."""
+    from detectors.training.data import assemble, fold_of
+    from detectors.training.firststage import is_positive
+    from pipeline.schemas import Side
+    from tests.fixtures.logs import make_log
+    from tests.fixtures.obfuscation import HARMFUL_CYBER
+
+    dataset = assemble(seed=1234)
+    examples = list(dataset.validation) + list(dataset.train)
+    held = [e for e in examples if fold_of(e) == 0 and is_positive(e)]
+    prompts = sorted((e for e in held if e.side is Side.PROMPT), key=lambda e: _stable(e.text))[offset : offset + prompt_positives]
+    completions = sorted((e for e in held if e.side is Side.COMPLETION), key=lambda e: _stable(e.text))[offset : offset + completion_positives]
+    payloads = [("hand-written cyber", t) for t in HARMFUL_CYBER] if offset == 0 else []
+    payloads += [(f"held-out prompt ({e.labels[0]})", e.text) for e in prompts]
+    payloads += [("held-out harmful completion", e.text) for e in completions]
+
+    hosts = carriers(tokenizer, window, seed=host_seed)
+    rng = random.Random(insert_seed)
+
+    def conversation(request_id: str, turn: str):
+        return make_log(request_id=request_id, prompt=None, messages=[
+            {"role": "user", "content": "Can you help me with this?"},
+            {"role": "assistant", "content": turn},
+            {"role": "user", "content": "Thanks, please go on."},
+        ])
+
+    logs = [conversation(f"gate-{i}", insert(hosts[i % len(hosts)], payload.strip(), rng)) for i, (_, payload) in enumerate(payloads)]
+    benign = [conversation(f"benign-{i}", h) for i, h in enumerate(hosts[: len(payloads)])]
+    return payloads, logs, benign, hosts
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--prompt-positives", type=int, default=300)
@@ -80,47 +114,19 @@ def main() -> None:
     from transformers import AutoTokenizer
 
     from detectors.base import DetectorConfig
-    from detectors.training.data import assemble, fold_of
-    from detectors.training.firststage import is_positive
     from detectors.training.modeling import backbone_path
     from detectors.transformer import TransformerDetector
-    from pipeline.schemas import PartKind, Side
-    from tests.fixtures.logs import make_log
-    from tests.fixtures.obfuscation import HARMFUL_CYBER
+    from pipeline.schemas import PartKind
 
     started = time.monotonic()
     det = TransformerDetector.create(
         DetectorConfig(options={"history_windows": "1", "history_gate_dir": str(args.gate_dir), "feature_cache_size": "200000"})
     )
     tok = AutoTokenizer.from_pretrained(str(backbone_path()), local_files_only=True)
-    dataset = assemble(seed=1234)
-    examples = list(dataset.validation) + list(dataset.train)
-    held = [e for e in examples if fold_of(e) == 0 and is_positive(e)]
-    prompts = sorted((e for e in held if e.side is Side.PROMPT), key=lambda e: _stable(e.text))[args.offset : args.offset + args.prompt_positives]
-    completions = sorted((e for e in held if e.side is Side.COMPLETION), key=lambda e: _stable(e.text))[args.offset : args.offset + args.completion_positives]
-    payloads = [("hand-written cyber", t) for t in HARMFUL_CYBER] if args.offset == 0 else []
-    payloads += [(f"held-out prompt ({e.labels[0]})", e.text) for e in prompts]
-    payloads += [("held-out harmful completion", e.text) for e in completions]
-
-    hosts = carriers(tok, det.window, seed=args.host_seed)
-    rng = random.Random(args.insert_seed)
-    logs = []
-    for i, (_, payload) in enumerate(payloads):
-        turn = insert(hosts[i % len(hosts)], payload.strip(), rng)
-        messages = [
-            {"role": "user", "content": "Can you help me with this?"},
-            {"role": "assistant", "content": turn},
-            {"role": "user", "content": "Thanks, please go on."},
-        ]
-        logs.append(make_log(request_id=f"gate-{i}", messages=messages, prompt=None))
-    benign = [
-        make_log(request_id=f"benign-{i}", prompt=None, messages=[
-            {"role": "user", "content": "Can you help me with this?"},
-            {"role": "assistant", "content": h},
-            {"role": "user", "content": "Thanks, please go on."},
-        ])
-        for i, h in enumerate(hosts[: len(payloads)])
-    ]
+    payloads, logs, benign, hosts = insertion_set(
+        tok, det.window, offset=args.offset, prompt_positives=args.prompt_positives,
+        completion_positives=args.completion_positives, host_seed=args.host_seed, insert_seed=args.insert_seed,
+    )
 
     def found(batch_logs) -> list[bool]:
         out = []

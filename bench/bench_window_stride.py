@@ -16,15 +16,15 @@ from __future__ import annotations
 
 import argparse
 import os
-import random
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from bench.bench_history_gate import _stable, carriers, insert  # noqa: E402
+from bench.bench_history_gate import insertion_set  # noqa: E402
 
 
 def main() -> None:
@@ -44,45 +44,25 @@ def main() -> None:
     from transformers import AutoTokenizer
 
     from detectors.base import DetectorConfig
-    from detectors.training.data import assemble, fold_of
-    from detectors.training.firststage import is_positive
     from detectors.training.modeling import backbone_path, make_windows
     from detectors.transformer import TransformerDetector
-    from pipeline.schemas import Category, PartKind, Side
-    from tests.fixtures.logs import make_log
-    from tests.fixtures.obfuscation import HARMFUL_CYBER
+    from pipeline.schemas import Category, PartKind
 
     started = time.monotonic()
     # No score cache: each stride must score every text itself.
     det = TransformerDetector.create(DetectorConfig(options={"cache_size": "0", "feature_cache_size": "0"}))
     artifact_window = det.window
     tok = AutoTokenizer.from_pretrained(str(backbone_path()), local_files_only=True)
-    dataset = assemble(seed=1234)
-    held = [e for e in [*dataset.validation, *dataset.train] if fold_of(e) == 0 and is_positive(e)]
-    prompts = sorted((e for e in held if e.side is Side.PROMPT), key=lambda e: _stable(e.text))[args.offset : args.offset + args.prompt_positives]
-    completions = sorted((e for e in held if e.side is Side.COMPLETION), key=lambda e: _stable(e.text))[args.offset : args.offset + args.completion_positives]
-    payloads = list(HARMFUL_CYBER) if args.offset == 0 else []
-    payloads += [e.text for e in prompts] + [e.text for e in completions]
-    hosts = carriers(tok, artifact_window, seed=args.host_seed)
-    rng = random.Random(args.insert_seed)
-
-    def log(rid: str, turn: str):
-        return make_log(request_id=rid, prompt=None, messages=[
-            {"role": "user", "content": "Can you help me with this?"},
-            {"role": "assistant", "content": turn},
-            {"role": "user", "content": "Thanks, please go on."},
-        ])
-
-    logs = [log(f"p-{i}", insert(hosts[i % len(hosts)], p.strip(), rng)) for i, p in enumerate(payloads)]
-    benign = [log(f"b-{i}", h) for i, h in enumerate(hosts[: len(payloads)])]
+    _, logs, benign, hosts = insertion_set(
+        tok, artifact_window, offset=args.offset, prompt_positives=args.prompt_positives,
+        completion_positives=args.completion_positives, host_seed=args.host_seed, insert_seed=args.insert_seed,
+    )
 
     table = Table(title=f"window stride: {len(logs)} payloads inside long benign assistant turns ({len(hosts)} hosts, offset {args.offset})")
     for col in ("stride", "found in the turn", "found with a harm category", "benign turns flagged", "backbone tokens", "vs stride 96"):
         table.add_column(col)
     base_tokens = None
     for stride in args.strides:
-        from dataclasses import replace
-
         det.window = replace(artifact_window, stride=stride)
         found = harm = flagged = 0
         for b in track(range(0, len(logs), args.batch), description=f"stride {stride}", transient=True):
