@@ -1,12 +1,13 @@
 """Normalise, then decode: the readings of a text a detector scores besides the text itself.
 
 Cheap tricks hide a request from a classifier that reads the raw characters: Cyrillic
-look-alike letters, zero-width or bidi characters between letters, fullwidth or
-mathematical letters, combining marks, leetspeak, spaced-out letters, base64, hex,
-URL-encoding, HTML character references, ``\\u`` escapes, rot13, text written backwards, and text smuggled in
-invisible characters (Unicode tag characters, variation selectors). :func:`readings` undoes them and returns each alternative reading with
-a map back to the original characters, so a detector can score the reading and still point
-its evidence at the span of the original text that carried it.
+look-alike letters, zero-width or bidi characters between letters, fullwidth, mathematical,
+circled or small-capital letters, combining marks, leetspeak, spaced-out letters, base64,
+hex, URL-encoding, HTML character references, ``\\u`` escapes, rot13, text written
+backwards, and text smuggled in invisible characters (Unicode tag characters, variation
+selectors). :func:`readings` undoes them and returns each alternative reading with a map
+back to the original characters, so a detector can score the reading and still point its
+evidence at the span of the original text that carried it.
 
 Steps (each bounded in input size, output size and depth, see :class:`Limits`):
 
@@ -29,8 +30,8 @@ Steps (each bounded in input size, output size and depth, see :class:`Limits`):
 2. **Decode** (:func:`decode`): base64 and hex runs that decode to readable UTF-8 text,
    URL-encoded runs, words with HTML character references (``&#114;``) or ``\\u0072`` escapes,
    empty HTML elements or comments inside words (``ran<b></b>somware``), spaced-out letters
-   (``r a n s o m``), leetspeak words (``r4ns0mw4re``), each rewritten in place so the surrounding request stays around it; then again on the
-   result, up to ``Limits.max_depth``. Rot13 is a separate reading of the whole text, kept
+   (``r a n s o m``), leetspeak words (``r4ns0mw4re``), each rewritten in place so the
+   surrounding request stays around it; then again on the result, up to ``Limits.max_depth``. Rot13 is a separate reading of the whole text, kept
    only when it reads as English much more than the original does; so is the text with its
    backwards-written sentences turned around (the same test, per sentence).
 

@@ -69,8 +69,8 @@ ARTIFACT_NAME = "transformer-minilm-v1"
 RISKY_WINDOWS = 3
 # What the sentence pass re-reads, sentence by sentence, in prompt parts with no harm category:
 # off: nothing; jailbreak: parts that read as a jailbreak; keywords: those, and in parts with 3+
-# sentences (2+ in a decoded reading) the sentences that name a harm (the keyword rules that give training data its
-# subcategory: a regex first pass, no model); risky: those of the RISKY_WINDOWS riskiest windows
+# sentences (2+ in a decoded reading) the sentences that name a harm (the keyword rules that
+# give training data its subcategory: a regex first pass, no model); risky: those of the RISKY_WINDOWS riskiest windows
 # instead; all: every sentence of such parts.
 SENTENCE_PASS_MODES = ("off", "jailbreak", "keywords", "risky", "all")
 # Windows of an earlier assistant turn the backbone reads, the riskiest by the lexical first pass
