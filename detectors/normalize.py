@@ -31,9 +31,10 @@ Steps (each bounded in input size, output size and depth, see :class:`Limits`):
    URL-encoded runs, words with HTML character references (``&#114;``) or ``\\u0072`` escapes,
    empty HTML elements or comments inside words (``ran<b></b>somware``), spaced-out letters
    (``r a n s o m``), leetspeak words (``r4ns0mw4re``), each rewritten in place so the
-   surrounding request stays around it; then again on the result, up to ``Limits.max_depth``. Rot13 is a separate reading of the whole text, kept
-   only when it reads as English much more than the original does; so is the text with its
-   backwards-written sentences turned around (the same test, per sentence).
+   surrounding request stays around it; then again on the result, up to ``Limits.max_depth``.
+   Rot13 is a separate reading of the whole text, kept only when it reads as English much more
+   than the original does; so is the text with its backwards-written sentences turned around
+   (the same test, per sentence).
 
 Nothing here imports a model: the rules detector uses it as well as the transformer.
 """
