@@ -137,7 +137,11 @@ class Gateway:
     # ------------------------------------------------------------------ own endpoints
 
     async def healthz(self, request: Request) -> Response:
-        return JSONResponse({"status": "ok", "upstream": self.upstream, **self.tee.status()})
+        status = self.tee.status()
+        if self.tee.started and not status["worker_alive"]:
+            # Requests are still proxied, but nothing is logged any more: restart the gateway.
+            return JSONResponse({"status": "logging_stopped", "upstream": self.upstream, **status}, status_code=503)
+        return JSONResponse({"status": "ok", "upstream": self.upstream, **status})
 
     async def metrics_endpoint(self, request: Request) -> Response:
         self.metrics.queue_depth.set(self.tee.status()["queue_depth"])
@@ -286,7 +290,7 @@ class Gateway:
         assert self.prescreener is not None
         try:
             request = json.loads(body)
-        except ValueError:
+        except (ValueError, RecursionError):
             return None  # not ours to judge: the upstream answers the malformed body
         started = time.perf_counter()
         try:

@@ -51,6 +51,11 @@ class GatewaySettings(BaseModel):
     spill_path: Path = Path("data/gateway/spill.jsonl")
     replay_interval_s: float = Field(default=5.0, gt=0)
     batch_max: int = Field(default=500, ge=1)
+    # Exchanges that cannot become inference logs (an adapter error, a body that does not parse)
+    # are kept here as they arrived (JSON lines, bodies in base64) with the reason, up to
+    # rejected_max_bytes; past that they are only counted (dropped, reason rejected_full).
+    rejected_path: Path = Path("data/gateway/rejected.jsonl")
+    rejected_max_bytes: int = Field(default=256 * 1024 * 1024, ge=0)
     # Bodies above this are forwarded but not teed (counted as dropped, reason too_large).
     max_tee_bytes: int = Field(default=8 * 1024 * 1024, ge=1024)
     prescreen: PrescreenSettings = Field(default_factory=PrescreenSettings)

@@ -13,12 +13,17 @@ queue is full, or a delivery fails (broker down), the ``overflow`` policy decide
   line was delivered. A broker outage therefore loses nothing (records may arrive twice, which
   ``request_id`` as idempotency key absorbs). The file is also valid input for
   ``misuse-monitor produce``.
+
+An exchange that cannot become an inference log (a body that does not parse, a shape the
+adapters refuse, any error while adapting it) is kept as it arrived in ``rejected_path`` with its
+reason (``mm_gateway_logs_rejected_total{reason}``), and the worker goes on: one bad exchange
+never stops the logging of the others. ``/healthz`` answers 503 if the worker thread is gone.
 """
 
 from __future__ import annotations
 
+import base64
 import contextlib
-import gzip
 import json
 import logging
 import queue
@@ -33,7 +38,7 @@ from typing import Any
 from kafka.errors import KafkaError
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from pipeline.adapters import from_openai_all
+from pipeline.adapters import AdapterError, from_openai_all
 from pipeline.decode import DecodeError
 from pipeline.gateway.settings import GatewaySettings
 from pipeline.producer import DeliveryError, GatewayProducer
@@ -101,6 +106,13 @@ class GatewayMetrics:
         self.queue_depth = Gauge("mm_gateway_queue_depth", "Exchanges waiting in the logging queue", registry=r)
         self.spill_bytes = Gauge("mm_gateway_spill_bytes", "Size of the spill file(s) awaiting replay", registry=r)
         self.kafka_up = Gauge("mm_gateway_kafka_up", "1 when the last delivery attempt succeeded", registry=r)
+        self.rejected = Counter(
+            "mm_gateway_logs_rejected_total",
+            "Exchanges that could not become inference logs, kept in the rejected file, by reason",
+            ["reason"],
+            registry=r,
+        )
+        self.worker_up = Gauge("mm_gateway_worker_up", "1 while the logging worker thread runs", registry=r)
         self.blocked = Counter(
             "mm_gateway_blocked_total", "Requests blocked by pre-screening, by severity", ["severity"], registry=r
         )
@@ -186,8 +198,17 @@ class LogTee:
             with contextlib.suppress(Exception):
                 self._producer.close()
 
+    @property
+    def started(self) -> bool:
+        return self._thread is not None
+
+    @property
+    def worker_alive(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
     def status(self) -> dict[str, Any]:
         return {
+            "worker_alive": self.worker_alive,
             "queue_depth": self._queue.qsize(),
             "queue_max": self.settings.queue_max,
             "overflow": self.settings.overflow,
@@ -198,15 +219,27 @@ class LogTee:
     # ------------------------------------------------------------------ worker
 
     def _run(self) -> None:
-        while not (self._stop.is_set() and self._queue.empty()):
-            batch = self._take_batch()
-            self.metrics.queue_depth.set(self._queue.qsize())
-            records = [rec for ex in batch for rec in self._adapt(ex)]
-            if records:
-                self._deliver(records)
-            if time.monotonic() >= self._next_replay and not self._stop.is_set():
-                self._next_replay = time.monotonic() + self.settings.replay_interval_s
-                self._replay()
+        self.metrics.worker_up.set(1)
+        try:
+            while not (self._stop.is_set() and self._queue.empty()):
+                batch = self._take_batch()
+                self.metrics.queue_depth.set(self._queue.qsize())
+                records = [rec for ex in batch for rec in self._adapt(ex)]
+                if records:
+                    try:
+                        self._deliver(records)
+                    except Exception as exc:  # noqa: BLE001 - a bug here must not stop the logging
+                        log.error("gateway: delivering %d logs failed (%s); they follow the %r policy",
+                                  len(records), type(exc).__name__, self.settings.overflow)
+                        self._undelivered(records, "internal_error")
+                if time.monotonic() >= self._next_replay and not self._stop.is_set():
+                    self._next_replay = time.monotonic() + self.settings.replay_interval_s
+                    try:
+                        self._replay()
+                    except Exception as exc:  # noqa: BLE001 - the spill file stays for the next try
+                        log.error("gateway: replaying the spill file failed (%s)", type(exc).__name__)
+        finally:
+            self.metrics.worker_up.set(0)
 
     def _set_kafka_up(self, up: bool) -> None:
         self._kafka_up = up
@@ -229,13 +262,53 @@ class LogTee:
             if callable(exchange):
                 return exchange()
             return exchange_to_logs(exchange, self.settings.deployment)
-        except (DecodeError, ValueError, UnicodeDecodeError) as exc:
-            # Not deliverable as inference-log/v1 (the user already has the answer); the
-            # reason is counted and logged with the route, never with the request's text.
+        except Exception as exc:  # noqa: BLE001 - one exchange must never stop the others
+            # Not deliverable as inference-log/v1 (the user already has the answer). An
+            # adapter's or the decoder's error names the field, never a value; any other
+            # error (int("<text>"), a JSON error quoting the body) is named by its type only.
+            reason, detail = (
+                (exc.reason.value, _short(exc)) if isinstance(exc, DecodeError) else ("unparseable", type(exc).__name__)
+            )
             where = "deferred" if callable(exchange) else f"{exchange.gateway_id} on {exchange.route}"
-            log.warning("gateway: exchange %s not logged: %s", where, _short(exc))
-            self.metrics.dropped.labels("adapter_error").inc()
+            log.warning("gateway: exchange %s not logged (%s): %s; kept in %s", where, reason, detail,
+                        self.settings.rejected_path)
+            self._reject(exchange, reason, detail)
             return []
+
+    def _reject(self, exchange: Exchange | Callable[[], list[InferenceLog]], reason: str, detail: str) -> None:
+        """Keep an exchange that could not be adapted, as it arrived, with its reason."""
+        entry: dict[str, Any] = {"reason": reason, "detail": detail}
+        if isinstance(exchange, Exchange):
+            entry.update(
+                gateway_id=exchange.gateway_id,
+                route=exchange.route,
+                status=exchange.status,
+                started_at=exchange.started_at.isoformat(),
+                streamed=exchange.streamed,
+                complete=exchange.complete,
+                content_encoding=exchange.content_encoding,
+                tenant_id=exchange.tenant_id,
+                user_id=exchange.user_id,
+                request_body_b64=base64.b64encode(exchange.request_body).decode(),
+                response_body_b64=base64.b64encode(b"".join(exchange.response_body)).decode(),
+            )
+        else:
+            entry["source"] = "deferred"  # built from objects (LiteLLM): no bytes to keep
+        line = json.dumps(entry, ensure_ascii=False) + "\n"
+        path = self.settings.rejected_path
+        try:
+            with self._spill_lock:
+                size = path.stat().st_size if path.exists() else 0
+                if size + len(line) > self.settings.rejected_max_bytes:
+                    self.metrics.dropped.labels("rejected_full").inc()
+                    return
+                path.parent.mkdir(parents=True, exist_ok=True)
+                with path.open("a", encoding="utf-8") as fh:
+                    fh.write(line)
+            self.metrics.rejected.labels(reason).inc()
+        except OSError as exc:
+            log.error("gateway: rejected file %s not writable (%s); exchange lost", path, type(exc).__name__)
+            self.metrics.dropped.labels("rejected_failed").inc()
 
     def _connected(self) -> GatewayProducer | None:
         if self._producer is None and time.monotonic() >= self._next_connect:
@@ -372,17 +445,25 @@ def _short(exc: BaseException, limit: int = 300) -> str:
 
 
 def exchange_to_logs(exchange: Exchange, deployment: str | None) -> list[InferenceLog]:
-    """Parse the raw bytes of an exchange (JSON or SSE) and adapt them to inference logs."""
+    """Parse the raw bytes of an exchange (JSON or SSE) and adapt them to inference logs.
+
+    The request is parsed as the upstream parses it (``json.loads``: the last of duplicate keys
+    wins, as it does for the model), so what is logged is what the model read; a body nested
+    too deep for it is kept in the rejected file (:meth:`LogTee._adapt`). A stream cut mid-event
+    keeps the events before the cut (``metadata.stream_cut``)."""
     request = json.loads(exchange.request_body)
-    body = _decode_body(b"".join(exchange.response_body), exchange.content_encoding)
+    body = _decode_body(b"".join(exchange.response_body), exchange.content_encoding, partial=not exchange.complete)
     response: Any
+    cut = False
     if not 200 <= exchange.status < 300 or not body:
         response = None  # an upstream error: the prompt is still logged, with the status
     elif exchange.streamed:
-        response = parse_sse(body)
+        response, cut = _parse_sse(body)
     else:
         response = json.loads(body)
     metadata: dict[str, Any] = {"gateway_id": exchange.gateway_id, "upstream_status": exchange.status}
+    if cut:
+        metadata["stream_cut"] = True
     if exchange.ttft_ms is not None:
         metadata["ttft_ms"] = round(exchange.ttft_ms, 3)
     if not exchange.complete:
@@ -403,37 +484,63 @@ def exchange_to_logs(exchange: Exchange, deployment: str | None) -> list[Inferen
 
 def parse_sse(body: bytes) -> list[dict[str, Any]]:
     """The JSON payloads of an SSE body (``data:`` lines; ``[DONE]`` and comments skipped)."""
+    return _parse_sse(body)[0]
+
+
+def _parse_sse(body: bytes) -> tuple[list[dict[str, Any]], bool]:
+    """:func:`parse_sse`, and whether the last event was cut off (an unterminated block that
+    does not parse: the upstream or the client went away mid-event; it is left out)."""
     events: list[dict[str, Any]] = []
-    for block in body.replace(b"\r\n", b"\n").split(b"\n\n"):
+    blocks = body.replace(b"\r\n", b"\n").split(b"\n\n")
+    for i, block in enumerate(blocks):
         data = [line[5:].lstrip(b" ") for line in block.split(b"\n") if line.startswith(b"data:")]
         if not data:
             continue
         payload = b"\n".join(data)
         if payload.strip() == b"[DONE]":
             continue
-        value = json.loads(payload)
-        if isinstance(value, dict) and "error" in value and "choices" not in value:
+        try:
+            value = json.loads(payload)
+        except ValueError:
+            if i == len(blocks) - 1:  # no blank line after it: the stream ended inside this event
+                return events, True
+            raise
+        if not isinstance(value, dict):
+            raise AdapterError(f"stream event {len(events)}: expected a JSON object, got {type(value).__name__}")
+        if "error" in value and "choices" not in value:
             continue  # an in-stream error event (vLLM sends one on abort): no content
         events.append(value)
-    return events
+    return events, False
 
 
-def _decode_body(body: bytes, encoding: str | None) -> bytes:
+def _decode_body(body: bytes, encoding: str | None, partial: bool = False) -> bytes:
+    """The body without its content encoding. ``partial``: the transfer was cut, keep what
+    decompresses. A corrupt body raises AdapterError."""
     if not encoding or encoding == "identity":
         return body
-    if encoding == "gzip":
-        return gzip.decompress(body)
-    if encoding == "deflate":
-        return zlib.decompress(body)
-    raise ValueError(f"content-encoding {encoding!r} is not supported for logging")
+    if encoding not in ("gzip", "deflate"):
+        raise AdapterError(f"content-encoding {encoding!r} is not supported for logging")
+    # gzip: a gzip header; deflate: a zlib stream, or a raw one as some servers send.
+    wbits = [31] if encoding == "gzip" else [15, -15]
+    for bits in wbits:
+        inflater = zlib.decompressobj(bits)
+        try:
+            out = inflater.decompress(body)
+        except zlib.error:
+            continue
+        if inflater.eof or partial:
+            return out
+    raise AdapterError(f"content-encoding {encoding}: the body is corrupt or cut short")
 
 
 def _response_id(response: Any) -> str | None:
     if isinstance(response, dict):
-        return response.get("id")
+        rid = response.get("id")
+        return rid if isinstance(rid, str) else None
     if isinstance(response, list):
         for item in response:
-            rid = item.get("id") or (item.get("response") or {}).get("id")
-            if rid:
+            inner = item.get("response") if isinstance(item, dict) else None
+            rid = (item.get("id") if isinstance(item, dict) else None) or (inner.get("id") if isinstance(inner, dict) else None)
+            if isinstance(rid, str) and rid:
                 return rid
     return None

@@ -110,3 +110,126 @@ def test_spill_replay_resumes_after_a_failed_batch_without_loss_or_copying(tmp_p
     tee._replay()  # then the spill file (the batch that failed)
     assert sorted(producer.delivered) == sorted(ids) and len(producer.delivered) == len(ids)
     assert not settings.spill_path.exists() and tee.status()["spill_bytes"] == 0
+
+
+def _tee(tmp_path, producer, **over):
+    from pipeline.gateway.settings import GatewaySettings
+    from pipeline.gateway.tee import GatewayMetrics, LogTee
+    from pipeline.settings import KafkaSettings
+
+    settings = GatewaySettings(spill_path=tmp_path / "spill.jsonl", rejected_path=tmp_path / "rejected.jsonl", **over)
+    metrics = GatewayMetrics()
+    return LogTee(settings, KafkaSettings(), metrics, producer_factory=lambda: producer), metrics
+
+
+def _sample(metrics, name: str, **labels) -> float:
+    value = metrics.registry.get_sample_value(name, labels or None)
+    return value or 0.0
+
+
+# Exchanges that once killed the logging worker thread (a hostile check, 2026-12-02): after any
+# of them nothing more was logged for any client, the poison's batch-mates were lost without a
+# count, and /healthz still said ok. Request-side shapes and upstream-side shapes.
+_POISON = {
+    "tool_call_name_number": ({"model": "m", "messages": [
+        {"role": "user", "content": "hi"},
+        {"role": "assistant", "tool_calls": [{"id": "c1", "type": "function", "function": {"name": 7, "arguments": 1}}]},
+    ]}, [b'{"choices": []}']),
+    "tool_calls_string": ({"model": "m", "messages": [{"role": "assistant", "tool_calls": "x"}]}, [b'{"choices": []}']),
+    "n_list": ({"model": "m", "prompt": ["a", "b"], "n": [2]}, [b'{"choices": []}']),
+    "nested_100k": (None, [b'{"choices": []}']),
+    "sse_data_null": ({"model": "m", "messages": [{"role": "user", "content": "hi"}]}, [b"data: null\n\n"]),
+    "choice_index_null": ({"model": "m", "messages": [{"role": "user", "content": "hi"}]},
+                          [b'{"choices": [{"index": null, "message": {"content": "x"}}]}']),
+    "corrupt_gzip": ({"model": "m", "messages": [{"role": "user", "content": "hi"}]}, [b"\x1f\x8b\x08\x00garbage"]),
+}
+
+
+@pytest.mark.parametrize("name", sorted(_POISON))
+def test_a_poison_exchange_is_kept_with_its_reason_and_the_worker_goes_on(tmp_path, name):
+    import base64
+    import time
+
+    request, response = _POISON[name]
+    body = b"[" * 100_000 + b"]" * 100_000 if request is None else json.dumps(request).encode()
+    streamed = response[0].startswith(b"data:")
+    encoding = "gzip" if response[0].startswith(b"\x1f\x8b") else None
+    producer = _FlakyProducer()
+    producer.down = False
+    tee, metrics = _tee(tmp_path, producer, batch_max=10)
+    tee.submit(_exchange([b'{"id": "good-1", "choices": [{"message": {"content": "a"}}]}']))
+    tee.submit(_exchange(response, request_body=body, gateway_id="poison", streamed=streamed, content_encoding=encoding))
+    tee.submit(_exchange([b'{"id": "good-2", "choices": [{"message": {"content": "b"}}]}']))
+    tee.start()  # all three in the worker's first batch
+    deadline = time.monotonic() + 10
+    while len(producer.delivered) < 2 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert tee.status()["worker_alive"]
+    tee.submit(_exchange([b'{"id": "good-3", "choices": [{"message": {"content": "c"}}]}']))
+    tee.stop(timeout_s=10)
+    assert producer.delivered == ["good-1", "good-2", "good-3"]
+    (kept,) = [json.loads(line) for line in (tmp_path / "rejected.jsonl").read_text().splitlines()]
+    assert kept["gateway_id"] == "poison" and kept["reason"] and kept["detail"]
+    assert base64.b64decode(kept["request_body_b64"]) == body  # kept as it arrived
+    assert base64.b64decode(kept["response_body_b64"]) == b"".join(response)
+    assert _sample(metrics, "mm_gateway_logs_rejected_total", reason=kept["reason"]) == 1
+    assert _sample(metrics, "mm_gateway_logs_dropped_total", reason="adapter_error") == 0
+
+
+def test_the_warning_for_a_rejected_exchange_never_quotes_its_text(tmp_path, caplog):
+    """int() of a request value put that value (here a name and an address) into the log line."""
+    producer = _FlakyProducer()
+    producer.down = False
+    tee, _ = _tee(tmp_path, producer)
+    secret = "Jane Roe, 12 Elm Street"
+    request = json.dumps({"model": "m", "prompt": ["a", "b"], "n": secret}).encode()
+    with caplog.at_level("WARNING"):
+        assert tee._adapt(_exchange([b'{"choices": []}'], request_body=request)) == []
+    assert "not logged" in caplog.text and "Jane" not in caplog.text and "Elm" not in caplog.text
+
+
+def test_the_rejected_file_is_bounded_and_what_does_not_fit_is_counted(tmp_path):
+    producer = _FlakyProducer()
+    tee, metrics = _tee(tmp_path, producer, rejected_max_bytes=1500)
+    bad = _exchange([b'{"choices": []}'], request_body=b"not json" * 50)
+    for _ in range(5):
+        tee._adapt(bad)
+    kept = (tmp_path / "rejected.jsonl").read_text().splitlines()
+    assert 1 <= len(kept) < 5 and (tmp_path / "rejected.jsonl").stat().st_size <= 1500
+    assert _sample(metrics, "mm_gateway_logs_dropped_total", reason="rejected_full") == 5 - len(kept)
+
+
+@pytest.mark.parametrize("encoding", [None, "gzip", "deflate"])
+def test_a_stream_cut_inside_an_event_keeps_what_came_before(encoding):
+    """The upstream (or the client) went away mid-event: before, the exchange was dropped, prompt
+    included, and a cut gzip or deflate body killed the worker."""
+    import zlib
+
+    body = _chunk("Step 1: ") + b"\n\n" + _chunk("Step 2: mix")[:40]
+    if encoding == "gzip":
+        body = gzip.compress(body)[:-12]
+    elif encoding == "deflate":
+        body = zlib.compress(body)[:-6]
+    (log,) = exchange_to_logs(_exchange([body], streamed=True, complete=False, content_encoding=encoding), None)
+    assert log.prompt_text == "hi" and log.completion.startswith("Step 1: ")
+    assert log.metadata["client_disconnected"] is True
+    if encoding is None:
+        assert log.metadata["stream_cut"] is True
+
+
+def test_healthz_answers_503_once_the_logging_worker_is_gone(tmp_path):
+    """Requests would still be proxied with nothing logged: the health check must say so."""
+    import asyncio
+
+    from pipeline.gateway.app import Gateway
+    from pipeline.settings import Settings
+
+    producer = _FlakyProducer()
+    tee, _ = _tee(tmp_path, producer)
+    gateway = Gateway(Settings(gateway={"spill_path": str(tmp_path / "s.jsonl")}), None, tee)
+    assert asyncio.run(gateway.healthz(None)).status_code == 200  # not started yet: nothing to report
+    tee.start()
+    assert asyncio.run(gateway.healthz(None)).status_code == 200
+    tee.stop(timeout_s=5)  # the thread has ended
+    response = asyncio.run(gateway.healthz(None))
+    assert response.status_code == 503 and json.loads(response.body)["status"] == "logging_stopped"
