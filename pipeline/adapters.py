@@ -19,6 +19,7 @@ silently unscreened traffic.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -42,8 +43,9 @@ NON_TEXT_OUTPUT_ITEMS = frozenset(
 _MESSAGE_KEYS = frozenset(
     {"role", "content", "name", "tool_calls", "tool_call_id", "reasoning_content", "reasoning", "refusal",
      "function_call", "annotations", "audio",
-     # LiteLLM (SDK and proxy): Anthropic-style thinking blocks, and provider extras
-     "thinking_blocks", "provider_specific_fields"}
+     # LiteLLM (SDK and proxy): Anthropic-style thinking blocks, and provider extras; prompt
+     # caching marks (Anthropic, LiteLLM) carry no text
+     "thinking_blocks", "provider_specific_fields", "cache_control"}
 )  # fmt: skip
 _DELTA_KEYS = _MESSAGE_KEYS
 
@@ -184,9 +186,14 @@ def from_openai_all(
         "messages": messages,
         "latency_ms": latency_ms,
     }
+    # An identifier the schema cannot store (longer than 256 characters, a NUL, a number for
+    # a string) must not keep the exchange out of the logs: a client could pick one on purpose.
+    rewritten = [key for key in ("model", "tenant_id", "user_id") if _fit_identifier(common, key)]
     logs = []
     for choice, choice_prompt in zip(choices, prompts, strict=True):
         meta: dict[str, Any] = dict(metadata or {})
+        if rewritten:
+            meta["rewritten_identifiers"] = rewritten
         meta["endpoint"] = endpoint
         if streamed:
             meta["streamed"] = True
@@ -224,6 +231,31 @@ def from_openai_all(
 
 # --------------------------------------------------------------------------- requests
 
+MAX_IDENTIFIER = 256  # inference-log/v1's limit for ids and names
+
+
+def _fit_identifier(fields: dict[str, Any], key: str) -> bool:
+    """Make ``fields[key]`` an identifier the schema stores; True if it had to be rewritten.
+
+    An integer becomes its digits; a string longer than the limit, or holding a NUL or a lone
+    surrogate, becomes ``sha256:<hex>`` of its UTF-8 bytes (stable, so one client's records still
+    group together, and no longer than the limit). Other types are left for validation to name."""
+    value = fields.get(key)
+    if isinstance(value, int) and not isinstance(value, bool):
+        fields[key] = str(value)
+        return True
+    if not isinstance(value, str):
+        return False
+    try:
+        value.encode("utf-8")
+        storable = len(value) <= MAX_IDENTIFIER and "\x00" not in value
+    except UnicodeEncodeError:
+        storable = False
+    if storable:
+        return False
+    fields[key] = "sha256:" + hashlib.sha256(value.encode("utf-8", "surrogatepass")).hexdigest()
+    return True
+
 
 def _chat_messages(raw: Any, where: str) -> tuple[list[dict[str, Any]], dict[str, int]]:
     """Clean chat messages: text parts kept, other parts counted, tool calls typed."""
@@ -251,6 +283,8 @@ def _chat_messages(raw: Any, where: str) -> tuple[list[dict[str, Any]], dict[str
         for key in ("tool_call_id", "name", "refusal", "provider_specific_fields"):
             if message.get(key) is not None:
                 clean[key] = message[key]
+        for key in ("tool_call_id", "name"):
+            _fit_identifier(clean, key)
         if message.get("audio"):
             omitted["audio"] = omitted.get("audio", 0) + 1
         out.append({k: v for k, v in clean.items() if v is not None})

@@ -73,6 +73,13 @@ class MisuseMonitorLogger(CustomLogger):
         self.tee.submit_deferred(lambda: call_to_logs(kwargs, response_obj, start_time, end_time, self.settings))
 
 
+def _plain(message: Any) -> Any:
+    """A message as a dict: LiteLLM's Message objects (pydantic) are dumped, dicts kept."""
+    if hasattr(message, "model_dump"):
+        return message.model_dump(exclude_none=True)
+    return message
+
+
 def call_to_logs(
     kwargs: dict, response_obj: Any, start_time: datetime, end_time: datetime, settings: Settings
 ) -> list[InferenceLog]:
@@ -81,7 +88,8 @@ def call_to_logs(
     metadata = params.get("metadata") or {}
     standard = kwargs.get("standard_logging_object") or {}
     proxy = standard.get("metadata") or {}
-    request = {"model": kwargs.get("model"), "messages": kwargs.get("messages") or []}
+    # A multi-turn call re-sends the previous answer as LiteLLM's own Message object.
+    request = {"model": kwargs.get("model"), "messages": [_plain(m) for m in kwargs.get("messages") or []]}
     # LiteLLM's extra message fields (thinking_blocks, provider_specific_fields) are read by the adapter.
     response = response_obj.model_dump() if response_obj is not None and hasattr(response_obj, "model_dump") else None
     extra: dict[str, Any] = {"source": "litellm", "litellm_call_id": kwargs.get("litellm_call_id")}
