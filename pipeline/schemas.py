@@ -194,6 +194,9 @@ class Signal(StrEnum):
     # The harmful text was only visible after Unicode normalisation or decoding
     # (look-alike letters, zero-width characters, base64, leetspeak, ...): raises severity.
     OBFUSCATION = "obfuscation"
+    # On the verdict, not on a finding: a screened part of the record is in a language no
+    # enabled detector reads, so "not flagged" says nothing about that part (issue 11).
+    UNSCREENED_LANGUAGE = "unscreened_language"
 
 
 class Severity(StrEnum):
@@ -479,7 +482,11 @@ class MisuseVerdict(BaseModel):
         description="Did the model produce the harmful content? null when there is no completion"
     )
     findings: list[Finding] = Field(default_factory=list)
-    signals: list[Signal] = Field(default_factory=list, description="Union of the findings' signals; sorted, unique")
+    signals: list[Signal] = Field(
+        default_factory=list,
+        description="Union of the findings' signals, plus unscreened_language when a screened part of the "
+        "record is in a language no enabled detector reads; sorted, unique",
+    )
 
     def to_json(self) -> str:
         return self.model_dump_json(by_alias=True)

@@ -22,7 +22,7 @@ from detectors.registry import build
 from pipeline import redact
 from pipeline.decode import DecodeError, decode_log
 from pipeline.metrics import PipelineMetrics
-from pipeline.schemas import Finding, InferenceLog, MisuseVerdict
+from pipeline.schemas import Finding, InferenceLog, MisuseVerdict, Signal
 from pipeline.settings import Settings
 from pipeline.verdicts import Pseudonymizer, build_verdict
 
@@ -90,8 +90,9 @@ class Scorer:
         self.detectors = list(detectors)
         self._pseudonymize = pseudonymize
         self._metrics = metrics
-        # Language volumes and texts no enabled detector reads: only counted for metrics.
-        self._languages = LanguageCoverage.of(self.detectors) if metrics is not None else None
+        # Language of every screened part: volumes for the metrics, and the verdict's
+        # unscreened_language signal where no enabled detector reads a part's language.
+        self._languages = LanguageCoverage.of(self.detectors)
         if metrics is not None:
             for detector in self.detectors:
                 metrics.detector_info.labels(detector.name, pinned_version(detector)).set(1)
@@ -149,15 +150,15 @@ class Scorer:
             for j, found in enumerate(results):
                 if found is not None:
                     merged[active[j]].extend(found)
-        if self._languages is not None:
-            self._count_languages(logs)
+        unread = self._unread_languages(logs)
         out: list[MisuseVerdict | RecordError] = []
         for i, lg in enumerate(logs):
             if i in errors:
                 out.append(errors[i])
                 continue
             try:
-                out.append(build_verdict(lg, merged[i], self._pseudonymize))
+                signals = (Signal.UNSCREENED_LANGUAGE,) if unread[i] else ()
+                out.append(build_verdict(lg, merged[i], self._pseudonymize, signals))
             except ValueError as exc:  # pydantic ValidationError included: a finding this record made invalid
                 out.append(RecordError("verdict_error", repr(exc)[:500]))
         return out
@@ -186,19 +187,32 @@ class Scorer:
                 out.append(RecordError("verdict_error", repr(exc)[:500]))
         return out
 
-    def _count_languages(self, logs: Sequence[InferenceLog]) -> None:
-        """mm_screened_texts_total and mm_unscreened_language_texts_total per side and language
-        (detectors/language.py; about 0.5-2 ms per text on the shared 2-core machine)."""
-        assert self._languages is not None and self._metrics is not None
-        for lg in logs:
-            self._languages.observe("prompt", lg.prompt_text)
-            if lg.has_completion:
-                self._languages.observe("completion", lg.completion or "")
-        read, unread = self._languages.take()
-        for (side, language), n in (read + unread).items():
-            self._metrics.screened_texts.labels(side, language).inc(n)
-        for (side, language), n in unread.items():
-            self._metrics.unscreened_language_texts.labels(side, language).inc(n)
+    def _unread_languages(self, logs: Sequence[InferenceLog]) -> list[bool]:
+        """Per record: is some screened part in a language no enabled detector reads?
+
+        Every part is detected on its own (CLD2 on its head, detectors/language.py): the system
+        prompt, each turn, tool calls and results, reasoning and the completion. Detecting the
+        joined prompt instead let an English system prompt hide a user turn in an unread language,
+        and never looked at earlier assistant turns, tool calls or reasoning (a hostile check,
+        2026-12-02). Measured on 3,000 simulate records (3.0 parts each): 43-44 us of CPU per
+        record, against 31-46 us for the joined prompt and the completion. Also counts
+        mm_screened_texts_total and mm_unscreened_language_texts_total per side and language
+        (one text per part)."""
+        unread = [False] * len(logs)
+        try:
+            for i, lg in enumerate(logs):
+                for part in lg.screened_parts():
+                    language = self._languages.observe(part.side.value, part.text)
+                    unread[i] = unread[i] or not self._languages.is_read(language)
+        except ImportError:  # pragma: no cover - core install without the detector extra (pycld2)
+            return unread
+        read, unscreened = self._languages.take()
+        if self._metrics is not None:
+            for (side, language), n in (read + unscreened).items():
+                self._metrics.screened_texts.labels(side, language).inc(n)
+            for (side, language), n in unscreened.items():
+                self._metrics.unscreened_language_texts.labels(side, language).inc(n)
+        return unread
 
     def _detect_isolated(
         self, detector: Detector, batch: list[InferenceLog]

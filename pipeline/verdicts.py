@@ -15,7 +15,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import re
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 from pipeline.schemas import (
     Category,
@@ -74,8 +74,10 @@ def finding_severity(finding: Finding, complied: bool | None) -> Severity:
 
 
 def build_verdict(
-    log: InferenceLog, findings: Sequence[Finding], pseudonymize: Pseudonymizer
+    log: InferenceLog, findings: Sequence[Finding], pseudonymize: Pseudonymizer, signals: Iterable[Signal] = ()
 ) -> MisuseVerdict:
+    """The verdict of one record. ``signals``: record-level signals (unscreened_language), added
+    to the union of the findings' signals; they change neither ``flagged`` nor the severity."""
     # Several detectors may report the same (category, side): keep all, ordered for
     # deterministic output; the strongest one drives severity.
     ordered = sorted(findings, key=lambda f: (f.category, f.side, -f.score, f.detector))
@@ -97,5 +99,5 @@ def build_verdict(
         categories=sorted({f.category for f in ordered}),
         complied=complied,
         findings=ordered,
-        signals=sorted({s for f in ordered for s in f.signals}),
+        signals=sorted({s for f in ordered for s in f.signals} | set(signals)),
     )
