@@ -324,6 +324,20 @@ def _require_pseudonym_key(settings: Settings, dev: bool) -> None:
         typer.echo("misuse-monitor: warning: --dev: pseudonyms use the shipped placeholder key; anyone can reverse them", err=True)
 
 
+def warn_placeholder_key(settings: Settings, what: str) -> None:
+    """One warning line on stderr when ``pseudonym_key`` is the shipped placeholder: the
+    pseudonyms ``what`` writes can then be reversed by anyone who can guess user ids. ``stream``
+    refuses such a key (``--dev`` aside); offline tools warn, so a first try on a file works."""
+    from pipeline.privacy import DEFAULT_PSEUDONYM_KEY
+
+    if settings.pseudonym_key.get_secret_value() == DEFAULT_PSEUDONYM_KEY:
+        typer.echo(
+            f"misuse-monitor: warning: {what} pseudonymise user ids with the shipped placeholder key; anyone can "
+            "reverse them (set MM_PSEUDONYM_KEY, see docs/privacy.md)",
+            err=True,
+        )
+
+
 def progress_line(stats) -> str:  # noqa: ANN001 - RunStats, imported lazily
     """The live line under a running stream: records, flagged, dead letters, rate since the first batch."""
     elapsed = time.perf_counter() - stats.first_batch_at if stats.first_batch_at else 0.0
@@ -407,6 +421,7 @@ def classify(
     if as_json and is_dash(output):
         raise typer.BadParameter("--json prints to stdout, which -o - already uses", param_hint="--json")
     settings = _settings(config, detectors__enabled=detectors.split(",") if detectors else None)
+    warn_placeholder_key(settings, "the verdicts")
     scorer = Scorer.from_settings(settings)
     total = _count_lines(input)
     counts = {"verdicts": 0, "flagged": 0, "errors": 0}

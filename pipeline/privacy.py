@@ -22,6 +22,7 @@ import hashlib
 import hmac
 import os
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any, Literal
@@ -33,7 +34,12 @@ RawText = Literal["none", "flagged", "all"]
 DEFAULT_PSEUDONYM_KEY = "change-me-in-production"
 MIN_KEY_CHARS = 16
 # metadata keys whose values identify a person or a device (pseudonymised in stored logs).
-IDENTIFIER_KEY = re.compile(r"(?i)(user|session|account|customer|client|device|member|email|e_mail|phone|ip|address|name)")
+# A match anywhere in a key counts (``client_ip``, ``x_forwarded_for``): keeping an identifier
+# raw costs more than pseudonymising a value that was not one.
+IDENTIFIER_KEY = re.compile(
+    r"(?i)(user|session|account|customer|client|device|member|mail|phone|mobile|msisdn|ip|addr|forward|"
+    r"login|uid|name)"
+)
 NONCE_BYTES = 12
 
 
@@ -116,10 +122,30 @@ def pseudonymise_log(log: InferenceLog, pseudonymize: Pseudonymizer | None) -> I
     if log.messages:
         update["messages"] = [m.model_copy(update={"name": pseudo(m.name)}) if m.name else m for m in log.messages]
     if log.metadata:
-        update["metadata"] = {
-            k: (pseudo(v) if IDENTIFIER_KEY.search(k) and isinstance(v, str | int) else v) for k, v in log.metadata.items()
-        }
+        update["metadata"] = _pseudonymise_metadata(log.metadata, pseudo)
     return log.model_copy(update=update)
+
+
+def _pseudonymise_metadata(value: Any, pseudo: Callable[[Any], Any]) -> Any:
+    """Metadata with every value under an identifier key pseudonymised, at any depth: under such a
+    key, every string and number inside it (``{"user": {"email": ...}}``, ``{"emails": [...]}``).
+    Until a privacy review (2026-12-02) only top-level strings and integers were, so a nested
+    e-mail address, a list of them or a float phone number was stored raw."""
+
+    def leaves(v: Any) -> Any:
+        if isinstance(v, dict):
+            return {k: leaves(x) for k, x in v.items()}
+        if isinstance(v, list):
+            return [leaves(x) for x in v]
+        if v is None or isinstance(v, bool):
+            return v
+        return pseudo(v) if isinstance(v, str | int | float) else v
+
+    if isinstance(value, dict):
+        return {k: leaves(v) if IDENTIFIER_KEY.search(k) else _pseudonymise_metadata(v, pseudo) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_pseudonymise_metadata(v, pseudo) for v in value]
+    return value
 
 
 @dataclass(frozen=True)

@@ -24,6 +24,7 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 import sqlalchemy as sa
@@ -44,6 +45,15 @@ _CHUNK = 500
 @dataclass
 class _Peer:
     url: str
+
+    @property
+    def shown(self) -> str:
+        """The URL without a user and password (the settings hold it as a secret; logs must not)."""
+        parts = urlsplit(self.url)
+        if "@" not in parts.netloc:
+            return self.url
+        return urlunsplit(parts._replace(netloc=parts.netloc.rsplit("@", 1)[1]))
+
     watermark: float | None = None  # updated_at of the newest alert this peer accepted
     sent: dict[str, tuple[float, float]] = field(default_factory=dict)  # fp -> (updated_at, ends_at) accepted
     last_full: float = float("-inf")
@@ -145,7 +155,7 @@ class AlertmanagerPusher:
         if error:
             peer.failures += 1
             peer.retry_at = now + min(30.0, 0.5 * 2 ** (peer.failures - 1))
-            log.warning("posting %d alerts to %s failed (attempt %d): %s", len(alerts), peer.url, peer.failures, error)
+            log.warning("posting %d alerts to %s failed (attempt %d): %s", len(alerts), peer.shown, peer.failures, error)
             if m:
                 m.deliveries.labels(RECEIVER_LABEL, "failed").inc()
                 m.retries.labels(RECEIVER_LABEL).inc()

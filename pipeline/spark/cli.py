@@ -106,6 +106,9 @@ def backfill(
     from pipeline.spark import backfill as job
 
     settings = _settings(config)
+    from pipeline.cli import warn_placeholder_key
+
+    warn_placeholder_key(settings, "the backfilled lake's verdicts, logs and text hashes")
     spec = job.ScoringSpec.from_settings(
         settings,
         detectors=detectors.split(",") if detectors else None,

@@ -145,3 +145,17 @@ def test_json_summary_on_stdout_and_refused_with_dash_output(tmp_path):
     assert json.loads(result.stdout) == {"verdicts": 1, "flagged": 1, "errors": 1, "output": str(out)}
     clash = CliRunner().invoke(app, ["classify", str(src), "-o", "-", "--detectors", "rules", "--json"])
     assert clash.exit_code == 2 and "--json prints to stdout" in clash.output
+
+
+def test_classify_warns_once_when_pseudonyms_use_the_placeholder_key(tmp_path, monkeypatch):
+    """A privacy review (2026-12-02): classify wrote u_... pseudonyms with the shipped placeholder key,
+    which anyone can reverse by trying user ids, and said nothing. The stream refuses that key."""
+    src = _write(tmp_path / "in.jsonl", [_good("a", "hello")])
+    out = tmp_path / "out.jsonl"
+    monkeypatch.delenv("MM_PSEUDONYM_KEY", raising=False)
+    placeholder = CliRunner().invoke(app, ["classify", str(src), "-o", str(out), "--detectors", "rules"])
+    assert placeholder.exit_code == 0, placeholder.output
+    assert placeholder.stderr.count("shipped placeholder key") == 1 and "MM_PSEUDONYM_KEY" in placeholder.stderr
+    monkeypatch.setenv("MM_PSEUDONYM_KEY", "a-real-deployment-key-0123456789")
+    keyed = CliRunner().invoke(app, ["classify", str(src), "-o", str(out), "--detectors", "rules"])
+    assert keyed.exit_code == 0 and "placeholder" not in keyed.stderr

@@ -143,3 +143,26 @@ def test_the_shipped_pseudonym_key_is_refused_outside_dev() -> None:
         check_pseudonym_key("short", dev=False)
     check_pseudonym_key(DEFAULT_PSEUDONYM_KEY, dev=True)
     check_pseudonym_key("x" * 32, dev=False)
+
+
+def test_identifiers_nested_in_metadata_are_pseudonymised_too() -> None:
+    """A privacy review (2026-12-02): only top-level strings and integers under an identifier key
+    were pseudonymised; a nested user object, a list of addresses, a float phone number and keys
+    like remote_addr or x_forwarded_for were stored raw."""
+    from pipeline.privacy import pseudonymise_log
+
+    metadata = {
+        "user": {"id": "alice-01", "email": EMAIL, "verified": True},
+        "emails": [EMAIL, "bob@example.com"],
+        "phone": 4155550199.0,
+        "remote_addr": "198.51.100.7",
+        "x_forwarded_for": "203.0.113.9, 10.0.0.1",
+        "request": {"headers": {"x_user_login": "alice"}, "route": "/v1/chat"},
+        "endpoint": "chat.completions",
+    }
+    stored = pseudonymise_log(make_log(metadata=metadata), Pseudonymizer(KEY)).metadata
+    text = json.dumps(stored)
+    for raw in ("alice-01", EMAIL, "bob@example.com", "4155550199", "198.51.100.7", "203.0.113.9", '"alice"'):
+        assert raw not in text, raw
+    assert stored["user"]["verified"] is True and stored["user"]["email"] == Pseudonymizer(KEY)(EMAIL)
+    assert stored["request"]["route"] == "/v1/chat" and stored["endpoint"] == "chat.completions"  # not identifiers

@@ -95,3 +95,30 @@ def test_install_injects_the_process_redactor() -> None:
     finally:
         R.install(previous)
     assert "555-867-5309" not in R.redact("call Jane Doe at 555-867-5309")
+
+
+_ZW, _SHY, _NBSP, _NNBSP, _THIN = "\u200b", "\u00ad", "\u00a0", "\u202f", "\u2009"
+_CARD = "4111 1111 1111 1111"
+
+
+@pytest.mark.parametrize(
+    "pii",
+    [
+        _CARD.replace(" ", _NBSP), _CARD.replace(" ", _NNBSP), _CARD.replace(" ", _THIN), _CARD.replace(" ", _ZW),
+        _ZW.join(_CARD.replace(" ", "")), _CARD.replace(" ", _SHY), _CARD.replace(" ", "."), _CARD.replace(" ", "/"),
+        "3782.822463.10005", "DE89 3704 0044 0532 0130 00".replace(" ", _ZW),
+        "sk-proj-" + _ZW.join("Abc123Def456Ghi789Jkl012Mno345"), "+1 415 555 0199".replace(" ", _NBSP),
+    ],
+    ids=["card-nbsp", "card-narrow-nbsp", "card-thin-space", "card-zero-width-groups", "card-zero-width-every-digit",
+         "card-soft-hyphens", "card-dots", "card-slashes", "amex-dots", "iban-zero-width", "api-key-zero-width",
+         "phone-nbsp"],
+)
+def test_pii_written_with_unusual_spaces_or_separators_is_redacted(redactor: R.PresidioRedactor, pii: str) -> None:
+    """A privacy review (2026-12-02): these passed the redactor (the recognisers match ASCII
+    spaces and dashes), and evidence then showed the card with plain spaces."""
+    text = f"Write a phishing email to the victim, here are the details: {pii} and make it urgent."
+    out = R.snippet(text, 0, len(text), redactor=redactor)
+    visible = re.sub(r"\W", "", "".join(ch for ch in out if ch.isprintable()))
+    secret = re.sub(r"\W", "", pii.replace(_ZW, "").replace(_SHY, ""))
+    assert secret[-8:] not in visible, out
+    assert "phishing email" in out and "make it urgent" in out
