@@ -21,6 +21,15 @@ from pipeline.schemas import InferenceLog
 from pipeline.settings import KafkaSettings
 
 
+# Delivery errors that belong to one record: retrying or waiting for the broker cannot help.
+RECORD_ERRORS = frozenset({"MessageSizeTooLargeError", "RecordTooLargeError", "InvalidRecordError", "CorruptRecordError"})
+
+
+def record_level(exc: BaseException) -> bool:
+    """Is this delivery error the record's own (too large, invalid), not the broker's state?"""
+    return type(exc).__name__ in RECORD_ERRORS
+
+
 class DeliveryError(RuntimeError):
     def __init__(self, failures: list[tuple[str, BaseException]]) -> None:
         shown = "; ".join(f"{key}: {exc!r}" for key, exc in failures[:5])
@@ -88,6 +97,10 @@ class TrackedProducer:
             self._pending.append(item)
         return len(failed)
 
+    def forget_failed(self) -> None:
+        """Drop the records the last flush reported failed, instead of resending them."""
+        self._failed = []
+
     def flush(self, timeout_s: float = 30.0) -> int:
         """Wait for every queued record; returns how many were delivered."""
         self._producer.flush(timeout=timeout_s)
@@ -152,8 +165,12 @@ class GatewayProducer:
         key = record_key(tenant and str(tenant), user and str(user), request_id)
         self._producer.send(self.topic, body, key=key, label=request_id or None)
 
-    def send_raw(self, value: bytes, key: bytes | None = None) -> None:
-        self._producer.send(self.topic, value, key=key)
+    def send_raw(self, value: bytes, key: bytes | None = None, label: str | None = None) -> None:
+        self._producer.send(self.topic, value, key=key, label=label)
+
+    def forget_failed(self) -> None:
+        """Drop the records the last flush reported failed (the caller reported them itself)."""
+        self._producer.forget_failed()
 
     def flush(self, timeout_s: float = 30.0) -> int:
         return self._producer.flush(timeout_s)

@@ -189,12 +189,7 @@ class Gateway:
                 request.method, url, headers=forward_headers, data=body or None, allow_redirects=False
             )
         except (aiohttp.ClientError, TimeoutError) as exc:
-            self.metrics.requests.labels(route or "other", "502").inc()
-            return JSONResponse(
-                {"error": {"message": f"upstream unavailable: {type(exc).__name__}", "type": "upstream_error",
-                           "param": None, "code": "bad_gateway"}},  # fmt: skip
-                status_code=502,
-            )
+            return self._upstream_failed(exc, route, body, started_at, started, gateway_id, tenant, user)
         response_headers = [(k.lower(), v) for k, v in upstream.raw_headers if k.lower() not in HOP_BY_HOP]
         content_type = upstream.headers.get("Content-Type", "")
         streamed = content_type.startswith("text/event-stream")
@@ -206,12 +201,16 @@ class Gateway:
             # as Ollama's native API) are relayed below as they arrive.
             try:
                 content = await upstream.read()
+            except (aiohttp.ClientError, TimeoutError) as exc:  # the upstream died mid-body
+                upstream.close()
+                return self._upstream_failed(exc, route, body, started_at, started, gateway_id, tenant, user)
             finally:
                 upstream.release()
             elapsed = time.perf_counter() - started
             self.metrics.upstream_seconds.labels(route or "other").observe(elapsed)
             if route:
-                self._tee(route, body, [content], upstream, False, started_at, elapsed, None, gateway_id, tenant, user)
+                self._tee(route, body, [content], upstream.status, upstream.headers.get("Content-Encoding"), False,
+                          started_at, elapsed, None, gateway_id, tenant, user)
             response = Response(content, status_code=upstream.status)
             response.raw_headers = [*response_headers, (b"content-length", str(len(content)).encode())]
             return response
@@ -237,19 +236,45 @@ class Gateway:
                 elapsed = time.perf_counter() - started
                 self.metrics.upstream_seconds.labels(route or "other").observe(elapsed)
                 if route:
-                    self._tee(route, body, chunks, upstream, streamed, started_at, elapsed, first, gateway_id, tenant,
-                              user, complete=complete)  # fmt: skip
+                    self._tee(route, body, chunks, upstream.status, upstream.headers.get("Content-Encoding"), streamed,
+                              started_at, elapsed, first, gateway_id, tenant, user, complete=complete)  # fmt: skip
 
         response = StreamingResponse(relay(), status_code=upstream.status)
         response.raw_headers = response_headers
         return response
+
+    def _upstream_failed(
+        self,
+        exc: BaseException,
+        route: str | None,
+        body: bytes,
+        started_at: datetime,
+        started: float,
+        gateway_id: str,
+        tenant: str | None,
+        user: str | None,
+    ) -> Response:
+        """502 (504 on a timeout) to the client, and the prompt still logged with that status:
+        a request the upstream never answered was still asked (until a hostile check on
+        2026-12-02 it was not logged at all, and a body cut short answered a bare 500)."""
+        status = 504 if isinstance(exc, TimeoutError) else 502
+        self.metrics.requests.labels(route or "other", str(status)).inc()
+        if route:
+            self._tee(route, body, [], status, None, False, started_at, time.perf_counter() - started, None, gateway_id,
+                      tenant, user)  # fmt: skip
+        return JSONResponse(
+            {"error": {"message": f"upstream unavailable: {type(exc).__name__}", "type": "upstream_error",
+                       "param": None, "code": "bad_gateway" if status == 502 else "gateway_timeout"}},  # fmt: skip
+            status_code=status,
+        )
 
     def _tee(
         self,
         route: str,
         body: bytes,
         chunks: list[bytes],
-        upstream: aiohttp.ClientResponse,
+        status: int,
+        content_encoding: str | None,
         streamed: bool,
         started_at: datetime,
         elapsed_s: float,
@@ -269,13 +294,13 @@ class Gateway:
                 route=route,
                 request_body=body,
                 response_body=chunks,
-                status=upstream.status,
+                status=status,
                 streamed=streamed,
                 started_at=started_at,
                 latency_ms=elapsed_s * 1000,
                 ttft_ms=first_s * 1000 if first_s is not None else None,
                 gateway_id=gateway_id,
-                content_encoding=upstream.headers.get("Content-Encoding"),
+                content_encoding=content_encoding,
                 tenant_id=tenant,
                 user_id=user,
                 complete=complete,

@@ -32,6 +32,7 @@ def gateway_command(
 
     from pipeline.gateway.app import create_app
     from pipeline.gateway.server import serve
+    from pipeline.gateway.tee import check_paths
     from pipeline.settings import load_settings
 
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -54,6 +55,7 @@ def gateway_command(
     if bootstrap:
         settings.kafka.bootstrap_servers = bootstrap
     _check_topic(settings, create_topic)
+    check_paths(settings.gateway)
     Console(stderr=True).print(
         f"gateway on http://{settings.gateway.host}:{settings.gateway.port} -> {settings.gateway.upstream_url}; "
         f"logs to {settings.kafka.bootstrap_servers} topic {settings.gateway.topic or settings.kafka.input_topic} "

@@ -41,7 +41,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from pipeline.adapters import AdapterError, from_openai_all
 from pipeline.decode import DecodeError
 from pipeline.gateway.settings import GatewaySettings
-from pipeline.producer import DeliveryError, GatewayProducer
+from pipeline.producer import DeliveryError, GatewayProducer, record_level
 from pipeline.schemas import InferenceLog
 from pipeline.settings import KafkaSettings
 
@@ -294,6 +294,11 @@ class LogTee:
             )
         else:
             entry["source"] = "deferred"  # built from objects (LiteLLM): no bytes to keep
+        self._keep_rejected(entry)
+
+    def _keep_rejected(self, entry: dict[str, Any]) -> None:
+        """Append one entry (``reason`` first) to the rejected file, within its size cap."""
+        reason = entry["reason"]
         line = json.dumps(entry, ensure_ascii=False) + "\n"
         path = self.settings.rejected_path
         try:
@@ -330,10 +335,23 @@ class LogTee:
         try:
             producer.flush(FLUSH_TIMEOUT_S)
         except DeliveryError as exc:
+            # A record the broker refuses for itself (too large) is kept in the rejected file, not
+            # spilled: replaying it would fail forever and hold kafka_up at 0 (a hostile check,
+            # 2026-12-02). The rest is an outage.
+            own = {label: err for label, err in exc.failures if record_level(err)}
+            for rec in records:
+                if rec.request_id in own:
+                    self._keep_rejected({"reason": "refused_by_kafka", "detail": type(own[rec.request_id]).__name__,
+                                         "gateway_id": (rec.metadata or {}).get("gateway_id"),
+                                         "log": rec.model_dump(mode="json", by_alias=True, exclude_none=True)})
+            producer.forget_failed()
+            if len(own) == len(exc.failures):
+                self._set_kafka_up(True)
+                return []
             self._set_kafka_up(False)
-            failed = {label for label, _ in exc.failures}
+            failed = {label for label, _ in exc.failures} - set(own)
             missing = [rec for rec in records if rec.request_id in failed]
-            return missing if len(missing) == len(exc.failures) else records  # labels unknown: all again
+            return missing if len(missing) == len(failed) else [r for r in records if r.request_id not in own]
         except KafkaError:  # flush timed out: the producer's state is unknown, start afresh
             self._set_kafka_up(False)
             with contextlib.suppress(Exception):
@@ -422,6 +440,33 @@ class LogTee:
         if done:
             log.info("gateway: replayed %d spilled logs", done)
         self.metrics.spill_bytes.set(self._spill_size())
+
+
+def check_paths(settings: GatewaySettings) -> None:
+    """Refuse, before serving, a spill or rejected path the gateway would damage: a directory (the
+    replay renamed a whole directory), or an existing spill file that is not one (the replay would
+    send its lines, drop those that are not inference logs, and delete it). Found by a careless
+    newcomer's ``--spill-path notes.txt`` (2026-12-02). Raises ConfigError."""
+    from pipeline.exits import ConfigError
+
+    spill = settings.spill_path
+    replaying = spill.with_name(spill.name + ".replaying")
+    for name, path in (("spill_path", spill), ("spill_path", replaying), ("rejected_path", settings.rejected_path)):
+        if path.is_dir():
+            raise ConfigError(f"gateway.{name} {path} is a directory; give a file path")
+    for path in (spill, replaying):
+        if not path.is_file() or path.stat().st_size == 0:
+            continue
+        with path.open("rb") as fh:
+            first = next((line for line in fh if line.strip()), b"")
+        try:
+            InferenceLog.model_validate_json(first)
+        except ValueError:
+            raise ConfigError(
+                f"gateway.spill_path: {path} exists and is not a gateway spill file (its first line is not an "
+                "inference-log/v1 record); the gateway replays and then deletes that file: move it or choose "
+                "another spill_path"
+            ) from None
 
 
 def _batches(fh: Any, size: int) -> Iterable[list[bytes]]:

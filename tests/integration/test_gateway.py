@@ -344,3 +344,19 @@ def test_sse_chunks_are_relayed_as_the_upstream_sends_them(tmp_path):
     assert len(arrivals) >= 4  # 4-character pieces, one per upstream tick
     # The first piece arrives while the upstream still has at least three ticks (0.75 s) to go.
     assert arrivals[0][0] < arrivals[-1][0] - 0.5, arrivals
+
+
+def test_an_upstream_that_never_answers_still_gets_the_prompt_logged(tmp_path):
+    """A hostile check (2026-12-02): with the upstream refusing connections the client got a 502 and
+    the prompt was never logged, although the docs say errors are logged too."""
+    spill = tmp_path / "spill.jsonl"
+    body = {"model": "m", "messages": [{"role": "user", "content": "Write ransomware for me."}]}
+    # Kafka down on purpose too: the record lands in the spill file, where this test reads it.
+    with _gateway(f"http://127.0.0.1:{_closed_port()}", f"127.0.0.1:{_closed_port()}", "t", spill_path=spill,
+                  replay_interval_s=60) as (url, _):  # fmt: skip
+        response = httpx.post(f"{url}/v1/chat/completions", json=body, timeout=30)
+        assert response.status_code == 502 and response.json()["error"]["code"] == "bad_gateway"
+        _wait(lambda: spill.exists() and spill.read_text().strip(), what="the logged prompt")
+    (record,) = [json.loads(line) for line in spill.read_text().splitlines()]
+    assert record["messages"][0]["content"] == "Write ransomware for me."
+    assert record["metadata"]["upstream_status"] == 502 and "completion" not in record

@@ -86,6 +86,9 @@ class _FlakyProducer:
         self.delivered.extend(log.request_id for log in pending)
         return len(pending)
 
+    def forget_failed(self) -> None:
+        pass
+
     def close(self) -> None:
         pass
 
@@ -233,3 +236,55 @@ def test_healthz_answers_503_once_the_logging_worker_is_gone(tmp_path):
     tee.stop(timeout_s=5)  # the thread has ended
     response = asyncio.run(gateway.healthz(None))
     assert response.status_code == 503 and json.loads(response.body)["status"] == "logging_stopped"
+
+
+def test_a_spill_path_the_replay_would_damage_is_refused_before_serving(tmp_path):
+    """A careless newcomer (2026-12-02): `--spill-path notes.txt` got the notes deleted (their lines
+    were dropped as corrupt spill lines), and a directory as spill path was renamed whole."""
+    from pipeline.exits import ConfigError
+    from pipeline.gateway.settings import GatewaySettings
+    from pipeline.gateway.tee import check_paths
+    from tests.fixtures.logs import make_log
+
+    notes = tmp_path / "notes.txt"
+    notes.write_text("buy milk\ncall the bank\n")
+    with pytest.raises(ConfigError, match="not a gateway spill file"):
+        check_paths(GatewaySettings(spill_path=notes, rejected_path=tmp_path / "r.jsonl"))
+    assert notes.read_text() == "buy milk\ncall the bank\n"
+    with pytest.raises(ConfigError, match="is a directory"):
+        check_paths(GatewaySettings(spill_path=tmp_path, rejected_path=tmp_path / "r.jsonl"))
+    with pytest.raises(ConfigError, match="rejected_path"):
+        check_paths(GatewaySettings(spill_path=tmp_path / "s.jsonl", rejected_path=tmp_path))
+    # A spill file left by an earlier run (or none) is what the replay is for: accepted.
+    spill = tmp_path / "spill.jsonl"
+    check_paths(GatewaySettings(spill_path=spill, rejected_path=tmp_path / "r.jsonl"))
+    spill.write_text(make_log(request_id="left-over").model_dump_json(by_alias=True) + "\n")
+    check_paths(GatewaySettings(spill_path=spill, rejected_path=tmp_path / "r.jsonl"))
+
+
+def test_a_record_the_broker_refuses_for_its_size_is_kept_not_spilled_forever(tmp_path):
+    """A hostile check (2026-12-02): an oversized record was handled as a broker outage: spilled,
+    replayed and re-spilled every interval, with mm_gateway_kafka_up held at 0 meanwhile."""
+    from kafka.errors import MessageSizeTooLargeError
+
+    from pipeline.producer import DeliveryError
+    from tests.fixtures.logs import make_log
+
+    class _Refusing(_FlakyProducer):
+        def flush(self, timeout_s: float = 30.0) -> int:
+            pending, self._pending = self._pending, []
+            big = [log for log in pending if log.request_id == "big"]
+            self.delivered.extend(log.request_id for log in pending if log.request_id != "big")
+            if big:
+                raise DeliveryError([("big", MessageSizeTooLargeError("too large"))])
+            return len(pending)
+
+    producer = _Refusing()
+    tee, metrics = _tee(tmp_path, producer)
+    tee._deliver([make_log(request_id="a"), make_log(request_id="big", metadata={"gateway_id": "gw-9"}), make_log(request_id="b")])
+    assert producer.delivered == ["a", "b"] and tee.status()["kafka_up"] is True
+    assert not (tmp_path / "spill.jsonl").exists()
+    (kept,) = [json.loads(line) for line in (tmp_path / "rejected.jsonl").read_text().splitlines()]
+    assert kept["reason"] == "refused_by_kafka" and kept["detail"] == "MessageSizeTooLargeError"
+    assert kept["gateway_id"] == "gw-9" and kept["log"]["request_id"] == "big"
+    assert _sample(metrics, "mm_gateway_logs_rejected_total", reason="refused_by_kafka") == 1
