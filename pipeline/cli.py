@@ -20,7 +20,7 @@ from rich.table import Table
 from pipeline.decode import DecodeError, decode_log, key_fields_of
 from pipeline.schemas import InferenceLog, contract_json_schemas
 from pipeline.settings import Settings, load_settings
-from pipeline.stdio import is_dash, open_input, open_output
+from pipeline.stdio import is_dash, open_input, open_output, same_file
 
 app = typer.Typer(
     help="Streaming misuse detection for open-weight model serving logs.", no_args_is_help=True,
@@ -33,7 +33,12 @@ console = Console(stderr=True)
 CONTRACTS_DIR = Path(__file__).parent / "contracts"
 LOG_LEVELS = ("debug", "info", "warning", "error")
 # Set by the app callback; read by main() when a command fails.
-_state = {"debug": bool(os.environ.get("MM_DEBUG"))}
+def _env_flag(name: str) -> bool:
+    """An on/off variable: unset, empty, 0, false, no and off are off (MM_DEBUG=0 turned tracebacks on)."""
+    return os.environ.get(name, "").strip().lower() not in ("", "0", "false", "no", "off")
+
+
+_state = {"debug": _env_flag("MM_DEBUG")}
 
 
 def _version(value: bool) -> None:
@@ -91,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from pipeline.exits import ExitCode, classify_exception
 
-    _state["debug"] = bool(os.environ.get("MM_DEBUG"))  # the callback sets it from --debug
+    _state["debug"] = _env_flag("MM_DEBUG")  # the callback sets it from --debug
     try:
         result = app(args=argv, prog_name="misuse-monitor", standalone_mode=False)
     except NoArgsIsHelpError as exc:
@@ -171,8 +176,6 @@ def produce(
     A line the broker refuses outright (over the producer's max request size) is reported by
     line number and skipped, and the command then exits 4 (input).
     """
-    from kafka.errors import MessageSizeTooLargeError
-
     from pipeline.preflight import require_kafka
     from pipeline.producer import GatewayProducer
 
@@ -190,12 +193,7 @@ def produce(
             if not line:  # no record on an empty line (a blank separator or the file's end)
                 progress.advance(task)
                 continue
-            try:
-                producer.send_raw(line, key=_request_id_key(line))
-            except MessageSizeTooLargeError as exc:
-                refused.append(f"line {line_no}: {exc}")
-                progress.advance(task)
-                continue
+            producer.send_raw(line, key=_request_id_key(line), label=f"line {line_no}")
             sent += 1
             progress.advance(task)
             if rate:
@@ -204,7 +202,8 @@ def produce(
                 if ahead > 0:
                     time.sleep(ahead)
             if sent % 5000 == 0:
-                producer.flush()
+                sent -= _flush_refusing_records(producer, refused)
+        sent -= _flush_refusing_records(producer, refused)
     elapsed = time.monotonic() - started
     if as_json:
         print(json.dumps({"topic": producer.topic, "delivered": sent, "refused": refused, "seconds": round(elapsed, 3)},
@@ -218,6 +217,34 @@ def produce(
             console.print(f"[red]not sent: {problem}[/red]")
         console.print(f"[red]{len(refused)} line(s) refused by the producer[/red]")
         raise typer.Exit(ExitCode.INPUT)
+
+
+def _flush_refusing_records(producer, refused: list[str]) -> int:  # noqa: ANN001 - GatewayProducer
+    """Flush; record-level failures (too large: retrying cannot help) go to ``refused`` by line,
+    and their count is returned; any other failure (the broker gone) ends the command.
+    kafka-python reports an oversized record through its future, at flush, not from send()."""
+    from pipeline.producer import DeliveryError, record_level
+
+    try:
+        producer.flush()
+    except DeliveryError as exc:
+        own = [(label, err) for label, err in exc.failures if record_level(err)]
+        if len(own) < len(exc.failures):
+            raise
+        refused.extend(f"{label}: {type(err).__name__}" for label, err in own)
+        producer.forget_failed()
+        return len(own)
+    return 0
+
+
+def _names(csv: str | None) -> list[str] | None:
+    """A comma-separated list of detector names, blanks around them dropped (None: the settings')."""
+    if csv is None:
+        return None
+    names = [name.strip() for name in csv.split(",") if name.strip()]
+    if not names:
+        raise typer.BadParameter("give at least one detector name, e.g. --detectors rules", param_hint="--detectors")
+    return names
 
 
 def _require_topic(settings: Settings, topic: str, create: bool) -> None:
@@ -281,7 +308,7 @@ def stream(
         kafka__bootstrap_servers=bootstrap,
         kafka__input_topic=topic,
         kafka__group_id=group,
-        detectors__enabled=detectors.split(",") if detectors else None,
+        detectors__enabled=_names(detectors),
         lake__path=lake,
         metrics__port=metrics_port,
     )
@@ -420,7 +447,10 @@ def classify(
 
     if as_json and is_dash(output):
         raise typer.BadParameter("--json prints to stdout, which -o - already uses", param_hint="--json")
-    settings = _settings(config, detectors__enabled=detectors.split(",") if detectors else None)
+    if same_file(input, output):
+        raise typer.BadParameter(f"'{output}' is the input file: writing it would empty it before it is read",
+                                 param_hint="--output")
+    settings = _settings(config, detectors__enabled=_names(detectors))
     warn_placeholder_key(settings, "the verdicts")
     scorer = Scorer.from_settings(settings)
     total = _count_lines(input)

@@ -179,6 +179,10 @@ def classify_exception(exc: BaseException) -> tuple[ExitCode, str]:
     if isinstance(exc, FileNotFoundError | IsADirectoryError | NotADirectoryError | PermissionError):
         target = exc.filename or str(exc)
         return ExitCode.INPUT, f"{exc.strerror or name}: {target}" if exc.filename else str(exc)
+    if name == "DeliveryError":  # records the broker did not take (it went away mid-run)
+        return ExitCode.KAFKA_UNREACHABLE, f"kafka: {exc}"
+    if name == "RegistryError":  # an unknown detector or sink name
+        return ExitCode.CONFIG, str(exc)
     if name == "OutageError":
         return ExitCode.OUTAGE, f"outage: {exc}"
     if name == "DetectorFailure":

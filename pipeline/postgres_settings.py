@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, Field, SecretStr
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
 
 class PostgresSettings(BaseModel):
     """Where the ``postgres`` sink writes verdicts, and how long they are kept."""
+
+    model_config = ConfigDict(extra="forbid")  # a mistyped key is an error, not a silent default
 
     url: SecretStr = SecretStr("postgresql+psycopg://misuse:misuse@127.0.0.1:5432/misuse")
     retention_days: int = Field(default=90, ge=1)

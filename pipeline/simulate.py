@@ -41,7 +41,7 @@ from rich.table import Table
 
 from detectors.training import corpora
 from detectors.training.corpora import CorpusText
-from pipeline.stdio import is_dash
+from pipeline.stdio import is_dash, same_file
 from pipeline.schemas import INFERENCE_LOG_V1, InferenceLog
 
 Role = Literal["benign", "abuser", "repeat_offender", "model_hopper", "campaign"]
@@ -738,6 +738,9 @@ def simulate_command(
     truth_to_stdout = str(truth) == "-"
     if to_stdout and truth_to_stdout:
         raise typer.BadParameter("-o - already writes the records to stdout; give the truth a file", param_hint="--truth")
+    if same_file(output, truth):
+        raise typer.BadParameter(f"'{truth}' is also the --output file: the two would overwrite each other",
+                                 param_hint="--truth")
     if to_stdout and as_json:
         raise typer.BadParameter("--json prints to stdout, which -o - already uses", param_hint="--json")
     if truth_to_stdout and as_json:

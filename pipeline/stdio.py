@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -11,6 +12,17 @@ from typing import IO
 
 def is_dash(path: Path | str) -> bool:
     return str(path) == "-"
+
+
+def same_file(a: Path | str | None, b: Path | str | None) -> bool:
+    """Do two paths (neither '-') name one file? Writing the output would truncate the input
+    (or interleave two outputs) before it is read: ``classify x -o x`` emptied x and exited 0."""
+    if a is None or b is None or is_dash(a) or is_dash(b):
+        return False
+    a, b = Path(a), Path(b)
+    if a.exists() and b.exists():
+        return os.path.samefile(a, b)
+    return a.resolve() == b.resolve()
 
 
 @contextlib.contextmanager

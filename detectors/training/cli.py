@@ -48,9 +48,11 @@ def train(
     ] = None,
     cache_dir: Annotated[Path, typer.Option(help="Feature cache (not committed)")] = Path("data/training-cache"),
     seed: Annotated[int, typer.Option()] = 1234,
-    epochs: Annotated[int, typer.Option()] = 40,
-    target_precision: Annotated[float, typer.Option(help="Precision the thresholds aim for on held-out sources")] = 0.90,
-    threads: Annotated[int | None, typer.Option(help="torch threads (default: all cores)")] = None,
+    epochs: Annotated[int, typer.Option(min=1)] = 40,
+    target_precision: Annotated[
+        float, typer.Option(min=0.01, max=0.999, help="Precision the thresholds aim for on held-out sources")
+    ] = 0.90,
+    threads: Annotated[int | None, typer.Option(min=1, help="torch threads (default: all cores)")] = None,
     model_card: Annotated[Path | None, typer.Option(help="Model card to write (default: model-card.md in the output directory)")] = None,
     recipe: Annotated[
         str,
@@ -61,7 +63,7 @@ def train(
             "ensemble: the cross-fitting fold models shipped as an ensemble (v1.2)"
         ),
     ] = "holdout",
-    lora_epochs: Annotated[int, typer.Option(help="LoRA recipe: passes over the training examples")] = 2,
+    lora_epochs: Annotated[int, typer.Option(min=1, help="LoRA recipe: passes over the training examples")] = 2,
     as_json: Annotated[
         bool, typer.Option("--json", help="Print the training report as JSON on stdout (progress goes to stderr)")
     ] = False,
@@ -110,7 +112,7 @@ def evaluate(
         typer.Option(help="Where evaluation-report.json and model-card.md go (default: the artifact's own run "
                      "directory, or <runs>/evaluate-<name> for the shipped artifact)"),
     ] = None,
-    threads: Annotated[int | None, typer.Option()] = None,
+    threads: Annotated[int | None, typer.Option(min=1)] = None,
     limit: Annotated[int | None, typer.Option(help="Max items per reserved set (quick runs)")] = None,
     labels: Annotated[
         Path | None,

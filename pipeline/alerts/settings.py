@@ -9,13 +9,15 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, Field, SecretStr, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 
 ReceiverType = Literal["webhook", "slack"]
 
 
 class ReceiverSettings(BaseModel):
     """One delivery target. ``name`` is what rules and metrics refer to."""
+
+    model_config = ConfigDict(extra="forbid")  # a mistyped key is an error, not a silent default
 
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")
     type: ReceiverType
@@ -38,6 +40,8 @@ class ReceiverSettings(BaseModel):
 class DeliverySettings(BaseModel):
     """Outbox dispatcher tuning (see pipeline/alerts/delivery.py)."""
 
+    model_config = ConfigDict(extra="forbid")  # a mistyped key is an error, not a silent default
+
     poll_interval_s: float = Field(default=0.2, gt=0, description="Idle wait between dispatcher ticks")
     retry_initial_s: float = Field(default=1.0, gt=0)
     retry_max_s: float = Field(default=300.0, gt=0)
@@ -49,6 +53,8 @@ class DeliverySettings(BaseModel):
 
 class AlertmanagerSettings(BaseModel):
     """Where alerts are posted in ``notify: alertmanager`` mode (the default)."""
+
+    model_config = ConfigDict(extra="forbid")  # a mistyped key is an error, not a silent default
 
     # Every peer of an Alertmanager cluster: peers share silences and notification logs but not
     # alerts, so (as Prometheus does) each alert goes to every peer.
@@ -66,6 +72,8 @@ class AlertSettings(BaseModel):
     Alertmanager, which groups, silences, inhibits and notifies; ``direct`` runs the built-in
     notifier (grouping and signed Alertmanager-format webhooks, Slack) for setups without one.
     """
+
+    model_config = ConfigDict(extra="forbid")  # a mistyped key is an error, not a silent default
 
     rules_file: Path = Path("examples/alert-rules.yaml")
     # sqlite:///relative/path.db by default; a postgresql+psycopg://... URL selects PostgreSQL.

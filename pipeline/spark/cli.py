@@ -111,7 +111,7 @@ def backfill(
     warn_placeholder_key(settings, "the backfilled lake's verdicts, logs and text hashes")
     spec = job.ScoringSpec.from_settings(
         settings,
-        detectors=detectors.split(",") if detectors else None,
+        detectors=[d.strip() for d in detectors.split(",") if d.strip()] or None if detectors else None,
         min_scores=job.parse_min_scores(min_scores),
         options=job.parse_options(option),
     )

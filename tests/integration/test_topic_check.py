@@ -46,3 +46,28 @@ def test_mistyped_topic_is_refused_with_a_suggestion_and_created_only_when_asked
         from pipeline.localinfra.kafka import delete_topics
 
         delete_topics(kafka_bootstrap, [fresh])
+
+
+def test_produce_skips_a_line_too_large_for_the_producer_and_sends_the_rest(kafka_bootstrap, kafka_topic_factory, tmp_path):
+    """A hostile newcomer (2026-12-02): kafka-python reports an oversized record through its future,
+    so the old `except` around send() never fired; the flush raised, produce stopped at the 5,000th
+    line and exited 1 with the rest of the file unsent."""
+    from tests.fixtures.kafka_read import read_topic
+
+    topic = kafka_topic_factory(partitions=1, prefix="produce-big")
+    line = {"schema": "inference-log/v1", "timestamp": "2026-11-28T10:00:00Z", "model": "m", "prompt": "hi"}
+    rows = [json.dumps({**line, "request_id": f"r{i}"}) for i in range(5)]
+    rows[1] = json.dumps({**line, "request_id": "big", "prompt": "x" * 300_000})
+    data = tmp_path / "logs.jsonl"
+    data.write_text("\n".join(rows) + "\n")
+    env_limit = {"MM_KAFKA__MAX_REQUEST_SIZE": "200000"}
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MM_")}
+    env.update(env_limit, MM_KAFKA__BOOTSTRAP_SERVERS=kafka_bootstrap)
+    done = subprocess.run([sys.executable, "-m", "pipeline.cli", "produce", str(data), "--topic", topic, "--json"],
+                          env=env, capture_output=True, text=True, timeout=180)
+    assert done.returncode == 4, done.stderr
+    summary = json.loads(done.stdout)
+    assert summary["delivered"] == 4 and summary["refused"] == ["line 2: MessageSizeTooLargeError"], summary
+    assert "line 2" in done.stderr
+    delivered = [json.loads(m.value)["request_id"] for m in read_topic(kafka_bootstrap, topic, expect=4)]
+    assert delivered == ["r0", "r2", "r3", "r4"]

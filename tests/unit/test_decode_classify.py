@@ -8,16 +8,18 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+import pytest
 from typer.testing import CliRunner
 
 from detectors.base import Detector, DetectorConfig
 from detectors.registry import build
-from pipeline.cli import app, classify_lines
+from pipeline.cli import app, classify_lines, main
 from pipeline.schemas import Finding, InferenceLog, MisuseVerdict
 from pipeline.scoring import Scorer
 from pipeline.verdicts import Pseudonymizer
@@ -159,3 +161,52 @@ def test_classify_warns_once_when_pseudonyms_use_the_placeholder_key(tmp_path, m
     monkeypatch.setenv("MM_PSEUDONYM_KEY", "a-real-deployment-key-0123456789")
     keyed = CliRunner().invoke(app, ["classify", str(src), "-o", str(out), "--detectors", "rules"])
     assert keyed.exit_code == 0 and "placeholder" not in keyed.stderr
+
+
+def test_output_on_the_input_file_is_refused_before_anything_is_written(tmp_path):
+    """A careless newcomer (2026-12-02): `classify x -o x` emptied x and exited 0 (0 lines out for
+    50 in); `simulate -o f --truth f` interleaved both into f."""
+    src = _write(tmp_path / "in.jsonl", [_good("a", "hello"), _good("b", "bye")])
+    before = src.read_bytes()
+    for same in (str(src), str(tmp_path / "." / "in.jsonl")):
+        result = CliRunner().invoke(app, ["classify", str(src), "-o", same, "--detectors", "rules"])
+        assert result.exit_code == 2 and "is the input file" in _unboxed(result.output), result.output
+        assert src.read_bytes() == before
+    target = tmp_path / "sim.jsonl"
+    result = CliRunner().invoke(app, ["simulate", "-o", str(target), "--truth", str(target), "--records", "5"])
+    assert result.exit_code == 2 and "--output file" in _unboxed(result.output) and not target.exists(), result.output
+
+
+def _unboxed(output: str) -> str:
+    """Click's error text without rich's box and line breaks."""
+    return " ".join(re.sub(r"[│╭╮╰╯─]", " ", output).split())
+
+
+def test_detector_names_are_trimmed_and_an_unknown_one_is_a_config_error(tmp_path, capsys):
+    """`--detectors "rules, noop"` failed on " noop", and an unknown name exited 1 ("internal error")."""
+    src = _write(tmp_path / "in.jsonl", [_good("a", "hello")])
+    out = tmp_path / "out.jsonl"
+    spaced = CliRunner().invoke(app, ["classify", str(src), "-o", str(out), "--detectors", "rules, noop"])
+    assert spaced.exit_code == 0, spaced.output
+    assert main(["classify", str(src), "-o", str(out), "--detectors", "nosuch"]) == 3
+    err = capsys.readouterr().err
+    assert "nosuch" in err and "internal error" not in err, err
+    empty = CliRunner().invoke(app, ["classify", str(src), "-o", str(out), "--detectors", ","])
+    assert empty.exit_code == 2, empty.output
+
+
+@pytest.mark.parametrize(("value", "on"), [("", False), ("0", False), ("false", False), ("off", False), ("1", True), ("yes", True)])
+def test_mm_debug_zero_or_false_is_off(monkeypatch, value, on):
+    from pipeline.cli import _env_flag
+
+    monkeypatch.setenv("MM_DEBUG", value)
+    assert _env_flag("MM_DEBUG") is on
+
+
+def test_training_refuses_zero_or_negative_epochs():
+    """`train --epochs -5` trained for 214 s and wrote an artifact with untrained heads (exit 0)."""
+    from detectors.training.cli import app as training_app
+
+    for args in (["--epochs", "0"], ["--epochs", "-5"], ["--target-precision", "1.5"], ["--threads", "0"]):
+        result = CliRunner().invoke(training_app, ["train", *args])
+        assert result.exit_code == 2, (args, result.output)

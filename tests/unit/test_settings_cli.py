@@ -49,3 +49,18 @@ def test_classify_writes_one_line_per_input_in_order(tmp_path, monkeypatch):
     assert [line.get("request_id") or line["reason"] for line in lines] == ["g0", "invalid_json", "not_utf8", "g1"]
     assert lines[0]["flagged"] is True and lines[3]["flagged"] is False
     assert lines[1]["line"] == 2 and lines[0]["schema"] == "misuse-verdict/v1"
+
+
+@pytest.mark.parametrize(
+    "yaml_text",
+    ["postgres: {ulr: postgresql://x}\n", "alerts: {notfy: direct}\n", "alerts: {alertmanager: {urlz: [http://x]}}\n",
+     "alerts: {delivery: {retries: 3, retrys: 5}}\n"],
+)
+def test_mistyped_keys_in_nested_sections_are_rejected(tmp_path, yaml_text):
+    """A careless newcomer (2026-12-02): these were accepted and the default URL or notifier used."""
+    from pydantic import ValidationError
+
+    cfg = tmp_path / "settings.yaml"
+    cfg.write_text(yaml_text)
+    with pytest.raises(ValidationError, match="Extra inputs are not permitted"):
+        load_settings(cfg)
