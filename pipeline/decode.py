@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from enum import StrEnum
 from typing import Any
 
@@ -248,6 +249,17 @@ def parse_json_object(value: bytes | None, max_bytes: int) -> dict[str, Any]:
     return obj
 
 
+_SCHEMA_NAME = re.compile(r"[a-z][a-z0-9._-]{0,40}/v[0-9]{1,3}")
+
+
+def _described(value: object) -> str:
+    if value is None:
+        return "none"
+    if isinstance(value, str):
+        return f"a string of {len(value)} characters"
+    return f"a {type(value).__name__}"
+
+
 def decode_log(value: bytes | None, max_bytes: int) -> InferenceLog:
     """Decode one Kafka record value or JSONL line into an InferenceLog; raises only DecodeError.
 
@@ -260,9 +272,11 @@ def decode_log(value: bytes | None, max_bytes: int) -> InferenceLog:
     obj = parse_json_object(value, max_bytes)
     schema = obj.get("schema")
     if schema != "inference-log/v1":
-        raise DecodeError(
-            DecodeReason.UNSUPPORTED_SCHEMA, f"schema: expected 'inference-log/v1', got {str(schema)[:80]!r}"
-        )
+        # A value shaped like a schema name is shown (``inference-log/v2`` is worth reading);
+        # anything else only by type and length: dead letters and logs name fields, not values
+        # (a privacy review found an e-mail address and a phone number echoed from this field).
+        shown = repr(schema) if isinstance(schema, str) and _SCHEMA_NAME.fullmatch(schema) else _described(schema)
+        raise DecodeError(DecodeReason.UNSUPPORTED_SCHEMA, f"schema: expected 'inference-log/v1', got {shown}")
     try:
         return InferenceLog.model_validate(obj)
     except ValidationError as exc:

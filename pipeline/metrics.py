@@ -2,8 +2,13 @@
 
 Names carry units or ``_total``; labels are bounded (category, severity, side, model,
 deployment, tenant, reason, sink, detector, topic, partition) and never a user or
-request id. Tenants, models and deployments are few per installation; a guard caps
-them anyway (``max_label_values``) so one bad gateway cannot explode cardinality.
+request id. Tenants, models and deployments are few per installation; guards cap them
+anyway so one bad gateway cannot explode cardinality: each label to ``max_label_values``
+distinct values, and their combinations (model, deployment, tenant) to ``max_series``
+(200 x 200 per-label values alone made 40,000 series of one counter in a hostile check);
+values past a cap become ``__other__`` and are counted in ``mm_label_overflow_total{label}``.
+First come, first served: values seen after the cap is reached (a real tenant after junk)
+are grouped under ``__other__`` until the process restarts.
 """
 
 from __future__ import annotations
@@ -40,6 +45,25 @@ class LabelGuard:
         return OTHER
 
 
+@dataclass
+class SeriesGuard:
+    """Caps the distinct (model, deployment, tenant) combinations; later ones become ``__other__``."""
+
+    max_series: int
+    _seen: set[tuple[str, str, str]] = field(default_factory=set)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def __call__(self, key: tuple[str, str, str]) -> tuple[str, str, str] | None:
+        """``key``, or None when the cap is reached and ``key`` is new."""
+        with self._lock:
+            if key in self._seen:
+                return key
+            if len(self._seen) < self.max_series:
+                self._seen.add(key)
+                return key
+        return None
+
+
 class Health:
     """What /healthz reports: each dependency (a sink, the broker) is up or down since a time.
 
@@ -71,12 +95,22 @@ class Health:
 
 
 class PipelineMetrics:
-    def __init__(self, registry: CollectorRegistry | None = None, max_label_values: int = 200) -> None:
+    def __init__(
+        self, registry: CollectorRegistry | None = None, max_label_values: int = 200, max_series: int = 1000
+    ) -> None:
         self.registry = registry or CollectorRegistry()
         r = self.registry
         self.guard_model = LabelGuard(max_label_values)
         self.guard_deployment = LabelGuard(max_label_values)
         self.guard_tenant = LabelGuard(max_label_values)
+        self._guard_series = SeriesGuard(max_series)
+        self.label_overflow = Counter(
+            "mm_label_overflow_total",
+            "Verdicts whose model, deployment or tenant label (or their combination: label=series) was "
+            "grouped under __other__ by the cardinality caps",
+            ["label"],
+            registry=r,
+        )
 
         self.records_consumed = Counter(
             "mm_records_consumed_total", "Records read from the input topic", ["topic"], registry=r
@@ -175,6 +209,17 @@ class PipelineMetrics:
             "mm_stage_busy_seconds_total", "Time each pipeline stage spent working (not waiting)", ["stage"], registry=r
         )
 
+    def series_labels(self, model: str | None, deployment: str | None, tenant: str | None) -> tuple[str, str, str]:
+        """The (model, deployment, tenant) labels of one verdict, within both cardinality caps."""
+        key = (self.guard_model(model), self.guard_deployment(deployment), self.guard_tenant(tenant))
+        for name, value in zip(("model", "deployment", "tenant"), key, strict=True):
+            if value == OTHER:
+                self.label_overflow.labels(name).inc()
+        kept = self._guard_series(key)
+        if kept is None:
+            self.label_overflow.labels("series").inc()
+            return (OTHER, OTHER, OTHER)
+        return kept
     def serve(self, host: str, port: int) -> int:
         """Serve /metrics and /healthz from a daemon thread; returns the bound port (0 picks one)."""
         registry, health = self.registry, self.health

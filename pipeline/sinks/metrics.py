@@ -26,7 +26,7 @@ class MetricsSink(Sink):
         m = self._m
         for rec in records:
             v = rec.verdict
-            model, deployment, tenant = m.guard_model(v.model), m.guard_deployment(v.deployment), m.guard_tenant(v.tenant_id)
+            model, deployment, tenant = m.series_labels(v.model, v.deployment, v.tenant_id)
             severity = v.severity.value
             m.verdicts.labels(model, deployment, tenant, str(v.flagged).lower(), severity).inc()
             complied = "none" if v.complied is None else str(v.complied).lower()

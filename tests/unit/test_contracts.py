@@ -114,3 +114,14 @@ def test_inference_log_is_immutable():
                                        "model": "m", "prompt": "p"})
     with pytest.raises(ValidationError):
         log.model = "other"  # type: ignore[misc]
+
+
+def test_an_unsupported_schema_is_named_only_when_it_looks_like_one():
+    """A privacy review (2026-12-02): the dead letter and the log echoed any value of the field."""
+    with pytest.raises(DecodeError) as err:
+        decode_log(_line(schema="inference-log/v2", prompt="x"), max_bytes=10_000)
+    assert "'inference-log/v2'" in err.value.detail
+    with pytest.raises(DecodeError) as err:
+        decode_log(_line(schema="alice@example.com +1 415 555 0199", prompt="x"), max_bytes=10_000)
+    assert "alice" not in err.value.detail and "555" not in err.value.detail
+    assert "a string of 33 characters" in err.value.detail
