@@ -13,6 +13,7 @@ inside, and one place that knows how to phrase each keeps the commands free of w
 from __future__ import annotations
 
 import difflib
+import errno
 import os
 from collections.abc import Iterable
 from enum import IntEnum
@@ -179,6 +180,18 @@ def classify_exception(exc: BaseException) -> tuple[ExitCode, str]:
     if isinstance(exc, FileNotFoundError | IsADirectoryError | NotADirectoryError | PermissionError):
         target = exc.filename or str(exc)
         return ExitCode.INPUT, f"{exc.strerror or name}: {target}" if exc.filename else str(exc)
+    if name == "SettingsError" and module.startswith("pydantic_settings"):  # e.g. a list variable that is not JSON
+        return ExitCode.CONFIG, f"settings: {exc} (list and object variables take JSON, e.g. MM_DETECTORS__ENABLED='[\"rules\"]')"
+    if name == "ModelLoadError":  # a model directory missing, incomplete or not an artifact
+        return ExitCode.CONFIG, f"model: {exc}"
+    if name == "SparkSetupError":
+        return ExitCode.CONFIG, f"spark: {exc}"
+    if name == "BackfillError":  # no input to score (an empty or missing lake, no matching files)
+        return ExitCode.INPUT, f"backfill: {exc}"
+    if isinstance(exc, UnicodeDecodeError):
+        return ExitCode.INPUT, f"input is not UTF-8 text: {exc.reason} at byte {exc.start}"
+    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EROFS, errno.EIO, errno.EDQUOT):
+        return ExitCode.INPUT, f"{exc.strerror}: {exc.filename}" if exc.filename else f"{exc.strerror or name}"
     if name == "DeliveryError":  # records the broker did not take (it went away mid-run)
         return ExitCode.KAFKA_UNREACHABLE, f"kafka: {exc}"
     if name == "RegistryError":  # an unknown detector or sink name

@@ -368,3 +368,29 @@ def test_a_broken_alert_rules_file_is_a_config_error_wherever_it_is_read() -> No
 
     code, message = classify_exception(AlertRulesError("rule name=x: rate rules need a threshold"))
     assert code == ExitCode.CONFIG and message == "alert rules: rule name=x: rate rules need a threshold"
+
+
+def test_user_errors_found_by_a_newcomer_get_their_exit_code_not_internal_error(tmp_path, monkeypatch, capsys):
+    """A careless-newcomer check (2026-12-02): each of these exited 1, "internal error ... rerun
+    with --debug", though the fix is the user's: a list variable that is not JSON, a model
+    directory that does not exist, a binary file where text is read, a full disk."""
+    from pipeline.cli import main
+
+    src = tmp_path / "in.jsonl"
+    src.write_text('{"schema": "inference-log/v1", "request_id": "a", "timestamp": "2026-11-28T10:00:00Z", "model": "m", "prompt": "hi"}\n')
+    out = tmp_path / "out.jsonl"
+    monkeypatch.setenv("MM_DETECTORS__ENABLED", "rules")  # not JSON
+    assert main(["classify", str(src), "-o", str(out)]) == 3
+    first = capsys.readouterr().err
+    assert "detectors" in first and "take JSON" in first, first
+    monkeypatch.delenv("MM_DETECTORS__ENABLED")
+    monkeypatch.setenv("MM_DETECTORS__MODEL_DIR", str(tmp_path / "no-such-model"))
+    assert main(["classify", str(src), "-o", str(out), "--detectors", "transformer"]) == 3
+    monkeypatch.delenv("MM_DETECTORS__MODEL_DIR")
+    binary = tmp_path / "candidates.bin"
+    binary.write_bytes(b"\xff\xfe\x00garbage\x80")
+    assert main(["evaluate", "--labels", str(binary), "--verdicts", str(src)]) == 4
+    if Path("/dev/full").exists():
+        assert main(["classify", str(src), "-o", "/dev/full", "--detectors", "rules"]) == 4
+    err = capsys.readouterr().err
+    assert "internal error" not in err, err
