@@ -4,13 +4,13 @@ Each record's screened texts are read in chunks of about two sentences (CLD2,
 ``detectors.language.language_chunks``). A record with any English chunk (or none CLD2 can tell)
 goes to the English transformer artifact, so padding an English request with another language
 does not take it away from the model that reads it (regression test:
-tests/unit/test_v2_artifacts.py). A record whose chunks are at least MULTILINGUAL_SHARE in other
-languages goes to a multilingual one (an artifact whose manifest names multilingual-e5-small,
-trained by ``python -m detectors.training.v2 train --backbone e5``); a record that is both goes to
-both and keeps the findings of both. The share keeps a stray chunk (a Spanish greeting in an
-English chat, a code listing CLD2 calls Latin) away from E5, which costs about six English
-records' time per record on simulate traffic; the price is that one foreign sentence hidden in
-English padding is read by the English model only (docs/model-releases.md). Both are ordinary
+tests/unit/test_v2_artifacts.py). A record whose chunks (system prompts left out) are at least
+MULTILINGUAL_SHARE in other languages goes to a multilingual one (an artifact whose manifest
+names multilingual-e5-small, trained by ``python -m detectors.training.v2 train --backbone e5``);
+a record that is both goes to both and keeps the findings of both. The share keeps a stray chunk
+(a Spanish greeting in an English chat, a code listing CLD2 calls Latin) away from E5, which costs
+about six English records' time per record on simulate traffic; the price is that one foreign
+sentence hidden in English padding is read by the English model only (docs/model-releases.md). Both are ordinary
 ``transformer`` artifacts, loaded and screened by TransformerDetector, so everything it screens
 (every part, decoded readings) applies to both.
 
@@ -29,6 +29,7 @@ other option is passed to both members. Model loading happens in :meth:`create`.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -36,7 +37,7 @@ from typing import ClassVar, Self
 
 from detectors.base import Detector, DetectorConfig, pinned_version
 from detectors.language import E5_LANGUAGES, ENGLISH_ONLY, language_chunks
-from pipeline.schemas import Finding, InferenceLog
+from pipeline.schemas import Finding, InferenceLog, PartKind
 
 # Share of a record's language-tagged chunks that must be in other languages for the
 # multilingual member to read it (measured on simulate traffic, docs/model-releases.md).
@@ -72,10 +73,21 @@ class RoutedTransformerDetector(Detector):
 
     @staticmethod
     def routes(record: InferenceLog) -> tuple[bool, bool]:
-        """(to the English member, to the multilingual member) for one record."""
-        chunks = language_chunks(part.text for part in record.screened_parts())
-        other = sum(n for language, n in chunks.items() if language != "en")
-        return (not chunks or chunks["en"] > 0), other > 0 and other >= MULTILINGUAL_SHARE * sum(chunks.values())
+        """(to the English member, to the multilingual member) for one record.
+
+        Every part counts for "any English chunk"; the multilingual share leaves system prompts
+        out: they are the operator's text, the same on every request, and a long English one
+        outweighed a user turn in another language, which then never reached E5 (a hostile check,
+        2026-12-02; docs/model-releases.md)."""
+        chunks: Counter[str] = Counter()
+        shared: Counter[str] = Counter()
+        for part in record.screened_parts():
+            found = language_chunks([part.text])
+            chunks.update(found)
+            if part.kind is not PartKind.SYSTEM:
+                shared.update(found)
+        other = sum(n for language, n in shared.items() if language != "en")
+        return (not chunks or chunks["en"] > 0), other > 0 and other >= MULTILINGUAL_SHARE * sum(shared.values())
 
     def detect(self, records: Sequence[InferenceLog]) -> list[list[Finding]]:
         routes = [self.routes(r) for r in records]
