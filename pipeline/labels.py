@@ -81,9 +81,16 @@ def read_verdicts(path: Path) -> dict[str, Predicted]:
         rows: Iterable[Mapping] = table.to_pylist()
     else:
         rows = _jsonl_rows(path)
-    for row in rows:
+    for n, row in enumerate(rows, start=1):
         if row.get("schema") == "misuse-error/v1" or "request_id" not in row:
             continue
+        if "flagged" not in row:
+            # Input records or label lines given as verdicts read as "nothing flagged" and gave a
+            # normal-looking table with recall 0 (a careless-newcomer check, 2026-12-02).
+            raise LabelsError(
+                f"{path}: line {n} is not a verdict (no 'flagged' field; schema {row.get('schema')!r}); "
+                "--verdicts takes classify's output or a lake"
+            )
         verdicts.setdefault(
             row["request_id"], Predicted(bool(row.get("flagged")), frozenset(row.get("categories") or ()))
         )

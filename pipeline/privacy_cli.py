@@ -66,6 +66,13 @@ def prune_command(
     settings = load_settings(config)
     root = lake or settings.lake.path
     age = parse_age(older_than) if older_than else timedelta(days=settings.lake.retention_days)
+    if root.exists() and not root.is_dir():
+        raise typer.BadParameter(f"'{root}' is a file, not a lake directory", param_hint="--lake")
+    if not (root / "verdicts").is_dir() and not (root / "dead_letters").is_dir():
+        # Not an error (a cron job may run before the first flush), but a mistyped path must
+        # not read as a successful prune.
+        typer.echo(f"misuse-monitor: warning: no lake under {root} (no verdicts/ or dead_letters/): nothing to prune",
+                   err=True)
     removed = prune(root, age, dry_run=dry_run)
     verb = "would delete" if dry_run else "deleted"
     if as_json:

@@ -88,3 +88,14 @@ def test_bad_label_line_names_file_and_line(tmp_path: Path) -> None:
     bad.write_text('{"request_id": "a", "misuse": true}\n{"request_id": "b", "intended_category": "jailbreak"}\n')
     with pytest.raises(lb.LabelsError, match=r"labels.jsonl:2"):
         lb.read_labels(bad)
+
+
+def test_records_or_labels_given_as_verdicts_are_refused_naming_the_line(tmp_path: Path) -> None:
+    """`evaluate --verdicts records.jsonl` (the input, not classify's output) read every line as "not
+    flagged" and printed a normal-looking table with recall 0 (a careless-newcomer check, 2026-12-02)."""
+    from pipeline.labels import LabelsError, read_verdicts
+
+    records = tmp_path / "records.jsonl"
+    records.write_text(json.dumps({"schema": "inference-log/v1", "request_id": "r1", "prompt": "hi"}) + "\n")
+    with pytest.raises(LabelsError, match="line 1 is not a verdict"):
+        read_verdicts(records)

@@ -82,6 +82,16 @@ def test_lake_prune_by_age_and_dry_run(tmp_path: Path) -> None:
     assert CliRunner().invoke(lake_app, ["prune", "--older-than", "30 days", "--lake", str(tmp_path)]).exit_code != 0
 
 
+def test_lake_prune_on_a_mistyped_path_says_so(tmp_path: Path) -> None:
+    """`lake prune --lake /nonexistent` printed "deleted 0 ..." and exited 0: a typo read as success."""
+    missing = CliRunner().invoke(lake_app, ["prune", "--older-than", "30d", "--lake", str(tmp_path / "lkae")])
+    assert missing.exit_code == 0 and "no lake under" in missing.stderr
+    a_file = tmp_path / "notes.txt"
+    a_file.write_text("x")
+    refused = CliRunner().invoke(lake_app, ["prune", "--older-than", "30d", "--lake", str(a_file)])
+    assert refused.exit_code == 2 and a_file.exists()
+
+
 def test_keygen_prints_a_usable_key() -> None:
     result = CliRunner().invoke(lake_app, ["keygen"])
     key = result.stdout.strip()
