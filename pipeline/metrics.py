@@ -28,40 +28,25 @@ SCORE_BUCKETS = tuple(i / 10 for i in range(1, 11))
 
 @dataclass
 class LabelGuard:
-    """Caps the distinct values one label may take; later values become ``__other__``."""
+    """Admits the first ``max_values`` distinct keys (label values, or tuples of them); a later
+    new key is refused (``admit``), and as a label value becomes ``__other__`` (``__call__``)."""
 
     max_values: int
-    _seen: set[str] = field(default_factory=set)
+    _seen: set = field(default_factory=set)
     _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def admit(self, key: object) -> bool:
+        with self._lock:
+            if key in self._seen:
+                return True
+            if len(self._seen) < self.max_values:
+                self._seen.add(key)
+                return True
+        return False
 
     def __call__(self, value: str | None) -> str:
         value = value or "unknown"
-        with self._lock:
-            if value in self._seen:
-                return value
-            if len(self._seen) < self.max_values:
-                self._seen.add(value)
-                return value
-        return OTHER
-
-
-@dataclass
-class SeriesGuard:
-    """Caps the distinct (model, deployment, tenant) combinations; later ones become ``__other__``."""
-
-    max_series: int
-    _seen: set[tuple[str, str, str]] = field(default_factory=set)
-    _lock: threading.Lock = field(default_factory=threading.Lock)
-
-    def __call__(self, key: tuple[str, str, str]) -> tuple[str, str, str] | None:
-        """``key``, or None when the cap is reached and ``key`` is new."""
-        with self._lock:
-            if key in self._seen:
-                return key
-            if len(self._seen) < self.max_series:
-                self._seen.add(key)
-                return key
-        return None
+        return value if self.admit(value) else OTHER
 
 
 class Health:
@@ -103,7 +88,7 @@ class PipelineMetrics:
         self.guard_model = LabelGuard(max_label_values)
         self.guard_deployment = LabelGuard(max_label_values)
         self.guard_tenant = LabelGuard(max_label_values)
-        self._guard_series = SeriesGuard(max_series)
+        self._guard_series = LabelGuard(max_series)
         self.label_overflow = Counter(
             "mm_label_overflow_total",
             "Verdicts whose model, deployment or tenant label (or their combination: label=series) was "
@@ -215,11 +200,10 @@ class PipelineMetrics:
         for name, value in zip(("model", "deployment", "tenant"), key, strict=True):
             if value == OTHER:
                 self.label_overflow.labels(name).inc()
-        kept = self._guard_series(key)
-        if kept is None:
+        if not self._guard_series.admit(key):
             self.label_overflow.labels("series").inc()
             return (OTHER, OTHER, OTHER)
-        return kept
+        return key
     def serve(self, host: str, port: int) -> int:
         """Serve /metrics and /healthz from a daemon thread; returns the bound port (0 picks one)."""
         registry, health = self.registry, self.health
