@@ -189,7 +189,8 @@ class PartKind(StrEnum):
 
 
 class Signal(StrEnum):
-    """Extra facts about a finding that change how it is handled (severity, routing)."""
+    """Extra facts about a finding (or, for unscreened_language, a verdict) that change how it is
+    handled (severity, routing) or read."""
 
     # The harmful text was only visible after Unicode normalisation or decoding
     # (look-alike letters, zero-width characters, base64, leetspeak, ...): raises severity.
