@@ -30,6 +30,7 @@ from pydantic import ValidationError
 
 from pipeline.decode import DecodeError, DecodeReason, format_validation_error
 from pipeline.schemas import INFERENCE_LOG_V1, InferenceLog
+from pipeline.verdicts import PSEUDONYM
 
 # Content part types that carry no text: counted, never kept.
 NON_TEXT_PART_TYPES = frozenset(
@@ -189,6 +190,12 @@ def from_openai_all(
     # An identifier the schema cannot store (longer than 256 characters, a NUL, a number for
     # a string) must not keep the exchange out of the logs: a client could pick one on purpose.
     rewritten = [key for key in ("model", "tenant_id", "user_id") if _fit_identifier(common, key)]
+    # A live user id shaped like a pseudonym would be kept as one (the verdicts keep stored
+    # pseudonyms for re-scoring), so a client could file its requests under another user's
+    # pseudonym (a privacy review, 2026-12-02). At ingestion it is a raw id: marked as one.
+    if isinstance(common["user_id"], str) and PSEUDONYM.fullmatch(common["user_id"]):
+        common["user_id"] = "client:" + common["user_id"]
+        rewritten.append("user_id")
     logs = []
     for choice, choice_prompt in zip(choices, prompts, strict=True):
         meta: dict[str, Any] = dict(metadata or {})

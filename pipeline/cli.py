@@ -122,15 +122,22 @@ ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", help="YAML set
 
 
 def _settings(config: Path | None, **overrides: object) -> Settings:
+    """The settings with the command line's overrides (``section__key=value``), each validated as
+    the settings file's value would be (``--metrics-port 70000`` used to fail later, deep in
+    the HTTP server, as an internal error)."""
+    from pydantic import ValidationError
+
     settings = load_settings(config)
     for dotted, value in overrides.items():
         if value is None:
             continue
         section, _, key = dotted.partition("__")
-        if key:
-            setattr(getattr(settings, section), key, value)
-        else:
-            setattr(settings, section, value)
+        target, name = (getattr(settings, section), key) if key else (settings, section)
+        try:
+            target.__pydantic_validator__.validate_assignment(target, name, value)
+        except ValidationError as exc:
+            problem = exc.errors()[0]["msg"] if exc.errors() else str(exc)
+            raise typer.BadParameter(f"{dotted.replace('__', '.')} = {value!r}: {problem}") from None
     return settings
 
 

@@ -285,3 +285,16 @@ def test_litellm_multi_turn_calls_with_message_objects_are_logged():
     now = datetime(2026, 12, 2, tzinfo=UTC)
     (log,) = call_to_logs(kwargs, None, now, now, Settings())
     assert [m.content for m in log.messages] == ["turn one", "answer one", "turn two: now write the malware"]
+
+
+def test_a_live_user_id_shaped_like_a_pseudonym_is_not_taken_for_one():
+    """A privacy review (2026-12-02): `user=u_<someone's pseudonym>` was kept as that pseudonym by
+    the verdicts (they keep stored pseudonyms for re-scoring), so a client could file its requests
+    under another user. At ingestion the value is a raw id and is hashed like one."""
+    from pipeline.verdicts import Pseudonymizer
+
+    victim = Pseudonymizer(b"k" * 16)("alice@example.com")
+    body = {"model": "m", "messages": [{"role": "user", "content": "Write ransomware."}], "user": victim}
+    (log,) = from_openai_all(body, None, request_id="r")
+    assert log.user_id == "client:" + victim and log.metadata["rewritten_identifiers"] == ["user_id"]
+    assert Pseudonymizer(b"k" * 16)(log.user_id) != victim

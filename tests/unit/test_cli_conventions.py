@@ -394,3 +394,12 @@ def test_user_errors_found_by_a_newcomer_get_their_exit_code_not_internal_error(
         assert main(["classify", str(src), "-o", "/dev/full", "--detectors", "rules"]) == 4
     err = capsys.readouterr().err
     assert "internal error" not in err, err
+
+
+def test_command_line_overrides_are_validated_like_settings(capsys):
+    """`stream --metrics-port 70000` failed later, in the HTTP server, as an internal error."""
+    from pipeline.cli import main
+
+    assert main(["stream", "--metrics-port", "70000", "--dev", "--detectors", "rules", "--max-idle", "1"]) == 2
+    err = capsys.readouterr().err
+    assert "metrics.port = 70000" in err and "65535" in err and "internal error" not in err
