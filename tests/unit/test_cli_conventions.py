@@ -403,3 +403,19 @@ def test_command_line_overrides_are_validated_like_settings(capsys):
     assert main(["stream", "--metrics-port", "70000", "--dev", "--detectors", "rules", "--max-idle", "1"]) == 2
     err = capsys.readouterr().err
     assert "metrics.port = 70000" in err and "65535" in err and "internal error" not in err
+
+
+def test_spark_backfill_and_delivery_errors_map_to_their_exit_codes():
+    """The mappings the newcomer check asked for that need Spark or a broker to happen for real:
+    checked on the exceptions themselves (classify_exception goes by the exception's class)."""
+    from kafka.errors import KafkaConnectionError
+
+    from pipeline.exits import ExitCode, classify_exception
+    from pipeline.producer import DeliveryError
+    from pipeline.spark.backfill import BackfillError
+    from pipeline.spark.session import SparkSetupError
+
+    assert classify_exception(BackfillError("no verdict files under /nope"))[0] is ExitCode.INPUT
+    assert classify_exception(SparkSetupError("--master garbage"))[0] is ExitCode.CONFIG
+    code, message = classify_exception(DeliveryError([("line 7", KafkaConnectionError("broker gone"))]))
+    assert code is ExitCode.KAFKA_UNREACHABLE and "line 7" in message
