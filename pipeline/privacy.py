@@ -126,25 +126,17 @@ def pseudonymise_log(log: InferenceLog, pseudonymize: Pseudonymizer | None) -> I
     return log.model_copy(update=update)
 
 
-def _pseudonymise_metadata(value: Any, pseudo: Callable[[Any], Any]) -> Any:
+def _pseudonymise_metadata(value: Any, pseudo: Callable[[Any], Any], identifier: bool = False) -> Any:
     """Metadata with every value under an identifier key pseudonymised, at any depth: under such a
     key, every string and number inside it (``{"user": {"email": ...}}``, ``{"emails": [...]}``).
     Until a privacy review (2026-12-02) only top-level strings and integers were, so a nested
     e-mail address, a list of them or a float phone number was stored raw."""
-
-    def leaves(v: Any) -> Any:
-        if isinstance(v, dict):
-            return {k: leaves(x) for k, x in v.items()}
-        if isinstance(v, list):
-            return [leaves(x) for x in v]
-        if v is None or isinstance(v, bool):
-            return v
-        return pseudo(v) if isinstance(v, str | int | float) else v
-
     if isinstance(value, dict):
-        return {k: leaves(v) if IDENTIFIER_KEY.search(k) else _pseudonymise_metadata(v, pseudo) for k, v in value.items()}
+        return {k: _pseudonymise_metadata(v, pseudo, identifier or bool(IDENTIFIER_KEY.search(k))) for k, v in value.items()}
     if isinstance(value, list):
-        return [_pseudonymise_metadata(v, pseudo) for v in value]
+        return [_pseudonymise_metadata(v, pseudo, identifier) for v in value]
+    if identifier and isinstance(value, str | int | float) and not isinstance(value, bool):
+        return pseudo(value)
     return value
 
 
