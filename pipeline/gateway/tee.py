@@ -33,6 +33,7 @@ import zlib
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 from kafka.errors import KafkaError
@@ -152,7 +153,7 @@ class LogTee:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.spill_path = settings.spill_path
-        self._replay_path = settings.spill_path.with_name(settings.spill_path.name + ".replaying")
+        self._replay_path = replay_path(settings.spill_path)
 
     # ------------------------------------------------------------------ request side
 
@@ -442,6 +443,11 @@ class LogTee:
         self.metrics.spill_bytes.set(self._spill_size())
 
 
+def replay_path(spill_path: Path) -> Path:
+    """Where a spill file is moved while it is replayed (new spills go to a fresh file meanwhile)."""
+    return spill_path.with_name(spill_path.name + ".replaying")
+
+
 def check_paths(settings: GatewaySettings) -> None:
     """Refuse, before serving, a spill or rejected path the gateway would damage: a directory (the
     replay renamed a whole directory), or an existing spill file that is not one (the replay would
@@ -450,7 +456,7 @@ def check_paths(settings: GatewaySettings) -> None:
     from pipeline.exits import ConfigError
 
     spill = settings.spill_path
-    replaying = spill.with_name(spill.name + ".replaying")
+    replaying = replay_path(spill)
     for name, path in (("spill_path", spill), ("spill_path", replaying), ("rejected_path", settings.rejected_path)):
         if path.is_dir():
             raise ConfigError(f"gateway.{name} {path} is a directory; give a file path")
