@@ -140,11 +140,12 @@ class LanguageCoverage:
             return True
         return any(r is None or language in r for r in self.readers)
 
-    def observe(self, side: str, text: str) -> str:
-        """Detect, tally and return the language of one screened text."""
+    def observe(self, side: str, text: str) -> bool:
+        """Detect and tally the language of one screened text; True if some enabled detector reads it."""
         language = detect_language(text)
-        (self.screened if self.is_read(language) else self.unscreened)[(side, language)] += 1
-        return language
+        read = self.is_read(language)
+        (self.screened if read else self.unscreened)[(side, language)] += 1
+        return read
 
     def take(self) -> tuple[Counter[tuple[str, str]], Counter[tuple[str, str]]]:
         """(screened, unscreened) since the last call, then reset (for metrics)."""

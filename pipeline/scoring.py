@@ -202,8 +202,7 @@ class Scorer:
         try:
             for i, lg in enumerate(logs):
                 for part in lg.screened_parts():
-                    language = self._languages.observe(part.side.value, part.text)
-                    unread[i] = unread[i] or not self._languages.is_read(language)
+                    unread[i] = not self._languages.observe(part.side.value, part.text) or unread[i]
         except ImportError:  # pragma: no cover - core install without the detector extra (pycld2)
             return unread
         read, unscreened = self._languages.take()
