@@ -10,9 +10,9 @@ names multilingual-e5-small, trained by ``python -m detectors.training.v2 train 
 a record that is both goes to both and keeps the findings of both. The share keeps a stray chunk
 (a Spanish greeting in an English chat, a code listing CLD2 calls Latin) away from E5, which costs
 about six English records' time per record on simulate traffic; the price is that one foreign
-sentence hidden in English padding is read by the English model only (docs/model-releases.md). Both are ordinary
-``transformer`` artifacts, loaded and screened by TransformerDetector, so everything it screens
-(every part, decoded readings) applies to both.
+sentence hidden in English padding is read by the English model only (docs/model-releases.md).
+Both are ordinary ``transformer`` artifacts, loaded and screened by TransformerDetector, so
+everything it screens (every part, decoded readings) applies to both.
 
 The default detector since issue 12: the shipped MiniLM artifact does not read other languages
 (on machine-translated CyberSecEval it flags translated benign requests about as often as

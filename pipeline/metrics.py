@@ -204,6 +204,7 @@ class PipelineMetrics:
             self.label_overflow.labels("series").inc()
             return (OTHER, OTHER, OTHER)
         return key
+
     def serve(self, host: str, port: int) -> int:
         """Serve /metrics and /healthz from a daemon thread; returns the bound port (0 picks one)."""
         registry, health = self.registry, self.health
