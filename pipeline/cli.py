@@ -32,12 +32,12 @@ console = Console(stderr=True)
 
 CONTRACTS_DIR = Path(__file__).parent / "contracts"
 LOG_LEVELS = ("debug", "info", "warning", "error")
-# Set by the app callback; read by main() when a command fails.
 def _env_flag(name: str) -> bool:
     """An on/off variable: unset, empty, 0, false, no and off are off (MM_DEBUG=0 turned tracebacks on)."""
     return os.environ.get(name, "").strip().lower() not in ("", "0", "false", "no", "off")
 
 
+# Set by the app callback; read by main() when a command fails.
 _state = {"debug": _env_flag("MM_DEBUG")}
 
 
@@ -244,14 +244,14 @@ def _flush_refusing_records(producer, refused: list[str]) -> int:  # noqa: ANN00
     return 0
 
 
-def _names(csv: str | None) -> list[str] | None:
-    """A comma-separated list of detector names, blanks around them dropped (None: the settings')."""
-    if csv is None:
-        return None
-    names = [name.strip() for name in csv.split(",") if name.strip()]
-    if not names:
-        raise typer.BadParameter("give at least one detector name, e.g. --detectors rules", param_hint="--detectors")
-    return names
+def detector_names(csv: str | None) -> list[str] | None:
+    """``--detectors`` as names (:func:`pipeline.plugins.parse_names`); naming none is a usage error."""
+    from pipeline.plugins import parse_names
+
+    try:
+        return parse_names(csv)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--detectors") from None
 
 
 def _require_topic(settings: Settings, topic: str, create: bool) -> None:
@@ -315,7 +315,7 @@ def stream(
         kafka__bootstrap_servers=bootstrap,
         kafka__input_topic=topic,
         kafka__group_id=group,
-        detectors__enabled=_names(detectors),
+        detectors__enabled=detector_names(detectors),
         lake__path=lake,
         metrics__port=metrics_port,
     )
@@ -457,7 +457,7 @@ def classify(
     if same_file(input, output):
         raise typer.BadParameter(f"'{output}' is the input file: writing it would empty it before it is read",
                                  param_hint="--output")
-    settings = _settings(config, detectors__enabled=_names(detectors))
+    settings = _settings(config, detectors__enabled=detector_names(detectors))
     warn_placeholder_key(settings, "the verdicts")
     scorer = Scorer.from_settings(settings)
     total = _count_lines(input)

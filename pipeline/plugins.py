@@ -20,6 +20,18 @@ class RegistryError(RuntimeError):
     pass
 
 
+def parse_names(csv: str | None) -> list[str] | None:
+    """Plugin names from a comma-separated option (``"rules, noop"``), blanks around them dropped;
+    None when the option is not given (the settings' list applies). Raises ValueError when it is
+    given but names nothing (``","``)."""
+    if csv is None:
+        return None
+    names = [name.strip() for name in csv.split(",") if name.strip()]
+    if not names:
+        raise ValueError("give at least one detector name, e.g. --detectors rules")
+    return names
+
+
 def discover_plugins(package: str, base: type[T], skip: Iterable[str] = ()) -> dict[str, type[T]]:
     """name -> class for each plugin module of ``package``.
 

@@ -44,6 +44,7 @@ from pyspark.sql.types import BinaryType, IntegerType, LongType, StringType, Str
 from detectors.base import DetectorConfig
 from pipeline.decode import DecodeError, decode_log
 from pipeline.lake import LAKE_SCHEMA, LakeWriter, file_name, to_rows
+from pipeline.plugins import parse_names
 from pipeline.privacy import LakePolicy
 from pipeline.schemas import InferenceLog, MisuseVerdict
 from pipeline.scoring import RecordError, Scorer
@@ -650,7 +651,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     settings = load_settings(args.config)
     spec = ScoringSpec.from_settings(
         settings,
-        detectors=args.detectors.split(",") if args.detectors else None,
+        detectors=parse_names(args.detectors),
         min_scores=parse_min_scores(args.min_scores),
         options=parse_options(args.option),
     )

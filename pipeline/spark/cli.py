@@ -106,12 +106,12 @@ def backfill(
     from pipeline.spark import backfill as job
 
     settings = _settings(config)
-    from pipeline.cli import warn_placeholder_key
+    from pipeline.cli import detector_names, warn_placeholder_key
 
     warn_placeholder_key(settings, "the backfilled lake's verdicts, logs and text hashes")
     spec = job.ScoringSpec.from_settings(
         settings,
-        detectors=[d.strip() for d in detectors.split(",") if d.strip()] or None if detectors else None,
+        detectors=detector_names(detectors),
         min_scores=job.parse_min_scores(min_scores),
         options=job.parse_options(option),
     )

@@ -28,6 +28,7 @@ from pathlib import Path
 from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
+from pipeline.plugins import parse_names
 from pipeline.schemas import Category
 from pipeline.spark.output import add_overwrite_argument, refuse_overwrite
 
@@ -174,7 +175,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         detectors = getattr(args, f"{v}_detectors")
         spec = backfill.ScoringSpec.from_settings(
             settings,
-            detectors=detectors.split(",") if detectors else None,
+            detectors=parse_names(detectors),
             min_scores=backfill.parse_min_scores(getattr(args, f"{v}_min_scores")),
             options=backfill.parse_options(getattr(args, f"{v}_option")),
         )
