@@ -194,8 +194,8 @@ class Scorer:
         prompt, each turn, tool calls and results, reasoning and the completion. Detecting the
         joined prompt instead let an English system prompt hide a user turn in an unread language,
         and never looked at earlier assistant turns, tool calls or reasoning (a hostile check,
-        2026-12-02). Measured on 3,000 simulate records (3.0 parts each): 43-44 us of CPU per
-        record, against 31-46 us for the joined prompt and the completion. Also counts
+        2026-12-02). Cost on 3,000 simulate records (3.0 parts each, bench/bench_language_cost.py):
+        44-46 us of CPU per record, against 32-37 us for the joined prompt and the completion. Also counts
         mm_screened_texts_total and mm_unscreened_language_texts_total per side and language
         (one text per part)."""
         unread = [False] * len(logs)
