@@ -31,7 +31,8 @@ def gateway_command(
     from rich.console import Console
 
     from pipeline.gateway.app import create_app
-    from pipeline.gateway.server import serve
+    from pipeline.exits import ConfigError, UserError
+    from pipeline.gateway.server import bind, serve, url_of
     from pipeline.gateway.tee import check_paths
     from pipeline.settings import load_settings
 
@@ -56,12 +57,20 @@ def gateway_command(
         settings.kafka.bootstrap_servers = bootstrap
     _check_topic(settings, create_topic)
     check_paths(settings.gateway)
+    gw = settings.gateway
+    try:
+        sock = bind(gw.host, gw.port)
+    except OSError as exc:
+        raise ConfigError(f"gateway: cannot listen on {gw.host}:{gw.port} ({exc.strerror or exc}); choose another "
+                          "--port or --host") from exc
     Console(stderr=True).print(
-        f"gateway on http://{settings.gateway.host}:{settings.gateway.port} -> {settings.gateway.upstream_url}; "
+        f"gateway on {url_of(sock)} -> {settings.gateway.upstream_url}; "
         f"logs to {settings.kafka.bootstrap_servers} topic {settings.gateway.topic or settings.kafka.input_topic} "
-        f"(overflow: {settings.gateway.overflow}; prescreen: {'on' if settings.gateway.prescreen.enabled else 'off'})"
+        f"(overflow: {settings.gateway.overflow}; prescreen: {'on' if settings.gateway.prescreen.enabled else 'off'})",
+        soft_wrap=True,
     )
-    serve(create_app(settings), settings.gateway.host, settings.gateway.port)
+    if not serve(create_app(settings), sock):
+        raise UserError("gateway: the server did not start (the reason is logged above)")
 
 
 def _check_topic(settings, create: bool) -> None:  # noqa: ANN001 - Settings, imported lazily

@@ -10,9 +10,13 @@ queue is full, or a delivery fails (broker down), the ``overflow`` policy decide
 - ``drop``: the exchange is counted (``mm_gateway_logs_dropped_total{reason}``) and forgotten;
 - ``spill``: its records are appended, as inference-log/v1 JSON lines, to ``spill_path``; the
   worker replays that file once the broker takes records again, and deletes it only after every
-  line was delivered. A broker outage therefore loses nothing (records may arrive twice, which
-  ``request_id`` as idempotency key absorbs). The file is also valid input for
-  ``misuse-monitor produce``.
+  line was delivered. An exchange that finds the queue full goes to a second bounded queue, whose
+  own thread adapts and spills it: the request path never parses a body or writes the file (it
+  did, and a burst held the event loop for 1.7 s, a hostile check of 2026-12-02). Only when that
+  queue is full too is the exchange spilled on the caller's thread
+  (``mm_gateway_logs_spilled_inline_total``): slower requests, but nothing lost. A broker
+  outage therefore loses nothing (records may arrive twice, which ``request_id`` as
+  idempotency key absorbs). The file is also valid input for ``misuse-monitor produce``.
 
 An exchange that cannot become an inference log (a body that does not parse, a shape the
 adapters refuse, any error while adapting it) is kept as it arrived in ``rejected_path`` with its
@@ -114,6 +118,11 @@ class GatewayMetrics:
             registry=r,
         )
         self.worker_up = Gauge("mm_gateway_worker_up", "1 while the logging worker thread runs", registry=r)
+        self.spilled_inline = Counter(
+            "mm_gateway_logs_spilled_inline_total",
+            "Exchanges spilled on the request path because both logging queues were full",
+            registry=r,
+        )
         self.blocked = Counter(
             "mm_gateway_blocked_total", "Requests blocked by pre-screening, by severity", ["severity"], registry=r
         )
@@ -152,6 +161,11 @@ class LogTee:
         self._spill_lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        # Overflow hand-off: adapting and writing the spill file happen on their own thread.
+        self._overflow: queue.Queue[Exchange | Callable[[], list[InferenceLog]]] = queue.Queue(
+            maxsize=settings.queue_max
+        )
+        self._spiller: threading.Thread | None = None
         self.spill_path = settings.spill_path
         self._replay_path = replay_path(settings.spill_path)
 
@@ -164,12 +178,19 @@ class LogTee:
             self.metrics.enqueued.inc()
         except queue.Full:
             if self.settings.overflow == "spill":
-                self._spill(self._adapt(exchange))
+                self._hand_to_spill(exchange)
             else:
                 self.metrics.dropped.labels("queue_full").inc()
         except Exception:  # noqa: BLE001 - the request must survive any logging bug
             log.exception("gateway: could not queue an exchange")
             self.metrics.dropped.labels("internal_error").inc()
+
+    def _hand_to_spill(self, exchange: Exchange | Callable[[], list[InferenceLog]]) -> None:
+        try:
+            self._overflow.put_nowait(exchange)
+        except queue.Full:  # the spill thread cannot keep up either: slower, but nothing is lost
+            self.metrics.spilled_inline.inc()
+            self._spill(self._adapt(exchange))
 
     def submit_deferred(self, build: Callable[[], list[InferenceLog]]) -> None:
         """Queue logs built later, on the worker (for callers that hold objects, not bytes:
@@ -181,20 +202,26 @@ class LogTee:
     def start(self) -> None:
         self._thread = threading.Thread(target=self._run, name="gateway-log-tee", daemon=True)
         self._thread.start()
+        if self.settings.overflow == "spill":
+            self._spiller = threading.Thread(target=self._run_spill, name="gateway-log-spill", daemon=True)
+            self._spiller.start()
 
     def stop(self, timeout_s: float = 20.0) -> None:
         """Deliver (or spill) what is queued, then stop the worker and close the producer."""
         self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout_s)
-        leftover = []
-        while True:  # the worker did not finish in time: keep what is left under the policy
-            try:
-                leftover.append(self._queue.get_nowait())
-            except queue.Empty:
-                break
-        if leftover:
-            self._undelivered([rec for ex in leftover for rec in self._adapt(ex)], "shutdown")
+        deadline = time.monotonic() + timeout_s
+        for thread in (self._thread, self._spiller):
+            if thread is not None:
+                thread.join(max(deadline - time.monotonic(), 0.0))
+        for pending in (self._queue, self._overflow):  # a thread did not finish in time: keep the rest
+            leftover = []
+            while True:
+                try:
+                    leftover.append(pending.get_nowait())
+                except queue.Empty:
+                    break
+            if leftover:
+                self._undelivered([rec for ex in leftover for rec in self._adapt(ex)], "shutdown")
         if self._producer is not None:
             with contextlib.suppress(Exception):
                 self._producer.close()
@@ -205,13 +232,16 @@ class LogTee:
 
     @property
     def worker_alive(self) -> bool:
-        return self._thread is not None and self._thread.is_alive()
+        """The logging worker, and the spill thread where the policy has one, are running."""
+        spiller_ok = self._spiller is None or self._spiller.is_alive()
+        return self._thread is not None and self._thread.is_alive() and spiller_ok
 
     def status(self) -> dict[str, Any]:
         return {
             "worker_alive": self.worker_alive,
             "queue_depth": self._queue.qsize(),
             "queue_max": self.settings.queue_max,
+            "spill_queue_depth": self._overflow.qsize(),
             "overflow": self.settings.overflow,
             "kafka_up": self._kafka_up,
             "spill_bytes": self._spill_size(),
@@ -242,18 +272,31 @@ class LogTee:
         finally:
             self.metrics.worker_up.set(0)
 
+    def _run_spill(self) -> None:
+        """Adapt and spill what overflowed the queue, off the request path (batched writes)."""
+        while not (self._stop.is_set() and self._overflow.empty()):
+            batch = self._take_batch(self._overflow)
+            if not batch:
+                continue
+            try:
+                self._spill([rec for ex in batch for rec in self._adapt(ex)])
+            except Exception as exc:  # noqa: BLE001 - _adapt and _spill keep what they can; never die
+                log.error("gateway: spilling %d exchanges failed (%s)", len(batch), type(exc).__name__)
+                self.metrics.dropped.labels("internal_error").inc(len(batch))
+
     def _set_kafka_up(self, up: bool) -> None:
         self._kafka_up = up
         self.metrics.kafka_up.set(int(up))
 
-    def _take_batch(self) -> list[Exchange]:
+    def _take_batch(self, source: queue.Queue | None = None) -> list[Exchange]:
+        source = self._queue if source is None else source
         try:
-            batch = [self._queue.get(timeout=0.1)]
+            batch = [source.get(timeout=0.1)]
         except queue.Empty:
             return []
         while len(batch) < self.settings.batch_max:
             try:
-                batch.append(self._queue.get_nowait())
+                batch.append(source.get_nowait())
             except queue.Empty:
                 break
         return batch

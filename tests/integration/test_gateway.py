@@ -268,21 +268,31 @@ def test_client_leaving_mid_stream_still_logs_what_was_streamed(tmp_path):
 
 
 def test_the_gateway_command_serves_and_reports_health(tmp_path):
+    """Started with ``--port 0`` (a free port, no probe-then-bind race), it prints the port it got:
+    it used to print port 0."""
     import os
+    import re
     import subprocess
     import sys
 
     upstream = VllmLike()
-    port = _closed_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("MM_")}
     env.update(MM_GATEWAY__SPILL_PATH=str(tmp_path / "spill.jsonl"), MM_KAFKA__BOOTSTRAP_SERVERS=f"127.0.0.1:{_closed_port()}")
     with serve_in_thread(upstream.app) as upstream_url:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "pipeline.cli", "gateway", "--upstream", upstream_url, "--port", str(port),
+            [sys.executable, "-m", "pipeline.cli", "gateway", "--upstream", upstream_url, "--port", "0",
              "--overflow", "drop"],  # fmt: skip
             env=env, stderr=subprocess.PIPE, text=True,
         )
         try:
+            seen = []
+            while not (announced := re.search(r"gateway on http://127\.0\.0\.1:(\d+) ", " ".join(seen))):
+                line = proc.stderr.readline()
+                assert line, "".join(seen)  # the process ended without announcing itself
+                seen.append(line)
+            port = int(announced.group(1))
+            assert port != 0
+
             def healthy() -> bool:
                 assert proc.poll() is None, proc.stderr.read()
                 try:
@@ -295,10 +305,18 @@ def test_the_gateway_command_serves_and_reports_health(tmp_path):
                 model="m", messages=[{"role": "user", "content": "ping"}])  # fmt: skip
             assert reply.choices[0].message.content == "You said: ping"
             assert httpx.get(f"http://127.0.0.1:{port}/healthz").json()["overflow"] == "drop"
+
+            # A second gateway on the same port: one line naming the address, exit 3, no traceback.
+            busy = subprocess.run(
+                [sys.executable, "-m", "pipeline.cli", "gateway", "--upstream", upstream_url, "--port", str(port)],
+                env=env, capture_output=True, text=True, timeout=120,
+            )  # fmt: skip
+            assert busy.returncode == 3, busy.stderr
+            assert f"cannot listen on 127.0.0.1:{port}" in busy.stderr and "Traceback" not in busy.stderr
         finally:
             proc.terminate()
             proc.wait(30)
-    stderr = proc.stderr.read()
+    stderr = "".join(seen) + proc.stderr.read()
     # uvicorn shuts down gracefully (the lifespan drains the tee), then re-raises SIGTERM.
     assert proc.returncode in (0, -15) and "gateway stopped: 0 logs delivered" in stderr, stderr[-2000:]
     assert "not reachable" in stderr and "serving anyway" in stderr  # Kafka down does not stop the gateway

@@ -288,3 +288,50 @@ def test_a_record_the_broker_refuses_for_its_size_is_kept_not_spilled_forever(tm
     assert kept["reason"] == "refused_by_kafka" and kept["detail"] == "MessageSizeTooLargeError"
     assert kept["gateway_id"] == "gw-9" and kept["log"]["request_id"] == "big"
     assert _sample(metrics, "mm_gateway_logs_rejected_total", reason="refused_by_kafka") == 1
+
+
+def _answer(rid: str) -> list[bytes]:
+    return [json.dumps({"id": rid, "choices": [{"message": {"content": "ok"}}]}).encode()]
+
+
+def _spilled_ids(tmp_path) -> list[str]:
+    return [json.loads(line)["request_id"] for line in (tmp_path / "spill.jsonl").read_text().splitlines()]
+
+
+def test_a_full_queue_never_makes_the_request_path_wait_for_the_spill_file(tmp_path):
+    """The proxy calls submit() on its event loop. With the queue full, submit() used to adapt the
+    exchange and append it to the spill file itself, so it waited for the file (held here, as a
+    replay or a large spill holds it) and every request behind it waited too (a hostile check,
+    2026-12-02: 1.7 s of a stalled event loop)."""
+    import threading
+
+    producer = _FlakyProducer()  # down: every delivery attempt spills
+    tee, metrics = _tee(tmp_path, producer, queue_max=10, batch_max=1)
+    ids = [f"r{i}" for i in range(15)]
+    done = threading.Event()
+
+    def burst() -> None:
+        for rid in ids:
+            tee.submit(_exchange(_answer(rid)))
+        done.set()
+
+    tee.start()
+    with tee._spill_lock:  # the spill file is busy
+        threading.Thread(target=burst, daemon=True).start()
+        assert done.wait(5), "submit() waited for the spill file"
+        assert tee.status()["spill_queue_depth"] > 0
+    tee.stop(timeout_s=10)
+    assert sorted(_spilled_ids(tmp_path)) == sorted(ids)  # nothing lost
+    assert _sample(metrics, "mm_gateway_logs_spilled_inline_total") == 0
+
+
+def test_when_both_queues_are_full_the_exchange_is_spilled_inline_and_counted(tmp_path):
+    producer = _FlakyProducer()
+    tee, metrics = _tee(tmp_path, producer, queue_max=1)  # not started: nothing drains the queues
+    for rid in ("a", "b", "c"):
+        tee.submit(_exchange(_answer(rid)))
+    assert _spilled_ids(tmp_path) == ["c"]  # the third found both queues full
+    assert _sample(metrics, "mm_gateway_logs_spilled_inline_total") == 1
+    tee.stop(timeout_s=1)
+    assert sorted(_spilled_ids(tmp_path)) == ["a", "b", "c"]
+
