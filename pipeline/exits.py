@@ -202,6 +202,8 @@ def classify_exception(exc: BaseException) -> tuple[ExitCode, str]:
         return ExitCode.DETECTOR_FAILED, f"detector failure: {exc}"
     if name == "WorkerDied":
         return ExitCode.DETECTOR_FAILED, f"scoring process: {exc}"
+    if name == "AlertStoreError":  # the alert database missing, not creatable or too old
+        return ExitCode.CONFIG, f"alerts: {exc}"
     if name == "AlertRulesError":
         return ExitCode.CONFIG, f"alert rules: {exc}"
     if name in ("LabelsError", "ReportError", "CorpusUnavailableError"):

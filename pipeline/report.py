@@ -174,7 +174,7 @@ def read_alerts(url: str) -> AlertSummary:
     from pipeline.alerts import state as db
     from pipeline.alerts.outbox import Outbox
 
-    engine = db.create_db_engine(url)
+    engine = db.create_db_engine(url, must_exist=True)  # a report never creates one
     now = time.time()
     try:
         with engine.connect() as conn:

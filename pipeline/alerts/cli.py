@@ -211,7 +211,7 @@ def list_(
 ) -> None:
     """Alerts in the alert database, and the outbox by receiver and state."""
     settings = _settings(ctx)
-    engine = create_db_engine(settings.db_url.get_secret_value())
+    engine = create_db_engine(settings.db_url.get_secret_value(), must_exist=True)
     now = time.time()
     with engine.connect() as conn:
         query = sa.select(db.alerts).order_by(db.alerts.c.starts_at)
@@ -276,7 +276,7 @@ def requeue(
 ) -> None:
     """Put dead-lettered deliveries back in the queue (after fixing a receiver)."""
     settings = _settings(ctx)
-    n = Outbox(create_db_engine(settings.db_url.get_secret_value())).requeue_dead(time.time(), receiver)
+    n = Outbox(create_db_engine(settings.db_url.get_secret_value(), must_exist=True)).requeue_dead(time.time(), receiver)
     if as_json:
         typer.echo(json.dumps({"requeued": n, "receiver": receiver}, sort_keys=True))
         return

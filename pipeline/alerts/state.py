@@ -133,11 +133,17 @@ class AlertStoreError(RuntimeError):
     """The alert database could not be opened or written."""
 
 
-def create_db_engine(url: str) -> Engine:
+def create_db_engine(url: str, *, must_exist: bool = False) -> Engine:
     """Open (and create) the alert database; SQLite gets WAL and a busy timeout.
 
     WAL lets the stream's sink and a standalone dispatcher write the same file; synchronous=FULL
     makes a committed outbox row survive a kill -9 or a power cut.
+
+    A SQLite file's directory is created one level deep at most (``data/`` of the default URL), so
+    a mistyped path is an error, not a new directory tree: ``--db-url sqlite:////nonexistent/a.db``
+    created ``/nonexistent`` and showed an empty list (a careless-newcomer check, 2026-12-02).
+    ``must_exist`` (``alerts list`` and ``requeue``, which only read or fix what is there) refuses
+    a SQLite file that does not exist.
     """
     parsed = make_url(url)
     # hide_parameters: an outbox row holds alert payloads (evidence); a database error must not
@@ -145,7 +151,7 @@ def create_db_engine(url: str) -> Engine:
     kwargs: dict[str, Any] = {"future": True, "hide_parameters": True}
     if parsed.get_backend_name() == "sqlite":
         if parsed.database and parsed.database != ":memory:":
-            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+            _sqlite_file(Path(parsed.database), must_exist)
         kwargs["connect_args"] = {"timeout": 30}
     else:
         kwargs["pool_pre_ping"] = True
@@ -174,6 +180,8 @@ def create_db_engine(url: str) -> Engine:
     try:
         metadata.create_all(engine)
         columns = {c["name"] for c in sa.inspect(engine).get_columns(alerts.name)}
+    except sa.exc.OperationalError:
+        raise  # the database did not answer: exit 6, not a problem with the store
     except sa.exc.SQLAlchemyError as exc:
         raise AlertStoreError(f"cannot create alert tables: {exc}") from exc
     if "partition" not in columns:
@@ -182,6 +190,20 @@ def create_db_engine(url: str) -> Engine:
             "(no mm_alerts.partition column): start from a new database"
         )
     return engine
+
+
+def _sqlite_file(path: Path, must_exist: bool) -> None:
+    if must_exist and not path.is_file():
+        raise AlertStoreError(f"no alert database at {path} (check --db-url or alerts.db_url)")
+    if not path.parent.parent.is_dir():
+        raise AlertStoreError(
+            f"cannot create the alert database {path}: {path.parent.parent} does not exist "
+            "(check --db-url or alerts.db_url)"
+        )
+    try:
+        path.parent.mkdir(exist_ok=True)
+    except OSError as exc:
+        raise AlertStoreError(f"cannot create the directory of the alert database {path}: {exc.strerror}") from exc
 
 
 def upsert(conn: Connection, table: sa.Table, rows: list[dict[str, Any]], keys: list[str]) -> None:

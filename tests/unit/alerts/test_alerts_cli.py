@@ -5,13 +5,14 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 import yaml
 from typer.testing import CliRunner
 
 from pipeline.alerts.cli import app
 from pipeline.alerts.engine import AlertEngine
 from pipeline.alerts.rules import parse_rules
-from pipeline.alerts.state import create_db_engine
+from pipeline.alerts.state import AlertStoreError, create_db_engine
 from pipeline.schemas import Severity
 
 from .conftest import VerdictFactory
@@ -109,3 +110,48 @@ def test_requeue_json_counts_the_dead_letters_put_back(tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout) == {"requeued": 2, "receiver": "ops"}
     assert [row.receiver for row in outbox.rows(DEAD)] == ["sec"]
+
+
+
+def _main(capsys, *argv: str) -> tuple[int, str]:
+    """Through the entry point, which turns errors into one line and an exit code."""
+    from pipeline.cli import main
+
+    code = main(["alerts", *argv])
+    return int(code), capsys.readouterr().err
+
+
+def test_a_mistyped_database_path_is_an_error_not_a_new_directory_tree(tmp_path: Path, capsys) -> None:
+    """``--db-url sqlite:////nonexistent/a.db list`` created /nonexistent and an empty database,
+    and listed nothing as if all were well (a careless-newcomer check, 2026-12-02)."""
+    typo = tmp_path / "no-such-dir" / "alerts" / "a.db"
+    for command in (["list"], ["requeue"]):
+        code, err = _main(capsys, "--db-url", f"sqlite:///{typo}", *command)
+        assert code == 3, (command, err)
+        assert str(typo) in err.replace("\n", "") and "Traceback" not in err
+    # The stream's alert sink and `alerts dispatch` create the database, but not a directory tree.
+    with pytest.raises(AlertStoreError, match="does not exist"):
+        create_db_engine(f"sqlite:///{typo}")
+    assert not (tmp_path / "no-such-dir").exists()
+    # list and requeue only read what is there: a database that does not exist is named, not made.
+    missing = tmp_path / "a.db"
+    code, err = _main(capsys, "--db-url", f"sqlite:///{missing}", "list")
+    assert code == 3 and "no alert database" in err and not missing.exists()
+
+
+def test_the_default_database_directory_is_still_created_one_level_deep(tmp_path: Path, capsys) -> None:
+    url = f"sqlite:///{tmp_path / 'data' / 'alerts.db'}"  # like the default sqlite:///data/alerts.db
+    create_db_engine(url).dispose()
+    assert (tmp_path / "data" / "alerts.db").is_file()
+    assert _main(capsys, "--db-url", url, "list")[0] == 0
+
+
+def test_an_alert_database_that_does_not_answer_is_exit_6(capsys) -> None:
+    """Its OperationalError was wrapped as an internal error (exit 1) while the tables were created."""
+    import socket
+
+    with socket.socket() as s:  # a loopback port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    code, err = _main(capsys, "--db-url", f"postgresql+psycopg://mm@127.0.0.1:{port}/mm", "list")
+    assert code == 6 and "database:" in err and "Traceback" not in err
