@@ -46,10 +46,14 @@ REFRESH = "30s"
 FILTER_VARIABLES = ("tenant", "deployment", "model")
 PROM_FILTER = 'tenant=~"$tenant", deployment=~"$deployment", model=~"$model"'
 # Metrics say "unknown" where the log had no tenant/deployment; the table keeps NULL.
+# The patterns are dollar-quoted ($mm$...$mm$), not '...': Grafana's regex format escapes regex
+# characters, `$` included (so a value cannot close the quote), but not `'`, and a tenant named
+# o'brien (tenants come from request headers) made every table a syntax error, or let a crafted
+# name add SQL to the panel's query (a hostile check, 2026-12-02).
 SQL_FILTER = (
-    "coalesce(tenant_id, 'unknown') ~ '^(${tenant:regex})$' "
-    "AND coalesce(deployment, 'unknown') ~ '^(${deployment:regex})$' "
-    "AND model ~ '^(${model:regex})$'"
+    "coalesce(tenant_id, 'unknown') ~ $mm$^(${tenant:regex})$$mm$ "
+    "AND coalesce(deployment, 'unknown') ~ $mm$^(${deployment:regex})$$mm$ "
+    "AND model ~ $mm$^(${model:regex})$$mm$"
 )
 
 

@@ -63,17 +63,26 @@ def _panels(panels: list[Mapping[str, Any]]) -> Iterator[Mapping[str, Any]]:
 
 # --------------------------------------------------------------------------- rendering
 
-_VAR = re.compile(r"\$\{(\w+)(?::\w+)?\}|\$(\w+)")
+_VAR = re.compile(r"\$\{(\w+)(?::(\w+))?\}|\$(\w+)")
+# Grafana's regexEscape (the `regex` format): these characters get a backslash.
+_REGEX_SPECIAL = re.compile(r"[\\^$*+?.()|\[\]{}/]")
 _LABEL_VALUES = re.compile(r"^label_values\((?:(?P<metric>[^,]+),\s*)?(?P<label>\w+)\)$")
 _SQL_MACRO = re.compile(r"\$__(\w+)\(([^()]*)\)")
 _GRAFANA_BUILTINS = {"__rate_interval", "__interval", "__range", "__interval_ms", "__range_s"}
 
 
 def _substitute_variables(text: str, values: Mapping[str, str], all_value: str = ".*") -> str:
+    """Grafana's interpolation for the queries here: a variable on a chosen value gets its format
+    applied (``regex``: Grafana's regexEscape), on "All" the custom all value as it is (Grafana
+    does not format it). A dollar-quote tag (``$mm$``) is not a variable and stays."""
+
     def repl(match: re.Match[str]) -> str:
-        name = match.group(1) or match.group(2)
+        name, fmt = (match.group(1), match.group(2)) if match.group(1) else (match.group(3), None)
+        if match.group(3) and text.startswith("$", match.end()):
+            return match.group(0)  # $tag$: a PostgreSQL dollar quote
         if name in values:
-            return values[name]
+            value = values[name]
+            return _REGEX_SPECIAL.sub(lambda m: "\\" + m.group(0), value) if fmt == "regex" else value
         if name.startswith("__"):
             return match.group(0)  # macros and builtins are handled by the caller
         return all_value
