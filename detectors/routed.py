@@ -23,8 +23,9 @@ Why route by record: the members score whole records (every part, decoded readin
 record read by one backbone keeps its findings on one calibration unless it mixes languages.
 
 Options (``DetectorConfig.options``): ``english_model_dir`` (default: the shipped transformer
-artifact), ``multilingual_model_dir`` (default ``detectors/models/transformer-e5-v2``); every
-other option is passed to both members. Model loading happens in :meth:`create`.
+artifact), ``multilingual_model_dir`` (default ``detectors/models/transformer-e5-v2``),
+``mixed_findings`` (``all`` | ``by_part``: what a record read by both members keeps, see
+MIXED_FINDINGS); every other option is passed to both members. Model loading happens in :meth:`create`.
 """
 
 from __future__ import annotations
@@ -37,12 +38,15 @@ from typing import ClassVar, Self
 
 from detectors.base import Detector, DetectorConfig, pinned_version
 from detectors.language import E5_LANGUAGES, ENGLISH_ONLY, language_chunks
-from pipeline.schemas import Finding, InferenceLog, PartKind
+from pipeline.schemas import Finding, InferenceLog, PartKind, ScreenedPart
 
 # Share of a record's language-tagged chunks that must be in other languages for the
 # multilingual member to read it (measured on simulate traffic, docs/model-releases.md).
 MULTILINGUAL_SHARE = 0.25
 DEFAULT_MULTILINGUAL_DIR = Path(__file__).resolve().parent / "models" / "transformer-e5-v2"
+# What a record read by both members keeps: every finding of both ("all"), or each member's
+# findings on the parts it is there for ("by_part"; docs/model-releases.md has the rule).
+MIXED_FINDINGS = ("all", "by_part")
 
 
 class RoutedTransformerDetector(Detector):
@@ -50,9 +54,12 @@ class RoutedTransformerDetector(Detector):
     version: ClassVar[str] = "routed-1"  # replaced by both members' versions in create()
     languages = ENGLISH_ONLY | E5_LANGUAGES
 
-    def __init__(self, english: Detector, multilingual: Detector) -> None:
+    def __init__(self, english: Detector, multilingual: Detector, mixed_findings: str = "all") -> None:
+        if mixed_findings not in MIXED_FINDINGS:
+            raise ValueError(f"mixed_findings must be one of {', '.join(MIXED_FINDINGS)}, not {mixed_findings!r}")
         self.english = english
         self.multilingual = multilingual
+        self.mixed_findings = mixed_findings
         self.detector_version = f"{pinned_version(english)}+{pinned_version(multilingual)}"
         self.routed: dict[str, int] = {"english": 0, "multilingual": 0}
 
@@ -63,13 +70,14 @@ class RoutedTransformerDetector(Detector):
         options = dict(config.options)
         english_dir = options.pop("english_model_dir", None)
         multilingual_dir = options.pop("multilingual_model_dir", None)
+        mixed_findings = options.pop("mixed_findings", "all")
         english = TransformerDetector.create(
             replace(config, model_dir=Path(english_dir) if english_dir else config.model_dir, options=options)
         )
         multilingual = TransformerDetector.create(
             replace(config, model_dir=Path(multilingual_dir) if multilingual_dir else DEFAULT_MULTILINGUAL_DIR, options=options)
         )
-        return cls(english, multilingual)
+        return cls(english, multilingual, mixed_findings)
 
     @staticmethod
     def routes(record: InferenceLog) -> tuple[bool, bool]:
@@ -79,26 +87,23 @@ class RoutedTransformerDetector(Detector):
         out: they are the operator's text, the same on every request, and a long English one
         outweighed a user turn in another language, which then never reached E5 (a hostile check,
         2026-12-02; docs/model-releases.md)."""
-        chunks: Counter[str] = Counter()
-        shared: Counter[str] = Counter()
-        for part in record.screened_parts():
-            found = language_chunks([part.text])
-            chunks.update(found)
-            if part.kind is not PartKind.SYSTEM:
-                shared.update(found)
-        other = sum(n for language, n in shared.items() if language != "en")
-        return (not chunks or chunks["en"] > 0), other > 0 and other >= MULTILINGUAL_SHARE * sum(shared.values())
+        return _route(_part_chunks(record))
 
     def detect(self, records: Sequence[InferenceLog]) -> list[list[Finding]]:
-        routes = [self.routes(r) for r in records]
+        part_chunks = [_part_chunks(r) for r in records]
+        routes = [_route(parts) for parts in part_chunks]
         english = [i for i, (to_english, _) in enumerate(routes) if to_english]
         other = [i for i, (_, to_other) in enumerate(routes) if to_other]
         self.routed["english"] += len(english)
         self.routed["multilingual"] += len(other)
+        both = set(english) & set(other) if self.mixed_findings == "by_part" else set()
+        parts = {i: _by_location(part_chunks[i]) for i in both}
         out: list[list[Finding]] = [[] for _ in records]
-        for member, rows in ((self.english, english), (self.multilingual, other)):
+        for member, rows, wanted in ((self.english, english, _english_part), (self.multilingual, other, _foreign_part)):
             if rows:
                 for i, found in zip(rows, member.detect([records[i] for i in rows]), strict=True):
+                    if i in both:  # each member keeps its findings on the parts it is there for
+                        found = [f for f in found if f.location is None or wanted(parts[i].get(f.location))]
                     # Attributed to this detector; detector_version says which artifact scored it.
                     out[i].extend(f.model_copy(update={"detector": self.name}) for f in found)
         return out
@@ -114,6 +119,41 @@ class RoutedTransformerDetector(Detector):
     def close(self) -> None:
         self.english.close()
         self.multilingual.close()
+
+
+def _part_chunks(record: InferenceLog) -> list[tuple[ScreenedPart, Counter[str]]]:
+    """Each screened part with its language chunks (CLD2): what routing and ``by_part`` read."""
+    return [(part, language_chunks([part.text])) for part in record.screened_parts()]
+
+
+def _route(parts: list[tuple[ScreenedPart, Counter[str]]]) -> tuple[bool, bool]:
+    """:meth:`RoutedTransformerDetector.routes` from the parts' chunks."""
+    chunks: Counter[str] = Counter()
+    shared: Counter[str] = Counter()
+    for part, found in parts:
+        chunks.update(found)
+        if part.kind is not PartKind.SYSTEM:
+            shared.update(found)
+    other = sum(n for language, n in shared.items() if language != "en")
+    return (not chunks or chunks["en"] > 0), other > 0 and other >= MULTILINGUAL_SHARE * sum(shared.values())
+
+
+def _by_location(parts: list[tuple[ScreenedPart, Counter[str]]]) -> dict[str, Counter[str]]:
+    """Language chunks by part location (parts sharing one are summed)."""
+    out: dict[str, Counter[str]] = {}
+    for part, found in parts:
+        out.setdefault(part.location, Counter()).update(found)
+    return out
+
+
+def _english_part(chunks: Counter[str] | None) -> bool:
+    """A part the English member is there for: an English chunk, or none CLD2 can tell."""
+    return not chunks or chunks["en"] > 0
+
+
+def _foreign_part(chunks: Counter[str] | None) -> bool:
+    """A part the multilingual member is there for: a chunk in another language."""
+    return bool(chunks) and any(language != "en" for language in chunks)
 
 
 def _summed(*counts: dict[str, int]) -> dict[str, int]:
