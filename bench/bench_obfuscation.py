@@ -48,6 +48,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--sentence-pass", default=None, help="override the transformer's sentence_pass mode")
     parser.add_argument("--stride", default=None, help="override the transformer's serving window stride")
+    parser.add_argument("--structure", default=None, help="override the transformer's structure option (true/false)")
     parser.add_argument("--write", type=Path, default=None, help="also write the section (docs/obfuscation-eval.md)")
     args = parser.parse_args()
     lines: list[str] = []
@@ -60,13 +61,17 @@ def main() -> None:
     from detectors.base import DetectorConfig
     from detectors.rules import RulesDetector
     from detectors.transformer import TransformerDetector
-    from tests.fixtures.obfuscation import BENIGN_HELD_OUT, BENIGN_REQUESTS, HARMFUL_CYBER, SPECIAL_BENIGN, TRANSFORMATIONS, plain_log
+    from tests.fixtures.obfuscation import (
+        BENIGN_HELD_OUT, BENIGN_REQUESTS, HARMFUL_CYBER, SPECIAL_BENIGN, STRUCTURE_SHAPES, TRANSFORMATIONS, plain_log,
+    )
 
     options = {"cache_size": "0"}
     if args.sentence_pass:
         options["sentence_pass"] = args.sentence_pass
     if args.stride:
         options["stride"] = args.stride
+    if args.structure:
+        options["structure"] = args.structure
     transformer = TransformerDetector.create(DetectorConfig(options=options))
     rules = RulesDetector()
     emit("## Hidden requests: obfuscation, history, long texts (issue 11)")
@@ -84,7 +89,11 @@ def main() -> None:
          "`html_entities` and `unicode_escapes` write every character as `&#87;` or `\\u0057` (these four were added "
          "on 2026-12-02 after a hostile check found them unread, with `backwards`, `circled_letters` and `small_caps` "
          "(\"fancy text\" letters) and `in_word_markup` (an empty HTML element or comment inside words); upside-down "
-         "text (`ʇxǝʇ`) is not decoded yet). `before`: the transformer as it screened until issue 11. "
+         "text (`ʇxǝʇ`) is not decoded yet). `json_string` puts the request in a one-line JSON object's value and "
+         "`code_comment` in a `# TODO:` comment of a Python function (added on 2026-12-02 with the structure reading; "
+         "its `structure` option decides whether the transformer reads them, docs/benchmarks.md); `numbers_flood` puts 25 "
+         "random integers before and after it (the numbers reading, same option). "
+         "`before`: the transformer as it screened until issue 11. "
          "A small, hand-written set: it shows which tricks work, not a population rate.")
     emit()
     emit("| transformation | transformer (before) recall | transformer recall | rules recall | both recall "
@@ -121,6 +130,19 @@ def main() -> None:
          "of instruction as `base64`'s. Known errors: `persona` gets `other_harm` on benign requests (the sentence "
          "pass, run because the whole reads as a jailbreak, scores \"Let's write a story together.\" alone at 0.73 "
          "against a threshold of 0.66). tests/unit/test_obfuscation.py holds these cases as strict xfails.")
+    emit()
+    emit(f"Shapes written as fresh checks of the structure and numbers readings (docs/benchmarks.md; transformer "
+         f"`structure={transformer.structure}`):")
+    emit()
+    emit("| shape | transformer recall | rules recall | transformer FPR harm / any | rules FPR harm / any |")
+    emit("|---|---|---|---|---|")
+    for name, shape in STRUCTURE_SHAPES.items():
+        harmful = [plain_log(shape(t), f"{name}-h{i}") for i, t in enumerate(HARMFUL_CYBER)]
+        benign = [plain_log(shape(t), f"{name}-b{i}") for i, t in enumerate(BENIGN_REQUESTS)]
+        held = [plain_log(shape(t), f"{name}-o{i}") for i, t in enumerate(BENIGN_HELD_OUT)]
+        tr, ru = transformer.detect(harmful + benign + held), rules.detect(harmful + benign + held)
+        h, n, o = len(harmful), len(benign), len(held)
+        emit(f"| {name} | {recall(tr)} | {recall(ru)} | {fpr(tr)} | {fpr(ru)} |")
     emit()
     for name, text in SPECIAL_BENIGN.items():
         log = plain_log(text, name)

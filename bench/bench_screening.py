@@ -95,7 +95,8 @@ def token_breakdown(records: Sequence[InferenceLog]) -> None:
     texts per side as with the score cache): where the extra cost comes from."""
     from collections import Counter
 
-    from detectors.normalize import iter_all
+    from detectors.normalize import NUMBERS, STRUCTURE, iter_all, numbers_reading, structure_lines, structure_reading
+    from detectors.transformer import _names_harm
     from detectors.training.modeling import WindowConfig, backbone_path, make_windows
     from transformers import AutoTokenizer
 
@@ -105,6 +106,7 @@ def token_breakdown(records: Sequence[InferenceLog]) -> None:
         return sum(len(w.input_ids) for w in make_windows(tok, text, WindowConfig(max_windows=cap)))
 
     before, after, seen, seen_after = Counter(), Counter(), set(), set()
+    keyword_pieces: Counter[str] = Counter()
     seen_windows: set[tuple[int, ...]] = set()
     all_parts = window_new = 0  # after: every part with no cache; windows not seen before
     for r in records:
@@ -113,7 +115,8 @@ def token_breakdown(records: Sequence[InferenceLog]) -> None:
                 seen.add((side, text))
                 before[side] += tokens(text, 8)
         for part in r.screened_parts():
-            for reading in iter_all(part.text):
+            extra = [r for r in (structure_reading(part.text), numbers_reading(part.text)) if r is not None]
+            for reading in [*iter_all(part.text), *extra]:
                 for w in make_windows(tok, reading.text, WindowConfig(max_windows=64)):
                     all_parts += len(w.input_ids)
                     if tuple(w.input_ids) not in seen_windows:
@@ -122,13 +125,23 @@ def token_breakdown(records: Sequence[InferenceLog]) -> None:
                 key = (part.side, reading.text)
                 if key not in seen_after:
                     seen_after.add(key)
-                    after[part.kind.value + ("" if not reading.transforms else " (readings)")] += tokens(reading.text, 64)
+                    kind = ("" if not reading.transforms else " (structure)" if STRUCTURE in reading.transforms
+                            else " (numbers)" if NUMBERS in reading.transforms else " (readings)")
+                    after[part.kind.value + kind] += tokens(reading.text, 64)
+                    if reading in extra:  # what `structure = keywords` scores of it
+                        pieces = [reading.text[a:b] for a, b in structure_lines(reading.text)]
+                        label = f"{part.kind.value} ({'structure' if STRUCTURE in reading.transforms else 'numbers'})"
+                        keyword_pieces[label] += sum(tokens(t, 64) for t in pieces if _names_harm(t))
     total = sum(before.values())
     print(f"before: {dict(before)} = {total:,} tokens")
     print("after (plain and readings; sentence pass not included):")
     for kind, n in after.most_common():
         print(f"  {kind}: {n:,} ({n / total:.1%} of before)")
     print(f"  total: {sum(after.values()):,} ({sum(after.values()) / total:.2f}x)")
+    plain = sum(n for kind, n in after.items() if "(structure)" not in kind and "(numbers)" not in kind)
+    print(f"structure and numbers readings: all {sum(after.values()) - plain:,} tokens, "
+          f"pieces that name a harm (structure = keywords) {sum(keyword_pieces.values()):,} {dict(keyword_pieces)}, "
+          f"against {plain:,} without them")
     print(f"after, every part of every record (no cache): {all_parts:,} ({all_parts / total:.2f}x); "
           f"with an unbounded window-feature cache (windows not seen before, either side): {window_new:,} "
           f"({window_new / total:.2f}x)")
@@ -142,6 +155,8 @@ def main() -> None:
                         help="windows per forward pass (detectors.batch_size); 0: the shipped default")
     parser.add_argument("--modes", default=",".join(SENTENCE_PASS_MODES))
     parser.add_argument("--cache-size", type=int, default=4096, help="score cache per variant (the default); 0: cold")
+    parser.add_argument("--structures", default="",
+                        help="comma-separated transformer `structure` modes to add as variants (e.g. prompt,all)")
     parser.add_argument("--breakdown", action="store_true", help="only print the token breakdown (no model)")
     parser.add_argument("--feature-cache-size", type=int, default=8192, help="window-feature cache of the after variants")
     parser.add_argument(
@@ -188,10 +203,13 @@ def main() -> None:
 
     shipped_history_windows = det.history_windows
 
-    def after(mode: str, history_windows: int = shipped_history_windows):
+    shipped_structure = det.structure
+
+    def after(mode: str, history_windows: int = shipped_history_windows, structure: str = shipped_structure):
         def run(batch: Sequence[InferenceLog]) -> list[list[Finding]]:
             det.sentence_pass = mode
             det.history_windows = history_windows
+            det.structure = structure
             return det.detect(batch)
 
         return run
@@ -199,6 +217,9 @@ def main() -> None:
     for mode in modes:
         name = f"after (sentence_pass={mode})"
         variants[name] = with_cache(name, after(mode), args.feature_cache_size)
+    for structure in filter(None, args.structures.split(",")):
+        name = f"after (sentence_pass={modes[0]}, structure={structure})"
+        variants[name] = with_cache(name, after(modes[0], structure=structure), args.feature_cache_size)
     if args.feature_cache_size:
         name = f"after (sentence_pass={modes[0]}, no window-feature cache)"
         variants[name] = with_cache(name, after(modes[0]), 0)

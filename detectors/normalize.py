@@ -35,6 +35,13 @@ Steps (each bounded in input size, output size and depth, see :class:`Limits`):
    Rot13 is a separate reading of the whole text, kept only when it reads as English much more
    than the original does; so is the text with its backwards-written sentences turned around
    (the same test, per sentence).
+3. **Structure** (:func:`structure_reading`, asked for by the transformer only): the prose a
+   text carries inside JSON strings and code comments, each piece on its own line. Not a disguise: a request written as the value of
+   ``{"task": ...}`` or after ``# TODO:`` is ordinary structure, but a classifier trained on
+   prose reads the syntax around it and misses it (docs/benchmarks.md, the rule and the
+   numbers). A category seen only there carries no obfuscation signal. So is the text between
+   runs of eight or more numbers (:func:`numbers_reading`): numbers around a request dilute it
+   the way benign sentences do, and the sentence pass cannot cut them off.
 
 Nothing here imports a model: the rules detector uses it as well as the transformer.
 """
@@ -73,6 +80,8 @@ HTML = "html_entities"
 ESCAPES = "unicode_escapes"
 TAGS = "tag_characters"
 VARIATION = "variation_selectors"
+STRUCTURE = "structure"  # JSON string values and code comments (not an obfuscation)
+NUMBERS = "numbers"  # the text between runs of numbers (padding, not an obfuscation)
 # Decoders whose output does not resemble their input: evidence shows the decoded text
 # (with the original character range), since the original span reads as noise.
 CONTENT_DECODERS = frozenset({BASE64, HEX, URL, ROT13, REVERSED, HTML, ESCAPES, TAGS, VARIATION})
@@ -137,6 +146,12 @@ class Reading:
     def decoded(self) -> bool:
         """True when the content was decoded (base64, hex, URL, rot13), not only normalised."""
         return bool(CONTENT_DECODERS.intersection(self.transforms))
+
+
+def disguised(reading: Reading) -> bool:
+    """A finding on this reading carries the obfuscation signal: a transform undid a disguise
+    (every transform but :func:`structured`'s and :func:`numbers_cut`'s)."""
+    return any(t not in (STRUCTURE, NUMBERS) for t in reading.transforms)
 
 
 def identity(text: str) -> Reading:
@@ -705,6 +720,146 @@ def elide_binary(text: str, limits: Limits = Limits()) -> Reading:
     return Reading(elided.text, (), elided.starts, elided.ends)
 
 
+# A JSON string literal in a value position (after ``:``, ``[`` or ``,``), not followed by ``:``
+# (a key), bounded in length; and the text must hold at least one ``"key":`` to count as JSON.
+_JSON_VALUE = re.compile(r'(?<=[:\[,])[ \t\r\n]*("(?:[^"\\\n]|\\.){1,4000}")(?![ \t\r\n]*:)')
+_JSON_KEY = re.compile(r'"[^"\\\n]{1,200}"[ \t]*:')
+# A key in a key position (after ``{`` or ``,``): read like a value when it has three words or more
+# (a request written as a key was flagged 5/10 before, docs/benchmarks.md).
+_JSON_KEY_PIECE = re.compile(r'(?<=[{,])[ \t\r\n]*("(?:[^"\\\n]|\\.){1,4000}")[ \t\r\n]*:')
+# Line comments: ``//`` (not in ``http://``), ``#`` at a line start or after code (one ``#``:
+# markdown's ``##`` headings are prose already), ``--`` at a line start. Block comments
+# (``/* */``, ``<!-- -->``) are found with str.find (:func:`_block_comments`): a lazy regex
+# retried from each of 25,000 unclosed ``<!--`` took 4.8 s.
+_LINE_COMMENTS = (
+    re.compile(r"(?<![:/\w\"'])//+[ \t]*([^\n]{1,4000})"),
+    re.compile(r"(?m)(?:^|(?<=[ \t]))(?<!#)#(?![#!{\[(])[ \t]*([^\n]{1,4000})"),
+    re.compile(r"(?m)^[ \t]*--[ \t]+([^\n]{1,4000})"),
+)
+_BLOCK_COMMENTS = (("/*", "*/"), ("<!--", "-->"))
+MAX_PIECE_CHARS = 4000
+
+
+def _block_comments(text: str) -> Iterator[tuple[str, int]]:
+    """(inner text, its start) of every block comment of at most MAX_PIECE_CHARS; linear: the
+    search resumes after each comment's close (comments do not nest)."""
+    for opening, closing in _BLOCK_COMMENTS:
+        pos = 0
+        while (start := text.find(opening, pos)) >= 0:
+            inner = start + len(opening)
+            end = text.find(closing, inner)
+            if end < 0:
+                break
+            if end - inner <= MAX_PIECE_CHARS:
+                yield text[inner:end], inner
+            pos = end + len(closing)
+
+
+_WORD = re.compile(r"[^\W\d_]{2,}")
+MIN_STRUCTURE_WORDS = 3
+
+
+def structured(reading: Reading, limits: Limits = Limits()) -> Reading | None:
+    """The prose inside JSON strings (values, and keys of three words or more) and code comments
+    of ``reading``, one piece per line, each character mapped to its span in the original; None
+    when there is none (pieces of fewer than three words do not count) or when it is the whole
+    text anyway."""
+    import json
+
+    text = reading.text
+    pieces: list[tuple[str, int, int, bool]] = []  # (prose, start, end, maps character by character)
+    if _JSON_KEY.search(text):
+        for m in [*_JSON_VALUE.finditer(text), *_JSON_KEY_PIECE.finditer(text)]:
+            literal, (lo, hi) = m.group(1), m.span(1)
+            try:
+                value = json.loads(literal)
+            except ValueError:
+                continue
+            if isinstance(value, str):
+                pieces.append((value, lo + 1, hi - 1, value == literal[1:-1]))
+    comments = [(m.group(1), m.start(1)) for pattern in _LINE_COMMENTS for m in pattern.finditer(text)]
+    for raw, lo in [*comments, *_block_comments(text)]:
+        stripped = raw.strip(" \t\r\n*")
+        if stripped:
+            offset = raw.index(stripped[0])
+            pieces.append((stripped, lo + offset, lo + offset + len(stripped), True))
+    return _pieces_reading(reading, pieces, STRUCTURE, limits)
+
+
+# Eight or more numbers in a row (integers or decimals, separated by spaces, commas, semicolons,
+# pipes or line breaks). A number holds no separator character, so the match is linear.
+_NUMBER_RUN = re.compile(r"(?:[-+]?\d+(?:\.\d+)?[ \t\r\n,;|]+){7,}[-+]?\d+(?:\.\d+)?")
+
+
+def numbers_cut(reading: Reading, limits: Limits = Limits()) -> Reading | None:
+    """The text of ``reading`` between runs of eight or more numbers, one segment per line (a
+    request padded with numbers is read without them); None when there is no such run."""
+    text = reading.text
+    pieces: list[tuple[str, int, int, bool]] = []
+    pos = 0
+    for m in [*_NUMBER_RUN.finditer(text), None]:
+        if m is None and pos == 0:
+            return None
+        end = m.start() if m else len(text)
+        segment = text[pos:end]
+        stripped = segment.strip(" \t\r\n,;|")
+        if stripped:
+            offset = segment.index(stripped[0])
+            pieces.append((stripped, pos + offset, pos + offset + len(stripped), True))
+        pos = m.end() if m else len(text)
+    return _pieces_reading(reading, pieces, NUMBERS, limits)
+
+
+def _pieces_reading(
+    reading: Reading, pieces: list[tuple[str, int, int, bool]], transform: str, limits: Limits
+) -> Reading | None:
+    """A reading made of ``pieces`` of ``reading`` (text, start, end, maps character by
+    character), one per line, mapped to the original; pieces of fewer than three words do not
+    count. None when none is left or when it is the whole text anyway."""
+    text = reading.text
+    pieces = [p for p in pieces if len(_WORD.findall(p[0])) >= MIN_STRUCTURE_WORDS]
+    if not pieces:
+        return None
+    pieces.sort(key=lambda p: p[1])
+    starts, ends = reading.maps()
+    out: list[str] = []
+    new_starts: list[int] = []
+    new_ends: list[int] = []
+    budget = limits.max_decoded_chars
+    for prose, lo, hi, direct in pieces:
+        if budget <= 0:
+            break
+        prose = prose[:budget]
+        if out:
+            out.append("\n")
+            new_starts.append(new_starts[-1])
+            new_ends.append(new_ends[-1])
+        out.append(prose)
+        if direct:
+            new_starts.extend(starts[lo + i] for i in range(len(prose)))
+            new_ends.extend(ends[lo + i] for i in range(len(prose)))
+        else:  # JSON escapes decoded: every character maps to the whole string value
+            new_starts.extend([starts[lo]] * len(prose))
+            new_ends.extend([ends[hi - 1]] * len(prose))
+        budget -= len(prose) + 1
+    joined = "".join(out)
+    if joined.strip() == text.strip():
+        return None
+    found = Reading(joined, (*reading.transforms, transform), new_starts, new_ends)
+    # JSON escapes can hide what the normaliser undoes (``\u0430`` is a Cyrillic look-alike).
+    return found if all(direct for *_, direct in pieces) else normalize_reading(found)
+
+
+def structure_lines(text: str) -> list[tuple[int, int]]:
+    """[start, end) of each piece (line) of a structure reading's text."""
+    out, pos = [], 0
+    for line in text.split("\n"):
+        if line.strip():
+            out.append((pos, pos + len(line)))
+        pos += len(line) + 1
+    return out
+
+
 def readings(text: str, limits: Limits = Limits()) -> list[Reading]:
     """The readings of ``text`` to score: first the plain one (:func:`elide_binary`, no
     transforms), then the alternatives worth scoring.
@@ -712,10 +867,10 @@ def readings(text: str, limits: Limits = Limits()) -> list[Reading]:
     At most five more: the normalised text, the normalised text with everything decoded,
     the rot13 of the normalised text and its decoding, and the normalised text with its
     backwards segments turned around; each only when it differs from what came before.
+    (:func:`structure_reading` is apart: only the transformer asks for it.)
     """
-    plain = elide_binary(text, limits)
+    plain, base = _plain_and_base(text, limits)
     out: list[Reading] = [plain]
-    base = normalize_reading(plain)
     if base.transforms:
         out.append(base)
     decoded = decode(base, limits)
@@ -731,6 +886,29 @@ def readings(text: str, limits: Limits = Limits()) -> list[Reading]:
     if backwards is not None:
         out.append(backwards)
     return out
+
+
+@lru_cache(maxsize=256)
+def _plain_and_base(text: str, limits: Limits = Limits()) -> tuple[Reading, Reading]:
+    """The plain reading of ``text`` and its normalised one, cached: :func:`readings`,
+    :func:`structure_reading` and :func:`numbers_reading` all start from them."""
+    plain = elide_binary(text, limits)
+    return plain, normalize_reading(plain)
+
+
+@lru_cache(maxsize=256)
+def structure_reading(text: str) -> Reading | None:
+    """:func:`structured` of the normalised plain reading of ``text``, cached. Not one of
+    :func:`readings`: the keyword rules match the text as written, so computing it for them
+    cost about 110 us of CPU per simulate record for nothing (docs/benchmarks.md)."""
+    return structured(_plain_and_base(text)[1])
+
+
+@lru_cache(maxsize=256)
+def numbers_reading(text: str) -> Reading | None:
+    """:func:`numbers_cut` of the normalised plain reading of ``text``, cached (the transformer's,
+    like :func:`structure_reading`)."""
+    return numbers_cut(_plain_and_base(text)[1])
 
 
 @lru_cache(maxsize=256)

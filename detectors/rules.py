@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from detectors.base import Detector
-from detectors.normalize import Reading, iter_all, reading_evidence
+from detectors.normalize import Reading, disguised, iter_all, reading_evidence
 from pipeline.schemas import Category, Finding, InferenceLog, ScreenedPart, Side, Signal
 
 
@@ -148,7 +148,7 @@ class RulesDetector(Detector):
                     if match is None:
                         continue
                     key = (rule.category, rule.side)
-                    if reading.transforms:
+                    if disguised(reading):
                         hidden.add(key)
                     held = best.get(key)
                     if held is None or rule.score > held.rule.score:  # the earlier part at equal scores

@@ -28,6 +28,10 @@ of a text up to about 6,100 tokens is in some window; 0 keeps the artifact's own
 body for v1.0.0, i.e. 32 tokens of overlap; docs/benchmarks.md, window overlap),
 ``feature_cache_size`` (backbone features of token windows kept in an LRU cache,
 default 8192 windows, about 3 KB each: 25 MB; 0 turns it off), ``decode`` = ``true`` | ``false`` (score normalised/decoded readings, default true),
+``structure`` = ``off`` | ``prompt`` | ``keywords`` | ``all`` (score the prose inside JSON string values and code comments,
+and the text between runs of eight or more numbers:
+not at all, each piece that names a harm on its own in the request's parts or in every part, or all of it; default
+``prompt``, chosen by a rule written before measuring it: docs/benchmarks.md),
 ``sentence_pass`` = ``all`` | ``risky`` | ``keywords`` | ``jailbreak`` | ``off`` (which prompt parts are
 re-read sentence by sentence, see SENTENCE_PASS_MODES; default ``keywords``) and
 ``sentence_pass_max`` (sentences re-read per part, default 128), ``history_windows`` (windows
@@ -56,7 +60,17 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Self
 
 from detectors.base import Detector, DetectorConfig
-from detectors.normalize import DECODERS, Reading, elide_binary, iter_all, reading_evidence
+from detectors.normalize import (
+    DECODERS,
+    Reading,
+    disguised,
+    elide_binary,
+    iter_all,
+    numbers_reading,
+    reading_evidence,
+    structure_lines,
+    structure_reading,
+)
 from pipeline.redact import snippet
 from pipeline.schemas import EVIDENCE_MAX_CHARS, Category, Finding, InferenceLog, PartKind, ScreenedPart, Side, Signal
 
@@ -73,6 +87,7 @@ RISKY_WINDOWS = 3
 # give training data its subcategory: a regex first pass, no model); risky: those of the RISKY_WINDOWS riskiest windows
 # instead; all: every sentence of such parts.
 SENTENCE_PASS_MODES = ("off", "jailbreak", "keywords", "risky", "all")
+STRUCTURE_MODES = ("off", "prompt", "keywords", "all")  # what of a structure reading is scored (detectors/normalize.py)
 # Windows of an earlier assistant turn the backbone reads, the riskiest by the lexical first pass
 # (0: every window). Chosen by the rule in docs/benchmarks.md (history gate).
 DEFAULT_HISTORY_WINDOWS = 0
@@ -168,6 +183,7 @@ class TransformerDetector(Detector):
         max_windows: int = 64,
         stride: int = 0,
         decode: bool = True,
+        structure: str = "prompt",
         sentence_pass: str = "keywords",
         sentence_pass_max: int = 128,
         history_windows: int = DEFAULT_HISTORY_WINDOWS,
@@ -190,6 +206,9 @@ class TransformerDetector(Detector):
                 raise ValueError(f"stride must be between 1 and {body} (the window's tokens without [CLS]/[SEP]), not {stride}")
             self.window = replace(self.window, stride=stride)
         self.decode = decode
+        if structure not in STRUCTURE_MODES:
+            raise ValueError(f"structure must be one of {', '.join(STRUCTURE_MODES)}, not {structure!r}")
+        self.structure = structure
         if sentence_pass not in SENTENCE_PASS_MODES:
             raise ValueError(f"sentence_pass must be one of {', '.join(SENTENCE_PASS_MODES)}, not {sentence_pass!r}")
         self.sentence_pass = sentence_pass
@@ -247,6 +266,7 @@ class TransformerDetector(Detector):
             max_windows=int(config.options.get("max_windows", "64")),
             stride=int(config.options.get("stride", "0")),
             decode=config.options.get("decode", "true").lower() not in {"false", "0", "no"},
+            structure=config.options.get("structure", "prompt"),
             sentence_pass=config.options.get("sentence_pass", "keywords"),
             sentence_pass_max=int(config.options.get("sentence_pass_max", "128")),
             history_windows=history_windows,
@@ -451,9 +471,27 @@ class TransformerDetector(Detector):
             for part in record.screened_parts():
                 readings = iter_all(part.text) if self.decode else iter((elide_binary(part.text),))
                 items.extend(_Item(r, part, reading) for reading in readings)
+                items.extend(_Item(r, part, piece) for piece in self._structure_pieces(part))
         scored = self._score_items(items)
         scored.extend(self._sentence_pass(scored))
         return self._merge(len(records), scored)
+
+    def _structure_pieces(self, part: ScreenedPart) -> list[Reading]:
+        """What of a part's structure reading (JSON string values, code comments) and numbers
+        reading (the text between runs of numbers) is scored, by the ``structure`` option:
+        nothing (``off``), each piece that names a harm on its own in the request's parts
+        (``prompt``) or in every part (``keywords``), or all of it (``all``)."""
+        if self.structure == "off" or not self.decode or (self.structure == "prompt" and part.side is not Side.PROMPT):
+            return []
+        out: list[Reading] = []
+        for reading in (structure_reading(part.text), numbers_reading(part.text)):
+            if reading is None:
+                continue
+            if self.structure == "all":
+                out.append(reading)
+            else:
+                out.extend(reading.slice(a, b) for a, b in structure_lines(reading.text) if _names_harm(reading.text[a:b]))
+        return out
 
     def _score_items(self, items: Sequence[_Item]) -> list[tuple[_Item, TextScores]]:
         out: list[tuple[_Item, TextScores]] = []
@@ -527,7 +565,7 @@ class TransformerDetector(Detector):
                 # A sentence out of its context says what is asked, not whether the framing is
                 # a jailbreak ("Please proofread this report." alone reads as one).
                 labels.pop(Category.JAILBREAK.value, None)
-            if it.reading.transforms:
+            if disguised(it.reading):
                 hidden.update((it.record, label, it.part.side) for label in labels)
             reported.append((it, ts, labels))
         # The strongest (part, reading) per category and side; evidence is cut for it only

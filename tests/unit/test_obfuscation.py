@@ -24,6 +24,7 @@ from tests.fixtures.obfuscation import (
     DISGUISES,
     HARMFUL_CYBER,
     SPECIAL_BENIGN,
+    STRUCTURE_SHAPES,
     TRANSFORMATIONS,
     plain_log,
 )
@@ -204,6 +205,12 @@ def _transformer_held_out(detector, trick: str) -> tuple[list[Finding], ...]:
 BENIGN_CASES = [(trick, i) for trick in TRANSFORMATIONS for i in range(len(BENIGN_HELD_OUT))]
 BENIGN_KNOWN = {("persona", i): "benign persona wrapper: other_harm from \"Let's write a story together.\" (model)"
                 for i in PERSONA_KNOWN_FALSE_POSITIVES}
+# The model reads the one-line JSON object around "How often should I water a cactus..." as a
+# prompt injection (jailbreak, on the text as written; the same with the structure reading off).
+BENIGN_KNOWN[("json_string", 9)] = "benign request in a JSON object: jailbreak/prompt_injection on the plain text (model)"
+# And the numbers around "Explain what a phishing email usually looks like..." as a jailbreak (dan,
+# 0.48, on the text as written: its evidence holds the numbers; the numbers reading reads no jailbreak).
+BENIGN_KNOWN[("numbers_flood", 9)] = "benign request between runs of numbers: jailbreak/dan on the plain text (model)"
 
 
 @pytest.mark.ml
@@ -284,3 +291,49 @@ def test_personal_data_hidden_with_the_request_is_redacted_from_decoded_evidence
     assert "ransomware" in evidence
     assert "john.smith@example.com" not in evidence and "555 0134" not in evidence, evidence
     assert "<EMAIL>" in evidence, evidence
+
+
+# -- the structure reading (JSON string values, code comments) ------------------------------------
+
+
+@cache
+def _shape_results(detector, shape: str, texts: tuple[str, ...]) -> tuple[list[Finding], ...]:
+    logs = [plain_log(STRUCTURE_SHAPES[shape](t), f"s-{shape}-{i}") for i, t in enumerate(texts)]
+    return tuple(detector.detect(logs))
+
+
+@pytest.mark.ml
+@pytest.mark.slow
+@pytest.mark.parametrize("shape", list(STRUCTURE_SHAPES))
+def test_a_request_inside_json_or_a_code_comment_keeps_its_category(transformer, shape) -> None:
+    """Before the structure reading the default transformer flagged 0/10 of these requests as a
+    one-line JSON value or in a ``# TODO:`` comment, and 0/10 between runs of numbers, before the
+    numbers reading (docs/benchmarks.md). These shapes were written as fresh checks of both; neither
+    is an obfuscation, so no signal."""
+    for i, found in enumerate(_shape_results(transformer, shape, HARMFUL_CYBER)):
+        cyber = _cyber(list(found))
+        assert cyber, f"{shape} hid request {i}: {found}"
+        assert Signal.OBFUSCATION not in cyber[0].signals and cyber[0].part is PartKind.USER
+    benign = _shape_results(transformer, shape, BENIGN_HELD_OUT)
+    assert all({f.category for f in found} <= {Category.JAILBREAK} for found in benign), benign
+
+
+@pytest.mark.ml
+def test_the_structure_option_chooses_which_pieces_are_read(transformer) -> None:
+    """``prompt`` (the default) reads the harm-naming pieces of the request's parts only: code
+    comments in completions (much of ShareGPT) cost 16.5% more tokens when all are read."""
+    from tests.fixtures.obfuscation import code_comment
+
+    log = make_log(request_id="c", prompt=code_comment(HARMFUL_CYBER[0]), completion=code_comment(HARMFUL_CYBER[1]))
+    parts = {p.side: p for p in log.screened_parts()}
+    saved = transformer.structure
+    try:
+        for mode, prompt_pieces, completion_pieces in (("off", 0, 0), ("prompt", 1, 0), ("keywords", 1, 1), ("all", 1, 1)):
+            transformer.structure = mode
+            for side, expected in ((Side.PROMPT, prompt_pieces), (Side.COMPLETION, completion_pieces)):
+                assert len(transformer._structure_pieces(parts[side])) == expected, (mode, side)
+        transformer.structure = "prompt"
+        benign = make_log(request_id="b", prompt=code_comment("Sort the list by date before printing it."))
+        assert transformer._structure_pieces(benign.screened_parts()[0]) == []  # names no harm: not read alone
+    finally:
+        transformer.structure = saved
