@@ -49,6 +49,7 @@ def main() -> None:
     parser.add_argument("--sentence-pass", default=None, help="override the transformer's sentence_pass mode")
     parser.add_argument("--stride", default=None, help="override the transformer's serving window stride")
     parser.add_argument("--structure", default=None, help="override the transformer's structure option (true/false)")
+    parser.add_argument("--dtype", default=None, help="override the transformer's CPU dtype option (float32, bfloat16, auto)")
     parser.add_argument("--write", type=Path, default=None, help="also write the section (docs/obfuscation-eval.md)")
     args = parser.parse_args()
     lines: list[str] = []
@@ -72,6 +73,8 @@ def main() -> None:
         options["stride"] = args.stride
     if args.structure:
         options["structure"] = args.structure
+    if args.dtype:
+        options["dtype"] = args.dtype
     transformer = TransformerDetector.create(DetectorConfig(options=options))
     rules = RulesDetector()
     emit("## Hidden requests: obfuscation, history, long texts (issue 11)")

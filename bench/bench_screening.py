@@ -14,6 +14,8 @@ measures records/s of the ``transformer`` detector:
   for both sides, the window-feature cache of ``--feature-cache-size``), for each
   sentence-pass mode;
 * ``after (..., no window-feature cache)``: the first mode without the window-feature cache.
+* ``after (..., dtype=D)`` (``--dtypes``): the first mode with the backbone's CPU forward pass in
+  ``D`` (e.g. bfloat16), compared record by record with the shipped variant;
 * ``after (..., history_windows=0)``: the first mode with every window of earlier assistant
   turns read (the history gate off), when the shipped detector has the gate on.
 
@@ -39,7 +41,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from detectors.transformer import SENTENCE_PASS_MODES, LRUCache, TransformerDetector  # noqa: E402
+from detectors.transformer import SENTENCE_PASS_MODES, LRUCache, TransformerDetector, cpu_dtype  # noqa: E402
 from pipeline.schemas import Finding, InferenceLog, Side  # noqa: E402
 
 
@@ -157,6 +159,9 @@ def main() -> None:
     parser.add_argument("--cache-size", type=int, default=4096, help="score cache per variant (the default); 0: cold")
     parser.add_argument("--structures", default="",
                         help="comma-separated transformer `structure` modes to add as variants (e.g. prompt,all)")
+    parser.add_argument("--dtypes", default="",
+                        help="comma-separated CPU dtypes of the backbone to add as variants (e.g. bfloat16); each is "
+                             "also compared record by record with the shipped variant")
     parser.add_argument("--breakdown", action="store_true", help="only print the token breakdown (no model)")
     parser.add_argument("--feature-cache-size", type=int, default=8192, help="window-feature cache of the after variants")
     parser.add_argument(
@@ -205,11 +210,15 @@ def main() -> None:
 
     shipped_structure = det.structure
 
-    def after(mode: str, history_windows: int = shipped_history_windows, structure: str = shipped_structure):
+    shipped_dtype = det.encoder.autocast_dtype
+
+    def after(mode: str, history_windows: int = shipped_history_windows, structure: str = shipped_structure,
+              dtype=shipped_dtype):
         def run(batch: Sequence[InferenceLog]) -> list[list[Finding]]:
             det.sentence_pass = mode
             det.history_windows = history_windows
             det.structure = structure
+            det.encoder.autocast_dtype = dtype
             return det.detect(batch)
 
         return run
@@ -220,6 +229,12 @@ def main() -> None:
     for structure in filter(None, args.structures.split(",")):
         name = f"after (sentence_pass={modes[0]}, structure={structure})"
         variants[name] = with_cache(name, after(modes[0], structure=structure), args.feature_cache_size)
+    shipped = f"after (sentence_pass={modes[0]})"
+    compared = []  # variants compared record by record with the shipped one
+    for dtype_name in filter(None, args.dtypes.split(",")):
+        name = f"after (sentence_pass={modes[0]}, dtype={dtype_name})"
+        variants[name] = with_cache(name, after(modes[0], dtype=cpu_dtype(dtype_name)), args.feature_cache_size)
+        compared.append(name)
     if args.feature_cache_size:
         name = f"after (sentence_pass={modes[0]}, no window-feature cache)"
         variants[name] = with_cache(name, after(modes[0]), 0)
@@ -239,6 +254,7 @@ def main() -> None:
     det.encoder.features = counting_features
     seconds = dict.fromkeys(variants, 0.0)
     flagged = dict.fromkeys(variants, 0)
+    outcomes: dict[str, list[tuple[bool, frozenset]]] = {name: [] for name in [shipped, *compared]}
     for b in range(0, len(records), args.batch):
         batch = records[b : b + args.batch]
         for name, run in variants.items():
@@ -247,6 +263,9 @@ def main() -> None:
             results = run(batch)
             seconds[name] += time.perf_counter() - t0
             flagged[name] += sum(bool(r) for r in results)
+            if name in outcomes:  # flagged, and the harm categories (jailbreak is not a harm)
+                outcomes[name].extend((bool(r), frozenset(f.category.value for f in r if f.category.value != "jailbreak"))
+                                      for r in results)
     det.take_truncated()
 
     shape = ", with earlier turns' records" if args.conversations else ""
@@ -259,6 +278,10 @@ def main() -> None:
         rate = len(records) / seconds[name]
         table.add_row(name, f"{rate:.2f}", f"{rate / base:.2f}x", f"{tokens[name]:,}", str(flagged[name]))
     Console().print(table)
+    for name in compared:
+        differ = [i for i, (a, b) in enumerate(zip(outcomes[shipped], outcomes[name], strict=True)) if a != b]
+        print(f"{name}: {len(differ)} of {len(records)} records differ from {shipped!r} in flagged or harm "
+              f"categories (indices {differ[:20]})")
     print(f"threads={os.environ.get('OMP_NUM_THREADS', os.cpu_count())} load={os.getloadavg()[0]:.1f}")
 
 

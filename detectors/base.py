@@ -46,6 +46,10 @@ class Detector(ABC):
 
     name: ClassVar[str]
     version: ClassVar[str]
+    # The keys of ``DetectorConfig.options`` this detector reads (each also as ``<name>.<key>``).
+    # One options dict serves every enabled detector; a key that none of them reads is refused
+    # at start-up (detectors.registry.check_options), so a typo is not silently a default.
+    option_keys: ClassVar[tuple[str, ...]] = ()
 
     @classmethod
     def create(cls, config: DetectorConfig) -> Self:

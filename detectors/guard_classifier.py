@@ -98,6 +98,7 @@ class _Window:
 
 class HFClassifierDetector(Detector):
     name = "hf_classifier"
+    option_keys = ("model_dir", "max_length", "sides", "threshold", "stride", "max_windows", "label_map", "revision")
     version = "1"
 
     def __init__(

@@ -204,6 +204,10 @@ class _Task:
 
 class GenerativeGuardDetector(Detector):
     name = "llm_guard"
+    option_keys = (
+        "model_dir", "flavor", "dtype", "sides", "threshold", "max_new_tokens", "max_chars", "controversial",
+        "content_format", "label_map", "on_unparseable", "self_check", "revision",
+    )
     version = "1"
 
     def __init__(

@@ -38,6 +38,7 @@ from typing import ClassVar, Self
 
 from detectors.base import Detector, DetectorConfig, pinned_version
 from detectors.language import E5_LANGUAGES, ENGLISH_ONLY, language_chunks
+from detectors.transformer import TransformerDetector
 from pipeline.schemas import Finding, InferenceLog, PartKind, ScreenedPart
 
 # Share of a record's language-tagged chunks that must be in other languages for the
@@ -51,6 +52,10 @@ MIXED_FINDINGS = ("all", "by_part")
 
 class RoutedTransformerDetector(Detector):
     name: ClassVar[str] = "transformer_routed"
+    # Its own keys, and every key of the transformer detector (passed on to both members).
+    option_keys: ClassVar[tuple[str, ...]] = (
+        "english_model_dir", "multilingual_model_dir", "mixed_findings", *TransformerDetector.option_keys,
+    )
     version: ClassVar[str] = "routed-1"  # replaced by both members' versions in create()
     languages = ENGLISH_ONLY | E5_LANGUAGES
 
@@ -65,8 +70,6 @@ class RoutedTransformerDetector(Detector):
 
     @classmethod
     def create(cls, config: DetectorConfig) -> Self:
-        from detectors.transformer import TransformerDetector
-
         options = dict(config.options)
         english_dir = options.pop("english_model_dir", None)
         multilingual_dir = options.pop("multilingual_model_dir", None)

@@ -21,7 +21,10 @@ by one: a role-play wrapper around a harmful request yields the harm category as
 ``jailbreak``, and a request hidden among benign sentences is not averaged away.
 
 Options (``DetectorConfig.options``): ``quantize`` = ``int8`` | ``none`` (CPU only; default
-``none``: see bench/bench_detector.py for the trade-off), ``cache_size`` (texts kept in the
+``none``: see bench/bench_detector.py for the trade-off), ``dtype`` = ``float32`` | ``bfloat16`` |
+``auto`` (the backbone's forward pass on a CPU, under autocast; ``auto``: bfloat16 where the CPU
+runs it natively; the multilingual E5 member has its own 4-bit engine and ignores it;
+docs/benchmarks.md), ``cache_size`` (texts kept in the
 LRU score cache, default 4096; keyed by detector version, side and text), ``max_windows`` (windows per text, default 64: every token
 of a text up to about 6,100 tokens is in some window; 0 keeps the artifact's own cap), ``stride``
 (tokens between window starts at serving; 0, the default, keeps the artifact's: 96 of a 126-token
@@ -88,6 +91,25 @@ RISKY_WINDOWS = 3
 # instead; all: every sentence of such parts.
 SENTENCE_PASS_MODES = ("off", "jailbreak", "keywords", "risky", "all")
 STRUCTURE_MODES = ("off", "prompt", "keywords", "all")  # what of a structure reading is scored (detectors/normalize.py)
+
+CPU_DTYPES = ("float32", "bfloat16", "auto")  # the backbone's forward pass on a CPU (option ``dtype``)
+DEFAULT_CPU_DTYPE = "float32"  # docs/benchmarks.md, the backbone in bfloat16 on the CPU
+
+
+def cpu_dtype(option: str):  # noqa: ANN201 - torch.dtype | None, torch imported lazily
+    """The autocast dtype of the backbone on a CPU for the ``dtype`` option (None: float32).
+
+    ``auto`` is bfloat16 only where oneDNN runs it natively (AVX512-BF16 or AMX); elsewhere
+    bfloat16 is emulated and slower than float32.
+    """
+    import torch
+
+    if option not in CPU_DTYPES:
+        raise ValueError(f"dtype must be one of {', '.join(CPU_DTYPES)}, not {option!r}")
+    if option == "bfloat16" or (option == "auto" and torch.backends.mkldnn.is_available()
+                                and torch.ops.mkldnn._is_mkldnn_bf16_supported()):
+        return torch.bfloat16
+    return None
 # Windows of an earlier assistant turn the backbone reads, the riskiest by the lexical first pass
 # (0: every window). Chosen by the rule in docs/benchmarks.md (history gate).
 DEFAULT_HISTORY_WINDOWS = 0
@@ -168,6 +190,10 @@ def evidence_snippet(text: str, start: int, end: int) -> str:
 
 class TransformerDetector(Detector):
     name: ClassVar[str] = "transformer"
+    option_keys: ClassVar[tuple[str, ...]] = (
+        "quantize", "dtype", "cache_size", "feature_cache_size", "max_windows", "stride", "decode", "structure",
+        "sentence_pass", "sentence_pass_max", "history_windows", "history_gate_dir",
+    )
     version: ClassVar[str] = ARTIFACT_NAME  # replaced by the artifact's pinned version in create()
 
     def __init__(
@@ -243,6 +269,7 @@ class TransformerDetector(Detector):
         else:
             # The CPU is compute-bound: one intra-op thread per core, no oversubscription.
             torch.set_num_threads(config.threads or os.cpu_count() or 1)
+            dtype = cpu_dtype(config.options.get("dtype", DEFAULT_CPU_DTYPE))
         # The manifest names the backbone (MiniLM, mpnet, multilingual E5); make_encoder loads it.
         encoder = make_encoder(
             manifest,
