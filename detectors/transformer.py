@@ -57,7 +57,7 @@ import hashlib
 import os
 from array import array
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Self
@@ -110,6 +110,33 @@ def cpu_dtype(option: str):  # noqa: ANN201 - torch.dtype | None, torch imported
                                 and torch.ops.mkldnn._is_mkldnn_bf16_supported()):
         return torch.bfloat16
     return None
+
+
+def _int_option(options: Mapping[str, str], key: str, default: int, minimum: int = 0) -> int:
+    """An integer option at least ``minimum`` (a negative cache size or window cap was accepted
+    and did something undocumented; a careless-newcomer check, 2026-12-02)."""
+    raw = options.get(key)
+    if raw is None:
+        return default
+    try:
+        value = int(raw)
+    except (TypeError, ValueError):
+        raise ValueError(f"{key} must be an integer, not {raw!r}") from None
+    if value < minimum:
+        raise ValueError(f"{key} must be at least {minimum}, not {value}")
+    return value
+
+
+def _flag_option(options: Mapping[str, str], key: str, default: bool) -> bool:
+    raw = options.get(key)
+    if raw is None:
+        return default
+    value = str(raw).strip().lower()
+    if value in {"true", "1", "yes", "on"}:
+        return True
+    if value in {"false", "0", "no", "off"}:
+        return False
+    raise ValueError(f"{key} must be true or false, not {raw!r}")
 # Windows of an earlier assistant turn the backbone reads, the riskiest by the lexical first pass
 # (0: every window). Chosen by the rule in docs/benchmarks.md (history gate).
 DEFAULT_HISTORY_WINDOWS = 0
@@ -258,7 +285,8 @@ class TransformerDetector(Detector):
         artifact_dir = config.model_dir or DEFAULT_ARTIFACT_DIR
         manifest, heads, calibration = load_artifact(Path(artifact_dir))
         lexical = load_lexical_view(Path(artifact_dir), manifest)
-        history_windows = int(config.options.get("history_windows", str(DEFAULT_HISTORY_WINDOWS)))
+        opts = config.options
+        history_windows = _int_option(opts, "history_windows", DEFAULT_HISTORY_WINDOWS)
         gate = _load_gate(Path(config.options.get("history_gate_dir", DEFAULT_GATE_DIR))) if history_windows > 0 else None
         device = config.device
         if device == "auto":
@@ -279,7 +307,10 @@ class TransformerDetector(Detector):
             adapter_dir=Path(artifact_dir) / ADAPTER_DIR if manifest.adapter is not None else None,
             threads=config.threads,
         )
-        if device == "cpu" and config.options.get("quantize", "none") == "int8" and hasattr(encoder, "quantize_int8"):
+        quantize = opts.get("quantize", "none")
+        if quantize not in ("none", "int8"):
+            raise ValueError(f"quantize must be none or int8, not {quantize!r}")
+        if device == "cpu" and quantize == "int8" and hasattr(encoder, "quantize_int8"):
             encoder.quantize_int8()
         return cls(
             encoder,
@@ -287,15 +318,15 @@ class TransformerDetector(Detector):
             manifest,
             calibration,
             batch_size=config.batch_size,
-            cache_size=int(config.options.get("cache_size", "4096")),
+            cache_size=_int_option(opts, "cache_size", 4096),
             lexical=lexical,
-            feature_cache_size=int(config.options.get("feature_cache_size", "8192")),
-            max_windows=int(config.options.get("max_windows", "64")),
-            stride=int(config.options.get("stride", "0")),
-            decode=config.options.get("decode", "true").lower() not in {"false", "0", "no"},
+            feature_cache_size=_int_option(opts, "feature_cache_size", 8192),
+            max_windows=_int_option(opts, "max_windows", 64),
+            stride=_int_option(opts, "stride", 0),
+            decode=_flag_option(opts, "decode", True),
             structure=config.options.get("structure", "prompt"),
             sentence_pass=config.options.get("sentence_pass", "keywords"),
-            sentence_pass_max=int(config.options.get("sentence_pass_max", "128")),
+            sentence_pass_max=_int_option(opts, "sentence_pass_max", 128, minimum=1),
             history_windows=history_windows,
             gate=gate,
         )

@@ -72,7 +72,12 @@ def test_classify_with_a_mistyped_option_key_exits_3(tmp_path: Path, monkeypatch
 @pytest.mark.ml
 @pytest.mark.parametrize(("options", "said"), [
     ({"dtype": "bf16"}, "dtype must be one of float32, bfloat16, auto, not 'bf16'"),
-    ({"max_windows": "x"}, "invalid literal for int()"),
+    ({"max_windows": "x"}, "max_windows must be an integer, not 'x'"),
+    ({"cache_size": "-1"}, "cache_size must be at least 0, not -1"),
+    ({"max_windows": "-3"}, "max_windows must be at least 0, not -3"),
+    ({"sentence_pass_max": "0"}, "sentence_pass_max must be at least 1, not 0"),
+    ({"decode": "maybe"}, "decode must be true or false, not 'maybe'"),
+    ({"quantize": "int4"}, "quantize must be none or int8, not 'int4'"),
     ({"structure": "bogus"}, "structure must be one of off, prompt, keywords, all, not 'bogus'"),
 ])
 def test_classify_with_a_value_the_transformer_refuses_exits_3(
