@@ -74,6 +74,8 @@ class RoutedTransformerDetector(Detector):
         english_dir = options.pop("english_model_dir", None)
         multilingual_dir = options.pop("multilingual_model_dir", None)
         mixed_findings = options.pop("mixed_findings", "all")
+        if mixed_findings not in MIXED_FINDINGS:  # before two models load
+            raise ValueError(f"mixed_findings must be one of {', '.join(MIXED_FINDINGS)}, not {mixed_findings!r}")
         english = TransformerDetector.create(
             replace(config, model_dir=Path(english_dir) if english_dir else config.model_dir, options=options)
         )

@@ -86,3 +86,10 @@ def test_classify_with_a_value_the_transformer_refuses_exits_3(
     code, line = _classify(tmp_path, monkeypatch, capsys, ["transformer"], options)
     assert code == ExitCode.CONFIG, line
     assert "detector transformer: invalid option in detectors.options" in line and said in line
+
+
+def test_a_routing_option_value_is_refused_before_the_models_load(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+) -> None:
+    code, line = _classify(tmp_path, monkeypatch, capsys, ["transformer_routed"], {"mixed_findings": "some"})
+    assert code == ExitCode.CONFIG and "mixed_findings must be one of all, by_part, not 'some'" in line
