@@ -297,7 +297,15 @@ class TransformerDetector(Detector):
         else:
             # The CPU is compute-bound: one intra-op thread per core, no oversubscription.
             torch.set_num_threads(config.threads or os.cpu_count() or 1)
-            dtype = cpu_dtype(config.options.get("dtype", DEFAULT_CPU_DTYPE))
+            dtype_option = config.options.get("dtype", DEFAULT_CPU_DTYPE)
+            dtype = cpu_dtype(dtype_option)
+            if opts.get("quantize") == "int8" and dtype is not None:
+                # int8 dynamic-quantised Linear layers take float32 inputs only ("expected scalar
+                # type Float but found BFloat16" on every record, found 2026-12-03): auto gives
+                # way to the explicit int8, an explicit bfloat16 is refused.
+                if dtype_option != "auto":
+                    raise ValueError("dtype bfloat16 cannot be combined with quantize int8 (int8 layers read float32)")
+                dtype = None
         # The manifest names the backbone (MiniLM, mpnet, multilingual E5); make_encoder loads it.
         encoder = make_encoder(
             manifest,

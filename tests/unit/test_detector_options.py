@@ -78,6 +78,7 @@ def test_classify_with_a_mistyped_option_key_exits_3(tmp_path: Path, monkeypatch
     ({"sentence_pass_max": "0"}, "sentence_pass_max must be at least 1, not 0"),
     ({"decode": "maybe"}, "decode must be true or false, not 'maybe'"),
     ({"quantize": "int4"}, "quantize must be none or int8, not 'int4'"),
+    ({"quantize": "int8", "dtype": "bfloat16"}, "dtype bfloat16 cannot be combined with quantize int8"),
     ({"structure": "bogus"}, "structure must be one of off, prompt, keywords, all, not 'bogus'"),
 ])
 def test_classify_with_a_value_the_transformer_refuses_exits_3(

@@ -172,6 +172,18 @@ def test_cpu_dtype_option_is_checked() -> None:
         TransformerDetector.create(DetectorConfig(device="cpu", threads=2, options={"dtype": "bf16"}))
 
 
+def test_int8_with_the_default_dtype_runs_in_float32_and_keeps_the_clear_cases() -> None:
+    """Regression (2026-12-03): with `auto` picking bfloat16, `quantize: int8` failed every
+    detect call ("expected scalar type Float but found BFloat16"); int8 layers read float32."""
+    det = TransformerDetector.create(DetectorConfig(device="cpu", threads=2, options={"quantize": "int8"}))
+    try:
+        assert det.encoder.autocast_dtype is None
+        for (prompt, category), findings in zip(CLEAR_CASES.items(), det.detect([_log(p) for p in CLEAR_CASES]), strict=True):
+            assert category in _cats(findings, Side.PROMPT), prompt
+    finally:
+        det.close()
+
+
 def test_bfloat16_backbone_runs_in_bfloat16_and_keeps_the_clear_cases() -> None:
     det = TransformerDetector.create(DetectorConfig(device="cpu", threads=2, options={"dtype": "bfloat16"}))
     ref = TransformerDetector.create(DetectorConfig(device="cpu", threads=2, options={"dtype": "float32"}))
