@@ -22,9 +22,9 @@ by one: a role-play wrapper around a harmful request yields the harm category as
 
 Options (``DetectorConfig.options``): ``quantize`` = ``int8`` | ``none`` (CPU only; default
 ``none``: see bench/bench_detector.py for the trade-off), ``dtype`` = ``float32`` | ``bfloat16`` |
-``auto`` (the backbone's forward pass on a CPU, under autocast; ``auto``: bfloat16 where the CPU
-runs it natively; the multilingual E5 member has its own 4-bit engine and ignores it;
-docs/benchmarks.md), ``cache_size`` (texts kept in the
+``auto`` (the backbone's forward pass on a CPU, under autocast; ``auto``, the default: bfloat16
+where the CPU runs it natively, float32 elsewhere and with ``quantize: int8``; the multilingual E5
+member has its own 4-bit engine and ignores it; docs/benchmarks.md), ``cache_size`` (texts kept in the
 LRU score cache, default 4096; keyed by detector version, side and text), ``max_windows`` (windows per text, default 64: every token
 of a text up to about 6,100 tokens is in some window; 0 keeps the artifact's own cap), ``stride``
 (tokens between window starts at serving; 0, the default, keeps the artifact's: 96 of a 126-token
