@@ -50,8 +50,10 @@ def main() -> None:
         finally:
             det.close()
         differ = sum((bool(a), {f.category for f in a}) != (bool(b), {f.category for f in b}) for a, b in zip(whole, pieces, strict=True))
-        shared = [(a[k], b[k]) for a, b in map(lambda ab: (_by_key(ab[0]), _by_key(ab[1])), zip(whole, pieces, strict=True)) for k in a.keys() & b.keys()]
-        table.add_row(dtype, str(differ), str(len(shared)), f"{max((abs(x - y) for x, y in shared), default=0.0):.4f}")
+        # score differences of the findings present in both runs
+        gaps = [abs(a[k] - b[k]) for a, b in ((_by_key(x), _by_key(y)) for x, y in zip(whole, pieces, strict=True))
+                for k in a.keys() & b.keys()]
+        table.add_row(dtype, str(differ), str(len(gaps)), f"{max(gaps, default=0.0):.4f}")
     Console().print(table)
 
 

@@ -96,16 +96,22 @@ CPU_DTYPES = ("float32", "bfloat16", "auto")  # the backbone's forward pass on a
 DEFAULT_CPU_DTYPE = "auto"  # its rule held on 2026-12-03 (docs/benchmarks.md, the backbone in bfloat16 on the CPU)
 
 
-def cpu_dtype(option: str):  # noqa: ANN201 - torch.dtype | None, torch imported lazily
+def cpu_dtype(option: str, quantize: str = "none"):  # noqa: ANN201 - torch.dtype | None, torch imported lazily
     """The autocast dtype of the backbone on a CPU for the ``dtype`` option (None: float32).
 
     ``auto`` is bfloat16 only where oneDNN runs it natively (AVX512-BF16 or AMX); elsewhere
-    bfloat16 is emulated and slower than float32.
+    bfloat16 is emulated and slower than float32. int8 dynamic-quantised Linear layers read
+    float32 only ("expected scalar type Float but found BFloat16" on every record, found
+    2026-12-03): with ``quantize`` int8, ``auto`` is float32 and ``bfloat16`` is refused.
     """
     import torch
 
     if option not in CPU_DTYPES:
         raise ValueError(f"dtype must be one of {', '.join(CPU_DTYPES)}, not {option!r}")
+    if quantize == "int8":
+        if option == "bfloat16":
+            raise ValueError("dtype bfloat16 cannot be combined with quantize int8 (int8 layers read float32)")
+        return None
     if option == "bfloat16" or (option == "auto" and torch.backends.mkldnn.is_available()
                                 and torch.ops.mkldnn._is_mkldnn_bf16_supported()):
         return torch.bfloat16
@@ -288,6 +294,9 @@ class TransformerDetector(Detector):
         opts = config.options
         history_windows = _int_option(opts, "history_windows", DEFAULT_HISTORY_WINDOWS)
         gate = _load_gate(Path(config.options.get("history_gate_dir", DEFAULT_GATE_DIR))) if history_windows > 0 else None
+        quantize = opts.get("quantize", "none")
+        if quantize not in ("none", "int8"):  # checked before the backbone loads
+            raise ValueError(f"quantize must be none or int8, not {quantize!r}")
         device = config.device
         if device == "auto":
             device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -297,15 +306,7 @@ class TransformerDetector(Detector):
         else:
             # The CPU is compute-bound: one intra-op thread per core, no oversubscription.
             torch.set_num_threads(config.threads or os.cpu_count() or 1)
-            dtype_option = config.options.get("dtype", DEFAULT_CPU_DTYPE)
-            dtype = cpu_dtype(dtype_option)
-            if opts.get("quantize") == "int8" and dtype is not None:
-                # int8 dynamic-quantised Linear layers take float32 inputs only ("expected scalar
-                # type Float but found BFloat16" on every record, found 2026-12-03): auto gives
-                # way to the explicit int8, an explicit bfloat16 is refused.
-                if dtype_option != "auto":
-                    raise ValueError("dtype bfloat16 cannot be combined with quantize int8 (int8 layers read float32)")
-                dtype = None
+            dtype = cpu_dtype(opts.get("dtype", DEFAULT_CPU_DTYPE), quantize)
         # The manifest names the backbone (MiniLM, mpnet, multilingual E5); make_encoder loads it.
         encoder = make_encoder(
             manifest,
@@ -315,9 +316,6 @@ class TransformerDetector(Detector):
             adapter_dir=Path(artifact_dir) / ADAPTER_DIR if manifest.adapter is not None else None,
             threads=config.threads,
         )
-        quantize = opts.get("quantize", "none")
-        if quantize not in ("none", "int8"):
-            raise ValueError(f"quantize must be none or int8, not {quantize!r}")
         if device == "cpu" and quantize == "int8" and hasattr(encoder, "quantize_int8"):
             encoder.quantize_int8()
         return cls(

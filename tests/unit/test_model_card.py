@@ -94,4 +94,3 @@ def test_card_names_the_backbone_precision_of_the_evaluation(tmp_path, recorded,
     card = tmp_path / "card.md"
     write_model_card(_artifact(tmp_path / "a", None), card, evaluation)
     assert f"(3 items from spikee; limit per kind: 1; backbone in {shown})" in card.read_text()
-
