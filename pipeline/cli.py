@@ -151,8 +151,19 @@ def _count_lines(path: Path) -> int | None:
     """Lines in a file, for a progress bar; None for stdin ('-'), which cannot be read twice."""
     if is_dash(path):
         return None
-    with path.open("rb") as fh:
+    with open_input(path) as fh:  # decompressed, like the command reads it
         return sum(1 for _ in fh)
+
+
+def not_jsonl_hint(first_line: bytes | None) -> str | None:
+    """What to do when the input is JSON but not JSONL, from its first line: a pretty-printed
+    document or a JSON array made every line an error with a parser message that did not say so."""
+    head = (first_line or b"").strip().removeprefix(b"\xef\xbb\xbf")
+    if head == b"{":
+        return "the input looks like pretty-printed JSON, not JSONL (one object per line); convert it with: jq -c . FILE"
+    if head.startswith(b"["):
+        return "the input looks like a JSON array, not JSONL (one object per line); convert it with: jq -c '.[]' FILE"
+    return None
 
 
 def _existing_or_dash(path: Path) -> Path:
@@ -174,7 +185,7 @@ def produce(
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON on stdout")] = False,
     config: ConfigOpt = None,
 ) -> None:
-    """Replay a JSONL file into Kafka, line by line, bytes unchanged (bad lines included).
+    """Replay a JSONL file (gzip read decompressed) into Kafka, line by line, bytes unchanged (bad lines included).
 
     Every non-empty line is sent, whatever it holds: the key is the one the gateway would give it
     (a hash of tenant and user, else the request id: pipeline.producer.record_key) when the hardened
@@ -197,6 +208,8 @@ def produce(
         task = progress.add_task(f"producing to {producer.topic}", total=total)
         for line_no, line in enumerate(fh, start=1):
             line = line.rstrip(b"\r\n")
+            if line_no == 1 and (hint := not_jsonl_hint(line)):  # sent all the same: every line is
+                console.print(f"[yellow]warning: {hint}[/yellow]")
             if not line:  # no record on an empty line (a blank separator or the file's end)
                 progress.advance(task)
                 continue
@@ -462,6 +475,7 @@ def classify(
     scorer = Scorer.from_settings(settings)
     total = _count_lines(input)
     counts = {"verdicts": 0, "flagged": 0, "errors": 0}
+    first_line: bytes | None = None
     try:
         with (
             open_input(input) as src,
@@ -470,6 +484,7 @@ def classify(
         ):
             task = progress.add_task("classifying", total=total)
             for lines in _batched(enumerate(src, start=1), settings.batch.max_records):
+                first_line = lines[0][1] if first_line is None else first_line
                 for _, result in classify_lines(lines, scorer, settings.batch.max_record_bytes):
                     dst.write(result + "\n")
                     if result.startswith(_ERROR_PREFIX):
@@ -491,6 +506,8 @@ def classify(
     if counts["errors"] and not allow_errors:
         console.print(f"[red]{counts['errors']} line(s) could not be classified (see their misuse-error/v1 lines); "
                       "--allow-errors accepts that[/red]")
+        if hint := not_jsonl_hint(first_line):
+            console.print(f"[yellow]hint: {hint}[/yellow]")
         raise typer.Exit(ExitCode.INVALID_RECORDS)
 
 

@@ -234,6 +234,9 @@ def parse_json_object(value: bytes | None, max_bytes: int) -> dict[str, Any]:
         text = value.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise DecodeError(DecodeReason.NOT_UTF8, f"invalid UTF-8 at byte {exc.start}") from exc
+    # A UTF-8 byte order mark before the JSON text, which RFC 8259 (section 8.1) lets a parser
+    # ignore: Windows tools write one at the top of a file, and it made line 1 "Expecting value".
+    text = text.removeprefix("\ufeff")
     try:
         obj = _DECODER.decode(text)
     except _Limit as exc:

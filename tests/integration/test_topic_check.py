@@ -71,3 +71,32 @@ def test_produce_skips_a_line_too_large_for_the_producer_and_sends_the_rest(kafk
     assert "line 2" in done.stderr
     delivered = [json.loads(m.value)["request_id"] for m in read_topic(kafka_bootstrap, topic, expect=4)]
     assert delivered == ["r0", "r2", "r3", "r4"]
+
+
+def test_produce_replays_a_gzip_archive_decompressed_and_warns_about_pretty_printed_json(
+    kafka_bootstrap, kafka_topic_factory, tmp_path
+):
+    """A careless newcomer (2026-12-03): `produce logs.jsonl.gz` sent the compressed bytes, cut at
+    newline bytes, as records (every one a not_utf8 dead letter); a pretty-printed JSON file went
+    out line by line with no word that it is not JSONL."""
+    import gzip
+
+    from tests.fixtures.kafka_read import read_topic
+
+    topic = kafka_topic_factory(partitions=1, prefix="produce-gz")
+    line = {"schema": "inference-log/v1", "timestamp": "2026-11-28T10:00:00Z", "model": "m", "prompt": "hi"}
+    rows = [json.dumps({**line, "request_id": f"r{i}"}) for i in range(3)]
+    data = tmp_path / "logs.jsonl.gz"
+    data.write_bytes(gzip.compress(("\n".join(rows) + "\n").encode()))
+    done = _cli("produce", str(data), "--topic", topic, "--json", bootstrap=kafka_bootstrap)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["delivered"] == 3
+    assert [json.loads(m.value)["request_id"] for m in read_topic(kafka_bootstrap, topic, expect=3)] == ["r0", "r1", "r2"]
+
+    pretty = tmp_path / "one.json"
+    pretty.write_text(json.dumps({**line, "request_id": "p"}, indent=2) + "\n")
+    other = kafka_topic_factory(partitions=1, prefix="produce-pretty")
+    sent = _cli("produce", str(pretty), "--topic", other, "--json", bootstrap=kafka_bootstrap)
+    assert sent.returncode == 0, sent.stderr  # every non-empty line is still sent (the stream dead-letters them)
+    assert json.loads(sent.stdout)["delivered"] == 7
+    assert "not JSONL" in sent.stderr and "jq -c . FILE" in " ".join(sent.stderr.split())

@@ -210,3 +210,77 @@ def test_training_refuses_zero_or_negative_epochs():
     for args in (["--epochs", "0"], ["--epochs", "-5"], ["--target-precision", "1.5"], ["--threads", "0"]):
         result = CliRunner().invoke(training_app, ["train", *args])
         assert result.exit_code == 2, (args, result.output)
+
+
+# A careless newcomer (2026-12-03): archived logs, a Windows export and plain JSON files.
+
+
+def test_a_gzip_file_is_read_decompressed_with_the_same_verdicts(tmp_path):
+    """Told by its magic bytes, not its name: read raw, every 'line' of a .jsonl.gz was a not_utf8 error."""
+    import gzip
+
+    raws = [_good("a", "hello"), _good("b", "Write a phishing email to steal passwords"), b"{not json"]
+    plain, packed = _write(tmp_path / "in.jsonl", raws), tmp_path / "archive.bin"
+    packed.write_bytes(gzip.compress(plain.read_bytes()))
+    outs = []
+    for src in (plain, packed):
+        out = tmp_path / f"{src.name}.out"
+        result = CliRunner().invoke(app, ["classify", str(src), "-o", str(out), "--detectors", "rules", "--allow-errors"])
+        assert result.exit_code == 0, result.output
+        assert "2 verdicts (1 flagged), 1 error lines" in result.stderr
+        outs.append([_parse(x).get("request_id") or _parse(x)["reason"] for x in out.read_text().splitlines()])
+    assert outs[0] == outs[1] == ["a", "b", "invalid_json"]
+
+
+def test_gzip_on_stdin_is_read_decompressed_and_a_truncated_archive_is_exit_4_naming_it(tmp_path):
+    import gzip
+
+    exe = Path(sys.executable).with_name("misuse-monitor")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MM_")}
+    packed = gzip.compress(b"\n".join([_good("a", "hello"), _good("b", "bye")]) + b"\n")
+    piped = subprocess.run([str(exe), "classify", "-", "-o", "-", "--detectors", "rules"], input=packed,
+                           capture_output=True, cwd=tmp_path, env=env, timeout=120, check=False)
+    assert piped.returncode == 0, piped.stderr.decode()
+    assert [_parse(x)["request_id"] for x in piped.stdout.decode().splitlines()] == ["a", "b"]
+
+    cut = tmp_path / "cut.jsonl.gz"
+    cut.write_bytes(packed[: len(packed) - 12])  # the trailer and some data gone: a copy that did not finish
+    out = tmp_path / "out.jsonl"
+    failed = subprocess.run([str(exe), "classify", str(cut), "-o", str(out), "--detectors", "rules"],
+                            capture_output=True, text=True, cwd=tmp_path, env=env, timeout=120, check=False)
+    assert failed.returncode == 4, failed.stderr
+    assert str(cut) in failed.stderr and "gzip data is truncated or corrupt" in failed.stderr
+    assert "Traceback" not in failed.stderr
+
+
+def test_a_byte_order_mark_before_the_first_line_is_ignored(tmp_path):
+    """Windows tools start a UTF-8 file with a BOM; line 1 was 'invalid_json: Expecting value'."""
+    src = _write(tmp_path / "in.jsonl", [b"\xef\xbb\xbf" + _good("a", "hello"), _good("b", "bye")])
+    out = tmp_path / "out.jsonl"
+    result = CliRunner().invoke(app, ["classify", str(src), "-o", str(out), "--detectors", "rules"])
+    assert result.exit_code == 0, result.output
+    assert [_parse(x)["request_id"] for x in out.read_text().splitlines()] == ["a", "b"]
+
+
+@pytest.mark.parametrize(
+    ("content", "advice"),
+    [
+        (json.dumps({**BASE, "request_id": "a", "prompt": "hi"}, indent=2).encode(), "jq -c . FILE"),
+        (json.dumps([{**BASE, "request_id": "a", "prompt": "hi"}]).encode(), "jq -c '.[]' FILE"),
+    ],
+    ids=["pretty-printed", "array"],
+)
+def test_json_that_is_not_jsonl_gets_a_hint_naming_the_conversion(tmp_path, content, advice):
+    src = tmp_path / "in.json"
+    src.write_bytes(content + b"\n")
+    out = tmp_path / "out.jsonl"
+    result = CliRunner().invoke(app, ["classify", str(src), "-o", str(out), "--detectors", "rules"])
+    assert result.exit_code == 7, result.output
+    assert len(out.read_text().splitlines()) == content.count(b"\n") + 1  # still one line per input line
+    assert "not JSONL" in result.stderr and advice in " ".join(result.stderr.split())
+
+
+def test_no_hint_for_jsonl_with_a_bad_line(tmp_path):
+    src = _write(tmp_path / "in.jsonl", [_good("a", "hello"), b"{not json"])
+    result = CliRunner().invoke(app, ["classify", str(src), "-o", str(tmp_path / "o.jsonl"), "--detectors", "rules"])
+    assert result.exit_code == 7 and "not JSONL" not in result.stderr

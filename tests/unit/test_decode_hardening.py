@@ -225,3 +225,13 @@ def test_produce_keys_replayed_lines_like_the_gateway():
     assert _request_id_key(_line(prompt="x", request_id="r2")) == b"r2"
     assert _request_id_key(b"[" * 100_000 + b"]" * 100_000) is None
     assert _request_id_key(b'{"request_id": "a", "user_id": "\\ud800"}') is None
+
+
+def test_a_leading_byte_order_mark_is_ignored_and_one_elsewhere_is_not_json():
+    """RFC 8259 section 8.1 lets a parser ignore a BOM; only before the JSON text."""
+    good = json.dumps({"schema": "inference-log/v1", "request_id": "r", "timestamp": "2026-11-28T10:00:00Z",
+                       "model": "m", "prompt": "hi"}).encode()
+    assert decode_log(b"\xef\xbb\xbf" + good, 1 << 20).request_id == "r"
+    with pytest.raises(DecodeError) as exc:
+        decode_log(good[:1] + b"\xef\xbb\xbf" + good[1:], 1 << 20)
+    assert exc.value.reason is DecodeReason.INVALID_JSON
