@@ -2,10 +2,11 @@
 
 Cheap tricks hide a request from a classifier that reads the raw characters: Cyrillic
 look-alike letters, zero-width or bidi characters between letters, fullwidth, mathematical,
-circled or small-capital letters, combining marks, leetspeak, spaced-out letters, base64,
-hex, URL-encoding, HTML character references, ``\\u`` escapes, rot13, text written
-backwards, and text smuggled in invisible characters (Unicode tag characters, variation
-selectors). :func:`readings` undoes them and returns each alternative reading with a map
+circled or small-capital letters, combining marks, leetspeak, spaced-out or dotted letters,
+base64, hex, URL-encoding, HTML character references, ``\\u`` escapes, rot13 and other letter
+shifts (Caesar, Atbash), text written backwards or word by word backwards, and text smuggled in
+invisible characters (Unicode tag characters, variation selectors). Not Morse code: a decoder was
+measured and left out (docs/benchmarks.md). :func:`readings` undoes them and returns each alternative reading with a map
 back to the original characters, so a detector can score the reading and still point its
 evidence at the span of the original text that carried it.
 
@@ -30,11 +31,12 @@ Steps (each bounded in input size, output size and depth, see :class:`Limits`):
 2. **Decode** (:func:`decode`): base64 and hex runs that decode to readable UTF-8 text,
    URL-encoded runs, words with HTML character references (``&#114;``) or ``\\u0072`` escapes,
    empty HTML elements or comments inside words (``ran<b></b>somware``), spaced-out letters
-   (``r a n s o m``), leetspeak words (``r4ns0mw4re``), each rewritten in place so the
+   (``r a n s o m``, ``r.a.n.s.o.m``), leetspeak words (``r4ns0mw4re``), each rewritten in place so the
    surrounding request stays around it; then again on the result, up to ``Limits.max_depth``.
    Rot13 is a separate reading of the whole text, kept only when it reads as English much more
-   than the original does; so is the text with its backwards-written sentences turned around
-   (the same test, per sentence).
+   than the original does; so is the text with its sentences turned around (the same test, per
+   sentence): written backwards, each word spelled backwards, or in a letter shift (the Caesar
+   shift or Atbash that fits English letter frequencies best).
 3. **Structure** (:func:`structure_reading`, asked for by the transformer only): the prose a
    text carries inside JSON strings and code comments, each piece on its own line. Not a disguise: a request written as the value of
    ``{"task": ...}`` or after ``# TODO:`` is ordinary structure, but a classifier trained on
@@ -73,6 +75,8 @@ HEX = "hex"
 URL = "url"
 ROT13 = "rot13"
 REVERSED = "reversed"
+REVERSED_WORDS = "reversed_words"  # each word spelled backwards, the words in order
+LETTER_SHIFT = "letter_shift"  # a Caesar shift other than the whole-text rot13, or Atbash
 LEET = "leetspeak"
 SPACED = "spaced"
 MARKUP = "markup"
@@ -84,7 +88,9 @@ STRUCTURE = "structure"  # JSON string values and code comments (not an obfuscat
 NUMBERS = "numbers"  # the text between runs of numbers (padding, not an obfuscation)
 # Decoders whose output does not resemble their input: evidence shows the decoded text
 # (with the original character range), since the original span reads as noise.
-CONTENT_DECODERS = frozenset({BASE64, HEX, URL, ROT13, REVERSED, HTML, ESCAPES, TAGS, VARIATION})
+CONTENT_DECODERS = frozenset(
+    {BASE64, HEX, URL, ROT13, REVERSED, REVERSED_WORDS, LETTER_SHIFT, HTML, ESCAPES, TAGS, VARIATION}
+)
 # Every transform that rewrote noise to a classifier into plain words: encoded content (base64
 # runs...), letter-by-letter text, leetspeak, markup inside words, and letters its tokenizer
 # does not know (fullwidth, circled, small capitals: NFKC and styled letters). A detector
@@ -449,7 +455,8 @@ _MARKUP_RUN = re.compile(
     r"(?<=[A-Za-z])(?:<([A-Za-z]{1,10})\s*></\1\s*>|<!--[^>]{0,40}-->|<wbr\s*/?>)+(?=[A-Za-z])"
 )
 # Single letters separated by 1-3 separator characters, at least four letters in a row.
-_SPACED_RUN = re.compile(r"(?<![^\W\d_])(?:[^\W\d_][ \t._*|/\\-]{1,3}){3,}[^\W\d_](?![^\W\d_])")
+# An apostrophe may sit in a gap (``n.e.i.g.h.b.o.u.r.'.s``): it joins, it does not break a word.
+_SPACED_RUN = re.compile(r"(?<![^\W\d_])(?:[^\W\d_][ \t._*|/\\'-]{1,3}){3,}[^\W\d_](?![^\W\d_])")
 _LEET_MAP = str.maketrans({"0": "o", "1": "i", "3": "e", "4": "a", "5": "s", "7": "t", "8": "b", "9": "g",
                            "@": "a", "$": "s"})
 # A word with a leet character between two letters (r4ns0mw4re, f1l3s, h@ck).
@@ -535,16 +542,28 @@ def _count_at_least(pattern: re.Pattern[str], text: str, n: int) -> bool:
     return any(k + 1 >= n for k, _ in enumerate(pattern.finditer(text)))
 
 
-def _despace(run: str) -> str:
-    """``w r i t e   m a l w a r e`` -> ``write malware``: the narrowest gap joins letters,
-    wider gaps are word breaks."""
-    gaps = re.findall(r"[^\W\d_]([ \t._*|/\\-]+)(?=[^\W\d_])", run)
-    narrow = min(len(g) for g in gaps)
+def _despace(run: str) -> str | None:
+    """``w r i t e   m a l w a r e`` -> ``write malware``, ``r.a.n.s.o.m w.a.r.e`` ->
+    ``ransom ware``: the most frequent gap joins letters (the shortest of the most frequent),
+    any other gap is a word break, and so is a lone ``/`` or ``|`` between one-character joins.
+
+    Until 2026-12-03 the narrowest gap was the joiner, so with one-character gaps both inside
+    words (``.``, ``*``) and between them (a space) the whole run became one word. None when no
+    gap joins four letters (``I-I'm a`` is a stutter, not letters spaced out)."""
+    gaps = re.findall(r"[^\W\d_]([ \t._*|/\\'-]+)(?=[^\W\d_])", run)
+    counts: dict[str, int] = {}
+    for gap in gaps:
+        counts[gap] = counts.get(gap, 0) + 1
+    joiner = min(counts, key=lambda gap: (-counts[gap], len(gap)))
+    if counts[joiner] < 3:
+        return None
     words, current = [], []
-    for k, piece in enumerate(re.split(r"([ \t._*|/\\-]+)", run)):
+    for k, piece in enumerate(re.split(r"([ \t._*|/\\'-]+)", run)):
         if k % 2 == 0:
             current.append(piece)
-        elif len(piece) > narrow or piece.strip(" \t") in {"/", "|"} and narrow == 1:
+        elif "'" in piece and piece != joiner:
+            current.append("'")
+        elif piece != joiner or piece.strip(" \t") in {"/", "|"} and len(joiner) == 1 and joiner not in "/|":
             words.append("".join(current))
             current = []
     words.append("".join(current))
@@ -671,28 +690,120 @@ def _one_way_ratio(text: str) -> float:
     as English both ways and say nothing about the direction); 0 unless at least three
     different common words occur (``or``, ``so`` and ``as`` repeated in formulas and code are
     common words backwards)."""
-    words = [w for w in re.findall(r"[A-Za-z]+", text.lower()) if w != w[::-1]]
-    common = [w for w in words if w in _COMMON]
-    return len(common) / len(words) if len(set(common)) >= 3 else 0.0
+    return _word_ratio(_LETTER_RUN.findall(text.lower()))
 
 
-def _reversed(reading: Reading) -> Reading | None:
-    """Segments written backwards (``.erawmosnar etirW``) turned around in place, kept only
-    where the backwards segment reads as English much more than the segment does (the rot13
-    test, per segment, so an instruction around it stays readable)."""
+_LETTER_RUN = re.compile(r"[A-Za-z]+")
+
+
+def _word_ratio(words: list[str]) -> float:
+    """:func:`_one_way_ratio` of lower-case words already split."""
+    one_way = [w for w in words if w != w[::-1]]
+    common = [w for w in one_way if w in _COMMON]
+    return len(common) / len(one_way) if len(set(common)) >= 3 else 0.0
+
+
+# English letter frequencies (percent, a-z): which Caesar shift or Atbash turns a segment into
+# English-looking letters, found from one count of its letters instead of 26 decodings.
+_ENGLISH_FREQ = (8.2, 1.5, 2.8, 4.3, 12.7, 2.2, 2.0, 6.1, 7.0, 0.15, 0.77, 4.0, 2.4, 6.7, 7.5, 1.9, 0.095, 6.0, 6.3,
+                 9.1, 2.8, 0.98, 2.4, 0.15, 2.0, 0.074)
+_LOWER = "abcdefghijklmnopqrstuvwxyz"
+
+
+def _alphabet_table(plain_of: Callable[[int], int]) -> dict[int, int]:
+    """str.translate table mapping cipher letter i (both cases) to plain letter plain_of(i)."""
+    table = {ord(_LOWER[i]): ord(_LOWER[plain_of(i)]) for i in range(26)}
+    table.update({ord(_LOWER[i].upper()): ord(_LOWER[plain_of(i)].upper()) for i in range(26)})
+    return table
+
+
+# Row t: the identity (t = 0), shift t (1-25; rot13 is 13), Atbash (t = 26): its translate
+# table (cipher -> plain) and, in _CIPHER_OF[t][i], the cipher letter that stands for plain i.
+_TURN_TABLES = [_alphabet_table(lambda i, k=k: (i - k) % 26) for k in range(26)] + [_alphabet_table(lambda i: 25 - i)]
+_CIPHER_OF = [[(i + k) % 26 for i in range(26)] for k in range(26)] + [[25 - i for i in range(26)]]
+
+
+@lru_cache(maxsize=1)
+def _turn_matrices():  # -> (cipher index matrix, English frequencies): numpy on first use only
+    import numpy as np
+
+    return np.array(_CIPHER_OF), np.array(_ENGLISH_FREQ) / 100
+
+
+def _letter_shift(segment: str, letters: str) -> str | None:
+    """``segment`` deciphered by the Caesar shift or Atbash whose plain text fits English letter
+    frequencies best (chi-squared), when that fit is at least three times as good as the
+    segment's own; else None. ``letters``: the segment's ASCII letters, lower case. One count
+    of the letters, no trial decodings."""
+    import numpy as np
+
+    total = len(letters)
+    # English, code and most Latin-script languages spend about half their letters on e t a o
+    # i n; a shifted alphabet moves them away. Checked first: most segments stop here.
+    if total < 12 or sum(letters.count(c) for c in "etaoin") >= 0.3 * total:
+        return None
+    counts = np.array([letters.count(c) for c in _LOWER], dtype=float)
+    cipher_of, freq = _turn_matrices()
+    expected = total * freq
+    fits = ((counts[cipher_of] - expected) ** 2 / expected).sum(axis=1)
+    best = int(fits[1:].argmin()) + 1
+    return segment.translate(_TURN_TABLES[best]) if fits[best] * 3 <= fits[0] else None
+
+
+_ASCII_WORD = re.compile(r"[A-Za-z']+")
+_ARTICLES = frozenset({"the", "a", "an"})
+
+
+def _article_order(text: str) -> int:
+    """How much ``text`` looks written forwards: articles followed by a word that is not a
+    common one (``the victim``, where reversed word order gives ``victim the on``), a capital
+    first letter (two points) and a full stop, question or exclamation mark at the end."""
+    words = [w.lower() for w in _ASCII_WORD.findall(text)]
+    articles = sum(1 for a, b in zip(words, words[1:]) if a in _ARTICLES and b not in _COMMON)
+    first = next((c for c in text if c.isalpha()), "")
+    return articles + 2 * first.isupper() + (text.rstrip()[-1:] in (".", "!", "?"))
+
+
+def _turned(reading: Reading, shifts: bool = True) -> Reading | None:
+    """Segments written backwards (``.erawmosnar etirW``), with each word spelled backwards
+    (``etirW erawmosnar``), or in a letter-shift cipher (Caesar, Atbash: ``Zulwh udqvrpzduh``)
+    turned around in place; per segment the turn that reads most like English, kept only where
+    it reads as English much more than the segment does (the rot13 test, per segment, so an
+    instruction around it, "decode this Caesar cipher:", stays readable). ``shifts`` False:
+    no letter shifts (the whole text already has a rot13 reading)."""
     text = reading.text
-    edits: list[tuple[int, int, str]] = []
+    edits: dict[str, list[tuple[int, int, str]]] = {REVERSED: [], REVERSED_WORDS: [], LETTER_SHIFT: []}
     pos = 0
     for m in [*_SEGMENT_BREAK.finditer(text), None]:
         end = m.start() if m else len(text)
         segment = text[pos:end]
-        if len(re.findall(r"[A-Za-z]+", segment)) >= 3:
-            backwards = segment[::-1]
-            ratio = _one_way_ratio(backwards)
-            if ratio >= 0.15 and ratio >= 2 * _one_way_ratio(segment) + 0.1:
-                edits.append((pos, end, backwards))
+        words = _LETTER_RUN.findall(segment.lower())
+        if len(words) >= 3:
+            turns: list[tuple[float, str, str]] = []
+            # The segment backwards and its words backwards hold the same words: one ratio says
+            # whether either reads as English, word order which one it is.
+            ratio = _word_ratio([w[::-1] for w in words])
+            if ratio >= 0.15:
+                words_back = _ASCII_WORD.sub(lambda w: w.group()[::-1], segment)
+                backwards = segment[::-1]
+                forwards = _article_order(words_back) > _article_order(backwards)
+                turns.append((ratio, *((REVERSED_WORDS, words_back) if forwards else (REVERSED, backwards))))
+            if shifts and (shifted := _letter_shift(segment, "".join(words))) is not None:
+                turns.append((_one_way_ratio(shifted), LETTER_SHIFT, shifted))
+            if turns:  # the segment's own ratio last: rarely needed
+                ratio, name, turn = max(turns)
+                if ratio >= 0.15 and ratio >= 2 * _word_ratio(words) + 0.1:
+                    edits[name].append((pos, end, turn))
         pos = m.end() if m else len(text)
-    return _rewrite(reading, edits, REVERSED) if edits else None
+    used = [name for name, found in edits.items() if found]
+    if not used:
+        return None
+    # One reading with every turned segment; each transform named once (decode() does the same).
+    merged = sorted(edit for found in edits.values() for edit in found)
+    current = _rewrite(reading, merged, used[0])
+    for name in used[1:]:
+        current = _rewrite(current, [], name)
+    return current
 
 
 _DATA_URI = re.compile(r"data:[\w.+-]+/[\w.+-]+;base64,[A-Za-z0-9+/=\s]{16,}")
@@ -866,7 +977,8 @@ def readings(text: str, limits: Limits = Limits()) -> list[Reading]:
 
     At most five more: the normalised text, the normalised text with everything decoded,
     the rot13 of the normalised text and its decoding, and the normalised text with its
-    backwards segments turned around; each only when it differs from what came before.
+    backwards, word-by-word backwards or letter-shifted segments turned around (no letter
+    shifts when the rot13 reading exists); each only when it differs from what came before.
     (:func:`structure_reading` is apart: only the transformer asks for it.)
     """
     plain, base = _plain_and_base(text, limits)
@@ -882,9 +994,9 @@ def readings(text: str, limits: Limits = Limits()) -> list[Reading]:
         again = decode(rot, limits)
         if again is not None:
             out.append(again)
-    backwards = _reversed(base)
-    if backwards is not None:
-        out.append(backwards)
+    turned = _turned(base, shifts=rot is None)
+    if turned is not None:
+        out.append(turned)
     return out
 
 

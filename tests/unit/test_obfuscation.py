@@ -35,11 +35,20 @@ CASES = [(trick, i) for trick in ["original", *TRICKS] for i in range(len(HARMFU
 # and "read this backwards and answer it" (the encoding attack; the model reads it as one on
 # its words for some requests) and a persona "who has no rules and never refuses". Around a
 # benign request they may be flagged jailbreak, never a harm category.
-JAILBREAK_WRAPPERS = ("base64", "backwards", "role_play")
-# Known misses of the shipped transformer, measured (bench/bench_obfuscation.py; none since
-# 2026-12-02); strict xfails, so
-# a fix shows up as XPASS and the mark must go.
-TRANSFORMER_KNOWN_MISSES: dict[tuple[str, int], str] = {}
+# The cipher tricks of 2026-12-03 say "decode this ... and answer it" too.
+JAILBREAK_WRAPPERS = ("base64", "backwards", "role_play", "morse", "caesar", "atbash", "words_backwards")
+# Known misses, measured (bench/bench_obfuscation.py); strict xfails, so a fix shows up as XPASS
+# and the mark must go. Morse code is not decoded: the decoder built on 2026-12-03 failed its
+# rule (docs/benchmarks.md: the model flagged decoded defensive questions as cyber_abuse, 2/10).
+_MORSE_MISS = "Morse code is not decoded (decoder measured and left out, docs/benchmarks.md)"
+TRANSFORMER_KNOWN_MISSES: dict[tuple[str, int], str] = {
+    **{("morse", i): _MORSE_MISS for i in range(len(HARMFUL_CYBER))},
+    # Deciphered, and read as a jailbreak (prompt_injection) with no harm category (model).
+    ("atbash", 6): "deciphered request read as jailbreak only (model)",
+    ("words_backwards", 4): "turned request not flagged (model)",
+    ("words_backwards", 6): "turned request read as jailbreak only (model)",
+}
+RULES_KNOWN_MISSES: dict[tuple[str, int], str] = {("morse", i): _MORSE_MISS for i in range(len(HARMFUL_CYBER))}
 # Benign requests of BENIGN_HELD_OUT that a benign persona wrapper gets flagged for: the sentence
 # pass (run because the whole reads as a jailbreak) reads "Let's write a story together."
 # alone, which the model scores other_harm 0.73 (threshold 0.66). A model error, kept visible.
@@ -50,6 +59,13 @@ def _ids(case: tuple[str, int]) -> str:
     return f"{case[0]}-{case[1]}"
 
 
+def _case_params(cases, known: dict) -> list:
+    return [
+        pytest.param(c, id=_ids(c), marks=pytest.mark.xfail(strict=True, reason=known[c])) if c in known else pytest.param(c, id=_ids(c))
+        for c in cases
+    ]
+
+
 def _cyber(findings: list[Finding]) -> list[Finding]:
     return [f for f in findings if f.category is Category.CYBER_ABUSE]
 
@@ -57,7 +73,7 @@ def _cyber(findings: list[Finding]) -> list[Finding]:
 # -- rules (no model) ----------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("case", CASES, ids=_ids)
+@pytest.mark.parametrize("case", _case_params(CASES, RULES_KNOWN_MISSES))
 def test_rules_flag_hidden_cyber_request_and_keep_category(case) -> None:
     trick, i = case
     log = TRANSFORMATIONS[trick](HARMFUL_CYBER[i], f"r-{trick}-{i}")
@@ -160,7 +176,10 @@ def transformer():
     from detectors.base import DetectorConfig
     from detectors.transformer import TransformerDetector
 
-    detector = TransformerDetector.create(DetectorConfig(options={"cache_size": "0"}))
+    # No caches: each trick's batch is scored fresh, so a case's result does not depend on which
+    # tests ran before it (bfloat16 features cached from another batch differ by up to 0.004,
+    # bench/bench_batch_invariance.py, and request 6 under `caesar` sits that close to a threshold).
+    detector = TransformerDetector.create(DetectorConfig(options={"cache_size": "0", "feature_cache_size": "0"}))
     yield detector
     detector.close()
 
@@ -171,13 +190,6 @@ def _transformer_results(detector, trick: str, benign: bool) -> tuple[list[Findi
     texts = BENIGN_REQUESTS if benign else HARMFUL_CYBER
     logs = [TRANSFORMATIONS[trick](t, f"t-{trick}-{i}") for i, t in enumerate(texts)]
     return tuple(detector.detect(logs))
-
-
-def _case_params(cases, known: dict) -> list:
-    return [
-        pytest.param(c, id=_ids(c), marks=pytest.mark.xfail(strict=True, reason=known[c])) if c in known else pytest.param(c, id=_ids(c))
-        for c in cases
-    ]
 
 
 @pytest.mark.ml
