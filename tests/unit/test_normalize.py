@@ -14,9 +14,11 @@ from detectors import normalize as nz
 from tests.fixtures.obfuscation import (
     HARMFUL_CYBER,
     RUSSIAN_SENTENCE,
+    ascii_decimal,
     atbash,
     backwards,
     base64_image_text,
+    binary,
     caesar,
     circled_letters,
     cyrillic,
@@ -78,6 +80,10 @@ def alternatives(text: str) -> list[nz.Reading]:
         (lambda t: caesar(t, 13), nz.LETTER_SHIFT),  # rot13 after an English instruction: per segment
         (atbash, nz.LETTER_SHIFT),
         (words_backwards, nz.REVERSED_WORDS),
+        (ascii_decimal, nz.DECIMAL_CODES),
+        (lambda t: ",".join(str(ord(c)) for c in t), nz.DECIMAL_CODES),
+        (binary, nz.BINARY),
+        (lambda t: "".join(format(b, "08b") for b in t.encode()), nz.BINARY),  # one unbroken run of bytes
     ],
 )
 def test_each_trick_is_undone(hide, transform) -> None:
@@ -102,6 +108,12 @@ def test_plain_ascii_and_ordinary_unicode_get_no_extra_reading() -> None:
         "- - - - - - - -\n-- -- -- -- -- --\n... ... ... ... ... ...",
         "Bonjour, pourriez-vous m'expliquer comment fonctionne la photosynthèse des plantes vertes ?",
         "def fn(xs): return [x for x in xs if x.lstrip('-').isdigit()]  # keep the numbers",
+        # Numbers and bits that are data, and compound words (2026-12-03; a decoder that removed
+        # in-word hyphens when 30% of the words held one read this sentence, and was left out).
+        "Scores: 12 45 78 90 23 56 89 34 67 and prices 45, 67, 89, 32, 99, 100, 105, 110.",
+        "Released in 1999, 2003, 2007, 2011, 2015, 2019, 2023, 2027 and 2031.",
+        "Flags: 01101001 10010110 11110000 00001111 (the mask), checksum 0110100110010110.",
+        "A state-of-the-art, up-to-date, well-known mother-in-law joke for my sister-in-law.",
     ):
         assert alternatives(text) == [], text
 
