@@ -1,7 +1,10 @@
 """CPU of the readings (detectors/normalize.py) on simulate traffic, this tree against a git
 revision, interleaved in one run, and which readings each one makes.
 
-    PYTHONPATH=. .venv/bin/python bench/bench_decoders.py [--base REV] [--records 2000] [--rounds 5]
+    PYTHONPATH=. .venv/bin/python bench/bench_decoders.py [--base REV] [--records 2000] [--rounds 5] [--structure]
+
+``--structure`` times the transformer's structure reading (``structured()`` of the normalised
+text: JSON strings, code comments, assigned string literals) instead of ``readings()``.
 
 Every screened part of ``--records`` simulate records (pipeline.simulate, seed 11) goes through
 ``readings()`` (uncached) of both modules, round after round, alternating which goes first, so
@@ -49,10 +52,14 @@ def main() -> None:
     parser.add_argument("--base", default="3e7043e", help="git revision to compare with")
     parser.add_argument("--records", type=int, default=2000)
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--structure", action="store_true",
+                        help="time structured() (the transformer's structure reading) instead of readings()")
     args = parser.parse_args()
     base = module_at(args.base)
     texts = [part.text for r in simulate(args.records, seed=11) for part in r.log.screened_parts()]
     modules = {f"base ({args.base})": base, "this tree": current}
+    # --structure: the normalised texts are made before the clock starts (the same work in both).
+    bases = {name: [m._plain_and_base.__wrapped__(t)[1] for t in texts] for name, m in modules.items()} if args.structure else {}
     cpu: dict[str, list[float]] = {name: [] for name in modules}
     kinds: dict[str, Counter[str]] = {}
     for round_ in range(args.rounds):
@@ -60,13 +67,19 @@ def main() -> None:
         for name, module in order:
             counts: Counter[str] = Counter()
             started = time.process_time()
-            for text in texts:
-                for reading in module.readings(text):
-                    counts.update(reading.transforms)
+            if args.structure:
+                for normalised in bases[name]:
+                    found = module.structured(normalised)
+                    counts.update(found.transforms if found else ())
+            else:
+                for text in texts:
+                    for reading in module.readings(text):
+                        counts.update(reading.transforms)
             cpu[name].append(time.process_time() - started)
             kinds[name] = counts
     console = Console(width=160)
-    table = Table(title=f"readings() over {len(texts):,} screened parts of {args.records:,} simulate records, "
+    what = "structured() of the normalised text" if args.structure else "readings()"
+    table = Table(title=f"{what} over {len(texts):,} screened parts of {args.records:,} simulate records, "
                         f"{args.rounds} interleaved rounds (median)")
     for column in ("module", "CPU us per part", "CPU us per record", "vs base"):
         table.add_column(column, justify="right")

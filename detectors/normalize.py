@@ -889,6 +889,11 @@ _LINE_COMMENTS = (
 )
 _BLOCK_COMMENTS = (("/*", "*/"), ("<!--", "-->"))
 MAX_PIECE_CHARS = 4000
+# A string literal assigned to a name (``a = "..."``, ``b = '...'``, ``x := "..."``, ``x <- "..."``):
+# payload splitting cuts a request into such variables and asks for ``a + b``.
+_ASSIGNED_STRING = re.compile(
+    r"(?<![\w.$])[A-Za-z_$][\w$]{0,30}[ \t]*(?::=|<-|=)[ \t]*([\"'`])((?:(?!\1)[^\\\n]|\\.){1,4000})\1"
+)
 
 
 def _block_comments(text: str) -> Iterator[tuple[str, int]]:
@@ -911,8 +916,8 @@ MIN_STRUCTURE_WORDS = 3
 
 
 def structured(reading: Reading, limits: Limits = Limits()) -> Reading | None:
-    """The prose inside JSON strings (values, and keys of three words or more) and code comments
-    of ``reading``, one piece per line, each character mapped to its span in the original; None
+    """The prose inside JSON strings (values, and keys of three words or more), code comments and
+    string literals assigned to a name (``a = "..."``) of ``reading``, one piece per line, each character mapped to its span in the original; None
     when there is none (pieces of fewer than three words do not count) or when it is the whole
     text anyway."""
     import json
@@ -929,6 +934,9 @@ def structured(reading: Reading, limits: Limits = Limits()) -> Reading | None:
             if isinstance(value, str):
                 pieces.append((value, lo + 1, hi - 1, value == literal[1:-1]))
     comments = [(m.group(1), m.start(1)) for pattern in _LINE_COMMENTS for m in pattern.finditer(text)]
+    if "=" in text or "<-" in text:
+        for m in _ASSIGNED_STRING.finditer(text):
+            pieces.append((m.group(2), m.start(2), m.end(2), True))
     for raw, lo in [*comments, *_block_comments(text)]:
         stripped = raw.strip(" \t\r\n*")
         if stripped:

@@ -515,3 +515,22 @@ def test_a_cipher_segment_is_deciphered_in_place_and_its_evidence_points_at_the_
     lo, hi = reading.original_span(at, at + len("ransomware"))
     assert text.startswith("Decode this Caesar cipher") and reading.text.startswith("Decode this Caesar cipher")
     assert "udqvrpzduh" in text[lo:hi]  # the segment that carried it
+
+
+def test_structure_reading_takes_string_literals_assigned_to_a_name() -> None:
+    """Payload splitting (2026-12-03): the halves of a request in ``a = "..."`` and ``b = "..."``
+    become lines of the structure reading; comparisons and short strings do not."""
+    from tests.fixtures.obfuscation import split_variables
+
+    text = split_variables(REQUEST)
+    reading = nz.structure_reading(text)
+    assert reading is not None and nz.STRUCTURE in reading.transforms
+    first, second = reading.text.split("\n")
+    assert first + " " + second == REQUEST
+    lo, hi = reading.original_span(0, len(first))
+    assert text[lo:hi] == first  # evidence points at the literal
+    for code in ("msg <- 'an R string of words'", "const label = `a template of words`", "x := \"a Go string here\""):
+        found = nz.structure_reading(code)
+        assert found is not None and found.text == code.split("=" if "=" in code else "<-", 1)[1].strip(" '`\""), code
+    assert nz.structure_reading('if a == "b c d": pass') is None
+    assert nz.structure_reading('x = "two words"') is None  # fewer than three words
