@@ -57,6 +57,7 @@ import codecs
 import html
 import re
 import unicodedata
+from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -169,8 +170,9 @@ def identity(text: str) -> Reading:
     return Reading(text, ())
 
 
-def _rewrite(base: Reading, edits: list[tuple[int, int, str]], transform: str) -> Reading:
-    """Apply non-overlapping, sorted edits (start, end, replacement) to ``base``."""
+def _rewrite(base: Reading, edits: list[tuple[int, int, str]], *transforms: str) -> Reading:
+    """Apply non-overlapping, sorted edits (start, end, replacement) to ``base``, naming each of
+    ``transforms`` that ``base`` does not name yet (one pass when several decoders made the edits)."""
     out: list[str] = []
     starts: list[int] = []
     ends: list[int] = []
@@ -189,8 +191,8 @@ def _rewrite(base: Reading, edits: list[tuple[int, int, str]], transform: str) -
     out.append(base.text[pos:])
     starts.extend(base_starts[pos:])
     ends.extend(base_ends[pos:])
-    transforms = base.transforms if transform in base.transforms else (*base.transforms, transform)
-    return Reading("".join(out), transforms, starts, ends)
+    added = tuple(t for t in dict.fromkeys(transforms) if t not in base.transforms)
+    return Reading("".join(out), base.transforms + added, starts, ends)
 
 
 # -- 0. invisible text -----------------------------------------------------------------------
@@ -271,10 +273,7 @@ def unsmuggle(base: Reading, limits: Limits = Limits()) -> Reading:
     if not edits:
         return base
     edits.sort()
-    names = sorted({name for *_, name in edits})
-    reading = _rewrite(base, [(s, e, r) for s, e, r, _ in edits], names[0])
-    extra = tuple(n for n in names[1:] if n not in reading.transforms)
-    return Reading(reading.text, reading.transforms + extra, reading.starts, reading.ends)
+    return _rewrite(base, [(s, e, r) for s, e, r, _ in edits], *sorted({name for *_, name in edits}))
 
 
 # -- 1. normalisation ------------------------------------------------------------------------
@@ -582,9 +581,7 @@ def _despace(run: str) -> str | None:
     words (``.``, ``*``) and between them (a space) the whole run became one word. None when no
     gap joins four letters (``I-I'm a`` is a stutter, not letters spaced out)."""
     gaps = re.findall(r"[^\W\d_]([ \t._*|/\\'-]+)(?=[^\W\d_])", run)
-    counts: dict[str, int] = {}
-    for gap in gaps:
-        counts[gap] = counts.get(gap, 0) + 1
+    counts = Counter(gaps)
     joiner = min(counts, key=lambda gap: (-counts[gap], len(gap)))
     if counts[joiner] < 3:
         return None
@@ -684,8 +681,7 @@ def decode(reading: Reading, limits: Limits = Limits()) -> Reading | None:
         edits, used = _find_edits(current.text, limits)
         if not edits:
             break
-        for name in sorted(used):
-            current = _rewrite(current, edits if name == sorted(used)[0] else [], name)
+        current = _rewrite(current, edits, *sorted(used))
         changed = True
     return current if changed else None
 
@@ -773,13 +769,13 @@ def _letter_shift(segment: str, letters: str) -> str | None:
     frequencies best (chi-squared), when that fit is at least three times as good as the
     segment's own; else None. ``letters``: the segment's ASCII letters, lower case. One count
     of the letters, no trial decodings."""
-    import numpy as np
-
     total = len(letters)
     # English, code and most Latin-script languages spend about half their letters on e t a o
     # i n; a shifted alphabet moves them away. Checked first: most segments stop here.
     if total < 12 or sum(letters.count(c) for c in "etaoin") >= 0.3 * total:
         return None
+    import numpy as np
+
     counts = np.array([letters.count(c) for c in _LOWER], dtype=float)
     cipher_of, freq = _turn_matrices()
     expected = total * freq
@@ -836,12 +832,7 @@ def _turned(reading: Reading, shifts: bool = True) -> Reading | None:
     used = [name for name, found in edits.items() if found]
     if not used:
         return None
-    # One reading with every turned segment; each transform named once (decode() does the same).
-    merged = sorted(edit for found in edits.values() for edit in found)
-    current = _rewrite(reading, merged, used[0])
-    for name in used[1:]:
-        current = _rewrite(current, [], name)
-    return current
+    return _rewrite(reading, sorted(edit for found in edits.values() for edit in found), *used)
 
 
 _DATA_URI = re.compile(r"data:[\w.+-]+/[\w.+-]+;base64,[A-Za-z0-9+/=\s]{16,}")

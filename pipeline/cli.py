@@ -208,7 +208,7 @@ def produce(
         task = progress.add_task(f"producing to {producer.topic}", total=total)
         for line_no, line in enumerate(fh, start=1):
             line = line.rstrip(b"\r\n")
-            if line_no == 1 and (hint := not_jsonl_hint(line)):  # sent all the same: every line is
+            if line_no == 1 and (hint := not_jsonl_hint(line)):  # a warning only: every line is still sent
                 console.print(f"[yellow]warning: {hint}[/yellow]")
             if not line:  # no record on an empty line (a blank separator or the file's end)
                 progress.advance(task)
