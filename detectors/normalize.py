@@ -39,8 +39,9 @@ Steps (each bounded in input size, output size and depth, see :class:`Limits`):
    sentence): written backwards, each word spelled backwards, or in a letter shift (the Caesar
    shift or Atbash that fits English letter frequencies best).
 3. **Structure** (:func:`structure_reading`, asked for by the transformer only): the prose a
-   text carries inside JSON strings and code comments, each piece on its own line. Not a disguise: a request written as the value of
-   ``{"task": ...}`` or after ``# TODO:`` is ordinary structure, but a classifier trained on
+   text carries inside JSON strings, code comments and string literals assigned to a name
+   (``a = "..."``, payload splitting), each piece on its own line. Not a disguise: a request
+   written as the value of ``{"task": ...}`` or after ``# TODO:`` is ordinary structure, but a classifier trained on
    prose reads the syntax around it and misses it (docs/benchmarks.md, the rule and the
    numbers). A category seen only there carries no obfuscation signal. So is the text between
    runs of eight or more numbers (:func:`numbers_reading`): numbers around a request dilute it
