@@ -89,8 +89,13 @@ demo: $(DEMO_STAMP)
 	$(MM) evaluate --labels $(DEMO_DIR)/truth.jsonl --verdicts $(DEMO_DIR)/lake
 	@$(PY) -m pipeline.demo next $(BOOT)
 
+# Two pytest-xdist workers: most integration tests wait on brokers, sessions and subprocesses, so
+# two share the 2 cores well (docs/benchmarks.md, "Test suite"). Each worker starts its own services;
+# the Spark tests stay on one worker (one SparkSession). TEST_WORKERS=0 runs the suite in one process.
+TEST_WORKERS ?= 2
+
 test: setup
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadgroup
 
 test-fast: setup
 	$(PY) -m pytest -q tests/unit

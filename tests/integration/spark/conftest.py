@@ -38,6 +38,9 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if here in Path(str(item.fspath)).parents:
             item.add_marker(pytest.mark.spark)
+            # One worker owns the one SparkSession (a JVM of its own) when the suite runs in
+            # parallel (pytest-xdist, --dist loadgroup).
+            item.add_marker(pytest.mark.xdist_group("spark"))
             # pyspark 4.3 warns about pandas 3 on every Arrow UDF; the jobs use Arrow, not pandas UDFs.
             item.add_marker(pytest.mark.filterwarnings("ignore:PySpark does not yet fully support pandas"))
 
