@@ -17,6 +17,7 @@ import logging
 import os
 import sys
 from datetime import UTC, datetime
+from typing import TextIO
 
 _LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR}
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -37,10 +38,28 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(out, ensure_ascii=False)
 
 
+class _StderrHandler(logging.StreamHandler):
+    """Writes to whatever ``sys.stderr`` is when a record is emitted, not to the stream of the
+    moment logging was configured. Bound once, it kept a stream that a harness replaced and
+    closed (pytest's capture, click's CliRunner), and a late record printed a "--- Logging error
+    ---" traceback instead (py4j's "Closing down clientserver connection" at a CI worker's exit)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+
+    @property
+    def stream(self) -> TextIO:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _value: TextIO) -> None:  # StreamHandler.__init__ assigns it
+        pass
+
+
 def configure_logging(level: str = "warning", fmt: str = "text") -> None:
     """Root handler on stderr at ``level``; replaces handlers set before (idempotent)."""
     numeric = _LEVELS[level]
-    handler = logging.StreamHandler(sys.stderr)
+    handler = _StderrHandler()
     handler.setFormatter(JsonFormatter() if fmt == "json" else logging.Formatter(TEXT_FORMAT))
     root = logging.getLogger()
     for old in list(root.handlers):
@@ -54,6 +73,8 @@ def configure_logging(level: str = "warning", fmt: str = "text") -> None:
     # words: the start-up check, exceptions, the stream's outage warnings and /healthz. So the
     # client's own log shows only with --log-level debug (as for the gateway).
     logging.getLogger("kafka").setLevel(logging.DEBUG if numeric == logging.DEBUG else logging.CRITICAL)
+    # py4j (Spark's bridge) logs each connection it opens and closes at INFO: routine, not news.
+    logging.getLogger("py4j").setLevel(logging.DEBUG if numeric == logging.DEBUG else logging.WARNING)
     logging.captureWarnings(True)
     if numeric > logging.DEBUG:
         os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")

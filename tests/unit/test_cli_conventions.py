@@ -4,6 +4,7 @@ config keys and MM_* variables; --version, --debug, --log-format json."""
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import re
@@ -190,6 +191,40 @@ def test_kafka_clients_own_log_shows_only_at_debug(capsys: pytest.CaptureFixture
         configure_logging("warning", "text")
     lines = capsys.readouterr().err.splitlines()
     assert len(lines) == 1 and lines[0].endswith("ERROR kafka.net.transport: <BrokerConnection node_id=1>: shown at debug")
+
+
+def test_the_log_handler_writes_to_the_stderr_of_the_moment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Before: the handler kept the stderr of the moment logging was configured; once a harness
+    closed that stream, a late record (py4j's shutdown message in a CI worker) printed a
+    "--- Logging error ---" traceback instead of the line."""
+    configured_on = io.StringIO()
+    monkeypatch.setattr(sys, "stderr", configured_on)
+    configure_logging("info", "text")
+    configured_on.close()
+    now = io.StringIO()
+    monkeypatch.setattr(sys, "stderr", now)
+    try:
+        logging.getLogger("pipeline.test").info("after the first stream closed")
+    finally:
+        configure_logging("warning", "text")
+    assert now.getvalue().endswith("INFO pipeline.test: after the first stream closed\n"), now.getvalue()
+    assert "Logging error" not in now.getvalue()
+
+
+def test_py4j_connection_chatter_shows_only_at_debug(capsys: pytest.CaptureFixture[str]) -> None:
+    bridge = logging.getLogger("py4j.clientserver")
+    try:
+        configure_logging("info", "text")
+        bridge.info("Closing down clientserver connection")
+        bridge.warning("shown at info")
+        configure_logging("debug", "text")
+        bridge.info("shown at debug")
+    finally:
+        configure_logging("warning", "text")
+    lines = capsys.readouterr().err.splitlines()
+    assert [line.split(" ", 2)[2] for line in lines] == [
+        "WARNING py4j.clientserver: shown at info", "INFO py4j.clientserver: shown at debug"
+    ]
 
 
 def test_every_exit_code_is_documented_in_the_readme() -> None:
