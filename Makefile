@@ -90,8 +90,8 @@ demo: $(DEMO_STAMP)
 	@$(PY) -m pipeline.demo next $(BOOT)
 
 # Two pytest-xdist workers: most integration tests wait on brokers, sessions and subprocesses, so
-# two share the 2 cores well (docs/benchmarks.md, "Test suite"). Each worker starts its own services;
-# the Spark tests stay on one worker (one SparkSession). TEST_WORKERS=0 runs the suite in one process.
+# two share the 2 cores well (docs/benchmarks.md, "Test suite"). Each worker starts its own services
+# (and, so far, its own SparkSession: see there). TEST_WORKERS=0 runs the suite in one process.
 TEST_WORKERS ?= 2
 
 test: setup

@@ -38,8 +38,8 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if here in Path(str(item.fspath)).parents:
             item.add_marker(pytest.mark.spark)
-            # One worker owns the one SparkSession (a JVM of its own) when the suite runs in
-            # parallel (pytest-xdist, --dist loadgroup).
+            # Meant to keep the Spark tests on one worker (one SparkSession) under --dist loadgroup;
+            # measured: pytest-xdist 3.8.0 still spreads them (docs/benchmarks.md, "Test suite").
             item.add_marker(pytest.mark.xdist_group("spark"))
             # pyspark 4.3 warns about pandas 3 on every Arrow UDF; the jobs use Arrow, not pandas UDFs.
             item.add_marker(pytest.mark.filterwarnings("ignore:PySpark does not yet fully support pandas"))
