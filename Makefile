@@ -89,10 +89,10 @@ demo: $(DEMO_STAMP)
 	$(MM) evaluate --labels $(DEMO_DIR)/truth.jsonl --verdicts $(DEMO_DIR)/lake
 	@$(PY) -m pipeline.demo next $(BOOT)
 
-# Two pytest-xdist workers: most integration tests wait on brokers, sessions and subprocesses, so
-# two share the 2 cores well (docs/benchmarks.md, "Test suite"). Each worker starts its own services
-# (and, so far, its own SparkSession: see there). TEST_WORKERS=0 runs the suite in one process.
-TEST_WORKERS ?= 2
+# One process by default. TEST_WORKERS=2 runs two pytest-xdist workers (each with its own services):
+# 23-32% faster, but one of four runs failed a broker-outage test on timing (docs/benchmarks.md,
+# "Test suite"), so it stays opt-in until that test is made robust to the contention.
+TEST_WORKERS ?= 0
 
 test: setup
 	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadgroup
