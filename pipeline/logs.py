@@ -44,9 +44,6 @@ class _StderrHandler(logging.StreamHandler):
     closed (pytest's capture, click's CliRunner), and a late record printed a "--- Logging error
     ---" traceback instead (py4j's "Closing down clientserver connection" at a CI worker's exit)."""
 
-    def __init__(self) -> None:
-        super().__init__()
-
     @property
     def stream(self) -> TextIO:
         return sys.stderr
