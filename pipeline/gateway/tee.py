@@ -53,13 +53,12 @@ from pipeline.settings import KafkaSettings
 log = logging.getLogger(__name__)
 
 # The gateway must learn quickly that the broker is gone (the queue is filling meanwhile):
-# seconds, not kafka-python's minute-long defaults.
+# seconds, not kafka-python's minute-long defaults (reconnects: kafka.reconnect_backoff_max_ms).
 GATEWAY_PRODUCER_OVERRIDES: dict[str, Any] = {
     "bootstrap_timeout_ms": 3_000,
     "max_block_ms": 3_000,
     "request_timeout_ms": 5_000,
     "delivery_timeout_ms": 10_000,
-    "reconnect_backoff_max_ms": 2_000,
 }
 FLUSH_TIMEOUT_S = 15.0  # above delivery_timeout_ms: failures come back as failed futures, not a timeout
 

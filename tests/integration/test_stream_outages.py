@@ -45,6 +45,14 @@ def _wait_for(predicate, timeout_s: float, what: str) -> None:
     raise AssertionError(f"timed out waiting for {what}")
 
 
+def _alive(proc: subprocess.Popen) -> bool:
+    """True while the stream runs; fails the wait at once, with its log, when it has ended."""
+    if proc.poll() is None:
+        return True
+    _, err = proc.communicate()
+    raise AssertionError(f"the stream ended early (exit {proc.returncode}): {err[-3000:]}")
+
+
 def _healthz(port: int) -> tuple[int, dict]:
     try:
         r = httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=2)
@@ -132,9 +140,14 @@ def test_broker_stopped_and_started_mid_stream_loses_nothing(tmp_path):
         _wait_for(lambda: len(_lake_ids(tmp_path)) >= 200, 120, "the first 200 records in the lake")
 
         kafka_port = int(broker.bootstrap.rsplit(":", 1)[1])
-        broker.stop()
+        # SIGKILL, not a controlled shutdown: the stream has read everything here, so while a
+        # graceful stop still answers (seconds on a loaded machine) the stream is rightly idle and
+        # may end at --max-idle before the outage begins (a two-worker CI rehearsal, 2026-12-02).
+        # The outage must start now for the test to ask what it means to ask.
+        broker.kill()
         down_at = time.monotonic()
-        _wait_for(lambda: "kafka" in _healthz(port)[1].get("down", {}), 60, "/healthz to report the broker down")
+        _wait_for(lambda: _alive(proc) and "kafka" in _healthz(port)[1].get("down", {}), 60,
+                  "/healthz to report the broker down")
         time.sleep(max(0.0, 15 - (time.monotonic() - down_at)))  # three idle windows
         assert proc.poll() is None, "the stream must wait for the broker, not count the outage as idle time"
         broker = start_broker(tmp_path / "kafka", port=kafka_port)

@@ -25,6 +25,17 @@ def test_settings_from_env_and_yaml_file(tmp_path, monkeypatch):
     assert opts["sasl_plain_password"] == "s3cret" and opts["security_protocol"] == "SASL_SSL"
 
 
+def test_every_kafka_client_retries_a_lost_broker_every_two_seconds_at_most(monkeypatch):
+    """kafka-python's own cap is 30 s: a stream resumed about 30 s after a broker restart."""
+    monkeypatch.delenv("MM_CONFIG", raising=False)
+    assert load_settings().kafka.client_options()["reconnect_backoff_max_ms"] == 2_000
+    monkeypatch.setenv("MM_KAFKA__RECONNECT_BACKOFF_MAX_MS", "500")
+    assert load_settings().kafka.client_options()["reconnect_backoff_max_ms"] == 500
+    monkeypatch.setenv("MM_KAFKA__RECONNECT_BACKOFF_MAX_MS", "0")
+    with pytest.raises(ValueError, match="reconnect_backoff_max_ms"):
+        load_settings()
+
+
 def test_unknown_settings_are_rejected(monkeypatch, tmp_path):
     cfg = tmp_path / "bad.yaml"
     cfg.write_text("kafka:\n  bootstrap: x\n")
