@@ -33,13 +33,17 @@ SIM_SPAN = timedelta(days=4)
 INVALID_LINES = [b'{"schema": "inference-log/v1", "request_id": "broken"', b'{"schema": "other/v9"}']
 
 
+# tryfirst: pytest-xdist reads the xdist_group mark in its own modifyitems hook, which runs before
+# this one when this conftest is loaded at start-up (`pytest tests/integration/spark`).
+@pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     here = Path(__file__).parent
     for item in items:
         if here in Path(str(item.fspath)).parents:
             item.add_marker(pytest.mark.spark)
-            # Meant to keep the Spark tests on one worker (one SparkSession) under --dist loadgroup;
-            # measured: pytest-xdist 3.8.0 still spreads them (docs/benchmarks.md, "Test suite").
+            # One worker runs every Spark test (one SparkSession, one shared lake) under
+            # --dist loadgroup. Needs pytest < 9.2: xdist 3.8.0 renames item._nodeid, which
+            # pytest 9.2 no longer reads (docs/benchmarks.md, "Test suite").
             item.add_marker(pytest.mark.xdist_group("spark"))
             # pyspark 4.3 warns about pandas 3 on every Arrow UDF; the jobs use Arrow, not pandas UDFs.
             item.add_marker(pytest.mark.filterwarnings("ignore:PySpark does not yet fully support pandas"))
