@@ -89,10 +89,10 @@ demo: $(DEMO_STAMP)
 	$(MM) evaluate --labels $(DEMO_DIR)/truth.jsonl --verdicts $(DEMO_DIR)/lake
 	@$(PY) -m pipeline.demo next $(BOOT)
 
-# One process by default. TEST_WORKERS=2 runs two pytest-xdist workers (each with its own services):
-# 23-32% faster, but one of four runs failed a broker-outage test on timing (docs/benchmarks.md,
-# "Test suite"), so it stays opt-in until that test is made robust to the contention.
-TEST_WORKERS ?= 0
+# Two pytest-xdist workers, each with its own broker, PostgreSQL, Prometheus and Alertmanager; the
+# Spark tests all run on one of them (xdist_group). TEST_WORKERS=0 runs one process, 1.6x as long
+# (docs/benchmarks.md, "Test suite").
+TEST_WORKERS ?= 2
 
 test: setup
 	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadgroup
