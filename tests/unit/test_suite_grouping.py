@@ -1,4 +1,4 @@
-"""`make test TEST_WORKERS=2` keeps every Spark test on one pytest-xdist worker (one SparkSession,
+"""`make test` (two workers) keeps every Spark test on one pytest-xdist worker (one SparkSession,
 one shared lake): xdist's loadgroup scheduler sends tests whose node id ends in ``@<group>`` to one
 worker. Two ways it broke silently, both measured (each worker started its own Spark): the Spark
 conftest marked its tests after xdist had read the marks (conftest loaded at start-up), and
