@@ -90,7 +90,7 @@ demo: $(DEMO_STAMP)
 	@$(PY) -m pipeline.demo next $(BOOT)
 
 # Two pytest-xdist workers, each with its own broker, PostgreSQL, Prometheus and Alertmanager; the
-# Spark tests all run on one of them (xdist_group). TEST_WORKERS=0 runs one process, 1.6x as long
+# Spark tests all run on one of them (xdist_group). TEST_WORKERS=0 runs one process, 1.4-1.7x as long
 # (docs/benchmarks.md, "Test suite").
 TEST_WORKERS ?= 2
 

@@ -142,7 +142,7 @@ def test_broker_stopped_and_started_mid_stream_loses_nothing(tmp_path):
         kafka_port = int(broker.bootstrap.rsplit(":", 1)[1])
         # SIGKILL, not a controlled shutdown: the stream has read everything here, so while a
         # graceful stop still answers (seconds on a loaded machine) the stream is rightly idle and
-        # may end at --max-idle before the outage begins (a two-worker CI rehearsal, 2026-12-02).
+        # may end at --max-idle before the outage begins (a two-worker CI rehearsal, 2026-12-03).
         # The outage must start now for the test to ask what it means to ask.
         broker.kill()
         down_at = time.monotonic()
