@@ -7,6 +7,10 @@ defaults), e.g. ``"MM_BATCH__MAX_RECORDS=1024"`` or ``"MALLOC_ARENA_MAX=2"``. Th
 three 10 MB ones) are produced once to a real local broker; each round runs every arm in turn as
 a fresh process and consumer group over the whole topic, and prints its rate (first batch to last
 commit), process CPU per record over the same span, and its own peak RSS (VmHWM).
+
+``MM_BENCH_ROOT=/path`` in an arm runs that arm on another checkout of the project (its
+``pipeline`` and ``detectors`` packages, with this venv): A/B of a code change against its base,
+e.g. ``git archive BASE | tar -x -C /tmp/base`` then arms ``"MM_BENCH_ROOT=/tmp/base" ""``.
 """
 
 from __future__ import annotations
@@ -38,6 +42,8 @@ settings = b.make_settings(detectors.split(","), bootstrap, topic, lake)
 settings.kafka.group_id = group
 pipeline = Pipeline.from_settings(settings, PipelineMetrics())
 pipeline.scorer.preload()
+import pipeline.memory as memory
+getattr(memory, "settle_gc", lambda: None)()  # start-up, as preload (older checkouts lack it)
 cpu = {"start": time.process_time()}
 stats = pipeline.run(max_records=int(expect), on_batch=lambda _: cpu.__setitem__("end", time.process_time()))
 print(json.dumps({"verdicts": stats.verdicts, "seconds": stats.active_s, "cpu_s": cpu.get("end", cpu["start"]) - cpu["start"],
@@ -48,7 +54,7 @@ print(json.dumps({"verdicts": stats.verdicts, "seconds": stats.active_s, "cpu_s"
 def main() -> None:
     n, detectors, rounds = int(sys.argv[1]), sys.argv[2], int(sys.argv[3])
     arms = sys.argv[4:] or [""]
-    here, root = str(Path(__file__).resolve().parent), str(Path(__file__).resolve().parents[1])
+    root = str(Path(__file__).resolve().parents[1])
     with tempfile.TemporaryDirectory() as tmp:
         broker = start_broker(Path(tmp) / "kafka")
         try:
@@ -70,9 +76,10 @@ def main() -> None:
                 for a, arm in enumerate(arms):
                     env = dict(os.environ)
                     env.update(kv.split("=", 1) for kv in arm.split())
+                    arm_root = env.pop("MM_BENCH_ROOT", root)
                     child = subprocess.run(
                         [sys.executable, "-c", CHILD, broker.bootstrap, topic, f"{tmp}/lake-{r}-{a}", f"ab-{r}-{a}",
-                         detectors, str(sent), here, root],
+                         detectors, str(sent), str(Path(arm_root) / "bench"), arm_root],
                         env=env, capture_output=True, text=True,
                     )
                     if child.returncode != 0:

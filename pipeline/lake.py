@@ -171,6 +171,9 @@ class LakeWriter:
         self.root = Path(root)
         self.verdicts_dir = self.root / "verdicts"
         self.policy = policy or LakePolicy()
+        # pyarrow imports pandas when it builds its first table (0.24 s, measured): here, at
+        # start-up, rather than inside the stream's first batch.
+        to_table([], self.policy)
 
     def write(self, records: Sequence[ScoredRecord]) -> list[Path]:
         """Write one file per (date, topic, partition) of ``records``; returns the paths."""

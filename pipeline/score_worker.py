@@ -96,13 +96,14 @@ def _child(settings: Settings, conn: Connection, factory: ScorerFactory | None) 
     """The worker's loop: ("score", values) -> ("ok", results, metric calls)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    from pipeline.memory import limit_malloc_arenas, peak_rss_mb
+    from pipeline.memory import limit_malloc_arenas, peak_rss_mb, settle_gc
 
     limit_malloc_arenas()
     metrics = RecordedMetrics()
     try:
         scorer = (factory or Scorer.from_settings)(settings, metrics)  # type: ignore[arg-type]
         scorer.preload()
+        settle_gc()
     except BaseException as exc:  # noqa: BLE001 - reported to the stream, which stops with it
         conn.send(("error", f"{exc!r}", traceback.format_exc()))
         return

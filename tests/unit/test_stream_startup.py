@@ -1,5 +1,6 @@
 """What a stream process does before it joins its group: the evidence redactor is built then
-(not inside the first batch with a finding), and glibc's malloc arenas are capped."""
+(not inside the first batch with a finding), glibc's malloc arenas are capped, and the garbage
+collector stops walking the objects of start-up."""
 
 from __future__ import annotations
 
@@ -55,3 +56,102 @@ def test_malloc_arenas_capped_unless_the_operator_chose(monkeypatch):
     monkeypatch.setenv("MALLOC_ARENA_MAX", "8")
     assert memory.limit_malloc_arenas() is False
     assert len(calls) == 1
+
+
+SETTLE_PROBE = """
+import gc, json, weakref
+from pipeline.memory import STREAM_GC_THRESHOLD, settle_gc
+
+class Node:
+    pass
+
+def cycle():
+    a, b = Node(), Node()
+    a.other, b.other = b, a
+    return a
+
+kept = cycle()  # made during "start-up": frozen, never walked again
+frozen = settle_gc()
+after = cycle()
+probe = weakref.ref(after)
+del after  # a garbage cycle made after start-up
+gc.collect()
+print(json.dumps({"frozen": frozen, "freeze_count": gc.get_freeze_count(), "threshold": gc.get_threshold()[0],
+                  "expected_threshold": STREAM_GC_THRESHOLD, "kept_tracked": any(o is kept for o in gc.get_objects()),
+                  "new_cycle_collected": probe() is None}))
+"""
+
+
+def test_settle_gc_freezes_start_up_and_new_garbage_cycles_are_still_collected():
+    # In a child: freezing is process-wide, and this test process must keep its collector as it is.
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    out = subprocess.run([sys.executable, "-c", SETTLE_PROBE], cwd=root, capture_output=True, text=True, check=True,
+                         env={"PYTHONPATH": str(root), "PATH": "/usr/bin:/bin"})
+    seen = json.loads(out.stdout)
+    assert seen["frozen"] == seen["freeze_count"] > 1000  # the interpreter's and the modules' objects
+    assert seen["threshold"] == seen["expected_threshold"] == 10_000
+    assert seen["kept_tracked"] is False  # frozen objects are out of the generations the collector walks
+    assert seen["new_cycle_collected"] is True
+
+
+class _OneEmptyPoll:
+    """A source whose first poll finds nothing and stops the pipeline, noting what the collector
+    looked like then (the real broker's side of a stream is in tests/integration/test_stream.py)."""
+
+    hooks = None
+
+    def __init__(self) -> None:
+        self.pipeline = None
+        self.freeze_count_at_first_poll: int | None = None
+
+    def next_batch(self):  # noqa: ANN201 - the KafkaSource signature
+        import gc
+
+        if self.freeze_count_at_first_poll is None:
+            self.freeze_count_at_first_poll = gc.get_freeze_count()
+        self.pipeline.stop()
+        return []
+
+    def commit_done(self):  # noqa: ANN201
+        return None
+
+    def close(self) -> None:
+        pass
+
+
+class _NoDeadLetters:
+    def close(self) -> None:
+        pass
+
+
+@pytest.fixture
+def restore_gc():
+    import gc
+
+    threshold = gc.get_threshold()
+    yield
+    gc.unfreeze()
+    gc.set_threshold(*threshold)
+
+
+def test_the_stream_settles_its_collector_before_the_first_poll(restore_gc):
+    import gc
+
+    from pipeline.metrics import PipelineMetrics
+    from pipeline.runner import Pipeline
+    from pipeline.settings import Settings
+
+    gc.unfreeze()
+    source = _OneEmptyPoll()
+    scorer = Scorer([NoopDetector()], Pseudonymizer(b"k" * 16))
+    pipeline = Pipeline(Settings(), source, scorer=scorer, sinks=[], dead_letters=_NoDeadLetters(),
+                        metrics=PipelineMetrics())
+    source.pipeline = pipeline
+    pipeline.run()
+    assert source.freeze_count_at_first_poll and source.freeze_count_at_first_poll > 1000
+    assert gc.get_threshold()[0] == memory.STREAM_GC_THRESHOLD
