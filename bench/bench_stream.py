@@ -84,6 +84,7 @@ def stream_phase(args: argparse.Namespace) -> None:
     settings = make_settings(args.detectors[0].split(","), args.bootstrap, args.topic, args.lake, args.scoring[0])
     pipeline = Pipeline.from_settings(settings, PipelineMetrics())
     pipeline.scorer.preload()  # run() does it too (a no-op then): start-up, not per-record CPU
+    pipeline.scorer.warm_up(settings.stream.warm_up_records)  # likewise (once per scorer)
     settle_gc()  # likewise (run()'s second call finds almost nothing new to collect or freeze)
     # Process CPU (every thread) from joining the group to the last commit: models are loaded.
     cpu = {"start": time.process_time()}

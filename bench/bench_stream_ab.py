@@ -33,6 +33,7 @@ from pipeline.simulate import simulate  # noqa: E402
 
 CHILD = r"""
 import json, sys, time
+started = time.perf_counter()
 sys.path[:0] = sys.argv[7:9]
 import bench_stream as b
 from pipeline.metrics import PipelineMetrics
@@ -42,12 +43,15 @@ settings = b.make_settings(detectors.split(","), bootstrap, topic, lake)
 settings.kafka.group_id = group
 pipeline = Pipeline.from_settings(settings, PipelineMetrics())
 pipeline.scorer.preload()
+# Start-up, as preload; run() repeats them as no-ops (older checkouts lack them).
+getattr(pipeline.scorer, "warm_up", lambda n: None)(getattr(settings.stream, "warm_up_records", 0))
 import pipeline.memory as memory
-getattr(memory, "settle_gc", lambda: None)()  # start-up, as preload (older checkouts lack it)
+getattr(memory, "settle_gc", lambda: None)()
+ready_s = time.perf_counter() - started
 cpu = {"start": time.process_time()}
 stats = pipeline.run(max_records=int(expect), on_batch=lambda _: cpu.__setitem__("end", time.process_time()))
 print(json.dumps({"verdicts": stats.verdicts, "seconds": stats.active_s, "cpu_s": cpu.get("end", cpu["start"]) - cpu["start"],
-                  "rss_mb": b.peak_rss_mb()}))
+                  "rss_mb": b.peak_rss_mb(), "ready_s": ready_s}))
 """
 
 
@@ -87,13 +91,13 @@ def main() -> None:
                     d = json.loads(child.stdout.strip().splitlines()[-1])
                     d["rate"] = d["verdicts"] / d["seconds"]
                     results[arm].append(d)
-                    print(f"round {r} [{arm or 'defaults'}] {d['rate']:,.0f} rec/s, {d['cpu_s'] / d['verdicts'] * 1e6:,.0f} us CPU/rec, "
-                          f"peak RSS {d['rss_mb']:,.0f} MB, load {os.getloadavg()[0]:.1f}", flush=True)
+                    print(f"round {r} [{arm or 'defaults'}] {d['rate']:,.2f} rec/s, {d['cpu_s'] / d['verdicts'] * 1e6:,.0f} us CPU/rec, "
+                          f"peak RSS {d['rss_mb']:,.0f} MB, start-up {d['ready_s']:.1f} s, load {os.getloadavg()[0]:.1f}", flush=True)
         finally:
             broker.stop()
     for arm, runs in results.items():
         rates = sorted(d["rate"] for d in runs)
-        print(f"[{arm or 'defaults'}] median {rates[len(rates) // 2]:,.0f} rec/s; peak RSS {[round(d['rss_mb']) for d in runs]} MB")
+        print(f"[{arm or 'defaults'}] median {rates[len(rates) // 2]:,.2f} rec/s; peak RSS {[round(d['rss_mb']) for d in runs]} MB")
 
 
 if __name__ == "__main__":

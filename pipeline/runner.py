@@ -172,6 +172,7 @@ class Pipeline(RebalanceHooks):
         # What detectors would load on their first finding, before the first poll joins the group
         # (here rather than in from_settings: a SIGTERM meanwhile finds the handlers installed).
         self.scorer.preload()
+        self.scorer.warm_up(self.settings.stream.warm_up_records)  # first calls paid here, not in batch 1
         # Start-up is over: the collector stops walking its objects (pipeline/memory.py; 62 us of
         # the noop stream's ~450 us of CPU per record were collections before).
         settle_gc()

@@ -103,6 +103,7 @@ def _child(settings: Settings, conn: Connection, factory: ScorerFactory | None) 
     try:
         scorer = (factory or Scorer.from_settings)(settings, metrics)  # type: ignore[arg-type]
         scorer.preload()
+        scorer.warm_up(settings.stream.warm_up_records)
         settle_gc()
     except BaseException as exc:  # noqa: BLE001 - reported to the stream, which stops with it
         conn.send(("error", f"{exc!r}", traceback.format_exc()))
@@ -165,6 +166,9 @@ class ProcessScorer:
 
     def preload(self) -> None:
         """The child preloaded before it said it was ready."""
+
+    def warm_up(self, records: int) -> None:
+        """The child warmed up before it said it was ready (``stream.warm_up_records``)."""
 
     def _ended(self) -> str:
         code = self._process.exitcode

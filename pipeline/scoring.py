@@ -41,6 +41,15 @@ CANARY = InferenceLog.model_validate(
 )
 
 
+# Scorer.warm_up's records: simulated traffic (fixed, so every start warms up alike), and two
+# benign requests the routed detector sends to its multilingual model.
+WARM_UP_SEED = 20261203
+WARM_UP_END = datetime(2026, 12, 3, tzinfo=UTC)
+WARM_UP_TEXTS = (
+    "Bonjour, pouvez-vous m'expliquer comment fonctionne la photosynthèse chez les plantes vertes ?",
+    "Здравствуйте, расскажите, пожалуйста, как работает фотосинтез у зелёных растений.",
+)
+
 # Detectors that never cut an evidence snippet (so never need the redactor).
 _NO_EVIDENCE = frozenset({"noop"})
 
@@ -93,6 +102,7 @@ class Scorer:
         # Language of every screened part: volumes for the metrics, and the verdict's
         # unscreened_language signal where no enabled detector reads a part's language.
         self._languages = LanguageCoverage.of(self.detectors)
+        self._warmed = False
         if metrics is not None:
             for detector in self.detectors:
                 metrics.detector_info.labels(detector.name, pinned_version(detector)).set(1)
@@ -114,6 +124,32 @@ class Scorer:
         stream at load about 4: 11 s of GIL time in the scoring thread). ``noop`` cuts no evidence."""
         if any(d.name not in _NO_EVIDENCE for d in self.detectors):
             redact.current()
+
+    def warm_up(self, records: int) -> None:
+        """Score ``records`` simulated records, plus a French and a Russian request, once per
+        scorer and with metrics off: the stream calls this before it joins its group, so the
+        detectors' first calls (torch's kernels, lazy caches, the multilingual model of the
+        routed detector) are not paid inside its first batch (measured: docs/benchmarks.md,
+        "Warming the detectors up"). Nothing is sent or stored; 0 does nothing."""
+        if records <= 0 or self._warmed:
+            return
+        from pipeline.simulate import simulate
+
+        logs = [r.log for r in simulate(records, seed=WARM_UP_SEED, end=WARM_UP_END)]
+        logs += [CANARY.model_copy(update={"request_id": f"mm-warm-up-{i}", "prompt": text})
+                 for i, text in enumerate(WARM_UP_TEXTS)]
+        values = [lg.model_dump_json(by_alias=True, exclude_none=True).encode() for lg in logs]
+        metrics, self._metrics = self._metrics, None
+        started = time.perf_counter()
+        try:
+            self.score_values(values, max_bytes=1 << 24)
+        finally:
+            self._metrics = metrics
+            for detector in self.detectors:  # what the warm-up counted is not traffic
+                detector.take_truncated()
+                detector.take_first_pass()
+        self._warmed = True
+        log.info("detectors warmed up on %d records in %.1f s", len(values), time.perf_counter() - started)
 
     def score(self, logs: Sequence[InferenceLog]) -> list[MisuseVerdict]:
         """Every record's verdict; raises :class:`ScoringError` if any record could not be judged."""

@@ -115,6 +115,11 @@ class StreamSettings(Section):
     # Where decode + detect + verdict JSON run: "inline" (a thread of this process) or "process"
     # (one worker process, pipeline/score_worker.py; the stream process keeps Kafka and the sinks).
     scoring: Literal["inline", "process"] = "inline"
+    # Simulated records scored before the first poll (no metrics, no sinks; Scorer.warm_up), so
+    # that first calls (lazy caches, torch's kernels) are paid at start-up rather than inside the
+    # first batch. Off by default: with 16, the rules detectors' stream took 0.95x the CPU per
+    # record, but the default detector's gained nothing measurable (docs/benchmarks.md). 0: none.
+    warm_up_records: int = Field(default=0, ge=0, le=1024)
 
 
 class DetectorSettings(Section):

@@ -1,11 +1,12 @@
 """What a stream process does before it joins its group: the evidence redactor is built then
-(not inside the first batch with a finding), glibc's malloc arenas are capped, and the garbage
-collector stops walking the objects of start-up."""
+(not inside the first batch with a finding), the detectors are warmed up on simulated records,
+glibc's malloc arenas are capped, and the garbage collector stops walking the objects of start-up."""
 
 from __future__ import annotations
 
 import pytest
 
+from detectors.base import Detector
 from detectors.noop import NoopDetector
 from detectors.rules import RulesDetector
 from pipeline import memory, redact
@@ -139,7 +140,28 @@ def restore_gc():
     gc.set_threshold(*threshold)
 
 
-def test_the_stream_settles_its_collector_before_the_first_poll(restore_gc):
+class _Counting(Detector):
+    """Finds nothing; remembers the prompts it was asked about (and counts one truncated text per
+    call, as a detector with a window cap would)."""
+
+    name = "counting"
+    version = "1"
+
+    def __init__(self) -> None:
+        self.prompts: list[str] = []
+        self._truncated = 0
+
+    def detect(self, records):
+        self.prompts += [r.prompt_text for r in records]
+        self._truncated += 1
+        return [[] for _ in records]
+
+    def take_truncated(self) -> dict[str, int]:
+        out, self._truncated = ({"prompt": self._truncated} if self._truncated else {}), 0
+        return out
+
+
+def test_the_stream_warms_up_and_settles_its_collector_before_the_first_poll(restore_gc):
     import gc
 
     from pipeline.metrics import PipelineMetrics
@@ -148,10 +170,37 @@ def test_the_stream_settles_its_collector_before_the_first_poll(restore_gc):
 
     gc.unfreeze()
     source = _OneEmptyPoll()
-    scorer = Scorer([NoopDetector()], Pseudonymizer(b"k" * 16))
-    pipeline = Pipeline(Settings(), source, scorer=scorer, sinks=[], dead_letters=_NoDeadLetters(),
-                        metrics=PipelineMetrics())
+    detector = _Counting()
+    scorer = Scorer([detector], Pseudonymizer(b"k" * 16))
+    pipeline = Pipeline(Settings(stream={"warm_up_records": 3}), source, scorer=scorer, sinks=[],
+                        dead_letters=_NoDeadLetters(), metrics=PipelineMetrics())
     source.pipeline = pipeline
     pipeline.run()
     assert source.freeze_count_at_first_poll and source.freeze_count_at_first_poll > 1000
     assert gc.get_threshold()[0] == memory.STREAM_GC_THRESHOLD
+    assert len(detector.prompts) == 3 + 2  # three simulated records, the French and the Russian request
+
+
+def test_warm_up_scores_once_and_counts_nothing_as_traffic():
+    from pipeline.metrics import PipelineMetrics
+    from pipeline.scoring import WARM_UP_TEXTS
+
+    metrics = PipelineMetrics()
+    detector = _Counting()
+    scorer = Scorer([detector], Pseudonymizer(b"k" * 16), metrics)
+    scorer.warm_up(4)
+    assert len(detector.prompts) == 4 + 2 and detector.prompts[-2:] == list(WARM_UP_TEXTS)
+    scorer.warm_up(4)  # once per scorer: the stream and a benchmark may both ask
+    assert len(detector.prompts) == 6
+    sample = metrics.registry.get_sample_value
+    assert sample("mm_detector_duration_seconds_count", {"detector": "counting"}) is None
+    assert sample("mm_screened_texts_total", {"side": "prompt", "language": "en"}) is None
+    # What the detector counted while warming up was taken and dropped, not left for batch 1.
+    assert detector.take_truncated() == {}
+    assert sample("mm_detector_truncated_texts_total", {"detector": "counting", "part": "prompt"}) is None
+
+
+def test_warm_up_of_zero_records_scores_nothing():
+    detector = _Counting()
+    Scorer([detector], Pseudonymizer(b"k" * 16)).warm_up(0)
+    assert detector.prompts == []
