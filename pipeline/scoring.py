@@ -133,9 +133,14 @@ class Scorer:
         "Warming the detectors up"). Nothing is sent or stored; 0 does nothing."""
         if records <= 0 or self._warmed:
             return
+        from detectors.training.corpora import CorpusUnavailableError
         from pipeline.simulate import simulate
 
-        logs = [r.log for r in simulate(records, seed=WARM_UP_SEED, end=WARM_UP_END)]
+        try:
+            logs = [r.log for r in simulate(records, seed=WARM_UP_SEED, end=WARM_UP_END)]
+        except CorpusUnavailableError as exc:  # an install without the simulator's data packages
+            log.warning("warm-up without simulated records (%s): the built-in requests only", exc)
+            logs = []
         logs += [CANARY.model_copy(update={"request_id": f"mm-warm-up-{i}", "prompt": text})
                  for i, text in enumerate(WARM_UP_TEXTS)]
         values = [lg.model_dump_json(by_alias=True, exclude_none=True).encode() for lg in logs]

