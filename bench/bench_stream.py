@@ -38,7 +38,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from pipeline.decode import decode_log  # noqa: E402
 from pipeline.localinfra.kafka import create_topic, start_broker  # noqa: E402
-from pipeline.memory import peak_rss_mb, settle_gc  # noqa: E402
+from pipeline.memory import peak_rss_mb  # noqa: E402
 from pipeline.metrics import PipelineMetrics  # noqa: E402
 from pipeline.producer import GatewayProducer  # noqa: E402
 from pipeline.scoring import Scorer  # noqa: E402
@@ -83,9 +83,7 @@ def stream_phase(args: argparse.Namespace) -> None:
 
     settings = make_settings(args.detectors[0].split(","), args.bootstrap, args.topic, args.lake, args.scoring[0])
     pipeline = Pipeline.from_settings(settings, PipelineMetrics())
-    pipeline.scorer.preload()  # run() does it too (a no-op then): start-up, not per-record CPU
-    pipeline.scorer.warm_up(settings.stream.warm_up_records)  # likewise (once per scorer)
-    settle_gc()  # likewise (run()'s second call finds almost nothing new to collect or freeze)
+    pipeline.start_up()  # run() does it too (nothing left to do then): start-up, not per-record CPU
     # Process CPU (every thread) from joining the group to the last commit: models are loaded.
     cpu = {"start": time.process_time()}
     stats = pipeline.run(max_records=args.expect, on_batch=lambda _: cpu.__setitem__("end", time.process_time()))

@@ -102,8 +102,7 @@ def _child(settings: Settings, conn: Connection, factory: ScorerFactory | None) 
     metrics = RecordedMetrics()
     try:
         scorer = (factory or Scorer.from_settings)(settings, metrics)  # type: ignore[arg-type]
-        scorer.preload()
-        scorer.warm_up(settings.stream.warm_up_records)
+        scorer.preload(settings.stream.warm_up_records)
         settle_gc()
     except BaseException as exc:  # noqa: BLE001 - reported to the stream, which stops with it
         conn.send(("error", f"{exc!r}", traceback.format_exc()))
@@ -164,11 +163,8 @@ class ProcessScorer:
     def pid(self) -> int | None:
         return self._process.pid
 
-    def preload(self) -> None:
-        """The child preloaded before it said it was ready."""
-
-    def warm_up(self, records: int) -> None:
-        """The child warmed up before it said it was ready (``stream.warm_up_records``)."""
+    def preload(self, warm_up_records: int = 0) -> None:
+        """The child preloaded (and warmed up: ``stream.warm_up_records``) before it said it was ready."""
 
     def _ended(self) -> str:
         code = self._process.exitcode

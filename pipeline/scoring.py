@@ -117,13 +117,15 @@ class Scorer:
         key = settings.pseudonym_key.get_secret_value().encode("utf-8")
         return cls(detectors, Pseudonymizer(key), metrics)
 
-    def preload(self) -> None:
+    def preload(self, warm_up_records: int = 0) -> None:
         """Build what the detectors would load on their first finding, before the stream joins its
         group: the evidence redactor (Presidio + a spaCy model, seconds on this machine). Built
         lazily it stalled the first batch that had a finding, inside the group (py-spy, ``rules``
-        stream at load about 4: 11 s of GIL time in the scoring thread). ``noop`` cuts no evidence."""
+        stream at load about 4: 11 s of GIL time in the scoring thread). ``noop`` cuts no evidence.
+        Then :meth:`warm_up` on ``warm_up_records`` records (``stream.warm_up_records``)."""
         if any(d.name not in _NO_EVIDENCE for d in self.detectors):
             redact.current()
+        self.warm_up(warm_up_records)
 
     def warm_up(self, records: int) -> None:
         """Score ``records`` simulated records, plus a French and a Russian request, once per
