@@ -36,6 +36,19 @@ def test_every_kafka_client_retries_a_lost_broker_every_two_seconds_at_most(monk
         load_settings()
 
 
+def test_stream_warm_up_is_off_by_default_and_bounded(monkeypatch):
+    """A careless value fails in one line before anything loads (not a stream that scores a
+    million simulated records, or none at all without saying so)."""
+    monkeypatch.delenv("MM_CONFIG", raising=False)
+    assert load_settings().stream.warm_up_records == 0
+    monkeypatch.setenv("MM_STREAM__WARM_UP_RECORDS", "16")
+    assert load_settings().stream.warm_up_records == 16
+    for bad in ("-1", "1000000", "abc"):
+        monkeypatch.setenv("MM_STREAM__WARM_UP_RECORDS", bad)
+        with pytest.raises(ValueError, match="warm_up_records"):
+            load_settings()
+
+
 def test_unknown_settings_are_rejected(monkeypatch, tmp_path):
     cfg = tmp_path / "bad.yaml"
     cfg.write_text("kafka:\n  bootstrap: x\n")
