@@ -148,14 +148,28 @@ def to_rows(records: Sequence[ScoredRecord], policy: LakePolicy | None = None) -
 
 
 def _language(rec: ScoredRecord) -> str | None:
-    """ISO 639-1 code of the prompt (CLD2, ~0.07 ms: detectors/language.py), ``und`` when it
-    cannot tell; None where the detector extra (pycld2) is not installed."""
+    """ISO 639-1 code of the user's own text (CLD2, detectors/language.py), ``und`` when it
+    cannot tell; None where the detector extra (pycld2) is not installed.
+
+    The user's text is the ``prompt`` field, else the latest ``user`` turn, going back through
+    earlier user turns while CLD2 cannot tell ("ok, merci" is too short); only a record with no
+    such text is judged on its joined prompt. Not the joined prompt first: its head is the
+    operator's system prompt whenever that is long, so a French request under an English system
+    prompt was stored as ``en`` (docs/benchmarks.md, 2026-12-03). Each of these texts is a part
+    the scorer has already detected, so this is a cache hit in the stream.
+    """
     try:
-        from detectors.language import detect_language
+        from detectors.language import UNDETERMINED, detect_language
     except ImportError:  # pragma: no cover - core install without the detector extra
         return None
+    log = rec.log
+    texts = [log.prompt] if log.prompt and log.prompt.strip() else []
+    texts += [m.text for m in reversed(log.messages or ()) if m.role.lower() == "user" and m.text and m.text.strip()]
     try:
-        return detect_language(rec.log.prompt_text)
+        for text in texts:
+            if (language := detect_language(text)) != UNDETERMINED:
+                return language
+        return detect_language(log.prompt_text) if not texts else UNDETERMINED
     except ImportError:  # pragma: no cover - pycld2 is imported on first use
         return None
 

@@ -95,3 +95,44 @@ def test_findings_keep_part_location_and_signals_and_old_files_still_read(tmp_pa
     # A replay over the old file's range trims (re-reads) it with the new schema.
     writer.write(_records([2]))
     assert _stored(writer) == [(0, 2), (0, 5)]
+
+
+# The lake's language is the user's own text's, not whatever heads the joined prompt.
+_SYSTEM_EN = (
+    "You are a helpful assistant for an online bookshop. Answer questions about orders, deliveries, "
+    "returns and recommendations politely and concisely. "
+) * 6  # 882 characters: longer than the 500 that CLD2 reads
+_FRENCH = "Bonjour, pouvez-vous m'expliquer comment retourner un livre que j'ai commandé la semaine dernière ?"
+_GERMAN = "Guten Tag, ich möchte wissen, wann meine Bestellung ungefähr geliefert wird, bitte schnell antworten."
+
+
+def _language_of(**fields) -> str | None:
+    from pipeline.lake import to_rows
+
+    log = make_log(**fields)
+    rec = ScoredRecord(log, build_verdict(log, [], Pseudonymizer(b"k")), SourcePosition("logs.in", 0, 0))
+    return to_rows([rec])[0]["language"]
+
+
+def test_language_is_the_users_turn_not_a_long_english_system_prompt():
+    # Found on 2026-12-03: CLD2 on the joined prompt's head stored this French request as "en".
+    messages = [{"role": "system", "content": _SYSTEM_EN}, {"role": "user", "content": _FRENCH}]
+    assert _language_of(prompt=None, messages=messages) == "fr"
+
+
+def test_language_goes_back_to_an_earlier_user_turn_when_the_last_cannot_be_told():
+    messages = [
+        {"role": "system", "content": _SYSTEM_EN},
+        {"role": "user", "content": _GERMAN},
+        {"role": "assistant", "content": "Your order ships tomorrow and should arrive within three working days."},
+        {"role": "User", "content": "ok, danke"},
+    ]
+    assert _language_of(prompt=None, messages=messages) == "de"
+
+
+def test_language_prefers_the_prompt_field_and_falls_back_to_the_joined_prompt_without_user_text():
+    assert _language_of(prompt=_FRENCH, messages=[{"role": "user", "content": _GERMAN}]) == "fr"
+    # No user text at all (a tool-only exchange): the joined prompt, as before.
+    assert _language_of(prompt=None, messages=[{"role": "tool", "content": _GERMAN}]) == "de"
+    # User text that cannot be told: undetermined, not the system prompt's language.
+    assert _language_of(prompt=None, messages=[{"role": "system", "content": _SYSTEM_EN}, {"role": "user", "content": "ok"}]) == "und"
