@@ -17,7 +17,7 @@ from __future__ import annotations
 import os
 import re
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC as _UTC
 from datetime import date as _date
@@ -29,6 +29,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from pipeline.privacy import LakePolicy, pseudonymise_log, text_hash
+from pipeline.schemas import InferenceLog
 from pipeline.sinks.base import ScoredRecord
 
 FINDING_TYPE = pa.struct(
@@ -162,16 +163,24 @@ def _language(rec: ScoredRecord) -> str | None:
         from detectors.language import UNDETERMINED, detect_language
     except ImportError:  # pragma: no cover - core install without the detector extra
         return None
-    log = rec.log
-    texts = [log.prompt] if log.prompt and log.prompt.strip() else []
-    texts += [m.text for m in reversed(log.messages or ()) if m.role.lower() == "user" and m.text and m.text.strip()]
+    any_user_text = False
     try:
-        for text in texts:
+        for text in _user_texts(rec.log):
             if (language := detect_language(text)) != UNDETERMINED:
                 return language
-        return detect_language(log.prompt_text) if not texts else UNDETERMINED
+            any_user_text = True
+        return UNDETERMINED if any_user_text else detect_language(rec.log.prompt_text)
     except ImportError:  # pragma: no cover - pycld2 is imported on first use
         return None
+
+
+def _user_texts(log: InferenceLog) -> Iterator[str]:
+    """The user's own texts, latest first: the ``prompt`` field, then the ``user`` turns."""
+    if log.prompt and log.prompt.strip():
+        yield log.prompt
+    for m in reversed(log.messages or ()):
+        if m.role.lower() == "user" and (text := m.text) and text.strip():
+            yield text
 
 
 def to_table(records: Sequence[ScoredRecord], policy: LakePolicy | None = None) -> pa.Table:
