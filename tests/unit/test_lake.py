@@ -2,7 +2,7 @@ from datetime import UTC, datetime, timedelta
 
 import pyarrow.compute as pc
 
-from pipeline.lake import LakeFile, LakeWriter
+from pipeline.lake import LakeFile, LakeWriter, to_rows
 from pipeline.privacy import LakePolicy
 from pipeline.sinks.base import ScoredRecord, SourcePosition
 from pipeline.verdicts import Pseudonymizer, build_verdict
@@ -107,8 +107,6 @@ _GERMAN = "Guten Tag, ich möchte wissen, wann meine Bestellung ungefähr gelief
 
 
 def _language_of(**fields) -> str | None:
-    from pipeline.lake import to_rows
-
     log = make_log(**fields)
     rec = ScoredRecord(log, build_verdict(log, [], Pseudonymizer(b"k")), SourcePosition("logs.in", 0, 0))
     return to_rows([rec])[0]["language"]
