@@ -5,10 +5,13 @@
 For each detector set, in one invocation (so the ratios are measured side by side):
 1. Bare: the same records decoded and scored (decode_log + Scorer.score_each, verdicts built)
    with no Kafka and no sink: the ceiling for this hardware.
-2. Stream: the records (plus a few 10 MB records, which are dead-lettered) are produced to a
+2. Stream: the records (plus ``--big-records`` 10 MB records, 3 by default, which are
+   dead-lettered whole: each costs the stream about 0.3 s of fetching and re-producing) are produced to a
    real local broker and consumed by the real Pipeline with every default sink (verdicts topic,
    Parquet lake, metrics) in a child process whose own peak RSS the kernel reports (VmHWM);
-   the rate is from the first batch handed out to the last commit.
+   the rate is from the first batch handed out to the last commit. Four batches' worth of
+   further records follow the measured ones, so the last measured batch fills as it would in
+   a sustained stream (before 2026-12-03 it waited ``batch.max_wait_ms`` in the timed window).
 ``--scoring inline process`` measures each set with ``stream.scoring`` inline and in a worker
 process (pipeline/score_worker.py) against the same bare run; a worker's peak RSS is added to
 the stream process's (an upper bound: shared library pages count twice) and the CPU it spent on
@@ -46,6 +49,8 @@ from pipeline.settings import Settings  # noqa: E402
 from pipeline.simulate import simulate  # noqa: E402
 
 BIG_RECORDS = 3
+# Records produced after the measured ones, so that the last measured batch is full (produce_backlog).
+TAIL_RECORDS = 4 * Settings().batch.max_records
 KEY = "bench-pseudonym-key"
 console = Console(width=180)
 
@@ -95,20 +100,39 @@ def stream_phase(args: argparse.Namespace) -> None:
                       "seconds": stats.active_s, "peak_rss_mb": rss_mb, "cpu_s": cpu_s}))
 
 
-def stream_rate(lines: list[bytes], detectors: str, bootstrap: str, tmp: Path, scoring: str = "inline") -> dict:
-    topic = f"bench.{detectors.replace(',', '-')}.{scoring}.{int(time.time())}"
-    create_topic(bootstrap, topic, 3)
+def produce_backlog(lines: list[bytes], bootstrap: str, topic: str, big_records: int = BIG_RECORDS) -> int:
+    """Produce ``lines`` with ``big_records`` 10 MB records among them, then TAIL_RECORDS more
+    simulated records; returns how many the stream is to measure (the lines and the big ones).
+
+    Why the tail: the stream hands out a partial batch only after ``batch.max_wait_ms`` (500 ms)
+    without more records. Without records after the measured ones, the last batch waited that
+    long for records that never came, inside the timed window: 542 ms of a 2.66 s `noop` run of
+    6,000 records (a throw-away per-batch timeline, 2026-12-03), where a sustained stream fills
+    every batch. With the tail the run stops, as before, once the measured records are handed
+    out, and its last batch is full; the first batch's start-up costs stay in the window."""
     big = json.dumps({"schema": "inference-log/v1", "request_id": "big", "timestamp": "2026-11-28T00:00:00Z",
                       "model": "m", "prompt": "x" * (10 * 1024 * 1024)}).encode()
-    big_every = max(1, len(lines) // BIG_RECORDS)
+    big_at = {k * len(lines) // big_records for k in range(big_records)}
+    tail = [r.log.model_dump_json(by_alias=True, exclude_none=True).encode() for r in simulate(TAIL_RECORDS, seed=12)]
     sent = 0
     with GatewayProducer(make_settings([], bootstrap, topic).kafka, topic) as producer:
         for i, line in enumerate(lines):
             producer.send_raw(line)
             sent += 1
-            if i % big_every == 0:
+            if i in big_at:
                 producer.send_raw(big)
                 sent += 1
+        for line in tail:
+            producer.send_raw(line)
+    return sent
+
+
+def stream_rate(
+    lines: list[bytes], detectors: str, bootstrap: str, tmp: Path, scoring: str = "inline", big_records: int = BIG_RECORDS
+) -> dict:
+    topic = f"bench.{detectors.replace(',', '-')}.{scoring}.{int(time.time())}"
+    create_topic(bootstrap, topic, 3)
+    sent = produce_backlog(lines, bootstrap, topic, big_records)
     child = subprocess.run(
         [sys.executable, __file__, "--phase", "stream", "--detectors", detectors, "--bootstrap", bootstrap,
          "--topic", topic, "--lake", str(tmp / f"lake-{topic}"), "--expect", str(sent), "--scoring", scoring],
@@ -129,6 +153,8 @@ def main() -> None:
     parser.add_argument("--transformer-records", type=int, default=600, help="records for sets with an ML detector")
     parser.add_argument("--scoring", nargs="+", default=["inline"], choices=["inline", "process"],
                         help="stream.scoring modes to measure, each against the same bare run")
+    parser.add_argument("--big-records", type=int, default=BIG_RECORDS,
+                        help="10 MB records among the measured ones (dead-lettered whole: about 0.3 s each)")
     parser.add_argument("--phase", default="all")
     parser.add_argument("--bootstrap", default="")
     parser.add_argument("--topic", default="")
@@ -152,7 +178,7 @@ def main() -> None:
                 lines = [r.log.model_dump_json(by_alias=True, exclude_none=True).encode() for r in simulate(n, seed=11)]
                 bare, bare_cpu = bare_rate(lines, make_settings(detectors.split(",")))
                 for scoring in args.scoring:
-                    result = stream_rate(lines, detectors, broker.bootstrap, Path(tmp), scoring)
+                    result = stream_rate(lines, detectors, broker.bootstrap, Path(tmp), scoring, args.big_records)
                     stream_cpu = result["cpu_s"] / max(1, result["verdicts"])
                     label = detectors if args.scoring == ["inline"] else f"{detectors} ({scoring})"
                     table.add_row(label, str(n), f"{bare:,.0f}", f"{result['rate']:,.0f}", f"{result['rate'] / bare:.2f}",

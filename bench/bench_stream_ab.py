@@ -4,7 +4,8 @@
 
 An ARM is a space-separated list of environment assignments for the stream process ("" for the
 defaults), e.g. ``"MM_BATCH__MAX_RECORDS=1024"`` or ``"MALLOC_ARENA_MAX=2"``. The records (plus
-three 10 MB ones) are produced once to a real local broker; each round runs every arm in turn as
+three 10 MB ones, and a tail that fills the last batch: ``bench_stream.produce_backlog``) are
+produced once to a real local broker; each round runs every arm in turn as
 a fresh process and consumer group over the whole topic, and prints its rate (first batch to last
 commit), process CPU per record over the same span, and its own peak RSS (VmHWM).
 
@@ -28,7 +29,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import bench_stream as b  # noqa: E402
 from pipeline.localinfra.kafka import create_topic, start_broker  # noqa: E402
-from pipeline.producer import GatewayProducer  # noqa: E402
 from pipeline.simulate import simulate  # noqa: E402
 
 CHILD = r"""
@@ -61,16 +61,7 @@ def main() -> None:
             topic = f"ab.{int(time.time())}"
             create_topic(broker.bootstrap, topic, 3)
             lines = [r.log.model_dump_json(by_alias=True, exclude_none=True).encode() for r in simulate(n, seed=11)]
-            big = json.dumps({"schema": "inference-log/v1", "request_id": "big", "timestamp": "2026-11-28T00:00:00Z",
-                              "model": "m", "prompt": "x" * (10 << 20)}).encode()
-            sent = 0
-            with GatewayProducer(b.make_settings([], broker.bootstrap, topic).kafka, topic) as producer:
-                for i, line in enumerate(lines):
-                    producer.send_raw(line)
-                    sent += 1
-                    if i % max(1, n // b.BIG_RECORDS) == 0:
-                        producer.send_raw(big)
-                        sent += 1
+            sent = b.produce_backlog(lines, broker.bootstrap, topic)
             results: dict[str, list[dict]] = {arm: [] for arm in arms}
             for r in range(rounds):
                 for a, arm in enumerate(arms):
