@@ -157,7 +157,9 @@ def _language(rec: ScoredRecord) -> str | None:
     such text is judged on its joined prompt. Not the joined prompt first: its head is the
     operator's system prompt whenever that is long, so a French request under an English system
     prompt was stored as ``en`` (docs/benchmarks.md, 2026-12-03). Each of these texts is a part
-    the scorer has already detected, so this is a cache hit in the stream.
+    the scorer has already detected, so with inline scoring this is a cache hit; a scoring worker
+    (``stream.scoring = "process"``) keeps its own cache, and this process then runs CLD2 once on
+    the user's text.
     """
     try:
         from detectors.language import UNDETERMINED, detect_language
