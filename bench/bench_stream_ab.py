@@ -2,6 +2,8 @@
 
     .venv/bin/python bench/bench_stream_ab.py RECORDS DETECTORS ROUNDS ARM [ARM ...]
 
+Without arguments (``make bench``): 20,000 records, ``noop``, 3 rounds of the defaults alone.
+
 An ARM is a space-separated list of environment assignments for the stream process ("" for the
 defaults), e.g. ``"MM_BATCH__MAX_RECORDS=1024"`` or ``"MALLOC_ARENA_MAX=2"``. The records (plus
 three 10 MB ones, and a tail that fills the last batch: ``bench_stream.produce_backlog``) are
@@ -16,6 +18,7 @@ e.g. ``git archive BASE | tar -x -C /tmp/base`` then arms ``"MM_BENCH_ROOT=/tmp/
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import subprocess
@@ -52,8 +55,15 @@ print(json.dumps({"verdicts": stats.verdicts, "seconds": stats.active_s, "cpu_s"
 
 
 def main() -> None:
-    n, detectors, rounds = int(sys.argv[1]), sys.argv[2], int(sys.argv[3])
-    arms = sys.argv[4:] or [""]
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("records", type=int, nargs="?", default=20000)
+    parser.add_argument("detectors", nargs="?", default="noop")
+    parser.add_argument("rounds", type=int, nargs="?", default=3)
+    parser.add_argument("arms", nargs="*", default=[""], help='environment assignments per arm; "" for the defaults')
+    args = parser.parse_args()
+    n, detectors, rounds, arms = args.records, args.detectors, args.rounds, args.arms
+    if n < 1 or rounds < 1:
+        parser.error("RECORDS and ROUNDS must be positive")
     root = str(Path(__file__).resolve().parents[1])
     with tempfile.TemporaryDirectory() as tmp:
         broker = start_broker(Path(tmp) / "kafka")

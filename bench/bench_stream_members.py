@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/bench_stream_members.py RECORDS DETECTORS ROUNDS MEMBERS [MEMBERS ...]
 
-e.g. ``bench/bench_stream_members.py 20000 noop 3 1 2``. The records (simulate traffic, then a
+e.g. ``bench/bench_stream_members.py 20000 noop 3 1 2`` (also what it runs without arguments). The records (simulate traffic, then a
 tail that keeps the last measured batches full: ``bench_stream.produce_backlog``, without the
 10 MB records) are produced once to a real local broker, on a topic of ``--partitions``
 partitions (4: an even split for 1, 2 or 4 members). Each round runs every arm in turn: that
@@ -113,10 +113,10 @@ def run_arm(n_members: int, bootstrap: str, topic: str, lake: Path, group: str, 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("records", type=int)
-    parser.add_argument("detectors")
-    parser.add_argument("rounds", type=int)
-    parser.add_argument("members", type=int, nargs="+")
+    parser.add_argument("records", type=int, nargs="?", default=20000)
+    parser.add_argument("detectors", nargs="?", default="noop")
+    parser.add_argument("rounds", type=int, nargs="?", default=3)
+    parser.add_argument("members", type=int, nargs="*", default=[1, 2])
     parser.add_argument("--partitions", type=int, default=4)
     args = parser.parse_args()
     if args.records < 1 or args.rounds < 1 or min(args.members) < 1 or args.partitions < max(args.members):
