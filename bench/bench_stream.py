@@ -12,6 +12,9 @@ For each detector set, in one invocation (so the ratios are measured side by sid
    the rate is from the first batch handed out to the last commit. Four batches' worth of
    further records follow the measured ones, so the last measured batch fills as it would in
    a sustained stream (before 2026-12-03 it waited ``batch.max_wait_ms`` in the timed window).
+``--members N`` adds, for each set, a consumer group of N stream processes on one topic of 2N
+partitions, without the 10 MB records (bench_stream_members.py: the group's steady rate, and the
+lake checked for every offset exactly once); its CPU column sums the members.
 ``--scoring inline process`` measures each set with ``stream.scoring`` inline and in a worker
 process (pipeline/score_worker.py) against the same bare run; a worker's peak RSS is added to
 the stream process's (an upper bound: shared library pages count twice) and the CPU it spent on
@@ -145,6 +148,22 @@ def stream_rate(
     return result
 
 
+def group_rate(lines: list[bytes], detectors: str, bootstrap: str, tmp: Path, members: int) -> tuple[float, float, float]:
+    """A consumer group of ``members`` stream processes on a topic of 2 x ``members`` partitions
+    (bench_stream_members.py): its steady records/s, CPU seconds per record of all members, and
+    the largest member's peak RSS. The lake is checked for every offset exactly once."""
+    import bench_stream_members as group
+
+    topic = f"bench.{detectors.replace(',', '-')}.group{members}.{int(time.time())}"
+    create_topic(bootstrap, topic, 2 * members)
+    measured = produce_backlog(lines, bootstrap, topic, big_records=0)
+    lake = tmp / f"lake-{topic}"
+    results = group.run_arm(members, bootstrap, topic, lake, f"bench-{topic}", detectors, str(Path(__file__).resolve().parents[1]))
+    group.check_lake(lake, topic, measured + TAIL_RECORDS)
+    rate, _, _ = group.group_rate(results, measured)
+    return rate, sum(m["cpu_s"] for m in results) / (measured + TAIL_RECORDS), max(m["rss_mb"] for m in results)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--records", type=int, default=6000)
@@ -155,6 +174,8 @@ def main() -> None:
                         help="stream.scoring modes to measure, each against the same bare run")
     parser.add_argument("--big-records", type=int, default=BIG_RECORDS,
                         help="10 MB records among the measured ones (dead-lettered whole: about 0.3 s each)")
+    parser.add_argument("--members", type=int, default=1,
+                        help="also measure a consumer group of this many stream processes (bench_stream_members.py)")
     parser.add_argument("--phase", default="all")
     parser.add_argument("--bootstrap", default="")
     parser.add_argument("--topic", default="")
@@ -164,6 +185,8 @@ def main() -> None:
     if args.phase == "stream":
         stream_phase(args)
         return
+    if args.members < 1:
+        parser.error("--members must be at least 1")
 
     table = Table(title=f"stream vs bare detectors (load average at start {os.getloadavg()[0]:.1f})")
     for col in ("detectors", "records", "bare rec/s", "stream rec/s", "ratio", "bare CPU us/rec", "stream CPU us/rec",
@@ -184,6 +207,11 @@ def main() -> None:
                     table.add_row(label, str(n), f"{bare:,.0f}", f"{result['rate']:,.0f}", f"{result['rate'] / bare:.2f}",
                                   f"{bare_cpu * 1e6:,.0f}", f"{stream_cpu * 1e6:,.0f}", f"{bare_cpu / stream_cpu:.2f}",
                                   str(result["dead_letters"]), f"{result['peak_rss_mb']:,.0f}", f"{os.getloadavg()[0]:.1f}")
+                if args.members > 1:
+                    rate, cpu_s, rss_mb = group_rate(lines, detectors, broker.bootstrap, Path(tmp), args.members)
+                    table.add_row(f"{detectors} ({args.members} members, no 10 MB records)", str(n), f"{bare:,.0f}", f"{rate:,.0f}",
+                                  f"{rate / bare:.2f}", f"{bare_cpu * 1e6:,.0f}", f"{cpu_s * 1e6:,.0f}", f"{bare_cpu / cpu_s:.2f}",
+                                  "0", f"{rss_mb:,.0f} (largest)", f"{os.getloadavg()[0]:.1f}")
         finally:
             broker.stop()
     console.print(table)
