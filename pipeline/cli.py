@@ -319,6 +319,7 @@ def stream(
     # the group cleanly instead of dying of the default handler. Ctrl-C still aborts at once.
     term_during_start = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: term_during_start.set())
+    from pipeline.exits import bind_error
     from pipeline.metrics import PipelineMetrics
     from pipeline.preflight import require_kafka, require_postgres
     from pipeline.runner import Pipeline
@@ -340,7 +341,11 @@ def stream(
     _require_pseudonym_key(settings, dev)
     metrics = PipelineMetrics()
     if settings.metrics.port:
-        metrics.serve(settings.metrics.host, settings.metrics.port)
+        try:
+            metrics.serve(settings.metrics.host, settings.metrics.port)
+        except OSError as exc:
+            raise bind_error(exc, settings.metrics.host, settings.metrics.port,
+                             "set another with --metrics-port or MM_METRICS__PORT (0 turns /metrics off)") from exc
     console.print(
         f"streaming {settings.kafka.input_topic} -> sinks {settings.sinks} with detectors {settings.detectors.enabled}",
         soft_wrap=True,

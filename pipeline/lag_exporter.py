@@ -29,6 +29,7 @@ from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector, CollectorRegistry
 
+from pipeline.exits import bind_error
 from pipeline.settings import KafkaSettings
 
 log = logging.getLogger(__name__)
@@ -130,7 +131,12 @@ def lag_exporter(
     readers = [LagReader(kafka, g, topic) for g in group]
     for reader in readers:
         registry.register(LagCollector(reader))
-    server, _thread = start_http_server(port, addr=host, registry=registry)
+    try:
+        server, _thread = start_http_server(port, addr=host, registry=registry)
+    except OSError as exc:
+        for reader in readers:
+            reader.close()
+        raise bind_error(exc, host, port, "set another with --port (0 picks a free one)") from exc
     console = Console(stderr=True)
     console.print(f"lag exporter on http://{host}:{server.server_port}/metrics for groups {group} on {topic}", soft_wrap=True)
     try:

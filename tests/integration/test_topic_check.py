@@ -1,9 +1,11 @@
-"""`produce`, `stream` and `gateway` refuse a topic that does not exist (a typo used to auto-create it) unless --create-topic."""
+"""`produce`, `stream` and `gateway` refuse a topic that does not exist (a typo used to auto-create it) unless --create-topic;
+`stream` and `lag-exporter` refuse a port another process listens on, in one line."""
 
 from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 import uuid
@@ -100,3 +102,23 @@ def test_produce_replays_a_gzip_archive_decompressed_and_warns_about_pretty_prin
     assert sent.returncode == 0, sent.stderr  # every non-empty line is still sent (the stream dead-letters them)
     assert json.loads(sent.stdout)["delivered"] == 7
     assert "not JSONL" in sent.stderr and "jq -c . FILE" in " ".join(sent.stderr.split())
+
+
+def test_a_port_in_use_is_one_clear_line_naming_the_address_and_the_option(kafka_bootstrap, kafka_topic_factory):
+    """Regression (hostile newcomer, 2026-12-03): a second stream member started on the same host
+    with the default metrics port ended with "internal error: OSError: [Errno 98] Address already
+    in use" (exit 1), naming neither the port nor the setting to change."""
+    topic = kafka_topic_factory(partitions=1)
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        stream = _cli("stream", "--topic", topic, "--dev", "--detectors", "noop", "--max-idle", "1",
+                      "--metrics-port", str(port), bootstrap=kafka_bootstrap)
+        lag = _cli("lag-exporter", "--bootstrap", kafka_bootstrap, "--group", "g", "--topic", topic, "--port", str(port),
+                   bootstrap=kafka_bootstrap)
+    for result, option in ((stream, "--metrics-port"), (lag, "--port")):
+        assert result.returncode == 3, result.stderr  # ExitCode.CONFIG
+        line = result.stderr.strip().splitlines()[-1]
+        assert f"127.0.0.1:{port}" in line and "in use" in line and option in line, result.stderr
+        assert "internal error" not in result.stderr
