@@ -150,13 +150,13 @@ def unknown_env_vars(environ: dict[str, str] | None = None) -> list[str]:
     return problems
 
 
-def bind_error(exc: OSError, host: str, port: int, how_to_change: str) -> UserError:
+def bind_error(exc: OSError, host: str, port: int, how_to_change: str) -> ConfigError:
     """One line for an address a server of ours cannot listen on: the port is taken (a second
     stream member on the same host, with the same port), the host is not an address of this
     machine, or the port is privileged. Without it the user saw "internal error: OSError"."""
     taken = exc.errno == errno.EADDRINUSE
     hint = " (another process listens there; each process on one host needs its own port)" if taken else ""
-    return UserError(f"cannot serve on {host}:{port}: {exc.strerror or exc}{hint}; {how_to_change}", ExitCode.CONFIG)
+    return ConfigError(f"cannot listen on {host}:{port}: {exc.strerror or exc}{hint}; {how_to_change}")
 
 
 # --------------------------------------------------------------------------- exceptions -> lines

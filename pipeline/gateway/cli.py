@@ -31,7 +31,7 @@ def gateway_command(
     from rich.console import Console
 
     from pipeline.gateway.app import create_app
-    from pipeline.exits import ConfigError, UserError
+    from pipeline.exits import UserError, bind_error
     from pipeline.gateway.server import bind, serve, url_of
     from pipeline.gateway.tee import check_paths
     from pipeline.settings import load_settings
@@ -61,8 +61,7 @@ def gateway_command(
     try:
         sock = bind(gw.host, gw.port)
     except OSError as exc:
-        raise ConfigError(f"gateway: cannot listen on {gw.host}:{gw.port} ({exc.strerror or exc}); choose another "
-                          "--port or --host") from exc
+        raise bind_error(exc, gw.host, gw.port, "choose another --port or --host") from exc
     Console(stderr=True).print(
         f"gateway on {url_of(sock)} -> {settings.gateway.upstream_url}; "
         f"logs to {settings.kafka.bootstrap_servers} topic {settings.gateway.topic or settings.kafka.input_topic} "
