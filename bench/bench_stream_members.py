@@ -66,7 +66,10 @@ print(json.dumps({"first_batch_at": stats.first_batch_at, "timeline": timeline, 
 
 def group_rate(members: list[dict], measured: int) -> tuple[float, int, float]:
     """(records/s, records, seconds) of the group's steady window (see the module docstring)."""
-    start = max(m["first_batch_at"] for m in members)
+    starts = [m["first_batch_at"] for m in members if m["first_batch_at"] is not None]
+    if not starts:
+        raise SystemExit("no member handed out a batch")
+    start = max(starts)  # a member given no records (none in its partitions) does not hold the window back
     events = sorted((t, i, n) for i, m in enumerate(members) for t, n in m["timeline"])
     latest = [0] * len(members)
     at_start = None
@@ -97,7 +100,8 @@ def run_arm(n_members: int, bootstrap: str, topic: str, lake: Path, group: str, 
     ]
     for p in procs:
         if p.stdout.readline().strip() != "ready":
-            p.kill()
+            for other in procs:  # the others would read the topic on their own once stdin closes
+                other.kill()
             raise SystemExit(f"a member failed to start:\n{p.communicate()[1][-3000:]}")
     for p in procs:
         p.stdin.write("go\n")
@@ -106,6 +110,8 @@ def run_arm(n_members: int, bootstrap: str, topic: str, lake: Path, group: str, 
     for p in procs:
         out, err = p.communicate()
         if p.returncode != 0:
+            for other in procs:
+                other.kill()
             raise SystemExit(f"a member failed:\n{err[-3000:]}")
         results.append(json.loads(out.strip().splitlines()[-1]))
     return results

@@ -29,3 +29,12 @@ def test_too_few_committed_records_stop_the_bench():
     members = [{"first_batch_at": 1.0, "timeline": [(1.5, 10)]}]
     with pytest.raises(SystemExit, match="committed 10 of 20"):
         members_bench.group_rate(members, measured=20)
+
+
+def test_a_member_that_got_no_records_does_not_hold_the_window_back():
+    members = [
+        {"first_batch_at": 2.0, "timeline": [(3.0, 50), (4.0, 100)]},
+        {"first_batch_at": None, "timeline": []},  # its partitions held nothing
+    ]
+    rate, records, seconds = members_bench.group_rate(members, measured=100)
+    assert (records, seconds, rate) == (100, 2.0, 50.0)
