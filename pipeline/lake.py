@@ -29,7 +29,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from pipeline.privacy import LakePolicy, pseudonymise_log, text_hash
-from pipeline.schemas import InferenceLog
+from pipeline.schemas import InferenceLog, PartKind
 from pipeline.sinks.base import ScoredRecord
 
 FINDING_TYPE = pa.struct(
@@ -177,11 +177,12 @@ def _language(rec: ScoredRecord) -> str | None:
 
 
 def _user_texts(log: InferenceLog) -> Iterator[str]:
-    """The user's own texts, latest first: the ``prompt`` field, then the ``user`` turns."""
+    """The user's own texts, latest first: the ``prompt`` field, then the user turns (the turns
+    screening counts as the user's: ``ChatMessage.kind``, unknown roles included)."""
     if log.prompt and log.prompt.strip():
         yield log.prompt
     for m in reversed(log.messages or ()):
-        if m.role.lower() == "user" and (text := m.text) and text.strip():
+        if m.kind is PartKind.USER and (text := m.text) and text.strip():
             yield text
 
 

@@ -284,6 +284,11 @@ class ChatMessage(_OpenModel):
             return self.content
         return "\n".join(part.text for part in self.content if part.text)
 
+    @property
+    def kind(self) -> PartKind:
+        """What this turn is to a screener, by role; an unknown role is treated as the user's."""
+        return _ROLE_KINDS.get(self.role.lower(), PartKind.USER)
+
 
 class Usage(_OpenModel):
     model_config = ConfigDict(extra="allow")
@@ -411,9 +416,7 @@ class InferenceLog(BaseModel):
                 parts.append(ScreenedPart(kind, side, location, text))
 
         for i, m in enumerate(self.messages or ()):
-            role = m.role.lower()
-            kind = _ROLE_KINDS.get(role, PartKind.USER)
-            add(kind, Side.PROMPT, f"messages[{i}].content", m.text)
+            add(m.kind, Side.PROMPT, f"messages[{i}].content", m.text)
             add(PartKind.REASONING, Side.PROMPT, f"messages[{i}].reasoning_content", m.reasoning_content)
             for j, call in enumerate(m.tool_calls or ()):
                 add(PartKind.TOOL_CALL, Side.PROMPT, f"messages[{i}].tool_calls[{j}].function.arguments", call.function.arguments)

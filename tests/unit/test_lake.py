@@ -134,3 +134,10 @@ def test_language_prefers_the_prompt_field_and_falls_back_to_the_joined_prompt_w
     assert _language_of(prompt=None, messages=[{"role": "tool", "content": _GERMAN}]) == "de"
     # User text that cannot be told: undetermined, not the system prompt's language.
     assert _language_of(prompt=None, messages=[{"role": "system", "content": _SYSTEM_EN}, {"role": "user", "content": "ok"}]) == "und"
+
+
+def test_language_reads_the_turns_screening_counts_as_the_users():
+    # A role the schema does not name ("human", as some gateways write it) is screened as the
+    # user's turn (ChatMessage.kind); the lake's language reads the same turns.
+    messages = [{"role": "system", "content": _SYSTEM_EN}, {"role": "human", "content": _FRENCH}]
+    assert _language_of(prompt=None, messages=messages) == "fr"
