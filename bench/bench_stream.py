@@ -148,7 +148,7 @@ def stream_rate(
     return result
 
 
-def group_rate(lines: list[bytes], detectors: str, bootstrap: str, tmp: Path, members: int) -> tuple[float, float, float]:
+def members_rate(lines: list[bytes], detectors: str, bootstrap: str, tmp: Path, members: int) -> tuple[float, float, float]:
     """A consumer group of ``members`` stream processes on a topic of 2 x ``members`` partitions
     (bench_stream_members.py): its steady records/s, CPU seconds per record of all members, and
     the largest member's peak RSS. The lake is checked for every offset exactly once."""
@@ -208,7 +208,7 @@ def main() -> None:
                                   f"{bare_cpu * 1e6:,.0f}", f"{stream_cpu * 1e6:,.0f}", f"{bare_cpu / stream_cpu:.2f}",
                                   str(result["dead_letters"]), f"{result['peak_rss_mb']:,.0f}", f"{os.getloadavg()[0]:.1f}")
                 if args.members > 1:
-                    rate, cpu_s, rss_mb = group_rate(lines, detectors, broker.bootstrap, Path(tmp), args.members)
+                    rate, cpu_s, rss_mb = members_rate(lines, detectors, broker.bootstrap, Path(tmp), args.members)
                     table.add_row(f"{detectors} ({args.members} members, no 10 MB records)", str(n), f"{bare:,.0f}", f"{rate:,.0f}",
                                   f"{rate / bare:.2f}", f"{bare_cpu * 1e6:,.0f}", f"{cpu_s * 1e6:,.0f}", f"{bare_cpu / cpu_s:.2f}",
                                   "0", f"{rss_mb:,.0f} (largest)", f"{os.getloadavg()[0]:.1f}")
