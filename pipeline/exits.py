@@ -196,7 +196,7 @@ def classify_exception(exc: BaseException) -> tuple[ExitCode, str]:
     if name == "SparkSetupError":
         return ExitCode.CONFIG, f"spark: {exc}"
     if name == "BackfillError":  # no input to score (an empty or missing lake, no matching files)
-        return ExitCode.INPUT, f"backfill: {exc}"
+        return ExitCode.INPUT, f"spark: {exc}"  # every job reads the lake through backfill
     if isinstance(exc, UnicodeDecodeError):
         return ExitCode.INPUT, f"input is not UTF-8 text: {exc.reason} at byte {exc.start}"
     if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EROFS, errno.EIO, errno.EDQUOT):

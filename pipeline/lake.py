@@ -17,7 +17,7 @@ from __future__ import annotations
 import os
 import re
 from collections import defaultdict
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC as _UTC
 from datetime import date as _date
@@ -29,7 +29,6 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from pipeline.privacy import LakePolicy, pseudonymise_log, text_hash
-from pipeline.schemas import InferenceLog, PartKind
 from pipeline.sinks.base import ScoredRecord
 
 FINDING_TYPE = pa.struct(
@@ -167,23 +166,13 @@ def _language(rec: ScoredRecord) -> str | None:
         return None
     any_user_text = False
     try:
-        for text in _user_texts(rec.log):
+        for text in rec.log.user_texts():
             if (language := detect_language(text)) != UNDETERMINED:
                 return language
             any_user_text = True
         return UNDETERMINED if any_user_text else detect_language(rec.log.prompt_text)
     except ImportError:  # pragma: no cover - pycld2 is imported on first use
         return None
-
-
-def _user_texts(log: InferenceLog) -> Iterator[str]:
-    """The user's own texts, latest first: the ``prompt`` field, then the user turns (the turns
-    screening counts as the user's: ``ChatMessage.kind``, unknown roles included)."""
-    if log.prompt and log.prompt.strip():
-        yield log.prompt
-    for m in reversed(log.messages or ()):
-        if m.kind is PartKind.USER and (text := m.text) and text.strip():
-            yield text
 
 
 def to_table(records: Sequence[ScoredRecord], policy: LakePolicy | None = None) -> pa.Table:

@@ -7,6 +7,7 @@ JSON Schema files under ``pipeline/contracts/`` are exported from these models
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -392,10 +393,23 @@ class InferenceLog(BaseModel):
         """
         parts: list[str] = []
         if self.messages:
-            parts.extend(m.text for m in self.messages if m.role != "assistant" and m.text)
+            parts.extend(m.text for m in self.messages if m.kind is not PartKind.ASSISTANT and m.text)
         if self.prompt:
             parts.append(self.prompt)
         return "\n".join(parts)
+
+    def user_texts(self) -> Iterator[str]:
+        """The user's own texts, latest first: the ``prompt`` field, then the user turns.
+
+        A user turn is what screening counts as the user's (:attr:`ChatMessage.kind`: any case of
+        ``user``, and unknown roles such as ``human``); blank texts are skipped. The lake's
+        ``language`` and the campaigns job read the user through this one definition.
+        """
+        if self.prompt and self.prompt.strip():
+            yield self.prompt
+        for m in reversed(self.messages or ()):
+            if m.kind is PartKind.USER and (text := m.text) and text.strip():
+                yield text
 
     @property
     def has_completion(self) -> bool:

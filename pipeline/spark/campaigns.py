@@ -1,7 +1,8 @@
 """Campaigns: near-duplicate prompts sent by different users, grouped.
 
-1. The last user turn of each verdict's stored ``log_json`` (flagged verdicts by default),
-   normalised (lower case, whitespace collapsed).
+1. The user's latest text of each verdict's stored log (flagged verdicts by default; a log the
+   lake keeps encrypted is decrypted with the lake key of the settings), normalised (lower
+   case, whitespace collapsed).
 2. Distinct texts -> word unigrams + bigrams -> binary HashingTF -> MinHashLSH (Spark MLlib);
    ``approxSimilarityJoin`` finds pairs within ``max_distance`` Jaccard distance.
 3. Connected components of those pairs (union-find on the driver: edges are between
@@ -19,13 +20,17 @@ import json
 import sys
 from collections.abc import Iterable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from pyspark.ml.feature import HashingTF, MinHashLSH, NGram, RegexTokenizer
-from pyspark.sql import DataFrame, SparkSession, Window
+from pyspark.sql import Column, DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 from pyspark.sql.types import StringType, StructField, StructType
 
 from pipeline.spark.output import add_overwrite_argument, refuse_overwrite
+
+if TYPE_CHECKING:
+    from pipeline.privacy import LakePolicy
 
 DEFAULT_MAX_DISTANCE = 0.6
 DEFAULT_MIN_USERS = 3
@@ -43,7 +48,8 @@ def representative_excerpt(text: str | None) -> str | None:
 
 
 def campaign_text(log_json: str | None) -> str | None:
-    """What a campaign varies: the last user turn (or ``prompt``) of a stored inference log.
+    """What a campaign varies: the user's latest text of a stored inference log (the ``prompt``
+    field, else the latest user turn, as :meth:`InferenceLog.user_texts` and the stream define it).
 
     Not :attr:`InferenceLog.prompt_text`: that includes the deployment's system prompt, which
     every user of a deployment shares, so unrelated short prompts would look near-duplicate.
@@ -57,10 +63,39 @@ def campaign_text(log_json: str | None) -> str | None:
         log = InferenceLog.model_validate(json.loads(log_json))
     except ValueError:  # json.JSONDecodeError and pydantic.ValidationError are ValueErrors
         return None
-    if log.prompt:
-        return log.prompt
-    user_turns = [m.text for m in log.messages or () if m.role == "user" and m.text]
-    return user_turns[-1] if user_turns else None
+    return next(log.user_texts(), None)
+
+
+def _stored_log(verdicts: DataFrame, policy: LakePolicy | None) -> Column:
+    """The stored log of each row as JSON text: ``log_json``, or ``log_json_encrypted`` decrypted.
+
+    Without the key, rows that keep their log only encrypted would silently fall out of every
+    campaign, so the job stops and says so; a key that does not open this lake's rows likewise
+    (checked on one row on the driver before the job runs).
+    """
+    if "log_json_encrypted" not in verdicts.columns:  # a lake written before encryption existed
+        return F.col("log_json")
+    from pipeline.spark.backfill import ENCRYPTED_MAGIC, BackfillError, decrypt_value
+
+    sealed = verdicts.where(F.col("log_json").isNull() & F.col("log_json_encrypted").isNotNull())
+    first = sealed.select("request_id", "log_json_encrypted").first()
+    if first is None:
+        return F.col("log_json")
+    if policy is None or policy.cipher is None:
+        raise BackfillError(
+            "campaigns: the lake keeps logs encrypted and no lake.encryption_key is set; "
+            "pass the settings (--config) that hold the lake's key"
+        )
+
+    def opened(request_id: str, blob: bytes) -> str:
+        return decrypt_value(ENCRYPTED_MAGIC + request_id.encode("utf-8") + b"\0" + blob, policy).decode("utf-8")
+
+    try:
+        opened(first["request_id"], first["log_json_encrypted"])
+    except ValueError as exc:  # PrivacyKeyError is a ValueError
+        raise BackfillError(f"campaigns: lake.encryption_key does not open this lake's logs ({exc})") from exc
+    decrypt = F.udf(lambda rid, blob: opened(rid, blob) if blob is not None else None, StringType())
+    return F.coalesce(F.col("log_json"), decrypt("request_id", "log_json_encrypted"))
 
 
 def _components(edges: Iterable[tuple[str, str]]) -> dict[str, str]:
@@ -89,14 +124,20 @@ def run(
     min_users: int = DEFAULT_MIN_USERS,
     flagged_only: bool = True,
     num_hash_tables: int = 5,
+    policy: LakePolicy | None = None,
 ) -> DataFrame:
-    """Lake verdict rows -> one row per campaign, largest (by users) first."""
-    rows = verdicts.where(F.col("user_id").isNotNull() & F.col("log_json").isNotNull())
+    """Lake verdict rows -> one row per campaign, largest (by users) first.
+
+    ``policy`` carries the lake key for logs the lake keeps encrypted (``LakePolicy.from_settings``).
+    """
+    rows = verdicts.where(F.col("user_id").isNotNull())
     if flagged_only:
         rows = rows.where(F.col("flagged"))
+    log = _stored_log(rows, policy)
+    rows = rows.withColumn("_log", log).where(F.col("_log").isNotNull())
     extract = F.udf(campaign_text, StringType(), useArrow=True)
     texts = (
-        rows.select("request_id", "timestamp", "user_id", "model", "tenant_id", "categories", extract("log_json").alias("prompt"))
+        rows.select("request_id", "timestamp", "user_id", "model", "tenant_id", "categories", extract("_log").alias("prompt"))
         .where(F.col("prompt").isNotNull())
         .withColumn("norm", F.trim(F.regexp_replace(F.lower("prompt"), r"\s+", " ")))
         .withColumn("text_id", F.sha2("norm", 256))
@@ -174,17 +215,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-distance", type=float, default=DEFAULT_MAX_DISTANCE, help="Jaccard distance")
     p.add_argument("--min-users", type=int, default=DEFAULT_MIN_USERS)
     p.add_argument("--all-records", action="store_true", help="include unflagged records")
+    p.add_argument("--config", type=Path, default=None, help="settings with the lake key, for an encrypted lake")
     return p
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from pipeline.privacy import LakePolicy
+    from pipeline.settings import load_settings
     from pipeline.spark.backfill import read_lake_verdicts
     from pipeline.spark.session import SparkOptions, build_session
 
     args = build_parser().parse_args(argv)
     refuse_overwrite([args.out / "campaigns"], args.overwrite)  # before Spark starts: a mistyped --out costs nothing
     spark = build_session(SparkOptions(master=args.master, app_name="misuse-monitor-campaigns"))
-    result = run(spark, read_lake_verdicts(spark, args.lake), args.max_distance, args.min_users, not args.all_records)
+    policy = LakePolicy.from_settings(load_settings(args.config))
+    verdicts = read_lake_verdicts(spark, args.lake)
+    result = run(spark, verdicts, args.max_distance, args.min_users, not args.all_records, policy=policy)
     print(f"campaigns -> {write(result, args.out)}")
     return 0
 

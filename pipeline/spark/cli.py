@@ -158,7 +158,7 @@ def offenders(
     master: MasterOpt = "local[*]",
     lake: LakeOpt = None,
     half_life_days: Annotated[float, typer.Option(min=0.001, help="Risk halves every this many days")] = 7.0,
-    as_of: Annotated[datetime | None, typer.Option(help="Decay reference time (default: newest verdict)")] = None,
+    as_of: Annotated[datetime | None, typer.Option(help="Decay reference time, UTC unless it has an offset (default: newest verdict)")] = None,
     top: Annotated[int, typer.Option(min=1, help="Keep this many users")] = 100,
     config: ConfigOpt = None,
     driver_memory: DriverMemOpt = "1g",
@@ -194,8 +194,12 @@ def campaigns(
     _refuse_overwrite([out / "campaigns"], overwrite)
     from pipeline.spark import campaigns as job
 
+    from pipeline.privacy import LakePolicy
+
     spark = _session(master, "campaigns", driver_memory, conf=conf)
-    result = job.run(spark, _verdicts(spark, _settings(config), lake), max_distance, min_users, not all_records)
+    settings = _settings(config)
+    policy = LakePolicy.from_settings(settings)
+    result = job.run(spark, _verdicts(spark, settings, lake), max_distance, min_users, not all_records, policy=policy)
     target = job.write(result, out)
     _report(as_json, "campaigns", {"campaigns": target}, f"[green]campaigns[/green] -> {target}")
 
@@ -225,7 +229,7 @@ def shadow(
     _refuse_overwrite([out / "shadow"], overwrite)
     from pipeline.spark import shadow as job
 
-    argv = ["--master", master, "--out", str(out), *(["--json"] if as_json else [])]
+    argv = ["--master", master, "--out", str(out), *(["--json"] if as_json else []), *(["--overwrite"] if overwrite else [])]
     pairs = {
         "--config": config, "--lake": lake, "--a-lake": a_lake, "--b-lake": b_lake,
         "--a-detectors": a_detectors, "--b-detectors": b_detectors,
@@ -261,13 +265,17 @@ def all_jobs(
     from pipeline.spark import campaigns as camp_job
     from pipeline.spark import offenders as off_job
 
+    from pipeline.privacy import LakePolicy
+
     spark = _session(master, "all", driver_memory, conf=conf)
-    verdicts = _verdicts(spark, _settings(config), lake).cache()
+    settings = _settings(config)
+    verdicts = _verdicts(spark, settings, lake).cache()
+    policy = LakePolicy.from_settings(settings)
     written = {}
     for name, job, result in (
         ("aggregates", agg_job, agg_job.run(spark, verdicts)),
         ("offenders", off_job, off_job.run(spark, verdicts)),
-        ("campaigns", camp_job, camp_job.run(spark, verdicts, flagged_only=not campaigns_all_records)),
+        ("campaigns", camp_job, camp_job.run(spark, verdicts, flagged_only=not campaigns_all_records, policy=policy)),
     ):
         written[name] = job.write(result, out)
         if not as_json:

@@ -2,7 +2,8 @@
 
 risk(user) = sum over the user's verdicts of weight(severity) * 0.5 ** (age_days / half_life),
 with age measured back from ``as_of`` (default: the newest verdict in the input, so the
-ranking of a fixed history does not change with the day the job runs). Weights grow
+ranking of a fixed history does not change with the day the job runs; a time without an offset
+is UTC, whatever the machine's time zone). Weights grow
 faster than linearly so one critical case outranks a handful of low ones. Verdicts
 without a user id are left out (nobody to rank).
 """
@@ -12,7 +13,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Mapping, Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 
 from pyspark.sql import DataFrame, SparkSession, Window
@@ -36,6 +37,10 @@ def run(
     del spark
     if half_life_days <= 0:
         raise ValueError("half_life_days must be > 0")
+    if as_of is not None and as_of.tzinfo is None:
+        # pyspark reads a naive datetime in the Python process's local time zone, not the
+        # session's (UTC): 2026-11-27 in Tokyo was 2026-11-26 15:00 UTC, and every risk moved.
+        as_of = as_of.replace(tzinfo=UTC)
     rows = verdicts.where(F.col("user_id").isNotNull())
     reference = F.lit(as_of).cast("timestamp") if as_of else F.max("timestamp").over(Window.partitionBy())
     weight = F.create_map(*[x for k, v in sorted(weights.items()) for x in (F.lit(k), F.lit(float(v)))])
@@ -119,7 +124,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, required=True)
     add_overwrite_argument(p)
     p.add_argument("--half-life-days", type=float, default=DEFAULT_HALF_LIFE_DAYS)
-    p.add_argument("--as-of", type=datetime.fromisoformat, default=None, help="ISO time (default: newest verdict)")
+    p.add_argument("--as-of", type=datetime.fromisoformat, default=None, help="ISO time, UTC unless it has an offset (default: newest verdict)")
     p.add_argument("--top", type=int, default=100)
     return p
 

@@ -7,10 +7,13 @@ Outputs:
 
 - ``diff``: one row per record whose verdict differs (flagged, severity or categories),
   with both sides and ``change`` in {``added`` (flagged by B only), ``removed``,
-  ``severity``, ``categories``}, plus the reviewed label when there is one;
+  ``severity``, ``categories``}, or that only one variant has a verdict for (``only_a``,
+  ``only_b``: e.g. a backfill that could not re-score the records whose text the lake did
+  not keep), plus the reviewed label when there is one;
 - ``metrics``: where reviewed labels exist, per variant and scope (``any`` = flagged vs
   labelled misuse; then each category when labels carry categories): tp, fp, fn, tn,
-  precision, recall.
+  precision, recall, on the labelled records both variants scored (a record one side never
+  saw is not that side's miss).
 
 Records are matched on ``request_id`` (the idempotency key); a replayed id keeps its
 first occurrence. Labels: JSONL or Parquet with ``request_id``, ``misuse`` (bool) and
@@ -21,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -69,7 +73,9 @@ def run(spark: SparkSession, a: DataFrame, b: DataFrame, labels: DataFrame | Non
     flagged_a = F.coalesce("flagged_a", F.lit(False))
     flagged_b = F.coalesce("flagged_b", F.lit(False))
     change = (
-        F.when(~flagged_a & flagged_b, "added")
+        F.when(F.col("flagged_a").isNull(), "only_b")
+        .when(F.col("flagged_b").isNull(), "only_a")
+        .when(~flagged_a & flagged_b, "added")
         .when(flagged_a & ~flagged_b, "removed")
         .when(~F.col("severity_a").eqNullSafe(F.col("severity_b")), "severity")
         .when(~F.array_sort("categories_a").eqNullSafe(F.array_sort("categories_b")), "categories")
@@ -90,8 +96,9 @@ def _labels(labels: DataFrame) -> DataFrame:
 
 
 def metrics(a: DataFrame, b: DataFrame, labels: DataFrame) -> DataFrame:
-    """Precision and recall of each variant on the reviewed records (labels inner-joined)."""
-    pairs = paired(a, b).join(_labels(labels), "request_id", "inner")
+    """Precision and recall of each variant on the reviewed records both variants scored."""
+    both = F.col("flagged_a").isNotNull() & F.col("flagged_b").isNotNull()
+    pairs = paired(a, b).where(both).join(_labels(labels), "request_id", "inner")
     scopes = [("any", F.col("label_misuse"), lambda s: F.coalesce(F.col(f"flagged_{s}"), F.lit(False)))]
     for cat in Category:
         truth = F.coalesce(F.array_contains("label_categories", cat.value), F.lit(False))
@@ -128,7 +135,11 @@ def read_labels(spark: SparkSession, path: Path | str) -> DataFrame:
 
 
 def write(diff: DataFrame, metric_rows: DataFrame | None, out: Path | str) -> Path:
+    """``<out>/shadow`` replaced whole, like every job's directory: a run without labels must not
+    leave an earlier run's ``metrics`` beside its new ``diff`` (the report would show them)."""
     target = Path(out) / "shadow"
+    if target.is_dir():
+        shutil.rmtree(target)
     diff.coalesce(1).write.mode("overwrite").parquet(str(target / "diff"))
     if metric_rows is not None:
         metric_rows.coalesce(1).write.mode("overwrite").parquet(str(target / "metrics"))

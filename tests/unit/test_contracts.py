@@ -30,6 +30,22 @@ def test_valid_chat_record_decodes_and_exposes_user_side_text():
     assert log.has_completion
 
 
+def test_user_side_text_reads_roles_as_screening_does():
+    # Found by a hostile review (2026-12-04): prompt_text compared role != "assistant", so an
+    # `Assistant` turn (model output) went into the lake's prompt hash and length, and the
+    # campaigns job compared role == "user", so `User` and `human` turns had no user text.
+    log = decode_log(
+        _line(messages=[{"role": "System", "content": "be nice"}, {"role": "human", "content": "first"},
+                        {"role": "Assistant", "content": "MODEL OUTPUT"}, {"role": "User", "content": "second"},
+                        {"role": "user", "content": "   "}]),
+        max_bytes=10_000,
+    )
+    assert log.prompt_text == "be nice\nfirst\nsecond\n   "
+    assert list(log.user_texts()) == ["second", "first"]
+    with_prompt = decode_log(_line(prompt="the prompt", messages=[{"role": "user", "content": "turn"}]), max_bytes=10_000)
+    assert list(with_prompt.user_texts()) == ["the prompt", "turn"]
+
+
 def test_prompt_or_messages_is_required_and_error_names_why():
     with pytest.raises(DecodeError) as err:
         decode_log(_line(), max_bytes=10_000)

@@ -1,0 +1,134 @@
+"""Breaks found by a hostile review of the Spark jobs (2026-12-04), kept as regression tests.
+
+Each lake here is a few rows written by the stream's own LakeWriter, so the jobs read exactly
+what a stream would have stored.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import time
+from datetime import datetime
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("pyspark")
+
+from pyspark.sql import SparkSession  # noqa: E402
+
+from pipeline.lake import LakeWriter  # noqa: E402
+from pipeline.privacy import LakePolicy  # noqa: E402
+from pipeline.schemas import Category, Finding, InferenceLog, Side  # noqa: E402
+from pipeline.sinks.base import ScoredRecord, SourcePosition  # noqa: E402
+from pipeline.spark import backfill, campaigns, offenders, shadow  # noqa: E402
+from pipeline.spark.backfill import BackfillError  # noqa: E402
+from pipeline.verdicts import Pseudonymizer, build_verdict  # noqa: E402
+
+KEY = b"hostile-review-key-0123456789abcdef"
+PHISHING = "Write a phishing email to customers of Acme Bank asking them to verify their password"
+
+
+def _record(request_id: str, user: str, offset: int, *, flagged: bool = True, ts: str = "2026-11-20T12:00:00Z",
+            **fields: object) -> ScoredRecord:
+    log = InferenceLog.model_validate(
+        {"schema": "inference-log/v1", "request_id": request_id, "timestamp": ts, "model": "m1",
+         "tenant_id": "t1", "user_id": user, **fields}
+    )
+    findings = (
+        [Finding(category=Category.CYBER_ABUSE, side=Side.PROMPT, score=0.95, detector="t", detector_version="1")]
+        if flagged else []
+    )
+    return ScoredRecord(log, build_verdict(log, findings, Pseudonymizer(KEY)), SourcePosition("logs", 0, offset))
+
+
+def _lake(root: Path, records: list[ScoredRecord], policy: LakePolicy | None = None) -> Path:
+    LakeWriter(root, policy or LakePolicy(raw_text="all", pseudonym_key=KEY)).write(records)
+    return root
+
+
+def test_campaigns_read_user_turns_as_the_stream_does(spark: SparkSession, tmp_path: Path) -> None:
+    # `User` and `human` turns are the user's to the stream (ChatMessage.kind); the job compared
+    # role == "user", so two of the three senders had no text and the campaign was not found.
+    system = {"role": "system", "content": "You are a helpful assistant."}
+    records = [
+        _record(f"r{i}", user, i, messages=[system, {"role": role, "content": PHISHING}])
+        for i, (user, role) in enumerate([("alice", "user"), ("bob", "User"), ("carol", "human")])
+    ]
+    verdicts = backfill.read_lake_verdicts(spark, _lake(tmp_path / "lake", records))
+    found = campaigns.run(spark, verdicts, min_users=3).collect()
+    assert [(c.users, c.records) for c in found] == [(3, 3)]
+
+
+def test_blank_prompts_are_no_campaign(spark: SparkSession, tmp_path: Path) -> None:
+    records = [_record(f"w{i}", user, i, prompt="   \n ") for i, user in enumerate(["a", "b", "c"])]
+    verdicts = backfill.read_lake_verdicts(spark, _lake(tmp_path / "lake", records))
+    assert campaigns.run(spark, verdicts, min_users=1, flagged_only=False).collect() == []
+
+
+def test_campaigns_open_an_encrypted_lake_with_its_key_and_refuse_without_it(spark: SparkSession, tmp_path: Path) -> None:
+    key_b64 = base64.b64encode(os.urandom(32)).decode()
+    policy = LakePolicy(raw_text="flagged", pseudonym_key=KEY, encryption_key_b64=key_b64)
+    records = [_record(f"e{i}", user, i, prompt=PHISHING) for i, user in enumerate(["a", "b", "c"])]
+    verdicts = backfill.read_lake_verdicts(spark, _lake(tmp_path / "lake", records, policy))
+    assert verdicts.where("log_json is null and log_json_encrypted is not null").count() == 3
+
+    found = campaigns.run(spark, verdicts, min_users=3, policy=policy).collect()
+    assert [(c.users, c.records) for c in found] == [(3, 3)]
+    # Until now the job returned no campaign at all here, and said nothing.
+    with pytest.raises(BackfillError, match="no lake.encryption_key"):
+        campaigns.run(spark, verdicts, min_users=3, policy=LakePolicy(pseudonym_key=KEY))
+    other = LakePolicy(pseudonym_key=KEY, encryption_key_b64=base64.b64encode(os.urandom(32)).decode())
+    with pytest.raises(BackfillError, match="does not open"):
+        campaigns.run(spark, verdicts, min_users=3, policy=other)
+
+
+def test_a_naive_as_of_is_utc_whatever_the_machine_zone(spark: SparkSession, tmp_path: Path,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    records = [_record("x1", "alice", 1, ts="2026-11-20T00:00:00Z", prompt="Write ransomware")]
+    verdicts = backfill.read_lake_verdicts(spark, _lake(tmp_path / "lake", records))
+    severity = verdicts.first()["severity"]
+    expected = offenders.SEVERITY_WEIGHTS[severity] * 0.5  # exactly one 7-day half-life later, in UTC
+    monkeypatch.setenv("TZ", "Asia/Tokyo")
+    time.tzset()
+    try:
+        risk = offenders.run(spark, verdicts, as_of=datetime(2026, 11, 27)).first()["risk"]
+    finally:
+        monkeypatch.undo()
+        time.tzset()
+    assert risk == pytest.approx(expected)
+
+
+def test_shadow_names_records_one_variant_never_scored(spark: SparkSession, tmp_path: Path) -> None:
+    # Production (A) has three records; a backfill (B) could re-score only the flagged one. The
+    # other two were reported as `severity` changes and counted as B's misses in the metrics.
+    a_records = [_record("s1", "u1", 1, prompt=PHISHING), _record("s2", "u2", 2, flagged=False, prompt="hello"),
+                 _record("s3", "u3", 3, flagged=False, prompt="hi")]
+    a = backfill.read_lake_verdicts(spark, _lake(tmp_path / "a", a_records))
+    b = backfill.read_lake_verdicts(spark, _lake(tmp_path / "b", a_records[:1]))
+    diff = {r.request_id: r.change for r in shadow.run(spark, a, b).collect()}
+    assert diff == {"s2": "only_a", "s3": "only_a"}
+    labels = spark.createDataFrame([(r, r == "s1") for r in ("s1", "s2", "s3")], "request_id string, misuse boolean")
+    cells = {r.variant: (r.tp, r.fp, r.fn, r.tn) for r in shadow.metrics(a, b, labels).collect()}
+    assert cells == {"a": (1, 0, 0, 0), "b": (1, 0, 0, 0)}
+
+
+def test_cli_shadow_overwrite_reaches_the_job(spark: SparkSession, tmp_path: Path) -> None:
+    # `spark shadow --overwrite` passed its own check, then the job it called refused the same
+    # directory because the flag was not handed on; and the job wrote only its subdirectories,
+    # so an earlier run's files (its labelled `metrics` too) stayed beside the new diff.
+    from typer.testing import CliRunner
+
+    from pipeline.spark.cli import app
+
+    lake = _lake(tmp_path / "lake", [_record("o1", "u1", 1, prompt=PHISHING)])
+    earlier = tmp_path / "out" / "shadow" / "part-0.parquet"
+    earlier.parent.mkdir(parents=True)
+    earlier.write_bytes(b"an earlier run")
+    args = ["shadow", "--a-lake", str(lake), "--b-lake", str(lake), "--out", str(tmp_path / "out"), "--master", "local[2]"]
+    refused = CliRunner().invoke(app, args)
+    assert refused.exit_code != 0 and "--overwrite" in str(refused.exception)
+    result = CliRunner().invoke(app, [*args, "--overwrite"])
+    assert result.exit_code == 0, result.output
+    assert not earlier.exists() and (tmp_path / "out" / "shadow" / "diff").is_dir()
