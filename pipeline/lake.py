@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -244,33 +245,70 @@ class LakeWriter:
         return pa.concat_tables(pq.read_table(p, schema=LAKE_SCHEMA) for p in paths)
 
 
+class PruneIncomplete(Exception):
+    """``prune`` left something behind; every other victim was still removed.
+
+    ``removed``: what was removed (or would be, in a dry run); ``skipped``: path -> why not.
+    """
+
+    def __init__(self, removed: list[Path], skipped: dict[Path, str]) -> None:
+        super().__init__(f"could not prune {len(skipped)}: " + "; ".join(f"{p} ({why})" for p, why in skipped.items()))
+        self.removed = removed
+        self.skipped = skipped
+
+
 def prune(root: Path, older_than: timedelta, *, now: datetime | None = None, dry_run: bool = False) -> list[Path]:
     """Delete what is older than ``older_than``; returns the paths removed (or that would be).
 
     Verdicts: whole ``date=`` partitions whose day is entirely past the limit. Dead letters
     (the backfill's, named by offset range, not by date): files last written before the limit.
+    Symlinks are never followed nor removed: a linked partition may point outside the lake, and
+    deleting only the link would report data gone that is still kept. A partition is removed
+    whole (links inside it are unlinked, not followed). What is skipped or fails does not stop
+    the others; PruneIncomplete is raised at the end naming it.
     """
     now = now or datetime.now(_UTC)
     cutoff = (now - older_than).date()
     victims: list[Path] = []
+    skipped: dict[Path, str] = {}
     for directory in sorted((Path(root) / "verdicts").glob("date=*")):
         try:
             day = _date.fromisoformat(directory.name.removeprefix("date="))
         except ValueError:
             continue  # not a partition we wrote
-        if directory.is_dir() and day < cutoff:
+        if day >= cutoff:
+            continue
+        if directory.is_symlink():
+            skipped[directory] = "a symlink, not followed"
+        elif directory.is_dir():
             victims.append(directory)
     limit = (now - older_than).timestamp()
-    victims.extend(p for p in sorted((Path(root) / "dead_letters").glob("*.parquet")) if p.stat().st_mtime < limit)
-    if not dry_run:
-        for path in victims:
-            if path.is_dir():
-                for child in path.iterdir():
-                    child.unlink()
-                path.rmdir()
-            else:
-                path.unlink()
-    return victims
+    for path in sorted((Path(root) / "dead_letters").glob("*.parquet")):
+        if path.is_symlink():
+            if path.lstat().st_mtime < limit:
+                skipped[path] = "a symlink, not followed"
+        elif path.is_file() and path.stat().st_mtime < limit:
+            victims.append(path)
+    removed = victims if dry_run else [path for path in victims if _remove(path, skipped)]
+    if skipped:
+        raise PruneIncomplete(removed, skipped)
+    return removed
+
+
+def _remove(path: Path, skipped: dict[Path, str]) -> bool:
+    """Remove a partition or file; on failure record why in ``skipped`` and return False."""
+    errors: list[str] = []
+    if path.is_dir() and not path.is_symlink():
+        # rmtree unlinks symlinks inside instead of following them (and refuses a linked root).
+        shutil.rmtree(path, onerror=lambda _fn, where, info: errors.append(f"{where}: {info[1]}"))
+    else:
+        try:
+            path.unlink()
+        except OSError as exc:
+            errors.append(str(exc))
+    if errors:
+        skipped[path] = errors[0] + (f" (and {len(errors) - 1} more)" if len(errors) > 1 else "")
+    return not errors
 
 
 # Columns with few distinct values; dictionary-encoding the others (ids, hashes, JSON) cost CPU and

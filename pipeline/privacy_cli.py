@@ -48,7 +48,12 @@ def parse_age(text: str) -> timedelta:
     if not m:
         raise typer.BadParameter(f"{text!r} is not an age like 30d or 12h", param_hint="--older-than")
     n = int(m[1])
-    return timedelta(days=n) if m[2] == "d" else timedelta(hours=n)
+    try:
+        age = timedelta(days=n) if m[2] == "d" else timedelta(hours=n)
+        _ = datetime.now(UTC) - age  # prune computes this cutoff: it must be a date (year 1 at the earliest)
+    except OverflowError:
+        raise typer.BadParameter(f"{text!r} is too far back (the cutoff would be before year 1)", param_hint="--older-than") from None
+    return age
 
 
 @lake_app.command("prune")
@@ -60,7 +65,8 @@ def prune_command(
     config: ConfigOpt = None,
 ) -> None:
     """Delete lake date partitions (and dead-letter files) older than the limit."""
-    from pipeline.lake import prune
+    from pipeline.exits import InputError
+    from pipeline.lake import PruneIncomplete, prune
     from pipeline.settings import load_settings
 
     settings = load_settings(config)
@@ -73,14 +79,25 @@ def prune_command(
         # not read as a successful prune.
         typer.echo(f"misuse-monitor: warning: no lake under {root} (no verdicts/ or dead_letters/): nothing to prune",
                    err=True)
-    removed = prune(root, age, dry_run=dry_run)
+    incomplete: PruneIncomplete | None = None
+    try:
+        removed, skipped = prune(root, age, dry_run=dry_run), {}
+    except PruneIncomplete as exc:  # the rest was pruned; report both, then fail
+        incomplete, removed, skipped = exc, exc.removed, exc.skipped
     verb = "would delete" if dry_run else "deleted"
     if as_json:
-        typer.echo(json.dumps({"dry_run": dry_run, "older_than_s": int(age.total_seconds()), "removed": [str(p) for p in removed]}))
-        return
-    for path in removed:
-        typer.echo(f"{verb} {path}")
-    typer.echo(f"{verb} {len(removed)} partitions/files older than {age.days}d {age.seconds // 3600}h under {root}", err=True)
+        typer.echo(json.dumps({
+            "dry_run": dry_run, "older_than_s": int(age.total_seconds()), "removed": [str(p) for p in removed],
+            "skipped": {str(p): why for p, why in skipped.items()},
+        }, sort_keys=True))
+    else:
+        for path in removed:
+            typer.echo(f"{verb} {path}")
+        for path, why in skipped.items():
+            typer.echo(f"misuse-monitor: warning: skipped {path}: {why}", err=True)
+        typer.echo(f"{verb} {len(removed)} partitions/files older than {age.days}d {age.seconds // 3600}h under {root}", err=True)
+    if incomplete is not None:
+        raise InputError(str(incomplete)) from incomplete
 
 
 @lake_app.command("keygen")
@@ -116,14 +133,15 @@ def resolve_command(
     key = load_settings(config).pseudonym_key.get_secret_value()
     if key == DEFAULT_PSEUDONYM_KEY:
         raise ConfigError("pseudonym_key is the shipped placeholder; resolve needs the key the stream ran with")
-    lines = sys.stdin if is_dash(candidates) else candidates.open(encoding="utf-8")
+    # utf-8-sig: a BOM (Excel, Notepad exports) would otherwise be part of the first id.
+    lines = sys.stdin if is_dash(candidates) else candidates.open(encoding="utf-8-sig")
     pseudonymize = Pseudonymizer(key.encode("utf-8"))
     wanted = set(pseudonyms)
     matches: list[tuple[str, str]] = []
     count = 0
     with lines:
         for line in lines:
-            raw = line.rstrip("\n")
+            raw = line.strip()  # CRLF line ends and padding are not part of an id
             if not raw:
                 continue
             count += 1

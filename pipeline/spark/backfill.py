@@ -348,11 +348,13 @@ def read_jsonl(spark: SparkSession, paths: Sequence[str | Path]) -> DataFrame:
             (r["_block"], r["n"], r["first_id"])
             for r in lines.groupBy("_block").agg(F.count(F.lit(1)).alias("n"), F.min("_id").alias("first_id")).collect()
         )
+        if not blocks:
+            continue  # an empty file: no lines (its index stays taken, so the others keep their partition)
         base, lines_before = [], 0
         for block, count, first_id in blocks:
             base.append((block, lines_before - first_id))
             lines_before += count
-        shift = F.create_map(*[F.lit(x) for pair in base for x in pair]) if base else F.create_map()
+        shift = F.create_map(*[F.lit(x) for pair in base for x in pair])
         frames.append(
             lines.select(
                 "value",
@@ -361,8 +363,8 @@ def read_jsonl(spark: SparkSession, paths: Sequence[str | Path]) -> DataFrame:
                 (F.col("_id") + shift[F.col("_block")] + 1).alias("source_offset"),
             )
         )
-    result = frames[0]
-    for frame in frames[1:]:
+    result = spark.createDataFrame([], RAW_SCHEMA)  # every file empty: zero records, not an error
+    for frame in frames:
         result = result.unionByName(frame)
     return result
 
@@ -580,7 +582,13 @@ def parse_min_scores(text: str | None) -> dict[str, float]:
         name, _, value = part.partition("=")
         if name not in {c.value for c in Category} or not value:
             raise ValueError(f"bad threshold {part!r}: expected <category>=<score>, categories {[c.value for c in Category]}")
-        result[name] = float(value)
+        try:
+            score = float(value)
+        except ValueError:
+            raise ValueError(f"bad threshold {part!r}: {value!r} is not a number") from None
+        if not 0.0 <= score <= 1.0:  # scores are calibrated probabilities; `not` also rejects nan
+            raise ValueError(f"bad threshold {part!r}: the score must be from 0 to 1")
+        result[name] = score
     return result
 
 
@@ -595,6 +603,14 @@ def parse_options(items: Sequence[str] | None, what: str = "detector option") ->
     return result
 
 
+def check_one_source(lake: Path | None, jsonl: Sequence[str | Path] | None, kafka_topic: str | None) -> str | None:
+    """Why the sources given are not one (None when they are): a second one used to be ignored."""
+    given = [flag for flag, value in (("--lake", lake), ("--jsonl", jsonl), ("--kafka-topic", kafka_topic)) if value]
+    if len(given) > 1:
+        return f"choose one source, not {' and '.join(given)} (none given: the lake of the settings)"
+    return None
+
+
 def read_source(
     spark: SparkSession,
     settings: Settings,
@@ -607,9 +623,9 @@ def read_source(
     ending_offsets: str = "latest",
 ) -> DataFrame:
     """Pick exactly one source: --jsonl, --kafka-topic or (default) the lake."""
-    chosen = sum([bool(jsonl), bool(kafka_topic)])
-    if chosen > 1:
-        raise BackfillError("choose one source: --jsonl or --kafka-topic (default: the lake)")
+    problem = check_one_source(lake, jsonl, kafka_topic)
+    if problem:
+        raise BackfillError(problem)
     if jsonl:
         return read_jsonl(spark, jsonl)
     if kafka_topic:
@@ -646,14 +662,19 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     from pipeline.spark.session import SparkOptions, build_session
 
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    problem = check_one_source(args.lake, args.jsonl, args.kafka_topic)
+    if problem:
+        parser.error(problem)  # exit 2, before Spark starts
+    try:
+        min_scores, options = parse_min_scores(args.min_scores), parse_options(args.option)
+    except ValueError as exc:
+        parser.error(str(exc))
     refuse_overwrite([args.out], args.overwrite)  # before Spark starts: a mistyped --out costs nothing
     settings = load_settings(args.config)
     spec = ScoringSpec.from_settings(
-        settings,
-        detectors=parse_names(args.detectors),
-        min_scores=parse_min_scores(args.min_scores),
-        options=parse_options(args.option),
+        settings, detectors=parse_names(args.detectors), min_scores=min_scores, options=options
     )
     spark = build_session(SparkOptions(master=args.master, app_name="misuse-monitor-backfill", kafka=bool(args.kafka_topic)))
     raw = read_source(

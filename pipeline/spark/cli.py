@@ -50,8 +50,21 @@ def _refuse_overwrite(targets: list[Path], overwrite: bool) -> None:
     refuse_overwrite(targets, overwrite)
 
 
-def _session(master: str, job: str, driver_memory: str = "1g", kafka: bool = False, conf: list[str] | None = None):  # noqa: ANN202
+def _parsed(parse, value, flag: str):  # noqa: ANN001, ANN202
+    """``parse(value)``, its ValueError as a usage error (exit 2) naming ``flag``, not an internal one."""
+    try:
+        return parse(value)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint=flag) from None
+
+
+def _conf(conf: list[str] | None) -> dict[str, str]:
     from pipeline.spark.backfill import parse_options
+
+    return _parsed(lambda items: parse_options(items, what="--conf"), conf, "--conf")
+
+
+def _session(master: str, job: str, driver_memory: str = "1g", kafka: bool = False, conf: list[str] | None = None):  # noqa: ANN202
     from pipeline.spark.session import SparkOptions, build_session
 
     import logging
@@ -59,7 +72,7 @@ def _session(master: str, job: str, driver_memory: str = "1g", kafka: bool = Fal
     session = build_session(
         SparkOptions(
             master=master, app_name=f"misuse-monitor-{job}", driver_memory=driver_memory, kafka=kafka,
-            conf=parse_options(conf, what="--conf"),
+            conf=_conf(conf),
         )
     )
     # Spark's WARN lines (e.g. WindowExec's one per global-window stage) describe normal plans;
@@ -102,18 +115,23 @@ def backfill(
     as_json: JsonOpt = False,
 ) -> None:
     """Score history (lake, JSONL or a Kafka range) with the stream's detectors into a lake at --out."""
-    _refuse_overwrite([out], overwrite)
     from pipeline.spark import backfill as job
+
+    # Every usage error before the SparkSession starts (and before --out is looked at).
+    problem = job.check_one_source(lake, jsonl, kafka_topic)
+    if problem:
+        raise typer.BadParameter(problem, param_hint="--lake/--jsonl/--kafka-topic")
+    thresholds = _parsed(job.parse_min_scores, min_scores, "--min-scores")
+    options = _parsed(job.parse_options, option, "--option")
+    _conf(conf)
+    _refuse_overwrite([out], overwrite)
 
     settings = _settings(config)
     from pipeline.cli import detector_names, warn_placeholder_key
 
     warn_placeholder_key(settings, "the backfilled lake's verdicts, logs and text hashes")
     spec = job.ScoringSpec.from_settings(
-        settings,
-        detectors=detector_names(detectors),
-        min_scores=job.parse_min_scores(min_scores),
-        options=job.parse_options(option),
+        settings, detectors=detector_names(detectors), min_scores=thresholds, options=options
     )
     spark = _session(master, "backfill", driver_memory, kafka=bool(kafka_topic), conf=conf)
     raw = job.read_source(
@@ -226,8 +244,14 @@ def shadow(
     as_json: JsonOpt = False,
 ) -> None:
     """Compare two detector versions or threshold sets: verdict diff, precision/recall on labels."""
-    _refuse_overwrite([out / "shadow"], overwrite)
+    from pipeline.spark import backfill as backfill_job
     from pipeline.spark import shadow as job
+
+    for flag, scores in (("--a-min-scores", a_min_scores), ("--b-min-scores", b_min_scores)):
+        _parsed(backfill_job.parse_min_scores, scores, flag)  # usage errors before Spark starts
+    for flag, items in (("--a-option", a_option), ("--b-option", b_option)):
+        _parsed(backfill_job.parse_options, items, flag)
+    _refuse_overwrite([out / "shadow"], overwrite)
 
     argv = ["--master", master, "--out", str(out), *(["--json"] if as_json else []), *(["--overwrite"] if overwrite else [])]
     pairs = {

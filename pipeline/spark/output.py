@@ -15,10 +15,16 @@ from pathlib import Path
 
 
 def refuse_overwrite(targets: Iterable[Path], overwrite: bool) -> None:
-    """Raise InputError naming every non-empty target, unless ``overwrite``."""
+    """Raise InputError naming every non-empty target, unless ``overwrite``; a target that is
+    (or lies under) a file is refused even with ``overwrite``: Spark could only fail after the job ran."""
     from pipeline.exits import InputError
 
-    busy = [t for t in map(Path, targets) if t.exists() and (not t.is_dir() or any(t.iterdir()))]
+    targets = [Path(t) for t in targets]
+    for target in targets:
+        existing = next((p for p in (target, *target.parents) if p.exists()), None)
+        if existing is not None and not existing.is_dir():
+            raise InputError(f"{existing} is a file, not a directory; choose another --out")
+    busy = [t for t in targets if t.is_dir() and any(t.iterdir())]
     if busy and not overwrite:
         raise InputError(f"{', '.join(map(str, busy))} is not empty; pass --overwrite to replace it")
 
