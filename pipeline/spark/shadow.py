@@ -170,7 +170,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     from pipeline.spark import backfill
     from pipeline.spark.session import SparkOptions, build_session
 
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    parsed: dict[str, tuple[dict, dict]] = {}
+    for v in VARIANTS:  # typos in thresholds and options are usage errors (exit 2), before Spark starts
+        try:
+            min_scores = backfill.parse_min_scores(getattr(args, f"{v}_min_scores"))
+        except ValueError as exc:
+            parser.error(f"--{v}-min-scores: {exc}")
+        try:
+            parsed[v] = (min_scores, backfill.parse_options(getattr(args, f"{v}_option")))
+        except ValueError as exc:
+            parser.error(f"--{v}-option: {exc}")
     refuse_overwrite([args.out / "shadow"], args.overwrite)  # before Spark starts: a mistyped --out costs nothing
     spark = build_session(SparkOptions(master=args.master, app_name="misuse-monitor-shadow"))
     settings = load_settings(args.config)
@@ -184,11 +195,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if raw is None:
             raw = backfill.read_source(spark, settings, lake=args.lake, jsonl=args.jsonl).cache()
         detectors = getattr(args, f"{v}_detectors")
+        min_scores, options = parsed[v]
         spec = backfill.ScoringSpec.from_settings(
-            settings,
-            detectors=parse_names(detectors),
-            min_scores=backfill.parse_min_scores(getattr(args, f"{v}_min_scores")),
-            options=backfill.parse_options(getattr(args, f"{v}_option")),
+            settings, detectors=parse_names(detectors), min_scores=min_scores, options=options
         )
         sides[v] = backfill.verdict_rows(backfill.run(spark, raw, spec)).cache()
     labels = read_labels(spark, args.labels) if args.labels else None

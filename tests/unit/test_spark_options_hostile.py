@@ -83,3 +83,15 @@ def test_out_that_is_a_file_is_refused_before_the_job(tmp_path: Path, job: str, 
     assert isinstance(result.exception, InputError), result.output
     assert result.exception.code == ExitCode.INPUT and "is a file" in str(result.exception)
     assert a_file.read_text() == '{"keep": "me"}\n'
+
+
+@pytest.mark.parametrize(("argv", "flag"), [(["--b-min-scores", "cyber_abuse=abc"], "--b-min-scores"),
+                                            (["--a-option", "novalue"], "--a-option")])
+def test_spark_submit_shadow_bad_values_are_usage_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                          argv: list[str], flag: str) -> None:
+    from pipeline.spark import shadow
+
+    with pytest.raises(SystemExit) as exit_info:
+        shadow.main(["--jsonl", str(tmp_path / "logs.jsonl"), "--out", str(tmp_path / "out"), *argv])
+    assert exit_info.value.code == ExitCode.USAGE and flag in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
