@@ -583,6 +583,8 @@ def schemas_export(
     """Write (or --check) the JSON Schema files exported from the pydantic models."""
     from pipeline.exits import ExitCode
 
+    if out.exists() and not out.is_dir():
+        raise typer.BadParameter(f"'{out}' is a file; --out takes a directory", param_hint="--out")
     stale = []
     for name, schema in contract_json_schemas().items():
         text = json.dumps(schema, indent=2, sort_keys=True) + "\n"

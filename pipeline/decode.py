@@ -31,7 +31,7 @@ import json
 import math
 import re
 from enum import StrEnum
-from typing import Any
+from typing import Any, get_args
 
 from pydantic import ValidationError
 
@@ -84,11 +84,47 @@ _REASON_BY_ERROR_TYPE = {
 }
 
 
+def _schema_field_names() -> frozenset[str]:
+    """Every field name (and alias) of inference-log/v1 and the models inside it."""
+    from pydantic import BaseModel
+
+    names: set[str] = set()
+    todo: list[Any] = [InferenceLog]
+    seen: set[Any] = set()
+    while todo:
+        current = todo.pop()
+        if current in seen:
+            continue
+        seen.add(current)
+        if isinstance(current, type) and issubclass(current, BaseModel):
+            for name, field in current.model_fields.items():
+                names.update(n for n in (name, field.alias) if n)
+                todo.append(field.annotation)
+        todo.extend(get_args(current))
+    return frozenset(names)
+
+
+# Object keys a detail may quote: the schema's own field names. Any other key (under metadata,
+# an unknown field) is the client's text, possibly an e-mail address or a token, and is named
+# by its position in its object instead: dead letters and logs name fields, not values.
+_SHOWN_KEYS = _schema_field_names()
+
+
+def _key_label(key: object, position: int | None = None) -> str:
+    if isinstance(key, int) or key in _SHOWN_KEYS:
+        return str(key)
+    return f"<key {position}>" if position is not None else "<key>"
+
+
 def format_validation_error(exc: ValidationError, limit: int = 5) -> str:
     """'messages.0.content: Input should be a valid string; ...' (field path first)."""
     parts = []
     for err in exc.errors(include_url=False)[:limit]:
-        loc = ".".join(str(p) for p in err["loc"]) or "<record>"
+        loc = ".".join(_key_label(p) for p in err["loc"]) or "<record>"
+        if err["type"] == "invalid_text" and "key" in err.get("ctx", {}):
+            # pipeline.schemas quotes the offending key (and its path of keys); name neither.
+            parts.append(f"{loc}: a key inside it contains NUL or a lone surrogate")
+            continue
         parts.append(f"{loc}: {err['msg']}")
     more = exc.error_count() - limit
     if more > 0:
@@ -182,7 +218,8 @@ def _locate(text: str, reason: DecodeReason) -> str:
         obj: dict[str, Any] = {}
         for key, value in items:
             if key in obj and reason is DecodeReason.DUPLICATE_KEY:
-                obj[key] = _Marked(f"key {key[:80]!r} appears more than once in one object")
+                quoted = f"{key!r} " if key in _SHOWN_KEYS else ""
+                obj[key] = _Marked(f"key {quoted}appears more than once in one object")
             elif key not in obj or not isinstance(obj[key], _Marked):
                 obj[key] = value
         return obj
@@ -206,7 +243,7 @@ def _locate(text: str, reason: DecodeReason) -> str:
         if isinstance(node, _Marked):
             return f"{path or '<record>'}: {node.what}"
         children = (
-            list(node.items()) if isinstance(node, dict)
+            [(_key_label(key, i + 1), child) for i, (key, child) in enumerate(node.items())] if isinstance(node, dict)
             else list(enumerate(node)) if isinstance(node, list) else []
         )
         for key, child in reversed(children):  # reversed: the stack pops them in document order

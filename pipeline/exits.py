@@ -15,6 +15,7 @@ from __future__ import annotations
 import difflib
 import errno
 import os
+import re
 from collections.abc import Iterable
 from enum import IntEnum
 from typing import Any
@@ -82,6 +83,46 @@ def _fields_at(loc: Iterable[Any]) -> list[str] | None:
     return list(model.model_fields)
 
 
+def _inner_types(annotation: Any) -> list[Any]:
+    """``annotation`` and the types inside it (``SecretStr | None``, ``list[SecretStr]``...)."""
+    from typing import get_args
+
+    found, todo = [], [annotation]
+    while todo:
+        current = todo.pop()
+        found.append(current)
+        todo.extend(get_args(current))
+    return found
+
+
+# Names that suggest a credential, for fields the models do not type as SecretStr (a config
+# key the models do not know, a str field holding a URL with a password in it).
+_SECRET_WORDS = ("key", "password", "secret", "token", "url")
+
+
+def is_secret_field(loc: Iterable[Any]) -> bool:
+    """Does ``loc`` name a setting whose value must never be echoed in a message?
+
+    A field typed ``SecretStr`` anywhere in Settings (``kafka.sasl_plain_password``,
+    ``pseudonym_key``, ``alerts.receivers.0.url``), or one whose name looks like a credential.
+    """
+    from pydantic import BaseModel, SecretStr
+
+    from pipeline.settings import Settings
+
+    loc = [str(p) for p in loc]
+    if any(word in part.lower() for part in loc for word in _SECRET_WORDS):
+        return True
+    annotations: list[Any] = [Settings]
+    for part in loc:
+        models = [a for a in annotations if isinstance(a, type) and issubclass(a, BaseModel)]
+        fields = [m.model_fields[part] for m in models if part in m.model_fields]
+        if fields:
+            annotations = [t for f in fields for t in _inner_types(f.annotation)]
+        # else a list index or dict key: the element types are already in ``annotations``
+    return any(a is SecretStr or (isinstance(a, type) and issubclass(a, SecretStr)) for a in annotations)
+
+
 def suggest(word: str, choices: Iterable[str]) -> str | None:
     """The closest valid name (difflib), or None when nothing is close."""
     found = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
@@ -103,7 +144,8 @@ def describe_validation_error(exc: Any, source: str = "settings") -> str:
             parts.append(f"{key}: unknown key{hint}")
         else:
             value = err.get("input")
-            shown = "" if isinstance(value, dict | list) or value is None else f" (got {value!r})"
+            hidden = isinstance(value, dict | list) or value is None or is_secret_field(loc)
+            shown = "" if hidden else f" (got {value!r})"
             parts.append(f"{key}: {err['msg']}{shown}")
     return f"{source}: " + "; ".join(parts)
 
@@ -161,6 +203,50 @@ def bind_error(exc: OSError, host: str, port: int, how_to_change: str) -> Config
 
 # --------------------------------------------------------------------------- exceptions -> lines
 
+# Import names that differ from the distribution's name on PyPI.
+_DISTRIBUTION_OF_MODULE = {"sklearn": "scikit-learn", "yaml": "pyyaml"}
+
+
+def _normalized(name: str) -> str:
+    return name.lower().replace("_", "-").replace(".", "-")
+
+
+def extra_providing(module: str) -> str | None:
+    """The optional extra of misuse-monitor (pyproject.toml) that installs ``module``, from the
+    installed package's metadata; None when no extra lists it (or the metadata is missing)."""
+    from importlib import metadata
+
+    top = module.split(".")[0]
+    wanted = _normalized(_DISTRIBUTION_OF_MODULE.get(top, top))
+    try:
+        requirements = metadata.requires("misuse-monitor") or []
+    except metadata.PackageNotFoundError:
+        return None
+    for requirement in requirements:  # e.g. 'torch==2.15.0; extra == "detector"'
+        found = re.match(r"\s*([A-Za-z0-9_.-]+)[^;]*;.*extra\s*==\s*[\"']([^\"']+)[\"']", requirement)
+        if found and _normalized(found[1]) == wanted and found[2] != "all":
+            return found[2]
+    return None
+
+
+def _missing_module(exc: ModuleNotFoundError) -> tuple[ExitCode, str] | None:
+    """A third-party module an optional extra provides (exit 3 with the install line), else None:
+    a missing module of this project itself is a bug."""
+    module = exc.name or ""
+    if not module or module.split(".")[0] in ("pipeline", "detectors", "dashboards"):
+        return None
+    extra = extra_providing(module)
+    hint = (
+        f"pip install 'misuse-monitor[{extra}]'" if extra
+        else "install it, or every optional extra: pip install 'misuse-monitor[all]'"
+    )
+    return ExitCode.CONFIG, f"module {module!r} is not installed; this command needs it: {hint}"
+
+
+def _without_password(text: str) -> str:
+    """``scheme://user:***@host``: a URL's password never reaches a message."""
+    return re.sub(r"(://[^:/@\s]*:)[^@\s]*@", r"\1***@", text)
+
 
 def classify_exception(exc: BaseException) -> tuple[ExitCode, str]:
     """(exit code, one-line message) for an exception that ended a command."""
@@ -179,11 +265,20 @@ def classify_exception(exc: BaseException) -> tuple[ExitCode, str]:
         return ExitCode.CONFIG, describe_yaml_error(exc)
     if module.startswith("kafka"):
         if name in ("NoBrokersAvailable", "KafkaConnectionError", "KafkaTimeoutError"):
-            return ExitCode.KAFKA_UNREACHABLE, f"kafka: {name}: {exc or 'no broker answered'}"
+            # kafka-python's str() of a bare error is its class name: "KafkaTimeoutError: KafkaTimeoutError".
+            detail = str(exc) if str(exc) not in ("", name) else "no broker answered"
+            return ExitCode.KAFKA_UNREACHABLE, f"kafka: {name}: {detail}"
         return ExitCode.INTERNAL, f"kafka: {name}: {exc}"
     if module.startswith(("psycopg", "sqlalchemy")) and name in ("OperationalError", "ConnectionTimeout"):
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else name
         return ExitCode.DATABASE_UNREACHABLE, f"database: {first}"
+    if module.startswith("sqlalchemy") and any(c.__name__ == "ArgumentError" for c in type(exc).__mro__):
+        # A database URL SQLAlchemy cannot parse or has no dialect for (--url, --alerts-db, *.db_url).
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else name
+        example = "sqlite:///data/alerts.db or postgresql+psycopg://user:password@host:5432/db"
+        return ExitCode.CONFIG, f"database URL: {_without_password(first)} (expected e.g. {example})"
+    if isinstance(exc, ModuleNotFoundError) and (missing := _missing_module(exc)) is not None:
+        return missing
     if module.startswith("httpx") and name in ("ConnectError", "ConnectTimeout"):
         return ExitCode.SERVICE_UNREACHABLE, f"http: {exc}"
     if isinstance(exc, FileNotFoundError | IsADirectoryError | NotADirectoryError | PermissionError):

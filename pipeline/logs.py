@@ -21,6 +21,8 @@ from typing import TextIO
 
 _LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR}
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+# Libraries whose debug and info lines quote the analysed text.
+_TEXT_QUOTING_LOGGERS = ("presidio-analyzer", "presidio-anonymizer", "spacy")
 
 
 class JsonFormatter(logging.Formatter):
@@ -72,6 +74,11 @@ def configure_logging(level: str = "warning", fmt: str = "text") -> None:
     logging.getLogger("kafka").setLevel(logging.DEBUG if numeric == logging.DEBUG else logging.CRITICAL)
     # py4j (Spark's bridge) logs each connection it opens and closes at INFO: routine, not news.
     logging.getLogger("py4j").setLevel(logging.DEBUG if numeric == logging.DEBUG else logging.WARNING)
+    # Presidio's and spaCy's debug lines quote the text they analyse ("Context list is: ...",
+    # the matched e-mail address): prompts and PII on stderr, into whatever collects the logs.
+    # So they stay at WARNING even with --log-level debug (docs/privacy.md).
+    for name in _TEXT_QUOTING_LOGGERS:
+        logging.getLogger(name).setLevel(max(numeric, logging.WARNING))
     logging.captureWarnings(True)
     if numeric > logging.DEBUG:
         os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")

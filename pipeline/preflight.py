@@ -14,7 +14,7 @@ import socket
 import time
 from urllib.parse import urlsplit
 
-from pipeline.exits import ExitCode, Unreachable
+from pipeline.exits import ConfigError, ExitCode, Unreachable
 
 
 def _host_port(address: str, default_port: int) -> tuple[str, int]:
@@ -69,7 +69,14 @@ def require_postgres(url: str, timeout_s: float) -> None:
     parts = urlsplit(url)
     if not parts.hostname:
         return
-    address = f"{parts.hostname}:{parts.port or 5432}"
+    try:
+        port = parts.port
+    except ValueError:  # not a number, or out of range; only the text after "@" is shown (no password)
+        shown = parts.netloc.rpartition("@")[2].rpartition(":")[2]
+        raise ConfigError(
+            f"database URL: port {shown!r} is not a number from 0 to 65535 (postgres.url / MM_POSTGRES__URL)"
+        ) from None
+    address = f"{parts.hostname}:{port or 5432}"
     if first_reachable([address], timeout_s, 5432) is None:
         raise Unreachable(
             f"database: PostgreSQL not reachable at {address} within {timeout_s:g}s (set postgres.url / MM_POSTGRES__URL)",

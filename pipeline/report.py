@@ -92,17 +92,17 @@ class ReportInputs:
         dead_letter_topic: tuple[str, str] | None = None,
     ) -> ReportInputs:
         inputs = cls(
-            aggregates=_read(root / "aggregates"),
-            offenders=_read(root / "offenders"),
-            campaigns=_read(root / "campaigns"),
-            shadow_diff=_read(root / "shadow" / "diff"),
+            aggregates=_read(root / "aggregates", REQUIRED_COLUMNS["aggregates"]),
+            offenders=_read(root / "offenders", REQUIRED_COLUMNS["offenders"]),
+            campaigns=_read(root / "campaigns", REQUIRED_COLUMNS["campaigns"]),
+            shadow_diff=_read(root / "shadow" / "diff", REQUIRED_COLUMNS["shadow/diff"]),
             shadow_metrics=_read(root / "shadow" / "metrics"),
         )
         if all(getattr(inputs, name).empty for name in _FRAMES):
             raise ReportError(f"no job output under {root} (expected aggregates/, offenders/, campaigns/ or shadow/)")
         if lake is not None:
             inputs.lake = _read_lake(lake)
-            inputs.dead_letters = _read(lake / "dead_letters")
+            inputs.dead_letters = _read(lake / "dead_letters", REQUIRED_COLUMNS["dead_letters"])
         if labels is not None:
             if lake is None:
                 raise ReportError("--labels needs --lake (the verdicts to score)")
@@ -174,7 +174,11 @@ def read_alerts(url: str) -> AlertSummary:
     from pipeline.alerts import state as db
     from pipeline.alerts.outbox import Outbox
 
-    engine = db.create_db_engine(url, must_exist=True)  # a report never creates one
+    try:
+        engine = db.create_db_engine(url, must_exist=True)  # a report never creates one
+    except db.AlertStoreError as exc:
+        # The store's hint names `alerts`' option (--db-url); this command's is --alerts-db.
+        raise db.AlertStoreError(str(exc).replace("--db-url", "--alerts-db")) from exc
     now = time.time()
     try:
         with engine.connect() as conn:
@@ -194,16 +198,33 @@ def read_alerts(url: str) -> AlertSummary:
     )
 
 
-def _read(path: Path) -> pd.DataFrame:
+# Columns the page reads from each job output folder (by its path under the --out folder); one
+# missing meant a KeyError deep in a plot. Columns read with .get() (dominant_category) are optional.
+REQUIRED_COLUMNS: dict[str, tuple[str, ...]] = {
+    "aggregates": ("date", "tenant_id", "deployment", "model", "category", "records", "flagged",
+                   *(f"severity_{s}" for s in SEVERITY_COLORS)),
+    "offenders": ("rank", "user_id", "risk"),
+    "campaigns": ("campaign_id", "records", "users"),
+    "shadow/diff": ("change",),
+    "dead_letters": ("error_reason",),
+}
+
+
+def _read(path: Path, required: tuple[str, ...] = ()) -> pd.DataFrame:
     import pandas as pd
     import pyarrow.parquet as pq
 
     if not path.is_dir() or not any(path.glob("*.parquet")):
         return pd.DataFrame()
     try:
-        return pq.read_table(path).to_pandas()
-    except OSError as exc:
-        raise ReportError(f"cannot read {path}: {exc}") from exc
+        frame = pq.read_table(path).to_pandas()
+    except (OSError, ValueError) as exc:  # pyarrow's ArrowInvalid (not Parquet) is a ValueError
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ReportError(f"cannot read {path}: {first}") from exc
+    missing = [c for c in required if c not in frame.columns]
+    if missing and not frame.empty:
+        raise ReportError(f"{path} is not a job output this report reads: column(s) {', '.join(missing)} missing")
+    return frame
 
 
 def _png(fig: Figure) -> str:
@@ -544,11 +565,21 @@ def report_command(
     """Turn the Spark job outputs (aggregates, offenders, campaigns, shadow) into one HTML page."""
     from pipeline.exits import InputError
 
+    # Refused up front: an option that would be ignored, or would fail after the job outputs were read.
+    if bootstrap is not None and dead_letter_topic is None:
+        raise typer.BadParameter("only used with --dead-letter-topic", param_hint="--bootstrap")
+    if labels is not None and lake is None:
+        raise typer.BadParameter("needs --lake (the verdicts to score)", param_hint="--labels")
     topic = None
     if dead_letter_topic is not None:
+        from pipeline.preflight import require_kafka
         from pipeline.settings import load_settings
 
-        topic = (bootstrap or load_settings().kafka.bootstrap_servers, dead_letter_topic)
+        kafka = load_settings().kafka
+        if bootstrap is not None:
+            kafka = kafka.model_copy(update={"bootstrap_servers": bootstrap})
+        require_kafka(kafka)  # exit 5 within kafka.connect_timeout_s, not a client timeout after 30 s
+        topic = (kafka.bootstrap_servers, dead_letter_topic)
     try:
         path = build_report(input_dir, output, title, lake=lake, labels=labels, alerts_db=alerts_db, dead_letter_topic=topic)
     except ReportError as exc:

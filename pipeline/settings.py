@@ -11,7 +11,7 @@ import os
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -178,6 +178,14 @@ class Settings(BaseSettings):
     sinks: list[str] = Field(default_factory=lambda: ["verdict_topic", "lake", "metrics"])
     pseudonym_key: SecretStr = SecretStr("change-me-in-production")
 
+    @field_validator("pseudonym_key")
+    @classmethod
+    def _pseudonym_key_set(cls, value: SecretStr) -> SecretStr:
+        # An empty MM_PSEUDONYM_KEY= (a template left unfilled) would fail deep in scoring.
+        if not value.get_secret_value().strip():
+            raise ValueError("must not be empty (docs/privacy.md: how to set the key)")
+        return value
+
     @classmethod
     def settings_customise_sources(
         cls,
@@ -200,7 +208,27 @@ def load_settings(config: Path | None = None, **overrides: Any) -> Settings:
     path = config or (Path(os.environ["MM_CONFIG"]) if os.environ.get("MM_CONFIG") else None)
     if path is None:
         return Settings(**overrides)
+    if path.is_dir():
+        raise ConfigError(f"config file {path} is a directory, not a YAML file")
     if not path.is_file():
         raise MissingConfigFile(f"config file not found: {path}")
+    _check_top_level(path)
     with_file = type("Settings", (Settings,), {"model_config": {**Settings.model_config, "yaml_file": path}})
     return with_file(**overrides)
+
+
+def _check_top_level(path: Path) -> None:
+    """The file is UTF-8 YAML whose top level is a mapping (or empty); else one ConfigError
+    naming the file. pydantic-settings fails on a list or a scalar with a bare TypeError."""
+    import yaml
+
+    try:
+        with path.open(encoding="utf-8") as fh:
+            data = yaml.safe_load(fh)  # a syntax error keeps its file:line mark (exits.describe_yaml_error)
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"config file {path} is not UTF-8 text ({exc.reason} at byte {exc.start})") from exc
+    if data is not None and not isinstance(data, dict):
+        raise ConfigError(
+            f"config file {path}: the top level must be a mapping of sections (kafka:, detectors:, ...), "
+            f"not a {'list' if isinstance(data, list) else 'single value'}"
+        )

@@ -1,0 +1,271 @@
+"""What a hostile review of the command line found: secrets echoed in config errors, prompt text
+in debug logs, internal errors (exit 1) for inputs a user can fix, options silently ignored.
+Each test drives the real entry point (``pipeline.cli.main``) or the real function it calls."""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import socket
+import time
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from pipeline.cli import main
+from pipeline.exits import ExitCode, classify_exception
+from pipeline.logs import configure_logging
+
+README = Path(__file__).resolve().parents[2] / "README.md"
+LINE = {
+    "schema": "inference-log/v1", "request_id": "r1", "timestamp": "2026-11-28T10:00:00Z",
+    "model": "m", "prompt": "hello there",
+}
+
+
+@pytest.fixture(autouse=True)
+def _no_config_from_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("MM_CONFIG", raising=False)
+
+
+def _run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str]:
+    code = main(list(argv))
+    err = capsys.readouterr().err
+    return int(code), err
+
+
+def _closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+# --------------------------------------------------------------------------- 1. secrets in config errors
+
+
+@pytest.mark.parametrize(
+    ("yaml_text", "key", "secret"),
+    [
+        ("kafka: {sasl_plain_password: 84920175}\n", "kafka.sasl_plain_password", "84920175"),
+        ("pseudonym_key: 123456789012345678901234\n", "pseudonym_key", "123456789012345678901234"),
+        ("postgres: {url: 55501234}\n", "postgres.url", "55501234"),
+        ("alerts: {db_url: 77123456}\n", "alerts.db_url", "77123456"),
+    ],
+)
+def test_a_config_error_names_a_secret_setting_but_not_its_value(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], yaml_text: str, key: str, secret: str
+) -> None:
+    cfg = tmp_path / "mm.yaml"
+    cfg.write_text(yaml_text)
+    code, err = _run(capsys, "events", "init", "--config", str(cfg))
+    assert code == ExitCode.CONFIG and f"{key}: Input should be a valid string" in err, err
+    assert secret not in err
+
+
+def test_a_config_error_still_shows_the_value_of_an_ordinary_setting(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    cfg = tmp_path / "mm.yaml"
+    cfg.write_text("batch: {max_records: lots}\n")
+    code, err = _run(capsys, "events", "init", "--config", str(cfg))
+    assert code == ExitCode.CONFIG and "batch.max_records" in err and "(got 'lots')" in err, err
+
+
+# --------------------------------------------------------------------------- 2. text in debug logs
+
+
+def test_debug_log_level_keeps_presidio_and_spacy_lines_off_stderr(capsys: pytest.CaptureFixture[str]) -> None:
+    """Presidio's debug lines quote the analysed text ("Context list is: ..."): --log-level debug
+    put prompts and the PII in them into whatever collects stderr."""
+    from pipeline.redact import redact
+
+    configure_logging("debug", "text")
+    try:
+        redacted = redact("please write to john.smith@corp.com about the invoice")
+        logging.getLogger("spacy").debug("john.smith@corp.com")
+        logging.getLogger("presidio-anonymizer").info("john.smith@corp.com")
+        logging.getLogger("pipeline.test").debug("our own debug line")
+    finally:
+        configure_logging("warning", "text")
+    err = capsys.readouterr().err
+    assert "john.smith@corp.com" not in redacted and "john.smith@corp.com" not in err, err
+    assert "DEBUG pipeline.test: our own debug line" in err  # debug itself still works
+
+
+# --------------------------------------------------------------------------- 4. clear errors, right codes
+
+
+@pytest.mark.parametrize(("content", "shape"), [(b"- a\n- b\n", "not a list"), (b"5\n", "not a single value")])
+def test_a_config_file_whose_top_level_is_not_a_mapping_is_a_config_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], content: bytes, shape: str
+) -> None:
+    cfg = tmp_path / "mm.yaml"
+    cfg.write_bytes(content)
+    code, err = _run(capsys, "events", "init", "--config", str(cfg))
+    assert code == ExitCode.CONFIG and str(cfg) in err and "top level must be a mapping" in err and shape in err, err
+
+
+def test_a_config_path_that_is_a_directory_says_so(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, err = _run(capsys, "events", "init", "--config", str(tmp_path))
+    assert code == ExitCode.CONFIG and "is a directory" in err and "not found" not in err, err
+
+
+def test_a_binary_config_file_is_a_config_error_naming_the_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    cfg = tmp_path / "mm.yaml"
+    cfg.write_bytes(b"kafka:\n  group_id: \xc3\x28\xff\xfe\n")
+    code, err = _run(capsys, "events", "init", "--config", str(cfg))
+    assert code == ExitCode.CONFIG and str(cfg) in err and "not UTF-8" in err, err
+
+
+def test_an_empty_pseudonym_key_is_a_config_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    src = tmp_path / "in.jsonl"
+    src.write_text(json.dumps(LINE) + "\n")
+    monkeypatch.setenv("MM_PSEUDONYM_KEY", "")
+    code, err = _run(capsys, "classify", str(src), "-o", str(tmp_path / "out.jsonl"), "--detectors", "rules")
+    assert code == ExitCode.CONFIG and "pseudonym_key" in err and "must not be empty" in err, err
+    assert not (tmp_path / "out.jsonl").exists()
+
+
+def _jobs(root: Path, table: pa.Table | bytes) -> Path:
+    (root / "aggregates").mkdir(parents=True)
+    part = root / "aggregates" / "part-0.parquet"
+    if isinstance(table, bytes):
+        part.write_bytes(table)
+    else:
+        pq.write_table(table, part)
+    return root
+
+
+def test_report_on_a_job_output_that_is_not_parquet_is_an_input_error_naming_the_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    jobs = _jobs(tmp_path / "jobs", b"not parquet at all\n")
+    code, err = _run(capsys, "report", str(jobs), "-o", str(tmp_path / "r.html"))
+    assert code == ExitCode.INPUT and "part-0.parquet" in err and "internal error" not in err, err
+
+
+def test_report_on_a_job_output_without_the_expected_columns_is_an_input_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    jobs = _jobs(tmp_path / "jobs", pa.table({"foo": [1, 2]}))
+    code, err = _run(capsys, "report", str(jobs), "-o", str(tmp_path / "r.html"))
+    assert code == ExitCode.INPUT and "aggregates" in err and "category" in err and "internal error" not in err, err
+
+
+def test_a_database_url_with_a_bad_port_is_a_config_error_without_the_password(capsys: pytest.CaptureFixture[str]) -> None:
+    code, err = _run(capsys, "events", "init", "--url", "postgresql+psycopg://u:pw-s3cret@127.0.0.1:abc/db")
+    assert code == ExitCode.CONFIG and "port 'abc'" in err and "pw-s3cret" not in err, err
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ("events", "init", "--url", "notaurl"),
+        ("events", "init", "--url", "nosuchdialect://u:pw-s3cret@/db"),
+        ("report", "{jobs}", "-o", "{out}", "--alerts-db", "garbage"),
+    ],
+)
+def test_a_database_url_sqlalchemy_cannot_parse_is_a_config_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], argv: tuple[str, ...]
+) -> None:
+    jobs = _jobs(tmp_path / "jobs", _aggregates())
+    argv = tuple(a.format(jobs=jobs, out=tmp_path / "r.html") for a in argv)
+    code, err = _run(capsys, *argv)
+    assert code == ExitCode.CONFIG and "database URL" in err and "pw-s3cret" not in err, err
+
+
+def test_schemas_export_to_a_file_is_a_usage_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    target = tmp_path / "afile"
+    target.write_text("keep me")
+    code, err = _run(capsys, "schemas", "export", "--out", str(target))
+    assert code == ExitCode.USAGE and "--out" in err and "directory" in err, err
+    assert target.read_text() == "keep me"
+
+
+# --------------------------------------------------------------------------- 5. a missing optional extra
+
+
+@pytest.mark.parametrize(
+    ("module", "extra"),
+    [("torch", "detector"), ("transformers", "detector"), ("sklearn", "detector"),
+     ("presidio_analyzer", "privacy"), ("pyspark", "spark"), ("psycopg", "db"), ("starlette", "gateway")],
+)
+def test_a_missing_optional_module_names_the_extra_to_install(module: str, extra: str) -> None:
+    # What `import torch` raises where the detector extra is not installed.
+    code, line = classify_exception(ModuleNotFoundError(f"No module named {module!r}", name=module))
+    assert code == ExitCode.CONFIG and f"misuse-monitor[{extra}]" in line and "internal error" not in line, line
+
+
+def test_a_missing_module_of_this_project_is_still_an_internal_error() -> None:
+    code, _ = classify_exception(ModuleNotFoundError("No module named 'pipeline.nope'", name="pipeline.nope"))
+    assert code == ExitCode.INTERNAL
+
+
+# --------------------------------------------------------------------------- 6. report's options
+
+
+def _aggregates() -> pa.Table:
+    return pa.table({
+        "date": ["2026-11-28"], "tenant_id": ["t"], "deployment": ["d"], "model": ["m"], "category": ["all"],
+        "records": [3], "flagged": [1], "severity_low": [1], "severity_medium": [0], "severity_high": [0],
+        "severity_critical": [0],
+    })
+
+
+@pytest.mark.parametrize(
+    ("extra_argv", "flag"),
+    [(("--bootstrap", "127.0.0.1:1"), "--bootstrap"), (("--labels", "{labels}"), "--labels")],
+)
+def test_report_refuses_an_option_without_the_one_it_needs(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], extra_argv: tuple[str, ...], flag: str
+) -> None:
+    jobs = _jobs(tmp_path / "jobs", _aggregates())
+    labels = tmp_path / "labels.jsonl"
+    labels.write_text('{"request_id": "r1", "flagged": false}\n')
+    out = tmp_path / "r.html"
+    code, err = _run(capsys, "report", str(jobs), "-o", str(out), *(a.format(labels=labels) for a in extra_argv))
+    assert code == ExitCode.USAGE and flag in err, err
+    assert not out.exists()
+
+
+def test_report_dead_letter_topic_on_an_unreachable_broker_fails_fast(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    jobs = _jobs(tmp_path / "jobs", _aggregates())
+    started = time.monotonic()
+    code, err = _run(capsys, "report", str(jobs), "-o", str(tmp_path / "r.html"),
+                     "--dead-letter-topic", "dlq", "--bootstrap", f"127.0.0.1:{_closed_port()}")
+    assert code == ExitCode.KAFKA_UNREACHABLE and "no broker reachable" in err, err
+    assert time.monotonic() - started < 15  # the client's own timeout took 31 s
+
+
+def test_a_bare_kafka_timeout_is_not_named_twice() -> None:
+    from kafka.errors import KafkaTimeoutError
+
+    code, line = classify_exception(KafkaTimeoutError())
+    assert code == ExitCode.KAFKA_UNREACHABLE and line.count("KafkaTimeoutError") == 1, line
+
+
+def test_report_missing_alert_database_names_the_reports_option(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    jobs = _jobs(tmp_path / "jobs", _aggregates())
+    code, err = _run(capsys, "report", str(jobs), "-o", str(tmp_path / "r.html"),
+                     "--alerts-db", f"sqlite:///{tmp_path / 'none.db'}")
+    assert code == ExitCode.CONFIG and "--alerts-db" in err and "--db-url" not in err, err
+
+
+# --------------------------------------------------------------------------- 7. README
+
+
+def test_readme_exit_codes_say_a_missing_input_named_on_the_command_line_is_a_usage_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, _ = _run(capsys, "classify", str(tmp_path / "missing.jsonl"), "-o", str(tmp_path / "o.jsonl"))
+    assert code == ExitCode.USAGE
+    rows = dict(re.findall(r"^\| (\d+) \| (.*) \|$", README.read_text(encoding="utf-8"), flags=re.M))
+    assert "does not exist" in rows["2"] and "classify" in rows["2"]
+    assert not rows["4"].startswith("input: a file missing")
