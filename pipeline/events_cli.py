@@ -30,7 +30,7 @@ def _settings(url: str | None, config: Path | None) -> PostgresSettings:
 
 @app.command("init")
 def init_schema(url: UrlOpt = None, config: ConfigOpt = None) -> None:
-    """Create the events table and its indexes (idempotent)."""
+    """Create the events table and its indexes, or upgrade an older one in place (idempotent)."""
     from pipeline import events_db
 
     engine = events_db.create_engine(_settings(url, config))
@@ -46,7 +46,7 @@ def prune(
     days: Annotated[int | None, typer.Option(min=0, help="Keep this many days (default: postgres.retention_days)")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON")] = False,
 ) -> None:
-    """Delete events older than the retention period (run daily, e.g. from cron)."""
+    """Delete events whose request time or write time is past the retention period (run daily, e.g. from cron)."""
     from pipeline import events_db
 
     settings = _settings(url, config)
