@@ -18,6 +18,7 @@ crash before that (even mid-request) leaves it pending and it is sent again, wit
 from __future__ import annotations
 
 import logging
+import math
 import random
 import threading
 import time
@@ -54,6 +55,20 @@ def backoff_delay(attempts: int, initial_s: float, max_s: float, rng: random.Ran
     return base * rng.uniform(0.5, 1.0)
 
 
+def claim_batch_size(settings: DeliverySettings, timeouts_s: list[float]) -> int:
+    """Rows to claim per tick: at most ``batch_size``, and few enough that sending them all to
+    receivers that never answer (each attempt taking its timeout, ``concurrency`` at a time) ends
+    before the claim expires. A tick waits for its whole batch: 50 rows to a black-holed
+    webhook (4 workers, 5 s timeout) took 62.5 s, longer than the 60 s claim, and held up every
+    other receiver meanwhile (a hostile review, 2026-12)."""
+    slowest = max(timeouts_s, default=0.0)
+    if slowest <= 0:
+        return settings.batch_size
+    # 80%: leave the rest of the claim for the database writes around the sends.
+    rounds = max(1, math.floor(0.8 * settings.claim_ttl_s / slowest))
+    return max(1, min(settings.batch_size, rounds * settings.concurrency))
+
+
 class Dispatcher:
     def __init__(
         self,
@@ -83,6 +98,14 @@ class Dispatcher:
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        timeouts = [r.settings.timeout_s for r in self._receivers.values()]
+        self._batch = claim_batch_size(settings, timeouts)
+        if timeouts and settings.claim_ttl_s <= max(timeouts):
+            # Not an error: at least once tolerates it, and short claims make crash tests fast.
+            log.warning(
+                "alerts.delivery.claim_ttl_s (%gs) is not longer than the slowest receiver timeout_s (%gs): a claim "
+                "can expire mid-request and the row be sent twice (same idempotency key)", settings.claim_ttl_s, max(timeouts),
+            )
 
     # ------------------------------------------------------------------ lifecycle
     def start(self) -> None:
@@ -127,7 +150,7 @@ class Dispatcher:
         if self._on_tick is not None:
             self._on_tick()
         now = self._clock()
-        items = self._outbox.claim_due(now, self._settings.batch_size, self._settings.claim_ttl_s)
+        items = self._outbox.claim_due(now, self._batch, self._settings.claim_ttl_s)
         if items:
             list(self._pool.map(self._deliver, items))
         if self._metrics:

@@ -174,7 +174,7 @@ class AlertEngine:
                 evidence=list(row["evidence"]), receivers=list(row["receivers"]), partition=row["partition"],
             )
         for row in rows(db.rate_buckets):
-            self._buckets[row["rule"]][row["key"]].setdefault(row["bucket"], {})[row["partition"]] = [row["flagged"], row["total"]]
+            self._buckets[row["rule"]][row["key_values"]].setdefault(row["bucket"], {})[row["partition"]] = [row["flagged"], row["total"]]
         for row in rows(db.risk_scores):
             self._risk[(row["partition"], row["rule"], row["user_id"])] = (row["score"], row["updated_at"], dict(row["context"]))
         for row in rows(db.hop_sightings):
@@ -230,7 +230,7 @@ class AlertEngine:
             return set()
         horizon = now - max(r.history_s + r.bucket_s for r in rate_rules)
         t = db.rate_buckets
-        query = sa.select(t.c.rule, t.c.key, t.c.bucket, t.c.partition, t.c.flagged, t.c.total).where(
+        query = sa.select(t.c.rule, t.c.key_values, t.c.bucket, t.c.partition, t.c.flagged, t.c.total).where(
             t.c.bucket >= horizon, t.c.rule.in_([r.name for r in rate_rules])
         )
         if self._owned:
@@ -280,9 +280,10 @@ class AlertEngine:
         for p, rule, key, bucket in sorted(d.buckets):
             counts = self._buckets.get(rule, {}).get(key, {}).get(bucket, {}).get(p)
             if counts is not None:
-                bucket_rows.append(
-                    {"partition": p, "rule": rule, "key": key, "bucket": bucket, "flagged": counts[0], "total": counts[1]}
-                )
+                bucket_rows.append({
+                    "partition": p, "rule": rule, "key": db.rate_key_hash(key), "key_values": key,
+                    "bucket": bucket, "flagged": counts[0], "total": counts[1],
+                })
         db.upsert(conn, db.rate_buckets, bucket_rows, ["partition", "rule", "key", "bucket"])
         risk_rows = [
             {"partition": p, "rule": r, "user_id": u, "score": s[0], "updated_at": s[1], "context": s[2]}
@@ -298,7 +299,9 @@ class AlertEngine:
         db.upsert(conn, db.hop_sightings, hop_rows, ["partition", "rule", "user_id", "target"])
         t = db.rate_buckets
         for p, rule, key, bucket in d.gone_buckets:
-            conn.execute(sa.delete(t).where(t.c.partition == p, t.c.rule == rule, t.c.key == key, t.c.bucket == bucket))
+            conn.execute(
+                sa.delete(t).where(t.c.partition == p, t.c.rule == rule, t.c.key == db.rate_key_hash(key), t.c.bucket == bucket)
+            )
         t = db.risk_scores
         for p, rule, user in d.gone_risk:
             conn.execute(sa.delete(t).where(t.c.partition == p, t.c.rule == rule, t.c.user_id == user))
@@ -545,12 +548,23 @@ class AlertEngine:
         if v.user_id is None or not matches(rule.match, v):
             return
         key = (partition, rule.name, v.user_id)
-        score, updated, context = self._risk.get(key, (0.0, now, {}))
-        score = score * 0.5 ** (max(0.0, now - updated) / rule.half_life) + rule.weights.get(v.severity, 0.0)
+        # Decay by event time (clamped to now), as the windows do: verdicts replayed after an
+        # outage decay between each other as they did live instead of piling up undecayed.
+        # The score is held as of the latest event time seen; an older verdict adds its weight
+        # already decayed to that point.
+        t = min(v.timestamp.timestamp(), now)
+        score, updated, context = self._risk.get(key, (0.0, t, {}))
+        weight = rule.weights.get(v.severity, 0.0)
+        if t >= updated:
+            score = score * 0.5 ** ((t - updated) / rule.half_life) + weight
+            updated = t
+        else:
+            score += weight * 0.5 ** ((updated - t) / rule.half_life)
         context = {"tenant": v.tenant_id or "", "last_request_id": v.request_id}
-        self._risk[key] = (score, now, context)
+        self._risk[key] = (score, updated, context)
         self._dirty.risk.add(key)
         self._dirty.gone_risk.discard(key)
+        score = score * 0.5 ** ((now - updated) / rule.half_life)  # as of now: what fires is the present score
         if score >= rule.threshold:
             ends_at = now + rule.half_life * math.log2(score / rule.threshold)
             self._assert(

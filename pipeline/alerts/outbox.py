@@ -86,17 +86,25 @@ class Outbox:
         return fresh
 
     def claim_due(self, now: float, limit: int, claim_ttl_s: float) -> list[OutboxItem]:
-        """Claim up to ``limit`` due pending rows, oldest first."""
+        """Claim up to ``limit`` due pending rows, oldest first per receiver, receivers taking
+        turns: a backlog for one slow receiver does not fill the batch and hold up the others."""
         t = db.outbox
         due = (t.c.state == PENDING) & (t.c.next_attempt_at <= now) & (
             t.c.claimed_until.is_(None) | (t.c.claimed_until <= now)
         )
+        turn = sa.func.row_number().over(partition_by=t.c.receiver, order_by=(t.c.next_attempt_at, t.c.id))
+        ranked = (
+            sa.select(t.c.id, t.c.idempotency_key, t.c.receiver, t.c.payload, t.c.created_at, t.c.attempts,
+                      t.c.next_attempt_at, turn.label("turn"))
+            .where(due)
+            .subquery()
+        )
         with self._engine.connect() as conn:
             candidates = list(
                 conn.execute(
-                    sa.select(t.c.id, t.c.idempotency_key, t.c.receiver, t.c.payload, t.c.created_at, t.c.attempts)
-                    .where(due)
-                    .order_by(t.c.next_attempt_at, t.c.id)
+                    sa.select(ranked)
+                    .where(ranked.c.turn <= limit)
+                    .order_by(ranked.c.turn, ranked.c.next_attempt_at, ranked.c.id)
                     .limit(limit)
                 ).mappings()
             )

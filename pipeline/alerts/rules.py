@@ -9,18 +9,22 @@ notifier; silences and inhibition are Alertmanager's job. See docs/alerting.md f
 
 from __future__ import annotations
 
+import math
 import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from pipeline.schemas import Category, Severity
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)?\s*$")
 _UNIT_S = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0, None: 1.0}
 _LABEL_NAME = r"^[a-zA-Z_][a-zA-Z0-9_]*$"
+# Labels the engine sets itself: they are an alert's identity. A rule label overriding one
+# (``user: all``) folded every user into one alert, or made two rules share a fingerprint.
+RESERVED_LABELS = frozenset({"alertname", "severity", "category", "tenant", "deployment", "model", "user"})
 
 
 class AlertRulesError(ValueError):
@@ -31,12 +35,15 @@ def parse_duration(value: Any) -> float:
     """'30s', '5m', '4h', '1d', '250ms' or a number of seconds -> seconds."""
     if isinstance(value, bool):
         raise ValueError("a duration must be a number of seconds or a string like '5m'")
+    seconds: float | None = None
     if isinstance(value, int | float):
-        return float(value)
-    if isinstance(value, str):
-        match = _DURATION.match(value)
-        if match:
-            return float(match.group(1)) * _UNIT_S[match.group(2)]
+        seconds = float(value)
+    elif isinstance(value, str) and (match := _DURATION.match(value)):
+        seconds = float(match.group(1)) * _UNIT_S[match.group(2)]
+    if seconds is not None:
+        if not math.isfinite(seconds):  # .inf: a window that never ends, an alert that never fires
+            raise ValueError(f"a duration must be finite, got {value!r}")
+        return seconds
     raise ValueError(f"invalid duration {value!r}: use a number of seconds or e.g. '30s', '5m', '4h', '1d'")
 
 
@@ -47,7 +54,8 @@ Dimension = Literal["tenant", "deployment", "model", "category"]
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # allow_inf_nan=False: `threshold: .inf` never fires, a NaN weight makes a score NaN forever.
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class VerdictFilter(_Strict):
@@ -73,12 +81,18 @@ class _RuleBase(_Strict):
     # Alertmanager, route on labels (alertname, severity, rule labels) in its config instead.
     receivers: list[str] = Field(default_factory=list)
 
-    @model_validator(mode="after")
-    def _label_names(self) -> _RuleBase:
-        for key in self.labels:
+    @field_validator("labels")
+    @classmethod
+    def _label_names(cls, labels: dict[str, str]) -> dict[str, str]:
+        for key in labels:
             if not re.match(_LABEL_NAME, key):
                 raise ValueError(f"label name {key!r} must match {_LABEL_NAME}")
-        return self
+            if key in RESERVED_LABELS or key.startswith("__"):
+                raise ValueError(
+                    f"label {key!r} is set by the engine (reserved: {', '.join(sorted(RESERVED_LABELS))}, and names "
+                    "starting with '__'); choose another name"
+                )
+        return labels
 
 
 class VerdictRule(_RuleBase):
@@ -138,7 +152,7 @@ class RepeatOffenderRule(_RuleBase):
     kind: Literal["repeat_offender"]
     half_life: PositiveDuration = 3600.0
     threshold: float = Field(default=10.0, gt=0)
-    weights: dict[Severity, float] = Field(
+    weights: dict[Severity, Annotated[float, Field(ge=0)]] = Field(
         default_factory=lambda: {
             Severity.LOW: 1.0,
             Severity.MEDIUM: 2.0,

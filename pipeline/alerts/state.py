@@ -11,6 +11,7 @@ to them, so they never overwrite each other (docs/alerting.md, "Scaling out").
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 from typing import Any
 
@@ -36,13 +37,18 @@ alerts = sa.Table(
 )
 
 # (partition, rule, key, bucket start) -> flagged and total verdict counts of that partition;
-# a rate rule's window is the sum over partitions.
+# a rate rule's window is the sum over partitions. ``key`` is a fixed-length hash of the rate key
+# (rate_key_hash) and ``key_values`` the key itself: a key joins up to three identifiers of 256
+# characters, JSON-escaped, which overflowed the old varchar(1024) key on PostgreSQL and stopped
+# the stream on every replay (a hostile review, 2026-12); no key column or index entry is bounded
+# by the verdict's identifiers now.
 rate_buckets = sa.Table(
     "mm_alert_rate_buckets",
     metadata,
     sa.Column("partition", sa.Integer, primary_key=True),
     sa.Column("rule", sa.String(64), primary_key=True),
-    sa.Column("key", sa.String(1024), primary_key=True),
+    sa.Column("key", sa.String(64), primary_key=True),
+    sa.Column("key_values", sa.Text, nullable=False),
     sa.Column("bucket", sa.Double, primary_key=True),
     sa.Column("flagged", sa.Integer, nullable=False),
     sa.Column("total", sa.Integer, nullable=False),
@@ -133,6 +139,11 @@ class AlertStoreError(RuntimeError):
     """The alert database could not be opened or written."""
 
 
+def rate_key_hash(key: str) -> str:
+    """The stored ``mm_alert_rate_buckets.key`` of rate key ``key`` (hex SHA-256, 64 chars)."""
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
 def create_db_engine(url: str, *, must_exist: bool = False) -> Engine:
     """Open (and create) the alert database; SQLite gets WAL and a busy timeout.
 
@@ -145,7 +156,13 @@ def create_db_engine(url: str, *, must_exist: bool = False) -> Engine:
     ``must_exist`` (``alerts list`` and ``requeue``, which only read or fix what is there) refuses
     a SQLite file that does not exist.
     """
-    parsed = make_url(url)
+    try:
+        parsed = make_url(url)
+    except (sa.exc.ArgumentError, ValueError) as exc:  # not a URL at all: a config error (exit 3), not a crash
+        raise AlertStoreError(
+            f"alert database URL is not a database URL ({exc}); expected e.g. sqlite:///data/alerts.db or "
+            "postgresql+psycopg://user:password@host:5432/db (check --db-url or alerts.db_url)"
+        ) from exc
     # hide_parameters: an outbox row holds alert payloads (evidence); a database error must not
     # copy them into the log (docs/privacy.md).
     kwargs: dict[str, Any] = {"future": True, "hide_parameters": True}
@@ -189,7 +206,26 @@ def create_db_engine(url: str, *, must_exist: bool = False) -> Engine:
             f"alert database {parsed.render_as_string(hide_password=True)} predates per-partition rule state "
             "(no mm_alerts.partition column): start from a new database"
         )
+    if "key_values" not in {c["name"] for c in sa.inspect(engine).get_columns(rate_buckets.name)}:
+        _upgrade_rate_keys(engine)
     return engine
+
+
+def _upgrade_rate_keys(engine: Engine) -> None:
+    """Move a database from raw rate keys to hashed ones (``key_values`` added), in place.
+
+    One transaction; replicas starting together are serialised by the DDL lock (PostgreSQL) or
+    BEGIN IMMEDIATE (SQLite), and the later ones find nothing left to convert. Replicas of the
+    previous version must not run at the same time (they would write raw keys again)."""
+    t = rate_buckets
+    with engine.begin() as conn:
+        if conn.dialect.name == "postgresql":
+            conn.exec_driver_sql(f"ALTER TABLE {t.name} ADD COLUMN IF NOT EXISTS key_values TEXT")
+        elif "key_values" not in {c["name"] for c in sa.inspect(conn).get_columns(t.name)}:
+            conn.exec_driver_sql(f"ALTER TABLE {t.name} ADD COLUMN key_values TEXT")
+        legacy = [r[0] for r in conn.execute(sa.select(t.c.key).where(t.c.key_values.is_(None)).distinct())]
+        for key in legacy:
+            conn.execute(sa.update(t).where(t.c.key == key, t.c.key_values.is_(None)).values(key=rate_key_hash(key), key_values=key))
 
 
 def _sqlite_file(path: Path, must_exist: bool) -> None:
