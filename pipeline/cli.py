@@ -148,8 +148,8 @@ def _progress() -> Progress:
 
 
 def _count_lines(path: Path) -> int | None:
-    """Lines in a file, for a progress bar; None for stdin ('-'), which cannot be read twice."""
-    if is_dash(path):
+    """Lines in a file, for a progress bar; None for stdin ('-') or a pipe, which cannot be read twice."""
+    if is_dash(path) or not path.is_file():
         return None
     with open_input(path) as fh:  # decompressed, like the command reads it
         return sum(1 for _ in fh)
@@ -167,8 +167,9 @@ def not_jsonl_hint(first_line: bytes | None) -> str | None:
 
 
 def _existing_or_dash(path: Path) -> Path:
-    """'-' (stdin) or an existing file (typer's own exists check has no '-' exception here)."""
-    if not is_dash(path) and not path.is_file():
+    """'-' (stdin), an existing file, or a pipe (`/dev/stdin`, `<(zcat f)`): anything readable
+    but a directory (typer's own exists check has no '-' exception here)."""
+    if not is_dash(path) and (not path.exists() or path.is_dir()):
         raise typer.BadParameter(f"file '{path}' does not exist or is not a file")
     return path
 

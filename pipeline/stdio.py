@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import gzip
+import io
 import os
 import sys
 import zlib
@@ -48,14 +49,17 @@ def open_input(path: Path, text: bool = False) -> Iterator[Iterable]:
         else:
             yield sys.stdin if text else sys.stdin.buffer
         return
-    with path.open("rb") as probe:
-        compressed = probe.read(2) == GZIP_MAGIC
-    if compressed:
-        with gzip.open(path, "rt" if text else "rb", encoding="utf-8" if text else None) as fh:
-            yield _lines_of_archive(fh, str(path))
-    else:
-        with path.open("r", encoding="utf-8") if text else path.open("rb") as fh:
-            yield fh
+    # Opened once and peeked, not probed and reopened: a pipe (`/dev/stdin`, `<(zcat f)`) can be
+    # read only once, and a probe would have eaten its first two bytes.
+    with path.open("rb") as raw_file:
+        if raw_file.peek(2)[:2] == GZIP_MAGIC:
+            with gzip.open(raw_file, "rt" if text else "rb", encoding="utf-8" if text else None) as fh:
+                yield _lines_of_archive(fh, str(path))
+        elif text:
+            with io.TextIOWrapper(raw_file, encoding="utf-8") as fh:
+                yield fh
+        else:
+            yield raw_file
 
 
 def _lines_of_archive(fh: IO, name: str) -> Iterator:

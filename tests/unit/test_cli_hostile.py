@@ -269,3 +269,27 @@ def test_readme_exit_codes_say_a_missing_input_named_on_the_command_line_is_a_us
     rows = dict(re.findall(r"^\| (\d+) \| (.*) \|$", README.read_text(encoding="utf-8"), flags=re.M))
     assert "does not exist" in rows["2"] and "classify" in rows["2"]
     assert not rows["4"].startswith("input: a file missing")
+
+
+@pytest.mark.parametrize("compressed", [False, True], ids=["plain", "gzip"])
+def test_classify_reads_a_pipe_named_on_the_command_line(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                          compressed: bool) -> None:
+    # `classify <(zcat logs.jsonl.gz)` and `/dev/stdin` were refused ("does not exist or is not a
+    # file"), and a pipe is read once: probing its first bytes for gzip, then reopening, lost them.
+    import gzip
+    import os
+    import threading
+
+    fifo = tmp_path / "logs.pipe"
+    os.mkfifo(fifo)
+    body = (json.dumps(LINE) + "\n" + json.dumps({**LINE, "request_id": "r2"}) + "\n").encode()
+    payload = gzip.compress(body) if compressed else body
+    writer = threading.Thread(target=lambda: fifo.write_bytes(payload), daemon=True)  # blocks if never read
+    writer.start()
+    out = tmp_path / "out.jsonl"
+    try:
+        code, err = _run(capsys, "classify", str(fifo), "-o", str(out), "--detectors", "rules")
+    finally:
+        writer.join(timeout=10)
+    assert code == 0, err
+    assert [json.loads(line)["request_id"] for line in out.read_text().splitlines()] == ["r1", "r2"]
