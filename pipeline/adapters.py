@@ -8,13 +8,20 @@ vLLM, SGLang, TGI's Messages API, llama.cpp server, Ollama's ``/v1`` and LiteLLM
 dialect. Everything that carries text a detector must see is kept: message content, tool call
 arguments, tool results, reasoning (``reasoning_content`` / ``reasoning``) and refusals. Parts
 that are not text (images, audio, files) are counted in ``metadata.omitted_parts``, not kept: a
-base64 image is large and no detector reads it. A shape this module does not know raises
-:class:`AdapterError` naming the field, so new server features show up as errors, never as
-silently unscreened traffic.
+base64 image is large and no detector reads it. A content part, input or output item type this
+module does not know raises :class:`AdapterError` naming the field's path (never a value from
+the payload), so new server features show up as errors, never as silently unscreened traffic.
+An unknown key of a message, delta or tool call (Mistral's ``prefix``, a client's own extra)
+does not: the rest of the message is still screened and the key's path is listed in
+``metadata.unknown_fields``, since refusing the exchange kept its whole prompt unscreened.
 
-``n > 1``: each choice becomes its own record. Choice 0 keeps the response id as its
-``request_id``; choice ``i`` gets ``<id>#<i>``; all carry ``metadata.request_group = <id>`` and
-``metadata.choice_index`` so they can be joined back.
+The request is read by the route it was sent to (``endpoint``), as the upstream reads it; a
+text-bearing key of another route's shape is named in ``metadata.ignored_fields``.
+
+``n > 1``: each choice becomes its own record. The first choice keeps the ``request_id``
+(given, else the response id); the ``i``-th gets ``<id>#<i>``; all carry
+``metadata.request_group = <id>`` and ``metadata.choice_index`` so they can be joined back.
+A given ``request_id`` that is not the response's id keeps the latter as ``metadata.upstream_id``.
 """
 
 from __future__ import annotations
@@ -49,6 +56,13 @@ _MESSAGE_KEYS = frozenset(
      "thinking_blocks", "provider_specific_fields", "cache_control"}
 )  # fmt: skip
 _DELTA_KEYS = _MESSAGE_KEYS
+# Top-level request keys that carry the text of each route's shape (what its upstream reads).
+_ROUTE_TEXT_KEYS = {
+    "chat.completions": frozenset({"messages"}),
+    "completions": frozenset({"prompt"}),
+    "responses": frozenset({"input", "instructions"}),
+}
+MAX_UNKNOWN_FIELDS = 20  # paths listed in metadata.unknown_fields; a client could send thousands
 
 
 class AdapterError(DecodeError):
@@ -70,11 +84,15 @@ class _Choice:
     finish_reason: str | None = None
     omitted: dict[str, int] = field(default_factory=dict)
     provider_fields: dict[str, Any] = field(default_factory=dict)  # kept in metadata, not screened
+    unknown_fields: list[str] = field(default_factory=list)  # paths of keys we do not map
+    # Streamed fragments without ``index``: position in the chunk -> the slot it last fed.
+    unindexed_slots: dict[int, int] = field(default_factory=dict)
 
-    def add_tool_call(self, position: int, call: Mapping[str, Any], where: str) -> None:
+    def add_tool_call(self, position: int, call: Any, where: str) -> None:
         """Merge a tool call or a streamed fragment of one (fragments share ``index``)."""
-        known = {"index", "id", "type", "function"}
-        _refuse_unknown(call, known, where)
+        if not isinstance(call, Mapping):
+            raise AdapterError(f"{where}: expected an object, got {type(call).__name__}")
+        _note_unknown(call, {"index", "id", "type", "function"}, where, self.unknown_fields)
         slot = self.tool_calls.setdefault(position, {"id": None, "type": "function", "name": "", "arguments": ""})
         if call.get("id"):
             slot["id"] = call["id"]
@@ -83,14 +101,25 @@ class _Choice:
         function = call.get("function") or {}
         if not isinstance(function, Mapping):
             raise AdapterError(f"{where}.function: expected an object, got {type(function).__name__}")
-        _refuse_unknown(function, {"name", "arguments"}, f"{where}.function")
-        if function.get("name"):
-            slot["name"] += function["name"]
+        _note_unknown(function, {"name", "arguments"}, f"{where}.function", self.unknown_fields)
+        slot["name"] += _text(function.get("name"), f"{where}.function.name")
         arguments = function.get("arguments")
         if isinstance(arguments, Mapping | list):  # Ollama's native shape: already parsed JSON
             arguments = json.dumps(arguments, ensure_ascii=False)
-        if arguments:
-            slot["arguments"] += arguments
+        slot["arguments"] += _text(arguments, f"{where}.function.arguments")
+
+    def unindexed_position(self, j: int, call: Mapping[str, Any]) -> int:
+        """The slot of a streamed fragment without ``index`` at position ``j`` of its chunk.
+
+        Such fragments used to be keyed by ``j`` alone, so two calls sent in separate chunks
+        merged into one (a hostile review, B6). A fragment whose ``id`` differs from its slot's
+        starts a new call; one without an id continues the call last fed from ``j``."""
+        position = self.unindexed_slots.get(j, j)
+        slot = self.tool_calls.get(position)
+        if call.get("id") and slot is not None and slot["id"] and slot["id"] != call["id"]:
+            position = max(self.tool_calls) + 1
+        self.unindexed_slots[j] = position
+        return position
 
     def typed_tool_calls(self) -> list[dict[str, Any]] | None:
         if not self.tool_calls:
@@ -124,6 +153,7 @@ def from_openai_all(
     request: Mapping[str, Any],
     response: Mapping[str, Any] | Sequence[Mapping[str, Any]] | None,
     *,
+    endpoint: str | None = None,
     request_id: str | None = None,
     timestamp: datetime | None = None,
     deployment: str | None = None,
@@ -135,12 +165,16 @@ def from_openai_all(
     """One InferenceLog per choice of an OpenAI-compatible exchange.
 
     ``response`` is a response object, a list of stream chunks or Responses API events, or
-    ``None`` when the server produced nothing (the prompt is still logged). ``request_id``
-    defaults to the response ``id``; ``timestamp`` to its creation time (else now);
-    ``user_id`` to the request's ``user`` field.
+    ``None`` when the server produced nothing (the prompt is still logged). ``endpoint`` is the
+    route the request was sent to (``chat.completions``, ``completions``, ``responses``): the
+    request is then read as that route's upstream reads it; without it the shape is inferred
+    from the keys present. ``request_id`` defaults to the response ``id``; ``timestamp`` to its
+    creation time (else now); ``user_id`` to the request's ``user`` field.
     """
     if not isinstance(request, Mapping):
         raise AdapterError(f"request: expected a JSON object, got {type(request).__name__}")
+    if endpoint is not None and endpoint not in _ROUTE_TEXT_KEYS:
+        raise AdapterError(f"endpoint: expected one of {', '.join(sorted(_ROUTE_TEXT_KEYS))}")
     streamed = isinstance(response, Sequence) and not isinstance(response, str | bytes)
     streamed_choices: list[_Choice] | None = None
     if streamed:
@@ -149,32 +183,36 @@ def from_openai_all(
     if not isinstance(response, Mapping):
         raise AdapterError(f"response: expected a JSON object or a list of chunks, got {type(response).__name__}")
 
-    is_responses_api = "input" in request or response.get("object") == "response"
-    if is_responses_api:
-        endpoint = "responses"
-        messages, prompt, omitted = _responses_input(request)
+    shape = _request_shape(request, response, endpoint)
+    unknown: list[str] = []
+    if shape == "responses":
+        messages, prompt, omitted = _responses_input(request, unknown)
         choices = [_responses_output(response)] if response else []
         usage = _usage(response.get("usage"), "input_tokens", "output_tokens")
-        created = response.get("created_at")
+        created, created_key = response.get("created_at"), "created_at"
     else:
-        if "messages" in request:
-            endpoint = "chat.completions"
-            messages, omitted = _chat_messages(request["messages"], "messages")
+        if shape == "chat.completions":
+            messages, omitted = _chat_messages(request["messages"], "messages", unknown)
             prompt = None
-        elif "prompt" in request:
-            endpoint = "completions"
-            messages, prompt, omitted = None, request["prompt"], {}
         else:
-            raise AdapterError("messages: the request has none of 'messages', 'prompt' or 'input'")
+            messages, prompt, omitted = None, request["prompt"], {}
         if streamed_choices is not None:
             choices = streamed_choices
         else:
-            choices = [_choice(c, i, endpoint) for i, c in enumerate(response.get("choices") or [])]
+            choices = [_choice(c, i, shape) for i, c in enumerate(_list(response.get("choices"), "choices"))]
         usage = _usage(response.get("usage"), "prompt_tokens", "completion_tokens")
-        created = response.get("created")
+        created, created_key = response.get("created"), "created"
+    # Foreign keys are not screened: the upstream of this route does not read them, so the model
+    # never saw that text, and logging it as the conversation would misstate what it read (a
+    # decoy could also raise alerts at will). Naming them keeps the oddity visible.
+    ignored = sorted(
+        key for keys in _ROUTE_TEXT_KEYS.values() for key in keys
+        if key not in _ROUTE_TEXT_KEYS[shape] and request.get(key) not in (None, "", [], {})
+    )  # fmt: skip
 
-    base_id = request_id or response.get("id")
-    ts = timestamp or (datetime.fromtimestamp(created, UTC) if isinstance(created, int | float) else datetime.now(UTC))
+    upstream_id = response.get("id")
+    base_id = request_id or upstream_id
+    ts = timestamp or _created_at(created, created_key)
     choices = sorted(choices, key=lambda c: c.index) or [_Choice(index=0)]
     prompts = _prompt_per_choice(prompt, request.get("n"), len(choices))
     common: dict[str, Any] = {
@@ -197,11 +235,20 @@ def from_openai_all(
         common["user_id"] = "client:" + common["user_id"]
         rewritten.append("user_id")
     logs = []
-    for choice, choice_prompt in zip(choices, prompts, strict=True):
+    for position, (choice, choice_prompt) in enumerate(zip(choices, prompts, strict=True)):
         meta: dict[str, Any] = dict(metadata or {})
         if rewritten:
             meta["rewritten_identifiers"] = rewritten
-        meta["endpoint"] = endpoint
+        meta["endpoint"] = shape
+        if endpoint is not None and endpoint != shape:
+            meta["route"] = endpoint
+        if ignored:
+            meta["ignored_fields"] = ignored
+        if isinstance(upstream_id, str) and upstream_id and upstream_id != base_id:
+            meta["upstream_id"] = upstream_id
+        unknown_fields = list(dict.fromkeys([*unknown, *choice.unknown_fields]))
+        if unknown_fields:
+            meta["unknown_fields"] = unknown_fields[:MAX_UNKNOWN_FIELDS]
         if streamed:
             meta["streamed"] = True
         part_counts = {**omitted}
@@ -216,7 +263,9 @@ def from_openai_all(
         rid = base_id
         if len(choices) > 1:
             meta.update(request_group=base_id, choice_index=choice.index, choices=len(choices))
-            rid = f"{base_id}#{choice.index}" if base_id and choice.index else base_id
+            # By position, not by the upstream's index: two choices claiming one index (or one
+            # index repeated across n) must not share a request_id, the sinks' upsert key.
+            rid = f"{base_id}#{position}" if base_id and position else base_id
         payload = {
             **common,
             "request_id": rid,
@@ -237,6 +286,36 @@ def from_openai_all(
 
 
 # --------------------------------------------------------------------------- requests
+
+
+def _request_shape(request: Mapping[str, Any], response: Mapping[str, Any], endpoint: str | None) -> str:
+    """The shape to read the request as: its route's when it carries that route's text.
+
+    Inferring it from the keys present let one key hide another: ``input`` on the chat route
+    was read as a Responses request and ``messages`` on the completions route won over
+    ``prompt``, while the upstream read the other (a hostile review, B1). Without a route, or
+    when the request lacks the route's keys (the upstream refuses it; its text is still
+    logged), the keys decide as before."""
+    if endpoint is not None and any(request.get(key) is not None for key in _ROUTE_TEXT_KEYS[endpoint]):
+        return endpoint
+    if "input" in request or response.get("object") == "response":
+        return "responses"
+    if "messages" in request:
+        return "chat.completions"
+    if "prompt" in request:
+        return "completions"
+    raise AdapterError("messages: the request has none of 'messages', 'prompt' or 'input'")
+
+
+def _created_at(created: Any, where: str) -> datetime:
+    """The response's Unix creation time as a datetime (now if it has none)."""
+    if isinstance(created, bool) or not isinstance(created, int | float):
+        return datetime.now(UTC)
+    try:
+        return datetime.fromtimestamp(created, UTC)
+    except (OverflowError, ValueError, OSError) as exc:
+        raise AdapterError(f"{where}: not a representable Unix time") from exc
+
 
 MAX_IDENTIFIER = 256  # inference-log/v1's limit for ids and names
 
@@ -264,8 +343,9 @@ def _fit_identifier(fields: dict[str, Any], key: str) -> bool:
     return True
 
 
-def _chat_messages(raw: Any, where: str) -> tuple[list[dict[str, Any]], dict[str, int]]:
-    """Clean chat messages: text parts kept, other parts counted, tool calls typed."""
+def _chat_messages(raw: Any, where: str, unknown: list[str]) -> tuple[list[dict[str, Any]], dict[str, int]]:
+    """Clean chat messages: text parts kept, other parts counted, tool calls typed; the paths
+    of keys not mapped are added to ``unknown``."""
     if not isinstance(raw, list):
         raise AdapterError(f"{where}: expected a list of messages, got {type(raw).__name__}")
     omitted: dict[str, int] = {}
@@ -274,19 +354,20 @@ def _chat_messages(raw: Any, where: str) -> tuple[list[dict[str, Any]], dict[str
         at = f"{where}.{i}"
         if not isinstance(message, Mapping):
             raise AdapterError(f"{at}: expected an object, got {type(message).__name__}")
-        _refuse_unknown(message, _MESSAGE_KEYS, at)
+        _note_unknown(message, _MESSAGE_KEYS, at, unknown)
         clean: dict[str, Any] = {"role": message.get("role")}
         clean["content"] = _content(message.get("content"), f"{at}.content", omitted)
         reasoning = message.get("reasoning_content") or message.get("reasoning") or _thinking_text(message, at)
         if reasoning:
             clean["reasoning_content"] = _text(reasoning, f"{at}.reasoning_content")
         calls = _Choice()
-        for j, call in enumerate(message.get("tool_calls") or []):
+        for j, call in enumerate(_list(message.get("tool_calls"), f"{at}.tool_calls")):
             calls.add_tool_call(j, call, f"{at}.tool_calls.{j}")
         if message.get("function_call"):  # the pre-tools "functions" API
             calls.add_tool_call(len(calls.tool_calls), {"function": message["function_call"]}, f"{at}.function_call")
         if calls.tool_calls:
             clean["tool_calls"] = calls.typed_tool_calls()
+        unknown.extend(calls.unknown_fields)
         for key in ("tool_call_id", "name", "refusal", "provider_specific_fields"):
             if message.get(key) is not None:
                 clean[key] = message[key]
@@ -305,7 +386,7 @@ def _content(raw: Any, where: str, omitted: dict[str, int]) -> str | list[dict[s
         raise AdapterError(f"{where}: expected a string or a list of content parts, got {type(raw).__name__}")
     parts = []
     for k, part in enumerate(raw):
-        kind = part.get("type") if isinstance(part, Mapping) else None
+        kind = _type_of(part)
         if kind in TEXT_PART_TYPES:
             parts.append({"type": "text", "text": _text(part.get("text"), f"{where}.{k}.text")})
         elif kind == "refusal":
@@ -313,11 +394,13 @@ def _content(raw: Any, where: str, omitted: dict[str, int]) -> str | list[dict[s
         elif kind in NON_TEXT_PART_TYPES:
             omitted[kind] = omitted.get(kind, 0) + 1
         else:
-            raise AdapterError(f"{where}.{k}.type: unknown content part type {kind!r}")
+            raise AdapterError(f"{where}.{k}.type: unknown content part type")
     return parts
 
 
-def _responses_input(request: Mapping[str, Any]) -> tuple[list[dict[str, Any]] | None, str | None, dict[str, int]]:
+def _responses_input(
+    request: Mapping[str, Any], unknown: list[str]
+) -> tuple[list[dict[str, Any]] | None, str | None, dict[str, int]]:
     """Responses API ``instructions`` + ``input`` (a string or a list of items) as chat messages."""
     messages: list[dict[str, Any]] = []
     omitted: dict[str, int] = {}
@@ -331,13 +414,14 @@ def _responses_input(request: Mapping[str, Any]) -> tuple[list[dict[str, Any]] |
             at = f"input.{i}"
             if not isinstance(item, Mapping):
                 raise AdapterError(f"{at}: expected an object, got {type(item).__name__}")
-            kind = item.get("type", "message")
+            kind = _type_of(item, "message")
             if kind == "message":
                 content = _content(item.get("content"), f"{at}.content", omitted)
                 messages.append({"role": item.get("role"), "content": content})
             elif kind == "function_call":
                 call = _Choice()
                 call.add_tool_call(0, _responses_call(item), at)
+                unknown.extend(call.unknown_fields)
                 messages.append({"role": "assistant", "content": None, "tool_calls": call.typed_tool_calls()})
             elif kind == "function_call_output":
                 output = item.get("output")
@@ -348,7 +432,7 @@ def _responses_input(request: Mapping[str, Any]) -> tuple[list[dict[str, Any]] |
             elif kind in NON_TEXT_OUTPUT_ITEMS or kind == "item_reference":
                 omitted[kind] = omitted.get(kind, 0) + 1
             else:
-                raise AdapterError(f"{at}.type: unknown Responses input item type {kind!r}")
+                raise AdapterError(f"{at}.type: unknown Responses input item type")
     elif raw is not None:
         raise AdapterError(f"input: expected a string or a list of items, got {type(raw).__name__}")
     if not messages:
@@ -363,7 +447,7 @@ def _choice(raw: Any, position: int, endpoint: str) -> _Choice:
     where = f"choices.{position}"
     if not isinstance(raw, Mapping):
         raise AdapterError(f"{where}: expected an object, got {type(raw).__name__}")
-    choice = _Choice(index=int(raw.get("index", position)), finish_reason=raw.get("finish_reason"))
+    choice = _Choice(index=_index(raw.get("index", position), f"{where}.index"), finish_reason=raw.get("finish_reason"))
     if "message" in raw:
         _add_message(choice, raw["message"] or {}, f"{where}.message")
     elif "text" in raw:
@@ -378,16 +462,18 @@ def _add_message(choice: _Choice, message: Any, where: str) -> None:
     """Add a full message or a stream delta (same keys) to ``choice``."""
     if not isinstance(message, Mapping):
         raise AdapterError(f"{where}: expected an object, got {type(message).__name__}")
-    _refuse_unknown(message, _DELTA_KEYS, where)
+    _note_unknown(message, _DELTA_KEYS, where, choice.unknown_fields)
     content = message.get("content")
     if isinstance(content, list):
         content = "".join(p["text"] for p in _content(content, f"{where}.content", choice.omitted) or [])
     if content:
         choice.text.append(_text(content, f"{where}.content"))
-    for key in ("reasoning_content", "reasoning"):
-        if message.get(key):
-            choice.reasoning.append(_text(message[key], f"{where}.{key}"))
-    if not (message.get("reasoning_content") or message.get("reasoning")) and message.get("thinking_blocks"):
+    # One field, as on the request side: servers that send both (vLLM while renaming
+    # ``reasoning_content`` to ``reasoning``) send the same text twice.
+    key = "reasoning_content" if message.get("reasoning_content") else "reasoning"
+    if message.get(key):
+        choice.reasoning.append(_text(message[key], f"{where}.{key}"))
+    elif message.get("thinking_blocks"):
         choice.reasoning.append(_thinking_text(message, where))
     if message.get("provider_specific_fields"):
         if not isinstance(message["provider_specific_fields"], Mapping):
@@ -395,11 +481,13 @@ def _add_message(choice: _Choice, message: Any, where: str) -> None:
         choice.provider_fields.update(message["provider_specific_fields"])
     if message.get("refusal"):
         choice.refusal.append(_text(message["refusal"], f"{where}.refusal"))
-    for j, call in enumerate(message.get("tool_calls") or []):
+    for j, call in enumerate(_list(message.get("tool_calls"), f"{where}.tool_calls")):
+        at = f"{where}.tool_calls.{j}"
         if not isinstance(call, Mapping):
-            raise AdapterError(f"{where}.tool_calls.{j}: expected an object, got {type(call).__name__}")
+            raise AdapterError(f"{at}: expected an object, got {type(call).__name__}")
         # Streamed fragments name their call by ``index``; full messages by position.
-        choice.add_tool_call(int(call.get("index", j)), call, f"{where}.tool_calls.{j}")
+        position = _index(call["index"], f"{at}.index") if "index" in call else choice.unindexed_position(j, call)
+        choice.add_tool_call(position, call, at)
     if message.get("function_call"):
         choice.add_tool_call(0, {"function": message["function_call"]}, f"{where}.function_call")
     if message.get("audio"):
@@ -408,18 +496,20 @@ def _add_message(choice: _Choice, message: Any, where: str) -> None:
 
 def _responses_output(response: Mapping[str, Any]) -> _Choice:
     choice = _Choice(finish_reason=_responses_finish(response))
-    for i, item in enumerate(response.get("output") or []):
+    for i, item in enumerate(_list(response.get("output"), "output")):
         at = f"output.{i}"
-        kind = item.get("type") if isinstance(item, Mapping) else None
+        kind = _type_of(item)
         if kind == "message":
-            for k, part in enumerate(item.get("content") or []):
+            for k, part in enumerate(_list(item.get("content"), f"{at}.content")):
+                if not isinstance(part, Mapping):
+                    raise AdapterError(f"{at}.content.{k}: expected an object, got {type(part).__name__}")
                 part_kind = part.get("type")
                 if part_kind == "output_text":
                     choice.text.append(_text(part.get("text"), f"{at}.content.{k}.text"))
                 elif part_kind == "refusal":
                     choice.refusal.append(_text(part.get("refusal"), f"{at}.content.{k}.refusal"))
                 else:
-                    raise AdapterError(f"{at}.content.{k}.type: unknown output content type {part_kind!r}")
+                    raise AdapterError(f"{at}.content.{k}.type: unknown output content type")
         elif kind == "reasoning":
             text = _reasoning_text(item, at)
             if text:
@@ -429,7 +519,7 @@ def _responses_output(response: Mapping[str, Any]) -> _Choice:
         elif kind in NON_TEXT_OUTPUT_ITEMS:
             choice.omitted[kind] = choice.omitted.get(kind, 0) + 1
         else:
-            raise AdapterError(f"{at}.type: unknown Responses output item type {kind!r}")
+            raise AdapterError(f"{at}.type: unknown Responses output item type")
     return choice
 
 
@@ -439,15 +529,22 @@ def _responses_call(item: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _reasoning_text(item: Mapping[str, Any], where: str) -> str:
-    texts = [_text(p.get("text"), f"{where}.summary") for p in item.get("summary") or []]
-    texts += [_text(p.get("text"), f"{where}.content") for p in item.get("content") or []]
+    texts = []
+    for key in ("summary", "content"):
+        for k, part in enumerate(_list(item.get(key), f"{where}.{key}")):
+            if not isinstance(part, Mapping):
+                raise AdapterError(f"{where}.{key}.{k}: expected an object, got {type(part).__name__}")
+            texts.append(_text(part.get("text"), f"{where}.{key}.{k}.text"))
     return "\n".join(t for t in texts if t)
 
 
 def _responses_finish(response: Mapping[str, Any]) -> str | None:
     status = response.get("status")
     if status == "incomplete":
-        return (response.get("incomplete_details") or {}).get("reason") or "incomplete"
+        details = response.get("incomplete_details") or {}
+        if not isinstance(details, Mapping):
+            raise AdapterError(f"incomplete_details: expected an object, got {type(details).__name__}")
+        return details.get("reason") or "incomplete"
     return "stop" if status == "completed" else status
 
 
@@ -476,11 +573,11 @@ def _reassemble_stream(chunks: Sequence[Mapping[str, Any]]) -> tuple[dict[str, A
                 merged[key] = chunk[key]
         if chunk.get("usage"):
             merged["usage"] = chunk["usage"]  # vLLM/OpenAI: in the final chunk (stream_options.include_usage)
-        for j, part in enumerate(chunk.get("choices") or []):
+        for j, part in enumerate(_list(chunk.get("choices"), f"response.{i}.choices")):
             at = f"response.{i}.choices.{j}"
             if not isinstance(part, Mapping):
                 raise AdapterError(f"{at}: expected an object, got {type(part).__name__}")
-            index = int(part.get("index", 0))
+            index = _index(part.get("index", 0), f"{at}.index")
             choice = choices.setdefault(index, _Choice(index=index))
             if part.get("finish_reason"):
                 choice.finish_reason = part["finish_reason"]
@@ -505,18 +602,26 @@ def _reassemble_responses_events(events: Sequence[Mapping[str, Any]]) -> dict[st
     items: dict[int, dict[str, Any]] = {}
     texts: dict[int, list[str]] = {}
     reasoning: dict[int, list[str]] = {}
-    for event in events:
+    for i, event in enumerate(events):
         kind = event.get("type", "")
+        at = f"response.{i}"
         if kind in ("response.completed", "response.incomplete", "response.failed"):
             final = event.get("response")
+            if final is not None and not isinstance(final, Mapping):
+                raise AdapterError(f"{at}.response: expected an object, got {type(final).__name__}")
         elif isinstance(event.get("response"), Mapping):
             snapshot = dict(event["response"])
         elif kind == "response.output_item.done":
-            items[int(event.get("output_index", len(items)))] = dict(event.get("item") or {})
+            item = event.get("item") or {}
+            if not isinstance(item, Mapping):
+                raise AdapterError(f"{at}.item: expected an object, got {type(item).__name__}")
+            items[_index(event.get("output_index", len(items)), f"{at}.output_index")] = dict(item)
         elif kind == "response.output_text.delta":
-            texts.setdefault(int(event.get("output_index", 0)), []).append(event.get("delta", ""))
+            index = _index(event.get("output_index", 0), f"{at}.output_index")
+            texts.setdefault(index, []).append(_text(event.get("delta"), f"{at}.delta"))
         elif kind in ("response.reasoning_text.delta", "response.reasoning_summary_text.delta"):
-            reasoning.setdefault(int(event.get("output_index", 0)), []).append(event.get("delta", ""))
+            index = _index(event.get("output_index", 0), f"{at}.output_index")
+            reasoning.setdefault(index, []).append(_text(event.get("delta"), f"{at}.delta"))
     if final is not None:
         return dict(final)
     output = []
@@ -543,7 +648,7 @@ def _prompt_per_choice(prompt: Any, n: Any, count: int) -> list[str | None]:
     if isinstance(prompt, list) and prompt and all(isinstance(p, str) for p in prompt):
         if len(prompt) == 1:
             return [prompt[0]] * count
-        per_prompt = int(n or 1)
+        per_prompt = _index(n, "n") if n else 1
         if count == 1 and per_prompt == 1 and len(prompt) > 1:
             return ["\n".join(prompt)]  # no response (or an error): every prompt in one record
         if count != len(prompt) * per_prompt:
@@ -556,7 +661,10 @@ def _usage(raw: Any, prompt_key: str, completion_key: str) -> dict[str, Any] | N
     if not isinstance(raw, Mapping):
         return None
     usage = {"prompt_tokens": raw.get(prompt_key), "completion_tokens": raw.get(completion_key)}
-    details = raw.get("completion_tokens_details") or raw.get("output_tokens_details") or {}
+    details_key = "completion_tokens_details" if raw.get("completion_tokens_details") else "output_tokens_details"
+    details = raw.get(details_key) or {}
+    if not isinstance(details, Mapping):
+        raise AdapterError(f"usage.{details_key}: expected an object, got {type(details).__name__}")
     if details.get("reasoning_tokens") is not None:
         usage["reasoning_tokens"] = details["reasoning_tokens"]
     return {k: v for k, v in usage.items() if v is not None} or None
@@ -587,8 +695,39 @@ def _thinking_text(message: Mapping[str, Any], where: str) -> str | None:
     return "\n".join(t for t in texts if t) or None
 
 
-def _refuse_unknown(obj: Mapping[str, Any], known: Iterable[str], where: str) -> None:
-    """Raise on a non-empty field we do not map: it may be text nobody would screen."""
-    unknown = sorted(k for k, v in obj.items() if k not in known and v not in (None, "", [], {}))
-    if unknown:
-        raise AdapterError(f"{where}.{unknown[0]}: unknown field (known: {', '.join(sorted(known))})")
+MAX_KEY_IN_PATH = 64  # characters of an unknown key kept in its path; longer names are cut
+
+
+def _note_unknown(obj: Mapping[str, Any], known: Iterable[str], where: str, unknown: list[str]) -> None:
+    """Add the paths of non-empty keys we do not map to ``unknown`` (never their values).
+
+    Raising here kept the whole exchange out of the logs for one extra key (Mistral's
+    ``prefix: true``; a hostile review, B2), so the message's known text went unscreened too."""
+    known = frozenset(known)
+    for key, value in obj.items():
+        if key not in known and value not in (None, "", [], {}) and len(unknown) < MAX_UNKNOWN_FIELDS:
+            unknown.append(f"{where}.{str(key)[:MAX_KEY_IN_PATH]}")
+
+
+def _type_of(obj: Any, default: str | None = None) -> str | None:
+    """An object's ``type`` if it is a string (a list there made ``in {...}`` raise TypeError)."""
+    kind = obj.get("type", default) if isinstance(obj, Mapping) else None
+    return kind if isinstance(kind, str) else None
+
+
+def _index(value: Any, where: str) -> int:
+    """A choice, tool-call or output index; anything but an integer raises AdapterError."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise AdapterError(f"{where}: expected an integer, got {type(value).__name__}")
+    return value
+
+
+def _list(value: Any, where: str) -> list[Any]:
+    """A list field (absent or empty: no items); anything else raises AdapterError."""
+    if not value:
+        return []
+    if not isinstance(value, list):
+        raise AdapterError(f"{where}: expected a list, got {type(value).__name__}")
+    return value

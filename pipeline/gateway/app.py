@@ -37,6 +37,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
+from pipeline.decode import DecodeError, DecodeReason
 from pipeline.gateway.settings import GatewaySettings
 from pipeline.gateway.tee import Exchange, GatewayMetrics, LogTee
 from pipeline.settings import Settings
@@ -59,23 +60,69 @@ HOP_BY_HOP = frozenset(
 )  # fmt: skip
 
 
+def _header_text(value: bytes) -> str | None:
+    """A header's value as text: UTF-8 as clients send it (``josé`` was stored as ``josÃ©``),
+    latin-1 for bytes that are not UTF-8; empty or blank is no value (an empty ``X-Tenant-Id:``
+    was stored as tenant "")."""
+    try:
+        text = value.decode("utf-8")
+    except UnicodeDecodeError:
+        text = value.decode("latin-1")
+    return text if text.strip() else None
+
+
+def _strings(value: Any) -> list[str]:
+    """Every string value in a parsed JSON document (keys left out), in document order;
+    iterative, so a deeply nested body cannot exhaust the stack."""
+    out: list[str] = []
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            out.append(item)
+        elif isinstance(item, dict):
+            stack.extend(reversed(list(item.values())))
+        elif isinstance(item, list):
+            stack.extend(reversed(item))
+    return out
+
+
 class Prescreener:
     """Scores a request before it is forwarded (the Scorer is built once, at startup)."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, metrics: GatewayMetrics | None = None) -> None:
         from pipeline.scoring import Scorer
 
         gateway = settings.gateway
         detectors = settings.detectors.model_copy(update={"enabled": list(gateway.prescreen.detectors)})
         self.block_at = gateway.prescreen.block_at
         self._scorer = Scorer.from_settings(settings.model_copy(update={"detectors": detectors}))
+        self.fallbacks = (metrics or GatewayMetrics()).prescreen_fallbacks
 
-    def check(self, request: dict[str, Any], request_id: str) -> Any:
-        """The most severe verdict if it reaches ``block_at``, else None."""
-        from pipeline.adapters import from_openai_all
+    def check(self, request: Any, request_id: str, endpoint: str | None = None) -> Any:
+        """The most severe verdict if it reaches ``block_at``, else None.
+
+        A body the adapter refuses (an unknown message field, a content part of an unknown type)
+        may still be read by the upstream, so it is not forwarded unscreened: every string value
+        in it is scored as one prompt. Forwarding it (until a hostile review, 2026-12-04) let a
+        client skip pre-screening by adding one unknown field; refusing it would block requests
+        the upstream accepts. Scoring the strings screens what the model could read, and blocks
+        only what the detectors flag, the same rule as for a request the adapter understands.
+        (A detector that fails still lets the request through, below: that is a broken detector,
+        not something the client chose.) ``endpoint`` is the route the request came in on: it is
+        read as that route's upstream reads it, as the tee logs it, so a decoy key of another
+        route's shape cannot stand in for the text the model reads."""
+        from pipeline.adapters import AdapterError, from_openai_all
         from pipeline.scoring import RecordError
 
-        logs = from_openai_all(request, None, request_id=request_id)
+        try:
+            logs = from_openai_all(request, None, endpoint=endpoint, request_id=request_id)
+        except AdapterError as exc:
+            # exc.detail can quote the request (a content part's type): only the reason is logged.
+            self.fallbacks.labels(exc.reason.value).inc()
+            log.warning("gateway: pre-screening %s: the adapter refused the request (%s); scoring every string in it",
+                        request_id, exc.reason.value)  # fmt: skip
+            logs = _best_effort_logs(request, request_id)
         worst = None
         for result in self._scorer.score_each(logs):
             if isinstance(result, RecordError):
@@ -88,6 +135,21 @@ class Prescreener:
         self._scorer.close()
 
 
+def _best_effort_logs(request: Any, request_id: str) -> list[Any]:
+    """One inference log whose prompt is every string value of ``request`` (none if it has none)."""
+    from pipeline.schemas import INFERENCE_LOG_V1, InferenceLog
+
+    text = "\n".join(_strings(request))
+    if not text.strip():
+        return []
+    model = request.get("model") if isinstance(request, dict) else None
+    if not (isinstance(model, str) and 0 < len(model) <= 256 and model.isprintable()):
+        model = "unknown"
+    return [InferenceLog.model_validate({"schema": INFERENCE_LOG_V1, "request_id": request_id, "model": model,
+                                         "timestamp": datetime.now(UTC), "prompt": text,
+                                         "metadata": {"prescreen_fallback": True}})]  # fmt: skip
+
+
 class Gateway:
     """Holds the upstream client, the tee and the optional pre-screener for one app."""
 
@@ -95,7 +157,7 @@ class Gateway:
         self.settings: GatewaySettings = settings.gateway
         self.metrics = metrics or GatewayMetrics()
         self.tee = tee or LogTee(self.settings, settings.kafka, self.metrics)
-        self.prescreener = Prescreener(settings) if self.settings.prescreen.enabled else None
+        self.prescreener = Prescreener(settings, self.metrics) if self.settings.prescreen.enabled else None
         self.upstream = self.settings.upstream_url.rstrip("/")
         self.client: aiohttp.ClientSession | None = None
         self._key_identities = {digest.lower(): ident for digest, ident in self.settings.api_keys.items()}
@@ -153,9 +215,9 @@ class Gateway:
         tenant = user = None
         for name, value in headers:
             if name == self._tenant_header:
-                tenant = value.decode("latin-1")
+                tenant = _header_text(value)
             elif name == self._user_header:
-                user = value.decode("latin-1")
+                user = _header_text(value)
             elif name == b"authorization" and self._key_identities and value[:7].lower() == b"bearer ":
                 ident = self._key_identities.get(hashlib.sha256(value[7:].strip()).hexdigest())
                 if ident is not None:  # what the caller proved wins over what it claims
@@ -173,7 +235,7 @@ class Gateway:
         tenant, user = self.identity(raw_headers) if route else (None, None)
 
         if route and self.prescreener is not None:
-            blocked = await self._prescreen(body, gateway_id)
+            blocked = await self._prescreen(body, gateway_id, route)
             if blocked is not None:
                 return self._blocked_response(blocked, route, body, gateway_id, tenant, user)
 
@@ -216,16 +278,26 @@ class Gateway:
             return response
 
         chunks: list[bytes] = []
+        # What is kept for the log is capped (the client still gets every byte): logprobs can
+        # inflate a stream to megabytes, and the whole exchange used to be buffered, then dropped.
+        room = max(self.settings.max_tee_bytes - len(body), 0)
+        truncated = False
 
         async def relay() -> AsyncIterator[bytes]:  # SSE or unknown length: chunk by chunk
+            nonlocal room, truncated
             first: float | None = None
             complete = False
             try:
                 async for chunk in upstream.content.iter_any():
                     if first is None:
                         first = time.perf_counter() - started
-                    if route:
-                        chunks.append(chunk)
+                    if route and not truncated:
+                        if len(chunk) > room:
+                            chunk_kept, truncated = chunk[:room], True
+                            chunks.append(chunk_kept)
+                        else:
+                            chunks.append(chunk)
+                            room -= len(chunk)
                     yield chunk  # straight through: no buffering, no re-framing
                 complete = True
             finally:
@@ -237,7 +309,8 @@ class Gateway:
                 self.metrics.upstream_seconds.labels(route or "other").observe(elapsed)
                 if route:
                     self._tee(route, body, chunks, upstream.status, upstream.headers.get("Content-Encoding"), streamed,
-                              started_at, elapsed, first, gateway_id, tenant, user, complete=complete)  # fmt: skip
+                              started_at, elapsed, first, gateway_id, tenant, user, complete=complete,
+                              truncated=truncated)  # fmt: skip
 
         response = StreamingResponse(relay(), status_code=upstream.status)
         response.raw_headers = response_headers
@@ -284,11 +357,24 @@ class Gateway:
         user: str | None,
         *,
         complete: bool = True,
+        truncated: bool = False,
     ) -> None:
-        size = len(body) + sum(len(c) for c in chunks)
-        if size > self.settings.max_tee_bytes:
+        """Hand the exchange to the tee, within ``max_tee_bytes``. Past it, the request is still
+        logged: with the response's first bytes where they parse alone (an uncompressed event
+        stream, cut between events), else without the response; ``metadata.response_truncated``
+        says so. Only a request that alone is over the cap is not logged: it is counted, and
+        kept in the rejected file as its size and id (never its text), with a warning."""
+        limit = self.settings.max_tee_bytes
+        if len(body) > limit:
             self.metrics.dropped.labels("too_large").inc()
+            detail = f"{gateway_id} on {route}: request body of {len(body)} bytes is over gateway.max_tee_bytes ({limit})"
+            self.tee.submit_deferred(lambda: _raise(DecodeError(DecodeReason.TOO_LARGE, detail)))
             return
+        extra: dict[str, Any] = {}
+        if truncated or len(body) + sum(len(c) for c in chunks) > limit:
+            extra["response_truncated"] = True
+            parses_cut = streamed and content_encoding in (None, "", "identity")
+            chunks = _head(chunks, limit - len(body)) if parses_cut else []
         self.tee.submit(
             Exchange(
                 route=route,
@@ -304,12 +390,13 @@ class Gateway:
                 tenant_id=tenant,
                 user_id=user,
                 complete=complete,
+                extra_metadata=extra,
             )
         )
 
     # ------------------------------------------------------------------ pre-screening
 
-    async def _prescreen(self, body: bytes, gateway_id: str) -> Any:
+    async def _prescreen(self, body: bytes, gateway_id: str, route: str) -> Any:
         import json
 
         assert self.prescreener is not None
@@ -319,9 +406,10 @@ class Gateway:
             return None  # not ours to judge: the upstream answers the malformed body
         started = time.perf_counter()
         try:
-            return await anyio.to_thread.run_sync(self.prescreener.check, request, gateway_id)
-        except Exception:  # noqa: BLE001 - pre-screening fails open: the request goes through
-            log.exception("gateway: pre-screening failed; forwarding the request")
+            return await anyio.to_thread.run_sync(self.prescreener.check, request, gateway_id, route)
+        except Exception as exc:  # noqa: BLE001 - pre-screening fails open: the request goes through
+            # The type only: an exception's text (and a traceback's locals) can quote the request.
+            log.warning("gateway: pre-screening %s failed (%s); forwarding the request", gateway_id, type(exc).__name__)
             return None
         finally:
             self.metrics.prescreen_seconds.observe(time.perf_counter() - started)
@@ -345,6 +433,22 @@ class Gateway:
                        "type": "invalid_request_error", "param": None, "code": "content_policy_violation"}},  # fmt: skip
             status_code=400,
         )
+
+
+def _head(chunks: list[bytes], size: int) -> list[bytes]:
+    """The first ``size`` bytes of ``chunks``."""
+    out: list[bytes] = []
+    for chunk in chunks:
+        if size <= 0:
+            break
+        out.append(chunk[:size])
+        size -= len(chunk)
+    return out
+
+
+def _raise(exc: Exception) -> Any:
+    """For a deferred build that must end in the rejected file with this reason."""
+    raise exc
 
 
 def create_app(settings: Settings, *, metrics: GatewayMetrics | None = None, tee: LogTee | None = None) -> Starlette:

@@ -52,16 +52,21 @@ def gateway_command(
     gw = gw.model_copy(update={k: v for k, v in updates.items() if v is not None})
     if prescreen is not None:
         gw = gw.model_copy(update={"prescreen": gw.prescreen.model_copy(update={"enabled": prescreen})})
-    settings.gateway = type(gw).model_validate(gw.model_dump())  # re-validate the overrides
+    settings.gateway = _revalidate(gw)
     if bootstrap:
         settings.kafka.bootstrap_servers = bootstrap
-    _check_topic(settings, create_topic)
     check_paths(settings.gateway)
     gw = settings.gateway
+    # Bound before the Kafka check, which can take seconds: a bad --host or a busy port is told at once.
     try:
         sock = bind(gw.host, gw.port)
     except OSError as exc:
         raise bind_error(exc, gw.host, gw.port, "choose another --port or --host") from exc
+    try:
+        _check_topic(settings, create_topic)
+    except BaseException:
+        sock.close()
+        raise
     Console(stderr=True).print(
         f"gateway on {url_of(sock)} -> {settings.gateway.upstream_url}; "
         f"logs to {settings.kafka.bootstrap_servers} topic {settings.gateway.topic or settings.kafka.input_topic} "
@@ -70,6 +75,25 @@ def gateway_command(
     )
     if not serve(create_app(settings), sock):
         raise UserError("gateway: the server did not start (the reason is logged above)")
+
+
+# The flag that sets each GatewaySettings field, for errors in values given on the command line.
+_FLAGS = {"upstream_url": "--upstream", "host": "--host", "port": "--port", "topic": "--topic",
+          "deployment": "--deployment", "overflow": "--overflow", "spill_path": "--spill-path"}  # fmt: skip
+
+
+def _revalidate(gw):  # noqa: ANN001, ANN202 - GatewaySettings, imported lazily
+    """The settings with the command-line overrides validated. The file and MM_* values were
+    validated on load (exit 3), so an error here is a bad option value: exit 2, naming the flag
+    (it was "invalid GatewaySettings", exit 4)."""
+    from pydantic import ValidationError
+
+    try:
+        return type(gw).model_validate(gw.model_dump())
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        field = str(error["loc"][0]) if error["loc"] else ""
+        raise typer.BadParameter(error["msg"].removeprefix("Value error, "), param_hint=_FLAGS.get(field, field)) from exc
 
 
 def _check_topic(settings, create: bool) -> None:  # noqa: ANN001 - Settings, imported lazily

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 from pathlib import Path
 from typing import Literal
+from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from pipeline.schemas import Severity
 
@@ -59,3 +60,26 @@ class GatewaySettings(BaseModel):
     # Bodies above this are forwarded but not teed (counted as dropped, reason too_large).
     max_tee_bytes: int = Field(default=8 * 1024 * 1024, ge=1024)
     prescreen: PrescreenSettings = Field(default_factory=PrescreenSettings)
+
+    @field_validator("upstream_url")
+    @classmethod
+    def _upstream_is_a_server_root(cls, value: str) -> str:
+        """Refused at startup rather than failing every request: without a scheme each call was a
+        502, and a ``/v1`` suffix made every call a 404 at ``/v1/v1/...`` (a hostile review,
+        2026-12-02). The client's path is appended as is, so ``/v1`` is refused, not stripped:
+        stripping would also rewrite an upstream genuinely mounted under ``.../v1/``."""
+        url = urlsplit(value.strip())
+        try:
+            url.port  # noqa: B018 - raises ValueError for a port out of range or not a number
+        except ValueError:
+            raise ValueError("the port is not a number from 0 to 65535") from None
+        if url.scheme not in ("http", "https") or not url.hostname:
+            raise ValueError("must be an http:// or https:// URL with a host, e.g. http://127.0.0.1:8000")
+        if url.query or url.fragment:
+            raise ValueError("must not have a query or a fragment (the client's path and query are appended)")
+        if url.path.rstrip("/").endswith("/v1"):
+            raise ValueError(
+                "must not end in /v1: the gateway appends the client's path (/v1/chat/completions); "
+                "give the server's root, e.g. http://127.0.0.1:8000"
+            )
+        return value.strip()

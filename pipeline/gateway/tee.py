@@ -131,6 +131,12 @@ class GatewayMetrics:
             buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5),
             registry=r,
         )
+        self.prescreen_fallbacks = Counter(
+            "mm_gateway_prescreen_fallback_total",
+            "Requests the adapter refused, pre-screened on every string value of their body, by reason",
+            ["reason"],
+            registry=r,
+        )
 
 
 ProducerFactory = Callable[[], GatewayProducer]
@@ -542,8 +548,14 @@ def exchange_to_logs(exchange: Exchange, deployment: str | None) -> list[Inferen
 
     The request is parsed as the upstream parses it (``json.loads``: the last of duplicate keys
     wins, as it does for the model), so what is logged is what the model read; a body nested
-    too deep for it is kept in the rejected file (:meth:`LogTee._adapt`). A stream cut mid-event
-    keeps the events before the cut (``metadata.stream_cut``)."""
+    too deep for it is kept in the rejected file (:meth:`LogTee._adapt`), and read by the
+    exchange's route, not by which keys it holds. A stream cut mid-event keeps the events before
+    the cut (``metadata.stream_cut``).
+
+    ``request_id`` is the gateway's own id: the upstream's response id need not be unique
+    (Ollama's ``/v1`` numbers them ``chatcmpl-0..998``), and two exchanges sharing one would
+    overwrite each other in the sinks, which upsert by ``request_id``. The upstream's id is
+    kept as ``metadata.upstream_id``."""
     request = json.loads(exchange.request_body)
     body = _decode_body(b"".join(exchange.response_body), exchange.content_encoding, partial=not exchange.complete)
     response: Any
@@ -565,7 +577,8 @@ def exchange_to_logs(exchange: Exchange, deployment: str | None) -> list[Inferen
     return from_openai_all(
         request,
         response,
-        request_id=_response_id(response) or exchange.gateway_id,
+        endpoint=exchange.route,
+        request_id=exchange.gateway_id,
         timestamp=exchange.started_at,
         deployment=deployment,
         tenant_id=exchange.tenant_id,
@@ -624,16 +637,3 @@ def _decode_body(body: bytes, encoding: str | None, partial: bool = False) -> by
         if inflater.eof or partial:
             return out
     raise AdapterError(f"content-encoding {encoding}: the body is corrupt or cut short")
-
-
-def _response_id(response: Any) -> str | None:
-    if isinstance(response, dict):
-        rid = response.get("id")
-        return rid if isinstance(rid, str) else None
-    if isinstance(response, list):
-        for item in response:
-            inner = item.get("response") if isinstance(item, dict) else None
-            rid = (item.get("id") if isinstance(item, dict) else None) or (inner.get("id") if isinstance(inner, dict) else None)
-            if isinstance(rid, str) and rid:
-                return rid
-    return None

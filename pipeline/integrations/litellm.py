@@ -34,7 +34,11 @@ from pipeline.gateway.tee import GatewayMetrics, LogTee
 from pipeline.schemas import InferenceLog
 from pipeline.settings import Settings, load_settings
 
-_CHAT_CALLS = frozenset({"completion", "acompletion"})
+# LiteLLM's CallTypes values that carry a prompt the adapter reads (chat, completions and the
+# Responses API); the text and Responses calls were skipped until a hostile review (2026-12-02).
+_TEXT_CALLS = frozenset({"text_completion", "atext_completion"})
+_RESPONSES_CALLS = frozenset({"responses", "aresponses"})
+_LOGGED_CALLS = frozenset({"completion", "acompletion"}) | _TEXT_CALLS | _RESPONSES_CALLS
 
 
 class MisuseMonitorLogger(CustomLogger):
@@ -46,7 +50,7 @@ class MisuseMonitorLogger(CustomLogger):
         self.metrics = metrics or GatewayMetrics()
         self.tee = LogTee(self.settings.gateway, self.settings.kafka, self.metrics)
         self.tee.start()
-        self.skipped_calls = 0  # embeddings, images, ...: not chat, not logged
+        self.skipped_calls = 0  # embeddings, images, ...: no prompt text, not logged
 
     def close(self) -> None:
         """Deliver (or spill) what is queued; LiteLLM has no shutdown hook, so this is atexit too."""
@@ -66,7 +70,7 @@ class MisuseMonitorLogger(CustomLogger):
         self._submit(kwargs, None, start_time, end_time)
 
     def _submit(self, kwargs: dict, response_obj: Any, start_time: datetime, end_time: datetime) -> None:
-        if kwargs.get("call_type") not in _CHAT_CALLS:
+        if kwargs.get("call_type") not in _LOGGED_CALLS:
             self.skipped_calls += 1
             return
         # Only references are captured here; the conversion runs on the tee's worker thread.
@@ -80,16 +84,34 @@ def _plain(message: Any) -> Any:
     return message
 
 
+def _request(kwargs: dict) -> dict[str, Any]:
+    """The call's request in the OpenAI shape the adapter reads for its call type."""
+    call_type = kwargs.get("call_type")
+    request: dict[str, Any] = {"model": kwargs.get("model")}
+    if call_type in _RESPONSES_CALLS and kwargs.get("input") is not None:
+        raw = kwargs["input"]
+        request["input"] = [_plain(item) for item in raw] if isinstance(raw, list) else raw
+        instructions = kwargs.get("instructions") or (kwargs.get("optional_params") or {}).get("instructions")
+        if instructions:
+            request["instructions"] = instructions
+    elif call_type in _TEXT_CALLS and kwargs.get("prompt") is not None:
+        request["prompt"] = kwargs["prompt"]
+    else:
+        # LiteLLM hands text calls over with the prompt as user messages. A multi-turn call
+        # re-sends the previous answer as LiteLLM's own Message object.
+        request["messages"] = [_plain(m) for m in kwargs.get("messages") or []]
+    return request
+
+
 def call_to_logs(
     kwargs: dict, response_obj: Any, start_time: datetime, end_time: datetime, settings: Settings
 ) -> list[InferenceLog]:
-    """One LiteLLM chat call (response or failure) as inference logs, one per choice."""
+    """One LiteLLM chat, text or Responses call (response or failure) as inference logs, one per choice."""
     params = kwargs.get("litellm_params") or {}
     metadata = params.get("metadata") or {}
     standard = kwargs.get("standard_logging_object") or {}
     proxy = standard.get("metadata") or {}
-    # A multi-turn call re-sends the previous answer as LiteLLM's own Message object.
-    request = {"model": kwargs.get("model"), "messages": [_plain(m) for m in kwargs.get("messages") or []]}
+    request = _request(kwargs)
     # LiteLLM's extra message fields (thinking_blocks, provider_specific_fields) are read by the adapter.
     response = response_obj.model_dump() if response_obj is not None and hasattr(response_obj, "model_dump") else None
     extra: dict[str, Any] = {"source": "litellm", "litellm_call_id": kwargs.get("litellm_call_id")}
@@ -103,7 +125,9 @@ def call_to_logs(
     return from_openai_all(
         request,
         response,
-        request_id=(response or {}).get("id") or kwargs.get("litellm_call_id"),
+        # LiteLLM's own call id is unique per call; a provider's response id need not be (kept as
+        # metadata.upstream_id by the adapter).
+        request_id=kwargs.get("litellm_call_id") or (response or {}).get("id"),
         timestamp=start_time.astimezone() if start_time.tzinfo is None else start_time,
         deployment=settings.gateway.deployment,
         tenant_id=metadata.get("tenant_id") or proxy.get("user_api_key_team_id"),

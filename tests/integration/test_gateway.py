@@ -111,8 +111,9 @@ def test_openai_client_through_gateway_lands_complete_records_in_kafka_and_gets_
         assert "password" in streamed_resp.output_text
 
         records = [json.loads(m.value) for m in _read(kafka_bootstrap, topic, expect=8)]
-    by_id = {r["request_id"]: r for r in records}
-    assert len(records) == 8 and len(by_id) == 8  # n=2 gives two records
+    # request_id is the gateway's own id; the upstream's (what the client saw) is metadata.upstream_id.
+    by_id = {_upstream_key(r): r for r in records}
+    assert len(records) == 8 and len(by_id) == 8 and len({r["request_id"] for r in records}) == 8  # n=2: two
     assert by_id[resp.id]["messages"] == [{"role": "system", "content": "Be brief."},
                                           {"role": "user", "content": "weather tomorrow?"}]  # fmt: skip
     assert by_id[resp.id]["reasoning_content"] == SCRIPT["weather"].reasoning
@@ -133,7 +134,8 @@ def test_openai_client_through_gateway_lands_complete_records_in_kafka_and_gets_
     assert streamed["usage"]["completion_tokens"] == chunks[-1].usage.completion_tokens
 
     assert {by_id[two.id]["completion"], by_id[f"{two.id}#1"]["completion"]} == {"You said: say hi"}
-    assert by_id[f"{two.id}#1"]["metadata"]["request_group"] == two.id
+    assert by_id[f"{two.id}#1"]["metadata"]["request_group"] == by_id[two.id]["request_id"]
+    assert by_id[f"{two.id}#1"]["request_id"] == by_id[two.id]["request_id"] + "#1"
     assert by_id[legacy.id]["prompt"] == "Once upon a time"
 
     # The stream screens what the gateway logged (rules detector: fast, no model).
@@ -150,11 +152,17 @@ def test_openai_client_through_gateway_lands_complete_records_in_kafka_and_gets_
     stats = Pipeline.from_settings(settings, PipelineMetrics()).run(max_idle_s=10, max_records=8)
     assert (stats.records, stats.dead_letters) == (8, 0)
     verdicts = {v["request_id"]: v for v in (json.loads(m.value) for m in _read(kafka_bootstrap, verdict_topic, 8))}
-    assert set(verdicts) == set(by_id)
-    phishing = next(rid for rid, r in by_id.items() if PHISHING_PROMPT in json.dumps(r.get("messages")))
+    assert set(verdicts) == {r["request_id"] for r in records}
+    phishing = next(r["request_id"] for r in records if PHISHING_PROMPT in json.dumps(r.get("messages")))
     assert verdicts[phishing]["flagged"] and "cyber_abuse" in verdicts[phishing]["categories"]
     assert verdicts[phishing]["tenant_id"] == "globex"
-    assert not verdicts[plain.id]["flagged"]
+    assert not verdicts[by_id[plain.id]["request_id"]]["flagged"]
+
+
+def _upstream_key(record: dict) -> str:
+    """The id the client saw (``<id>#<i>`` for choice i > 0), from the record's metadata."""
+    meta = record["metadata"]
+    return meta["upstream_id"] + (f"#{meta['choice_index']}" if meta.get("choice_index") else "")
 
 
 def test_responses_are_forwarded_byte_for_byte(kafka_bootstrap, kafka_topic_factory, tmp_path):
@@ -220,14 +228,14 @@ def test_broker_outage_spills_to_disk_and_replays_everything(kafka_bootstrap, ka
             list(stream)
             _wait(lambda: spill.exists() and len(spill.read_text().splitlines()) == 6, what="6 spilled records")
             assert httpx.get(f"{gateway_url}/healthz").json()["kafka_up"] is False
-        assert [json.loads(line)["request_id"] for line in spill.read_text().splitlines()] == sent
+        assert [json.loads(line)["metadata"]["upstream_id"] for line in spill.read_text().splitlines()] == sent
         # Kafka back: a new gateway process on the same spill file replays it, then deletes it.
         with _gateway(upstream_url, kafka_bootstrap, topic, spill_path=spill) as (gateway_url, gw):
             _wait(lambda: httpx.get(f"{gateway_url}/healthz").json()["spill_bytes"] == 0, what="the replay to finish")
             assert not spill.exists()
             metrics = httpx.get(f"{gateway_url}/metrics").text
     assert "mm_gateway_logs_replayed_total 6.0" in metrics
-    assert sorted(json.loads(m.value)["request_id"] for m in _read(kafka_bootstrap, topic, 6)) == sorted(sent)
+    assert sorted(json.loads(m.value)["metadata"]["upstream_id"] for m in _read(kafka_bootstrap, topic, 6)) == sorted(sent)
 
 
 def test_drop_policy_counts_what_it_loses_and_never_blocks(tmp_path: Path):

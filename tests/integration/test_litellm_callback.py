@@ -64,11 +64,13 @@ def test_litellm_calls_are_logged_once_each_with_identity_stream_and_failure(kaf
     by_prompt = {r["messages"][0]["content"]: r for r in records}
     assert len(records) == 4 and len(by_prompt) == 4, sorted(by_prompt)  # one record per call, none twice
     first = by_prompt["capital of France?"]
-    assert (first["request_id"], first["completion"]) == (plain.id, "Paris.")
+    # request_id is LiteLLM's call id (unique per call); the provider's response id is kept beside it.
+    assert (first["metadata"]["upstream_id"], first["completion"]) == (plain.id, "Paris.")
+    assert first["request_id"] == first["metadata"]["litellm_call_id"] != plain.id
     assert (first["tenant_id"], first["user_id"], first["deployment"]) == ("acme", "u-1", "litellm-prod")
     assert first["usage"]["completion_tokens"] == plain.usage.completion_tokens
     assert first["metadata"]["source"] == "litellm" and first["latency_ms"] >= 0
     assert by_prompt["tell me a story"]["completion"] == "Once upon a time"
-    assert by_prompt["async hello"]["request_id"] == async_reply.id
+    assert by_prompt["async hello"]["metadata"]["upstream_id"] == async_reply.id
     failed = by_prompt["this one fails"]
     assert "completion" not in failed and "upstream exploded" in failed["metadata"]["error"]

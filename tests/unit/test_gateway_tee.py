@@ -33,7 +33,8 @@ def test_sse_framing_crlf_comments_done_and_split_network_chunks():
     # The proxy stores network chunks as they came; a chunk boundary inside an event is fine.
     split = [body[:37], body[37:90], body[90:]]
     log = exchange_to_logs(_exchange(split, streamed=True), deployment="d")[0]
-    assert (log.completion, log.request_id, log.deployment, log.latency_ms) == ("Hello", "chatcmpl-1", "d", 12.346)
+    assert (log.completion, log.request_id, log.deployment, log.latency_ms) == ("Hello", "gw-1", "d", 12.346)
+    assert log.metadata["upstream_id"] == "chatcmpl-1"
 
 
 def test_responses_api_event_stream_with_event_lines():
@@ -44,7 +45,8 @@ def test_responses_api_event_stream_with_event_lines():
             + b"\n\n")  # fmt: skip
     request = json.dumps({"model": "m", "input": "hello"}).encode()
     log = exchange_to_logs(_exchange([body], streamed=True, route="responses", request_body=request), None)[0]
-    assert (log.completion, log.request_id, log.metadata["endpoint"]) == ("ok", "resp_1", "responses")
+    assert (log.completion, log.request_id, log.metadata["endpoint"]) == ("ok", "gw-1", "responses")
+    assert log.metadata["upstream_id"] == "resp_1"
 
 
 def test_gzip_body_is_decoded_for_logging():
@@ -160,15 +162,15 @@ def test_a_poison_exchange_is_kept_with_its_reason_and_the_worker_goes_on(tmp_pa
     producer = _FlakyProducer()
     producer.down = False
     tee, metrics = _tee(tmp_path, producer, batch_max=10)
-    tee.submit(_exchange([b'{"id": "good-1", "choices": [{"message": {"content": "a"}}]}']))
+    tee.submit(_exchange([b'{"id": "good-1", "choices": [{"message": {"content": "a"}}]}'], gateway_id="good-1"))
     tee.submit(_exchange(response, request_body=body, gateway_id="poison", streamed=streamed, content_encoding=encoding))
-    tee.submit(_exchange([b'{"id": "good-2", "choices": [{"message": {"content": "b"}}]}']))
+    tee.submit(_exchange([b'{"id": "good-2", "choices": [{"message": {"content": "b"}}]}'], gateway_id="good-2"))
     tee.start()  # all three in the worker's first batch
     deadline = time.monotonic() + 10
     while len(producer.delivered) < 2 and time.monotonic() < deadline:
         time.sleep(0.02)
     assert tee.status()["worker_alive"]
-    tee.submit(_exchange([b'{"id": "good-3", "choices": [{"message": {"content": "c"}}]}']))
+    tee.submit(_exchange([b'{"id": "good-3", "choices": [{"message": {"content": "c"}}]}'], gateway_id="good-3"))
     tee.stop(timeout_s=10)
     assert producer.delivered == ["good-1", "good-2", "good-3"]
     (kept,) = [json.loads(line) for line in (tmp_path / "rejected.jsonl").read_text().splitlines()]
@@ -312,7 +314,7 @@ def test_a_full_queue_never_makes_the_request_path_wait_for_the_spill_file(tmp_p
 
     def burst() -> None:
         for rid in ids:
-            tee.submit(_exchange(_answer(rid)))
+            tee.submit(_exchange(_answer(rid), gateway_id=rid))
         done.set()
 
     tee.start()
@@ -329,7 +331,7 @@ def test_when_both_queues_are_full_the_exchange_is_spilled_inline_and_counted(tm
     producer = _FlakyProducer()
     tee, metrics = _tee(tmp_path, producer, queue_max=1)  # not started: nothing drains the queues
     for rid in ("a", "b", "c"):
-        tee.submit(_exchange(_answer(rid)))
+        tee.submit(_exchange(_answer(rid), gateway_id=rid))
     assert _spilled_ids(tmp_path) == ["c"]  # the third found both queues full
     assert _sample(metrics, "mm_gateway_logs_spilled_inline_total") == 1
     tee.stop(timeout_s=1)

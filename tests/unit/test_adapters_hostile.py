@@ -1,0 +1,182 @@
+"""Findings of a hostile review of the gateway (B1..B12) against the adapters, in-process."""
+
+from __future__ import annotations
+
+import pytest
+
+from pipeline.adapters import MAX_UNKNOWN_FIELDS, AdapterError, from_openai_all
+
+HARMFUL = "write ransomware that encrypts every file"
+
+
+def _chunk(delta: dict, index: int | None = 0) -> dict:
+    choice = {"delta": delta, "finish_reason": None}
+    if index is not None:
+        choice["index"] = index
+    return {"id": "chatcmpl-1", "object": "chat.completion.chunk", "model": "m", "choices": [choice]}
+
+
+# --------------------------------------------------------------------------- B1: the route decides
+
+
+def test_on_the_chat_route_a_responses_input_key_does_not_hide_the_messages():
+    request = {"model": "m", "input": "hello", "messages": [{"role": "user", "content": HARMFUL}]}
+    (log,) = from_openai_all(request, None, endpoint="chat.completions", request_id="r")
+    assert log.prompt_text == HARMFUL and log.metadata["endpoint"] == "chat.completions"
+    assert log.metadata["ignored_fields"] == ["input"]
+
+
+def test_on_the_completions_route_decoy_messages_do_not_hide_the_prompt():
+    request = {"model": "m", "prompt": HARMFUL, "messages": [{"role": "user", "content": "hello"}]}
+    (log,) = from_openai_all(request, None, endpoint="completions", request_id="r")
+    assert log.prompt == HARMFUL and log.messages is None and log.metadata["endpoint"] == "completions"
+    assert log.metadata["ignored_fields"] == ["messages"]
+
+
+def test_on_the_responses_route_input_and_instructions_are_read():
+    request = {"model": "m", "instructions": "Be brief.", "input": HARMFUL, "messages": [{"role": "user", "content": "hi"}]}
+    (log,) = from_openai_all(request, None, endpoint="responses", request_id="r")
+    assert log.prompt_text == "Be brief.\n" + HARMFUL and log.metadata["ignored_fields"] == ["messages"]
+
+
+def test_a_request_without_its_routes_key_is_still_logged_by_its_keys():
+    """The upstream refuses it, but the text was sent: it is logged, the route noted."""
+    (log,) = from_openai_all({"model": "m", "prompt": HARMFUL}, None, endpoint="chat.completions", request_id="r")
+    assert log.prompt == HARMFUL and (log.metadata["endpoint"], log.metadata["route"]) == ("completions", "chat.completions")
+
+
+def test_without_an_endpoint_the_keys_decide_and_a_foreign_key_is_named():
+    request = {"model": "m", "prompt": "hello", "messages": [{"role": "user", "content": HARMFUL}]}
+    (log,) = from_openai_all(request, None, request_id="r")
+    assert log.prompt_text == HARMFUL and log.metadata["ignored_fields"] == ["prompt"]
+
+
+# --------------------------------------------------------------------------- B2: unknown keys
+
+
+def test_an_unknown_message_key_is_noted_not_a_reason_to_drop_the_exchange():
+    messages = [{"role": "user", "content": HARMFUL, "x": 1},
+                {"role": "assistant", "content": "Sure", "prefix": True}]  # fmt: skip  # Mistral's prefix
+    (log,) = from_openai_all({"model": "m", "messages": messages}, None, request_id="r")
+    assert log.prompt_text == HARMFUL and [m.content for m in log.messages] == [HARMFUL, "Sure"]
+    assert log.metadata["unknown_fields"] == ["messages.0.x", "messages.1.prefix"]
+
+
+def test_unknown_keys_in_answers_and_tool_calls_are_noted_and_the_text_kept():
+    response = {"id": "c", "choices": [{"index": 0, "finish_reason": "stop", "message": {
+        "role": "assistant", "content": "answer", "thoughts": "t",
+        "tool_calls": [{"id": "t1", "function": {"name": "f", "arguments": "{}", "strict": True}, "extra": 1}]}}]}  # fmt: skip
+    (log,) = from_openai_all({"model": "m", "messages": [{"role": "user", "content": "q"}]}, response, request_id="r")
+    assert log.completion == "answer" and log.tool_calls[0].function.name == "f"
+    assert sorted(log.metadata["unknown_fields"]) == [
+        "choices.0.message.thoughts", "choices.0.message.tool_calls.0.extra", "choices.0.message.tool_calls.0.function.strict"]  # fmt: skip
+
+
+def test_the_list_of_unknown_fields_is_bounded():
+    message = {"role": "user", "content": HARMFUL, **{f"k{i}" * 50: 1 for i in range(500)}}
+    (log,) = from_openai_all({"model": "m", "messages": [message]}, None, request_id="r")
+    paths = log.metadata["unknown_fields"]
+    assert len(paths) == MAX_UNKNOWN_FIELDS and max(len(p) for p in paths) <= len("messages.0.") + 64
+
+
+# --------------------------------------------------------------------------- B4: no values in errors
+
+
+@pytest.mark.parametrize(
+    ("request_body", "response", "detail"),
+    [
+        ({"model": "m", "messages": [{"role": "user", "content": [{"type": "SSN 123-45-6789 of John Smith"}]}]}, None,
+         "messages.0.content.0.type: unknown content part type"),
+        ({"model": "m", "input": [{"type": "SSN 123-45-6789 of John Smith"}]}, None,
+         "input.0.type: unknown Responses input item type"),
+        ({"model": "m", "input": "x"}, {"object": "response", "output": [{"type": "SSN 123-45-6789 of John Smith"}]},
+         "output.0.type: unknown Responses output item type"),
+        ({"model": "m", "input": "x"},
+         {"object": "response", "output": [{"type": "message", "content": [{"type": "SSN 123-45-6789 of John Smith"}]}]},
+         "output.0.content.0.type: unknown output content type"),
+    ],
+    ids=["content-part", "responses-input-item", "responses-output-item", "responses-output-part"],
+)
+def test_an_error_names_the_path_never_the_value(request_body, response, detail):
+    with pytest.raises(AdapterError) as err:
+        from_openai_all(request_body, response, request_id="r")
+    assert err.value.detail == detail
+
+
+# --------------------------------------------------------------------------- B5: reasoning once
+
+
+def test_reasoning_sent_under_both_names_is_kept_once():
+    request = {"model": "m", "messages": [{"role": "user", "content": "q"}]}
+    chunks = [_chunk({"reasoning_content": "think ", "reasoning": "think "}), _chunk({"content": "ans"})]
+    (streamed,) = from_openai_all(request, chunks, request_id="r")
+    whole = {"id": "c", "choices": [{"message": {"content": "a", "reasoning_content": "think", "reasoning": "think"}}]}
+    (plain,) = from_openai_all(request, whole, request_id="r")
+    assert (streamed.reasoning_content, plain.reasoning_content) == ("think ", "think")
+
+
+# --------------------------------------------------------------------------- B6: tool calls without index
+
+
+def test_streamed_tool_calls_without_index_stay_separate_calls():
+    request = {"model": "m", "messages": [{"role": "user", "content": "q"}]}
+    chunks = [
+        _chunk({"tool_calls": [{"id": "a", "function": {"name": "send_email", "arguments": '{"to":'}}]}),
+        _chunk({"tool_calls": [{"function": {"arguments": "1}"}}]}),  # continues call a
+        _chunk({"tool_calls": [{"id": "b", "function": {"name": "rm", "arguments": "{}"}}]}),
+    ]
+    (log,) = from_openai_all(request, chunks, request_id="r")
+    assert [(t.id, t.function.name, t.function.arguments) for t in log.tool_calls] == [
+        ("a", "send_email", '{"to":1}'), ("b", "rm", "{}")]  # fmt: skip
+
+
+# --------------------------------------------------------------------------- B7: distinct request ids
+
+
+def test_choices_claiming_one_index_get_distinct_request_ids_and_the_upstream_id_is_kept():
+    response = {"id": "chatcmpl-7", "choices": [{"index": 0, "message": {"content": "A"}},
+                                                {"index": 0, "message": {"content": "B"}}]}  # fmt: skip
+    logs = from_openai_all({"model": "m", "messages": [{"role": "user", "content": "q"}]}, response, request_id="gw-1")
+    assert [log.request_id for log in logs] == ["gw-1", "gw-1#1"]
+    assert {log.metadata["upstream_id"] for log in logs} == {"chatcmpl-7"}
+
+
+# --------------------------------------------------------------------------- B12: only AdapterError
+
+CHAT = {"model": "m", "messages": [{"role": "user", "content": "q"}]}
+
+
+@pytest.mark.parametrize(
+    ("request_body", "response", "path"),
+    [
+        ({"model": "m", "messages": [{"role": "assistant", "tool_calls": 5}]}, None, "messages.0.tool_calls"),
+        ({"model": "m", "messages": [{"role": "assistant", "tool_calls": [{"function": {"name": 5}}]}]}, None,
+         "messages.0.tool_calls.0.function.name"),
+        ({"model": "m", "messages": [{"role": "assistant", "tool_calls": [{"function": {"name": "f", "arguments": 5}}]}]},
+         None, "messages.0.tool_calls.0.function.arguments"),
+        ({"model": "m", "prompt": ["a", "b"], "n": "x"}, None, "n"),
+        (CHAT, {"id": "c", "choices": [{"index": "a", "message": {"content": "y"}}]}, "choices.0.index"),
+        (CHAT, [_chunk({"content": "y"}, index="a")], "response.0.choices.0.index"),
+        (CHAT, [_chunk({"tool_calls": [{"index": "a", "function": {"name": "f"}}]})],
+         "response.0.choices.0.delta.tool_calls.0.index"),
+        (CHAT, {"id": "c", "choices": [{"message": {"content": "y"}}], "usage": {"completion_tokens_details": [1]}},
+         "usage.completion_tokens_details"),
+        (CHAT, {"id": "c", "choices": 5}, "choices"),
+        ({"model": "m", "input": "x"}, {"object": "response", "output": [{"type": "message", "content": ["x"]}]},
+         "output.0.content.0"),
+        ({"model": "m", "input": "x"}, {"object": "response", "output": [{"type": "reasoning", "summary": ["x"]}]},
+         "output.0.summary.0"),
+        ({"model": "m", "input": "x"}, [{"type": "response.output_text.delta", "output_index": "a", "delta": "x"}],
+         "response.0.output_index"),
+        (CHAT, {"id": "c", "created": 1e20, "choices": [{"message": {"content": "y"}}]}, "created"),
+        (CHAT, {"id": "c", "created": -1e11, "choices": [{"message": {"content": "y"}}]}, "created"),
+        ({"model": "m", "messages": [{"role": "user", "content": [{"type": [1]}]}]}, None, "messages.0.content.0.type"),
+    ],
+    ids=["tool_calls-int", "tool-name-int", "tool-arguments-int", "n-str", "choice-index-str",
+         "chunk-index-str", "tool-index-str", "usage-details-list", "choices-int", "responses-part-str",
+         "reasoning-summary-str", "event-output-index-str", "created-huge", "created-very-negative", "part-type-list"],
+)  # fmt: skip
+def test_a_wrong_type_raises_adapter_error_naming_the_path(request_body, response, path):
+    with pytest.raises(AdapterError) as err:
+        from_openai_all(request_body, response, request_id="r", timestamp=None)
+    assert err.value.detail.startswith(path + ":"), err.value.detail
