@@ -65,6 +65,9 @@ def configure_logging(level: str = "warning", fmt: str = "text") -> None:
         root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(numeric)
+    # The project's own loggers follow the root again: a command run before in this process (the
+    # gateway sets "pipeline" to INFO) must not change what the next one prints.
+    logging.getLogger("pipeline").setLevel(logging.NOTSET)
     # kafka-python 3.0.12 logs routine events it handles itself as WARNING and even ERROR (a
     # connection the broker closed: "socket disconnected"; a LeaveGroup that timed out). On a busy
     # CI machine an ERROR line after the demo's finished stream failed the quick-start test, its

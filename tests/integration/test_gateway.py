@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import socket
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -19,6 +18,7 @@ from pipeline.gateway.app import create_app
 from pipeline.gateway.server import serve_in_thread
 from pipeline.gateway.settings import GatewaySettings, KeyIdentity, PrescreenSettings
 from pipeline.gateway.tee import GatewayMetrics, LogTee
+from pipeline.localinfra.base import free_port
 from pipeline.settings import KafkaSettings, Settings
 from tests.fixtures.vllm_like import Reply, VllmLike
 from tests.fixtures.kafka_read import read_topic as _read
@@ -33,12 +33,6 @@ SCRIPT = {
                       "unless you reply with your password today.", reasoning="They asked for an email."),  # fmt: skip
 }
 API_KEY = "sk-acme-team-key"
-
-
-def _closed_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @contextmanager
@@ -216,7 +210,7 @@ def test_broker_outage_spills_to_disk_and_replays_everything(kafka_bootstrap, ka
     sent: list[str] = []
     with serve_in_thread(upstream.app) as upstream_url:
         # Kafka "down": the gateway points at a closed port. Users are served regardless.
-        with _gateway(upstream_url, f"127.0.0.1:{_closed_port()}", topic, spill_path=spill) as (gateway_url, gw):
+        with _gateway(upstream_url, f"127.0.0.1:{free_port()}", topic, spill_path=spill) as (gateway_url, gw):
             client = openai.OpenAI(base_url=f"{gateway_url}/v1", api_key="x")
             for i in range(5):
                 started = time.perf_counter()
@@ -241,7 +235,7 @@ def test_broker_outage_spills_to_disk_and_replays_everything(kafka_bootstrap, ka
 def test_drop_policy_counts_what_it_loses_and_never_blocks(tmp_path: Path):
     settings = GatewaySettings(overflow="drop", queue_max=2, spill_path=tmp_path / "never.jsonl")
     metrics = GatewayMetrics()
-    tee = LogTee(settings, KafkaSettings(bootstrap_servers=f"127.0.0.1:{_closed_port()}"), metrics)
+    tee = LogTee(settings, KafkaSettings(bootstrap_servers=f"127.0.0.1:{free_port()}"), metrics)
     from datetime import UTC, datetime
 
     from pipeline.gateway.tee import Exchange
@@ -265,7 +259,7 @@ def test_client_leaving_mid_stream_still_logs_what_was_streamed(tmp_path):
     body = {"model": "m", "stream": True, "messages": [{"role": "user", "content": "a long story"}]}
     with serve_in_thread(upstream.app) as upstream_url:
         # Kafka down on purpose: the record lands in the spill file, where this test reads it.
-        with _gateway(upstream_url, f"127.0.0.1:{_closed_port()}", "t", spill_path=spill, replay_interval_s=60) as (url, _):
+        with _gateway(upstream_url, f"127.0.0.1:{free_port()}", "t", spill_path=spill, replay_interval_s=60) as (url, _):
             with httpx.stream("POST", f"{url}/v1/chat/completions", json=body) as response:
                 received = b"".join(chunk for _, chunk in zip(range(5), response.iter_raw()))
             _wait(lambda: spill.exists() and spill.read_text().strip(), what="the partial record")
@@ -285,7 +279,7 @@ def test_the_gateway_command_serves_and_reports_health(tmp_path):
 
     upstream = VllmLike()
     env = {k: v for k, v in os.environ.items() if not k.startswith("MM_")}
-    env.update(MM_GATEWAY__SPILL_PATH=str(tmp_path / "spill.jsonl"), MM_KAFKA__BOOTSTRAP_SERVERS=f"127.0.0.1:{_closed_port()}")
+    env.update(MM_GATEWAY__SPILL_PATH=str(tmp_path / "spill.jsonl"), MM_KAFKA__BOOTSTRAP_SERVERS=f"127.0.0.1:{free_port()}")
     with serve_in_thread(upstream.app) as upstream_url:
         proc = subprocess.Popen(
             [sys.executable, "-m", "pipeline.cli", "gateway", "--upstream", upstream_url, "--port", "0",
@@ -334,7 +328,7 @@ def test_the_gateway_command_serves_and_reports_health(tmp_path):
 def test_unknown_length_streams_and_encoded_paths_pass_through(tmp_path):
     upstream = VllmLike(token_delay_s=0.25)
     with serve_in_thread(upstream.app) as upstream_url, _gateway(
-        upstream_url, f"127.0.0.1:{_closed_port()}", "t", spill_path=tmp_path / "spill.jsonl", overflow="drop"
+        upstream_url, f"127.0.0.1:{free_port()}", "t", spill_path=tmp_path / "spill.jsonl", overflow="drop"
     ) as (url, _):
         echoed = httpx.get(f"{url}/echo/models/Qwen%2FQwen3-8B%20x?a=1&b=%2F").json()
         assert echoed == {"raw_path": "/echo/models/Qwen%2FQwen3-8B%20x", "query": "a=1&b=%2F"}
@@ -354,7 +348,7 @@ def test_sse_chunks_are_relayed_as_the_upstream_sends_them(tmp_path):
     client when the upstream emits it (250 ms apart), not when the stream ends."""
     upstream = VllmLike(script={"count": Reply(content="one two three four")}, token_delay_s=0.25)
     with serve_in_thread(upstream.app) as upstream_url, _gateway(
-        upstream_url, f"127.0.0.1:{_closed_port()}", "t", spill_path=tmp_path / "spill.jsonl", overflow="drop"
+        upstream_url, f"127.0.0.1:{free_port()}", "t", spill_path=tmp_path / "spill.jsonl", overflow="drop"
     ) as (url, _):
         body = {"model": "m", "stream": True, "messages": [{"role": "user", "content": "count to four"}]}
         started = time.perf_counter()
@@ -378,7 +372,7 @@ def test_an_upstream_that_never_answers_still_gets_the_prompt_logged(tmp_path):
     spill = tmp_path / "spill.jsonl"
     body = {"model": "m", "messages": [{"role": "user", "content": "Write ransomware for me."}]}
     # Kafka down on purpose too: the record lands in the spill file, where this test reads it.
-    with _gateway(f"http://127.0.0.1:{_closed_port()}", f"127.0.0.1:{_closed_port()}", "t", spill_path=spill,
+    with _gateway(f"http://127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}", "t", spill_path=spill,
                   replay_interval_s=60) as (url, _):  # fmt: skip
         response = httpx.post(f"{url}/v1/chat/completions", json=body, timeout=30)
         assert response.status_code == 502 and response.json()["error"]["code"] == "bad_gateway"

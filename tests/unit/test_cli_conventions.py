@@ -8,7 +8,6 @@ import io
 import json
 import logging
 import re
-import socket
 import subprocess
 import sys
 import time
@@ -18,17 +17,11 @@ import pytest
 
 from pipeline.cli import main
 from pipeline.exits import ExitCode, unknown_env_vars
+from pipeline.localinfra.base import free_port
 from pipeline.logs import configure_logging
 from tests.fixtures.corpora import needs_corpora
 
 README = Path(__file__).resolve().parents[2] / "README.md"
-
-
-def _closed_port() -> int:
-    """A loopback port nothing listens on (bound, then released)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
@@ -92,7 +85,7 @@ def test_unreachable_broker_fails_fast_before_models_load(
 
     monkeypatch.setattr(Pipeline, "from_settings", no_model_load)
     monkeypatch.setenv("MM_KAFKA__CONNECT_TIMEOUT_S", "2")
-    address = f"127.0.0.1:{_closed_port()}"
+    address = f"127.0.0.1:{free_port()}"
     data = tmp_path / "in.jsonl"
     data.write_text("{}\n")
     args = ["produce", str(data), "--bootstrap", address] if command == "produce" else ["stream", "--bootstrap", address]
@@ -249,7 +242,7 @@ def test_entry_points_use_main() -> None:
 
 
 def test_unreachable_database_is_exit_6(capsys: pytest.CaptureFixture[str]) -> None:
-    url = f"postgresql+psycopg://misuse:misuse@127.0.0.1:{_closed_port()}/misuse"
+    url = f"postgresql+psycopg://misuse:misuse@127.0.0.1:{free_port()}/misuse"
     started = time.monotonic()
     code, _, err = _run(capsys, "events", "prune", "--url", url, "--json")
     assert code == ExitCode.DATABASE_UNREACHABLE and "PostgreSQL not reachable" in _one_error_line(err)
@@ -270,7 +263,7 @@ def _alerts_config(tmp_path: Path, **section: object) -> Path:
 
 
 def test_alerts_test_send_to_an_unreachable_alertmanager_is_exit_8(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    address = f"http://127.0.0.1:{_closed_port()}"
+    address = f"http://127.0.0.1:{free_port()}"
     config = _alerts_config(tmp_path, alertmanager={"urls": [address], "timeout_s": 2})
     code, out, err = _run(capsys, "alerts", "--alerts-config", str(config), "test", "--send")
     assert code == ExitCode.SERVICE_UNREACHABLE
@@ -282,7 +275,7 @@ def test_alerts_test_send_to_an_unreachable_alertmanager_is_exit_8(tmp_path: Pat
 
 
 def test_alerts_test_send_to_an_unreachable_webhook_is_exit_8(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    url = f"http://127.0.0.1:{_closed_port()}/hook"
+    url = f"http://127.0.0.1:{free_port()}/hook"
     config = _alerts_config(tmp_path, notify="direct", receivers=[{"name": "ops", "type": "webhook", "url": url, "secret": "s"}])
     started = time.monotonic()
     code, _, err = _run(capsys, "alerts", "--alerts-config", str(config), "test", "--send", "--timeout-s", "2")
@@ -292,7 +285,7 @@ def test_alerts_test_send_to_an_unreachable_webhook_is_exit_8(tmp_path: Path, ca
 
 
 def test_dashboards_push_to_an_unreachable_grafana_is_exit_8(capsys: pytest.CaptureFixture[str]) -> None:
-    port = _closed_port()
+    port = free_port()
     code, out, err = _run(capsys, "dashboards", "push", "--url", f"http://admin:secret@127.0.0.1:{port}")
     line = _one_error_line(err)
     assert code == ExitCode.SERVICE_UNREACHABLE and out == ""

@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import logging
 import re
-import socket
 import time
 from pathlib import Path
 
@@ -17,6 +16,7 @@ import pytest
 
 from pipeline.cli import main
 from pipeline.exits import ExitCode, classify_exception
+from pipeline.localinfra.base import free_port
 from pipeline.logs import configure_logging
 
 README = Path(__file__).resolve().parents[2] / "README.md"
@@ -36,11 +36,6 @@ def _run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str]:
     err = capsys.readouterr().err
     return int(code), err
 
-
-def _closed_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 # --------------------------------------------------------------------------- 1. secrets in config errors
@@ -239,7 +234,7 @@ def test_report_dead_letter_topic_on_an_unreachable_broker_fails_fast(
     jobs = _jobs(tmp_path / "jobs", _aggregates())
     started = time.monotonic()
     code, err = _run(capsys, "report", str(jobs), "-o", str(tmp_path / "r.html"),
-                     "--dead-letter-topic", "dlq", "--bootstrap", f"127.0.0.1:{_closed_port()}")
+                     "--dead-letter-topic", "dlq", "--bootstrap", f"127.0.0.1:{free_port()}")
     assert code == ExitCode.KAFKA_UNREACHABLE and "no broker reachable" in err, err
     assert time.monotonic() - started < 15  # the client's own timeout took 31 s
 

@@ -7,7 +7,6 @@ in-process producer, as in test_gateway_tee.py."""
 from __future__ import annotations
 
 import json
-import socket
 import time
 
 import httpx
@@ -18,6 +17,7 @@ from pipeline.gateway.app import create_app
 from pipeline.gateway.server import serve_in_thread
 from pipeline.gateway.settings import GatewaySettings, PrescreenSettings
 from pipeline.gateway.tee import GatewayMetrics, LogTee
+from pipeline.localinfra.base import free_port
 from pipeline.settings import Settings
 from tests.fixtures.vllm_like import VllmLike
 
@@ -135,12 +135,6 @@ def test_an_upstream_url_every_request_would_fail_on_is_refused(url, message):
     assert GatewaySettings(upstream_url="https://vllm.internal:8443/").upstream_url == "https://vllm.internal:8443/"
 
 
-def _closed_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.mark.parametrize(
     ("argv", "code", "says"),
     [(["--port", "70000"], 2, "--port"), (["--port", "-5"], 2, "--port"),
@@ -149,7 +143,7 @@ def _closed_port() -> int:
 def test_bad_gateway_option_values_are_usage_errors(argv, code, says, monkeypatch, tmp_path, capsys):
     from pipeline.cli import main
 
-    monkeypatch.setenv("MM_KAFKA__BOOTSTRAP_SERVERS", f"127.0.0.1:{_closed_port()}")
+    monkeypatch.setenv("MM_KAFKA__BOOTSTRAP_SERVERS", f"127.0.0.1:{free_port()}")
     monkeypatch.setenv("MM_GATEWAY__SPILL_PATH", str(tmp_path / "spill.jsonl"))
     monkeypatch.setenv("MM_GATEWAY__HOST", "192.0.2.1")  # cannot listen: a regression fails, never serves
     assert main(["gateway", *argv]) == code
@@ -160,7 +154,7 @@ def test_an_upstream_url_from_the_environment_is_a_configuration_error(monkeypat
     from pipeline.cli import main
 
     monkeypatch.setenv("MM_GATEWAY__UPSTREAM_URL", "127.0.0.1:8000")
-    monkeypatch.setenv("MM_KAFKA__BOOTSTRAP_SERVERS", f"127.0.0.1:{_closed_port()}")
+    monkeypatch.setenv("MM_KAFKA__BOOTSTRAP_SERVERS", f"127.0.0.1:{free_port()}")
     monkeypatch.setenv("MM_GATEWAY__HOST", "192.0.2.1")  # cannot listen: a regression fails, never serves
     assert main(["gateway"]) == 3
     assert "gateway.upstream_url" in capsys.readouterr().err
@@ -169,7 +163,7 @@ def test_an_upstream_url_from_the_environment_is_a_configuration_error(monkeypat
 def test_an_address_it_cannot_listen_on_is_told_before_kafka_is_asked(monkeypatch, tmp_path, capsys, caplog):
     from pipeline.cli import main
 
-    monkeypatch.setenv("MM_KAFKA__BOOTSTRAP_SERVERS", f"127.0.0.1:{_closed_port()}")
+    monkeypatch.setenv("MM_KAFKA__BOOTSTRAP_SERVERS", f"127.0.0.1:{free_port()}")
     monkeypatch.setenv("MM_GATEWAY__SPILL_PATH", str(tmp_path / "spill.jsonl"))
     assert main(["gateway", "--host", "192.0.2.1", "--port", "0"]) == 3  # TEST-NET-1: not an address of this host
     err = capsys.readouterr().err

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import time
 
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")  # no network fetch of the price list
@@ -15,18 +14,13 @@ import litellm  # noqa: E402
 
 from pipeline.gateway.settings import GatewaySettings  # noqa: E402
 from pipeline.integrations.litellm import MisuseMonitorLogger  # noqa: E402
+from pipeline.localinfra.base import free_port  # noqa: E402
 from pipeline.settings import KafkaSettings, Settings  # noqa: E402
-
-
-def _closed_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def test_text_completion_and_responses_calls_are_logged(tmp_path):
     settings = Settings(
-        kafka=KafkaSettings(bootstrap_servers=f"127.0.0.1:{_closed_port()}"),
+        kafka=KafkaSettings(bootstrap_servers=f"127.0.0.1:{free_port()}"),
         gateway=GatewaySettings(spill_path=tmp_path / "spill.jsonl", rejected_path=tmp_path / "rejected.jsonl"),
     )
     logger = MisuseMonitorLogger(settings)

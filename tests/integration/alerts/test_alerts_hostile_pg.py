@@ -28,17 +28,6 @@ rules:
 """
 
 
-@pytest.fixture(scope="module")
-def postgres_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    from pipeline.localinfra.postgres import start_postgres
-
-    server = start_postgres(tmp_path_factory.mktemp("alerts-hostile-pg"))
-    try:
-        yield server.url
-    finally:
-        server.stop()
-
-
 @pytest.fixture
 def pg_db(postgres_url: str) -> Iterator[str]:
     from pipeline.localinfra.postgres import temporary_database

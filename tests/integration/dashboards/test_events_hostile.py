@@ -2,13 +2,12 @@
 request_id must not erase a flagged event, and retention must not be dodged by a future timestamp.
 
 Real PostgreSQL (``pipeline.localinfra.postgres`` on a free port, or ``MM_TEST_POSTGRES_URL``),
-one fresh database per test, as in ``tests/integration/dashboards/conftest.py``.
+one fresh database per test: the fixtures of ``tests/integration/dashboards/conftest.py``.
 """
 
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
@@ -19,7 +18,6 @@ from prometheus_client import CollectorRegistry
 from dashboards.overview import CRITICAL_EVENTS_SQL
 from dashboards.queries import render_sql
 from pipeline import events_db
-from pipeline.localinfra.postgres import remove_cluster, start_postgres, temporary_database
 from pipeline.metrics import PipelineMetrics
 from pipeline.postgres_settings import PostgresSettings
 from pipeline.schemas import Category, Finding, InferenceLog, Side
@@ -33,26 +31,6 @@ pytestmark = pytest.mark.postgres
 PSEUDO = Pseudonymizer(b"test-key")
 TOPIC = "inference-logs"
 NOW = datetime.now(UTC).replace(microsecond=0)
-
-
-@pytest.fixture(scope="module")
-def postgres_admin_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    external = os.environ.get("MM_TEST_POSTGRES_URL")
-    if external:
-        yield external
-        return
-    server = start_postgres(tmp_path_factory.mktemp("postgres"))
-    try:
-        yield server.url
-    finally:
-        server.stop()
-        remove_cluster(server)
-
-
-@pytest.fixture
-def postgres_settings(postgres_admin_url: str) -> Iterator[PostgresSettings]:
-    with temporary_database(postgres_admin_url) as url:
-        yield PostgresSettings(url=url, flush_attempts=2)
 
 
 @pytest.fixture
