@@ -28,6 +28,8 @@ if TYPE_CHECKING:
     import pandas as pd
     from matplotlib.figure import Figure
 
+    from pipeline.settings import KafkaSettings
+
 # pandas, pyarrow, matplotlib and jinja2 are imported where used: this module is imported by
 # the CLI on every `misuse-monitor` call, and they cost ~0.7 s to import.
 
@@ -89,7 +91,7 @@ class ReportInputs:
         lake: Path | None = None,
         labels: Path | None = None,
         alerts_db: str | None = None,
-        dead_letter_topic: tuple[str, str] | None = None,
+        dead_letter_topic: tuple[KafkaSettings | str, str] | None = None,
     ) -> ReportInputs:
         inputs = cls(
             aggregates=_read(root / "aggregates", REQUIRED_COLUMNS["aggregates"]),
@@ -119,13 +121,18 @@ class ReportInputs:
         return inputs
 
 
-def read_dead_letter_topic(bootstrap: str, topic: str, timeout_s: float = 60.0) -> pd.DataFrame:
+def read_dead_letter_topic(kafka: KafkaSettings | str, topic: str, timeout_s: float = 60.0) -> pd.DataFrame:
     """The stream's dead letters (``error_reason`` from the ``mm.error.reason`` header), read from
-    the beginning of the topic to its end offsets as they were when the call started."""
+    the beginning of the topic to its end offsets as they were when the call started.
+
+    ``kafka``: the settings' Kafka section, so a secured cluster is read with its SASL/TLS options
+    (a bare bootstrap string connects in plaintext)."""
     import pandas as pd
     from kafka import KafkaConsumer, TopicPartition
 
-    consumer = KafkaConsumer(bootstrap_servers=bootstrap.split(","), group_id=None, enable_auto_commit=False)
+    options = {"bootstrap_servers": kafka.split(",")} if isinstance(kafka, str) else kafka.client_options()
+    bootstrap = ",".join(options["bootstrap_servers"])
+    consumer = KafkaConsumer(**options, group_id=None, enable_auto_commit=False)
     try:
         partitions = consumer.partitions_for_topic(topic)
         if not partitions:
@@ -517,7 +524,7 @@ def build_report(
     lake: Path | None = None,
     labels: Path | None = None,
     alerts_db: str | None = None,
-    dead_letter_topic: tuple[str, str] | None = None,
+    dead_letter_topic: tuple[KafkaSettings | str, str] | None = None,
 ) -> Path:
     """Write the page to ``output``; ``-`` writes it to stdout (the page is one file: its plots
     are embedded, so nothing else needs a place on disk)."""
@@ -579,7 +586,7 @@ def report_command(
         if bootstrap is not None:
             kafka = kafka.model_copy(update={"bootstrap_servers": bootstrap})
         require_kafka(kafka)  # exit 5 within kafka.connect_timeout_s, not a client timeout after 30 s
-        topic = (kafka.bootstrap_servers, dead_letter_topic)
+        topic = (kafka, dead_letter_topic)
     try:
         path = build_report(input_dir, output, title, lake=lake, labels=labels, alerts_db=alerts_db, dead_letter_topic=topic)
     except ReportError as exc:

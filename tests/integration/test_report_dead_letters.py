@@ -25,3 +25,17 @@ def test_dead_letter_topic_reasons_are_counted(kafka_bootstrap, kafka_topic_fact
 def test_a_missing_dead_letter_topic_is_a_clear_error(kafka_bootstrap):
     with pytest.raises(ReportError, match="dead-letter topic no-such-dlq not found"):
         read_dead_letter_topic(kafka_bootstrap, "no-such-dlq")
+
+
+def test_the_dead_letter_topic_is_read_with_the_settings_security_options(kafka_bootstrap, kafka_topic_factory):
+    # It was read with the bootstrap address alone, so a SASL/TLS cluster's options were dropped:
+    # here a TLS setting against this plaintext broker must fail instead of being ignored.
+    from kafka.errors import KafkaError
+
+    from pipeline.settings import KafkaSettings
+
+    topic = kafka_topic_factory(partitions=1)
+    plain = KafkaSettings(bootstrap_servers=kafka_bootstrap)
+    assert dead_letter_counts(read_dead_letter_topic(plain, topic)) == []
+    with pytest.raises(KafkaError):
+        read_dead_letter_topic(plain.model_copy(update={"security_protocol": "SSL"}), topic, timeout_s=10)
