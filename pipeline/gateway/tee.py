@@ -416,6 +416,11 @@ class LogTee:
         if failed:
             self._undelivered(failed, "delivery_failed")
 
+    def keep_undelivered(self, records: list[InferenceLog], reason: str) -> None:
+        """Logs that cannot go through the queue (it is stopped): spilled, or counted as dropped
+        under ``reason`` with the ``drop`` policy, as at shutdown."""
+        self._undelivered(records, reason)
+
     def _undelivered(self, records: list[InferenceLog], reason: str) -> None:
         if self.settings.overflow == "spill":
             self._spill(records)

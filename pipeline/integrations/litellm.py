@@ -35,10 +35,15 @@ from pipeline.schemas import InferenceLog
 from pipeline.settings import Settings, load_settings
 
 # LiteLLM's CallTypes values that carry a prompt the adapter reads (chat, completions and the
-# Responses API); the text and Responses calls were skipped until a hostile review (2026-12-02).
+# Responses API); the text and Responses calls were skipped until a hostile review (2026-12-04).
 _TEXT_CALLS = frozenset({"text_completion", "atext_completion"})
 _RESPONSES_CALLS = frozenset({"responses", "aresponses"})
 _LOGGED_CALLS = frozenset({"completion", "acompletion"}) | _TEXT_CALLS | _RESPONSES_CALLS
+# Where LiteLLM keeps the loggers it calls (litellm.callbacks is copied into the others).
+_LITELLM_CALLBACK_LISTS = (
+    "callbacks", "success_callback", "_async_success_callback", "failure_callback", "_async_failure_callback",
+    "input_callback",
+)
 
 
 class MisuseMonitorLogger(CustomLogger):
@@ -51,9 +56,23 @@ class MisuseMonitorLogger(CustomLogger):
         self.tee = LogTee(self.settings.gateway, self.settings.kafka, self.metrics)
         self.tee.start()
         self.skipped_calls = 0  # embeddings, images, ...: no prompt text, not logged
+        self._closed = False
 
     def close(self) -> None:
-        """Deliver (or spill) what is queued; LiteLLM has no shutdown hook, so this is atexit too."""
+        """Detach from LiteLLM, then deliver (or spill) what is queued; LiteLLM has no shutdown
+        hook, so this is atexit too.
+
+        LiteLLM copies ``litellm.callbacks`` into its own success and failure lists on first use
+        and will not add a second logger of the same class: restoring ``litellm.callbacks`` left a
+        closed logger in those lists, still called, and a new logger was never called at all
+        (found 2026-12-04: every call after a close-and-recreate was lost)."""
+        import litellm
+
+        self._closed = True
+        for name in _LITELLM_CALLBACK_LISTS:
+            callbacks = getattr(litellm, name, None)
+            if isinstance(callbacks, list):
+                callbacks[:] = [c for c in callbacks if c is not self]
         self.tee.stop()
 
     # LiteLLM calls the sync pair for completion() and the async pair for acompletion().
@@ -72,6 +91,9 @@ class MisuseMonitorLogger(CustomLogger):
     def _submit(self, kwargs: dict, response_obj: Any, start_time: datetime, end_time: datetime) -> None:
         if kwargs.get("call_type") not in _LOGGED_CALLS:
             self.skipped_calls += 1
+            return
+        if self._closed:  # a call LiteLLM reported after close(): no worker left, spill it here
+            self.tee.keep_undelivered(call_to_logs(kwargs, response_obj, start_time, end_time, self.settings), "closed")
             return
         # Only references are captured here; the conversion runs on the tee's worker thread.
         self.tee.submit_deferred(lambda: call_to_logs(kwargs, response_obj, start_time, end_time, self.settings))

@@ -1,5 +1,5 @@
 """The LiteLLM callback logs text completions and Responses API calls, not only chat (a hostile
-review, 2026-12-02: they were counted as skipped and never queued). Real litellm calls with its
+review, 2026-12-04: they were counted as skipped and never queued). Real litellm calls with its
 own mock_response; Kafka is down (a closed port), so the records land in the spill file."""
 
 from __future__ import annotations
@@ -30,7 +30,15 @@ def test_text_completion_and_responses_calls_are_logged(tmp_path):
         litellm.text_completion(model="openai/qwen3-8b", prompt="text prompt here", mock_response="t")
         litellm.responses(model="openai/qwen3-8b", input="responses prompt here", mock_response="r")
         litellm.embedding(model="openai/text-embedding-3-small", input=["not logged"], mock_response=[0.1])
-        time.sleep(1.0)  # LiteLLM runs sync callbacks on its own logging thread
+        # LiteLLM runs sync callbacks on its own logging thread: wait for them (a fixed second
+        # was too short on a loaded CI worker, and the calls were never queued).
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not (
+            (logger.metrics.registry.get_sample_value("mm_gateway_logs_enqueued_total") or 0) >= 2
+            and logger.skipped_calls >= 1
+        ):
+            time.sleep(0.1)
+        time.sleep(0.5)  # a text completion may be reported twice: let a second report land too
     finally:
         litellm.callbacks = previous
         logger.close()
@@ -42,3 +50,36 @@ def test_text_completion_and_responses_calls_are_logged(tmp_path):
     assert "text prompt here" in json.dumps(by_endpoint["chat.completions"]["messages"])
     assert by_endpoint["responses"]["messages"][0]["content"] == "responses prompt here"
     assert by_endpoint["responses"]["completion"] == "r"
+
+
+def test_a_logger_made_after_another_was_closed_is_called_and_the_closed_one_is_not(tmp_path):
+    # LiteLLM copies litellm.callbacks into its own lists and skips a second logger of the same
+    # class: after close-and-recreate, every call went to the closed logger and was lost.
+    def logger_in(directory):
+        return MisuseMonitorLogger(Settings(
+            kafka=KafkaSettings(bootstrap_servers=f"127.0.0.1:{free_port()}"),
+            gateway=GatewaySettings(spill_path=directory / "spill.jsonl", rejected_path=directory / "rejected.jsonl"),
+        ))  # fmt: skip
+
+    def enqueued(logger):
+        return logger.metrics.registry.get_sample_value("mm_gateway_logs_enqueued_total") or 0
+
+    previous = litellm.callbacks
+    try:
+        for name in ("first", "second"):
+            (tmp_path / name).mkdir()
+            logger = logger_in(tmp_path / name)
+            litellm.callbacks = [logger]
+            litellm.completion(model="openai/qwen3-8b", messages=[{"role": "user", "content": f"{name} call"}],
+                               mock_response="ok")  # fmt: skip
+            deadline = time.monotonic() + 60
+            while enqueued(logger) < 1 and time.monotonic() < deadline:
+                time.sleep(0.1)
+            litellm.callbacks = previous
+            logger.close()
+            assert enqueued(logger) == 1, name
+            assert all(c is not logger for c in litellm.success_callback + litellm._async_success_callback)
+    finally:
+        litellm.callbacks = previous
+    spilled = (tmp_path / "second" / "spill.jsonl").read_text()
+    assert "second call" in spilled and "first call" not in spilled
