@@ -257,13 +257,20 @@ _STORED_QUERY = sa.select(events.c.request_id, *(events.c[name] for name in _CHE
 def _write_round(conn: sa.Connection, params: list[dict[str, Any]], conflict_round: bool) -> dict[str, bool]:
     """Upsert rows with distinct keys; returns key -> whether the row was new, for the rows written.
 
-    Without RETURNING, a row was written iff the stored row now carries its identity, position
-    and severity: a refused row left a different record there (:func:`same_record_clause`).
+    Without RETURNING, the rows affected are counted: when every row was inserted or updated
+    (the usual batch), none was refused. Otherwise a row was written iff the stored row now
+    carries its identity, position and severity: a refused row left a different record there
+    (:func:`same_record_clause`). Checking every batch that way cost a third of the sink's
+    rows/s (bench/bench_postgres_sink.py, docs/benchmarks.md).
     """
     if conflict_round:
         return {r.request_id: r.inserted for r in conn.execute(upsert_statement(returning=True), params)}
-    conn.execute(upsert_statement(), params)
     keys = [p["request_id"] for p in params]
+    # psycopg's executemany sums the rows each execution affected (an ON CONFLICT whose WHERE
+    # refused the update affects none); SQLAlchemy keeps that sum only when asked to.
+    result = conn.execute(upsert_statement(), params, execution_options={"preserve_rowcount": True})
+    if result.rowcount == len(params):
+        return dict.fromkeys(keys, False)
     stored = {r.request_id: r for r in conn.execute(_STORED_QUERY, {"keys": keys})}
     return {
         p["request_id"]: False
