@@ -70,8 +70,10 @@ icu-deps:
 kafka-up: $(DEMO_STAMP)
 	$(PY) -m pipeline.localinfra.kafka up
 
+# Works before the first `make demo` too (no .venv yet: the system python3 reads the state file).
+PY_ANY = $(or $(wildcard $(PY)),python3)
 kafka-down:
-	$(PY) -m pipeline.localinfra.kafka down
+	$(PY_ANY) -m pipeline.localinfra.kafka down
 
 # Each step is a command a user can rerun by hand; `BOOT` is the broker `kafka up` reports.
 BOOT = $$($(PY) -m pipeline.localinfra.kafka status --bootstrap)
@@ -103,6 +105,12 @@ test-fast: setup
 bench: setup
 	@for b in bench/bench_*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
 
+# Stops every service `up` started before deleting the state files that `down` needs to find them.
 clean:
-	-$(PY) -m pipeline.localinfra.kafka down
+	-$(PY_ANY) -m pipeline.localinfra.kafka down
+	-@for service in postgres prometheus alertmanager; do \
+	  if [ -e .run/$$service.json ]; then $(PY_ANY) -m pipeline.localinfra.$$service down; fi; done
+	# As root PostgreSQL's cluster is in the temp dir (pipeline/localinfra/postgres.py), named in .run.
+	-@if [ -f .run/postgres/cluster.path ]; then $(PY_ANY) -c "from pathlib import Path; \
+	  from pipeline.localinfra.postgres import remove_temp_cluster; remove_temp_cluster(Path('.run/postgres'))"; fi
 	rm -rf .run data .pytest_cache

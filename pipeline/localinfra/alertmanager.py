@@ -26,11 +26,19 @@ from typing import Any
 import httpx
 import yaml
 
-from pipeline.localinfra.base import LOOPBACK, ConfiguredHttpService, free_port, port_is_open, service_cli
+from pipeline.localinfra.base import (
+    LOOPBACK,
+    ConfiguredHttpService,
+    default_run_dir,
+    free_port,
+    port_arg,
+    port_is_open,
+    service_cli,
+)
 
 SERVICE_NAME = "alertmanager"
 STARTUP_TIMEOUT_S = 60.0
-STATE_FILE = Path(".run") / "alertmanager.json"
+STATE_FILE = Path(".run") / "alertmanager.json"  # without MM_RUN_DIR (see default_run_dir)
 BINARY_NAMES = ("prometheus-alertmanager", "alertmanager")
 
 
@@ -138,14 +146,15 @@ def get_alerts(url: str, *, active: bool = True, silenced: bool = True, inhibite
 def main(argv: list[str] | None = None) -> int:
     def add_up_arguments(up: argparse.ArgumentParser) -> None:
         up.add_argument("--webhook", required=True, help="URL Alertmanager forwards notifications to")
-        up.add_argument("--port", type=int, default=None)
-        up.add_argument("--data-dir", type=Path, default=Path(".run") / "alertmanager")
+        up.add_argument("--port", type=port_arg, default=None, help="default: any free port")
+        up.add_argument("--data-dir", type=Path, default=default_run_dir() / "alertmanager")
 
     return service_cli(
-        "alertmanager", argv, STATE_FILE,
+        "alertmanager", argv, default_run_dir() / "alertmanager.json",
         add_up_arguments=add_up_arguments,
         start=lambda args: start_alertmanager(args.data_dir, args.webhook, port=args.port, detach=True),
         address=lambda service: f"http://{LOOPBACK}:{service.ports['alertmanager']}",
+        setup_errors=(AlertmanagerSetupError,),
     )
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import ctypes
+import fcntl
 import json
 import os
 import signal
@@ -19,7 +20,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Self
@@ -104,11 +105,54 @@ def pid_alive(pid: int) -> bool:
     return stat.rsplit(")", 1)[-1].split()[0] != "Z"
 
 
-def _cmdline(pid: int) -> str | None:
+def _cmdline(pid: int) -> list[str] | None:
+    """The arguments of ``pid`` (None without procfs)."""
     try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
     except OSError:
         return None
+    return raw.decode(errors="replace").rstrip("\0").split("\0")
+
+
+def _marker_in(marker: str, args: Sequence[str]) -> bool:
+    """True when ``marker`` is one whole argument, or an option's value (``--config.file=MARKER``).
+
+    A substring test would take ``/b/a/.run/kafka/server.properties`` (another checkout's broker
+    that got the recycled pid) for ``/a/.run/kafka/server.properties``.
+    """
+    return any(arg == marker or arg.endswith("=" + marker) for arg in args)
+
+
+def pids_with_argument(marker: str, *also: str) -> list[int]:
+    """Live processes with ``marker`` as a whole argument (see :func:`_marker_in`) and every
+    string of ``also`` as an argument: a service whose state file was deleted while it ran."""
+    found = []
+    for entry in Path("/proc").glob("[0-9]*"):
+        pid = int(entry.name)
+        args = _cmdline(pid)
+        if pid != os.getpid() and args and _marker_in(marker, args) and all(a in args for a in also) and pid_alive(pid):
+            found.append(pid)
+    return sorted(found)
+
+
+class StateFileError(RuntimeError):
+    """A state file that cannot be read or is not what :meth:`LocalService.save` writes."""
+
+
+@contextlib.contextmanager
+def exclusive_lock(path: Path) -> Iterator[None]:
+    """Hold an exclusive ``flock`` on ``path`` (created if needed) for the ``with`` block.
+
+    ``up`` holds one beside the state file from reading it to writing it, so two concurrent
+    ``up`` commands start one service, not two (the second reports the first's address).
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
 
 
 def _terminate_with_parent() -> None:
@@ -182,13 +226,17 @@ class LocalService:
         )
 
     def is_running(self) -> bool:
-        """True while the service process is alive (and is still ours, judged by ``marker``)."""
+        """True while the service process is alive (and is still ours, judged by ``marker``).
+
+        Without a marker a re-attached pid is never taken for ours: ``down`` must not signal
+        whatever process now has that pid.
+        """
         if self.process is not None:
             return self.process.poll() is None
-        if not pid_alive(self.pid):
+        if not self.marker or not pid_alive(self.pid):
             return False
         cmdline = _cmdline(self.pid)
-        return cmdline is None or self.marker in cmdline
+        return cmdline is None or _marker_in(self.marker, cmdline)
 
     def stop(self, timeout_s: float = 20.0) -> None:
         """SIGTERM and wait up to ``timeout_s`` for a clean shutdown, then SIGKILL."""
@@ -233,12 +281,43 @@ class LocalService:
 
     @classmethod
     def load(cls, state_file: Path) -> LocalService | None:
-        """Re-attach to a service from its state file; None when there is no state file."""
+        """Re-attach to a service from its state file; None when there is no state file.
+
+        Raises :class:`StateFileError` (one line, naming the file) when it cannot be read or is
+        not a state file (truncated by a crash, edited by hand, a directory).
+        """
         if not state_file.exists():
             return None
-        data = json.loads(state_file.read_text())
-        data["log_path"] = Path(data["log_path"])
-        return cls(**data)
+        try:
+            data = json.loads(state_file.read_text())
+            return cls._from_state(data)
+        except (OSError, UnicodeDecodeError, ValueError) as exc:
+            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+            raise StateFileError(
+                f"{state_file}: not a readable state file ({reason}); if the service is not running, "
+                "delete the file and retry"
+            ) from exc
+
+    @classmethod
+    def _from_state(cls, data: object) -> LocalService:
+        if not isinstance(data, dict):
+            raise ValueError("not a JSON object")
+        known = {f.name for f in fields(cls)} - {"process"}
+        if unknown := sorted(set(data) - known):
+            raise ValueError(f"unknown key {unknown[0]!r}")
+        for key, kind in (("name", str), ("log_path", str), ("marker", str)):
+            if not isinstance(data.get(key), kind):
+                raise ValueError(f"{key!r} missing or not a string")
+        if not data["marker"]:
+            raise ValueError("'marker' is empty")
+        pid = data.get("pid")
+        if not isinstance(pid, int) or isinstance(pid, bool) or pid <= 1:
+            raise ValueError("'pid' missing or not a process id")
+        for key, kind in (("ports", int), ("dirs", str), ("info", str)):
+            value = data.get(key, {})
+            if not isinstance(value, dict) or not all(isinstance(v, kind) for v in value.values()):
+                raise ValueError(f"{key!r} is not a mapping of {kind.__name__}")
+        return cls(**{**data, "log_path": Path(data["log_path"])})
 
 
 @dataclass
@@ -345,6 +424,68 @@ def _wait_http_ok(url: str, timeout_s: float, service: LocalService) -> None:
     raise TimeoutError(f"{url} did not answer 200 within {timeout_s:.0f}s{_log_tail_suffix(service.log_path)}")
 
 
+def default_run_dir() -> Path:
+    """Where ``up`` keeps state and data: ``$MM_RUN_DIR``, else ``.run`` in the current directory
+    (the same for every service, as ``python -m pipeline.localinfra.kafka --run-dir`` defaults to)."""
+    return Path(os.environ.get("MM_RUN_DIR") or ".run")
+
+
+def port_arg(value: str) -> int:
+    """argparse type for ``--port``: 0 (any free port) to 65535, else a usage error (exit 2)."""
+    try:
+        port = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid port {value!r}") from None
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"port {port} is outside 0..65535")
+    return port
+
+
+def existing_file_arg(value: str) -> Path:
+    """argparse type for an input file named on the command line: missing is a usage error."""
+    path = Path(value)
+    if not path.is_file():
+        raise argparse.ArgumentTypeError(f"{value}: no such file")
+    return path
+
+
+# Exit codes of the service commands (README, "Exit codes").
+EXIT_SETUP = 2  # the service could not start (port in use, binary missing, bad option value)
+EXIT_FILES = 4  # the state file or the data folder cannot be used (corrupt, a file, unreadable)
+
+
+def _exit_on_signal(signum: int, frame: object) -> None:
+    raise SystemExit(128 + signum)
+
+
+def run_service_command(name: str, command: Callable[[], int], setup_errors: tuple[type[Exception], ...]) -> int:
+    """Run one ``up|status|down`` and turn what a user can cause into one line and an exit code.
+
+    SIGHUP (the terminal closed) and SIGTERM unwind like Ctrl-C, so an ``up`` cut short stops the
+    server it had started (:meth:`ServiceHandle.await_ready`, ``start_broker``) instead of leaving
+    it running with no state file for ``down`` to find; the exit code is 128 + the signal.
+    """
+    for sig in (signal.SIGHUP, signal.SIGTERM):
+        signal.signal(sig, _exit_on_signal)
+    try:
+        return command()
+    except KeyboardInterrupt:  # `up` has already stopped what it had started (await_ready, start_broker)
+        print(f"{name}: interrupted", file=sys.stderr)
+        return 130
+    except StateFileError as exc:
+        print(f"{name}: {exc}", file=sys.stderr)
+        return EXIT_FILES
+    except setup_errors as exc:
+        print(f"{name}: {exc}", file=sys.stderr)
+        return EXIT_SETUP
+    except OSError as exc:
+        where = f"{exc.filename}: " if exc.filename else ""
+        # mkdir(exist_ok=True) on a file: say what is wrong rather than "File exists".
+        why = "not a directory" if isinstance(exc, FileExistsError) else exc.strerror or str(exc)
+        print(f"{name}: cannot use {where}{why}", file=sys.stderr)
+        return EXIT_FILES
+
+
 def service_cli(
     name: str,
     argv: list[str] | None,
@@ -354,9 +495,14 @@ def service_cli(
     start: Callable[[argparse.Namespace], ServiceHandle],
     address: Callable[[LocalService], str],
     stop: Callable[[LocalService], None] = lambda service: service.stop(),
+    setup_errors: tuple[type[Exception], ...] = (),
 ) -> int:
     """``up`` (no-op when running; prints the address), ``status`` (exit 1 when not running)
-    and ``down`` for one local service, sharing its state file between the commands."""
+    and ``down`` for one local service, sharing its state file between the commands.
+
+    ``setup_errors`` (the service's own SetupError) are reported as one line, exit 2; a state
+    file or folder that cannot be used as one line, exit 4.
+    """
     parser = argparse.ArgumentParser(prog=f"python -m pipeline.localinfra.{name}")
     sub = parser.add_subparsers(dest="command", required=True)
     add_up_arguments(sub.add_parser("up", help=f"start {name} in the background and print its address"))
@@ -364,24 +510,48 @@ def service_cli(
     sub.add_parser("down", help="stop what 'up' started (data is kept)")
     args = parser.parse_args(argv)
 
-    existing = LocalService.load(state_file)
-    running = existing is not None and existing.is_running()
-    if args.command == "up":
-        if running:
-            print(address(existing))
-            return 0
-        server = start(args)
-        server.service.save(state_file)
+    def running_service() -> LocalService | None:
+        existing = LocalService.load(state_file)
+        return existing if existing is not None and existing.is_running() else None
+
+    lock_file = state_file.with_name(state_file.name + ".lock")
+
+    def up() -> int:
+        # Held from reading the state file to writing it: a concurrent `up` waits, then reports ours.
+        with exclusive_lock(lock_file):
+            existing = running_service()
+            if existing is not None:
+                print(address(existing))
+                return 0
+            server = start(args)
+            try:
+                server.service.save(state_file)
+            except BaseException:
+                server.stop()  # no state file, no `down`: do not leave it running unseen
+                raise
         print(address(server.service))
         return 0
-    if args.command == "status":
-        if not running:
+
+    def status() -> int:
+        existing = running_service()
+        if existing is None:
             print(f"{name}: not running")
             return 1
         print(f"{name}: running, pid {existing.pid}, {address(existing)}, log {existing.log_path}")
         return 0
-    if running:
-        stop(existing)
-    state_file.unlink(missing_ok=True)
-    print(f"{name}: stopped")
-    return 0
+
+    def down() -> int:
+        # Waits for an `up` in progress (its state file is written once the service is ready), so
+        # `down` right after `up` stops it rather than saying "not running" and leaving it to start.
+        if not state_file.parent.is_dir():  # no `up` ever ran here (and `down` creates nothing)
+            print(f"{name}: not running")
+            return 0
+        with exclusive_lock(lock_file):
+            existing = running_service()
+            if existing is not None:
+                stop(existing)
+            state_file.unlink(missing_ok=True)
+        print(f"{name}: stopped" if existing is not None else f"{name}: not running")
+        return 0
+
+    return run_service_command(name, {"up": up, "status": status, "down": down}[args.command], setup_errors)

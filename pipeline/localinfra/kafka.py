@@ -49,7 +49,21 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pipeline.localinfra.base import LOOPBACK, LocalService, ServiceHandle, free_port, log_tail, port_is_open, wait_for_port
+from pipeline.localinfra.base import (
+    LOOPBACK,
+    LocalService,
+    ServiceHandle,
+    StateFileError,
+    default_run_dir,
+    exclusive_lock,
+    free_port,
+    log_tail,
+    pids_with_argument,
+    port_arg,
+    port_is_open,
+    run_service_command,
+    wait_for_port,
+)
 
 KAFKA_VERSION = "4.1.1"
 SCALA_BINARY_VERSION = "2.13"
@@ -294,23 +308,33 @@ def start_broker(
     data_dir = data_dir.resolve()
     log_dirs = data_dir / "logs"
     log_dirs.mkdir(parents=True, exist_ok=True)
-    with _file_lock(data_dir / ".start.lock"):  # two concurrent starts on one data_dir
+    # Two concurrent starts on one data_dir: held until the broker answers, since the JVM takes
+    # Kafka's own lock on log_dirs only after it has opened (and may truncate) the metadata log.
+    with _file_lock(data_dir / ".start.lock"):
         _ensure_data_dir_unused(log_dirs)
         port = port or free_port()
         if port_is_open(LOOPBACK, port):
             raise KafkaSetupError(f"port {LOOPBACK}:{port} is already in use (another broker? try another port)")
         controller_port = free_port()
         broker = _launch(java, classpath, data_dir, port, controller_port, num_partitions, extra_config, heap, detach)
-    if state_file is not None:
-        broker.service.save(state_file)
-    try:
-        _wait_until_ready(broker, startup_timeout_s)
-    except BaseException:
-        broker.kill()
-        if state_file is not None:
-            state_file.unlink(missing_ok=True)
-        raise
+        try:
+            if state_file is not None:
+                broker.service.save(state_file)
+            _wait_until_ready(broker, startup_timeout_s)
+        except BaseException:
+            broker.kill()
+            if state_file is not None:
+                _unlink_state_of(state_file, broker.service.pid)
+            raise
     return broker
+
+
+def _unlink_state_of(state_file: Path, pid: int) -> None:
+    """Remove ``state_file`` only while it still records ``pid``: never another broker's state."""
+    with suppress(StateFileError):
+        recorded = LocalService.load(state_file)
+        if recorded is not None and recorded.pid == pid:
+            state_file.unlink(missing_ok=True)
 
 
 def _ensure_data_dir_unused(log_dirs: Path) -> None:
@@ -551,22 +575,47 @@ def _run_dir(args: argparse.Namespace) -> Path:
 def _running_service(state_file: Path) -> LocalService | None:
     service = LocalService.load(state_file)
     if service is not None and not service.is_running():
-        state_file.unlink()  # stale: the broker died or the machine rebooted
+        state_file.unlink(missing_ok=True)  # stale: the broker died or the machine rebooted
         return None
+    if service is not None and "bootstrap" not in service.info:
+        raise StateFileError(f"{state_file}: not a kafka state file (no bootstrap address)")
     return service
+
+
+def _orphans(state_file: Path) -> list[int]:
+    """Brokers of this run dir still running after their state file went (``rm -rf .run``):
+    the JVM's command line names this run dir's ``server.properties`` as its config."""
+    if state_file.exists():
+        return []
+    return pids_with_argument(str(state_file.parent / SERVICE_NAME / "server.properties"), "kafka.Kafka")
+
+
+def _orphan_error(state_file: Path, pids: list[int]) -> KafkaSetupError:
+    return KafkaSetupError(
+        f"a broker of {state_file.parent} runs without its state file {state_file.name} (pid "
+        f"{', '.join(map(str, pids))}; was the folder deleted?): `python -m pipeline.localinfra.kafka down` stops it"
+    )
 
 
 def _cmd_up(args: argparse.Namespace) -> int:
     run_dir = _run_dir(args)
     state_file = run_dir / f"{SERVICE_NAME}.json"
-    service = _running_service(state_file)
-    if service is not None:
-        print(service.info["bootstrap"])
-        return 0
-    started = time.monotonic()
-    broker = start_broker(
-        run_dir / SERVICE_NAME, args.port or None, num_partitions=args.partitions, detach=True, state_file=state_file
-    )
+    # Held from reading the state file to a ready broker: a concurrent `up` waits, then reports ours.
+    with exclusive_lock(run_dir / f"{SERVICE_NAME}.json.lock"):
+        service = _running_service(state_file)
+        if service is None and (orphans := _orphans(state_file)):
+            raise _orphan_error(state_file, orphans)
+        if service is not None:
+            bootstrap = service.info["bootstrap"]
+            if args.port and service.ports.get("broker") != args.port:
+                print(f"kafka: already running at {bootstrap} (not port {args.port}): using it", file=sys.stderr)
+            print(bootstrap)
+            return 0
+        started = time.monotonic()
+        broker = start_broker(
+            run_dir / SERVICE_NAME, args.port or None, num_partitions=args.partitions, detach=True,
+            state_file=state_file,
+        )
     print(
         f"kafka up at {broker.bootstrap} in {time.monotonic() - started:.1f}s (log: {broker.log_path})", file=sys.stderr
     )
@@ -578,18 +627,30 @@ def _cmd_down(args: argparse.Namespace) -> int:
     state_file = _run_dir(args) / f"{SERVICE_NAME}.json"
     service = _running_service(state_file)
     if service is None:
-        print("kafka: not running", file=sys.stderr)
+        orphans = _orphans(state_file)
+        for pid in orphans:
+            # Its config path, a whole argument of kafka.Kafka, is this run dir's: ours for sure.
+            orphan = LocalService(SERVICE_NAME, pid, state_file.parent / SERVICE_NAME / "stdout.log",
+                                  marker=str(state_file.parent / SERVICE_NAME / "server.properties"))
+            orphan.stop(timeout_s=30.0)
+            print(f"kafka: stopped (pid {pid}, whose state file was gone)", file=sys.stderr)
+        if not orphans:
+            print("kafka: not running", file=sys.stderr)
         return 0
     service.stop(timeout_s=30.0)
-    state_file.unlink()
+    state_file.unlink(missing_ok=True)
     print(f"kafka: stopped (pid {service.pid}); data kept in {service.dirs.get('data')}", file=sys.stderr)
     return 0
 
 
 def _cmd_status(args: argparse.Namespace) -> int:
-    service = _running_service(_run_dir(args) / f"{SERVICE_NAME}.json")
+    state_file = _run_dir(args) / f"{SERVICE_NAME}.json"
+    service = _running_service(state_file)
     if service is None:
-        print("kafka: not running", file=sys.stderr if args.bootstrap else sys.stdout)
+        if orphans := _orphans(state_file):
+            print(f"kafka: {_orphan_error(state_file, orphans)}", file=sys.stderr)
+        else:
+            print("kafka: not running", file=sys.stderr if args.bootstrap else sys.stdout)
         return 1
     if args.bootstrap:  # for scripts: MM_KAFKA__BOOTSTRAP_SERVERS=$(... status --bootstrap)
         print(service.info["bootstrap"])
@@ -608,20 +669,30 @@ def _cmd_tools_path(args: argparse.Namespace) -> int:
     return 0
 
 
+def _positive_int(value: str) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid number {value!r}") from None
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"{number} is not a positive number")
+    return number
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point for ``python -m pipeline.localinfra.kafka``."""
     parser = argparse.ArgumentParser(prog="python -m pipeline.localinfra.kafka", description=__doc__.split("\n")[0])
     parser.add_argument(
-        "--run-dir", default=os.environ.get("MM_RUN_DIR", ".run"), help="state and data folder (default: ./.run)"
+        "--run-dir", default=str(default_run_dir()), help="state and data folder (default: $MM_RUN_DIR, else ./.run)"
     )
     sub = parser.add_subparsers(dest="command", required=True)
     up = sub.add_parser(
         "up", help="start the broker in the background (no-op if running); prints the bootstrap address"
     )
     up.add_argument(
-        "--port", type=int, default=9092, help="listener port on 127.0.0.1 (0: any free port; default 9092)"
+        "--port", type=port_arg, default=9092, help="listener port on 127.0.0.1 (0: any free port; default 9092)"
     )
-    up.add_argument("--partitions", type=int, default=3, help="partitions of auto-created topics")
+    up.add_argument("--partitions", type=_positive_int, default=3, help="partitions of auto-created topics")
     sub.add_parser("down", help="stop the broker started by 'up' (data is kept)")
     status = sub.add_parser("status", help="exit 0 and describe the broker if running, else exit 1")
     status.add_argument("--bootstrap", action="store_true", help="print only the bootstrap address")
@@ -630,11 +701,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     handlers = {"up": _cmd_up, "down": _cmd_down, "status": _cmd_status, "tools-path": _cmd_tools_path}
-    try:
-        return handlers[args.command](args)
-    except KafkaSetupError as exc:
-        print(f"kafka: {exc}", file=sys.stderr)
-        return 2
+    # KafkaSetupError: exit 2; a state file or run dir that cannot be used: exit 4.
+    return run_service_command(SERVICE_NAME, lambda: handlers[args.command](args), (KafkaSetupError,))
 
 
 if __name__ == "__main__":

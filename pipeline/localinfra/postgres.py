@@ -26,17 +26,28 @@ import tempfile
 import time
 import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 
-from pipeline.localinfra.base import LOOPBACK, LocalService, ServiceHandle, service_cli, free_port, log_tail, port_is_open
+from pipeline.localinfra.base import (
+    LOOPBACK,
+    LocalService,
+    ServiceHandle,
+    default_run_dir,
+    free_port,
+    log_tail,
+    pid_alive,
+    port_arg,
+    port_is_open,
+    service_cli,
+)
 
 SERVICE_NAME = "postgres"
 STARTUP_TIMEOUT_S = 60.0
 DEFAULT_USER = "misuse"
 DEFAULT_DATABASE = "misuse"
-STATE_FILE = Path(".run") / "postgres.json"
+STATE_FILE = Path(".run") / "postgres.json"  # without MM_RUN_DIR (see default_run_dir)
 
 
 class PostgresSetupError(RuntimeError):
@@ -119,12 +130,12 @@ def start_postgres(
     bin_dir = find_bin_dir()
     account = _run_as()
     data_dir = data_dir.resolve()
+    port = port or free_port()
+    if port_is_open(LOOPBACK, port):  # before anything is created (as root: a folder in the temp dir)
+        raise PostgresSetupError(f"port {LOOPBACK}:{port} is already in use")
     data_dir.mkdir(parents=True, exist_ok=True)
     cluster = _cluster_dir(data_dir, account)
     log_path = data_dir / "postgres.log"
-    port = port or free_port()
-    if port_is_open(LOOPBACK, port):
-        raise PostgresSetupError(f"port {LOOPBACK}:{port} is already in use")
 
     if not (cluster / "PG_VERSION").exists():
         cmd = [str(bin_dir / "initdb"), "-D", str(cluster), "-U", user, "-A", "trust", "-E", "UTF8", "--no-locale", "--no-sync"]
@@ -210,6 +221,29 @@ def temporary_database(admin_url: str) -> Iterator[str]:
         admin.dispose()
 
 
+def remove_temp_cluster(data_dir: Path) -> Path | None:
+    """Delete the cluster that, as root, lives outside ``data_dir`` (see :func:`_cluster_dir`),
+    so that ``make clean`` (``rm -rf .run``) does not leave it in the temp dir for good.
+
+    Only a ``mm-postgres-*`` folder directly in the temp dir, named by ``cluster.path``, with no
+    live server on it; returns what was deleted.
+    """
+    pointer = data_dir / "cluster.path"
+    if not pointer.is_file():
+        return None
+    cluster = Path(pointer.read_text().strip())
+    temp = Path(tempfile.gettempdir()).resolve()
+    if not cluster.is_absolute() or cluster.parent.resolve() != temp or not cluster.name.startswith("mm-postgres-"):
+        return None
+    if not cluster.is_dir() or cluster.is_symlink():
+        return None
+    with suppress(OSError, ValueError):
+        if pid_alive(int((cluster / "postmaster.pid").read_text().split()[0])):
+            return None  # still running: `postgres down` first
+    shutil.rmtree(cluster, ignore_errors=True)
+    return cluster
+
+
 def remove_cluster(server: LocalPostgres) -> None:
     """Delete the cluster files after stop (the root case leaves them outside ``data_dir``)."""
     cluster = Path(server.service.dirs.get("cluster", server.data_dir / "cluster"))
@@ -218,21 +252,23 @@ def remove_cluster(server: LocalPostgres) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     def add_up_arguments(up: argparse.ArgumentParser) -> None:
-        up.add_argument("--port", type=int, default=5432)
-        up.add_argument("--data-dir", type=Path, default=Path(".run") / "postgres")
+        up.add_argument("--port", type=port_arg, default=5432, help="0: any free port (default 5432)")
+        up.add_argument("--data-dir", type=Path, default=default_run_dir() / "postgres")
 
     def fast_stop(service: LocalService) -> None:
-        os.kill(service.pid, signal.SIGINT)  # fast shutdown, see LocalPostgres.stop
+        with suppress(ProcessLookupError):  # it exited since the check
+            os.kill(service.pid, signal.SIGINT)  # fast shutdown, see LocalPostgres.stop
         service.stop(30.0)
 
     return service_cli(
-        "postgres", argv, STATE_FILE,
+        "postgres", argv, default_run_dir() / "postgres.json",
         add_up_arguments=add_up_arguments,
         start=lambda args: start_postgres(args.data_dir, args.port, detach=True),
         address=lambda service: (
             f"postgresql+psycopg://{service.info['user']}@{LOOPBACK}:{service.ports['postgres']}/{service.info['database']}"
         ),
         stop=fast_stop,
+        setup_errors=(PostgresSetupError,),
     )
 
 

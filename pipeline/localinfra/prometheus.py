@@ -24,11 +24,20 @@ from typing import Any
 import httpx
 import yaml
 
-from pipeline.localinfra.base import LOOPBACK, ConfiguredHttpService, free_port, port_is_open, service_cli
+from pipeline.localinfra.base import (
+    LOOPBACK,
+    ConfiguredHttpService,
+    default_run_dir,
+    existing_file_arg,
+    free_port,
+    port_arg,
+    port_is_open,
+    service_cli,
+)
 
 SERVICE_NAME = "prometheus"
 STARTUP_TIMEOUT_S = 60.0
-STATE_FILE = Path(".run") / "prometheus.json"
+STATE_FILE = Path(".run") / "prometheus.json"  # without MM_RUN_DIR (see default_run_dir)
 JOB_NAME = "misuse-monitor"
 
 
@@ -123,20 +132,22 @@ def label_values(base_url: str, label: str, match: str | None = None) -> list[st
 
 def main(argv: list[str] | None = None) -> int:
     def add_up_arguments(up: argparse.ArgumentParser) -> None:
-        up.add_argument("--port", type=int, default=9090)
+        up.add_argument("--port", type=port_arg, default=9090, help="0: any free port (default 9090)")
         up.add_argument("--target", action="append", default=[], help="host:port to scrape (repeatable)")
-        up.add_argument("--rules", action="append", type=Path, default=[], help="rule file (repeatable)")
-        up.add_argument("--data-dir", type=Path, default=Path(".run") / "prometheus")
+        # Prometheus reads rule_files as globs: a missing file would load no rules and say nothing.
+        up.add_argument("--rules", action="append", type=existing_file_arg, default=[], help="rule file (repeatable)")
+        up.add_argument("--data-dir", type=Path, default=default_run_dir() / "prometheus")
         up.add_argument("--interval", type=float, default=5.0, help="scrape and rule interval in seconds")
 
     return service_cli(
-        "prometheus", argv, STATE_FILE,
+        "prometheus", argv, default_run_dir() / "prometheus.json",
         add_up_arguments=add_up_arguments,
         start=lambda args: start_prometheus(
             args.data_dir, args.target or [f"{LOOPBACK}:9464"], port=args.port, rule_files=args.rules,
             interval_s=args.interval, detach=True,
         ),
         address=lambda service: f"http://{LOOPBACK}:{service.ports['prometheus']}",
+        setup_errors=(PrometheusSetupError,),
     )
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -18,7 +19,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from pipeline.alerts.receivers.webhook import IDEMPOTENCY_HEADER, SignatureError, verify_signature
-from pipeline.localinfra.base import LOOPBACK
+from pipeline.localinfra.base import LOOPBACK, port_arg
 
 
 @dataclass
@@ -136,10 +137,14 @@ class WebhookReceiverServer:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--port", type=port_arg, default=0, help="0 (default): any free port")
     parser.add_argument("--secret", default=None)
     args = parser.parse_args(argv)
-    server = WebhookReceiverServer(secret=args.secret, port=args.port).start()
+    try:
+        server = WebhookReceiverServer(secret=args.secret, port=args.port).start()
+    except OSError as exc:  # the port is taken: one line, exit 2 (README, "Exit codes")
+        print(f"webhook_receiver: cannot listen on {LOOPBACK}:{args.port}: {exc.strerror or exc}", file=sys.stderr)
+        return 2
     print(server.url, flush=True)
     try:
         while True:
