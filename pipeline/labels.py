@@ -44,6 +44,7 @@ def read_labels(path: Path) -> dict[str, Label]:
     labels: dict[str, Label] = {}
     with open_input(path, text=True) as fh:
         for n, line in enumerate(fh, start=1):
+            line = _without_bom(line)
             if not line.strip():
                 continue
             try:
@@ -77,7 +78,12 @@ def read_verdicts(path: Path) -> dict[str, Predicted]:
             raise LabelsError(f"no Parquet files under {path}")
         # Read the files by name, not as a Hive dataset: the lake's date= folders would
         # otherwise add a partition column that clashes with the stored `date` column.
-        table = ds.dataset(files, format="parquet").to_table(columns=["request_id", "flagged", "categories"])
+        try:
+            table = ds.dataset(files, format="parquet").to_table(columns=["request_id", "flagged", "categories"])
+        except (OSError, ValueError) as exc:  # pyarrow's ArrowInvalid (not Parquet, a column missing) is a ValueError
+            # Another job's output (aggregates/) or a damaged file was an internal error (exit 1).
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise LabelsError(f"{path}: not a verdict lake (Parquet with request_id, flagged, categories): {first}") from exc
         rows: Iterable[Mapping] = table.to_pylist()
     else:
         rows = _jsonl_rows(path)
@@ -91,15 +97,26 @@ def read_verdicts(path: Path) -> dict[str, Predicted]:
                 f"{path}: line {n} is not a verdict (no 'flagged' field; schema {row.get('schema')!r}); "
                 "--verdicts takes classify's output or a lake"
             )
-        verdicts.setdefault(
-            row["request_id"], Predicted(bool(row.get("flagged")), frozenset(row.get("categories") or ()))
-        )
+        flagged = row.get("flagged")
+        if not isinstance(flagged, bool) and flagged is not None:
+            # bool("false") is True: a verdict file from another tool with "flagged": "false" or 0
+            # counted every record as flagged and still gave a normal-looking table.
+            raise LabelsError(f"{path}: line {n}: 'flagged' is {flagged!r}, not true or false")
+        verdicts.setdefault(row["request_id"], Predicted(bool(flagged), frozenset(row.get("categories") or ())))
     return verdicts
+
+
+def _without_bom(line: str) -> str:
+    """The line without a UTF-8 byte order mark before it, as ``classify`` reads (RFC 8259 lets a
+    parser ignore it; Windows editors and PowerShell write one, and `cat a b` puts one mid-file):
+    it made a valid file "not JSON" on line 1."""
+    return line.removeprefix("\ufeff")
 
 
 def _jsonl_rows(path: Path) -> Iterable[dict]:
     with open_input(path, text=True) as fh:
         for n, line in enumerate(fh, start=1):
+            line = _without_bom(line)
             if line.strip():
                 try:
                     yield json.loads(line)

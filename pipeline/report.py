@@ -98,7 +98,7 @@ class ReportInputs:
             offenders=_read(root / "offenders", REQUIRED_COLUMNS["offenders"]),
             campaigns=_read(root / "campaigns", REQUIRED_COLUMNS["campaigns"]),
             shadow_diff=_read(root / "shadow" / "diff", REQUIRED_COLUMNS["shadow/diff"]),
-            shadow_metrics=_read(root / "shadow" / "metrics"),
+            shadow_metrics=_read(root / "shadow" / "metrics", REQUIRED_COLUMNS["shadow/metrics"]),
         )
         if all(getattr(inputs, name).empty for name in _FRAMES):
             raise ReportError(f"no job output under {root} (expected aggregates/, offenders/, campaigns/ or shadow/)")
@@ -213,6 +213,8 @@ REQUIRED_COLUMNS: dict[str, tuple[str, ...]] = {
     "offenders": ("rank", "user_id", "risk"),
     "campaigns": ("campaign_id", "records", "users"),
     "shadow/diff": ("change",),
+    # Every column the shadow table shows: one missing was a jinja2 UndefinedError (exit 1).
+    "shadow/metrics": ("scope", "variant", "tp", "fp", "fn", "tn", "precision", "recall"),
     "dead_letters": ("error_reason",),
 }
 
@@ -460,6 +462,21 @@ def _redacted_prompts(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return rows
 
 
+def _plots(inputs: ReportInputs, partial: dict[str, str]) -> dict[str, str | None]:
+    """Every plot of the page, drawn with matplotlib's mathtext off: model, tenant, user and
+    campaign names are data a client sets, and one named ``a$^$`` was a mathtext ValueError that
+    ended the whole report (exit 1); ``$...$`` in a name is drawn as written."""
+    import matplotlib
+
+    with matplotlib.rc_context({"text.parse_math": False}):
+        return {
+            "trend": trend_plot(inputs.aggregates, partial),
+            "mix": mix_plot(inputs.aggregates),
+            "offenders": offenders_plot(inputs.offenders),
+            "campaigns": campaigns_plot(inputs.campaigns),
+        }
+
+
 def render(inputs: ReportInputs, title: str = "misuse-monitor report", source: str = "") -> str:
     """The HTML page (a string) for the given job outputs."""
     import pandas as pd
@@ -504,12 +521,7 @@ def render(inputs: ReportInputs, title: str = "misuse-monitor report", source: s
         alerts=inputs.alerts,
         versions=detector_versions(inputs.lake),
         category_colors=CATEGORY_COLORS,
-        plots={
-            "trend": trend_plot(agg, partial),
-            "mix": mix_plot(agg),
-            "offenders": offenders_plot(inputs.offenders),
-            "campaigns": campaigns_plot(inputs.campaigns),
-        },
+        plots=_plots(inputs, partial),
         offenders=offenders,
         campaigns=_redacted_prompts(_records(inputs.campaigns, 25)),
         shadow_metrics=_records(inputs.shadow_metrics, 100),
@@ -577,6 +589,10 @@ def report_command(
         raise typer.BadParameter("only used with --dead-letter-topic", param_hint="--bootstrap")
     if labels is not None and lake is None:
         raise typer.BadParameter("needs --lake (the verdicts to score)", param_hint="--labels")
+    if not is_dash(output) and output.is_dir():
+        # Refused before the job outputs are read: it was "Is a directory" (exit 4, as if an input
+        # were unreadable) after all the work.
+        raise typer.BadParameter(f"'{output}' is a directory; give the HTML file's name", param_hint="--output")
     topic = None
     if dead_letter_topic is not None:
         from pipeline.preflight import require_kafka

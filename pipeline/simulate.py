@@ -42,7 +42,7 @@ from rich.table import Table
 from detectors.training import corpora
 from detectors.training.corpora import CorpusText
 from pipeline.stdio import is_dash, same_file
-from pipeline.schemas import INFERENCE_LOG_V1, InferenceLog
+from pipeline.schemas import INFERENCE_LOG_V1, TIMESTAMP_MIN, InferenceLog
 
 Role = Literal["benign", "abuser", "repeat_offender", "model_hopper", "campaign"]
 CompletionKind = Literal["harmful", "refusal", "benign", "none"]
@@ -674,8 +674,10 @@ def write_jsonl(
     A rich progress bar is shown when ``progress_total`` is at least ``PROGRESS_THRESHOLD``.
     """
     to_stdout = is_dash(path)
-    if not to_stdout:
-        path.parent.mkdir(parents=True, exist_ok=True)
+    for target in (path, truth_path):
+        # --truth's folder too: a missing one was exit 4 after --output had been emptied.
+        if target is not None and not is_dash(target):
+            target.parent.mkdir(parents=True, exist_ok=True)
     truths: list[GroundTruth] = []
     show = progress_total is not None and progress_total >= PROGRESS_THRESHOLD
     progress = Progress(TextColumn("simulating"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
@@ -721,6 +723,20 @@ def summary_table(truths: Sequence[GroundTruth]) -> Table:
     return table
 
 
+def _span(days: float) -> timedelta:
+    """The --days span, refused up front when it is empty, infinite or reaches before 1970: records
+    dated before TIMESTAMP_MIN are not valid inference-log/v1 (that was exit 4 halfway through the
+    file), and --days 0 / inf / 1e9 ended in a ValueError or OverflowError (exit 1)."""
+    longest = (datetime.now(UTC) - TIMESTAMP_MIN) / timedelta(days=1) - 1  # a day of slack: `end` is taken later
+    if not (0 < days <= longest):  # also false for NaN
+        raise typer.BadParameter(
+            f"{days:g} is not a span this can simulate: more than 0 and at most {math.floor(longest)} days "
+            f"(records must be dated after {TIMESTAMP_MIN:%Y-%m-%d})",
+            param_hint="--days",
+        )
+    return timedelta(days=days)
+
+
 def simulate_command(
     output: Annotated[Path, typer.Option("--output", "-o", help="JSONL file of inference-log/v1 records ('-': stdout)")],
     records: Annotated[int, typer.Option(min=0, help="Number of records")] = 2000,
@@ -745,8 +761,20 @@ def simulate_command(
         raise typer.BadParameter("--json prints to stdout, which -o - already uses", param_hint="--json")
     if truth_to_stdout and as_json:
         raise typer.BadParameter("--json prints to stdout, which --truth - already uses", param_hint="--json")
+    for path, hint in ((output, "--output"), (truth, "--truth")):
+        # Refused before any file is opened: `-o DIR` was exit 4 ("input") after --output had
+        # already been truncated when only --truth was the directory.
+        if path is None or is_dash(path):
+            continue
+        if path.is_dir():
+            raise typer.BadParameter(f"'{path}' is a directory; give a file name", param_hint=hint)
+        # Missing folders are created; one that is a file was FileExistsError (exit 1).
+        existing = next(p for p in path.parents if p.exists() or p == p.parent)
+        if existing.exists() and not existing.is_dir():
+            raise typer.BadParameter(f"'{existing}' is a file, not a folder for '{path.name}'", param_hint=hint)
+    span = _span(days)
     to_stdout = to_stdout or truth_to_stdout
-    generated = simulate(records, seed=seed, span=timedelta(days=days))
+    generated = simulate(records, seed=seed, span=span)
     truths = write_jsonl(generated, output, truth, progress_total=None if to_stdout else records)
     if as_json:
         typer.echo(json.dumps(summary_counts(truths), sort_keys=True))
