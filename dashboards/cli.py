@@ -7,6 +7,7 @@ import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Annotated
+from urllib.parse import urlsplit
 
 import typer
 
@@ -20,9 +21,12 @@ OutOpt = Annotated[Path | None, typer.Option("--out", help="Directory of the gen
 @app.command()
 def generate(out: OutOpt = None) -> None:
     """Rewrite dashboards/generated/*.json from the dashboard modules."""
-    from dashboards.generate import GENERATED_DIR, write
+    from dashboards.generate import GENERATED_DIR, GenerateError, write
 
-    touched = write(out or GENERATED_DIR)
+    try:
+        touched = write(out or GENERATED_DIR)
+    except GenerateError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--out") from exc
     typer.echo(f"wrote {', '.join(touched)}" if touched else "dashboards already up to date")
 
 
@@ -34,6 +38,9 @@ def check(
     """Exit 11 when the generated JSON is stale (CI)."""
     from dashboards.generate import GENERATED_DIR, stale_files
 
+    if out is not None and not out.is_dir():
+        # A mistyped --out listed every dashboard as stale (exit 11) instead of naming the mistake.
+        raise typer.BadParameter(f"{out} is not a directory" if out.exists() else f"{out} does not exist", param_hint="--out")
     stale = stale_files(out or GENERATED_DIR)
     if as_json:
         typer.echo(json.dumps({"up_to_date": not stale, "stale": sorted(stale)}))
@@ -70,13 +77,16 @@ def push(
 ) -> None:
     """Upsert every dashboard by uid into a Grafana folder, mapping datasource uids.
     Exit 8 when Grafana does not answer or refuses a request; 2 when the datasources cannot be mapped."""
-    from urllib.parse import urlsplit
-
     from dashboards.generate import all_dashboards
     from dashboards.publish import DatasourceError, PublishError, connect
     from dashboards.publish import push as do_push
     from pipeline.exits import Unreachable
 
+    # `--url localhost:3000` (no scheme) or an empty GRAFANA_URL was an InvalidSchema/MissingSchema
+    # from the HTTP library: exit 1, "a bug".
+    if not _is_http_url(url):
+        raise typer.BadParameter(f"{_shown(url)} is not an http(s) URL "
+                                 "(e.g. https://grafana.example.org)", param_hint="--url")
     try:
         report = do_push(
             connect(url, token),
@@ -89,9 +99,9 @@ def push(
     except DatasourceError as exc:
         raise typer.BadParameter(str(exc), param_hint="--datasource") from exc
     except PublishError as exc:  # Grafana did not answer, refused a request or answered oddly
-        parts = urlsplit(url)
-        where = f"{parts.scheme}://{parts.hostname}" + (f":{parts.port}" if parts.port else "")  # no credentials
-        raise Unreachable(f"dashboards push: {exc} ({where})") from exc
+        # One line (README "Conventions"): a server that is not Grafana answered a whole HTML page.
+        first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
+        raise Unreachable(f"dashboards push: {first} ({_where(url)})") from exc
     if as_json:
         typer.echo(json.dumps({
             "dry_run": report.dry_run, "folder_uid": report.folder_uid, "folder_created": report.folder_created,
@@ -109,6 +119,52 @@ def push(
                 sys.stdout.write(change.diff)
 
 
+MAX_VERIFY_HOURS = 24 * 366 * 10
+
+
+def _require_prometheus(url: str, timeout_s: float = 10.0) -> None:
+    """Raise Unreachable (exit 8) unless ``url`` answers a trivial query like a Prometheus server:
+    a wrong address was 54 ERROR lines (one per panel) and exit 11, "a panel query failed"."""
+    import httpx
+
+    from pipeline.exits import Unreachable
+
+    try:
+        response = httpx.get(f"{url}/api/v1/query", params={"query": "1"}, timeout=timeout_s)
+        answered = response.status_code == 200 and response.json().get("status") == "success"
+    except (httpx.HTTPError, ValueError) as exc:
+        raise Unreachable(f"dashboards verify: Prometheus at {_where(url)} did not answer: {exc}") from exc
+    if not answered:
+        raise Unreachable(
+            f"dashboards verify: {_where(url)} is not a Prometheus API (GET /api/v1/query answered {response.status_code})"
+        )
+
+
+def _is_http_url(url: str) -> bool:
+    """http(s)://host[:port]...: a port that is not a number from 0 to 65535 was a ValueError (exit 1)."""
+    parts = urlsplit(url)
+    try:
+        parts.port  # noqa: B018 - parsing it is the check
+    except ValueError:
+        return False
+    return parts.scheme in ("http", "https") and bool(parts.hostname)
+
+
+def _shown(url: str) -> str:
+    """A URL for an error message: scheme://host[:port], or what follows any ``user:password@``."""
+    return _where(url) if _is_http_url(url) else repr(url.rpartition("@")[2])
+
+
+def _where(url: str) -> str:
+    """scheme://host[:port] of a URL: never its credentials."""
+    parts = urlsplit(url)
+    try:
+        port = parts.port
+    except ValueError:
+        port = None
+    return f"{parts.scheme}://{parts.hostname}" + (f":{port}" if port else "")
+
+
 @app.command()
 def verify(
     prometheus_url: Annotated[str, typer.Option(help="Prometheus base URL")] = "http://127.0.0.1:9090",
@@ -116,16 +172,33 @@ def verify(
     hours: Annotated[float, typer.Option(help="Time range to query, ending now")] = 1.0,
     as_json: Annotated[bool, typer.Option("--json", help="Print every query's outcome as JSON")] = False,
 ) -> None:
-    """Run every panel query against live datasources; exit 1 if any fails or returns no data."""
+    """Run every panel query against live datasources; exit 11 if any fails or returns no data.
+    Exit 8 when Prometheus does not answer, 6 when the database does not."""
     import sqlalchemy as sa
 
     from dashboards.generate import all_dashboards
     from dashboards.queries import iter_queries, run_query
     from pipeline.settings import load_settings
 
-    engine = sa.create_engine(postgres_url or load_settings().postgres.url.get_secret_value())
+    # Refused up front: --hours inf was an OverflowError (exit 1), 0 or negative an empty range
+    # whose "no data" read as broken panels, and a URL without http:// failed every query alike.
+    if not 0 < hours <= MAX_VERIFY_HOURS:  # also false for NaN
+        raise typer.BadParameter(f"{hours:g} is not a range: more than 0 and at most {MAX_VERIFY_HOURS}", param_hint="--hours")
+    prometheus_url = prometheus_url.rstrip("/")
+    if not _is_http_url(prometheus_url):
+        raise typer.BadParameter(f"{_shown(prometheus_url)} is not an http(s) URL", param_hint="--prometheus-url")
     end = datetime.now(UTC)
     start = end - timedelta(hours=hours)
+    engine = sa.create_engine(postgres_url or load_settings().postgres.url.get_secret_value())
+    try:
+        # A datasource that does not answer is one line and exit 6 (sqlalchemy's OperationalError)
+        # or 8, not one ERROR line per panel and exit 11 as if the dashboards were broken.
+        with engine.connect():
+            pass
+        _require_prometheus(prometheus_url)
+    except BaseException:
+        engine.dispose()
+        raise
     bad = 0
     outcomes = []
     for board in all_dashboards():

@@ -4,7 +4,7 @@ Output is ``json.dumps(..., sort_keys=True, indent=2)`` plus a newline, so the s
 produces the same bytes and a diff shows exactly what a code change did to a dashboard.
 
     python -m dashboards.generate            # rewrite the files
-    python -m dashboards.generate --check    # exit 1 and list stale files, write nothing
+    python -m dashboards.generate --check    # exit 11 and list stale files, write nothing
 """
 
 from __future__ import annotations
@@ -43,19 +43,46 @@ def all_dashboards() -> list[dict[str, Any]]:
     return [build() for build in DASHBOARDS.values()]
 
 
+class GenerateError(ValueError):
+    """The output directory is not one the dashboards may be written to (it holds others' files)."""
+
+
+def _foreign_dashboard(path: Path) -> bool:
+    """A JSON dashboard of someone else (a uid not ours): never stale, never deleted."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):  # UnicodeDecodeError is a ValueError
+        return False
+    uid = data.get("uid") if isinstance(data, dict) else None
+    return isinstance(uid, str) and not uid.startswith("mm-")
+
+
 def stale_files(directory: Path = GENERATED_DIR) -> list[str]:
     """Names of files that are missing, different, or no longer generated."""
     expected = rendered_files()
     stale = [name for name, text in expected.items() if not (directory / name).is_file() or (directory / name).read_text() != text]
-    stale += sorted(p.name for p in directory.glob("*.json") if p.name not in expected)
+    stale += sorted(p.name for p in directory.glob("*.json") if p.name not in expected and not _foreign_dashboard(p))
     return sorted(stale)
 
 
 def write(directory: Path = GENERATED_DIR) -> list[str]:
-    """Write changed files, delete files no longer generated; returns the names touched."""
+    """Write changed files, delete files no longer generated; returns the names touched.
+
+    Leftover JSON is deleted only in a directory that already holds our dashboards, and never a
+    dashboard with another uid: ``--out /var/lib/grafana/dashboards`` (or ``--out .``) deleted
+    every other team's dashboard (and package.json) there."""
+    if directory.exists() and not directory.is_dir():
+        raise GenerateError(f"{directory} is a file; --out takes a directory")
+    expected = rendered_files()
+    others = sorted(p.name for p in directory.glob("*.json") if p.name not in expected) if directory.is_dir() else []
+    if others and not any((directory / name).is_file() for name in expected):
+        shown = ", ".join(others[:5]) + (", ..." if len(others) > 5 else "")
+        raise GenerateError(
+            f"{directory} holds other JSON files ({shown}) and none of our dashboards; "
+            "write to an empty or dedicated directory (leftovers there are deleted)"
+        )
     directory.mkdir(parents=True, exist_ok=True)
     touched = stale_files(directory)
-    expected = rendered_files()
     for name in touched:
         path = directory / name
         if name in expected:
@@ -74,10 +101,14 @@ def main(argv: list[str] | None = None) -> int:
         stale = stale_files(args.out)
         if stale:
             print(f"stale dashboards in {args.out}: {', '.join(stale)}; run `misuse-monitor dashboards generate`", file=sys.stderr)
-            return 1
+            return 11  # as `misuse-monitor dashboards check` (README "Exit codes": 1 is a bug)
         print(f"{len(DASHBOARDS)} dashboards up to date")
         return 0
-    touched = write(args.out)
+    try:
+        touched = write(args.out)
+    except GenerateError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     print(f"wrote {', '.join(touched)}" if touched else "dashboards already up to date")
     return 0
 
