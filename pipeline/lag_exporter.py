@@ -10,8 +10,10 @@ the dashboard while every stream replica is down.
 
 Metrics (no user data: group, topic and partition only):
 ``mm_kafka_consumergroup_lag`` (records), ``mm_kafka_consumergroup_committed_offset``,
-``mm_kafka_topic_end_offset``, ``mm_lag_exporter_up`` (1 when the last scrape reached the broker)
-and ``mm_lag_exporter_scrape_seconds``.
+``mm_kafka_topic_end_offset``, ``mm_kafka_topic_partitions`` (0 for a watched topic the broker
+does not have: a typo in ``--topic`` used to export nothing at all, with ``up`` at 1),
+``mm_lag_exporter_up`` (1 when the last scrape reached the broker) and
+``mm_lag_exporter_scrape_seconds``.
 """
 
 from __future__ import annotations
@@ -49,14 +51,15 @@ class LagReader:
 
     def __init__(self, kafka: KafkaSettings, group: str, topics: Sequence[str]) -> None:
         self.group = group
-        self.topics = list(topics)
+        self.topics = list(dict.fromkeys(topics))  # `--topic t --topic t` would repeat every series
         self._admin = KafkaAdminClient(**kafka.client_options())
         self._consumer = KafkaConsumer(enable_auto_commit=False, **kafka.client_options())
+        self.partitions: dict[str, int] = {}  # topic -> partitions the broker had at the last read
 
     def read(self) -> list[PartitionLag]:
-        partitions = [
-            TopicPartition(t, p) for t in self.topics for p in sorted(self._consumer.partitions_for_topic(t) or ())
-        ]
+        by_topic = {t: sorted(self._consumer.partitions_for_topic(t) or ()) for t in self.topics}
+        self.partitions = {t: len(ps) for t, ps in by_topic.items()}
+        partitions = [TopicPartition(t, p) for t, ps in by_topic.items() for p in ps]
         if not partitions:
             return []
         committed = self._admin.list_group_offsets({self.group: partitions}).get(self.group, {})
@@ -71,16 +74,26 @@ class LagReader:
             out.append(PartitionLag(tp.topic, tp.partition, offset, end[tp], max(0, end[tp] - start)))
         return out
 
+    def read_partitions(self, topic: str) -> int:
+        """How many partitions the broker has for ``topic`` (0: no such topic)."""
+        return len(self._consumer.partitions_for_topic(topic) or ())
+
     def close(self) -> None:
         self._consumer.close()
         self._admin.close()
 
 
 class LagCollector(Collector):
-    """Measures on every scrape, so the numbers are as fresh as Prometheus asks for."""
+    """Measures on every scrape, so the numbers are as fresh as Prometheus asks for.
 
-    def __init__(self, reader: LagReader) -> None:
-        self._reader = reader
+    One collector for every watched group: each family is written once, and a topic's end offsets
+    once whatever the number of groups. One collector per group wrote every HELP/TYPE line and
+    every ``mm_kafka_topic_end_offset`` series once per group, and Prometheus' parser refuses such a
+    page ("second HELP line for metric name"): with two ``--group`` options nothing was scraped."""
+
+    def __init__(self, *readers: LagReader) -> None:
+        self._readers = readers
+        self._failing: set[str] = set()  # groups whose last read failed
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
         labels = ["group", "topic", "partition"]
@@ -89,33 +102,59 @@ class LagCollector(Collector):
             "mm_kafka_consumergroup_committed_offset", "The group's committed offset (absent: never committed)", labels=labels
         )
         end = GaugeMetricFamily("mm_kafka_topic_end_offset", "The partition's end offset", labels=["topic", "partition"])
+        counts = GaugeMetricFamily(
+            "mm_kafka_topic_partitions", "Partitions of a watched topic (0: the broker has no such topic)", labels=["topic"]
+        )
         up = GaugeMetricFamily("mm_lag_exporter_up", "1 when the last scrape read offsets from the broker", labels=["group"])
         took = GaugeMetricFamily("mm_lag_exporter_scrape_seconds", "Time to read offsets from the broker", labels=["group"])
-        started = time.perf_counter()
-        try:
-            rows = self._reader.read()
-            ok = 1.0
-        except Exception:  # noqa: BLE001 - a broker outage is a metric value, not a crashed exporter
-            log.exception("reading consumer group offsets failed")
-            rows, ok = [], 0.0
-        g = self._reader.group
-        for r in rows:
-            values = [g, r.topic, str(r.partition)]
-            lag.add_metric(values, r.lag)
-            if r.committed is not None:
-                committed.add_metric(values, r.committed)
-            end.add_metric([r.topic, str(r.partition)], r.end)
-        up.add_metric([g], ok)
-        took.add_metric([g], time.perf_counter() - started)
-        yield from (lag, committed, end, up, took)
+        ends: dict[tuple[str, int], int] = {}
+        partitions: dict[str, int] = {}
+        for reader in self._readers:
+            started = time.perf_counter()
+            try:
+                rows = reader.read()
+                ok = 1.0
+            except Exception as exc:  # noqa: BLE001 - a broker outage is a metric value, not a crashed exporter
+                # The traceback once per outage, then one line per scrape: a 30-line traceback on
+                # every scrape (4 a minute per group) buried everything else in the log.
+                if reader.group in self._failing:
+                    log.warning("reading consumer group offsets for %s still fails: %s: %s",
+                                reader.group, type(exc).__name__, exc)
+                else:
+                    log.exception("reading consumer group offsets for %s failed", reader.group)
+                self._failing.add(reader.group)
+                rows, ok = [], 0.0
+            else:
+                if reader.group in self._failing:
+                    log.warning("reading consumer group offsets for %s works again", reader.group)
+                self._failing.discard(reader.group)
+            g = reader.group
+            for r in rows:
+                values = [g, r.topic, str(r.partition)]
+                lag.add_metric(values, r.lag)
+                if r.committed is not None:
+                    committed.add_metric(values, r.committed)
+                ends.setdefault((r.topic, r.partition), r.end)
+            if ok:
+                for name, n in reader.partitions.items():
+                    partitions.setdefault(name, n)
+            up.add_metric([g], ok)
+            took.add_metric([g], time.perf_counter() - started)
+        for (name, partition), offset in sorted(ends.items()):
+            end.add_metric([name, str(partition)], offset)
+        for name, n in sorted(partitions.items()):
+            counts.add_metric([name], n)
+        yield from (lag, committed, end, counts, up, took)
 
 
 def lag_exporter(
     group: Annotated[list[str], typer.Option(help="Consumer group(s) to watch (repeatable)")],
     topic: Annotated[list[str], typer.Option(help="Topic(s) the groups consume (repeatable)")],
-    bootstrap: Annotated[str, typer.Option(help="Kafka bootstrap servers")] = "127.0.0.1:9092",
+    bootstrap: Annotated[
+        str | None, typer.Option(help="Kafka bootstrap servers (default: kafka.bootstrap_servers of the settings)")
+    ] = None,
     host: Annotated[str, typer.Option(help="Address to serve /metrics on")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="Port to serve /metrics on")] = 9309,
+    port: Annotated[int, typer.Option(min=0, max=65535, help="Port to serve /metrics on (0: a free one)")] = 9309,
 ) -> None:
     """Serve consumer lag measured from the broker (committed vs end offsets) for Prometheus.
     SIGTERM or Ctrl-C ends it cleanly (exit 0)."""
@@ -126,11 +165,24 @@ def lag_exporter(
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
+    from pipeline.preflight import require_kafka
+    from pipeline.settings import load_settings
+
     registry = CollectorRegistry()
-    kafka = KafkaSettings(bootstrap_servers=bootstrap)
-    readers = [LagReader(kafka, g, topic) for g in group]
-    for reader in readers:
-        registry.register(LagCollector(reader))
+    # The settings' Kafka section, so a secured cluster (SASL/TLS) and MM_KAFKA__BOOTSTRAP_SERVERS
+    # work; a bare KafkaSettings(bootstrap) ignored both and always dialled 127.0.0.1:9092 in plaintext.
+    kafka: KafkaSettings = load_settings().kafka
+    if bootstrap is not None:
+        kafka = kafka.model_copy(update={"bootstrap_servers": bootstrap})
+    require_kafka(kafka)  # exit 5 within kafka.connect_timeout_s, not kafka-python's 30 s bootstrap timeout
+    readers = [LagReader(kafka, g, topic) for g in dict.fromkeys(group)]
+    missing = sorted(t for t in set(topic) if not readers[0].read_partitions(t))
+    if missing:
+        # Not refused: the topic may be created after the exporter starts; said, because until then
+        # nothing is exported for it and no lag alert can fire.
+        typer.echo(f"warning: topic(s) {', '.join(missing)} not found on {kafka.bootstrap_servers}: no lag "
+                   "is exported for them until they exist (mm_kafka_topic_partitions is 0)", err=True)
+    registry.register(LagCollector(*readers))
     try:
         server, _thread = start_http_server(port, addr=host, registry=registry)
     except OSError as exc:
