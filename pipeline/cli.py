@@ -92,6 +92,7 @@ def main(argv: list[str] | None = None) -> int:
 
     # typer 0.29 vendors click; its exceptions are these (typer is pinned in pyproject.toml).
     from typer._click.exceptions import ClickException, NoArgsIsHelpError
+    from typer._click.utils import PacifyFlushWrapper
     from typer.exceptions import Abort
 
     from pipeline.exits import ExitCode, classify_exception
@@ -109,6 +110,12 @@ def main(argv: list[str] | None = None) -> int:
     except Abort:
         print("misuse-monitor: interrupted", file=sys.stderr)
         return ExitCode.INTERRUPTED
+    except SystemExit as exc:
+        # typer turns EPIPE on stdout (`simulate -o - | head`) into a silent sys.exit(1), the code
+        # of a bug; it marks that case by wrapping stdout in click's PacifyFlushWrapper.
+        if exc.code == 1 and isinstance(sys.stdout, PacifyFlushWrapper):
+            return ExitCode.PIPE_CLOSED
+        raise
     except Exception as exc:  # noqa: BLE001 - every failure leaves as one line and a code
         code, line = classify_exception(exc)
         if _state["debug"]:

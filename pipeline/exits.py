@@ -37,6 +37,7 @@ class ExitCode(IntEnum):
     DETECTOR_FAILED = 10  # stream: a detector failed on every record, a known-good one included, or the scoring process died
     CHECK_FAILED = 11  # a check found a problem: stale generated files, a dashboard query without data
     INTERRUPTED = 130  # Ctrl-C (128 + SIGINT, as shells report it)
+    PIPE_CLOSED = 141  # the reader of stdout went away (`... -o - | head`): 128 + SIGPIPE, as a C tool reports it
 
 
 class UserError(Exception):

@@ -288,3 +288,18 @@ def test_classify_reads_a_pipe_named_on_the_command_line(tmp_path: Path, capsys:
         writer.join(timeout=10)
     assert code == 0, err
     assert [json.loads(line)["request_id"] for line in out.read_text().splitlines()] == ["r1", "r2"]
+
+
+def test_a_reader_that_closes_stdout_early_is_exit_141_not_a_bug() -> None:
+    """`simulate -o - | head -1`: typer turned EPIPE into a silent exit 1, the code the README
+    keeps for bugs; a script could not tell `| head` from a crash. Now 141 (128 + SIGPIPE)."""
+    import subprocess
+    import sys
+
+    cmd = [sys.executable, "-c", "from pipeline.cli import main; raise SystemExit(main())", "simulate", "-o", "-", "--records", "3000"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=README.parent)
+    assert proc.stdout is not None and proc.stdout.readline().startswith(b"{")
+    proc.stdout.close()  # what `head -1` does after its line
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == ExitCode.PIPE_CLOSED == 141, err.decode()[-2000:]
+    assert b"Traceback" not in err and b"internal error" not in err
