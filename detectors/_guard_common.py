@@ -10,7 +10,7 @@ import hashlib
 import json
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from detectors.base import DetectorConfig
 from detectors.taxonomy import Target
@@ -127,9 +127,21 @@ def resolve_device(requested: str) -> torch.device:
     return device
 
 
+def check_threads(threads: int | None) -> int | None:
+    """``threads`` if this machine has that many cores. 100000 threads exhausted the memory
+    of the process: scipy's import failed and the command hung until killed (hostile check,
+    2026-12-04); more threads than cores only slows a compute-bound CPU down."""
+    import os
+
+    cores = os.cpu_count() or 1
+    if threads is not None and not 0 <= threads <= cores:  # 0, like unset: every core
+        raise GuardConfigError(f"threads={threads}: use 1 to {cores} (the cores of this machine), or leave it unset")
+    return threads
+
+
 def apply_threads(threads: int | None) -> None:
     """Runs at create(): torch's intra-op pool is per process, so this is set once."""
-    if threads:
+    if check_threads(threads):
         import torch
 
         torch.set_num_threads(threads)
@@ -168,6 +180,58 @@ def evidence(text: str, labels: tuple[str, ...] = (), start: int = 0, end: int |
         joined = joined[:55] + "…"
     prefix = f"[{joined}] " if labels else ""
     return prefix + snippet(text, start, end, max_chars=EVIDENCE_MAX_CHARS - len(prefix))
+
+
+# What a checkpoint folder's own files can do wrong at load time: a truncated or foreign
+# weights file, a config.json that is not a JSON object, a tokenizer that will not build.
+def _load_errors() -> tuple[type[BaseException], ...]:
+    import pickle
+
+    from safetensors import SafetensorError
+
+    return (OSError, ValueError, TypeError, KeyError, SafetensorError, pickle.UnpicklingError)
+
+
+def load_pretrained(model_dir: Path, loader: Any, what: str, **kwargs: Any) -> Any:
+    """``loader.from_pretrained(model_dir)`` offline and from safetensors weights only.
+
+    The folder is whatever the operator points ``model_dir`` at. transformers falls back to a
+    pickled ``pytorch_model.bin``; its ``weights_only`` unpickler blocks code, but the refusal
+    came out as exit 1 with advice to retry with ``weights_only=False``. Every published guard
+    (Llama Guard 3/4, Qwen3Guard, Prompt Guard 2) ships safetensors, so only those are read,
+    and an unreadable folder is a GuardConfigError (exit 3) naming it (hostile check, 2026-12-04).
+    """
+    try:
+        return loader.from_pretrained(model_dir, local_files_only=True, use_safetensors=True, **kwargs)
+    except _load_errors() as exc:
+        detail = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+        raise GuardConfigError(
+            f"{model_dir}: cannot load the {what} ({detail}); a guard checkpoint needs config.json and "
+            "*.safetensors weights (pickled .bin weights are not loaded)"
+        ) from exc
+
+
+def load_tokenizer(model_dir: Path) -> Any:
+    """The checkpoint's own tokenizer, refused when it cannot read plain English.
+
+    A folder without tokenizer files got a default tokenizer of the model type with a 7-token
+    vocabulary: every word became [UNK] and the guard scored the same noise for every text,
+    silently (hostile check, 2026-12-04)."""
+    from transformers import AutoTokenizer
+
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(model_dir, local_files_only=True)
+        ids = tokenizer("What is the capital of France?", add_special_tokens=False)["input_ids"]
+    except _load_errors() as exc:
+        detail = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+        raise GuardConfigError(f"{model_dir}: cannot load the tokenizer ({detail})") from exc
+    unknown = getattr(tokenizer, "unk_token_id", None)
+    if not ids or all(i == unknown for i in ids):
+        raise GuardConfigError(
+            f"{model_dir}: the tokenizer reads plain English as unknown tokens only; "
+            "the folder lacks the checkpoint's tokenizer files (tokenizer.json, tokenizer.model or vocab files)"
+        )
+    return tokenizer
 
 
 def require_complete_load(model_dir: Path, loading_info: Mapping[str, object]) -> None:

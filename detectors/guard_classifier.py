@@ -39,6 +39,8 @@ from detectors._guard_common import (
     apply_threads,
     checkpoint_fingerprint,
     evidence,
+    load_pretrained,
+    load_tokenizer,
     parts_to_screen,
     require_complete_load,
     resolve_device,
@@ -140,23 +142,27 @@ class HFClassifierDetector(Detector):
 
     @classmethod
     def create(cls, config: DetectorConfig) -> Self:
-        from transformers import AutoModelForSequenceClassification, AutoTokenizer
+        from transformers import AutoModelForSequenceClassification
 
         opts = DetectorOptions(cls.name, config)
         model_dir = opts.model_dir()
         apply_threads(config.threads)
         device = resolve_device(config.device)
-        tokenizer = AutoTokenizer.from_pretrained(model_dir, local_files_only=True)
-        try:
-            model, info = AutoModelForSequenceClassification.from_pretrained(
-                model_dir, local_files_only=True, output_loading_info=True
-            )
-        except ValueError as exc:
-            raise GuardConfigError(f"{model_dir}: not a sequence-classification checkpoint") from exc
+        tokenizer = load_tokenizer(model_dir)
+        model, info = load_pretrained(
+            model_dir, AutoModelForSequenceClassification, "sequence-classification model", output_loading_info=True
+        )
         require_complete_load(model_dir, info)
         model = model.to(device).eval()
         id2label = {int(k): str(v) for k, v in model.config.id2label.items()}
         max_length = opts.integer("max_length", _model_window(model, tokenizer), minimum=8)
+        positions = getattr(model.config, "max_position_embeddings", None)
+        if isinstance(positions, int) and 0 < positions < max_length:
+            # Longer windows failed every text longer than the checkpoint's positions, record by
+            # record, while short ones passed (hostile check, 2026-12-04).
+            raise GuardConfigError(
+                f"hf_classifier: option max_length={max_length} exceeds the checkpoint's {positions} positions"
+            )
         return cls(
             model,
             tokenizer,

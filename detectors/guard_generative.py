@@ -51,6 +51,8 @@ from detectors._guard_common import (
     checkpoint_fingerprint,
     evidence,
     head_tail,
+    load_pretrained,
+    load_tokenizer,
     parts_to_screen,
     require_complete_load,
     resolve_device,
@@ -518,10 +520,10 @@ def _content_format(requested: str, model: Any) -> str:
 def load_causal_guard(model_dir: Path, device: str, dtype: str = "auto") -> tuple[Any, Any]:
     """Tokenizer (left padding) and model in eval mode on the resolved device, offline."""
     import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM
 
     target = resolve_device(device)
-    tokenizer = AutoTokenizer.from_pretrained(model_dir, local_files_only=True)
+    tokenizer = load_tokenizer(model_dir)
     if not getattr(tokenizer, "chat_template", None):
         raise GuardConfigError(f"{model_dir}: the tokenizer has no chat_template; a guard model needs one")
     tokenizer.padding_side = "left"  # decoder-only generation continues from the right edge
@@ -533,11 +535,8 @@ def load_causal_guard(model_dir: Path, device: str, dtype: str = "auto") -> tupl
         torch_dtype = getattr(torch, dtype)
     # Llama Guard 4 is saved as Llama4ForConditionalGeneration; the causal-LM class loads
     # just its text stack (the vision weights are reported unexpected and skipped).
-    try:
-        model, info = AutoModelForCausalLM.from_pretrained(
-            model_dir, local_files_only=True, dtype=torch_dtype, output_loading_info=True
-        )
-    except ValueError as exc:
-        raise GuardConfigError(f"{model_dir}: not a causal language model checkpoint") from exc
+    model, info = load_pretrained(
+        model_dir, AutoModelForCausalLM, "causal language model", dtype=torch_dtype, output_loading_info=True
+    )
     require_complete_load(model_dir, info)
     return model.to(target).eval(), tokenizer

@@ -288,6 +288,9 @@ class TransformerDetector(Detector):
 
         from detectors.training.modeling import ADAPTER_DIR, load_artifact, load_lexical_view, make_encoder
 
+        from detectors._guard_common import check_threads
+
+        check_threads(config.threads)  # before anything loads: 100000 threads hung the process
         artifact_dir = config.model_dir or DEFAULT_ARTIFACT_DIR
         manifest, heads, calibration = load_artifact(Path(artifact_dir))
         lexical = load_lexical_view(Path(artifact_dir), manifest)
@@ -735,7 +738,7 @@ def _load_gate(directory: Path) -> Any:
 
     try:
         return load_gate(directory)[0]
-    except (OSError, ValueError, KeyError, SafetensorError) as exc:
+    except (OSError, ValueError, KeyError, TypeError, SafetensorError) as exc:  # TypeError: a manifest that is not an object
         raise ModelLoadError(
             f"history gate {directory} unreadable ({exc}); set detectors.options.history_windows=0 to read every window of earlier assistant turns"
         ) from exc

@@ -67,8 +67,14 @@ def discover_plugins(package: str, base: type[T], skip: Iterable[str] = ()) -> d
 
 
 def pick(available: dict[str, type[T]], names: Iterable[str], kind: str) -> list[type[T]]:
+    """The plugin classes named, in order. A name given twice is refused: ``["transformer",
+    "transformer"]`` loaded the model twice and wrote every finding twice into each verdict
+    (hostile check, 2026-12-04)."""
     names = list(names)
     unknown = [n for n in names if n not in available]
     if unknown:
         raise RegistryError(f"unknown {kind}(s) {unknown}; available: {sorted(available)}")
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    if repeated:
+        raise RegistryError(f"{kind}(s) {repeated} listed more than once; list each {kind} once")
     return [available[n] for n in names]

