@@ -115,7 +115,7 @@ def _resolve(cache_dir: Path, deps: list[tuple[str, str, str]], required_jar: st
     libs = cache_dir / "libs"
     marker = cache_dir / _RESOLVED_MARKER
     cache_dir.mkdir(parents=True, exist_ok=True)
-    with _file_lock(cache_dir / ".lock"):
+    with exclusive_lock(cache_dir / ".lock"):
         cached = _read_marker(marker, libs)
         if cached:
             return cached
@@ -173,16 +173,6 @@ def _run_maven(mvn: str, pom: Path, libs: Path) -> None:
         output = re.sub(r"\x1b\[[0-9;]*m", "", result.stdout + result.stderr)  # mvn colours even with -B
         tail = "\n".join(output.splitlines()[-25:])
         raise KafkaSetupError(f"mvn failed (exit {result.returncode}) resolving Kafka jars:\n{tail}")
-
-
-@contextmanager
-def _file_lock(path: Path) -> Iterator[None]:
-    with path.open("w") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
 
 
 # --------------------------------------------------------------------------- standard tools
@@ -310,7 +300,7 @@ def start_broker(
     log_dirs.mkdir(parents=True, exist_ok=True)
     # Two concurrent starts on one data_dir: held until the broker answers, since the JVM takes
     # Kafka's own lock on log_dirs only after it has opened (and may truncate) the metadata log.
-    with _file_lock(data_dir / ".start.lock"):
+    with exclusive_lock(data_dir / ".start.lock"):
         _ensure_data_dir_unused(log_dirs)
         port = port or free_port()
         if port_is_open(LOOPBACK, port):

@@ -3,7 +3,6 @@ broker, stopped with SIGTERM. (tests/integration/dashboards/ drives LagCollector
 
 from __future__ import annotations
 
-import signal
 import subprocess
 import sys
 import time
@@ -17,6 +16,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from pipeline.localinfra.base import LOOPBACK, free_port
 from pipeline.producer import TrackedProducer
 from pipeline.settings import KafkaSettings
+from tests.fixtures.processes import stop
 
 pytestmark = pytest.mark.slow
 
@@ -95,11 +95,6 @@ def test_lag_exporter_serves_broker_lag_and_stops_cleanly_on_sigterm(kafka_boots
         assert sum(_per_group(again["mm_kafka_consumergroup_lag"], group).values()) == 0
         assert sum(_per_group(again["mm_kafka_consumergroup_committed_offset"], group).values()) == produced
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            out, err = proc.communicate(timeout=60)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            out, err = proc.communicate()
+        out, err = stop(proc)
     assert proc.returncode == 0, err[-3000:]
     assert "lag exporter stopped" in err and "Traceback" not in err, err[-3000:]

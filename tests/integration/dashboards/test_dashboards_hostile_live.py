@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -18,6 +17,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from pipeline.localinfra.base import LOOPBACK, free_port
+from tests.fixtures.processes import stop
 
 pytestmark = pytest.mark.slow
 
@@ -43,12 +43,7 @@ def _run_exporter(args: list[str], env: dict[str, str] | None = None) -> tuple[s
                 break
             time.sleep(0.5)
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            _, err = proc.communicate(timeout=60)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            _, err = proc.communicate()
+        _, err = stop(proc)
     assert page, f"no /metrics (exit {proc.returncode}): {err[-2000:]}"
     assert proc.returncode == 0, err[-2000:]
     return page, err
