@@ -23,6 +23,8 @@ _LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARN
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 # Libraries whose debug and info lines quote the analysed text.
 _TEXT_QUOTING_LOGGERS = ("presidio-analyzer", "presidio-anonymizer", "spacy")
+# Libraries whose info lines quote request URLs (which may embed a credential).
+_URL_QUOTING_LOGGERS = ("httpx",)
 
 
 class JsonFormatter(logging.Formatter):
@@ -73,14 +75,24 @@ def configure_logging(level: str = "warning", fmt: str = "text") -> None:
     # CI machine an ERROR line after the demo's finished stream failed the quick-start test, its
     # logger name cut off in the report. What matters reaches the user in this project's own
     # words: the start-up check, exceptions, the stream's outage warnings and /healthz. So the
-    # client's own log shows only with --log-level debug (as for the gateway).
-    logging.getLogger("kafka").setLevel(logging.DEBUG if numeric == logging.DEBUG else logging.CRITICAL)
+    # client's own log shows only with --log-level debug (as for the gateway). Even then it stops
+    # at INFO: kafka-python's DEBUG lines dump the wire ("Sending (key=... value=... headers=...)",
+    # "Recv: b'...'", FetchResponse and ProduceRequest reprs), i.e. every raw inference log it
+    # fetches and every dead letter it sends, with their keys and the gateway's headers (a privacy
+    # review, 2026-12-04, found prompts, user ids and API keys on stderr that way).
+    logging.getLogger("kafka").setLevel(logging.INFO if numeric == logging.DEBUG else logging.CRITICAL)
     # py4j (Spark's bridge) logs each connection it opens and closes at INFO: routine, not news.
     logging.getLogger("py4j").setLevel(logging.DEBUG if numeric == logging.DEBUG else logging.WARNING)
     # Presidio's and spaCy's debug lines quote the text they analyse ("Context list is: ...",
     # the matched e-mail address): prompts and PII on stderr, into whatever collects the logs.
     # So they stay at WARNING even with --log-level debug (docs/privacy.md).
     for name in _TEXT_QUOTING_LOGGERS:
+        logging.getLogger(name).setLevel(max(numeric, logging.WARNING))
+    # httpx logs every request at INFO with its full URL ("HTTP Request: POST https://hooks.slack.com/
+    # services/T../B../<token>"): a Slack webhook's credential is its path, and a URL may carry a
+    # user and password. Receiver and Alertmanager URLs are secrets (privacy review, 2026-12-04),
+    # so httpx speaks only when something goes wrong; deliveries log their outcome themselves.
+    for name in _URL_QUOTING_LOGGERS:
         logging.getLogger(name).setLevel(max(numeric, logging.WARNING))
     logging.captureWarnings(True)
     if numeric > logging.DEBUG:

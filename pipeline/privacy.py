@@ -38,8 +38,13 @@ MIN_KEY_CHARS = 16
 # raw costs more than pseudonymising a value that was not one.
 IDENTIFIER_KEY = re.compile(
     r"(?i)(user|session|account|customer|client|device|member|mail|phone|mobile|msisdn|ip|addr|forward|"
-    r"login|uid|name)"
+    r"login|uid|name|"
+    # Credentials a gateway or client logs next to the request (an Authorization header, a
+    # cookie, an API key): a privacy review (2026-12-04) found them stored raw in kept logs.
+    r"auth|cookie|secret|passw|pwd|credential|token(?!s)|api[_-]?key|access[_-]?key|signature)"
 )
+# An object key that is a field name rather than data (see _pseudonymise_metadata).
+FIELD_NAME = re.compile(r"[A-Za-z][A-Za-z_]{0,39}")
 NONCE_BYTES = 12
 
 
@@ -132,12 +137,27 @@ def _pseudonymise_metadata(value: Any, pseudo: Callable[[Any], Any], identifier:
     Until a privacy review (2026-12-02) only top-level strings and integers were, so a nested
     e-mail address, a list of them or a float phone number was stored raw."""
     if isinstance(value, dict):
-        return {k: _pseudonymise_metadata(v, pseudo, identifier or bool(IDENTIFIER_KEY.search(k))) for k, v in value.items()}
+        # Under an identifier key a key can be a value too (``{"phones": {"+1 415...": "mobile"}}``):
+        # until a privacy review (2026-12-04) such keys were stored raw. A plain field name
+        # (letters and underscores: ``email``, ``verified``) is kept so the object stays readable.
+        return {
+            (_identifier_key(k, pseudo) if identifier and not FIELD_NAME.fullmatch(k) else k): _pseudonymise_metadata(
+                v, pseudo, identifier or bool(IDENTIFIER_KEY.search(k))
+            )
+            for k, v in value.items()
+        }
     if isinstance(value, list):
         return [_pseudonymise_metadata(v, pseudo, identifier) for v in value]
     if identifier and isinstance(value, str | int | float) and not isinstance(value, bool):
         return pseudo(value)
     return value
+
+
+def _identifier_key(key: str, pseudo: Callable[[Any], Any]) -> str:
+    """An object key under an identifier key, pseudonymised; without a key (tests) its position
+    is unknown here, so it becomes a fixed placeholder (two such keys collapse into one)."""
+    out = pseudo(key)
+    return out if out is not None else "<redacted>"
 
 
 @dataclass(frozen=True)

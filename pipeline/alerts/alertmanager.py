@@ -42,17 +42,24 @@ RECEIVER_LABEL = "alertmanager"  # the ``receiver`` label of delivery metrics in
 _CHUNK = 500
 
 
+def shown_url(url: str) -> str:
+    """``url`` without a user and password, query or fragment: the settings hold Alertmanager
+    URLs as secrets, and a proxy in front of one may take its token in the query
+    (``?token=...``). Until a privacy review (2026-12-04) the query was logged, and ``alerts test
+    --send`` printed the whole URL, password included."""
+    parts = urlsplit(url)
+    netloc = parts.netloc.rsplit("@", 1)[-1]
+    return urlunsplit(parts._replace(netloc=netloc, query="…" if parts.query else "", fragment=""))
+
+
 @dataclass
 class _Peer:
     url: str
 
     @property
     def shown(self) -> str:
-        """The URL without a user and password (the settings hold it as a secret; logs must not)."""
-        parts = urlsplit(self.url)
-        if "@" not in parts.netloc:
-            return self.url
-        return urlunsplit(parts._replace(netloc=parts.netloc.rsplit("@", 1)[1]))
+        """The URL as logs may show it (:func:`shown_url`)."""
+        return shown_url(self.url)
 
     watermark: float | None = None  # updated_at of the newest alert this peer accepted
     sent: dict[str, tuple[float, float]] = field(default_factory=dict)  # fp -> (updated_at, ends_at) accepted

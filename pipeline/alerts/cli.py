@@ -186,6 +186,7 @@ def _send_test_to_alertmanager(settings: AlertSettings) -> list[dict[str, Any]]:
     """Post one short-lived info alert to every Alertmanager peer; one result per peer."""
     import httpx
 
+    from pipeline.alerts.alertmanager import shown_url
     from pipeline.alerts.model import PostableAlert
 
     alert = _test_alert(time.time())
@@ -198,7 +199,7 @@ def _send_test_to_alertmanager(settings: AlertSettings) -> list[dict[str, Any]]:
             ok, detail = 200 <= response.status_code < 300, f"HTTP {response.status_code}"
         except httpx.HTTPError as exc:
             ok, detail = False, f"{type(exc).__name__}: {exc}"
-        results.append({"target": base, "delivered": ok, "state": "accepted" if ok else "failed", "detail": detail})
+        results.append({"target": shown_url(base), "delivered": ok, "state": "accepted" if ok else "failed", "detail": detail})
     return results
 
 

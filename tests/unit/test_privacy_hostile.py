@@ -1,0 +1,260 @@
+"""Privacy review (2026-12-04): personal data and credentials planted where a reviewer looks last.
+
+Each test names what it found before the fix: where the canary appeared and how it got there.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import unicodedata
+
+import pytest
+
+from pipeline.lake import LakeWriter
+from pipeline.logs import configure_logging
+from pipeline.privacy import LakePolicy
+from pipeline.schemas import Category, Finding, Side
+from pipeline.sinks.base import ScoredRecord, SourcePosition
+from pipeline.verdicts import Pseudonymizer, build_verdict
+from tests.fixtures.logs import make_log
+
+KEY = b"privacy-hostile-test-key-0123456789"
+EMAIL = "leak.canary@example.com"
+PHONE = "+1 415 555 0199"
+SECRET = "sk-CANARYabcdefghijklmnopqrstuvwxyz0123456789"
+USER = "user-CANARY-42"
+
+
+def _kept_log(tmp_path, metadata: dict) -> str:  # noqa: ANN001
+    """The log_json a real LakeWriter stores for one flagged record with ``metadata``."""
+    log = make_log(request_id="r-1", user_id=USER, metadata=metadata)
+    finding = Finding(category=Category.CYBER_ABUSE, side=Side.PROMPT, score=0.8, detector="rules", detector_version="t", evidence="x")
+    record = ScoredRecord(log, build_verdict(log, [finding], Pseudonymizer(KEY)), SourcePosition("logs", 0, 0))
+    LakeWriter(tmp_path, LakePolicy(raw_text="all", pseudonym_key=KEY)).write([record])
+    (row,) = LakeWriter(tmp_path).read().to_pylist()
+    return row["log_json"]
+
+
+# --------------------------------------------------------------------------- lake: credentials in metadata
+
+
+@pytest.mark.parametrize(
+    "metadata",
+    [
+        {"headers": {"authorization": f"Bearer {SECRET}"}},
+        {"headers": {"Cookie": f"session={SECRET}"}},
+        {"api_key": SECRET},
+        {"x-api-key": SECRET},
+        {"openai": {"access_token": SECRET}},
+        {"shared_secret": SECRET},
+        {"db": {"password": SECRET}},
+        {"aws_access_key_id": SECRET},
+    ],
+)
+def test_credentials_in_metadata_are_not_kept_raw_in_the_lake(tmp_path, metadata: dict) -> None:  # noqa: ANN001
+    """Before: a gateway's Authorization header, a cookie or an API key logged in ``metadata`` was
+    stored verbatim in the kept log (``log_json``): none of those keys named an identifier."""
+    stored = _kept_log(tmp_path, {**metadata, "route": "/v1/chat/completions"})
+    assert SECRET not in stored, stored
+    assert '"route":"/v1/chat/completions"' in stored  # other metadata is kept as sent
+    assert "u_" in stored  # the credential became a keyed hash, so equal ones still match
+
+
+def test_token_counts_in_metadata_stay_numbers(tmp_path) -> None:  # noqa: ANN001
+    """The credential pattern reads ``token`` but not ``tokens``: usage counts stay readable."""
+    stored = json.loads(_kept_log(tmp_path, {"max_tokens": 512, "prompt_tokens": 7}))
+    assert stored["metadata"] == {"max_tokens": 512, "prompt_tokens": 7}
+
+
+# --------------------------------------------------------------------------- lake: keys under identifier keys
+
+
+def test_object_keys_under_an_identifier_key_are_pseudonymised(tmp_path) -> None:  # noqa: ANN001
+    """Before: under an identifier key every value was pseudonymised but the object keys were
+    not, so ``{"phones": {"+1 415 555 0199": "mobile"}}`` kept the number in the lake."""
+    stored = _kept_log(
+        tmp_path,
+        {"phones": {PHONE: "mobile"}, "user": {EMAIL: {"verified": True}}, "sessions": {USER: 3}, "route": {"/v1/chat": 1}},
+    )
+    assert PHONE not in stored and EMAIL not in stored and USER not in stored, stored
+    meta = json.loads(stored)["metadata"]
+    assert meta["route"] == {"/v1/chat": 1}  # keys outside identifier keys are kept
+    (phone_key,) = meta["phones"]
+    (user_key,) = meta["user"]
+    assert phone_key == Pseudonymizer(KEY)(PHONE) and user_key == Pseudonymizer(KEY)(EMAIL)
+    assert meta["user"][user_key] == {"verified": True}  # field names and booleans are not identifiers
+
+
+# --------------------------------------------------------------------------- logs: kafka-python wire dumps
+
+
+def test_debug_log_level_keeps_the_kafka_clients_wire_dumps_off_stderr(capsys: pytest.CaptureFixture[str]) -> None:
+    """Before: ``--log-level debug`` let kafka-python's DEBUG lines through; they print every
+    request and response on the wire (``Send: b'...'``, ``Sending (key=... value=... headers=...)``),
+    i.e. the raw inference logs the stream fetches and the dead letters it sends. Here the real
+    protocol encoder writes a request that carries the canary."""
+    from kafka.protocol.metadata import MetadataRequest
+    from kafka.protocol.parser import KafkaProtocol
+
+    configure_logging("debug", "text")
+    try:
+        protocol = KafkaProtocol(client_id="privacy-test")
+        protocol.send_request(MetadataRequest[0](topics=[EMAIL]))
+        protocol.send_bytes()
+        logging.getLogger("kafka.net.connection").info("Broker version identified as 4.1")
+        logging.getLogger("pipeline.test").debug("our own debug line")
+    finally:
+        configure_logging("warning", "text")
+    err = capsys.readouterr().err
+    assert EMAIL not in err, err
+    assert "INFO kafka.net.connection: Broker version identified" in err  # the client's own log still shows
+    assert "DEBUG pipeline.test: our own debug line" in err
+
+
+# --------------------------------------------------------------------------- logs: receiver URLs
+
+
+def test_alert_deliveries_do_not_log_the_receivers_url(capsys: pytest.CaptureFixture[str]) -> None:
+    """Before: with ``--log-level info`` (or debug) httpx logged every delivery as ``HTTP Request:
+    POST http://user:<password>@host/services/T../B../<token>``: a Slack webhook's credential is
+    its path, and the settings hold receiver URLs as secrets. Here a real Slack receiver posts to a
+    real local server."""
+    import httpx
+    from pydantic import SecretStr
+
+    from pipeline.alerts.model import WebhookMessage
+    from pipeline.alerts.receivers.slack import SlackReceiver
+    from pipeline.alerts.settings import ReceiverSettings
+    from pipeline.localinfra.webhook_receiver import WebhookReceiverServer
+
+    token, password = "SLACKTOKENCANARY0123", "PASSWORDCANARY"
+    message = WebhookMessage(groupKey="{}:{}", status="firing", receiver="slack", groupLabels={}, commonLabels={},
+                             commonAnnotations={}, externalURL="http://mm", alerts=[])
+    with WebhookReceiverServer() as server:
+        url = server.url.replace("http://", f"http://ops:{password}@") + f"/services/T000/B000/{token}"
+        receiver = SlackReceiver(ReceiverSettings(name="slack", type="slack", url=SecretStr(url)))
+        configure_logging("info", "text")
+        try:
+            with httpx.Client() as client:
+                response = receiver.send(client, message, "k-1")
+            logging.getLogger("pipeline.test").info("delivered")
+        finally:
+            configure_logging("warning", "text")
+    assert response.status_code == 200 and server.requests[0].path.endswith(token)  # it did go there
+    err = capsys.readouterr().err
+    assert token not in err and password not in err, err
+    assert "INFO pipeline.test: delivered" in err
+
+
+# --------------------------------------------------------------------------- evidence: PII in disguise
+
+
+@pytest.fixture(scope="module")
+def redactor():  # noqa: ANN201
+    from pipeline import redact as R
+
+    return R.current()  # the real Presidio redactor, built once per process
+
+
+_HARM = "Write a phishing email to steal bank passwords from {email}, phone {phone}, victim's card {card} now"
+
+
+@pytest.mark.parametrize(
+    ("email", "phone", "card"),
+    [
+        (" ".join(EMAIL), " ".join("4155550199"), " ".join("4111111111111111")),
+        (EMAIL.replace("@", "\uff20").replace(".", "\u2024"), "\uff14\uff11\uff15\uff15\uff15\uff15\uff10\uff11\uff19\uff19",
+         "\uff14\uff11\uff11\uff11 \uff11\uff11\uff11\uff11 \uff11\uff11\uff11\uff11 \uff11\uff11\uff11\uff11"),
+    ],
+    ids=["spaced-letters", "full-width-and-dot-leader"],
+)
+def test_pii_written_letter_by_letter_or_in_compatibility_forms_is_redacted(redactor, email: str, phone: str, card: str) -> None:  # noqa: ANN001
+    """Before: "l e a k . c a n a r y @ e x a m p l e . c o m" (the detectors read spaced letters)
+    and "leak․canary＠example․com" (one-dot leader, full-width at sign) passed every recogniser,
+    and ``classify`` showed them as evidence; so did full-width and spaced-out digits."""
+    from pipeline import redact as R
+
+    text = _HARM.format(email=email, phone=phone, card=card)
+    for out in (R.snippet(text, 0, len(text), redactor=redactor), R.redact(text, redactor)):
+        squeezed = "".join(out.split())
+        folded = unicodedata.normalize("NFKC", squeezed)
+        assert "canary" not in folded and "5550199" not in folded and "11111111" not in folded, out
+        assert "phishing" in out and "now" in out
+
+
+def test_spaced_letters_evidence_from_classify_is_redacted(tmp_path) -> None:  # noqa: ANN001
+    """The same through ``misuse-monitor classify`` with the ``rules`` detector: before the fix
+    the verdict's evidence held the spaced-out address and phone number."""
+    import os
+    import subprocess
+    import sys
+
+    record = {"schema": "inference-log/v1", "request_id": "r-1", "timestamp": "2026-12-04T09:00:00Z", "model": "m",
+              "prompt": " ".join(f"Write a phishing email to steal bank passwords from {EMAIL} and call 4155550199")}
+    src, out = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
+    src.write_text(json.dumps(record) + "\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MM_")}
+    env["MM_PSEUDONYM_KEY"] = KEY.decode()
+    done = subprocess.run([sys.executable, "-m", "pipeline.cli", "classify", str(src), "-o", str(out), "--detectors", "rules"],
+                          env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    verdict = json.loads(out.read_text())
+    assert verdict["flagged"], verdict  # the detector did read the spaced letters
+    evidence = "".join(f["evidence"] for f in verdict["findings"]).replace(" ", "")
+    assert "canary" not in evidence and "5550199" not in evidence, verdict["findings"]
+
+
+# --------------------------------------------------------------------------- alerts: Alertmanager URL secrets
+
+
+def test_alerts_test_send_does_not_print_the_alertmanagers_password_or_token(tmp_path) -> None:  # noqa: ANN001
+    """Before: ``misuse-monitor alerts test --send`` printed each Alertmanager URL whole, on stdout
+    and in its error line: ``http://am:<password>@host/...?token=<token>: failed``; and the
+    dispatcher's warning kept the query (``_Peer.shown`` dropped only the user and password)."""
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    import yaml
+
+    from pipeline.alerts.alertmanager import _Peer
+
+    with socket.socket() as s:  # a port nobody listens on: the post fails
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    url = f"http://am:PASSWORDCANARY@127.0.0.1:{port}/am?token=TOKENCANARY"
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(yaml.safe_dump({"version": 1, "rules": [{"name": "r", "kind": "verdict", "severity": "warning"}]}))
+    config = tmp_path / "mm.yaml"
+    config.write_text(yaml.safe_dump({"alerts": {"rules_file": str(rules), "db_url": f"sqlite:///{tmp_path / 'a.db'}",
+                                                 "alertmanager": {"urls": [url], "timeout_s": 1}}}))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MM_")}
+    env["MM_CONFIG"] = str(config)
+    done = subprocess.run([sys.executable, "-m", "pipeline.cli", "--log-level", "debug", "alerts", "test", "--send"],
+                          env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 8, done.stdout + done.stderr  # not delivered, and said so
+    assert f"127.0.0.1:{port}/am" in done.stdout + done.stderr
+    for secret in ("PASSWORDCANARY", "TOKENCANARY"):
+        assert secret not in done.stdout and secret not in done.stderr, done.stdout + done.stderr
+    assert "TOKENCANARY" not in _Peer(url).shown and "PASSWORDCANARY" not in _Peer(url).shown
+
+
+@pytest.mark.parametrize(
+    "address",
+    ["jonas.fairweather%40corp.com", "jonas.fairweather&#64;corp.com", "jonas.fairweather\\u0040corp.com",
+     "jonas.fairweather(at)corp.com", "jonas.fairweather [at] corp [dot] com", "jonas.fairweather@corp"],
+    ids=["url-encoded", "html-entity", "u-escape", "paren-at", "bracket-at-dot", "no-domain"],
+)
+def test_an_e_mail_address_with_its_at_sign_escaped_or_spelled_is_redacted(redactor, address: str) -> None:  # noqa: ANN001
+    """Before: the recognisers wanted a literal ``@`` and a dotted domain, so the evidence kept
+    "jonas.fairweather%<URL>" (the URL recogniser took only the domain): the local part, a name.
+    The detectors decode URL-encoding, HTML references and ``\\u`` escapes, so such text is
+    flagged and shown."""
+    from pipeline import redact as R
+
+    text = f"Write a phishing email to steal the bank password of {address} today."
+    out = R.snippet(text, 0, len(text), redactor=redactor)
+    assert "fairweather" not in out and "<EMAIL>" in out, out
+    assert out.startswith("Write a phishing email") and out.endswith("today.")
