@@ -132,6 +132,12 @@ class Reading:
     transforms: tuple[str, ...]
     starts: list[int] | None = field(default=None, repr=False)  # None: character i is original i
     ends: list[int] | None = field(default=None, repr=False)
+    # A slice (a sentence of the sentence pass) keeps the whole reading's text and where it
+    # starts in it, so evidence is redacted on the whole text before it is cut: a sentence that
+    # ended at the "." inside "jonas.fairweather@..." showed the local part (privacy review,
+    # 2026-12-04).
+    context: str | None = field(default=None, repr=False, compare=False)
+    offset: int = field(default=0, repr=False, compare=False)
 
     def original_span(self, start: int, end: int) -> tuple[int, int]:
         """Original character range covering this reading's [start, end)."""
@@ -152,7 +158,10 @@ class Reading:
     def slice(self, start: int, end: int) -> Reading:
         """The [start, end) part of this reading, still mapped to the original text."""
         starts, ends = self.maps()
-        return Reading(self.text[start:end], self.transforms, starts[start:end], ends[start:end])
+        return Reading(
+            self.text[start:end], self.transforms, starts[start:end], ends[start:end],
+            context=self.text if self.context is None else self.context, offset=self.offset + start,
+        )
 
     @property
     def decoded(self) -> bool:
@@ -1087,4 +1096,5 @@ def reading_evidence(original: str, reading: Reading, start: int, end: int) -> s
     if not reading.decoded:
         return snippet(original, lo, hi)
     prefix = f"[{'+'.join(reading.transforms)} @{lo}-{hi}] "
-    return prefix + snippet(reading.text, start, end, EVIDENCE_MAX_CHARS - len(prefix))
+    whole = reading.text if reading.context is None else reading.context
+    return prefix + snippet(whole, reading.offset + start, reading.offset + end, EVIDENCE_MAX_CHARS - len(prefix))
