@@ -16,7 +16,8 @@ import difflib
 import errno
 import os
 import re
-from collections.abc import Iterable
+import sys
+from collections.abc import Callable, Iterable
 from enum import IntEnum
 from typing import Any
 
@@ -315,3 +316,18 @@ def classify_exception(exc: BaseException) -> tuple[ExitCode, str]:
         return ExitCode.INPUT, str(exc)
     first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
     return ExitCode.INTERNAL, f"internal error: {name}{': ' + first if first else ''} (rerun with --debug for the traceback)"
+
+
+def run_script(name: str, main: Callable[[list[str]], int], argv: list[str]) -> int:
+    """Exit code of ``main(argv)`` for a job started as a script (``spark-submit
+    pipeline/spark/<job>.py``): an error the user can fix is one stderr line and its code, as
+    ``misuse-monitor spark <job>`` reports it; a bug keeps its traceback (exit 1). Until
+    2026-12-04 a missing input under spark-submit was a traceback and exit 1."""
+    try:
+        return main(argv)
+    except Exception as exc:  # noqa: BLE001 - sorted by classify_exception; bugs are re-raised
+        code, message = classify_exception(exc)
+        if code == ExitCode.INTERNAL:
+            raise
+        print(f"{name}: error: {message}", file=sys.stderr)
+        return int(code)

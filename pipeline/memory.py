@@ -22,6 +22,7 @@ process"): 62 us of the ``noop`` stream's ~450 us of CPU per record went to coll
 
 from __future__ import annotations
 
+import atexit
 import ctypes
 import ctypes.util
 import gc
@@ -66,6 +67,10 @@ def settle_gc(threshold: int = STREAM_GC_THRESHOLD) -> int:
     are collected as before, and a second call only freezes what was made since the first."""
     gc.collect()
     gc.freeze()
+    # Unfrozen at exit: frozen objects are never collected at interpreter shutdown, and nanobind
+    # (triton's bindings, loaded with torch) then printed ~30 "nanobind: leaked ..." lines after
+    # every stream's summary, which read like a crash (make demo, 2026-12-04).
+    atexit.register(gc.unfreeze)
     _, middle, old = gc.get_threshold()
     gc.set_threshold(threshold, middle, old)
     return gc.get_freeze_count()

@@ -51,8 +51,7 @@ def _options(
 def _settings(ctx: typer.Context) -> AlertSettings:
     opts: dict[str, Any] = ctx.obj or {}
     if opts.get("alerts_config") is not None:
-        data = yaml.safe_load(Path(opts["alerts_config"]).read_text()) or {}
-        settings = AlertSettings.model_validate(data)
+        settings = _alerts_config(Path(opts["alerts_config"]))
     elif opts.get("config") is not None or os.environ.get("MM_CONFIG"):
         from pipeline.settings import load_settings
 
@@ -65,6 +64,30 @@ def _settings(ctx: typer.Context) -> AlertSettings:
     if opts.get("db_url") is not None:
         updates["db_url"] = opts["db_url"]
     return AlertSettings.model_validate({**settings.model_dump(), **updates}) if updates else settings
+
+
+def _alerts_config(path: Path) -> AlertSettings:
+    """The ``--alerts-config`` file: the alerts section's keys, or the same block under an
+    ``alerts:`` line as docs/alerting.md shows it. A bad key is a config error (exit 3) named
+    ``alerts.<key>`` with the closest valid one; it was exit 4 with the top-level settings' keys
+    as the "valid keys" (a newcomer running the docs, 2026-12-04)."""
+    from pydantic import ValidationError
+
+    from pipeline.exits import ConfigError, describe_validation_error
+
+    data = yaml.safe_load(path.read_text()) or {}
+    if isinstance(data, dict) and set(data) == {"alerts"}:
+        data = data["alerts"] or {}
+    try:
+        return AlertSettings.model_validate(data)
+    except ValidationError as exc:
+        errors = [{**err, "loc": ("alerts", *err["loc"])} for err in exc.errors()]
+
+        class _InAlerts:  # describe_validation_error reads locations from the root of the settings
+            def errors(self) -> list[dict[str, Any]]:
+                return errors
+
+        raise ConfigError(f"{path}: {describe_validation_error(_InAlerts())}") from None
 
 
 def _when(ts: float | None) -> str:

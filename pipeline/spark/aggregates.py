@@ -100,6 +100,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 if __name__ == "__main__":
     # Import through the package so shipped functions pickle by reference (see backfill.py).
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+    from pipeline.exits import run_script
     from pipeline.spark import aggregates as _job
 
-    sys.exit(_job.main(sys.argv[1:]))
+    sys.exit(run_script("aggregates", _job.main, sys.argv[1:]))

@@ -699,6 +699,7 @@ if __name__ == "__main__":
     # Re-import through the package so functions shipped to workers pickle by reference
     # (and share the worker's detector cache) instead of by value from __main__.
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+    from pipeline.exits import run_script
     from pipeline.spark import backfill as _job
 
-    sys.exit(_job.main(sys.argv[1:]))
+    sys.exit(run_script("backfill", _job.main, sys.argv[1:]))

@@ -216,6 +216,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 if __name__ == "__main__":
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+    from pipeline.exits import run_script
     from pipeline.spark import shadow as _job
 
-    sys.exit(_job.main(sys.argv[1:]))
+    sys.exit(run_script("shadow", _job.main, sys.argv[1:]))

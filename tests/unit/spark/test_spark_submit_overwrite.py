@@ -26,3 +26,23 @@ def test_spark_submit_job_refuses_a_non_empty_out(tmp_path, job, subdir, args):
     with pytest.raises(InputError, match="is not empty; pass --overwrite"):
         job.main(argv)
     assert (target / "part-0.parquet").read_bytes() == b"an earlier run"
+
+
+@pytest.mark.parametrize(("job", "subdir", "args"), JOBS, ids=[j[0].__name__.rsplit(".", 1)[1] for j in JOBS])
+def test_a_job_file_run_as_a_script_reports_a_user_error_in_one_line(tmp_path, job, subdir, args):
+    """`spark-submit pipeline/spark/<job>.py` runs the file as a script: a refused output or a
+    missing input was a Python traceback and exit 1 (the bug code) there, while `misuse-monitor
+    spark <job>` said one line, exit 4 (a newcomer running docs/spark.md, 2026-12-04)."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    target = tmp_path / "out" / subdir if subdir else tmp_path / "out"
+    target.mkdir(parents=True)
+    (target / "part-0.parquet").write_bytes(b"an earlier run")
+    argv = [a.replace("LAKE", str(tmp_path / "lake")) for a in args] + ["--out", str(tmp_path / "out")]
+    name = job.__name__.rsplit(".", 1)[1]
+    done = subprocess.run([sys.executable, str(Path(job.__file__)), *argv], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 4, done.stderr[-2000:]
+    assert "Traceback" not in done.stderr
+    assert f"{name}: error:" in done.stderr and "is not empty; pass --overwrite" in done.stderr
