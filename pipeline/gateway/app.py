@@ -163,6 +163,7 @@ class Gateway:
         self._key_identities = {digest.lower(): ident for digest, ident in self.settings.api_keys.items()}
         self._tenant_header = self.settings.tenant_header.lower().encode()
         self._user_header = self.settings.user_header.lower().encode()
+        self._forward_unlogged = frozenset(self.settings.forward_unlogged)
 
     @asynccontextmanager
     async def lifespan(self, app: Starlette) -> AsyncIterator[None]:
@@ -228,6 +229,9 @@ class Gateway:
         assert self.client is not None, "lifespan not started"
         path = request.url.path
         route = TEED_ROUTES.get(path.rstrip("/")) if request.method == "POST" else None
+        if request.method == "POST" and route is None and self.settings.unlogged_posts == "refuse":
+            if (path.rstrip("/") or "/") not in self._forward_unlogged:
+                return self._unlogged_refused(path)
         body = await request.body()
         raw_headers = request.headers.raw
         forward_headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in raw_headers if k not in HOP_BY_HOP]
@@ -413,6 +417,18 @@ class Gateway:
             return None
         finally:
             self.metrics.prescreen_seconds.observe(time.perf_counter() - started)
+
+    def _unlogged_refused(self, path: str) -> Response:
+        """403 for a POST the gateway would forward unlogged (``unlogged_posts: refuse``). The
+        request is not read, so nothing of it is kept; the path is not echoed (it is the client's)."""
+        self.metrics.requests.labels("unlogged", "refused").inc()
+        log.info("gateway: refused a POST to a route it does not log (gateway.unlogged_posts=refuse)")
+        return JSONResponse(
+            {"error": {"message": "This route is not available through the misuse monitor: only "
+                                  f"{', '.join(sorted({r for r in TEED_ROUTES if r.startswith('/v1/')}))} are.",
+                       "type": "invalid_request_error", "param": None, "code": "route_not_monitored"}},  # fmt: skip
+            status_code=403,
+        )
 
     def _blocked_response(
         self, verdict: Any, route: str, body: bytes, gateway_id: str, tenant: str | None, user: str | None

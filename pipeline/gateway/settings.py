@@ -60,6 +60,21 @@ class GatewaySettings(BaseModel):
     # Bodies above this are forwarded but not teed (counted as dropped, reason too_large).
     max_tee_bytes: int = Field(default=8 * 1024 * 1024, ge=1024)
     prescreen: PrescreenSettings = Field(default_factory=PrescreenSettings)
+    # A POST to any other route (Ollama's native /api/chat, vLLM's /v1/messages, ...) reaches the
+    # model neither logged nor screened. "refuse" answers it 403 instead, except the paths listed
+    # in forward_unlogged (embeddings, tokenize: nothing to screen).
+    unlogged_posts: Literal["forward", "refuse"] = "forward"
+    forward_unlogged: list[str] = Field(
+        default_factory=list, description="POST paths forwarded unlogged with unlogged_posts=refuse, e.g. /v1/embeddings"
+    )
+
+    @field_validator("forward_unlogged")
+    @classmethod
+    def _paths(cls, value: list[str]) -> list[str]:
+        for path in value:
+            if not path.startswith("/") or "?" in path or "#" in path:
+                raise ValueError(f"{path!r} is not a path: each entry is one, e.g. /v1/embeddings")
+        return [path.rstrip("/") or "/" for path in value]
 
     @field_validator("upstream_url")
     @classmethod

@@ -169,3 +169,37 @@ def test_an_address_it_cannot_listen_on_is_told_before_kafka_is_asked(monkeypatc
     err = capsys.readouterr().err
     assert "cannot listen on 192.0.2.1" in err
     assert "not reachable" not in err + caplog.text  # the broker was never asked
+
+
+def test_a_post_to_a_route_it_does_not_log_is_refused_when_asked(tmp_path):
+    """Ollama's native /api/chat (or vLLM's /v1/messages) reached the model neither logged nor
+    screened, documented but with no way to close it (a hostile review, 2026-12-04):
+    ``gateway.unlogged_posts: refuse`` answers such a POST 403 without reading or forwarding it,
+    except the paths in ``forward_unlogged``; GETs and the logged routes are unchanged."""
+    upstream = VllmLike()
+    chat = {"model": "m", "messages": [{"role": "user", "content": PHISHING_PROMPT}]}
+    with serve_in_thread(upstream.app) as upstream_url:
+        app, producer, metrics = _gateway(upstream_url, tmp_path, unlogged_posts="refuse")
+        with serve_in_thread(app) as url:
+            refused = httpx.post(f"{url}/api/chat", json=chat, timeout=30)
+            models = httpx.get(f"{url}/v1/models", timeout=30)
+            logged = httpx.post(f"{url}/v1/chat/completions", json=chat, timeout=30)
+            _wait_for(lambda: producer.logs)
+        app, _, _ = _gateway(upstream_url, tmp_path, unlogged_posts="refuse", forward_unlogged=["/api/chat/"])
+        with serve_in_thread(app) as url:
+            allowed = httpx.post(f"{url}/api/chat", json=chat, timeout=30)
+        app, _, _ = _gateway(upstream_url, tmp_path)  # the default forwards, as before
+        with serve_in_thread(app) as url:
+            default = httpx.post(f"{url}/api/chat", json=chat, timeout=30)
+    assert refused.status_code == 403 and refused.json()["error"]["code"] == "route_not_monitored"
+    assert PHISHING_PROMPT not in refused.text and "/api/chat" not in refused.text
+    assert metrics.registry.get_sample_value("mm_gateway_requests_total", {"route": "unlogged", "status": "refused"}) == 1
+    assert models.status_code == 200 and logged.status_code == 200 and len(producer.logs) == 1
+    assert allowed.status_code == 200 and default.status_code == 200
+    assert len(upstream.native_requests) == 2  # the allowed and the default one, never the refused one
+
+
+@pytest.mark.parametrize("path", ["api/chat", "/api/chat?x=1", "http://host/api/chat"])
+def test_forward_unlogged_takes_paths_only(path):
+    with pytest.raises(ValidationError, match="is not a path"):
+        GatewaySettings(forward_unlogged=[path])
