@@ -127,13 +127,31 @@ def resolve_device(requested: str) -> torch.device:
     return device
 
 
-def check_threads(threads: int | None) -> int | None:
-    """``threads`` if this machine has that many cores. 100000 threads exhausted the memory
-    of the process: scipy's import failed and the command hung until killed (hostile check,
-    2026-12-04); more threads than cores only slows a compute-bound CPU down."""
+def usable_cores() -> int:
+    """The cores this process may run on: its CPU affinity (``taskset``, a cpuset), capped by a
+    cgroup v2 CPU quota (``docker --cpus``, a Kubernetes limit). ``os.cpu_count()`` counts the
+    host's CPUs, so a container limited to 2 of 64 got 64 threads."""
+    import math
     import os
 
-    cores = os.cpu_count() or 1
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        cores = os.cpu_count() or 1
+    try:
+        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()[:2]
+        if quota != "max":
+            cores = min(cores, math.ceil(int(quota) / int(period)))
+    except (OSError, ValueError, ZeroDivisionError):
+        pass
+    return max(1, cores)
+
+
+def check_threads(threads: int | None) -> int | None:
+    """``threads`` if this process has that many cores (:func:`usable_cores`). 100000 threads
+    exhausted the memory of the process: scipy's import failed and the command hung until killed
+    (hostile check, 2026-12-04); more threads than cores only slows a compute-bound CPU down."""
+    cores = usable_cores()
     if threads is not None and not 0 <= threads <= cores:  # 0, like unset: every core
         raise GuardConfigError(f"threads={threads}: use 1 to {cores} (the cores of this machine), or leave it unset")
     return threads

@@ -54,7 +54,6 @@ turns, the sentence pass and every other part are read in full.
 from __future__ import annotations
 
 import hashlib
-import os
 from array import array
 import re
 from collections.abc import Mapping, Sequence
@@ -286,9 +285,8 @@ class TransformerDetector(Detector):
         """Load the backbone from its package and the heads + calibration from the artifact."""
         import torch
 
+        from detectors._guard_common import check_threads, usable_cores
         from detectors.training.modeling import ADAPTER_DIR, load_artifact, load_lexical_view, make_encoder
-
-        from detectors._guard_common import check_threads
 
         check_threads(config.threads)  # before anything loads: 100000 threads hung the process
         artifact_dir = config.model_dir or DEFAULT_ARTIFACT_DIR
@@ -308,7 +306,7 @@ class TransformerDetector(Detector):
             dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
         else:
             # The CPU is compute-bound: one intra-op thread per core, no oversubscription.
-            torch.set_num_threads(config.threads or os.cpu_count() or 1)
+            torch.set_num_threads(config.threads or usable_cores())
             dtype = cpu_dtype(opts.get("dtype", DEFAULT_CPU_DTYPE), quantize)
         # The manifest names the backbone (MiniLM, mpnet, multilingual E5); make_encoder loads it.
         encoder = make_encoder(

@@ -47,7 +47,9 @@ def _run_dir(directory: Path | None, default: Path, option: str) -> Path:
 
 def _check_threads(threads: int | None) -> None:
     """--threads above the machine's cores: 100000 hung the command until it was killed."""
-    cores = os.cpu_count() or 1
+    from detectors._guard_common import usable_cores
+
+    cores = usable_cores()
     if threads is not None and threads > cores:
         raise typer.BadParameter(f"{threads} is more than the {cores} cores of this machine", param_hint="--threads")
 

