@@ -26,6 +26,8 @@ from pathlib import Path
 from typing import Self
 
 LOOPBACK = "127.0.0.1"
+# What ends an `up` command early (run_service_command turns each into an unwind).
+_ENDING_SIGNALS = frozenset({signal.SIGINT, signal.SIGHUP, signal.SIGTERM})
 
 
 def free_port(host: str = LOOPBACK) -> int:
@@ -203,17 +205,31 @@ class LocalService:
         SIGKILL, so a killed test run leaves no orphaned server behind.
         """
         log_path.parent.mkdir(parents=True, exist_ok=True)
-        with log_path.open("ab") as log:
-            process = subprocess.Popen(
-                list(argv),
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                env=None if env is None else dict(env),
-                cwd=cwd,
-                start_new_session=detach,
-                preexec_fn=None if detach or sys.platform != "linux" else _terminate_with_parent,
-            )
+        # The signals that end `up` (run_service_command) are held while the child is created:
+        # one that arrived inside Popen, after the fork, left a detached server nobody knew of
+        # (a rehearsal of the suite, 2026-12-04). Delivered on unblocking, they kill it.
+        held = signal.pthread_sigmask(signal.SIG_BLOCK, _ENDING_SIGNALS)
+        try:
+            with log_path.open("ab") as log:
+                process = subprocess.Popen(
+                    list(argv),
+                    stdin=subprocess.DEVNULL,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    env=None if env is None else dict(env),
+                    cwd=cwd,
+                    start_new_session=detach,
+                    preexec_fn=None if detach or sys.platform != "linux" else _terminate_with_parent,
+                )
+        finally:
+            try:
+                # Runs the handlers of signals that came meanwhile (pthread_sigmask checks them).
+                signal.pthread_sigmask(signal.SIG_SETMASK, held)
+            except BaseException:
+                if "process" in locals():
+                    process.kill()
+                    process.wait()
+                raise
         return cls(
             name=name,
             pid=process.pid,
@@ -405,8 +421,12 @@ class ConfiguredHttpService(ServiceHandle):
             marker=str(config_path),
             detach=detach,
         )
-        server = cls(service=service, port=port, data_dir=data_dir, config_path=config_path)
-        server.await_ready(startup_timeout_s, error, ready_url=f"{server.url}/-/ready")
+        try:  # a signal between the start and await_ready's own guard must not orphan the child
+            server = cls(service=service, port=port, data_dir=data_dir, config_path=config_path)
+            server.await_ready(startup_timeout_s, error, ready_url=f"{server.url}/-/ready")
+        except BaseException:
+            service.kill()
+            raise
         return server
 
 

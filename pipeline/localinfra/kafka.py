@@ -381,7 +381,11 @@ def _launch(
         marker=str(config_path),
         detach=detach,
     )
-    return KafkaBroker(service=service, port=port, controller_port=controller_port, data_dir=data_dir)
+    try:  # start_broker's guard begins after this returns
+        return KafkaBroker(service=service, port=port, controller_port=controller_port, data_dir=data_dir)
+    except BaseException:
+        service.kill()
+        raise
 
 
 def broker_properties(port: int, controller_port: int, log_dirs: Path, num_partitions: int) -> dict[str, str]:

@@ -162,8 +162,12 @@ def start_postgres(
         marker=str(cluster),
         detach=detach,
     )
-    server = LocalPostgres(service=service, port=port, user=user, database=database, data_dir=data_dir)
-    server.await_ready(startup_timeout_s, PostgresSetupError, ready=lambda: _create_database(server, startup_timeout_s))
+    try:  # a signal between the start and await_ready's own guard must not orphan the server
+        server = LocalPostgres(service=service, port=port, user=user, database=database, data_dir=data_dir)
+        server.await_ready(startup_timeout_s, PostgresSetupError, ready=lambda: _create_database(server, startup_timeout_s))
+    except BaseException:
+        service.kill()
+        raise
     return server
 
 
