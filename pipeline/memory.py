@@ -70,6 +70,7 @@ def settle_gc(threshold: int = STREAM_GC_THRESHOLD) -> int:
     # Unfrozen at exit: frozen objects are never collected at interpreter shutdown, and nanobind
     # (triton's bindings, loaded with torch) then printed ~30 "nanobind: leaked ..." lines after
     # every stream's summary, which read like a crash (make demo, 2026-12-04).
+    atexit.unregister(gc.unfreeze)  # once, however many times start-up settles
     atexit.register(gc.unfreeze)
     _, middle, old = gc.get_threshold()
     gc.set_threshold(threshold, middle, old)

@@ -38,7 +38,6 @@ from pipeline.localinfra.base import (
 
 SERVICE_NAME = "alertmanager"
 STARTUP_TIMEOUT_S = 60.0
-STATE_FILE = Path(".run") / "alertmanager.json"  # without MM_RUN_DIR (see default_run_dir)
 BINARY_NAMES = ("prometheus-alertmanager", "alertmanager")
 
 

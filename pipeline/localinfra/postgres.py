@@ -47,7 +47,6 @@ SERVICE_NAME = "postgres"
 STARTUP_TIMEOUT_S = 60.0
 DEFAULT_USER = "misuse"
 DEFAULT_DATABASE = "misuse"
-STATE_FILE = Path(".run") / "postgres.json"  # without MM_RUN_DIR (see default_run_dir)
 
 
 class PostgresSetupError(RuntimeError):

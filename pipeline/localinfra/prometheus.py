@@ -37,7 +37,6 @@ from pipeline.localinfra.base import (
 
 SERVICE_NAME = "prometheus"
 STARTUP_TIMEOUT_S = 60.0
-STATE_FILE = Path(".run") / "prometheus.json"  # without MM_RUN_DIR (see default_run_dir)
 JOB_NAME = "misuse-monitor"
 
 
