@@ -131,11 +131,14 @@ def suggest(word: str, choices: Iterable[str]) -> str | None:
     return found[0] if found else None
 
 
-def describe_validation_error(exc: Any, source: str = "settings") -> str:
-    """A pydantic ValidationError of Settings as one line naming each key (with did-you-mean)."""
+def describe_validation_error(exc: Any, source: str = "settings", root: tuple[str, ...] = ()) -> str:
+    """A pydantic ValidationError of Settings as one line naming each key (with did-you-mean).
+
+    ``root``: where the validated model sits in Settings (``("alerts",)`` for an AlertSettings
+    read on its own), so keys, suggestions and secret fields are those of that section."""
     parts = []
     for err in exc.errors():
-        loc = [str(p) for p in err["loc"]]
+        loc = [*root, *(str(p) for p in err["loc"])]
         key = ".".join(loc) or "(root)"
         if err["type"] == "extra_forbidden":
             valid = _fields_at(loc[:-1]) or []

@@ -81,13 +81,7 @@ def _alerts_config(path: Path) -> AlertSettings:
     try:
         return AlertSettings.model_validate(data)
     except ValidationError as exc:
-        errors = [{**err, "loc": ("alerts", *err["loc"])} for err in exc.errors()]
-
-        class _InAlerts:  # describe_validation_error reads locations from the root of the settings
-            def errors(self) -> list[dict[str, Any]]:
-                return errors
-
-        raise ConfigError(f"{path}: {describe_validation_error(_InAlerts())}") from None
+        raise ConfigError(f"{path}: {describe_validation_error(exc, root=('alerts',))}") from None
 
 
 def _when(ts: float | None) -> str:
