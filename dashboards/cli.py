@@ -11,7 +11,7 @@ from urllib.parse import urlsplit
 
 import typer
 
-from pipeline.exits import ExitCode
+from pipeline.exits import ExitCode, first_line
 
 app = typer.Typer(help="Grafana dashboards as code: generate, check, push, verify.", no_args_is_help=True)
 
@@ -100,7 +100,7 @@ def push(
         raise typer.BadParameter(str(exc), param_hint="--datasource") from exc
     except PublishError as exc:  # Grafana did not answer, refused a request or answered oddly
         # One line (README "Conventions"): a server that is not Grafana answered a whole HTML page.
-        first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
+        first = first_line(exc, type(exc).__name__, 300)
         raise Unreachable(f"dashboards push: {first} ({_where(url)})") from exc
     if as_json:
         typer.echo(json.dumps({

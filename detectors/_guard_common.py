@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from detectors.base import DetectorConfig
 from detectors.taxonomy import Target
+from pipeline.exits import first_line
 from pipeline.redact import snippet
 from pipeline.schemas import EVIDENCE_MAX_CHARS, Category, Finding, InferenceLog, ScreenedPart, Side
 
@@ -222,7 +223,7 @@ def load_pretrained(model_dir: Path, loader: Any, what: str, **kwargs: Any) -> A
     try:
         return loader.from_pretrained(model_dir, local_files_only=True, use_safetensors=True, **kwargs)
     except _load_errors() as exc:
-        detail = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+        detail = first_line(exc, type(exc).__name__, 200)
         raise GuardConfigError(
             f"{model_dir}: cannot load the {what} ({detail}); a guard checkpoint needs config.json and "
             "*.safetensors weights (pickled .bin weights are not loaded)"
@@ -241,7 +242,7 @@ def load_tokenizer(model_dir: Path) -> Any:
         tokenizer = AutoTokenizer.from_pretrained(model_dir, local_files_only=True)
         ids = tokenizer("What is the capital of France?", add_special_tokens=False)["input_ids"]
     except _load_errors() as exc:
-        detail = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+        detail = first_line(exc, type(exc).__name__, 200)
         raise GuardConfigError(f"{model_dir}: cannot load the tokenizer ({detail})") from exc
     unknown = getattr(tokenizer, "unk_token_id", None)
     if not ids or all(i == unknown for i in ids):

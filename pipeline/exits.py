@@ -131,6 +131,13 @@ def suggest(word: str, choices: Iterable[str]) -> str | None:
     return found[0] if found else None
 
 
+def first_line(exc: BaseException, empty: str = "", max_chars: int | None = None) -> str:
+    """The first line of ``str(exc)`` (at most ``max_chars``), or ``empty`` when it says nothing:
+    messages stay one line when a library's error text runs on (an HTML page, a traceback)."""
+    text = str(exc).strip()
+    return text.splitlines()[0][:max_chars] if text else empty
+
+
 def describe_validation_error(exc: Any, source: str = "settings", root: tuple[str, ...] = ()) -> str:
     """A pydantic ValidationError of Settings as one line naming each key (with did-you-mean).
 
@@ -275,11 +282,11 @@ def classify_exception(exc: BaseException) -> tuple[ExitCode, str]:
             return ExitCode.KAFKA_UNREACHABLE, f"kafka: {name}: {detail}"
         return ExitCode.INTERNAL, f"kafka: {name}: {exc}"
     if module.startswith(("psycopg", "sqlalchemy")) and name in ("OperationalError", "ConnectionTimeout"):
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else name
+        first = first_line(exc, name)
         return ExitCode.DATABASE_UNREACHABLE, f"database: {first}"
     if module.startswith("sqlalchemy") and any(c.__name__ == "ArgumentError" for c in type(exc).__mro__):
         # A database URL SQLAlchemy cannot parse or has no dialect for (--url, --alerts-db, *.db_url).
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else name
+        first = first_line(exc, name)
         example = "sqlite:///data/alerts.db or postgresql+psycopg://user:password@host:5432/db"
         return ExitCode.CONFIG, f"database URL: {_without_password(first)} (expected e.g. {example})"
     if isinstance(exc, ModuleNotFoundError) and (missing := _missing_module(exc)) is not None:
@@ -317,7 +324,7 @@ def classify_exception(exc: BaseException) -> tuple[ExitCode, str]:
         return ExitCode.CONFIG, f"alert rules: {exc}"
     if name in ("LabelsError", "ReportError", "CorpusUnavailableError"):
         return ExitCode.INPUT, str(exc)
-    first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    first = first_line(exc)
     return ExitCode.INTERNAL, f"internal error: {name}{': ' + first if first else ''} (rerun with --debug for the traceback)"
 
 

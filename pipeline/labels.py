@@ -21,6 +21,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from pipeline.exits import first_line
 from pipeline.schemas import Category
 from pipeline.stdio import is_dash, open_input
 
@@ -82,7 +83,7 @@ def read_verdicts(path: Path) -> dict[str, Predicted]:
             table = ds.dataset(files, format="parquet").to_table(columns=["request_id", "flagged", "categories"])
         except (OSError, ValueError) as exc:  # pyarrow's ArrowInvalid (not Parquet, a column missing) is a ValueError
             # Another job's output (aggregates/) or a damaged file was an internal error (exit 1).
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            first = first_line(exc, type(exc).__name__)
             raise LabelsError(f"{path}: not a verdict lake (Parquet with request_id, flagged, categories): {first}") from exc
         rows: Iterable[Mapping] = table.to_pylist()
     else:

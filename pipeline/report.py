@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+from pipeline.exits import first_line
 from pipeline.stdio import is_dash
 
 if TYPE_CHECKING:
@@ -228,7 +229,7 @@ def _read(path: Path, required: tuple[str, ...] = ()) -> pd.DataFrame:
     try:
         frame = pq.read_table(path).to_pandas()
     except (OSError, ValueError) as exc:  # pyarrow's ArrowInvalid (not Parquet) is a ValueError
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        first = first_line(exc, type(exc).__name__)
         raise ReportError(f"cannot read {path}: {first}") from exc
     missing = [c for c in required if c not in frame.columns]
     if missing and not frame.empty:

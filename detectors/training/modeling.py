@@ -25,6 +25,7 @@ from torch import nn
 
 from detectors.taxonomy import SUBCATEGORIES
 from detectors.training.calibrate import LabelCalibration
+from pipeline.exits import first_line
 from pipeline.schemas import Category, Side
 
 PROMPT_LABELS: tuple[str, ...] = (
@@ -255,7 +256,7 @@ def merged_adapter(model: nn.Module, adapter_dir: Path) -> nn.Module:
     try:
         return PeftModel.from_pretrained(model, str(adapter_dir)).merge_and_unload()
     except (OSError, ValueError, KeyError, TypeError, RuntimeError, SafetensorError, pickle.UnpicklingError) as exc:
-        raise ModelLoadError(f"adapter {adapter_dir} is unreadable ({type(exc).__name__}: {_first_line(exc)})") from exc
+        raise ModelLoadError(f"adapter {adapter_dir} is unreadable ({type(exc).__name__}: {first_line(exc, max_chars=200)})") from exc
 
 
 class Heads(nn.Module):
@@ -395,7 +396,7 @@ def load_lexical_view(directory: Path, manifest: Manifest) -> dict:
     try:  # the pinned config too: a manifest with a partial "lexical" object was exit 1 (KeyError)
         return load_lexical(directory / LEXICAL_FILE, manifest.lexical_config())
     except (OSError, ValueError, KeyError, TypeError, SafetensorError) as exc:
-        raise ModelLoadError(f"artifact {directory}: lexical view unreadable ({type(exc).__name__}: {_first_line(exc)})") from exc
+        raise ModelLoadError(f"artifact {directory}: lexical view unreadable ({type(exc).__name__}: {first_line(exc, max_chars=200)})") from exc
 
 
 def load_artifact(directory: Path) -> tuple[Manifest, Heads | HeadsEnsemble, dict[str, dict[str, LabelCalibration]]]:
@@ -429,18 +430,13 @@ def load_artifact(directory: Path) -> tuple[Manifest, Heads | HeadsEnsemble, dic
     except ModelLoadError as exc:
         raise ModelLoadError(f"artifact {directory}: {exc}") from exc
     except (OSError, ValueError, KeyError, TypeError, RuntimeError, SafetensorError) as exc:
-        raise ModelLoadError(f"artifact {directory} is unreadable ({type(exc).__name__}: {_first_line(exc)})") from exc
+        raise ModelLoadError(f"artifact {directory} is unreadable ({type(exc).__name__}: {first_line(exc, max_chars=200)})") from exc
     if manifest.subcategory_labels != SUBCATEGORY_LABELS:
         raise ModelLoadError("artifact subcategories differ from detectors.taxonomy; retrain")
     if (manifest.prompt_labels, manifest.completion_labels) != (PROMPT_LABELS, COMPLETION_LABELS):
         raise ModelLoadError(f"artifact {directory}: its labels differ from this version's heads; retrain")
     heads.eval()
     return manifest, heads, calibration
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0][:200] if text else ""
 
 
 def _empty_heads(manifest: Manifest, in_dim: int) -> Heads | HeadsEnsemble:
