@@ -46,12 +46,14 @@ def _run_dir(directory: Path | None, default: Path, option: str) -> Path:
 
 
 def _check_threads(threads: int | None) -> None:
-    """--threads above the machine's cores: 100000 hung the command until it was killed."""
-    from detectors._guard_common import usable_cores
+    """--threads above the usable cores (check_threads) is a usage error here: 100000 hung the
+    command until it was killed."""
+    from detectors._guard_common import GuardConfigError, check_threads
 
-    cores = usable_cores()
-    if threads is not None and threads > cores:
-        raise typer.BadParameter(f"{threads} is more than the {cores} cores of this machine", param_hint="--threads")
+    try:
+        check_threads(threads)
+    except GuardConfigError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--threads") from exc
 
 
 def _outside_shipped(path: Path, option: str) -> Path:

@@ -439,11 +439,16 @@ def load_artifact(directory: Path) -> tuple[Manifest, Heads | HeadsEnsemble, dic
     return manifest, heads, calibration
 
 
+def _require_int(name: str, value: object, least: int) -> None:
+    """A manifest number the code sizes things by: an integer (not a bool) of at least ``least``."""
+    if not isinstance(value, int) or isinstance(value, bool) or value < least:
+        raise ModelLoadError(f"manifest {name} must be an integer >= {least}, not {value!r}")
+
+
 def _empty_heads(manifest: Manifest, in_dim: int) -> Heads | HeadsEnsemble:
     for name, value in (("heads_hidden", manifest.heads_hidden), ("feature dimension", in_dim),
                         ("ensemble_members", manifest.ensemble_members or 1)):
-        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-            raise ModelLoadError(f"manifest {name} must be a positive integer, not {value!r}")
+        _require_int(name, value, 1)
     if manifest.ensemble_members:
         return HeadsEnsemble(manifest.ensemble_members, in_dim=in_dim, hidden=manifest.heads_hidden)
     return Heads(in_dim=in_dim, hidden=manifest.heads_hidden)
@@ -464,9 +469,7 @@ def _check_shapes(path: Path, heads: nn.Module) -> None:
 def _check_window(window: WindowConfig) -> None:
     """Window numbers that make_windows can use (a stride of 0 failed every record at serving)."""
     for name, least in (("max_tokens", 3), ("stride", 1), ("max_windows", 1)):
-        value = getattr(window, name)
-        if not isinstance(value, int) or isinstance(value, bool) or value < least:
-            raise ModelLoadError(f"manifest window.{name} must be an integer >= {least}, not {value!r}")
+        _require_int(f"window.{name}", getattr(window, name), least)
     if window.stride > window.max_tokens - 2:  # windows further apart than they are long skip tokens unread
         raise ModelLoadError(f"manifest window.stride {window.stride} exceeds the window's {window.max_tokens - 2} tokens")
 

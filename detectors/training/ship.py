@@ -56,13 +56,15 @@ def foreign_files(directory: Path) -> list[str]:
     """Files under ``directory`` that no training run writes (artifact files, the run's card and
     its plots, v2's compare.json). A run overwrites its files and deletes a stale ``adapter/``:
     `train --output-dir ~/project` would have deleted ~/project/adapter (hostile check, 2026-12-04)."""
+    known = SHIPPED_FILES | {RUN_CARD, "compare.json"}
+    return [rel for rel in _files(directory) if rel not in known and not rel.startswith("model-card-plots/")]
+
+
+def _files(directory: Path) -> list[str]:
+    """Every file (or link) under ``directory``, as a relative POSIX path, sorted."""
     if not directory.is_dir():
         return []
-    known = SHIPPED_FILES | {RUN_CARD, "compare.json"}
-    return [
-        rel for rel in (p.relative_to(directory).as_posix() for p in sorted(directory.rglob("*")) if not p.is_dir())
-        if rel not in known and not rel.startswith("model-card-plots/")
-    ]
+    return [p.relative_to(directory).as_posix() for p in sorted(directory.rglob("*")) if not p.is_dir() or p.is_symlink()]
 
 
 _ARTIFACT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
@@ -158,10 +160,7 @@ def ship_artifact(
         if (source / relative).is_file():
             (staging / relative).parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(source / relative, staging / relative)
-    left_out = [
-        p.relative_to(source).as_posix() for p in sorted(source.rglob("*"))
-        if (p.is_file() or p.is_symlink()) and p.relative_to(source).as_posix() not in SHIPPED_FILES | {RUN_CARD}
-    ]
+    left_out = [rel for rel in _files(source) if rel not in SHIPPED_FILES | {RUN_CARD}]
     had_previous = destination.exists()
     if had_previous:
         destination.rename(previous)
