@@ -46,6 +46,7 @@ from detectors.training.modeling import (
     pad_batch,
     pooled_features,
     save_artifact,
+    seal_artifact,
 )
 from detectors.training.train import (
     FeatureCache,
@@ -262,6 +263,7 @@ def run_holdout_training(config: TrainConfig, settings: LoraSettings | None, pro
     for stale in ("lexical.safetensors", "evaluation-report.json"):
         # An evaluation report belongs to the artifact it scored; v2 has no lexical view.
         (config.output_dir / stale).unlink(missing_ok=True)
+    manifest = seal_artifact(config.output_dir, manifest)
     report = {
         "version": manifest.version,
         "recipe": "lora" if settings is not None else "holdout",

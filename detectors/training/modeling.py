@@ -15,9 +15,10 @@ Importing this module imports torch; the detector imports it lazily in ``create`
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import torch
@@ -385,6 +386,42 @@ def save_artifact(
     (directory / "calibration.json").write_text(json.dumps(cal, indent=2, sort_keys=True) + "\n")
 
 
+def weights_fingerprint(directory: Path, manifest: Manifest) -> str:
+    """12 hex digits naming the files an artifact scores with: the heads, the calibration, and
+    the lexical view and LoRA adapter when its manifest uses them (not the manifest, reports or
+    card). Two runs that differ in any weight get different fingerprints."""
+    from detectors.training.lexical import LEXICAL_FILE
+
+    files = ["heads.safetensors", "calibration.json"]
+    if manifest.lexical is not None:
+        files.append(LEXICAL_FILE)
+    if manifest.adapter is not None:
+        files += [f"{ADAPTER_DIR}/adapter_config.json", f"{ADAPTER_DIR}/adapter_model.safetensors"]
+    digest = hashlib.blake2b(digest_size=6)
+    for relative in files:
+        data = (directory / relative).read_bytes()
+        digest.update(f"{relative}\0{len(data)}\0".encode())
+        digest.update(data)
+    return digest.hexdigest()
+
+
+def seal_artifact(directory: Path, manifest: Manifest) -> Manifest:
+    """Give a training run's artifact a version that names its weights, and write its manifest.
+
+    A recipe's version (``transformer-minilm-v1.0.0``) names how a model was trained, not the
+    model: a rebuild of the shipped recipe on another machine or torch version differs in its
+    weights (measured 2026-12-04: 23 of 2,000 simulate verdicts flagged differently), and a
+    different ``--seed`` or data more so. Verdicts carry the version (``detector_version``), so
+    a run's artifact is named ``<recipe version>+<weights_fingerprint>`` (SemVer build
+    metadata), and ``load_artifact`` refuses files that are not the ones a ``+`` version names.
+    Artifacts shipped before this carry their plain release version.
+    """
+    recipe_version = manifest.version.split("+", 1)[0]
+    sealed = replace(manifest, version=f"{recipe_version}+{weights_fingerprint(directory, manifest)}")
+    (directory / "manifest.json").write_text(sealed.to_json())
+    return sealed
+
+
 def load_lexical_view(directory: Path, manifest: Manifest) -> dict:
     """side -> LexicalModel from ``lexical.safetensors`` ({} when the manifest has no lexical view)."""
     if manifest.lexical is None:
@@ -427,6 +464,7 @@ def load_artifact(directory: Path) -> tuple[Manifest, Heads | HeadsEnsemble, dic
         heads = _empty_heads(manifest, in_dim)
         heads.load_state_dict(load_file(str(directory / "heads.safetensors")))
         calibration = _calibration(json.loads((directory / "calibration.json").read_text()))
+        _check_fingerprint(directory, manifest)
     except ModelLoadError as exc:
         raise ModelLoadError(f"artifact {directory}: {exc}") from exc
     except (OSError, ValueError, KeyError, TypeError, RuntimeError, SafetensorError) as exc:
@@ -437,6 +475,20 @@ def load_artifact(directory: Path) -> tuple[Manifest, Heads | HeadsEnsemble, dic
         raise ModelLoadError(f"artifact {directory}: its labels differ from this version's heads; retrain")
     heads.eval()
     return manifest, heads, calibration
+
+
+def _check_fingerprint(directory: Path, manifest: Manifest) -> None:
+    """A ``+`` version (``seal_artifact``) names the weights: files swapped in from another run,
+    or edited, would score under a version that is not theirs."""
+    if not isinstance(manifest.version, str) or "+" not in manifest.version:
+        return  # a release shipped before versions named their weights
+    named = manifest.version.split("+", 1)[1]
+    actual = weights_fingerprint(directory, manifest)
+    if named != actual:
+        raise ModelLoadError(
+            f"its files are not the ones its version {manifest.version} names (their fingerprint is {actual}); "
+            "restore them or retrain"
+        )
 
 
 def _require_int(name: str, value: object, least: int) -> None:

@@ -57,6 +57,7 @@ from detectors.training.modeling import (
     WindowConfig,
     make_windows,
     save_artifact,
+    seal_artifact,
 )
 from pipeline.schemas import Side
 
@@ -433,6 +434,7 @@ def run_training(config: TrainConfig, progress: Callable[[str], None] = print) -
     shutil.rmtree(config.output_dir / ADAPTER_DIR, ignore_errors=True)
     # An evaluation report belongs to the artifact it scored: a new artifact voids it.
     (config.output_dir / "evaluation-report.json").unlink(missing_ok=True)
+    manifest = seal_artifact(config.output_dir, manifest)
     fold_counts: dict[str, dict[str, int]] = {}
     for s in every:
         for e, f in zip(every[s], folds[s], strict=True):

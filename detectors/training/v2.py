@@ -346,6 +346,7 @@ def train(
         SUBCATEGORY_LABELS,
         Manifest,
         save_artifact,
+        seal_artifact,
     )
     from detectors.training.ship import refuse_shipped_tree, runs_root
     from detectors.training.train import calibrate_heads, validation_report
@@ -399,6 +400,7 @@ def train(
     )
     save_artifact(output_dir, manifest, heads, calibration)
     (output_dir / "evaluation-report.json").unlink(missing_ok=True)
+    manifest = seal_artifact(output_dir, manifest)
     # Validation probabilities and labels: the model card's precision-recall curves.
     probs = {
         side: np.stack([apply_calibration(calibration[side.value][label], logits[side][:, j]) for j, label in enumerate(SIDE_LABELS[side])], 1)

@@ -22,9 +22,12 @@ from detectors.training.modeling import (
     Encoder,
     Heads,
     Manifest,
+    ModelLoadError,
     WindowConfig,
+    load_artifact,
     make_windows,
     save_artifact,
+    seal_artifact,
 )
 from detectors.training.train import TrainConfig, heads_loss, side_tensors
 from detectors.transformer import TransformerDetector
@@ -123,9 +126,11 @@ def test_detector_serves_an_artifact_with_an_adapter(encoder, tmp_path) -> None:
         heads_hidden=TrainConfig(output_dir=tmp_path).heads_hidden, seed=3, adapter={"r": 8},
     )
     save_artifact(tmp_path, manifest, heads, calibration)
+    manifest = seal_artifact(tmp_path, manifest)  # the adapter is part of the weights a version names
     # float32: the merged adapter is compared with a float32 forward pass to 4 decimals
     det = TransformerDetector.create(DetectorConfig(device="cpu", threads=1, model_dir=tmp_path, options={"dtype": "float32"}))
     try:
+        assert det.detector_version == manifest.version and manifest.version.startswith("t-lora+")
         scores = det.score_texts(Side.PROMPT, HARMFUL[:2])
         merged = Encoder(adapter_dir=tmp_path / ADAPTER_DIR)
         with torch.inference_mode():
@@ -134,6 +139,10 @@ def test_detector_serves_an_artifact_with_an_adapter(encoder, tmp_path) -> None:
         assert [round(s.scores["cyber_abuse"], 4) for s in scores] == [round(float(p), 4) for p in expected]
     finally:
         det.close()
+    config = tmp_path / ADAPTER_DIR / "adapter_config.json"
+    config.write_text(config.read_text() + "\n")  # any change to the adapter's files
+    with pytest.raises(ModelLoadError, match="not the ones its version t-lora[+]"):
+        load_artifact(tmp_path)
 
 
 def test_heads_ensemble_round_trips_and_averages_its_members(tmp_path) -> None:

@@ -57,6 +57,54 @@ def test_a_truncated_heads_file_is_a_model_load_error(tmp_path) -> None:
         load_artifact(run)
 
 
+def _seal(run: Path) -> str:
+    from detectors.training.modeling import Manifest, seal_artifact
+
+    return seal_artifact(run, Manifest.from_json((run / "manifest.json").read_text())).version
+
+
+def test_a_training_run_is_named_by_its_weights_and_the_name_is_checked_at_load(tmp_path) -> None:
+    # A rebuild of the shipped recipe differed from the shipped weights (23 of 2,000 simulate
+    # verdicts flagged differently) and still said transformer-minilm-v1.0.0 in every verdict
+    # (2026-12-04). A run's version now carries its weights' fingerprint.
+    first = build_tiny_minilm_artifact(tmp_path / "first", "transformer-minilm-v1.0.0")
+    version = _seal(first)
+    recipe, fingerprint = version.split("+")
+    assert recipe == "transformer-minilm-v1.0.0" and len(fingerprint) == 12 and int(fingerprint, 16) >= 0
+    assert _seal(first) == version  # sealing again names the same weights the same way
+    assert load_artifact(first)[0].version == version
+
+    second = build_tiny_minilm_artifact(tmp_path / "second", "transformer-minilm-v1.0.0")  # fresh random heads
+    assert _seal(second) != version
+
+    shutil.copyfile(second / "heads.safetensors", first / "heads.safetensors")  # weights from another run
+    with pytest.raises(ModelLoadError, match="not the ones its version transformer-minilm-v1.0.0[+]"):
+        load_artifact(first)
+
+
+def test_an_edited_calibration_no_longer_matches_its_version(tmp_path) -> None:
+    run = build_tiny_minilm_artifact(tmp_path / "run")
+    _seal(run)
+    _edit_json(run / "calibration.json", _set_all_thresholds(0.5))
+    with pytest.raises(ModelLoadError, match="restore them or retrain"):
+        load_artifact(run)
+
+
+def test_a_release_version_without_a_fingerprint_still_loads(tmp_path) -> None:
+    # The shipped v1.0.0 and v2.1.0 artifacts predate fingerprints; they are not refused.
+    run = build_tiny_minilm_artifact(tmp_path / "run", "transformer-minilm-v1.0.0")
+    assert load_artifact(run)[0].version == "transformer-minilm-v1.0.0"
+    assert load_artifact(MODELS_ROOT / "transformer-minilm-v1")[0].version == "transformer-minilm-v1.0.0"
+
+
+def test_ship_keeps_a_run_s_fingerprinted_version(tmp_path) -> None:
+    run = build_tiny_minilm_artifact(tmp_path / "run", "transformer-minilm-v1.0.0")
+    version = _seal(run)
+    shipped = ship_artifact(run, name="transformer-minilm-v1", models_root=tmp_path / "models", card=None)
+    assert shipped.version == version
+    assert load_artifact(tmp_path / "models" / "transformer-minilm-v1")[0].version == version
+
+
 def test_model_ship_of_a_truncated_artifact_is_one_line_and_exit_4(tmp_path, capsys) -> None:
     from pipeline.cli import main
     from pipeline.exits import ExitCode
