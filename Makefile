@@ -67,8 +67,10 @@ icu-deps:
 	  apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
 	    libicu-dev pkg-config g++; }
 
+# `make kafka-up KAFKA_PORT=0` takes a free port (printed, and by `kafka status --bootstrap`).
+KAFKA_PORT ?= 9092
 kafka-up: $(DEMO_STAMP)
-	$(PY) -m pipeline.localinfra.kafka up
+	$(PY) -m pipeline.localinfra.kafka up --port $(KAFKA_PORT)
 
 # Works before the first `make demo` too (no .venv yet: the system python3 reads the state file).
 PY_ANY = $(or $(wildcard $(PY)),python3)

@@ -247,10 +247,28 @@ def _make_checkout(dest: Path, *, venv: bool) -> Path:
     return dest
 
 
-def _make(target: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+def _make(target: str, cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if k not in {"MM_RUN_DIR", "MAKEFLAGS", "MAKELEVEL", "PYTHONPATH"}}
-    return subprocess.run(["make", "--no-print-directory", target], cwd=cwd, env=env, capture_output=True, text=True,
-                          timeout=120)
+    return subprocess.run(["make", "--no-print-directory", *args, target], cwd=cwd, env=env, capture_output=True,
+                          text=True, timeout=120)
+
+
+@pytest.mark.skipif(shutil.which("make") is None, reason="needs make")
+def test_make_kafka_up_takes_a_port(workdir: Path) -> None:
+    """`make kafka-up` could only start on 9092, which other jobs on a shared machine may hold
+    (2026-12-04): KAFKA_PORT=0 takes a free port, as the module command's `--port 0` does."""
+    checkout = _make_checkout(workdir, venv=True)
+    # -o: the install stamp counts as done; this test is about the port, not the install.
+    done = _make("kafka-up", checkout, "-o", ".venv/.installed-demo", "KAFKA_PORT=0")
+    try:
+        assert done.returncode == 0, done.stdout + done.stderr
+        bootstrap = _cli("kafka", "status", "--bootstrap", cwd=checkout).stdout.strip()
+        host, port = bootstrap.rsplit(":", 1)
+        assert host == "127.0.0.1" and int(port) != 9092 and int(port) > 0, bootstrap
+    finally:
+        down = _make("kafka-down", checkout)
+    assert down.returncode == 0, down.stdout + down.stderr
+    assert not _processes_mentioning(str(checkout / ".run" / "kafka"))
 
 
 @pytest.mark.skipif(shutil.which("make") is None or shutil.which("python3") is None, reason="needs make and python3")
