@@ -84,6 +84,10 @@ _PLACEHOLDER_RX = re.compile(r"<[A-Z_]+>")
 _SPACES = re.compile(r"\s+")
 _WHITESPACE = re.compile(r"\s")
 
+# After an ``@``: not a version pin of one to three numbers (``react@18``, ``lodash@4.17.21``,
+# ``pkg@1.2.0-rc.1``); a fourth number (an IPv4 host) or a letter makes it a host again.
+_NOT_A_VERSION = r"(?!\d+(?:\.\d+){0,2}(?!\.?\w))"
+
 # Our own recognisers: (entity, name, regex, score). Presidio evaluates them with the `regex`
 # module (IGNORECASE unless the entity is in _CASE_SENSITIVE), so variable-length lookbehind works.
 CUSTOM_PATTERNS: tuple[tuple[str, str, str, float], ...] = (
@@ -111,14 +115,17 @@ CUSTOM_PATTERNS: tuple[tuple[str, str, str, float], ...] = (
     ("API_KEY", "Stripe key", r"\b(?:sk|pk|rk)_(?:live|test)_[0-9A-Za-z]{16,}", 0.9),
     ("API_KEY", "JWT", r"\beyJ[A-Za-z0-9_-]{8,}\.eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}", 0.9),
     ("API_KEY", "private key block", r"-----BEGIN [A-Z ]*PRIVATE KEY-----[\s\S]*?(?:-----END [A-Z ]*PRIVATE KEY-----|$)", 0.9),
-    # Any address shape, known TLD or not.
-    ("EMAIL_ADDRESS", "e-mail address", r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+", 0.9),
+    # Any address shape, known TLD or not; not a package pinned to a version (``lodash@4.17.21``,
+    # ``react@18``, ``python@3.11``: one to three numbers), which evidence of a request for code
+    # often holds. ``alice@10.0.0.5`` (four numbers: a user at an IPv4 host) and ``x@163.com``
+    # stay addresses.
+    ("EMAIL_ADDRESS", "e-mail address", rf"[\w.+-]+@{_NOT_A_VERSION}[\w-]+(?:\.[\w-]+)+", 0.9),
     # The at sign escaped or spelled (%40, &#64;, \u0040, (at), [at]) and a user@host with no
     # domain: until a privacy review (2026-12-04) the local part, often a name, stayed in evidence.
     ("EMAIL_ADDRESS", "e-mail address, @ written otherwise",
      r"[\w.+-]+(?:%40|&#0*64;|&#x0*40;|\\u0040|\\x40|\s?[(\[{]\s?at\s?[)\]}]\s?)[\w-]+"
      r"(?:(?:\.|\s?[(\[{]\s?dot\s?[)\]}]\s?)[\w-]+)+", 0.9),
-    ("EMAIL_ADDRESS", "user@host", r"(?<![\w.+-])[\w.+-]*\w@[\w-]+\b", 0.6),
+    ("EMAIL_ADDRESS", "user@host", rf"(?<![\w.+-])[\w.+-]*\w@{_NOT_A_VERSION}[\w-]+\b", 0.6),
     # Presidio's URL recogniser only takes known TLDs; any scheme or www. link is masked here too
     # (query strings carry session ids and e-mail addresses).
     ("URL", "scheme or www link", r"\b(?:https?://|www\.)[^\s<>\"']+", 0.6),

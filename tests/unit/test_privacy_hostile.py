@@ -282,3 +282,27 @@ def test_evidence_of_a_decoded_sentence_is_redacted_on_the_whole_reading(redacto
         redact.install(previous)
     assert any("phishing" in e for e in evidence), evidence  # the sentences were read
     assert not any("leak" in e or "canary" in e for e in evidence), evidence
+
+
+@pytest.mark.parametrize(
+    ("text", "kept", "masked"),
+    [
+        ("npm install react@18 lodash@4.17.21 and pin python@3.11, next@14.2.0-canary.1 too.",
+         ["react@18", "lodash@4.17.21", "python@3.11", "next@14.2.0-canary.1"], []),
+        ("ssh alice.fairweather@10.0.0.5 and mail jonas@163.com or jonas.fairweather@corp today.",
+         [], ["alice.fairweather", "jonas@163", "jonas.fairweather"]),
+    ],
+    ids=["version-pins", "addresses-with-numbers"],
+)
+def test_a_package_pinned_to_a_version_is_not_an_e_mail_address(redactor, text: str, kept: list[str], masked: list[str]) -> None:  # noqa: ANN001
+    """Evidence of a request for code showed ``<EMAIL>`` for ``react@18`` and ``lodash@4.17.21``
+    (session 20's left-out list): one to three numbers after the ``@`` are a version pin. A
+    user at an IPv4 host (four numbers) or at a domain that starts with digits stays masked."""
+    from pipeline import redact as R
+
+    out = R.snippet(text, 0, len(text), redactor=redactor)
+    for pin in kept:
+        assert pin in out, out
+    for name in masked:
+        assert name not in out, out
+    assert out.count("<EMAIL>") == len(masked), out
