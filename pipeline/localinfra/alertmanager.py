@@ -94,6 +94,7 @@ def start_alertmanager(
     repeat_interval_s: float = 3600.0,
     detach: bool = False,
     startup_timeout_s: float = STARTUP_TIMEOUT_S,
+    state_file: Path | None = None,
 ) -> LocalAlertmanager:
     """Start Alertmanager forwarding to ``webhook_url``; returns once it reports ready.
 
@@ -130,7 +131,7 @@ def start_alertmanager(
     ]
     return LocalAlertmanager.launch(
         SERVICE_NAME, argv, data_dir, config_path, port, info=info, detach=detach,
-        startup_timeout_s=startup_timeout_s, error=AlertmanagerSetupError,
+        startup_timeout_s=startup_timeout_s, error=AlertmanagerSetupError, state_file=state_file,
     )
 
 
@@ -151,7 +152,9 @@ def main(argv: list[str] | None = None) -> int:
     return service_cli(
         "alertmanager", argv, default_run_dir() / "alertmanager.json",
         add_up_arguments=add_up_arguments,
-        start=lambda args: start_alertmanager(args.data_dir, args.webhook, port=args.port, detach=True),
+        start=lambda args, state_file: start_alertmanager(
+            args.data_dir, args.webhook, port=args.port, detach=True, state_file=state_file,
+        ),
         address=lambda service: f"http://{LOOPBACK}:{service.ports['alertmanager']}",
         setup_errors=(AlertmanagerSetupError,),
     )

@@ -295,6 +295,13 @@ class LocalService:
         tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
         tmp.replace(state_file)
 
+    def forget(self, state_file: Path) -> None:
+        """Remove ``state_file`` only while it still records this pid: never another's state."""
+        with contextlib.suppress(StateFileError):
+            recorded = LocalService.load(state_file)
+            if recorded is not None and recorded.pid == self.pid:
+                state_file.unlink(missing_ok=True)
+
     @classmethod
     def load(cls, state_file: Path) -> LocalService | None:
         """Re-attach to a service from its state file; None when there is no state file.
@@ -409,8 +416,10 @@ class ConfiguredHttpService(ServiceHandle):
         detach: bool,
         startup_timeout_s: float,
         error: type[Exception],
+        state_file: Path | None = None,
     ) -> Self:
-        """Start ``argv`` (logging to ``<data_dir>/<name>.log``) and wait until it is ready."""
+        """Start ``argv`` (logging to ``<data_dir>/<name>.log``) and wait until it is ready;
+        ``state_file`` (see :func:`record_while_starting`) is written before the wait."""
         service = LocalService.start(
             name,
             argv,
@@ -421,13 +430,27 @@ class ConfiguredHttpService(ServiceHandle):
             marker=str(config_path),
             detach=detach,
         )
-        try:  # a signal between the start and await_ready's own guard must not orphan the child
+        with record_while_starting(service, state_file):
             server = cls(service=service, port=port, data_dir=data_dir, config_path=config_path)
             server.await_ready(startup_timeout_s, error, ready_url=f"{server.url}/-/ready")
-        except BaseException:
-            service.kill()
-            raise
         return server
+
+
+@contextlib.contextmanager
+def record_while_starting(service: LocalService, state_file: Path | None) -> Iterator[None]:
+    """Around the readiness wait of a service just started: write ``state_file`` first, so an
+    ``up`` killed with SIGKILL while it waits leaves a server that ``status`` and ``down`` find
+    (before, only Kafka's did: a hostile check, 2026-12-04); on any failure, a signal included,
+    kill the server and remove the state file again."""
+    try:
+        if state_file is not None:
+            service.save(state_file)
+        yield
+    except BaseException:
+        service.kill()
+        if state_file is not None:
+            service.forget(state_file)
+        raise
 
 
 def _wait_http_ok(url: str, timeout_s: float, service: LocalService) -> None:
@@ -512,7 +535,7 @@ def service_cli(
     state_file: Path,
     *,
     add_up_arguments: Callable[[argparse.ArgumentParser], None],
-    start: Callable[[argparse.Namespace], ServiceHandle],
+    start: Callable[[argparse.Namespace, Path], ServiceHandle],
     address: Callable[[LocalService], str],
     stop: Callable[[LocalService], None] = lambda service: service.stop(),
     setup_errors: tuple[type[Exception], ...] = (),
@@ -543,7 +566,7 @@ def service_cli(
             if existing is not None:
                 print(address(existing))
                 return 0
-            server = start(args)
+            server = start(args, state_file)  # it writes the state file before waiting for readiness
             try:
                 server.service.save(state_file)
             except BaseException:

@@ -61,6 +61,7 @@ from pipeline.localinfra.base import (
     pids_with_argument,
     port_arg,
     port_is_open,
+    record_while_starting,
     run_service_command,
     wait_for_port,
 )
@@ -307,24 +308,9 @@ def start_broker(
             raise KafkaSetupError(f"port {LOOPBACK}:{port} is already in use (another broker? try another port)")
         controller_port = free_port()
         broker = _launch(java, classpath, data_dir, port, controller_port, num_partitions, extra_config, heap, detach)
-        try:
-            if state_file is not None:
-                broker.service.save(state_file)
+        with record_while_starting(broker.service, state_file):
             _wait_until_ready(broker, startup_timeout_s)
-        except BaseException:
-            broker.kill()
-            if state_file is not None:
-                _unlink_state_of(state_file, broker.service.pid)
-            raise
     return broker
-
-
-def _unlink_state_of(state_file: Path, pid: int) -> None:
-    """Remove ``state_file`` only while it still records ``pid``: never another broker's state."""
-    with suppress(StateFileError):
-        recorded = LocalService.load(state_file)
-        if recorded is not None and recorded.pid == pid:
-            state_file.unlink(missing_ok=True)
 
 
 def _ensure_data_dir_unused(log_dirs: Path) -> None:

@@ -40,6 +40,7 @@ from pipeline.localinfra.base import (
     pid_alive,
     port_arg,
     port_is_open,
+    record_while_starting,
     service_cli,
 )
 
@@ -120,6 +121,7 @@ def start_postgres(
     database: str = DEFAULT_DATABASE,
     detach: bool = False,
     startup_timeout_s: float = STARTUP_TIMEOUT_S,
+    state_file: Path | None = None,
 ) -> LocalPostgres:
     """Initialise (first time) and start a cluster under ``data_dir``; create ``database``.
 
@@ -161,12 +163,9 @@ def start_postgres(
         marker=str(cluster),
         detach=detach,
     )
-    try:  # a signal between the start and await_ready's own guard must not orphan the server
+    with record_while_starting(service, state_file):  # also when a signal comes before await_ready's own guard
         server = LocalPostgres(service=service, port=port, user=user, database=database, data_dir=data_dir)
         server.await_ready(startup_timeout_s, PostgresSetupError, ready=lambda: _create_database(server, startup_timeout_s))
-    except BaseException:
-        service.kill()
-        raise
     return server
 
 
@@ -266,7 +265,7 @@ def main(argv: list[str] | None = None) -> int:
     return service_cli(
         "postgres", argv, default_run_dir() / "postgres.json",
         add_up_arguments=add_up_arguments,
-        start=lambda args: start_postgres(args.data_dir, args.port, detach=True),
+        start=lambda args, state_file: start_postgres(args.data_dir, args.port, detach=True, state_file=state_file),
         address=lambda service: (
             f"postgresql+psycopg://{service.info['user']}@{LOOPBACK}:{service.ports['postgres']}/{service.info['database']}"
         ),

@@ -78,6 +78,7 @@ def start_prometheus(
     interval_s: float = 1.0,
     detach: bool = False,
     startup_timeout_s: float = STARTUP_TIMEOUT_S,
+    state_file: Path | None = None,
 ) -> LocalPrometheus:
     """Start Prometheus scraping ``targets`` (``host:port``); returns once it is ready."""
     binary = find_prometheus()
@@ -98,7 +99,7 @@ def start_prometheus(
     ]
     return LocalPrometheus.launch(
         SERVICE_NAME, argv, data_dir, config_path, port, detach=detach,
-        startup_timeout_s=startup_timeout_s, error=PrometheusSetupError,
+        startup_timeout_s=startup_timeout_s, error=PrometheusSetupError, state_file=state_file,
     )
 
 
@@ -141,9 +142,9 @@ def main(argv: list[str] | None = None) -> int:
     return service_cli(
         "prometheus", argv, default_run_dir() / "prometheus.json",
         add_up_arguments=add_up_arguments,
-        start=lambda args: start_prometheus(
+        start=lambda args, state_file: start_prometheus(
             args.data_dir, args.target or [f"{LOOPBACK}:9464"], port=args.port, rule_files=args.rules,
-            interval_s=args.interval, detach=True,
+            interval_s=args.interval, detach=True, state_file=state_file,
         ),
         address=lambda service: f"http://{LOOPBACK}:{service.ports['prometheus']}",
         setup_errors=(PrometheusSetupError,),

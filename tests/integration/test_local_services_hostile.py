@@ -428,3 +428,58 @@ def test_terminal_closed_during_up_leaves_no_server_without_a_state_file(sig: si
     assert up.returncode == 128 + sig, up.returncode
     assert _cli("prometheus", "status", cwd=workdir).returncode == 1
     assert not _processes_mentioning(str(workdir / ".run" / "prometheus")), "a Prometheus nobody can `down`"
+
+
+def _server_pids(marker: str, binary: str) -> list[int]:
+    """The server process itself: it runs ``binary`` and names ``marker`` (not initdb, nor the
+    single-user postgres initdb runs, nor the `up` command)."""
+    found = []
+    for pid in _processes_mentioning(marker):
+        try:
+            argv = [a.decode(errors="replace") for a in Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")]
+        except OSError:
+            continue
+        # Debian names Alertmanager's binary prometheus-alertmanager.
+        if argv and Path(argv[0]).name.endswith(binary) and not {"--boot", "--single"} & set(argv):
+            found.append(pid)
+    return found
+
+
+@pytest.mark.parametrize("service", ["postgres", "prometheus", "alertmanager"])
+def test_up_killed_with_sigkill_while_the_server_starts_leaves_it_findable(service: str, workdir: Path) -> None:
+    """Before: only Kafka's `up` wrote its state file before waiting for readiness. `kill -9` of
+    the other three in that wait left a server running that `status` called "not running" and
+    `down` could not stop (session 20 left it out as not reproduced; reproduced 2026-12-04 by
+    killing `up` as soon as the server process exists)."""
+    extra = ["--webhook", "http://127.0.0.1:9/unused"] if service == "alertmanager" else []
+    up = _start(service, "up", "--port", "0", *extra, cwd=workdir)
+    run = workdir / ".run" / service
+    marker_of = {
+        "postgres": lambda: str(_pg_cluster(workdir)) if (run / "cluster.path").is_file() or (run / "cluster").is_dir() else None,
+        "prometheus": lambda: str(run / "prometheus.yml"),
+        "alertmanager": lambda: str(run / "alertmanager.yml"),
+    }[service]
+    marker = None
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and up.poll() is None:
+            marker = marker_of()
+            if marker and _server_pids(marker, service):
+                break
+            time.sleep(0.005)
+        assert marker and _server_pids(marker, service), f"{service} server never appeared: {up.communicate(timeout=5)}"
+        up.kill()  # SIGKILL: no handler runs
+        up.wait(timeout=10)
+        status = _cli(service, "status", cwd=workdir)
+        assert status.returncode == 0 and "running, pid" in status.stdout, status.stdout + status.stderr
+        down = _cli(service, "down", cwd=workdir)
+        assert down.returncode == 0 and f"{service}: stopped" in down.stdout, down.stdout + down.stderr
+        assert not _server_pids(marker, service)
+    finally:
+        if up.poll() is None:
+            up.kill()
+        if marker:
+            for pid in _server_pids(marker, service):
+                os.kill(pid, signal.SIGKILL)
+        if service == "postgres" and marker:
+            shutil.rmtree(marker, ignore_errors=True)
