@@ -53,6 +53,20 @@ from pipeline.schemas import Category, Side
 
 DEFAULT_EXTRA_DATA = Path(__file__).resolve().parents[3] / "shared" / "data"
 
+def data_location(root: Path) -> str:
+    """``root`` as a training report records it: relative to the repository's parent folder
+    (``../shared/data``), else with the home folder as ``~``. Reports ship inside artifacts; an
+    absolute path told every reader the trainer's folders (and often a user name)."""
+    root = Path(root).expanduser().resolve()
+    bases = [(Path(__file__).resolve().parents[3], ".."), (Path.home().resolve(), "~")]
+    under = [(base, shown) for base, shown in bases if root.is_relative_to(base)]
+    if not under:
+        return root.name or str(root)  # elsewhere: the folder's own name only
+    base, shown = max(under, key=lambda b: len(b[0].parts))  # the nearer one: a checkout in ~/src gives ../shared/data
+    relative = root.relative_to(base).as_posix()
+    return shown if relative == "." else f"{shown}/{relative}"
+
+
 # Licences as stated by each source (model card table).
 LICENSES: dict[str, str] = {
     "shared/advbench": "MIT (llm-attacks)",
@@ -498,7 +512,7 @@ def assemble_v2(root: Path = DEFAULT_EXTRA_DATA, seed: int = 1234, packaged: dic
             translated_dropped[f"{t.example.source}:{how}"] += 1
     dataset = assemble(seed=seed, loaded=kept)
     report = {
-        "extra_data": str(root),
+        "extra_data": data_location(root),
         "licenses": LICENSES,
         "reserved_texts_indexed": len(index.exact),
         "reserved_near_duplicate": {"method": "MinHash LSH (datasketch), character 5-grams", "jaccard_threshold": index.threshold, "num_perm": index.num_perm},

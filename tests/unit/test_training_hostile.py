@@ -571,3 +571,19 @@ def test_threads_are_counted_against_the_cores_this_process_may_use() -> None:
     done = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.startswith("refused threads=2: use 1 to 1"), done.stdout
+
+
+def test_a_training_report_does_not_record_the_trainers_folders(tmp_path, monkeypatch) -> None:
+    """The shipped e5 artifact's training-report.json says "extra_data": "/work/shared/data":
+    where this machine keeps it. Reports ship inside artifacts, so a trainer's home folder (and
+    user name) went with them. New reports record the folder relative to the checkout's parent,
+    or under ``~``, or by its name."""
+    from detectors.training.extra import DEFAULT_EXTRA_DATA, data_location
+
+    assert data_location(DEFAULT_EXTRA_DATA) == "../shared/data"
+    home = tmp_path / "home" / "alice"
+    (home / "labelled" / "sets").mkdir(parents=True)
+    monkeypatch.setenv("HOME", str(home))
+    assert data_location(home / "labelled" / "sets") == "~/labelled/sets"
+    elsewhere = data_location(Path("/srv/trainer-alice/labelled"))
+    assert elsewhere == "labelled" and "alice" not in elsewhere
