@@ -16,19 +16,28 @@ Patterns a monitor should surface, all present for ``n_records >= MIN_PATTERN_RE
   one phishing or misinformation template) within ``CAMPAIGN_WINDOW``.
 
 Everything is deterministic for a seed (and ``end``). Corpora are loaded once per call.
+
+Records are built one at a time as they are written, and their time order is a stable sort of
+the record plans in chunks of ``SORT_CHUNK`` spilled to anonymous temporary files and merged: the
+memory holds one chunk of plans, one block of each spilled chunk and the simulated user population
+(one user per 20 records), not every record (measured: docs/benchmarks.md, "simulate's memory").
 """
 
 from __future__ import annotations
 
+import heapq
 import itertools
+import operator
+import pickle
 import sys
-from contextlib import nullcontext
+import tempfile
+from contextlib import ExitStack, nullcontext
 import json
 import math
 import random
 import uuid
 from collections import Counter, defaultdict
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -57,6 +66,11 @@ HOPPER_MIN_MODELS = 4
 SHAREGPT_EXCHANGES = 6000
 MAX_PROMPT_CHARS = 5000
 PROGRESS_THRESHOLD = 5000
+# Record plans sorted in memory at a time; more are spilled to temporary files and merged. At most
+# MAX_SPILL_FILES files are open at once (a larger run spills larger chunks).
+SORT_CHUNK = 20000
+MAX_SPILL_FILES = 256
+_SPILL_BLOCK = 256
 
 
 @dataclass(frozen=True)
@@ -457,14 +471,13 @@ class _Planner:
 
     # -- patterns
 
-    def campaign(self, n_records: int, n_users: int, campaign_id: str) -> list[_Plan]:
+    def campaign(self, n_records: int, n_users: int, campaign_id: str) -> Iterator[_Plan]:
         rng = self.rng
         name = rng.choice(sorted(_CAMPAIGNS))
         spec = _CAMPAIGNS[name]
         window_start = self.start + timedelta(seconds=rng.random() * max(0.0, (self.span - CAMPAIGN_WINDOW).total_seconds()))
         tenants = rng.sample(list(_TENANTS), k=min(3, len(_TENANTS)))  # a campaign spreads over tenants
         users = [(_user_id(rng), rng.choice(tenants)) for _ in range(n_users)]
-        plans = []
         for i in range(n_records):
             user, tenant = users[i] if i < n_users else rng.choice(users)
             slots = {k: rng.choice(v) for k, v in spec["slots"].items()}  # type: ignore[attr-defined]
@@ -475,11 +488,10 @@ class _Planner:
             else:
                 completion = _refusal(str(spec["category"]), rng)
             when = window_start + timedelta(seconds=rng.random() * CAMPAIGN_WINDOW.total_seconds())
-            plans.append(_Plan(when, tenant, self.deployment(tenant), user, "campaign", prompt, completion,
-                               "harmful" if complied else "refusal", str(spec["category"]),
-                               (f"synthetic/campaign_{name}",), campaign_id=campaign_id,
-                               extra_meta={"client": "python-requests/2.32"}))
-        return plans
+            yield _Plan(when, tenant, self.deployment(tenant), user, "campaign", prompt, completion,
+                        "harmful" if complied else "refusal", str(spec["category"]),
+                        (f"synthetic/campaign_{name}",), campaign_id=campaign_id,
+                        extra_meta={"client": "python-requests/2.32"})
 
     def hopper(self, n_records: int) -> list[_Plan]:
         rng = self.rng
@@ -507,13 +519,11 @@ class _Planner:
                                completion, kind, category, sources))
         return plans
 
-    def repeat_offender(self, n_records: int, focus: str) -> list[_Plan]:
+    def repeat_offender(self, n_records: int, focus: str) -> Iterator[_Plan]:
         user, tenant = _user_id(self.rng), self.tenant()
-        plans = []
         for _ in range(n_records):
             category = focus if self.rng.random() < 0.75 else None
-            plans.append(self.abusive_plan("repeat_offender", tenant, user, self.when(), category=category))
-        return plans
+            yield self.abusive_plan("repeat_offender", tenant, user, self.when(), category=category)
 
 
 @dataclass(frozen=True)
@@ -541,31 +551,133 @@ class _Mix:
         )
 
 
-def _plans(n_records: int, rng: random.Random, pools: SimulationCorpora, start: datetime, span: timedelta) -> list[_Plan]:
+def _plans(n_records: int, rng: random.Random, pools: SimulationCorpora, start: datetime, span: timedelta) -> Iterator[_Plan]:
+    """Every plan in the order it is drawn from ``rng``. The patterns can plan more than
+    ``n_records``: the caller keeps the first ``n_records`` but draws the rest too, since the
+    records' own draws (``_build``) follow them."""
     planner = _Planner(pools, rng, start, span)
     mix = _Mix.for_size(n_records)
-    plans: list[_Plan] = []
-    if mix.campaign_records:
-        plans += planner.campaign(mix.campaign_records, mix.campaign_users, f"campaign-{rng.getrandbits(32):08x}")
-        plans += planner.hopper(mix.hopper_records)
-        focuses = ("cyber_abuse", "misinformation", "jailbreak", "other_harm")
-        for i in range(mix.repeat_offenders):
-            plans += planner.repeat_offender(mix.records_per_offender, focuses[i % len(focuses)])
-    # Occasional abusers: mostly one-off users, some send two or three requests.
-    abuser_done = 0
-    while abuser_done < mix.abuser_records:
-        user, tenant = _user_id(rng), planner.tenant()
-        burst = min(mix.abuser_records - abuser_done, rng.choices((1, 2, 3), weights=(0.7, 0.2, 0.1))[0])
-        for _ in range(burst):
-            plans.append(planner.abusive_plan("abuser", tenant, user, planner.when()))
-        abuser_done += burst
+
+    def patterns() -> Iterator[_Plan]:
+        if mix.campaign_records:
+            yield from planner.campaign(mix.campaign_records, mix.campaign_users, f"campaign-{rng.getrandbits(32):08x}")
+            yield from planner.hopper(mix.hopper_records)
+            focuses = ("cyber_abuse", "misinformation", "jailbreak", "other_harm")
+            for i in range(mix.repeat_offenders):
+                yield from planner.repeat_offender(mix.records_per_offender, focuses[i % len(focuses)])
+        # Occasional abusers: mostly one-off users, some send two or three requests.
+        abuser_done = 0
+        while abuser_done < mix.abuser_records:
+            user, tenant = _user_id(rng), planner.tenant()
+            burst = min(mix.abuser_records - abuser_done, rng.choices((1, 2, 3), weights=(0.7, 0.2, 0.1))[0])
+            for _ in range(burst):
+                yield planner.abusive_plan("abuser", tenant, user, planner.when())
+            abuser_done += burst
+
+    planned = 0
+    for plan in patterns():
+        planned += 1
+        yield plan
     # Benign users: a Zipf-like population so a few users are much busier than most.
-    n_benign = n_records - len(plans)
+    n_benign = n_records - planned
     population = [(_user_id(rng), planner.tenant()) for _ in range(max(10, n_records // 20))]
     weights = [1.0 / (rank + 1) ** 0.8 for rank in range(len(population))]
-    for (user, tenant) in rng.choices(population, weights=weights, k=n_benign):
-        plans.append(planner.benign_plan(tenant, user, planner.when()))
-    return plans[:n_records]
+    # Every benign user is drawn before the first benign plan, one rng.random() each (what
+    # rng.choices(population, weights=weights, k=n_benign) does): a copy of rng makes the same
+    # draws one plan at a time while rng skips past them, so no list of n_benign users is held.
+    users = random.Random()
+    users.setstate(rng.getstate())
+    for _ in range(n_benign):
+        rng.random()
+    cum_weights = list(itertools.accumulate(weights))
+    for _ in range(n_benign):
+        user, tenant = users.choices(population, cum_weights=cum_weights, k=1)[0]
+        yield planner.benign_plan(tenant, user, planner.when())
+
+
+_timestamp = operator.attrgetter("timestamp")
+
+
+class _TimeOrder:
+    """Plans in time order, ties in the order they were added (what ``list.sort`` by timestamp
+    gives), holding at most ``chunk`` of them: each full chunk is sorted and spilled to an
+    anonymous temporary file (gone when closed, or when the process dies), and the sorted chunks
+    are merged. Deployments and corpus texts are spilled as their index in the loaded corpora,
+    so a spilled plan takes a few hundred bytes of disk."""
+
+    def __init__(self, pools: SimulationCorpora, chunk: int) -> None:
+        self.chunk = chunk
+        self.pending: list[_Plan] = []
+        self.runs: list[tuple[Any, int]] = []  # (temporary file, plans in it)
+        self.files = ExitStack()
+        shared: list[Any] = [*_DEPLOYMENTS.values(), *_SAFE_ANSWERS.values()]
+        for e in pools.exchanges:
+            shared += (e.user.text, e.assistant.text)
+        for items in pools.harmful.values():
+            shared += (h.prompt.text for h in items)
+        shared += (t.text for t in pools.raw_jailbreaks)
+        for m, _ in pools.many_shot:
+            shared += (m.text, m.meta["prompt"])
+        self.shared = shared
+        self.index = {id(obj): i for i, obj in enumerate(shared)}
+
+    def __enter__(self) -> _TimeOrder:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.files.close()
+
+    def add(self, plan: _Plan) -> None:
+        self.pending.append(plan)
+        if len(self.pending) >= self.chunk:
+            self._spill()
+
+    def _ref(self, obj: Any) -> Any:
+        """A shared object as its index (an int), anything else as itself."""
+        i = self.index.get(id(obj))
+        return i if i is not None and self.shared[i] is obj else obj
+
+    def _deref(self, value: Any) -> Any:
+        return self.shared[value] if type(value) is int else value
+
+    def _spill(self) -> None:
+        self.pending.sort(key=_timestamp)
+        file = self.files.enter_context(tempfile.TemporaryFile(prefix="misuse-monitor-simulate-"))
+        pickler = pickle.Pickler(file, pickle.HIGHEST_PROTOCOL)
+        ref = self._ref
+        # Pickled in blocks of _SPILL_BLOCK plans: one dump per plan took 6x as long.
+        for start in range(0, len(self.pending), _SPILL_BLOCK):
+            pickler.dump([
+                (p.timestamp, p.tenant, ref(p.deployment), p.user_id, p.role, ref(p.prompt), ref(p.completion),
+                 p.completion_kind, p.category, p.sources, p.campaign_id,
+                 tuple((ref(u), ref(a)) for u, a in p.history), p.extra_meta, p.wrapped)
+                for p in self.pending[start:start + _SPILL_BLOCK]
+            ])
+            pickler.clear_memo()  # each block stands alone: the file is read back one block at a time
+        file.seek(0)
+        self.runs.append((file, len(self.pending)))
+        self.pending = []
+
+    def _read(self, file: Any, count: int) -> Iterator[_Plan]:
+        deref = self._deref
+        for _ in range(0, count, _SPILL_BLOCK):
+            # A new unpickler per block, as each block was written with a fresh memo (a reused
+            # unpickler's memo would keep growing, and a block's memo indexes would point into it).
+            for (timestamp, tenant, deployment, user_id, role, prompt, completion, completion_kind, category,
+                 sources, campaign_id, history, extra_meta, wrapped) in pickle.Unpickler(file).load():
+                yield _Plan(timestamp, tenant, deref(deployment), user_id, role, deref(prompt), deref(completion),
+                            completion_kind, category, sources, campaign_id,
+                            tuple((deref(u), deref(a)) for u, a in history), extra_meta, wrapped)
+
+    def __iter__(self) -> Iterator[_Plan]:
+        self.pending.sort(key=_timestamp)
+        last, self.pending = self.pending, []
+        if not self.runs:
+            return iter(last)
+        # heapq.merge breaks ties by argument order: the spilled chunks in the order they were
+        # added, the chunk still in memory (added last) at the end.
+        runs = [self._read(file, count) for file, count in self.runs]
+        return heapq.merge(*runs, iter(last), key=_timestamp)
 
 
 # --------------------------------------------------------------------------- serialisation
@@ -638,15 +750,23 @@ def simulate(
     end: datetime | None = None,
     span: timedelta = timedelta(days=2),
     material: SimulationCorpora | None = None,
+    sort_chunk: int = SORT_CHUNK,
 ) -> Iterator[SimulatedRecord]:
     """``n_records`` simulated records in time order over ``[end - span, end)``.
 
     ``end`` defaults to now (UTC); a naive ``end`` is taken as UTC. The same seed and ``end`` give
     the same records, request ids included. Corpora are read when the first record is requested,
     unless ``material`` (``SimulationCorpora.load()``) is passed in to reuse across calls.
+
+    Records are built one at a time as they are requested. All record plans are drawn before the
+    first record (the earliest may be drawn last); at most ``sort_chunk`` of them are held in
+    memory, the rest wait sorted in temporary files (``TMPDIR``). ``sort_chunk`` changes nothing
+    in the records.
     """
     if n_records < 0:
         raise ValueError("n_records must be >= 0")
+    if sort_chunk < 1:
+        raise ValueError("sort_chunk must be >= 1")
     if span <= timedelta(0):
         raise ValueError("span must be positive")
     end = end or datetime.now(UTC).replace(microsecond=0)
@@ -657,10 +777,43 @@ def simulate(
         return
     pools = material or SimulationCorpora.load()
     rng = random.Random(f"misuse-monitor-sim:{seed}")
-    plans = _plans(n_records, rng, pools, end - span, span)
-    plans.sort(key=lambda p: p.timestamp)  # stable: ties keep generation order
-    for plan in plans:
-        yield _build(plan, rng)
+    with _TimeOrder(pools, max(sort_chunk, -(-n_records // MAX_SPILL_FILES))) as ordered:
+        for index, plan in enumerate(_plans(n_records, rng, pools, end - span, span)):
+            if index < n_records:  # past it, plans only advance rng (see _plans)
+                ordered.add(plan)
+        for plan in ordered:
+            yield _build(plan, rng)
+
+
+@dataclass
+class TruthCounts:
+    """What the summary shows, counted as the records are written (no list of every truth)."""
+
+    records: int = 0
+    misuse: int = 0
+    role: Counter[str] = field(default_factory=Counter)
+    category: Counter[str] = field(default_factory=Counter)
+    completion: Counter[str] = field(default_factory=Counter)
+    campaign_users: set[str | None] = field(default_factory=set)
+
+    @classmethod
+    def of(cls, truths: Iterable[GroundTruth]) -> TruthCounts:
+        counts = cls()
+        for truth in truths:
+            counts.add(truth)
+        return counts
+
+    def add(self, truth: GroundTruth) -> None:
+        self.records += 1
+        self.misuse += truth.misuse
+        self.role[str(truth.role or "-")] += 1
+        self.category[str(truth.intended_category or "-")] += 1
+        self.completion[str(truth.completion_kind or "-")] += 1
+        if truth.campaign_id:
+            self.campaign_users.add(truth.user_id)
+
+    def __len__(self) -> int:
+        return self.records
 
 
 def write_jsonl(
@@ -668,8 +821,9 @@ def write_jsonl(
     path: Path,
     truth_path: Path | None = None,
     progress_total: int | None = None,
-) -> list[GroundTruth]:
-    """Write logs (and optionally ground truth keyed by request_id) as JSONL; return the truths.
+) -> TruthCounts:
+    """Write logs (and optionally ground truth keyed by request_id) as JSONL, each record as it
+    comes; return the counts of their truths.
 
     A rich progress bar is shown when ``progress_total`` is at least ``PROGRESS_THRESHOLD``.
     """
@@ -678,7 +832,7 @@ def write_jsonl(
         # --truth's folder too: a missing one was exit 4 after --output had been emptied.
         if target is not None and not is_dash(target):
             target.parent.mkdir(parents=True, exist_ok=True)
-    truths: list[GroundTruth] = []
+    counts = TruthCounts()
     show = progress_total is not None and progress_total >= PROGRESS_THRESHOLD
     progress = Progress(TextColumn("simulating"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                         disable=not show, transient=True, console=Console(stderr=True))
@@ -691,35 +845,36 @@ def write_jsonl(
                 out.write(record.log.model_dump_json(by_alias=True, exclude_none=True) + "\n")
                 if truth_out is not None:
                     truth_out.write(json.dumps(record.truth.label_row(record.log.request_id), sort_keys=True) + "\n")
-                truths.append(record.truth)
+                counts.add(record.truth)
                 progress.advance(task)
         finally:
             if truth_out is not None and not truth_to_stdout:
                 truth_out.close()
-    return truths
+    return counts
 
 
-def summary_counts(truths: Sequence[GroundTruth]) -> dict[str, Any]:
+def summary_counts(truths: TruthCounts | Iterable[GroundTruth]) -> dict[str, Any]:
     """The numbers of ``summary_table`` as plain data (``simulate --json``)."""
-    out: dict[str, Any] = {"records": len(truths), "misuse": sum(t.misuse for t in truths)}
-    for label, key in (("role", "role"), ("category", "intended_category"), ("completion", "completion_kind")):
-        out[label] = dict(Counter(str(getattr(t, key) or "-") for t in truths))
-    out["campaign_users"] = len({t.user_id for t in truths if t.campaign_id})
+    counts = truths if isinstance(truths, TruthCounts) else TruthCounts.of(truths)
+    out: dict[str, Any] = {"records": counts.records, "misuse": counts.misuse}
+    for label in ("role", "category", "completion"):
+        out[label] = dict(getattr(counts, label))
+    out["campaign_users"] = len(counts.campaign_users)
     return out
 
 
-def summary_table(truths: Sequence[GroundTruth]) -> Table:
+def summary_table(truths: TruthCounts | Iterable[GroundTruth]) -> Table:
     """Counts by role, intended category and completion kind."""
-    table = Table(title=f"Simulated traffic: {len(truths)} records")
+    counts = truths if isinstance(truths, TruthCounts) else TruthCounts.of(truths)
+    table = Table(title=f"Simulated traffic: {counts.records} records")
     table.add_column("dimension")
     table.add_column("value")
     table.add_column("records", justify="right")
-    for label, key in (("role", "role"), ("category", "intended_category"), ("completion", "completion_kind")):
-        counts = Counter(str(getattr(t, key) or "-") for t in truths)
-        for value, count in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])):
+    for label in ("role", "category", "completion"):
+        by_value: Counter[str] = getattr(counts, label)
+        for value, count in sorted(by_value.items(), key=lambda kv: (-kv[1], kv[0])):
             table.add_row(label, value, str(count))
-    campaign_users = {t.user_id for t in truths if t.campaign_id}
-    table.add_row("campaign", "distinct users", str(len(campaign_users)))
+    table.add_row("campaign", "distinct users", str(len(counts.campaign_users)))
     return table
 
 
@@ -775,8 +930,8 @@ def simulate_command(
     span = _span(days)
     to_stdout = to_stdout or truth_to_stdout
     generated = simulate(records, seed=seed, span=span)
-    truths = write_jsonl(generated, output, truth, progress_total=None if to_stdout else records)
+    counts = write_jsonl(generated, output, truth, progress_total=None if to_stdout else records)
     if as_json:
-        typer.echo(json.dumps(summary_counts(truths), sort_keys=True))
+        typer.echo(json.dumps(summary_counts(counts), sort_keys=True))
     else:
-        Console(stderr=to_stdout).print(summary_table(truths))
+        Console(stderr=to_stdout).print(summary_table(counts))

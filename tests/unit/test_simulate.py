@@ -4,9 +4,13 @@ only from allowed packaged corpora."""
 
 from __future__ import annotations
 
+import gc
+import hashlib
 import itertools
 import json
+import weakref
 from collections import Counter, defaultdict
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -161,3 +165,63 @@ def test_write_jsonl_writes_logs_and_truth_keyed_by_request_id(
     first = records[0]
     assert rows[first.log.request_id]["role"] == first.truth.role
     assert rows[first.log.request_id]["completion_kind"] == first.truth.completion_kind
+
+
+# sha256 of the logs and truth files that write_jsonl wrote for simulate(1500, seed=11, end=END)
+# before simulate streamed (commit 918116f: every plan in one list sorted in memory, every truth
+# kept for the summary). The streaming simulate must write the same bytes; a change of the
+# packaged corpora changes them too (recompute them with the old commit then).
+GOLDEN_LOGS = "cc84060e60e6b6b74ba9408247e48af4be3d737a1706703460ba9b1e32b9f155"
+GOLDEN_TRUTH = "e608bfc720a702edf78da0581bb1012db2fa00c5d53ab00b211caeabdb883f8f"
+
+
+@pytest.mark.parametrize("sort_chunk", [sim.SORT_CHUNK, 600, 97])
+def test_written_files_match_the_implementation_that_sorted_in_memory(
+    sort_chunk: int, material_and_opened: tuple[sim.SimulationCorpora, list[Path]], tmp_path: Path
+) -> None:
+    # SORT_CHUNK: all 1500 plans sorted in memory; 600 and 97: sorted chunks spilled to temporary
+    # files (blocks of 256 plans, a last block cut short) and merged.
+    logs, truth = tmp_path / "logs.jsonl", tmp_path / "truth.jsonl"
+    records = sim.simulate(N, seed=11, end=END, material=material_and_opened[0], sort_chunk=sort_chunk)
+    counts = sim.write_jsonl(records, logs, truth)
+    assert hashlib.sha256(logs.read_bytes()).hexdigest() == GOLDEN_LOGS
+    assert hashlib.sha256(truth.read_bytes()).hexdigest() == GOLDEN_TRUTH
+    rows = [json.loads(line) for line in truth.read_text(encoding="utf-8").splitlines()]
+    assert sim.summary_counts(counts) == {
+        "records": N,
+        "misuse": sum(row["misuse"] for row in rows),
+        "role": dict(Counter(row["role"] for row in rows)),
+        "category": dict(Counter(row["intended_category"] or "-" for row in rows)),
+        "completion": dict(Counter(row["completion_kind"] for row in rows)),
+        "campaign_users": len({row["user_id"] for row in rows if row["campaign_id"]}),
+    }
+
+
+def test_simulate_holds_one_chunk_of_plans_and_write_jsonl_one_record(
+    material_and_opened: tuple[sim.SimulationCorpora, list[Path]], tmp_path: Path
+) -> None:
+    """Memory bounded by sort_chunk, not by the number of records: while write_jsonl writes, the
+    plans alive are the chunk still in memory plus one per spilled chunk (the merge's heads), and
+    of the records already handed to it only the last two are alive (no list of records or truths)."""
+    sort_chunk = 100
+    runs = -(-N // sort_chunk)
+    alive_plans: list[int] = []
+    alive_records: list[int] = []
+    handed: list[weakref.ref[sim.SimulatedRecord]] = []
+
+    def watched() -> Iterator[sim.SimulatedRecord]:
+        for i, record in enumerate(sim.simulate(N, seed=11, end=END, material=material_and_opened[0],
+                                                sort_chunk=sort_chunk)):
+            if i % 300 == 0 or i == N - 1:
+                gc.collect()
+                alive_plans.append(sum(type(o) is sim._Plan for o in gc.get_objects()))
+                alive_records.append(sum(r() is not None for r in handed))
+            handed.append(weakref.ref(record))
+            yield record
+
+    counts = sim.write_jsonl(watched(), tmp_path / "logs.jsonl", tmp_path / "truth.jsonl")
+    assert len(counts) == len(handed) == N
+    assert len(alive_plans) == 6
+    # Every plan is drawn before the first record; the old simulate held all N of them here.
+    assert 0 < max(alive_plans) <= sort_chunk + runs + 1 < N
+    assert max(alive_records) <= 2
