@@ -27,16 +27,15 @@ from __future__ import annotations
 
 import heapq
 import itertools
-import operator
-import pickle
-import sys
-import tempfile
-from contextlib import ExitStack, nullcontext
 import json
 import math
+import operator
+import pickle
 import random
+import tempfile
 import uuid
 from collections import Counter, defaultdict
+from contextlib import ExitStack, nullcontext
 from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -50,13 +49,14 @@ from rich.table import Table
 
 from detectors.training import corpora
 from detectors.training.corpora import CorpusText
-from pipeline.stdio import is_dash, same_file
+from pipeline.stdio import is_dash, open_output, same_file
 from pipeline.schemas import INFERENCE_LOG_V1, TIMESTAMP_MIN, InferenceLog
 
 Role = Literal["benign", "abuser", "repeat_offender", "model_hopper", "campaign"]
 CompletionKind = Literal["harmful", "refusal", "benign", "none"]
 
 MIN_PATTERN_RECORDS = 100
+MAX_RECORDS_PER_OFFENDER = 120  # _Mix: repeat offenders stay 3% of large simulations
 CAMPAIGN_MIN_USERS = 8
 CAMPAIGN_WINDOW = timedelta(hours=3)
 HOPPER_WINDOW = timedelta(minutes=30)
@@ -546,7 +546,10 @@ class _Mix:
             campaign_users=campaign_users,
             hopper_records=max(6, min(14, round(0.004 * n))),
             repeat_offenders=offenders,
-            records_per_offender=max(5, round(0.01 * n)),
+            # Capped: n/4000 offenders of 0.01 n records each grew with n squared, to 25% of
+            # 100,000 records and every record from about 368,000 on (2026-12-04). With the cap
+            # they stay 3% of the traffic; up to 12,049 records nothing changes.
+            records_per_offender=max(5, min(MAX_RECORDS_PER_OFFENDER, round(0.01 * n))),
             abuser_records=round(0.06 * n),
         )
 
@@ -827,7 +830,6 @@ def write_jsonl(
 
     A rich progress bar is shown when ``progress_total`` is at least ``PROGRESS_THRESHOLD``.
     """
-    to_stdout = is_dash(path)
     for target in (path, truth_path):
         # --truth's folder too: a missing one was exit 4 after --output had been emptied.
         if target is not None and not is_dash(target):
@@ -836,20 +838,20 @@ def write_jsonl(
     show = progress_total is not None and progress_total >= PROGRESS_THRESHOLD
     progress = Progress(TextColumn("simulating"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                         disable=not show, transient=True, console=Console(stderr=True))
-    with (nullcontext(sys.stdout) if to_stdout else path.open("w", encoding="utf-8")) as out, progress:
-        truth_to_stdout = is_dash(truth_path)
-        truth_out = sys.stdout if truth_to_stdout else truth_path.open("w", encoding="utf-8") if truth_path else None
+    # Both files are written whole or not at all (open_output): a failed or interrupted run
+    # leaves them as they were, not emptied or cut short.
+    with (
+        open_output(path) as out,
+        (open_output(truth_path) if truth_path is not None else nullcontext(None)) as truth_out,
+        progress,
+    ):
         task = progress.add_task("records", total=progress_total)
-        try:
-            for record in records:
-                out.write(record.log.model_dump_json(by_alias=True, exclude_none=True) + "\n")
-                if truth_out is not None:
-                    truth_out.write(json.dumps(record.truth.label_row(record.log.request_id), sort_keys=True) + "\n")
-                counts.add(record.truth)
-                progress.advance(task)
-        finally:
-            if truth_out is not None and not truth_to_stdout:
-                truth_out.close()
+        for record in records:
+            out.write(record.log.model_dump_json(by_alias=True, exclude_none=True) + "\n")
+            if truth_out is not None:
+                truth_out.write(json.dumps(record.truth.label_row(record.log.request_id), sort_keys=True) + "\n")
+            counts.add(record.truth)
+            progress.advance(task)
     return counts
 
 

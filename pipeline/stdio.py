@@ -76,9 +76,36 @@ def _lines_of_archive(fh: IO, name: str) -> Iterator:
 
 @contextlib.contextmanager
 def open_output(path: Path) -> Iterator[IO[str]]:
-    """The file (UTF-8, '\\n' line ends), or stdout for '-' (left open: it is not ours to close)."""
+    """The file (UTF-8, '\\n' line ends), or stdout for '-' (left open: it is not ours to close).
+
+    A regular file is written whole or not at all: into a hidden ``.<name>.<pid>.tmp`` next to
+    it, renamed over ``path`` when the block ends without an error. A run that fails, is
+    interrupted or is killed leaves ``path`` as it was, never a shorter file that looks finished
+    (``classify`` promises one line per input line; ``simulate`` emptied ``-o`` and then failed
+    when its data packages were missing: 2026-12-04). Anything else that exists there (a FIFO,
+    ``/dev/null``, ``/dev/stdout``) is written in place; a symlink is followed.
+    """
     if is_dash(path):
         yield sys.stdout
-    else:
+        return
+    target = Path(os.path.realpath(path))
+    if target.exists() and not target.is_file():
         with path.open("w", encoding="utf-8", newline="\n") as fh:
             yield fh
+        return
+    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    try:
+        fh = tmp.open("x", encoding="utf-8", newline="\n")  # the umask's mode, as a plain open() gives
+    except PermissionError:  # a folder we may not create in, holding a file we may write
+        with path.open("w", encoding="utf-8", newline="\n") as fh:
+            yield fh
+        return
+    try:
+        with fh:
+            yield fh
+        if target.exists():
+            with contextlib.suppress(OSError):  # keep the mode the file had
+                os.chmod(tmp, target.stat().st_mode & 0o7777)
+        os.replace(tmp, target)
+    finally:
+        tmp.unlink(missing_ok=True)

@@ -225,3 +225,31 @@ def test_simulate_holds_one_chunk_of_plans_and_write_jsonl_one_record(
     # Every plan is drawn before the first record; the old simulate held all N of them here.
     assert 0 < max(alive_plans) <= sort_chunk + runs + 1 < N
     assert max(alive_records) <= 2
+
+
+def test_a_failed_simulation_leaves_both_files_as_they_were(records: list[sim.SimulatedRecord], tmp_path: Path) -> None:
+    """`simulate` emptied -o (and --truth) before its corpora loaded, so a failure (a missing
+    data package, Ctrl-C) left an empty or partial file that looked finished (2026-12-04)."""
+    out, truth = tmp_path / "traffic.jsonl", tmp_path / "truth.jsonl"
+    out.write_text("yesterday's traffic\n")
+    truth.write_text("yesterday's truth\n")
+
+    def fails_midway() -> Iterator[sim.SimulatedRecord]:
+        yield from records[:10]
+        raise OSError("the corpora went away")
+
+    with pytest.raises(OSError, match="went away"):
+        sim.write_jsonl(fails_midway(), out, truth)
+    assert out.read_text() == "yesterday's traffic\n" and truth.read_text() == "yesterday's truth\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["traffic.jsonl", "truth.jsonl"]
+
+
+@pytest.mark.parametrize("n", [2_000, 12_000, 100_000, 1_000_000])
+def test_the_abuse_patterns_stay_a_fixed_share_of_large_simulations(n: int) -> None:
+    """n/4000 repeat offenders of 0.01 n records each grew with n squared: 25% of 100,000
+    records, and from about 368,000 on no benign record at all (2026-12-04)."""
+    mix = sim._Mix.for_size(n)
+    offenders = mix.repeat_offenders * mix.records_per_offender
+    assert offenders <= 0.035 * n, (offenders, n)
+    planned = mix.campaign_records + mix.hopper_records + offenders + mix.abuser_records
+    assert planned <= 0.13 * n, (planned, n)  # about 85% of the traffic stays benign
