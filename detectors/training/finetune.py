@@ -259,7 +259,7 @@ def run_holdout_training(config: TrainConfig, settings: LoraSettings | None, pro
         ARTIFACT_VERSION if settings is not None else FROZEN_VERSION,
         adapter=asdict(settings) if settings is not None else None,
     )
-    save_artifact(config.output_dir, manifest, heads, calibration)
+    save_artifact(config.output_dir, manifest, heads, calibration, write_manifest=False)
     for stale in ("lexical.safetensors", "evaluation-report.json"):
         # An evaluation report belongs to the artifact it scored; v2 has no lexical view.
         (config.output_dir / stale).unlink(missing_ok=True)

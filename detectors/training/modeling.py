@@ -374,12 +374,21 @@ def save_artifact(
     manifest: Manifest,
     heads: Heads | HeadsEnsemble,
     calibration: dict[str, dict[str, LabelCalibration]],
+    *,
+    write_manifest: bool = True,
 ) -> None:
-    """Write the artifact deterministically (sorted JSON keys, fixed tensor order)."""
+    """Write the artifact deterministically (sorted JSON keys, fixed tensor order).
+
+    ``write_manifest=False`` (the training recipes) removes any manifest instead: the recipe
+    writes it last, with :func:`seal_artifact`, once every weight file is in place. A run that
+    dies in between leaves a folder that does not load, never new weights under an old name."""
     from safetensors.torch import save_file
 
     directory.mkdir(parents=True, exist_ok=True)
-    (directory / "manifest.json").write_text(manifest.to_json())
+    if write_manifest:
+        (directory / "manifest.json").write_text(manifest.to_json())
+    else:
+        (directory / "manifest.json").unlink(missing_ok=True)
     state = {k: v.detach().contiguous().cpu() for k, v in sorted(heads.state_dict().items())}
     save_file(state, str(directory / "heads.safetensors"), metadata={"version": manifest.version})
     cal = {side: {label: asdict(c) for label, c in sorted(labels.items())} for side, labels in sorted(calibration.items())}

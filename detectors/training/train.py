@@ -426,7 +426,7 @@ def run_training(config: TrainConfig, progress: Callable[[str], None] = print) -
         blend_weight=None if config.fold_ensemble else blend_weight,
         ensemble_members=CROSSFIT_FOLDS if config.fold_ensemble else None,
     )
-    save_artifact(config.output_dir, manifest, heads, calibration)
+    save_artifact(config.output_dir, manifest, heads, calibration, write_manifest=False)
     if lexical:
         save_lexical(config.output_dir / LEXICAL_FILE, lexical)
     else:

@@ -398,7 +398,7 @@ def train(
         seed=seed,
         feature_dim=int(f["train_prompt"].shape[1]),
     )
-    save_artifact(output_dir, manifest, heads, calibration)
+    save_artifact(output_dir, manifest, heads, calibration, write_manifest=False)
     (output_dir / "evaluation-report.json").unlink(missing_ok=True)
     manifest = seal_artifact(output_dir, manifest)
     # Validation probabilities and labels: the model card's precision-recall curves.

@@ -82,6 +82,19 @@ def test_a_training_run_is_named_by_its_weights_and_the_name_is_checked_at_load(
         load_artifact(first)
 
 
+def test_a_run_that_dies_before_it_names_its_weights_leaves_nothing_that_loads(tmp_path) -> None:
+    # The recipes write the manifest last (seal_artifact): a run killed after its new heads were
+    # written, in a folder holding an earlier run, must not serve them under the earlier name.
+    from detectors.training.modeling import Heads, save_artifact
+
+    run = build_tiny_minilm_artifact(tmp_path / "run", "transformer-minilm-v1.0.0")
+    _seal(run)
+    manifest, _, calibration = load_artifact(run)
+    save_artifact(run, manifest, Heads(hidden=8), calibration, write_manifest=False)  # ... and then the run dies
+    with pytest.raises(ModelLoadError, match="lacks"):
+        load_artifact(run)
+
+
 def test_an_edited_calibration_no_longer_matches_its_version(tmp_path) -> None:
     run = build_tiny_minilm_artifact(tmp_path / "run")
     _seal(run)
