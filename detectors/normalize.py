@@ -56,6 +56,7 @@ import base64
 import binascii
 import codecs
 import html
+import quopri
 import re
 import unicodedata
 from collections import Counter
@@ -91,11 +92,17 @@ TAGS = "tag_characters"
 VARIATION = "variation_selectors"
 STRUCTURE = "structure"  # JSON string values and code comments (not an obfuscation)
 NUMBERS = "numbers"  # the text between runs of numbers (padding, not an obfuscation)
+# Added by the hostile review of 2026-12-04 (docs/obfuscation-eval.md).
+BASE32 = "base32"
+BASE85 = "base85"  # base85 (RFC 1924 / git alphabet) or Ascii85
+QUOTED_PRINTABLE = "quoted_printable"  # =72=61=6E...
+ROT47 = "rot47"
+BRAILLE = "braille"  # six-dot Braille letters (⠗⠁⠝⠎⠕⠍)
 # Decoders whose output does not resemble their input: evidence shows the decoded text
 # (with the original character range), since the original span reads as noise.
 CONTENT_DECODERS = frozenset(
     {BASE64, HEX, URL, ROT13, REVERSED, REVERSED_WORDS, LETTER_SHIFT, DECIMAL_CODES, BINARY, HTML, ESCAPES, TAGS,
-     VARIATION}
+     VARIATION, BASE32, BASE85, QUOTED_PRINTABLE, ROT47, BRAILLE}
 )
 # Every transform that rewrote noise to a classifier into plain words: encoded content (base64
 # runs...), letter-by-letter text, leetspeak, markup inside words, and letters its tokenizer
@@ -362,6 +369,58 @@ def _lone_flag(text: str, i: int) -> bool:
     return regional(i - 1) and not regional(i - 2)  # second of the pair (or alone)
 
 
+# Six-dot Braille letters (Unified English Braille, uncontracted): the Unicode name of a Braille
+# pattern names its dots, and no table in Unicode, ICU (only Braille-Ethiopic) or the standard
+# library says which letter a pattern stands for, so the 26 letters, the capital and number signs
+# and five punctuation marks are written here. Only in a text with a run of three cells or more
+# (then every run, ``⠁`` and ``⠞⠕`` too): a lone cell is a terminal spinner frame (⠋ ⠙ ⠹) more
+# often than a letter. Contracted (grade 2) Braille is not read.
+_BRAILLE_WORD = re.compile("[\u2800-\u28ff]{3}")
+_BRAILLE_RUN = re.compile("[\u2800-\u28ff]+")
+_BRAILLE_DOTS = dict(zip(
+    "1 12 14 145 15 124 1245 125 24 245 13 123 134 1345 135 1234 12345 1235 234 2345 136 1236 2456 1346 13456 1356"
+    " 2 256 236 235 3".split(),
+    "abcdefghijklmnopqrstuvwxyz,.?!'",
+    strict=True,
+))
+_BRAILLE_CAPITAL, _BRAILLE_NUMBER = "6", "3456"
+
+
+def _braille_letters(run: str) -> str | None:
+    """``⠠⠗⠁⠝⠎⠕⠍`` -> ``Ransom``: a run of Braille cells read as uncontracted English Braille;
+    None when under 80% of its cells are letters, signs or punctuation (not text)."""
+    out: list[str] = []
+    known = 0
+    capital = number = False
+    for c in run:
+        dots = unicodedata.name(c, "").removeprefix("BRAILLE PATTERN ").removeprefix("DOTS-")
+        if c == "\u2800":  # blank cell: a space
+            out.append(" ")
+            known += 1
+            capital = number = False
+        elif dots == _BRAILLE_CAPITAL:
+            capital, known = True, known + 1
+        elif dots == _BRAILLE_NUMBER:
+            number, known = True, known + 1
+        elif (letter := _BRAILLE_DOTS.get(dots)) is not None:
+            known += 1
+            if number and "a" <= letter <= "j":
+                out.append("1234567890"["abcdefghij".index(letter)])
+            else:
+                out.append(letter.upper() if capital else letter)
+                number = False
+            capital = False
+        else:
+            out.append(c)
+    return "".join(out) if known >= 0.8 * len(run) else None
+
+
+def _is_mark(ch: str) -> bool:
+    """A non-spacing or enclosing mark (Mn, Me), with or without a combining class: U+034F
+    COMBINING GRAPHEME JOINER has none, and Zalgo generators put it between the marks."""
+    return unicodedata.category(ch) in ("Mn", "Me")
+
+
 def normalize_reading(base: Reading) -> Reading:
     """Invisible characters removed, NFKC, decorative marks dropped, look-alikes mapped.
 
@@ -376,6 +435,7 @@ def normalize_reading(base: Reading) -> Reading:
     changed: set[str] = set()
     n = len(text)
     done = 0  # characters before this index are handled
+    braille_text: bool | None = None  # does the text hold a Braille word (looked up at the first cell)
     for m in _NON_ASCII.finditer(text):
         i = m.start()
         if i < done:
@@ -386,17 +446,31 @@ def normalize_reading(base: Reading) -> Reading:
             changed.add(INVISIBLE)
             done = i + 1
             continue
-        if unicodedata.combining(ch) and i > done and text[i - 1].isascii():
+        if "\u2800" <= ch <= "\u28ff" and (braille_text := braille_text if braille_text is not None else
+                                                _BRAILLE_WORD.search(text) is not None):
+            run = _BRAILLE_RUN.match(text, i)
+            letters = _braille_letters(run.group())
+            if letters is not None:
+                edits.append((i, run.end(), letters))
+                changed.add(BRAILLE)
+            done = run.end()
+            continue
+        if _is_mark(ch) and i > done and text[i - 1].isascii():
             i -= 1  # a mark on an ASCII letter: the cluster starts at the letter
         j = i + 1
-        while j < n and unicodedata.combining(text[j]):
+        while j < n and _is_mark(text[j]):
             j += 1
         done = j
         cluster = text[i:j]
         nf = unicodedata.normalize("NFKC", cluster)
         step = NFKC
-        if len(nf) > 1 and nf[0].isascii() and nf[0].isalpha() and all(unicodedata.combining(c) for c in nf[1:]):
-            nf, step = nf[0], MARKS
+        # Marks on a letter (Zalgo, strikethrough): NFKC composes some of them into a letter it
+        # has (r + U+0311 -> ȓ, t + U+0331 -> ṯ), so the base letter is read from the
+        # decomposition. Only where the text carries combining marks: a precomposed é or ü of
+        # ordinary French or German text is a cluster of one and stays.
+        if j > i + 1 and len(nfd := unicodedata.normalize("NFD", nf)) > 1 and nfd[0].isascii() and nfd[0].isalpha() \
+                and all(_is_mark(c) for c in nfd[1:]):
+            nf, step = nfd[0], MARKS
         styled = styled_letter(ch) if j == i + 1 else None
         if styled is not None and styled != nf and not _lone_flag(text, i):
             nf, step = styled, STYLED
@@ -412,7 +486,7 @@ def normalize_reading(base: Reading) -> Reading:
     if not changed:
         return base
     # Name the steps that mattered, in a fixed order.
-    order = (INVISIBLE, NFKC, STYLED, MARKS, CONFUSABLES)
+    order = (INVISIBLE, NFKC, STYLED, MARKS, BRAILLE, CONFUSABLES)
     return Reading(reading.text, base.transforms + tuple(t for t in order if t in changed), reading.starts, reading.ends)
 
 
@@ -442,7 +516,8 @@ def _map_confusables(reading: Reading, changed: set[str]) -> Reading:
 
 # -- 2. decoders ------------------------------------------------------------------------------
 
-_BASE64_RUN = re.compile(r"(?<![A-Za-z0-9+/_=-])[A-Za-z0-9+/_-]{16,}={0,2}(?![A-Za-z0-9+/_=-])")
+# Up to six ``=``: base32 pads to eight characters (tried on runs base64 refuses, _decode_base64_or_32).
+_BASE64_RUN = re.compile(r"(?<![A-Za-z0-9+/_=-])[A-Za-z0-9+/_-]{16,}={0,6}(?![A-Za-z0-9+/_=-])")
 _HEX_RUN = re.compile(
     r"(?:\\x[0-9A-Fa-f]{2}){4,}"
     r"|(?:0x[0-9A-Fa-f]{2}[\s,]*){4,}"
@@ -469,7 +544,12 @@ _MARKUP_RUN = re.compile(
 )
 # Single letters separated by 1-3 separator characters, at least four letters in a row.
 # An apostrophe may sit in a gap (``n.e.i.g.h.b.o.u.r.'.s``): it joins, it does not break a word.
-_SPACED_RUN = re.compile(r"(?<![^\W\d_])(?:[^\W\d_][ \t._*|/\\'-]{1,3}){3,}[^\W\d_](?![^\W\d_])")
+# Separators: spaces and line breaks (letters one per line), punctuation a generator or a person
+# puts between letters (``r*a*n``, ``r~a~n``, ``r+a+n``, ``r,a,n``) and emoji or other pictographs
+# (``r🔥a🔥n``, with U+FE0F and the zero-width joiner of emoji sequences); found in a hostile review
+# of 2026-12-04 (docs/obfuscation-eval.md), where only ``[ \t._*|/\\'-]`` joined.
+_SEP = "[ \t\r\n._*|/\\'~+=#^,:;\u2600-\u27bf\u2b00-\u2bff\ufe0f\u200d\U0001f000-\U0001faff-]"
+_SPACED_RUN = re.compile(rf"(?<![^\W\d_])(?:[^\W\d_]{_SEP}{{1,3}}){{3,}}[^\W\d_](?![^\W\d_])")
 _LEET_MAP = str.maketrans({"0": "o", "1": "i", "3": "e", "4": "a", "5": "s", "7": "t", "8": "b", "9": "g",
                            "@": "a", "$": "s"})
 # A word with a leet character between two letters (r4ns0mw4re, f1l3s, h@ck).
@@ -515,6 +595,15 @@ def _decode_base64(run: str) -> str | None:
     except (binascii.Error, ValueError):
         return None
     return _text_or_encoded(_clean(_utf8(data)))
+
+
+def _decode_base64_or_32(run: str) -> tuple[str, str] | None:
+    """(decoded, BASE64) or, for a run base64 refuses that is base32's alphabet, (decoded, BASE32)."""
+    decoded = _decode_base64(run)
+    if decoded is not None:
+        return decoded, BASE64
+    decoded = _decode_base32(run) if _BASE32_RUN.fullmatch(run) else None
+    return None if decoded is None else (decoded, BASE32)
 
 
 def _decode_hex(run: str) -> str | None:
@@ -578,6 +667,79 @@ def _decode_binary(run: str) -> str | None:
     return _words_of(_utf8(bytes(int(g, 2) for g in groups)))
 
 
+_BASE32_RUN = re.compile(r"[A-Z2-7]{16,}={0,6}")
+
+
+def _decode_base32(run: str) -> str | None:
+    """``K5ZGS5DF...`` -> ``Write...`` (RFC 4648 base32, upper case, padding optional)."""
+    body = run.rstrip("=")
+    if len(body) % 8 not in (0, 2, 4, 5, 7):
+        return None
+    try:
+        data = base64.b32decode(body + "=" * (-len(body) % 8))
+    except (binascii.Error, ValueError):
+        return None
+    return _text_or_encoded(_clean(_utf8(data)))
+
+
+# Ascii85 between its Adobe delimiters, anywhere; a bare base85 or Ascii85 run (any token of 20
+# or more printable characters) only in a text that says "85": the token test alone matches code
+# and long identifiers, and both decoders are written in Python (about 1 us per character).
+_A85_DELIMITED = re.compile(r"<~([!-uz\s]{10,4000})~>")
+_BARE_85_RUN = re.compile(r"(?<!\S)[!-~]{20,4000}")
+
+
+def _decode_85(run: str) -> str | None:
+    """base85 (``base64.b85decode``), else Ascii85 (``a85decode``; ``<~ ~>`` delimiters kept
+    or not), kept when it reads as text."""
+    adobe = run.startswith("<~") and run.endswith("~>")
+    for decoder in (() if adobe else (base64.b85decode,)) + (lambda r: base64.a85decode(r, adobe=adobe),):
+        try:
+            decoded = _text_or_encoded(_clean(_utf8(decoder(run.encode("ascii")))))
+        except (ValueError, binascii.Error, UnicodeEncodeError):
+            continue
+        if decoded is not None:
+            return decoded
+    return None
+
+
+# Quoted-printable: ``=72=61=6E`` (every byte written as ``=XX``, or a few inside words).
+_QP_ONE = re.compile(r"=[0-9A-F]{2}")
+# Two escapes or more in a word, or a word that is one escape (``=61``, the word "a"; ``w=41`` in a
+# config line is neither).
+_QP_RUN = re.compile(r"[A-Za-z0-9]*+(?:=[0-9A-F]{2}[A-Za-z0-9]*+){2,}+|(?<![\w=])=[0-9A-F]{2}(?![\w=])")
+
+
+def _decode_quoted_printable(run: str) -> str | None:
+    """``=72=61=6E=73=6F=6D`` -> ``ransom`` (``quopri``), kept when it is printable and mostly
+    letters or spaces (``w=41`` in a config line is not)."""
+    decoded = _clean(_utf8(quopri.decodestring(run.encode("ascii"))))
+    if not decoded or decoded == run or _printable(decoded) is None:
+        return None
+    return decoded if sum(c.isalpha() or c.isspace() for c in decoded) >= 0.6 * len(decoded) else None
+
+
+# ROT47 (every printable ASCII character 47 places on, mod 94): lower-case letters become digits,
+# ``:;<=>?@`` and A-K. A run of three or more tokens made only of the characters ROT47 writes
+# for English (no L-U, W-Z or a-o; V is the apostrophe); possessive, and with nothing required
+# after the run, so a failed start costs its first tokens only (linear).
+_ROT47_TABLE = str.maketrans({chr(c): chr(33 + (c - 33 + 47) % 94) for c in range(33, 127)})
+_ROT47_TOKEN = r"[!-KV\[-`p-~]++"
+_ROT47_RUN = re.compile(rf"(?<!\S){_ROT47_TOKEN}(?:[ \t]++{_ROT47_TOKEN}){{2,}}+")
+_ROT47_MARKS = "0123456789:;<=>?@"
+
+
+def _decode_rot47(run: str) -> str | None:
+    """A run turned back by ROT47, kept where it reads as English much more than the run does
+    (the rot13 test); runs of ordinary words and numbers (under a quarter of the characters are
+    digits or ``:;<=>?@``) are not tried."""
+    if sum(run.count(c) for c in _ROT47_MARKS) < 0.25 * len(run.replace(" ", "")):
+        return None
+    turned = run.translate(_ROT47_TABLE)
+    ratio = _one_way_ratio(turned)
+    return turned if ratio >= 0.15 and ratio >= 2 * _one_way_ratio(run) + 0.1 else None
+
+
 def _count_at_least(pattern: re.Pattern[str], text: str, n: int) -> bool:
     return any(k + 1 >= n for k, _ in enumerate(pattern.finditer(text)))
 
@@ -590,13 +752,13 @@ def _despace(run: str) -> str | None:
     Until 2026-12-03 the narrowest gap was the joiner, so with one-character gaps both inside
     words (``.``, ``*``) and between them (a space) the whole run became one word. None when no
     gap joins four letters (``I-I'm a`` is a stutter, not letters spaced out)."""
-    gaps = re.findall(r"[^\W\d_]([ \t._*|/\\'-]+)(?=[^\W\d_])", run)
+    gaps = re.findall(rf"[^\W\d_]({_SEP}+)(?=[^\W\d_])", run)
     counts = Counter(gaps)
     joiner = min(counts, key=lambda gap: (-counts[gap], len(gap)))
-    if counts[joiner] < 3:
-        return None
+    if counts[joiner] < 3 or (joiner[:1] in ",;:" and joiner[1:].strip(" ") == "" and len(joiner) > 1):
+        return None  # ``A, B, C, D``: a list of letters as people write one, not a word spelled out
     words, current = [], []
-    for k, piece in enumerate(re.split(r"([ \t._*|/\\'-]+)", run)):
+    for k, piece in enumerate(re.split(rf"({_SEP}+)", run)):
         if k % 2 == 0:
             current.append(piece)
         elif "'" in piece and piece != joiner:
@@ -638,19 +800,30 @@ def _find_edits(text: str, limits: Limits) -> tuple[list[tuple[int, int, str]], 
     candidates: list[tuple[int, int, str, str]] = []
     budget = limits.max_decoded_chars
 
-    def scan(pattern: re.Pattern[str], name: str, decode: Callable[[str], str | None]) -> None:
+    def scan(pattern: re.Pattern[str], name: str, decode: Callable[[str], str | tuple[str, str] | None]) -> None:
         nonlocal budget
         for m in pattern.finditer(text):
             if budget <= 0:
                 return
             decoded = decode(m.group())
+            label = name
+            if isinstance(decoded, tuple):  # a decoder that names what it decoded (base64 or base32)
+                decoded, label = decoded
             if decoded is not None and decoded != m.group():
                 decoded = decoded[:budget]
                 budget -= len(decoded)
-                candidates.append((m.start(), m.end(), decoded, name))
+                candidates.append((m.start(), m.end(), decoded, label))
 
     scan(_HEX_RUN, HEX, _decode_hex)
-    scan(_BASE64_RUN, BASE64, _decode_base64)
+    # Base32 runs are base64 runs too (upper case and 2-7): tried on the runs base64 refuses, so
+    # they cost no scan of their own (a separate scan was 28 us per simulate record).
+    scan(_BASE64_RUN, BASE64, _decode_base64_or_32)
+    if "<~" in text:
+        scan(_A85_DELIMITED, BASE85, _decode_85)
+    if "85" in text:
+        scan(_BARE_85_RUN, BASE85, _decode_85)
+    if "=" in text and _count_at_least(_QP_ONE, text, limits.min_references):
+        scan(_QP_RUN, QUOTED_PRINTABLE, _decode_quoted_printable)
     if "%" in text:
         scan(_URL_RUN, URL, _decode_url)
     # A text with a few references or escapes is disguised; a lone ``&#39;`` in scraped HTML
@@ -665,10 +838,15 @@ def _find_edits(text: str, limits: Limits) -> tuple[list[tuple[int, int, str]], 
     # Digit counts first (str.count runs at C speed): most texts hold too few digits for a run,
     # and the two scans cost about 40 us per simulate part (a tenth of every reading's CPU).
     bits = text.count("0") + text.count("1")
-    if bits + sum(text.count(d) for d in "23456789") >= 2 * MIN_CODES:
+    digits = bits + sum(text.count(d) for d in "23456789")
+    if digits >= 2 * MIN_CODES:
         scan(_DECIMAL_RUN, DECIMAL_CODES, _decode_decimal)
     if bits >= 28:  # four 7-bit groups
         scan(_BINARY_RUN, BINARY, _decode_binary)
+    # ROT47 writes a-h as the digits 2-9 (about a third of the characters of English): a text
+    # with fewer digits than 5% of its length holds no ROT47 worth a run (same counts, no pass).
+    if digits >= max(MIN_CODES, 0.05 * len(text)):
+        scan(_ROT47_RUN, ROT47, _decode_rot47)
     if _leet_text(text):
         scan(_LEET_LOOSE, LEET, lambda w: _deleet(w, min_letters=1, upper=True))
     candidates.sort(key=lambda c: (c[0], -(c[1] - c[0])))
@@ -863,7 +1041,7 @@ def elide_binary(text: str, limits: Limits = Limits()) -> Reading:
         if len(m.group()) >= 64 and not any(s < m.end() and m.start() < e for s, e, _ in edits):
             if _decode_base64(m.group()) is None and _decode_hex(m.group()) is None and not (
                 _BINARY_RUN.fullmatch(m.group()) and _decode_binary(m.group())
-            ):
+            ) and not (_BASE32_RUN.fullmatch(m.group()) and _decode_base32(m.group())):
                 edits.append((m.start(), m.end(), BINARY_PLACEHOLDER))
     if not edits:
         return identity(text)

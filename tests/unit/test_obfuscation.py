@@ -23,6 +23,8 @@ from tests.fixtures.obfuscation import (
     BENIGN_REQUESTS,
     DISGUISES,
     HARMFUL_CYBER,
+    REVIEW_MISSES,
+    REVIEW_TRICKS,
     SPECIAL_BENIGN,
     STRUCTURE_SHAPES,
     TRANSFORMATIONS,
@@ -362,3 +364,71 @@ def test_the_structure_option_chooses_which_pieces_are_read(transformer) -> None
         assert transformer._structure_pieces(benign.screened_parts()[0]) == []  # names no harm: not read alone
     finally:
         transformer.structure = saved
+
+
+# -- the hostile review of 2026-12-04 (docs/obfuscation-eval.md) --------------------------------
+
+REVIEW_CASES = [(trick, i) for trick in REVIEW_TRICKS for i in range(len(HARMFUL_CYBER))]
+
+
+@pytest.mark.parametrize("case", REVIEW_CASES, ids=_ids)
+def test_rules_flag_requests_under_the_reviewed_tricks_with_the_obfuscation_signal(case) -> None:
+    """Regression: Zalgo marks that NFKC composes into a letter (r + U+0311 -> ȓ), Braille
+    letters, letters joined by an emoji, ``~``, ``+``, ``,`` or a line break, ROT47, base32,
+    base85 / Ascii85 and quoted-printable each hid all 10 requests from the rules (0/10 before)."""
+    trick, i = case
+    log = plain_log(REVIEW_TRICKS[trick](HARMFUL_CYBER[i]), f"rv-{trick}-{i}")
+    cyber = _cyber(RulesDetector().detect([log])[0])
+    assert cyber, f"{trick} hid request {i} from the rules"
+    assert Signal.OBFUSCATION in cyber[0].signals
+
+
+@pytest.mark.parametrize("trick", list(REVIEW_TRICKS))
+def test_rules_do_not_flag_benign_requests_under_the_reviewed_tricks(trick) -> None:
+    logs = [plain_log(REVIEW_TRICKS[trick](t), f"rvb-{i}") for i, t in enumerate(BENIGN_REQUESTS + BENIGN_HELD_OUT)]
+    for log, found in zip(logs, RulesDetector().detect(logs), strict=True):
+        assert found == [], (log.request_id, found)
+
+
+@pytest.mark.parametrize("trick", [pytest.param(t, marks=pytest.mark.xfail(strict=True, reason=r)) for t, (_, r) in REVIEW_MISSES.items()])
+def test_rules_known_misses_of_the_review(trick) -> None:
+    """Tricks the review found that no reading undoes (measured: 0/10 for the rules)."""
+    build = REVIEW_MISSES[trick][0]
+    logs = [plain_log(build(t), f"rvm-{trick}-{i}") for i, t in enumerate(HARMFUL_CYBER)]
+    assert all(_cyber(found) for found in RulesDetector().detect(logs))
+
+
+# The transformer after the fixes (bfloat16): every request flagged; quoted-printable's decode
+# instruction turns two held-out benign requests into cyber_abuse (0.66, 0.68; the binary row
+# has the same error on request 9).
+REVIEW_TRANSFORMER_MISSES: dict[tuple[str, int], str] = {}
+REVIEW_TRANSFORMER_FALSE_POSITIVES = {
+    ("quoted_printable", 6): "decoded benign question after a decode instruction read as cyber_abuse (model)",
+    ("quoted_printable", 9): "decoded defensive question after a decode instruction read as cyber_abuse (model)",
+}
+
+
+@cache
+def _review_results(detector, trick: str, benign: bool) -> tuple[list[Finding], ...]:
+    texts = BENIGN_HELD_OUT if benign else HARMFUL_CYBER
+    return tuple(detector.detect([plain_log(REVIEW_TRICKS[trick](t), f"rvt-{trick}-{i}") for i, t in enumerate(texts)]))
+
+
+@pytest.mark.ml
+@pytest.mark.slow
+@pytest.mark.parametrize("case", _case_params(REVIEW_CASES, REVIEW_TRANSFORMER_MISSES))
+def test_transformer_flags_requests_under_the_reviewed_tricks(transformer, case) -> None:
+    trick, i = case
+    cyber = _cyber(list(_review_results(transformer, trick, False)[i]))
+    assert cyber, f"{trick} hid request {i} from the transformer"
+    assert Signal.OBFUSCATION in cyber[0].signals
+
+
+@pytest.mark.ml
+@pytest.mark.slow
+@pytest.mark.parametrize("case", _case_params([(t, i) for t in REVIEW_TRICKS for i in range(len(BENIGN_HELD_OUT))],
+                                               REVIEW_TRANSFORMER_FALSE_POSITIVES))
+def test_transformer_gives_no_harm_category_to_benign_requests_under_the_reviewed_tricks(transformer, case) -> None:
+    """Jailbreak only, if anything: the decode-and-do-what-it-says wrappers are an encoding attack."""
+    trick, i = case
+    assert {f.category for f in _review_results(transformer, trick, True)[i]} <= {Category.JAILBREAK}
