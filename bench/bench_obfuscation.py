@@ -165,7 +165,12 @@ def main() -> None:
         verdict = "flagged " + ", ".join(sorted({f.category.value for f in found})) if found else "not flagged"
         emit(f"- benign {name.replace('_', ' ')} (both detectors): {verdict}")
     if args.write:
-        args.write.write_text("\n".join(lines) + "\n")
+        # Sections below KEPT_MARKER (measured by other scripts) survive a rewrite of the table.
+        kept = args.write.read_text().partition(KEPT_MARKER)[2] if args.write.exists() else ""
+        args.write.write_text("\n".join(lines) + "\n" + (f"\n{KEPT_MARKER}{kept}" if kept else ""))
+
+
+KEPT_MARKER = "<!-- kept by bench_obfuscation.py --write -->"
 
 
 if __name__ == "__main__":

@@ -6,7 +6,9 @@ circled or small-capital letters, combining marks, leetspeak, spaced-out or dott
 base64, hex, decimal or binary character codes, URL-encoding, HTML character references,
 ``\\u`` escapes, rot13 and other letter
 shifts (Caesar, Atbash), text written backwards or word by word backwards, and text smuggled in
-invisible characters (Unicode tag characters, variation selectors). Not Morse code, and not words
+invisible characters (Unicode tag characters, variation selectors); since a hostile review of
+2026-12-04 also Zalgo marks, Braille letters, letters joined by emoji or other punctuation,
+base32, base85/Ascii85, quoted-printable and ROT47 (docs/obfuscation-eval.md). Not Morse code, and not words
 cut into hyphenated pieces: decoders for both were measured and left out (docs/benchmarks.md). :func:`readings` undoes them and returns each alternative reading with a map
 back to the original characters, so a detector can score the reading and still point its
 evidence at the span of the original text that carried it.
