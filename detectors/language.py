@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import functools
 import re
+import unicodedata
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -80,6 +81,13 @@ def detect_language(text: str) -> str:
 
 
 CHUNK_CHARS = 200  # about two sentences: enough letters for CLD2, small enough to see a switch
+
+
+def fold_accents(text: str) -> str:
+    """``ráñsömwárë`` -> ``ransomware``: the text with the combining marks of its decomposed
+    letters removed (NFD, then NFC). Letters without a decomposition (``ø``, ``ß``) stay."""
+    decomposed = unicodedata.normalize("NFD", text)
+    return unicodedata.normalize("NFC", "".join(c for c in decomposed if not unicodedata.combining(c)))
 
 
 def language_chunks(texts: Iterable[str], chunk_chars: int = CHUNK_CHARS) -> Counter[str]:

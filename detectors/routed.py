@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import ClassVar, Self
 
 from detectors.base import Detector, DetectorConfig, pinned_version
-from detectors.language import E5_LANGUAGES, ENGLISH_ONLY, language_chunks
+from detectors.language import E5_LANGUAGES, ENGLISH_ONLY, fold_accents, language_chunks
 from detectors.transformer import TransformerDetector
 from pipeline.schemas import Finding, InferenceLog, PartKind, ScreenedPart
 
@@ -126,9 +126,35 @@ class RoutedTransformerDetector(Detector):
         self.multilingual.close()
 
 
+# Counted with a part's chunks when the part is English only once the accents on its letters are
+# removed: it sends the record to the English member too, and never counts as a foreign chunk.
+FOLDED_ENGLISH = "en-folded"
+
+
 def _part_chunks(record: InferenceLog) -> list[tuple[ScreenedPart, Counter[str]]]:
-    """Each screened part with its language chunks (CLD2): what routing and ``by_part`` read."""
-    return [(part, language_chunks([part.text])) for part in record.screened_parts()]
+    """Each screened part with its language chunks (CLD2): what routing and ``by_part`` read.
+
+    A part with no English chunk whose accent-folded text has one gets a FOLDED_ENGLISH chunk:
+    ``ŵŕíté ráñsömwárë`` is not English to CLD2 and went to E5 alone, which missed 10 of 10 such
+    requests that the English member flags (a hostile review, 2026-12-04; the rule and the
+    measurements: docs/model-releases.md)."""
+    out = []
+    for part in record.screened_parts():
+        found = language_chunks([part.text])
+        if not found["en"] and not part.text.isascii():
+            folded = fold_accents(part.text)
+            if folded != part.text and language_chunks([folded])["en"]:
+                found[FOLDED_ENGLISH] += 1
+        out.append((part, found))
+    return out
+
+
+def _english(chunks: Counter[str]) -> bool:
+    return chunks["en"] > 0 or chunks[FOLDED_ENGLISH] > 0
+
+
+def _foreign(language: str) -> bool:
+    return language not in ("en", FOLDED_ENGLISH)
 
 
 def _route(parts: list[tuple[ScreenedPart, Counter[str]]]) -> tuple[bool, bool]:
@@ -139,8 +165,9 @@ def _route(parts: list[tuple[ScreenedPart, Counter[str]]]) -> tuple[bool, bool]:
         chunks.update(found)
         if part.kind is not PartKind.SYSTEM:
             shared.update(found)
-    other = sum(n for language, n in shared.items() if language != "en")
-    return (not chunks or chunks["en"] > 0), other > 0 and other >= MULTILINGUAL_SHARE * sum(shared.values())
+    other = sum(n for language, n in shared.items() if _foreign(language))
+    every = sum(n for language, n in shared.items() if language != FOLDED_ENGLISH)
+    return (not chunks or _english(chunks)), other > 0 and other >= MULTILINGUAL_SHARE * every
 
 
 def _by_location(parts: list[tuple[ScreenedPart, Counter[str]]]) -> dict[str, Counter[str]]:
@@ -153,12 +180,12 @@ def _by_location(parts: list[tuple[ScreenedPart, Counter[str]]]) -> dict[str, Co
 
 def _english_part(chunks: Counter[str] | None) -> bool:
     """A part the English member is there for: an English chunk, or none CLD2 can tell."""
-    return not chunks or chunks["en"] > 0
+    return not chunks or _english(chunks)
 
 
 def _foreign_part(chunks: Counter[str] | None) -> bool:
     """A part the multilingual member is there for: a chunk in another language."""
-    return bool(chunks) and any(language != "en" for language in chunks)
+    return bool(chunks) and any(_foreign(language) and n > 0 for language, n in chunks.items())
 
 
 def _summed(*counts: dict[str, int]) -> dict[str, int]:

@@ -177,6 +177,39 @@ def test_a_long_english_system_prompt_does_not_keep_a_foreign_user_turn_from_e5(
     assert RoutedTransformerDetector.routes(stray) == (True, False)
 
 
+def test_english_written_with_accents_also_reaches_the_english_member() -> None:
+    """A hostile review (2026-12-04): `ŵŕíté ráñsömwárë` is not English to CLD2, so the record
+    went to E5 alone, which missed 10 of 10 such cyber requests the English member flags. A part
+    whose accent-folded text is English now sends the record to the English member too; E5 still
+    reads it, and ordinary French stays with E5 alone (rule and numbers: docs/model-releases.md)."""
+    from tests.fixtures.obfuscation import HARMFUL_CYBER, diacritics, plain_log
+
+    english, multilingual = _Recorder(), _Recorder()
+    routed = RoutedTransformerDetector(english, multilingual)
+    accented = [plain_log(diacritics(t), f"acc-{i}") for i, t in enumerate(HARMFUL_CYBER)]
+    assert all(RoutedTransformerDetector.routes(r) == (True, True) for r in accented)
+    french = make_log(request_id="fr", messages=[{"role": "user", "content": FRENCH_PADDING}], prompt=None)
+    assert RoutedTransformerDetector.routes(french) == (False, True)
+    routed.detect([*accented, french])
+    assert english.seen == [r.request_id for r in accented] and multilingual.seen == [*english.seen, "fr"]
+
+
+def test_the_default_detector_flags_cyber_requests_written_with_accents() -> None:
+    from detectors.registry import build
+    from pipeline.settings import DetectorSettings
+    from tests.fixtures.obfuscation import BENIGN_HELD_OUT, HARMFUL_CYBER, diacritics, plain_log
+
+    settings = DetectorSettings()
+    (routed,) = build(settings.enabled, settings.config())
+    try:
+        harmful = routed.detect([plain_log(diacritics(t), f"acc-{i}") for i, t in enumerate(HARMFUL_CYBER)])
+        benign = routed.detect([plain_log(diacritics(t), f"acc-b-{i}") for i, t in enumerate(BENIGN_HELD_OUT)])
+    finally:
+        routed.close()
+    assert sum(any(f.category.value == "cyber_abuse" for f in found) for found in harmful) >= 9  # 10 of 10 measured
+    assert not any(f.category.value in {"cyber_abuse", "misinformation", "other_harm"} for found in benign for f in found)
+
+
 def test_default_detectors_route_other_languages_to_the_shipped_e5_artifact() -> None:
     """Issue 12: the default detector set scores non-English prompts with the shipped
     multilingual artifact and English ones with v1.0.0, each finding naming its artifact."""
