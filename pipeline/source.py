@@ -50,6 +50,8 @@ log = logging.getLogger(__name__)
 
 JOIN_POLL_MS = 3000
 DRAIN_POLL_S = 0.02
+# Pause after a poll that found no broker (a join during an outage), so next_batch does not spin.
+OUTAGE_POLL_PAUSE_S = 0.5
 METADATA_WAIT_S = 10.0
 WATCHDOG_CLOSE_MS = 5000
 WATCHDOG_TICK_S = 1.0
@@ -327,6 +329,14 @@ class KafkaSource:
             polled = self._consumer.poll(timeout_ms=timeout_ms, max_records=max_records)
         except MembershipStuck:
             return  # the watchdog woke this call; the consumer is replaced at the next poll
+        except KafkaConnectionError as exc:
+            # kafka-python 3.0.12 raises this from the coordinator lookup of a join (a member
+            # joining, or rejoining because another did) when no broker answers; a stable member's
+            # poll does not. An outage, waited out like any other: no records are handed out, and
+            # the runner's broker check (unread) reports it and applies stream.outage_deadline_s.
+            log.debug("poll during a join found no broker (%s); retried", exc)
+            time.sleep(min(timeout_ms / 1000, OUTAGE_POLL_PAUSE_S))
+            return
         self._last_poll = time.monotonic()
         stale = self._to_reposition
         if stale:

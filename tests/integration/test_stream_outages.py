@@ -15,6 +15,7 @@ import sys
 import time
 
 import httpx
+from kafka import KafkaAdminClient
 import pytest
 
 from pipeline.localinfra.kafka import create_topic, start_broker
@@ -199,3 +200,46 @@ def test_sigterm_during_an_outage_exits_without_committing(kafka_bootstrap, kafk
     out, err = restarted.communicate(timeout=120)
     assert _records_consumed(out + err) == 50
     shutil.rmtree(tmp_path / "lake")
+
+
+def test_broker_stopped_while_members_rebalance_is_waited_out(tmp_path):
+    """A member in the middle of a join when the broker goes away waits for it like one that is
+    stable. Regression: kafka-python's poll raised KafkaConnectionError from the coordinator
+    lookup of the join, and a member that had just joined (or that was rejoining because another
+    did) exited 5 within seconds of a broker restart (soak, 2026-12-04; 3 of 3 runs)."""
+    broker = start_broker(tmp_path / "kafka")
+    procs: list[subprocess.Popen] = []
+    try:
+        topic = "outage.rebalance"
+        create_topic(broker.bootstrap, topic, 2)
+        records = [_record(i) for i in range(200)]
+        _produce(broker.bootstrap, topic, records[:100])
+        env = _stream_env(broker.bootstrap, topic, tmp_path, "g-outage-join", MM_BATCH__MAX_RECORDS="20")
+        procs.append(_start(env, max_idle=10))
+        _wait_for(lambda: _alive(procs[0]) and len(_lake_ids(tmp_path)) >= 100, 120, "the first 100 records in the lake")
+        admin = KafkaAdminClient(bootstrap_servers=broker.bootstrap)
+        procs.append(_start(env, max_idle=10))
+        try:  # the second member's JoinGroup has reached the broker: the group is rebalancing
+            _wait_for(lambda: admin.describe_groups(["g-outage-join"])["g-outage-join"]["group_state"] != "Stable",
+                      120, "the second member to join")
+        finally:
+            admin.close()
+        kafka_port = int(broker.bootstrap.rsplit(":", 1)[1])
+        broker.kill()
+        down_at = time.monotonic()
+        while time.monotonic() - down_at < 15:  # the member that joined was seen to exit within 7 s
+            assert all(_alive(p) for p in procs)
+            time.sleep(0.5)
+        broker = start_broker(tmp_path / "kafka", port=kafka_port)
+        _produce(broker.bootstrap, topic, records[100:])
+        for proc in procs:
+            _, err = proc.communicate(timeout=240)
+            assert proc.returncode == 0, err[-3000:]
+        ids = _lake_ids(tmp_path)
+        assert len(ids) == len(set(ids)) and sorted(ids) == [r["request_id"] for r in records]
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+                proc.communicate()
+        broker.stop()
