@@ -15,8 +15,8 @@ import sys
 import time
 
 import httpx
-from kafka import KafkaAdminClient
 import pytest
+from kafka import KafkaAdminClient
 
 from pipeline.localinfra.kafka import create_topic, start_broker
 from tests.integration.test_stream import _lake_ids, _produce, _read_topic, _record, _records_consumed, _stream_env
