@@ -29,6 +29,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from pipeline.fslock import exclusive_lock
 from pipeline.privacy import LakePolicy, pseudonymise_log, text_hash
 from pipeline.sinks.base import ScoredRecord
 
@@ -212,12 +213,18 @@ class LakeWriter:
         directory = self.verdicts_dir / f"date={date}"
         directory.mkdir(parents=True, exist_ok=True)
         target = directory / file_name(topic, partition, first, last)
-        _atomic_write(table, target)
-        # Only after the new file is in place: a crash in between leaves a duplicate range
-        # that the replay of these (uncommitted) offsets trims again.
-        for existing in self.files(directory, topic, partition):
-            if existing.path != target and existing.overlaps(first, last):
-                self._trim(existing, first, last)
+        # One writer of a partition at a time, from the write to the last trim: two writers of
+        # overlapping ranges (a member evicted mid-batch and the partition's new owner) each
+        # trimmed the other's new file, and offsets both held were lost (a soak, 2026-12-04:
+        # ranges 100-119 and 100-139 left 120-139). A lake shared by hosts needs a filesystem
+        # whose flock works between them (local disks, NFSv4).
+        with exclusive_lock(directory / f".{topic}-{partition}.lock"):
+            _atomic_write(table, target)
+            # Only after the new file is in place: a crash in between leaves a duplicate range
+            # that the replay of these (uncommitted) offsets trims again.
+            for existing in self.files(directory, topic, partition):
+                if existing.path != target and existing.overlaps(first, last):
+                    self._trim(existing, first, last)
         return target
 
     @staticmethod

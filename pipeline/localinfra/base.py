@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import ctypes
-import fcntl
 import json
 import os
 import signal
@@ -24,6 +23,8 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Self
+
+from pipeline.fslock import exclusive_lock
 
 LOOPBACK = "127.0.0.1"
 # What ends an `up` command early (run_service_command turns each into an unwind).
@@ -139,22 +140,6 @@ def pids_with_argument(marker: str, *also: str) -> list[int]:
 
 class StateFileError(RuntimeError):
     """A state file that cannot be read or is not what :meth:`LocalService.save` writes."""
-
-
-@contextlib.contextmanager
-def exclusive_lock(path: Path) -> Iterator[None]:
-    """Hold an exclusive ``flock`` on ``path`` (created if needed) for the ``with`` block.
-
-    ``up`` holds one beside the state file from reading it to writing it, so two concurrent
-    ``up`` commands start one service, not two (the second reports the first's address).
-    """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("a") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
 
 
 def _terminate_with_parent() -> None:

@@ -236,10 +236,12 @@ def test_bad_option_value_is_a_usage_error_and_starts_nothing(
 
 
 def _make_checkout(dest: Path, *, venv: bool) -> Path:
-    """Just what `make kafka-down` / `make clean` read: the Makefile, pipeline.localinfra, maybe .venv."""
+    """Just what `make kafka-down` / `make clean` read: the Makefile, pipeline.localinfra (and the
+    standard-library modules it imports), maybe .venv."""
     shutil.copy(ROOT / "Makefile", dest / "Makefile")
     (dest / "pipeline").mkdir()
-    shutil.copy(ROOT / "pipeline" / "__init__.py", dest / "pipeline" / "__init__.py")
+    for module in ("__init__.py", "fslock.py"):
+        shutil.copy(ROOT / "pipeline" / module, dest / "pipeline" / module)
     shutil.copytree(ROOT / "pipeline" / "localinfra", dest / "pipeline" / "localinfra",
                     ignore=shutil.ignore_patterns("__pycache__"))
     if venv:

@@ -141,3 +141,40 @@ def test_language_reads_the_turns_screening_counts_as_the_users():
     # user's turn (ChatMessage.kind); the lake's language reads the same turns.
     messages = [{"role": "system", "content": _SYSTEM_EN}, {"role": "human", "content": _FRENCH}]
     assert _language_of(prompt=None, messages=messages) == "fr"
+
+
+def test_two_writers_of_overlapping_ranges_lose_nothing(tmp_path, monkeypatch):
+    """A soak (2026-12-04): a member evicted mid-batch and the partition's new owner writing
+    100-119 and 100-139 each trimmed the other's new file, and 100-119 was lost. Writes of one
+    partition are now serialised (a flock from the write to the last trim). The window between
+    a writer's file and its listing is widened here so that the two writes always interleave
+    without the lock."""
+    import threading
+    import time
+
+    listing = LakeWriter.files
+
+    def slow_listing(directory, topic, partition):
+        time.sleep(0.3)  # the other writer's file lands meanwhile, unless it waits for the lock
+        return listing(directory, topic, partition)
+
+    monkeypatch.setattr(LakeWriter, "files", staticmethod(slow_listing))
+    zombie, owner = LakeWriter(tmp_path), LakeWriter(tmp_path)
+    zombie_records, owner_records = _records(range(100, 120)), _records(range(100, 140))
+    errors: list[BaseException] = []
+
+    def write(writer, records):
+        try:
+            writer.write(records)
+        except BaseException as exc:  # surfaced below: a thread's exception is otherwise lost
+            errors.append(exc)
+
+    first = threading.Thread(target=write, args=(zombie, zombie_records))
+    second = threading.Thread(target=write, args=(owner, owner_records))
+    first.start()
+    time.sleep(0.1)
+    second.start()
+    first.join(30)
+    second.join(30)
+    assert not errors
+    assert _stored(LakeWriter(tmp_path)) == [(0, o) for o in range(100, 140)]
