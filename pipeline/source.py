@@ -123,8 +123,12 @@ class KafkaSource:
         self._drain_timeout_s = drain_timeout_s or kafka.max_poll_interval_ms / 1000 * 0.8
         self._pending: list[RawRecord] = []
         self._assigned: set[TopicPartition] = set()
-        # Written by the listener (IO thread), applied by next_batch (runner thread).
+        # Written by the listener (IO thread), applied by next_batch (runner thread), under
+        # _reposition_lock with _assigned: an assignment that landed between _reposition's read of
+        # the set and its reset would have skipped the seek of a partition kept through a revoke
+        # (found by reading, in a soak's review, 2026-12-04; not reproduced).
         self._to_reposition: set[TopicPartition] = set()
+        self._reposition_lock = threading.Lock()
         self._dropped_from: dict[TopicPartition, int] = {}
         # Offsets of finished batches, written by the sink stage, committed by commit_done().
         self._done: dict[TopicPartition, int] = {}
@@ -229,7 +233,8 @@ class KafkaSource:
 
     def _forget(self, revoked: set[TopicPartition]) -> None:
         """Drop revoked partitions and their fetched records (re-read by whoever owns them next)."""
-        self._assigned -= revoked
+        with self._reposition_lock:
+            self._assigned -= revoked
         kept = []
         for rec in self._pending:
             tp = TopicPartition(rec.position.topic, rec.position.partition)
@@ -250,13 +255,15 @@ class KafkaSource:
         if consumer_id != self._consumer_id:
             return
         self._metrics.rebalances.labels("assigned").inc()
-        self._assigned |= assigned
-        self._to_reposition |= assigned
+        with self._reposition_lock:
+            self._assigned |= assigned
+            self._to_reposition |= assigned
         log.info("rebalance: assigned %s", sorted((tp.topic, tp.partition) for tp in assigned))
 
     def _reposition(self) -> None:
         """Move newly assigned partitions to their committed offsets (runner thread)."""
-        todo, self._to_reposition = self._to_reposition & self._assigned, set()
+        with self._reposition_lock:
+            todo, self._to_reposition = self._to_reposition & self._assigned, set()
         for tp in sorted(todo):
             committed = self._consumer.committed(tp)
             target = committed if committed is not None else self._dropped_from.get(tp)
@@ -338,7 +345,8 @@ class KafkaSource:
             time.sleep(min(timeout_ms / 1000, OUTAGE_POLL_PAUSE_S))
             return
         self._last_poll = time.monotonic()
-        stale = self._to_reposition
+        with self._reposition_lock:
+            stale = set(self._to_reposition)
         if stale:
             # Records fetched before the seek are re-read after it (from the committed offset,
             # or from the first of them when the group has no commit for the partition yet).
@@ -428,7 +436,8 @@ class KafkaSource:
                 log.warning("commit before replacing the consumer failed (%s); those records will be re-delivered", exc)
         self._consumer_id += 1  # from here on, callbacks of the old consumer are ignored
         self._forget(owned)
-        self._to_reposition.clear()
+        with self._reposition_lock:
+            self._to_reposition.clear()
         if owned and drained:
             self.hooks.revoked(owned)
         # This member already handled the revocation: close must not call back into a listener
