@@ -110,7 +110,11 @@ def _run_as() -> pwd.struct_passwd | None:
 def _as_user(argv: list[str], account: pwd.struct_passwd | None) -> list[str]:
     if account is None:
         return argv
-    return ["setpriv", f"--reuid={account.pw_uid}", f"--regid={account.pw_gid}", "--clear-groups", *argv]
+    # --pdeathsig keep: the kernel clears the parent-death signal that LocalService.start sets for
+    # tests when the uid changes, so a killed test run left its PostgreSQL running (seen after a
+    # rehearsal was stopped, 2026-12-04); setpriv sets it again after the change.
+    return ["setpriv", f"--reuid={account.pw_uid}", f"--regid={account.pw_gid}", "--clear-groups",
+            "--pdeathsig", "keep", *argv]
 
 
 def start_postgres(

@@ -485,3 +485,39 @@ def test_up_killed_with_sigkill_while_the_server_starts_leaves_it_findable(servi
                 os.kill(pid, signal.SIGKILL)
         if service == "postgres" and marker:
             shutil.rmtree(marker, ignore_errors=True)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="the server runs under setpriv only when started as root")
+def test_a_killed_test_process_takes_its_postgres_with_it(tmp_path: Path) -> None:
+    """LocalService.start promises that a killed test run leaves no server behind (the child gets
+    SIGTERM when its parent dies). As root, PostgreSQL runs under setpriv, and the kernel clears
+    that signal when the uid changes: two servers outlived a rehearsal stopped with pkill
+    (2026-12-04). setpriv now sets it again (--pdeathsig keep)."""
+    code = (
+        "import sys, time\n"
+        "from pathlib import Path\n"
+        "from pipeline.localinfra.postgres import start_postgres\n"
+        "start_postgres(Path(sys.argv[1]))\n"
+        "print('up', flush=True)\n"
+        "time.sleep(600)\n"
+    )
+    holder = subprocess.Popen([sys.executable, "-c", code, str(tmp_path / "pg")], env=_env(), stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True)
+    cluster = None
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "up", holder.stderr.read() if holder.stderr else ""
+        cluster = Path((tmp_path / "pg" / "cluster.path").read_text().strip())
+        assert _processes_mentioning(str(cluster)), "the server is not running"
+        holder.kill()  # SIGKILL: no handler, no cleanup of its own
+        holder.wait(timeout=10)
+        deadline = time.monotonic() + 20
+        while _processes_mentioning(str(cluster)) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert not _processes_mentioning(str(cluster)), "PostgreSQL outlived the process that started it"
+    finally:
+        if holder.poll() is None:
+            holder.kill()
+        if cluster is not None:
+            for pid in _processes_mentioning(str(cluster)):
+                os.kill(pid, signal.SIGKILL)
+            shutil.rmtree(cluster, ignore_errors=True)
