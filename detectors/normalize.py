@@ -1041,9 +1041,9 @@ def elide_binary(text: str, limits: Limits = Limits()) -> Reading:
         edits.append((m.start(), m.end(), BINARY_PLACEHOLDER))
     for m in _BASE64_RUN.finditer(text):
         if len(m.group()) >= 64 and not any(s < m.end() and m.start() < e for s, e, _ in edits):
-            if _decode_base64(m.group()) is None and _decode_hex(m.group()) is None and not (
+            if _decode_base64_or_32(m.group()) is None and _decode_hex(m.group()) is None and not (
                 _BINARY_RUN.fullmatch(m.group()) and _decode_binary(m.group())
-            ) and not (_BASE32_RUN.fullmatch(m.group()) and _decode_base32(m.group())):
+            ):
                 edits.append((m.start(), m.end(), BINARY_PLACEHOLDER))
     if not edits:
         return identity(text)

@@ -185,7 +185,7 @@ def _english_part(chunks: Counter[str] | None) -> bool:
 
 def _foreign_part(chunks: Counter[str] | None) -> bool:
     """A part the multilingual member is there for: a chunk in another language."""
-    return bool(chunks) and any(_foreign(language) and n > 0 for language, n in chunks.items())
+    return bool(chunks) and any(_foreign(language) for language in chunks)
 
 
 def _summed(*counts: dict[str, int]) -> dict[str, int]:

@@ -35,8 +35,8 @@ import random
 import tempfile
 import uuid
 from collections import Counter, defaultdict
-from contextlib import ExitStack, nullcontext
 from collections.abc import Iterable, Iterator
+from contextlib import ExitStack, nullcontext
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -799,13 +799,6 @@ class TruthCounts:
     completion: Counter[str] = field(default_factory=Counter)
     campaign_users: set[str | None] = field(default_factory=set)
 
-    @classmethod
-    def of(cls, truths: Iterable[GroundTruth]) -> TruthCounts:
-        counts = cls()
-        for truth in truths:
-            counts.add(truth)
-        return counts
-
     def add(self, truth: GroundTruth) -> None:
         self.records += 1
         self.misuse += truth.misuse
@@ -855,9 +848,8 @@ def write_jsonl(
     return counts
 
 
-def summary_counts(truths: TruthCounts | Iterable[GroundTruth]) -> dict[str, Any]:
+def summary_counts(counts: TruthCounts) -> dict[str, Any]:
     """The numbers of ``summary_table`` as plain data (``simulate --json``)."""
-    counts = truths if isinstance(truths, TruthCounts) else TruthCounts.of(truths)
     out: dict[str, Any] = {"records": counts.records, "misuse": counts.misuse}
     for label in ("role", "category", "completion"):
         out[label] = dict(getattr(counts, label))
@@ -865,9 +857,8 @@ def summary_counts(truths: TruthCounts | Iterable[GroundTruth]) -> dict[str, Any
     return out
 
 
-def summary_table(truths: TruthCounts | Iterable[GroundTruth]) -> Table:
+def summary_table(counts: TruthCounts) -> Table:
     """Counts by role, intended category and completion kind."""
-    counts = truths if isinstance(truths, TruthCounts) else TruthCounts.of(truths)
     table = Table(title=f"Simulated traffic: {counts.records} records")
     table.add_column("dimension")
     table.add_column("value")

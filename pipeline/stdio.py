@@ -89,16 +89,15 @@ def open_output(path: Path) -> Iterator[IO[str]]:
         yield sys.stdout
         return
     target = Path(os.path.realpath(path))
-    if target.exists() and not target.is_file():
-        with path.open("w", encoding="utf-8", newline="\n") as fh:
-            yield fh
-        return
     tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-    try:
-        fh = tmp.open("x", encoding="utf-8", newline="\n")  # the umask's mode, as a plain open() gives
-    except PermissionError:  # a folder we may not create in, holding a file we may write
-        with path.open("w", encoding="utf-8", newline="\n") as fh:
-            yield fh
+    fh = None
+    if not target.exists() or target.is_file():
+        # PermissionError: a folder we may not create in, holding a file we may write.
+        with contextlib.suppress(PermissionError):
+            fh = tmp.open("x", encoding="utf-8", newline="\n")  # the umask's mode, as a plain open() gives
+    if fh is None:  # written in place
+        with path.open("w", encoding="utf-8", newline="\n") as out:
+            yield out
         return
     try:
         with fh:

@@ -341,6 +341,11 @@ class Manifest:
     # E5: 384 per window). None: MiniLM's 384 per pooled layer (v1 manifests stay byte-identical).
     feature_dim: int | None = None
 
+    @property
+    def recipe_version(self) -> str:
+        """The version without the ``+<fingerprint>`` a training run adds (:func:`seal_artifact`)."""
+        return self.version.partition("+")[0]
+
     def to_json(self) -> str:
         data = asdict(self)
         if data["lexical"] is None:
@@ -425,8 +430,7 @@ def seal_artifact(directory: Path, manifest: Manifest) -> Manifest:
     metadata), and ``load_artifact`` refuses files that are not the ones a ``+`` version names.
     Artifacts shipped before this carry their plain release version.
     """
-    recipe_version = manifest.version.split("+", 1)[0]
-    sealed = replace(manifest, version=f"{recipe_version}+{weights_fingerprint(directory, manifest)}")
+    sealed = replace(manifest, version=f"{manifest.recipe_version}+{weights_fingerprint(directory, manifest)}")
     (directory / "manifest.json").write_text(sealed.to_json())
     return sealed
 
@@ -491,7 +495,7 @@ def _check_fingerprint(directory: Path, manifest: Manifest) -> None:
     or edited, would score under a version that is not theirs."""
     if not isinstance(manifest.version, str) or "+" not in manifest.version:
         return  # a release shipped before versions named their weights
-    named = manifest.version.split("+", 1)[1]
+    named = manifest.version.partition("+")[2]
     actual = weights_fingerprint(directory, manifest)
     if named != actual:
         raise ModelLoadError(

@@ -551,12 +551,9 @@ def service_cli(
             if existing is not None:
                 print(address(existing))
                 return 0
-            server = start(args, state_file)  # it writes the state file before waiting for readiness
-            try:
-                server.service.save(state_file)
-            except BaseException:
-                server.stop()  # no state file, no `down`: do not leave it running unseen
-                raise
+            # start writes the state file before it waits for readiness (record_while_starting),
+            # and stops the server again if that write fails: no server is left running unseen.
+            server = start(args, state_file)
         print(address(server.service))
         return 0
 
