@@ -46,6 +46,7 @@ from pipeline.localinfra.base import (
 
 SERVICE_NAME = "postgres"
 STARTUP_TIMEOUT_S = 60.0
+TEMP_CLUSTER_PREFIX = "mm-postgres-"  # as root, the cluster is a temp folder with this prefix (_cluster_dir)
 DEFAULT_USER = "misuse"
 DEFAULT_DATABASE = "misuse"
 
@@ -176,18 +177,39 @@ def start_postgres(
 def _cluster_dir(data_dir: Path, account: pwd.struct_passwd | None) -> Path:
     """Where the cluster lives: ``data_dir/cluster``, or a temp dir owned by ``account`` as root.
 
-    The temp location is remembered in ``data_dir/cluster.path`` so a restart reuses it.
+    The temp location is remembered in ``data_dir/cluster.path`` so a restart reuses it. The
+    pointer is replaced whole (a reader never sees it empty), and one that does not name a
+    ``mm-postgres-*`` folder of the temp dir is never used: an empty pointer read as ``Path("")``
+    is the working directory, which ``down`` would then delete (CI, 2026-12-04).
     """
     if account is None:
         return data_dir / "cluster"
     pointer = data_dir / "cluster.path"
-    if pointer.exists():
-        remembered = Path(pointer.read_text().strip())
-        if remembered.exists():
-            return remembered
-    cluster = Path(tempfile.mkdtemp(prefix="mm-postgres-"))
+    remembered = temp_cluster_named_in(data_dir)
+    if remembered is not None and remembered.is_dir():
+        return remembered
+    cluster = Path(tempfile.mkdtemp(prefix=TEMP_CLUSTER_PREFIX))
     os.chown(cluster, account.pw_uid, account.pw_gid)
-    pointer.write_text(f"{cluster}\n")
+    tmp = pointer.with_name(f".{pointer.name}.{os.getpid()}.tmp")
+    tmp.write_text(f"{cluster}\n")
+    os.replace(tmp, pointer)
+    return cluster
+
+
+def temp_cluster_named_in(data_dir: Path) -> Path | None:
+    """The cluster ``data_dir/cluster.path`` names, if it is a ``mm-postgres-*`` folder directly in
+    the temp dir (or will be one: it may not exist yet); None for a missing, empty or foreign pointer."""
+    pointer = data_dir / "cluster.path"
+    try:
+        named = pointer.read_text().strip()
+    except (OSError, UnicodeDecodeError):
+        return None
+    cluster = Path(named)
+    temp = Path(tempfile.gettempdir()).resolve()
+    if not named or not cluster.is_absolute() or cluster.is_symlink():
+        return None
+    if cluster.parent.resolve() != temp or not cluster.name.startswith(TEMP_CLUSTER_PREFIX):
+        return None
     return cluster
 
 
@@ -234,14 +256,8 @@ def remove_temp_cluster(data_dir: Path) -> Path | None:
     Only a ``mm-postgres-*`` folder directly in the temp dir, named by ``cluster.path``, with no
     live server on it; returns what was deleted.
     """
-    pointer = data_dir / "cluster.path"
-    if not pointer.is_file():
-        return None
-    cluster = Path(pointer.read_text().strip())
-    temp = Path(tempfile.gettempdir()).resolve()
-    if not cluster.is_absolute() or cluster.parent.resolve() != temp or not cluster.name.startswith("mm-postgres-"):
-        return None
-    if not cluster.is_dir() or cluster.is_symlink():
+    cluster = temp_cluster_named_in(data_dir)
+    if cluster is None or not cluster.is_dir():
         return None
     with suppress(OSError, ValueError):
         if pid_alive(int((cluster / "postmaster.pid").read_text().split()[0])):
@@ -251,9 +267,13 @@ def remove_temp_cluster(data_dir: Path) -> Path | None:
 
 
 def remove_cluster(server: LocalPostgres) -> None:
-    """Delete the cluster files after stop (the root case leaves them outside ``data_dir``)."""
+    """Delete the cluster files after stop (the root case leaves them outside ``data_dir``).
+
+    Only ``data_dir/cluster`` or the temp cluster ``cluster.path`` names: a state file that
+    names anything else (edited, or written by an older version) deletes nothing."""
     cluster = Path(server.service.dirs.get("cluster", server.data_dir / "cluster"))
-    shutil.rmtree(cluster, ignore_errors=True)
+    if cluster in (server.data_dir / "cluster", temp_cluster_named_in(server.data_dir)):
+        shutil.rmtree(cluster, ignore_errors=True)
 
 
 def main(argv: list[str] | None = None) -> int:

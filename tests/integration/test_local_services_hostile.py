@@ -24,6 +24,7 @@ from pathlib import Path
 import pytest
 
 import pipeline
+from pipeline.localinfra.postgres import temp_cluster_named_in
 
 pytestmark = [pytest.mark.kafka, pytest.mark.postgres, pytest.mark.prometheus, pytest.mark.alertmanager]
 ROOT = Path(pipeline.__file__).parents[1]
@@ -61,7 +62,12 @@ def _one_line_error(done: subprocess.CompletedProcess[str], code: int) -> str:
 
 
 def _processes_mentioning(text: str) -> list[int]:
-    """Live (non-zombie) processes with ``text`` in their command line: what a test left running."""
+    """Live (non-zombie) processes with ``text`` in their command line: what a test left running.
+
+    Only an absolute path of a folder the test made: the tests SIGKILL what this returns, and a
+    "." (an empty cluster pointer read as ``Path("")``) matched the other worker's PostgreSQL (CI,
+    2026-12-04)."""
+    assert text.startswith("/") and len(text) > 8 and text != str(ROOT), f"not a marker a test owns: {text!r}"
     found = []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit() or int(entry.name) == os.getpid():
@@ -287,6 +293,7 @@ def test_make_clean_stops_the_services_before_deleting_their_state(workdir: Path
     assert _cli("prometheus", "up", "--port", "0", cwd=checkout).returncode == 0
     assert _cli("postgres", "up", "--port", "0", cwd=checkout).returncode == 0
     cluster = _pg_cluster(checkout)  # as root: a folder in the temp dir, named only in .run
+    assert cluster is not None, "postgres up left no cluster pointer that names a temp cluster"
     assert _processes_mentioning(str(checkout / ".run" / "prometheus")) and _processes_mentioning(str(cluster))
     try:
         done = _make("clean", checkout)
@@ -373,18 +380,22 @@ def test_down_while_up_is_starting_stops_it_once_started(workdir: Path) -> None:
         assert down.returncode == 0, down.stderr
         up.communicate(timeout=60)
         assert _cli("postgres", "status", cwd=workdir).returncode == 1
-        assert not _processes_mentioning(str(_pg_cluster(workdir)))
+        cluster = _pg_cluster(workdir)
+        assert cluster is not None and not _processes_mentioning(str(cluster))
     finally:
         up.kill()
         up.wait()
-        if _pg_cluster(workdir) != workdir / ".run" / "postgres" / "cluster":
-            shutil.rmtree(_pg_cluster(workdir), ignore_errors=True)
+        cluster = _pg_cluster(workdir)
+        if cluster is not None and cluster != workdir / ".run" / "postgres" / "cluster":
+            shutil.rmtree(cluster, ignore_errors=True)
 
 
-def _pg_cluster(workdir: Path) -> Path:
-    """Where `postgres up` put the cluster: ``.run/postgres/cluster``, or as root a temp dir it names."""
-    pointer = workdir / ".run" / "postgres" / "cluster.path"
-    return Path(pointer.read_text().strip()) if pointer.is_file() else workdir / ".run" / "postgres" / "cluster"
+def _pg_cluster(workdir: Path) -> Path | None:
+    """Where `postgres up` put the cluster: ``.run/postgres/cluster``, or as root the temp folder
+    ``cluster.path`` names; None while that pointer names none (see
+    tests/unit/test_postgres_cluster_pointer.py: an empty one deleted the checkout)."""
+    run = workdir / ".run" / "postgres"
+    return temp_cluster_named_in(run) if (run / "cluster.path").exists() else run / "cluster"
 
 
 def test_webhook_receiver_on_a_busy_or_impossible_port_is_one_line_exit_2(busy_port: int, workdir: Path) -> None:
@@ -457,7 +468,7 @@ def test_up_killed_with_sigkill_while_the_server_starts_leaves_it_findable(servi
     up = _start(service, "up", "--port", "0", *extra, cwd=workdir)
     run = workdir / ".run" / service
     marker_of = {
-        "postgres": lambda: str(_pg_cluster(workdir)) if (run / "cluster.path").is_file() or (run / "cluster").is_dir() else None,
+        "postgres": lambda: str(cluster) if (cluster := _pg_cluster(workdir)) is not None and cluster.is_dir() else None,
         "prometheus": lambda: str(run / "prometheus.yml"),
         "alertmanager": lambda: str(run / "alertmanager.yml"),
     }[service]
@@ -506,7 +517,8 @@ def test_a_killed_test_process_takes_its_postgres_with_it(tmp_path: Path) -> Non
     cluster = None
     try:
         assert holder.stdout is not None and holder.stdout.readline().strip() == "up", holder.stderr.read() if holder.stderr else ""
-        cluster = Path((tmp_path / "pg" / "cluster.path").read_text().strip())
+        cluster = temp_cluster_named_in(tmp_path / "pg")
+        assert cluster is not None, "start_postgres as root left no pointer to a temp cluster"
         assert _processes_mentioning(str(cluster)), "the server is not running"
         holder.kill()  # SIGKILL: no handler, no cleanup of its own
         holder.wait(timeout=10)
