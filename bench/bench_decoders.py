@@ -1,10 +1,13 @@
 """CPU of the readings (detectors/normalize.py) on simulate traffic, this tree against a git
 revision, interleaved in one run, and which readings each one makes.
 
-    PYTHONPATH=. .venv/bin/python bench/bench_decoders.py [--base REV] [--records 2000] [--rounds 5] [--structure]
+    PYTHONPATH=. .venv/bin/python bench/bench_decoders.py [--base REV] [--records 2000] [--rounds 5] [--structure | --transformer]
 
 ``--structure`` times the transformer's structure reading (``structured()`` of the normalised
 text: JSON strings, code comments, assigned string literals) instead of ``readings()``.
+``--transformer`` times what the transformer detector asks for per part, through the module's
+own caches as ``detect()`` calls them: ``cached_readings()``, ``structure_reading()`` and
+``numbers_reading()`` (the caches are cleared before each round).
 
 Every screened part of ``--records`` simulate records (pipeline.simulate, seed 11) goes through
 ``readings()`` (uncached) of both modules, round after round, alternating which goes first, so
@@ -52,14 +55,17 @@ def main() -> None:
     parser.add_argument("--base", default="3e7043e", help="git revision to compare with")
     parser.add_argument("--records", type=int, default=2000)
     parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--structure", action="store_true",
-                        help="time structured() (the transformer's structure reading) instead of readings()")
+    mode = parser.add_mutually_exclusive_group()
+    mode.add_argument("--structure", action="store_true",
+                      help="time structured() (the transformer's structure reading) instead of readings()")
+    mode.add_argument("--transformer", action="store_true",
+                      help="time the cached readings, structure and numbers readings the transformer asks for per part")
     args = parser.parse_args()
     base = module_at(args.base)
     texts = [part.text for r in simulate(args.records, seed=11) for part in r.log.screened_parts()]
     modules = {f"base ({args.base})": base, "this tree": current}
     # --structure: the normalised texts are made before the clock starts (the same work in both).
-    bases = {name: [m._plain_and_base.__wrapped__(t)[1] for t in texts] for name, m in modules.items()} if args.structure else {}
+    bases = {name: [m._plain_and_base.__wrapped__(t, m.Limits())[1] for t in texts] for name, m in modules.items()} if args.structure else {}
     cpu: dict[str, list[float]] = {name: [] for name in modules}
     kinds: dict[str, Counter[str]] = {}
     for round_ in range(args.rounds):
@@ -71,6 +77,15 @@ def main() -> None:
                 for normalised in bases[name]:
                     found = module.structured(normalised)
                     counts.update(found.transforms if found else ())
+            elif args.transformer:
+                for cached in (module._plain_and_base, module.cached_readings, module.structure_reading,
+                               module.numbers_reading):
+                    cached.cache_clear()
+                started = time.process_time()  # the clearing is not the transformer's work
+                for text in texts:
+                    for reading in (*module.cached_readings(text), module.structure_reading(text),
+                                    module.numbers_reading(text)):
+                        counts.update(reading.transforms if reading else ())
             else:
                 for text in texts:
                     for reading in module.readings(text):
@@ -78,7 +93,8 @@ def main() -> None:
             cpu[name].append(time.process_time() - started)
             kinds[name] = counts
     console = Console(width=160)
-    what = "structured() of the normalised text" if args.structure else "readings()"
+    what = ("structured() of the normalised text" if args.structure else
+            "the transformer's cached readings, structure and numbers readings" if args.transformer else "readings()")
     table = Table(title=f"{what} over {len(texts):,} screened parts of {args.records:,} simulate records, "
                         f"{args.rounds} interleaved rounds (median)")
     for column in ("module", "CPU us per part", "CPU us per record", "vs base"):

@@ -100,6 +100,7 @@ BASE85 = "base85"  # base85 (RFC 1924 / git alphabet) or Ascii85
 QUOTED_PRINTABLE = "quoted_printable"  # =72=61=6E...
 ROT47 = "rot47"
 BRAILLE = "braille"  # six-dot Braille letters (⠗⠁⠝⠎⠕⠍)
+ACCENTS = "accents"  # accented Latin letters as ASCII (ráñsömwárë): the rules' reading only, folded_reading
 # Decoders whose output does not resemble their input: evidence shows the decoded text
 # (with the original character range), since the original span reads as noise.
 CONTENT_DECODERS = frozenset(
@@ -127,6 +128,9 @@ class Limits:
     min_spaced_letters: int = 4
     min_smuggled_chars: int = 4  # tag characters or variation selectors in a row
     min_references: int = 3  # numeric HTML references or \\u escapes in a text before they are decoded
+
+
+DEFAULT_LIMITS = Limits()
 
 
 @dataclass(frozen=True)
@@ -490,6 +494,39 @@ def normalize_reading(base: Reading) -> Reading:
     # Name the steps that mattered, in a fixed order.
     order = (INVISIBLE, NFKC, STYLED, MARKS, BRAILLE, CONFUSABLES)
     return Reading(reading.text, base.transforms + tuple(t for t in order if t in changed), reading.starts, reading.ends)
+
+
+# Latin letters that can carry an accent: Latin-1 Supplement, Latin Extended-A and -B, Latin
+# Extended Additional (Vietnamese). Other scripts are the confusable skeletons' business.
+_LATIN_ACCENTED = re.compile(r"[\u00c0-\u024f\u1e00-\u1eff]")
+
+
+@lru_cache(maxsize=1)
+def _latin_ascii():  # -> icu.Transliterator
+    import icu
+
+    return icu.Transliterator.createInstance("Latin-ASCII")
+
+
+@lru_cache(maxsize=4096)
+def ascii_letters(ch: str) -> str | None:
+    """The ASCII letters ICU's ``Latin-ASCII`` transliterator writes for the accented Latin letter
+    ``ch`` (``á`` -> ``a``, ``ß`` -> ``ss``, ``ø`` -> ``o``); None for anything else."""
+    if not ch.isalpha():
+        return None
+    out = _latin_ascii().transliterate(ch)
+    return out if out != ch and out.isascii() and out.isalpha() else None
+
+
+def accents_folded(base: Reading) -> Reading | None:
+    """``base`` with each accented Latin letter written as ASCII (``ráñsömwárë`` ->
+    ``ransomware``), mapped to the original letters; None when nothing changes.
+
+    Precomposed accents are ordinary in French or German text, so :func:`normalize_reading`
+    keeps them; this reading is read by English keyword rules only (:func:`folded_reading`)."""
+    edits = [(m.start(), m.end(), letters) for m in _LATIN_ACCENTED.finditer(base.text)
+             if (letters := ascii_letters(m.group())) is not None]
+    return _rewrite(base, edits, ACCENTS) if edits else None
 
 
 def _map_confusables(reading: Reading, changed: set[str]) -> Reading:
@@ -1259,9 +1296,12 @@ def readings(text: str, limits: Limits = Limits()) -> list[Reading]:
 
 
 @lru_cache(maxsize=256)
-def _plain_and_base(text: str, limits: Limits = Limits()) -> tuple[Reading, Reading]:
+def _plain_and_base(text: str, limits: Limits) -> tuple[Reading, Reading]:
     """The plain reading of ``text`` and its normalised one, cached: :func:`readings`,
-    :func:`structure_reading` and :func:`numbers_reading` all start from them."""
+    :func:`structure_reading`, :func:`numbers_reading` and :func:`folded_reading` all start from
+    them. ``limits`` has no default: ``lru_cache`` keys ``f(t)`` and ``f(t, Limits())`` apart, so
+    the readings and the structure, numbers and folded readings each normalised the same text
+    again (found 2026-12-04, measured in docs/benchmarks.md)."""
     plain = elide_binary(text, limits)
     return plain, normalize_reading(plain)
 
@@ -1271,14 +1311,24 @@ def structure_reading(text: str) -> Reading | None:
     """:func:`structured` of the normalised plain reading of ``text``, cached. Not one of
     :func:`readings`: the keyword rules match the text as written, so computing it for them
     cost about 110 us of CPU per simulate record for nothing (docs/benchmarks.md)."""
-    return structured(_plain_and_base(text)[1])
+    return structured(_plain_and_base(text, DEFAULT_LIMITS)[1])
 
 
 @lru_cache(maxsize=256)
 def numbers_reading(text: str) -> Reading | None:
     """:func:`numbers_cut` of the normalised plain reading of ``text``, cached (the transformer's,
     like :func:`structure_reading`)."""
-    return numbers_cut(_plain_and_base(text)[1])
+    return numbers_cut(_plain_and_base(text, DEFAULT_LIMITS)[1])
+
+
+@lru_cache(maxsize=256)
+def folded_reading(text: str) -> Reading | None:
+    """:func:`accents_folded` of the normalised plain reading of ``text``, cached; None when it has
+    no accented Latin letter. The rules detector's alone: its patterns are English, and the
+    transformer reads English written with accents through routing (detectors/routed.py
+    ``FOLDED_ENGLISH``). Not one of :func:`readings`: most non-English text has accents, and a
+    second transformer reading of it would cost a pass for nothing."""
+    return accents_folded(_plain_and_base(text, DEFAULT_LIMITS)[1])
 
 
 @lru_cache(maxsize=256)

@@ -11,9 +11,10 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
+from itertools import chain
 
 from detectors.base import Detector
-from detectors.normalize import Reading, disguised, iter_all, reading_evidence
+from detectors.normalize import Reading, disguised, folded_reading, iter_all, reading_evidence
 from pipeline.schemas import Category, Finding, InferenceLog, ScreenedPart, Side, Signal
 
 
@@ -123,11 +124,12 @@ _REFUSAL = _rx(
 
 class RulesDetector(Detector):
     """Every rule runs on every screened part of a record (``InferenceLog.screened_parts``)
-    and on each part's normalised/decoded readings (detectors/normalize.py). A category
-    that only matched a transformed reading carries the ``obfuscation`` signal."""
+    and on each part's normalised/decoded readings (detectors/normalize.py), and on its letters
+    written without accents (``folded_reading``). A category that only matched a transformed
+    reading carries the ``obfuscation`` signal."""
 
     name = "rules"
-    version = "rules-2026.12.1"
+    version = "rules-2026.12.2"  # .2: the accent-folded reading (docs/obfuscation-eval.md)
 
     def detect(self, records: Sequence[InferenceLog]) -> list[list[Finding]]:
         return [self._detect_one(r) for r in records]
@@ -140,7 +142,8 @@ class RulesDetector(Detector):
         for part in record.screened_parts():
             if part.side is Side.COMPLETION and _REFUSAL.search(part.text):
                 continue
-            for reading in iter_all(part.text):
+            folded = folded_reading(part.text)  # English written with accents (ráñsömwárë)
+            for reading in chain(iter_all(part.text), (folded,) if folded is not None else ()):
                 for rule in RULES:
                     if rule.side is not part.side:
                         continue
@@ -148,7 +151,8 @@ class RulesDetector(Detector):
                     if match is None:
                         continue
                     key = (rule.category, rule.side)
-                    if disguised(reading):
+                    # Folded accents hide nothing in Italian or French text that matched as written.
+                    if disguised(reading) and not (reading is folded and key in best):
                         hidden.add(key)
                     held = best.get(key)
                     if held is None or rule.score > held.rule.score:  # the earlier part at equal scores
