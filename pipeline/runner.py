@@ -237,8 +237,8 @@ class Pipeline(RebalanceHooks):
     def _read_everything(self) -> bool:
         """Has this member read every partition it owns to the end the broker reports now?
 
-        False while joining the group, while the broker holds records not read yet, and during a
-        broker outage. So a broker that is down (or restarting and not answering yet) does not end
+        False while joining the group, while the broker holds records not read yet, during a
+        broker outage, and at its first answer after one. So a broker that is down (or restarting and not answering yet) does not end
         a ``--max-idle`` run: the outage is logged once, shown on /healthz (component ``kafka``),
         and ends the run with :class:`OutageError` only past ``stream.outage_deadline_s``. Asked
         only while quiet (every ``BROKER_CHECK_S`` at most): one ListOffsets round trip.
@@ -254,6 +254,11 @@ class Pipeline(RebalanceHooks):
         if self._broker_down_since is not None:
             self._up(BROKER, self._broker_down_since)
             self._broker_down_since = None
+            # Not yet: the quiet interval starts now. A hung broker (SIGSTOP, a long GC pause)
+            # blocked commits and polls for seconds at a time, and that time counted as quiet:
+            # the run ended within 4 s of the broker's return, before records produced after it
+            # were read (hostile check, 2026-12-04).
+            return False
         if unread is None:
             return False  # joining (e.g. waiting out a crashed member's session)
         if unread and unread == self._last_unread:
