@@ -19,6 +19,7 @@ from typing import Any
 from dashboards.detector_behaviour import detector_behaviour
 from dashboards.overview import overview
 from dashboards.pipeline_health import pipeline_health
+from pipeline.stdio import open_output
 
 GENERATED_DIR = Path(__file__).resolve().parent / "generated"
 
@@ -86,7 +87,10 @@ def write(directory: Path = GENERATED_DIR) -> list[str]:
     for name in touched:
         path = directory / name
         if name in expected:
-            path.write_text(expected[name])
+            # Replaced whole: Grafana's file provisioner polls this folder, and a file written in
+            # place can be read half-written (or left so by a killed run).
+            with open_output(path) as out:
+                out.write(expected[name])
         else:
             path.unlink()
     return touched

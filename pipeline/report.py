@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from pipeline.exits import first_line
-from pipeline.stdio import is_dash
+from pipeline.stdio import is_dash, open_output
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -557,7 +557,8 @@ def build_report(
             sys.stdout.flush()
         return output
     output.parent.mkdir(parents=True, exist_ok=True)
-    output.write_text(html, encoding="utf-8")
+    with open_output(output) as out:  # replaced whole: a killed run leaves the previous page
+        out.write(html)
     return output
 
 

@@ -233,3 +233,19 @@ def test_simulate_creates_the_truth_folder_as_it_does_the_output_folder(tmp_path
     assert main(["simulate", "-o", str(out), "--truth", str(truth), "--records", "3", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["records"] == 3
     assert len(out.read_text().splitlines()) == len(truth.read_text().splitlines()) == 3
+
+
+def test_report_replaces_the_page_whole(tmp_path: Path) -> None:
+    """`report -o` wrote the page in place: a killed run left a truncated page that looked like a
+    report. It is now written beside it and renamed (pipeline/stdio.py open_output)."""
+    jobs = tmp_path / "jobs"
+    _aggregates(jobs)
+    page = tmp_path / "r.html"
+    page.write_text("the previous page", encoding="utf-8")
+    page.chmod(0o640)
+    before = page.stat().st_ino
+    assert main(["report", str(jobs), "-o", str(page)]) == 0
+    assert page.stat().st_ino != before, "written in place, not replaced"
+    assert page.stat().st_mode & 0o777 == 0o640
+    assert page.read_text(encoding="utf-8").lstrip().lower().startswith("<!doctype html")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["jobs", "r.html"]

@@ -4,6 +4,7 @@ line on stderr and the exit code README's table gives it, not one ERROR line per
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -177,3 +178,18 @@ def test_module_check_exits_11_like_the_cli(tmp_path: Path, capsys: pytest.Captu
     assert "stale dashboards" in capsys.readouterr().err
     assert generate.main(["--out", str(tmp_path)]) == 0
     assert generate.main(["--check", "--out", str(tmp_path)]) == 0
+
+
+def test_generate_replaces_a_stale_dashboard_whole(tmp_path: Path) -> None:
+    """Grafana's file provisioner polls the folder: a dashboard is renamed into place, never
+    written there in part (its temp name does not end in .json, so neither Grafana nor the
+    leftover check reads it)."""
+    out = tmp_path / "generated"
+    assert main(["dashboards", "generate", "--out", str(out)]) == 0
+    stale = sorted(out.glob("*.json"))[0]
+    stale.write_text("{}", encoding="utf-8")
+    before = stale.stat().st_ino
+    assert main(["dashboards", "generate", "--out", str(out)]) == 0
+    assert stale.stat().st_ino != before, "written in place, not replaced"
+    assert json.loads(stale.read_text(encoding="utf-8"))["uid"]
+    assert all(p.suffix == ".json" and not p.name.startswith(".") for p in out.iterdir())
