@@ -30,7 +30,8 @@ import queue
 import signal
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 from kafka import TopicPartition
@@ -56,6 +57,10 @@ BROKER_CHECK_S = 10.0
 
 class OutageError(RuntimeError):
     """A dependency stayed down past ``stream.outage_deadline_s``; nothing after it was committed."""
+
+
+class StalledCall(RuntimeError):
+    """A sink call that has not returned for ``stream.sink_stall_s`` (shown on /healthz as its reason)."""
 
 
 @dataclass
@@ -135,6 +140,10 @@ class Pipeline(RebalanceHooks):
         self._busy_until = 0.0
         self._broker_down_since: float | None = None  # see _read_everything
         self._last_unread: dict = {}
+        # The sink call in progress (component, monotonic start), set by the sink stage and
+        # watched by this thread (_watch_calls); the one reported as stalled, if any.
+        self._call: tuple[str, float] | None = None
+        self._stalled: tuple[str, float] | None = None
 
     @classmethod
     def from_settings(
@@ -194,6 +203,7 @@ class Pipeline(RebalanceHooks):
         committed_batches = 0
         try:
             while not self._stop.is_set() and self._failure is None:
+                self._watch_calls()
                 self._commit()
                 if on_batch is not None and self.stats.batches != committed_batches:
                     committed_batches = self.stats.batches
@@ -224,11 +234,21 @@ class Pipeline(RebalanceHooks):
             self._commit()
             if on_batch is not None and self.stats.batches != committed_batches:
                 on_batch(self.stats)
+        except BaseException as exc:
+            # As a failed stage does: the stages discard what is left, and a rebalance (the
+            # consumer's close below) does not wait for a batch stuck behind a hung sink call.
+            self._fail(exc)
+            raise
         finally:
-            for q in (self._to_score,):
-                q.put(_STOP)
+            # 5 s in all: a stage stuck behind a sink call that never returns is left behind
+            # (the stages are daemon threads, and what they held is not committed).
+            until = time.monotonic() + 5
+            try:
+                self._to_score.put(_STOP, timeout=5)
+            except queue.Full:
+                log.warning("a stage did not take the stop; exiting without it")
             for t in stages:
-                t.join(timeout=5)
+                t.join(timeout=max(0.0, until - time.monotonic()))
             self.close()
         if self._failure is not None:
             raise self._failure
@@ -288,6 +308,12 @@ class Pipeline(RebalanceHooks):
             with self._changed:
                 if self._changed.wait_for(done, timeout=0.1):
                     return
+            self._watch_calls()
+            stalled = self._stalled
+            if stalled is not None and self._stop.is_set():
+                # A stop must not wait for a call that may never return; its batch is re-read.
+                raise OutageError(f"stopped while {stalled[0]} was unavailable: "
+                                  f"a call has not returned for {time.monotonic() - stalled[1]:.0f} s")
             self.source.keep_alive()
 
     def _commit(self) -> None:
@@ -390,7 +416,8 @@ class Pipeline(RebalanceHooks):
         self._retry(DEAD_LETTERS, self.dead_letters.flush)
         for sink in self.sinks:
             t0 = time.perf_counter()
-            sink.write(item.scored)
+            with self._calling(sink.name):
+                sink.write(item.scored)
             self._retry(sink.name, sink.flush)
             self.metrics.sink_flush_duration.labels(sink.name).observe(time.perf_counter() - t0)
         self.source.mark_done(item.batch)
@@ -401,10 +428,12 @@ class Pipeline(RebalanceHooks):
         cfg = self.settings.stream
         delay, down_since = cfg.retry_initial_s, None
         while True:
+            started = time.monotonic()
             try:
-                flush()
+                with self._calling(component):
+                    flush()
             except Exception as exc:  # noqa: BLE001 - any failure of the sink itself is an outage to wait out
-                down_since = down_since or time.monotonic()
+                down_since = down_since or started  # a call that hung before it failed counts
                 self.metrics.sink_errors.labels(component).inc()
                 self._down(component, exc, down_since, ahead_s=delay)
                 log.warning("%s failed (%s); retrying in %.1f s, batch kept uncommitted", component, exc, delay)
@@ -416,6 +445,43 @@ class Pipeline(RebalanceHooks):
             if down_since is not None:
                 self._up(component, down_since)
             return
+
+    @contextmanager
+    def _calling(self, component: str) -> Iterator[None]:
+        """Around one sink call in the sink stage, so that this thread can see it hang."""
+        call = (component, time.monotonic())
+        self._call = call
+        failed = True
+        try:
+            yield
+            failed = False
+        finally:
+            self._call = None
+            if self._stalled == call:
+                self._stalled = None
+                if failed:  # _retry reports it from here, down since the call began
+                    log.warning("%s: the call that hung failed after %.1f s", component, time.monotonic() - call[1])
+                else:
+                    self._up(component, call[1])
+
+    def _watch_calls(self) -> None:
+        """Report a sink call that has not returned for ``stream.sink_stall_s`` as an outage of its
+        component, and end the run (OutageError) once it outlasts ``stream.outage_deadline_s``.
+
+        A hung PostgreSQL (every process SIGSTOPped for 60 s) blocked the sink stage without an
+        error: /healthz said "ok" throughout and a 30 s deadline never fired (hostile check,
+        2026-12-04). Runs in the polling thread, which a hung sink does not block."""
+        call = self._call
+        if call is None:
+            return
+        component, since = call
+        waited = time.monotonic() - since
+        if waited < self.settings.stream.sink_stall_s:
+            return
+        if self._stalled != call:
+            self._stalled = call
+            log.warning("%s: a call has not returned for %.0f s; waiting for it", component, waited)
+        self._down(component, StalledCall(f"a call has not returned for {waited:.0f} s"), since)
 
     def _down(self, component: str, exc: BaseException, down_since: float, ahead_s: float = 0.0) -> None:
         """Show ``component`` down on /healthz; raise OutageError once it is (or, ``ahead_s`` from

@@ -112,6 +112,11 @@ class StreamSettings(Section):
     outage_deadline_s: float = Field(default=900.0, ge=0)
     retry_initial_s: float = Field(default=0.5, gt=0)
     retry_max_s: float = Field(default=30.0, gt=0)
+    # A sink call (a write or flush) that has not returned after this long is an outage too
+    # (/healthz, mm_component_up, the deadline above): a hung database (SIGSTOP, a frozen VM) or
+    # a network that drops packets answers nothing, and raises nothing. Above the clients' own
+    # timeouts (kafka-python's 30 s request timeout, PostgreSQL's 30 s statement_timeout).
+    sink_stall_s: float = Field(default=60.0, gt=0)
     # Where decode + detect + verdict JSON run: "inline" (a thread of this process) or "process"
     # (one worker process, pipeline/score_worker.py; the stream process keeps Kafka and the sinks).
     scoring: Literal["inline", "process"] = "inline"
