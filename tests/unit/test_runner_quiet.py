@@ -58,13 +58,16 @@ def test_the_same_unread_range_twice_with_nothing_fetched_counts_as_read() -> No
 
 
 def test_no_answer_is_an_outage_on_healthz_until_the_broker_answers(caplog: pytest.LogCaptureFixture) -> None:
-    pipeline, metrics = _pipeline([KafkaTimeoutError("no answer"), KafkaTimeoutError("no answer"), {}])
+    pipeline, metrics = _pipeline([KafkaTimeoutError("no answer"), KafkaTimeoutError("no answer"), {}, {}])
     assert pipeline._read_everything() is False
     assert pipeline._read_everything() is False
     healthy, report = metrics.health.report()
     assert not healthy and runner.BROKER in report["down"] and "no answer" in report["down"][runner.BROKER]["reason"]
-    assert pipeline._read_everything() is True
+    # The first answer ends the outage but does not yet confirm a quiet interval: time blocked by
+    # a hung broker is not quiet time (test_stream_outages.py, a hung broker).
+    assert pipeline._read_everything() is False
     assert metrics.health.report() == (True, {"status": "ok", "down": {}})
+    assert pipeline._read_everything() is True
     warnings = [r.getMessage() for r in caplog.records if r.name == "pipeline.runner"]
     assert sum("does not answer" in w for w in warnings) == 1, warnings  # once per outage, not per check
     assert any("kafka recovered after" in w for w in warnings)
@@ -80,3 +83,49 @@ def test_an_outage_past_the_deadline_raises_with_the_cause(monkeypatch: pytest.M
     now[0] += 1
     with pytest.raises(OutageError, match=r"kafka unavailable for 31 s \(deadline 30 s\): .*no answer"):
         pipeline._read_everything()
+
+
+# -- a sink call that hangs (Pipeline._calling / _watch_calls; for real: test_stream_hung_sink.py)
+
+
+def test_a_sink_call_past_sink_stall_s_is_reported_then_recovers(monkeypatch: pytest.MonkeyPatch,
+                                                                 caplog: pytest.LogCaptureFixture) -> None:
+    now = [1000.0]
+    monkeypatch.setattr(runner.time, "monotonic", lambda: now[0])
+    pipeline, metrics = _pipeline([], sink_stall_s=60)
+    with pipeline._calling("postgres"):
+        now[0] += 59
+        pipeline._watch_calls()
+        assert metrics.health.report()[0], "reported before sink_stall_s"
+        now[0] += 2
+        pipeline._watch_calls()
+        pipeline._watch_calls()  # reported once, not once per check
+        healthy, report = metrics.health.report()
+        assert not healthy and "has not returned for 61 s" in report["down"]["postgres"]["reason"]
+    assert metrics.health.report() == (True, {"status": "ok", "down": {}})  # it returned
+    warnings = [r.getMessage() for r in caplog.records if r.name == "pipeline.runner"]
+    assert sum("has not returned" in w for w in warnings) == 1 and any("postgres recovered after 61.0 s" in w for w in warnings)
+
+
+def test_a_sink_call_hung_past_the_deadline_raises_from_the_polling_thread(monkeypatch: pytest.MonkeyPatch) -> None:
+    now = [1000.0]
+    monkeypatch.setattr(runner.time, "monotonic", lambda: now[0])
+    pipeline, _ = _pipeline([], sink_stall_s=60, outage_deadline_s=300)
+    pipeline._call = ("postgres", now[0])  # as _calling sets it in the sink stage
+    now[0] += 300
+    pipeline._watch_calls()  # at the deadline: still waiting
+    now[0] += 1
+    with pytest.raises(OutageError, match=r"postgres unavailable for 301 s \(deadline 300 s\): a call has not returned"):
+        pipeline._watch_calls()
+
+
+def test_a_hung_call_that_then_fails_is_left_to_the_retry_loop(monkeypatch: pytest.MonkeyPatch) -> None:
+    now = [1000.0]
+    monkeypatch.setattr(runner.time, "monotonic", lambda: now[0])
+    pipeline, metrics = _pipeline([], sink_stall_s=60)
+    with pytest.raises(ConnectionError), pipeline._calling("postgres"):
+        now[0] += 61
+        pipeline._watch_calls()
+        raise ConnectionError("server closed the connection")
+    assert not metrics.health.report()[0], "a call that failed is not a recovery"
+    assert pipeline._stalled is None
