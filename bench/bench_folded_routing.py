@@ -68,6 +68,24 @@ def harm(findings: list[Finding]) -> bool:
     return any(f.category in HARMS for f in findings)
 
 
+def cyberseceval_translated(data: Path) -> tuple[list[InferenceLog], list[InferenceLog]]:
+    """The machine-translated CyberSecEval prompts (``data/cyberseceval``, allowed data) as logs:
+    the prompt injections (system prompt and user turn) and the benign FRR prompts."""
+    from tests.fixtures.obfuscation import plain_log
+
+    root = data / "cyberseceval"
+    injections = [
+        InferenceLog.model_validate({"schema": "inference-log/v1", "request_id": f"inj-{row['prompt_id']}-{i}",
+                                     "timestamp": "2026-01-01T00:00:00Z", "model": "m", "tenant_id": "t", "user_id": "u",
+                                     "messages": [{"role": "system", "content": row["test_case_prompt"]},
+                                                  {"role": "user", "content": row["user_input"]}]})
+        for i, row in enumerate(json.loads((root / "prompt_injection_multilingual_machine_translated.json").read_text()))
+    ]
+    frr = [plain_log(row["mutated_prompt"], f"frr-{row['prompt_id']}-{i}")
+           for i, row in enumerate(json.loads((root / "frr_multilingual_machine_translated.json").read_text()))]
+    return injections, frr
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--route-records", type=int, default=2000)
@@ -96,16 +114,7 @@ def main() -> None:
     print(f"2. simulate ({len(logs)} records, seed 11): {changed} change route ({100 * changed / len(logs):.2f}%); "
           f"before {Counter(before)}, after {Counter(after)}")
 
-    root = args.data / "cyberseceval"
-    injections = [
-        InferenceLog.model_validate({"schema": "inference-log/v1", "request_id": f"inj-{row['prompt_id']}-{i}",
-                                     "timestamp": "2026-01-01T00:00:00Z", "model": "m", "tenant_id": "t", "user_id": "u",
-                                     "messages": [{"role": "system", "content": row["test_case_prompt"]},
-                                                  {"role": "user", "content": row["user_input"]}]})
-        for i, row in enumerate(json.loads((root / "prompt_injection_multilingual_machine_translated.json").read_text()))
-    ]
-    frr = [plain_log(row["mutated_prompt"], f"frr-{row['prompt_id']}-{i}")
-           for i, row in enumerate(json.loads((root / "frr_multilingual_machine_translated.json").read_text()))]
+    injections, frr = cyberseceval_translated(args.data)
     for name, group in (("injections", injections), ("benign (FRR)", frr)):
         before, after = routes(group, False), routes(group, True)
         to_e5 = [i for i, (_, e5) in enumerate(before) if e5]

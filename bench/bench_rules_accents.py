@@ -19,7 +19,6 @@ on the same records:
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import sys
@@ -103,16 +102,9 @@ def main() -> None:
               f"({signalled} with the obfuscation signal); 2. accented benign requests with a harm category "
               f"{sum(map(harm, b))}/{len(b)}")
 
-    root = args.data / "cyberseceval"
-    frr = [plain_log(row["mutated_prompt"], f"frr-{row['prompt_id']}-{i}")
-           for i, row in enumerate(json.loads((root / "frr_multilingual_machine_translated.json").read_text()))]
-    injections = [
-        InferenceLog.model_validate({"schema": "inference-log/v1", "request_id": f"inj-{row['prompt_id']}-{i}",
-                                     "timestamp": "2026-01-01T00:00:00Z", "model": "m", "tenant_id": "t", "user_id": "u",
-                                     "messages": [{"role": "system", "content": row["test_case_prompt"]},
-                                                  {"role": "user", "content": row["user_input"]}]})
-        for i, row in enumerate(json.loads((root / "prompt_injection_multilingual_machine_translated.json").read_text()))
-    ]
+    from bench_folded_routing import cyberseceval_translated  # bench/ is on sys.path when run as a script
+
+    injections, frr = cyberseceval_translated(args.data)
     for name, group in (("benign (FRR)", frr), ("prompt injections", injections)):
         changed = changes(group)
         gained = [c for c in changed if harm(c[2]) and not harm(c[1])]
