@@ -191,6 +191,7 @@ def produce(
     bootstrap: Annotated[str | None, typer.Option(help="Kafka bootstrap servers")] = None,
     create_topic: Annotated[bool, typer.Option("--create-topic", help="Create the topic if it does not exist")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON on stdout")] = False,
+    from_line: Annotated[int, typer.Option(min=1, help="Start at this line (a replay the broker stopped says where)")] = 1,
     config: ConfigOpt = None,
 ) -> None:
     """Replay a JSONL file (gzip read decompressed) into Kafka, line by line, bytes unchanged (bad lines included).
@@ -200,10 +201,14 @@ def produce(
     decoder's bounded parse can read it (pipeline/decode.py), else none, so a hostile line
     (100,000-deep JSON, invalid UTF-8) is replayed unkeyed instead of stopping the replay.
     A line the broker refuses outright (over the producer's max request size) is reported by
-    line number and skipped, and the command then exits 4 (input).
+    line number and skipped, and the command then exits 4 (input). When the broker goes away or
+    hangs mid-replay, the error (exit 5) names the last line known delivered and the
+    ``--from-line`` that resumes after it.
     """
+    from kafka.errors import KafkaError
+
     from pipeline.preflight import require_kafka
-    from pipeline.producer import GatewayProducer
+    from pipeline.producer import DeliveryError, GatewayProducer
 
     settings = _settings(config, kafka__bootstrap_servers=bootstrap)
     require_kafka(settings.kafka)  # seconds, not kafka-python's retries, for a wrong address
@@ -212,26 +217,38 @@ def produce(
     sent = 0
     started = time.monotonic()
     refused: list[str] = []
-    with GatewayProducer(settings.kafka, topic) as producer, _progress() as progress, open_input(file) as fh:
-        task = progress.add_task(f"producing to {producer.topic}", total=total)
-        for line_no, line in enumerate(fh, start=1):
-            line = line.rstrip(b"\r\n")
-            if line_no == 1 and (hint := not_jsonl_hint(line)):  # a warning only: every line is still sent
-                console.print(f"[yellow]warning: {hint}[/yellow]")
-            if not line:  # no record on an empty line (a blank separator or the file's end)
+    delivered_to = from_line - 1  # every line up to this one is delivered (or was skipped)
+    try:
+        with GatewayProducer(settings.kafka, topic) as producer, _progress() as progress, open_input(file) as fh:
+            task = progress.add_task(f"producing to {producer.topic}", total=total)
+            for line_no, line in enumerate(fh, start=1):
+                line = line.rstrip(b"\r\n")
+                if line_no == 1 and (hint := not_jsonl_hint(line)):  # a warning only: every line is still sent
+                    console.print(f"[yellow]warning: {hint}[/yellow]")
+                if not line or line_no < from_line:  # no record on an empty line (a blank separator or the file's end)
+                    progress.advance(task)
+                    continue
+                producer.send_raw(line, key=_request_id_key(line), label=f"line {line_no}")
+                sent += 1
                 progress.advance(task)
-                continue
-            producer.send_raw(line, key=_request_id_key(line), label=f"line {line_no}")
-            sent += 1
-            progress.advance(task)
-            if rate:
-                # Pace against the start time so rounding errors do not accumulate.
-                ahead = sent / rate - (time.monotonic() - started)
-                if ahead > 0:
-                    time.sleep(ahead)
-            if sent % 5000 == 0:
-                sent -= _flush_refusing_records(producer, refused)
-        sent -= _flush_refusing_records(producer, refused)
+                if rate:
+                    # Pace against the start time so rounding errors do not accumulate.
+                    ahead = sent / rate - (time.monotonic() - started)
+                    if ahead > 0:
+                        time.sleep(ahead)
+                if sent % 5000 == 0:
+                    sent -= _flush_refusing_records(producer, refused)
+                    delivered_to = line_no
+            sent -= _flush_refusing_records(producer, refused)
+    except (KafkaError, DeliveryError) as exc:
+        from pipeline.exits import ExitCode, UserError
+
+        what = str(exc) if str(exc).startswith(type(exc).__name__) else f"{type(exc).__name__}: {exc}"
+        raise UserError(
+            f"kafka: {what}; lines up to {delivered_to} are delivered, later ones may not be: resume with "
+            f"--from-line {delivered_to + 1} (lines after it that did arrive are then sent twice)",
+            ExitCode.KAFKA_UNREACHABLE,
+        ) from exc
     elapsed = time.monotonic() - started
     if as_json:
         print(json.dumps({"topic": producer.topic, "delivered": sent, "refused": refused, "seconds": round(elapsed, 3)},

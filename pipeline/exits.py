@@ -279,7 +279,8 @@ def classify_exception(exc: BaseException) -> tuple[ExitCode, str]:
         if name in ("NoBrokersAvailable", "KafkaConnectionError", "KafkaTimeoutError"):
             # kafka-python's str() of a bare error is its class name: "KafkaTimeoutError: KafkaTimeoutError".
             detail = str(exc) if str(exc) not in ("", name) else "no broker answered"
-            return ExitCode.KAFKA_UNREACHABLE, f"kafka: {name}: {detail}"
+            # Its str() of an error with a message starts with the class name already.
+            return ExitCode.KAFKA_UNREACHABLE, f"kafka: {detail}" if detail.startswith(name) else f"kafka: {name}: {detail}"
         return ExitCode.INTERNAL, f"kafka: {name}: {exc}"
     if module.startswith(("psycopg", "sqlalchemy")) and name in ("OperationalError", "ConnectionTimeout"):
         first = first_line(exc, name)

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from kafka import KafkaProducer
-from kafka.errors import KafkaError
+from kafka.errors import KafkaError, KafkaTimeoutError
 
 from pipeline.schemas import InferenceLog
 from pipeline.settings import KafkaSettings
@@ -117,7 +117,20 @@ class TrackedProducer:
         return len(pending)
 
     def close(self, timeout_s: float = 10.0) -> None:
-        self._producer.close(timeout=timeout_s)
+        """Deliver what is queued within ``timeout_s``, then close; what is still queued then
+        (the broker hangs or is gone) is abandoned, not delivered.
+
+        kafka-python 3.0.12's close() flushes first and raises when that times out, before it
+        stops its sender thread: the producer stayed open, and its ``__del__`` at exit printed a
+        KafkaTimeoutError traceback after the command's one-line error (hostile check,
+        2026-12-04: ``produce`` with the broker stopped mid-run)."""
+        try:
+            self._producer.close(timeout=timeout_s)
+        except KafkaTimeoutError:
+            sender = self._producer._sender  # noqa: SLF001 - no public way to abandon the queue
+            if sender is not None and sender.is_alive():
+                sender.force_close()
+            self._producer._closed = True  # noqa: SLF001 - so __del__ does not try again
 
 
 class _Failed:
@@ -175,8 +188,8 @@ class GatewayProducer:
     def flush(self, timeout_s: float = 30.0) -> int:
         return self._producer.flush(timeout_s)
 
-    def close(self) -> None:
-        self._producer.close()
+    def close(self, timeout_s: float = 10.0) -> None:
+        self._producer.close(timeout_s)
 
     def __enter__(self) -> GatewayProducer:
         return self
