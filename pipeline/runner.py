@@ -59,6 +59,9 @@ class OutageError(RuntimeError):
     """A dependency stayed down past ``stream.outage_deadline_s``; nothing after it was committed."""
 
 
+SCORING = "scoring"  # the component a hung scoring call is reported as (/healthz, mm_component_up)
+
+
 class StalledCall(RuntimeError):
     """A sink call that has not returned for ``stream.sink_stall_s`` (shown on /healthz as its reason)."""
 
@@ -140,10 +143,10 @@ class Pipeline(RebalanceHooks):
         self._busy_until = 0.0
         self._broker_down_since: float | None = None  # see _read_everything
         self._last_unread: dict = {}
-        # The sink call in progress (component, monotonic start), set by the sink stage and
-        # watched by this thread (_watch_calls); the one reported as stalled, if any.
-        self._call: tuple[str, float] | None = None
-        self._stalled: tuple[str, float] | None = None
+        # Per stage ("score", "sink"): the call in progress (component, monotonic start), set by
+        # that stage and watched by this thread (_watch_calls); the ones reported as stalled.
+        self._calls: dict[str, tuple[str, float]] = {}
+        self._stalled: dict[str, tuple[str, float]] = {}
 
     @classmethod
     def from_settings(
@@ -309,11 +312,11 @@ class Pipeline(RebalanceHooks):
                 if self._changed.wait_for(done, timeout=0.1):
                     return
             self._watch_calls()
-            stalled = self._stalled
-            if stalled is not None and self._stop.is_set():
-                # A stop must not wait for a call that may never return; its batch is re-read.
-                raise OutageError(f"stopped while {stalled[0]} was unavailable: "
-                                  f"a call has not returned for {time.monotonic() - stalled[1]:.0f} s")
+            for component, since in list(self._stalled.values()):
+                if self._stop.is_set():
+                    # A stop must not wait for a call that may never return; its batch is re-read.
+                    raise OutageError(f"stopped while {component} was unavailable: "
+                                      f"a call has not returned for {time.monotonic() - since:.0f} s")
             self.source.keep_alive()
 
     def _commit(self) -> None:
@@ -388,7 +391,8 @@ class Pipeline(RebalanceHooks):
         dead: list[tuple[RawRecord, str, str]] = []
         scored: list[ScoredRecord] = []
         scored_raws: list[RawRecord] = []
-        results = self.scorer.score_values([raw.value for raw in item], self.settings.batch.max_record_bytes)
+        with self._calling(SCORING, stage="score"):
+            results = self.scorer.score_values([raw.value for raw in item], self.settings.batch.max_record_bytes)
         for raw, result in zip(item, results, strict=True):
             if isinstance(result, RecordError):
                 dead.append((raw, result.reason, result.detail))
@@ -447,41 +451,43 @@ class Pipeline(RebalanceHooks):
             return
 
     @contextmanager
-    def _calling(self, component: str) -> Iterator[None]:
-        """Around one sink call in the sink stage, so that this thread can see it hang."""
+    def _calling(self, component: str, stage: str = "sink") -> Iterator[None]:
+        """Around one call of a stage (a sink's write or flush, a batch's scoring), so that this
+        thread can see it hang."""
         call = (component, time.monotonic())
-        self._call = call
+        self._calls[stage] = call
         failed = True
         try:
             yield
             failed = False
         finally:
-            self._call = None
-            if self._stalled == call:
-                self._stalled = None
+            self._calls.pop(stage, None)
+            if self._stalled.get(stage) == call:
+                del self._stalled[stage]
                 if failed:  # _retry reports it from here, down since the call began
                     log.warning("%s: the call that hung failed after %.1f s", component, time.monotonic() - call[1])
                 else:
                     self._up(component, call[1])
 
     def _watch_calls(self) -> None:
-        """Report a sink call that has not returned for ``stream.sink_stall_s`` as an outage of its
-        component, and end the run (OutageError) once it outlasts ``stream.outage_deadline_s``.
+        """Report a sink call that has not returned for ``stream.sink_stall_s``, or a batch whose
+        scoring has not finished for ``stream.score_stall_s``, as an outage of its component, and
+        end the run (OutageError) once it outlasts ``stream.outage_deadline_s``.
 
         A hung PostgreSQL (every process SIGSTOPped for 60 s) blocked the sink stage without an
-        error: /healthz said "ok" throughout and a 30 s deadline never fired (hostile check,
-        2026-12-04). Runs in the polling thread, which a hung sink does not block."""
-        call = self._call
-        if call is None:
-            return
-        component, since = call
-        waited = time.monotonic() - since
-        if waited < self.settings.stream.sink_stall_s:
-            return
-        if self._stalled != call:
-            self._stalled = call
-            log.warning("%s: a call has not returned for %.0f s; waiting for it", component, waited)
-        self._down(component, StalledCall(f"a call has not returned for {waited:.0f} s"), since)
+        error: /healthz said "ok" throughout and a 30 s deadline never fired; a stopped scoring
+        worker did the same to the score stage (hostile check, 2026-12-04). Runs in the polling
+        thread, which a hung stage does not block."""
+        cfg = self.settings.stream
+        for stage, call in list(self._calls.items()):
+            component, since = call
+            waited = time.monotonic() - since
+            if waited < (cfg.score_stall_s if stage == "score" else cfg.sink_stall_s):
+                continue
+            if self._stalled.get(stage) != call:
+                self._stalled[stage] = call
+                log.warning("%s: a call has not returned for %.0f s; waiting for it", component, waited)
+            self._down(component, StalledCall(f"a call has not returned for {waited:.0f} s"), since)
 
     def _down(self, component: str, exc: BaseException, down_since: float, ahead_s: float = 0.0) -> None:
         """Show ``component`` down on /healthz; raise OutageError once it is (or, ``ahead_s`` from

@@ -219,12 +219,14 @@ class ProcessScorer:
         if self._process.is_alive():
             try:
                 self._conn.send(("stop",))
-                reply = self._receive(30.0)
+                # Between batches it answers at once; a worker that does not within 10 s is hung
+                # (the stream ends on a stalled scoring call, runner._watch_calls) and is killed.
+                reply = self._receive(10.0)
                 if reply[0] == "stopped":
                     self.peak_rss_mb, self.busy_cpu_s = reply[1], reply[2]
             except (WorkerDied, BrokenPipeError, OSError):
                 pass
-            self._process.join(timeout=10)
+            self._process.join(timeout=5)
             if self._process.is_alive():
                 self._process.kill()
                 self._process.join(timeout=5)

@@ -117,6 +117,9 @@ class StreamSettings(Section):
     # a network that drops packets answers nothing, and raises nothing. Above the clients' own
     # timeouts (kafka-python's 30 s request timeout, PostgreSQL's 30 s statement_timeout).
     sink_stall_s: float = Field(default=60.0, gt=0)
+    # The same for the scoring of one batch (a hung GPU, a stopped scoring worker). Well above a
+    # slow batch: the default detector takes about 0.11 s of CPU per record, so 512 records ~1 min.
+    score_stall_s: float = Field(default=600.0, gt=0)
     # Where decode + detect + verdict JSON run: "inline" (a thread of this process) or "process"
     # (one worker process, pipeline/score_worker.py; the stream process keeps Kafka and the sinks).
     scoring: Literal["inline", "process"] = "inline"

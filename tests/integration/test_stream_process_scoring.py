@@ -4,6 +4,7 @@ stops the stream without losing or duplicating anything."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -23,6 +24,7 @@ from tests.integration.test_stream import (
     _start_stream,
     _stream_env,
 )
+from tests.integration.test_stream_outages import _alive, _free_port, _healthz, _start, _wait_for
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
 
@@ -43,6 +45,13 @@ def _children(pid: int) -> list[int]:
             if b"spawn_main" in cmdline and b"resource_tracker" not in cmdline:
                 out.append(int(entry.name))
     return out
+
+
+def _running(pid: int) -> bool:
+    try:
+        return (Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]) != "Z"
+    except OSError:
+        return False
 
 
 def _wait_for_child(pid: int, timeout_s: float = 60) -> int:
@@ -109,3 +118,47 @@ def test_sigterm_with_a_scoring_process_is_a_clean_stop_that_leaves_no_process_b
     assert _records_consumed(out) == len(records)
     assert sorted(_lake_ids(tmp_path)) == [r["request_id"] for r in records]
     assert not Path(f"/proc/{child}").exists() or "zombie" in Path(f"/proc/{child}/status").read_text().lower()
+
+
+def test_a_scoring_process_that_hangs_is_an_outage_that_ends_the_run_at_the_deadline(
+    kafka_bootstrap, kafka_topic_factory, tmp_path
+):
+    """A stopped worker (SIGSTOP: as a hung GPU or driver looks) answers nothing and raises
+    nothing. Regression (hostile check, 2026-12-04): the score stage waited on it for good, with
+    /healthz "ok" and no deadline. Now it is the ``scoring`` component once a batch has not
+    finished for ``stream.score_stall_s``, the run ends at the deadline (exit 9, the worker
+    killed), and a restart stores everything."""
+    topic = kafka_topic_factory(partitions=2)
+    records = [_record(i) for i in range(300)]
+    _produce(kafka_bootstrap, topic, records)
+    port = _free_port()
+    env = _stream_env(
+        kafka_bootstrap, topic, tmp_path, "g-worker-hang", MM_STREAM__SCORING="process", MM_BATCH__MAX_RECORDS="20",
+        MM_STREAM__SCORE_STALL_S="3", MM_STREAM__OUTAGE_DEADLINE_S="10", MM_METRICS__PORT=str(port),
+    )
+    proc = _start(env, max_idle=5)
+    child = _wait_for_child(proc.pid)
+    try:
+        _wait_for(lambda: _alive(proc) and len(_lake_ids(tmp_path)) >= 20, 120, "the first batch in the lake")
+        os.kill(child, signal.SIGSTOP)
+        hung_at = time.monotonic()
+        _wait_for(lambda: "scoring" in _healthz(port)[1].get("down", {}), 30, "/healthz to name the hung scoring")
+        _, err = proc.communicate(timeout=120)
+        took = time.monotonic() - hung_at
+        time.sleep(1)  # the orphaned child is reaped by init
+        worker_left = _running(child)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(child, signal.SIGKILL)
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 9, err[-3000:]
+    errors = [line for line in err.splitlines() if line.startswith("misuse-monitor: error:")]
+    assert len(errors) == 1 and "outage: scoring unavailable for" in errors[0], err[-3000:]
+    assert took < 60, f"exited {took:.0f} s into the hang, with a 10 s deadline"
+    assert not worker_left, "the stopped worker outlived the stream"
+    restarted = _start(env, max_idle=5)
+    _, err = restarted.communicate(timeout=240)
+    assert restarted.returncode == 0, err[-3000:]
+    assert sorted(set(_lake_ids(tmp_path))) == sorted(r["request_id"] for r in records)

@@ -111,7 +111,7 @@ def test_a_sink_call_hung_past_the_deadline_raises_from_the_polling_thread(monke
     now = [1000.0]
     monkeypatch.setattr(runner.time, "monotonic", lambda: now[0])
     pipeline, _ = _pipeline([], sink_stall_s=60, outage_deadline_s=300)
-    pipeline._call = ("postgres", now[0])  # as _calling sets it in the sink stage
+    pipeline._calls["sink"] = ("postgres", now[0])  # as _calling sets it in the sink stage
     now[0] += 300
     pipeline._watch_calls()  # at the deadline: still waiting
     now[0] += 1
@@ -128,4 +128,21 @@ def test_a_hung_call_that_then_fails_is_left_to_the_retry_loop(monkeypatch: pyte
         pipeline._watch_calls()
         raise ConnectionError("server closed the connection")
     assert not metrics.health.report()[0], "a call that failed is not a recovery"
-    assert pipeline._stalled is None
+    assert pipeline._stalled == {}
+
+
+def test_scoring_has_its_own_threshold(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A batch of the default detector takes about a minute of CPU: scoring is watched against
+    ``score_stall_s``, not the sinks' ``sink_stall_s``."""
+    now = [1000.0]
+    monkeypatch.setattr(runner.time, "monotonic", lambda: now[0])
+    pipeline, metrics = _pipeline([], sink_stall_s=60, score_stall_s=600)
+    with pipeline._calling(runner.SCORING, stage="score"):
+        now[0] += 120
+        pipeline._watch_calls()
+        assert metrics.health.report()[0], "scoring reported at the sinks' threshold"
+        now[0] += 481
+        pipeline._watch_calls()
+        healthy, report = metrics.health.report()
+        assert not healthy and "has not returned for 601 s" in report["down"][runner.SCORING]["reason"]
+    assert metrics.health.report()[0]
