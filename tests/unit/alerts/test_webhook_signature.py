@@ -70,3 +70,28 @@ def test_the_stdlib_snippet_in_the_docs_verifies_our_signatures() -> None:
     headers = signed_headers(SECRET, BODY, "key-1")
     assert verify(SECRET.encode(), headers, BODY) is True  # type: ignore[operator]
     assert verify(SECRET.encode(), headers, BODY + b" ") is False  # type: ignore[operator]
+
+
+def test_the_receiver_drops_a_request_whose_sender_died_mid_body() -> None:
+    """A sender killed mid-request (kill -9) left a short body, which the receiver recorded as a
+    delivery with a bad signature and test_alert_crash.py then failed on (one rehearsal in about
+    twenty-five, 2026-12-04). A request shorter than its Content-Length is not a request."""
+    import socket
+
+    from pipeline.localinfra.webhook_receiver import WebhookReceiverServer
+
+    body = b'{"alert": "x"}'
+    with WebhookReceiverServer(secret="s3cret") as receiver:
+        host, port = receiver.url.split("//", 1)[1].split("/", 1)[0].rsplit(":", 1)
+        with socket.create_connection((host, int(port))) as conn:
+            conn.sendall(b"POST /hook HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                         b"Content-Length: 100\r\n\r\n" + body)
+            conn.shutdown(socket.SHUT_WR)  # the rest never comes
+            conn.settimeout(10)
+            assert conn.recv(1024) == b""  # no answer: the connection is closed
+        headers = signed_headers("s3cret", body, "key-1")
+        import httpx
+
+        done = httpx.post(receiver.url, content=body, headers=headers, timeout=10)
+        assert done.status_code == 200
+        assert [r.signature_ok for r in receiver.requests] == [True]  # only the whole request
