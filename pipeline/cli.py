@@ -241,11 +241,10 @@ def produce(
                     delivered_to = line_no
             sent -= _flush_refusing_records(producer, refused)
     except (KafkaError, DeliveryError) as exc:
-        from pipeline.exits import ExitCode, UserError
+        from pipeline.exits import ExitCode, UserError, classify_exception
 
-        what = str(exc) if str(exc).startswith(type(exc).__name__) else f"{type(exc).__name__}: {exc}"
         raise UserError(
-            f"kafka: {what}; lines up to {delivered_to} are delivered, later ones may not be: resume with "
+            f"{classify_exception(exc)[1]}; lines up to {delivered_to} are delivered, later ones may not be: resume with "
             f"--from-line {delivered_to + 1} (lines after it that did arrive are then sent twice)",
             ExitCode.KAFKA_UNREACHABLE,
         ) from exc

@@ -63,7 +63,8 @@ SCORING = "scoring"  # the component a hung scoring call is reported as (/health
 
 
 class StalledCall(RuntimeError):
-    """A sink call that has not returned for ``stream.sink_stall_s`` (shown on /healthz as its reason)."""
+    """A sink call, or a batch's scoring, that has not returned for ``stream.sink_stall_s`` or
+    ``stream.score_stall_s`` (shown on /healthz as its reason)."""
 
 
 @dataclass
@@ -261,10 +262,11 @@ class Pipeline(RebalanceHooks):
         """Has this member read every partition it owns to the end the broker reports now?
 
         False while joining the group, while the broker holds records not read yet, during a
-        broker outage, and at its first answer after one. So a broker that is down (or restarting and not answering yet) does not end
-        a ``--max-idle`` run: the outage is logged once, shown on /healthz (component ``kafka``),
-        and ends the run with :class:`OutageError` only past ``stream.outage_deadline_s``. Asked
-        only while quiet (every ``BROKER_CHECK_S`` at most): one ListOffsets round trip.
+        broker outage, and at its first answer after one. So a broker that is down (or restarting
+        and not answering yet) does not end a ``--max-idle`` run: the outage is logged once, shown
+        on /healthz (component ``kafka``), and ends the run with :class:`OutageError` only past
+        ``stream.outage_deadline_s``. Asked only while quiet (every ``BROKER_CHECK_S`` at most):
+        one ListOffsets round trip.
         """
         try:
             unread = self.source.unread(timeout_s=self.settings.kafka.connect_timeout_s)
@@ -312,11 +314,11 @@ class Pipeline(RebalanceHooks):
                 if self._changed.wait_for(done, timeout=0.1):
                     return
             self._watch_calls()
-            for component, since in list(self._stalled.values()):
-                if self._stop.is_set():
-                    # A stop must not wait for a call that may never return; its batch is re-read.
-                    raise OutageError(f"stopped while {component} was unavailable: "
-                                      f"a call has not returned for {time.monotonic() - since:.0f} s")
+            if self._stop.is_set() and self._stalled:
+                # A stop must not wait for a call that may never return; its batch is re-read.
+                component, since = next(iter(self._stalled.values()))
+                raise OutageError(f"stopped while {component} was unavailable: "
+                                  f"a call has not returned for {time.monotonic() - since:.0f} s")
             self.source.keep_alive()
 
     def _commit(self) -> None:
