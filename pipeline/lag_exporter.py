@@ -14,6 +14,13 @@ Metrics (no user data: group, topic and partition only):
 does not have: a typo in ``--topic`` used to export nothing at all, with ``up`` at 1),
 ``mm_lag_exporter_up`` (1 when the last scrape reached the broker) and
 ``mm_lag_exporter_scrape_seconds``.
+
+A scrape answers within ``--scrape-timeout`` (8 s, under Prometheus' default scrape timeout of
+10 s) whatever the broker does: the groups are read in parallel, and a group whose read has not
+returned by then is ``up`` 0 for that scrape. On a hung broker a scrape took 10-15 s per group, so
+Prometheus gave up on the exporter (``up{job=...}`` 0, every series gone) instead of reading
+``mm_lag_exporter_up`` 0 from it. A read still waiting on the broker is not started again: later
+scrapes (and concurrent ones, from a second Prometheus) wait on the same read.
 """
 
 from __future__ import annotations
@@ -26,6 +33,8 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Annotated
 
+from concurrent.futures import Future, wait
+
 import typer
 from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
 from prometheus_client.core import GaugeMetricFamily
@@ -35,6 +44,8 @@ from pipeline.exits import bind_error
 from pipeline.settings import KafkaSettings
 
 log = logging.getLogger(__name__)
+
+SCRAPE_TIMEOUT_S = 8.0  # under Prometheus' default scrape_timeout (10 s)
 
 
 @dataclass(frozen=True)
@@ -91,9 +102,42 @@ class LagCollector(Collector):
     every ``mm_kafka_topic_end_offset`` series once per group, and Prometheus' parser refuses such a
     page ("second HELP line for metric name"): with two ``--group`` options nothing was scraped."""
 
-    def __init__(self, *readers: LagReader) -> None:
+    def __init__(self, *readers: LagReader, timeout_s: float = SCRAPE_TIMEOUT_S) -> None:
         self._readers = readers
+        self._timeout_s = timeout_s
         self._failing: set[str] = set()  # groups whose last read failed
+        self._lock = threading.Lock()
+        self._reads: dict[str, Future] = {}  # group -> its latest read (at most one in flight)
+
+    def _read(self, reader: LagReader) -> Future:
+        """The group's read in flight, or a new one on a daemon thread (a read stuck on a hung
+        broker must not hold the process at exit, as an executor's worker would)."""
+        with self._lock:
+            future = self._reads.get(reader.group)
+            if future is not None and not future.done():
+                return future
+            future = self._reads[reader.group] = Future()
+
+        def run() -> None:
+            try:
+                future.set_result((reader.read(), dict(reader.partitions)))
+            except BaseException as exc:  # noqa: BLE001 - handed to the scrape that waits for it
+                future.set_exception(exc)
+
+        threading.Thread(target=run, name=f"lag-read-{reader.group}", daemon=True).start()
+        return future
+
+    def _failed(self, group: str, exc: BaseException | None) -> None:
+        """Log a failed read (``exc`` None: no answer within the scrape timeout). The traceback
+        once per outage, then one line per scrape: a 30-line traceback on every scrape (4 a
+        minute per group) buried everything else in the log."""
+        if exc is not None and group not in self._failing:
+            log.error("reading consumer group offsets for %s failed", group, exc_info=exc)
+        else:
+            what = f"{type(exc).__name__}: {exc}" if exc is not None else f"no answer from the broker within {self._timeout_s:g} s"
+            log.warning("reading consumer group offsets for %s %s: %s",
+                        group, "still fails" if group in self._failing else "failed", what)
+        self._failing.add(group)
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
         labels = ["group", "topic", "partition"]
@@ -106,25 +150,22 @@ class LagCollector(Collector):
             "mm_kafka_topic_partitions", "Partitions of a watched topic (0: the broker has no such topic)", labels=["topic"]
         )
         up = GaugeMetricFamily("mm_lag_exporter_up", "1 when the last scrape read offsets from the broker", labels=["group"])
-        took = GaugeMetricFamily("mm_lag_exporter_scrape_seconds", "Time to read offsets from the broker", labels=["group"])
+        took = GaugeMetricFamily("mm_lag_exporter_scrape_seconds", "Seconds this scrape waited for the group's offsets", labels=["group"])
         ends: dict[tuple[str, int], int] = {}
         partitions: dict[str, int] = {}
-        for reader in self._readers:
-            started = time.perf_counter()
-            try:
-                rows = reader.read()
-                ok = 1.0
-            except Exception as exc:  # noqa: BLE001 - a broker outage is a metric value, not a crashed exporter
-                # The traceback once per outage, then one line per scrape: a 30-line traceback on
-                # every scrape (4 a minute per group) buried everything else in the log.
-                if reader.group in self._failing:
-                    log.warning("reading consumer group offsets for %s still fails: %s: %s",
-                                reader.group, type(exc).__name__, exc)
-                else:
-                    log.exception("reading consumer group offsets for %s failed", reader.group)
-                self._failing.add(reader.group)
-                rows, ok = [], 0.0
+        started = time.perf_counter()
+        deadline = time.monotonic() + self._timeout_s
+        reads = [(reader, self._read(reader)) for reader in self._readers]  # every group at once
+        for reader, future in reads:
+            read_partitions: dict[str, int] = {}
+            rows, ok = [], 0.0
+            if not wait([future], timeout=max(0.0, deadline - time.monotonic())).done:
+                self._failed(reader.group, None)
+            elif (exc := future.exception()) is not None:  # a broker outage is a metric value, not a crashed exporter
+                self._failed(reader.group, exc)
             else:
+                rows, read_partitions = future.result()
+                ok = 1.0
                 if reader.group in self._failing:
                     log.warning("reading consumer group offsets for %s works again", reader.group)
                 self._failing.discard(reader.group)
@@ -135,9 +176,8 @@ class LagCollector(Collector):
                 if r.committed is not None:
                     committed.add_metric(values, r.committed)
                 ends.setdefault((r.topic, r.partition), r.end)
-            if ok:
-                for name, n in reader.partitions.items():
-                    partitions.setdefault(name, n)
+            for name, n in read_partitions.items():
+                partitions.setdefault(name, n)
             up.add_metric([g], ok)
             took.add_metric([g], time.perf_counter() - started)
         for (name, partition), offset in sorted(ends.items()):
@@ -155,6 +195,11 @@ def lag_exporter(
     ] = None,
     host: Annotated[str, typer.Option(help="Address to serve /metrics on")] = "127.0.0.1",
     port: Annotated[int, typer.Option(min=0, max=65535, help="Port to serve /metrics on (0: a free one)")] = 9309,
+    scrape_timeout: Annotated[
+        float,
+        typer.Option(min=0.1, help="Seconds a scrape waits for the broker before it reports a group up 0; keep it "
+                     "under Prometheus' scrape_timeout (default 10 s)"),
+    ] = SCRAPE_TIMEOUT_S,
 ) -> None:
     """Serve consumer lag measured from the broker (committed vs end offsets) for Prometheus.
     SIGTERM or Ctrl-C ends it cleanly (exit 0)."""
@@ -182,7 +227,7 @@ def lag_exporter(
         # nothing is exported for it and no lag alert can fire.
         typer.echo(f"warning: topic(s) {', '.join(missing)} not found on {kafka.bootstrap_servers}: no lag "
                    "is exported for them until they exist (mm_kafka_topic_partitions is 0)", err=True)
-    registry.register(LagCollector(*readers))
+    registry.register(LagCollector(*readers, timeout_s=scrape_timeout))
     try:
         server, _thread = start_http_server(port, addr=host, registry=registry)
     except OSError as exc:

@@ -142,3 +142,59 @@ def test_a_broker_that_goes_away_is_up_0_with_one_traceback_not_one_per_scrape(
     failures = [r for r in caplog.records if r.name == "pipeline.lag_exporter"]
     assert len(failures) == 3
     assert [r.exc_info is not None for r in failures] == [True, False, False]
+
+
+def test_a_hung_broker_is_up_0_within_the_scrape_timeout_not_a_scrape_prometheus_gives_up_on(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A broker that hangs (SIGSTOP) instead of closing its sockets. Regression (hostile check,
+    2026-12-04): each group's read waited 10-15 s and the groups were read one after another, so a
+    scrape outlasted Prometheus' 10 s scrape timeout: the exporter itself looked down, and no
+    ``mm_lag_exporter_up`` 0 was ever stored. Now every scrape answers within the timeout, a read
+    still waiting on the broker is shared rather than started again, and the exporter reads
+    again once the broker is back."""
+    import logging
+    import signal
+
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    from pipeline.lag_exporter import LagCollector, LagReader
+    from pipeline.localinfra.kafka import create_topic, start_broker
+    from pipeline.settings import KafkaSettings
+
+    broker = start_broker(tmp_path / "kafka")  # its own: this test hangs it
+    readers: list[LagReader] = []
+    try:
+        create_topic(broker.bootstrap, "hung", 1, None)
+        kafka = KafkaSettings(bootstrap_servers=broker.bootstrap, reconnect_backoff_max_ms=200)
+        readers = [LagReader(kafka, group, ["hung"]) for group in ("g1", "g2", "g3")]
+        registry = CollectorRegistry()
+        registry.register(LagCollector(*readers, timeout_s=2.0))
+        everyone_up = "\n".join(f'mm_lag_exporter_up{{group="{g}"}} 1.0' for g in ("g1", "g2", "g3"))
+        deadline = time.monotonic() + 60  # a new broker's group coordinator takes a moment
+        while _up_lines(generate_latest(registry).decode()) != everyone_up:
+            assert time.monotonic() < deadline, "the exporter never read the fresh broker"
+            time.sleep(0.5)
+        os.kill(broker.service.pid, signal.SIGSTOP)
+        try:
+            took, pages = [], []
+            with caplog.at_level(logging.WARNING, logger="pipeline.lag_exporter"):
+                for _ in range(3):
+                    started = time.monotonic()
+                    pages.append(generate_latest(registry).decode())
+                    took.append(time.monotonic() - started)
+        finally:
+            os.kill(broker.service.pid, signal.SIGCONT)
+        deadline = time.monotonic() + 90
+        while _up_lines(generate_latest(registry).decode()) != everyone_up:
+            assert time.monotonic() < deadline, "the exporter did not read the broker again after it came back"
+            time.sleep(1)
+    finally:
+        for reader in readers:
+            reader.close()
+        broker.stop()
+    # 2 s plus slack for a loaded machine; on the old code one scrape of the three groups took 90 s.
+    assert max(took) < 6, took
+    assert all(_up_lines(page).count("} 0.0") == 3 for page in pages), pages
+    waited = [r.getMessage() for r in caplog.records if "no answer from the broker within 2 s" in r.getMessage()]
+    assert len(waited) == 9, [r.getMessage() for r in caplog.records]
