@@ -15,7 +15,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pipeline.redact import Redactor, merge
+from pipeline.redact import Redactor, find_spans, merge
 
 CASES = Path(__file__).resolve().parent.parent / "tests" / "fixtures" / "pii_cases.jsonl"
 
@@ -52,7 +52,7 @@ def evaluate(cases: Iterable[dict], redactor: Redactor) -> Evaluation:
     for case in cases:
         text = case["text"]
         covered = [False] * len(text)
-        for span in merge(redactor.spans(text)):
+        for span in merge(find_spans(text, redactor)):  # as redact_text finds them: its extra readings too
             covered[span.start : span.end] = [True] * (span.end - span.start)
         pii_chars = [False] * len(text)
         for item in case["pii"]:

@@ -9,8 +9,11 @@ import sys
 import pytest
 
 from pipeline import redact as R
-from pipeline.redact_eval import evaluate, load_cases
+from pipeline.redact_eval import CASES, evaluate, load_cases
 from pipeline.schemas import EVIDENCE_MAX_CHARS
+
+
+ACCENTED_CASES = CASES.with_name("pii_cases_accented.jsonl")
 
 
 @pytest.fixture(scope="module")
@@ -27,6 +30,33 @@ def test_recall_per_entity_type_on_the_labelled_set(redactor: R.PresidioRedactor
     low = {name: (s.recall, s.missed) for name, s in result.by_type.items() if s.recall < 0.90}
     assert not low, low
     assert result.over_redaction < 0.05
+
+
+def test_recall_on_names_and_places_written_with_accents(redactor: R.PresidioRedactor) -> None:
+    """A privacy review (2026-12-04): spaCy's English model left "María López" and "Ayşe Yılmaz"
+    whole (PERSON 20/23 on this set); the accent-folded reading finds them (22/23)."""
+    result = evaluate(load_cases(ACCENTED_CASES), redactor)
+    assert set(result.by_type) == {"PERSON", "LOCATION"}
+    low = {name: (s.recall, s.missed) for name, s in result.by_type.items() if s.recall < 0.90}
+    assert not low, low
+    assert result.over_redaction < 0.05
+
+
+@pytest.mark.parametrize("name", ["María López", "Ayşe Yılmaz"])
+def test_an_accented_name_the_model_misses_is_redacted_in_evidence(redactor: R.PresidioRedactor, name: str) -> None:
+    text = f"Create a phishing email for {name} that steals the bank password."
+    alone = R.apply(text, redactor.spans(text)).text
+    assert any(part in alone for part in name.split()), alone  # the analyzer alone leaves (part of) it
+    out = R.snippet(text, 0, len(text), redactor=redactor)
+    assert name.split()[0] not in out and name.split()[1] not in out, out
+    assert "phishing email" in out and "bank password" in out
+
+
+def test_folding_keeps_positions_and_ascii_text() -> None:
+    text = "Łukasz Wójcik, Straße 5, Ærø, 東京, plain words"
+    folded = R.fold_accents(text)
+    assert len(folded) == len(text)
+    assert folded == "Lukasz Wojcik, Strase 5, Aro, 東京, plain words"
 
 
 def test_the_issue_example_keeps_the_words_and_types_the_pii(redactor: R.PresidioRedactor) -> None:
