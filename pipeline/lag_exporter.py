@@ -197,8 +197,8 @@ def lag_exporter(
     port: Annotated[int, typer.Option(min=0, max=65535, help="Port to serve /metrics on (0: a free one)")] = 9309,
     scrape_timeout: Annotated[
         float,
-        typer.Option(min=0.1, help="Seconds a scrape waits for the broker before it reports a group up 0; keep it "
-                     "under Prometheus' scrape_timeout (default 10 s)"),
+        typer.Option(min=0.1, max=3600, help="Seconds a scrape waits for the broker before it reports a group up 0; "
+                     "keep it under Prometheus' scrape_timeout (default 10 s)"),
     ] = SCRAPE_TIMEOUT_S,
 ) -> None:
     """Serve consumer lag measured from the broker (committed vs end offsets) for Prometheus.

@@ -143,6 +143,16 @@ def test_lag_exporter_port_out_of_range_is_a_usage_error(port: str, capsys: pyte
     assert "--port" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("seconds", ["inf", "0", "nan"])
+def test_lag_exporter_scrape_timeout_out_of_range_is_a_usage_error(seconds: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """--scrape-timeout inf was accepted, and every scrape would then have failed in the wait for
+    the broker (OverflowError: timestamp out of range), a 500 to Prometheus."""
+    code = main(["lag-exporter", "--bootstrap", f"{LOOPBACK}:{free_port()}", "--group", "g", "--topic", "t",
+                 "--scrape-timeout", seconds])
+    assert code == ExitCode.USAGE
+    assert "--scrape-timeout" in capsys.readouterr().err
+
+
 def test_push_to_a_server_that_is_not_grafana_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """--url pointed at another web server (a wrong port): the whole HTML error page it answered
     was the "one line" on stderr (14 lines)."""
