@@ -148,6 +148,17 @@ class Outbox:
     def mark_dead(self, item_id: int, error: str) -> None:
         self._end_attempt(item_id, state=DEAD, last_error=error[:1000])
 
+    def abandon(self, keys: list[str], error: str) -> int:
+        """Mark the rows of ``keys`` still pending dead, so no dispatcher sends them later; the
+        number of rows changed."""
+        t = db.outbox
+        with self._engine.begin() as conn:
+            done = conn.execute(
+                sa.update(t).where(t.c.idempotency_key.in_(keys), t.c.state == PENDING)
+                .values(state=DEAD, claimed_until=None, last_error=error[:1000])
+            )
+            return int(done.rowcount or 0)
+
     def counts(self) -> dict[tuple[str, str], int]:
         """(receiver, state) -> rows."""
         t = db.outbox

@@ -155,3 +155,42 @@ def test_an_alert_database_that_does_not_answer_is_exit_6(capsys) -> None:
         port = s.getsockname()[1]
     code, err = _main(capsys, "--db-url", f"postgresql+psycopg://mm@127.0.0.1:{port}/mm", "list")
     assert code == 6 and "database:" in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("seconds", ["-1", "0", "nan", "inf"])
+def test_a_send_timeout_out_of_range_is_a_usage_error(seconds: str, capsys) -> None:
+    """``test --send --timeout-s -1`` (or nan) skipped the wait, reported every receiver as not
+    delivered, and left the test notifications queued in the outbox for the real dispatcher to
+    send later; inf would have waited up to alerts.delivery.dead_letter_after_s (a day) on a
+    receiver that never answers."""
+    from pipeline.exits import ExitCode
+
+    code, err = _main(capsys, "test", "--send", "--timeout-s", seconds)
+    assert code == ExitCode.USAGE, err
+    assert "--timeout-s" in err
+
+
+def test_a_test_notification_not_delivered_in_time_is_dropped_not_sent_later(tmp_path: Path, capsys) -> None:
+    """A receiver that refuses connections: ``test --send`` reported it not delivered, but left
+    the notification pending in the outbox, for the alert service's dispatcher to send to on-call
+    later. It is now marked dead, with the reason."""
+    import sqlalchemy as sa
+
+    from pipeline.alerts import state as alert_db
+    from pipeline.alerts.outbox import DEAD
+    from pipeline.localinfra.base import free_port
+
+    rules = Path(__file__).resolve().parents[3] / "examples" / "alert-rules.yaml"
+    config = tmp_path / "alerts.yaml"
+    config.write_text(yaml.safe_dump({
+        "rules_file": str(rules), "db_url": f"sqlite:///{tmp_path / 'a.db'}", "notify": "direct",
+        "receivers": [{"name": "ops", "type": "webhook", "url": f"http://127.0.0.1:{free_port()}/hook", "secret": "s"}],
+    }))
+    code, err = _main(capsys, "--alerts-config", str(config), "test", "--send", "--timeout-s", "0.5")
+    assert code != 0 and "not delivered to 1 of 1" in err
+    engine = sa.create_engine(f"sqlite:///{tmp_path / 'a.db'}")
+    with engine.connect() as conn:
+        rows = conn.execute(sa.select(alert_db.outbox.c.state, alert_db.outbox.c.last_error)).all()
+    engine.dispose()
+    assert [state for state, _ in rows] == [DEAD], rows
+    assert "not sent later" in rows[0][1]
