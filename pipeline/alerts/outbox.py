@@ -148,14 +148,15 @@ class Outbox:
     def mark_dead(self, item_id: int, error: str) -> None:
         self._end_attempt(item_id, state=DEAD, last_error=error[:1000])
 
-    def abandon(self, keys: list[str], error: str) -> int:
-        """Mark the rows of ``keys`` still pending dead, so no dispatcher sends them later; the
-        number of rows changed."""
+    def abandon(self, keys: list[str], why: str) -> int:
+        """Mark the rows of ``keys`` still pending dead, so no dispatcher sends them later, with
+        ``why`` after the last attempt's error; the number of rows changed."""
         t = db.outbox
+        last = sa.func.coalesce(t.c.last_error + "; ", "")
         with self._engine.begin() as conn:
             done = conn.execute(
                 sa.update(t).where(t.c.idempotency_key.in_(keys), t.c.state == PENDING)
-                .values(state=DEAD, claimed_until=None, last_error=error[:1000])
+                .values(state=DEAD, claimed_until=None, last_error=sa.func.substr(last + why, 1, 1000))
             )
             return int(done.rowcount or 0)
 

@@ -280,7 +280,7 @@ def test_alerts_test_send_to_an_unreachable_webhook_is_exit_8(tmp_path: Path, ca
     started = time.monotonic()
     code, _, err = _run(capsys, "alerts", "--alerts-config", str(config), "test", "--send", "--timeout-s", "2")
     assert code == ExitCode.SERVICE_UNREACHABLE
-    assert "not delivered to 1 of 1: ops: pending ConnectError" in _one_error_line(err)
+    assert "not delivered to 1 of 1: ops: dead ConnectError" in _one_error_line(err)
     assert time.monotonic() - started < 15
 
 

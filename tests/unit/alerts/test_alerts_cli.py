@@ -193,4 +193,5 @@ def test_a_test_notification_not_delivered_in_time_is_dropped_not_sent_later(tmp
         rows = conn.execute(sa.select(alert_db.outbox.c.state, alert_db.outbox.c.last_error)).all()
     engine.dispose()
     assert [state for state, _ in rows] == [DEAD], rows
-    assert "not sent later" in rows[0][1]
+    assert rows[0][1].startswith("ConnectError") and "not sent later" in rows[0][1]  # the cause is kept
+    assert "ops: dead ConnectError" in err
