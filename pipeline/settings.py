@@ -24,6 +24,7 @@ from pipeline.alerts.settings import AlertSettings
 from pipeline.gateway.settings import GatewaySettings
 from pipeline.exits import ConfigError
 from pipeline.postgres_settings import PostgresSettings
+from pipeline.units import DAY_S, HOUR_S
 
 
 class Section(BaseModel):
@@ -62,10 +63,10 @@ class KafkaSettings(Section):
     # rejoin that never completes, and no batch of its own still draining) closes its
     # consumer and joins again with a new one: kafka-python 3.0.12 can lose a task of its
     # IO loop mid-rejoin and would otherwise poll forever without partitions.
-    join_watchdog_s: float = Field(default=60.0, gt=0)
+    join_watchdog_s: float = Field(default=60.0, gt=0, le=HOUR_S)
     # `stream` and `produce` check that a broker accepts a TCP connection within this many
     # seconds before loading models, so a wrong address fails in seconds, not after minutes.
-    connect_timeout_s: float = Field(default=5.0, gt=0)
+    connect_timeout_s: float = Field(default=5.0, gt=0, le=HOUR_S)
     # The longest wait between two attempts to reach a broker that went away. kafka-python
     # doubles the wait up to 30 s by default (the Java client: 1 s), so a stream resumed up to
     # 30 s after a broker came back (measured: 30 s after a restart, 2026-12-03).
@@ -109,17 +110,17 @@ class StreamSettings(Section):
     max_in_flight_batches: int = Field(default=2, ge=1, le=16)
     # A sink or the broker failing is retried with capped exponential backoff, keeping the
     # uncommitted batch; the process exits (one-line reason) only after this long. 0: never.
-    outage_deadline_s: float = Field(default=900.0, ge=0)
-    retry_initial_s: float = Field(default=0.5, gt=0)
-    retry_max_s: float = Field(default=30.0, gt=0)
+    outage_deadline_s: float = Field(default=900.0, ge=0, le=30 * DAY_S)
+    retry_initial_s: float = Field(default=0.5, gt=0, le=HOUR_S)
+    retry_max_s: float = Field(default=30.0, gt=0, le=HOUR_S)
     # A sink call (a write or flush) that has not returned after this long is an outage too
     # (/healthz, mm_component_up, the deadline above): a hung database (SIGSTOP, a frozen VM) or
     # a network that drops packets answers nothing, and raises nothing. Above the clients' own
     # timeouts (kafka-python's 30 s request timeout, PostgreSQL's 30 s statement_timeout).
-    sink_stall_s: float = Field(default=60.0, gt=0)
+    sink_stall_s: float = Field(default=60.0, gt=0, le=DAY_S)
     # The same for the scoring of one batch (a hung GPU, a stopped scoring worker). Well above a
     # slow batch: the default detector takes about 0.11 s of CPU per record, so 512 records ~1 min.
-    score_stall_s: float = Field(default=600.0, gt=0)
+    score_stall_s: float = Field(default=600.0, gt=0, le=DAY_S)
     # Where decode + detect + verdict JSON run: "inline" (a thread of this process) or "process"
     # (one worker process, pipeline/score_worker.py; the stream process keeps Kafka and the sinks).
     scoring: Literal["inline", "process"] = "inline"

@@ -11,6 +11,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 
+from pipeline.units import DAY_S, HOUR_S
+
 ReceiverType = Literal["webhook", "slack"]
 
 
@@ -25,7 +27,7 @@ class ReceiverSettings(BaseModel):
     url: SecretStr
     # HMAC key of the generic webhook (required there, unused elsewhere).
     secret: SecretStr | None = None
-    timeout_s: float = Field(default=5.0, gt=0)
+    timeout_s: float = Field(default=5.0, gt=0, le=HOUR_S)
     send_resolved: bool = True
     # As Alertmanager's webhook_config max_alerts: 0 = all; the rest is counted in truncatedAlerts.
     max_alerts: int = Field(default=0, ge=0)
@@ -42,11 +44,11 @@ class DeliverySettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid")  # a mistyped key is an error, not a silent default
 
-    poll_interval_s: float = Field(default=0.2, gt=0, description="Idle wait between dispatcher ticks")
-    retry_initial_s: float = Field(default=1.0, gt=0)
-    retry_max_s: float = Field(default=300.0, gt=0)
-    dead_letter_after_s: float = Field(default=24 * 3600.0, gt=0, description="Give up on a delivery this old")
-    claim_ttl_s: float = Field(default=60.0, gt=0, description="How long a dispatcher owns a row it is sending")
+    poll_interval_s: float = Field(default=0.2, gt=0, le=HOUR_S, description="Idle wait between dispatcher ticks")
+    retry_initial_s: float = Field(default=1.0, gt=0, le=DAY_S)
+    retry_max_s: float = Field(default=300.0, gt=0, le=DAY_S)
+    dead_letter_after_s: float = Field(default=DAY_S, gt=0, le=30 * DAY_S, description="Give up on a delivery this old")
+    claim_ttl_s: float = Field(default=60.0, gt=0, le=DAY_S, description="How long a dispatcher owns a row it is sending")
     concurrency: int = Field(default=4, ge=1, le=64)
     batch_size: int = Field(default=50, ge=1)
 
@@ -59,10 +61,10 @@ class AlertmanagerSettings(BaseModel):
     # Every peer of an Alertmanager cluster: peers share silences and notification logs but not
     # alerts, so (as Prometheus does) each alert goes to every peer.
     urls: list[SecretStr] = Field(default_factory=lambda: [SecretStr("http://127.0.0.1:9093")], min_length=1)
-    timeout_s: float = Field(default=5.0, gt=0)
+    timeout_s: float = Field(default=5.0, gt=0, le=HOUR_S)
     # Alertmanager keeps alerts in memory only: firing alerts are re-sent this often so a
     # restarted Alertmanager learns them again (Prometheus' resend delay is 1m too).
-    resend_interval_s: float = Field(default=60.0, gt=0)
+    resend_interval_s: float = Field(default=60.0, gt=0, le=DAY_S)
 
 
 class AlertSettings(BaseModel):

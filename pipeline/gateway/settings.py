@@ -14,6 +14,8 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from pipeline.units import DAY_S, HOUR_S
+
 from pipeline.schemas import Severity
 
 
@@ -39,7 +41,7 @@ class GatewaySettings(BaseModel):
     upstream_url: str = Field(default="http://127.0.0.1:8000", description="OpenAI-compatible server base URL")
     host: str = "127.0.0.1"
     port: int = Field(default=8080, ge=0, le=65535)
-    upstream_timeout_s: float = Field(default=600.0, gt=0, description="Generation can take minutes")
+    upstream_timeout_s: float = Field(default=600.0, gt=0, le=DAY_S, description="Generation can take minutes")
     deployment: str | None = Field(default=None, description="Written into every log's 'deployment'")
     topic: str | None = Field(default=None, description="Target topic (default: kafka.input_topic)")
     tenant_header: str = "x-tenant-id"
@@ -50,7 +52,7 @@ class GatewaySettings(BaseModel):
     queue_max: int = Field(default=10_000, ge=1)
     overflow: Literal["drop", "spill"] = "spill"
     spill_path: Path = Path("data/gateway/spill.jsonl")
-    replay_interval_s: float = Field(default=5.0, gt=0)
+    replay_interval_s: float = Field(default=5.0, gt=0, le=HOUR_S)
     batch_max: int = Field(default=500, ge=1)
     # Exchanges that cannot become inference logs (an adapter error, a body that does not parse)
     # are kept here as they arrived (JSON lines, bodies in base64) with the reason, up to

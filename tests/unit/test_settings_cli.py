@@ -49,6 +49,57 @@ def test_stream_warm_up_is_off_by_default_and_bounded(monkeypatch):
             load_settings()
 
 
+def _durations(model, prefix=""):
+    """Dotted paths of every float setting under ``model`` (sections, not lists of them)."""
+    import typing
+
+    from pydantic import BaseModel
+
+    for name, field in model.model_fields.items():
+        args = typing.get_args(field.annotation) or (field.annotation,)
+        sections = [a for a in args if isinstance(a, type) and issubclass(a, BaseModel)]
+        if sections:
+            yield from _durations(sections[0], f"{prefix}{name}.")
+        elif float in args:
+            yield prefix + name
+
+
+@pytest.mark.parametrize("value", [".inf", "1.0e+300", ".nan"])
+def test_every_duration_setting_refuses_inf_nan_and_absurd_values_in_one_line(monkeypatch, tmp_path, value):
+    """``kafka.connect_timeout_s: .inf`` (a natural way to write "never") passed validation, and
+    ``stream`` then ended with "internal error: OverflowError: timestamp out of range"; Python's
+    waits overflow on such values. Every float setting has an upper bound now."""
+    from pipeline.alerts.settings import ReceiverSettings
+    from pipeline.settings import Settings
+
+    monkeypatch.delenv("MM_CONFIG", raising=False)
+    paths = list(_durations(Settings))
+    assert len(paths) >= 16 and "kafka.connect_timeout_s" in paths
+    for path in paths:
+        *sections, key = path.split(".")
+        cfg = tmp_path / "mm.yaml"
+        cfg.write_text("".join(f"{'  ' * i}{name}:\n" for i, name in enumerate(sections)) + f"{'  ' * len(sections)}{key}: {value}\n")
+        with pytest.raises(ValueError, match=key):
+            load_settings(cfg)
+    as_float = {".inf": float("inf"), "1.0e+300": 1e300, ".nan": float("nan")}[value]
+    with pytest.raises(ValueError, match="timeout_s"):  # a list of sections: not walked above
+        ReceiverSettings(name="ops", type="webhook", url="http://127.0.0.1:9/hook", secret="s", timeout_s=as_float)
+
+
+def test_an_infinite_connect_timeout_is_one_line_not_an_internal_error(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-m", "pipeline.cli", "stream", "--bootstrap", "127.0.0.1:1", "--detectors", "noop"],
+                          env={**os.environ, "MM_KAFKA__CONNECT_TIMEOUT_S": "inf"},
+                          capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert done.returncode != 0
+    assert done.stderr.strip().splitlines() == [
+        "misuse-monitor: error: settings: kafka.connect_timeout_s: Input should be less than or equal to 3600 (got 'inf')"
+    ]
+
+
 def test_unknown_settings_are_rejected(monkeypatch, tmp_path):
     cfg = tmp_path / "bad.yaml"
     cfg.write_text("kafka:\n  bootstrap: x\n")
