@@ -52,13 +52,16 @@ class KafkaSettings(Section):
     ssl_check_hostname: bool = True
     # Fetch must admit the largest record the broker accepts, or a big record stalls the
     # partition; it is then dead-lettered by the size check, not silently skipped.
-    max_partition_fetch_bytes: int = 16 * 1024 * 1024
-    max_request_size: int = 16 * 1024 * 1024
-    session_timeout_ms: int = 30_000
+    max_partition_fetch_bytes: int = Field(default=16 * 1024 * 1024, ge=1024, le=2**31 - 1)
+    max_request_size: int = Field(default=16 * 1024 * 1024, ge=1024, le=2**31 - 1)
+    # The broker's own limits by default (group.min/max.session.timeout.ms); below 6 s
+    # kafka-python refused to start (its heartbeat interval is 3 s), one line, but exit 1.
+    session_timeout_ms: int = Field(default=30_000, ge=6_000, le=1_800_000)
     # A member that joined before a new topic's partitions were in its metadata gets an
     # empty assignment until the next refresh (kafka-python's default: 5 minutes).
-    metadata_max_age_ms: int = 10_000
-    max_poll_interval_ms: int = 300_000
+    metadata_max_age_ms: int = Field(default=10_000, ge=1_000, le=int(HOUR_S * 1000))
+    # 0 hung the stream (no record stored after 60 s, probed 2026-12-04).
+    max_poll_interval_ms: int = Field(default=300_000, ge=1_000, le=int(DAY_S * 1000))
     # A member whose group membership makes no progress this long (no coordinator, or a
     # rejoin that never completes, and no batch of its own still draining) closes its
     # consumer and joins again with a new one: kafka-python 3.0.12 can lose a task of its
@@ -98,7 +101,7 @@ class KafkaSettings(Section):
 
 class BatchSettings(Section):
     max_records: int = Field(default=256, ge=1)
-    max_wait_ms: int = Field(default=500, ge=1)
+    max_wait_ms: int = Field(default=500, ge=1, le=int(HOUR_S * 1000))
     # Records larger than this are dead-lettered before parsing (reason too_large).
     max_record_bytes: int = Field(default=1024 * 1024, ge=1024)
 
@@ -138,8 +141,8 @@ class DetectorSettings(Section):
     device: str = "auto"
     # Windows per forward pass. 16 rather than 32: scoring's peak RSS 127 MB lower at the same
     # records/s (median of three fresh processes each, bench/bench_batch_memory.py).
-    batch_size: int = 16
-    threads: int | None = None
+    batch_size: int = Field(default=16, ge=1, le=4096)
+    threads: int | None = Field(default=None, ge=1, le=1024)  # None: the usable cores
     options: dict[str, str] = Field(default_factory=dict)
 
     def config(self) -> DetectorConfig:
