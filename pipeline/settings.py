@@ -165,7 +165,7 @@ class LakeSettings(Section):
     # set it from the environment (MM_LAKE__ENCRYPTION_KEY), never in a config file.
     encryption_key: SecretStr | None = None
     # `misuse-monitor lake prune` default: date partitions older than this many days go.
-    retention_days: int = Field(default=30, ge=1)
+    retention_days: int = Field(default=30, ge=1, le=36_500)  # a century: beyond, dates overflow
 
 
 class MetricsSettings(Section):
