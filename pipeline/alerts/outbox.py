@@ -152,11 +152,11 @@ class Outbox:
         """Mark the rows of ``keys`` still pending dead, so no dispatcher sends them later, with
         ``why`` after the last attempt's error; the number of rows changed."""
         t = db.outbox
-        last = sa.func.coalesce(t.c.last_error + "; ", "")
+        error = sa.case((sa.func.coalesce(t.c.last_error, "") == "", why), else_=t.c.last_error + "; " + why)
         with self._engine.begin() as conn:
             done = conn.execute(
                 sa.update(t).where(t.c.idempotency_key.in_(keys), t.c.state == PENDING)
-                .values(state=DEAD, claimed_until=None, last_error=sa.func.substr(last + why, 1, 1000))
+                .values(state=DEAD, claimed_until=None, last_error=sa.func.substr(error, 1, 1000))
             )
             return int(done.rowcount or 0)
 

@@ -67,3 +67,32 @@ def test_rule_state_survives_a_restart_on_postgres(pg_db: str, receiver: Webhook
     with second.db.connect() as conn:
         names = {r[0]["alertname"] for r in conn.execute(sa.select(db.alerts.c.labels))}
     assert names == {"crit", "offender"}
+
+
+def test_abandon_on_postgres_keeps_the_last_error_and_touches_only_pending_rows(pg_db: str) -> None:
+    """``alerts test --send`` drops what it could not deliver in time (Outbox.abandon). Its SQL
+    (the last error joined to the reason) runs here on PostgreSQL, not only on SQLite."""
+    from pipeline.alerts.model import WebhookMessage
+    from pipeline.alerts.outbox import DEAD, DELIVERED, Notification, Outbox
+    from pipeline.alerts.state import create_db_engine
+
+    engine = create_db_engine(pg_db)
+    outbox = Outbox(engine)
+    now = time.time()
+    message = WebhookMessage(groupKey="{}:{}", status="firing", receiver="ops", groupLabels={}, commonLabels={},
+                             commonAnnotations={}, externalURL="http://mm", alerts=[])
+    with engine.begin() as conn:
+        for key in ("sent", "failing", "untried"):
+            outbox.enqueue(conn, Notification(key, "ops", "g", message), now)
+    by_key = {item.idempotency_key: item for item in outbox.claim_due(now + 1, 10, 30)}
+    outbox.mark_delivered(by_key["sent"].id, now)
+    outbox.mark_retry(by_key["failing"].id, now + 60, "ConnectError: [Errno 111] Connection refused")
+    outbox.mark_retry(by_key["untried"].id, now + 60, "")
+    assert outbox.abandon(["sent", "failing", "untried"], "dropped, so it is not sent later") == 2
+    with engine.connect() as conn:
+        t = db.outbox
+        rows = {key: (state, error) for key, state, error in conn.execute(sa.select(t.c.idempotency_key, t.c.state, t.c.last_error))}
+    engine.dispose()
+    assert rows["sent"] == (DELIVERED, None)
+    assert rows["failing"] == (DEAD, "ConnectError: [Errno 111] Connection refused; dropped, so it is not sent later")
+    assert rows["untried"] == (DEAD, "dropped, so it is not sent later")
