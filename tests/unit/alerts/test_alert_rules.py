@@ -38,6 +38,9 @@ def test_durations(text: object, expected: float) -> None:
         ("rules: [{name: a, kind: verdict}, {name: a, kind: verdict}]", ["duplicate rule names", "'a'"]),
         ("rules: [{name: a, kind: rate, measure: share, threshold: 5}]", ["share threshold"]),
         ("rules: [{name: a, kind: verdict, thresold: 3}]", ["thresold", "Extra inputs"]),
+        # endsAt in year 29000: formatting it for Alertmanager failed every push (2026-12-04)
+        ("rules: [{name: a, kind: verdict, resolve_after: 9999999d}]", ["resolve_after", "at most 3650d"]),
+        ("rules: [{name: a, kind: repeat_offender, half_life: 99999999999999h, threshold: 5}]", ["half_life", "at most 3650d"]),
         ("rules: [{name: a, kind: verdict]", ["not valid YAML"]),
     ],
 )
@@ -70,3 +73,13 @@ def test_rate_rule_keeps_history_for_its_baseline() -> None:
 def test_inhibit_rules_are_alertmanagers_job_now() -> None:
     with pytest.raises(AlertRulesError, match="inhibit_rules"):
         parse_rules("rules: []\ninhibit_rules: [{source_match: {severity: critical}, target_match: {}}]")
+
+
+def test_the_longest_duration_still_gives_an_end_alertmanager_can_read() -> None:
+    import time
+
+    from pipeline.alerts.model import rfc3339
+    from pipeline.alerts.rules import MAX_DURATION_S
+
+    assert parse_duration("3650d") == MAX_DURATION_S
+    assert rfc3339(time.time() + MAX_DURATION_S).startswith("20")
