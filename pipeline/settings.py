@@ -60,7 +60,7 @@ class KafkaSettings(Section):
     # A member that joined before a new topic's partitions were in its metadata gets an
     # empty assignment until the next refresh (kafka-python's default: 5 minutes).
     metadata_max_age_ms: int = Field(default=10_000, ge=1_000, le=int(HOUR_S * 1000))
-    # 0 hung the stream (no record stored after 60 s, probed 2026-12-04).
+    # 0 hung the stream (a 20-record run with --max-idle 3 had not ended after 60 s; 2026-12-04).
     max_poll_interval_ms: int = Field(default=300_000, ge=1_000, le=int(DAY_S * 1000))
     # A member whose group membership makes no progress this long (no coordinator, or a
     # rejoin that never completes, and no batch of its own still draining) closes its

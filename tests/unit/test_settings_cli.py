@@ -96,10 +96,11 @@ def test_every_duration_setting_refuses_inf_nan_and_absurd_values_in_one_line(mo
 )
 def test_integer_settings_out_of_range_are_config_errors(monkeypatch, variable, value):
     """Probed on a real broker (2026-12-04): max_poll_interval_ms 0, max_request_size -1 and
-    max_wait_ms 1e14 hung the stream with nothing stored after 60 s; session_timeout_ms 1 was
-    kafka-python's error with exit 1; the others were accepted (batch_size 0 breaks the
-    transformer's batching, threads -1 torch's). ``lake prune`` with lake.retention_days 1e9 was
-    an internal error (OverflowError). Each is now one config line naming the key."""
+    max_wait_ms 1e14 hung the stream (a 20-record run with --max-idle 3 had not ended after
+    60 s); session_timeout_ms 1 was kafka-python's error with exit 1; the others were accepted
+    (batch_size 0 breaks the transformer's batching, threads -1 torch's). ``lake prune`` with
+    lake.retention_days 1e9 was an internal error (OverflowError). Each is now one config line
+    naming the key."""
     monkeypatch.delenv("MM_CONFIG", raising=False)
     monkeypatch.setenv(variable, value)
     key = variable.split("__")[1].lower()
