@@ -218,7 +218,7 @@ def lag_exporter(
     # work; a bare KafkaSettings(bootstrap) ignored both and always dialled 127.0.0.1:9092 in plaintext.
     kafka: KafkaSettings = load_settings().kafka
     if bootstrap is not None:
-        kafka = kafka.model_copy(update={"bootstrap_servers": bootstrap})
+        kafka = kafka.with_bootstrap(bootstrap)
     require_kafka(kafka)  # exit 5 within kafka.connect_timeout_s, not kafka-python's 30 s bootstrap timeout
     readers = [LagReader(kafka, g, topic) for g in dict.fromkeys(group)]
     missing = sorted(t for t in set(topic) if not readers[0].read_partitions(t))

@@ -602,7 +602,7 @@ def report_command(
 
         kafka = load_settings().kafka
         if bootstrap is not None:
-            kafka = kafka.model_copy(update={"bootstrap_servers": bootstrap})
+            kafka = kafka.with_bootstrap(bootstrap)
         require_kafka(kafka)  # exit 5 within kafka.connect_timeout_s, not a client timeout after 30 s
         topic = (kafka, dead_letter_topic)
     try:

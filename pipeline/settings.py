@@ -75,6 +75,32 @@ class KafkaSettings(Section):
     # 30 s after a broker came back (measured: 30 s after a restart, 2026-12-03).
     reconnect_backoff_max_ms: int = Field(default=2_000, gt=0)
 
+    @field_validator("bootstrap_servers")
+    @classmethod
+    def _servers(cls, value: str) -> str:
+        """Comma-separated ``host[:port]`` entries, read as kafka-python reads them; empty entries
+        and schemes dropped. An empty list, a port that is not a number or outside 1-65535 was
+        reported as "no broker reachable" after the whole connect timeout, and the preflight
+        could not read an entry with a scheme (probed 2026-12-04)."""
+        from kafka.cluster import collect_hosts
+
+        # kafka-python ignores a scheme (PLAINTEXT://, SSL://); so does this, for the preflight's sake.
+        entries = [e.strip().split("://", 1)[-1] for e in value.split(",") if e.strip()]
+        if not entries:
+            raise ValueError("no bootstrap server given (host:port, comma-separated)")
+        for entry in entries:
+            try:
+                [(host, port, _)] = collect_hosts(entry, randomize=False)
+            except ValueError:
+                raise ValueError(f"{entry!r}: the port is not a number") from None
+            if not host or not 1 <= port <= 65535:
+                raise ValueError(f"{entry!r}: not host:port with a port from 1 to 65535")
+        return ",".join(entries)
+
+    def with_bootstrap(self, servers: str) -> KafkaSettings:
+        """A copy with other bootstrap servers, validated (``model_copy`` would not check them)."""
+        return type(self).model_validate({**self.model_dump(), "bootstrap_servers": servers})
+
     def client_options(self) -> dict[str, Any]:
         """Connection and security options common to producers, consumers and admin."""
         opts: dict[str, Any] = {

@@ -108,6 +108,30 @@ def test_integer_settings_out_of_range_are_config_errors(monkeypatch, variable, 
         load_settings()
 
 
+@pytest.mark.parametrize("servers", ["", " , ", "127.0.0.1:abc", "127.0.0.1:99999", "host:0", ":9092"])
+def test_bootstrap_servers_that_name_no_broker_are_config_errors(monkeypatch, servers):
+    """Each was "no broker reachable" after the whole connect timeout (5 s), as if the broker
+    were down; now the setting is refused at once, naming the entry."""
+    from pipeline.settings import KafkaSettings
+
+    monkeypatch.delenv("MM_CONFIG", raising=False)
+    monkeypatch.setenv("MM_KAFKA__BOOTSTRAP_SERVERS", servers)
+    with pytest.raises(ValueError, match="bootstrap_servers"):
+        load_settings()
+    with pytest.raises(ValueError, match="bootstrap_servers"):  # --bootstrap of lag-exporter and report
+        KafkaSettings().with_bootstrap(servers)
+
+
+@pytest.mark.parametrize(
+    ("servers", "read"),
+    [(" a:1 , b:2 ,", "a:1,b:2"), ("PLAINTEXT://h:9092", "h:9092"), ("[::1]:9092", "[::1]:9092"), ("kafka", "kafka")],
+)
+def test_bootstrap_servers_are_read_as_kafka_python_reads_them(servers, read):
+    from pipeline.settings import KafkaSettings
+
+    assert KafkaSettings(bootstrap_servers=servers).bootstrap_servers == read
+
+
 def test_an_infinite_connect_timeout_is_one_line_not_an_internal_error(tmp_path):
     import os
     import subprocess
