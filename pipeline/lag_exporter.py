@@ -30,10 +30,9 @@ import signal
 import threading
 import time
 from collections.abc import Iterator, Sequence
+from concurrent.futures import Future, wait
 from dataclasses import dataclass
 from typing import Annotated
-
-from concurrent.futures import Future, wait
 
 import typer
 from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition

@@ -189,10 +189,8 @@ def _send_test_to_receivers(settings: AlertSettings, rules: Any, names: list[str
         # A test notification not sent by now is dropped: it stayed pending in the outbox, where
         # the alert service's dispatcher would send "mm_test_alert" to on-call after this command
         # had reported it not delivered (found 2026-12-04).
-        unfinished = [k for k in keys if states.get(k, ("pending", None))[0] not in ("delivered", DEAD)]
-        if unfinished:
-            gave_up = f"not delivered within --timeout-s {timeout_s:g}: dropped, so it is not sent later"
-            Outbox(alerting.db).abandon(unfinished, gave_up)
+        gave_up = f"not delivered within --timeout-s {timeout_s:g}: dropped, so it is not sent later"
+        if Outbox(alerting.db).abandon(list(keys), gave_up):  # changes pending rows only
             states = read_states()
     finally:
         delivery_log.setLevel(level)

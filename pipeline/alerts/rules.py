@@ -18,9 +18,10 @@ import yaml
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from pipeline.schemas import Category, Severity
+from pipeline.units import DAY_S
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)?\s*$")
-MAX_DURATION_S = 3650 * 86400.0
+MAX_DURATION_S = 3650 * DAY_S
 _UNIT_S = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0, None: 1.0}
 _LABEL_NAME = r"^[a-zA-Z_][a-zA-Z0-9_]*$"
 # Labels the engine sets itself: they are an alert's identity. A rule label overriding one
@@ -48,7 +49,7 @@ def parse_duration(value: Any) -> float:
             # An alert's endsAt is a date Alertmanager must read: `resolve_after: 9999999d` made
             # it year 29000, and formatting it raised in every push to Alertmanager (before the
             # HTTP call and its error handling), so no alert of that push was sent (2026-12-04).
-            raise ValueError(f"a duration must be at most 3650d (ten years), got {value!r}")
+            raise ValueError(f"a duration must be at most {MAX_DURATION_S / DAY_S:g}d (ten years), got {value!r}")
         return seconds
     raise ValueError(f"invalid duration {value!r}: use a number of seconds or e.g. '30s', '5m', '4h', '1d'")
 

@@ -14,9 +14,8 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from pipeline.units import DAY_S, HOUR_S
-
 from pipeline.schemas import Severity
+from pipeline.units import DAY_S, HOUR_S
 
 
 class KeyIdentity(BaseModel):
