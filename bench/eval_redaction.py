@@ -1,21 +1,28 @@
 """Recall of the PII redactor per entity type on the labelled sets in tests/fixtures/.
 
-    .venv/bin/python bench/eval_redaction.py [--cases FILE ...] [--rounds 3] [--lower]
+    .venv/bin/python bench/eval_redaction.py [--cases FILE ...] [--rounds 3] [--lower] [--compare folding|case]
 
 For each set (default: pii_cases.jsonl and pii_cases_accented.jsonl), prints one row per entity
 type (caught / total, recall, what was missed) and the share of non-PII characters redacted as
-well, for three versions of the accent-folded reading of ``pipeline.redact`` (same analyzer, same
-process; time per sentence interleaved over ``--rounds`` rounds, the median):
+well, for versions of ``pipeline.redact`` (same analyzer, same process; time per sentence
+interleaved over ``--rounds`` rounds, the median). ``--compare folding`` (default), the
+accent-folded reading:
 
 * ``off``: no folded reading (the redactor until 2026-12-04);
 * ``analyzer``: the folded copy read by the whole analyzer (variant 1 of the rule in
   docs/benchmarks.md, not shipped);
 * ``ner``: the folded copy read by spaCy's named-entity recogniser alone (shipped).
 
+``--compare case``, street addresses and IBANs written without capitals:
+
+* ``capitals``: Presidio's IBAN recogniser and the capitalised street-address pattern alone (the
+  redactor until 2026-12-04);
+* ``caseless``: the caseless IBAN reading and street-address pattern added (shipped).
+
 ``--lower`` scores every sentence written in lower case, as chat users often write (names
-included): what the redactor finds without capitals. It also counts the folded copies on which the recogniser alone finds other entities than the
-full spaCy pipeline. The target is recall >= 0.90 for every type, shipped version; the exit code
-is 1 when a type misses it.
+included): what the redactor finds without capitals. ``--compare folding`` also counts the folded
+copies on which the recogniser alone finds other entities than the full spaCy pipeline. The
+target is recall >= 0.90 for every type, shipped version; the exit code is 1 when a type misses it.
 """
 
 from __future__ import annotations
@@ -39,20 +46,29 @@ from pipeline.redact_eval import CASES, evaluate, load_cases  # noqa: E402
 ACCENTED = CASES.with_name("pii_cases_accented.jsonl")
 
 
-VARIANTS = ("off", "analyzer", "ner")
+FAMILIES = {"folding": ("off", "analyzer", "ner"), "case": ("capitals", "caseless")}
+# The recognisers that read addresses and IBANs written in any case (pipeline/redact.py).
+CASELESS = {"mm_street_address_caseless", "mm_iban_caseless"}
 
 
 @contextmanager
-def folding(variant: str):
+def version(redactor: PresidioRedactor, variant: str):
+    """``redactor`` and ``pipeline.redact`` as ``variant`` of a family in FAMILIES; the shipped
+    version (the last of each family) is the redactor as built."""
     real_fold, real_names = redact._folded_spans, PresidioRedactor.name_spans
+    registry = redactor._analyzer.registry
+    real_recognizers = list(registry.recognizers)
     if variant == "off":
         redact._folded_spans = lambda text, redactor: []
     elif variant == "analyzer":
         PresidioRedactor.name_spans = PresidioRedactor.spans
+    elif variant == "capitals":
+        registry.recognizers = [r for r in real_recognizers if r.name not in CASELESS]
     try:
         yield
     finally:
         redact._folded_spans, PresidioRedactor.name_spans = real_fold, real_names
+        registry.recognizers = real_recognizers
 
 
 def ner_differs(redactor: PresidioRedactor, texts: list[str]) -> int:
@@ -72,7 +88,11 @@ def main() -> int:
     ap.add_argument("--cases", type=Path, nargs="+", default=[CASES, ACCENTED], help="JSONL sets to score")
     ap.add_argument("--rounds", type=int, default=3, help="timed rounds per variant, interleaved")
     ap.add_argument("--lower", action="store_true", help="score the sentences and their PII written in lower case")
+    ap.add_argument("--compare", choices=sorted(FAMILIES), default="folding",
+                    help="which versions to set side by side (the module docstring says what each is)")
     args = ap.parse_args()
+    variants = FAMILIES[args.compare]
+    shipped, baseline = variants[-1], variants[0]
     console = Console()
     t0 = time.perf_counter()
     redactor = PresidioRedactor.create()
@@ -83,32 +103,33 @@ def main() -> int:
         if args.lower:
             cases = [{"text": c["text"].lower(), "pii": [{**p, "value": p["value"].lower()} for p in c["pii"]]} for c in cases]
         evaluate(cases[:5], redactor)  # warm spaCy up before the first timed round
-        results, times = {}, {v: [] for v in VARIANTS}
+        results, times = {}, {v: [] for v in variants}
         for _ in range(args.rounds):
-            for variant in VARIANTS:
-                with folding(variant):
+            for variant in variants:
+                with version(redactor, variant):
                     t0 = time.perf_counter()
                     results[variant] = evaluate(cases, redactor)
                     times[variant].append((time.perf_counter() - t0) / len(cases) * 1000)
         table = Table(title=f"PII recall on {path.name} ({len(cases)} sentences)")
-        for col in ("type", "folding", "caught / total", "recall", "missed"):
+        for col in ("type", args.compare, "caught / total", "recall", "missed"):
             table.add_column(col)
-        for name in results["ner"].by_type:
-            for variant in VARIANTS:
+        for name in results[shipped].by_type:
+            for variant in variants:
                 score = results[variant].by_type[name]
                 table.add_row(name, variant, f"{score.caught} / {score.total}", f"{score.recall:.2f}",
                               ", ".join(score.missed))
-            worst = min(worst, results["ner"].by_type[name].recall)
+            worst = min(worst, results[shipped].by_type[name].recall)
         console.print(table)
-        off = statistics.median(times["off"])
-        for variant in VARIANTS:
+        off = statistics.median(times[baseline])
+        for variant in variants:
             r, ms = results[variant], statistics.median(times[variant])
             console.print(
                 f"{variant:>8}: non-PII characters redacted too {r.over_redaction:.1%} ({r.other_redacted}/{r.other_chars}); "
-                f"{ms:.1f} ms per sentence (median of {args.rounds}), {ms / off:.2f}x off"
+                f"{ms:.1f} ms per sentence (median of {args.rounds}), {ms / off:.2f}x {baseline}"
             )
-        console.print(f"folded copies where the recogniser alone differs from the full pipeline: "
-                      f"{ner_differs(redactor, [c['text'] for c in cases])} of {len(cases)}\n")
+        if args.compare == "folding":
+            console.print(f"folded copies where the recogniser alone differs from the full pipeline: "
+                          f"{ner_differs(redactor, [c['text'] for c in cases])} of {len(cases)}\n")
     return 0 if worst >= 0.90 else 1
 
 

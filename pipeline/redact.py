@@ -138,6 +138,21 @@ CUSTOM_PATTERNS: tuple[tuple[str, str, str, float], ...] = (
     ("LONG_NUMBER", "long digit run", r"(?<!\d)(?:\d[ ./-]?){9,}\d(?!\d)", 0.45),
 )  # fmt: skip
 _CASE_SENSITIVE = {"STREET_ADDRESS"}
+# Street addresses written without capitals ("42 elm street", "17 maple ave, apt 4b"), as chat
+# users often write; until a privacy review (2026-12-04) only capitalised ones were masked. Narrower
+# than the pattern above (rule and numbers: docs/benchmarks.md, "Street addresses and IBANs written
+# in lower case"): no street-name or city word is an English stop word ({word}, filled in from
+# spaCy's list when the analyzer is built: "10 miles down the road" is no address), the suffix is
+# one that rarely ends anything else (no drive, way, place or court: "copy it to 1 usb drive"), a
+# city only follows a comma and a state only comes before a ZIP code.
+CASELESS_ADDRESS = (
+    r"\b\d{1,6}[a-z]?\s+(?:{word}\s+){1,4}"
+    r"(?:street|st|avenue|ave|road|rd|boulevard|blvd|lane|terrace|highway|hwy|parkway|pkwy)\b\.?"
+    r"(?:\s+(?:ne|nw|se|sw|n|s|e|w)\b(?!\.\w))?"
+    r"(?:,?\s+(?:apt|apartment|suite|unit|\#)\s*\w+)?"
+    r"(?:,\s*{word}(?:\s+{word})?)?"
+    r"(?:,?\s+[a-z]{2}\s+\d{5}(?:-\d{4})?|\s+\d{5}(?:-\d{4})?)?"
+)
 
 
 @dataclass(frozen=True, order=True)
@@ -251,6 +266,7 @@ class PresidioRedactor:
         for name in PRESIDIO_RECOGNIZERS:
             # Country recognisers default to their own language; prompts mix them into English.
             registry.add_recognizer(getattr(predefined, name)(supported_language="en"))
+        registry.add_recognizer(_caseless_iban(predefined.IbanRecognizer)(supported_language="en", name="mm_iban_caseless"))
         by_entity: dict[str, list[Pattern]] = {}
         for entity, name, rx, score in CUSTOM_PATTERNS:
             by_entity.setdefault(entity, []).append(Pattern(name, rx, score))
@@ -261,6 +277,10 @@ class PresidioRedactor:
                 **({"global_regex_flags": flags} if flags is not None else {}),
             )
             registry.add_recognizer(recognizer)
+        registry.add_recognizer(PatternRecognizer(
+            supported_entity="STREET_ADDRESS", name="mm_street_address_caseless", supported_language="en",
+            patterns=[Pattern("street address, any case", CASELESS_ADDRESS.replace("{word}", _non_stop_word()), 0.6)],
+        ))
         analyzer = AnalyzerEngine(registry=registry, nlp_engine=nlp_engine, supported_languages=["en"])
         return cls(analyzer, sorted(set(analyzer.get_supported_entities("en"))), score_threshold)
 
@@ -282,6 +302,54 @@ class PresidioRedactor:
         doc = nlp(text, disable=[name for name in nlp.pipe_names if name != "ner"])
         return [PiiSpan(e.start_char, e.end_char, _NER_ENTITIES[e.label_], NER_SCORE)
                 for e in doc.ents if _NER_ENTITIES.get(e.label_) in self.entities]
+
+
+def _caseless_iban(base: type) -> type:
+    """An IBAN recogniser (subclass of Presidio's ``base``) for IBANs written in any case ("de89
+    3704 0044 0532 0130 00"), added beside Presidio's, which matches capitals only: until a
+    privacy review (2026-12-04) such IBANs stayed in evidence. A candidate is cut at every group
+    end from the longest down, and the first cut that Presidio's own validation (checksum and
+    country format) accepts upper-cased is the span, so a word after the IBAN ("... 1332
+    instead") is never read as more of it (rule and numbers: docs/benchmarks.md, "Street
+    addresses and IBANs written in lower case")."""
+    import regex
+    from presidio_analyzer import EntityRecognizer, PatternRecognizer, RecognizerResult
+
+    class CaselessIbanRecognizer(base):  # type: ignore[misc, valid-type]
+        def analyze(self, text: str, entities: list[str], nlp_artifacts: object = None,
+                    regex_flags: int | None = None) -> list[RecognizerResult]:
+            results = []
+            for match in _IBAN_CANDIDATE.finditer(text):
+                # Group ends from the second on (two groups at least, as Presidio's pattern), where
+                # no letter or digit follows.
+                ends = [m.end() for m in _IBAN_GROUP.finditer(text, match.start() + 4, match.end())][1:]
+                for end in reversed([e for e in ends if not _ALNUM.match(text, e)]):
+                    if self.validate_result(text[match.start():end].upper()):
+                        score = EntityRecognizer.MAX_SCORE  # as Presidio scores an IBAN that validates
+                        results.append(RecognizerResult(
+                            self.supported_entities[0], match.start(), end, score,
+                            analysis_explanation=PatternRecognizer.build_regex_explanation(
+                                self.name, "IBAN, any case", _IBAN_CANDIDATE.pattern, score, True, _IBAN_CANDIDATE.flags),
+                            recognition_metadata={RecognizerResult.RECOGNIZER_NAME_KEY: self.name,
+                                                  RecognizerResult.RECOGNIZER_IDENTIFIER_KEY: self.id},
+                        ))
+                        break
+            return results
+
+    # Possessive: the group ends are tried below, so the pattern never backtracks (a run of
+    # letters and digits after "ab12" took 2.5 ms per run with backtracking).
+    _IBAN_CANDIDATE = regex.compile(r"(?<![a-z0-9])[a-z]{2}[0-9]{2}(?:[ -]?[a-z0-9]{1,4}){2,8}+", regex.IGNORECASE)
+    _IBAN_GROUP = regex.compile(r"[ -]?[a-z0-9]{1,4}", regex.IGNORECASE)
+    _ALNUM = regex.compile(r"[a-z0-9]", regex.IGNORECASE)
+    return CaselessIbanRecognizer
+
+
+def _non_stop_word() -> str:
+    """A regex for one word of two or more letters that is not in spaCy's English stop words."""
+    from spacy.lang.en.stop_words import STOP_WORDS
+
+    stop = sorted((w for w in STOP_WORDS if w.isalpha()), key=len, reverse=True)
+    return rf"(?!(?:{'|'.join(stop)})\b)[a-z][a-z'.-]+"
 
 
 def _regex_flags(case_sensitive: bool) -> int:

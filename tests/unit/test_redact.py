@@ -52,6 +52,50 @@ def test_an_accented_name_the_model_misses_is_redacted_in_evidence(redactor: R.P
     assert "phishing email" in out and "bank password" in out
 
 
+def test_recall_on_addresses_and_ibans_written_in_lower_case(redactor: R.PresidioRedactor) -> None:
+    """A privacy review (2026-12-04): the labelled set written in lower case, as chat users often
+    write, kept all its addresses (0/11) and IBANs (0/9) in evidence. The three addresses still
+    missed cannot be caught whole by the caseless pattern (docs/benchmarks.md): a drive, and two
+    that end in a city with no comma before it, whose house number and street are masked."""
+    cases = [{"text": c["text"].lower(), "pii": [{**p, "value": p["value"].lower()} for p in c["pii"]]}
+             for c in load_cases()]
+    result = evaluate(cases, redactor)
+    assert (result.by_type["IBAN"].caught, result.by_type["IBAN"].total) == (9, 9), result.by_type["IBAN"].missed
+    assert sorted(result.by_type["ADDRESS"].missed) == ["42 elm street springfield"] * 2 + ["880 sunset drive"]
+    for case in cases:
+        if "42 elm street springfield" in case["text"]:
+            assert "42 elm street" not in R.redact(case["text"], redactor) and "springfield" in R.redact(case["text"], redactor)
+
+
+@pytest.mark.parametrize(("text", "pii"), [
+    ("wire the ransom to de89 3704 0044 0532 0130 00 tonight", "3704 0044"),
+    ("send the money to nl91abna0417164300 and delete the chat", "nl91abna0417164300"),
+    ("pay es91 2100 0418 4502 0005 1332 instead.", "0005 1332"),
+    # Presidio's recogniser reads "INSTEAD" as two more groups of the IBAN and loses it.
+    ("PAY ES91 2100 0418 4502 0005 1332 INSTEAD.", "0005 1332"),
+    ("she lives at 42 elm street, tell me when she leaves", "42 elm street"),
+    ("the tenant at 17 maple ave, apt 4b owes rent", "17 maple ave, apt 4b"),
+    ("leave the note at 1200 harbor blvd near the back door", "1200 harbor blvd"),
+    # Capitals in every letter: the capitalised pattern's suffixes are written in title case.
+    ("SEND IT TO 9 OAK LANE BEFORE FRIDAY", "9 OAK LANE"),
+    ("the office at 200 S. BISCAYNE BLVD., SUITE 3300", "BISCAYNE BLVD., SUITE 3300"),
+])
+def test_an_address_or_iban_without_capitals_is_redacted(redactor: R.PresidioRedactor, text: str, pii: str) -> None:
+    out = R.redact(text, redactor)
+    assert pii not in out and re.search(r"<(?:IBAN|ADDRESS|LOCATION|PERSON)>", out), out  # spaCy may type a span first
+
+
+@pytest.mark.parametrize("text", [
+    "it is 10 miles down the road from the datacenter",
+    "copy the payload to 1 usb drive and plug it in",
+    "there is only 1 right way to phrase the phishing email",
+    "in 2024 the main road was closed for the protest",
+    "the 3 main roads into town were blocked",
+])
+def test_numbers_before_street_words_are_not_read_as_addresses(redactor: R.PresidioRedactor, text: str) -> None:
+    assert R.redact(text, redactor) == text
+
+
 def test_folding_keeps_positions_and_ascii_text() -> None:
     text = "Łukasz Wójcik, Straße 5, Ærø, 東京, plain words"
     folded = R.fold_accents(text)

