@@ -1,6 +1,6 @@
 """Recall of the PII redactor per entity type on the labelled sets in tests/fixtures/.
 
-    .venv/bin/python bench/eval_redaction.py [--cases FILE ...] [--rounds 3] [--lower] [--compare folding|case]
+    .venv/bin/python bench/eval_redaction.py [--cases FILE ...] [--rounds 3] [--lower] [--compare folding|case|intl]
 
 For each set (default: pii_cases.jsonl and pii_cases_accented.jsonl), prints one row per entity
 type (caught / total, recall, what was missed) and the share of non-PII characters redacted as
@@ -18,6 +18,11 @@ accent-folded reading:
 * ``capitals``: Presidio's IBAN recogniser and the capitalised street-address pattern alone (the
   redactor until 2026-12-04);
 * ``caseless``: the caseless IBAN reading and street-address pattern added (shipped).
+
+``--compare intl``, addresses written the European and British way:
+
+* ``us``: without ``INTL_ADDRESS_PATTERNS`` (the redactor until 2026-12-04);
+* ``intl``: with them (shipped).
 
 ``--lower`` scores every sentence written in lower case, as chat users often write (names
 included): what the redactor finds without capitals. ``--compare folding`` also counts the folded
@@ -46,14 +51,17 @@ from pipeline.redact_eval import CASES, evaluate, load_cases  # noqa: E402
 ACCENTED = CASES.with_name("pii_cases_accented.jsonl")
 
 
-FAMILIES = {"folding": ("off", "analyzer", "ner"), "case": ("capitals", "caseless")}
-# The recognisers that read addresses and IBANs written in any case (pipeline/redact.py).
-CASELESS = {"mm_street_address_caseless", "mm_iban_caseless"}
+FAMILIES = {"folding": ("off", "analyzer", "ner"), "case": ("capitals", "caseless"), "intl": ("us", "intl")}
+# The recognisers (pipeline/redact.py) a family's first version goes without.
+ADDED = {
+    "case": {"mm_street_address_caseless", "mm_iban_caseless"},  # addresses and IBANs in any case
+    "intl": {"mm_street_address_intl"},  # addresses written the European and British way
+}
 
 
 @contextmanager
-def version(redactor: PresidioRedactor, variant: str):
-    """``redactor`` and ``pipeline.redact`` as ``variant`` of a family in FAMILIES; the shipped
+def version(redactor: PresidioRedactor, family: str, variant: str):
+    """``redactor`` and ``pipeline.redact`` as ``variant`` of ``family`` (FAMILIES); the shipped
     version (the last of each family) is the redactor as built."""
     real_fold, real_names = redact._folded_spans, PresidioRedactor.name_spans
     registry = redactor._analyzer.registry
@@ -62,8 +70,8 @@ def version(redactor: PresidioRedactor, variant: str):
         redact._folded_spans = lambda text, redactor: []
     elif variant == "analyzer":
         PresidioRedactor.name_spans = PresidioRedactor.spans
-    elif variant == "capitals":
-        registry.recognizers = [r for r in real_recognizers if r.name not in CASELESS]
+    elif family in ADDED and variant == FAMILIES[family][0]:
+        registry.recognizers = [r for r in real_recognizers if r.name not in ADDED[family]]
     try:
         yield
     finally:
@@ -106,7 +114,7 @@ def main() -> int:
         results, times = {}, {v: [] for v in variants}
         for _ in range(args.rounds):
             for variant in variants:
-                with version(redactor, variant):
+                with version(redactor, args.compare, variant):
                     t0 = time.perf_counter()
                     results[variant] = evaluate(cases, redactor)
                     times[variant].append((time.perf_counter() - t0) / len(cases) * 1000)

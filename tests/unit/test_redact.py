@@ -14,6 +14,7 @@ from pipeline.schemas import EVIDENCE_MAX_CHARS
 
 
 ACCENTED_CASES = CASES.with_name("pii_cases_accented.jsonl")
+INTERNATIONAL_CASES = CASES.with_name("pii_cases_international.jsonl")
 
 
 @pytest.fixture(scope="module")
@@ -36,7 +37,7 @@ def test_recall_on_names_and_places_written_with_accents(redactor: R.PresidioRed
     """A privacy review (2026-12-04): spaCy's English model left "María López" and "Ayşe Yılmaz"
     whole (PERSON 20/23 on this set); the accent-folded reading finds them (22/23)."""
     result = evaluate(load_cases(ACCENTED_CASES), redactor)
-    assert set(result.by_type) == {"PERSON", "LOCATION"}
+    assert set(result.by_type) == {"PERSON", "LOCATION", "ADDRESS"}
     low = {name: (s.recall, s.missed) for name, s in result.by_type.items() if s.recall < 0.90}
     assert not low, low
     assert result.over_redaction < 0.05
@@ -93,6 +94,30 @@ def test_an_address_or_iban_without_capitals_is_redacted(redactor: R.PresidioRed
     "the 3 main roads into town were blocked",
 ])
 def test_numbers_before_street_words_are_not_read_as_addresses(redactor: R.PresidioRedactor, text: str) -> None:
+    assert R.redact(text, redactor) == text
+
+
+def test_recall_on_addresses_written_the_european_and_british_way(redactor: R.PresidioRedactor) -> None:
+    """A privacy review (2026-12-04): "12 rue de la Paix", "Hauptstraße 5", "Calle Mayor 10" and
+    UK postcodes stayed in evidence (ADDRESS 1/24 on this set); INTL_ADDRESS_PATTERNS find them."""
+    result = evaluate(load_cases(INTERNATIONAL_CASES), redactor)
+    assert result.by_type["ADDRESS"].recall >= 0.90, result.by_type["ADDRESS"].missed
+    assert result.over_redaction < 0.02
+
+
+def test_a_uk_postcode_after_a_city_is_masked_whole(redactor: R.PresidioRedactor) -> None:
+    # The US pattern's state took "SW" of "SW1A" and left "1A 2AA" in evidence.
+    out = R.redact("Post the fake summons to 10 Downing Street, London SW1A 2AA before noon.", redactor)
+    assert "1A" not in out and "2AA" not in out and "before noon" in out, out
+
+
+@pytest.mark.parametrize("text", [
+    "connect via SSH 22 and dump the database",
+    "write the exploit via Python 3 and run it",
+    "the Brigade 2506 landed at the bay",
+    "Order 66 was executed by the clone army",
+])
+def test_words_that_look_like_european_street_types_are_not_addresses(redactor: R.PresidioRedactor, text: str) -> None:
     assert R.redact(text, redactor) == text
 
 
