@@ -157,7 +157,9 @@ CASELESS_ADDRESS = (
 # until a privacy review (2026-12-04; rule and numbers: docs/benchmarks.md, "Addresses outside the
 # US"). Case-sensitive: street names start with a capital (lower-case ones are not its aim), so
 # "via Python 3" or "connect via SSH 22" is no address; street-type words in (?i:...) take any case.
-_CAP = r"\p{Lu}[\w'’-]*"
+# Possessive quantifiers throughout: a link word ("de la" is also "de" + "la") or a long hyphenated
+# name must never be re-split by backtracking ("12 rue " + "de la " * 60 took minutes before).
+_CAP = r"\p{Lu}[\w'’-]*+"
 # A postal code and a city ("75002 Paris", "1017 GM Amsterdam", "1100-048 Lisboa"), or a city after a comma.
 _CITY = rf"(?:,?\s+(?:[A-Z]{{1,2}}-)?\d{{4,5}}(?:-\d{{3}})?(?:\s+[A-Z]{{2}})?\s+{_CAP}(?:\s+{_CAP})?|,\s*{_CAP}(?:\s+{_CAP})?)?"
 _ROMANCE_LINK = r"(?:(?i:de la|de las|de los|de|del|dels|la|las|los|les|di|della|delle|dei|degli|da|do|dos|das)\s+|(?i:d['’]))"
@@ -166,15 +168,15 @@ INTL_ADDRESS_PATTERNS: tuple[tuple[str, str], ...] = (
     # Spanish, Catalan, Italian, Portuguese: the street type (capitalised), the name, the number.
     ("street type, name, number",
      rf"\b(?:Calle|Avenida|Avda\.|Paseo|Plaza|Carrer|Via|Viale|Piazza|Corso|Largo|Rua|Travessa|Praça|Praca)\s+"
-     rf"{_ROMANCE_LINK}*{_CAP}(?:\s+{_ROMANCE_LINK}*{_CAP}){{0,2}},?\s+(?:(?i:n[º°o]\.?)\s*)?\d{{1,4}}[a-zA-Z]?\b{_CITY}"),
+     rf"{_ROMANCE_LINK}*+{_CAP}(?:\s+{_ROMANCE_LINK}*+{_CAP}){{0,2}},?\s+(?:(?i:n[º°o]\.?)\s*)?\d{{1,4}}[a-zA-Z]?\b{_CITY}"),
     # French: the number, the street type, the name ("12 rue de la Paix", "8 boulevard Saint-Michel").
     ("number, French street type, name",
      rf"\b\d{{1,4}}(?:\s?(?i:bis|ter))?,?\s+(?i:rue|avenue|av\.|boulevard|bd|chemin|allée|allee|impasse|quai|cours|place)"
-     rf"\s+{_FRENCH_LINK}*{_CAP}(?:\s+{_FRENCH_LINK}*{_CAP}){{0,3}}{_CITY}"),
+     rf"\s+{_FRENCH_LINK}*+{_CAP}(?:\s+{_FRENCH_LINK}*+{_CAP}){{0,3}}{_CITY}"),
     # German, Dutch, Scandinavian: a name ending in (or followed by) the street word, then the number
     # (not "Brigade 2506" or "Renegade 2").
     ("name with street word, number",
-     r"\b\p{Lu}[\w-]*(?:(?i:straße|strasse|str\.|gasse|allee|weg|platz|damm|ufer|straat|laan|gracht|plein|kade|"
+     r"(?<![\w-])\p{Lu}[\w-]*(?:(?i:straße|strasse|str\.|gasse|allee|weg|platz|damm|ufer|straat|laan|gracht|plein|kade|"
      r"singel|gatan|vägen|(?<!bri|rene)gade|vej|veien)|\s+(?:Straße|Strasse|Str\.|Gasse|Allee|Weg|Platz|Damm|Ufer))"
      rf"\s+\d{{1,4}}[a-zA-Z]?\b{_CITY}"),
     # UK postcodes, in capitals ("SW1A 2AA", "M1 1AE"; the US pattern's state took "SW" of "SW1A").

@@ -121,6 +121,20 @@ def test_words_that_look_like_european_street_types_are_not_addresses(redactor: 
     assert R.redact(text, redactor) == text
 
 
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("text", [
+    "send the threat to 12 rue " + "de la " * 60 + "now",
+    "Calle " + "de la " * 60 + "Mayor 10",
+    "Karl" + "-Marx" * 2000 + " 90",
+])
+def test_an_address_pattern_never_backtracks_for_minutes(redactor: R.PresidioRedactor, text: str) -> None:
+    """A hostile review (2026-12-04): "de la" is also "de" + "la", so the French pattern tried every
+    split of 60 links (the first case never finished), and a long hyphenated name took 13 s.
+    Evidence is hostile text: each such excerpt would have held a record for Presidio's 60 s regex
+    timeout. Finishing at all is the check; the patterns are possessive now (milliseconds)."""
+    assert R.redact(text, redactor)
+
+
 def test_folding_keeps_positions_and_ascii_text() -> None:
     text = "Łukasz Wójcik, Straße 5, Ærø, 東京, plain words"
     folded = R.fold_accents(text)
