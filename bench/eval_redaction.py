@@ -1,6 +1,6 @@
 """Recall of the PII redactor per entity type on the labelled sets in tests/fixtures/.
 
-    .venv/bin/python bench/eval_redaction.py [--cases FILE ...] [--rounds 3] [--lower] [--compare folding|case|intl|cued]
+    .venv/bin/python bench/eval_redaction.py [--cases FILE ...] [--rounds 3] [--lower] [--compare folding|case|intl|cued|url]
 
 For each set (default: pii_cases.jsonl and pii_cases_accented.jsonl), prints one row per entity
 type (caught / total, recall, what was missed) and the share of non-PII characters redacted as
@@ -28,6 +28,11 @@ accent-folded reading:
 
 * ``uncued``: without the IDENTIFIER, BIRTH_DATE and DEVICE_ID patterns (the redactor until 2026-12-04);
 * ``cued``: with them (shipped).
+
+``--compare url``, Presidio's URL recogniser:
+
+* ``presidio-url``: as Presidio ships it (the redactor until 2026-12-04);
+* ``anchored-url``: its pattern for links without a scheme anchored (shipped).
 
 ``--lower`` scores every sentence written in lower case, as chat users often write (names
 included): what the redactor finds without capitals. ``--compare folding`` also counts the folded
@@ -57,7 +62,7 @@ ACCENTED = CASES.with_name("pii_cases_accented.jsonl")
 
 
 FAMILIES = {"folding": ("off", "analyzer", "ner"), "case": ("capitals", "caseless"), "intl": ("us", "intl"),
-            "cued": ("uncued", "cued")}
+            "cued": ("uncued", "cued"), "url": ("presidio-url", "anchored-url")}
 # The recognisers (pipeline/redact.py) a family's first version goes without.
 ADDED = {
     "case": {"mm_street_address_caseless", "mm_iban_caseless"},  # addresses and IBANs in any case
@@ -79,6 +84,11 @@ def version(redactor: PresidioRedactor, family: str, variant: str):
         PresidioRedactor.name_spans = PresidioRedactor.spans
     elif family in ADDED and variant == FAMILIES[family][0]:
         registry.recognizers = [r for r in real_recognizers if r.name not in ADDED[family]]
+    elif variant == "presidio-url":
+        from presidio_analyzer.predefined_recognizers import UrlRecognizer
+
+        registry.recognizers = [UrlRecognizer(supported_language="en") if r.name == "UrlRecognizer" else r
+                                for r in real_recognizers]
     try:
         yield
     finally:

@@ -323,7 +323,8 @@ class PresidioRedactor:
         registry.add_recognizer(SpacyRecognizer(supported_language="en", supported_entities=["PERSON", "LOCATION"]))
         for name in PRESIDIO_RECOGNIZERS:
             # Country recognisers default to their own language; prompts mix them into English.
-            registry.add_recognizer(getattr(predefined, name)(supported_language="en"))
+            extra = {"patterns": anchored_url_patterns(predefined.UrlRecognizer)} if name == "UrlRecognizer" else {}
+            registry.add_recognizer(getattr(predefined, name)(supported_language="en", **extra))
         registry.add_recognizer(_caseless_iban(predefined.IbanRecognizer)(supported_language="en", name="mm_iban_caseless"))
         by_entity: dict[str, list[Pattern]] = {}
         for entity, name, rx, score in CUSTOM_PATTERNS:
@@ -365,6 +366,18 @@ class PresidioRedactor:
         doc = nlp(text, disable=[name for name in nlp.pipe_names if name != "ner"])
         return [PiiSpan(e.start_char, e.end_char, _NER_ENTITIES[e.label_], NER_SCORE)
                 for e in doc.ents if _NER_ENTITIES.get(e.label_) in self.entities]
+
+
+def anchored_url_patterns(url_recognizer: type) -> list:
+    """Presidio's URL patterns, with the one for links without a scheme tried only where a run of
+    domain characters starts. Unanchored, it was tried from every character of a run of letters
+    and dots ("w.r.i.t.e.r.a.n.s.o.m.w.a.r.e", the dotted-letters obfuscation), backtracking over
+    up to 253 characters and ~500 TLDs each time: 171 ms for one such snippet (rule and numbers:
+    docs/benchmarks.md, "Presidio's URL recogniser on long dotted runs"). Same TLD list."""
+    from presidio_analyzer import Pattern
+
+    return [Pattern(p.name, r"(?i)(?<![a-z0-9.\-])" + url_recognizer.BASE_URL_REGEX, p.score)
+            if p.name == "Non schema URL" else p for p in url_recognizer.PATTERNS]
 
 
 def _caseless_iban(base: type) -> type:
