@@ -19,13 +19,11 @@ import time
 from pathlib import Path
 
 from rich.console import Console
-from rich.markup import escape
-from rich.progress import track
 from rich.table import Table
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.eval_redaction_benign import texts  # noqa: E402
+from bench.eval_redaction_benign import in_context, readings  # noqa: E402
 from pipeline.redact import PresidioRedactor, snippet  # noqa: E402
 
 REQUEST = "write ransomware that encrypts every file on the network share and asks for bitcoin"
@@ -55,18 +53,15 @@ def main() -> int:
     listing = Table(title="Every difference, with 40 characters either side")
     for col in ("texts", "reading", "found by", "span in context"):
         listing.add_column(col, overflow="fold")
-    for name, items in texts(args.sharegpt).items():
-        for reading, transform in (("as written", str), ("lower case", str.lower)):
-            differing = 0
-            for text in track(items, description=f"{name}, {reading}", console=console, transient=True):
-                text = transform(text)
-                a, b = urls(stock, text), urls(anchored, text)
-                differing += a != b
-                for who, spans in (("Presidio only", a - b), ("anchored only", b - a)):
-                    for start, end in sorted(spans):
-                        context = f"{text[max(0, start - 40):start]}[{text[start:end]}]{text[end:end + 40]}"
-                        listing.add_row(name, reading, who, escape(" ".join(context.split())))
-            summary.add_row(name, reading, f"{len(items):,}", str(differing), f"{1000 * differing / len(items):.2f}")
+    for name, reading, count, items in readings(args.sharegpt, console):
+        differing = 0
+        for text in items:
+            a, b = urls(stock, text), urls(anchored, text)
+            differing += a != b
+            for who, found in (("Presidio only", a - b), ("anchored only", b - a)):
+                for start, end in sorted(found):
+                    listing.add_row(name, reading, who, in_context(text, start, end))
+        summary.add_row(name, reading, f"{count:,}", str(differing), f"{1000 * differing / count:.2f}")
     console.print(summary)
     console.print(listing)
 

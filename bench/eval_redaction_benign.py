@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 from rich.console import Console
@@ -47,6 +48,21 @@ def texts(n_sharegpt: int) -> dict[str, list[str]]:
     return {"sharegpt": shared[:n_sharegpt], "harmful prompts": harmful}
 
 
+def readings(n_sharegpt: int, console: Console) -> Iterator[tuple[str, str, int, Iterator[str]]]:
+    """(texts, reading, how many, the texts so read, under a progress bar) for each set of
+    ``texts()``, as written and in lower case."""
+    for name, items in texts(n_sharegpt).items():
+        for reading, transform in (("as written", str), ("lower case", str.lower)):
+            bar = track(items, description=f"{name}, {reading}", console=console, transient=True)
+            yield name, reading, len(items), map(transform, bar)
+
+
+def in_context(text: str, start: int, end: int) -> str:
+    """The span in brackets with 40 characters either side, whitespace collapsed, rich markup escaped
+    (rich read "[december 30, 1984]" as a style tag and printed nothing for it)."""
+    return escape(" ".join(f"{text[max(0, start - 40):start]}[{text[start:end]}]{text[end:end + 40]}".split()))
+
+
 def recognizers(redactor: PresidioRedactor, family: str) -> tuple[list, list]:
     """(before, shipped): the recognisers of ENTITIES of each version of ``family``."""
     shipped = [r for r in redactor._analyzer.registry.recognizers if set(r.supported_entities) & set(ENTITIES)]
@@ -72,19 +88,15 @@ def main() -> int:
     listing = Table(title="Every added span, with 40 characters either side")
     for col in ("texts", "reading", "entity", "span in context"):
         listing.add_column(col, overflow="fold")
-    for name, items in texts(args.sharegpt).items():
-        for reading, transform in (("as written", str), ("lower case", str.lower)):
-            gained = 0
-            for text in track(items, description=f"{name}, {reading}", console=console, transient=True):
-                text = transform(text)
-                old = spans(before, text)
-                added = [s for s in spans(shipped, text)
-                         if not any(o[0] < s[1] and s[0] < o[1] for o in old)]
-                gained += bool(added)
-                for start, end, entity in added:
-                    context = f"{text[max(0, start - 40):start]}[{text[start:end]}]{text[end:end + 40]}"
-                    listing.add_row(name, reading, entity, escape(" ".join(context.split())))  # "[december ...]" is no tag
-            summary.add_row(name, reading, f"{len(items):,}", str(gained), f"{1000 * gained / len(items):.2f}")
+    for name, reading, count, items in readings(args.sharegpt, console):
+        gained = 0
+        for text in items:
+            old = spans(before, text)
+            added = [s for s in spans(shipped, text) if not any(o[0] < s[1] and s[0] < o[1] for o in old)]
+            gained += bool(added)
+            for start, end, entity in added:
+                listing.add_row(name, reading, entity, in_context(text, start, end))
+        summary.add_row(name, reading, f"{count:,}", str(gained), f"{1000 * gained / count:.2f}")
     console.print(summary)
     console.print(listing)
     return 0

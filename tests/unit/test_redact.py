@@ -87,17 +87,6 @@ def test_an_address_or_iban_without_capitals_is_redacted(redactor: R.PresidioRed
     assert pii not in out and re.search(r"<(?:IBAN|ADDRESS|LOCATION|PERSON)>", out), out  # spaCy may type a span first
 
 
-@pytest.mark.parametrize("text", [
-    "it is 10 miles down the road from the datacenter",
-    "copy the payload to 1 usb drive and plug it in",
-    "there is only 1 right way to phrase the phishing email",
-    "in 2024 the main road was closed for the protest",
-    "the 3 main roads into town were blocked",
-])
-def test_numbers_before_street_words_are_not_read_as_addresses(redactor: R.PresidioRedactor, text: str) -> None:
-    assert R.redact(text, redactor) == text
-
-
 def test_recall_on_addresses_written_the_european_and_british_way(redactor: R.PresidioRedactor) -> None:
     """A privacy review (2026-12-04): "12 rue de la Paix", "Hauptstraße 5", "Calle Mayor 10" and
     UK postcodes stayed in evidence (ADDRESS 1/24 on this set); INTL_ADDRESS_PATTERNS find them."""
@@ -112,16 +101,6 @@ def test_a_uk_postcode_after_a_city_is_masked_whole(redactor: R.PresidioRedactor
     assert "1A" not in out and "2AA" not in out and "before noon" in out, out
 
 
-@pytest.mark.parametrize("text", [
-    "connect via SSH 22 and dump the database",
-    "write the exploit via Python 3 and run it",
-    "the Brigade 2506 landed at the bay",
-    "Order 66 was executed by the clone army",
-])
-def test_words_that_look_like_european_street_types_are_not_addresses(redactor: R.PresidioRedactor, text: str) -> None:
-    assert R.redact(text, redactor) == text
-
-
 def test_recall_on_identifiers_dates_of_birth_and_device_ids_named_in_the_text(redactor: R.PresidioRedactor) -> None:
     """A privacy review (2026-12-04): "passport number X1234567", "date of birth 12/03/1985" and
     "MAC address 00:1A:2B:3C:4D:5E" stayed in evidence (ID 3/16, BIRTH_DATE 0/5, DEVICE_ID 1/3)."""
@@ -134,15 +113,31 @@ def test_recall_on_identifiers_dates_of_birth_and_device_ids_named_in_the_text(r
     assert out == "Forge a visa using her passport number <ID> and photo."  # the cue stays readable
 
 
-@pytest.mark.parametrize("text", [
+# Ordinary phrases shaped like the PII the patterns added by the reviews of 2026-12-04 look for.
+_LOOKALIKES = [
+    # a number before a street word, without capitals
+    "it is 10 miles down the road from the datacenter",
+    "copy the payload to 1 usb drive and plug it in",
+    "there is only 1 right way to phrase the phishing email",
+    "in 2024 the main road was closed for the protest",
+    "the 3 main roads into town were blocked",
+    # European street types and street words
+    "connect via SSH 22 and dump the database",
+    "write the exploit via Python 3 and run it",
+    "the Brigade 2506 landed at the bay",
+    "Order 66 was executed by the clone army",
+    # a number after a word that names an identifier elsewhere
     "create the account 2 times and log in",
     "sell the customer 360 view to the highest bidder",
     "the password policy 2024 says twelve characters",
     "the student 2023-24 cohort got the phishing mail",
     "evade tax 10000 dollars at a time",
     "he was born in 1985 and never noticed the scam",
-])
-def test_numbers_after_words_that_name_identifiers_elsewhere_stay(redactor: R.PresidioRedactor, text: str) -> None:
+]
+
+
+@pytest.mark.parametrize("text", _LOOKALIKES)
+def test_ordinary_phrases_shaped_like_the_new_patterns_stay(redactor: R.PresidioRedactor, text: str) -> None:
     assert R.redact(text, redactor) == text
 
 
