@@ -1,6 +1,7 @@
 """Recall of the PII redactor per entity type on the labelled sets in tests/fixtures/.
 
     .venv/bin/python bench/eval_redaction.py [--cases FILE ...] [--rounds 3] [--lower] [--compare folding|case|intl|cued|url]
+    .venv/bin/python bench/eval_redaction.py [--cases FILE ...] [--rounds 3] [--lower] --against REV
 
 For each set (default: pii_cases.jsonl and pii_cases_accented.jsonl), prints one row per entity
 type (caught / total, recall, what was missed) and the share of non-PII characters redacted as
@@ -29,6 +30,9 @@ accent-folded reading:
 * ``uncued``: without the IDENTIFIER, BIRTH_DATE and DEVICE_ID patterns (the redactor until 2026-12-04);
 * ``cued``: with them (shipped).
 
+``--against REV`` sets the recognisers of ``pipeline/redact.py`` at git revision REV beside this
+checkout's: every change since REV at once.
+
 ``--compare url``, Presidio's URL recogniser:
 
 * ``presidio-url``: as Presidio ships it (the redactor until 2026-12-04);
@@ -44,15 +48,18 @@ from __future__ import annotations
 
 import argparse
 import statistics
+import subprocess
 import sys
 import time
+import types
 from contextlib import contextmanager
 from pathlib import Path
 
 from rich.console import Console
 from rich.table import Table
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
 
 from pipeline import redact  # noqa: E402
 from pipeline.redact import PresidioRedactor  # noqa: E402
@@ -108,6 +115,16 @@ def ner_differs(redactor: PresidioRedactor, texts: list[str]) -> int:
     return differ
 
 
+def redactor_at(rev: str) -> PresidioRedactor:
+    """The analyzer that pipeline/redact.py at git revision ``rev`` builds (its recognisers; the
+    readings around them, spaced letters and folded accents, are this checkout's)."""
+    source = subprocess.run(["git", "show", f"{rev}:pipeline/redact.py"], cwd=ROOT, check=True,
+                            capture_output=True, text=True).stdout
+    module = sys.modules[f"redact_at_{rev}"] = types.ModuleType(f"redact_at_{rev}")  # dataclasses look it up
+    exec(compile(source, f"{rev}:pipeline/redact.py", "exec"), module.__dict__)  # noqa: S102 - our own file at rev
+    return module.PresidioRedactor.create()
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--cases", type=Path, nargs="+", default=[CASES, ACCENTED], help="JSONL sets to score")
@@ -115,13 +132,20 @@ def main() -> int:
     ap.add_argument("--lower", action="store_true", help="score the sentences and their PII written in lower case")
     ap.add_argument("--compare", choices=sorted(FAMILIES), default="folding",
                     help="which versions to set side by side (the module docstring says what each is)")
+    ap.add_argument("--against", metavar="REV",
+                    help="instead of --compare: the recognisers of pipeline/redact.py at git revision REV against this checkout's")
     args = ap.parse_args()
-    variants = FAMILIES[args.compare]
-    shipped, baseline = variants[-1], variants[0]
     console = Console()
     t0 = time.perf_counter()
     redactor = PresidioRedactor.create()
     console.print(f"analyzer built in {time.perf_counter() - t0:.1f} s")
+    if args.against:
+        variants, family = (args.against, "checkout"), "against"
+        redactors = {args.against: redactor_at(args.against), "checkout": redactor}
+    else:
+        variants, family = FAMILIES[args.compare], args.compare
+        redactors = dict.fromkeys(variants, redactor)
+    shipped, baseline = variants[-1], variants[0]
     worst = 1.0
     for path in args.cases:
         cases = load_cases(path)
@@ -131,12 +155,12 @@ def main() -> int:
         results, times = {}, {v: [] for v in variants}
         for _ in range(args.rounds):
             for variant in variants:
-                with version(redactor, args.compare, variant):
+                with version(redactor, family, variant):
                     t0 = time.perf_counter()
-                    results[variant] = evaluate(cases, redactor)
+                    results[variant] = evaluate(cases, redactors[variant])
                     times[variant].append((time.perf_counter() - t0) / len(cases) * 1000)
         table = Table(title=f"PII recall on {path.name} ({len(cases)} sentences)")
-        for col in ("type", args.compare, "caught / total", "recall", "missed"):
+        for col in ("type", family, "caught / total", "recall", "missed"):
             table.add_column(col)
         for name in results[shipped].by_type:
             for variant in variants:
