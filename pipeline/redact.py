@@ -211,6 +211,25 @@ INTL_ADDRESS_PATTERNS: tuple[tuple[str, str], ...] = (
     # A flat or unit before a street address ("Flat 3, 22 Acacia Road").
     ("flat or unit first", r"\b(?:Flat|Apartment|Apt\.?|Unit|Suite)\s+\w{1,5},?\s+(?=\d{1,6}[A-Za-z]?\s+\p{Lu})"),
 )
+# The same forms written in lower case, where the street word is rare in English ("hauptstraße 5",
+# "12 rue de la paix", "calle mayor 10"; not via, plaza, place or cours): caseless, and no name or
+# city word is an English stop word ({name}, filled in when the analyzer is built). Rule and
+# numbers: docs/benchmarks.md, "European addresses written in lower case".
+# One city word only: a second was as likely the next word of the sentence ("paris tonight").
+_CITY_ANY_CASE = r"(?:,?\s+(?:[a-z]{1,2}-)?\d{4,5}(?:-\d{3})?(?:\s+[a-z]{2}(?=\s))?\s+{name}|,\s*{name})?"
+INTL_CASELESS_PATTERNS: tuple[tuple[str, str], ...] = (
+    ("name with street word, number, any case",
+     r"(?:(?<![\w-])[^\W\d_]{2}[\w-]*(?:straße|strasse|str\.|gasse|allee|weg|platz|damm|ufer|straat|laan|gracht|plein"
+     r"|kade|singel|gatan|vägen|(?<!bri|rene)gade|vej|veien)|(?<![\w-]){name}\s+(?:straße|strasse|gasse|allee|platz))"
+     r"\s+\d{1,4}[a-z]?\b" + _CITY_ANY_CASE),
+    ("number, French street type, name, any case",
+     r"\b\d{1,4}(?:\s?(?:bis|ter))?,?\s+(?:rue|avenue|av\.|boulevard|bd|chemin|allée|allee|impasse|quai)\s+"
+     rf"{_FRENCH_LINK}*+{{name}}(?:\s+{_FRENCH_LINK}*+{{name}}){{0,3}}" + _CITY_ANY_CASE),
+    ("street type, name, number, any case",
+     r"\b(?:calle|avenida|avda\.|paseo|carrer|viale|piazza|rua|travessa|praça|praca)\s+"
+     rf"{_ROMANCE_LINK}*+{{name}}(?:\s+{_ROMANCE_LINK}*+{{name}}){{0,2}},?\s+(?:n[º°o]\.?\s*)?\d{{1,4}}[a-z]?\b"
+     + _CITY_ANY_CASE),
+)
 
 
 @dataclass(frozen=True, order=True)
@@ -340,6 +359,11 @@ class PresidioRedactor:
             supported_entity="STREET_ADDRESS", name="mm_street_address_caseless", supported_language="en",
             patterns=[Pattern("street address, any case", CASELESS_ADDRESS.replace("{word}", _non_stop_word()), 0.6)],
         ))
+        name_word = _non_stop_word(first=r"[^\W\d_]", rest=r"[\w'’-]*+")
+        registry.add_recognizer(PatternRecognizer(
+            supported_entity="STREET_ADDRESS", name="mm_street_address_intl_caseless", supported_language="en",
+            patterns=[Pattern(label, rx.replace("{name}", name_word), 0.9) for label, rx in INTL_CASELESS_PATTERNS],
+        ))
         registry.add_recognizer(PatternRecognizer(
             supported_entity="STREET_ADDRESS", name="mm_street_address_intl", supported_language="en",
             patterns=[Pattern(name, rx, 0.9) for name, rx in INTL_ADDRESS_PATTERNS],  # over spaCy's 0.85: typed <ADDRESS>
@@ -420,12 +444,13 @@ def _caseless_iban(base: type) -> type:
     return CaselessIbanRecognizer
 
 
-def _non_stop_word() -> str:
-    """A regex for one word of two or more letters that is not in spaCy's English stop words."""
+def _non_stop_word(first: str = "[a-z]", rest: str = "[a-z'.-]+") -> str:
+    """A regex for one word (``first`` then ``rest``; by default two or more ASCII letters) that is
+    not in spaCy's English stop words."""
     from spacy.lang.en.stop_words import STOP_WORDS
 
     stop = sorted((w for w in STOP_WORDS if w.isalpha()), key=len, reverse=True)
-    return rf"(?!(?:{'|'.join(stop)})\b)[a-z][a-z'.-]+"
+    return rf"(?!(?:{'|'.join(stop)})\b){first}{rest}"
 
 
 def _regex_flags(case_sensitive: bool) -> int:

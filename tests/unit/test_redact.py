@@ -101,6 +101,17 @@ def test_a_uk_postcode_after_a_city_is_masked_whole(redactor: R.PresidioRedactor
     assert "1A" not in out and "2AA" not in out and "before noon" in out, out
 
 
+def test_european_addresses_written_in_lower_case(redactor: R.PresidioRedactor) -> None:
+    """A privacy review (2026-12-05): written in lower case, the international set was caught
+    0/24. The caseless forms (INTL_CASELESS_PATTERNS) reach 17; the seven left need a UK
+    postcode, a PO box's city or "via", which the rule leaves to capitals."""
+    cases = [{"text": c["text"].lower(), "pii": [{**p, "value": p["value"].lower()} for p in c["pii"]]}
+             for c in load_cases(INTERNATIONAL_CASES)]
+    assert evaluate(cases, redactor).by_type["ADDRESS"].caught >= 17
+    # One city word only: the next word of the sentence stays.
+    assert R.redact("send the threat to 12 rue de la paix, 75002 paris tonight", redactor).endswith("> tonight")
+
+
 def test_recall_on_identifiers_dates_of_birth_and_device_ids_named_in_the_text(redactor: R.PresidioRedactor) -> None:
     """A privacy review (2026-12-04): "passport number X1234567", "date of birth 12/03/1985" and
     "MAC address 00:1A:2B:3C:4D:5E" stayed in evidence (ID 3/16, BIRTH_DATE 0/5, DEVICE_ID 1/3)."""
@@ -126,6 +137,8 @@ _LOOKALIKES = [
     "write the exploit via Python 3 and run it",
     "the Brigade 2506 landed at the bay",
     "Order 66 was executed by the clone army",
+    "you will rue the 2 days you spent on it",
+    "the brigade 2506 landed at the bay",
     # a number after a word that names an identifier elsewhere
     "create the account 2 times and log in",
     "sell the customer 360 view to the highest bidder",
