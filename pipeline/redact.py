@@ -189,20 +189,39 @@ _CAP = r"\p{Lu}[\w'’-]*+"
 _CITY = rf"(?:,?\s+(?:[A-Z]{{1,2}}-)?\d{{4,5}}(?:-\d{{3}})?(?:\s+[A-Z]{{2}})?\s+{_CAP}(?:\s+{_CAP})?|,\s*{_CAP}(?:\s+{_CAP})?)?"
 _ROMANCE_LINK = r"(?:(?i:de la|de las|de los|de|del|dels|la|las|los|les|di|della|delle|dei|degli|da|do|dos|das)\s+|(?i:d['’]))"
 _FRENCH_LINK = r"(?:(?i:de la|de|du|des|la|le|les)\s+|(?i:l['’]|d['’]))"
+# The street words of these forms, each with whether the lower-case patterns below take it too:
+# not those that also end ordinary English phrases ("via", "plaza", "place", "cours").
+_ROMANCE_TYPES = (("calle", True), ("avenida", True), (r"avda\.", True), ("paseo", True), ("plaza", False),
+                  ("carrer", True), ("via", False), ("viale", True), ("piazza", True), ("corso", False),
+                  ("largo", False), ("rua", True), ("travessa", True), ("praça", True), ("praca", True))
+_FRENCH_TYPES = (("rue", True), ("avenue", True), (r"av\.", True), ("boulevard", True), ("bd", True), ("chemin", True),
+                 ("allée", True), ("allee", True), ("impasse", True), ("quai", True), ("cours", False), ("place", False))
+# Glued to the name ("Hauptstraße", "Kerkstraat") in either case; and as a word of its own
+# ("Mariahilfer Straße").
+_STREET_WORDS = (r"straße|strasse|str\.|gasse|allee|weg|platz|damm|ufer|straat|laan|gracht|plein|kade|singel|gatan|"
+                 r"vägen|(?<!bri|rene)gade|vej|veien")
+_STREET_WORDS_ALONE = (("straße", True), ("strasse", True), (r"str\.", False), ("gasse", True), ("allee", True),
+                       ("weg", False), ("platz", True), ("damm", False), ("ufer", False))
+
+
+def _words(table: tuple[tuple[str, bool], ...], *, capitalised: bool = False, lower_case_only: bool = False) -> str:
+    """An alternation of the words of ``table`` (capitalised, or only those the lower-case patterns take)."""
+    return "|".join(w[0].upper() + w[1:] if capitalised else w for w, lower in table if lower or not lower_case_only)
+
+
 INTL_ADDRESS_PATTERNS: tuple[tuple[str, str], ...] = (
     # Spanish, Catalan, Italian, Portuguese: the street type (capitalised), the name, the number.
     ("street type, name, number",
-     rf"\b(?:Calle|Avenida|Avda\.|Paseo|Plaza|Carrer|Via|Viale|Piazza|Corso|Largo|Rua|Travessa|Praça|Praca)\s+"
+     rf"\b(?:{_words(_ROMANCE_TYPES, capitalised=True)})\s+"
      rf"{_ROMANCE_LINK}*+{_CAP}(?:\s+{_ROMANCE_LINK}*+{_CAP}){{0,2}},?\s+(?:(?i:n[º°o]\.?)\s*)?\d{{1,4}}[a-zA-Z]?\b{_CITY}"),
     # French: the number, the street type, the name ("12 rue de la Paix", "8 boulevard Saint-Michel").
     ("number, French street type, name",
-     rf"\b\d{{1,4}}(?:\s?(?i:bis|ter))?,?\s+(?i:rue|avenue|av\.|boulevard|bd|chemin|allée|allee|impasse|quai|cours|place)"
+     rf"\b\d{{1,4}}(?:\s?(?i:bis|ter))?,?\s+(?i:{_words(_FRENCH_TYPES)})"
      rf"\s+{_FRENCH_LINK}*+{_CAP}(?:\s+{_FRENCH_LINK}*+{_CAP}){{0,3}}{_CITY}"),
     # German, Dutch, Scandinavian: a name ending in (or followed by) the street word, then the number
     # (not "Brigade 2506" or "Renegade 2").
     ("name with street word, number",
-     r"(?<![\w-])\p{Lu}[\w-]*(?:(?i:straße|strasse|str\.|gasse|allee|weg|platz|damm|ufer|straat|laan|gracht|plein|kade|"
-     r"singel|gatan|vägen|(?<!bri|rene)gade|vej|veien)|\s+(?:Straße|Strasse|Str\.|Gasse|Allee|Weg|Platz|Damm|Ufer))"
+     rf"(?<![\w-])\p{{Lu}}[\w-]*(?:(?i:{_STREET_WORDS})|\s+(?:{_words(_STREET_WORDS_ALONE, capitalised=True)}))"
      rf"\s+\d{{1,4}}[a-zA-Z]?\b{_CITY}"),
     # UK postcodes, in capitals ("SW1A 2AA", "M1 1AE"; the US pattern's state took "SW" of "SW1A").
     ("UK postcode", r"\b(?:[A-Z]{1,2}\d[A-Z\d]?|GIR) ?\d[A-Z]{2}\b"),
@@ -219,14 +238,14 @@ INTL_ADDRESS_PATTERNS: tuple[tuple[str, str], ...] = (
 _CITY_ANY_CASE = r"(?:,?\s+(?:[a-z]{1,2}-)?\d{4,5}(?:-\d{3})?(?:\s+[a-z]{2}(?=\s))?\s+{name}|,\s*{name})?"
 INTL_CASELESS_PATTERNS: tuple[tuple[str, str], ...] = (
     ("name with street word, number, any case",
-     r"(?:(?<![\w-])[^\W\d_]{2}[\w-]*(?:straße|strasse|str\.|gasse|allee|weg|platz|damm|ufer|straat|laan|gracht|plein"
-     r"|kade|singel|gatan|vägen|(?<!bri|rene)gade|vej|veien)|(?<![\w-]){name}\s+(?:straße|strasse|gasse|allee|platz))"
+     rf"(?:(?<![\w-])[^\W\d_]{{2}}[\w-]*(?:{_STREET_WORDS})"
+     rf"|(?<![\w-]){{name}}\s+(?:{_words(_STREET_WORDS_ALONE, lower_case_only=True)}))"
      r"\s+\d{1,4}[a-z]?\b" + _CITY_ANY_CASE),
     ("number, French street type, name, any case",
-     r"\b\d{1,4}(?:\s?(?:bis|ter))?,?\s+(?:rue|avenue|av\.|boulevard|bd|chemin|allée|allee|impasse|quai)\s+"
+     rf"\b\d{{1,4}}(?:\s?(?:bis|ter))?,?\s+(?:{_words(_FRENCH_TYPES, lower_case_only=True)})\s+"
      rf"{_FRENCH_LINK}*+{{name}}(?:\s+{_FRENCH_LINK}*+{{name}}){{0,3}}" + _CITY_ANY_CASE),
     ("street type, name, number, any case",
-     r"\b(?:calle|avenida|avda\.|paseo|carrer|viale|piazza|rua|travessa|praça|praca)\s+"
+     rf"\b(?:{_words(_ROMANCE_TYPES, lower_case_only=True)})\s+"
      rf"{_ROMANCE_LINK}*+{{name}}(?:\s+{_ROMANCE_LINK}*+{{name}}){{0,2}},?\s+(?:n[º°o]\.?\s*)?\d{{1,4}}[a-z]?\b"
      + _CITY_ANY_CASE),
 )
