@@ -18,11 +18,11 @@ import yaml
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from pipeline.schemas import Category, Severity
-from pipeline.units import DAY_S
+from pipeline.units import DAY_S, HOUR_S
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)?\s*$")
 MAX_DURATION_S = 3650 * DAY_S
-_UNIT_S = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0, None: 1.0}
+_UNIT_S = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": HOUR_S, "d": DAY_S, "w": 7 * DAY_S, None: 1.0}
 _LABEL_NAME = r"^[a-zA-Z_][a-zA-Z0-9_]*$"
 # Labels the engine sets itself: they are an alert's identity. A rule label overriding one
 # (``user: all``) folded every user into one alert, or made two rules share a fingerprint.
