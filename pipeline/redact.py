@@ -93,6 +93,13 @@ _WHITESPACE = re.compile(r"\s")
 # After an ``@``: not a version pin of one to three numbers (``react@18``, ``lodash@4.17.21``,
 # ``pkg@1.2.0-rc.1``); a fourth number (an IPv4 host) or a letter makes it a host again.
 _NOT_A_VERSION = r"(?!\d+(?:\.\d+){0,2}(?!\.?\w))"
+# Where an e-mail's local part may start: where a run of its characters starts, or where the
+# previous match ended (``\G``, the ``regex`` module's: "a@b.c+d@e.f" is two addresses). Without
+# it the pattern was tried from every character of a run and backtracked to its end each time:
+# 19 s on 12,000 characters of "ab12" (rule and numbers: docs/benchmarks.md, "Our e-mail
+# patterns on long runs"). A match starting inside a run matches from there too, so the spans
+# are the same.
+_LOCAL_START = r"(?:\G|(?<![\w.+-]))"
 
 # Our own recognisers: (entity, name, regex, score). Presidio evaluates them with the `regex`
 # module (IGNORECASE unless the entity is in _CASE_SENSITIVE), so variable-length lookbehind works.
@@ -144,11 +151,11 @@ CUSTOM_PATTERNS: tuple[tuple[str, str, str, float], ...] = (
     # ``react@18``, ``python@3.11``: one to three numbers), which evidence of a request for code
     # often holds. ``alice@10.0.0.5`` (four numbers: a user at an IPv4 host) and ``x@163.com``
     # stay addresses.
-    ("EMAIL_ADDRESS", "e-mail address", rf"[\w.+-]+@{_NOT_A_VERSION}[\w-]+(?:\.[\w-]+)+", 0.9),
+    ("EMAIL_ADDRESS", "e-mail address", rf"{_LOCAL_START}[\w.+-]+@{_NOT_A_VERSION}[\w-]+(?:\.[\w-]+)+", 0.9),
     # The at sign escaped or spelled (%40, &#64;, \u0040, (at), [at]) and a user@host with no
     # domain: until a privacy review (2026-12-04) the local part, often a name, stayed in evidence.
     ("EMAIL_ADDRESS", "e-mail address, @ written otherwise",
-     r"[\w.+-]+(?:%40|&#0*64;|&#x0*40;|\\u0040|\\x40|\s?[(\[{]\s?at\s?[)\]}]\s?)[\w-]+"
+     _LOCAL_START + r"[\w.+-]+(?:%40|&#0*64;|&#x0*40;|\\u0040|\\x40|\s?[(\[{]\s?at\s?[)\]}]\s?)[\w-]+"
      r"(?:(?:\.|\s?[(\[{]\s?dot\s?[)\]}]\s?)[\w-]+)+", 0.9),
     ("EMAIL_ADDRESS", "user@host", rf"(?<![\w.+-])[\w.+-]*\w@{_NOT_A_VERSION}[\w-]+\b", 0.6),
     # Presidio's URL recogniser only takes known TLDs; any scheme or www. link is masked here too

@@ -7,6 +7,9 @@ import subprocess
 import sys
 
 import pytest
+import regex
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from pipeline import redact as R
 from pipeline.redact_eval import CASES, evaluate, load_cases
@@ -183,6 +186,43 @@ def test_an_address_pattern_never_backtracks_for_minutes(redactor: R.PresidioRed
     Evidence is hostile text: each such excerpt would have held a record for Presidio's 60 s regex
     timeout. Finishing at all is the check; the patterns are possessive now (milliseconds)."""
     assert R.redact(text, redactor)
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("unit", ["ab12", "www.", "sk-", "Karl-Marx"])
+def test_an_email_pattern_is_tried_only_where_a_local_part_can_start(redactor: R.PresidioRedactor, unit: str) -> None:
+    """A hostile review (2026-12-05): two of our e-mail patterns had no left boundary, so on a
+    long run they were tried from every character and backtracked to its end each time, quadratic
+    in the length (19 s on 12,000 characters of "ab12" before an "@"). On the patterns before,
+    40,000 characters of each unit here ran past the timeout. Finishing at all is the check; with ``_LOCAL_START`` it takes milliseconds."""
+    ours = next(r for r in redactor._analyzer.registry.recognizers if r.name == "mm_email_address")
+    text = unit * (40_000 // len(unit)) + "@"
+    assert ours.analyze(text, ["EMAIL_ADDRESS"], None) == []
+
+
+_EMAIL_PATTERNS = [rx for entity, _, rx, _ in R.CUSTOM_PATTERNS if entity == "EMAIL_ADDRESS" and R._LOCAL_START in rx]
+# Texts of glued address-like pieces: a local part, an at sign as written or escaped, a domain,
+# then a separator that may itself be a local-part character ("a@b.c+d@e.f" is two addresses).
+_EMAIL_TEXTS = st.lists(st.tuples(
+    st.text("ab1.+-_é", max_size=4),
+    st.sampled_from(["@", "%40", "&#64;", "\\u0040", "(at)", " [at] ", ""]),
+    st.text("ab1-.", max_size=5),
+    st.sampled_from(["", ".com", "(dot)com", "10", "1.2"]),
+    st.sampled_from(["", " ", "+", ".", "-", "!"]),
+).map("".join), max_size=5).map("".join)
+
+
+@settings(max_examples=400, deadline=None)
+@given(_EMAIL_TEXTS)
+def test_the_anchored_email_patterns_find_what_the_unanchored_ones_found(text: str) -> None:
+    """``_LOCAL_START`` only skips starts from which no match can begin first: on any text, each
+    anchored pattern finds exactly the spans of the pattern without it (the rule's criterion 1;
+    Presidio's flags for our patterns)."""
+    assert len(_EMAIL_PATTERNS) == 2
+    flags = regex.DOTALL | regex.MULTILINE | regex.IGNORECASE
+    for rx in _EMAIL_PATTERNS:
+        before = [m.span() for m in regex.finditer(rx.replace(R._LOCAL_START, "", 1), text, flags=flags)]
+        assert [m.span() for m in regex.finditer(rx, text, flags=flags)] == before
 
 
 def test_folding_keeps_positions_and_ascii_text() -> None:
