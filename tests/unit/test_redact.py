@@ -19,6 +19,7 @@ from pipeline.schemas import EVIDENCE_MAX_CHARS
 ACCENTED_CASES = CASES.with_name("pii_cases_accented.jsonl")
 INTERNATIONAL_CASES = CASES.with_name("pii_cases_international.jsonl")
 CUED_CASES = CASES.with_name("pii_cases_cued.jsonl")
+PHONE_CASES = CASES.with_name("pii_cases_phones.jsonl")
 
 
 @pytest.fixture(scope="module")
@@ -127,7 +128,17 @@ def test_recall_on_identifiers_dates_of_birth_and_device_ids_named_in_the_text(r
     assert out == "Forge a visa using her passport number <ID> and photo."  # the cue stays readable
 
 
-# Ordinary phrases shaped like the PII the patterns added by the reviews of 2026-12-04 look for.
+def test_phone_numbers_named_in_the_text_are_redacted_in_any_national_shape(redactor: R.PresidioRedactor) -> None:
+    """A privacy review (2026-12-05): European numbers of 8-9 digits written the national way stayed
+    in evidence even when the text named them ("su teléfono es 91 123 45 67", "WhatsApp him on 912
+    345 678", "ring the phone 20 12 34 56"): PHONE 10/14 on the set."""
+    result = evaluate(load_cases(PHONE_CASES), redactor)
+    assert result.by_type["PHONE"].missed == []
+    out = R.redact("Ring the phone 20 12 34 56 pretending to be the police.", redactor)
+    assert out == "Ring the phone <PHONE> pretending to be the police."  # the phone word stays readable
+
+
+# Ordinary phrases shaped like the PII the patterns added by the reviews of 2026-12-04 and 2026-12-05 look for.
 _LOOKALIKES = [
     # a number before a street word, without capitals
     "it is 10 miles down the road from the datacenter",
@@ -149,6 +160,13 @@ _LOOKALIKES = [
     "the student 2023-24 cohort got the phishing mail",
     "evade tax 10000 dollars at a time",
     "he was born in 1985 and never noticed the scam",
+    # a number after a word that names a phone, too short, too long or not after it
+    "call me at 5 pm and we plan the phishing kit together",
+    "phone number 3 on the list answered, move to the next one",
+    "the phone costs 899 euros, find a carding shop that ships it",
+    "the mobile app version 4.12.3 leaks tokens, write the exploit",
+    "text me at 10.30 or 11.45 tomorrow",
+    "the hotel 12345678 booking code",
 ]
 
 
@@ -193,7 +211,7 @@ def test_an_address_pattern_never_backtracks_for_minutes(redactor: R.PresidioRed
 def test_an_email_pattern_is_tried_only_where_a_local_part_can_start(redactor: R.PresidioRedactor, unit: str) -> None:
     """A hostile review (2026-12-05): two of our e-mail patterns had no left boundary, so on a
     long run they were tried from every character and backtracked to its end each time, quadratic
-    in the length (19 s on 12,000 characters of "ab12" before an "@"). On the patterns before,
+    in the length (9-19 s on 12,000 characters of "ab12" before an "@"). On the patterns before,
     40,000 characters of each unit here ran past the timeout. Finishing at all is the check; with ``_LOCAL_START`` it takes milliseconds."""
     ours = next(r for r in redactor._analyzer.registry.recognizers if r.name == "mm_email_address")
     text = unit * (40_000 // len(unit)) + "@"
