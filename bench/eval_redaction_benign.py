@@ -16,10 +16,11 @@ add, with its context, for a person to judge. Only those recognisers run (regexe
 on whole texts rather than evidence regions: more text than evidence ever shows, so the count is
 an upper bound of what evidence gains.
 
-``--against REV`` is for a change meant to find the same spans (criterion 1 of "Our e-mail
-patterns on long runs"): every pattern recogniser (all but spaCy's, the same model in both) of
-``pipeline/redact.py`` at git revision REV against this checkout's, and every span either finds
-that the other does not.
+``--against REV`` sets every pattern recogniser (all but spaCy's, the same model in both) of
+``pipeline/redact.py`` at git revision REV beside this checkout's and lists every span either
+finds that the other does not: for a change meant to find the same spans (criterion 1 of "Our
+e-mail patterns on long runs") or to add or drop only some (criterion 3 of "Phone numbers named
+in the text" and of "Hex bytes joined by colons are not MAC addresses").
 """
 
 from __future__ import annotations

@@ -159,7 +159,13 @@ CUSTOM_PATTERNS: tuple[tuple[str, str, str, float], ...] = (
      r"|(?:jan|feb|mar|apr|may|jun|jul|aug|sep|oct|nov|dec)[a-z]*\.?\s+\d{1,2}(?:st|nd|rd|th)?,?\s+\d{4}"
      r"|\d{1,2}(?:st|nd|rd|th)?\s+(?:of\s+)?(?:jan|feb|mar|apr|may|jun|jul|aug|sep|oct|nov|dec)[a-z]*\.?,?\s+\d{4})\b", 0.9),
     ("DEVICE_ID", "IMEI after its name", r"(?<=\bimei(?:\s+(?:number|no\.?))?(?:\s+(?:is|=|:)|\s*[:=\#])?\s*)\d{15}\b", 0.9),
-    ("DEVICE_ID", "MAC address", r"\b[0-9a-f]{2}([:-])[0-9a-f]{2}(?:\1[0-9a-f]{2}){4}\b", 0.9),
+    # A MAC-48 or EUI-64: a whole run of six or eight two-digit hex groups. Inside a longer run (a
+    # key fingerprint, a certificate thumbprint, a byte dump) it cut the run into pieces until a
+    # review (2026-12-05; docs/benchmarks.md, "Hex bytes joined by colons are not MAC addresses").
+    # A group is whole when a word boundary starts it, so "MAC:00:1A:..." is still one.
+    ("DEVICE_ID", "MAC address",
+     r"(?<!\b[0-9a-f]{2}[:-])\b[0-9a-f]{2}([:-])[0-9a-f]{2}(?:\1[0-9a-f]{2}){4}(?:(?:\1[0-9a-f]{2}){2})?+\b"
+     r"(?!\1[0-9a-f]{2}\b)", 0.9),
     # Any address shape, known TLD or not; not a package pinned to a version (``lodash@4.17.21``,
     # ``react@18``, ``python@3.11``: one to three numbers), which evidence of a request for code
     # often holds. ``alice@10.0.0.5`` (four numbers: a user at an IPv4 host) and ``x@163.com``

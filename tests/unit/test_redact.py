@@ -20,6 +20,7 @@ ACCENTED_CASES = CASES.with_name("pii_cases_accented.jsonl")
 INTERNATIONAL_CASES = CASES.with_name("pii_cases_international.jsonl")
 CUED_CASES = CASES.with_name("pii_cases_cued.jsonl")
 PHONE_CASES = CASES.with_name("pii_cases_phones.jsonl")
+HEX_CASES = CASES.with_name("pii_cases_hex.jsonl")
 
 
 @pytest.fixture(scope="module")
@@ -136,6 +137,22 @@ def test_phone_numbers_named_in_the_text_are_redacted_in_any_national_shape(reda
     assert result.by_type["PHONE"].missed == []
     out = R.redact("Ring the phone 20 12 34 56 pretending to be the police.", redactor)
     assert out == "Ring the phone <PHONE> pretending to be the police."  # the phone word stays readable
+
+
+def test_mac_addresses_and_eui64_are_redacted_whole(redactor: R.PresidioRedactor) -> None:
+    result = evaluate(load_cases(HEX_CASES), redactor)
+    assert result.by_type["DEVICE_ID"].missed == []
+    assert R.redact("Clone the laptop's MAC:a4:5e:60:d1:22:9f now.", redactor) == "Clone the laptop's MAC:<DEVICE_ID> now."
+
+
+@pytest.mark.parametrize("text", [
+    case["text"] for case in load_cases(HEX_CASES) if not case["pii"] and "magic" not in case["text"]  # that one is IPv6-shaped
+])
+def test_hex_byte_runs_are_not_cut_into_mac_addresses(redactor: R.PresidioRedactor, text: str) -> None:
+    """A review (2026-12-05): the MAC pattern took any six hex groups, so a key fingerprint,
+    a thumbprint or a byte dump in cyber evidence read "MD5:<DEVICE_ID>:<DEVICE_ID>:eb:df:a6:48"
+    (193 of 674 other characters redacted on the set). Only whole runs of six or eight are ids."""
+    assert R.redact(text, redactor) == text
 
 
 # Ordinary phrases shaped like the PII the patterns added by the reviews of 2026-12-04 and 2026-12-05 look for.
