@@ -388,14 +388,18 @@ class PresidioRedactor:
         for name in PRESIDIO_RECOGNIZERS:
             # Country recognisers default to their own language; prompts mix them into English.
             extra = {"patterns": anchored_url_patterns(predefined.UrlRecognizer)} if name == "UrlRecognizer" else {}
-            registry.add_recognizer(getattr(predefined, name)(supported_language="en", **extra))
+            base = getattr(predefined, name)
+            if name == "PhoneRecognizer":
+                base, extra = _not_dates(base), {"name": name}
+            registry.add_recognizer(base(supported_language="en", **extra))
         registry.add_recognizer(_caseless_iban(predefined.IbanRecognizer)(supported_language="en", name="mm_iban_caseless"))
         by_entity: dict[str, list[Pattern]] = {}
         for entity, name, rx, score in CUSTOM_PATTERNS:
             by_entity.setdefault(entity, []).append(Pattern(name, rx, score))
         for entity, patterns in by_entity.items():
             flags = None if entity not in _CASE_SENSITIVE else _regex_flags(case_sensitive=True)
-            recognizer = PatternRecognizer(
+            base = _not_dates(PatternRecognizer) if entity in _NOT_DATES else PatternRecognizer
+            recognizer = base(
                 supported_entity=entity, patterns=patterns, name=f"mm_{entity.lower()}", supported_language="en",
                 **({"global_regex_flags": flags} if flags is not None else {}),
             )
@@ -447,6 +451,41 @@ def anchored_url_patterns(url_recognizer: type) -> list:
 
     return [Pattern(p.name, r"(?i)(?<![a-z0-9.\-])" + url_recognizer.BASE_URL_REGEX, p.score)
             if p.name == "Non schema URL" else p for p in url_recognizer.PATTERNS]
+
+
+# Calendar dates that the phone recognisers and the long-number pattern read as numbers ("the vote
+# on 05.11.2024" was "<PHONE>", "sent on 2024-05-12 10:30" was "<NUMBER>:30") until a review
+# (2026-12-05; rule and numbers: docs/benchmarks.md, "Dates read as phone numbers"). Dates explain
+# misinformation and stay; a date of birth is the BIRTH_DATE recogniser's and stays masked.
+_NOT_DATES = ("PHONE_NUMBER", "LONG_NUMBER")
+_DATE = re.compile(
+    r"(?:(?P<a>\d{1,2})(?P<s>[./-])(?P<b>\d{1,2})(?P=s)(?:\d{2}|\d{4})"
+    r"|\d{4}(?P<t>[./-])(?P<m>\d{1,2})(?P=t)(?P<d>\d{1,2}))"
+    r"(?:[ T]\d{1,2}(?:[:.]\d{2}){0,2})?"
+)
+
+
+def is_date(text: str) -> bool:
+    """``text`` is a calendar date as a whole (day and month either way round in the first form),
+    an hour and minutes allowed after it."""
+    m = _DATE.fullmatch(text)
+    if m is None:
+        return False
+    if m["m"] is not None:
+        return 1 <= int(m["m"]) <= 12 and 1 <= int(m["d"]) <= 31
+    a, b = int(m["a"]), int(m["b"])
+    return (1 <= a <= 31 and 1 <= b <= 12) or (1 <= a <= 12 and 1 <= b <= 31)
+
+
+def _not_dates(base: type) -> type:
+    """A recogniser (subclass of ``base``) that drops every result whose text is a date."""
+
+    class NotDates(base):  # type: ignore[misc, valid-type]
+        def analyze(self, text: str, *args: object, **kwargs: object) -> list:
+            return [r for r in super().analyze(text, *args, **kwargs) if not is_date(text[r.start:r.end])]
+
+    NotDates.__name__ = NotDates.__qualname__ = f"{base.__name__}NotDates"
+    return NotDates
 
 
 def _caseless_iban(base: type) -> type:

@@ -21,6 +21,7 @@ INTERNATIONAL_CASES = CASES.with_name("pii_cases_international.jsonl")
 CUED_CASES = CASES.with_name("pii_cases_cued.jsonl")
 PHONE_CASES = CASES.with_name("pii_cases_phones.jsonl")
 HEX_CASES = CASES.with_name("pii_cases_hex.jsonl")
+DATE_CASES = CASES.with_name("pii_cases_dates.jsonl")
 
 
 @pytest.fixture(scope="module")
@@ -153,6 +154,24 @@ def test_hex_byte_runs_are_not_cut_into_mac_addresses(redactor: R.PresidioRedact
     a thumbprint or a byte dump in cyber evidence read "MD5:<DEVICE_ID>:<DEVICE_ID>:eb:df:a6:48"
     (193 of 674 other characters redacted on the set). Only whole runs of six or eight are ids."""
     assert R.redact(text, redactor) == text
+
+
+@pytest.mark.parametrize("case", load_cases(DATE_CASES), ids=lambda case: case["text"][:40])
+def test_dates_in_evidence_are_not_read_as_phone_numbers(redactor: R.PresidioRedactor, case: dict) -> None:
+    """A hostile probe (2026-12-05): "the vote on 05.11.2024" became "the vote on <PHONE>"
+    (Presidio's phone recogniser) and "sent on 2024-05-12 10:30" "<NUMBER>:30"; dates explain
+    misinformation. Each date stays; a phone number beside one is still masked."""
+    out = R.redact(case["text"], redactor)
+    assert out.count("<PHONE>") == 1 if case["pii"] else out == case["text"]  # the phone, not the date
+    assert all(item["value"] not in out for item in case["pii"])
+
+
+@pytest.mark.parametrize(("text", "date"), [
+    ("05.11.2024", True), ("14/07/2021", True), ("2024-05-12 10", True), ("12-05-2024 10:30:15", True), ("31/12/99", True),
+    ("13.13.2024", False), ("2024-13-01", False), ("06.12.34.56", False), ("1.2.3", False), ("05.11-2024", False),
+])
+def test_what_counts_as_a_date(text: str, date: bool) -> None:
+    assert R.is_date(text) is date
 
 
 # Ordinary phrases shaped like the PII the patterns added by the reviews of 2026-12-04 and 2026-12-05 look for.
