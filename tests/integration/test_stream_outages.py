@@ -217,7 +217,11 @@ def test_broker_stopped_while_members_rebalance_is_waited_out(tmp_path):
         records = [_record(i) for i in range(200)]
         _produce(broker.bootstrap, topic, records[:100])
         env = _stream_env(broker.bootstrap, topic, tmp_path, "g-outage-join", MM_BATCH__MAX_RECORDS="20")
-        procs.append(_start(env, max_idle=10))
+        # The first member is quiet from its 100th record until the second one's JoinGroup reaches
+        # the broker, and a quiet member that has read everything ends its --max-idle run: with 10 s
+        # it did so once, exit 0 before the outage began, while the second member started up on a
+        # loaded machine (rehearsal at 35e2e22, 2026-12-05). 30 s leaves that start-up room.
+        procs.append(_start(env, max_idle=30))
         _wait_for(lambda: _alive(procs[0]) and len(_lake_ids(tmp_path)) >= 100, 120, "the first 100 records in the lake")
         admin = KafkaAdminClient(bootstrap_servers=broker.bootstrap)
         procs.append(_start(env, max_idle=10))
