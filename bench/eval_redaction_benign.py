@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from rich.console import Console
@@ -86,10 +86,28 @@ def spans(recognizers: list, text: str) -> list[tuple[int, int, str]]:
             for r in rec.analyze(text, rec.supported_entities, None) if r.score >= SCORE_THRESHOLD]
 
 
-def differences(before: list, after: list, text: str) -> list[tuple[str, tuple[int, int, str]]]:
-    """Every span only one of the two sets of recognisers finds, and which."""
-    old, new = set(spans(before, text)), set(spans(after, text))
-    return [("before only", s) for s in sorted(old - new)] + [("checkout only", s) for s in sorted(new - old)]
+def print_differences(console: Console, n_sharegpt: int, before: Callable[[str], set], after: Callable[[str], set],
+                      who: tuple[str, str], title: str) -> None:
+    """Read the texts of ``readings()`` with two span finders (``text -> {(start, end, entity)}``)
+    and print how many texts they differ on, then every span only one of them finds (``who``
+    names the two) in its context."""
+    summary = Table(title=f"Texts whose spans differ ({title})")
+    for col in ("texts", "reading", "texts read", "texts differing", "per 1,000"):
+        summary.add_column(col)
+    listing = Table(title="Every differing span, with 40 characters either side")
+    for col in ("texts", "reading", "found by", "entity", "span in context"):
+        listing.add_column(col, overflow="fold")
+    for name, reading, count, items in readings(n_sharegpt, console):
+        differing = 0
+        for text in items:
+            a, b = before(text), after(text)
+            differing += a != b
+            for label, found in zip(who, (a - b, b - a)):
+                for start, end, entity in sorted(found):
+                    listing.add_row(name, reading, label, entity, in_context(text, start, end))
+        summary.add_row(name, reading, f"{count:,}", str(differing), f"{1000 * differing / count:.2f}")
+    console.print(summary)
+    console.print(listing)
 
 
 def main() -> int:
@@ -126,22 +144,8 @@ def main() -> int:
 
 def compare_against(rev: str, n_sharegpt: int, console: Console) -> int:
     before, after = patterns(redactor_at(rev)), patterns(PresidioRedactor.create())
-    summary = Table(title=f"Texts whose spans differ ({rev} vs the checkout, every recogniser but spaCy's)")
-    for col in ("texts", "reading", "texts read", "texts differing"):
-        summary.add_column(col)
-    listing = Table(title="Every differing span, with 40 characters either side")
-    for col in ("texts", "reading", "found by", "entity", "span in context"):
-        listing.add_column(col, overflow="fold")
-    for name, reading, count, items in readings(n_sharegpt, console):
-        differing = 0
-        for text in items:
-            found = differences(before, after, text)
-            differing += bool(found)
-            for who, (start, end, entity) in found:
-                listing.add_row(name, reading, who, entity, in_context(text, start, end))
-        summary.add_row(name, reading, f"{count:,}", str(differing))
-    console.print(summary)
-    console.print(listing)
+    print_differences(console, n_sharegpt, lambda text: set(spans(before, text)), lambda text: set(spans(after, text)),
+                      (f"{rev} only", "checkout only"), f"{rev} vs the checkout, every recogniser but spaCy's")
     return 0
 
 

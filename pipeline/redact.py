@@ -398,7 +398,7 @@ class PresidioRedactor:
             by_entity.setdefault(entity, []).append(Pattern(name, rx, score))
         for entity, patterns in by_entity.items():
             flags = None if entity not in _CASE_SENSITIVE else _regex_flags(case_sensitive=True)
-            base = _not_dates(PatternRecognizer) if entity in _NOT_DATES else PatternRecognizer
+            base = _not_dates(PatternRecognizer) if entity in _DATES_ARE_NOT else PatternRecognizer
             recognizer = base(
                 supported_entity=entity, patterns=patterns, name=f"mm_{entity.lower()}", supported_language="en",
                 **({"global_regex_flags": flags} if flags is not None else {}),
@@ -457,7 +457,7 @@ def anchored_url_patterns(url_recognizer: type) -> list:
 # on 05.11.2024" was "<PHONE>", "sent on 2024-05-12 10:30" was "<NUMBER>:30") until a review
 # (2026-12-05; rule and numbers: docs/benchmarks.md, "Dates read as phone numbers"). Dates explain
 # misinformation and stay; a date of birth is the BIRTH_DATE recogniser's and stays masked.
-_NOT_DATES = ("PHONE_NUMBER", "LONG_NUMBER")
+_DATES_ARE_NOT = ("PHONE_NUMBER", "LONG_NUMBER")  # the entities whose results drop dates
 _DATE = re.compile(
     r"(?:(?P<a>\d{1,2})(?P<s>[./-])(?P<b>\d{1,2})(?P=s)(?:\d{2}|\d{4})"
     r"|\d{4}(?P<t>[./-])(?P<m>\d{1,2})(?P=t)(?P<d>\d{1,2}))"

@@ -248,7 +248,8 @@ def test_an_email_pattern_is_tried_only_where_a_local_part_can_start(redactor: R
     """A hostile review (2026-12-05): two of our e-mail patterns had no left boundary, so on a
     long run they were tried from every character and backtracked to its end each time, quadratic
     in the length (9-19 s on 12,000 characters of "ab12" before an "@"). On the patterns before,
-    40,000 characters of each unit here ran past the timeout. Finishing at all is the check; with ``_LOCAL_START`` it takes milliseconds."""
+    40,000 characters of each unit here ran past the timeout. Finishing at all is the check; with
+    ``_LOCAL_START`` it takes milliseconds."""
     ours = next(r for r in redactor._analyzer.registry.recognizers if r.name == "mm_email_address")
     text = unit * (40_000 // len(unit)) + "@"
     assert ours.analyze(text, ["EMAIL_ADDRESS"], None) == []
