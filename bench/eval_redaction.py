@@ -125,8 +125,10 @@ def ner_differs(redactor: PresidioRedactor, texts: list[str]) -> int:
 def redactor_at(rev: str) -> PresidioRedactor:
     """The analyzer that pipeline/redact.py at git revision ``rev`` builds (its recognisers; the
     readings around them, spaced letters and folded accents, are this checkout's)."""
-    source = subprocess.run(["git", "show", f"{rev}:pipeline/redact.py"], cwd=ROOT, check=True,
-                            capture_output=True, text=True).stdout
+    shown = subprocess.run(["git", "show", f"{rev}:pipeline/redact.py"], cwd=ROOT, capture_output=True, text=True)
+    if shown.returncode != 0:  # a revision git does not know: its own words, not a traceback
+        raise SystemExit(f"no pipeline/redact.py at {rev!r}: {shown.stderr.strip()}")
+    source = shown.stdout
     module = sys.modules[f"redact_at_{rev}"] = types.ModuleType(f"redact_at_{rev}")  # dataclasses look it up
     exec(compile(source, f"{rev}:pipeline/redact.py", "exec"), module.__dict__)  # noqa: S102 - our own file at rev
     return module.PresidioRedactor.create()
