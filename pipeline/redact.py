@@ -29,6 +29,7 @@ text only, never on whole prompts, which is what keeps its cost per record small
 
 from __future__ import annotations
 
+import functools
 import re
 import threading
 import unicodedata
@@ -384,7 +385,9 @@ class PresidioRedactor:
         nlp_engine = SpacyNlpEngine(models=[{"lang_code": "en", "model_name": model}], ner_model_configuration=ner_config)
         nlp_engine.load()
         registry = RecognizerRegistry(supported_languages=["en"])
-        registry.add_recognizer(SpacyRecognizer(supported_language="en", supported_entities=["PERSON", "LOCATION"]))
+        registry.add_recognizer(_names_trimmed(SpacyRecognizer)(
+            supported_language="en", supported_entities=["PERSON", "LOCATION"], name="SpacyRecognizer",
+        ))
         for name in PRESIDIO_RECOGNIZERS:
             # Country recognisers default to their own language; prompts mix them into English.
             extra = {"patterns": anchored_url_patterns(predefined.UrlRecognizer)} if name == "UrlRecognizer" else {}
@@ -437,8 +440,9 @@ class PresidioRedactor:
             return []
         nlp = self._analyzer.nlp_engine.nlp["en"]
         doc = nlp(text, disable=[name for name in nlp.pipe_names if name != "ner"])
-        return [PiiSpan(e.start_char, e.end_char, _NER_ENTITIES[e.label_], NER_SCORE)
-                for e in doc.ents if _NER_ENTITIES.get(e.label_) in self.entities]
+        return [PiiSpan(lo, hi, _NER_ENTITIES[e.label_], NER_SCORE)
+                for e in doc.ents if _NER_ENTITIES.get(e.label_) in self.entities
+                for lo, hi in name_parts(text, e.start_char, e.end_char)]
 
 
 def anchored_url_patterns(url_recognizer: type) -> list:
@@ -486,6 +490,73 @@ def _not_dates(base: type) -> type:
 
     NotDates.__name__ = NotDates.__qualname__ = f"{base.__name__}NotDates"
     return NotDates
+
+
+# A span of spaCy's names is cut into pieces at whitespace, markup and every character outside
+# ASCII that is not a letter, mark or digit (emoji, bullets, box drawing); a piece loses these at its ends.
+_NAME_EDGES = "_*.'’-@#"
+
+
+@functools.cache
+def _name_patterns() -> tuple:
+    """(a piece, a name-like piece, two capitalised words joined by one digit: a lost hyphen)."""
+    import regex
+
+    word = r"\p{L}[\p{L}\p{M}]*+"
+    return (
+        regex.compile(r"(?:[\p{L}\p{M}\p{Nd}]|(?![()\[\]{}<>\"`:;,!?|/\\])[\x21-\x7e])++"),
+        regex.compile(rf"{word}(?:['’.-]{word})*+"),
+        regex.compile(r"\p{Lu}[\p{Ll}\p{M}]++\p{Nd}\p{Lu}[\p{Ll}\p{M}]++"),
+    )
+
+
+def name_parts(text: str, start: int, end: int) -> list[tuple[int, int]]:
+    """The parts of spaCy's PERSON or LOCATION span ``text[start:end]`` that stay masked.
+
+    spaCy's model reads technical tokens as names ("the ATT&CK technique", "patch KB5034441",
+    "you are ILANA1"), and evidence then hides what a request asked for. A span is cut into
+    pieces at whitespace, markup and emoji; a piece with a digit or an ASCII symbol inside it is a
+    token, not a name. A span whose pieces are all name-like is kept as it is; otherwise each run
+    of adjacent name-like pieces is kept, and the tokens are released: "Persona 2" keeps
+    "Persona", "[John Smith](mailto" keeps "John Smith", "💡Donald" keeps "Donald", "KB5034441"
+    keeps nothing. Two capitalised words joined by a digit ("Jean0Michel") are a name with a lost
+    hyphen; a name glued to a digit at its end ("Smith2") is released (rule and numbers:
+    docs/benchmarks.md, "Names with digits or symbols in them, trimmed", variant 2)."""
+    piece, letters, lost_hyphen = _name_patterns()
+    pieces = []  # (start, end, name-like)
+    for m in piece.finditer(text, start, end):
+        word = m.group()
+        core = word.strip(_NAME_EDGES)
+        if core:
+            lo = m.start() + len(word) - len(word.lstrip(_NAME_EDGES))
+            pieces.append((lo, lo + len(core), bool(letters.fullmatch(core) or lost_hyphen.fullmatch(core))))
+    if all(name_like for _, _, name_like in pieces):
+        return [(start, end)]
+    parts: list[tuple[int, int]] = []
+    in_run = False
+    for lo, hi, name_like in pieces:
+        if name_like and in_run:
+            parts[-1] = (parts[-1][0], hi)
+        elif name_like:
+            parts.append((lo, hi))
+        in_run = name_like
+    return parts
+
+
+def _names_trimmed(base: type) -> type:
+    """spaCy's recogniser (subclass of Presidio's ``base``) with each result cut to :func:`name_parts`."""
+    from presidio_analyzer import RecognizerResult
+
+    class NamesTrimmed(base):  # type: ignore[misc, valid-type]
+        def analyze(self, text: str, *args: object, **kwargs: object) -> list:
+            return [
+                r if (lo, hi) == (r.start, r.end) else
+                RecognizerResult(r.entity_type, lo, hi, r.score, r.analysis_explanation, r.recognition_metadata)
+                for r in super().analyze(text, *args, **kwargs) for lo, hi in name_parts(text, r.start, r.end)
+            ]
+
+    NamesTrimmed.__name__ = NamesTrimmed.__qualname__ = f"{base.__name__}NamesTrimmed"
+    return NamesTrimmed
 
 
 def _caseless_iban(base: type) -> type:
