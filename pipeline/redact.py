@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import functools
 import re
+import string
 import threading
 import unicodedata
 from bisect import bisect_left
@@ -496,6 +497,8 @@ def _not_dates(base: type) -> type:
 # A span of spaCy's names is cut into pieces at whitespace, markup and every character outside
 # ASCII that is not a letter, mark or digit (emoji, bullets, box drawing); a piece loses these at its ends.
 _NAME_EDGES = "_*.'’-@#"
+# Digits and symbols after a name ("Kate3", "Kowalski-Nowak#3"): taken off before the name-like test.
+_NAME_TAIL = string.digits + string.punctuation
 
 
 @functools.cache
@@ -522,9 +525,10 @@ def name_parts(text: str, start: int, end: int) -> list[tuple[int, int]]:
     of adjacent name-like pieces is kept, and the tokens are released: "Persona 2" keeps
     "Persona", "[John Smith](mailto" keeps "John Smith", "💡Donald" keeps "Donald", "KB5034441"
     keeps nothing. A piece that starts with a capital and ends in a lower-case letter, with single
-    digits or symbols between letters, is a name too ("Alice&Bob", "J0hn", "Jean0Michel"); a
-    name glued to a digit at its end ("Smith2") is released (rule and numbers:
-    docs/benchmarks.md, "Names with digits or symbols in them, trimmed", variant 3)."""
+    digits or symbols between letters, is a name too ("Alice&Bob", "J0hn", "Jean0Michel"), and
+    so it is with digits and symbols after it ("Kate3", "Kowalski-Nowak#3"). A name in capitals
+    glued to a digit ("SMITH2") has the shape of a persona ("ILANA1") and is released (rule and
+    numbers: docs/benchmarks.md, "Names with digits or symbols in them, trimmed", variant 4)."""
     piece, letters, joined = _name_patterns()
     pieces = []  # (start, end, name-like)
     for m in piece.finditer(text, start, end):
@@ -532,7 +536,7 @@ def name_parts(text: str, start: int, end: int) -> list[tuple[int, int]]:
         core = word.strip(_NAME_EDGES)
         if core:
             lo = m.start() + len(word) - len(word.lstrip(_NAME_EDGES))
-            pieces.append((lo, lo + len(core), bool(letters.fullmatch(core) or joined.fullmatch(core))))
+            pieces.append((lo, lo + len(core), bool(letters.fullmatch(core) or joined.fullmatch(core.rstrip(_NAME_TAIL)))))
     if all(name_like for _, _, name_like in pieces):
         return [(start, end)]
     parts: list[tuple[int, int]] = []
