@@ -133,6 +133,13 @@ CUSTOM_PATTERNS: tuple[tuple[str, str, str, float], ...] = (
     ("PASSWORD", "password in context",
      r"(?<=\b(?:password|passwort|passwd|pwd|passcode|passphrase|pass phrase|pin(?: code)?)\b"
      r"(?:\s+(?:is|was|will be|should be|to|=|:)|\s*[:=])\s*[\"'`]?)[^\s\"'`,;]{3,}", 0.95),
+    # "The password of Lucy_Brown is summer2024", "password for root: h4ck3r!pass": up to four words
+    # between the cue and "is"; the value needs a digit, or a symbol before its end, so that "is
+    # written on the card" stays (rule and numbers: docs/benchmarks.md, "Passwords named a few words").
+    ("PASSWORD", "password named a few words before its value",
+     r"(?<=\b(?:password|passwort|passwd|pwd|passcode|passphrase|pass phrase|pin(?: code)?)\s+(?:of|for|on|at|to)"
+     r"(?:\s+[^\W\d_][\w'’-]*){1,4}?(?:\s+(?:is|was|will be)\s+|\s*[:=]\s*)[\"'`]?)"  # no possessive: read backwards
+     r"(?=[^\s\"'`,;]*?(?:\d|[^\s\"'`,;\w][^\s\"'`,;]))[^\s\"'`,;]{2,}[^\s\"'`,;.]", 0.95),  # no final full stop
     ("API_KEY", "OpenAI key", r"\bsk-(?:proj-|svcacct-|admin-)?[A-Za-z0-9_-]{20,}", 0.9),
     ("API_KEY", "Anthropic key", r"\bsk-ant-[A-Za-z0-9_-]{20,}", 0.9),
     ("API_KEY", "GitHub token", r"\b(?:gh[pousr]_[A-Za-z0-9]{30,}|github_pat_[A-Za-z0-9_]{40,})", 0.9),

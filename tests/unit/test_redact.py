@@ -23,6 +23,7 @@ PHONE_CASES = CASES.with_name("pii_cases_phones.jsonl")
 HEX_CASES = CASES.with_name("pii_cases_hex.jsonl")
 DATE_CASES = CASES.with_name("pii_cases_dates.jsonl")
 SYMBOL_CASES = CASES.with_name("pii_cases_symbols.jsonl")
+PASSWORD_CASES = CASES.with_name("pii_cases_passwords.jsonl")
 
 
 @pytest.fixture(scope="module")
@@ -224,6 +225,22 @@ def test_names_beside_markup_and_symbols_stay_masked(redactor: R.PresidioRedacto
 def test_what_stays_masked_of_a_name_with_digits_or_symbols(span: str, kept: list[str]) -> None:
     text = f"x {span} y"
     assert [text[lo:hi] for lo, hi in R.name_parts(text, 2, 2 + len(span))] == kept
+
+
+@pytest.mark.parametrize("case", [
+    pytest.param(case, marks=pytest.mark.xfail(strict=True, reason="a value of letters only is not told from a word (rule)"))
+    if "letmein" in case["text"] else case for case in load_cases(PASSWORD_CASES)
+], ids=lambda case: case["text"][:40])
+def test_a_password_named_a_few_words_before_its_value_is_masked(redactor: R.PresidioRedactor, case: dict) -> None:
+    """A hostile probe of the name trim (2026-12-05): "The password of Lucy_Brown is summer2024"
+    kept the password once spaCy no longer masked "summer2024" as a person by chance (the
+    password pattern needed "password is"; PASSWORD 0/8 on the set). Controls stay whole."""
+    out = R.redact(case["text"], redactor)
+    if not case["pii"]:
+        assert "<PASSWORD>" not in out, out
+    for item in case["pii"]:
+        assert item["value"] not in out and "<PASSWORD>" in out, out
+    assert not out.endswith("<PASSWORD>") or not case["text"].endswith(".")  # the full stop is no part of the value
 
 
 # Ordinary phrases shaped like the PII the patterns added by the reviews of 2026-12-04 and 2026-12-05 look for.
