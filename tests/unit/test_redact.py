@@ -188,8 +188,9 @@ def test_what_counts_as_a_date(text: str, date: bool) -> None:
 def test_technical_tokens_and_personas_are_not_read_as_names(redactor: R.PresidioRedactor, text: str, token: str) -> None:
     """A review (2026-12-05): spaCy read technical tokens and jailbreak personas as people or
     places, so cyber evidence read "the <PERSON> technique", "patch <PERSON>", "you are
-    <LOCATION>" (122/1,142 other characters redacted on pii_cases_symbols.jsonl). Pieces with a
-    digit or a symbol in them are released; the name-like rest of a span stays masked."""
+    <LOCATION>" (122/1,142 other characters redacted on the first 22 sentences of
+    pii_cases_symbols.jsonl). Pieces with a digit or a symbol in them are released; the
+    name-like rest of a span stays masked."""
     assert token in R.redact(text, redactor)
 
 
