@@ -104,6 +104,9 @@ _NOT_A_VERSION = r"(?!\d+(?:\.\d+){0,2}(?!\.?\w))"
 # are the same.
 _LOCAL_START = r"(?:\G|(?<![\w.+-]))"
 
+# The words that name a password, for both password patterns below.
+_PASSWORD_WORDS = r"(?:password|passwort|passwd|pwd|passcode|passphrase|pass phrase|pin(?: code)?)"
+
 # Our own recognisers: (entity, name, regex, score). Presidio evaluates them with the `regex`
 # module (IGNORECASE unless the entity is in _CASE_SENSITIVE), so variable-length lookbehind works.
 CUSTOM_PATTERNS: tuple[tuple[str, str, str, float], ...] = (
@@ -131,13 +134,13 @@ CUSTOM_PATTERNS: tuple[tuple[str, str, str, float], ...] = (
      r"(?=(?:[ .-]?\(?\d\)?){8,13}+(?![ .-]?\(?\d))\(?\d++\)?(?:[ .-]?\(?\d++\)?)*+", 0.9),
     # The value after "password is", "pwd:", "passcode =", "PIN:" (the cue words stay readable).
     ("PASSWORD", "password in context",
-     r"(?<=\b(?:password|passwort|passwd|pwd|passcode|passphrase|pass phrase|pin(?: code)?)\b"
+     rf"(?<=\b{_PASSWORD_WORDS}\b"
      r"(?:\s+(?:is|was|will be|should be|to|=|:)|\s*[:=])\s*[\"'`]?)[^\s\"'`,;]{3,}", 0.95),
     # "The password of Lucy_Brown is summer2024", "password for root: h4ck3r!pass": up to four words
     # between the cue and "is"; the value needs a digit, or a symbol before its end, so that "is
     # written on the card" stays (rule and numbers: docs/benchmarks.md, "Passwords named a few words").
     ("PASSWORD", "password named a few words before its value",
-     r"(?<=\b(?:password|passwort|passwd|pwd|passcode|passphrase|pass phrase|pin(?: code)?)\s+(?:of|for|on|at|to)"
+     rf"(?<=\b{_PASSWORD_WORDS}\s+(?:of|for|on|at|to)"
      r"(?:\s+[^\W\d_][\w'’-]*){1,4}?(?:\s+(?:is|was|will be)\s+|\s*[:=]\s*)[\"'`]?)"  # no possessive: read backwards
      r"(?=[^\s\"'`,;]*?(?:\d|[^\s\"'`,;\w][^\s\"'`,;]))[^\s\"'`,;]{2,}[^\s\"'`,;.]", 0.95),  # no final full stop
     ("API_KEY", "OpenAI key", r"\bsk-(?:proj-|svcacct-|admin-)?[A-Za-z0-9_-]{20,}", 0.9),
@@ -503,7 +506,7 @@ def _not_dates(base: type) -> type:
 
 # A span of spaCy's names is cut into pieces at whitespace, markup and every character outside
 # ASCII that is not a letter, mark or digit (emoji, bullets, box drawing); a piece loses these at its ends.
-_NAME_EDGES = "_*.'’-@#"
+_NAME_EDGES = "_*.'-@#"
 # Digits and symbols after a name ("Kate3", "Kowalski-Nowak#3"): taken off before the name-like test.
 _NAME_TAIL = string.digits + string.punctuation
 
@@ -516,7 +519,7 @@ def _name_patterns() -> tuple:
     word = r"\p{L}[\p{L}\p{M}]*+"
     return (
         regex.compile(r"(?:[\p{L}\p{M}\p{Nd}]|(?![()\[\]{}<>\"`:;,!?|/\\])[\x21-\x7e])++"),
-        regex.compile(rf"{word}(?:['’.-]{word})*+"),
+        regex.compile(rf"{word}(?:['.-]{word})*+"),
         # "Alice&Bob", "Mary-Jane+Peter", "J0hn", "Jean0Michel": a capital first, a lower-case letter last
         regex.compile(r"\p{Lu}[\p{L}\p{M}]*+(?:[\p{Nd}\x21-\x7e][\p{L}\p{M}]++)*+(?<=\p{Ll}\p{M}*+)"),
     )
