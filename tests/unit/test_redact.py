@@ -24,6 +24,7 @@ HEX_CASES = CASES.with_name("pii_cases_hex.jsonl")
 DATE_CASES = CASES.with_name("pii_cases_dates.jsonl")
 SYMBOL_CASES = CASES.with_name("pii_cases_symbols.jsonl")
 PASSWORD_CASES = CASES.with_name("pii_cases_passwords.jsonl")
+HANDLE_CASES = CASES.with_name("pii_cases_handles.jsonl")
 
 
 @pytest.fixture(scope="module")
@@ -242,6 +243,21 @@ def test_a_password_named_a_few_words_before_its_value_is_masked(redactor: R.Pre
     for item in case["pii"]:
         assert item["value"] not in out and "<PASSWORD>" in out, out
     assert not out.endswith("<PASSWORD>") or not case["text"].endswith(".")  # the full stop is no part of the value
+
+
+@pytest.mark.parametrize("case", [
+    pytest.param(case, marks=pytest.mark.xfail(strict=True, reason="account names are a measured gap: a pattern for them "
+                                                 "took 20 ordinary spans of the benign texts (docs/benchmarks.md)"))
+    if case["pii"] and "Kitty#4521" not in case["text"] else case  # spaCy masks "Kitty#4521" as a person
+    for case in load_cases(HANDLE_CASES)
+], ids=lambda case: case["text"][:40])
+def test_an_account_name_named_in_the_text_is_masked(redactor: R.PresidioRedactor, case: dict) -> None:
+    """A hostile probe (2026-12-05): "log in with username jsmith42", "his Steam ID is
+    Gabe_N3well" keep the account name in evidence (ID 1/9 on the set). Controls stay whole."""
+    if case["pii"]:  # every character of the name masked ("@<URL>se_22" is not)
+        assert not evaluate([case], redactor).by_type["ID"].missed
+    else:
+        assert R.redact(case["text"], redactor) == case["text"]
 
 
 # Ordinary phrases shaped like the PII the patterns added by the reviews of 2026-12-04 and 2026-12-05 look for.
