@@ -30,7 +30,8 @@ UNITS = (
     "de la ", "12 rue de la ", "Calle de la ", "calle de la ", "Karl-Marx", "karl-marx", "Abc ", "abc ", "Abc, ",
     "a.", "1.", "www.", "a@", "@a.", "a1", "ab12", "ab12 ", "a-", "1-", "1/", "1 ", "+1 ", "sk-", "%40", "(at)",
     "password is ", "passport number ", "born on ", "aa:", "1 main ", "5 ", "Flat 1, ", "P.O. Box ", "l e a k ",
-    "phone ", "call me at ", "phone 1 2 ", "tel. (1) ",
+    "phone ", "call me at ", "phone 1 2 ", "tel. (1) ", "username ", "username a1", "a1.", "a1-", "handle is ",
+    "login for a is ", "Telegram @", "@a_",
 )  # fmt: skip
 ENDINGS = ("", "!", " 5", "@")
 

@@ -107,6 +107,12 @@ _LOCAL_START = r"(?:\G|(?<![\w.+-]))"
 # The words that name a password, for both password patterns below.
 _PASSWORD_WORDS = r"(?:password|passwort|passwd|pwd|passcode|passphrase|pass phrase|pin(?: code)?)"
 
+# The words that name an account on their own, for the account-name pattern below: platforms may
+# be followed by the word for what they call it ("Instagram account", "Discord handle").
+_ACCOUNT_WORDS = (r"user\s*name|user\s*id|screen\s*name|gamer\s*tag|steam\s*id"
+                  r"|(?:discord|instagram|telegram|twitter|tiktok|snapchat|reddit|github)"
+                  r"(?:\s+(?:account|handle|name|id|username))?")
+
 # Our own recognisers: (entity, name, regex, score). Presidio evaluates them with the `regex`
 # module (IGNORECASE unless the entity is in _CASE_SENSITIVE), so variable-length lookbehind works.
 CUSTOM_PATTERNS: tuple[tuple[str, str, str, float], ...] = (
@@ -166,6 +172,20 @@ CUSTOM_PATTERNS: tuple[tuple[str, str, str, float], ...] = (
      r"|(?:customer|member(?:ship)?|employee|student|patient|policy|tax|id)\s+(?:number|num|no\.?|nr\.?|id|code|\#))"
      r"(?:\s+(?:is|was|=|:)|\s*[:=\#])?\s*)"
      r"(?=[\w-]*\d)(?:[a-z0-9][\w-]{4,}(?-i:\s[A-Z0-9]{3,4}\b)?|[a-z0-9][\w-]{2,3}(?-i:\s[A-Z0-9]{3,4}\b))", 0.9),
+    # An account name after a word that names one: "username jsmith42", "his Steam ID is
+    # Gabe_N3well", "message his Telegram @crypto_king99" (in a doxing request the account is the
+    # person). "Handle", "login", "nickname" and "alias" mean other things too ("can handle
+    # real-time input"), so they count only before "is", "was", "=" or ":". The value is an
+    # @handle, or has a digit; it starts with a letter or "_" (not "12.You", "#END", "--user"), ends
+    # in no dot or hyphen, and is no call or index ("get_user2("). A name of letters only is missed.
+    # Rule and numbers: docs/benchmarks.md, "Account names and handles named in the text, variant 2".
+    ("IDENTIFIER", "account name after its name",
+     rf"(?<=\b(?:(?:{_ACCOUNT_WORDS})(?:\s+(?:is|was)\s+|\s*[:=]\s*|\s+)"
+     rf"|(?:handle|login|nickname|alias)(?:\s+(?:is|was)\s+|\s*[:=]\s*)"
+     rf"|(?:{_ACCOUNT_WORDS}|handle|login|nickname|alias)\s+(?:of|for|on)"
+     r"(?:\s+[^\W\d_][\w'’-]*){1,4}?(?:\s+(?:is|was)\s+|\s*:\s*)))"  # no possessive: read backwards
+     r"(?:@\w(?:[\w#]|[.-](?=[\w#]))++"
+     r"|(?=(?:[\w#]|[.-](?=[\w#]))*?\d)[^\W\d](?:[\w#]|[.-](?=[\w#])){2,}+)(?![(\[])", 0.9),
     ("BIRTH_DATE", "date after a birth cue",
      r"(?<=\b(?:date\s+of\s+birth|d\.?o\.?b\.?|born(?:\s+(?:on|in))?|birth\s*date|birthday)(?:\s+(?:is|was|=|:)|\s*[:=])?\s*)"
      r"(?:\d{1,4}[./-]\d{1,2}[./-]\d{1,4}"

@@ -246,14 +246,15 @@ def test_a_password_named_a_few_words_before_its_value_is_masked(redactor: R.Pre
 
 
 @pytest.mark.parametrize("case", [
-    pytest.param(case, marks=pytest.mark.xfail(strict=True, reason="account names are a measured gap: a pattern for them "
-                                                 "took 20 ordinary spans of the benign texts (docs/benchmarks.md)"))
-    if case["pii"] and "Kitty#4521" not in case["text"] else case  # spaCy masks "Kitty#4521" as a person
+    pytest.param(case, marks=pytest.mark.xfail(strict=True, reason="a name of letters only, with no digit or '@', "
+                                                 "is missed by design (docs/benchmarks.md, account names, variant 2)"))
+    if "xXSniperWolfXx" in case["text"] else case
     for case in load_cases(HANDLE_CASES)
 ], ids=lambda case: case["text"][:40])
 def test_an_account_name_named_in_the_text_is_masked(redactor: R.PresidioRedactor, case: dict) -> None:
     """A hostile probe (2026-12-05): "log in with username jsmith42", "his Steam ID is
-    Gabe_N3well" keep the account name in evidence (ID 1/9 on the set). Controls stay whole."""
+    Gabe_N3well" kept the account name in evidence (ID 1/9 on the set; 8/9 since the account-name
+    pattern). Controls stay whole."""
     if case["pii"]:  # every character of the name masked ("@<URL>se_22" is not)
         assert not evaluate([case], redactor).by_type["ID"].missed
     else:
@@ -295,6 +296,27 @@ _LOOKALIKES = [
 @pytest.mark.parametrize("text", _LOOKALIKES)
 def test_ordinary_phrases_shaped_like_the_new_patterns_stay(redactor: R.PresidioRedactor, text: str) -> None:
     assert R.redact(text, redactor) == text
+
+
+# What variant 1 of the account-name pattern took in ordinary texts (docs/benchmarks.md,
+# "Account names and handles named in the text"), and shapes like them: a word after one that
+# names an account (spaCy may still read "Twitter" as a person; only the account pattern is checked).
+_ACCOUNT_LOOKALIKES = [
+    "the loader can handle real-time input and handle file-related errors",
+    "the Twitter micro-blogging service and the TikTok 2nd Account",
+    "username = db.Column(db.String(80)) and username = get_user2(request)",
+    "username = request.json.get('username') or account.username",
+    "run it with --action=login --user=$USERNAME or --user username --reset",
+    "give it as a nickname 12.You can pick another one later",
+    "SEND IT ON DISCORD #END OF MESSAGE",
+    "the login page is login2.html, handle it with care",
+    "the alias: dark_lord and the username of 8-20 characters",
+]
+
+
+@pytest.mark.parametrize("text", _ACCOUNT_LOOKALIKES)
+def test_ordinary_words_after_a_word_that_names_an_account_stay(redactor: R.PresidioRedactor, text: str) -> None:
+    assert "<ID>" not in R.redact(text, redactor)
 
 
 @pytest.mark.parametrize("text", [
