@@ -31,7 +31,8 @@ UNITS = (
     "a.", "1.", "www.", "a@", "@a.", "a1", "ab12", "ab12 ", "a-", "1-", "1/", "1 ", "+1 ", "sk-", "%40", "(at)",
     "password is ", "passport number ", "born on ", "aa:", "1 main ", "5 ", "Flat 1, ", "P.O. Box ", "l e a k ",
     "phone ", "call me at ", "phone 1 2 ", "tel. (1) ", "username ", "username a1", "a1.", "a1-", "handle is ",
-    "login for a is ", "Telegram @", "@a_",
+    "login for a is ", "Telegram @", "@a_", '"password": "', "DB_PASSWORD=", "<password>", "'user': '", "_user=",
+    "_", "<username>a1",
 )  # fmt: skip
 ENDINGS = ("", "!", " 5", "@")
 

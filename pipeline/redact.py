@@ -107,6 +107,12 @@ _LOCAL_START = r"(?:\G|(?<![\w.+-]))"
 # The words that name a password, for both password patterns below.
 _PASSWORD_WORDS = r"(?:password|passwort|passwd|pwd|passcode|passphrase|pass phrase|pin(?: code)?)"
 
+# Credentials written as keys and values (rule and numbers: docs/benchmarks.md, "Credentials written
+# as keys and values"): a cue word starts after anything but a letter or digit, so "DB_PASSWORD" and
+# '"password"' count, and it may be closed by a quote, as may the value that follows.
+_KEY_START = r"(?<![^\W_])"
+_QUOTE = r"[\"'`]?"
+
 # The words that name an account on their own, for the account-name pattern below: platforms may
 # be followed by the word for what they call it ("Instagram account", "Discord handle").
 _ACCOUNT_WORDS = (r"user\s*name|user\s*id|screen\s*name|gamer\s*tag|steam\s*id"
@@ -140,8 +146,10 @@ CUSTOM_PATTERNS: tuple[tuple[str, str, str, float], ...] = (
      r"(?=(?:[ .-]?\(?\d\)?){8,13}+(?![ .-]?\(?\d))\(?\d++\)?(?:[ .-]?\(?\d++\)?)*+", 0.9),
     # The value after "password is", "pwd:", "passcode =", "PIN:" (the cue words stay readable).
     ("PASSWORD", "password in context",
-     rf"(?<=\b{_PASSWORD_WORDS}\b"
-     r"(?:\s+(?:is|was|will be|should be|to|=|:)|\s*[:=])\s*[\"'`]?)[^\s\"'`,;]{3,}", 0.95),
+     rf"(?<={_KEY_START}{_PASSWORD_WORDS}\b{_QUOTE}"
+     rf"(?:\s+(?:is|was|will be|should be|to|=|:)|\s*[:=])\s*{_QUOTE})[^\s\"'`,;]{{3,}}", 0.95),
+    # "<password>Steam4ever!</password>"
+    ("PASSWORD", "password in a tag", rf"(?<=<{_PASSWORD_WORDS}>)[^<\s]{{3,}}", 0.95),
     # "The password of Lucy_Brown is summer2024", "password for root: h4ck3r!pass": up to four words
     # between the cue and "is"; the value needs a digit, or a symbol before its end, so that "is
     # written on the card" stays (rule and numbers: docs/benchmarks.md, "Passwords named a few words").
@@ -179,11 +187,15 @@ CUSTOM_PATTERNS: tuple[tuple[str, str, str, float], ...] = (
     # @handle, or has a digit; it starts with a letter or "_" (not "12.You", "#END", "--user"), ends
     # in no dot or hyphen, and is no call or index ("get_user2("). A name of letters only is missed.
     # Rule and numbers: docs/benchmarks.md, "Account names and handles named in the text, variant 2".
+    # As keys: '"username": "jsmith42"', "DB_USER=svc_backup2", "<login>sandra.k77</login>"; "user"
+    # only quoted, after an underscore, before "=" or as a tag ("the user asked for 3 more" stays).
     ("IDENTIFIER", "account name after its name",
-     rf"(?<=\b(?:(?:{_ACCOUNT_WORDS})(?:\s+(?:is|was)\s+|\s*[:=]\s*|\s+)"
-     rf"|(?:handle|login|nickname|alias)(?:\s+(?:is|was)\s+|\s*[:=]\s*)"
+     rf"(?<=(?:{_KEY_START}(?:(?:{_ACCOUNT_WORDS})\b{_QUOTE}(?:\s+(?:is|was)\s+|\s*[:=]\s*|\s+)"
+     rf"|(?:handle|login|nickname|alias)\b{_QUOTE}(?:\s+(?:is|was)\s+|\s*[:=]\s*)"
      rf"|(?:{_ACCOUNT_WORDS}|handle|login|nickname|alias)\s+(?:of|for|on)"
-     r"(?:\s+[^\W\d_][\w'’-]*){1,4}?(?:\s+(?:is|was)\s+|\s*:\s*)))"  # no possessive: read backwards
+     r"(?:\s+[^\W\d_][\w'’-]*){1,4}?(?:\s+(?:is|was)\s+|\s*:\s*))"  # no possessive: read backwards
+     rf"|[\"'`]user[\"'`]\s*[:=]\s*|_user{_QUOTE}\s*[:=]\s*|\buser="
+     rf"|<(?:{_ACCOUNT_WORDS}|user|login|handle|nickname|alias)>){_QUOTE})"
      r"(?:@\w(?:[\w#]|[.-](?=[\w#]))++"
      r"|(?=(?:[\w#]|[.-](?=[\w#]))*?\d)[^\W\d](?:[\w#]|[.-](?=[\w#])){2,}+)(?![(\[])", 0.9),
     ("BIRTH_DATE", "date after a birth cue",

@@ -25,6 +25,7 @@ DATE_CASES = CASES.with_name("pii_cases_dates.jsonl")
 SYMBOL_CASES = CASES.with_name("pii_cases_symbols.jsonl")
 PASSWORD_CASES = CASES.with_name("pii_cases_passwords.jsonl")
 HANDLE_CASES = CASES.with_name("pii_cases_handles.jsonl")
+KEYVALUE_CASES = CASES.with_name("pii_cases_keyvalue.jsonl")
 
 
 @pytest.fixture(scope="module")
@@ -298,6 +299,37 @@ def test_ordinary_phrases_shaped_like_the_new_patterns_stay(redactor: R.Presidio
     assert R.redact(text, redactor) == text
 
 
+@pytest.mark.parametrize("case", [
+    pytest.param(case, marks=pytest.mark.xfail(strict=True, reason="'password:' before a word is read as a password "
+                                                 "and its value (older than the key-value forms)"))
+    if "password: fields" in case["text"] else case for case in load_cases(KEYVALUE_CASES)
+], ids=lambda case: case["text"][:40])
+def test_a_credential_written_as_keys_and_values_is_masked(redactor: R.PresidioRedactor, case: dict) -> None:
+    """A hostile probe of the account-name pattern (2026-12-05): '{"username": "jsmith42",
+    "password": "Hunter2!x"}', "DB_PASSWORD='Pa55w0rd!'", "<password>Steam4ever!</password>" kept
+    both the account name and the password in evidence (ID 0/9, PASSWORD 3/9 on the set). The
+    keys, quotes and tags stay readable; controls stay whole."""
+    out = R.redact(case["text"], redactor)
+    if not case["pii"]:
+        assert out == case["text"]
+    for item in case["pii"]:
+        assert item["value"] not in out, out
+        assert f"<{'PASSWORD' if item['type'] == 'PASSWORD' else 'ID'}>" in out, out
+    for key in ("username", "password", "user", "login"):  # the key itself is no part of the value
+        assert (f'"{key}"' in case["text"]) <= (f'"{key}"' in out)
+
+
+@pytest.mark.xfail(strict=True, reason="the cost of the key-value forms, measured on the benign texts and shipped "
+                                       "within its rule (docs/benchmarks.md, 'Credentials written as keys and values')")
+@pytest.mark.parametrize("text", [
+    'Lab exercise: 1. Type "pwd" to display the current working directory.',
+    "+ `SECRET` or `PASSWORD`: The client secret or admin password to use",
+    "hashed_password = bcrypt.hashpw(password.encode('utf-8'), bcrypt.gensalt())",
+])
+def test_what_the_key_value_forms_take_in_ordinary_text(redactor: R.PresidioRedactor, text: str) -> None:
+    assert "<PASSWORD>" not in R.redact(text, redactor)
+
+
 # What variant 1 of the account-name pattern took in ordinary texts (docs/benchmarks.md,
 # "Account names and handles named in the text"), and shapes like them: a word after one that
 # names an account (spaCy may still read "Twitter" as a person; only the account pattern is checked).
@@ -311,6 +343,10 @@ _ACCOUNT_LOOKALIKES = [
     "SEND IT ON DISCORD #END OF MESSAGE",
     "the login page is login2.html, handle it with care",
     "the alias: dark_lord and the username of 8-20 characters",
+    # and as keys (docs/benchmarks.md, "Credentials written as keys and values")
+    "current_user = get_user(2) and the user=admin check",
+    "the user asked for 3 more, then User: gpt4 replied",
+    "{'username': 'string', 'password_hint': 'optional'}",
 ]
 
 
