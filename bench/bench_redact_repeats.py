@@ -32,7 +32,8 @@ UNITS = (
     "password is ", "passport number ", "born on ", "aa:", "1 main ", "5 ", "Flat 1, ", "P.O. Box ", "l e a k ",
     "phone ", "call me at ", "phone 1 2 ", "tel. (1) ", "username ", "username a1", "a1.", "a1-", "handle is ",
     "login for a is ", "Telegram @", "@a_", '"password": "', "DB_PASSWORD=", "<password>", "'user': '", "_user=",
-    "_", "<username>a1",
+    "_", "<username>a1", "postgres://a:", "://a:a@", "-p a1", "mysql -p", "mysql a", "machine a login a password ",
+    "Authorization: Basic ", "-u a:", "--password ", "'pass' => '",
 )  # fmt: skip
 ENDINGS = ("", "!", " 5", "@")
 

@@ -112,6 +112,11 @@ _PASSWORD_WORDS = r"(?:password|passwort|passwd|pwd|passcode|passphrase|pass phr
 # '"password"' count, and it may be closed by a quote, as may the value that follows.
 _KEY_START = r"(?<![^\W_])"
 _QUOTE = r"[\"'`]?"
+_KEY_SEP = r"\s*(?:=>|[:=])"  # "=>" as in PHP's and Ruby's arrays
+# The account-name value: an @handle, or a value with a digit that starts with a letter or "_" and ends
+# in no dot or hyphen, and is no call or index (docs/benchmarks.md, "Account names ... variant 2").
+_ACCOUNT_VALUE = (r"(?:@\w(?:[\w#]|[.-](?=[\w#]))++"
+                  r"|(?=(?:[\w#]|[.-](?=[\w#]))*?\d)[^\W\d](?:[\w#]|[.-](?=[\w#])){2,}+)(?![(\[])")
 
 # The words that name an account on their own, for the account-name pattern below: platforms may
 # be followed by the word for what they call it ("Instagram account", "Discord handle").
@@ -147,9 +152,22 @@ CUSTOM_PATTERNS: tuple[tuple[str, str, str, float], ...] = (
     # The value after "password is", "pwd:", "passcode =", "PIN:" (the cue words stay readable).
     ("PASSWORD", "password in context",
      rf"(?<={_KEY_START}{_PASSWORD_WORDS}\b{_QUOTE}"
-     rf"(?:\s+(?:is|was|will be|should be|to|=|:)|\s*[:=])\s*{_QUOTE})[^\s\"'`,;]{{3,}}", 0.95),
+     rf"(?:\s+(?:is|was|will be|should be|to|=|:)|{_KEY_SEP})\s*{_QUOTE})[^\s\"'`,;]{{3,}}", 0.95),
     # "<password>Steam4ever!</password>"
     ("PASSWORD", "password in a tag", rf"(?<=<{_PASSWORD_WORDS}>)[^<\s]{{3,}}", 0.95),
+    # Commands, connection strings and key files that cyber-abuse evidence quotes (rule and numbers:
+    # docs/benchmarks.md, "Credentials in commands, URLs and headers"): "pass" as a key
+    # ('"pass": ', "DB_PASS=", "pass="), "--password X", "-p X" (a letter and a digit in X, so that
+    # ports and ranges stay), mysql's "-pX", a .netrc line, "scheme://user:PASSWORD@host" and
+    # "curl -u user:PASSWORD" (not all digits: "docker run -u 1000:1000").
+    ("PASSWORD", "password in a command, URL or key file",
+     rf"(?<=(?:[\"'`]pass[\"'`]{_KEY_SEP}|_pass{_QUOTE}{_KEY_SEP}|\bpass="
+     r"|(?<![\w-])--(?:password|passwd|pass|pwd)(?:\s+|=)|\bmachine\s+\S+\s+login\s+\S+\s+password\s+)\s*[\"'`]?)"
+     r"(?!-)[^\s\"'`,;]{3,}"
+     r"|(?<=(?<![\w-])(?-i:-p)\s+[\"'`]?)(?=[^\s\"'`,;]*[a-z])(?=[^\s\"'`,;]*\d)[^\s\"'`,;]{3,}"
+     r"|(?<=\b(?:mysql|mysqldump|mariadb)\b[^\n|;&]{0,200}?\s(?-i:-p))[^\s\"'`,;]{3,}"
+     r"|(?<=[a-z][a-z0-9+.-]*://[^\s:/@]+:)[^\s/@]+(?=@[\w\[])"
+     r"|(?<=(?<![\w-])(?:(?-i:-u)|--user)\s+[\"']?[^\s:\"']+:)(?!\d+\b)[^\s\"']+(?=[\"']?(?:\s|$))", 0.95),
     # "The password of Lucy_Brown is summer2024", "password for root: h4ck3r!pass": up to four words
     # between the cue and "is"; the value needs a digit, or a symbol before its end, so that "is
     # written on the card" stays (rule and numbers: docs/benchmarks.md, "Passwords named a few words").
@@ -190,14 +208,20 @@ CUSTOM_PATTERNS: tuple[tuple[str, str, str, float], ...] = (
     # As keys: '"username": "jsmith42"', "DB_USER=svc_backup2", "<login>sandra.k77</login>"; "user"
     # only quoted, after an underscore, before "=" or as a tag ("the user asked for 3 more" stays).
     ("IDENTIFIER", "account name after its name",
-     rf"(?<=(?:{_KEY_START}(?:(?:{_ACCOUNT_WORDS})\b{_QUOTE}(?:\s+(?:is|was)\s+|\s*[:=]\s*|\s+)"
-     rf"|(?:handle|login|nickname|alias)\b{_QUOTE}(?:\s+(?:is|was)\s+|\s*[:=]\s*)"
+     rf"(?<=(?:{_KEY_START}(?:(?:{_ACCOUNT_WORDS})\b{_QUOTE}(?:\s+(?:is|was)\s+|{_KEY_SEP}\s*|\s+)"
+     rf"|(?:handle|login|nickname|alias)\b{_QUOTE}(?:\s+(?:is|was)\s+|{_KEY_SEP}\s*)"
      rf"|(?:{_ACCOUNT_WORDS}|handle|login|nickname|alias)\s+(?:of|for|on)"
      r"(?:\s+[^\W\d_][\w'’-]*){1,4}?(?:\s+(?:is|was)\s+|\s*:\s*))"  # no possessive: read backwards
-     rf"|[\"'`]user[\"'`]\s*[:=]\s*|_user{_QUOTE}\s*[:=]\s*|\buser="
-     rf"|<(?:{_ACCOUNT_WORDS}|user|login|handle|nickname|alias)>){_QUOTE})"
-     r"(?:@\w(?:[\w#]|[.-](?=[\w#]))++"
-     r"|(?=(?:[\w#]|[.-](?=[\w#]))*?\d)[^\W\d](?:[\w#]|[.-](?=[\w#])){2,}+)(?![(\[])", 0.9),
+     rf"|[\"'`]user(?:[_-]name)?[\"'`]{_KEY_SEP}\s*|_user(?:[_-]name)?{_QUOTE}{_KEY_SEP}\s*|\buser(?:[_-]name)?="
+     rf"|<(?:{_ACCOUNT_WORDS}|user|login|handle|nickname|alias)>"
+     rf"|(?<![\w-])(?:--user(?:name)?|(?-i:-u))(?:\s+|=)|\bmachine\s+\S+\s+login\s+){_QUOTE})"
+     + _ACCOUNT_VALUE, 0.9),
+    # The user of "scheme://USER:password@host" and of "curl -u USER:password" (not all digits).
+    ("IDENTIFIER", "user in a URL or command",
+     r"(?<=[a-z][a-z0-9+.-]*://)[^\s:/@]+(?=:[^\s/@]+@[\w\[])"
+     r"|(?<=(?<![\w-])(?:(?-i:-u)|--user)\s+[\"']?)(?!\d+:)[^\s:\"']+(?=:(?!\d+\b)[^\s\"']+[\"']?(?:\s|$))", 0.9),
+    # "Authorization: Basic <base64 of user:password>"
+    ("API_KEY", "basic authorization", r"(?<=\b(?:proxy-)?authorization:\s*basic\s+)[a-z0-9+/]{8,}={0,2}", 0.9),
     ("BIRTH_DATE", "date after a birth cue",
      r"(?<=\b(?:date\s+of\s+birth|d\.?o\.?b\.?|born(?:\s+(?:on|in))?|birth\s*date|birthday)(?:\s+(?:is|was|=|:)|\s*[:=])?\s*)"
      r"(?:\d{1,4}[./-]\d{1,2}[./-]\d{1,4}"

@@ -26,6 +26,7 @@ SYMBOL_CASES = CASES.with_name("pii_cases_symbols.jsonl")
 PASSWORD_CASES = CASES.with_name("pii_cases_passwords.jsonl")
 HANDLE_CASES = CASES.with_name("pii_cases_handles.jsonl")
 KEYVALUE_CASES = CASES.with_name("pii_cases_keyvalue.jsonl")
+COMMAND_CASES = CASES.with_name("pii_cases_commands.jsonl")
 
 
 @pytest.fixture(scope="module")
@@ -319,6 +320,21 @@ def test_a_credential_written_as_keys_and_values_is_masked(redactor: R.PresidioR
         assert (f'"{key}"' in case["text"]) <= (f'"{key}"' in out)
 
 
+@pytest.mark.parametrize("case", load_cases(COMMAND_CASES), ids=lambda case: case["text"][:40])
+def test_a_credential_in_a_command_url_or_header_is_masked(redactor: R.PresidioRedactor, case: dict) -> None:
+    """A hostile probe of the key-value forms (2026-12-05): "postgres://jsmith42:Hunter2!x@db...",
+    "hydra -l admin -p Passw0rd!", "mysql -pT0ps3cret", a .netrc line, "Authorization: Basic ..."
+    kept their credentials in evidence (ID 0/6, PASSWORD 1/10, SECRET 0/1 on the set). Ports,
+    ranges, "-print0" and a password prompt ("mysql -u root -p prod") stay."""
+    out = R.redact(case["text"], redactor)
+    for item in case["pii"]:
+        assert item["value"] not in out, out
+    for kept in ("-p 2222", "-p 8080:80", "-print0", "-p prod", "pass/fail", "user_name field", "Basic training"):
+        assert (kept in case["text"]) <= (kept in out), out
+    if not case["pii"]:
+        assert "<PASSWORD>" not in out and "<ID>" not in out and "<SECRET>" not in out, out
+
+
 @pytest.mark.xfail(strict=True, reason="the cost of the key-value forms, measured on the benign texts and shipped "
                                        "within its rule (docs/benchmarks.md, 'Credentials written as keys and values')")
 @pytest.mark.parametrize("text", [
@@ -328,6 +344,13 @@ def test_a_credential_written_as_keys_and_values_is_masked(redactor: R.PresidioR
 ])
 def test_what_the_key_value_forms_take_in_ordinary_text(redactor: R.PresidioRedactor, text: str) -> None:
     assert "<PASSWORD>" not in R.redact(text, redactor)
+
+
+@pytest.mark.xfail(strict=True, reason="'-p' before a value with a letter and a digit is read as a password in any "
+                                       "command (docs/benchmarks.md, 'Credentials in commands, URLs and headers')")
+def test_mkdir_p_before_a_directory_with_a_digit_stays() -> None:
+    # Found by the probe of the command forms, not in the 14,344 benign texts.
+    assert "<PASSWORD>" not in R.redact("mkdir -p build2/out")
 
 
 # What variant 1 of the account-name pattern took in ordinary texts (docs/benchmarks.md,
