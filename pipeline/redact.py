@@ -114,7 +114,8 @@ _KEY_START = r"(?<![^\W_])"
 _QUOTE = r"[\"'`]?"
 _KEY_SEP = r"\s*(?:=>|[:=])"  # "=>" as in PHP's and Ruby's arrays
 # The account-name value: an @handle, or a value with a digit that starts with a letter or "_" and ends
-# in no dot or hyphen, and is no call or index (docs/benchmarks.md, "Account names ... variant 2").
+# in no dot or hyphen, and is no call or index (docs/benchmarks.md, "Account names and handles named
+# in the text, variant 2").
 _ACCOUNT_VALUE = (r"(?:@\w(?:[\w#]|[.-](?=[\w#]))++"
                   r"|(?=(?:[\w#]|[.-](?=[\w#]))*?\d)[^\W\d](?:[\w#]|[.-](?=[\w#])){2,}+)(?![(\[])")
 
@@ -207,6 +208,7 @@ CUSTOM_PATTERNS: tuple[tuple[str, str, str, float], ...] = (
     # Rule and numbers: docs/benchmarks.md, "Account names and handles named in the text, variant 2".
     # As keys: '"username": "jsmith42"', "DB_USER=svc_backup2", "<login>sandra.k77</login>"; "user"
     # only quoted, after an underscore, before "=" or as a tag ("the user asked for 3 more" stays).
+    # In commands and key files: "--user jsmith42", "-u jsmith42", a .netrc "machine HOST login X".
     ("IDENTIFIER", "account name after its name",
      rf"(?<=(?:{_KEY_START}(?:(?:{_ACCOUNT_WORDS})\b{_QUOTE}(?:\s+(?:is|was)\s+|{_KEY_SEP}\s*|\s+)"
      rf"|(?:handle|login|nickname|alias)\b{_QUOTE}(?:\s+(?:is|was)\s+|{_KEY_SEP}\s*)"
