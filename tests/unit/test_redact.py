@@ -447,6 +447,28 @@ def test_the_anchored_email_patterns_find_what_the_unanchored_ones_found(text: s
         assert [m.span() for m in regex.finditer(rx, text, flags=flags)] == before
 
 
+_LONG_TOKEN = next(rx for _, name, rx, _ in R.CUSTOM_PATTERNS if name == "long token")
+_RUN_START = "(?<=(?<![A-Za-z0-9_\\-])-*)"
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.text("a1-_ .Z9-", max_size=120))
+def test_the_long_token_pattern_finds_what_it_found_from_every_boundary(text: str) -> None:
+    """Starting only where a run starts skips no span: on any text the pattern finds exactly the
+    spans of the same pattern tried from every word boundary (the rule's criterion 1)."""
+    assert _LONG_TOKEN.startswith(_RUN_START)
+    flags = regex.DOTALL | regex.MULTILINE | regex.IGNORECASE
+    before = [m.span() for m in regex.finditer(_LONG_TOKEN.replace(_RUN_START, "", 1), text, flags=flags)]
+    assert [m.span() for m in regex.finditer(_LONG_TOKEN, text, flags=flags)] == before
+
+
+@pytest.mark.timeout(30)
+def test_the_long_token_pattern_is_not_quadratic_on_hyphenated_digits() -> None:
+    """Found by bench/bench_redact_repeats.py (2026-12-05): 1.9 s on 12,000 characters of
+    "1-1-1-...", quadratic (about 190 s on these 120,000); now milliseconds. Finishing is the check."""
+    assert regex.findall(_LONG_TOKEN, "1-" * 60_000, flags=regex.IGNORECASE) == []
+
+
 def test_folding_keeps_positions_and_ascii_text() -> None:
     text = "Łukasz Wójcik, Straße 5, Ærø, 東京, plain words"
     folded = R.fold_accents(text)
