@@ -124,6 +124,12 @@ _ACCOUNT_VALUE = (r"(?:@\w(?:[\w#]|[.-](?=[\w#]))++"
 _ACCOUNT_WORDS = (r"user\s*name|user\s*id|screen\s*name|gamer\s*tag|steam\s*id"
                   r"|(?:discord|instagram|telegram|twitter|tiktok|snapchat|reddit|github)"
                   r"(?:\s+(?:account|handle|name|id|username))?")
+# Words that name an account but mean other things too ("can handle real-time input").
+_ACCOUNT_WORDS_IN_CONTEXT = r"handle|login|nickname|alias"
+# Where a URL's user starts, and a command's user flag (curl's "-u USER:password"), for the
+# password and the user of "user:password" pairs.
+_SCHEME = r"[a-z][a-z0-9+.-]*://"
+_USER_FLAG = r"(?<![\w-])(?:(?-i:-u)|--user)\s+[\"']?"
 
 # Our own recognisers: (entity, name, regex, score). Presidio evaluates them with the `regex`
 # module (IGNORECASE unless the entity is in _CASE_SENSITIVE), so variable-length lookbehind works.
@@ -167,8 +173,8 @@ CUSTOM_PATTERNS: tuple[tuple[str, str, str, float], ...] = (
      r"(?!-)[^\s\"'`,;]{3,}"
      r"|(?<=(?<![\w-])(?-i:-p)\s+[\"'`]?)(?=[^\s\"'`,;]*[a-z])(?=[^\s\"'`,;]*\d)[^\s\"'`,;]{3,}"
      r"|(?<=\b(?:mysql|mysqldump|mariadb)\b[^\n|;&]{0,200}?\s(?-i:-p))[^\s\"'`,;]{3,}"
-     r"|(?<=[a-z][a-z0-9+.-]*://[^\s:/@]+:)[^\s/@]+(?=@[\w\[])"
-     r"|(?<=(?<![\w-])(?:(?-i:-u)|--user)\s+[\"']?[^\s:\"']+:)(?!\d+\b)[^\s\"']+(?=[\"']?(?:\s|$))", 0.95),
+     rf"|(?<={_SCHEME}[^\s:/@]+:)[^\s/@]+(?=@[\w\[])"
+     rf"|(?<={_USER_FLAG}[^\s:\"']+:)(?!\d+\b)[^\s\"']+(?=[\"']?(?:\s|$))", 0.95),
     # "The password of Lucy_Brown is summer2024", "password for root: h4ck3r!pass": up to four words
     # between the cue and "is"; the value needs a digit, or a symbol before its end, so that "is
     # written on the card" stays (rule and numbers: docs/benchmarks.md, "Passwords named a few words").
@@ -211,17 +217,17 @@ CUSTOM_PATTERNS: tuple[tuple[str, str, str, float], ...] = (
     # In commands and key files: "--user jsmith42", "-u jsmith42", a .netrc "machine HOST login X".
     ("IDENTIFIER", "account name after its name",
      rf"(?<=(?:{_KEY_START}(?:(?:{_ACCOUNT_WORDS})\b{_QUOTE}(?:\s+(?:is|was)\s+|{_KEY_SEP}\s*|\s+)"
-     rf"|(?:handle|login|nickname|alias)\b{_QUOTE}(?:\s+(?:is|was)\s+|{_KEY_SEP}\s*)"
-     rf"|(?:{_ACCOUNT_WORDS}|handle|login|nickname|alias)\s+(?:of|for|on)"
+     rf"|(?:{_ACCOUNT_WORDS_IN_CONTEXT})\b{_QUOTE}(?:\s+(?:is|was)\s+|{_KEY_SEP}\s*)"
+     rf"|(?:{_ACCOUNT_WORDS}|{_ACCOUNT_WORDS_IN_CONTEXT})\s+(?:of|for|on)"
      r"(?:\s+[^\W\d_][\w'’-]*){1,4}?(?:\s+(?:is|was)\s+|\s*:\s*))"  # no possessive: read backwards
      rf"|[\"'`]user(?:[_-]name)?[\"'`]{_KEY_SEP}\s*|_user(?:[_-]name)?{_QUOTE}{_KEY_SEP}\s*|\buser(?:[_-]name)?="
-     rf"|<(?:{_ACCOUNT_WORDS}|user|login|handle|nickname|alias)>"
+     rf"|<(?:{_ACCOUNT_WORDS}|user|{_ACCOUNT_WORDS_IN_CONTEXT})>"
      rf"|(?<![\w-])(?:--user(?:name)?|(?-i:-u))(?:\s+|=)|\bmachine\s+\S+\s+login\s+){_QUOTE})"
      + _ACCOUNT_VALUE, 0.9),
     # The user of "scheme://USER:password@host" and of "curl -u USER:password" (not all digits).
     ("IDENTIFIER", "user in a URL or command",
-     r"(?<=[a-z][a-z0-9+.-]*://)[^\s:/@]+(?=:[^\s/@]+@[\w\[])"
-     r"|(?<=(?<![\w-])(?:(?-i:-u)|--user)\s+[\"']?)(?!\d+:)[^\s:\"']+(?=:(?!\d+\b)[^\s\"']+[\"']?(?:\s|$))", 0.9),
+     rf"(?<={_SCHEME})[^\s:/@]+(?=:[^\s/@]+@[\w\[])"
+     rf"|(?<={_USER_FLAG})(?!\d+:)[^\s:\"']+(?=:(?!\d+\b)[^\s\"']+[\"']?(?:\s|$))", 0.9),
     # "Authorization: Basic <base64 of user:password>"
     ("API_KEY", "basic authorization", r"(?<=\b(?:proxy-)?authorization:\s*basic\s+)[a-z0-9+/]{8,}={0,2}", 0.9),
     ("BIRTH_DATE", "date after a birth cue",
