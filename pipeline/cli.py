@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import inspect
 import json
 import os
+import re
 import signal
 import threading
 import time
@@ -654,6 +656,37 @@ def _wire_subcommands() -> None:
 
 
 _wire_subcommands()
+
+
+def _help_for_the_terminal(doc: str) -> str:
+    """A docstring as ``--help`` should show it: each paragraph one line, for rich to wrap.
+
+    typer joins the lines of a help text's first paragraph but keeps every line break of the
+    others, so at 80 columns they came out ragged; and reStructuredText's double backticks were
+    printed as they are. Paragraphs stay apart, and so do the lines of a list (lines that start
+    with "-", "*" or a number and a dot).
+    """
+    paragraphs = []
+    for paragraph in inspect.cleandoc(doc).split("\n\n"):
+        lines = paragraph.splitlines()
+        if any(re.match(r"\s*(?:[-*]|\d+\.)\s", line) for line in lines[1:]):
+            paragraphs.append(paragraph)
+        else:
+            paragraphs.append(" ".join(line.strip() for line in lines))
+    return "\n\n".join(paragraphs).replace("``", "'")
+
+
+def _reflow_help(typer_app: typer.Typer) -> None:
+    """Give every command and group of ``typer_app`` its help text reflowed (see above)."""
+    for info in typer_app.registered_commands:
+        doc = info.help if info.help is not None else inspect.getdoc(info.callback)
+        if doc:
+            info.help = _help_for_the_terminal(doc)
+    for group in typer_app.registered_groups:
+        _reflow_help(group.typer_instance)
+
+
+_reflow_help(app)
 
 if __name__ == "__main__":
     raise SystemExit(main())

@@ -447,3 +447,43 @@ def test_spark_backfill_and_delivery_errors_map_to_their_exit_codes():
     assert classify_exception(SparkSetupError("--master garbage"))[0] is ExitCode.CONFIG
     code, message = classify_exception(DeliveryError([("line 7", KafkaConnectionError("broker gone"))]))
     assert code is ExitCode.KAFKA_UNREACHABLE and "line 7" in message
+
+
+def _every_command() -> list[tuple[list[str], object]]:
+    """(argv path, click command) for the root, every group and every command under them."""
+    import typer
+
+    from pipeline.cli import app
+
+    found = []
+
+    def walk(command: object, path: list[str]) -> None:
+        found.append((path, command))
+        if hasattr(command, "list_commands"):
+            ctx = type(command).context_class(command)
+            for name in command.list_commands(ctx):
+                walk(command.get_command(ctx, name), [*path, name])
+
+    walk(typer.main.get_command(app), [])
+    return found
+
+
+def test_every_help_text_is_reflowed_for_the_terminal(capsys: pytest.CaptureFixture[str]) -> None:
+    """typer keeps the line breaks of every paragraph but the first, so `produce --help` came out
+    ragged at 80 columns, and five commands printed reStructuredText's double backticks."""
+    commands = _every_command()
+    assert len(commands) > 40  # the walk reached the groups' commands
+    for path, command in commands:
+        for paragraph in (command.help or "").split("\n\n")[1:]:
+            lines = paragraph.splitlines()
+            assert len(lines) == 1 or all(re.match(r"\s*(?:[-*]|\d+\.)\s", line) for line in lines[1:]), (path, paragraph)
+        code, out, _ = _run(capsys, *path, "--help")
+        assert code == 0 and "Usage: misuse-monitor" in out, path
+        assert "``" not in out, path
+
+
+def test_help_keeps_list_lines_apart() -> None:
+    from pipeline.cli import _help_for_the_terminal
+
+    doc = "First line\n    of the summary.\n\n    Two lines\n    of prose.\n\n    Steps:\n    - one\n    - two\n"
+    assert _help_for_the_terminal(doc) == "First line of the summary.\n\nTwo lines of prose.\n\nSteps:\n- one\n- two"
