@@ -33,7 +33,7 @@ UNITS = (
     "phone ", "call me at ", "phone 1 2 ", "tel. (1) ", "username ", "username a1", "a1.", "a1-", "handle is ",
     "login for a is ", "Telegram @", "@a_", '"password": "', "DB_PASSWORD=", "<password>", "'user': '", "_user=",
     "_", "<username>a1", "postgres://a:", "://a:a@", "-p a1", "mysql -p", "mysql a", "machine a login a password ",
-    "Authorization: Basic ", "-u a:", "--password ", "'pass' => '",
+    "Authorization: Basic ", "-u a:", "--password ", "'pass' => '", "-p a1 ", "-u a -p a1 ", "hydra -p a1 ",
 )  # fmt: skip
 ENDINGS = ("", "!", " 5", "@")
 
