@@ -130,6 +130,13 @@ _ACCOUNT_WORDS_IN_CONTEXT = r"handle|login|nickname|alias"
 # password and the user of "user:password" pairs.
 _SCHEME = r"[a-z][a-z0-9+.-]*://"
 _USER_FLAG = r"(?<![\w-])(?:(?-i:-u)|--user)\s+[\"']?"
+# "-p VALUE" is a password only in a command that logs in (rule and numbers: docs/benchmarks.md,
+# '"-p" read as a password only where a command logs in'): a user flag with its value somewhere in
+# the same command (hydra's -l/-L, -u/-U, --user, --username, --login), or a tool whose -p is a
+# password. Elsewhere it is a path, a crate, a plugin or a patch ("mkdir -p build2/out").
+_LOGIN_FLAG = r"(?<![\w-])(?:(?-i:-[uUlL])|--user(?:name)?|--login)\s+[^\s|;&-]"
+_LOGIN_TOOL = r"\b(?:sshpass|hydra|medusa|crackmapexec|cme|netexec|nxc|evil-winrm|smbmap)\b"
+_SAME_COMMAND = r"[^\n|;&]{0,100}?"
 
 # Our own recognisers: (entity, name, regex, score). Presidio evaluates them with the `regex`
 # module (IGNORECASE unless the entity is in _CASE_SENSITIVE), so variable-length lookbehind works.
@@ -164,14 +171,15 @@ CUSTOM_PATTERNS: tuple[tuple[str, str, str, float], ...] = (
     ("PASSWORD", "password in a tag", rf"(?<=<{_PASSWORD_WORDS}>)[^<\s]{{3,}}", 0.95),
     # Commands, connection strings and key files that cyber-abuse evidence quotes (rule and numbers:
     # docs/benchmarks.md, "Credentials in commands, URLs and headers"): "pass" as a key
-    # ('"pass": ', "DB_PASS=", "pass="), "--password X", "-p X" (a letter and a digit in X, so that
-    # ports and ranges stay), mysql's "-pX", a .netrc line, "scheme://user:PASSWORD@host" and
+    # ('"pass": ', "DB_PASS=", "pass="), "--password X", "-p X" where a command logs in (a letter
+    # and a digit in X, so that ports and ranges stay), mysql's "-pX", a .netrc line, "scheme://user:PASSWORD@host" and
     # "curl -u user:PASSWORD" (not all digits: "docker run -u 1000:1000").
     ("PASSWORD", "password in a command, URL or key file",
      rf"(?<=(?:[\"'`]pass[\"'`]{_KEY_SEP}|_pass{_QUOTE}{_KEY_SEP}|\bpass="
      r"|(?<![\w-])--(?:password|passwd|pass|pwd)(?:\s+|=)|\bmachine\s+\S+\s+login\s+\S+\s+password\s+)\s*[\"'`]?)"
      r"(?!-)[^\s\"'`,;]{3,}"
-     r"|(?<=(?<![\w-])(?-i:-p)\s+[\"'`]?)(?=[^\s\"'`,;]*[a-z])(?=[^\s\"'`,;]*\d)[^\s\"'`,;]{3,}"
+     r"|(?<=(?<![\w-])(?-i:-p)\s+[\"'`]?)(?=[^\s\"'`,;]*[a-z])(?=[^\s\"'`,;]*\d)"
+     rf"(?:(?<=(?:{_LOGIN_TOOL}|{_LOGIN_FLAG}){_SAME_COMMAND})|(?={_SAME_COMMAND}{_LOGIN_FLAG}))[^\s\"'`,;]{{3,}}"
      r"|(?<=\b(?:mysql|mysqldump|mariadb)\b[^\n|;&]{0,200}?\s(?-i:-p))[^\s\"'`,;]{3,}"
      rf"|(?<={_SCHEME}[^\s:/@]+:)[^\s/@]+(?=@[\w\[])"
      rf"|(?<={_USER_FLAG}[^\s:\"']+:)(?!\d+\b)[^\s\"']+(?=[\"']?(?:\s|$))", 0.95),
