@@ -236,6 +236,14 @@ CUSTOM_PATTERNS: tuple[tuple[str, str, str, float], ...] = (
     ("IDENTIFIER", "user in a URL or command",
      rf"(?<={_SCHEME})[^\s:/@]+(?=:[^\s/@]+@[\w\[])"
      rf"|(?<={_USER_FLAG})(?!\d+:)[^\s:\"']+(?=:(?!\d+\b)[^\s\"']+[\"']?(?:\s|$))", 0.9),
+    # Reddit's "u/name" (or "/u/name"): "harass u/spez", "find out who u/jsmith42 is". The "u/" is the
+    # cue, so a name of letters only counts; units of enzyme activity and insulin ("5 u/ml", "0.1
+    # u/kg", "3 u/min") and paths ("src/u/utils.py") stay (rule and numbers: docs/benchmarks.md,
+    # "Reddit's u/name").
+    ("IDENTIFIER", "Reddit user name",
+     r"(?<=(?:(?<![\w/.-])/|(?<![\w/.-]))(?-i:u)/)(?<!\d\s?/?u/)"
+     r"(?!(?:ml|dl|l|kg|g|mg|min|h|hr|hour|day|d|wk|week|dose|mmol|μl)(?![\w-]))"
+     r"[a-z0-9_-]{3,20}+(?![\w/-]|\.\w)", 0.9),
     # "Authorization: Basic <base64 of user:password>"
     ("API_KEY", "basic authorization", r"(?<=\b(?:proxy-)?authorization:\s*basic\s+)[a-z0-9+/]{8,}={0,2}", 0.9),
     ("BIRTH_DATE", "date after a birth cue",

@@ -28,6 +28,7 @@ HANDLE_CASES = CASES.with_name("pii_cases_handles.jsonl")
 KEYVALUE_CASES = CASES.with_name("pii_cases_keyvalue.jsonl")
 COMMAND_CASES = CASES.with_name("pii_cases_commands.jsonl")
 FLAG_CASES = CASES.with_name("pii_cases_flags.jsonl")
+REDDIT_CASES = CASES.with_name("pii_cases_reddit.jsonl")
 
 
 @pytest.fixture(scope="module")
@@ -371,6 +372,34 @@ def test_p_is_a_password_only_where_a_command_logs_in(redactor: R.PresidioRedact
 ])
 def test_what_counts_as_a_command_that_logs_in(redactor: R.PresidioRedactor, text: str, masked: bool) -> None:
     assert ("<PASSWORD>" in R.redact(text, redactor)) is masked
+
+
+@pytest.mark.parametrize("case", load_cases(REDDIT_CASES), ids=lambda case: case["text"][:40])
+def test_a_reddit_user_name_is_masked(redactor: R.PresidioRedactor, case: dict) -> None:
+    """A probe after the '-p' change (2026-12-05): "find out who u/jsmith42 really is", "harass
+    u/spez" kept the target's account in evidence (ID 0/6 on the set): the account pattern needs a
+    cue word. "u/" is the cue; units ("5 u/ml", "0.1 u/kg"), subreddits and paths stay."""
+    out = R.redact(case["text"], redactor)
+    for item in case["pii"]:
+        assert item["value"] not in out and "u/<ID>" in out, out
+    if not case["pii"]:
+        assert "<ID>" not in out, out
+
+
+@pytest.mark.parametrize(("text", "masked"), [
+    ("harass u/spez.", True),  # a sentence's full stop is no part of the name
+    ("ask u/spez, then", True),
+    ("x/u/spez", False),  # inside a path
+    ("a.u/spez", False),
+    ("U/SPEZ", False),  # Reddit writes "u/" in lower case
+    ("u/spez/posts", False),  # a path under the name
+    ("u/ab", False),  # shorter than Reddit allows
+    ("u/" + "a" * 25, False),  # longer than Reddit allows
+    ("10 u/dose", False),
+    ("u/hour", False),
+])
+def test_what_counts_as_a_reddit_user_name(redactor: R.PresidioRedactor, text: str, masked: bool) -> None:
+    assert ("<ID>" in R.redact(text, redactor)) is masked
 
 
 # What variant 1 of the account-name pattern took in ordinary texts (docs/benchmarks.md,
