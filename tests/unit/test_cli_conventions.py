@@ -476,7 +476,8 @@ def test_every_help_text_is_reflowed_for_the_terminal(capsys: pytest.CaptureFixt
     for path, command in commands:
         for paragraph in (command.help or "").split("\n\n")[1:]:
             lines = paragraph.splitlines()
-            assert len(lines) == 1 or all(re.match(r"\s*(?:[-*]|\d+\.)\s", line) for line in lines[1:]), (path, paragraph)
+            is_list = all(re.match(r"\s*(?:[-*]|\d+\.)\s", line) for line in lines[1:])
+            assert len(lines) == 1 or is_list, (path, paragraph)
         code, out, _ = _run(capsys, *path, "--help")
         assert code == 0 and "Usage: misuse-monitor" in out, path
         assert "``" not in out, path
