@@ -172,8 +172,9 @@ CUSTOM_PATTERNS: tuple[tuple[str, str, str, float], ...] = (
     # Commands, connection strings and key files that cyber-abuse evidence quotes (rule and numbers:
     # docs/benchmarks.md, "Credentials in commands, URLs and headers"): "pass" as a key
     # ('"pass": ', "DB_PASS=", "pass="), "--password X", "-p X" where a command logs in (a letter
-    # and a digit in X, so that ports and ranges stay), mysql's "-pX", a .netrc line, "scheme://user:PASSWORD@host" and
-    # "curl -u user:PASSWORD" (not all digits: "docker run -u 1000:1000").
+    # and a digit in X, so that ports and ranges stay), mysql's "-pX", a .netrc line,
+    # "scheme://user:PASSWORD@host" and "curl -u user:PASSWORD" (not all digits: "docker run -u
+    # 1000:1000").
     ("PASSWORD", "password in a command, URL or key file",
      rf"(?<=(?:[\"'`]pass[\"'`]{_KEY_SEP}|_pass{_QUOTE}{_KEY_SEP}|\bpass="
      r"|(?<![\w-])--(?:password|passwd|pass|pwd)(?:\s+|=)|\bmachine\s+\S+\s+login\s+\S+\s+password\s+)\s*[\"'`]?)"
@@ -244,6 +245,14 @@ CUSTOM_PATTERNS: tuple[tuple[str, str, str, float], ...] = (
      r"(?<=(?:(?<![\w/.-])/|(?<![\w/.-]))(?-i:u)/)(?<!\d\s?/?u/)"
      r"(?!(?:ml|dl|l|kg|g|mg|min|h|hr|hour|day|d|wk|week|dose|mmol|μl)(?![\w-]))"
      r"[a-z0-9_-]{3,20}+(?![\w/-]|\.\w)", 0.9),
+    # An @mention with a digit and no platform named before it: "keep replying to @jsmith42",
+    # "the real name behind @crypto_king99". Letters-only handles are missed, so that decorators,
+    # annotations and CSS at-rules stay ("@login_required", "@Override", "@media"); T-SQL
+    # variables with a digit ("@count1") read as handles (rule and numbers: docs/benchmarks.md,
+    # "@mentions with a digit").
+    ("IDENTIFIER", "@mention with a digit",
+     r"(?<=(?<![\w@./-])@)(?=[\w.]{0,30}?\d)[a-z_][a-z0-9_]*+(?:\.[a-z0-9_]++)*+(?<=@[\w.]{3,30})"
+     r"(?![\w/@(-]|\.[\w/@(-])", 0.9),
     # "Authorization: Basic <base64 of user:password>"
     ("API_KEY", "basic authorization", r"(?<=\b(?:proxy-)?authorization:\s*basic\s+)[a-z0-9+/]{8,}={0,2}", 0.9),
     ("BIRTH_DATE", "date after a birth cue",

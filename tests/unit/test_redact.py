@@ -29,6 +29,7 @@ KEYVALUE_CASES = CASES.with_name("pii_cases_keyvalue.jsonl")
 COMMAND_CASES = CASES.with_name("pii_cases_commands.jsonl")
 FLAG_CASES = CASES.with_name("pii_cases_flags.jsonl")
 REDDIT_CASES = CASES.with_name("pii_cases_reddit.jsonl")
+MENTION_CASES = CASES.with_name("pii_cases_mentions.jsonl")
 
 
 @pytest.fixture(scope="module")
@@ -399,6 +400,35 @@ def test_a_reddit_user_name_is_masked(redactor: R.PresidioRedactor, case: dict) 
     ("u/hour", False),
 ])
 def test_what_counts_as_a_reddit_user_name(redactor: R.PresidioRedactor, text: str, masked: bool) -> None:
+    assert ("<ID>" in R.redact(text, redactor)) is masked
+
+
+@pytest.mark.parametrize("case", load_cases(MENTION_CASES), ids=lambda case: case["text"][:40])
+def test_an_at_mention_with_a_digit_is_masked(redactor: R.PresidioRedactor, case: dict) -> None:
+    """The probe that found u/name (2026-12-05): "keep replying to @jsmith42 with threats" kept the
+    handle in evidence (ID 0/7 on the set): the account pattern took an @handle only after a
+    platform's name. Decorators, annotations, at-rules, npm scopes and "@3pm" stay; T-SQL
+    variables with a digit are the rule's announced cost."""
+    out = R.redact(case["text"], redactor)
+    for item in case["pii"]:
+        assert item["value"] not in out and "@<ID>" in out, out
+    if not case["pii"]:
+        assert ("<ID>" in out) is case["text"].startswith("DECLARE @count1"), out
+
+
+@pytest.mark.parametrize(("text", "masked"), [
+    ("ask @jsmith42.", True),  # a sentence's full stop is no part of the handle
+    ("ask @maria.lopez88, then", True),
+    ("mail jsmith42@example.com", False),  # an e-mail address is the e-mail recogniser's
+    ("@ab1", True),
+    ("@a1", False),  # shorter than three
+    ("@" + "a" * 30 + "1", False),  # longer than thirty
+    ("@retry3(times=2)", False),  # a decorator with a call
+    ("@scope2/pkg", False),  # an npm scope
+    ("@jsmith42@host", False),
+    ("@login_required", False),  # no digit
+])
+def test_what_counts_as_an_at_mention(redactor: R.PresidioRedactor, text: str, masked: bool) -> None:
     assert ("<ID>" in R.redact(text, redactor)) is masked
 
 
