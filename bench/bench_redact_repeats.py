@@ -34,7 +34,7 @@ UNITS = (
     "login for a is ", "Telegram @", "@a_", '"password": "', "DB_PASSWORD=", "<password>", "'user': '", "_user=",
     "_", "<username>a1", "postgres://a:", "://a:a@", "-p a1", "mysql -p", "mysql a", "machine a login a password ",
     "Authorization: Basic ", "-u a:", "--password ", "'pass' => '", "-p a1 ", "-u a -p a1 ", "hydra -p a1 ",
-    "u/", "/u/", "u/a", " u/aaa", "5 u/", " @a", " @a.", " @a1.", "@_",
+    "u/", "/u/", "u/a", " u/aaa", "5 u/", " @a", " @a.", " @a1.", "@_", "tag @", "reply to @a ",
 )  # fmt: skip
 ENDINGS = ("", "!", " 5", "@")
 

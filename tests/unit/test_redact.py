@@ -30,6 +30,7 @@ COMMAND_CASES = CASES.with_name("pii_cases_commands.jsonl")
 FLAG_CASES = CASES.with_name("pii_cases_flags.jsonl")
 REDDIT_CASES = CASES.with_name("pii_cases_reddit.jsonl")
 MENTION_CASES = CASES.with_name("pii_cases_mentions.jsonl")
+CUED_MENTION_CASES = CASES.with_name("pii_cases_mentions_cued.jsonl")
 
 
 @pytest.fixture(scope="module")
@@ -429,6 +430,36 @@ def test_an_at_mention_with_a_digit_is_masked(redactor: R.PresidioRedactor, case
     ("@login_required", False),  # no digit
 ])
 def test_what_counts_as_an_at_mention(redactor: R.PresidioRedactor, text: str, masked: bool) -> None:
+    assert ("<ID>" in R.redact(text, redactor)) is masked
+
+
+@pytest.mark.parametrize("case", load_cases(CUED_MENTION_CASES), ids=lambda case: case["text"][:40])
+def test_a_letters_only_mention_after_a_word_that_addresses_a_user_is_masked(
+    redactor: R.PresidioRedactor, case: dict
+) -> None:
+    """Left by the digit rule: "keep replying to @elonmusk", "tag @sarahjane" kept the handle (ID
+    0/6 on the set). After a word that addresses or targets a user it is masked; broadcasts,
+    decorators and attributes with no such word before them stay. An annotation right after such
+    a word ("Report @Override") is the rule's announced cost."""
+    out = R.redact(case["text"], redactor)
+    for item in case["pii"]:
+        assert item["value"] not in out and "@<ID>" in out, out
+    if not case["pii"]:
+        assert ("<ID>" in out) is case["text"].startswith("Report @Override"), out
+
+
+@pytest.mark.parametrize(("text", "masked"), [
+    ("dox @janedoe.", True),
+    ("reply to @everyone", False),
+    ("follow @media rules", False),
+    ("tag  @janedoe", False),  # one space only
+    ("retag @janedoe", False),  # a word that ends in a cue word is not one
+    ("tag @jane-doe", False),
+    ("tag @ab", False),  # shorter than three
+])
+def test_what_counts_as_a_mention_after_a_word_that_addresses_a_user(
+    redactor: R.PresidioRedactor, text: str, masked: bool
+) -> None:
     assert ("<ID>" in R.redact(text, redactor)) is masked
 
 
