@@ -137,6 +137,9 @@ _USER_FLAG = r"(?<![\w-])(?:(?-i:-u)|--user)\s+[\"']?"
 _LOGIN_FLAG = r"(?<![\w-])(?:(?-i:-[uUlL])|--user(?:name)?|--login)\s+[^\s|;&-]"
 _LOGIN_TOOL = r"\b(?:sshpass|hydra|medusa|crackmapexec|cme|netexec|nxc|evil-winrm|smbmap)\b"
 _SAME_COMMAND = r"[^\n|;&]{0,100}?"
+# Where an @handle ends: not before a letter, digit, "_", "-", "/", "@" or "(", nor before a dot
+# followed by one of those (a sentence's full stop ends it; "@app.route(" and "@scope/pkg" are code).
+_HANDLE_END = r"(?![\w/@(-]|\.[\w/@(-])"
 # Words that address or target a user right before an @mention (see the pattern below).
 _ADDRESSING_WORDS = (r"reply\s+to|replying\s+to|tag|tagging|dm|message|messaging|harass|harassing|report|reporting"
                      r"|mass-report|dox|doxx|doxing|doxxing|follow|following|mention|mentioning|cc|block|blocking"
@@ -256,7 +259,7 @@ CUSTOM_PATTERNS: tuple[tuple[str, str, str, float], ...] = (
     # "@mentions with a digit").
     ("IDENTIFIER", "@mention with a digit",
      r"(?<=(?<![\w@./-])@)(?=[\w.]{0,30}?\d)[a-z_][a-z0-9_]*+(?:\.[a-z0-9_]++)*+(?<=@[\w.]{3,30})"
-     r"(?![\w/@(-]|\.[\w/@(-])", 0.9),
+     + _HANDLE_END, 0.9),
     # A letters-only @mention right after a word that addresses or targets a user ("keep replying to
     # @elonmusk", "tag @sarahjane"): without that word it has the shape of a decorator or an
     # annotation. Broadcasts ("@everyone") and CSS at-rules stay; an annotation right after such a
@@ -265,7 +268,7 @@ CUSTOM_PATTERNS: tuple[tuple[str, str, str, float], ...] = (
     ("IDENTIFIER", "@mention after a word that addresses a user",
      rf"(?<=\b(?:{_ADDRESSING_WORDS})\s@)"
      r"(?!(?:everyone|here|channel|all|media|import|font-face|keyframes|supports|page|charset|namespace|layer"
-     r"|container)(?![\w-]))[a-z_]{3,30}+(?![\w/@(-]|\.[\w/@(-])", 0.9),
+     r"|container)(?![\w-]))[a-z_]{3,30}+" + _HANDLE_END, 0.9),
     # "Authorization: Basic <base64 of user:password>"
     ("API_KEY", "basic authorization", r"(?<=\b(?:proxy-)?authorization:\s*basic\s+)[a-z0-9+/]{8,}={0,2}", 0.9),
     ("BIRTH_DATE", "date after a birth cue",
