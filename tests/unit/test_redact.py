@@ -404,17 +404,25 @@ def test_what_counts_as_a_reddit_user_name(redactor: R.PresidioRedactor, text: s
     assert ("<ID>" in R.redact(text, redactor)) is masked
 
 
-@pytest.mark.parametrize("case", load_cases(MENTION_CASES), ids=lambda case: case["text"][:40])
-def test_an_at_mention_with_a_digit_is_masked(redactor: R.PresidioRedactor, case: dict) -> None:
+# Each @mention set with the control its rule announced as a cost (docs/benchmarks.md, "@mentions
+# with a digit" and "@mentions of letters only after a word that addresses a user").
+_MENTION_SETS = [(MENTION_CASES, "DECLARE @count1"), (CUED_MENTION_CASES, "Report @Override")]
+
+
+@pytest.mark.parametrize(("case", "announced_cost"), [
+    (case, cost) for cases, cost in _MENTION_SETS for case in load_cases(cases)
+], ids=lambda value: value["text"][:40] if isinstance(value, dict) else "")
+def test_an_at_mention_is_masked(redactor: R.PresidioRedactor, case: dict, announced_cost: str) -> None:
     """The probe that found u/name (2026-12-05): "keep replying to @jsmith42 with threats" kept the
-    handle in evidence (ID 0/7 on the set): the account pattern took an @handle only after a
-    platform's name. Decorators, annotations, at-rules, npm scopes and "@3pm" stay; T-SQL
-    variables with a digit are the rule's announced cost."""
+    handle in evidence (ID 0/7 on the digit set): the account pattern took an @handle only after a
+    platform's name. Letters-only handles ("tag @sarahjane", ID 0/6 on the cued set) count after a
+    word that addresses or targets a user. Decorators, annotations, at-rules, npm scopes, "@3pm"
+    and broadcasts stay; each set's one announced cost is the control that changes."""
     out = R.redact(case["text"], redactor)
     for item in case["pii"]:
         assert item["value"] not in out and "@<ID>" in out, out
     if not case["pii"]:
-        assert ("<ID>" in out) is case["text"].startswith("DECLARE @count1"), out
+        assert ("<ID>" in out) is case["text"].startswith(announced_cost), out
 
 
 @pytest.mark.parametrize(("text", "masked"), [
@@ -431,21 +439,6 @@ def test_an_at_mention_with_a_digit_is_masked(redactor: R.PresidioRedactor, case
 ])
 def test_what_counts_as_an_at_mention(redactor: R.PresidioRedactor, text: str, masked: bool) -> None:
     assert ("<ID>" in R.redact(text, redactor)) is masked
-
-
-@pytest.mark.parametrize("case", load_cases(CUED_MENTION_CASES), ids=lambda case: case["text"][:40])
-def test_a_letters_only_mention_after_a_word_that_addresses_a_user_is_masked(
-    redactor: R.PresidioRedactor, case: dict
-) -> None:
-    """Left by the digit rule: "keep replying to @elonmusk", "tag @sarahjane" kept the handle (ID
-    0/6 on the set). After a word that addresses or targets a user it is masked; broadcasts,
-    decorators and attributes with no such word before them stay. An annotation right after such
-    a word ("Report @Override") is the rule's announced cost."""
-    out = R.redact(case["text"], redactor)
-    for item in case["pii"]:
-        assert item["value"] not in out and "@<ID>" in out, out
-    if not case["pii"]:
-        assert ("<ID>" in out) is case["text"].startswith("Report @Override"), out
 
 
 @pytest.mark.parametrize(("text", "masked"), [
