@@ -6,6 +6,7 @@ import inspect
 import json
 import os
 import re
+import shlex
 import signal
 import threading
 import time
@@ -611,18 +612,22 @@ def schemas_export(
 
     if out.exists() and not out.is_dir():
         raise typer.BadParameter(f"'{out}' is a file; --out takes a directory", param_hint="--out")
-    stale = []
+    stale, missing = [], []
     for name, schema in contract_json_schemas().items():
         text = json.dumps(schema, indent=2, sort_keys=True) + "\n"
         path = out / name
         if check:
-            if not path.exists() or path.read_text() != text:
+            if not path.exists():
+                missing.append(name)
+            elif path.read_text() != text:
                 stale.append(name)
         else:
             out.mkdir(parents=True, exist_ok=True)
             path.write_text(text)
-    if stale:
-        console.print(f"[red]stale contract files: {stale}; run `misuse-monitor schemas export`[/red]")
+    if stale or missing:
+        found = "; ".join(f"{what} contract files in {out}: {', '.join(names)}" for what, names in (("stale", stale), ("missing", missing)) if names)
+        again = "" if out == CONTRACTS_DIR else f" --out {shlex.quote(str(out))}"
+        console.print(f"[red]{found}; run `misuse-monitor schemas export{again}`[/red]", soft_wrap=True)
         raise typer.Exit(ExitCode.CHECK_FAILED)
 
 

@@ -383,10 +383,27 @@ def test_a_failed_check_has_its_own_exit_code(tmp_path: Path, capsys: pytest.Cap
     """Stale contract files are a check's finding, not a bug (1) or a usage error (2): exit 11."""
     code, _, _ = _run(capsys, "schemas", "export", "--out", str(tmp_path))
     assert code == 0
-    (tmp_path / sorted(p.name for p in tmp_path.iterdir())[0]).write_text("{}\n")
+    first, second = sorted(p.name for p in tmp_path.iterdir())
+    (tmp_path / first).write_text("{}\n")
     code, out, err = _run(capsys, "schemas", "export", "--check", "--out", str(tmp_path))
     assert code == ExitCode.CHECK_FAILED == 11
-    assert "stale contract files" in out + err
+    assert f"stale contract files in {tmp_path}: {first}; run `misuse-monitor schemas export --out {tmp_path}`" in out + err
+
+
+def test_a_check_names_missing_contract_files_and_the_folder_to_export_to(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """`schemas export --check --out typo` said the files were stale and told the user to export to
+    the default folder, not the one checked."""
+    code, _, _ = _run(capsys, "schemas", "export", "--out", str(tmp_path / "good"))
+    assert code == 0
+    first, second = sorted(p.name for p in (tmp_path / "good").iterdir())
+    (tmp_path / "good" / second).unlink()
+    code, out, err = _run(capsys, "schemas", "export", "--check", "--out", str(tmp_path / "good"))
+    assert code == ExitCode.CHECK_FAILED
+    assert f"missing contract files in {tmp_path / 'good'}: {second}; run `misuse-monitor schemas export --out {tmp_path / 'good'}`" in out + err
+    assert "stale" not in out + err
+    code, out, err = _run(capsys, "schemas", "export", "--check", "--out", str(tmp_path / "typo"))
+    assert code == ExitCode.CHECK_FAILED
+    assert f"missing contract files in {tmp_path / 'typo'}: {first}, {second}" in out + err
 
 
 def test_a_broken_alert_rules_file_is_a_config_error_wherever_it_is_read() -> None:
