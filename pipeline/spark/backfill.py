@@ -284,15 +284,21 @@ def read_lake_verdicts(spark: SparkSession, lake: Path | str) -> DataFrame:
     recursiveFileLookup turns off partition discovery, so ``date=...`` directories do not
     add a second, type-inferred ``date`` column next to the one stored in the files.
     """
-    path = Path(lake) / "verdicts"
-    if not any(path.glob("date=*/*.parquet")):
-        raise BackfillError(f"no verdict files under {path}")
     return (
         spark.read.schema(from_arrow_schema(LAKE_SCHEMA))
         .option("recursiveFileLookup", "true")
         .option("pathGlobFilter", "*.parquet")
-        .parquet(str(path))
+        .parquet(str(lake_verdicts_dir(lake)))
     )
+
+
+def lake_verdicts_dir(lake: Path | str) -> Path:
+    """The lake's verdicts folder; BackfillError when it holds no verdict file. Cheap, so callers
+    can check before Spark starts (a JVM start is seconds of log lines before the error)."""
+    path = Path(lake) / "verdicts"
+    if not any(path.glob("date=*/*.parquet")):
+        raise BackfillError(f"no verdict files under {path}")
+    return path
 
 
 def read_lake_logs(spark: SparkSession, lake: Path | str) -> DataFrame:

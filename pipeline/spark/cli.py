@@ -88,10 +88,15 @@ def _settings(config: Path | None):  # noqa: ANN202
     return load_settings(config)
 
 
-def _verdicts(spark, settings, lake: Path | None):  # noqa: ANN001, ANN202
-    from pipeline.spark.backfill import read_lake_verdicts
+def _lake_session(master: str, job: str, driver_memory: str, conf: list[str] | None, settings, lake: Path | None):  # noqa: ANN001, ANN202
+    """A session and the lake's verdicts, for the jobs that read them. A bad --conf (usage) and a
+    lake without verdicts (input) both fail before the JVM starts, which takes seconds of log lines."""
+    from pipeline.spark.backfill import lake_verdicts_dir, read_lake_verdicts
 
-    return read_lake_verdicts(spark, lake or settings.lake.path)
+    _conf(conf)
+    path = lake_verdicts_dir(lake or settings.lake.path).parent
+    spark = _session(master, job, driver_memory, conf=conf)
+    return spark, read_lake_verdicts(spark, path)
 
 
 @app.command()
@@ -165,8 +170,8 @@ def aggregates(
     _refuse_overwrite([out / "aggregates"], overwrite)
     from pipeline.spark import aggregates as job
 
-    spark = _session(master, "aggregates", driver_memory, conf=conf)
-    target = job.write(job.run(spark, _verdicts(spark, _settings(config), lake)), out)
+    spark, verdicts = _lake_session(master, "aggregates", driver_memory, conf, _settings(config), lake)
+    target = job.write(job.run(spark, verdicts), out)
     _report(as_json, "aggregates", {"aggregates": target}, f"[green]aggregates[/green] -> {target}")
 
 
@@ -188,8 +193,8 @@ def offenders(
     _refuse_overwrite([out / "offenders"], overwrite)
     from pipeline.spark import offenders as job
 
-    spark = _session(master, "offenders", driver_memory, conf=conf)
-    result = job.run(spark, _verdicts(spark, _settings(config), lake), half_life_days, as_of, top)
+    spark, verdicts = _lake_session(master, "offenders", driver_memory, conf, _settings(config), lake)
+    result = job.run(spark, verdicts, half_life_days, as_of, top)
     target = job.write(result, out)
     _report(as_json, "offenders", {"offenders": target}, f"[green]offenders[/green] -> {target}")
 
@@ -214,10 +219,10 @@ def campaigns(
 
     from pipeline.privacy import LakePolicy
 
-    spark = _session(master, "campaigns", driver_memory, conf=conf)
     settings = _settings(config)
+    spark, verdicts = _lake_session(master, "campaigns", driver_memory, conf, settings, lake)
     policy = LakePolicy.from_settings(settings)
-    result = job.run(spark, _verdicts(spark, settings, lake), max_distance, min_users, not all_records, policy=policy)
+    result = job.run(spark, verdicts, max_distance, min_users, not all_records, policy=policy)
     target = job.write(result, out)
     _report(as_json, "campaigns", {"campaigns": target}, f"[green]campaigns[/green] -> {target}")
 
@@ -291,9 +296,9 @@ def all_jobs(
 
     from pipeline.privacy import LakePolicy
 
-    spark = _session(master, "all", driver_memory, conf=conf)
     settings = _settings(config)
-    verdicts = _verdicts(spark, settings, lake).cache()
+    spark, verdicts = _lake_session(master, "all", driver_memory, conf, settings, lake)
+    verdicts = verdicts.cache()
     policy = LakePolicy.from_settings(settings)
     written = {}
     for name, job, result in (

@@ -95,3 +95,14 @@ def test_spark_submit_shadow_bad_values_are_usage_errors(tmp_path: Path, capsys:
         shadow.main(["--jsonl", str(tmp_path / "logs.jsonl"), "--out", str(tmp_path / "out"), *argv])
     assert exit_info.value.code == ExitCode.USAGE and flag in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("job", ["aggregates", "offenders", "campaigns", "all"])
+def test_a_lake_without_verdicts_is_refused_before_spark_starts(tmp_path: Path, job: str) -> None:
+    """`spark aggregates --lake typo` started the JVM (seconds of Spark's log lines) before it said
+    that the lake holds no verdicts. --master not-a-master would fail if a session were built."""
+    (tmp_path / "verdicts" / "date=2026-12-01").mkdir(parents=True)  # a lake's folders, no files
+    result = CliRunner().invoke(app, [job, "--lake", str(tmp_path), "--out", str(tmp_path / "out"), "--master", "not-a-master"])
+    assert isinstance(result.exception, backfill.BackfillError), result.output
+    assert str(result.exception) == f"no verdict files under {tmp_path / 'verdicts'}"
+    assert not (tmp_path / "out").exists()
