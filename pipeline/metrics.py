@@ -166,6 +166,11 @@ class PipelineMetrics:
             "Screened texts in a language that no enabled detector reads, by side and language",
             ["side", "language"], registry=r,
         )
+        self.trusted_system_prompts = Counter(
+            "mm_trusted_system_prompts_total",
+            "System and developer messages not screened: their text is one of detectors.trusted_system_prompts",
+            ["role"], registry=r,
+        )
         self.first_stage_records = Counter(
             "mm_first_stage_records_total",
             "Records screened by a detector's cheap first stage: skipped (not sent to the model) or escalated",

@@ -24,6 +24,7 @@ from pipeline.decode import DecodeError, decode_log
 from pipeline.metrics import PipelineMetrics
 from pipeline.schemas import Finding, InferenceLog, MisuseVerdict, Signal
 from pipeline.settings import Settings
+from pipeline.trusted import TrustedPrompts
 from pipeline.verdicts import Pseudonymizer, build_verdict
 
 log = logging.getLogger(__name__)
@@ -92,13 +93,15 @@ class ScoringError(RuntimeError):
 
 class Scorer:
     def __init__(
-        self, detectors: Sequence[Detector], pseudonymize: Pseudonymizer, metrics: PipelineMetrics | None = None
+        self, detectors: Sequence[Detector], pseudonymize: Pseudonymizer, metrics: PipelineMetrics | None = None,
+        trusted: TrustedPrompts | None = None,
     ) -> None:
         if not detectors:
             raise ValueError("at least one detector must be enabled")
         self.detectors = list(detectors)
         self._pseudonymize = pseudonymize
         self._metrics = metrics
+        self._trusted = trusted or TrustedPrompts()
         # Language of every screened part: volumes for the metrics, and the verdict's
         # unscreened_language signal where no enabled detector reads a part's language.
         self._languages = LanguageCoverage.of(self.detectors)
@@ -115,7 +118,7 @@ class Scorer:
     def from_settings(cls, settings: Settings, metrics: PipelineMetrics | None = None) -> Scorer:
         detectors = build(settings.detectors.enabled, settings.detectors.config())
         key = settings.pseudonym_key.get_secret_value().encode("utf-8")
-        return cls(detectors, Pseudonymizer(key), metrics)
+        return cls(detectors, Pseudonymizer(key), metrics, TrustedPrompts(settings.detectors.trusted_system_prompts))
 
     def preload(self, warm_up_records: int = 0) -> None:
         """Build what the detectors would load on their first finding, before the stream joins its
@@ -170,12 +173,13 @@ class Scorer:
         """A verdict or a :class:`RecordError` per record, in order (per-record isolation)."""
         merged: list[list[Finding]] = [[] for _ in logs]
         errors: dict[int, RecordError] = {}
+        read = self._screened(logs)
         for detector in self.detectors:
             active = [i for i in range(len(logs)) if i not in errors]
             if not active:
                 break
             started = time.perf_counter()
-            results, failures = self._detect_isolated(detector, [logs[i] for i in active])
+            results, failures = self._detect_isolated(detector, [read[i] for i in active])
             if failures:
                 self._check_canary(detector, failures)
                 for j, exc in failures.items():
@@ -193,7 +197,7 @@ class Scorer:
             for j, found in enumerate(results):
                 if found is not None:
                     merged[active[j]].extend(found)
-        unread = self._unread_languages(logs)
+        unread = self._unread_languages(read)
         out: list[MisuseVerdict | RecordError] = []
         for i, lg in enumerate(logs):
             if i in errors:
@@ -229,6 +233,21 @@ class Scorer:
             except ValueError as exc:  # e.g. text that cannot be serialised as UTF-8
                 out.append(RecordError("verdict_error", repr(exc)[:500]))
         return out
+
+    def _screened(self, logs: Sequence[InferenceLog]) -> Sequence[InferenceLog]:
+        """What the detectors read of each record: the record less the system prompts the
+        operator trusts (pipeline/trusted.py), counted in mm_trusted_system_prompts_total.
+        The verdict is built from the record itself."""
+        if not self._trusted:
+            return logs
+        read = []
+        for lg in logs:
+            screened, left_out = self._trusted.screened(lg)
+            read.append(screened)
+            if self._metrics is not None:
+                for role, n in left_out.items():
+                    self._metrics.trusted_system_prompts.labels(role).inc(n)
+        return read
 
     def _unread_languages(self, logs: Sequence[InferenceLog]) -> list[bool]:
         """Per record: is some screened part in a language no enabled detector reads?

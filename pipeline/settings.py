@@ -170,6 +170,17 @@ class DetectorSettings(Section):
     batch_size: int = Field(default=16, ge=1, le=4096)
     threads: int | None = Field(default=None, ge=1, le=1024)  # None: the usable cores
     options: dict[str, str] = Field(default_factory=dict)
+    # The operator's own system prompts, not screened where a system or developer message is one of
+    # them exactly, whitespace aside (pipeline/trusted.py; README, "Detectors").
+    trusted_system_prompts: list[str] = Field(default_factory=list)
+
+    @field_validator("trusted_system_prompts")
+    @classmethod
+    def _no_blank_prompt(cls, prompts: list[str]) -> list[str]:
+        for i, prompt in enumerate(prompts):
+            if not prompt.strip():
+                raise ValueError(f"item {i} is blank: a trusted system prompt is the whole text of one")
+        return prompts
 
     def config(self) -> DetectorConfig:
         return DetectorConfig(

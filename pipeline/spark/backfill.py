@@ -51,6 +51,7 @@ from pipeline.scoring import RecordError, Scorer
 from pipeline.settings import Settings, load_settings
 from pipeline.sinks.base import ScoredRecord, SourcePosition
 from pipeline.spark.output import add_overwrite_argument, refuse_overwrite
+from pipeline.trusted import TrustedPrompts
 from pipeline.verdicts import Pseudonymizer, build_verdict
 
 FILE_TOPIC = "file"
@@ -113,6 +114,8 @@ class ScoringSpec:
     min_scores: tuple[tuple[str, float], ...] = ()
     # What the output lake keeps of each record (the same policy as the stream's lake sink).
     lake_policy: LakePolicy = LakePolicy()
+    # detectors.trusted_system_prompts: not screened, as in the stream (pipeline/trusted.py).
+    trusted_system_prompts: tuple[str, ...] = ()
 
     @classmethod
     def from_settings(
@@ -133,12 +136,13 @@ class ScoringSpec:
             batch_size=settings.batch.max_records,
             min_scores=tuple(sorted((min_scores or {}).items())),
             lake_policy=LakePolicy.from_settings(settings),
+            trusted_system_prompts=tuple(settings.detectors.trusted_system_prompts),
         )
 
     @property
     def cache_key(self) -> tuple:
         # DetectorConfig holds a dict (unhashable); its repr is stable for equal configs.
-        return (self.detectors, repr(self.config), self.pseudonym_key, self.min_scores)
+        return (self.detectors, repr(self.config), self.pseudonym_key, self.min_scores, self.trusted_system_prompts)
 
 
 # One Scorer per Python worker process, built lazily in the first task that needs it.
@@ -169,7 +173,8 @@ def _build_scorer(spec: ScoringSpec) -> Scorer:
         # A detector left to its default uses every core of the machine; in a task it gets
         # spark.task.cpus, or N concurrent workers would each start os.cpu_count() threads.
         config = dataclasses.replace(config, threads=task.cpus())
-    return Scorer(build(list(spec.detectors), config), Pseudonymizer(spec.pseudonym_key))
+    return Scorer(build(list(spec.detectors), config), Pseudonymizer(spec.pseudonym_key),
+                  trusted=TrustedPrompts(spec.trusted_system_prompts))
 
 
 def apply_min_scores(
