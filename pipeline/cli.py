@@ -625,7 +625,9 @@ def schemas_export(
             out.mkdir(parents=True, exist_ok=True)
             path.write_text(text)
     if stale or missing:
-        found = "; ".join(f"{what} contract files in {out}: {', '.join(names)}" for what, names in (("stale", stale), ("missing", missing)) if names)
+        found = "; ".join(
+            f"{what} contract files in {out}: {', '.join(names)}" for what, names in (("stale", stale), ("missing", missing)) if names
+        )
         again = "" if out == CONTRACTS_DIR else f" --out {shlex.quote(str(out))}"
         console.print(f"[red]{found}; run `misuse-monitor schemas export{again}`[/red]", soft_wrap=True)
         raise typer.Exit(ExitCode.CHECK_FAILED)
