@@ -168,8 +168,8 @@ class PipelineMetrics:
         )
         self.trusted_system_prompts = Counter(
             "mm_trusted_system_prompts_total",
-            "System and developer messages not screened: their text is one of detectors.trusted_system_prompts",
-            ["role"], registry=r,
+            "System and developer messages with trusted text (detectors.trusted_system_prompts) cut out, by what was left",
+            ["role", "rest"], registry=r,
         )
         self.first_stage_records = Counter(
             "mm_first_stage_records_total",

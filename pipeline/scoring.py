@@ -235,18 +235,18 @@ class Scorer:
         return out
 
     def _screened(self, logs: Sequence[InferenceLog]) -> Sequence[InferenceLog]:
-        """What the detectors read of each record: the record less the system prompts the
+        """What the detectors read of each record: the record less the system-prompt text the
         operator trusts (pipeline/trusted.py), counted in mm_trusted_system_prompts_total.
         The verdict is built from the record itself."""
         if not self._trusted:
             return logs
         read = []
         for lg in logs:
-            screened, left_out = self._trusted.screened(lg)
+            screened, cut = self._trusted.screened(lg)
             read.append(screened)
             if self._metrics is not None:
-                for role, n in left_out.items():
-                    self._metrics.trusted_system_prompts.labels(role).inc(n)
+                for (role, rest), n in cut.items():
+                    self._metrics.trusted_system_prompts.labels(role, rest).inc(n)
         return read
 
     def _unread_languages(self, logs: Sequence[InferenceLog]) -> list[bool]:

@@ -170,8 +170,8 @@ class DetectorSettings(Section):
     batch_size: int = Field(default=16, ge=1, le=4096)
     threads: int | None = Field(default=None, ge=1, le=1024)  # None: the usable cores
     options: dict[str, str] = Field(default_factory=dict)
-    # The operator's own system prompts, not screened where a system or developer message is one of
-    # them exactly, whitespace aside (pipeline/trusted.py; README, "Detectors").
+    # The operator's own system prompts: cut out of system and developer messages (whitespace aside)
+    # before screening, the rest of such a message screened (pipeline/trusted.py; README, "Detectors").
     trusted_system_prompts: list[str] = Field(default_factory=list)
 
     @field_validator("trusted_system_prompts")
