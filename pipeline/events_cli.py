@@ -20,10 +20,16 @@ def _settings(url: str | None, config: Path | None) -> PostgresSettings:
     """The ``postgres`` section of the process settings (file, MM_POSTGRES__*), ``--url`` wins."""
     from pipeline.settings import load_settings
 
+    from pipeline.exits import ConfigError
+    from pipeline.postgres_settings import postgres_url
     from pipeline.preflight import require_postgres
 
     pg = load_settings(config).postgres
-    pg = pg.model_copy(update={"url": type(pg.url)(url)}) if url else pg
+    if url:
+        try:
+            pg = pg.model_copy(update={"url": type(pg.url)(postgres_url(url))})
+        except ValueError as exc:  # exit 3, as for a database URL that cannot be parsed
+            raise ConfigError(f"database URL (--url): {exc}") from None
     require_postgres(pg.url.get_secret_value(), pg.connect_timeout_s)  # one line and exit 6, not a driver traceback
     return pg
 
@@ -51,7 +57,14 @@ def prune(
 
     settings = _settings(url, config)
     engine = events_db.create_engine(settings)
-    deleted = events_db.delete_older_than(engine, settings.retention_days if days is None else days)
+    if events_db.has_events_table(engine):
+        deleted = events_db.delete_older_than(engine, settings.retention_days if days is None else days)
+    else:
+        # Not an error (a cron job may run before the first flush), but it must not read as a
+        # prune of an existing table; it used to end as "internal error: UndefinedTable".
+        typer.echo(f"misuse-monitor: warning: no {events_db.TABLE_NAME} table in that database: nothing to prune "
+                   "(`misuse-monitor events init` or the stream's postgres sink creates it)", err=True)
+        deleted = 0
     engine.dispose()
     kept = settings.retention_days if days is None else days
     if as_json:

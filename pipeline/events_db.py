@@ -392,6 +392,11 @@ def upsert_with_retry(engine: sa.Engine, verdicts: Sequence[Event], attempts: in
         raise EventStoreError(f"writing {len(verdicts)} verdicts to {TABLE_NAME} failed: {describe_db_error(exc)}") from exc
 
 
+def has_events_table(engine: sa.Engine) -> bool:
+    """Whether the events table exists (in the connection's search path)."""
+    return sa.inspect(engine).has_table(TABLE_NAME)
+
+
 def delete_older_than(engine: sa.Engine, days: int, *, now: datetime | None = None, batch: int = 10_000) -> int:
     """Delete rows whose request time or write time is more than ``days`` old; returns rows deleted.
 

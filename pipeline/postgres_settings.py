@@ -2,7 +2,19 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
+
+
+def postgres_url(url: str) -> str:
+    """``url`` if it names a PostgreSQL database, ``postgres://`` (Heroku's and libpq's spelling)
+    written as SQLAlchemy's ``postgresql://``; ValueError naming only the scheme otherwise (the URL
+    may hold a password). A SQLite or MySQL URL used to reach the driver and end as an internal error."""
+    scheme, sep, rest = url.partition("://")
+    dialect, plus, driver = scheme.partition("+")
+    if not sep or dialect.lower() not in ("postgresql", "postgres"):
+        got = f"a {scheme!r} URL" if sep else "no scheme"
+        raise ValueError(f"the events store is PostgreSQL: expected postgresql://user:password@host:5432/db, got {got}")
+    return f"postgresql{plus}{driver}://{rest}"
 
 
 class PostgresSettings(BaseModel):
@@ -17,4 +29,9 @@ class PostgresSettings(BaseModel):
     statement_timeout_ms: int = Field(default=30_000, ge=100, le=2**31 - 1)  # PostgreSQL's own limit
     flush_attempts: int = Field(default=5, ge=1)
     create_schema: bool = Field(default=True, description="CREATE TABLE/INDEX IF NOT EXISTS at start-up")
+
+    @field_validator("url")
+    @classmethod
+    def _postgresql(cls, url: SecretStr) -> SecretStr:
+        return SecretStr(postgres_url(url.get_secret_value()))
 

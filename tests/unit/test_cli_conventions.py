@@ -241,6 +241,29 @@ def test_entry_points_use_main() -> None:
     assert result.stderr.strip().count("\n") == 0 and "config file not found" in result.stderr
 
 
+@pytest.mark.parametrize("url", ["sqlite:///events.db", "mysql://misuse:s3cret-pw@127.0.0.1:3306/misuse", "127.0.0.1:5432/misuse"])
+def test_an_events_store_url_that_is_not_postgresql_is_refused_without_its_password(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], url: str
+) -> None:
+    """`events prune --url sqlite:///...` was "internal error: TypeError: 'connect_timeout'" (exit 1);
+    a MySQL URL asked to install MySQLdb, which would not have helped. Exit 3, as for a database URL
+    that cannot be parsed."""
+    got, _, err = _run(capsys, "events", "prune", "--url", url)
+    assert got == ExitCode.CONFIG and "the events store is PostgreSQL: expected postgresql://" in _one_error_line(err)
+    assert "s3cret-pw" not in err
+    monkeypatch.setenv("MM_POSTGRES__URL", url)
+    got, _, err = _run(capsys, "events", "prune")
+    assert got == ExitCode.CONFIG and "postgres.url" in err and "s3cret-pw" not in err
+
+
+def test_a_postgres_url_is_written_as_sqlalchemy_reads_it() -> None:
+    from pipeline.postgres_settings import PostgresSettings, postgres_url
+
+    assert postgres_url("postgres://u:p@h:5432/db") == "postgresql://u:p@h:5432/db"
+    assert postgres_url("postgres+psycopg://u@h/db") == "postgresql+psycopg://u@h/db"
+    assert PostgresSettings(url="postgres://u@h/db").url.get_secret_value() == "postgresql://u@h/db"
+
+
 def test_unreachable_database_is_exit_6(capsys: pytest.CaptureFixture[str]) -> None:
     url = f"postgresql+psycopg://misuse:misuse@127.0.0.1:{free_port()}/misuse"
     started = time.monotonic()

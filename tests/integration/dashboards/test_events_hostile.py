@@ -221,3 +221,21 @@ def test_events_prune_cli_applies_the_write_time_too(postgres_settings: Postgres
     assert '"deleted": 1' in result.output
     assert rows(engine) == []
     engine.dispose()
+
+
+def test_events_prune_before_the_table_exists_warns_and_deletes_nothing(postgres_settings: PostgresSettings) -> None:
+    """A cron job's first prune, before any flush, ended as "internal error: UndefinedTable" (exit 1);
+    a `postgres://` URL, libpq's and Heroku's spelling, was refused as an unknown dialect."""
+    from typer.testing import CliRunner
+
+    from pipeline.events_cli import app
+
+    url = postgres_settings.url.get_secret_value()
+    for written in (url, url.replace("postgresql+psycopg://", "postgres://", 1)):
+        result = CliRunner().invoke(app, ["prune", "--url", written, "--json"])
+        assert result.exit_code == 0, result.output
+        assert "no misuse_events table in that database: nothing to prune" in result.output
+        assert '"deleted": 0' in result.output
+    engine = events_db.create_engine(postgres_settings)
+    assert not events_db.has_events_table(engine)  # prune creates nothing
+    engine.dispose()
