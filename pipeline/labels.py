@@ -15,6 +15,7 @@ one scope per category (a verdict "predicts" a category when it lists it).
 from __future__ import annotations
 
 import json
+from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -61,6 +62,12 @@ def read_labels(path: Path) -> dict[str, Label]:
 class Predicted:
     flagged: bool
     categories: frozenset[str]
+    # (category, part) of each finding: which part of the record it points at ("-": not named)
+    parts: frozenset[tuple[str, str]] = frozenset()
+
+
+def _parts(findings: Iterable[Mapping] | None) -> frozenset[tuple[str, str]]:
+    return frozenset((str(f.get("category")), str(f.get("part") or "-")) for f in findings or () if isinstance(f, Mapping))
 
 
 def read_verdicts(path: Path) -> dict[str, Predicted]:
@@ -70,6 +77,7 @@ def read_verdicts(path: Path) -> dict[str, Predicted]:
     """
     verdicts: dict[str, Predicted] = {}
     if not is_dash(path) and path.is_dir():
+        import pyarrow as pa
         import pyarrow.dataset as ds
 
         # A lake root holds verdicts/ (and dead_letters/ from backfills, which have no verdict).
@@ -80,7 +88,16 @@ def read_verdicts(path: Path) -> dict[str, Predicted]:
         # Read the files by name, not as a Hive dataset: the lake's date= folders would
         # otherwise add a partition column that clashes with the stored `date` column.
         try:
-            table = ds.dataset(files, format="parquet").to_table(columns=["request_id", "flagged", "categories"])
+            dataset = ds.dataset(files, format="parquet")
+            # Findings say which part each flag came from; a verdict file from elsewhere may lack them.
+            has_findings = "findings" in dataset.schema.names
+            if has_findings:
+                from pipeline.lake import LAKE_SCHEMA
+
+                # Lake files written before a finding had a part read with it null.
+                fields = ["request_id", "flagged", "categories", "findings"]
+                dataset = ds.dataset(files, format="parquet", schema=pa.schema([LAKE_SCHEMA.field(f) for f in fields]))
+            table = dataset.to_table(columns=["request_id", "flagged", "categories", *(["findings"] if has_findings else [])])
         except (OSError, ValueError) as exc:  # pyarrow's ArrowInvalid (not Parquet, a column missing) is a ValueError
             # Another job's output (aggregates/) or a damaged file was an internal error (exit 1).
             first = first_line(exc, type(exc).__name__)
@@ -103,7 +120,10 @@ def read_verdicts(path: Path) -> dict[str, Predicted]:
             # bool("false") is True: a verdict file from another tool with "flagged": "false" or 0
             # counted every record as flagged and still gave a normal-looking table.
             raise LabelsError(f"{path}: line {n}: 'flagged' is {flagged!r}, not true or false")
-        verdicts.setdefault(row["request_id"], Predicted(bool(flagged), frozenset(row.get("categories") or ())))
+        findings = row.get("findings")
+        verdicts.setdefault(row["request_id"], Predicted(
+            bool(flagged), frozenset(row.get("categories") or ()), _parts(findings if isinstance(findings, list) else None),
+        ))
     return verdicts
 
 
@@ -174,6 +194,33 @@ def score(labels: Mapping[str, Label], verdicts: Mapping[str, Predicted]) -> Acc
     return Accuracy(len(ids), len(set(labels) - set(verdicts)), out)
 
 
+def wrong_flags_by_part(labels: Mapping[str, Label], verdicts: Mapping[str, Predicted]) -> Counter[tuple[str, str]]:
+    """(category, part) -> labelled records flagged with a category their label does not have, by
+    the part of the record that category's findings point at (a record counts once per part).
+    Where wrong flags come from: a deployment's system prompt flags every one of its requests."""
+    wrong: Counter[tuple[str, str]] = Counter()
+    for i in set(labels) & set(verdicts):
+        verdict, label = verdicts[i], labels[i]
+        if not verdict.flagged:
+            continue
+        truth = {c.value for c in label.categories}
+        for category in verdict.categories - truth:
+            wrong.update({(category, part) for c, part in verdict.parts if c == category} or {(category, "-")})
+    return wrong
+
+
+def wrong_flags_table(wrong: Counter[tuple[str, str]]):  # noqa: ANN201 - rich Table
+    from rich.table import Table
+
+    table = Table(title="wrong flags by the part they point at",
+                  caption="records flagged with a category their label does not have")
+    for col, justify in (("category", "left"), ("part", "left"), ("records", "right")):
+        table.add_column(col, justify=justify)  # type: ignore[arg-type]
+    for (category, part), n in sorted(wrong.items(), key=lambda kv: (-kv[1], kv[0])):
+        table.add_row(category, part, str(n))
+    return table
+
+
 def accuracy_table(acc: Accuracy, title: str = "verdicts against the ground truth"):  # noqa: ANN201 - rich Table
     """A rich table: one row per scope with support, predicted, precision and recall."""
     from rich.table import Table
@@ -202,12 +249,21 @@ def evaluate_command(labels: Path | None, verdicts: Path | None, as_json: bool =
     for path, hint in ((labels, "--labels"), (verdicts, "--verdicts")):
         if not is_dash(path) and not path.exists():
             raise typer.BadParameter(f"{path} does not exist", param_hint=hint)
-    acc = score(read_labels(labels), read_verdicts(verdicts))
+    read, predicted = read_labels(labels), read_verdicts(verdicts)
+    acc = score(read, predicted)
+    wrong = wrong_flags_by_part(read, predicted)
     if as_json:
         typer.echo(json.dumps({"matched": acc.matched, "unmatched_labels": acc.unmatched_labels,
-                               "scopes": [s.as_dict() for s in acc.scopes]}, sort_keys=True))
+                               "scopes": [s.as_dict() for s in acc.scopes],
+                               "wrong_flags_by_part": [{"category": c, "part": p, "records": n}
+                                                       for (c, p), n in sorted(wrong.items())]}, sort_keys=True))
         return
     console = Console()
     console.print(accuracy_table(acc))
+    if wrong:
+        console.print(wrong_flags_table(wrong))
+        if any(part == "system" for _, part in wrong):
+            console.print("Flags on system prompts: a deployment's own prompt is sent with every request. If those "
+                          "prompts are yours, list them in detectors.trusted_system_prompts (README, \"Detectors\").")
     if acc.unmatched_labels:
         console.print(f"{acc.unmatched_labels} labelled records have no verdict (not scored)")
