@@ -76,6 +76,7 @@ class ReportInputs:
     lake: pd.DataFrame | None = None
     dead_letters: pd.DataFrame | None = None
     accuracy: Any = None  # pipeline.labels.Accuracy when labels were given
+    wrong_flags: Any = None  # Counter (category, part) -> records, when labels were given
     alerts: AlertSummary | None = None
 
     def __post_init__(self) -> None:
@@ -109,9 +110,11 @@ class ReportInputs:
         if labels is not None:
             if lake is None:
                 raise ReportError("--labels needs --lake (the verdicts to score)")
-            from pipeline.labels import read_labels, read_verdicts, score
+            from pipeline.labels import read_labels, read_verdicts, score, wrong_flags_by_part
 
-            inputs.accuracy = score(read_labels(labels), read_verdicts(lake))
+            read, predicted = read_labels(labels), read_verdicts(lake)
+            inputs.accuracy = score(read, predicted)
+            inputs.wrong_flags = wrong_flags_by_part(read, predicted)
         if alerts_db is not None:
             inputs.alerts = read_alerts(alerts_db)
         if dead_letter_topic is not None:
@@ -517,6 +520,7 @@ def render(inputs: ReportInputs, title: str = "misuse-monitor report", source: s
         partial=partial,
         volumes=volume_tables(agg, inputs.lake),
         accuracy=inputs.accuracy,
+        wrong_flags=sorted((inputs.wrong_flags or {}).items(), key=lambda kv: (-kv[1], kv[0])),
         dead_letters=dead_letter_counts(inputs.dead_letters),
         lake_given=not inputs.lake.empty,
         alerts=inputs.alerts,

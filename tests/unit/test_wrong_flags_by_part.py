@@ -85,3 +85,24 @@ def test_verdicts_without_findings_still_score(tmp_path: Path) -> None:
     verdicts.write_text(json.dumps({"request_id": "benign-system", "flagged": True, "categories": ["jailbreak"]}) + "\n")
     predicted = lb.read_verdicts(verdicts)
     assert lb.wrong_flags_by_part(LABELS, predicted) == {("jailbreak", "-"): 1}
+
+
+def test_the_html_report_shows_them_too(tmp_path: Path) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from pipeline.report import build_report
+
+    (tmp_path / "jobs" / "aggregates").mkdir(parents=True)
+    pq.write_table(pa.table({
+        "date": ["2026-12-05"], "tenant_id": ["t"], "deployment": ["d"], "model": ["m"], "category": ["all"],
+        "records": [5], "flagged": [4], "severity_low": [4], "severity_medium": [0], "severity_high": [0],
+        "severity_critical": [0],
+    }), tmp_path / "jobs" / "aggregates" / "part-0.parquet")
+    LakeWriter(tmp_path / "lake").write(
+        [ScoredRecord(log, v, SourcePosition("logs", 0, i)) for i, (log, v) in enumerate(_verdicts())])
+    html = build_report(tmp_path / "jobs", tmp_path / "r.html", lake=tmp_path / "lake",
+                        labels=_labels_file(tmp_path)).read_text()
+    assert "<h3>Wrong flags by the part they point at</h3>" in html and "detectors.trusted_system_prompts" in html
+    for (category, part), n in EXPECTED.items():
+        assert f'{category}</td><td>{part}</td><td class="num">{n}</td>' in html, (category, part)
