@@ -1,6 +1,6 @@
 """How many ordinary operator system prompts the detectors flag.
 
-    HF_HUB_OFFLINE=1 .venv/bin/python bench/eval_system_prompts.py [--detectors transformer_routed rules]
+    HF_HUB_OFFLINE=1 .venv/bin/python bench/eval_system_prompts.py [--detectors transformer_routed rules] [--user-turn TEXT]
 
 A deployment sends its system prompt with every request, so one that a detector misreads flags
 every request of that deployment. ``tests/fixtures/system_prompts_benign.txt`` holds 40 prompts
@@ -29,12 +29,15 @@ from pipeline.settings import load_settings  # noqa: E402
 PROMPTS = Path(__file__).resolve().parents[1] / "tests" / "fixtures" / "system_prompts_benign.txt"
 
 
-def records(prompts: list[str]) -> list[InferenceLog]:
+GREETING = "Hello, can you help me with something today?"
+
+
+def records(prompts: list[str], user_turn: str = GREETING) -> list[InferenceLog]:
     return [
         InferenceLog.model_validate({
             "schema": "inference-log/v1", "request_id": f"system-prompt-{i}", "timestamp": "2026-12-05T12:00:00Z",
             "model": "m", "messages": [{"role": "system", "content": prompt},
-                                       {"role": "user", "content": "Hello, can you help me with something today?"}],
+                                       {"role": "user", "content": user_turn}],
             "completion": "Of course! What do you need help with?",
         })
         for i, prompt in enumerate(prompts)
@@ -44,6 +47,8 @@ def records(prompts: list[str]) -> list[InferenceLog]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--detectors", nargs="+", default=None, help="detectors, each scored on its own (default: the settings')")
+    parser.add_argument("--user-turn", default=GREETING,
+                        help="the user's message after each prompt; in another language the routed default also asks E5")
     args = parser.parse_args()
     settings = load_settings(None)
     prompts = [line for line in PROMPTS.read_text(encoding="utf-8").splitlines() if line.strip()]
@@ -52,14 +57,14 @@ def main() -> None:
         detectors = settings.detectors.model_copy(update={"enabled": name.split(",")})
         scorer = Scorer.from_settings(settings.model_copy(update={"detectors": detectors}))
         with console.status(f"scoring {len(prompts)} system prompts with {name}"):
-            verdicts = scorer.score(records(prompts))
+            verdicts = scorer.score(records(prompts, args.user_turn))
         table = Table(title=f"{name}: {sum(v.flagged for v in verdicts)} of {len(prompts)} benign system prompts flagged")
-        for column in ("prompt", "part", "category", "score"):
+        for column in ("prompt", "part", "category", "score", "artifact"):
             table.add_column(column, overflow="fold")
         for prompt, verdict in zip(prompts, verdicts, strict=True):
             for f in verdict.findings:
                 table.add_row(prompt[:70] + ("..." if len(prompt) > 70 else ""), f.part.value if f.part else "-",
-                              f.category.value, f"{f.score:.2f}")
+                              f.category.value, f"{f.score:.2f}", f.detector_version.split("+")[0])
         console.print(table)
         scorer.close()
 
