@@ -197,7 +197,8 @@ def score(labels: Mapping[str, Label], verdicts: Mapping[str, Predicted]) -> Acc
 def wrong_flags_by_part(labels: Mapping[str, Label], verdicts: Mapping[str, Predicted]) -> Counter[tuple[str, str]]:
     """(category, part) -> labelled records flagged with a category their label does not have, by
     the part of the record that category's findings point at (a record counts once per part).
-    Where wrong flags come from: a deployment's system prompt flags every one of its requests."""
+    Where wrong flags come from: a deployment's system prompt flags every one of its requests.
+    As in the per-category scores, a label of misuse with no category makes every category wrong."""
     wrong: Counter[tuple[str, str]] = Counter()
     for i in set(labels) & set(verdicts):
         verdict, label = verdicts[i], labels[i]
