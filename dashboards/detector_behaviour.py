@@ -102,6 +102,15 @@ def detector_behaviour() -> dict[str, Any]:
                 unit="reqps",
             )
         )
+        .with_panel(
+            timeseries_panel(
+                "Findings by the part of the record they point at",
+                [prom(f"sum by (category, part) (rate(mm_findings_total{{{CATEGORY}}}[$__rate_interval]))", "{{category}} {{part}}")],
+                unit="reqps",
+                description="A category that follows the system prompts' volume is often one deployment's own prompt, "
+                            "sent with every request: list it in detectors.trusted_system_prompts (README, Detectors).",
+            )
+        )
         .with_row(row("Stages and versions"))
         .with_panel(
             timeseries_panel(

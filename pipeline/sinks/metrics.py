@@ -33,7 +33,7 @@ class MetricsSink(Sink):
             for category in v.categories:
                 m.flagged.labels(category.value, model, deployment, tenant, severity, complied).inc()
             for f in v.findings:
-                m.findings.labels(f.category.value, f.side.value, f.detector).inc()
+                m.findings.labels(f.category.value, f.side.value, f.detector, f.part.value if f.part else "unknown").inc()
                 m.finding_score.labels(f.category.value, f.side.value).observe(f.score)
 
     def flush(self) -> None:
