@@ -87,17 +87,24 @@ def read_verdicts(path: Path) -> dict[str, Predicted]:
             raise LabelsError(f"no Parquet files under {path}")
         # Read the files by name, not as a Hive dataset: the lake's date= folders would
         # otherwise add a partition column that clashes with the stored `date` column.
+        columns = ["request_id", "flagged", "categories"]
         try:
             dataset = ds.dataset(files, format="parquet")
-            # Findings say which part each flag came from; a verdict file from elsewhere may lack them.
-            has_findings = "findings" in dataset.schema.names
-            if has_findings:
+            table = None
+            if "findings" in dataset.schema.names:
+                # Findings say which part each flag came from; lake files written before a finding
+                # had a part read with it null. A verdict file from another tool may have a findings
+                # column of another shape: its flags still score, their parts are unknown.
                 from pipeline.lake import LAKE_SCHEMA
 
-                # Lake files written before a finding had a part read with it null.
-                fields = ["request_id", "flagged", "categories", "findings"]
-                dataset = ds.dataset(files, format="parquet", schema=pa.schema([LAKE_SCHEMA.field(f) for f in fields]))
-            table = dataset.to_table(columns=["request_id", "flagged", "categories", *(["findings"] if has_findings else [])])
+                fields = [*columns, "findings"]
+                try:
+                    table = ds.dataset(files, format="parquet", schema=pa.schema([LAKE_SCHEMA.field(f) for f in fields])
+                                       ).to_table(columns=fields)
+                except (pa.ArrowException, ValueError):
+                    table = None
+            if table is None:
+                table = dataset.to_table(columns=columns)
         except (OSError, ValueError) as exc:  # pyarrow's ArrowInvalid (not Parquet, a column missing) is a ValueError
             # Another job's output (aggregates/) or a damaged file was an internal error (exit 1).
             first = first_line(exc, type(exc).__name__)

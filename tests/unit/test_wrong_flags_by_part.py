@@ -106,3 +106,17 @@ def test_the_html_report_shows_them_too(tmp_path: Path) -> None:
     assert "<h3>Wrong flags by the part they point at</h3>" in html and "detectors.trusted_system_prompts" in html
     for (category, part), n in EXPECTED.items():
         assert f'{category}</td><td>{part}</td><td class="num">{n}</td>' in html, (category, part)
+
+
+def test_a_verdict_parquet_with_a_findings_column_of_another_shape_still_scores(tmp_path: Path) -> None:
+    """Reading the parts made such a file (another tool's verdicts) an internal error
+    (ArrowNotImplementedError: cast from string to list), where it used to score."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    (tmp_path / "verdicts").mkdir()
+    pq.write_table(pa.table({"request_id": ["benign-system"], "flagged": [True], "categories": [["jailbreak"]],
+                             "findings": ["not a list"]}), tmp_path / "verdicts" / "other-tool.parquet")
+    predicted = lb.read_verdicts(tmp_path)
+    assert predicted == {"benign-system": lb.Predicted(True, frozenset({"jailbreak"}))}
+    assert lb.wrong_flags_by_part(LABELS, predicted) == {("jailbreak", "-"): 1}
