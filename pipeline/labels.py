@@ -77,9 +77,6 @@ def read_verdicts(path: Path) -> dict[str, Predicted]:
     """
     verdicts: dict[str, Predicted] = {}
     if not is_dash(path) and path.is_dir():
-        import pyarrow as pa
-        import pyarrow.dataset as ds
-
         # A lake root holds verdicts/ (and dead_letters/ from backfills, which have no verdict).
         root = path / "verdicts" if (path / "verdicts").is_dir() else path
         files = sorted(str(p) for p in root.rglob("*.parquet"))
@@ -87,24 +84,8 @@ def read_verdicts(path: Path) -> dict[str, Predicted]:
             raise LabelsError(f"no Parquet files under {path}")
         # Read the files by name, not as a Hive dataset: the lake's date= folders would
         # otherwise add a partition column that clashes with the stored `date` column.
-        columns = ["request_id", "flagged", "categories"]
         try:
-            dataset = ds.dataset(files, format="parquet")
-            table = None
-            if "findings" in dataset.schema.names:
-                # Findings say which part each flag came from; lake files written before a finding
-                # had a part read with it null. A verdict file from another tool may have a findings
-                # column of another shape: its flags still score, their parts are unknown.
-                from pipeline.lake import LAKE_SCHEMA
-
-                fields = [*columns, "findings"]
-                try:
-                    table = ds.dataset(files, format="parquet", schema=pa.schema([LAKE_SCHEMA.field(f) for f in fields])
-                                       ).to_table(columns=fields)
-                except (pa.ArrowException, ValueError):
-                    table = None
-            if table is None:
-                table = dataset.to_table(columns=columns)
+            table = _verdict_table(files)
         except (OSError, ValueError) as exc:  # pyarrow's ArrowInvalid (not Parquet, a column missing) is a ValueError
             # Another job's output (aggregates/) or a damaged file was an internal error (exit 1).
             first = first_line(exc, type(exc).__name__)
@@ -132,6 +113,28 @@ def read_verdicts(path: Path) -> dict[str, Predicted]:
             bool(flagged), frozenset(row.get("categories") or ()), _parts(findings if isinstance(findings, list) else None),
         ))
     return verdicts
+
+
+def _verdict_table(files: list[str]):  # noqa: ANN202 - pyarrow Table
+    """request_id, flagged, categories and, where the files have them, findings. Findings say which
+    part each flag came from; lake files written before a finding had a part read with it null. A
+    verdict file from another tool may have a findings column of another shape: its flags still
+    score, their parts are unknown."""
+    import pyarrow as pa
+    import pyarrow.dataset as ds
+
+    columns = ["request_id", "flagged", "categories"]
+    dataset = ds.dataset(files, format="parquet")
+    if "findings" in dataset.schema.names:
+        from pipeline.lake import LAKE_SCHEMA
+
+        fields = [*columns, "findings"]
+        try:
+            schema = pa.schema([LAKE_SCHEMA.field(f) for f in fields])
+            return ds.dataset(files, format="parquet", schema=schema).to_table(columns=fields)
+        except (pa.ArrowException, ValueError):
+            pass
+    return dataset.to_table(columns=columns)
 
 
 def _without_bom(line: str) -> str:
@@ -217,6 +220,20 @@ def wrong_flags_by_part(labels: Mapping[str, Label], verdicts: Mapping[str, Pred
     return wrong
 
 
+# What evaluate and report say when system prompts are among the wrong flags.
+TRUSTED_PROMPTS_HINT = ("Flags on system prompts: a deployment's own prompt is sent with every request. If those "
+                        "prompts are yours, list them in detectors.trusted_system_prompts (README, \"Detectors\").")
+
+
+def ranked(wrong: Counter[tuple[str, str]]) -> list[tuple[tuple[str, str], int]]:
+    """The wrong flags, most records first (then by category and part)."""
+    return sorted(wrong.items(), key=lambda kv: (-kv[1], kv[0]))
+
+
+def on_system_prompts(wrong: Counter[tuple[str, str]]) -> bool:
+    return any(part == "system" for _, part in wrong)
+
+
 def wrong_flags_table(wrong: Counter[tuple[str, str]]):  # noqa: ANN201 - rich Table
     from rich.table import Table
 
@@ -224,7 +241,7 @@ def wrong_flags_table(wrong: Counter[tuple[str, str]]):  # noqa: ANN201 - rich T
                   caption="records flagged with a category their label does not have")
     for col, justify in (("category", "left"), ("part", "left"), ("records", "right")):
         table.add_column(col, justify=justify)  # type: ignore[arg-type]
-    for (category, part), n in sorted(wrong.items(), key=lambda kv: (-kv[1], kv[0])):
+    for (category, part), n in ranked(wrong):
         table.add_row(category, part, str(n))
     return table
 
@@ -270,8 +287,7 @@ def evaluate_command(labels: Path | None, verdicts: Path | None, as_json: bool =
     console.print(accuracy_table(acc))
     if wrong:
         console.print(wrong_flags_table(wrong))
-        if any(part == "system" for _, part in wrong):
-            console.print("Flags on system prompts: a deployment's own prompt is sent with every request. If those "
-                          "prompts are yours, list them in detectors.trusted_system_prompts (README, \"Detectors\").")
+        if on_system_prompts(wrong):
+            console.print(TRUSTED_PROMPTS_HINT)
     if acc.unmatched_labels:
         console.print(f"{acc.unmatched_labels} labelled records have no verdict (not scored)")

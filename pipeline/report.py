@@ -483,8 +483,12 @@ def _plots(inputs: ReportInputs, partial: dict[str, str]) -> dict[str, str | Non
 
 def render(inputs: ReportInputs, title: str = "misuse-monitor report", source: str = "") -> str:
     """The HTML page (a string) for the given job outputs."""
+    from collections import Counter
+
     import pandas as pd
     from jinja2 import Environment, FileSystemLoader, select_autoescape
+
+    from pipeline.labels import TRUSTED_PROMPTS_HINT, on_system_prompts, ranked
 
     env = Environment(loader=FileSystemLoader(TEMPLATES), autoescape=select_autoescape(["html", "j2"]))
     env.filters["pct"] = lambda v: "n/a" if v is None or pd.isna(v) else f"{v:.1%}"
@@ -520,7 +524,8 @@ def render(inputs: ReportInputs, title: str = "misuse-monitor report", source: s
         partial=partial,
         volumes=volume_tables(agg, inputs.lake),
         accuracy=inputs.accuracy,
-        wrong_flags=sorted((inputs.wrong_flags or {}).items(), key=lambda kv: (-kv[1], kv[0])),
+        wrong_flags=ranked(inputs.wrong_flags or Counter()),
+        trusted_prompts_hint=TRUSTED_PROMPTS_HINT if on_system_prompts(inputs.wrong_flags or Counter()) else None,
         dead_letters=dead_letter_counts(inputs.dead_letters),
         lake_given=not inputs.lake.empty,
         alerts=inputs.alerts,
