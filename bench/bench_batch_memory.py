@@ -1,12 +1,17 @@
-"""Peak RSS and records/s of scoring with the default detector, per ``detectors.batch_size``.
+"""Peak RSS and records/s of scoring with the default detector, per ``detectors.batch_size``
+and per capacity of oneDNN's shape caches.
 
-    HF_HUB_OFFLINE=1 .venv/bin/python bench/bench_batch_memory.py [--sizes 32 16] [--rounds 3] [--records 300]
+    HF_HUB_OFFLINE=1 .venv/bin/python bench/bench_batch_memory.py [--sizes 32 16] [--caches default 256]
+        [--rounds 3] [--records 300]
 
 Each measurement is a fresh process (the peak, VmHWM, is per process): load the default
 detectors and the redactor as the stream does (two malloc arenas, ``Scorer.preload``), then
-score the same simulated records in stream-sized batches (``batch.max_records``). Sizes
-alternate round by round, so a load change on the shared machine hits every size alike.
-Prints each run and the medians; the rule that uses them is in docs/benchmarks.md.
+score the same simulated records in stream-sized batches (``batch.max_records``). ``--caches``
+sets both ``ONEDNN_PRIMITIVE_CACHE_CAPACITY`` and ``LRU_CACHE_CAPACITY`` (ideep's, inside torch)
+to each value before torch loads; ``default`` leaves them unset, as they are by default (1,024
+entries each). Variants alternate round by round, so a load change on the shared machine hits
+every one alike. Prints each run (with the RSS after every 400 records: a long-running process
+grows while those caches fill) and the medians; the rules that use them are in docs/benchmarks.md.
 """
 
 from __future__ import annotations
@@ -21,14 +26,27 @@ import time
 from pathlib import Path
 
 from rich.console import Console
+from rich.progress import track
 from rich.table import Table
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 
-def measure(batch_size: int, records: int) -> dict:
-    """In the child: scoring peak RSS and records/s for one batch size."""
+CACHE_VARIABLES = ("ONEDNN_PRIMITIVE_CACHE_CAPACITY", "LRU_CACHE_CAPACITY")
+RSS_EVERY = 400  # records between two RSS readings
+
+
+def rss_mb() -> float:
+    with open("/proc/self/status") as fh:
+        return next(int(line.split()[1]) / 1024 for line in fh if line.startswith("VmRSS:"))
+
+
+def measure(batch_size: int, records: int, caches: str) -> dict:
+    """In the child: scoring peak RSS and records/s for one batch size and cache capacity."""
+    if caches != "default":
+        for name in CACHE_VARIABLES:
+            os.environ[name] = caches
     from pipeline.memory import limit_malloc_arenas, peak_rss_mb
 
     limit_malloc_arenas()
@@ -43,48 +61,62 @@ def measure(batch_size: int, records: int) -> dict:
     loaded = peak_rss_mb()
     logs = [r.log for r in simulate(records, seed=11)]
     size = settings.batch.max_records
+    growth: list[float] = []
     started, cpu = time.perf_counter(), time.process_time()
     for i in range(0, len(logs), size):
         scorer.score_each(logs[i : i + size])
+        if (i + size) // RSS_EVERY > i // RSS_EVERY:
+            growth.append(rss_mb())
     elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu
-    return {"batch_size": batch_size, "loaded_mb": loaded, "peak_mb": peak_rss_mb(), "rate": records / elapsed,
-            "cpu_ms": cpu / records * 1e3}
+    return {"batch_size": batch_size, "caches": caches, "loaded_mb": loaded, "peak_mb": peak_rss_mb(),
+            "rate": records / elapsed, "cpu_ms": cpu / records * 1e3, "rss_mb": growth}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--sizes", type=int, nargs="+", default=[32, 16])
+    parser.add_argument("--caches", nargs="+", default=["default"],
+                        help="capacities of oneDNN's shape caches to compare ('default': unset)")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--records", type=int, default=300)
     parser.add_argument("--child", type=int, default=0, help=argparse.SUPPRESS)
+    parser.add_argument("--child-caches", default="default", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    for value in args.caches:
+        if value != "default" and not (value.isdigit() and int(value) > 0):
+            parser.error(f"--caches takes positive integers or 'default', not {value!r}")
     if args.child:
-        print(json.dumps(measure(args.child, args.records)))
+        print(json.dumps(measure(args.child, args.records, args.child_caches)))
         return
     console = Console(width=160)
     runs: list[dict] = []
-    table = Table(title=f"scoring peak RSS by detectors.batch_size (load average at start {os.getloadavg()[0]:.1f})")
-    for col in ("round", "batch size", "RSS after load MB", "peak RSS MB", "records/s", "CPU ms/record", "load"):
+    variants = [(size, caches) for size in args.sizes for caches in args.caches]
+    table = Table(title=f"scoring peak RSS by detectors.batch_size and shape caches (load average at start {os.getloadavg()[0]:.1f})")
+    for col in ("round", "batch size", "caches", "RSS after load MB", f"RSS every {RSS_EVERY} records MB",
+                "peak RSS MB", "records/s", "CPU ms/record", "load"):
         table.add_column(col, justify="right")
     for round_no in range(1, args.rounds + 1):
-        for size in args.sizes:
-            child = subprocess.run([sys.executable, __file__, "--child", str(size), "--records", str(args.records)],
-                                   capture_output=True, text=True)
+        for size, caches in track(variants, description=f"round {round_no}/{args.rounds}", console=console):
+            child = subprocess.run([sys.executable, __file__, "--child", str(size), "--child-caches", caches,
+                                    "--records", str(args.records)], capture_output=True, text=True)
             if child.returncode != 0:
                 raise SystemExit(child.stderr[-3000:])
             run = json.loads(child.stdout.strip().splitlines()[-1])
             runs.append(run)
-            table.add_row(str(round_no), str(size), f"{run['loaded_mb']:,.0f}", f"{run['peak_mb']:,.0f}",
+            table.add_row(str(round_no), str(size), caches, f"{run['loaded_mb']:,.0f}",
+                          " ".join(f"{mb:,.0f}" for mb in run["rss_mb"]), f"{run['peak_mb']:,.0f}",
                           f"{run['rate']:.2f}", f"{run['cpu_ms']:.0f}", f"{os.getloadavg()[0]:.1f}")
     console.print(table)
     summary = Table(title="medians")
-    for col in ("batch size", "peak RSS MB", "records/s", f"records/s vs {args.sizes[0]}"):
+    for col in ("batch size", "caches", "peak RSS MB", "records/s", "CPU ms/record", "CPU vs the first"):
         summary.add_column(col, justify="right")
-    base = statistics.median(r["rate"] for r in runs if r["batch_size"] == args.sizes[0])
-    for size in args.sizes:
-        mine = [r for r in runs if r["batch_size"] == size]
-        rate = statistics.median(r["rate"] for r in mine)
-        summary.add_row(str(size), f"{statistics.median(r['peak_mb'] for r in mine):,.0f}", f"{rate:.2f}", f"{rate / base:.2f}")
+    first = variants[0]
+    base = statistics.median(r["cpu_ms"] for r in runs if (r["batch_size"], r["caches"]) == first)
+    for size, caches in variants:
+        mine = [r for r in runs if (r["batch_size"], r["caches"]) == (size, caches)]
+        cpu = statistics.median(r["cpu_ms"] for r in mine)
+        summary.add_row(str(size), caches, f"{statistics.median(r['peak_mb'] for r in mine):,.0f}",
+                        f"{statistics.median(r['rate'] for r in mine):.2f}", f"{cpu:.1f}", f"{cpu / base:.3f}")
     console.print(summary)
 
 
