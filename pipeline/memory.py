@@ -1,8 +1,9 @@
 """Process-wide memory settings for long-running stream processes.
 
-In: nothing (or ``MALLOC_ARENA_MAX`` from the environment). Out: glibc told to use at most
-:data:`STREAM_MALLOC_ARENAS` malloc arenas, before the threads that would create more exist.
-Nothing happens at import.
+In: nothing (or ``MALLOC_ARENA_MAX`` and oneDNN's cache variables from the environment). Out:
+glibc told to use at most :data:`STREAM_MALLOC_ARENAS` malloc arenas, before the threads that
+would create more exist; oneDNN's shape caches capped at :data:`STREAM_SHAPE_CACHE` entries,
+before the first forward pass. Nothing happens at import.
 
 Why: glibc gives threads that allocate at the same time their own arena (up to 8 per core), and
 memory freed in one arena is not reused by another. A stream process runs Kafka IO threads, the
@@ -12,6 +13,16 @@ interleaved runs on one topic (docs/benchmarks.md): 1,513-1,629 MB with glibc's 
 (threads started by numpy and pyarrow at import exist before this call), the same CPU per
 record in all. Deployments should set the variable; this call is the fallback for a process
 started without it. An operator's own ``MALLOC_ARENA_MAX`` wins (it is left alone).
+
+:func:`limit_shape_caches`: torch runs the backbone's bfloat16 matrix products through oneDNN,
+which keeps a compiled kernel per input shape in two caches of 1,024 entries each (its own
+primitive cache and ideep's, inside torch). Every batch of windows padded to a new length is a
+new shape, and each entry holds about half a megabyte, so a long-running stream grew by hundreds
+of MB as they filled: bare scoring with the default detector passed 1,536 MB after about 2,400
+records. With both at 64, the median peak over 1,600 records fell from 1,496 to 1,323 MB at the
+same CPU per record (1.01x; docs/benchmarks.md, "oneDNN's shape caches"). Both variables are
+read once, when the first kernel is built, so this must run before the first forward pass; an
+operator's own values win.
 
 :func:`settle_gc` is the other half, called once start-up is over: CPython's cyclic collector
 walked every object of start-up (about 108,000 with ``noop``, 580,000 with the ``rules``
@@ -33,6 +44,9 @@ log = logging.getLogger(__name__)
 
 M_ARENA_MAX = -8  # glibc malloc.h
 STREAM_MALLOC_ARENAS = 2
+# Entries of each of oneDNN's shape caches in a stream process (limit_shape_caches).
+STREAM_SHAPE_CACHE = 64
+SHAPE_CACHE_VARIABLES = ("ONEDNN_PRIMITIVE_CACHE_CAPACITY", "LRU_CACHE_CAPACITY")
 # Allocations (net) between two young-generation collections once start-up is frozen; CPython's
 # default is 700. Batches of records and verdicts live through dozens of young collections at 700.
 STREAM_GC_THRESHOLD = 10_000
@@ -54,6 +68,16 @@ def limit_malloc_arenas(arenas: int = STREAM_MALLOC_ARENAS) -> bool:
         log.warning("mallopt(M_ARENA_MAX, %d) was refused; malloc keeps its default arenas", arenas)
         return False
     return True
+
+
+def limit_shape_caches(entries: int = STREAM_SHAPE_CACHE) -> list[str]:
+    """Cap oneDNN's two shape caches at ``entries`` each, where the environment does not set
+    them already; returns the variables this set. Only the first forward pass of the process
+    reads them: call it before the detectors load."""
+    chosen = [name for name in SHAPE_CACHE_VARIABLES if not os.environ.get(name)]
+    for name in chosen:
+        os.environ[name] = str(entries)
+    return chosen
 
 
 def settle_gc(threshold: int = STREAM_GC_THRESHOLD) -> int:

@@ -1,8 +1,13 @@
 """What a stream process does before it joins its group: the evidence redactor is built then
 (not inside the first batch with a finding), the detectors are warmed up on simulated records,
-glibc's malloc arenas are capped, and the garbage collector stops walking the objects of start-up."""
+glibc's malloc arenas and oneDNN's shape caches are capped, and the garbage collector stops
+walking the objects of start-up."""
 
 from __future__ import annotations
+
+import json
+import subprocess
+import sys
 
 import pytest
 
@@ -57,6 +62,64 @@ def test_malloc_arenas_capped_unless_the_operator_chose(monkeypatch):
     monkeypatch.setenv("MALLOC_ARENA_MAX", "8")
     assert memory.limit_malloc_arenas() is False
     assert len(calls) == 1
+
+
+def test_shape_caches_capped_unless_the_operator_chose(monkeypatch):
+    for name in memory.SHAPE_CACHE_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("LRU_CACHE_CAPACITY", "512")
+    assert memory.limit_shape_caches() == ["ONEDNN_PRIMITIVE_CACHE_CAPACITY"]
+    assert memory.os.environ["ONEDNN_PRIMITIVE_CACHE_CAPACITY"] == str(memory.STREAM_SHAPE_CACHE)
+    assert memory.os.environ["LRU_CACHE_CAPACITY"] == "512"
+
+
+# A bfloat16 Linear of the backbone's width on inputs of 1 to 400 rows (each a new shape to
+# oneDNN, as batches of windows padded to new lengths are); prints how much the RSS had grown
+# after 200 and after 400 shapes, with or without the stream's cap set first.
+SHAPES_PROBE = """
+import json, sys
+from pipeline.memory import limit_shape_caches
+if sys.argv[1] == "capped":
+    limit_shape_caches()
+import torch
+
+def rss_mb():
+    with open("/proc/self/status") as fh:
+        return next(int(line.split()[1]) / 1024 for line in fh if line.startswith("VmRSS:"))
+
+layer = torch.nn.Linear(768, 768)
+grew = []
+with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
+    layer(torch.zeros(8, 768))
+    before = rss_mb()
+    for rows in range(1, 401):
+        layer(torch.zeros(rows, 768))
+        if rows % 200 == 0:
+            grew.append(rss_mb() - before)
+print(json.dumps(grew))
+"""
+
+
+def test_the_cap_bounds_what_new_shapes_cost():
+    """The variables are torch's and oneDNN's, not ours: if a torch release stopped reading them,
+    the stream's memory would grow again unseen. Measured with torch itself (2026-12-05, 800
+    shapes): uncapped, the RSS grew by 160, 324, 502 and 722 MB after each 200 shapes; capped at
+    64 entries, by 74, 83, 90 and 87 MB."""
+    pytest.importorskip("torch")
+    from detectors.transformer import cpu_dtype
+
+    if cpu_dtype("auto") is None:
+        pytest.skip("this CPU has no native bfloat16: the backbone runs in float32, not through these caches")
+    env = {k: v for k, v in memory.os.environ.items() if k not in memory.SHAPE_CACHE_VARIABLES}
+    grew = {}
+    for mode in ("uncapped", "capped"):
+        out = subprocess.run([sys.executable, "-c", SHAPES_PROBE, mode], capture_output=True, text=True, env=env, timeout=300)
+        assert out.returncode == 0, out.stderr[-2000:]
+        grew[mode] = json.loads(out.stdout.strip().splitlines()[-1])
+    (uncapped_200, uncapped_400), (capped_200, capped_400) = grew["uncapped"], grew["capped"]
+    assert uncapped_400 - uncapped_200 > 80, grew  # uncapped, every new shape costs memory
+    assert capped_400 - capped_200 < 40, grew  # capped, the growth has stopped
+    assert capped_400 < uncapped_400 / 2, grew
 
 
 SETTLE_PROBE = """
