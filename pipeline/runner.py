@@ -37,7 +37,7 @@ from dataclasses import dataclass, field
 from kafka import TopicPartition
 
 from pipeline.deadletter import DeadLetters
-from pipeline.memory import limit_malloc_arenas, limit_shape_caches, settle_gc
+from pipeline.memory import limit_malloc_arenas, settle_gc
 from pipeline.metrics import PipelineMetrics
 from pipeline.producer import TrackedProducer
 from pipeline.score_worker import ProcessScorer, build_scorer
@@ -155,7 +155,6 @@ class Pipeline(RebalanceHooks):
     ) -> Pipeline:
         """The stream as configured; ``scorer`` replaces the configured detectors (tests)."""
         limit_malloc_arenas()  # before the threads that would add arenas
-        limit_shape_caches()  # before the detectors' first forward pass
         metrics = metrics or PipelineMetrics()
         scorer = scorer or build_scorer(settings, metrics)  # loads models before joining the group
         sinks = build_sinks(settings, metrics)

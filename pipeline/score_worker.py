@@ -96,10 +96,9 @@ def _child(settings: Settings, conn: Connection, factory: ScorerFactory | None) 
     """The worker's loop: ("score", values) -> ("ok", results, metric calls)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    from pipeline.memory import limit_malloc_arenas, limit_shape_caches, peak_rss_mb, settle_gc
+    from pipeline.memory import limit_malloc_arenas, peak_rss_mb, settle_gc
 
     limit_malloc_arenas()
-    limit_shape_caches()
     metrics = RecordedMetrics()
     try:
         scorer = (factory or Scorer.from_settings)(settings, metrics)  # type: ignore[arg-type]

@@ -16,6 +16,7 @@ from detectors.noop import NoopDetector
 from detectors.rules import RulesDetector
 from pipeline import memory, redact
 from pipeline.scoring import Scorer
+from pipeline.settings import Settings
 from pipeline.verdicts import Pseudonymizer
 
 
@@ -71,6 +72,13 @@ def test_shape_caches_capped_unless_the_operator_chose(monkeypatch):
     assert memory.limit_shape_caches() == ["ONEDNN_PRIMITIVE_CACHE_CAPACITY"]
     assert memory.os.environ["ONEDNN_PRIMITIVE_CACHE_CAPACITY"] == str(memory.STREAM_SHAPE_CACHE)
     assert memory.os.environ["LRU_CACHE_CAPACITY"] == "512"
+
+
+def test_detectors_built_from_settings_get_the_cap(monkeypatch):
+    for name in memory.SHAPE_CACHE_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    Scorer.from_settings(Settings(detectors={"enabled": ["noop"]}, pseudonym_key="k" * 16))
+    assert [memory.os.environ.get(name) for name in memory.SHAPE_CACHE_VARIABLES] == ["64", "64"]
 
 
 # A bfloat16 Linear of the backbone's width on inputs of 1 to 400 rows (each a new shape to
