@@ -166,7 +166,6 @@ def _build_scorer(spec: ScoringSpec) -> Scorer:
     from pyspark import TaskContext
 
     from detectors.registry import build
-
     from pipeline.memory import limit_shape_caches
 
     limit_shape_caches()  # a Python worker scores many partitions: before its first forward pass
