@@ -59,12 +59,18 @@ import binascii
 import codecs
 import html
 import quopri
+import functools
 import re
+import sys
+import threading
 import unicodedata
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from functools import lru_cache
+from typing import Any, NamedTuple
+
+import cachetools
 from urllib.parse import unquote_plus
 
 from pipeline.redact import snippet
@@ -1295,7 +1301,68 @@ def readings(text: str, limits: Limits = Limits()) -> list[Reading]:
     return out
 
 
-@lru_cache(maxsize=256)
+# What the text-keyed reading caches below may hold, in bytes (texts, their readings and each
+# reading's character map), not in entries: at 256 entries each, distinct 100,000-character
+# texts of look-alike letters (a hostile tenant's large records) grew a scorer without bound: a
+# throw-away probe (2026-12-05) scoring distinct 100,000-character records of them with the
+# rules detector alone was at 2.7 GB of RSS after 15 minutes (a `rules` stream peaks near
+# 1.15 GB), and still growing; tests/unit/test_normalize.py: 50 MB kept after 60 texts of
+# 10,000 characters, against 18 MB now. The caches are for the parts the rules and the
+# transformer both read, and for system prompts sent with every request.
+READING_CACHE_BYTES = 16 * 1024 * 1024
+
+
+class _CacheInfo(NamedTuple):
+    hits: int
+    misses: int
+    maxsize: int
+    currsize: int
+
+
+def _held_bytes(args: tuple, value: Any) -> int:
+    """About what one cache entry keeps alive: the key's text and every reading in ``value``
+    (its text, and two list slots and an int per character of its map)."""
+    size = 200 + sum(sys.getsizeof(a) for a in args if isinstance(a, str))
+    for reading in value if isinstance(value, tuple) else (value,):
+        if isinstance(reading, Reading):
+            size += sys.getsizeof(reading.text) + (2 * 36 * len(reading.starts) if reading.starts is not None else 0)
+    return size
+
+
+def _text_cache(fn: Callable) -> Callable:
+    """``fn`` cached by its arguments in an LRU of at most :data:`READING_CACHE_BYTES` (an entry
+    larger than the whole budget is computed and not kept), with ``lru_cache``'s
+    ``cache_clear`` and ``cache_info``. Thread-safe: the stream's stages share it."""
+    cache = cachetools.LRUCache(maxsize=READING_CACHE_BYTES, getsizeof=lambda entry: entry[0])
+    lock = threading.Lock()
+    counts = [0, 0]  # hits, misses
+
+    @functools.wraps(fn)
+    def cached(*args: Any) -> Any:
+        with lock:
+            entry = cache.get(args)
+            counts[entry is None] += 1
+        if entry is not None:
+            return entry[1]
+        value = fn(*args)
+        with lock:
+            try:
+                cache[args] = (_held_bytes(args, value), value)
+            except ValueError:  # larger than the whole budget
+                pass
+        return value
+
+    def cache_clear() -> None:
+        with lock:
+            cache.clear()
+            counts[:] = [0, 0]
+
+    cached.cache_clear = cache_clear  # type: ignore[attr-defined]
+    cached.cache_info = lambda: _CacheInfo(counts[0], counts[1], READING_CACHE_BYTES, cache.currsize)  # type: ignore[attr-defined]
+    return cached
+
+
+@_text_cache
 def _plain_and_base(text: str, limits: Limits) -> tuple[Reading, Reading]:
     """The plain reading of ``text`` and its normalised one, cached: :func:`readings`,
     :func:`structure_reading`, :func:`numbers_reading` and :func:`folded_reading` all start from
@@ -1306,7 +1373,7 @@ def _plain_and_base(text: str, limits: Limits) -> tuple[Reading, Reading]:
     return plain, normalize_reading(plain)
 
 
-@lru_cache(maxsize=256)
+@_text_cache
 def structure_reading(text: str) -> Reading | None:
     """:func:`structured` of the normalised plain reading of ``text``, cached. Not one of
     :func:`readings`: the keyword rules match the text as written, so computing it for them
@@ -1314,14 +1381,14 @@ def structure_reading(text: str) -> Reading | None:
     return structured(_plain_and_base(text, DEFAULT_LIMITS)[1])
 
 
-@lru_cache(maxsize=256)
+@_text_cache
 def numbers_reading(text: str) -> Reading | None:
     """:func:`numbers_cut` of the normalised plain reading of ``text``, cached (the transformer's,
     like :func:`structure_reading`)."""
     return numbers_cut(_plain_and_base(text, DEFAULT_LIMITS)[1])
 
 
-@lru_cache(maxsize=256)
+@_text_cache
 def folded_reading(text: str) -> Reading | None:
     """:func:`accents_folded` of the normalised plain reading of ``text``, cached; None when it has
     no accented Latin letter. The rules detector's alone: its patterns are English, and the
@@ -1331,7 +1398,7 @@ def folded_reading(text: str) -> Reading | None:
     return accents_folded(_plain_and_base(text, DEFAULT_LIMITS)[1])
 
 
-@lru_cache(maxsize=256)
+@_text_cache
 def cached_readings(text: str) -> tuple[Reading, ...]:
     """:func:`readings` with default limits, cached: the rules and the transformer detector
     read the same parts of the same batch."""

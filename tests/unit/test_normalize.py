@@ -592,3 +592,49 @@ def test_the_readings_of_a_text_normalise_it_once() -> None:
     nz.numbers_reading(text)
     nz.folded_reading(text)
     assert nz._plain_and_base.cache_info().misses == 1
+
+
+TEXT_CACHES = (nz._plain_and_base, nz.cached_readings, nz.structure_reading, nz.numbers_reading, nz.folded_reading)
+
+
+def _look_alike_text(i: int, chars: int) -> str:
+    """``chars`` characters of words written with Cyrillic look-alike letters: every reading of
+    it carries a character map (two ints per character)."""
+    word = "".join({"a": "а", "e": "е", "o": "о", "p": "р", "c": "с", "x": "х", "y": "у"}.get(c, c) for c in "hello paper copy peace exact yes ")
+    return f"{i} " + word * (chars // len(word))
+
+
+def test_the_reading_caches_are_bounded_in_bytes_not_entries() -> None:
+    """At 256 entries each, distinct long texts of look-alike letters (a hostile tenant's large
+    records) kept every reading and its character map: here 50 MB after these 60 texts, and a
+    rules-detector scorer on distinct 100,000-character records was at 2.7 GB of RSS after 15
+    minutes (2026-12-05). The caches now hold at most READING_CACHE_BYTES each by their own
+    count (18 MB kept in all here, as tracemalloc sees it), whatever the texts."""
+    import gc
+    import tracemalloc
+
+    for cached in TEXT_CACHES:
+        cached.cache_clear()
+    tracemalloc.start()
+    try:
+        for i in range(60):  # about 0.7 MB of readings each: 42 MB per cache without the bound
+            text = _look_alike_text(i, 10_000)
+            nz.cached_readings(text)
+            nz.folded_reading(text)
+            nz.structure_reading(text)
+            nz.numbers_reading(text)
+        gc.collect()
+        held, _ = tracemalloc.get_traced_memory()
+        for cached in TEXT_CACHES:
+            assert cached.cache_info().currsize <= nz.READING_CACHE_BYTES
+            cached.cache_clear()
+        gc.collect()
+        kept = held - tracemalloc.get_traced_memory()[0]
+    finally:
+        tracemalloc.stop()
+    assert 0 < kept < 2 * nz.READING_CACHE_BYTES, kept / 1e6
+    # Still a cache: the same text twice is read once.
+    text = _look_alike_text(0, 200)
+    nz.cached_readings(text)
+    nz.cached_readings(text)
+    assert nz.cached_readings.cache_info().hits == 1
