@@ -57,9 +57,9 @@ from __future__ import annotations
 import base64
 import binascii
 import codecs
+import functools
 import html
 import quopri
-import functools
 import re
 import sys
 import threading
@@ -69,9 +69,9 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any, NamedTuple
+from urllib.parse import unquote_plus
 
 import cachetools
-from urllib.parse import unquote_plus
 
 from pipeline.redact import snippet
 from pipeline.schemas import EVIDENCE_MAX_CHARS
