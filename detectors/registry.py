@@ -6,6 +6,7 @@ import difflib
 from collections.abc import Mapping, Sequence
 
 from detectors.base import Detector, DetectorConfig
+from pipeline.memory import limit_shape_caches
 from pipeline.plugins import RegistryError, discover_plugins, pick
 
 __all__ = ["RegistryError", "build", "discover"]
@@ -32,6 +33,7 @@ def build(names: list[str], config: DetectorConfig, package: str = "detectors") 
     known = discover(package)
     enabled = pick(known, names, "detector")
     check_options(config.options, enabled, known)
+    limit_shape_caches()  # before any detector's first forward pass (pipeline/memory.py)
     built = []
     for cls in enabled:
         try:

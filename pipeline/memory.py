@@ -21,9 +21,9 @@ new shape, and each entry holds about half a megabyte, so a long-running stream 
 of MB as they filled: bare scoring with the default detector passed 1,536 MB after about 2,400
 records. With both at 64, the median peak over 1,600 records fell from 1,496 to 1,323 MB at the
 same CPU per record (1.01x; docs/benchmarks.md, "oneDNN's shape caches"). Both variables are
-read once, when the first kernel is built, so this runs before detectors load from settings
-(``Scorer.from_settings``: the stream, its scoring worker, ``classify``, the gateway; and Spark's
-Python workers); an operator's own values win.
+read once, when the first kernel is built, so ``detectors.registry.build`` calls this before it
+builds any detector (the stream, its scoring worker, ``classify``, the gateway, Spark's Python
+workers); an operator's own values win.
 
 :func:`settle_gc` is the other half, called once start-up is over: CPython's cyclic collector
 walked every object of start-up (about 108,000 with ``noop``, 580,000 with the ``rules``

@@ -21,7 +21,6 @@ from detectors.language import LanguageCoverage
 from detectors.registry import build
 from pipeline import redact
 from pipeline.decode import DecodeError, decode_log
-from pipeline.memory import limit_shape_caches
 from pipeline.metrics import PipelineMetrics
 from pipeline.schemas import Finding, InferenceLog, MisuseVerdict, Signal
 from pipeline.settings import Settings
@@ -117,7 +116,6 @@ class Scorer:
 
     @classmethod
     def from_settings(cls, settings: Settings, metrics: PipelineMetrics | None = None) -> Scorer:
-        limit_shape_caches()  # before the detectors' first forward pass (pipeline/memory.py)
         detectors = build(settings.detectors.enabled, settings.detectors.config())
         key = settings.pseudonym_key.get_secret_value().encode("utf-8")
         return cls(detectors, Pseudonymizer(key), metrics, TrustedPrompts(settings.detectors.trusted_system_prompts))

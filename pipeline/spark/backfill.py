@@ -166,9 +166,7 @@ def _build_scorer(spec: ScoringSpec) -> Scorer:
     from pyspark import TaskContext
 
     from detectors.registry import build
-    from pipeline.memory import limit_shape_caches
 
-    limit_shape_caches()  # a Python worker scores many partitions: before its first forward pass
     config = spec.config
     task = TaskContext.get()
     if config.threads is None and task is not None:
