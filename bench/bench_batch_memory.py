@@ -37,17 +37,12 @@ CACHE_VARIABLES = ("ONEDNN_PRIMITIVE_CACHE_CAPACITY", "LRU_CACHE_CAPACITY")
 RSS_EVERY = 400  # records between two RSS readings
 
 
-def rss_mb() -> float:
-    with open("/proc/self/status") as fh:
-        return next(int(line.split()[1]) / 1024 for line in fh if line.startswith("VmRSS:"))
-
-
 def measure(batch_size: int, records: int, caches: str) -> dict:
     """In the child: scoring peak RSS and records/s for one batch size and cache capacity."""
     if caches != "default":
         for name in CACHE_VARIABLES:
             os.environ[name] = caches
-    from pipeline.memory import limit_malloc_arenas, peak_rss_mb
+    from pipeline.memory import limit_malloc_arenas, peak_rss_mb, rss_mb
 
     limit_malloc_arenas()
     from pipeline.metrics import PipelineMetrics

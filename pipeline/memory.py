@@ -109,10 +109,19 @@ def peak_rss_mb() -> float:
     child reports its parent's peak when that was higher (the stream benchmark's child showed
     the parent's 1,052 MB for a ``noop`` stream). 0.0 where /proc is not there.
     """
+    return _status_mb("VmHWM:")
+
+
+def rss_mb() -> float:
+    """This process's RSS now, in MB (VmRSS); 0.0 where /proc is not there."""
+    return _status_mb("VmRSS:")
+
+
+def _status_mb(field: str) -> float:
     try:
         with open("/proc/self/status") as fh:
             for line in fh:
-                if line.startswith("VmHWM:"):
+                if line.startswith(field):
                     return int(line.split()[1]) / 1024
     except OSError:
         pass

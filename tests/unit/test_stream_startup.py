@@ -86,14 +86,10 @@ def test_detectors_built_from_settings_get_the_cap(monkeypatch):
 # after 200 and after 400 shapes, with or without the stream's cap set first.
 SHAPES_PROBE = """
 import json, sys
-from pipeline.memory import limit_shape_caches
+from pipeline.memory import limit_shape_caches, rss_mb
 if sys.argv[1] == "capped":
     limit_shape_caches()
 import torch
-
-def rss_mb():
-    with open("/proc/self/status") as fh:
-        return next(int(line.split()[1]) / 1024 for line in fh if line.startswith("VmRSS:"))
 
 layer = torch.nn.Linear(768, 768)
 grew = []
