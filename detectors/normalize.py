@@ -1332,7 +1332,9 @@ def _held_bytes(args: tuple, value: Any) -> int:
 def _text_cache(fn: Callable) -> Callable:
     """``fn`` cached by its arguments in an LRU of at most :data:`READING_CACHE_BYTES` (an entry
     larger than the whole budget is computed and not kept), with ``lru_cache``'s
-    ``cache_clear`` and ``cache_info``. Thread-safe: the stream's stages share it."""
+    ``cache_clear`` and ``cache_info``. Thread-safe: the stream's stages share it. Not
+    ``cachetools.cached``: its size function sees the value alone, and an entry whose value is
+    None (most texts have no structure or numbers reading) would keep its key's text uncounted."""
     cache = cachetools.LRUCache(maxsize=READING_CACHE_BYTES, getsizeof=lambda entry: entry[0])
     lock = threading.Lock()
     counts = [0, 0]  # hits, misses
