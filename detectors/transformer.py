@@ -40,7 +40,11 @@ re-read sentence by sentence, see SENTENCE_PASS_MODES; default ``keywords``) and
 ``sentence_pass_max`` (sentences re-read per part, default 128), ``history_windows`` (windows
 of each earlier assistant turn the backbone reads, default DEFAULT_HISTORY_WINDOWS; 0: all) and
 ``history_gate_dir`` (the first-pass ranker that picks them, default
-``detectors/models/history-gate-v1``). The throughput and recall of these settings:
+``detectors/models/history-gate-v1``), ``assistant_jailbreak_threshold`` = ``pinned`` | ``auto`` |
+a number (the score a ``jailbreak`` finding on an earlier assistant turn needs: the artifact's
+pinned jailbreak threshold, the value ASSISTANT_JAILBREAK_THRESHOLDS lists for the artifact, or
+the number given; never below the pinned threshold, so one number can serve both members of the
+routed default; default DEFAULT_ASSISTANT_JAILBREAK). The throughput and recall of these settings:
 bench/bench_screening.py, bench/bench_history_gate.py, docs/benchmarks.md, docs/model-card.md.
 
 The history gate: earlier assistant turns are most of what issue 11 added to the backbone's
@@ -91,6 +95,17 @@ RISKY_WINDOWS = 3
 SENTENCE_PASS_MODES = ("off", "jailbreak", "keywords", "risky", "all")
 STRUCTURE_MODES = ("off", "prompt", "keywords", "all")  # what of a structure reading is scored (detectors/normalize.py)
 
+# The score a jailbreak finding on an earlier assistant turn needs with the option at ``auto``,
+# per artifact version. The prompt-side heads learned user prompts as their negatives, never the
+# model's own replies: at the pinned threshold v1.0.0 flags 2.5% of held-out benign user prompts
+# and 8.8% of held-out benign assistant replies. Each value is set by the rule in
+# docs/model-releases.md ("Jailbreak findings on earlier assistant turns"), with
+# bench/eval_assistant_jailbreak.py, on held-out validation texts; an artifact not listed (E5: it
+# has no held-out assistant replies) keeps its pinned threshold there. The default stays
+# ``pinned``: v1.0.0's value failed the rule's first condition (held-out jailbreak templates as
+# an assistant turn: 0.955 -> 0.918 flagged, 2 points allowed).
+ASSISTANT_JAILBREAK_THRESHOLDS: dict[str, float] = {"transformer-minilm-v1.0.0": 0.694}
+DEFAULT_ASSISTANT_JAILBREAK = "pinned"
 CPU_DTYPES = ("float32", "bfloat16", "auto")  # the backbone's forward pass on a CPU (option ``dtype``)
 DEFAULT_CPU_DTYPE = "auto"  # its rule held on 2026-12-03 (docs/benchmarks.md, the backbone in bfloat16 on the CPU)
 
@@ -130,6 +145,23 @@ def _int_option(options: Mapping[str, str], key: str, default: int, minimum: int
     if value < minimum:
         raise ValueError(f"{key} must be at least {minimum}, not {value}")
     return value
+
+
+def _assistant_jailbreak(option: str, version: str, pinned: float) -> float:
+    """The jailbreak score a finding on an earlier assistant turn needs, for the
+    ``assistant_jailbreak_threshold`` option (see the module docstring)."""
+    value = str(option).strip().lower()
+    if value == "pinned":
+        return pinned
+    if value == "auto":
+        return max(pinned, ASSISTANT_JAILBREAK_THRESHOLDS.get(version, pinned))
+    try:
+        number = float(value)
+    except ValueError:
+        raise ValueError(f"assistant_jailbreak_threshold must be pinned, auto or a number in [0, 1], not {option!r}") from None
+    if not 0.0 <= number <= 1.0:
+        raise ValueError(f"assistant_jailbreak_threshold must be pinned, auto or a number in [0, 1], not {option!r}")
+    return max(pinned, number)
 
 
 def _flag_option(options: Mapping[str, str], key: str, default: bool) -> bool:
@@ -224,7 +256,7 @@ class TransformerDetector(Detector):
     name: ClassVar[str] = "transformer"
     option_keys: ClassVar[tuple[str, ...]] = (
         "quantize", "dtype", "cache_size", "feature_cache_size", "max_windows", "stride", "decode", "structure",
-        "sentence_pass", "sentence_pass_max", "history_windows", "history_gate_dir",
+        "sentence_pass", "sentence_pass_max", "history_windows", "history_gate_dir", "assistant_jailbreak_threshold",
     )
     version: ClassVar[str] = ARTIFACT_NAME  # replaced by the artifact's pinned version in create()
 
@@ -246,6 +278,7 @@ class TransformerDetector(Detector):
         sentence_pass_max: int = 128,
         history_windows: int = DEFAULT_HISTORY_WINDOWS,
         gate: Any = None,
+        assistant_jailbreak: str = DEFAULT_ASSISTANT_JAILBREAK,
     ) -> None:
         self.encoder = encoder
         # side -> LexicalModel (detectors/training/lexical.py); empty for MLP-only artifacts.
@@ -279,6 +312,9 @@ class TransformerDetector(Detector):
         self.first_pass: dict[str, int] = {}
         # Texts whose windows did not cover every token, by part kind, since the last take.
         self.truncated_texts: dict[str, int] = {}
+        self.assistant_jailbreak = _assistant_jailbreak(
+            assistant_jailbreak, manifest.version, calibration["prompt"][Category.JAILBREAK.value].threshold
+        )
 
     @classmethod
     def create(cls, config: DetectorConfig) -> Self:
@@ -298,6 +334,8 @@ class TransformerDetector(Detector):
         quantize = opts.get("quantize", "none")
         if quantize not in ("none", "int8"):  # checked before the backbone loads
             raise ValueError(f"quantize must be none or int8, not {quantize!r}")
+        assistant_jailbreak = opts.get("assistant_jailbreak_threshold", DEFAULT_ASSISTANT_JAILBREAK)
+        _assistant_jailbreak(assistant_jailbreak, manifest.version, 0.0)  # so is this value
         device = config.device
         if device == "auto":
             device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -336,6 +374,7 @@ class TransformerDetector(Detector):
             sentence_pass_max=_int_option(opts, "sentence_pass_max", 128, minimum=1),
             history_windows=history_windows,
             gate=gate,
+            assistant_jailbreak=assistant_jailbreak,
         )
 
     # -- scoring -----------------------------------------------------------------------
@@ -630,6 +669,10 @@ class TransformerDetector(Detector):
                 # A sentence out of its context says what is asked, not whether the framing is
                 # a jailbreak ("Please proofread this report." alone reads as one).
                 labels.pop(Category.JAILBREAK.value, None)
+            elif it.part.kind is PartKind.ASSISTANT and labels.get(Category.JAILBREAK.value, 1.0) < self.assistant_jailbreak:
+                # The model's own replies need a jailbreak score of their own (ASSISTANT_JAILBREAK_THRESHOLDS);
+                # the sentence pass above still started at the pinned threshold.
+                labels.pop(Category.JAILBREAK.value)
             if disguised(it.reading):
                 hidden.update((it.record, label, it.part.side) for label in labels)
             reported.append((it, ts, labels))

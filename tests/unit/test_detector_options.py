@@ -80,6 +80,7 @@ def test_classify_with_a_mistyped_option_key_exits_3(tmp_path: Path, monkeypatch
     ({"quantize": "int4"}, "quantize must be none or int8, not 'int4'"),
     ({"quantize": "int8", "dtype": "bfloat16"}, "dtype bfloat16 cannot be combined with quantize int8"),
     ({"structure": "bogus"}, "structure must be one of off, prompt, keywords, all, not 'bogus'"),
+    ({"assistant_jailbreak_threshold": "high"}, "assistant_jailbreak_threshold must be pinned, auto or a number in [0, 1], not 'high'"),
 ])
 def test_classify_with_a_value_the_transformer_refuses_exits_3(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], options: dict[str, str], said: str,
