@@ -168,7 +168,9 @@ def _where(url: str) -> str:
 @app.command()
 def verify(
     prometheus_url: Annotated[str, typer.Option(help="Prometheus base URL")] = "http://127.0.0.1:9090",
-    postgres_url: Annotated[str | None, typer.Option(help="SQLAlchemy URL of the events store (default: settings)")] = None,
+    postgres_url: Annotated[
+        str | None, typer.Option(help="PostgreSQL URL of the events store, postgresql://... (default: settings)")
+    ] = None,
     hours: Annotated[float, typer.Option(help="Time range to query, ending now")] = 1.0,
     as_json: Annotated[bool, typer.Option("--json", help="Print every query's outcome as JSON")] = False,
 ) -> None:
@@ -178,6 +180,7 @@ def verify(
 
     from dashboards.generate import all_dashboards
     from dashboards.queries import iter_queries, run_query
+    from pipeline.postgres_settings import postgres_url as events_store_url
     from pipeline.settings import load_settings
 
     # Refused up front: --hours inf was an OverflowError (exit 1), 0 or negative an empty range
@@ -187,6 +190,13 @@ def verify(
     prometheus_url = prometheus_url.rstrip("/")
     if not _is_http_url(prometheus_url):
         raise typer.BadParameter(f"{_shown(prometheus_url)} is not an http(s) URL", param_hint="--prometheus-url")
+    if postgres_url:
+        # A SQLite or MySQL URL connected, then failed every SQL panel alike (exit 11) as if the
+        # dashboards were broken. The message names the scheme only: the URL may hold a password.
+        try:
+            postgres_url = events_store_url(postgres_url)
+        except ValueError as exc:
+            raise typer.BadParameter(str(exc), param_hint="--postgres-url") from None
     end = datetime.now(UTC)
     start = end - timedelta(hours=hours)
     engine = sa.create_engine(postgres_url or load_settings().postgres.url.get_secret_value())

@@ -379,3 +379,18 @@ def test_verify_command_reports_each_query(stack: Stack, postgres_admin_url: str
     doc = json.loads(as_json.stdout)
     assert as_json.exit_code == 0 and doc["failed"] == 0 and len(doc["queries"]) >= 40
     assert all(q["status"] == "ok" and q["rows"] > 0 for q in doc["queries"])
+
+
+def test_verify_with_prometheus_unreachable_is_one_line_and_exit_8(stack: Stack, capsys: pytest.CaptureFixture[str]) -> None:
+    """The database answers and Prometheus does not: one line naming Prometheus, exit 8, not one
+    ERROR line per panel and exit 11. (A unit test once reached this with a SQLite URL, which
+    `verify` now refuses.)"""
+    from pipeline.cli import main
+    from pipeline.exits import ExitCode
+
+    url = f"http://{LOOPBACK}:{free_port()}"  # nothing listens there
+    code = main(["dashboards", "verify", "--prometheus-url", url, "--postgres-url", stack.postgres_url])
+    out, err = capsys.readouterr()
+    assert code == ExitCode.SERVICE_UNREACHABLE, out[-2000:]
+    assert "ERROR" not in out and len(err.strip().splitlines()) == 1
+    assert "Prometheus" in err and url in err
