@@ -312,9 +312,8 @@ class TransformerDetector(Detector):
         self.first_pass: dict[str, int] = {}
         # Texts whose windows did not cover every token, by part kind, since the last take.
         self.truncated_texts: dict[str, int] = {}
-        self.assistant_jailbreak = _assistant_jailbreak(
-            assistant_jailbreak, manifest.version, calibration["prompt"][Category.JAILBREAK.value].threshold
-        )
+        pinned = calibration.get(Side.PROMPT.value, {}).get(Category.JAILBREAK.value)  # an artifact may lack the label
+        self.assistant_jailbreak = _assistant_jailbreak(assistant_jailbreak, manifest.version, pinned.threshold if pinned else 0.0)
 
     @classmethod
     def create(cls, config: DetectorConfig) -> Self:
@@ -670,8 +669,8 @@ class TransformerDetector(Detector):
                 # a jailbreak ("Please proofread this report." alone reads as one).
                 labels.pop(Category.JAILBREAK.value, None)
             elif it.part.kind is PartKind.ASSISTANT and labels.get(Category.JAILBREAK.value, 1.0) < self.assistant_jailbreak:
-                # The model's own replies need a jailbreak score of their own (ASSISTANT_JAILBREAK_THRESHOLDS);
-                # the sentence pass above still started at the pinned threshold.
+                # The model's own replies may need a jailbreak score of their own (ASSISTANT_JAILBREAK_THRESHOLDS);
+                # the sentence pass has already run, from the pinned threshold.
                 labels.pop(Category.JAILBREAK.value)
             if disguised(it.reading):
                 hidden.update((it.record, label, it.part.side) for label in labels)
