@@ -232,7 +232,9 @@ class Gateway:
         if request.method == "POST" and route is None and self.settings.unlogged_posts == "refuse":
             if (path.rstrip("/") or "/") not in self._forward_unlogged:
                 return self._unlogged_refused(path)
-        body = await request.body()
+        body = await self._body_within_limit(request)
+        if body is None:
+            return self._too_large(route, request.headers.get("content-length"))
         raw_headers = request.headers.raw
         forward_headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in raw_headers if k not in HOP_BY_HOP]
         gateway_id = f"gw-{uuid.uuid4().hex}"
@@ -417,6 +419,39 @@ class Gateway:
             return None
         finally:
             self.metrics.prescreen_seconds.observe(time.perf_counter() - started)
+
+    async def _body_within_limit(self, request: Request) -> bytes | None:
+        """The request body, or None as soon as it is known to be over ``max_request_bytes``: by
+        its Content-Length before a byte is read, or while a chunked body is read. What is past
+        the limit is never read (the server closes the connection after the 413)."""
+        limit = self.settings.max_request_bytes
+        declared = request.headers.get("content-length")
+        if declared is not None and declared.strip().isdigit() and int(declared) > limit:
+            return None
+        parts: list[bytes] = []
+        size = 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                return None
+            parts.append(chunk)
+        return b"".join(parts)
+
+    def _too_large(self, route: str | None, declared: str | None) -> Response:
+        """413 for a body over ``max_request_bytes``. On a logged route the attempt is kept in the
+        rejected file as its size and id (never its text), like a body over ``max_tee_bytes``."""
+        limit = self.settings.max_request_bytes
+        self.metrics.requests.labels(route or "other", "too_large").inc()
+        size = f"{declared} bytes declared" if declared is not None else "a chunked body"
+        log.warning("gateway: refused a request body over gateway.max_request_bytes (%d): %s", limit, size)
+        if route:
+            detail = f"gw-{uuid.uuid4().hex} on {route}: request body over gateway.max_request_bytes ({limit}; {size}), refused 413"
+            self.tee.submit_deferred(lambda: _raise(DecodeError(DecodeReason.TOO_LARGE, detail)))
+        return JSONResponse(
+            {"error": {"message": f"The request body is over this gateway's limit of {limit} bytes.",
+                       "type": "invalid_request_error", "param": None, "code": "request_too_large"}},  # fmt: skip
+            status_code=413,
+        )
 
     def _unlogged_refused(self, path: str) -> Response:
         """403 for a POST the gateway would forward unlogged (``unlogged_posts: refuse``). The

@@ -60,6 +60,10 @@ class GatewaySettings(BaseModel):
     rejected_max_bytes: int = Field(default=256 * 1024 * 1024, ge=0)
     # Bodies above this are forwarded but not teed (counted as dropped, reason too_large).
     max_tee_bytes: int = Field(default=8 * 1024 * 1024, ge=1024)
+    # A request body is held in memory while it is forwarded (and screened); above this the client
+    # gets 413 as soon as the gateway knows, and the rest is never read. Without it one client
+    # sending an endless body grew the gateway by 1 GB per GB sent (a hostile review, 2026-12-05).
+    max_request_bytes: int = Field(default=64 * 1024 * 1024, ge=1024)
     prescreen: PrescreenSettings = Field(default_factory=PrescreenSettings)
     # A POST to any other route (Ollama's native /api/chat, vLLM's /v1/messages, ...) reaches the
     # model neither logged nor screened. "refuse" answers it 403 instead, except the paths listed

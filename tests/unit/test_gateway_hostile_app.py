@@ -203,3 +203,76 @@ def test_a_post_to_a_route_it_does_not_log_is_refused_when_asked(tmp_path):
 def test_forward_unlogged_takes_paths_only(path):
     with pytest.raises(ValidationError, match="is not a path"):
         GatewaySettings(forward_unlogged=[path])
+
+
+def _send_until_answered(url: str, head: bytes, piece: bytes, most: int) -> tuple[int, bytes]:
+    """Send ``head``, then ``piece`` after ``piece`` until the gateway answers or ``most`` bytes
+    are sent; (bytes of body sent, the first bytes of the answer)."""
+    import socket
+
+    host, port = url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=10) as sock:
+        sock.sendall(head)
+        sock.setblocking(False)
+        sent = 0
+        while sent < most:
+            try:
+                answer = sock.recv(200)
+                if answer:
+                    return sent, answer
+            except BlockingIOError:
+                pass
+            try:
+                sent += sock.send(piece)
+            except BlockingIOError:
+                time.sleep(0.01)
+            except OSError:  # the gateway closed the connection after answering
+                break
+        sock.setblocking(True)
+        sock.settimeout(10)
+        return sent, sock.recv(200)
+
+
+CHAT_HEAD = b"POST /v1/chat/completions HTTP/1.1\r\nHost: gateway\r\nContent-Type: application/json\r\n"
+
+
+@pytest.mark.parametrize("framing", ["declared", "chunked"])
+def test_a_body_over_max_request_bytes_is_answered_413_without_being_read(tmp_path, framing):
+    """A client that sends an endless body (10 GB declared, or chunked without end) was read into
+    memory until it stopped: 1 GB sent grew the gateway by 1 GB, and no answer came (a hostile
+    review, 2026-12-05). Now the declared length is refused before a byte is read, and a chunked
+    body once it passes the limit; the upstream is never called, and the attempt is counted and
+    kept in the rejected file as its size, never its text."""
+    upstream = VllmLike()
+    with serve_in_thread(upstream.app) as upstream_url:
+        app, producer, metrics = _gateway(upstream_url, tmp_path, max_request_bytes=1 << 20)
+        with serve_in_thread(app) as url:
+            if framing == "declared":
+                sent, answer = _send_until_answered(url, CHAT_HEAD + b"Content-Length: 10000000000\r\n\r\n",
+                                                    b"x" * 65536, 64 << 20)
+            else:
+                piece = b"10000\r\n" + b"x" * 65536 + b"\r\n"
+                sent, answer = _send_until_answered(url, CHAT_HEAD + b"Transfer-Encoding: chunked\r\n\r\n", piece, 64 << 20)
+            _wait_for(lambda: (tmp_path / "rejected.jsonl").exists())
+            healthy = httpx.post(f"{url}/v1/chat/completions", json={"model": "m", "messages": [{"role": "user", "content": "hi"}]})
+    assert answer.startswith(b"HTTP/1.1 413"), answer
+    assert sent < 64 << 20  # answered long before the client gave up
+    (entry,) = [json.loads(line) for line in (tmp_path / "rejected.jsonl").read_text().splitlines()]
+    assert entry["reason"] == "too_large" and "max_request_bytes" in entry["detail"] and "xxxx" not in json.dumps(entry)
+    labels = {"route": "chat.completions", "status": "too_large"}
+    assert metrics.registry.get_sample_value("mm_gateway_requests_total", labels) == 1
+    assert metrics.registry.get_sample_value("mm_gateway_requests_total", {"route": "chat.completions", "status": "2xx"}) == 1
+    assert healthy.status_code == 200  # the next client is served as before
+
+
+def test_a_body_at_max_request_bytes_is_forwarded(tmp_path):
+    upstream = VllmLike()
+    body = json.dumps({"model": "m", "messages": [{"role": "user", "content": "x" * 3000}]}).encode()
+    with serve_in_thread(upstream.app) as upstream_url:
+        app, producer, metrics = _gateway(upstream_url, tmp_path, max_request_bytes=len(body))
+        with serve_in_thread(app) as url:
+            ok = httpx.post(f"{url}/v1/chat/completions", content=body, headers={"Content-Type": "application/json"})
+            over = httpx.post(f"{url}/v1/chat/completions", content=body + b" ", headers={"Content-Type": "application/json"})
+            _wait_for(lambda: producer.logs)
+    assert ok.status_code == 200 and over.status_code == 413
+    assert over.json()["error"]["code"] == "request_too_large" and len(producer.logs) == 1
