@@ -20,10 +20,10 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from pipeline.decode import DecodeError, decode_log, key_fields_of
+from pipeline.decode import DecodeError, DecodeReason, decode_log, key_fields_of
 from pipeline.schemas import InferenceLog, contract_json_schemas
 from pipeline.settings import Settings, load_settings
-from pipeline.stdio import is_dash, open_input, open_output, same_file
+from pipeline.stdio import LongLine, is_dash, open_input, open_output, same_file
 
 app = typer.Typer(
     help="Streaming misuse detection for open-weight model serving logs.", no_args_is_help=True,
@@ -161,7 +161,7 @@ def _count_lines(path: Path) -> int | None:
     """Lines in a file, for a progress bar; None for stdin ('-') or a pipe, which cannot be read twice."""
     if is_dash(path) or not path.is_file():
         return None
-    with open_input(path) as fh:  # decompressed, like the command reads it
+    with open_input(path, max_line_bytes=1024) as fh:  # decompressed, like the command reads it; no line held whole
         return sum(1 for _ in fh)
 
 
@@ -222,9 +222,19 @@ def produce(
     refused: list[str] = []
     delivered_to = from_line - 1  # every line up to this one is delivered (or was skipped)
     try:
-        with GatewayProducer(settings.kafka, topic) as producer, _progress() as progress, open_input(file) as fh:
+        limit = settings.kafka.max_request_size
+        with (
+            GatewayProducer(settings.kafka, topic) as producer,
+            _progress() as progress,
+            open_input(file, max_line_bytes=limit) as fh,
+        ):
             task = progress.add_task(f"producing to {producer.topic}", total=total)
             for line_no, line in enumerate(fh, start=1):
+                if isinstance(line, LongLine):  # no producer could send it: refused, never held whole
+                    if line_no >= from_line:
+                        refused.append(f"line {line_no}: {line.size} bytes, over kafka.max_request_size ({limit})")
+                    progress.advance(task)
+                    continue
                 line = line.rstrip(b"\r\n")
                 if line_no == 1 and (hint := not_jsonl_hint(line)):  # a warning only: every line is still sent
                     console.print(f"[yellow]warning: {hint}[/yellow]")
@@ -510,13 +520,14 @@ def classify(
     first_line: bytes | None = None
     try:
         with (
-            open_input(input) as src,
+            open_input(input, max_line_bytes=settings.batch.max_record_bytes) as src,
             open_output(output) as dst,
             _progress() as progress,
         ):
             task = progress.add_task("classifying", total=total)
             for lines in _batched(enumerate(src, start=1), settings.batch.max_records):
-                first_line = lines[0][1] if first_line is None else first_line
+                if first_line is None and not isinstance(lines[0][1], LongLine):
+                    first_line = lines[0][1]
                 for _, result in classify_lines(lines, scorer, settings.batch.max_record_bytes):
                     dst.write(result + "\n")
                     if result.startswith(_ERROR_PREFIX):
@@ -561,7 +572,7 @@ class ClassifyError(BaseModel):
 _ERROR_PREFIX = '{"schema":"misuse-error/v1"'
 
 
-def classify_lines(lines: list[tuple[int, bytes]], scorer, max_bytes: int) -> list[tuple[int, str]]:  # noqa: ANN001
+def classify_lines(lines: list[tuple[int, bytes | LongLine]], scorer, max_bytes: int) -> list[tuple[int, str]]:  # noqa: ANN001
     """Verdict or misuse-error/v1 JSON for each (line number, bytes): one each, in input order.
 
     Decode raises only DecodeError, and ``Scorer.score_each`` isolates a detector failure to its
@@ -573,6 +584,10 @@ def classify_lines(lines: list[tuple[int, bytes]], scorer, max_bytes: int) -> li
     decoded: list[tuple[int, InferenceLog]] = []
     results: dict[int, str] = {}
     for line_no, raw in lines:
+        if isinstance(raw, LongLine):  # read in pieces and dropped (pipeline/stdio.py)
+            detail = f"{raw.size} bytes > limit {max_bytes} bytes"
+            results[line_no] = ClassifyError(line=line_no, reason=DecodeReason.TOO_LARGE.value, detail=detail).to_json()
+            continue
         try:
             decoded.append((line_no, decode_log(raw.rstrip(b"\r\n"), max_bytes)))
         except DecodeError as exc:

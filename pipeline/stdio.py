@@ -9,6 +9,7 @@ import os
 import sys
 import zlib
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
@@ -31,38 +32,76 @@ def same_file(a: Path | str | None, b: Path | str | None) -> bool:
 GZIP_MAGIC = b"\x1f\x8b"
 
 
+@dataclass(frozen=True)
+class LongLine:
+    """Stands for a line longer than the reader's ``max_line_bytes``: its length without the line
+    end. The line itself was read in pieces and dropped, never held whole."""
+
+    size: int
+
+
+# Read in pieces of this size while skipping a long line.
+_PIECE = 1 << 20
+
+
+def bounded_lines(fh: IO[bytes], max_line_bytes: int) -> Iterator[bytes | LongLine]:
+    """The lines of a binary stream; one that does not end within ``max_line_bytes`` + 2 bytes
+    (room for "\r\n") is a :class:`LongLine`. ``for line in fh`` held a whole line: a 1 GB line
+    without a newline took 2 GB of memory in ``classify``, a 10 GB one (or ``/dev/zero``) all
+    there is. A line a byte or two over the limit still comes whole: its reader's size check
+    names it."""
+    while True:
+        line = fh.readline(max_line_bytes + 2)
+        if not line:
+            return
+        if line.endswith(b"\n") or len(line) < max_line_bytes + 2:
+            yield line
+            continue
+        size = len(line)
+        while not line.endswith(b"\n"):
+            line = fh.readline(_PIECE)
+            if not line:
+                break
+            size += len(line)
+        yield LongLine(size - (2 if line.endswith(b"\r\n") else 1 if line.endswith(b"\n") else 0))
+
+
 @contextlib.contextmanager
-def open_input(path: Path, text: bool = False) -> Iterator[Iterable]:
+def open_input(path: Path, text: bool = False, max_line_bytes: int | None = None) -> Iterator[Iterable]:
     """The lines of the file (bytes, or UTF-8 text), or of stdin for '-' (left open: it is not
-    ours to close).
+    ours to close). With ``max_line_bytes`` (bytes only), a longer line comes as a
+    :class:`LongLine` and is never held whole (see :func:`bounded_lines`).
 
     Gzip-compressed input (archived gateway logs, ``.jsonl.gz``) is read decompressed, told by
     its magic bytes rather than its name, as ``zcat -f`` does: read raw, every "line" of a
     compressed file was a ``not_utf8`` error line. A truncated or corrupt archive ends the
     command with an :class:`~pipeline.exits.InputError` naming the line it got to."""
+    def lines(fh: IO) -> Iterable:
+        return fh if text or max_line_bytes is None else bounded_lines(fh, max_line_bytes)
+
     if is_dash(path):
         raw = getattr(sys.stdin, "buffer", None)  # None where stdin was replaced by a text stream
         peek = getattr(raw, "peek", None)
         if peek is not None and peek(2)[:2] == GZIP_MAGIC:
             with gzip.open(raw, "rt" if text else "rb", encoding="utf-8" if text else None) as fh:
-                yield _lines_of_archive(fh, "stdin")
+                yield _lines_of_archive(lines(fh), "stdin")
         else:
-            yield sys.stdin if text else sys.stdin.buffer
+            yield sys.stdin if text else lines(sys.stdin.buffer)
         return
     # Opened once and peeked, not probed and reopened: a pipe (`/dev/stdin`, `<(zcat f)`) can be
     # read only once, and a probe would have eaten its first two bytes.
     with path.open("rb") as raw_file:
         if raw_file.peek(2)[:2] == GZIP_MAGIC:
             with gzip.open(raw_file, "rt" if text else "rb", encoding="utf-8" if text else None) as fh:
-                yield _lines_of_archive(fh, str(path))
+                yield _lines_of_archive(lines(fh), str(path))
         elif text:
             with io.TextIOWrapper(raw_file, encoding="utf-8") as fh:
                 yield fh
         else:
-            yield raw_file
+            yield lines(raw_file)
 
 
-def _lines_of_archive(fh: IO, name: str) -> Iterator:
+def _lines_of_archive(fh: Iterable, name: str) -> Iterator:
     """The lines of an open gzip stream; a damaged archive is an InputError, not a traceback."""
     from pipeline.exits import InputError
 

@@ -53,13 +53,18 @@ def test_mistyped_topic_is_refused_with_a_suggestion_and_created_only_when_asked
 def test_produce_skips_a_line_too_large_for_the_producer_and_sends_the_rest(kafka_bootstrap, kafka_topic_factory, tmp_path):
     """A hostile newcomer (2026-12-02): kafka-python reports an oversized record through its future,
     so the old `except` around send() never fired; the flush raised, produce stopped at the 5,000th
-    line and exited 1 with the rest of the file unsent."""
+    line and exited 1 with the rest of the file unsent. A line over kafka.max_request_size is now
+    refused as it is read, never held whole (a hostile review, 2026-12-05: a 1 GB line took 2 GB);
+    one under it whose record is not (the batch's own bytes) is still refused by the producer."""
     from tests.fixtures.kafka_read import read_topic
 
     topic = kafka_topic_factory(partitions=1, prefix="produce-big")
     line = {"schema": "inference-log/v1", "timestamp": "2026-11-28T10:00:00Z", "model": "m", "prompt": "hi"}
     rows = [json.dumps({**line, "request_id": f"r{i}"}) for i in range(5)]
     rows[1] = json.dumps({**line, "request_id": "big", "prompt": "x" * 300_000})
+    edge = json.dumps({**line, "request_id": "edge", "prompt": ""})
+    rows[3] = json.dumps({**line, "request_id": "edge", "prompt": "x" * (199_990 - len(edge))})
+    assert len(rows[3]) == 199_990
     data = tmp_path / "logs.jsonl"
     data.write_text("\n".join(rows) + "\n")
     env_limit = {"MM_KAFKA__MAX_REQUEST_SIZE": "200000"}
@@ -69,10 +74,12 @@ def test_produce_skips_a_line_too_large_for_the_producer_and_sends_the_rest(kafk
                           env=env, capture_output=True, text=True, timeout=180)
     assert done.returncode == 4, done.stderr
     summary = json.loads(done.stdout)
-    assert summary["delivered"] == 4 and summary["refused"] == ["line 2: MessageSizeTooLargeError"], summary
-    assert "line 2" in done.stderr
-    delivered = [json.loads(m.value)["request_id"] for m in read_topic(kafka_bootstrap, topic, expect=4)]
-    assert delivered == ["r0", "r2", "r3", "r4"]
+    assert summary["delivered"] == 3, summary
+    assert summary["refused"] == [f"line 2: {len(rows[1])} bytes, over kafka.max_request_size (200000)",
+                                  "line 4: MessageSizeTooLargeError"], summary
+    assert "line 2" in done.stderr and "line 4" in done.stderr
+    delivered = [json.loads(m.value)["request_id"] for m in read_topic(kafka_bootstrap, topic, expect=3)]
+    assert delivered == ["r0", "r2", "r4"]
 
 
 def test_produce_replays_a_gzip_archive_decompressed_and_warns_about_pretty_printed_json(
