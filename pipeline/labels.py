@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,7 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from pipeline.exits import first_line
 from pipeline.schemas import Category
-from pipeline.stdio import is_dash, open_input
+from pipeline.stdio import LongLine, is_dash, open_input
 
 
 class Label(BaseModel):
@@ -41,20 +41,36 @@ class LabelsError(ValueError):
     """A labels or verdicts file that cannot be read (names the file and line)."""
 
 
+# No label or verdict line comes near this; a longer one is read in pieces and refused, never
+# held whole (a file of one 10 GB line, given by mistake, took all the memory there was).
+MAX_LINE_BYTES = 16 * 1024 * 1024
+
+
+def _lines(path: Path) -> Iterator[tuple[int, str]]:
+    """(line number, text) of a JSONL file ('-': stdin), without a byte order mark; a line too
+    long or not UTF-8 is a LabelsError naming the file and line."""
+    with open_input(path, max_line_bytes=MAX_LINE_BYTES) as fh:
+        for n, raw in enumerate(fh, start=1):
+            if isinstance(raw, LongLine):
+                raise LabelsError(f"{path}:{n}: a line of {raw.size} bytes, longer than any label or verdict ({MAX_LINE_BYTES})")
+            try:
+                yield n, _without_bom(raw.decode("utf-8"))
+            except UnicodeDecodeError as exc:
+                raise LabelsError(f"{path}:{n}: not UTF-8 text (byte {exc.start} of the line)") from exc
+
+
 def read_labels(path: Path) -> dict[str, Label]:
     """request_id -> Label from a JSONL file ('-': stdin); a replayed id keeps its first line (as shadow does)."""
     labels: dict[str, Label] = {}
-    with open_input(path, text=True) as fh:
-        for n, line in enumerate(fh, start=1):
-            line = _without_bom(line)
-            if not line.strip():
-                continue
-            try:
-                label = Label.model_validate_json(line)
-            except ValidationError as exc:
-                problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'line'}: {e['msg']}" for e in exc.errors())
-                raise LabelsError(f"{path}:{n}: not a label line ({problems})") from exc
-            labels.setdefault(label.request_id, label)
+    for n, line in _lines(path):
+        if not line.strip():
+            continue
+        try:
+            label = Label.model_validate_json(line)
+        except ValidationError as exc:
+            problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'line'}: {e['msg']}" for e in exc.errors())
+            raise LabelsError(f"{path}:{n}: not a label line ({problems})") from exc
+        labels.setdefault(label.request_id, label)
     return labels
 
 
@@ -145,14 +161,12 @@ def _without_bom(line: str) -> str:
 
 
 def _jsonl_rows(path: Path) -> Iterable[dict]:
-    with open_input(path, text=True) as fh:
-        for n, line in enumerate(fh, start=1):
-            line = _without_bom(line)
-            if line.strip():
-                try:
-                    yield json.loads(line)
-                except ValueError as exc:
-                    raise LabelsError(f"{path}:{n}: not JSON") from exc
+    for n, line in _lines(path):
+        if line.strip():
+            try:
+                yield json.loads(line)
+            except ValueError as exc:
+                raise LabelsError(f"{path}:{n}: not JSON") from exc
 
 
 @dataclass(frozen=True)

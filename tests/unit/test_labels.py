@@ -99,3 +99,26 @@ def test_records_or_labels_given_as_verdicts_are_refused_naming_the_line(tmp_pat
     records.write_text(json.dumps({"schema": "inference-log/v1", "request_id": "r1", "prompt": "hi"}) + "\n")
     with pytest.raises(LabelsError, match="line 1 is not a verdict"):
         read_verdicts(records)
+
+
+def test_a_line_longer_than_any_label_is_refused_without_being_held(tmp_path, monkeypatch):
+    """A hostile review (2026-12-05): `evaluate --labels` read a file of one endless line whole
+    (given by mistake, a 10 GB one took all the memory there was). It is read in pieces now and
+    refused with its file, line and size; a line that is not UTF-8 names its file and line too."""
+    import tracemalloc
+
+    monkeypatch.setattr(lb, "MAX_LINE_BYTES", 1 << 20)
+    long = tmp_path / "labels.jsonl"
+    long.write_bytes(b'{"request_id": "a", "misuse": false}\n' + b"x" * (32 << 20) + b"\n")
+    tracemalloc.start()
+    try:
+        with pytest.raises(lb.LabelsError, match=rf"labels.jsonl:2: a line of {32 << 20} bytes, longer than any"):
+            lb.read_labels(long)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 8e6, f"{peak / 1e6:.1f} MB held"
+    bad = tmp_path / "verdicts.jsonl"
+    bad.write_bytes(b'\xff\xfe{"request_id": "a"}\n')
+    with pytest.raises(lb.LabelsError, match=r"verdicts.jsonl:1: not UTF-8 text"):
+        lb.read_verdicts(bad)
