@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import gzip
-import io
 import os
 import sys
 import zlib
@@ -67,36 +66,36 @@ def bounded_lines(fh: IO[bytes], max_line_bytes: int) -> Iterator[bytes | LongLi
 
 
 @contextlib.contextmanager
-def open_input(path: Path, text: bool = False, max_line_bytes: int | None = None) -> Iterator[Iterable]:
-    """The lines of the file (bytes, or UTF-8 text), or of stdin for '-' (left open: it is not
-    ours to close). With ``max_line_bytes`` (bytes only), a longer line comes as a
-    :class:`LongLine` and is never held whole (see :func:`bounded_lines`).
+def open_input(path: Path, max_line_bytes: int | None = None) -> Iterator[Iterable]:
+    """The lines (bytes) of the file, or of stdin for '-' (left open: it is not ours to close).
+    With ``max_line_bytes``, a longer line comes as a :class:`LongLine` and is never held whole
+    (see :func:`bounded_lines`).
 
     Gzip-compressed input (archived gateway logs, ``.jsonl.gz``) is read decompressed, told by
     its magic bytes rather than its name, as ``zcat -f`` does: read raw, every "line" of a
     compressed file was a ``not_utf8`` error line. A truncated or corrupt archive ends the
     command with an :class:`~pipeline.exits.InputError` naming the line it got to."""
-    def lines(fh: IO) -> Iterable:
-        return fh if text or max_line_bytes is None else bounded_lines(fh, max_line_bytes)
+    def lines(fh: IO[bytes]) -> Iterable:
+        return fh if max_line_bytes is None else bounded_lines(fh, max_line_bytes)
 
     if is_dash(path):
-        raw = getattr(sys.stdin, "buffer", None)  # None where stdin was replaced by a text stream
-        peek = getattr(raw, "peek", None)
+        raw = getattr(sys.stdin, "buffer", None)
+        if raw is None:  # stdin replaced by a text stream (a test, an embedding program): its lines as UTF-8
+            yield (line.encode("utf-8") for line in sys.stdin)
+            return
+        peek = getattr(raw, "peek", None)  # absent where a test runner gives stdin as a BytesIO
         if peek is not None and peek(2)[:2] == GZIP_MAGIC:
-            with gzip.open(raw, "rt" if text else "rb", encoding="utf-8" if text else None) as fh:
+            with gzip.open(raw, "rb") as fh:
                 yield _lines_of_archive(lines(fh), "stdin")
         else:
-            yield sys.stdin if text else lines(sys.stdin.buffer)
+            yield lines(raw)
         return
     # Opened once and peeked, not probed and reopened: a pipe (`/dev/stdin`, `<(zcat f)`) can be
     # read only once, and a probe would have eaten its first two bytes.
     with path.open("rb") as raw_file:
         if raw_file.peek(2)[:2] == GZIP_MAGIC:
-            with gzip.open(raw_file, "rt" if text else "rb", encoding="utf-8" if text else None) as fh:
+            with gzip.open(raw_file, "rb") as fh:
                 yield _lines_of_archive(lines(fh), str(path))
-        elif text:
-            with io.TextIOWrapper(raw_file, encoding="utf-8") as fh:
-                yield fh
         else:
             yield lines(raw_file)
 
