@@ -42,7 +42,7 @@ from pyspark.sql.pandas.types import from_arrow_schema
 from pyspark.sql.types import BinaryType, IntegerType, LongType, StringType, StructField, StructType
 
 from detectors.base import DetectorConfig
-from pipeline.decode import DecodeError, decode_log
+from pipeline.decode import DecodeError, DecodeReason, decode_log
 from pipeline.lake import LAKE_SCHEMA, LakeWriter, file_name, to_rows
 from pipeline.plugins import parse_names
 from pipeline.privacy import LakePolicy
@@ -55,6 +55,8 @@ from pipeline.trusted import TrustedPrompts
 from pipeline.verdicts import Pseudonymizer, build_verdict
 
 FILE_TOPIC = "file"
+# The length of a raw value before run() cut it to the record limit (a column of its own).
+VALUE_BYTES = "value_bytes"
 # Marks an encrypted lake log in the raw ``value`` column (see read_lake_logs).
 ENCRYPTED_MAGIC = b"mm-aesgcm-v1:"
 RAW_SCHEMA = StructType(
@@ -194,6 +196,13 @@ def score_rows(rows: Sequence[Mapping], scorer: Scorer, spec: ScoringSpec) -> pa
     out: list[dict] = []
     for row in rows:
         position = SourcePosition(row["source_topic"], row["source_partition"], row["source_offset"])
+        size = row.get(VALUE_BYTES)
+        if size is not None and size > spec.max_record_bytes:  # cut in the JVM (run): its head is kept
+            detail = f"{size} bytes > limit {spec.max_record_bytes} bytes (the dead letter keeps the first {len(row['value'])})"
+            out.append({"source_topic": position.topic, "source_partition": position.partition,
+                        "source_offset": position.offset, "error_reason": DecodeReason.TOO_LARGE.value,
+                        "error_detail": detail, "raw_value": row["value"]})  # fmt: skip
+            continue
         try:
             value = decrypt_value(row["value"], spec.lake_policy) if row["value"] else row["value"]
         except ValueError as exc:  # no key, another key, or a tampered row: a dead letter, not a crash
@@ -270,7 +279,17 @@ def run(spark: SparkSession, raw: DataFrame, spec: ScoringSpec) -> DataFrame:
     missing = set(RAW_SCHEMA.fieldNames()) - set(raw.columns)
     if missing:
         raise BackfillError(f"backfill input lacks columns {sorted(missing)}")
-    raw = raw.select(*RAW_SCHEMA.fieldNames())
+    # A value over the record limit is cut to its first limit + 1 bytes here, in the JVM, before
+    # a shuffle or the Python workers see it; score_rows dead-letters it as too_large with its
+    # real size. A 300 MB JSONL line crashed the whole job with Java's OutOfMemoryError while
+    # it was handed to Python (a hostile review, 2026-12-05).
+    limit = spec.max_record_bytes
+    size = F.length("value")
+    raw = raw.select(
+        F.when(size > limit, F.substring("value", 1, limit + 1)).otherwise(F.col("value")).alias("value"),
+        *RAW_SCHEMA.fieldNames()[1:],
+        size.alias(VALUE_BYTES),
+    )
     slots = spark.sparkContext.defaultParallelism
     if raw.rdd.getNumPartitions() < slots:
         # A JSONL file under spark.sql.files.openCostInBytes (4 MB) is one split, a topic may

@@ -48,3 +48,37 @@ def test_an_empty_file_among_good_ones_keeps_their_numbering(spark: SparkSession
     ]
     raw = backfill.read_jsonl(spark, [empty, empty]).collect()
     assert raw == []
+
+
+def test_a_100_mb_jsonl_line_is_one_dead_letter_not_a_crashed_job(tmp_path: Path) -> None:
+    """A hostile review (2026-12-05): one 100 MB line in a JSONL archive ended the whole backfill
+    with Java's OutOfMemoryError (exit 1, nothing written) while the value was handed to the
+    Python workers. The value is now cut to the record limit in the JVM first: the line is one
+    `too_large` dead letter with its real size and its head, and the lines around it are scored.
+    Run as the command runs (its own JVM, default memory), not in the tests' shared session.
+    (Lines of a few hundred MB still exhaust the default heap in Spark's text reader itself:
+    docs/spark.md.)"""
+    import subprocess
+    import sys
+
+    import pyarrow.parquet as pq
+
+    good = {"schema": "inference-log/v1", "timestamp": "2026-12-05T00:00:00Z", "model": "m", "prompt": "hello"}
+    src = tmp_path / "archive.jsonl"
+    with src.open("wb") as fh:
+        fh.write(json.dumps({**good, "request_id": "before"}).encode() + b"\n")
+        fh.write(b"x" * 100_000_000 + b"\n")
+        fh.write(json.dumps({**good, "request_id": "after"}).encode() + b"\n")
+    out = tmp_path / "lake"
+    done = subprocess.run([sys.executable, "-m", "pipeline.cli", "spark", "backfill", "--jsonl", str(src), "--out", str(out),
+                           "--detectors", "rules", "--master", "local[2]", "--json"],
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    summary = json.loads(done.stdout.strip().splitlines()[-1])
+    assert (summary["verdicts"], summary["dead_letters"]) == (2, 1)
+    (dead,) = pq.read_table(out / "dead_letters").to_pylist()
+    assert (dead["source_offset"], dead["error_reason"]) == (2, "too_large")
+    assert dead["error_detail"].startswith("100000000 bytes > limit 1048576 bytes")
+    assert dead["raw_value"] == b"x" * 1_048_577
+    offsets = sorted(r["source_offset"] for r in LakeWriter(out).read().select(["source_offset"]).to_pylist())
+    assert offsets == [1, 3]
