@@ -3,9 +3,10 @@
 In: :class:`Exchange` objects handed over by the proxy with :meth:`LogTee.submit`, which never
 blocks and never raises. Out: records produced through :class:`GatewayProducer`.
 
-Guarantee: a user request never waits for Kafka. The proxy puts the raw exchange in a bounded
-in-memory queue; one worker thread parses it (SSE included), adapts it and produces it. When the
-queue is full, or a delivery fails (broker down), the ``overflow`` policy decides:
+Guarantee: a user request never waits for Kafka. The proxy puts the raw exchange in an in-memory
+queue bounded in exchanges and in bytes (``queue_max``, ``queue_max_bytes``); one worker thread
+parses it (SSE included), adapts it and produces it. When the queue is full, or a delivery fails
+(broker down), the ``overflow`` policy decides:
 
 - ``drop``: the exchange is counted (``mm_gateway_logs_dropped_total{reason}``) and forgotten;
 - ``spill``: its records are appended, as inference-log/v1 JSON lines, to ``spill_path``; the
@@ -83,6 +84,13 @@ class Exchange:
     extra_metadata: dict[str, Any] = field(default_factory=dict)
 
 
+def _size(exchange: Exchange | Callable[[], list[InferenceLog]]) -> int:
+    """Bytes an exchange holds in a queue (a deferred build holds objects, not bodies: 0)."""
+    if isinstance(exchange, Exchange):
+        return len(exchange.request_body) + sum(len(chunk) for chunk in exchange.response_body)
+    return 0
+
+
 class GatewayMetrics:
     """Prometheus metrics of the proxy and its logging path (own registry; labels are bounded)."""
 
@@ -155,6 +163,9 @@ class LogTee:
         self.settings = settings
         self.metrics = metrics
         self._queue: queue.Queue[Exchange | Callable[[], list[InferenceLog]]] = queue.Queue(maxsize=settings.queue_max)
+        # Bytes held by each queue (queue_max_bytes bounds both), keyed by the queue's id.
+        self._held = {id(self._queue): 0}
+        self._held_lock = threading.Lock()
         self._factory = producer_factory or (
             lambda: GatewayProducer(kafka, settings.topic, **GATEWAY_PRODUCER_OVERRIDES)
         )
@@ -170,16 +181,26 @@ class LogTee:
         self._overflow: queue.Queue[Exchange | Callable[[], list[InferenceLog]]] = queue.Queue(
             maxsize=settings.queue_max
         )
+        self._held[id(self._overflow)] = 0
         self._spiller: threading.Thread | None = None
         self.spill_path = settings.spill_path
         self._replay_path = replay_path(settings.spill_path)
 
     # ------------------------------------------------------------------ request side
 
+    def _put(self, target: queue.Queue, exchange: Exchange | Callable[[], list[InferenceLog]]) -> None:
+        """put_nowait within ``queue_max_bytes`` too: queue.Full when either bound is reached."""
+        size = _size(exchange)
+        with self._held_lock:
+            if self._held[id(target)] + size > self.settings.queue_max_bytes and not target.empty():
+                raise queue.Full  # an exchange alone over the bound still goes through an empty queue
+            target.put_nowait(exchange)
+            self._held[id(target)] += size
+
     def submit(self, exchange: Exchange) -> None:
         """Hand an exchange to the logging path. Never blocks, never raises."""
         try:
-            self._queue.put_nowait(exchange)
+            self._put(self._queue, exchange)
             self.metrics.enqueued.inc()
         except queue.Full:
             if self.settings.overflow == "spill":
@@ -192,7 +213,7 @@ class LogTee:
 
     def _hand_to_spill(self, exchange: Exchange | Callable[[], list[InferenceLog]]) -> None:
         try:
-            self._overflow.put_nowait(exchange)
+            self._put(self._overflow, exchange)
         except queue.Full:  # the spill thread cannot keep up either: slower, but nothing is lost
             self.metrics.spilled_inline.inc()
             self._spill(self._adapt(exchange))
@@ -246,6 +267,7 @@ class LogTee:
             "worker_alive": self.worker_alive,
             "queue_depth": self._queue.qsize(),
             "queue_max": self.settings.queue_max,
+            "queue_bytes": self._held[id(self._queue)],
             "spill_queue_depth": self._overflow.qsize(),
             "overflow": self.settings.overflow,
             "kafka_up": self._kafka_up,
@@ -304,6 +326,8 @@ class LogTee:
                 batch.append(source.get_nowait())
             except queue.Empty:
                 break
+        with self._held_lock:
+            self._held[id(source)] -= sum(_size(ex) for ex in batch)
         return batch
 
     def _adapt(self, exchange: Exchange | Callable[[], list[InferenceLog]]) -> list[InferenceLog]:

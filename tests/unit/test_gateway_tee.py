@@ -337,3 +337,21 @@ def test_when_both_queues_are_full_the_exchange_is_spilled_inline_and_counted(tm
     tee.stop(timeout_s=1)
     assert sorted(_spilled_ids(tmp_path)) == ["a", "b", "c"]
 
+
+
+def test_the_queues_are_bounded_in_bytes_too(tmp_path):
+    """Each logging queue held up to queue_max (10,000) exchanges of up to max_tee_bytes (8 MB)
+    each: 80 GB while Kafka hung (a hostile review, 2026-12-05). queue_max_bytes bounds them in
+    bytes as well; past it an exchange overflows as if the queue were full, and nothing is lost."""
+    producer = _FlakyProducer()
+    tee, metrics = _tee(tmp_path, producer, queue_max_bytes=64 * 1024)  # not started: nothing drains
+    big = json.dumps({"model": "m", "messages": [{"role": "user", "content": "x" * 20_000}]}).encode()
+    ids = [f"r{i}" for i in range(10)]
+    for rid in ids:
+        tee.submit(_exchange(_answer(rid), gateway_id=rid, request_body=big))
+    status = tee.status()
+    assert status["queue_depth"] == 3 and status["spill_queue_depth"] == 3  # 3 x ~20 KB fit in 64 KB
+    assert status["queue_bytes"] <= 64 * 1024
+    assert _sample(metrics, "mm_gateway_logs_spilled_inline_total") == 4
+    tee.stop(timeout_s=5)
+    assert sorted(_spilled_ids(tmp_path)) == sorted(ids)  # nothing lost
