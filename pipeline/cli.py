@@ -20,7 +20,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from pipeline.decode import DecodeError, DecodeReason, decode_log, key_fields_of
+from pipeline.decode import DecodeError, decode_log, key_fields_of, too_large
 from pipeline.schemas import InferenceLog, contract_json_schemas
 from pipeline.settings import Settings, load_settings
 from pipeline.stdio import LongLine, is_dash, open_input, open_output, same_file
@@ -584,11 +584,9 @@ def classify_lines(lines: list[tuple[int, bytes | LongLine]], scorer, max_bytes:
     decoded: list[tuple[int, InferenceLog]] = []
     results: dict[int, str] = {}
     for line_no, raw in lines:
-        if isinstance(raw, LongLine):  # read in pieces and dropped (pipeline/stdio.py)
-            detail = f"{raw.size} bytes > limit {max_bytes} bytes"
-            results[line_no] = ClassifyError(line=line_no, reason=DecodeReason.TOO_LARGE.value, detail=detail).to_json()
-            continue
         try:
+            if isinstance(raw, LongLine):  # read in pieces and dropped (pipeline/stdio.py)
+                raise too_large(raw.size, max_bytes)
             decoded.append((line_no, decode_log(raw.rstrip(b"\r\n"), max_bytes)))
         except DecodeError as exc:
             results[line_no] = ClassifyError(line=line_no, reason=exc.reason.value, detail=exc.detail).to_json()

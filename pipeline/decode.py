@@ -251,6 +251,12 @@ def _locate(text: str, reason: DecodeReason) -> str:
     return "<record>"
 
 
+def too_large(size: int, max_bytes: int) -> DecodeError:
+    """The error of a record over the size limit: raised by decode, and by the readers that
+    never hold such a record whole (``classify``'s long lines, Spark's cut values)."""
+    return DecodeError(DecodeReason.TOO_LARGE, f"{size} bytes > limit {max_bytes} bytes")
+
+
 def parse_json_object(value: bytes | None, max_bytes: int) -> dict[str, Any]:
     """The JSON object in ``value`` under every limit above, or a DecodeError.
 
@@ -261,7 +267,7 @@ def parse_json_object(value: bytes | None, max_bytes: int) -> dict[str, Any]:
         raise DecodeError(DecodeReason.EMPTY, "record has no value")
     if len(value) > max_bytes:
         # Checked before parsing so a 10 MB prompt costs no JSON parse or model time.
-        raise DecodeError(DecodeReason.TOO_LARGE, f"{len(value)} bytes > limit {max_bytes} bytes")
+        raise too_large(len(value), max_bytes)
     # Cheap bound first: a record cannot nest deeper than it has opening brackets.
     if value.count(b"{") + value.count(b"[") > MAX_DEPTH:
         depth = _nesting_depth(value)

@@ -42,7 +42,7 @@ from pyspark.sql.pandas.types import from_arrow_schema
 from pyspark.sql.types import BinaryType, IntegerType, LongType, StringType, StructField, StructType
 
 from detectors.base import DetectorConfig
-from pipeline.decode import DecodeError, DecodeReason, decode_log
+from pipeline.decode import DecodeError, decode_log, too_large
 from pipeline.lake import LAKE_SCHEMA, LakeWriter, file_name, to_rows
 from pipeline.plugins import parse_names
 from pipeline.privacy import LakePolicy
@@ -198,44 +198,25 @@ def score_rows(rows: Sequence[Mapping], scorer: Scorer, spec: ScoringSpec) -> pa
         position = SourcePosition(row["source_topic"], row["source_partition"], row["source_offset"])
         size = row.get(VALUE_BYTES)
         if row["value"] is not None and size is not None and size > len(row["value"]):  # cut in the JVM (run): its head is kept
-            detail = f"{size} bytes > limit {spec.max_record_bytes} bytes (the dead letter keeps the first {len(row['value'])})"
-            out.append({"source_topic": position.topic, "source_partition": position.partition,
-                        "source_offset": position.offset, "error_reason": DecodeReason.TOO_LARGE.value,
-                        "error_detail": detail, "raw_value": row["value"]})  # fmt: skip
+            exc = too_large(size, spec.max_record_bytes)
+            detail = f"{exc.detail} (the dead letter keeps the first {len(row['value'])})"
+            out.append(_dead_letter(position, exc.reason.value, detail, row["value"]))
             continue
         try:
             value = decrypt_value(row["value"], spec.lake_policy) if row["value"] else row["value"]
         except ValueError as exc:  # no key, another key, or a tampered row: a dead letter, not a crash
-            out.append(_undecryptable(position, row["value"], exc))
+            out.append(_dead_letter(position, "undecryptable", f"{type(exc).__name__}: {exc}"[:300], row["value"]))
             continue
         try:
             decoded.append((decode_log(value, spec.max_record_bytes), position))
             raw_values.append(row["value"])
         except DecodeError as exc:
-            out.append(
-                {
-                    "source_topic": position.topic,
-                    "source_partition": position.partition,
-                    "source_offset": position.offset,
-                    "error_reason": exc.reason.value,
-                    "error_detail": exc.detail,
-                    "raw_value": row["value"],
-                }
-            )
+            out.append(_dead_letter(position, exc.reason.value, exc.detail, row["value"]))
     if decoded:
         results = scorer.score_each([log for log, _ in decoded])
         for (_, position), raw, result in zip(decoded, raw_values, results, strict=True):
             if isinstance(result, RecordError):  # a detector failed on this record alone: a dead letter
-                out.append(
-                    {
-                        "source_topic": position.topic,
-                        "source_partition": position.partition,
-                        "source_offset": position.offset,
-                        "error_reason": result.reason,
-                        "error_detail": result.detail,
-                        "raw_value": raw,
-                    }
-                )
+                out.append(_dead_letter(position, result.reason, result.detail, raw))
         decoded = [pair for pair, result in zip(decoded, results, strict=True) if not isinstance(result, RecordError)]
         logs = [log for log, _ in decoded]
         verdicts = [result for result in results if not isinstance(result, RecordError)]
@@ -252,14 +233,15 @@ def score_rows(rows: Sequence[Mapping], scorer: Scorer, spec: ScoringSpec) -> pa
     return pa.Table.from_pydict({name: [row.get(name) for row in out] for name in SCORED_ARROW_SCHEMA.names}, schema=SCORED_ARROW_SCHEMA)
 
 
-def _undecryptable(position: SourcePosition, value: bytes, exc: BaseException) -> dict:
+def _dead_letter(position: SourcePosition, reason: str, detail: str, raw: bytes | None) -> dict:
+    """A scored row that is a dead letter: its source position, why, and the bytes it came as."""
     return {
         "source_topic": position.topic,
         "source_partition": position.partition,
         "source_offset": position.offset,
-        "error_reason": "undecryptable",
-        "error_detail": f"{type(exc).__name__}: {exc}"[:300],
-        "raw_value": value,
+        "error_reason": reason,
+        "error_detail": detail,
+        "raw_value": raw,
     }
 
 
