@@ -51,7 +51,7 @@ class GatewaySettings(BaseModel):
     queue_max: int = Field(default=10_000, ge=1)
     # Bytes of exchanges (request and response bodies) each logging queue may hold; past it an
     # exchange overflows as if the queue were full. 10,000 exchanges of up to max_tee_bytes each
-    # could hold 80 GB while Kafka hung (a hostile review, 2026-12-05).
+    # could hold 80 GB while Kafka hung (computed from the bounds in a hostile review, 2026-12-05).
     queue_max_bytes: int = Field(default=512 * 1024 * 1024, ge=1024)
     overflow: Literal["drop", "spill"] = "spill"
     spill_path: Path = Path("data/gateway/spill.jsonl")
