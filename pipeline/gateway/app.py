@@ -19,6 +19,7 @@ OpenAI-style 400 error (``code: content_policy_violation``) and the upstream is 
 
 from __future__ import annotations
 
+import enum
 import hashlib
 import logging
 import time
@@ -33,9 +34,11 @@ import anyio
 import yarl
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.applications import Starlette
-from starlette.requests import Request
+from starlette.middleware import Middleware
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from pipeline.decode import DecodeError, DecodeReason
 from pipeline.gateway.settings import GatewaySettings
@@ -58,6 +61,17 @@ HOP_BY_HOP = frozenset(
     {b"connection", b"keep-alive", b"proxy-authenticate", b"proxy-authorization", b"te", b"trailer",
      b"transfer-encoding", b"upgrade", b"host", b"content-length"}
 )  # fmt: skip
+# A request's share of gateway.max_inflight_request_bytes: a one-item list in its ASGI scope, put
+# there by _GiveBackBodies, which gives it back once the request is answered or its client is gone.
+_HELD = "mm.request_bytes_held"
+
+
+class _Refused(enum.Enum):
+    """Why a request body was not read whole (the label in mm_gateway_requests_total{status})."""
+
+    TOO_LARGE = "too_large"  # over max_request_bytes: 413
+    OVERLOADED = "overloaded"  # over what max_inflight_request_bytes has left: 503
+    CLIENT_GONE = "client_gone"  # the client closed the connection mid-body
 
 
 def _header_text(value: bytes) -> str | None:
@@ -164,6 +178,8 @@ class Gateway:
         self._tenant_header = self.settings.tenant_header.lower().encode()
         self._user_header = self.settings.user_header.lower().encode()
         self._forward_unlogged = frozenset(self.settings.forward_unlogged)
+        self.inflight_bytes = 0  # request bodies held now; changed on the event loop's thread only
+        self._overload_logged_at = -60.0
 
     @asynccontextmanager
     async def lifespan(self, app: Starlette) -> AsyncIterator[None]:
@@ -204,10 +220,12 @@ class Gateway:
         if self.tee.started and not status["worker_alive"]:
             # Requests are still proxied, but nothing is logged any more: restart the gateway.
             return JSONResponse({"status": "logging_stopped", "upstream": self.upstream, **status}, status_code=503)
-        return JSONResponse({"status": "ok", "upstream": self.upstream, **status})
+        return JSONResponse({"status": "ok", "upstream": self.upstream, "inflight_request_bytes": self.inflight_bytes,
+                             **status})  # fmt: skip
 
     async def metrics_endpoint(self, request: Request) -> Response:
         self.metrics.queue_depth.set(self.tee.status()["queue_depth"])
+        self.metrics.inflight_request_bytes.set(self.inflight_bytes)
         return Response(generate_latest(self.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     # ------------------------------------------------------------------ proxy
@@ -232,9 +250,15 @@ class Gateway:
         if request.method == "POST" and route is None and self.settings.unlogged_posts == "refuse":
             if (path.rstrip("/") or "/") not in self._forward_unlogged:
                 return self._unlogged_refused(path)
-        body = await self._body_within_limit(request)
-        if body is None:
+        body = await self._read_body(request)
+        if body is _Refused.TOO_LARGE:
             return self._too_large(route, request.headers.get("content-length"))
+        if body is _Refused.OVERLOADED:
+            return self._overloaded(route)
+        if body is _Refused.CLIENT_GONE:  # nobody to answer; not forwarded, so nothing to log
+            self.metrics.requests.labels(route or "other", body.value).inc()
+            log.info("gateway: a client closed its connection while sending the request body")
+            return Response(status_code=499)
         raw_headers = request.headers.raw
         forward_headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in raw_headers if k not in HOP_BY_HOP]
         gateway_id = f"gw-{uuid.uuid4().hex}"
@@ -420,21 +444,40 @@ class Gateway:
         finally:
             self.metrics.prescreen_seconds.observe(time.perf_counter() - started)
 
-    async def _body_within_limit(self, request: Request) -> bytes | None:
-        """The request body, or None as soon as it is known to be over ``max_request_bytes``: by
-        its Content-Length before a byte is read, or while a chunked body is read. What is past
-        the limit is never read (the server closes the connection after the 413)."""
-        limit = self.settings.max_request_bytes
+    async def _read_body(self, request: Request) -> bytes | _Refused:
+        """The request body, or why it was not read whole, as soon as that is known: over
+        ``max_request_bytes``, or over what ``max_inflight_request_bytes`` has left, by its
+        Content-Length before a byte is read, else as a chunked body is read. What is past a
+        limit is never read (the server closes the connection after the answer). Each byte read
+        (or its declared length, at once) is added to the request's share of the in-flight total,
+        which _GiveBackBodies gives back."""
+        limit, budget = self.settings.max_request_bytes, self.settings.max_inflight_request_bytes
         declared = request.headers.get("content-length")
-        if declared is not None and declared.strip().isdigit() and int(declared) > limit:
-            return None
+        expected = int(declared) if declared is not None and declared.strip().isdigit() else None
+        if expected is not None and expected > limit:
+            return _Refused.TOO_LARGE
+        held = request.scope[_HELD]
+        if expected is not None:  # admitted with its whole declared length, so it is never cut off halfway
+            if self.inflight_bytes + expected > budget:
+                return _Refused.OVERLOADED
+            self.inflight_bytes += expected
+            held[0] += expected
         parts: list[bytes] = []
         size = 0
-        async for chunk in request.stream():
-            size += len(chunk)
-            if size > limit:
-                return None
-            parts.append(chunk)
+        try:
+            async for chunk in request.stream():
+                size += len(chunk)
+                if size > limit:
+                    return _Refused.TOO_LARGE
+                more = size - held[0]  # a chunked body: each byte as it comes
+                if more > 0:
+                    if self.inflight_bytes + more > budget:
+                        return _Refused.OVERLOADED
+                    self.inflight_bytes += more
+                    held[0] += more
+                parts.append(chunk)
+        except ClientDisconnect:  # was an "Exception in ASGI application" with a traceback
+            return _Refused.CLIENT_GONE
         return b"".join(parts)
 
     def _too_large(self, route: str | None, declared: str | None) -> Response:
@@ -451,6 +494,25 @@ class Gateway:
             {"error": {"message": f"The request body is over this gateway's limit of {limit} bytes.",
                        "type": "invalid_request_error", "param": None, "code": "request_too_large"}},  # fmt: skip
             status_code=413,
+        )
+
+    def _overloaded(self, route: str | None) -> Response:
+        """503 with Retry-After for a body that would take the bodies in flight past
+        ``max_inflight_request_bytes``. Not logged: the request was never forwarded, and a client
+        that retries is logged then. The warning is written at most once a minute (an overload
+        is a burst of them); the counter has each one."""
+        budget = self.settings.max_inflight_request_bytes
+        self.metrics.requests.labels(route or "other", _Refused.OVERLOADED.value).inc()
+        now = time.monotonic()
+        if now - self._overload_logged_at >= 60:
+            self._overload_logged_at = now
+            log.warning("gateway: request bodies in flight are at gateway.max_inflight_request_bytes (%d): refusing "
+                        "new ones 503 (counted in mm_gateway_requests_total{status=\"overloaded\"})", budget)  # fmt: skip
+        return JSONResponse(
+            {"error": {"message": "The gateway holds as many request bodies as it may; retry shortly.",
+                       "type": "server_error", "param": None, "code": "gateway_overloaded"}},  # fmt: skip
+            status_code=503,
+            headers={"Retry-After": "1"},
         )
 
     def _unlogged_refused(self, path: str) -> Response:
@@ -502,6 +564,26 @@ def _raise(exc: Exception) -> Any:
     raise exc
 
 
+class _GiveBackBodies:
+    """ASGI middleware: once a request is answered (a streamed answer to its last byte) or its
+    client went away, the bytes its body held go back to ``max_inflight_request_bytes``. Here
+    rather than in the endpoint because a streamed answer is sent after the endpoint returns."""
+
+    def __init__(self, app: ASGIApp, gateway: Gateway) -> None:
+        self.app = app
+        self.gateway = gateway
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        held = scope[_HELD] = [0]
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            self.gateway.inflight_bytes -= held[0]
+
+
 def create_app(settings: Settings, *, metrics: GatewayMetrics | None = None, tee: LogTee | None = None) -> Starlette:
     """The gateway as an ASGI app (serve it with uvicorn: ``misuse-monitor gateway``)."""
     gateway = Gateway(settings, metrics, tee)
@@ -512,6 +594,7 @@ def create_app(settings: Settings, *, metrics: GatewayMetrics | None = None, tee
             Route("/metrics", gateway.metrics_endpoint, methods=["GET"]),
             Route("/{path:path}", gateway.proxy, methods=methods),
         ],
+        middleware=[Middleware(_GiveBackBodies, gateway=gateway)],
         lifespan=gateway.lifespan,
     )
     app.state.gateway = gateway

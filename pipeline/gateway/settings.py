@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Literal
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from pipeline.schemas import Severity
 from pipeline.units import DAY_S, HOUR_S
@@ -68,6 +68,11 @@ class GatewaySettings(BaseModel):
     # gets 413 as soon as the gateway knows, and the rest is never read. Without it one client
     # sending an endless body grew the gateway by 1 GB per GB sent (a hostile review, 2026-12-05).
     max_request_bytes: int = Field(default=64 * 1024 * 1024, ge=1024)
+    # Request bodies held at once, all requests together (bodies being read, forwarded, screened or
+    # streamed back). Past it a request gets 503 with Retry-After, by its Content-Length before a
+    # byte is read. Without it, 16 clients each holding an unfinished 60 MB upload grew the gateway
+    # from 73 to 1,020 MB, and nothing bounded how many could (a hostile review, 2026-12-06).
+    max_inflight_request_bytes: int = Field(default=1024 * 1024 * 1024, ge=1024)
     prescreen: PrescreenSettings = Field(default_factory=PrescreenSettings)
     # A POST to any other route (Ollama's native /api/chat, vLLM's /v1/messages, ...) reaches the
     # model neither logged nor screened. "refuse" answers it 403 instead, except the paths listed
@@ -76,6 +81,15 @@ class GatewaySettings(BaseModel):
     forward_unlogged: list[str] = Field(
         default_factory=list, description="POST paths forwarded unlogged with unlogged_posts=refuse, e.g. /v1/embeddings"
     )
+
+    @model_validator(mode="after")
+    def _one_body_fits_in_flight(self) -> GatewaySettings:
+        if self.max_inflight_request_bytes < self.max_request_bytes:
+            raise ValueError(
+                f"max_inflight_request_bytes ({self.max_inflight_request_bytes}) is below max_request_bytes "
+                f"({self.max_request_bytes}): a body the gateway accepts could never be read"
+            )
+        return self
 
     @field_validator("forward_unlogged")
     @classmethod

@@ -116,6 +116,9 @@ class GatewayMetrics:
             "mm_gateway_logs_replayed_total", "Spilled inference logs delivered on replay", registry=r
         )
         self.queue_depth = Gauge("mm_gateway_queue_depth", "Exchanges waiting in the logging queue", registry=r)
+        self.inflight_request_bytes = Gauge(
+            "mm_gateway_inflight_request_bytes", "Request bodies held by requests in flight, in bytes", registry=r
+        )
         self.spill_bytes = Gauge("mm_gateway_spill_bytes", "Size of the spill file(s) awaiting replay", registry=r)
         self.kafka_up = Gauge("mm_gateway_kafka_up", "1 when the last delivery attempt succeeded", registry=r)
         self.rejected = Counter(

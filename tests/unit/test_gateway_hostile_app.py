@@ -6,7 +6,9 @@ in-process producer, as in test_gateway_tee.py."""
 
 from __future__ import annotations
 
+import contextlib
 import json
+import socket
 import time
 
 import httpx
@@ -208,7 +210,6 @@ def test_forward_unlogged_takes_paths_only(path):
 def _send_until_answered(url: str, head: bytes, piece: bytes, most: int) -> tuple[int, bytes]:
     """Send ``head``, then ``piece`` after ``piece`` until the gateway answers or ``most`` bytes
     are sent; (bytes of body sent, the first bytes of the answer)."""
-    import socket
 
     host, port = url.removeprefix("http://").split(":")
     with socket.create_connection((host, int(port)), timeout=10) as sock:
@@ -276,3 +277,104 @@ def test_a_body_at_max_request_bytes_is_forwarded(tmp_path):
             _wait_for(lambda: producer.logs)
     assert ok.status_code == 200 and over.status_code == 413
     assert over.json()["error"]["code"] == "request_too_large" and len(producer.logs) == 1
+
+
+def _chat_body(text: str) -> bytes:
+    return json.dumps({"model": "m", "messages": [{"role": "user", "content": text}]}).encode()
+
+
+def _inflight(url: str) -> int:
+    return httpx.get(f"{url}/healthz").json()["inflight_request_bytes"]
+
+
+def _start_upload(url: str, head: bytes, first: bytes):
+    """A raw connection that has sent ``head`` and the first part of its body, and holds."""
+    host, port = url.removeprefix("http://").rsplit(":", 1)
+    sock = socket.create_connection((host, int(port)), timeout=10)
+    sock.sendall(head + first)
+    return sock
+
+
+def _answer(sock) -> bytes:
+    with contextlib.closing(sock):
+        sock.settimeout(10)
+        data = b""
+        while b"\r\n\r\n" not in data:
+            piece = sock.recv(4096)
+            if not piece:
+                break
+            data += piece
+        return data
+
+
+@pytest.mark.parametrize("framing", ["declared", "chunked"])
+def test_bodies_past_max_inflight_request_bytes_are_refused_503_and_the_held_ones_go_through(tmp_path, framing):
+    """Each request may hold up to max_request_bytes, but nothing bounded how many could at once:
+    40 clients each holding an unfinished 60 MB upload grew the gateway from 73 to 2,489 MB (a
+    hostile review, 2026-12-06). Now a body that would take the total past
+    max_inflight_request_bytes is refused 503 with Retry-After (by its declared length before a
+    byte is read, or a chunked body as it passes), the bodies already admitted finish and are
+    forwarded and logged, and what they held is given back."""
+    upstream = VllmLike()
+    body = _chat_body("x" * 400_000)  # about 400 KB; two fit in 1 MB, the third does not
+    with serve_in_thread(upstream.app) as upstream_url:
+        app, producer, metrics = _gateway(upstream_url, tmp_path, max_request_bytes=512 * 1024,
+                                          max_inflight_request_bytes=1 << 20)  # fmt: skip
+        with serve_in_thread(app) as url:
+            held = [_start_upload(url, CHAT_HEAD + b"Content-Length: %d\r\n\r\n" % len(body), body[:1000]) for _ in range(2)]
+            _wait_for(lambda: _inflight(url) == 2 * len(body))  # admitted with their declared length
+            if framing == "declared":
+                third = _start_upload(url, CHAT_HEAD + b"Content-Length: %d\r\n\r\n" % len(body), b"")
+            else:
+                third = _start_upload(url, CHAT_HEAD + b"Transfer-Encoding: chunked\r\n\r\n",
+                                      b"%x\r\n" % len(body) + body + b"\r\n")  # fmt: skip
+            refused = _answer(third)
+            for sock in held:
+                sock.sendall(body[1000:])
+            answers = [_answer(sock) for sock in held]
+            _wait_for(lambda: len(producer.logs) == 2)
+            left = _inflight(url)
+            after = httpx.post(f"{url}/v1/chat/completions", content=body, headers={"Content-Type": "application/json"})
+    assert refused.startswith(b"HTTP/1.1 503") and b"retry-after: 1" in refused.lower(), refused
+    assert all(answer.startswith(b"HTTP/1.1 200") for answer in answers), answers
+    assert left == 0 and after.status_code == 200  # given back once answered
+    assert len(upstream.requests) == 3  # the two held ones and the one after; never the refused one
+    labels = {"route": "chat.completions", "status": "overloaded"}
+    assert metrics.registry.get_sample_value("mm_gateway_requests_total", labels) == 1
+
+
+def test_an_overloaded_answer_is_an_openai_style_error(tmp_path):
+    upstream = VllmLike()
+    body = _chat_body("x" * 400_000)
+    with serve_in_thread(upstream.app) as upstream_url:
+        app, _, _ = _gateway(upstream_url, tmp_path, max_request_bytes=512 * 1024, max_inflight_request_bytes=512 * 1024)
+        with serve_in_thread(app) as url:
+            held = _start_upload(url, CHAT_HEAD + b"Content-Length: %d\r\n\r\n" % len(body), body[:10])
+            _wait_for(lambda: _inflight(url) == len(body))
+            refused = httpx.post(f"{url}/v1/chat/completions", content=body, headers={"Content-Type": "application/json"})
+            held.close()
+            _wait_for(lambda: _inflight(url) == 0)  # a client that leaves gives its share back too
+    assert refused.status_code == 503 and refused.headers["retry-after"] == "1"
+    assert refused.json()["error"]["code"] == "gateway_overloaded"
+
+
+def test_a_client_that_leaves_mid_body_is_counted_and_gives_its_share_back(tmp_path):
+    """A client closing its connection halfway through a body was an "Exception in ASGI
+    application" with Starlette's ClientDisconnect traceback in the gateway's log."""
+    upstream = VllmLike()
+    body = _chat_body("x" * 100_000)
+    with serve_in_thread(upstream.app) as upstream_url:
+        app, producer, metrics = _gateway(upstream_url, tmp_path)
+        with serve_in_thread(app) as url:
+            sock = _start_upload(url, CHAT_HEAD + b"Content-Length: %d\r\n\r\n" % len(body), body[:50_000])
+            _wait_for(lambda: _inflight(url) == len(body))
+            sock.close()
+            labels = {"route": "chat.completions", "status": "client_gone"}
+            _wait_for(lambda: metrics.registry.get_sample_value("mm_gateway_requests_total", labels) == 1)
+            left = _inflight(url)
+    assert left == 0 and upstream.requests == [] and producer.logs == []
+
+
+def test_max_inflight_request_bytes_below_max_request_bytes_is_refused_at_load():
+    with pytest.raises(ValidationError, match="max_inflight_request_bytes .* is below max_request_bytes"):
+        GatewaySettings(max_request_bytes=2 << 20, max_inflight_request_bytes=1 << 20)
