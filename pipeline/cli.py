@@ -23,7 +23,7 @@ from rich.table import Table
 from pipeline.decode import DecodeError, decode_log, key_fields_of, too_large
 from pipeline.schemas import InferenceLog, contract_json_schemas
 from pipeline.settings import Settings, load_settings
-from pipeline.stdio import LongLine, is_dash, open_input, open_output, same_file
+from pipeline.stdio import LongLine, count_lines, is_dash, open_input, open_output, same_file
 
 app = typer.Typer(
     help="Streaming misuse detection for open-weight model serving logs.", no_args_is_help=True,
@@ -157,14 +157,6 @@ def _progress() -> Progress:
     )
 
 
-def _count_lines(path: Path) -> int | None:
-    """Lines in a file, for a progress bar; None for stdin ('-') or a pipe, which cannot be read twice."""
-    if is_dash(path) or not path.is_file():
-        return None
-    with open_input(path, max_line_bytes=1024) as fh:  # decompressed, like the command reads it; no line held whole
-        return sum(1 for _ in fh)
-
-
 def not_jsonl_hint(first_line: bytes | None) -> str | None:
     """What to do when the input is JSON but not JSONL, from its first line: a pretty-printed
     document or a JSON array made every line an error with a parser message that did not say so."""
@@ -216,7 +208,7 @@ def produce(
     settings = _settings(config, kafka__bootstrap_servers=bootstrap)
     require_kafka(settings.kafka)  # seconds, not kafka-python's retries, for a wrong address
     _require_topic(settings, topic or settings.kafka.input_topic, create_topic)
-    total = _count_lines(file)
+    total = count_lines(file)
     sent = 0
     started = time.monotonic()
     refused: list[str] = []
@@ -515,7 +507,7 @@ def classify(
     settings = _settings(config, detectors__enabled=detector_names(detectors))
     warn_placeholder_key(settings, "the verdicts")
     scorer = Scorer.from_settings(settings)
-    total = _count_lines(input)
+    total = count_lines(input)
     counts = {"verdicts": 0, "flagged": 0, "errors": 0}
     first_line: bytes | None = None
     try:

@@ -14,8 +14,10 @@ import json
 import tracemalloc
 from pathlib import Path
 
+import pytest
+
 from pipeline.cli import main
-from pipeline.stdio import LongLine, bounded_lines, open_input
+from pipeline.stdio import LongLine, bounded_lines, count_lines, open_input
 
 GOOD = json.dumps({"schema": "inference-log/v1", "request_id": "ok", "timestamp": "2026-12-05T00:00:00Z",
                    "model": "m", "prompt": "hello"}).encode()
@@ -66,3 +68,25 @@ def test_classify_writes_one_line_per_input_line_with_the_long_ones_sized(tmp_pa
     assert rows[1] == {"schema": "misuse-error/v1", "line": 2, "reason": "too_large",
                        "detail": "3000000 bytes > limit 1048576 bytes"}
     assert rows[3]["line"] == 4 and rows[3]["detail"] == "2000000 bytes > limit 1048576 bytes"
+
+
+@pytest.mark.parametrize(
+    "data",
+    [b"", b"\n", b"a", b"a\nb", b"a\nb\n", b"a\r\nb\r\n\r\n", b"x" * 3_000_000 + b"\n" + b"y" * (1 << 20), b"\n" * (1 << 20)],
+    ids=["empty", "one-newline", "no-newline", "last-unended", "ended", "crlf", "long-lines", "a-block-of-newlines"],
+)
+@pytest.mark.parametrize("packed", [False, True], ids=["plain", "gzip"])
+def test_count_lines_counts_what_open_input_reads(tmp_path: Path, data: bytes, packed: bool) -> None:
+    """The progress bar's total: the lines the command will read, counted in blocks."""
+    path = tmp_path / "in.jsonl"
+    path.write_bytes(gzip.compress(data) if packed else data)
+    with open_input(path, max_line_bytes=1024) as lines:
+        expected = sum(1 for _ in lines)
+    assert count_lines(path) == expected
+
+
+def test_count_lines_gives_no_total_for_a_damaged_archive_or_stdin(tmp_path: Path) -> None:
+    path = tmp_path / "cut.jsonl.gz"
+    path.write_bytes(gzip.compress(b'{"a": 1}\n' * 10_000)[:-40])
+    assert count_lines(path) is None  # the command's own read names the line it got to
+    assert count_lines(Path("-")) is None
