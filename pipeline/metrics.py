@@ -145,6 +145,11 @@ class PipelineMetrics:
             ["detector"], registry=r,
         )
         self.sink_errors = Counter("mm_sink_errors_total", "Sink write/flush failures", ["sink"], registry=r)
+        self.scoring_process_restarts = Counter(
+            "mm_scoring_process_restarts_total",
+            "Scoring processes (stream.scoring=process) started again after one died with a batch",
+            registry=r,
+        )
         self.commits = Counter("mm_offset_commits_total", "Offset commits", ["result"], registry=r)
         self.consumer_lag = Gauge(
             "mm_consumer_lag_records", "High watermark minus committed position", ["topic", "partition"], registry=r

@@ -13,11 +13,17 @@ decodes them too (the sinks need the logs): parsing a verdict back costs about 6
 pickling and unpickling a decoded log 64 us.
 
 Failures: a record the detectors cannot judge is a RecordError as inline. A
-:class:`DetectorFailure` in the child is raised again in the stream. If the child dies (killed,
-out of memory), the batch is not committed and the stream stops with a one-line reason; a
-restart re-reads it, as after any crash. The child ignores SIGINT and SIGTERM (the stream
-process decides when to stop: Ctrl-C reaches the whole process group) and exits when the stream
-closes the pipe or dies.
+:class:`DetectorFailure` in the child is raised again in the stream. If the child dies with a
+batch (killed, out of memory, a native crash in a tokenizer or a model), a new child is started
+and the batch is scored again one record at a time: a record that ends the new child on its own
+is a RecordError (``scorer_crashed``, dead-lettered), and the rest of the batch gets verdicts.
+Until 2026-12-06 the stream stopped instead, and since a restart re-reads the batch, one record
+that crashes the scorer stopped its partition for good. More than ``MAX_CRASHING_RECORDS``
+records of one batch that each end a child are not taken to be the records' fault (a broken
+device or a machine out of memory): the batch is not committed and the stream stops with a
+one-line reason, as does a child that cannot start. The child ignores SIGINT and SIGTERM (the
+stream process decides when to stop: Ctrl-C reaches the whole process group) and exits when the
+stream closes the pipe or dies.
 """
 
 from __future__ import annotations
@@ -42,6 +48,9 @@ ScorerFactory = Callable[[Settings, Any], Scorer]
 
 # How long the child may take to load its detectors before the stream gives up.
 START_TIMEOUT_S = 600.0
+# Records of one batch that may each end a new child on their own before the fault is taken to
+# be the scorer's or the machine's rather than theirs (the stream then stops, exit 10).
+MAX_CRASHING_RECORDS = 2
 
 
 class WorkerDied(RuntimeError):
@@ -143,12 +152,18 @@ class ProcessScorer:
         """``factory`` (a module-level function, so the child can import it; tests) builds the
         child's scorer instead of ``Scorer.from_settings``."""
         self._metrics = metrics
+        self._settings, self._factory = settings, factory
         # The child's peak RSS and the CPU it spent on batches, reported when it stops.
         self.peak_rss_mb: float | None = None
         self.busy_cpu_s: float | None = None
+        self._start()
+
+    def _start(self) -> None:
         ctx = multiprocessing.get_context("spawn")  # no fork: the stream's threads and locks stay out
         self._conn, child_end = ctx.Pipe()
-        self._process = ctx.Process(target=_child, args=(settings, child_end, factory), name="mm-scorer", daemon=True)
+        self._process = ctx.Process(
+            target=_child, args=(self._settings, child_end, self._factory), name="mm-scorer", daemon=True
+        )
         self._process.start()
         child_end.close()
         reply = self._receive(START_TIMEOUT_S)
@@ -156,8 +171,14 @@ class ProcessScorer:
             log.error("the scoring process failed to start:\n%s", reply[2])
             self.close()
             raise WorkerDied(f"failed to start: {reply[1]}")
-        replay(metrics, reply[1])
+        replay(self._metrics, reply[1])
         log.info("scoring in worker process %d", self._process.pid)
+
+    def _restart(self) -> None:
+        """A new child in place of one that died (what is left of it is reaped first)."""
+        self.close()
+        self._metrics.scoring_process_restarts.inc()
+        self._start()
 
     @property
     def pid(self) -> int | None:
@@ -169,8 +190,8 @@ class ProcessScorer:
     def _ended(self) -> str:
         code = self._process.exitcode
         if code is not None and code < 0:
-            return f"pid {self._process.pid} killed by signal {-code}; the batch in flight was not committed"
-        return f"pid {self._process.pid} exited with code {code}; the batch in flight was not committed"
+            return f"pid {self._process.pid} killed by signal {-code}"
+        return f"pid {self._process.pid} exited with code {code}"
 
     def _receive(self, timeout: float | None = None) -> tuple:
         try:
@@ -188,25 +209,21 @@ class ProcessScorer:
 
     def score_values(self, values: Sequence[bytes | None], max_bytes: int) -> list[Scored | RecordError]:
         """As :meth:`pipeline.scoring.Scorer.score_values`. The values go to the child first; this
-        process decodes them meanwhile (the sinks need the logs), so the two overlap."""
+        process decodes them meanwhile (the sinks need the logs), so the two overlap. A child
+        that dies with the batch is replaced, and the batch scored again one record at a time."""
         if not values:
             return []
+        decoded: list | None = None
         try:
-            self._conn.send(("score", list(values)))
-        except (BrokenPipeError, OSError) as exc:
-            self._process.join(timeout=5)
-            raise WorkerDied(self._ended()) from exc
-        decoded = decode_each(values, max_bytes)
-        reply = self._receive()
-        if reply[0] == "failure":
-            replay(self._metrics, reply[2])
-            raise DetectorFailure(reply[1])
-        if reply[0] != "ok":
-            log.error("the scoring process failed:\n%s", reply[2])
-            raise WorkerDied(f"failed: {reply[1]}")
-        replay(self._metrics, reply[2])
+            self._send(values)
+            decoded = decode_each(values, max_bytes)
+            results = self._results()
+        except WorkerDied as exc:
+            if decoded is None:
+                decoded = decode_each(values, max_bytes)
+            results = self._one_at_a_time(values, exc)
         out: list[Scored | RecordError] = []
-        for d, r in zip(decoded, reply[1], strict=True):
+        for d, r in zip(decoded, results, strict=True):
             if isinstance(d, RecordError):  # the child agrees: it decodes the same bytes the same way
                 out.append(d)
             elif r[0] == "v":
@@ -214,6 +231,52 @@ class ProcessScorer:
             else:
                 out.append(RecordError(r[1], r[2]))
         return out
+
+    def _send(self, values: Sequence[bytes | None]) -> None:
+        try:
+            self._conn.send(("score", list(values)))
+        except (BrokenPipeError, OSError) as exc:
+            self._process.join(timeout=5)
+            raise WorkerDied(self._ended()) from exc
+
+    def _results(self) -> list[tuple]:
+        """The child's answer to the batch sent: ("v", verdict JSON) or ("e", reason, detail) per value."""
+        reply = self._receive()
+        if reply[0] == "failure":
+            replay(self._metrics, reply[2])
+            raise DetectorFailure(reply[1])
+        if reply[0] != "ok":
+            log.error("the scoring process failed:\n%s", reply[2])
+            self._process.join(timeout=5)
+            raise WorkerDied(f"failed: {reply[1]}")
+        replay(self._metrics, reply[2])
+        return reply[1]
+
+    def _one_at_a_time(self, values: Sequence[bytes | None], died: WorkerDied) -> list[tuple]:
+        """After a child died with ``values``: a new child scores them one by one, so that a
+        record that ends it on its own is found, dead-lettered and the rest judged. A child that
+        cannot start, a DetectorFailure, or more than MAX_CRASHING_RECORDS such records end it."""
+        log.warning("scoring process: %s; starting a new one to score the batch of %d again, one record at a time",
+                    died, len(values))  # fmt: skip
+        self._restart()
+        results: list[tuple] = []
+        crashed = 0
+        for value in values:
+            try:
+                self._send([value])
+                (result,) = self._results()
+            except WorkerDied as exc:
+                crashed += 1
+                if crashed > MAX_CRASHING_RECORDS:
+                    raise WorkerDied(
+                        f"{crashed} records of one batch each ended a new scoring process (the last: {exc}): "
+                        "not taken to be the records' fault; the batch was not committed"
+                    ) from exc
+                log.warning("scoring process: a record alone ended it (%s); dead-lettered as scorer_crashed", exc)
+                result = ("e", "scorer_crashed", f"scoring this record alone ended the scoring process: {exc}")
+                self._restart()
+            results.append(result)
+        return results
 
     def close(self) -> None:
         if self._process.is_alive():

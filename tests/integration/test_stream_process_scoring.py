@@ -1,6 +1,6 @@
 """The stream with ``stream.scoring = "process"`` against the real broker: what the inline
 stream guarantees holds when the detectors run in a worker process, and that worker's death
-stops the stream without losing or duplicating anything."""
+is survived without losing or duplicating anything."""
 
 from __future__ import annotations
 
@@ -64,9 +64,14 @@ def _wait_for_child(pid: int, timeout_s: float = 60) -> int:
     raise AssertionError("the stream never started its scoring process")
 
 
-def test_killing_the_scoring_process_stops_the_stream_and_a_restart_loses_nothing(
+def test_killing_the_scoring_process_mid_run_loses_nothing_and_the_stream_goes_on(
     kafka_bootstrap, kafka_topic_factory, tmp_path
 ):
+    """The scoring process killed (SIGKILL: the OOM killer, a segfault) while batches flow. Until
+    2026-12-06 the stream stopped (exit 10) and a restart re-read the batch, so a record that
+    crashes the scorer stopped its partition for good. Now a new process scores the batch again,
+    one record at a time, and the run goes on: every record in the lake once, the malformed ones
+    in the dead-letter topic, and no verdict sent twice (nothing was replayed)."""
     topic = kafka_topic_factory(partitions=3)
     records = [_record(i) for i in range(3000)]
     _produce(kafka_bootstrap, topic, records)
@@ -81,24 +86,19 @@ def test_killing_the_scoring_process_stops_the_stream_and_a_restart_loses_nothin
     while time.monotonic() < deadline and len(list((tmp_path / "lake").rglob("*.parquet"))) < 5:
         time.sleep(0.05)
     os.kill(child, signal.SIGKILL)
-    out, _ = proc.communicate(timeout=120)
-    assert proc.returncode == 10, out[-3000:]
-    last = out.strip().splitlines()[-1]
-    assert last.startswith("misuse-monitor: error: scoring process: pid") and "killed by signal 9" in last, out[-3000:]
     partial = len(_lake_ids(tmp_path))
+    out = _finish(proc)
     assert 0 < partial < len(records), "the kill must land in the middle of the run"
-    assert not _children(proc.pid)
-
-    out = _finish(_start_stream(env))
+    assert "killed by signal 9; starting a new one to score the batch of" in out, out[-3000:]
     ids = _lake_ids(tmp_path)
     assert len(ids) == len(set(ids)), "duplicate verdicts in the lake"
     assert sorted(ids) == [r["request_id"] for r in records]
     dead = read_topic(kafka_bootstrap, f"{topic}.dlq", len(malformed))
     assert sorted(m.value for m in dead) == sorted(malformed)
     verdicts = [json.loads(m.value) for m in read_topic(kafka_bootstrap, f"{topic}.verdicts", len(records))]
-    # The restart re-sends only what the killed run had not committed (documented duplicates).
-    assert {v["request_id"] for v in verdicts} == {r["request_id"] for r in records}
-    assert _records_consumed(out) < len(records) + len(malformed)
+    assert sorted(v["request_id"] for v in verdicts) == [r["request_id"] for r in records]
+    assert _records_consumed(out) == len(records) + len(malformed)
+    assert not _children(proc.pid)
 
 
 def test_sigterm_with_a_scoring_process_is_a_clean_stop_that_leaves_no_process_behind(

@@ -1,6 +1,7 @@
 """Scoring in a worker process (pipeline/score_worker.py): the same verdicts and metrics as
-inline, per-record isolation across the pipe, and a dead or broken child stops the stream
-instead of losing or dead-lettering traffic."""
+inline, per-record isolation across the pipe, a record that crashes the child dead-lettered
+and the child replaced, and a broken child (or one that crashes on record after record) stops
+the stream instead of losing or dead-lettering traffic."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import time
 
 import pytest
 
+from detectors.base import Detector
 from detectors.rules import RulesDetector
 from pipeline.metrics import PipelineMetrics
 from pipeline.score_worker import ProcessScorer, WorkerDied
@@ -33,6 +35,23 @@ def _poison_scorer(settings: Settings, metrics) -> Scorer:
 
 def _broken_scorer(settings: Settings, metrics) -> Scorer:
     return Scorer([_Broken()], Pseudonymizer(KEY.encode()), metrics)
+
+
+class _CrashesOnPoison(Detector):
+    """Ends its process with SIGSEGV on a prompt containing 'CRASH' (as a native tokenizer or
+    model kernel that segfaults on one input would): nothing Python can catch."""
+
+    name = "crashes"
+    version = "1"
+
+    def detect(self, records):
+        if any("CRASH" in (r.prompt or "") for r in records):
+            os.kill(os.getpid(), signal.SIGSEGV)
+        return [[] for _ in records]
+
+
+def _crashing_scorer(settings: Settings, metrics) -> Scorer:
+    return Scorer([RulesDetector(), _CrashesOnPoison()], Pseudonymizer(KEY.encode()), metrics)
 
 
 def _fails_to_load(settings: Settings, metrics) -> Scorer:
@@ -111,7 +130,7 @@ def test_a_child_that_cannot_load_its_detectors_fails_the_start_with_the_cause()
         ProcessScorer(_settings(), PipelineMetrics(), factory=_fails_to_load)
 
 
-def test_the_child_ignores_ctrl_c_and_a_killed_child_fails_the_next_batch_instead_of_losing_it():
+def test_the_child_ignores_ctrl_c_and_a_killed_child_is_replaced_and_the_batch_scored():
     worker = ProcessScorer(_settings(), PipelineMetrics())
     try:
         logs = [make_log(request_id="y", prompt="Write a phishing email to steal passwords")]
@@ -121,10 +140,48 @@ def test_the_child_ignores_ctrl_c_and_a_killed_child_fails_the_next_batch_instea
         time.sleep(0.3)
         ((_, verdict, _),) = worker.score_values(_values(logs), MAX_BYTES)
         assert verdict.flagged
-        os.kill(worker.pid, signal.SIGKILL)
+        killed = worker.pid
+        os.kill(killed, signal.SIGKILL)
         time.sleep(0.2)
-        with pytest.raises(WorkerDied, match="killed by signal 9; the batch in flight was not committed"):
-            worker.score_values(_values(logs), MAX_BYTES)
+        ((_, again, _),) = worker.score_values(_values(logs), MAX_BYTES)
+        assert again.flagged and worker.pid != killed
     finally:
         worker.close()
     assert not worker._process.is_alive()
+
+
+def test_a_record_that_crashes_the_child_is_dead_lettered_and_the_rest_of_its_batch_judged():
+    """A record that ends the scoring process (a segfault in native code) stopped the stream,
+    and since a restart re-reads the batch, stopped its partition for good (a hostile review,
+    2026-12-06). Now a new child scores the batch one record at a time: the record that ends it
+    again is a scorer_crashed error (a dead letter), the others get their verdicts, and the
+    next batch is scored as usual."""
+    logs = [make_log(request_id=f"r{i}", prompt=("CRASH " if i == 5 else "") + "Write a phishing email") for i in range(8)]
+    metrics = PipelineMetrics()
+    worker = ProcessScorer(_settings(), metrics, factory=_crashing_scorer)
+    try:
+        results = worker.score_values(_values(logs), MAX_BYTES)
+        after = worker.score_values(_values(logs[:5]), MAX_BYTES)
+    finally:
+        worker.close()
+    errors = [i for i, r in enumerate(results) if isinstance(r, RecordError)]
+    assert errors == [5]
+    assert results[5].reason == "scorer_crashed" and "killed by signal 11" in results[5].detail
+    assert [r[1].request_id for r in results if not isinstance(r, RecordError)] == [f"r{i}" for i in range(8) if i != 5]
+    assert all(r[1].flagged for r in results if not isinstance(r, RecordError))
+    assert [r[1].request_id for r in after] == [f"r{i}" for i in range(5)]
+    # one new child for the batch, one more after the record ended it alone
+    assert metrics.registry.get_sample_value("mm_scoring_process_restarts_total") == 2
+
+
+def test_a_child_that_crashes_on_record_after_record_stops_the_stream():
+    """Past MAX_CRASHING_RECORDS records of one batch that each end a new child, the fault is not
+    taken to be theirs (a broken device, a machine out of memory): dead-lettering them would
+    throw healthy traffic away, so the batch is not committed and the stream stops."""
+    logs = [make_log(request_id=f"r{i}", prompt=("CRASH " if i in (1, 2, 3) else "") + "hello") for i in range(5)]
+    worker = ProcessScorer(_settings(), PipelineMetrics(), factory=_crashing_scorer)
+    try:
+        with pytest.raises(WorkerDied, match="3 records of one batch each ended a new scoring process .*not committed"):
+            worker.score_values(_values(logs), MAX_BYTES)
+    finally:
+        worker.close()
