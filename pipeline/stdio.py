@@ -30,6 +30,22 @@ def same_file(a: Path | str | None, b: Path | str | None) -> bool:
 
 GZIP_MAGIC = b"\x1f\x8b"
 
+# Files that hold prompts as they arrived (the gateway's spill and rejected files, Spark's dead
+# letters) are created readable by their owner only. They used the umask's mode, 0644 on most
+# hosts: every local account could read every spilled prompt (a privacy review, 2026-12-06).
+PRIVATE_FILE_MODE = 0o600
+
+
+def open_private(path: Path, mode: str = "a") -> IO:
+    """``path`` opened for appending (``"a"``, UTF-8 text) or writing (``"wb"``), created with
+    PRIVATE_FILE_MODE if it does not exist. A file that exists keeps its mode: an operator may
+    have chosen one (a log shipper's group)."""
+    if mode not in ("a", "wb"):
+        raise ValueError(f"open_private: mode {mode!r} is not 'a' or 'wb'")
+    flags = os.O_WRONLY | os.O_CREAT | (os.O_APPEND if mode == "a" else os.O_TRUNC)
+    fd = os.open(path, flags, PRIVATE_FILE_MODE)
+    return os.fdopen(fd, mode, encoding="utf-8") if mode == "a" else os.fdopen(fd, mode)
+
 
 @dataclass(frozen=True)
 class LongLine:

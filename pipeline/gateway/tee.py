@@ -50,6 +50,7 @@ from pipeline.gateway.settings import GatewaySettings
 from pipeline.producer import DeliveryError, GatewayProducer, record_level
 from pipeline.schemas import InferenceLog
 from pipeline.settings import KafkaSettings
+from pipeline.stdio import open_private
 
 log = logging.getLogger(__name__)
 
@@ -384,7 +385,7 @@ class LogTee:
                     self.metrics.dropped.labels("rejected_full").inc()
                     return
                 path.parent.mkdir(parents=True, exist_ok=True)
-                with path.open("a", encoding="utf-8") as fh:
+                with open_private(path) as fh:
                     fh.write(line)
             self.metrics.rejected.labels(reason).inc()
         except OSError as exc:
@@ -463,7 +464,7 @@ class LogTee:
         try:
             with self._spill_lock:
                 self.spill_path.parent.mkdir(parents=True, exist_ok=True)
-                with self.spill_path.open("a", encoding="utf-8") as fh:
+                with open_private(self.spill_path) as fh:
                     fh.writelines(lines)
             self.metrics.spilled.inc(len(lines))
         except OSError:

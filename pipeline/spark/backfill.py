@@ -51,6 +51,7 @@ from pipeline.scoring import RecordError, Scorer
 from pipeline.settings import Settings, load_settings
 from pipeline.sinks.base import ScoredRecord, SourcePosition
 from pipeline.spark.output import add_overwrite_argument, refuse_overwrite
+from pipeline.stdio import open_private
 from pipeline.trusted import TrustedPrompts
 from pipeline.verdicts import Pseudonymizer, build_verdict
 
@@ -471,8 +472,12 @@ def _range(table: pa.Table) -> tuple[int, int]:
 
 def _atomic_write(table: pa.Table, target: Path) -> None:
     # Same recipe as the lake writer: readers never see a half-written file.
+    # Dead letters hold the records' original bytes, prompts included: owner-only, as the
+    # gateway's spill file (pipeline.stdio.open_private).
     tmp = target.with_name(f".{target.name}.tmp")
-    pq.write_table(table, tmp, compression="zstd")
+    tmp.unlink(missing_ok=True)  # one left by a crash keeps whatever mode it had
+    with open_private(tmp, "wb") as fh:
+        pq.write_table(table, fh, compression="zstd")
     os.replace(tmp, target)
 
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import gzip
 import json
+import os
+import stat
 from datetime import UTC, datetime
 
 import pytest
@@ -355,3 +357,36 @@ def test_the_queues_are_bounded_in_bytes_too(tmp_path):
     assert _sample(metrics, "mm_gateway_logs_spilled_inline_total") == 4
     tee.stop(timeout_s=5)
     assert sorted(_spilled_ids(tmp_path)) == sorted(ids)  # nothing lost
+
+
+@pytest.fixture
+def usual_umask():
+    """The umask most hosts run with (0022: new files 0644, readable by every local account)."""
+    old = os.umask(0o022)
+    yield
+    os.umask(old)
+
+
+def test_the_spill_and_rejected_files_are_readable_by_their_owner_only(tmp_path, usual_umask):
+    """Both hold prompts as they arrived. They were created with the umask's mode (0644 here):
+    every account on the host could read every spilled prompt (a privacy review, 2026-12-06)."""
+    from tests.fixtures.logs import make_log
+
+    tee, _ = _tee(tmp_path, _FlakyProducer())
+    tee._spill([make_log(request_id="r1", prompt="my card is 4111 1111 1111 1111")])
+    tee._adapt(_exchange([b'{"choices": []}'], request_body=b"not json"))
+    tee._replay()  # the broker is down: the spill file goes to .replaying and back
+    for name in ("spill.jsonl", "rejected.jsonl"):
+        assert stat.S_IMODE((tmp_path / name).stat().st_mode) == 0o600, name
+    assert (tmp_path / "spill.jsonl.replaying").exists()
+    assert stat.S_IMODE((tmp_path / "spill.jsonl.replaying").stat().st_mode) == 0o600
+
+
+def test_an_existing_spill_file_keeps_the_mode_its_operator_gave_it(tmp_path, usual_umask):
+    from tests.fixtures.logs import make_log
+
+    (tmp_path / "spill.jsonl").write_text("")
+    (tmp_path / "spill.jsonl").chmod(0o640)  # a log shipper's group may read it
+    tee, _ = _tee(tmp_path, _FlakyProducer())
+    tee._spill([make_log(request_id="r1")])
+    assert stat.S_IMODE((tmp_path / "spill.jsonl").stat().st_mode) == 0o640

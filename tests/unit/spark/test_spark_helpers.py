@@ -104,3 +104,27 @@ def test_report_escapes_prompts_and_says_what_is_missing() -> None:
 def test_report_needs_some_job_output(tmp_path: Path) -> None:
     with pytest.raises(ReportError, match="no job output"):
         ReportInputs.load(tmp_path)
+
+
+def test_dead_letter_files_are_readable_by_their_owner_only(tmp_path):
+    """They hold the records' original bytes, prompts included; they were written with the
+    umask's mode (0644 on most hosts: every local account could read them)."""
+    import os
+    import stat
+
+    rows = [{"source_topic": "logs", "source_partition": 0, "source_offset": i, "error_reason": "invalid_json",
+             "error_detail": "Expecting value", "raw_value": b"{my card is 4111 1111 1111 1111"} for i in (3, 4)]  # fmt: skip
+    table = pa.Table.from_pylist(rows, schema=backfill.DEAD_LETTER_ARROW_SCHEMA)
+    old = os.umask(0o022)
+    try:
+        first = backfill._write_dead_letters(tmp_path, "logs", 0, table)
+        # a second run over part of the range rewrites the rest of the first file under a new name
+        second = backfill._write_dead_letters(tmp_path, "logs", 0, table.slice(1))
+    finally:
+        os.umask(old)
+    files = sorted(tmp_path.iterdir())
+    kept = tmp_path / backfill.file_name("logs", 0, 3, 3)
+    assert files == sorted([kept, second]) and not first.exists()
+    for path in files:
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600, path.name
+    assert sum(pq.read_table(p).num_rows for p in files) == 2
