@@ -32,6 +32,7 @@ import pyarrow.parquet as pq
 from pipeline.fslock import exclusive_lock
 from pipeline.privacy import LakePolicy, pseudonymise_log, text_hash
 from pipeline.sinks.base import ScoredRecord
+from pipeline.stdio import open_private
 
 FINDING_TYPE = pa.struct(
     [
@@ -324,9 +325,13 @@ _DICTIONARY_COLUMNS = ["date", "model", "deployment", "tenant_id", "severity", "
 
 
 def _atomic_write(table: pa.Table, target: Path) -> None:
+    # Owner-only (0600), as every local file that can hold prompts: with `lake.raw_text: flagged`
+    # (the default) and no encryption key, rows keep their prompts in plain text.
     tmp = target.with_name(f".{target.name}.tmp")
-    pq.write_table(table, tmp, compression="zstd", use_dictionary=_DICTIONARY_COLUMNS)
-    with open(tmp, "rb") as fh:
+    tmp.unlink(missing_ok=True)  # one left by a crash keeps whatever mode it had
+    with open_private(tmp, "wb") as fh:
+        pq.write_table(table, fh, compression="zstd", use_dictionary=_DICTIONARY_COLUMNS)
+        fh.flush()
         os.fsync(fh.fileno())
     os.replace(tmp, target)
 

@@ -166,3 +166,20 @@ def test_identifiers_nested_in_metadata_are_pseudonymised_too() -> None:
         assert raw not in text, raw
     assert stored["user"]["verified"] is True and stored["user"]["email"] == Pseudonymizer(KEY)(EMAIL)
     assert stored["request"]["route"] == "/v1/chat" and stored["endpoint"] == "chat.completions"  # not identifiers
+
+
+def test_lake_files_are_readable_by_their_owner_only(tmp_path) -> None:
+    """With `raw_text: flagged` (the default) and no encryption key, flagged rows keep their
+    prompts in plain text; the files were written with the umask's mode (0644 on most hosts:
+    every local account could read them; a privacy review, 2026-12-06)."""
+    import stat
+
+    old = os.umask(0o022)
+    try:
+        LakeWriter(tmp_path, LakePolicy(pseudonym_key=KEY)).write(_records())
+        LakeWriter(tmp_path, LakePolicy(pseudonym_key=KEY)).write(_records())  # a replay rewrites the range
+    finally:
+        os.umask(old)
+    files = list(tmp_path.rglob("*.parquet"))
+    assert files and any(PROMPT in (row["log_json"] or "") for row in LakeWriter(tmp_path).read().to_pylist())
+    assert {oct(stat.S_IMODE(p.stat().st_mode)) for p in files} == {oct(0o600)}
