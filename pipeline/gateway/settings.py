@@ -69,9 +69,9 @@ class GatewaySettings(BaseModel):
     # sending an endless body grew the gateway by 1 GB per GB sent (a hostile review, 2026-12-05).
     max_request_bytes: int = Field(default=64 * 1024 * 1024, ge=1024)
     # Request bodies held at once, all requests together (bodies being read, forwarded, screened or
-    # streamed back). Past it a request gets 503 with Retry-After, by its Content-Length before a
-    # byte is read. Without it, 16 clients each holding an unfinished 60 MB upload grew the gateway
-    # from 73 to 1,020 MB, and nothing bounded how many could (a hostile review, 2026-12-06).
+    # streamed back), counted as their bytes arrive. Past it a request gets 503 with Retry-After,
+    # by its Content-Length before a byte is read. Without it, 40 clients each holding an
+    # unfinished 60 MB upload grew the gateway from 73 to 2,489 MB (a hostile review, 2026-12-06).
     max_inflight_request_bytes: int = Field(default=1024 * 1024 * 1024, ge=1024)
     prescreen: PrescreenSettings = Field(default_factory=PrescreenSettings)
     # A POST to any other route (Ollama's native /api/chat, vLLM's /v1/messages, ...) reaches the

@@ -313,7 +313,7 @@ def test_bodies_past_max_inflight_request_bytes_are_refused_503_and_the_held_one
     40 clients each holding an unfinished 60 MB upload grew the gateway from 73 to 2,489 MB (a
     hostile review, 2026-12-06). Now a body that would take the total past
     max_inflight_request_bytes is refused 503 with Retry-After (by its declared length before a
-    byte is read, or a chunked body as it passes), the bodies already admitted finish and are
+    byte is read, or a chunked body as it passes), the bodies being read finish and are
     forwarded and logged, and what they held is given back."""
     upstream = VllmLike()
     body = _chat_body("x" * 400_000)  # about 400 KB; two fit in 1 MB, the third does not
@@ -321,8 +321,8 @@ def test_bodies_past_max_inflight_request_bytes_are_refused_503_and_the_held_one
         app, producer, metrics = _gateway(upstream_url, tmp_path, max_request_bytes=512 * 1024,
                                           max_inflight_request_bytes=1 << 20)  # fmt: skip
         with serve_in_thread(app) as url:
-            held = [_start_upload(url, CHAT_HEAD + b"Content-Length: %d\r\n\r\n" % len(body), body[:1000]) for _ in range(2)]
-            _wait_for(lambda: _inflight(url) == 2 * len(body))  # admitted with their declared length
+            held = [_start_upload(url, CHAT_HEAD + b"Content-Length: %d\r\n\r\n" % len(body), body[:-10]) for _ in range(2)]
+            _wait_for(lambda: _inflight(url) == 2 * (len(body) - 10))  # the bytes they sent
             if framing == "declared":
                 third = _start_upload(url, CHAT_HEAD + b"Content-Length: %d\r\n\r\n" % len(body), b"")
             else:
@@ -330,7 +330,7 @@ def test_bodies_past_max_inflight_request_bytes_are_refused_503_and_the_held_one
                                       b"%x\r\n" % len(body) + body + b"\r\n")  # fmt: skip
             refused = _answer(third)
             for sock in held:
-                sock.sendall(body[1000:])
+                sock.sendall(body[-10:])
             answers = [_answer(sock) for sock in held]
             _wait_for(lambda: len(producer.logs) == 2)
             left = _inflight(url)
@@ -349,8 +349,8 @@ def test_an_overloaded_answer_is_an_openai_style_error(tmp_path):
     with serve_in_thread(upstream.app) as upstream_url:
         app, _, _ = _gateway(upstream_url, tmp_path, max_request_bytes=512 * 1024, max_inflight_request_bytes=512 * 1024)
         with serve_in_thread(app) as url:
-            held = _start_upload(url, CHAT_HEAD + b"Content-Length: %d\r\n\r\n" % len(body), body[:10])
-            _wait_for(lambda: _inflight(url) == len(body))
+            held = _start_upload(url, CHAT_HEAD + b"Content-Length: %d\r\n\r\n" % len(body), body[:-10])
+            _wait_for(lambda: _inflight(url) == len(body) - 10)
             refused = httpx.post(f"{url}/v1/chat/completions", content=body, headers={"Content-Type": "application/json"})
             held.close()
             _wait_for(lambda: _inflight(url) == 0)  # a client that leaves gives its share back too
@@ -367,12 +367,32 @@ def test_a_client_that_leaves_mid_body_is_counted_and_gives_its_share_back(tmp_p
         app, producer, metrics = _gateway(upstream_url, tmp_path)
         with serve_in_thread(app) as url:
             sock = _start_upload(url, CHAT_HEAD + b"Content-Length: %d\r\n\r\n" % len(body), body[:50_000])
-            _wait_for(lambda: _inflight(url) == len(body))
+            _wait_for(lambda: _inflight(url) == 50_000)
             sock.close()
             labels = {"route": "chat.completions", "status": "client_gone"}
             _wait_for(lambda: metrics.registry.get_sample_value("mm_gateway_requests_total", labels) == 1)
             left = _inflight(url)
     assert left == 0 and upstream.requests == [] and producer.logs == []
+
+
+def test_a_declared_length_holds_nothing_until_its_bytes_arrive(tmp_path):
+    """The first version of the limit reserved each body's declared length before reading it:
+    clients that declared the largest body and sent nothing (16 of them against the defaults)
+    then made the gateway refuse every other client 503, for free (found reviewing it, the same
+    day). Only bytes that arrived count."""
+    upstream = VllmLike()
+    body = _chat_body("hello")
+    with serve_in_thread(upstream.app) as upstream_url:
+        app, _, metrics = _gateway(upstream_url, tmp_path, max_request_bytes=512 * 1024, max_inflight_request_bytes=1 << 20)
+        with serve_in_thread(app) as url:
+            idle = [_start_upload(url, CHAT_HEAD + b"Content-Length: %d\r\n\r\n" % (512 * 1024), b"") for _ in range(4)]
+            time.sleep(0.5)
+            held = _inflight(url)
+            served = httpx.post(f"{url}/v1/chat/completions", content=body, headers={"Content-Type": "application/json"})
+            for sock in idle:
+                sock.close()
+    assert held == 0 and served.status_code == 200
+    assert metrics.registry.get_sample_value("mm_gateway_requests_total", {"route": "chat.completions", "status": "overloaded"}) is None
 
 
 def test_max_inflight_request_bytes_below_max_request_bytes_is_refused_at_load():
