@@ -55,6 +55,10 @@ class GatewaySettings(BaseModel):
     queue_max_bytes: int = Field(default=512 * 1024 * 1024, ge=1024)
     overflow: Literal["drop", "spill"] = "spill"
     spill_path: Path = Path("data/gateway/spill.jsonl")
+    # Bytes the spill file (and what is left of one being replayed) may hold; past it logs are
+    # counted as dropped (reason spill_full) instead of filling the disk. 0: no limit but the disk
+    # (an outage loses nothing until the disk is full; then they are dropped as spill_failed).
+    spill_max_bytes: int = Field(default=0, ge=0)
     replay_interval_s: float = Field(default=5.0, gt=0, le=HOUR_S)
     batch_max: int = Field(default=500, ge=1)
     # Exchanges that cannot become inference logs (an adapter error, a body that does not parse)

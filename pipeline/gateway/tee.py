@@ -179,6 +179,7 @@ class LogTee:
         self._next_replay = 0.0
         self._replay_offset = 0  # bytes of the replay file already delivered
         self._spill_lock = threading.Lock()
+        self._spill_full_logged_at = -60.0
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         # Overflow hand-off: adapting and writing the spill file happen on their own thread.
@@ -463,14 +464,38 @@ class LogTee:
             return
         try:
             with self._spill_lock:
-                self.spill_path.parent.mkdir(parents=True, exist_ok=True)
-                with open_private(self.spill_path) as fh:
-                    fh.writelines(lines)
+                lines = self._within_spill_cap(lines)
+                if lines:
+                    self.spill_path.parent.mkdir(parents=True, exist_ok=True)
+                    with open_private(self.spill_path) as fh:
+                        fh.writelines(lines)
             self.metrics.spilled.inc(len(lines))
         except OSError:
             log.exception("gateway: spill file %s not writable; %d logs lost", self.spill_path, len(lines))
             self.metrics.dropped.labels("spill_failed").inc(len(lines))
         self.metrics.spill_bytes.set(self._spill_size())
+
+    def _within_spill_cap(self, lines: list[str]) -> list[str]:
+        """The lines that fit under ``spill_max_bytes`` (all of them with 0); the others are
+        counted as dropped (``spill_full``), with a warning at most once a minute."""
+        cap = self.settings.spill_max_bytes
+        if not cap:
+            return lines
+        room = cap - self._spill_size()
+        kept = 0
+        for line in lines:
+            room -= len(line.encode())
+            if room < 0:
+                break
+            kept += 1
+        if kept < len(lines):
+            self.metrics.dropped.labels("spill_full").inc(len(lines) - kept)
+            now = time.monotonic()
+            if now - self._spill_full_logged_at >= 60:  # an outage is a burst of these
+                self._spill_full_logged_at = now
+                log.warning("gateway: the spill file is at gateway.spill_max_bytes (%d); logs are dropped "
+                            "(mm_gateway_logs_dropped_total{reason=\"spill_full\"})", cap)  # fmt: skip
+        return lines[:kept]
 
     def _spill_size(self) -> int:
         """Bytes of spilled records not yet delivered."""

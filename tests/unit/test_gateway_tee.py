@@ -390,3 +390,24 @@ def test_an_existing_spill_file_keeps_the_mode_its_operator_gave_it(tmp_path, us
     tee, _ = _tee(tmp_path, _FlakyProducer())
     tee._spill([make_log(request_id="r1")])
     assert stat.S_IMODE((tmp_path / "spill.jsonl").stat().st_mode) == 0o640
+
+
+def test_the_spill_file_stops_at_spill_max_bytes_and_counts_what_it_drops(tmp_path):
+    """An outage long enough filled the disk the gateway shares with others; with
+    gateway.spill_max_bytes the spill file (with what is left of one being replayed) stops at
+    the cap, and what does not fit is counted as dropped, never half-written."""
+    from tests.fixtures.logs import make_log
+
+    tee, metrics = _tee(tmp_path, _FlakyProducer(), spill_max_bytes=4096)
+    tee._spill([make_log(request_id=f"r{i}", prompt="x" * 500) for i in range(20)])
+    kept = _spilled_ids(tmp_path)
+    assert 1 <= len(kept) < 20 and kept == [f"r{i}" for i in range(len(kept))]
+    assert (tmp_path / "spill.jsonl").stat().st_size <= 4096
+    assert _sample(metrics, "mm_gateway_logs_dropped_total", reason="spill_full") == 20 - len(kept)
+    assert _sample(metrics, "mm_gateway_logs_spilled_total") == len(kept)
+    tee._replay()  # the broker is still down: the failed batch goes back; the cap counts both files
+    tee._spill([make_log(request_id="late", prompt="x" * 500)])
+    assert tee.status()["spill_bytes"] <= 4096
+    assert _sample(metrics, "mm_gateway_logs_dropped_total", reason="spill_full") == 21 - len(kept)  # "late" too
+    replaying = (tmp_path / "spill.jsonl.replaying").read_bytes()[tee._replay_offset :].decode().splitlines()
+    assert sorted(_spilled_ids(tmp_path) + [json.loads(line)["request_id"] for line in replaying]) == sorted(kept)
