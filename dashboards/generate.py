@@ -17,6 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from dashboards.detector_behaviour import detector_behaviour
+from dashboards.gateway import PRESENCE_METRIC as GATEWAY_PRESENCE
+from dashboards.gateway import gateway
 from dashboards.overview import overview
 from dashboards.pipeline_health import pipeline_health
 from pipeline.stdio import open_output
@@ -28,7 +30,11 @@ DASHBOARDS: dict[str, Callable[[], dict[str, Any]]] = {
     "misuse-overview": overview,
     "pipeline-health": pipeline_health,
     "detector-behaviour": detector_behaviour,
+    "gateway": gateway,
 }
+# Dashboards of components an installation may not run: uid -> a metric every instance exports.
+# `dashboards verify` skips such a dashboard (and says so) when Prometheus has no series of it.
+OPTIONAL_DASHBOARDS: dict[str, str] = {"mm-gateway": GATEWAY_PRESENCE}
 
 
 def render(dashboard: dict[str, Any]) -> str:

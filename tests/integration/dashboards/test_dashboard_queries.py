@@ -2,14 +2,17 @@
 
 The streaming job runs in-process on simulated traffic from a real Kafka broker, with the
 ``metrics``, ``postgres`` and ``alerts`` sinks (alerts go to a real local webhook, one receiver
-healthy and one failing); a real Prometheus (started by the fixtures on a free port,
-loading our rules file) scrapes the job's /metrics every second; a real PostgreSQL holds the
+healthy and one failing); beside it a real tee gateway proxies a vLLM-like upstream and logs
+into the broker (a topic of its own), with one body too large to log and one that is not JSON;
+a real Prometheus (started by the fixtures on a free port, loading our rules file) scrapes the
+job's, the lag exporter's and the gateway's /metrics every second; a real PostgreSQL holds the
 events. Then every PromQL and SQL query of every panel (and every template variable) is run
 the way Grafana would run it, and each must return data.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import random
 import threading
@@ -29,6 +32,9 @@ from dashboards.generate import all_dashboards
 from dashboards.queries import PanelQuery, iter_queries, run_query
 from pipeline import events_db
 from pipeline.alerts.settings import AlertSettings, DeliverySettings, ReceiverSettings
+from pipeline.gateway.app import create_app
+from pipeline.gateway.server import serve_in_thread
+from pipeline.gateway.settings import GatewaySettings
 from pipeline.localinfra.base import LOOPBACK, free_port
 from pipeline.localinfra.kafka import create_topic, delete_topics
 from pipeline.localinfra.postgres import temporary_database
@@ -40,6 +46,7 @@ from pipeline.producer import GatewayProducer
 from pipeline.runner import Pipeline
 from pipeline.settings import BatchSettings, KafkaSettings, MetricsSettings, Settings
 from pipeline.verdicts import Pseudonymizer
+from tests.fixtures.vllm_like import VllmLike
 
 pytestmark = [pytest.mark.kafka, pytest.mark.postgres, pytest.mark.prometheus, pytest.mark.slow]
 
@@ -53,7 +60,7 @@ NOT_FED_HERE: dict[tuple[str, str], str] = {}
 ALLOWED_LABELS = {
     "__name__", "instance", "job", "le", "topic", "partition", "reason", "model", "deployment", "tenant",
     "flagged", "severity", "category", "complied", "side", "detector", "version", "sink", "result", "event", "outcome",
-    "rule", "receiver", "status", "group", "component", "language", "stage", "part",
+    "rule", "receiver", "status", "group", "component", "language", "stage", "part", "route",
 }  # fmt: skip
 
 
@@ -205,6 +212,8 @@ def stack(kafka_bootstrap: str, postgres_admin_url: str, tmp_path_factory: pytes
     started = datetime.now(UTC) - timedelta(minutes=10)  # simulated timestamps reach 5 min back
     webhook = ThreadingHTTPServer((LOOPBACK, 0), _Webhook)
     threading.Thread(target=webhook.serve_forever, daemon=True).start()
+    stack_exit = contextlib.ExitStack()  # the gateway and its upstream
+    upstream_url = stack_exit.enter_context(serve_in_thread(VllmLike().app))
     alerts_dir = tmp_path_factory.mktemp("alerts")
     with temporary_database(postgres_admin_url) as pg_url:
         pg_settings = PostgresSettings(url=pg_url)
@@ -234,9 +243,20 @@ def stack(kafka_bootstrap: str, postgres_admin_url: str, tmp_path_factory: pytes
         lag_registry = CollectorRegistry()
         lag_registry.register(LagCollector(lag_reader))
         lag_server, _ = start_http_server(0, addr=LOOPBACK, registry=lag_registry)
+        gateway_dir = tmp_path_factory.mktemp("gateway")
+        create_topic(kafka_bootstrap, f"{topic}.gateway", 1)
+        gateway_settings = Settings(
+            kafka=KafkaSettings(bootstrap_servers=kafka_bootstrap),
+            gateway=GatewaySettings(
+                upstream_url=upstream_url, topic=f"{topic}.gateway", max_tee_bytes=1024,
+                spill_path=gateway_dir / "spill.jsonl", rejected_path=gateway_dir / "rejected.jsonl",
+            ),
+        )  # fmt: skip
+        gateway_app = create_app(gateway_settings)
+        gateway_url = stack_exit.enter_context(serve_in_thread(gateway_app))
         prometheus = start_prometheus(
             tmp_path_factory.mktemp("prometheus"),
-            [f"{LOOPBACK}:{metrics_port}", f"{LOOPBACK}:{lag_server.server_port}"],
+            [f"{LOOPBACK}:{metrics_port}", f"{LOOPBACK}:{lag_server.server_port}", gateway_url.removeprefix("http://")],
             rule_files=[RULES_FILE],
             interval_s=1.0,
         )
@@ -254,10 +274,12 @@ def stack(kafka_bootstrap: str, postgres_admin_url: str, tmp_path_factory: pytes
                     if wave % 2 == 0:
                         producer.send_raw(sent.poison[wave // 2])
                     producer.flush()
+                    _through_gateway(gateway_url, wave)
                     time.sleep(1.0)
             _wait_for(lambda: _count_events(engine) == len(sent.records), 90, "every record stored in PostgreSQL")
             _wait_for(lambda: bool(query(prometheus.url, "category:mm_flagged:rate5m")), 30, "recording rules evaluated")
             _wait_for(lambda: bool(query(prometheus.url, "mm_alert_dead_letters_total > 0")), 60, "the broken receiver dead-lettered")
+            _wait_for(lambda: bool(query(prometheus.url, "mm_gateway_logs_delivered_total >= 6")), 60, "the gateway's logs in Kafka")
             time.sleep(3.0)  # a few more scrapes after the last batch
             yield Stack(prometheus, engine, pg_url, sent, started)
         finally:
@@ -269,7 +291,21 @@ def stack(kafka_bootstrap: str, postgres_admin_url: str, tmp_path_factory: pytes
             lag_reader.close()
             webhook.shutdown()
             webhook.server_close()
-            delete_topics(kafka_bootstrap, [topic, f"{topic}.dlq"])
+            stack_exit.close()
+            delete_topics(kafka_bootstrap, [topic, f"{topic}.dlq", f"{topic}.gateway"])
+
+
+def _through_gateway(url: str, wave: int) -> None:
+    """One chat request per wave (rates move between scrapes); in wave 1 also a body over the
+    gateway's max_tee_bytes (proxied, not logged: a lost log), in wave 2 one that is not JSON
+    (kept in the rejected file)."""
+    chat = {"model": "m", "messages": [{"role": "user", "content": f"What is the capital of France? ({wave})"}]}
+    assert httpx.post(f"{url}/v1/chat/completions", json=chat, timeout=30).status_code == 200
+    if wave == 1:
+        big = {"model": "m", "messages": [{"role": "user", "content": "Summarise: " + "lorem ipsum " * 200}]}
+        httpx.post(f"{url}/v1/chat/completions", json=big, timeout=30)
+    if wave == 2:
+        httpx.post(f"{url}/v1/chat/completions", content=b"{not json", headers={"Content-Type": "application/json"}, timeout=30)
 
 
 def _count_events(engine: sa.Engine) -> int:
@@ -394,3 +430,38 @@ def test_verify_with_prometheus_unreachable_is_one_line_and_exit_8(stack: Stack,
     assert code == ExitCode.SERVICE_UNREACHABLE, out[-2000:]
     assert "ERROR" not in out and len(err.strip().splitlines()) == 1
     assert "Prometheus" in err and url in err
+
+
+def test_the_gateway_dashboard_reads_what_the_gateway_did(stack: Stack) -> None:
+    """Its panels have data through the real metrics, not only through their zero fallback:
+    the proxied chats, the body too large to log (a lost log) and the one kept as rejected."""
+    def value(promql: str) -> float:
+        return sum(float(s["value"][1]) for s in query(stack.prometheus.url, promql))
+
+    assert value('sum(mm_gateway_requests_total{route="chat.completions", status="2xx"})') == 7  # 6 chats + the large one
+    assert value('sum(mm_gateway_logs_dropped_total{reason="too_large"})') == 1
+    assert value("sum(mm_gateway_logs_rejected_total)") >= 2  # the too-large one's size, and the bad body
+    assert value("sum(mm_gateway_logs_delivered_total)") >= 6
+    assert value("sum(mm_gateway_worker_up)") == 1
+
+
+def test_verify_skips_the_gateway_dashboard_where_no_gateway_is_scraped(
+    stack: Stack, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """An installation without the gateway got exit 11 and one EMPTY line per gateway panel from
+    `dashboards verify`, as if its dashboards were broken: now the gateway's is skipped, once."""
+    from typer.testing import CliRunner
+
+    from dashboards.cli import app
+
+    bare = start_prometheus(tmp_path_factory.mktemp("prometheus-bare"), [], interval_s=1.0)
+    try:
+        result = CliRunner().invoke(
+            app, ["verify", "--prometheus-url", bare.url, "--postgres-url", stack.postgres_url, "--hours", "0.2"]
+        )
+    finally:
+        bare.stop()
+    lines = result.output.splitlines()
+    assert any(line.startswith("skipped mm-gateway: no mm_gateway_requests_total") for line in lines), result.output
+    assert not any("mm-gateway" in line for line in lines if line.startswith(("EMPTY", "ERROR", "ok")))
+    assert result.exit_code == 11  # the stream's dashboards have no data there: still a failure
