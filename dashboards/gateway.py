@@ -29,8 +29,9 @@ TITLE = "Misuse gateway"
 # Every gateway exports it from its first request on; `dashboards verify` skips this dashboard
 # when the Prometheus it checks has no series of it (no gateway is scraped there).
 PRESENCE_METRIC = "mm_gateway_requests_total"
-# A labelled counter has no series until its first increment: "or" a zero of the same shape, so
-# the panel reads 0 rather than "No data" on a gateway that never lost a log.
+# A labelled counter has no series until its first increment: "or on()" a zero, so the panel reads
+# 0 rather than "No data" on a gateway that never lost a log (on(): the zero only when the left
+# side has no series at all, never as an extra line beside real reasons).
 ZERO = f"sum(0 * rate(mm_gateway_logs_enqueued_total{{{G}}}[$__rate_interval]))"
 
 
@@ -73,7 +74,7 @@ def gateway() -> dict[str, Any]:
         .with_panel(
             stat_panel(
                 "Logs lost",
-                prom(f"sum(increase(mm_gateway_logs_dropped_total{{{G}}}[$__range])) or {ZERO}", instant=True),
+                prom(f"sum(increase(mm_gateway_logs_dropped_total{{{G}}}[$__range])) or on() {ZERO}", instant=True),
                 steps=[(None, GREEN), (1, RED)],
                 width=4,
                 description="Exchanges proxied but never logged in the time range, so never screened (alert MisuseGatewayLogsLost).",
@@ -144,7 +145,7 @@ def gateway() -> dict[str, Any]:
         .with_panel(
             timeseries_panel(
                 "Logs lost by reason",
-                [prom(f"sum by (reason) (increase(mm_gateway_logs_dropped_total{{{G}}}[$__rate_interval])) or {ZERO}", "{{reason}}")],
+                [prom(f"sum by (reason) (increase(mm_gateway_logs_dropped_total{{{G}}}[$__rate_interval])) or on() {ZERO}", "{{reason}}")],
                 unit="short",
                 width=8,
                 bars=True,
@@ -155,7 +156,7 @@ def gateway() -> dict[str, Any]:
         .with_panel(
             timeseries_panel(
                 "Kept in the rejected file, by reason",
-                [prom(f"sum by (reason) (increase(mm_gateway_logs_rejected_total{{{G}}}[$__rate_interval])) or {ZERO}", "{{reason}}")],
+                [prom(f"sum by (reason) (increase(mm_gateway_logs_rejected_total{{{G}}}[$__rate_interval])) or on() {ZERO}", "{{reason}}")],
                 unit="short",
                 width=8,
                 bars=True,
