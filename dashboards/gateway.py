@@ -11,8 +11,9 @@ from __future__ import annotations
 from typing import Any
 
 from dashboards.panels import (
+    PROCESS_FILTER,
     base_dashboard,
-    label_variable,
+    process_variables,
     prom,
     quantile,
     row,
@@ -21,7 +22,7 @@ from dashboards.panels import (
     to_json,
 )
 
-G = 'job=~"$job", instance=~"$instance"'
+G = PROCESS_FILTER
 GREEN, YELLOW, RED = "green", "yellow", "red"
 
 UID = "mm-gateway"
@@ -35,21 +36,13 @@ PRESENCE_METRIC = "mm_gateway_requests_total"
 ZERO = f"sum(0 * rate(mm_gateway_logs_enqueued_total{{{G}}}[$__rate_interval]))"
 
 
-def gateway_variables() -> list[Any]:
-    job = label_variable("job", "Job", PRESENCE_METRIC)
-    instance = label_variable("instance", "Instance", PRESENCE_METRIC).query(
-        {"query": f'label_values({PRESENCE_METRIC}{{job=~"$job"}}, instance)', "refId": "instance-values"}
-    )
-    return [job, instance]
-
-
 def gateway() -> dict[str, Any]:
     board = base_dashboard(
         UID,
         TITLE,
         "The tee gateway: requests and refusals, upstream latency, and whether every exchange reaches Kafka.",
     )
-    for variable in gateway_variables():
+    for variable in process_variables(PRESENCE_METRIC):
         board = board.with_variable(variable)
     board = (
         board.with_row(row("Traffic"))

@@ -137,11 +137,13 @@ def filter_variables() -> list[dash.QueryVariable]:
 PROCESS_FILTER = 'job=~"$job", instance=~"$instance"'
 
 
-def process_variables() -> list[dash.QueryVariable]:
-    job = label_variable("job", "Job", "mm_records_consumed_total")
+def process_variables(metric: str = "mm_records_consumed_total") -> list[dash.QueryVariable]:
+    """``job`` and ``instance`` (chained) over the processes that export ``metric``: the stream
+    replicas by default, the gateways on their dashboard."""
+    job = label_variable("job", "Job", metric)
     instance = (
-        label_variable("instance", "Instance", "mm_records_consumed_total")
-        .query({"query": 'label_values(mm_records_consumed_total{job=~"$job"}, instance)', "refId": "instance-values"})
+        label_variable("instance", "Instance", metric)
+        .query({"query": f'label_values({metric}{{job=~"$job"}}, instance)', "refId": "instance-values"})
     )
     return [job, instance]
 
