@@ -482,9 +482,10 @@ def test_up_killed_with_sigkill_while_the_server_starts_leaves_it_findable(servi
             time.sleep(0.005)
         assert marker and _server_pids(marker, service), f"{service} server never appeared: {up.communicate(timeout=5)}"
         # The state file is written right after the spawn returns; a kill in that instant (a
-        # loaded machine stretched it to milliseconds in one rehearsal, 2026-12-06) is a window no
-        # code can close. The bug was the readiness wait, which a 20 ms grace leaves inside: a
-        # whole `up` of Prometheus or Alertmanager took 0.33-0.36 s here, PostgreSQL's 1.3 s.
+        # loaded machine stretched it to milliseconds in one rehearsal, 2026-12-06) still loses
+        # the server: closing it would take a state file written before the spawn (not done).
+        # The bug was the readiness wait, which a 20 ms grace leaves inside: a whole `up` of
+        # Prometheus or Alertmanager took 0.33-0.36 s here, PostgreSQL's 1.3 s.
         state, grace = workdir / ".run" / f"{service}.json", time.monotonic() + 0.02
         while not state.exists() and time.monotonic() < grace:
             time.sleep(0.005)
