@@ -42,7 +42,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from pipeline.decode import DecodeError, DecodeReason
 from pipeline.gateway.settings import GatewaySettings
-from pipeline.gateway.tee import Exchange, GatewayMetrics, LogTee
+from pipeline.gateway.tee import Exchange, GatewayMetrics, LogTee, OncePer
 from pipeline.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -179,7 +179,7 @@ class Gateway:
         self._user_header = self.settings.user_header.lower().encode()
         self._forward_unlogged = frozenset(self.settings.forward_unlogged)
         self.inflight_bytes = 0  # request bodies held now; changed on the event loop's thread only
-        self._overload_logged_at = -60.0
+        self._overload_warning = OncePer(60.0)
 
     @asynccontextmanager
     async def lifespan(self, app: Starlette) -> AsyncIterator[None]:
@@ -499,9 +499,7 @@ class Gateway:
         is a burst of them); the counter has each one."""
         budget = self.settings.max_inflight_request_bytes
         self.metrics.requests.labels(route or "other", _Refused.OVERLOADED.value).inc()
-        now = time.monotonic()
-        if now - self._overload_logged_at >= 60:
-            self._overload_logged_at = now
+        if self._overload_warning():
             log.warning("gateway: request bodies in flight are at gateway.max_inflight_request_bytes (%d): refusing "
                         "new ones 503 (counted in mm_gateway_requests_total{status=\"overloaded\"})", budget)  # fmt: skip
         return JSONResponse(

@@ -154,6 +154,22 @@ class GatewayMetrics:
 ProducerFactory = Callable[[], GatewayProducer]
 
 
+class OncePer:
+    """True at most once per ``period_s``: one warning for a burst of the same event (an
+    overload, a full spill file), whose every instance a counter has."""
+
+    def __init__(self, period_s: float = 60.0) -> None:
+        self.period_s = period_s
+        self._last: float | None = None
+
+    def __call__(self) -> bool:
+        now = time.monotonic()
+        if self._last is not None and now - self._last < self.period_s:
+            return False
+        self._last = now
+        return True
+
+
 class LogTee:
     """Bounded queue + one worker thread that turns exchanges into Kafka records (see module doc)."""
 
@@ -179,7 +195,7 @@ class LogTee:
         self._next_replay = 0.0
         self._replay_offset = 0  # bytes of the replay file already delivered
         self._spill_lock = threading.Lock()
-        self._spill_full_logged_at = -60.0
+        self._spill_full_warning = OncePer(60.0)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         # Overflow hand-off: adapting and writing the spill file happen on their own thread.
@@ -490,9 +506,7 @@ class LogTee:
             kept += 1
         if kept < len(lines):
             self.metrics.dropped.labels("spill_full").inc(len(lines) - kept)
-            now = time.monotonic()
-            if now - self._spill_full_logged_at >= 60:  # an outage is a burst of these
-                self._spill_full_logged_at = now
+            if self._spill_full_warning():  # an outage is a burst of these
                 log.warning("gateway: the spill file is at gateway.spill_max_bytes (%d); logs are dropped "
                             "(mm_gateway_logs_dropped_total{reason=\"spill_full\"})", cap)  # fmt: skip
         return lines[:kept]
