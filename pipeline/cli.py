@@ -352,6 +352,7 @@ def stream(
     from pipeline.metrics import PipelineMetrics
     from pipeline.preflight import require_kafka, require_postgres
     from pipeline.runner import Pipeline
+    from pipeline.scoring_journal import journal_dir, require_writable
 
     settings = _settings(
         config,
@@ -362,6 +363,8 @@ def stream(
         lake__path=lake,
         metrics__port=metrics_port,
     )
+    if settings.stream.scoring == "inline":
+        require_writable(journal_dir(settings))
     # Fail in seconds on a wrong address, before the models load (pipeline/preflight.py).
     require_kafka(settings.kafka)
     _require_topic(settings, settings.kafka.input_topic, create_topic)

@@ -5,7 +5,8 @@ Guarantees:
   flushed the batch, in input order.
 - One record never stops a partition. A record that fails on its own (undecodable, a detector
   raises on it, a sink's ``check`` refuses it) is dead-lettered with its reason and reaches no
-  sink; the rest of its batch goes on.
+  sink; the rest of its batch goes on. One that crashes the process (a native crash while it is
+  scored) is found by the scoring journal after a restart and dead-lettered the same way.
 - Outages are waited out. A sink or broker that fails is retried with capped backoff, keeping the
   uncommitted batch (``mm_component_up`` and /healthz show it); the process exits with a one-line
   reason only when the outage outlasts ``stream.outage_deadline_s``, or when a detector is broken
@@ -19,7 +20,8 @@ Guarantees:
 
 Stages: this thread polls and commits (the consumer is not thread-safe); a scoring thread decodes
 and detects (with ``stream.scoring = "process"`` it hands the detection to a worker process,
-pipeline/score_worker.py, and waits without the GIL); a sink thread writes and flushes. Queues between them are bounded by
+pipeline/score_worker.py, and waits without the GIL; inline, it journals the offsets it scores,
+pipeline/scoring_journal.py, so that a record that crashes the process is found after a restart); a sink thread writes and flushes. Queues between them are bounded by
 ``stream.max_in_flight_batches``, so batch N+1 is fetched and scored while batch N is flushed.
 """
 
@@ -42,6 +44,7 @@ from pipeline.metrics import PipelineMetrics
 from pipeline.producer import TrackedProducer
 from pipeline.score_worker import ProcessScorer, build_scorer
 from pipeline.scoring import RecordError, Scorer
+from pipeline.scoring_journal import ScoringJournal, journal_dir
 from pipeline.settings import Settings
 from pipeline.sinks.base import ScoredRecord, Sink
 from pipeline.sinks.registry import build_sinks
@@ -130,6 +133,11 @@ class Pipeline(RebalanceHooks):
         self.source = source
         source.hooks = self
         self.scorer = scorer
+        # Inline, a native crash on one record ends this process; the journal finds that record
+        # after a restart (pipeline/scoring_journal.py). A scoring process survives it itself.
+        self.journal = None
+        if isinstance(scorer, Scorer):
+            self.journal = ScoringJournal(journal_dir(settings), settings.kafka.group_id)
         self.sinks = list(sinks)
         self.dead_letters = dead_letters
         self.metrics = metrics
@@ -393,8 +401,12 @@ class Pipeline(RebalanceHooks):
         dead: list[tuple[RawRecord, str, str]] = []
         scored: list[ScoredRecord] = []
         scored_raws: list[RawRecord] = []
+        max_bytes = self.settings.batch.max_record_bytes
         with self._calling(SCORING, stage="score"):
-            results = self.scorer.score_values([raw.value for raw in item], self.settings.batch.max_record_bytes)
+            if self.journal is None:
+                results = self.scorer.score_values([raw.value for raw in item], max_bytes)
+            else:
+                results = self.journal.score(item, lambda values: self.scorer.score_values(values, max_bytes))
         for raw, result in zip(item, results, strict=True):
             if isinstance(result, RecordError):
                 dead.append((raw, result.reason, result.detail))
@@ -525,7 +537,8 @@ class Pipeline(RebalanceHooks):
         self._busy_until = ended
 
     def close(self) -> None:
-        for closer in (*(s.close for s in self.sinks), self.dead_letters.close, self.scorer.close, self.source.close):
+        closers = (*(s.close for s in self.sinks), self.dead_letters.close, self.scorer.close, self.source.close)
+        for closer in (*closers, *([self.journal.close] if self.journal is not None else [])):
             try:
                 closer()
             except Exception:  # noqa: BLE001 - shutdown continues; the failure is logged

@@ -74,6 +74,19 @@ def test_a_mistyped_scoring_mode_names_the_allowed_ones(monkeypatch: pytest.Monk
     assert code == ExitCode.CONFIG and "stream.scoring" in line and "'inline' or 'process'" in line
 
 
+def test_a_journal_folder_that_cannot_be_written_fails_the_start_in_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Inline scoring writes the offsets it scores to stream.journal_dir (pipeline/scoring_journal.py);
+    a folder it cannot write is a config error at start, not a failed first batch after the models
+    loaded. (A path under a file: root can write anywhere else.)"""
+    (tmp_path / "a-file").write_text("")
+    monkeypatch.setenv("MM_STREAM__JOURNAL_DIR", str(tmp_path / "a-file" / "journal"))
+    code, _, err = _run(capsys, "stream", "--bootstrap", "127.0.0.1:1")
+    line = _one_error_line(err)
+    assert code == ExitCode.CONFIG and "stream.journal_dir" in line and "MM_STREAM__JOURNAL_DIR" in line
+
+
 @pytest.mark.parametrize("command", ["stream", "produce"])
 def test_unreachable_broker_fails_fast_before_models_load(
     command: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]

@@ -1,0 +1,249 @@
+"""A record that crashes the stream's own process while it is scored inline does not stop its
+partition: the scoring journal.
+
+Inline (``stream.scoring = "inline"``, the default) the detectors run in the stream's process, so
+a native crash on one record (a segfault in a tokenizer or a model kernel, an out-of-memory kill)
+ends the stream. A restart re-reads the batch that was not committed and crashes again: until
+2026-12-06 such a record stopped its partition for good. (``stream.scoring = "process"`` survives
+the crash inside the stream: pipeline/score_worker.py.)
+
+The journal is what outlives the process. Before the scoring stage scores a batch it writes the
+offsets it is about to score, in one small JSON file per (group, topic, partition) in
+``stream.journal_dir``, and empties the entry when scoring returns, with verdicts or with an
+exception. An entry that is still there when that partition is scored again says the process
+ended while scoring those offsets. Then:
+
+1. the records at those offsets are scored one at a time, each one's offset written first;
+2. a record that was being scored alone when the process ended is dead-lettered
+   (``scorer_crashed``) without being scored again; the others get their verdicts;
+3. more than ``MAX_CRASHING_RECORDS`` such records in one range are not taken to be the records'
+   fault (a broken device, a machine out of memory), as with a scoring process: nothing more is
+   dead-lettered, the range is scored as usual, and its batch is committed only once that
+   succeeds. The journal says so in an error line at each start; a fixed scorer clears it.
+
+Costs: per partition and batch, one read and two writes of 512 bytes into a file kept open (no
+fsync: the page cache outlives a crashed process; a crashed machine is not the record's fault). The file is per
+partition, not per member: a partition has one owner at a time, so members on one host can share
+the directory, and a member that takes over a partition whose last owner crashed on it finds the
+entry when the directory is shared. A member on another host without it crashes on the record
+too, once, and then finds its own entry.
+
+A process that ends mid-scoring for another reason (``kill -9`` from an operator, the kernel's
+out-of-memory killer choosing it for memory the record did not take, a stop while a scoring call
+hangs) looks the same: the range is then scored one record at a time once, and a record is
+dead-lettered only if the process also ends while scoring it alone. Dead letters keep the
+record's bytes, so such a record can be produced again.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TypeVar
+from urllib.parse import quote
+
+from pipeline.score_worker import MAX_CRASHING_RECORDS
+from pipeline.scoring import RecordError
+from pipeline.settings import Settings
+from pipeline.source import RawRecord
+
+log = logging.getLogger(__name__)
+
+CRASHED = "scorer_crashed"
+SLOT = 512  # bytes every entry is padded to (an entry holds two offsets and at most 3 more)
+
+R = TypeVar("R")
+TP = tuple[str, int]
+
+
+@dataclass
+class _Entry:
+    """What the journal knows of one partition: offsets the process ended while scoring
+    (``suspect``, first and last), and those of them that ended it alone (``crashed``)."""
+
+    suspect: tuple[int, int] | None = None
+    crashed: list[int] = field(default_factory=list)
+
+    @property
+    def given_up(self) -> bool:
+        return len(self.crashed) > MAX_CRASHING_RECORDS
+
+    def covers(self, offset: int) -> bool:
+        return self.suspect is not None and self.suspect[0] <= offset <= self.suspect[1]
+
+    def as_dict(self, **now: object) -> dict:
+        return {"suspect": self.suspect, "crashed": self.crashed, **now}
+
+
+def journal_dir(settings: Settings) -> Path:
+    """``stream.journal_dir``, or a ``journal`` folder beside the lake."""
+    return settings.stream.journal_dir or settings.lake.path.parent / "journal"
+
+
+def require_writable(directory: Path) -> None:
+    """Fail the start in a line, before the models load, where the journal could not be written.
+    Creates nothing: the folder is made at the first batch (a start that fails on a wrong broker
+    address leaves no folder behind)."""
+    from pipeline.exits import ConfigError
+
+    existing = directory.absolute()
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        why = "it is a file" if existing == directory.absolute() else f"{existing} is not a folder"
+    elif not os.access(existing, os.W_OK | os.X_OK):
+        why = f"{existing} is not writable by this user"
+    else:
+        return
+    raise ConfigError(f"stream.journal_dir {directory}: cannot write there ({why}); "
+                      "set MM_STREAM__JOURNAL_DIR to a writable folder, or use stream.scoring=process")
+
+
+class ScoringJournal:
+    def __init__(self, directory: Path, group: str) -> None:
+        self._dir = directory
+        self._group = quote(group, safe="")  # a file name whatever the group id holds
+        self._fds: dict[TP, int] = {}
+        self._told: set[TP] = set()  # partitions whose given-up range was logged
+
+    def score(self, batch: Sequence[RawRecord], score: Callable[[list[bytes | None]], list[R]]) -> list[R | RecordError]:
+        """``score`` over the values of ``batch``, journalled; a record in a range the process
+        ended in is scored alone, or dead-lettered if it ended the process alone."""
+        spans: dict[TP, list[int]] = {}  # first and last offset; a partition's come in order
+        for raw in batch:
+            pos = raw.position
+            span = spans.get((pos.topic, pos.partition))
+            if span is None:
+                spans[(pos.topic, pos.partition)] = [pos.offset, pos.offset]
+            else:
+                span[1] = pos.offset
+        entries = {tp: self._load(tp) for tp in spans}
+        if not any(entries.values()):  # as nearly always: nothing left by a process that ended
+            for tp, span in spans.items():
+                self._save(tp, None, scoring=span)
+            try:
+                return score([raw.value for raw in batch])  # type: ignore[return-value]
+            finally:
+                for tp in spans:
+                    self._save(tp, None)
+        by_tp: dict[TP, list[int]] = {}
+        for i, raw in enumerate(batch):
+            by_tp.setdefault((raw.position.topic, raw.position.partition), []).append(i)
+        results: list[R | RecordError | None] = [None] * len(batch)
+        together: list[int] = []
+        alone: list[int] = []
+        for tp, indexes in by_tp.items():
+            entry = entries[tp]
+            for i in indexes:
+                offset = batch[i].position.offset
+                if entry is None or entry.given_up:
+                    together.append(i)
+                elif offset in entry.crashed:
+                    results[i] = RecordError(CRASHED, "scoring this record alone ended the stream's process "
+                                                      "(a native crash or a kill); it was not scored again")
+                elif entry.covers(offset):
+                    alone.append(i)
+                else:
+                    together.append(i)
+        if together:
+            ranges: dict[TP, list[int]] = {}
+            for i in together:
+                pos = batch[i].position
+                ranges.setdefault((pos.topic, pos.partition), []).append(pos.offset)
+            for tp, offsets in ranges.items():
+                self._save(tp, entries[tp], scoring=[min(offsets), max(offsets)])
+            try:
+                for i, result in zip(together, score([batch[i].value for i in together]), strict=True):
+                    results[i] = result
+            finally:
+                for tp in ranges:
+                    self._save(tp, entries[tp])
+        for i in alone:
+            pos = batch[i].position
+            tp = (pos.topic, pos.partition)
+            entry = entries[tp]
+            self._save(tp, entry, alone=pos.offset)
+            try:
+                (results[i],) = score([batch[i].value])
+            finally:
+                # In offset order: what is left of the range starts after this record, so a
+                # crash on a later one does not send this one through alone again.
+                entry.suspect = (pos.offset + 1, entry.suspect[1])  # type: ignore[index]
+                self._save(tp, entry)
+        for tp, indexes in by_tp.items():
+            entry = entries[tp]
+            if entry is not None and batch[indexes[-1]].position.offset >= entry.suspect[1]:  # type: ignore[index]
+                if not entry.given_up:
+                    log.warning("scoring journal: %s-%d: the records the process ended on are scored again; "
+                                "%d dead-lettered as %s", *tp, len(entry.crashed), CRASHED)  # fmt: skip
+                self._save(tp, None)  # the range is passed
+        return results  # type: ignore[return-value]
+
+    # -- the files ---------------------------------------------------------------------------------
+
+    def _fd(self, tp: TP) -> int:
+        """The partition's file, opened once and kept open (created empty: nothing known)."""
+        fd = self._fds.get(tp)
+        if fd is None:
+            if not self._fds:
+                self._dir.mkdir(parents=True, exist_ok=True)
+            fd = self._fds[tp] = os.open(self._path(tp), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        return fd
+
+    def _path(self, tp: TP) -> Path:
+        return self._dir / f"{self._group}.{tp[0]}.{tp[1]}.json"
+
+    def _load(self, tp: TP) -> _Entry | None:
+        """The partition's entry; one left by a process that ended mid-scoring is turned into
+        suspects (it was scoring a batch) or a crashed record (it was scoring one alone)."""
+        try:
+            raw = os.pread(self._fd(tp), 1 << 16, 0).strip()
+            data = json.loads(raw) if raw else {}
+            suspect = (int(data["suspect"][0]), int(data["suspect"][1])) if data.get("suspect") else None
+            entry = _Entry(suspect, [int(o) for o in data.get("crashed") or []])
+            scoring = (int(data["scoring"][0]), int(data["scoring"][1])) if data.get("scoring") else None
+            alone = int(data["alone"]) if data.get("alone") is not None else None
+        except (OSError, ValueError, TypeError, LookupError, AttributeError) as exc:
+            # Unreadable (a disk error, a file damaged by hand): read as "nothing known", so the
+            # stream scores as usual rather than stopping on its own journal.
+            log.warning("scoring journal: %s unreadable (%r); ignored", self._path(tp), exc)
+            return None
+        if scoring is not None:
+            low, high = scoring
+            entry.suspect = (min(low, entry.suspect[0]), max(high, entry.suspect[1])) if entry.suspect else scoring
+            log.warning("scoring journal: the process ended while scoring %s-%d offsets %d-%d; "
+                        "scoring them again one record at a time", *tp, low, high)  # fmt: skip
+        if alone is not None:
+            entry.crashed.append(alone)
+            if entry.suspect is None:  # not written that way; kept coherent anyway
+                entry.suspect = (alone, alone)
+            log.warning("scoring journal: scoring %s-%d@%d alone ended the process; dead-lettering it as %s",
+                        *tp, alone, CRASHED)  # fmt: skip
+        if entry.suspect is None:
+            return None  # nothing to act on ({} or a hand-made file)
+        if entry.given_up and tp not in self._told:
+            self._told.add(tp)
+            log.error("scoring journal: %d records of %s-%d offsets %d-%d each ended the process alone: not taken "
+                      "to be the records' fault (a broken device or a machine out of memory?); scoring them as "
+                      "usual, and nothing after them is committed until that succeeds",
+                      len(entry.crashed), *tp, *entry.suspect)  # type: ignore[misc]  # fmt: skip
+        if scoring is not None or alone is not None:
+            self._save(tp, entry)
+        return entry
+
+    def _save(self, tp: TP, entry: _Entry | None, **now: object) -> None:
+        """Write the partition's entry with what is being scored now (``{}``: nothing known)."""
+        body = json.dumps(entry.as_dict(**now) if entry is not None else now).encode()
+        # One pwrite of a fixed-size block: a process that ends at any instant leaves the old
+        # entry or the new one, never half of one, and no rename or unlink per batch (those cost
+        # about 200 us per partition and batch here; this write, a few).
+        os.pwrite(self._fd(tp), body.ljust(max(SLOT, len(body))), 0)
+
+    def close(self) -> None:
+        for fd in self._fds.values():
+            os.close(fd)
+        self._fds.clear()

@@ -1,0 +1,135 @@
+"""The scoring journal (pipeline/scoring_journal.py): a record that crashes the stream's own
+process while scored inline is found after restarts and dead-lettered, the rest of its batch
+judged, and a scorer that crashes on record after record is not allowed to dead-letter traffic.
+
+Each "run" is a fresh Python process (as a restarted stream is) that scores one batch through the
+journal with a scorer that ends its process with SIGSEGV on any value containing CRASH: a real
+native crash, nothing Python can catch."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from pipeline.scoring_journal import ScoringJournal
+from pipeline.sinks.base import SourcePosition
+from pipeline.source import RawRecord
+
+_RUN = r"""
+import json, os, signal, sys
+from pipeline.scoring_journal import ScoringJournal
+from pipeline.scoring import RecordError
+from pipeline.sinks.base import SourcePosition
+from pipeline.source import RawRecord
+
+directory, spec, mode = sys.argv[1], json.loads(sys.argv[2]), sys.argv[3]
+batch = [RawRecord(SourcePosition(t, p, o), None, v.encode(), (), 0) for t, p, o, v in spec]
+calls = []
+
+def score(values):
+    calls.append([v.decode() for v in values])
+    if mode == "crash" and any(b"CRASH" in v for v in values):
+        os.kill(os.getpid(), signal.SIGSEGV)
+    if mode == "raise":
+        raise RuntimeError("a Python error, not a crash")
+    return ["ok:" + v.decode() for v in values]
+
+results = ScoringJournal(__import__("pathlib").Path(directory), "group/one").score(batch, score)
+print(json.dumps({"calls": calls, "results": [r.reason if isinstance(r, RecordError) else r for r in results]}))
+"""
+
+
+def _run(journal: Path, batch: list[tuple[str, int, int, str]], mode: str = "crash") -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-c", _RUN, str(journal), json.dumps(batch), mode],
+                          capture_output=True, text=True, timeout=60)  # fmt: skip
+
+
+def _answer(done: subprocess.CompletedProcess) -> dict:
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout)
+
+
+def _pending(journal: Path) -> list[str]:
+    """The journal's files that still say something (an empty entry is ``{}``)."""
+    return [p.name for p in journal.iterdir() if p.read_bytes().strip() != b"{}"]
+
+
+def _batch(values: list[str], topic: str = "logs", partition: int = 0, first: int = 0) -> list[tuple[str, int, int, str]]:
+    return [(topic, partition, first + i, v) for i, v in enumerate(values)]
+
+
+def test_a_record_that_crashes_the_process_is_dead_lettered_after_two_restarts_and_the_rest_judged(tmp_path):
+    batch = _batch(["a", "b", "c", "d", "e CRASH", "f", "g", "h"])
+    first = _run(tmp_path, batch)
+    assert first.returncode == -signal.SIGSEGV  # the whole batch: nothing known yet
+    second = _run(tmp_path, batch)
+    assert second.returncode == -signal.SIGSEGV  # one record at a time, up to the one that crashes
+    assert "ended while scoring logs-0 offsets 0-7" in second.stderr
+    third = _answer(_run(tmp_path, batch))
+    assert third["results"] == ["ok:a", "ok:b", "ok:c", "ok:d", "scorer_crashed", "ok:f", "ok:g", "ok:h"]
+    # a-d were scored alone before e crashed the process, so they are no longer suspect: they are
+    # scored together now; f, g, h alone, and e not again.
+    assert third["calls"] == [["a", "b", "c", "d"], ["f"], ["g"], ["h"]]
+    assert _pending(tmp_path) == []  # the range is passed: nothing left in the journal
+    fourth = _answer(_run(tmp_path, _batch(["i", "j"], first=8)))
+    assert fourth == {"calls": [["i", "j"]], "results": ["ok:i", "ok:j"]}
+
+
+def test_records_after_the_range_are_scored_together_and_a_later_batch_clears_a_passed_range(tmp_path):
+    crashed = _batch(["a", "CRASH b", "c"]) + _batch(["x", "y"], partition=1)
+    assert _run(tmp_path, crashed).returncode == -signal.SIGSEGV  # every record of that batch is suspect
+    assert _run(tmp_path, crashed).returncode == -signal.SIGSEGV
+    again = crashed + _batch(["z"], partition=1, first=2)
+    third = _answer(_run(tmp_path, again))
+    assert third["results"] == ["ok:a", "scorer_crashed", "ok:c", "ok:x", "ok:y", "ok:z"]
+    # a was scored alone before b crashed the process; z was not in the batch that crashed.
+    assert third["calls"] == [["a", "z"], ["c"], ["x"], ["y"]]
+    assert _pending(tmp_path) == []
+    # A suspect range that another owner committed meanwhile: a batch past it clears it.
+    assert _run(tmp_path, _batch(["CRASH"], first=10)).returncode == -signal.SIGSEGV
+    assert len(_pending(tmp_path)) == 1
+    later = _answer(_run(tmp_path, _batch(["k", "l"], first=20)))
+    assert later == {"calls": [["k", "l"]], "results": ["ok:k", "ok:l"]}
+    assert _pending(tmp_path) == []
+
+
+def test_a_scorer_that_crashes_on_record_after_record_is_not_allowed_to_dead_letter_them(tmp_path):
+    """Three records of one range each ending the process alone: a broken device, not bad
+    records. From then on the range is scored as usual (it crashes, nothing more is dead-lettered);
+    once the scorer is fixed, every record gets its verdict and the journal clears."""
+    batch = _batch(["CRASH a", "CRASH b", "CRASH c", "d"])
+    runs = [_run(tmp_path, batch) for _ in range(5)]
+    assert [r.returncode for r in runs] == [-signal.SIGSEGV] * 5
+    assert "not taken to be the records' fault" in runs[4].stderr
+    assert "not taken" not in runs[3].stderr
+    fixed = _answer(_run(tmp_path, batch, mode="fixed"))
+    assert fixed == {"calls": [["CRASH a", "CRASH b", "CRASH c", "d"]], "results": ["ok:CRASH a", "ok:CRASH b", "ok:CRASH c", "ok:d"]}
+    assert _pending(tmp_path) == []
+
+
+def test_a_python_error_while_scoring_leaves_nothing_in_the_journal(tmp_path):
+    done = _run(tmp_path, _batch(["a", "b"]), mode="raise")
+    assert done.returncode == 1 and "a Python error, not a crash" in done.stderr
+    assert _pending(tmp_path) == []
+    assert _answer(_run(tmp_path, _batch(["a", "b"]))) == {"calls": [["a", "b"]], "results": ["ok:a", "ok:b"]}
+
+
+@pytest.mark.parametrize("damaged", [b'{"suspect": [0, ', b'{"suspect": "x"}', b"[1, 2]", b'{"alone": []}', b'{"crashed": [0]}'])
+def test_a_damaged_journal_file_is_ignored(tmp_path, damaged):
+    journal = ScoringJournal(tmp_path, "g")
+    (tmp_path / "g.logs.0.json").write_bytes(damaged)
+    batch = [RawRecord(SourcePosition("logs", 0, 0), None, b"a", (), 0)]
+    assert journal.score(batch, lambda values: [v.decode() for v in values]) == ["a"]
+    assert _pending(tmp_path) == []
+
+
+def test_a_group_id_with_a_slash_names_one_file_inside_the_directory(tmp_path):
+    batch = _batch(["CRASH"])
+    assert _run(tmp_path, batch).returncode == -signal.SIGSEGV
+    assert [p.name for p in tmp_path.iterdir()] == ["group%2Fone.logs.0.json"]
+    assert _pending(tmp_path) == ["group%2Fone.logs.0.json"]
