@@ -16,6 +16,7 @@ import json
 import logging
 import os
 import sys
+import time
 from datetime import UTC, datetime
 from typing import TextIO
 
@@ -104,3 +105,19 @@ def configure_logging(level: str = "warning", fmt: str = "text") -> None:
         # Presidio warns once per spaCy entity label it does not map (PRODUCT, WORK_OF_ART...),
         # on every analyzer start: configuration chatter, not a problem with the data.
         logging.getLogger("presidio-analyzer").setLevel(logging.ERROR)
+
+
+class OncePer:
+    """True at most once per ``period_s``: one warning for a burst of the same event (an
+    overload, a full spill file, a journal that cannot be written)."""
+
+    def __init__(self, period_s: float = 60.0) -> None:
+        self.period_s = period_s
+        self._last: float | None = None
+
+    def __call__(self) -> bool:
+        now = time.monotonic()
+        if self._last is not None and now - self._last < self.period_s:
+            return False
+        self._last = now
+        return True

@@ -46,6 +46,7 @@ from pathlib import Path
 from typing import TypeVar
 from urllib.parse import quote
 
+from pipeline.logs import OncePer
 from pipeline.score_worker import MAX_CRASHING_RECORDS
 from pipeline.scoring import RecordError
 from pipeline.settings import Settings
@@ -109,6 +110,7 @@ class ScoringJournal:
         self._group = quote(group, safe="")  # a file name whatever the group id holds
         self._fds: dict[TP, int] = {}
         self._told: set[TP] = set()  # partitions whose given-up range was logged
+        self._unwritable = OncePer(60.0)
 
     def score(self, batch: Sequence[RawRecord], score: Callable[[list[bytes | None]], list[R]]) -> list[R | RecordError]:
         """``score`` over the values of ``batch``, journalled; a record in a range the process
@@ -201,7 +203,11 @@ class ScoringJournal:
         """The partition's entry; one left by a process that ended mid-scoring is turned into
         suspects (it was scoring a batch) or a crashed record (it was scoring one alone)."""
         try:
-            raw = os.pread(self._fd(tp), 1 << 16, 0).strip()
+            fd = self._fd(tp)
+        except OSError:
+            return None  # cannot be opened: the write that follows says so (once a minute)
+        try:
+            raw = os.pread(fd, 1 << 16, 0).strip()
             data = json.loads(raw) if raw else {}
             suspect = (int(data["suspect"][0]), int(data["suspect"][1])) if data.get("suspect") else None
             entry = _Entry(suspect, [int(o) for o in data.get("crashed") or []])
@@ -241,7 +247,14 @@ class ScoringJournal:
         # One pwrite of a fixed-size block: a process that ends at any instant leaves the old
         # entry or the new one, never half of one, and no rename or unlink per batch (those cost
         # about 200 us per partition and batch here; this write, a few).
-        os.pwrite(self._fd(tp), body.ljust(max(SLOT, len(body))), 0)
+        try:
+            os.pwrite(self._fd(tp), body.ljust(max(SLOT, len(body))), 0)
+        except OSError as exc:
+            # A full disk, the folder removed under the running stream: scoring goes on without
+            # the journal (a crash meanwhile would cost what it did before the journal existed)
+            # rather than stopping the stream, whose sinks report their own disk trouble.
+            if self._unwritable():
+                log.warning("scoring journal: cannot write %s (%s); scoring goes on without it", self._path(tp), exc)
 
     def close(self) -> None:
         for fd in self._fds.values():

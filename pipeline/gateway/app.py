@@ -42,7 +42,8 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from pipeline.decode import DecodeError, DecodeReason
 from pipeline.gateway.settings import GatewaySettings
-from pipeline.gateway.tee import Exchange, GatewayMetrics, LogTee, OncePer
+from pipeline.gateway.tee import Exchange, GatewayMetrics, LogTee
+from pipeline.logs import OncePer
 from pipeline.settings import Settings
 
 log = logging.getLogger(__name__)

@@ -47,6 +47,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from pipeline.adapters import AdapterError, from_openai_all
 from pipeline.decode import DecodeError
 from pipeline.gateway.settings import GatewaySettings
+from pipeline.logs import OncePer
 from pipeline.producer import DeliveryError, GatewayProducer, record_level
 from pipeline.schemas import InferenceLog
 from pipeline.settings import KafkaSettings
@@ -152,22 +153,6 @@ class GatewayMetrics:
 
 
 ProducerFactory = Callable[[], GatewayProducer]
-
-
-class OncePer:
-    """True at most once per ``period_s``: one warning for a burst of the same event (an
-    overload, a full spill file), whose every instance a counter has."""
-
-    def __init__(self, period_s: float = 60.0) -> None:
-        self.period_s = period_s
-        self._last: float | None = None
-
-    def __call__(self) -> bool:
-        now = time.monotonic()
-        if self._last is not None and now - self._last < self.period_s:
-            return False
-        self._last = now
-        return True
 
 
 class LogTee:

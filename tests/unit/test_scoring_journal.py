@@ -133,3 +133,14 @@ def test_a_group_id_with_a_slash_names_one_file_inside_the_directory(tmp_path):
     assert _run(tmp_path, batch).returncode == -signal.SIGSEGV
     assert [p.name for p in tmp_path.iterdir()] == ["group%2Fone.logs.0.json"]
     assert _pending(tmp_path) == ["group%2Fone.logs.0.json"]
+
+
+def test_a_journal_that_cannot_be_written_does_not_stop_scoring(tmp_path, caplog):
+    """The folder removed under a running stream (or a full disk): scoring goes on, with a warning."""
+    (tmp_path / "gone").write_text("")  # a file where the folder should be: every open fails
+    journal = ScoringJournal(tmp_path / "gone", "g")
+    batch = [RawRecord(SourcePosition("logs", 0, i), None, b"a", (), 0) for i in range(2)]
+    assert journal.score(batch, lambda values: [v.decode() for v in values]) == ["a", "a"]
+    assert journal.score(batch, lambda values: [v.decode() for v in values]) == ["a", "a"]
+    assert caplog.text.count("cannot write") == 1  # once a minute, not per batch
+    assert "unreadable" not in caplog.text
