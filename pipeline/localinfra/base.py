@@ -181,8 +181,14 @@ class LocalService:
         info: Mapping[str, str] | None = None,
         marker: str = "",
         detach: bool = False,
+        state_file: Path | None = None,
     ) -> LocalService:
         """Start ``argv`` with stdout and stderr appended to ``log_path``.
+
+        ``state_file`` (``up``) is written before the spawn, with pid 0: "starting, find it by
+        its marker" (:meth:`load`). So an ``up`` killed with SIGKILL at any instant, even between
+        the spawn and the state file that names the pid (the caller's
+        :func:`record_while_starting`), leaves a server that ``status`` and ``down`` find.
 
         ``detach=True`` puts the child in its own session so it outlives the starting command
         and ignores the terminal's Ctrl-C (for ``up``). Otherwise (tests) the child shares the
@@ -190,31 +196,40 @@ class LocalService:
         SIGKILL, so a killed test run leaves no orphaned server behind.
         """
         log_path.parent.mkdir(parents=True, exist_ok=True)
+        starting = cls(name=name, pid=0, log_path=log_path, ports=dict(ports or {}), dirs=dict(dirs or {}),
+                       info=dict(info or {}), marker=marker)  # fmt: skip
+        if state_file is not None:
+            starting.save(state_file)
         # The signals that end `up` (run_service_command) are held while the child is created:
         # one that arrived inside Popen, after the fork, left a detached server nobody knew of
         # (a rehearsal of the suite, 2026-12-04). Delivered on unblocking, they kill it.
-        held = signal.pthread_sigmask(signal.SIG_BLOCK, _ENDING_SIGNALS)
         try:
-            with log_path.open("ab") as log:
-                process = subprocess.Popen(
-                    list(argv),
-                    stdin=subprocess.DEVNULL,
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                    env=None if env is None else dict(env),
-                    cwd=cwd,
-                    start_new_session=detach,
-                    preexec_fn=None if detach or sys.platform != "linux" else _terminate_with_parent,
-                )
-        finally:
+            held = signal.pthread_sigmask(signal.SIG_BLOCK, _ENDING_SIGNALS)
             try:
-                # Runs the handlers of signals that came meanwhile (pthread_sigmask checks them).
-                signal.pthread_sigmask(signal.SIG_SETMASK, held)
-            except BaseException:
-                if "process" in locals():
-                    process.kill()
-                    process.wait()
-                raise
+                with log_path.open("ab") as log:
+                    process = subprocess.Popen(
+                        list(argv),
+                        stdin=subprocess.DEVNULL,
+                        stdout=log,
+                        stderr=subprocess.STDOUT,
+                        env=None if env is None else dict(env),
+                        cwd=cwd,
+                        start_new_session=detach,
+                        preexec_fn=None if detach or sys.platform != "linux" else _terminate_with_parent,
+                    )
+            finally:
+                try:
+                    # Runs the handlers of signals that came meanwhile (pthread_sigmask checks them).
+                    signal.pthread_sigmask(signal.SIG_SETMASK, held)
+                except BaseException:
+                    if "process" in locals():
+                        process.kill()
+                        process.wait()
+                    raise
+        except BaseException:
+            if state_file is not None:  # nothing of ours runs: no "starting" state left behind
+                starting.forget(state_file)
+            raise
         return cls(
             name=name,
             pid=process.pid,
@@ -234,7 +249,7 @@ class LocalService:
         """
         if self.process is not None:
             return self.process.poll() is None
-        if not self.marker or not pid_alive(self.pid):
+        if not self.marker or self.pid <= 1 or not pid_alive(self.pid):  # kill(0) would be our group
             return False
         cmdline = _cmdline(self.pid)
         return cmdline is None or _marker_in(self.marker, cmdline)
@@ -281,15 +296,19 @@ class LocalService:
         tmp.replace(state_file)
 
     def forget(self, state_file: Path) -> None:
-        """Remove ``state_file`` only while it still records this pid: never another's state."""
+        """Remove ``state_file`` only while it still records this pid, or this start (pid 0):
+        never another's state."""
         with contextlib.suppress(StateFileError):
-            recorded = LocalService.load(state_file)
-            if recorded is not None and recorded.pid == self.pid:
+            recorded = LocalService.load(state_file, find_starting=False)
+            if recorded is not None and recorded.pid in (self.pid, 0) and recorded.marker == self.marker:
                 state_file.unlink(missing_ok=True)
 
     @classmethod
-    def load(cls, state_file: Path) -> LocalService | None:
+    def load(cls, state_file: Path, find_starting: bool = True) -> LocalService | None:
         """Re-attach to a service from its state file; None when there is no state file.
+
+        A state written before the spawn has pid 0 (:meth:`start`): with ``find_starting`` the
+        process is looked up by its marker (none found: pid 0, not running).
 
         Raises :class:`StateFileError` (one line, naming the file) when it cannot be read or is
         not a state file (truncated by a crash, edited by hand, a directory).
@@ -298,7 +317,11 @@ class LocalService:
             return None
         try:
             data = json.loads(state_file.read_text())
-            return cls._from_state(data)
+            service = cls._from_state(data)
+            if service.pid == 0 and find_starting:
+                found = pids_with_argument(service.marker)
+                service.pid = found[0] if found else 0
+            return service
         except (OSError, UnicodeDecodeError, ValueError) as exc:
             reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
             raise StateFileError(
@@ -319,8 +342,8 @@ class LocalService:
         if not data["marker"]:
             raise ValueError("'marker' is empty")
         pid = data.get("pid")
-        if not isinstance(pid, int) or isinstance(pid, bool) or pid <= 1:
-            raise ValueError("'pid' missing or not a process id")
+        if not isinstance(pid, int) or isinstance(pid, bool) or pid < 0 or pid == 1:
+            raise ValueError("'pid' missing or not a process id")  # 0: starting (see start)
         for key, kind in (("ports", int), ("dirs", str), ("info", str)):
             value = data.get(key, {})
             if not isinstance(value, dict) or not all(isinstance(v, kind) for v in value.values()):
@@ -414,6 +437,7 @@ class ConfiguredHttpService(ServiceHandle):
             info={"config": str(config_path), **(info or {})},
             marker=str(config_path),
             detach=detach,
+            state_file=state_file,
         )
         with record_while_starting(service, state_file):
             server = cls(service=service, port=port, data_dir=data_dir, config_path=config_path)

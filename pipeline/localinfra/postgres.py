@@ -167,6 +167,7 @@ def start_postgres(
         info={"user": user, "database": database},
         marker=str(cluster),
         detach=detach,
+        state_file=state_file,
     )
     with record_while_starting(service, state_file):  # also when a signal comes before await_ready's own guard
         server = LocalPostgres(service=service, port=port, user=user, database=database, data_dir=data_dir)

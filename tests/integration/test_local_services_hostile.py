@@ -24,6 +24,7 @@ from pathlib import Path
 import pytest
 
 import pipeline
+from pipeline.localinfra.base import LocalService
 from pipeline.localinfra.postgres import temp_cluster_named_in
 
 pytestmark = [pytest.mark.kafka, pytest.mark.postgres, pytest.mark.prometheus, pytest.mark.alertmanager]
@@ -458,6 +459,55 @@ def _server_pids(marker: str, binary: str) -> list[int]:
     return found
 
 
+_KILLED_AFTER_THE_SPAWN = r"""
+import os, signal, sys
+from pathlib import Path
+from pipeline.localinfra.base import LocalService
+work = Path(sys.argv[1])
+LocalService.start("sleeper", [sys.executable, "-c", "import time; time.sleep(120)", str(work / "sleeper.yml")],
+                   work / "sleeper.log", marker=str(work / "sleeper.yml"), detach=True, state_file=work / "sleeper.json")
+os.kill(os.getpid(), signal.SIGKILL)  # after the spawn, before a caller could save the pid
+"""
+
+
+def test_a_start_killed_between_the_spawn_and_saving_the_pid_leaves_the_server_findable(workdir: Path) -> None:
+    """The instant the test below cannot aim at: `up` SIGKILLed right after the spawn returned.
+    Until 2026-12-06 the state file was first written after it, so the server ran unseen; now a
+    "starting" state (pid 0) written before the spawn lets `load` find it by its marker."""
+    done = subprocess.run([sys.executable, "-c", _KILLED_AFTER_THE_SPAWN, str(workdir)], env=_env(), timeout=60)
+    assert done.returncode == -signal.SIGKILL
+    marker = str(workdir / "sleeper.yml")
+    (pid,) = _processes_mentioning(marker)
+    try:
+        assert json.loads((workdir / "sleeper.json").read_text())["pid"] == 0
+        found = LocalService.load(workdir / "sleeper.json")
+        assert found is not None and found.pid == pid and found.is_running()
+        found.stop(timeout_s=10)
+        assert not _processes_mentioning(marker)
+        found.forget(workdir / "sleeper.json")  # as `down` does
+        assert LocalService.load(workdir / "sleeper.json") is None
+    finally:
+        for leftover in _processes_mentioning(marker):
+            os.kill(leftover, signal.SIGKILL)
+
+
+def test_a_starting_state_whose_server_never_ran_is_not_running_and_signals_nobody(
+    workdir: Path, bystander: subprocess.Popen[bytes]
+) -> None:
+    """pid 0 must never reach kill(): kill(0, sig) signals the caller's whole process group."""
+    (workdir / ".run").mkdir()
+    (workdir / ".run" / "prometheus.json").write_text(json.dumps({
+        "name": "prometheus", "pid": 0, "log_path": str(workdir / "p.log"),
+        "marker": str(workdir / ".run" / "prometheus" / "prometheus.yml"), "ports": {"prometheus": 9},
+        "dirs": {}, "info": {},
+    }))  # fmt: skip
+    status = _cli("prometheus", "status", cwd=workdir)
+    assert status.returncode == 1 and "not running" in status.stdout
+    down = _cli("prometheus", "down", cwd=workdir)
+    assert down.returncode == 0 and "not running" in down.stdout
+    assert bystander.poll() is None and not (workdir / ".run" / "prometheus.json").exists()
+
+
 @pytest.mark.parametrize("service", ["postgres", "prometheus", "alertmanager"])
 def test_up_killed_with_sigkill_while_the_server_starts_leaves_it_findable(service: str, workdir: Path) -> None:
     """Before: only Kafka's `up` wrote its state file before waiting for readiness. `kill -9` of
@@ -481,14 +531,9 @@ def test_up_killed_with_sigkill_while_the_server_starts_leaves_it_findable(servi
                 break
             time.sleep(0.005)
         assert marker and _server_pids(marker, service), f"{service} server never appeared: {up.communicate(timeout=5)}"
-        # The state file is written right after the spawn returns; a kill in that instant (a
-        # loaded machine stretched it to milliseconds in one rehearsal, 2026-12-06) still loses
-        # the server: closing it would take a state file written before the spawn (not done).
-        # The bug was the readiness wait, which a 20 ms grace leaves inside: a whole `up` of
-        # Prometheus or Alertmanager took 0.33-0.36 s here, PostgreSQL's 1.3 s.
-        state, grace = workdir / ".run" / f"{service}.json", time.monotonic() + 0.02
-        while not state.exists() and time.monotonic() < grace:
-            time.sleep(0.005)
+        # No grace: until 2026-12-06 the state file was written right after the spawn returned,
+        # and a kill in that instant (milliseconds on a loaded machine, one rehearsal) lost the
+        # server. Now a "starting" state (pid 0, found by its marker) is written before the spawn.
         up.kill()  # SIGKILL: no handler runs
         up.wait(timeout=10)
         status = _cli(service, "status", cwd=workdir)
