@@ -22,7 +22,8 @@ ended while scoring those offsets. Then:
    succeeds. The journal says so in an error line at each start; a fixed scorer clears it.
 
 Costs: per partition and batch, one read and two writes of 512 bytes into a file kept open (no
-fsync: the page cache outlives a crashed process; a crashed machine is not the record's fault). The file is per
+fsync: the page cache outlives a crashed process; a crashed machine is not the record's fault).
+The file stays when its entry is empty (``{}``): 512 bytes per partition this group has owned. The file is per
 partition, not per member: a partition has one owner at a time, so members on one host can share
 the directory, and a member that takes over a partition whose last owner crashed on it finds the
 entry when the directory is shared. A member on another host without it crashes on the record
@@ -37,6 +38,7 @@ record's bytes, so such a record can be produced again.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -197,7 +199,15 @@ class ScoringJournal:
         return fd
 
     def _path(self, tp: TP) -> Path:
-        return self._dir / f"{self._group}.{tp[0]}.{tp[1]}.json"
+        # "+" parts the names: a quoted group id has none and a topic name cannot hold one, so
+        # group "a.b" with topic "c" and group "a" with topic "b.c" never share a file. Names past
+        # what a file system takes (a group id and a topic may each be 249 characters and more)
+        # are hashed.
+        name = f"{self._group}+{tp[0]}+{tp[1]}.json"
+        if len(name.encode()) > 200:
+            digest = hashlib.sha256(f"{self._group}+{tp[0]}".encode()).hexdigest()[:40]
+            name = f"{digest}+{tp[1]}.json"
+        return self._dir / name
 
     def _load(self, tp: TP) -> _Entry | None:
         """The partition's entry; one left by a process that ended mid-scoring is turned into

@@ -122,7 +122,7 @@ def test_a_python_error_while_scoring_leaves_nothing_in_the_journal(tmp_path):
 @pytest.mark.parametrize("damaged", [b'{"suspect": [0, ', b'{"suspect": "x"}', b"[1, 2]", b'{"alone": []}', b'{"crashed": [0]}'])
 def test_a_damaged_journal_file_is_ignored(tmp_path, damaged):
     journal = ScoringJournal(tmp_path, "g")
-    (tmp_path / "g.logs.0.json").write_bytes(damaged)
+    (tmp_path / "g+logs+0.json").write_bytes(damaged)
     batch = [RawRecord(SourcePosition("logs", 0, 0), None, b"a", (), 0)]
     assert journal.score(batch, lambda values: [v.decode() for v in values]) == ["a"]
     assert _pending(tmp_path) == []
@@ -131,8 +131,22 @@ def test_a_damaged_journal_file_is_ignored(tmp_path, damaged):
 def test_a_group_id_with_a_slash_names_one_file_inside_the_directory(tmp_path):
     batch = _batch(["CRASH"])
     assert _run(tmp_path, batch).returncode == -signal.SIGSEGV
-    assert [p.name for p in tmp_path.iterdir()] == ["group%2Fone.logs.0.json"]
-    assert _pending(tmp_path) == ["group%2Fone.logs.0.json"]
+    assert [p.name for p in tmp_path.iterdir()] == ["group%2Fone+logs+0.json"]
+    assert _pending(tmp_path) == ["group%2Fone+logs+0.json"]
+
+
+def test_groups_and_topics_with_dots_or_long_names_never_share_a_file(tmp_path):
+    """Group "a.b" on topic "c" and group "a" on topic "b.c" once had the same file; a group id and
+    a topic of 249 characters each made a name no file system takes (the journal then wrote nothing)."""
+    long_group, long_topic = "g" * 249, "t" * 249
+    paths = {ScoringJournal(tmp_path, group)._path((topic, 0)) for group, topic in
+             [("a.b", "c"), ("a", "b.c"), (long_group, long_topic), (long_group, long_topic[:-1] + "u")]}
+    assert len(paths) == 4 and all(len(p.name.encode()) <= 200 for p in paths)
+    journal = ScoringJournal(tmp_path, long_group)
+    batch = [RawRecord(SourcePosition(long_topic, 0, 0), None, b"a", (), 0)]
+    journal._save((long_topic, 0), None, scoring=[0, 0])  # as before a batch is scored
+    assert len(_pending(tmp_path)) == 1
+    assert journal.score(batch, lambda values: [v.decode() for v in values]) == ["a"]
 
 
 def test_a_journal_that_cannot_be_written_does_not_stop_scoring(tmp_path, caplog):
