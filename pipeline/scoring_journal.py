@@ -38,10 +38,12 @@ record's bytes, so such a record can be produced again.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import logging
 import os
+import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -111,6 +113,8 @@ class ScoringJournal:
         self._dir = directory
         self._group = quote(group, safe="")  # a file name whatever the group id holds
         self._fds: dict[TP, int] = {}
+        self._lock = threading.Lock()
+        self._closed = False
         self._told: set[TP] = set()  # partitions whose given-up range was logged
         self._unwritable = OncePer(60.0)
 
@@ -190,7 +194,10 @@ class ScoringJournal:
     # -- the files ---------------------------------------------------------------------------------
 
     def _fd(self, tp: TP) -> int:
-        """The partition's file, opened once and kept open (created empty: nothing known)."""
+        """The partition's file, opened once and kept open (created empty: nothing known).
+        Called with ``_lock`` held."""
+        if self._closed:
+            raise OSError(errno.EBADF, "the journal is closed")
         fd = self._fds.get(tp)
         if fd is None:
             if not self._fds:
@@ -213,18 +220,18 @@ class ScoringJournal:
         """The partition's entry; one left by a process that ended mid-scoring is turned into
         suspects (it was scoring a batch) or a crashed record (it was scoring one alone)."""
         try:
-            fd = self._fd(tp)
+            with self._lock:
+                raw = os.pread(self._fd(tp), 1 << 16, 0).strip()
         except OSError:
-            return None  # cannot be opened: the write that follows says so (once a minute)
+            return None  # cannot be opened or read: the write that follows says so (once a minute)
         try:
-            raw = os.pread(fd, 1 << 16, 0).strip()
             data = json.loads(raw) if raw else {}
             suspect = (int(data["suspect"][0]), int(data["suspect"][1])) if data.get("suspect") else None
             entry = _Entry(suspect, [int(o) for o in data.get("crashed") or []])
             scoring = (int(data["scoring"][0]), int(data["scoring"][1])) if data.get("scoring") else None
             alone = int(data["alone"]) if data.get("alone") is not None else None
-        except (OSError, ValueError, TypeError, LookupError, AttributeError) as exc:
-            # Unreadable (a disk error, a file damaged by hand): read as "nothing known", so the
+        except (ValueError, TypeError, LookupError, AttributeError) as exc:
+            # Not an entry (a file damaged by hand, another program's): read as "nothing known", so the
             # stream scores as usual rather than stopping on its own journal.
             log.warning("scoring journal: %s unreadable (%r); ignored", self._path(tp), exc)
             return None
@@ -258,7 +265,8 @@ class ScoringJournal:
         # entry or the new one, never half of one, and no rename or unlink per batch (those cost
         # about 200 us per partition and batch here; this write, a few).
         try:
-            os.pwrite(self._fd(tp), body.ljust(max(SLOT, len(body))), 0)
+            with self._lock:
+                os.pwrite(self._fd(tp), body.ljust(max(SLOT, len(body))), 0)
         except OSError as exc:
             # A full disk, the folder removed under the running stream: scoring goes on without
             # the journal (a crash meanwhile would cost what it did before the journal existed)
@@ -267,6 +275,11 @@ class ScoringJournal:
                 log.warning("scoring journal: cannot write %s (%s); scoring goes on without it", self._path(tp), exc)
 
     def close(self) -> None:
-        for fd in self._fds.values():
-            os.close(fd)
-        self._fds.clear()
+        """Close the files. Under the lock, and for good: a scoring call still running in a stage
+        the stream left behind at its stop must never write through a file descriptor number
+        that something else opened since."""
+        with self._lock:
+            self._closed = True
+            for fd in self._fds.values():
+                os.close(fd)
+            self._fds.clear()

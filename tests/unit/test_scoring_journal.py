@@ -158,3 +158,18 @@ def test_a_journal_that_cannot_be_written_does_not_stop_scoring(tmp_path, caplog
     assert journal.score(batch, lambda values: [v.decode() for v in values]) == ["a", "a"]
     assert caplog.text.count("cannot write") == 1  # once a minute, not per batch
     assert "unreadable" not in caplog.text
+
+
+def test_a_closed_journal_touches_no_file_again(tmp_path, caplog):
+    """Closed at the stream's stop while a scoring call may still run in a stage left behind:
+    that call scores without the journal and writes nothing (before, it opened the file again;
+    and between looking a descriptor up and writing through it, a close could hand its number
+    to another file: the lock closes that window)."""
+    journal = ScoringJournal(tmp_path, "g")
+    batch = [RawRecord(SourcePosition("logs", 0, 0), None, b"a", (), 0)]
+    assert journal.score(batch, lambda values: [v.decode() for v in values]) == ["a"]
+    journal.close()
+    (tmp_path / "g+logs+0.json").write_bytes(b"{}  sentinel")
+    assert journal.score(batch, lambda values: [v.decode() for v in values]) == ["a"]
+    assert (tmp_path / "g+logs+0.json").read_bytes() == b"{}  sentinel"
+    assert "the journal is closed" in caplog.text
