@@ -35,7 +35,7 @@ class ExitCode(IntEnum):
     INVALID_RECORDS = 7  # classify: some input lines were invalid (without --allow-errors)
     SERVICE_UNREACHABLE = 8  # an HTTP service (Prometheus, Alertmanager, Grafana) did not answer
     OUTAGE = 9  # stream: a sink or the broker stayed down past stream.outage_deadline_s
-    DETECTOR_FAILED = 10  # stream: a detector failed on every record, a known-good one included, or the scoring process died
+    DETECTOR_FAILED = 10  # stream: a detector failed on every record, a known-good one included, or the scoring process died; spark: a Python worker crashed
     CHECK_FAILED = 11  # a check found a problem: stale generated files, a dashboard query without data
     INTERRUPTED = 130  # Ctrl-C (128 + SIGINT, as shells report it)
     PIPE_CLOSED = 141  # the reader of stdout went away (`... -o - | head`): 128 + SIGPIPE, as a C tool reports it
@@ -260,6 +260,14 @@ def _without_password(text: str) -> str:
     return re.sub(r"(://[^:/@\s]*:)[^@\s]*@", r"\1***@", text)
 
 
+def _java_text(exc: BaseException) -> str:
+    """str() of a Py4JJavaError asks the JVM for the Java stack trace; "" once it is gone."""
+    try:
+        return str(exc)
+    except Exception:  # noqa: BLE001 - py4j raises its own errors when the gateway is closed
+        return ""
+
+
 def classify_exception(exc: BaseException) -> tuple[ExitCode, str]:
     """(exit code, one-line message) for an exception that ended a command."""
     if isinstance(exc, UserError):
@@ -303,6 +311,15 @@ def classify_exception(exc: BaseException) -> tuple[ExitCode, str]:
         return ExitCode.CONFIG, f"model: {exc}"
     if name == "SparkSetupError":
         return ExitCode.CONFIG, f"spark: {exc}"
+    if name == "Py4JJavaError" and "Python worker exited unexpectedly" in _java_text(exc):
+        # A native crash or an out-of-memory kill in a task's Python worker: inside a detector
+        # (backfill, shadow) that is likely one record, which crashes it again on every run.
+        return ExitCode.DETECTOR_FAILED, (
+            "spark: a Python worker exited unexpectedly (a native crash or an out-of-memory kill, e.g. in a "
+            "detector on one record) and the job stopped without writing its output; a record that crashes a "
+            "detector does so on every run: the stream finds it and dead-letters it as scorer_crashed (README, "
+            "'Commit after every sink')"
+        )
     if name == "BackfillError":  # no input to score (an empty or missing lake, no matching files)
         return ExitCode.INPUT, f"spark: {exc}"  # every job reads the lake through backfill
     if isinstance(exc, UnicodeDecodeError):

@@ -6,9 +6,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 from pyspark.sql import SparkSession
 from typer.testing import CliRunner
 
+from pipeline.exits import ExitCode, classify_exception
 from pipeline.lake import LakeWriter
 from pipeline.simulate import simulate, write_jsonl
 from pipeline.spark import backfill
@@ -82,3 +84,26 @@ def test_a_100_mb_jsonl_line_is_one_dead_letter_not_a_crashed_job(tmp_path: Path
     assert dead["raw_value"] == b"x" * 1_048_577
     offsets = sorted(r["source_offset"] for r in LakeWriter(out).read().select(["source_offset"]).to_pylist())
     assert offsets == [1, 3]
+
+
+def test_a_python_worker_that_crashes_is_one_line_exit_10_not_an_internal_error(spark: SparkSession) -> None:
+    """A detector that segfaults on one record killed the task's Python worker: the backfill
+    ended with "internal error: Py4JJavaError: An error occurred while calling o228.localCheckpoint"
+    and exit 1 (a probe with a throw-away crashing detector, 2026-12-06). Now it says what happened
+    and where such a record is found. The crash here is a real one, in a real worker."""
+    import os
+    import signal
+
+    import pyarrow as pa
+
+    def crash(batches):  # pickled by value: the worker needs nothing of the test module
+        for _ in batches:
+            os.kill(os.getpid(), signal.SIGSEGV)
+        yield pa.RecordBatch.from_pydict({"id": pa.array([], pa.int64())})
+
+    with pytest.raises(Exception) as caught:
+        spark.range(2).mapInArrow(crash, "id long").collect()
+    code, line = classify_exception(caught.value)
+    assert code == ExitCode.DETECTOR_FAILED, line
+    assert "Python worker exited unexpectedly" in line and "scorer_crashed" in line and "\n" not in line
+    assert spark.range(3).count() == 3  # the session is still usable
