@@ -537,8 +537,10 @@ class Pipeline(RebalanceHooks):
         self._busy_until = ended
 
     def close(self) -> None:
-        closers = (*(s.close for s in self.sinks), self.dead_letters.close, self.scorer.close, self.source.close)
-        for closer in (*closers, *([self.journal.close] if self.journal is not None else [])):
+        closers = [*(s.close for s in self.sinks), self.dead_letters.close, self.scorer.close, self.source.close]
+        if self.journal is not None:
+            closers.append(self.journal.close)
+        for closer in closers:
             try:
                 closer()
             except Exception:  # noqa: BLE001 - shutdown continues; the failure is logged

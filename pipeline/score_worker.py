@@ -51,6 +51,9 @@ START_TIMEOUT_S = 600.0
 # Records of one batch that may each end a new child on their own before the fault is taken to
 # be the scorer's or the machine's rather than theirs (the stream then stops, exit 10).
 MAX_CRASHING_RECORDS = 2
+# The dead-letter reason of a record that ended the scorer's process when scored on its own
+# (here, and by the inline stream's journal: pipeline/scoring_journal.py).
+SCORER_CRASHED = "scorer_crashed"
 
 
 class WorkerDied(RuntimeError):
@@ -273,7 +276,7 @@ class ProcessScorer:
                         "not taken to be the records' fault; the batch was not committed"
                     ) from exc
                 log.warning("scoring process: a record alone ended it (%s); dead-lettered as scorer_crashed", exc)
-                result = ("e", "scorer_crashed", f"scoring this record alone ended the scoring process: {exc}")
+                result = ("e", SCORER_CRASHED, f"scoring this record alone ended the scoring process: {exc}")
                 self._restart()
             results.append(result)
         return results

@@ -44,21 +44,22 @@ import json
 import logging
 import os
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
 from urllib.parse import quote
 
 from pipeline.logs import OncePer
-from pipeline.score_worker import MAX_CRASHING_RECORDS
+from pipeline.score_worker import MAX_CRASHING_RECORDS, SCORER_CRASHED
 from pipeline.scoring import RecordError
 from pipeline.settings import Settings
+from pipeline.sinks.base import SourcePosition
 from pipeline.source import RawRecord
 
 log = logging.getLogger(__name__)
 
-CRASHED = "scorer_crashed"
 SLOT = 512  # bytes every entry is padded to (an entry holds two offsets and at most 3 more)
 
 R = TypeVar("R")
@@ -82,6 +83,18 @@ class _Entry:
 
     def as_dict(self, **now: object) -> dict:
         return {"suspect": self.suspect, "crashed": self.crashed, **now}
+
+
+def _spans(positions: Iterable[SourcePosition]) -> dict[TP, list[int]]:
+    """Per partition, the first and last offset (a partition's records come in offset order)."""
+    spans: dict[TP, list[int]] = {}
+    for pos in positions:
+        span = spans.get((pos.topic, pos.partition))
+        if span is None:
+            spans[(pos.topic, pos.partition)] = [pos.offset, pos.offset]
+        else:
+            span[1] = pos.offset
+    return spans
 
 
 def journal_dir(settings: Settings) -> Path:
@@ -121,23 +134,11 @@ class ScoringJournal:
     def score(self, batch: Sequence[RawRecord], score: Callable[[list[bytes | None]], list[R]]) -> list[R | RecordError]:
         """``score`` over the values of ``batch``, journalled; a record in a range the process
         ended in is scored alone, or dead-lettered if it ended the process alone."""
-        spans: dict[TP, list[int]] = {}  # first and last offset; a partition's come in order
-        for raw in batch:
-            pos = raw.position
-            span = spans.get((pos.topic, pos.partition))
-            if span is None:
-                spans[(pos.topic, pos.partition)] = [pos.offset, pos.offset]
-            else:
-                span[1] = pos.offset
+        spans = _spans(raw.position for raw in batch)
         entries = {tp: self._load(tp) for tp in spans}
         if not any(entries.values()):  # as nearly always: nothing left by a process that ended
-            for tp, span in spans.items():
-                self._save(tp, None, scoring=span)
-            try:
+            with self._scoring(spans, entries):
                 return score([raw.value for raw in batch])  # type: ignore[return-value]
-            finally:
-                for tp in spans:
-                    self._save(tp, None)
         by_tp: dict[TP, list[int]] = {}
         for i, raw in enumerate(batch):
             by_tp.setdefault((raw.position.topic, raw.position.partition), []).append(i)
@@ -151,25 +152,16 @@ class ScoringJournal:
                 if entry is None or entry.given_up:
                     together.append(i)
                 elif offset in entry.crashed:
-                    results[i] = RecordError(CRASHED, "scoring this record alone ended the stream's process "
+                    results[i] = RecordError(SCORER_CRASHED, "scoring this record alone ended the stream's process "
                                                       "(a native crash or a kill); it was not scored again")
                 elif entry.covers(offset):
                     alone.append(i)
                 else:
                     together.append(i)
         if together:
-            ranges: dict[TP, list[int]] = {}
-            for i in together:
-                pos = batch[i].position
-                ranges.setdefault((pos.topic, pos.partition), []).append(pos.offset)
-            for tp, offsets in ranges.items():
-                self._save(tp, entries[tp], scoring=[min(offsets), max(offsets)])
-            try:
+            with self._scoring(_spans(batch[i].position for i in together), entries):
                 for i, result in zip(together, score([batch[i].value for i in together]), strict=True):
                     results[i] = result
-            finally:
-                for tp in ranges:
-                    self._save(tp, entries[tp])
         for i in alone:
             pos = batch[i].position
             tp = (pos.topic, pos.partition)
@@ -187,9 +179,20 @@ class ScoringJournal:
             if entry is not None and batch[indexes[-1]].position.offset >= entry.suspect[1]:  # type: ignore[index]
                 if not entry.given_up:
                     log.warning("scoring journal: %s-%d: the records the process ended on are scored again; "
-                                "%d dead-lettered as %s", *tp, len(entry.crashed), CRASHED)  # fmt: skip
+                                "%d dead-lettered as %s", *tp, len(entry.crashed), SCORER_CRASHED)  # fmt: skip
                 self._save(tp, None)  # the range is passed
         return results  # type: ignore[return-value]
+
+    @contextmanager
+    def _scoring(self, spans: dict[TP, list[int]], entries: dict[TP, _Entry | None]) -> Iterator[None]:
+        """Around scoring records together: each partition's span is in its entry meanwhile."""
+        for tp, span in spans.items():
+            self._save(tp, entries[tp], scoring=span)
+        try:
+            yield
+        finally:
+            for tp in spans:
+                self._save(tp, entries[tp])
 
     # -- the files ---------------------------------------------------------------------------------
 
@@ -245,7 +248,7 @@ class ScoringJournal:
             if entry.suspect is None:  # not written that way; kept coherent anyway
                 entry.suspect = (alone, alone)
             log.warning("scoring journal: scoring %s-%d@%d alone ended the process; dead-lettering it as %s",
-                        *tp, alone, CRASHED)  # fmt: skip
+                        *tp, alone, SCORER_CRASHED)  # fmt: skip
         if entry.suspect is None:
             return None  # nothing to act on ({} or a hand-made file)
         if entry.given_up and tp not in self._told:

@@ -20,7 +20,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Self
 
@@ -230,16 +230,7 @@ class LocalService:
             if state_file is not None:  # nothing of ours runs: no "starting" state left behind
                 starting.forget(state_file)
             raise
-        return cls(
-            name=name,
-            pid=process.pid,
-            log_path=log_path,
-            ports=dict(ports or {}),
-            dirs=dict(dirs or {}),
-            info=dict(info or {}),
-            marker=marker,
-            process=process,
-        )
+        return replace(starting, pid=process.pid, process=process)
 
     def is_running(self) -> bool:
         """True while the service process is alive (and is still ours, judged by ``marker``).
