@@ -73,6 +73,7 @@ class _Refused(enum.Enum):
     TOO_LARGE = "too_large"  # over max_request_bytes: 413
     OVERLOADED = "overloaded"  # over what max_inflight_request_bytes has left: 503
     CLIENT_GONE = "client_gone"  # the client closed the connection mid-body
+    TIMED_OUT = "body_timeout"  # not all there within body_timeout_s: 408
 
 
 def _header_text(value: bytes) -> str | None:
@@ -181,6 +182,7 @@ class Gateway:
         self._forward_unlogged = frozenset(self.settings.forward_unlogged)
         self.inflight_bytes = 0  # request bodies held now; changed on the event loop's thread only
         self._overload_warning = OncePer(60.0)
+        self._slow_client_warning = OncePer(60.0)
 
     @asynccontextmanager
     async def lifespan(self, app: Starlette) -> AsyncIterator[None]:
@@ -256,6 +258,8 @@ class Gateway:
             return self._too_large(route, request.headers.get("content-length"))
         if body is _Refused.OVERLOADED:
             return self._overloaded(route)
+        if body is _Refused.TIMED_OUT:
+            return self._timed_out(route)
         if body is _Refused.CLIENT_GONE:  # nobody to answer; not forwarded, so nothing to log
             self.metrics.requests.labels(route or "other", body.value).inc()
             log.info("gateway: a client closed its connection while sending the request body")
@@ -463,18 +467,21 @@ class Gateway:
         held = request.scope[_HELD]
         parts: list[bytes] = []
         size = 0
-        try:
-            async for chunk in request.stream():
-                size += len(chunk)
-                if size > limit:
-                    return _Refused.TOO_LARGE
-                if self.inflight_bytes + len(chunk) > budget:
-                    return _Refused.OVERLOADED
-                self.inflight_bytes += len(chunk)
-                held[0] += len(chunk)
-                parts.append(chunk)
-        except ClientDisconnect:  # was an "Exception in ASGI application" with a traceback
-            return _Refused.CLIENT_GONE
+        with anyio.move_on_after(self.settings.body_timeout_s) as deadline:
+            try:
+                async for chunk in request.stream():
+                    size += len(chunk)
+                    if size > limit:
+                        return _Refused.TOO_LARGE
+                    if self.inflight_bytes + len(chunk) > budget:
+                        return _Refused.OVERLOADED
+                    self.inflight_bytes += len(chunk)
+                    held[0] += len(chunk)
+                    parts.append(chunk)
+            except ClientDisconnect:  # was an "Exception in ASGI application" with a traceback
+                return _Refused.CLIENT_GONE
+        if deadline.cancelled_caught:
+            return _Refused.TIMED_OUT
         return b"".join(parts)
 
     def _too_large(self, route: str | None, declared: str | None) -> Response:
@@ -509,6 +516,29 @@ class Gateway:
             status_code=503,
             headers={"Retry-After": "1"},
         )
+
+    def _timed_out(self, route: str | None) -> Response:
+        """408 for a body not all there within ``body_timeout_s`` of its head. Not forwarded,
+        so not logged; what it held goes back to ``max_inflight_request_bytes``."""
+        self.metrics.requests.labels(route or "other", _Refused.TIMED_OUT.value).inc()
+        self._warn_slow_client("body_timeout")
+        return JSONResponse(
+            {"error": {"message": f"The request body did not arrive within this gateway's {self.settings.body_timeout_s:g} s.",
+                       "type": "invalid_request_error", "param": None, "code": "request_timeout"}},  # fmt: skip
+            status_code=408,
+            headers={"Connection": "close"},
+        )
+
+    def refused_by_server(self, reason: str) -> None:
+        """Counts a connection the server closed before a request reached the app: its head was
+        late (``head_timeout``) or too large (``head_too_large``). Its route is not known yet."""
+        self.metrics.requests.labels("unknown", reason).inc()
+        self._warn_slow_client(reason)
+
+    def _warn_slow_client(self, reason: str) -> None:
+        if self._slow_client_warning():  # a slow-client attack is a burst of them; the counter has each
+            log.warning("gateway: closed a connection whose request was not all there in time or too large (%s; "
+                        "counted in mm_gateway_requests_total{status=...})", reason)  # fmt: skip
 
     def _unlogged_refused(self, path: str) -> Response:
         """403 for a POST the gateway would forward unlogged (``unlogged_posts: refuse``). The

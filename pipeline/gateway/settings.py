@@ -77,6 +77,15 @@ class GatewaySettings(BaseModel):
     # by its Content-Length before a byte is read. Without it, 40 clients each holding an
     # unfinished 60 MB upload grew the gateway from 73 to 2,489 MB (a hostile review, 2026-12-06).
     max_inflight_request_bytes: int = Field(default=1024 * 1024 * 1024, ge=1024)
+    # A request's head (request line and headers) must arrive whole within head_timeout_s of the
+    # connection opening (of its first byte on a kept-alive connection) and within max_head_bytes;
+    # its body within body_timeout_s of the head (the whole body: at 64 MiB that is 1.1 MB/s).
+    # Else 408 (431) and the connection is closed. Without them a connection that sent half a
+    # head was held for good and an unfinished header line grew without bound (a hostile review,
+    # 2026-12-06); behind a load balancer with its own timeouts, these are a second line.
+    head_timeout_s: float = Field(default=20.0, gt=0, le=HOUR_S)
+    max_head_bytes: int = Field(default=64 * 1024, ge=1024, le=16 * 1024 * 1024)
+    body_timeout_s: float = Field(default=60.0, gt=0, le=DAY_S)
     prescreen: PrescreenSettings = Field(default_factory=PrescreenSettings)
     # A POST to any other route (Ollama's native /api/chat, vLLM's /v1/messages, ...) reaches the
     # model neither logged nor screened. "refuse" answers it 403 instead, except the paths listed
