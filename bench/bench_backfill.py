@@ -1,6 +1,7 @@
 """Backfill throughput (records/s per core) against in-process classify on the same records.
 
     .venv/bin/python bench/bench_backfill.py --records 5000 --cores 2 [--detectors rules] [--threads 1] [--input FILE]
+    .venv/bin/python bench/bench_backfill.py --records 2000 --compare-isolation   # the cost of --isolate-crashes
 
 classify: ``pipeline.cli.classify_lines`` with the stream's Scorer, batch by batch, in this
 process on one core (what ``misuse-monitor classify`` does, minus the file write and progress bar).
@@ -62,6 +63,11 @@ def main() -> int:
         "--input", type=Path, default=None,
         help="JSONL to use instead of simulated traffic (also the warm-up: score caches then help the warm run)",
     )
+    parser.add_argument(
+        "--compare-isolation", action="store_true",
+        help="also run with --isolate-crashes (a scoring process per worker), interleaved with the plain runs "
+             "over fresh records each, and print the ratio",
+    )  # fmt: skip
     args = parser.parse_args()
 
     settings = Settings(detectors={"enabled": args.detectors.split(","), "threads": args.threads})
@@ -91,6 +97,8 @@ def main() -> int:
     spark.sparkContext.setLogLevel("ERROR")
     print(f"spark session start: {time.perf_counter() - started:.1f}s (excluded)")
     spec = backfill.ScoringSpec.from_settings(settings)
+    if args.compare_isolation:
+        return compare_isolation(spark, backfill, spec, args, work, warmup)
     rates = {}
     for label, path in (("cold (warm-up records)", warmup), ("warm", source)):
         started = time.perf_counter()
@@ -105,6 +113,36 @@ def main() -> int:
     spark.stop()
     print(f"load average after: {' '.join(f'{x:.1f}' for x in os.getloadavg())}")
     print(f"ratio backfill warm per core / classify: {rates['warm'] / classify_rate:.2f}")
+    return 0
+
+
+def compare_isolation(spark, backfill, spec, args, work: Path, warmup: Path) -> int:  # noqa: ANN001 - lazily imported
+    """Plain and ``isolate_crashes`` backfills side by side: each arm cold once on the warm-up
+    records, then two warm rounds, the arms alternating, each run on records neither arm has
+    seen (seeds 10-13), so that no detector cache favours the later one."""
+    import dataclasses
+
+    arms = {"plain": spec, "isolated": dataclasses.replace(spec, isolate_crashes=True)}
+    rates: dict[str, list[float]] = {arm: [] for arm in arms}
+    runs = [(arm, "cold", warmup) for arm in arms]
+    for seed, arm in zip(range(10, 14), ["plain", "isolated", "isolated", "plain"], strict=True):
+        path = work / f"fresh-{seed}.jsonl"
+        if args.input is None:
+            _simulated(path, args.records, seed=seed)
+        runs.append((arm, "warm", args.input or path))
+    for n, (arm, label, path) in enumerate(runs):
+        started = time.perf_counter()
+        result = backfill.backfill_to_lake(spark, backfill.read_jsonl(spark, [path]), arms[arm], work / f"lake-{n}")
+        elapsed = time.perf_counter() - started
+        records = result.verdicts + result.dead_letters
+        if label == "warm":
+            rates[arm].append(records / elapsed)
+        print(f"backfill {arm} {label} (local[{args.cores}]): {elapsed:.2f}s  {records / elapsed:.0f} records/s  "
+              f"({result.verdicts} verdicts, {result.dead_letters} dead letters)", flush=True)  # fmt: skip
+    spark.stop()
+    print(f"load average after: {' '.join(f'{x:.1f}' for x in os.getloadavg())}")
+    plain, isolated = (sum(rates[a]) / len(rates[a]) for a in ("plain", "isolated"))
+    print(f"warm records/s, mean of 2: plain {plain:.0f}, isolated {isolated:.0f}; ratio isolated / plain {isolated / plain:.2f}")
     return 0
 
 

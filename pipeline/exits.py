@@ -317,9 +317,15 @@ def classify_exception(exc: BaseException) -> tuple[ExitCode, str]:
         return ExitCode.DETECTOR_FAILED, (
             "spark: a Python worker exited unexpectedly (a native crash or an out-of-memory kill, e.g. in a "
             "detector on one record) and the job stopped without writing its output; a record that crashes a "
-            "detector does so on every run: the stream finds it and dead-letters it as scorer_crashed (README, "
-            "'Commit after every sink')"
+            "detector does so on every run: rerun the backfill with --isolate-crashes to dead-letter it as "
+            "scorer_crashed and score the rest (docs/spark.md)"
         )
+    if name in ("Py4JJavaError", "PythonException") and "WorkerDied:" in _java_text(exc):
+        # --isolate-crashes: the scoring process could not start, or more records than one batch
+        # may hold each ended it (not taken to be the records' fault: a broken device, no memory).
+        died = [ln for ln in _java_text(exc).splitlines() if "WorkerDied:" in ln]
+        reason = died[-1].split("WorkerDied:", 1)[1].strip() if died else "it died"
+        return ExitCode.DETECTOR_FAILED, f"spark: a worker's scoring process: {reason}; the job wrote nothing"
     if name == "BackfillError":  # no input to score (an empty or missing lake, no matching files)
         return ExitCode.INPUT, f"spark: {exc}"  # every job reads the lake through backfill
     if isinstance(exc, UnicodeDecodeError):

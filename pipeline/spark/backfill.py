@@ -29,7 +29,7 @@ import functools
 import glob
 import os
 import sys
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -42,12 +42,13 @@ from pyspark.sql.pandas.types import from_arrow_schema
 from pyspark.sql.types import BinaryType, IntegerType, LongType, StringType, StructField, StructType
 
 from detectors.base import DetectorConfig
-from pipeline.decode import DecodeError, decode_log, too_large
+from pipeline.decode import too_large
 from pipeline.lake import LAKE_SCHEMA, LakeWriter, file_name, to_rows
 from pipeline.plugins import parse_names
 from pipeline.privacy import LakePolicy
 from pipeline.schemas import InferenceLog, MisuseVerdict
-from pipeline.scoring import RecordError, Scorer
+from pipeline.score_worker import ProcessScorer
+from pipeline.scoring import RecordError, Scorer, decode_each
 from pipeline.settings import Settings, load_settings
 from pipeline.sinks.base import ScoredRecord, SourcePosition
 from pipeline.spark.output import add_overwrite_argument, refuse_overwrite
@@ -119,6 +120,13 @@ class ScoringSpec:
     lake_policy: LakePolicy = LakePolicy()
     # detectors.trusted_system_prompts: not screened, as in the stream (pipeline/trusted.py).
     trusted_system_prompts: tuple[str, ...] = ()
+    # Score in a child process of each Python worker (pipeline/score_worker.py, as the stream's
+    # stream.scoring=process): a record that crashes a detector (a native crash, an out-of-memory
+    # kill) becomes a scorer_crashed dead letter instead of the end of the whole job.
+    isolate_crashes: bool = False
+    # Builds the scorer in place of the detector registry: a module-level function of the spec,
+    # so that a worker, and its scoring process, can import it (tests; detectors of your own).
+    scorer_factory: Callable[[ScoringSpec], Scorer] | None = None
 
     @classmethod
     def from_settings(
@@ -127,6 +135,7 @@ class ScoringSpec:
         detectors: Sequence[str] | None = None,
         min_scores: Mapping[str, float] | None = None,
         options: Mapping[str, str] | None = None,
+        isolate_crashes: bool = False,
     ) -> ScoringSpec:
         config = settings.detectors.config()
         if options:
@@ -140,12 +149,14 @@ class ScoringSpec:
             min_scores=tuple(sorted((min_scores or {}).items())),
             lake_policy=LakePolicy.from_settings(settings),
             trusted_system_prompts=tuple(settings.detectors.trusted_system_prompts),
+            isolate_crashes=isolate_crashes,
         )
 
     @property
     def cache_key(self) -> tuple:
         # DetectorConfig holds a dict (unhashable); its repr is stable for equal configs.
-        return (self.detectors, repr(self.config), self.pseudonym_key, self.min_scores, self.trusted_system_prompts)
+        return (self.detectors, repr(self.config), self.pseudonym_key, self.min_scores, self.trusted_system_prompts,
+                self.isolate_crashes, self.scorer_factory)  # fmt: skip
 
 
 # One Scorer per Python worker process, built lazily in the first task that needs it.
@@ -154,10 +165,11 @@ class ScoringSpec:
 # per executor core this is "one model per executor slot". The detector picks the GPU when
 # DetectorConfig.device is "auto" and the executor has one. Building at import would load
 # models in the driver too and break the no-side-effects-at-import rule.
-_SCORERS: dict[tuple, Scorer] = {}
+# With isolate_crashes the cached object is a ProcessScorer, whose child holds the models.
+_SCORERS: dict[tuple, Scorer | ProcessScorer] = {}
 
 
-def _scorer(spec: ScoringSpec) -> Scorer:
+def _scorer(spec: ScoringSpec) -> Scorer | ProcessScorer:
     scorer = _SCORERS.get(spec.cache_key)
     if scorer is None:
         scorer = _build_scorer(spec)
@@ -165,19 +177,40 @@ def _scorer(spec: ScoringSpec) -> Scorer:
     return scorer
 
 
-def _build_scorer(spec: ScoringSpec) -> Scorer:
+def _build_scorer(spec: ScoringSpec) -> Scorer | ProcessScorer:
     from pyspark import TaskContext
 
-    from detectors.registry import build
-
-    config = spec.config
     task = TaskContext.get()
-    if config.threads is None and task is not None:
+    if spec.config.threads is None and task is not None:
         # A detector left to its default uses every core of the machine; in a task it gets
         # spark.task.cpus, or N concurrent workers would each start os.cpu_count() threads.
-        config = dataclasses.replace(config, threads=task.cpus())
-    return Scorer(build(list(spec.detectors), config), Pseudonymizer(spec.pseudonym_key),
+        spec = dataclasses.replace(spec, config=dataclasses.replace(spec.config, threads=task.cpus()))
+    if not spec.isolate_crashes:
+        return _inline_scorer(spec)
+    from prometheus_client import CollectorRegistry
+
+    from pipeline.metrics import PipelineMetrics
+    from pipeline.settings import BatchSettings, StreamSettings
+
+    # What the scoring process reads of the settings: the record limit; no warm-up (a backfill
+    # has no group to join, its first batch is as good a warm-up as any).
+    settings = Settings.model_construct(batch=BatchSettings(max_record_bytes=spec.max_record_bytes),
+                                        stream=StreamSettings(warm_up_records=0))  # fmt: skip
+    return ProcessScorer(settings, PipelineMetrics(CollectorRegistry()), functools.partial(_child_scorer, spec))
+
+
+def _inline_scorer(spec: ScoringSpec) -> Scorer:
+    if spec.scorer_factory is not None:
+        return spec.scorer_factory(spec)
+    from detectors.registry import build
+
+    return Scorer(build(list(spec.detectors), spec.config), Pseudonymizer(spec.pseudonym_key),
                   trusted=TrustedPrompts(spec.trusted_system_prompts))
+
+
+def _child_scorer(spec: ScoringSpec, settings: Settings, metrics: object) -> Scorer:
+    """The scorer of an isolated worker's scoring process (ProcessScorer's factory)."""
+    return _inline_scorer(spec)
 
 
 def apply_min_scores(
@@ -190,10 +223,9 @@ def apply_min_scores(
     return build_verdict(log, kept, pseudonymize)
 
 
-def score_rows(rows: Sequence[Mapping], scorer: Scorer, spec: ScoringSpec) -> pa.Table:
+def score_rows(rows: Sequence[Mapping], scorer: Scorer | ProcessScorer, spec: ScoringSpec) -> pa.Table:
     """Raw rows (RAW_SCHEMA dicts) -> scored rows (SCORED_ARROW_SCHEMA), one per input."""
-    decoded: list[tuple[InferenceLog, SourcePosition]] = []
-    raw_values: list[bytes] = []
+    pending: list[tuple[SourcePosition, bytes, bytes]] = []  # position, the row's bytes, the value to decode
     out: list[dict] = []
     for row in rows:
         position = SourcePosition(row["source_topic"], row["source_partition"], row["source_offset"])
@@ -208,30 +240,43 @@ def score_rows(rows: Sequence[Mapping], scorer: Scorer, spec: ScoringSpec) -> pa
         except ValueError as exc:  # no key, another key, or a tampered row: a dead letter, not a crash
             out.append(_dead_letter(position, "undecryptable", f"{type(exc).__name__}: {exc}"[:300], row["value"]))
             continue
-        try:
-            decoded.append((decode_log(value, spec.max_record_bytes), position))
-            raw_values.append(row["value"])
-        except DecodeError as exc:
-            out.append(_dead_letter(position, exc.reason.value, exc.detail, row["value"]))
-    if decoded:
-        results = scorer.score_each([log for log, _ in decoded])
-        for (_, position), raw, result in zip(decoded, raw_values, results, strict=True):
-            if isinstance(result, RecordError):  # a detector failed on this record alone: a dead letter
-                out.append(_dead_letter(position, result.reason, result.detail, raw))
-        decoded = [pair for pair, result in zip(decoded, results, strict=True) if not isinstance(result, RecordError)]
-        logs = [log for log, _ in decoded]
-        verdicts = [result for result in results if not isinstance(result, RecordError)]
-        if spec.min_scores:
-            thresholds = dict(spec.min_scores)
-            pseudonymize = Pseudonymizer(spec.pseudonym_key)
-            verdicts = [apply_min_scores(lg, v, thresholds, pseudonymize) for lg, v in zip(logs, verdicts, strict=True)]
-        records = [
-            ScoredRecord(log, verdict, position)
-            for (log, position), verdict in zip(decoded, verdicts, strict=True)
-        ]
-        out.extend(to_rows(records, spec.lake_policy))
+        pending.append((position, row["value"], value))
+    judged = _judge(scorer, [value for _, _, value in pending], spec.max_record_bytes)
+    decoded: list[tuple[InferenceLog, SourcePosition]] = []
+    verdicts: list[MisuseVerdict] = []
+    for (position, raw, _), result in zip(pending, judged, strict=True):
+        if isinstance(result, RecordError):  # it did not decode, or a detector failed on it alone
+            out.append(_dead_letter(position, result.reason, result.detail, raw))
+        else:
+            decoded.append((result[0], position))
+            verdicts.append(result[1])
+    if spec.min_scores:
+        thresholds = dict(spec.min_scores)
+        pseudonymize = Pseudonymizer(spec.pseudonym_key)
+        verdicts = [apply_min_scores(lg, v, thresholds, pseudonymize) for (lg, _), v in zip(decoded, verdicts, strict=True)]
+    records = [ScoredRecord(log, verdict, position) for (log, position), verdict in zip(decoded, verdicts, strict=True)]
+    out.extend(to_rows(records, spec.lake_policy))
     # Column by column (error rows lack the verdict columns): from_pylist is ~50x slower here.
     return pa.Table.from_pydict({name: [row.get(name) for row in out] for name in SCORED_ARROW_SCHEMA.names}, schema=SCORED_ARROW_SCHEMA)
+
+
+def _judge(
+    scorer: Scorer | ProcessScorer, values: Sequence[bytes | None], max_bytes: int
+) -> list[tuple[InferenceLog, MisuseVerdict] | RecordError]:
+    """Per value, its log and verdict, or a RecordError with the reason (a decode error's, or a
+    detector's on this record alone; with isolate_crashes, ``scorer_crashed``)."""
+    if isinstance(scorer, ProcessScorer):
+        return [r if isinstance(r, RecordError) else (r[0], r[1]) for r in scorer.score_values(values, max_bytes)]
+    decoded = decode_each(values, max_bytes)
+    verdicts = iter(scorer.score_each([d for d in decoded if not isinstance(d, RecordError)]))
+    out: list[tuple[InferenceLog, MisuseVerdict] | RecordError] = []
+    for d in decoded:
+        if isinstance(d, RecordError):
+            out.append(d)
+        else:
+            verdict = next(verdicts)
+            out.append(verdict if isinstance(verdict, RecordError) else (d, verdict))
+    return out
 
 
 def _dead_letter(position: SourcePosition, reason: str, detail: str, raw: bytes | None) -> dict:
@@ -674,6 +719,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--option", action="append", default=[], help="detector option key=value")
     p.add_argument("--min-scores", default=None, help="category=score,... extra thresholds")
     p.add_argument("--max-rows-per-file", type=int, default=100_000)
+    p.add_argument("--isolate-crashes", action="store_true",
+                   help="score in a child process of each worker: a record that crashes a detector is a dead letter")
     return p
 
 
@@ -692,7 +739,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     refuse_overwrite([args.out], args.overwrite)  # before Spark starts: a mistyped --out costs nothing
     settings = load_settings(args.config)
     spec = ScoringSpec.from_settings(
-        settings, detectors=parse_names(args.detectors), min_scores=min_scores, options=options
+        settings, detectors=parse_names(args.detectors), min_scores=min_scores, options=options,
+        isolate_crashes=args.isolate_crashes,
     )
     spark = build_session(SparkOptions(master=args.master, app_name="misuse-monitor-backfill", kafka=bool(args.kafka_topic)))
     raw = read_source(

@@ -113,6 +113,10 @@ def backfill(
     option: Annotated[list[str] | None, typer.Option(help="Detector option key=value (repeatable)")] = None,
     min_scores: Annotated[str | None, typer.Option(help="Extra thresholds: category=score,...")] = None,
     max_rows_per_file: Annotated[int, typer.Option(min=1, help="Split lake files above this many rows")] = 100_000,
+    isolate_crashes: Annotated[bool, typer.Option(
+        "--isolate-crashes",
+        help="Score in a child process of each worker: a record that crashes a detector (segfault, "
+             "out of memory) is a scorer_crashed dead letter instead of the end of the job")] = False,  # fmt: skip
     config: ConfigOpt = None,
     driver_memory: DriverMemOpt = "1g",
     conf: ConfOpt = None,
@@ -136,7 +140,8 @@ def backfill(
 
     warn_placeholder_key(settings, "the backfilled lake's verdicts, logs and text hashes")
     spec = job.ScoringSpec.from_settings(
-        settings, detectors=detector_names(detectors), min_scores=thresholds, options=options
+        settings, detectors=detector_names(detectors), min_scores=thresholds, options=options,
+        isolate_crashes=isolate_crashes,
     )
     spark = _session(master, "backfill", driver_memory, kafka=bool(kafka_topic), conf=conf)
     raw = job.read_source(

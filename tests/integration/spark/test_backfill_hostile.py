@@ -3,18 +3,23 @@ empty file among good ones changes nothing for them."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
+import pyarrow.parquet as pq
 import pytest
 from pyspark.sql import SparkSession
 from typer.testing import CliRunner
 
 from pipeline.exits import ExitCode, classify_exception
 from pipeline.lake import LakeWriter
+from pipeline.scoring import Scorer
+from pipeline.settings import Settings
 from pipeline.simulate import simulate, write_jsonl
 from pipeline.spark import backfill
 from pipeline.spark.cli import app
+from pipeline.verdicts import Pseudonymizer
 
 
 def _good(path: Path, records: int, seed: int) -> Path:
@@ -22,8 +27,8 @@ def _good(path: Path, records: int, seed: int) -> Path:
     return path
 
 
-def _backfill(jsonl: list[Path], out: Path) -> dict:
-    args = ["backfill", *[a for p in jsonl for a in ("--jsonl", str(p))], "--out", str(out), "--detectors", "rules", "--json"]
+def _backfill(jsonl: list[Path], out: Path, *extra: str) -> dict:
+    args = ["backfill", *[a for p in jsonl for a in ("--jsonl", str(p))], "--out", str(out), "--detectors", "rules", "--json", *extra]
     result = CliRunner().invoke(app, [*args, "--master", "local[2]"])
     assert result.exit_code == 0, result.output
     return json.loads(result.stdout.strip().splitlines()[-1])
@@ -105,5 +110,73 @@ def test_a_python_worker_that_crashes_is_one_line_exit_10_not_an_internal_error(
         spark.range(2).mapInArrow(crash, "id long").collect()
     code, line = classify_exception(caught.value)
     assert code == ExitCode.DETECTOR_FAILED, line
-    assert "Python worker exited unexpectedly" in line and "scorer_crashed" in line and "\n" not in line
+    assert "Python worker exited unexpectedly" in line and "--isolate-crashes" in line and "\n" not in line
     assert spark.range(3).count() == 3  # the session is still usable
+
+
+def _crashing_scorer(spec: backfill.ScoringSpec) -> Scorer:
+    """The rules detector and one that segfaults on a prompt containing CRASH (module-level: the
+    worker's scoring process imports it by name)."""
+    from detectors.rules import RulesDetector
+    from tests.unit.test_score_worker import _CrashesOnPoison
+
+    return Scorer([RulesDetector(), _CrashesOnPoison()], Pseudonymizer(spec.pseudonym_key))
+
+
+def _with_crashes(path: Path, records: int, crash_at: set[int]) -> Path:
+    logs = list(simulate(records, seed=5))
+    for i in crash_at:
+        log = logs[i].log.model_copy(update={"prompt": f"CRASH {i}: a record that segfaults a detector"})
+        logs[i] = dataclasses.replace(logs[i], log=log)
+    write_jsonl(logs, path)
+    return path
+
+
+def _isolated_spec() -> backfill.ScoringSpec:
+    spec = backfill.ScoringSpec.from_settings(Settings(), detectors=["rules"], isolate_crashes=True)
+    return dataclasses.replace(spec, scorer_factory=_crashing_scorer, batch_size=16)
+
+
+def test_with_isolate_crashes_a_record_that_segfaults_a_detector_is_one_dead_letter(spark: SparkSession, tmp_path: Path) -> None:
+    """Without it the job stops at such a record, on every run (the test above). With it each
+    worker scores in a child process; the child that dies with a batch is replaced and the batch
+    scored again one record at a time: the record is a scorer_crashed dead letter with its bytes,
+    every other record a verdict. Real segfaults, in real scoring processes of real workers."""
+    source = _with_crashes(tmp_path / "in.jsonl", 24, {9})
+    lines = source.read_bytes().splitlines()
+    result = backfill.backfill_to_lake(spark, backfill.read_jsonl(spark, [source]), _isolated_spec(), tmp_path / "lake")
+    assert (result.verdicts, result.dead_letters) == (23, 1)
+    (dead,) = pq.read_table(tmp_path / "lake" / "dead_letters").to_pylist()
+    assert (dead["source_offset"], dead["error_reason"]) == (10, "scorer_crashed")  # line 10: 1-based
+    assert dead["raw_value"] == lines[9]  # kept as it came, to be replayed
+    assert "killed by signal 11" in dead["error_detail"]
+    offsets = sorted(r["source_offset"] for r in LakeWriter(tmp_path / "lake").read().select(["source_offset"]).to_pylist())
+    assert offsets == [n for n in range(1, 25) if n != 10]
+
+
+def test_with_isolate_crashes_too_many_crashing_records_in_one_batch_stop_the_job_in_one_line(
+    spark: SparkSession, tmp_path: Path
+) -> None:
+    """More than MAX_CRASHING_RECORDS records of one batch that each end a scoring process are
+    not taken to be the records' fault (as in the stream): the job stops, exit 10, one line."""
+    source = _with_crashes(tmp_path / "in.jsonl", 4, {1, 2, 3})
+    with pytest.raises(Exception) as caught:
+        backfill.backfill_to_lake(spark, backfill.read_jsonl(spark, [source]), _isolated_spec(), tmp_path / "lake")
+    code, line = classify_exception(caught.value)
+    assert code == ExitCode.DETECTOR_FAILED and "\n" not in line, line
+    assert "3 records of one batch each ended a new scoring process" in line, line
+    assert not (tmp_path / "lake").exists() or not any((tmp_path / "lake").rglob("*.parquet"))
+
+
+def test_the_command_scores_through_worker_processes_with_the_same_verdicts(spark: SparkSession, tmp_path: Path) -> None:
+    source = _good(tmp_path / "in.jsonl", 12, seed=8)
+    plain = _backfill([source], tmp_path / "plain")
+    isolated = _backfill([source], tmp_path / "isolated", "--isolate-crashes")
+    assert (isolated["verdicts"], isolated["dead_letters"]) == (12, 0)
+    assert (isolated["flagged"], isolated["files"]) == (plain["flagged"], plain["files"])
+    columns = ["source_offset", "flagged", "severity", "categories", "findings"]
+
+    def rows(lake: Path) -> list[dict]:
+        return sorted(LakeWriter(lake).read().select(columns).to_pylist(), key=lambda r: r["source_offset"])
+
+    assert rows(tmp_path / "isolated") == rows(tmp_path / "plain")
