@@ -151,11 +151,22 @@ class ProcessScorer:
     """The stream's scorer when ``stream.scoring = "process"``: same ``score_values`` as
     :class:`pipeline.scoring.Scorer`, the detectors run by a child process (one batch at a time)."""
 
-    def __init__(self, settings: Settings, metrics: PipelineMetrics, factory: ScorerFactory | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        metrics: PipelineMetrics,
+        factory: ScorerFactory | None = None,
+        answer_timeout_s: float | None = None,
+    ) -> None:
         """``factory`` (a module-level function, so the child can import it; tests) builds the
-        child's scorer instead of ``Scorer.from_settings``."""
+        child's scorer instead of ``Scorer.from_settings``. ``answer_timeout_s``: a child that
+        has not answered a batch (or a record scored alone) within it is killed and counts as
+        dead with it, so a record that hangs a detector is dead-lettered as one that crashes it
+        is. None waits for ever: the stream's runner watches its scoring call itself
+        (``stream.score_stall_s``); a Spark backfill has no such watcher."""
         self._metrics = metrics
         self._settings, self._factory = settings, factory
+        self._answer_timeout_s = answer_timeout_s
         # The child's peak RSS and the CPU it spent on batches, reported when it stops.
         self.peak_rss_mb: float | None = None
         self.busy_cpu_s: float | None = None
@@ -244,7 +255,18 @@ class ProcessScorer:
 
     def _results(self) -> list[tuple]:
         """The child's answer to the batch sent: ("v", verdict JSON) or ("e", reason, detail) per value."""
-        reply = self._receive()
+        if self._answer_timeout_s is None:
+            reply = self._receive()
+        else:
+            try:
+                reply = self._receive(self._answer_timeout_s)
+            except WorkerDied:
+                if self._process.is_alive():  # hung, not dead: no stop it could answer, so killed
+                    self._process.kill()
+                    self._process.join(timeout=5)
+                    raise WorkerDied(f"pid {self._process.pid} did not answer within {self._answer_timeout_s:g} s "
+                                     "and was killed") from None  # fmt: skip
+                raise
         if reply[0] == "failure":
             replay(self._metrics, reply[2])
             raise DetectorFailure(reply[1])

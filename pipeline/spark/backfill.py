@@ -124,6 +124,11 @@ class ScoringSpec:
     # stream.scoring=process): a record that crashes a detector (a native crash, an out-of-memory
     # kill) becomes a scorer_crashed dead letter instead of the end of the whole job.
     isolate_crashes: bool = False
+    # With isolate_crashes, a scoring process that has not answered a batch (or a record alone)
+    # within this is killed as if it had crashed: a record that hangs a detector is dead-lettered
+    # too. The stream's stream.score_stall_s, and for the same reason: a batch of the default
+    # detector takes about a minute of CPU.
+    score_timeout_s: float = 600.0
     # Builds the scorer in place of the detector registry: a module-level function of the spec,
     # so that a worker, and its scoring process, can import it (tests; detectors of your own).
     scorer_factory: Callable[[ScoringSpec], Scorer] | None = None
@@ -136,6 +141,7 @@ class ScoringSpec:
         min_scores: Mapping[str, float] | None = None,
         options: Mapping[str, str] | None = None,
         isolate_crashes: bool = False,
+        score_timeout_s: float | None = None,
     ) -> ScoringSpec:
         config = settings.detectors.config()
         if options:
@@ -150,13 +156,14 @@ class ScoringSpec:
             lake_policy=LakePolicy.from_settings(settings),
             trusted_system_prompts=tuple(settings.detectors.trusted_system_prompts),
             isolate_crashes=isolate_crashes,
+            score_timeout_s=score_timeout_s or settings.stream.score_stall_s,
         )
 
     @property
     def cache_key(self) -> tuple:
         # DetectorConfig holds a dict (unhashable); its repr is stable for equal configs.
         return (self.detectors, repr(self.config), self.pseudonym_key, self.min_scores, self.trusted_system_prompts,
-                self.isolate_crashes, self.scorer_factory)  # fmt: skip
+                self.isolate_crashes, self.score_timeout_s, self.scorer_factory)  # fmt: skip
 
 
 # One Scorer per Python worker process, built lazily in the first task that needs it.
@@ -196,7 +203,8 @@ def _build_scorer(spec: ScoringSpec) -> Scorer | ProcessScorer:
     # has no group to join, its first batch is as good a warm-up as any).
     settings = Settings.model_construct(batch=BatchSettings(max_record_bytes=spec.max_record_bytes),
                                         stream=StreamSettings(warm_up_records=0))  # fmt: skip
-    return ProcessScorer(settings, PipelineMetrics(CollectorRegistry()), functools.partial(_child_scorer, spec))
+    return ProcessScorer(settings, PipelineMetrics(CollectorRegistry()), functools.partial(_child_scorer, spec),
+                         answer_timeout_s=spec.score_timeout_s)  # fmt: skip
 
 
 def _inline_scorer(spec: ScoringSpec) -> Scorer:
@@ -720,7 +728,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--min-scores", default=None, help="category=score,... extra thresholds")
     p.add_argument("--max-rows-per-file", type=int, default=100_000)
     p.add_argument("--isolate-crashes", action="store_true",
-                   help="score in a child process of each worker: a record that crashes a detector is a dead letter")
+                   help="score in a child process of each worker: a record that crashes or hangs a detector is a dead letter")
+    p.add_argument("--score-timeout", type=float, default=None,
+                   help="with --isolate-crashes: seconds a batch may take (default stream.score_stall_s, 600)")
     return p
 
 
@@ -736,11 +746,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         min_scores, options = parse_min_scores(args.min_scores), parse_options(args.option)
     except ValueError as exc:
         parser.error(str(exc))
+    if args.score_timeout is not None and (not args.isolate_crashes or args.score_timeout <= 0):
+        parser.error("--score-timeout takes seconds above 0, and only with --isolate-crashes (it bounds the scoring process)")
     refuse_overwrite([args.out], args.overwrite)  # before Spark starts: a mistyped --out costs nothing
     settings = load_settings(args.config)
     spec = ScoringSpec.from_settings(
         settings, detectors=parse_names(args.detectors), min_scores=min_scores, options=options,
-        isolate_crashes=args.isolate_crashes,
+        isolate_crashes=args.isolate_crashes, score_timeout_s=args.score_timeout,
     )
     spark = build_session(SparkOptions(master=args.master, app_name="misuse-monitor-backfill", kafka=bool(args.kafka_topic)))
     raw = read_source(

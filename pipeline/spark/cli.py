@@ -116,7 +116,10 @@ def backfill(
     isolate_crashes: Annotated[bool, typer.Option(
         "--isolate-crashes",
         help="Score in a child process of each worker: a record that crashes a detector (segfault, "
-             "out of memory) is a scorer_crashed dead letter instead of the end of the job")] = False,  # fmt: skip
+             "out of memory) or hangs it is a scorer_crashed dead letter instead of the end of the job")] = False,  # fmt: skip
+    score_timeout: Annotated[float | None, typer.Option(
+        min=1, help="With --isolate-crashes: seconds a batch (or a record alone) may take before its scoring process "
+                    "is killed (default stream.score_stall_s, 600)")] = None,  # fmt: skip
     config: ConfigOpt = None,
     driver_memory: DriverMemOpt = "1g",
     conf: ConfOpt = None,
@@ -132,6 +135,8 @@ def backfill(
         raise typer.BadParameter(problem, param_hint="--lake/--jsonl/--kafka-topic")
     thresholds = _parsed(job.parse_min_scores, min_scores, "--min-scores")
     options = _parsed(job.parse_options, option, "--option")
+    if score_timeout is not None and not isolate_crashes:
+        raise typer.BadParameter("only with --isolate-crashes: it bounds the scoring process", param_hint="--score-timeout")
     _conf(conf)
     _refuse_overwrite([out], overwrite)
 
@@ -141,7 +146,7 @@ def backfill(
     warn_placeholder_key(settings, "the backfilled lake's verdicts, logs and text hashes")
     spec = job.ScoringSpec.from_settings(
         settings, detectors=detector_names(detectors), min_scores=thresholds, options=options,
-        isolate_crashes=isolate_crashes,
+        isolate_crashes=isolate_crashes, score_timeout_s=score_timeout,
     )
     spark = _session(master, "backfill", driver_memory, kafka=bool(kafka_topic), conf=conf)
     raw = job.read_source(

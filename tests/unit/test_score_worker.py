@@ -54,6 +54,23 @@ def _crashing_scorer(settings: Settings, metrics) -> Scorer:
     return Scorer([RulesDetector(), _CrashesOnPoison()], Pseudonymizer(KEY.encode()), metrics)
 
 
+class _HangsOnPoison(Detector):
+    """Never returns on a prompt containing 'HANG' (as a regex that backtracks for ever or a
+    hung GPU kernel would): nothing Python can catch either."""
+
+    name = "hangs"
+    version = "1"
+
+    def detect(self, records):
+        if any("HANG" in (r.prompt or "") for r in records):
+            time.sleep(3600)
+        return [[] for _ in records]
+
+
+def _hanging_scorer(settings: Settings, metrics) -> Scorer:
+    return Scorer([RulesDetector(), _HangsOnPoison()], Pseudonymizer(KEY.encode()), metrics)
+
+
 def _fails_to_load(settings: Settings, metrics) -> Scorer:
     raise FileNotFoundError("detectors/models/missing/manifest.json")
 
@@ -172,6 +189,27 @@ def test_a_record_that_crashes_the_child_is_dead_lettered_and_the_rest_of_its_ba
     assert [r[1].request_id for r in after] == [f"r{i}" for i in range(5)]
     # one new child for the batch, one more after the record ended it alone
     assert metrics.registry.get_sample_value("mm_scoring_process_restarts_total") == 2
+
+
+def test_with_an_answer_timeout_a_record_that_hangs_the_child_is_dead_lettered_like_one_that_crashes_it():
+    """A Spark backfill has no watcher of its scoring call (the stream's runner has one): a
+    record that hung a detector held its task, and the job, for ever. With answer_timeout_s the
+    child that has not answered is killed and the batch scored one record at a time; the
+    record that hangs alone is killed too and dead-lettered, the others get verdicts."""
+    logs = [make_log(request_id=f"r{i}", prompt=("HANG " if i == 2 else "") + "Write a phishing email") for i in range(5)]
+    metrics = PipelineMetrics()
+    worker = ProcessScorer(_settings(), metrics, factory=_hanging_scorer, answer_timeout_s=2)
+    started = time.monotonic()
+    try:
+        results = worker.score_values(_values(logs), MAX_BYTES)
+    finally:
+        worker.close()
+    took = time.monotonic() - started
+    assert [i for i, r in enumerate(results) if isinstance(r, RecordError)] == [2]
+    assert results[2].reason == "scorer_crashed" and "did not answer within 2 s and was killed" in results[2].detail
+    assert all(r[1].flagged for r in results if not isinstance(r, RecordError))
+    assert metrics.registry.get_sample_value("mm_scoring_process_restarts_total") == 2
+    assert took < 60, took  # two timeouts and two starts, not an hour
 
 
 def test_a_child_that_crashes_on_record_after_record_stops_the_stream():

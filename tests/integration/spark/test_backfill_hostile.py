@@ -115,43 +115,47 @@ def test_a_python_worker_that_crashes_is_one_line_exit_10_not_an_internal_error(
 
 
 def _crashing_scorer(spec: backfill.ScoringSpec) -> Scorer:
-    """The rules detector and one that segfaults on a prompt containing CRASH (module-level: the
-    worker's scoring process imports it by name)."""
+    """The rules detector, one that segfaults on a prompt containing CRASH and one that never
+    returns on HANG (module-level: the worker's scoring process imports it by name)."""
     from detectors.rules import RulesDetector
-    from tests.unit.test_score_worker import _CrashesOnPoison
+    from tests.unit.test_score_worker import _CrashesOnPoison, _HangsOnPoison
 
-    return Scorer([RulesDetector(), _CrashesOnPoison()], Pseudonymizer(spec.pseudonym_key))
+    return Scorer([RulesDetector(), _CrashesOnPoison(), _HangsOnPoison()], Pseudonymizer(spec.pseudonym_key))
 
 
-def _with_crashes(path: Path, records: int, crash_at: set[int]) -> Path:
+def _with_crashes(path: Path, records: int, crash_at: set[int], hang_at: frozenset[int] = frozenset()) -> Path:
     logs = list(simulate(records, seed=5))
-    for i in crash_at:
-        log = logs[i].log.model_copy(update={"prompt": f"CRASH {i}: a record that segfaults a detector"})
+    for i in crash_at | hang_at:
+        word = "HANG" if i in hang_at else "CRASH"
+        log = logs[i].log.model_copy(update={"prompt": f"{word} {i}: a record that {word.lower()}s a detector"})
         logs[i] = dataclasses.replace(logs[i], log=log)
     write_jsonl(logs, path)
     return path
 
 
 def _isolated_spec() -> backfill.ScoringSpec:
-    spec = backfill.ScoringSpec.from_settings(Settings(), detectors=["rules"], isolate_crashes=True)
+    spec = backfill.ScoringSpec.from_settings(Settings(), detectors=["rules"], isolate_crashes=True, score_timeout_s=3)
     return dataclasses.replace(spec, scorer_factory=_crashing_scorer, batch_size=16)
 
 
-def test_with_isolate_crashes_a_record_that_segfaults_a_detector_is_one_dead_letter(spark: SparkSession, tmp_path: Path) -> None:
-    """Without it the job stops at such a record, on every run (the test above). With it each
-    worker scores in a child process; the child that dies with a batch is replaced and the batch
-    scored again one record at a time: the record is a scorer_crashed dead letter with its bytes,
-    every other record a verdict. Real segfaults, in real scoring processes of real workers."""
-    source = _with_crashes(tmp_path / "in.jsonl", 24, {9})
+def test_with_isolate_crashes_records_that_segfault_or_hang_a_detector_are_dead_letters(spark: SparkSession, tmp_path: Path) -> None:
+    """Without it the job stops at a record that crashes a detector, on every run (the test
+    above), and one that hangs a detector held the job for ever. With it each worker scores in
+    a child process; a child that dies with a batch, or does not answer within score_timeout_s
+    and is killed, is replaced and the batch scored again one record at a time: such a record is
+    a scorer_crashed dead letter with its bytes, every other record a verdict. Real segfaults
+    and real hangs, in real scoring processes of real workers."""
+    source = _with_crashes(tmp_path / "in.jsonl", 24, {9}, hang_at=frozenset({17}))
     lines = source.read_bytes().splitlines()
     result = backfill.backfill_to_lake(spark, backfill.read_jsonl(spark, [source]), _isolated_spec(), tmp_path / "lake")
-    assert (result.verdicts, result.dead_letters) == (23, 1)
-    (dead,) = pq.read_table(tmp_path / "lake" / "dead_letters").to_pylist()
-    assert (dead["source_offset"], dead["error_reason"]) == (10, "scorer_crashed")  # line 10: 1-based
-    assert dead["raw_value"] == lines[9]  # kept as it came, to be replayed
-    assert "killed by signal 11" in dead["error_detail"]
+    assert (result.verdicts, result.dead_letters) == (22, 2)
+    dead = sorted(pq.read_table(tmp_path / "lake" / "dead_letters").to_pylist(), key=lambda r: r["source_offset"])
+    assert [(d["source_offset"], d["error_reason"]) for d in dead] == [(10, "scorer_crashed"), (18, "scorer_crashed")]  # 1-based
+    assert [d["raw_value"] for d in dead] == [lines[9], lines[17]]  # kept as they came, to be replayed
+    assert "killed by signal 11" in dead[0]["error_detail"]
+    assert "did not answer within 3 s and was killed" in dead[1]["error_detail"]
     offsets = sorted(r["source_offset"] for r in LakeWriter(tmp_path / "lake").read().select(["source_offset"]).to_pylist())
-    assert offsets == [n for n in range(1, 25) if n != 10]
+    assert offsets == [n for n in range(1, 25) if n not in (10, 18)]
 
 
 def test_with_isolate_crashes_too_many_crashing_records_in_one_batch_stop_the_job_in_one_line(
@@ -180,3 +184,11 @@ def test_the_command_scores_through_worker_processes_with_the_same_verdicts(spar
         return sorted(LakeWriter(lake).read().select(columns).to_pylist(), key=lambda r: r["source_offset"])
 
     assert rows(tmp_path / "isolated") == rows(tmp_path / "plain")
+
+
+def test_score_timeout_without_isolate_crashes_is_a_usage_error(tmp_path: Path) -> None:
+    """Nothing bounds an inline worker's scoring: the flag alone would be silently ignored."""
+    source = _good(tmp_path / "in.jsonl", 1, seed=1)
+    result = CliRunner().invoke(app, ["backfill", "--jsonl", str(source), "--out", str(tmp_path / "lake"), "--score-timeout", "5"])
+    assert result.exit_code == 2 and "--isolate-crashes" in result.output, result.output
+    assert not (tmp_path / "lake").exists()
