@@ -363,8 +363,7 @@ def stream(
         lake__path=lake,
         metrics__port=metrics_port,
     )
-    if settings.stream.scoring == "inline":
-        require_writable(journal_dir(settings))
+    require_writable(journal_dir(settings))
     # Fail in seconds on a wrong address, before the models load (pipeline/preflight.py).
     require_kafka(settings.kafka)
     _require_topic(settings, settings.kafka.input_topic, create_topic)

@@ -6,7 +6,8 @@ Guarantees:
 - One record never stops a partition. A record that fails on its own (undecodable, a detector
   raises on it, a sink's ``check`` refuses it) is dead-lettered with its reason and reaches no
   sink; the rest of its batch goes on. One that crashes the process (a native crash while it is
-  scored) is found by the scoring journal after a restart and dead-lettered the same way.
+  scored), or hangs its scoring past the deadline, is found by the scoring journal after a
+  restart and dead-lettered the same way.
 - Outages are waited out. A sink or broker that fails is retried with capped backoff, keeping the
   uncommitted batch (``mm_component_up`` and /healthz show it); the process exits with a one-line
   reason only when the outage outlasts ``stream.outage_deadline_s``, or when a detector is broken
@@ -20,8 +21,9 @@ Guarantees:
 
 Stages: this thread polls and commits (the consumer is not thread-safe); a scoring thread decodes
 and detects (with ``stream.scoring = "process"`` it hands the detection to a worker process,
-pipeline/score_worker.py, and waits without the GIL; inline, it journals the offsets it scores,
-pipeline/scoring_journal.py, so that a record that crashes the process is found after a restart); a sink thread writes and flushes. Queues between them are bounded by
+pipeline/score_worker.py, and waits without the GIL; either way it journals the offsets it
+scores, pipeline/scoring_journal.py, so that a record that crashes the process or hangs its
+scoring is found after a restart); a sink thread writes and flushes. Queues between them are bounded by
 ``stream.max_in_flight_batches``, so batch N+1 is fetched and scored while batch N is flushed.
 """
 
@@ -134,10 +136,10 @@ class Pipeline(RebalanceHooks):
         source.hooks = self
         self.scorer = scorer
         # Inline, a native crash on one record ends this process; the journal finds that record
-        # after a restart (pipeline/scoring_journal.py). A scoring process survives it itself.
-        self.journal = None
-        if isinstance(scorer, Scorer):
-            self.journal = ScoringJournal(journal_dir(settings), settings.kafka.group_id)
+        # after a restart (pipeline/scoring_journal.py). A scoring process survives a crash
+        # itself, but not a record that hangs it: the run ends at the deadline and a restart
+        # re-read the batch and hung again, for good (2026-12-06). The journal finds that one too.
+        self.journal = ScoringJournal(journal_dir(settings), settings.kafka.group_id)
         self.sinks = list(sinks)
         self.dead_letters = dead_letters
         self.metrics = metrics
@@ -403,10 +405,7 @@ class Pipeline(RebalanceHooks):
         scored_raws: list[RawRecord] = []
         max_bytes = self.settings.batch.max_record_bytes
         with self._calling(SCORING, stage="score"):
-            if self.journal is None:
-                results = self.scorer.score_values([raw.value for raw in item], max_bytes)
-            else:
-                results = self.journal.score(item, lambda values: self.scorer.score_values(values, max_bytes))
+            results = self.journal.score(item, lambda values: self.scorer.score_values(values, max_bytes))
         for raw, result in zip(item, results, strict=True):
             if isinstance(result, RecordError):
                 dead.append((raw, result.reason, result.detail))
@@ -537,9 +536,8 @@ class Pipeline(RebalanceHooks):
         self._busy_until = ended
 
     def close(self) -> None:
-        closers = [*(s.close for s in self.sinks), self.dead_letters.close, self.scorer.close, self.source.close]
-        if self.journal is not None:
-            closers.append(self.journal.close)
+        closers = [*(s.close for s in self.sinks), self.dead_letters.close, self.scorer.close, self.source.close,
+                   self.journal.close]  # fmt: skip
         for closer in closers:
             try:
                 closer()

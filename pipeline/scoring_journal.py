@@ -5,7 +5,9 @@ Inline (``stream.scoring = "inline"``, the default) the detectors run in the str
 a native crash on one record (a segfault in a tokenizer or a model kernel, an out-of-memory kill)
 ends the stream. A restart re-reads the batch that was not committed and crashes again: until
 2026-12-06 such a record stopped its partition for good. (``stream.scoring = "process"`` survives
-the crash inside the stream: pipeline/score_worker.py.)
+the crash inside the stream: pipeline/score_worker.py. It does not survive a record on which a
+detector hangs: the run ends at ``stream.outage_deadline_s`` and a restart re-read the batch and
+hung again, so the journal is kept in both modes.)
 
 The journal is what outlives the process. Before the scoring stage scores a batch it writes the
 offsets it is about to score, in one small JSON file per (group, topic, partition) in
@@ -29,9 +31,11 @@ the directory, and a member that takes over a partition whose last owner crashed
 entry when the directory is shared. A member on another host without it crashes on the record
 too, once, and then finds its own entry.
 
-A process that ends mid-scoring for another reason (``kill -9`` from an operator, the kernel's
-out-of-memory killer choosing it for memory the record did not take, a stop while a scoring call
-hangs) looks the same: the range is then scored one record at a time once, and a record is
+A run that ends while a scoring call hangs on one record (past ``stream.outage_deadline_s``)
+leaves its entry too, so that record is found the same way, in three runs
+(tests/integration/test_stream_crash_journal.py, in both scoring modes). A process that ends
+mid-scoring for another reason (``kill -9`` from an operator, the kernel's out-of-memory killer
+choosing it for memory the record did not take) looks the same: the range is then scored one record at a time once, and a record is
 dead-lettered only if the process also ends while scoring it alone. Dead letters keep the
 record's bytes, so such a record can be produced again.
 """

@@ -153,9 +153,11 @@ class StreamSettings(Section):
     # Where decode + detect + verdict JSON run: "inline" (a thread of this process) or "process"
     # (one worker process, pipeline/score_worker.py; the stream process keeps Kafka and the sinks).
     scoring: Literal["inline", "process"] = "inline"
-    # Inline, the offsets being scored are written here first (one small file per partition,
-    # pipeline/scoring_journal.py), so that a record that crashes the process is found and
-    # dead-lettered after a restart. None: a "journal" folder beside lake.path.
+    # The offsets being scored are written here first (one small file per partition,
+    # pipeline/scoring_journal.py), so that a record that crashes the process, or hangs its
+    # scoring past the deadline, is found and dead-lettered after a restart. Both scoring modes:
+    # a scoring process survives a crash itself, but not a hang. None: a "journal" folder beside
+    # lake.path.
     journal_dir: Path | None = None
     # Simulated records scored before the first poll (no metrics, no sinks; Scorer.warm_up), so
     # that first calls (lazy caches, torch's kernels) are paid at start-up rather than inside the

@@ -32,13 +32,17 @@ from pipeline.runner import Pipeline
 from pipeline.scoring import Scorer
 from pipeline.settings import load_settings
 from pipeline.verdicts import Pseudonymizer
-from tests.unit.test_score_worker import _CrashesOnPoison, _HangsOnPoison
+from pipeline.score_worker import ProcessScorer
+from tests.unit.test_score_worker import _CrashesOnPoison, _HangsOnPoison, _hanging_scorer
 
 settings = load_settings()
 metrics = PipelineMetrics()
 key = settings.pseudonym_key.get_secret_value().encode()
-poison = _HangsOnPoison() if "hang" in sys.argv[1:] else _CrashesOnPoison()
-scorer = Scorer([RulesDetector(), poison], Pseudonymizer(key), metrics)
+if "process" in sys.argv[1:]:  # stream.scoring = "process", its child hangs on HANG
+    scorer = ProcessScorer(settings, metrics, factory=_hanging_scorer)
+else:
+    poison = _HangsOnPoison() if "hang" in sys.argv[1:] else _CrashesOnPoison()
+    scorer = Scorer([RulesDetector(), poison], Pseudonymizer(key), metrics)
 stats = Pipeline.from_settings(settings, metrics, scorer).run(max_idle_s=4)
 print("records consumed", stats.records, "dead letters", stats.dead_letters)
 """
@@ -78,10 +82,15 @@ def test_a_record_that_segfaults_the_stream_is_dead_lettered_after_restarts_and_
     assert entries and set(entries) == {b"{}"}  # the range was passed: nothing left to say
 
 
-def test_a_record_that_hangs_the_scorer_is_dead_lettered_after_restarts_too(kafka_bootstrap, kafka_topic_factory, tmp_path):
+@pytest.mark.parametrize("scoring", ["hang", "process"], ids=["inline", "process"])
+def test_a_record_that_hangs_the_scorer_is_dead_lettered_after_restarts_too(
+    kafka_bootstrap, kafka_topic_factory, tmp_path, scoring
+):
     """A detector that never returns on one record: the run ends at stream.outage_deadline_s
     (the scoring call is watched, score_stall_s), as a supervisor sees a crash. The journal
-    entry of the batch is still there, so the record is found the same way."""
+    entry of the batch is still there, so the record is found the same way. With a scoring
+    process there was no journal: each restart re-read the batch and hung again, for good (a
+    hostile review, 2026-12-06)."""
     topic = kafka_topic_factory(partitions=1)
     records = [_record(i) for i in range(12)]
     records[5]["prompt"] = "HANG: a record on which a detector never returns"
@@ -91,7 +100,7 @@ def test_a_record_that_hangs_the_scorer_is_dead_lettered_after_restarts_too(kafk
                       MM_STREAM__OUTAGE_DEADLINE_S="2")  # fmt: skip
     runs = []
     for _ in range(4):
-        runs.append(_run_stream(env, "hang"))
+        runs.append(_run_stream(env, scoring))
         if runs[-1].returncode == 0:
             break
     # The batch, then the record alone, hold scoring past the deadline: each run ends with the

@@ -77,7 +77,7 @@ def test_a_mistyped_scoring_mode_names_the_allowed_ones(monkeypatch: pytest.Monk
 def test_a_journal_folder_that_cannot_be_written_fails_the_start_in_one_line(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """Inline scoring writes the offsets it scores to stream.journal_dir (pipeline/scoring_journal.py);
+    """The stream writes the offsets it scores to stream.journal_dir (pipeline/scoring_journal.py);
     a folder it cannot write is a config error at start, not a failed first batch after the models
     loaded. (A path under a file: root can write anywhere else.)"""
     (tmp_path / "a-file").write_text("")
