@@ -32,8 +32,8 @@ entry when the directory is shared. A member on another host without it crashes 
 too, once, and then finds its own entry.
 
 A run that ends while a scoring call hangs on one record (past ``stream.outage_deadline_s``)
-leaves its entry too, so that record is found the same way, in three runs
-(tests/integration/test_stream_crash_journal.py, in both scoring modes). A process that ends
+leaves its entry too, so that record is found the same way, in three runs (checked in both
+scoring modes; tests/integration/test_stream_crash_journal.py keeps the ``process`` case). A process that ends
 mid-scoring for another reason (``kill -9`` from an operator, the kernel's out-of-memory killer
 choosing it for memory the record did not take) looks the same: the range is then scored one record at a time once, and a record is
 dead-lettered only if the process also ends while scoring it alone. Dead letters keep the

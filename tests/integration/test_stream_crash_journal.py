@@ -82,15 +82,17 @@ def test_a_record_that_segfaults_the_stream_is_dead_lettered_after_restarts_and_
     assert entries and set(entries) == {b"{}"}  # the range was passed: nothing left to say
 
 
-@pytest.mark.parametrize("scoring", ["hang", "process"], ids=["inline", "process"])
-def test_a_record_that_hangs_the_scorer_is_dead_lettered_after_restarts_too(
-    kafka_bootstrap, kafka_topic_factory, tmp_path, scoring
+def test_a_record_that_hangs_the_scoring_process_is_dead_lettered_after_restarts_too(
+    kafka_bootstrap, kafka_topic_factory, tmp_path
 ):
     """A detector that never returns on one record: the run ends at stream.outage_deadline_s
     (the scoring call is watched, score_stall_s), as a supervisor sees a crash. The journal
     entry of the batch is still there, so the record is found the same way. With a scoring
     process there was no journal: each restart re-read the batch and hung again, for good (a
-    hostile review, 2026-12-06)."""
+    hostile review, 2026-12-06; four runs of four, exit 1 each, on the old runner). Inline
+    scoring passed the same test (argument "hang" to the script: exit 1, 1, 0) when it was
+    written; it is not kept, to keep the suite's time, since both modes share the journal."""
+    scoring = "process"
     topic = kafka_topic_factory(partitions=1)
     records = [_record(i) for i in range(12)]
     records[5]["prompt"] = "HANG: a record on which a detector never returns"
