@@ -268,6 +268,10 @@ def _java_text(exc: BaseException) -> str:
         return ""
 
 
+# How a failed Spark task reaches the driver: the JVM's error, or PySpark's for a Python exception.
+SPARK_TASK_ERRORS = ("Py4JJavaError", "PythonException")
+
+
 def classify_exception(exc: BaseException) -> tuple[ExitCode, str]:
     """(exit code, one-line message) for an exception that ended a command."""
     if isinstance(exc, UserError):
@@ -320,11 +324,11 @@ def classify_exception(exc: BaseException) -> tuple[ExitCode, str]:
             "detector does so on every run: rerun the backfill with --isolate-crashes to dead-letter it as "
             "scorer_crashed and score the rest (docs/spark.md)"
         )
-    if name in ("Py4JJavaError", "PythonException") and "WorkerDied:" in _java_text(exc):
-        # --isolate-crashes: the scoring process could not start, or more records than one batch
-        # may hold each ended it (not taken to be the records' fault: a broken device, no memory).
-        died = [ln for ln in _java_text(exc).splitlines() if "WorkerDied:" in ln]
-        reason = died[-1].split("WorkerDied:", 1)[1].strip() if died else "it died"
+    # --isolate-crashes: the scoring process could not start, or more records than one batch may
+    # hold each ended it (not taken to be the records' fault: a broken device, no memory).
+    died = [ln for ln in _java_text(exc).splitlines() if "WorkerDied:" in ln] if name in SPARK_TASK_ERRORS else []
+    if died:
+        reason = died[-1].split("WorkerDied:", 1)[1].strip()
         return ExitCode.DETECTOR_FAILED, f"spark: a worker's scoring process: {reason}; the job wrote nothing"
     if name == "BackfillError":  # no input to score (an empty or missing lake, no matching files)
         return ExitCode.INPUT, f"spark: {exc}"  # every job reads the lake through backfill

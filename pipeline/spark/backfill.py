@@ -48,7 +48,7 @@ from pipeline.plugins import parse_names
 from pipeline.privacy import LakePolicy
 from pipeline.schemas import InferenceLog, MisuseVerdict
 from pipeline.score_worker import ProcessScorer
-from pipeline.scoring import RecordError, Scorer, decode_each
+from pipeline.scoring import RecordError, Scorer
 from pipeline.settings import Settings, load_settings
 from pipeline.sinks.base import ScoredRecord, SourcePosition
 from pipeline.spark.output import add_overwrite_argument, refuse_overwrite
@@ -249,42 +249,24 @@ def score_rows(rows: Sequence[Mapping], scorer: Scorer | ProcessScorer, spec: Sc
             out.append(_dead_letter(position, "undecryptable", f"{type(exc).__name__}: {exc}"[:300], row["value"]))
             continue
         pending.append((position, row["value"], value))
-    judged = _judge(scorer, [value for _, _, value in pending], spec.max_record_bytes)
-    decoded: list[tuple[InferenceLog, SourcePosition]] = []
-    verdicts: list[MisuseVerdict] = []
-    for (position, raw, _), result in zip(pending, judged, strict=True):
+    # Both scorers decode and score the same way (Scorer.score_values, the stream's unit of work)
+    # and return each verdict's JSON, which the lake row keeps unless min_scores rebuilt it.
+    thresholds = dict(spec.min_scores)
+    pseudonymize = Pseudonymizer(spec.pseudonym_key)
+    records: list[ScoredRecord] = []
+    results = scorer.score_values([value for _, _, value in pending], spec.max_record_bytes)
+    for (position, raw, _), result in zip(pending, results, strict=True):
         if isinstance(result, RecordError):  # it did not decode, or a detector failed on it alone
             out.append(_dead_letter(position, result.reason, result.detail, raw))
-        else:
-            decoded.append((result[0], position))
-            verdicts.append(result[1])
-    if spec.min_scores:
-        thresholds = dict(spec.min_scores)
-        pseudonymize = Pseudonymizer(spec.pseudonym_key)
-        verdicts = [apply_min_scores(lg, v, thresholds, pseudonymize) for (lg, _), v in zip(decoded, verdicts, strict=True)]
-    records = [ScoredRecord(log, verdict, position) for (log, position), verdict in zip(decoded, verdicts, strict=True)]
+            continue
+        log, verdict, verdict_json = result
+        if thresholds:
+            kept = apply_min_scores(log, verdict, thresholds, pseudonymize)
+            verdict, verdict_json = kept, (verdict_json if kept is verdict else None)
+        records.append(ScoredRecord(log, verdict, position, verdict_json))
     out.extend(to_rows(records, spec.lake_policy))
     # Column by column (error rows lack the verdict columns): from_pylist is ~50x slower here.
     return pa.Table.from_pydict({name: [row.get(name) for row in out] for name in SCORED_ARROW_SCHEMA.names}, schema=SCORED_ARROW_SCHEMA)
-
-
-def _judge(
-    scorer: Scorer | ProcessScorer, values: Sequence[bytes | None], max_bytes: int
-) -> list[tuple[InferenceLog, MisuseVerdict] | RecordError]:
-    """Per value, its log and verdict, or a RecordError with the reason (a decode error's, or a
-    detector's on this record alone; with isolate_crashes, ``scorer_crashed``)."""
-    if isinstance(scorer, ProcessScorer):
-        return [r if isinstance(r, RecordError) else (r[0], r[1]) for r in scorer.score_values(values, max_bytes)]
-    decoded = decode_each(values, max_bytes)
-    verdicts = iter(scorer.score_each([d for d in decoded if not isinstance(d, RecordError)]))
-    out: list[tuple[InferenceLog, MisuseVerdict] | RecordError] = []
-    for d in decoded:
-        if isinstance(d, RecordError):
-            out.append(d)
-        else:
-            verdict = next(verdicts)
-            out.append(verdict if isinstance(verdict, RecordError) else (d, verdict))
-    return out
 
 
 def _dead_letter(position: SourcePosition, reason: str, detail: str, raw: bytes | None) -> dict:
