@@ -22,7 +22,8 @@ pytestmark = [pytest.mark.kafka, pytest.mark.slow]
 REPO = Path(__file__).resolve().parents[2]
 
 # The stream as `misuse-monitor stream` builds it, but with a detector that ends the process with
-# SIGSEGV on a prompt containing CRASH (tests/unit/test_score_worker.py): a real native crash.
+# SIGSEGV on a prompt containing CRASH (tests/unit/test_score_worker.py): a real native crash, in
+# the scoring thread (tests/fixtures/processes.py: segfault).
 _STREAM = """
 import sys
 
@@ -60,8 +61,10 @@ def test_a_record_that_segfaults_the_stream_is_dead_lettered_after_restarts_and_
     records = [_record(i) for i in range(60)]
     records[23]["prompt"] = "CRASH: a record that segfaults the scorer"
     _produce(kafka_bootstrap, topic, records)
+    # The broker's shortest session: a restart joins once the crashed member's session has ended
+    # (about 22 s of waiting per restart with the default 30 s).
     env = _stream_env(kafka_bootstrap, topic, tmp_path, "g-crash-journal", MM_BATCH__MAX_RECORDS="8",
-                      MM_STREAM__JOURNAL_DIR=str(tmp_path / "journal"))  # fmt: skip
+                      MM_STREAM__JOURNAL_DIR=str(tmp_path / "journal"), MM_KAFKA__SESSION_TIMEOUT_MS="6000")  # fmt: skip
     runs = []
     for _ in range(4):  # a supervisor restarting the stream
         runs.append(_run_stream(env))

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import signal
+import threading
 import time
 
 import pytest
@@ -20,6 +21,7 @@ from pipeline.settings import Settings
 from pipeline.simulate import simulate
 from pipeline.verdicts import Pseudonymizer
 from tests.fixtures.logs import make_log
+from tests.fixtures.processes import segfault
 from tests.unit.test_scorer_isolation import _Broken, _ChokesOnPoison
 
 KEY = "worker-test-pseudonym-key"
@@ -46,7 +48,7 @@ class _CrashesOnPoison(Detector):
 
     def detect(self, records):
         if any("CRASH" in (r.prompt or "") for r in records):
-            os.kill(os.getpid(), signal.SIGSEGV)
+            segfault()
         return [[] for _ in records]
 
 
@@ -210,6 +212,40 @@ def test_with_an_answer_timeout_a_record_that_hangs_the_child_is_dead_lettered_l
     assert all(r[1].flagged for r in results if not isinstance(r, RecordError))
     assert metrics.registry.get_sample_value("mm_scoring_process_restarts_total") == 2
     assert took < 60, took  # two timeouts and two starts, not an hour
+
+
+def test_closing_the_scorer_while_its_child_hangs_kills_it_at_once_and_starts_no_other():
+    """The stream ends on a scoring call stalled past stream.outage_deadline_s and closes its
+    scorer with the call still running. close() sent the child a stop and waited 10 s for an
+    answer a hung child never gives, then 5 s more for its exit; the scoring stage, woken by the
+    kill, then started a new child to score the batch again while the stream stopped (a hostile
+    review, 2026-12-06: each such run took 20 s longer). Now the child is killed at once, and the
+    call ends with WorkerDied and no new child."""
+    logs = [make_log(request_id=f"r{i}", prompt=("HANG " if i == 1 else "") + "hello") for i in range(3)]
+    metrics = PipelineMetrics()
+    worker = ProcessScorer(_settings(), metrics, factory=_hanging_scorer)
+    call: dict = {}
+
+    def score() -> None:
+        try:
+            call["results"] = worker.score_values(_values(logs), MAX_BYTES)
+        except WorkerDied as exc:
+            call["died"] = str(exc)
+
+    stage = threading.Thread(target=score, daemon=True)
+    stage.start()
+    time.sleep(1.5)  # the child (started and ready) has the batch and hangs on it
+    child = worker._process  # noqa: SLF001
+    started = time.monotonic()
+    worker.close()
+    took = time.monotonic() - started
+    stage.join(timeout=30)
+    assert not stage.is_alive()
+    assert call == {"died": "the scorer was closed while it scored"}, call
+    assert child.exitcode == -signal.SIGKILL
+    assert worker._process is child  # noqa: SLF001 - no child started after the close
+    assert metrics.registry.get_sample_value("mm_scoring_process_restarts_total") == 0
+    assert took < 10, took  # not the stop's 10 s answer timeout
 
 
 def test_a_child_that_crashes_on_record_after_record_stops_the_stream():

@@ -21,11 +21,12 @@ from pipeline.sinks.base import SourcePosition
 from pipeline.source import RawRecord
 
 _RUN = r"""
-import json, os, signal, sys
+import json, sys
 from pipeline.scoring_journal import ScoringJournal
 from pipeline.scoring import RecordError
 from pipeline.sinks.base import SourcePosition
 from pipeline.source import RawRecord
+from tests.fixtures.processes import segfault
 
 directory, spec, mode = sys.argv[1], json.loads(sys.argv[2]), sys.argv[3]
 batch = [RawRecord(SourcePosition(t, p, o), None, v.encode(), (), 0) for t, p, o, v in spec]
@@ -34,7 +35,7 @@ calls = []
 def score(values):
     calls.append([v.decode() for v in values])
     if mode == "crash" and any(b"CRASH" in v for v in values):
-        os.kill(os.getpid(), signal.SIGSEGV)
+        segfault()
     if mode == "raise":
         raise RuntimeError("a Python error, not a crash")
     return ["ok:" + v.decode() for v in values]

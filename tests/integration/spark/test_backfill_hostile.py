@@ -96,14 +96,13 @@ def test_a_python_worker_that_crashes_is_one_line_exit_10_not_an_internal_error(
     ended with "internal error: Py4JJavaError: An error occurred while calling o228.localCheckpoint"
     and exit 1 (a probe with a throw-away crashing detector, 2026-12-06). Now it says what happened
     and where such a record is found. The crash here is a real one, in a real worker."""
-    import os
-    import signal
+    import ctypes
 
     import pyarrow as pa
 
     def crash(batches):  # pickled by value: the worker needs nothing of the test module
         for _ in batches:
-            os.kill(os.getpid(), signal.SIGSEGV)
+            ctypes.string_at(0)  # a real SIGSEGV in this thread (tests/fixtures/processes.py: segfault)
         yield pa.RecordBatch.from_pydict({"id": pa.array([], pa.int64())})
 
     with pytest.raises(Exception) as caught:
