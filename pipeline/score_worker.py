@@ -170,6 +170,8 @@ class ProcessScorer:
         # The child's peak RSS and the CPU it spent on batches, reported when it stops.
         self.peak_rss_mb: float | None = None
         self.busy_cpu_s: float | None = None
+        self._busy = False  # a batch (or a record alone) sent and not answered yet
+        self._closed = False
         self._start()
 
     def _start(self) -> None:
@@ -183,14 +185,17 @@ class ProcessScorer:
         reply = self._receive(START_TIMEOUT_S)
         if reply[0] != "ready":
             log.error("the scoring process failed to start:\n%s", reply[2])
-            self.close()
+            self._stop_child()
             raise WorkerDied(f"failed to start: {reply[1]}")
         replay(self._metrics, reply[1])
         log.info("scoring in worker process %d", self._process.pid)
 
     def _restart(self) -> None:
-        """A new child in place of one that died (what is left of it is reaped first)."""
-        self.close()
+        """A new child in place of one that died (what is left of it is reaped first); none once
+        the scorer is closed (the stream is stopping: a call its stop cut short is not retried)."""
+        self._stop_child()
+        if self._closed:
+            raise WorkerDied("the scorer was closed while it scored")
         self._metrics.scoring_process_restarts.inc()
         self._start()
 
@@ -233,6 +238,8 @@ class ProcessScorer:
             decoded = decode_each(values, max_bytes)
             results = self._results()
         except WorkerDied as exc:
+            if self._closed:  # the stream stops without this call's results
+                raise WorkerDied("the scorer was closed while it scored") from exc
             if decoded is None:
                 decoded = decode_each(values, max_bytes)
             results = self._one_at_a_time(values, exc)
@@ -247,6 +254,7 @@ class ProcessScorer:
         return out
 
     def _send(self, values: Sequence[bytes | None]) -> None:
+        self._busy = True
         try:
             self._conn.send(("score", list(values)))
         except (BrokenPipeError, OSError) as exc:
@@ -255,6 +263,12 @@ class ProcessScorer:
 
     def _results(self) -> list[tuple]:
         """The child's answer to the batch sent: ("v", verdict JSON) or ("e", reason, detail) per value."""
+        try:
+            return self._answer()
+        finally:
+            self._busy = False
+
+    def _answer(self) -> list[tuple]:
         if self._answer_timeout_s is None:
             reply = self._receive()
         else:
@@ -304,16 +318,29 @@ class ProcessScorer:
         return results
 
     def close(self) -> None:
+        """Stop the child, for good. One in the middle of a batch is killed at once: it would
+        answer the stop only after the batch, and one that hangs on a record never would. The
+        stream closes its scorer with a call still running only when it stops without waiting
+        for that call (a scoring call stalled past ``stream.outage_deadline_s``, or another
+        outage's deadline), and it does not use that call's results. Before, this waited 15 s (10
+        for an answer, 5 for the exit), and the scoring stage then started a new child to score
+        the batch again while the stream stopped."""
+        self._closed = True
+        self._stop_child()
+
+    def _stop_child(self) -> None:
         if self._process.is_alive():
-            try:
-                self._conn.send(("stop",))
-                # Between batches it answers at once; a worker that does not within 10 s is hung
-                # (the stream ends on a stalled scoring call, runner._watch_calls) and is killed.
-                reply = self._receive(10.0)
-                if reply[0] == "stopped":
-                    self.peak_rss_mb, self.busy_cpu_s = reply[1], reply[2]
-            except (WorkerDied, BrokenPipeError, OSError):
-                pass
+            if self._busy:
+                self._process.kill()
+            else:
+                try:
+                    self._conn.send(("stop",))
+                    # Between batches it answers at once; one that does not within 10 s is killed.
+                    reply = self._receive(10.0)
+                    if reply[0] == "stopped":
+                        self.peak_rss_mb, self.busy_cpu_s = reply[1], reply[2]
+                except (WorkerDied, BrokenPipeError, OSError):
+                    pass
             self._process.join(timeout=5)
             if self._process.is_alive():
                 self._process.kill()
