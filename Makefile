@@ -95,11 +95,12 @@ demo: $(DEMO_STAMP)
 
 # Two pytest-xdist workers, each with its own broker, PostgreSQL, Prometheus and Alertmanager; the
 # Spark tests all run on one of them (xdist_group). TEST_WORKERS=0 runs one process, 1.4-1.7x as long
-# (docs/benchmarks.md, "Test suite").
+# (docs/benchmarks.md, "Test suite"). The 30 slowest test phases are listed at the end: the suite
+# must stay well under 30 minutes, so look there before adding a test that starts processes.
 TEST_WORKERS ?= 2
 
 test: setup
-	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadgroup
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadgroup --durations=30
 
 test-fast: setup
 	$(PY) -m pytest -q tests/unit
