@@ -175,6 +175,7 @@ class ProcessScorer:
         self._start()
 
     def _start(self) -> None:
+        self._busy = False  # a new child has nothing of ours (a send that failed left it set)
         ctx = multiprocessing.get_context("spawn")  # no fork: the stream's threads and locks stay out
         self._conn, child_end = ctx.Pipe()
         self._process = ctx.Process(
