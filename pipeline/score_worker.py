@@ -147,6 +147,9 @@ def _child(settings: Settings, conn: Connection, factory: ScorerFactory | None) 
     conn.close()
 
 
+CLOSED = "the scorer was closed while it scored"  # the stream stops without that call's results
+
+
 class ProcessScorer:
     """The stream's scorer when ``stream.scoring = "process"``: same ``score_values`` as
     :class:`pipeline.scoring.Scorer`, the detectors run by a child process (one batch at a time)."""
@@ -196,7 +199,7 @@ class ProcessScorer:
         the scorer is closed (the stream is stopping: a call its stop cut short is not retried)."""
         self._stop_child()
         if self._closed:
-            raise WorkerDied("the scorer was closed while it scored")
+            raise WorkerDied(CLOSED)
         self._metrics.scoring_process_restarts.inc()
         self._start()
 
@@ -239,8 +242,8 @@ class ProcessScorer:
             decoded = decode_each(values, max_bytes)
             results = self._results()
         except WorkerDied as exc:
-            if self._closed:  # the stream stops without this call's results
-                raise WorkerDied("the scorer was closed while it scored") from exc
+            if self._closed:
+                raise WorkerDied(CLOSED) from exc
             if decoded is None:
                 decoded = decode_each(values, max_bytes)
             results = self._one_at_a_time(values, exc)
@@ -306,6 +309,8 @@ class ProcessScorer:
                 self._send([value])
                 (result,) = self._results()
             except WorkerDied as exc:
+                if self._closed:  # killed by close(), not by this record
+                    raise WorkerDied(CLOSED) from exc
                 crashed += 1
                 if crashed > MAX_CRASHING_RECORDS:
                     raise WorkerDied(

@@ -95,7 +95,6 @@ def test_a_record_that_hangs_the_scoring_process_is_dead_lettered_after_restarts
     hostile review, 2026-12-06; four runs of four, exit 1 each, on the old runner). Inline
     scoring passed the same test (argument "hang" to the script: exit 1, 1, 0) when it was
     written; it is not kept, to keep the suite's time, since both modes share the journal."""
-    scoring = "process"
     topic = kafka_topic_factory(partitions=1)
     records = [_record(i) for i in range(12)]
     records[5]["prompt"] = "HANG: a record on which a detector never returns"
@@ -105,7 +104,7 @@ def test_a_record_that_hangs_the_scoring_process_is_dead_lettered_after_restarts
                       MM_STREAM__OUTAGE_DEADLINE_S="2")  # fmt: skip
     runs = []
     for _ in range(4):
-        runs.append(_run_stream(env, scoring))
+        runs.append(_run_stream(env, "process"))
         if runs[-1].returncode == 0:
             break
     # The batch, then the record alone, hold scoring past the deadline: each run ends with the
