@@ -633,6 +633,28 @@ def test_importing_redact_loads_no_model() -> None:
     assert out == "False"
 
 
+def test_building_the_redactor_leaves_transformers_pipelines_unimported() -> None:
+    """Presidio's import ran ``from transformers import pipeline`` (its Hugging Face NER, unused
+    here), which loads all of transformers.pipelines: 3-4 s and about 200 MB of every process
+    that redacts (docs/benchmarks.md, "Loading the redactor without transformers.pipelines").
+    Presidio now holds a function that imports the real one on its first call: it still works
+    (the real pipeline() refuses a call without a task or model), and transformers' own name is
+    left as it was."""
+    code = """
+import sys, transformers
+from pipeline import redact
+redact.PresidioRedactor.create()
+from presidio_analyzer.nlp_engine import huggingface_token_pipe as pipe
+print("transformers.pipelines" in sys.modules, "pipeline" in vars(transformers), pipe.is_available())
+try:
+    pipe.hf_pipeline()
+except RuntimeError as exc:
+    print("transformers.pipelines" in sys.modules, "without either a task or a model" in str(exc))
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    assert out == ["False", "False", "True", "True", "True"], out
+
+
 def test_install_injects_the_process_redactor() -> None:
     class Nothing:
         def spans(self, text: str) -> list[R.PiiSpan]:
