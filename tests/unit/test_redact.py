@@ -635,8 +635,8 @@ def test_importing_redact_loads_no_model() -> None:
 
 def test_building_the_redactor_leaves_transformers_pipelines_unimported() -> None:
     """Presidio's import ran ``from transformers import pipeline`` (its Hugging Face NER, unused
-    here), which loads all of transformers.pipelines: 3-4 s and about 200 MB of every process
-    that redacts (docs/benchmarks.md, "Loading the redactor without transformers.pipelines").
+    here), which loads all of transformers.pipelines: about 2 s and 211 MB of every rules-only
+    process that redacts (docs/benchmarks.md, "Loading the redactor without transformers.pipelines").
     Presidio now holds a function that imports the real one on its first call: it still works
     (the real pipeline() refuses a call without a task or model), and transformers' own name is
     left as it was."""
