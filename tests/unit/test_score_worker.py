@@ -73,6 +73,10 @@ def _hanging_scorer(settings: Settings, metrics) -> Scorer:
     return Scorer([RulesDetector(), _HangsOnPoison()], Pseudonymizer(KEY.encode()), metrics)
 
 
+def _crashing_then_hanging_scorer(settings: Settings, metrics) -> Scorer:
+    return Scorer([RulesDetector(), _CrashesOnPoison(), _HangsOnPoison()], Pseudonymizer(KEY.encode()), metrics)
+
+
 def _fails_to_load(settings: Settings, metrics) -> Scorer:
     raise FileNotFoundError("detectors/models/missing/manifest.json")
 
@@ -246,6 +250,45 @@ def test_closing_the_scorer_while_its_child_hangs_kills_it_at_once_and_starts_no
     assert worker._process is child  # noqa: SLF001 - no child started after the close
     assert metrics.registry.get_sample_value("mm_scoring_process_restarts_total") == 0
     assert took < 10, took  # not the stop's 10 s answer timeout
+
+
+def test_closing_the_scorer_while_it_scores_records_alone_ends_the_call_without_blaming_the_record(caplog):
+    """close() can land while a batch is scored again one record at a time (after a record
+    ended the child): the stream stops on a call stalled past its deadline. The child killed by
+    close() was counted as one more record that "alone ended the scoring process" before the
+    restart refused (a review, 2026-12-06). Now the call ends as any call cut short by close():
+    only the record that did end a child is blamed, and no child starts after the close."""
+    logs = [make_log(request_id=f"r{i}", prompt=("CRASH " if i == 1 else "HANG " if i == 2 else "") + "hello")
+            for i in range(4)]  # fmt: skip
+    metrics = PipelineMetrics()
+    worker = ProcessScorer(_settings(), metrics, factory=_crashing_then_hanging_scorer)
+    restarts = lambda: metrics.registry.get_sample_value("mm_scoring_process_restarts_total")  # noqa: E731
+    call: dict = {}
+
+    def score() -> None:
+        try:
+            call["results"] = worker.score_values(_values(logs), MAX_BYTES)
+        except WorkerDied as exc:
+            call["died"] = str(exc)
+
+    caplog.set_level("WARNING", logger="pipeline.score_worker")
+    stage = threading.Thread(target=score, daemon=True)
+    stage.start()
+    deadline = time.monotonic() + 120
+    # the batch ended a child, r0 was scored alone, r1 alone ended another; the third child has r2
+    while not (restarts() == 2 and worker._busy and worker._process.is_alive()):  # noqa: SLF001
+        assert time.monotonic() < deadline and stage.is_alive(), (restarts(), call)
+        time.sleep(0.05)
+    time.sleep(1.0)  # r2 is in the hanging detector
+    child = worker._process  # noqa: SLF001
+    worker.close()
+    stage.join(timeout=30)
+    assert not stage.is_alive()
+    assert call == {"died": "the scorer was closed while it scored"}, call
+    assert child.exitcode == -signal.SIGKILL
+    assert worker._process is child and restarts() == 2  # noqa: SLF001 - none started after the close
+    blamed = [r.getMessage() for r in caplog.records if "a record alone ended it" in r.getMessage()]
+    assert len(blamed) == 1 and "signal 11" in blamed[0], blamed  # r1's segfault, not r2's kill
 
 
 def test_a_child_that_crashes_on_record_after_record_stops_the_stream():
