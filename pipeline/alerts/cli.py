@@ -19,18 +19,14 @@ import uuid
 from pathlib import Path
 from typing import Annotated, Any
 
-import sqlalchemy as sa
 import typer
 import yaml
 from rich.console import Console
 from rich.table import Table
 
-from pipeline.alerts import state as db
 from pipeline.alerts.model import Alert, GeneratorLinks, WebhookAlert, WebhookMessage, to_datetime
-from pipeline.alerts.outbox import DEAD, Notification, Outbox
 from pipeline.alerts.rules import AlertRulesError, load_rules
 from pipeline.alerts.settings import AlertSettings
-from pipeline.alerts.state import create_db_engine
 from pipeline.exits import ConfigError, ExitCode, Unreachable
 
 app = typer.Typer(help="Alert rules and delivery (silences: amtool, against Alertmanager).", no_args_is_help=True)
@@ -144,6 +140,10 @@ def test(
 def _send_test_to_receivers(settings: AlertSettings, rules: Any, names: list[str], timeout_s: float) -> list[dict[str, Any]]:
     """Enqueue one test notification per receiver and run the dispatcher until each is
     delivered or dead, or ``timeout_s`` passes; one result per receiver."""
+    import sqlalchemy as sa
+
+    from pipeline.alerts import state as db
+    from pipeline.alerts.outbox import DEAD, Notification, Outbox
     from pipeline.alerts.service import Alerting
 
     alerting = Alerting.build(settings, rules=rules, evaluate=False)
@@ -238,8 +238,13 @@ def list_(
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output")] = False,
 ) -> None:
     """Alerts in the alert database, and the outbox by receiver and state."""
+    import sqlalchemy as sa
+
+    from pipeline.alerts import state as db
+    from pipeline.alerts.outbox import DEAD, Outbox
+
     settings = _settings(ctx)
-    engine = create_db_engine(settings.db_url.get_secret_value(), must_exist=True)
+    engine = db.create_db_engine(settings.db_url.get_secret_value(), must_exist=True)
     now = time.time()
     with engine.connect() as conn:
         query = sa.select(db.alerts).order_by(db.alerts.c.starts_at)
@@ -303,6 +308,9 @@ def requeue(
     as_json: Annotated[bool, typer.Option("--json", help="Print the count as JSON")] = False,
 ) -> None:
     """Put dead-lettered deliveries back in the queue (after fixing a receiver)."""
+    from pipeline.alerts.outbox import Outbox
+    from pipeline.alerts.state import create_db_engine
+
     settings = _settings(ctx)
     n = Outbox(create_db_engine(settings.db_url.get_secret_value(), must_exist=True)).requeue_dead(time.time(), receiver)
     if as_json:
