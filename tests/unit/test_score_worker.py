@@ -238,16 +238,9 @@ def test_with_an_answer_timeout_a_record_that_hangs_the_child_is_dead_lettered_l
     assert took < 60, took  # two timeouts and two starts, not an hour
 
 
-def test_closing_the_scorer_while_its_child_hangs_kills_it_at_once_and_starts_no_other():
-    """The stream ends on a scoring call stalled past stream.outage_deadline_s and closes its
-    scorer with the call still running. close() sent the child a stop and waited 10 s for an
-    answer a hung child never gives, then 5 s more for its exit; the scoring stage, woken by the
-    kill, then started a new child to score the batch again while the stream stopped (a hostile
-    review, 2026-12-06: each such run took 20 s longer). Now the child is killed at once, and the
-    call ends with WorkerDied and no new child."""
-    logs = [make_log(request_id=f"r{i}", prompt=("HANG " if i == 1 else "") + "hello") for i in range(3)]
-    metrics = PipelineMetrics()
-    worker = ProcessScorer(_settings(), metrics, factory=_hanging_scorer)
+def _score_in_a_thread(worker: ProcessScorer, logs) -> tuple[threading.Thread, dict]:
+    """The stream's scoring stage: one call in a thread of its own; the dict gets its results or
+    the WorkerDied it ended with."""
     call: dict = {}
 
     def score() -> None:
@@ -258,6 +251,20 @@ def test_closing_the_scorer_while_its_child_hangs_kills_it_at_once_and_starts_no
 
     stage = threading.Thread(target=score, daemon=True)
     stage.start()
+    return stage, call
+
+
+def test_closing_the_scorer_while_its_child_hangs_kills_it_at_once_and_starts_no_other():
+    """The stream ends on a scoring call stalled past stream.outage_deadline_s and closes its
+    scorer with the call still running. close() sent the child a stop and waited 10 s for an
+    answer a hung child never gives, then 5 s more for its exit; the scoring stage, woken by the
+    kill, then started a new child to score the batch again while the stream stopped (a hostile
+    review, 2026-12-06: each such run took 20 s longer). Now the child is killed at once, and the
+    call ends with WorkerDied and no new child."""
+    logs = [make_log(request_id=f"r{i}", prompt=("HANG " if i == 1 else "") + "hello") for i in range(3)]
+    metrics = PipelineMetrics()
+    worker = ProcessScorer(_settings(), metrics, factory=_hanging_scorer)
+    stage, call = _score_in_a_thread(worker, logs)
     time.sleep(1.5)  # the child (started and ready) has the batch and hangs on it
     child = worker._process  # noqa: SLF001
     started = time.monotonic()
@@ -283,17 +290,8 @@ def test_closing_the_scorer_while_it_scores_records_alone_ends_the_call_without_
     metrics = PipelineMetrics()
     worker = ProcessScorer(_settings(), metrics, factory=_crashing_then_hanging_scorer)
     restarts = lambda: metrics.registry.get_sample_value("mm_scoring_process_restarts_total")  # noqa: E731
-    call: dict = {}
-
-    def score() -> None:
-        try:
-            call["results"] = worker.score_values(_values(logs), MAX_BYTES)
-        except WorkerDied as exc:
-            call["died"] = str(exc)
-
     caplog.set_level("WARNING", logger="pipeline.score_worker")
-    stage = threading.Thread(target=score, daemon=True)
-    stage.start()
+    stage, call = _score_in_a_thread(worker, logs)
     deadline = time.monotonic() + 120
     # the batch ended a child, r0 was scored alone, r1 alone ended another; the third child has r2
     while not (restarts() == 2 and worker._busy and worker._process.is_alive()):  # noqa: SLF001
