@@ -33,6 +33,7 @@ import multiprocessing
 import os
 import signal
 import sys
+import threading
 import time
 import traceback
 from collections.abc import Callable, Sequence
@@ -125,6 +126,19 @@ def _child(settings: Settings, conn: Connection, factory: ScorerFactory | None) 
     os._exit(0)
 
 
+def _tqdm_without_a_semaphore() -> None:
+    """tqdm's bars share a lock that is a multiprocessing RLock, a named semaphore registered with
+    the resource tracker; transformers' model loader draws a bar, so every child of the default
+    detectors made one. A child killed with its batch (a crash, a hang past its answer timeout)
+    never unregisters it, and the tracker reported "1 leaked semaphore objects" when the stream
+    exited (2026-12-06, on 0aa1a64 too). Bars drawn in this process need only a thread lock."""
+    try:
+        from tqdm import tqdm
+    except ImportError:  # pragma: no cover - transformers brings it
+        return
+    tqdm.set_lock(threading.RLock())
+
+
 def _serve(settings: Settings, conn: Connection, factory: ScorerFactory | None) -> None:
     """The worker's loop: ("score", values) -> ("ok", results, metric calls)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -132,6 +146,7 @@ def _serve(settings: Settings, conn: Connection, factory: ScorerFactory | None) 
     from pipeline.memory import limit_malloc_arenas, peak_rss_mb, settle_gc
 
     limit_malloc_arenas()
+    _tqdm_without_a_semaphore()
     metrics = RecordedMetrics()
     try:
         scorer = (factory or Scorer.from_settings)(settings, metrics)  # type: ignore[arg-type]

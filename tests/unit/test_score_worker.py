@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -95,6 +97,14 @@ def _goodbye_scorer(settings: Settings, metrics) -> Scorer:
     marker = Path(os.environ["MM_TEST_FINALIZER_MARKER"])
     util.Finalize(None, marker.write_text, args=("ran",), exitpriority=0)  # as tqdm's lock's
     return Scorer([_SaysGoodbye()], Pseudonymizer(KEY.encode()), metrics)
+
+
+def _tqdm_scorer(settings: Settings, metrics) -> Scorer:
+    from tqdm import tqdm
+
+    for _ in tqdm(range(3), desc="loading weights"):  # as transformers' model loader does
+        pass
+    return Scorer([RulesDetector()], Pseudonymizer(KEY.encode()), metrics)
 
 
 def _fails_to_load(settings: Settings, metrics) -> Scorer:
@@ -324,6 +334,34 @@ def test_a_stopped_child_skips_the_interpreter_teardown_but_not_its_output_or_fi
     assert worker._process.exitcode == 0  # noqa: SLF001
     assert "goodbye from the scoring process" in capfd.readouterr().out
     assert marker.read_text() == "ran"
+
+
+def test_a_killed_child_leaves_no_semaphore_for_the_resource_tracker_to_report(tmp_path):
+    """tqdm's shared lock was a named semaphore, made in every child that loaded a model (the
+    loader draws a progress bar); a child killed with its batch left it registered, and the
+    stream's exit printed "resource_tracker: There appear to be 1 leaked semaphore objects"
+    (2026-12-06: one SIGKILL of a default-detector child). The child's bars now share a thread
+    lock. Run in a process of its own, since the tracker reports when that process ends."""
+    script = tmp_path / "kill_child.py"
+    script.write_text(
+        "import os, signal\n"
+        "from prometheus_client import CollectorRegistry\n"
+        "from pipeline.metrics import PipelineMetrics\n"
+        "from pipeline.score_worker import ProcessScorer\n"
+        "from tests.unit.test_score_worker import _settings, _tqdm_scorer\n"
+        "if __name__ == '__main__':\n"
+        "    worker = ProcessScorer(_settings(), PipelineMetrics(CollectorRegistry()), factory=_tqdm_scorer)\n"
+        "    os.kill(worker.pid, signal.SIGKILL)\n"
+        "    worker._process.join(10)\n"
+        "    worker.close()\n"
+        "    print('exit code', worker._process.exitcode)\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.strip() == f"exit code {-signal.SIGKILL}"
+    assert "loading weights" in done.stderr  # the bar was drawn
+    assert "leaked semaphore" not in done.stderr, done.stderr[-3000:]
 
 
 def test_a_child_that_crashes_on_record_after_record_stops_the_stream():
