@@ -38,13 +38,13 @@ CASES = ROOT / "tests" / "fixtures" / "pii_cases.jsonl"
 KINDS = {
     "rules, deferred": ("rules", False),
     "rules, eager (before)": ("rules", True),
-    "default detector, deferred": ("transformer", False),
-    "default detector, eager (before)": ("transformer", True),
+    "default detector, deferred": ("default", False),
+    "default detector, eager (before)": ("default", True),
 }
 
 
 def child(detector: str, eager: bool) -> None:
-    if detector == "transformer":  # the shipped detectors built, their models loaded (not timed)
+    if detector == "default":  # the shipped detectors built, their models loaded (not timed)
         from pipeline.metrics import PipelineMetrics
         from pipeline.scoring import Scorer
         from pipeline.settings import Settings
@@ -73,6 +73,8 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=6)
     parser.add_argument("--child", nargs=2, metavar=("DETECTOR", "EAGER"), help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.rounds < 1:
+        parser.error("--rounds must be at least 1")
     if args.child:
         child(args.child[0], args.child[1] == "1")
         return

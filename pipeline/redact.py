@@ -484,9 +484,10 @@ def _transformers_pipeline_deferred():
     ``transformers.pipelines`` (processors, torch.distributed, dynamo). Deferred, the redactor
     builds about 2 s sooner with 211 MB less peak RSS in a rules-only process; a process of the
     default detector imports those modules anyway when it loads its models, and gains nothing
-    (docs/benchmarks.md, "Loading the redactor without transformers.pipelines"). Presidio keeps the function, which still works; the name is taken
-    off ``transformers`` afterwards, so nothing else sees it. Nothing changes where the real one
-    is already imported or transformers is not installed."""
+    (docs/benchmarks.md, "Loading the redactor without transformers.pipelines"). Presidio keeps
+    the function, which still works; the name is taken off ``transformers`` afterwards, so
+    nothing else sees it. Nothing changes where the real one is already imported or
+    transformers is not installed."""
     try:
         import transformers
     except ImportError:
