@@ -187,7 +187,9 @@ def _bounded_int(text: str) -> int:
 def _finite_float(text: str) -> float:
     number = float(text)
     if math.isinf(number):
-        raise _Limit(DecodeReason.NUMBER_TOO_LARGE, f"number {text[:40]} overflows a 64-bit float")
+        # The digits are the client's text (a phone number written as 4155550199e999): say how
+        # long the number is, not what it says, as for integers.
+        raise _Limit(DecodeReason.NUMBER_TOO_LARGE, f"number of {len(text)} characters overflows a 64-bit float")
     return number
 
 
@@ -228,7 +230,7 @@ def _locate(text: str, reason: DecodeReason) -> str:
         return _Marked(f"integer of {len(s)} digits") if len(s) > MAX_INT_DIGITS + (s[0] == "-") else 0
 
     def floating(s: str) -> Any:
-        return _Marked(f"number {s[:40]} overflows a 64-bit float") if math.isinf(float(s)) else 0.0
+        return _Marked(f"number of {len(s)} characters overflows a 64-bit float") if math.isinf(float(s)) else 0.0
 
     def constant(s: str) -> Any:
         return _Marked(f"{s} is not a JSON number (RFC 8259)")

@@ -141,7 +141,7 @@ def test_unterminated_string_with_many_escaped_quotes_is_rejected_fast():
     [
         (b"1" * (MAX_INT_DIGITS + 1), "integer of 33 digits"),
         (b"-" + b"1" * (MAX_INT_DIGITS + 1), "integer of 34 digits"),
-        (b"1e999", "number 1e999 overflows a 64-bit float"),
+        (b"1e999", "number of 5 characters overflows a 64-bit float"),
         (b"NaN", "NaN is not a JSON number"),
         (b"-Infinity", "-Infinity is not a JSON number"),
     ],
@@ -150,6 +150,15 @@ def test_numbers_outside_what_a_sink_stores_are_rejected_naming_the_field(litera
     err = _reject(_line(prompt="x", latency_ms=1).replace(b'"latency_ms": 1', b'"latency_ms": ' + literal))
     assert err.reason is DecodeReason.NUMBER_TOO_LARGE
     assert err.detail.startswith(f"latency_ms: {what}")
+
+
+def test_an_overflowing_number_is_not_quoted_in_the_detail():
+    """A phone number written as a float that overflows: the detail (dead letter, log line,
+    ``mm.error.detail`` header) gives its length, not its digits (a privacy review, 2026-12-06)."""
+    err = _reject(_line(prompt="x", metadata={"caller": 1}).replace(b'"caller": 1', b'"caller": 4155550199e999'))
+    assert err.reason is DecodeReason.NUMBER_TOO_LARGE
+    assert "4155550199" not in err.detail and "caller" not in err.detail
+    assert err.detail == "metadata.<key 1>: number of 14 characters overflows a 64-bit float"
 
 
 def test_largest_allowed_integer_still_decodes():
