@@ -31,11 +31,11 @@ import json
 import math
 import re
 from enum import StrEnum
-from typing import Any, get_args
+from typing import Any
 
 from pydantic import ValidationError
 
-from pipeline.schemas import InferenceLog
+from pipeline.schemas import InferenceLog, key_label, schema_field_names
 
 # Real inference logs nest < 10 deep (record > messages > content part / tool call > function).
 # 64 leaves room for gateway metadata and stays far below Python's recursion limit (1000).
@@ -84,43 +84,15 @@ _REASON_BY_ERROR_TYPE = {
 }
 
 
-def _schema_field_names() -> frozenset[str]:
-    """Every field name (and alias) of inference-log/v1 and the models inside it."""
-    from pydantic import BaseModel
-
-    names: set[str] = set()
-    todo: list[Any] = [InferenceLog]
-    seen: set[Any] = set()
-    while todo:
-        current = todo.pop()
-        if current in seen:
-            continue
-        seen.add(current)
-        if isinstance(current, type) and issubclass(current, BaseModel):
-            for name, field in current.model_fields.items():
-                names.update(n for n in (name, field.alias) if n)
-                todo.append(field.annotation)
-        todo.extend(get_args(current))
-    return frozenset(names)
-
-
-# Object keys a detail may quote: the schema's own field names. Any other key (under metadata,
-# an unknown field) is the client's text, possibly an e-mail address or a token, and is named
-# by its position in its object instead: dead letters and logs name fields, not values.
-_SHOWN_KEYS = _schema_field_names()
-
-
-def _key_label(key: object, position: int | None = None) -> str:
-    if isinstance(key, int) or key in _SHOWN_KEYS:
-        return str(key)
-    return f"<key {position}>" if position is not None else "<key>"
+# Object keys a detail may quote: the schema's own field names (pipeline.schemas.key_label).
+_SHOWN_KEYS = schema_field_names()
 
 
 def format_validation_error(exc: ValidationError, limit: int = 5) -> str:
     """'messages.0.content: Input should be a valid string; ...' (field path first)."""
     parts = []
     for err in exc.errors(include_url=False)[:limit]:
-        loc = ".".join(_key_label(p) for p in err["loc"]) or "<record>"
+        loc = ".".join(key_label(p) for p in err["loc"]) or "<record>"
         if err["type"] == "invalid_text" and "key" in err.get("ctx", {}):
             # pipeline.schemas quotes the offending key (and its path of keys); name neither.
             parts.append(f"{loc}: a key inside it contains NUL or a lone surrogate")
@@ -245,7 +217,7 @@ def _locate(text: str, reason: DecodeReason) -> str:
         if isinstance(node, _Marked):
             return f"{path or '<record>'}: {node.what}"
         children = (
-            [(_key_label(key, i + 1), child) for i, (key, child) in enumerate(node.items())] if isinstance(node, dict)
+            [(key_label(key, i + 1), child) for i, (key, child) in enumerate(node.items())] if isinstance(node, dict)
             else list(enumerate(node)) if isinstance(node, list) else []
         )
         for key, child in reversed(children):  # reversed: the stack pops them in document order

@@ -12,8 +12,8 @@ from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
-from functools import cached_property
-from typing import Annotated, Any, Literal
+from functools import cache, cached_property
+from typing import Annotated, Any, Literal, get_args
 
 from pydantic import (
     AfterValidator,
@@ -126,13 +126,18 @@ def _clean_metadata(value: Any, path: str) -> Any:
 
 
 def _dirty_paths(value: Any, path: str = "") -> list[str]:
-    """Paths of the strings holding NUL or a lone surrogate in raw input (slow path: dirty records only)."""
+    """Paths of the strings holding NUL or a lone surrogate in raw input (slow path: dirty records only).
+
+    A key that is not a schema field (under ``metadata``) is the client's text, an e-mail address
+    or a phone number as often as not: the path names it by position (:func:`key_label`), as
+    decode errors do. The path is stored in ``mm.cleaned_fields``, which no pseudonymiser reads
+    (it quoted such keys until a privacy review, 2026-12-06)."""
     if isinstance(value, str):
         return [path or "<record>"] if _has_unstorable(value) else []
     if hasattr(value, "model_dump"):  # a model instance passed in instead of a dict
         value = value.model_dump()
     if isinstance(value, dict):
-        items: Any = value.items()
+        items: Any = ((key_label(key, i + 1), item) for i, (key, item) in enumerate(value.items()))
     elif isinstance(value, list):
         items = enumerate(value)
     else:
@@ -145,6 +150,35 @@ def _cleaned_paths(data: Any) -> list[str]:
     (unknown top-level fields are ignored, not cleaned; a dirty identifier would have failed)."""
     kept = {field.alias or name for name, field in InferenceLog.model_fields.items()}
     return [path for path in _dirty_paths(data) if path.split(".")[0] in kept] or ["<record>"]
+
+
+@cache
+def schema_field_names() -> frozenset[str]:
+    """Every field name (and alias) of inference-log/v1 and the models inside it."""
+    names: set[str] = set()
+    todo: list[Any] = [InferenceLog]
+    seen: set[Any] = set()
+    while todo:
+        current = todo.pop()
+        if current in seen:
+            continue
+        seen.add(current)
+        if isinstance(current, type) and issubclass(current, BaseModel):
+            for name, field in current.model_fields.items():
+                names.update(n for n in (name, field.alias) if n)
+                todo.append(field.annotation)
+        todo.extend(get_args(current))
+    return frozenset(names)
+
+
+def key_label(key: object, position: int | None = None) -> str:
+    """How a path names an object key: a schema field name (or a list index) as it is; any other
+    key (under ``metadata``, an unknown field) is the client's text, possibly an e-mail address or
+    a token, and is named by its position in its object instead (``<key 2>``): dead letters, logs
+    and notes name fields, not values."""
+    if isinstance(key, int) or key in schema_field_names():
+        return str(key)
+    return f"<key {position}>" if position is not None else "<key>"
 
 
 Key = Annotated[str, AfterValidator(_reject_unstorable)]

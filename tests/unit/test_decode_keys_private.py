@@ -5,9 +5,12 @@ the dead letter's detail, the classify error file and the stream's log."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from pipeline.decode import DecodeError, DecodeReason, decode_log
+from pipeline.schemas import CLEANED_NOTE_KEY
 
 LIMIT = 1 << 20
 HEAD = b'{"schema": "inference-log/v1", "request_id": "r1", "timestamp": "2026-11-28T10:00:00Z", "model": "m", '
@@ -42,7 +45,20 @@ def test_an_unknown_key_in_a_message_is_named_by_position():
 def test_a_path_through_client_keys_to_an_oversized_number_names_no_key():
     err = _reject(HEAD + b'"prompt": "x", "metadata": {"%s": {"n": 1e999}}}' % SECRET.encode())
     assert err.reason is DecodeReason.NUMBER_TOO_LARGE
-    assert err.detail.startswith("metadata.<key 1>.<key 1>: number 1e999") and "alice" not in err.detail
+    assert err.detail.startswith("metadata.<key 1>.<key 1>: number of 5 characters") and "alice" not in err.detail
+
+
+def test_a_cleaned_value_under_client_keys_is_noted_without_the_keys():
+    """``mm.cleaned_fields`` is stored with the kept log, and no pseudonymiser reads it: a value
+    cleaned of a NUL under a key that is an e-mail address or a phone number is noted by
+    position. It quoted the keys until a privacy review (2026-12-06)."""
+    raw = HEAD + b'"prompt": "x", "metadata": {"phones": {"+1 415 555 0199": "mobile\\u0000"}, "%s": ["a\\u0000"]}}' % (
+        SECRET.encode())
+    log = decode_log(raw, 1 << 20)
+    assert log.cleaned_fields == ("metadata.<key 1>.<key 1>", "metadata.<key 2>.0")
+    assert "555" not in json.dumps(log.metadata[CLEANED_NOTE_KEY]) and "alice" not in json.dumps(log.metadata[CLEANED_NOTE_KEY])
+    # Schema field names stay readable in the note.
+    assert decode_log(HEAD + b'"prompt": "x\\u0000"}', 1 << 20).cleaned_fields == ("prompt",)
 
 
 def test_schema_field_names_stay_readable():
