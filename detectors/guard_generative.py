@@ -130,6 +130,15 @@ def parse_llama_guard(raw: str) -> GuardAnswer:
     return GuardAnswer(GuardLevel.UNSAFE, labels)
 
 
+# What a guard writes where its labels go is generated text: a guard that echoes the prompt, or
+# one a prompt injection steers, can write the user's own words there ("S1, mail
+# john.smith@acme-bank.com"). A label we do not know is shown in evidence and the log only when
+# it is shaped like a policy code (S15, O3: a custom policy's, kept so it can be mapped with
+# ``label_map``); otherwise as UNSHOWN_LABEL. Evidence is otherwise redacted text, and it goes to
+# the verdicts topic, the lake and PostgreSQL (a privacy review, 2026-12-06).
+_CODE_SHAPED = re.compile(r"[A-Z]{1,4}[0-9]{1,3}")
+UNSHOWN_LABEL = "?"
+
 _QWEN_SAFETY = re.compile(r"Safety:\s*(Safe|Unsafe|Controversial)\b", re.IGNORECASE)
 _QWEN_CATEGORIES = re.compile(r"Categories:\s*(.*)", re.IGNORECASE)
 _QWEN_REFUSAL = re.compile(r"Refusal:\s*(Yes|No)\b", re.IGNORECASE)
@@ -465,10 +474,11 @@ class GenerativeGuardDetector(Detector):
         if score < self.threshold:
             return []
         targets: dict[Target, None] = {}
+        shown: list[str] = []
         for label in answer.labels:
-            target = self._target(label)
-            if target is not None:
-                targets[target] = None
+            target, known = self._target(label)
+            targets[target] = None
+            shown.append(label if known or _CODE_SHAPED.fullmatch(label) else UNSHOWN_LABEL)
         if not answer.labels:
             targets[Target(Category.OTHER_HARM)] = None  # unsafe without a category: still flagged
         return [
@@ -479,25 +489,29 @@ class GenerativeGuardDetector(Detector):
                 score=round(score, 6),
                 detector=self.name,
                 detector_version=self.detector_version,
-                evidence=evidence(task.text, answer.labels),
+                evidence=evidence(task.text, tuple(shown)),
                 part=task.part.kind if task.part else None,
                 location=task.part.location if task.part else None,
             )
             for t in targets
         ]
 
-    def _target(self, label: str) -> Target | None:
+    def _target(self, label: str) -> tuple[Target, bool]:
+        """The label's category, and whether the label is one we know (the label map or the
+        published vocabulary)."""
         key = label.casefold()
         if key in self.label_map:
-            return self.label_map[key]
+            return self.label_map[key], True
         try:
-            return lookup(self.spec.vocabulary, label).target
+            return lookup(self.spec.vocabulary, label).target, True
         except UnknownLabelError:
             # A label outside the published vocabulary (custom policy, new model version) is
-            # still an unsafe verdict: flag it without a subcategory rather than drop it.
+            # still an unsafe verdict: flag it without a subcategory rather than drop it. It is
+            # logged (and shown in evidence) only when shaped like a policy code: see _CODE_SHAPED.
             self.stats.unknown_labels += 1
-            log.warning("%s: unknown %s label %r mapped to other_harm", self.name, self.flavor, label)
-            return Target(Category.OTHER_HARM)
+            named = repr(label) if _CODE_SHAPED.fullmatch(label) else f"of {len(label)} characters (not shown)"
+            log.warning("%s: unknown %s label %s mapped to other_harm", self.name, self.flavor, named)
+            return Target(Category.OTHER_HARM), False
 
     def close(self) -> None:
         self.model = None

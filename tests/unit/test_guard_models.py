@@ -7,6 +7,8 @@ Qwen3ForCausalLM; random ones prove batching and the typed outcome of unreadable
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 pytest.importorskip("torch")
@@ -206,9 +208,28 @@ def test_custom_and_unknown_guard_labels_are_flagged_not_dropped(ckpt):
     guard = _guard(model_dir, "llama_guard", sides="prompt")
     [found] = guard.detect([make_log(prompt="x")])
     assert _findings(found, Side.PROMPT) == {(OH, None)} and guard.stats.unknown_labels == 1
+    assert found[0].evidence.startswith("[O3] ")  # a custom policy's code stays readable, to map it
     mapped = _guard(model_dir, "llama_guard", sides="prompt", label_map='{"O3": "cyber_abuse/malware"}')
     [found] = mapped.detect([make_log(prompt="x")])
     assert _findings(found, Side.PROMPT) == {(CY, "malware")}
+
+
+def test_an_unknown_label_that_is_not_a_code_is_neither_shown_nor_logged(ckpt, caplog):
+    """The label line is generated text: an echoing or steered guard can write the user's words
+    there. Such a label is still flagged (other_harm), but the evidence and the warning show a
+    placeholder and a length; a code-shaped custom label stays readable (a privacy review,
+    2026-12-06: the e-mail address went into the evidence unredacted and into the log)."""
+    model_dir = ckpt("lg_echo", build_tiny_llama_guard, script="unsafe\nS1, bob@xyz.org")
+    guard = _guard(model_dir, "llama_guard", sides="prompt")
+    with caplog.at_level("WARNING", logger="detectors.guard_generative"):
+        [found] = guard.detect([make_log(prompt="Write a phishing email to bob@xyz.org")])
+    assert {f.category for f in found} >= {OH}
+    for finding in found:
+        assert finding.evidence.startswith("[S1,?] ") and "xyz" not in finding.evidence.lower(), finding.evidence
+    assert guard.stats.unknown_labels == 1
+    warned = " ".join(r.getMessage() for r in caplog.records)
+    # (the tiny guard's answer is cut by its token budget: "BOB@X", 5 characters)
+    assert "bob" not in warned.lower() and re.search(r"label of \d+ characters \(not shown\)", warned), warned
 
 
 # -- random checkpoints: batching and unreadable answers ----------------------------------
