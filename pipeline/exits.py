@@ -192,14 +192,17 @@ def unknown_env_vars(environ: dict[str, str] | None = None) -> list[str]:
         valid += [f"MM_{name.upper()}__{k.upper()}" for k in _fields_at([name]) or []]
     problems = []
     for var in sorted(environ):
-        if not var.startswith("MM_") or var in KNOWN_NON_SETTINGS or var.startswith(KNOWN_PREFIXES):
+        # pydantic-settings matches names in any case (MM_batch__max_records is read), so they are
+        # compared upper-cased; the non-settings are read by our own code in exactly this case.
+        name = var.upper()
+        if not name.startswith("MM_") or var in KNOWN_NON_SETTINGS or var.startswith(KNOWN_PREFIXES):
             continue
-        head = var[3:].split("__", 1)[0]
-        if head in sections and ("__" in var[3:] or var[3:] == head):
+        head = name[3:].split("__", 1)[0]
+        if head in sections and ("__" in name[3:] or name[3:] == head):
             continue  # a real section: Settings validates the key itself
-        rest = var[3:].split("__", 1)[1] if "__" in var[3:] else None
+        rest = name[3:].split("__", 1)[1] if "__" in name[3:] else None
         section = suggest(head, sections) if rest else None
-        near = f"MM_{section}__{rest}" if section else suggest(var, valid)
+        near = f"MM_{section}__{rest}" if section else suggest(name, valid)
         problems.append(f"{var} is not a setting{f' (did you mean {near}?)' if near else ''}; it is ignored")
     return problems
 

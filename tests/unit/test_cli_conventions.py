@@ -19,6 +19,7 @@ from pipeline.cli import main
 from pipeline.exits import ExitCode, unknown_env_vars
 from pipeline.localinfra.base import free_port
 from pipeline.logs import configure_logging
+from pipeline.settings import Settings
 from tests.fixtures.corpora import needs_corpora
 
 README = Path(__file__).resolve().parents[2] / "README.md"
@@ -150,6 +151,19 @@ def test_unknown_mm_variables_are_reported_with_a_suggestion() -> None:
     assert problems == [
         "MM_KAFKA_BOOTSTRAP_SERVERS is not a setting (did you mean MM_KAFKA__BOOTSTRAP_SERVERS?); it is ignored",
         "MM_KAFK__GROUP_ID is not a setting (did you mean MM_KAFKA__GROUP_ID?); it is ignored",
+    ]
+
+
+def test_mm_variables_in_lower_case_are_settings_not_reported_as_ignored(monkeypatch: pytest.MonkeyPatch) -> None:
+    """pydantic-settings reads MM_ names in any case: MM_pseudonym_key keys the pseudonyms. They
+    were all reported as "not a setting; it is ignored" while they were applied (a newcomer's
+    review, 2026-12-06). A lower-case typo is still reported."""
+    names = ("MM_pseudonym_key", "MM_batch__max_records", "mm_kafka__bootstrap_servers", "MM_Lake__Path")
+    assert unknown_env_vars(dict.fromkeys(names, "x")) == []
+    monkeypatch.setenv("MM_batch__max_records", "7")
+    assert Settings().batch.max_records == 7  # what the warning called ignored is read
+    assert unknown_env_vars({"mm_kafka_bootstrap_servers": "x"}) == [
+        "mm_kafka_bootstrap_servers is not a setting (did you mean MM_KAFKA__BOOTSTRAP_SERVERS?); it is ignored"
     ]
 
 
