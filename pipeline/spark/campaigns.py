@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -37,6 +38,30 @@ DEFAULT_MIN_USERS = 3
 REPRESENTATIVE_MAX_CHARS = 500
 _MAX_SHINGLE_CHARS = 4000
 _SEED = 20261129  # fixed: the same history always yields the same campaigns
+
+
+def campaign_id(key: bytes, component: str) -> str:
+    """``c_`` and 12 hex characters of a keyed hash of the campaign's first text id.
+
+    The text id is a plain SHA-256 of the normalised prompt (it only joins rows inside the job).
+    The campaign id leaves the job, in its output and the report, next to a representative prompt
+    whose names and addresses are redacted: were it the text id's first characters, as until
+    2026-12-06, anyone with a list of candidate names and addresses could hash guesses of the
+    prompt until one matched and so read what the redaction hid (a privacy review recovered
+    "John Smith" and his address from nine guesses). Keyed with the pseudonym key, the id is
+    stable from run to run for one deployment and means nothing without the key, like the lake's
+    text hashes (pipeline/privacy.py)."""
+    from pipeline.privacy import text_hash
+
+    return "c_" + text_hash(key, component)[:12]
+
+
+def _id_key(policy: LakePolicy | None) -> bytes:
+    """The pseudonym key; without one (tests that pass no policy), a key of this run only, so
+    ids are still unguessable, but differ between runs."""
+    if policy is not None and policy.pseudonym_key:
+        return policy.pseudonym_key
+    return os.urandom(32)
 
 
 def representative_excerpt(text: str | None) -> str | None:
@@ -128,7 +153,8 @@ def run(
 ) -> DataFrame:
     """Lake verdict rows -> one row per campaign, largest (by users) first.
 
-    ``policy`` carries the lake key for logs the lake keeps encrypted (``LakePolicy.from_settings``).
+    ``policy`` carries the lake key for logs the lake keeps encrypted and the pseudonym key that
+    keys campaign ids (``LakePolicy.from_settings``; see :func:`campaign_id`).
     """
     rows = verdicts.where(F.col("user_id").isNotNull())
     if flagged_only:
@@ -192,7 +218,8 @@ def run(
         )
         .where(F.col("users") >= min_users)
         .join(best, "component")
-        .withColumn("campaign_id", F.concat(F.lit("c_"), F.substring("component", 1, 12)))
+        .withColumn("campaign_id", F.udf(lambda component, key=_id_key(policy): campaign_id(key, component), StringType())(
+            "component"))
     )
     return campaigns.select(
         "campaign_id", "records", "users", "distinct_prompts", "representative_prompt", "user_ids", "models",
