@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import signal
 import time
 import uuid
@@ -48,12 +47,14 @@ def _settings(ctx: typer.Context) -> AlertSettings:
     opts: dict[str, Any] = ctx.obj or {}
     if opts.get("alerts_config") is not None:
         settings = _alerts_config(Path(opts["alerts_config"]))
-    elif opts.get("config") is not None or os.environ.get("MM_CONFIG"):
+    else:
         from pipeline.settings import load_settings
 
+        # Always the process settings, so MM_ALERTS__* variables apply as for every setting
+        # (docs/alerting.md). Without --config or MM_CONFIG this was AlertSettings(), which reads
+        # no environment: MM_ALERTS__DB_URL was ignored and the default database opened (a
+        # newcomer's review, 2026-12-06).
         settings = load_settings(opts.get("config")).alerts
-    else:
-        settings = AlertSettings()
     updates: dict[str, Any] = {}
     if opts.get("rules") is not None:
         updates["rules_file"] = opts["rules"]

@@ -139,6 +139,24 @@ def test_a_mistyped_database_path_is_an_error_not_a_new_directory_tree(tmp_path:
     assert code == 3 and "no alert database" in err and not missing.exists()
 
 
+def test_mm_alerts_variables_apply_without_a_config_file(tmp_path: Path, capsys, monkeypatch: pytest.MonkeyPatch) -> None:
+    """docs/alerting.md: "Environment variables work as for every setting, e.g.
+    MM_ALERTS__DB_URL". Without --config or MM_CONFIG the alerts commands read none of them and
+    opened the default database (a newcomer's review, 2026-12-06); a misspelt key went unnoticed."""
+    monkeypatch.delenv("MM_CONFIG", raising=False)
+    missing = tmp_path / "other.db"
+    monkeypatch.setenv("MM_ALERTS__DB_URL", f"sqlite:///{missing}")
+    code, err = _main(capsys, "list")
+    assert code == 3 and f"no alert database at {missing}" in err.replace("\n", ""), err
+    monkeypatch.setenv("MM_ALERTS__RULES_FILE", str(tmp_path / "no-rules.yaml"))
+    code, err = _main(capsys, "test")
+    assert code != 0 and "no-rules.yaml" in err.replace("\n", ""), err
+    monkeypatch.delenv("MM_ALERTS__RULES_FILE")
+    monkeypatch.setenv("MM_ALERTS__BOGUS", "1")
+    code, err = _main(capsys, "list")
+    assert code == 3 and "bogus" in err.lower(), err
+
+
 def test_the_default_database_directory_is_still_created_one_level_deep(tmp_path: Path, capsys) -> None:
     url = f"sqlite:///{tmp_path / 'data' / 'alerts.db'}"  # like the default sqlite:///data/alerts.db
     create_db_engine(url).dispose()
