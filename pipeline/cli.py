@@ -23,7 +23,7 @@ from rich.table import Table
 from pipeline.decode import DecodeError, decode_log, key_fields_of, too_large
 from pipeline.schemas import InferenceLog, contract_json_schemas
 from pipeline.settings import Settings, load_settings
-from pipeline.stdio import LongLine, count_lines, is_dash, open_input, open_output, same_file
+from pipeline.stdio import LongLine, count_lines, is_dash, open_input, open_output, output_path_problem, same_file
 
 app = typer.Typer(
     help="Streaming misuse detection for open-weight model serving logs.", no_args_is_help=True,
@@ -506,6 +506,8 @@ def classify(
     if same_file(input, output):
         raise typer.BadParameter(f"'{output}' is the input file: writing it would empty it before it is read",
                                  param_hint="--output")
+    if problem := output_path_problem(output, creates_folders=False):  # before the models load
+        raise typer.BadParameter(problem, param_hint="--output")
     settings = _settings(config, detectors__enabled=detector_names(detectors))
     warn_placeholder_key(settings, "the verdicts")
     scorer = Scorer.from_settings(settings)

@@ -23,7 +23,7 @@ from typing import Annotated
 
 import typer
 
-from pipeline.stdio import is_dash
+from pipeline.stdio import is_dash, output_path_problem
 
 log = logging.getLogger(__name__)
 
@@ -127,6 +127,8 @@ def resolve_command(
 
     if not reason.strip():
         raise InputError("--reason must say why (a ticket or case id)")
+    if problem := output_path_problem(audit_log, creates_folders=True):  # was "internal error: FileExistsError"
+        raise typer.BadParameter(problem, param_hint="--audit-log")
     bad = [p for p in pseudonyms if not PSEUDONYM.fullmatch(p)]
     if bad:
         raise InputError(f"not a pseudonym: {', '.join(bad)} (expected u_ and 20 hex digits)")

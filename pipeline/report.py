@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from pipeline.exits import first_line
-from pipeline.stdio import is_dash, open_output
+from pipeline.stdio import is_dash, open_output, output_path_problem
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -600,10 +600,10 @@ def report_command(
         raise typer.BadParameter("only used with --dead-letter-topic", param_hint="--bootstrap")
     if labels is not None and lake is None:
         raise typer.BadParameter("needs --lake (the verdicts to score)", param_hint="--labels")
-    if not is_dash(output) and output.is_dir():
-        # Refused before the job outputs are read: it was "Is a directory" (exit 4, as if an input
-        # were unreadable) after all the work.
-        raise typer.BadParameter(f"'{output}' is a directory; give the HTML file's name", param_hint="--output")
+    if problem := output_path_problem(output, creates_folders=True):
+        # Refused before the job outputs are read: a folder was "Is a directory" (exit 4, as if an
+        # input were unreadable) after all the work, a path under a file "internal error".
+        raise typer.BadParameter(problem, param_hint="--output")
     topic = None
     if dead_letter_topic is not None:
         from pipeline.preflight import require_kafka

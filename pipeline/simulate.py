@@ -49,7 +49,7 @@ from rich.table import Table
 
 from detectors.training import corpora
 from detectors.training.corpora import CorpusText
-from pipeline.stdio import is_dash, open_output, same_file
+from pipeline.stdio import is_dash, open_output, output_path_problem, same_file
 from pipeline.schemas import INFERENCE_LOG_V1, TIMESTAMP_MIN, InferenceLog
 
 Role = Literal["benign", "abuser", "repeat_offender", "model_hopper", "campaign"]
@@ -911,15 +911,10 @@ def simulate_command(
         raise typer.BadParameter("--json prints to stdout, which --truth - already uses", param_hint="--json")
     for path, hint in ((output, "--output"), (truth, "--truth")):
         # Refused before any file is opened: `-o DIR` was exit 4 ("input") after --output had
-        # already been truncated when only --truth was the directory.
-        if path is None or is_dash(path):
-            continue
-        if path.is_dir():
-            raise typer.BadParameter(f"'{path}' is a directory; give a file name", param_hint=hint)
-        # Missing folders are created; one that is a file was FileExistsError (exit 1).
-        existing = next(p for p in path.parents if p.exists() or p == p.parent)
-        if existing.exists() and not existing.is_dir():
-            raise typer.BadParameter(f"'{existing}' is a file, not a folder for '{path.name}'", param_hint=hint)
+        # already been truncated when only --truth was the directory. Missing folders are
+        # created; one that is a file was FileExistsError (exit 1).
+        if path is not None and (problem := output_path_problem(path, creates_folders=True)):
+            raise typer.BadParameter(problem, param_hint=hint)
     span = _span(days)
     to_stdout = to_stdout or truth_to_stdout
     generated = simulate(records, seed=seed, span=span)

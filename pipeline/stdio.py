@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import gzip
 import os
 import sys
@@ -26,6 +27,30 @@ def same_file(a: Path | str | None, b: Path | str | None) -> bool:
     if a.exists() and b.exists():
         return os.path.samefile(a, b)
     return a.resolve() == b.resolve()
+
+
+def output_path_problem(path: Path, creates_folders: bool) -> str | None:
+    """Why ``path`` cannot be an output file (a usage error, exit 2, before any work), or None.
+
+    A folder, a path under a file, and (``creates_folders`` False) a folder that does not exist.
+    Without it these were found only when the output was opened, after the work: "internal
+    error: FileExistsError" (exit 1) from ``report -o FILE/r.html``, and a hidden temporary
+    file's name from ``classify -o /missing/o.jsonl`` (a newcomer's review, 2026-12-06)."""
+    if is_dash(path):
+        return None
+    if path.is_dir():
+        return f"'{path}' is a directory; give a file name"
+    existing = next(p for p in path.parents if p.exists() or p == p.parent)
+    if existing.exists() and not existing.is_dir():
+        return f"'{existing}' is a file, not a folder for '{path.name}'"
+    if not creates_folders and not path.parent.is_dir():
+        return f"folder '{path.parent}' does not exist"
+    return None
+
+
+# Errors of a file being written that Python raises without its name (a write or a close on a
+# full disk): open_output adds the name the user gave.
+_UNNAMED_WRITE_ERRORS = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS)
 
 
 GZIP_MAGIC = b"\x1f\x8b"
@@ -167,17 +192,25 @@ def open_output(path: Path) -> Iterator[IO[str]]:
     if not target.exists() or target.is_file():
         # PermissionError: a folder we may not create in, holding a file we may write.
         with contextlib.suppress(PermissionError):
-            fh = tmp.open("x", encoding="utf-8", newline="\n")  # the umask's mode, as a plain open() gives
-    if fh is None:  # written in place
-        with path.open("w", encoding="utf-8", newline="\n") as out:
-            yield out
-        return
+            try:
+                fh = tmp.open("x", encoding="utf-8", newline="\n")  # the umask's mode, as a plain open() gives
+            except (FileNotFoundError, NotADirectoryError) as exc:  # name what the user gave, not the temporary file
+                raise type(exc)(exc.errno, exc.strerror, str(path)) from None
     try:
-        with fh:
-            yield fh
-        if target.exists():
-            with contextlib.suppress(OSError):  # keep the mode the file had
-                os.chmod(tmp, target.stat().st_mode & 0o7777)
-        os.replace(tmp, target)
-    finally:
-        tmp.unlink(missing_ok=True)
+        if fh is None:  # written in place
+            with path.open("w", encoding="utf-8", newline="\n") as out:
+                yield out
+            return
+        try:
+            with fh:
+                yield fh
+            if target.exists():
+                with contextlib.suppress(OSError):  # keep the mode the file had
+                    os.chmod(tmp, target.stat().st_mode & 0o7777)
+            os.replace(tmp, target)
+        finally:
+            tmp.unlink(missing_ok=True)
+    except OSError as exc:
+        if exc.filename is None and exc.errno in _UNNAMED_WRITE_ERRORS:
+            raise type(exc)(exc.errno, exc.strerror, str(path)) from None
+        raise

@@ -303,3 +303,43 @@ def test_a_reader_that_closes_stdout_early_is_exit_141_not_a_bug() -> None:
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == ExitCode.PIPE_CLOSED == 141, err.decode()[-2000:]
     assert b"Traceback" not in err and b"internal error" not in err
+
+
+# --------------------------------------------------------------------------- output paths
+
+
+def test_output_paths_that_cannot_be_written_are_usage_errors_naming_the_path(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A newcomer's review (2026-12-06): ``report -o FILE/r.html`` and ``pseudonym resolve
+    --audit-log FILE/x`` were "internal error: FileExistsError" (exit 1); ``classify -o
+    /missing/o.jsonl`` named a hidden temporary file (``.o.jsonl.23616.tmp``, exit 4) after the
+    detectors had loaded."""
+    a_file = tmp_path / "in.jsonl"
+    a_file.write_text(json.dumps(LINE) + "\n")
+    (tmp_path / "jobs").mkdir()
+    cases = [
+        (["classify", str(a_file), "-o", str(tmp_path / "missing" / "o.jsonl"), "--detectors", "rules"],
+         f"folder '{tmp_path / 'missing'}' does not exist"),
+        (["classify", str(a_file), "-o", str(a_file / "o.jsonl"), "--detectors", "rules"],
+         f"'{a_file}' is a file, not a folder for 'o.jsonl'"),
+        (["report", str(tmp_path / "jobs"), "-o", str(a_file / "r.html")], f"'{a_file}' is a file, not a folder for 'r.html'"),
+        (["pseudonym", "resolve", "u_" + "0" * 20, "--candidates", str(a_file), "--reason", "T-1",
+          "--audit-log", str(a_file / "audit.jsonl")], f"'{a_file}' is a file, not a folder for 'audit.jsonl'"),
+    ]
+    for argv, says in cases:
+        code, err = _run(capsys, *argv)
+        assert code == ExitCode.USAGE, (argv, err)
+        assert says in err.replace("\n", "") and ".tmp" not in err and "internal error" not in err, (argv, err)
+    assert not (tmp_path / "missing").exists()
+
+
+def test_a_full_disk_names_the_output_file(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    """``classify -o /dev/full`` said "No space left on device" and not where (written in place:
+    a character device; a regular file on a full disk raises the same error without a name)."""
+    if not Path("/dev/full").exists():
+        pytest.skip("no /dev/full here")
+    source = tmp_path / "in.jsonl"
+    source.write_text(json.dumps(LINE) + "\n")
+    code, err = _run(capsys, "classify", str(source), "-o", "/dev/full", "--detectors", "rules")
+    assert code == ExitCode.INPUT and "No space left on device: /dev/full" in err, err
