@@ -289,6 +289,14 @@ def evaluate_command(labels: Path | None, verdicts: Path | None, as_json: bool =
         if not is_dash(path) and not path.exists():
             raise typer.BadParameter(f"{path} does not exist", param_hint=hint)
     read, predicted = read_labels(labels), read_verdicts(verdicts)
+    if not read.keys() & predicted.keys():
+        # A table of zeros with exit 0 looked like a result (a newcomer's review, 2026-12-06).
+        from pipeline.exits import InputError
+
+        raise InputError(
+            f"nothing to score: {len(read)} labelled records ({labels}) and {len(predicted)} verdicts ({verdicts}), "
+            "none with the same request_id" + (" (classify's error lines carry no verdict)" if read and not predicted else "")
+        )
     acc = score(read, predicted)
     wrong = wrong_flags_by_part(read, predicted)
     if as_json:

@@ -168,6 +168,13 @@ def evaluate(
     if labels is not None or verdicts is not None:
         from pipeline.labels import evaluate_command
 
+        # Options of the reserved evaluation only: refused, not silently ignored (a newcomer's
+        # review, 2026-12-06, passed --model-dir /nonexistent and got exit 0).
+        for given, hint in ((model_dir != SHIPPED_ARTIFACT, "--model-dir"), (output_dir is not None, "--output-dir"),
+                            (threads is not None, "--threads"), (limit is not None, "--limit")):
+            if given:
+                raise typer.BadParameter("not used with --labels/--verdicts (it is for the reserved evaluation)",
+                                         param_hint=hint)
         evaluate_command(labels, verdicts, as_json)
         return
     _check_threads(threads)

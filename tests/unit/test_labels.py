@@ -101,6 +101,28 @@ def test_records_or_labels_given_as_verdicts_are_refused_naming_the_line(tmp_pat
         read_verdicts(records)
 
 
+def test_evaluate_with_nothing_to_score_or_an_option_it_ignores_is_an_error(tmp_path: Path, capsys) -> None:
+    """A newcomer's review (2026-12-06): labels and verdicts that share no request_id (an empty
+    labels file, classify output of error lines only) printed a table of zeros and exited 0, and
+    --model-dir /nonexistent, --limit and --output-dir were silently ignored next to --labels."""
+    from pipeline.cli import main
+    from pipeline.exits import ExitCode
+
+    labels = tmp_path / "labels.jsonl"
+    labels.write_text(json.dumps({"request_id": "a", "misuse": True}) + "\n")
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("")
+    errors_only = tmp_path / "errors.jsonl"
+    errors_only.write_text(json.dumps({"schema": "misuse-error/v1", "line": 1, "reason": "invalid_json", "detail": "x"}) + "\n")
+    for lab, ver in ((empty, errors_only), (labels, empty), (labels, errors_only)):
+        assert main(["evaluate", "--labels", str(lab), "--verdicts", str(ver)]) == ExitCode.INPUT
+        assert "nothing to score" in capsys.readouterr().err
+    for extra in (["--model-dir", str(tmp_path / "nonexistent")], ["--limit", "3"], ["--output-dir", str(tmp_path)],
+                  ["--threads", "1"]):
+        assert main(["evaluate", "--labels", str(labels), "--verdicts", str(errors_only), *extra]) == ExitCode.USAGE
+        assert f"{extra[0]}" in capsys.readouterr().err
+
+
 def test_a_line_longer_than_any_label_is_refused_without_being_held(tmp_path, monkeypatch):
     """A hostile review (2026-12-05): `evaluate --labels` read a file of one endless line whole
     (given by mistake, a 10 GB one took all the memory there was). It is read in pieces now and
