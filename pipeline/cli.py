@@ -160,7 +160,10 @@ def _progress() -> Progress:
 def not_jsonl_hint(first_line: bytes | None) -> str | None:
     """What to do when the input is JSON but not JSONL, from its first line: a pretty-printed
     document or a JSON array made every line an error with a parser message that did not say so."""
-    head = (first_line or b"").strip().removeprefix(b"\xef\xbb\xbf")
+    raw = first_line or b""
+    if raw.startswith((b"\xff\xfe", b"\xfe\xff")):  # a UTF-16 byte-order mark (Windows "Unicode" exports)
+        return "the input is UTF-16 text, not UTF-8; convert it with: iconv -f UTF-16 -t UTF-8 FILE"
+    head = raw.strip().removeprefix(b"\xef\xbb\xbf")
     if head == b"{":
         return "the input looks like pretty-printed JSON, not JSONL (one object per line); convert it with: jq -c . FILE"
     if head.startswith(b"["):

@@ -280,6 +280,17 @@ def test_json_that_is_not_jsonl_gets_a_hint_naming_the_conversion(tmp_path, cont
     assert "not JSONL" in result.stderr and advice in " ".join(result.stderr.split())
 
 
+def test_a_utf16_file_gets_a_hint_naming_the_conversion(tmp_path):
+    """A Windows "Unicode" export (UTF-16 with a byte-order mark) made every line an error, with
+    no word of the encoding (a newcomer's review, 2026-12-06)."""
+    text = "\n".join(json.dumps({**BASE, "request_id": i, "prompt": "hi"}) for i in "ab") + "\n"
+    src = tmp_path / "in.jsonl"
+    src.write_bytes(text.encode("utf-16"))
+    result = CliRunner().invoke(app, ["classify", str(src), "-o", str(tmp_path / "o.jsonl"), "--detectors", "rules"])
+    assert result.exit_code == 7, result.output
+    assert "UTF-16" in result.stderr and "iconv -f UTF-16 -t UTF-8 FILE" in " ".join(result.stderr.split())
+
+
 def test_no_hint_for_jsonl_with_a_bad_line(tmp_path):
     src = _write(tmp_path / "in.jsonl", [_good("a", "hello"), b"{not json"])
     result = CliRunner().invoke(app, ["classify", str(src), "-o", str(tmp_path / "o.jsonl"), "--detectors", "rules"])
