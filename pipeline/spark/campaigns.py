@@ -200,7 +200,7 @@ def run(
     best = (
         by_text.withColumn("_pick", F.row_number().over(Window.partitionBy("component").orderBy(F.desc("_n"), "text_id")))
         .where(F.col("_pick") == 1)
-        .select("component", F.udf(representative_excerpt, StringType())("_prompt").alias("representative_prompt"))
+        .select("component", F.udf(representative_excerpt, StringType(), useArrow=True)("_prompt").alias("representative_prompt"))
     )
     campaigns = (
         members.groupBy("component")
