@@ -99,6 +99,11 @@ class _RuleBase(_Strict):
                     f"label {key!r} is set by the engine (reserved: {', '.join(sorted(RESERVED_LABELS))}, and names "
                     "starting with '__'); choose another name"
                 )
+            if labels[key] == "":
+                # Alertmanager drops a label whose value is empty, so its fingerprint of the
+                # alert differed from ours: the alert database, the direct webhooks and
+                # Alertmanager showed one alert under two ids (an on-call review, 2026-12-06).
+                raise ValueError(f"label {key!r} has an empty value (Alertmanager drops it); give a value or leave it out")
         return labels
 
 
@@ -153,20 +158,24 @@ class RateRule(_RuleBase):
         return self.window * (1 + (self.baseline.windows if self.baseline else 0))
 
 
+DEFAULT_WEIGHTS: dict[Severity, float] = {Severity.LOW: 1.0, Severity.MEDIUM: 2.0, Severity.HIGH: 4.0, Severity.CRITICAL: 8.0}
+
+
 class RepeatOffenderRule(_RuleBase):
     """Per-user risk score: each flagged verdict adds its severity weight; halves every half_life."""
 
     kind: Literal["repeat_offender"]
     half_life: PositiveDuration = 3600.0
     threshold: float = Field(default=10.0, gt=0)
-    weights: dict[Severity, Annotated[float, Field(ge=0)]] = Field(
-        default_factory=lambda: {
-            Severity.LOW: 1.0,
-            Severity.MEDIUM: 2.0,
-            Severity.HIGH: 4.0,
-            Severity.CRITICAL: 8.0,
-        }
-    )
+    weights: dict[Severity, Annotated[float, Field(ge=0)]] = Field(default_factory=lambda: dict(DEFAULT_WEIGHTS))
+
+    @field_validator("weights")
+    @classmethod
+    def _over_the_defaults(cls, weights: dict[Severity, float]) -> dict[Severity, float]:
+        """The severities given replace their defaults; the others keep them. ``weights: {critical:
+        20}`` made every other severity weigh 0, so 50 high verdicts scored 0 (an on-call review,
+        2026-12-06). A severity that should not count is given 0."""
+        return {**DEFAULT_WEIGHTS, **weights}
 
 
 class ModelHoppingRule(_RuleBase):

@@ -42,6 +42,8 @@ def test_durations(text: object, expected: float) -> None:
         ("rules: [{name: a, kind: verdict, resolve_after: 9999999d}]", ["resolve_after", "at most 3650d"]),
         ("rules: [{name: a, kind: repeat_offender, half_life: 99999999999999h, threshold: 5}]", ["half_life", "at most 3650d"]),
         ("rules: [{name: a, kind: verdict]", ["not valid YAML"]),
+        # Alertmanager drops an empty label, so its fingerprint differed from ours (2026-12-06)
+        ("rules: [{name: a, kind: verdict, labels: {team: ''}}]", ["labels", "'team' has an empty value"]),
     ],
 )
 def test_invalid_rules_fail_with_a_message_that_points_at_the_problem(yaml_text: str, fragments: list[str]) -> None:
@@ -83,3 +85,14 @@ def test_the_longest_duration_still_gives_an_end_alertmanager_can_read() -> None
 
     assert parse_duration("3650d") == MAX_DURATION_S
     assert rfc3339(time.time() + MAX_DURATION_S).startswith("20")
+
+
+def test_repeat_offender_weights_given_replace_only_their_own_defaults() -> None:
+    """``weights: {critical: 20}`` made every other severity weigh 0: 50 high verdicts scored 0
+    and the rule never fired for them (an on-call review, 2026-12-06)."""
+    from pipeline.schemas import Severity
+
+    [rule] = parse_rules("rules: [{name: r, kind: repeat_offender, weights: {critical: 20, low: 0}}]").rules
+    assert rule.weights == {Severity.LOW: 0.0, Severity.MEDIUM: 2.0, Severity.HIGH: 4.0, Severity.CRITICAL: 20.0}
+    [default] = parse_rules("rules: [{name: r, kind: repeat_offender}]").rules
+    assert default.weights == {Severity.LOW: 1.0, Severity.MEDIUM: 2.0, Severity.HIGH: 4.0, Severity.CRITICAL: 8.0}
