@@ -106,7 +106,11 @@ def is_secret_field(loc: Iterable[Any]) -> bool:
     """Does ``loc`` name a setting whose value must never be echoed in a message?
 
     A field typed ``SecretStr`` anywhere in Settings (``kafka.sasl_plain_password``,
-    ``pseudonym_key``, ``alerts.receivers.0.url``), or one whose name looks like a credential.
+    ``pseudonym_key``, ``alerts.receivers.0.url``), one whose name looks like a credential, or
+    a place that takes a section or an entry (a model): a value given there in place of the
+    mapping is often the secret itself, as a receiver written as its bare Slack webhook URL
+    (``alerts.receivers.2: ... (got 'https://hooks.slack.com/services/...')``, an on-call
+    review, 2026-12-06).
     """
     from pydantic import BaseModel, SecretStr
 
@@ -122,7 +126,7 @@ def is_secret_field(loc: Iterable[Any]) -> bool:
         if fields:
             annotations = [t for f in fields for t in _inner_types(f.annotation)]
         # else a list index or dict key: the element types are already in ``annotations``
-    return any(a is SecretStr or (isinstance(a, type) and issubclass(a, SecretStr)) for a in annotations)
+    return any(isinstance(a, type) and issubclass(a, SecretStr | BaseModel) for a in annotations)
 
 
 def suggest(word: str, choices: Iterable[str]) -> str | None:

@@ -144,7 +144,7 @@ def _send_test_to_receivers(settings: AlertSettings, rules: Any, names: list[str
     import sqlalchemy as sa
 
     from pipeline.alerts import state as db
-    from pipeline.alerts.outbox import DEAD, Notification, Outbox
+    from pipeline.alerts.outbox import DEAD, TEST_GROUP_KEY, Notification, Outbox
     from pipeline.alerts.service import Alerting
 
     alerting = Alerting.build(settings, rules=rules, evaluate=False)
@@ -161,7 +161,7 @@ def _send_test_to_receivers(settings: AlertSettings, rules: Any, names: list[str
                 commonLabels=alert.labels, commonAnnotations=alert.annotations, externalURL=settings.external_url,
                 alerts=[WebhookAlert.of(alert, now, links)],
             )
-            Outbox(alerting.db).enqueue(conn, Notification(key, name, "mm-test", message), now)
+            Outbox(alerting.db).enqueue(conn, Notification(key, name, TEST_GROUP_KEY, message), now)
     deadline = time.monotonic() + timeout_s
     states: dict[str, tuple[str, str | None]] = {}
     # Each receiver's outcome is reported below; the dispatcher's per-attempt warnings would say it
@@ -180,6 +180,7 @@ def _send_test_to_receivers(settings: AlertSettings, rules: Any, names: list[str
             )
             return {r[0]: (r[1], r[2]) for r in rows}
 
+    states: dict[str, tuple[str, str | None]] = {}
     try:
         while time.monotonic() < deadline:
             alerting.dispatcher.run_once()
@@ -187,15 +188,18 @@ def _send_test_to_receivers(settings: AlertSettings, rules: Any, names: list[str
             if len(states) == len(keys) and all(s in ("delivered", DEAD) for s, _ in states.values()):
                 break
             time.sleep(0.2)
-        # A test notification not sent by now is dropped: it stayed pending in the outbox, where
-        # the alert service's dispatcher would send "mm_test_alert" to on-call after this command
-        # had reported it not delivered (found 2026-12-04).
-        gave_up = f"not delivered within --timeout-s {timeout_s:g}: dropped, so it is not sent later"
-        if Outbox(alerting.db).abandon(list(keys), gave_up):  # changes pending rows only
-            states = read_states()
     finally:
-        delivery_log.setLevel(level)
-        alerting.close()
+        try:
+            # A test notification not sent by now is dropped, whatever ended the wait: it stayed
+            # pending in the outbox, where the alert service's dispatcher would send
+            # "mm_test_alert" to on-call after this command had reported it not delivered (found
+            # 2026-12-04; and when a delivery raised, 2026-12-06).
+            gave_up = f"not delivered within --timeout-s {timeout_s:g}: dropped, so it is not sent later"
+            if Outbox(alerting.db).abandon(list(keys), gave_up):  # changes pending rows only
+                states = read_states()
+        finally:
+            delivery_log.setLevel(level)
+            alerting.close()
     results = []
     for key, name in keys.items():
         state, error = states.get(key, ("missing", None))

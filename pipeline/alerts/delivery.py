@@ -179,6 +179,15 @@ class Dispatcher:
         except httpx.HTTPError as exc:
             self._fail(item, f"{type(exc).__name__}: {exc}", retryable=True)
             return
+        except httpx.InvalidURL:  # not an HTTPError; the settings refuse such URLs, a row may be older
+            self._fail(item, "the receiver's URL is not valid (httpx.InvalidURL; not shown: it may hold a credential)",
+                       retryable=False)
+            return
+        except Exception as exc:  # noqa: BLE001 - one row's failure must not stop the tick for every other row
+            # It raised out of run_once on every tick, and the row was never dead-lettered by age.
+            log.exception("alert delivery %s to %s raised", item.idempotency_key, item.receiver)
+            self._fail(item, f"{type(exc).__name__}", retryable=True)
+            return
         status = response.status_code
         if 200 <= status < 300:
             now = self._clock()

@@ -20,6 +20,10 @@ from pipeline.alerts.model import WebhookMessage
 PENDING, DELIVERED, DEAD = "pending", "delivered", "dead"
 
 
+# The group of `alerts test --send`'s notifications: never requeued (Outbox.requeue_dead).
+TEST_GROUP_KEY = "mm-test"
+
+
 @dataclass(frozen=True)
 class Notification:
     """One message for one receiver, with the key that makes re-sends recognisable."""
@@ -188,9 +192,16 @@ class Outbox:
             ]
 
     def requeue_dead(self, now: float, receiver: str | None = None) -> int:
-        """Give dead letters another chance (after fixing a receiver): back to pending."""
+        """Give dead letters another chance (after fixing a receiver): back to pending.
+
+        Not ``alerts test --send``'s notifications (TEST_GROUP_KEY): one that was not delivered
+        in time is dropped for good, and the fix-the-receiver-then-requeue routine sent
+        "mm_test_alert" to on-call (an on-call review, 2026-12-06)."""
         t = db.outbox
-        query = sa.update(t).where(t.c.state == DEAD).values(state=PENDING, next_attempt_at=now, created_at=now, attempts=0)
+        query = (
+            sa.update(t).where(t.c.state == DEAD, t.c.group_key != TEST_GROUP_KEY)
+            .values(state=PENDING, next_attempt_at=now, created_at=now, attempts=0)
+        )
         if receiver is not None:
             query = query.where(t.c.receiver == receiver)
         with self._engine.begin() as conn:

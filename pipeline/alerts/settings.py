@@ -9,11 +9,24 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
 from pipeline.units import DAY_S, HOUR_S
 
 ReceiverType = Literal["webhook", "slack"]
+
+
+def _usable_url(url: SecretStr, what: str) -> SecretStr:
+    """An http(s) URL without whitespace or control characters; the message never shows it (a
+    webhook URL can be a credential). A line end left by a secret file made every delivery
+    raise httpx.InvalidURL, which was retried until the row aged out (an on-call review,
+    2026-12-06)."""
+    text = url.get_secret_value()
+    if any(c.isspace() or ord(c) < 0x20 or ord(c) == 0x7F for c in text):
+        raise ValueError(f"{what} holds whitespace or a control character (a line end from a secret file?)")
+    if not text.lower().startswith(("http://", "https://")):
+        raise ValueError(f"{what} must start with http:// or https://")
+    return url
 
 
 class ReceiverSettings(BaseModel):
@@ -31,6 +44,11 @@ class ReceiverSettings(BaseModel):
     send_resolved: bool = True
     # As Alertmanager's webhook_config max_alerts: 0 = all; the rest is counted in truncatedAlerts.
     max_alerts: int = Field(default=0, ge=0)
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, url: SecretStr) -> SecretStr:
+        return _usable_url(url, "the receiver's url")
 
     @model_validator(mode="after")
     def _webhook_needs_secret(self) -> ReceiverSettings:
@@ -65,6 +83,11 @@ class AlertmanagerSettings(BaseModel):
     # Alertmanager keeps alerts in memory only: firing alerts are re-sent this often so a
     # restarted Alertmanager learns them again (Prometheus' resend delay is 1m too).
     resend_interval_s: float = Field(default=60.0, gt=0, le=DAY_S)
+
+    @field_validator("urls")
+    @classmethod
+    def _urls(cls, urls: list[SecretStr]) -> list[SecretStr]:
+        return [_usable_url(u, "an Alertmanager url") for u in urls]
 
 
 class AlertSettings(BaseModel):

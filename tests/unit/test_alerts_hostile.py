@@ -242,3 +242,71 @@ def test_a_black_holed_receiver_neither_blocks_others_nor_outlives_its_claims(tm
         states = {r.idempotency_key: r.state for r in outbox.rows(limit=100)}
     assert states["fast-0"] == "delivered" and [r.path for r in fast.requests] == ["/"]
     assert tick_s < settings.claim_ttl_s  # the batch ended before its claims expired
+
+
+# 7: an on-call review (2026-12-06): a receiver URL with a line end, and requeue after `test --send`
+@pytest.mark.parametrize("url", ["https://hooks.slack.com/services/T0/B0/SECRET\n", "https://hooks.slack.com/ x",
+                                 "hooks.slack.com/services/SECRET"])
+def test_a_receiver_url_that_cannot_be_sent_to_is_refused_without_showing_it(url: str) -> None:
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError) as caught:
+        ReceiverSettings(name="s", type="slack", url=SecretStr(url))
+    assert "SECRET" not in str(caught.value) and "the receiver's url" in str(caught.value)
+
+
+def test_a_delivery_that_raises_is_dead_lettered_and_the_tick_goes_on(tmp_path: Path) -> None:
+    """A row older than the URL check (or any delivery that raises): httpx.InvalidURL is not an
+    HTTPError, so it raised out of every tick and the row was retried past dead_letter_after_s."""
+    import time
+
+    from pipeline.alerts.delivery import Dispatcher
+    from pipeline.alerts.outbox import Notification, Outbox
+    from pipeline.alerts.receivers.base import build_receivers
+    from pipeline.alerts.settings import DeliverySettings
+
+    message = WebhookMessage(groupKey="g", status="firing", receiver="bad", groupLabels={}, commonLabels={},
+                             commonAnnotations={}, externalURL="", alerts=[])
+    with WebhookReceiverServer(secret="s") as good:
+        bad = ReceiverSettings.model_construct(name="bad", type="webhook", url=SecretStr("http://127.0.0.1/x\nSECRET"),
+                                               secret=SecretStr("s"), timeout_s=0.3, send_resolved=True, max_alerts=0)
+        receivers = build_receivers([bad, ReceiverSettings(name="good", type="webhook", url=SecretStr(good.url),
+                                                           secret=SecretStr("s"), timeout_s=1.0)])
+        store = db.create_db_engine(f"sqlite:///{tmp_path / 'a.db'}")
+        outbox = Outbox(store)
+        with store.begin() as conn:
+            outbox.enqueue(conn, Notification("bad-0", "bad", "g", message), time.time())
+            outbox.enqueue(conn, Notification("good-0", "good", "g", message.model_copy(update={"receiver": "good"})),
+                           time.time() + 0.001)
+        dispatcher = Dispatcher(store, None, receivers, DeliverySettings(concurrency=1))
+        try:
+            dispatcher.run_once()
+        finally:
+            dispatcher.stop()
+        rows = {r.idempotency_key: r for r in outbox.rows(limit=10)}
+    assert rows["good-0"].state == "delivered"
+    assert rows["bad-0"].state == "dead" and "InvalidURL" in rows["bad-0"].last_error and "SECRET" not in rows["bad-0"].last_error
+
+
+def test_requeue_leaves_a_dropped_test_notification_dropped(tmp_path: Path) -> None:
+    """`alerts test --send` drops a notification it could not deliver in time; the documented
+    fix-the-receiver-then-`requeue` routine revived it and sent mm_test_alert to on-call."""
+    import socket
+
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))  # bound, not listening: connections are refused
+        port = closed.getsockname()[1]
+        cfg = tmp_path / "alerts.yaml"
+        cfg.write_text(
+            f"db_url: sqlite:///{tmp_path / 'a.db'}\nnotify: direct\n"
+            f"receivers: [{{name: ops, type: webhook, url: 'http://127.0.0.1:{port}/', secret: s}}]\n"
+        )
+        sent = CliRunner().invoke(app, ["--alerts-config", str(cfg), "test", "--send", "--timeout-s", "1"])
+    assert sent.exit_code != 0, sent.output
+    store = db.create_db_engine(f"sqlite:///{tmp_path / 'a.db'}")
+    with store.connect() as conn:
+        assert [r[0] for r in conn.execute(sa.select(db.outbox.c.state))] == ["dead"]
+    requeued = CliRunner().invoke(app, ["--alerts-config", str(cfg), "requeue", "--json"])
+    assert requeued.exit_code == 0 and json.loads(requeued.stdout)["requeued"] == 0, requeued.output
+    with store.connect() as conn:
+        assert [r[0] for r in conn.execute(sa.select(db.outbox.c.state))] == ["dead"]

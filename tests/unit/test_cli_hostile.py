@@ -60,6 +60,19 @@ def test_a_config_error_names_a_secret_setting_but_not_its_value(
     assert secret not in err
 
 
+def test_a_receiver_written_as_its_bare_url_is_an_error_that_does_not_echo_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A Slack webhook URL is a credential. Written in place of a receiver's mapping, it was
+    echoed: "alerts.receivers.0: Input should be a valid dictionary ... (got 'https://hooks...')"
+    (an on-call review, 2026-12-06)."""
+    cfg = tmp_path / "mm.yaml"
+    cfg.write_text("alerts: {receivers: ['https://hooks.slack.com/services/SLACKSECRET2']}\n")
+    code, err = _run(capsys, "events", "init", "--config", str(cfg))
+    assert code == ExitCode.CONFIG and "alerts.receivers.0: Input should be a valid dictionary" in err, err
+    assert "SLACKSECRET2" not in err
+
+
 def test_a_config_error_still_shows_the_value_of_an_ordinary_setting(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
