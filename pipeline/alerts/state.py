@@ -11,6 +11,7 @@ to them, so they never overwrite each other (docs/alerting.md, "Scaling out").
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 from pathlib import Path
 from typing import Any
@@ -195,6 +196,11 @@ def create_db_engine(url: str, *, must_exist: bool = False) -> Engine:
         def _begin_immediate(conn: Connection) -> None:
             conn.exec_driver_sql("BEGIN IMMEDIATE")
     try:
+        if must_exist and parsed.get_backend_name() != "sqlite" and not sa.inspect(engine).has_table(alerts.name):
+            raise AlertStoreError(
+                f"{parsed.render_as_string(hide_password=True)} is not an alert database (no {alerts.name} table; "
+                "check --db-url or alerts.db_url)"
+            )
         metadata.create_all(engine)
         columns = {c["name"] for c in sa.inspect(engine).get_columns(alerts.name)}
     except sa.exc.OperationalError:
@@ -231,6 +237,10 @@ def _upgrade_rate_keys(engine: Engine) -> None:
 def _sqlite_file(path: Path, must_exist: bool) -> None:
     if must_exist and not path.is_file():
         raise AlertStoreError(f"no alert database at {path} (check --db-url or alerts.db_url)")
+    if must_exist and not _holds_alert_tables(path):
+        # Opened through the engine, another program's file got our eight tables and WAL journal
+        # mode from `alerts list` (an on-call review, 2026-12-06): looked at read-only first.
+        raise AlertStoreError(f"{path} is not an alert database (no {alerts.name} table; check --db-url or alerts.db_url)")
     if not path.parent.parent.is_dir():
         raise AlertStoreError(
             f"cannot create the alert database {path}: {path.parent.parent} does not exist "
@@ -240,6 +250,18 @@ def _sqlite_file(path: Path, must_exist: bool) -> None:
         path.parent.mkdir(exist_ok=True)
     except OSError as exc:
         raise AlertStoreError(f"cannot create the directory of the alert database {path}: {exc.strerror}") from exc
+
+
+def _holds_alert_tables(path: Path) -> bool:
+    """Does the SQLite file at ``path`` have the alerts table? Read-only: changes nothing. A file
+    that is not a database at all answers True, so that opening it gives SQLite's own error."""
+    import sqlite3
+
+    try:
+        with contextlib.closing(sqlite3.connect(f"{path.absolute().as_uri()}?mode=ro", uri=True)) as conn:
+            return conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (alerts.name,)).fetchone() is not None
+    except sqlite3.DatabaseError:
+        return True
 
 
 def upsert(conn: Connection, table: sa.Table, rows: list[dict[str, Any]], keys: list[str]) -> None:

@@ -157,6 +157,25 @@ def test_mm_alerts_variables_apply_without_a_config_file(tmp_path: Path, capsys,
     assert code == 3 and "bogus" in err.lower(), err
 
 
+def test_list_and_requeue_leave_a_file_that_is_not_an_alert_database_as_it_was(tmp_path: Path, capsys) -> None:
+    """`alerts list` on another program's SQLite file (or an empty file) created our tables in it
+    and switched its journal mode to WAL, then listed nothing (an on-call review, 2026-12-06)."""
+    import sqlite3
+
+    foreign = tmp_path / "foreign.db"
+    with sqlite3.connect(foreign) as conn:
+        conn.execute("CREATE TABLE notes (id INTEGER PRIMARY KEY, body TEXT)")
+    conn.close()
+    empty = tmp_path / "empty.db"
+    empty.write_bytes(b"")
+    for path in (foreign, empty):
+        before = path.read_bytes()
+        for command in (["list"], ["requeue"]):
+            code, err = _main(capsys, "--db-url", f"sqlite:///{path}", *command)
+            assert code == 3 and f"{path} is not an alert database" in err.replace("\n", ""), (command, err)
+        assert path.read_bytes() == before and not Path(f"{path}-wal").exists()
+
+
 def test_the_default_database_directory_is_still_created_one_level_deep(tmp_path: Path, capsys) -> None:
     url = f"sqlite:///{tmp_path / 'data' / 'alerts.db'}"  # like the default sqlite:///data/alerts.db
     create_db_engine(url).dispose()
