@@ -11,9 +11,10 @@ How a group behaves (same as Alertmanager's dispatcher + notification log):
   passed since the last notification while alerts still fire; otherwise it is deduplicated.
 There are no silences or inhibition here: an on-call team that needs them runs Alertmanager.
 Each notification is Alertmanager's webhook message (version 4) and becomes one outbox row per
-receiver whose idempotency key is derived from (receiver, group, sequence number): a
-deterministic key plus a unique index means that two notifiers racing on the same group can
-never enqueue the same notification twice.
+receiver whose idempotency key is derived from (receiver, group, the group row's creation time,
+sequence number): a deterministic key plus a unique index means that two notifiers racing on
+the same group can never enqueue the same notification twice, and a group that fires again
+after its row was deleted gets new keys.
 """
 
 from __future__ import annotations
@@ -52,8 +53,14 @@ def am_group_key(receiver: str, group_labels: Mapping[str, str]) -> str:
     return f'{{}}/{{receiver="{receiver}"}}:{label_set_string(dict(group_labels))}'
 
 
-def idempotency_key(receiver: str, group_key: str, seq: int) -> str:
-    return hashlib.sha256(f"{receiver}\x00{group_key}\x00{seq}".encode()).hexdigest()[:32]
+def idempotency_key(receiver: str, group_key: str, created_at: float, seq: int) -> str:
+    """One key per notification of one group's life: two notifiers flushing the same group row
+    make the same key (the outbox keeps one), and a group created again after its resolution
+    was sent (its row deleted, ``seq`` from 0 again) makes new ones. Without ``created_at`` the
+    second life's keys were the first life's, the outbox took them for copies, and the same
+    alert firing again (the next day, for the same tenant) was never notified (found
+    2026-12-06)."""
+    return hashlib.sha256(f"{receiver}\x00{group_key}\x00{created_at!r}\x00{seq}".encode()).hexdigest()[:32]
 
 
 def _alert_from_row(row: Mapping[str, object]) -> Alert:
@@ -268,7 +275,8 @@ class Notifier:
             }
             if need:
                 seq = int(g["seq"]) + 1  # type: ignore[call-overload]
-                payloads.append(self._message(receiver, gk, seq, g["group_labels"], firing, resolved if send_resolved else [], now))  # type: ignore[arg-type]
+                ikey = idempotency_key(receiver, gk, float(g["created_at"]), seq)  # type: ignore[arg-type]
+                payloads.append(self._message(ikey, receiver, gk, g["group_labels"], firing, resolved if send_resolved else [], now))  # type: ignore[arg-type]
                 update.update(seq=seq, last_notified_at=now, notified_firing=sorted(firing_fps))
             elif not firing:
                 update["notified_firing"] = []  # everything resolved, nothing to tell
@@ -297,7 +305,7 @@ class Notifier:
         return len(added)
 
     def _message(
-        self, receiver: str, gk: str, seq: int, group_labels: dict[str, str], firing: list[Alert], resolved: list[Alert], now: float
+        self, key: str, receiver: str, gk: str, group_labels: dict[str, str], firing: list[Alert], resolved: list[Alert], now: float
     ) -> Notification:
         shown = sorted(firing, key=lambda a: (a.starts_at, a.fingerprint)) + sorted(resolved, key=lambda a: (a.starts_at, a.fingerprint))
         limit = self._max_alerts.get(receiver, 0)
@@ -314,7 +322,7 @@ class Notifier:
             externalURL=self._external_url,
             alerts=alerts,
         )
-        return Notification(idempotency_key(receiver, gk, seq), receiver, gk, message)
+        return Notification(key, receiver, gk, message)
 
 
 def _common(label_sets: list[dict[str, str]]) -> dict[str, str]:

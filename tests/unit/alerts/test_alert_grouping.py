@@ -130,3 +130,16 @@ def test_max_alerts_truncates_and_counts(clock: FakeClock, db_url: str, verdict:
     h.observe(*(verdict(user=f"u_{i}", severity=Severity.CRITICAL) for i in range(5)))
     [n] = [m for m in h.tick_after(30) if m.groupLabels["alertname"] == "crit"]
     assert len(n.alerts) == 2 and n.truncatedAlerts == 3
+
+
+def test_a_group_that_fires_again_after_its_resolution_notifies_again(h: Harness, verdict: VerdictFactory) -> None:
+    """A resolved group's row is deleted; when the same labels fire again (the same tenant hit
+    the next day), the new group must notify, though its sequence starts again."""
+    h.observe(verdict(user="u_1", severity=Severity.CRITICAL))
+    first = h.tick_after(30)
+    sent = [n for _ in range(4) for n in h.tick_after(300)]
+    assert [n.status for n in first + sent] == ["firing", "resolved"]
+    h.tick_after(3600)
+    h.observe(verdict(user="u_1", severity=Severity.CRITICAL))
+    again = h.tick_after(30)
+    assert [n.status for n in again] == ["firing"], "the second episode was not notified"
