@@ -69,6 +69,10 @@ def claim_batch_size(settings: DeliverySettings, timeouts_s: list[float]) -> int
     return max(1, min(settings.batch_size, rounds * settings.concurrency))
 
 
+# How often a dispatcher deletes delivered rows older than delivery.keep_delivered_s.
+PRUNE_EVERY_S = 600.0
+
+
 class Dispatcher:
     def __init__(
         self,
@@ -98,6 +102,7 @@ class Dispatcher:
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._last_prune = float("-inf")
         timeouts = [r.settings.timeout_s for r in self._receivers.values()]
         self._batch = claim_batch_size(settings, timeouts)
         if timeouts and settings.claim_ttl_s <= max(timeouts):
@@ -153,6 +158,11 @@ class Dispatcher:
         items = self._outbox.claim_due(now, self._batch, self._settings.claim_ttl_s)
         if items:
             list(self._pool.map(self._deliver, items))
+        if now - self._last_prune >= PRUNE_EVERY_S:
+            # Delivered rows were never deleted: the outbox grew by every notification, each
+            # with its evidence, for as long as the database lived (an on-call review, 2026-12-06).
+            self._last_prune = now
+            self._outbox.prune_delivered(now - self._settings.keep_delivered_s)
         if self._metrics:
             stage_pending = self._notifier.pending() if self._notifier is not None else 0
             self._metrics.outbox_pending.set(self._outbox.pending_count() + stage_pending)

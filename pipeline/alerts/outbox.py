@@ -191,6 +191,14 @@ class Outbox:
                 for r in conn.execute(query).mappings()
             ]
 
+    def prune_delivered(self, before: float) -> int:
+        """Delete rows delivered before ``before``; the number deleted. Dead rows stay (they are
+        requeued or read by an operator); pending ones are work."""
+        t = db.outbox
+        with self._engine.begin() as conn:
+            done = conn.execute(sa.delete(t).where(t.c.state == DELIVERED, t.c.delivered_at < before))
+            return int(done.rowcount or 0)
+
     def requeue_dead(self, now: float, receiver: str | None = None) -> int:
         """Give dead letters another chance (after fixing a receiver): back to pending.
 

@@ -69,6 +69,10 @@ class DeliverySettings(BaseModel):
     claim_ttl_s: float = Field(default=60.0, gt=0, le=DAY_S, description="How long a dispatcher owns a row it is sending")
     concurrency: int = Field(default=4, ge=1, le=64)
     batch_size: int = Field(default=50, ge=1)
+    keep_delivered_s: float = Field(
+        default=7 * DAY_S, gt=0, le=365 * DAY_S,
+        description="Delivered outbox rows (each a notification with its evidence) are deleted this long after delivery",
+    )
 
 
 class AlertmanagerSettings(BaseModel):

@@ -310,3 +310,41 @@ def test_requeue_leaves_a_dropped_test_notification_dropped(tmp_path: Path) -> N
     assert requeued.exit_code == 0 and json.loads(requeued.stdout)["requeued"] == 0, requeued.output
     with store.connect() as conn:
         assert [r[0] for r in conn.execute(sa.select(db.outbox.c.state))] == ["dead"]
+
+
+def test_delivered_notifications_are_deleted_after_keep_delivered_s(tmp_path: Path) -> None:
+    """The outbox kept every delivered notification, evidence included, for as long as the
+    database lived (an on-call review, 2026-12-06: 1,200 rows after three simulated days)."""
+    from pipeline.alerts.delivery import PRUNE_EVERY_S, Dispatcher
+    from pipeline.alerts.outbox import Notification, Outbox
+    from pipeline.alerts.receivers.base import build_receivers
+    from pipeline.alerts.settings import DeliverySettings
+    from pipeline.units import DAY_S
+
+    now = [1_800_000_000.0]
+    message = WebhookMessage(groupKey="g", status="firing", receiver="ops", groupLabels={}, commonLabels={},
+                             commonAnnotations={}, externalURL="", alerts=[])
+    with WebhookReceiverServer(secret="s") as hook:
+        receivers = build_receivers([ReceiverSettings(name="ops", type="webhook", url=SecretStr(hook.url),
+                                                      secret=SecretStr("s"), timeout_s=1.0)])
+        store = db.create_db_engine(f"sqlite:///{tmp_path / 'a.db'}")
+        outbox = Outbox(store)
+        dispatcher = Dispatcher(store, None, receivers, DeliverySettings(keep_delivered_s=2 * DAY_S), clock=lambda: now[0])
+        try:
+            with store.begin() as conn:
+                outbox.enqueue(conn, Notification("day-0", "ops", "g", message), now[0])
+            dispatcher.run_once()
+            with store.begin() as conn:
+                outbox.enqueue(conn, Notification("dead-0", "ops", "g", message), now[0])
+            outbox.mark_dead(next(r.id for r in outbox.rows() if r.idempotency_key == "dead-0"), "rejected")
+            now[0] += DAY_S
+            with store.begin() as conn:
+                outbox.enqueue(conn, Notification("day-1", "ops", "g", message), now[0])
+            dispatcher.run_once()
+            assert {r.idempotency_key: r.state for r in outbox.rows()} == {
+                "day-0": "delivered", "dead-0": "dead", "day-1": "delivered"}
+            now[0] += DAY_S + PRUNE_EVERY_S
+            dispatcher.run_once()
+        finally:
+            dispatcher.stop()
+    assert {r.idempotency_key: r.state for r in outbox.rows()} == {"dead-0": "dead", "day-1": "delivered"}
