@@ -9,6 +9,7 @@ import uuid
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
+import cachetools
 import httpx
 import sqlalchemy as sa
 from prometheus_client import CollectorRegistry
@@ -21,15 +22,36 @@ from pipeline.alerts.grouping import Notifier
 from pipeline.alerts.metrics import AlertMetrics
 from pipeline.alerts.model import GeneratorLinks
 from pipeline.alerts.receivers.base import build_receivers
-from pipeline.alerts.rules import AlertRules, load_rules
+from pipeline.alerts.rules import AlertRules, ModelHoppingRule, RateRule, RepeatOffenderRule, VerdictRule, load_rules
 from pipeline.alerts.settings import AlertSettings
 from pipeline.alerts.state import create_db_engine
 from pipeline.alerts import state as state_db
 from pipeline.schemas import MisuseVerdict
 from pipeline.sinks.base import ScoredRecord
+from pipeline.units import DAY_S
 
 log = logging.getLogger(__name__)
 Partition = tuple[str, int]  # (topic, partition)
+
+# Request ids remembered to count a copy once: about 150 bytes each, 15 MB at most.
+SEEN_REQUESTS = 100_000
+
+
+def dedup_window_s(rules: AlertRules) -> float:
+    """How long a verdict can still change what a rule decides: its window, the repeat offender
+    score's five half-lives (3% left), a verdict alert's resolve_after; at least a minute, at
+    most a day."""
+    spans = [60.0]
+    for rule in rules.rules:
+        if isinstance(rule, RateRule):
+            spans.append(rule.history_s)
+        elif isinstance(rule, RepeatOffenderRule):
+            spans.append(5 * rule.half_life)
+        elif isinstance(rule, ModelHoppingRule):
+            spans.append(rule.window)
+        elif isinstance(rule, VerdictRule):
+            spans.append(rule.resolve_after)
+    return min(max(spans), DAY_S)
 
 
 @dataclass
@@ -54,8 +76,13 @@ class Alerting:
     # (topic, partition) -> the ownership epoch this replica took on assignment (see state.py).
     _epochs: dict[tuple[str, int], int] = field(default_factory=dict)
     _owner_id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    # (partition, request_id) of verdicts seen lately: see observe_records. Built in __post_init__.
+    _seen: cachetools.TTLCache = field(init=False)
     # Time-based re-evaluation needs no finer grain than this; the dispatcher ticks faster.
     TICK_EVERY_S = 1.0
+
+    def __post_init__(self) -> None:
+        self._seen = cachetools.TTLCache(maxsize=SEEN_REQUESTS, ttl=dedup_window_s(self.rules))
 
     @classmethod
     def build(
@@ -130,6 +157,14 @@ class Alerting:
                         continue
                     self._offsets[key] = pos.offset
                     self._dirty_offsets.add(key)
+                # The same record produced twice (a producer's retry, a gateway's spill replayed
+                # after an outage) has a new offset and the same request_id, the contract's
+                # idempotency key: count it once. It was counted twice, and two high verdicts
+                # replayed made a repeat offender fire (an on-call review, 2026-12-06).
+                seen = (pos.partition if pos is not None else 0, rec.verdict.request_id)
+                if seen in self._seen:
+                    continue
+                self._seen[seen] = True
                 fresh.append(rec.verdict)
                 partitions.append(pos.partition if pos is not None else 0)
             self.engine.observe(fresh, partitions)

@@ -117,3 +117,19 @@ def test_without_rebalance_hooks_one_process_owns_everything(clock: FakeClock, v
     [alert] = [al for al in alone.engine.alerts.values() if al.rule == "tenant_count"]
     assert alert.annotations["flagged"] == "6"
     alone.close()
+
+
+def test_a_record_produced_twice_counts_once(clock: FakeClock, verdict: VerdictFactory, db_url: str) -> None:
+    """A producer's retry or a gateway's spill replayed after an outage puts the same record at a
+    new offset; request_id is the contract's idempotency key. Two high verdicts replayed counted
+    four times and made a repeat offender fire (an on-call review, 2026-12-06)."""
+    a = replica(db_url, clock)
+    a.on_assigned([(TOPIC, 0)], 1)
+    first = batch(verdict, clock, 0, range(0, 2), "u_1")
+    a.observe_records(first)
+    copies = [ScoredRecord(r.log, r.verdict, SourcePosition(TOPIC, 0, 10 + i)) for i, r in enumerate(first)]
+    a.observe_records(copies)
+    a.observe_records(batch(verdict, clock, 0, range(20, 21), "u_1"))  # a new record still counts
+    a.commit()
+    assert a.engine.risk_score("offender", "u_1") == 12  # 3 records x 4, not 5 x 4
+    a.close()
