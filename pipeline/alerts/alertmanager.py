@@ -108,7 +108,9 @@ class AlertmanagerPusher:
         for peer in self._peers:
             if now < peer.retry_at:
                 continue
-            full = now - peer.last_full >= self._settings.resend_interval_s
+            # A clock stepped back made `now - last_full` negative: no full re-send (the one pass
+            # that finds rows written under the watermark) until it caught up (2026-12-06).
+            full = now - peer.last_full >= self._settings.resend_interval_s or now < peer.last_full
             alerts = self._to_send(peer, now, full)
             peer.backlog = len(alerts)
             if not alerts:

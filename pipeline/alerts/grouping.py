@@ -84,6 +84,10 @@ class Notifier:
     # Rows committed this late after their updated_at are still picked up.
     READ_SLACK_S = 5.0
     RETENTION_EVERY_S = 10.0
+    # Every row is probed this often, not only those from the watermark on: a row's updated_at
+    # is its writer's clock, and a replica on a host whose clock is behind (or a clock stepped
+    # back) writes under the watermark. Such an alert was never notified (2026-12-06).
+    RECONCILE_EVERY_S = 60.0
 
     def __init__(
         self,
@@ -120,6 +124,7 @@ class Notifier:
         self._watermark: float | None = None
         self._signature: tuple[object, ...] | None = None
         self._last_retention = 0.0
+        self._last_reconcile = 0.0
 
     def tick(self) -> int:
         """Runs every dispatcher tick; returns how many notifications were enqueued."""
@@ -163,19 +168,24 @@ class Notifier:
                 del self._members[key]
         self._alerts.pop(fp, None)
 
-    def _load_changes(self, conn: Connection) -> list[Alert]:
+    def _load_changes(self, conn: Connection, now: float) -> list[Alert]:
         t = db.alerts
         if self._watermark is None:
             rows = list(conn.execute(sa.select(t)).mappings())
             self._watermark = self._clock()
+            self._last_reconcile = now
             for row in conn.execute(sa.select(db.groups.c.receiver, db.groups.c.group_key, db.groups.c.next_flush_at)):
                 self._next_flush[(row[0], row[1])] = row[2]
         else:
             # Cheap probe first: only rows whose (updated_at, ends_at) differ from the index are
-            # fetched and parsed in full.
-            recent = conn.execute(
-                sa.select(t.c.fingerprint, t.c.updated_at, t.c.ends_at).where(t.c.updated_at >= self._watermark - self.READ_SLACK_S)
-            )
+            # fetched and parsed in full. Every RECONCILE_EVERY_S (or when the clock went back),
+            # every row is probed.
+            probe = sa.select(t.c.fingerprint, t.c.updated_at, t.c.ends_at)
+            if now - self._last_reconcile >= self.RECONCILE_EVERY_S or now < self._last_reconcile:
+                self._last_reconcile = now
+            else:
+                probe = probe.where(t.c.updated_at >= self._watermark - self.READ_SLACK_S)
+            recent = conn.execute(probe)
             stale = []
             for fp, updated_at, ends_at in recent:
                 known = self._alerts.get(fp)
@@ -194,7 +204,7 @@ class Notifier:
 
     # ------------------------------------------------------------------ tick
     def _tick(self, conn: Connection, now: float) -> int:
-        changed = self._load_changes(conn)
+        changed = self._load_changes(conn, now)
 
         new_groups: dict[tuple[str, str], float] = {}
         for alert in changed:

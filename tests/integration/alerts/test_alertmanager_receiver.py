@@ -143,3 +143,37 @@ def test_direct_webhook_is_alertmanagers_format_field_for_field(
     # The receiver written against Alertmanager's output reads ours to the same summary.
     assert oncall_summary(ours) == oncall_summary(am_message)
     assert SECRET not in request.body.decode()
+
+
+def test_alerts_written_after_the_clock_stepped_back_still_reach_alertmanager(alertmanager: LocalAlertmanager, tmp_path) -> None:
+    """The pusher sends rows from a watermark of their own updated_at; a full re-send every
+    resend_interval_s finds the rest. With the clock stepped back 300 s, `now - last_full` was
+    negative and no full re-send ran: an alert written then reached Alertmanager only once the
+    clock had caught up (an on-call review, 2026-12-06: six minutes, every tick `posted=0`)."""
+    from pipeline.alerts.alertmanager import AlertmanagerPusher
+    from pipeline.alerts.engine import AlertEngine
+    from pipeline.alerts.model import GeneratorLinks
+    from pipeline.alerts.rules import parse_rules
+    from pipeline.alerts.settings import AlertmanagerSettings
+    from pipeline.alerts.state import create_db_engine
+
+    rule = f"stepped_{uuid.uuid4().hex[:8]}"
+    now = [time.time()]
+    store = create_db_engine(f"sqlite:///{tmp_path / 'am.db'}")
+    engine = AlertEngine(parse_rules(rules_yaml(rule, resolve_after="1h")), clock=lambda: now[0])
+    pusher = AlertmanagerPusher(store, AlertmanagerSettings(urls=[alertmanager.url], resend_interval_s=60),
+                                GeneratorLinks(base_url=""), clock=lambda: now[0])
+    try:
+        engine.observe([critical_verdict("u_before", tenant="t1", request_id=f"{rule}-1")])
+        with store.begin() as conn:
+            engine.save(conn)
+        assert pusher.tick() == 1
+        now[0] -= 300  # the host's clock is stepped back
+        engine.observe([critical_verdict("u_after", tenant="t2", request_id=f"{rule}-2")])
+        with store.begin() as conn:
+            engine.save(conn)
+        pusher.tick()
+        users = {a["labels"]["user"] for a in get_alerts(alertmanager.url) if a["labels"].get("alertname") == rule}
+        assert users == {"u_before", "u_after"}
+    finally:
+        pusher.close()

@@ -143,3 +143,22 @@ def test_a_group_that_fires_again_after_its_resolution_notifies_again(h: Harness
     h.observe(verdict(user="u_1", severity=Severity.CRITICAL))
     again = h.tick_after(30)
     assert [n.status for n in again] == ["firing"], "the second episode was not notified"
+
+
+def test_an_alert_from_a_host_whose_clock_is_behind_is_still_notified(h: Harness, clock: FakeClock,
+                                                                      verdict: VerdictFactory) -> None:
+    """Notifiers read changed alerts from a watermark of the rows' own `updated_at` (the writer's
+    clock), with 5 s of slack. A replica on a host 10 s behind wrote rows under the watermark:
+    its alert was never notified (an on-call review, 2026-12-06). A full pass every minute
+    finds them."""
+    from .conftest import FakeClock as Clock
+
+    h.observe(verdict(user="u_a", severity=Severity.CRITICAL))
+    assert [users(n) for n in h.tick_after(30)] == [["u_a"]]
+    behind = Clock(clock.now - 10)
+    other = AlertEngine(h.rules, clock=behind)
+    other.observe([verdict(user="u_b", tenant="other", severity=Severity.CRITICAL, at=behind.now)])
+    with h.db.begin() as conn:
+        other.save(conn)
+    sent = [n for _ in range(4) for n in h.tick_after(31)]
+    assert ["u_b"] in [users(n) for n in sent], sent
