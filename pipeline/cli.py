@@ -23,7 +23,7 @@ from rich.table import Table
 from pipeline.decode import DecodeError, decode_log, key_fields_of, too_large
 from pipeline.schemas import InferenceLog, contract_json_schemas
 from pipeline.settings import Settings, load_settings
-from pipeline.stdio import LongLine, count_lines, is_dash, open_input, open_output, output_path_problem, same_file
+from pipeline.stdio import LongLine, count_lines, is_dash, open_input, open_output, output_path_problem, path_or_dash, same_file
 
 app = typer.Typer(
     help="Streaming misuse detection for open-weight model serving logs.", no_args_is_help=True,
@@ -182,7 +182,7 @@ def _existing_or_dash(path: Path) -> Path:
 @app.command()
 def produce(
     file: Annotated[
-        Path, typer.Argument(callback=lambda p: _existing_or_dash(p), help="JSONL of inference logs ('-': stdin)")
+        Path, typer.Argument(parser=path_or_dash, callback=lambda p: _existing_or_dash(p), help="JSONL of inference logs ('-': stdin)")
     ],
     topic: Annotated[str | None, typer.Option(help="Target topic (default: kafka.input_topic)")] = None,
     rate: Annotated[float | None, typer.Option(min=0, help="Records per second (default or 0: as fast as possible)")] = None,
@@ -480,11 +480,11 @@ def print_summary(stats, settings: Settings) -> None:  # noqa: ANN001 - RunStats
 @app.command()
 def classify(
     input: Annotated[
-        Path, typer.Argument(callback=lambda p: _existing_or_dash(p), help="JSONL of inference-log/v1 ('-': stdin)")
+        Path, typer.Argument(parser=path_or_dash, callback=lambda p: _existing_or_dash(p), help="JSONL of inference-log/v1 ('-': stdin)")
     ],
     output: Annotated[
         Path,
-        typer.Option("--output", "-o", help="JSONL out, one line per input line ('-': stdout)"),
+        typer.Option("--output", "-o", parser=path_or_dash, help="JSONL out, one line per input line ('-': stdout)"),
     ],
     config: ConfigOpt = None,
     detectors: Annotated[str | None, typer.Option(help="Comma-separated detector names")] = None,

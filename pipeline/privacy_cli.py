@@ -23,7 +23,7 @@ from typing import Annotated
 
 import typer
 
-from pipeline.stdio import is_dash, output_path_problem
+from pipeline.stdio import is_dash, output_path_problem, path_or_dash
 
 log = logging.getLogger(__name__)
 
@@ -112,7 +112,7 @@ def keygen_command() -> None:
 def resolve_command(
     pseudonyms: Annotated[list[str], typer.Argument(help="Pseudonyms to resolve (u_...)")],
     candidates: Annotated[
-        Path, typer.Option(help="File of candidate raw user ids, one per line ('-': stdin)", show_default=False)
+        Path, typer.Option(parser=path_or_dash, help="File of candidate raw user ids, one per line ('-': stdin)", show_default=False)
     ],
     reason: Annotated[str, typer.Option(help="Why (ticket or case id); written to the audit log", show_default=False)],
     audit_log: Annotated[Path, typer.Option(help="Append-only audit file (JSON lines)")] = DEFAULT_AUDIT_LOG,

@@ -18,6 +18,15 @@ def is_dash(path: Path | str) -> bool:
     return str(path) == "-"
 
 
+def path_or_dash(value: str) -> Path:
+    """A command-line path (typer's ``parser=``): ``-`` is stdin or stdout, and any other
+    spelling of a file named ``-`` (``./-``) is that file. ``Path("./-")`` is ``Path("-")``, so
+    ``classify ./-`` read stdin and ``-o ./-`` wrote stdout while the file was ignored, exit 0
+    (a newcomer's review, 2026-12-06); such a path is kept absolute instead."""
+    path = Path(value)
+    return path.absolute() if value != "-" and is_dash(path) else path
+
+
 def same_file(a: Path | str | None, b: Path | str | None) -> bool:
     """Do two paths (neither '-') name one file? Writing the output would truncate the input
     (or interleave two outputs) before it is read: ``classify x -o x`` emptied x and exited 0."""

@@ -30,6 +30,7 @@ from detectors.training.ship import (
     runs_root,
     ship_artifact,
 )
+from pipeline.stdio import path_or_dash
 
 app = typer.Typer(help="Train, evaluate and ship the transformer detector.", no_args_is_help=True)
 
@@ -152,10 +153,10 @@ def evaluate(
     ] = None,
     labels: Annotated[
         Path | None,
-        typer.Option(help="Score existing verdicts against these labels instead (e.g. `simulate --truth`; '-': stdin)"),
+        typer.Option(parser=path_or_dash, help="Score existing verdicts against these labels instead (e.g. `simulate --truth`; '-': stdin)"),
     ] = None,
     verdicts: Annotated[
-        Path | None, typer.Option(help="With --labels: verdict JSONL (`classify`; '-': stdin) or Parquet lake folder")
+        Path | None, typer.Option(parser=path_or_dash, help="With --labels: verdict JSONL (`classify`; '-': stdin) or Parquet lake folder")
     ] = None,
     as_json: Annotated[
         bool, typer.Option("--json", help="Print the scores (with --labels) or the evaluation report as JSON on stdout")

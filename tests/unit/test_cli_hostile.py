@@ -356,3 +356,23 @@ def test_a_full_disk_names_the_output_file(capsys: pytest.CaptureFixture[str], t
     source.write_text(json.dumps(LINE) + "\n")
     code, err = _run(capsys, "classify", str(source), "-o", "/dev/full", "--detectors", "rules")
     assert code == ExitCode.INPUT and "No space left on device: /dev/full" in err, err
+
+
+def test_a_file_named_dash_is_read_and_written_as_a_file_when_spelled_as_a_path(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``Path("./-")`` is ``Path("-")``: ``classify ./-`` read stdin (empty: 0 verdicts, exit 0)
+    and ``-o ./-`` wrote stdout while the file named '-' was ignored (a newcomer's review,
+    2026-12-06). '-' alone is still stdin and stdout."""
+    import io
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "-").write_text(json.dumps(LINE) + "\n" + json.dumps({**LINE, "request_id": "r2"}) + "\n")
+    monkeypatch.setattr("sys.stdin", io.StringIO(""))
+    code, err = _run(capsys, "classify", "./-", "-o", "out.jsonl", "--detectors", "rules")
+    assert code == 0, err
+    assert [json.loads(x)["request_id"] for x in (tmp_path / "out.jsonl").read_text().splitlines()] == ["r1", "r2"]
+    (tmp_path / "in.jsonl").write_text(json.dumps(LINE) + "\n")
+    code, err = _run(capsys, "classify", "in.jsonl", "-o", "./-", "--detectors", "rules")
+    assert code == 0, err
+    assert [json.loads(x)["request_id"] for x in (tmp_path / "-").read_text().splitlines()] == ["r1"]
