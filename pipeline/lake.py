@@ -265,38 +265,65 @@ class PruneIncomplete(Exception):
         self.skipped = skipped
 
 
+_PARTITION = re.compile(r"date=\d{4}-\d{2}-\d{2}")
+# What a writer killed mid-write leaves: `.<name>.parquet.tmp` (lake and backfill dead letters).
+_LEFTOVER = ".*.parquet.tmp"
+
+
 def prune(root: Path, older_than: timedelta, *, now: datetime | None = None, dry_run: bool = False) -> list[Path]:
     """Delete what is older than ``older_than``; returns the paths removed (or that would be).
 
-    Verdicts: whole ``date=`` partitions whose day is entirely past the limit. Dead letters
-    (the backfill's, named by offset range, not by date): files last written before the limit.
-    Symlinks are never followed nor removed: a linked partition may point outside the lake, and
-    deleting only the link would report data gone that is still kept. A partition is removed
-    whole (links inside it are unlinked, not followed). What is skipped or fails does not stop
-    the others; PruneIncomplete is raised at the end naming it.
+    Verdicts: whole ``date=YYYY-MM-DD`` partitions whose day is entirely past the limit, and in
+    the others, files last written before the limit: a row's date is its sender's timestamp, so
+    one dated 2199 was never pruned (as the events store, a row goes once its request time or its
+    write time is past the limit; a privacy review, 2026-12-06). Dead letters (the backfill's,
+    named by offset range, not by date): files last written before the limit. Temporary files a
+    killed writer left, by their age, in both. Symlinks are never followed nor removed, the
+    ``verdicts`` and ``dead_letters`` folders included (a linked ``verdicts`` folder had its
+    target emptied): a linked partition may point outside the lake, and deleting only the link
+    would report data gone that is still kept. A partition is removed whole (links inside it are
+    unlinked, not followed). What is skipped or fails does not stop the others; PruneIncomplete
+    is raised at the end naming it.
     """
     now = now or datetime.now(_UTC)
     cutoff = (now - older_than).date()
+    limit = (now - older_than).timestamp()
     victims: list[Path] = []
     skipped: dict[Path, str] = {}
-    for directory in sorted((Path(root) / "verdicts").glob("date=*")):
-        try:
-            day = _date.fromisoformat(directory.name.removeprefix("date="))
-        except ValueError:
-            continue  # not a partition we wrote
-        if day >= cutoff:
-            continue
-        if directory.is_symlink():
-            skipped[directory] = "a symlink, not followed"
-        elif directory.is_dir():
-            victims.append(directory)
-    limit = (now - older_than).timestamp()
-    for path in sorted((Path(root) / "dead_letters").glob("*.parquet")):
-        if path.is_symlink():
-            if path.lstat().st_mtime < limit:
-                skipped[path] = "a symlink, not followed"
-        elif path.is_file() and path.stat().st_mtime < limit:
-            victims.append(path)
+
+    def old_files(folder: Path, pattern: str) -> None:
+        for path in sorted(folder.glob(pattern)):
+            if path.is_symlink():
+                if path.lstat().st_mtime < limit:
+                    skipped[path] = "a symlink, not followed"
+            elif path.is_file() and path.stat().st_mtime < limit:
+                victims.append(path)
+
+    verdicts, dead_letters = Path(root) / "verdicts", Path(root) / "dead_letters"
+    for folder in (verdicts, dead_letters):
+        if folder.is_symlink():
+            skipped[folder] = "a symlink, not followed"
+    if not verdicts.is_symlink():
+        for directory in sorted(verdicts.glob("date=*")):
+            if not _PARTITION.fullmatch(directory.name):
+                continue  # not a partition we wrote (fromisoformat alone took date=20200101)
+            try:
+                day = _date.fromisoformat(directory.name.removeprefix("date="))
+            except ValueError:
+                continue
+            if directory.is_symlink():
+                if day < cutoff:
+                    skipped[directory] = "a symlink, not followed"
+            elif not directory.is_dir():
+                continue
+            elif day < cutoff:
+                victims.append(directory)
+            else:
+                old_files(directory, "*.parquet")
+                old_files(directory, _LEFTOVER)
+    if not dead_letters.is_symlink():
+        old_files(dead_letters, "*.parquet")
+        old_files(dead_letters, _LEFTOVER)
     removed = victims if dry_run else [path for path in victims if _remove(path, skipped)]
     if skipped:
         raise PruneIncomplete(removed, skipped)

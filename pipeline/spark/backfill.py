@@ -491,11 +491,16 @@ def _write_dead_letters(directory: Path, topic: str, partition: int, table: pa.T
     for existing in LakeWriter.files(directory, topic, partition):
         if existing.path == target or not existing.overlaps(first, last):
             continue
+        written = existing.path.stat()
         old = pq.read_table(existing.path, schema=DEAD_LETTER_ARROW_SCHEMA)
         kept = old.filter(pc.or_(pc.less(old["source_offset"], first), pc.greater(old["source_offset"], last)))
         kept_name = file_name(topic, partition, *_range(kept)) if kept.num_rows else None
         if kept_name is not None:
             _atomic_write(kept, directory / kept_name)
+            # The kept rows are as old as before: `lake prune` goes by a dead-letter file's write
+            # time, and a re-run over one offset gave 99 rows of a 60-day-old run a fresh one
+            # (a privacy review, 2026-12-06).
+            os.utime(directory / kept_name, ns=(written.st_atime_ns, written.st_mtime_ns))
         if existing.path.name != kept_name:
             existing.path.unlink(missing_ok=True)
     return target

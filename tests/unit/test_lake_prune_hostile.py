@@ -112,6 +112,69 @@ def test_a_symlinked_dead_letter_file_is_not_followed(tmp_path: Path) -> None:
     assert target.exists() and isinstance(result.exception, InputError)
 
 
+def _age(path: Path, days: int) -> None:
+    then = (datetime.now(UTC) - timedelta(days=days)).timestamp()
+    os.utime(path, (then, then))
+
+
+@pytest.mark.parametrize("folder", ["verdicts", "dead_letters"])
+def test_a_symlinked_verdicts_or_dead_letters_folder_is_not_followed(tmp_path: Path, folder: str) -> None:
+    """A privacy review (2026-12-06): with `verdicts` linked elsewhere, prune emptied the target
+    (`date=2020-01-01`, and `date=20200101`, which fromisoformat also reads as a date); with
+    `dead_letters` linked, it deleted the target's old files."""
+    outside = tmp_path / "outside"
+    (outside / "date=2020-01-01").mkdir(parents=True)
+    (outside / "date=2020-01-01" / "x.parquet").write_bytes(b"PAR1")
+    (outside / "backup.parquet").write_bytes(b"PAR1")
+    _age(outside / "backup.parquet", 90)
+    lake = tmp_path / "lake"
+    lake.mkdir()
+    (lake / folder).symlink_to(outside, target_is_directory=True)
+    result = _prune(lake)
+    assert (outside / "date=2020-01-01" / "x.parquet").exists() and (outside / "backup.parquet").exists()
+    assert isinstance(result.exception, InputError) and str(lake / folder) in str(result.exception)
+
+
+def test_only_partitions_named_as_the_lake_names_them_are_pruned(tmp_path: Path) -> None:
+    lake = tmp_path / "lake"
+    ours = _partition(lake, _old(60))
+    theirs = [lake / "verdicts" / name for name in ("date=20200101", "date=2020-W01-1")]
+    for directory in theirs:
+        directory.mkdir()
+    assert _prune(lake).exit_code == 0
+    assert not ours.exists() and all(d.exists() for d in theirs)
+
+
+def test_rows_dated_in_the_future_go_by_their_write_time(tmp_path: Path) -> None:
+    """A row's date is its sender's timestamp (1970-2200): one dated 2199 kept its prompt until
+    then (a privacy review, 2026-12-06). As in the events store, a file also goes once its write
+    time is past the limit; a recent one stays."""
+    lake = tmp_path / "lake"
+    future = _partition(lake, date(2199, 12, 31), files=2)
+    _age(future / "logs-0-0-0.parquet", 60)
+    today = _partition(lake, _old(0))
+    assert _prune(lake).exit_code == 0
+    assert sorted(p.name for p in future.iterdir()) == ["logs-0-1-1.parquet"]
+    assert (today / "logs-0-0-0.parquet").exists()
+
+
+def test_temporary_files_of_a_killed_writer_go_by_their_age(tmp_path: Path) -> None:
+    """A backfill killed mid-write left `.logs-0-1-2.parquet.tmp` in dead_letters: not Parquet,
+    but its bytes held a card number and an e-mail address, and prune matched *.parquet only."""
+    lake = tmp_path / "lake"
+    dead = lake / "dead_letters"
+    dead.mkdir(parents=True)
+    stale, fresh = dead / ".logs-0-1-2.parquet.tmp", dead / ".logs-0-3-4.parquet.tmp"
+    stale.write_bytes(b"4111 1111 1111 1111")
+    fresh.write_bytes(b"being written")
+    _age(stale, 60)
+    live = _partition(lake, _old(0))
+    (live / ".logs-0-9-9.parquet.tmp").write_bytes(b"x")
+    _age(live / ".logs-0-9-9.parquet.tmp", 60)
+    assert _prune(lake).exit_code == 0
+    assert not stale.exists() and fresh.exists() and not (live / ".logs-0-9-9.parquet.tmp").exists()
+
+
 @pytest.mark.parametrize("age", ["99999999999d", "99999999999h", "999999d"])
 def test_an_age_too_large_is_a_usage_error(tmp_path: Path, age: str) -> None:
     result = CliRunner().invoke(lake_app, ["prune", "--older-than", age, "--lake", str(tmp_path)])

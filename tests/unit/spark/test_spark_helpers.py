@@ -128,3 +128,21 @@ def test_dead_letter_files_are_readable_by_their_owner_only(tmp_path):
     for path in files:
         assert stat.S_IMODE(path.stat().st_mode) == 0o600, path.name
     assert sum(pq.read_table(p).num_rows for p in files) == 2
+
+
+def test_dead_letters_kept_by_a_rerun_keep_their_age(tmp_path):
+    """`lake prune` goes by a dead-letter file's write time. A re-run over one offset rewrote the
+    rest of a 60-day-old file under a fresh time, so its 99 other rows (raw bytes) outlived
+    retention (a privacy review, 2026-12-06)."""
+    import os
+    from datetime import UTC, datetime, timedelta
+
+    rows = [{"source_topic": "logs", "source_partition": 0, "source_offset": i, "error_reason": "invalid_json",
+             "error_detail": "Expecting value", "raw_value": b"{"} for i in range(100)]  # fmt: skip
+    table = pa.Table.from_pylist(rows, schema=backfill.DEAD_LETTER_ARROW_SCHEMA)
+    first = backfill._write_dead_letters(tmp_path, "logs", 0, table)
+    long_ago = (datetime.now(UTC) - timedelta(days=60)).timestamp()
+    os.utime(first, (long_ago, long_ago))
+    rerun = backfill._write_dead_letters(tmp_path, "logs", 0, table.slice(50, 1))
+    assert first.exists() and pq.read_table(first).num_rows == 99  # the same range, 0-99, less offset 50
+    assert abs(first.stat().st_mtime - long_ago) < 1 and rerun.stat().st_mtime > long_ago + 86400
