@@ -28,6 +28,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.engine import make_url
 from sqlalchemy.dialects import postgresql as pg
 from tenacity import retry, retry_if_exception_type, stop_after_attempt, wait_exponential
 
@@ -97,6 +98,10 @@ class EventStoreError(RuntimeError):
     """The events store could not be written or maintained (after retries)."""
 
 
+class ForeignTableError(EventStoreError):
+    """A table of our name that is not ours: a configuration error (the wrong database)."""
+
+
 _QUOTED = re.compile(r'"[^"\n]*"|\'[^\'\n]*\'')
 _KEY_VALUE = re.compile(r"=\((?:[^()\n]|\([^()\n]*\))*\)")
 
@@ -125,16 +130,40 @@ def create_engine(settings: PostgresSettings) -> sa.Engine:
     ``hide_parameters``: SQLAlchemy puts the bound values of a failed statement (request ids,
     pseudonyms, evidence) into the exception text, which EventStoreError and the runner log;
     with it the message keeps the statement and says the parameters were hidden.
+
+    The statement timeout goes before the URL's own ``options`` (``?options=-csearch_path%3Dmm``),
+    which keeps them and lets them win. It replaced them: the table went to ``public``, not to
+    the schema the URL named (a privacy review, 2026-12-06).
     """
+    url = make_url(settings.url.get_secret_value())
+    given = url.query.get("options")
+    own = " ".join(given) if isinstance(given, tuple) else (given or "")
+    options = f"-c statement_timeout={settings.statement_timeout_ms} {own}".strip()
     return sa.create_engine(
-        settings.url.get_secret_value(),
+        url.difference_update_query(["options"]),
         pool_pre_ping=True,
         hide_parameters=True,
-        connect_args={
-            "connect_timeout": settings.connect_timeout_s,
-            "options": f"-c statement_timeout={settings.statement_timeout_ms}",
-        },
+        connect_args={"connect_timeout": settings.connect_timeout_s, "options": options},
     )
+
+
+# Columns every release's table has: a table of that name without them is someone else's.
+_FIRST_RELEASE_COLUMNS = frozenset(c.name for c in events.columns) - set(_ADDED_COLUMNS)
+
+
+def _require_our_table(conn: sa.Connection) -> None:
+    """EventStoreError when a table named TABLE_NAME is there but is not ours: ``events init``
+    added our columns to it and ``events prune`` deleted its rows (a privacy review, 2026-12-06,
+    with a foreign ``misuse_events (request_id, ts, ingested_at, note)``)."""
+    inspector = sa.inspect(conn)
+    if not inspector.has_table(TABLE_NAME):
+        return
+    lacking = _FIRST_RELEASE_COLUMNS - {c["name"] for c in inspector.get_columns(TABLE_NAME)}
+    if lacking:
+        raise ForeignTableError(
+            f"table {TABLE_NAME} in that database is not misuse-monitor's events table (it lacks "
+            f"{', '.join(sorted(lacking))}): nothing was changed; point postgres.url at another database or schema"
+        )
 
 
 def create_schema(engine: sa.Engine) -> None:
@@ -148,6 +177,7 @@ def create_schema(engine: sa.Engine) -> None:
     with engine.begin() as conn:
         # Serialises concurrent start-ups: CREATE ... IF NOT EXISTS can still race on the catalog.
         conn.execute(sa.text("SELECT pg_advisory_xact_lock(hashtext(:name))"), {"name": TABLE_NAME})
+        _require_our_table(conn)
         metadata.create_all(conn, checkfirst=True)
         inspector = sa.inspect(conn)
         present = {c["name"] for c in inspector.get_columns(TABLE_NAME)}
@@ -393,8 +423,11 @@ def upsert_with_retry(engine: sa.Engine, verdicts: Sequence[Event], attempts: in
 
 
 def has_events_table(engine: sa.Engine) -> bool:
-    """Whether the events table exists (in the connection's search path)."""
-    return sa.inspect(engine).has_table(TABLE_NAME)
+    """Whether the events table exists (in the connection's search path); ForeignTableError
+    when a table of that name is someone else's."""
+    with engine.connect() as conn:
+        _require_our_table(conn)
+        return sa.inspect(conn).has_table(TABLE_NAME)
 
 
 def delete_older_than(engine: sa.Engine, days: int, *, now: datetime | None = None, batch: int = 10_000) -> int:

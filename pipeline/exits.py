@@ -347,6 +347,8 @@ def classify_exception(exc: BaseException) -> tuple[ExitCode, str]:
         return ExitCode.KAFKA_UNREACHABLE, f"kafka: {exc}"
     if name == "RegistryError":  # an unknown detector or sink name
         return ExitCode.CONFIG, str(exc)
+    if name == "ForeignTableError":  # postgres.url names a database whose misuse_events is not ours
+        return ExitCode.CONFIG, f"database: {exc}"
     if name == "OutageError":
         return ExitCode.OUTAGE, f"outage: {exc}"
     if name == "DetectorFailure":

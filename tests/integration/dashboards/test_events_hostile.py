@@ -239,3 +239,46 @@ def test_events_prune_before_the_table_exists_warns_and_deletes_nothing(postgres
     engine = events_db.create_engine(postgres_settings)
     assert not events_db.has_events_table(engine)  # prune creates nothing
     engine.dispose()
+
+
+def test_a_foreign_table_of_our_name_is_left_alone(postgres_settings: PostgresSettings) -> None:
+    """A privacy review (2026-12-06): with someone else's `misuse_events (request_id, ts,
+    ingested_at, note)` in the database, `events prune` deleted its rows and `events init` tried
+    to add our columns ("internal error", exit 1). Both now refuse (exit 3) and change nothing."""
+    from pipeline.cli import main
+
+    url = postgres_settings.url.get_secret_value()
+    engine = events_db.create_engine(postgres_settings)
+    with engine.begin() as conn:
+        conn.exec_driver_sql("CREATE TABLE misuse_events (request_id text PRIMARY KEY, ts timestamptz, "
+                             "ingested_at timestamptz, note text)")
+        conn.exec_driver_sql("INSERT INTO misuse_events VALUES ('a', '2000-01-01', '2000-01-01', 'theirs')")
+    for command in (["events", "prune", "--url", url, "--days", "1"], ["events", "init", "--url", url]):
+        assert main(command) == 3, command
+    with engine.connect() as conn:
+        assert conn.exec_driver_sql("SELECT note FROM misuse_events").scalars().all() == ["theirs"]
+        columns = [r[0] for r in conn.exec_driver_sql(
+            "SELECT column_name FROM information_schema.columns WHERE table_name = 'misuse_events' ORDER BY 1")]
+    assert columns == ["ingested_at", "note", "request_id", "ts"]
+    engine.dispose()
+
+
+def test_the_urls_own_options_are_kept(postgres_settings: PostgresSettings) -> None:
+    """`?options=-csearch_path%3Dmm` was replaced by our statement timeout: the table went to
+    `public`, not to the schema the URL named (a privacy review, 2026-12-06)."""
+    base = postgres_settings.url.get_secret_value()
+    admin = events_db.create_engine(postgres_settings)
+    with admin.begin() as conn:
+        conn.exec_driver_sql("CREATE SCHEMA mm")
+    separator = "&" if "?" in base else "?"
+    settings = postgres_settings.model_copy(update={"url": type(postgres_settings.url)(f"{base}{separator}options=-csearch_path%3Dmm")})
+    engine = events_db.create_engine(settings)
+    events_db.create_schema(engine)
+    with engine.connect() as conn:
+        assert conn.exec_driver_sql("SHOW search_path").scalar() == "mm"
+        assert conn.exec_driver_sql("SHOW statement_timeout").scalar() not in ("0", None)
+    with admin.connect() as conn:
+        schemas = conn.exec_driver_sql("SELECT table_schema FROM information_schema.tables WHERE table_name = 'misuse_events'").scalars().all()
+    assert schemas == ["mm"]
+    engine.dispose()
+    admin.dispose()
