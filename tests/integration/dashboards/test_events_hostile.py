@@ -255,6 +255,8 @@ def test_a_foreign_table_of_our_name_is_left_alone(postgres_settings: PostgresSe
         conn.exec_driver_sql("INSERT INTO misuse_events VALUES ('a', '2000-01-01', '2000-01-01', 'theirs')")
     for command in (["events", "prune", "--url", url, "--days", "1"], ["events", "init", "--url", url]):
         assert main(command) == 3, command
+    with pytest.raises(events_db.ForeignTableError):  # the stream's sink, at start-up
+        PostgresSink.create(Settings(sinks=["postgres"], postgres=postgres_settings), PipelineMetrics())
     with engine.connect() as conn:
         assert conn.exec_driver_sql("SELECT note FROM misuse_events").scalars().all() == ["theirs"]
         columns = [r[0] for r in conn.exec_driver_sql(
