@@ -140,6 +140,7 @@ def resolve_command(
     pseudonymize = Pseudonymizer(key.encode("utf-8"))
     wanted = set(pseudonyms)
     matches: list[tuple[str, str]] = []
+    as_sent: set[str] = set()
     count = 0
     with lines:
         for line in lines:
@@ -147,7 +148,17 @@ def resolve_command(
             if not raw:
                 continue
             count += 1
-            p = pseudonymize(raw)
+            if PSEUDONYM.fullmatch(raw):
+                # A raw id shaped like a pseudonym: the gateway's adapters store it as
+                # "client:<id>" and hash that (pipeline/adapters.py). Passed through the
+                # Pseudonymizer it came back unchanged and "resolved" to itself, audited as a
+                # match (a privacy review, 2026-12-06). A record sent straight to Kafka with
+                # such an id keeps it as sent: said, not counted.
+                if raw in wanted:
+                    as_sent.add(raw)
+                p = pseudonymize.hash("client:" + raw)
+            else:
+                p = pseudonymize(raw)
             if p in wanted:
                 matches.append((p, raw))
     entry = {
@@ -172,6 +183,9 @@ def resolve_command(
         return
     for p, raw in sorted(matches):
         typer.echo(f"{p}\t{raw}")
+    if as_sent:
+        typer.echo(f"also candidates, with a pseudonym's shape: {', '.join(sorted(as_sent))}; a record sent straight to "
+                   "Kafka with such a user id keeps it as sent (not a match)", err=True)
     if unresolved:
         typer.echo(f"no candidate matched: {', '.join(sorted(unresolved))}", err=True)
 

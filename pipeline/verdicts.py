@@ -55,7 +55,11 @@ class Pseudonymizer:
             # Already a pseudonym: logs stored in the lake carry one, and re-scoring them
             # (spark backfill) must give the verdict the same user, not a hash of the hash.
             return user_id
-        digest = hmac.new(self._key, user_id.encode("utf-8"), hashlib.sha256).hexdigest()
+        return self.hash(user_id)
+
+    def hash(self, raw: str) -> str:
+        """The keyed hash of ``raw``, whatever its shape (``pseudonym resolve``)."""
+        digest = hmac.new(self._key, raw.encode("utf-8"), hashlib.sha256).hexdigest()
         return f"u_{digest[:20]}"
 
 

@@ -97,3 +97,22 @@ def test_keygen_prints_a_usable_key() -> None:
     key = result.stdout.strip()
     cipher = TextCipher.from_b64(key)
     assert cipher.decrypt(cipher.encrypt("text", "r1"), "r1") == "text"
+
+
+def test_a_candidate_shaped_like_a_pseudonym_is_not_resolved_to_itself(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A privacy review (2026-12-06): `resolve u_0123456789abcdef0123` with that string among the
+    candidates printed it as its own raw id and audited a match. Such a raw id enters through
+    the gateway as "client:<id>" (pipeline/adapters.py); that is what is resolved now."""
+    monkeypatch.setenv("MM_PSEUDONYM_KEY", KEY)
+    shaped = "u_0123456789abcdef0123"
+    stored = Pseudonymizer(KEY.encode()).hash("client:" + shaped)
+    candidates = tmp_path / "c.txt"
+    candidates.write_text(f"{shaped}\n")
+    audit = tmp_path / "audit.jsonl"
+    result = CliRunner().invoke(pseudonym_app, ["resolve", shaped, stored, "--candidates", str(candidates),
+                                                "--reason", "T-1", "--audit-log", str(audit), "--json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout) == {"matches": {stored: shaped}, "unresolved": [shaped]}
+    assert json.loads(audit.read_text())["matched"] == [stored]
