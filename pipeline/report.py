@@ -268,6 +268,9 @@ def partial_days(lake: pd.DataFrame) -> dict[str, str]:
     return out
 
 
+MAX_DAILY_TICKS = 31
+
+
 def trend_plot(agg: pd.DataFrame, partial: dict[str, str] | None = None) -> str | None:
     fig = trend_figure(agg, partial)
     return None if fig is None else _png(fig)
@@ -311,9 +314,18 @@ def trend_figure(agg: pd.DataFrame, partial: dict[str, str] | None = None) -> Fi
     right.yaxis.set_major_formatter(PercentFormatter(xmax=1.0, decimals=1))
     if len(per_cat.columns):
         right.legend()
+    # One tick a day over a month at most. A lake date is its sender's timestamp (1970-2200),
+    # so one record dated 1970 made 20,000 daily ticks and a report of minutes (a hostile
+    # review, 2026-12-06): longer spans get matplotlib's own choice of ticks.
+    long_span = len(x) > 1 and (x.max() - x.min()).days > MAX_DAILY_TICKS
     for ax in (left, right):
-        ax.xaxis.set_major_locator(mdates.DayLocator())
-        ax.xaxis.set_major_formatter(mdates.DateFormatter("%b %d"))
+        if long_span:
+            locator = mdates.AutoDateLocator(maxticks=MAX_DAILY_TICKS)
+            ax.xaxis.set_major_locator(locator)
+            ax.xaxis.set_major_formatter(mdates.ConciseDateFormatter(locator))
+        else:
+            ax.xaxis.set_major_locator(mdates.DayLocator())
+            ax.xaxis.set_major_formatter(mdates.DateFormatter("%b %d"))
         if len(x) == 1:  # one day: give the single tick some room
             ax.set_xlim(x[0] - pd.Timedelta(hours=12), x[0] + pd.Timedelta(hours=12))
         for day, why in partial.items():

@@ -249,3 +249,18 @@ def test_report_replaces_the_page_whole(tmp_path: Path) -> None:
     assert page.stat().st_mode & 0o777 == 0o640
     assert page.read_text(encoding="utf-8").lstrip().lower().startswith("<!doctype html")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["jobs", "r.html"]
+
+
+def test_a_record_dated_decades_ago_does_not_make_a_tick_per_day(tmp_path: Path) -> None:
+    """A lake date is its sender's timestamp (1970-2200). Aggregates over 1970-01-01 and
+    2026-11-01 made one tick a day (20,000) and a report of 146 s (a hostile review, 2026-12-06)."""
+    from pipeline.report import MAX_DAILY_TICKS, trend_figure
+
+    rows = []
+    for day in ("1970-01-01", "2026-11-01"):
+        rows.append({"date": day, "tenant_id": "acme", "deployment": "chat", "model": "m", "category": "all",
+                     "records": 10, "flagged": 2, "flagged_share": 0.2, "severity_none": 8, "severity_low": 0,
+                     "severity_medium": 0, "severity_high": 2, "severity_critical": 0})
+    fig = trend_figure(pd.DataFrame(rows))
+    for ax in fig.axes:
+        assert len(ax.xaxis.get_major_locator()()) <= MAX_DAILY_TICKS + 2
