@@ -578,7 +578,9 @@ def build_report(
             sys.stdout.flush()
         return output
     output.parent.mkdir(parents=True, exist_ok=True)
-    with open_output(output) as out:  # replaced whole: a killed run leaves the previous page
+    # Replaced whole: a killed run leaves the previous page. Owner-only when new: the page holds
+    # representative prompts (docs/spark.md: treat it like the lake); it was the umask's 0644.
+    with open_output(output, private=True) as out:
         out.write(html)
     return output
 

@@ -182,7 +182,7 @@ def _lines_of_archive(fh: Iterable, name: str) -> Iterator:
 
 
 @contextlib.contextmanager
-def open_output(path: Path) -> Iterator[IO[str]]:
+def open_output(path: Path, private: bool = False) -> Iterator[IO[str]]:
     """The file (UTF-8, '\\n' line ends), or stdout for '-' (left open: it is not ours to close).
 
     A regular file is written whole or not at all: into a hidden ``.<name>.<pid>.tmp`` next to
@@ -191,6 +191,9 @@ def open_output(path: Path) -> Iterator[IO[str]]:
     (``classify`` promises one line per input line; ``simulate`` emptied ``-o`` and then failed
     when its data packages were missing: 2026-12-04). Anything else that exists there (a FIFO,
     ``/dev/null``, ``/dev/stdout``) is written in place; a symlink is followed.
+
+    ``private``: a new file is created with PRIVATE_FILE_MODE (0600) whatever the umask (the
+    report's page holds representative prompts); a file replaced keeps the mode it had.
     """
     if is_dash(path):
         yield sys.stdout
@@ -202,7 +205,11 @@ def open_output(path: Path) -> Iterator[IO[str]]:
         # PermissionError: a folder we may not create in, holding a file we may write.
         with contextlib.suppress(PermissionError):
             try:
-                fh = tmp.open("x", encoding="utf-8", newline="\n")  # the umask's mode, as a plain open() gives
+                if private:
+                    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, PRIVATE_FILE_MODE)
+                    fh = os.fdopen(fd, "w", encoding="utf-8", newline="\n")
+                else:
+                    fh = tmp.open("x", encoding="utf-8", newline="\n")  # the umask's mode, as a plain open() gives
             except (FileNotFoundError, NotADirectoryError) as exc:  # name what the user gave, not the temporary file
                 raise type(exc)(exc.errno, exc.strerror, str(path)) from None
     try:

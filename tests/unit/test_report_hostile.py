@@ -264,3 +264,22 @@ def test_a_record_dated_decades_ago_does_not_make_a_tick_per_day(tmp_path: Path)
     fig = trend_figure(pd.DataFrame(rows))
     for ax in fig.axes:
         assert len(ax.xaxis.get_major_locator()()) <= MAX_DAILY_TICKS + 2
+
+
+def test_a_new_report_page_is_readable_by_its_owner_only(tmp_path: Path) -> None:
+    """The page holds representative prompts (docs/spark.md: treat it like the lake); it was
+    written with the umask's mode, 0644 on most hosts (a hostile review, 2026-12-06)."""
+    import os
+    import stat
+
+    jobs = tmp_path / "jobs"
+    _aggregates(jobs)
+    old = os.umask(0o022)
+    try:
+        assert main(["report", str(jobs), "-o", str(tmp_path / "r.html")]) == 0
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "r.html").stat().st_mode) == 0o600
+    os.chmod(tmp_path / "r.html", 0o640)  # an operator's choice survives the next run
+    assert main(["report", str(jobs), "-o", str(tmp_path / "r.html")]) == 0
+    assert stat.S_IMODE((tmp_path / "r.html").stat().st_mode) == 0o640
