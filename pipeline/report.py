@@ -44,6 +44,11 @@ CATEGORY_COLORS = {
 SEVERITY_COLORS = {"low": "#d4e5f7", "medium": "#f2cc60", "high": "#e16f24", "critical": "#a40e26"}
 TOP_OFFENDERS = 15
 TOP_CAMPAIGNS = 10
+# Tenants, deployments and models are the client's to name: 20,000 of them made a page of 20,005
+# rows, and a mix plot of 20,000 bars ran for minutes (a hostile review, 2026-12-06). The rest
+# are summed in one row or bar.
+TOP_VOLUMES = 25
+TOP_MIX_MODELS = 20
 
 
 # A day is drawn as partial when the data starts this long after midnight or ends this long before it.
@@ -341,6 +346,11 @@ def trend_figure(agg: pd.DataFrame, partial: dict[str, str] | None = None) -> Fi
 
 
 def mix_plot(agg: pd.DataFrame) -> str | None:
+    fig = mix_figure(agg)
+    return None if fig is None else _png(fig)
+
+
+def mix_figure(agg: pd.DataFrame) -> Figure | None:
     """Flagged records per model split by category (left) and severity mix (right)."""
     import pandas as pd
     from matplotlib.figure import Figure
@@ -351,6 +361,10 @@ def mix_plot(agg: pd.DataFrame) -> str | None:
     if cats.empty:
         return None
     by_model = cats.pivot_table(index="model", columns="category", values="records", aggfunc="sum").fillna(0)
+    if len(by_model) > TOP_MIX_MODELS:
+        order = by_model.sum(axis=1).sort_values(ascending=False).index
+        rest = by_model.loc[order[TOP_MIX_MODELS:]].sum().rename(f"({len(order) - TOP_MIX_MODELS:,} more)")
+        by_model = pd.concat([by_model.loc[order[:TOP_MIX_MODELS]], rest.to_frame().T])
     totals = agg[agg["category"] == "all"]
     severity = {s: int(totals[f"severity_{s}"].sum()) for s in SEVERITY_COLORS}
     fig = Figure(figsize=(12, 3.8))
@@ -365,7 +379,7 @@ def mix_plot(agg: pd.DataFrame) -> str | None:
     right.set_title("Severity mix (flagged records)")
     for ax in (left, right):
         ax.grid(alpha=0.3, axis="x" if ax is left else "y")
-    return _png(fig)
+    return fig
 
 
 def offenders_plot(off: pd.DataFrame) -> str | None:
@@ -413,11 +427,11 @@ def volume_tables(agg: pd.DataFrame, lake: pd.DataFrame) -> dict[str, list[dict[
     for key in ("tenant_id", "deployment", "model"):
         grouped = base.fillna({key: "(none)"}).groupby(key)[["records", "flagged"]].sum()
         grouped = grouped.sort_values(["records", "flagged"], ascending=False)
-        out[key] = [
-            {"name": name, "records": int(r.records), "flagged": int(r.flagged),
-             "rate": r.flagged / r.records if r.records else None}
-            for name, r in grouped.iterrows()
-        ]
+        rows = [(str(name), int(r.records), int(r.flagged)) for name, r in grouped.head(TOP_VOLUMES).iterrows()]
+        rest = grouped.iloc[TOP_VOLUMES:]
+        if len(rest):
+            rows.append((f"({len(rest):,} more)", int(rest["records"].sum()), int(rest["flagged"].sum())))
+        out[key] = [{"name": name, "records": n, "flagged": f, "rate": f / n if n else None} for name, n, f in rows]
     return out
 
 

@@ -283,3 +283,25 @@ def test_a_new_report_page_is_readable_by_its_owner_only(tmp_path: Path) -> None
     os.chmod(tmp_path / "r.html", 0o640)  # an operator's choice survives the next run
     assert main(["report", str(jobs), "-o", str(tmp_path / "r.html")]) == 0
     assert stat.S_IMODE((tmp_path / "r.html").stat().st_mode) == 0o640
+
+
+def test_many_tenants_and_models_are_summed_past_the_top_ones(tmp_path: Path) -> None:
+    """Tenants and models are the client's to name: 20,000 tenants made a page of 20,005 table
+    rows, and 20,000 models a mix plot that ran for minutes (a hostile review, 2026-12-06)."""
+    from pipeline.report import TOP_MIX_MODELS, TOP_VOLUMES, mix_figure, volume_tables
+
+    rows = []
+    for i in range(300):
+        for cat, n, flagged in (("all", 10 + i, 2), ("jailbreak", 2, 2)):
+            rows.append({"date": "2026-11-01", "tenant_id": f"t{i}", "deployment": "chat", "model": f"m{i}",
+                         "category": cat, "records": n, "flagged": flagged, "flagged_share": flagged / n,
+                         "severity_none": n - flagged, "severity_low": 0, "severity_medium": 0,
+                         "severity_high": flagged, "severity_critical": 0})
+    agg = pd.DataFrame(rows)
+    tables = volume_tables(agg, pd.DataFrame())
+    for key in ("tenant_id", "model"):
+        assert len(tables[key]) == TOP_VOLUMES + 1 and tables[key][-1]["name"] == f"({300 - TOP_VOLUMES} more)"
+        assert sum(r["records"] for r in tables[key]) == int(agg[agg["category"] == "all"]["records"].sum())
+    assert tables["tenant_id"][0]["name"] == "t299"  # the largest first
+    models = [t.get_text() for t in mix_figure(agg).axes[0].get_yticklabels()]
+    assert len(models) == TOP_MIX_MODELS + 1 and f"({300 - TOP_MIX_MODELS} more)" in models
