@@ -14,6 +14,7 @@ are grouped under ``__other__`` until the process restarts.
 from __future__ import annotations
 
 import json
+import re
 import threading
 import time
 from dataclasses import dataclass, field
@@ -45,8 +46,19 @@ class LabelGuard:
         return False
 
     def __call__(self, value: str | None) -> str:
-        value = value or "unknown"
+        value = _query_safe(value or "unknown")
         return value if self.admit(value) else OTHER
+
+
+# Grafana escapes each value of a multi-select variable for a regex (`tenant=~"$tenant"`), but in
+# its default mode not `"` or `\`: a tenant named `evil", tenant=~"acme` added a matcher to
+# every panel's query and showed acme's traffic (a hostile review, 2026-12-06). Such characters,
+# and control characters, become `_` in the exported label.
+_UNSAFE_IN_QUERIES = re.compile(r'["\\\x00-\x1f\x7f]')
+
+
+def _query_safe(value: str) -> str:
+    return _UNSAFE_IN_QUERIES.sub("_", value)
 
 
 class Health:

@@ -33,3 +33,19 @@ def test_combinations_of_allowed_label_values_are_capped_too() -> None:
     # A value past its per-label cap is counted as such.
     sink.write([_record("model-new", "tenant-0")])
     assert metrics.registry.get_sample_value("mm_label_overflow_total", {"label": "model"}) == 1
+
+
+def test_a_label_value_that_would_rewrite_a_dashboard_query_is_exported_without_quotes() -> None:
+    """Grafana escapes a multi-select variable for a regex but, in its default mode, not `"` or
+    `\\`: with a tenant named `evil", tenant=~"acme`, the panels' `tenant=~"$tenant"` became
+    `tenant=~"evil", tenant=~"acme"` and showed acme's traffic (a hostile review, 2026-12-06).
+    What a dashboard variable can take is what Prometheus holds, so those characters (and
+    control characters) are `_` there; other text is kept."""
+    metrics = PipelineMetrics()
+    sink = MetricsSink(metrics)
+    sink.write([_record('qwen"3\\x', 'evil", tenant=~"acme'), _record("m", "acme corp (EU)\n")])
+    tenants = {s.labels["tenant"] for metric in metrics.registry.collect() if metric.name == "mm_verdicts"
+               for s in metric.samples}
+    models = {s.labels["model"] for metric in metrics.registry.collect() if metric.name == "mm_verdicts"
+              for s in metric.samples}
+    assert tenants == {"evil_, tenant=~_acme", "acme corp (EU)_"} and models == {"qwen_3_x", "m"}
