@@ -27,6 +27,7 @@ from pipeline.stdio import is_dash, open_output, output_path_problem, path_or_da
 
 if TYPE_CHECKING:
     import pandas as pd
+    import pyarrow as pa
     from matplotlib.figure import Figure
 
     from pipeline.settings import KafkaSettings
@@ -228,21 +229,69 @@ REQUIRED_COLUMNS: dict[str, tuple[str, ...]] = {
 }
 
 
+# What each column read by the page holds: a column of another type (records as text, dates
+# that are not dates, a list where a name goes, empty user ids or risks) was a TypeError deep in
+# a plot or a filter, exit 1 (a hostile review, 2026-12-06); now an input error naming it.
+# "name" columns may hold nulls (shown as such), and so may precision and recall (undefined
+# for a scope without positives); the other "number" and the "key" columns may not.
+_NUMBER = ("records", "flagged", "users", "rank", "risk", "tp", "fp", "fn", "tn", "precision", "recall",
+           *(f"severity_{s}" for s in SEVERITY_COLORS))
+_KEY = ("user_id", "campaign_id")
+_NAME = ("tenant_id", "deployment", "model", "category", "change", "scope", "variant", "error_reason",
+         "representative_prompt")
+
+
+def _check_types(path: Path, table: pa.Table) -> None:
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    def bad(column: str, why: str) -> ReportError:
+        return ReportError(f"{path} is not a job output this report reads: column {column} {why}")
+
+    names = set(table.column_names)
+    for column in names & {*_NUMBER, *_KEY, *_NAME, "date"}:
+        kind = table.schema.field(column).type
+        nulls = table.column(column).null_count
+        if column in _NUMBER:
+            if not (pa.types.is_integer(kind) or pa.types.is_floating(kind) or pa.types.is_null(kind)):
+                raise bad(column, f"holds {kind}, not numbers")
+            if nulls and column not in ("precision", "recall"):
+                raise bad(column, f"has {nulls} empty value(s)")
+        elif column == "date":
+            if pa.types.is_date(kind):
+                continue
+            if not pa.types.is_string(kind) and not pa.types.is_large_string(kind):
+                raise bad(column, f"holds {kind}, not dates")
+            try:
+                pc.strptime(table.column(column), format="%Y-%m-%d", unit="s")
+            except (pa.ArrowInvalid, ValueError) as exc:
+                raise bad(column, f"holds a value that is not a YYYY-MM-DD date ({first_line(exc)[:80]})") from None
+        elif not (pa.types.is_string(kind) or pa.types.is_large_string(kind) or pa.types.is_null(kind)):
+            raise bad(column, f"holds {kind}, not text")
+        elif column in _KEY and nulls:
+            raise bad(column, f"has {nulls} empty value(s)")
+
+
 def _read(path: Path, required: tuple[str, ...] = ()) -> pd.DataFrame:
     import pandas as pd
+    import pyarrow as pa
     import pyarrow.parquet as pq
 
     if not path.is_dir() or not any(path.glob("*.parquet")):
         return pd.DataFrame()
     try:
-        frame = pq.read_table(path).to_pandas()
-    except (OSError, ValueError) as exc:  # pyarrow's ArrowInvalid (not Parquet) is a ValueError
+        table = pq.read_table(path)
+    # pyarrow's ArrowInvalid (not Parquet) is a ValueError; files whose schemas cannot be unified
+    # (a list where another file has text) raise ArrowNotImplementedError.
+    except (OSError, ValueError, pa.ArrowException) as exc:
         first = first_line(exc, type(exc).__name__)
         raise ReportError(f"cannot read {path}: {first}") from exc
-    missing = [c for c in required if c not in frame.columns]
-    if missing and not frame.empty:
+    missing = [c for c in required if c not in table.column_names]
+    if missing and table.num_rows:
         raise ReportError(f"{path} is not a job output this report reads: column(s) {', '.join(missing)} missing")
-    return frame
+    if table.num_rows:
+        _check_types(path, table)
+    return table.to_pandas()
 
 
 def _png(fig: Figure) -> str:

@@ -305,3 +305,33 @@ def test_many_tenants_and_models_are_summed_past_the_top_ones(tmp_path: Path) ->
     assert tables["tenant_id"][0]["name"] == "t299"  # the largest first
     models = [t.get_text() for t in mix_figure(agg).axes[0].get_yticklabels()]
     assert len(models) == TOP_MIX_MODELS + 1 and f"({300 - TOP_MIX_MODELS} more)" in models
+
+
+@pytest.mark.parametrize(("folder", "row", "says"), [
+    ("aggregates", {"date": "not-a-date"}, "column date holds a value that is not a YYYY-MM-DD date"),
+    ("aggregates", {"records": "10"}, "column records holds large_string, not numbers"),
+    ("aggregates", {"model": ["a", "b"]}, "column model holds list<element: string>, not text"),
+    ("offenders", {"rank": 1, "user_id": "u_1", "risk": None}, "column risk has 1 empty value(s)"),
+    ("offenders", {"rank": 1, "user_id": None, "risk": 1.0}, "column user_id has 1 empty value(s)"),
+    ("campaigns", {"campaign_id": "c_1", "records": 3, "users": 3, "representative_prompt": b"\x00x"},
+     "column representative_prompt holds binary, not text"),
+    ("shadow/metrics", {"scope": "all", "variant": "a", "tp": 1, "fp": 0, "fn": 0, "tn": 1, "precision": "0.5",
+                        "recall": 1.0}, "column precision holds large_string, not numbers"),
+])
+def test_a_job_output_column_of_another_type_is_an_input_error_naming_it(tmp_path: Path, capsys, folder: str,
+                                                                         row: dict, says: str) -> None:
+    """Each was a TypeError or a parse error deep in a plot, a filter or the redactor: "internal
+    error", exit 1 (a hostile review, 2026-12-06)."""
+    jobs = tmp_path / "jobs"
+    if folder == "aggregates":
+        (jobs / "aggregates").mkdir(parents=True)
+        base = {"date": "2026-11-01", "tenant_id": "acme", "deployment": "chat", "model": "m", "category": "all",
+                "records": 10, "flagged": 2, "flagged_share": 0.2, "severity_none": 8, "severity_low": 0,
+                "severity_medium": 0, "severity_high": 2, "severity_critical": 0}
+        pd.DataFrame([{**base, **row}]).to_parquet(jobs / "aggregates" / "part-00000.parquet", index=False)
+    else:
+        _aggregates(jobs)
+        _parquet(jobs / folder, [row])
+    assert main(["report", str(jobs), "-o", str(tmp_path / "r.html")]) == ExitCode.INPUT
+    err = capsys.readouterr().err
+    assert says in err and "internal error" not in err, err
