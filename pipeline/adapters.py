@@ -63,6 +63,8 @@ _ROUTE_TEXT_KEYS = {
     "responses": frozenset({"input", "instructions"}),
 }
 MAX_UNKNOWN_FIELDS = 20  # paths listed in metadata.unknown_fields; a client could send thousands
+# Request keys whose text the upstream reads but no inference-log/v1 field holds (metadata.unscreened_fields).
+UNSCREENED_REQUEST_KEYS = ("tools", "functions", "documents", "suffix")
 
 
 class AdapterError(DecodeError):
@@ -124,10 +126,15 @@ class _Choice:
     def typed_tool_calls(self) -> list[dict[str, Any]] | None:
         if not self.tool_calls:
             return None
-        return [
-            {"id": c["id"], "type": c["type"], "function": {"name": c["name"], "arguments": c["arguments"]}}
-            for _, c in sorted(self.tool_calls.items())
-        ]
+        out = []
+        for _, c in sorted(self.tool_calls.items()):
+            # A call id or a function name the schema cannot store (300 characters, a NUL: a
+            # client's forged history, or a model's) refused the whole exchange (2026-12-06).
+            ident = {"id": c["id"], "type": c["type"], "name": c["name"]}
+            for key in ident:
+                _fit_identifier(ident, key)
+            out.append({"id": ident["id"], "type": ident["type"], "function": {"name": ident["name"], "arguments": c["arguments"]}})
+        return out
 
 
 # --------------------------------------------------------------------------- public API
@@ -209,6 +216,10 @@ def from_openai_all(
         key for keys in _ROUTE_TEXT_KEYS.values() for key in keys
         if key not in _ROUTE_TEXT_KEYS[shape] and request.get(key) not in (None, "", [], {})
     )  # fmt: skip
+    # Text the upstream does read but inference-log/v1 has no field for: tool definitions (chat
+    # templates render them into the prompt; a tool's description can carry an injection),
+    # vLLM's `documents`, a completion's `suffix`. Not screened; named, so it is not silent.
+    unscreened = sorted(key for key in UNSCREENED_REQUEST_KEYS if request.get(key) not in (None, "", [], {}))
 
     upstream_id = response.get("id")
     base_id = request_id or upstream_id
@@ -244,6 +255,8 @@ def from_openai_all(
             meta["route"] = endpoint
         if ignored:
             meta["ignored_fields"] = ignored
+        if unscreened:
+            meta["unscreened_fields"] = unscreened
         if isinstance(upstream_id, str) and upstream_id and upstream_id != base_id:
             meta["upstream_id"] = upstream_id
         unknown_fields = list(dict.fromkeys([*unknown, *choice.unknown_fields]))
@@ -266,11 +279,18 @@ def from_openai_all(
             # By position, not by the upstream's index: two choices claiming one index (or one
             # index repeated across n) must not share a request_id, the sinks' upsert key.
             rid = f"{base_id}#{position}" if base_id and position else base_id
+        completion = "".join(choice.text) if choice.text else None
+        if shape == "completions" and request.get("echo") is True and isinstance(choice_prompt, str) and completion:
+            # `echo: true` returns the prompt before the generated text: it was screened as the
+            # model's output, and the user's words made it "complied" (2026-12-06).
+            meta["echo"] = True
+            if completion.startswith(choice_prompt):
+                completion = completion[len(choice_prompt):] or None
         payload = {
             **common,
             "request_id": rid,
             "prompt": choice_prompt,
-            "completion": "".join(choice.text) if choice.text else None,
+            "completion": completion,
             "reasoning_content": "".join(choice.reasoning) if choice.reasoning else None,
             "tool_calls": choice.typed_tool_calls(),
             "finish_reason": choice.finish_reason,
@@ -325,13 +345,20 @@ def _fit_identifier(fields: dict[str, Any], key: str) -> bool:
 
     An integer becomes its digits; a string longer than the limit, or holding a NUL or a lone
     surrogate, becomes ``sha256:<hex>`` of its UTF-8 bytes (stable, so one client's records still
-    group together, and no longer than the limit). Other types are left for validation to name."""
+    group together, and no longer than the limit); any other value (a bool, a float, an object)
+    becomes ``sha256:`` of its JSON."""
     value = fields.get(key)
     if isinstance(value, int) and not isinstance(value, bool):
         fields[key] = str(value)
         return True
-    if not isinstance(value, str):
+    if value is None:
         return False
+    if not isinstance(value, str):
+        # `user: true`, `1.5`, `{"id": "x"}`: llama.cpp and Ollama ignore the field and answer,
+        # so refusing the record kept the exchange unscreened (a review, 2026-12-06).
+        blob = json.dumps(value, sort_keys=True, ensure_ascii=False, default=str)
+        fields[key] = "sha256:" + hashlib.sha256(blob.encode("utf-8", "surrogatepass")).hexdigest()
+        return True
     try:
         value.encode("utf-8")
         storable = len(value) <= MAX_IDENTIFIER and "\x00" not in value
@@ -355,7 +382,7 @@ def _chat_messages(raw: Any, where: str, unknown: list[str]) -> tuple[list[dict[
         if not isinstance(message, Mapping):
             raise AdapterError(f"{at}: expected an object, got {type(message).__name__}")
         _note_unknown(message, _MESSAGE_KEYS, at, unknown)
-        clean: dict[str, Any] = {"role": message.get("role")}
+        clean: dict[str, Any] = {"role": _role(message.get("role"))}
         clean["content"] = _content(message.get("content"), f"{at}.content", omitted)
         reasoning = message.get("reasoning_content") or message.get("reasoning") or _thinking_text(message, at)
         if reasoning:
@@ -379,6 +406,19 @@ def _chat_messages(raw: Any, where: str, unknown: list[str]) -> tuple[list[dict[
     return out, omitted
 
 
+MAX_ROLE = 32  # inference-log/v1's limit for a message role
+UNNAMED_ROLE = "unrecognised"
+
+
+def _role(value: Any) -> Any:
+    """A role the schema cannot store (33 characters, a NUL) as UNNAMED_ROLE: a role the schema
+    does not name is screened as the user's turn, and refusing it kept the exchange out
+    (2026-12-06). A missing role is left for validation to name."""
+    if value is None or (isinstance(value, str) and 0 < len(value) <= MAX_ROLE and "\x00" not in value):
+        return value
+    return UNNAMED_ROLE
+
+
 def _content(raw: Any, where: str, omitted: dict[str, int]) -> str | list[dict[str, Any]] | None:
     if raw is None or isinstance(raw, str):
         return raw
@@ -386,6 +426,9 @@ def _content(raw: Any, where: str, omitted: dict[str, int]) -> str | list[dict[s
         raise AdapterError(f"{where}: expected a string or a list of content parts, got {type(raw).__name__}")
     parts = []
     for k, part in enumerate(raw):
+        if isinstance(part, str):  # vLLM reads a plain string in a parts list as a text part
+            parts.append({"type": "text", "text": part})
+            continue
         kind = _type_of(part)
         if kind in TEXT_PART_TYPES:
             parts.append({"type": "text", "text": _text(part.get("text"), f"{where}.{k}.text")})
@@ -417,7 +460,7 @@ def _responses_input(
             kind = _type_of(item, "message")
             if kind == "message":
                 content = _content(item.get("content"), f"{at}.content", omitted)
-                messages.append({"role": item.get("role"), "content": content})
+                messages.append({"role": _role(item.get("role")), "content": content})
             elif kind == "function_call":
                 call = _Choice()
                 call.add_tool_call(0, _responses_call(item), at)
