@@ -336,6 +336,11 @@ class LogTee:
             self._held[id(source)] -= sum(_size(ex) for ex in batch)
         return batch
 
+    def adapt(self, exchange: Exchange | Callable[[], list[InferenceLog]]) -> list[InferenceLog]:
+        """The exchange's logs now, in the caller's thread; one that cannot be adapted is kept in
+        the rejected file and gives none (never raises)."""
+        return self._adapt(exchange)
+
     def _adapt(self, exchange: Exchange | Callable[[], list[InferenceLog]]) -> list[InferenceLog]:
         try:
             if callable(exchange):
@@ -372,7 +377,13 @@ class LogTee:
                 response_body_b64=base64.b64encode(b"".join(exchange.response_body)).decode(),
             )
         else:
-            entry["source"] = "deferred"  # built from objects (LiteLLM): no bytes to keep
+            entry["source"] = "deferred"  # built from objects (LiteLLM): no bytes; their JSON if given
+            raw = getattr(exchange, "raw", None)
+            if raw is not None:
+                try:
+                    entry["exchange"] = json.loads(json.dumps(raw(), ensure_ascii=False, default=str))
+                except Exception as exc:  # noqa: BLE001 - keeping the reason must not fail on the copy
+                    entry["exchange_error"] = type(exc).__name__
         self._keep_rejected(entry)
 
     def _keep_rejected(self, entry: dict[str, Any]) -> None:

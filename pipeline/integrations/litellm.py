@@ -92,11 +92,31 @@ class MisuseMonitorLogger(CustomLogger):
         if kwargs.get("call_type") not in _LOGGED_CALLS:
             self.skipped_calls += 1
             return
+        build = _deferred(kwargs, response_obj, start_time, end_time, self.settings)
         if self._closed:  # a call LiteLLM reported after close(): no worker left, spill it here
-            self.tee.keep_undelivered(call_to_logs(kwargs, response_obj, start_time, end_time, self.settings), "closed")
+            # Through the tee's own conversion: an AdapterError raised into LiteLLM's thread here.
+            self.tee.keep_undelivered(self.tee.adapt(build), "closed")
             return
         # Only references are captured here; the conversion runs on the tee's worker thread.
-        self.tee.submit_deferred(lambda: call_to_logs(kwargs, response_obj, start_time, end_time, self.settings))
+        self.tee.submit_deferred(build)
+
+
+def _deferred(kwargs: dict, response_obj: Any, start_time: datetime, end_time: datetime, settings: Settings) -> Any:
+    """The call's conversion, run later; its ``raw`` (the request in the OpenAI shape and the
+    response, no LiteLLM parameters: they hold API keys) is what the rejected file keeps when the
+    conversion fails. It kept only the reason, and the warning said the call was kept (a
+    review, 2026-12-06)."""
+
+    def build() -> list[InferenceLog]:
+        return call_to_logs(kwargs, response_obj, start_time, end_time, settings)
+
+    def raw() -> dict[str, Any]:
+        response = response_obj.model_dump() if response_obj is not None and hasattr(response_obj, "model_dump") else None
+        return {"call_type": kwargs.get("call_type"), "litellm_call_id": kwargs.get("litellm_call_id"),
+                "request": _request(kwargs), "response": response}
+
+    build.raw = raw  # type: ignore[attr-defined]
+    return build
 
 
 def _plain(message: Any) -> Any:

@@ -83,3 +83,31 @@ def test_a_logger_made_after_another_was_closed_is_called_and_the_closed_one_is_
         litellm.callbacks = previous
     spilled = (tmp_path / "second" / "spill.jsonl").read_text()
     assert "second call" in spilled and "first call" not in spilled
+
+
+def test_a_call_the_adapter_refuses_is_kept_with_its_text_and_never_raises_into_litellm(tmp_path):
+    """A review (2026-12-06): such a call's rejected-file line held only the reason (the warning
+    said it was kept), and after close() the AdapterError was raised into LiteLLM's thread.
+    The line now holds the request and response as the adapter reads them, never LiteLLM's
+    parameters (API keys)."""
+    from datetime import UTC, datetime
+
+    settings = Settings(
+        kafka=KafkaSettings(bootstrap_servers=f"127.0.0.1:{free_port()}"),
+        gateway=GatewaySettings(spill_path=tmp_path / "spill.jsonl", rejected_path=tmp_path / "rejected.jsonl"),
+    )
+    logger = MisuseMonitorLogger(settings)
+    now = datetime.now(UTC)
+    kwargs = {"call_type": "completion", "model": "m", "litellm_call_id": "call-1",
+              "messages": [{"role": "user", "content": [{"type": "document", "text": "HIDDEN REQUEST"}]}],
+              "litellm_params": {"api_key": "sk-SECRET-KEY", "metadata": {}}}
+    try:
+        logger._submit(kwargs, None, now, now)  # queued; converted on the tee's worker
+    finally:
+        logger.close()
+    logger._submit({**kwargs, "litellm_call_id": "call-2"}, None, now, now)  # after close(): must not raise
+    kept = [json.loads(line) for line in (tmp_path / "rejected.jsonl").read_text().splitlines()]
+    assert sorted(k["exchange"]["litellm_call_id"] for k in kept) == ["call-1", "call-2"]
+    for entry in kept:
+        assert entry["source"] == "deferred" and "HIDDEN REQUEST" in json.dumps(entry["exchange"]["request"])
+        assert "sk-SECRET" not in json.dumps(entry)
