@@ -111,3 +111,22 @@ def test_a_call_the_adapter_refuses_is_kept_with_its_text_and_never_raises_into_
     for entry in kept:
         assert entry["source"] == "deferred" and "HIDDEN REQUEST" in json.dumps(entry["exchange"]["request"])
         assert "sk-SECRET" not in json.dumps(entry)
+
+
+def test_behind_the_proxy_the_keys_team_is_the_tenant_whatever_the_body_says():
+    """LiteLLM's proxy strips only its user_api_key_* keys from a client's body metadata, so a
+    `metadata.tenant_id` in the body reached the record and filed the call under another tenant
+    (a review, 2026-12-06). The SDK, without a proxy key, still takes the call's own."""
+    from datetime import UTC, datetime
+
+    from pipeline.integrations.litellm import call_to_logs
+
+    now = datetime.now(UTC)
+    base = {"call_type": "completion", "model": "m", "litellm_call_id": "c1",
+            "messages": [{"role": "user", "content": "hi"}]}
+    forged = {**base, "litellm_params": {"metadata": {"tenant_id": "victim-tenant"}},
+              "standard_logging_object": {"metadata": {"user_api_key_team_id": "acme"}}}
+    (log,) = call_to_logs(forged, None, now, now, Settings())
+    assert log.tenant_id == "acme"
+    (sdk,) = call_to_logs({**base, "litellm_params": {"metadata": {"tenant_id": "acme-sdk"}}}, None, now, now, Settings())
+    assert sdk.tenant_id == "acme-sdk"
