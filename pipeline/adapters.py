@@ -118,7 +118,14 @@ class _Choice:
         starts a new call; one without an id continues the call last fed from ``j``."""
         position = self.unindexed_slots.get(j, j)
         slot = self.tool_calls.get(position)
-        if call.get("id") and slot is not None and slot["id"] and slot["id"] != call["id"]:
+        function = call.get("function")
+        names_one = isinstance(function, Mapping) and bool(function.get("name"))
+        if slot is not None and (
+            (call.get("id") and slot["id"] and slot["id"] != call["id"])
+            # No id, but a function name where the slot has one already: a second call (its
+            # name and arguments were merged into the first's: "fg", '{"x":"ONE"}{"x":"TWO"}').
+            or (not call.get("id") and names_one and slot["name"])
+        ):
             position = max(self.tool_calls) + 1
         self.unindexed_slots[j] = position
         return position

@@ -231,3 +231,15 @@ def test_tool_definitions_and_documents_are_named_as_unscreened():
     request = {"model": "m", "messages": [{"role": "user", "content": "hi"}], "tools": tools, "documents": [{"text": "x"}]}
     (log,) = from_openai_all(request, None, request_id="r")
     assert log.metadata["unscreened_fields"] == ["documents", "tools"]
+
+
+def test_a_streamed_tool_call_without_index_or_id_but_with_a_new_name_is_a_new_call():
+    """Two calls without `index`, the second without an `id`: merged into one ("fg" with
+    '{"x":"ONE"}{"x":"TWO"}') until 2026-12-06."""
+    request = {"model": "m", "messages": [{"role": "user", "content": "q"}]}
+    chunks = [
+        _chunk({"tool_calls": [{"id": "a", "function": {"name": "f", "arguments": '{"x":"ONE"}'}}]}),
+        _chunk({"tool_calls": [{"function": {"name": "g", "arguments": '{"x":"TWO"}'}}]}),
+    ]
+    (log,) = from_openai_all(request, chunks, request_id="r")
+    assert [(t.function.name, t.function.arguments) for t in log.tool_calls] == [("f", '{"x":"ONE"}'), ("g", '{"x":"TWO"}')]
