@@ -652,6 +652,11 @@ def _reassemble_responses_events(events: Sequence[Mapping[str, Any]]) -> dict[st
     items: dict[int, dict[str, Any]] = {}
     texts: dict[int, list[str]] = {}
     reasoning: dict[int, list[str]] = {}
+    # A function call and a refusal stream as deltas too; a stream cut before their `.done`
+    # lost them without a trace (a review, 2026-12-06).
+    calls: dict[int, dict[str, Any]] = {}
+    arguments: dict[int, list[str]] = {}
+    refusals: dict[int, list[str]] = {}
     for i, event in enumerate(events):
         kind = event.get("type", "")
         at = f"response.{i}"
@@ -672,14 +677,29 @@ def _reassemble_responses_events(events: Sequence[Mapping[str, Any]]) -> dict[st
         elif kind in ("response.reasoning_text.delta", "response.reasoning_summary_text.delta"):
             index = _index(event.get("output_index", 0), f"{at}.output_index")
             reasoning.setdefault(index, []).append(_text(event.get("delta"), f"{at}.delta"))
+        elif kind == "response.output_item.added" and isinstance(event.get("item"), Mapping):
+            if event["item"].get("type") == "function_call":
+                calls[_index(event.get("output_index", 0), f"{at}.output_index")] = dict(event["item"])
+        elif kind == "response.function_call_arguments.delta":
+            index = _index(event.get("output_index", 0), f"{at}.output_index")
+            arguments.setdefault(index, []).append(_text(event.get("delta"), f"{at}.delta"))
+        elif kind == "response.refusal.delta":
+            index = _index(event.get("output_index", 0), f"{at}.output_index")
+            refusals.setdefault(index, []).append(_text(event.get("delta"), f"{at}.delta"))
     if final is not None:
         return dict(final)
     output = []
-    for index in sorted(set(items) | set(texts) | set(reasoning)):
+    for index in sorted(set(items) | set(texts) | set(reasoning) | set(calls) | set(arguments) | set(refusals)):
         if index in items:
             output.append(items[index])
-        elif index in texts:
-            output.append({"type": "message", "content": [{"type": "output_text", "text": "".join(texts[index])}]})
+        elif index in calls or index in arguments:
+            call = calls.get(index, {"type": "function_call", "name": ""})
+            output.append({**call, "arguments": call.get("arguments") or "".join(arguments.get(index, []))})
+        elif index in texts or index in refusals:
+            parts = [{"type": "output_text", "text": "".join(texts[index])}] if index in texts else []
+            if index in refusals:
+                parts.append({"type": "refusal", "refusal": "".join(refusals[index])})
+            output.append({"type": "message", "content": parts})
         else:
             output.append({"type": "reasoning", "summary": [{"type": "summary_text", "text": "".join(reasoning[index])}]})
     return {**snapshot, "object": "response", "status": "incomplete", "output": output}

@@ -243,3 +243,20 @@ def test_a_streamed_tool_call_without_index_or_id_but_with_a_new_name_is_a_new_c
     ]
     (log,) = from_openai_all(request, chunks, request_id="r")
     assert [(t.function.name, t.function.arguments) for t in log.tool_calls] == [("f", '{"x":"ONE"}'), ("g", '{"x":"TWO"}')]
+
+
+def test_a_cut_responses_stream_keeps_its_function_call_arguments_and_refusal():
+    """Only `output_item.done`, text and reasoning deltas were read: a stream cut before a
+    function call's `.done` lost its arguments without a trace (a review, 2026-12-06)."""
+    events = [
+        {"type": "response.created", "response": {"id": "resp_1", "model": "m", "status": "in_progress", "output": []}},
+        {"type": "response.output_item.added", "output_index": 0,
+         "item": {"type": "function_call", "id": "fc_1", "call_id": "call_1", "name": "send_email", "arguments": ""}},
+        {"type": "response.function_call_arguments.delta", "output_index": 0, "delta": '{"body": "' + HARMFUL},
+        {"type": "response.function_call_arguments.delta", "output_index": 0, "delta": '"}'},
+        {"type": "response.refusal.delta", "output_index": 1, "delta": "I can't help"},
+    ]  # fmt: skip
+    (log,) = from_openai_all({"model": "m", "input": "q"}, events, endpoint="responses", request_id="r")
+    [call] = log.tool_calls
+    assert (call.function.name, call.function.arguments) == ("send_email", '{"body": "' + HARMFUL + '"}')
+    assert log.finish_reason == "incomplete" and log.metadata["refusal"] == "I can't help"
