@@ -11,7 +11,7 @@ import os
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -50,6 +50,20 @@ class KafkaSettings(Section):
     ssl_certfile: str | None = None
     ssl_keyfile: str | None = None
     ssl_check_hostname: bool = True
+
+    @model_validator(mode="after")
+    def _distinct_topics(self) -> KafkaSettings:
+        """The input, verdict and dead-letter topics are three topics. A dead-letter topic equal
+        to the input fed each refused record back to be refused again, forever; a verdict topic
+        equal to the input dead-lettered every verdict the stream read back (a review,
+        2026-12-06)."""
+        named = {"input_topic": self.input_topic, "verdict_topic": self.verdict_topic,
+                 "dead_letter_topic": self.dead_letter_topic}
+        for a, b in (("input_topic", "verdict_topic"), ("input_topic", "dead_letter_topic"),
+                     ("verdict_topic", "dead_letter_topic")):
+            if named[a] == named[b]:
+                raise ValueError(f"kafka.{a} and kafka.{b} are both {named[a]!r}: give each its own topic")
+        return self
     # Fetch must admit the largest record the broker accepts, or a big record stalls the
     # partition; it is then dead-lettered by the size check, not silently skipped.
     max_partition_fetch_bytes: int = Field(default=16 * 1024 * 1024, ge=1024, le=2**31 - 1)
@@ -165,10 +179,25 @@ class StreamSettings(Section):
     # record, but the default detector's gained nothing measurable (docs/benchmarks.md). 0: none.
     warm_up_records: int = Field(default=0, ge=0, le=1024)
 
+    @model_validator(mode="after")
+    def _first_retry_fits(self) -> StreamSettings:
+        """A first retry longer than the outage deadline made one failed flush end the run at
+        once (a review, 2026-12-06). (A stall limit above the deadline is allowed: a call is an
+        outage only once it stalled that long, so the deadline is reached then.)"""
+        if self.retry_initial_s > self.retry_max_s:
+            raise ValueError(f"stream.retry_initial_s ({self.retry_initial_s:g}) is above stream.retry_max_s "
+                             f"({self.retry_max_s:g})")
+        deadline = self.outage_deadline_s
+        if 0 < deadline <= self.retry_initial_s:
+            raise ValueError(f"stream.retry_initial_s ({self.retry_initial_s:g} s) must be below stream.outage_deadline_s "
+                             f"({deadline:g} s), or set the deadline to 0 (never)")
+        return self
+
+
 
 class DetectorSettings(Section):
     # English records to the MiniLM artifact, the rest to multilingual-e5-small (detectors/routed.py).
-    enabled: list[str] = Field(default_factory=lambda: ["transformer_routed"])
+    enabled: list[str] = Field(default_factory=lambda: ["transformer_routed"], min_length=1)
     model_dir: Path | None = None
     device: str = "auto"
     # Windows per forward pass. 16 rather than 32: scoring's peak RSS 127 MB lower at the same
@@ -237,9 +266,31 @@ class Settings(BaseSettings):
     @classmethod
     def _pseudonym_key_set(cls, value: SecretStr) -> SecretStr:
         # An empty MM_PSEUDONYM_KEY= (a template left unfilled) would fail deep in scoring.
-        if not value.get_secret_value().strip():
+        key = value.get_secret_value()
+        if not key.strip():
             raise ValueError("must not be empty (docs/privacy.md: how to set the key)")
+        # A line end from a secret file changed every pseudonym (resolve, run with the clean key,
+        # found nothing) and let the padded placeholder past the stream's refusal (2026-12-06).
+        if key != key.strip() or any(ord(c) < 0x20 or ord(c) == 0x7F for c in key):
+            raise ValueError("has whitespace at an end or a control character (a line end from a secret file?)")
         return value
+
+    @field_validator("sinks")
+    @classmethod
+    def _a_sink_that_keeps_verdicts(cls, sinks: list[str]) -> list[str]:
+        # With no sink (or metrics alone) every record was consumed, scored and committed, and no
+        # verdict was kept anywhere (a review, 2026-12-06).
+        if not set(sinks) - {"metrics"}:
+            raise ValueError("needs a sink that keeps verdicts (verdict_topic, lake, postgres or alerts), "
+                             f"not {sinks!r}")
+        return sinks
+
+    @model_validator(mode="after")
+    def _gateway_writes_the_input(self) -> Settings:
+        topic = self.gateway.topic
+        if topic is not None and topic in (self.kafka.verdict_topic, self.kafka.dead_letter_topic):
+            raise ValueError(f"gateway.topic {topic!r} is the verdict or dead-letter topic: logs go to the input topic")
+        return self
 
     @classmethod
     def settings_customise_sources(

@@ -28,6 +28,8 @@ from pipeline.alerts.rules import AlertRulesError, load_rules
 from pipeline.alerts.settings import AlertSettings
 from pipeline.exits import ConfigError, ExitCode, Unreachable
 
+NO_RECEIVERS = "alerts: notify is direct but alerts.receivers is empty: every alert would go to nobody"
+
 app = typer.Typer(help="Alert rules and delivery (silences: amtool, against Alertmanager).", no_args_is_help=True)
 console = Console()
 
@@ -98,6 +100,9 @@ def test(
     (exit 8 when a receiver or Alertmanager did not accept the test alert)."""
     settings = _settings(ctx)
     names = [r.name for r in settings.receivers]
+    if settings.notify == "direct" and not names:
+        # Every alert would go to nobody; it printed "6 rule(s) OK" (a review, 2026-12-06).
+        raise ConfigError(NO_RECEIVERS)
     try:
         rules = load_rules(settings.rules_file, names)
     except AlertRulesError as exc:
@@ -122,8 +127,6 @@ def test(
         return
     if settings.notify == "alertmanager":
         results = _send_test_to_alertmanager(settings)
-    elif not names:
-        raise ConfigError("alerts: notify is direct but no receivers are configured")
     else:
         results = _send_test_to_receivers(settings, rules, names, timeout_s)
     if as_json:

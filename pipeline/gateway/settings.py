@@ -31,7 +31,7 @@ class PrescreenSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
     enabled: bool = False
     block_at: Severity = Severity.HIGH
-    detectors: list[str] = Field(default_factory=lambda: ["rules"])
+    detectors: list[str] = Field(default_factory=lambda: ["rules"], min_length=1)
 
 
 class GatewaySettings(BaseModel):
@@ -102,6 +102,11 @@ class GatewaySettings(BaseModel):
                 f"max_inflight_request_bytes ({self.max_inflight_request_bytes}) is below max_request_bytes "
                 f"({self.max_request_bytes}): a body the gateway accepts could never be read"
             )
+        # One file for both: replaying the spill renamed and deleted the rejected exchanges in
+        # it (a review, 2026-12-06).
+        spill, rejected = self.spill_path.absolute(), self.rejected_path.absolute()
+        if rejected in (spill, spill.with_name(spill.name + ".replaying")):
+            raise ValueError(f"rejected_path {self.rejected_path} is the spill file (or its replay copy): give each its own")
         return self
 
     @field_validator("forward_unlogged")

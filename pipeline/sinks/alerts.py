@@ -33,7 +33,12 @@ class AlertsSink(Sink):
 
     @classmethod
     def create(cls, settings: Settings, metrics: PipelineMetrics) -> Self:
+        from pipeline.alerts.cli import NO_RECEIVERS
+        from pipeline.exits import ConfigError
+
         alert_settings = settings.alerts
+        if alert_settings.notify == "direct" and not alert_settings.receivers:
+            raise ConfigError(NO_RECEIVERS)  # the stream would commit alerts that reach nobody
         alerting = Alerting.build(alert_settings, metrics.registry)
         return cls(alerting, run_dispatcher=alert_settings.run_dispatcher)
 
