@@ -12,10 +12,13 @@ from __future__ import annotations
 import json
 from datetime import datetime
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
+
+if TYPE_CHECKING:
+    from pipeline.settings import Settings
 
 app = typer.Typer(help="Spark batch jobs: backfill, aggregates, offenders, campaigns, shadow.", no_args_is_help=True)
 console = Console()
@@ -230,6 +233,7 @@ def campaigns(
     from pipeline.privacy import LakePolicy
 
     settings = _settings(config)
+    _warn_placeholder_campaign_key(settings)
     spark, verdicts = _lake_session(master, "campaigns", driver_memory, conf, settings, lake)
     policy = LakePolicy.from_settings(settings)
     result = job.run(spark, verdicts, max_distance, min_users, not all_records, policy=policy)
@@ -286,6 +290,16 @@ def shadow(
     job.main(argv)
 
 
+def _warn_placeholder_campaign_key(settings: Settings) -> None:
+    """Campaign ids are a hash keyed with pseudonym_key (campaigns.campaign_id): with the shipped
+    placeholder anyone can hash a guessed prompt and match it (a review, 2026-12-06)."""
+    from pipeline.privacy import DEFAULT_PSEUDONYM_KEY
+
+    if settings.pseudonym_key.get_secret_value() == DEFAULT_PSEUDONYM_KEY:
+        typer.echo("misuse-monitor: warning: campaign ids are keyed with the shipped placeholder pseudonym_key; anyone "
+                   "can confirm a guessed prompt against them (set MM_PSEUDONYM_KEY, see docs/privacy.md)", err=True)
+
+
 @app.command(name="all")
 def all_jobs(
     out: OutOpt,
@@ -307,6 +321,7 @@ def all_jobs(
     from pipeline.privacy import LakePolicy
 
     settings = _settings(config)
+    _warn_placeholder_campaign_key(settings)
     spark, verdicts = _lake_session(master, "all", driver_memory, conf, settings, lake)
     verdicts = verdicts.cache()
     policy = LakePolicy.from_settings(settings)

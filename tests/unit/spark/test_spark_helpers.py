@@ -146,3 +146,20 @@ def test_dead_letters_kept_by_a_rerun_keep_their_age(tmp_path):
     rerun = backfill._write_dead_letters(tmp_path, "logs", 0, table.slice(50, 1))
     assert first.exists() and pq.read_table(first).num_rows == 99  # the same range, 0-99, less offset 50
     assert abs(first.stat().st_mtime - long_ago) < 1 and rerun.stat().st_mtime > long_ago + 86400
+
+
+def test_campaign_jobs_warn_when_their_ids_are_keyed_with_the_placeholder(capsys, monkeypatch):
+    """Campaign ids are keyed with pseudonym_key; `spark campaigns` and `spark all` said nothing
+    with the shipped placeholder (only `backfill` warned; a review, 2026-12-06)."""
+    import inspect
+
+    from pipeline.settings import Settings
+    from pipeline.spark import cli
+
+    monkeypatch.delenv("MM_PSEUDONYM_KEY", raising=False)
+    cli._warn_placeholder_campaign_key(Settings())
+    assert "campaign ids are keyed with the shipped placeholder" in capsys.readouterr().err
+    cli._warn_placeholder_campaign_key(Settings(pseudonym_key="a-real-key-0123456789"))
+    assert capsys.readouterr().err == ""
+    for command in (cli.campaigns, cli.all_jobs):  # both commands that write campaign ids call it
+        assert "_warn_placeholder_campaign_key(settings)" in inspect.getsource(command)
