@@ -101,8 +101,11 @@ def test(
     settings = _settings(ctx)
     names = [r.name for r in settings.receivers]
     if settings.notify == "direct" and not names:
-        # Every alert would go to nobody; it printed "6 rule(s) OK" (a review, 2026-12-06).
-        raise ConfigError(NO_RECEIVERS)
+        # Every alert would go to nobody; it printed "6 rule(s) OK" and nothing else (a review,
+        # 2026-12-06). Allowed (the decisions stay in the alert database), but said; --send refuses.
+        if send:
+            raise ConfigError(NO_RECEIVERS)
+        typer.echo(f"misuse-monitor: warning: {NO_RECEIVERS} (kept in the alert database only)", err=True)
     try:
         rules = load_rules(settings.rules_file, names)
     except AlertRulesError as exc:

@@ -11,6 +11,8 @@ never the inference log, so no prompt text can end up in an alert.
 
 from __future__ import annotations
 
+import logging
+
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Self
 
@@ -20,6 +22,9 @@ from pipeline.sinks.base import ScoredRecord, Sink
 if TYPE_CHECKING:
     from pipeline.metrics import PipelineMetrics
     from pipeline.settings import Settings
+
+
+log = logging.getLogger(__name__)
 
 
 class AlertsSink(Sink):
@@ -34,11 +39,11 @@ class AlertsSink(Sink):
     @classmethod
     def create(cls, settings: Settings, metrics: PipelineMetrics) -> Self:
         from pipeline.alerts.cli import NO_RECEIVERS
-        from pipeline.exits import ConfigError
 
         alert_settings = settings.alerts
         if alert_settings.notify == "direct" and not alert_settings.receivers:
-            raise ConfigError(NO_RECEIVERS)  # the stream would commit alerts that reach nobody
+            # Allowed (decisions kept in the alert database only), but said: it was silent.
+            log.warning("%s; they are kept in the alert database only", NO_RECEIVERS)
         alerting = Alerting.build(alert_settings, metrics.registry)
         return cls(alerting, run_dispatcher=alert_settings.run_dispatcher)
 

@@ -46,18 +46,23 @@ def test_alerts_without_a_sink_that_keeps_verdicts_are_allowed() -> None:
     assert Settings(sinks=["alerts"]).sinks == ["alerts"]
 
 
-def test_direct_alerts_without_receivers_are_refused_by_the_sink_and_the_test_command(tmp_path: Path) -> None:
-    """Every alert was routed to nobody, and `alerts test` printed "6 rule(s) OK"."""
+def test_direct_alerts_without_receivers_are_said_by_the_sink_and_the_test_command(tmp_path: Path, caplog) -> None:
+    """Every alert went to nobody, and `alerts test` printed "6 rule(s) OK" and nothing else. It
+    is allowed (an alert database as the only output), but said; `test --send` refuses it."""
     from typer.testing import CliRunner
 
     from pipeline.alerts.cli import app
     from pipeline.metrics import PipelineMetrics
     from pipeline.sinks.alerts import AlertsSink
 
-    settings = Settings(alerts={"notify": "direct", "db_url": f"sqlite:///{tmp_path / 'a.db'}"}, sinks=["alerts"])
-    with pytest.raises(ConfigError, match="every alert would go to nobody"):
-        AlertsSink.create(settings, PipelineMetrics())
+    settings = Settings(alerts={"notify": "direct", "db_url": f"sqlite:///{tmp_path / 'a.db'}", "run_dispatcher": False},
+                        sinks=["alerts"])
+    with caplog.at_level("WARNING", logger="pipeline.sinks.alerts"):
+        AlertsSink.create(settings, PipelineMetrics()).close()
+    assert "every alert would go to nobody" in caplog.text
     config = tmp_path / "alerts.yaml"
     config.write_text(f"db_url: sqlite:///{tmp_path / 'a.db'}\nnotify: direct\n")
     result = CliRunner().invoke(app, ["--alerts-config", str(config), "test"])
-    assert result.exit_code != 0 and isinstance(result.exception, ConfigError)
+    assert result.exit_code == 0 and "every alert would go to nobody" in result.stderr, result.output
+    sent = CliRunner().invoke(app, ["--alerts-config", str(config), "test", "--send"])
+    assert sent.exit_code != 0 and isinstance(sent.exception, ConfigError)
