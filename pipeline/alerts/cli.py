@@ -25,10 +25,8 @@ from rich.table import Table
 
 from pipeline.alerts.model import Alert, GeneratorLinks, WebhookAlert, WebhookMessage, to_datetime
 from pipeline.alerts.rules import AlertRulesError, load_rules
-from pipeline.alerts.settings import AlertSettings
+from pipeline.alerts.settings import NO_RECEIVERS, AlertSettings
 from pipeline.exits import ConfigError, ExitCode, Unreachable
-
-NO_RECEIVERS = "alerts: notify is direct but alerts.receivers is empty: every alert would go to nobody"
 
 app = typer.Typer(help="Alert rules and delivery (silences: amtool, against Alertmanager).", no_args_is_help=True)
 console = Console()
@@ -100,7 +98,7 @@ def test(
     (exit 8 when a receiver or Alertmanager did not accept the test alert)."""
     settings = _settings(ctx)
     names = [r.name for r in settings.receivers]
-    if settings.notify == "direct" and not names:
+    if settings.notifies_nobody:
         # Every alert would go to nobody; it printed "6 rule(s) OK" and nothing else (a review,
         # 2026-12-06). Allowed (the decisions stay in the alert database), but said; --send refuses.
         if send:

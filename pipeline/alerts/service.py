@@ -161,12 +161,12 @@ class Alerting:
                 # after an outage) has a new offset and the same request_id, the contract's
                 # idempotency key: count it once. It was counted twice, and two high verdicts
                 # replayed made a repeat offender fire (an on-call review, 2026-12-06).
-                seen = (pos.partition if pos is not None else 0, rec.verdict.request_id)
-                if seen in self._seen:
+                partition = pos.partition if pos is not None else 0
+                if (partition, rec.verdict.request_id) in self._seen:
                     continue
-                self._seen[seen] = True
+                self._seen[(partition, rec.verdict.request_id)] = True
                 fresh.append(rec.verdict)
-                partitions.append(pos.partition if pos is not None else 0)
+                partitions.append(partition)
             self.engine.observe(fresh, partitions)
 
     def observe(self, verdicts: Sequence[MisuseVerdict]) -> None:

@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, m
 from pipeline.units import DAY_S, HOUR_S
 
 ReceiverType = Literal["webhook", "slack"]
+NO_RECEIVERS = "alerts: notify is direct but alerts.receivers is empty: every alert would go to nobody"
 
 
 def _usable_url(url: SecretStr, what: str) -> SecretStr:
@@ -132,6 +133,12 @@ class AlertSettings(BaseModel):
                 "or configure these receivers in Alertmanager"
             )
         return self
+
+    @property
+    def notifies_nobody(self) -> bool:
+        """Direct notification without receivers: alerts are decided and kept in the alert
+        database, and sent nowhere (allowed, but said: NO_RECEIVERS)."""
+        return self.notify == "direct" and not self.receivers
 
     def receiver(self, name: str) -> ReceiverSettings:
         for r in self.receivers:

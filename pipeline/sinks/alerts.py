@@ -38,10 +38,10 @@ class AlertsSink(Sink):
 
     @classmethod
     def create(cls, settings: Settings, metrics: PipelineMetrics) -> Self:
-        from pipeline.alerts.cli import NO_RECEIVERS
+        from pipeline.alerts.settings import NO_RECEIVERS
 
         alert_settings = settings.alerts
-        if alert_settings.notify == "direct" and not alert_settings.receivers:
+        if alert_settings.notifies_nobody:
             # Allowed (decisions kept in the alert database only), but said: it was silent.
             log.warning("%s; they are kept in the alert database only", NO_RECEIVERS)
         alerting = Alerting.build(alert_settings, metrics.registry)
