@@ -37,7 +37,7 @@ from pydantic import ValidationError
 
 from pipeline.decode import DecodeError, DecodeReason, format_validation_error
 from pipeline.schemas import INFERENCE_LOG_V1, InferenceLog
-from pipeline.verdicts import PSEUDONYM
+from pipeline.verdicts import ingested_user_id
 
 # Content part types that carry no text: counted, never kept.
 NON_TEXT_PART_TYPES = frozenset(
@@ -249,8 +249,8 @@ def from_openai_all(
     # A live user id shaped like a pseudonym would be kept as one (the verdicts keep stored
     # pseudonyms for re-scoring), so a client could file its requests under another user's
     # pseudonym (a privacy review, 2026-12-02). At ingestion it is a raw id: marked as one.
-    if isinstance(common["user_id"], str) and PSEUDONYM.fullmatch(common["user_id"]):
-        common["user_id"] = "client:" + common["user_id"]
+    if isinstance(common["user_id"], str) and (marked := ingested_user_id(common["user_id"])) != common["user_id"]:
+        common["user_id"] = marked
         rewritten.append("user_id")
     logs = []
     for position, (choice, choice_prompt) in enumerate(zip(choices, prompts, strict=True)):

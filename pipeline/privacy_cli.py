@@ -123,7 +123,7 @@ def resolve_command(
     from pipeline.exits import ConfigError, InputError
     from pipeline.privacy import DEFAULT_PSEUDONYM_KEY
     from pipeline.settings import load_settings
-    from pipeline.verdicts import PSEUDONYM, Pseudonymizer
+    from pipeline.verdicts import PSEUDONYM, Pseudonymizer, ingested_user_id
 
     if not reason.strip():
         raise InputError("--reason must say why (a ticket or case id)")
@@ -148,17 +148,13 @@ def resolve_command(
             if not raw:
                 continue
             count += 1
-            if PSEUDONYM.fullmatch(raw):
-                # A raw id shaped like a pseudonym: the gateway's adapters store it as
-                # "client:<id>" and hash that (pipeline/adapters.py). Passed through the
-                # Pseudonymizer it came back unchanged and "resolved" to itself, audited as a
-                # match (a privacy review, 2026-12-06). A record sent straight to Kafka with
-                # such an id keeps it as sent: said, not counted.
-                if raw in wanted:
-                    as_sent.add(raw)
-                p = pseudonymize.hash("client:" + raw)
-            else:
-                p = pseudonymize(raw)
+            # Hashed as ingestion stores it: a raw id shaped like a pseudonym passed through the
+            # Pseudonymizer unchanged and "resolved" to itself, audited as a match (a privacy
+            # review, 2026-12-06). A record sent straight to Kafka with such an id keeps it as
+            # sent: said, not counted.
+            if raw in wanted:
+                as_sent.add(raw)
+            p = pseudonymize(ingested_user_id(raw))
             if p in wanted:
                 matches.append((p, raw))
     entry = {

@@ -40,6 +40,14 @@ CONFIDENT_SCORE = 0.9
 PSEUDONYM = re.compile(r"u_[0-9a-f]{20}")
 
 
+def ingested_user_id(raw: str) -> str:
+    """A live user id as ingestion stores it: one shaped like a pseudonym is marked ``client:``,
+    or the Pseudonymizer would keep it as a pseudonym (it keeps stored ones for re-scoring) and a
+    client could file its requests under another user's (a privacy review, 2026-12-02). The
+    gateway's adapters store ids so; ``pseudonym resolve`` hashes candidates the same way."""
+    return "client:" + raw if PSEUDONYM.fullmatch(raw) else raw
+
+
 class Pseudonymizer:
     """Keyed hash of user ids: stable per key, not reversible without it."""
 
@@ -58,7 +66,7 @@ class Pseudonymizer:
         return self.hash(user_id)
 
     def hash(self, raw: str) -> str:
-        """The keyed hash of ``raw``, whatever its shape (``pseudonym resolve``)."""
+        """The keyed hash of ``raw``, whatever its shape."""
         digest = hmac.new(self._key, raw.encode("utf-8"), hashlib.sha256).hexdigest()
         return f"u_{digest[:20]}"
 
