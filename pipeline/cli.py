@@ -410,18 +410,18 @@ def _require_pseudonym_key(settings: Settings, dev: bool) -> None:
         typer.echo("misuse-monitor: warning: --dev: pseudonyms use the shipped placeholder key; anyone can reverse them", err=True)
 
 
-def warn_placeholder_key(settings: Settings, what: str) -> None:
+def warn_placeholder_key(
+    settings: Settings, what: str,
+    consequence: str = "pseudonymise user ids with the shipped placeholder key; anyone can reverse them",
+) -> None:
     """One warning line on stderr when ``pseudonym_key`` is the shipped placeholder: the
-    pseudonyms ``what`` writes can then be reversed by anyone who can guess user ids. ``stream``
-    refuses such a key (``--dev`` aside); offline tools warn, so a first try on a file works."""
+    pseudonyms ``what`` writes can then be reversed by anyone who can guess user ids (or, as
+    ``consequence`` says, another keyed hash can be matched). ``stream`` refuses such a key
+    (``--dev`` aside); offline tools warn, so a first try on a file works."""
     from pipeline.privacy import DEFAULT_PSEUDONYM_KEY
 
     if settings.pseudonym_key.get_secret_value() == DEFAULT_PSEUDONYM_KEY:
-        typer.echo(
-            f"misuse-monitor: warning: {what} pseudonymise user ids with the shipped placeholder key; anyone can "
-            "reverse them (set MM_PSEUDONYM_KEY, see docs/privacy.md)",
-            err=True,
-        )
+        typer.echo(f"misuse-monitor: warning: {what} {consequence} (set MM_PSEUDONYM_KEY, see docs/privacy.md)", err=True)
 
 
 def progress_line(stats) -> str:  # noqa: ANN001 - RunStats, imported lazily

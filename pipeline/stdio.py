@@ -205,11 +205,9 @@ def open_output(path: Path, private: bool = False) -> Iterator[IO[str]]:
         # PermissionError: a folder we may not create in, holding a file we may write.
         with contextlib.suppress(PermissionError):
             try:
-                if private:
-                    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, PRIVATE_FILE_MODE)
-                    fh = os.fdopen(fd, "w", encoding="utf-8", newline="\n")
-                else:
-                    fh = tmp.open("x", encoding="utf-8", newline="\n")  # the umask's mode, as a plain open() gives
+                # The umask's mode, as a plain open() gives, or owner-only when private.
+                opener = (lambda name, flags: os.open(name, flags, PRIVATE_FILE_MODE)) if private else None
+                fh = open(tmp, "x", encoding="utf-8", newline="\n", opener=opener)  # noqa: SIM115 - closed below
             except (FileNotFoundError, NotADirectoryError) as exc:  # name what the user gave, not the temporary file
                 raise type(exc)(exc.errno, exc.strerror, str(path)) from None
     try:

@@ -293,11 +293,10 @@ def shadow(
 def _warn_placeholder_campaign_key(settings: Settings) -> None:
     """Campaign ids are a hash keyed with pseudonym_key (campaigns.campaign_id): with the shipped
     placeholder anyone can hash a guessed prompt and match it (a review, 2026-12-06)."""
-    from pipeline.privacy import DEFAULT_PSEUDONYM_KEY
+    from pipeline.cli import warn_placeholder_key
 
-    if settings.pseudonym_key.get_secret_value() == DEFAULT_PSEUDONYM_KEY:
-        typer.echo("misuse-monitor: warning: campaign ids are keyed with the shipped placeholder pseudonym_key; anyone "
-                   "can confirm a guessed prompt against them (set MM_PSEUDONYM_KEY, see docs/privacy.md)", err=True)
+    warn_placeholder_key(settings, "campaign ids", "are keyed with the shipped placeholder pseudonym_key; anyone can "
+                                                   "confirm a guessed prompt against them")
 
 
 @app.command(name="all")
