@@ -36,7 +36,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from pipeline.decode import DecodeError, DecodeReason, format_validation_error
-from pipeline.schemas import INFERENCE_LOG_V1, InferenceLog
+from pipeline.schemas import INFERENCE_LOG_V1, InferenceLog, ToolDefinition
 from pipeline.verdicts import ingested_user_id
 
 # Content part types that carry no text: counted, never kept.
@@ -64,7 +64,37 @@ _ROUTE_TEXT_KEYS = {
 }
 MAX_UNKNOWN_FIELDS = 20  # paths listed in metadata.unknown_fields; a client could send thousands
 # Request keys whose text the upstream reads but no inference-log/v1 field holds (metadata.unscreened_fields).
-UNSCREENED_REQUEST_KEYS = ("tools", "functions", "documents", "suffix")
+UNSCREENED_REQUEST_KEYS = ("documents", "suffix")
+# Request keys that offer the model tools: screened as ``tools`` (inference-log/v1); a tool the
+# schema cannot read is named in metadata.unscreened_fields instead of refusing the exchange.
+TOOL_REQUEST_KEYS = ("tools", "functions")
+
+
+def _tool_definitions(request: Mapping[str, Any], unscreened: list[str]) -> list[dict[str, Any]] | None:
+    """The tools a request offers the model (chat ``tools``, legacy ``functions``), as
+    inference-log/v1 ``tools``; their descriptions are screened (chat templates render them into
+    the prompt, so a tool's description can carry an injection).
+
+    A tool the schema cannot read (not an object, a description that is not text) is left out
+    and its key named in ``unscreened``: refusing the exchange would keep its whole prompt from
+    the detectors, and a client could choose such a tool on purpose."""
+    tools: list[dict[str, Any]] = []
+    for key in TOOL_REQUEST_KEYS:
+        offered = request.get(key)
+        if offered in (None, "", [], {}):
+            continue
+        readable = isinstance(offered, list)
+        for item in offered if readable else ():
+            tool = {"type": "function", "function": item} if key == "functions" and isinstance(item, Mapping) else item
+            try:
+                ToolDefinition.model_validate(tool)
+            except ValidationError:
+                readable = False
+            else:  # as sent: the record's own validation cleans it and notes where (mm.cleaned_fields)
+                tools.append(tool)
+        if not readable:
+            unscreened.append(key)
+    return tools or None
 
 
 class AdapterError(DecodeError):
@@ -223,10 +253,11 @@ def from_openai_all(
         key for keys in _ROUTE_TEXT_KEYS.values() for key in keys
         if key not in _ROUTE_TEXT_KEYS[shape] and request.get(key) not in (None, "", [], {})
     )  # fmt: skip
-    # Text the upstream does read but inference-log/v1 has no field for: tool definitions (chat
-    # templates render them into the prompt; a tool's description can carry an injection),
-    # vLLM's `documents`, a completion's `suffix`. Not screened; named, so it is not silent.
-    unscreened = sorted(key for key in UNSCREENED_REQUEST_KEYS if request.get(key) not in (None, "", [], {}))
+    # Text the upstream does read but inference-log/v1 has no field for: vLLM's `documents`, a
+    # completion's `suffix`. Not screened; named, so it is not silent.
+    unscreened = [key for key in UNSCREENED_REQUEST_KEYS if request.get(key) not in (None, "", [], {})]
+    tools = _tool_definitions(request, unscreened)
+    unscreened.sort()
 
     upstream_id = response.get("id")
     base_id = request_id or upstream_id
@@ -241,6 +272,7 @@ def from_openai_all(
         "tenant_id": tenant_id,
         "user_id": user_id or request.get("user"),
         "messages": messages,
+        "tools": tools,
         "latency_ms": latency_ms,
     }
     # An identifier the schema cannot store (longer than 256 characters, a NUL, a number for

@@ -127,8 +127,9 @@ class PipelineMetrics:
             ["category", "model", "deployment", "tenant", "severity", "complied"],
             registry=r,
         )
-        # part: which part of the record a finding points at (system, user, assistant, tool_call,
-        # tool_result, prompt, completion, reasoning; "unknown" for detectors that do not say).
+        # part: which part of the record a finding points at (tool_definition, system, user,
+        # assistant, tool_call, tool_result, prompt, completion, reasoning; "unknown" for
+        # detectors that do not say).
         self.findings = Counter(
             "mm_findings_total", "Findings by category, side, detector and the part of the record they point at",
             ["category", "side", "detector", "part"], registry=r,

@@ -29,7 +29,7 @@ from typing import Any
 
 from litellm.integrations.custom_logger import CustomLogger
 
-from pipeline.adapters import from_openai_all
+from pipeline.adapters import TOOL_REQUEST_KEYS, from_openai_all
 from pipeline.gateway.tee import GatewayMetrics, LogTee
 from pipeline.schemas import InferenceLog
 from pipeline.settings import Settings, load_settings
@@ -142,6 +142,10 @@ def _request(kwargs: dict) -> dict[str, Any]:
         # LiteLLM hands text calls over with the prompt as user messages. A multi-turn call
         # re-sends the previous answer as LiteLLM's own Message object.
         request["messages"] = [_plain(m) for m in kwargs.get("messages") or []]
+    optional = kwargs.get("optional_params") or {}
+    for key in TOOL_REQUEST_KEYS:  # screened: a tool's description can carry an injection
+        if (offered := kwargs.get(key) or optional.get(key)) is not None:
+            request[key] = [_plain(tool) for tool in offered] if isinstance(offered, list) else offered
     return request
 
 
