@@ -353,9 +353,9 @@ def stream(
     signal.signal(signal.SIGTERM, lambda *_: term_during_start.set())
     from pipeline.exits import bind_error
     from pipeline.metrics import PipelineMetrics
-    from pipeline.preflight import require_kafka, require_postgres
+    from pipeline.preflight import require_kafka, require_postgres, require_writable
     from pipeline.runner import Pipeline
-    from pipeline.scoring_journal import journal_dir, require_writable
+    from pipeline.scoring_journal import journal_dir
 
     settings = _settings(
         config,
@@ -366,7 +366,10 @@ def stream(
         lake__path=lake,
         metrics__port=metrics_port,
     )
-    require_writable(journal_dir(settings))
+    # The journal is needed whatever stream.scoring says; the lake where it is a sink.
+    require_writable(journal_dir(settings), "stream.journal_dir", "MM_STREAM__JOURNAL_DIR")
+    if "lake" in settings.sinks:
+        require_writable(settings.lake.path, "lake.path", "MM_LAKE__PATH (or --lake)")
     # Fail in seconds on a wrong address, before the models load (pipeline/preflight.py).
     require_kafka(settings.kafka)
     _require_topic(settings, settings.kafka.input_topic, create_topic)

@@ -6,11 +6,16 @@ it, a sink that cannot store it). Out: the same bytes and key on the dead-letter
 
 from __future__ import annotations
 
+import hashlib
 import time
+from typing import TYPE_CHECKING
 
 from pipeline.metrics import PipelineMetrics
-from pipeline.producer import TrackedProducer
+from pipeline.producer import DeliveryError, TrackedProducer, record_level
 from pipeline.source import RawRecord
+
+if TYPE_CHECKING:
+    from pipeline.producer import _Pending
 
 # Header names are part of the documented contract of the dead-letter topic.
 H_REASON = "mm.error.reason"
@@ -19,6 +24,13 @@ H_TOPIC = "mm.source.topic"
 H_PARTITION = "mm.source.partition"
 H_OFFSET = "mm.source.offset"
 H_TIME = "mm.error.timestamp_ms"
+# Set on a dead letter the broker refused as too large, sent again cut down: the original
+# value's size in bytes and its SHA-256, so it can be matched with the source record.
+H_TRUNCATED = "mm.error.truncated_from"
+H_SHA256 = "mm.error.value_sha256"
+# A refused dead letter keeps this much of its value; if even that is refused (the source
+# record's own headers were near the limit), it is sent with no value and only our headers.
+TRUNCATED_VALUE_BYTES = 64 * 1024
 
 
 class DeadLetters:
@@ -43,9 +55,39 @@ class DeadLetters:
         self._metrics.dead_letters.labels(reason).inc()
 
     def flush(self, timeout_s: float = 60.0) -> None:
-        """Deliver every queued dead letter or raise; a retry re-sends the ones that failed."""
-        self._producer.resend_failed()
-        self._producer.flush(timeout_s)
+        """Deliver every queued dead letter or raise; a retry re-sends the ones that failed.
+
+        A dead letter is the record's value plus ~200 bytes of headers, so a record just under
+        the topic's size limit made one the broker refused: the stream took that for an outage
+        and stopped the partition at its deadline, on every restart (a hostile review,
+        2026-12-06). Such a dead letter is sent again at once, cut down (:meth:`_cut_down`);
+        only failures of the broker itself are raised for the caller to wait out.
+        """
+        self._producer.resend_failed(self._cut_down)
+        try:
+            self._producer.flush(timeout_s)
+        except DeliveryError as exc:
+            if not any(record_level(err) for _, err in exc.failures):
+                raise
+            self._producer.resend_failed(self._cut_down)
+            self._producer.flush(timeout_s)
+
+    def _cut_down(self, item: _Pending) -> None:
+        """A dead letter the broker refused as too large: its value cut to the first
+        TRUNCATED_VALUE_BYTES, the original size and SHA-256 in headers; refused again, no
+        value and none of the source record's own headers."""
+        if item.error is None or not record_level(item.error):
+            return
+        headers = dict(item.headers)
+        if H_TRUNCATED not in headers:
+            headers[H_TRUNCATED] = str(len(item.value)).encode()
+            headers[H_SHA256] = hashlib.sha256(item.value).hexdigest().encode()
+            item.value = item.value[:TRUNCATED_VALUE_BYTES]
+            self._metrics.dead_letters_truncated.inc()
+        else:
+            headers = {k: v for k, v in headers.items() if k.startswith("mm.")}
+            item.value = b""
+        item.headers = list(headers.items())
 
     def close(self) -> None:
         self._producer.close()

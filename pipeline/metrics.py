@@ -115,6 +115,11 @@ class PipelineMetrics:
         self.dead_letters = Counter(
             "mm_dead_letters_total", "Records routed to the dead-letter topic", ["reason"], registry=r
         )
+        self.dead_letters_truncated = Counter(
+            "mm_dead_letters_truncated_total",
+            "Dead letters the broker refused as too large, sent again with their value cut down",
+            registry=r,
+        )
         self.verdicts = Counter(
             "mm_verdicts_total",
             "Verdicts written, by outcome",

@@ -10,8 +10,10 @@ listener is really Kafka (or PostgreSQL) is left to the client that follows.
 
 from __future__ import annotations
 
+import os
 import socket
 import time
+from pathlib import Path
 from urllib.parse import urlsplit
 
 from pipeline.exits import ConfigError, ExitCode, Unreachable
@@ -82,3 +84,24 @@ def require_postgres(url: str, timeout_s: float) -> None:
             f"database: PostgreSQL not reachable at {address} within {timeout_s:g}s (set postgres.url / MM_POSTGRES__URL)",
             ExitCode.DATABASE_UNREACHABLE,
         )
+
+
+def require_writable(directory: Path, setting: str, variable: str) -> None:
+    """Fail the start in a line, before the models load, where ``directory`` (the folder of
+    ``setting``, set by ``variable``) could not be written. Creates nothing: the folder is made
+    at the first batch (a start that fails on a wrong broker address leaves no folder behind).
+
+    Without it, a lake path that is a file was retried as an outage until the deadline (15
+    minutes by default), then exit 9, and each restart re-sent that batch's verdicts (a hostile
+    review, 2026-12-06)."""
+    existing = directory.absolute()
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        why = "it is a file" if existing == directory.absolute() else f"{existing} is not a folder"
+    elif not os.access(existing, os.W_OK | os.X_OK):
+        why = f"{existing} is not writable by this user"
+    else:
+        return
+    raise ConfigError(f"{setting} {directory}: cannot write there ({why}); set {variable} to a writable folder")
+

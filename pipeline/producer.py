@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -46,6 +46,7 @@ class _Pending:
     value: bytes
     key: bytes | None
     headers: list[tuple[str, bytes]]
+    error: BaseException | None = None  # why the last flush() reported it failed
 
 
 class TrackedProducer:
@@ -62,6 +63,7 @@ class TrackedProducer:
             **kafka.client_options(),
         }
         options.update(overrides)
+        self._options = options
         self._producer = KafkaProducer(**options)
         self._pending: list[_Pending] = []
         self._failed: list[_Pending] = []
@@ -86,13 +88,17 @@ class TrackedProducer:
         except KafkaError as exc:  # e.g. MessageSizeTooLargeError, or no metadata while the broker is down
             return _Failed(exc)
 
-    def resend_failed(self) -> int:
+    def resend_failed(self, rewrite: Callable[[_Pending], None] | None = None) -> int:
         """Queue again every record the last flush() reported failed; returns how many.
 
         Sinks call this before retrying a flush, so an outage delays records but loses none.
+        ``rewrite`` may change a failed record's value and headers first (its ``error`` says
+        why it failed), e.g. to cut down a record the broker refused as too large.
         """
         failed, self._failed = self._failed, []
         for item in failed:
+            if rewrite is not None:
+                rewrite(item)
             item.future = self._send(item.topic, item.value, item.key, item.headers)
             self._pending.append(item)
         return len(failed)
@@ -111,10 +117,30 @@ class TrackedProducer:
                 item.future.get(timeout=timeout_s)
             except Exception as exc:  # noqa: BLE001 - every failure kind is reported, none hidden
                 failures.append((item.label, exc))
+                item.error = exc
                 self._failed.append(item)
         if failures:
+            self._renew_if_broken()
             raise DeliveryError(failures)
         return len(pending)
+
+    def _renew_if_broken(self) -> None:
+        """Replace the KafkaProducer once its idempotence state has a fatal error.
+
+        kafka-python 3.0.12 classes every non-retriable batch error of a non-transactional
+        idempotent producer as fatal, one record the broker refuses as too large included; every
+        later send of that producer then fails with the same error. One oversized dead letter
+        made the stream's dead-letter producer refuse everything after it (a hostile review,
+        2026-12-06). Its futures are all settled here (flush waited), so nothing is abandoned.
+        """
+        manager = getattr(self._producer, "_transaction_manager", None)  # noqa: SLF001 - no public state
+        if manager is None or not manager.has_fatal_error():
+            return
+        try:
+            self._producer.close(timeout=1)
+        except KafkaError:  # it is being replaced; what it says on the way out does not matter
+            pass
+        self._producer = KafkaProducer(**self._options)
 
     def close(self, timeout_s: float = 10.0) -> None:
         """Deliver what is queued within ``timeout_s``, then close; what is still queued then

@@ -106,25 +106,6 @@ def journal_dir(settings: Settings) -> Path:
     return settings.stream.journal_dir or settings.lake.path.parent / "journal"
 
 
-def require_writable(directory: Path) -> None:
-    """Fail the start in a line, before the models load, where the journal could not be written.
-    Creates nothing: the folder is made at the first batch (a start that fails on a wrong broker
-    address leaves no folder behind)."""
-    from pipeline.exits import ConfigError
-
-    existing = directory.absolute()
-    while not existing.exists() and existing != existing.parent:
-        existing = existing.parent
-    if not existing.is_dir():
-        why = "it is a file" if existing == directory.absolute() else f"{existing} is not a folder"
-    elif not os.access(existing, os.W_OK | os.X_OK):
-        why = f"{existing} is not writable by this user"
-    else:
-        return
-    raise ConfigError(f"stream.journal_dir {directory}: cannot write there ({why}); "
-                      "set MM_STREAM__JOURNAL_DIR to a writable folder, or use stream.scoring=process")
-
-
 class ScoringJournal:
     def __init__(self, directory: Path, group: str) -> None:
         self._dir = directory

@@ -27,6 +27,10 @@ from pipeline.postgres_settings import PostgresSettings
 from pipeline.units import DAY_S, HOUR_S
 
 
+# 255-byte file names, less the rest of `.<topic>-<partition>-<first>-<last>.parquet.tmp` at its
+# longest (a 10-digit partition, two 19-digit offsets): 64 bytes.
+MAX_LAKE_TOPIC_BYTES = 255 - 64
+
 class Section(BaseModel):
     """A settings section: unknown keys are errors, so a typo never silently falls back."""
 
@@ -284,6 +288,19 @@ class Settings(BaseSettings):
             raise ValueError("needs a sink that keeps verdicts (verdict_topic, lake, postgres or alerts), "
                              f"not {sinks!r}")
         return sinks
+
+    @model_validator(mode="after")
+    def _lake_file_names_fit(self) -> Settings:
+        # A lake file is named `<topic>-<partition>-<first>-<last>.parquet` (and written as
+        # `.<name>.tmp` first); a file name is at most 255 bytes. Kafka allows topic names of
+        # 249 characters: a 240-character one failed every write with "File name too long",
+        # waited out as an outage, then exit 9 at every restart (a hostile review, 2026-12-06).
+        if "lake" in self.sinks and len(self.kafka.input_topic.encode()) > MAX_LAKE_TOPIC_BYTES:
+            raise ValueError(
+                f"kafka.input_topic is {len(self.kafka.input_topic.encode())} bytes long; with the lake sink it can be at "
+                f"most {MAX_LAKE_TOPIC_BYTES} (the lake's file names hold it, and a file name is at most 255 bytes)"
+            )
+        return self
 
     @model_validator(mode="after")
     def _gateway_writes_the_input(self) -> Settings:

@@ -76,3 +76,44 @@ def test_hostile_records_are_produced_from_stdin_and_dead_lettered_or_scored(kaf
 
     table = LakeWriter(tmp_path / "lake").read()
     assert sorted(table.column("request_id").to_pylist()) == ["g0", "g1", "nul", "surrogate"]
+
+
+def test_a_record_just_under_the_topic_limit_is_dead_lettered_cut_down_not_an_outage(
+    kafka_bootstrap, kafka_topic_factory, tmp_path
+):
+    """A hostile review (2026-12-06): a bad record just under Kafka's default 1 MiB limit made a
+    dead letter ~200 header bytes over it; the broker refused it, the stream took that for an
+    outage and exited 9 at its deadline on every restart: one record stopped its partition.
+    Now the dead letter goes out cut down, with the original size and SHA-256."""
+    import hashlib
+
+    limit = {"max.message.bytes": "1048588"}  # Kafka's default for a topic
+    topic = kafka_topic_factory(partitions=1, config=limit)
+    dlq = kafka_topic_factory(partitions=1, config=limit, prefix="dlq")
+    big = b"{" + b"x" * 1_048_456  # not JSON; under batch.max_record_bytes (1 MiB), so not too_large
+    lines = [_good("g0", "hi"), big, _good("g1", "hello")]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MM_")}
+    env.update(
+        MM_KAFKA__BOOTSTRAP_SERVERS=kafka_bootstrap, MM_KAFKA__INPUT_TOPIC=topic,
+        MM_KAFKA__VERDICT_TOPIC=f"{topic}.verdicts", MM_KAFKA__DEAD_LETTER_TOPIC=dlq,
+        MM_KAFKA__GROUP_ID="g-big", MM_LAKE__PATH=str(tmp_path / "lake"), MM_METRICS__PORT="0",
+        MM_DETECTORS__ENABLED='["rules"]', MM_PSEUDONYM_KEY="test-pseudonym-key-0123456789",
+        MM_STREAM__OUTAGE_DEADLINE_S="20",
+    )
+    for line in lines:  # one `produce` per line: the three together are over the topic's limit
+        produced = subprocess.run([sys.executable, "-m", "pipeline.cli", "produce", "-", "--topic", topic],
+                                  input=line + b"\n", env=env, capture_output=True, timeout=120, check=False)  # fmt: skip
+        assert produced.returncode == 0, produced.stderr.decode()[-2000:]
+    stream = subprocess.run(
+        [sys.executable, "-m", "pipeline.cli", "stream", "--max-idle", "6"],
+        env=env, capture_output=True, text=True, timeout=240, check=False,
+    )
+    assert stream.returncode == 0, (stream.stdout + stream.stderr)[-4000:]
+    (dead,) = _read(kafka_bootstrap, dlq, 1)
+    headers = dict(dead.headers)
+    assert headers["mm.error.reason"] == b"invalid_json" and headers["mm.source.offset"] == b"1"
+    assert headers["mm.error.truncated_from"] == str(len(big)).encode()
+    assert headers["mm.error.value_sha256"] == hashlib.sha256(big).hexdigest().encode()
+    assert dead.value == big[: 64 * 1024]
+    table = LakeWriter(tmp_path / "lake").read()
+    assert sorted(table.column("request_id").to_pylist()) == ["g0", "g1"]

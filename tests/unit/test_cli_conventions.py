@@ -97,6 +97,22 @@ def test_a_journal_folder_that_cannot_be_written_fails_the_start_in_one_line(
     code, _, err = _run(capsys, "stream", "--bootstrap", "127.0.0.1:1")
     line = _one_error_line(err)
     assert code == ExitCode.CONFIG and "stream.journal_dir" in line and "MM_STREAM__JOURNAL_DIR" in line
+    # The journal is needed in both scoring modes: the hint no longer says process mode avoids it.
+    assert "scoring" not in line
+
+
+@pytest.mark.parametrize("lake", ["a-file", "a-file/lake"])
+def test_a_lake_that_cannot_be_written_fails_the_start_in_one_line(
+    lake: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A hostile review (2026-12-06): `--lake ./afile` was accepted, retried as an outage until
+    the deadline (15 minutes by default), then exit 9, re-sending the batch's verdicts at every
+    restart. A config error now, before the broker is even asked."""
+    (tmp_path / "a-file").write_text("")
+    monkeypatch.setenv("MM_STREAM__JOURNAL_DIR", str(tmp_path / "journal"))
+    code, _, err = _run(capsys, "stream", "--bootstrap", "127.0.0.1:1", "--lake", str(tmp_path / lake))
+    line = _one_error_line(err)
+    assert code == ExitCode.CONFIG and "lake.path" in line and "cannot write there" in line
 
 
 @pytest.mark.parametrize("command", ["stream", "produce"])

@@ -1,6 +1,7 @@
 from datetime import UTC, datetime, timedelta
 
 import pyarrow.compute as pc
+import pytest
 
 from pipeline.lake import LakeFile, LakeWriter, to_rows
 from pipeline.privacy import LakePolicy
@@ -178,3 +179,21 @@ def test_two_writers_of_overlapping_ranges_lose_nothing(tmp_path, monkeypatch):
     second.join(30)
     assert not errors
     assert _stored(LakeWriter(tmp_path)) == [(0, o) for o in range(100, 140)]
+
+
+def test_the_longest_input_topic_the_settings_allow_with_the_lake_makes_a_file_name_that_fits(tmp_path):
+    """Kafka allows 249-character topic names; a file name holds 255 bytes. A 240-character topic
+    failed every lake write with "File name too long" (a hostile review, 2026-12-06): such a
+    topic is a config error with the lake sink, and the longest allowed one writes."""
+    import pydantic
+
+    from pipeline.lake import file_name
+    from pipeline.settings import MAX_LAKE_TOPIC_BYTES, KafkaSettings, Settings
+
+    longest = "t" * MAX_LAKE_TOPIC_BYTES
+    Settings(kafka=KafkaSettings(input_topic=longest))
+    with pytest.raises(pydantic.ValidationError, match="kafka.input_topic is 192 bytes long"):
+        Settings(kafka=KafkaSettings(input_topic=longest + "t"))
+    Settings(kafka=KafkaSettings(input_topic=longest + "t"), sinks=["verdict_topic"])  # no lake: no limit
+    worst = file_name(longest, 2**31 - 1, 2**63 - 1, 2**63 - 1)
+    (tmp_path / f".{worst}.tmp").write_bytes(b"")  # the longest name the lake writes, as the OS takes it
