@@ -62,6 +62,9 @@ HOP_BY_HOP = frozenset(
     {b"connection", b"keep-alive", b"proxy-authenticate", b"proxy-authorization", b"te", b"trailer",
      b"transfer-encoding", b"upgrade", b"host", b"content-length"}
 )  # fmt: skip
+# Response headers the gateway's HTTP server writes itself: the upstream's copies were forwarded
+# too, and clients got two of each (a hostile review, 2026-12-06).
+SERVER_WRITTEN = frozenset({b"date", b"server"})
 # A request's share of gateway.max_inflight_request_bytes: a one-item list in its ASGI scope, put
 # there by _GiveBackBodies, which gives it back once the request is answered or its client is gone.
 _HELD = "mm.request_bytes_held"
@@ -287,7 +290,9 @@ class Gateway:
             )
         except (aiohttp.ClientError, TimeoutError) as exc:
             return self._upstream_failed(exc, route, body, started_at, started, gateway_id, tenant, user)
-        response_headers = [(k.lower(), v) for k, v in upstream.raw_headers if k.lower() not in HOP_BY_HOP]
+        response_headers = [
+            (k.lower(), v) for k, v in upstream.raw_headers if k.lower() not in HOP_BY_HOP and k.lower() not in SERVER_WRITTEN
+        ]
         content_type = upstream.headers.get("Content-Type", "")
         streamed = content_type.startswith("text/event-stream")
         self.metrics.requests.labels(route or "other", f"{upstream.status // 100}xx").inc()

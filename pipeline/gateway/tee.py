@@ -31,6 +31,7 @@ import base64
 import contextlib
 import json
 import logging
+import os
 import queue
 import threading
 import time
@@ -177,10 +178,15 @@ class LogTee:
         self._producer: GatewayProducer | None = None
         self._next_connect = 0.0
         self._kafka_up = False
+        # A send failed for the broker's sake and none has succeeded since: with `spill`, logs go
+        # straight to the spill file, not into a producer that holds them for its delivery timeout.
+        self._outage = False
+        self._next_probe = 0.0  # during an outage, when a batch may try the broker again
         self._next_replay = 0.0
         self._replay_offset = 0  # bytes of the replay file already delivered
         self._spill_lock = threading.Lock()
         self._spill_full_warning = OncePer(60.0)
+        self._rejected_full_warning = OncePer(60.0)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         # Overflow hand-off: adapting and writing the spill file happen on their own thread.
@@ -317,7 +323,15 @@ class LogTee:
                 log.error("gateway: spilling %d exchanges failed (%s)", len(batch), type(exc).__name__)
                 self.metrics.dropped.labels("internal_error").inc(len(batch))
 
-    def _set_kafka_up(self, up: bool) -> None:
+    def _set_kafka_up(self, up: bool, why: BaseException | None = None) -> None:
+        """Record the broker's state; an outage is logged once when it starts and once when it
+        ends (before, only a failed first connect was: a later outage wrote no line at all)."""
+        if not up and not self._outage:
+            log.warning("gateway: Kafka unavailable (%s); logs follow the %r policy until it is back",
+                        type(why).__name__ if why is not None else "delivery failed", self.settings.overflow)
+        elif up and self._outage:
+            log.info("gateway: Kafka is back; logs are delivered again")
+        self._outage = not up
         self._kafka_up = up
         self.metrics.kafka_up.set(int(up))
 
@@ -354,13 +368,18 @@ class LogTee:
                 (exc.reason.value, _short(exc)) if isinstance(exc, DecodeError) else ("unparseable", type(exc).__name__)
             )
             where = "deferred" if callable(exchange) else f"{exchange.gateway_id} on {exchange.route}"
-            log.warning("gateway: exchange %s not logged (%s): %s; kept in %s", where, reason, detail,
-                        self.settings.rejected_path)
-            self._reject(exchange, reason, detail)
+            if self._reject(exchange, reason, detail):
+                log.warning("gateway: exchange %s not logged (%s): %s; kept in %s", where, reason, detail,
+                            self.settings.rejected_path)
+            elif self._rejected_full_warning():  # a flood of these is what fills the file
+                log.error("gateway: exchange %s not logged (%s): %s; NOT kept: %s is at gateway.rejected_max_bytes "
+                          "(mm_gateway_logs_dropped_total{reason=\"rejected_full\"})", where, reason, detail,
+                          self.settings.rejected_path)  # fmt: skip
             return []
 
-    def _reject(self, exchange: Exchange | Callable[[], list[InferenceLog]], reason: str, detail: str) -> None:
-        """Keep an exchange that could not be adapted, as it arrived, with its reason."""
+    def _reject(self, exchange: Exchange | Callable[[], list[InferenceLog]], reason: str, detail: str) -> bool:
+        """Keep an exchange that could not be adapted, as it arrived, with its reason; False when
+        the rejected file had no room for it."""
         entry: dict[str, Any] = {"reason": reason, "detail": detail}
         if isinstance(exchange, Exchange):
             entry.update(
@@ -384,10 +403,11 @@ class LogTee:
                     entry["exchange"] = json.loads(json.dumps(raw(), ensure_ascii=False, default=str))
                 except Exception as exc:  # noqa: BLE001 - keeping the reason must not fail on the copy
                     entry["exchange_error"] = type(exc).__name__
-        self._keep_rejected(entry)
+        return self._keep_rejected(entry)
 
-    def _keep_rejected(self, entry: dict[str, Any]) -> None:
-        """Append one entry (``reason`` first) to the rejected file, within its size cap."""
+    def _keep_rejected(self, entry: dict[str, Any]) -> bool:
+        """Append one entry (``reason`` first) to the rejected file, within its size cap; False
+        when it was not kept (the cap, or the file cannot be written: both counted as dropped)."""
         reason = entry["reason"]
         line = json.dumps(entry, ensure_ascii=False) + "\n"
         path = self.settings.rejected_path
@@ -396,23 +416,24 @@ class LogTee:
                 size = path.stat().st_size if path.exists() else 0
                 if size + len(line) > self.settings.rejected_max_bytes:
                     self.metrics.dropped.labels("rejected_full").inc()
-                    return
+                    return False
                 path.parent.mkdir(parents=True, exist_ok=True)
                 with open_private(path) as fh:
                     fh.write(line)
             self.metrics.rejected.labels(reason).inc()
+            return True
         except OSError as exc:
             log.error("gateway: rejected file %s not writable (%s); exchange lost", path, type(exc).__name__)
             self.metrics.dropped.labels("rejected_failed").inc()
+            return False
 
     def _connected(self) -> GatewayProducer | None:
         if self._producer is None and time.monotonic() >= self._next_connect:
             try:
                 self._producer = self._factory()
             except KafkaError as exc:
-                log.warning("gateway: Kafka unavailable (%s); logs follow the %r policy", exc, self.settings.overflow)
                 self._next_connect = time.monotonic() + self.settings.replay_interval_s
-                self._set_kafka_up(False)
+                self._set_kafka_up(False, exc)
         return self._producer
 
     def _send(self, records: list[InferenceLog]) -> list[InferenceLog]:
@@ -452,6 +473,14 @@ class LogTee:
         return []
 
     def _deliver(self, records: list[InferenceLog]) -> None:
+        if self._outage and self.settings.overflow == "spill" and time.monotonic() < self._next_probe:
+            # Known down: to the spill file at once. Tried, each batch sat in the producer for its
+            # delivery timeout while answered requests queued in memory behind it, so a kill -9
+            # 8 s into an outage lost 99 of 100 (a hostile review, 2026-12-06). One batch per
+            # gateway.replay_interval_s tries the broker (as does the replay of the spill file).
+            self._undelivered(records, "delivery_failed")
+            return
+        self._next_probe = time.monotonic() + self.settings.replay_interval_s
         failed = self._send(records)
         self.metrics.delivered.inc(len(records) - len(failed))
         if failed:
@@ -470,7 +499,9 @@ class LogTee:
 
     # ------------------------------------------------------------------ spill file
 
-    def _spill(self, records: Iterable[InferenceLog]) -> None:
+    def _spill(self, records: Iterable[InferenceLog], *, again: bool = False) -> None:
+        """Append ``records`` to the spill file; ``again``: they are a failed replay's, already
+        counted as spilled once (counted twice, spilled minus replayed showed phantom losses)."""
         lines = [rec.model_dump_json(by_alias=True, exclude_none=True) + "\n" for rec in records]
         if not lines:
             return
@@ -479,9 +510,13 @@ class LogTee:
                 lines = self._within_spill_cap(lines)
                 if lines:
                     self.spill_path.parent.mkdir(parents=True, exist_ok=True)
+                    # A crash mid-write leaves a torn last line: end it first, or the next record
+                    # would be glued to it and lost with it (a hostile review, 2026-12-06).
+                    torn = _ends_torn(self.spill_path)
                     with open_private(self.spill_path) as fh:
-                        fh.writelines(lines)
-            self.metrics.spilled.inc(len(lines))
+                        fh.write(("\n" if torn else "") + "".join(lines))
+            if not again:
+                self.metrics.spilled.inc(len(lines))
         except OSError:
             log.exception("gateway: spill file %s not writable; %d logs lost", self.spill_path, len(lines))
             self.metrics.dropped.labels("spill_failed").inc(len(lines))
@@ -548,7 +583,7 @@ class LogTee:
                 done += len(records) - len(failed)
                 self._replay_offset = fh.tell()
                 if failed:
-                    self._spill(failed)
+                    self._spill(failed, again=True)
                     finished = False
                     break
         if finished:
@@ -581,6 +616,10 @@ def check_paths(settings: GatewaySettings) -> None:
             continue
         with path.open("rb") as fh:
             first = next((line for line in fh if line.strip()), b"")
+        # Every spilled line starts so; a line torn by a crash mid-write does too, and must not
+        # keep the gateway from starting (it refused to, on a spill file of one torn line).
+        if first.startswith(SPILL_LINE_START):
+            continue
         try:
             InferenceLog.model_validate_json(first)
         except ValueError:
@@ -589,6 +628,23 @@ def check_paths(settings: GatewaySettings) -> None:
                 "inference-log/v1 record); the gateway replays and then deletes that file: move it or choose "
                 "another spill_path"
             ) from None
+
+
+# How every line of a spill file begins (InferenceLog.model_dump_json(by_alias=True)).
+SPILL_LINE_START = b'{"schema":"inference-log/v1"'
+
+
+def _ends_torn(path: Path) -> bool:
+    """Does the file at ``path`` end inside a line (a crash mid-write)?"""
+    try:
+        with path.open("rb") as fh:
+            fh.seek(0, os.SEEK_END)
+            if fh.tell() == 0:
+                return False
+            fh.seek(-1, os.SEEK_END)
+            return fh.read(1) != b"\n"
+    except FileNotFoundError:
+        return False
 
 
 def _batches(fh: Any, size: int) -> Iterable[list[bytes]]:
