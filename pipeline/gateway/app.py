@@ -42,7 +42,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from pipeline.decode import DecodeError, DecodeReason
 from pipeline.gateway.settings import GatewaySettings
-from pipeline.gateway.tee import Exchange, GatewayMetrics, LogTee
+from pipeline.gateway.tee import Exchange, GatewayMetrics, LogTee, case_variant_keys, parse_request
 from pipeline.logs import OncePer
 from pipeline.settings import Settings
 
@@ -135,7 +135,15 @@ class Prescreener:
         from pipeline.scoring import RecordError
 
         try:
-            logs = from_openai_all(request, None, endpoint=endpoint, request_id=request_id)
+            if case_variant_keys(request, limit=1):
+                # `"Messages"` beside `"messages"`: a Go upstream (Ollama) reads the variant, the
+                # adapter the lower-case key; a decoy there got a phishing request past
+                # pre-screening (a hostile review, 2026-12-06). Every string is scored instead.
+                self.fallbacks.labels("case_variant_keys").inc()
+                log.warning("gateway: pre-screening %s: keys that differ only in case; scoring every string in it", request_id)
+                logs = _best_effort_logs(request, request_id)
+            else:
+                logs = from_openai_all(request, None, endpoint=endpoint, request_id=request_id)
         except AdapterError as exc:
             # exc.detail can quote the request (a content part's type): only the reason is logged.
             self.fallbacks.labels(exc.reason.value).inc()
@@ -437,11 +445,9 @@ class Gateway:
     # ------------------------------------------------------------------ pre-screening
 
     async def _prescreen(self, body: bytes, gateway_id: str, route: str) -> Any:
-        import json
-
         assert self.prescreener is not None
         try:
-            request = json.loads(body)
+            request, _ = parse_request(body)  # bytes that are not UTF-8 read as a Go upstream reads them
         except (ValueError, RecursionError):
             return None  # not ours to judge: the upstream answers the malformed body
         started = time.perf_counter()

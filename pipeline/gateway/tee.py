@@ -667,6 +667,52 @@ def _short(exc: BaseException, limit: int = 300) -> str:
 # --------------------------------------------------------------------------- parsing
 
 
+def parse_request(body: bytes) -> tuple[Any, bool]:
+    """A request body parsed as JSON, and whether it was not UTF-8.
+
+    Bytes that are not UTF-8 are read with U+FFFD in their place, as Go's encoding/json (Ollama's
+    OpenAI layer) reads them: a body Python could not parse went unscreened to such an upstream,
+    which answered it (a hostile review, 2026-12-06). Raises ValueError (or RecursionError) for a
+    body that is not JSON even so."""
+    try:
+        return json.loads(body), False
+    except UnicodeDecodeError:
+        return json.loads(body.decode("utf-8", "replace")), True
+
+
+# Keys of the OpenAI request shapes (all lower case). Go's encoding/json matches object keys
+# case-insensitively, the last match winning, so `"Messages"` beside `"messages"` (or `"Content"`
+# in a message) is what a Go upstream reads while the adapter reads the lower-case one.
+_SHAPE_KEYS = frozenset(
+    {"messages", "prompt", "input", "instructions", "content", "role", "text", "tools", "functions", "function",
+     "description", "parameters", "arguments", "name", "tool_calls", "reasoning_content", "model", "user", "type"}
+)  # fmt: skip
+
+
+def case_variant_keys(request: Any, limit: int = 20) -> list[str]:
+    """Paths of keys in ``request`` that are a case variant of an OpenAI shape key (``Messages``,
+    ``CONTENT``) or of another key of the same object; iterative, at most ``limit`` paths. Keys
+    other than the shape's are named by position (``<key 2>``), never quoted."""
+    from pipeline.schemas import key_label
+
+    found: list[str] = []
+    stack: list[tuple[str, Any]] = [("", request)]
+    while stack and len(found) < limit:
+        path, node = stack.pop()
+        if isinstance(node, dict):
+            folded: dict[str, int] = {}
+            for position, key in enumerate(node):
+                if isinstance(key, str):
+                    low = key.casefold()
+                    if (key != low and low in _SHAPE_KEYS) or folded.get(low, 0):
+                        found.append(f"{path}{key_label(key, position)}")
+                    folded[low] = folded.get(low, 0) + 1
+            stack.extend((f"{path}{key_label(k, i)}.", v) for i, (k, v) in enumerate(node.items()) if isinstance(v, dict | list))
+        elif isinstance(node, list):
+            stack.extend((f"{path}{i}.", v) for i, v in enumerate(node) if isinstance(v, dict | list))
+    return found[:limit]
+
+
 def exchange_to_logs(exchange: Exchange, deployment: str | None) -> list[InferenceLog]:
     """Parse the raw bytes of an exchange (JSON or SSE) and adapt them to inference logs.
 
@@ -680,7 +726,7 @@ def exchange_to_logs(exchange: Exchange, deployment: str | None) -> list[Inferen
     (Ollama's ``/v1`` numbers them ``chatcmpl-0..998``), and two exchanges sharing one would
     overwrite each other in the sinks, which upsert by ``request_id``. The upstream's id is
     kept as ``metadata.upstream_id``."""
-    request = json.loads(exchange.request_body)
+    request, not_utf8 = parse_request(exchange.request_body)
     body = _decode_body(b"".join(exchange.response_body), exchange.content_encoding, partial=not exchange.complete)
     response: Any
     cut = False
@@ -691,6 +737,10 @@ def exchange_to_logs(exchange: Exchange, deployment: str | None) -> list[Inferen
     else:
         response = json.loads(body)
     metadata: dict[str, Any] = {"gateway_id": exchange.gateway_id, "upstream_status": exchange.status}
+    if not_utf8:
+        metadata["request_not_utf8"] = True
+    if variants := case_variant_keys(request):
+        metadata["case_variant_keys"] = variants  # what a case-insensitive upstream may read instead
     if cut:
         metadata["stream_cut"] = True
     if exchange.ttft_ms is not None:

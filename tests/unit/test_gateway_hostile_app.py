@@ -79,6 +79,34 @@ def test_prescreening_scores_a_request_the_adapter_refuses_instead_of_forwarding
     assert metrics.registry.get_sample_value("mm_gateway_prescreen_fallback_total", {"reason": "invalid_record"}) == 2
 
 
+def test_prescreening_reads_what_a_go_upstream_reads_case_variant_keys_and_bytes_that_are_not_utf8(tmp_path):
+    """A hostile review (2026-12-06): Go's encoding/json (Ollama's OpenAI layer) matches keys
+    case-insensitively, the last match winning, and reads bytes that are not UTF-8 as U+FFFD. A
+    decoy `messages` before `Messages`, a `Content` beside `content`, or one 0xFF byte got a
+    phishing request past pre-screening; the log said the prompt was the decoy."""
+    weather = [{"role": "user", "content": "what is the weather"}]
+    bodies = [
+        json.dumps({"model": "m", "messages": weather, "Messages": [{"role": "user", "content": PHISHING_PROMPT}]}).encode(),
+        json.dumps({"model": "m", "messages": [{"role": "user", "content": "what is the weather", "Content": PHISHING_PROMPT}]}).encode(),
+        json.dumps({"model": "m", "messages": [{"role": "user", "content": PHISHING_PROMPT + " @"}]}).encode().replace(b"@", b"\xff"),
+    ]
+    upstream = VllmLike()
+    with serve_in_thread(upstream.app) as upstream_url:
+        app, producer, metrics = _gateway(upstream_url, tmp_path, prescreen=PrescreenSettings(enabled=True, block_at="medium"))
+        with serve_in_thread(app) as url:
+            answers = [httpx.post(f"{url}/v1/chat/completions", content=body, timeout=60,
+                                  headers={"content-type": "application/json"}) for body in bodies]  # fmt: skip
+            harmless = httpx.post(f"{url}/v1/chat/completions", timeout=30, content=json.dumps(
+                {"model": "m", "messages": weather, "Messages": [{"role": "user", "content": "and tomorrow?"}]}).encode())  # fmt: skip
+            _wait_for(lambda: len(producer.logs) == 4)
+    assert [a.status_code for a in answers] == [400, 400, 400], [a.text for a in answers]
+    assert harmless.status_code == 200 and len(upstream.requests) == 1
+    assert metrics.registry.get_sample_value("mm_gateway_prescreen_fallback_total", {"reason": "case_variant_keys"}) == 3
+    by_prompt = {log.messages[0].text: log for log in producer.logs}
+    assert by_prompt[PHISHING_PROMPT + " \ufffd"].metadata["request_not_utf8"] is True  # logged and screened, not rejected
+    assert by_prompt["what is the weather"].metadata["case_variant_keys"] in (["<key 2>"], ["messages.0.<key 2>"])
+
+
 def test_an_inflated_stream_still_logs_the_prompt_with_what_fit(tmp_path):
     upstream = VllmLike()
     prompt = "tell me a long story " * 20
