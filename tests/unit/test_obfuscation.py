@@ -18,10 +18,10 @@ from detectors.rules import RulesDetector
 from pipeline.schemas import Category, Finding, PartKind, Side, Signal
 from pipeline.verdicts import Pseudonymizer, build_verdict
 from tests.fixtures.logs import make_log
-from tests.fixtures.tool_definitions import BENIGN_TOOLS, POISONED_TOOLS, chat_tool
 from tests.fixtures.obfuscation import (
     BENIGN_HELD_OUT,
     BENIGN_REQUESTS,
+    BLANK_TRICKS,
     DISGUISES,
     HARMFUL_CYBER,
     REVIEW_MISSES,
@@ -32,6 +32,7 @@ from tests.fixtures.obfuscation import (
     diacritics,
     plain_log,
 )
+from tests.fixtures.tool_definitions import BENIGN_TOOLS, POISONED_TOOLS, chat_tool
 
 TRICKS = [name for name in TRANSFORMATIONS if name != "original"]
 CASES = [(trick, i) for trick in ["original", *TRICKS] for i in range(len(HARMFUL_CYBER))]
@@ -487,3 +488,38 @@ def test_transformer_flags_poisoned_tool_definitions_and_not_an_agents_benign_to
     assert results[0] == []
     for tool, findings in zip(POISONED_TOOLS, results[1:], strict=True):
         assert findings and {(f.part, f.location) for f in findings} == {(PartKind.TOOL_DEFINITION, "tools[1]")}, tool[0]
+
+
+# -- blank characters that are not spaces (a hostile review, 2026-12-06) -------------------------
+
+BLANK_CASES = [(trick, i) for trick in BLANK_TRICKS for i in range(len(HARMFUL_CYBER))]
+
+
+@pytest.mark.parametrize("case", BLANK_CASES, ids=_ids)
+def test_rules_flag_requests_spaced_with_blank_characters_with_the_obfuscation_signal(case) -> None:
+    """Hangul fillers, the blank Braille cell and unassigned default-ignorable code points hid the
+    requests from every detector: they are letters (Lo) or unassigned (Cn), not the format
+    characters (Cf) that were removed."""
+    trick, i = case
+    cyber = _cyber(RulesDetector().detect([plain_log(BLANK_TRICKS[trick](HARMFUL_CYBER[i]), f"bl-{trick}-{i}")])[0])
+    assert cyber and Signal.OBFUSCATION in cyber[0].signals, f"{trick} hid request {i} from the rules"
+
+
+@pytest.mark.parametrize("trick", list(BLANK_TRICKS))
+def test_rules_do_not_flag_benign_requests_spaced_with_blank_characters(trick) -> None:
+    logs = [plain_log(BLANK_TRICKS[trick](t), f"blb-{i}") for i, t in enumerate(BENIGN_REQUESTS + BENIGN_HELD_OUT)]
+    for log, found in zip(logs, RulesDetector().detect(logs), strict=True):
+        assert found == [], (log.request_id, found)
+
+
+@pytest.mark.ml
+@pytest.mark.slow
+@pytest.mark.parametrize("trick", list(BLANK_TRICKS))
+def test_transformer_flags_requests_spaced_with_blank_characters_and_no_benign_one(transformer, trick) -> None:
+    build = BLANK_TRICKS[trick]
+    harmful = transformer.detect([plain_log(build(t), f"blt-{trick}-{i}") for i, t in enumerate(HARMFUL_CYBER)])
+    missed = [i for i, found in enumerate(harmful) if not _cyber(list(found))]
+    assert not missed, f"{trick} hid requests {missed} from the transformer"
+    benign = transformer.detect([plain_log(build(t), f"bltb-{i}") for i, t in enumerate(BENIGN_HELD_OUT)])
+    assert [i for i, found in enumerate(benign) if {f.category for f in found} - {Category.JAILBREAK}] == []
+
