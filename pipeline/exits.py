@@ -275,6 +275,22 @@ def _java_text(exc: BaseException) -> str:
         return ""
 
 
+_SPARK_READ_ERROR = re.compile(r"\[(FAILED_READ_FILE|PATH_NOT_FOUND)[^\]]*\] ([^\n]*)")
+
+
+def _spark_read_error(text: str) -> str | None:
+    """The line of a Spark error that says which input file it could not read (a lake file of
+    the wrong schema, a labels file that is not there), without the SQLSTATE; None for other
+    errors. Such a job ended "internal error: Py4JJavaError" without naming the file (a hostile
+    review, 2026-12-06)."""
+    m = _SPARK_READ_ERROR.search(text)
+    if m is None:
+        return None
+    line = re.sub(r"\s*SQLSTATE: \w+\.?$", "", m.group(2))
+    line = re.sub(r"file:/+", "/", line)
+    return line[:500]
+
+
 # How a failed Spark task reaches the driver: the JVM's error, or PySpark's for a Python exception.
 SPARK_TASK_ERRORS = ("Py4JJavaError", "PythonException")
 
@@ -337,6 +353,8 @@ def classify_exception(exc: BaseException) -> tuple[ExitCode, str]:
     if died:
         reason = died[-1].split("WorkerDied:", 1)[1].strip()
         return ExitCode.DETECTOR_FAILED, f"spark: a worker's scoring process: {reason}; the job wrote nothing"
+    if name in (*SPARK_TASK_ERRORS, "AnalysisException") and (read := _spark_read_error(_java_text(exc))):
+        return ExitCode.INPUT, f"spark: {read}"
     if name == "BackfillError":  # no input to score (an empty or missing lake, no matching files)
         return ExitCode.INPUT, f"spark: {exc}"  # every job reads the lake through backfill
     if isinstance(exc, UnicodeDecodeError):

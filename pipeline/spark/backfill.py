@@ -27,6 +27,7 @@ import argparse
 import dataclasses
 import functools
 import glob
+import json
 import os
 import sys
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -43,7 +44,7 @@ from pyspark.sql.types import BinaryType, IntegerType, LongType, StringType, Str
 
 from detectors.base import DetectorConfig
 from pipeline.decode import too_large
-from pipeline.lake import LAKE_SCHEMA, LakeWriter, file_name, to_rows
+from pipeline.lake import LAKE_SCHEMA, LakeFile, LakeWriter, file_name, to_rows
 from pipeline.plugins import parse_names
 from pipeline.privacy import LakePolicy
 from pipeline.schemas import InferenceLog, MisuseVerdict
@@ -51,7 +52,7 @@ from pipeline.score_worker import ProcessScorer
 from pipeline.scoring import RecordError, Scorer
 from pipeline.settings import Settings, load_settings
 from pipeline.sinks.base import ScoredRecord, SourcePosition
-from pipeline.spark.output import add_overwrite_argument, refuse_overwrite
+from pipeline.spark.output import add_overwrite_argument, refuse_inside_lake, refuse_overwrite
 from pipeline.stdio import open_private
 from pipeline.trusted import TrustedPrompts
 from pipeline.verdicts import Pseudonymizer, build_verdict
@@ -330,16 +331,23 @@ def read_lake_verdicts(spark: SparkSession, lake: Path | str) -> DataFrame:
     return (
         spark.read.schema(from_arrow_schema(LAKE_SCHEMA))
         .option("recursiveFileLookup", "true")
-        .option("pathGlobFilter", "*.parquet")
-        .parquet(str(lake_verdicts_dir(lake)))
+        .parquet(*map(str, lake_verdict_files(lake)))
     )
+
+
+def lake_verdict_files(lake: Path | str) -> list[Path]:
+    """The lake's verdict files: ``verdicts/date=*/<topic>-<partition>-<first>-<last>.parquet``,
+    as the lake writes them, and nothing else under ``verdicts/`` (a job's output written there
+    was read as verdicts, a hostile review, 2026-12-06); BackfillError when there is none."""
+    path = lake_verdicts_dir(lake)
+    return sorted(p for p in path.glob("date=*/*.parquet") if LakeFile.parse(p) is not None)
 
 
 def lake_verdicts_dir(lake: Path | str) -> Path:
     """The lake's verdicts folder; BackfillError when it holds no verdict file. Cheap, so callers
     can check before Spark starts (a JVM start is seconds of log lines before the error)."""
     path = Path(lake) / "verdicts"
-    if not any(path.glob("date=*/*.parquet")):
+    if not any(LakeFile.parse(p) is not None for p in path.glob("date=*/*.parquet")):
         raise BackfillError(f"no verdict files under {path}")
     return path
 
@@ -372,23 +380,59 @@ def decrypt_value(value: bytes, policy: LakePolicy) -> bytes:
     return cipher.decrypt(blob, request_id.decode("utf-8")).encode("utf-8")
 
 
-def read_jsonl(spark: SparkSession, paths: Sequence[str | Path]) -> DataFrame:
+JSONL_PARTITIONS = "jsonl_partitions.json"  # in a backfilled lake: each archive's partition number
+
+
+def jsonl_partitions(files: Sequence[str], manifest: Path | None) -> dict[str, int]:
+    """A partition number per file (real paths): the one ``manifest`` already gives it, else the
+    next free one, in sorted order. Written back to ``manifest``.
+
+    Numbered by sorted position alone, a second backfill with one more archive shifted every
+    later file's partition: its records were stored again under new offsets beside the old
+    ones, and the new file's range trimmed another file's rows (a hostile review, 2026-12-06).
+    """
+    known: dict[str, int] = {}
+    if manifest is not None and manifest.is_file():
+        try:
+            known = {str(k): int(v) for k, v in json.loads(manifest.read_text()).items()}
+        except (ValueError, AttributeError, TypeError) as exc:
+            raise BackfillError(f"{manifest} is not a JSONL partition map ({type(exc).__name__}); move it away") from None
+    numbers = {f: known[f] for f in files if f in known}
+    following = max(known.values(), default=-1) + 1
+    for file in files:
+        if file not in numbers:
+            numbers[file] = following
+            following += 1
+    if manifest is not None:
+        manifest.parent.mkdir(parents=True, exist_ok=True)
+        manifest.write_text(json.dumps({**known, **numbers}, indent=1, sort_keys=True) + "\n")
+    return numbers
+
+
+def read_jsonl(spark: SparkSession, paths: Sequence[str | Path], manifest: Path | None = None) -> DataFrame:
     """Lines of JSONL archives as raw bytes (invalid UTF-8 is kept for the dead letters).
 
-    Files are expanded (globs allowed) and sorted; partition = index in that order, offset =
-    1-based line number. Numbering stays in the JVM (no Python round trip): Spark's text
-    source yields each split's lines in order, so a line's number is the number of lines in
-    the splits before its split (by byte offset, ``input_file_block_start``) plus its
-    position in its own split (``monotonically_increasing_id`` is consecutive within one).
+    Files are expanded (globs allowed), resolved (a symlink, or the same file named twice, is
+    read once: it was read twice, a hostile review, 2026-12-06) and sorted; partition = the
+    file's number in ``manifest`` (:func:`jsonl_partitions`; without one, its index in that
+    order), offset = 1-based line number, lines ending at ``\n`` only (Spark's text source
+    also ends them at a lone ``\r``, which JSON allows inside a record as whitespace).
+    Numbering stays in the JVM (no Python round trip): Spark's text source yields each split's
+    lines in order, so a line's number is the number of lines in the splits before its split
+    (by byte offset, ``input_file_block_start``) plus its position in its own split
+    (``monotonically_increasing_id`` is consecutive within one).
     """
-    files = sorted({f for p in paths for f in (glob.glob(str(p)) or [str(p)])})
-    missing = [f for f in files if not Path(f).is_file()]
-    if not files or missing:
+    named = sorted({f for p in paths for f in (glob.glob(str(p)) or [str(p)])})
+    missing = [f for f in named if not Path(f).is_file()]
+    if not named or missing:
         raise BackfillError(f"JSONL input not found: {missing or list(paths)}")
+    files = sorted({os.path.realpath(f) for f in named})
+    numbers = jsonl_partitions(files, manifest)
     frames = []
-    for index, file in enumerate(files):
+    for file in files:
+        index = numbers[file]
         # The text source hands lines over as undecoded bytes; casting to binary keeps them.
-        lines = spark.read.text(file).select(
+        lines = spark.read.option("lineSep", "\n").text(file).select(
             F.col("value").cast("binary").alias("value"),
             F.input_file_block_start().alias("_block"),
             F.monotonically_increasing_id().alias("_id"),
@@ -679,13 +723,15 @@ def read_source(
     bootstrap: str | None = None,
     starting_offsets: str = "earliest",
     ending_offsets: str = "latest",
+    out: Path | None = None,
 ) -> DataFrame:
-    """Pick exactly one source: --jsonl, --kafka-topic or (default) the lake."""
+    """Pick exactly one source: --jsonl, --kafka-topic or (default) the lake. ``out``: the lake
+    the records go to, whose JSONL partition map numbers the archives (:func:`jsonl_partitions`)."""
     problem = check_one_source(lake, jsonl, kafka_topic)
     if problem:
         raise BackfillError(problem)
     if jsonl:
-        return read_jsonl(spark, jsonl)
+        return read_jsonl(spark, jsonl, None if out is None else Path(out) / JSONL_PARTITIONS)
     if kafka_topic:
         return read_kafka(
             spark,
@@ -736,6 +782,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.score_timeout is not None and (not args.isolate_crashes or args.score_timeout <= 0):
         parser.error("--score-timeout takes seconds above 0, and only with --isolate-crashes (it bounds the scoring process)")
     refuse_overwrite([args.out], args.overwrite)  # before Spark starts: a mistyped --out costs nothing
+    refuse_inside_lake([args.out], [args.lake], source_lake=args.lake)
     settings = load_settings(args.config)
     spec = ScoringSpec.from_settings(
         settings, detectors=parse_names(args.detectors), min_scores=min_scores, options=options,
@@ -751,6 +798,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         bootstrap=args.bootstrap,
         starting_offsets=args.starting_offsets,
         ending_offsets=args.ending_offsets,
+        out=args.out,
     )
     result = backfill_to_lake(spark, raw, spec, args.out, args.max_rows_per_file)
     print(

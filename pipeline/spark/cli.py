@@ -91,12 +91,16 @@ def _settings(config: Path | None):  # noqa: ANN202
     return load_settings(config)
 
 
-def _lake_session(master: str, job: str, driver_memory: str, conf: list[str] | None, settings, lake: Path | None):  # noqa: ANN001, ANN202
-    """A session and the lake's verdicts, for the jobs that read them. A bad --conf (usage) and a
-    lake without verdicts (input) both fail before the JVM starts, which takes seconds of log lines."""
+def _lake_session(master: str, job: str, driver_memory: str, conf: list[str] | None, settings, lake: Path | None,  # noqa: ANN001, ANN202
+                  outs: list[Path]):
+    """A session and the lake's verdicts, for the jobs that read them. A bad --conf (usage), a
+    lake without verdicts and an --out inside the lake's verdicts (input) all fail before the JVM
+    starts, which takes seconds of log lines."""
     from pipeline.spark.backfill import lake_verdicts_dir, read_lake_verdicts
+    from pipeline.spark.output import refuse_inside_lake
 
     _conf(conf)
+    refuse_inside_lake(outs, [lake or settings.lake.path])
     path = lake_verdicts_dir(lake or settings.lake.path).parent
     spark = _session(master, job, driver_memory, conf=conf)
     return spark, read_lake_verdicts(spark, path)
@@ -142,6 +146,9 @@ def backfill(
         raise typer.BadParameter("only with --isolate-crashes: it bounds the scoring process", param_hint="--score-timeout")
     _conf(conf)
     _refuse_overwrite([out], overwrite)
+    from pipeline.spark.output import refuse_inside_lake
+
+    refuse_inside_lake([out], [lake], source_lake=lake)
 
     settings = _settings(config)
     from pipeline.cli import detector_names, warn_placeholder_key
@@ -161,6 +168,7 @@ def backfill(
         bootstrap=bootstrap,
         starting_offsets=starting_offsets,
         ending_offsets=ending_offsets,
+        out=out,
     )
     result = job.backfill_to_lake(spark, raw, spec, out, max_rows_per_file)
     _report(
@@ -183,7 +191,7 @@ def aggregates(
     _refuse_overwrite([out / "aggregates"], overwrite)
     from pipeline.spark import aggregates as job
 
-    spark, verdicts = _lake_session(master, "aggregates", driver_memory, conf, _settings(config), lake)
+    spark, verdicts = _lake_session(master, "aggregates", driver_memory, conf, _settings(config), lake, [out])
     target = job.write(job.run(spark, verdicts), out)
     _report(as_json, "aggregates", {"aggregates": target}, f"[green]aggregates[/green] -> {target}")
 
@@ -194,7 +202,7 @@ def offenders(
     master: MasterOpt = "local[*]",
     lake: LakeOpt = None,
     half_life_days: Annotated[float, typer.Option(min=0.001, help="Risk halves every this many days")] = 7.0,
-    as_of: Annotated[datetime | None, typer.Option(help="Decay reference time, UTC unless it has an offset (default: newest verdict)")] = None,
+    as_of: Annotated[datetime | None, typer.Option(help="Decay reference time, UTC unless it has an offset (default: newest verdict, or now if that is later)")] = None,
     top: Annotated[int, typer.Option(min=1, help="Keep this many users")] = 100,
     config: ConfigOpt = None,
     driver_memory: DriverMemOpt = "1g",
@@ -206,7 +214,7 @@ def offenders(
     _refuse_overwrite([out / "offenders"], overwrite)
     from pipeline.spark import offenders as job
 
-    spark, verdicts = _lake_session(master, "offenders", driver_memory, conf, _settings(config), lake)
+    spark, verdicts = _lake_session(master, "offenders", driver_memory, conf, _settings(config), lake, [out])
     result = job.run(spark, verdicts, half_life_days, as_of, top)
     target = job.write(result, out)
     _report(as_json, "offenders", {"offenders": target}, f"[green]offenders[/green] -> {target}")
@@ -234,7 +242,7 @@ def campaigns(
 
     settings = _settings(config)
     _warn_placeholder_campaign_key(settings)
-    spark, verdicts = _lake_session(master, "campaigns", driver_memory, conf, settings, lake)
+    spark, verdicts = _lake_session(master, "campaigns", driver_memory, conf, settings, lake, [out])
     policy = LakePolicy.from_settings(settings)
     result = job.run(spark, verdicts, max_distance, min_users, not all_records, policy=policy)
     target = job.write(result, out)
@@ -321,7 +329,7 @@ def all_jobs(
 
     settings = _settings(config)
     _warn_placeholder_campaign_key(settings)
-    spark, verdicts = _lake_session(master, "all", driver_memory, conf, settings, lake)
+    spark, verdicts = _lake_session(master, "all", driver_memory, conf, settings, lake, [out])
     verdicts = verdicts.cache()
     policy = LakePolicy.from_settings(settings)
     written = {}

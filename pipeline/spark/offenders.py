@@ -42,7 +42,11 @@ def run(
         # session's (UTC): 2026-11-27 in Tokyo was 2026-11-26 15:00 UTC, and every risk moved.
         as_of = as_of.replace(tzinfo=UTC)
     rows = verdicts.where(F.col("user_id").isNotNull())
-    reference = F.lit(as_of).cast("timestamp") if as_of else F.max("timestamp").over(Window.partitionBy())
+    # Default: the newest verdict, but never after now. One record dated 2199 (timestamps up to
+    # 2200 are valid) made every other risk decay to 0 and emptied the ranking but for its user
+    # (a hostile review, 2026-12-06); a future record's age is 0 (below), so it weighs in full.
+    newest = F.max("timestamp").over(Window.partitionBy())
+    reference = F.lit(as_of).cast("timestamp") if as_of else F.least(newest, F.current_timestamp())
     weight = F.create_map(*[x for k, v in sorted(weights.items()) for x in (F.lit(k), F.lit(float(v)))])
     age_days = (F.col("timestamp").cast("double") - F.col("_ref").cast("double")) / -86400.0
     scored = (

@@ -29,6 +29,27 @@ def refuse_overwrite(targets: Iterable[Path], overwrite: bool) -> None:
         raise InputError(f"{', '.join(map(str, busy))} is not empty; pass --overwrite to replace it")
 
 
+def refuse_inside_lake(targets: Iterable[Path], lakes: Iterable[Path | None], *, source_lake: Path | None = None) -> None:
+    """Raise InputError for a target inside a lake's ``verdicts`` or ``dead_letters`` folder (the
+    jobs read those folders whole: aggregates written to ``<lake>/verdicts`` were counted as 47
+    more verdicts, and offenders then crashed), or a backfill target that is its own source lake
+    (re-scoring a lake into itself trimmed away the rows whose text it had not kept: 300 rows
+    became 158). Both found by a hostile review, 2026-12-06."""
+    from pipeline.exits import InputError
+
+    for target in targets:
+        where = Path(target).resolve()
+        for lake in filter(None, lakes):
+            root = Path(lake).resolve()
+            for folder in (root / "verdicts", root / "dead_letters"):
+                if where == folder or folder in where.parents:
+                    raise InputError(f"--out {target} lies inside the lake's {folder.name} folder ({folder}), which the "
+                                     "jobs read whole; choose a folder outside it")  # fmt: skip
+        if source_lake is not None and where == Path(source_lake).resolve():
+            raise InputError(f"--out {target} is the source lake: rows whose text the lake did not keep cannot be "
+                             "re-scored and would be trimmed away; backfill into a new lake, then swap it in")  # fmt: skip
+
+
 def add_overwrite_argument(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--overwrite", action="store_true", help="replace what an earlier run wrote there (refused when not empty)"

@@ -66,6 +66,9 @@ def build_session(options: SparkOptions | None = None) -> SparkSession:
         .appName(opts.app_name)
         .config("spark.driver.memory", opts.driver_memory)
         .config("spark.sql.session.timeZone", "UTC")
+        # Owner-only output, as the lake (0600): campaigns keep a representative prompt, and the
+        # jobs' files were 0644 (a hostile review, 2026-12-06). Hadoop's local file system applies it.
+        .config("spark.hadoop.fs.permissions.umask-mode", "077")
         .config("spark.sql.shuffle.partitions", str(opts.shuffle_partitions))
         .config("spark.sql.execution.arrow.pyspark.enabled", "true")
         # Reused workers keep the per-process detector cache (backfill._SCORERS) warm.
