@@ -36,7 +36,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from pipeline.decode import DecodeError, DecodeReason, format_validation_error
-from pipeline.schemas import INFERENCE_LOG_V1, InferenceLog, ToolDefinition
+from pipeline.schemas import INFERENCE_LOG_V1, InferenceLog, ToolDefinition, bounded_tool, readable_tool
 from pipeline.verdicts import ingested_user_id
 
 # Content part types that carry no text: counted, never kept.
@@ -65,35 +65,41 @@ _ROUTE_TEXT_KEYS = {
 MAX_UNKNOWN_FIELDS = 20  # paths listed in metadata.unknown_fields; a client could send thousands
 # Request keys whose text the upstream reads but no inference-log/v1 field holds (metadata.unscreened_fields).
 UNSCREENED_REQUEST_KEYS = ("documents", "suffix")
-# Request keys that offer the model tools: screened as ``tools`` (inference-log/v1); a tool the
-# schema cannot read is named in metadata.unscreened_fields instead of refusing the exchange.
+# Request keys that offer the model tools: screened as ``tools`` (inference-log/v1).
 TOOL_REQUEST_KEYS = ("tools", "functions")
+# Above this much JSON, the tools are kept as their name and screened text (the schemas dropped).
+TOOLS_MAX_BYTES = 64 * 1024
 
 
-def _tool_definitions(request: Mapping[str, Any], unscreened: list[str]) -> list[dict[str, Any]] | None:
+def _tool_definitions(request: Mapping[str, Any], metadata: dict[str, Any]) -> list[Any] | None:
     """The tools a request offers the model (chat ``tools``, legacy ``functions``), as
-    inference-log/v1 ``tools``; their descriptions are screened (chat templates render them into
-    the prompt, so a tool's description can carry an injection).
-
-    A tool the schema cannot read (not an object, a description that is not text) is left out
-    and its key named in ``unscreened``: refusing the exchange would keep its whole prompt from
-    the detectors, and a client could choose such a tool on purpose."""
-    tools: list[dict[str, Any]] = []
+    inference-log/v1 ``tools``: chat templates render their names, descriptions and argument
+    schemas into the prompt, so a tool can carry an injection. inference-log/v1 reads any entry
+    leniently (an entry it cannot read becomes the text of its strings), so no tool keeps the
+    exchange from the detectors. Each tool is cut to :data:`TOOL_MAX_DEPTH` levels (a deep dummy
+    tool made the record a ``too_deep`` dead letter), and tools over :data:`TOOLS_MAX_BYTES` are
+    kept as their name and screened text (``metadata.tools_compacted``): 170 ordinary MCP tools
+    made a record over the stream's 1 MiB limit (a hostile review, 2026-12-06)."""
+    tools: list[Any] = []
     for key in TOOL_REQUEST_KEYS:
         offered = request.get(key)
         if offered in (None, "", [], {}):
             continue
-        readable = isinstance(offered, list)
-        for item in offered if readable else ():
+        for item in offered if isinstance(offered, list) else [offered]:
             tool = {"type": "function", "function": item} if key == "functions" and isinstance(item, Mapping) else item
-            try:
-                ToolDefinition.model_validate(tool)
-            except ValidationError:
-                readable = False
-            else:  # as sent: the record's own validation cleans it and notes where (mm.cleaned_fields)
-                tools.append(tool)
-        if not readable:
-            unscreened.append(key)
+            tools.append(bounded_tool(tool))
+    if not tools:
+        return None
+    if len(json.dumps(tools, ensure_ascii=False, default=str)) > TOOLS_MAX_BYTES:
+        compact = []
+        for tool in tools:
+            if (readable := readable_tool(tool)) is None:
+                continue
+            read = ToolDefinition.model_validate(readable)
+            name = read.name or (read.function.name if read.function else None)
+            compact.append({"type": read.type or "function", "function": {"name": name, "description": read.text}})
+        metadata["tools_compacted"] = True
+        tools = compact
     return tools or None
 
 
@@ -255,9 +261,9 @@ def from_openai_all(
     )  # fmt: skip
     # Text the upstream does read but inference-log/v1 has no field for: vLLM's `documents`, a
     # completion's `suffix`. Not screened; named, so it is not silent.
-    unscreened = [key for key in UNSCREENED_REQUEST_KEYS if request.get(key) not in (None, "", [], {})]
-    tools = _tool_definitions(request, unscreened)
-    unscreened.sort()
+    unscreened = sorted(key for key in UNSCREENED_REQUEST_KEYS if request.get(key) not in (None, "", [], {}))
+    tool_notes: dict[str, Any] = {}
+    tools = _tool_definitions(request, tool_notes)
 
     upstream_id = response.get("id")
     base_id = request_id or upstream_id
@@ -296,6 +302,7 @@ def from_openai_all(
             meta["ignored_fields"] = ignored
         if unscreened:
             meta["unscreened_fields"] = unscreened
+        meta.update(tool_notes)
         if isinstance(upstream_id, str) and upstream_id and upstream_id != base_id:
             meta["upstream_id"] = upstream_id
         unknown_fields = list(dict.fromkeys([*unknown, *choice.unknown_fields]))

@@ -64,13 +64,14 @@ class DeadLetters:
         only failures of the broker itself are raised for the caller to wait out.
         """
         self._producer.resend_failed(self._cut_down)
-        try:
-            self._producer.flush(timeout_s)
-        except DeliveryError as exc:
-            if not any(record_level(err) for _, err in exc.failures):
-                raise
-            self._producer.resend_failed(self._cut_down)
-            self._producer.flush(timeout_s)
+        for cuts_left in (2, 1, 0):  # the value cut to 64 KiB, then dropped (see _cut_down)
+            try:
+                self._producer.flush(timeout_s)
+                return
+            except DeliveryError as exc:
+                if not cuts_left or not any(record_level(err) for _, err in exc.failures):
+                    raise
+                self._producer.resend_failed(self._cut_down)
 
     def _cut_down(self, item: _Pending) -> None:
         """A dead letter the broker refused as too large: its value cut to the first

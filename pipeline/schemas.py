@@ -21,6 +21,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    ValidationError,
     field_validator,
     model_validator,
 )
@@ -122,6 +123,19 @@ def _clean_metadata(value: Any, path: str) -> Any:
         return out
     if isinstance(value, list):
         return [_clean_metadata(item, f"{path}.{i}") for i, item in enumerate(value)]
+    return value
+
+
+def _clean_schema(value: Any) -> Any:
+    """A tool's JSON Schema with NUL and lone surrogates removed from keys too: a property name
+    is text the model reads, and one bad key kept the whole tool (and, through the gateway, a
+    poisoned description beside it) from the detectors (a hostile review, 2026-12-06)."""
+    if isinstance(value, str):
+        return _clean_unstorable(value)
+    if isinstance(value, dict):
+        return {(_clean_unstorable(k) if isinstance(k, str) else k): _clean_schema(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_clean_schema(item) for item in value]
     return value
 
 
@@ -301,9 +315,67 @@ class ToolCall(_OpenModel):
     function: ToolCallFunction
 
 
-# JSON Schema keywords whose string values are schema machinery, not prose a model reads as
-# instructions ("object", "string", "^[a-z]+$", required property names).
+# JSON Schema keywords whose values are schema machinery ("object", "date-time", "^[a-z]+$",
+# required property names), not prose a model reads: their strings are screened only when they
+# hold a space, i.e. read as prose (`"type": "<an instruction>"`). Only as keywords: a property
+# *named* `type` or `format` is a property like any other (its subtree was skipped whole until
+# a hostile review, 2026-12-06).
 _SCHEMA_MACHINERY = frozenset({"type", "format", "pattern", "$ref", "$schema", "$id", "$anchor", "required"})
+# Keywords whose value maps names (which chat templates render) to subschemas.
+_SCHEMA_NAME_MAPS = frozenset({"properties", "patternProperties", "$defs", "definitions", "dependentSchemas"})
+# Levels of a tool object the gateway keeps as sent; below that, a subtree becomes one text value
+# of its strings (still screened): a deep dummy tool made the whole exchange a `too_deep` dead
+# letter, or ran the validators out of stack (a hostile review, 2026-12-06).
+TOOL_MAX_DEPTH = 16
+
+
+def _texts_of(value: Any) -> list[str]:
+    """Every string in ``value``, object keys included, in document order; iterative."""
+    out: list[str] = []
+    stack = [value]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, str):
+            out.append(node)
+        elif isinstance(node, dict):
+            stack.extend(reversed([x for k, v in node.items() for x in (k, v)]))
+        elif isinstance(node, list):
+            stack.extend(reversed(node))
+    return out
+
+
+def _words(name: str) -> str:
+    """An identifier as the words a model reads in it (``read_ssh_key`` -> ``read ssh key``)."""
+    return re.sub(r"[_\-.]+", " ", name).strip()
+
+
+def bounded_tool(tool: Any, depth: int = 0) -> Any:
+    """``tool`` with every subtree below :data:`TOOL_MAX_DEPTH` levels replaced by the text of
+    its strings (keys included), one per line."""
+    if isinstance(tool, dict | list) and depth >= TOOL_MAX_DEPTH:
+        return "\n".join(_texts_of(tool))
+    if isinstance(tool, dict):
+        return {key: bounded_tool(value, depth + 1) for key, value in tool.items()}
+    if isinstance(tool, list):
+        return [bounded_tool(value, depth + 1) for value in tool]
+    return tool
+
+
+def readable_tool(item: Any) -> Any:
+    """A tools entry as :class:`ToolDefinition` reads it, or None. An entry it cannot read (a bare
+    name, a description that is not text, parameters that are not an object) is kept as the text
+    of its strings, so nothing in it goes unscreened and the record is not refused for it: until
+    2026-12-06 inference-log/v1 ignored `tools`, and records holding `["search", "calculator"]`
+    must still validate."""
+    if isinstance(item, dict):
+        try:
+            ToolDefinition.model_validate(item)
+        except ValidationError:
+            pass
+        else:
+            return item
+    texts = [t for t in _texts_of(item) if t.strip()]
+    return {"description": "\n".join(texts)} if texts else None
 
 
 class ToolFunction(_OpenModel):
@@ -327,23 +399,44 @@ class ToolFunction(_OpenModel):
     def _schema_storable(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
         if value is None or not _metadata_dirty(value):
             return value
-        return _clean_metadata(value, "tools.parameters")
+        return _clean_schema(value)
 
     def _screened_texts(self) -> Iterator[str]:
-        """The description, then every prose string of the argument schemas (descriptions,
-        titles, enum values, defaults, examples), in document order; iterative, so any depth."""
+        """The name and description, then the argument schemas' property names and prose
+        (descriptions, titles, enum values, defaults, examples, unknown keywords' strings), in
+        document order; iterative, so any depth."""
+        if self.name and (words := _words(self.name)):
+            yield words
         if self.description:
             yield self.description
         for schema in (self.parameters, self.input_schema):
-            stack: list[Any] = [schema] if schema else []
+            stack: list[tuple[str, Any]] = [("schema", schema)] if schema else []
             while stack:
-                node = stack.pop()
+                kind, node = stack.pop()
                 if isinstance(node, str):
-                    yield node
+                    if kind == "name":
+                        node = _words(node)
+                    elif kind == "machinery" and " " not in node.strip():
+                        continue
+                    if node:
+                        yield node
                 elif isinstance(node, dict):
-                    stack.extend(reversed([v for k, v in node.items() if k not in _SCHEMA_MACHINERY]))
+                    children: list[tuple[str, Any]] = []
+                    for key, value in node.items():
+                        if kind == "names":  # key: a property name; value: its schema
+                            children += [("name", key), ("schema", value)]
+                        elif key in _SCHEMA_NAME_MAPS and isinstance(value, dict):
+                            children.append(("names", value))
+                        else:
+                            children.append(("machinery" if key in _SCHEMA_MACHINERY else kind, value))
+                    stack.extend(reversed(children))
                 elif isinstance(node, list):
-                    stack.extend(reversed(node))
+                    stack.extend(reversed([(kind, item) for item in node]))
+        # Fields no tool shape defines (`x-instructions`, `cache_control`): their prose, since a
+        # template that renders the tool as JSON shows them too.
+        for value in (self.__pydantic_extra__ or {}).values():
+            if not isinstance(value, ToolFunction):
+                yield from (text for text in _texts_of(value) if " " in text.strip())
 
 
 class ToolDefinition(ToolFunction):
@@ -422,6 +515,15 @@ class InferenceLog(BaseModel):
     tools: list[ToolDefinition] | None = Field(
         default=None, description="Tools offered to the model (their descriptions are screened)"
     )
+
+    @field_validator("tools", mode="before")
+    @classmethod
+    def _readable_tools(cls, value: Any) -> Any:
+        if value is None:
+            return None
+        items = value if isinstance(value, list) else [value]
+        readable = [tool for item in items if (tool := readable_tool(item)) is not None]
+        return readable or None
     finish_reason: Key | None = None
     usage: Usage | None = None
     latency_ms: float | None = Field(default=None, ge=0, allow_inf_nan=False)

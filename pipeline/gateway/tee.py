@@ -690,27 +690,49 @@ _SHAPE_KEYS = frozenset(
 
 
 def case_variant_keys(request: Any, limit: int = 20) -> list[str]:
-    """Paths of keys in ``request`` that are a case variant of an OpenAI shape key (``Messages``,
-    ``CONTENT``) or of another key of the same object; iterative, at most ``limit`` paths. Keys
-    other than the shape's are named by position (``<key 2>``), never quoted."""
+    """Paths of keys that are a case variant of an OpenAI shape key (``Messages``, ``CONTENT``)
+    or of another key of the same object, at most ``limit``. Only the objects a server decodes
+    into its request types are looked at (the request, its messages or input items, their
+    content parts and tool calls, the tools and their functions): a JSON Schema's properties or
+    ``metadata`` are maps, matched exactly by Go too, where ``"Name"`` beside ``"name"`` is no
+    trick. Keys other than the shape's are named by position (``<key 2>``), never quoted.
+
+    (It walked every container and built each one's path first: 400 levels over 50,000 empty
+    lists, a 152 KB body, took 166 MB; a hostile review, 2026-12-06.)"""
     from pipeline.schemas import key_label
 
     found: list[str] = []
-    stack: list[tuple[str, Any]] = [("", request)]
-    while stack and len(found) < limit:
-        path, node = stack.pop()
-        if isinstance(node, dict):
-            folded: dict[str, int] = {}
-            for position, key in enumerate(node):
-                if isinstance(key, str):
-                    low = key.casefold()
-                    if (key != low and low in _SHAPE_KEYS) or folded.get(low, 0):
-                        found.append(f"{path}{key_label(key, position)}")
-                    folded[low] = folded.get(low, 0) + 1
-            stack.extend((f"{path}{key_label(k, i)}.", v) for i, (k, v) in enumerate(node.items()) if isinstance(v, dict | list))
-        elif isinstance(node, list):
-            stack.extend((f"{path}{i}.", v) for i, v in enumerate(node) if isinstance(v, dict | list))
-    return found[:limit]
+
+    def check(path: str, node: Any) -> None:
+        if not isinstance(node, dict):
+            return
+        seen: set[str] = set()
+        for position, key in enumerate(node):
+            if isinstance(key, str) and len(found) < limit:
+                low = key.casefold()
+                if (key != low and low in _SHAPE_KEYS) or low in seen:
+                    found.append(f"{path}{key_label(key, position)}")
+                seen.add(low)
+
+    def items(node: Any, key: str) -> list[Any]:
+        value = node.get(key) if isinstance(node, dict) else None
+        return value if isinstance(value, list) else []
+
+    check("", request)
+    for list_key in ("messages", "input", "tools", "functions"):
+        for i, item in enumerate(items(request, list_key)):
+            check(f"{list_key}.{i}.", item)
+            if isinstance(item, dict) and isinstance(item.get("function"), dict):
+                check(f"{list_key}.{i}.function.", item["function"])
+            for j, part in enumerate(items(item, "content")):
+                check(f"{list_key}.{i}.content.{j}.", part)
+            for j, call in enumerate(items(item, "tool_calls")):
+                check(f"{list_key}.{i}.tool_calls.{j}.", call)
+                if isinstance(call, dict):
+                    check(f"{list_key}.{i}.tool_calls.{j}.function.", call.get("function"))
+            if len(found) >= limit:
+                return found
+    return found
 
 
 def exchange_to_logs(exchange: Exchange, deployment: str | None) -> list[InferenceLog]:

@@ -405,7 +405,9 @@ def jsonl_partitions(files: Sequence[str], manifest: Path | None) -> dict[str, i
             following += 1
     if manifest is not None:
         manifest.parent.mkdir(parents=True, exist_ok=True)
-        manifest.write_text(json.dumps({**known, **numbers}, indent=1, sort_keys=True) + "\n")
+        partial = manifest.with_name(f".{manifest.name}.tmp")
+        partial.write_text(json.dumps({**known, **numbers}, indent=1, sort_keys=True) + "\n")
+        os.replace(partial, manifest)  # a run killed while writing leaves the old map whole
     return numbers
 
 
@@ -782,8 +784,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.score_timeout is not None and (not args.isolate_crashes or args.score_timeout <= 0):
         parser.error("--score-timeout takes seconds above 0, and only with --isolate-crashes (it bounds the scoring process)")
     refuse_overwrite([args.out], args.overwrite)  # before Spark starts: a mistyped --out costs nothing
-    refuse_inside_lake([args.out], [args.lake], source_lake=args.lake)
     settings = load_settings(args.config)
+    source_lake = None if args.jsonl or args.kafka_topic else (args.lake or settings.lake.path)
+    refuse_inside_lake([args.out], [source_lake], source_lake=source_lake)
     spec = ScoringSpec.from_settings(
         settings, detectors=parse_names(args.detectors), min_scores=min_scores, options=options,
         isolate_crashes=args.isolate_crashes, score_timeout_s=args.score_timeout,

@@ -148,9 +148,10 @@ def backfill(
     _refuse_overwrite([out], overwrite)
     from pipeline.spark.output import refuse_inside_lake
 
-    refuse_inside_lake([out], [lake], source_lake=lake)
-
     settings = _settings(config)
+    # The source lake is the settings' one when no source is named (the check was bypassed so).
+    source_lake = None if jsonl or kafka_topic else (lake or settings.lake.path)
+    refuse_inside_lake([out], [source_lake], source_lake=source_lake)
     from pipeline.cli import detector_names, warn_placeholder_key
 
     warn_placeholder_key(settings, "the backfilled lake's verdicts, logs and text hashes")

@@ -429,3 +429,21 @@ def test_a_declared_length_holds_nothing_until_its_bytes_arrive(tmp_path):
 def test_max_inflight_request_bytes_below_max_request_bytes_is_refused_at_load():
     with pytest.raises(ValidationError, match="max_inflight_request_bytes .* is below max_request_bytes"):
         GatewaySettings(max_request_bytes=2 << 20, max_inflight_request_bytes=1 << 20)
+
+
+def test_case_variant_keys_looks_only_where_a_server_decodes_the_request_shape():
+    """A review (2026-12-06): PascalCase properties of a tool's JSON Schema or of metadata sent
+    benign requests to every-string scoring, and a deep body cost 166 MB to walk."""
+    from pipeline.gateway.tee import case_variant_keys
+
+    benign = {"model": "m", "messages": [{"role": "user", "content": "hi"}], "metadata": {"Foo": 1, "foo": 2},
+              "tools": [{"type": "function", "function": {"name": "f", "parameters": {"properties": {"Name": {}, "Type": {}}}}}],
+              "response_format": {"type": "json_schema", "json_schema": {"schema": {"properties": {"Model": {}, "User": {}}}}}}  # fmt: skip
+    assert case_variant_keys(benign) == []
+    hidden = {"model": "m", "input": [{"role": "user", "content": [{"type": "input_text", "text": "a", "Text": "b"}]}],
+              "tools": [{"type": "function", "Function": {}}]}  # fmt: skip
+    assert case_variant_keys(hidden) == ["input.0.content.0.<key 2>", "tools.0.<key 1>"]
+    deep: object = []
+    for _ in range(400):
+        deep = {"a": deep, "A": [[]] * 100}
+    assert case_variant_keys({"model": "m", "messages": [], "metadata": deep}) == []  # not walked at all

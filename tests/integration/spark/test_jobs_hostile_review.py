@@ -128,3 +128,18 @@ def test_a_lake_file_of_the_wrong_schema_is_an_input_error_naming_it(spark: Spar
         spark.read.json(str(tmp_path / "no-labels.jsonl")).collect()
     code, line = classify_exception(err.value)
     assert code == ExitCode.INPUT and "Path does not exist" in line and str(tmp_path / "no-labels.jsonl") in line, line
+
+
+def test_the_settings_lake_as_backfill_source_and_out_is_refused_too(history_lake: Path, tmp_path: Path) -> None:
+    """The source-lake check looked at --lake only: with the lake from the settings, `--out` that
+    lake re-scored it into itself (a review, 2026-12-06). Refused before Spark starts."""
+    import subprocess
+    import sys
+
+    lake = tmp_path / "lake"
+    shutil.copytree(history_lake, lake)
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith("MM_")}, "MM_LAKE__PATH": str(lake)}
+    result = subprocess.run([sys.executable, "-m", "pipeline.cli", "spark", "backfill", "--out", str(lake), "--overwrite",
+                             "--detectors", "rules", "--master", "local[1]"], env=env, capture_output=True, text=True,
+                            timeout=120, check=False)  # fmt: skip
+    assert result.returncode == ExitCode.INPUT and "is the source lake" in result.stderr, result.stderr[-2000:]
