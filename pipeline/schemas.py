@@ -329,8 +329,9 @@ _SCHEMA_NAME_MAPS = frozenset({"properties", "patternProperties", "$defs", "defi
 TOOL_MAX_DEPTH = 16
 
 
-def _texts_of(value: Any) -> list[str]:
-    """Every string in ``value``, object keys included, in document order; iterative."""
+def json_strings(value: Any, *, keys: bool = False) -> list[str]:
+    """Every string value in a parsed JSON document (object keys too with ``keys``), in document
+    order; iterative, so a deeply nested document cannot exhaust the stack."""
     out: list[str] = []
     stack = [value]
     while stack:
@@ -338,7 +339,7 @@ def _texts_of(value: Any) -> list[str]:
         if isinstance(node, str):
             out.append(node)
         elif isinstance(node, dict):
-            stack.extend(reversed([x for k, v in node.items() for x in (k, v)]))
+            stack.extend(reversed([x for k, v in node.items() for x in (k, v)] if keys else list(node.values())))
         elif isinstance(node, list):
             stack.extend(reversed(node))
     return out
@@ -353,7 +354,7 @@ def bounded_tool(tool: Any, depth: int = 0) -> Any:
     """``tool`` with every subtree below :data:`TOOL_MAX_DEPTH` levels replaced by the text of
     its strings (keys included), one per line."""
     if isinstance(tool, dict | list) and depth >= TOOL_MAX_DEPTH:
-        return "\n".join(_texts_of(tool))
+        return "\n".join(json_strings(tool, keys=True))
     if isinstance(tool, dict):
         return {key: bounded_tool(value, depth + 1) for key, value in tool.items()}
     if isinstance(tool, list):
@@ -374,7 +375,7 @@ def readable_tool(item: Any) -> Any:
             pass
         else:
             return item
-    texts = [t for t in _texts_of(item) if t.strip()]
+    texts = [t for t in json_strings(item, keys=True) if t.strip()]
     return {"description": "\n".join(texts)} if texts else None
 
 
@@ -436,7 +437,7 @@ class ToolFunction(_OpenModel):
         # template that renders the tool as JSON shows them too.
         for value in (self.__pydantic_extra__ or {}).values():
             if not isinstance(value, ToolFunction):
-                yield from (text for text in _texts_of(value) if " " in text.strip())
+                yield from (text for text in json_strings(value, keys=True) if " " in text.strip())
 
 
 class ToolDefinition(ToolFunction):

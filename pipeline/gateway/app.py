@@ -90,22 +90,6 @@ def _header_text(value: bytes) -> str | None:
     return text if text.strip() else None
 
 
-def _strings(value: Any) -> list[str]:
-    """Every string value in a parsed JSON document (keys left out), in document order;
-    iterative, so a deeply nested body cannot exhaust the stack."""
-    out: list[str] = []
-    stack = [value]
-    while stack:
-        item = stack.pop()
-        if isinstance(item, str):
-            out.append(item)
-        elif isinstance(item, dict):
-            stack.extend(reversed(list(item.values())))
-        elif isinstance(item, list):
-            stack.extend(reversed(item))
-    return out
-
-
 class Prescreener:
     """Scores a request before it is forwarded (the Scorer is built once, at startup)."""
 
@@ -164,9 +148,9 @@ class Prescreener:
 
 def _best_effort_logs(request: Any, request_id: str) -> list[Any]:
     """One inference log whose prompt is every string value of ``request`` (none if it has none)."""
-    from pipeline.schemas import INFERENCE_LOG_V1, InferenceLog
+    from pipeline.schemas import INFERENCE_LOG_V1, InferenceLog, json_strings
 
-    text = "\n".join(_strings(request))
+    text = "\n".join(json_strings(request))
     if not text.strip():
         return []
     model = request.get("model") if isinstance(request, dict) else None
