@@ -104,7 +104,10 @@ def test_an_outage_past_the_deadline_exits_with_one_line_and_commits_nothing(kaf
     topic = kafka_topic_factory(partitions=1)
     records = [_record(i) for i in range(100)]
     _produce(kafka_bootstrap, topic, records)
-    (tmp_path / "lake").write_text("the lake root is a file: every write fails")
+    # The lake's verdicts folder a file: every write fails. (Not the lake root: a lake path that
+    # cannot be written at all is a config error at start since 2026-12-06.)
+    (tmp_path / "lake").mkdir()
+    (tmp_path / "lake" / "verdicts").write_text("every write fails")
     env = _stream_env(
         kafka_bootstrap, topic, tmp_path, "g-deadline",
         MM_STREAM__OUTAGE_DEADLINE_S="3", MM_STREAM__RETRY_INITIAL_S="0.2", MM_STREAM__RETRY_MAX_S="0.5",
@@ -117,7 +120,7 @@ def test_an_outage_past_the_deadline_exits_with_one_line_and_commits_nothing(kaf
     assert "Traceback" not in err
 
     # Nothing was committed: with the lake back, a restart re-reads every record.
-    (tmp_path / "lake").unlink()
+    (tmp_path / "lake" / "verdicts").unlink()
     restarted = _start(env)
     out, err = restarted.communicate(timeout=120)
     assert restarted.returncode == 0, err[-3000:]
@@ -189,7 +192,8 @@ def test_a_broker_down_past_the_deadline_exits_with_one_line(tmp_path):
 def test_sigterm_during_an_outage_exits_without_committing(kafka_bootstrap, kafka_topic_factory, tmp_path):
     topic = kafka_topic_factory(partitions=1)
     _produce(kafka_bootstrap, topic, [_record(i) for i in range(50)])
-    (tmp_path / "lake").write_text("every write fails")
+    (tmp_path / "lake").mkdir()
+    (tmp_path / "lake" / "verdicts").write_text("every write fails")  # an outage of the lake sink
     port = _free_port()
     env = _stream_env(kafka_bootstrap, topic, tmp_path, "g-term-outage", MM_STREAM__RETRY_MAX_S="0.5", MM_METRICS__PORT=str(port))
     proc = _start(env, max_idle=60)
@@ -197,7 +201,7 @@ def test_sigterm_during_an_outage_exits_without_committing(kafka_bootstrap, kafk
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 9 and "stopped while lake was unavailable" in err
-    (tmp_path / "lake").unlink()
+    (tmp_path / "lake" / "verdicts").unlink()
     restarted = _start(env)
     out, err = restarted.communicate(timeout=120)
     assert _records_consumed(out + err) == 50
