@@ -155,6 +155,13 @@ def _norm_key(text: str) -> str:
     return re.sub(r"[^0-9a-z]+", "", text.casefold())
 
 
+def _reserved_texts() -> list[str]:
+    """Every reserved evaluation text (prompts and completions)."""
+    from detectors.training.evaluate import reserved_items
+
+    return [text for item in reserved_items() for text in (item.prompt, item.completion) if text]
+
+
 def dedup_keys(text: str) -> tuple[str, ...]:
     norm = _norm_key(text)
     return (norm, "prefix:" + norm[:200]) if len(norm) > 200 else (norm,)
@@ -296,10 +303,16 @@ def assemble(
     sources: Iterable[str] | None = None,
     synthetic: bool = True,
     loaded: dict[str, list[Example]] | None = None,
+    reserved: Iterable[str] | None = None,
 ) -> Dataset:
     """Labelled, deduplicated train/validation split (validation: held-out sources).
 
-    ``loaded`` replaces reading the packaged corpora (source -> labelled examples).
+    ``loaded`` replaces reading the packaged corpora (source -> labelled examples). An example
+    whose text is also a reserved evaluation text (``reserved``; by default, reading the corpora,
+    every prompt and completion of ``evaluate.reserved_items()``) is left out: 46 AdvBench and 3
+    AIRT prompts are also in PyRIT's scorer evals, and trained on they counted in the independent
+    evaluation (a hostile review, 2026-12-06; the shipped v1.0.0 was trained with them:
+    docs/model-card.md). They are counted in ``stats["reserved_dropped"]``.
     """
     from detectors.training import synthetic as synth
 
@@ -307,7 +320,11 @@ def assemble(
     per_source = loaded if loaded is not None else load_examples(sources)
     # Validation sources first, so that a duplicate is removed from training, not validation.
     order = sorted(per_source, key=lambda s: (split_of(s, "") != "validation", s))
-    seen: set[str] = set()
+    if reserved is None and loaded is None:
+        reserved = _reserved_texts()
+    held_back = {k for text in reserved or () for k in dedup_keys(text)}
+    seen: set[str] = set(held_back)
+    reserved_dropped: Counter[str] = Counter()
     train: list[Example] = []
     validation: list[Example] = []
     dropped: Counter[str] = Counter()
@@ -315,7 +332,7 @@ def assemble(
         for e in per_source[source]:
             keys = dedup_keys(e.text)
             if any(k in seen for k in keys):
-                dropped[source] += 1
+                (reserved_dropped if any(k in held_back for k in keys) else dropped)[source] += 1
                 continue
             seen.update(keys)
             (validation if split_of(source, e.group) == "validation" else train).append(e)
@@ -339,6 +356,7 @@ def assemble(
         "hash_split_validation_share": HASH_SPLIT_VALIDATION_SHARE,
         "unused_sources": sorted(UNUSED_SOURCES),
         "duplicates_dropped": dict(sorted(dropped.items())),
+        "reserved_dropped": dict(sorted(reserved_dropped.items())),
         "synthetic_train_examples": n_synthetic,
         "counts": {
             "train": _counts(train),

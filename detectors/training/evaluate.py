@@ -583,6 +583,11 @@ def _frozen_sections(model_dir: Path, manifest, train: dict, size_kb: float, dat
 def _limitations(lora: bool) -> list[str]:
     return [
         "## Limitations",
+        '- Reserved texts in training (found 2026-12-06, a hostile review): 52 of the 2,186 reserved items share a text',
+        "  with v1.0.0's training examples, all in pyrit/scorer_evals (3 of 337 harmful prompts, 1 of 191 harmful",
+        '  completions, 48 of 109 refusal completions by their prompt; the training side is 46 AdvBench and 3 AIRT',
+        '  prompts), so those rows above include texts the model was trained on. Training now leaves reserved texts out',
+        '  (`data.assemble`, `stats["reserved_dropped"]`); the shipped artifact was not retrained.',
         "- Weak labels (rules over source metadata and keywords) put some items in the wrong category; the",
         "  per-category numbers carry that noise.",
         "- The out-of-fold pool has few harmful completions (pyrit many-shot answers only), few misinformation items and",
