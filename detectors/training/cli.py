@@ -18,14 +18,15 @@ from typing import Annotated
 import typer
 
 from detectors.training.ship import (
-    DEFAULT_CARD,
     MODELS_ROOT,
     RUN_CARD,
+    SHIPPED_CARDS,
     SHIPPED_NAME,
     ShipError,
     ShippedTreeError,
     check_artifact_name,
     foreign_files,
+    refuse_card,
     refuse_shipped_tree,
     runs_root,
     ship_artifact,
@@ -55,6 +56,16 @@ def _check_threads(threads: int | None) -> None:
         check_threads(threads)
     except GuardConfigError as exc:
         raise typer.BadParameter(str(exc), param_hint="--threads") from exc
+
+
+def _card(card: Path, *, shipped_card_ok: bool, option: str = "--model-card") -> Path:
+    """A model card path this command may write (ship.refuse_card), else a usage error (exit 2)."""
+    if card.is_dir():
+        raise typer.BadParameter(f"{card} is a directory; name the markdown file to write", param_hint=option)
+    try:
+        return refuse_card(card, shipped_card_ok=shipped_card_ok)
+    except ShipError as exc:
+        raise typer.BadParameter(str(exc), param_hint=option) from exc
 
 
 def _outside_shipped(path: Path, option: str) -> Path:
@@ -103,9 +114,7 @@ def train(
         )
     # The card and the feature cache are written too: `--model-card detectors/models/<x>/card.md`
     # wrote into the shipped artifact after a full training (hostile check, 2026-12-04).
-    model_card = _outside_shipped(model_card or output_dir / RUN_CARD, "--model-card")
-    if model_card.is_dir():
-        raise typer.BadParameter(f"{model_card} is a directory; name the markdown file to write", param_hint="--model-card")
+    model_card = _card(model_card or output_dir / RUN_CARD, shipped_card_ok=False)
     cache_dir = _outside_shipped(cache_dir, "--cache-dir")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     logging.basicConfig(level=logging.INFO)
@@ -141,11 +150,11 @@ def _progress(as_json: bool):  # noqa: ANN202 - a progress callback
 
 @app.command("evaluate")
 def evaluate(
-    model_dir: Annotated[Path, typer.Option(help="Artifact directory to evaluate (read only)")] = SHIPPED_ARTIFACT,
+    model_dir: Annotated[Path, typer.Option(help="Artifact directory to evaluate")] = SHIPPED_ARTIFACT,
     output_dir: Annotated[
         Path | None,
         typer.Option(help="Where evaluation-report.json and model-card.md go (default: the artifact's own run "
-                     "directory, or <runs>/evaluate-<name> for the shipped artifact)"),
+                     "directory, or <runs>/evaluate-<name> for the shipped artifact or with --limit)"),
     ] = None,
     threads: Annotated[int | None, typer.Option(min=1)] = None,
     limit: Annotated[
@@ -183,10 +192,16 @@ def evaluate(
         raise typer.BadParameter(f"{model_dir} is not a directory", param_hint="--model-dir")
     if output_dir is None:
         try:
-            output_dir = refuse_shipped_tree(model_dir)
+            # A quick run never lands beside the artifact: it replaced the full evaluation report
+            # there, and `model ship` then found none (a review, 2026-12-06).
+            output_dir = refuse_shipped_tree(model_dir) if limit is None else runs_root() / f"evaluate-{model_dir.name}-quick"
         except ShippedTreeError:
             output_dir = runs_root() / f"evaluate-{model_dir.name}"
     output_dir = _run_dir(output_dir, output_dir, "--output-dir")
+    _card(output_dir / RUN_CARD, shipped_card_ok=False, option="--output-dir")
+    if limit is not None and _full_report(output_dir / "evaluation-report.json"):
+        raise typer.BadParameter(f"{output_dir} holds a full evaluation report; a --limit run would replace it: "
+                                 "choose another --output-dir", param_hint="--output-dir")  # fmt: skip
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     from detectors.training.evaluate import run_evaluation, write_model_card
 
@@ -208,11 +223,24 @@ def evaluate(
     typer.echo(f"report written to {output_dir}")
 
 
+def _full_report(path: Path) -> bool:
+    """Is ``path`` an evaluation report of every reserved item (no --limit)?"""
+    try:
+        report = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(report, dict) and report.get("limit_per_kind") is None and bool(report.get("items"))
+
+
 @app.command("ship")
 def ship(
     source: Annotated[Path, typer.Argument(help="Run directory holding the artifact to ship", exists=True, file_okay=False)],
     name: Annotated[str, typer.Option(help="Directory under detectors/models/ to replace")] = SHIPPED_NAME,
-    model_card: Annotated[Path, typer.Option(help="Model card to rewrite from the shipped artifact")] = DEFAULT_CARD,
+    model_card: Annotated[
+        Path | None,
+        typer.Option(help="Model card to rewrite from the shipped artifact (default: docs/model-card.md for "
+                     f"{SHIPPED_NAME}, none for another --name)"),
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print what was shipped as JSON")] = False,
 ) -> None:
     """Make SOURCE the shipped artifact: checks that it loads and that an evaluation report
@@ -224,6 +252,7 @@ def ship(
         check_artifact_name(name)
     except ShipError as exc:  # a bad --name is a usage error (exit 2), refused before anything is copied
         raise typer.BadParameter(str(exc), param_hint="--name") from exc
+    model_card = _card(model_card, shipped_card_ok=True) if model_card is not None else SHIPPED_CARDS.get(name)
     try:
         shipped = ship_artifact(source, name=name, card=model_card)
     except ShipError as exc:

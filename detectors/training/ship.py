@@ -40,6 +40,29 @@ def runs_root() -> Path:
     return Path(base) / "misuse-monitor" / "runs"
 
 
+# The card `model ship --name NAME` rewrites by default; another name rewrites none unless
+# --model-card names one (`--name transformer-e5-v2` rewrote the English card: a review, 2026-12-06).
+SHIPPED_CARDS = {SHIPPED_NAME: DEFAULT_CARD}
+
+
+def refuse_card(card: Path, *, shipped_card_ok: bool, models_root: Path = MODELS_ROOT) -> Path:
+    """``card`` resolved, if a model card may be written there: a ``.md`` file outside the
+    shipped models (`model ship --model-card .../manifest.json` overwrote a manifest, and the
+    artifact stopped loading) and, for train and evaluate (``shipped_card_ok`` False), not one of
+    the shipped cards, docs/model-card*.md (`evaluate --output-dir docs` replaced the shipped
+    card with a quick run's). ShipError otherwise (a review, 2026-12-06)."""
+    resolved = card.expanduser().resolve()
+    root = models_root.resolve()
+    if resolved.suffix.lower() != ".md":
+        raise ShipError(f"model card {card}: name a markdown file (.md)")
+    if resolved == root or root in resolved.parents:
+        raise ShipError(f"model card {card} is inside {root}: train/evaluate never write the shipped models; "
+                        "write it elsewhere (`misuse-monitor model ship DIR` replaces an artifact)")
+    if not shipped_card_ok and resolved.parent == DEFAULT_CARD.parent and resolved.name.startswith("model-card"):
+        raise ShipError(f"{card} is a shipped model's card; only `misuse-monitor model ship DIR` rewrites it")
+    return resolved
+
+
 def refuse_shipped_tree(directory: Path, models_root: Path = MODELS_ROOT) -> Path:
     """``directory`` resolved, unless it lies inside ``models_root`` (then ShippedTreeError)."""
     resolved = directory.expanduser().resolve()
@@ -111,6 +134,17 @@ SHIPPED_FILES = frozenset({
 })
 
 
+def _same_artifact(source: Path, destination: Path) -> bool:
+    """Do ``source`` and ``destination`` hold the same artifact files, byte for byte?"""
+    import filecmp
+
+    names = [rel for rel in sorted(SHIPPED_FILES) if (source / rel).is_file() or (destination / rel).is_file()]
+    return bool(names) and all(
+        (source / rel).is_file() and (destination / rel).is_file() and filecmp.cmp(source / rel, destination / rel, shallow=False)
+        for rel in names
+    )
+
+
 def ship_artifact(
     source: Path,
     name: str = SHIPPED_NAME,
@@ -146,6 +180,10 @@ def ship_artifact(
     destination = models_root / name
     if destination.resolve() == source:
         raise ShipError(f"{source} is already the shipped artifact {name}")
+    if _same_artifact(source, destination):
+        # Shipping a copy of what is shipped changed nothing but the card, which the generator
+        # renders for today's recipes, not the one v1.0.0 was trained with (a review, 2026-12-06).
+        raise ShipError(f"{source} holds the same files as the shipped {name}; nothing to ship")
     if destination.exists() and not (destination / "heads.safetensors").is_file():
         # `--name history-gate-v1` replaced the history gate with a transformer artifact
         # (hostile check, 2026-12-04): only a transformer artifact is replaced by one.

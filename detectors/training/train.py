@@ -20,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import random
 import shutil
 import time
@@ -102,7 +103,12 @@ class FeatureCache:
         self.path = path
         self.data: dict[str, torch.Tensor] = {}
         if path.is_file():
-            self.data = torch.load(path, weights_only=True)
+            try:
+                self.data = torch.load(path, weights_only=True)
+            except Exception as exc:  # noqa: BLE001 - a cache: rebuilt, never the end of a training run
+                # A run stopped while the cache was written left a truncated file, and every later
+                # run ended "internal error: RuntimeError: PytorchStreamReader" (a review, 2026-12-06).
+                log.warning("feature cache %s unreadable (%s); rebuilding it", path, type(exc).__name__)
 
     @staticmethod
     def key(text: str, window: WindowConfig) -> str:
@@ -111,7 +117,9 @@ class FeatureCache:
 
     def save(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        torch.save(self.data, self.path)
+        partial = self.path.with_name(f".{self.path.name}.tmp")
+        torch.save(self.data, partial)
+        os.replace(partial, self.path)  # a run stopped mid-write leaves the previous cache whole
 
 
 def encode_examples(

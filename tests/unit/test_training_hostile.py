@@ -515,7 +515,9 @@ def test_evaluate_of_a_run_with_a_broken_training_report_says_so_in_one_line(tmp
     err = capsys.readouterr().err.strip().splitlines()[-1]
     assert code == ExitCode.INPUT, err  # was 1: "internal error: KeyError: 'data'", after the whole evaluation
     assert "training-report.json" in err
-    assert (run / "evaluation-report.json").is_file()
+    # A --limit run writes beside the runs, not into the artifact's folder (a review, 2026-12-06).
+    assert (tmp_path / "misuse-monitor" / "runs" / "evaluate-run-quick" / "evaluation-report.json").is_file()
+    assert not (run / "evaluation-report.json").exists()
 
 
 # an unknown recipe stops the old train before any training, so the test stays quick either way
@@ -600,3 +602,70 @@ def test_a_training_report_does_not_record_the_trainers_folders(tmp_path, monkey
     assert data_location(home / "labelled" / "sets") == "~/labelled/sets"
     elsewhere = data_location(Path("/srv/trainer-alice/labelled"))
     assert elsewhere == "labelled" and "alice" not in elsewhere
+
+
+def test_model_card_paths_that_would_break_an_artifact_or_replace_a_shipped_card_are_refused(tmp_path, monkeypatch, capsys) -> None:
+    """A review (2026-12-06): `model ship --model-card detectors/models/<x>/manifest.json` wrote
+    the card over the manifest (the artifact stopped loading); `evaluate --output-dir docs` and
+    `train --model-card docs/model-card.md` replaced the shipped card with a run's.
+
+    The source and model folders here hold no artifact, so code without the checks fails on them
+    before it writes anything (it shipped a test artifact over the real one when they were loadable)."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    before = tree_mtimes(MODELS_ROOT)
+    docs = MODELS_ROOT.parents[1] / "docs"
+    card_before = (docs / "model-card.md").read_bytes()
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    cases = [
+        (["model", "ship", str(empty), "--model-card", str(MODELS_ROOT / "transformer-minilm-v1" / "manifest.json")], "name a markdown file"),
+        (["model", "ship", str(empty), "--model-card", str(MODELS_ROOT / "transformer-minilm-v1" / "card.md")], "inside"),
+        (["evaluate", "--model-dir", str(empty), "--limit", "1", "--output-dir", str(docs)], "shipped model's card"),
+        (["train", "--model-card", str(docs / "model-card.md"), "--recipe", "bogus"], "shipped model's card"),
+        (["train", "--model-card", str(docs / "model-card-e5.md"), "--recipe", "bogus"], "shipped model's card"),
+    ]
+    from pipeline.cli import main
+
+    for argv, says in cases:
+        code = main(argv)
+        err = capsys.readouterr().err
+        assert code == 2 and says in err, (argv, err)
+    assert tree_mtimes(MODELS_ROOT) == before and (docs / "model-card.md").read_bytes() == card_before
+
+
+def test_a_quick_evaluation_never_replaces_a_full_report(tmp_path, monkeypatch) -> None:
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    run = build_tiny_minilm_artifact(tmp_path / "run")
+    full = {"artifact_version": "x", "limit_per_kind": None, "items": 2186}
+    (run / "evaluation-report.json").write_text(json.dumps(full))
+    result = CliRunner().invoke(training_cli.app, ["evaluate", "--model-dir", str(run), "--limit", "1", "--output-dir", str(run)])
+    assert result.exit_code == 2 and "full evaluation report" in result.output, result.output
+    assert json.loads((run / "evaluation-report.json").read_text()) == full
+
+
+def test_shipping_a_copy_of_the_shipped_artifact_changes_nothing(tmp_path) -> None:
+    """It rewrote docs/model-card.md from a generator made for later recipes (158 lines changed)."""
+    import shutil
+
+    from detectors.training.ship import ShipError, ship_artifact
+
+    copy, models = tmp_path / "copy", tmp_path / "models"
+    shutil.copytree(MODELS_ROOT / "transformer-minilm-v1", copy)
+    shutil.copytree(MODELS_ROOT / "transformer-minilm-v1", models / "transformer-minilm-v1")
+    card = tmp_path / "card.md"
+    with pytest.raises(ShipError, match="same files as the shipped"):
+        ship_artifact(copy, models_root=models, card=card)
+    assert not card.exists()
+
+
+def test_a_truncated_feature_cache_is_rebuilt_not_the_end_of_the_run(tmp_path) -> None:
+    from detectors.training.train import FeatureCache
+
+    path = tmp_path / "features.pt"
+    cache = FeatureCache(path)
+    cache.data["k"] = __import__("torch").zeros(3)
+    cache.save()
+    path.write_bytes(path.read_bytes()[:20])  # what a run stopped mid-write left before the atomic save
+    assert FeatureCache(path).data == {}
+    assert not list(tmp_path.glob(".*.tmp"))
+
