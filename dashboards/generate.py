@@ -78,8 +78,9 @@ def write(directory: Path = GENERATED_DIR) -> list[str]:
     Leftover JSON is deleted only in a directory that already holds our dashboards, and never a
     dashboard with another uid: ``--out /var/lib/grafana/dashboards`` (or ``--out .``) deleted
     every other team's dashboard (and package.json) there."""
-    if directory.exists() and not directory.is_dir():
-        raise GenerateError(f"{directory} is a file; --out takes a directory")
+    existing = next((p for p in (directory, *directory.parents) if p.exists()), None)
+    if existing is not None and not existing.is_dir():  # --out itself, or a folder above it, is a file
+        raise GenerateError(f"{existing} is a file; --out takes a directory")
     expected = rendered_files()
     others = sorted(p.name for p in directory.glob("*.json") if p.name not in expected) if directory.is_dir() else []
     if others and not any((directory / name).is_file() for name in expected):

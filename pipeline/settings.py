@@ -91,7 +91,7 @@ class KafkaSettings(Section):
     # The longest wait between two attempts to reach a broker that went away. kafka-python
     # doubles the wait up to 30 s by default (the Java client: 1 s), so a stream resumed up to
     # 30 s after a broker came back (measured: 30 s after a restart, 2026-12-03).
-    reconnect_backoff_max_ms: int = Field(default=2_000, gt=0)
+    reconnect_backoff_max_ms: int = Field(default=2_000, gt=0, le=int(HOUR_S * 1000))
 
     @field_validator("bootstrap_servers")
     @classmethod

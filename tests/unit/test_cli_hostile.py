@@ -339,6 +339,8 @@ def test_output_paths_that_cannot_be_written_are_usage_errors_naming_the_path(
         (["report", str(tmp_path / "jobs"), "-o", str(a_file / "r.html")], f"'{a_file}' is a file, not a folder for 'r.html'"),
         (["pseudonym", "resolve", "u_" + "0" * 20, "--candidates", str(a_file), "--reason", "T-1",
           "--audit-log", str(a_file / "audit.jsonl")], f"'{a_file}' is a file, not a folder for 'audit.jsonl'"),
+        # exit 4 "Not a directory" until a review of 2026-12-06
+        (["dashboards", "generate", "--out", str(a_file / "sub")], f"{a_file} is a file; --out takes a directory"),
     ]
     for argv, says in cases:
         code, err = _run(capsys, *argv)

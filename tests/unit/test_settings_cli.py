@@ -92,6 +92,7 @@ def test_every_duration_setting_refuses_inf_nan_and_absurd_values_in_one_line(mo
      ("MM_KAFKA__MAX_PARTITION_FETCH_BYTES", "0"), ("MM_KAFKA__METADATA_MAX_AGE_MS", "-1"),
      ("MM_BATCH__MAX_WAIT_MS", "100000000000000"), ("MM_DETECTORS__BATCH_SIZE", "0"), ("MM_DETECTORS__THREADS", "-1"),
      ("MM_LAKE__RETENTION_DAYS", "1000000000"), ("MM_POSTGRES__RETENTION_DAYS", "100000000"),
+     ("MM_KAFKA__RECONNECT_BACKOFF_MAX_MS", "999999999999999"),  # had no upper bound (a review, 2026-12-06)
      ("MM_POSTGRES__STATEMENT_TIMEOUT_MS", "3000000000")],
 )
 def test_integer_settings_out_of_range_are_config_errors(monkeypatch, variable, value):
