@@ -107,35 +107,27 @@ def _metadata_dirty(value: Any) -> bool:
     return False
 
 
-def _clean_metadata(value: Any, path: str) -> Any:
-    """Metadata values cleaned like content, keys rejected like identifiers (depth is bounded by decode)."""
+def _clean_metadata(value: Any, path: str, *, clean_keys: bool = False) -> Any:
+    """Metadata values cleaned like content, keys rejected like identifiers, or cleaned too with
+    ``clean_keys`` (a tool schema's property names are text the model reads: one bad key kept the
+    whole tool, and through the gateway a poisoned description beside it, from the detectors; a
+    hostile review, 2026-12-06). Depth is bounded by decode, or the gateway's TOOL_MAX_DEPTH."""
     if isinstance(value, str):
         return _clean_unstorable(value)
     if isinstance(value, dict):
         out = {}
         for key, item in value.items():
             if isinstance(key, str) and _has_unstorable(key):
-                raise PydanticCustomError(
-                    "invalid_text", "key {key} under {path} contains NUL or a lone surrogate",
-                    {"key": ascii(key)[:80], "path": path},
-                )
-            out[key] = _clean_metadata(item, f"{path}.{key}")
+                if not clean_keys:
+                    raise PydanticCustomError(
+                        "invalid_text", "key {key} under {path} contains NUL or a lone surrogate",
+                        {"key": ascii(key)[:80], "path": path},
+                    )
+                key = _clean_unstorable(key)
+            out[key] = _clean_metadata(item, f"{path}.{key}", clean_keys=clean_keys)
         return out
     if isinstance(value, list):
-        return [_clean_metadata(item, f"{path}.{i}") for i, item in enumerate(value)]
-    return value
-
-
-def _clean_schema(value: Any) -> Any:
-    """A tool's JSON Schema with NUL and lone surrogates removed from keys too: a property name
-    is text the model reads, and one bad key kept the whole tool (and, through the gateway, a
-    poisoned description beside it) from the detectors (a hostile review, 2026-12-06)."""
-    if isinstance(value, str):
-        return _clean_unstorable(value)
-    if isinstance(value, dict):
-        return {(_clean_unstorable(k) if isinstance(k, str) else k): _clean_schema(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_clean_schema(item) for item in value]
+        return [_clean_metadata(item, f"{path}.{i}", clean_keys=clean_keys) for i, item in enumerate(value)]
     return value
 
 
@@ -400,7 +392,7 @@ class ToolFunction(_OpenModel):
     def _schema_storable(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
         if value is None or not _metadata_dirty(value):
             return value
-        return _clean_schema(value)
+        return _clean_metadata(value, "tools.parameters", clean_keys=True)
 
     def _screened_texts(self) -> Iterator[str]:
         """The name and description, then the argument schemas' property names and prose
