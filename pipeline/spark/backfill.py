@@ -339,17 +339,18 @@ def lake_verdict_files(lake: Path | str) -> list[Path]:
     """The lake's verdict files: ``verdicts/date=*/<topic>-<partition>-<first>-<last>.parquet``,
     as the lake writes them, and nothing else under ``verdicts/`` (a job's output written there
     was read as verdicts, a hostile review, 2026-12-06); BackfillError when there is none."""
-    path = lake_verdicts_dir(lake)
-    return sorted(p for p in path.glob("date=*/*.parquet") if LakeFile.parse(p) is not None)
+    path = Path(lake) / "verdicts"
+    files = sorted(p for p in path.glob("date=*/*.parquet") if LakeFile.parse(p) is not None)
+    if not files:
+        raise BackfillError(f"no verdict files under {path}")
+    return files
 
 
 def lake_verdicts_dir(lake: Path | str) -> Path:
     """The lake's verdicts folder; BackfillError when it holds no verdict file. Cheap, so callers
     can check before Spark starts (a JVM start is seconds of log lines before the error)."""
-    path = Path(lake) / "verdicts"
-    if not any(LakeFile.parse(p) is not None for p in path.glob("date=*/*.parquet")):
-        raise BackfillError(f"no verdict files under {path}")
-    return path
+    lake_verdict_files(lake)
+    return Path(lake) / "verdicts"
 
 
 def read_lake_logs(spark: SparkSession, lake: Path | str) -> DataFrame:
@@ -715,6 +716,15 @@ def check_one_source(lake: Path | None, jsonl: Sequence[str | Path] | None, kafk
     return None
 
 
+def refuse_out_onto_source(
+    out: Path, settings: Settings, lake: Path | None, jsonl: Sequence[object], kafka_topic: str | None
+) -> None:
+    """InputError for a backfill ``out`` inside or onto its source lake, which is the settings' lake
+    when no source is named (the check looked at ``--lake`` only, and was bypassed so)."""
+    source = None if jsonl or kafka_topic else (lake or settings.lake.path)
+    refuse_inside_lake([out], [source], source_lake=source)
+
+
 def read_source(
     spark: SparkSession,
     settings: Settings,
@@ -785,8 +795,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error("--score-timeout takes seconds above 0, and only with --isolate-crashes (it bounds the scoring process)")
     refuse_overwrite([args.out], args.overwrite)  # before Spark starts: a mistyped --out costs nothing
     settings = load_settings(args.config)
-    source_lake = None if args.jsonl or args.kafka_topic else (args.lake or settings.lake.path)
-    refuse_inside_lake([args.out], [source_lake], source_lake=source_lake)
+    refuse_out_onto_source(args.out, settings, args.lake, args.jsonl, args.kafka_topic)
     spec = ScoringSpec.from_settings(
         settings, detectors=parse_names(args.detectors), min_scores=min_scores, options=options,
         isolate_crashes=args.isolate_crashes, score_timeout_s=args.score_timeout,

@@ -146,12 +146,8 @@ def backfill(
         raise typer.BadParameter("only with --isolate-crashes: it bounds the scoring process", param_hint="--score-timeout")
     _conf(conf)
     _refuse_overwrite([out], overwrite)
-    from pipeline.spark.output import refuse_inside_lake
-
     settings = _settings(config)
-    # The source lake is the settings' one when no source is named (the check was bypassed so).
-    source_lake = None if jsonl or kafka_topic else (lake or settings.lake.path)
-    refuse_inside_lake([out], [source_lake], source_lake=source_lake)
+    job.refuse_out_onto_source(out, settings, lake, jsonl or [], kafka_topic)
     from pipeline.cli import detector_names, warn_placeholder_key
 
     warn_placeholder_key(settings, "the backfilled lake's verdicts, logs and text hashes")
