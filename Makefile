@@ -48,6 +48,13 @@ $(STAMP): $(DEMO_STAMP) pyproject.toml Makefile
 	$(PY) -c "from pipeline.spark.session import SparkOptions, build_session; build_session(SparkOptions(master='local[1]', kafka=True)).stop()"
 	touch $(STAMP)
 
+# apt waits up to 10 minutes for its locks (another apt, or a second setup beside this one)
+# instead of failing at once: install through DPkg::Lock::Timeout, update (which ignores that
+# option for its lists lock) through a retry.
+APT_GET = DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600
+APT_UPDATE = n=0; until $(APT_GET) update -q; do n=$$((n+1)); [ $$n -lt 60 ] || exit 1; \
+	echo "apt-get update failed (lists locked?); retrying in 10 s"; sleep 10; done
+
 # Debian packages for the services the tests start (PostgreSQL, Prometheus, Alertmanager) and
 # headless Chromium (the report test screenshots the HTML report).
 system-deps:
@@ -57,14 +64,14 @@ system-deps:
 	ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing="$$missing postgresql"; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing system packages (missing:$$missing)"; \
-	  apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
+	  $(APT_UPDATE); $(APT_GET) install -y -q --no-install-recommends \
 	    prometheus prometheus-alertmanager postgresql chromium; \
 	fi
 
 # PyICU (core dependency: confusable skeletons in detectors/normalize.py) builds against ICU's headers.
 icu-deps:
 	@pkg-config --exists icu-uc 2>/dev/null || { echo "installing libicu-dev for PyICU"; \
-	  apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
+	  $(APT_UPDATE); $(APT_GET) install -y -q --no-install-recommends \
 	    libicu-dev pkg-config g++; }
 
 # `make kafka-up KAFKA_PORT=0` takes a free port (printed, and by `kafka status --bootstrap`).
