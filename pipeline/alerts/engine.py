@@ -264,7 +264,8 @@ class AlertEngine:
         return self.owns(owner_partition(rule.name, key, self._partition_count))
 
     def save(self, conn: Connection) -> int:
-        """Write changed state in the caller's transaction; returns how many alerts changed."""
+        """Write changed state in the caller's transaction; returns how many alerts changed. The
+        changes stay marked unsaved until :meth:`mark_saved` (after the COMMIT)."""
         d = self._dirty
         alert_rows = [
             {
@@ -308,8 +309,12 @@ class AlertEngine:
         t = db.hop_sightings
         for p, rule, user, target in d.gone_hops:
             conn.execute(sa.delete(t).where(t.c.partition == p, t.c.rule == rule, t.c.user_id == user, t.c.target == target))
-        self._dirty = _Dirty()
         return len(alert_rows)
+
+    def mark_saved(self) -> None:
+        """The transaction :meth:`save` wrote in has committed: nothing is unsaved now. Apart from
+        ``save``, so that a failed COMMIT leaves every change unsaved for the retry."""
+        self._dirty = _Dirty()
 
     @property
     def has_changes(self) -> bool:

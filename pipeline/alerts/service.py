@@ -243,6 +243,15 @@ class Alerting:
         self.engine.save(conn)
         rows = [{"topic": k[0], "partition": k[1], "offset": self._offsets[k]} for k in sorted(self._dirty_offsets)]
         state_db.upsert(conn, state_db.source_offsets, rows, ["topic", "partition"])
+
+    def _write(self) -> None:
+        """:meth:`_save` in one transaction. What it wrote is marked saved only once the COMMIT
+        has succeeded: after a failed one (connection lost, disk full) the runner retries
+        :meth:`commit`, which must write the same changes again, not find none and let the Kafka
+        offsets be committed over an alert that exists only in memory."""
+        with self.db.begin() as conn:
+            self._save(conn)
+        self.engine.mark_saved()
         self._dirty_offsets.clear()
 
     def commit(self) -> None:
@@ -250,8 +259,7 @@ class Alerting:
         with self._lock:
             if not self.engine.has_changes and not self._dirty_offsets:
                 return
-            with self.db.begin() as conn:
-                self._save(conn)
+            self._write()
         self.dispatcher.wake()
 
     def tick(self) -> None:
@@ -269,8 +277,7 @@ class Alerting:
             self.engine.evaluate_owned_rates(self.engine.now(), changed)
             self.engine.tick()
             if self.engine.has_changes:
-                with self.db.begin() as conn:
-                    self._save(conn)
+                self._write()
         finally:
             self._lock.release()
 

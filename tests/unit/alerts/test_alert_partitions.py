@@ -7,6 +7,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from pathlib import Path
 
+import pytest
 import sqlalchemy as sa
 from prometheus_client import CollectorRegistry
 
@@ -132,4 +133,31 @@ def test_a_record_produced_twice_counts_once(clock: FakeClock, verdict: VerdictF
     a.observe_records(batch(verdict, clock, 0, range(20, 21), "u_1"))  # a new record still counts
     a.commit()
     assert a.engine.risk_score("offender", "u_1") == 12  # 3 records x 4, not 5 x 4
+    a.close()
+
+
+def test_a_failed_commit_leaves_the_alert_and_offsets_unsaved_for_the_retry(clock: FakeClock, verdict: VerdictFactory, db_url: str) -> None:
+    """A hostile review (2026-12-06): the unsaved changes were cleared inside the transaction, so
+    after a failed COMMIT the runner's retry found nothing to write, reported success, and the
+    Kafka offsets were committed over an alert that existed only in memory."""
+    a = replica(db_url, clock)
+    a.on_assigned([(TOPIC, 0)], 1)
+    a.observe_records(batch(verdict, clock, 0, range(0, 250), "u_many"))  # tenant_count: 250 > 6 in 10 min
+    assert a.engine.alerts
+    fail = {"left": 1}
+
+    @sa.event.listens_for(a.db, "commit")
+    def lost_at_commit(conn) -> None:  # the database goes away at COMMIT, once
+        if fail["left"]:
+            fail["left"] -= 1
+            raise sa.exc.OperationalError("COMMIT", {}, Exception("connection lost at commit"))
+
+    with pytest.raises(sa.exc.OperationalError):
+        a.commit()
+    a.commit()  # the runner's retry
+    with a.db.connect() as conn:
+        alerts = conn.execute(sa.select(sa.func.count()).select_from(db.alerts)).scalar()
+        offsets = conn.execute(sa.select(db.source_offsets.c.partition, db.source_offsets.c.offset)).all()
+    assert alerts == len(a.engine.alerts) > 0
+    assert [tuple(r) for r in offsets] == [(0, 249)]  # the last record read
     a.close()
