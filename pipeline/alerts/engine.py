@@ -401,7 +401,9 @@ class AlertEngine:
         fp = fingerprint(labels)
         alert = self.alerts.get(fp)
         if alert is not None and alert.firing(now):
-            alert.ends_at = now
+            # Never before it started: after the clock steps back, Alertmanager refuses an alert
+            # that ends before it starts (HTTP 400), and with it the rest of its batch.
+            alert.ends_at = max(now, alert.starts_at)
             alert.updated_at = now
             self._dirty.alerts.add(fp)
 

@@ -120,7 +120,7 @@ class PostableAlert(BaseModel):
     def of(cls, alert: Alert, links: GeneratorLinks) -> PostableAlert:
         return cls(
             labels=alert.labels, annotations=alert.public_annotations(), startsAt=rfc3339(alert.starts_at),
-            endsAt=rfc3339(alert.ends_at), generatorURL=links.url(alert),
+            endsAt=rfc3339(max(alert.ends_at, alert.starts_at)), generatorURL=links.url(alert),
         )
 
 
@@ -141,7 +141,7 @@ class WebhookAlert(BaseModel):
         firing = alert.firing(now)
         return cls(
             status="firing" if firing else "resolved", labels=alert.labels, annotations=alert.public_annotations(),
-            startsAt=rfc3339(alert.starts_at), endsAt=GO_ZERO_TIME if firing else rfc3339(alert.ends_at),
+            startsAt=rfc3339(alert.starts_at), endsAt=GO_ZERO_TIME if firing else rfc3339(max(alert.ends_at, alert.starts_at)),
             generatorURL=links.url(alert), fingerprint=alert.fingerprint,
         )
 

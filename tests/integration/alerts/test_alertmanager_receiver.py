@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 
 from pipeline.localinfra.alertmanager import LocalAlertmanager, get_alerts
+from pipeline.schemas import Severity
 from pipeline.localinfra.webhook_receiver import WebhookReceiverServer
 
 from .conftest import SECRET, AlertingFactory, critical_verdict, webhook
@@ -175,5 +176,82 @@ def test_alerts_written_after_the_clock_stepped_back_still_reach_alertmanager(al
         pusher.tick()
         users = {a["labels"]["user"] for a in get_alerts(alertmanager.url) if a["labels"].get("alertname") == rule}
         assert users == {"u_before", "u_after"}
+    finally:
+        pusher.close()
+
+
+def _pusher_on(alertmanager: LocalAlertmanager, tmp_path, rules: str, now: list[float]):
+    from pipeline.alerts.alertmanager import AlertmanagerPusher
+    from pipeline.alerts.engine import AlertEngine
+    from pipeline.alerts.model import GeneratorLinks
+    from pipeline.alerts.rules import parse_rules
+    from pipeline.alerts.settings import AlertmanagerSettings
+    from pipeline.alerts.state import create_db_engine
+
+    store = create_db_engine(f"sqlite:///{tmp_path / 'am.db'}")
+    engine = AlertEngine(parse_rules(rules), clock=lambda: now[0])
+    pusher = AlertmanagerPusher(store, AlertmanagerSettings(urls=[alertmanager.url], resend_interval_s=60),
+                                GeneratorLinks(base_url=""), clock=lambda: now[0])
+    return store, engine, pusher
+
+
+def _saved(store, engine) -> None:
+    with store.begin() as conn:
+        engine.save(conn)
+    engine.mark_saved()
+
+
+def test_an_alert_resolved_after_the_clock_stepped_back_does_not_hold_back_the_others(alertmanager: LocalAlertmanager, tmp_path) -> None:
+    """A hostile review (2026-12-06): resolved with the clock 5 s back, a rate alert ended before it
+    started; Alertmanager refused its batch (HTTP 400 "start time must be before end time") and
+    the pusher stopped at that chunk, so 102 of 600 new critical alerts behind it never arrived."""
+    rule = f"burst_{uuid.uuid4().hex[:8]}"
+    now = [time.time()]
+    store, engine, pusher = _pusher_on(alertmanager, tmp_path, f"""
+rules:
+  - {{name: {rule}, kind: rate, severity: warning, per: [tenant], window: 10s, buckets: 10, threshold: 1}}
+  - {{name: {rule}_crit, kind: verdict, severity: critical, match: {{min_severity: critical}}}}
+""", now)
+    try:
+        engine.observe([critical_verdict("u0", tenant="t-burst", request_id=f"{rule}-0")])
+        _saved(store, engine)
+        pusher.tick()
+        now[0] -= 5  # the host's clock is stepped back
+        quiet = critical_verdict("u0", tenant="t-burst", request_id=f"{rule}-quiet").model_copy(
+            update={"flagged": False, "severity": Severity.NONE, "categories": [], "findings": []}
+        )
+        engine.observe([quiet])  # the tenant's rate falls: the alert resolves
+        engine.observe([critical_verdict(f"user{i}", tenant="t-other", request_id=f"{rule}-{i}") for i in range(1, 601)])
+        _saved(store, engine)
+        burst = next(a for a in engine.alerts.values() if a.rule == rule and a.labels.get("tenant") == "t-burst")
+        assert burst.ends_at >= burst.starts_at
+        pusher.tick()
+        got = {a["labels"]["user"] for a in get_alerts(alertmanager.url) if a["labels"].get("alertname") == f"{rule}_crit"
+               and a["labels"].get("tenant") == "t-other"}
+        assert len(got) == 600
+    finally:
+        pusher.close()
+
+
+def test_an_alert_alertmanager_refuses_does_not_hold_back_the_chunks_after_it(alertmanager: LocalAlertmanager, tmp_path) -> None:
+    """Alertmanager answers 400 for a batch with an invalid alert and keeps the valid ones; the
+    pusher went on to the next chunk only after a 2xx, so every chunk behind the refused one
+    waited (here: an alert row with no labels, which Alertmanager refuses)."""
+    from pipeline.alerts import state as db
+
+    rule = f"refused_{uuid.uuid4().hex[:8]}"
+    now = [time.time()]
+    store, engine, pusher = _pusher_on(alertmanager, tmp_path, rules_yaml(rule, resolve_after="1h"), now)
+    try:
+        with store.begin() as conn:
+            db.upsert(conn, db.alerts, [{
+                "fingerprint": "0000000000000000", "rule": rule, "labels": {}, "annotations": {}, "evidence": [],
+                "receivers": [], "starts_at": now[0], "ends_at": now[0] + 3600, "updated_at": now[0], "partition": 0,
+            }], ["fingerprint"])
+        engine.observe([critical_verdict(f"user{i}", tenant="t-after", request_id=f"{rule}-{i}") for i in range(700)])
+        _saved(store, engine)
+        pusher.tick()
+        got = {a["labels"]["user"] for a in get_alerts(alertmanager.url) if a["labels"].get("alertname") == rule}
+        assert len(got) == 700
     finally:
         pusher.close()
