@@ -298,6 +298,7 @@ def dispatch(ctx: typer.Context) -> None:
     """Run the notifier and delivery loop in the foreground (instead of the stream's thread)."""
     settings = _settings(ctx)
     from pipeline.alerts.service import Alerting
+    from pipeline.alerts.state import shown_db_url
 
     alerting = Alerting.build(settings, evaluate=False)
     def _stop(*_: object) -> None:
@@ -305,7 +306,7 @@ def dispatch(ctx: typer.Context) -> None:
 
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)
-    console.print(f"dispatching alerts from {settings.db_url.get_secret_value().split('@')[-1]}", highlight=False)
+    console.print(f"dispatching alerts from {shown_db_url(settings.db_url.get_secret_value())}", highlight=False)
     alerting.dispatcher.run_forever()
     alerting.close()
 

@@ -145,6 +145,17 @@ def rate_key_hash(key: str) -> str:
     return hashlib.sha256(key.encode()).hexdigest()
 
 
+def shown_db_url(url: str | sa.URL) -> str:
+    """The alert database's URL as messages and logs may show it: no user, password or query
+    (libpq and SQLAlchemy also take the password as ``?password=``, which cutting at the last
+    ``@`` printed; a hostile review, 2026-12-06)."""
+    try:
+        parsed = make_url(url)
+    except Exception:  # noqa: BLE001 - an unreadable URL is shown as such, never echoed
+        return "<an unreadable database URL>"
+    return sa.URL.create(parsed.drivername, host=parsed.host, port=parsed.port, database=parsed.database).render_as_string()
+
+
 def create_db_engine(url: str, *, must_exist: bool = False) -> Engine:
     """Open (and create) the alert database; SQLite gets WAL and a busy timeout.
 
@@ -176,7 +187,7 @@ def create_db_engine(url: str, *, must_exist: bool = False) -> Engine:
     try:
         engine = sa.create_engine(url, **kwargs)
     except Exception as exc:  # noqa: BLE001 - bad URL or missing driver, re-raised typed
-        raise AlertStoreError(f"cannot open alert database {parsed.render_as_string(hide_password=True)}: {exc}") from exc
+        raise AlertStoreError(f"cannot open alert database {shown_db_url(parsed)}: {exc}") from exc
     if parsed.get_backend_name() == "sqlite":
         @sa.event.listens_for(engine, "connect")
         def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
@@ -198,7 +209,7 @@ def create_db_engine(url: str, *, must_exist: bool = False) -> Engine:
     try:
         if must_exist and parsed.get_backend_name() != "sqlite" and not sa.inspect(engine).has_table(alerts.name):
             raise AlertStoreError(
-                f"{parsed.render_as_string(hide_password=True)} is not an alert database (no {alerts.name} table; "
+                f"{shown_db_url(parsed)} is not an alert database (no {alerts.name} table; "
                 "check --db-url or alerts.db_url)"
             )
         metadata.create_all(engine)
@@ -209,7 +220,7 @@ def create_db_engine(url: str, *, must_exist: bool = False) -> Engine:
         raise AlertStoreError(f"cannot create alert tables: {exc}") from exc
     if "partition" not in columns:
         raise AlertStoreError(
-            f"alert database {parsed.render_as_string(hide_password=True)} predates per-partition rule state "
+            f"alert database {shown_db_url(parsed)} predates per-partition rule state "
             "(no mm_alerts.partition column): start from a new database"
         )
     if "key_values" not in {c["name"] for c in sa.inspect(engine).get_columns(rate_buckets.name)}:

@@ -28,3 +28,19 @@ def test_a_failed_post_logs_the_url_without_its_credentials(tmp_path, caplog) ->
         assert pusher._post(pusher._peers[0], [alert], now) is False
     assert f"http://127.0.0.1:{port}/" in caplog.text
     assert "S3cret" not in caplog.text and "mm-bot" not in caplog.text
+
+
+def test_the_alert_database_url_is_shown_without_user_password_or_query() -> None:
+    """A hostile review (2026-12-06): `alerts dispatch` cut the URL at its last `@`, which
+    printed a password given as `?password=` (libpq and SQLAlchemy both take one there), and the
+    alert store's errors showed the query too."""
+    import pytest
+
+    from pipeline.alerts.state import AlertStoreError, shown_db_url
+
+    url = "postgresql+psycopg://mm:UserPw1@db.internal:5432/alerts?password=Qu3ryPw&sslmode=require"
+    assert shown_db_url(url) == "postgresql+psycopg://db.internal:5432/alerts"
+    with pytest.raises(AlertStoreError) as err:
+        create_db_engine(url.replace("+psycopg", "+nosuchdriver"))
+    assert "db.internal:5432/alerts" in str(err.value)
+    assert "Qu3ryPw" not in str(err.value) and "UserPw1" not in str(err.value) and "mm:" not in str(err.value)
