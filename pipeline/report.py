@@ -4,7 +4,7 @@ Reads ``<input>/aggregates``, ``offenders``, ``campaigns`` and ``shadow`` (any m
 missing; its section then says how to produce it) and, when given, the verdict lake
 (``--lake``: detector versions, exact time coverage so partial days are marked, dead letters
 of backfills), reviewed labels (``--labels``, scored with pipeline/labels.py) and the alert
-database (``--alerts-db``: alerts fired, deliveries by state), and the stream's dead-letter
+database (``--alerts-db``: alerts firing or resolved minutes ago, deliveries by state), and the stream's dead-letter
 topic (``--dead-letter-topic``: its reasons join the backfill's). It writes a single HTML file
 with the plots embedded as base64 PNG: no scripts, no external assets, so it can be mailed or
 attached to a ticket. Plots use matplotlib's object API (no pyplot global state) and PNGs
@@ -662,7 +662,7 @@ def report_command(
         Path | None, typer.Option(exists=True, dir_okay=False, help="Reviewed labels (e.g. simulate --truth); needs --lake")
     ] = None,
     alerts_db: Annotated[
-        str | None, typer.Option(help="Alert database URL (alerts.db_url, e.g. sqlite:///data/alerts.db)")
+        str | None, typer.Option(help="Alert database URL (alerts.db_url, e.g. sqlite:///data/alerts.db): alerts firing or resolved minutes ago, deliveries")
     ] = None,
     dead_letter_topic: Annotated[
         str | None, typer.Option(help="The stream's dead-letter topic: its reasons join the lake's (kafka.bootstrap_servers)")

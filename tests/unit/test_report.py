@@ -97,3 +97,18 @@ def test_report_dash_writes_the_page_to_stdout(tmp_path: Path, capsys: pytest.Ca
     assert out.startswith("<!DOCTYPE html>") and out.rstrip().endswith("</html>")
     assert "data:image/png;base64," in out and "report ->" not in out + err
     assert not (tmp_path / "-").exists()
+
+
+def test_an_alert_database_emptied_by_retention_is_not_reported_as_no_alerts_fired(tmp_path: Path) -> None:
+    """A hostile review (2026-12-06): resolved alerts leave the alert database minutes after
+    they end, and the page then said "No alerts fired." of a period in which alerts had fired.
+    The page now says what the database holds and where every fired alert is counted."""
+    from pipeline.alerts.state import create_db_engine
+
+    url = f"sqlite:///{tmp_path / 'alerts.db'}"
+    create_db_engine(url).dispose()  # the alert tables, every row gone
+    jobs = _aggregates_output(tmp_path / "jobs")
+    html = report.build_report(jobs, tmp_path / "r.html", alerts_db=url).read_text(encoding="utf-8")
+    section = html.split("<h2>Alerts</h2>", 1)[1].split("<h2>", 1)[0]
+    assert "No alerts fired" not in section
+    assert "No alert is firing or recently resolved." in section and "mm_alerts_fired_total" in section
