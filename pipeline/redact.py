@@ -806,9 +806,9 @@ def current() -> Redactor:
 
 def find_spans(text: str, redactor: Redactor | None = None) -> list[PiiSpan]:
     """Every PII span of ``text``: what the redactor finds in it, in its letter-by-letter runs
-    read without their spaces, and in its accent-folded copy."""
+    read without their spaces, in its accent-folded copy, and in its ``\\uXXXX`` escapes decoded."""
     r = redactor or current()
-    return [*r.spans(text), *_spaced_spans(text, r), *_folded_spans(text, r)]
+    return [*r.spans(text), *_spaced_spans(text, r), *_folded_spans(text, r), *_escaped_spans(text, r)]
 
 
 def redact_text(text: str, redactor: Redactor | None = None) -> Redaction:
@@ -830,6 +830,50 @@ def _folded_spans(text: str, redactor: Redactor) -> list[PiiSpan]:
     # doubled the time per accented text (2.02x), the recogniser alone is about a third of it.
     names = getattr(redactor, "name_spans", None)
     return names(folded) if names is not None else redactor.spans(folded)
+
+
+# A JSON / JavaScript / Python escape of one UTF-16 code unit: ``\\u00e9``.
+_U_ESCAPE = re.compile(r"\\u([0-9a-fA-F]{4})")
+
+
+def _escaped_spans(text: str, redactor: Redactor) -> list[PiiSpan]:
+    """PII written with ``\\uXXXX`` escapes, found in the text with them decoded and mapped back.
+
+    ``json.dumps`` escapes every non-ASCII character by default, so a tool result or tool-call
+    argument logged that way carries ``Jos\\u00e9 Garc\\u00eda`` and ``4111\\u00a01111...``.
+    Until a privacy review (2026-12-06) no recogniser read them, and the evidence showed them.
+    Each decoded character maps to the escape (or character) it came from; surrogate pairs are
+    joined. The decoded text is read as :func:`_plain` reads text, and accent-folded too."""
+    if "\\u" not in text or not _U_ESCAPE.search(text):
+        return []
+    chars: list[str] = []
+    starts: list[int] = []
+    ends: list[int] = []
+    pos = 0
+    for m in _U_ESCAPE.finditer(text):
+        for i in range(pos, m.start()):
+            chars.append(text[i])
+            starts.append(i)
+            ends.append(i + 1)
+        unit = int(m.group(1), 16)
+        if chars and 0xDC00 <= unit <= 0xDFFF and 0xD800 <= ord(chars[-1]) <= 0xDBFF and ends[-1] == m.start():
+            chars[-1] = chr(0x10000 + ((ord(chars[-1]) - 0xD800) << 10) + (unit - 0xDC00))  # the pair's low half
+            ends[-1] = m.end()
+        else:
+            chars.append(chr(unit))
+            starts.append(m.start())
+            ends.append(m.end())
+        pos = m.end()
+    for i in range(pos, len(text)):
+        chars.append(text[i])
+        starts.append(i)
+        ends.append(i + 1)
+    plain, kept = _plain("".join(chars))
+    out: list[PiiSpan] = []
+    for span in [*redactor.spans(plain), *_folded_spans(plain, redactor)]:
+        if span.end > span.start:
+            out.append(PiiSpan(starts[kept[span.start]], ends[kept[span.end - 1]], span.entity, span.score))
+    return out
 
 
 # Six or more one-character tokens separated by one to three spaces ("l e a k @ e x . c o m",
