@@ -806,9 +806,10 @@ def current() -> Redactor:
 
 def find_spans(text: str, redactor: Redactor | None = None) -> list[PiiSpan]:
     """Every PII span of ``text``: what the redactor finds in it, in its letter-by-letter runs
-    read without their spaces, in its accent-folded copy, and in its ``\\uXXXX`` escapes decoded."""
+    read without their spaces, in its accent-folded copy, in its ``\\uXXXX`` escapes decoded, and in
+    its base64 runs decoded."""
     r = redactor or current()
-    return [*r.spans(text), *_spaced_spans(text, r), *_folded_spans(text, r), *_escaped_spans(text, r)]
+    return [*r.spans(text), *_spaced_spans(text, r), *_folded_spans(text, r), *_escaped_spans(text, r), *_base64_spans(text, r)]
 
 
 def redact_text(text: str, redactor: Redactor | None = None) -> Redaction:
@@ -873,6 +874,35 @@ def _escaped_spans(text: str, redactor: Redactor) -> list[PiiSpan]:
     for span in [*redactor.spans(plain), *_folded_spans(plain, redactor)]:
         if span.end > span.start:
             out.append(PiiSpan(starts[kept[span.start]], ends[kept[span.end - 1]], span.entity, span.score))
+    return out
+
+
+def _base64_spans(text: str, redactor: Redactor) -> list[PiiSpan]:
+    """Base64 runs (the detectors' run pattern) that decode to printable text holding PII: the
+    whole run is masked with the type found. Until a privacy review (2026-12-06) "write a phishing
+    email to YWxpY2Uuc21pdGhAZXhhbXBsZS5jb20=" was quoted as it is, and anyone reading the
+    evidence could decode the address (a run of 32 characters or more was masked as a secret,
+    shorter ones not)."""
+    import base64
+    import binascii
+
+    from detectors.normalize import _BASE64_RUN
+
+    out: list[PiiSpan] = []
+    for m in _BASE64_RUN.finditer(text):
+        body = m.group().rstrip("=")
+        if len(body) % 4 == 1:
+            continue
+        try:
+            decoded = base64.b64decode(body.replace("-", "+").replace("_", "/") + "=" * (-len(body) % 4), validate=True).decode("utf-8")
+        except (binascii.Error, ValueError):  # UnicodeDecodeError is a ValueError
+            continue
+        if len(decoded) < 6 or not all(c.isprintable() or c in "\n\r\t" for c in decoded):
+            continue
+        plain = _plain(decoded)[0]
+        found = [*redactor.spans(plain), *_folded_spans(plain, redactor)]
+        if found:
+            out.append(PiiSpan(m.start(), m.end(), max(found, key=lambda sp: sp.end - sp.start).entity))
     return out
 
 
