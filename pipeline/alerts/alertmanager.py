@@ -159,9 +159,9 @@ class AlertmanagerPusher:
                 break
             if not 200 <= response.status_code < 300:
                 error = f"HTTP {response.status_code}: {response.text[:200]}"
-                if not 400 <= response.status_code < 500:
-                    break
-                # A 4xx refuses this chunk's invalid alerts (Alertmanager keeps its valid ones):
+                if response.status_code not in (400, 422):
+                    break  # down, overloaded (429), or not allowed (401, 403, 404): retry later
+                # A 400 refuses this chunk's invalid alerts (Alertmanager keeps its valid ones):
                 # the chunks after it still go out; the whole list is posted again at the retry.
         m = self._metrics
         if error:

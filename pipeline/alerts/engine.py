@@ -401,9 +401,9 @@ class AlertEngine:
         fp = fingerprint(labels)
         alert = self.alerts.get(fp)
         if alert is not None and alert.firing(now):
-            # Never before it started: after the clock steps back, Alertmanager refuses an alert
-            # that ends before it starts (HTTP 400), and with it the rest of its batch.
-            alert.ends_at = max(now, alert.starts_at)
+            # Resolved now, even if the clock stepped back before its start (``firing(now)`` must
+            # turn false); what goes to Alertmanager never ends before it starts (model.py).
+            alert.ends_at = now
             alert.updated_at = now
             self._dirty.alerts.add(fp)
 

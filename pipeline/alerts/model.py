@@ -120,6 +120,8 @@ class PostableAlert(BaseModel):
     def of(cls, alert: Alert, links: GeneratorLinks) -> PostableAlert:
         return cls(
             labels=alert.labels, annotations=alert.public_annotations(), startsAt=rfc3339(alert.starts_at),
+            # Never before it starts: after the clock steps back, a resolution can; Alertmanager
+            # refuses such an alert (HTTP 400 "start time must be before end time").
             endsAt=rfc3339(max(alert.ends_at, alert.starts_at)), generatorURL=links.url(alert),
         )
 

@@ -153,6 +153,8 @@ def shown_db_url(url: str | sa.URL) -> str:
         parsed = make_url(url)
     except Exception:  # noqa: BLE001 - an unreadable URL is shown as such, never echoed
         return "<an unreadable database URL>"
+    if "@" in (parsed.host or ""):  # a password with an unquoted "@": the host holds part of it
+        return "<an unreadable database URL>"
     return sa.URL.create(parsed.drivername, host=parsed.host, port=parsed.port, database=parsed.database).render_as_string()
 
 
