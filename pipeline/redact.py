@@ -806,10 +806,10 @@ def current() -> Redactor:
 
 def find_spans(text: str, redactor: Redactor | None = None) -> list[PiiSpan]:
     """Every PII span of ``text``: what the redactor finds in it, in its letter-by-letter runs
-    read without their spaces, in its accent-folded copy, in its ``\\uXXXX`` escapes decoded, and in
-    its base64 runs decoded."""
+    read without their spaces, in its accent-folded copy, with its disguises undone (:func:`_rewrites`),
+    and in its base64 runs decoded."""
     r = redactor or current()
-    return [*r.spans(text), *_spaced_spans(text, r), *_folded_spans(text, r), *_escaped_spans(text, r), *_base64_spans(text, r)]
+    return [*r.spans(text), *_spaced_spans(text, r), *_folded_spans(text, r), *_rewritten_spans(text, r), *_base64_spans(text, r)]
 
 
 def redact_text(text: str, redactor: Redactor | None = None) -> Redaction:
@@ -835,36 +835,90 @@ def _folded_spans(text: str, redactor: Redactor) -> list[PiiSpan]:
 
 # A JSON / JavaScript / Python escape of one UTF-16 code unit: ``\\u00e9``.
 _U_ESCAPE = re.compile(r"\\u([0-9a-fA-F]{4})")
+# Defanged addresses as threat-intelligence write them: ``alice[@]example[.]com``, ``10(.)0(.)0(.)1``.
+_DEFANGED = re.compile(r"\[(\.|@|dot|at)\]|\((\.|@|dot|at)\)|\{(\.|@)\}", re.IGNORECASE)
+# What joins characters or digit groups in disguised PII (``4~1~1~1``, ``4111🔥1111🔥1111``):
+# the detectors' letter separators (detectors/normalize.py, ``_SEP``) less those of ordinary text
+# and numbers (space, ``.``, ``,``, ``-``, ``/``, ``:``, ``;``, quotes, line breaks).
+_JOIN = "[~+*_=#^|\u2600-\u27bf\u2b00-\u2bff\ufe0f\u200d\U0001f000-\U0001faff]"
+_JOINED_CHARS = re.compile(rf"(?:[A-Za-z0-9@.]{_JOIN}{{1,3}}){{5,}}[A-Za-z0-9@.]")
+_JOINED_GROUPS = re.compile(rf"(?<![\w+])\+?\d{{1,6}}(?:{_JOIN}{{1,3}}\d{{1,6}}){{2,}}(?!\w)")
+_JOIN_RUN = re.compile(f"{_JOIN}+")
 
 
-def _escaped_spans(text: str, redactor: Redactor) -> list[PiiSpan]:
-    """PII written with ``\\uXXXX`` escapes, found in the text with them decoded and mapped back.
+def _rewrites(text: str) -> list[tuple[int, int, str]]:
+    """Edits (start, end, replacement) that undo disguises of PII the recognisers do not read,
+    sorted, none overlapping (the first found wins): ``\\uXXXX`` escapes decoded (``json.dumps``
+    writes every non-ASCII character so: tool results and tool-call arguments logged by Python
+    carry ``Jos\\u00e9 Garc\\u00eda`` and ``4111\\u00a01111...``), defanged ``[@]`` and ``[.]``,
+    characters or digit groups joined by emoji or ``~ + * _ = # ^ |`` (removed between single
+    characters, a space between groups), and combining marks piled on ASCII letters and digits
+    (Zalgo text). Found by a privacy review (2026-12-06): the detectors read each of these, and
+    their evidence showed the name, card, phone number or address."""
+    edits: list[tuple[int, int, str]] = []
+    if "\\u" in text:
+        pending: tuple[int, int, int] | None = None  # a high surrogate waiting for its low half
+        for m in _U_ESCAPE.finditer(text):
+            unit = int(m.group(1), 16)
+            if pending is not None and pending[1] == m.start() and 0xDC00 <= unit <= 0xDFFF:
+                edits.append((pending[0], m.end(), chr(0x10000 + ((pending[2] - 0xD800) << 10) + (unit - 0xDC00))))
+                pending = None
+                continue
+            if pending is not None:
+                edits.append((pending[0], pending[1], "\ufffd"))
+                pending = None
+            if 0xD800 <= unit <= 0xDBFF:
+                pending = (m.start(), m.end(), unit)
+            else:
+                edits.append((m.start(), m.end(), "\ufffd" if 0xDC00 <= unit <= 0xDFFF else chr(unit)))
+        if pending is not None:
+            edits.append((pending[0], pending[1], "\ufffd"))
+    if "[" in text or "(" in text or "{" in text:
+        for m in _DEFANGED.finditer(text):
+            inner = (m.group(1) or m.group(2) or m.group(3)).lower()
+            edits.append((m.start(), m.end(), "@" if inner in ("@", "at") else "."))
+    if not text.isascii() or any(c in text for c in "~+*_=#^|"):
+        for m in _JOINED_CHARS.finditer(text):
+            edits.extend((j.start(), j.end(), "") for j in _JOIN_RUN.finditer(text, m.start(), m.end()))
+        for m in _JOINED_GROUPS.finditer(text):
+            edits.extend((j.start(), j.end(), " ") for j in _JOIN_RUN.finditer(text, m.start(), m.end()))
+        marks = [i for i, c in enumerate(text) if unicodedata.category(c) == "Mn" and i and (text[i - 1].isascii() and text[i - 1].isalnum())]
+        for i in marks:
+            j = i
+            while j < len(text) and unicodedata.category(text[j]) == "Mn":
+                j += 1
+            edits.append((i, j, ""))
+    edits.sort()
+    out: list[tuple[int, int, str]] = []
+    for edit in edits:
+        if not out or edit[0] >= out[-1][1]:
+            out.append(edit)
+    return out
 
-    ``json.dumps`` escapes every non-ASCII character by default, so a tool result or tool-call
-    argument logged that way carries ``Jos\\u00e9 Garc\\u00eda`` and ``4111\\u00a01111...``.
-    Until a privacy review (2026-12-06) no recogniser read them, and the evidence showed them.
-    Each decoded character maps to the escape (or character) it came from; surrogate pairs are
-    joined. The decoded text is read as :func:`_plain` reads text, and accent-folded too."""
-    if "\\u" not in text or not _U_ESCAPE.search(text):
+
+def _rewritten_spans(text: str, redactor: Redactor) -> list[PiiSpan]:
+    """PII found in ``text`` with :func:`_rewrites` applied, mapped back over the original
+    characters each piece came from; the rewritten text is read as :func:`_plain` reads text, and
+    accent-folded too. Nothing to rewrite: no extra recogniser call."""
+    edits = _rewrites(text)
+    if not edits:
         return []
     chars: list[str] = []
     starts: list[int] = []
     ends: list[int] = []
     pos = 0
-    for m in _U_ESCAPE.finditer(text):
-        for i in range(pos, m.start()):
+    for lo, hi, replacement in edits:
+        for i in range(pos, lo):
             chars.append(text[i])
             starts.append(i)
             ends.append(i + 1)
-        unit = int(m.group(1), 16)
-        if chars and 0xDC00 <= unit <= 0xDFFF and 0xD800 <= ord(chars[-1]) <= 0xDBFF and ends[-1] == m.start():
-            chars[-1] = chr(0x10000 + ((ord(chars[-1]) - 0xD800) << 10) + (unit - 0xDC00))  # the pair's low half
-            ends[-1] = m.end()
-        else:
-            chars.append(chr(unit))
-            starts.append(m.start())
-            ends.append(m.end())
-        pos = m.end()
+        for ch in replacement:
+            chars.append(ch)
+            starts.append(lo)
+            ends.append(hi)
+        if not replacement and ends and ends[-1] == lo:
+            ends[-1] = hi  # what was removed goes with the character before it (a mask covers it)
+        pos = hi
     for i in range(pos, len(text)):
         chars.append(text[i])
         starts.append(i)
@@ -888,7 +942,9 @@ def _base64_spans(text: str, redactor: Redactor) -> list[PiiSpan]:
 
     from detectors.normalize import _BASE64_RUN
 
-    out: list[PiiSpan] = []
+    runs: list[tuple[int, int, int]] = []  # (start, end) in text, start in the joined decodings
+    pieces: list[str] = []
+    at = 0
     for m in _BASE64_RUN.finditer(text):
         body = m.group().rstrip("=")
         if len(body) % 4 == 1:
@@ -899,11 +955,29 @@ def _base64_spans(text: str, redactor: Redactor) -> list[PiiSpan]:
             continue
         if len(decoded) < 6 or not all(c.isprintable() or c in "\n\r\t" for c in decoded):
             continue
-        plain = _plain(decoded)[0]
-        found = [*redactor.spans(plain), *_folded_spans(plain, redactor)]
-        if found:
-            out.append(PiiSpan(m.start(), m.end(), max(found, key=lambda sp: sp.end - sp.start).entity))
-    return out
+        runs.append((m.start(), m.end(), at))
+        pieces.append(_plain(decoded)[0])
+        at += len(pieces[-1]) + len(_RUN_GAP)
+        if len(runs) == _MAX_BASE64_RUNS:
+            break
+    if not runs:
+        return []
+    # One recogniser call for every run (a text of many short runs cost one call each: 8x the
+    # time of a snippet, a hostile review of 2026-12-06).
+    joined = _RUN_GAP.join(pieces)
+    found: dict[int, PiiSpan] = {}
+    for span in [*redactor.spans(joined), *_folded_spans(joined, redactor)]:
+        i = bisect_left([r[2] for r in runs], span.start + 1) - 1
+        if i >= 0 and span.end <= runs[i][2] + len(pieces[i]):
+            if i not in found or span.end - span.start > found[i].end - found[i].start:
+                found[i] = span
+    return [PiiSpan(runs[i][0], runs[i][1], span.entity) for i, span in sorted(found.items())]
+
+
+# Between decoded base64 runs read in one call: a paragraph break, so no entity spans two runs.
+_RUN_GAP = "\n\n.\n\n"
+# Base64 runs decoded per text at most (a snippet's region is a few hundred characters).
+_MAX_BASE64_RUNS = 64
 
 
 # Six or more one-character tokens separated by one to three spaces ("l e a k @ e x . c o m",
