@@ -23,9 +23,11 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from pipeline.exits import first_line
-from pipeline.stdio import is_dash, open_output, output_path_problem, path_or_dash
+from pipeline.stdio import is_dash, open_output, output_path_problem, path_or_dash, same_file
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     import pandas as pd
     import pyarrow as pa
     from matplotlib.figure import Figure
@@ -103,7 +105,7 @@ class ReportInputs:
     ) -> ReportInputs:
         inputs = cls(
             aggregates=_read(root / "aggregates", REQUIRED_COLUMNS["aggregates"]),
-            offenders=_read(root / "offenders", REQUIRED_COLUMNS["offenders"]),
+            offenders=_pseudonyms_only(_read(root / "offenders", REQUIRED_COLUMNS["offenders"])),
             campaigns=_read(root / "campaigns", REQUIRED_COLUMNS["campaigns"]),
             shadow_diff=_read(root / "shadow" / "diff", REQUIRED_COLUMNS["shadow/diff"]),
             shadow_metrics=_read(root / "shadow" / "metrics", REQUIRED_COLUMNS["shadow/metrics"]),
@@ -241,6 +243,61 @@ _NAME = ("tenant_id", "deployment", "model", "category", "change", "scope", "var
          "representative_prompt")
 
 
+# Longest tick label: a 20,000-character model name made a plot 240,959 pixels wide, and a user
+# id of a million characters ended in "internal error" (a hostile review, 2026-12-07).
+MAX_LABEL = 40
+
+
+def _short(label: str) -> str:
+    return label if len(label) <= MAX_LABEL else label[: MAX_LABEL - 1] + "…"
+
+
+def _inside(path: Path, folder: Path) -> bool:
+    """Is ``path`` in ``folder`` (or ``folder`` itself), through symlinks too?"""
+    try:
+        path.resolve().relative_to(folder.resolve())
+    except ValueError:
+        return False
+    return True
+
+
+def _pseudonyms_only(offenders: pd.DataFrame) -> pd.DataFrame:
+    """Offenders with every user id that is not a pseudonym (``u_`` + 20 hex digits) masked: the
+    page calls the column "user (pseudonymised)", and an offenders output of a lake written
+    without pseudonyms (or by another tool) showed raw ids such as e-mail addresses (a hostile
+    review, 2026-12-07). The mask is numbered, so the rows stay apart."""
+    if offenders.empty or "user_id" not in offenders:
+        return offenders
+    from pipeline.verdicts import PSEUDONYM
+
+    ids = offenders["user_id"].astype(str)
+    raw = ~ids.str.fullmatch(PSEUDONYM.pattern)
+    if raw.any():
+        offenders = offenders.copy()
+        offenders.loc[raw, "user_id"] = [f"(not a pseudonym, hidden) #{i}" for i in range(1, int(raw.sum()) + 1)]
+    return offenders
+
+
+# Counts and scores above this are refused: sums stay exact in float64 and int64.
+_MAX_COUNT = 2**53
+# Dates the plots can draw: matplotlib's calendar ends at year 9999, and its tick locator reached
+# past it on a span from 2026 to 9999 ("internal error"; a hostile review, 2026-12-07).
+_FIRST_DATE, _LAST_DATE = "1970-01-01", "2200-12-31"
+
+
+def _check_date_range(bad: Callable[[str, str], ReportError], column: str, dates: pa.ChunkedArray) -> None:
+    import datetime as dt
+
+    import pyarrow.compute as pc
+
+    low, high = pc.min(dates).as_py(), pc.max(dates).as_py()
+    first, last = dt.date.fromisoformat(_FIRST_DATE), dt.date.fromisoformat(_LAST_DATE)
+    for value in (low, high):
+        day = value.date() if isinstance(value, dt.datetime) else value
+        if day is not None and not first <= day <= last:
+            raise bad(column, f"holds a date outside {_FIRST_DATE}..{_LAST_DATE} ({day})")
+
+
 def _check_types(path: Path, table: pa.Table) -> None:
     import pyarrow as pa
     import pyarrow.compute as pc
@@ -257,15 +314,27 @@ def _check_types(path: Path, table: pa.Table) -> None:
                 raise bad(column, f"holds {kind}, not numbers")
             if nulls and column not in ("precision", "recall"):
                 raise bad(column, f"has {nulls} empty value(s)")
+            # Counts and scores are finite, not negative, and small enough to sum exactly: an
+            # infinity or 1e300 ended in "internal error", a negative count or int64 sums that
+            # wrapped gave a page with -80 records (a hostile review, 2026-12-07).
+            values = table.column(column)
+            if pa.types.is_floating(kind) and pc.any(pc.invert(pc.is_finite(values))).as_py():
+                raise bad(column, "holds a value that is not a finite number")
+            if not pa.types.is_null(kind) and (low := pc.min(values).as_py()) is not None and low < 0:
+                raise bad(column, f"holds a negative value ({low})")
+            if not pa.types.is_null(kind) and (high := pc.max(values).as_py()) is not None and high > _MAX_COUNT:
+                raise bad(column, f"holds a value over {_MAX_COUNT:,} ({high:.3g})")
         elif column == "date":
             if pa.types.is_date(kind):
+                _check_date_range(bad, column, table.column(column))
                 continue
             if not pa.types.is_string(kind) and not pa.types.is_large_string(kind):
                 raise bad(column, f"holds {kind}, not dates")
             try:
-                pc.strptime(table.column(column), format="%Y-%m-%d", unit="s")
+                dates = pc.strptime(table.column(column), format="%Y-%m-%d", unit="s")
             except (pa.ArrowInvalid, ValueError) as exc:
                 raise bad(column, f"holds a value that is not a YYYY-MM-DD date ({first_line(exc)[:80]})") from None
+            _check_date_range(bad, column, dates)
         elif not (pa.types.is_string(kind) or pa.types.is_large_string(kind) or pa.types.is_null(kind)):
             raise bad(column, f"holds {kind}, not text")
         elif column in _KEY and nulls:
@@ -419,9 +488,11 @@ def mix_figure(agg: pd.DataFrame) -> Figure | None:
     fig = Figure(figsize=(12, 3.8))
     left, right = fig.subplots(1, 2, gridspec_kw={"wspace": 0.55})
     bottom = pd.Series(0.0, index=by_model.index)
+    rows = list(range(len(by_model)))  # by position: two long names cut alike stay two bars
     for cat in sorted(by_model.columns):
-        left.barh(by_model.index, by_model[cat], left=bottom, label=cat, color=CATEGORY_COLORS.get(cat))
+        left.barh(rows, by_model[cat].to_numpy(), left=bottom.to_numpy(), label=cat, color=CATEGORY_COLORS.get(cat))
         bottom += by_model[cat]
+    left.set_yticks(rows, [_short(str(m)) for m in by_model.index])
     left.set_title("Flagged records by model and category")
     left.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.0, 1.0))
     right.bar(list(severity), list(severity.values()), color=list(SEVERITY_COLORS.values()))
@@ -513,7 +584,7 @@ def campaigns_plot(camp: pd.DataFrame) -> str | None:
     y = range(len(top))
     ax.barh([i + 0.2 for i in y], top["records"], height=0.4, label="records", color="#0969da")
     ax.barh([i - 0.2 for i in y], top["users"], height=0.4, label="distinct users", color="#cf222e")
-    ax.set_yticks(list(y), list(top["campaign_id"]))
+    ax.set_yticks(list(y), [_short(str(c)) for c in top["campaign_id"]])
     ax.set_title("Campaigns: size and reach")
     ax.legend()
     ax.grid(alpha=0.3, axis="x")
@@ -677,6 +748,13 @@ def report_command(
         raise typer.BadParameter("only used with --dead-letter-topic", param_hint="--bootstrap")
     if labels is not None and lake is None:
         raise typer.BadParameter("needs --lake (the verdicts to score)", param_hint="--labels")
+    read = [input_dir / name for name in ("aggregates", "offenders", "campaigns", "shadow")] + ([lake] if lake else [])
+    if not is_dash(output) and (same_file(output, labels) or any(_inside(output, folder) for folder in read)):
+        # The page replaced the job output or labels it was to read (a hostile review,
+        # 2026-12-07); classify refuses the same. Beside the job folders (INPUT_DIR/report.html) is fine.
+        raise typer.BadParameter(
+            f"{output} is an input of this report (a job output folder of INPUT_DIR, --lake or --labels)", param_hint="--output"
+        )
     if problem := output_path_problem(output, creates_folders=True):
         # Refused before the job outputs are read: a folder was "Is a directory" (exit 4, as if an
         # input were unreadable) after all the work, a path under a file "internal error".

@@ -112,3 +112,73 @@ def test_an_alert_database_emptied_by_retention_is_not_reported_as_no_alerts_fir
     section = html.split("<h2>Alerts</h2>", 1)[1].split("<h2>", 1)[0]
     assert "No alerts fired" not in section
     assert "No alert is firing or recently resolved." in section and "mm_alerts_fired_total" in section
+
+
+def _with(out: Path, column: str, values: list) -> Path:
+    """``_aggregates_output`` with one column's values replaced (4 rows)."""
+    jobs = _aggregates_output(out)
+    frame = pd.read_parquet(jobs / "aggregates")
+    frame[column] = values
+    frame.to_parquet(jobs / "aggregates" / "part-00000.parquet", index=False)
+    return jobs
+
+
+@pytest.mark.parametrize(
+    ("column", "values", "why"),
+    [
+        ("records", [float("inf")] + [40.0] * 3, "not a finite number"),
+        ("severity_high", [1e300] * 4, "over"),
+        ("records", [-40] * 4, "negative"),
+        ("records", [2**63 - 1] * 4, "over"),
+        ("date", ["9999-12-31", "2026-11-02"] * 2, "outside"),
+        ("date", ["0001-01-01", "2026-11-02"] * 2, "outside"),
+    ],
+    ids=["infinity", "1e300", "negative", "int64-max", "year-9999", "year-1"],
+)
+def test_counts_and_dates_the_page_cannot_show_are_an_input_error(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                                  column: str, values: list, why: str) -> None:
+    """A hostile review (2026-12-07): an infinity, 1e300 or a date in year 9999 ended in
+    "internal error" (exit 1); a negative count or int64 counts whose sum wrapped gave a page
+    with -80 records and a -400% flagged share (exit 0). Now exit 4 naming the column."""
+    jobs = _with(tmp_path / "jobs", column, values)
+    code = main(["report", str(jobs), "-o", str(tmp_path / "r.html")])
+    err = capsys.readouterr().err
+    assert code == 4 and column in err and why in err, err
+    assert not (tmp_path / "r.html").exists()
+
+
+def test_the_page_never_replaces_an_input(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A hostile review (2026-12-07): `-o` onto a job output file or the --labels file replaced
+    it with the page (exit 0); the next run failed on it. Beside the job folders is fine."""
+    jobs = _aggregates_output(tmp_path / "jobs")
+    part = jobs / "aggregates" / "part-00000.parquet"
+    before = part.read_bytes()
+    assert main(["report", str(jobs), "-o", str(part)]) == 2
+    assert part.read_bytes() == before and "input of this report" in capsys.readouterr().err
+    assert main(["report", str(jobs), "-o", str(jobs / "report.html")]) == 0
+
+
+def test_user_ids_that_are_not_pseudonyms_are_hidden(tmp_path: Path) -> None:
+    """A hostile review (2026-12-07): an offenders output with raw user ids (a lake written
+    without pseudonyms, or by another tool) showed e-mail addresses under "user (pseudonymised)"."""
+    jobs = tmp_path / "jobs"
+    (jobs / "offenders").mkdir(parents=True)
+    pd.DataFrame({"rank": [1, 2], "user_id": ["john.doe@example.com", "u_0123456789abcdef0123"], "risk": [9.0, 3.0],
+                  "flagged": [3, 1], "records": [4, 2]}).to_parquet(jobs / "offenders" / "part-0.parquet", index=False)
+    html = report.build_report(jobs, tmp_path / "r.html").read_text(encoding="utf-8")
+    assert "john.doe" not in html and "u_0123456789abcdef0123" in html and "(not a pseudonym, hidden) #1" in html
+
+
+def test_a_model_name_of_twenty_thousand_characters_gives_a_readable_plot(tmp_path: Path) -> None:
+    """A hostile review (2026-12-07): the name was the tick label as it was, and the model-mix
+    plot came out 240,959 pixels wide. Tick labels are cut to MAX_LABEL characters."""
+    import base64
+    import io
+    import re
+
+    from PIL import Image
+
+    jobs = _with(tmp_path / "jobs", "model", ["m" * 20_000] * 2 + ["qwen3-32b"] * 2)
+    html = report.build_report(jobs, tmp_path / "r.html").read_text(encoding="utf-8")
+    widths = [Image.open(io.BytesIO(base64.b64decode(png))).size[0] for png in re.findall(r"data:image/png;base64,([A-Za-z0-9+/=]+)", html)]
+    assert widths and max(widths) < 3000, widths

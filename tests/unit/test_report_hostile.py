@@ -38,15 +38,18 @@ def _parquet(folder: Path, rows: list[dict]) -> None:
 # ----------------------------------------------------------------------------------- report
 
 
+U1, U2 = "u_" + "1" * 20, "u_" + "2" * 20  # pseudonyms: other ids are hidden on the page
+
+
 def test_report_with_null_list_columns_is_a_page_not_an_internal_error(tmp_path: Path) -> None:
     """Offenders and campaigns whose list columns are null (outputs of other writers, or a user
     without flagged models) were a TypeError in the template: exit 1, no page."""
     jobs = tmp_path / "jobs"
     _aggregates(jobs)
     _parquet(jobs / "offenders", [
-        {"rank": 1, "user_id": "u_1", "risk": 3.0, "records": 3, "flagged": 2, "max_severity": "high",
+        {"rank": 1, "user_id": U1, "risk": 3.0, "records": 3, "flagged": 2, "max_severity": "high",
          "categories": None, "models": None, "last_flagged_at": None},
-        {"rank": 2, "user_id": "u_2", "risk": 1.0, "records": 3, "flagged": 1, "max_severity": "low",
+        {"rank": 2, "user_id": U2, "risk": 1.0, "records": 3, "flagged": 1, "max_severity": "low",
          "categories": ["jailbreak"], "models": ["m"], "last_flagged_at": None},
     ])
     _parquet(jobs / "campaigns", [
@@ -56,7 +59,7 @@ def test_report_with_null_list_columns_is_a_page_not_an_internal_error(tmp_path:
     page = tmp_path / "r.html"
     assert main(["report", str(jobs), "-o", str(page)]) == 0
     html = page.read_text(encoding="utf-8")
-    assert "u_1" in html and "u_2" in html and "c1" in html
+    assert U1 in html and U2 in html and "c1" in html
     assert ">None<" not in html  # a missing time is blank, not Python's None
 
 
