@@ -512,6 +512,10 @@ def normalize_reading(base: Reading) -> Reading:
         styled = styled_letter(ch) if j == i + 1 else None
         if styled is not None and styled != nf and not _lone_flag(text, i):
             nf, step = styled, STYLED
+        # NFKC turns some look-alikes into another non-Latin letter before the skeleton is taken
+        # (the lunate sigma ϲ, TR39's c, becomes ς): such a letter is left for the confusables.
+        if j == i + 1 and nf != cluster and not nf.isascii() and confusable_skeleton(ch) is not None:
+            nf = cluster
         if nf != cluster:
             edits.append((i, j, nf))
             # Fullwidth, mathematical, circled or small-capital letters disguise words;
