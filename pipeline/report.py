@@ -181,6 +181,27 @@ def _read_lake(root: Path) -> pd.DataFrame:
         table = ds.dataset(files, format="parquet").to_table(columns=columns)
     except (OSError, ValueError) as exc:
         raise ReportError(f"cannot read the lake {root}: {exc}") from exc
+    # The kinds of the lake's own types (pipeline/lake.py; kinds, not exact types, so lakes of
+    # earlier versions, whose finding structs had fewer fields, still read): files of another
+    # writer with text timestamps, a list of strings as findings or an empty flagged ended in
+    # "internal error" deep in a plot (a hostile review, 2026-12-07).
+    import pyarrow as pa
+
+    def text(t: pa.DataType) -> bool:
+        return pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_null(t)
+
+    kinds = {
+        "timestamp": (pa.types.is_timestamp, "a timestamp"), "flagged": (pa.types.is_boolean, "true/false"),
+        "categories": (lambda t: pa.types.is_null(t) or (pa.types.is_list(t) and text(t.value_type)), "a list of text"),
+        "findings": (lambda t: pa.types.is_null(t) or (pa.types.is_list(t) and pa.types.is_struct(t.value_type)), "a list of findings"),
+    }
+    for column in columns:
+        kind = table.schema.field(column).type
+        ok, what = kinds.get(column, (text, "text"))
+        if not ok(kind):
+            raise ReportError(f"the lake {root} is not one this report reads: column {column} holds {kind}, not {what}")
+    if table.column("flagged").null_count:
+        raise ReportError(f"the lake {root} is not one this report reads: column flagged has empty values")
     return table.to_pandas()
 
 

@@ -182,3 +182,26 @@ def test_a_model_name_of_twenty_thousand_characters_gives_a_readable_plot(tmp_pa
     html = report.build_report(jobs, tmp_path / "r.html").read_text(encoding="utf-8")
     widths = [Image.open(io.BytesIO(base64.b64decode(png))).size[0] for png in re.findall(r"data:image/png;base64,([A-Za-z0-9+/=]+)", html)]
     assert widths and max(widths) < 3000, widths
+
+
+@pytest.mark.parametrize(
+    ("column", "value", "why"),
+    [("timestamp", "garbage", "not a timestamp"), ("findings", ["x"], "not a list of findings"), ("flagged", None, "true/false"),
+     ("categories", 5, "not a list of text")],
+    ids=["text-timestamp", "findings-of-strings", "null-flagged", "int-categories"],
+)
+def test_a_lake_of_other_types_is_an_input_error(tmp_path: Path, capsys: pytest.CaptureFixture[str], column: str, value, why: str) -> None:  # noqa: ANN001
+    """A hostile review (2026-12-07): lake files of another writer (text timestamps, findings as
+    a list of strings, an empty flagged) ended in "internal error" deep in a plot (exit 1)."""
+    jobs = _aggregates_output(tmp_path / "jobs")
+    lake = _lake(["2026-11-01T10:00:00Z"] * 3).assign(request_id=["a", "b", "c"], date="2026-11-01")
+    (tmp_path / "lake" / "verdicts" / "date=2026-11-01").mkdir(parents=True)
+    lake.to_parquet(tmp_path / "lake" / "verdicts" / "date=2026-11-01" / "ok.parquet", index=False)
+    assert main(["report", str(jobs), "--lake", str(tmp_path / "lake"), "-o", str(tmp_path / "ok.html")]) == 0
+    bad = lake.astype({column: object})
+    bad[column] = [value] * len(bad)
+    bad.to_parquet(tmp_path / "lake" / "verdicts" / "date=2026-11-01" / "ok.parquet", index=False)
+    capsys.readouterr()
+    code = main(["report", str(jobs), "--lake", str(tmp_path / "lake"), "-o", str(tmp_path / "r.html")])
+    err = capsys.readouterr().err
+    assert code == 4 and column in err and why in err, err
