@@ -327,6 +327,11 @@ def _check_types(path: Path, table: pa.Table) -> None:
         return ReportError(f"{path} is not a job output this report reads: column {column} {why}")
 
     names = set(table.column_names)
+    for column in names & {"categories", "models"}:  # offenders' and campaigns' lists of names
+        kind = table.schema.field(column).type
+        if not (pa.types.is_null(kind) or (pa.types.is_list(kind) or pa.types.is_large_list(kind))
+                and (pa.types.is_string(kind.value_type) or pa.types.is_large_string(kind.value_type))):
+            raise bad(column, f"holds {kind}, not lists of text")
     for column in names & {*_NUMBER, *_KEY, *_NAME, "date"}:
         kind = table.schema.field(column).type
         nulls = table.column(column).null_count
@@ -588,10 +593,24 @@ def detector_versions(lake: pd.DataFrame) -> list[dict[str, Any]]:
     return [{"detector": d, "version": v, "findings": n} for (d, v), n in sorted(counts.items())]
 
 
+# Dead-letter reasons listed at most; the rest are one row. A reason is a header anyone who may
+# produce to the dead-letter topic can set: 100,000 distinct ones made a 4.6 MB page (a hostile
+# review, 2026-12-07).
+TOP_DEAD_LETTER_REASONS = 50
+
+
 def dead_letter_counts(dead: pd.DataFrame) -> list[tuple[str, int]]:
     if dead.empty or "error_reason" not in dead:
         return []
-    return sorted(dead["error_reason"].value_counts().items(), key=lambda kv: (-kv[1], kv[0]))
+    counts = sorted(dead["error_reason"].value_counts().items(), key=lambda kv: (-kv[1], kv[0]))
+    if len(counts) > TOP_DEAD_LETTER_REASONS:
+        rest = counts[TOP_DEAD_LETTER_REASONS:]
+        counts = [*counts[:TOP_DEAD_LETTER_REASONS], (f"({len(rest):,} other reasons)", sum(n for _, n in rest))]
+    return [(_short_reason(reason), n) for reason, n in counts]
+
+
+def _short_reason(reason: str) -> str:
+    return reason if len(reason) <= 200 else reason[:199] + "…"
 
 
 def campaigns_plot(camp: pd.DataFrame) -> str | None:

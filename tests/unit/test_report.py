@@ -205,3 +205,24 @@ def test_a_lake_of_other_types_is_an_input_error(tmp_path: Path, capsys: pytest.
     code = main(["report", str(jobs), "--lake", str(tmp_path / "lake"), "-o", str(tmp_path / "r.html")])
     err = capsys.readouterr().err
     assert code == 4 and column in err and why in err, err
+
+
+def test_dead_letter_reasons_are_listed_fifty_at_most() -> None:
+    """A hostile review (2026-12-07): the reason is a header whoever may produce to the
+    dead-letter topic sets; 100,000 distinct reasons made a 4.6 MB page."""
+    dead = pd.DataFrame({"error_reason": ["common"] * 5 + [f"r{i:06d}" + "x" * 500 for i in range(100_000)]})
+    counts = report.dead_letter_counts(dead)
+    assert len(counts) == report.TOP_DEAD_LETTER_REASONS + 1
+    assert counts[0] == ("common", 5) and counts[-1] == ("(99,951 other reasons)", 99_951)
+    assert max(len(reason) for reason, _ in counts) <= 200
+
+
+def test_offenders_whose_categories_are_not_lists_of_names_are_an_input_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A hostile review (2026-12-07): `categories` as numbers was a TypeError in the template (exit 1)."""
+    jobs = tmp_path / "jobs"
+    (jobs / "offenders").mkdir(parents=True)
+    pd.DataFrame({"rank": [1], "user_id": ["u_" + "1" * 20], "risk": [3.0], "categories": [5]}).to_parquet(
+        jobs / "offenders" / "part-0.parquet", index=False)
+    code = main(["report", str(jobs), "-o", str(tmp_path / "r.html")])
+    err = capsys.readouterr().err
+    assert code == 4 and "categories" in err and "lists of text" in err, err
