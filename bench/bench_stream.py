@@ -118,7 +118,7 @@ def produce_backlog(lines: list[bytes], bootstrap: str, topic: str, big_records:
     big_at = {k * len(lines) // big_records for k in range(big_records)}
     tail = [r.log.model_dump_json(by_alias=True, exclude_none=True).encode() for r in simulate(TAIL_RECORDS, seed=12)]
     sent = 0
-    with GatewayProducer(make_settings([], bootstrap, topic).kafka, topic) as producer:
+    with GatewayProducer(make_settings(["noop"], bootstrap, topic).kafka, topic) as producer:  # detectors unused
         for i, line in enumerate(lines):
             producer.send_raw(line)
             sent += 1
