@@ -148,6 +148,7 @@ class AlertmanagerPusher:
 
     def _post(self, peer: _Peer, alerts: Sequence[Alert], now: float) -> bool:
         error = ""
+        refused: list[str] = []
         for i in range(0, len(alerts), _CHUNK):
             body = json.dumps([PostableAlert.of(a, self._links).model_dump() for a in alerts[i : i + _CHUNK]]).encode()
             try:
@@ -157,13 +158,20 @@ class AlertmanagerPusher:
             except httpx.HTTPError as exc:
                 error = f"{type(exc).__name__}: {exc}"
                 break
-            if not 200 <= response.status_code < 300:
+            if response.status_code in (400, 422):
+                # Alertmanager refuses this chunk's invalid alerts and keeps its valid ones: the
+                # chunks after it still go out, and a retry would be refused the same way (it
+                # kept the backlog above 0 for good, and retention never ran).
+                refused.append(f"HTTP {response.status_code}: {response.text[:200]}")
+            elif not 200 <= response.status_code < 300:
                 error = f"HTTP {response.status_code}: {response.text[:200]}"
-                if response.status_code not in (400, 422):
-                    break  # down, overloaded (429), or not allowed (401, 403, 404): retry later
-                # A 400 refuses this chunk's invalid alerts (Alertmanager keeps its valid ones):
-                # the chunks after it still go out; the whole list is posted again at the retry.
+                break  # down, overloaded (429), or not allowed (401, 403, 404): retry later
         m = self._metrics
+        if refused and not error:
+            log.warning("Alertmanager at %s refused invalid alerts in %d of %d chunk(s) and kept the rest: %s",
+                        peer.shown, len(refused), -(-len(alerts) // _CHUNK), refused[0])
+            if m:
+                m.deliveries.labels(RECEIVER_LABEL, "rejected").inc()
         if error:
             peer.failures += 1
             peer.retry_at = now + min(30.0, 0.5 * 2 ** (peer.failures - 1))

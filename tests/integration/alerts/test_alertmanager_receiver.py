@@ -257,5 +257,7 @@ def test_an_alert_alertmanager_refuses_does_not_hold_back_the_chunks_after_it(al
         pusher.tick()
         got = {a["labels"]["user"] for a in get_alerts(alertmanager.url) if a["labels"].get("alertname") == rule}
         assert len(got) == 700
+        # Refused for good, not retried for ever: the backlog is empty, so retention can run.
+        assert pusher.pending() == 0 and pusher._peers[0].failures == 0
     finally:
         pusher.close()
