@@ -882,6 +882,7 @@ def _rewrites(text: str) -> list[tuple[int, int, str]]:
             edits.extend((j.start(), j.end(), "") for j in _JOIN_RUN.finditer(text, m.start(), m.end()))
         for m in _JOINED_GROUPS.finditer(text):
             edits.extend((j.start(), j.end(), " ") for j in _JOIN_RUN.finditer(text, m.start(), m.end()))
+    if not text.isascii():  # combining marks are never ASCII: code full of `_` and `=` skips this scan
         marks = [i for i, c in enumerate(text) if unicodedata.category(c) == "Mn" and i and (text[i - 1].isascii() and text[i - 1].isalnum())]
         for i in marks:
             j = i
@@ -966,8 +967,9 @@ def _base64_spans(text: str, redactor: Redactor) -> list[PiiSpan]:
     # time of a snippet, a hostile review of 2026-12-06).
     joined = _RUN_GAP.join(pieces)
     found: dict[int, PiiSpan] = {}
+    starts = [r[2] for r in runs]
     for span in [*redactor.spans(joined), *_folded_spans(joined, redactor)]:
-        i = bisect_left([r[2] for r in runs], span.start + 1) - 1
+        i = bisect_left(starts, span.start + 1) - 1
         if i >= 0 and span.end <= runs[i][2] + len(pieces[i]):
             if i not in found or span.end - span.start > found[i].end - found[i].start:
                 found[i] = span
