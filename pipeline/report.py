@@ -275,11 +275,7 @@ def _short(label: str) -> str:
 
 def _inside(path: Path, folder: Path) -> bool:
     """Is ``path`` in ``folder`` (or ``folder`` itself), through symlinks too?"""
-    try:
-        path.resolve().relative_to(folder.resolve())
-    except ValueError:
-        return False
-    return True
+    return path.resolve().is_relative_to(folder.resolve())
 
 
 def _pseudonyms_only(offenders: pd.DataFrame) -> pd.DataFrame:

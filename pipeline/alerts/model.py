@@ -77,6 +77,13 @@ class Alert:
     def firing(self, now: float) -> bool:
         return now < self.ends_at
 
+    @property
+    def sent_ends_at(self) -> float:
+        """``ends_at`` as receivers get it: never before the start. After the clock steps back, a
+        resolution can be; Alertmanager refuses such an alert (HTTP 400 "start time must be before
+        end time")."""
+        return max(self.ends_at, self.starts_at)
+
     def public_annotations(self) -> dict[str, str]:
         """Annotations as they leave the system: internal ``_`` keys dropped, evidence folded
         into one ``evidence`` annotation (Alertmanager annotations are strings)."""
@@ -120,9 +127,7 @@ class PostableAlert(BaseModel):
     def of(cls, alert: Alert, links: GeneratorLinks) -> PostableAlert:
         return cls(
             labels=alert.labels, annotations=alert.public_annotations(), startsAt=rfc3339(alert.starts_at),
-            # Never before it starts: after the clock steps back, a resolution can; Alertmanager
-            # refuses such an alert (HTTP 400 "start time must be before end time").
-            endsAt=rfc3339(max(alert.ends_at, alert.starts_at)), generatorURL=links.url(alert),
+            endsAt=rfc3339(alert.sent_ends_at), generatorURL=links.url(alert),
         )
 
 
@@ -143,7 +148,7 @@ class WebhookAlert(BaseModel):
         firing = alert.firing(now)
         return cls(
             status="firing" if firing else "resolved", labels=alert.labels, annotations=alert.public_annotations(),
-            startsAt=rfc3339(alert.starts_at), endsAt=GO_ZERO_TIME if firing else rfc3339(max(alert.ends_at, alert.starts_at)),
+            startsAt=rfc3339(alert.starts_at), endsAt=GO_ZERO_TIME if firing else rfc3339(alert.sent_ends_at),
             generatorURL=links.url(alert), fingerprint=alert.fingerprint,
         )
 
