@@ -86,6 +86,10 @@ class ReportInputs:
     accuracy: Any = None  # pipeline.labels.Accuracy when labels were given
     wrong_flags: Any = None  # Counter (category, part) -> records, when labels were given
     alerts: AlertSummary | None = None
+    # Job folders that hold Parquet files but no rows (the jobs ran and found nothing in their
+    # period): the page says so, where "not run" would send the reader to run them again.
+    empty_outputs: tuple[str, ...] = ()
+    lake_given: bool = False
 
     def __post_init__(self) -> None:
         import pandas as pd
@@ -103,16 +107,22 @@ class ReportInputs:
         alerts_db: str | None = None,
         dead_letter_topic: tuple[KafkaSettings | str, str] | None = None,
     ) -> ReportInputs:
-        inputs = cls(
-            aggregates=_read(root / "aggregates", REQUIRED_COLUMNS["aggregates"]),
-            offenders=_pseudonyms_only(_read(root / "offenders", REQUIRED_COLUMNS["offenders"])),
-            campaigns=_read(root / "campaigns", REQUIRED_COLUMNS["campaigns"]),
-            shadow_diff=_read(root / "shadow" / "diff", REQUIRED_COLUMNS["shadow/diff"]),
-            shadow_metrics=_read(root / "shadow" / "metrics", REQUIRED_COLUMNS["shadow/metrics"]),
-        )
-        if all(getattr(inputs, name).empty for name in _FRAMES):
+        folders = {name: root / name for name in ("aggregates", "offenders", "campaigns", "shadow/diff", "shadow/metrics")}
+        written = [name for name, path in folders.items() if _has_parquet(path)]
+        if not written:
             raise ReportError(f"no job output under {root} (expected aggregates/, offenders/, campaigns/ or shadow/)")
+        inputs = cls(
+            aggregates=_read(folders["aggregates"], REQUIRED_COLUMNS["aggregates"]),
+            offenders=_pseudonyms_only(_read(folders["offenders"], REQUIRED_COLUMNS["offenders"])),
+            campaigns=_read(folders["campaigns"], REQUIRED_COLUMNS["campaigns"]),
+            shadow_diff=_read(folders["shadow/diff"], REQUIRED_COLUMNS["shadow/diff"]),
+            shadow_metrics=_read(folders["shadow/metrics"], REQUIRED_COLUMNS["shadow/metrics"]),
+        )
+        frames = {"aggregates": inputs.aggregates, "offenders": inputs.offenders, "campaigns": inputs.campaigns,
+                  "shadow/diff": inputs.shadow_diff, "shadow/metrics": inputs.shadow_metrics}
+        inputs.empty_outputs = tuple(f"{name}/" for name in written if frames[name].empty)
         if lake is not None:
+            inputs.lake_given = True
             inputs.lake = _read_lake(lake)
             inputs.dead_letters = _read(lake / "dead_letters", REQUIRED_COLUMNS["dead_letters"])
         if labels is not None:
@@ -363,12 +373,16 @@ def _check_types(path: Path, table: pa.Table) -> None:
             raise bad(column, f"has {nulls} empty value(s)")
 
 
+def _has_parquet(path: Path) -> bool:
+    return path.is_dir() and any(path.glob("*.parquet"))
+
+
 def _read(path: Path, required: tuple[str, ...] = ()) -> pd.DataFrame:
     import pandas as pd
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    if not path.is_dir() or not any(path.glob("*.parquet")):
+    if not _has_parquet(path):
         return pd.DataFrame()
     try:
         table = pq.read_table(path)
@@ -589,20 +603,25 @@ def detector_versions(lake: pd.DataFrame) -> list[dict[str, Any]]:
     return [{"detector": d, "version": v, "findings": n} for (d, v), n in sorted(counts.items())]
 
 
-# Dead-letter reasons listed at most; the rest are one row. A reason is a header anyone who may
-# produce to the dead-letter topic can set: 100,000 distinct ones made a 4.6 MB page (a hostile
-# review, 2026-12-07).
-TOP_DEAD_LETTER_REASONS = 50
+# Kinds listed at most (dead-letter reasons, shadow changes); the rest are one row. Such a kind
+# is text anyone who may write the input can set: 100,000 distinct dead-letter reasons (a header)
+# made a 4.6 MB page (a hostile review, 2026-12-07).
+TOP_LISTED = 50
+
+
+def top_counts(values: pd.Series, what: str) -> list[tuple[str, int]]:
+    """(kind, count) pairs, the most frequent first, TOP_LISTED at most plus one "other" row."""
+    counts = sorted(values.astype(str).value_counts().items(), key=lambda kv: (-kv[1], kv[0]))
+    if len(counts) > TOP_LISTED:
+        rest = counts[TOP_LISTED:]
+        counts = [*counts[:TOP_LISTED], (f"({len(rest):,} other {what})", sum(n for _, n in rest))]
+    return [(_short_reason(kind), n) for kind, n in counts]
 
 
 def dead_letter_counts(dead: pd.DataFrame) -> list[tuple[str, int]]:
     if dead.empty or "error_reason" not in dead:
         return []
-    counts = sorted(dead["error_reason"].value_counts().items(), key=lambda kv: (-kv[1], kv[0]))
-    if len(counts) > TOP_DEAD_LETTER_REASONS:
-        rest = counts[TOP_DEAD_LETTER_REASONS:]
-        counts = [*counts[:TOP_DEAD_LETTER_REASONS], (f"({len(rest):,} other reasons)", sum(n for _, n in rest))]
-    return [(_short_reason(reason), n) for reason, n in counts]
+    return top_counts(dead["error_reason"], "reasons")
 
 
 def _short_reason(reason: str) -> str:
@@ -683,13 +702,15 @@ def render(inputs: ReportInputs, title: str = "misuse-monitor report", source: s
         kpis += [("records", f"{records:,}"), ("flagged", f"{flagged:,}"),
                  ("flagged share", f"{flagged / records:.1%}" if records else "n/a")]
         period = f"{agg['date'].min()} to {agg['date'].max()}"
+    elif "aggregates/" in inputs.empty_outputs:
+        kpis += [("records", "0"), ("flagged", "0"), ("flagged share", "n/a")]
     if not inputs.offenders.empty:
         kpis.append(("offenders ranked", str(len(inputs.offenders))))
     if not inputs.campaigns.empty:
         kpis.append(("campaigns", str(len(inputs.campaigns))))
     changes: list[tuple[str, int]] = []
     if not inputs.shadow_diff.empty:
-        changes = sorted(inputs.shadow_diff["change"].value_counts().items())
+        changes = top_counts(inputs.shadow_diff["change"], "changes")
     if inputs.accuracy is not None:
         overall = next(sc for sc in inputs.accuracy.scopes if sc.scope == "any")
         kpis += [("precision vs labels", "n/a" if overall.precision is None else f"{overall.precision:.2f}"),
@@ -709,7 +730,8 @@ def render(inputs: ReportInputs, title: str = "misuse-monitor report", source: s
         wrong_flags=ranked(inputs.wrong_flags or Counter()),
         trusted_prompts_hint=TRUSTED_PROMPTS_HINT if on_system_prompts(inputs.wrong_flags or Counter()) else None,
         dead_letters=dead_letter_counts(inputs.dead_letters),
-        lake_given=not inputs.lake.empty,
+        lake_given=inputs.lake_given or not inputs.lake.empty,
+        empty_outputs=inputs.empty_outputs,
         alerts=inputs.alerts,
         versions=detector_versions(inputs.lake),
         category_colors=CATEGORY_COLORS,

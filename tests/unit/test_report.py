@@ -212,7 +212,7 @@ def test_dead_letter_reasons_are_listed_fifty_at_most() -> None:
     dead-letter topic sets; 100,000 distinct reasons made a 4.6 MB page."""
     dead = pd.DataFrame({"error_reason": ["common"] * 5 + [f"r{i:06d}" + "x" * 500 for i in range(100_000)]})
     counts = report.dead_letter_counts(dead)
-    assert len(counts) == report.TOP_DEAD_LETTER_REASONS + 1
+    assert len(counts) == report.TOP_LISTED + 1
     assert counts[0] == ("common", 5) and counts[-1] == ("(99,951 other reasons)", 99_951)
     assert max(len(reason) for reason, _ in counts) <= 200
 
@@ -226,3 +226,40 @@ def test_offenders_whose_categories_are_not_lists_of_names_are_an_input_error(tm
     code = main(["report", str(jobs), "-o", str(tmp_path / "r.html")])
     err = capsys.readouterr().err
     assert code == 4 and "categories" in err and "lists of text" in err, err
+
+
+def test_job_outputs_with_no_rows_are_a_page_that_says_so(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Aggregates of an empty lake and a campaigns table with no campaign: the jobs ran and found
+    nothing. The report said "no job output" (exit 4), as if they had not run; with an empty lake
+    given, the page said "No lake given"."""
+    jobs = _aggregates_output(tmp_path / "jobs")
+    agg = pd.read_parquet(jobs / "aggregates")
+    agg.iloc[:0].to_parquet(jobs / "aggregates" / "part-00000.parquet", index=False)
+    (jobs / "campaigns").mkdir()
+    pd.DataFrame({"campaign_id": pd.Series(dtype=str), "records": pd.Series(dtype="int64")}).to_parquet(
+        jobs / "campaigns" / "part-00000.parquet", index=False)
+    lake = _lake(["2026-11-01T10:00:00Z"]).assign(request_id=["a"], date="2026-11-01").iloc[:0]
+    (tmp_path / "lake" / "verdicts" / "date=2026-11-01").mkdir(parents=True)
+    lake.to_parquet(tmp_path / "lake" / "verdicts" / "date=2026-11-01" / "empty.parquet", index=False)
+    page = tmp_path / "r.html"
+    assert main(["report", str(jobs), "--lake", str(tmp_path / "lake"), "-o", str(page)]) == 0, capsys.readouterr().err
+    html = page.read_text()
+    assert "These job outputs hold no rows: aggregates/, campaigns/." in html
+    assert "records<b>0</b>" in html and "The aggregates hold no rows." in html
+    assert "No aggregates found" not in html and "No lake given" not in html
+
+    # Folders without any Parquet file are still "no job output".
+    for folder in ("aggregates", "campaigns"):
+        for part in (jobs / folder).iterdir():
+            part.unlink()
+    assert main(["report", str(jobs), "-o", str(tmp_path / "none.html")]) == 4
+    assert "no job output" in capsys.readouterr().err
+
+
+def test_shadow_changes_are_listed_fifty_at_most(tmp_path: Path) -> None:
+    """The `change` column is text whoever writes shadow/diff sets; every distinct value was a
+    line of the page, however many."""
+    changes = ["newly_flagged"] * 3 + [f"c{i:05d}" for i in range(10_000)]
+    html = report.render(report.ReportInputs(shadow_diff=pd.DataFrame({"change": changes})))
+    assert "newly_flagged 3" in html and "(9,951 other changes) 9951" in html
+    assert html.count(" 1, ") < 60
