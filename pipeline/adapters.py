@@ -10,8 +10,9 @@ arguments, tool results, reasoning (``reasoning_content`` / ``reasoning``) and r
 that are not text (images, audio, files) are counted in ``metadata.omitted_parts``, not kept: a
 base64 image is large and no detector reads it. A content part, input or output item type this
 module does not know raises :class:`AdapterError` naming the field's path (never a value from
-the payload), so new server features show up as errors, never as silently unscreened traffic.
-An unknown key of a message, delta or tool call (Mistral's ``prefix``, a client's own extra)
+the payload), so new server features show up as errors, never as silently unscreened traffic;
+a content part of an unknown type is the exception: its strings are screened as text and its
+path is listed in ``metadata.unknown_fields``, as for keys. An unknown key of a message, delta or tool call (Mistral's ``prefix``, a client's own extra)
 does not: the rest of the message is still screened and the key's path is listed in
 ``metadata.unknown_fields``, since refusing the exchange kept its whole prompt unscreened.
 
@@ -44,6 +45,9 @@ NON_TEXT_PART_TYPES = frozenset(
     {"image_url", "input_image", "image", "input_audio", "audio_url", "video_url", "file", "input_file"}
 )
 TEXT_PART_TYPES = frozenset({"text", "input_text", "output_text"})
+# Parts whose text sits under another key: vLLM renders a ``thinking`` part (Anthropic-style
+# blocks sent back in the history) into the prompt the model reads, whatever the role.
+TEXT_PART_KEYS = {"refusal": "refusal", "thinking": "thinking"}
 # Responses API output items that are server-side tool activity without model-written text.
 NON_TEXT_OUTPUT_ITEMS = frozenset(
     {"web_search_call", "file_search_call", "image_generation_call", "computer_call", "code_interpreter_call"}
@@ -429,7 +433,7 @@ def _chat_messages(raw: Any, where: str, unknown: list[str]) -> tuple[list[dict[
             raise AdapterError(f"{at}: expected an object, got {type(message).__name__}")
         _note_unknown(message, _MESSAGE_KEYS, at, unknown)
         clean: dict[str, Any] = {"role": _role(message.get("role"))}
-        clean["content"] = _content(message.get("content"), f"{at}.content", omitted)
+        clean["content"] = _content(message.get("content"), f"{at}.content", omitted, unknown)
         reasoning = message.get("reasoning_content") or message.get("reasoning") or _thinking_text(message, at)
         if reasoning:
             clean["reasoning_content"] = _text(reasoning, f"{at}.reasoning_content")
@@ -465,7 +469,9 @@ def _role(value: Any) -> Any:
     return UNNAMED_ROLE
 
 
-def _content(raw: Any, where: str, omitted: dict[str, int]) -> str | list[dict[str, Any]] | None:
+def _content(
+    raw: Any, where: str, omitted: dict[str, int], unknown: list[str]
+) -> str | list[dict[str, Any]] | None:
     if raw is None or isinstance(raw, str):
         return raw
     if not isinstance(raw, list):
@@ -478,13 +484,38 @@ def _content(raw: Any, where: str, omitted: dict[str, int]) -> str | list[dict[s
         kind = _type_of(part)
         if kind in TEXT_PART_TYPES:
             parts.append({"type": "text", "text": _text(part.get("text"), f"{where}.{k}.text")})
-        elif kind == "refusal":
-            parts.append({"type": "text", "text": _text(part.get("refusal"), f"{where}.{k}.refusal")})
+        elif kind in TEXT_PART_KEYS:
+            key = TEXT_PART_KEYS[kind]
+            parts.append({"type": "text", "text": _text(part.get(key), f"{where}.{k}.{key}")})
         elif kind in NON_TEXT_PART_TYPES:
             omitted[kind] = omitted.get(kind, 0) + 1
+        elif isinstance(part, Mapping):
+            # A part type this module does not know: its text is screened and its path named in
+            # metadata.unknown_fields. Refusing it kept the whole exchange unscreened, and a
+            # server may read it (a `thinking` part did that before it was known; a hostile
+            # review, 2026-12-07).
+            if len(unknown) < MAX_UNKNOWN_FIELDS:
+                unknown.append(f"{where}.{k}.type")
+            parts.append({"type": "text", "text": "\n".join(_strings_in(part, skip="type"))})
         else:
-            raise AdapterError(f"{where}.{k}.type: unknown content part type")
+            raise AdapterError(f"{where}.{k}: expected an object or a string, got {type(part).__name__}")
     return parts
+
+
+def _strings_in(obj: Any, skip: str) -> list[str]:
+    """Every string value under ``obj`` (keys named ``skip`` left out), depth first, without
+    recursion: the request parser already bounded the nesting, this bounds nothing else."""
+    out: list[str] = []
+    stack = [obj]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            out.append(item)
+        elif isinstance(item, Mapping):
+            stack.extend(reversed([v for key, v in item.items() if key != skip]))
+        elif isinstance(item, list):
+            stack.extend(reversed(item))
+    return out
 
 
 def _responses_input(
@@ -505,7 +536,7 @@ def _responses_input(
                 raise AdapterError(f"{at}: expected an object, got {type(item).__name__}")
             kind = _type_of(item, "message")
             if kind == "message":
-                content = _content(item.get("content"), f"{at}.content", omitted)
+                content = _content(item.get("content"), f"{at}.content", omitted, unknown)
                 messages.append({"role": _role(item.get("role")), "content": content})
             elif kind == "function_call":
                 call = _Choice()
@@ -554,7 +585,8 @@ def _add_message(choice: _Choice, message: Any, where: str) -> None:
     _note_unknown(message, _DELTA_KEYS, where, choice.unknown_fields)
     content = message.get("content")
     if isinstance(content, list):
-        content = "".join(p["text"] for p in _content(content, f"{where}.content", choice.omitted) or [])
+        parts = _content(content, f"{where}.content", choice.omitted, choice.unknown_fields)
+        content = "".join(p["text"] for p in parts or [])
     if content:
         choice.text.append(_text(content, f"{where}.content"))
     # One field, as on the request side: servers that send both (vLLM while renaming

@@ -51,11 +51,11 @@ def test_an_unknown_message_key_does_not_keep_the_exchange_out_of_the_logs(tmp_p
 
 def test_the_warning_and_rejected_reason_name_the_path_never_the_text(tmp_path, caplog):
     tee = _tee(tmp_path)
-    request = {"model": "m", "messages": [{"role": "user", "content": [{"type": "SSN 123-45-6789 of John Smith"}]}]}
+    request = {"model": "m", "input": [{"type": "SSN 123-45-6789 of John Smith"}]}
     with caplog.at_level("WARNING"):
-        assert tee._adapt(_exchange(request, _answer())) == []
+        assert tee._adapt(_exchange(request, None, route="responses", status=502)) == []
     (kept,) = [json.loads(line) for line in (tmp_path / "rejected.jsonl").read_text().splitlines()]
-    assert "messages.0.content.0.type" in caplog.text and "messages.0.content.0.type" in kept["detail"]
+    assert "input.0.type" in caplog.text and "input.0.type" in kept["detail"]
     assert "6789" not in caplog.text and "Smith" not in kept["detail"]
 
 

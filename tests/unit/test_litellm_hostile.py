@@ -99,7 +99,7 @@ def test_a_call_the_adapter_refuses_is_kept_with_its_text_and_never_raises_into_
     logger = MisuseMonitorLogger(settings)
     now = datetime.now(UTC)
     kwargs = {"call_type": "completion", "model": "m", "litellm_call_id": "call-1",
-              "messages": [{"role": "user", "content": [{"type": "document", "text": "HIDDEN REQUEST"}]}],
+              "messages": [{"role": "user", "content": ["HIDDEN REQUEST", {"type": "text", "text": 5}]}],
               "litellm_params": {"api_key": "sk-SECRET-KEY", "metadata": {}}}
     try:
         logger._submit(kwargs, None, now, now)  # queued; converted on the tee's worker
