@@ -431,7 +431,9 @@ class Gateway:
     async def _prescreen(self, body: bytes, gateway_id: str, route: str) -> Any:
         assert self.prescreener is not None
         try:
-            request, _ = parse_request(body)  # bytes that are not UTF-8 read as a Go upstream reads them
+            # Parsed off the event loop: a large body takes seconds to parse (or to prune).
+            # Bytes that are not UTF-8, huge integers and deep values read as an upstream reads them.
+            request = (await anyio.to_thread.run_sync(parse_request, body)).body
         except (ValueError, RecursionError):
             return None  # not ours to judge: the upstream answers the malformed body
         started = time.perf_counter()

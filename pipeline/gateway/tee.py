@@ -33,6 +33,7 @@ import json
 import logging
 import os
 import queue
+import re
 import threading
 import time
 import zlib
@@ -40,7 +41,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from kafka.errors import KafkaError
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
@@ -667,17 +668,70 @@ def _short(exc: BaseException, limit: int = 300) -> str:
 # --------------------------------------------------------------------------- parsing
 
 
-def parse_request(body: bytes) -> tuple[Any, bool]:
-    """A request body parsed as JSON, and whether it was not UTF-8.
+class ParsedRequest(NamedTuple):
+    body: Any  # the request as JSON values
+    not_utf8: bool  # bytes that are not UTF-8 were read as U+FFFD
+    pruned: int  # values nested deeper than MAX_REQUEST_DEPTH read as null
+
+
+# Digits past which an integer literal reads as null: CPython refuses to convert more than 4,300.
+MAX_REQUEST_INT_DIGITS = 4000
+# Depth past which values read as null, in a body too deep for Python's parser (its recursion
+# limit is 1000); real requests nest < 20 deep, JSON Schemas of tools a few more.
+MAX_REQUEST_DEPTH = 200
+_JSON_TOKEN = re.compile(rb'"(?:[^"\\]|\\.)*"|[\[\]{}]', re.S)
+
+
+def parse_request(body: bytes) -> ParsedRequest:
+    """A request body parsed as JSON, as an upstream that skips what it does not read parses it.
 
     Bytes that are not UTF-8 are read with U+FFFD in their place, as Go's encoding/json (Ollama's
     OpenAI layer) reads them: a body Python could not parse went unscreened to such an upstream,
-    which answered it (a hostile review, 2026-12-06). Raises ValueError (or RecursionError) for a
-    body that is not JSON even so."""
+    which answered it (a hostile review, 2026-12-06). For the same reason an integer of more than
+    MAX_REQUEST_INT_DIGITS digits reads as null, and in a body nested too deep for Python's parser,
+    values deeper than MAX_REQUEST_DEPTH read as null (counted in ``pruned``): an unknown field
+    holding either made the body unparseable here, so pre-screening let it through and it was
+    never logged, while Go (10,000 levels) and llama.cpp skip such a field and answer (a hostile
+    review, 2026-12-07). Raises ValueError for a body that is not JSON even so."""
     try:
-        return json.loads(body), False
+        return _parsed(body, 0)
+    except RecursionError:
+        return _parsed(*_prune_deep(body, MAX_REQUEST_DEPTH))
+
+
+def _parsed(body: bytes, pruned: int) -> ParsedRequest:
+    try:
+        return ParsedRequest(json.loads(body, parse_int=_request_int), False, pruned)
     except UnicodeDecodeError:
-        return json.loads(body.decode("utf-8", "replace")), True
+        return ParsedRequest(json.loads(body.decode("utf-8", "replace"), parse_int=_request_int), True, pruned)
+
+
+def _request_int(text: str) -> int | None:
+    return int(text) if len(text) <= MAX_REQUEST_INT_DIGITS + (text[0] == "-") else None
+
+
+def _prune_deep(body: bytes, max_depth: int) -> tuple[bytes, int]:
+    """``body`` with every array or object that opens deeper than ``max_depth`` replaced by
+    ``null``, and how many were. One regex pass over strings and brackets (no recursion);
+    an unterminated value is left as it is, for the parser to refuse."""
+    out: list[bytes] = []
+    depth, last, cut_at, pruned = 0, 0, -1, 0
+    for token in _JSON_TOKEN.finditer(body):
+        char = body[token.start()]
+        if char == 0x22:  # a string: its brackets are text
+            continue
+        if char in b"[{":
+            depth += 1
+            if depth == max_depth + 1:
+                out.append(body[last:token.start()])
+                cut_at = token.start()
+        else:
+            if depth == max_depth + 1 and cut_at >= 0:
+                out.append(b"null")
+                last, cut_at, pruned = token.end(), -1, pruned + 1
+            depth -= 1
+    out.append(body[cut_at if cut_at >= 0 else last:])
+    return b"".join(out), pruned
 
 
 # Keys of the OpenAI request shapes (all lower case). Go's encoding/json matches object keys
@@ -748,7 +802,7 @@ def exchange_to_logs(exchange: Exchange, deployment: str | None) -> list[Inferen
     (Ollama's ``/v1`` numbers them ``chatcmpl-0..998``), and two exchanges sharing one would
     overwrite each other in the sinks, which upsert by ``request_id``. The upstream's id is
     kept as ``metadata.upstream_id``."""
-    request, not_utf8 = parse_request(exchange.request_body)
+    request, not_utf8, pruned = parse_request(exchange.request_body)
     body = _decode_body(b"".join(exchange.response_body), exchange.content_encoding, partial=not exchange.complete)
     response: Any
     cut = False
@@ -761,6 +815,8 @@ def exchange_to_logs(exchange: Exchange, deployment: str | None) -> list[Inferen
     metadata: dict[str, Any] = {"gateway_id": exchange.gateway_id, "upstream_status": exchange.status}
     if not_utf8:
         metadata["request_not_utf8"] = True
+    if pruned:
+        metadata["request_pruned_values"] = pruned  # nested deeper than MAX_REQUEST_DEPTH: read as null
     if variants := case_variant_keys(request):
         metadata["case_variant_keys"] = variants  # what a case-insensitive upstream may read instead
     if cut:

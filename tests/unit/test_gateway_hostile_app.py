@@ -69,11 +69,12 @@ def test_prescreening_scores_a_request_the_adapter_refuses_instead_of_forwarding
     with serve_in_thread(upstream.app) as upstream_url:
         app, _, metrics = _gateway(upstream_url, tmp_path, prescreen=PrescreenSettings(enabled=True, block_at="medium"))
         with serve_in_thread(app) as url:
-            # A content part type the adapter does not know: the upstream may still read the text.
-            odd = {"model": "m", "messages": [{"role": "user", "content": [{"type": "x-note", "text": PHISHING_PROMPT}]}]}
-            blocked = httpx.post(f"{url}/v1/chat/completions", json=odd, timeout=60)  # the first scoring loads the rules
-            harmless = {"model": "m", "messages": [{"role": "user", "content": [{"type": "x-note", "text": "2+2?"}]}]}
-            allowed = httpx.post(f"{url}/v1/chat/completions", json=harmless, timeout=30)
+            # A Responses input item type the adapter does not know: the upstream may still read
+            # the text. (A content part of an unknown type is screened by the adapter itself.)
+            odd = {"model": "m", "input": [{"type": "x-note", "text": PHISHING_PROMPT}]}
+            blocked = httpx.post(f"{url}/v1/responses", json=odd, timeout=60)  # the first scoring loads the rules
+            harmless = {"model": "m", "input": [{"type": "x-note", "text": "2+2?"}]}
+            allowed = httpx.post(f"{url}/v1/responses", json=harmless, timeout=30)
     assert blocked.status_code == 400 and blocked.json()["error"]["code"] == "content_policy_violation"
     assert allowed.status_code == 200 and len(upstream.requests) == 1  # only the harmless one reached it
     assert metrics.registry.get_sample_value("mm_gateway_prescreen_fallback_total", {"reason": "invalid_record"}) == 2
@@ -105,6 +106,55 @@ def test_prescreening_reads_what_a_go_upstream_reads_case_variant_keys_and_bytes
     by_prompt = {log.messages[0].text: log for log in producer.logs}
     assert by_prompt[PHISHING_PROMPT + " \ufffd"].metadata["request_not_utf8"] is True  # logged and screened, not rejected
     assert by_prompt["what is the weather"].metadata["case_variant_keys"] in (["<key 2>"], ["messages.0.<key 2>"])
+
+
+class _AnswersAnyBody:
+    """An upstream that answers a body without parsing it into Python values, as a Go or C++
+    server that skips fields it does not read answers one Python cannot parse."""
+
+    def __init__(self) -> None:
+        from starlette.applications import Starlette
+        from starlette.responses import JSONResponse
+        from starlette.routing import Route
+
+        self.requests: list[bytes] = []
+
+        async def chat(request):  # noqa: ANN001, ANN202
+            self.requests.append(await request.body())
+            return JSONResponse({"id": "c1", "object": "chat.completion", "model": "m", "choices": [
+                {"index": 0, "message": {"role": "assistant", "content": "ok"}, "finish_reason": "stop"}]})
+
+        self.app = Starlette(routes=[Route("/v1/chat/completions", chat, methods=["POST"])])
+
+
+@pytest.mark.parametrize(
+    "junk",
+    [b"1" * 4301, b"[" * 1500 + b"]" * 1500, b"[" * 1500 + b'"[\\"{"' + b"]" * 1500],
+    ids=["integer-of-4301-digits", "nested-1500-deep", "nested-around-a-string-of-brackets"],
+)
+def test_a_field_python_cannot_parse_neither_skips_prescreening_nor_the_log(tmp_path, junk):
+    """A hostile review (2026-12-07): an unknown field holding an integer of 4,301 digits or
+    arrays 1,500 deep made the body unparseable here (ValueError, RecursionError), so pre-screening
+    let a phishing request through and the exchange went to the rejected file unscreened; Go's
+    encoding/json and llama.cpp skip such a field and answer. They now read as null."""
+    upstream = _AnswersAnyBody()
+    harmful = b'{"model": "m", "messages": [{"role": "user", "content": "%s"}], "x_trace": %s}' % (
+        PHISHING_PROMPT.encode(), junk)
+    harmless = harmful.replace(PHISHING_PROMPT.encode(), b"what is 2+2?")
+    with serve_in_thread(upstream.app) as upstream_url:
+        app, producer, metrics = _gateway(upstream_url, tmp_path, prescreen=PrescreenSettings(enabled=True, block_at="medium"))
+        with serve_in_thread(app) as url:
+            blocked = httpx.post(f"{url}/v1/chat/completions", content=harmful, timeout=60,
+                                 headers={"content-type": "application/json"})
+            allowed = httpx.post(f"{url}/v1/chat/completions", content=harmless, timeout=30,
+                                 headers={"content-type": "application/json"})
+            _wait_for(lambda: len(producer.logs) == 2)
+    assert blocked.status_code == 400 and allowed.status_code == 200, (blocked.text, allowed.text)
+    assert len(upstream.requests) == 1 and not (tmp_path / "rejected.jsonl").exists()
+    prompts = sorted(log.messages[0].text for log in producer.logs)
+    assert prompts == sorted([PHISHING_PROMPT, "what is 2+2?"])
+    pruned = {log.metadata.get("request_pruned_values") for log in producer.logs}
+    assert pruned == ({None} if junk.startswith(b"1") else {1})
 
 
 def test_an_inflated_stream_still_logs_the_prompt_with_what_fit(tmp_path):
