@@ -360,7 +360,7 @@ class LogTee:
         try:
             if callable(exchange):
                 return exchange()
-            return exchange_to_logs(exchange, self.settings.deployment)
+            return exchange_to_logs(exchange, self.settings.deployment, self.settings.max_tee_bytes)
         except Exception as exc:  # noqa: BLE001 - one exchange must never stop the others
             # Not deliverable as inference-log/v1 (the user already has the answer). An
             # adapter's or the decoder's error names the field, never a value; any other
@@ -789,7 +789,7 @@ def case_variant_keys(request: Any, limit: int = 20) -> list[str]:
     return found
 
 
-def exchange_to_logs(exchange: Exchange, deployment: str | None) -> list[InferenceLog]:
+def exchange_to_logs(exchange: Exchange, deployment: str | None, max_bytes: int | None = None) -> list[InferenceLog]:
     """Parse the raw bytes of an exchange (JSON or SSE) and adapt them to inference logs.
 
     The request is parsed as the upstream parses it (``json.loads``: the last of duplicate keys
@@ -803,10 +803,17 @@ def exchange_to_logs(exchange: Exchange, deployment: str | None) -> list[Inferen
     overwrite each other in the sinks, which upsert by ``request_id``. The upstream's id is
     kept as ``metadata.upstream_id``."""
     request, not_utf8, pruned = parse_request(exchange.request_body)
-    body = _decode_body(b"".join(exchange.response_body), exchange.content_encoding, partial=not exchange.complete)
+    # A compressed response is inflated within what max_tee_bytes leaves (a 306 KB gzip body
+    # became a 300 MB completion; a hostile review, 2026-12-07); past it, as a response over the
+    # cap: an event stream keeps the events that fit, another response is left out.
+    room = None if max_bytes is None else max(0, max_bytes - len(exchange.request_body))
+    body, over = _decode_body(b"".join(exchange.response_body), exchange.content_encoding,
+                              partial=not exchange.complete, max_length=room)  # fmt: skip
     response: Any
     cut = False
-    if not 200 <= exchange.status < 300 or not body:
+    if over and not exchange.streamed:
+        response = None
+    elif not 200 <= exchange.status < 300 or not body:
         response = None  # an upstream error: the prompt is still logged, with the status
     elif exchange.streamed:
         response, cut = _parse_sse(body)
@@ -815,6 +822,8 @@ def exchange_to_logs(exchange: Exchange, deployment: str | None) -> list[Inferen
     metadata: dict[str, Any] = {"gateway_id": exchange.gateway_id, "upstream_status": exchange.status}
     if not_utf8:
         metadata["request_not_utf8"] = True
+    if over:
+        metadata["response_truncated"] = True
     if pruned:
         metadata["request_pruned_values"] = pruned  # nested deeper than MAX_REQUEST_DEPTH: read as null
     if variants := case_variant_keys(request):
@@ -871,11 +880,14 @@ def _parse_sse(body: bytes) -> tuple[list[dict[str, Any]], bool]:
     return events, False
 
 
-def _decode_body(body: bytes, encoding: str | None, partial: bool = False) -> bytes:
-    """The body without its content encoding. ``partial``: the transfer was cut, keep what
-    decompresses. A corrupt body raises AdapterError."""
+def _decode_body(
+    body: bytes, encoding: str | None, partial: bool = False, max_length: int | None = None
+) -> tuple[bytes, bool]:
+    """The body without its content encoding, at most ``max_length`` bytes of it, and whether
+    it held more. ``partial``: the transfer was cut, keep what decompresses. A corrupt body
+    raises AdapterError."""
     if not encoding or encoding == "identity":
-        return body
+        return body, False
     if encoding not in ("gzip", "deflate"):
         raise AdapterError(f"content-encoding {encoding!r} is not supported for logging")
     # gzip: a gzip header; deflate: a zlib stream, or a raw one as some servers send.
@@ -883,9 +895,12 @@ def _decode_body(body: bytes, encoding: str | None, partial: bool = False) -> by
     for bits in wbits:
         inflater = zlib.decompressobj(bits)
         try:
-            out = inflater.decompress(body)
+            # One byte past the room tells "exactly fits" from "held more".
+            out = inflater.decompress(body, 0 if max_length is None else max_length + 1)
         except zlib.error:
             continue
+        if max_length is not None and len(out) > max_length:
+            return out[:max_length], True
         if inflater.eof or partial:
-            return out
+            return out, False
     raise AdapterError(f"content-encoding {encoding}: the body is corrupt or cut short")

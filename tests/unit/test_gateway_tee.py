@@ -411,3 +411,32 @@ def test_the_spill_file_stops_at_spill_max_bytes_and_counts_what_it_drops(tmp_pa
     assert _sample(metrics, "mm_gateway_logs_dropped_total", reason="spill_full") == 21 - len(kept)  # "late" too
     replaying = (tmp_path / "spill.jsonl.replaying").read_bytes()[tee._replay_offset :].decode().splitlines()
     assert sorted(_spilled_ids(tmp_path) + [json.loads(line)["request_id"] for line in replaying]) == sorted(kept)
+
+
+@pytest.mark.parametrize("streamed", [False, True], ids=["json", "event-stream"])
+def test_a_compressed_response_is_inflated_within_max_tee_bytes(streamed):
+    """A hostile review (2026-12-07): max_tee_bytes bounded the compressed bytes only; a 306 KB
+    gzip body became one record with a 314,572,800-character completion (hundreds of MB held),
+    too large for Kafka and for the rejected file, so the prompt was lost. Past the cap the
+    response is handled as any response over it: an event stream keeps the events that fit."""
+    import tracemalloc
+
+    filler = "A" * (50 * 1024 * 1024)
+    if streamed:
+        raw = _chunk("Step 1: ") + b"\n\n" + _chunk(filler) + b"\n\ndata: [DONE]\n\n"
+    else:
+        raw = json.dumps({"id": "c", "model": "m", "choices": [{"message": {"content": filler}}]}).encode()
+    bomb = gzip.compress(raw)
+    assert len(bomb) < 200_000
+    tracemalloc.start()
+    (log,) = exchange_to_logs(_exchange([bomb], streamed=streamed, content_encoding="gzip"), None, max_bytes=1 << 20)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert log.prompt_text == "hi" and log.metadata["response_truncated"] is True
+    assert log.completion == ("Step 1: " if streamed else None)
+    assert peak < 8 << 20, peak  # about the cap, not the 50 MB the body inflates to
+    small = gzip.compress(raw[: 1 << 19]) if streamed else gzip.compress(json.dumps(
+        {"id": "c", "model": "m", "choices": [{"message": {"content": "fits"}}]}).encode())  # fmt: skip
+    (fits,) = exchange_to_logs(_exchange([small], streamed=streamed, content_encoding="gzip", complete=not streamed),
+                               None, max_bytes=1 << 20)  # fmt: skip
+    assert "response_truncated" not in fits.metadata
