@@ -14,7 +14,7 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from pipeline.schemas import Severity
+from pipeline.schemas import Key, Severity
 from pipeline.units import DAY_S, HOUR_S
 
 
@@ -41,7 +41,9 @@ class GatewaySettings(BaseModel):
     host: str = "127.0.0.1"
     port: int = Field(default=8080, ge=0, le=65535)
     upstream_timeout_s: float = Field(default=600.0, gt=0, le=DAY_S, description="Generation can take minutes")
-    deployment: str | None = Field(default=None, description="Written into every log's 'deployment'")
+    # The schema's own bounds: a name it cannot store (300 characters, a NUL) was accepted at
+    # start and every exchange then went to the rejected file (a hostile review, 2026-12-07).
+    deployment: Key | None = Field(default=None, max_length=256, description="Written into every log's 'deployment'")
     topic: str | None = Field(default=None, description="Target topic (default: kafka.input_topic)")
     tenant_header: str = "x-tenant-id"
     user_header: str = "x-user-id"
