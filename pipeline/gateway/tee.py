@@ -49,6 +49,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from pipeline.adapters import AdapterError, from_openai_all
 from pipeline.decode import DecodeError
 from pipeline.gateway.settings import GatewaySettings
+from pipeline.exits import first_line
 from pipeline.logs import OncePer
 from pipeline.producer import DeliveryError, GatewayProducer, record_level
 from pipeline.schemas import InferenceLog
@@ -179,6 +180,7 @@ class LogTee:
         self._producer: GatewayProducer | None = None
         self._next_connect = 0.0
         self._kafka_up = False
+        self._spill_failing = False  # the last spill write failed: logs are lost while Kafka is down
         # A send failed for the broker's sake and none has succeeded since: with `spill`, logs go
         # straight to the spill file, not into a producer that holds them for its delivery timeout.
         self._outage = False
@@ -285,6 +287,7 @@ class LogTee:
             "overflow": self.settings.overflow,
             "kafka_up": self._kafka_up,
             "spill_bytes": self._spill_size(),
+            "spill_failing": self._spill_failing,
         }
 
     # ------------------------------------------------------------------ worker
@@ -518,8 +521,11 @@ class LogTee:
                         fh.write(("\n" if torn else "") + "".join(lines))
             if not again:
                 self.metrics.spilled.inc(len(lines))
-        except OSError:
-            log.exception("gateway: spill file %s not writable; %d logs lost", self.spill_path, len(lines))
+            self._spill_failing = False
+        except OSError as exc:
+            self._spill_failing = True
+            log.error("gateway: spill file %s not writable (%s); %d logs lost", self.spill_path,
+                      first_line(exc, type(exc).__name__), len(lines))
             self.metrics.dropped.labels("spill_failed").inc(len(lines))
         self.metrics.spill_bytes.set(self._spill_size())
 
@@ -629,6 +635,29 @@ def check_paths(settings: GatewaySettings) -> None:
                 "inference-log/v1 record); the gateway replays and then deletes that file: move it or choose "
                 "another spill_path"
             ) from None
+    for name, path in (("spill_path", spill), ("rejected_path", settings.rejected_path)):
+        _check_writable(f"gateway.{name}", path)
+
+
+def _check_writable(what: str, path: Path) -> None:
+    """Raise ConfigError unless a file can be written at ``path`` now: its folder is made if
+    missing, and a probe file is created there and removed (the process may be root, for whom
+    permission bits say nothing). An unwritable spill path was found only in an outage, when
+    every log was lost behind a healthy /healthz (a hostile review, 2026-12-07)."""
+    import tempfile
+
+    from pipeline.exits import ConfigError
+
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if path.exists():
+            with path.open("ab"):
+                pass
+        else:
+            with tempfile.NamedTemporaryFile(dir=path.parent, prefix=".mm-write-check-"):
+                pass
+    except OSError as exc:
+        raise ConfigError(f"{what} {path} is not writable: {first_line(exc, type(exc).__name__)}") from None
 
 
 # How every line of a spill file begins (InferenceLog.model_dump_json(by_alias=True)).

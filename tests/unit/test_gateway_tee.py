@@ -6,6 +6,8 @@ import gzip
 import json
 import os
 import stat
+import time
+from pathlib import Path
 from datetime import UTC, datetime
 
 import pytest
@@ -440,3 +442,66 @@ def test_a_compressed_response_is_inflated_within_max_tee_bytes(streamed):
     (fits,) = exchange_to_logs(_exchange([small], streamed=streamed, content_encoding="gzip", complete=not streamed),
                                None, max_bytes=1 << 20)  # fmt: skip
     assert "response_truncated" not in fits.metadata
+
+
+@pytest.mark.parametrize("where", ["under-a-file", "in-proc"])
+def test_a_spill_or_rejected_path_that_cannot_be_written_is_refused_before_serving(tmp_path, where):
+    """A hostile review (2026-12-07): `--spill-path /proc/1/spill.jsonl` started; in a Kafka
+    outage every log was then lost (spill_failed) behind a healthy /healthz. (The probe creates
+    a file: the tests run as root, for whom permission bits say nothing.)"""
+    from pipeline.exits import ConfigError
+    from pipeline.gateway.settings import GatewaySettings
+    from pipeline.gateway.tee import check_paths
+
+    blocker = tmp_path / "a-file"
+    blocker.write_text("x")
+    bad = blocker / "spill.jsonl" if where == "under-a-file" else Path("/proc/1/mm-spill.jsonl")
+    with pytest.raises(ConfigError, match="gateway.spill_path .* is not writable"):
+        check_paths(GatewaySettings(spill_path=bad, rejected_path=tmp_path / "r.jsonl"))
+    with pytest.raises(ConfigError, match="gateway.rejected_path .* is not writable"):
+        check_paths(GatewaySettings(spill_path=tmp_path / "s.jsonl", rejected_path=bad))
+    fine = GatewaySettings(spill_path=tmp_path / "new" / "s.jsonl", rejected_path=tmp_path / "r.jsonl")
+    check_paths(fine)
+    assert sorted(p.name for p in tmp_path.rglob("*")) == ["a-file", "new"]  # the probe left nothing
+
+
+def test_healthz_says_logs_are_lost_when_kafka_is_away_and_the_spill_file_cannot_be_written(tmp_path):
+    import httpx
+
+    from pipeline.gateway.app import create_app
+    from pipeline.gateway.server import serve_in_thread
+    from pipeline.gateway.settings import GatewaySettings
+    from pipeline.gateway.tee import GatewayMetrics, LogTee
+    from pipeline.settings import KafkaSettings, Settings
+
+    class _Down:  # the broker refuses every batch, as GatewayProducer does in an outage
+        def send(self, log):  # noqa: ANN001, ANN202
+            pass
+
+        def flush(self, timeout_s: float = 30.0) -> int:
+            from kafka.errors import KafkaTimeoutError
+
+            from pipeline.producer import DeliveryError
+
+            raise DeliveryError([("gw-1", KafkaTimeoutError("broker unavailable"))])
+
+        def forget_failed(self) -> None:
+            pass
+
+        def close(self) -> None:
+            pass
+
+    spool = tmp_path / "spool"
+    settings = Settings(gateway=GatewaySettings(spill_path=spool / "spill.jsonl", rejected_path=tmp_path / "r.jsonl"))
+    metrics = GatewayMetrics()
+    tee = LogTee(settings.gateway, KafkaSettings(), metrics, producer_factory=_Down)
+    app = create_app(settings, metrics=metrics, tee=tee)
+    with serve_in_thread(app) as url:
+        spool.write_text("a file where the spill folder should be")  # a disk gone read-only, a full mount...
+        tee.submit(_exchange([b'{"id": "c", "choices": [{"message": {"content": "ok"}}]}']))
+        deadline = time.monotonic() + 30
+        while not metrics.registry.get_sample_value("mm_gateway_logs_dropped_total", {"reason": "spill_failed"}):
+            assert time.monotonic() < deadline, "the spill never failed"
+            time.sleep(0.05)
+        health = httpx.get(f"{url}/healthz", timeout=10)
+    assert health.status_code == 503 and health.json()["status"] == "logs_lost"
