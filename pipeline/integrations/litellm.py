@@ -176,14 +176,22 @@ def call_to_logs(
         request_id=kwargs.get("litellm_call_id") or (response or {}).get("id"),
         timestamp=start_time.astimezone() if start_time.tzinfo is None else start_time,
         deployment=settings.gateway.deployment,
-        # Behind the proxy the key's team is what the caller proved; the body's metadata is the
-        # client's to write (LiteLLM strips only its user_api_key_* keys from it), so a client
-        # could name another tenant (a review, 2026-12-06). Without a proxy key, the call's own.
-        tenant_id=proxy.get("user_api_key_team_id") or metadata.get("tenant_id"),
+        tenant_id=_tenant(proxy, metadata),
         user_id=kwargs.get("user") or standard.get("end_user") or proxy.get("user_api_key_user_id"),
         latency_ms=max((end_time - start_time).total_seconds() * 1000, 0.0),
         metadata={k: v for k, v in extra.items() if v is not None},
     )
+
+
+def _tenant(proxy: dict, metadata: dict) -> Any:
+    """Behind the proxy, the key's team (else its organisation) is what the caller proved; the
+    body's metadata is the client's to write (LiteLLM strips only its user_api_key_* keys from
+    it), so a client could name another tenant (a review, 2026-12-06), and a key with no team
+    still could (a hostile review, 2026-12-07): with a proxy key the body is never read. Without
+    one (the SDK in-process), the call's own metadata."""
+    if proxy.get("user_api_key_hash") or proxy.get("user_api_key_team_id"):
+        return proxy.get("user_api_key_team_id") or proxy.get("user_api_key_org_id")
+    return metadata.get("tenant_id")
 
 
 def __getattr__(name: str) -> Any:

@@ -130,6 +130,14 @@ def test_behind_the_proxy_the_keys_team_is_the_tenant_whatever_the_body_says():
     assert log.tenant_id == "acme"
     (sdk,) = call_to_logs({**base, "litellm_params": {"metadata": {"tenant_id": "acme-sdk"}}}, None, now, now, Settings())
     assert sdk.tenant_id == "acme-sdk"
+    # A key with no team (a hostile review, 2026-12-07): the body's tenant was taken; now the
+    # key's organisation, else no tenant.
+    no_team = {"user_api_key_hash": "h", "user_api_key_team_id": None, "user_api_key_user_id": "attacker"}
+    for org, tenant in ((None, None), ("org-7", "org-7")):
+        call = {**base, "litellm_params": {"metadata": {"tenant_id": "victim-tenant"}},
+                "standard_logging_object": {"metadata": {**no_team, "user_api_key_org_id": org}}}
+        (log,) = call_to_logs(call, None, now, now, Settings())
+        assert log.tenant_id == tenant
 
 
 def test_the_tools_of_a_litellm_call_are_logged_for_screening(tmp_path):
