@@ -116,8 +116,17 @@ class KafkaSettings(Section):
         return ",".join(entries)
 
     def with_bootstrap(self, servers: str) -> KafkaSettings:
-        """A copy with other bootstrap servers, validated (``model_copy`` would not check them)."""
-        return type(self).model_validate({**self.model_dump(), "bootstrap_servers": servers})
+        """A copy with other bootstrap servers, validated (``model_copy`` would not check them).
+        Every caller is a command's ``--bootstrap``: a value refused is a usage error naming it
+        (exit 2; it was "invalid KafkaSettings", exit 4, or an internal error from the client)."""
+        import typer
+        from pydantic import ValidationError
+
+        try:
+            return type(self).model_validate({**self.model_dump(), "bootstrap_servers": servers})
+        except ValidationError as exc:
+            problem = exc.errors()[0]["msg"] if exc.errors() else str(exc)
+            raise typer.BadParameter(problem, param_hint="--bootstrap") from None
 
     def client_options(self) -> dict[str, Any]:
         """Connection and security options common to producers, consumers and admin."""

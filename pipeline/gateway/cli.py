@@ -54,7 +54,7 @@ def gateway_command(
         gw = gw.model_copy(update={"prescreen": gw.prescreen.model_copy(update={"enabled": prescreen})})
     settings.gateway = _revalidate(gw)
     if bootstrap:
-        settings.kafka.bootstrap_servers = bootstrap
+        settings.kafka = settings.kafka.with_bootstrap(bootstrap)  # validated: `::::` was an internal error
     check_paths(settings.gateway)
     gw = settings.gateway
     # Bound before the Kafka check, which can take seconds: a bad --host or a busy port is told at once.

@@ -378,3 +378,15 @@ def test_a_file_named_dash_is_read_and_written_as_a_file_when_spelled_as_a_path(
     code, err = _run(capsys, "classify", "in.jsonl", "-o", "./-", "--detectors", "rules")
     assert code == 0, err
     assert [json.loads(x)["request_id"] for x in (tmp_path / "-").read_text().splitlines()] == ["r1"]
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [["lag-exporter", "--group", "g", "--topic", "t"], ["report", ".", "--dead-letter-topic", "dlq", "-o", "-"]],
+    ids=["lag-exporter", "report"],
+)
+def test_a_bootstrap_value_kafka_python_cannot_read_is_a_usage_error(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    """A hostile review (2026-12-07): `--bootstrap ::::` was "invalid KafkaSettings" (exit 4)
+    here and an internal error (exit 1) in `gateway`; it is a bad option value."""
+    code, err = _run(capsys, *argv, "--bootstrap", "::::")
+    assert code == ExitCode.USAGE and "--bootstrap" in err and "port is not a number" in err, err

@@ -223,7 +223,8 @@ def test_an_upstream_url_every_request_would_fail_on_is_refused(url, message):
     [(["--port", "70000"], 2, "--port"), (["--port", "-5"], 2, "--port"),
      (["--upstream", "127.0.0.1:8000"], 2, "--upstream"), (["--upstream", "http://127.0.0.1:8000/v1"], 2, "/v1"),
      # A name the log schema cannot store: accepted before, then every exchange was rejected.
-     (["--deployment", "x" * 300], 2, "--deployment"), (["--deployment", "a\x00b"], 2, "--deployment")],
+     (["--deployment", "x" * 300], 2, "--deployment"), (["--deployment", "a\x00b"], 2, "--deployment"),
+     (["--bootstrap", "::::"], 2, "--bootstrap")],  # was an internal error (exit 1) from kafka-python
 )  # fmt: skip
 def test_bad_gateway_option_values_are_usage_errors(argv, code, says, monkeypatch, tmp_path, capsys):
     from pipeline.cli import main
