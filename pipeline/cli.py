@@ -31,7 +31,9 @@ app = typer.Typer(
 )
 schemas_app = typer.Typer(help="The versioned JSON contracts.")
 app.add_typer(schemas_app, name="schemas")
-console = Console(stderr=True)
+# soft_wrap: a line on a non-terminal was wrapped at 80 columns, splitting the paths and commands
+# it names (a newcomer review, 2026-12-07); one message is one line, as README promises.
+console = Console(stderr=True, soft_wrap=True)
 
 CONTRACTS_DIR = Path(__file__).parent / "contracts"
 LOG_LEVELS = ("debug", "info", "warning", "error")

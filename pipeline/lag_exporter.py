@@ -233,7 +233,7 @@ def lag_exporter(
         for reader in readers:
             reader.close()
         raise bind_error(exc, host, port, "set another with --port (0 picks a free one)") from exc
-    console = Console(stderr=True)
+    console = Console(stderr=True, soft_wrap=True)
     console.print(f"lag exporter on http://{host}:{server.server_port}/metrics for groups {group} on {topic}", soft_wrap=True)
     try:
         stop.wait()

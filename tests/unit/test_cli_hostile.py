@@ -390,3 +390,14 @@ def test_a_bootstrap_value_kafka_python_cannot_read_is_a_usage_error(argv: list[
     here and an internal error (exit 1) in `gateway`; it is a bad option value."""
     code, err = _run(capsys, *argv, "--bootstrap", "::::")
     assert code == ExitCode.USAGE and "--bootstrap" in err and "port is not a number" in err, err
+
+
+def test_a_message_naming_a_long_path_is_one_line_on_a_non_terminal(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A newcomer review (2026-12-07): stderr that is not a terminal was wrapped at 80 columns,
+    splitting the output path (and the `iconv -f UTF-16 -t UTF-8 FILE` hint) mid-word."""
+    source = tmp_path / "in.jsonl"
+    source.write_text(json.dumps(LINE) + "\n")
+    out = tmp_path / ("a_rather_long_directory_name_for_outputs" * 2) / "and_another_level_of_nesting" / "verdicts.jsonl"
+    out.parent.mkdir(parents=True)
+    code, err = _run(capsys, "classify", str(source), "-o", str(out), "--detectors", "rules")
+    assert code == 0 and any(str(out) in line for line in err.splitlines()), err
