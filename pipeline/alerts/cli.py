@@ -109,8 +109,8 @@ def test(
     except AlertRulesError as exc:
         if as_json:
             print(json.dumps({"rules_file": str(settings.rules_file), "valid": False, "error": str(exc)}))
-        else:
-            typer.echo(f"invalid alert rules: {exc}", err=True)
+        else:  # the one-line form of every other error (it had no "misuse-monitor: error:")
+            typer.echo(f"misuse-monitor: error: alert rules: {exc}", err=True)
         raise typer.Exit(ExitCode.CONFIG) from exc
     doc: dict[str, Any] = {
         "rules_file": str(settings.rules_file), "valid": True, "notify": settings.notify,

@@ -294,6 +294,14 @@ def parse_rules(text: str, source: str = "<string>", receivers: list[str] | None
 def load_rules(path: Path, receivers: list[str] | None = None) -> AlertRules:
     try:
         text = path.read_text(encoding="utf-8")
+    except FileNotFoundError as exc:
+        # The default (examples/alert-rules.yaml) is relative: run from elsewhere, it was a bare
+        # "No such file" (a newcomer review, 2026-12-07).
+        where = "" if path.is_absolute() else f" (relative to the current folder, {Path.cwd()})"
+        raise AlertRulesError(
+            f"{path} not found{where}; give `alerts --rules FILE`, alerts.rules_file "
+            "or MM_ALERTS__RULES_FILE"
+        ) from exc
     except OSError as exc:
         raise AlertRulesError(f"cannot read alert rules file {path}: {exc}") from exc
     return parse_rules(text, str(path), receivers)

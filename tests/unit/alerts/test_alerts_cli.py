@@ -232,3 +232,16 @@ def test_a_test_notification_not_delivered_in_time_is_dropped_not_sent_later(tmp
     assert [state for state, _ in rows] == [DEAD], rows
     assert rows[0][1].startswith("ConnectError") and "not sent later" in rows[0][1]  # the cause is kept
     assert "ops: dead ConnectError" in err
+
+
+def test_the_default_rules_file_missing_names_the_folder_and_how_to_give_one(tmp_path: Path, monkeypatch) -> None:
+    """A newcomer review (2026-12-07): `alerts test` run outside the repository said only
+    "cannot read ... examples/alert-rules.yaml: [Errno 2]", without the usual error prefix."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MM_CONFIG", raising=False)
+    monkeypatch.delenv("MM_ALERTS__RULES_FILE", raising=False)
+    result = runner.invoke(app, ["--db-url", f"sqlite:///{tmp_path / 'a.db'}", "test"])
+    assert result.exit_code == 3
+    line = result.stderr.strip()
+    assert line.startswith("misuse-monitor: error: alert rules: examples/alert-rules.yaml not found")
+    assert str(tmp_path) in line and "--rules" in line and "\n" not in line
