@@ -222,6 +222,20 @@ class DetectorSettings(Section):
     # before screening, the rest of such a message screened (pipeline/trusted.py; README, "Detectors").
     trusted_system_prompts: list[str] = Field(default_factory=list)
 
+    @field_validator("options", mode="before")
+    @classmethod
+    def _scalar_options_as_text(cls, value: object) -> object:
+        """YAML numbers and booleans as the text a detector option parses (`threshold: 0.5`,
+        `self_check: true`): they were refused as "Input should be a valid string" although
+        docs/guard_models.md writes them so (a newcomer review, 2026-12-07)."""
+        if not isinstance(value, dict):
+            return value
+        def text(v: object) -> object:
+            if isinstance(v, bool):
+                return "true" if v else "false"
+            return str(v) if isinstance(v, int | float) else v
+        return {k: text(v) for k, v in value.items()}
+
     @field_validator("trusted_system_prompts")
     @classmethod
     def _no_blank_prompt(cls, prompts: list[str]) -> list[str]:

@@ -188,3 +188,18 @@ def test_mistyped_keys_in_nested_sections_are_rejected(tmp_path, yaml_text):
     cfg.write_text(yaml_text)
     with pytest.raises(ValidationError, match="Extra inputs are not permitted"):
         load_settings(cfg)
+
+
+def test_detector_option_values_written_as_yaml_numbers_and_booleans_are_read_as_text(tmp_path, monkeypatch):
+    """A newcomer review (2026-12-07): `threshold: 0.5` and `self_check: true`, as
+    docs/guard_models.md writes them, were "Input should be a valid string" (exit 3)."""
+    monkeypatch.delenv("MM_CONFIG", raising=False)
+    config = tmp_path / "c.yaml"
+    config.write_text("detectors:\n  options:\n    hf_classifier.threshold: 0.5\n    llm_guard.self_check: true\n"
+                      "    transformer.max_windows: 16\n    llm_guard.flavor: qwen3guard\n")
+    options = load_settings(config).detectors.options
+    assert options == {"hf_classifier.threshold": "0.5", "llm_guard.self_check": "true",
+                       "transformer.max_windows": "16", "llm_guard.flavor": "qwen3guard"}
+    config.write_text("detectors:\n  options:\n    transformer.labels: [a, b]\n")
+    with pytest.raises(ValueError, match="valid string"):  # a list is still no option value
+        load_settings(config)
