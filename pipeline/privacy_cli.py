@@ -120,18 +120,20 @@ def resolve_command(
     config: ConfigOpt = None,
 ) -> None:
     """Print ``pseudonym<TAB>raw id`` for each candidate whose keyed hash is one of PSEUDONYMS."""
-    from pipeline.exits import ConfigError, InputError
+    from pipeline.exits import ConfigError
     from pipeline.privacy import DEFAULT_PSEUDONYM_KEY
     from pipeline.settings import load_settings
     from pipeline.verdicts import PSEUDONYM, Pseudonymizer, ingested_user_id
 
+    # Bad option and argument values are usage errors (exit 2, README's table); they were exit 4.
     if not reason.strip():
-        raise InputError("--reason must say why (a ticket or case id)")
+        raise typer.BadParameter("must say why (a ticket or case id)", param_hint="--reason")
     if problem := output_path_problem(audit_log, creates_folders=True):  # was "internal error: FileExistsError"
         raise typer.BadParameter(problem, param_hint="--audit-log")
     bad = [p for p in pseudonyms if not PSEUDONYM.fullmatch(p)]
     if bad:
-        raise InputError(f"not a pseudonym: {', '.join(bad)} (expected u_ and 20 hex digits)")
+        raise typer.BadParameter(f"not a pseudonym: {', '.join(bad)} (expected u_ and 20 hex digits)",
+                                 param_hint="PSEUDONYMS")
     key = load_settings(config).pseudonym_key.get_secret_value()
     if key == DEFAULT_PSEUDONYM_KEY:
         raise ConfigError("pseudonym_key is the shipped placeholder; resolve needs the key the stream ran with")

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from pipeline.exits import ConfigError, InputError
+from pipeline.exits import ConfigError
 from pipeline.lake import LakeWriter
 from pipeline.privacy import LakePolicy, TextCipher
 from pipeline.privacy_cli import lake_app, pseudonym_app
@@ -59,8 +59,11 @@ def test_resolve_needs_the_real_key_and_a_pseudonym(tmp_path: Path, candidates: 
     result = CliRunner().invoke(pseudonym_app, ["resolve", p, "--candidates", str(candidates), "--reason", "x", "--audit-log", str(audit)])
     assert isinstance(result.exception, ConfigError) and not audit.exists()
     monkeypatch.setenv("MM_PSEUDONYM_KEY", KEY)
+    # Bad argument values are usage errors, exit 2 (a newcomer review, 2026-12-07: they were exit 4).
     result = CliRunner().invoke(pseudonym_app, ["resolve", "bob@example.com", "--candidates", str(candidates), "--reason", "x", "--audit-log", str(audit)])
-    assert isinstance(result.exception, InputError) and not audit.exists()
+    assert result.exit_code == 2 and "not a pseudonym" in result.output and not audit.exists()
+    result = CliRunner().invoke(pseudonym_app, ["resolve", p, "--candidates", str(candidates), "--reason", " ", "--audit-log", str(audit)])
+    assert result.exit_code == 2 and "--reason" in result.output and not audit.exists()
 
 
 def test_lake_prune_by_age_and_dry_run(tmp_path: Path) -> None:
