@@ -191,7 +191,8 @@ def unknown_env_vars(environ: dict[str, str] | None = None) -> list[str]:
 
     environ = dict(os.environ) if environ is None else environ
     sections = {name.upper(): name for name in Settings.model_fields}
-    valid = [f"MM_{s.upper()}" for s in Settings.model_fields]
+    # The variables our own code reads are suggested too: MM_CONFG said no "did you mean MM_CONFIG?".
+    valid = [f"MM_{s.upper()}" for s in Settings.model_fields] + sorted(KNOWN_NON_SETTINGS)
     for name in Settings.model_fields:
         valid += [f"MM_{name.upper()}__{k.upper()}" for k in _fields_at([name]) or []]
     problems = []

@@ -894,7 +894,9 @@ def simulate_command(
         typer.Option(parser=path_or_dash, help="Also write the ground truth here: label lines (request_id, misuse, categories) that "
                      "`spark shadow --labels`, `evaluate --labels` and `report --labels` read ('-': stdout)"),
     ] = None,
-    days: Annotated[float, typer.Option(min=0, help="Time span in days, ending now (UTC)")] = 2.0,
+    # No min=: typer has no open bound, so its help said x>=0 while 0 is refused (a newcomer
+    # review, 2026-12-07); the span is checked where it is used.
+    days: Annotated[float, typer.Option(help="Time span in days (more than 0), ending now (UTC)")] = 2.0,
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON on stdout")] = False,
 ) -> None:
     """Write simulated sample traffic (benign users, abusers, a model hopper, a campaign)."""

@@ -156,7 +156,7 @@ def evaluate(
         typer.Option(help="Where evaluation-report.json and model-card.md go (default: the artifact's own run "
                      "directory, or <runs>/evaluate-<name> for the shipped artifact or with --limit)"),
     ] = None,
-    threads: Annotated[int | None, typer.Option(min=1)] = None,
+    threads: Annotated[int | None, typer.Option(min=1, help="torch threads (default: all cores)")] = None,
     limit: Annotated[
         int | None, typer.Option(min=1, help="Max items per reserved set (quick runs; `model ship` does not count them as the evaluation)")
     ] = None,

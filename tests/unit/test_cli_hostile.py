@@ -401,3 +401,17 @@ def test_a_message_naming_a_long_path_is_one_line_on_a_non_terminal(tmp_path: Pa
     out.parent.mkdir(parents=True)
     code, err = _run(capsys, "classify", str(source), "-o", str(out), "--detectors", "rules")
     assert code == 0 and any(str(out) in line for line in err.splitlines()), err
+
+
+def test_a_misspelt_mm_config_suggests_mm_config() -> None:
+    from pipeline.exits import unknown_env_vars
+
+    assert unknown_env_vars({"MM_CONFG": "bad.yaml"}) == [
+        "MM_CONFG is not a setting (did you mean MM_CONFIG?); it is ignored"]
+
+
+def test_simulate_days_help_says_zero_is_refused(capsys: pytest.CaptureFixture[str]) -> None:
+    """Its help said `x>=0` while 0 was refused (a newcomer review, 2026-12-07)."""
+    main(["simulate", "--help"])
+    days = [line for line in capsys.readouterr().out.splitlines() if "--days" in line]
+    assert days and "more than 0" in days[0] and ">=0" not in days[0], days
