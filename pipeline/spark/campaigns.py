@@ -72,23 +72,31 @@ def representative_excerpt(text: str | None) -> str | None:
     return snippet(text, 0, 0, REPRESENTATIVE_MAX_CHARS, align="start") if text else text
 
 
-def campaign_text(log_json: str | None) -> str | None:
-    """What a campaign varies: the user's latest text of a stored inference log (the ``prompt``
-    field, else the latest user turn, as :meth:`InferenceLog.user_texts` and the stream define it).
+def campaign_text(log_json: str | None, flagged_at: Iterable[str] | None = None) -> str | None:
+    """What a campaign varies: the user's texts of a stored inference log (user turns and the
+    ``prompt`` field, oldest first, one per line) that the record's findings name
+    (``flagged_at``: their locations), else all of them.
 
-    Not :attr:`InferenceLog.prompt_text`: that includes the deployment's system prompt, which
-    every user of a deployment shares, so unrelated short prompts would look near-duplicate.
-    None when the log is not stored or does not parse.
+    Not only the latest turn: a campaign ending each conversation with a different harmless
+    turn was never found, and four different attacks that each ended in "continue please" were
+    one campaign (a hostile review, 2026-12-07). The findings say which turn was the attack; a
+    record without findings on the user's texts (flagged on the completion, or unflagged with
+    ``--all-records``) is read whole. Not :attr:`InferenceLog.prompt_text`: that includes the
+    deployment's system prompt, which every user of a deployment shares, so unrelated short
+    prompts would look near-duplicate. None when the log is not stored or does not parse.
     """
     if not log_json:
         return None
-    from pipeline.schemas import InferenceLog
+    from pipeline.schemas import InferenceLog, PartKind
 
     try:
         log = InferenceLog.model_validate(json.loads(log_json))
     except ValueError:  # json.JSONDecodeError and pydantic.ValidationError are ValueErrors
         return None
-    return next(log.user_texts(), None)
+    texts = [(p.location, p.text) for p in log.screened_parts() if p.kind in (PartKind.USER, PartKind.PROMPT)]
+    named = set(flagged_at) if flagged_at is not None else set()
+    chosen = [text for location, text in texts if location in named] or [text for _, text in texts]
+    return "\n".join(chosen) or None
 
 
 def _stored_log(verdicts: DataFrame, policy: LakePolicy | None) -> Column:
@@ -161,9 +169,10 @@ def run(
         rows = rows.where(F.col("flagged"))
     log = _stored_log(rows, policy)
     rows = rows.withColumn("_log", log).where(F.col("_log").isNotNull())
-    extract = F.udf(campaign_text, StringType(), useArrow=True)
+    extract = F.udf(lambda log, at: campaign_text(log, list(at) if at is not None else None), StringType(), useArrow=True)
     texts = (
-        rows.select("request_id", "timestamp", "user_id", "model", "tenant_id", "categories", extract("_log").alias("prompt"))
+        rows.select("request_id", "timestamp", "user_id", "model", "tenant_id", "categories",
+                    extract("_log", F.col("findings.location")).alias("prompt"))
         .where(F.col("prompt").isNotNull())
         .withColumn("norm", F.trim(F.regexp_replace(F.lower("prompt"), r"\s+", " ")))
         .withColumn("text_id", F.sha2("norm", 256))

@@ -75,13 +75,18 @@ def test_components_join_transitively_and_pick_the_smallest_id() -> None:
     assert groups == {"a": "a", "b": "a", "c": "a", "x": "x", "y": "x"}
 
 
-def test_campaign_text_is_the_last_user_turn_without_system_prompt() -> None:
+def test_campaign_text_is_the_flagged_user_turns_else_all_of_them_without_system_prompt() -> None:
+    """A hostile review (2026-12-07): only the latest user turn was read, so attacks that each
+    ended in "continue please" were one campaign, and one attack ended by different harmless
+    turns was none."""
     log = (
         '{"schema":"inference-log/v1","request_id":"r","timestamp":"2026-11-10T10:00:00Z","model":"m",'
         '"messages":[{"role":"system","content":"You are helpful."},{"role":"user","content":"first"},'
         '{"role":"assistant","content":"ok"},{"role":"user","content":"second"}]}'
     )
-    assert campaign_text(log) == "second"
+    assert campaign_text(log) == "first\nsecond"
+    assert campaign_text(log, ["messages[1].content"]) == "first"
+    assert campaign_text(log, ["completion", "messages[0].content"]) == "first\nsecond"  # none is the user's
     assert campaign_text("{broken") is None and campaign_text(None) is None
 
 
