@@ -37,7 +37,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
-from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 from pyspark.sql.pandas.types import from_arrow_schema
 from pyspark.sql.types import BinaryType, IntegerType, LongType, StringType, StructField, StructType
@@ -333,6 +333,16 @@ def read_lake_verdicts(spark: SparkSession, lake: Path | str) -> DataFrame:
         .option("recursiveFileLookup", "true")
         .parquet(*map(str, lake_verdict_files(lake)))
     )
+
+
+def first_per_request(verdicts: DataFrame) -> DataFrame:
+    """One row per ``request_id`` (the idempotency key, design.md): the first by source position.
+
+    A record replayed by a producer (a gateway's spill file delivered twice, a client's retry)
+    is stored at each offset it was consumed from; counted once per offset, it doubled its
+    user's risk and the day's records (a hostile review, 2026-12-07)."""
+    order = Window.partitionBy("request_id").orderBy("source_topic", "source_partition", "source_offset")
+    return verdicts.withColumn("_n", F.row_number().over(order)).where(F.col("_n") == 1).drop("_n")
 
 
 def lake_verdict_files(lake: Path | str) -> list[Path]:

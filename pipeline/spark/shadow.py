@@ -29,26 +29,22 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from pyspark.sql import DataFrame, SparkSession, Window
+from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from pipeline.plugins import parse_names
 from pipeline.schemas import Category
+from pipeline.spark.backfill import first_per_request
 from pipeline.spark.output import add_overwrite_argument, refuse_overwrite
 
 VARIANTS = ("a", "b")
 _SIDE_COLUMNS = ["flagged", "severity", "categories"]
 
 
-def _first_per_request(verdicts: DataFrame) -> DataFrame:
-    order = Window.partitionBy("request_id").orderBy("source_topic", "source_partition", "source_offset")
-    return verdicts.withColumn("_n", F.row_number().over(order)).where(F.col("_n") == 1).drop("_n")
-
-
 def paired(a: DataFrame, b: DataFrame) -> DataFrame:
     """One row per request id present in either variant, with ``<col>_a``/``<col>_b``."""
     def side(df: DataFrame, suffix: str) -> DataFrame:
-        return _first_per_request(df).select(
+        return first_per_request(df).select(
             "request_id",
             F.col("timestamp").alias(f"timestamp_{suffix}"),
             F.col("user_id").alias(f"user_id_{suffix}"),

@@ -186,3 +186,21 @@ def test_cli_shadow_overwrite_reaches_the_job(spark: SparkSession, tmp_path: Pat
     result = CliRunner().invoke(app, [*args, "--overwrite"])
     assert result.exit_code == 0, result.output
     assert not earlier.exists() and (tmp_path / "out" / "shadow" / "diff").is_dir()
+
+
+def test_a_replayed_record_counts_once_in_every_job(spark: SparkSession, tmp_path: Path) -> None:
+    """A hostile review (2026-12-07): one record delivered three times (a spill file replayed,
+    a client's retry) is stored at three offsets, and counted three times it tripled its user's
+    risk and the day's records; `request_id` is the idempotency key (shadow already kept one)."""
+    from pipeline.spark import aggregates
+
+    records = [_record("dup", "mallory", offset, prompt=PHISHING) for offset in (1, 5, 9)]
+    records += [_record(f"o{i}", user, 20 + i, prompt=PHISHING) for i, user in enumerate(["alice", "bob"])]
+    verdicts = backfill.read_lake_verdicts(spark, _lake(tmp_path / "lake", records)).cache()
+    assert verdicts.count() == 5
+    totals = aggregates.run(spark, verdicts).where("category = 'all'").collect()
+    assert sum(row.records for row in totals) == 3
+    ranked = {row.records for row in offenders.run(spark, verdicts, as_of=datetime(2026, 11, 21)).collect()}
+    assert ranked == {1}
+    [found] = campaigns.run(spark, verdicts, min_users=3).collect()
+    assert (found.users, found.records) == (3, 3)
