@@ -353,7 +353,26 @@ def lake_verdict_files(lake: Path | str) -> list[Path]:
     files = sorted(p for p in path.glob("date=*/*.parquet") if LakeFile.parse(p) is not None)
     if not files:
         raise BackfillError(f"no verdict files under {path}")
+    for file in files:
+        _check_lake_columns(file)
     return files
+
+
+# Columns every lake file has had since the first lake (others, added later, read as null from
+# older files). Read with the lake's schema imposed, a file without one of these read it as null
+# too: aggregates counted records with flagged and every severity empty, and exited 0 (a hostile
+# review, 2026-12-07). The footer alone is read, so this costs a file open per file.
+CORE_LAKE_COLUMNS = ("request_id", "timestamp", "date", "model", "tenant_id", "user_id", "flagged", "severity",
+                     "categories", "source_topic", "source_partition", "source_offset")
+
+
+def _check_lake_columns(file: Path) -> None:
+    try:
+        names = set(pq.read_schema(file).names)
+    except (OSError, ValueError, pa.ArrowException) as exc:
+        raise BackfillError(f"{file} is not a readable Parquet file: {exc}") from exc
+    if missing := [c for c in CORE_LAKE_COLUMNS if c not in names]:
+        raise BackfillError(f"{file} is not a lake verdict file: column(s) {', '.join(missing)} missing")
 
 
 def lake_verdicts_dir(lake: Path | str) -> Path:

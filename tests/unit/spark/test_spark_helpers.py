@@ -168,3 +168,22 @@ def test_campaign_jobs_warn_when_their_ids_are_keyed_with_the_placeholder(capsys
     assert capsys.readouterr().err == ""
     for command in (cli.campaigns, cli.all_jobs):  # both commands that write campaign ids call it
         assert "_warn_placeholder_campaign_key(settings)" in inspect.getsource(command)
+
+
+def test_a_lake_file_without_a_core_column_is_an_input_error_naming_it(tmp_path: Path) -> None:
+    """A hostile review (2026-12-07): read with the lake's schema imposed, a file without
+    `flagged` and `severity` read them as null; aggregates counted its records with nothing
+    flagged and every severity 0, and exited 0."""
+    from pipeline.exits import ExitCode, classify_exception
+    from pipeline.sinks.base import ScoredRecord, SourcePosition
+    from pipeline.verdicts import Pseudonymizer, build_verdict
+    from tests.fixtures.logs import make_log
+
+    log = make_log(request_id="r1")
+    [written] = LakeWriter(tmp_path).write(
+        [ScoredRecord(log, build_verdict(log, [], Pseudonymizer(b"k")), SourcePosition("logs", 0, 1))])
+    assert backfill.lake_verdict_files(tmp_path) == [written]
+    pq.write_table(pq.read_table(written).drop_columns(["flagged", "severity"]), written)
+    with pytest.raises(backfill.BackfillError, match=r"not a lake verdict file: column\(s\) flagged, severity missing") as err:
+        backfill.lake_verdict_files(tmp_path)
+    assert str(written) in str(err.value) and classify_exception(err.value)[0] == ExitCode.INPUT
