@@ -25,7 +25,7 @@ from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
 from pipeline.schemas import Severity
-from pipeline.spark.output import add_overwrite_argument, refuse_overwrite
+from pipeline.spark.output import add_overwrite_argument, refuse_inside_lake, refuse_overwrite
 
 ALL = "all"
 GROUP = ["date", "tenant_id", "deployment", "model"]
@@ -94,6 +94,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     args = build_parser().parse_args(argv)
     refuse_overwrite([args.out / "aggregates"], args.overwrite)  # before Spark starts: a mistyped --out costs nothing
+    refuse_inside_lake([args.out / "aggregates"], [args.lake])
     spark = build_session(SparkOptions(master=args.master, app_name="misuse-monitor-aggregates"))
     print(f"aggregates -> {write(run(spark, read_lake_verdicts(spark, args.lake)), args.out)}")
     return 0

@@ -52,7 +52,7 @@ from pipeline.score_worker import ProcessScorer
 from pipeline.scoring import RecordError, Scorer
 from pipeline.settings import Settings, load_settings
 from pipeline.sinks.base import ScoredRecord, SourcePosition
-from pipeline.spark.output import add_overwrite_argument, refuse_inside_lake, refuse_overwrite
+from pipeline.spark.output import add_overwrite_argument, bounded, refuse_inside_lake, refuse_overwrite
 from pipeline.stdio import open_private
 from pipeline.trusted import TrustedPrompts
 from pipeline.verdicts import Pseudonymizer, build_verdict
@@ -800,10 +800,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--detectors", default=None, help="comma-separated detector names")
     p.add_argument("--option", action="append", default=[], help="detector option key=value")
     p.add_argument("--min-scores", default=None, help="category=score,... extra thresholds")
-    p.add_argument("--max-rows-per-file", type=int, default=100_000)
+    p.add_argument("--max-rows-per-file", type=bounded(int, 1), default=100_000)
     p.add_argument("--isolate-crashes", action="store_true",
                    help="score in a child process of each worker: a record that crashes or hangs a detector is a dead letter")
-    p.add_argument("--score-timeout", type=float, default=None,
+    p.add_argument("--score-timeout", type=bounded(float, 1), default=None,
                    help="with --isolate-crashes: seconds a batch may take (default stream.score_stall_s, 600)")
     return p
 

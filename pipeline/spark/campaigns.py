@@ -28,7 +28,7 @@ from pyspark.sql import Column, DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 from pyspark.sql.types import StringType, StructField, StructType
 
-from pipeline.spark.output import add_overwrite_argument, refuse_overwrite
+from pipeline.spark.output import add_overwrite_argument, bounded, refuse_inside_lake, refuse_overwrite
 
 if TYPE_CHECKING:
     from pipeline.privacy import LakePolicy
@@ -250,8 +250,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lake", type=Path, required=True)
     p.add_argument("--out", type=Path, required=True)
     add_overwrite_argument(p)
-    p.add_argument("--max-distance", type=float, default=DEFAULT_MAX_DISTANCE, help="Jaccard distance")
-    p.add_argument("--min-users", type=int, default=DEFAULT_MIN_USERS)
+    p.add_argument("--max-distance", type=bounded(float, 0, 1), default=DEFAULT_MAX_DISTANCE, help="Jaccard distance")
+    p.add_argument("--min-users", type=bounded(int, 1), default=DEFAULT_MIN_USERS)
     p.add_argument("--all-records", action="store_true", help="include unflagged records")
     p.add_argument("--config", type=Path, default=None, help="settings with the lake key, for an encrypted lake")
     return p
@@ -265,6 +265,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     args = build_parser().parse_args(argv)
     refuse_overwrite([args.out / "campaigns"], args.overwrite)  # before Spark starts: a mistyped --out costs nothing
+    refuse_inside_lake([args.out / "campaigns"], [args.lake])
     spark = build_session(SparkOptions(master=args.master, app_name="misuse-monitor-campaigns"))
     policy = LakePolicy.from_settings(load_settings(args.config))
     verdicts = read_lake_verdicts(spark, args.lake)

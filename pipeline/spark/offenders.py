@@ -19,7 +19,7 @@ from pathlib import Path
 from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
-from pipeline.spark.output import add_overwrite_argument, refuse_overwrite
+from pipeline.spark.output import add_overwrite_argument, bounded, refuse_inside_lake, refuse_overwrite
 
 SEVERITY_WEIGHTS: Mapping[str, float] = {"none": 0.0, "low": 1.0, "medium": 3.0, "high": 7.0, "critical": 15.0}
 DEFAULT_HALF_LIFE_DAYS = 7.0
@@ -129,9 +129,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lake", type=Path, required=True)
     p.add_argument("--out", type=Path, required=True)
     add_overwrite_argument(p)
-    p.add_argument("--half-life-days", type=float, default=DEFAULT_HALF_LIFE_DAYS)
+    p.add_argument("--half-life-days", type=bounded(float, 0.001), default=DEFAULT_HALF_LIFE_DAYS)
     p.add_argument("--as-of", type=datetime.fromisoformat, default=None, help="ISO time, UTC unless it has an offset (default: newest verdict)")
-    p.add_argument("--top", type=int, default=100)
+    p.add_argument("--top", type=bounded(int, 1), default=100)
     return p
 
 
@@ -141,6 +141,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     args = build_parser().parse_args(argv)
     refuse_overwrite([args.out / "offenders"], args.overwrite)  # before Spark starts: a mistyped --out costs nothing
+    refuse_inside_lake([args.out / "offenders"], [args.lake])
     spark = build_session(SparkOptions(master=args.master, app_name="misuse-monitor-offenders"))
     result = run(spark, read_lake_verdicts(spark, args.lake), args.half_life_days, args.as_of, args.top)
     print(f"offenders -> {write(result, args.out)}")

@@ -29,6 +29,27 @@ def refuse_overwrite(targets: Iterable[Path], overwrite: bool) -> None:
         raise InputError(f"{', '.join(map(str, busy))} is not empty; pass --overwrite to replace it")
 
 
+def bounded(kind: type, low: float, high: float | None = None, *, above: bool = False):  # noqa: ANN201
+    """An argparse ``type=`` for a finite number of ``kind`` from ``low`` (excluded if ``above``)
+    to ``high``: the job files spark-submit runs took any float (NaN, 0, -1) the ``misuse-monitor
+    spark`` commands refuse (a hostile review, 2026-12-07: `--half-life-days nan` exited 0 with
+    every risk NaN)."""
+    import math
+
+    def parse(text: str):  # noqa: ANN202
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a {kind.__name__}") from None
+        too_low = value <= low if above else value < low
+        if not math.isfinite(value) or too_low or (high is not None and value > high):
+            bound = f"{'above' if above else 'at least'} {low:g}" + (f" and at most {high:g}" if high is not None else "")
+            raise argparse.ArgumentTypeError(f"{text!r}: must be {bound}")
+        return value
+
+    return parse
+
+
 def refuse_inside_lake(targets: Iterable[Path], lakes: Iterable[Path | None], *, source_lake: Path | None = None) -> None:
     """Raise InputError for a target inside a lake's ``verdicts`` or ``dead_letters`` folder (the
     jobs read those folders whole: aggregates written to ``<lake>/verdicts`` were counted as 47
