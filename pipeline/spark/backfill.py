@@ -414,12 +414,17 @@ JSONL_PARTITIONS = "jsonl_partitions.json"  # in a backfilled lake: each archive
 
 
 def jsonl_partitions(files: Sequence[str], manifest: Path | None) -> dict[str, int]:
-    """A partition number per file (real paths): the one ``manifest`` already gives it, else the
-    next free one, in sorted order. Written back to ``manifest``.
+    """A partition number per file (real paths): the one ``manifest`` already gives its content
+    (its first line, :func:`first_line_key`) or, for a map written before contents were keyed,
+    its path; else the next free one, in sorted order. Written back to ``manifest``.
 
     Numbered by sorted position alone, a second backfill with one more archive shifted every
     later file's partition: its records were stored again under new offsets beside the old
     ones, and the new file's range trimmed another file's rows (a hostile review, 2026-12-06).
+    Keyed by path alone, a rotated archive (``cur.jsonl`` renamed ``cur.jsonl.1``) got a new
+    partition and every record was stored twice (a hostile review, 2026-12-07). A file that
+    grew keeps its first line, so its partition. Two files of one run with the same first line
+    are the same log twice: refused.
     """
     known: dict[str, int] = {}
     if manifest is not None and manifest.is_file():
@@ -427,8 +432,21 @@ def jsonl_partitions(files: Sequence[str], manifest: Path | None) -> dict[str, i
             known = {str(k): int(v) for k, v in json.loads(manifest.read_text()).items()}
         except (ValueError, AttributeError, TypeError) as exc:
             raise BackfillError(f"{manifest} is not a JSONL partition map ({type(exc).__name__}); move it away") from None
-    numbers = {f: known[f] for f in files if f in known}
-    following = max(known.values(), default=-1) + 1
+    keys = {f: first_line_key(f) for f in files}
+    first_with: dict[str, str] = {}
+    for file in files:
+        if (key := keys[file]) is not None and (other := first_with.setdefault(key, file)) != file:
+            raise BackfillError(f"{other} and {file} begin with the same line: the same log twice (a rotated copy?); "
+                                "give one of them")
+    content_of = {v: k for k, v in known.items() if k.startswith(_FIRST_LINE)}  # partition -> its content key
+    numbers: dict[str, int] = {}
+    for file in files:
+        key = keys[file]
+        if key is not None and key in known:
+            numbers[file] = known[key]
+        elif file in known and content_of.get(known[file]) in (None, key):  # same path, same or unrecorded content
+            numbers[file] = known[file]
+    following = max([*known.values(), *numbers.values()], default=-1) + 1
     for file in files:
         if file not in numbers:
             numbers[file] = following
@@ -436,9 +454,29 @@ def jsonl_partitions(files: Sequence[str], manifest: Path | None) -> dict[str, i
     if manifest is not None:
         manifest.parent.mkdir(parents=True, exist_ok=True)
         partial = manifest.with_name(f".{manifest.name}.tmp")
-        partial.write_text(json.dumps({**known, **numbers}, indent=1, sort_keys=True) + "\n")
+        contents = {keys[f]: n for f, n in numbers.items() if keys[f] is not None}
+        partial.write_text(json.dumps({**known, **numbers, **contents}, indent=1, sort_keys=True) + "\n")
         os.replace(partial, manifest)  # a run killed while writing leaves the old map whole
     return numbers
+
+
+_FIRST_LINE = "first-line:"
+
+
+def first_line_key(file: str) -> str | None:
+    """``first-line:<sha256>`` of a JSONL file's first line (read through gzip for ``.gz``, as
+    Spark reads it), or None for an empty or unreadable file. A log's first line holds a
+    request id and a time: two files that begin with the same one hold the same log."""
+    import gzip
+    import hashlib
+
+    try:
+        with (gzip.open if file.endswith(".gz") else open)(file, "rb") as fh:
+            line = fh.readline(1 << 20)
+    except (OSError, EOFError):  # gzip.BadGzipFile is an OSError
+        return None
+    line = line.rstrip(b"\r\n")
+    return _FIRST_LINE + hashlib.sha256(line).hexdigest() if line.strip() else None
 
 
 def read_jsonl(spark: SparkSession, paths: Sequence[str | Path], manifest: Path | None = None) -> DataFrame:

@@ -187,3 +187,34 @@ def test_a_lake_file_without_a_core_column_is_an_input_error_naming_it(tmp_path:
     with pytest.raises(backfill.BackfillError, match=r"not a lake verdict file: column\(s\) flagged, severity missing") as err:
         backfill.lake_verdict_files(tmp_path)
     assert str(written) in str(err.value) and classify_exception(err.value)[0] == ExitCode.INPUT
+
+
+def test_a_rotated_or_grown_archive_keeps_its_partition_and_a_new_file_at_an_old_path_gets_another(tmp_path: Path) -> None:
+    """A hostile review (2026-12-07): the map was keyed by path, so `cur.jsonl` renamed
+    `cur.jsonl.1` (log rotation) got a new partition and each of its records was stored twice."""
+    import gzip
+    import json
+    import os
+
+    manifest = tmp_path / "lake" / backfill.JSONL_PARTITIONS
+    cur = tmp_path / "cur.jsonl"
+    cur.write_bytes(b'{"request_id": "a1"}\n{"request_id": "a2"}\n')
+    assert backfill.jsonl_partitions([str(cur)], manifest) == {str(cur): 0}
+    rotated = tmp_path / "cur.jsonl.1"
+    os.rename(cur, rotated)
+    cur.write_bytes(b'{"request_id": "b1"}\n')  # the new log at the old path
+    assert backfill.jsonl_partitions([str(cur), str(rotated)], manifest) == {str(rotated): 0, str(cur): 1}
+    with gzip.open(tmp_path / "cur.jsonl.2.gz", "wb") as fh:  # rotated again, compressed
+        fh.write(rotated.read_bytes())
+    rotated.unlink()
+    assert backfill.jsonl_partitions([str(tmp_path / "cur.jsonl.2.gz")], manifest) == {str(tmp_path / "cur.jsonl.2.gz"): 0}
+    with cur.open("ab") as fh:  # the live log grew: same first line, same partition
+        fh.write(b'{"request_id": "b2"}\n')
+    assert backfill.jsonl_partitions([str(cur)], manifest) == {str(cur): 1}
+    copy = tmp_path / "copy.jsonl"
+    copy.write_bytes(cur.read_bytes())
+    with pytest.raises(backfill.BackfillError, match="begin with the same line"):
+        backfill.jsonl_partitions([str(cur), str(copy)], manifest)
+    # A map written before contents were keyed (paths only) still numbers its files.
+    manifest.write_text(json.dumps({str(cur): 7}))
+    assert backfill.jsonl_partitions([str(cur)], manifest) == {str(cur): 7}
