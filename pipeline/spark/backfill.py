@@ -736,6 +736,7 @@ def backfill_to_lake(
     """Score ``raw`` once and write verdicts (lake layout, ``<out>/verdicts/``) and dead
     letters (``<out>/dead_letters/``: position, reason, detail, original bytes) under ``out``."""
     files = write_outputs(run(spark, raw, spec), out, max_rows_per_file).collect()
+    drop_earlier_copies(Path(out), files)
     verdict_files = [f for f in files if f["kind"] == "verdicts"]
     return BackfillResult(
         verdicts=sum(f["rows"] for f in verdict_files),
@@ -743,6 +744,52 @@ def backfill_to_lake(
         dead_letters=sum(f["rows"] for f in files if f["kind"] == "dead_letters"),
         files=[f["path"] for f in verdict_files],
     )
+
+
+def drop_earlier_copies(root: Path, written: Sequence[Mapping]) -> int:
+    """Remove, from files this run did not write, the rows at an offset it did; how many.
+
+    A task trims only the files of its own kind and date (the ranges it rewrites), so a record
+    fixed since the last run (a dead letter then, a verdict now) kept its old dead letter with
+    its raw bytes, a verdict that became a dead letter stayed counted, and a record whose date
+    changed was stored under both dates (a hostile review, 2026-12-07). Run on the driver once
+    every task has written: each (topic, partition) this run wrote is read back by offset and
+    compared with the lake's other files of it. A crash before this leaves the copies for the
+    next run, as a crash mid-write does."""
+    from pipeline.fslock import exclusive_lock
+
+    new_paths = {Path(f["path"]).resolve() for f in written}
+    offsets: dict[tuple[str, int], list[pa.Array]] = {}
+    for f in written:
+        column = pq.read_table(f["path"], columns=["source_offset"]).column(0).combine_chunks()
+        offsets.setdefault((f["source_topic"], f["source_partition"]), []).append(column)
+    dropped = 0
+    for (topic, partition), arrays in offsets.items():
+        done = pa.concat_arrays(arrays).cast(pa.int64())
+        lo, hi = pc.min(done).as_py(), pc.max(done).as_py()
+        folders = [(d, LAKE_SCHEMA) for d in sorted((root / "verdicts").glob("date=*"))]
+        folders.append((root / "dead_letters", DEAD_LETTER_ARROW_SCHEMA))
+        for folder, schema in folders:
+            if not folder.is_dir():
+                continue
+            with exclusive_lock(folder / f".{topic}-{partition}.lock"):
+                for existing in LakeWriter.files(folder, topic, partition):
+                    if existing.path.resolve() in new_paths or not existing.overlaps(lo, hi):
+                        continue
+                    table = pq.read_table(existing.path, schema=schema)
+                    kept = table.filter(pc.invert(pc.is_in(table["source_offset"], value_set=done)))
+                    if kept.num_rows == table.num_rows:
+                        continue
+                    dropped += table.num_rows - kept.num_rows
+                    written_at = existing.path.stat()
+                    kept_name = file_name(topic, partition, *_range(kept)) if kept.num_rows else None
+                    if kept_name is not None:
+                        _atomic_write(kept, folder / kept_name)
+                        # Rows keep their age: `lake prune` goes by a dead-letter file's write time.
+                        os.utime(folder / kept_name, ns=(written_at.st_atime_ns, written_at.st_mtime_ns))
+                    if existing.path.name != kept_name:
+                        existing.path.unlink(missing_ok=True)
+    return dropped
 
 
 def parse_min_scores(text: str | None) -> dict[str, float]:

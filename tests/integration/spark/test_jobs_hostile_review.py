@@ -144,3 +144,31 @@ def test_the_settings_lake_as_backfill_source_and_out_is_refused_too(history_lak
                              "--detectors", "rules", "--master", "local[1]"], env=env, capture_output=True, text=True,
                             timeout=120, check=False)  # fmt: skip
     assert result.returncode == ExitCode.INPUT and "is the source lake" in result.stderr, result.stderr[-2000:]
+
+
+def test_a_rerun_keeps_one_copy_of_an_offset_whatever_it_became(spark: SparkSession, tmp_path: Path) -> None:
+    """A hostile review (2026-12-07): a task trimmed only the files of its own kind and date.
+    A line fixed since the last run kept its old dead letter (raw bytes included) beside its new
+    verdict; a line broken since then kept its old verdict, still counted; a line whose date
+    changed was a verdict under both dates."""
+    from pipeline.settings import Settings
+
+    spec = backfill.ScoringSpec.from_settings(Settings(), detectors=["rules"])
+    source, lake = tmp_path / "a.jsonl", tmp_path / "lake"
+
+    def run(*lines: bytes) -> None:
+        _write(source, *lines)
+        backfill.backfill_to_lake(spark, backfill.read_jsonl(spark, [source], lake / backfill.JSONL_PARTITIONS), spec, lake)
+
+    def stored() -> tuple[list[tuple[str, int]], list[int]]:
+        verdicts = LakeWriter(lake).read()
+        dead = [pq.read_table(p).column("source_offset").to_pylist() for p in sorted((lake / "dead_letters").glob("*.parquet"))]
+        return (sorted(zip(verdicts.column("date").to_pylist(), verdicts.column("source_offset").to_pylist(), strict=True)),
+                sorted(o for offsets in dead for o in offsets))  # fmt: skip
+
+    first = _record("r1")
+    run(first, b"{not json", _record("r3"), _record("r4"))
+    assert stored() == ([("2026-11-28", 1), ("2026-11-28", 3), ("2026-11-28", 4)], [2])
+    # Line 2 fixed, line 3 broken, line 4 now dated a day later; line 1 unchanged.
+    run(first, _record("r2"), b"{broken", _record("r4", timestamp="2026-11-29T10:00:00Z"))
+    assert stored() == ([("2026-11-28", 1), ("2026-11-28", 2), ("2026-11-29", 4)], [3])
