@@ -34,10 +34,10 @@ KEYS = [*GROUP, "category"]
 
 def run(spark: SparkSession, verdicts: DataFrame) -> DataFrame:
     """Lake verdict rows -> daily aggregates (see module docstring), lazily."""
-    from pipeline.spark.backfill import first_per_request
+    from pipeline.spark.backfill import one_per_request
 
     del spark
-    base = first_per_request(verdicts).select(*GROUP, "flagged", "severity", "complied", "categories")
+    base = one_per_request(verdicts).select(*GROUP, "flagged", "severity", "complied", "categories")
     # Explode to one row per (record, category) plus one "all" row per record.
     labelled = base.withColumn(
         "category",

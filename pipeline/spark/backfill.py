@@ -336,12 +336,26 @@ def read_lake_verdicts(spark: SparkSession, lake: Path | str) -> DataFrame:
 
 
 def first_per_request(verdicts: DataFrame) -> DataFrame:
-    """One row per ``request_id`` (the idempotency key, design.md): the first by source position.
+    """One row per ``request_id`` (the idempotency key, design.md): the first by source position
+    (shadow compares the verdicts of one record this way)."""
+    order = Window.partitionBy("request_id").orderBy("source_topic", "source_partition", "source_offset")
+    return verdicts.withColumn("_n", F.row_number().over(order)).where(F.col("_n") == 1).drop("_n")
+
+
+def one_per_request(verdicts: DataFrame) -> DataFrame:
+    """One row per ``request_id`` for the jobs that count (aggregates, offenders, campaigns):
+    the most severe copy, flagged first, then the first by source position.
 
     A record replayed by a producer (a gateway's spill file delivered twice, a client's retry)
     is stored at each offset it was consumed from; counted once per offset, it doubled its
-    user's risk and the day's records (a hostile review, 2026-12-07)."""
-    order = Window.partitionBy("request_id").orderBy("source_topic", "source_partition", "source_offset")
+    user's risk and the day's records (a hostile review, 2026-12-07). Keeping the most severe
+    copy, not the first, means a producer that lets its client choose the id cannot hide a
+    flagged record behind a benign one sent first under the same id."""
+    from pipeline.schemas import Severity
+
+    rank = F.coalesce(F.array_position(F.array(*[F.lit(s.value) for s in Severity]), F.col("severity")), F.lit(0))
+    order = Window.partitionBy("request_id").orderBy(
+        F.col("flagged").desc_nulls_last(), rank.desc(), "source_topic", "source_partition", "source_offset")
     return verdicts.withColumn("_n", F.row_number().over(order)).where(F.col("_n") == 1).drop("_n")
 
 

@@ -164,9 +164,9 @@ def run(
     ``policy`` carries the lake key for logs the lake keeps encrypted and the pseudonym key that
     keys campaign ids (``LakePolicy.from_settings``; see :func:`campaign_id`).
     """
-    from pipeline.spark.backfill import first_per_request
+    from pipeline.spark.backfill import one_per_request
 
-    rows = first_per_request(verdicts).where(F.col("user_id").isNotNull())
+    rows = one_per_request(verdicts).where(F.col("user_id").isNotNull())
     if flagged_only:
         rows = rows.where(F.col("flagged"))
     log = _stored_log(rows, policy)

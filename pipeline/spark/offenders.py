@@ -41,9 +41,9 @@ def run(
         # pyspark reads a naive datetime in the Python process's local time zone, not the
         # session's (UTC): 2026-11-27 in Tokyo was 2026-11-26 15:00 UTC, and every risk moved.
         as_of = as_of.replace(tzinfo=UTC)
-    from pipeline.spark.backfill import first_per_request
+    from pipeline.spark.backfill import one_per_request
 
-    rows = first_per_request(verdicts).where(F.col("user_id").isNotNull())
+    rows = one_per_request(verdicts).where(F.col("user_id").isNotNull())
     # Default: the newest verdict, but never after now. One record dated 2199 (timestamps up to
     # 2200 are valid) made every other risk decay to 0 and emptied the ranking but for its user
     # (a hostile review, 2026-12-06); a future record's age is 0 (below), so it weighs in full.

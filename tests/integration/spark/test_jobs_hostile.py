@@ -204,3 +204,17 @@ def test_a_replayed_record_counts_once_in_every_job(spark: SparkSession, tmp_pat
     assert ranked == {1}
     [found] = campaigns.run(spark, verdicts, min_users=3).collect()
     assert (found.users, found.records) == (3, 3)
+
+
+def test_a_flagged_record_cannot_hide_behind_a_benign_one_sent_first_under_its_id(spark: SparkSession, tmp_path: Path) -> None:
+    """Counting each request_id once must not let a producer whose client picks the id hide a
+    flagged record behind a benign one sent first: the most severe copy counts."""
+    from pipeline.spark import aggregates
+
+    records = [_record("same-id", "mallory", 1, flagged=False, prompt="What is the capital of France?"),
+               _record("same-id", "mallory", 2, prompt=PHISHING)]
+    verdicts = backfill.read_lake_verdicts(spark, _lake(tmp_path / "lake", records))
+    [total] = aggregates.run(spark, verdicts).where("category = 'all'").collect()
+    assert (total.records, total.flagged) == (1, 1)
+    [ranked] = offenders.run(spark, verdicts, as_of=datetime(2026, 11, 21)).collect()
+    assert (ranked.records, ranked.flagged) == (1, 1)
