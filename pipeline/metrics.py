@@ -27,6 +27,15 @@ LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 SCORE_BUCKETS = tuple(i / 10 for i in range(1, 11))
 
 
+# Every reason a record is dead-lettered for: the decoder's (pipeline/decode.py DecodeReason),
+# the scorer's (pipeline/scoring.py, score_worker.py) and a sink's refusal (runner).
+DEAD_LETTER_REASONS = (
+    "too_large", "not_utf8", "invalid_json", "too_deep", "number_too_large", "duplicate_key", "not_an_object",
+    "unsupported_schema", "invalid_record", "invalid_text", "timestamp_out_of_range", "empty",
+    "detector_error", "verdict_error", "scorer_crashed", "sink_refused",
+)
+
+
 @dataclass
 class LabelGuard:
     """Admits the first ``max_values`` distinct keys (label values, or tuples of them); a later
@@ -115,6 +124,11 @@ class PipelineMetrics:
         self.dead_letters = Counter(
             "mm_dead_letters_total", "Records routed to the dead-letter topic", ["reason"], registry=r
         )
+        # Every reason exported at 0 from the start: a series born at its first increment reads as
+        # increase() 0, so `increase(...) > 0` alerts missed the one dead letter they exist for
+        # (a review of the dashboards and rules, 2026-12-07).
+        for reason in DEAD_LETTER_REASONS:
+            self.dead_letters.labels(reason)
         self.dead_letters_truncated = Counter(
             "mm_dead_letters_truncated_total",
             "Dead letters the broker refused as too large, sent again with their value cut down",

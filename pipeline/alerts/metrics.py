@@ -6,13 +6,15 @@ Labels are bounded: ``rule`` and ``receiver`` come from configuration, ``result`
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 DELIVERY_RESULTS = ("delivered", "failed", "rejected")
 
 
 class AlertMetrics:
-    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+    def __init__(self, registry: CollectorRegistry | None = None, receivers: Iterable[str] = ()) -> None:
         self.registry = registry or CollectorRegistry()
         r = self.registry
         self.fired = Counter(
@@ -43,6 +45,13 @@ class AlertMetrics:
             buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 300, 3600),
             registry=r,
         )
+        # Each receiver's counters at 0 from the start: a series born at its first increment
+        # reads as increase() 0, and MisuseAlertDeadLettered missed the one dead letter it is for.
+        for receiver in receivers:
+            self.dead_letters.labels(receiver)
+            self.retries.labels(receiver)
+            for result in ("delivered", "failed", "rejected"):
+                self.deliveries.labels(receiver, result)
         self.outbox_pending = Gauge(
             "mm_alert_outbox_pending", "Outbox rows not yet delivered or dead-lettered", registry=r
         )

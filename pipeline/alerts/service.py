@@ -15,7 +15,7 @@ import sqlalchemy as sa
 from prometheus_client import CollectorRegistry
 from sqlalchemy.engine import Engine
 
-from pipeline.alerts.alertmanager import AlertmanagerPusher
+from pipeline.alerts.alertmanager import RECEIVER_LABEL, AlertmanagerPusher
 from pipeline.alerts.delivery import Dispatcher, Stage
 from pipeline.alerts.engine import AlertEngine
 from pipeline.alerts.grouping import Notifier
@@ -104,7 +104,7 @@ class Alerting:
         else:
             rules.check_receivers(names)
         db = create_db_engine(settings.db_url.get_secret_value())
-        metrics = AlertMetrics(registry)
+        metrics = AlertMetrics(registry, receivers=[RECEIVER_LABEL] if settings.notify == "alertmanager" else names)
         engine = AlertEngine(rules, clock=clock, metrics=metrics)
         if evaluate:
             with db.connect() as conn:

@@ -96,6 +96,11 @@ def _size(exchange: Exchange | Callable[[], list[InferenceLog]]) -> int:
     return 0
 
 
+# Every reason an exchange or log is dropped for (mm_gateway_logs_dropped_total{reason}).
+DROP_REASONS = ("too_large", "queue_full", "spill_full", "spill_failed", "spill_corrupt", "rejected_full",
+                "rejected_failed", "internal_error", "delivery_failed", "shutdown", "closed")
+
+
 class GatewayMetrics:
     """Prometheus metrics of the proxy and its logging path (own registry; labels are bounded)."""
 
@@ -116,6 +121,8 @@ class GatewayMetrics:
         self.dropped = Counter(
             "mm_gateway_logs_dropped_total", "Exchanges or logs not delivered and not spilled", ["reason"], registry=r
         )
+        for reason in DROP_REASONS:  # at 0 from the start: increase() misses a series born at 1
+            self.dropped.labels(reason)
         self.spilled = Counter("mm_gateway_logs_spilled_total", "Inference logs written to the spill file", registry=r)
         self.replayed = Counter(
             "mm_gateway_logs_replayed_total", "Spilled inference logs delivered on replay", registry=r
