@@ -505,3 +505,30 @@ def test_healthz_says_logs_are_lost_when_kafka_is_away_and_the_spill_file_cannot
             time.sleep(0.05)
         health = httpx.get(f"{url}/healthz", timeout=10)
     assert health.status_code == 503 and health.json()["status"] == "logs_lost"
+
+
+def test_a_deep_body_with_a_string_that_never_closes_is_refused_in_one_pass():
+    """A review of the pruning (2026-12-07): the string pattern was tried again from each escaped
+    quote of a string that never closed, each try to the end: 33 KB took 4 s on the logging
+    thread, and the time grew with the square of the size (400 KB: hours). The bound below is
+    thousands of times the linear cost, not a speed target."""
+    from pipeline.gateway.tee import parse_request
+
+    body = b"[" * 1100 + b'"' + b'\\"' * 200_000
+    started = time.perf_counter()
+    with pytest.raises(ValueError, match="nested deeper than 200"):
+        parse_request(body)
+    assert time.perf_counter() - started < 10
+
+
+def test_a_drop_mode_gateway_does_not_need_a_writable_spill_path(tmp_path):
+    """With overflow "drop" the spill file is never written; requiring it refused to start a
+    gateway whose default data/gateway was read-only (a review of this change, 2026-12-07)."""
+    from pipeline.exits import ConfigError
+    from pipeline.gateway.settings import GatewaySettings
+    from pipeline.gateway.tee import check_paths
+
+    unwritable = Path("/proc/1/mm-spill.jsonl")
+    check_paths(GatewaySettings(overflow="drop", spill_path=unwritable, rejected_path=tmp_path / "r.jsonl"))
+    with pytest.raises(ConfigError, match="spill_path"):
+        check_paths(GatewaySettings(overflow="spill", spill_path=unwritable, rejected_path=tmp_path / "r.jsonl"))
