@@ -343,18 +343,20 @@ def first_per_request(verdicts: DataFrame) -> DataFrame:
 
 
 def one_per_request(verdicts: DataFrame) -> DataFrame:
-    """One row per ``request_id`` for the jobs that count (aggregates, offenders, campaigns):
-    the most severe copy, flagged first, then the first by source position.
+    """One row per replayed record for the jobs that count (aggregates, offenders, campaigns):
+    rows alike in ``request_id`` and in the keyed hashes of their texts are one record, counted
+    as its most severe copy (flagged first), then the first by source position.
 
     A record replayed by a producer (a gateway's spill file delivered twice, a client's retry)
     is stored at each offset it was consumed from; counted once per offset, it doubled its
-    user's risk and the day's records (a hostile review, 2026-12-07). Keeping the most severe
-    copy, not the first, means a producer that lets its client choose the id cannot hide a
-    flagged record behind a benign one sent first under the same id."""
+    user's risk and the day's records (a hostile review, 2026-12-07). The texts are part of the
+    key because some producers let the client choose the id (LiteLLM's ``x-litellm-call-id``):
+    by the id alone, six different attacks under one id counted as one, and a flagged record
+    could hide behind a benign one sent first (a review of this change, 2026-12-07)."""
     from pipeline.schemas import Severity
 
     rank = F.coalesce(F.array_position(F.array(*[F.lit(s.value) for s in Severity]), F.col("severity")), F.lit(0))
-    order = Window.partitionBy("request_id").orderBy(
+    order = Window.partitionBy("request_id", "prompt_hash", "completion_hash").orderBy(
         F.col("flagged").desc_nulls_last(), rank.desc(), "source_topic", "source_partition", "source_offset")
     return verdicts.withColumn("_n", F.row_number().over(order)).where(F.col("_n") == 1).drop("_n")
 

@@ -206,15 +206,18 @@ def test_a_replayed_record_counts_once_in_every_job(spark: SparkSession, tmp_pat
     assert (found.users, found.records) == (3, 3)
 
 
-def test_a_flagged_record_cannot_hide_behind_a_benign_one_sent_first_under_its_id(spark: SparkSession, tmp_path: Path) -> None:
-    """Counting each request_id once must not let a producer whose client picks the id hide a
-    flagged record behind a benign one sent first: the most severe copy counts."""
+def test_different_records_under_one_id_all_count(spark: SparkSession, tmp_path: Path) -> None:
+    """Counting a replay once must not fold different records under one id (LiteLLM takes the
+    call id from a client's header): by the id alone, six attacks counted as one and a flagged
+    record hid behind a benign one sent first (a review, 2026-12-07)."""
     from pipeline.spark import aggregates
 
-    records = [_record("same-id", "mallory", 1, flagged=False, prompt="What is the capital of France?"),
-               _record("same-id", "mallory", 2, prompt=PHISHING)]
+    attacks = [f"{PHISHING} (variant {i})" for i in range(6)]
+    records = [_record("same-id", "mallory", 1, flagged=False, prompt="What is the capital of France?")]
+    records += [_record("same-id", "mallory", 2 + i, prompt=attack) for i, attack in enumerate(attacks)]
+    records += [_record("same-id", "mallory", 20, prompt=attacks[0])]  # a true replay of the first attack
     verdicts = backfill.read_lake_verdicts(spark, _lake(tmp_path / "lake", records))
     [total] = aggregates.run(spark, verdicts).where("category = 'all'").collect()
-    assert (total.records, total.flagged) == (1, 1)
+    assert (total.records, total.flagged) == (7, 6)
     [ranked] = offenders.run(spark, verdicts, as_of=datetime(2026, 11, 21)).collect()
-    assert (ranked.records, ranked.flagged) == (1, 1)
+    assert (ranked.records, ranked.flagged) == (7, 6)
