@@ -131,14 +131,17 @@ def overview() -> dict[str, Any]:
                 ),
                 unit="percentunit",
                 steps=[(None, "green"), (0.05, "yellow"), (0.2, "red")],
-                description="Among flagged records with a completion: how often the model produced the harmful content.",
+                description="Among flagged records with a completion: how often the model produced the harmful content "
+                "(counted per category: a record with two categories weighs twice).",
             )
         )
         .with_panel(timeseries_panel("Flagged rate by category", [prom(rate_by(flagged, "category"), "{{category}}")], unit="reqps", stacked=True))
         .with_panel(timeseries_panel("Flagged rate by severity", [prom(rate_by(verdicts, "severity", f'flagged="true", {PROM_FILTER}'), "{{severity}}")], unit="reqps", stacked=True))
-        .with_panel(timeseries_panel("Flagged rate by model", [prom(rate_by(flagged, "model"), "{{model}}")], unit="reqps", width=8))
-        .with_panel(timeseries_panel("Flagged rate by deployment", [prom(rate_by(flagged, "deployment"), "{{deployment}}")], unit="reqps", width=8))
-        .with_panel(timeseries_panel("Flagged rate by tenant", [prom(rate_by(flagged, "tenant"), "{{tenant}}")], unit="reqps", width=8))
+        # Flagged verdicts, not mm_flagged_total: that counts a verdict once per category, so a
+        # record with two categories counted twice here (a review of the dashboards, 2026-12-07).
+        .with_panel(timeseries_panel("Flagged rate by model", [prom(rate_by(verdicts, "model", f'flagged="true", {PROM_FILTER}'), "{{model}}")], unit="reqps", width=8))
+        .with_panel(timeseries_panel("Flagged rate by deployment", [prom(rate_by(verdicts, "deployment", f'flagged="true", {PROM_FILTER}'), "{{deployment}}")], unit="reqps", width=8))
+        .with_panel(timeseries_panel("Flagged rate by tenant", [prom(rate_by(verdicts, "tenant", f'flagged="true", {PROM_FILTER}'), "{{tenant}}")], unit="reqps", width=8))
         .with_panel(
             timeseries_panel(
                 "Complied vs refused",

@@ -41,7 +41,11 @@ def pipeline_health() -> dict[str, Any]:
         .with_panel(
             stat_panel(
                 "Stream replicas up",
-                prom(f"sum(up{{{P}}})"),
+                # Only targets that are stream processes (they export the commit gauge from the
+                # start; the last day keeps a stopped one in view at 0): `up` alone on "All" counted
+                # every target Prometheus scrapes, the gateway and the lag exporter included, so the
+                # panel could not read 0 (a review of the dashboards, 2026-12-07).
+                prom(f"sum(up{{{P}}} and on (job, instance) last_over_time(mm_last_commit_timestamp_seconds{{{P}}}[1d])) or vector(0)"),
                 steps=[(None, RED), (1, GREEN)],
                 width=4,
                 description="Scrape targets of the selected job(s) that answer; 0 = the stream is down (alert MisuseStreamDown).",
@@ -80,8 +84,9 @@ def pipeline_health() -> dict[str, Any]:
             stat_panel(
                 "Dead-letter share",
                 prom(
+                    # An idle stream reads 0, not NaN (0/0); nothing consumed is "no data".
                     f"sum(rate(mm_dead_letters_total{{{P}}}[$__rate_interval])) "
-                    f"/ sum(rate(mm_records_consumed_total{{{P}}}[$__rate_interval]))"
+                    f"/ (sum(rate(mm_records_consumed_total{{{P}}}[$__rate_interval])) > 0)"
                 ),
                 steps=[(None, GREEN), (0.01, YELLOW), (0.05, RED)],
                 unit="percentunit",
