@@ -37,7 +37,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from pipeline.decode import DecodeError, DecodeReason, format_validation_error
-from pipeline.schemas import INFERENCE_LOG_V1, InferenceLog, ToolDefinition, bounded_tool, readable_tool
+from pipeline.schemas import INFERENCE_LOG_V1, InferenceLog, ToolDefinition, bounded_tool, json_strings, readable_tool
 from pipeline.verdicts import ingested_user_id
 
 # Content part types that carry no text: counted, never kept.
@@ -496,26 +496,10 @@ def _content(
             # review, 2026-12-07).
             if len(unknown) < MAX_UNKNOWN_FIELDS:
                 unknown.append(f"{where}.{k}.type")
-            parts.append({"type": "text", "text": "\n".join(_strings_in(part, skip="type"))})
+            parts.append({"type": "text", "text": "\n".join(json_strings({k: v for k, v in part.items() if k != "type"}))})
         else:
             raise AdapterError(f"{where}.{k}: expected an object or a string, got {type(part).__name__}")
     return parts
-
-
-def _strings_in(obj: Any, skip: str) -> list[str]:
-    """Every string value under ``obj`` (keys named ``skip`` left out), depth first, without
-    recursion: the request parser already bounded the nesting, this bounds nothing else."""
-    out: list[str] = []
-    stack = [obj]
-    while stack:
-        item = stack.pop()
-        if isinstance(item, str):
-            out.append(item)
-        elif isinstance(item, Mapping):
-            stack.extend(reversed([v for key, v in item.items() if key != skip]))
-        elif isinstance(item, list):
-            stack.extend(reversed(item))
-    return out
 
 
 def _responses_input(

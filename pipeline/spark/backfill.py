@@ -621,19 +621,24 @@ def _write_dead_letters(directory: Path, topic: str, partition: int, table: pa.T
     for existing in LakeWriter.files(directory, topic, partition):
         if existing.path == target or not existing.overlaps(first, last):
             continue
-        written = existing.path.stat()
         old = pq.read_table(existing.path, schema=DEAD_LETTER_ARROW_SCHEMA)
-        kept = old.filter(pc.or_(pc.less(old["source_offset"], first), pc.greater(old["source_offset"], last)))
-        kept_name = file_name(topic, partition, *_range(kept)) if kept.num_rows else None
-        if kept_name is not None:
-            _atomic_write(kept, directory / kept_name)
-            # The kept rows are as old as before: `lake prune` goes by a dead-letter file's write
-            # time, and a re-run over one offset gave 99 rows of a 60-day-old run a fresh one
-            # (a privacy review, 2026-12-06).
-            os.utime(directory / kept_name, ns=(written.st_atime_ns, written.st_mtime_ns))
-        if existing.path.name != kept_name:
-            existing.path.unlink(missing_ok=True)
+        _keep_only(existing, old.filter(pc.or_(pc.less(old["source_offset"], first), pc.greater(old["source_offset"], last))))
     return target
+
+
+def _keep_only(existing: LakeFile, kept: pa.Table) -> None:
+    """Replace ``existing`` by its rows ``kept`` (named by their range), or delete it if none.
+
+    The kept rows are as old as before: `lake prune` goes by a dead-letter file's write time,
+    and a re-run over one offset gave 99 rows of a 60-day-old run a fresh one (a privacy
+    review, 2026-12-06)."""
+    written = existing.path.stat()
+    kept_name = file_name(existing.topic, existing.partition, *_range(kept)) if kept.num_rows else None
+    if kept_name is not None:
+        _atomic_write(kept, existing.path.with_name(kept_name))
+        os.utime(existing.path.with_name(kept_name), ns=(written.st_atime_ns, written.st_mtime_ns))
+    if existing.path.name != kept_name:
+        existing.path.unlink(missing_ok=True)
 
 
 def _range(table: pa.Table) -> tuple[int, int]:
@@ -794,17 +799,9 @@ def drop_earlier_copies(root: Path, written: Sequence[Mapping]) -> int:
                         continue
                     table = pq.read_table(existing.path, schema=schema)
                     kept = table.filter(pc.invert(pc.is_in(table["source_offset"], value_set=done)))
-                    if kept.num_rows == table.num_rows:
-                        continue
-                    dropped += table.num_rows - kept.num_rows
-                    written_at = existing.path.stat()
-                    kept_name = file_name(topic, partition, *_range(kept)) if kept.num_rows else None
-                    if kept_name is not None:
-                        _atomic_write(kept, folder / kept_name)
-                        # Rows keep their age: `lake prune` goes by a dead-letter file's write time.
-                        os.utime(folder / kept_name, ns=(written_at.st_atime_ns, written_at.st_mtime_ns))
-                    if existing.path.name != kept_name:
-                        existing.path.unlink(missing_ok=True)
+                    if kept.num_rows < table.num_rows:
+                        dropped += table.num_rows - kept.num_rows
+                        _keep_only(existing, kept)
     return dropped
 
 

@@ -102,7 +102,7 @@ def test_one_record_dated_2199_does_not_empty_the_offenders_ranking(spark: Spark
     before = offenders.run(spark, verdicts, top=None).count()
     future = verdicts.where(F.col("flagged")).limit(1).withColumn(
         "timestamp", F.lit(datetime(2199, 12, 31, tzinfo=UTC)).cast("timestamp")
-    ).withColumn("user_id", F.lit("attacker"))
+    ).withColumn("user_id", F.lit("attacker")).withColumn("request_id", F.lit("from-2199"))  # another record
     after = offenders.run(spark, verdicts.unionByName(future), top=None)
     assert before > 5 and after.count() == before + 1  # was 1: every other risk decayed to 0
 
@@ -121,6 +121,14 @@ def test_a_lake_file_of_the_wrong_schema_is_an_input_error_naming_it(spark: Spar
     day.mkdir(parents=True)
     bad = day / "t-0-1-2.parquet"
     pq.write_table(pa.table({"user_id": [1, 2], "flagged": ["yes", "no"]}), bad)
+    with pytest.raises(Exception) as err:  # columns missing: said before Spark reads it (2026-12-07)
+        offenders.run(spark, backfill.read_lake_verdicts(spark, tmp_path / "lake")).collect()
+    code, line = classify_exception(err.value)
+    assert code == ExitCode.INPUT and str(bad) in line and "not a lake verdict file" in line, line
+    from pipeline.lake import LAKE_SCHEMA
+
+    columns = {f.name: pa.nulls(2, f.type) for f in LAKE_SCHEMA}
+    pq.write_table(pa.table({**columns, "user_id": pa.array([1, 2])}), bad)  # every column, one of another type
     with pytest.raises(Exception) as err:
         offenders.run(spark, backfill.read_lake_verdicts(spark, tmp_path / "lake")).collect()
     code, line = classify_exception(err.value)
