@@ -84,9 +84,9 @@ def pipeline_health() -> dict[str, Any]:
             stat_panel(
                 "Dead-letter share",
                 prom(
-                    # An idle stream reads 0, not NaN (0/0); nothing consumed is "no data".
-                    f"sum(rate(mm_dead_letters_total{{{P}}}[$__rate_interval])) "
-                    f"/ (sum(rate(mm_records_consumed_total{{{P}}}[$__rate_interval])) > 0)"
+                    # An idle stream reads 0, not NaN (0/0) or "No data".
+                    f"(sum(rate(mm_dead_letters_total{{{P}}}[$__rate_interval])) "
+                    f"/ (sum(rate(mm_records_consumed_total{{{P}}}[$__rate_interval])) > 0)) or on() vector(0)"
                 ),
                 steps=[(None, GREEN), (0.01, YELLOW), (0.05, RED)],
                 unit="percentunit",

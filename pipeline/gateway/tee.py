@@ -642,9 +642,11 @@ def check_paths(settings: GatewaySettings) -> None:
                 "inference-log/v1 record); the gateway replays and then deletes that file: move it or choose "
                 "another spill_path"
             ) from None
-    # The spill file is written with overflow "spill" only (a drop-mode gateway refused to start
-    # over a spill path it never writes; a review of this change, 2026-12-07).
-    writable = [("spill_path", spill)] if settings.overflow == "spill" else []
+    # The spill file is written with overflow "spill", and by the replay of one left over in any
+    # mode (a drop-mode gateway without either refused to start over a path it never writes; a
+    # review of this change, 2026-12-07).
+    left_over = any(p.is_file() and p.stat().st_size for p in (spill, replaying))
+    writable = [("spill_path", spill)] if settings.overflow == "spill" or left_over else []
     for name, path in [*writable, ("rejected_path", settings.rejected_path)]:
         _check_writable(f"gateway.{name}", path)
 
