@@ -36,6 +36,7 @@ app.add_typer(schemas_app, name="schemas")
 console = Console(stderr=True, soft_wrap=True)
 
 CONTRACTS_DIR = Path(__file__).parent / "contracts"
+GLOBAL_OPTIONS = ("--debug", "--log-level", "--log-format")  # the app's own options (_global_options), before any command
 LOG_LEVELS = ("debug", "info", "warning", "error")
 def _env_flag(name: str) -> bool:
     """An on/off variable: unset, empty, 0, false, no and off are off (MM_DEBUG=0 turned tracebacks on)."""
@@ -96,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
     import traceback
 
     # typer 0.29 vendors click; its exceptions are these (typer is pinned in pyproject.toml).
-    from typer._click.exceptions import ClickException, NoArgsIsHelpError
+    from typer._click.exceptions import ClickException, NoArgsIsHelpError, NoSuchOption
     from typer._click.utils import PacifyFlushWrapper
     from typer.exceptions import Abort
 
@@ -110,7 +111,11 @@ def main(argv: list[str] | None = None) -> int:
         return ExitCode.USAGE
     except ClickException as exc:
         command = exc.ctx.command_path if getattr(exc, "ctx", None) else "misuse-monitor"
-        print(f"{command}: error: {exc.format_message()} (see '{command} --help')", file=sys.stderr)
+        hint = ""
+        if isinstance(exc, NoSuchOption) and exc.option_name in GLOBAL_OPTIONS and command != "misuse-monitor":
+            # A newcomer review (2026-12-07): `simulate ... --debug` said only "No such option".
+            hint = f"; {exc.option_name} is a global option: put it before the command (misuse-monitor {exc.option_name} ...)"
+        print(f"{command}: error: {exc.format_message()}{hint} (see '{command} --help')", file=sys.stderr)
         return exc.exit_code
     except Abort:
         print("misuse-monitor: interrupted", file=sys.stderr)

@@ -415,3 +415,12 @@ def test_simulate_days_help_says_zero_is_refused(capsys: pytest.CaptureFixture[s
     main(["simulate", "--help"])
     days = [line for line in capsys.readouterr().out.splitlines() if "--days" in line]
     assert days and "more than 0" in days[0] and ">=0" not in days[0], days
+
+
+@pytest.mark.parametrize("option", ["--debug", "--log-level"])
+def test_a_global_option_after_the_command_says_where_it_goes(option: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A newcomer review (2026-12-07): `simulate ... --debug` said only "No such option"."""
+    argv = ["simulate", "-o", str(tmp_path / "x.jsonl"), "--records", "1", option]
+    code, err = _run(capsys, *(argv if option == "--debug" else [*argv, "debug"]))
+    assert code == ExitCode.USAGE and f"{option} is a global option: put it before the command" in err, err
+    assert not (tmp_path / "x.jsonl").exists()
