@@ -110,7 +110,11 @@ class ReportInputs:
         folders = {name: root / name for name in ("aggregates", "offenders", "campaigns", "shadow/diff", "shadow/metrics")}
         written = [name for name, path in folders.items() if _has_parquet(path)]
         if not written:
-            raise ReportError(f"no job output under {root} (expected aggregates/, offenders/, campaigns/ or shadow/)")
+            hint = ""
+            if (root / "verdicts").is_dir():  # a lake given where the jobs' --out goes (a newcomer review, 2026-12-07)
+                hint = (f"; {root} is a lake: run `misuse-monitor spark all --lake {root} --out JOBS` first, "
+                        f"then `misuse-monitor report JOBS --lake {root}`")
+            raise ReportError(f"no job output under {root} (expected aggregates/, offenders/, campaigns/ or shadow/){hint}")
         inputs = cls(
             aggregates=_read(folders["aggregates"], REQUIRED_COLUMNS["aggregates"]),
             offenders=_pseudonyms_only(_read(folders["offenders"], REQUIRED_COLUMNS["offenders"])),

@@ -263,3 +263,11 @@ def test_shadow_changes_are_listed_fifty_at_most(tmp_path: Path) -> None:
     html = report.render(report.ReportInputs(shadow_diff=pd.DataFrame({"change": changes})))
     assert "newly_flagged 3" in html and "(9,951 other changes) 9951" in html
     assert html.count(" 1, ") < 60
+
+
+def test_a_lake_given_as_the_job_output_folder_says_what_to_run(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A newcomer review (2026-12-07): `report LAKE` said only "no job output"."""
+    (tmp_path / "lake" / "verdicts" / "date=2026-11-01").mkdir(parents=True)
+    assert main(["report", str(tmp_path / "lake"), "-o", str(tmp_path / "r.html")]) == 4
+    err = capsys.readouterr().err
+    assert "no job output" in err and f"spark all --lake {tmp_path / 'lake'} --out JOBS" in err, err
