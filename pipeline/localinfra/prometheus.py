@@ -17,7 +17,7 @@ from __future__ import annotations
 import argparse
 import shutil
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -59,19 +59,26 @@ def find_prometheus() -> str:
     return binary
 
 
-def prometheus_config(targets: Sequence[str], rule_files: Sequence[Path], interval_s: float) -> dict[str, Any]:
-    """Scrape and evaluate every ``interval_s`` so tests see data within seconds."""
+def prometheus_config(
+    targets: Sequence[str] | Mapping[str, Sequence[str]], rule_files: Sequence[Path], interval_s: float
+) -> dict[str, Any]:
+    """Scrape and evaluate every ``interval_s`` so tests see data within seconds.
+
+    ``targets``: ``host:port`` strings, scraped as job JOB_NAME, or job name -> targets. The
+    stream rules match ``up{job=~"misuse-monitor.*"}``: give gateways and the lag exporter jobs
+    of their own (docs/dashboards.md), or a gateway that stops pages as "stream down"."""
+    jobs = dict(targets) if isinstance(targets, Mapping) else {JOB_NAME: targets}
     interval = f"{int(interval_s * 1000)}ms"
     return {
         "global": {"scrape_interval": interval, "evaluation_interval": interval, "scrape_timeout": interval},
         "rule_files": [str(p.resolve()) for p in rule_files],
-        "scrape_configs": [{"job_name": JOB_NAME, "static_configs": [{"targets": list(targets)}]}],
+        "scrape_configs": [{"job_name": job, "static_configs": [{"targets": list(hosts)}]} for job, hosts in jobs.items()],
     }
 
 
 def start_prometheus(
     data_dir: Path,
-    targets: Sequence[str],
+    targets: Sequence[str] | Mapping[str, Sequence[str]],
     *,
     port: int | None = None,
     rule_files: Sequence[Path] = (),

@@ -256,7 +256,10 @@ def stack(kafka_bootstrap: str, postgres_admin_url: str, tmp_path_factory: pytes
         gateway_url = stack_exit.enter_context(serve_in_thread(gateway_app))
         prometheus = start_prometheus(
             tmp_path_factory.mktemp("prometheus"),
-            [f"{LOOPBACK}:{metrics_port}", f"{LOOPBACK}:{lag_server.server_port}", gateway_url.removeprefix("http://")],
+            # One job per kind, as docs/dashboards.md asks: under the stream's job, a gateway that
+            # stops would page as "stream down".
+            {"misuse-monitor": [f"{LOOPBACK}:{metrics_port}"], "mm-lag-exporter": [f"{LOOPBACK}:{lag_server.server_port}"],
+             "mm-gateway": [gateway_url.removeprefix("http://")]},
             rule_files=[RULES_FILE],
             interval_s=1.0,
         )
@@ -430,6 +433,18 @@ def test_verify_with_prometheus_unreachable_is_one_line_and_exit_8(stack: Stack,
     assert code == ExitCode.SERVICE_UNREACHABLE, out[-2000:]
     assert "ERROR" not in out and len(err.strip().splitlines()) == 1
     assert "Prometheus" in err and url in err
+
+
+def test_stream_replicas_up_counts_the_stream_alone(stack: Stack) -> None:
+    """A review of the dashboards (2026-12-07): on "All" the panel summed `up` of every target,
+    the gateway and the lag exporter included (here: 3 for one stream replica)."""
+    from dashboards.pipeline_health import pipeline_health
+    from dashboards.queries import render_promql
+
+    [panel] = [p for p in pipeline_health()["panels"] if p.get("title") == "Stream replicas up"]
+    expr = render_promql(panel["targets"][0]["expr"])
+    assert [float(s["value"][1]) for s in query(stack.prometheus.url, expr)] == [1.0]
+    assert sum(float(s["value"][1]) for s in query(stack.prometheus.url, "sum(up)")) == 3
 
 
 def test_the_gateway_dashboard_reads_what_the_gateway_did(stack: Stack) -> None:
