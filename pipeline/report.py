@@ -115,16 +115,12 @@ class ReportInputs:
                 hint = (f"; {root} is a lake: run `misuse-monitor spark all --lake {root} --out JOBS` first, "
                         f"then `misuse-monitor report JOBS --lake {root}`")
             raise ReportError(f"no job output under {root} (expected aggregates/, offenders/, campaigns/ or shadow/){hint}")
+        frames = {name: _read(path, REQUIRED_COLUMNS[name]) for name, path in folders.items()}
         inputs = cls(
-            aggregates=_read(folders["aggregates"], REQUIRED_COLUMNS["aggregates"]),
-            offenders=_pseudonyms_only(_read(folders["offenders"], REQUIRED_COLUMNS["offenders"])),
-            campaigns=_read(folders["campaigns"], REQUIRED_COLUMNS["campaigns"]),
-            shadow_diff=_read(folders["shadow/diff"], REQUIRED_COLUMNS["shadow/diff"]),
-            shadow_metrics=_read(folders["shadow/metrics"], REQUIRED_COLUMNS["shadow/metrics"]),
+            aggregates=frames["aggregates"], offenders=_pseudonyms_only(frames["offenders"]), campaigns=frames["campaigns"],
+            shadow_diff=frames["shadow/diff"], shadow_metrics=frames["shadow/metrics"],
+            empty_outputs=tuple(f"{name}/" for name in written if frames[name].empty),
         )
-        frames = {"aggregates": inputs.aggregates, "offenders": inputs.offenders, "campaigns": inputs.campaigns,
-                  "shadow/diff": inputs.shadow_diff, "shadow/metrics": inputs.shadow_metrics}
-        inputs.empty_outputs = tuple(f"{name}/" for name in written if frames[name].empty)
         if lake is not None:
             inputs.lake_given = True
             inputs.lake = _read_lake(lake)

@@ -338,8 +338,7 @@ def read_lake_verdicts(spark: SparkSession, lake: Path | str) -> DataFrame:
 def first_per_request(verdicts: DataFrame) -> DataFrame:
     """One row per ``request_id`` (the idempotency key, design.md): the first by source position
     (shadow compares the verdicts of one record this way)."""
-    order = Window.partitionBy("request_id").orderBy("source_topic", "source_partition", "source_offset")
-    return verdicts.withColumn("_n", F.row_number().over(order)).where(F.col("_n") == 1).drop("_n")
+    return _first_row(verdicts, ["request_id"], POSITION)
 
 
 def one_per_request(verdicts: DataFrame) -> DataFrame:
@@ -356,9 +355,17 @@ def one_per_request(verdicts: DataFrame) -> DataFrame:
     from pipeline.schemas import Severity
 
     rank = F.coalesce(F.array_position(F.array(*[F.lit(s.value) for s in Severity]), F.col("severity")), F.lit(0))
-    order = Window.partitionBy("request_id", "prompt_hash", "completion_hash").orderBy(
-        F.col("flagged").desc_nulls_last(), rank.desc(), "source_topic", "source_partition", "source_offset")
-    return verdicts.withColumn("_n", F.row_number().over(order)).where(F.col("_n") == 1).drop("_n")
+    return _first_row(verdicts, ["request_id", "prompt_hash", "completion_hash"],
+                      [F.col("flagged").desc_nulls_last(), rank.desc(), *POSITION])
+
+
+POSITION = ["source_topic", "source_partition", "source_offset"]
+
+
+def _first_row(verdicts: DataFrame, keys: list[str], order: list) -> DataFrame:
+    """The first row of each group of ``keys`` in ``order``."""
+    window = Window.partitionBy(*keys).orderBy(*order)
+    return verdicts.withColumn("_n", F.row_number().over(window)).where(F.col("_n") == 1).drop("_n")
 
 
 def lake_verdict_files(lake: Path | str) -> list[Path]:

@@ -29,9 +29,8 @@ def refuse_overwrite(targets: Iterable[Path], overwrite: bool) -> None:
         raise InputError(f"{', '.join(map(str, busy))} is not empty; pass --overwrite to replace it")
 
 
-def bounded(kind: type, low: float, high: float | None = None, *, above: bool = False):  # noqa: ANN201
-    """An argparse ``type=`` for a finite number of ``kind`` from ``low`` (excluded if ``above``)
-    to ``high``: the job files spark-submit runs took any float (NaN, 0, -1) the ``misuse-monitor
+def bounded(kind: type, low: float, high: float | None = None):  # noqa: ANN201
+    """An argparse ``type=`` for a finite number of ``kind`` from ``low`` to ``high``: the job files spark-submit runs took any float (NaN, 0, -1) the ``misuse-monitor
     spark`` commands refuse (a hostile review, 2026-12-07: `--half-life-days nan` exited 0 with
     every risk NaN)."""
     import math
@@ -41,9 +40,8 @@ def bounded(kind: type, low: float, high: float | None = None, *, above: bool = 
             value = kind(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"{text!r} is not a {kind.__name__}") from None
-        too_low = value <= low if above else value < low
-        if not math.isfinite(value) or too_low or (high is not None and value > high):
-            bound = f"{'above' if above else 'at least'} {low:g}" + (f" and at most {high:g}" if high is not None else "")
+        if not math.isfinite(value) or value < low or (high is not None and value > high):
+            bound = f"at least {low:g}" + (f" and at most {high:g}" if high is not None else "")
             raise argparse.ArgumentTypeError(f"{text!r}: must be {bound}")
         return value
 
