@@ -437,7 +437,7 @@ class Gateway:
             # Parsed off the event loop: a large body takes seconds to parse (or to prune).
             # Bytes that are not UTF-8, huge integers and deep values read as an upstream reads them.
             request = (await anyio.to_thread.run_sync(parse_request, body)).body
-        except (ValueError, RecursionError):
+        except ValueError:  # parse_request turns a depth it cannot prune into ValueError
             return None  # not ours to judge: the upstream answers the malformed body
         started = time.perf_counter()
         try:

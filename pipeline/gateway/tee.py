@@ -841,8 +841,8 @@ def exchange_to_logs(exchange: Exchange, deployment: str | None, max_bytes: int 
     """Parse the raw bytes of an exchange (JSON or SSE) and adapt them to inference logs.
 
     The request is parsed as the upstream parses it (``json.loads``: the last of duplicate keys
-    wins, as it does for the model), so what is logged is what the model read; a body nested
-    too deep for it is kept in the rejected file (:meth:`LogTee._adapt`), and read by the
+    wins, as it does for the model), so what is logged is what the model read (values nested
+    past Python's parser read as null: :func:`parse_request`), and read by the
     exchange's route, not by which keys it holds. A stream cut mid-event keeps the events before
     the cut (``metadata.stream_cut``).
 
