@@ -532,3 +532,28 @@ def test_a_drop_mode_gateway_does_not_need_a_writable_spill_path(tmp_path):
     check_paths(GatewaySettings(overflow="drop", spill_path=unwritable, rejected_path=tmp_path / "r.jsonl"))
     with pytest.raises(ConfigError, match="spill_path"):
         check_paths(GatewaySettings(overflow="spill", spill_path=unwritable, rejected_path=tmp_path / "r.jsonl"))
+
+
+def test_a_drop_mode_gateway_refuses_a_left_over_spill_file_it_cannot_replay(tmp_path):
+    """The other half of the test above: a drop-mode gateway still replays (and then deletes) a
+    spill file left over from a spill-mode run, so that file must be writable. Made unwritable
+    for root with the immutable attribute (permission bits say nothing to root)."""
+    import shutil
+    import subprocess
+
+    from pipeline.exits import ConfigError
+    from pipeline.gateway.settings import GatewaySettings
+    from pipeline.gateway.tee import SPILL_LINE_START, check_paths
+
+    left_over = tmp_path / "s.jsonl"
+    left_over.write_bytes(SPILL_LINE_START + b',"torn by a crash"\n')
+    settings = GatewaySettings(overflow="drop", spill_path=left_over, rejected_path=tmp_path / "r.jsonl")
+    check_paths(settings)  # writable: starts, and replays it
+    chattr = shutil.which("chattr")
+    if not chattr or subprocess.run([chattr, "+i", str(left_over)], capture_output=True, check=False).returncode:
+        pytest.skip("this filesystem has no immutable attribute")
+    try:
+        with pytest.raises(ConfigError, match="gateway.spill_path .*s.jsonl is not writable"):
+            check_paths(settings)
+    finally:
+        subprocess.run([chattr, "-i", str(left_over)], check=True)
