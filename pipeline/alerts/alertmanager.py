@@ -35,6 +35,7 @@ from pipeline.alerts.grouping import _alert_from_row
 from pipeline.alerts.metrics import AlertMetrics
 from pipeline.alerts.model import Alert, GeneratorLinks, PostableAlert
 from pipeline.alerts.settings import AlertmanagerSettings
+from pipeline.alerts.transport import alert_client, post_within
 
 log = logging.getLogger(__name__)
 
@@ -91,7 +92,7 @@ class AlertmanagerPusher:
         self._links = links
         self._metrics = metrics
         self._clock = clock
-        self._client = client or httpx.Client(follow_redirects=False)
+        self._client = client or alert_client()
         self._peers = [_Peer(u.get_secret_value().rstrip("/") + "/api/v2/alerts") for u in settings.urls]
         # A resolved alert is re-sent with full syncs for this long, then its row may go.
         self._keep_resolved_s = 2 * settings.resend_interval_s + 60
@@ -152,8 +153,9 @@ class AlertmanagerPusher:
         for i in range(0, len(alerts), _CHUNK):
             body = json.dumps([PostableAlert.of(a, self._links).model_dump() for a in alerts[i : i + _CHUNK]]).encode()
             try:
-                response = self._client.post(
-                    peer.url, content=body, headers={"Content-Type": "application/json"}, timeout=self._settings.timeout_s
+                response = post_within(
+                    self._client, peer.url, content=body, headers={"Content-Type": "application/json"},
+                    timeout_s=self._settings.timeout_s,
                 )
             except httpx.HTTPError as exc:
                 error = f"{type(exc).__name__}: {exc}"

@@ -224,14 +224,17 @@ def _send_test_to_alertmanager(settings: AlertSettings) -> list[dict[str, Any]]:
 
     from pipeline.alerts.alertmanager import shown_url
     from pipeline.alerts.model import PostableAlert
+    from pipeline.alerts.transport import alert_client, post_within
 
     alert = _test_alert(time.time())
-    body = [PostableAlert.of(alert, GeneratorLinks(base_url=settings.generator_url)).model_dump()]
+    body = json.dumps([PostableAlert.of(alert, GeneratorLinks(base_url=settings.generator_url)).model_dump()]).encode()
     results = []
     for url in settings.alertmanager.urls:
         base = url.get_secret_value().rstrip("/")
         try:
-            response = httpx.post(f"{base}/api/v2/alerts", json=body, timeout=settings.alertmanager.timeout_s)
+            with alert_client() as client:
+                response = post_within(client, f"{base}/api/v2/alerts", content=body,
+                                       headers={"Content-Type": "application/json"}, timeout_s=settings.alertmanager.timeout_s)
             ok, detail = 200 <= response.status_code < 300, f"HTTP {response.status_code}"
         except httpx.HTTPError as exc:
             ok, detail = False, f"{type(exc).__name__}: {exc}"

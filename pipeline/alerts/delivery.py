@@ -33,6 +33,7 @@ from pipeline.alerts.metrics import AlertMetrics
 from pipeline.alerts.outbox import Outbox, OutboxItem
 from pipeline.alerts.receivers.base import Receiver
 from pipeline.alerts.settings import DeliverySettings
+from pipeline.alerts.transport import alert_client
 
 log = logging.getLogger(__name__)
 
@@ -97,7 +98,7 @@ class Dispatcher:
         self._clock = clock
         self._on_tick = on_tick
         self._rng = rng or random.Random()
-        self._client = client or httpx.Client(follow_redirects=False)
+        self._client = client or alert_client()
         self._pool = ThreadPoolExecutor(max_workers=settings.concurrency, thread_name_prefix="mm-alert-send")
         self._wake = threading.Event()
         self._stop = threading.Event()

@@ -10,7 +10,6 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
 import cachetools
-import httpx
 import sqlalchemy as sa
 from prometheus_client import CollectorRegistry
 from sqlalchemy.engine import Engine
@@ -25,6 +24,7 @@ from pipeline.alerts.receivers.base import build_receivers
 from pipeline.alerts.rules import AlertRules, ModelHoppingRule, RateRule, RepeatOffenderRule, VerdictRule, load_rules
 from pipeline.alerts.settings import AlertSettings
 from pipeline.alerts.state import create_db_engine
+from pipeline.alerts.transport import alert_client
 from pipeline.alerts import state as state_db
 from pipeline.schemas import MisuseVerdict
 from pipeline.sinks.base import ScoredRecord
@@ -110,7 +110,7 @@ class Alerting:
             with db.connect() as conn:
                 engine.load(conn)
         links = GeneratorLinks(base_url=settings.generator_url)
-        client = httpx.Client(follow_redirects=False)
+        client = alert_client()
         notifier: Stage
         if settings.notify == "alertmanager":
             notifier = AlertmanagerPusher(db, settings.alertmanager, links, metrics=metrics, clock=clock, client=client)

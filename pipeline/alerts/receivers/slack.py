@@ -9,6 +9,7 @@ import httpx
 
 from pipeline.alerts.model import WebhookMessage
 from pipeline.alerts.receivers.base import Receiver
+from pipeline.alerts.transport import post_within
 
 MAX_ALERTS_SHOWN = 10
 _ICON = {"critical": ":rotating_light:", "warning": ":warning:", "info": ":information_source:"}
@@ -61,9 +62,10 @@ class SlackReceiver(Receiver):
 
     def send(self, client: httpx.Client, message: WebhookMessage, idempotency_key: str) -> httpx.Response:
         body = json.dumps(render(message), sort_keys=True).encode()
-        return client.post(
+        return post_within(
+            client,
             self.settings.url.get_secret_value(),
             content=body,
             headers={"Content-Type": "application/json"},
-            timeout=self.settings.timeout_s,
+            timeout_s=self.settings.timeout_s,
         )

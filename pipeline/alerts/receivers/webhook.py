@@ -22,6 +22,7 @@ import httpx
 
 from pipeline.alerts.model import WebhookMessage
 from pipeline.alerts.receivers.base import Receiver
+from pipeline.alerts.transport import post_within
 
 TIMESTAMP_HEADER = "X-MM-Timestamp"
 SIGNATURE_HEADER = "X-MM-Signature"
@@ -87,6 +88,6 @@ class WebhookReceiver(Receiver):
         # Signed with the wall clock: the timestamp is about this transmission's freshness
         # (replay window), whatever time the alerts are about.
         headers = signed_headers(self.settings.secret.get_secret_value(), body, idempotency_key)
-        return client.post(
-            self.settings.url.get_secret_value(), content=body, headers=headers, timeout=self.settings.timeout_s
+        return post_within(
+            client, self.settings.url.get_secret_value(), content=body, headers=headers, timeout_s=self.settings.timeout_s
         )
