@@ -42,7 +42,10 @@ class DeadLetters:
     def send(self, raw: RawRecord, reason: str, detail: str) -> None:
         """Queue one dead letter; ``reason`` is a bounded label, ``detail`` names the field."""
         headers = {
-            **{k: v for k, v in raw.headers},  # the gateway's own headers travel along
+            # The source record's own headers travel along. A null header value (Java clients
+            # may send one) travels as empty: the producer refuses None, and that TypeError
+            # ended the sink stage on every restart (a hostile review, 2026-12-07).
+            **{k: v if isinstance(v, bytes) else b"" for k, v in raw.headers},
             H_REASON: reason.encode(),
             H_DETAIL: detail.encode("utf-8", "replace")[:1000],
             H_TOPIC: raw.position.topic.encode(),

@@ -117,3 +117,50 @@ def test_a_record_just_under_the_topic_limit_is_dead_lettered_cut_down_not_an_ou
     assert dead.value == big[: 64 * 1024]
     table = LakeWriter(tmp_path / "lake").read()
     assert sorted(table.column("request_id").to_pylist()) == ["g0", "g1"]
+
+
+def test_a_bad_record_with_a_null_header_value_is_dead_lettered_not_a_stopped_partition(
+    kafka_bootstrap, kafka_topic_factory, tmp_path, monkeypatch
+):
+    """A hostile review (2026-12-07): Java clients may send a header whose value is null; the
+    dead letter of such a record copied it, KafkaProducer refused None with a TypeError, and the
+    sink stage ended (exit 1) on every restart. kafka-python cannot send a null header value,
+    so the producer of this test writes one onto the wire itself (its batch builder, patched here)."""
+    from kafka import KafkaProducer
+    from kafka.record import default_records
+
+    topic = kafka_topic_factory(partitions=1)
+    append = default_records.DefaultRecordBatchBuilder.append
+
+    def with_null_header(self, offset, timestamp, key, value, headers, *args, **kwargs):  # noqa: ANN001, ANN202
+        return append(self, offset, timestamp, key, value, [(k, None if v == b"<null>" else v) for k, v in headers],
+                      *args, **kwargs)  # fmt: skip
+
+    monkeypatch.setattr(default_records.DefaultRecordBatchBuilder, "append", with_null_header)
+    producer = KafkaProducer(bootstrap_servers=kafka_bootstrap)
+    producer.send(topic, _good("g0", "hi"))
+    producer.send(topic, b"{not json", headers=[("trace", b"<null>"), ("tenant", b"acme")])
+    producer.send(topic, _good("g1", "hello"))
+    producer.flush()
+    producer.close()
+    monkeypatch.undo()
+    assert [m.headers for m in _read(kafka_bootstrap, topic, 3)][1] == [("trace", None), ("tenant", b"acme")]
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MM_")}
+    env.update(
+        MM_KAFKA__BOOTSTRAP_SERVERS=kafka_bootstrap, MM_KAFKA__INPUT_TOPIC=topic,
+        MM_KAFKA__VERDICT_TOPIC=f"{topic}.verdicts", MM_KAFKA__DEAD_LETTER_TOPIC=f"{topic}.dlq",
+        MM_KAFKA__GROUP_ID="g-null-header", MM_LAKE__PATH=str(tmp_path / "lake"), MM_METRICS__PORT="0",
+        MM_DETECTORS__ENABLED='["rules"]', MM_PSEUDONYM_KEY="test-pseudonym-key-0123456789",
+    )
+    stream = subprocess.run(
+        [sys.executable, "-m", "pipeline.cli", "stream", "--max-idle", "6"],
+        env=env, capture_output=True, text=True, timeout=240, check=False,
+    )
+    assert stream.returncode == 0, (stream.stdout + stream.stderr)[-4000:]
+    (dead,) = _read(kafka_bootstrap, f"{topic}.dlq", 1)
+    headers = dict(dead.headers)
+    assert dead.value == b"{not json" and headers["mm.error.reason"] == b"invalid_json"
+    assert headers["trace"] == b"" and headers["tenant"] == b"acme"  # the null travels as empty
+    table = LakeWriter(tmp_path / "lake").read()
+    assert sorted(table.column("request_id").to_pylist()) == ["g0", "g1"]
