@@ -67,6 +67,10 @@ class TrackedProducer:
         self._producer = KafkaProducer(**options)
         self._pending: list[_Pending] = []
         self._failed: list[_Pending] = []
+        # Topics for which a send waited max_block_ms in vain (no metadata: the topic is missing
+        # and not created, or no broker answers) since the last flush: their next sends fail at
+        # once, so a batch waits that long once, not once per record.
+        self._blocked: dict[str, KafkaTimeoutError] = {}
 
     def send(
         self,
@@ -83,9 +87,14 @@ class TrackedProducer:
         self._pending.append(_Pending(name, self._send(topic, value, key, header_list), topic, value, key, header_list))
 
     def _send(self, topic: str, value: bytes, key: bytes | None, headers: list[tuple[str, bytes]]) -> Any:
+        if topic in self._blocked:
+            return _Failed(self._blocked[topic])
         try:
             return self._producer.send(topic, value=value, key=key, headers=headers)
-        except KafkaError as exc:  # e.g. MessageSizeTooLargeError, or no metadata while the broker is down
+        except KafkaTimeoutError as exc:  # no metadata within max_block_ms
+            self._blocked[topic] = exc
+            return _Failed(exc)
+        except KafkaError as exc:  # e.g. MessageSizeTooLargeError
             return _Failed(exc)
 
     def resend_failed(self, rewrite: Callable[[_Pending], None] | None = None) -> int:
@@ -109,6 +118,7 @@ class TrackedProducer:
 
     def flush(self, timeout_s: float = 30.0) -> int:
         """Wait for every queued record; returns how many were delivered."""
+        self._blocked.clear()
         self._producer.flush(timeout=timeout_s)
         pending, self._pending = self._pending, []
         failures: list[tuple[str, BaseException]] = []

@@ -427,9 +427,14 @@ class Pipeline(RebalanceHooks):
         if isinstance(item, _Hook):
             item.run()
             return
-        for raw, reason, detail in item.dead:
-            log.info("dead-lettering %s-%d@%d: %s: %s", raw.position.topic, raw.position.partition, raw.position.offset, reason, detail)
-            self.dead_letters.send(raw, reason, detail)
+        # Watched like a sink call: a send waits for the topic's metadata (a dead-letter topic
+        # missing on a broker that does not create topics: 60 s per record, /healthz "ok"
+        # throughout and the outage deadline overshot; a hostile review, 2026-12-07).
+        with self._calling(DEAD_LETTERS):
+            for raw, reason, detail in item.dead:
+                log.info("dead-lettering %s-%d@%d: %s: %s", raw.position.topic, raw.position.partition, raw.position.offset,
+                         reason, detail)  # fmt: skip
+                self.dead_letters.send(raw, reason, detail)
         self._retry(DEAD_LETTERS, self.dead_letters.flush)
         for sink in self.sinks:
             t0 = time.perf_counter()

@@ -18,9 +18,11 @@ import time
 
 import httpx
 import pytest
-from kafka import KafkaAdminClient
+from kafka import KafkaAdminClient, KafkaProducer
 
 from pipeline.localinfra.kafka import create_topic, start_broker
+from pipeline.producer import DeliveryError, TrackedProducer
+from pipeline.settings import KafkaSettings
 from tests.integration.test_stream import _lake_ids, _produce, _read_topic, _record, _records_consumed, _stream_env
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
@@ -297,4 +299,50 @@ def test_a_hung_broker_is_waited_out_and_records_sent_after_it_are_read(tmp_path
             proc.communicate()
         with contextlib.suppress(ProcessLookupError):
             os.kill(broker.service.pid, signal.SIGCONT)
+        broker.stop()
+
+
+def test_a_dead_letter_topic_the_broker_does_not_create_is_an_outage_reported_and_waited_out(tmp_path):
+    """A hostile review (2026-12-07): on a broker that does not create topics, with no
+    dead-letter topic, each dead letter waited 60 s for the topic's metadata outside every
+    watched call: /healthz said "ok" for minutes and a 20 s outage deadline ended the run after
+    209 s (256 bad records: hours). Now the wait is watched (dead_letters down on /healthz after
+    stream.sink_stall_s), a batch waits for the metadata once, not once per record, and the
+    stream resumes when the topic exists."""
+    broker = start_broker(tmp_path / "kafka", extra_config={"auto.create.topics.enable": "false"})
+    try:
+        topic = "nodlq.logs"
+        create_topic(broker.bootstrap, topic, 1)
+        create_topic(broker.bootstrap, f"{topic}.verdicts", 1)
+        bad = [b"{not json %d" % i for i in range(5)]
+        good = [_record(i) for i in range(3)]
+        _produce(broker.bootstrap, topic, good)
+        producer = KafkaProducer(bootstrap_servers=broker.bootstrap)
+        for line in bad:
+            producer.send(topic, line)
+        producer.flush()
+        producer.close()
+        # A batch waits for a missing topic's metadata once (max_block_ms), not once per record.
+        waiting = TrackedProducer(KafkaSettings(bootstrap_servers=broker.bootstrap), max_block_ms=1000)
+        started = time.monotonic()
+        for line in bad:
+            waiting.send(f"{topic}.dlq", line)
+        sent_s = time.monotonic() - started
+        with pytest.raises(DeliveryError) as failed:
+            waiting.flush(timeout_s=5)
+        waiting.close()
+        assert len(failed.value.failures) == len(bad) and sent_s < 2.5  # 5 s before
+        port = _free_port()
+        env = _stream_env(broker.bootstrap, topic, tmp_path, "g-no-dlq", MM_METRICS__PORT=str(port),
+                          MM_STREAM__SINK_STALL_S="3", MM_STREAM__RETRY_MAX_S="1")  # fmt: skip
+        proc = _start(env, max_idle=5)
+        _wait_for(lambda: _alive(proc) and "dead_letters" in _healthz(port)[1].get("down", {}), 60,
+                  "/healthz to report the dead-letter topic's wait")  # fmt: skip
+        create_topic(broker.bootstrap, f"{topic}.dlq", 1)
+        out, err = proc.communicate(timeout=240)
+        assert proc.returncode == 0, err[-3000:]
+        dead = _read_topic(broker.bootstrap, f"{topic}.dlq", len(bad))
+        assert sorted(m.value for m in dead) == sorted(bad)
+        assert sorted(_lake_ids(tmp_path)) == sorted(r["request_id"] for r in good)
+    finally:
         broker.stop()
