@@ -163,6 +163,15 @@ def ship_artifact(
     if card is not None and card.is_dir():  # checked before the swap: a failed card write left a new artifact with the old card
         raise ShipError(f"model card {card} is a directory; name the markdown file to write")
     source = source.expanduser().resolve()
+    # The allow-list names files, and a link on one of those names was followed: a run's
+    # `validation-scores.npz` linking to a secret shipped the secret into the source tree as a
+    # regular file (a hostile review, 2026-12-07). Ship copies files, never what links point at.
+    for relative in sorted(SHIPPED_FILES):
+        path = source / relative
+        linked = next((p for p in (path.parent, path) if p != source and p.is_symlink()), None)
+        if linked is not None:
+            raise ShipError(f"{linked} is a symbolic link; ship copies the run's own files, not what a link points "
+                            "at: copy the file into the run directory")  # fmt: skip
     try:
         manifest, _, _ = load_artifact(source)
     except ModelLoadError as exc:

@@ -433,6 +433,28 @@ def test_ship_copies_the_artifact_files_only_never_what_else_the_run_directory_h
     load_artifact(shipped.destination)
 
 
+@pytest.mark.parametrize("linked", ["validation-scores.npz", "manifest.json", "adapter"])
+def test_ship_refuses_a_link_on_an_artifact_file_name(tmp_path, linked) -> None:
+    """A hostile review (2026-12-07): the allow-list above names files, and a link on one of
+    those names was followed: `validation-scores.npz` linking to a secret shipped the secret as a
+    regular file into the source tree, with nothing left out and no warning."""
+    secret = tmp_path / "secret"
+    secret.mkdir()
+    (secret / "aws").write_text("AWS_SECRET=hunter2")
+    run = build_tiny_minilm_artifact(tmp_path / "run", "transformer-v9")
+    target = run / linked
+    if linked == "manifest.json":  # a link to a good manifest: still not the run's own file
+        (secret / "manifest.json").write_bytes(target.read_bytes())
+        target.unlink()
+        target.symlink_to(secret / "manifest.json")
+    else:
+        target.symlink_to(secret / "aws" if linked.endswith(".npz") else secret)
+    root = tmp_path / "models"
+    with pytest.raises(ShipError, match=f"{linked} is a symbolic link"):
+        ship_artifact(run, name="shipped", models_root=root, card=None)
+    assert not root.exists() or not any(root.iterdir())
+
+
 def test_ship_never_replaces_a_folder_that_is_not_a_transformerbuild_tiny_minilm_artifact(tmp_path) -> None:
     """`--name history-gate-v1` replaced the history gate with a transformer artifact."""
     from detectors.transformer import DEFAULT_GATE_DIR, _load_gate
