@@ -126,7 +126,9 @@ DECODERS = CONTENT_DECODERS | {LEET, SPACED, MARKUP, NFKC, STYLED}
 class Limits:
     """Bounds that keep decoding cheap and safe on hostile input."""
 
-    max_chars: int = 100_000  # longer texts: only the first max_chars are normalised/decoded
+    # Longer texts (once blank runs are one blank, :func:`elide_binary`): only their head and
+    # tail, max_chars in all, are read; the verdict says so (signal unscreened_text).
+    max_chars: int = 100_000
     max_depth: int = 2  # decode the decoded text again at most this many times in total
     max_decoded_chars: int = 64_000  # total decoded output per text and depth
     min_base64_chars: int = 16
@@ -157,6 +159,8 @@ class Reading:
     # 2026-12-04).
     context: str | None = field(default=None, repr=False, compare=False)
     offset: int = field(default=0, repr=False, compare=False)
+    # The plain reading of a text longer than Limits.max_chars: its end was not read.
+    cut: bool = field(default=False, repr=False, compare=False)
 
     def original_span(self, start: int, end: int) -> tuple[int, int]:
         """Original character range covering this reading's [start, end)."""
@@ -1102,13 +1106,32 @@ _DATA_URI = re.compile(r"data:[\w.+-]+/[\w.+-]+;base64,[A-Za-z0-9+/=\s]{16,}")
 BINARY_PLACEHOLDER = "[binary data]"
 
 
+# Runs of blanks this long are read as one blank (a newline if they hold one), before the
+# max_chars cut: 100,000 spaces before a request hid it from every detector (a hostile review,
+# 2026-12-07). Code indents and blank lines stay far under it.
+_LONG_BLANKS = re.compile(r"\s{64,}")
+
+
 def elide_binary(text: str, limits: Limits = Limits()) -> Reading:
     """``text`` with binary payloads (data: URIs, base64 runs of 64+ characters that do not
-    decode to text, e.g. an image) replaced by ``[binary data]``.
+    decode to text, e.g. an image) replaced by ``[binary data]``, runs of 64 or more blanks by
+    one, and, when still longer than ``limits.max_chars``, cut to its first three quarters of
+    that and its last quarter (then ``cut`` is set: the middle is not read).
 
     A text classifier reads such a run as noise and calls it a jailbreak; it carries no
     words to judge. This is the plain reading of a part: not an obfuscation."""
-    text = text[: limits.max_chars]
+    base = identity(text)
+    if len(text) >= 64 and (blanks := [(m.start(), m.end(), "\n" if "\n" in m.group() else " ")
+                                       for m in _LONG_BLANKS.finditer(text)]):  # fmt: skip
+        base = _rewrite(base, blanks)
+    cut = len(base.text) > limits.max_chars
+    if cut:  # its head and its tail (a request after the padding is read); the middle is not
+        starts, ends = base.maps()
+        head = limits.max_chars * 3 // 4
+        tail = len(base.text) - (limits.max_chars - head - 1)
+        base = Reading(base.text[:head] + "\n" + base.text[tail:], (), starts[:head] + [ends[head - 1] - 1] + starts[tail:],
+                       ends[:head] + [ends[head - 1]] + ends[tail:])  # fmt: skip
+    text = base.text
     edits: list[tuple[int, int, str]] = []
     for m in _DATA_URI.finditer(text):
         edits.append((m.start(), m.end(), BINARY_PLACEHOLDER))
@@ -1118,11 +1141,10 @@ def elide_binary(text: str, limits: Limits = Limits()) -> Reading:
                 _BINARY_RUN.fullmatch(m.group()) and _decode_binary(m.group())
             ):
                 edits.append((m.start(), m.end(), BINARY_PLACEHOLDER))
-    if not edits:
-        return identity(text)
-    edits.sort()
-    elided = _rewrite(identity(text), edits, "binary")
-    return Reading(elided.text, (), elided.starts, elided.ends)
+    if edits:
+        edits.sort()
+        base = _rewrite(base, edits, "binary")
+    return Reading(base.text, (), base.starts, base.ends, cut=cut)
 
 
 # A JSON string literal in a value position (after ``:``, ``[`` or ``,``), not followed by ``:``
@@ -1428,6 +1450,11 @@ def folded_reading(text: str) -> Reading | None:
     ``FOLDED_ENGLISH``). Not one of :func:`readings`: most non-English text has accents, and a
     second transformer reading of it would cost a pass for nothing."""
     return accents_folded(_plain_and_base(text, DEFAULT_LIMITS)[1])
+
+
+def cut_short(text: str) -> bool:
+    """Is ``text`` longer than the detectors read (its plain reading was cut)?"""
+    return len(text) > DEFAULT_LIMITS.max_chars and _plain_and_base(text, DEFAULT_LIMITS)[0].cut
 
 
 @_text_cache

@@ -240,6 +240,10 @@ class Signal(StrEnum):
     # On the verdict, not on a finding: a screened part of the record is in a language no
     # enabled detector reads, so "not flagged" says nothing about that part (issue 11).
     UNSCREENED_LANGUAGE = "unscreened_language"
+    # On the verdict: a screened part is longer than the detectors read (100,000 characters once
+    # runs of blanks are one blank; detectors/normalize.py ``Limits.max_chars``): its end was not
+    # screened, so "not flagged" says nothing about it (a hostile review, 2026-12-07).
+    UNSCREENED_TEXT = "unscreened_text"
 
 
 class Severity(StrEnum):
@@ -702,7 +706,8 @@ class MisuseVerdict(BaseModel):
     signals: list[Signal] = Field(
         default_factory=list,
         description="Union of the findings' signals, plus unscreened_language when a screened part of the "
-        "record is in a language no enabled detector reads; sorted, unique",
+        "record is in a language no enabled detector reads and unscreened_text when one is longer than "
+        "the detectors read; sorted, unique",
     )
 
     def to_json(self) -> str:

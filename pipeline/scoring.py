@@ -198,13 +198,14 @@ class Scorer:
                 if found is not None:
                     merged[active[j]].extend(found)
         unread = self._unread_languages(read)
+        cut = self._cut_parts(read)
         out: list[MisuseVerdict | RecordError] = []
         for i, lg in enumerate(logs):
             if i in errors:
                 out.append(errors[i])
                 continue
             try:
-                signals = (Signal.UNSCREENED_LANGUAGE,) if unread[i] else ()
+                signals = [s for s, on in ((Signal.UNSCREENED_LANGUAGE, unread[i]), (Signal.UNSCREENED_TEXT, cut[i])) if on]
                 out.append(build_verdict(lg, merged[i], self._pseudonymize, signals))
             except ValueError as exc:  # pydantic ValidationError included: a finding this record made invalid
                 out.append(RecordError("verdict_error", repr(exc)[:500]))
@@ -248,6 +249,25 @@ class Scorer:
                 for (role, rest), n in cut.items():
                     self._metrics.trusted_system_prompts.labels(role, rest).inc(n)
         return read
+
+    def _cut_parts(self, logs: Sequence[InferenceLog]) -> list[bool]:
+        """Per record: is some screened part longer than the detectors read (the verdict's
+        unscreened_text signal)? Each such part counts in mm_detector_truncated_texts_total for
+        every detector that reads text."""
+        try:
+            from detectors.normalize import DEFAULT_LIMITS, cut_short
+        except ImportError:  # pragma: no cover - core install without the detector extra
+            return [False] * len(logs)
+        out = []
+        for lg in logs:
+            parts = [p for p in lg.screened_parts() if len(p.text) > DEFAULT_LIMITS.max_chars and cut_short(p.text)]
+            if parts and self._metrics is not None:
+                for detector in self.detectors:
+                    if detector.name not in _NO_EVIDENCE:
+                        for part in parts:
+                            self._metrics.truncated_texts.labels(detector.name, part.kind.value).inc()
+            out.append(bool(parts))
+        return out
 
     def _unread_languages(self, logs: Sequence[InferenceLog]) -> list[bool]:
         """Per record: is some screened part in a language no enabled detector reads?

@@ -88,7 +88,8 @@ def finding_severity(finding: Finding, complied: bool | None) -> Severity:
 def build_verdict(
     log: InferenceLog, findings: Sequence[Finding], pseudonymize: Pseudonymizer, signals: Iterable[Signal] = ()
 ) -> MisuseVerdict:
-    """The verdict of one record. ``signals``: record-level signals (unscreened_language), added
+    """The verdict of one record. ``signals``: record-level signals (unscreened_language,
+    unscreened_text), added
     to the union of the findings' signals; they change neither ``flagged`` nor the severity."""
     # Several detectors may report the same (category, side): keep all, ordered for
     # deterministic output; the strongest one drives severity.

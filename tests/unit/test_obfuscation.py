@@ -317,6 +317,55 @@ def test_scorer_exports_truncated_texts_and_first_pass_windows_per_detector() ->
     assert value("mm_detector_first_pass_windows_total", {"detector": "capped", "outcome": "cleared"}) == 5
 
 
+# A hostile review (2026-12-07): anything after character 100,000 of a part was never read, so
+# 100,000 blanks (or that much prose) before a request hid it from every detector, unreported.
+_PADDINGS = {
+    "spaces": " " * 100_000,
+    "newlines": "\n" * 100_000,
+    "blank_lines_and_tabs": "\n\t \n" * 30_000,
+    "prose": "The committee met on Tuesday to review the garden budget and the new benches. " * 1_400,
+}
+
+
+@pytest.mark.parametrize("padding", list(_PADDINGS))
+@pytest.mark.parametrize("i", [0, 3, 7])
+def test_rules_read_a_request_after_100k_characters_of_padding(padding, i) -> None:
+    log = plain_log(_PADDINGS[padding] + HARMFUL_CYBER[i], f"pad-{padding}-{i}")
+    cyber = _cyber(RulesDetector().detect([log])[0])
+    assert cyber, f"{padding} padding hid request {i}"
+    assert HARMFUL_CYBER[i][:20] in cyber[0].evidence or "<" in cyber[0].evidence  # the tail's span
+
+
+def test_a_part_longer_than_the_detectors_read_is_signalled_and_counted() -> None:
+    """Blanks are read as one blank, so 100,000 of them cut nothing; 112,000 characters of prose
+    are read as their head and tail, and the verdict says the middle was not screened."""
+    from pipeline.metrics import PipelineMetrics
+    from pipeline.scoring import Scorer
+
+    metrics = PipelineMetrics()
+    prose = _PADDINGS["prose"]
+    logs = [plain_log(_PADDINGS["spaces"] + "hello", "blanks"), plain_log(prose, "prose"),
+            plain_log("short", "short")]  # fmt: skip
+    verdicts = Scorer([RulesDetector()], Pseudonymizer(b"k"), metrics).score(logs)
+    assert [v.signals for v in verdicts] == [[], [Signal.UNSCREENED_TEXT], []]
+    assert not verdicts[1].flagged
+    assert metrics.registry.get_sample_value("mm_detector_truncated_texts_total", {"detector": "rules", "part": "user"}) == 1
+
+
+def test_the_cut_reading_maps_its_tail_back_to_the_original() -> None:
+    from detectors.normalize import Limits, elide_binary
+
+    text = "lorem " * 50 + "TAIL"
+    reading = elide_binary(text, Limits(max_chars=100))
+    assert reading.cut and len(reading.text) == 100 and reading.text.endswith("TAIL")
+    k = reading.text.index("TAIL")
+    assert reading.original_span(k, k + 4) == (300, 304)
+    assert reading.original_span(0, 3) == (0, 3)
+    assert not elide_binary("lorem " * 16, Limits(max_chars=100)).cut
+    blanks = elide_binary("x" + " " * 500 + "y", Limits(max_chars=100))
+    assert blanks.text == "x y" and not blanks.cut and blanks.original_span(2, 3) == (501, 502)
+
+
 @pytest.mark.parametrize("trick", ["tag_characters", "variation_selectors", "html_entities", "unicode_escapes", "base64"])
 def test_personal_data_hidden_with_the_request_is_redacted_from_decoded_evidence(trick) -> None:
     """Privacy: decoded evidence shows what the encoding hid, so it goes through the same PII
