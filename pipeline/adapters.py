@@ -53,7 +53,7 @@ NON_TEXT_OUTPUT_ITEMS = frozenset(
     {"web_search_call", "file_search_call", "image_generation_call", "computer_call", "code_interpreter_call"}
 )
 _MESSAGE_KEYS = frozenset(
-    {"role", "content", "name", "tool_calls", "tool_call_id", "reasoning_content", "reasoning", "refusal",
+    {"role", "content", "name", "tool_calls", "tool_call_id", "reasoning_content", "reasoning", "thinking", "refusal",
      "function_call", "annotations", "audio",
      # LiteLLM (SDK and proxy): Anthropic-style thinking blocks, and provider extras; prompt
      # caching marks (Anthropic, LiteLLM) carry no text
@@ -434,9 +434,16 @@ def _chat_messages(raw: Any, where: str, unknown: list[str]) -> tuple[list[dict[
         _note_unknown(message, _MESSAGE_KEYS, at, unknown)
         clean: dict[str, Any] = {"role": _role(message.get("role"))}
         clean["content"] = _content(message.get("content"), f"{at}.content", omitted, unknown)
-        reasoning = message.get("reasoning_content") or message.get("reasoning") or _thinking_text(message, at)
+        # vLLM's and SGLang's reasoning_content (renamed reasoning), Ollama's and the gpt-oss chat
+        # template's thinking (unscreened until a hostile review, 2026-12-07), LiteLLM's blocks;
+        # each distinct text once (servers send one text under two names).
+        # A value that is not a string (a server's structured reasoning) is read as its strings.
+        texts = (value if isinstance(value, str) else "\n".join(json_strings(value))
+                 for value in (message.get("reasoning_content"), message.get("reasoning"), message.get("thinking"),
+                               _thinking_text(message, at)))  # fmt: skip
+        reasoning = "\n".join(dict.fromkeys(text for text in texts if text))
         if reasoning:
-            clean["reasoning_content"] = _text(reasoning, f"{at}.reasoning_content")
+            clean["reasoning_content"] = reasoning
         calls = _Choice()
         for j, call in enumerate(_list(message.get("tool_calls"), f"{at}.tool_calls")):
             calls.add_tool_call(j, call, f"{at}.tool_calls.{j}")
@@ -575,8 +582,9 @@ def _add_message(choice: _Choice, message: Any, where: str) -> None:
         choice.text.append(_text(content, f"{where}.content"))
     # One field, as on the request side: servers that send both (vLLM while renaming
     # ``reasoning_content`` to ``reasoning``) send the same text twice.
-    key = "reasoning_content" if message.get("reasoning_content") else "reasoning"
-    if message.get(key):
+    # (Ollama and the gpt-oss template name it ``thinking``.)
+    key = next((k for k in ("reasoning_content", "reasoning", "thinking") if message.get(k)), None)
+    if key is not None:
         choice.reasoning.append(_text(message[key], f"{where}.{key}"))
     elif message.get("thinking_blocks"):
         choice.reasoning.append(_thinking_text(message, where))

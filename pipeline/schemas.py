@@ -635,6 +635,12 @@ class InferenceLog(BaseModel):
         for i, m in enumerate(self.messages or ()):
             add(m.kind, Side.PROMPT, f"messages[{i}].content", m.text)
             add(PartKind.REASONING, Side.PROMPT, f"messages[{i}].reasoning_content", m.reasoning_content)
+            # A field of a turn this contract does not name is screened too (a chat template may
+            # render it): `reasoning` and `thinking` as reasoning, any other as the turn itself
+            # (a turn's `thinking` went unread until a hostile review, 2026-12-07).
+            for key, value in (m.__pydantic_extra__ or {}).items():
+                kind = PartKind.REASONING if key in _REASONING_KEYS else m.kind
+                add(kind, Side.PROMPT, f"messages[{i}].{key}", value if isinstance(value, str) else "\n".join(json_strings(value)))
             for j, call in enumerate(m.tool_calls or ()):
                 add(PartKind.TOOL_CALL, Side.PROMPT, f"messages[{i}].tool_calls[{j}].function.arguments", call.function.arguments)
         add(PartKind.PROMPT, Side.PROMPT, "prompt", self.prompt)
@@ -644,6 +650,9 @@ class InferenceLog(BaseModel):
             add(PartKind.TOOL_CALL, Side.COMPLETION, f"tool_calls[{j}].function.arguments", call.function.arguments)
         return parts
 
+
+# Names servers and chat templates give a turn's reasoning besides reasoning_content.
+_REASONING_KEYS = frozenset({"reasoning", "thinking"})
 
 _ROLE_KINDS = {
     "system": PartKind.SYSTEM,

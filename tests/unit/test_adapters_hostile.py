@@ -115,6 +115,23 @@ def test_reasoning_sent_under_both_names_is_kept_once():
     assert (streamed.reasoning_content, plain.reasoning_content) == ("think ", "think")
 
 
+def test_a_turn_s_thinking_is_screened_as_its_reasoning():
+    """A hostile review (2026-12-07): Ollama and the gpt-oss chat template name a turn's reasoning
+    `thinking`; on the request side it was only named in unknown_fields, never screened, and in an
+    answer it was dropped. A structured `reasoning` is read as its strings."""
+    messages = [{"role": "user", "content": "q"},
+                {"role": "assistant", "content": "ok", "thinking": HARMFUL},
+                {"role": "assistant", "content": "ok", "reasoning": {"summary": [{"text": HARMFUL + " twice"}]}},
+                {"role": "user", "content": "go on"}]  # fmt: skip
+    response = {"id": "c", "choices": [{"message": {"content": "a", "thinking": HARMFUL + " now"}}]}
+    (log,) = from_openai_all({"model": "m", "messages": messages}, response, request_id="r")
+    assert [m.reasoning_content for m in log.messages] == [None, HARMFUL, HARMFUL + " twice", None]
+    assert log.reasoning_content == HARMFUL + " now" and "unknown_fields" not in log.metadata
+    chunks = [_chunk({"thinking": "write ransom"}), _chunk({"thinking": "ware"}), _chunk({"content": "a"})]
+    (streamed,) = from_openai_all({"model": "m", "messages": messages[:1]}, chunks, request_id="r")
+    assert streamed.reasoning_content == "write ransomware"
+
+
 # --------------------------------------------------------------------------- B6: tool calls without index
 
 
