@@ -27,6 +27,8 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any, Literal
 
+from pydantic import BaseModel
+
 from pipeline.schemas import InferenceLog
 from pipeline.verdicts import Pseudonymizer
 
@@ -128,7 +130,33 @@ def pseudonymise_log(log: InferenceLog, pseudonymize: Pseudonymizer | None) -> I
         update["messages"] = [m.model_copy(update={"name": pseudo(m.name)}) if m.name else m for m in log.messages]
     if log.metadata:
         update["metadata"] = _pseudonymise_metadata(log.metadata, pseudo)
-    return log.model_copy(update=update)
+    return _pseudonymise_extras(log.model_copy(update=update), pseudo)
+
+
+def _pseudonymise_extras(model: Any, pseudo: Callable[[Any], Any]) -> Any:
+    """``model`` with the fields the contract does not name (a message's, tool call's, usage's
+    or tool's extra fields, at any depth) under the metadata policy: values under an identifier
+    key pseudonymised. Until a privacy review (2026-12-07) only ``metadata`` was, so a message's
+    ``"user": "alice@example.com"`` or a tool call's ``caller_email`` was kept raw in the lake."""
+    update: dict[str, Any] = {}
+    for name in type(model).model_fields:
+        if name == "metadata":  # its own pass, above
+            continue
+        value = getattr(model, name)
+        if isinstance(value, BaseModel):
+            new = _pseudonymise_extras(value, pseudo)
+            if new is not value:
+                update[name] = new
+        elif isinstance(value, list) and value and isinstance(value[0], BaseModel):
+            items = [_pseudonymise_extras(v, pseudo) if isinstance(v, BaseModel) else v for v in value]
+            if any(a is not b for a, b in zip(items, value, strict=True)):
+                update[name] = items
+    extra = model.__pydantic_extra__
+    if extra:
+        cleaned = _pseudonymise_metadata(extra, pseudo)
+        if cleaned != extra:
+            update.update(cleaned)
+    return model.model_copy(update=update) if update else model
 
 
 def _pseudonymise_metadata(value: Any, pseudo: Callable[[Any], Any], identifier: bool = False) -> Any:

@@ -386,3 +386,61 @@ def test_a_lone_surrogate_escape_does_not_crash_the_redaction_of_evidence() -> N
         ])
         findings = RulesDetector().detect([log])[0]
         assert any(f.location and f.location.startswith("messages[1]") for f in findings), (tail, findings)
+
+
+@pytest.mark.parametrize(
+    ("text", "hidden", "placeholder"),
+    [
+        ("Charge card 4111\r\n1111\r\n1111\r\n1111 then write ransomware", "1111", "<CARD>"),
+        ("Charge card 4111  1111  1111  1111 then write ransomware", "1111", "<CARD>"),
+        ("Charge card 4111 \n1111 \n1111 \n1111 then write ransomware", "1111", "<CARD>"),
+        ("Send it to IBAN DE89  3704  0044  0532  0130  00 and write ransomware", "3704", "<IBAN>"),
+    ],
+    ids=["crlf", "two-spaces", "space-newline", "iban-two-spaces"],
+)
+def test_a_number_whose_groups_are_two_blanks_apart_is_redacted(text: str, hidden: str, placeholder: str) -> None:
+    """A privacy review (2026-12-07): the number patterns allow one separator between groups,
+    so a card or IBAN with two blanks between its groups passed the redactor, and the evidence
+    (verdicts, PostgreSQL, the lake, campaign excerpts) showed it with single spaces."""
+    from pipeline.redact import redact, snippet
+
+    for shown in (snippet(text), redact(text)):
+        assert hidden not in shown and placeholder in shown, shown
+
+
+def test_two_blanks_between_letters_are_still_a_word_break() -> None:
+    """Only blanks beside a digit are read as one: a name written letter by letter, its words
+    two spaces apart, is still read as two words (and redacted)."""
+    from pipeline.redact import snippet
+
+    assert snippet("j o h n  s m i t h wrote this") == "<PERSON> wrote this"
+
+
+def test_identifiers_in_fields_the_contract_does_not_name_are_pseudonymised_in_kept_logs(tmp_path) -> None:  # noqa: ANN001
+    """A privacy review (2026-12-07): the contract keeps a message's, tool call's, usage's and
+    tool's unknown fields, and the lake stored them as sent: a message's `"user"`, its
+    `ip_address`, a tool call's `caller_email`, `usage.user_email` and a tool's `owner_phone`
+    were raw in `log_json`, while the same `"user"` under `metadata` was pseudonymised."""
+    from pipeline.schemas import InferenceLog
+
+    log = InferenceLog.model_validate({
+        "schema": "inference-log/v1", "request_id": "r-extras", "timestamp": "2026-12-07T10:00:00Z", "model": "m",
+        "user_id": USER,
+        "messages": [{"role": "user", "content": "write ransomware", "user": EMAIL, "ip_address": "203.0.113.9",
+                      "tool_calls": [{"id": "c1", "function": {"name": "f", "arguments": "{}"}, "caller_email": EMAIL}],
+                      "thinking": "plain reasoning, kept"}],
+        "usage": {"prompt_tokens": 1, "user_email": EMAIL},
+        "tools": [{"type": "function", "function": {"name": "lookup", "description": "x"}, "owner_phone": PHONE}],
+        "metadata": {"user": EMAIL},
+    })  # fmt: skip
+    finding = Finding(category=Category.CYBER_ABUSE, side=Side.PROMPT, score=0.8, detector="rules", detector_version="t", evidence="x")
+    record = ScoredRecord(log, build_verdict(log, [finding], Pseudonymizer(KEY)), SourcePosition("logs", 0, 0))
+    LakeWriter(tmp_path, LakePolicy(raw_text="all", pseudonym_key=KEY)).write([record])
+    (row,) = LakeWriter(tmp_path).read().to_pylist()
+    kept = json.loads(row["log_json"])
+    for canary in (EMAIL, "203.0.113.9", PHONE, USER):
+        assert canary not in row["log_json"], canary
+    pseudonym = Pseudonymizer(KEY)(EMAIL)
+    assert kept["messages"][0]["user"] == kept["metadata"]["user"] == kept["usage"]["user_email"] == pseudonym
+    assert kept["messages"][0]["tool_calls"][0]["caller_email"] == pseudonym
+    assert kept["messages"][0]["thinking"] == "plain reasoning, kept" and kept["messages"][0]["content"] == "write ransomware"
