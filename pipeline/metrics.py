@@ -32,7 +32,7 @@ SCORE_BUCKETS = tuple(i / 10 for i in range(1, 11))
 DEAD_LETTER_REASONS = (
     "too_large", "not_utf8", "invalid_json", "too_deep", "number_too_large", "duplicate_key", "not_an_object",
     "unsupported_schema", "invalid_record", "invalid_text", "timestamp_out_of_range", "empty",
-    "detector_error", "verdict_error", "scorer_crashed", "sink_refused",
+    "detector_error", "verdict_error", "scorer_crashed", "sink_refused", "corrupt_record",
 )
 
 

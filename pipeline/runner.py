@@ -55,6 +55,7 @@ from pipeline.source import KafkaSource, RawRecord, RebalanceHooks
 log = logging.getLogger(__name__)
 
 DEAD_LETTERS = "dead_letters"
+CORRUPT_RECORD = "corrupt_record"  # the dead-letter reason of a record the consumer could not parse
 BROKER = "kafka"  # the health component of the broker as the source sees it
 # A quiet stream asks the broker this often whether it has read everything (its health while idle).
 BROKER_CHECK_S = 10.0
@@ -404,9 +405,12 @@ class Pipeline(RebalanceHooks):
         scored: list[ScoredRecord] = []
         scored_raws: list[RawRecord] = []
         max_bytes = self.settings.batch.max_record_bytes
+        readable = [raw for raw in item if raw.unreadable is None]
+        if len(readable) < len(item):  # records the consumer could not parse (source.py, _skip_unreadable)
+            dead.extend((raw, CORRUPT_RECORD, raw.unreadable) for raw in item if raw.unreadable is not None)
         with self._calling(SCORING, stage="score"):
-            results = self.journal.score(item, lambda values: self.scorer.score_values(values, max_bytes))
-        for raw, result in zip(item, results, strict=True):
+            results = self.journal.score(readable, lambda values: self.scorer.score_values(values, max_bytes))
+        for raw, result in zip(readable, results, strict=True):
             if isinstance(result, RecordError):
                 dead.append((raw, result.reason, result.detail))
                 continue

@@ -38,7 +38,7 @@ from dataclasses import dataclass
 
 from kafka import KafkaConsumer, TopicPartition
 from kafka.consumer.subscription_state import AsyncConsumerRebalanceListener
-from kafka.errors import CommitFailedError, IllegalStateError, KafkaConnectionError, KafkaError
+from kafka.errors import CommitFailedError, CorruptRecordError, IllegalStateError, KafkaConnectionError, KafkaError
 from kafka.structs import MemberState, OffsetAndMetadata
 
 from pipeline.metrics import PipelineMetrics
@@ -73,6 +73,9 @@ class RawRecord:
     value: bytes | None
     headers: tuple[tuple[str, bytes], ...]
     timestamp_ms: int
+    # Set when the consumer could not read the record at ``position`` (its value is None):
+    # why, for its dead letter (reason corrupt_record).
+    unreadable: str | None = None
 
 
 class RebalanceHooks:
@@ -336,6 +339,9 @@ class KafkaSource:
             polled = self._consumer.poll(timeout_ms=timeout_ms, max_records=max_records)
         except MembershipStuck:
             return  # the watchdog woke this call; the consumer is replaced at the next poll
+        except CorruptRecordError as exc:
+            self._skip_unreadable(exc)
+            return
         except KafkaConnectionError as exc:
             # kafka-python 3.0.12 raises this from the coordinator lookup of a join (a member
             # joining, or rejoining because another did) when no broker answers; a stable member's
@@ -373,6 +379,28 @@ class KafkaSource:
                 )
                 for rec in records
             )
+
+    def _skip_unreadable(self, exc: CorruptRecordError) -> None:
+        """Hand out a placeholder for the record the consumer cannot read, and read on after it.
+
+        kafka-python raises from ``poll()`` on a record it cannot parse (a header key that is not
+        UTF-8, which librdkafka and raw clients can write; a CRC failure), at the same offset on
+        every poll: the stream ended on every start, and not even the records before it were
+        stored (a hostile review, 2026-12-07). The record becomes a dead letter with reason
+        ``corrupt_record`` and no value (its bytes cannot be had through kafka-python). Records
+        after it in the same record batch cannot be parsed either (the batch is read in order):
+        each raises in turn and gets its own dead letter, so every offset is accounted for.
+        """
+        part = getattr(self._consumer._fetcher, "_next_partition_records", None)  # noqa: SLF001 - no public way to learn where
+        tp = getattr(part, "topic_partition", None)
+        if tp is None or tp not in self._consumer.assignment():
+            raise exc  # where it is cannot be told: ended as before, never skipped blindly
+        offset = self._consumer.position(tp)
+        detail = f"the consumer could not read this record (or one before it in its record batch): {exc}"
+        log.warning("%s-%d@%d: %s", tp.topic, tp.partition, offset, detail)
+        self._pending.append(RawRecord(SourcePosition(tp.topic, tp.partition, offset), None, None, (), 0, detail[:1000]))
+        self._metrics.records_consumed.labels(tp.topic).inc()
+        self._consumer.seek(tp, offset + 1)
 
     # -- membership watchdog ------------------------------------------------------------------
 

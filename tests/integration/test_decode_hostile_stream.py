@@ -164,3 +164,52 @@ def test_a_bad_record_with_a_null_header_value_is_dead_lettered_not_a_stopped_pa
     assert headers["trace"] == b"" and headers["tenant"] == b"acme"  # the null travels as empty
     table = LakeWriter(tmp_path / "lake").read()
     assert sorted(table.column("request_id").to_pylist()) == ["g0", "g1"]
+
+
+class _RawHeaderKey(str):
+    """A header key kafka-python writes as these bytes: not UTF-8, as librdkafka or a raw client
+    may send (kafka-python itself always encodes a str key)."""
+
+    def encode(self, *args, **kwargs) -> bytes:  # noqa: ANN002, ANN003
+        return b"\xff\xfebad"
+
+
+def test_a_record_the_consumer_cannot_parse_is_dead_lettered_not_a_stopped_partition(kafka_bootstrap, kafka_topic_factory, tmp_path):
+    """A hostile review (2026-12-07): kafka-python raises CorruptRecordError from poll() on a
+    header key that is not UTF-8, at the same offset on every start: the stream exited 1 each
+    time, and even the record before it was never stored. Now such a record is a dead letter
+    (reason corrupt_record, no value: its bytes cannot be read), and the partition goes on. A
+    record after it in the same record batch cannot be parsed either, and gets its own."""
+    from kafka import KafkaProducer
+
+    topic = kafka_topic_factory(partitions=1)
+    producer = KafkaProducer(bootstrap_servers=kafka_bootstrap)
+    for rid, poison in (("g0", False), ("bad1", True), ("g2", False)):  # one record batch each
+        producer.send(topic, _good(rid, "hi"), headers=[(_RawHeaderKey("x"), b"v")] if poison else [])
+        producer.flush()
+    producer.send(topic, _good("bad3", "hi"), headers=[(_RawHeaderKey("x"), b"v")])  # one batch: 3 and 4
+    producer.send(topic, _good("g4", "after the bad one, same batch"))
+    producer.flush()
+    producer.send(topic, _good("g5", "hello"))
+    producer.flush()
+    producer.close()
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MM_")}
+    env.update(
+        MM_KAFKA__BOOTSTRAP_SERVERS=kafka_bootstrap, MM_KAFKA__INPUT_TOPIC=topic,
+        MM_KAFKA__VERDICT_TOPIC=f"{topic}.verdicts", MM_KAFKA__DEAD_LETTER_TOPIC=f"{topic}.dlq",
+        MM_KAFKA__GROUP_ID="g-corrupt", MM_LAKE__PATH=str(tmp_path / "lake"), MM_METRICS__PORT="0",
+        MM_DETECTORS__ENABLED='["rules"]', MM_PSEUDONYM_KEY="test-pseudonym-key-0123456789",
+    )
+    for run in range(2):  # a restart reads nothing twice and stops nowhere
+        stream = subprocess.run(
+            [sys.executable, "-m", "pipeline.cli", "stream", "--max-idle", "6"],
+            env=env, capture_output=True, text=True, timeout=240, check=False,
+        )
+        assert stream.returncode == 0, (run, (stream.stdout + stream.stderr)[-4000:])
+    dead = _read(kafka_bootstrap, f"{topic}.dlq", 3)
+    assert sorted(int(dict(m.headers)["mm.source.offset"]) for m in dead) == [1, 3, 4]
+    assert {dict(m.headers)["mm.error.reason"] for m in dead} == {b"corrupt_record"}
+    assert all(m.value == b"" and b"UnicodeDecodeError" in dict(m.headers)["mm.error.detail"] for m in dead)
+    table = LakeWriter(tmp_path / "lake").read()
+    assert sorted(table.column("request_id").to_pylist()) == ["g0", "g2", "g5"]
