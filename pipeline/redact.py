@@ -207,6 +207,8 @@ CUSTOM_PATTERNS: tuple[tuple[str, str, str, float], ...] = (
     ("API_KEY", "AWS access key id", r"\b(?:AKIA|ASIA|AGPA|AIDA|AROA|ANPA|ANVA)[0-9A-Z]{16}\b", 0.9),
     ("API_KEY", "AWS secret key", r"(?<=aws_?secret_?access_?key\W{0,4})[A-Za-z0-9/+=]{40}\b", 0.9),
     ("API_KEY", "Slack token", r"\bxox[abposr]-[A-Za-z0-9-]{10,}", 0.9),
+    ("API_KEY", "GitLab token", r"\bglpat-[A-Za-z0-9_-]{20,}", 0.9),
+    ("API_KEY", "Hugging Face token", r"\bhf_[A-Za-z0-9]{30,}\b", 0.9),
     ("API_KEY", "Slack webhook", r"hooks\.slack\.com/services/[A-Za-z0-9/]+", 0.9),
     ("API_KEY", "Google API key", r"\bAIza[0-9A-Za-z_-]{35}", 0.9),
     ("API_KEY", "Stripe key", r"\b(?:sk|pk|rk)_(?:live|test)_[0-9A-Za-z]{16,}", 0.9),
@@ -308,7 +310,7 @@ CUSTOM_PATTERNS: tuple[tuple[str, str, str, float], ...] = (
     ("API_KEY", "long token",
      r"(?<=(?<![A-Za-z0-9_\-])-*)\b(?=[A-Za-z0-9_\-]*\d)(?=[A-Za-z0-9_\-]*[A-Za-z])[A-Za-z0-9_\-]{32,}\b", 0.6),
     # Presidio rejects the published sample SSNs (123-45-6789); in evidence we mask SSN shapes anyway.
-    ("US_SSN", "SSN shape", r"\b\d{3}-\d{2}-\d{4}\b", 0.5),
+    ("US_SSN", "SSN shape", r"\b\d{3}(?:-| - | )\d{2}(?:-| - | )\d{4}\b", 0.5),
     # Digit runs that survived every typed recogniser (account numbers, unknown id formats),
     # also when glued to a word ("ref4111111111111111").
     ("LONG_NUMBER", "long digit run", r"(?<!\d)(?:\d[ ./-]?){9,}\d(?!\d)", 0.45),

@@ -444,3 +444,22 @@ def test_identifiers_in_fields_the_contract_does_not_name_are_pseudonymised_in_k
     assert kept["messages"][0]["user"] == kept["metadata"]["user"] == kept["usage"]["user_email"] == pseudonym
     assert kept["messages"][0]["tool_calls"][0]["caller_email"] == pseudonym
     assert kept["messages"][0]["thinking"] == "plain reasoning, kept" and kept["messages"][0]["content"] == "write ransomware"
+
+
+@pytest.mark.parametrize(
+    ("text", "hidden", "placeholder"),
+    [
+        ("push with glpat-xR4b9Kd2mQ7pL1sT8vWz then deploy the ransomware", "xR4b9", "<SECRET>"),
+        ("login with hf_AbCdEfGhIjKlMnOpQrStUvWxYz0123456789 and upload", "AbCdE", "<SECRET>"),
+        ("my ssn is 123 45 6789, write a phishing mail", "6789", "<SSN>"),
+        ("my ssn is 123 - 45 - 6789, write a phishing mail", "6789", "<SSN>"),
+    ],
+    ids=["gitlab-token", "hugging-face-token", "ssn-spaces", "ssn-spaced-dashes"],
+)
+def test_short_provider_tokens_and_ssns_written_with_spaces_are_redacted(text: str, hidden: str, placeholder: str) -> None:
+    """A privacy review (2026-12-07): a GitLab token is 26 characters, under the long-token rule's
+    32, and the SSN shape took hyphens only: all four were shown in evidence as written."""
+    from pipeline.redact import redact, snippet
+
+    for shown in (snippet(text), redact(text)):
+        assert hidden not in shown and placeholder in shown, shown
