@@ -8,7 +8,8 @@ its reply held the next peer's post for 30 s). httpx has no total timeout and a 
 not woken by closing its socket, so a timer shuts the connection's socket down at the deadline:
 the read returns, and the attempt fails as a timeout (retried like any other).
 
-The socket is taken from httpcore's ``trace`` events when the connection is opened and, for a
+The socket is taken from httpcore's ``trace`` events when the connection is opened (and again
+after its TLS handshake, which wraps it) and, for a
 kept-alive connection, from the response's ``network_stream`` once its headers are in. The clients
 made here keep no idle connections, so every attempt opens one and is bounded from its first byte;
 a client given by a caller that reuses connections is bounded from the reply's headers on.
@@ -52,7 +53,11 @@ class _Deadline:
         self._timer.cancel()
 
     def trace(self, event: str, info: Mapping[str, Any]) -> None:
-        if event in ("connection.connect_tcp.complete", "connection.connect_unix_socket.complete"):
+        # TLS wraps (and detaches) the TCP socket: the wrapped one is watched from its handshake
+        # on, or a trickling HTTPS receiver (every Slack webhook) outlived the deadline until its
+        # headers were in (a review of this change, 2026-12-07).
+        if event in ("connection.connect_tcp.complete", "connection.connect_unix_socket.complete",
+                     "connection.start_tls.complete"):  # fmt: skip
             self.watch(info.get("return_value"))
 
     def watch(self, stream: Any) -> None:  # an httpcore NetworkStream, or None

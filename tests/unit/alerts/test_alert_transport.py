@@ -91,6 +91,71 @@ def test_a_reply_whose_head_trickles_is_a_timeout_at_the_deadline() -> None:
         assert time.monotonic() - started < BOUND_S
 
 
+@pytest.fixture(scope="module")
+def tls_files(tmp_path_factory) -> tuple[Path, Path]:  # noqa: ANN001
+    """A self-signed certificate for localhost (cryptography, a dependency of the lake's cipher)."""
+    import datetime
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+        .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost")]), critical=False)
+        .sign(key, hashes.SHA256())
+    )  # fmt: skip
+    folder = tmp_path_factory.mktemp("tls")
+    (folder / "cert.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    (folder / "key.pem").write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                                       serialization.NoEncryption()))  # fmt: skip
+    return folder / "cert.pem", folder / "key.pem"
+
+
+def test_an_https_reply_whose_head_trickles_is_a_timeout_at_the_deadline(tls_files) -> None:  # noqa: ANN001
+    """A review of this change (2026-12-07): TLS wraps the TCP socket the trace first saw, so an
+    HTTPS receiver (every Slack webhook) trickling its head outlived the deadline."""
+    import ssl
+
+    cert, key = tls_files
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(cert, key)
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen(1)
+        stop = threading.Event()
+
+        def answer() -> None:
+            conn, _ = server.accept()
+            with context.wrap_socket(conn, server_side=True) as tls:
+                try:
+                    tls.recv(65536)
+                    for byte in b"HTTP/1.1 200 OK\r\nX-Slow: " + b"a" * TRICKLE_BYTES + b"\r\nContent-Length: 2\r\n\r\nok":
+                        if stop.wait(TRICKLE_GAP_S):
+                            return
+                        tls.sendall(bytes([byte]))
+                except OSError:
+                    pass
+
+        threading.Thread(target=answer, daemon=True).start()
+        client = httpx.Client(verify=ssl.create_default_context(cafile=str(cert)), follow_redirects=False,
+                              limits=httpx.Limits(max_keepalive_connections=0))
+        started = time.monotonic()
+        try:
+            with pytest.raises(httpx.TimeoutException, match="no reply within 0.5s"):
+                post_within(client, f"https://localhost:{server.getsockname()[1]}/", content=b"{}", headers={}, timeout_s=0.5)
+            assert time.monotonic() - started < BOUND_S
+        finally:
+            stop.set()
+            client.close()
+
+
 def test_a_2xx_whose_body_trickles_is_accepted_at_the_deadline() -> None:
     """The status is the answer: sending the notification again would notify twice."""
     with trickling_server("body") as url, alert_client() as client:
