@@ -253,7 +253,8 @@ class Scorer:
     def _cut_parts(self, logs: Sequence[InferenceLog]) -> list[bool]:
         """Per record: is some screened part longer than the detectors read (the verdict's
         unscreened_text signal)? Each such part counts in mm_detector_truncated_texts_total for
-        every detector that reads text."""
+        every detector that reads text and does not count its own truncation (the transformer's
+        window cap is always hit by such a part, and it counts that)."""
         try:
             from detectors.normalize import DEFAULT_LIMITS, cut_short
         except ImportError:  # pragma: no cover - core install without the detector extra
@@ -263,7 +264,7 @@ class Scorer:
             parts = [p for p in lg.screened_parts() if len(p.text) > DEFAULT_LIMITS.max_chars and cut_short(p.text)]
             if parts and self._metrics is not None:
                 for detector in self.detectors:
-                    if detector.name not in _NO_EVIDENCE:
+                    if detector.name not in _NO_EVIDENCE and type(detector).take_truncated is Detector.take_truncated:
                         for part in parts:
                             self._metrics.truncated_texts.labels(detector.name, part.kind.value).inc()
             out.append(bool(parts))

@@ -370,6 +370,16 @@ def test_a_part_longer_than_the_detectors_read_is_signalled_and_counted() -> Non
     assert not verdicts[1].flagged
     assert metrics.registry.get_sample_value("mm_detector_truncated_texts_total", {"detector": "rules", "part": "user"}) == 1
 
+    class CountsItsOwn(RulesDetector):  # as the transformer does: its window cap is hit by such a part
+        name = "counts_its_own"
+
+        def take_truncated(self):  # noqa: ANN202
+            return {}
+
+    Scorer([CountsItsOwn()], Pseudonymizer(b"k"), metrics).score([plain_log(prose, "prose-2")])
+    assert metrics.registry.get_sample_value("mm_detector_truncated_texts_total",
+                                             {"detector": "counts_its_own", "part": "user"}) is None  # fmt: skip
+
 
 def test_the_cut_reading_maps_its_tail_back_to_the_original() -> None:
     from detectors.normalize import Limits, elide_binary
