@@ -57,6 +57,10 @@ class DeadLetters:
         self._producer.send(self._topic, raw.value or b"", key=raw.key, headers=headers, label=label)
         self._metrics.dead_letters.labels(reason).inc()
 
+    def waiting(self) -> bool:
+        """Did a send since the last flush wait in vain for the topic's metadata (TrackedProducer.waiting)?"""
+        return self._producer.waiting()
+
     def flush(self, timeout_s: float = 60.0) -> None:
         """Deliver every queued dead letter or raise; a retry re-sends the ones that failed.
 

@@ -86,6 +86,10 @@ class TrackedProducer:
         header_list = list((headers or {}).items())
         self._pending.append(_Pending(name, self._send(topic, value, key, header_list), topic, value, key, header_list))
 
+    def waiting(self) -> bool:
+        """Did a send since the last flush wait ``max_block_ms`` in vain for a topic's metadata?"""
+        return bool(self._blocked)
+
     def _send(self, topic: str, value: bytes, key: bytes | None, headers: list[tuple[str, bytes]]) -> Any:
         if topic in self._blocked:
             return _Failed(self._blocked[topic])
@@ -105,6 +109,7 @@ class TrackedProducer:
         why it failed), e.g. to cut down a record the broker refused as too large.
         """
         failed, self._failed = self._failed, []
+        self._blocked.clear()  # each retry waits for a missing topic's metadata once again
         for item in failed:
             if rewrite is not None:
                 rewrite(item)

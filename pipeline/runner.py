@@ -37,6 +37,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from functools import partial
 
 from kafka import TopicPartition
 
@@ -71,6 +72,10 @@ SCORING = "scoring"  # the component a hung scoring call is reported as (/health
 class StalledCall(RuntimeError):
     """A sink call, or a batch's scoring, that has not returned for ``stream.sink_stall_s`` or
     ``stream.score_stall_s`` (shown on /healthz as its reason)."""
+
+
+class _SendsWaited(Exception):
+    """Raised inside a watched dead-letter send when every send waited in vain for the topic."""
 
 
 @dataclass
@@ -434,25 +439,44 @@ class Pipeline(RebalanceHooks):
         # Watched like a sink call: a send waits for the topic's metadata (a dead-letter topic
         # missing on a broker that does not create topics: 60 s per record, /healthz "ok"
         # throughout and the outage deadline overshot; a hostile review, 2026-12-07).
-        with self._calling(DEAD_LETTERS):
+        def send_dead_letters() -> None:
             for raw, reason, detail in item.dead:
-                log.info("dead-lettering %s-%d@%d: %s: %s", raw.position.topic, raw.position.partition, raw.position.offset,
-                         reason, detail)  # fmt: skip
+                log.info("dead-lettering %s-%d@%d: %s: %s", raw.position.topic, raw.position.partition,
+                         raw.position.offset, reason, detail)  # fmt: skip
                 self.dead_letters.send(raw, reason, detail)
-        self._retry(DEAD_LETTERS, self.dead_letters.flush)
+
+        self._deliver(DEAD_LETTERS, send_dead_letters, self.dead_letters.waiting, self.dead_letters.flush)
         for sink in self.sinks:
             t0 = time.perf_counter()
-            with self._calling(sink.name):
-                sink.write(item.scored)
-            self._retry(sink.name, sink.flush)
+            self._deliver(sink.name, partial(sink.write, item.scored), sink.waiting, sink.flush)
             self.metrics.sink_flush_duration.labels(sink.name).observe(time.perf_counter() - t0)
         self.source.mark_done(item.batch)
         self._count(item)
 
-    def _retry(self, component: str, flush: Callable[[], None]) -> None:
-        """Call ``flush`` until it succeeds, backing off; raise OutageError past the deadline."""
+    def _deliver(self, component: str, write: Callable[[], None], waiting: Callable[[], bool],
+                 flush: Callable[[], None]) -> None:  # fmt: skip
+        """``write`` inside a watched call, then ``flush`` until it succeeds (:meth:`_retry`).
+
+        A write that waited in vain for its destination (``waiting()``: a Kafka topic's metadata
+        did not come; a dead letter's send was outside any watch until 2026-12-07) ends its
+        watched call as a failure: ending it normally reported a recovery on /healthz and started
+        the outage clock again at the flush (a review of this change)."""
+        started = time.monotonic()
+        try:
+            with self._calling(component):
+                write()
+                if waiting():
+                    raise _SendsWaited
+        except _SendsWaited:
+            self._retry(component, flush, down_since=started)
+        else:
+            self._retry(component, flush)
+
+    def _retry(self, component: str, flush: Callable[[], None], down_since: float | None = None) -> None:
+        """Call ``flush`` until it succeeds, backing off; raise OutageError past the deadline.
+        ``down_since``: the component has been down since then already (the outage clock)."""
         cfg = self.settings.stream
-        delay, down_since = cfg.retry_initial_s, None
+        delay = cfg.retry_initial_s
         while True:
             started = time.monotonic()
             try:

@@ -393,8 +393,12 @@ class KafkaSource:
         """
         part = getattr(self._consumer._fetcher, "_next_partition_records", None)  # noqa: SLF001 - no public way to learn where
         tp = getattr(part, "topic_partition", None)
-        if tp is None or tp not in self._consumer.assignment():
-            raise exc  # where it is cannot be told: ended as before, never skipped blindly
+        # Only records being read are to blame: kafka-python keeps a partition's used-up records
+        # in that slot (falsy once drained), and a broker's CORRUPT_MESSAGE for another partition
+        # raises while they sit there; blaming them skipped readable records (a review of this
+        # change, 2026-12-07). Where it cannot be told, the stream ends as before.
+        if not part or tp is None or tp not in self._consumer.assignment():
+            raise exc
         offset = self._consumer.position(tp)
         detail = f"the consumer could not read this record (or one before it in its record batch): {exc}"
         log.warning("%s-%d@%d: %s", tp.topic, tp.partition, offset, detail)

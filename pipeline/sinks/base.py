@@ -65,6 +65,11 @@ class Sink(ABC):
     def flush(self) -> None:
         """Runs after write(), before offsets are committed: persist or raise."""
 
+    def waiting(self) -> bool:
+        """Right after write(): did it wait in vain for its destination (a Kafka topic whose
+        metadata did not come)? The runner then counts the write as the start of an outage."""
+        return False
+
     def on_assigned(self, partitions: Iterable[tuple[str, int]], partition_count: int) -> None:
         """Runs after a rebalance gave this member input partitions, before any of their records."""
 

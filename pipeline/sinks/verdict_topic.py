@@ -32,6 +32,9 @@ class VerdictTopicSink(Sink):
         for rec in records:
             send(topic, rec.verdict_json().encode("utf-8"), key=rec.verdict.request_id.encode("utf-8"))
 
+    def waiting(self) -> bool:
+        return self._producer.waiting()
+
     def flush(self) -> None:
         # Raises DeliveryError (after the producer's own retries): the batch is not committed,
         # and the runner's retry of flush() sends the failed verdicts again.
