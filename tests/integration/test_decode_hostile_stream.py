@@ -28,6 +28,28 @@ def _good(rid: str, prompt: str) -> bytes:
     return json.dumps({**BASE, "request_id": rid, "prompt": prompt}).encode()
 
 
+def _env(kafka_bootstrap: str, topic: str, tmp_path, group: str, dlq: str | None = None, **extra: str) -> dict[str, str]:  # noqa: ANN001
+    """The environment of a `produce` or `stream` run of these tests (rules detector, lake sink)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MM_")}
+    env.update(
+        MM_KAFKA__BOOTSTRAP_SERVERS=kafka_bootstrap, MM_KAFKA__INPUT_TOPIC=topic,
+        MM_KAFKA__VERDICT_TOPIC=f"{topic}.verdicts", MM_KAFKA__DEAD_LETTER_TOPIC=dlq or f"{topic}.dlq",
+        MM_KAFKA__GROUP_ID=group, MM_LAKE__PATH=str(tmp_path / "lake"), MM_METRICS__PORT="0",
+        MM_DETECTORS__ENABLED='["rules"]', MM_PSEUDONYM_KEY="test-pseudonym-key-0123456789", **extra,
+    )
+    return env
+
+
+def _stream(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """`misuse-monitor stream --max-idle 6`, to its end; asserts exit 0."""
+    stream = subprocess.run(
+        [sys.executable, "-m", "pipeline.cli", "stream", "--max-idle", "6"],
+        env=env, capture_output=True, text=True, timeout=240, check=False,
+    )
+    assert stream.returncode == 0, (stream.stdout + stream.stderr)[-4000:]
+    return stream
+
+
 HOSTILE: list[tuple[bytes, str | None]] = [  # (line, dead-letter reason or None for a verdict)
     (_good("deep", "@").replace(b'"@"', b"[" * 100_000 + b"]" * 100_000), "too_deep"),
     (_good("big", "x").replace(b'"prompt"', b'"usage": {"prompt_tokens": ' + b"9" * 4301 + b'}, "prompt"'),
@@ -43,13 +65,7 @@ HOSTILE: list[tuple[bytes, str | None]] = [  # (line, dead-letter reason or None
 def test_hostile_records_are_produced_from_stdin_and_dead_lettered_or_scored(kafka_bootstrap, kafka_topic_factory, tmp_path):
     topic = kafka_topic_factory(partitions=2)
     lines = [_good("g0", "What is the capital of France?")] + [raw for raw, _ in HOSTILE] + [_good("g1", "hi")]
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MM_")}
-    env.update(
-        MM_KAFKA__BOOTSTRAP_SERVERS=kafka_bootstrap, MM_KAFKA__INPUT_TOPIC=topic,
-        MM_KAFKA__VERDICT_TOPIC=f"{topic}.verdicts", MM_KAFKA__DEAD_LETTER_TOPIC=f"{topic}.dlq",
-        MM_KAFKA__GROUP_ID="g-hostile", MM_LAKE__PATH=str(tmp_path / "lake"), MM_METRICS__PORT="0",
-        MM_DETECTORS__ENABLED='["rules"]', MM_PSEUDONYM_KEY="test-pseudonym-key-0123456789",
-    )
+    env = _env(kafka_bootstrap, topic, tmp_path, "g-hostile")
     produced = subprocess.run(
         [sys.executable, "-m", "pipeline.cli", "produce", "-", "--topic", topic],
         input=b"\n".join(lines) + b"\n", env=env, capture_output=True, timeout=120, check=False,
@@ -61,11 +77,7 @@ def test_hostile_records_are_produced_from_stdin_and_dead_lettered_or_scored(kaf
     assert keys[lines[0]] == b"g0" and keys[HOSTILE[2][0]] == b"surrogate"  # keyed by request_id
     assert keys[HOSTILE[0][0]] is None and keys[HOSTILE[5][0]] is None  # too deep / ambiguous: sent unkeyed
 
-    stream = subprocess.run(
-        [sys.executable, "-m", "pipeline.cli", "stream", "--max-idle", "6"],
-        env=env, capture_output=True, text=True, timeout=240, check=False,
-    )
-    assert stream.returncode == 0, (stream.stdout + stream.stderr)[-4000:]
+    _stream(env)
 
     rejected = [(raw, reason) for raw, reason in HOSTILE if reason]
     dead = _read(kafka_bootstrap, f"{topic}.dlq", len(rejected))
@@ -92,23 +104,12 @@ def test_a_record_just_under_the_topic_limit_is_dead_lettered_cut_down_not_an_ou
     dlq = kafka_topic_factory(partitions=1, config=limit, prefix="dlq")
     big = b"{" + b"x" * 1_048_456  # not JSON; under batch.max_record_bytes (1 MiB), so not too_large
     lines = [_good("g0", "hi"), big, _good("g1", "hello")]
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MM_")}
-    env.update(
-        MM_KAFKA__BOOTSTRAP_SERVERS=kafka_bootstrap, MM_KAFKA__INPUT_TOPIC=topic,
-        MM_KAFKA__VERDICT_TOPIC=f"{topic}.verdicts", MM_KAFKA__DEAD_LETTER_TOPIC=dlq,
-        MM_KAFKA__GROUP_ID="g-big", MM_LAKE__PATH=str(tmp_path / "lake"), MM_METRICS__PORT="0",
-        MM_DETECTORS__ENABLED='["rules"]', MM_PSEUDONYM_KEY="test-pseudonym-key-0123456789",
-        MM_STREAM__OUTAGE_DEADLINE_S="20",
-    )
+    env = _env(kafka_bootstrap, topic, tmp_path, "g-big", dlq=dlq, MM_STREAM__OUTAGE_DEADLINE_S="20")
     for line in lines:  # one `produce` per line: the three together are over the topic's limit
         produced = subprocess.run([sys.executable, "-m", "pipeline.cli", "produce", "-", "--topic", topic],
                                   input=line + b"\n", env=env, capture_output=True, timeout=120, check=False)  # fmt: skip
         assert produced.returncode == 0, produced.stderr.decode()[-2000:]
-    stream = subprocess.run(
-        [sys.executable, "-m", "pipeline.cli", "stream", "--max-idle", "6"],
-        env=env, capture_output=True, text=True, timeout=240, check=False,
-    )
-    assert stream.returncode == 0, (stream.stdout + stream.stderr)[-4000:]
+    _stream(env)
     (dead,) = _read(kafka_bootstrap, dlq, 1)
     headers = dict(dead.headers)
     assert headers["mm.error.reason"] == b"invalid_json" and headers["mm.source.offset"] == b"1"
@@ -146,18 +147,8 @@ def test_a_bad_record_with_a_null_header_value_is_dead_lettered_not_a_stopped_pa
     monkeypatch.undo()
     assert [m.headers for m in _read(kafka_bootstrap, topic, 3)][1] == [("trace", None), ("tenant", b"acme")]
 
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MM_")}
-    env.update(
-        MM_KAFKA__BOOTSTRAP_SERVERS=kafka_bootstrap, MM_KAFKA__INPUT_TOPIC=topic,
-        MM_KAFKA__VERDICT_TOPIC=f"{topic}.verdicts", MM_KAFKA__DEAD_LETTER_TOPIC=f"{topic}.dlq",
-        MM_KAFKA__GROUP_ID="g-null-header", MM_LAKE__PATH=str(tmp_path / "lake"), MM_METRICS__PORT="0",
-        MM_DETECTORS__ENABLED='["rules"]', MM_PSEUDONYM_KEY="test-pseudonym-key-0123456789",
-    )
-    stream = subprocess.run(
-        [sys.executable, "-m", "pipeline.cli", "stream", "--max-idle", "6"],
-        env=env, capture_output=True, text=True, timeout=240, check=False,
-    )
-    assert stream.returncode == 0, (stream.stdout + stream.stderr)[-4000:]
+    env = _env(kafka_bootstrap, topic, tmp_path, "g-null-header")
+    _stream(env)
     (dead,) = _read(kafka_bootstrap, f"{topic}.dlq", 1)
     headers = dict(dead.headers)
     assert dead.value == b"{not json" and headers["mm.error.reason"] == b"invalid_json"
@@ -194,19 +185,9 @@ def test_a_record_the_consumer_cannot_parse_is_dead_lettered_not_a_stopped_parti
     producer.flush()
     producer.close()
 
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MM_")}
-    env.update(
-        MM_KAFKA__BOOTSTRAP_SERVERS=kafka_bootstrap, MM_KAFKA__INPUT_TOPIC=topic,
-        MM_KAFKA__VERDICT_TOPIC=f"{topic}.verdicts", MM_KAFKA__DEAD_LETTER_TOPIC=f"{topic}.dlq",
-        MM_KAFKA__GROUP_ID="g-corrupt", MM_LAKE__PATH=str(tmp_path / "lake"), MM_METRICS__PORT="0",
-        MM_DETECTORS__ENABLED='["rules"]', MM_PSEUDONYM_KEY="test-pseudonym-key-0123456789",
-    )
+    env = _env(kafka_bootstrap, topic, tmp_path, "g-corrupt")
     for run in range(2):  # a restart reads nothing twice and stops nowhere
-        stream = subprocess.run(
-            [sys.executable, "-m", "pipeline.cli", "stream", "--max-idle", "6"],
-            env=env, capture_output=True, text=True, timeout=240, check=False,
-        )
-        assert stream.returncode == 0, (run, (stream.stdout + stream.stderr)[-4000:])
+        _stream(env)
     dead = _read(kafka_bootstrap, f"{topic}.dlq", 3)
     assert sorted(int(dict(m.headers)["mm.source.offset"]) for m in dead) == [1, 3, 4]
     assert {dict(m.headers)["mm.error.reason"] for m in dead} == {b"corrupt_record"}

@@ -42,11 +42,18 @@ BOUND_S = 5.0
 @contextmanager
 def trickling_server(where: str) -> Iterator[str]:
     """An HTTP server that trickles its reply one byte at a time: the status line and headers
-    (``where="head"``), or the body after a prompt ``200 OK`` and its headers (``"body"``)."""
+    (``where="head"``), or the body after a prompt ``200 OK`` and its headers (``"body"``); or a
+    black hole that accepts connections (the kernel's backlog) and never answers (``"silent"``)."""
     server = socket.socket()
     server.bind(("127.0.0.1", 0))
     server.listen(16)
     stop = threading.Event()
+    if where == "silent":
+        try:
+            yield f"http://127.0.0.1:{server.getsockname()[1]}"
+        finally:
+            server.close()
+        return
 
     def handle(conn: socket.socket) -> None:
         with conn:
@@ -239,8 +246,10 @@ def _message(receiver: str) -> WebhookMessage:
                           commonAnnotations={}, externalURL="", alerts=[])  # fmt: skip
 
 
-@pytest.mark.parametrize("where", ["head", "body"])
-def test_a_trickling_receiver_neither_outlives_its_claims_nor_holds_up_the_others(tmp_path: Path, where: str) -> None:
+@pytest.mark.parametrize("where", ["head", "body", "silent"])
+def test_a_slow_receiver_neither_outlives_its_claims_nor_holds_up_the_others(tmp_path: Path, where: str) -> None:
+    """A black-holed webhook held up every other receiver (an on-call review, 2026-12-06); one
+    that trickles its reply did until the total deadline (a hostile review, 2026-12-07)."""
     with trickling_server(where) as slow_url, WebhookReceiverServer(secret="s") as fast:
         receivers = build_receivers([
             ReceiverSettings(name="slow", type="webhook", url=SecretStr(slow_url + "/"), secret=SecretStr("s"), timeout_s=0.3),
@@ -263,7 +272,7 @@ def test_a_trickling_receiver_neither_outlives_its_claims_nor_holds_up_the_other
             dispatcher.stop()
         states = {r.idempotency_key: r.state for r in outbox.rows(limit=100)}
     assert tick_s < settings.claim_ttl_s  # the batch ended before its claims expired (5 s before)
-    assert states["fast-0"] == "delivered"
+    assert states["fast-0"] == "delivered" and [r.path for r in fast.requests] == ["/"]
     # A head that never came is a failed attempt, retried later; a 200 whose body trickles was accepted.
     assert states["slow-0"] == ("delivered" if where == "body" else "pending")
 
