@@ -12,6 +12,7 @@ from pipeline.alerts.metrics import AlertMetrics
 from pipeline.decode import DecodeReason
 from pipeline.gateway.tee import GatewayMetrics
 from pipeline.metrics import DEAD_LETTER_REASONS, PipelineMetrics
+from pipeline.runner import CORRUPT_RECORD
 from pipeline.score_worker import SCORER_CRASHED
 
 
@@ -20,7 +21,7 @@ def _zero(registry: CollectorRegistry, name: str, labels: dict[str, str]) -> boo
 
 
 def test_every_dead_letter_reason_is_exported_at_zero_before_the_first_one():
-    assert {r.value for r in DecodeReason} | {SCORER_CRASHED} <= set(DEAD_LETTER_REASONS)
+    assert {r.value for r in DecodeReason} | {SCORER_CRASHED, CORRUPT_RECORD} <= set(DEAD_LETTER_REASONS)
     metrics = PipelineMetrics()
     for reason in DEAD_LETTER_REASONS:
         assert _zero(metrics.registry, "mm_dead_letters_total", {"reason": reason}), reason
