@@ -440,7 +440,10 @@ def test_terminal_closed_during_up_leaves_no_server_without_a_state_file(sig: si
     up.send_signal(sig)
     up.communicate(timeout=60)
     assert up.returncode == 128 + sig, up.returncode
-    assert _cli("prometheus", "status", cwd=workdir).returncode == 1
+    if _cli("prometheus", "status", cwd=workdir).returncode == 0:
+        # The signal came after the server was ready and recorded (a fast start; rehearsal 132,
+        # 2026-12-07): it is left running with its state file, which is fine, as `down` finds it.
+        assert "stopped" in _cli("prometheus", "down", cwd=workdir).stdout
     assert not _processes_mentioning(str(workdir / ".run" / "prometheus")), "a Prometheus nobody can `down`"
 
 
