@@ -75,7 +75,7 @@ class StalledCall(RuntimeError):
 
 
 class _SendsWaited(Exception):
-    """Raised inside a watched dead-letter send when every send waited in vain for the topic."""
+    """Raised inside a watched write (dead letters, a sink) that waited in vain for its destination."""
 
 
 @dataclass

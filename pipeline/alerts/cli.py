@@ -229,16 +229,17 @@ def _send_test_to_alertmanager(settings: AlertSettings) -> list[dict[str, Any]]:
     alert = _test_alert(time.time())
     body = json.dumps([PostableAlert.of(alert, GeneratorLinks(base_url=settings.generator_url)).model_dump()]).encode()
     results = []
-    for url in settings.alertmanager.urls:
-        base = url.get_secret_value().rstrip("/")
-        try:
-            with alert_client() as client:
-                response = post_within(client, f"{base}/api/v2/alerts", content=body,
-                                       headers={"Content-Type": "application/json"}, timeout_s=settings.alertmanager.timeout_s)
-            ok, detail = 200 <= response.status_code < 300, f"HTTP {response.status_code}"
-        except httpx.HTTPError as exc:
-            ok, detail = False, f"{type(exc).__name__}: {exc}"
-        results.append({"target": shown_url(base), "delivered": ok, "state": "accepted" if ok else "failed", "detail": detail})
+    with alert_client() as client:
+        for url in settings.alertmanager.urls:
+            base = url.get_secret_value().rstrip("/")
+            try:
+                response = post_within(client, f"{base}/api/v2/alerts", content=body, headers={"Content-Type": "application/json"},
+                                       timeout_s=settings.alertmanager.timeout_s)  # fmt: skip
+                ok, detail = 200 <= response.status_code < 300, f"HTTP {response.status_code}"
+            except httpx.HTTPError as exc:
+                ok, detail = False, f"{type(exc).__name__}: {exc}"
+            results.append({"target": shown_url(base), "delivered": ok, "state": "accepted" if ok else "failed",
+                            "detail": detail})  # fmt: skip
     return results
 
 
