@@ -58,9 +58,21 @@ class _StderrHandler(logging.StreamHandler):
         pass
 
 
+# What configure_logging was last called with: a child process (the stream's scoring process)
+# configures its own logging the same way, since a spawned interpreter starts with none.
+_configured: tuple[str, str] | None = None
+
+
+def configured_logging() -> tuple[str, str] | None:
+    """The (level, format) this process's logging was configured with, if it was."""
+    return _configured
+
+
 def configure_logging(level: str = "warning", fmt: str = "text") -> None:
     """Root handler on stderr at ``level``; replaces handlers set before (idempotent)."""
+    global _configured
     numeric = _LEVELS[level]
+    _configured = (level, fmt)
     handler = _StderrHandler()
     handler.setFormatter(JsonFormatter() if fmt == "json" else logging.Formatter(TEXT_FORMAT))
     root = logging.getLogger()

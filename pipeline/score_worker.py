@@ -23,7 +23,7 @@ records of one batch that each end a child are not taken to be the records' faul
 device or a machine out of memory): the batch is not committed and the stream stops with a
 one-line reason, as does a child that cannot start. The child ignores SIGINT and SIGTERM (the
 stream process decides when to stop: Ctrl-C reaches the whole process group) and exits when the
-stream closes the pipe or dies.
+stream closes the pipe or dies (within half a second, even in the middle of a batch).
 """
 
 from __future__ import annotations
@@ -41,6 +41,7 @@ from multiprocessing import util as mp_util
 from multiprocessing.connection import Connection
 from typing import Any
 
+from pipeline.logs import configured_logging
 from pipeline.metrics import PipelineMetrics
 from pipeline.schemas import MisuseVerdict
 from pipeline.scoring import DetectorFailure, RecordError, Scored, Scorer, decode_each
@@ -58,6 +59,8 @@ MAX_CRASHING_RECORDS = 2
 # The dead-letter reason of a record that ended the scorer's process when scored on its own
 # (here, and by the inline stream's journal: pipeline/scoring_journal.py).
 SCORER_CRASHED = "scorer_crashed"
+# The child's exit status once the process that started it is gone (nobody reads it but init).
+EXIT_ORPHANED = 70
 
 
 class WorkerDied(RuntimeError):
@@ -108,13 +111,23 @@ def replay(metrics: PipelineMetrics, calls: Sequence[tuple[str, tuple[str, ...],
         getattr(getattr(metrics, metric).labels(*labels), op)(value)
 
 
-def _child(settings: Settings, conn: Connection, factory: ScorerFactory | None) -> None:
+def _child(settings: Settings, conn: Connection, factory: ScorerFactory | None, logging_config: tuple[str, str] | None = None) -> None:
     """The worker process. It ends without the interpreter's teardown once it has answered (or
     its pipe is gone): that teardown took 1.0 s after a stop for a rules child and 1.6 s for one
     of the default detectors here (2026-12-06), time every stop of the stream and every Spark
     task's scorer waited for, and nothing of the child's is left to save by then. Its
     multiprocessing finalizers run and its output is flushed first. An exception that escapes
-    the loop still ends it the usual way."""
+    the loop still ends it the usual way.
+
+    ``logging_config``: the stream's ``--log-level`` and ``--log-format``. A spawned interpreter
+    starts with no logging set up, so the child's warnings came out as bare lines in neither
+    format, its info lines were lost, and the libraries kept their own levels (hostile review,
+    2026-12-07)."""
+    if logging_config is not None:
+        from pipeline.logs import configure_logging
+
+        configure_logging(*logging_config)
+    _exit_with_parent(os.getppid())
     _serve(settings, conn, factory)
     # What multiprocessing runs after a child's target returns (its finalizers: tqdm's lock, a
     # named semaphore, is unregistered, or the resource tracker warns that it leaked), then the
@@ -124,6 +137,21 @@ def _child(settings: Settings, conn: Connection, factory: ScorerFactory | None) 
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(0)
+
+
+def _exit_with_parent(parent: int, period_s: float = 0.5) -> None:
+    """End this process once ``parent`` is gone. The child notices a closed pipe only between
+    batches, so a child busy on a record (or hung on one) outlived a stream killed with
+    ``kill -9``, adopted by init and still burning a core; it ignores SIGTERM (hostile review,
+    2026-12-07). ``PR_SET_PDEATHSIG`` would follow the thread that started the child, and the
+    stream starts new children from its scoring thread, so the parent's pid is watched instead."""
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(period_s)
+        os._exit(EXIT_ORPHANED)
+
+    threading.Thread(target=watch, name="mm-scorer-parent", daemon=True).start()
 
 
 def _tqdm_without_a_semaphore() -> None:
@@ -218,7 +246,7 @@ class ProcessScorer:
         ctx = multiprocessing.get_context("spawn")  # no fork: the stream's threads and locks stay out
         self._conn, child_end = ctx.Pipe()
         self._process = ctx.Process(
-            target=_child, args=(self._settings, child_end, self._factory), name="mm-scorer", daemon=True
+            target=_child, args=(self._settings, child_end, self._factory, configured_logging()), name="mm-scorer", daemon=True
         )
         self._process.start()
         child_end.close()

@@ -375,3 +375,82 @@ def test_a_child_that_crashes_on_record_after_record_stops_the_stream():
             worker.score_values(_values(logs), MAX_BYTES)
     finally:
         worker.close()
+
+
+def _alive(pid: int) -> bool:
+    """Whether ``pid`` runs (a zombie waiting for init to reap it has ended)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+
+
+def test_a_child_busy_on_a_record_ends_when_its_stream_is_killed(tmp_path):
+    """The child noticed a dead stream only between batches (a closed pipe). Hung on a record, it
+    outlived a stream killed with kill -9, adopted by init and burning a core, and it ignores
+    SIGTERM (hostile review, 2026-12-07). It now watches its parent while it scores."""
+    script = tmp_path / "hang_and_wait.py"
+    script.write_text(
+        "import threading, time\n"
+        "from prometheus_client import CollectorRegistry\n"
+        "from pipeline.metrics import PipelineMetrics\n"
+        "from pipeline.score_worker import ProcessScorer\n"
+        "from tests.fixtures.logs import make_log\n"
+        "from tests.unit.test_score_worker import MAX_BYTES, _hanging_scorer, _settings, _values\n"
+        "if __name__ == '__main__':\n"
+        "    worker = ProcessScorer(_settings(), PipelineMetrics(CollectorRegistry()), factory=_hanging_scorer)\n"
+        "    values = _values([make_log(request_id='r0', prompt='HANG here')])\n"
+        "    threading.Thread(target=worker.score_values, args=(values, MAX_BYTES), daemon=True).start()\n"
+        "    print(worker.pid, flush=True)\n"
+        "    time.sleep(3600)\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    stream = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True, env=env)
+    child = None
+    try:
+        assert stream.stdout is not None
+        child = int(stream.stdout.readline())
+        time.sleep(1.0)  # the child has the record and sleeps on it
+        assert _alive(child)
+        stream.kill()
+        stream.wait(10)
+        deadline = time.monotonic() + 10
+        while _alive(child) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not _alive(child), "the scoring process outlived its stream"
+    finally:
+        if stream.poll() is None:
+            stream.kill()
+        if child is not None and _alive(child):
+            os.kill(child, signal.SIGKILL)
+
+
+def test_the_child_logs_as_the_stream_was_told_to(tmp_path):
+    """A spawned child starts with no logging set up: its warnings were bare lines in neither
+    format and its info lines were lost (hostile review, 2026-12-07). It now logs with the
+    stream's --log-level and --log-format."""
+    script = tmp_path / "json_logs.py"
+    script.write_text(
+        "from prometheus_client import CollectorRegistry\n"
+        "from pipeline.logs import configure_logging\n"
+        "from pipeline.metrics import PipelineMetrics\n"
+        "from pipeline.score_worker import ProcessScorer\n"
+        "from tests.fixtures.logs import make_log\n"
+        "from tests.unit.test_score_worker import MAX_BYTES, _poison_scorer, _settings, _values\n"
+        "if __name__ == '__main__':\n"
+        "    configure_logging('info', 'json')\n"
+        "    worker = ProcessScorer(_settings(), PipelineMetrics(CollectorRegistry()), factory=_poison_scorer)\n"
+        "    worker.score_values(_values([make_log(request_id='r0', prompt='POISON'), make_log(request_id='r1', prompt='hi')]), MAX_BYTES)\n"
+        "    worker.close()\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    import json
+
+    lines = [line for line in done.stderr.splitlines() if line.strip()]
+    failed = [line for line in lines if "failed on record r0" in line]
+    assert failed, done.stderr[-3000:]  # the child's warning (the scorer runs only there)
+    assert all(json.loads(line)["logger"] == "pipeline.scoring" for line in failed)
+    for line in lines:
+        json.loads(line)  # every line, the child's included, is a JSON object
