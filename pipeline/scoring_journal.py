@@ -49,7 +49,7 @@ import logging
 import os
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
@@ -220,8 +220,12 @@ class ScoringJournal:
             alone = int(data["alone"]) if data.get("alone") is not None else None
         except (ValueError, TypeError, LookupError, AttributeError) as exc:
             # Not an entry (a file damaged by hand, another program's): read as "nothing known", so the
-            # stream scores as usual rather than stopping on its own journal.
-            log.warning("scoring journal: %s unreadable (%r); ignored", self._path(tp), exc)
+            # stream scores as usual rather than stopping on its own journal. Emptied, since an entry
+            # is written over the file's start: a damaged file longer than one kept its tail, stayed
+            # unreadable and disabled the journal on that partition for good (hostile review, 2026-12-07).
+            log.warning("scoring journal: %s unreadable (%r); ignored and emptied", self._path(tp), exc)
+            with suppress(OSError), self._lock:
+                os.ftruncate(self._fd(tp), 0)
             return None
         if scoring is not None:
             low, high = scoring

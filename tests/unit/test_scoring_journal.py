@@ -129,6 +129,19 @@ def test_a_damaged_journal_file_is_ignored(tmp_path, damaged):
     assert _pending(tmp_path) == []
 
 
+def test_a_damaged_journal_file_longer_than_an_entry_is_cleared_and_the_journal_works_again(tmp_path):
+    """An entry is one 512-byte block written over the file's start. A damaged file longer than
+    that kept its tail after each write, so it stayed unreadable, and a record that crashed the
+    process was never found again on that partition (hostile review, 2026-12-07)."""
+    (tmp_path / "group%2Fone+logs+0.json").write_bytes(b'{"suspect": null}' + b" " * 600 + b"tail")
+    assert _answer(_run(tmp_path, _batch(["a", "b"])))["results"] == ["ok:a", "ok:b"]
+    assert _pending(tmp_path) == []
+    batch = _batch(["c", "d CRASH"], first=2)
+    assert _run(tmp_path, batch).returncode == -signal.SIGSEGV
+    assert "ended while scoring logs-0 offsets 2-3" in _run(tmp_path, batch).stderr  # found again
+    assert _answer(_run(tmp_path, batch))["results"] == ["ok:c", "scorer_crashed"]
+
+
 def test_a_group_id_with_a_slash_names_one_file_inside_the_directory(tmp_path):
     batch = _batch(["CRASH"])
     assert _run(tmp_path, batch).returncode == -signal.SIGSEGV
