@@ -18,10 +18,11 @@ batch (killed, out of memory, a native crash in a tokenizer or a model), a new c
 and the batch is scored again one record at a time: a record that ends the new child on its own
 is a RecordError (``scorer_crashed``, dead-lettered), and the rest of the batch gets verdicts.
 Until 2026-12-06 the stream stopped instead, and since a restart re-reads the batch, one record
-that crashes the scorer stopped its partition for good. More than ``MAX_CRASHING_RECORDS``
-records of one batch that each end a child are not taken to be the records' fault (a broken
-device or a machine out of memory): the batch is not committed and the stream stops with a
-one-line reason, as does a child that cannot start. The child ignores SIGINT and SIGTERM (the
+that crashes the scorer stopped its partition for good. Past ``MAX_CRASHING_RECORDS`` records
+of one batch that each end a child, a new child must also score a known-good record (the
+canary) before the next one is blamed: if the canary ends it too, the fault is not taken to be
+the records' (a broken device or a machine out of memory), the batch is not committed and the
+stream stops with a one-line reason, as it does for a child that cannot start. The child ignores SIGINT and SIGTERM (the
 stream process decides when to stop: Ctrl-C reaches the whole process group) and exits when the
 stream closes the pipe or dies (within half a second, even in the middle of a batch).
 """
@@ -53,8 +54,9 @@ ScorerFactory = Callable[[Settings, Any], Scorer]
 
 # How long the child may take to load its detectors before the stream gives up.
 START_TIMEOUT_S = 600.0
-# Records of one batch that may each end a new child on their own before the fault is taken to
-# be the scorer's or the machine's rather than theirs (the stream then stops, exit 10).
+# Records of one batch that may each end a new child on their own before the fault may be the
+# scorer's or the machine's rather than theirs. In a scoring process, each further one is blamed
+# only if the canary then scores (else the stream stops, exit 10); the inline journal gives up.
 MAX_CRASHING_RECORDS = 2
 # The dead-letter reason of a record that ended the scorer's process when scored on its own
 # (here, and by the inline stream's journal: pipeline/scoring_journal.py).
@@ -329,14 +331,14 @@ class ProcessScorer:
             self._process.join(timeout=5)
             raise WorkerDied(self._ended()) from exc
 
-    def _results(self) -> list[tuple]:
+    def _results(self, replay_metrics: bool = True) -> list[tuple]:
         """The child's answer to the batch sent: ("v", verdict JSON) or ("e", reason, detail) per value."""
         try:
-            return self._answer()
+            return self._answer(replay_metrics)
         finally:
             self._busy = False
 
-    def _answer(self) -> list[tuple]:
+    def _answer(self, replay_metrics: bool = True) -> list[tuple]:
         if self._answer_timeout_s is None:
             reply = self._receive()
         else:
@@ -356,13 +358,19 @@ class ProcessScorer:
             log.error("the scoring process failed:\n%s", reply[2])
             self._process.join(timeout=5)
             raise WorkerDied(f"failed: {reply[1]}")
-        replay(self._metrics, reply[2])
+        if replay_metrics:
+            replay(self._metrics, reply[2])
         return reply[1]
 
     def _one_at_a_time(self, values: Sequence[bytes | None], died: WorkerDied) -> list[tuple]:
         """After a child died with ``values``: a new child scores them one by one, so that a
         record that ends it on its own is found, dead-lettered and the rest judged. A child that
-        cannot start, a DetectorFailure, or more than MAX_CRASHING_RECORDS such records end it."""
+        cannot start or a DetectorFailure ends it. Past MAX_CRASHING_RECORDS such records, each
+        further one is blamed only if the new child then scores the known-good canary: if that
+        ends it too, the fault is the scorer's or the machine's (a broken device, memory too
+        short), and dead-lettering would throw healthy traffic away. Until 2026-12-07 a third
+        such record ended the run whatever the canary would have done, so three crafted records
+        in one batch stopped their partition for good (hostile review)."""
         log.warning("scoring process: %s; starting a new one to score the batch of %d again, one record at a time",
                     died, len(values))  # fmt: skip
         self._restart()
@@ -376,16 +384,30 @@ class ProcessScorer:
                 if self._closed:  # killed by close(), not by this record
                     raise WorkerDied(CLOSED) from exc
                 crashed += 1
-                if crashed > MAX_CRASHING_RECORDS:
+                self._restart()
+                if crashed > MAX_CRASHING_RECORDS and not self._canary_scored():
                     raise WorkerDied(
-                        f"{crashed} records of one batch each ended a new scoring process (the last: {exc}): "
-                        "not taken to be the records' fault; the batch was not committed"
+                        f"{crashed} records of one batch each ended a new scoring process (the last: {exc}), and so "
+                        "did a known-good record: not taken to be the records' fault; the batch was not committed"
                     ) from exc
                 log.warning("scoring process: a record alone ended it (%s); dead-lettered as scorer_crashed", exc)
                 result = ("e", SCORER_CRASHED, f"scoring this record alone ended the scoring process: {exc}")
-                self._restart()
             results.append(result)
         return results
+
+    def _canary_scored(self) -> bool:
+        """Whether the child scores the known-good canary (its metrics are not kept)."""
+        from pipeline.scoring import CANARY
+
+        try:
+            self._send([CANARY.model_dump_json(by_alias=True, exclude_none=True).encode()])
+            self._results(replay_metrics=False)
+        except WorkerDied as exc:
+            if self._closed:
+                raise WorkerDied(CLOSED) from exc
+            log.error("scoring process: a known-good record alone ended it too (%s)", exc)
+            return False
+        return True
 
     def close(self) -> None:
         """Stop the child, for good. One in the middle of a batch is killed at once: it would

@@ -364,17 +364,58 @@ def test_a_killed_child_leaves_no_semaphore_for_the_resource_tracker_to_report(t
     assert "leaked semaphore" not in done.stderr, done.stderr[-3000:]
 
 
-def test_a_child_that_crashes_on_record_after_record_stops_the_stream():
-    """Past MAX_CRASHING_RECORDS records of one batch that each end a new child, the fault is not
-    taken to be theirs (a broken device, a machine out of memory): dead-lettering them would
-    throw healthy traffic away, so the batch is not committed and the stream stops."""
-    logs = [make_log(request_id=f"r{i}", prompt=("CRASH " if i in (1, 2, 3) else "") + "hello") for i in range(5)]
-    worker = ProcessScorer(_settings(), PipelineMetrics(), factory=_crashing_scorer)
+class _BrokenAfterStart(Detector):
+    """Ends its process with SIGSEGV on every record once the marker file exists (a device that
+    broke after the start, a machine out of memory): the canary crashes too."""
+
+    name = "broken"
+    version = "1"
+
+    def detect(self, records):
+        if Path(os.environ["MM_TEST_BROKEN_MARKER"]).exists():
+            segfault()
+        return [[] for _ in records]
+
+
+def _broken_after_start_scorer(settings: Settings, metrics) -> Scorer:
+    return Scorer([RulesDetector(), _BrokenAfterStart()], Pseudonymizer(KEY.encode()), metrics)
+
+
+def test_a_child_that_crashes_on_every_record_stops_the_stream(tmp_path, monkeypatch):
+    """Past MAX_CRASHING_RECORDS records of one batch that each end a new child, and a known-good
+    record ending one too, the fault is not taken to be theirs (a broken device, a machine out of
+    memory): dead-lettering them would throw healthy traffic away, so the batch is not committed
+    and the stream stops."""
+    marker = tmp_path / "broken"
+    monkeypatch.setenv("MM_TEST_BROKEN_MARKER", str(marker))
+    logs = [make_log(request_id=f"r{i}", prompt="hello") for i in range(5)]
+    worker = ProcessScorer(_settings(), PipelineMetrics(), factory=_broken_after_start_scorer)
     try:
-        with pytest.raises(WorkerDied, match="3 records of one batch each ended a new scoring process .*not committed"):
+        marker.touch()
+        with pytest.raises(WorkerDied, match="3 records of one batch each ended a new scoring process .*and so did a "
+                                             "known-good record.*not committed"):  # fmt: skip
             worker.score_values(_values(logs), MAX_BYTES)
     finally:
         worker.close()
+
+
+def test_three_records_that_each_crash_the_child_are_dead_lettered_and_the_batch_goes_on():
+    """A third record of one batch that ended a new child stopped the stream (exit 10), and the
+    restart re-read the batch: three crafted records stopped their partition for good (hostile
+    review, 2026-12-07). A new child now scores the known-good canary first: it does, so the
+    records are to blame, and the canary's verdict is not counted."""
+    crashing = {1, 2, 3, 5}
+    logs = [make_log(request_id=f"r{i}", prompt=("CRASH " if i in crashing else "") + "hello") for i in range(7)]
+    metrics = PipelineMetrics()
+    worker = ProcessScorer(_settings(), metrics, factory=_crashing_scorer)
+    try:
+        results = worker.score_values(_values(logs), MAX_BYTES)
+    finally:
+        worker.close()
+    assert [i for i, r in enumerate(results) if isinstance(r, RecordError) and r.reason == "scorer_crashed"] == sorted(crashing)
+    assert [r[1].request_id for r in results if not isinstance(r, RecordError)] == ["r0", "r4", "r6"]
+    # The canary's texts are not counted: the three records judged are (one prompt each).
+    assert sum(v for (name, _), v in _samples(metrics, "mm_screened_texts_total").items()) == 3
 
 
 def _alive(pid: int) -> bool:
