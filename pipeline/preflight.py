@@ -68,15 +68,18 @@ def require_postgres(url: str, timeout_s: float) -> None:
 
     Unix-socket URLs (no host) are not checked here: the driver reports those at once.
     """
-    parts = urlsplit(url)
-    if not parts.hostname:
-        return
+    # Nothing of the URL is shown: a password holding "#", "/" or "?" ends the URL's address part
+    # early, and the text taken for the port was then the password's first characters (a hostile
+    # review, 2026-12-07, saw "port 'Tr0ub4dor'" printed); an unclosed "[" raised ValueError (exit 1).
     try:
+        parts = urlsplit(url)
+        if not parts.hostname:
+            return
         port = parts.port
-    except ValueError:  # not a number, or out of range; only the text after "@" is shown (no password)
-        shown = parts.netloc.rpartition("@")[2].rpartition(":")[2]
+    except ValueError:  # not a number, out of range, or an unclosed IPv6 bracket
         raise ConfigError(
-            f"database URL: port {shown!r} is not a number from 0 to 65535 (postgres.url / MM_POSTGRES__URL)"
+            "database URL: its host and port cannot be read (the port must be a number from 0 to 65535, and a "
+            "password holding ':', '/', '?', '#', '@' or '[' must be percent-encoded; postgres.url / MM_POSTGRES__URL)"
         ) from None
     address = f"{parts.hostname}:{port or 5432}"
     if first_reachable([address], timeout_s, 5432) is None:

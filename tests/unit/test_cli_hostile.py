@@ -424,3 +424,23 @@ def test_a_global_option_after_the_command_says_where_it_goes(option: str, tmp_p
     code, err = _run(capsys, *(argv if option == "--debug" else [*argv, "debug"]))
     assert code == ExitCode.USAGE and f"{option} is a global option: put it before the command" in err, err
     assert not (tmp_path / "x.jsonl").exists()
+
+
+@pytest.mark.parametrize(
+    ("url", "secret"),
+    [
+        ("postgresql://misuse:Tr0ub4dor#3xyz@127.0.0.1:5432/misuse", "Tr0ub4dor"),
+        ("postgresql://misuse:Zq9x/cd3xyz@127.0.0.1:5432/misuse", "Zq9x"),
+        ("postgresql://misuse:s3cr3t@[::1/misuse", "s3cr3t"),
+    ],
+    ids=["hash", "slash", "unclosed-bracket"],
+)
+def test_a_database_url_whose_address_cannot_be_read_is_a_config_error_that_shows_no_part_of_it(
+    url: str, secret: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A hostile review (2026-12-07): a password holding "#" or "/" ends the URL's address part
+    early, and the error printed its first characters as the port ("port 'Tr0ub4dor'"); an
+    unclosed "[" was an internal error (exit 1)."""
+    code, err = _run(capsys, "events", "init", "--url", url)
+    assert code == ExitCode.CONFIG and "percent-encoded" in err, err
+    assert secret not in err and "misuse:" not in err and "127.0.0.1" not in err
