@@ -266,6 +266,17 @@ class LakeSettings(Section):
     # `misuse-monitor lake prune` default: date partitions older than this many days go.
     retention_days: int = Field(default=30, ge=1, le=36_500)  # a century: beyond, dates overflow
 
+    @field_validator("encryption_key")
+    @classmethod
+    def _encryption_key_readable(cls, value: SecretStr | None) -> SecretStr | None:
+        # Checked with the settings (exit 3 at the start): the lake sink built its cipher after the
+        # broker check and the models' load, and its error was an internal one (exit 1; 2026-12-07).
+        if value is not None:
+            from pipeline.privacy import TextCipher
+
+            TextCipher.from_b64(value.get_secret_value())  # PrivacyKeyError is a ValueError
+        return value
+
 
 class MetricsSettings(Section):
     host: str = "127.0.0.1"

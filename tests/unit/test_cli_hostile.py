@@ -444,3 +444,17 @@ def test_a_database_url_whose_address_cannot_be_read_is_a_config_error_that_show
     code, err = _run(capsys, "events", "init", "--url", url)
     assert code == ExitCode.CONFIG and "percent-encoded" in err, err
     assert secret not in err and "misuse:" not in err and "127.0.0.1" not in err
+
+
+def test_a_lake_encryption_key_that_is_not_32_bytes_of_base64_fails_the_start_as_a_config_error(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A hostile review (2026-12-07): the lake sink built its cipher after the broker check and
+    the models' load, and a bad key was an internal error (exit 1). It is a setting: exit 3 at
+    once, without the value."""
+    monkeypatch.setenv("MM_LAKE__ENCRYPTION_KEY", "c2hvcnRrZXk9PQ")
+    started = time.monotonic()
+    code, err = _run(capsys, "stream", "--topic", "t1", "--detectors", "rules", "--bootstrap", f"127.0.0.1:{free_port()}")
+    assert code == ExitCode.CONFIG and "lake.encryption_key" in err and "32 bytes" in err, err
+    assert "c2hvcnRrZXk9PQ" not in err
+    assert time.monotonic() - started < 10  # before any broker wait
