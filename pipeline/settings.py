@@ -377,11 +377,11 @@ def load_settings(config: Path | None = None, **overrides: Any) -> Settings:
 def _check_top_level(path: Path) -> None:
     """The file is UTF-8 YAML whose top level is a mapping (or empty); else one ConfigError
     naming the file. pydantic-settings fails on a list or a scalar with a bare TypeError."""
-    import yaml
+    from pipeline.yamlfile import load_yaml
 
     try:
         with path.open(encoding="utf-8") as fh:
-            data = yaml.safe_load(fh)  # a syntax error keeps its file:line mark (exits.describe_yaml_error)
+            data = load_yaml(fh)  # a syntax error or a key written twice keeps its file:line mark (exits.describe_yaml_error)
     except UnicodeDecodeError as exc:
         raise ConfigError(f"config file {path} is not UTF-8 text ({exc.reason} at byte {exc.start})") from exc
     if data is not None and not isinstance(data, dict):

@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-import yaml
 from rich.console import Console
 from rich.table import Table
 
@@ -72,7 +71,9 @@ def _alerts_config(path: Path) -> AlertSettings:
 
     from pipeline.exits import ConfigError, describe_validation_error
 
-    data = yaml.safe_load(path.read_text()) or {}
+    from pipeline.yamlfile import load_yaml
+
+    data = load_yaml(path.read_text()) or {}
     if isinstance(data, dict) and set(data) == {"alerts"}:
         data = data["alerts"] or {}
     try:

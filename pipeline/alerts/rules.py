@@ -19,6 +19,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationEr
 
 from pipeline.schemas import Category, Severity
 from pipeline.units import DAY_S, HOUR_S
+from pipeline.yamlfile import load_yaml
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)?\s*$")
 MAX_DURATION_S = 3650 * DAY_S
@@ -268,9 +269,12 @@ class AlertRules(_Strict):
 def parse_rules(text: str, source: str = "<string>", receivers: list[str] | None = None) -> AlertRules:
     """Parse and validate rules YAML; errors name the file and the failing field path."""
     try:
-        data = yaml.safe_load(text)
+        data = load_yaml(text)  # a key written twice is an error (pipeline/yamlfile.py)
     except yaml.YAMLError as exc:
-        raise AlertRulesError(f"{source}: not valid YAML: {exc}") from exc
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{source}:{mark.line + 1}:{mark.column + 1}" if mark is not None else source
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise AlertRulesError(f"{where}: not valid YAML: {problem}") from exc
     if data is None:
         data = {}
     if not isinstance(data, dict):

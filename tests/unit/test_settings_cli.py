@@ -203,3 +203,25 @@ def test_detector_option_values_written_as_yaml_numbers_and_booleans_are_read_as
     config.write_text("detectors:\n  options:\n    transformer.labels: [a, b]\n")
     with pytest.raises(ValueError, match="valid string"):  # a list is still no option value
         load_settings(config)
+
+
+def test_a_key_written_twice_in_a_settings_file_is_an_error_naming_its_line(tmp_path):
+    """A hostile review (2026-12-07): PyYAML keeps the last of two equal keys, so a file with
+    `detectors:` twice lost the first block's trusted_system_prompts without a word."""
+    import yaml
+
+    from pipeline.exits import describe_yaml_error
+
+    cfg = tmp_path / "settings.yaml"
+    cfg.write_text("detectors:\n  trusted_system_prompts: [x]\nlake:\n  raw_text: none\ndetectors:\n  enabled: [rules]\n")
+    with pytest.raises(yaml.YAMLError) as caught:
+        load_settings(cfg)
+    assert describe_yaml_error(caught.value) == f"invalid YAML at {cfg}:5:1: the key 'detectors' is written twice"
+    nested = tmp_path / "nested.yaml"
+    nested.write_text("lake:\n  raw_text: none\n  raw_text: all\n")
+    with pytest.raises(yaml.YAMLError, match="'raw_text' is written twice"):
+        load_settings(nested)
+    same_key_elsewhere = tmp_path / "ok.yaml"  # one name in two mappings is not a repeat
+    same_key_elsewhere.write_text("lake:\n  retention_days: 5\npostgres:\n  retention_days: 7\n")
+    loaded = load_settings(same_key_elsewhere)
+    assert (loaded.lake.retention_days, loaded.postgres.retention_days) == (5, 7)

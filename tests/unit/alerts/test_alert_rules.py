@@ -96,3 +96,18 @@ def test_repeat_offender_weights_given_replace_only_their_own_defaults() -> None
     assert rule.weights == {Severity.LOW: 0.0, Severity.MEDIUM: 2.0, Severity.HIGH: 4.0, Severity.CRITICAL: 20.0}
     [default] = parse_rules("rules: [{name: r, kind: repeat_offender}]").rules
     assert default.weights == {Severity.LOW: 1.0, Severity.MEDIUM: 2.0, Severity.HIGH: 4.0, Severity.CRITICAL: 8.0}
+
+
+def test_a_rule_with_a_key_written_twice_is_refused() -> None:
+    """A hostile review (2026-12-07): a rule with `match:` twice passed `alerts test` and watched
+    the second category, not the first."""
+    from pipeline.alerts.rules import AlertRulesError, parse_rules
+
+    text = (
+        "rules:\n"
+        "  - name: cyber\n"
+        "    match: {category: cyber_abuse}\n"
+        "    match: {category: misinformation}\n"
+    )
+    with pytest.raises(AlertRulesError, match=r"^r\.yaml:4:5: not valid YAML: the key 'match' is written twice$"):
+        parse_rules(text, source="r.yaml")

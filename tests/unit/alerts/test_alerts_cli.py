@@ -245,3 +245,11 @@ def test_the_default_rules_file_missing_names_the_folder_and_how_to_give_one(tmp
     line = result.stderr.strip()
     assert line.startswith("misuse-monitor: error: alert rules: examples/alert-rules.yaml not found")
     assert str(tmp_path) in line and "--rules" in line and "\n" not in line
+
+
+def test_an_alerts_config_with_a_key_written_twice_is_a_config_error(tmp_path: Path, capsys) -> None:
+    """A hostile review (2026-12-07): the last of two equal keys won without a word."""
+    config = tmp_path / "alerts.yaml"
+    config.write_text(f"rules_file: {EXAMPLE}\nnotify: direct\nnotify: alertmanager\n")
+    code, err = _main(capsys, "--alerts-config", str(config), "test")
+    assert code == 3 and "'notify' is written twice" in err and ":3:" in err, err
