@@ -67,7 +67,7 @@ SHAREGPT_EXCHANGES = 6000
 MAX_PROMPT_CHARS = 5000
 PROGRESS_THRESHOLD = 5000
 # Record plans sorted in memory at a time; more are spilled to temporary files and merged. At most
-# MAX_SPILL_FILES files are open at once (a larger run spills larger chunks).
+# MAX_SPILL_FILES files are open at once (then they are merged into one: one more pass over them).
 SORT_CHUNK = 20000
 MAX_SPILL_FILES = 256
 _SPILL_BLOCK = 256
@@ -634,6 +634,8 @@ class _TimeOrder:
         self.pending.append(plan)
         if len(self.pending) >= self.chunk:
             self._spill()
+            if len(self.runs) >= MAX_SPILL_FILES:
+                self._compact()
 
     def _ref(self, obj: Any) -> Any:
         """A shared object as its index (an int), anything else as itself."""
@@ -645,21 +647,38 @@ class _TimeOrder:
 
     def _spill(self) -> None:
         self.pending.sort(key=_timestamp)
+        self.runs.append((self._write(self.pending), len(self.pending)))
+        self.pending = []
+
+    def _compact(self) -> None:
+        """Merge the spilled runs into one, so that at most MAX_SPILL_FILES files are open and
+        memory holds one chunk however many records are asked for. Until 2026-12-07 the chunk
+        grew with the run instead (records / MAX_SPILL_FILES plans): `simulate --records
+        100000000000` grew to 18.8 GB and the kernel killed it (hostile review). A tie keeps its
+        order: the merged run holds the earlier runs' plans, before every later one's."""
+        runs, self.runs = self.runs, []
+        merged = heapq.merge(*(self._read(file, count) for file, count in runs), key=_timestamp)
+        self.runs.append((self._write(merged), sum(count for _, count in runs)))
+        for file, _ in runs:
+            file.close()  # its disk space goes now (the exit stack's close later is a no-op)
+
+    def _write(self, plans: Iterable[_Plan]) -> Any:
+        """A new temporary file holding ``plans`` (in their order), read from its start."""
         file = self.files.enter_context(tempfile.TemporaryFile(prefix="misuse-monitor-simulate-"))
         pickler = pickle.Pickler(file, pickle.HIGHEST_PROTOCOL)
         ref = self._ref
+        it = iter(plans)
         # Pickled in blocks of _SPILL_BLOCK plans: one dump per plan took 6x as long.
-        for start in range(0, len(self.pending), _SPILL_BLOCK):
+        while block := list(itertools.islice(it, _SPILL_BLOCK)):
             pickler.dump([
                 (p.timestamp, p.tenant, ref(p.deployment), p.user_id, p.role, ref(p.prompt), ref(p.completion),
                  p.completion_kind, p.category, p.sources, p.campaign_id,
                  tuple((ref(u), ref(a)) for u, a in p.history), p.extra_meta, p.wrapped)
-                for p in self.pending[start:start + _SPILL_BLOCK]
+                for p in block
             ])
             pickler.clear_memo()  # each block stands alone: the file is read back one block at a time
         file.seek(0)
-        self.runs.append((file, len(self.pending)))
-        self.pending = []
+        return file
 
     def _read(self, file: Any, count: int) -> Iterator[_Plan]:
         deref = self._deref
@@ -780,7 +799,7 @@ def simulate(
         return
     pools = material or SimulationCorpora.load()
     rng = random.Random(f"misuse-monitor-sim:{seed}")
-    with _TimeOrder(pools, max(sort_chunk, -(-n_records // MAX_SPILL_FILES))) as ordered:
+    with _TimeOrder(pools, sort_chunk) as ordered:
         for index, plan in enumerate(_plans(n_records, rng, pools, end - span, span)):
             if index < n_records:  # past it, plans only advance rng (see _plans)
                 ordered.add(plan)

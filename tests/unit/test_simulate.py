@@ -253,3 +253,31 @@ def test_the_abuse_patterns_stay_a_fixed_share_of_large_simulations(n: int) -> N
     assert offenders <= 0.035 * n, (offenders, n)
     planned = mix.campaign_records + mix.hopper_records + offenders + mix.abuser_records
     assert planned <= 0.13 * n, (planned, n)  # about 85% of the traffic stays benign
+
+
+def test_past_max_spill_files_the_runs_are_merged_and_memory_holds_one_chunk(
+    material_and_opened: tuple[sim.SimulationCorpora, list[Path]], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The chunk grew with the run (records / MAX_SPILL_FILES plans), so `simulate --records
+    100000000000` grew to 18.8 GB before the kernel killed it (hostile review, 2026-12-07). Past
+    MAX_SPILL_FILES runs they are merged into one instead: the same bytes, memory bounded by the
+    chunk and the merge's heads, never more than MAX_SPILL_FILES files."""
+    monkeypatch.setattr(sim, "MAX_SPILL_FILES", 3)
+    sort_chunk = 97  # 16 chunks of 1500 plans: merged five times on the way
+    alive_plans: list[int] = []
+    open_runs: list[int] = []
+    compact = sim._TimeOrder._compact
+
+    def watched(self: sim._TimeOrder) -> None:
+        open_runs.append(len(self.runs))
+        gc.collect()
+        alive_plans.append(sum(type(o) is sim._Plan for o in gc.get_objects()))
+        compact(self)
+
+    monkeypatch.setattr(sim._TimeOrder, "_compact", watched)
+    logs, truth = tmp_path / "logs.jsonl", tmp_path / "truth.jsonl"
+    sim.write_jsonl(sim.simulate(N, seed=11, end=END, material=material_and_opened[0], sort_chunk=sort_chunk), logs, truth)
+    assert hashlib.sha256(logs.read_bytes()).hexdigest() == GOLDEN_LOGS
+    assert hashlib.sha256(truth.read_bytes()).hexdigest() == GOLDEN_TRUTH
+    assert len(open_runs) >= 5 and max(open_runs) == 3
+    assert max(alive_plans) <= sort_chunk
