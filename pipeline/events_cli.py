@@ -49,7 +49,7 @@ def init_schema(url: UrlOpt = None, config: ConfigOpt = None) -> None:
 def prune(
     url: UrlOpt = None,
     config: ConfigOpt = None,
-    days: Annotated[int | None, typer.Option(min=0, help="Keep this many days (default: postgres.retention_days)")] = None,
+    days: Annotated[int | None, typer.Option(min=1, max=36_500, help="Keep this many days, 1 to 36500 as postgres.retention_days (its default)")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON")] = False,
 ) -> None:
     """Delete events whose request time or write time is past the retention period (run daily, e.g. from cron)."""

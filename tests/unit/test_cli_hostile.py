@@ -458,3 +458,12 @@ def test_a_lake_encryption_key_that_is_not_32_bytes_of_base64_fails_the_start_as
     assert code == ExitCode.CONFIG and "lake.encryption_key" in err and "32 bytes" in err, err
     assert "c2hvcnRrZXk9PQ" not in err
     assert time.monotonic() - started < 10  # before any broker wait
+
+
+@pytest.mark.parametrize("days", ["0", "800000"])
+def test_events_prune_days_is_bounded_as_its_setting(days: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """A hostile review (2026-12-07): `--days` was only `min=0` where postgres.retention_days is
+    1 to 36,500: 0 deleted every event and 800,000 overflowed the date (internal error, exit 1).
+    Refused before any database is reached."""
+    code, err = _run(capsys, "events", "prune", "--url", f"postgresql+psycopg://u@127.0.0.1:{free_port()}/db", "--days", days)
+    assert code == ExitCode.USAGE and "--days" in err, err
