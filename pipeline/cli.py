@@ -215,6 +215,10 @@ def produce(
     from pipeline.preflight import require_kafka
     from pipeline.producer import DeliveryError, GatewayProducer
 
+    from pipeline.settings import topic_name_problem
+
+    if topic is not None and (problem := topic_name_problem(topic)):
+        raise typer.BadParameter(problem, param_hint="--topic")
     settings = _settings(config, kafka__bootstrap_servers=bootstrap)
     require_kafka(settings.kafka)  # seconds, not kafka-python's retries, for a wrong address
     _require_topic(settings, topic or settings.kafka.input_topic, create_topic)

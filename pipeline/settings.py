@@ -8,6 +8,7 @@ prefix ``MM_`` (nested with ``__``, e.g. ``MM_KAFKA__BOOTSTRAP_SERVERS``), a YAM
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -37,6 +38,19 @@ class Section(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+# Kafka's own rule for a topic name: 1 to 249 of these characters, and not "." or "..". A name
+# outside it passed every check here, and the broker's refusal reached the user as a 600-character
+# "InvalidTopicError: ... CreateTopicsRequest(...)" line and exit 1 (hostile review, 2026-12-07).
+_TOPIC_NAME = re.compile(r"[A-Za-z0-9._-]{1,249}")
+
+
+def topic_name_problem(name: str) -> str | None:
+    """Why ``name`` cannot be a Kafka topic, or None."""
+    if name in (".", "..") or not _TOPIC_NAME.fullmatch(name):
+        return f"{name[:80]!r} is not a Kafka topic name (1 to 249 letters, digits, '.', '_' or '-'; not '.' or '..')"
+    return None
+
+
 class KafkaSettings(Section):
     bootstrap_servers: str = "127.0.0.1:9092"
     input_topic: str = "inference-logs"
@@ -54,6 +68,13 @@ class KafkaSettings(Section):
     ssl_certfile: str | None = None
     ssl_keyfile: str | None = None
     ssl_check_hostname: bool = True
+
+    @field_validator("input_topic", "verdict_topic", "dead_letter_topic")
+    @classmethod
+    def _topic_name(cls, value: str) -> str:
+        if problem := topic_name_problem(value):
+            raise ValueError(problem)
+        return value
 
     @model_validator(mode="after")
     def _distinct_topics(self) -> KafkaSettings:

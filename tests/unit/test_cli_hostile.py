@@ -467,3 +467,23 @@ def test_events_prune_days_is_bounded_as_its_setting(days: str, capsys: pytest.C
     Refused before any database is reached."""
     code, err = _run(capsys, "events", "prune", "--url", f"postgresql+psycopg://u@127.0.0.1:{free_port()}/db", "--days", days)
     assert code == ExitCode.USAGE and "--days" in err, err
+
+
+@pytest.mark.parametrize("name", ["bad topic!", ".", "..", "t" * 250, "ünïcode", ""])
+def test_a_topic_name_kafka_refuses_is_refused_before_any_broker(name: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A hostile review (2026-12-07): `produce --topic 'bad topic!' --create-topic` reached the
+    broker, whose refusal came back as a 600-character InvalidTopicError line and exit 1."""
+    src = tmp_path / "in.jsonl"
+    src.write_text(json.dumps(LINE) + "\n")
+    bootstrap = f"127.0.0.1:{free_port()}"
+    code, err = _run(capsys, "produce", str(src), "--topic", name, "--create-topic", "--bootstrap", bootstrap)
+    assert code == ExitCode.USAGE and "--topic" in err and "is not a Kafka topic name" in err, err
+    code, err = _run(capsys, "stream", "--topic", name, "--detectors", "rules", "--bootstrap", bootstrap)
+    assert code == ExitCode.USAGE and "kafka.input_topic" in err and "is not a Kafka topic name" in err, err
+
+
+def test_topic_names_kafka_accepts_are_accepted() -> None:
+    from pipeline.settings import KafkaSettings
+
+    for name in ("logs.dlq", "a", "t" * 249, "demo.logs.20261207-095123", "A_b-9"):
+        assert KafkaSettings(input_topic=name).input_topic == name
