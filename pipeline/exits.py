@@ -187,10 +187,31 @@ def unknown_env_vars(environ: dict[str, str] | None = None) -> list[str]:
     typo like ``MM_KAFKA_BOOTSTRAP_SERVERS`` would otherwise leave the default broker in place.
     Nested names under a known section are not checked here: Settings rejects those itself.
     """
+    return [line for _, line in _unknown_env_vars(environ)]
+
+
+# Words in a variable's name that say it holds a secret (the URL settings are not among them:
+# a misspelt one leaves a default address, it does not leave data unprotected).
+_SECRET_VARIABLE_WORDS = ("KEY", "PASSWORD", "SECRET", "TOKEN")
+
+
+def misspelt_secret_env_vars(environ: dict[str, str] | None = None) -> list[str]:
+    """The lines of :func:`unknown_env_vars` for variables whose name says they hold a secret.
+
+    A warning was not enough there: with ``MM_LAKE_ENCRYPTION_KEY`` (one underscore) the stream
+    ran and kept every log in the lake unencrypted, and ``MM_PSEUDONYM__KEY`` left the placeholder
+    key in place (hostile review, 2026-12-07). The CLI refuses to run with one (exit 3)."""
+    return [line for var, line in _unknown_env_vars(environ) if any(w in var.upper() for w in _SECRET_VARIABLE_WORDS)]
+
+
+def _unknown_env_vars(environ: dict[str, str] | None) -> list[tuple[str, str]]:
     from pipeline.settings import Settings
 
     environ = dict(os.environ) if environ is None else environ
-    sections = {name.upper(): name for name in Settings.model_fields}
+    # Only sections take nested names: MM_PSEUDONYM_KEY__KEY is read by no setting (pseudonym_key
+    # is a value), and was neither reported nor suggested rightly ("did you mean
+    # MM_PSEUDONYM_KEY__KEY?" for MM_PSEUDONYM__KEY).
+    sections = {name.upper(): name for name in Settings.model_fields if _fields_at([name]) is not None}
     # The variables our own code reads are suggested too: MM_CONFG said no "did you mean MM_CONFIG?".
     valid = [f"MM_{s.upper()}" for s in Settings.model_fields] + sorted(KNOWN_NON_SETTINGS)
     for name in Settings.model_fields:
@@ -208,7 +229,7 @@ def unknown_env_vars(environ: dict[str, str] | None = None) -> list[str]:
         rest = name[3:].split("__", 1)[1] if "__" in name[3:] else None
         section = suggest(head, sections) if rest else None
         near = f"MM_{section}__{rest}" if section else suggest(name, valid)
-        problems.append(f"{var} is not a setting{f' (did you mean {near}?)' if near else ''}; it is ignored")
+        problems.append((var, f"{var} is not a setting{f' (did you mean {near}?)' if near else ''}; it is ignored"))
     return problems
 
 

@@ -487,3 +487,28 @@ def test_topic_names_kafka_accepts_are_accepted() -> None:
 
     for name in ("logs.dlq", "a", "t" * 249, "demo.logs.20261207-095123", "A_b-9"):
         assert KafkaSettings(input_topic=name).input_topic == name
+
+
+@pytest.mark.parametrize(
+    ("variable", "suggested"),
+    [("MM_LAKE_ENCRYPTION_KEY", "MM_LAKE__ENCRYPTION_KEY"), ("MM_PSEUDONYM__KEY", "MM_PSEUDONYM_KEY"),
+     ("MM_PSEUDONYM_KEY__KEY", "MM_PSEUDONYM_KEY"), ("MM_KAFKA_SASL_PLAIN_PASSWORD", "MM_KAFKA__SASL_PLAIN_PASSWORD")],
+)
+def test_a_misspelt_secret_variable_stops_every_command(
+    variable: str, suggested: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A hostile review (2026-12-07): with MM_LAKE_ENCRYPTION_KEY (one underscore) the stream only
+    warned, then kept every log in the lake unencrypted; MM_PSEUDONYM__KEY was told "did you mean
+    MM_PSEUDONYM_KEY__KEY?", a name no setting reads either, which then passed without a word."""
+    monkeypatch.setenv(variable, "c2VjcmV0LXZhbHVlLTEyMzQ1Ng")
+    code, err = _run(capsys, "simulate", "-o", str(tmp_path / "x.jsonl"), "--records", "1")
+    assert code == ExitCode.CONFIG and f"{variable} is not a setting (did you mean {suggested}?)" in err, err
+    assert "c2VjcmV0LXZhbHVlLTEyMzQ1Ng" not in err and not (tmp_path / "x.jsonl").exists()
+
+
+def test_a_misspelt_variable_that_holds_no_secret_is_still_only_a_warning(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("MM_KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:1")
+    code, err = _run(capsys, "simulate", "-o", str(tmp_path / "x.jsonl"), "--records", "1")
+    assert code == 0 and "warning: MM_KAFKA_BOOTSTRAP_SERVERS is not a setting" in err, err
