@@ -70,10 +70,21 @@ def _alerts_config(path: Path) -> AlertSettings:
     from pydantic import ValidationError
 
     from pipeline.exits import ConfigError, describe_validation_error
-
+    from pipeline.settings import MissingConfigFile
     from pipeline.yamlfile import load_yaml
 
-    data = load_yaml(path.read_text()) or {}
+    # As --config is read: a missing file, a folder or bytes that are not UTF-8 are config errors
+    # (exit 3) naming the file, and a YAML error names it with its line (they were exit 4, and
+    # "<unicode string>"; hostile review, 2026-12-07).
+    if path.is_dir():
+        raise ConfigError(f"alerts config {path} is a directory, not a YAML file")
+    if not path.is_file():
+        raise MissingConfigFile(f"alerts config not found: {path}")
+    try:
+        with path.open(encoding="utf-8") as fh:
+            data = load_yaml(fh) or {}
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"alerts config {path} is not UTF-8 text ({exc.reason} at byte {exc.start})") from exc
     if isinstance(data, dict) and set(data) == {"alerts"}:
         data = data["alerts"] or {}
     try:

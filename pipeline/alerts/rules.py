@@ -285,8 +285,9 @@ def parse_rules(text: str, source: str = "<string>", receivers: list[str] | None
         lines = []
         for err in exc.errors():
             where = _describe_location(data, err["loc"])
-            lines.append(f"  {where}: {err['msg']}")
-        raise AlertRulesError(f"{source}: {len(lines)} error(s) in alert rules:\n" + "\n".join(lines)) from exc
+            lines.append(f"{where}: {err['msg']}")
+        # One line, as every error of the CLI (README, "Exit codes"); each error is "where: what".
+        raise AlertRulesError(f"{source}: {len(lines)} error(s) in alert rules: " + "; ".join(lines)) from exc
     if receivers is not None:
         try:
             rules.check_receivers(receivers)

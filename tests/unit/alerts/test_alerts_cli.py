@@ -253,3 +253,16 @@ def test_an_alerts_config_with_a_key_written_twice_is_a_config_error(tmp_path: P
     config.write_text(f"rules_file: {EXAMPLE}\nnotify: direct\nnotify: alertmanager\n")
     code, err = _main(capsys, "--alerts-config", str(config), "test")
     assert code == 3 and "'notify' is written twice" in err and ":3:" in err, err
+
+
+@pytest.mark.parametrize("kind", ["missing", "folder", "not-utf8", "bad-yaml"])
+def test_an_alerts_config_that_cannot_be_read_is_a_config_error_naming_it(kind: str, tmp_path: Path, capsys) -> None:
+    """A hostile review (2026-12-07): a missing file or a folder was exit 4 (README: a config file
+    that cannot be read is exit 3), and a non-UTF-8 or broken file did not name the file."""
+    config = {"missing": tmp_path / "nofile.yaml", "folder": tmp_path}.get(kind, tmp_path / "alerts.yaml")
+    if kind == "not-utf8":
+        config.write_bytes(b"notify: \xff\n")
+    elif kind == "bad-yaml":
+        config.write_text("notify: [\n")
+    code, err = _main(capsys, "--alerts-config", str(config), "test")
+    assert code == 3 and str(config) in err and len(err.strip().splitlines()) == 1, err
