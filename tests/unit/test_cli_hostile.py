@@ -167,7 +167,8 @@ def test_report_on_a_job_output_without_the_expected_columns_is_an_input_error(
 
 def test_a_database_url_with_a_bad_port_is_a_config_error_without_the_password(capsys: pytest.CaptureFixture[str]) -> None:
     code, err = _run(capsys, "events", "init", "--url", "postgresql+psycopg://u:pw-s3cret@127.0.0.1:abc/db")
-    assert code == ExitCode.CONFIG and "port 'abc'" in err and "pw-s3cret" not in err, err
+    # Nothing of the URL is shown: what reads as its port may be part of the password (below).
+    assert code == ExitCode.CONFIG and "the port must be a number" in err and "pw-s3cret" not in err, err
 
 
 @pytest.mark.parametrize(
