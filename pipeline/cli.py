@@ -116,9 +116,13 @@ def main(argv: list[str] | None = None) -> int:
     except ClickException as exc:
         command = exc.ctx.command_path if getattr(exc, "ctx", None) else "misuse-monitor"
         hint = ""
+        parent = exc.ctx.parent if isinstance(exc, NoSuchOption) and getattr(exc, "ctx", None) else None
         if isinstance(exc, NoSuchOption) and exc.option_name in GLOBAL_OPTIONS and command != "misuse-monitor":
             # A newcomer review (2026-12-07): `simulate ... --debug` said only "No such option".
             hint = f"; {exc.option_name} is a global option: put it before the command (misuse-monitor {exc.option_name} ...)"
+        elif parent is not None and parent.parent is not None and any(exc.option_name in p.opts for p in parent.command.params):
+            # `alerts test --config x` (hostile review, 2026-12-07): the group's option goes before its command.
+            hint = f"; {exc.option_name} is an option of '{parent.command_path}': put it before '{exc.ctx.info_name}'"
         print(f"{command}: error: {exc.format_message()}{hint} (see '{command} --help')", file=sys.stderr)
         return exc.exit_code
     except Abort:

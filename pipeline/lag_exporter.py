@@ -28,6 +28,7 @@ from __future__ import annotations
 import logging
 import signal
 import threading
+from pathlib import Path
 import time
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, wait
@@ -199,6 +200,7 @@ def lag_exporter(
         typer.Option(min=0.1, max=3600, help="Seconds a scrape waits for the broker before it reports a group up 0; "
                      "keep it under Prometheus' scrape_timeout (default 10 s)"),
     ] = SCRAPE_TIMEOUT_S,
+    config: Annotated[Path | None, typer.Option("--config", "-c", help="YAML settings file (else MM_CONFIG)")] = None,
 ) -> None:
     """Serve consumer lag measured from the broker (committed vs end offsets) for Prometheus.
     SIGTERM or Ctrl-C ends it cleanly (exit 0)."""
@@ -215,7 +217,7 @@ def lag_exporter(
     registry = CollectorRegistry()
     # The settings' Kafka section, so a secured cluster (SASL/TLS) and MM_KAFKA__BOOTSTRAP_SERVERS
     # work; a bare KafkaSettings(bootstrap) ignored both and always dialled 127.0.0.1:9092 in plaintext.
-    kafka: KafkaSettings = load_settings().kafka
+    kafka: KafkaSettings = load_settings(config).kafka
     if bootstrap is not None:
         kafka = kafka.with_bootstrap(bootstrap)
     require_kafka(kafka)  # exit 5 within kafka.connect_timeout_s, not kafka-python's 30 s bootstrap timeout

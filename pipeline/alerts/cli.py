@@ -34,7 +34,7 @@ console = Console()
 @app.callback()
 def _options(
     ctx: typer.Context,
-    config: Annotated[Path | None, typer.Option(help="Process settings YAML (section 'alerts')")] = None,
+    config: Annotated[Path | None, typer.Option("--config", "-c", help="Process settings YAML (section 'alerts')")] = None,
     alerts_config: Annotated[Path | None, typer.Option(help="YAML file holding only the alerts settings")] = None,
     rules: Annotated[Path | None, typer.Option(help="Alert rules YAML (overrides settings)")] = None,
     db_url: Annotated[str | None, typer.Option(help="Alert database URL (overrides settings)")] = None,

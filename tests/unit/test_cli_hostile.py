@@ -513,3 +513,19 @@ def test_a_misspelt_variable_that_holds_no_secret_is_still_only_a_warning(
     monkeypatch.setenv("MM_KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:1")
     code, err = _run(capsys, "simulate", "-o", str(tmp_path / "x.jsonl"), "--records", "1")
     assert code == 0 and "warning: MM_KAFKA_BOOTSTRAP_SERVERS is not a setting" in err, err
+
+
+def test_lag_exporter_reads_the_config_file_it_is_given(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A hostile review (2026-12-07): `lag-exporter -c x.yaml` was "No such option: -c", though its
+    help said the broker defaults to the settings'; only MM_CONFIG reached it."""
+    address = f"127.0.0.1:{free_port()}"
+    cfg = tmp_path / "mm.yaml"
+    cfg.write_text(f"kafka: {{bootstrap_servers: '{address}', connect_timeout_s: 0.5}}\n")
+    code, err = _run(capsys, "lag-exporter", "--group", "g", "--topic", "t", "-c", str(cfg), "--port", "0")
+    assert code == ExitCode.KAFKA_UNREACHABLE and address in err, err
+
+
+def test_a_group_option_after_its_subcommand_says_where_it_goes(capsys: pytest.CaptureFixture[str]) -> None:
+    """A hostile review (2026-12-07): `alerts test --config x.yaml` said only "No such option"."""
+    code, err = _run(capsys, "alerts", "test", "--config", "x.yaml")
+    assert code == ExitCode.USAGE and "--config is an option of 'misuse-monitor alerts': put it before 'test'" in err, err
