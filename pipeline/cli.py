@@ -74,7 +74,7 @@ def _global_options(
     Errors are one line on stderr with a distinct exit code (README.md, "Exit codes").
     """
     del version
-    from pipeline.exits import ConfigError, misspelt_secret_env_vars, unknown_env_vars
+    from pipeline.exits import misspelt_secret_env_vars, unknown_env_vars
     from pipeline.logs import configure_logging
 
     _state["debug"] = _state["debug"] or debug
@@ -83,12 +83,10 @@ def _global_options(
     if log_format not in ("text", "json"):
         raise typer.BadParameter(f"{log_format!r} is not text or json", param_hint="--log-format")
     configure_logging(log_level.lower(), log_format)
-    secrets = misspelt_secret_env_vars()
-    if secrets:
-        raise ConfigError(f"{secrets[0].removesuffix('; it is ignored')}: a secret no setting reads, so nothing runs until "
-                          "its name is fixed (an encryption or pseudonym key lost this way leaves data unprotected)")
+    secrets = set(misspelt_secret_env_vars())  # an error where the settings are loaded (pipeline/settings.py)
     for problem in unknown_env_vars():
-        typer.echo(f"misuse-monitor: warning: {problem}", err=True)
+        if problem not in secrets:
+            typer.echo(f"misuse-monitor: warning: {problem}", err=True)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -200,7 +200,7 @@ def misspelt_secret_env_vars(environ: dict[str, str] | None = None) -> list[str]
 
     A warning was not enough there: with ``MM_LAKE_ENCRYPTION_KEY`` (one underscore) the stream
     ran and kept every log in the lake unencrypted, and ``MM_PSEUDONYM__KEY`` left the placeholder
-    key in place (hostile review, 2026-12-07). The CLI refuses to run with one (exit 3)."""
+    key in place (hostile review, 2026-12-07). Loading the settings refuses to with one (exit 3)."""
     return [line for var, line in _unknown_env_vars(environ) if any(w in var.upper() for w in _SECRET_VARIABLE_WORDS)]
 
 
@@ -216,6 +216,7 @@ def _unknown_env_vars(environ: dict[str, str] | None) -> list[tuple[str, str]]:
     valid = [f"MM_{s.upper()}" for s in Settings.model_fields] + sorted(KNOWN_NON_SETTINGS)
     for name in Settings.model_fields:
         valid += [f"MM_{name.upper()}__{k.upper()}" for k in _fields_at([name]) or []]
+    top_level = {name.upper() for name in Settings.model_fields}
     problems = []
     for var in sorted(environ):
         # pydantic-settings matches names in any case (MM_batch__max_records is read), so they are
@@ -223,6 +224,8 @@ def _unknown_env_vars(environ: dict[str, str] | None) -> list[tuple[str, str]]:
         name = var.upper()
         if not name.startswith("MM_") or var in KNOWN_NON_SETTINGS or var.startswith(KNOWN_PREFIXES):
             continue
+        if name[3:] in top_level:
+            continue  # a setting itself (MM_PSEUDONYM_KEY, MM_SINKS, MM_KAFKA: Settings reads them)
         head = name[3:].split("__", 1)[0]
         if head in sections and ("__" in name[3:] or name[3:] == head):
             continue  # a real section: Settings validates the key itself

@@ -382,7 +382,16 @@ class MissingConfigFile(ConfigError, FileNotFoundError):
 
 
 def load_settings(config: Path | None = None, **overrides: Any) -> Settings:
-    """Build Settings; ``config`` is a YAML file (else ``MM_CONFIG``), overrides win."""
+    """Build Settings; ``config`` is a YAML file (else ``MM_CONFIG``), overrides win.
+
+    An ``MM_*`` variable no setting reads whose name says it holds a secret is refused (exit 3):
+    ``MM_LAKE_ENCRYPTION_KEY`` (one underscore) only warned, and the stream kept every log in the
+    lake unencrypted (hostile review, 2026-12-07)."""
+    from pipeline.exits import misspelt_secret_env_vars
+
+    if secrets := misspelt_secret_env_vars():
+        raise ConfigError(f"{secrets[0].removesuffix('; it is ignored')}: a secret no setting reads, so nothing runs until "
+                          "its name is fixed (an encryption or pseudonym key lost this way leaves data unprotected)")
     path = config or (Path(os.environ["MM_CONFIG"]) if os.environ.get("MM_CONFIG") else None)
     if path is None:
         return Settings(**overrides)

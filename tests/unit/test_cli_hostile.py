@@ -495,16 +495,33 @@ def test_topic_names_kafka_accepts_are_accepted() -> None:
     [("MM_LAKE_ENCRYPTION_KEY", "MM_LAKE__ENCRYPTION_KEY"), ("MM_PSEUDONYM__KEY", "MM_PSEUDONYM_KEY"),
      ("MM_PSEUDONYM_KEY__KEY", "MM_PSEUDONYM_KEY"), ("MM_KAFKA_SASL_PLAIN_PASSWORD", "MM_KAFKA__SASL_PLAIN_PASSWORD")],
 )
-def test_a_misspelt_secret_variable_stops_every_command(
+def test_a_misspelt_secret_variable_stops_every_command_that_loads_the_settings(
     variable: str, suggested: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """A hostile review (2026-12-07): with MM_LAKE_ENCRYPTION_KEY (one underscore) the stream only
     warned, then kept every log in the lake unencrypted; MM_PSEUDONYM__KEY was told "did you mean
-    MM_PSEUDONYM_KEY__KEY?", a name no setting reads either, which then passed without a word."""
+    MM_PSEUDONYM_KEY__KEY?", a name no setting reads either, which then passed without a word.
+    A command's --help still works."""
     monkeypatch.setenv(variable, "c2VjcmV0LXZhbHVlLTEyMzQ1Ng")
-    code, err = _run(capsys, "simulate", "-o", str(tmp_path / "x.jsonl"), "--records", "1")
+    src = tmp_path / "in.jsonl"
+    src.write_text(json.dumps(LINE) + "\n")
+    code, err = _run(capsys, "classify", str(src), "-o", str(tmp_path / "x.jsonl"), "--detectors", "rules")
     assert code == ExitCode.CONFIG and f"{variable} is not a setting (did you mean {suggested}?)" in err, err
     assert "c2VjcmV0LXZhbHVlLTEyMzQ1Ng" not in err and not (tmp_path / "x.jsonl").exists()
+    assert main(["stream", "--help"]) == 0
+
+
+def test_the_top_level_settings_read_from_the_environment_are_neither_warned_of_nor_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The review of the change above: MM_PSEUDONYM_KEY, the one every deployment sets, was taken
+    for a misspelt secret (exit 3 for every command), and MM_SINKS was warned of."""
+    monkeypatch.setenv("MM_PSEUDONYM_KEY", "a-real-pseudonym-key-of-enough-length")
+    monkeypatch.setenv("MM_SINKS", '["lake"]')
+    src = tmp_path / "in.jsonl"
+    src.write_text(json.dumps(LINE) + "\n")
+    code, err = _run(capsys, "classify", str(src), "-o", str(tmp_path / "x.jsonl"), "--detectors", "rules")
+    assert code == 0 and "MM_PSEUDONYM_KEY" not in err and "MM_SINKS" not in err, err
 
 
 def test_a_misspelt_variable_that_holds_no_secret_is_still_only_a_warning(
