@@ -17,22 +17,32 @@ from yaml.nodes import MappingNode
 
 
 class _UniqueKeyLoader(yaml.SafeLoader):
-    def construct_mapping(self, node: MappingNode, deep: bool = False) -> dict[Any, Any]:
-        seen: set[Any] = set()
-        for key_node, _ in node.value:
-            if key_node.tag == "tag:yaml.org,2002:merge":  # "<<:" merges are not keys of their own
-                continue
-            key = self.construct_object(key_node, deep=deep)
-            try:
-                duplicate = key in seen
-            except TypeError:  # an unhashable key: SafeLoader reports it itself
-                continue
-            if duplicate:
-                raise ConstructorError(
-                    "while reading a mapping", node.start_mark, f"the key {key!r} is written twice", key_node.start_mark
-                )
-            seen.add(key)
-        return super().construct_mapping(node, deep=deep)
+    """Checks each mapping's own keys before PyYAML flattens its ``<<:`` merges: flattening writes
+    the merged keys into the node itself, so a mapping that overrides a merged key would read as
+    one with a key written twice once flattened (the review of this loader, 2026-12-07)."""
+
+    def __init__(self, stream: Any) -> None:
+        super().__init__(stream)
+        self._checked: set[int] = set()
+
+    def flatten_mapping(self, node: MappingNode) -> None:
+        if id(node) not in self._checked:
+            self._checked.add(id(node))
+            seen: set[Any] = set()
+            for key_node, _ in node.value:
+                if key_node.tag == "tag:yaml.org,2002:merge":  # "<<:" merges are not keys of their own
+                    continue
+                key = self.construct_object(key_node, deep=True)
+                try:
+                    duplicate = key in seen
+                except TypeError:  # an unhashable key: SafeLoader reports it itself
+                    continue
+                if duplicate:
+                    raise ConstructorError(
+                        "while reading a mapping", node.start_mark, f"the key {key!r} is written twice", key_node.start_mark
+                    )
+                seen.add(key)
+        super().flatten_mapping(node)
 
 
 def load_yaml(stream: str | bytes | IO[str] | IO[bytes]) -> Any:
