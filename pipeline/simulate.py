@@ -66,10 +66,12 @@ HOPPER_MIN_MODELS = 4
 SHAREGPT_EXCHANGES = 6000
 MAX_PROMPT_CHARS = 5000
 PROGRESS_THRESHOLD = 5000
-# Record plans sorted in memory at a time; more are spilled to temporary files and merged. At most
-# MAX_SPILL_FILES files are open at once (then they are merged into one: one more pass over them).
+# Record plans sorted in memory at a time; more are spilled to temporary files and merged. Runs are
+# merged MAX_SPILL_FILES at a time, by level (a merge of level-0 runs is one of level 1, ...), so
+# fewer than MAX_SPILL_FILES of each level are open and each plan is written once per level: 3
+# levels for a billion records.
 SORT_CHUNK = 20000
-MAX_SPILL_FILES = 256
+MAX_SPILL_FILES = 64
 _SPILL_BLOCK = 256
 
 
@@ -611,7 +613,7 @@ class _TimeOrder:
     def __init__(self, pools: SimulationCorpora, chunk: int) -> None:
         self.chunk = chunk
         self.pending: list[_Plan] = []
-        self.runs: list[tuple[Any, int]] = []  # (temporary file, plans in it)
+        self.runs: list[tuple[Any, int, int]] = []  # (temporary file, plans in it, merge level), oldest first
         self.files = ExitStack()
         shared: list[Any] = [*_DEPLOYMENTS.values(), *_SAFE_ANSWERS.values()]
         for e in pools.exchanges:
@@ -634,8 +636,7 @@ class _TimeOrder:
         self.pending.append(plan)
         if len(self.pending) >= self.chunk:
             self._spill()
-            if len(self.runs) >= MAX_SPILL_FILES:
-                self._compact()
+            self._compact()
 
     def _ref(self, obj: Any) -> Any:
         """A shared object as its index (an int), anything else as itself."""
@@ -647,20 +648,22 @@ class _TimeOrder:
 
     def _spill(self) -> None:
         self.pending.sort(key=_timestamp)
-        self.runs.append((self._write(self.pending), len(self.pending)))
+        self.runs.append((self._write(self.pending), len(self.pending), 0))
         self.pending = []
 
     def _compact(self) -> None:
-        """Merge the spilled runs into one, so that at most MAX_SPILL_FILES files are open and
-        memory holds one chunk however many records are asked for. Until 2026-12-07 the chunk
-        grew with the run instead (records / MAX_SPILL_FILES plans): `simulate --records
-        100000000000` grew to 18.8 GB and the kernel killed it (hostile review). A tie keeps its
-        order: the merged run holds the earlier runs' plans, before every later one's."""
-        runs, self.runs = self.runs, []
-        merged = heapq.merge(*(self._read(file, count) for file, count in runs), key=_timestamp)
-        self.runs.append((self._write(merged), sum(count for _, count in runs)))
-        for file, _ in runs:
-            file.close()  # its disk space goes now (the exit stack's close later is a no-op)
+        """Merge the newest MAX_SPILL_FILES runs of one level into one run of the next, as long
+        as there are that many, so memory holds one chunk and few files are open however many
+        records are asked for. Until 2026-12-07 the chunk grew with the run instead (records /
+        MAX_SPILL_FILES plans): `simulate --records 100000000000` grew to 18.8 GB and the kernel
+        killed it (hostile review). The runs stay oldest first with their levels falling, so the
+        runs of one level are the newest ones and a tie keeps its order."""
+        while len(self.runs) >= MAX_SPILL_FILES and len({level for _, _, level in self.runs[-MAX_SPILL_FILES:]}) == 1:
+            runs, self.runs = self.runs[-MAX_SPILL_FILES:], self.runs[:-MAX_SPILL_FILES]
+            merged = heapq.merge(*(self._read(file, count) for file, count, _ in runs), key=_timestamp)
+            self.runs.append((self._write(merged), sum(count for _, count, _ in runs), runs[0][2] + 1))
+            for file, _, _ in runs:
+                file.close()  # its disk space goes now (the exit stack's close later is a no-op)
 
     def _write(self, plans: Iterable[_Plan]) -> Any:
         """A new temporary file holding ``plans`` (in their order), read from its start."""
@@ -698,7 +701,7 @@ class _TimeOrder:
             return iter(last)
         # heapq.merge breaks ties by argument order: the spilled chunks in the order they were
         # added, the chunk still in memory (added last) at the end.
-        runs = [self._read(file, count) for file, count in self.runs]
+        runs = [self._read(file, count) for file, count, _ in self.runs]
         return heapq.merge(*runs, iter(last), key=_timestamp)
 
 

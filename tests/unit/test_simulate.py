@@ -255,29 +255,34 @@ def test_the_abuse_patterns_stay_a_fixed_share_of_large_simulations(n: int) -> N
     assert planned <= 0.13 * n, (planned, n)  # about 85% of the traffic stays benign
 
 
-def test_past_max_spill_files_the_runs_are_merged_and_memory_holds_one_chunk(
+def test_spilled_runs_are_merged_by_level_so_memory_files_and_rewrites_stay_bounded(
     material_and_opened: tuple[sim.SimulationCorpora, list[Path]], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The chunk grew with the run (records / MAX_SPILL_FILES plans), so `simulate --records
-    100000000000` grew to 18.8 GB before the kernel killed it (hostile review, 2026-12-07). Past
-    MAX_SPILL_FILES runs they are merged into one instead: the same bytes, memory bounded by the
-    chunk and the merge's heads, never more than MAX_SPILL_FILES files."""
+    """The chunk grew with the run (records / 256 plans), so `simulate --records 100000000000` grew
+    to 18.8 GB before the kernel killed it (hostile review, 2026-12-07). Runs are merged
+    MAX_SPILL_FILES at a time by level instead: the same bytes, never MAX_SPILL_FILES runs of one
+    level left open, and each plan written once per level (the first version merged every run each
+    time, rewriting the plans quadratically: the review of that change)."""
     monkeypatch.setattr(sim, "MAX_SPILL_FILES", 3)
-    sort_chunk = 97  # 16 chunks of 1500 plans: merged five times on the way
-    alive_plans: list[int] = []
+    sort_chunk = 40  # 38 chunks of 1500 plans: level 1 every 3 runs, level 2 every 9, level 3 every 27
+    written: list[int] = []
     open_runs: list[int] = []
-    compact = sim._TimeOrder._compact
+    write, spill = sim._TimeOrder._write, sim._TimeOrder._spill
 
-    def watched(self: sim._TimeOrder) -> None:
+    def counted_write(self: sim._TimeOrder, plans):  # noqa: ANN001, ANN202
+        plans = list(plans)
+        written.append(len(plans))
+        return write(self, plans)
+
+    def counted_spill(self: sim._TimeOrder) -> None:
+        spill(self)
         open_runs.append(len(self.runs))
-        gc.collect()
-        alive_plans.append(sum(type(o) is sim._Plan for o in gc.get_objects()))
-        compact(self)
 
-    monkeypatch.setattr(sim._TimeOrder, "_compact", watched)
+    monkeypatch.setattr(sim._TimeOrder, "_write", counted_write)
+    monkeypatch.setattr(sim._TimeOrder, "_spill", counted_spill)
     logs, truth = tmp_path / "logs.jsonl", tmp_path / "truth.jsonl"
     sim.write_jsonl(sim.simulate(N, seed=11, end=END, material=material_and_opened[0], sort_chunk=sort_chunk), logs, truth)
     assert hashlib.sha256(logs.read_bytes()).hexdigest() == GOLDEN_LOGS
     assert hashlib.sha256(truth.read_bytes()).hexdigest() == GOLDEN_TRUTH
-    assert len(open_runs) >= 5 and max(open_runs) == 3
-    assert max(alive_plans) <= sort_chunk
+    assert len(open_runs) == N // sort_chunk and max(open_runs) <= 1 + 2 + 2 + 2  # a new run, fewer than 3 per level
+    assert N < sum(written) <= 4 * N  # written once, then once per level reached (3 here)
