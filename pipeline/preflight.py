@@ -14,7 +14,6 @@ import os
 import socket
 import time
 from pathlib import Path
-from urllib.parse import urlsplit
 
 from pipeline.exits import ConfigError, ExitCode, Unreachable
 
@@ -68,20 +67,25 @@ def require_postgres(url: str, timeout_s: float) -> None:
 
     Unix-socket URLs (no host) are not checked here: the driver reports those at once.
     """
-    # Nothing of the URL is shown: a password holding "#", "/" or "?" ends the URL's address part
-    # early, and the text taken for the port was then the password's first characters (a hostile
-    # review, 2026-12-07, saw "port 'Tr0ub4dor'" printed); an unclosed "[" raised ValueError (exit 1).
+    # Read as SQLAlchemy reads it, for the sinks connect through SQLAlchemy: urlsplit ended the
+    # address part at a "#", "/" or "?" in the password, so the check dialled a host made of the
+    # user name and printed the password's first characters as the port ("port 'Tr0ub4dor'", a
+    # hostile review and the review of its fix, 2026-12-07); an unclosed "[" was exit 1. Nothing
+    # of the URL is shown when it cannot be read.
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
     try:
-        parts = urlsplit(url)
-        if not parts.hostname:
-            return
-        port = parts.port
-    except ValueError:  # not a number, out of range, or an unclosed IPv6 bracket
+        parsed = make_url(url)
+        host, port = parsed.host, parsed.port
+    except (ValueError, ArgumentError):  # a port that is not a number, an unclosed IPv6 bracket
         raise ConfigError(
             "database URL: its host and port cannot be read (the port must be a number from 0 to 65535, and a "
-            "password holding ':', '/', '?', '#', '@' or '[' must be percent-encoded; postgres.url / MM_POSTGRES__URL)"
+            "password holding '@' or ':' must be percent-encoded; postgres.url / MM_POSTGRES__URL)"
         ) from None
-    address = f"{parts.hostname}:{port or 5432}"
+    if not host:
+        return
+    address = f"{host}:{port or 5432}"
     if first_reachable([address], timeout_s, 5432) is None:
         raise Unreachable(
             f"database: PostgreSQL not reachable at {address} within {timeout_s:g}s (set postgres.url / MM_POSTGRES__URL)",
