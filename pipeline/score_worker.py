@@ -113,7 +113,10 @@ def replay(metrics: PipelineMetrics, calls: Sequence[tuple[str, tuple[str, ...],
         getattr(getattr(metrics, metric).labels(*labels), op)(value)
 
 
-def _child(settings: Settings, conn: Connection, factory: ScorerFactory | None, logging_config: tuple[str, str] | None = None) -> None:
+def _child(
+    settings: Settings, conn: Connection, factory: ScorerFactory | None, logging_config: tuple[str, str] | None = None,
+    parent: int | None = None,
+) -> None:
     """The worker process. It ends without the interpreter's teardown once it has answered (or
     its pipe is gone): that teardown took 1.0 s after a stop for a rules child and 1.6 s for one
     of the default detectors here (2026-12-06), time every stop of the stream and every Spark
@@ -124,12 +127,13 @@ def _child(settings: Settings, conn: Connection, factory: ScorerFactory | None, 
     ``logging_config``: the stream's ``--log-level`` and ``--log-format``. A spawned interpreter
     starts with no logging set up, so the child's warnings came out as bare lines in neither
     format, its info lines were lost, and the libraries kept their own levels (hostile review,
-    2026-12-07)."""
+    2026-12-07). ``parent``: the stream's pid, given by the stream itself; read here after the
+    child's imports, a stream that died meanwhile would have left init's pid to watch."""
+    _exit_with_parent(os.getppid() if parent is None else parent)
     if logging_config is not None:
         from pipeline.logs import configure_logging
 
         configure_logging(*logging_config)
-    _exit_with_parent(os.getppid())
     _serve(settings, conn, factory)
     # What multiprocessing runs after a child's target returns (its finalizers: tqdm's lock, a
     # named semaphore, is unregistered, or the resource tracker warns that it leaked), then the
@@ -248,7 +252,8 @@ class ProcessScorer:
         ctx = multiprocessing.get_context("spawn")  # no fork: the stream's threads and locks stay out
         self._conn, child_end = ctx.Pipe()
         self._process = ctx.Process(
-            target=_child, args=(self._settings, child_end, self._factory, configured_logging()), name="mm-scorer", daemon=True
+            target=_child, args=(self._settings, child_end, self._factory, configured_logging(), os.getpid()),
+            name="mm-scorer", daemon=True,
         )
         self._process.start()
         child_end.close()
