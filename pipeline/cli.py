@@ -74,7 +74,7 @@ def _global_options(
     Errors are one line on stderr with a distinct exit code (README.md, "Exit codes").
     """
     del version
-    from pipeline.exits import misspelt_secret_env_vars, unknown_env_vars
+    from pipeline.exits import unknown_env_vars
     from pipeline.logs import configure_logging
 
     _state["debug"] = _state["debug"] or debug
@@ -83,10 +83,10 @@ def _global_options(
     if log_format not in ("text", "json"):
         raise typer.BadParameter(f"{log_format!r} is not text or json", param_hint="--log-format")
     configure_logging(log_level.lower(), log_format)
-    secrets = set(misspelt_secret_env_vars())  # an error where the settings are loaded (pipeline/settings.py)
+    # A misspelt secret is warned of here too: commands that load the settings then refuse it
+    # (pipeline/settings.py, load_settings), the others (lake keygen, simulate) only warn.
     for problem in unknown_env_vars():
-        if problem not in secrets:
-            typer.echo(f"misuse-monitor: warning: {problem}", err=True)
+        typer.echo(f"misuse-monitor: warning: {problem}", err=True)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -221,7 +221,7 @@ def produce(
     from pipeline.preflight import require_kafka
     from pipeline.producer import DeliveryError, GatewayProducer
 
-    from pipeline.settings import topic_name_problem
+    from pipeline.topics import topic_name_problem
 
     if topic is not None and (problem := topic_name_problem(topic)):
         raise typer.BadParameter(problem, param_hint="--topic")

@@ -78,7 +78,11 @@ def require_postgres(url: str, timeout_s: float) -> None:
     try:
         parsed = make_url(url)
         host, port = parsed.host, parsed.port
-    except (ValueError, ArgumentError):  # a port that is not a number, an unclosed IPv6 bracket
+        if (host and "@" in host) or (port is not None and not 0 <= port <= 65535):
+            # SQLAlchemy ends the password at its first "@", so the rest of it read as the host
+            # ("not reachable at tPart@127.0.0.1"; the review of this change).
+            raise ValueError("an '@' in the password, or a port out of range")
+    except (ValueError, ArgumentError):  # a port that is not a number, an unclosed IPv6 bracket, the above
         raise ConfigError(
             "database URL: its host and port cannot be read (the port must be a number from 0 to 65535, and a "
             "password holding '@' or ':' must be percent-encoded; postgres.url / MM_POSTGRES__URL)"

@@ -8,7 +8,6 @@ prefix ``MM_`` (nested with ``__``, e.g. ``MM_KAFKA__BOOTSTRAP_SERVERS``), a YAM
 from __future__ import annotations
 
 import os
-import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -25,6 +24,7 @@ from pipeline.alerts.settings import AlertSettings
 from pipeline.gateway.settings import GatewaySettings
 from pipeline.exits import ConfigError
 from pipeline.postgres_settings import PostgresSettings
+from pipeline.topics import topic_name_problem
 from pipeline.units import DAY_S, HOUR_S
 
 
@@ -36,19 +36,6 @@ class Section(BaseModel):
     """A settings section: unknown keys are errors, so a typo never silently falls back."""
 
     model_config = ConfigDict(extra="forbid")
-
-
-# Kafka's own rule for a topic name: 1 to 249 of these characters, and not "." or "..". A name
-# outside it passed every check here, and the broker's refusal reached the user as a 600-character
-# "InvalidTopicError: ... CreateTopicsRequest(...)" line and exit 1 (hostile review, 2026-12-07).
-_TOPIC_NAME = re.compile(r"[A-Za-z0-9._-]{1,249}")
-
-
-def topic_name_problem(name: str) -> str | None:
-    """Why ``name`` cannot be a Kafka topic, or None."""
-    if name in (".", "..") or not _TOPIC_NAME.fullmatch(name):
-        return f"{name[:80]!r} is not a Kafka topic name (1 to 249 letters, digits, '.', '_' or '-'; not '.' or '..')"
-    return None
 
 
 class KafkaSettings(Section):
@@ -295,7 +282,7 @@ class LakeSettings(Section):
         if value is not None:
             from pipeline.privacy import TextCipher
 
-            TextCipher.from_b64(value.get_secret_value())  # PrivacyKeyError is a ValueError
+            TextCipher.key_bytes(value.get_secret_value())  # PrivacyKeyError is a ValueError; no cryptography needed
         return value
 
 

@@ -10,8 +10,24 @@ replication). Listing topics is a metadata request for all topics, which never a
 from __future__ import annotations
 
 import difflib
+import re
+from typing import TYPE_CHECKING
 
-from pipeline.settings import KafkaSettings
+if TYPE_CHECKING:  # the settings import this module (topic_name_problem)
+    from pipeline.settings import KafkaSettings
+
+
+# Kafka's own rule for a topic name: 1 to 249 of these characters, and not "." or "..". A name
+# outside it passed every check here, and the broker's refusal reached the user as a 600-character
+# "InvalidTopicError: ... CreateTopicsRequest(...)" line and exit 1 (hostile review, 2026-12-07).
+_TOPIC_NAME = re.compile(r"[A-Za-z0-9._-]{1,249}")
+
+
+def topic_name_problem(name: str) -> str | None:
+    """Why ``name`` cannot be a Kafka topic, or None."""
+    if name in (".", "..") or not _TOPIC_NAME.fullmatch(name):
+        return f"{name[:80]!r} is not a Kafka topic name (1 to 249 letters, digits, '.', '_' or '-'; not '.' or '..')"
+    return None
 
 
 class TopicMissing(ValueError):

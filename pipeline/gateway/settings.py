@@ -45,6 +45,18 @@ class GatewaySettings(BaseModel):
     # start and every exchange then went to the rejected file (a hostile review, 2026-12-07).
     deployment: Key | None = Field(default=None, max_length=256, description="Written into every log's 'deployment'")
     topic: str | None = Field(default=None, description="Target topic (default: kafka.input_topic)")
+
+    @field_validator("topic")
+    @classmethod
+    def _topic_name(cls, value: str | None) -> str | None:
+        # As kafka.input_topic: a name the broker refuses was logged as "Kafka not reachable,
+        # serving anyway", and every log then failed (the review of 3f2c974, 2026-12-07).
+        from pipeline.topics import topic_name_problem
+
+        if value is not None and (problem := topic_name_problem(value)):
+            raise ValueError(problem)
+        return value
+
     tenant_header: str = "x-tenant-id"
     user_header: str = "x-user-id"
     api_keys: dict[str, KeyIdentity] = Field(default_factory=dict, description="sha256(key) hex -> identity")
