@@ -187,7 +187,7 @@ def unknown_env_vars(environ: dict[str, str] | None = None) -> list[str]:
     typo like ``MM_KAFKA_BOOTSTRAP_SERVERS`` would otherwise leave the default broker in place.
     Nested names under a known section are not checked here: Settings rejects those itself.
     """
-    return [line for _, line in _unknown_env_vars(environ)]
+    return [line for _, line, _ in _unknown_env_vars(environ)]
 
 
 # Words in a variable's name that say it holds a secret (the URL settings are not among them:
@@ -196,15 +196,35 @@ _SECRET_VARIABLE_WORDS = ("KEY", "PASSWORD", "SECRET", "TOKEN")
 
 
 def misspelt_secret_env_vars(environ: dict[str, str] | None = None) -> list[str]:
-    """The lines of :func:`unknown_env_vars` for variables whose name says they hold a secret.
+    """The lines of :func:`unknown_env_vars` for variables whose name says they hold a secret and
+    whose closest valid name is a secret setting (``MM_LAKE__ENCRYPTION_KEY``, ``MM_PSEUDONYM_KEY``,
+    ``MM_KAFKA__SASL_PLAIN_PASSWORD``...): another program's ``MM_*_PASSWORD`` is only warned of.
 
     A warning was not enough there: with ``MM_LAKE_ENCRYPTION_KEY`` (one underscore) the stream
     ran and kept every log in the lake unencrypted, and ``MM_PSEUDONYM__KEY`` left the placeholder
     key in place (hostile review, 2026-12-07). Loading the settings refuses to with one (exit 3)."""
-    return [line for var, line in _unknown_env_vars(environ) if any(w in var.upper() for w in _SECRET_VARIABLE_WORDS)]
+    return [
+        line for var, line, near in _unknown_env_vars(environ)
+        if any(w in var.upper() for w in _SECRET_VARIABLE_WORDS) and near is not None and _names_a_secret_setting(near)
+    ]
 
 
-def _unknown_env_vars(environ: dict[str, str] | None) -> list[tuple[str, str]]:
+def _names_a_secret_setting(variable: str) -> bool:
+    """Whether ``MM_SECTION__KEY`` or ``MM_KEY`` is a setting typed as a secret."""
+    from pydantic import SecretStr
+
+    from pipeline.settings import Settings
+
+    loc = [part.lower() for part in variable.removeprefix("MM_").split("__")]
+    if loc[0] not in Settings.model_fields or (len(loc) > 1 and loc[1] not in (_fields_at(loc[:1]) or [])):
+        return False  # one of our own variables (MM_CONFIG), not a setting
+    model: Any = Settings
+    for part in loc[:-1]:
+        model = model.model_fields[part].annotation
+    return SecretStr in _inner_types(model.model_fields[loc[-1]].annotation)
+
+
+def _unknown_env_vars(environ: dict[str, str] | None) -> list[tuple[str, str, str | None]]:
     from pipeline.settings import Settings
 
     environ = dict(os.environ) if environ is None else environ
@@ -232,7 +252,7 @@ def _unknown_env_vars(environ: dict[str, str] | None) -> list[tuple[str, str]]:
         rest = name[3:].split("__", 1)[1] if "__" in name[3:] else None
         section = suggest(head, sections) if rest else None
         near = f"MM_{section}__{rest}" if section else suggest(name, valid)
-        problems.append((var, f"{var} is not a setting{f' (did you mean {near}?)' if near else ''}; it is ignored"))
+        problems.append((var, f"{var} is not a setting{f' (did you mean {near}?)' if near else ''}; it is ignored", near))
     return problems
 
 

@@ -84,11 +84,19 @@ class TextCipher:
 
     @classmethod
     def from_b64(cls, value: str) -> TextCipher:
+        return cls(cls.key_bytes(value))
+
+    @staticmethod
+    def key_bytes(value: str) -> bytes:
+        """The 32-byte key a base64 text holds (PrivacyKeyError otherwise). Needs no
+        ``cryptography``, so the settings check it where the privacy extra is not installed."""
         try:
             key = base64.urlsafe_b64decode(value.strip().encode() + b"=" * (-len(value.strip()) % 4))
         except ValueError as exc:
             raise PrivacyKeyError("lake encryption key is not valid base64") from exc
-        return cls(key)
+        if len(key) != 32:
+            raise PrivacyKeyError("lake encryption key must be 32 bytes (base64-encoded in MM_LAKE__ENCRYPTION_KEY)")
+        return key
 
     @staticmethod
     def generate() -> str:

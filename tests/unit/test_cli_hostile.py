@@ -434,8 +434,10 @@ def test_a_global_option_after_the_command_says_where_it_goes(option: str, tmp_p
         ("postgresql://misuse:Zq9x/cd3xyz@127.0.0.1:{port}/misuse", "Zq9x", ExitCode.DATABASE_UNREACHABLE),
         ("postgresql://misuse:8812/Xy#secret@127.0.0.1:{port}/misuse", "8812", ExitCode.DATABASE_UNREACHABLE),
         ("postgresql://misuse:s3cr3t@[::1/misuse", "s3cr3t", ExitCode.CONFIG),
+        ("postgresql://misuse:Secr@tPart@127.0.0.1:{port}/misuse", "tPart", ExitCode.CONFIG),  # "@" in the password
+        ("postgresql://misuse:s3cr3t@127.0.0.1:99999/misuse", "s3cr3t", ExitCode.CONFIG),
     ],
-    ids=["hash", "slash", "digits-then-slash", "unclosed-bracket"],
+    ids=["hash", "slash", "digits-then-slash", "unclosed-bracket", "at-sign", "port-out-of-range"],
 )
 def test_a_database_url_with_symbols_in_its_password_is_read_as_sqlalchemy_reads_it_and_never_shown(
     url: str, secret: str, expected: ExitCode, capsys: pytest.CaptureFixture[str]
@@ -552,3 +554,42 @@ def test_a_group_option_after_its_subcommand_says_where_it_goes(capsys: pytest.C
     """A hostile review (2026-12-07): `alerts test --config x.yaml` said only "No such option"."""
     code, err = _run(capsys, "alerts", "test", "--config", "x.yaml")
     assert code == ExitCode.USAGE and "--config is an option of 'misuse-monitor alerts': put it before 'test'" in err, err
+
+
+def test_another_programs_mm_password_variable_is_only_warned_of(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The review of the misspelt-secret refusal (2026-12-07): Mattermost's MM_EMAILSETTINGS_SMTPPASSWORD
+    stopped every command; only a name whose closest setting is a secret one is refused."""
+    monkeypatch.setenv("MM_EMAILSETTINGS_SMTPPASSWORD", "x")
+    src = tmp_path / "in.jsonl"
+    src.write_text(json.dumps(LINE) + "\n")
+    code, err = _run(capsys, "classify", str(src), "-o", str(tmp_path / "x.jsonl"), "--detectors", "rules")
+    assert code == 0 and "warning: MM_EMAILSETTINGS_SMTPPASSWORD is not a setting" in err, err
+
+
+def test_the_lake_key_is_checked_without_the_privacy_extra(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The review of 7d31e6d: the settings check built the cipher, which imports `cryptography`
+    (the privacy extra), so a deployment-wide key stopped commands that never touch the lake."""
+    import sys
+
+    from pipeline.privacy import TextCipher
+    from pipeline.settings import Settings
+
+    key = TextCipher.generate()
+    monkeypatch.setitem(sys.modules, "cryptography", None)  # not installed
+    assert Settings(lake={"encryption_key": key}).lake.encryption_key is not None
+    with pytest.raises(ValueError, match="32 bytes"):
+        Settings(lake={"encryption_key": "c2hvcnRrZXk9PQ"})
+
+
+def test_the_gateways_topic_is_held_to_kafkas_rule_too() -> None:
+    """The review of 3f2c974: gateway.topic was not checked, and the broker's refusal read as
+    "Kafka not reachable, serving anyway" while every log failed."""
+    from pydantic import ValidationError
+
+    from pipeline.settings import Settings
+
+    with pytest.raises(ValidationError, match="is not a Kafka topic name"):
+        Settings(gateway={"topic": "bad topic/with:chars"})
+    assert Settings(gateway={"topic": "gateway.logs"}).gateway.topic == "gateway.logs"
