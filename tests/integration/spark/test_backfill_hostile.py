@@ -12,6 +12,7 @@ import pytest
 from pyspark.sql import SparkSession
 from typer.testing import CliRunner
 
+from detectors.base import Detector
 from pipeline.exits import ExitCode, classify_exception
 from pipeline.lake import LakeWriter
 from pipeline.scoring import Scorer
@@ -20,6 +21,7 @@ from pipeline.simulate import simulate, write_jsonl
 from pipeline.spark import backfill
 from pipeline.spark.cli import app
 from pipeline.verdicts import Pseudonymizer
+from tests.fixtures.processes import segfault
 
 
 def _good(path: Path, records: int, seed: int) -> Path:
@@ -157,17 +159,50 @@ def test_with_isolate_crashes_records_that_segfault_or_hang_a_detector_are_dead_
     assert offsets == [n for n in range(1, 25) if n not in (10, 18)]
 
 
-def test_with_isolate_crashes_too_many_crashing_records_in_one_batch_stop_the_job_in_one_line(
+class _CrashesOnPoisonAndTheCanary(Detector):
+    """Segfaults on a prompt containing CRASH and on the known-good canary: a scorer broken for
+    every record, as far as the check past MAX_CRASHING_RECORDS can tell."""
+
+    name = "broken"
+    version = "1"
+
+    def detect(self, records):  # noqa: ANN001, ANN201
+        if any("CRASH" in (r.prompt or "") or r.request_id == "mm-canary" for r in records):
+            segfault()
+        return [[] for _ in records]
+
+
+def _broken_scorer(spec: backfill.ScoringSpec) -> Scorer:
+    from detectors.rules import RulesDetector
+
+    return Scorer([RulesDetector(), _CrashesOnPoisonAndTheCanary()], Pseudonymizer(spec.pseudonym_key))
+
+
+def test_with_isolate_crashes_three_crashing_records_of_one_batch_are_dead_letters_too(spark: SparkSession, tmp_path: Path) -> None:
+    """Past MAX_CRASHING_RECORDS records of one batch that each end a scoring process, a new one
+    scores the known-good canary; it does, so the records are to blame and the job goes on.
+    Until 2026-12-07 the third stopped the job (exit 10) on every run (hostile review)."""
+    source = _with_crashes(tmp_path / "in.jsonl", 5, {1, 2, 3})
+    result = backfill.backfill_to_lake(spark, backfill.read_jsonl(spark, [source]), _isolated_spec(), tmp_path / "lake")
+    assert (result.verdicts, result.dead_letters) == (2, 3)
+    dead = pq.read_table(tmp_path / "lake" / "dead_letters").to_pylist()
+    assert sorted((d["source_offset"], d["error_reason"]) for d in dead) == [(2, "scorer_crashed"), (3, "scorer_crashed"),
+                                                                           (4, "scorer_crashed")]  # fmt: skip
+
+
+def test_with_isolate_crashes_a_scorer_that_crashes_on_the_canary_too_stops_the_job_in_one_line(
     spark: SparkSession, tmp_path: Path
 ) -> None:
-    """More than MAX_CRASHING_RECORDS records of one batch that each end a scoring process are
-    not taken to be the records' fault (as in the stream): the job stops, exit 10, one line."""
+    """Past MAX_CRASHING_RECORDS such records, a scoring process that also ends on the known-good
+    canary is the scorer's or the machine's fault (as in the stream): the job stops, exit 10, one
+    line, and writes nothing."""
     source = _with_crashes(tmp_path / "in.jsonl", 4, {1, 2, 3})
+    spec = dataclasses.replace(_isolated_spec(), scorer_factory=_broken_scorer)
     with pytest.raises(Exception) as caught:
-        backfill.backfill_to_lake(spark, backfill.read_jsonl(spark, [source]), _isolated_spec(), tmp_path / "lake")
+        backfill.backfill_to_lake(spark, backfill.read_jsonl(spark, [source]), spec, tmp_path / "lake")
     code, line = classify_exception(caught.value)
     assert code == ExitCode.DETECTOR_FAILED and "\n" not in line, line
-    assert "3 records of one batch each ended a new scoring process" in line, line
+    assert "3 records of one batch each ended a new scoring process" in line and "known-good record" in line, line
     assert not (tmp_path / "lake").exists() or not any((tmp_path / "lake").rglob("*.parquet"))
 
 
