@@ -336,6 +336,18 @@ def test_a_stopped_child_skips_the_interpreter_teardown_but_not_its_output_or_fi
     assert marker.read_text() == "ran"
 
 
+def _script_env() -> dict[str, str]:
+    return {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+
+
+def _run_script(script: Path) -> subprocess.CompletedProcess[str]:
+    """Run ``script`` in a Python process of its own (the resource tracker, a kill -9 of the
+    stream and a process-wide logging set-up need one); it must exit 0."""
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, env=_script_env(), timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done
+
+
 def test_a_killed_child_leaves_no_semaphore_for_the_resource_tracker_to_report(tmp_path):
     """tqdm's shared lock was a named semaphore, made in every child that loaded a model (the
     loader draws a progress bar); a child killed with its batch left it registered, and the
@@ -356,9 +368,7 @@ def test_a_killed_child_leaves_no_semaphore_for_the_resource_tracker_to_report(t
         "    worker.close()\n"
         "    print('exit code', worker._process.exitcode)\n"
     )
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
-    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, env=env, timeout=300)
-    assert done.returncode == 0, done.stderr[-3000:]
+    done = _run_script(script)
     assert done.stdout.strip() == f"exit code {-signal.SIGKILL}"
     assert "loading weights" in done.stderr  # the bar was drawn
     assert "leaked semaphore" not in done.stderr, done.stderr[-3000:]
@@ -445,8 +455,7 @@ def test_a_child_busy_on_a_record_ends_when_its_stream_is_killed(tmp_path):
         "    print(worker.pid, flush=True)\n"
         "    time.sleep(3600)\n"
     )
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
-    stream = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True, env=env)
+    stream = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True, env=_script_env())
     child = None
     try:
         assert stream.stdout is not None
@@ -484,9 +493,7 @@ def test_the_child_logs_as_the_stream_was_told_to(tmp_path):
         "    worker.score_values(_values([make_log(request_id='r0', prompt='POISON'), make_log(request_id='r1', prompt='hi')]), MAX_BYTES)\n"
         "    worker.close()\n"
     )
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
-    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, env=env, timeout=300)
-    assert done.returncode == 0, done.stderr[-3000:]
+    done = _run_script(script)
     import json
 
     lines = [line for line in done.stderr.splitlines() if line.strip()]
