@@ -234,6 +234,11 @@ class LakeWriter:
         return [f for f in found if f is not None and f.topic == topic and f.partition == partition]
 
     def _trim(self, existing: LakeFile, first: int, last: int) -> None:
+        """Rewrite ``existing`` without the offsets ``first``-``last``. The pieces keep its write
+        time: `lake prune` ages files by it where the partition's date cannot be trusted (in the
+        future), and a new one made the rows a replay left kept their prompts past retention (a
+        privacy review, 2026-12-07)."""
+        written = existing.path.stat()
         table = pq.read_table(existing.path, schema=LAKE_SCHEMA)
         offsets = table.column("source_offset")
         for outside in (pc.less(offsets, first), pc.greater(offsets, last)):
@@ -241,7 +246,9 @@ class LakeWriter:
             if rest.num_rows:
                 lo = pc.min(rest.column("source_offset")).as_py()
                 hi = pc.max(rest.column("source_offset")).as_py()
-                _atomic_write(rest, existing.path.with_name(file_name(existing.topic, existing.partition, lo, hi)))
+                piece = existing.path.with_name(file_name(existing.topic, existing.partition, lo, hi))
+                _atomic_write(rest, piece)
+                os.utime(piece, ns=(written.st_atime_ns, written.st_mtime_ns))
         if existing.path.exists():
             existing.path.unlink()
 

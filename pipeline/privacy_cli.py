@@ -23,7 +23,7 @@ from typing import Annotated
 
 import typer
 
-from pipeline.stdio import is_dash, output_path_problem, path_or_dash
+from pipeline.stdio import is_dash, open_private, output_path_problem, path_or_dash
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +48,8 @@ def parse_age(text: str) -> timedelta:
     if not m:
         raise typer.BadParameter(f"{text!r} is not an age like 30d or 12h", param_hint="--older-than")
     n = int(m[1])
+    if n < 1:  # as lake.retention_days: 0 deleted every file, those written a second ago too (a privacy review, 2026-12-07)
+        raise typer.BadParameter(f"{text!r} would remove the whole lake; give an age of at least 1h", param_hint="--older-than")
     try:
         age = timedelta(days=n) if m[2] == "d" else timedelta(hours=n)
         _ = datetime.now(UTC) - age  # prune computes this cutoff: it must be a date (year 1 at the earliest)
@@ -128,6 +130,8 @@ def resolve_command(
     # Bad option and argument values are usage errors (exit 2, README's table); they were exit 4.
     if not reason.strip():
         raise typer.BadParameter("must say why (a ticket or case id)", param_hint="--reason")
+    if is_dash(audit_log):  # it was opened as a file named "-" (a privacy review, 2026-12-07)
+        raise typer.BadParameter("the audit log is a file; '-' is not one", param_hint="--audit-log")
     if problem := output_path_problem(audit_log, creates_folders=True):  # was "internal error: FileExistsError"
         raise typer.BadParameter(problem, param_hint="--audit-log")
     bad = [p for p in pseudonyms if not PSEUDONYM.fullmatch(p)]
@@ -170,7 +174,7 @@ def resolve_command(
     }
     # Audit first: a run that cannot be audited prints nothing.
     audit_log.parent.mkdir(parents=True, exist_ok=True)
-    with audit_log.open("a", encoding="utf-8") as fh:
+    with open_private(audit_log, "a") as fh:  # who looked up whom, and why: not for every local user
         fh.write(json.dumps(entry, sort_keys=True) + "\n")
         fh.flush()
         os.fsync(fh.fileno())

@@ -119,3 +119,47 @@ def test_a_candidate_shaped_like_a_pseudonym_is_not_resolved_to_itself(
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout) == {"matches": {stored: shaped}, "unresolved": [shaped]}
     assert json.loads(audit.read_text())["matched"] == [stored]
+
+
+def test_the_rows_a_replay_leaves_keep_their_files_write_time_so_prune_still_removes_them(tmp_path: Path) -> None:
+    """A privacy review (2026-12-07): in a partition dated in the future, prune ages a file by its
+    write time; a replay that trimmed the file rewrote the rows it left with a new one, so their
+    kept prompts outlived the retention period."""
+    import os
+    import time
+
+    from pipeline.lake import prune
+    from tests.unit.test_lake_privacy import KEY as LAKE_KEY
+    from tests.unit.test_lake_privacy import _records
+
+    writer = LakeWriter(tmp_path, LakePolicy(raw_text="all", pseudonym_key=LAKE_KEY))
+    writer.write(_records(4, "2099-01-01"))  # offsets 0-3, dated by a sender's clock far ahead
+    [written] = (tmp_path / "verdicts").glob("date=2099-01-01/*.parquet")
+    sixty_days_ago = time.time() - 60 * 86400
+    os.utime(written, (sixty_days_ago, sixty_days_ago))
+    writer.write(_records(4, "2099-01-01")[1:2])  # a replay of offset 1 alone
+    assert len(list((tmp_path / "verdicts").glob("date=2099-01-01/*.parquet"))) == 3  # 0, 1 (new) and 2-3
+    prune(tmp_path, timedelta(days=30))
+    assert LakeWriter(tmp_path).read().column("source_offset").to_pylist() == [1]  # only the replayed row is new
+
+
+def test_lake_prune_refuses_an_age_of_zero(tmp_path: Path) -> None:
+    """A privacy review (2026-12-07): `--older-than 0d` deleted every file, seconds-old ones too;
+    lake.retention_days starts at 1."""
+    for age in ("0d", "0h"):
+        result = CliRunner().invoke(lake_app, ["prune", "--older-than", age, "--lake", str(tmp_path)])
+        assert result.exit_code == 2 and "--older-than" in result.output
+
+
+def test_resolve_audit_log_is_private_and_not_a_dash(tmp_path: Path, candidates: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A privacy review (2026-12-07): the audit log (who looked up whom, and why) was created
+    readable by every local user, and `--audit-log -` wrote a file named "-"."""
+    monkeypatch.setenv("MM_PSEUDONYM_KEY", KEY)
+    monkeypatch.chdir(tmp_path)
+    bob = Pseudonymizer(KEY.encode())("bob@example.com")
+    base = ["resolve", bob, "--candidates", str(candidates), "--reason", "T-1"]
+    dash = CliRunner().invoke(pseudonym_app, [*base, "--audit-log", "-"])
+    assert dash.exit_code == 2 and "--audit-log" in dash.output and not (tmp_path / "-").exists()
+    audit = tmp_path / "audit.jsonl"
+    assert CliRunner().invoke(pseudonym_app, [*base, "--audit-log", str(audit)]).exit_code == 0
+    assert audit.stat().st_mode & 0o077 == 0
