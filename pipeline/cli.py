@@ -220,7 +220,6 @@ def produce(
 
     from pipeline.preflight import require_kafka
     from pipeline.producer import DeliveryError, GatewayProducer
-
     from pipeline.topics import topic_name_problem
 
     if topic is not None and (problem := topic_name_problem(topic)):

@@ -24,7 +24,7 @@ from pipeline.alerts.settings import AlertSettings
 from pipeline.gateway.settings import GatewaySettings
 from pipeline.exits import ConfigError
 from pipeline.postgres_settings import PostgresSettings
-from pipeline.topics import topic_name_problem
+from pipeline.topics import TopicName
 from pipeline.units import DAY_S, HOUR_S
 
 
@@ -40,9 +40,9 @@ class Section(BaseModel):
 
 class KafkaSettings(Section):
     bootstrap_servers: str = "127.0.0.1:9092"
-    input_topic: str = "inference-logs"
-    verdict_topic: str = "misuse-verdicts"
-    dead_letter_topic: str = "inference-logs.dlq"
+    input_topic: TopicName = "inference-logs"
+    verdict_topic: TopicName = "misuse-verdicts"
+    dead_letter_topic: TopicName = "inference-logs.dlq"
     group_id: str = "misuse-monitor"
     client_id: str = "misuse-monitor"
     auto_offset_reset: Literal["earliest", "latest"] = "earliest"
@@ -55,13 +55,6 @@ class KafkaSettings(Section):
     ssl_certfile: str | None = None
     ssl_keyfile: str | None = None
     ssl_check_hostname: bool = True
-
-    @field_validator("input_topic", "verdict_topic", "dead_letter_topic")
-    @classmethod
-    def _topic_name(cls, value: str) -> str:
-        if problem := topic_name_problem(value):
-            raise ValueError(problem)
-        return value
 
     @model_validator(mode="after")
     def _distinct_topics(self) -> KafkaSettings:

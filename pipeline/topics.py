@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import difflib
 import re
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Annotated
+
+from pydantic import AfterValidator
 
 if TYPE_CHECKING:  # the settings import this module (topic_name_problem)
     from pipeline.settings import KafkaSettings
@@ -28,6 +30,16 @@ def topic_name_problem(name: str) -> str | None:
     if name in (".", "..") or not _TOPIC_NAME.fullmatch(name):
         return f"{name[:80]!r} is not a Kafka topic name (1 to 249 letters, digits, '.', '_' or '-'; not '.' or '..')"
     return None
+
+
+def _checked_topic_name(name: str) -> str:
+    if problem := topic_name_problem(name):
+        raise ValueError(problem)
+    return name
+
+
+# A settings field that holds a topic name (kafka.*_topic, gateway.topic).
+TopicName = Annotated[str, AfterValidator(_checked_topic_name)]
 
 
 class TopicMissing(ValueError):
