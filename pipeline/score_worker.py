@@ -22,9 +22,10 @@ that crashes the scorer stopped its partition for good. Past ``MAX_CRASHING_RECO
 of one batch that each end a child, a new child must also score a known-good record (the
 canary) before the next one is blamed: if the canary ends it too, the fault is not taken to be
 the records' (a broken device or a machine out of memory), the batch is not committed and the
-stream stops with a one-line reason, as it does for a child that cannot start. The child ignores SIGINT and SIGTERM (the
-stream process decides when to stop: Ctrl-C reaches the whole process group) and exits when the
-stream closes the pipe or dies (within half a second, even in the middle of a batch).
+stream stops with a one-line reason, as it does for a child that cannot start. The child
+ignores SIGINT and SIGTERM (the stream process decides when to stop: Ctrl-C reaches the whole
+process group) and exits when the stream closes the pipe or dies (within half a second, even in
+the middle of a batch).
 """
 
 from __future__ import annotations
@@ -45,7 +46,7 @@ from typing import Any
 from pipeline.logs import configured_logging
 from pipeline.metrics import PipelineMetrics
 from pipeline.schemas import MisuseVerdict
-from pipeline.scoring import DetectorFailure, RecordError, Scored, Scorer, decode_each
+from pipeline.scoring import CANARY, DetectorFailure, RecordError, Scored, Scorer, decode_each
 from pipeline.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -114,8 +115,7 @@ def replay(metrics: PipelineMetrics, calls: Sequence[tuple[str, tuple[str, ...],
 
 
 def _child(
-    settings: Settings, conn: Connection, factory: ScorerFactory | None, logging_config: tuple[str, str] | None = None,
-    parent: int | None = None,
+    settings: Settings, conn: Connection, factory: ScorerFactory | None, logging_config: tuple[str, str] | None, parent: int
 ) -> None:
     """The worker process. It ends without the interpreter's teardown once it has answered (or
     its pipe is gone): that teardown took 1.0 s after a stop for a rules child and 1.6 s for one
@@ -129,7 +129,7 @@ def _child(
     format, its info lines were lost, and the libraries kept their own levels (hostile review,
     2026-12-07). ``parent``: the stream's pid, given by the stream itself; read here after the
     child's imports, a stream that died meanwhile would have left init's pid to watch."""
-    _exit_with_parent(os.getppid() if parent is None else parent)
+    _exit_with_parent(parent)
     if logging_config is not None:
         from pipeline.logs import configure_logging
 
@@ -402,8 +402,6 @@ class ProcessScorer:
 
     def _canary_scored(self) -> bool:
         """Whether the child scores the known-good canary (its metrics are not kept)."""
-        from pipeline.scoring import CANARY
-
         try:
             self._send([CANARY.model_dump_json(by_alias=True, exclude_none=True).encode()])
             self._results(replay_metrics=False)
