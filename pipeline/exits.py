@@ -167,10 +167,16 @@ def describe_validation_error(exc: Any, source: str = "settings", root: tuple[st
 
 
 def describe_yaml_error(exc: Any) -> str:
+    where, problem = yaml_error_parts(exc)
+    return f"invalid YAML at {where or 'config file'}: {problem}"
+
+
+def yaml_error_parts(exc: Any, source: str | None = None) -> tuple[str | None, str]:
+    """Where a YAML error is (``file:line:column``, the file named ``source`` when the text was
+    parsed from a string; None without a mark) and what it is, in one line."""
     mark = getattr(exc, "problem_mark", None)
-    where = f"{mark.name}:{mark.line + 1}:{mark.column + 1}" if mark is not None else "config file"
-    problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-    return f"invalid YAML at {where}: {problem}"
+    where = f"{source or mark.name}:{mark.line + 1}:{mark.column + 1}" if mark is not None else None
+    return where, getattr(exc, "problem", None) or str(exc).splitlines()[0]
 
 
 # --------------------------------------------------------------------------- MM_* variables

@@ -17,6 +17,7 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from pipeline.exits import yaml_error_parts
 from pipeline.schemas import Category, Severity
 from pipeline.units import DAY_S, HOUR_S
 from pipeline.yamlfile import load_yaml
@@ -271,10 +272,8 @@ def parse_rules(text: str, source: str = "<string>", receivers: list[str] | None
     try:
         data = load_yaml(text)  # a key written twice is an error (pipeline/yamlfile.py)
     except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"{source}:{mark.line + 1}:{mark.column + 1}" if mark is not None else source
-        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise AlertRulesError(f"{where}: not valid YAML: {problem}") from exc
+        where, problem = yaml_error_parts(exc, source)
+        raise AlertRulesError(f"{where or source}: not valid YAML: {problem}") from exc
     if data is None:
         data = {}
     if not isinstance(data, dict):
