@@ -218,8 +218,9 @@ class Gateway:
         if self.tee.started and not status["worker_alive"]:
             # Requests are still proxied, but nothing is logged any more: restart the gateway.
             return JSONResponse({"status": "logging_stopped", "upstream": self.upstream, **status}, status_code=503)
-        if status["spill_failing"] and not status["kafka_up"]:
-            # Kafka is away and the spill file cannot be written: every exchange's log is lost.
+        if (status["spill_failing"] and not status["kafka_up"]) or status["dropping"]:
+            # Kafka is away and the spill file cannot be written, or `overflow: drop` drops every
+            # log (it said "ok" then; a hostile review, 2026-12-07): every exchange's log is lost.
             return JSONResponse({"status": "logs_lost", "upstream": self.upstream, **status}, status_code=503)
         return JSONResponse({"status": "ok", "upstream": self.upstream, "inflight_request_bytes": self.inflight_bytes,
                              **status})  # fmt: skip

@@ -295,6 +295,8 @@ class LogTee:
             "kafka_up": self._kafka_up,
             "spill_bytes": self._spill_size(),
             "spill_failing": self._spill_failing,
+            # `overflow: drop` in a Kafka outage: every log is counted and dropped.
+            "dropping": self.settings.overflow == "drop" and self._outage,
         }
 
     # ------------------------------------------------------------------ worker
@@ -713,6 +715,7 @@ class ParsedRequest(NamedTuple):
     body: Any  # the request as JSON values
     not_utf8: bool  # bytes that are not UTF-8 were read as U+FFFD
     pruned: int  # values nested deeper than MAX_REQUEST_DEPTH read as null
+    trailing: int = 0  # characters after the first JSON value, not read
 
 
 # Digits past which an integer literal reads as null: CPython refuses to convert more than 4,300.
@@ -749,9 +752,23 @@ def parse_request(body: bytes) -> ParsedRequest:
 
 def _parsed(body: bytes, pruned: int) -> ParsedRequest:
     try:
-        return ParsedRequest(json.loads(body, parse_int=_request_int), False, pruned)
+        return _first_value(body, False, pruned)
     except UnicodeDecodeError:
-        return ParsedRequest(json.loads(body.decode("utf-8", "replace"), parse_int=_request_int), True, pruned)
+        return _first_value(body.decode("utf-8", "replace"), True, pruned)
+
+
+def _first_value(body: bytes | str, not_utf8: bool, pruned: int) -> ParsedRequest:
+    """The body's first JSON value, as Go's json.Decoder (gin's ShouldBindJSON: Ollama's OpenAI
+    layer) reads it: text after it is not read. Refusing the body for it let `{...} x` pass
+    pre-screening unscreened and kept its exchange out of the stream, while such an upstream
+    answered the request (a hostile review, 2026-12-07)."""
+    try:
+        return ParsedRequest(json.loads(body, parse_int=_request_int), not_utf8, pruned)
+    except json.JSONDecodeError as exc:
+        if exc.msg != "Extra data":
+            raise
+        first = json.loads(exc.doc[: exc.pos], parse_int=_request_int)
+        return ParsedRequest(first, not_utf8, pruned, len(exc.doc) - exc.pos)
 
 
 def _request_int(text: str) -> int | None:
@@ -850,7 +867,7 @@ def exchange_to_logs(exchange: Exchange, deployment: str | None, max_bytes: int 
     (Ollama's ``/v1`` numbers them ``chatcmpl-0..998``), and two exchanges sharing one would
     overwrite each other in the sinks, which upsert by ``request_id``. The upstream's id is
     kept as ``metadata.upstream_id``."""
-    request, not_utf8, pruned = parse_request(exchange.request_body)
+    request, not_utf8, pruned, trailing = parse_request(exchange.request_body)
     # A compressed response is inflated within what max_tee_bytes leaves (a 306 KB gzip body
     # became a 300 MB completion; a hostile review, 2026-12-07); past it, as a response over the
     # cap: an event stream keeps the events that fit, another response is left out.
@@ -874,6 +891,8 @@ def exchange_to_logs(exchange: Exchange, deployment: str | None, max_bytes: int 
         metadata["response_truncated"] = True
     if pruned:
         metadata["request_pruned_values"] = pruned  # nested deeper than MAX_REQUEST_DEPTH: read as null
+    if trailing:
+        metadata["request_trailing_chars"] = trailing  # after the first JSON value: not read
     if variants := case_variant_keys(request):
         metadata["case_variant_keys"] = variants  # what a case-insensitive upstream may read instead
     if cut:

@@ -157,6 +157,27 @@ def test_a_field_python_cannot_parse_neither_skips_prescreening_nor_the_log(tmp_
     assert pruned == ({None} if junk.startswith(b"1") else {1})
 
 
+@pytest.mark.parametrize("tail", [b" x", b'{"model": "m"}'], ids=["text", "a-second-value"])
+def test_text_after_the_body_neither_skips_prescreening_nor_the_log(tmp_path, tail):
+    """A hostile review (2026-12-07): Go's json.Decoder (gin's ShouldBindJSON, Ollama's OpenAI
+    layer) reads the first value and not what follows it; `json.loads` refused such a body, so
+    pre-screening forwarded a phishing request unscreened and its exchange went to the rejected
+    file, out of the stream. The first value is now read, as the upstream reads it."""
+    upstream = _AnswersAnyBody()
+    harmful = json.dumps({"model": "m", "messages": [{"role": "user", "content": PHISHING_PROMPT}]}).encode() + tail
+    harmless = harmful.replace(PHISHING_PROMPT.encode(), b"what is 2+2?")
+    with serve_in_thread(upstream.app) as upstream_url:
+        app, producer, _ = _gateway(upstream_url, tmp_path, prescreen=PrescreenSettings(enabled=True, block_at="medium"))
+        with serve_in_thread(app) as url:
+            blocked, allowed = (httpx.post(f"{url}/v1/chat/completions", content=body, timeout=60,
+                                           headers={"content-type": "application/json"}) for body in (harmful, harmless))  # fmt: skip
+            _wait_for(lambda: len(producer.logs) == 2)
+    assert blocked.status_code == 400 and allowed.status_code == 200, (blocked.text, allowed.text)
+    assert len(upstream.requests) == 1 and not (tmp_path / "rejected.jsonl").exists()
+    assert sorted(log.messages[0].text for log in producer.logs) == sorted([PHISHING_PROMPT, "what is 2+2?"])
+    assert {log.metadata["request_trailing_chars"] for log in producer.logs} == {len(tail.strip())}
+
+
 def test_an_inflated_stream_still_logs_the_prompt_with_what_fit(tmp_path):
     upstream = VllmLike()
     prompt = "tell me a long story " * 20

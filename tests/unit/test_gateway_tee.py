@@ -465,7 +465,10 @@ def test_a_spill_or_rejected_path_that_cannot_be_written_is_refused_before_servi
     assert sorted(p.name for p in tmp_path.rglob("*")) == ["a-file", "new"]  # the probe left nothing
 
 
-def test_healthz_says_logs_are_lost_when_kafka_is_away_and_the_spill_file_cannot_be_written(tmp_path):
+@pytest.mark.parametrize("overflow", ["spill", "drop"])
+def test_healthz_says_logs_are_lost_when_kafka_is_away_and_they_cannot_be_kept(tmp_path, overflow):
+    """With `spill`, when the spill file cannot be written; with `drop` (a hostile review,
+    2026-12-07: it said "ok" with every log dropped), from the first failed delivery."""
     import httpx
 
     from pipeline.gateway.app import create_app
@@ -492,16 +495,19 @@ def test_healthz_says_logs_are_lost_when_kafka_is_away_and_the_spill_file_cannot
             pass
 
     spool = tmp_path / "spool"
-    settings = Settings(gateway=GatewaySettings(spill_path=spool / "spill.jsonl", rejected_path=tmp_path / "r.jsonl"))
+    settings = Settings(gateway=GatewaySettings(spill_path=spool / "spill.jsonl", rejected_path=tmp_path / "r.jsonl",
+                                                overflow=overflow))  # fmt: skip
     metrics = GatewayMetrics()
     tee = LogTee(settings.gateway, KafkaSettings(), metrics, producer_factory=_Down)
     app = create_app(settings, metrics=metrics, tee=tee)
     with serve_in_thread(app) as url:
+        assert httpx.get(f"{url}/healthz", timeout=10).json()["status"] == "ok"  # nothing lost yet
         spool.write_text("a file where the spill folder should be")  # a disk gone read-only, a full mount...
         tee.submit(_exchange([b'{"id": "c", "choices": [{"message": {"content": "ok"}}]}']))
+        reason = "spill_failed" if overflow == "spill" else "delivery_failed"
         deadline = time.monotonic() + 30
-        while not metrics.registry.get_sample_value("mm_gateway_logs_dropped_total", {"reason": "spill_failed"}):
-            assert time.monotonic() < deadline, "the spill never failed"
+        while not metrics.registry.get_sample_value("mm_gateway_logs_dropped_total", {"reason": reason}):
+            assert time.monotonic() < deadline, "no log was dropped"
             time.sleep(0.05)
         health = httpx.get(f"{url}/healthz", timeout=10)
     assert health.status_code == 503 and health.json()["status"] == "logs_lost"
