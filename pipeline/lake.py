@@ -29,7 +29,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from pipeline.fslock import exclusive_lock
+from pipeline.fslock import LockTimeout, exclusive_lock, shared_lock
 from pipeline.privacy import LakePolicy, pseudonymise_log, text_hash
 from pipeline.sinks.base import ScoredRecord
 from pipeline.stdio import open_private
@@ -212,20 +212,22 @@ class LakeWriter:
         offsets = table.column("source_offset")
         first, last = pc.min(offsets).as_py(), pc.max(offsets).as_py()
         directory = self.verdicts_dir / f"date={date}"
-        directory.mkdir(parents=True, exist_ok=True)
         target = directory / file_name(topic, partition, first, last)
         # One writer of a partition at a time, from the write to the last trim: two writers of
         # overlapping ranges (a member evicted mid-batch and the partition's new owner) each
         # trimmed the other's new file, and offsets both held were lost (a soak, 2026-12-04:
         # ranges 100-119 and 100-139 left 120-139). A lake shared by hosts needs a filesystem
-        # whose flock works between them (local disks, NFSv4).
-        with exclusive_lock(directory / f".{topic}-{partition}.lock"):
-            _atomic_write(table, target)
-            # Only after the new file is in place: a crash in between leaves a duplicate range
-            # that the replay of these (uncommitted) offsets trims again.
-            for existing in self.files(directory, topic, partition):
-                if existing.path != target and existing.overlaps(first, last):
-                    self._trim(existing, first, last)
+        # whose flock works between them (local disks, NFSv4). No `lake prune` meanwhile, from
+        # the folder's creation on (see LAKE_LOCK).
+        with shared_lock(self.root / LAKE_LOCK):
+            directory.mkdir(parents=True, exist_ok=True)
+            with exclusive_lock(directory / f".{topic}-{partition}.lock"):
+                _atomic_write(table, target)
+                # Only after the new file is in place: a crash in between leaves a duplicate range
+                # that the replay of these (uncommitted) offsets trims again.
+                for existing in self.files(directory, topic, partition):
+                    if existing.path != target and existing.overlaps(first, last):
+                        self._trim(existing, first, last)
         return target
 
     @staticmethod
@@ -271,6 +273,15 @@ class PruneIncomplete(Exception):
         self.removed = removed
         self.skipped = skipped
 
+
+# Writers hold `<lake>/.lake.lock` shared while they write; `lake prune` holds it exclusive
+# around each removal. A prune beside a live writer removed an old-dated partition under it,
+# with its temporary and lock files: the write failed (261 of 300 in a race, 2026-12-07), and
+# the partition's next writer locked a new lock file beside the one still held.
+LAKE_LOCK = ".lake.lock"
+# How long prune waits for the writers to pause before it skips a removal (each write holds
+# the lock for milliseconds).
+PRUNE_LOCK_TIMEOUT_S = 30.0
 
 _PARTITION = re.compile(r"date=\d{4}-\d{2}-\d{2}")
 # What a writer killed mid-write leaves: `.<name>.parquet.tmp` (lake and backfill dead letters).
@@ -331,10 +342,25 @@ def prune(root: Path, older_than: timedelta, *, now: datetime | None = None, dry
     if not dead_letters.is_symlink():
         old_files(dead_letters, "*.parquet")
         old_files(dead_letters, _LEFTOVER)
-    removed = victims if dry_run else [path for path in victims if _remove(path, skipped)]
+    removed = victims if dry_run else [path for path in victims if _remove_unwritten(Path(root), path, limit, skipped)]
     if skipped:
         raise PruneIncomplete(removed, skipped)
     return removed
+
+
+def _remove_unwritten(root: Path, path: Path, limit: float, skipped: dict[Path, str]) -> bool:
+    """Remove ``path`` while no writer writes the lake (LAKE_LOCK). A file a writer replaced
+    meanwhile (a trim: its pieces keep its write time) is left for the next run."""
+    try:
+        with exclusive_lock(root / LAKE_LOCK, timeout=PRUNE_LOCK_TIMEOUT_S):
+            if not path.is_dir() and not (path.is_file() and path.stat().st_mtime < limit):
+                return False
+            return _remove(path, skipped)
+    except LockTimeout:
+        skipped[path] = f"writers kept the lake busy for {PRUNE_LOCK_TIMEOUT_S:g} s; run prune again"
+    except OSError as exc:
+        skipped[path] = f"cannot lock the lake: {exc}"
+    return False
 
 
 def _remove(path: Path, skipped: dict[Path, str]) -> bool:

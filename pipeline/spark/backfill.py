@@ -44,7 +44,8 @@ from pyspark.sql.types import BinaryType, IntegerType, LongType, StringType, Str
 
 from detectors.base import DetectorConfig
 from pipeline.decode import too_large
-from pipeline.lake import LAKE_SCHEMA, LakeFile, LakeWriter, file_name, to_rows
+from pipeline.fslock import exclusive_lock, shared_lock
+from pipeline.lake import LAKE_LOCK, LAKE_SCHEMA, LakeFile, LakeWriter, file_name, to_rows
 from pipeline.plugins import parse_names
 from pipeline.privacy import LakePolicy
 from pipeline.schemas import InferenceLog, MisuseVerdict
@@ -620,16 +621,17 @@ def dead_letter_rows(scored: DataFrame) -> DataFrame:
 
 def _write_dead_letters(directory: Path, topic: str, partition: int, table: pa.Table) -> Path:
     """Dead letters of one offset range, replacing the overlapping part of earlier runs."""
-    directory.mkdir(parents=True, exist_ok=True)
     offsets = table.column("source_offset").to_pylist()
     first, last = min(offsets), max(offsets)
     target = directory / file_name(topic, partition, first, last)
-    _atomic_write(table, target)
-    for existing in LakeWriter.files(directory, topic, partition):
-        if existing.path == target or not existing.overlaps(first, last):
-            continue
-        old = pq.read_table(existing.path, schema=DEAD_LETTER_ARROW_SCHEMA)
-        _keep_only(existing, old.filter(pc.or_(pc.less(old["source_offset"], first), pc.greater(old["source_offset"], last))))
+    with shared_lock(directory.parent / LAKE_LOCK):  # no `lake prune` meanwhile, as the lake's writer
+        directory.mkdir(parents=True, exist_ok=True)
+        _atomic_write(table, target)
+        for existing in LakeWriter.files(directory, topic, partition):
+            if existing.path == target or not existing.overlaps(first, last):
+                continue
+            old = pq.read_table(existing.path, schema=DEAD_LETTER_ARROW_SCHEMA)
+            _keep_only(existing, old.filter(pc.or_(pc.less(old["source_offset"], first), pc.greater(old["source_offset"], last))))
     return target
 
 
@@ -784,12 +786,13 @@ def drop_earlier_copies(root: Path, written: Sequence[Mapping]) -> int:
     every task has written: each (topic, partition) this run wrote is read back by offset and
     compared with the lake's other files of it. A crash before this leaves the copies for the
     next run, as a crash mid-write does."""
-    from pipeline.fslock import exclusive_lock
-
     new_paths = {Path(f["path"]).resolve() for f in written}
     offsets: dict[tuple[str, int], list[pa.Array]] = {}
     for f in written:
-        column = pq.read_table(f["path"], columns=["source_offset"]).column(0).combine_chunks()
+        try:
+            column = pq.read_table(f["path"], columns=["source_offset"]).column(0).combine_chunks()
+        except FileNotFoundError:  # `lake prune` took it since (its date was past retention)
+            continue
         offsets.setdefault((f["source_topic"], f["source_partition"]), []).append(column)
     dropped = 0
     for (topic, partition), arrays in offsets.items():
@@ -798,17 +801,18 @@ def drop_earlier_copies(root: Path, written: Sequence[Mapping]) -> int:
         folders = [(d, LAKE_SCHEMA) for d in sorted((root / "verdicts").glob("date=*"))]
         folders.append((root / "dead_letters", DEAD_LETTER_ARROW_SCHEMA))
         for folder, schema in folders:
-            if not folder.is_dir():
-                continue
-            with exclusive_lock(folder / f".{topic}-{partition}.lock"):
-                for existing in LakeWriter.files(folder, topic, partition):
-                    if existing.path.resolve() in new_paths or not existing.overlaps(lo, hi):
-                        continue
-                    table = pq.read_table(existing.path, schema=schema)
-                    kept = table.filter(pc.invert(pc.is_in(table["source_offset"], value_set=done)))
-                    if kept.num_rows < table.num_rows:
-                        dropped += table.num_rows - kept.num_rows
-                        _keep_only(existing, kept)
+            with shared_lock(root / LAKE_LOCK):  # no `lake prune` meanwhile
+                if not folder.is_dir():
+                    continue
+                with exclusive_lock(folder / f".{topic}-{partition}.lock"):
+                    for existing in LakeWriter.files(folder, topic, partition):
+                        if existing.path.resolve() in new_paths or not existing.overlaps(lo, hi):
+                            continue
+                        table = pq.read_table(existing.path, schema=schema)
+                        kept = table.filter(pc.invert(pc.is_in(table["source_offset"], value_set=done)))
+                        if kept.num_rows < table.num_rows:
+                            dropped += table.num_rows - kept.num_rows
+                            _keep_only(existing, kept)
     return dropped
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
@@ -191,3 +192,54 @@ def test_resolve_reads_a_candidates_file_with_a_bom_and_crlf(tmp_path: Path, mon
     result = CliRunner().invoke(pseudonym_app, args)
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout) == {"matches": {alice: "alice@example.com", bob: "bob@example.com"}, "unresolved": []}
+
+
+def test_prune_beside_a_live_writer_of_an_old_partition_fails_no_write(tmp_path: Path) -> None:
+    """A hostile check (2026-12-07): prune removed an old-dated partition while a writer wrote
+    to it (late records, or a backfill of history), temporary and lock files included, and 261
+    of 300 writes failed with FileNotFoundError. Writers now hold the lake's lock shared and
+    prune takes it exclusive around each removal."""
+    from pipeline.lake import LakeWriter, PruneIncomplete, prune
+    from pipeline.privacy import LakePolicy
+    from tests.unit.test_lake_privacy import KEY as LAKE_KEY, _records
+
+    lake = tmp_path / "lake"
+    writer = LakeWriter(lake, LakePolicy(pseudonym_key=LAKE_KEY))
+    records, errors, done = _records(4, "2020-01-01"), [], threading.Event()
+
+    def write() -> None:
+        for _ in range(100):
+            try:
+                writer.write(records)
+            except Exception as exc:  # noqa: BLE001 - counted: the assertion names them
+                errors.append(repr(exc))
+        done.set()
+
+    thread = threading.Thread(target=write)
+    thread.start()
+    pruned = 0
+    while not done.is_set():
+        try:
+            pruned += len(prune(lake, timedelta(days=30)))
+        except PruneIncomplete as exc:
+            errors.append(str(exc))
+    thread.join()
+    assert errors == [] and pruned > 0
+    written = writer.verdicts_dir / "date=2020-01-01"
+    if written.exists():  # the last write came after the last removal: it is whole
+        assert [p.name for p in written.glob("*.parquet")] == ["logs-0-0-3.parquet"]
+        assert writer.read().num_rows == 4 and not list(written.glob(".*.tmp"))
+
+
+def test_prune_skips_what_it_cannot_remove_while_a_writer_holds_the_lake(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from pipeline import lake as lake_module
+    from pipeline.fslock import shared_lock
+
+    monkeypatch.setattr(lake_module, "PRUNE_LOCK_TIMEOUT_S", 0.2)
+    lake = tmp_path / "lake"
+    old = _partition(lake, _old(60))
+    with shared_lock(lake / lake_module.LAKE_LOCK):  # a writer mid-write
+        result = _prune(lake)
+    assert old.exists() and isinstance(result.exception, InputError)
+    assert "writers kept the lake busy for 0.2 s; run prune again" in result.stderr
+    assert _prune(lake).exit_code == 0 and not old.exists()  # once it is free
