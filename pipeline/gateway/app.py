@@ -40,9 +40,9 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from pipeline.decode import DecodeError, DecodeReason
+from pipeline.decode import DecodeReason
 from pipeline.gateway.settings import GatewaySettings
-from pipeline.gateway.tee import Exchange, GatewayMetrics, LogTee, case_variant_keys, parse_request
+from pipeline.gateway.tee import Exchange, GatewayMetrics, LogTee, case_variant_keys, parse_request, rejected_later
 from pipeline.logs import OncePer
 from pipeline.settings import Settings
 
@@ -398,18 +398,18 @@ class Gateway:
         """Hand the exchange to the tee, within ``max_tee_bytes``. Past it, the request is still
         logged: with the response's first bytes where they parse alone (an uncompressed event
         stream, cut between events), else without the response; ``metadata.response_truncated``
-        says so. Only a request that alone is over the cap is not logged: it is counted, and
-        kept in the rejected file as its size and id (never its text), with a warning."""
+        says so. A request that alone is over the cap is logged without its response
+        (``metadata.request_over_tee_cap``: its size): the worker parses it, and the log holds
+        what the adapter reads, not the whitespace or unknown fields that made it large. Until
+        2026-12-07 it was only counted, so 8 MiB of spaces after a request kept it out of the
+        stream (a hostile review)."""
         limit = self.settings.max_tee_bytes
-        if len(body) > limit:
-            self.metrics.dropped.labels("too_large").inc()
-            detail = f"{gateway_id} on {route}: request body of {len(body)} bytes is over gateway.max_tee_bytes ({limit})"
-            self.tee.submit_deferred(lambda: _raise(DecodeError(DecodeReason.TOO_LARGE, detail)))
-            return
         extra: dict[str, Any] = {}
+        if len(body) > limit:
+            extra["request_over_tee_cap"] = len(body)
         if truncated or len(body) + sum(len(c) for c in chunks) > limit:
             extra["response_truncated"] = True
-            parses_cut = streamed and content_encoding in (None, "", "identity")
+            parses_cut = streamed and content_encoding in (None, "", "identity") and len(body) < limit
             chunks = _head(chunks, limit - len(body)) if parses_cut else []
         self.tee.submit(
             Exchange(
@@ -494,7 +494,7 @@ class Gateway:
         log.warning("gateway: refused a request body over gateway.max_request_bytes (%d): %s", limit, size)
         if route:
             detail = f"gw-{uuid.uuid4().hex} on {route}: request body over gateway.max_request_bytes ({limit}; {size}), refused 413"
-            self.tee.submit_deferred(lambda: _raise(DecodeError(DecodeReason.TOO_LARGE, detail)))
+            self.tee.submit_deferred(rejected_later(DecodeReason.TOO_LARGE, detail))
         return JSONResponse(
             {"error": {"message": f"The request body is over this gateway's limit of {limit} bytes.",
                        "type": "invalid_request_error", "param": None, "code": "request_too_large"}},  # fmt: skip
@@ -583,11 +583,6 @@ def _head(chunks: list[bytes], size: int) -> list[bytes]:
         out.append(chunk[:size])
         size -= len(chunk)
     return out
-
-
-def _raise(exc: Exception) -> Any:
-    """For a deferred build that must end in the rejected file with this reason."""
-    raise exc
 
 
 class _GiveBackBodies:

@@ -71,7 +71,8 @@ class GatewaySettings(BaseModel):
     # rejected_max_bytes; past that they are only counted (dropped, reason rejected_full).
     rejected_path: Path = Path("data/gateway/rejected.jsonl")
     rejected_max_bytes: int = Field(default=256 * 1024 * 1024, ge=0)
-    # Bodies above this are forwarded but not teed (counted as dropped, reason too_large).
+    # Request and response bytes held for the log; past it the response is left out (a request
+    # alone over it is still logged, as the adapter reads it: docs/integrations.md).
     max_tee_bytes: int = Field(default=8 * 1024 * 1024, ge=1024)
     # A request body is held in memory while it is forwarded (and screened); above this the client
     # gets 413 as soon as the gateway knows, and the rest is never read. Without it one client

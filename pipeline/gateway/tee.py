@@ -47,7 +47,7 @@ from kafka.errors import KafkaError
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from pipeline.adapters import AdapterError, from_openai_all
-from pipeline.decode import DecodeError
+from pipeline.decode import DecodeError, DecodeReason
 from pipeline.gateway.settings import GatewaySettings
 from pipeline.exits import first_line
 from pipeline.logs import OncePer
@@ -87,6 +87,15 @@ class Exchange:
     user_id: str | None = None
     complete: bool = True  # False: the client went away before the stream ended
     extra_metadata: dict[str, Any] = field(default_factory=dict)
+
+
+def rejected_later(reason: DecodeReason, detail: str) -> Callable[[], list[InferenceLog]]:
+    """A deferred build that ends in the rejected file with ``reason`` and ``detail``."""
+
+    def build() -> list[InferenceLog]:
+        raise DecodeError(reason, detail)
+
+    return build
 
 
 def _size(exchange: Exchange | Callable[[], list[InferenceLog]]) -> int:
@@ -237,6 +246,15 @@ class LogTee:
         try:
             self._put(self._overflow, exchange)
         except queue.Full:  # the spill thread cannot keep up either: slower, but nothing is lost
+            if isinstance(exchange, Exchange) and len(exchange.request_body) > self.settings.max_tee_bytes:
+                # Parsed here, it would hold the request path for up to seconds (max_request_bytes):
+                # counted and kept in the rejected file by its size and id, never its text.
+                self.metrics.dropped.labels("too_large").inc()
+                detail = (f"{exchange.gateway_id} on {exchange.route}: request body of {len(exchange.request_body)} "
+                          f"bytes is over gateway.max_tee_bytes ({self.settings.max_tee_bytes}) "
+                          "and both logging queues are full")  # fmt: skip
+                self._adapt(rejected_later(DecodeReason.TOO_LARGE, detail))
+                return
             self.metrics.spilled_inline.inc()
             self._spill(self._adapt(exchange))
 

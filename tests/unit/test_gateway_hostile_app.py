@@ -194,22 +194,29 @@ def test_an_inflated_stream_still_logs_the_prompt_with_what_fit(tmp_path):
     assert not metrics.registry.get_sample_value("mm_gateway_logs_dropped_total", {"reason": "too_large"})
 
 
-def test_a_request_over_the_cap_is_counted_kept_as_a_rejected_entry_and_warned_without_its_text(tmp_path, caplog):
+@pytest.mark.parametrize("padding", ["spaces", "an-unknown-field"])
+def test_a_request_padded_past_the_cap_is_still_logged_without_its_response(tmp_path, caplog, padding):
+    """A hostile review (2026-12-07): a request alone over `max_tee_bytes` (8 MiB by default) was
+    only counted and kept in the rejected file by its size, so any client could keep a request
+    out of the stream with 8 MiB of spaces after it, or a field the upstream skips. It is now
+    parsed by the logging worker and logged as the adapter reads it; only the response is left out."""
     upstream = VllmLike()
-    secret = "my card is 4111 1111 1111 1111 " * 60
+    request = {"model": "m", "messages": [{"role": "user", "content": PHISHING_PROMPT}]}
+    if padding == "spaces":
+        body = json.dumps(request).encode() + b" " * 4096
+    else:
+        body = json.dumps({**request, "x_pad": "a" * 4096}).encode()
     with serve_in_thread(upstream.app) as upstream_url:
         app, producer, metrics = _gateway(upstream_url, tmp_path, max_tee_bytes=1024)
         with serve_in_thread(app) as url, caplog.at_level("WARNING", logger="pipeline"):
-            reply = httpx.post(f"{url}/v1/chat/completions", json={"model": "m", "messages": [{"role": "user", "content": secret}]})
-            _wait_for(lambda: (tmp_path / "rejected.jsonl").exists())
-    assert reply.status_code == 200 and producer.logs == []
-    (entry,) = [json.loads(line) for line in (tmp_path / "rejected.jsonl").read_text().splitlines()]
-    assert entry["reason"] == "too_large" and "over gateway.max_tee_bytes" in entry["detail"]
-    # "4111 1111" with its space: a bare "4111" turned up inside the random hex of a gateway id
-    # (a clean-clone rehearsal, 2026-12-06), where no card number was.
-    assert "4111 1111" not in json.dumps(entry) and "my card" not in json.dumps(entry)
-    assert "4111 1111" not in caplog.text and "my card" not in caplog.text and "too_large" in caplog.text
-    assert metrics.registry.get_sample_value("mm_gateway_logs_dropped_total", {"reason": "too_large"}) == 1
+            reply = httpx.post(f"{url}/v1/chat/completions", content=body, headers={"content-type": "application/json"})
+            _wait_for(lambda: len(producer.logs) == 1)
+    assert reply.status_code == 200 and not (tmp_path / "rejected.jsonl").exists()
+    (logged,) = producer.logs
+    assert logged.messages[0].text == PHISHING_PROMPT and logged.completion is None
+    assert logged.metadata["request_over_tee_cap"] == len(body) and logged.metadata["response_truncated"] is True
+    assert not metrics.registry.get_sample_value("mm_gateway_logs_dropped_total", {"reason": "too_large"})
+    assert "a" * 100 not in logged.model_dump_json()  # the padding is not logged
 
 
 def test_identity_headers_are_utf8_and_an_empty_one_is_absent(tmp_path):

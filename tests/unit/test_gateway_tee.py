@@ -563,3 +563,20 @@ def test_a_drop_mode_gateway_refuses_a_left_over_spill_file_it_cannot_replay(tmp
             check_paths(settings)
     finally:
         subprocess.run([chattr, "-i", str(left_over)], check=True)
+
+
+def test_a_request_over_the_cap_is_not_parsed_on_the_request_path_when_both_queues_are_full(tmp_path):
+    """Over `max_tee_bytes` a request is logged by the worker, which parses it (a hostile review,
+    2026-12-07); with both queues full it would be parsed inline, holding the request path for up
+    to seconds, so it is counted and kept in the rejected file by its size and id instead."""
+    tee, metrics = _tee(tmp_path, _FlakyProducer(), queue_max=1, max_tee_bytes=1024)  # not started
+    secret = "my card is 4111 1111 1111 1111 " * 60
+    for rid in ("a", "b"):
+        tee.submit(_exchange(_answer(rid), gateway_id=rid))
+    big = json.dumps({"model": "m", "messages": [{"role": "user", "content": secret}]}).encode()
+    tee.submit(_exchange(_answer("c"), gateway_id="c", request_body=big))
+    (entry,) = [json.loads(line) for line in (tmp_path / "rejected.jsonl").read_text().splitlines()]
+    assert entry["reason"] == "too_large" and "c on " in entry["detail"] and "both logging queues are full" in entry["detail"]
+    assert "4111 1111" not in json.dumps(entry) and not (tmp_path / "spill.jsonl").exists()
+    assert _sample(metrics, "mm_gateway_logs_dropped_total", reason="too_large") == 1
+    assert _sample(metrics, "mm_gateway_logs_spilled_inline_total") == 0
