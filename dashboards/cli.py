@@ -21,13 +21,13 @@ OutOpt = Annotated[Path | None, typer.Option("--out", help="Directory of the gen
 @app.command()
 def generate(out: OutOpt = None) -> None:
     """Rewrite dashboards/generated/*.json from the dashboard modules."""
-    from dashboards.generate import GENERATED_DIR, GenerateError, write
+    from dashboards.generate import GENERATED_DIR, GenerateError, describe, write
 
     try:
         touched = write(out or GENERATED_DIR)
     except GenerateError as exc:
         raise typer.BadParameter(str(exc), param_hint="--out") from exc
-    typer.echo(f"wrote {', '.join(touched)}" if touched else "dashboards already up to date")
+    typer.echo(describe(touched))
 
 
 @app.command()

@@ -54,21 +54,24 @@ class GenerateError(ValueError):
     """The output directory is not one the dashboards may be written to (it holds others' files)."""
 
 
-def _foreign_dashboard(path: Path) -> bool:
-    """A JSON dashboard of someone else (a uid not ours): never stale, never deleted."""
+def _our_dashboard(path: Path) -> bool:
+    """A dashboard we generated (its uid starts with ``mm-``): only such a file is ever stale or
+    deleted. Anything else in the folder is someone else's: a dashboard without a uid (Grafana
+    takes those), a package.json, a file that is not JSON. Until 2026-12-07 only a file with
+    another uid was spared, and a re-run deleted the others while it said "wrote" (a hostile review)."""
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):  # UnicodeDecodeError is a ValueError
         return False
     uid = data.get("uid") if isinstance(data, dict) else None
-    return isinstance(uid, str) and not uid.startswith("mm-")
+    return isinstance(uid, str) and uid.startswith("mm-")
 
 
 def stale_files(directory: Path = GENERATED_DIR) -> list[str]:
     """Names of files that are missing, different, or no longer generated."""
     expected = rendered_files()
     stale = [name for name, text in expected.items() if not (directory / name).is_file() or (directory / name).read_text() != text]
-    stale += sorted(p.name for p in directory.glob("*.json") if p.name not in expected and not _foreign_dashboard(p))
+    stale += sorted(p.name for p in directory.glob("*.json") if p.name not in expected and _our_dashboard(p))
     return sorted(stale)
 
 
@@ -103,6 +106,17 @@ def write(directory: Path = GENERATED_DIR) -> list[str]:
     return touched
 
 
+def describe(touched: list[str]) -> str:
+    """What ``write`` did, for a person: the files it wrote and those it removed."""
+    if not touched:
+        return "dashboards already up to date"
+    expected = rendered_files()
+    wrote = [name for name in touched if name in expected]
+    removed = [name for name in touched if name not in expected]
+    parts = ([f"wrote {', '.join(wrote)}"] if wrote else []) + ([f"removed {', '.join(removed)}"] if removed else [])
+    return "; ".join(parts)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m dashboards.generate")
     parser.add_argument("--check", action="store_true", help="fail when generated files are stale")
@@ -120,7 +134,7 @@ def main(argv: list[str] | None = None) -> int:
     except GenerateError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    print(f"wrote {', '.join(touched)}" if touched else "dashboards already up to date")
+    print(describe(touched))
     return 0
 
 

@@ -32,7 +32,7 @@ def test_check_fails_on_stale_or_leftover_files_and_generate_repairs(tmp_path: P
 
     overview = tmp_path / "misuse-overview.json"
     overview.write_text(overview.read_text().replace("Flagged share", "Flagged ratio"))
-    (tmp_path / "old-dashboard.json").write_text("{}")
+    (tmp_path / "old-dashboard.json").write_text('{"uid": "mm-old"}')  # a dashboard of ours no longer generated
     assert generate.stale_files(tmp_path) == ["misuse-overview.json", "old-dashboard.json"]
     assert runner.invoke(app, ["check", "--out", str(tmp_path)]).exit_code == 11
 

@@ -126,6 +126,23 @@ def test_generate_keeps_another_uid_beside_ours(tmp_path: Path) -> None:
     assert main(["dashboards", "check", "--out", str(out)]) == 0
 
 
+def test_generate_deletes_only_dashboards_of_ours_and_says_what_it_removed(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A hostile review (2026-12-07): in a folder of ours, a dashboard without a uid (Grafana
+    takes those), a package.json or a JSON list was deleted by a re-run that said "wrote" them."""
+    out = tmp_path / "generated"
+    assert main(["dashboards", "generate", "--out", str(out)]) == 0
+    theirs = {"teamx.json": '{"title": "Team X board", "panels": []}', "package.json": '{"name": "pkg"}',
+              "list.json": "[1, 2]", "broken.json": "{not json"}  # fmt: skip
+    for name, text in theirs.items():
+        (out / name).write_text(text, encoding="utf-8")
+    (out / "retired.json").write_text('{"uid": "mm-retired"}', encoding="utf-8")
+    capsys.readouterr()
+    assert main(["dashboards", "generate", "--out", str(out)]) == 0
+    assert capsys.readouterr().out.strip() == "removed retired.json"
+    assert {name: (out / name).read_text(encoding="utf-8") for name in theirs} == theirs
+    assert main(["dashboards", "check", "--out", str(out)]) == 0
+
+
 @pytest.mark.parametrize("kind", ["file", "missing"])
 def test_generate_and_check_out_that_is_not_a_directory_is_a_usage_error(tmp_path: Path, kind: str) -> None:
     """`generate --out FILE` was FileExistsError (exit 1); `check --out TYPO` said every dashboard
