@@ -23,6 +23,7 @@ from typing import Any, Literal
 from grafana_client import GrafanaApi
 from grafana_client.client import GrafanaClientError, GrafanaException
 from niquests.exceptions import ConnectionError as HttpConnectionError
+from niquests.exceptions import RequestException
 
 from dashboards.panels import POSTGRES_TYPE, POSTGRES_UID, PROMETHEUS_TYPE, PROMETHEUS_UID
 
@@ -95,9 +96,13 @@ def resolve_datasources(api: GrafanaApi, overrides: Mapping[str, str] | None = N
     if unknown:
         raise DatasourceError(f"unknown datasource uid(s) {sorted(unknown)}; ours are {sorted(DATASOURCE_TYPES)}")
     try:
-        available: list[dict[str, Any]] = api.datasource.list_datasources()
+        answer = api.datasource.list_datasources()
     except GrafanaException as exc:
         raise PublishError(f"listing datasources failed: {exc}") from exc
+    if not isinstance(answer, list):  # a login page of a proxy in front of it, another server
+        raise PublishError(f"listing datasources gave {type(answer).__name__}, not a list: is --url a Grafana?")
+    # An entry without a string uid cannot be referenced by a dashboard: not a candidate.
+    available = [ds for ds in answer if isinstance(ds, dict) and isinstance(ds.get("uid"), str)]
     mapping: dict[str, str] = {}
     for ours, types in DATASOURCE_TYPES.items():
         if ours in overrides:
@@ -201,6 +206,10 @@ def push(
     except HttpConnectionError as exc:
         found = re.search(r"\[Errno -?\d+\] [^'\")]+", str(exc))
         raise GrafanaUnreachable(f"Grafana not reachable: {found.group(0) if found else type(exc).__name__}") from exc
+    except (RequestException, ValueError) as exc:
+        # A redirect loop (a login page), a body that is not JSON: an internal error (exit 1)
+        # until 2026-12-07 (a hostile review). The type only: the text can quote the URL.
+        raise PublishError(f"Grafana answered oddly ({type(exc).__name__}): is --url a Grafana?") from exc
 
 
 def _push(

@@ -199,6 +199,49 @@ def test_push_to_a_server_that_is_not_grafana_is_one_line(tmp_path: Path, capsys
     assert "404" in err and "s3cret-pw" not in err
 
 
+_ODD_ANSWERS = {
+    "an-html-login-page": (200, "text/html", b"<html><body>Sign in</body></html>"),
+    "not-json": (200, "application/json", b"{nope"),
+    "a-redirect-loop": (302, "text/html", b""),
+    "a-datasource-without-a-uid": (200, "application/json", b'[{"type": "prometheus", "name": "p"}]'),
+}
+
+
+@pytest.mark.parametrize("answer", list(_ODD_ANSWERS))
+def test_push_to_a_server_that_answers_oddly_is_one_line_exit_8(answer: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """A hostile review (2026-12-07): an SSO login page, a body that is not JSON, a redirect loop
+    to /login or a datasource without a uid was "internal error" (exit 1)."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    status, content_type, body = _ODD_ANSWERS[answer]
+
+    class Odd(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 - the http.server hook
+            self.send_response(status)
+            if status == 302:
+                self.send_header("Location", "/login?next=" + self.path)
+            self.send_header("Content-Type", content_type)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer((LOOPBACK, 0), Odd)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        code = main(["dashboards", "push", "--url", f"http://admin:s3cret-pw@{LOOPBACK}:{server.server_address[1]}", "--dry-run"])
+    finally:
+        server.shutdown()
+        server.server_close()
+    err = capsys.readouterr().err
+    # A datasource Grafana lists without a uid is no candidate: the usual "cannot pick one" (exit 2).
+    assert code == (ExitCode.USAGE if answer == "a-datasource-without-a-uid" else ExitCode.SERVICE_UNREACHABLE), err
+    assert len(err.strip().splitlines()) == 1 and "internal error" not in err and "s3cret-pw" not in err, err
+
+
 def test_module_check_exits_11_like_the_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """`python -m dashboards.generate --check` (the docs' alternative) said "stale" with exit 1,
     the code README reserves for bugs; `dashboards check` says it with 11."""
