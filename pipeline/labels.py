@@ -19,6 +19,7 @@ from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -106,12 +107,21 @@ def read_verdicts(path: Path) -> dict[str, Predicted]:
             # Another job's output (aggregates/) or a damaged file was an internal error (exit 1).
             first = first_line(exc, type(exc).__name__)
             raise LabelsError(f"{path}: not a verdict lake (Parquet with request_id, flagged, categories): {first}") from exc
-        rows: Iterable[Mapping] = table.to_pylist()
+        rows: Iterable[tuple[int, Any]] = enumerate(table.to_pylist(), start=1)
     else:
         rows = _jsonl_rows(path)
-    for n, row in enumerate(rows, start=1):
+    for n, row in rows:
+        # Types checked: `[1, 2]` or a list as request_id was an internal error, and a string as
+        # categories was read letter by letter (a hostile review, 2026-12-07).
+        if not isinstance(row, dict):
+            raise LabelsError(f"{path}: line {n} is a JSON {type(row).__name__}, not a verdict object")
         if row.get("schema") == "misuse-error/v1" or "request_id" not in row:
             continue
+        if not isinstance(row["request_id"], str):
+            raise LabelsError(f"{path}: line {n}: 'request_id' is a {type(row['request_id']).__name__}, not a string")
+        categories = row.get("categories") or []
+        if not isinstance(categories, list) or not all(isinstance(c, str) for c in categories):
+            raise LabelsError(f"{path}: line {n}: 'categories' must be a list of category names")
         if "flagged" not in row:
             # Input records or label lines given as verdicts read as "nothing flagged" and gave a
             # normal-looking table with recall 0 (a careless-newcomer check, 2026-12-02).
@@ -126,7 +136,7 @@ def read_verdicts(path: Path) -> dict[str, Predicted]:
             raise LabelsError(f"{path}: line {n}: 'flagged' is {flagged!r}, not true or false")
         findings = row.get("findings")
         verdicts.setdefault(row["request_id"], Predicted(
-            bool(flagged), frozenset(row.get("categories") or ()), _parts(findings if isinstance(findings, list) else None),
+            bool(flagged), frozenset(categories), _parts(findings if isinstance(findings, list) else None),
         ))
     return verdicts
 
@@ -160,11 +170,12 @@ def _without_bom(line: str) -> str:
     return line.removeprefix("\ufeff")
 
 
-def _jsonl_rows(path: Path) -> Iterable[dict]:
+def _jsonl_rows(path: Path) -> Iterable[tuple[int, Any]]:
+    """(line number in the file, JSON value) of each line that is not blank."""
     for n, line in _lines(path):
         if line.strip():
             try:
-                yield json.loads(line)
+                yield n, json.loads(line)
             except ValueError as exc:
                 raise LabelsError(f"{path}:{n}: not JSON") from exc
 

@@ -101,6 +101,26 @@ def test_records_or_labels_given_as_verdicts_are_refused_naming_the_line(tmp_pat
         read_verdicts(records)
 
 
+@pytest.mark.parametrize(
+    ("line", "says"),
+    [
+        ("[1, 2]", "line 3 is a JSON list, not a verdict object"),
+        ('{"request_id": ["x"], "flagged": true}', "line 3: 'request_id' is a list"),
+        ('{"request_id": "x", "flagged": true, "categories": 5}', "line 3: 'categories' must be a list"),
+        ('{"request_id": "x", "flagged": true, "categories": [[1]]}', "line 3: 'categories' must be a list"),
+        ('{"request_id": "x", "flagged": true, "categories": "cyber_abuse"}', "line 3: 'categories' must be a list"),
+    ],
+)
+def test_a_verdict_line_of_the_wrong_shape_is_refused_naming_its_line_in_the_file(tmp_path: Path, line: str, says: str) -> None:
+    """A hostile review (2026-12-07): these were internal errors (exit 1), or, for a string as
+    categories, read letter by letter into a wrong table; and the line counted only lines that
+    were not blank (two blank lines first gave "line 1")."""
+    verdicts = tmp_path / "verdicts.jsonl"
+    verdicts.write_text("\n\n" + line + "\n")
+    with pytest.raises(lb.LabelsError, match=says.replace("[", r"\[")):
+        lb.read_verdicts(verdicts)
+
+
 def test_evaluate_with_nothing_to_score_or_an_option_it_ignores_is_an_error(tmp_path: Path, capsys) -> None:
     """A newcomer's review (2026-12-06): labels and verdicts that share no request_id (an empty
     labels file, classify output of error lines only) printed a table of zeros and exited 0, and
