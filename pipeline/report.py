@@ -598,7 +598,10 @@ def detector_versions(lake: pd.DataFrame) -> list[dict[str, Any]]:
         return []
     for findings in lake["findings"]:
         for f in findings if findings is not None else ():
-            key = (f["detector"], f["detector_version"])
+            # A lake of an older or another writer may lack either field, or hold null: an
+            # internal error (KeyError, or None beside a name in the sort) until a hostile review
+            # (2026-12-07).
+            key = (f.get("detector") or "(unknown)", f.get("detector_version") or "(unknown)")
             counts[key] = counts.get(key, 0) + 1
     return [{"detector": d, "version": v, "findings": n} for (d, v), n in sorted(counts.items())]
 

@@ -67,6 +67,21 @@ def test_volumes_and_versions_from_the_lake() -> None:
     assert report.detector_versions(lake) == [{"detector": "transformer", "version": "1.0.0", "findings": 2}]
 
 
+def test_versions_of_findings_without_a_detector_or_version_are_unknown_not_an_error() -> None:
+    """A hostile review (2026-12-07): a lake whose findings lack `detector_version` (an older or
+    another writer) was KeyError, and a null one beside a named one TypeError in the sort."""
+    lake = pd.DataFrame({"findings": [
+        [{"detector": "rules", "category": "cyber_abuse"}],
+        [{"detector": None, "detector_version": None}, {"detector": "transformer", "detector_version": "2.0"}],
+        None,
+    ]})  # fmt: skip
+    assert report.detector_versions(lake) == [
+        {"detector": "(unknown)", "version": "(unknown)", "findings": 1},
+        {"detector": "rules", "version": "(unknown)", "findings": 1},
+        {"detector": "transformer", "version": "2.0", "findings": 1},
+    ]
+
+
 def _aggregates_output(out: Path) -> Path:
     """``<out>/aggregates`` with the columns of pipeline/spark/aggregates.py (two days, one group)."""
     rows = []
