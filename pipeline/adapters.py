@@ -273,6 +273,13 @@ def from_openai_all(
     base_id = request_id or upstream_id
     ts = timestamp or _created_at(created, created_key)
     choices = sorted(choices, key=lambda c: c.index) or [_Choice(index=0)]
+    if _token_ids(prompt):
+        # vLLM and SGLang take a prompt as token ids, which only the model's tokenizer turns back
+        # into text: not screened, and named. The exchange is still logged: refusing it kept the
+        # text completion away from the detectors too (a hostile review, 2026-12-07). The prompt
+        # is logged empty (the schema wants one), with "prompt" in metadata.unscreened_fields.
+        unscreened = sorted({*unscreened, "prompt"})
+        prompt = ""
     prompts = _prompt_per_choice(prompt, request.get("n"), len(choices))
     common: dict[str, Any] = {
         "schema": INFERENCE_LOG_V1,
@@ -771,6 +778,15 @@ def _reassemble_responses_events(events: Sequence[Mapping[str, Any]]) -> dict[st
 # --------------------------------------------------------------------------- helpers
 
 
+def _token_ids(prompt: Any) -> bool:
+    """A legacy completions prompt given as token ids: ``[1, 2]`` or ``[[1, 2], [3]]``."""
+
+    def ids(value: Any) -> bool:
+        return isinstance(value, list) and bool(value) and all(isinstance(i, int) and not isinstance(i, bool) for i in value)
+
+    return ids(prompt) or (isinstance(prompt, list) and bool(prompt) and all(ids(p) for p in prompt))
+
+
 def _prompt_per_choice(prompt: Any, n: Any, count: int) -> list[str | None]:
     """Legacy completions: a list of k prompts with ``n`` samples each gives k*n choices,
     choice ``i`` answering prompt ``i // n``."""
@@ -787,7 +803,7 @@ def _prompt_per_choice(prompt: Any, n: Any, count: int) -> list[str | None]:
         if count != len(prompt) * per_prompt:
             raise AdapterError(f"choices: {count} choices for {len(prompt)} prompts with n={per_prompt}")
         return [prompt[i // per_prompt] for i in range(count)]
-    raise AdapterError("prompt: token-id prompts cannot be screened; send text prompts")
+    raise AdapterError("prompt: expected a string or a list of strings (or of token ids)")
 
 
 def _usage(raw: Any, prompt_key: str, completion_key: str) -> dict[str, Any] | None:

@@ -120,6 +120,19 @@ def test_legacy_completions_with_prompt_list_and_n_map_choices_to_their_prompt()
     assert [(log.prompt, log.completion) for log in logs] == [("p0", "t0"), ("p0", "t1"), ("p1", "t2"), ("p1", "t3")]
 
 
+@pytest.mark.parametrize(("prompt", "n"), [([8144, 264, 99125], 1), ([[8144, 264], [99125]], 1), ([[1, 2]], 2)])
+def test_a_token_id_prompt_is_logged_unscreened_with_its_completion(prompt, n):
+    """A hostile review (2026-12-07): vLLM and SGLang take token-id prompts; the adapter refused
+    the whole exchange, so the text completion never reached the detectors either."""
+    count = (len(prompt) if isinstance(prompt[0], list) else 1) * n
+    response = {"id": "cmpl-t", "object": "text_completion", "created": 1, "model": "m",
+                "choices": [{"index": i, "text": f"Dear customer {i}, verify your password", "finish_reason": "stop"}
+                            for i in range(count)]}  # fmt: skip
+    logs = from_openai_all({"model": "m", "prompt": prompt, "n": n}, response, request_id="gw-1")
+    assert [log.completion for log in logs] == [f"Dear customer {i}, verify your password" for i in range(count)]
+    assert {log.prompt for log in logs} == {""} and all(log.metadata["unscreened_fields"] == ["prompt"] for log in logs)
+
+
 def test_streamed_legacy_completion():
     chunks = [{"id": "cmpl-s", "object": "text_completion", "created": 1, "model": "m",
                "choices": [{"index": 0, "text": piece, "finish_reason": None}]} for piece in ("Hel", "lo")]  # fmt: skip
@@ -209,7 +222,7 @@ def test_request_without_a_response_still_logs_the_prompt():
          [_chunk({"content": 5})], "response.0.choices.0.delta.content"),
         ({"model": "m", "input": "x"}, {"id": "r", "object": "response", "output": [{"type": "telepathy"}]},
          "output.0.type"),
-        ({"model": "m", "prompt": [1, 2, 3]}, None, "prompt"),
+        ({"model": "m", "prompt": [1, "two", 3]}, None, "prompt"),
         ({"model": "m"}, None, "messages"),
     ],
 )
