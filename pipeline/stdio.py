@@ -182,6 +182,29 @@ def _lines_of_archive(fh: Iterable, name: str) -> Iterator:
 
 
 @contextlib.contextmanager
+def _sigterm_unwinds() -> Iterator[None]:
+    """SIGTERM (``timeout``, systemd, Kubernetes) ends the process as Ctrl-C does, through the
+    ``finally`` blocks, so the temporary file goes (exit 143, as the signal's default). It was
+    left behind until 2026-12-07 (a hostile review). Only where SIGTERM has its default action,
+    in the main thread: a command with its own handler (the stream) keeps it."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread() or signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
+        yield
+        return
+
+    def unwind(signum: int, _frame: object) -> None:
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, unwind)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
+@contextlib.contextmanager
 def open_output(path: Path, private: bool = False) -> Iterator[IO[str]]:
     """The file (UTF-8, '\\n' line ends), or stdout for '-' (left open: it is not ours to close).
 
@@ -216,7 +239,7 @@ def open_output(path: Path, private: bool = False) -> Iterator[IO[str]]:
                 yield out
             return
         try:
-            with fh:
+            with fh, _sigterm_unwinds():
                 yield fh
             if target.exists():
                 with contextlib.suppress(OSError):  # keep the mode the file had
