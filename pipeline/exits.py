@@ -344,6 +344,9 @@ def _spark_read_error(text: str) -> str | None:
 
 # How a failed Spark task reaches the driver: the JVM's error, or PySpark's for a Python exception.
 SPARK_TASK_ERRORS = ("Py4JJavaError", "PythonException")
+# What a task's error says first when the input is at fault: the rest of its line is the message
+# (exit 4). A task cannot raise InputError to the driver: it arrives as a Spark error.
+SPARK_TASK_INPUT_ERROR = "misuse-monitor input error:"
 
 
 def classify_exception(exc: BaseException) -> tuple[ExitCode, str]:
@@ -404,6 +407,9 @@ def classify_exception(exc: BaseException) -> tuple[ExitCode, str]:
     if died:
         reason = died[-1].split("WorkerDied:", 1)[1].strip()
         return ExitCode.DETECTOR_FAILED, f"spark: a worker's scoring process: {reason}; the job wrote nothing"
+    told = [ln for ln in _java_text(exc).splitlines() if SPARK_TASK_INPUT_ERROR in ln] if name in SPARK_TASK_ERRORS else []
+    if told:
+        return ExitCode.INPUT, "spark: " + told[-1].split(SPARK_TASK_INPUT_ERROR, 1)[1].strip()
     if name in (*SPARK_TASK_ERRORS, "AnalysisException") and (read := _spark_read_error(_java_text(exc))):
         return ExitCode.INPUT, f"spark: {read}"
     if name == "BackfillError":  # no input to score (an empty or missing lake, no matching files)

@@ -352,11 +352,15 @@ def one_per_request(verdicts: DataFrame) -> DataFrame:
     user's risk and the day's records (a hostile review, 2026-12-07). The texts are part of the
     key because some producers let the client choose the id (LiteLLM's ``x-litellm-call-id``):
     by the id alone, six different attacks under one id counted as one, and a flagged record
-    could hide behind a benign one sent first (a review of this change, 2026-12-07)."""
+    could hide behind a benign one sent first (a review of this change, 2026-12-07). The tenant
+    and user are too: by id and texts alone, three accounts sending one prompt under one fixed
+    id counted as one record of one user, so the campaign went unseen and two of them were never
+    ranked (a hostile review, 2026-12-07). A replay keeps all of them; its timestamp may differ
+    (a client's retry), so that is not part of the key."""
     from pipeline.schemas import Severity
 
     rank = F.coalesce(F.array_position(F.array(*[F.lit(s.value) for s in Severity]), F.col("severity")), F.lit(0))
-    return _first_row(verdicts, ["request_id", "prompt_hash", "completion_hash"],
+    return _first_row(verdicts, ["request_id", "tenant_id", "user_id", "prompt_hash", "completion_hash"],
                       [F.col("flagged").desc_nulls_last(), rank.desc(), *POSITION])
 
 

@@ -108,6 +108,7 @@ def _stored_log(verdicts: DataFrame, policy: LakePolicy | None) -> Column:
     """
     if "log_json_encrypted" not in verdicts.columns:  # a lake written before encryption existed
         return F.col("log_json")
+    from pipeline.exits import SPARK_TASK_INPUT_ERROR
     from pipeline.spark.backfill import ENCRYPTED_MAGIC, BackfillError, decrypt_value
 
     sealed = verdicts.where(F.col("log_json").isNull() & F.col("log_json_encrypted").isNotNull())
@@ -127,7 +128,21 @@ def _stored_log(verdicts: DataFrame, policy: LakePolicy | None) -> Column:
         opened(first["request_id"], first["log_json_encrypted"])
     except ValueError as exc:  # PrivacyKeyError is a ValueError
         raise BackfillError(f"campaigns: lake.encryption_key does not open this lake's logs ({exc})") from exc
-    decrypt = F.udf(lambda rid, blob: opened(rid, blob) if blob is not None else None, StringType())
+    def opened_in_task(request_id: str, blob: bytes | None) -> str | None:
+        """Every row, in the tasks: only the first was tried here, and a row written under another
+        key (a rotation left half done) was an internal error with a traceback (a hostile review,
+        2026-12-07). Now exit 4, naming the row."""
+        if blob is None:
+            return None
+        try:
+            return opened(request_id, blob)
+        except ValueError as exc:
+            raise ValueError(f"{SPARK_TASK_INPUT_ERROR} campaigns: lake.encryption_key does not open the log of "
+                             f"request {request_id!r} ({exc}); rows written under another key cannot be read: "
+                             "re-write the lake under one key (docs/privacy.md)") from None
+
+    # Through a lambda: PySpark reads a function's type hints as a pandas UDF's, and warns.
+    decrypt = F.udf(lambda rid, blob: opened_in_task(rid, blob), StringType())
     return F.coalesce(F.col("log_json"), decrypt("request_id", "log_json_encrypted"))
 
 
@@ -181,7 +196,11 @@ def run(
         .cache()
     )
     distinct = texts.groupBy("text_id").agg(F.first("norm").alias("norm"))
-    tokens = RegexTokenizer(inputCol="_norm", outputCol="_words", pattern=r"\W+", minTokenLength=1).transform(
+    # (?U): Java's \W is ASCII-only without it, so Cyrillic, Greek and accented words vanished:
+    # a Russian campaign went unseen while unrelated Russian prompts sharing two ASCII words
+    # ("Acme Bank") were one (a hostile review, 2026-12-07). Scripts written without spaces (CJK)
+    # are one word per run of text, so only their exact copies group.
+    tokens = RegexTokenizer(inputCol="_norm", outputCol="_words", pattern=r"(?U)\W+", minTokenLength=1).transform(
         distinct.withColumn("_norm", F.substring("norm", 1, _MAX_SHINGLE_CHARS))
     )
     shingles = (

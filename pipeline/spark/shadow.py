@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import sys
 from collections.abc import Sequence
@@ -124,21 +125,47 @@ def metrics(a: DataFrame, b: DataFrame, labels: DataFrame) -> DataFrame:
 
 
 def read_labels(spark: SparkSession, path: Path | str) -> DataFrame:
+    """The labels (``request_id``, boolean ``misuse``, optional ``categories``); InputError naming
+    the file when it has not those columns (an internal error with a Java stack trace until a
+    hostile review, 2026-12-07)."""
+    from pipeline.exits import InputError
+
     p = str(path)
-    if p.endswith(".parquet") or Path(p).is_dir():
-        return spark.read.parquet(p)
-    return spark.read.json(p)
+    labels = spark.read.parquet(p) if p.endswith(".parquet") or Path(p).is_dir() else spark.read.json(p)
+    types = dict(labels.dtypes)
+    if "_corrupt_record" in types:
+        raise InputError(f"--labels {p}: lines that are not JSON objects; one label per line: "
+                         '{"request_id": ..., "misuse": true|false}')  # fmt: skip
+    missing = [name for name in ("request_id", "misuse") if name not in types]
+    if missing:
+        raise InputError(f"--labels {p}: no {' or '.join(repr(m) for m in missing)} column (it has: "
+                         f"{', '.join(sorted(types)) or 'none'}); one label per line: "
+                         '{"request_id": ..., "misuse": true|false}')  # fmt: skip
+    if types["misuse"] != "boolean":
+        raise InputError(f"--labels {p}: 'misuse' is {types['misuse']}, not true or false")
+    return labels
 
 
 def write(diff: DataFrame, metric_rows: DataFrame | None, out: Path | str) -> Path:
     """``<out>/shadow`` replaced whole, like every job's directory: a run without labels must not
     leave an earlier run's ``metrics`` beside its new ``diff`` (the report would show them)."""
     target = Path(out) / "shadow"
-    if target.is_dir():
-        shutil.rmtree(target)
-    diff.coalesce(1).write.mode("overwrite").parquet(str(target / "diff"))
-    if metric_rows is not None:
-        metric_rows.coalesce(1).write.mode("overwrite").parquet(str(target / "metrics"))
+    # Written beside it first, then swapped in: the earlier run's result was deleted before the
+    # diff (computed lazily, in the write) was known to succeed, so a run that failed on a
+    # damaged lake lost it (a hostile review, 2026-12-07).
+    staging, retired = Path(out) / f".shadow.tmp-{os.getpid()}", Path(out) / f".shadow.old-{os.getpid()}"
+    shutil.rmtree(staging, ignore_errors=True)
+    try:
+        diff.coalesce(1).write.parquet(str(staging / "diff"))
+        if metric_rows is not None:
+            metric_rows.coalesce(1).write.parquet(str(staging / "metrics"))
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    if target.exists():
+        target.rename(retired)
+    staging.rename(target)
+    shutil.rmtree(retired, ignore_errors=True)
     return target
 
 
