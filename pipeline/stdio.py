@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import gzip
+import io
 import os
 import sys
 import zlib
@@ -217,20 +218,29 @@ def open_output(path: Path, private: bool = False) -> Iterator[IO[str]]:
 
     ``private``: a new file is created with PRIVATE_FILE_MODE (0600) whatever the umask (the
     report's page holds representative prompts); a file replaced keeps the mode it had.
+
+    A regular file whose name ends in ``.gz`` is written gzip-compressed, as the commands read
+    such a file (it was plain text under a `.gz` name until 2026-12-07).
     """
     if is_dash(path):
         yield sys.stdout
         return
     target = Path(os.path.realpath(path))
     tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-    fh = None
+    fh = raw = None
     if not target.exists() or target.is_file():
         # PermissionError: a folder we may not create in, holding a file we may write.
         with contextlib.suppress(PermissionError):
             try:
                 # The umask's mode, as a plain open() gives, or owner-only when private.
                 opener = (lambda name, flags: os.open(name, flags, PRIVATE_FILE_MODE)) if private else None
-                fh = open(tmp, "x", encoding="utf-8", newline="\n", opener=opener)  # noqa: SIM115 - closed below
+                if target.name.endswith(".gz"):
+                    raw = open(tmp, "xb", opener=opener)  # noqa: SIM115 - closed below
+                    # The name in the gzip header is the output's, not the temporary file's.
+                    packed = gzip.GzipFile(filename=target.name, mode="wb", fileobj=raw)
+                    fh = io.TextIOWrapper(packed, encoding="utf-8", newline="\n")
+                else:
+                    fh = open(tmp, "x", encoding="utf-8", newline="\n", opener=opener)  # noqa: SIM115 - closed below
             except (FileNotFoundError, NotADirectoryError) as exc:  # name what the user gave, not the temporary file
                 raise type(exc)(exc.errno, exc.strerror, str(path)) from None
     try:
@@ -241,11 +251,15 @@ def open_output(path: Path, private: bool = False) -> Iterator[IO[str]]:
         try:
             with fh, _sigterm_unwinds():
                 yield fh
+            if raw is not None:  # closing the gzip layer leaves the file it wrote to open
+                raw.close()
             if target.exists():
                 with contextlib.suppress(OSError):  # keep the mode the file had
                     os.chmod(tmp, target.stat().st_mode & 0o7777)
             os.replace(tmp, target)
         finally:
+            if raw is not None:
+                raw.close()
             tmp.unlink(missing_ok=True)
     except OSError as exc:
         if exc.filename is None and exc.errno in _UNNAMED_WRITE_ERRORS:

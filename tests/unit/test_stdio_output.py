@@ -118,3 +118,23 @@ def test_a_killed_writer_leaves_the_file_as_it_was(tmp_path: Path) -> None:
     assert out.read_text() == "complete\n"
     (left,) = _leftovers(tmp_path)  # what a kill -9 cannot clean up: hidden, and named after the output
     assert left.startswith(".out.jsonl.") and left.split(".")[-2].isdigit(), left
+
+
+def test_a_name_ending_in_gz_is_written_compressed_and_read_back_by_the_commands(tmp_path: Path) -> None:
+    """`classify -o x.jsonl.gz` and `simulate -o x.jsonl.gz` wrote plain text under a .gz name
+    (a hostile review, 2026-12-07), which every reader of .gz then refused as corrupt."""
+    import gzip
+
+    from pipeline.stdio import open_input
+
+    out = tmp_path / "verdicts.jsonl.gz"
+    with open_output(out, private=True) as fh:
+        fh.write('{"a": 1}\n{"b": "é"}\n')
+    assert gzip.decompress(out.read_bytes()) == '{"a": 1}\n{"b": "é"}\n'.encode()
+    assert stat.S_IMODE(out.stat().st_mode) == 0o600 and _leftovers(tmp_path) == []
+    with open_input(out) as lines:
+        assert [line.rstrip(b"\n") for line in lines] == [b'{"a": 1}', '{"b": "é"}'.encode()]
+    with pytest.raises(Boom), open_output(out) as fh:  # a failed run leaves it as it was
+        fh.write("half\n")
+        raise Boom
+    assert gzip.decompress(out.read_bytes()).startswith(b'{"a": 1}') and _leftovers(tmp_path) == []
