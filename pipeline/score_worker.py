@@ -30,6 +30,7 @@ the middle of a batch).
 
 from __future__ import annotations
 
+import collections
 import logging
 import multiprocessing
 import os
@@ -59,6 +60,14 @@ START_TIMEOUT_S = 600.0
 # scorer's or the machine's rather than theirs. In a scoring process, each further one is blamed
 # only if the canary then scores (else the stream stops, exit 10); the inline journal gives up.
 MAX_CRASHING_RECORDS = 2
+# More restarts than RESTARTS_DEGRADED within RESTART_WINDOW_S: /healthz names the component
+# SCORING_PROCESS as down (503 "degraded"), as the alert MisuseScoringProcessRestarting fires,
+# until a batch is scored with no more than that many in the window. Each restart costs a start
+# and a batch scored one record at a time, so the stream is slowed hundreds of times; /healthz
+# said "ok" meanwhile (a hostile review, 2026-12-07).
+RESTARTS_DEGRADED = 3
+RESTART_WINDOW_S = 900.0
+SCORING_PROCESS = "scoring_process"
 # The dead-letter reason of a record that ended the scorer's process when scored on its own
 # (here, and by the inline stream's journal: pipeline/scoring_journal.py).
 SCORER_CRASHED = "scorer_crashed"
@@ -245,6 +254,7 @@ class ProcessScorer:
         self.busy_cpu_s: float | None = None
         self._busy = False  # a batch (or a record alone) sent and not answered yet
         self._closed = False
+        self._restarted_at: collections.deque[float] = collections.deque()  # within RESTART_WINDOW_S
         self._start()
 
     def _start(self) -> None:
@@ -272,7 +282,19 @@ class ProcessScorer:
         if self._closed:
             raise WorkerDied(CLOSED)
         self._metrics.scoring_process_restarts.inc()
+        if self._recent_restarts(record=True) > RESTARTS_DEGRADED:
+            self._metrics.health.down(SCORING_PROCESS, f"the scoring process was started again {len(self._restarted_at)} "
+                                      f"times in {RESTART_WINDOW_S / 60:g} minutes (see the stream's log)")  # fmt: skip
         self._start()
+
+    def _recent_restarts(self, record: bool = False) -> int:
+        """Restarts within RESTART_WINDOW_S (``record``: one more, now)."""
+        now = time.monotonic()
+        if record:
+            self._restarted_at.append(now)
+        while self._restarted_at and self._restarted_at[0] < now - RESTART_WINDOW_S:
+            self._restarted_at.popleft()
+        return len(self._restarted_at)
 
     @property
     def pid(self) -> int | None:
@@ -326,6 +348,8 @@ class ProcessScorer:
                 out.append((d, MisuseVerdict.model_validate_json(r[1]), r[1]))
             else:
                 out.append(RecordError(r[1], r[2]))
+        if self._restarted_at and self._recent_restarts() <= RESTARTS_DEGRADED:
+            self._metrics.health.up(SCORING_PROCESS)
         return out
 
     def _send(self, values: Sequence[bytes | None]) -> None:

@@ -428,6 +428,31 @@ def test_three_records_that_each_crash_the_child_are_dead_lettered_and_the_batch
     assert sum(v for (name, _), v in _samples(metrics, "mm_screened_texts_total").items()) == 3
 
 
+def test_healthz_says_degraded_while_the_scoring_process_keeps_restarting(monkeypatch):
+    """A hostile review (2026-12-07): a child that died on batch after batch slowed the stream
+    hundreds of times while /healthz said "ok". Past 3 restarts in 15 minutes the component
+    `scoring_process` is down, until a batch is scored with no more than 3 in the window."""
+    from pipeline import score_worker
+
+    logs = [make_log(request_id=f"r{i}", prompt=("CRASH " if i in {1, 2, 3, 5} else "") + "hello") for i in range(7)]
+    clean = [make_log(request_id="c", prompt="hello")]
+    metrics = PipelineMetrics()
+    worker = ProcessScorer(_settings(), metrics, factory=_crashing_scorer)
+    try:
+        worker.score_values(_values(clean), MAX_BYTES)
+        assert metrics.health.report()[0] is True
+        worker.score_values(_values(logs), MAX_BYTES)  # 5 restarts: the batch's child, then one per record
+        ok, body = metrics.health.report()
+        assert not ok and "started again 5 times in 15 minutes" in body["down"]["scoring_process"]["reason"]
+        worker.score_values(_values(clean), MAX_BYTES)
+        assert metrics.health.report()[0] is False  # still 5 in the window
+        monkeypatch.setattr(score_worker, "RESTART_WINDOW_S", 0.0)  # the window has passed
+        worker.score_values(_values(clean), MAX_BYTES)
+        assert metrics.health.report() == (True, {"status": "ok", "down": {}})
+    finally:
+        worker.close()
+
+
 def _alive(pid: int) -> bool:
     """Whether ``pid`` runs (a zombie waiting for init to reap it has ended)."""
     try:
