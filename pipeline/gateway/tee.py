@@ -89,6 +89,22 @@ class Exchange:
     extra_metadata: dict[str, Any] = field(default_factory=dict)
 
 
+def cheap_to_parse(body: bytes, limit: int) -> bool:
+    """Whether a request body over ``max_tee_bytes`` (``limit``) is parsed for the log: at most
+    ``limit // 16`` JSON separators (``{ [ , :``, counted in strings too: at worst an
+    over-count). The parser's time goes to its tokens and it holds the interpreter lock while it
+    runs, so a body of 8 MiB of empty arrays stalled the proxy for 1.1 s (a review, 2026-12-07);
+    whitespace and long strings are cheap, so padding a request with them no longer keeps it
+    out of the log."""
+    budget = limit // 16
+    total = 0
+    for separator in (b",", b":", b"[", b"{"):
+        total += body.count(separator)
+        if total > budget:
+            return False
+    return True
+
+
 def rejected_later(reason: DecodeReason, detail: str) -> Callable[[], list[InferenceLog]]:
     """A deferred build that ends in the rejected file with ``reason`` and ``detail``."""
 
@@ -99,11 +115,15 @@ def rejected_later(reason: DecodeReason, detail: str) -> Callable[[], list[Infer
 
 
 def _size(exchange: Exchange | Callable[[], list[InferenceLog]]) -> int:
-    """Bytes an exchange holds in a queue (a deferred build holds objects, not bodies: 0)."""
+    """Bytes an exchange holds in a queue; a deferred build, what its ``size`` says (the LiteLLM
+    callback's: the JSON of its call), else 0."""
     if isinstance(exchange, Exchange):
         return len(exchange.request_body) + sum(len(chunk) for chunk in exchange.response_body)
-    return 0
+    return getattr(exchange, "size", 0)
 
+
+# With `overflow: drop`, how long after a dropped log /healthz says logs_lost (in an outage).
+DROP_HEALTH_S = 60.0
 
 # Every reason an exchange or log is dropped for (mm_gateway_logs_dropped_total{reason}).
 DROP_REASONS = ("too_large", "queue_full", "spill_full", "spill_failed", "spill_corrupt", "rejected_full",
@@ -197,6 +217,7 @@ class LogTee:
         self._next_connect = 0.0
         self._kafka_up = False
         self._spill_failing = False  # the last spill write failed: logs are lost while Kafka is down
+        self._last_dropped = -DROP_HEALTH_S  # monotonic time of the last log dropped (overflow: drop)
         # A send failed for the broker's sake and none has succeeded since: with `spill`, logs go
         # straight to the spill file, not into a producer that holds them for its delivery timeout.
         self._outage = False
@@ -313,8 +334,11 @@ class LogTee:
             "kafka_up": self._kafka_up,
             "spill_bytes": self._spill_size(),
             "spill_failing": self._spill_failing,
-            # `overflow: drop` in a Kafka outage: every log is counted and dropped.
-            "dropping": self.settings.overflow == "drop" and self._outage,
+            # `overflow: drop` in a Kafka outage, with a log dropped in the last DROP_HEALTH_S: a
+            # gateway without traffic stays "ok" (it lost nothing), and one whose /healthz took it
+            # out of rotation is not held there after Kafka came back (a review, 2026-12-07).
+            "dropping": self.settings.overflow == "drop" and self._outage
+            and time.monotonic() - self._last_dropped < DROP_HEALTH_S,
         }
 
     # ------------------------------------------------------------------ worker
@@ -390,7 +414,13 @@ class LogTee:
         try:
             if callable(exchange):
                 return exchange()
-            return exchange_to_logs(exchange, self.settings.deployment, self.settings.max_tee_bytes)
+            limit = self.settings.max_tee_bytes
+            if len(exchange.request_body) > limit and not cheap_to_parse(exchange.request_body, limit):
+                self.metrics.dropped.labels("too_large").inc()
+                raise DecodeError(DecodeReason.TOO_LARGE, f"{exchange.gateway_id} on {exchange.route}: request body of "
+                                  f"{len(exchange.request_body)} bytes is over gateway.max_tee_bytes ({limit}) with "
+                                  f"more than {limit // 16} JSON separators, too costly to parse for the log")  # fmt: skip
+            return exchange_to_logs(exchange, self.settings.deployment, limit)
         except Exception as exc:  # noqa: BLE001 - one exchange must never stop the others
             # Not deliverable as inference-log/v1 (the user already has the answer). An
             # adapter's or the decoder's error names the field, never a value; any other
@@ -423,9 +453,14 @@ class LogTee:
                 content_encoding=exchange.content_encoding,
                 tenant_id=exchange.tenant_id,
                 user_id=exchange.user_id,
-                request_body_b64=base64.b64encode(exchange.request_body).decode(),
-                response_body_b64=base64.b64encode(b"".join(exchange.response_body)).decode(),
             )
+            if len(exchange.request_body) > self.settings.max_tee_bytes:
+                # Its size only: a body of up to max_request_bytes, in base64, took a third of the
+                # rejected file's cap per entry (a review, 2026-12-07).
+                entry["request_bytes"] = len(exchange.request_body)
+            else:
+                entry["request_body_b64"] = base64.b64encode(exchange.request_body).decode()
+                entry["response_body_b64"] = base64.b64encode(b"".join(exchange.response_body)).decode()
         else:
             entry["source"] = "deferred"  # built from objects (LiteLLM): no bytes; their JSON if given
             raw = getattr(exchange, "raw", None)
@@ -527,6 +562,7 @@ class LogTee:
             self._spill(records)
         else:
             self.metrics.dropped.labels(reason).inc(len(records))
+            self._last_dropped = time.monotonic()
 
     # ------------------------------------------------------------------ spill file
 

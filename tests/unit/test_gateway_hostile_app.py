@@ -219,6 +219,25 @@ def test_a_request_padded_past_the_cap_is_still_logged_without_its_response(tmp_
     assert "a" * 100 not in logged.model_dump_json()  # the padding is not logged
 
 
+def test_a_dense_request_over_the_cap_is_counted_and_kept_by_its_size_not_parsed(tmp_path, caplog):
+    """A review (2026-12-07): parsing a body over the cap of many small JSON values holds the
+    interpreter lock for seconds (1.1 s for 8 MiB of empty arrays), stalling the proxy. Past
+    max_tee_bytes // 16 separators such a body is counted and kept by its size and id only."""
+    upstream = VllmLike()
+    secret = "my card is 4111 1111 1111 1111"
+    body = json.dumps({"model": "m", "messages": [{"role": "user", "content": secret}], "x": [[]] * 400}).encode()
+    with serve_in_thread(upstream.app) as upstream_url:
+        app, producer, metrics = _gateway(upstream_url, tmp_path, max_tee_bytes=1024)
+        with serve_in_thread(app) as url, caplog.at_level("WARNING", logger="pipeline"):
+            reply = httpx.post(f"{url}/v1/chat/completions", content=body, headers={"content-type": "application/json"})
+            _wait_for(lambda: (tmp_path / "rejected.jsonl").exists())
+    assert reply.status_code == 200 and producer.logs == []
+    (entry,) = [json.loads(line) for line in (tmp_path / "rejected.jsonl").read_text().splitlines()]
+    assert entry["reason"] == "too_large" and entry["request_bytes"] == len(body) and "JSON separators" in entry["detail"]
+    assert "request_body_b64" not in entry and "4111 1111" not in json.dumps(entry) and "4111 1111" not in caplog.text
+    assert metrics.registry.get_sample_value("mm_gateway_logs_dropped_total", {"reason": "too_large"}) == 1
+
+
 def test_identity_headers_are_utf8_and_an_empty_one_is_absent(tmp_path):
     upstream = VllmLike()
     with serve_in_thread(upstream.app) as upstream_url:

@@ -466,7 +466,7 @@ def test_a_spill_or_rejected_path_that_cannot_be_written_is_refused_before_servi
 
 
 @pytest.mark.parametrize("overflow", ["spill", "drop"])
-def test_healthz_says_logs_are_lost_when_kafka_is_away_and_they_cannot_be_kept(tmp_path, overflow):
+def test_healthz_says_logs_are_lost_when_kafka_is_away_and_they_cannot_be_kept(tmp_path, overflow, monkeypatch):
     """With `spill`, when the spill file cannot be written; with `drop` (a hostile review,
     2026-12-07: it said "ok" with every log dropped), from the first failed delivery."""
     import httpx
@@ -474,6 +474,7 @@ def test_healthz_says_logs_are_lost_when_kafka_is_away_and_they_cannot_be_kept(t
     from pipeline.gateway.app import create_app
     from pipeline.gateway.server import serve_in_thread
     from pipeline.gateway.settings import GatewaySettings
+    from pipeline.gateway import tee as tee_module
     from pipeline.gateway.tee import GatewayMetrics, LogTee
     from pipeline.settings import KafkaSettings, Settings
 
@@ -510,6 +511,10 @@ def test_healthz_says_logs_are_lost_when_kafka_is_away_and_they_cannot_be_kept(t
             assert time.monotonic() < deadline, "no log was dropped"
             time.sleep(0.05)
         health = httpx.get(f"{url}/healthz", timeout=10)
+        if overflow == "drop":  # idle since: after DROP_HEALTH_S it says ok again (nothing is being lost)
+            monkeypatch.setattr(tee_module, "DROP_HEALTH_S", 0.0)
+            later = httpx.get(f"{url}/healthz", timeout=10)
+            assert later.status_code == 200 and later.json()["status"] == "ok", later.text
     assert health.status_code == 503 and health.json()["status"] == "logs_lost"
 
 
