@@ -206,9 +206,10 @@ def push(
     except HttpConnectionError as exc:
         found = re.search(r"\[Errno -?\d+\] [^'\")]+", str(exc))
         raise GrafanaUnreachable(f"Grafana not reachable: {found.group(0) if found else type(exc).__name__}") from exc
-    except (RequestException, ValueError) as exc:
+    except (RequestException, json.JSONDecodeError) as exc:
         # A redirect loop (a login page), a body that is not JSON: an internal error (exit 1)
-        # until 2026-12-07 (a hostile review). The type only: the text can quote the URL.
+        # until 2026-12-07 (a hostile review). The type only: the text can quote the URL. Not any
+        # ValueError: one of ours is a bug, and stays an internal error.
         raise PublishError(f"Grafana answered oddly ({type(exc).__name__}): is --url a Grafana?") from exc
 
 
