@@ -141,7 +141,8 @@ def read_labels(spark: SparkSession, path: Path | str) -> DataFrame:
         raise InputError(f"--labels {p}: no {' or '.join(repr(m) for m in missing)} column (it has: "
                          f"{', '.join(sorted(types)) or 'none'}); one label per line: "
                          '{"request_id": ..., "misuse": true|false}')  # fmt: skip
-    if types["misuse"] != "boolean":
+    if types["misuse"].startswith(("array", "struct", "map", "binary")):
+        # Booleans, 0/1 and "true"/"yes" cast as `evaluate --labels` reads them.
         raise InputError(f"--labels {p}: 'misuse' is {types['misuse']}, not true or false")
     return labels
 
@@ -154,6 +155,7 @@ def write(diff: DataFrame, metric_rows: DataFrame | None, out: Path | str) -> Pa
     # diff (computed lazily, in the write) was known to succeed, so a run that failed on a
     # damaged lake lost it (a hostile review, 2026-12-07).
     staging, retired = Path(out) / f".shadow.tmp-{os.getpid()}", Path(out) / f".shadow.old-{os.getpid()}"
+    _clean_up_after_killed_runs(Path(out), target)
     shutil.rmtree(staging, ignore_errors=True)
     try:
         diff.coalesce(1).write.parquet(str(staging / "diff"))
@@ -164,9 +166,38 @@ def write(diff: DataFrame, metric_rows: DataFrame | None, out: Path | str) -> Pa
         raise
     if target.exists():
         target.rename(retired)
-    staging.rename(target)
+    try:
+        staging.rename(target)
+    except OSError:
+        if retired.exists() and not target.exists():
+            retired.rename(target)  # the earlier result back
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
     shutil.rmtree(retired, ignore_errors=True)
     return target
+
+
+def _clean_up_after_killed_runs(out: Path, target: Path) -> None:
+    """What a run killed mid-write left (``.shadow.tmp-<pid>``, ``.shadow.old-<pid>`` of a pid
+    that is gone) goes; an earlier result caught between the two renames is put back."""
+    for leftover in sorted(out.glob(".shadow.*-*")):
+        kind, _, pid = leftover.name.removeprefix(".shadow.").partition("-")
+        if kind not in ("tmp", "old") or not pid.isdigit() or _alive(int(pid)):
+            continue
+        if kind == "old" and not target.exists():
+            leftover.rename(target)
+        else:
+            shutil.rmtree(leftover, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -224,13 +224,23 @@ def test_a_shadow_run_that_fails_keeps_the_earlier_result(spark: SparkSession, t
         shadow.write(failing, None, tmp_path / "out")
     assert sorted(p.relative_to(earlier) for p in earlier.rglob("*")) == before
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["shadow"]  # no staging folder left
+    # A run killed between its two renames left the earlier result aside, and its staging folder:
+    # the next run puts the one back and removes the other.
+    dead = 2**22 + 7  # above the kernel's pid_max default: no such process
+    (tmp_path / "out" / "shadow").rename(tmp_path / "out" / f".shadow.old-{dead}")
+    (tmp_path / "out" / f".shadow.tmp-{dead}").mkdir()
+    with pytest.raises(Exception, match="ZeroDivisionError"):  # noqa: PT011
+        shadow.write(failing, None, tmp_path / "out")
+    assert sorted(p.relative_to(earlier) for p in earlier.rglob("*")) == before
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["shadow"]
 
 
 @pytest.mark.parametrize(
     ("text", "says"),
     [('{"request_id": "r0", "is_misuse": true}', "no 'misuse' column"),
-     ('{"request_id": "r0", "misuse": "yes"}', "'misuse' is string"),
+     ('{"request_id": "r0", "misuse": [true]}', "'misuse' is array"),
      ("not json at all", "not JSON objects")],
+    ids=["no-misuse-column", "misuse-an-array", "not-json"],  # ids without spaces: test_suite_grouping reads them
 )
 def test_shadow_labels_without_their_columns_are_an_input_error(spark: SparkSession, tmp_path: Path, text: str, says: str) -> None:
     """A hostile review (2026-12-07): labels without a `misuse` column were an internal error
@@ -241,6 +251,17 @@ def test_shadow_labels_without_their_columns_are_an_input_error(spark: SparkSess
     labels.write_text(text + "\n")
     with pytest.raises(InputError, match=says):
         shadow.read_labels(spark, labels)
+
+
+def test_shadow_labels_read_misuse_as_evaluate_does(spark: SparkSession, tmp_path: Path) -> None:
+    """The column check must not refuse what `evaluate --labels` reads: 0/1 and "yes"/"no"."""
+    labels = tmp_path / "labels.jsonl"
+    labels.write_text('{"request_id": "a", "misuse": 1}\n{"request_id": "b", "misuse": 0}\n')
+    text = tmp_path / "text.jsonl"
+    text.write_text('{"request_id": "a", "misuse": "yes"}\n{"request_id": "b", "misuse": "no"}\n')
+    for path in (labels, text):
+        rows = shadow._labels(shadow.read_labels(spark, path)).orderBy("request_id").collect()
+        assert [(r.request_id, r.label_misuse) for r in rows] == [("a", True), ("b", False)]
 
 
 def test_a_replayed_record_counts_once_in_every_job(spark: SparkSession, tmp_path: Path) -> None:
