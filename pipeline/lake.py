@@ -17,6 +17,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import time
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -342,17 +343,22 @@ def prune(root: Path, older_than: timedelta, *, now: datetime | None = None, dry
     if not dead_letters.is_symlink():
         old_files(dead_letters, "*.parquet")
         old_files(dead_letters, _LEFTOVER)
-    removed = victims if dry_run else [path for path in victims if _remove_unwritten(Path(root), path, limit, skipped)]
+    deadline = time.monotonic() + PRUNE_LOCK_TIMEOUT_S  # one for the run: not 30 s per partition
+    removed = [] if not dry_run else victims
+    for path in [] if dry_run else victims:
+        if _remove_unwritten(Path(root), path, limit, deadline, skipped):
+            removed.append(path)
     if skipped:
         raise PruneIncomplete(removed, skipped)
     return removed
 
 
-def _remove_unwritten(root: Path, path: Path, limit: float, skipped: dict[Path, str]) -> bool:
-    """Remove ``path`` while no writer writes the lake (LAKE_LOCK). A file a writer replaced
-    meanwhile (a trim: its pieces keep its write time) is left for the next run."""
+def _remove_unwritten(root: Path, path: Path, limit: float, deadline: float, skipped: dict[Path, str]) -> bool:
+    """Remove ``path`` while no writer writes the lake (LAKE_LOCK), waiting for them until
+    ``deadline`` (monotonic). A file a writer replaced meanwhile (a trim: its pieces keep its
+    write time) is left for the next run."""
     try:
-        with exclusive_lock(root / LAKE_LOCK, timeout=PRUNE_LOCK_TIMEOUT_S):
+        with exclusive_lock(root / LAKE_LOCK, timeout=max(0.0, deadline - time.monotonic())):
             if not path.is_dir() and not (path.is_file() and path.stat().st_mtime < limit):
                 return False
             return _remove(path, skipped)
