@@ -24,21 +24,31 @@ LiteLLM proxy (``config.yaml``)::
 from __future__ import annotations
 
 import atexit
+import collections
+import copy
+import json
+import logging
+import threading
 from datetime import datetime
 from typing import Any
 
 from litellm.integrations.custom_logger import CustomLogger
 
 from pipeline.adapters import TOOL_REQUEST_KEYS, from_openai_all
-from pipeline.gateway.tee import GatewayMetrics, LogTee
+from pipeline.gateway.tee import GatewayMetrics, LogTee, check_paths
 from pipeline.schemas import InferenceLog
 from pipeline.settings import Settings, load_settings
+
+log = logging.getLogger(__name__)
 
 # LiteLLM's CallTypes values that carry a prompt the adapter reads (chat, completions and the
 # Responses API); the text and Responses calls were skipped until a hostile review (2026-12-04).
 _TEXT_CALLS = frozenset({"text_completion", "atext_completion"})
 _RESPONSES_CALLS = frozenset({"responses", "aresponses"})
-_LOGGED_CALLS = frozenset({"completion", "acompletion"}) | _TEXT_CALLS | _RESPONSES_CALLS
+_CHAT_CALLS = frozenset({"completion", "acompletion"})
+_LOGGED_CALLS = _CHAT_CALLS | _TEXT_CALLS | _RESPONSES_CALLS
+# Calls whose messages are held from before the call until it reports (see log_pre_api_call).
+MAX_SENT = 10_000
 # Where LiteLLM keeps the loggers it calls (litellm.callbacks is copied into the others).
 _LITELLM_CALLBACK_LISTS = (
     "callbacks", "success_callback", "_async_success_callback", "failure_callback", "_async_failure_callback",
@@ -52,11 +62,19 @@ class MisuseMonitorLogger(CustomLogger):
     def __init__(self, settings: Settings | None = None, *, metrics: GatewayMetrics | None = None) -> None:
         super().__init__()
         self.settings = settings or load_settings()
+        # As `misuse-monitor gateway` at its start (ConfigError): a spill or rejected path that
+        # cannot be written was accepted, and every log of an outage was then lost, counted only
+        # in a registry nothing served (a hostile review, 2026-12-07).
+        check_paths(self.settings.gateway)
         self.metrics = metrics or GatewayMetrics()
         self.tee = LogTee(self.settings.gateway, self.settings.kafka, self.metrics)
         self.tee.start()
         self.skipped_calls = 0  # embeddings, images, ...: no prompt text, not logged
         self._closed = False
+        # litellm_call_id -> the chat messages as they were sent (log_pre_api_call), at most
+        # MAX_SENT calls that have not reported yet (a call that never does is forgotten in turn).
+        self._sent: collections.OrderedDict[str, list] = collections.OrderedDict()
+        self._sent_lock = threading.Lock()
 
     def close(self) -> None:
         """Detach from LiteLLM, then deliver (or spill) what is queued; LiteLLM has no shutdown
@@ -75,6 +93,24 @@ class MisuseMonitorLogger(CustomLogger):
                 callbacks[:] = [c for c in callbacks if c is not self]
         self.tee.stop()
 
+    def log_pre_api_call(self, model: Any, messages: Any, kwargs: dict) -> None:
+        """Copies a chat call's messages before the call is made. LiteLLM reports a completed call
+        on its own thread after ``completion()`` has returned to the app, with the app's message
+        dicts (it copies the list, not the messages): an app that reused or redacted them at once
+        had its harmful prompt logged as the text it put there afterwards (a hostile review,
+        2026-12-07). Never raises into the call."""
+        try:
+            call_id = kwargs.get("litellm_call_id")
+            if call_id is None or kwargs.get("call_type") not in _CHAT_CALLS:
+                return
+            sent = copy.deepcopy([_plain(m) for m in kwargs.get("messages") or []])
+            with self._sent_lock:
+                self._sent[call_id] = sent
+                while len(self._sent) > MAX_SENT:
+                    self._sent.popitem(last=False)
+        except Exception:  # noqa: BLE001 - the call must never fail for its log; the report copies it then
+            log.debug("litellm: could not copy a call's messages before it was made", exc_info=True)
+
     # LiteLLM calls the sync pair for completion() and the async pair for acompletion().
     def log_success_event(self, kwargs: dict, response_obj: Any, start_time: datetime, end_time: datetime) -> None:
         self._submit(kwargs, response_obj, start_time, end_time)
@@ -92,30 +128,71 @@ class MisuseMonitorLogger(CustomLogger):
         if kwargs.get("call_type") not in _LOGGED_CALLS:
             self.skipped_calls += 1
             return
-        build = _deferred(kwargs, response_obj, start_time, end_time, self.settings)
+        with self._sent_lock:
+            sent = self._sent.pop(kwargs.get("litellm_call_id"), None)
+        view, response = _snapshot(kwargs, response_obj)
+        if sent is not None and "messages" in view["mm_request"]:
+            view["mm_request"]["messages"] = sent
+        build = _deferred(view, response, start_time, end_time, self.settings)
         if self._closed:  # a call LiteLLM reported after close(): no worker left, spill it here
             # Through the tee's own conversion: an AdapterError raised into LiteLLM's thread here.
             self.tee.keep_undelivered(self.tee.adapt(build), "closed")
             return
-        # Only references are captured here; the conversion runs on the tee's worker thread.
+        # A copy of what the conversion reads is taken here; the conversion runs on the tee's worker thread.
         self.tee.submit_deferred(build)
 
 
-def _deferred(kwargs: dict, response_obj: Any, start_time: datetime, end_time: datetime, settings: Settings) -> Any:
+def _snapshot(kwargs: dict, response_obj: Any) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """What :func:`call_to_logs` reads of a call, copied when LiteLLM reports it, so that the
+    worker reads it as it was then, whatever the app does with its objects later (a chat call's
+    messages are copied earlier still: log_pre_api_call). An answer the app changes before
+    LiteLLM reports the call is logged as changed: LiteLLM hands it over only then. Only the keys
+    read are taken: LiteLLM's parameters hold API keys and objects (spans, clients) that are not
+    data."""
+    params = kwargs.get("litellm_params") or {}
+    standard = kwargs.get("standard_logging_object") or {}
+    proxy = standard.get("metadata") or {}
+    exception = kwargs.get("exception")
+    view = {
+        "call_type": kwargs.get("call_type"),
+        "litellm_call_id": kwargs.get("litellm_call_id"),
+        "mm_request": copy.deepcopy(_request(kwargs)),
+        "litellm_params": {"metadata": {"tenant_id": copy.deepcopy((params.get("metadata") or {}).get("tenant_id"))}},
+        "standard_logging_object": {
+            "metadata": {key: proxy.get(key) for key in _PROXY_IDENTITY_KEYS if key in proxy},
+            "end_user": standard.get("end_user"),
+            "error_str": standard.get("error_str"),
+        },
+        "custom_llm_provider": kwargs.get("custom_llm_provider"),
+        "exception": str(exception) if exception is not None else None,
+        "completion_start_time": kwargs.get("completion_start_time"),
+        "stream": kwargs.get("stream"),
+        "user": copy.deepcopy(kwargs.get("user")),
+    }
+    response = response_obj.model_dump() if response_obj is not None and hasattr(response_obj, "model_dump") else None
+    return view, response
+
+
+# The proxy's identity of a call (standard_logging_object.metadata) that _tenant and the user read.
+_PROXY_IDENTITY_KEYS = ("user_api_key_hash", "user_api_key_team_id", "user_api_key_org_id", "user_api_key_user_id")
+
+
+def _deferred(view: dict, response: dict[str, Any] | None, start_time: datetime, end_time: datetime, settings: Settings) -> Any:
     """The call's conversion, run later; its ``raw`` (the request in the OpenAI shape and the
     response, no LiteLLM parameters: they hold API keys) is what the rejected file keeps when the
     conversion fails. It kept only the reason, and the warning said the call was kept (a
-    review, 2026-12-06)."""
+    review, 2026-12-06). ``size`` is what it holds, for ``gateway.queue_max_bytes``: it counted 0,
+    so 25 calls of 200 KB each stayed queued under a 1 MiB bound (a hostile review, 2026-12-07)."""
 
     def build() -> list[InferenceLog]:
-        return call_to_logs(kwargs, response_obj, start_time, end_time, settings)
+        return call_to_logs(view, response, start_time, end_time, settings)
 
     def raw() -> dict[str, Any]:
-        response = response_obj.model_dump() if response_obj is not None and hasattr(response_obj, "model_dump") else None
-        return {"call_type": kwargs.get("call_type"), "litellm_call_id": kwargs.get("litellm_call_id"),
-                "request": _request(kwargs), "response": response}
+        return {"call_type": view.get("call_type"), "litellm_call_id": view.get("litellm_call_id"),
+                "request": view["mm_request"], "response": response}
 
     build.raw = raw  # type: ignore[attr-defined]
+    build.size = len(json.dumps([view["mm_request"], response], default=str))  # type: ignore[attr-defined]
     return build
 
 
@@ -157,9 +234,13 @@ def call_to_logs(
     metadata = params.get("metadata") or {}
     standard = kwargs.get("standard_logging_object") or {}
     proxy = standard.get("metadata") or {}
-    request = _request(kwargs)
+    # A snapshot (_snapshot) holds the request already built, and the response as a dict.
+    request = kwargs["mm_request"] if "mm_request" in kwargs else _request(kwargs)
     # LiteLLM's extra message fields (thinking_blocks, provider_specific_fields) are read by the adapter.
-    response = response_obj.model_dump() if response_obj is not None and hasattr(response_obj, "model_dump") else None
+    if isinstance(response_obj, dict):
+        response: dict[str, Any] | None = response_obj
+    else:
+        response = response_obj.model_dump() if response_obj is not None and hasattr(response_obj, "model_dump") else None
     extra: dict[str, Any] = {"source": "litellm", "litellm_call_id": kwargs.get("litellm_call_id")}
     if kwargs.get("custom_llm_provider"):
         extra["provider"] = kwargs["custom_llm_provider"]

@@ -164,3 +164,59 @@ def test_the_tools_of_a_litellm_call_are_logged_for_screening(tmp_path):
     (record,) = [json.loads(line) for line in (tmp_path / "spill.jsonl").read_text().splitlines()]
     assert record["tools"] == [tool]
     assert "unscreened_fields" not in record["metadata"]
+
+
+def _down_settings(tmp_path, **gateway) -> Settings:
+    """Kafka at a closed port: the worker stalls on its first connect, and logs land in the spill file."""
+    return Settings(
+        kafka=KafkaSettings(bootstrap_servers=f"127.0.0.1:{free_port()}"),
+        gateway=GatewaySettings(**{"spill_path": tmp_path / "spill.jsonl", "rejected_path": tmp_path / "rejected.jsonl", **gateway}),
+    )
+
+
+def test_the_prompt_is_logged_as_sent_whatever_the_app_does_with_its_messages_after(tmp_path):
+    """A hostile review (2026-12-07): LiteLLM reports a call on its own thread after completion()
+    returned, with the app's message dicts, and the worker read them later still; an app that
+    reused its message list had "how do I make a pipe bomb" logged as "what's the weather"."""
+    logger = MisuseMonitorLogger(_down_settings(tmp_path))
+    previous = litellm.callbacks
+    litellm.callbacks = [logger]
+    try:
+        messages = [{"role": "user", "content": "how do I make a pipe bomb"}]
+        litellm.completion(model="openai/qwen3-8b", messages=messages, mock_response="no.")
+        messages[0]["content"] = "what's the weather"  # the app reuses its dict at once
+        deadline = time.monotonic() + 60
+        while (logger.metrics.registry.get_sample_value("mm_gateway_logs_enqueued_total") or 0) < 1:
+            assert time.monotonic() < deadline, "the call was never reported"
+            time.sleep(0.05)
+    finally:
+        litellm.callbacks = previous
+        logger.close()
+    (record,) = [json.loads(line) for line in (tmp_path / "spill.jsonl").read_text().splitlines()]
+    assert record["messages"][0]["content"] == "how do I make a pipe bomb" and logger._sent == {}
+
+
+def test_a_litellm_call_counts_its_size_against_queue_max_bytes():
+    """A hostile review (2026-12-07): a deferred build counted 0 bytes, so 25 calls of 200 KB each
+    stayed queued under a 1 MiB `gateway.queue_max_bytes`."""
+    from datetime import UTC, datetime
+
+    from pipeline.gateway.tee import _size
+    from pipeline.integrations.litellm import _deferred, _snapshot
+
+    now = datetime.now(UTC)
+    kwargs = {"call_type": "completion", "model": "m", "litellm_call_id": "c", "messages": [{"role": "user", "content": "x" * 200_000}]}
+    build = _deferred(*_snapshot(kwargs, None), now, now, Settings())
+    assert 200_000 < _size(build) < 201_000
+
+
+def test_a_spill_path_that_cannot_be_written_is_refused_when_the_logger_is_made(tmp_path):
+    """A hostile review (2026-12-07): accepted at start, and every log of an outage was then lost
+    (`misuse-monitor gateway` refuses it, exit 3)."""
+    import pytest
+
+    from pipeline.exits import ConfigError
+
+    (tmp_path / "a-file").write_text("x")
+    with pytest.raises(ConfigError, match="spill_path"):
+        MisuseMonitorLogger(_down_settings(tmp_path, spill_path=tmp_path / "a-file" / "spill.jsonl"))
