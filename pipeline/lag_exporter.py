@@ -37,6 +37,7 @@ from typing import Annotated
 
 import typer
 from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
+from kafka.errors import KafkaError
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector, CollectorRegistry
 
@@ -64,20 +65,56 @@ class LagReader:
         self.group = group
         self.topics = list(dict.fromkeys(topics))  # `--topic t --topic t` would repeat every series
         self._admin = KafkaAdminClient(**kafka.client_options())
+        self._kafka = kafka
         self._consumer = KafkaConsumer(enable_auto_commit=False, **kafka.client_options())
         self.partitions: dict[str, int] = {}  # topic -> partitions the broker had at the last read
 
+    def _partitions(self) -> dict[str, list[int]]:
+        """Each watched topic's partitions as the broker has them now ([] for a topic it lacks):
+        asked on every read. The consumer's metadata cache (refreshed every 5 minutes) kept a
+        deleted topic, whose offsets then failed the whole group's read for minutes, and hid a
+        partition added to a topic (a hostile review, 2026-12-07)."""
+        found: dict[str, list[int]] = {t: [] for t in self.topics}
+        for meta in self._admin.describe_topics(self.topics):
+            name = meta.get("name")
+            if name in found and not meta.get("error_code"):
+                found[name] = sorted(p["partition_index"] for p in meta.get("partitions") or ())
+        return found
+
     def read(self) -> list[PartitionLag]:
-        by_topic = {t: sorted(self._consumer.partitions_for_topic(t) or ()) for t in self.topics}
+        by_topic = self._partitions()
         self.partitions = {t: len(ps) for t, ps in by_topic.items()}
         partitions = [TopicPartition(t, p) for t, ps in by_topic.items() for p in ps]
         if not partitions:
             return []
         committed = self._admin.list_group_offsets({self.group: partitions}).get(self.group, {})
-        end = self._consumer.end_offsets(partitions)
-        begin = self._consumer.beginning_offsets(partitions)
+        end: dict[TopicPartition, int] = {}
+        begin: dict[TopicPartition, int] = {}
+        for name, numbers in by_topic.items():  # one topic at a time: one deleted meanwhile fails alone
+            if not numbers:
+                continue
+            # kafka-python asks offsets only of partitions its consumer's metadata holds (a
+            # KeyError for one added since), and a consumer that never polls never refreshes it:
+            # a new consumer reads it afresh, once per change.
+            known = self._consumer.partitions_for_topic(name) or set()
+            if not set(numbers) <= known:
+                self._consumer.close()
+                self._consumer = KafkaConsumer(enable_auto_commit=False, **self._kafka.client_options())
+                known = self._consumer.partitions_for_topic(name) or set()
+            tps = [TopicPartition(name, n) for n in numbers if n in known]
+            if not tps:
+                continue
+            try:
+                end.update(self._consumer.end_offsets(tps))
+                begin.update(self._consumer.beginning_offsets(tps))
+            except KafkaError as exc:
+                log.warning("lag exporter: the offsets of topic %s could not be read (%s: deleted?); 0 partitions "
+                            "this scrape", name, type(exc).__name__)  # fmt: skip
+                self.partitions[name] = 0
         out = []
         for tp in partitions:
+            if tp not in end or tp not in begin:
+                continue
             meta = committed.get(tp)
             offset = meta.offset if meta is not None and meta.offset >= 0 else None
             # Never committed: everything still retained is waiting (auto_offset_reset=earliest).
@@ -87,7 +124,7 @@ class LagReader:
 
     def read_partitions(self, topic: str) -> int:
         """How many partitions the broker has for ``topic`` (0: no such topic)."""
-        return len(self._consumer.partitions_for_topic(topic) or ())
+        return len(self._partitions().get(topic, [])) if topic in self.topics else 0
 
     def close(self) -> None:
         self._consumer.close()
@@ -206,6 +243,16 @@ def lag_exporter(
     SIGTERM or Ctrl-C ends it cleanly (exit 0)."""
     from prometheus_client import start_http_server
     from rich.console import Console
+
+    from pipeline.topics import topic_name_problem
+
+    # A name that can never exist is a typo: it was only warned of as "not found yet", and an
+    # empty --group was taken (a hostile review, 2026-12-07).
+    for name in topic:
+        if problem := topic_name_problem(name):
+            raise typer.BadParameter(problem, param_hint="--topic")
+    if any(not g.strip() for g in group):
+        raise typer.BadParameter("a consumer group id cannot be empty", param_hint="--group")
 
     # An orchestrator stops it with SIGTERM: a clean stop (exit 0), like Ctrl-C, also while it starts.
     stop = threading.Event()

@@ -98,3 +98,51 @@ def test_lag_exporter_serves_broker_lag_and_stops_cleanly_on_sigterm(kafka_boots
         out, err = stop(proc)
     assert proc.returncode == 0, err[-3000:]
     assert "lag exporter stopped" in err and "Traceback" not in err, err[-3000:]
+
+
+def test_the_reader_sees_a_partition_added_and_a_watched_topic_deleted_at_once(kafka_bootstrap: str, kafka_topic_factory) -> None:  # noqa: ANN001
+    """A hostile review (2026-12-07): the reader took partitions from the consumer's metadata
+    cache (refreshed every 5 minutes), so a partition added to a topic went unexported, and a
+    deleted watched topic stayed in it: its offsets failed the whole group's read (up 0, the
+    live topic's lag gone) for minutes."""
+    from kafka import KafkaAdminClient, KafkaProducer
+    from kafka.admin import NewPartitions
+
+    from pipeline.lag_exporter import LagReader
+    from pipeline.localinfra.kafka import delete_topics
+
+    from kafka.errors import KafkaError
+
+    live, doomed = kafka_topic_factory(partitions=1), kafka_topic_factory(partitions=1)
+    kafka = KafkaSettings(bootstrap_servers=kafka_bootstrap)
+    reader = LagReader(kafka, f"g-{live}", [live, doomed])
+
+    def read_until(done) -> dict:  # noqa: ANN001 - a fresh broker's group coordinator comes up late
+        deadline = time.monotonic() + 60
+        while True:
+            started = time.monotonic()
+            try:
+                rows = {(r.topic, r.partition): r.lag for r in reader.read()}
+            except KafkaError:
+                rows = None
+            if rows is not None and done(rows):
+                assert time.monotonic() - started < 8  # within a scrape's timeout
+                return rows
+            assert time.monotonic() < deadline, (reader.partitions, rows)
+            time.sleep(0.5)
+
+    try:
+        read_until(lambda rows: reader.partitions == {live: 1, doomed: 1})
+        admin = KafkaAdminClient(bootstrap_servers=kafka_bootstrap)
+        admin.create_partitions({live: NewPartitions(total_count=3)})
+        admin.close()
+        producer = KafkaProducer(bootstrap_servers=kafka_bootstrap)  # to one partition: kafka-python's own
+        for _ in range(4):
+            producer.send(live, b'{"n": 1}', partition=2)
+        producer.flush()
+        producer.close()
+        delete_topics(kafka_bootstrap, [doomed])
+        rows = read_until(lambda rows: reader.partitions == {live: 3, doomed: 0} and rows.get((live, 2)) == 4)
+        assert set(rows) == {(live, 0), (live, 1), (live, 2)}
+    finally:
+        reader.close()

@@ -163,6 +163,16 @@ def test_lag_exporter_port_out_of_range_is_a_usage_error(port: str, capsys: pyte
     assert "--port" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize(("option", "value"), [("--topic", ""), ("--topic", "bad topic!"), ("--topic", ".."), ("--group", "")])
+def test_lag_exporter_names_that_can_never_exist_are_usage_errors(option: str, value: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """A hostile review (2026-12-07): such a topic was only warned of as "not found yet" and an
+    empty group was taken; the exporter then served nothing for them."""
+    args = {"--group": "g", "--topic": "t", option: value}
+    code = main(["lag-exporter", "--bootstrap", f"{LOOPBACK}:{free_port()}", *[x for kv in args.items() for x in kv]])
+    assert code == ExitCode.USAGE
+    assert option in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("seconds", ["inf", "0", "nan"])
 def test_lag_exporter_scrape_timeout_out_of_range_is_a_usage_error(seconds: str, capsys: pytest.CaptureFixture[str]) -> None:
     """--scrape-timeout inf was accepted, and every scrape would then have failed in the wait for
