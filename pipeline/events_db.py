@@ -22,6 +22,7 @@ import hashlib
 import json
 import logging
 import re
+import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -89,8 +90,9 @@ _ADDED_COLUMNS = {
     "conflict_of": "TEXT",
 }
 
-# A record that is refused its request_id tries <id>#<digest>, then <id>#<digest>.2, ...; a chain
-# this long means something is broken, and the batch fails rather than drop a verdict.
+# A record that is refused its request_id tries <id>#<digest>, then <id>#<digest>.2, ...; past
+# this many, keys no sender can plant (conflict_key), and a chain past those fails the batch
+# rather than drop a verdict.
 MAX_KEY_ATTEMPTS = 16
 
 
@@ -354,9 +356,18 @@ def conflict_key(row: dict[str, Any], attempt: int) -> str:
     rid = row["request_id"]
     if attempt == 0:
         return rid
-    identity = json.dumps([_identity_text(row[k]) for k in IDENTITY_COLUMNS])
-    digest = hashlib.sha256(identity.encode()).hexdigest()[:12]
-    return f"{rid}#{digest}" if attempt == 1 else f"{rid}#{digest}.{attempt}"
+    if attempt < MAX_KEY_ATTEMPTS:
+        identity = json.dumps([_identity_text(row[k]) for k in IDENTITY_COLUMNS])
+        digest = hashlib.sha256(identity.encode()).hexdigest()[:12]
+        return f"{rid}#{digest}" if attempt == 1 else f"{rid}#{digest}.{attempt}"
+    # Those keys are the sender's to compute (its own id, timestamp and names): 16 rows planted
+    # under them stopped the sink, and the stream with it, at every restart (a hostile review,
+    # 2026-12-07). Then the record's place in Kafka (a stream replay lands there again), then a
+    # random key.
+    position = [row.get(k) for k in ("source_topic", "source_partition", "source_offset")]
+    if attempt == MAX_KEY_ATTEMPTS and None not in position:
+        return f"{rid}#at-{position[0]}-{position[1]}-{position[2]}"
+    return f"{rid}#{uuid.uuid4().hex}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -382,7 +393,7 @@ def upsert_verdicts(engine: sa.Engine, verdicts: Sequence[Event]) -> UpsertResul
             waiting: list[tuple[dict[str, Any], int]] = []
             for row, attempt in pending:
                 key = conflict_key(row, attempt)
-                if attempt >= MAX_KEY_ATTEMPTS:
+                if attempt >= MAX_KEY_ATTEMPTS + 4:  # random keys taken: not a sender, a broken table
                     raise EventStoreError(f"a verdict found no free key in {TABLE_NAME} after {attempt} tries")
                 if key in this_round:
                     waiting.append((row, attempt))

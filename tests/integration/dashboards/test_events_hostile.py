@@ -144,6 +144,25 @@ def test_different_records_with_one_request_id_in_one_batch_are_all_kept(sink: P
     assert conflicts(metrics) == 2
 
 
+def test_keys_planted_under_a_records_conflict_chain_do_not_stop_the_sink(sink: PostgresSink, metrics: PipelineMetrics) -> None:
+    """A hostile review (2026-12-07): the chain of keys a record refused its id tries is the
+    sender's to compute; 16 rows planted under them stopped the sink ("no free key after 16
+    tries"), and the stream with it, at every restart. Past them the record's place in Kafka is
+    its key, so a replay lands there again."""
+    victim = record("victim-req", offset=100, user="u-victim", ts=NOW + timedelta(seconds=1))
+    chain = [events_db.conflict_key(events_db.verdict_row(victim.verdict, victim.position), a)
+             for a in range(events_db.MAX_KEY_ATTEMPTS)]  # fmt: skip
+    sink.write([record(key, offset=i, ts=NOW + timedelta(seconds=10 + i)) for i, key in enumerate(chain)])
+    sink.flush()
+    for _ in range(2):  # written, then replayed: one row
+        sink.write([victim, record("innocent", offset=200)])
+        sink.flush()
+    by_key = {r["request_id"]: r for r in rows(sink._engine)}
+    kept = by_key[f"victim-req#at-{TOPIC}-0-100"]
+    assert kept["conflict_of"] == "victim-req" and kept["source_offset"] == 100 and "innocent" in by_key
+    assert len(by_key) == events_db.MAX_KEY_ATTEMPTS + 2
+
+
 def test_the_reviewed_api_path_keeps_the_flagged_event(postgres_settings: PostgresSettings) -> None:
     """events_db used directly with bare verdicts (file input: no source position)."""
     engine = events_db.create_engine(postgres_settings)
