@@ -194,7 +194,7 @@ def test_an_inflated_stream_still_logs_the_prompt_with_what_fit(tmp_path):
     assert not metrics.registry.get_sample_value("mm_gateway_logs_dropped_total", {"reason": "too_large"})
 
 
-@pytest.mark.parametrize("padding", ["spaces", "an-unknown-field"])
+@pytest.mark.parametrize("padding", ["spaces", "an-unknown-field", "a-field-of-commas"])
 def test_a_request_padded_past_the_cap_is_still_logged_without_its_response(tmp_path, caplog, padding):
     """A hostile review (2026-12-07): a request alone over `max_tee_bytes` (8 MiB by default) was
     only counted and kept in the rejected file by its size, so any client could keep a request
@@ -204,8 +204,8 @@ def test_a_request_padded_past_the_cap_is_still_logged_without_its_response(tmp_
     request = {"model": "m", "messages": [{"role": "user", "content": PHISHING_PROMPT}]}
     if padding == "spaces":
         body = json.dumps(request).encode() + b" " * 4096
-    else:
-        body = json.dumps({**request, "x_pad": "a" * 4096}).encode()
+    else:  # commas in a string are not JSON separators (the review of the density check, 2026-12-07)
+        body = json.dumps({**request, "x_pad": ("a" if padding == "an-unknown-field" else ",") * 4096}).encode()
     with serve_in_thread(upstream.app) as upstream_url:
         app, producer, metrics = _gateway(upstream_url, tmp_path, max_tee_bytes=1024)
         with serve_in_thread(app) as url, caplog.at_level("WARNING", logger="pipeline"):
@@ -216,7 +216,7 @@ def test_a_request_padded_past_the_cap_is_still_logged_without_its_response(tmp_
     assert logged.messages[0].text == PHISHING_PROMPT and logged.completion is None
     assert logged.metadata["request_over_tee_cap"] == len(body) and logged.metadata["response_truncated"] is True
     assert not metrics.registry.get_sample_value("mm_gateway_logs_dropped_total", {"reason": "too_large"})
-    assert "a" * 100 not in logged.model_dump_json()  # the padding is not logged
+    assert "a" * 100 not in logged.model_dump_json() and "," * 100 not in logged.model_dump_json()  # nor the padding
 
 
 def test_a_dense_request_over_the_cap_is_counted_and_kept_by_its_size_not_parsed(tmp_path, caplog):
