@@ -24,11 +24,9 @@ LiteLLM proxy (``config.yaml``)::
 from __future__ import annotations
 
 import atexit
-import collections
 import copy
 import json
 import logging
-import threading
 from datetime import datetime
 from typing import Any
 
@@ -47,8 +45,8 @@ _TEXT_CALLS = frozenset({"text_completion", "atext_completion"})
 _RESPONSES_CALLS = frozenset({"responses", "aresponses"})
 _CHAT_CALLS = frozenset({"completion", "acompletion"})
 _LOGGED_CALLS = _CHAT_CALLS | _TEXT_CALLS | _RESPONSES_CALLS
-# Calls whose messages are held from before the call until it reports (see log_pre_api_call).
-MAX_SENT = 10_000
+# Where log_pre_api_call keeps a chat call's messages as sent, in the call's details.
+_SENT_KEY = "_misuse_monitor_sent_messages"
 # Where LiteLLM keeps the loggers it calls (litellm.callbacks is copied into the others).
 _LITELLM_CALLBACK_LISTS = (
     "callbacks", "success_callback", "_async_success_callback", "failure_callback", "_async_failure_callback",
@@ -71,10 +69,6 @@ class MisuseMonitorLogger(CustomLogger):
         self.tee.start()
         self.skipped_calls = 0  # embeddings, images, ...: no prompt text, not logged
         self._closed = False
-        # litellm_call_id -> the chat messages as they were sent (log_pre_api_call), at most
-        # MAX_SENT calls that have not reported yet (a call that never does is forgotten in turn).
-        self._sent: collections.OrderedDict[str, list] = collections.OrderedDict()
-        self._sent_lock = threading.Lock()
 
     def close(self) -> None:
         """Detach from LiteLLM, then deliver (or spill) what is queued; LiteLLM has no shutdown
@@ -100,14 +94,11 @@ class MisuseMonitorLogger(CustomLogger):
         had its harmful prompt logged as the text it put there afterwards (a hostile review,
         2026-12-07). Never raises into the call."""
         try:
-            call_id = kwargs.get("litellm_call_id")
-            if call_id is None or kwargs.get("call_type") not in _CHAT_CALLS:
-                return
-            sent = copy.deepcopy([_plain(m) for m in kwargs.get("messages") or []])
-            with self._sent_lock:
-                self._sent[call_id] = sent
-                while len(self._sent) > MAX_SENT:
-                    self._sent.popitem(last=False)
+            if kwargs.get("call_type") in _CHAT_CALLS:
+                # In the call's own details, which LiteLLM hands to the report too (sync, async and
+                # streamed calls): the copy goes with the call, also one that never reports (a
+                # stream the app abandons). A map of them held such calls' prompts (a review, 2026-12-07).
+                kwargs[_SENT_KEY] = copy.deepcopy([_plain(m) for m in kwargs.get("messages") or []])
         except Exception:  # noqa: BLE001 - the call must never fail for its log; the report copies it then
             log.debug("litellm: could not copy a call's messages before it was made", exc_info=True)
 
@@ -128,8 +119,7 @@ class MisuseMonitorLogger(CustomLogger):
         if kwargs.get("call_type") not in _LOGGED_CALLS:
             self.skipped_calls += 1
             return
-        with self._sent_lock:
-            sent = self._sent.pop(kwargs.get("litellm_call_id"), None)
+        sent = kwargs.get(_SENT_KEY)
         view, response = _snapshot(kwargs, response_obj)
         if sent is not None and "messages" in view["mm_request"]:
             view["mm_request"]["messages"] = sent

@@ -193,7 +193,7 @@ def test_the_prompt_is_logged_as_sent_whatever_the_app_does_with_its_messages_af
         litellm.callbacks = previous
         logger.close()
     (record,) = [json.loads(line) for line in (tmp_path / "spill.jsonl").read_text().splitlines()]
-    assert record["messages"][0]["content"] == "how do I make a pipe bomb" and logger._sent == {}
+    assert record["messages"][0]["content"] == "how do I make a pipe bomb"
 
 
 def test_a_litellm_call_counts_its_size_against_queue_max_bytes():
