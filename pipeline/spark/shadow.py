@@ -141,10 +141,28 @@ def read_labels(spark: SparkSession, path: Path | str) -> DataFrame:
         raise InputError(f"--labels {p}: no {' or '.join(repr(m) for m in missing)} column (it has: "
                          f"{', '.join(sorted(types)) or 'none'}); one label per line: "
                          '{"request_id": ..., "misuse": true|false}')  # fmt: skip
-    if types["misuse"].startswith(("array", "struct", "map", "binary")):
-        # Booleans, 0/1 and "true"/"yes" cast as `evaluate --labels` reads them.
-        raise InputError(f"--labels {p}: 'misuse' is {types['misuse']}, not true or false")
+    kind = types["misuse"]
+    if kind.startswith(("array", "struct", "map", "binary")):
+        raise InputError(f"--labels {p}: 'misuse' is {kind}, not true or false")
+    # true/false, 0/1 and the words Spark casts ("yes", "no", "t", "f", ...), as `evaluate
+    # --labels` reads them; anything else (null, 2, 0.5, "maybe") is refused naming its request,
+    # not cast to true or silently dropped (the review of this check, 2026-12-07).
+    value = F.col("misuse")
+    if kind == "boolean":
+        bad = value.isNull()
+    elif kind == "string":
+        bad = value.isNull() | ~F.lower(F.trim(value)).isin(*_LABEL_WORDS)
+    else:
+        bad = value.isNull() | ~value.isin(0, 1)
+    first = labels.where(bad).select("request_id", F.col("misuse").cast("string").alias("misuse")).first()
+    if first is not None:
+        raise InputError(f"--labels {p}: 'misuse' of request {first['request_id']!r} is {first['misuse']!r}, "
+                         "not true or false")  # fmt: skip
     return labels
+
+
+# The words Spark casts to a boolean.
+_LABEL_WORDS = ("true", "false", "t", "f", "yes", "no", "y", "n", "1", "0")
 
 
 def write(diff: DataFrame, metric_rows: DataFrame | None, out: Path | str) -> Path:

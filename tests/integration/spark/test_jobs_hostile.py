@@ -239,8 +239,11 @@ def test_a_shadow_run_that_fails_keeps_the_earlier_result(spark: SparkSession, t
     ("text", "says"),
     [('{"request_id": "r0", "is_misuse": true}', "no 'misuse' column"),
      ('{"request_id": "r0", "misuse": [true]}', "'misuse' is array"),
+     ('{"request_id": "r0", "misuse": true}\n{"request_id": "r1", "misuse": null}', "'misuse' of request 'r1' is None"),
+     ('{"request_id": "r0", "misuse": 1}\n{"request_id": "r1", "misuse": 2}', "'misuse' of request 'r1' is '2'"),
+     ('{"request_id": "r0", "misuse": "yes"}\n{"request_id": "r1", "misuse": "maybe"}', "'misuse' of request 'r1' is 'maybe'"),
      ("not json at all", "not JSON objects")],
-    ids=["no-misuse-column", "misuse-an-array", "not-json"],  # ids without spaces: test_suite_grouping reads them
+    ids=["no-misuse-column", "misuse-an-array", "misuse-null", "misuse-2", "misuse-maybe", "not-json"],  # no spaces: test_suite_grouping reads them
 )
 def test_shadow_labels_without_their_columns_are_an_input_error(spark: SparkSession, tmp_path: Path, text: str, says: str) -> None:
     """A hostile review (2026-12-07): labels without a `misuse` column were an internal error
