@@ -37,7 +37,7 @@ from typing import Annotated
 
 import typer
 from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
-from kafka.errors import KafkaError
+from kafka.errors import UnknownTopicOrPartitionError
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector, CollectorRegistry
 
@@ -98,8 +98,10 @@ class LagReader:
             # a new consumer reads it afresh, once per change.
             known = self._consumer.partitions_for_topic(name) or set()
             if not set(numbers) <= known:
-                self._consumer.close()
-                self._consumer = KafkaConsumer(enable_auto_commit=False, **self._kafka.client_options())
+                # The new one first: if it cannot be made (a broker blip), the old one stays usable.
+                fresh = KafkaConsumer(enable_auto_commit=False, **self._kafka.client_options())
+                stale, self._consumer = self._consumer, fresh
+                stale.close()
                 known = self._consumer.partitions_for_topic(name) or set()
             tps = [TopicPartition(name, n) for n in numbers if n in known]
             if not tps:
@@ -107,9 +109,8 @@ class LagReader:
             try:
                 end.update(self._consumer.end_offsets(tps))
                 begin.update(self._consumer.beginning_offsets(tps))
-            except KafkaError as exc:
-                log.warning("lag exporter: the offsets of topic %s could not be read (%s: deleted?); 0 partitions "
-                            "this scrape", name, type(exc).__name__)  # fmt: skip
+            except UnknownTopicOrPartitionError:  # deleted since the metadata was read
+                log.warning("lag exporter: topic %s is gone (deleted?); 0 partitions this scrape", name)
                 self.partitions[name] = 0
         out = []
         for tp in partitions:
