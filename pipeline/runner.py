@@ -414,7 +414,8 @@ class Pipeline(RebalanceHooks):
         if len(readable) < len(item):  # records the consumer could not parse (source.py, _skip_unreadable)
             dead.extend((raw, CORRUPT_RECORD, raw.unreadable) for raw in item if raw.unreadable is not None)
         with self._calling(SCORING, stage="score"):
-            results = self.journal.score(readable, lambda values: self.scorer.score_values(values, max_bytes))
+            results = self.journal.score(readable, lambda values: self.scorer.score_values(values, max_bytes),
+                                         canary=self.scorer.score_canary)  # fmt: skip
         for raw, result in zip(readable, results, strict=True):
             if isinstance(result, RecordError):
                 dead.append((raw, result.reason, result.detail))

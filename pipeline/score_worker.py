@@ -424,6 +424,11 @@ class ProcessScorer:
             results.append(result)
         return results
 
+    def score_canary(self) -> None:
+        """As :meth:`pipeline.scoring.Scorer.score_canary`, in the child (WorkerDied if it dies)."""
+        self._send([CANARY.model_dump_json(by_alias=True, exclude_none=True).encode()])
+        self._results(replay_metrics=False)
+
     def _canary_scored(self) -> bool:
         """Whether the child scores the known-good canary (its metrics are not kept)."""
         try:

@@ -161,6 +161,18 @@ class Scorer:
         self._warmed = True
         log.info("detectors warmed up on %d records in %.1f s", len(values), time.perf_counter() - started)
 
+    def score_canary(self) -> None:
+        """Score the known-good CANARY with metrics off: the scoring journal's check before it
+        blames a record for ending the process (pipeline/scoring_journal.py)."""
+        metrics, self._metrics = self._metrics, None
+        try:
+            self.score_values([CANARY.model_dump_json(by_alias=True, exclude_none=True).encode()], max_bytes=1 << 24)
+        finally:
+            self._metrics = metrics
+            for detector in self.detectors:  # not traffic
+                detector.take_truncated()
+                detector.take_first_pass()
+
     def score(self, logs: Sequence[InferenceLog]) -> list[MisuseVerdict]:
         """Every record's verdict; raises :class:`ScoringError` if any record could not be judged."""
         results = self.score_each(logs)

@@ -18,10 +18,16 @@ ended while scoring those offsets. Then:
 1. the records at those offsets are scored one at a time, each one's offset written first;
 2. a record that was being scored alone when the process ended is dead-lettered
    (``scorer_crashed``) without being scored again; the others get their verdicts;
-3. more than ``MAX_CRASHING_RECORDS`` such records in one range are not taken to be the records'
-   fault (a broken device, a machine out of memory), as with a scoring process: nothing more is
-   dead-lettered, the range is scored as usual, and its batch is committed only once that
-   succeeds. The journal says so in an error line at each start; a fixed scorer clears it.
+3. past ``MAX_CRASHING_RECORDS`` such records in one range, the next one is blamed only if the
+   scorer then scores the known-good canary (``canary``, as a scoring process does): the entry
+   says so first, so a canary that ends the process too is found at the next start. Then the
+   fault is not taken to be the records' (a broken device, a machine out of memory): nothing
+   more is dead-lettered, the range is scored as usual, and its batch is committed only once that
+   succeeds. The journal says so in an error line at each start; a fixed scorer clears it. Until
+   2026-12-07 a third such record gave up whatever the canary would have done, so three crafted
+   records in one batch stopped their partition for good (in a crash loop). Past
+   ``MAX_JOURNAL_CRASHED`` records in one range (the entry's size), or without a canary, it gives
+   up as before.
 
 Costs: per partition and batch, one read and two writes of 512 bytes into a file kept open (no
 fsync: the page cache outlives a crashed process; a crashed machine is not the record's fault).
@@ -64,7 +70,10 @@ from pipeline.source import RawRecord
 
 log = logging.getLogger(__name__)
 
-SLOT = 512  # bytes every entry is padded to (an entry holds two offsets and at most 3 more)
+SLOT = 512  # bytes every entry is padded to (an entry of a few offsets; a longer one is written whole)
+# Records one range may dead-letter as scorer_crashed, each after the canary scored: an entry of
+# them stays within the 64 KiB read back.
+MAX_JOURNAL_CRASHED = 1000
 
 R = TypeVar("R")
 TP = tuple[str, int]
@@ -77,16 +86,28 @@ class _Entry:
 
     suspect: tuple[int, int] | None = None
     crashed: list[int] = field(default_factory=list)
+    # The process ended while scoring the known-good canary: the scorer, not the records.
+    broken: bool = False
+    # Ended the process alone past MAX_CRASHING_RECORDS: blamed once the canary scores.
+    unconfirmed: int | None = None
+    # Whether a canary checks such records; without one, past MAX_CRASHING_RECORDS it gives up.
+    checked: bool = False
 
     @property
     def given_up(self) -> bool:
-        return len(self.crashed) > MAX_CRASHING_RECORDS
+        limit = MAX_JOURNAL_CRASHED if self.checked else MAX_CRASHING_RECORDS
+        return self.broken or len(self.crashed) > limit
 
     def covers(self, offset: int) -> bool:
         return self.suspect is not None and self.suspect[0] <= offset <= self.suspect[1]
 
     def as_dict(self, **now: object) -> dict:
-        return {"suspect": self.suspect, "crashed": self.crashed, **now}
+        flags = {name: True for name in ("broken", "checked") if getattr(self, name)}
+        return {"suspect": self.suspect, "crashed": self.crashed, **flags, **now}
+
+
+def _ordinal(n: int) -> str:
+    return f"{n}{'th' if 10 <= n % 100 <= 20 else {1: 'st', 2: 'nd', 3: 'rd'}.get(n % 10, 'th')}"
 
 
 def _spans(positions: Iterable[SourcePosition]) -> dict[TP, list[int]]:
@@ -116,11 +137,21 @@ class ScoringJournal:
         self._told: set[TP] = set()  # partitions whose given-up range was logged
         self._unwritable = OncePer(60.0)
 
-    def score(self, batch: Sequence[RawRecord], score: Callable[[list[bytes | None]], list[R]]) -> list[R | RecordError]:
+    def score(
+        self,
+        batch: Sequence[RawRecord],
+        score: Callable[[list[bytes | None]], list[R]],
+        canary: Callable[[], object] | None = None,
+    ) -> list[R | RecordError]:
         """``score`` over the values of ``batch``, journalled; a record in a range the process
-        ended in is scored alone, or dead-lettered if it ended the process alone."""
+        ended in is scored alone, or dead-lettered if it ended the process alone (past
+        MAX_CRASHING_RECORDS of them, only once ``canary()``, which scores a known-good record,
+        returns)."""
         spans = _spans(raw.position for raw in batch)
         entries = {tp: self._load(tp) for tp in spans}
+        for tp, entry in entries.items():
+            if entry is not None and entry.unconfirmed is not None:
+                self._check_with_canary(tp, entry, canary)
         if not any(entries.values()):  # as nearly always: nothing left by a process that ended
             with self._scoring(spans, entries):
                 return score([raw.value for raw in batch])  # type: ignore[return-value]
@@ -167,6 +198,34 @@ class ScoringJournal:
                                 "%d dead-lettered as %s", *tp, len(entry.crashed), SCORER_CRASHED)  # fmt: skip
                 self._save(tp, None)  # the range is passed
         return results  # type: ignore[return-value]
+
+    def _check_with_canary(self, tp: TP, entry: _Entry, canary: Callable[[], object] | None) -> None:
+        """Blame ``entry.unconfirmed`` (a record past MAX_CRASHING_RECORDS that ended the process
+        alone) only if the scorer scores the known-good canary; the entry says the canary is
+        being scored first, so a canary that ends the process marks the scorer broken at the
+        next start. Without a canary the range is given up, as before."""
+        offset, entry.unconfirmed = entry.unconfirmed, None
+        if canary is None or len(entry.crashed) >= MAX_JOURNAL_CRASHED:
+            entry.crashed.append(offset)  # type: ignore[arg-type]
+            self._save(tp, entry)
+            self._tell_given_up(tp, entry)
+            return
+        self._save(tp, entry, canary=offset)
+        canary()  # may end the process: the next start finds "canary" in the entry
+        entry.crashed.append(offset)  # type: ignore[arg-type]
+        entry.checked = True
+        self._save(tp, entry)
+        log.warning("scoring journal: the known-good record scores, so %s-%d@%d is blamed: dead-lettering it as %s",
+                    *tp, offset, SCORER_CRASHED)  # fmt: skip
+
+    def _tell_given_up(self, tp: TP, entry: _Entry) -> None:
+        if entry.given_up and tp not in self._told:
+            self._told.add(tp)
+            log.error("scoring journal: %d records of %s-%d offsets %d-%d each ended the process alone%s: not taken "
+                      "to be the records' fault (a broken device or a machine out of memory?); scoring them as "
+                      "usual, and nothing after them is committed until that succeeds",
+                      len(entry.crashed), *tp, *entry.suspect,  # type: ignore[misc]
+                      ", and so did the known-good record" if entry.broken else "")  # fmt: skip
 
     @contextmanager
     def _scoring(self, spans: dict[TP, list[int]], entries: dict[TP, _Entry | None]) -> Iterator[None]:
@@ -215,9 +274,11 @@ class ScoringJournal:
         try:
             data = json.loads(raw) if raw else {}
             suspect = (int(data["suspect"][0]), int(data["suspect"][1])) if data.get("suspect") else None
-            entry = _Entry(suspect, [int(o) for o in data.get("crashed") or []])
+            entry = _Entry(suspect, [int(o) for o in data.get("crashed") or []], broken=bool(data.get("broken")),
+                           checked=bool(data.get("checked")))  # fmt: skip
             scoring = (int(data["scoring"][0]), int(data["scoring"][1])) if data.get("scoring") else None
             alone = int(data["alone"]) if data.get("alone") is not None else None
+            canary_of = int(data["canary"]) if data.get("canary") is not None else None
         except (ValueError, TypeError, LookupError, AttributeError) as exc:
             # Not an entry (a file damaged by hand, another program's): read as "nothing known", so the
             # stream scores as usual rather than stopping on its own journal. Emptied, since an entry
@@ -232,21 +293,27 @@ class ScoringJournal:
             entry.suspect = (min(low, entry.suspect[0]), max(high, entry.suspect[1])) if entry.suspect else scoring
             log.warning("scoring journal: the process ended while scoring %s-%d offsets %d-%d; "
                         "scoring them again one record at a time", *tp, low, high)  # fmt: skip
+        if canary_of is not None:
+            # The process ended while scoring the known-good record: the scorer is at fault.
+            entry.broken = True
+            if entry.suspect is None:
+                entry.suspect = (canary_of, canary_of)
         if alone is not None:
-            entry.crashed.append(alone)
             if entry.suspect is None:  # not written that way; kept coherent anyway
                 entry.suspect = (alone, alone)
-            log.warning("scoring journal: scoring %s-%d@%d alone ended the process; dead-lettering it as %s",
-                        *tp, alone, SCORER_CRASHED)  # fmt: skip
+            if len(entry.crashed) < MAX_CRASHING_RECORDS or entry.given_up:
+                entry.crashed.append(alone)
+                log.warning("scoring journal: scoring %s-%d@%d alone ended the process; dead-lettering it as %s",
+                            *tp, alone, SCORER_CRASHED)  # fmt: skip
+            else:
+                entry.unconfirmed = alone  # blamed once the canary scores (score())
+                log.warning("scoring journal: scoring %s-%d@%d alone ended the process; the %s record of this range "
+                            "to do so: scoring a known-good record before blaming it", *tp, alone,
+                            _ordinal(len(entry.crashed) + 1))  # fmt: skip
         if entry.suspect is None:
             return None  # nothing to act on ({} or a hand-made file)
-        if entry.given_up and tp not in self._told:
-            self._told.add(tp)
-            log.error("scoring journal: %d records of %s-%d offsets %d-%d each ended the process alone: not taken "
-                      "to be the records' fault (a broken device or a machine out of memory?); scoring them as "
-                      "usual, and nothing after them is committed until that succeeds",
-                      len(entry.crashed), *tp, *entry.suspect)  # type: ignore[misc]  # fmt: skip
-        if scoring is not None or alone is not None:
+        self._tell_given_up(tp, entry)
+        if scoring is not None or alone is not None or canary_of is not None:
             self._save(tp, entry)
         return entry
 

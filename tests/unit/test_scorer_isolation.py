@@ -74,3 +74,18 @@ def test_a_detector_broken_for_every_record_is_a_failure_not_a_batch_of_dead_let
         scorer.score_each(_batch(4, poison=set()))
     with pytest.raises(DetectorFailure):
         scorer.score_each(_batch(1, poison=set()))
+
+
+def test_the_canary_is_scored_with_metrics_off_and_a_broken_detector_fails_it():
+    """The scoring journal scores the canary before it blames a third record for ending the
+    process: not traffic, so no metric counts it."""
+    from pipeline.scoring import CANARY
+
+    metrics = PipelineMetrics()
+    scorer = Scorer([RulesDetector()], Pseudonymizer(b"k"), metrics)
+    scorer.score_canary()
+    assert not metrics.registry.get_sample_value("mm_screened_texts_total", {"side": "prompt", "language": "en"})
+    scorer.score_each([CANARY])  # traffic is counted
+    assert metrics.registry.get_sample_value("mm_screened_texts_total", {"side": "prompt", "language": "en"}) == 1
+    with pytest.raises(DetectorFailure):  # a detector broken for every record fails on it too
+        Scorer([_Broken()], Pseudonymizer(b"k"), metrics).score_canary()

@@ -31,16 +31,18 @@ from tests.fixtures.processes import segfault
 directory, spec, mode = sys.argv[1], json.loads(sys.argv[2]), sys.argv[3]
 batch = [RawRecord(SourcePosition(t, p, o), None, v.encode(), (), 0) for t, p, o, v in spec]
 calls = []
+use_canary, mode = mode.endswith("+canary"), mode.removesuffix("+canary")
 
 def score(values):
     calls.append([v.decode() for v in values])
-    if mode == "crash" and any(b"CRASH" in v for v in values):
+    if (mode == "crash" and any(b"CRASH" in v for v in values)) or mode == "broken":
         segfault()
     if mode == "raise":
         raise RuntimeError("a Python error, not a crash")
     return ["ok:" + v.decode() for v in values]
 
-results = ScoringJournal(__import__("pathlib").Path(directory), "group/one").score(batch, score)
+canary = (lambda: score([b"canary"])) if use_canary else None
+results = ScoringJournal(__import__("pathlib").Path(directory), "group/one").score(batch, score, canary)
 print(json.dumps({"calls": calls, "results": [r.reason if isinstance(r, RecordError) else r for r in results]}))
 """
 
@@ -111,6 +113,31 @@ def test_a_scorer_that_crashes_on_record_after_record_is_not_allowed_to_dead_let
     fixed = _answer(_run(tmp_path, batch, mode="fixed"))
     assert fixed == {"calls": [["CRASH a", "CRASH b", "CRASH c", "d"]], "results": ["ok:CRASH a", "ok:CRASH b", "ok:CRASH c", "ok:d"]}
     assert _pending(tmp_path) == []
+
+
+def test_with_a_canary_three_records_that_each_crash_the_process_are_dead_lettered_and_the_batch_goes_on(tmp_path):
+    """A hostile review (2026-12-07): inline, three crafted records in one batch gave the range up,
+    and the stream then crashed on it at every start: the partition stopped for good. Past two, a
+    record is now blamed once the known-good canary scores (as a scoring process does)."""
+    batch = _batch(["CRASH a", "CRASH b", "CRASH c", "d"])
+    runs = [_run(tmp_path, batch, mode="crash+canary") for _ in range(4)]
+    assert [r.returncode for r in runs] == [-signal.SIGSEGV] * 4  # the batch, then a, b and c alone
+    fifth = _answer(_run(tmp_path, batch, mode="crash+canary"))
+    assert fifth == {"calls": [["canary"], ["d"]], "results": ["scorer_crashed"] * 3 + ["ok:d"]}
+    assert _pending(tmp_path) == []
+
+
+def test_with_a_canary_that_crashes_too_the_range_is_given_up_not_dead_lettered(tmp_path):
+    """A scorer broken for every record (a device gone): the canary ends the process too, so
+    the third record is not blamed; the range is scored as usual from then on, and a fixed scorer
+    judges every record."""
+    batch = _batch(["CRASH a", "CRASH b", "CRASH c", "d"])
+    runs = [_run(tmp_path, batch, mode="broken+canary") for _ in range(6)]
+    assert [r.returncode for r in runs] == [-signal.SIGSEGV] * 6
+    assert "scoring a known-good record before blaming it" in runs[4].stderr  # the canary ended it
+    assert "and so did the known-good record" in runs[5].stderr and "not taken to be the records' fault" in runs[5].stderr
+    fixed = _answer(_run(tmp_path, batch, mode="fixed+canary"))
+    assert fixed["results"] == ["ok:CRASH a", "ok:CRASH b", "ok:CRASH c", "ok:d"] and _pending(tmp_path) == []
 
 
 def test_a_python_error_while_scoring_leaves_nothing_in_the_journal(tmp_path):
