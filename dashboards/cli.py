@@ -182,10 +182,12 @@ def verify(
 ) -> None:
     """Run every panel query against live datasources; exit 11 if any fails or returns no data.
     Exit 8 when Prometheus does not answer, 6 when the database does not."""
-    import sqlalchemy as sa
 
     from dashboards.generate import OPTIONAL_DASHBOARDS, all_dashboards
     from dashboards.queries import iter_queries, run_query
+    from pydantic import SecretStr
+
+    from pipeline.events_db import create_engine
     from pipeline.postgres_settings import postgres_url as events_store_url
     from pipeline.settings import load_settings
 
@@ -205,7 +207,12 @@ def verify(
             raise typer.BadParameter(str(exc), param_hint="--postgres-url") from None
     end = datetime.now(UTC)
     start = end - timedelta(hours=hours)
-    engine = sa.create_engine(postgres_url or load_settings().postgres.url.get_secret_value())
+    # With the events store's connect and statement timeouts: a database that accepted the TCP
+    # connection and never answered hung verify for good (a hostile review, 2026-12-07).
+    postgres = load_settings().postgres
+    if postgres_url:
+        postgres = postgres.model_copy(update={"url": SecretStr(postgres_url)})
+    engine = create_engine(postgres)
     try:
         # A datasource that does not answer is one line and exit 6 (sqlalchemy's OperationalError)
         # or 8, not one ERROR line per panel and exit 11 as if the dashboards were broken.

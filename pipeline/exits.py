@@ -342,6 +342,11 @@ def _spark_read_error(text: str) -> str | None:
     return line[:500]
 
 
+# SQLSTATEs of a database set up wrong for us: classes 25 (read-only transaction), 28 (not
+# authorised) and 3F (no such schema), and 42501 (insufficient privilege; the rest of class 42,
+# a syntax error, is ours).
+_DATABASE_SETUP_SQLSTATES = ("25", "28", "3F", "42501")
+
 # How a failed Spark task reaches the driver: the JVM's error, or PySpark's for a Python exception.
 SPARK_TASK_ERRORS = ("Py4JJavaError", "PythonException")
 # What a task's error says first when the input is at fault: the rest of its line is the message
@@ -374,6 +379,14 @@ def classify_exception(exc: BaseException) -> tuple[ExitCode, str]:
     if module.startswith(("psycopg", "sqlalchemy")) and name in ("OperationalError", "ConnectionTimeout"):
         first = first_line(exc, name)
         return ExitCode.DATABASE_UNREACHABLE, f"database: {first}"
+    sqlstate = str(getattr(getattr(exc, "orig", None), "sqlstate", "") or "")
+    if module.startswith("sqlalchemy") and (sqlstate[:2] in _DATABASE_SETUP_SQLSTATES or sqlstate in _DATABASE_SETUP_SQLSTATES):
+        # A read-only database (a standby), a role without the privilege, a search_path naming no
+        # schema: the operator's to fix, not a bug (internal error, exit 1, until a hostile review,
+        # 2026-12-07). The first line of the server's message: no statement parameters.
+        server = first_line(getattr(exc, "orig", exc), name)
+        return ExitCode.CONFIG, (f"database: {server} (SQLSTATE {sqlstate}); check the role's privileges, that "
+                                 "the database is not read-only, and the URL's search_path")  # fmt: skip
     if module.startswith("sqlalchemy") and any(c.__name__ == "ArgumentError" for c in type(exc).__mro__):
         # A database URL SQLAlchemy cannot parse or has no dialect for (--url, --alerts-db, *.db_url).
         first = first_line(exc, name)

@@ -300,13 +300,14 @@ def stack(kafka_bootstrap: str, postgres_admin_url: str, tmp_path_factory: pytes
 
 def _through_gateway(url: str, wave: int) -> None:
     """One chat request per wave (rates move between scrapes); in wave 1 also a body over the
-    gateway's max_tee_bytes (proxied, not logged: a lost log), in wave 2 one that is not JSON
-    (kept in the rejected file)."""
+    gateway's max_tee_bytes too dense to parse for the log (proxied, not logged: a lost log; a
+    body over the cap that is cheap to parse is logged), in wave 2 one that is not JSON (kept in
+    the rejected file)."""
     chat = {"model": "m", "messages": [{"role": "user", "content": f"What is the capital of France? ({wave})"}]}
     assert httpx.post(f"{url}/v1/chat/completions", json=chat, timeout=30).status_code == 200
     if wave == 1:
-        big = {"model": "m", "messages": [{"role": "user", "content": "Summarise: " + "lorem ipsum " * 200}]}
-        httpx.post(f"{url}/v1/chat/completions", json=big, timeout=30)
+        dense = {"model": "m", "messages": [{"role": "user", "content": "Summarise this"}], "x_trace": [[]] * 600}
+        httpx.post(f"{url}/v1/chat/completions", json=dense, timeout=30)
     if wave == 2:
         httpx.post(f"{url}/v1/chat/completions", content=b"{not json", headers={"Content-Type": "application/json"}, timeout=30)
 

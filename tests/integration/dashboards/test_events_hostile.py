@@ -303,3 +303,29 @@ def test_the_urls_own_options_are_kept(postgres_settings: PostgresSettings) -> N
     assert schemas == ["mm"]
     engine.dispose()
     admin.dispose()
+
+
+def test_a_read_only_database_is_a_configuration_error_in_one_line(postgres_settings: PostgresSettings) -> None:
+    """A hostile review (2026-12-07): `events init` on a read-only database (a standby, cron aimed
+    at a replica) was "internal error: InternalError: ... cannot execute CREATE TABLE", exit 1,
+    as if it were a bug; so were a role without privileges and a search_path naming no schema."""
+    from sqlalchemy.engine import make_url
+
+    from pipeline.cli import main
+    from pipeline.exits import ExitCode, classify_exception
+
+    url = postgres_settings.url.get_secret_value()
+    name = make_url(url).database
+    admin = sa.create_engine(url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.exec_driver_sql(f'ALTER DATABASE "{name}" SET default_transaction_read_only = on')
+    admin.dispose()
+    engine = events_db.create_engine(postgres_settings)
+    try:
+        with pytest.raises(sa.exc.SQLAlchemyError) as raised:
+            events_db.create_schema(engine)
+    finally:
+        engine.dispose()
+    code, message = classify_exception(raised.value)
+    assert code == ExitCode.CONFIG and "SQLSTATE 25006" in message and "read-only" in message, message
+    assert "\n" not in message and main(["events", "init", "--url", url]) == ExitCode.CONFIG

@@ -43,6 +43,31 @@ def test_verify_database_unreachable_is_exit_6_without_the_password(capsys: pyte
     assert "s3cret-pw" not in out + err
 
 
+def test_verify_against_a_database_that_never_answers_is_exit_6_within_the_connect_timeout(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A hostile review (2026-12-07): a server that accepted the connection and said nothing hung
+    `dashboards verify` for good (its engine had no connect timeout); `events prune` said so in
+    one line. It now uses the events store's engine (postgres.connect_timeout_s)."""
+    import socket
+    import time
+
+    pytest.importorskip("psycopg")
+    silent = socket.socket()
+    silent.bind((LOOPBACK, 0))
+    silent.listen(8)  # the kernel accepts; nothing ever answers
+    monkeypatch.setenv("MM_POSTGRES__CONNECT_TIMEOUT_S", "2")
+    started = time.monotonic()
+    try:
+        code = main(["dashboards", "verify", "--prometheus-url", f"http://{LOOPBACK}:{free_port()}",
+                     "--postgres-url", f"postgresql+psycopg://reader:s3cret-pw@{LOOPBACK}:{silent.getsockname()[1]}/misuse"])
+    finally:
+        silent.close()
+    err = capsys.readouterr().err
+    assert code == ExitCode.DATABASE_UNREACHABLE and time.monotonic() - started < 30, err
+    assert len(err.strip().splitlines()) == 1 and "s3cret-pw" not in err
+
+
 @pytest.mark.parametrize("hours", ["inf", "nan", "0", "-1", "1e12"])
 def test_verify_hours_outside_a_range_is_a_usage_error(hours: str,
                                                        capsys: pytest.CaptureFixture[str]) -> None:
