@@ -73,25 +73,32 @@ def test_dev_null_and_a_fifo_are_written_in_place(tmp_path: Path) -> None:
     assert stat.S_ISFIFO(fifo.stat().st_mode)
 
 
+def _write_then_signal(out: Path, signal_name: str, prelude: str = "", after: str = "") -> subprocess.CompletedProcess:
+    """A process that finds ``out`` complete, writes part of a new one through open_output, then
+    sends itself ``signal_name`` (``prelude`` runs first, ``after`` inside the block after it)."""
+    out.write_text("complete\n")
+    code = (
+        "import os, signal, sys\n"
+        "from pathlib import Path\n"
+        "from pipeline.stdio import open_output\n"
+        f"{prelude}"
+        "with open_output(Path(sys.argv[1])) as fh:\n"
+        "    fh.write('partial\\n'); fh.flush()\n"
+        f"    os.kill(os.getpid(), signal.{signal_name})\n"
+        f"{after}"
+    )
+    return subprocess.run([sys.executable, "-c", code, str(out)], env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])},
+                          capture_output=True, text=True, timeout=60)
+
+
 @pytest.mark.parametrize("handler", ["default", "its-own"])
 def test_sigterm_leaves_the_file_as_it_was_and_no_temporary_file(tmp_path: Path, handler: str) -> None:
     """A hostile review (2026-12-07): SIGTERM (timeout, systemd, Kubernetes) left the hidden
     temporary file behind (only Ctrl-C went through the cleanup). A command with its own SIGTERM
     handler keeps it."""
     out = tmp_path / "out.jsonl"
-    out.write_text("complete\n")
-    code = (
-        "import os, signal, sys\n"
-        "from pathlib import Path\n"
-        "from pipeline.stdio import open_output\n"
-        + ("signal.signal(signal.SIGTERM, lambda *_: print('own handler', flush=True))\n" if handler == "its-own" else "")
-        + "with open_output(Path(sys.argv[1])) as fh:\n"
-        "    fh.write('partial\\n'); fh.flush()\n"
-        "    os.kill(os.getpid(), signal.SIGTERM)\n"
-        "    fh.write('after the signal\\n')\n"
-    )
-    done = subprocess.run([sys.executable, "-c", code, str(out)], env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])},
-                          capture_output=True, text=True, timeout=60)
+    prelude = "signal.signal(signal.SIGTERM, lambda *_: print('own handler', flush=True))\n" if handler == "its-own" else ""
+    done = _write_then_signal(out, "SIGTERM", prelude=prelude, after="    fh.write('after the signal\\n')\n")
     if handler == "default":
         assert done.returncode == 143, done.stderr
         assert out.read_text() == "complete\n"
@@ -103,17 +110,7 @@ def test_sigterm_leaves_the_file_as_it_was_and_no_temporary_file(tmp_path: Path,
 
 def test_a_killed_writer_leaves_the_file_as_it_was(tmp_path: Path) -> None:
     out = tmp_path / "out.jsonl"
-    out.write_text("complete\n")
-    code = (
-        "import os, signal, sys\n"
-        "from pathlib import Path\n"
-        "from pipeline.stdio import open_output\n"
-        "with open_output(Path(sys.argv[1])) as fh:\n"
-        "    fh.write('partial\\n'); fh.flush()\n"
-        "    os.kill(os.getpid(), signal.SIGKILL)\n"
-    )
-    done = subprocess.run([sys.executable, "-c", code, str(out)], env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])},
-                          capture_output=True, text=True, timeout=60)
+    done = _write_then_signal(out, "SIGKILL")
     assert done.returncode == -9, done.stderr
     assert out.read_text() == "complete\n"
     (left,) = _leftovers(tmp_path)  # what a kill -9 cannot clean up: hidden, and named after the output
