@@ -188,6 +188,7 @@ def verify(
     from pydantic import SecretStr
 
     from pipeline.events_db import create_engine
+    from pipeline.postgres_settings import PostgresSettings
     from pipeline.postgres_settings import postgres_url as events_store_url
     from pipeline.settings import load_settings
 
@@ -209,9 +210,9 @@ def verify(
     start = end - timedelta(hours=hours)
     # With the events store's connect and statement timeouts: a database that accepted the TCP
     # connection and never answered hung verify for good (a hostile review, 2026-12-07).
-    postgres = load_settings().postgres
-    if postgres_url:
-        postgres = postgres.model_copy(update={"url": SecretStr(postgres_url)})
+    # The settings are read only without --postgres-url: a broken MM_CONFIG must not fail a
+    # verify given its URL (the review of this change, 2026-12-07).
+    postgres = PostgresSettings(url=SecretStr(postgres_url)) if postgres_url else load_settings().postgres
     engine = create_engine(postgres)
     try:
         # A datasource that does not answer is one line and exit 6 (sqlalchemy's OperationalError)

@@ -342,10 +342,10 @@ def _spark_read_error(text: str) -> str | None:
     return line[:500]
 
 
-# SQLSTATEs of a database set up wrong for us: classes 25 (read-only transaction), 28 (not
-# authorised) and 3F (no such schema), and 42501 (insufficient privilege; the rest of class 42,
-# a syntax error, is ours).
-_DATABASE_SETUP_SQLSTATES = ("25", "28", "3F", "42501")
+# SQLSTATEs of a database set up wrong for us: a read-only transaction, not authorised (two), no
+# such schema, insufficient privilege. Exact codes: the rest of their classes (25P02, an aborted
+# transaction; 42601, a syntax error) are bugs of ours.
+_DATABASE_SETUP_SQLSTATES = ("25006", "28000", "28P01", "3F000", "42501")
 
 # How a failed Spark task reaches the driver: the JVM's error, or PySpark's for a Python exception.
 SPARK_TASK_ERRORS = ("Py4JJavaError", "PythonException")
@@ -380,7 +380,7 @@ def classify_exception(exc: BaseException) -> tuple[ExitCode, str]:
         first = first_line(exc, name)
         return ExitCode.DATABASE_UNREACHABLE, f"database: {first}"
     sqlstate = str(getattr(getattr(exc, "orig", None), "sqlstate", "") or "")
-    if module.startswith("sqlalchemy") and (sqlstate[:2] in _DATABASE_SETUP_SQLSTATES or sqlstate in _DATABASE_SETUP_SQLSTATES):
+    if module.startswith("sqlalchemy") and sqlstate in _DATABASE_SETUP_SQLSTATES:
         # A read-only database (a standby), a role without the privilege, a search_path naming no
         # schema: the operator's to fix, not a bug (internal error, exit 1, until a hostile review,
         # 2026-12-07). The first line of the server's message: no statement parameters.

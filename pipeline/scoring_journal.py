@@ -103,7 +103,10 @@ class _Entry:
 
     def as_dict(self, **now: object) -> dict:
         flags = {name: True for name in ("broken", "checked") if getattr(self, name)}
-        return {"suspect": self.suspect, "crashed": self.crashed, **flags, **now}
+        # A record waiting for the canary is written as it was read ("alone"), so a process that
+        # ends before the check (on another partition's canary) leaves it to the next start.
+        pending = {"alone": self.unconfirmed} if self.unconfirmed is not None else {}
+        return {"suspect": self.suspect, "crashed": self.crashed, **flags, **pending, **now}
 
 
 def _ordinal(n: int) -> str:
@@ -132,6 +135,10 @@ class ScoringJournal:
         self._dir = directory
         self._group = quote(group, safe="")  # a file name whatever the group id holds
         self._fds: dict[TP, int] = {}
+        # Each file's size: every entry is padded to it, so a shorter entry never leaves the tail of
+        # a longer one after it (an entry of 35 offsets or more read back as damaged, and its
+        # crashed records were forgotten: the review of the canary, 2026-12-07).
+        self._sizes: dict[TP, int] = {}
         self._lock = threading.Lock()
         self._closed = False
         self._told: set[TP] = set()  # partitions whose given-up range was logged
@@ -211,7 +218,13 @@ class ScoringJournal:
             self._tell_given_up(tp, entry)
             return
         self._save(tp, entry, canary=offset)
-        canary()  # may end the process: the next start finds "canary" in the entry
+        try:
+            canary()  # may end the process: the next start finds "canary" in the entry
+        except Exception:
+            # A Python error (a detector that raises, a scoring process stopped meanwhile) is not
+            # the process ending on the canary: the check is left for the next start, as it was.
+            self._save(tp, entry, alone=offset)
+            raise
         entry.crashed.append(offset)  # type: ignore[arg-type]
         entry.checked = True
         self._save(tp, entry)
@@ -250,6 +263,7 @@ class ScoringJournal:
             if not self._fds:
                 self._dir.mkdir(parents=True, exist_ok=True)
             fd = self._fds[tp] = os.open(self._path(tp), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+            self._sizes[tp] = os.fstat(fd).st_size
         return fd
 
     def _path(self, tp: TP) -> Path:
@@ -287,12 +301,17 @@ class ScoringJournal:
             log.warning("scoring journal: %s unreadable (%r); ignored and emptied", self._path(tp), exc)
             with suppress(OSError), self._lock:
                 os.ftruncate(self._fd(tp), 0)
+                self._sizes[tp] = 0
             return None
         if scoring is not None:
             low, high = scoring
             entry.suspect = (min(low, entry.suspect[0]), max(high, entry.suspect[1])) if entry.suspect else scoring
             log.warning("scoring journal: the process ended while scoring %s-%d offsets %d-%d; "
                         "scoring them again one record at a time", *tp, low, high)  # fmt: skip
+        if alone is None and canary_of is None and not (entry.checked or entry.broken) and len(entry.crashed) > MAX_CRASHING_RECORDS:
+            # Given up by a release without the canary (or with none at hand): the last record is
+            # checked with it now. Left given up, a partition stuck before the upgrade stayed stuck.
+            entry.unconfirmed = entry.crashed.pop()
         if canary_of is not None:
             # The process ended while scoring the known-good record: the scorer is at fault.
             entry.broken = True
@@ -325,7 +344,9 @@ class ScoringJournal:
         # about 200 us per partition and batch here; this write, a few).
         try:
             with self._lock:
-                os.pwrite(self._fd(tp), body.ljust(max(SLOT, len(body))), 0)
+                fd = self._fd(tp)
+                size = self._sizes[tp] = max(SLOT, len(body), self._sizes[tp])
+                os.pwrite(fd, body.ljust(size), 0)
         except OSError as exc:
             # A full disk, the folder removed under the running stream: scoring goes on without
             # the journal (a crash meanwhile would cost what it did before the journal existed)

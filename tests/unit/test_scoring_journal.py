@@ -31,7 +31,8 @@ from tests.fixtures.processes import segfault
 directory, spec, mode = sys.argv[1], json.loads(sys.argv[2]), sys.argv[3]
 batch = [RawRecord(SourcePosition(t, p, o), None, v.encode(), (), 0) for t, p, o, v in spec]
 calls = []
-use_canary, mode = mode.endswith("+canary"), mode.removesuffix("+canary")
+raising_canary = mode.endswith("+raisingcanary")
+use_canary, mode = mode.endswith("canary"), mode.removesuffix("+canary").removesuffix("+raisingcanary")
 
 def score(values):
     calls.append([v.decode() for v in values])
@@ -41,7 +42,12 @@ def score(values):
         raise RuntimeError("a Python error, not a crash")
     return ["ok:" + v.decode() for v in values]
 
-canary = (lambda: score([b"canary"])) if use_canary else None
+def canary():
+    if raising_canary:
+        raise RuntimeError("a detector raised on the known-good record")
+    return score([b"canary"])
+
+canary = canary if use_canary else None
 results = ScoringJournal(__import__("pathlib").Path(directory), "group/one").score(batch, score, canary)
 print(json.dumps({"calls": calls, "results": [r.reason if isinstance(r, RecordError) else r for r in results]}))
 """
@@ -138,6 +144,46 @@ def test_with_a_canary_that_crashes_too_the_range_is_given_up_not_dead_lettered(
     assert "and so did the known-good record" in runs[5].stderr and "not taken to be the records' fault" in runs[5].stderr
     fixed = _answer(_run(tmp_path, batch, mode="fixed+canary"))
     assert fixed["results"] == ["ok:CRASH a", "ok:CRASH b", "ok:CRASH c", "ok:d"] and _pending(tmp_path) == []
+
+
+def test_a_canary_that_raises_leaves_the_check_for_the_next_start(tmp_path):
+    """The review of the canary (2026-12-07): a Python error from the canary (a detector raising,
+    a scoring process stopped for another reason) was read at the next start as the canary ending
+    the process, and the scorer was taken to be broken for good: a crash loop again."""
+    batch = _batch(["CRASH a", "CRASH b", "CRASH c", "d"])
+    assert [_run(tmp_path, batch, mode="crash+canary").returncode for _ in range(4)] == [-signal.SIGSEGV] * 4
+    raised = _run(tmp_path, batch, mode="crash+raisingcanary")
+    assert raised.returncode == 1 and "a detector raised on the known-good record" in raised.stderr
+    after = _answer(_run(tmp_path, batch, mode="crash+canary"))
+    assert after["results"] == ["scorer_crashed"] * 3 + ["ok:d"] and _pending(tmp_path) == []
+
+
+def test_a_range_given_up_by_the_release_before_the_canary_is_checked_with_it(tmp_path):
+    """The review of the canary (2026-12-07): an entry the previous release gave up (3 crashed
+    offsets, no canary then) stayed given up, so the partitions it was meant to free stayed in
+    their crash loop after the upgrade."""
+    (tmp_path / "group%2Fone+logs+0.json").write_text(json.dumps({"suspect": [0, 3], "crashed": [0, 1, 2]}).ljust(512))
+    after = _answer(_run(tmp_path, _batch(["CRASH a", "CRASH b", "CRASH c", "d"]), mode="crash+canary"))
+    assert after == {"calls": [["canary"], ["d"]], "results": ["scorer_crashed"] * 3 + ["ok:d"]}
+
+
+def test_an_entry_longer_than_a_slot_then_a_shorter_one_reads_back_whole(tmp_path, caplog):
+    """The review of the canary (2026-12-07): an entry is written over the file's start; one of
+    35 ten-digit offsets or more outgrew the 512-byte slot, and the next, shorter one left its
+    tail behind: read as damaged, emptied, and every crashed record of the range forgotten."""
+    from pipeline.scoring_journal import _Entry
+
+    base = 10**10
+    journal = ScoringJournal(tmp_path, "group/one")
+    entry = _Entry(suspect=(base, base + 100), crashed=[base + i for i in range(40)], checked=True)
+    journal._save(("logs", 0), entry, scoring=[base, base + 100])
+    journal._save(("logs", 0), entry, alone=base + 41)  # shorter: the process ends on this record
+    journal.close()
+    with caplog.at_level("WARNING", logger="pipeline.scoring_journal"):
+        loaded = ScoringJournal(tmp_path, "group/one")._load(("logs", 0))  # the next start
+    assert "unreadable" not in caplog.text
+    assert loaded is not None and loaded.crashed == [base + i for i in range(40)]
+    assert loaded.unconfirmed == base + 41  # blamed once the canary scores
 
 
 def test_a_python_error_while_scoring_leaves_nothing_in_the_journal(tmp_path):
