@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import inspect
 import json
+import math
 import os
 import re
 import shlex
@@ -36,6 +37,7 @@ app.add_typer(schemas_app, name="schemas")
 console = Console(stderr=True, soft_wrap=True)
 
 CONTRACTS_DIR = Path(__file__).parent / "contracts"
+MIN_PRODUCE_RATE = 0.001  # records per second: `produce --rate`, one per 1000 s at the slowest
 GLOBAL_OPTIONS = ("--debug", "--log-level", "--log-format")  # the app's own options (_global_options), before any command
 LOG_LEVELS = ("debug", "info", "warning", "error")
 def _env_flag(name: str) -> bool:
@@ -198,7 +200,7 @@ def produce(
         Path, typer.Argument(parser=path_or_dash, callback=lambda p: _existing_or_dash(p), help="JSONL of inference logs ('-': stdin)")
     ],
     topic: Annotated[str | None, typer.Option(help="Target topic (default: kafka.input_topic)")] = None,
-    rate: Annotated[float | None, typer.Option(min=0, help="Records per second (default or 0: as fast as possible)")] = None,
+    rate: Annotated[float | None, typer.Option(min=0, help="Records per second, from 0.001 (default or 0: as fast as possible)")] = None,
     bootstrap: Annotated[str | None, typer.Option(help="Kafka bootstrap servers")] = None,
     create_topic: Annotated[bool, typer.Option("--create-topic", help="Create the topic if it does not exist")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON on stdout")] = False,
@@ -224,6 +226,11 @@ def produce(
 
     if topic is not None and (problem := topic_name_problem(topic)):
         raise typer.BadParameter(problem, param_hint="--topic")
+    # 1e-10 paced the second record 317 years out, 1e-300 was an internal error (OverflowError in
+    # the sleep), inf or nan paced nothing: one record per 1000 s is the slowest (hostile review).
+    if rate and not (math.isfinite(rate) and rate >= MIN_PRODUCE_RATE):
+        raise typer.BadParameter(f"{rate:g} is not a rate: 0 (as fast as possible) or from {MIN_PRODUCE_RATE:g} "
+                                 "records per second", param_hint="--rate")  # fmt: skip
     settings = _settings(config, kafka__bootstrap_servers=bootstrap)
     require_kafka(settings.kafka)  # seconds, not kafka-python's retries, for a wrong address
     _require_topic(settings, topic or settings.kafka.input_topic, create_topic)

@@ -491,6 +491,16 @@ def test_a_topic_name_kafka_refuses_is_refused_before_any_broker(name: str, tmp_
     assert code == ExitCode.USAGE and "kafka.input_topic" in err and "is not a Kafka topic name" in err, err
 
 
+@pytest.mark.parametrize("rate", ["1e-10", "1e-300", "inf", "nan"])
+def test_a_produce_rate_that_paces_nothing_or_for_ever_is_a_usage_error(rate: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A hostile review: `--rate 1e-10` paced the second record 317 years out, `1e-300` was an
+    internal error (OverflowError in the sleep), `inf`/`nan` paced nothing. Refused before any broker."""
+    src = tmp_path / "in.jsonl"
+    src.write_text(json.dumps(LINE) + "\n")
+    code, err = _run(capsys, "produce", str(src), "--rate", rate, "--bootstrap", f"127.0.0.1:{free_port()}")
+    assert code == ExitCode.USAGE and "--rate" in err, err
+
+
 def test_topic_names_kafka_accepts_are_accepted() -> None:
     from pipeline.settings import KafkaSettings
 
