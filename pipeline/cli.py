@@ -24,7 +24,7 @@ from rich.table import Table
 from pipeline.decode import DecodeError, decode_log, key_fields_of, too_large
 from pipeline.schemas import InferenceLog, contract_json_schemas
 from pipeline.settings import Settings, load_settings
-from pipeline.stdio import LongLine, count_lines, is_dash, open_input, open_output, output_path_problem, path_or_dash, same_file
+from pipeline.stdio import LongLine, count_lines, is_dash, open_input, open_output, output_path_or_dash, output_path_problem, path_or_dash, same_file
 
 app = typer.Typer(
     help="Streaming misuse detection for open-weight model serving logs.", no_args_is_help=True,
@@ -510,7 +510,7 @@ def classify(
     ],
     output: Annotated[
         Path,
-        typer.Option("--output", "-o", parser=path_or_dash, help="JSONL out, one line per input line ('-': stdout)"),
+        typer.Option("--output", "-o", parser=output_path_or_dash, help="JSONL out, one line per input line ('-': stdout)"),
     ],
     config: ConfigOpt = None,
     detectors: Annotated[str | None, typer.Option(help="Comma-separated detector names")] = None,

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from pipeline.exits import first_line
-from pipeline.stdio import is_dash, open_output, output_path_problem, path_or_dash, same_file
+from pipeline.stdio import is_dash, open_output, output_path_or_dash, output_path_problem, same_file
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -784,7 +784,7 @@ def report_command(
     input_dir: Annotated[
         Path, typer.Argument(exists=True, file_okay=False, help="The --out folder of the Spark jobs")
     ],
-    output: Annotated[Path, typer.Option("--output", "-o", parser=path_or_dash, help="HTML file to write ('-': stdout)")] = Path("report.html"),
+    output: Annotated[Path, typer.Option("--output", "-o", parser=output_path_or_dash, help="HTML file to write ('-': stdout)")] = Path("report.html"),
     title: Annotated[str, typer.Option(help="Page title")] = "misuse-monitor report",
     lake: Annotated[
         Path | None,

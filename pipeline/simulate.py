@@ -49,7 +49,7 @@ from rich.table import Table
 
 from detectors.training import corpora
 from detectors.training.corpora import CorpusText
-from pipeline.stdio import is_dash, open_output, output_path_problem, path_or_dash, same_file
+from pipeline.stdio import is_dash, open_output, output_path_or_dash, output_path_problem, same_file
 from pipeline.schemas import INFERENCE_LOG_V1, TIMESTAMP_MIN, InferenceLog
 
 Role = Literal["benign", "abuser", "repeat_offender", "model_hopper", "campaign"]
@@ -908,12 +908,12 @@ def _span(days: float) -> timedelta:
 
 
 def simulate_command(
-    output: Annotated[Path, typer.Option("--output", "-o", parser=path_or_dash, help="JSONL file of inference-log/v1 records ('-': stdout)")],
+    output: Annotated[Path, typer.Option("--output", "-o", parser=output_path_or_dash, help="JSONL file of inference-log/v1 records ('-': stdout)")],
     records: Annotated[int, typer.Option(min=0, help="Number of records")] = 2000,
     seed: Annotated[int, typer.Option(help="Random seed (same seed, same traffic)")] = 7,
     truth: Annotated[
         Path | None,
-        typer.Option(parser=path_or_dash, help="Also write the ground truth here: label lines (request_id, misuse, categories) that "
+        typer.Option(parser=output_path_or_dash, help="Also write the ground truth here: label lines (request_id, misuse, categories) that "
                      "`spark shadow --labels`, `evaluate --labels` and `report --labels` read ('-': stdout)"),
     ] = None,
     # No min=: typer has no open bound, so its help said x>=0 while 0 is refused (a newcomer

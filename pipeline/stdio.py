@@ -28,6 +28,15 @@ def path_or_dash(value: str) -> Path:
     return path.absolute() if value != "-" and is_dash(path) else path
 
 
+def output_path_or_dash(value: str) -> Path:
+    """:func:`path_or_dash` for an output file: a name that ends in a slash names a folder, and
+    was written as a file of the folder's name (``simulate -o out/`` made a file ``out``: a
+    hostile review, 2026-12-07)."""
+    if value.endswith(("/", os.sep)):
+        raise ValueError(f"{value!r} ends with a slash: give a file name (e.g. {value.rstrip('/' + os.sep) or '.'}/out.jsonl)")
+    return path_or_dash(value)
+
+
 def same_file(a: Path | str | None, b: Path | str | None) -> bool:
     """Do two paths (neither '-') name one file? Writing the output would truncate the input
     (or interleave two outputs) before it is read: ``classify x -o x`` emptied x and exited 0."""

@@ -603,3 +603,17 @@ def test_the_gateways_topic_is_held_to_kafkas_rule_too() -> None:
     with pytest.raises(ValidationError, match="is not a Kafka topic name"):
         Settings(gateway={"topic": "bad topic/with:chars"})
     assert Settings(gateway={"topic": "gateway.logs"}).gateway.topic == "gateway.logs"
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [["simulate", "--records", "5", "-o", "{d}/out/"], ["simulate", "--records", "5", "-o", "{d}/o.jsonl", "--truth", "{d}/t/"],
+     ["classify", "{d}/in.jsonl", "--detectors", "rules", "-o", "{d}/v/"], ["report", "{d}", "-o", "{d}/r/"]],
+    ids=["simulate-o", "simulate-truth", "classify-o", "report-o"],
+)
+def test_an_output_name_ending_in_a_slash_is_a_usage_error(argv: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A hostile review (2026-12-07): `simulate -o out/` wrote a file named `out`."""
+    (tmp_path / "in.jsonl").write_text(json.dumps(LINE) + "\n")
+    code, err = _run(capsys, *[a.format(d=tmp_path) for a in argv])
+    assert code == ExitCode.USAGE and "ends with a slash" in err, err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.jsonl"]
