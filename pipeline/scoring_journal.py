@@ -20,7 +20,8 @@ ended while scoring those offsets. Then:
    (``scorer_crashed``) without being scored again; the others get their verdicts;
 3. past ``MAX_CRASHING_RECORDS`` such records in one range, the next one is blamed only if the
    scorer then scores the known-good canary (``canary``, as a scoring process does): the entry
-   says so first, so a canary that ends the process too is found at the next start. Then the
+   says so first, so a canary that ends the process too is found at the next start, and checked
+   again; at CANARY_DEATHS_BROKEN such starts (one could be a kill meant for something else) the
    fault is not taken to be the records' (a broken device, a machine out of memory): nothing
    more is dead-lettered, the range is scored as usual, and its batch is committed only once that
    succeeds. The journal says so in an error line at each start; a fixed scorer clears it. Until
@@ -62,7 +63,7 @@ from typing import TypeVar
 from urllib.parse import quote
 
 from pipeline.logs import OncePer
-from pipeline.score_worker import MAX_CRASHING_RECORDS, SCORER_CRASHED
+from pipeline.score_worker import CLOSED, MAX_CRASHING_RECORDS, SCORER_CRASHED, WorkerDied
 from pipeline.scoring import RecordError
 from pipeline.settings import Settings
 from pipeline.sinks.base import SourcePosition
@@ -74,6 +75,9 @@ SLOT = 512  # bytes every entry is padded to (an entry of a few offsets; a longe
 # Records one range may dead-letter as scorer_crashed, each after the canary scored: an entry of
 # them stays within the 64 KiB read back.
 MAX_JOURNAL_CRASHED = 1000
+# Starts that found the process ended on the known-good canary before the scorer is taken to be
+# broken (the range given up, nothing more dead-lettered).
+CANARY_DEATHS_BROKEN = 2
 
 R = TypeVar("R")
 TP = tuple[str, int]
@@ -86,12 +90,18 @@ class _Entry:
 
     suspect: tuple[int, int] | None = None
     crashed: list[int] = field(default_factory=list)
-    # The process ended while scoring the known-good canary: the scorer, not the records.
-    broken: bool = False
+    # Starts at which the process had ended while scoring the known-good canary: at
+    # CANARY_DEATHS_BROKEN the scorer, not the records, is at fault (one could be a kill meant
+    # for something else: a canary of milliseconds ended by an operator's kill -9).
+    canary_deaths: int = 0
     # Ended the process alone past MAX_CRASHING_RECORDS: blamed once the canary scores.
     unconfirmed: int | None = None
     # Whether a canary checks such records; without one, past MAX_CRASHING_RECORDS it gives up.
     checked: bool = False
+
+    @property
+    def broken(self) -> bool:
+        return self.canary_deaths >= CANARY_DEATHS_BROKEN
 
     @property
     def given_up(self) -> bool:
@@ -102,7 +112,9 @@ class _Entry:
         return self.suspect is not None and self.suspect[0] <= offset <= self.suspect[1]
 
     def as_dict(self, **now: object) -> dict:
-        flags = {name: True for name in ("broken", "checked") if getattr(self, name)}
+        flags: dict[str, object] = {"checked": True} if self.checked else {}
+        if self.canary_deaths:
+            flags["canary_deaths"] = self.canary_deaths
         # A record waiting for the canary is written as it was read ("alone"), so a process that
         # ends before the check (on another partition's canary) leaves it to the next start.
         pending = {"alone": self.unconfirmed} if self.unconfirmed is not None else {}
@@ -220,10 +232,17 @@ class ScoringJournal:
         self._save(tp, entry, canary=offset)
         try:
             canary()  # may end the process: the next start finds "canary" in the entry
+        except WorkerDied as exc:
+            if str(exc) == CLOSED:  # the stream stops for another reason: checked at the next start
+                self._save(tp, entry, canary_error=offset)
+            # Else a scoring process that died on the canary, as ProcessScorer counts it itself:
+            # the entry still says "canary", and the next start counts it as a process that ended
+            # on it (it was taken for a Python error and checked again for ever: a review, 2026-12-07).
+            raise
         except Exception:
-            # A Python error (a detector that raises, a scoring process stopped meanwhile) is not
-            # the process ending on the canary: the check is left for the next start, as it was.
-            self._save(tp, entry, alone=offset)
+            # A Python error (a detector that raises) is not the process ending on the canary:
+            # the check is left for the next start.
+            self._save(tp, entry, canary_error=offset)
             raise
         entry.crashed.append(offset)  # type: ignore[arg-type]
         entry.checked = True
@@ -282,14 +301,20 @@ class ScoringJournal:
         suspects (it was scoring a batch) or a crashed record (it was scoring one alone)."""
         try:
             with self._lock:
-                raw = os.pread(self._fd(tp), 1 << 16, 0).strip()
+                raw = os.pread(self._fd(tp), 1 << 16, 0)
+                # Another member on this host may have written a longer entry since this one
+                # opened the file (a partition comes back): pad to that too.
+                self._sizes[tp] = max(self._sizes[tp], len(raw))
+            raw = raw.strip()
         except OSError:
             return None  # cannot be opened or read: the write that follows says so (once a minute)
         try:
             data = json.loads(raw) if raw else {}
             suspect = (int(data["suspect"][0]), int(data["suspect"][1])) if data.get("suspect") else None
-            entry = _Entry(suspect, [int(o) for o in data.get("crashed") or []], broken=bool(data.get("broken")),
+            deaths = int(data.get("canary_deaths") or 0) or (CANARY_DEATHS_BROKEN if data.get("broken") else 0)
+            entry = _Entry(suspect, [int(o) for o in data.get("crashed") or []], canary_deaths=deaths,
                            checked=bool(data.get("checked")))  # fmt: skip
+            canary_error = int(data["canary_error"]) if data.get("canary_error") is not None else None
             scoring = (int(data["scoring"][0]), int(data["scoring"][1])) if data.get("scoring") else None
             alone = int(data["alone"]) if data.get("alone") is not None else None
             canary_of = int(data["canary"]) if data.get("canary") is not None else None
@@ -313,10 +338,20 @@ class ScoringJournal:
             # checked with it now. Left given up, a partition stuck before the upgrade stayed stuck.
             entry.unconfirmed = entry.crashed.pop()
         if canary_of is not None:
-            # The process ended while scoring the known-good record: the scorer is at fault.
-            entry.broken = True
+            # The process ended while scoring the known-good record: the scorer is at fault once
+            # that has happened CANARY_DEATHS_BROKEN times; until then the check runs again.
+            entry.canary_deaths += 1
             if entry.suspect is None:
                 entry.suspect = (canary_of, canary_of)
+            if not entry.broken:
+                entry.unconfirmed = canary_of
+                log.warning("scoring journal: the process ended while scoring the known-good record for %s-%d@%d; "
+                            "checking again", *tp, canary_of)  # fmt: skip
+        if canary_error is not None and entry.unconfirmed is None:
+            # The canary raised at the last start (a Python error, not the process ending): again.
+            entry.unconfirmed = canary_error
+            log.warning("scoring journal: the known-good record raised an error for %s-%d@%d at the last start; "
+                        "checking again", *tp, canary_error)  # fmt: skip
         if alone is not None:
             if entry.suspect is None:  # not written that way; kept coherent anyway
                 entry.suspect = (alone, alone)
@@ -332,7 +367,7 @@ class ScoringJournal:
         if entry.suspect is None:
             return None  # nothing to act on ({} or a hand-made file)
         self._tell_given_up(tp, entry)
-        if scoring is not None or alone is not None or canary_of is not None:
+        if scoring is not None or alone is not None or canary_of is not None or canary_error is not None:
             self._save(tp, entry)
         return entry
 

@@ -134,14 +134,15 @@ def test_with_a_canary_three_records_that_each_crash_the_process_are_dead_letter
 
 
 def test_with_a_canary_that_crashes_too_the_range_is_given_up_not_dead_lettered(tmp_path):
-    """A scorer broken for every record (a device gone): the canary ends the process too, so
-    the third record is not blamed; the range is scored as usual from then on, and a fixed scorer
-    judges every record."""
+    """A scorer broken for every record (a device gone): the canary ends the process too, twice
+    (once could be a kill meant for something else), so the third record is not blamed; the range
+    is scored as usual from then on, and a fixed scorer judges every record."""
     batch = _batch(["CRASH a", "CRASH b", "CRASH c", "d"])
-    runs = [_run(tmp_path, batch, mode="broken+canary") for _ in range(6)]
-    assert [r.returncode for r in runs] == [-signal.SIGSEGV] * 6
+    runs = [_run(tmp_path, batch, mode="broken+canary") for _ in range(7)]
+    assert [r.returncode for r in runs] == [-signal.SIGSEGV] * 7
     assert "scoring a known-good record before blaming it" in runs[4].stderr  # the canary ended it
-    assert "and so did the known-good record" in runs[5].stderr and "not taken to be the records' fault" in runs[5].stderr
+    assert "ended while scoring the known-good record" in runs[5].stderr and "checking again" in runs[5].stderr
+    assert "and so did the known-good record" in runs[6].stderr and "not taken to be the records' fault" in runs[6].stderr
     fixed = _answer(_run(tmp_path, batch, mode="fixed+canary"))
     assert fixed["results"] == ["ok:CRASH a", "ok:CRASH b", "ok:CRASH c", "ok:d"] and _pending(tmp_path) == []
 
@@ -152,8 +153,9 @@ def test_a_canary_that_raises_leaves_the_check_for_the_next_start(tmp_path):
     the process, and the scorer was taken to be broken for good: a crash loop again."""
     batch = _batch(["CRASH a", "CRASH b", "CRASH c", "d"])
     assert [_run(tmp_path, batch, mode="crash+canary").returncode for _ in range(4)] == [-signal.SIGSEGV] * 4
-    raised = _run(tmp_path, batch, mode="crash+raisingcanary")
-    assert raised.returncode == 1 and "a detector raised on the known-good record" in raised.stderr
+    raised = [_run(tmp_path, batch, mode="crash+raisingcanary") for _ in range(2)]
+    assert [r.returncode for r in raised] == [1, 1] and "a detector raised on the known-good record" in raised[0].stderr
+    assert "raised an error" in raised[1].stderr and "alone ended the process" not in raised[1].stderr  # told as it was
     after = _answer(_run(tmp_path, batch, mode="crash+canary"))
     assert after["results"] == ["scorer_crashed"] * 3 + ["ok:d"] and _pending(tmp_path) == []
 
@@ -184,6 +186,34 @@ def test_an_entry_longer_than_a_slot_then_a_shorter_one_reads_back_whole(tmp_pat
     assert "unreadable" not in caplog.text
     assert loaded is not None and loaded.crashed == [base + i for i in range(40)]
     assert loaded.unconfirmed == base + 41  # blamed once the canary scores
+
+
+def test_one_kill_during_the_canary_is_checked_again_not_taken_for_a_broken_scorer(tmp_path):
+    """The review of the canary (2026-12-07): one kill -9 (or an out-of-memory kill meant for
+    something else) during the canary marked the scorer broken for good, so the crafted records
+    were never dead-lettered. One such end is now checked again at the next start."""
+    entry = {"suspect": [2, 3], "crashed": [0, 1], "canary": 2}  # the process ended on the canary once
+    (tmp_path / "group%2Fone+logs+0.json").write_text(json.dumps(entry).ljust(512))
+    after = _answer(_run(tmp_path, _batch(["CRASH a", "CRASH b", "CRASH c", "d"]), mode="crash+canary"))
+    assert after == {"calls": [["canary"], ["d"]], "results": ["scorer_crashed"] * 3 + ["ok:d"]}
+
+
+def test_a_longer_entry_another_member_wrote_is_not_left_with_a_tail(tmp_path, caplog):
+    """Members on one host share the directory; one that opened a partition's file before another
+    wrote a longer entry to it padded its own to the size it had seen, leaving the other's tail."""
+    from pipeline.scoring_journal import _Entry
+
+    base, tp = 10**10, ("logs", 0)
+    first, second = ScoringJournal(tmp_path, "group/one"), ScoringJournal(tmp_path, "group/one")
+    first._save(tp, None)  # opened at 512 bytes
+    # The partition's owner meanwhile, with a long entry (a note of what it scored, beside the record it ended on).
+    second._save(tp, _Entry(suspect=(base, base + 100), crashed=[base + i for i in range(40)], checked=True),
+                 alone=base + 41, note="x" * 200)  # fmt: skip
+    loaded = first._load(tp)  # the partition comes back: its pending record is kept, a shorter entry
+    assert loaded is not None and loaded.unconfirmed == base + 41
+    with caplog.at_level("WARNING", logger="pipeline.scoring_journal"):
+        again = ScoringJournal(tmp_path, "group/one")._load(tp)
+    assert "unreadable" not in caplog.text and again is not None and len(again.crashed) == 40
 
 
 def test_a_python_error_while_scoring_leaves_nothing_in_the_journal(tmp_path):
