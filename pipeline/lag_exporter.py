@@ -66,10 +66,13 @@ class LagReader:
         self.topics = list(dict.fromkeys(topics))  # `--topic t --topic t` would repeat every series
         self._admin = KafkaAdminClient(**kafka.client_options())
         self._kafka = kafka
-        self._consumer = KafkaConsumer(enable_auto_commit=False, **kafka.client_options())
+        self._consumer = self._new_consumer()
         self.partitions: dict[str, int] = {}  # topic -> partitions the broker had at the last read
 
-    def _partitions(self) -> dict[str, list[int]]:
+    def _new_consumer(self) -> KafkaConsumer:
+        return KafkaConsumer(enable_auto_commit=False, **self._kafka.client_options())
+
+    def current_partitions(self) -> dict[str, list[int]]:
         """Each watched topic's partitions as the broker has them now ([] for a topic it lacks):
         asked on every read. The consumer's metadata cache (refreshed every 5 minutes) kept a
         deleted topic, whose offsets then failed the whole group's read for minutes, and hid a
@@ -82,7 +85,7 @@ class LagReader:
         return found
 
     def read(self) -> list[PartitionLag]:
-        by_topic = self._partitions()
+        by_topic = self.current_partitions()
         self.partitions = {t: len(ps) for t, ps in by_topic.items()}
         partitions = [TopicPartition(t, p) for t, ps in by_topic.items() for p in ps]
         if not partitions:
@@ -99,7 +102,7 @@ class LagReader:
             known = self._consumer.partitions_for_topic(name) or set()
             if not set(numbers) <= known:
                 # The new one first: if it cannot be made (a broker blip), the old one stays usable.
-                fresh = KafkaConsumer(enable_auto_commit=False, **self._kafka.client_options())
+                fresh = self._new_consumer()
                 stale, self._consumer = self._consumer, fresh
                 stale.close()
                 known = self._consumer.partitions_for_topic(name) or set()
@@ -122,10 +125,6 @@ class LagReader:
             start = offset if offset is not None else begin[tp]
             out.append(PartitionLag(tp.topic, tp.partition, offset, end[tp], max(0, end[tp] - start)))
         return out
-
-    def read_partitions(self, topic: str) -> int:
-        """How many partitions the broker has for ``topic`` (0: no such topic)."""
-        return len(self._partitions().get(topic, [])) if topic in self.topics else 0
 
     def close(self) -> None:
         self._consumer.close()
@@ -270,7 +269,7 @@ def lag_exporter(
         kafka = kafka.with_bootstrap(bootstrap)
     require_kafka(kafka)  # exit 5 within kafka.connect_timeout_s, not kafka-python's 30 s bootstrap timeout
     readers = [LagReader(kafka, g, topic) for g in dict.fromkeys(group)]
-    missing = sorted(t for t in set(topic) if not readers[0].read_partitions(t))
+    missing = sorted(t for t, numbers in readers[0].current_partitions().items() if not numbers)  # one metadata request
     if missing:
         # Not refused: the topic may be created after the exporter starts; said, because until then
         # nothing is exported for it and no lag alert can fire.

@@ -344,10 +344,7 @@ def prune(root: Path, older_than: timedelta, *, now: datetime | None = None, dry
         old_files(dead_letters, "*.parquet")
         old_files(dead_letters, _LEFTOVER)
     deadline = time.monotonic() + PRUNE_LOCK_TIMEOUT_S  # one for the run: not 30 s per partition
-    removed = [] if not dry_run else victims
-    for path in [] if dry_run else victims:
-        if _remove_unwritten(Path(root), path, limit, deadline, skipped):
-            removed.append(path)
+    removed = victims if dry_run else [p for p in victims if _remove_unwritten(Path(root), p, limit, deadline, skipped)]
     if skipped:
         raise PruneIncomplete(removed, skipped)
     return removed

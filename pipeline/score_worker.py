@@ -432,8 +432,7 @@ class ProcessScorer:
     def _canary_scored(self) -> bool:
         """Whether the child scores the known-good canary (its metrics are not kept)."""
         try:
-            self._send([CANARY.model_dump_json(by_alias=True, exclude_none=True).encode()])
-            self._results(replay_metrics=False)
+            self.score_canary()
         except WorkerDied as exc:
             if self._closed:
                 raise WorkerDied(CLOSED) from exc

@@ -149,27 +149,24 @@ class Scorer:
         logs += [CANARY.model_copy(update={"request_id": f"mm-warm-up-{i}", "prompt": text})
                  for i, text in enumerate(WARM_UP_TEXTS)]
         values = [lg.model_dump_json(by_alias=True, exclude_none=True).encode() for lg in logs]
-        metrics, self._metrics = self._metrics, None
         started = time.perf_counter()
-        try:
-            self.score_values(values, max_bytes=1 << 24)
-        finally:
-            self._metrics = metrics
-            for detector in self.detectors:  # what the warm-up counted is not traffic
-                detector.take_truncated()
-                detector.take_first_pass()
+        self._score_not_traffic(values)
         self._warmed = True
         log.info("detectors warmed up on %d records in %.1f s", len(values), time.perf_counter() - started)
 
     def score_canary(self) -> None:
         """Score the known-good CANARY with metrics off: the scoring journal's check before it
         blames a record for ending the process (pipeline/scoring_journal.py)."""
+        self._score_not_traffic([CANARY.model_dump_json(by_alias=True, exclude_none=True).encode()])
+
+    def _score_not_traffic(self, values: list[bytes]) -> None:
+        """Score ``values`` with metrics off; what the detectors counted meanwhile is dropped."""
         metrics, self._metrics = self._metrics, None
         try:
-            self.score_values([CANARY.model_dump_json(by_alias=True, exclude_none=True).encode()], max_bytes=1 << 24)
+            self.score_values(values, max_bytes=1 << 24)
         finally:
             self._metrics = metrics
-            for detector in self.detectors:  # not traffic
+            for detector in self.detectors:
                 detector.take_truncated()
                 detector.take_first_pass()
 

@@ -277,10 +277,7 @@ class LogTee:
             if isinstance(exchange, Exchange) and len(exchange.request_body) > self.settings.max_tee_bytes:
                 # Parsed here, it would hold the request path for up to seconds (max_request_bytes):
                 # counted and kept in the rejected file by its size and id, never its text.
-                self.metrics.dropped.labels("too_large").inc()
-                detail = (f"{exchange.gateway_id} on {exchange.route}: request body of {len(exchange.request_body)} "
-                          f"bytes is over gateway.max_tee_bytes ({self.settings.max_tee_bytes}) "
-                          "and both logging queues are full")  # fmt: skip
+                detail = self._dropped_over_cap(exchange, "and both logging queues are full")
                 self._adapt(rejected_later(DecodeReason.TOO_LARGE, detail))
                 return
             self.metrics.spilled_inline.inc()
@@ -423,10 +420,8 @@ class LogTee:
                 return exchange()
             limit = self.settings.max_tee_bytes
             if len(exchange.request_body) > limit and not cheap_to_parse(exchange.request_body, limit):
-                self.metrics.dropped.labels("too_large").inc()
-                raise DecodeError(DecodeReason.TOO_LARGE, f"{exchange.gateway_id} on {exchange.route}: request body of "
-                                  f"{len(exchange.request_body)} bytes is over gateway.max_tee_bytes ({limit}) with "
-                                  f"more than {limit // 16} JSON separators, too costly to parse for the log")  # fmt: skip
+                why = f"with more than {limit // 16} JSON separators, too costly to parse for the log"
+                raise DecodeError(DecodeReason.TOO_LARGE, self._dropped_over_cap(exchange, why))
             return exchange_to_logs(exchange, self.settings.deployment, limit)
         except Exception as exc:  # noqa: BLE001 - one exchange must never stop the others
             # Not deliverable as inference-log/v1 (the user already has the answer). An
@@ -444,6 +439,13 @@ class LogTee:
                           "(mm_gateway_logs_dropped_total{reason=\"rejected_full\"})", where, reason, detail,
                           self.settings.rejected_path)  # fmt: skip
             return []
+
+    def _dropped_over_cap(self, exchange: Exchange, why: str) -> str:
+        """Count a request over max_tee_bytes that is not logged (too_large); the rejected file's
+        detail for it: its id, route and size, never its text."""
+        self.metrics.dropped.labels("too_large").inc()
+        return (f"{exchange.gateway_id} on {exchange.route}: request body of {len(exchange.request_body)} bytes is "
+                f"over gateway.max_tee_bytes ({self.settings.max_tee_bytes}) {why}")
 
     def _reject(self, exchange: Exchange | Callable[[], list[InferenceLog]], reason: str, detail: str) -> bool:
         """Keep an exchange that could not be adapted, as it arrived, with its reason; False when

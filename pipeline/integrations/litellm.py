@@ -119,10 +119,7 @@ class MisuseMonitorLogger(CustomLogger):
         if kwargs.get("call_type") not in _LOGGED_CALLS:
             self.skipped_calls += 1
             return
-        sent = kwargs.get(_SENT_KEY)
         view, response = _snapshot(kwargs, response_obj)
-        if sent is not None and "messages" in view["mm_request"]:
-            view["mm_request"]["messages"] = sent
         build = _deferred(view, response, start_time, end_time, self.settings)
         if self._closed:  # a call LiteLLM reported after close(): no worker left, spill it here
             # Through the tee's own conversion: an AdapterError raised into LiteLLM's thread here.
@@ -146,7 +143,7 @@ def _snapshot(kwargs: dict, response_obj: Any) -> tuple[dict[str, Any], dict[str
     view = {
         "call_type": kwargs.get("call_type"),
         "litellm_call_id": kwargs.get("litellm_call_id"),
-        "mm_request": copy.deepcopy(_request(kwargs)),
+        "mm_request": _request_copy(kwargs),
         "litellm_params": {"metadata": {"tenant_id": copy.deepcopy((params.get("metadata") or {}).get("tenant_id"))}},
         "standard_logging_object": {
             "metadata": {key: proxy.get(key) for key in _PROXY_IDENTITY_KEYS if key in proxy},
@@ -161,6 +158,16 @@ def _snapshot(kwargs: dict, response_obj: Any) -> tuple[dict[str, Any], dict[str
     }
     response = response_obj.model_dump() if response_obj is not None and hasattr(response_obj, "model_dump") else None
     return view, response
+
+
+def _request_copy(kwargs: dict) -> dict[str, Any]:
+    """A copy of the call's request; a chat call's messages as copied before the call was made
+    (log_pre_api_call), so they are neither read from the app's dicts nor copied twice."""
+    sent = kwargs.get(_SENT_KEY)
+    if sent is None or kwargs.get("call_type") not in _CHAT_CALLS:
+        return copy.deepcopy(_request(kwargs))
+    request = _request({**kwargs, "messages": []})
+    return {**copy.deepcopy(request), "messages": sent}
 
 
 # The proxy's identity of a call (standard_logging_object.metadata) that _tenant and the user read.

@@ -198,24 +198,16 @@ def write(diff: DataFrame, metric_rows: DataFrame | None, out: Path | str) -> Pa
 def _clean_up_after_killed_runs(out: Path, target: Path) -> None:
     """What a run killed mid-write left (``.shadow.tmp-<pid>``, ``.shadow.old-<pid>`` of a pid
     that is gone) goes; an earlier result caught between the two renames is put back."""
+    from pipeline.localinfra.base import pid_alive
+
     for leftover in sorted(out.glob(".shadow.*-*")):
         kind, _, pid = leftover.name.removeprefix(".shadow.").partition("-")
-        if kind not in ("tmp", "old") or not pid.isdigit() or _alive(int(pid)):
+        if kind not in ("tmp", "old") or not pid.isdigit() or pid_alive(int(pid)):
             continue
         if kind == "old" and not target.exists():
             leftover.rename(target)
         else:
             shutil.rmtree(leftover, ignore_errors=True)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # another user's process
-        return True
-    return True
 
 
 def build_parser() -> argparse.ArgumentParser:
