@@ -18,6 +18,7 @@ from typing import Annotated, Literal
 import typer
 from pydantic import BaseModel, ConfigDict, Field
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
@@ -289,7 +290,7 @@ def produce(
         from pipeline.exits import ExitCode
 
         for problem in refused[:20]:
-            console.print(f"[red]not sent: {problem}[/red]")
+            console.print(f"[red]not sent: {escape(problem)}[/red]")
         console.print(f"[red]{len(refused)} line(s) refused by the producer[/red]")
         raise typer.Exit(ExitCode.INPUT)
 
@@ -498,8 +499,8 @@ def print_summary(stats, settings: Settings) -> None:  # noqa: ANN001 - RunStats
         "metrics": f"http://{settings.metrics.host}:{settings.metrics.port}/metrics" if settings.metrics.port else "in-process only",
     }
     for sink in settings.sinks:
-        where.add_row(sink, locations.get(sink, "see its settings"))
-    where.add_row("dead letters", f"Kafka topic {settings.kafka.dead_letter_topic}")
+        where.add_row(sink, escape(locations.get(sink, "see its settings")))
+    where.add_row("dead letters", escape(f"Kafka topic {settings.kafka.dead_letter_topic}"))
     console.print(where)
 
 

@@ -260,6 +260,7 @@ def on_system_prompts(wrong: Counter[tuple[str, str]]) -> bool:
 
 
 def wrong_flags_table(wrong: Counter[tuple[str, str]]):  # noqa: ANN201 - rich Table
+    from rich.markup import escape
     from rich.table import Table
 
     table = Table(title="wrong flags by the part they point at",
@@ -267,12 +268,13 @@ def wrong_flags_table(wrong: Counter[tuple[str, str]]):  # noqa: ANN201 - rich T
     for col, justify in (("category", "left"), ("part", "left"), ("records", "right")):
         table.add_column(col, justify=justify)  # type: ignore[arg-type]
     for (category, part), n in ranked(wrong):
-        table.add_row(category, part, str(n))
+        table.add_row(escape(category), escape(part), str(n))
     return table
 
 
 def accuracy_table(acc: Accuracy, title: str = "verdicts against the ground truth"):  # noqa: ANN201 - rich Table
     """A rich table: one row per scope with support, predicted, precision and recall."""
+    from rich.markup import escape
     from rich.table import Table
 
     def pct(v: float | None) -> str:
@@ -283,7 +285,7 @@ def accuracy_table(acc: Accuracy, title: str = "verdicts against the ground trut
                          ("correct", "right"), ("precision", "right"), ("recall", "right")):
         table.add_column(col, justify=justify)  # type: ignore[arg-type]
     for s in acc.scopes:
-        table.add_row(s.scope, str(s.support), str(s.predicted), str(s.tp), pct(s.precision), pct(s.recall))
+        table.add_row(escape(s.scope), str(s.support), str(s.predicted), str(s.tp), pct(s.precision), pct(s.recall))
     return table
 
 

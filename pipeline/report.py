@@ -549,7 +549,11 @@ def offenders_plot(off: pd.DataFrame) -> str | None:
     dominant = [dominant_category(row) for row in top.to_dict("records")]
     fig = Figure(figsize=(11, 0.35 * len(top) + 1.2))
     ax = fig.subplots()
-    ax.barh(top["user_id"], top["risk"], color=[CATEGORY_COLORS.get(c or "", "#57606a") for c in dominant])
+    # One bar per row, by position: the same pseudonym in two tenants is two offenders (two rows),
+    # and bars placed by name drew them on one line.
+    rows = top.to_dict("records")
+    ax.barh(range(len(rows)), top["risk"], color=[CATEGORY_COLORS.get(c or "", "#57606a") for c in dominant])
+    ax.set_yticks(range(len(rows)), [_offender_label(row) for row in rows])
     ax.set_title("Top offenders by decayed risk (colour: dominant category)")
     shown = sorted({c for c in dominant if c})
     if shown:
@@ -557,6 +561,13 @@ def offenders_plot(off: pd.DataFrame) -> str | None:
                   fontsize="small", loc="lower right")
     ax.grid(alpha=0.3, axis="x")
     return _png(fig)
+
+
+def _offender_label(offender: dict[str, Any]) -> str:
+    """The user and, when the row is one tenant's, that tenant (cut to 40 characters)."""
+    tenants = list(offender.get("tenants") if offender.get("tenants") is not None else [])
+    user = str(offender.get("user_id"))
+    return f"{user} ({str(tenants[0])[:40]})" if len(tenants) == 1 and tenants[0] else user
 
 
 def dominant_category(offender: dict[str, Any]) -> str | None:

@@ -20,6 +20,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from pipeline.alerts.model import Alert, GeneratorLinks, WebhookAlert, WebhookMessage, to_datetime
@@ -131,9 +132,9 @@ def test(
     if not as_json:
         table = Table("rule", "kind", "severity", "receivers")
         for r in rules.rules:
-            table.add_row(r.name, r.kind, r.severity, ", ".join(r.receivers) or "(all)")
+            table.add_row(escape(r.name), r.kind, r.severity, escape(", ".join(r.receivers)) or "(all)")
         console.print(table)
-        console.print(f"{settings.rules_file}: {len(rules.rules)} rule(s) OK (notify: {settings.notify})")
+        console.print(f"{escape(str(settings.rules_file))}: {len(rules.rules)} rule(s) OK (notify: {settings.notify})")
     if not send:
         if as_json:
             print(json.dumps(doc, sort_keys=True))
@@ -146,8 +147,8 @@ def test(
         print(json.dumps({**doc, "sent": results}, sort_keys=True))
     else:
         for r in results:
-            state = f"[green]{r['state']}[/green]" if r["delivered"] else f"[red]{r['state']}[/red] {r['detail'] or ''}"
-            console.print(f"{r['target']}: {state}", highlight=False)
+            state = f"[green]{r['state']}[/green]" if r["delivered"] else f"[red]{r['state']}[/red] {escape(r['detail'] or '')}"
+            console.print(f"{escape(r['target'])}: {state}", highlight=False)
     failed = [r for r in results if not r["delivered"]]
     if failed:
         what = "; ".join(f"{r['target']}: {r['state']} {' '.join(str(r['detail'] or '').split())}".rstrip() for r in failed)
@@ -291,21 +292,25 @@ def list_(
         }
         typer.echo(json.dumps(out, sort_keys=True))
         return
+    # Every cell holding data is escaped: labels carry client-named values (a model named "[/]"
+    # made rich raise and `alerts list` fail for every operator; a hostile review, 2026-12-07).
     table = Table("status", "alertname", "severity", "labels", "since", "until")
     for a in alerts:
         labels = dict(a["labels"])
         status = "firing" if a["ends_at"] > now else "resolved"
         rest = ", ".join(f"{k}={v}" for k, v in sorted(labels.items()) if k not in ("alertname", "severity"))
-        table.add_row(status, labels.get("alertname", ""), labels.get("severity", ""), rest, _when(a["starts_at"]), _when(a["ends_at"]))
+        table.add_row(status, escape(labels.get("alertname", "")), escape(labels.get("severity", "")), escape(rest),
+                      _when(a["starts_at"]), _when(a["ends_at"]))
     console.print(table)
     summary = Table("receiver", "state", "count")
     for (receiver, state), n in sorted(counts.items()):
-        summary.add_row(receiver, state, str(n))
+        summary.add_row(escape(receiver), state, str(n))
     console.print(summary)
     if dead:
         dl = Table("id", "receiver", "key", "attempts", "created", "error")
         for row in dead_rows:
-            dl.add_row(str(row.id), row.receiver, row.idempotency_key, str(row.attempts), _when(row.created_at), row.last_error or "")
+            dl.add_row(str(row.id), escape(row.receiver), escape(row.idempotency_key), str(row.attempts), _when(row.created_at),
+                       escape(row.last_error or ""))
         console.print(dl)
 
 

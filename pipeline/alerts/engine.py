@@ -24,6 +24,7 @@ from the database every tick. Until :meth:`assign` is called the engine owns eve
 from __future__ import annotations
 
 import functools
+import hashlib
 import json
 import math
 import time
@@ -51,6 +52,12 @@ from pipeline.redact import redact as redact_identifiers
 from pipeline.schemas import EVIDENCE_MAX_CHARS, Category, MisuseVerdict
 
 MAX_EVIDENCE_PER_ALERT = 5
+# A model-hopping alert names this many of the newest models (plus how many there were), and a
+# user's sightings keep at most this many targets beyond the rule's min_distinct: 2,000 distinct
+# model names made one alert of about 500 KB, rewritten at every flush and re-sent to Alertmanager
+# every minute (a hostile review, 2026-12-07).
+MAX_NAMED_TARGETS = 10
+MAX_SIGHTINGS = 100
 PRUNE_EVERY_S = 10.0
 _ALL_CATEGORIES = "*"
 @functools.lru_cache(maxsize=8192)
@@ -98,6 +105,23 @@ def _evidence(v: MisuseVerdict, categories: Iterable[Category]) -> list[dict[str
         for f in v.findings
         if f.category in wanted
     ]
+
+
+def _subject(v: MisuseVerdict) -> str:
+    """Whose risk score and model sightings a verdict adds to: one user of one tenant.
+
+    User ids are the tenant's own (a request's ``user`` field), so user "1042" of acme and user
+    "1042" of globex are two people with one pseudonym. Keyed on the pseudonym alone, their scores
+    added up, and one alert showed both tenants' evidence under whichever tenant came last (a
+    hostile review, 2026-12-07). The tenant goes in as a hash so the key fits the state tables'
+    256 characters; the alert itself carries the tenant as a label."""
+    assert v.user_id is not None
+    if not v.tenant_id:
+        return v.user_id
+    key = f"{v.user_id}@{hashlib.sha256(v.tenant_id.encode('utf-8', 'surrogatepass')).hexdigest()[:16]}"
+    if len(key) <= 256:
+        return key
+    return "h_" + hashlib.sha256(f"{v.user_id}\0{v.tenant_id}".encode("utf-8", "surrogatepass")).hexdigest()
 
 
 def _base_labels(rule: _RuleBase, **values: str | None) -> dict[str, str]:
@@ -554,7 +578,7 @@ class AlertEngine:
     def _observe_offender(self, rule: RepeatOffenderRule, v: MisuseVerdict, now: float, partition: int) -> None:
         if v.user_id is None or not matches(rule.match, v):
             return
-        key = (partition, rule.name, v.user_id)
+        key = (partition, rule.name, _subject(v))
         # Decay by event time (clamped to now), as the windows do: verdicts replayed after an
         # outage decay between each other as they did live instead of piling up undecayed.
         # The score is held as of the latest event time seen; an older verdict adds its weight
@@ -576,7 +600,7 @@ class AlertEngine:
             ends_at = now + rule.half_life * math.log2(score / rule.threshold)
             self._assert(
                 rule,
-                _base_labels(rule, user=v.user_id),
+                _base_labels(rule, tenant=v.tenant_id, user=v.user_id),
                 now,
                 max(ends_at, now + 1.0),
                 {
@@ -595,26 +619,35 @@ class AlertEngine:
         if v.user_id is None or target is None or not matches(rule.match, v):
             return
         seen_at = min(v.timestamp.timestamp(), now)
-        sightings = self._hops[(partition, rule.name, v.user_id)]
+        subject = _subject(v)
+        sightings = self._hops[(partition, rule.name, subject)]
         if seen_at < now - rule.window:
             return
         previous = sightings.get(target)
         if previous is None or previous[0] < seen_at:
             sightings[target] = (seen_at, v.tenant_id)
-            self._dirty.hops.add((partition, rule.name, v.user_id, target))
-            self._dirty.gone_hops.discard((partition, rule.name, v.user_id, target))
+            self._dirty.hops.add((partition, rule.name, subject, target))
+            self._dirty.gone_hops.discard((partition, rule.name, subject, target))
+            if len(sightings) > rule.min_distinct + MAX_SIGHTINGS:  # only the newest decide
+                oldest = min(sightings, key=lambda t: sightings[t][0])
+                del sightings[oldest]
+                self._dirty.hops.discard((partition, rule.name, subject, oldest))
+                self._dirty.gone_hops.add((partition, rule.name, subject, oldest))
         recent = sorted(((s[0], t) for t, s in sightings.items() if s[0] > now - rule.window), reverse=True)
         if len(recent) >= rule.min_distinct:
             ends_at = recent[rule.min_distinct - 1][0] + rule.window
+            named = sorted(t for _, t in recent[:MAX_NAMED_TARGETS])
+            if len(recent) > MAX_NAMED_TARGETS:
+                named.append(f"... {len(recent) - MAX_NAMED_TARGETS} more")
             self._assert(
                 rule,
-                _base_labels(rule, user=v.user_id),
+                _base_labels(rule, tenant=v.tenant_id, user=v.user_id),
                 now,
                 ends_at,
                 {
                     "summary": rule.description
                     or f"user flagged on {len(recent)} distinct {rule.across}s within {rule.window:g}s",
-                    rule.across + "s": ",".join(sorted(t for _, t in recent)),
+                    rule.across + "s": ",".join(named),
                     "distinct": str(len(recent)),
                     "tenant": v.tenant_id or "",
                     "last_request_id": v.request_id,
@@ -658,13 +691,19 @@ class AlertEngine:
             if a.ends_at < now - 3600:
                 del self.alerts[fp]
 
-    def risk_score(self, rule: str, user_id: str) -> float:
-        """Current decayed score over the partitions held here (for the CLI and tests)."""
+    def risk_score(self, rule: str, user_id: str, tenant_id: str | None = None) -> float:
+        """Current decayed score of a user over the partitions held here (for the CLI and tests):
+        of that user in ``tenant_id``, or summed over every tenant when it is None."""
         r = self.rules.rule(rule)
         assert isinstance(r, RepeatOffenderRule)
         now = self._clock()
+        if tenant_id is not None:
+            subject = _subject(MisuseVerdict.model_construct(user_id=user_id, tenant_id=tenant_id))
+            wanted: Callable[[str], bool] = subject.__eq__
+        else:
+            wanted = lambda s: s == user_id or s.startswith(user_id + "@")  # noqa: E731
         return sum(
             score * 0.5 ** (max(0.0, now - updated) / r.half_life)
-            for (_p, name, user), (score, updated, _) in self._risk.items()
-            if name == rule and user == user_id
+            for (_p, name, subject), (score, updated, _) in self._risk.items()
+            if name == rule and wanted(subject)
         )

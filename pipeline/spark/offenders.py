@@ -33,7 +33,11 @@ def run(
     top: int | None = 100,
     weights: Mapping[str, float] = SEVERITY_WEIGHTS,
 ) -> DataFrame:
-    """Lake verdict rows -> one row per user with risk > 0, highest risk first (rank 1)."""
+    """Lake verdict rows -> one row per user of a tenant with risk > 0, highest risk first (rank 1).
+
+    User ids are the tenant's own (a request's ``user`` field): user "1042" of two tenants is two
+    people under one pseudonym, as the producer's keys and the alert engine hold it, so each is
+    ranked on its own (their risks were added up; a hostile review, 2026-12-07)."""
     del spark
     if half_life_days <= 0:
         raise ValueError("half_life_days must be > 0")
@@ -43,7 +47,7 @@ def run(
         as_of = as_of.replace(tzinfo=UTC)
     from pipeline.spark.backfill import one_per_request
 
-    rows = one_per_request(verdicts).where(F.col("user_id").isNotNull())
+    rows = one_per_request(verdicts).where(F.col("user_id").isNotNull()).withColumn("_tenant", F.coalesce("tenant_id", F.lit("")))
     # Default: the newest verdict, but never after now. One record dated 2199 (timestamps up to
     # 2200 are valid) made every other risk decay to 0 and emptied the ranking but for its user
     # (a hostile review, 2026-12-06); a future record's age is 0 (below), so it weighs in full.
@@ -60,7 +64,7 @@ def run(
         )
     )
     flagged = F.col("flagged")
-    per_user = scored.groupBy("user_id").agg(
+    per_user = scored.groupBy("user_id", "_tenant").agg(
         F.sum("_risk").alias("risk"),
         F.count(F.lit(1)).alias("records"),
         F.sum(flagged.cast("long")).alias("flagged"),
@@ -87,12 +91,12 @@ def run(
             "max_severity",
             F.element_at(F.array(*[F.lit(s) for s in ("none", "low", "medium", "high", "critical")]), F.col("_max_rank") + 1),
         )
-        .withColumn("rank", F.row_number().over(Window.orderBy(F.desc("risk"), F.asc("user_id"))))
+        .withColumn("rank", F.row_number().over(Window.orderBy(F.desc("risk"), F.asc("user_id"), F.asc("_tenant"))))
         .drop("_max_rank")
     )
     if top is not None:
         ranked = ranked.where(F.col("rank") <= top)
-    ranked = ranked.join(_dominant_category(rows), "user_id", "left")
+    ranked = ranked.join(_dominant_category(rows), ["user_id", "_tenant"], "left")
     return ranked.select(
         "rank", "user_id", "risk", "records", "flagged", "flagged_share", "complied", "max_severity",
         "categories", "dominant_category", "models", "models_used", "tenants", "first_seen", "last_seen",
@@ -101,19 +105,19 @@ def run(
 
 
 def _dominant_category(rows: DataFrame) -> DataFrame:
-    """user_id -> the category on most of the user's flagged verdicts (ties: alphabetical), so a
+    """(user_id, _tenant) -> the category on most of the user's flagged verdicts (ties: alphabetical), so a
     report can colour a user by what they mostly do rather than by the first category listed."""
     per_category = (
         rows.where(F.col("flagged"))
-        .select("user_id", F.explode("categories").alias("category"))
-        .groupBy("user_id", "category")
+        .select("user_id", "_tenant", F.explode("categories").alias("category"))
+        .groupBy("user_id", "_tenant", "category")
         .count()
     )
-    first = Window.partitionBy("user_id").orderBy(F.desc("count"), F.asc("category"))
+    first = Window.partitionBy("user_id", "_tenant").orderBy(F.desc("count"), F.asc("category"))
     return (
         per_category.withColumn("_n", F.row_number().over(first))
         .where(F.col("_n") == 1)
-        .select("user_id", F.col("category").alias("dominant_category"))
+        .select("user_id", "_tenant", F.col("category").alias("dominant_category"))
     )
 
 

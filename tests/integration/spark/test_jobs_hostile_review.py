@@ -107,6 +107,20 @@ def test_one_record_dated_2199_does_not_empty_the_offenders_ranking(spark: Spark
     assert before > 5 and after.count() == before + 1  # was 1: every other risk decayed to 0
 
 
+def test_one_user_id_in_two_tenants_is_ranked_as_two_offenders(spark: SparkSession, history_lake: Path) -> None:
+    """User ids are the tenant's own: "1042" of two tenants is two people under one pseudonym (the
+    producer's keys and the alert engine hold it so). The ranking added their risks up (a hostile
+    review, 2026-12-07)."""
+    verdicts = backfill.read_lake_verdicts(spark, history_lake)
+    flagged = verdicts.where(F.col("flagged")).limit(2).withColumn("user_id", F.lit("u_0123456789abcdef0123"))
+    one, two = flagged.collect()
+    both = flagged.withColumn("tenant_id", F.when(F.col("request_id") == one["request_id"], "acme").otherwise("globex"))
+    ranked = {r["tenants"][0]: r for r in offenders.run(spark, both, top=None).collect()}
+    assert sorted(ranked) == ["acme", "globex"]
+    assert ranked["acme"]["records"] == ranked["globex"]["records"] == 1
+    assert {r["dominant_category"] for r in ranked.values()} <= set(one["categories"]) | set(two["categories"])
+
+
 def test_job_output_is_owner_only(spark: SparkSession, history_lake: Path, tmp_path: Path) -> None:
     """Campaigns keep a representative prompt; the jobs' files were 0644."""
     target = aggregates.write(aggregates.run(spark, backfill.read_lake_verdicts(spark, history_lake)), tmp_path / "out")

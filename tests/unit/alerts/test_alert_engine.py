@@ -179,3 +179,54 @@ rules:
         second.load(conn)
     second.observe([verdict(model="reasoner")])  # 4th in the window, 2nd model, score 2+2+8+2*... >= 10
     assert firing(second, clock, "burst") and firing(second, clock, "hop") and firing(second, clock, "offender")
+
+
+OFFENDER_AND_HOP = """
+rules:
+  - {name: offender, kind: repeat_offender, half_life: 1h, threshold: 10, weights: {high: 4}}
+  - {name: hop, kind: model_hopping, min_distinct: 3, window: 30m}
+"""
+
+
+def test_one_user_id_in_two_tenants_is_two_users(clock: FakeClock, verdict: VerdictFactory) -> None:
+    """User ids are the tenant's own (a request's ``user`` field), so "1042" of acme and "1042" of
+    globex share a pseudonym. Keyed on it alone, their risk scores and model sightings added up,
+    and one alert showed both tenants' evidence under the tenant seen last (a hostile review,
+    2026-12-07)."""
+    engine = make(OFFENDER_AND_HOP, clock)
+    engine.observe([verdict(tenant="acme", model="coder", evidence="acme's prompt") for _ in range(2)])
+    engine.observe([verdict(tenant="globex", model=m, evidence="globex's prompt") for m in ("reasoner", "translator")])
+    assert firing(engine, clock, "offender") == [] and firing(engine, clock, "hop") == []  # 8 and 8, 1 and 2 models
+    assert engine.risk_score("offender", "u_alice", "acme") == 8 and engine.risk_score("offender", "u_alice", "globex") == 8
+    assert engine.risk_score("offender", "u_alice") == 16  # summed over tenants when none is named
+
+    engine.observe([verdict(tenant="globex", model="coder", evidence="globex again")])
+    [labels] = firing(engine, clock, "offender")
+    assert labels["tenant"] == "globex" and labels["user"] == "u_alice"
+    [hop] = firing(engine, clock, "hop")
+    assert hop["tenant"] == "globex"
+    engine.observe([verdict(tenant="acme", model="coder", evidence="acme again")])
+    by_tenant = {(a.rule, a.labels["tenant"]): a for a in engine.alerts.values() if a.firing(clock.now)}
+    assert set(by_tenant) == {("offender", "globex"), ("offender", "acme"), ("hop", "globex")}
+    assert all("globex" not in e["snippet"] for e in by_tenant[("offender", "acme")].evidence)
+    assert all("acme" not in e["snippet"] for e in by_tenant[("offender", "globex")].evidence)
+
+
+def test_model_hopping_names_a_bounded_number_of_models(clock: FakeClock, verdict: VerdictFactory, db_url: str) -> None:
+    """2,000 distinct model names made one alert of about 500 KB, rewritten at every flush and
+    re-sent to Alertmanager every minute (a hostile review, 2026-12-07)."""
+    from pipeline.alerts.engine import MAX_NAMED_TARGETS, MAX_SIGHTINGS
+
+    engine = make("rules: [{name: hop, kind: model_hopping, min_distinct: 3, window: 30m}]", clock)
+    for i in range(500):
+        engine.observe([verdict(model=f"m{i:04d}-" + "x" * 200)])
+        clock.advance(1)
+    [alert] = [a for a in engine.alerts.values() if a.firing(clock.now)]
+    named = alert.annotations["models"].split(",")
+    assert len(named) == MAX_NAMED_TARGETS + 1 and named[-1] == f"... {3 + MAX_SIGHTINGS - MAX_NAMED_TARGETS} more"
+    assert named[0].startswith("m0490-") and named[MAX_NAMED_TARGETS - 1].startswith("m0499-")  # the newest
+    assert alert.annotations["distinct"] == str(3 + MAX_SIGHTINGS)
+    with create_db_engine(db_url).begin() as conn:
+        engine.save(conn)
+        stored = conn.exec_driver_sql("SELECT count(*) FROM mm_alert_hop_sightings").scalar()
+    assert stored == 3 + MAX_SIGHTINGS

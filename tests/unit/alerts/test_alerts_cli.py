@@ -50,6 +50,21 @@ def test_list_shows_firing_alerts(tmp_path: Path, verdict: VerdictFactory) -> No
     assert alert["status"] == "firing" and alert["labels"]["user"] == "u_7"
 
 
+@pytest.mark.parametrize("model", ["[/]", "x[v2]", "[link=https://evil.example]qwen3[/link]"], ids=["closing-tag", "brackets", "link"])
+def test_list_shows_label_values_as_written(model: str, tmp_path: Path, verdict: VerdictFactory) -> None:
+    """Labels carry client-named values, and rich read them as markup: a model named "[/]" made
+    `alerts list` fail for every operator while its alert lasted, "x[v2]" lost text and a
+    [link=...] showed a disguised link (a hostile review, 2026-12-07)."""
+    url = f"sqlite:///{tmp_path / 'a.db'}"
+    engine = AlertEngine(parse_rules("rules: [{name: crit, kind: verdict, match: {min_severity: critical}}]"))
+    engine.observe([verdict(user="u_7", model=model, severity=Severity.CRITICAL)])
+    with create_db_engine(url).begin() as conn:
+        engine.save(conn)
+    result = CliRunner().invoke(app, ["--db-url", url, "list"], env={"COLUMNS": "400"})
+    assert result.exit_code == 0, result.output
+    assert f"model={model}" in result.output
+
+
 def test_alerts_config_file_is_read(tmp_path: Path) -> None:
     config = tmp_path / "alerts.yaml"
     config.write_text(
