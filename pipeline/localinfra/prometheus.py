@@ -21,9 +21,6 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import httpx
-import yaml
-
 from pipeline.localinfra.base import (
     LOOPBACK,
     ConfiguredHttpService,
@@ -95,6 +92,7 @@ def start_prometheus(
     if port_is_open(LOOPBACK, port):
         raise PrometheusSetupError(f"port {LOOPBACK}:{port} is already in use")
     config_path = data_dir / "prometheus.yml"
+    import yaml  # here, not at the top: `make clean` runs this module with the system python3 (no .venv)
     config_path.write_text(yaml.safe_dump(prometheus_config(targets, rule_files, interval_s), sort_keys=True))
     argv = [
         binary,
@@ -111,6 +109,8 @@ def start_prometheus(
 
 
 def _api(base_url: str, path: str, params: dict[str, Any]) -> Any:
+    import httpx
+
     response = httpx.get(f"{base_url}{path}", params=params, timeout=30.0)
     body = response.json() if response.headers.get("content-type", "").startswith("application/json") else {}
     if response.status_code != 200 or body.get("status") != "success":

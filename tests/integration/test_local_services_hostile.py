@@ -312,6 +312,73 @@ def test_make_clean_stops_the_services_before_deleting_their_state(workdir: Path
         shutil.rmtree(cluster, ignore_errors=True)
 
 
+@pytest.mark.skipif(shutil.which("make") is None or shutil.which("python3") is None, reason="needs make and python3")
+def test_make_clean_without_a_venv_stops_services_and_keeps_working_data(workdir: Path) -> None:
+    """A newcomer review (2026-12-07): without `.venv`, `make clean` runs the service modules with
+    the system python3, where Prometheus's and Alertmanager's imported httpx and yaml at the top and
+    failed (hidden by `-@`), so the state file went and the service ran on unseen; and `clean`
+    deleted all of data/, the default lake and the gateway's spill of logs not yet in Kafka."""
+    checkout = _make_checkout(workdir, venv=False)
+    assert _cli("prometheus", "up", "--port", "0", cwd=checkout).returncode == 0
+    for folder in ("data/demo", "data/lake/verdicts", "data/gateway"):
+        (checkout / folder).mkdir(parents=True)
+    (checkout / "data/gateway/spill.jsonl").write_text('{"not yet": "in Kafka"}\n')
+    done = _make("clean", checkout)
+    assert done.returncode == 0, done.stdout + done.stderr
+    deadline = time.monotonic() + 20
+    while _processes_mentioning(str(checkout / ".run")) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not _processes_mentioning(str(checkout / ".run")), "make clean left Prometheus running unseen"
+    assert not (checkout / ".run").exists() and not (checkout / "data/demo").exists()
+    assert (checkout / "data/gateway/spill.jsonl").read_text() == '{"not yet": "in Kafka"}\n'
+    assert (checkout / "data/lake/verdicts").is_dir() and "kept data/" in done.stdout
+
+
+def test_kafka_down_during_up_waits_and_stops_the_broker(workdir: Path) -> None:
+    """`down` took no lock: during `up`'s storage format step (seconds, before the broker's JVM
+    exists) it said "not running", exit 0, and the broker started after it (a newcomer review,
+    2026-12-07)."""
+    up = _start("kafka", "up", "--port", "0", cwd=workdir)
+    deadline = time.monotonic() + 30
+    while not (workdir / ".run" / "kafka").is_dir() and time.monotonic() < deadline:  # it is starting the broker
+        time.sleep(0.05)
+    assert up.poll() is None, "up finished before down could run beside it"
+    down = _cli("kafka", "down", cwd=workdir)
+    up.communicate(timeout=120)
+    assert down.returncode == 0 and "kafka: stopped" in down.stderr, down.stderr
+    assert up.returncode == 0
+    assert not _processes_mentioning(str(workdir / ".run" / "kafka")), "the broker started after `down` returned"
+
+
+def test_kafka_in_a_folder_with_non_ascii_letters_keeps_its_data_there(workdir: Path) -> None:
+    """Kafka and log4j2 read .properties files as ISO-8859-1: under "josé" the broker's log dirs
+    were "josÃ©", outside the run dir, and the next start formatted storage again and failed (a
+    newcomer review, 2026-12-07)."""
+    folder = workdir / "josé ü"
+    folder.mkdir()
+    for _ in range(2):  # the second start finds the storage the first formatted
+        up = _cli("kafka", "up", "--port", "0", cwd=folder)
+        assert up.returncode == 0, up.stderr
+        assert (folder / ".run" / "kafka" / "logs" / "meta.properties").is_file()
+        assert (folder / ".run" / "kafka" / "server.log").is_file()
+        assert _cli("kafka", "down", cwd=folder).returncode == 0
+    assert sorted(p.name for p in workdir.iterdir()) == ["josé ü"], "the broker wrote outside its run dir"
+
+
+def test_a_cluster_whose_initdb_was_killed_is_initialised_again(workdir: Path) -> None:
+    """initdb writes PG_VERSION first: a cluster whose initdb was killed was taken for ready at
+    every later start, which then failed with a FATAL naming no cause (a newcomer review,
+    2026-12-07). The mark of a finished initdb is its log, written once it returned."""
+    assert _cli("postgres", "up", "--port", "0", cwd=workdir).returncode == 0
+    assert _cli("postgres", "down", cwd=workdir).returncode == 0
+    cluster = _pg_cluster(workdir) or workdir / ".run" / "postgres" / "cluster"
+    shutil.rmtree(cluster / "base")  # as a killed initdb leaves it: PG_VERSION, no databases
+    (workdir / ".run" / "postgres" / "initdb.log").unlink()
+    up = _cli("postgres", "up", "--port", "0", cwd=workdir)
+    assert up.returncode == 0, up.stderr
+    assert "half-initialised" in up.stderr and (cluster / "base").is_dir()
+
+
 def test_ctrl_c_during_up_is_one_line_exit_130_and_leaves_nothing_running(workdir: Path) -> None:
     up = _start("kafka", "up", "--port", "0", cwd=workdir)
     deadline = time.monotonic() + 30
