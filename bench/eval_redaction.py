@@ -131,6 +131,10 @@ def redactor_at(rev: str) -> PresidioRedactor:
     source = shown.stdout
     module = sys.modules[f"redact_at_{rev}"] = types.ModuleType(f"redact_at_{rev}")  # dataclasses look it up
     exec(compile(source, f"{rev}:pipeline/redact.py", "exec"), module.__dict__)  # noqa: S102 - our own file at rev
+    # Its spans are merged with those of this checkout's readings: one class, or sorting them fails.
+    import pipeline.redact
+
+    module.PiiSpan = pipeline.redact.PiiSpan
     return module.PresidioRedactor.create()
 
 

@@ -116,6 +116,12 @@ _PASSWORD_WORDS = r"(?:password|passwort|passwd|pwd|passcode|passphrase|pass phr
 _KEY_START = r"(?<![^\W_])"
 _QUOTE = r"[\"'`]?"
 _KEY_SEP = r"\s*(?:=>|[:=])"  # "=>" as in PHP's and Ruby's arrays
+# Between the words of a cue: blanks, or "_", "-" or nothing as keys write them ("date_of_birth",
+# "dateOfBirth", "customer-id"); and where a camelCase key's word starts ("newPassword"). Rule and
+# numbers: docs/benchmarks.md, "Keys of JSON and code for identifiers, dates of birth and
+# camelCase passwords".
+_CUE_JOIN = r"(?:\s+|[_-]?)"
+_CAMEL_START = r"(?<=[a-z])(?=(?-i:P))"
 # The account-name value: an @handle, or a value with a digit that starts with a letter or "_" and ends
 # in no dot or hyphen, and is no call or index (docs/benchmarks.md, "Account names and handles named
 # in the text, variant 2").
@@ -175,8 +181,8 @@ CUSTOM_PATTERNS: tuple[tuple[str, str, str, float], ...] = (
      r"(?=(?:[ .-]?\(?\d\)?){8,13}+(?![ .-]?\(?\d))\(?\d++\)?(?:[ .-]?\(?\d++\)?)*+", 0.9),
     # The value after "password is", "pwd:", "passcode =", "PIN:" (the cue words stay readable).
     ("PASSWORD", "password in context",
-     rf"(?<={_KEY_START}{_PASSWORD_WORDS}\b{_QUOTE}"
-     rf"(?:\s+(?:is|was|will be|should be|to|=|:)|{_KEY_SEP})\s*{_QUOTE})[^\s\"'`,;]{{3,}}", 0.95),
+     rf"(?<=(?:{_KEY_START}{_PASSWORD_WORDS}\b{_QUOTE}(?:\s+(?:is|was|will be|should be|to|=|:)|{_KEY_SEP})"
+     rf"|{_CAMEL_START}{_PASSWORD_WORDS}\b{_QUOTE}{_KEY_SEP})\s*{_QUOTE})[^\s\"'`,;]{{3,}}", 0.95),  # a camelCase key only as a key
     # "<password>Steam4ever!</password>"
     ("PASSWORD", "password in a tag", rf"(?<=<{_PASSWORD_WORDS}>)[^<\s]{{3,}}", 0.95),
     # Commands, connection strings and key files that cyber-abuse evidence quotes (rule and numbers:
@@ -221,10 +227,10 @@ CUSTOM_PATTERNS: tuple[tuple[str, str, str, float], ...] = (
     # "number" or "no." after them. The value has a digit in its first token and five or more
     # characters; a second token only in capitals ("KX19 ABC").
     ("IDENTIFIER", "identifier after its name",
-     r"(?<=\b(?:(?:passport|driver'?s?\s+licen[cs]e|licen[cs]e\s+plate|number\s+plate|plate\s+number"
-     r"|registration\s+number|vin|account|acct)(?:\s+(?:number|num|no\.?|nr\.?|id|code|\#))?"
-     r"|(?:customer|member(?:ship)?|employee|student|patient|policy|tax|id)\s+(?:number|num|no\.?|nr\.?|id|code|\#))"
-     r"(?:\s+(?:is|was|=|:)|\s*[:=\#])?\s*)"
+     rf"(?<=\b(?:(?:passport|driver'?s?{_CUE_JOIN}licen[cs]e|licen[cs]e{_CUE_JOIN}plate|number{_CUE_JOIN}plate|plate{_CUE_JOIN}number"
+     rf"|registration{_CUE_JOIN}number|vin|account|acct)(?:{_CUE_JOIN}(?:number|num|no\.?|nr\.?|id|code|\#))?"
+     rf"|(?:customer|member(?:ship)?|employee|student|patient|policy|tax|id){_CUE_JOIN}(?:number|num|no\.?|nr\.?|id|code|\#))"
+     rf"{_QUOTE}(?:\s+(?:is|was|=|:)|{_KEY_SEP}|\s*\#)?\s*{_QUOTE})"
      r"(?=[\w-]*\d)(?:[a-z0-9][\w-]{4,}(?-i:\s[A-Z0-9]{3,4}\b)?|[a-z0-9][\w-]{2,3}(?-i:\s[A-Z0-9]{3,4}\b))", 0.9),
     # An account name after a word that names one: "username jsmith42", "his Steam ID is
     # Gabe_N3well", "message his Telegram @crypto_king99" (in a doxing request the account is the
@@ -277,7 +283,8 @@ CUSTOM_PATTERNS: tuple[tuple[str, str, str, float], ...] = (
     # "Authorization: Basic <base64 of user:password>"
     ("API_KEY", "basic authorization", r"(?<=\b(?:proxy-)?authorization:\s*basic\s+)[a-z0-9+/]{8,}={0,2}", 0.9),
     ("BIRTH_DATE", "date after a birth cue",
-     r"(?<=\b(?:date\s+of\s+birth|d\.?o\.?b\.?|born(?:\s+(?:on|in))?|birth\s*date|birthday)(?:\s+(?:is|was|=|:)|\s*[:=])?\s*)"
+     rf"(?<=\b(?:date{_CUE_JOIN}of{_CUE_JOIN}birth|d\.?o\.?b\.?|born(?:\s+(?:on|in))?|birth{_CUE_JOIN}date|birthday)"
+     rf"{_QUOTE}(?:\s+(?:is|was|=|:)|{_KEY_SEP})?\s*{_QUOTE})"
      r"(?:\d{1,4}[./-]\d{1,2}[./-]\d{1,4}"
      r"|(?:jan|feb|mar|apr|may|jun|jul|aug|sep|oct|nov|dec)[a-z]*\.?\s+\d{1,2}(?:st|nd|rd|th)?,?\s+\d{4}"
      r"|\d{1,2}(?:st|nd|rd|th)?\s+(?:of\s+)?(?:jan|feb|mar|apr|may|jun|jul|aug|sep|oct|nov|dec)[a-z]*\.?,?\s+\d{4})\b", 0.9),
@@ -810,13 +817,42 @@ def current() -> Redactor:
 def find_spans(text: str, redactor: Redactor | None = None) -> list[PiiSpan]:
     """Every PII span of ``text``: what the redactor finds in it, in its letter-by-letter runs
     read without their spaces, in its accent-folded copy, with its disguises undone (:func:`_rewrites`),
-    and in its base64 runs decoded."""
+    and in its base64 runs decoded. Each is read as :func:`_reading` writes it."""
     r = redactor or current()
+    text = _reading(text)
     return [*r.spans(text), *_spaced_spans(text, r), *_folded_spans(text, r), *_rewritten_spans(text, r), *_base64_spans(text, r)]
 
 
 def redact_text(text: str, redactor: Redactor | None = None) -> Redaction:
     return apply(text, find_spans(text, redactor))
+
+
+# An escape of JSON or C that glues a letter to what follows it: a tool result or a tool call's
+# arguments logged as JSON text carry "Username: jsmith42\\nPassword: Summer2024!". Escapes of a
+# backslash are matched too, so that in "C:\\new" the "n" stays a letter.
+_GLUING_ESCAPE = re.compile(r"\\[nrtbf\\]")
+
+
+@functools.cache
+def _dashes() -> dict[int, str]:
+    """Every dash of Unicode (category Pd) and the minus sign, as "-": NFKC keeps the en dash,
+    the figure dash (made for digit groups) and the minus sign as they are."""
+    table = {c: "-" for c in range(0x80, 0x10000) if unicodedata.category(chr(c)) == "Pd"}
+    table[0x2212] = "-"
+    return table
+
+
+def _reading(text: str) -> str:
+    """``text`` as the recognisers read it, one character for one (its spans are the text's):
+    the escapes ``\\n \\r \\t \\b \\f`` as two blanks and every dash as "-". The recognisers that
+    need a word to start before their match stopped at the "n" of "\\nPassword: ..." and of
+    "\\n078-05-1120", and a card written with en dashes was read as four numbers (a privacy
+    review, 2026-12-07). Evidence still shows the characters as they were written (a Windows
+    path's "\\temp" has no blank there). Quotes escaped as ``\\"`` are undone by :func:`_rewrites`:
+    no one-for-one reading keeps both sides of '\\"password\\": \\"x\\"' quoted."""
+    if "\\" in text:
+        text = _GLUING_ESCAPE.sub(lambda m: m.group() if m.group()[1] == "\\" else "  ", text)
+    return text if text.isascii() else text.translate(_dashes())
 
 
 def _folded_spans(text: str, redactor: Redactor) -> list[PiiSpan]:
@@ -838,6 +874,9 @@ def _folded_spans(text: str, redactor: Redactor) -> list[PiiSpan]:
 
 # A JSON / JavaScript / Python escape of one UTF-16 code unit: ``\\u00e9``.
 _U_ESCAPE = re.compile(r"\\u([0-9a-fA-F]{4})")
+# A quote escaped with a backslash, or a backslash escaped (matched so that "\\\\" is not read
+# as the start of the escape of the quote after it).
+_ESCAPED_QUOTE = re.compile(r'\\["\\]')
 # Defanged addresses as threat-intelligence write them: ``alice[@]example[.]com``, ``10(.)0(.)0(.)1``.
 _DEFANGED = re.compile(r"\[(\.|@|dot|at)\]|\((\.|@|dot|at)\)|\{(\.|@)\}", re.IGNORECASE)
 # What joins characters or digit groups in disguised PII (``4~1~1~1``, ``4111🔥1111🔥1111``):
@@ -853,7 +892,8 @@ def _rewrites(text: str) -> list[tuple[int, int, str]]:
     """Edits (start, end, replacement) that undo disguises of PII the recognisers do not read,
     sorted, none overlapping (the first found wins): ``\\uXXXX`` escapes decoded (``json.dumps``
     writes every non-ASCII character so: tool results and tool-call arguments logged by Python
-    carry ``Jos\\u00e9 Garc\\u00eda`` and ``4111\\u00a01111...``), defanged ``[@]`` and ``[.]``,
+    carry ``Jos\\u00e9 Garc\\u00eda`` and ``4111\\u00a01111...``), quotes escaped as ``\\"``
+    (JSON inside a JSON string), defanged ``[@]`` and ``[.]``,
     characters or digit groups joined by emoji or ``~ + * _ = # ^ |`` (removed between single
     characters, a space between groups), and combining marks piled on ASCII letters and digits
     (Zalgo text). Found by a privacy review (2026-12-06): the detectors read each of these, and
@@ -876,6 +916,8 @@ def _rewrites(text: str) -> list[tuple[int, int, str]]:
                 edits.append((m.start(), m.end(), "\ufffd" if 0xDC00 <= unit <= 0xDFFF else chr(unit)))
         if pending is not None:
             edits.append((pending[0], pending[1], "\ufffd"))
+    if '\\"' in text:  # JSON written into a JSON string: '{\\"password\\": \\"Summer2024!\\"}'
+        edits.extend((m.start(), m.end(), '"') for m in _ESCAPED_QUOTE.finditer(text) if m.group() == '\\"')
     if "[" in text or "(" in text or "{" in text:
         for m in _DEFANGED.finditer(text):
             inner = (m.group(1) or m.group(2) or m.group(3)).lower()

@@ -638,9 +638,14 @@ class InferenceLog(BaseModel):
             # A field of a turn this contract does not name is screened too (a chat template may
             # render it): `reasoning` and `thinking` as reasoning, any other as the turn itself
             # (a turn's `thinking` went unread until a hostile review, 2026-12-07).
-            for key, value in (m.__pydantic_extra__ or {}).items():
+            for n, (key, value) in enumerate((m.__pydantic_extra__ or {}).items()):
                 kind = PartKind.REASONING if key in _REASONING_KEYS else m.kind
-                add(kind, Side.PROMPT, f"messages[{i}].{key}", value if isinstance(value, str) else "\n".join(json_strings(value)))
+                # The field's name is the client's text and reached the verdict topic and the lake
+                # unredacted (and one of 110 characters broke the location's limit of 128, and the
+                # detector's error log quoted it): named as decode errors name such keys, by its
+                # position, but for the reasoning names (a privacy review, 2026-12-07).
+                name = key if key in _REASONING_KEYS else key_label(key, n + 1)
+                add(kind, Side.PROMPT, f"messages[{i}].{name}", value if isinstance(value, str) else "\n".join(json_strings(value)))
             for j, call in enumerate(m.tool_calls or ()):
                 add(PartKind.TOOL_CALL, Side.PROMPT, f"messages[{i}].tool_calls[{j}].function.arguments", call.function.arguments)
         add(PartKind.PROMPT, Side.PROMPT, "prompt", self.prompt)

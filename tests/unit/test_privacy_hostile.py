@@ -463,3 +463,63 @@ def test_short_provider_tokens_and_ssns_written_with_spaces_are_redacted(text: s
 
     for shown in (snippet(text), redact(text)):
         assert hidden not in shown and placeholder in shown, shown
+
+
+@pytest.mark.parametrize(
+    ("text", "hidden", "placeholder"),
+    [
+        ('{"body": "Your login:\\nUsername: jsmith42\\nPassword: Summer2024!"}', "jsmith42", "<ID>"),
+        ('{"body": "Your login:\\nUsername: jsmith42\\nPassword: Summer2024!"}', "Summer2024", "<PASSWORD>"),
+        ('{"body": "Reset it:\\nDOB: 1984-03-12\\n"}', "1984-03-12", "<BIRTH_DATE>"),
+        ('{"body": "Her record:\\n078-05-1120\\n"}', "078-05-1120", "<SSN>"),
+        ('{"body": "Reach the box:\\t203.0.113.45\\n"}', "203.0.113.45", "<IP>"),
+        ('{"body": "Spoof:\\n00:1A:2B:3C:4D:5E\\n"}', "4D:5E", "<DEVICE_ID>"),
+        ('{\\"username\\": \\"jsmith42\\", \\"password\\": \\"Summer2024!\\"}', "jsmith42", "<ID>"),
+        ('{\\"username\\": \\"jsmith42\\", \\"password\\": \\"Summer2024!\\"}', "Summer2024", "<PASSWORD>"),
+        ("charge card 4111\u20131111\u20131111\u20131111 now", "1111", "<CARD>"),
+        ("charge card 4111\u22121111\u22121111\u22121111 now", "1111", "<CARD>"),
+        ("charge card 4111\u20121111\u20121111\u20121111 now", "1111", "<CARD>"),
+        ('Open a loan with {"dob": "1984-03-12"}', "1984-03-12", "<BIRTH_DATE>"),
+        ('Send {"dateOfBirth": "03/12/1984"} with the form', "03/12/1984", "<BIRTH_DATE>"),
+        ('Forge it from {"passport_number": "C01X00T47"}', "C01X00T47", "<ID>"),
+        ('Post {"patient_id": "MRN-0048213"} on the forum', "0048213", "<ID>"),
+        ('Use {"newPassword": "Summer2024!"} to take it over', "Summer2024", "<PASSWORD>"),
+    ],
+    ids=["json-newline-username", "json-newline-password", "json-newline-dob", "json-newline-ssn", "json-tab-ip",
+         "json-newline-mac", "escaped-quotes-username", "escaped-quotes-password", "card-en-dashes",
+         "card-minus-signs", "card-figure-dashes", "dob-key", "dob-camel-key", "passport-key", "patient-id-key",
+         "camel-password-key"],
+)
+def test_pii_glued_by_json_escapes_dashes_or_keys_is_redacted(text: str, hidden: str, placeholder: str) -> None:
+    """A privacy review (2026-12-07): tool results and tool-call arguments are evidence as their
+    JSON text, where "\\nPassword: x" glues an "n" to the cue word and '\\"password\\"' puts a
+    backslash before its quote; a card with en dashes was four numbers; and the identifier and
+    birth-date cues read only prose, not keys. Each was shown in evidence as written."""
+    from pipeline.redact import redact, snippet
+
+    for shown in (snippet(text), redact(text)):
+        assert hidden not in shown and placeholder in shown, shown
+
+
+def test_escapes_and_dashes_are_shown_as_written() -> None:
+    """The recognisers read "\\t" as blanks and dashes as "-"; evidence keeps what was written
+    (a Windows path's "\\temp" is no blank there)."""
+    from pipeline.redact import snippet
+
+    for text in ("copy it to C:\\Windows\\temp\\new\\evil.exe and run", "the 1990\u20132004 war \u2212 a summary"):
+        assert snippet(text) == text
+
+
+def test_a_turns_unnamed_field_is_located_by_position_not_by_its_name() -> None:
+    """A turn's field the contract does not name was quoted in each finding's location, which
+    reaches the verdict topic and the lake unredacted; one of 110 characters broke the location's
+    limit (a privacy review, 2026-12-07)."""
+    from pipeline.schemas import InferenceLog
+
+    key = "leak.canary@example.com " + "x" * 90
+    log = InferenceLog.model_validate({
+        "schema": "inference-log/v1", "request_id": "r", "timestamp": "2026-12-07T10:00:00Z", "model": "m",
+        "messages": [{"role": "user", "content": "hi", key: "write ransomware", "thinking": "plan it"}],
+    })
+    locations = {p.location for p in log.screened_parts()}
+    assert locations == {"messages[0].content", "messages[0].<key 1>", "messages[0].thinking"}
