@@ -28,6 +28,10 @@ H_TIME = "mm.error.timestamp_ms"
 # value's size in bytes and its SHA-256, so it can be matched with the source record.
 H_TRUNCATED = "mm.error.truncated_from"
 H_SHA256 = "mm.error.value_sha256"
+# The same for a key over KEPT_KEY_BYTES (cut to them at the first cut, dropped at the second).
+H_KEY_TRUNCATED = "mm.error.key_truncated_from"
+H_KEY_SHA256 = "mm.error.key_sha256"
+KEPT_KEY_BYTES = 1024
 # A refused dead letter keeps this much of its value; if even that is refused (the source
 # record's own headers were near the limit), it is sent with no value and only our headers.
 TRUNCATED_VALUE_BYTES = 64 * 1024
@@ -44,10 +48,12 @@ class DeadLetters:
         headers = {
             # The source record's own headers travel along. A null header value (Java clients
             # may send one) travels as empty: the producer refuses None, and that TypeError
-            # ended the sink stage on every restart (a hostile review, 2026-12-07).
-            **{k: v if isinstance(v, bytes) else b"" for k, v in raw.headers},
+            # ended the sink stage on every restart (a hostile review, 2026-12-07). Headers
+            # named as ours (mm.error.*) are ours alone: a planted "mm.error.truncated_from"
+            # made the first cut below skip to the second.
+            **{k: v if isinstance(v, bytes) else b"" for k, v in raw.headers if not k.startswith("mm.error.")},
             H_REASON: reason.encode(),
-            H_DETAIL: detail.encode("utf-8", "replace")[:1000],
+            H_DETAIL: detail.encode("utf-8", "replace")[:1000].decode("utf-8", "ignore").encode(),  # whole characters
             H_TOPIC: raw.position.topic.encode(),
             H_PARTITION: str(raw.position.partition).encode(),
             H_OFFSET: str(raw.position.offset).encode(),
@@ -82,8 +88,11 @@ class DeadLetters:
 
     def _cut_down(self, item: _Pending) -> None:
         """A dead letter the broker refused as too large: its value cut to the first
-        TRUNCATED_VALUE_BYTES, the original size and SHA-256 in headers; refused again, no
-        value and none of the source record's own headers."""
+        TRUNCATED_VALUE_BYTES and its key to the first KEPT_KEY_BYTES, their original sizes and
+        SHA-256 in headers; refused again, no value, no key and none of the source record's own
+        headers. The key was never cut: a bad record with a key of 1 MB made a dead letter over
+        the limit at every cut, and the partition stopped at the outage deadline on every
+        restart (a hostile review, 2026-12-07)."""
         if item.error is None or not record_level(item.error):
             return
         headers = dict(item.headers)
@@ -91,11 +100,23 @@ class DeadLetters:
             headers[H_TRUNCATED] = str(len(item.value)).encode()
             headers[H_SHA256] = hashlib.sha256(item.value).hexdigest().encode()
             item.value = item.value[:TRUNCATED_VALUE_BYTES]
+            item.key = self._cut_key(item.key, headers, KEPT_KEY_BYTES)
             self._metrics.dead_letters_truncated.inc()
         else:
             headers = {k: v for k, v in headers.items() if k.startswith("mm.")}
             item.value = b""
+            item.key = self._cut_key(item.key, headers, 0)
         item.headers = list(headers.items())
+
+    @staticmethod
+    def _cut_key(key: bytes | None, headers: dict[str, bytes], keep: int) -> bytes | None:
+        """``key`` cut to ``keep`` bytes (None for 0), noted in ``headers`` the first time."""
+        if key is None or len(key) <= keep:
+            return key
+        if H_KEY_TRUNCATED not in headers:
+            headers[H_KEY_TRUNCATED] = str(len(key)).encode()
+            headers[H_KEY_SHA256] = hashlib.sha256(key).hexdigest().encode()
+        return key[:keep] or None
 
     def close(self) -> None:
         self._producer.close()

@@ -57,6 +57,14 @@ EVIDENCE_MAX_CHARS = 160
 # regex character class was 12 us on a 3 KB string, the encode 1-3 us.
 _UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
 CLEANED_NOTE_KEY = "mm.cleaned_fields"
+
+
+def _note_paths(note: Any) -> list[str]:
+    """The paths of a cleaning note already in a record's metadata (a record re-read from the lake
+    keeps its note): only a list's strings. The client writes metadata too: a NUL in the prompt and
+    ``"mm.cleaned_fields": 5`` made the record an invalid_record dead letter, kept away from every
+    detector (a hostile review, 2026-12-07); a string was read letter by letter."""
+    return [p for p in note if isinstance(p, str)] if isinstance(note, list) else []
 # Set by a Text validator that cleaned something; reset before and read after each InferenceLog.
 _CLEANED: ContextVar[bool] = ContextVar("mm_text_cleaned", default=False)
 
@@ -533,7 +541,7 @@ class InferenceLog(BaseModel):
         The note lives in ``metadata[CLEANED_NOTE_KEY]`` so it travels wherever the record does
         (a pydantic private attribute would cost 3 us on every record, cleaned or not).
         """
-        return tuple((self.metadata or {}).get(CLEANED_NOTE_KEY, ()))
+        return tuple(_note_paths((self.metadata or {}).get(CLEANED_NOTE_KEY)))
 
     @model_validator(mode="wrap")
     @classmethod
@@ -548,7 +556,7 @@ class InferenceLog(BaseModel):
         if cleaned:
             # The validators do not know their path; the raw input (slow path, dirty records only) does.
             metadata = dict(log.metadata or {})
-            metadata[CLEANED_NOTE_KEY] = list(dict.fromkeys((*metadata.get(CLEANED_NOTE_KEY, ()), *_cleaned_paths(data))))
+            metadata[CLEANED_NOTE_KEY] = list(dict.fromkeys((*_note_paths(metadata.get(CLEANED_NOTE_KEY)), *_cleaned_paths(data))))
             object.__setattr__(log, "metadata", metadata)  # frozen: set once, during validation
             log.__pydantic_fields_set__.add("metadata")  # kept by exclude_unset dumps too
         return log

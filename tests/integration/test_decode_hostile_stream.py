@@ -120,6 +120,41 @@ def test_a_record_just_under_the_topic_limit_is_dead_lettered_cut_down_not_an_ou
     assert sorted(table.column("request_id").to_pylist()) == ["g0", "g1"]
 
 
+def test_a_bad_record_with_a_key_near_the_topic_limit_is_dead_lettered_with_its_key_cut(
+    kafka_bootstrap, kafka_topic_factory, tmp_path
+):
+    """A hostile review (2026-12-07): the cuts above shrank the value and the headers but never
+    the key, so a bad record with a key of 1 MB made a dead letter over the limit at every cut,
+    and the partition stopped at the outage deadline (exit 9) on every restart. A planted
+    mm.error.truncated_from header no longer skips the first cut either."""
+    import hashlib
+
+    from kafka import KafkaProducer
+
+    limit = {"max.message.bytes": "1048588"}
+    topic = kafka_topic_factory(partitions=1, config=limit)
+    dlq = kafka_topic_factory(partitions=1, config=limit, prefix="dlq")
+    key = b"k" * 1_048_400
+    producer = KafkaProducer(bootstrap_servers=kafka_bootstrap, max_request_size=4 << 20, acks="all")
+    try:
+        producer.send(topic, _good("g0", "hi"), key=b"g0").get(30)
+        producer.send(topic, b"{", key=key, headers=[("mm.error.truncated_from", b"999999")]).get(30)
+        producer.send(topic, _good("g1", "hello"), key=b"g1").get(30)
+    finally:
+        producer.close()
+    env = _env(kafka_bootstrap, topic, tmp_path, "g-bigkey", dlq=dlq, MM_STREAM__OUTAGE_DEADLINE_S="20")
+    _stream(env)
+    (dead,) = _read(kafka_bootstrap, dlq, 1)
+    headers = dict(dead.headers)
+    assert headers["mm.error.reason"] == b"invalid_json" and headers["mm.source.offset"] == b"1"
+    assert headers["mm.error.key_truncated_from"] == str(len(key)).encode()
+    assert headers["mm.error.key_sha256"] == hashlib.sha256(key).hexdigest().encode()
+    assert headers["mm.error.truncated_from"] == b"1" and dead.value == b"{"  # ours, not the planted one
+    assert dead.key == key[:1024]
+    table = LakeWriter(tmp_path / "lake").read()
+    assert sorted(table.column("request_id").to_pylist()) == ["g0", "g1"]
+
+
 def test_a_bad_record_with_a_null_header_value_is_dead_lettered_not_a_stopped_partition(
     kafka_bootstrap, kafka_topic_factory, tmp_path, monkeypatch
 ):

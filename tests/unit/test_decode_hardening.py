@@ -199,6 +199,17 @@ def test_cleaning_applies_outside_decode_too():
     assert ChatMessage(role="user", content="a\x00").content == "a"  # cleaned; the note needs an InferenceLog
 
 
+@pytest.mark.parametrize("note", [5, [{"a": 1}], "abc", None, ["prompt", 7]], ids=["int", "dicts", "string", "null", "mixed"])
+def test_a_cleaning_note_the_client_wrote_does_not_keep_the_record_from_the_detectors(note):
+    """A NUL in the prompt and ``"mm.cleaned_fields": 5`` in metadata made the record an
+    invalid_record dead letter, away from every detector (a hostile review, 2026-12-07)."""
+    log = decode_log(_line(prompt="a\x00b write ransomware", metadata={CLEANED_NOTE_KEY: note}), LIMIT)
+    assert log.prompt == "ab write ransomware"
+    assert log.cleaned_fields == ("prompt",)  # the note's strings kept, what is not a string dropped
+    clean = decode_log(_line(prompt="fine", metadata={CLEANED_NOTE_KEY: note}), LIMIT)
+    assert clean.cleaned_fields == (("prompt",) if note == ["prompt", 7] else ())
+
+
 def test_unexpected_exception_in_validation_is_still_a_decode_error(monkeypatch):
     def boom(obj):
         raise OverflowError("date value out of range")
