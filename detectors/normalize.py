@@ -431,6 +431,10 @@ def _braille_letters(run: str) -> str | None:
     return "".join(out) if known >= 0.8 * len(run) else None
 
 
+# Marks of one cluster that are normalised (see normalize_reading).
+MAX_CLUSTER_MARKS = 32
+
+
 def _is_mark(ch: str) -> bool:
     """A non-spacing or enclosing mark (Mn, Me), with or without a combining class: U+034F
     COMBINING GRAPHEME JOINER has none, and Zalgo generators put it between the marks."""
@@ -473,6 +477,10 @@ def normalize_reading(base: Reading) -> Reading:
     done = 0  # characters before this index are handled
     braille_text: bool | None = None  # does the text hold a Braille word (looked up at the first cell)
     blank = _blanks()
+    # Characters NFKC added so far: past the text's own length, expanding ones stay as they are.
+    # 99,000 x U+FDFA (18 letters each) made a reading of 1,782,000 characters, past max_chars,
+    # which every later reading normalised again (a hostile review, 2026-12-07).
+    grown = 0
     for m in _NON_ASCII.finditer(text):
         i = m.start()
         if i < done:
@@ -504,7 +512,10 @@ def normalize_reading(base: Reading) -> Reading:
             j += 1
         done = j
         cluster = text[i:j]
-        nf = unicodedata.normalize("NFKC", cluster)
+        # At most MAX_CLUSTER_MARKS marks are normalised: Unicode orders a cluster's marks with an
+        # insertion sort, quadratic in their number (a letter with 99,000 marks to reorder took
+        # 31 s; a hostile review, 2026-12-07). Past them a cluster is drawn as a smear anyway.
+        nf = unicodedata.normalize("NFKC", cluster if j - i <= 1 + MAX_CLUSTER_MARKS else cluster[: 1 + MAX_CLUSTER_MARKS])
         step = NFKC
         # Marks on a letter (Zalgo, strikethrough): NFKC composes some of them into a letter it
         # has (r + U+0311 -> ȓ, t + U+0331 -> ṯ), so the base letter is read from the
@@ -520,6 +531,10 @@ def normalize_reading(base: Reading) -> Reading:
         # (the lunate sigma ϲ, TR39's c, becomes ς): such a letter is left for the confusables.
         if j == i + 1 and nf != cluster and not nf.isascii() and confusable_skeleton(ch) is not None:
             nf = cluster
+        if len(nf) > j - i:  # NFKC expands some characters up to 18-fold (U+FDFA)
+            if grown + len(nf) - (j - i) > n:
+                continue  # the reading at most twice the text (see grown)
+            grown += len(nf) - (j - i)
         if nf != cluster:
             edits.append((i, j, nf))
             # Fullwidth, mathematical, circled or small-capital letters disguise words;
@@ -602,7 +617,11 @@ _HEX_RUN = re.compile(
     r"|(?:0x[0-9A-Fa-f]{2}[\s,]*){4,}"
     r"|(?<![0-9A-Za-z])(?:[0-9A-Fa-f]{2}[ :]?){8,}(?![0-9A-Za-z])"
 )
-_URL_RUN = re.compile(r"(?:%[0-9A-Fa-f]{2}|[A-Za-z0-9._~+!*'();:@&=$,/?#\[\]-])*%[0-9A-Fa-f]{2}(?:%[0-9A-Fa-f]{2}|[A-Za-z0-9._~+!*'();:@&=$,/?#\[\]-])*")
+# A match starts only where a run of URL characters starts (the lookbehind): started at every
+# character of a long run without an escape, it scanned the rest of the run each time (26.6 s on
+# "%" and 30,000 dots; a hostile review, 2026-12-07). A match from inside a run is also one from
+# its start, so the runs found are the same.
+_URL_RUN = re.compile(r"(?<![A-Za-z0-9._~+!*'();:@&=$,/?#\[\]-])(?:%[0-9A-Fa-f]{2}|[A-Za-z0-9._~+!*'();:@&=$,/?#\[\]-])*%[0-9A-Fa-f]{2}(?:%[0-9A-Fa-f]{2}|[A-Za-z0-9._~+!*'();:@&=$,/?#\[\]-])*")
 # A word with character references in it (``r&#97;ns&#111;mw&#97;re``, or a whole sentence of
 # ``&#119;&#114;...``). Possessive and anchored at a word start, so a long word without a
 # reference costs one pass, not one per start position.
@@ -632,7 +651,9 @@ _SPACED_RUN = re.compile(rf"(?<![^\W\d_])(?:[^\W\d_]{_SEP}{{1,3}}){{3,}}[^\W\d_]
 _LEET_MAP = str.maketrans({"0": "o", "1": "i", "3": "e", "4": "a", "5": "s", "7": "t", "8": "b", "9": "g",
                            "@": "a", "$": "s"})
 # A word with a leet character between two letters (r4ns0mw4re, f1l3s, h@ck).
-_LEET_WORD = re.compile(r"(?<![\w@$\\])[A-Za-z0-9@$']*[A-Za-z][0-9@$]+[A-Za-z][A-Za-z0-9@$']*")
+# Not after "'" either, which the word may hold: 99,000 apostrophes cost 105 s, each a start that
+# scanned the rest (a hostile review, 2026-12-07); a word's match starts at its first character.
+_LEET_WORD = re.compile(r"(?<![\w@$\\'])[A-Za-z0-9@$']*[A-Za-z][0-9@$]+[A-Za-z][A-Za-z0-9@$']*")
 
 
 def _readable(decoded: str) -> bool:
@@ -786,7 +807,7 @@ def _decode_85(run: str) -> str | None:
 _QP_ONE = re.compile(r"=[0-9A-F]{2}")
 # Two escapes or more in a word, or a word that is one escape (``=61``, the word "a"; ``w=41`` in a
 # config line is neither).
-_QP_RUN = re.compile(r"[A-Za-z0-9]*+(?:=[0-9A-F]{2}[A-Za-z0-9]*+){2,}+|(?<![\w=])=[0-9A-F]{2}(?![\w=])")
+_QP_RUN = re.compile(r"(?<![A-Za-z0-9])[A-Za-z0-9]*+(?:=[0-9A-F]{2}[A-Za-z0-9]*+){2,}+|(?<![\w=])=[0-9A-F]{2}(?![\w=])")
 
 
 def _decode_quoted_printable(run: str) -> str | None:
@@ -1193,7 +1214,7 @@ MIN_STRUCTURE_WORDS = 3
 
 # A JSON key whose quotes are escaped (``\"task\":``): JSON serialised a second time, or pasted
 # into a string; found by the hostile review of 2026-12-04 (the transformer read 2-3 of 10).
-_ESCAPED_JSON_KEY = re.compile(r'\\+"[^"\\\n]{1,200}\\+"[ \t]*:')  # \\\" too: escaped twice
+_ESCAPED_JSON_KEY = re.compile(r'(?<!\\)\\++"[^"\\\n]{1,200}\\++"[ \t]*:')  # \\\" too: escaped twice; from a run's start
 MAX_JSON_ESCAPES = 2  # levels of escaping undone (JSON serialised three times is read too)
 
 
@@ -1252,7 +1273,9 @@ def structured(reading: Reading, limits: Limits = Limits(), _depth: int = 0) -> 
 
 # Eight or more numbers in a row (integers or decimals, separated by spaces, commas, semicolons,
 # pipes or line breaks). A number holds no separator character, so the match is linear.
-_NUMBER_RUN = re.compile(r"(?:[-+]?\d+(?:\.\d+)?[ \t\r\n,;|]+){7,}[-+]?\d+(?:\.\d+)?")
+# From a number's first digit, digits taken whole: "686920" * 5,000 (one number) was tried from
+# every digit, each backtracking through the rest (37.9 s; a hostile review, 2026-12-07).
+_NUMBER_RUN = re.compile(r"(?<!\d)(?:[-+]?\d++(?:\.\d++)?[ \t\r\n,;|]+){7,}[-+]?\d++(?:\.\d++)?")
 
 
 def numbers_cut(reading: Reading, limits: Limits = Limits()) -> Reading | None:
