@@ -100,7 +100,8 @@ BOOT = $$($(PY) -m pipeline.localinfra.kafka status --bootstrap)
 # The demo's commands run without the caller's MM_* settings: with MM_CONFIG or MM_SINKS exported
 # for production, the simulated abuse went to production's database and alert receivers (a newcomer
 # review, 2026-12-07).
-DEMO_MM_VARS := $(sort $(filter MM_%,$(.VARIABLES)))
+# Settings names are not case-sensitive (`mm_sinks` is MM_SINKS), so every case is looked for.
+DEMO_MM_VARS := $(sort $(filter MM_% mm_%,$(.VARIABLES)) $(shell env | grep -io '^mm_[a-z0-9_]*'))
 DEMO_ENV := env $(foreach v,$(DEMO_MM_VARS),-u $(v))
 demo: $(DEMO_STAMP)
 	@$(if $(DEMO_MM_VARS),echo "demo: not using $(DEMO_MM_VARS) from your environment (the demo has its own settings)")

@@ -29,8 +29,12 @@ HOP_MIN_MODELS = 2
 OFFENDER_MIN_FLAGGED = 2
 SEVERITY_NAMES = "(ARRAY['none','low','medium','high','critical'])"
 
+# A user is one user of one tenant: user ids are the tenant's own, so "1042" of two tenants are two
+# people under one pseudonym (grouped by the pseudonym alone, their scores and models added up; a
+# review of 2026-12-07). The tenant is a column of its own, as in the alert rules and the Spark job.
 TOP_OFFENDERS_SQL = f"""
 SELECT user_id AS "user (pseudonym)",
+       tenant_id AS tenant,
        count(*) AS flagged,
        round(sum(power(0.5, extract(epoch FROM ($__timeTo()::timestamptz - ts)) / 86400.0))::numeric, 2)
          AS "decayed score (1d half-life)",
@@ -40,14 +44,15 @@ SELECT user_id AS "user (pseudonym)",
        max(ts) AS "last seen"
 FROM misuse_events
 WHERE flagged AND user_id IS NOT NULL AND $__timeFilter(ts) AND {SQL_FILTER}
-GROUP BY user_id
+GROUP BY tenant_id, user_id
 HAVING count(*) >= {OFFENDER_MIN_FLAGGED}
-ORDER BY 3 DESC, 2 DESC
+ORDER BY 4 DESC, 3 DESC
 LIMIT 25
 """
 
 MODEL_HOPPING_SQL = f"""
 SELECT user_id AS "user (pseudonym)",
+       tenant_id AS tenant,
        count(DISTINCT model) AS models,
        string_agg(DISTINCT model, ', ' ORDER BY model) AS "flagged on",
        count(*) AS flagged,
@@ -55,9 +60,9 @@ SELECT user_id AS "user (pseudonym)",
        max(ts) AS "last seen"
 FROM misuse_events
 WHERE flagged AND user_id IS NOT NULL AND $__timeFilter(ts) AND {SQL_FILTER_NO_MODEL}
-GROUP BY user_id
+GROUP BY tenant_id, user_id
 HAVING count(DISTINCT model) >= {HOP_MIN_MODELS}
-ORDER BY 2 DESC, 4 DESC
+ORDER BY 3 DESC, 5 DESC
 LIMIT 25
 """
 

@@ -107,6 +107,13 @@ def _evidence(v: MisuseVerdict, categories: Iterable[Category]) -> list[dict[str
     ]
 
 
+def _added(a: tuple[float, float, dict], b: tuple[float, float, dict], rule: object) -> tuple[float, float, dict]:
+    """Two risk scores of one key, each as of its own time, added as of the later one."""
+    half_life = getattr(rule, "half_life", None) or math.inf
+    (early, late) = (a, b) if a[1] <= b[1] else (b, a)
+    return (late[0] + early[0] * 0.5 ** ((late[1] - early[1]) / half_life), late[1], late[2])
+
+
 def _subject(v: MisuseVerdict) -> str:
     """Whose risk score and model sightings a verdict adds to: one user of one tenant.
 
@@ -199,10 +206,33 @@ class AlertEngine:
             )
         for row in rows(db.rate_buckets):
             self._buckets[row["rule"]][row["key_values"]].setdefault(row["bucket"], {})[row["partition"]] = [row["flagged"], row["total"]]
+        # Rows written before users were keyed by tenant (2026-12-07) hold the pseudonym alone: moved
+        # to the key of the tenant they name, so an upgrade neither resets a score nor splits it.
         for row in rows(db.risk_scores):
-            self._risk[(row["partition"], row["rule"], row["user_id"])] = (row["score"], row["updated_at"], dict(row["context"]))
+            context = dict(row["context"])
+            key = (row["partition"], row["rule"], self._rekeyed(row["user_id"], context.get("tenant")))
+            if key[2] != row["user_id"]:
+                self._dirty.gone_risk.add((row["partition"], row["rule"], row["user_id"]))
+                self._dirty.risk.add(key)
+                if key in self._risk:  # a replica of this release wrote the new key already: they add up
+                    self._risk[key] = _added(self._risk[key], (row["score"], row["updated_at"], context),
+                                             self.rules.rule(row["rule"]))
+                    continue
+            self._risk[key] = (row["score"], row["updated_at"], context)
         for row in rows(db.hop_sightings):
-            self._hops[(row["partition"], row["rule"], row["user_id"])][row["target"]] = (row["last_seen"], row["tenant"])
+            key = (row["partition"], row["rule"], self._rekeyed(row["user_id"], row["tenant"]))
+            if key[2] != row["user_id"]:
+                self._dirty.gone_hops.add((row["partition"], row["rule"], row["user_id"], row["target"]))
+                self._dirty.hops.add((*key, row["target"]))
+            self._hops[key][row["target"]] = (row["last_seen"], row["tenant"])
+
+    @staticmethod
+    def _rekeyed(user: str, tenant: str | None) -> str:
+        """The key of a risk or sightings row: rows written before users were keyed by tenant hold
+        the pseudonym alone (no "@"), and move to the key of the tenant they name."""
+        if "@" in user or user.startswith("h_") or not tenant:
+            return user
+        return _subject(MisuseVerdict.model_construct(user_id=user, tenant_id=tenant))
 
     def assign(self, conn: Connection, partitions: Iterable[int], partition_count: int) -> None:
         """Partitions were assigned to this replica: own them and load their state (another

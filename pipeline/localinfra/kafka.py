@@ -624,7 +624,9 @@ def _cmd_up(args: argparse.Namespace) -> int:
 
 def _cmd_down(args: argparse.Namespace) -> int:
     run_dir = _run_dir(args)
-    if not run_dir.is_dir():  # `down` creates nothing; a broker whose run dir was deleted is still found
+    if not run_dir.is_dir() or not os.access(run_dir, os.W_OK):
+        # `down` creates nothing, and needs no lock where no `up` of this user can run: a broker
+        # whose run dir was deleted is still found, and a read-only one says "not running".
         return _down(run_dir / f"{SERVICE_NAME}.json")
     # Waits for an `up` in progress, as the other services' `down` does: the storage format step
     # runs for seconds before the broker's JVM exists, so `down` said "not running" and the broker

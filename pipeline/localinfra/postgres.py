@@ -144,10 +144,12 @@ def start_postgres(
     log_path = data_dir / "postgres.log"
 
     initdb_log = data_dir / "initdb.log"
-    if (cluster / "PG_VERSION").exists() and not initdb_log.exists():
-        # initdb writes PG_VERSION first; its log is written here only once it returned. A cluster
-        # without the log is one whose initdb was killed, which every later start took for ready
-        # and then failed on with a FATAL that named no cause (a newcomer review, 2026-12-07).
+    done = cluster / INITDB_DONE
+    if (cluster / "PG_VERSION").exists() and not done.exists() and not initdb_log.exists():
+        # initdb writes PG_VERSION first; INITDB_DONE is written once it succeeded (and, by the
+        # releases before it, initdb.log once it returned). A cluster with neither is one whose
+        # initdb was killed, which every later start took for ready and then failed on with a
+        # FATAL that named no cause (a newcomer review, 2026-12-07).
         print(f"postgres: {cluster} was left half-initialised (initdb did not finish); initialising it again", file=sys.stderr)
         for child in cluster.iterdir():
             shutil.rmtree(child) if child.is_dir() and not child.is_symlink() else child.unlink()
@@ -158,6 +160,7 @@ def start_postgres(
         initdb_log.write_text(result.stdout + result.stderr)
         if result.returncode != 0:
             raise PostgresSetupError(f"initdb failed (exit {result.returncode}):\n{(result.stdout + result.stderr)[-3000:]}")
+        done.write_text("initdb finished\n")
 
     argv = [
         str(bin_dir / "postgres"), "-D", str(cluster), "-p", str(port),
@@ -182,6 +185,11 @@ def start_postgres(
         server = LocalPostgres(service=service, port=port, user=user, database=database, data_dir=data_dir)
         server.await_ready(startup_timeout_s, PostgresSetupError, ready=lambda: _create_database(server, startup_timeout_s))
     return server
+
+
+# Written into the cluster once initdb succeeded: a cluster without it (and without the initdb.log
+# older releases wrote) is half-initialised. PostgreSQL ignores files it does not know there.
+INITDB_DONE = "mm-initdb-done"
 
 
 def _cluster_dir(data_dir: Path, account: pwd.struct_passwd | None) -> Path:

@@ -236,7 +236,8 @@ def run(
         members.groupBy("component")
         .agg(
             F.count(F.lit(1)).alias("records"),
-            F.countDistinct("user_id").alias("users"),
+            # One user of one tenant: "1042" of two tenants are two users (as the offenders job counts them).
+            F.countDistinct(F.coalesce("tenant_id", F.lit("")), "user_id").alias("users"),
             F.countDistinct("text_id").alias("distinct_prompts"),
             F.array_sort(F.collect_set("user_id")).alias("user_ids"),
             F.array_sort(F.collect_set("model")).alias("models"),

@@ -373,10 +373,16 @@ def test_a_cluster_whose_initdb_was_killed_is_initialised_again(workdir: Path) -
     assert _cli("postgres", "down", cwd=workdir).returncode == 0
     cluster = _pg_cluster(workdir) or workdir / ".run" / "postgres" / "cluster"
     shutil.rmtree(cluster / "base")  # as a killed initdb leaves it: PG_VERSION, no databases
+    (cluster / "mm-initdb-done").unlink()
     (workdir / ".run" / "postgres" / "initdb.log").unlink()
     up = _cli("postgres", "up", "--port", "0", cwd=workdir)
     assert up.returncode == 0, up.stderr
     assert "half-initialised" in up.stderr and (cluster / "base").is_dir()
+    assert _cli("postgres", "down", cwd=workdir).returncode == 0
+    # Logs tidied away by hand: the cluster is still whole (its marker says so), not initialised again.
+    (workdir / ".run" / "postgres" / "initdb.log").unlink()
+    again = _cli("postgres", "up", "--port", "0", cwd=workdir)
+    assert again.returncode == 0 and "half-initialised" not in again.stderr, again.stderr
 
 
 def test_ctrl_c_during_up_is_one_line_exit_130_and_leaves_nothing_running(workdir: Path) -> None:

@@ -501,12 +501,33 @@ def test_pii_glued_by_json_escapes_dashes_or_keys_is_redacted(text: str, hidden:
         assert hidden not in shown and placeholder in shown, shown
 
 
+@pytest.mark.parametrize(
+    ("text", "hidden"),
+    [
+        ("my password is Ab\\nice2024!", "ice2024"),
+        ("password: Summer\\t2024xyz", "2024xyz"),
+        ("pwd=Q\\bX7\\fz9kk", "z9kk"),
+        ("my password is C:\\temp\\x99", "temp"),
+        ("passport number X\\n12345678", "12345678"),
+    ],
+    ids=["newline-in-password", "tab-in-password", "escapes-in-pwd", "windows-path-as-password", "newline-in-id"],
+)
+def test_a_value_with_a_backslash_in_it_is_still_masked_whole(text: str, hidden: str) -> None:
+    """The first version of the escape reading replaced the text: a value that held "\\n" or
+    "\\t" as written was cut at the blank, and the rest shown (a review of 2026-12-07). The text
+    is read as written too."""
+    from pipeline.redact import redact, snippet
+
+    for shown in (snippet(text), redact(text)):
+        assert hidden not in shown, shown
+
+
 def test_escapes_and_dashes_are_shown_as_written() -> None:
     """The recognisers read "\\t" as blanks and dashes as "-"; evidence keeps what was written
     (a Windows path's "\\temp" is no blank there)."""
     from pipeline.redact import snippet
 
-    for text in ("copy it to C:\\Windows\\temp\\new\\evil.exe and run", "the 1990\u20132004 war \u2212 a summary"):
+    for text in ("copy it to C:\\Windows\\temp\\new\\evil.exe and run", "the 1990\u20132004 war, a summary of 3\u22124 pages"):
         assert snippet(text) == text
 
 

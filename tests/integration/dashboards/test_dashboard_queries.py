@@ -141,6 +141,8 @@ def scripted_misuse(n: int, seed: int = 7) -> Traffic:
             "latency_ms": rng.uniform(50, 900),
         }
         tenant = rng.choice(TENANTS)
+        if user in ("user-0", "user-1"):  # one user is one user of one tenant (the panels group by both)
+            tenant = "acme"
         if tenant:
             record["tenant_id"] = tenant
         if completion is not None:
@@ -364,7 +366,8 @@ def test_drill_down_tables_show_the_misuse_that_was_sent(stack: Stack) -> None:
 
     top = rows("Top repeat offenders")
     assert offenders <= {r[0] for r in top[:4]}, "persistent offenders must rank at the top"
-    hoppers = {r[0]: r[1] for r in rows("Model hopping")}
+    hoppers = {r[0]: r[2] for r in rows("Model hopping")}
+    assert {r[1] for r in top if r[0] in offenders} == {"acme"}  # the tenant column
     assert all(hoppers.get(u, 0) >= 2 for u in offenders)
     critical = rows("Recent critical events")
     # Only the complied weapons case is critical (high base severity, +1 for compliance).

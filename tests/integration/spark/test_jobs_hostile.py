@@ -316,6 +316,17 @@ def test_campaigns_read_words_of_any_script(spark: SparkSession, tmp_path: Path)
     assert "фишинговое" in found.representative_prompt
 
 
+def test_one_user_id_in_two_tenants_counts_as_two_users_of_a_campaign(spark: SparkSession, tmp_path: Path) -> None:
+    """User ids are the tenant's own: "1042" of two tenants is two people under one pseudonym.
+    Counted by the pseudonym alone, three senders made a campaign of two users and went unseen
+    at --min-users 3 (a review, 2026-12-07)."""
+    records = [_record("a", "1042", 1, prompt=PHISHING), _record("b", "1042", 2, prompt=PHISHING, tenant_id="t2"),
+               _record("c", "carol", 3, prompt=PHISHING)]  # fmt: skip
+    verdicts = backfill.read_lake_verdicts(spark, _lake(tmp_path / "lake", records))
+    [found] = campaigns.run(spark, verdicts, min_users=3).collect()
+    assert (found.users, found.records, sorted(found.tenants)) == (3, 3, ["t1", "t2"])
+
+
 def test_different_records_under_one_id_all_count(spark: SparkSession, tmp_path: Path) -> None:
     """Counting a replay once must not fold different records under one id (LiteLLM takes the
     call id from a client's header): by the id alone, six attacks counted as one and a flagged

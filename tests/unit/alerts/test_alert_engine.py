@@ -230,3 +230,32 @@ def test_model_hopping_names_a_bounded_number_of_models(clock: FakeClock, verdic
         engine.save(conn)
         stored = conn.exec_driver_sql("SELECT count(*) FROM mm_alert_hop_sightings").scalar()
     assert stored == 3 + MAX_SIGHTINGS
+
+
+def test_state_written_before_users_were_keyed_by_tenant_carries_over(clock: FakeClock, verdict: VerdictFactory, db_url: str) -> None:
+    """Rows of the release before hold the pseudonym alone. Read as they were, an upgrade reset
+    every score and sighting to zero under the new keys (a review of 2026-12-07): they move to the
+    key of the tenant they name, and the old rows go."""
+    import sqlalchemy as sa
+
+    from pipeline.alerts import state as db
+
+    engine = create_db_engine(db_url)
+    with engine.begin() as conn:
+        conn.execute(sa.insert(db.risk_scores), [{"partition": 0, "rule": "offender", "user_id": "u_alice", "score": 8.0,
+                                                  "updated_at": clock.now, "context": {"tenant": "acme", "last_request_id": "r"}}])
+        conn.execute(sa.insert(db.hop_sightings), [{"partition": 0, "rule": "hop", "user_id": "u_alice", "target": m,
+                                                    "last_seen": clock.now, "tenant": "acme"} for m in ("coder", "reasoner")])
+    upgraded = make(OFFENDER_AND_HOP, clock)
+    with engine.begin() as conn:
+        upgraded.load(conn)
+    assert upgraded.risk_score("offender", "u_alice", "acme") == 8
+    upgraded.observe([verdict(tenant="acme", model="translator")], [0])
+    assert upgraded.risk_score("offender", "u_alice", "acme") == 12
+    assert [a["tenant"] for a in firing(upgraded, clock, "offender")] == ["acme"]
+    assert [a["tenant"] for a in firing(upgraded, clock, "hop")] == ["acme"]  # coder, reasoner, translator
+    with engine.begin() as conn:
+        upgraded.save(conn)
+        users = {r[0] for r in conn.execute(sa.select(db.risk_scores.c.user_id))} | {
+            r[0] for r in conn.execute(sa.select(db.hop_sightings.c.user_id))}
+    assert len(users) == 1 and users.pop().startswith("u_alice@")
