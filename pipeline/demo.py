@@ -27,7 +27,7 @@ def next_steps(bootstrap: str, demo_dir: str = DEMO_DIR) -> str:
     jobs = f"{demo_dir}/jobs"
     steps = [
         (f"misuse-monitor spark all --lake {demo_dir}/lake --out {jobs}",
-         "Spark batch jobs: daily aggregates, offenders, campaigns (the first run fetches Spark's Kafka connector)"),
+         "Spark batch jobs on the demo's lake: daily aggregates, offenders, campaigns"),
         (f"misuse-monitor report {jobs} --lake {demo_dir}/lake --labels {demo_dir}/truth.jsonl -o {demo_dir}/report.html",
          "one self-contained HTML page: volumes, accuracy, offenders, campaigns, versions"),
         ("misuse-monitor alerts test",
