@@ -82,11 +82,14 @@ def detect_language(text: str) -> str:
 
 @functools.lru_cache(maxsize=1)
 def _long_mark_runs() -> re.Pattern[str]:
-    """Runs of more than 32 characters that Unicode reorders (canonical combining class not 0),
-    built once from the Unicode data (about 20 ms)."""
+    """Runs of more than 32 characters that Unicode reorders (canonical combining class not 0, or
+    decomposing into such), built once from the Unicode data."""
     ranges: list[list[int]] = []
     for c in range(0x300, 0x1F000):
-        if unicodedata.combining(chr(c)):
+        ch = chr(c)
+        # Also the few of class 0 whose decomposition starts with a mark that is not (U+0F73,
+        # U+0F75, U+0F81): NFD makes a run of reordered marks of them (a review, 2026-12-07).
+        if unicodedata.combining(ch) or ((d := unicodedata.normalize("NFD", ch)) != ch and unicodedata.combining(d[0])):
             if ranges and ranges[-1][1] == c - 1:
                 ranges[-1][1] = c
             else:

@@ -130,7 +130,7 @@ class Limits:
     # tail, max_chars in all, are read; the verdict says so (signal unscreened_text).
     max_chars: int = 100_000
     max_depth: int = 2  # decode the decoded text again at most this many times in total
-    max_decoded_chars: int = 64_000  # total decoded output per text and depth
+    max_decoded_chars: int = 64_000  # decoded output per encoded run (and per text in unsmuggle)
     min_base64_chars: int = 16
     min_hex_bytes: int = 8
     min_spaced_letters: int = 4
@@ -651,9 +651,12 @@ _SPACED_RUN = re.compile(rf"(?<![^\W\d_])(?:[^\W\d_]{_SEP}{{1,3}}){{3,}}[^\W\d_]
 _LEET_MAP = str.maketrans({"0": "o", "1": "i", "3": "e", "4": "a", "5": "s", "7": "t", "8": "b", "9": "g",
                            "@": "a", "$": "s"})
 # A word with a leet character between two letters (r4ns0mw4re, f1l3s, h@ck).
-# Not after "'" either, which the word may hold: 99,000 apostrophes cost 105 s, each a start that
-# scanned the rest (a hostile review, 2026-12-07); a word's match starts at its first character.
-_LEET_WORD = re.compile(r"(?<![\w@$\\'])[A-Za-z0-9@$']*[A-Za-z][0-9@$]+[A-Za-z][A-Za-z0-9@$']*")
+# The word (group "w") starts where a run starts, or, in a run after "_", "\\" or a non-ASCII
+# letter, after its first "'" (where the pattern before found it too). It could start after every
+# "'": 99,000 apostrophes cost 105 s, each a start that scanned the rest (a hostile review,
+# 2026-12-07). A differential fuzz of 300,000 strings found the same words as before.
+_LEET_WORD = re.compile(r"(?:(?<![\w@$\\'])|(?<=[\w\\])(?<![A-Za-z0-9@$'])[A-Za-z0-9@$]*+')"
+                        r"(?P<w>[A-Za-z0-9@$']*[A-Za-z][0-9@$]+[A-Za-z][A-Za-z0-9@$']*)")
 
 
 def _readable(decoded: str) -> bool:
@@ -891,28 +894,26 @@ _WORDS3 = re.compile(r"[A-Za-z0-9@$']{3,}")
 def _leet_text(text: str) -> bool:
     """Does the text use leetspeak? At least one word with a leet character between letters,
     and such words are at least 15% of its words (code and formulas have a few, spread thin)."""
-    hits = sum(1 for m in _LEET_WORD.finditer(text) if _deleet(m.group()))
+    hits = sum(1 for m in _LEET_WORD.finditer(text) if _deleet(m.group("w")))
     return hits > 0 and hits >= 0.15 * len(_WORDS3.findall(text))
 
 
 def _find_edits(text: str, limits: Limits) -> tuple[list[tuple[int, int, str]], set[str]]:
     """Non-overlapping in-place decodings of ``text`` (first match wins, left to right)."""
     candidates: list[tuple[int, int, str, str]] = []
-    budget = limits.max_decoded_chars
 
+    # Each run's decoding is cut to max_decoded_chars. A budget shared by the text's runs let a
+    # benign run of 64,000 decoded characters leave the payload after it undecoded, unsignalled (a
+    # hostile review, 2026-12-07). What these decoders write is never longer than the run they
+    # read, so the text's own length bounds the total.
     def scan(pattern: re.Pattern[str], name: str, decode: Callable[[str], str | tuple[str, str] | None]) -> None:
-        nonlocal budget
         for m in pattern.finditer(text):
-            if budget <= 0:
-                return
             decoded = decode(m.group())
             label = name
             if isinstance(decoded, tuple):  # a decoder that names what it decoded (base64 or base32)
                 decoded, label = decoded
             if decoded is not None and decoded != m.group():
-                decoded = decoded[:budget]
-                budget -= len(decoded)
-                candidates.append((m.start(), m.end(), decoded, label))
+                candidates.append((m.start(), m.end(), decoded[: limits.max_decoded_chars], label))
 
     scan(_HEX_RUN, HEX, _decode_hex)
     # Base32 runs are base64 runs too (upper case and 2-7): tried on the runs base64 refuses, so
@@ -1275,7 +1276,7 @@ def structured(reading: Reading, limits: Limits = Limits(), _depth: int = 0) -> 
 # pipes or line breaks). A number holds no separator character, so the match is linear.
 # From a number's first digit, digits taken whole: "686920" * 5,000 (one number) was tried from
 # every digit, each backtracking through the rest (37.9 s; a hostile review, 2026-12-07).
-_NUMBER_RUN = re.compile(r"(?<!\d)(?:[-+]?\d++(?:\.\d++)?[ \t\r\n,;|]+){7,}[-+]?\d++(?:\.\d++)?")
+_NUMBER_RUN = re.compile(r"(?:(?<!\d)|(?=[-+]))(?:[-+]?\d++(?:\.\d++)?[ \t\r\n,;|]+){7,}[-+]?\d++(?:\.\d++)?")
 
 
 def numbers_cut(reading: Reading, limits: Limits = Limits()) -> Reading | None:

@@ -32,6 +32,8 @@ H_SHA256 = "mm.error.value_sha256"
 H_KEY_TRUNCATED = "mm.error.key_truncated_from"
 H_KEY_SHA256 = "mm.error.key_sha256"
 KEPT_KEY_BYTES = 1024
+_OUR_HEADERS = frozenset({H_REASON, H_DETAIL, H_TOPIC, H_PARTITION, H_OFFSET, H_TIME, H_TRUNCATED, H_SHA256,
+                          H_KEY_TRUNCATED, H_KEY_SHA256})
 # A refused dead letter keeps this much of its value; if even that is refused (the source
 # record's own headers were near the limit), it is sent with no value and only our headers.
 TRUNCATED_VALUE_BYTES = 64 * 1024
@@ -89,8 +91,7 @@ class DeadLetters:
     def _cut_down(self, item: _Pending) -> None:
         """A dead letter the broker refused as too large: its value cut to the first
         TRUNCATED_VALUE_BYTES and its key to the first KEPT_KEY_BYTES, their original sizes and
-        SHA-256 in headers; refused again, no value, no key and none of the source record's own
-        headers. The key was never cut: a bad record with a key of 1 MB made a dead letter over
+        SHA-256 in headers; refused again, no value, no key and only our own headers. The key was never cut: a bad record with a key of 1 MB made a dead letter over
         the limit at every cut, and the partition stopped at the outage deadline on every
         restart (a hostile review, 2026-12-07)."""
         if item.error is None or not record_level(item.error):
@@ -103,7 +104,8 @@ class DeadLetters:
             item.key = self._cut_key(item.key, headers, KEPT_KEY_BYTES)
             self._metrics.dead_letters_truncated.inc()
         else:
-            headers = {k: v for k, v in headers.items() if k.startswith("mm.")}
+            # Only ours: a source header may be named mm.* too (one of 1 MB survived this cut).
+            headers = {k: v for k, v in headers.items() if k in _OUR_HEADERS}
             item.value = b""
             item.key = self._cut_key(item.key, headers, 0)
         item.headers = list(headers.items())

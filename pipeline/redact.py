@@ -836,8 +836,9 @@ def redact_text(text: str, redactor: Redactor | None = None) -> Redaction:
 _GLUING_ESCAPE = re.compile(r"\\[nrtbf\\]")
 
 
-# A dash other than "-" between digits (one blank allowed either side): "4111–1111", "078−05".
-_DIGIT_DASH = re.compile(r"(?<=\d) ?[^\x00-\x7f] ?(?=\d)")
+# A dash other than "-" between digits (one blank allowed either side): "4111–1111", "078−05",
+# and beside a phone number's brackets or plus sign: "+1–(555)–123".
+_DIGIT_DASH = re.compile(r"(?<=[\d)]) ?[^\x00-\x7f] ?(?=[\d(+])")
 
 
 @functools.cache

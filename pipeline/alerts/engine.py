@@ -211,20 +211,21 @@ class AlertEngine:
         for row in rows(db.risk_scores):
             context = dict(row["context"])
             key = (row["partition"], row["rule"], self._rekeyed(row["user_id"], context.get("tenant")))
+            score = (row["score"], row["updated_at"], context)
             if key[2] != row["user_id"]:
                 self._dirty.gone_risk.add((row["partition"], row["rule"], row["user_id"]))
                 self._dirty.risk.add(key)
-                if key in self._risk:  # a replica of this release wrote the new key already: they add up
-                    self._risk[key] = _added(self._risk[key], (row["score"], row["updated_at"], context),
-                                             self.rules.rule(row["rule"]))
-                    continue
-            self._risk[key] = (row["score"], row["updated_at"], context)
+            # A replica of this release may have written the new key already: in whichever order
+            # the two rows come, they add up.
+            self._risk[key] = _added(self._risk[key], score, self.rules.rule(row["rule"])) if key in self._risk else score
         for row in rows(db.hop_sightings):
             key = (row["partition"], row["rule"], self._rekeyed(row["user_id"], row["tenant"]))
             if key[2] != row["user_id"]:
                 self._dirty.gone_hops.add((row["partition"], row["rule"], row["user_id"], row["target"]))
                 self._dirty.hops.add((*key, row["target"]))
-            self._hops[key][row["target"]] = (row["last_seen"], row["tenant"])
+            seen = self._hops[key].get(row["target"])
+            if seen is None or seen[0] < row["last_seen"]:
+                self._hops[key][row["target"]] = (row["last_seen"], row["tenant"])
 
     @staticmethod
     def _rekeyed(user: str, tenant: str | None) -> str:

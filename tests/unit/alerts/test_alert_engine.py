@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from pipeline.alerts.engine import AlertEngine
 from pipeline.alerts.rules import parse_rules
 from pipeline.alerts.state import create_db_engine
@@ -232,26 +234,36 @@ def test_model_hopping_names_a_bounded_number_of_models(clock: FakeClock, verdic
     assert stored == 3 + MAX_SIGHTINGS
 
 
-def test_state_written_before_users_were_keyed_by_tenant_carries_over(clock: FakeClock, verdict: VerdictFactory, db_url: str) -> None:
+@pytest.mark.parametrize("new_row", ["none", "before", "after"])
+def test_state_written_before_users_were_keyed_by_tenant_carries_over(
+    new_row: str, clock: FakeClock, verdict: VerdictFactory, db_url: str
+) -> None:
     """Rows of the release before hold the pseudonym alone. Read as they were, an upgrade reset
     every score and sighting to zero under the new keys (a review of 2026-12-07): they move to the
-    key of the tenant they name, and the old rows go."""
+    key of the tenant they name, and the old rows go. A row a replica of this release already
+    wrote under the new key adds up with it, whichever comes first (the first version kept only
+    the later one)."""
     import sqlalchemy as sa
 
     from pipeline.alerts import state as db
+    from pipeline.alerts.engine import _subject
 
     engine = create_db_engine(db_url)
+    old = {"partition": 0, "rule": "offender", "user_id": "u_alice", "score": 8.0, "updated_at": clock.now,
+           "context": {"tenant": "acme", "last_request_id": "r"}}
+    newer = {**old, "user_id": _subject(verdict(tenant="acme")), "score": 0.0 if new_row == "none" else 2.0}
     with engine.begin() as conn:
-        conn.execute(sa.insert(db.risk_scores), [{"partition": 0, "rule": "offender", "user_id": "u_alice", "score": 8.0,
-                                                  "updated_at": clock.now, "context": {"tenant": "acme", "last_request_id": "r"}}])
+        for row in {"none": [old], "before": [newer, old], "after": [old, newer]}[new_row]:
+            conn.execute(sa.insert(db.risk_scores), [row])
         conn.execute(sa.insert(db.hop_sightings), [{"partition": 0, "rule": "hop", "user_id": "u_alice", "target": m,
                                                     "last_seen": clock.now, "tenant": "acme"} for m in ("coder", "reasoner")])
     upgraded = make(OFFENDER_AND_HOP, clock)
     with engine.begin() as conn:
         upgraded.load(conn)
-    assert upgraded.risk_score("offender", "u_alice", "acme") == 8
+    extra = 0 if new_row == "none" else 2
+    assert upgraded.risk_score("offender", "u_alice", "acme") == 8 + extra
     upgraded.observe([verdict(tenant="acme", model="translator")], [0])
-    assert upgraded.risk_score("offender", "u_alice", "acme") == 12
+    assert upgraded.risk_score("offender", "u_alice", "acme") == 12 + extra
     assert [a["tenant"] for a in firing(upgraded, clock, "offender")] == ["acme"]
     assert [a["tenant"] for a in firing(upgraded, clock, "hop")] == ["acme"]  # coder, reasoner, translator
     with engine.begin() as conn:

@@ -51,7 +51,7 @@ def test_list_shows_firing_alerts(tmp_path: Path, verdict: VerdictFactory) -> No
 
 
 @pytest.mark.parametrize("model", ["[/]", "x[v2]", "[link=https://evil.example]qwen3[/link]"], ids=["closing-tag", "brackets", "link"])
-def test_list_shows_label_values_as_written(model: str, tmp_path: Path, verdict: VerdictFactory) -> None:
+def test_list_shows_label_values_as_written(model: str, tmp_path: Path, verdict: VerdictFactory, monkeypatch) -> None:
     """Labels carry client-named values, and rich read them as markup: a model named "[/]" made
     `alerts list` fail for every operator while its alert lasted, "x[v2]" lost text and a
     [link=...] showed a disguised link (a hostile review, 2026-12-07)."""
@@ -60,7 +60,12 @@ def test_list_shows_label_values_as_written(model: str, tmp_path: Path, verdict:
     engine.observe([verdict(user="u_7", model=model, severity=Severity.CRITICAL)])
     with create_db_engine(url).begin() as conn:
         engine.save(conn)
-    result = CliRunner().invoke(app, ["--db-url", url, "list"], env={"COLUMNS": "400"})
+    from rich.console import Console
+
+    import pipeline.alerts.cli as alerts_cli
+
+    monkeypatch.setattr(alerts_cli, "console", Console(width=400))  # one line per row: no cell wrapped
+    result = CliRunner().invoke(app, ["--db-url", url, "list"])
     assert result.exit_code == 0, result.output
     assert f"model={model}" in result.output
 
