@@ -130,7 +130,7 @@ class Limits:
     # tail, max_chars in all, are read; the verdict says so (signal unscreened_text).
     max_chars: int = 100_000
     max_depth: int = 2  # decode the decoded text again at most this many times in total
-    max_decoded_chars: int = 64_000  # decoded output per encoded run (and per text in unsmuggle)
+    max_decoded_chars: int = 64_000  # escaped JSON spans and structure pieces read per text
     min_base64_chars: int = 16
     min_hex_bytes: int = 8
     min_spaced_letters: int = 4
@@ -283,25 +283,23 @@ def unsmuggle(base: Reading, limits: Limits = Limits()) -> Reading:
     if text.isascii():
         return base
     edits: list[tuple[int, int, str, str]] = []
-    budget = limits.max_decoded_chars
+    # No decode budget, as in _find_edits: one character or byte per tag or selector, so the text's
+    # length bounds what is written, and a budget let a long benign run hide the one after it.
     for m in _TAG_RUN.finditer(text):
         ascii_text = _tag_ascii(m.group())
-        if len(ascii_text) < limits.min_smuggled_chars or budget <= 0:
+        if len(ascii_text) < limits.min_smuggled_chars:
             continue
         if m.start() > 0 and text[m.start() - 1] == _FLAG and len(m.group()) <= _MAX_FLAG_TAGS:
             continue
-        decoded = _visible(ascii_text[:budget])
+        decoded = _visible(ascii_text)
         if decoded is not None:
-            budget -= len(decoded)
             edits.append((m.start(), m.end(), f"\n{decoded}\n", TAGS))
     for m in _VARIATION_RUN.finditer(text):
         data = _variation_bytes(m.group())
-        if len(data) < limits.min_smuggled_chars or budget <= 0:
+        if len(data) < limits.min_smuggled_chars:
             continue
-        decoded = _visible(_utf8(data[: budget * 4]))
+        decoded = _visible(_utf8(data))
         if decoded is not None:
-            decoded = decoded[:budget]
-            budget -= len(decoded)
             edits.append((m.start(), m.end(), f"\n{decoded}\n", VARIATION))
     if not edits:
         return base
@@ -902,10 +900,11 @@ def _find_edits(text: str, limits: Limits) -> tuple[list[tuple[int, int, str]], 
     """Non-overlapping in-place decodings of ``text`` (first match wins, left to right)."""
     candidates: list[tuple[int, int, str, str]] = []
 
-    # Each run's decoding is cut to max_decoded_chars. A budget shared by the text's runs let a
-    # benign run of 64,000 decoded characters leave the payload after it undecoded, unsignalled (a
-    # hostile review, 2026-12-07). What these decoders write is never longer than the run they
-    # read, so the text's own length bounds the total.
+    # No decode budget here: one shared by the text's runs let a benign run of 64,000 decoded
+    # characters leave the payload after it undecoded, unsignalled, and one per run dropped a
+    # payload at the end of a long run the same way (hostile reviews, 2026-12-07). What these
+    # decoders write is never longer than the run they read, so the text's own length (at most
+    # max_chars) bounds the total.
     def scan(pattern: re.Pattern[str], name: str, decode: Callable[[str], str | tuple[str, str] | None]) -> None:
         for m in pattern.finditer(text):
             decoded = decode(m.group())
@@ -913,7 +912,7 @@ def _find_edits(text: str, limits: Limits) -> tuple[list[tuple[int, int, str]], 
             if isinstance(decoded, tuple):  # a decoder that names what it decoded (base64 or base32)
                 decoded, label = decoded
             if decoded is not None and decoded != m.group():
-                candidates.append((m.start(), m.end(), decoded[: limits.max_decoded_chars], label))
+                candidates.append((m.start(), m.end(), decoded, label))
 
     scan(_HEX_RUN, HEX, _decode_hex)
     # Base32 runs are base64 runs too (upper case and 2-7): tried on the runs base64 refuses, so

@@ -817,7 +817,7 @@ def current() -> Redactor:
 def find_spans(text: str, redactor: Redactor | None = None) -> list[PiiSpan]:
     """Every PII span of ``text``: what the redactor finds in it, in its letter-by-letter runs
     read without their spaces, in its accent-folded copy, with its disguises undone (:func:`_rewrites`),
-    and in its base64 runs decoded. A text with escapes or dashes that glue PII is read twice, as
+    and in its base64 runs decoded. A text with escapes or dashes other than "-" is read twice, as
     written and as :func:`_reading` writes it: the reading alone lost what the escapes are part of
     ("password is Ab\\nice2024!", a Windows path as a password; a review of 2026-12-07)."""
     r = redactor or current()
@@ -836,11 +836,6 @@ def redact_text(text: str, redactor: Redactor | None = None) -> Redaction:
 _GLUING_ESCAPE = re.compile(r"\\[nrtbf\\]")
 
 
-# A dash other than "-" between digits (one blank allowed either side): "4111–1111", "078−05",
-# and beside a phone number's brackets or plus sign: "+1–(555)–123".
-_DIGIT_DASH = re.compile(r"(?<=[\d)]) ?[^\x00-\x7f] ?(?=[\d(+])")
-
-
 @functools.cache
 def _dashes() -> dict[int, str]:
     """Every dash of Unicode (category Pd) and the minus sign, as "-": NFKC keeps the en dash,
@@ -852,18 +847,17 @@ def _dashes() -> dict[int, str]:
 
 def _reading(text: str) -> str:
     """``text`` as the recognisers also read it, one character for one (its spans are the text's):
-    the escapes ``\\n \\r \\t \\b \\f`` as two blanks, and a dash between digits as "-". The
-    recognisers that need a word to start before their match stopped at the "n" of "\\nPassword:
-    ..." and of "\\n078-05-1120", and a card written with en dashes was read as four numbers (a
-    privacy review, 2026-12-07). Evidence still shows the characters as they were written (a
-    Windows path's "\\temp" has no blank there). Quotes escaped as ``\\"`` are undone by
-    :func:`_rewrites`: no one-for-one reading keeps both sides of '\\"password\\": \\"x\\"' quoted.
-    The same ``text`` when none of these is in it (the usual case: no second reading)."""
+    the escapes ``\\n \\r \\t \\b \\f`` as two blanks, and every dash as "-". The recognisers
+    that need a word to start before their match stopped at the "n" of "\\nPassword: ..." and of
+    "\\n078-05-1120", and a card written with en dashes was read as four numbers, an address at
+    "acme‐corp.com" as a shorter one, a key "sk‐proj‐..." as none (reviews, 2026-12-07).
+    Evidence still shows the characters as they were written (a Windows path's "\\temp" has no
+    blank there). Quotes escaped as ``\\"`` are undone by :func:`_rewrites`: no one-for-one
+    reading keeps both sides of '\\"password\\": \\"x\\"' quoted. The same ``text`` when none of
+    these is in it (the usual case: no second reading)."""
     if "\\" in text:
         text = _GLUING_ESCAPE.sub(lambda m: m.group() if m.group()[1] == "\\" else "  ", text)
-    if not text.isascii():
-        text = _DIGIT_DASH.sub(lambda m: m.group().translate(_dashes()), text)
-    return text
+    return text if text.isascii() else text.translate(_dashes())
 
 
 def _folded_spans(text: str, redactor: Redactor) -> list[PiiSpan]:

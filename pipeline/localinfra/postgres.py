@@ -157,9 +157,12 @@ def start_postgres(
         initdb_log.unlink(missing_ok=True)
         cmd = [str(bin_dir / "initdb"), "-D", str(cluster), "-U", user, "-A", "trust", "-E", "UTF8", "--no-locale", "--no-sync"]
         result = subprocess.run(_as_user(cmd, account), capture_output=True, text=True, check=False)
-        initdb_log.write_text(result.stdout + result.stderr)
         if result.returncode != 0:
+            # Not initdb.log, which older releases took for a finished initdb: one killed (OOM)
+            # returns too, and left PG_VERSION behind (a review, 2026-12-07).
+            (data_dir / "initdb.failed.log").write_text(result.stdout + result.stderr)
             raise PostgresSetupError(f"initdb failed (exit {result.returncode}):\n{(result.stdout + result.stderr)[-3000:]}")
+        initdb_log.write_text(result.stdout + result.stderr)
         done.write_text("initdb finished\n")
 
     argv = [

@@ -480,6 +480,8 @@ def test_short_provider_tokens_and_ssns_written_with_spaces_are_redacted(text: s
         ("charge card 4111\u22121111\u22121111\u22121111 now", "1111", "<CARD>"),
         ("charge card 4111\u20121111\u20121111\u20121111 now", "1111", "<CARD>"),
         ("call me on phone +1\u2013(555)\u2013123\u20134567 tonight", "+1", "<PHONE>"),
+        ("phish jane.doe@acme\u2010corp.com tonight", "corp.com", "<EMAIL>"),
+        ("use the key sk\u2010proj\u2010AbCdEfGhIjKlMnOpQrStUvWxYz012345 now", "AbCdEf", "<SECRET>"),
         ('Open a loan with {"dob": "1984-03-12"}', "1984-03-12", "<BIRTH_DATE>"),
         ('Send {"dateOfBirth": "03/12/1984"} with the form', "03/12/1984", "<BIRTH_DATE>"),
         ('Forge it from {"passport_number": "C01X00T47"}', "C01X00T47", "<ID>"),
@@ -488,7 +490,7 @@ def test_short_provider_tokens_and_ssns_written_with_spaces_are_redacted(text: s
     ],
     ids=["json-newline-username", "json-newline-password", "json-newline-dob", "json-newline-ssn", "json-tab-ip",
          "json-newline-mac", "escaped-quotes-username", "escaped-quotes-password", "card-en-dashes",
-         "card-minus-signs", "card-figure-dashes", "phone-dashes-by-brackets", "dob-key", "dob-camel-key", "passport-key", "patient-id-key",
+         "card-minus-signs", "card-figure-dashes", "phone-dashes-by-brackets", "email-hyphen-in-domain", "key-with-hyphens", "dob-key", "dob-camel-key", "passport-key", "patient-id-key",
          "camel-password-key"],
 )
 def test_pii_glued_by_json_escapes_dashes_or_keys_is_redacted(text: str, hidden: str, placeholder: str) -> None:
