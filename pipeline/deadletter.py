@@ -91,9 +91,10 @@ class DeadLetters:
     def _cut_down(self, item: _Pending) -> None:
         """A dead letter the broker refused as too large: its value cut to the first
         TRUNCATED_VALUE_BYTES and its key to the first KEPT_KEY_BYTES, their original sizes and
-        SHA-256 in headers; refused again, no value, no key and only our own headers. The key was never cut: a bad record with a key of 1 MB made a dead letter over
-        the limit at every cut, and the partition stopped at the outage deadline on every
-        restart (a hostile review, 2026-12-07)."""
+        SHA-256 in headers; refused again, no value, no key and only our own headers. The key was
+        never cut: a bad record with a key of 1 MB made a dead letter over the limit at every cut,
+        and the partition stopped at the outage deadline on every restart (a hostile review,
+        2026-12-07)."""
         if item.error is None or not record_level(item.error):
             return
         headers = dict(item.headers)

@@ -57,14 +57,6 @@ EVIDENCE_MAX_CHARS = 160
 # regex character class was 12 us on a 3 KB string, the encode 1-3 us.
 _UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
 CLEANED_NOTE_KEY = "mm.cleaned_fields"
-
-
-def _note_paths(note: Any) -> list[str]:
-    """The paths of a cleaning note already in a record's metadata (a record re-read from the lake
-    keeps its note): only a list's strings. The client writes metadata too: a NUL in the prompt and
-    ``"mm.cleaned_fields": 5`` made the record an invalid_record dead letter, kept away from every
-    detector (a hostile review, 2026-12-07); a string was read letter by letter."""
-    return [p for p in note if isinstance(p, str)] if isinstance(note, list) else []
 # Set by a Text validator that cleaned something; reset before and read after each InferenceLog.
 _CLEANED: ContextVar[bool] = ContextVar("mm_text_cleaned", default=False)
 
@@ -137,6 +129,14 @@ def _clean_metadata(value: Any, path: str, *, clean_keys: bool = False) -> Any:
     if isinstance(value, list):
         return [_clean_metadata(item, f"{path}.{i}", clean_keys=clean_keys) for i, item in enumerate(value)]
     return value
+
+
+def _note_paths(note: Any) -> list[str]:
+    """The paths of a cleaning note already in a record's metadata (a record re-read from the lake
+    keeps its note): only a list's strings. The client writes metadata too: a NUL in the prompt and
+    ``"mm.cleaned_fields": 5`` made the record an invalid_record dead letter, kept away from every
+    detector (a hostile review, 2026-12-07); a string was read letter by letter."""
+    return [p for p in note if isinstance(p, str)] if isinstance(note, list) else []
 
 
 def _dirty_paths(value: Any, path: str = "") -> list[str]:

@@ -107,14 +107,13 @@ def _evidence(v: MisuseVerdict, categories: Iterable[Category]) -> list[dict[str
     ]
 
 
-def _added(a: tuple[float, float, dict], b: tuple[float, float, dict], rule: object) -> tuple[float, float, dict]:
+def _added(a: tuple[float, float, dict], b: tuple[float, float, dict], half_life: float) -> tuple[float, float, dict]:
     """Two risk scores of one key, each as of its own time, added as of the later one."""
-    half_life = getattr(rule, "half_life", None) or math.inf
     (early, late) = (a, b) if a[1] <= b[1] else (b, a)
     return (late[0] + early[0] * 0.5 ** ((late[1] - early[1]) / half_life), late[1], late[2])
 
 
-def _subject(v: MisuseVerdict) -> str:
+def _subject(user_id: str, tenant_id: str | None) -> str:
     """Whose risk score and model sightings a verdict adds to: one user of one tenant.
 
     User ids are the tenant's own (a request's ``user`` field), so user "1042" of acme and user
@@ -122,13 +121,12 @@ def _subject(v: MisuseVerdict) -> str:
     added up, and one alert showed both tenants' evidence under whichever tenant came last (a
     hostile review, 2026-12-07). The tenant goes in as a hash so the key fits the state tables'
     256 characters; the alert itself carries the tenant as a label."""
-    assert v.user_id is not None
-    if not v.tenant_id:
-        return v.user_id
-    key = f"{v.user_id}@{hashlib.sha256(v.tenant_id.encode('utf-8', 'surrogatepass')).hexdigest()[:16]}"
+    if not tenant_id:
+        return user_id
+    key = f"{user_id}@{hashlib.sha256(tenant_id.encode('utf-8', 'surrogatepass')).hexdigest()[:16]}"
     if len(key) <= 256:
         return key
-    return "h_" + hashlib.sha256(f"{v.user_id}\0{v.tenant_id}".encode("utf-8", "surrogatepass")).hexdigest()
+    return "h_" + hashlib.sha256(f"{user_id}\0{tenant_id}".encode("utf-8", "surrogatepass")).hexdigest()
 
 
 def _base_labels(rule: _RuleBase, **values: str | None) -> dict[str, str]:
@@ -217,7 +215,7 @@ class AlertEngine:
                 self._dirty.risk.add(key)
             # A replica of this release may have written the new key already: in whichever order
             # the two rows come, they add up.
-            self._risk[key] = _added(self._risk[key], score, self.rules.rule(row["rule"])) if key in self._risk else score
+            self._risk[key] = _added(self._risk[key], score, self.rules.rule(row["rule"]).half_life) if key in self._risk else score
         for row in rows(db.hop_sightings):
             key = (row["partition"], row["rule"], self._rekeyed(row["user_id"], row["tenant"]))
             if key[2] != row["user_id"]:
@@ -233,7 +231,7 @@ class AlertEngine:
         the pseudonym alone (no "@"), and move to the key of the tenant they name."""
         if "@" in user or user.startswith("h_") or not tenant:
             return user
-        return _subject(MisuseVerdict.model_construct(user_id=user, tenant_id=tenant))
+        return _subject(user, tenant)
 
     def assign(self, conn: Connection, partitions: Iterable[int], partition_count: int) -> None:
         """Partitions were assigned to this replica: own them and load their state (another
@@ -609,7 +607,7 @@ class AlertEngine:
     def _observe_offender(self, rule: RepeatOffenderRule, v: MisuseVerdict, now: float, partition: int) -> None:
         if v.user_id is None or not matches(rule.match, v):
             return
-        key = (partition, rule.name, _subject(v))
+        key = (partition, rule.name, _subject(v.user_id, v.tenant_id))
         # Decay by event time (clamped to now), as the windows do: verdicts replayed after an
         # outage decay between each other as they did live instead of piling up undecayed.
         # The score is held as of the latest event time seen; an older verdict adds its weight
@@ -650,7 +648,7 @@ class AlertEngine:
         if v.user_id is None or target is None or not matches(rule.match, v):
             return
         seen_at = min(v.timestamp.timestamp(), now)
-        subject = _subject(v)
+        subject = _subject(v.user_id, v.tenant_id)
         sightings = self._hops[(partition, rule.name, subject)]
         if seen_at < now - rule.window:
             return
@@ -729,8 +727,7 @@ class AlertEngine:
         assert isinstance(r, RepeatOffenderRule)
         now = self._clock()
         if tenant_id is not None:
-            subject = _subject(MisuseVerdict.model_construct(user_id=user_id, tenant_id=tenant_id))
-            wanted: Callable[[str], bool] = subject.__eq__
+            wanted: Callable[[str], bool] = _subject(user_id, tenant_id).__eq__
         else:
             wanted = lambda s: s == user_id or s.startswith(user_id + "@")  # noqa: E731
         return sum(

@@ -251,7 +251,7 @@ def test_state_written_before_users_were_keyed_by_tenant_carries_over(
     engine = create_db_engine(db_url)
     old = {"partition": 0, "rule": "offender", "user_id": "u_alice", "score": 8.0, "updated_at": clock.now,
            "context": {"tenant": "acme", "last_request_id": "r"}}
-    newer = {**old, "user_id": _subject(verdict(tenant="acme")), "score": 0.0 if new_row == "none" else 2.0}
+    newer = {**old, "user_id": _subject("u_alice", "acme"), "score": 0.0 if new_row == "none" else 2.0}
     with engine.begin() as conn:
         for row in {"none": [old], "before": [newer, old], "after": [old, newer]}[new_row]:
             conn.execute(sa.insert(db.risk_scores), [row])
