@@ -8,7 +8,8 @@ characters (540: about the largest region ``snippet`` redacts), with four ending
 recogniser but spaCy's reads each text; the slowest are listed. Compiling happens on a warm-up
 pass first, so the times are of matching alone. Found this way on 2026-12-04 (docs/benchmarks.md,
 PII redaction): "12 rue " + "de la " * 60 never finished, and Presidio's URL recogniser took
-0.42 s on 540 characters of "a.a.a.".
+0.42 s on 540 characters of "a.a.a.". With ``--chars 2000`` (2026-12-07): a password pattern cubic
+on blanks, and five quadratic ones (docs/benchmarks.md, "Redactor patterns on long runs").
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ UNITS = (
     "_", "<username>a1", "postgres://a:", "://a:a@", "-p a1", "mysql -p", "mysql a", "machine a login a password ",
     "Authorization: Basic ", "-u a:", "--password ", "'pass' => '", "-p a1 ", "-u a -p a1 ", "hydra -p a1 ",
     "u/", "/u/", "u/a", " u/aaa", "5 u/", " @a", " @a.", " @a1.", "@_", "tag @", "reply to @a ",
+    " ", "\n", "-", "@a", "a ", "\\n", "ab'",
 )  # fmt: skip
 ENDINGS = ("", "!", " 5", "@")
 

@@ -94,7 +94,9 @@ PRESIDIO_RECOGNIZERS = (
 _PLACEHOLDER_RX = re.compile(r"<[A-Z_]+>")
 _SPACES = re.compile(r"\s+")
 _WHITESPACE = re.compile(r"\s")
-_BLANKS_BY_DIGIT = re.compile(r"(?<=\d) {2,}| {2,}(?=\d)")
+# A run of blanks before or after a digit; the second branch starts only where a run starts (from
+# every blank of a run it was quadratic: 2.2 s on 8,000 blanks; a review, 2026-12-07).
+_BLANKS_BY_DIGIT = re.compile(r"(?<=\d) {2,}|(?<! ) {2,}(?=\d)")
 
 # After an ``@``: not a version pin of one to three numbers (``react@18``, ``lodash@4.17.21``,
 # ``pkg@1.2.0-rc.1``); a fourth number (an IPv4 host) or a letter makes it a host again.
@@ -172,13 +174,17 @@ CUSTOM_PATTERNS: tuple[tuple[str, str, str, float], ...] = (
     # (2026-12-05; rule and numbers: docs/benchmarks.md, "Phone numbers named in the text"). The
     # phone word stays readable. The value is one run of 8 to 13 digits, at most one space, dot or
     # dash between digits, parentheses allowed (the lookahead counts them; a 14th digit is no
-    # phone); possessive, so hostile runs cannot make it backtrack.
+    # phone); possessive, so hostile runs cannot make it backtrack. The lookahead comes first: it
+    # fails at once where no digit follows, while the lookbehind read back over every blank of a
+    # run at each of its positions (1,000 blanks took 0.5 s; docs/benchmarks.md, "Redactor
+    # patterns on long runs").
     ("PHONE_NUMBER", "phone number after its name",
+     r"(?=(?:[ .-]?\(?\d\)?){8,13}+(?![ .-]?\(?\d))"
      r"(?<=\b(?:(?:(?:tele)?phone|tel\.|tel|mobile|cell(?:phone)?|handy(?:nummer)?|telefon(?:nummer)?|tel[eé]fono"
      r"|t[eé]l[eé]phone|cellulare|m[oó]vil|portable)(?:\s+(?:number|num|no\.?|nr\.?|n[uú]mero))?"
      r"|(?:call|ring|text|sms|dial|whats\s?app)(?:\s+(?:me|him|her|them|us))?\s+(?:at|on))"
      r"(?:\s+(?:is|was|es|est|è|ist|=|:)|\s*[:=])?\s*)"
-     r"(?=(?:[ .-]?\(?\d\)?){8,13}+(?![ .-]?\(?\d))\(?\d++\)?(?:[ .-]?\(?\d++\)?)*+", 0.9),
+     r"\(?\d++\)?(?:[ .-]?\(?\d++\)?)*+", 0.9),
     # The value after "password is", "pwd:", "passcode =", "PIN:" (the cue words stay readable).
     ("PASSWORD", "password in context",
      rf"(?<=(?:{_KEY_START}{_PASSWORD_WORDS}\b{_QUOTE}(?:\s+(?:is|was|will be|should be|to|=|:)|{_KEY_SEP})"
@@ -190,16 +196,21 @@ CUSTOM_PATTERNS: tuple[tuple[str, str, str, float], ...] = (
     # ('"pass": ', "DB_PASS=", "pass="), "--password X", "-p X" where a command logs in (a letter
     # and a digit in X, so that ports and ranges stay), mysql's "-pX", a .netrc line,
     # "scheme://user:PASSWORD@host" and "curl -u user:PASSWORD" (not all digits: "docker run -u
-    # 1000:1000").
-    ("PASSWORD", "password in a command, URL or key file",
+    # 1000:1000"). Five patterns, not one alternation of five: the `regex` module tried the
+    # alternation's lookbehinds at every position of a run of blanks, in cubic time (1,000 blanks
+    # took 2.6 s, 4,000 took 160 s; docs/benchmarks.md, "Redactor patterns on long runs").
+    ("PASSWORD", "password after a key or flag",  # one blank in each cue, the rest read once by "\s*"
      rf"(?<=(?:[\"'`]pass[\"'`]{_KEY_SEP}|_pass{_QUOTE}{_KEY_SEP}|\bpass="
-     r"|(?<![\w-])--(?:password|passwd|pass|pwd)(?:\s+|=)|\bmachine\s+\S+\s+login\s+\S+\s+password\s+)\s*[\"'`]?)"
-     r"(?!-)[^\s\"'`,;]{3,}"
-     r"|(?<=(?<![\w-])(?-i:-p)\s+[\"'`]?)(?=[^\s\"'`,;]*[a-z])(?=[^\s\"'`,;]*\d)"
-     rf"(?:(?<=(?:{_LOGIN_TOOL}|{_LOGIN_FLAG}){_SAME_COMMAND})|(?={_SAME_COMMAND}{_LOGIN_FLAG}))[^\s\"'`,;]{{3,}}"
-     r"|(?<=\b(?:mysql|mysqldump|mariadb)\b[^\n|;&]{0,200}?\s(?-i:-p))[^\s\"'`,;]{3,}"
-     rf"|(?<={_SCHEME}[^\s:/@]+:)[^\s/@]+(?=@[\w\[])"
-     rf"|(?<={_USER_FLAG}[^\s:\"']+:)(?!\d+\b)[^\s\"']+(?=[\"']?(?:\s|$))", 0.95),
+     r"|(?<![\w-])--(?:password|passwd|pass|pwd)[\s=]|\bmachine\s+\S+\s+login\s+\S+\s+password\s)\s*[\"'`]?)"
+     r"(?!-)[^\s\"'`,;]{3,}", 0.95),
+    ("PASSWORD", "password after -p where a command logs in",
+     r"(?![\s\"'`,;])(?<=(?<![\w-])(?-i:-p)\s+[\"'`]?)(?=[^\s\"'`,;]*[a-z])(?=[^\s\"'`,;]*\d)"  # no blank read back from a blank
+     rf"(?:(?<=(?:{_LOGIN_TOOL}|{_LOGIN_FLAG}){_SAME_COMMAND})|(?={_SAME_COMMAND}{_LOGIN_FLAG}))[^\s\"'`,;]{{3,}}", 0.95),
+    ("PASSWORD", "mysql's -pPASSWORD",
+     r"(?<=\b(?:mysql|mysqldump|mariadb)\b[^\n|;&]{0,200}?\s(?-i:-p))[^\s\"'`,;]{3,}", 0.95),
+    ("PASSWORD", "password in a URL", rf"(?<={_SCHEME}[^\s:/@]+:)[^\s/@]+(?=@[\w\[])", 0.95),
+    ("PASSWORD", "password after curl -u user:",
+     rf"(?<={_USER_FLAG}[^\s:\"']+:)(?!\d+\b)[^\s\"']+(?=[\"']?(?:\s|$))", 0.95),
     # "The password of Lucy_Brown is summer2024", "password for root: h4ck3r!pass": up to four words
     # between the cue and "is"; the value needs a digit, or a symbol before its end, so that "is
     # written on the card" stays (rule and numbers: docs/benchmarks.md, "Passwords named a few words").
@@ -313,9 +324,10 @@ CUSTOM_PATTERNS: tuple[tuple[str, str, str, float], ...] = (
     # Any long token mixing letters and digits (unknown providers, session ids, hashes).
     # It starts only where a run of its characters starts (after the hyphens that open it): from every
     # word boundary inside a run, both lookaheads scanned to the run's end, 1.9 s on 12,000 characters
-    # of "1-1-1-..." (docs/benchmarks.md, "The long-token pattern on runs of hyphenated digits").
+    # of "1-1-1-..." (docs/benchmarks.md, "The long-token pattern on runs of hyphenated digits"). The
+    # word boundary comes before the lookbehind, which read back over every hyphen of a run of them.
     ("API_KEY", "long token",
-     r"(?<=(?<![A-Za-z0-9_\-])-*)\b(?=[A-Za-z0-9_\-]*\d)(?=[A-Za-z0-9_\-]*[A-Za-z])[A-Za-z0-9_\-]{32,}\b", 0.6),
+     r"\b(?<=(?<![A-Za-z0-9_\-])-*)(?=[A-Za-z0-9_\-]*\d)(?=[A-Za-z0-9_\-]*[A-Za-z])[A-Za-z0-9_\-]{32,}\b", 0.6),
     # Presidio rejects the published sample SSNs (123-45-6789); in evidence we mask SSN shapes anyway.
     ("US_SSN", "SSN shape", r"\b\d{3}(?:-| - | )\d{2}(?:-| - | )\d{4}\b", 0.5),
     # Digit runs that survived every typed recogniser (account numbers, unknown id formats),
@@ -563,6 +575,8 @@ class PresidioRedactor:
             # Country recognisers default to their own language; prompts mix them into English.
             extra = {"patterns": anchored_url_patterns(predefined.UrlRecognizer)} if name == "UrlRecognizer" else {}
             base = getattr(predefined, name)
+            if name == "InPanRecognizer":
+                base, extra = _pan_low_needs_its_context(base), {"patterns": anchored_pan_patterns(base), "name": name}
             if name == "PhoneRecognizer":
                 base, extra = _not_dates(base), {"name": name}
             registry.add_recognizer(base(supported_language="en", **extra))
@@ -626,6 +640,49 @@ def anchored_url_patterns(url_recognizer: type) -> list:
 
     return [Pattern(p.name, r"(?i)(?<![a-z0-9.\-])" + url_recognizer.BASE_URL_REGEX, p.score)
             if p.name == "Non schema URL" else p for p in url_recognizer.PATTERNS]
+
+
+# Presidio's low-confidence PAN pattern looks ahead over the rest of the text (".*?[0-9]{4}") from
+# every word boundary: quadratic, 1.3 s on 8,000 characters of "1 " (a review, 2026-12-07). Tried
+# only where a token of its ten characters starts, it finds the same spans.
+_PAN_LOW_START = r"\b(?=[\w@#$%^?~-]{10}\b)"
+
+
+def anchored_pan_patterns(pan_recognizer: type) -> list:
+    """Presidio's Indian PAN patterns, with the low-confidence one tried only at the start of a
+    token it can match (:data:`_PAN_LOW_START`); its own test of the rest of the text unchanged."""
+    from presidio_analyzer import Pattern
+
+    return [Pattern(p.name, _PAN_LOW_START + p.regex.removeprefix(r"\b"), p.score)
+            if p.name == "PAN (Low)" else p for p in pan_recognizer.PATTERNS]
+
+
+def _pan_low_needs_its_context(base: type) -> type:
+    """``base`` (Presidio's PAN recogniser) trying its low-confidence pattern only in a text that
+    holds "pan". Still quadratic on a run of ten-character tokens ("@a" x 40,000: 33 s) with the
+    anchor, that pattern scores 0.01 and passes SCORE_THRESHOLD only when the context enhancer
+    finds one of the recogniser's context words ("pan", "permanent account number") in a lemma
+    near the match, as a substring: without "pan" in the text its results were all dropped."""
+
+    class PanLowNeedsItsContext(base):
+        _without_low = threading.local()
+
+        @property
+        def patterns(self) -> list:
+            return self._some if getattr(self._without_low, "on", False) else self._all
+
+        @patterns.setter
+        def patterns(self, value: list) -> None:
+            self._all, self._some = value, [p for p in value if p.name != "PAN (Low)"]
+
+        def analyze(self, text: str, *args: object, **kwargs: object) -> list:
+            self._without_low.on = "pan" not in text.lower()
+            try:
+                return super().analyze(text, *args, **kwargs)
+            finally:
+                self._without_low.on = False
+
+    return PanLowNeedsItsContext
 
 
 # Calendar dates that the phone recognisers and the long-number pattern read as numbers ("the vote
