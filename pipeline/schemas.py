@@ -57,6 +57,10 @@ EVIDENCE_MAX_CHARS = 160
 # regex character class was 12 us on a 3 KB string, the encode 1-3 us.
 _UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
 CLEANED_NOTE_KEY = "mm.cleaned_fields"
+# At most this many paths in the note, then one "<N more>": one path per dirty string made the note
+# of a record of 110,000 NUL strings nested 60 deep 16 MB of JSON, 16 times the record, in every
+# sink that stores it (a review, 2026-12-07).
+MAX_CLEANED_PATHS = 100
 # Set by a Text validator that cleaned something; reset before and read after each InferenceLog.
 _CLEANED: ContextVar[bool] = ContextVar("mm_text_cleaned", default=False)
 
@@ -556,7 +560,10 @@ class InferenceLog(BaseModel):
         if cleaned:
             # The validators do not know their path; the raw input (slow path, dirty records only) does.
             metadata = dict(log.metadata or {})
-            metadata[CLEANED_NOTE_KEY] = list(dict.fromkeys((*_note_paths(metadata.get(CLEANED_NOTE_KEY)), *_cleaned_paths(data))))
+            paths = list(dict.fromkeys((*_note_paths(metadata.get(CLEANED_NOTE_KEY)), *_cleaned_paths(data))))
+            if len(paths) > MAX_CLEANED_PATHS + 1:
+                paths[MAX_CLEANED_PATHS:] = [f"<{len(paths) - MAX_CLEANED_PATHS} more>"]
+            metadata[CLEANED_NOTE_KEY] = paths
             object.__setattr__(log, "metadata", metadata)  # frozen: set once, during validation
             log.__pydantic_fields_set__.add("metadata")  # kept by exclude_unset dumps too
         return log

@@ -257,3 +257,19 @@ def test_a_leading_byte_order_mark_is_ignored_and_one_elsewhere_is_not_json():
     with pytest.raises(DecodeError) as exc:
         decode_log(good[:1] + b"\xef\xbb\xbf" + good[1:], 1 << 20)
     assert exc.value.reason is DecodeReason.INVALID_JSON
+
+
+def test_the_cleaning_note_of_many_dirty_strings_is_cut():
+    """One path per dirty string: 110,000 NUL strings nested 60 deep in metadata made a note of
+    16 MB, 16 times the record (a review, 2026-12-07). The first 100 paths are kept, then a count."""
+    nested: object = ["\x00"] * 5_000
+    for _ in range(30):
+        nested = [nested]
+    log = decode_log(_line(prompt="a\x00b", metadata={"a": nested}), LIMIT)
+    note = log.cleaned_fields
+    assert len(note) == 101 and note[0] == "prompt" and note[-1] == "<4901 more>"
+    assert len(json.dumps(log.metadata[CLEANED_NOTE_KEY])) < 20_000
+    assert all(path.startswith("metadata.<key 1>.0.0.") for path in note[1:-1])
+    # A record of as many dirty strings as the cap plus one keeps every path.
+    few = decode_log(_line(prompt="a\x00b", metadata={"a": ["\x00"] * 100}), LIMIT)
+    assert len(few.cleaned_fields) == 101 and few.cleaned_fields[-1] == "metadata.<key 1>.99"
