@@ -19,7 +19,7 @@ import typer
 from pydantic import BaseModel, ConfigDict, Field
 from rich.console import Console
 from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
 from pipeline.decode import DecodeError, decode_log, key_fields_of, too_large
@@ -106,9 +106,10 @@ def main(argv: list[str] | None = None) -> int:
     from typer._click.utils import PacifyFlushWrapper
     from typer.exceptions import Abort
 
-    from pipeline.exits import ExitCode, classify_exception
+    from pipeline.exits import ExitCode, classify_exception, remember_interrupts
 
     _state["debug"] = _env_flag("MM_DEBUG")  # the callback sets it from --debug
+    restore = remember_interrupts()
     try:
         result = app(args=argv, prog_name="misuse-monitor", standalone_mode=False)
     except NoArgsIsHelpError as exc:
@@ -126,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
             hint = f"; {exc.option_name} is an option of '{parent.command_path}': put it before '{exc.ctx.info_name}'"
         print(f"{command}: error: {exc.format_message()}{hint} (see '{command} --help')", file=sys.stderr)
         return exc.exit_code
-    except Abort:
+    except (Abort, KeyboardInterrupt):
         print("misuse-monitor: interrupted", file=sys.stderr)
         return ExitCode.INTERRUPTED
     except SystemExit as exc:
@@ -141,6 +142,10 @@ def main(argv: list[str] | None = None) -> int:
             traceback.print_exc()
         print(f"misuse-monitor: error: {line}", file=sys.stderr)
         return code
+    finally:
+        restore()
+    if result == ExitCode.INTERRUPTED:  # typer turns Ctrl-C into Exit(130), which returns it here
+        print("misuse-monitor: interrupted", file=sys.stderr)
     return result if isinstance(result, int) else ExitCode.OK
 
 
@@ -167,8 +172,18 @@ def _settings(config: Path | None, **overrides: object) -> Settings:
     return settings
 
 
+class _Progress(Progress):
+    """A progress bar whose every step is a place to stop at Ctrl-C, even one Python lost."""
+
+    def advance(self, task_id: TaskID, advance: float = 1) -> None:
+        from pipeline.exits import raise_if_interrupted
+
+        raise_if_interrupted()
+        super().advance(task_id, advance)
+
+
 def _progress() -> Progress:
-    return Progress(
+    return _Progress(
         TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), console=console
     )
 

@@ -16,7 +16,9 @@ import difflib
 import errno
 import os
 import re
+import signal
 import sys
+import threading
 from collections.abc import Callable, Iterable
 from enum import IntEnum
 from typing import Any
@@ -352,6 +354,33 @@ SPARK_TASK_ERRORS = ("Py4JJavaError", "PythonException")
 # What a task's error says first when the input is at fault: the rest of its line is the message
 # (exit 4). A task cannot raise InputError to the driver: it arrives as a Spark error.
 SPARK_TASK_INPUT_ERROR = "misuse-monitor input error:"
+
+
+# Ctrl-C, remembered: a KeyboardInterrupt raised inside a finaliser (``__del__``; the regex
+# module's run while patterns compile) is printed as "Exception ignored" and lost, and `classify`
+# then ran on to its last line (a newcomer review, 2026-12-07). Long loops call
+# :func:`raise_if_interrupted` once per batch or record.
+_interrupted = threading.Event()
+
+
+def _on_interrupt(signum: int, frame: object) -> None:
+    _interrupted.set()
+    raise KeyboardInterrupt
+
+
+def remember_interrupts() -> Callable[[], None]:
+    """Install the Ctrl-C handler (main thread only); returns what puts the one before back."""
+    if threading.current_thread() is not threading.main_thread():
+        return lambda: None
+    _interrupted.clear()
+    previous = signal.signal(signal.SIGINT, _on_interrupt)
+    return lambda: signal.signal(signal.SIGINT, previous)
+
+
+def raise_if_interrupted() -> None:
+    """Raise KeyboardInterrupt if Ctrl-C came since :func:`remember_interrupts`, lost or not."""
+    if _interrupted.is_set():
+        raise KeyboardInterrupt
 
 
 def classify_exception(exc: BaseException) -> tuple[ExitCode, str]:

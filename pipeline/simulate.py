@@ -49,6 +49,7 @@ from rich.table import Table
 
 from detectors.training import corpora
 from detectors.training.corpora import CorpusText
+from pipeline.exits import raise_if_interrupted
 from pipeline.stdio import is_dash, open_output, output_path_or_dash, output_path_problem, same_file
 from pipeline.schemas import INFERENCE_LOG_V1, TIMESTAMP_MIN, InferenceLog
 
@@ -867,6 +868,7 @@ def write_jsonl(
                 truth_out.write(json.dumps(record.truth.label_row(record.log.request_id), sort_keys=True) + "\n")
             counts.add(record.truth)
             progress.advance(task)
+            raise_if_interrupted()  # a Ctrl-C lost in a finaliser still stops here (pipeline/exits.py)
     return counts
 
 

@@ -617,3 +617,68 @@ def test_an_output_name_ending_in_a_slash_is_a_usage_error(argv: list[str], tmp_
     code, err = _run(capsys, *[a.format(d=tmp_path) for a in argv])
     assert code == ExitCode.USAGE and "ends with a slash" in err, err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in.jsonl"]
+
+
+# --------------------------------------------------------------------------- Ctrl-C
+
+
+def test_a_ctrl_c_lost_in_a_finaliser_still_stops_the_next_step(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A newcomer review (2026-12-07): Ctrl-C during `classify` was sometimes ignored and the run
+    went on to its last line. The KeyboardInterrupt had been raised inside a finaliser (the regex
+    module's ``__del__``, while patterns compile), where Python prints "Exception ignored" and drops
+    it. The handler remembers it, and each step of a progress bar raises it again."""
+    import os
+    import signal
+
+    from pipeline.cli import _progress
+    from pipeline.exits import remember_interrupts
+
+    lost: list[type[BaseException]] = []
+    monkeypatch.setattr("sys.unraisablehook", lambda u: lost.append(u.exc_type))
+
+    class Finaliser:
+        def __del__(self) -> None:
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(1)  # the handler runs here, inside __del__
+
+    restore = remember_interrupts()
+    try:
+        Finaliser()
+        assert lost == [KeyboardInterrupt]  # as Python does it: dropped
+        with _progress() as progress, pytest.raises(KeyboardInterrupt):
+            progress.advance(progress.add_task("x", total=2))
+    finally:
+        restore()
+
+
+@pytest.mark.slow
+def test_ctrl_c_ends_classify_with_exit_130_a_message_and_no_output(tmp_path: Path) -> None:
+    """Ctrl-C exited 130 with nothing on stderr but the progress bar: typer turns it into its own
+    exit, so the "interrupted" line README promises was never printed (a newcomer review,
+    2026-12-07). The output file is left as it was (absent here)."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    src = tmp_path / "in.jsonl"
+    src.write_text((json.dumps(LINE) + "\n") * 200_000)
+    out = tmp_path / "out.jsonl"
+    proc = subprocess.Popen(
+        [sys.executable, "-c", "import sys; from pipeline.cli import main; sys.exit(main())",
+         "classify", str(src), "-o", str(out), "--detectors", "rules"],
+        cwd=Path(__file__).resolve().parents[2], stderr=subprocess.PIPE, text=True,
+        env={k: v for k, v in os.environ.items() if not k.upper().startswith("MM_")},
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while not list(tmp_path.glob(".out.jsonl.*.tmp")) and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)  # scoring has started: the output's temporary file exists
+        time.sleep(0.5)
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == ExitCode.INTERRUPTED, err[-2000:]
+    assert "misuse-monitor: interrupted" in err
+    assert not out.exists() and not list(tmp_path.glob(".out.jsonl.*"))
