@@ -135,6 +135,8 @@ def test(
             table.add_row(escape(r.name), r.kind, r.severity, escape(", ".join(r.receivers)) or "(all)")
         console.print(table)
         console.print(f"{escape(str(settings.rules_file))}: {len(rules.rules)} rule(s) OK (notify: {settings.notify})")
+    if not rules.rules:  # valid, as promtool finds a file of no rules; but an empty or wrong file was just "0 rule(s) OK"
+        typer.echo(f"misuse-monitor: warning: {settings.rules_file} has no rules: no alert will ever fire", err=True)
     if not send:
         if as_json:
             print(json.dumps(doc, sort_keys=True))

@@ -308,6 +308,8 @@ def load_rules(path: Path, receivers: list[str] | None = None) -> AlertRules:
         ) from exc
     except OSError as exc:
         raise AlertRulesError(f"cannot read alert rules file {path}: {exc}") from exc
+    except UnicodeDecodeError as exc:  # it was "input is not UTF-8 text", exit 4, no file named (a review, 2026-12-07)
+        raise AlertRulesError(f"{path} is not UTF-8 text ({exc.reason} at byte {exc.start})") from exc
     return parse_rules(text, str(path), receivers)
 
 

@@ -286,3 +286,23 @@ def test_an_alerts_config_that_cannot_be_read_is_a_config_error_naming_it(kind: 
         config.write_text("notify: [\n")
     code, err = _main(capsys, "--alerts-config", str(config), "test")
     assert code == 3 and str(config) in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_a_rules_file_that_is_not_utf8_is_a_config_error_naming_it(tmp_path: Path) -> None:
+    """A newcomer review (2026-12-07): "input is not UTF-8 text ... at byte 24", exit 4 (an input
+    error), and no file named."""
+    rules = tmp_path / "rules.yaml"
+    rules.write_bytes(b"rules:\n  - name: caf\xe9\n")
+    result = runner.invoke(app, ["--db-url", f"sqlite:///{tmp_path / 'a.db'}", "--rules", str(rules), "test"])
+    assert result.exit_code == 3
+    assert result.stderr.strip() == f"misuse-monitor: error: alert rules: {rules} is not UTF-8 text (invalid continuation byte at byte 20)"
+
+
+def test_a_rules_file_without_rules_passes_with_a_warning(tmp_path: Path) -> None:
+    """It said only "0 rule(s) OK": an empty or wrong file means no alert ever fires (a newcomer
+    review, 2026-12-07). Valid, as promtool takes a file of no rules, but said."""
+    rules = tmp_path / "rules.yaml"
+    rules.write_text("")
+    result = runner.invoke(app, ["--db-url", f"sqlite:///{tmp_path / 'a.db'}", "--rules", str(rules), "test"])
+    assert result.exit_code == 0, result.output
+    assert f"warning: {rules} has no rules: no alert will ever fire" in result.stderr
