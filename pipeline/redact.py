@@ -1170,6 +1170,17 @@ def snippet(
     return f"{prefix}{window}{suffix}"[:max_chars]
 
 
+REPRESENTATIVE_MAX_CHARS = 500
+
+
+def representative_excerpt(text: str | None) -> str | None:
+    """The start of a campaign's prompt, PII redacted before the cut: job output and the report
+    are copies outside the lake's raw_text policy. The report cuts what it reads too: outputs
+    written before the campaigns job cut them hold whole prompts, and redacting a whole text is
+    linear at best (a review, 2026-12-07)."""
+    return snippet(text, 0, 0, REPRESENTATIVE_MAX_CHARS, align="start") if text else text
+
+
 def _plain(segment: str) -> tuple[str, list[int]]:
     """``segment`` as the recognisers must read it, and the index in ``segment`` of each
     character kept: format characters (zero-width, soft hyphen, bidi controls) removed, every

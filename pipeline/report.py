@@ -672,12 +672,13 @@ def _records(df: pd.DataFrame, limit: int) -> list[dict[str, Any]]:
 def _redacted_prompts(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Representative prompts with PII replaced: a report is mailed and attached to tickets.
 
-    The campaigns job already stores them redacted; this also covers outputs written before it did."""
-    from pipeline.redact import redact
+    The campaigns job already stores them redacted and cut; this also covers outputs written
+    before it did, cut the same way before redaction."""
+    from pipeline.redact import representative_excerpt
 
     for row in rows:
         if row.get("representative_prompt"):
-            row["representative_prompt"] = redact(row["representative_prompt"])
+            row["representative_prompt"] = representative_excerpt(row["representative_prompt"])
     return rows
 
 

@@ -28,6 +28,7 @@ from pyspark.sql import Column, DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 from pyspark.sql.types import StringType, StructField, StructType
 
+from pipeline.redact import representative_excerpt
 from pipeline.spark.output import add_overwrite_argument, bounded, refuse_inside_lake, refuse_overwrite
 
 if TYPE_CHECKING:
@@ -35,7 +36,6 @@ if TYPE_CHECKING:
 
 DEFAULT_MAX_DISTANCE = 0.6
 DEFAULT_MIN_USERS = 3
-REPRESENTATIVE_MAX_CHARS = 500
 _MAX_SHINGLE_CHARS = 4000
 _SEED = 20261129  # fixed: the same history always yields the same campaigns
 
@@ -62,14 +62,6 @@ def _id_key(policy: LakePolicy | None) -> bytes:
     if policy is not None and policy.pseudonym_key:
         return policy.pseudonym_key
     return os.urandom(32)
-
-
-def representative_excerpt(text: str | None) -> str | None:
-    """The start of a campaign's prompt, PII redacted before the cut (pipeline/redact.py): job
-    output and the report are copies outside the lake's raw_text policy."""
-    from pipeline.redact import snippet
-
-    return snippet(text, 0, 0, REPRESENTATIVE_MAX_CHARS, align="start") if text else text
 
 
 def campaign_text(log_json: str | None, flagged_at: Iterable[str] | None = None) -> str | None:

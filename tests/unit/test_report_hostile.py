@@ -5,6 +5,7 @@ an attacker or a careless newcomer gives them, each with the exit code README's 
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import pandas as pd
@@ -338,3 +339,23 @@ def test_a_job_output_column_of_another_type_is_an_input_error_naming_it(tmp_pat
     assert main(["report", str(jobs), "-o", str(tmp_path / "r.html")]) == ExitCode.INPUT
     err = capsys.readouterr().err
     assert says in err and "internal error" not in err, err
+
+
+def test_a_whole_prompt_in_an_old_campaigns_output_is_cut_before_it_is_redacted(tmp_path: Path) -> None:
+    """The report redacted each representative prompt whole, and outputs written before the
+    campaigns job cut them hold whole prompts: 100,000 characters of a hostile run cost the
+    redactor minutes (a review, 2026-12-07). It is cut as the job cuts it, then redacted."""
+    jobs = tmp_path / "jobs"
+    _aggregates(jobs)
+    prompt = "Call Jane Doe at jane.doe@example.com about the ransomware. " + "  -p  \n" * 15_000
+    _parquet(jobs / "campaigns", [
+        {"campaign_id": "c1", "records": 3, "users": 3, "models": ["m"], "categories": ["cyber_abuse"],
+         "first_seen": "2026-11-01", "last_seen": "2026-11-01", "representative_prompt": prompt},
+    ])
+    page = tmp_path / "r.html"
+    started = time.perf_counter()
+    assert main(["report", str(jobs), "-o", str(page)]) == 0
+    assert time.perf_counter() - started < 60  # a bound for a hang, not for speed
+    html = page.read_text(encoding="utf-8")
+    assert "about the ransomware." in html and "jane.doe@example.com" not in html and "&lt;EMAIL&gt;" in html
+    assert html.count("-p") < 500
