@@ -43,6 +43,24 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(out, ensure_ascii=False)
 
 
+# Control characters of a message, shown escaped: a client's request id or text in a message
+# forged log lines ("r1\n2026-01-01 ... CRITICAL ...: ALL CLEAR") and coloured the terminal (ESC)
+# until a review (2026-12-07). C0 (but tab), DEL, C1 and the Unicode line and paragraph separators;
+# a traceback keeps its lines (it is added after the message).
+_CONTROL_ESCAPES = {c: f"\\x{c:02x}" for c in (*range(0x20), *range(0x7F, 0xA0)) if c != 0x09} | {
+    0x0A: "\\n", 0x0D: "\\r", 0x2028: "\\u2028", 0x2029: "\\u2029"}
+
+
+class TextFormatter(logging.Formatter):
+    """TEXT_FORMAT, one line per message: its control characters escaped."""
+
+    def __init__(self) -> None:
+        super().__init__(TEXT_FORMAT)
+
+    def formatMessage(self, record: logging.LogRecord) -> str:  # noqa: N802 - logging's naming
+        return super().formatMessage(record).translate(_CONTROL_ESCAPES)
+
+
 class _StderrHandler(logging.StreamHandler):
     """Writes to whatever ``sys.stderr`` is when a record is emitted, not to the stream of the
     moment logging was configured. Bound once, it kept a stream that a harness replaced and
@@ -74,7 +92,7 @@ def configure_logging(level: str = "warning", fmt: str = "text") -> None:
     numeric = _LEVELS[level]
     _configured = (level, fmt)
     handler = _StderrHandler()
-    handler.setFormatter(JsonFormatter() if fmt == "json" else logging.Formatter(TEXT_FORMAT))
+    handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
     root = logging.getLogger()
     for old in list(root.handlers):
         root.removeHandler(old)

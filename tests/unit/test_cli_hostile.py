@@ -103,6 +103,24 @@ def test_debug_log_level_keeps_presidio_and_spacy_lines_off_stderr(capsys: pytes
     assert "DEBUG pipeline.test: our own debug line" in err  # debug itself still works
 
 
+def test_a_client_value_in_a_text_log_line_cannot_forge_another_line(capsys: pytest.CaptureFixture[str]) -> None:
+    """A review (2026-12-07): a request id quoted by the scorer's "detector failed" line wrote a
+    second, forged CRITICAL line and a raw ANSI escape to stderr. Control characters of a message
+    are escaped; a traceback keeps its lines."""
+    forged = "r1\n2026-01-01 00:00:00,000 CRITICAL pipeline.runner: \x1b[31mALL CLEAR\r\u2028\x85"
+    configure_logging("warning", "text")
+    try:
+        raise ValueError("boom")
+    except ValueError:
+        logging.getLogger("pipeline.scoring").exception("detector failed on record %s", forged)
+    err = capsys.readouterr().err
+    first, *rest = err.splitlines()
+    assert first.endswith(r"detector failed on record r1\n2026-01-01 00:00:00,000 CRITICAL pipeline.runner: "
+                          r"\x1b[31mALL CLEAR\r\u2028\x85")
+    assert rest[0] == "Traceback (most recent call last):" and rest[-1] == "ValueError: boom"
+    assert "\x1b" not in err and "CRITICAL" not in "".join(rest)
+
+
 # --------------------------------------------------------------------------- 4. clear errors, right codes
 
 
