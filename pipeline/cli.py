@@ -415,7 +415,7 @@ def stream(
     if "postgres" in settings.sinks:
         require_postgres(settings.postgres.url.get_secret_value(), settings.postgres.connect_timeout_s)
     _require_pseudonym_key(settings, dev)
-    metrics = PipelineMetrics()
+    metrics = PipelineMetrics.from_settings(settings.metrics)
     if settings.metrics.port:
         try:
             metrics.serve(settings.metrics.host, settings.metrics.port)

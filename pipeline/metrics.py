@@ -8,19 +8,39 @@ distinct values, and their combinations (model, deployment, tenant) to ``max_ser
 (200 x 200 per-label values alone made 40,000 series of one counter in a hostile check);
 values past a cap become ``__other__`` and are counted in ``mm_label_overflow_total{label}``.
 First come, first served: values seen after the cap is reached (a real tenant after junk)
-are grouped under ``__other__`` until the process restarts.
+are grouped under ``__other__`` until the process restarts, unless the settings name them
+(``metrics.known_models``, ``known_deployments``, ``known_tenants``: always exported, never
+counted). A review (2026-12-07) found the caps still let one client make a 94 MB page of 106,000
+lines: ``mm_flagged_total`` multiplies each combination by up to 48 (category x severity x
+complied), values were up to 256 characters, and every counter had a ``_created`` line. So a value
+is cut to ``max_label_chars`` (a hash keeps cut values apart), the flagged counter's full label
+sets are capped at 4 x ``max_series``, and ``_created`` lines are off.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import threading
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import TYPE_CHECKING
 
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    disable_created_metrics,
+    generate_latest,
+)
+
+if TYPE_CHECKING:
+    from pipeline.settings import MetricsSettings
 
 OTHER = "__other__"
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
@@ -36,12 +56,18 @@ DEAD_LETTER_REASONS = (
 )
 
 
+MAX_LABEL_CHARS = 64
+
+
 @dataclass
 class LabelGuard:
     """Admits the first ``max_values`` distinct keys (label values, or tuples of them); a later
-    new key is refused (``admit``), and as a label value becomes ``__other__`` (``__call__``)."""
+    new key is refused (``admit``), and as a label value becomes ``__other__`` (``__call__``).
+    ``known`` values are always admitted and not counted; a value is cut to ``max_chars``."""
 
     max_values: int
+    known: frozenset[str] = frozenset()
+    max_chars: int = MAX_LABEL_CHARS
     _seen: set = field(default_factory=set)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -56,6 +82,9 @@ class LabelGuard:
 
     def __call__(self, value: str | None) -> str:
         value = _query_safe(value or "unknown")
+        if value in self.known:
+            return value
+        value = _cut(value, self.max_chars)
         return value if self.admit(value) else OTHER
 
 
@@ -68,6 +97,18 @@ _UNSAFE_IN_QUERIES = re.compile(r'["\\\x00-\x1f\x7f]')
 
 def _query_safe(value: str) -> str:
     return _UNSAFE_IN_QUERIES.sub("_", value)
+
+
+def _cut(value: str, max_chars: int) -> str:
+    """``value``, or its start and 12 hex digits of its SHA-256 when longer than ``max_chars``."""
+    if len(value) <= max_chars:
+        return value
+    digest = hashlib.sha256(value.encode("utf-8", "surrogatepass")).hexdigest()[:12]
+    return f"{value[: max_chars - 13]}~{digest}"
+
+
+def _known(values: Iterable[str]) -> frozenset[str]:
+    return frozenset(_query_safe(v) for v in values)
 
 
 class Health:
@@ -102,14 +143,18 @@ class Health:
 
 class PipelineMetrics:
     def __init__(
-        self, registry: CollectorRegistry | None = None, max_label_values: int = 200, max_series: int = 1000
+        self, registry: CollectorRegistry | None = None, max_label_values: int = 200, max_series: int = 1000,
+        max_label_chars: int = MAX_LABEL_CHARS, known_models: Iterable[str] = (),
+        known_deployments: Iterable[str] = (), known_tenants: Iterable[str] = (),
     ) -> None:
+        disable_created_metrics()  # a "_created" line beside each counter and histogram series (process-wide)
         self.registry = registry or CollectorRegistry()
         r = self.registry
-        self.guard_model = LabelGuard(max_label_values)
-        self.guard_deployment = LabelGuard(max_label_values)
-        self.guard_tenant = LabelGuard(max_label_values)
+        self.guard_model = LabelGuard(max_label_values, _known(known_models), max_label_chars)
+        self.guard_deployment = LabelGuard(max_label_values, _known(known_deployments), max_label_chars)
+        self.guard_tenant = LabelGuard(max_label_values, _known(known_tenants), max_label_chars)
         self._guard_series = LabelGuard(max_series)
+        self._guard_flagged = LabelGuard(4 * max_series)
         self.label_overflow = Counter(
             "mm_label_overflow_total",
             "Verdicts whose model, deployment or tenant label (or their combination: label=series) was "
@@ -239,16 +284,35 @@ class PipelineMetrics:
             "mm_stage_busy_seconds_total", "Time each pipeline stage spent working (not waiting)", ["stage"], registry=r
         )
 
+    @classmethod
+    def from_settings(cls, settings: MetricsSettings, registry: CollectorRegistry | None = None) -> PipelineMetrics:
+        return cls(
+            registry, settings.max_label_values, settings.max_series, settings.max_label_chars,
+            settings.known_models, settings.known_deployments, settings.known_tenants,
+        )
+
     def series_labels(self, model: str | None, deployment: str | None, tenant: str | None) -> tuple[str, str, str]:
-        """The (model, deployment, tenant) labels of one verdict, within both cardinality caps."""
+        """The (model, deployment, tenant) labels of one verdict, within both cardinality caps (a
+        combination of known values, or of known values and unset ones, is always kept)."""
+        guards = (self.guard_model, self.guard_deployment, self.guard_tenant)
         key = (self.guard_model(model), self.guard_deployment(deployment), self.guard_tenant(tenant))
         for name, value in zip(("model", "deployment", "tenant"), key, strict=True):
             if value == OTHER:
                 self.label_overflow.labels(name).inc()
+        if all(value in guard.known or value == "unknown" for value, guard in zip(key, guards, strict=True)):
+            return key
         if not self._guard_series.admit(key):
             self.label_overflow.labels("series").inc()
             return (OTHER, OTHER, OTHER)
         return key
+
+    def flagged_labels(self, category: str, series: tuple[str, str, str], severity: str, complied: str) -> tuple[str, ...]:
+        """The labels of one flagged category of a verdict: its full label sets are capped at
+        4 x max_series (each combination can have 48), past which the combination is __other__."""
+        if not self._guard_flagged.admit((category, *series, severity, complied)):
+            self.label_overflow.labels("flagged_series").inc()
+            series = (OTHER, OTHER, OTHER)
+        return (category, *series, severity, complied)
 
     def serve(self, host: str, port: int) -> int:
         """Serve /metrics and /healthz from a daemon thread; returns the bound port (0 picks one)."""

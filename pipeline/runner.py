@@ -171,7 +171,7 @@ class Pipeline(RebalanceHooks):
     ) -> Pipeline:
         """The stream as configured; ``scorer`` replaces the configured detectors (tests)."""
         limit_malloc_arenas()  # before the threads that would add arenas
-        metrics = metrics or PipelineMetrics()
+        metrics = metrics or PipelineMetrics.from_settings(settings.metrics)
         scorer = scorer or build_scorer(settings, metrics)  # loads models before joining the group
         sinks = build_sinks(settings, metrics)
         dead_letters = DeadLetters(TrackedProducer(settings.kafka), settings.kafka.dead_letter_topic, metrics)

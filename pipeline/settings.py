@@ -282,6 +282,13 @@ class LakeSettings(Section):
 class MetricsSettings(Section):
     host: str = "127.0.0.1"
     port: int = Field(default=9464, ge=0, le=65535, description="0 disables the endpoint")
+    # Caps on the label values a client sets (model, deployment, tenant; pipeline/metrics.py).
+    max_label_values: int = Field(default=200, ge=1, description="distinct values per label, then __other__")
+    max_series: int = Field(default=1000, ge=1, description="(model, deployment, tenant) combinations, then __other__")
+    max_label_chars: int = Field(default=64, ge=20, le=1024, description="longer values are cut and hashed")
+    known_models: list[str] = Field(default_factory=list, description="always exported, never counted in a cap")
+    known_deployments: list[str] = Field(default_factory=list, description="always exported, never counted in a cap")
+    known_tenants: list[str] = Field(default_factory=list, description="always exported, never counted in a cap")
 
 
 class Settings(BaseSettings):

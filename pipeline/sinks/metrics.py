@@ -31,7 +31,7 @@ class MetricsSink(Sink):
             m.verdicts.labels(model, deployment, tenant, str(v.flagged).lower(), severity).inc()
             complied = "none" if v.complied is None else str(v.complied).lower()
             for category in v.categories:
-                m.flagged.labels(category.value, model, deployment, tenant, severity, complied).inc()
+                m.flagged.labels(*m.flagged_labels(category.value, (model, deployment, tenant), severity, complied)).inc()
             for f in v.findings:
                 m.findings.labels(f.category.value, f.side.value, f.detector, f.part.value if f.part else "unknown").inc()
                 m.finding_score.labels(f.category.value, f.side.value).observe(f.score)
