@@ -369,16 +369,27 @@ def _on_interrupt(signum: int, frame: object) -> None:
 
 
 def remember_interrupts() -> Callable[[], None]:
-    """Install the Ctrl-C handler (main thread only); returns what puts the one before back."""
-    if threading.current_thread() is not threading.main_thread():
+    """Install the Ctrl-C handler where Python's own is (in the main thread; not where the parent
+    ignores Ctrl-C, as shells do for ``cmd &`` in a script, or ``trap '' INT``: the handler had
+    made such runs stop at a Ctrl-C meant for something else; a review of my diff, 2026-12-07).
+    Returns what puts the handler before back and forgets a Ctrl-C it saw (a Ctrl-C remembered
+    past it stopped every later command of the process)."""
+    if (threading.current_thread() is not threading.main_thread()
+            or signal.getsignal(signal.SIGINT) is not signal.default_int_handler):
         return lambda: None
     _interrupted.clear()
     previous = signal.signal(signal.SIGINT, _on_interrupt)
-    return lambda: signal.signal(signal.SIGINT, previous)
+
+    def restore() -> None:
+        signal.signal(signal.SIGINT, previous)
+        _interrupted.clear()
+
+    return restore
 
 
 def raise_if_interrupted() -> None:
-    """Raise KeyboardInterrupt if Ctrl-C came since :func:`remember_interrupts`, lost or not."""
+    """Raise KeyboardInterrupt if Ctrl-C came while :func:`remember_interrupts`'s handler was in
+    place, lost or not."""
     if _interrupted.is_set():
         raise KeyboardInterrupt
 

@@ -651,6 +651,8 @@ def test_a_ctrl_c_lost_in_a_finaliser_still_stops_the_next_step(monkeypatch: pyt
     from pipeline.cli import _progress
     from pipeline.exits import remember_interrupts
 
+    from pipeline.exits import raise_if_interrupted
+
     lost: list[type[BaseException]] = []
     monkeypatch.setattr("sys.unraisablehook", lambda u: lost.append(u.exc_type))
 
@@ -659,14 +661,52 @@ def test_a_ctrl_c_lost_in_a_finaliser_still_stops_the_next_step(monkeypatch: pyt
             os.kill(os.getpid(), signal.SIGINT)
             time.sleep(1)  # the handler runs here, inside __del__
 
-    restore = remember_interrupts()
+    before = signal.signal(signal.SIGINT, signal.default_int_handler)  # a test worker may ignore SIGINT
     try:
-        Finaliser()
-        assert lost == [KeyboardInterrupt]  # as Python does it: dropped
-        with _progress() as progress, pytest.raises(KeyboardInterrupt):
+        restore = remember_interrupts()
+        try:
+            Finaliser()
+            assert lost == [KeyboardInterrupt]  # as Python does it: dropped
+            with _progress() as progress, pytest.raises(KeyboardInterrupt):
+                progress.advance(progress.add_task("x", total=2))
+        finally:
+            restore()
+        raise_if_interrupted()  # forgotten with the handler: later commands of the process run
+        with _progress() as progress:
             progress.advance(progress.add_task("x", total=2))
     finally:
-        restore()
+        signal.signal(signal.SIGINT, before)
+
+
+def test_a_command_started_with_ctrl_c_ignored_keeps_ignoring_it(tmp_path: Path) -> None:
+    """Shells start ``cmd &`` in a script with SIGINT ignored (and ``trap '' INT`` does so): the
+    first version of the handler above replaced that, and such a classify stopped at a Ctrl-C
+    meant for something else (a review of my diff, 2026-12-07)."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    src = tmp_path / "in.jsonl"
+    src.write_text((json.dumps(LINE) + "\n") * 3_000)
+    out = tmp_path / "out.jsonl"
+    proc = subprocess.Popen(
+        [sys.executable, "-c", "import sys; from pipeline.cli import main; sys.exit(main())",
+         "classify", str(src), "-o", str(out), "--detectors", "rules"],
+        cwd=Path(__file__).resolve().parents[2], stderr=subprocess.PIPE, text=True,
+        env={k: v for k, v in os.environ.items() if not k.upper().startswith("MM_")},
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN),
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while not list(tmp_path.glob(".out.jsonl.*.tmp")) and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0, err[-2000:]
+    assert len(out.read_text().splitlines()) == 3_000
 
 
 @pytest.mark.slow

@@ -708,6 +708,19 @@ _COMMAND_TEXTS = st.lists(st.sampled_from([
 ]), max_size=14).map("".join)
 
 
+# The pattern before (until 2026-12-07): one alternation of the five, written as it was.
+_COMMAND_PASSWORD_BEFORE = (
+    rf"(?<=(?:[\"'`]pass[\"'`]{R._KEY_SEP}|_pass{R._QUOTE}{R._KEY_SEP}|\bpass="
+    r"|(?<![\w-])--(?:password|passwd|pass|pwd)(?:\s+|=)|\bmachine\s+\S+\s+login\s+\S+\s+password\s+)\s*[\"'`]?)"
+    r"(?!-)[^\s\"'`,;]{3,}"
+    r"|(?<=(?<![\w-])(?-i:-p)\s+[\"'`]?)(?=[^\s\"'`,;]*[a-z])(?=[^\s\"'`,;]*\d)"
+    rf"(?:(?<=(?:{R._LOGIN_TOOL}|{R._LOGIN_FLAG}){R._SAME_COMMAND})|(?={R._SAME_COMMAND}{R._LOGIN_FLAG}))[^\s\"'`,;]{{3,}}"
+    r"|(?<=\b(?:mysql|mysqldump|mariadb)\b[^\n|;&]{0,200}?\s(?-i:-p))[^\s\"'`,;]{3,}"
+    rf"|(?<={R._SCHEME}[^\s:/@]+:)[^\s/@]+(?=@[\w\[])"
+    rf"|(?<={R._USER_FLAG}[^\s:\"']+:)(?!\d+\b)[^\s\"']+(?=[\"']?(?:\s|$))"
+)
+
+
 @settings(max_examples=400, deadline=None)
 @given(_COMMAND_TEXTS)
 def test_the_five_command_password_patterns_find_what_their_alternation_found(text: str) -> None:
@@ -717,15 +730,15 @@ def test_the_five_command_password_patterns_find_what_their_alternation_found(te
     covered. They may cover more where two matches overlap: the alternation went on after the end
     of each match, so a second password that overlapped the first was not read. In a differential
     fuzz of 123,000 texts against the patterns before, 3 texts differed, each so (glued pieces such
-    as 'tel:"pass"=>a:b@c.com'), and none was covered less."""
+    as 'tel:"pass"=>a:b@c.com'), and none was covered less; a review's of 2.85 million, 133."""
     assert len(_COMMAND_PASSWORDS) == 5
     flags = R._regex_flags(case_sensitive=False)
 
     def covered(matches: object) -> set[int]:
         return {i for m in matches for i in range(*m.span())}
 
-    alternation = covered(regex.finditer("|".join(_COMMAND_PASSWORDS), text, flags=flags))
-    assert set().union(*(covered(regex.finditer(rx, text, flags=flags)) for rx in _COMMAND_PASSWORDS)) >= alternation
+    before = covered(regex.finditer(_COMMAND_PASSWORD_BEFORE, text, flags=flags))
+    assert set().union(*(covered(regex.finditer(rx, text, flags=flags)) for rx in _COMMAND_PASSWORDS)) >= before
 
 
 @pytest.mark.slow
