@@ -73,6 +73,10 @@ class KafkaSettings(Section):
     # partition; it is then dead-lettered by the size check, not silently skipped.
     max_partition_fetch_bytes: int = Field(default=16 * 1024 * 1024, ge=1024, le=2**31 - 1)
     max_request_size: int = Field(default=16 * 1024 * 1024, ge=1024, le=2**31 - 1)
+    # A compressed record batch of the input topic is decompressed whole; past this many bytes
+    # it is not read, and each of its records is a corrupt_record dead letter (a compression
+    # bomb: 261 KB of gzip became 256 MiB; pipeline/kafka_batches.py).
+    max_batch_decompressed_bytes: int = Field(default=64 * 1024 * 1024, ge=1024 * 1024, le=2**31 - 1)
     # The broker's own limits by default (group.min/max.session.timeout.ms); below 6 s
     # kafka-python refused to start (its heartbeat interval is 3 s), one line, but exit 1.
     session_timeout_ms: int = Field(default=30_000, ge=6_000, le=1_800_000)

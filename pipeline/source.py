@@ -38,9 +38,17 @@ from dataclasses import dataclass
 
 from kafka import KafkaConsumer, TopicPartition
 from kafka.consumer.subscription_state import AsyncConsumerRebalanceListener
-from kafka.errors import CommitFailedError, CorruptRecordError, IllegalStateError, KafkaConnectionError, KafkaError
+from kafka.errors import (
+    CommitFailedError,
+    CorruptRecordError,
+    IllegalStateError,
+    KafkaConnectionError,
+    KafkaError,
+    UnsupportedCodecError,
+)
 from kafka.structs import MemberState, OffsetAndMetadata
 
+from pipeline import kafka_batches
 from pipeline.metrics import PipelineMetrics
 from pipeline.preflight import kafka_reachable
 from pipeline.settings import BatchSettings, KafkaSettings
@@ -149,6 +157,7 @@ class KafkaSource:
 
     def _new_consumer(self) -> KafkaConsumer:
         kafka = self._kafka
+        kafka_batches.install(kafka.max_batch_decompressed_bytes)
         consumer = KafkaConsumer(
             group_id=kafka.group_id,
             enable_auto_commit=False,
@@ -339,7 +348,7 @@ class KafkaSource:
             polled = self._consumer.poll(timeout_ms=timeout_ms, max_records=max_records)
         except MembershipStuck:
             return  # the watchdog woke this call; the consumer is replaced at the next poll
-        except CorruptRecordError as exc:
+        except (CorruptRecordError, UnsupportedCodecError) as exc:  # the latter: a v0/v1 batch (kafka_batches: v2)
             self._skip_unreadable(exc)
             return
         except KafkaConnectionError as exc:
@@ -380,7 +389,7 @@ class KafkaSource:
                 for rec in records
             )
 
-    def _skip_unreadable(self, exc: CorruptRecordError) -> None:
+    def _skip_unreadable(self, exc: CorruptRecordError | UnsupportedCodecError) -> None:
         """Hand out a placeholder for the record the consumer cannot read, and read on after it.
 
         kafka-python raises from ``poll()`` on a record it cannot parse (a header key that is not
@@ -390,6 +399,11 @@ class KafkaSource:
         ``corrupt_record`` and no value (its bytes cannot be had through kafka-python). Records
         after it in the same record batch cannot be parsed either (the batch is read in order):
         each raises in turn and gets its own dead letter, so every offset is accounted for.
+
+        A whole record batch that cannot be read (:class:`pipeline.kafka_batches.UnreadableBatch`:
+        it does not decompress, or not within ``kafka.max_batch_decompressed_bytes``) names its
+        last offset: every offset up to it gets its dead letter at once, and the consumer reads on
+        after it. One offset at a time, each seek fetched and decompressed the batch again.
         """
         part = getattr(self._consumer._fetcher, "_next_partition_records", None)  # noqa: SLF001 - no public way to learn where
         tp = getattr(part, "topic_partition", None)
@@ -400,11 +414,16 @@ class KafkaSource:
         if not part or tp is None or tp not in self._consumer.assignment():
             raise exc
         offset = self._consumer.position(tp)
-        detail = f"the consumer could not read this record (or one before it in its record batch): {exc}"
-        log.warning("%s-%d@%d: %s", tp.topic, tp.partition, offset, detail)
-        self._pending.append(RawRecord(SourcePosition(tp.topic, tp.partition, offset), None, None, (), 0, detail[:1000]))
-        self._metrics.records_consumed.labels(tp.topic).inc()
-        self._consumer.seek(tp, offset + 1)
+        last = exc.last_offset if isinstance(exc, kafka_batches.UnreadableBatch) and exc.last_offset >= offset else offset
+        if last > offset:
+            detail = f"the consumer could not read this record's record batch: {exc}"
+        else:
+            detail = f"the consumer could not read this record (or one before it in its record batch): {exc}"
+        log.warning("%s-%d@%d-%d: %s", tp.topic, tp.partition, offset, last, detail)
+        self._pending.extend(RawRecord(SourcePosition(tp.topic, tp.partition, at), None, None, (), 0, detail[:1000])
+                             for at in range(offset, last + 1))
+        self._metrics.records_consumed.labels(tp.topic).inc(last + 1 - offset)
+        self._consumer.seek(tp, last + 1)
 
     # -- membership watchdog ------------------------------------------------------------------
 
