@@ -678,34 +678,44 @@ def test_a_ctrl_c_lost_in_a_finaliser_still_stops_the_next_step(monkeypatch: pyt
         signal.signal(signal.SIGINT, before)
 
 
-def test_a_command_started_with_ctrl_c_ignored_keeps_ignoring_it(tmp_path: Path) -> None:
-    """Shells start ``cmd &`` in a script with SIGINT ignored (and ``trap '' INT`` does so): the
-    first version of the handler above replaced that, and such a classify stopped at a Ctrl-C
-    meant for something else (a review of my diff, 2026-12-07)."""
+def _classify_then_ctrl_c(tmp_path: Path, lines: int, *, ignored: bool = False, settle_s: float = 0.0) -> tuple[int, str, Path]:
+    """Start `classify` on ``lines`` lines in a child process, send it SIGINT once scoring has
+    started (the output's temporary file exists) and ``settle_s`` later; (exit code, stderr, output).
+    ``ignored``: the child starts with SIGINT ignored, as ``cmd &`` in a shell script does."""
     import os
     import signal
     import subprocess
     import sys
 
     src = tmp_path / "in.jsonl"
-    src.write_text((json.dumps(LINE) + "\n") * 3_000)
+    src.write_text((json.dumps(LINE) + "\n") * lines)
     out = tmp_path / "out.jsonl"
     proc = subprocess.Popen(
         [sys.executable, "-c", "import sys; from pipeline.cli import main; sys.exit(main())",
          "classify", str(src), "-o", str(out), "--detectors", "rules"],
         cwd=Path(__file__).resolve().parents[2], stderr=subprocess.PIPE, text=True,
         env={k: v for k, v in os.environ.items() if not k.upper().startswith("MM_")},
-        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN),
+        preexec_fn=(lambda: signal.signal(signal.SIGINT, signal.SIG_IGN)) if ignored else None,
     )
     try:
         deadline = time.monotonic() + 120
         while not list(tmp_path.glob(".out.jsonl.*.tmp")) and proc.poll() is None and time.monotonic() < deadline:
             time.sleep(0.05)
+        time.sleep(settle_s)
         proc.send_signal(signal.SIGINT)
         _, err = proc.communicate(timeout=120)
     finally:
         proc.kill()
-    assert proc.returncode == 0, err[-2000:]
+    return proc.returncode, err, out
+
+
+@pytest.mark.slow
+def test_a_command_started_with_ctrl_c_ignored_keeps_ignoring_it(tmp_path: Path) -> None:
+    """Shells start ``cmd &`` in a script with SIGINT ignored (and ``trap '' INT`` does so): the
+    first version of the handler above replaced that, and such a classify stopped at a Ctrl-C
+    meant for something else (a review of my diff, 2026-12-07)."""
+    code, err, out = _classify_then_ctrl_c(tmp_path, 3_000, ignored=True)
+    assert code == 0, err[-2000:]
     assert len(out.read_text().splitlines()) == 3_000
 
 
@@ -714,29 +724,7 @@ def test_ctrl_c_ends_classify_with_exit_130_a_message_and_no_output(tmp_path: Pa
     """Ctrl-C exited 130 with nothing on stderr but the progress bar: typer turns it into its own
     exit, so the "interrupted" line README promises was never printed (a newcomer review,
     2026-12-07). The output file is left as it was (absent here)."""
-    import os
-    import signal
-    import subprocess
-    import sys
-
-    src = tmp_path / "in.jsonl"
-    src.write_text((json.dumps(LINE) + "\n") * 200_000)
-    out = tmp_path / "out.jsonl"
-    proc = subprocess.Popen(
-        [sys.executable, "-c", "import sys; from pipeline.cli import main; sys.exit(main())",
-         "classify", str(src), "-o", str(out), "--detectors", "rules"],
-        cwd=Path(__file__).resolve().parents[2], stderr=subprocess.PIPE, text=True,
-        env={k: v for k, v in os.environ.items() if not k.upper().startswith("MM_")},
-    )
-    try:
-        deadline = time.monotonic() + 120
-        while not list(tmp_path.glob(".out.jsonl.*.tmp")) and proc.poll() is None and time.monotonic() < deadline:
-            time.sleep(0.05)  # scoring has started: the output's temporary file exists
-        time.sleep(0.5)
-        proc.send_signal(signal.SIGINT)
-        _, err = proc.communicate(timeout=60)
-    finally:
-        proc.kill()
-    assert proc.returncode == ExitCode.INTERRUPTED, err[-2000:]
+    code, err, out = _classify_then_ctrl_c(tmp_path, 200_000, settle_s=0.5)
+    assert code == ExitCode.INTERRUPTED, err[-2000:]
     assert "misuse-monitor: interrupted" in err
     assert not out.exists() and not list(tmp_path.glob(".out.jsonl.*"))
