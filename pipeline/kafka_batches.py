@@ -32,7 +32,7 @@ from typing import Any
 from kafka.errors import CorruptRecordError
 from kafka.record.default_records import DefaultRecordBatch
 
-DEFAULT_MAX_BYTES = 32 * 1024 * 1024
+DEFAULT_MAX_BYTES = 64 * 1024 * 1024  # kafka.max_batch_decompressed_bytes
 _CHUNK = 1024 * 1024
 _ORIGINAL = DefaultRecordBatch._maybe_uncompress  # noqa: SLF001
 _lock = threading.Lock()
@@ -53,8 +53,9 @@ class _TooLarge(Exception):
 
 
 def install(max_bytes: int = DEFAULT_MAX_BYTES) -> None:
-    """Decompress every record batch of this process within ``max_bytes`` (the last call's bound:
-    one process, one kafka-python)."""
+    """Decompress every record batch (message format v2) of this process within ``max_bytes`` (the
+    last call's bound: one process, one kafka-python). Batches of the formats before v2 (Kafka
+    0.10 and older; a Kafka 4 broker accepts none) are read as kafka-python reads them."""
     global _max_bytes
     current = DefaultRecordBatch._maybe_uncompress  # noqa: SLF001
     if current is not _ORIGINAL and current is not _bounded_maybe_uncompress:
@@ -103,6 +104,8 @@ def _decompress(codec: int, data: bytes, max_bytes: int) -> bytes:
         out = decompressor.decompress(data, max_length=max_bytes + 1)
         if len(out) > max_bytes:
             raise _TooLarge
+        if not decompressor.eof:  # a frame cut short: kafka-python's own decoder raises too
+            raise ValueError("lz4 frame cut short")
         return out
     if codec == DefaultRecordBatch.CODEC_SNAPPY:
         return _snappy(data, max_bytes)
@@ -132,8 +135,12 @@ def _snappy(data: bytes, max_bytes: int) -> bytes:
         while cursor < len(data):
             (size,) = struct.unpack_from("!i", data, cursor)
             cursor += 4
+            if size < 0 or cursor + size > len(data):  # a negative size looped forever (a review, 2026-12-07)
+                raise ValueError(f"snappy block of {size} bytes at byte {cursor - 4} of {len(data)}")
             blocks.append(data[cursor:cursor + size])
             cursor += size
+        if not blocks:
+            raise ValueError("snappy stream without a block")
     else:
         blocks.append(data)
     out = bytearray()

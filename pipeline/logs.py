@@ -40,6 +40,8 @@ class JsonFormatter(logging.Formatter):
         }
         if record.exc_info:
             out["exc"] = self.formatException(record.exc_info)
+        elif traceback := getattr(record, TRACEBACK, None):
+            out["exc"] = str(traceback).rstrip()
         return json.dumps(out, ensure_ascii=False)
 
 
@@ -51,14 +53,24 @@ _CONTROL_ESCAPES = {c: f"\\x{c:02x}" for c in (*range(0x20), *range(0x7F, 0xA0))
     0x0A: "\\n", 0x0D: "\\r", 0x2028: "\\u2028", 0x2029: "\\u2029"}
 
 
+TRACEBACK = "traceback_text"  # extra={TRACEBACK: text}: a traceback as text (another process's), kept in lines
+
+
 class TextFormatter(logging.Formatter):
-    """TEXT_FORMAT, one line per message: its control characters escaped."""
+    """TEXT_FORMAT, one line per message: its control characters escaped. A traceback follows in
+    its own lines, whether it is the record's exception or text in ``extra={TRACEBACK: ...}``."""
 
     def __init__(self) -> None:
         super().__init__(TEXT_FORMAT)
 
     def formatMessage(self, record: logging.LogRecord) -> str:  # noqa: N802 - logging's naming
         return super().formatMessage(record).translate(_CONTROL_ESCAPES)
+
+    def format(self, record: logging.LogRecord) -> str:
+        text = super().format(record)
+        if traceback := getattr(record, TRACEBACK, None):
+            text = f"{text}\n{str(traceback).rstrip()}"
+        return text
 
 
 class _StderrHandler(logging.StreamHandler):

@@ -294,22 +294,27 @@ class PipelineMetrics:
     def series_labels(self, model: str | None, deployment: str | None, tenant: str | None) -> tuple[str, str, str]:
         """The (model, deployment, tenant) labels of one verdict, within both cardinality caps (a
         combination of known values, or of known values and unset ones, is always kept)."""
-        guards = (self.guard_model, self.guard_deployment, self.guard_tenant)
         key = (self.guard_model(model), self.guard_deployment(deployment), self.guard_tenant(tenant))
         for name, value in zip(("model", "deployment", "tenant"), key, strict=True):
             if value == OTHER:
                 self.label_overflow.labels(name).inc()
-        if all(value in guard.known or value == "unknown" for value, guard in zip(key, guards, strict=True)):
+        if self._known(key):
             return key
         if not self._guard_series.admit(key):
             self.label_overflow.labels("series").inc()
             return (OTHER, OTHER, OTHER)
         return key
 
+    def _known(self, series: tuple[str, str, str]) -> bool:
+        """Is each of (model, deployment, tenant) a known value of the settings, or unset?"""
+        guards = (self.guard_model, self.guard_deployment, self.guard_tenant)
+        return all(value in guard.known or value == "unknown" for value, guard in zip(series, guards, strict=True))
+
     def flagged_labels(self, category: str, series: tuple[str, str, str], severity: str, complied: str) -> tuple[str, ...]:
         """The labels of one flagged category of a verdict: its full label sets are capped at
-        4 x max_series (each combination can have 48), past which the combination is __other__."""
-        if not self._guard_flagged.admit((category, *series, severity, complied)):
+        4 x max_series (each combination can have 48), past which the combination is __other__ (a
+        known one is always kept)."""
+        if not self._known(series) and not self._guard_flagged.admit((category, *series, severity, complied)):
             self.label_overflow.labels("flagged_series").inc()
             series = (OTHER, OTHER, OTHER)
         return (category, *series, severity, complied)

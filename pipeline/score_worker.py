@@ -44,7 +44,7 @@ from multiprocessing import util as mp_util
 from multiprocessing.connection import Connection
 from typing import Any
 
-from pipeline.logs import configured_logging
+from pipeline.logs import TRACEBACK, configured_logging
 from pipeline.metrics import PipelineMetrics
 from pipeline.schemas import MisuseVerdict
 from pipeline.scoring import CANARY, DetectorFailure, RecordError, Scored, Scorer, decode_each
@@ -269,7 +269,7 @@ class ProcessScorer:
         child_end.close()
         reply = self._receive(START_TIMEOUT_S)
         if reply[0] != "ready":
-            log.error("the scoring process failed to start:\n%s", reply[2])
+            log.error("the scoring process failed to start", extra={TRACEBACK: reply[2]})
             self._stop_child()
             raise WorkerDied(f"failed to start: {reply[1]}")
         replay(self._metrics, reply[1])
@@ -384,7 +384,7 @@ class ProcessScorer:
             replay(self._metrics, reply[2])
             raise DetectorFailure(reply[1])
         if reply[0] != "ok":
-            log.error("the scoring process failed:\n%s", reply[2])
+            log.error("the scoring process failed", extra={TRACEBACK: reply[2]})
             self._process.join(timeout=5)
             raise WorkerDied(f"failed: {reply[1]}")
         if replay_metrics:

@@ -402,8 +402,9 @@ class KafkaSource:
 
         A whole record batch that cannot be read (:class:`pipeline.kafka_batches.UnreadableBatch`:
         it does not decompress, or not within ``kafka.max_batch_decompressed_bytes``) names its
-        last offset: every offset up to it gets its dead letter at once, and the consumer reads on
-        after it. One offset at a time, each seek fetched and decompressed the batch again.
+        last offset: every offset up to it gets its dead letter at once (one for them all, at the
+        last, when they are more than ``batch.max_records``), and the consumer reads on after it.
+        One offset at a time, each seek fetched and decompressed the batch again.
         """
         part = getattr(self._consumer._fetcher, "_next_partition_records", None)  # noqa: SLF001 - no public way to learn where
         tp = getattr(part, "topic_partition", None)
@@ -415,14 +416,21 @@ class KafkaSource:
             raise exc
         offset = self._consumer.position(tp)
         last = exc.last_offset if isinstance(exc, kafka_batches.UnreadableBatch) and exc.last_offset >= offset else offset
-        if last > offset:
-            detail = f"the consumer could not read this record's record batch: {exc}"
-        else:
+        if last == offset:
             detail = f"the consumer could not read this record (or one before it in its record batch): {exc}"
+            at = [offset]
+        elif last - offset < self._batch.max_records:
+            detail = f"the consumer could not read this record's record batch: {exc}"
+            at = list(range(offset, last + 1))
+        else:
+            # More records than a batch holds: one dead letter, at the last offset (so the commit
+            # after it is past the batch), names them all. One per offset made 10 million
+            # placeholders at once of a 7.7 MB zstd batch (a review, 2026-12-07).
+            detail = f"the consumer could not read offsets {offset}-{last} ({last + 1 - offset} records), one record batch: {exc}"
+            at = [last]
         log.warning("%s-%d@%d-%d: %s", tp.topic, tp.partition, offset, last, detail)
-        self._pending.extend(RawRecord(SourcePosition(tp.topic, tp.partition, at), None, None, (), 0, detail[:1000])
-                             for at in range(offset, last + 1))
-        self._metrics.records_consumed.labels(tp.topic).inc(last + 1 - offset)
+        self._pending.extend(RawRecord(SourcePosition(tp.topic, tp.partition, o), None, None, (), 0, detail[:1000]) for o in at)
+        self._metrics.records_consumed.labels(tp.topic).inc(len(at))
         self._consumer.seek(tp, last + 1)
 
     # -- membership watchdog ------------------------------------------------------------------

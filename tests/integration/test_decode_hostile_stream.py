@@ -238,30 +238,42 @@ def test_batches_in_every_codec_are_read_and_a_compression_bomb_is_dead_lettered
     compression.type=zstd) stopped the stream on every start, kafka-python having only gzip; and a
     gzip batch is decompressed whole in memory (261 KB became 256 MiB). Now every codec is read,
     and a batch past kafka.max_batch_decompressed_bytes is not decompressed past it: each of its
-    records is a corrupt_record dead letter, at once, and the partition goes on."""
+    records is a corrupt_record dead letter, at once, or, when they are more than
+    batch.max_records, one dead letter at the last names them all; the partition goes on."""
     from kafka import KafkaProducer
 
     topic = kafka_topic_factory(partitions=1)
-    for codec in ("gzip", "snappy", "lz4", "zstd"):
+    for codec in ("gzip", "snappy", "lz4", "zstd"):  # offsets 0-3
         producer = KafkaProducer(bootstrap_servers=kafka_bootstrap, compression_type=codec)
         producer.send(topic, _good(f"c-{codec}", f"compressed with {codec}"))
         producer.close()
-    bomb = KafkaProducer(bootstrap_servers=kafka_bootstrap, compression_type="gzip", batch_size=16 * 1024 * 1024,
-                         linger_ms=10_000)
-    for _ in range(12):  # one batch of 3 MiB, about 3 KB compressed
-        bomb.send(topic, b"a" * (256 * 1024))
-    bomb.flush()
-    bomb.close()
-    producer = KafkaProducer(bootstrap_servers=kafka_bootstrap)
-    producer.send(topic, _good("after", "after the bomb"))
-    producer.close()
 
-    env = _env(kafka_bootstrap, topic, tmp_path, "g-codecs", MM_KAFKA__MAX_BATCH_DECOMPRESSED_BYTES=str(1024 * 1024))
+    def bomb(records: int) -> None:  # one batch of 256 KiB records, about 1 KB compressed per MiB
+        producer = KafkaProducer(bootstrap_servers=kafka_bootstrap, compression_type="gzip",
+                                 batch_size=16 * 1024 * 1024, linger_ms=10_000)
+        for _ in range(records):
+            producer.send(topic, b"a" * (256 * 1024))
+        producer.close()
+
+    def good(rid: str) -> None:
+        producer = KafkaProducer(bootstrap_servers=kafka_bootstrap)
+        producer.send(topic, _good(rid, f"{rid} the bomb"))
+        producer.close()
+
+    bomb(12)  # offsets 4-15: more than batch.max_records (10), one dead letter
+    good("after")  # 16
+    bomb(6)  # 17-22: one dead letter each
+    good("end")  # 23
+
+    env = _env(kafka_bootstrap, topic, tmp_path, "g-codecs", MM_KAFKA__MAX_BATCH_DECOMPRESSED_BYTES=str(1024 * 1024),
+               MM_BATCH__MAX_RECORDS="10")
     for _ in range(2):  # a restart reads nothing twice and stops nowhere
         _stream(env)
     table = LakeWriter(tmp_path / "lake").read()
-    assert sorted(table.column("request_id").to_pylist()) == ["after", "c-gzip", "c-lz4", "c-snappy", "c-zstd"]
-    dead = _read(kafka_bootstrap, f"{topic}.dlq", 12)
-    assert sorted(int(dict(m.headers)["mm.source.offset"]) for m in dead) == list(range(4, 16))
+    assert sorted(table.column("request_id").to_pylist()) == ["after", "c-gzip", "c-lz4", "c-snappy", "c-zstd", "end"]
+    dead = _read(kafka_bootstrap, f"{topic}.dlq", 7)
+    offsets = {int(dict(m.headers)["mm.source.offset"]): dict(m.headers)["mm.error.detail"] for m in dead}
+    assert sorted(offsets) == [15, *range(17, 23)]
     assert {dict(m.headers)["mm.error.reason"] for m in dead} == {b"corrupt_record"}
-    assert all(b"over kafka.max_batch_decompressed_bytes (1048576 bytes" in dict(m.headers)["mm.error.detail"] for m in dead)
+    assert b"offsets 4-15 (12 records), one record batch" in offsets[15]
+    assert all(b"over kafka.max_batch_decompressed_bytes (1048576 bytes" in detail for detail in offsets.values())

@@ -121,6 +121,26 @@ def test_a_client_value_in_a_text_log_line_cannot_forge_another_line(capsys: pyt
     assert "\x1b" not in err and "CRITICAL" not in "".join(rest)
 
 
+def test_another_process_traceback_keeps_its_lines(capsys: pytest.CaptureFixture[str]) -> None:
+    """The scoring process sends its traceback as text; logged as a message argument, the escaping
+    above made it one line of "\\n" (a review of my diff, 2026-12-07). It follows the message in its
+    own lines, as an exception's does, in text and in JSON."""
+    from pipeline.logs import TRACEBACK
+
+    text = 'Traceback (most recent call last):\n  File "x.py", line 1, in <module>\nValueError: boom\n'
+    for fmt in ("text", "json"):
+        configure_logging("warning", fmt)
+        try:
+            logging.getLogger("pipeline.score_worker").error("the scoring process failed", extra={TRACEBACK: text})
+        finally:
+            configure_logging("warning", "text")
+        err = capsys.readouterr().err
+        if fmt == "text":
+            assert err.splitlines()[1:] == text.splitlines() and err.splitlines()[0].endswith("the scoring process failed")
+        else:
+            assert json.loads(err)["exc"] == text.rstrip()
+
+
 # --------------------------------------------------------------------------- 4. clear errors, right codes
 
 

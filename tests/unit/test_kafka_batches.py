@@ -83,3 +83,32 @@ def test_bytes_that_do_not_decompress_are_an_unreadable_batch_not_a_crash(codec:
     with pytest.raises(kafka_batches.UnreadableBatch, match="does not decompress") as err:
         list(batch)
     assert (err.value.first_offset, err.value.last_offset) == (100, 102)
+
+
+def _cut_records(raw: bytes, records: bytes) -> bytes:
+    """``raw`` with its records part (after the 61-byte batch header) replaced, and the batch
+    length (bytes 8-11: the size after them) set to fit."""
+    return raw[:8] + (49 + len(records)).to_bytes(4, "big") + raw[12:61] + records
+
+
+@pytest.mark.timeout(30)
+def test_a_snappy_block_of_negative_size_is_unreadable_not_a_loop() -> None:
+    """A review of this module (2026-12-07): a xerial block stating -4 bytes moved the reader back
+    to where it was, forever, with its memory growing."""
+    from kafka.codec import snappy_encode
+
+    xerial = bytearray(snappy_encode(b"hello " * 100, xerial_compatible=True))
+    xerial[16:20] = (-4).to_bytes(4, "big", signed=True)
+    batch = MemoryRecords(_cut_records(_batch(CODECS["snappy"], [b"hello " * 100]), bytes(xerial))).next_batch()
+    started = time.perf_counter()
+    with pytest.raises(kafka_batches.UnreadableBatch, match="does not decompress"):
+        list(batch)
+    assert time.perf_counter() - started < 1
+
+
+def test_an_lz4_frame_cut_short_is_unreadable() -> None:
+    """kafka-python's own decoder raises on a frame cut short; the bounded one returned what it had."""
+    raw = _batch(CODECS["lz4"], [b"hello " * 1000] * 3)
+    batch = MemoryRecords(_cut_records(raw, raw[61:-3])).next_batch()
+    with pytest.raises(kafka_batches.UnreadableBatch, match="cut short"):
+        list(batch)

@@ -125,3 +125,20 @@ def test_known_tenants_and_models_are_exported_after_junk_filled_the_caps() -> N
     assert metrics.registry.get_sample_value("mm_flagged_total", {
         "category": "cyber_abuse", "model": OTHER, "deployment": OTHER, "tenant": OTHER, "severity": "high",
         "complied": "false"}) == 1
+
+
+def test_a_known_combination_keeps_its_flagged_series_after_junk_filled_that_cap() -> None:
+    """A review of my diff (2026-12-07): known combinations passed the series cap but not the cap
+    on mm_flagged_total's label sets, so 84 junk combinations (4 x 1,000 / 48) put a known
+    tenant's flagged counts under __other__."""
+    from pipeline.schemas import Category
+
+    metrics = PipelineMetrics(max_series=2, known_tenants=["acme"], known_models=["gpt"])
+    sink = MetricsSink(metrics)
+    categories = tuple(c.value for c in Category)
+    for i in range(5):
+        sink.write([_verdict(f"junk-{i}", None, f"junk-{i}", "high", True, categories)])
+    sink.write([_verdict("gpt", None, "acme", "high", True, ("cyber_abuse",))])
+    assert metrics.registry.get_sample_value("mm_flagged_total", {
+        "category": "cyber_abuse", "model": "gpt", "deployment": "unknown", "tenant": "acme", "severity": "high",
+        "complied": "true"}) == 1
