@@ -83,12 +83,12 @@ def _bounded_maybe_uncompress(self: Any) -> None:
             raise UnreadableBatch(
                 f"record batch at offsets {self.base_offset}-{self.last_offset} does not decompress: {exc!r}"[:500],
                 self.base_offset, self.last_offset) from exc
-        self._buffer = bytearray(uncompressed)
+        self._buffer = uncompressed  # a bytearray already: no third copy (kafka-python makes one)
         self._pos = 0
     self._decompressed = True
 
 
-def _decompress(codec: int, data: bytes, max_bytes: int) -> bytes:
+def _decompress(codec: int, data: bytes, max_bytes: int) -> bytearray:
     if codec == DefaultRecordBatch.CODEC_GZIP:
         with gzip.GzipFile(fileobj=io.BytesIO(data)) as reader:
             return _read_within(reader, max_bytes)
@@ -106,25 +106,25 @@ def _decompress(codec: int, data: bytes, max_bytes: int) -> bytes:
             raise _TooLarge
         if not decompressor.eof:  # a frame cut short: kafka-python's own decoder raises too
             raise ValueError("lz4 frame cut short")
-        return out
+        return bytearray(out)
     if codec == DefaultRecordBatch.CODEC_SNAPPY:
         return _snappy(data, max_bytes)
     raise ValueError(f"unknown compression codec {codec}")
 
 
-def _read_within(reader: Any, max_bytes: int) -> bytes:
+def _read_within(reader: Any, max_bytes: int) -> bytearray:
     out = bytearray()
     while chunk := reader.read(min(_CHUNK, max_bytes + 1 - len(out))):
         out += chunk
         if len(out) > max_bytes:
             raise _TooLarge
-    return bytes(out)
+    return out
 
 
 _XERIAL_MAGIC = b"\x82SNAPPY\x00"
 
 
-def _snappy(data: bytes, max_bytes: int) -> bytes:
+def _snappy(data: bytes, max_bytes: int) -> bytearray:
     """Snappy as kafka-python reads it (xerial blocks, or one raw block), each block's stated
     length checked before it is decompressed."""
     import snappy
@@ -148,7 +148,7 @@ def _snappy(data: bytes, max_bytes: int) -> bytes:
         if len(out) + _raw_snappy_length(block) > max_bytes:
             raise _TooLarge
         out += snappy.decompress(block)
-    return bytes(out)
+    return out
 
 
 def _raw_snappy_length(block: bytes) -> int:

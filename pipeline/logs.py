@@ -53,6 +53,7 @@ _CONTROL_ESCAPES = {c: f"\\x{c:02x}" for c in (*range(0x20), *range(0x7F, 0xA0))
     0x0A: "\\n", 0x0D: "\\r", 0x2028: "\\u2028", 0x2029: "\\u2029"}
 
 
+_TRACEBACK_ESCAPES = {c: e for c, e in _CONTROL_ESCAPES.items() if c != 0x0A}
 TRACEBACK = "traceback_text"  # extra={TRACEBACK: text}: a traceback as text (another process's), kept in lines
 
 
@@ -68,8 +69,8 @@ class TextFormatter(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         text = super().format(record)
-        if traceback := getattr(record, TRACEBACK, None):
-            text = f"{text}\n{str(traceback).rstrip()}"
+        if traceback := getattr(record, TRACEBACK, None):  # its lines kept, its other control characters escaped
+            text = f"{text}\n{str(traceback).rstrip().translate(_TRACEBACK_ESCAPES)}"
         return text
 
 
