@@ -73,7 +73,9 @@ def prune_command(
 
     settings = load_settings(config)
     root = lake or settings.lake.path
-    age = parse_age(older_than) if older_than else timedelta(days=settings.lake.retention_days)
+    # An empty age ("$AGE" with AGE unset) is an error, not the default: it deleted by
+    # lake.retention_days what the caller meant to keep longer (a newcomer review, 2026-12-07).
+    age = parse_age(older_than) if older_than is not None else timedelta(days=settings.lake.retention_days)
     if root.exists() and not root.is_dir():
         raise typer.BadParameter(f"'{root}' is a file, not a lake directory", param_hint="--lake")
     if not (root / "verdicts").is_dir() and not (root / "dead_letters").is_dir():

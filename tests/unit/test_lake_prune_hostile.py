@@ -177,6 +177,16 @@ def test_temporary_files_of_a_killed_writer_go_by_their_age(tmp_path: Path) -> N
     assert not stale.exists() and fresh.exists() and not (live / ".logs-0-9-9.parquet.tmp").exists()
 
 
+def test_an_empty_age_is_a_usage_error_not_the_default(tmp_path: Path) -> None:
+    """A newcomer review (2026-12-07): `lake prune --older-than "$AGE"` with AGE unset pruned by
+    lake.retention_days (30 days), deleting what the caller meant to keep longer."""
+    lake = tmp_path / "lake"
+    old = _partition(lake, _old(40))
+    result = CliRunner().invoke(lake_app, ["prune", "--older-than", "", "--lake", str(lake)])
+    assert result.exit_code == ExitCode.USAGE, result.output
+    assert "'' is not an age like 30d or 12h" in result.output and old.exists()
+
+
 @pytest.mark.parametrize("age", ["99999999999d", "99999999999h", "999999d"])
 def test_an_age_too_large_is_a_usage_error(tmp_path: Path, age: str) -> None:
     result = CliRunner().invoke(lake_app, ["prune", "--older-than", age, "--lake", str(tmp_path)])
