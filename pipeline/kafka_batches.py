@@ -26,7 +26,6 @@ from __future__ import annotations
 import gzip
 import io
 import struct
-import threading
 from typing import Any
 
 from kafka.errors import CorruptRecordError
@@ -35,7 +34,6 @@ from kafka.record.default_records import DefaultRecordBatch
 DEFAULT_MAX_BYTES = 64 * 1024 * 1024  # kafka.max_batch_decompressed_bytes
 _CHUNK = 1024 * 1024
 _ORIGINAL = DefaultRecordBatch._maybe_uncompress  # noqa: SLF001
-_lock = threading.Lock()
 _max_bytes = DEFAULT_MAX_BYTES
 
 
@@ -60,9 +58,8 @@ def install(max_bytes: int = DEFAULT_MAX_BYTES) -> None:
     current = DefaultRecordBatch._maybe_uncompress  # noqa: SLF001
     if current is not _ORIGINAL and current is not _bounded_maybe_uncompress:
         raise RuntimeError("kafka-python's record batch is not the one pipeline/kafka_batches.py knows")
-    with _lock:
-        _max_bytes = max_bytes
-        DefaultRecordBatch._maybe_uncompress = _bounded_maybe_uncompress  # noqa: SLF001
+    _max_bytes = max_bytes
+    DefaultRecordBatch._maybe_uncompress = _bounded_maybe_uncompress  # noqa: SLF001
 
 
 def _bounded_maybe_uncompress(self: Any) -> None:

@@ -107,7 +107,7 @@ def _cut(value: str, max_chars: int) -> str:
     return f"{value[: max_chars - 13]}~{digest}"
 
 
-def _known(values: Iterable[str]) -> frozenset[str]:
+def _known_values(values: Iterable[str]) -> frozenset[str]:
     return frozenset(_query_safe(v) for v in values)
 
 
@@ -150,9 +150,9 @@ class PipelineMetrics:
         disable_created_metrics()  # a "_created" line beside each counter and histogram series (process-wide)
         self.registry = registry or CollectorRegistry()
         r = self.registry
-        self.guard_model = LabelGuard(max_label_values, _known(known_models), max_label_chars)
-        self.guard_deployment = LabelGuard(max_label_values, _known(known_deployments), max_label_chars)
-        self.guard_tenant = LabelGuard(max_label_values, _known(known_tenants), max_label_chars)
+        self.guard_model = LabelGuard(max_label_values, _known_values(known_models), max_label_chars)
+        self.guard_deployment = LabelGuard(max_label_values, _known_values(known_deployments), max_label_chars)
+        self.guard_tenant = LabelGuard(max_label_values, _known_values(known_tenants), max_label_chars)
         self._guard_series = LabelGuard(max_series)
         self._guard_flagged = LabelGuard(4 * max_series)
         self.label_overflow = Counter(
