@@ -351,18 +351,32 @@ class Pipeline(RebalanceHooks):
         return self._in_flight == 0 or self._failure is not None
 
     def revoked(self, partitions: set[TopicPartition]) -> None:
-        # Nothing is in flight here (see KafkaSource._on_revoked), so the sinks are idle.
+        """Each sink's revoke hook; a failing one is logged and counted, never raised.
+
+        Nothing is in flight here (see KafkaSource._on_revoked): every batch of these partitions
+        was flushed and committed, so a hook only settles state those flushes already stored (the
+        alerts' epochs fence the next owner out of it). It runs in kafka-python's rebalance,
+        which turned an exception into "User rebalance callback throws an error" and ended the
+        stream: one PostgreSQL blip during a rolling restart stopped every member (a hostile
+        review, 2026-12-07)."""
         pairs = [(tp.topic, tp.partition) for tp in partitions]
         for sink in self.sinks:
-            sink.on_revoked(pairs)
+            try:
+                sink.on_revoked(pairs)
+            except Exception as exc:  # noqa: BLE001 - see the docstring
+                self.metrics.sink_errors.labels(sink.name).inc()
+                log.warning("%s: its revoke hook failed (%r); the partitions go on to their next owner", sink.name, exc)
 
     def assigned(self, partitions: set[TopicPartition]) -> None:
         pairs = [(tp.topic, tp.partition) for tp in partitions]
         count = self.source.partition_count()
 
         def run() -> None:
+            # Retried like a flush (an outage on /healthz, ended only by the deadline): a hook's
+            # error ended the stream at once, the alert database's blip at a rebalance included
+            # (a hostile review, 2026-12-07). A sink's hook is one transaction, so a retry is safe.
             for sink in self.sinks:
-                sink.on_assigned(pairs, count)
+                self._retry(sink.name, partial(sink.on_assigned, pairs, count))
 
         # Runs in the sink stage, before any batch handed out after it.
         self._hand_out(_Hook(run))
