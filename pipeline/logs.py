@@ -54,6 +54,17 @@ _CONTROL_ESCAPES = {c: f"\\x{c:02x}" for c in (*range(0x20), *range(0x7F, 0xA0))
 
 
 _TRACEBACK_ESCAPES = {c: e for c, e in _CONTROL_ESCAPES.items() if c != 0x0A}
+_CELL_ESCAPES = {**_CONTROL_ESCAPES, 0x09: "\\t"}
+
+
+def escape_controls(text: str) -> str:
+    """``text`` with its control characters shown escaped as in a log message (tab too), for a
+    client's value printed to a terminal outside logging: a table cell of the CLI. A model name
+    holding ESC and OSC sequences cleared the operator's screen and wrote text of its own in
+    `alerts list` (a hostile review, 2026-12-07)."""
+    return text.translate(_CELL_ESCAPES)
+
+
 TRACEBACK = "traceback_text"  # extra={TRACEBACK: text}: a traceback as text (another process's), kept in lines
 
 

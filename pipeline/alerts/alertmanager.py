@@ -126,7 +126,13 @@ class AlertmanagerPusher:
                     peer.watermark = max(peer.watermark or a.updated_at, a.updated_at)
                 if full:
                     peer.last_full = now
-        if now - self._last_retention >= self.RETENTION_EVERY_S and all(p.backlog == 0 for p in self._peers):
+        # Whatever the peers' backlogs: a full re-send posts only rows that ended at most
+        # keep_resolved_s ago (_to_send), and a peer back from an outage longer than
+        # resend_interval_s gets a full one, so no peer would be sent a row retention deletes. It
+        # waited for every backlog to be empty: one unreachable peer stopped it for good, alert
+        # rows (evidence, pseudonyms) were kept and the healthy peers' `sent` maps grew without
+        # end (a hostile review, 2026-12-07). A stepped-back clock runs it again too.
+        if not 0.0 <= now - self._last_retention < self.RETENTION_EVERY_S:
             self._last_retention = now
             self._retention(now)
         return posted
@@ -196,6 +202,8 @@ class AlertmanagerPusher:
         horizon = now - self._keep_resolved_s
         with self._engine.begin() as conn:
             conn.execute(sa.delete(db.alerts).where(db.alerts.c.ends_at < horizon))
+        # Also the bound of every peer's `sent`: what it holds ended within keep_resolved_s (or
+        # goes on), the alerts a full re-send would post anyway.
         for peer in self._peers:
             peer.sent = {fp: v for fp, v in peer.sent.items() if v[1] >= horizon}
 

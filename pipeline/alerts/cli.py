@@ -27,6 +27,7 @@ from pipeline.alerts.model import Alert, GeneratorLinks, WebhookAlert, WebhookMe
 from pipeline.alerts.rules import AlertRulesError, load_rules
 from pipeline.alerts.settings import NO_RECEIVERS, AlertSettings
 from pipeline.exits import ConfigError, ExitCode, Unreachable
+from pipeline.logs import escape_controls
 
 app = typer.Typer(help="Alert rules and delivery (silences: amtool, against Alertmanager).", no_args_is_help=True)
 console = Console()
@@ -94,6 +95,14 @@ def _alerts_config(path: Path) -> AlertSettings:
         raise ConfigError(f"{path}: {describe_validation_error(exc, root=('alerts',))}") from None
 
 
+def _cell(text: str) -> str:
+    """A value for the terminal: rich markup escaped (a model named "[/]" made rich raise and
+    `alerts list` fail for every operator) and control characters shown as ``\\x1b`` (ESC and OSC
+    sequences in a model name cleared the screen and wrote spoofed text; hostile reviews,
+    2026-12-07)."""
+    return escape(escape_controls(text))
+
+
 def _when(ts: float | None) -> str:
     return "-" if ts is None else to_datetime(ts).strftime("%Y-%m-%d %H:%M:%S")
 
@@ -132,9 +141,9 @@ def test(
     if not as_json:
         table = Table("rule", "kind", "severity", "receivers")
         for r in rules.rules:
-            table.add_row(escape(r.name), r.kind, r.severity, escape(", ".join(r.receivers)) or "(all)")
+            table.add_row(_cell(r.name), r.kind, r.severity, _cell(", ".join(r.receivers)) or "(all)")
         console.print(table)
-        console.print(f"{escape(str(settings.rules_file))}: {len(rules.rules)} rule(s) OK (notify: {settings.notify})")
+        console.print(f"{_cell(str(settings.rules_file))}: {len(rules.rules)} rule(s) OK (notify: {settings.notify})")
     if not rules.rules:  # valid, as promtool finds a file of no rules; but an empty or wrong file was just "0 rule(s) OK"
         typer.echo(f"misuse-monitor: warning: {settings.rules_file} has no rules: no alert will ever fire", err=True)
     if not send:
@@ -149,8 +158,9 @@ def test(
         print(json.dumps({**doc, "sent": results}, sort_keys=True))
     else:
         for r in results:
-            state = f"[green]{r['state']}[/green]" if r["delivered"] else f"[red]{r['state']}[/red] {escape(r['detail'] or '')}"
-            console.print(f"{escape(r['target'])}: {state}", highlight=False)
+            # The detail is a receiver's answer: another party's text.
+            state = f"[green]{r['state']}[/green]" if r["delivered"] else f"[red]{r['state']}[/red] {_cell(r['detail'] or '')}"
+            console.print(f"{_cell(r['target'])}: {state}", highlight=False)
     failed = [r for r in results if not r["delivered"]]
     if failed:
         what = "; ".join(f"{r['target']}: {r['state']} {' '.join(str(r['detail'] or '').split())}".rstrip() for r in failed)
@@ -294,25 +304,24 @@ def list_(
         }
         typer.echo(json.dumps(out, sort_keys=True))
         return
-    # Every cell holding data is escaped: labels carry client-named values (a model named "[/]"
-    # made rich raise and `alerts list` fail for every operator; a hostile review, 2026-12-07).
+    # Every cell holding data goes through _cell: labels carry client-named values.
     table = Table("status", "alertname", "severity", "labels", "since", "until")
     for a in alerts:
         labels = dict(a["labels"])
         status = "firing" if a["ends_at"] > now else "resolved"
         rest = ", ".join(f"{k}={v}" for k, v in sorted(labels.items()) if k not in ("alertname", "severity"))
-        table.add_row(status, escape(labels.get("alertname", "")), escape(labels.get("severity", "")), escape(rest),
+        table.add_row(status, _cell(labels.get("alertname", "")), _cell(labels.get("severity", "")), _cell(rest),
                       _when(a["starts_at"]), _when(a["ends_at"]))
     console.print(table)
     summary = Table("receiver", "state", "count")
     for (receiver, state), n in sorted(counts.items()):
-        summary.add_row(escape(receiver), state, str(n))
+        summary.add_row(_cell(receiver), _cell(state), str(n))
     console.print(summary)
     if dead:
         dl = Table("id", "receiver", "key", "attempts", "created", "error")
         for row in dead_rows:
-            dl.add_row(str(row.id), escape(row.receiver), escape(row.idempotency_key), str(row.attempts), _when(row.created_at),
-                       escape(row.last_error or ""))
+            dl.add_row(str(row.id), _cell(row.receiver), _cell(row.idempotency_key), str(row.attempts), _when(row.created_at),
+                       _cell(row.last_error or ""))
         console.print(dl)
 
 

@@ -189,6 +189,7 @@ class AlertEngine:
     def load(self, conn: Connection, partitions: set[int] | None = None) -> None:
         """Restore alerts, windows, scores and sightings of ``partitions`` (None: all)."""
         names = {r.name for r in self.rules.rules}
+        now = self._clock()
 
         def rows(table: sa.Table) -> Iterable[sa.RowMapping]:
             query = sa.select(table)
@@ -203,13 +204,23 @@ class AlertEngine:
                 evidence=list(row["evidence"]), receivers=list(row["receivers"]), partition=row["partition"],
             )
         for row in rows(db.rate_buckets):
-            self._buckets[row["rule"]][row["key_values"]].setdefault(row["bucket"], {})[row["partition"]] = [row["flagged"], row["total"]]
+            p, rule, bucket, counts = row["partition"], row["rule"], row["bucket"], [row["flagged"], row["total"]]
+            key = self._upgraded_key(rule, row["key_values"])
+            parts = self._buckets[rule][key].setdefault(bucket, {})
+            if key != row["key_values"]:  # moved to its new key (and its old row deleted at the next save)
+                self._dirty.gone_buckets.add((p, rule, row["key_values"], bucket))
+                self._dirty.buckets.add((p, rule, key, bucket))
+            if p in parts:  # an old row and a new row of one key: in whichever order they come, they add up
+                counts = [a + b for a, b in zip(parts[p], counts, strict=True)]
+                self._dirty.buckets.add((p, rule, key, bucket))
+            parts[p] = counts
         # Rows written before users were keyed by tenant (2026-12-07) hold the pseudonym alone: moved
         # to the key of the tenant they name, so an upgrade neither resets a score nor splits it.
         for row in rows(db.risk_scores):
             context = dict(row["context"])
             key = (row["partition"], row["rule"], self._rekeyed(row["user_id"], context.get("tenant")))
-            score = (row["score"], row["updated_at"], context)
+            # Written before the host's clock stepped back: held as of now (see _observe_offender).
+            score = (row["score"], min(row["updated_at"], now), context)
             if key[2] != row["user_id"]:
                 self._dirty.gone_risk.add((row["partition"], row["rule"], row["user_id"]))
                 self._dirty.risk.add(key)
@@ -288,7 +299,11 @@ class AlertEngine:
         )
         if self._owned:
             query = query.where(t.c.partition.not_in(sorted(self._owned)))
-        fresh = {(r[0], r[1], r[2], r[3]): (r[4], r[5]) for r in conn.execute(query)}
+        fresh: dict[tuple[str, str, float, int], tuple[int, int]] = {}
+        for r in conn.execute(query):  # a replica of the release before writes "unknown" keys: read as null
+            k = (r[0], self._upgraded_key(r[0], r[1]), r[2], r[3])
+            f, t = fresh.get(k, (0, 0))
+            fresh[k] = (f + r[4], t + r[5])
         old = self._foreign
         changed = {(r, k) for (r, k, b, p), v in fresh.items() if old.get((r, k, b, p)) != v}
         changed |= {(r, k) for (r, k, b, p) in old if (r, k, b, p) not in fresh}
@@ -410,7 +425,9 @@ class AlertEngine:
                 key = a.annotations.get("_key")
                 if key is not None:
                     self._evaluate_rate(rule, key, now)
-        if now - self._last_prune >= PRUNE_EVERY_S:  # a full pass over the state: not every tick
+        # A full pass over the state: not every tick. Also when the clock stepped back past the
+        # last pass, or pruning waited for the clock to catch up.
+        if not 0.0 <= now - self._last_prune < PRUNE_EVERY_S:
             self._last_prune = now
             self._prune(now)
 
@@ -512,8 +529,22 @@ class AlertEngine:
 
     @staticmethod
     def _key(rule: RateRule, dims: dict[str, str | None], category: str | None) -> str:
-        values = [category if d == "category" else (dims[d] or "unknown") for d in rule.per]
+        # A missing value is JSON null, which no identifier (a string) can be, and its alert
+        # leaves the label out (_base_labels). It was the string "unknown": a tenant named
+        # "unknown" was counted with the traffic of no tenant (a hostile review, 2026-12-07).
+        values = [category if d == "category" else (dims[d] or None) for d in rule.per]
         return json.dumps(values, separators=(",", ":"))
+
+    def _upgraded_key(self, rule_name: str, key: str) -> str:
+        """The key of a rate row written before missing values were null (2026-12-07): their
+        "unknown" meant no value (a tenant named "unknown" was merged with them, and cannot be
+        told apart now), so it becomes null; other keys are returned as they are."""
+        rule = self._rule_or_none(rule_name)
+        values = json.loads(key)
+        if not isinstance(rule, RateRule) or len(values) != len(rule.per) or "unknown" not in values:
+            return key
+        return json.dumps([None if d != "category" and x == "unknown" else x for d, x in zip(rule.per, values, strict=True)],
+                          separators=(",", ":"))
 
     def _bump(self, rule: RateRule, key: str, bucket: float, flagged: int, total: int, partition: int) -> None:
         counts = self._buckets[rule.name][key].setdefault(bucket, {}).setdefault(partition, [0, 0])
@@ -614,6 +645,11 @@ class AlertEngine:
         # already decayed to that point.
         t = min(v.timestamp.timestamp(), now)
         score, updated, context = self._risk.get(key, (0.0, t, {}))
+        # A score held as of a time ahead of now (the host's clock stepped back: NTP, a VM
+        # restored) is taken as of now, and every decay below waits at least 0 s: a negative wait
+        # grew the score (an alert that should not fire), and a big step overflowed 0.5 ** x and
+        # raised out of every batch and flush (a hostile review, 2026-12-07).
+        updated = min(updated, now)
         weight = rule.weights.get(v.severity, 0.0)
         if t >= updated:
             score = score * 0.5 ** ((t - updated) / rule.half_life) + weight
@@ -624,7 +660,7 @@ class AlertEngine:
         self._risk[key] = (score, updated, context)
         self._dirty.risk.add(key)
         self._dirty.gone_risk.discard(key)
-        score = score * 0.5 ** ((now - updated) / rule.half_life)  # as of now: what fires is the present score
+        score = score * 0.5 ** (max(0.0, now - updated) / rule.half_life)  # as of now: what fires is the present score
         if score >= rule.threshold:
             ends_at = now + rule.half_life * math.log2(score / rule.threshold)
             self._assert(
@@ -700,7 +736,7 @@ class AlertEngine:
                         del self._buckets[rule.name][key]
             elif isinstance(rule, RepeatOffenderRule):
                 for (p, name, user), (score, updated, _c) in list(self._risk.items()):
-                    if name == rule.name and score * 0.5 ** ((now - updated) / rule.half_life) < 0.01 * rule.threshold:
+                    if name == rule.name and score * 0.5 ** (max(0.0, now - updated) / rule.half_life) < 0.01 * rule.threshold:
                         del self._risk[(p, name, user)]
                         self._dirty.risk.discard((p, name, user))
                         self._dirty.gone_risk.add((p, name, user))

@@ -41,7 +41,13 @@ def parse_duration(value: Any) -> float:
         raise ValueError("a duration must be a number of seconds or a string like '5m'")
     seconds: float | None = None
     if isinstance(value, int | float):
-        seconds = float(value)
+        try:
+            seconds = float(value)
+        except OverflowError:
+            # An integer past a float's range: raised OverflowError, which validation does not
+            # catch, so a rules file ended in "internal error" (exit 1) instead of naming the
+            # rule (a hostile review, 2026-12-07).
+            raise ValueError(f"a duration must be at most {MAX_DURATION_S / DAY_S:g}d (ten years), got a number past any float") from None
     elif isinstance(value, str) and (match := _DURATION.match(value)):
         seconds = float(match.group(1)) * _UNIT_S[match.group(2)]
     if seconds is not None:

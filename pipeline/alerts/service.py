@@ -37,6 +37,11 @@ Partition = tuple[str, int]  # (topic, partition)
 SEEN_REQUESTS = 100_000
 
 
+class HalfAppliedBatch(RuntimeError):
+    """The engine raised part-way through a batch: its state holds part of that batch, and must
+    not be saved (a restart loads the last commit and re-reads the batch)."""
+
+
 def dedup_window_s(rules: AlertRules) -> float:
     """How long a verdict can still change what a rule decides: its window, the repeat offender
     score's five half-lives (3% left), a verdict alert's resolve_after; at least a minute, at
@@ -78,6 +83,8 @@ class Alerting:
     _owner_id: str = field(default_factory=lambda: uuid.uuid4().hex)
     # (partition, request_id) of verdicts seen lately: see observe_records. Built in __post_init__.
     _seen: cachetools.TTLCache = field(init=False)
+    # Why the in-memory state may no longer be saved (see observe_records); None while it may.
+    failed_batch: str | None = None
     # Time-based re-evaluation needs no finer grain than this; the dispatcher ticks faster.
     TICK_EVERY_S = 1.0
 
@@ -144,7 +151,11 @@ class Alerting:
         committed state (a batch re-read after a crash between our commit and Kafka's)."""
         fresh = []
         partitions = []
+        offsets: dict[Partition, int] = {}
+        seen: set[tuple[int, str]] = set()
         with self._lock:
+            if self.failed_batch is not None:
+                raise HalfAppliedBatch(self.failed_batch)
             for rec in records:
                 pos = rec.position
                 if pos is not None:
@@ -153,21 +164,36 @@ class Alerting:
                         # Polled before a rebalance took the partition away: its new owner reads it.
                         log.warning("alerts: record of %s-%d not owned here, skipped", pos.topic, pos.partition)
                         continue
-                    if pos.offset <= self._offsets.get(key, -1):
+                    if pos.offset <= offsets.get(key, self._offsets.get(key, -1)):
                         continue
-                    self._offsets[key] = pos.offset
-                    self._dirty_offsets.add(key)
+                    offsets[key] = pos.offset
                 # The same record produced twice (a producer's retry, a gateway's spill replayed
                 # after an outage) has a new offset and the same request_id, the contract's
                 # idempotency key: count it once. It was counted twice, and two high verdicts
                 # replayed made a repeat offender fire (an on-call review, 2026-12-06).
                 partition = pos.partition if pos is not None else 0
-                if (partition, rec.verdict.request_id) in self._seen:
+                request = (partition, rec.verdict.request_id)
+                if request in self._seen or request in seen:
                     continue
-                self._seen[(partition, rec.verdict.request_id)] = True
+                seen.add(request)
                 fresh.append(rec.verdict)
                 partitions.append(partition)
-            self.engine.observe(fresh, partitions)
+            # Offsets and request ids move on only once the engine has counted the batch. They
+            # moved first: when observe raised, the runner closed the sink, close() committed the
+            # batch's offsets, and after the restart the re-read batch was skipped as counted, its
+            # alerts never fired (a hostile review, 2026-12-07). A raise part-way leaves the
+            # engine holding some of the batch and not the rest, so from then on nothing of this
+            # state is saved (commit() raises, the sink's close() skips it): the restart loads the
+            # last commit and counts the batch once.
+            try:
+                self.engine.observe(fresh, partitions)
+            except BaseException as exc:
+                self.failed_batch = f"alert state not saved: evaluating a batch failed part-way ({type(exc).__name__}: {exc})"
+                raise
+            self._offsets.update(offsets)
+            self._dirty_offsets.update(offsets)
+            for request in seen:
+                self._seen[request] = True
 
     def observe(self, verdicts: Sequence[MisuseVerdict]) -> None:
         with self._lock:
@@ -208,7 +234,8 @@ class Alerting:
         transaction, as every flush), then forget them so the next owner's writes are never
         overwritten by ours."""
         revoked = sorted(set(partitions))
-        self.commit()
+        if self.failed_batch is None:  # else the last commit stands: the next owner re-reads the rest
+            self.commit()
         with self._lock:
             self._forget(revoked)
 
@@ -257,6 +284,8 @@ class Alerting:
     def commit(self) -> None:
         """Make every alert decided so far durable (one transaction), then wake the dispatcher."""
         with self._lock:
+            if self.failed_batch is not None:
+                raise HalfAppliedBatch(self.failed_batch)
             if not self.engine.has_changes and not self._dirty_offsets:
                 return
             self._write()
@@ -272,6 +301,8 @@ class Alerting:
             return
         self._last_tick = time.monotonic()
         try:
+            if self.failed_batch is not None:  # nothing of this state may be saved (observe_records)
+                return
             with self.db.connect() as conn:
                 changed = self.engine.refresh_foreign(conn, self.engine.now())
             self.engine.evaluate_owned_rates(self.engine.now(), changed)

@@ -161,6 +161,9 @@ def test_late_verdicts_still_add_to_a_live_score() -> None:
         ("{name: o, kind: repeat_offender, weights: {high: .nan}}", "rules[0] (name=o).weights.high"),
         ("{name: o, kind: repeat_offender, weights: {low: -5}}", "rules[0] (name=o).weights.low"),
         ("{name: v, kind: verdict, resolve_after: .nan}", "rules[0] (name=v).resolve_after"),
+        # An integer past a float's range raised OverflowError: "internal error", exit 1 (2026-12-07).
+        ("{name: v, kind: verdict, resolve_after: " + "9" * 400 + "}", "rules[0] (name=v).resolve_after"),
+        ("{name: r, kind: rate, threshold: 1, window: " + "9" * 400 + "}", "rules[0] (name=r).window"),
     ],
 )
 def test_rules_that_could_never_work_are_rejected_with_their_location(rule: str, where: str) -> None:
@@ -169,11 +172,12 @@ def test_rules_that_could_never_work_are_rejected_with_their_location(rule: str,
     assert where in str(err.value)
 
 
-def test_alerts_test_rejects_an_infinite_window(tmp_path: Path) -> None:
+@pytest.mark.parametrize("window", [".inf", "9" * 400], ids=["inf", "past-float"])
+def test_alerts_test_rejects_an_infinite_window(window: str, tmp_path: Path) -> None:
     rules = tmp_path / "rules.yaml"
-    rules.write_text("rules: [{name: a, kind: rate, threshold: 1, window: .inf}]")
+    rules.write_text(f"rules: [{{name: a, kind: rate, threshold: 1, window: {window}}}]")
     result = CliRunner().invoke(app, ["--db-url", f"sqlite:///{tmp_path / 'a.db'}", "--rules", str(rules), "test"])
-    assert result.exit_code == 3 and "window" in result.stderr
+    assert result.exit_code == 3 and "rules.yaml" in result.stderr and "(name=a).window" in result.stderr
 
 
 # 5: rule labels cannot override the labels the engine sets

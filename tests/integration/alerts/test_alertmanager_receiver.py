@@ -261,3 +261,42 @@ def test_an_alert_alertmanager_refuses_does_not_hold_back_the_chunks_after_it(al
         assert pusher.pending() == 0 and pusher._peers[0].failures == 0
     finally:
         pusher.close()
+
+
+def test_one_unreachable_peer_does_not_stop_retention(alertmanager: LocalAlertmanager, tmp_path) -> None:
+    """A hostile review (2026-12-07): retention ran only while every peer's backlog was empty, so
+    one peer down for good kept every resolved alert row (evidence, pseudonyms) and let the
+    healthy peer's `sent` map grow. A full re-send never posts a row retention deletes."""
+    import socket
+
+    import sqlalchemy as sa
+
+    from pipeline.alerts import state as db
+    from pipeline.alerts.alertmanager import AlertmanagerPusher
+    from pipeline.alerts.model import GeneratorLinks
+    from pipeline.alerts.settings import AlertmanagerSettings
+
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))  # bound, not listening: connections are refused
+        down = f"http://127.0.0.1:{closed.getsockname()[1]}"
+        rule = f"kept_{uuid.uuid4().hex[:8]}"
+        now = [time.time() - 600]
+        store, engine, one_peer = _pusher_on(alertmanager, tmp_path, rules_yaml(rule, resolve_after="10s"), now)
+        one_peer.close()
+        pusher = AlertmanagerPusher(store, AlertmanagerSettings(urls=[alertmanager.url, down], resend_interval_s=60, timeout_s=1),
+                                    GeneratorLinks(base_url=""), clock=lambda: now[0])
+        try:
+            engine.observe([critical_verdict("u_old", request_id=f"{rule}-old")])
+            _saved(store, engine)
+            pusher.tick()
+            now[0] += 300  # u_old ended 290 s ago, past keep_resolved_s (180 s)
+            engine.observe([critical_verdict("u_new", request_id=f"{rule}-new")])
+            _saved(store, engine)
+            pusher.tick()
+            assert pusher._peers[1].backlog == 1  # the peer that is down still waits for u_new
+            with store.connect() as conn:
+                users = [r[0]["user"] for r in conn.execute(sa.select(db.alerts.c.labels))]
+            assert users == ["u_new"]
+            assert len(pusher._peers[0].sent) == 1
+        finally:
+            pusher.close()

@@ -271,3 +271,90 @@ def test_state_written_before_users_were_keyed_by_tenant_carries_over(
         users = {r[0] for r in conn.execute(sa.select(db.risk_scores.c.user_id))} | {
             r[0] for r in conn.execute(sa.select(db.hop_sightings.c.user_id))}
     assert len(users) == 1 and users.pop().startswith("u_alice@")
+
+
+def test_a_clock_stepped_back_does_not_grow_a_score(clock: FakeClock, verdict: VerdictFactory) -> None:
+    """A hostile review (2026-12-07): the score was decayed by now minus the time it was held as
+    of, which is negative once the host's clock steps back (NTP, a VM restored): 8 + 2 became 13
+    and a repeat offender alert fired for a user under the threshold."""
+    engine = make(
+        "rules: [{name: offender, kind: repeat_offender, half_life: 6h, threshold: 12, weights: {medium: 2, high: 4}}]", clock
+    )
+    engine.observe([verdict(severity=Severity.HIGH), verdict(severity=Severity.HIGH)])  # 8
+    clock.advance(-3 * 3600)
+    engine.observe([verdict(severity=Severity.MEDIUM)])  # 10 at most, under 12
+    assert firing(engine, clock, "offender") == []
+    assert engine.risk_score("offender", "u_alice") == 10
+
+
+def test_a_big_clock_step_back_neither_raises_nor_keeps_the_future_time(
+    clock: FakeClock, verdict: VerdictFactory, db_url: str
+) -> None:
+    """0.5 ** -1440 (a day back, a half-life of a minute) raised OverflowError out of observe, and
+    out of every flush after it from the pruning pass: the stream crashed in a loop. A score saved
+    before the step is held as of now when it is loaded."""
+    import sqlalchemy as sa
+
+    from pipeline.alerts import state as db
+
+    text = "rules: [{name: offender, kind: repeat_offender, half_life: 1m, threshold: 10, weights: {high: 4}}]"
+    store = create_db_engine(db_url)
+    first = make(text, clock)
+    first.observe([verdict(severity=Severity.HIGH)])
+    with store.begin() as conn:
+        first.save(conn)
+    clock.advance(-86400)
+    first.observe([verdict(severity=Severity.HIGH)])
+    first.tick()  # prunes
+    assert firing(first, clock, "offender") == [] and first.risk_score("offender", "u_alice") == 8
+
+    restarted = make(text, clock)
+    with store.connect() as conn:
+        restarted.load(conn)
+    restarted.tick()
+    restarted.observe([verdict(severity=Severity.HIGH)])
+    assert restarted.risk_score("offender", "u_alice") == 8
+    with store.begin() as conn:
+        restarted.save(conn)
+        assert conn.execute(sa.select(db.risk_scores.c.updated_at)).scalar() == clock.now
+
+
+TENANT_BURST = "rules: [{name: burst, kind: rate, per: [tenant, category], window: 10m, threshold: 3}]"
+
+
+def test_a_tenant_named_unknown_is_not_the_traffic_of_no_tenant(clock: FakeClock, verdict: VerdictFactory) -> None:
+    """A missing tenant was keyed as the string "unknown": a tenant of that name and tenant-less
+    verdicts added up in one window and fired one alert (a hostile review, 2026-12-07)."""
+    engine = make(TENANT_BURST, clock)
+    engine.observe([verdict(tenant=None), verdict(tenant=None), verdict(tenant="unknown"), verdict(tenant="unknown")])
+    assert firing(engine, clock, "burst") == []  # 2 and 2, each under 3
+    engine.observe([verdict(tenant=None), verdict(tenant="unknown")])
+    alerts = sorted((a.labels.get("tenant", "-"), a.annotations["flagged"]) for a in engine.alerts.values())
+    assert alerts == [("-", "3"), ("unknown", "3")]  # the tenant-less alert has no tenant label
+
+
+def test_rate_state_of_missing_values_written_as_unknown_carries_over(
+    clock: FakeClock, verdict: VerdictFactory, db_url: str
+) -> None:
+    """The release before stored a missing tenant as "unknown" (rows of a running stream, in
+    PostgreSQL): they load as the tenant-less key, their rows move to it, nothing resets."""
+    import sqlalchemy as sa
+
+    from pipeline.alerts import state as db
+
+    store = create_db_engine(db_url)
+    bucket = clock.now - clock.now % 60
+    with store.begin() as conn:
+        for key, flagged in (('["unknown","*"]', 0), ('["unknown","cyber_abuse"]', 2)):
+            conn.execute(sa.insert(db.rate_buckets), [{"partition": 0, "rule": "burst", "key": db.rate_key_hash(key),
+                                                      "key_values": key, "bucket": bucket, "flagged": flagged, "total": 2}])
+    upgraded = make(TENANT_BURST, clock)
+    with store.connect() as conn:
+        upgraded.load(conn)
+    upgraded.observe([verdict(tenant=None)])  # the third in the window
+    [alert] = [a for a in upgraded.alerts.values() if a.firing(clock.now)]
+    assert "tenant" not in alert.labels and alert.annotations["flagged"] == "3"
+    with store.begin() as conn:
+        upgraded.save(conn)
+        keys = sorted(r[0] for r in conn.execute(sa.select(db.rate_buckets.c.key_values)))
+    assert keys == ['[null,"*"]', '[null,"cyber_abuse"]']

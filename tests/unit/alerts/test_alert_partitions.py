@@ -17,6 +17,7 @@ from pipeline.alerts.rules import parse_rules
 from pipeline.alerts.service import Alerting
 from pipeline.alerts.settings import AlertSettings
 from pipeline.schemas import InferenceLog, Severity
+from pipeline.sinks.alerts import AlertsSink
 from pipeline.sinks.base import ScoredRecord, SourcePosition
 
 from .conftest import FakeClock, VerdictFactory
@@ -163,3 +164,37 @@ def test_a_failed_commit_leaves_the_alert_and_offsets_unsaved_for_the_retry(cloc
     assert alerts == len(a.engine.alerts) > 0
     assert [tuple(r) for r in offsets] == [(0, 249)]  # the last record read
     a.close()
+
+
+def test_a_batch_that_fails_part_way_is_counted_once_after_the_restart(
+    clock: FakeClock, verdict: VerdictFactory, db_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A hostile review (2026-12-07): offsets and request ids moved on before the engine counted
+    the batch. The write raised, the runner closed the sink, close() committed those offsets with
+    the half of the batch already counted, and the batch re-read after the restart was skipped."""
+    a = replica(db_url, clock)
+    a.on_assigned([(TOPIC, 0)], 1)
+    a.observe_records(batch(verdict, clock, 0, range(0, 1), "u_1"))
+    a.commit()
+    failing = batch(verdict, clock, 0, range(1, 4), "u_1")
+    count = a.engine._observe_offender
+
+    def breaks_on_the_last(rule, v, now, partition) -> None:  # noqa: ANN001 - the engine's own signature
+        if v.request_id == failing[-1].verdict.request_id:
+            raise RuntimeError("the engine broke on this verdict")
+        count(rule, v, now, partition)
+
+    monkeypatch.setattr(a.engine, "_observe_offender", breaks_on_the_last)
+    with pytest.raises(RuntimeError, match="broke"):
+        AlertsSink(a, run_dispatcher=False).write(failing)
+    assert a.engine.risk_score("offender", "u_1") == 12  # two of the three counted before the raise
+    AlertsSink(a, run_dispatcher=False).close()  # the runner closes every sink after one raised
+    with a.db.connect() as conn:
+        assert conn.execute(sa.select(db.source_offsets.c.offset)).scalar() == 0  # the last commit stands
+
+    restarted = replica(db_url, clock)
+    restarted.on_assigned([(TOPIC, 0)], 1)
+    restarted.observe_records(failing)  # Kafka offsets were not committed: the batch is re-read
+    restarted.commit()
+    assert restarted.engine.risk_score("offender", "u_1") == 16  # 4 records x 4, each once
+    restarted.close()

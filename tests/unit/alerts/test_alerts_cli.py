@@ -108,6 +108,42 @@ def test_test_command_json_lists_the_rules_or_the_error(tmp_path: Path) -> None:
     assert bad.exit_code == 3 and json.loads(bad.stdout)["valid"] is False
 
 
+HOSTILE_MODEL = "qwen\x1b[2J\x1b[H(no alerts firing)\x1b]52;c;cm0gLXJmIH4K\x07\x9b8m\x7f"
+
+
+def test_list_shows_control_characters_of_client_values_escaped(tmp_path: Path, verdict: VerdictFactory, monkeypatch) -> None:
+    """A hostile review (2026-12-07): only rich markup was escaped, so a model or tenant named with
+    ESC/OSC sequences (or C1, DEL) cleared the operator's screen, wrote the clipboard or printed
+    "(no alerts firing)" over the table; a receiver's error text in `--dead` did the same."""
+    import time
+
+    from rich.console import Console
+
+    import pipeline.alerts.cli as alerts_cli
+    from pipeline.alerts.model import WebhookMessage
+    from pipeline.alerts.outbox import Notification, Outbox
+
+    url = f"sqlite:///{tmp_path / 'a.db'}"
+    engine = AlertEngine(parse_rules("rules: [{name: crit, kind: verdict, match: {min_severity: critical}}]"))
+    engine.observe([verdict(user="u_7", model=HOSTILE_MODEL, tenant="acme\x1b[8m", severity=Severity.CRITICAL)])
+    db = create_db_engine(url)
+    with db.begin() as conn:
+        engine.save(conn)
+    outbox = Outbox(db)
+    message = WebhookMessage(groupKey="{}:{}", status="firing", receiver="ops", groupLabels={}, commonLabels={},
+                             commonAnnotations={}, externalURL="http://mm", alerts=[])
+    with db.begin() as conn:
+        outbox.enqueue(conn, Notification("k0", "ops", "g", message), time.time())
+    [item] = outbox.claim_due(time.time() + 1, 10, 30)
+    outbox.mark_dead(item.id, "HTTP 500: \x1b]0;owned\x07\tdone")
+    monkeypatch.setattr(alerts_cli, "console", Console(width=400))  # one line per row: no cell wrapped
+    result = CliRunner().invoke(app, ["--db-url", url, "list", "--dead"])
+    assert result.exit_code == 0, result.output
+    assert not [c for c in result.output if c != "\n" and (c < " " or "\x7f" <= c < "\xa0")]
+    assert r"model=qwen\x1b[2J\x1b[H(no alerts firing)\x1b]52;c;cm0gLXJmIH4K\x07\x9b8m\x7f" in result.output
+    assert r"tenant=acme\x1b[8m" in result.output and r"HTTP 500: \x1b]0;owned\x07\tdone" in result.output
+
+
 def test_requeue_json_counts_the_dead_letters_put_back(tmp_path: Path) -> None:
     import time
 
