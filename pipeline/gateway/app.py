@@ -310,7 +310,10 @@ class Gateway:
                 self._tee(route, body, [content], upstream.status, upstream.headers.get("Content-Encoding"), False,
                           started_at, elapsed, None, gateway_id, tenant, user)
             response = Response(content, status_code=upstream.status)
-            response.raw_headers = [*response_headers, (b"content-length", str(len(content)).encode())]
+            # A HEAD answer has no body but says the length a GET would get: the upstream's.
+            # len(content), 0 there, told clients the resource was empty (a hostile review).
+            length = upstream.content_length if request.method == "HEAD" else len(content)
+            response.raw_headers = [*response_headers, (b"content-length", str(length).encode())]
             return response
 
         chunks: list[bytes] = []
@@ -323,30 +326,43 @@ class Gateway:
             nonlocal room, truncated
             first: float | None = None
             complete = False
+            upstream_cut: str | None = None  # the error that ended the upstream's body early
+            relayed = 0
             try:
-                async for chunk in upstream.content.iter_any():
-                    if first is None:
-                        first = time.perf_counter() - started
-                    if route and not truncated:
-                        if len(chunk) > room:
-                            chunk_kept, truncated = chunk[:room], True
-                            chunks.append(chunk_kept)
-                        else:
-                            chunks.append(chunk)
-                            room -= len(chunk)
-                    yield chunk  # straight through: no buffering, no re-framing
-                complete = True
+                try:
+                    async for chunk in upstream.content.iter_any():
+                        if first is None:
+                            first = time.perf_counter() - started
+                        if route and not truncated:
+                            if len(chunk) > room:
+                                chunk_kept, truncated = chunk[:room], True
+                                chunks.append(chunk_kept)
+                            else:
+                                chunks.append(chunk)
+                                room -= len(chunk)
+                        relayed += len(chunk)
+                        yield chunk  # straight through: no buffering, no re-framing
+                except (aiohttp.ClientError, TimeoutError) as exc:
+                    # The upstream failed mid-body (ClientPayloadError, a read timeout). It went
+                    # up to uvicorn, which printed a traceback, and the log said the *client* had
+                    # disconnected (a hostile review). Now: one line, the log says the upstream
+                    # cut the stream, and the client's response ends here.
+                    upstream_cut = type(exc).__name__
+                    log.warning("gateway: the upstream cut the response of %s after %d bytes (%s)",
+                                gateway_id, relayed, upstream_cut)
+                else:
+                    complete = True
             finally:
                 if complete:
                     upstream.release()
-                else:
-                    upstream.close()  # the client went away: drop the connection so the server stops generating
+                else:  # the client went away (or the upstream did): drop the connection so the server stops
+                    upstream.close()
                 elapsed = time.perf_counter() - started
                 self.metrics.upstream_seconds.labels(route or "other").observe(elapsed)
                 if route:
                     self._tee(route, body, chunks, upstream.status, upstream.headers.get("Content-Encoding"), streamed,
-                              started_at, elapsed, first, gateway_id, tenant, user, complete=complete,
-                              truncated=truncated)  # fmt: skip
+                              started_at, elapsed, first, gateway_id, tenant, user,
+                              complete=complete, truncated=truncated, upstream_cut=upstream_cut)  # fmt: skip
 
         response = StreamingResponse(relay(), status_code=upstream.status)
         response.raw_headers = response_headers
@@ -394,6 +410,7 @@ class Gateway:
         *,
         complete: bool = True,
         truncated: bool = False,
+        upstream_cut: str | None = None,
     ) -> None:
         """Hand the exchange to the tee, within ``max_tee_bytes``. Past it, the request is still
         logged: with the response's first bytes where they parse alone (an uncompressed event
@@ -426,6 +443,7 @@ class Gateway:
                 tenant_id=tenant,
                 user_id=user,
                 complete=complete,
+                upstream_cut=upstream_cut,
                 extra_metadata=extra,
             )
         )

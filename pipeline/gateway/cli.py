@@ -33,7 +33,7 @@ def gateway_command(
     from pipeline.gateway.app import create_app
     from pipeline.exits import UserError, bind_error
     from pipeline.gateway.server import bind, serve, url_of
-    from pipeline.gateway.tee import check_paths
+    from pipeline.gateway.tee import GatewayMetrics, LogTee, check_paths
     from pipeline.settings import load_settings
 
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -57,6 +57,11 @@ def gateway_command(
         settings.kafka = settings.kafka.with_bootstrap(bootstrap)  # validated: `::::` was an internal error
     check_paths(settings.gateway)
     gw = settings.gateway
+    # The spill file is this process's from here on: one another gateway holds is a ConfigError
+    # now, not a failed startup after binding (see LogTee.claim).
+    metrics = GatewayMetrics()
+    tee = LogTee(gw, settings.kafka, metrics)
+    tee.claim()
     # Bound before the Kafka check, which can take seconds: a bad --host or a busy port is told at once.
     try:
         sock = bind(gw.host, gw.port)
@@ -73,7 +78,7 @@ def gateway_command(
         f"(overflow: {settings.gateway.overflow}; prescreen: {'on' if settings.gateway.prescreen.enabled else 'off'})",
         soft_wrap=True,
     )
-    if not serve(create_app(settings), sock):
+    if not serve(create_app(settings, metrics=metrics, tee=tee), sock):
         raise UserError("gateway: the server did not start (the reason is logged above)")
 
 

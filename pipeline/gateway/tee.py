@@ -17,7 +17,9 @@ parses it (SSE included), adapts it and produces it. When the queue is full, or 
   queue is full too is the exchange spilled on the caller's thread
   (``mm_gateway_logs_spilled_inline_total``): slower requests, but nothing lost. A broker
   outage therefore loses nothing (records may arrive twice, which ``request_id`` as
-  idempotency key absorbs). The file is also valid input for ``misuse-monitor produce``.
+  idempotency key absorbs). The file is also valid input for ``misuse-monitor produce``. A
+  spill file is one process's (:meth:`LogTee.claim`): a second gateway on it is refused, and
+  the LiteLLM callback's workers each take one of their own and replay those of workers gone.
 
 An exchange that cannot become an inference log (a body that does not parse, a shape the
 adapters refuse, any error while adapting it) is kept as it arrived in ``rejected_path`` with its
@@ -48,6 +50,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from pipeline.adapters import AdapterError, from_openai_all
 from pipeline.decode import DecodeError, DecodeReason
+from pipeline.fslock import LockTimeout, exclusive_lock
 from pipeline.gateway.settings import GatewaySettings
 from pipeline.exits import first_line
 from pipeline.logs import OncePer
@@ -85,7 +88,8 @@ class Exchange:
     ttft_ms: float | None = None
     tenant_id: str | None = None
     user_id: str | None = None
-    complete: bool = True  # False: the client went away before the stream ended
+    complete: bool = True  # False: the stream did not end (the client went away, or upstream_cut)
+    upstream_cut: str | None = None  # the error type that ended the upstream's body early
     extra_metadata: dict[str, Any] = field(default_factory=dict)
 
 
@@ -201,6 +205,26 @@ class GatewayMetrics:
 ProducerFactory = Callable[[], GatewayProducer]
 
 
+@dataclass(slots=True)
+class _SpillSlot:
+    """A spill file and its replay file, with the lock that makes them one process's, and how far
+    the replay file was delivered."""
+
+    path: Path
+    lock: contextlib.ExitStack | None = None  # holds the flock on lock_path(path); None: not claimed
+    offset: int = 0  # bytes of the replay file already delivered
+    file_id: tuple[int, int] | None = None  # (st_dev, st_ino) of the replay file ``offset`` belongs to
+
+    @property
+    def replaying(self) -> Path:
+        return replay_path(self.path)
+
+    def release(self) -> None:
+        if self.lock is not None:
+            self.lock.close()
+            self.lock = None
+
+
 class LogTee:
     """Bounded queue + one worker thread that turns exchanges into Kafka records (see module doc)."""
 
@@ -210,7 +234,12 @@ class LogTee:
         kafka: KafkaSettings,
         metrics: GatewayMetrics,
         producer_factory: ProducerFactory | None = None,
+        *,
+        per_process_spill: bool = False,
     ) -> None:
+        """``per_process_spill``: take the first free one of ``spill_path``, ``<stem>.1<suffix>``,
+        ... and replay those left by processes that are gone (:meth:`claim`); else a spill path
+        another process holds is a ConfigError."""
         self.settings = settings
         self.metrics = metrics
         self._queue: queue.Queue[Exchange | Callable[[], list[InferenceLog]]] = queue.Queue(maxsize=settings.queue_max)
@@ -230,7 +259,6 @@ class LogTee:
         self._outage = False
         self._next_probe = 0.0  # during an outage, when a batch may try the broker again
         self._next_replay = 0.0
-        self._replay_offset = 0  # bytes of the replay file already delivered
         self._spill_lock = threading.Lock()
         self._spill_full_warning = OncePer(60.0)
         self._rejected_full_warning = OncePer(60.0)
@@ -242,8 +270,21 @@ class LogTee:
         )
         self._held[id(self._overflow)] = 0
         self._spiller: threading.Thread | None = None
-        self.spill_path = settings.spill_path
-        self._replay_path = replay_path(settings.spill_path)
+        self._per_process = per_process_spill
+        self._own = _SpillSlot(settings.spill_path)  # where this tee spills; locked by claim()
+        self._adopted: list[_SpillSlot] = []  # other slots' files this tee replays (per_process_spill)
+
+    @property
+    def spill_path(self) -> Path:
+        return self._own.path
+
+    @property
+    def _replay_path(self) -> Path:
+        return self._own.replaying
+
+    @property
+    def _replay_offset(self) -> int:
+        return self._own.offset
 
     # ------------------------------------------------------------------ request side
 
@@ -290,7 +331,36 @@ class LogTee:
 
     # ------------------------------------------------------------------ lifecycle
 
+    def claim(self) -> None:
+        """Make the spill file this process's, until :meth:`stop` (an exclusive ``flock`` on
+        ``<spill_path>.lock``). Two processes on one spill file (gateway replicas with the default
+        relative path, or the LiteLLM proxy's workers) replayed each other's files: one's byte
+        offset was applied to the other's file and logs were lost, others sent twice (a hostile
+        review). With ``per_process_spill`` the first free slot is taken instead (the LiteLLM
+        callback: one tee per worker); else ConfigError, naming the setting to change."""
+        from pipeline.exits import ConfigError
+
+        if self._own.lock is not None:
+            return
+        base = self.settings.spill_path
+        for k in range(MAX_SPILL_SLOTS if self._per_process else 1):
+            path = spill_slot(base, k)
+            lock = _try_lock(path)
+            if lock is not None:
+                self._own = _SpillSlot(path, lock)
+                if k:
+                    log.info("gateway: %s is another process's; this one spills to %s", base, path)
+                return
+        if self._per_process:
+            raise ConfigError(f"gateway.spill_path: {MAX_SPILL_SLOTS} processes already spill beside {base.absolute()}")
+        raise ConfigError(
+            f"gateway.spill_path {base.absolute()} is in use by another process (it holds {lock_path(base)}): a spill "
+            "file belongs to one process. Give each gateway its own with --spill-path, MM_GATEWAY__SPILL_PATH or "
+            "gateway.spill_path in its config file"
+        )
+
     def start(self) -> None:
+        self.claim()
         self._thread = threading.Thread(target=self._run, name="gateway-log-tee", daemon=True)
         self._thread.start()
         if self.settings.overflow == "spill":
@@ -316,6 +386,9 @@ class LogTee:
         if self._producer is not None:
             with contextlib.suppress(Exception):
                 self._producer.close()
+        for slot in (self._own, *self._adopted):
+            slot.release()
+        self._adopted = []
 
     @property
     def started(self) -> bool:
@@ -622,33 +695,67 @@ class LogTee:
         return lines[:kept]
 
     def _spill_size(self) -> int:
-        """Bytes of spilled records not yet delivered."""
-        size = self.spill_path.stat().st_size if self.spill_path.exists() else 0
-        if self._replay_path.exists():
-            size += max(self._replay_path.stat().st_size - self._replay_offset, 0)
+        """Bytes of spilled records not yet delivered (this process's, and those it replays for others)."""
+        size = 0
+        for slot in (self._own, *self._adopted):
+            size += slot.path.stat().st_size if slot.path.exists() else 0
+            if slot.replaying.exists():
+                size += max(slot.replaying.stat().st_size - slot.offset, 0)
         return size
 
     def _replay(self) -> None:
-        """Deliver the spill file in batches, resuming where the last attempt stopped.
+        """Deliver the spill file in batches, resuming where the last attempt stopped; with
+        ``per_process_spill``, then the files of other slots whose process is gone (their lock is
+        free), each held under its lock until it is delivered."""
+        if self._per_process:
+            self._adopt_orphans()
+        for slot in (self._own, *self._adopted):
+            if not self._replay_slot(slot):
+                break  # the broker failed: the next interval tries again
+        for slot in [slot for slot in self._adopted if not _pending(slot)]:
+            slot.release()
+            self._adopted.remove(slot)
+        self.metrics.spill_bytes.set(self._spill_size())
+
+    def _adopt_orphans(self) -> None:
+        """Take the lock of every other slot with spilled records whose process is gone: a LiteLLM
+        worker that died (or a proxy restarted with fewer workers) leaves its files behind."""
+        held = {self._own.path, *(slot.path for slot in self._adopted)}
+        for path in _slots_on_disk(self.settings.spill_path):
+            if path in held or not _pending(_SpillSlot(path)):
+                continue
+            lock = _try_lock(path)
+            if lock is not None:
+                log.info("gateway: replaying %s, left by a process that is gone", path)
+                self._adopted.append(_SpillSlot(path, lock))
+
+    def _replay_slot(self, slot: _SpillSlot) -> bool:
+        """Deliver one slot's files; False when the broker failed (or is not connected).
 
         The spill file is renamed to ``<name>.replaying`` first, so new spills go to a fresh
-        file meanwhile; the replay file is read from ``_replay_offset`` on, never copied (an
-        outage can leave gigabytes). A batch that fails goes back to the spill file and the
-        replay stops until the next interval. After a crash the replay file is read again from
-        its start: records may arrive twice, never zero times.
+        file meanwhile; the replay file is read from ``slot.offset`` on, never copied (an
+        outage can leave gigabytes). A batch that fails goes back to this process's spill file
+        and the replay stops until the next interval. After a crash the replay file is read
+        again from its start: records may arrive twice, never zero times.
         """
         with self._spill_lock:
-            pending = self._replay_path.exists() or (self.spill_path.exists() and self.spill_path.stat().st_size > 0)
-        if not pending or self._connected() is None:
-            return
+            pending = _pending(slot)
+        if not pending:
+            return True
+        if self._connected() is None:
+            return False
         with self._spill_lock:
-            if not self._replay_path.exists():
-                self.spill_path.rename(self._replay_path)
-                self._replay_offset = 0
+            if not slot.replaying.exists():  # never over one: its lines are not all delivered yet
+                slot.path.rename(slot.replaying)
         done = 0
         finished = True
-        with self._replay_path.open("rb") as fh:
-            fh.seek(self._replay_offset)
+        with slot.replaying.open("rb") as fh:
+            st = os.fstat(fh.fileno())
+            if (st.st_dev, st.st_ino) != slot.file_id:
+                # Not the file the offset was counted in (put back by hand, or left by another
+                # process): from its start. An offset applied to another file skipped its lines.
+                slot.file_id, slot.offset = (st.st_dev, st.st_ino), 0
+            fh.seek(slot.offset)
             for chunk in _batches(fh, self.settings.batch_max):
                 records = []
                 for line in chunk:
@@ -660,17 +767,57 @@ class LogTee:
                 self.metrics.replayed.inc(len(records) - len(failed))
                 self.metrics.delivered.inc(len(records) - len(failed))
                 done += len(records) - len(failed)
-                self._replay_offset = fh.tell()
+                slot.offset = fh.tell()
                 if failed:
                     self._spill(failed, again=True)
                     finished = False
                     break
         if finished:
-            self._replay_path.unlink()
-            self._replay_offset = 0
+            slot.replaying.unlink()
+            slot.offset, slot.file_id = 0, None
         if done:
             log.info("gateway: replayed %d spilled logs", done)
-        self.metrics.spill_bytes.set(self._spill_size())
+        return finished
+
+
+# Slots a per-process tee may take beside its spill_path (the LiteLLM proxy's workers).
+MAX_SPILL_SLOTS = 1024
+
+
+def spill_slot(spill_path: Path, k: int) -> Path:
+    """Slot ``k`` of a spill path: the path itself for 0, else ``<stem>.<k><suffix>``."""
+    return spill_path if k == 0 else spill_path.with_name(f"{spill_path.stem}.{k}{spill_path.suffix}")
+
+
+def lock_path(spill_path: Path) -> Path:
+    """The file whose ``flock`` makes a spill file one process's (never deleted: a lock file
+    removed while held lets a second process lock a new file of the same name)."""
+    return spill_path.with_name(spill_path.name + ".lock")
+
+
+def _try_lock(spill_path: Path) -> contextlib.ExitStack | None:
+    """The spill file's lock, held until the stack is closed; None if another process holds it."""
+    stack = contextlib.ExitStack()
+    try:
+        stack.enter_context(exclusive_lock(lock_path(spill_path), timeout=0))
+    except LockTimeout:
+        return None
+    return stack
+
+
+def _pending(slot: _SpillSlot) -> bool:
+    """Are there spilled records in the slot's files?"""
+    return slot.replaying.exists() or (slot.path.exists() and slot.path.stat().st_size > 0)
+
+
+def _slots_on_disk(spill_path: Path) -> list[Path]:
+    """The slots of ``spill_path`` (:func:`spill_slot`) that have a spill or replay file."""
+    name = re.compile(rf"{re.escape(spill_path.stem)}(?:\.(\d+))?{re.escape(spill_path.suffix)}(?:\.replaying)?")
+    try:
+        names = [match for entry in spill_path.parent.iterdir() if (match := name.fullmatch(entry.name))]
+    except FileNotFoundError:
+        return []
+    return sorted({spill_slot(spill_path, int(match[1] or 0)) for match in names})
 
 
 def replay_path(spill_path: Path) -> Path:
@@ -958,11 +1105,15 @@ def exchange_to_logs(exchange: Exchange, deployment: str | None, max_bytes: int 
         metadata["request_trailing_chars"] = trailing  # after the first JSON value: not read
     if variants := case_variant_keys(request):
         metadata["case_variant_keys"] = variants  # what a case-insensitive upstream may read instead
-    if cut:
+    if cut or exchange.upstream_cut:
         metadata["stream_cut"] = True
     if exchange.ttft_ms is not None:
         metadata["ttft_ms"] = round(exchange.ttft_ms, 3)
-    if not exchange.complete:
+    if exchange.upstream_cut:
+        # The upstream failed mid-body (it was logged as client_disconnected): stream_cut, as for
+        # a stream cut inside an event, and the error's type.
+        metadata["upstream_error"] = exchange.upstream_cut
+    elif not exchange.complete:
         metadata["client_disconnected"] = True
     metadata.update(exchange.extra_metadata)
     return from_openai_all(

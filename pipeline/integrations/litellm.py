@@ -65,7 +65,10 @@ class MisuseMonitorLogger(CustomLogger):
         # in a registry nothing served (a hostile review, 2026-12-07).
         check_paths(self.settings.gateway)
         self.metrics = metrics or GatewayMetrics()
-        self.tee = LogTee(self.settings.gateway, self.settings.kafka, self.metrics)
+        # One tee per process: the proxy's --num_workers N builds one per worker, and workers on
+        # one spill file lost and duplicated each other's logs (a hostile review). Each takes a
+        # spill file of its own beside gateway.spill_path and replays those of workers that are gone.
+        self.tee = LogTee(self.settings.gateway, self.settings.kafka, self.metrics, per_process_spill=True)
         self.tee.start()
         self.skipped_calls = 0  # embeddings, images, ...: no prompt text, not logged
         self._closed = False

@@ -310,11 +310,14 @@ def test_the_gateway_command_serves_and_reports_health(tmp_path):
             assert reply.choices[0].message.content == "You said: ping"
             assert httpx.get(f"http://127.0.0.1:{port}/healthz").json()["overflow"] == "drop"
 
-            # A second gateway on the same port: one line naming the address, exit 3, no traceback.
-            busy = subprocess.run(
-                [sys.executable, "-m", "pipeline.cli", "gateway", "--upstream", upstream_url, "--port", str(port)],
-                env=env, capture_output=True, text=True, timeout=120,
-            )  # fmt: skip
+            # A second gateway on the same spill path: one line naming what to set, exit 3.
+            command = [sys.executable, "-m", "pipeline.cli", "gateway", "--upstream", upstream_url, "--port", str(port)]
+            shared = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
+            assert shared.returncode == 3, shared.stderr
+            assert "MM_GATEWAY__SPILL_PATH" in shared.stderr and "Traceback" not in shared.stderr
+            # With its own, on the same port: one line naming the address, exit 3, no traceback.
+            busy = subprocess.run([*command, "--spill-path", str(tmp_path / "spill-2.jsonl")], env=env,
+                                  capture_output=True, text=True, timeout=120)  # fmt: skip
             assert busy.returncode == 3, busy.stderr
             assert f"cannot listen on 127.0.0.1:{port}" in busy.stderr and "Traceback" not in busy.stderr
         finally:

@@ -74,3 +74,51 @@ def test_litellm_calls_are_logged_once_each_with_identity_stream_and_failure(kaf
     assert by_prompt["async hello"]["metadata"]["upstream_id"] == async_reply.id
     failed = by_prompt["this one fails"]
     assert "completion" not in failed and "upstream exploded" in failed["metadata"]["error"]
+
+
+# A proxy worker on the same gateway.spill_path while Kafka is away from it (a closed port): it
+# spills one call, stops and is gone.
+_GONE_WORKER = """
+import os, sys
+from datetime import UTC, datetime
+os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+from pipeline.gateway.settings import GatewaySettings
+from pipeline.integrations.litellm import MisuseMonitorLogger
+from pipeline.localinfra.base import free_port
+from pipeline.settings import KafkaSettings, Settings
+
+worker = MisuseMonitorLogger(Settings(kafka=KafkaSettings(bootstrap_servers=f"127.0.0.1:{free_port()}"),
+                                      gateway=GatewaySettings(spill_path=sys.argv[1], rejected_path=sys.argv[2])))
+now = datetime.now(UTC)
+worker._submit({"call_type": "completion", "model": "m", "litellm_call_id": "call-of-a-gone-worker",
+                "messages": [{"role": "user", "content": "left behind"}]}, None, now, now)
+worker.close()
+print(worker.tee.spill_path, flush=True)
+os._exit(0)
+"""
+
+
+def test_what_a_gone_proxy_worker_spilled_is_delivered_by_a_live_one(kafka_bootstrap, kafka_topic_factory, tmp_path):
+    """`litellm --num_workers N`: each worker spills to a file of its own beside gateway.spill_path
+    (they shared one, and lost and duplicated each other's logs; a hostile review), and a worker
+    that is gone (crashed, or the proxy restarted with fewer workers) leaves its file to the others."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    topic = kafka_topic_factory(partitions=1)
+    spill, rejected = tmp_path / "spill.jsonl", tmp_path / "rejected.jsonl"
+    live = MisuseMonitorLogger(Settings(
+        kafka=KafkaSettings(bootstrap_servers=kafka_bootstrap, input_topic=topic),
+        gateway=GatewaySettings(spill_path=spill, rejected_path=rejected, replay_interval_s=0.5),
+    ))  # fmt: skip
+    try:
+        gone = subprocess.run([sys.executable, "-c", _GONE_WORKER, str(spill), str(rejected)], capture_output=True,
+                              text=True, timeout=180, cwd=Path(__file__).parents[2])  # fmt: skip
+        assert gone.returncode == 0, gone.stderr
+        assert gone.stdout.strip() == str(tmp_path / "spill.1.jsonl")  # the live worker holds spill.jsonl
+        records = _read(kafka_bootstrap, topic, expect=1)
+    finally:
+        live.close()
+    assert [r["request_id"] for r in records] == ["call-of-a-gone-worker"]
+    assert not (tmp_path / "spill.1.jsonl").exists() and not (tmp_path / "spill.1.jsonl.replaying").exists()

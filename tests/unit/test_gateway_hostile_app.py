@@ -11,6 +11,7 @@ import json
 import socket
 import time
 
+import aiohttp
 import httpx
 import pytest
 from pydantic import ValidationError
@@ -547,3 +548,53 @@ def test_case_variant_keys_looks_only_where_a_server_decodes_the_request_shape()
     for _ in range(400):
         deep = {"a": deep, "A": [[]] * 100}
     assert case_variant_keys({"model": "m", "messages": [], "metadata": deep}) == []  # not walked at all
+
+
+def test_head_passes_the_upstreams_content_length_through_with_no_body(tmp_path):
+    # The gateway said content-length 0 (the length of the body it read, none for HEAD) where the
+    # upstream said 21: a client that sizes a download by HEAD saw an empty resource (a hostile review).
+    upstream = VllmLike()
+    with serve_in_thread(upstream.app) as upstream_url:
+        app, _, _ = _gateway(upstream_url, tmp_path)
+        with serve_in_thread(app) as url:
+            direct = httpx.head(f"{upstream_url}/v1/models")
+            proxied = httpx.head(f"{url}/v1/models")
+    assert int(direct.headers["content-length"]) > 0
+    assert proxied.status_code == 200 and proxied.headers["content-length"] == direct.headers["content-length"]
+    assert proxied.content == b""
+
+
+def test_an_upstream_that_fails_mid_stream_is_logged_as_a_cut_not_as_a_client_that_left(tmp_path, caplog):
+    # An upstream that died mid-stream (aiohttp.ClientPayloadError) went up to uvicorn, which
+    # printed a traceback and dropped the client, and the log said client_disconnected (a hostile review).
+    from starlette.applications import Starlette
+    from starlette.responses import StreamingResponse
+    from starlette.routing import Route
+
+    first = {"id": "c", "object": "chat.completion.chunk", "created": 1, "model": "m",
+             "choices": [{"index": 0, "delta": {"role": "assistant", "content": "Sure, here is"}, "finish_reason": None}]}  # fmt: skip
+
+    async def chat(request):
+        async def events():
+            yield f"data: {json.dumps(first)}\n\n".encode()
+            raise RuntimeError("the upstream crashed mid-stream")  # uvicorn ends the chunked body unfinished
+
+        return StreamingResponse(events(), media_type="text/event-stream")
+
+    upstream = Starlette(routes=[Route("/v1/chat/completions", chat, methods=["POST"])])
+    caplog.set_level("WARNING")
+    with serve_in_thread(upstream) as upstream_url:
+        app, producer, _ = _gateway(upstream_url, tmp_path)
+        with serve_in_thread(app) as url:
+            caplog.clear()
+            answer = httpx.post(f"{url}/v1/chat/completions", timeout=30,
+                                json={"model": "m", "stream": True, "messages": [{"role": "user", "content": "hi"}]})  # fmt: skip
+            _wait_for(lambda: producer.logs)
+    assert answer.status_code == 200 and "Sure, here is" in answer.text  # ended cleanly: no RemoteProtocolError
+    (record,) = producer.logs
+    assert record.completion == "Sure, here is"
+    assert record.metadata["stream_cut"] is True and record.metadata["upstream_error"] == "ClientPayloadError"
+    assert "client_disconnected" not in record.metadata
+    assert len([r for r in caplog.records if "the upstream cut the response" in r.getMessage()]) == 1
+    # No traceback of the gateway's own (the upstream's server logs its RuntimeError, not this).
+    assert not [r for r in caplog.records if r.exc_info and isinstance(r.exc_info[1], aiohttp.ClientPayloadError)]

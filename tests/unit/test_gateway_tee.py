@@ -503,7 +503,9 @@ def test_healthz_says_logs_are_lost_when_kafka_is_away_and_they_cannot_be_kept(t
     app = create_app(settings, metrics=metrics, tee=tee)
     with serve_in_thread(app) as url:
         assert httpx.get(f"{url}/healthz", timeout=10).json()["status"] == "ok"  # nothing lost yet
-        spool.write_text("a file where the spill folder should be")  # a disk gone read-only, a full mount...
+        # A disk gone read-only, a full mount...: a folder where the spill file should be (the
+        # spool folder itself now holds the spill file's lock, taken at start).
+        (spool / "spill.jsonl").mkdir(parents=True)
         tee.submit(_exchange([b'{"id": "c", "choices": [{"message": {"content": "ok"}}]}']))
         reason = "spill_failed" if overflow == "spill" else "delivery_failed"
         deadline = time.monotonic() + 30
@@ -585,3 +587,105 @@ def test_a_request_over_the_cap_is_not_parsed_on_the_request_path_when_both_queu
     assert "4111 1111" not in json.dumps(entry) and not (tmp_path / "spill.jsonl").exists()
     assert _sample(metrics, "mm_gateway_logs_dropped_total", reason="too_large") == 1
     assert _sample(metrics, "mm_gateway_logs_spilled_inline_total") == 0
+
+
+def test_a_spill_path_another_process_holds_is_refused_naming_what_to_set(tmp_path, monkeypatch, capsys):
+    """A hostile review: two gateways (or LiteLLM workers) on one spill path, the default relative
+    one, replayed each other's files: a byte offset counted in one file was applied to the other,
+    logs were lost and others sent twice, silently. A spill file is one process's now."""
+    from pipeline.cli import main
+    from pipeline.exits import ConfigError
+    from pipeline.localinfra.base import free_port
+
+    producer = _FlakyProducer()
+    first, _ = _tee(tmp_path, producer)
+    first.start()  # holds <spill>.lock; a second open file's flock conflicts with it as another process's would
+    try:
+        second, _ = _tee(tmp_path, producer)
+        with pytest.raises(ConfigError, match="MM_GATEWAY__SPILL_PATH"):
+            second.start()
+        assert not second.started
+        # `misuse-monitor gateway` says so before it binds (this host cannot be bound: a
+        # regression fails on the bind, never serves).
+        monkeypatch.setenv("MM_KAFKA__BOOTSTRAP_SERVERS", f"127.0.0.1:{free_port()}")
+        monkeypatch.setenv("MM_GATEWAY__SPILL_PATH", str(tmp_path / "spill.jsonl"))
+        monkeypatch.setenv("MM_GATEWAY__REJECTED_PATH", str(tmp_path / "other-rejected.jsonl"))
+        monkeypatch.setenv("MM_GATEWAY__HOST", "192.0.2.1")
+        assert main(["gateway"]) == 3
+        err = capsys.readouterr().err
+        assert "in use by another process" in err and "--spill-path" in err
+    finally:
+        first.stop(timeout_s=5)
+    second.claim()  # released by stop()
+    second.stop(timeout_s=5)
+
+
+def test_a_replay_file_that_is_not_the_one_its_offset_was_counted_in_is_read_from_its_start(tmp_path):
+    """A hostile review: the replay resumed at a byte offset into whatever file was at
+    spill.jsonl.replaying (another process's, after it had replayed and deleted the first), and
+    the lines before that offset were never delivered."""
+    from tests.fixtures.logs import make_log
+
+    producer = _FlakyProducer()
+    tee, _ = _tee(tmp_path, producer, batch_max=4)
+    tee._spill(make_log(request_id=f"a{i}") for i in range(10))
+    tee._replay()  # broker down: the first batch goes back to the spill file, the offset stays past it
+    assert tee._replay_offset > 0
+    replaying = tmp_path / "spill.jsonl.replaying"
+    other = tmp_path / "other"  # made while the first exists: another inode, as a new file would have
+    other.write_text("".join(make_log(request_id=f"b{i}").model_dump_json(by_alias=True) + "\n" for i in range(6)))
+    os.replace(other, replaying)
+    (tmp_path / "spill.jsonl").unlink()  # the a-records are not this test's concern
+    producer.down = False
+    tee._replay()
+    assert sorted(producer.delivered) == [f"b{i}" for i in range(6)]
+    assert not replaying.exists() and tee._replay_offset == 0
+
+
+_DEAD_WORKER = """
+import os, sys
+from pipeline.gateway.settings import GatewaySettings
+from pipeline.gateway.tee import GatewayMetrics, LogTee
+from pipeline.settings import KafkaSettings
+from tests.fixtures.logs import make_log
+
+settings = GatewaySettings(spill_path=sys.argv[1], rejected_path=sys.argv[2])
+tee = LogTee(settings, KafkaSettings(), GatewayMetrics(), per_process_spill=True)
+tee.claim()
+tee._spill(make_log(request_id=f"dead-{i}") for i in range(7))
+print(tee.spill_path, flush=True)
+os._exit(0)  # killed: no stop(), its lock goes with the process
+"""
+
+
+def test_per_process_spill_files_are_one_per_process_and_a_dead_ones_is_replayed(tmp_path):
+    """The LiteLLM proxy with --num_workers N builds one tee per worker, all on one spill_path:
+    each takes a file of its own (slot), and a live one replays what a dead one left."""
+    import subprocess
+    import sys
+
+    from pipeline.gateway.tee import _try_lock
+    from tests.fixtures.logs import make_log
+
+    producer = _FlakyProducer()
+    tee, _ = _tee(tmp_path, producer)
+    tee._per_process = True  # as the LiteLLM callback builds it (per_process_spill=True)
+    tee.claim()
+    try:
+        assert tee.spill_path == tmp_path / "spill.jsonl"
+        worker = subprocess.run([sys.executable, "-c", _DEAD_WORKER, str(tmp_path / "spill.jsonl"),
+                                 str(tmp_path / "rejected.jsonl")],  # fmt: skip
+                                capture_output=True, text=True, timeout=120, cwd=Path(__file__).parents[2])
+        assert worker.returncode == 0, worker.stderr
+        assert worker.stdout.strip() == str(tmp_path / "spill.1.jsonl")  # slot 0 is held: the next one
+        tee._spill([make_log(request_id="own-0")])
+        producer.down = False
+        tee._replay()
+        assert sorted(producer.delivered) == sorted(["own-0", *(f"dead-{i}" for i in range(7))])
+        assert not [p.name for p in tmp_path.iterdir() if p.name.endswith((".jsonl", ".replaying"))]
+        assert tee.status()["spill_bytes"] == 0
+        lock = _try_lock(tmp_path / "spill.1.jsonl")  # given back once delivered: a new worker may take it
+        assert lock is not None
+        lock.close()
+    finally:
+        tee.stop(timeout_s=5)

@@ -220,3 +220,25 @@ def test_a_spill_path_that_cannot_be_written_is_refused_when_the_logger_is_made(
     (tmp_path / "a-file").write_text("x")
     with pytest.raises(ConfigError, match="spill_path"):
         MisuseMonitorLogger(_down_settings(tmp_path, spill_path=tmp_path / "a-file" / "spill.jsonl"))
+
+
+def test_proxy_workers_on_one_spill_path_each_spill_to_a_file_of_their_own(tmp_path):
+    """A hostile review: `litellm --num_workers N` builds one logger per worker, all on one
+    gateway.spill_path, and the workers replayed each other's files (logs lost, others sent
+    twice). Each takes a file of its own beside it (two loggers in one process lock as two
+    workers do: flock is per open file), and a call is spilled in its worker's file only."""
+    from datetime import UTC, datetime
+
+    workers = [MisuseMonitorLogger(_down_settings(tmp_path)) for _ in range(2)]
+    now = datetime.now(UTC)
+    try:
+        assert [w.tee.spill_path.name for w in workers] == ["spill.jsonl", "spill.1.jsonl"]
+        for i, worker in enumerate(workers):
+            worker._submit({"call_type": "completion", "model": "m", "litellm_call_id": f"call-{i}",
+                            "messages": [{"role": "user", "content": f"worker {i}"}]}, None, now, now)  # fmt: skip
+    finally:
+        for worker in workers:
+            worker.close()  # Kafka is down: what is queued is spilled
+    spilled = {name: [json.loads(line)["request_id"] for line in (tmp_path / name).read_text().splitlines()]
+               for name in ("spill.jsonl", "spill.1.jsonl")}  # fmt: skip
+    assert spilled == {"spill.jsonl": ["call-0"], "spill.1.jsonl": ["call-1"]}
