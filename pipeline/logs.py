@@ -17,6 +17,7 @@ import logging
 import os
 import sys
 import time
+import unicodedata
 from datetime import UTC, datetime
 from typing import TextIO
 
@@ -61,8 +62,13 @@ def escape_controls(text: str) -> str:
     """``text`` with its control characters shown escaped as in a log message (tab too), for a
     client's value printed to a terminal outside logging: a table cell of the CLI. A model name
     holding ESC and OSC sequences cleared the operator's screen and wrote text of its own in
-    `alerts list` (a hostile review, 2026-12-07)."""
-    return text.translate(_CELL_ESCAPES)
+    `alerts list` (a hostile review, 2026-12-07). Format characters (bidi overrides and
+    isolates, zero-width ones) are shown as ``\\u202e`` too: they reorder or hide a cell's text (a
+    review of that fix)."""
+    text = text.translate(_CELL_ESCAPES)
+    if text.isascii():
+        return text
+    return "".join(f"\\u{ord(ch):04x}" if unicodedata.category(ch) == "Cf" else ch for ch in text)
 
 
 TRACEBACK = "traceback_text"  # extra={TRACEBACK: text}: a traceback as text (another process's), kept in lines

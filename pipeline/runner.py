@@ -371,12 +371,20 @@ class Pipeline(RebalanceHooks):
         pairs = [(tp.topic, tp.partition) for tp in partitions]
         count = self.source.partition_count()
 
+        def still_owned(sink: Sink) -> None:
+            # Only what this member still owns: a rebalance during the wait may have given a
+            # partition to another member, and the alerts' hook takes ownership (a new epoch),
+            # which fenced the new owner out of its partition's alert state (a review, 2026-12-07).
+            owned = {(tp.topic, tp.partition) for tp in self.source.assignment()}
+            if mine := [pair for pair in pairs if pair in owned]:
+                sink.on_assigned(mine, count)
+
         def run() -> None:
             # Retried like a flush (an outage on /healthz, ended only by the deadline): a hook's
             # error ended the stream at once, the alert database's blip at a rebalance included
             # (a hostile review, 2026-12-07). A sink's hook is one transaction, so a retry is safe.
             for sink in self.sinks:
-                self._retry(sink.name, partial(sink.on_assigned, pairs, count))
+                self._retry(sink.name, partial(still_owned, sink))
 
         # Runs in the sink stage, before any batch handed out after it.
         self._hand_out(_Hook(run))

@@ -163,7 +163,9 @@ def test(
             console.print(f"{_cell(r['target'])}: {state}", highlight=False)
     failed = [r for r in results if not r["delivered"]]
     if failed:
-        what = "; ".join(f"{r['target']}: {r['state']} {' '.join(str(r['detail'] or '').split())}".rstrip() for r in failed)
+        # Printed as the error line: a receiver's answer escaped as in the table (a review, 2026-12-07).
+        what = "; ".join(f"{r['target']}: {r['state']} {escape_controls(' '.join(str(r['detail'] or '').split()))}".rstrip()
+                         for r in failed)
         raise Unreachable(f"test alert not delivered to {len(failed)} of {len(results)}: {what}")
 
 

@@ -204,16 +204,7 @@ class AlertEngine:
                 evidence=list(row["evidence"]), receivers=list(row["receivers"]), partition=row["partition"],
             )
         for row in rows(db.rate_buckets):
-            p, rule, bucket, counts = row["partition"], row["rule"], row["bucket"], [row["flagged"], row["total"]]
-            key = self._upgraded_key(rule, row["key_values"])
-            parts = self._buckets[rule][key].setdefault(bucket, {})
-            if key != row["key_values"]:  # moved to its new key (and its old row deleted at the next save)
-                self._dirty.gone_buckets.add((p, rule, row["key_values"], bucket))
-                self._dirty.buckets.add((p, rule, key, bucket))
-            if p in parts:  # an old row and a new row of one key: in whichever order they come, they add up
-                counts = [a + b for a, b in zip(parts[p], counts, strict=True)]
-                self._dirty.buckets.add((p, rule, key, bucket))
-            parts[p] = counts
+            self._buckets[row["rule"]][row["key_values"]].setdefault(row["bucket"], {})[row["partition"]] = [row["flagged"], row["total"]]
         # Rows written before users were keyed by tenant (2026-12-07) hold the pseudonym alone: moved
         # to the key of the tenant they name, so an upgrade neither resets a score nor splits it.
         for row in rows(db.risk_scores):
@@ -299,11 +290,7 @@ class AlertEngine:
         )
         if self._owned:
             query = query.where(t.c.partition.not_in(sorted(self._owned)))
-        fresh: dict[tuple[str, str, float, int], tuple[int, int]] = {}
-        for r in conn.execute(query):  # a replica of the release before writes "unknown" keys: read as null
-            k = (r[0], self._upgraded_key(r[0], r[1]), r[2], r[3])
-            f, t = fresh.get(k, (0, 0))
-            fresh[k] = (f + r[4], t + r[5])
+        fresh = {(r[0], r[1], r[2], r[3]): (r[4], r[5]) for r in conn.execute(query)}
         old = self._foreign
         changed = {(r, k) for (r, k, b, p), v in fresh.items() if old.get((r, k, b, p)) != v}
         changed |= {(r, k) for (r, k, b, p) in old if (r, k, b, p) not in fresh}
@@ -529,22 +516,8 @@ class AlertEngine:
 
     @staticmethod
     def _key(rule: RateRule, dims: dict[str, str | None], category: str | None) -> str:
-        # A missing value is JSON null, which no identifier (a string) can be, and its alert
-        # leaves the label out (_base_labels). It was the string "unknown": a tenant named
-        # "unknown" was counted with the traffic of no tenant (a hostile review, 2026-12-07).
-        values = [category if d == "category" else (dims[d] or None) for d in rule.per]
+        values = [category if d == "category" else (dims[d] or "unknown") for d in rule.per]
         return json.dumps(values, separators=(",", ":"))
-
-    def _upgraded_key(self, rule_name: str, key: str) -> str:
-        """The key of a rate row written before missing values were null (2026-12-07): their
-        "unknown" meant no value (a tenant named "unknown" was merged with them, and cannot be
-        told apart now), so it becomes null; other keys are returned as they are."""
-        rule = self._rule_or_none(rule_name)
-        values = json.loads(key)
-        if not isinstance(rule, RateRule) or len(values) != len(rule.per) or "unknown" not in values:
-            return key
-        return json.dumps([None if d != "category" and x == "unknown" else x for d, x in zip(rule.per, values, strict=True)],
-                          separators=(",", ":"))
 
     def _bump(self, rule: RateRule, key: str, bucket: float, flagged: int, total: int, partition: int) -> None:
         counts = self._buckets[rule.name][key].setdefault(bucket, {}).setdefault(partition, [0, 0])

@@ -234,10 +234,14 @@ class Alerting:
         transaction, as every flush), then forget them so the next owner's writes are never
         overwritten by ours."""
         revoked = sorted(set(partitions))
-        if self.failed_batch is None:  # else the last commit stands: the next owner re-reads the rest
-            self.commit()
-        with self._lock:
-            self._forget(revoked)
+        try:
+            if self.failed_batch is None:  # else the last commit stands: the next owner re-reads the rest
+                self.commit()
+        finally:
+            # Forgotten even when the commit failed (the database down at the rebalance; the
+            # runner logs it): they are another member's now, whatever this one could save.
+            with self._lock:
+                self._forget(revoked)
 
     def _forget(self, partitions: Sequence[Partition]) -> None:
         self.engine.release({p for _, p in partitions})

@@ -32,6 +32,7 @@ class AssigningSource:
         self.hooks = None
         self.batches = 0
         self.done: list[int] = []
+        self.owned = {TP}
 
     def next_batch(self) -> list[RawRecord]:
         self.batches += 1
@@ -55,6 +56,9 @@ class AssigningSource:
 
     def partition_count(self) -> int:
         return 1
+
+    def assignment(self) -> set[TopicPartition]:
+        return set(self.owned)
 
     def close(self) -> None:
         pass
@@ -97,9 +101,10 @@ class BlippingSink(Sink):
 
     name = "alerts"
 
-    def __init__(self, failures: int) -> None:
+    def __init__(self, failures: int, on_failure: object = None) -> None:
         self.failures = failures
         self.assigned_calls = 0
+        self.on_failure = on_failure
 
     @classmethod
     def create(cls, settings: Settings, metrics: PipelineMetrics) -> BlippingSink:  # pragma: no cover - not built from settings here
@@ -108,6 +113,8 @@ class BlippingSink(Sink):
     def on_assigned(self, partitions: list[tuple[str, int]], partition_count: int) -> None:
         self.assigned_calls += 1
         if self.assigned_calls <= self.failures:
+            if self.on_failure is not None:
+                self.on_failure()
             raise ConnectionError("could not connect to server: Connection refused")
 
     def on_revoked(self, partitions: list[tuple[str, int]]) -> None:
@@ -146,6 +153,16 @@ def test_an_assign_hook_down_past_the_deadline_ends_the_run_with_the_reason(tmp_
     with pytest.raises(OutageError, match=r"alerts unavailable for .* \(deadline 0 s\): .*Connection refused"):
         pipeline.run(max_idle_s=5)
     assert source.done == []  # nothing after the hook was marked done
+
+
+def test_a_partition_revoked_while_its_assign_hook_waits_is_not_taken_back(tmp_path: Path) -> None:
+    """The alerts' hook takes ownership (a new epoch): retried for a partition that a rebalance
+    meanwhile gave to another member, it fenced that member out of the partition's alert state."""
+    source = AssigningSource()
+    sink = BlippingSink(failures=1, on_failure=source.owned.clear)  # revoked while the database is down
+    pipeline = Pipeline(_settings(tmp_path, outage_deadline_s=300), source, DecodeErrors(), [sink], DeadLetters(), PipelineMetrics())
+    pipeline.run(max_idle_s=0.5)
+    assert sink.assigned_calls == 1  # the failed attempt only: the retry found nothing of its own
 
 
 def test_a_revoke_hook_that_fails_is_logged_and_counted_not_raised_into_the_consumer(

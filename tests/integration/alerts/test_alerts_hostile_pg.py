@@ -36,7 +36,7 @@ def pg_db(postgres_url: str) -> Iterator[str]:
         yield url
 
 
-def _verdict(n: int, *, tenant: str | None, model: str, deployment: str) -> MisuseVerdict:
+def _verdict(n: int, *, tenant: str, model: str, deployment: str) -> MisuseVerdict:
     finding = Finding(
         category=Category.CYBER_ABUSE, side=Side.PROMPT, score=0.9, detector="rules", detector_version="1",
         evidence="write a keylogger",
@@ -90,32 +90,5 @@ def test_database_with_raw_rate_keys_is_upgraded_in_place(pg_db: str) -> None:
         assert alerts._buckets["spike"] == {raw: {T0 - T0 % 60: {0: [3, 0]}}}
         assert [tuple(r) for r in stored] == [(db.rate_key_hash(raw), raw)]
         db.create_db_engine(pg_db).dispose()  # a second replica starting finds nothing left to convert
-    finally:
-        engine.dispose()
-
-
-def test_rate_rows_of_a_missing_tenant_stored_as_unknown_move_to_their_new_key(pg_db: str) -> None:
-    """Until 2026-12-07 a missing tenant was keyed as the string "unknown" (merged with a tenant of
-    that name). Rows stored so in PostgreSQL by a running stream load as the tenant-less key, add
-    up with the rows a replica of this release wrote under it, and move there at the next save."""
-    rules = parse_rules("rules: [{name: spike, kind: rate, threshold: 4, per: [tenant]}]")
-    bucket = T0 - T0 % 60
-    engine = db.create_db_engine(pg_db)
-    try:
-        with engine.begin() as conn:
-            conn.execute(sa.insert(db.rate_buckets), [
-                {"partition": 0, "rule": "spike", "key": db.rate_key_hash(k), "key_values": k, "bucket": bucket,
-                 "flagged": 2, "total": 2} for k in ('["unknown"]', "[null]")
-            ])
-        alerts = AlertEngine(rules, clock=lambda: T0)
-        with engine.connect() as conn:
-            alerts.load(conn)
-        alerts.observe([_verdict(1, tenant=None, model="m", deployment="prod")])  # the fifth flagged in the window
-        [alert] = alerts.alerts.values()
-        assert "tenant" not in alert.labels and alert.annotations["flagged"] == "5"
-        with engine.begin() as conn:
-            alerts.save(conn)
-            stored = conn.execute(sa.select(db.rate_buckets.c.key_values, db.rate_buckets.c.flagged)).all()
-        assert [tuple(r) for r in stored] == [("[null]", 5)]
     finally:
         engine.dispose()

@@ -198,3 +198,24 @@ def test_a_batch_that_fails_part_way_is_counted_once_after_the_restart(
     restarted.commit()
     assert restarted.engine.risk_score("offender", "u_1") == 16  # 4 records x 4, each once
     restarted.close()
+
+
+def test_partitions_revoked_while_the_commit_fails_are_forgotten_all_the_same(
+    clock: FakeClock, verdict: VerdictFactory, db_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A review (2026-12-07): a revoke whose commit raised (the database down at the rebalance)
+    left the partitions owned here, so their records kept being counted for another member's
+    partition until the epoch fence caught up."""
+    a = replica(db_url, clock)
+    a.on_assigned([(TOPIC, 0)], 1)
+    a.observe_records(batch(verdict, clock, 0, range(0, 2), "u_1"))
+
+    def database_down() -> None:
+        raise ConnectionError("could not connect to server")
+
+    monkeypatch.setattr(a, "commit", database_down)
+    with pytest.raises(ConnectionError):
+        a.on_revoked([(TOPIC, 0)])  # the runner logs it (tests/unit/test_rebalance_hooks.py)
+    assert (TOPIC, 0) not in a._offsets and (TOPIC, 0) not in a._epochs
+    monkeypatch.undo()
+    a.close()

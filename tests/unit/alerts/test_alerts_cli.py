@@ -290,6 +290,43 @@ def test_a_test_notification_not_delivered_in_time_is_dropped_not_sent_later(tmp
     assert "ops: dead ConnectError" in err
 
 
+def test_a_receivers_answer_in_the_error_line_is_shown_escaped(tmp_path: Path, capsys) -> None:
+    """A review (2026-12-07): the table line of `test --send` was escaped, but the error line
+    after it quoted the receiver's answer raw: its ESC and OSC sequences retitled and cleared the
+    operator's terminal, a bidi override reordered the line."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    body = "nope \x1b]0;pwned\x07\x1b[2J \u202eevil".encode()
+
+    class Refusing(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:  # noqa: N802 - http.server's name
+            self.rfile.read(int(self.headers.get("content-length", 0)))
+            self.send_response(500)
+            self.send_header("content-length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Refusing)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        rules = Path(__file__).resolve().parents[3] / "examples" / "alert-rules.yaml"
+        config = tmp_path / "alerts.yaml"
+        config.write_text(yaml.safe_dump({
+            "rules_file": str(rules), "db_url": f"sqlite:///{tmp_path / 'a.db'}", "notify": "direct",
+            "receivers": [{"name": "ops", "type": "webhook", "url": f"http://127.0.0.1:{server.server_port}/hook", "secret": "s"}],
+        }))
+        code, err = _main(capsys, "--alerts-config", str(config), "test", "--send", "--timeout-s", "2")
+    finally:
+        server.shutdown()
+    assert code != 0 and "not delivered to 1 of 1" in err
+    assert "\x1b" not in err and "\u202e" not in err and "\x07" not in err, repr(err)
+    assert r"\x1b]0;pwned\x07\x1b[2J \u202eevil" in err
+
+
 def test_the_default_rules_file_missing_names_the_folder_and_how_to_give_one(tmp_path: Path, monkeypatch) -> None:
     """A newcomer review (2026-12-07): `alerts test` run outside the repository said only
     "cannot read ... examples/alert-rules.yaml: [Errno 2]", without the usual error prefix."""
