@@ -375,7 +375,7 @@ class Pipeline(RebalanceHooks):
             # Only what this member still owns: a rebalance during the wait may have given a
             # partition to another member, and the alerts' hook takes ownership (a new epoch),
             # which fenced the new owner out of its partition's alert state (a review, 2026-12-07).
-            owned = {(tp.topic, tp.partition) for tp in self.source.assignment()}
+            owned = {(tp.topic, tp.partition) for tp in self.source.assignment}
             if mine := [pair for pair in pairs if pair in owned]:
                 sink.on_assigned(mine, count)
 
