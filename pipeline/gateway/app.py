@@ -70,6 +70,25 @@ SERVER_WRITTEN = frozenset({b"date", b"server"})
 _HELD = "mm.request_bytes_held"
 
 
+class UpstreamCut(Exception):
+    """The upstream's body ended early: raised out of the relay so that the server drops the
+    client's connection (no clean end of a cut answer), after one warning line and the tee."""
+
+
+class _QuietUpstreamCut(logging.Filter):
+    """Drops uvicorn's "Exception in ASGI application" traceback of an :class:`UpstreamCut`: the
+    relay has said it in one line already (a traceback was printed per cut until a review)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:  # anyio's task groups wrap it
+            exc = exc.exceptions[0]
+        return not isinstance(exc, UpstreamCut)
+
+
+_QUIET_UPSTREAM_CUT = _QuietUpstreamCut()
+
+
 class _Refused(enum.Enum):
     """Why a request body was not read whole (the label in mm_gateway_requests_total{status})."""
 
@@ -350,6 +369,10 @@ class Gateway:
                     upstream_cut = type(exc).__name__
                     log.warning("gateway: the upstream cut the response of %s after %d bytes (%s)",
                                 gateway_id, relayed, upstream_cut)
+                    # The client's connection is dropped too, as the upstream's was: a chunked
+                    # body ended cleanly read as a whole answer to SDKs and NDJSON clients (a
+                    # review of this fix). uvicorn's traceback of it is filtered (_QuietUpstreamCut).
+                    raise UpstreamCut(upstream_cut) from exc
                 else:
                     complete = True
             finally:
@@ -626,6 +649,7 @@ class _GiveBackBodies:
 def create_app(settings: Settings, *, metrics: GatewayMetrics | None = None, tee: LogTee | None = None) -> Starlette:
     """The gateway as an ASGI app (serve it with uvicorn: ``misuse-monitor gateway``)."""
     gateway = Gateway(settings, metrics, tee)
+    logging.getLogger("uvicorn.error").addFilter(_QUIET_UPSTREAM_CUT)  # once: the same filter object
     methods = ["GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "HEAD"]
     app = Starlette(
         routes=[

@@ -273,6 +273,7 @@ class LogTee:
         self._per_process = per_process_spill
         self._own = _SpillSlot(settings.spill_path)  # where this tee spills; locked by claim()
         self._adopted: list[_SpillSlot] = []  # other slots' files this tee replays (per_process_spill)
+        self._replays = True  # False: another process holds the spill file (overflow: drop; claim)
 
     @property
     def spill_path(self) -> Path:
@@ -353,6 +354,13 @@ class LogTee:
                 return
         if self._per_process:
             raise ConfigError(f"gateway.spill_path: {MAX_SPILL_SLOTS} processes already spill beside {base.absolute()}")
+        if self.settings.overflow == "drop":
+            # It never spills, and only replays what an earlier run left: that is the holder's to
+            # replay. Refusing it broke replicas of `overflow: drop` started in one folder (the
+            # default path is relative; a review, 2026-12-07).
+            log.info("gateway: %s is another process's; this one (overflow: drop) leaves its replay to it", base)
+            self._replays = False
+            return
         raise ConfigError(
             f"gateway.spill_path {base.absolute()} is in use by another process (it holds {lock_path(base)}): a spill "
             "file belongs to one process. Give each gateway its own with --spill-path, MM_GATEWAY__SPILL_PATH or "
@@ -707,6 +715,8 @@ class LogTee:
         """Deliver the spill file in batches, resuming where the last attempt stopped; with
         ``per_process_spill``, then the files of other slots whose process is gone (their lock is
         free), each held under its lock until it is delivered."""
+        if not self._replays:
+            return
         if self._per_process:
             self._adopt_orphans()
         for slot in (self._own, *self._adopted):

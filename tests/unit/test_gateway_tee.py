@@ -620,6 +620,27 @@ def test_a_spill_path_another_process_holds_is_refused_naming_what_to_set(tmp_pa
     second.stop(timeout_s=5)
 
 
+def test_a_gateway_that_never_spills_runs_beside_the_holder_and_leaves_it_the_replay(tmp_path):
+    """A review (2026-12-07): the spill file's lock refused a second gateway of `overflow: drop`
+    too, though it never spills: replicas started in one folder (the default path is relative)
+    no longer ran. It runs, and the file another process holds is not replayed by it."""
+    from tests.fixtures.logs import make_log
+
+    producer = _FlakyProducer()
+    holder, _ = _tee(tmp_path, producer)
+    holder.start()
+    try:
+        holder._spill([make_log(request_id="h0")])
+        dropper, _ = _tee(tmp_path, producer, overflow="drop")
+        dropper.start()  # not refused
+        assert dropper.started
+        dropper._replay()
+        assert (tmp_path / "spill.jsonl").read_text().count("h0") == 1  # still the holder's to replay
+        dropper.stop(timeout_s=5)
+    finally:
+        holder.stop(timeout_s=5)
+
+
 def test_a_replay_file_that_is_not_the_one_its_offset_was_counted_in_is_read_from_its_start(tmp_path):
     """A hostile review: the replay resumed at a byte offset into whatever file was at
     spill.jsonl.replaying (another process's, after it had replayed and deleted the first), and
