@@ -68,7 +68,13 @@ def escape_controls(text: str) -> str:
     text = text.translate(_CELL_ESCAPES)
     if text.isascii():
         return text
-    return "".join(f"\\u{ord(ch):04x}" if unicodedata.category(ch) == "Cf" else ch for ch in text)
+    return "".join(_escaped(ch) if unicodedata.category(ch) == "Cf" else ch for ch in text)
+
+
+def _escaped(ch: str) -> str:
+    """``\\u202e``, or ``\\U000e0041`` past U+FFFF (the tag characters that hide text): five hex
+    digits after ``\\u`` read as a shorter escape and a digit."""
+    return f"\\u{ord(ch):04x}" if ord(ch) <= 0xFFFF else f"\\U{ord(ch):08x}"
 
 
 TRACEBACK = "traceback_text"  # extra={TRACEBACK: text}: a traceback as text (another process's), kept in lines

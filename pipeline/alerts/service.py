@@ -204,6 +204,20 @@ class Alerting:
         their rule state, alerts and last input offsets, which another replica may have advanced
         since this one last held them."""
         assigned = sorted(set(partitions))
+        try:
+            self._assign(assigned, partition_count)
+        except BaseException:
+            # The transaction rolled back (its COMMIT failed: the database blip the runner retries
+            # the hook through), but the epochs and the engine's ownership were already changed
+            # in memory: a partition the retry no longer held stayed owned here, at the epoch its
+            # next owner also took, so the fence missed and this replica's saves overwrote that
+            # owner's state (a review, 2026-12-07). Nothing of a failed attempt is kept.
+            with self._lock:
+                self._forget(assigned)
+            raise
+        log.info("alerts: own partitions %s", [p for _, p in assigned])
+
+    def _assign(self, assigned: list[Partition], partition_count: int) -> None:
         with self._lock, self.db.begin() as conn:
             # Take ownership first (a new epoch fences the previous owner out), then read the
             # state it committed; one transaction, so nothing it writes afterwards counts.
@@ -227,7 +241,6 @@ class Alerting:
                 row = conn.execute(sa.select(t.c.offset).where(t.c.topic == topic, t.c.partition == p)).first()
                 if row is not None:
                     self._offsets[(topic, p)] = row[0]
-        log.info("alerts: own partitions %s", [p for _, p in assigned])
 
     def on_revoked(self, partitions: Iterable[Partition]) -> None:
         """Kafka is taking ``partitions`` away: commit their state with their offsets (one

@@ -704,6 +704,8 @@ class LogTee:
 
     def _spill_size(self) -> int:
         """Bytes of spilled records not yet delivered (this process's, and those it replays for others)."""
+        if not self._replays:  # another process's file (overflow: drop beside its holder): not ours to report
+            return 0
         size = 0
         for slot in (self._own, *self._adopted):
             size += slot.path.stat().st_size if slot.path.exists() else 0

@@ -121,6 +121,25 @@ def test_a_client_value_in_a_text_log_line_cannot_forge_another_line(capsys: pyt
     assert "\x1b" not in err and "CRITICAL" not in "".join(rest)
 
 
+@pytest.mark.parametrize(
+    ("value", "shown"),
+    [
+        ("qwen\x1b[2J\x9b8m\x7f\ttab", r"qwen\x1b[2J\x9b8m\x7f\ttab"),  # C0, C1, DEL and tab
+        ("abc\u202edcba \u2066x\u2069 z\u200bw", r"abc\u202edcba \u2066x\u2069 z\u200bw"),  # bidi, zero width
+        ("hid\U000e0041den", r"hid\U000e0041den"),  # a tag character: eight digits, not "\ue0041"
+        ("Zürich 東京", "Zürich 東京"),  # letters stay as they are
+    ],
+    ids=["controls", "bidi-and-zero-width", "tag-character", "letters"],
+)
+def test_a_client_value_in_a_table_cell_is_shown_escaped(value: str, shown: str) -> None:
+    """``escape_controls`` is what the CLI's tables print client values through (a review,
+    2026-12-07: ESC sequences cleared the operator's screen in `alerts list`, and a bidi
+    override reordered a cell)."""
+    from pipeline.logs import escape_controls
+
+    assert escape_controls(value) == shown
+
+
 def test_another_process_traceback_keeps_its_lines(capsys: pytest.CaptureFixture[str]) -> None:
     """The scoring process sends its traceback as text; logged as a message argument, the escaping
     above made it one line of "\\n" (a review of my diff, 2026-12-07). It follows the message in its

@@ -636,6 +636,7 @@ def test_a_gateway_that_never_spills_runs_beside_the_holder_and_leaves_it_the_re
         assert dropper.started
         dropper._replay()
         assert (tmp_path / "spill.jsonl").read_text().count("h0") == 1  # still the holder's to replay
+        assert dropper.status()["spill_bytes"] == 0 < holder.status()["spill_bytes"]  # nor its backlog to report
         dropper.stop(timeout_s=5)
     finally:
         holder.stop(timeout_s=5)

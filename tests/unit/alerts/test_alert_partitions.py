@@ -219,3 +219,34 @@ def test_partitions_revoked_while_the_commit_fails_are_forgotten_all_the_same(
     assert (TOPIC, 0) not in a._offsets and (TOPIC, 0) not in a._epochs
     monkeypatch.undo()
     a.close()
+
+
+def test_an_assignment_whose_commit_fails_keeps_nothing_of_it(clock: FakeClock, verdict: VerdictFactory, db_url: str) -> None:
+    """A review (2026-12-07): the runner retries a failed assign hook for the partitions still
+    owned. The failed attempt had set epochs and ownership in memory before its COMMIT failed, so
+    a partition the retry no longer held stayed owned here at the epoch its new owner also took:
+    the fence missed, and this replica's save overwrote the new owner's score and offset."""
+    zombie, owner = replica(db_url, clock), replica(db_url, clock)
+    lost = [1]
+
+    @sa.event.listens_for(zombie.db, "commit")
+    def lost_at_commit(conn) -> None:  # noqa: ANN001 - SQLAlchemy's event signature
+        if lost[0]:
+            lost[0] -= 1
+            raise sa.exc.OperationalError("COMMIT", {}, Exception("connection lost at commit"))
+
+    with pytest.raises(sa.exc.OperationalError):
+        zombie.on_assigned([(TOPIC, 0), (TOPIC, 1)], 2)
+    zombie.on_assigned([(TOPIC, 1)], 2)  # the retry: p0 went to another member meanwhile
+    assert not zombie.engine.owns(0) and (TOPIC, 0) not in zombie._epochs
+    owner.on_assigned([(TOPIC, 0)], 2)
+    owner.observe_records(batch(verdict, clock, 0, range(0, 5), "u_1"))
+    owner.commit()
+    zombie.observe_records(batch(verdict, clock, 0, range(0, 2), "u_1"))  # a batch handed out behind the hook
+    zombie.commit()
+    with owner.db.connect() as conn:
+        score = conn.execute(sa.select(db.risk_scores.c.score)).scalar()
+        offset = conn.execute(sa.select(db.source_offsets.c.offset).where(db.source_offsets.c.partition == 0)).scalar()
+    assert (score, offset) == (20, 4)
+    zombie.close()
+    owner.close()
