@@ -79,18 +79,13 @@ def child(turns: int) -> dict:
         out[f"{name}_big_cpu_s"] = round(time.process_time() - cpu, 2)
         out[f"{name}_big_signals"] = sorted(s.value for s in verdict.signals)
         if name == "default":
-            found = 0
-            for request in HARMFUL_CYBER:
-                for at in POSITIONS:
-                    v = scorer.score([InferenceLog.model_validate(_record(600, SHORT, request, at))])[0]
-                    found += any(f.category is Category.CYBER_ABUSE for f in v.findings)
-            out["recall_600"] = f"{found}/{len(HARMFUL_CYBER) * len(POSITIONS)}"
-            found = 0
-            for request in HARMFUL_MISINFORMATION:
-                for at in POSITIONS:
-                    v = scorer.score([InferenceLog.model_validate(_record(600, SHORT, request, at))])[0]
-                    found += any(f.category is Category.MISINFORMATION for f in v.findings)
-            out["misinformation_600"] = f"{found}/{len(HARMFUL_MISINFORMATION) * len(POSITIONS)}"
+            for key, requests, category in (("recall_600", HARMFUL_CYBER, Category.CYBER_ABUSE),
+                                            ("misinformation_600", HARMFUL_MISINFORMATION, Category.MISINFORMATION)):
+                found = sum(
+                    any(f.category is category for f in scorer.score([InferenceLog.model_validate(_record(600, SHORT, r, at))])[0].findings)
+                    for r in requests for at in POSITIONS
+                )  # fmt: skip
+                out[key] = f"{found}/{len(requests) * len(POSITIONS)}"
             benign = scorer.score([InferenceLog.model_validate(_record(600, SHORT))])[0]
             out["benign_600_flagged"] = benign.flagged
     return out
@@ -122,7 +117,7 @@ def main() -> int:
             subprocess.run(["tar", "-x", "-C", tmp], input=archive.stdout, check=True)
             runs.append((args.against, run_in(Path(tmp), args.turns)))
         runs.append(("checkout", run_in(ROOT, args.turns)))
-    table = Table(title=f"A record of {args.turns:,} short turns, and recall where parts are joined")
+    table = Table(title=f"A record of {args.turns:,} short turns, and recall in records of 600")
     table.add_column("measure")
     for name, _ in runs:
         table.add_column(name, justify="right")

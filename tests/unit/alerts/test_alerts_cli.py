@@ -263,6 +263,17 @@ def test_a_send_timeout_out_of_range_is_a_usage_error(seconds: str, capsys) -> N
     assert "--timeout-s" in err
 
 
+def _one_webhook_config(tmp_path: Path, port: int) -> Path:
+    """An alerts config of the example rules, an SQLite store and one webhook receiver on ``port``."""
+    rules = Path(__file__).resolve().parents[3] / "examples" / "alert-rules.yaml"
+    config = tmp_path / "alerts.yaml"
+    config.write_text(yaml.safe_dump({
+        "rules_file": str(rules), "db_url": f"sqlite:///{tmp_path / 'a.db'}", "notify": "direct",
+        "receivers": [{"name": "ops", "type": "webhook", "url": f"http://127.0.0.1:{port}/hook", "secret": "s"}],
+    }))
+    return config
+
+
 def test_a_test_notification_not_delivered_in_time_is_dropped_not_sent_later(tmp_path: Path, capsys) -> None:
     """A receiver that refuses connections: ``test --send`` reported it not delivered, but left
     the notification pending in the outbox, for the alert service's dispatcher to send to on-call
@@ -273,12 +284,7 @@ def test_a_test_notification_not_delivered_in_time_is_dropped_not_sent_later(tmp
     from pipeline.alerts.outbox import DEAD
     from pipeline.localinfra.base import free_port
 
-    rules = Path(__file__).resolve().parents[3] / "examples" / "alert-rules.yaml"
-    config = tmp_path / "alerts.yaml"
-    config.write_text(yaml.safe_dump({
-        "rules_file": str(rules), "db_url": f"sqlite:///{tmp_path / 'a.db'}", "notify": "direct",
-        "receivers": [{"name": "ops", "type": "webhook", "url": f"http://127.0.0.1:{free_port()}/hook", "secret": "s"}],
-    }))
+    config = _one_webhook_config(tmp_path, free_port())
     code, err = _main(capsys, "--alerts-config", str(config), "test", "--send", "--timeout-s", "0.5")
     assert code != 0 and "not delivered to 1 of 1" in err
     engine = sa.create_engine(f"sqlite:///{tmp_path / 'a.db'}")
@@ -313,12 +319,7 @@ def test_a_receivers_answer_in_the_error_line_is_shown_escaped(tmp_path: Path, c
     server = ThreadingHTTPServer(("127.0.0.1", 0), Refusing)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
-        rules = Path(__file__).resolve().parents[3] / "examples" / "alert-rules.yaml"
-        config = tmp_path / "alerts.yaml"
-        config.write_text(yaml.safe_dump({
-            "rules_file": str(rules), "db_url": f"sqlite:///{tmp_path / 'a.db'}", "notify": "direct",
-            "receivers": [{"name": "ops", "type": "webhook", "url": f"http://127.0.0.1:{server.server_port}/hook", "secret": "s"}],
-        }))
+        config = _one_webhook_config(tmp_path, server.server_port)
         code, err = _main(capsys, "--alerts-config", str(config), "test", "--send", "--timeout-s", "2")
     finally:
         server.shutdown()
