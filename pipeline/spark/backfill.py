@@ -355,12 +355,15 @@ def one_per_request(verdicts: DataFrame) -> DataFrame:
     could hide behind a benign one sent first (a review of this change, 2026-12-07). The tenant
     and user are too: by id and texts alone, three accounts sending one prompt under one fixed
     id counted as one record of one user, so the campaign went unseen and two of them were never
-    ranked (a hostile review, 2026-12-07). A replay keeps all of them; its timestamp may differ
-    (a client's retry), so that is not part of the key."""
+    ranked (a hostile review, 2026-12-07). So is the timestamp: a replay is the same bytes, so the
+    same time, and a client that sent one attack five times, hours apart, under one id it chose
+    counted as one record, five times less risk than another user's five (a hostile review,
+    2026-12-07; the events table, keyed with the time, counted five). A retry the model served
+    again counts again, as the events table counts it."""
     from pipeline.schemas import Severity
 
     rank = F.coalesce(F.array_position(F.array(*[F.lit(s.value) for s in Severity]), F.col("severity")), F.lit(0))
-    return _first_row(verdicts, ["request_id", "tenant_id", "user_id", "prompt_hash", "completion_hash"],
+    return _first_row(verdicts, ["request_id", "tenant_id", "user_id", "timestamp", "prompt_hash", "completion_hash"],
                       [F.col("flagged").desc_nulls_last(), rank.desc(), *POSITION])
 
 

@@ -285,6 +285,21 @@ def test_a_replayed_record_counts_once_in_every_job(spark: SparkSession, tmp_pat
     assert (found.users, found.records) == (3, 3)
 
 
+def test_one_attack_sent_hours_apart_under_one_id_counts_each_time(spark: SparkSession, tmp_path: Path) -> None:
+    """A hostile review (2026-12-07): a client that chose one id for five attacks at five hours
+    (LiteLLM takes the id from a header) counted as one record, with a fifth of the risk of a
+    user who sent the same five under five ids; the events table counted five."""
+    from pipeline.spark import aggregates
+
+    records = [_record("fixed", "mallory", i, prompt=PHISHING, ts=f"2026-11-20T{10 + i:02d}:00:00Z") for i in range(5)]
+    records += [_record(f"own{i}", "trudy", 10 + i, prompt=PHISHING, ts=f"2026-11-20T{10 + i:02d}:00:00Z") for i in range(5)]
+    verdicts = backfill.read_lake_verdicts(spark, _lake(tmp_path / "lake", records))
+    [total] = aggregates.run(spark, verdicts).where("category = 'all'").collect()
+    assert total.records == 10
+    ranked = {row.records for row in offenders.run(spark, verdicts, as_of=datetime(2026, 11, 21)).collect()}
+    assert ranked == {5}
+
+
 def test_different_users_under_one_id_and_prompt_all_count(spark: SparkSession, tmp_path: Path) -> None:
     """A hostile review (2026-12-07): three accounts sending one prompt under one fixed id (a
     client chooses LiteLLM's call id) were one record of one user: the campaign went unseen and
