@@ -113,6 +113,12 @@ def _added(a: tuple[float, float, dict], b: tuple[float, float, dict], half_life
     return (late[0] + early[0] * 0.5 ** ((late[1] - early[1]) / half_life), late[1], late[2])
 
 
+def _decayed(score: float, updated: float, now: float, half_life: float) -> float:
+    """A risk score held as of ``updated``, as of ``now``; never grown by a clock stepped back
+    past ``updated`` (a negative wait grew scores, and a big one overflowed 0.5 ** x)."""
+    return score * 0.5 ** (max(0.0, now - updated) / half_life)
+
+
 def _subject(user_id: str, tenant_id: str | None) -> str:
     """Whose risk score and model sightings a verdict adds to: one user of one tenant.
 
@@ -633,7 +639,7 @@ class AlertEngine:
         self._risk[key] = (score, updated, context)
         self._dirty.risk.add(key)
         self._dirty.gone_risk.discard(key)
-        score = score * 0.5 ** (max(0.0, now - updated) / rule.half_life)  # as of now: what fires is the present score
+        score = _decayed(score, updated, now, rule.half_life)  # as of now: what fires is the present score
         if score >= rule.threshold:
             ends_at = now + rule.half_life * math.log2(score / rule.threshold)
             self._assert(
@@ -709,7 +715,7 @@ class AlertEngine:
                         del self._buckets[rule.name][key]
             elif isinstance(rule, RepeatOffenderRule):
                 for (p, name, user), (score, updated, _c) in list(self._risk.items()):
-                    if name == rule.name and score * 0.5 ** (max(0.0, now - updated) / rule.half_life) < 0.01 * rule.threshold:
+                    if name == rule.name and _decayed(score, updated, now, rule.half_life) < 0.01 * rule.threshold:
                         del self._risk[(p, name, user)]
                         self._dirty.risk.discard((p, name, user))
                         self._dirty.gone_risk.add((p, name, user))
@@ -740,7 +746,7 @@ class AlertEngine:
         else:
             wanted = lambda s: s == user_id or s.startswith(user_id + "@")  # noqa: E731
         return sum(
-            score * 0.5 ** (max(0.0, now - updated) / r.half_life)
+            _decayed(score, updated, now, r.half_life)
             for (_p, name, subject), (score, updated, _) in self._risk.items()
             if name == rule and wanted(subject)
         )

@@ -348,33 +348,31 @@ class Gateway:
             upstream_cut: str | None = None  # the error that ended the upstream's body early
             relayed = 0
             try:
-                try:
-                    async for chunk in upstream.content.iter_any():
-                        if first is None:
-                            first = time.perf_counter() - started
-                        if route and not truncated:
-                            if len(chunk) > room:
-                                chunk_kept, truncated = chunk[:room], True
-                                chunks.append(chunk_kept)
-                            else:
-                                chunks.append(chunk)
-                                room -= len(chunk)
-                        relayed += len(chunk)
-                        yield chunk  # straight through: no buffering, no re-framing
-                except (aiohttp.ClientError, TimeoutError) as exc:
-                    # The upstream failed mid-body (ClientPayloadError, a read timeout). It went
-                    # up to uvicorn, which printed a traceback, and the log said the *client* had
-                    # disconnected (a hostile review). Now: one line, the log says the upstream
-                    # cut the stream, and the client's response ends here.
-                    upstream_cut = type(exc).__name__
-                    log.warning("gateway: the upstream cut the response of %s after %d bytes (%s)",
-                                gateway_id, relayed, upstream_cut)
-                    # The client's connection is dropped too, as the upstream's was: a chunked
-                    # body ended cleanly read as a whole answer to SDKs and NDJSON clients (a
-                    # review of this fix). uvicorn's traceback of it is filtered (_QuietUpstreamCut).
-                    raise UpstreamCut(upstream_cut) from exc
-                else:
-                    complete = True
+                async for chunk in upstream.content.iter_any():
+                    if first is None:
+                        first = time.perf_counter() - started
+                    if route and not truncated:
+                        if len(chunk) > room:
+                            chunk_kept, truncated = chunk[:room], True
+                            chunks.append(chunk_kept)
+                        else:
+                            chunks.append(chunk)
+                            room -= len(chunk)
+                    relayed += len(chunk)
+                    yield chunk  # straight through: no buffering, no re-framing
+            except (aiohttp.ClientError, TimeoutError) as exc:
+                # The upstream failed mid-body (ClientPayloadError, a read timeout). It went up to
+                # uvicorn, which printed a traceback, and the log said the *client* had
+                # disconnected (a hostile review). Now one line, and the log says the upstream cut
+                # the stream. The client's connection is dropped too, as the upstream's was: a
+                # chunked body ended cleanly read as a whole answer to SDKs and NDJSON clients (a
+                # review of the first fix). uvicorn's traceback of it is filtered (_QuietUpstreamCut).
+                upstream_cut = type(exc).__name__
+                log.warning("gateway: the upstream cut the response of %s after %d bytes (%s)",
+                            gateway_id, relayed, upstream_cut)
+                raise UpstreamCut(upstream_cut) from exc
+            else:
+                complete = True
             finally:
                 if complete:
                     upstream.release()

@@ -280,10 +280,6 @@ class LogTee:
         return self._own.path
 
     @property
-    def _replay_path(self) -> Path:
-        return self._own.replaying
-
-    @property
     def _replay_offset(self) -> int:
         return self._own.offset
 
